@@ -1,0 +1,74 @@
+//! Command-line layer: each subcommand parses, makes about one library call, renders, and maps
+//! the result to an exit code. Data goes to stdout, everything else to stderr.
+
+mod images;
+mod render;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for invalid input (a pack, a parameter, a flag).
+pub const EXIT_INPUT: u8 = 2;
+/// Exit code when packbox or the engine could not do the work.
+pub const EXIT_ENGINE: u8 = 125;
+
+/// Run automation actions in sandboxed, throw-away Docker containers.
+#[derive(Debug, Parser)]
+#[command(name = "packbox", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one action of a pack in a fresh, locked-down container.
+    Run(run::RunArgs),
+    /// Manage the runtime images (packbox/python:3.11, ...).
+    #[command(subcommand)]
+    Images(images::ImagesCommand),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    init_logging();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(EXIT_INPUT),
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ENGINE);
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run::execute(args).await,
+            Command::Images(command) => images::execute(command).await,
+        }
+    })
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PACKBOX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

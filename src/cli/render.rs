@@ -1,0 +1,59 @@
+//! Rendering shared by the subcommands: errors with their causes and hints, exit codes.
+
+use std::error::Error as _;
+use std::process::ExitCode;
+
+use packbox::{Error, Fault};
+
+use super::{EXIT_ENGINE, EXIT_INPUT};
+
+/// The exit code for a library error.
+pub fn exit_code(error: &Error) -> ExitCode {
+    match error.fault() {
+        Fault::Input => ExitCode::from(EXIT_INPUT),
+        Fault::Engine => ExitCode::from(EXIT_ENGINE),
+    }
+}
+
+/// The error and its causes on one line, as `a: b: c`.
+pub fn message(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Prints an error (and its hint) to stderr; with `json`, also an error object on stdout.
+pub fn report(error: &Error, json: bool) -> ExitCode {
+    let text = message(error);
+    eprintln!("error: {text}");
+    if let Some(hint) = error.hint() {
+        eprintln!("hint: {hint}");
+    }
+    if json {
+        let object = serde_json::json!({"status": "error", "error": text});
+        println!("{object}");
+    }
+    exit_code(error)
+}
+
+/// Replaces control characters (but newlines and tabs) so container output cannot drive the
+/// terminal.
+pub fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,504 @@
+//! The Docker seam: the only module that talks to bollard.
+//!
+//! Every other stage speaks in packbox's own types ([`ContainerSpec`], [`BuildSpec`],
+//! [`OutputChunk`]), so it can be read and unit-tested without an engine. Errors come back typed,
+//! naming the image or container they concern; "not found" and "already stopped" answers that are
+//! normal for packbox are folded into ordinary return values here.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::io::AsyncWrite;
+
+/// How long connecting and negotiating the API version may take before the engine counts as
+/// not answering.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Something the engine could not do, naming what it was asked about.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No engine answered at all: the most common set-up problem, so it gets its own hint.
+    #[error("the Docker engine does not answer ({endpoint})")]
+    Unreachable {
+        endpoint: String,
+        #[source]
+        source: Option<BollardError>,
+    },
+    /// The engine answered with an error to one request.
+    #[error("docker engine: {what}")]
+    Api {
+        what: String,
+        #[source]
+        source: BollardError,
+    },
+    /// An image build reported an error (a failing step, a missing base image).
+    #[error("building image {tag} failed: {message}")]
+    Build { tag: String, message: String },
+}
+
+impl EngineError {
+    fn api(what: impl Into<String>, source: BollardError) -> Self {
+        EngineError::Api {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// A connected engine client. Cheap to clone: bollard opens one socket connection per request.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    docker: Docker,
+}
+
+/// One mount of a host folder into a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindMount {
+    pub host_path: String,
+    pub container_path: String,
+    pub read_only: bool,
+}
+
+/// Everything packbox asks of a container, in engine-neutral terms; built by the sandbox stage.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerSpec {
+    pub image: String,
+    pub cmd: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: String,
+    pub user: String,
+    pub labels: HashMap<String, String>,
+    pub binds: Vec<BindMount>,
+    /// Mount point to tmpfs options (`size=64m,mode=1777`, ...).
+    pub tmpfs: HashMap<String, String>,
+    pub read_only_rootfs: bool,
+    pub network_mode: String,
+    pub cap_drop_all: bool,
+    pub no_new_privileges: bool,
+    pub memory_bytes: i64,
+    pub pids_limit: i64,
+    pub nano_cpus: i64,
+    pub nofile: i64,
+    /// An OCI runtime other than the engine's default (e.g. `runsc`), when asked for.
+    pub oci_runtime: Option<String>,
+}
+
+/// Which stream a chunk of container output came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamKind {
+    Stdout,
+    Stderr,
+}
+
+/// One frame of container output, as the engine sent it (up to ~32 KiB).
+#[derive(Debug)]
+pub struct OutputChunk {
+    pub stream: StreamKind,
+    pub bytes: Bytes,
+}
+
+/// The two ends of an attached container: its output frames and its stdin.
+pub struct Attached {
+    pub output: Pin<Box<dyn Stream<Item = Result<OutputChunk, EngineError>> + Send>>,
+    pub stdin: Pin<Box<dyn AsyncWrite + Send>>,
+}
+
+/// What packbox needs to know about a container after it stopped.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerState {
+    pub oom_killed: bool,
+    pub exit_code: Option<i64>,
+}
+
+/// A container found by label, for sweeping leftovers.
+#[derive(Clone, Debug)]
+pub struct ContainerSummary {
+    pub id: String,
+    pub labels: HashMap<String, String>,
+}
+
+/// An image build request: the context is an in-memory tar holding the Dockerfile.
+#[derive(Clone, Debug)]
+pub struct BuildSpec {
+    pub tag: String,
+    pub context_tar: Vec<u8>,
+    pub dockerfile: String,
+    pub build_args: HashMap<String, String>,
+    pub labels: HashMap<String, String>,
+    pub network_mode: String,
+}
+
+impl Engine {
+    /// Connects to the engine named by `DOCKER_HOST` (unix, tcp, https) or the local socket, and
+    /// negotiates the API version; bounded so that a dead socket fails fast.
+    pub async fn connect() -> Result<Engine, EngineError> {
+        let endpoint =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let unreachable = |source| EngineError::Unreachable {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        let docker = Docker::connect_with_defaults().map_err(|e| unreachable(Some(e)))?;
+        let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
+            .await
+            .map_err(|_| unreachable(None))?
+            .map_err(|e| unreachable(Some(e)))?;
+        Ok(Engine { docker })
+    }
+
+    /// The id of an image, or `None` when the engine does not have it.
+    pub async fn image_id(&self, name: &str) -> Result<Option<String>, EngineError> {
+        match self.docker.inspect_image(name).await {
+            Ok(image) => Ok(image.id),
+            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) => Err(EngineError::api(format!("inspecting image {name}"), e)),
+        }
+    }
+
+    /// Builds an image with the classic builder, passing each output line to `on_line`, and
+    /// returns the new image id. The stream is drained to its end; an error step fails the build.
+    pub async fn build_image(
+        &self,
+        spec: BuildSpec,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<String, EngineError> {
+        let options = BuildImageOptionsBuilder::default()
+            .dockerfile(&spec.dockerfile)
+            .t(&spec.tag)
+            .rm(true)
+            .forcerm(true)
+            .buildargs(&spec.build_args)
+            .labels(&spec.labels)
+            .networkmode(&spec.network_mode)
+            .build();
+        let body = bollard::body_full(Bytes::from(spec.context_tar));
+        let mut stream = self.docker.build_image(options, None, Some(body));
+        let mut image_id = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(line) = info.stream.as_deref() {
+                        on_line(line);
+                    }
+                    if let Some(id) = info.aux.and_then(|aux| aux.id) {
+                        image_id = Some(id);
+                    }
+                    if let Some(detail) = info.error_detail {
+                        return Err(EngineError::Build {
+                            tag: spec.tag,
+                            message: detail.message.unwrap_or_default(),
+                        });
+                    }
+                }
+                Err(BollardError::DockerStreamError { error }) => {
+                    return Err(EngineError::Build {
+                        tag: spec.tag,
+                        message: error,
+                    });
+                }
+                Err(e) => return Err(EngineError::api(format!("building image {}", spec.tag), e)),
+            }
+        }
+        match image_id {
+            Some(id) => Ok(id),
+            None => self
+                .image_id(&spec.tag)
+                .await?
+                .ok_or_else(|| EngineError::Build {
+                    tag: spec.tag.clone(),
+                    message: "the engine reported no image id".into(),
+                }),
+        }
+    }
+
+    /// Creates a container from a spec; returns its id. Never pulls: a missing image is an error.
+    pub async fn create_container(
+        &self,
+        name: &str,
+        spec: &ContainerSpec,
+    ) -> Result<String, EngineError> {
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        let created = self
+            .docker
+            .create_container(Some(options), container_body(spec))
+            .await
+            .map_err(|e| {
+                EngineError::api(format!("creating a container from image {}", spec.image), e)
+            })?;
+        Ok(created.id)
+    }
+
+    /// Attaches stdin, stdout and stderr; must happen before start so no output is lost.
+    pub async fn attach(&self, id: &str) -> Result<Attached, EngineError> {
+        let options = AttachContainerOptionsBuilder::default()
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            .build();
+        let attached = self
+            .docker
+            .attach_container(id, Some(options))
+            .await
+            .map_err(|e| EngineError::api(format!("attaching to container {id}"), e))?;
+        let container = id.to_string();
+        let output = attached.output.filter_map(move |item| {
+            let container = container.clone();
+            async move {
+                match item {
+                    Ok(bollard::container::LogOutput::StdOut { message }) => {
+                        Some(Ok(OutputChunk {
+                            stream: StreamKind::Stdout,
+                            bytes: message,
+                        }))
+                    }
+                    Ok(bollard::container::LogOutput::StdErr { message }) => {
+                        Some(Ok(OutputChunk {
+                            stream: StreamKind::Stderr,
+                            bytes: message,
+                        }))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(EngineError::api(
+                        format!("reading output of container {container}"),
+                        e,
+                    ))),
+                }
+            }
+        });
+        Ok(Attached {
+            output: Box::pin(output),
+            stdin: attached.input,
+        })
+    }
+
+    /// Starts a created container.
+    pub async fn start(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(|e| EngineError::api(format!("starting container {id}"), e))
+    }
+
+    /// Waits until the container exits and returns its exit code. Call only after start: the
+    /// engine sends nothing until the request is first polled.
+    pub async fn wait(&self, id: &str) -> Result<i64, EngineError> {
+        let mut stream = self.docker.wait_container(id, None);
+        match stream.next().await {
+            Some(Ok(response)) => Ok(response.status_code),
+            Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(EngineError::api(format!("waiting for container {id}"), e)),
+            None => Err(EngineError::Api {
+                what: format!("waiting for container {id}"),
+                source: BollardError::DockerContainerWaitError {
+                    error: "the engine closed the wait without an exit code".into(),
+                    code: -1,
+                },
+            }),
+        }
+    }
+
+    /// Sends a signal; a container that already stopped (409) or is gone (404) is not an error.
+    pub async fn kill(&self, id: &str, signal: &str) -> Result<(), EngineError> {
+        let options = KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
+        match self.docker.kill_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_status(&e, 409) || is_status(&e, 404) => Ok(()),
+            Err(e) => Err(EngineError::api(
+                format!("sending {signal} to container {id}"),
+                e,
+            )),
+        }
+    }
+
+    /// The state of a stopped container: whether the kernel's OOM killer ended it.
+    pub async fn container_state(&self, id: &str) -> Result<ContainerState, EngineError> {
+        let inspected = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| EngineError::api(format!("inspecting container {id}"), e))?;
+        let state = inspected.state.unwrap_or_default();
+        Ok(ContainerState {
+            oom_killed: state.oom_killed.unwrap_or(false),
+            exit_code: state.exit_code,
+        })
+    }
+
+    /// Removes a container and its anonymous volumes; one that is already gone is not an error.
+    pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            // 409: removal already in progress, which ends the same way.
+            Err(e) if is_status(&e, 409) => Ok(()),
+            Err(e) => Err(EngineError::api(format!("removing container {id}"), e)),
+        }
+    }
+
+    /// All containers (running or not) that carry every given `key=value` label.
+    pub async fn containers_with_labels(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<ContainerSummary>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| EngineError::api("listing packbox containers", e))?;
+        Ok(found
+            .into_iter()
+            .filter_map(|c| {
+                Some(ContainerSummary {
+                    id: c.id?,
+                    labels: c.labels.unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+}
+
+/// Translates packbox's spec into the engine's create body. Attach is set up for a stdin that is
+/// closed after one write (`stdin_once`), with no TTY so the streams stay separate and bounded.
+fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let binds = spec
+        .binds
+        .iter()
+        .map(|b| {
+            let mode = if b.read_only { "ro" } else { "rw" };
+            format!("{}:{}:{mode}", b.host_path, b.container_path)
+        })
+        .collect();
+    let mut security_opt = Vec::new();
+    if spec.no_new_privileges {
+        security_opt.push("no-new-privileges".to_string());
+    }
+    let host_config = HostConfig {
+        binds: Some(binds),
+        tmpfs: Some(spec.tmpfs.clone()),
+        readonly_rootfs: Some(spec.read_only_rootfs),
+        network_mode: Some(spec.network_mode.clone()),
+        cap_drop: spec.cap_drop_all.then(|| vec!["ALL".to_string()]),
+        security_opt: Some(security_opt),
+        memory: Some(spec.memory_bytes),
+        // Equal to memory: no swap on top of the limit.
+        memory_swap: Some(spec.memory_bytes),
+        pids_limit: Some(spec.pids_limit),
+        nano_cpus: Some(spec.nano_cpus),
+        ulimits: Some(vec![ResourcesUlimits {
+            name: Some("nofile".into()),
+            soft: Some(spec.nofile),
+            hard: Some(spec.nofile),
+        }]),
+        // A tiny init reaps zombies and forwards SIGTERM to the action.
+        init: Some(true),
+        // Output is captured through attach; nothing is written to the engine's disk.
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("none".into()),
+            config: None,
+        }),
+        runtime: spec.oci_runtime.clone(),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: Some(spec.cmd.clone()),
+        // The image's entrypoint must not wrap the action's command.
+        entrypoint: Some(Vec::new()),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        working_dir: Some(spec.working_dir.clone()),
+        user: Some(spec.user.clone()),
+        labels: Some(spec.labels.clone()),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        tty: Some(false),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+fn is_status(error: &BollardError, status: u16) -> bool {
+    matches!(error, BollardError::DockerResponseServerError { status_code, .. } if *status_code == status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn locked_down() -> ContainerSpec {
+        ContainerSpec {
+            image: "packbox/shell:5.2".into(),
+            cmd: vec!["bash".into(), "/pack/actions/a.sh".into()],
+            env: vec![("ATTUNE_ACTION".into(), "p.a".into())],
+            working_dir: "/pack".into(),
+            user: "65534:65534".into(),
+            binds: vec![BindMount {
+                host_path: "/packs/p".into(),
+                container_path: "/pack".into(),
+                read_only: true,
+            }],
+            read_only_rootfs: true,
+            network_mode: "none".into(),
+            cap_drop_all: true,
+            no_new_privileges: true,
+            memory_bytes: 512 << 20,
+            pids_limit: 256,
+            nano_cpus: 1_000_000_000,
+            nofile: 1024,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn body_carries_every_sandbox_setting() {
+        let body = container_body(&locked_down());
+        let host = body.host_config.expect("host config is always set");
+        assert_eq!(host.binds, Some(vec!["/packs/p:/pack:ro".to_string()]));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_string()])
+        );
+        assert_eq!(host.memory, host.memory_swap);
+        assert_eq!(host.pids_limit, Some(256));
+        assert_eq!(host.auto_remove, None);
+        assert_eq!(body.user.as_deref(), Some("65534:65534"));
+        assert_eq!(body.stdin_once, Some(true));
+        assert_eq!(body.tty, Some(false));
+        assert_eq!(body.env, Some(vec!["ATTUNE_ACTION=p.a".to_string()]));
+    }
+
+    #[test]
+    fn capabilities_kept_only_when_not_dropped() {
+        let mut spec = locked_down();
+        spec.cap_drop_all = false;
+        let host = container_body(&spec).host_config.expect("host config");
+        assert_eq!(host.cap_drop, None);
+    }
+}

@@ -1,0 +1,71 @@
+//! packbox's error type: every stage's typed error, and which side is at fault (the input, or
+//! packbox and the engine), which decides the exit code.
+
+use crate::catalog::CatalogError;
+use crate::engine::EngineError;
+use crate::pack::PackError;
+use crate::pack::params::ParamError;
+use crate::runtime_image::ImageError;
+use crate::sandbox::RunError;
+
+/// Any error packbox's library can return.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The action names a runner type no runtime of the catalog has.
+    #[error("action {action}: runner_type `{runner_type}` is not a known runtime (known: {known})")]
+    UnknownRuntime {
+        action: String,
+        runner_type: String,
+        known: String,
+    },
+    /// A feature of the pack format that this version of packbox does not run yet.
+    #[error("action {action}: {what} is not supported yet")]
+    Unsupported { action: String, what: String },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Who has to act to fix an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The pack, the parameters or the command line are wrong (exit code 2).
+    Input,
+    /// packbox, its images or the engine could not do the work (exit code 125).
+    Engine,
+}
+
+impl Error {
+    /// Whose fault the error is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::Pack(_)
+            | Error::Param(_)
+            | Error::UnknownRuntime { .. }
+            | Error::Unsupported { .. } => Fault::Input,
+            Error::Catalog(_) | Error::Engine(_) | Error::Image(_) | Error::Run(_) => Fault::Engine,
+        }
+    }
+
+    /// A line that tells the user what to do next, when there is an obvious one.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Error::Engine(EngineError::Unreachable { .. }) => Some(
+                "start the engine (scripts/ensure-docker does it on Debian) or point DOCKER_HOST at one",
+            ),
+            Error::Image(ImageError::Engine(EngineError::Build { .. })) => Some(
+                "runtime images build on packbox/base:<suite>; scripts/build-images makes those first",
+            ),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! packbox runs automation actions (Attune packs) in sandboxed, throw-away Docker containers.
+//!
+//! The library is the product; the `packbox` binary is a thin layer over it. A run goes through
+//! one stage per module: [`pack`] loads and checks the pack, [`catalog`] names the runtime,
+//! [`runtime_image`] makes sure its image exists, [`sandbox`] runs the container, and [`engine`]
+//! is the only module that talks to Docker.
+
+pub mod catalog;
+pub mod engine;
+pub mod error;
+pub mod executor;
+pub mod outcome;
+pub mod pack;
+pub mod runtime_image;
+pub mod sandbox;
+
+pub use catalog::Catalog;
+pub use engine::Engine;
+pub use error::{Error, Fault};
+pub use executor::{Executor, RunPlan, RunRequest, plan};
+pub use outcome::{Outcome, Status};
+pub use sandbox::SandboxPolicy;

@@ -1,0 +1,117 @@
+//! Runtime images (`packbox/python:3.11`, ...): present on the engine, or built from the recipe
+//! the catalog names. No registry is needed: recipes start from `packbox/base:<suite>`, which
+//! `images/bootstrap-base` makes.
+
+use std::collections::HashMap;
+
+use crate::catalog::{Catalog, Runtime, RuntimeVersion};
+use crate::engine::{BuildSpec, Engine, EngineError};
+
+/// A runtime image that is not there and cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(
+        "runtime image {image} is missing; build it with `packbox images build` (scripts/build-images)"
+    )]
+    Missing { image: String },
+    #[error(
+        "runtime image {image} ({runtime} {version}) is missing and the catalog names no recipe for it"
+    )]
+    NoRecipe {
+        image: String,
+        runtime: String,
+        version: String,
+    },
+    #[error("building the tar context for {image} failed")]
+    Context {
+        image: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// What happened to one runtime image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageState {
+    /// The engine already had it.
+    Present { id: String },
+    /// packbox built it now.
+    Built { id: String },
+}
+
+/// Makes sure a runtime version's image exists, building it from its recipe if needed.
+/// `on_line` receives the build's output lines.
+pub async fn ensure(
+    engine: &Engine,
+    catalog: &Catalog,
+    runtime: &Runtime,
+    version: &RuntimeVersion,
+    on_line: impl FnMut(&str),
+) -> Result<ImageState, ImageError> {
+    if let Some(id) = engine.image_id(&version.image).await? {
+        return Ok(ImageState::Present { id });
+    }
+    let no_recipe = || ImageError::NoRecipe {
+        image: version.image.clone(),
+        runtime: runtime.name.clone(),
+        version: version.version.clone(),
+    };
+    let recipe = version.recipe.as_ref().ok_or_else(no_recipe)?;
+    let dockerfile = catalog.recipe_dockerfile(recipe).ok_or_else(no_recipe)?;
+    let context_tar = dockerfile_context(dockerfile).map_err(|source| ImageError::Context {
+        image: version.image.clone(),
+        source,
+    })?;
+    let labels = HashMap::from([
+        ("packbox.kind".to_string(), "runtime".to_string()),
+        ("packbox.runtime".to_string(), runtime.name.clone()),
+        ("packbox.version".to_string(), version.version.clone()),
+    ]);
+    let spec = BuildSpec {
+        tag: version.image.clone(),
+        context_tar,
+        dockerfile: "Dockerfile".into(),
+        build_args: recipe.args.clone().into_iter().collect(),
+        labels,
+        // The recipe installs packages from Debian's mirror.
+        network_mode: "bridge".into(),
+    };
+    let id = engine.build_image(spec, on_line).await?;
+    Ok(ImageState::Built { id })
+}
+
+/// A build context holding only the Dockerfile, with a fixed mtime so identical recipes give
+/// identical contexts.
+fn dockerfile_context(dockerfile: &str) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(dockerfile.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_cksum();
+    builder.append_data(&mut header, "Dockerfile", dockerfile.as_bytes())?;
+    builder.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn context_holds_the_dockerfile_and_is_reproducible() {
+        let first = dockerfile_context("FROM scratch\n").expect("tar");
+        let second = dockerfile_context("FROM scratch\n").expect("tar");
+        assert_eq!(first, second);
+        let mut archive = tar::Archive::new(first.as_slice());
+        let mut entries = archive.entries().expect("entries");
+        let mut entry = entries.next().expect("one entry").expect("readable");
+        assert_eq!(entry.path().expect("path").to_str(), Some("Dockerfile"));
+        let mut text = String::new();
+        entry.read_to_string(&mut text).expect("read");
+        assert_eq!(text, "FROM scratch\n");
+        assert!(entries.next().is_none());
+    }
+}

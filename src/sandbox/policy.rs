@@ -1,0 +1,142 @@
+//! The sandbox an action runs in: locked-down defaults, each one overridable by the operator.
+//!
+//! The policy turns into a [`ContainerSpec`]; the applied values are reported in every outcome so
+//! that an operator can see exactly what an action was allowed.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::engine::{BindMount, ContainerSpec};
+
+/// Where the pack is mounted (read-only) inside every container.
+pub const PACK_MOUNT: &str = "/pack";
+
+/// Limits and isolation settings for one run. `Default` is the locked-down policy of DESIGN.md.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SandboxPolicy {
+    /// `none` by default; `bridge` or a network name only when the operator grants it.
+    pub network: String,
+    pub read_only_root: bool,
+    pub tmpfs_tmp_bytes: u64,
+    pub cap_drop_all: bool,
+    pub no_new_privileges: bool,
+    pub user: String,
+    pub memory_bytes: u64,
+    pub pids_limit: u32,
+    pub cpus: f64,
+    pub nofile: u32,
+    /// An OCI runtime other than the engine's default (e.g. `runsc`).
+    pub oci_runtime: Option<String>,
+}
+
+impl Default for SandboxPolicy {
+    fn default() -> Self {
+        SandboxPolicy {
+            network: "none".into(),
+            read_only_root: true,
+            tmpfs_tmp_bytes: 64 << 20,
+            cap_drop_all: true,
+            no_new_privileges: true,
+            user: "65534:65534".into(),
+            memory_bytes: 512 << 20,
+            pids_limit: 256,
+            cpus: 1.0,
+            nofile: 1024,
+            oci_runtime: None,
+        }
+    }
+}
+
+/// What a container runs, apart from the sandbox: image, command, environment and pack.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    pub image: String,
+    pub cmd: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub labels: HashMap<String, String>,
+    /// Host path of the pack folder.
+    pub pack_dir: String,
+}
+
+impl SandboxPolicy {
+    /// The container spec for a workload under this policy. The pack is always mounted read-only
+    /// and the Docker socket is never mounted: neither is a setting.
+    pub fn container_spec(&self, workload: Workload) -> ContainerSpec {
+        let tmpfs = HashMap::from([(
+            "/tmp".to_string(),
+            format!("rw,nosuid,nodev,size={},mode=1777", self.tmpfs_tmp_bytes),
+        )]);
+        ContainerSpec {
+            image: workload.image,
+            cmd: workload.cmd,
+            env: workload.env,
+            working_dir: PACK_MOUNT.into(),
+            user: self.user.clone(),
+            labels: workload.labels,
+            binds: vec![BindMount {
+                host_path: workload.pack_dir,
+                container_path: PACK_MOUNT.into(),
+                read_only: true,
+            }],
+            tmpfs,
+            read_only_rootfs: self.read_only_root,
+            network_mode: self.network.clone(),
+            cap_drop_all: self.cap_drop_all,
+            no_new_privileges: self.no_new_privileges,
+            memory_bytes: self.memory_bytes as i64,
+            pids_limit: i64::from(self.pids_limit),
+            nano_cpus: (self.cpus * 1e9) as i64,
+            nofile: i64::from(self.nofile),
+            oci_runtime: self.oci_runtime.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload() -> Workload {
+        Workload {
+            image: "img".into(),
+            cmd: vec!["bash".into()],
+            env: Vec::new(),
+            labels: HashMap::new(),
+            pack_dir: "/host/packs/p".into(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_locked_down() {
+        let spec = SandboxPolicy::default().container_spec(workload());
+        assert_eq!(spec.network_mode, "none");
+        assert!(spec.read_only_rootfs && spec.cap_drop_all && spec.no_new_privileges);
+        assert_eq!(spec.user, "65534:65534");
+        assert_eq!(spec.memory_bytes, 512 << 20);
+        assert_eq!(spec.pids_limit, 256);
+        assert_eq!(spec.nano_cpus, 1_000_000_000);
+        assert_eq!(spec.nofile, 1024);
+        assert!(spec.tmpfs["/tmp"].contains("size=67108864"));
+        assert_eq!(spec.working_dir, "/pack");
+    }
+
+    #[test]
+    fn pack_is_mounted_read_only_and_nothing_else() {
+        let spec = SandboxPolicy::default().container_spec(workload());
+        assert_eq!(
+            spec.binds,
+            vec![BindMount {
+                host_path: "/host/packs/p".into(),
+                container_path: "/pack".into(),
+                read_only: true
+            }]
+        );
+        assert!(
+            !spec
+                .binds
+                .iter()
+                .any(|b| b.host_path.contains("docker.sock"))
+        );
+    }
+}
