@@ -1,0 +1,113 @@
+//! Helpers shared by the integration tests: the packbox binary, the real engine, leftovers.
+//!
+//! The engine is required: a test that cannot reach it fails, it never skips.
+
+#![allow(dead_code)] // each test binary uses its own subset of these helpers
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The example packs shipped with packbox.
+pub fn example_packs() -> PathBuf {
+    repo_root().join("examples/packs")
+}
+
+/// The test fixture packs.
+pub fn fixture_packs() -> PathBuf {
+    repo_root().join("tests/fixtures/packs")
+}
+
+/// A finished `packbox` process: its output and the pid it ran as (its containers carry it).
+pub struct Finished {
+    pub output: Output,
+    pub pid: u32,
+}
+
+impl Finished {
+    pub fn code(&self) -> i32 {
+        self.output.status.code().unwrap_or(-1)
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+    /// stdout parsed as one JSON document (for `--json`).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            )
+        })
+    }
+}
+
+/// Runs the packbox binary with the given arguments and environment.
+pub fn packbox(args: &[&str], env: &[(&str, &str)]) -> Finished {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_packbox"));
+    command.args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the packbox binary starts");
+    let pid = child.id();
+    let output = child.wait_with_output().expect("packbox finishes");
+    Finished { output, pid }
+}
+
+/// `packbox run --packs DIR ACTION --json ARGS...`
+pub fn run_json(packs: &Path, action: &str, args: &[&str]) -> Finished {
+    let packs = packs.to_string_lossy().into_owned();
+    let mut all = vec!["run", "--packs", packs.as_str(), action, "--json"];
+    all.extend_from_slice(args);
+    packbox(&all, &[])
+}
+
+/// Fails the test unless the engine answers: the suite must not pass without one.
+pub fn require_engine() {
+    let answered = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        answered,
+        "the Docker engine does not answer: these tests need it (run scripts/ensure-docker)"
+    );
+}
+
+/// Ids of the containers (running or not) that the packbox process `pid` created and left.
+pub fn containers_of(pid: u32) -> Vec<String> {
+    let output = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=packbox.owner_pid={pid}"),
+        ])
+        .output()
+        .expect("docker ps runs");
+    assert!(output.status.success(), "docker ps failed");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Asserts that a finished packbox process left no container behind.
+pub fn assert_no_leftovers(finished: &Finished) {
+    let left = containers_of(finished.pid);
+    assert!(left.is_empty(), "containers left behind: {left:?}");
+}
