@@ -13,6 +13,7 @@ pub mod outcome;
 pub mod pack;
 pub mod runtime_image;
 pub mod sandbox;
+pub mod version;
 
 pub use catalog::Catalog;
 pub use engine::Engine;
