@@ -162,24 +162,32 @@ pub(crate) fn load(
             true
         }
     };
+    let label = doc.optional_text("label", problems);
+    let description = doc.optional_text("description", problems);
+    let parameter_delivery = choice(&doc, "parameter_delivery", "stdin, file", problems);
+    let parameter_format = choice(&doc, "parameter_format", "json, dotenv, yaml", problems);
+    let output_format = choice(&doc, "output_format", "text, json, yaml, jsonl", problems);
+    let tags = doc
+        .get("tags")
+        .map(|value| doc.text_list("tags", value, problems))
+        .unwrap_or_default();
+    // Reported in the order of the file; problems without a line (missing fields) come last.
+    problems[before..].sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     let manifest = ActionManifest {
         action_ref: action_ref?,
-        label: doc.optional_text("label", problems),
-        description: doc.optional_text("description", problems),
+        label,
+        description,
         enabled,
         runner_type: runner_type?,
         entry_point: entry_point?,
         runtime_version,
         parameters,
         output,
-        parameter_delivery: choice(&doc, "parameter_delivery", "stdin, file", problems),
-        parameter_format: choice(&doc, "parameter_format", "json, dotenv, yaml", problems),
-        output_format: choice(&doc, "output_format", "text, json, yaml, jsonl", problems),
+        parameter_delivery,
+        parameter_format,
+        output_format,
         timeout_seconds,
-        tags: doc
-            .get("tags")
-            .map(|value| doc.text_list("tags", value, problems))
-            .unwrap_or_default(),
+        tags,
     };
     (problems.len() == before).then_some(manifest)
 }
@@ -335,11 +343,11 @@ mod tests {
             [
                 "entry_point",
                 "runtime_version",
-                "timeout_seconds",
-                "enabled",
                 "parameter_delivery",
                 "parameter_format",
-                "output_format"
+                "output_format",
+                "timeout_seconds",
+                "enabled"
             ],
             "{problems:?}"
         );

@@ -84,14 +84,18 @@ pub(crate) fn load(file: &Path, problems: &mut Vec<Problem>) -> Option<PackManif
     let tags = list(&["tags", "keywords"], problems);
     let runtime_deps = list(&["runtime_deps"], problems);
     let dependencies = list(&["dependencies"], problems);
+    let [description, author, email, license] =
+        ["description", "author", "email", "license"].map(|key| doc.optional_text(key, problems));
+    // Reported in the order of the file; problems without a line (missing fields) come last.
+    problems[before..].sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     let manifest = PackManifest {
         pack_ref: pack_ref?,
         label: label?,
-        description: doc.optional_text("description", problems),
+        description,
         version: version?,
-        author: doc.optional_text("author", problems),
-        email: doc.optional_text("email", problems),
-        license: doc.optional_text("license", problems),
+        author,
+        email,
+        license,
         conf_schema,
         config,
         meta,
@@ -170,10 +174,10 @@ mod tests {
         let fields: Vec<_> = problems.iter().filter_map(|p| p.field.as_deref()).collect();
         assert_eq!(
             fields,
-            ["ref", "label", "version", "config", "tags", "dependencies"],
+            ["ref", "version", "tags", "config", "dependencies", "label"],
             "{problems:?}"
         );
         assert!(problems[0].message.contains("naming rule"));
-        assert!(problems[1].message.contains("missing"));
+        assert!(problems[5].message.contains("missing"));
     }
 }
