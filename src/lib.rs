@@ -1,10 +1,9 @@
 //! packbox runs automation actions (Attune packs) in sandboxed, throw-away Docker containers.
 //!
 //! The library is the product; the `packbox` binary is a thin layer over it. A run goes through
-//! one stage per module: [`pack`] loads and checks the pack, [`catalog`] names the runtime and
-//! [`version`] chooses its version,
-//! [`runtime_image`] makes sure its image exists, [`sandbox`] runs the container, and [`engine`]
-//! is the only module that talks to Docker.
+//! one stage per module: [`pack`] loads and checks the pack, [`catalog`] names the runtime,
+//! [`version`] chooses its version, [`runtime_image`] makes sure its image exists, [`sandbox`]
+//! runs the container, and [`engine`] is the only module that talks to Docker.
 
 pub mod catalog;
 pub mod engine;
