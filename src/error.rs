@@ -1,7 +1,7 @@
 //! packbox's error type: every stage's typed error, and which side is at fault (the input, or
 //! packbox and the engine), which decides the exit code.
 
-use crate::catalog::CatalogError;
+use crate::catalog::{CatalogError, NoMatchingVersion};
 use crate::engine::EngineError;
 use crate::pack::PackError;
 use crate::pack::params::ParamError;
@@ -23,6 +23,13 @@ pub enum Error {
         action: String,
         runner_type: String,
         known: String,
+    },
+    /// No available version of the action's runtime satisfies its `runtime_version`.
+    #[error("action {action}: {source}")]
+    NoMatchingVersion {
+        action: String,
+        #[source]
+        source: NoMatchingVersion,
     },
     /// A feature of the pack format that this version of packbox does not run yet.
     #[error("action {action}: {what} is not supported yet")]
@@ -51,6 +58,7 @@ impl Error {
             Error::Pack(_)
             | Error::Param(_)
             | Error::UnknownRuntime { .. }
+            | Error::NoMatchingVersion { .. }
             | Error::Unsupported { .. } => Fault::Input,
             Error::Catalog(_) | Error::Engine(_) | Error::Image(_) | Error::Run(_) => Fault::Engine,
         }

@@ -23,8 +23,10 @@ pub struct RunRequest {
     pub packs_dir: PathBuf,
     /// `PACK.ACTION`.
     pub action_ref: String,
-    /// `KEY=VALUE` parameter assignments.
+    /// `KEY=VALUE` parameter assignments; they win over `params_file`.
     pub params: Vec<String>,
+    /// A JSON or YAML file of parameter values.
+    pub params_file: Option<PathBuf>,
     pub policy: SandboxPolicy,
     /// Overrides the action's `timeout_seconds`.
     pub timeout: Option<Duration>,
@@ -38,6 +40,7 @@ impl RunRequest {
             packs_dir: packs_dir.into(),
             action_ref: action_ref.into(),
             params: Vec::new(),
+            params_file: None,
             policy: SandboxPolicy::default(),
             timeout: None,
             max_output: sandbox::DEFAULT_MAX_OUTPUT,
@@ -65,12 +68,7 @@ pub fn plan(catalog: &Catalog, request: &RunRequest) -> Result<RunPlan, Error> {
         .ok_or_else(|| Error::UnknownRuntime {
             action: action.action_ref.clone(),
             runner_type: manifest.runner_type.clone(),
-            known: catalog
-                .runtimes()
-                .iter()
-                .map(|r| r.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            known: catalog.known_names(),
         })?;
     if manifest.parameter_delivery == ParameterDelivery::File {
         return Err(Error::Unsupported {
@@ -78,17 +76,19 @@ pub fn plan(catalog: &Catalog, request: &RunRequest) -> Result<RunPlan, Error> {
             what: "parameter_delivery `file`".into(),
         });
     }
-    // Version constraints are honoured by the version stage; until then, the default version.
     let version = runtime
-        .default_version()
-        .ok_or_else(|| Error::UnknownRuntime {
+        .select_version(&runtime.version_names(), manifest.runtime_version.as_ref())
+        .map_err(|source| Error::NoMatchingVersion {
             action: action.action_ref.clone(),
-            runner_type: manifest.runner_type.clone(),
-            known: format!("{} has no versions", runtime.name),
+            source,
         })?
         .clone();
+    let from_file = match &request.params_file {
+        Some(file) => params::read_file(file)?,
+        None => serde_json::Map::new(),
+    };
     let given = params::parse_assignments(&request.params)?;
-    let document = params::resolve(&action.action_ref, &manifest.parameters, &given)?;
+    let document = params::resolve(&action.action_ref, &manifest.parameters, from_file, &given)?;
     let stdin = delivery::encode(&document, manifest.parameter_format);
     let timeout = request
         .timeout

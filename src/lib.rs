@@ -2,8 +2,8 @@
 //!
 //! The library is the product; the `packbox` binary is a thin layer over it. A run goes through
 //! one stage per module: [`pack`] loads and checks the pack, [`catalog`] names the runtime,
-//! [`runtime_image`] makes sure its image exists, [`sandbox`] runs the container, and [`engine`]
-//! is the only module that talks to Docker.
+//! [`version`] chooses its version, [`runtime_image`] makes sure its image exists, [`sandbox`]
+//! runs the container, and [`engine`] is the only module that talks to Docker.
 
 pub mod catalog;
 pub mod engine;
@@ -13,6 +13,7 @@ pub mod outcome;
 pub mod pack;
 pub mod runtime_image;
 pub mod sandbox;
+pub mod version;
 
 pub use catalog::Catalog;
 pub use engine::Engine;

@@ -1,11 +1,16 @@
 //! Runtime catalog: which runtimes exist, their aliases, interpreters, versions and images.
 //!
 //! The built-in catalog is `images/runtimes/*.yaml`, compiled into the binary together with the
-//! Dockerfiles it names, so a packbox binary can build its runtime images without a checkout.
+//! Dockerfiles it names, so a packbox binary can build its runtime images without a checkout. A
+//! user folder of `*.yaml` runtime files (`--catalog DIR`, `PACKBOX_CATALOG`) adds runtimes or
+//! replaces built-in ones by name; its recipes name Dockerfiles relative to that folder.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::Deserialize;
+
+use crate::version::{self, Constraint};
 
 /// Built-in runtime definitions, by file name.
 const BUILTIN_RUNTIMES: &[(&str, &str)] = &[
@@ -51,6 +56,35 @@ pub enum CatalogError {
         #[source]
         source: serde_yaml::Error,
     },
+    #[error("runtime catalog {file}: cannot read")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// No available version of a runtime satisfies an action's constraint.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", no_match_message(.runtime, .constraint.as_deref(), .available))]
+pub struct NoMatchingVersion {
+    pub runtime: String,
+    /// `None`: the action states no constraint and no version is available at all.
+    pub constraint: Option<String>,
+    pub available: Vec<String>,
+}
+
+fn no_match_message(runtime: &str, constraint: Option<&str>, available: &[String]) -> String {
+    let available = match available {
+        [] => "none".to_string(),
+        listed => listed.join(", "),
+    };
+    match constraint {
+        Some(constraint) => format!(
+            "runtime_version `{constraint}` matches none of the available {runtime} versions ({available})"
+        ),
+        None => format!("no {runtime} version is available"),
+    }
 }
 
 /// One runtime (python, node, shell, native) and the versions packbox knows images for.
@@ -66,6 +100,9 @@ pub struct Runtime {
     pub env: BTreeMap<String, String>,
     pub default_version: Option<String>,
     pub versions: Vec<RuntimeVersion>,
+    /// The catalog file it came from, for messages.
+    #[serde(skip)]
+    pub source: String,
 }
 
 /// One version of a runtime: its image, how to build that image, and how to check what it holds.
@@ -106,6 +143,17 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// The built-in catalog, extended or overridden (by runtime name) by the `*.yaml` runtime
+    /// files of `user_dir` when one is given.
+    pub fn load(user_dir: Option<&Path>) -> Result<Catalog, CatalogError> {
+        let mut catalog = Catalog::builtin()?;
+        if let Some(dir) = user_dir {
+            catalog.merge_user_dir(dir)?;
+            catalog.check()?;
+        }
+        Ok(catalog)
+    }
+
     /// The catalog shipped inside the binary.
     pub fn builtin() -> Result<Catalog, CatalogError> {
         let mut runtimes = Vec::new();
@@ -134,6 +182,82 @@ impl Catalog {
             .find(|r| r.name == wanted || r.aliases.contains(&wanted))
     }
 
+    /// The runtime names with their aliases, for messages: `python (python3), node (...)`.
+    pub fn known_names(&self) -> String {
+        let names: Vec<String> = self
+            .runtimes
+            .iter()
+            .map(|r| {
+                let aliases: Vec<&str> = r
+                    .aliases
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|a| *a != r.name)
+                    .collect();
+                match aliases.is_empty() {
+                    true => r.name.clone(),
+                    false => format!("{} ({})", r.name, aliases.join(", ")),
+                }
+            })
+            .collect();
+        names.join(", ")
+    }
+
+    /// Adds the runtimes of a user folder; a runtime named like an existing one replaces it.
+    /// Recipe Dockerfiles are read now, relative to the folder, and keyed by their full path.
+    fn merge_user_dir(&mut self, dir: &Path) -> Result<(), CatalogError> {
+        let read_error = |file: &Path, source| CatalogError::Read {
+            file: file.display().to_string(),
+            source,
+        };
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| read_error(dir, e))?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "yaml") && path.is_file())
+            .collect();
+        files.sort();
+        let mut seen = Vec::new();
+        for file in files {
+            let shown = file.display().to_string();
+            let text = std::fs::read_to_string(&file).map_err(|e| read_error(&file, e))?;
+            let mut runtime = parse_runtime(&shown, &text)?;
+            if seen.contains(&runtime.name) {
+                return Err(CatalogError::Invalid {
+                    file: shown,
+                    message: format!(
+                        "runtime `{}` is defined twice in {}",
+                        runtime.name,
+                        dir.display()
+                    ),
+                });
+            }
+            seen.push(runtime.name.clone());
+            for version in &mut runtime.versions {
+                let Some(recipe) = &mut version.recipe else {
+                    continue;
+                };
+                let path = dir.join(&recipe.dockerfile);
+                let dockerfile =
+                    std::fs::read_to_string(&path).map_err(|source| CatalogError::Invalid {
+                        file: shown.clone(),
+                        message: format!(
+                            "version {}: recipe `dockerfile` {} cannot be read: {source}",
+                            version.version,
+                            path.display()
+                        ),
+                    })?;
+                recipe.dockerfile = path.display().to_string();
+                self.recipes.insert(recipe.dockerfile.clone(), dockerfile);
+            }
+            match self.runtimes.iter_mut().find(|r| r.name == runtime.name) {
+                Some(existing) => *existing = runtime,
+                None => self.runtimes.push(runtime),
+            }
+        }
+        Ok(())
+    }
+
     /// The Dockerfile text a recipe names.
     pub fn recipe_dockerfile(&self, recipe: &Recipe) -> Option<&str> {
         self.recipes.get(&recipe.dockerfile).map(String::as_str)
@@ -141,13 +265,26 @@ impl Catalog {
 
     fn check(&self) -> Result<(), CatalogError> {
         for runtime in &self.runtimes {
-            let file = format!("{}.yaml", runtime.name);
+            let file = runtime.source.clone();
             let invalid = |message: String| CatalogError::Invalid {
                 file: file.clone(),
                 message,
             };
             if runtime.versions.is_empty() {
                 return Err(invalid("`versions` is empty".into()));
+            }
+            for other in self.runtimes.iter().filter(|o| o.name != runtime.name) {
+                if let Some(alias) = runtime
+                    .aliases
+                    .iter()
+                    .chain([&runtime.name])
+                    .find(|a| **a == other.name || other.aliases.contains(a))
+                {
+                    return Err(invalid(format!(
+                        "alias `{alias}` also names the runtime `{}`",
+                        other.name
+                    )));
+                }
             }
             if let Some(default) = &runtime.default_version
                 && !runtime.versions.iter().any(|v| &v.version == default)
@@ -157,6 +294,9 @@ impl Catalog {
                 )));
             }
             for version in &runtime.versions {
+                if let Err(e) = version::parse_version(&version.version) {
+                    return Err(invalid(format!("`version`: {e}")));
+                }
                 if let Err(e) = regex::Regex::new(&version.probe.pattern) {
                     return Err(invalid(format!(
                         "version {}: probe `pattern` is not a valid regex: {e}",
@@ -178,20 +318,36 @@ impl Catalog {
 }
 
 impl Runtime {
-    /// The version used when an action states no constraint: the default, else the highest listed.
-    pub fn default_version(&self) -> Option<&RuntimeVersion> {
-        match &self.default_version {
-            Some(wanted) => self.versions.iter().find(|v| &v.version == wanted),
-            None => self.versions.last(),
-        }
+    /// The names of every listed version, in catalog order.
+    pub fn version_names(&self) -> Vec<&str> {
+        self.versions.iter().map(|v| v.version.as_str()).collect()
+    }
+
+    /// The version an action runs on, chosen among `available` (names of this runtime's
+    /// versions; today every listed one, later those verified by probing images): see
+    /// [`version::select`]. Never falls back to a version the constraint does not allow.
+    pub fn select_version(
+        &self,
+        available: &[&str],
+        constraint: Option<&Constraint>,
+    ) -> Result<&RuntimeVersion, NoMatchingVersion> {
+        version::select(available, constraint, self.default_version.as_deref())
+            .and_then(|chosen| self.versions.iter().find(|v| v.version == *chosen))
+            .ok_or_else(|| NoMatchingVersion {
+                runtime: self.name.clone(),
+                constraint: constraint.map(|c| c.as_str().to_string()),
+                available: available.iter().map(|a| a.to_string()).collect(),
+            })
     }
 }
 
 fn parse_runtime(file: &str, text: &str) -> Result<Runtime, CatalogError> {
-    serde_yaml::from_str(text).map_err(|source| CatalogError::Yaml {
+    let mut runtime: Runtime = serde_yaml::from_str(text).map_err(|source| CatalogError::Yaml {
         file: file.to_string(),
         source,
-    })
+    })?;
+    runtime.source = file.to_string();
+    Ok(runtime)
 }
 
 #[cfg(test)]
@@ -228,12 +384,104 @@ mod tests {
     }
 
     #[test]
-    fn default_version_is_the_declared_one() {
+    fn selection_uses_the_default_then_the_constraint() {
         let catalog = Catalog::builtin().expect("valid");
         let python = catalog.resolve("python").expect("python exists");
+        let available = python.version_names();
+        let pick = |constraint: Option<&str>| {
+            let constraint = constraint.map(|c| Constraint::parse(c).expect("valid"));
+            python
+                .select_version(&available, constraint.as_ref())
+                .map(|v| v.version.clone())
+        };
+        assert_eq!(pick(None).as_deref(), Ok("3.11"));
+        assert_eq!(pick(Some("<3.10")).as_deref(), Ok("3.9"));
+        assert_eq!(pick(Some("~3.13")).as_deref(), Ok("3.13"));
+        assert_eq!(pick(Some(">=3.9")).as_deref(), Ok("3.13"));
+        let err = pick(Some(">=3.14")).expect_err("no 3.14");
         assert_eq!(
-            python.default_version().map(|v| v.version.as_str()),
-            Some("3.11")
+            err.to_string(),
+            "runtime_version `>=3.14` matches none of the available python versions (3.9, 3.11, 3.13)"
+        );
+        // Only the versions said to be available are considered.
+        let err = python
+            .select_version(&["3.9"], Constraint::parse("3.11").ok().as_ref())
+            .expect_err("3.11 not available");
+        assert!(err.to_string().ends_with("(3.9)"), "{err}");
+    }
+
+    fn user_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        }
+        dir
+    }
+
+    const RUBY: &str = "name: ruby\naliases: [ruby, rb]\ninterpreter: [ruby]\nversions:\n  - version: '3.3'\n    image: local/ruby:3.3\n    recipe: {dockerfile: ruby/Dockerfile}\n    probe: {command: [ruby, -v], pattern: 'ruby (\\d+\\.\\d+\\.\\d+)'}\n";
+
+    #[test]
+    fn a_user_folder_adds_runtimes_with_recipes_relative_to_it() {
+        let dir = user_dir(&[
+            ("ruby.yaml", RUBY),
+            ("ruby/Dockerfile", "FROM scratch\n"),
+            ("notes.txt", "ignored"),
+        ]);
+        let catalog = Catalog::load(Some(dir.path())).expect("valid");
+        let ruby = catalog.resolve("rb").expect("ruby added");
+        let recipe = ruby.versions[0].recipe.as_ref().expect("has a recipe");
+        assert_eq!(catalog.recipe_dockerfile(recipe), Some("FROM scratch\n"));
+        assert!(
+            recipe
+                .dockerfile
+                .starts_with(&dir.path().display().to_string())
+        );
+        assert!(catalog.resolve("python3").is_some(), "built-ins stay");
+    }
+
+    #[test]
+    fn a_user_runtime_replaces_the_built_in_of_the_same_name() {
+        let shell = "name: shell\naliases: [shell, bash, sh]\ninterpreter: [sh]\nversions:\n  - version: '1.0'\n    image: local/sh:1\n    probe: {command: [sh], pattern: '(1)'}\n";
+        let dir = user_dir(&[("shell.yaml", shell)]);
+        let catalog = Catalog::load(Some(dir.path())).expect("valid");
+        let runtime = catalog.resolve("bash").expect("shell");
+        assert_eq!(runtime.interpreter, ["sh"]);
+        assert_eq!(runtime.version_names(), ["1.0"]);
+        assert_eq!(catalog.runtimes().len(), 4);
+    }
+
+    #[test]
+    fn bad_user_folders_are_refused_naming_the_file() {
+        let missing_recipe = user_dir(&[("ruby.yaml", RUBY)]);
+        let err = Catalog::load(Some(missing_recipe.path())).expect_err("no Dockerfile");
+        assert!(
+            err.to_string()
+                .contains("ruby.yaml: version 3.3: recipe `dockerfile`"),
+            "{err}"
+        );
+        let stolen_alias = RUBY.replace("[ruby, rb]", "[ruby, python3]");
+        let dir = user_dir(&[
+            ("ruby.yaml", &stolen_alias),
+            ("ruby/Dockerfile", "FROM scratch\n"),
+        ]);
+        let err = Catalog::load(Some(dir.path())).expect_err("alias conflict");
+        assert!(err.to_string().contains("alias `python3`"), "{err}");
+        let dir = user_dir(&[("x.yaml", "name: x\nunknown_field: 1\n")]);
+        let err = Catalog::load(Some(dir.path())).expect_err("unknown field");
+        assert!(err.to_string().contains("x.yaml"), "{err}");
+        let err = Catalog::load(Some(Path::new("/nonexistent/catalog"))).expect_err("missing");
+        assert!(err.to_string().contains("/nonexistent/catalog"), "{err}");
+        let bad_version = RUBY.replace("'3.3'", "'three'");
+        let dir = user_dir(&[
+            ("ruby.yaml", &bad_version),
+            ("ruby/Dockerfile", "FROM scratch\n"),
+        ]);
+        let err = Catalog::load(Some(dir.path())).expect_err("bad version");
+        assert!(
+            err.to_string().contains("`three` is not a version"),
+            "{err}"
         );
     }
 

@@ -1,5 +1,6 @@
 //! `packbox images build`: the runtime images of the catalog, built where missing.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -21,17 +22,17 @@ pub enum ImagesCommand {
 }
 
 /// Runs an `images` subcommand.
-pub async fn execute(command: ImagesCommand) -> ExitCode {
+pub async fn execute(command: ImagesCommand, catalog: Option<&Path>) -> ExitCode {
     match command {
-        ImagesCommand::Build { verbose } => match build(verbose).await {
+        ImagesCommand::Build { verbose } => match build(verbose, catalog).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => render::report(&error, false),
         },
     }
 }
 
-async fn build(verbose: bool) -> Result<(), Error> {
-    let catalog = Catalog::builtin()?;
+async fn build(verbose: bool, catalog: Option<&Path>) -> Result<(), Error> {
+    let catalog = Catalog::load(catalog)?;
     let executor = Executor::new(Engine::connect().await?);
     executor
         .build_runtime_images(&catalog, |event| match event {

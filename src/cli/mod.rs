@@ -1,10 +1,13 @@
 //! Command-line layer: each subcommand parses, makes about one library call, renders, and maps
 //! the result to an exit code. Data goes to stdout, everything else to stderr.
 
+mod actions;
 mod images;
+mod pack;
 mod render;
 mod run;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +21,9 @@ pub const EXIT_ENGINE: u8 = 125;
 #[derive(Debug, Parser)]
 #[command(name = "packbox", version, about)]
 struct Cli {
+    /// A folder of runtime definitions (*.yaml) that extend or replace the built-in catalog.
+    #[arg(long, global = true, env = "PACKBOX_CATALOG", value_name = "DIR")]
+    catalog: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,6 +35,12 @@ enum Command {
     /// Manage the runtime images (packbox/python:3.11, ...).
     #[command(subcommand)]
     Images(images::ImagesCommand),
+    /// Check packs without running anything.
+    #[command(subcommand)]
+    Pack(pack::PackCommand),
+    /// List the actions of packs.
+    #[command(subcommand)]
+    Actions(actions::ActionsCommand),
 }
 
 /// Entry point of the binary.
@@ -56,10 +68,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_ENGINE);
         }
     };
+    let catalog = cli.catalog.as_deref();
     runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run::execute(args).await,
-            Command::Images(command) => images::execute(command).await,
+            Command::Run(args) => run::execute(args, catalog).await,
+            Command::Images(command) => images::execute(command, catalog).await,
+            Command::Pack(command) => pack::execute(command, catalog),
+            Command::Actions(command) => actions::execute(command, catalog),
         }
     })
 }

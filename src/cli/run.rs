@@ -1,7 +1,7 @@
 //! `packbox run`: one action in one container.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
@@ -18,19 +18,24 @@ pub struct RunArgs {
     /// The action to run, as PACK.ACTION.
     #[arg(value_name = "PACK.ACTION")]
     action: String,
-    /// A parameter, as KEY=VALUE (repeatable).
+    /// A parameter, as KEY=VALUE (repeatable); converted by the declared type, and wins over
+    /// --params-file.
     #[arg(short = 'p', long = "param", value_name = "KEY=VALUE")]
     params: Vec<String>,
+    /// A JSON or YAML file of parameter values.
+    #[arg(long, value_name = "FILE")]
+    params_file: Option<PathBuf>,
     /// Print the outcome as one JSON object on stdout.
     #[arg(long)]
     json: bool,
 }
 
 /// Runs the action and renders its outcome.
-pub async fn execute(args: RunArgs) -> ExitCode {
+pub async fn execute(args: RunArgs, catalog: Option<&Path>) -> ExitCode {
     let mut request = RunRequest::new(&args.packs, &args.action);
     request.params = args.params;
-    match run(&request).await {
+    request.params_file = args.params_file;
+    match run(&request, catalog).await {
         Ok(outcome) => {
             if args.json {
                 match serde_json::to_string(&outcome) {
@@ -46,8 +51,8 @@ pub async fn execute(args: RunArgs) -> ExitCode {
     }
 }
 
-async fn run(request: &RunRequest) -> Result<Outcome, Error> {
-    let catalog = Catalog::builtin()?;
+async fn run(request: &RunRequest, catalog: Option<&Path>) -> Result<Outcome, Error> {
+    let catalog = Catalog::load(catalog)?;
     // Everything wrong with the input is said before the engine is contacted.
     let plan = packbox::plan(&catalog, request)?;
     let executor = Executor::new(Engine::connect().await?);

@@ -1,21 +1,33 @@
 //! Packs in the Attune format: `pack.yaml`, `actions/<name>.yaml`, dependency manifests.
 //!
 //! Loading reads and checks files only; no engine is needed, so every problem with a pack is
-//! reported before any container exists.
+//! reported before any container exists. Each file is read field by field and every problem is
+//! collected ([`Problem`]), so one pass says everything that is wrong.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
+mod action;
+mod doc;
+mod manifest;
 pub mod params;
+mod problem;
+pub mod safety;
+pub mod schema;
+pub mod validate;
 
-/// A problem with a pack, naming the file (and field) it concerns.
+pub use action::{ActionManifest, OutputFormat, ParameterDelivery, ParameterFormat};
+pub use manifest::PackManifest;
+pub use problem::Problem;
+pub use schema::{ParamType, ParameterSpec, Parameters};
+
+/// A pack or action that cannot be run, naming the file (and field) it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
     #[error("packs folder {0} does not exist or is not a folder")]
     PacksDirMissing(PathBuf),
-    #[error("action reference `{0}` is not of the form PACK.ACTION")]
+    #[error(
+        "action reference `{0}` is not of the form PACK.ACTION (pack: lowercase letters, digits, `_`, `-`; action: letters, digits, `_`, `-`)"
+    )]
     BadActionRef(String),
     #[error("pack `{pack}` not found in {packs_dir}")]
     UnknownPack { pack: String, packs_dir: PathBuf },
@@ -25,180 +37,72 @@ pub enum PackError {
         action: String,
         path: PathBuf,
     },
-    #[error("{file}: cannot read")]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{file}: invalid YAML: {source}")]
-    Yaml {
-        file: PathBuf,
-        source: serde_yaml::Error,
-    },
-    #[error("{file}: field `{field}`: {expected}")]
-    Field {
-        file: PathBuf,
-        field: String,
-        expected: String,
-    },
+    #[error("{}", list_problems(.0))]
+    Invalid(Vec<Problem>),
 }
 
-/// `pack.yaml`: the pack's identity.
-#[derive(Clone, Debug, Deserialize)]
-pub struct PackManifest {
-    #[serde(rename = "ref")]
-    pub pack_ref: String,
-    pub label: Option<String>,
-    pub description: Option<String>,
-    pub version: Option<String>,
-}
-
-/// How parameters reach the action.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ParameterDelivery {
-    #[default]
-    Stdin,
-    File,
-}
-
-/// The serialisation of the parameter document.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ParameterFormat {
-    #[default]
-    Json,
-    Dotenv,
-    Yaml,
-}
-
-/// How the action's stdout is parsed into a result.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputFormat {
-    #[default]
-    Text,
-    Json,
-    Yaml,
-    Jsonl,
-}
-
-/// One declared parameter (the flat Attune style).
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct ParameterSpec {
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub default: Option<serde_json::Value>,
-    #[serde(default)]
-    pub required: bool,
-    #[serde(default)]
-    pub secret: bool,
-    pub description: Option<String>,
-}
-
-/// `actions/<name>.yaml`: what to run and how.
-#[derive(Clone, Debug, Deserialize)]
-pub struct ActionManifest {
-    #[serde(rename = "ref")]
-    pub action_ref: Option<String>,
-    pub description: Option<String>,
-    #[serde(default = "default_runner_type")]
-    pub runner_type: String,
-    pub entry_point: String,
-    pub runtime_version: Option<String>,
-    #[serde(default)]
-    pub parameters: BTreeMap<String, ParameterSpec>,
-    #[serde(default)]
-    pub parameter_delivery: ParameterDelivery,
-    #[serde(default)]
-    pub parameter_format: ParameterFormat,
-    #[serde(default)]
-    pub output_format: OutputFormat,
-    pub timeout_seconds: Option<u64>,
-}
-
-fn default_runner_type() -> String {
-    "shell".into()
+fn list_problems(problems: &[Problem]) -> String {
+    let listed: Vec<String> = problems.iter().map(Problem::to_string).collect();
+    match listed.len() {
+        1 => listed.join(""),
+        n => format!("{n} problems: {}", listed.join("; ")),
+    }
 }
 
 /// A loaded action together with the pack it belongs to.
 #[derive(Clone, Debug)]
 pub struct LoadedAction {
     pub pack: PackManifest,
-    /// Absolute path of the pack folder (mounted read-only at `/pack`).
+    /// Canonical path of the pack folder (mounted read-only at `/pack`).
     pub pack_dir: PathBuf,
     /// `<pack>.<action>`.
     pub action_ref: String,
     pub action: ActionManifest,
 }
 
-/// Loads `PACK.ACTION` from a packs folder (one sub-folder per pack).
+/// Loads `PACK.ACTION` from a packs folder (one sub-folder per pack, named after its ref): the
+/// pack's `pack.yaml`, the action's file, and the pack-wide safety checks.
 pub fn load_action(packs_dir: &Path, action_ref: &str) -> Result<LoadedAction, PackError> {
     if !packs_dir.is_dir() {
         return Err(PackError::PacksDirMissing(packs_dir.to_path_buf()));
     }
+    // Both parts become file names: the rules keep them from naming anything else.
     let (pack_name, action_name) = action_ref
         .split_once('.')
-        .filter(|(p, a)| !p.is_empty() && !a.is_empty())
+        .filter(|(p, a)| safety::is_pack_ref(p) && safety::is_action_name(a))
         .ok_or_else(|| PackError::BadActionRef(action_ref.to_string()))?;
     let pack_dir = packs_dir.join(pack_name);
-    let pack_file = pack_dir.join("pack.yaml");
-    if !pack_file.is_file() {
+    if !pack_dir.join("pack.yaml").is_file() {
         return Err(PackError::UnknownPack {
             pack: pack_name.to_string(),
             packs_dir: packs_dir.to_path_buf(),
         });
     }
-    let pack: PackManifest = read_yaml(&pack_file)?;
-    if pack.pack_ref != pack_name {
-        return Err(PackError::Field {
-            file: pack_file,
-            field: "ref".into(),
-            expected: format!(
-                "`{}` to match the pack's folder name `{pack_name}`",
-                pack.pack_ref
-            ),
-        });
-    }
-    let action_file = pack_dir.join("actions").join(format!("{action_name}.yaml"));
-    if !action_file.is_file() {
-        return Err(PackError::UnknownAction {
+    let action_file = ["yaml", "yml"]
+        .iter()
+        .map(|ext| {
+            pack_dir
+                .join("actions")
+                .join(format!("{action_name}.{ext}"))
+        })
+        .find(|file| file.is_file())
+        .ok_or_else(|| PackError::UnknownAction {
             pack: pack_name.to_string(),
             action: action_name.to_string(),
-            path: action_file,
-        });
+            path: pack_dir.join("actions").join(format!("{action_name}.yaml")),
+        })?;
+    let mut problems = Vec::new();
+    let (pack_dir, pack) = validate::load_pack_manifest(&pack_dir, &mut problems);
+    let action = action::load(&action_file, pack_name, &pack_dir, &mut problems);
+    match (pack, action) {
+        (Some(pack), Some(action)) if problems.is_empty() => Ok(LoadedAction {
+            pack,
+            pack_dir,
+            action_ref: action_ref.to_string(),
+            action,
+        }),
+        _ => Err(PackError::Invalid(problems)),
     }
-    let action: ActionManifest = read_yaml(&action_file)?;
-    let pack_dir = pack_dir.canonicalize().map_err(|source| PackError::Read {
-        file: pack_dir.clone(),
-        source,
-    })?;
-    let entry = pack_dir.join("actions").join(&action.entry_point);
-    if !entry.is_file() {
-        return Err(PackError::Field {
-            file: action_file,
-            field: "entry_point".into(),
-            expected: format!("an existing file, but {} does not exist", entry.display()),
-        });
-    }
-    Ok(LoadedAction {
-        pack,
-        pack_dir,
-        action_ref: action_ref.to_string(),
-        action,
-    })
-}
-
-fn read_yaml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, PackError> {
-    let text = std::fs::read_to_string(file).map_err(|source| PackError::Read {
-        file: file.to_path_buf(),
-        source,
-    })?;
-    serde_yaml::from_str(&text).map_err(|source| PackError::Yaml {
-        file: file.to_path_buf(),
-        source,
-    })
 }
 
 #[cfg(test)]
@@ -224,20 +128,12 @@ mod tests {
     }
 
     #[test]
-    fn loads_an_action_with_defaults() {
+    fn loads_an_action_with_its_pack() {
         let dir = pack_with_action("ref: p.a\nentry_point: a.sh\n");
         let loaded = load_action(dir.path(), "p.a").expect("loads");
+        assert_eq!(loaded.pack.label, "P");
         assert_eq!(loaded.action.runner_type, "shell");
-        assert_eq!(loaded.action.parameter_delivery, ParameterDelivery::Stdin);
-        assert_eq!(loaded.action.output_format, OutputFormat::Text);
-    }
-
-    #[test]
-    fn yaml_written_as_json_loads() {
-        let dir =
-            pack_with_action(r#"{"ref": "p.a", "entry_point": "a.sh", "output_format": "json"}"#);
-        let loaded = load_action(dir.path(), "p.a").expect("loads");
-        assert_eq!(loaded.action.output_format, OutputFormat::Json);
+        assert!(loaded.pack_dir.is_absolute());
     }
 
     #[test]
@@ -253,24 +149,83 @@ mod tests {
         assert!(err.to_string().contains("pack `q` not found"), "{err}");
         let err = load_action(dir.path(), "p.b").expect_err("no action b");
         assert!(err.to_string().contains("action `b` not found"), "{err}");
-        let err = load_action(dir.path(), "pa").expect_err("no dot");
-        assert!(matches!(err, PackError::BadActionRef(_)), "{err}");
     }
 
     #[test]
-    fn malformed_yaml_names_the_file() {
+    fn action_refs_cannot_name_other_files() {
+        let dir = pack_with_action("ref: p.a\nentry_point: a.sh\n");
+        for bad in [
+            "pa",
+            "p.",
+            ".a",
+            "p.../a",
+            "p./etc/passwd",
+            "P.a",
+            "p.a.b",
+            "../p.a",
+        ] {
+            let err = load_action(dir.path(), bad).expect_err(bad);
+            assert!(matches!(err, PackError::BadActionRef(_)), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_problem_of_pack_and_action_is_in_one_error() {
+        let dir = pack_with_action("ref: p.a\nentry_point: nope.sh\ntimeout_seconds: soon\n");
+        write(dir.path(), "p/pack.yaml", "ref: p\nversion: 1.0.0\n");
+        let err = load_action(dir.path(), "p.a").expect_err("invalid");
+        let text = err.to_string();
+        assert!(text.starts_with("3 problems: "), "{text}");
+        assert!(text.contains("pack.yaml: field `label`: missing"), "{text}");
+        assert!(text.contains("nope.sh does not exist"), "{text}");
+        assert!(text.contains("field `timeout_seconds`"), "{text}");
+    }
+
+    #[test]
+    fn malformed_yaml_names_the_file_and_line() {
         let dir = pack_with_action("ref: [p.a\n");
         let err = load_action(dir.path(), "p.a").expect_err("malformed");
         assert!(
-            err.to_string().contains("actions/a.yaml: invalid YAML"),
+            err.to_string().contains("actions/a.yaml:2: invalid YAML"),
             "{err}"
         );
     }
 
     #[test]
-    fn missing_entry_point_file_is_named() {
-        let dir = pack_with_action("ref: p.a\nentry_point: nope.sh\n");
-        let err = load_action(dir.path(), "p.a").expect_err("no entry file");
-        assert!(err.to_string().contains("nope.sh does not exist"), "{err}");
+    fn the_pack_folder_must_be_named_after_its_ref() {
+        let dir = pack_with_action("ref: p.a\nentry_point: a.sh\n");
+        write(
+            dir.path(),
+            "p/pack.yaml",
+            "ref: other\nlabel: P\nversion: 1.0.0\n",
+        );
+        let err = load_action(dir.path(), "p.a").expect_err("mismatch");
+        assert!(
+            err.to_string()
+                .contains("must match the pack's folder name `p`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_pack_with_a_symlink_out_of_it_is_refused() {
+        let dir = pack_with_action("ref: p.a\nentry_point: a.sh\n");
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("p/lib")).expect("symlink");
+        let err = load_action(dir.path(), "p.a").expect_err("symlink out");
+        assert!(
+            err.to_string().contains("symlink leads outside the pack"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn yml_action_files_load_too() {
+        let dir = pack_with_action("ref: p.a\nentry_point: a.sh\n");
+        write(
+            dir.path(),
+            "p/actions/b.yml",
+            "ref: p.b\nentry_point: a.sh\n",
+        );
+        assert!(load_action(dir.path(), "p.b").is_ok());
     }
 }

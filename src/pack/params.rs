@@ -1,25 +1,25 @@
-//! The parameter document of one run: declared defaults, then the caller's values, checked
-//! against the action's declarations before any container exists.
+//! The parameter document of one run: declared defaults, then values from a parameters file,
+//! then `-p KEY=VALUE` (converted by the declared type), all checked against the action's
+//! declarations before any container exists. Values of secret parameters never appear in errors.
 
-use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::ParameterSpec;
+use super::schema::{ParamType, ParameterSpec, Parameters};
 
-/// A parameter value that does not fit the action's declarations.
+/// Parameters files larger than this are refused.
+const MAX_PARAMS_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Parameter values that do not fit the action's declarations.
 #[derive(Debug, thiserror::Error)]
 pub enum ParamError {
-    #[error("unknown parameter `{name}` for action {action}; known parameters: {known}")]
-    Unknown {
-        action: String,
-        name: String,
-        known: String,
-    },
-    #[error("missing required parameter `{name}` for action {action}")]
-    Missing { action: String, name: String },
     #[error("parameter `{0}`: expected KEY=VALUE")]
     Malformed(String),
+    #[error("parameters file {file}: {expected}")]
+    File { file: PathBuf, expected: String },
+    #[error("invalid parameters for action {action}: {}", .issues.join("; "))]
+    Invalid { action: String, issues: Vec<String> },
 }
 
 /// Splits `-p KEY=VALUE` arguments.
@@ -29,46 +29,172 @@ pub fn parse_assignments(raw: &[String]) -> Result<Vec<(String, String)>, ParamE
             item.split_once('=')
                 .filter(|(k, _)| !k.trim().is_empty())
                 .map(|(k, v)| (k.trim().to_string(), v.to_string()))
-                .ok_or_else(|| ParamError::Malformed(item.clone()))
+                // The key alone is shown: what follows it may be a secret.
+                .ok_or_else(|| {
+                    ParamError::Malformed(item.split('=').next().unwrap_or("").to_string())
+                })
         })
         .collect()
 }
 
-/// Builds the parameter document: defaults first, then given values, then checks that every
-/// required parameter has a value.
+/// Reads a parameters file: a JSON or YAML mapping of names to values.
+pub fn read_file(file: &Path) -> Result<Map<String, Value>, ParamError> {
+    let refuse = |expected: String| ParamError::File {
+        file: file.to_path_buf(),
+        expected,
+    };
+    let size = std::fs::metadata(file)
+        .map_err(|e| refuse(format!("cannot read: {e}")))?
+        .len();
+    if size > MAX_PARAMS_FILE_BYTES {
+        return Err(refuse(format!("larger than {MAX_PARAMS_FILE_BYTES} bytes")));
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| refuse(format!("cannot read: {e}")))?;
+    // YAML reads JSON too. Its messages give positions, not content, so secrets stay unshown.
+    match serde_yaml::from_str::<Value>(&text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Null) => Ok(Map::new()),
+        Ok(_) => Err(refuse(
+            "expected a mapping of parameter names to values".into(),
+        )),
+        Err(e) => Err(refuse(format!("invalid JSON or YAML: {e}"))),
+    }
+}
+
+/// Builds the parameter document: defaults, then `from_file`, then `assignments` (which win),
+/// then checks every value and that every required parameter has one. All problems are reported
+/// together.
 pub fn resolve(
     action: &str,
-    declared: &BTreeMap<String, ParameterSpec>,
-    given: &[(String, String)],
+    declared: &Parameters,
+    from_file: Map<String, Value>,
+    assignments: &[(String, String)],
 ) -> Result<Map<String, Value>, ParamError> {
+    let mut issues = Vec::new();
     let mut document = Map::new();
     for (name, spec) in declared {
         if let Some(default) = &spec.default {
             document.insert(name.clone(), default.clone());
         }
     }
-    for (name, value) in given {
-        if !declared.contains_key(name) {
-            return Err(ParamError::Unknown {
-                action: action.to_string(),
-                name: name.clone(),
-                known: known_list(declared),
-            });
+    let mut unknown = Vec::new();
+    for (name, value) in from_file {
+        match declared.contains_key(&name) {
+            true => {
+                document.insert(name, value);
+            }
+            false => unknown.push(name),
         }
-        document.insert(name.clone(), Value::String(value.clone()));
     }
+    for (name, raw) in assignments {
+        let Some(spec) = declared.get(name) else {
+            unknown.push(name.clone());
+            continue;
+        };
+        match convert(spec, raw) {
+            Ok(value) => {
+                document.insert(name.clone(), value);
+            }
+            Err(expected) => {
+                // Marked as failed, so the check below does not report it a second time.
+                document.remove(name);
+                issues.push(describe(name, spec, &expected, raw));
+            }
+        }
+    }
+    unknown.sort();
+    unknown.dedup();
+    for name in unknown {
+        issues.push(format!(
+            "unknown parameter `{name}` (known parameters: {})",
+            known_list(declared)
+        ));
+    }
+    let failed_conversion: Vec<String> = assignments
+        .iter()
+        .filter(|(name, _)| declared.contains_key(name) && !document.contains_key(name))
+        .map(|(name, _)| name.clone())
+        .collect();
     for (name, spec) in declared {
-        if spec.required && !document.contains_key(name) {
-            return Err(ParamError::Missing {
-                action: action.to_string(),
-                name: name.clone(),
-            });
+        match document.get(name) {
+            Some(value) => {
+                if let Err(expected) = spec.check(value) {
+                    issues.push(describe(name, spec, &expected, &as_text(value)));
+                }
+            }
+            None if spec.required && !failed_conversion.contains(name) => {
+                issues.push(format!("missing required parameter `{name}`"));
+            }
+            None => {}
         }
     }
-    Ok(document)
+    if issues.is_empty() {
+        Ok(document)
+    } else {
+        Err(ParamError::Invalid {
+            action: action.to_string(),
+            issues,
+        })
+    }
 }
 
-fn known_list(declared: &BTreeMap<String, ParameterSpec>) -> String {
+/// A `-p` value as the declared type: text stays text; numbers and booleans are parsed; objects
+/// and arrays are JSON.
+fn convert(spec: &ParameterSpec, raw: &str) -> Result<Value, String> {
+    let expected = |kind: ParamType| format!("expected {}", kind.with_article());
+    let Some(kind) = spec.kind else {
+        return Ok(Value::String(raw.to_string()));
+    };
+    let trimmed = raw.trim();
+    match kind {
+        ParamType::String => Ok(Value::String(raw.to_string())),
+        ParamType::Integer => trimmed
+            .parse::<i64>()
+            .map(Value::from)
+            .or_else(|_| trimmed.parse::<u64>().map(Value::from))
+            .map_err(|_| expected(kind)),
+        ParamType::Number => trimmed
+            .parse::<i64>()
+            .map(Value::from)
+            .ok()
+            .or_else(|| {
+                let number = trimmed.parse::<f64>().ok()?;
+                serde_json::Number::from_f64(number).map(Value::Number)
+            })
+            .ok_or_else(|| expected(kind)),
+        ParamType::Boolean => match trimmed.to_ascii_lowercase().as_str() {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err(format!("{} (true or false)", expected(kind))),
+        },
+        ParamType::Object | ParamType::Array => serde_json::from_str::<Value>(trimmed)
+            .ok()
+            .filter(|value| kind.fits(value))
+            .ok_or_else(|| format!("{} as JSON", expected(kind))),
+    }
+}
+
+/// One issue with a value: the value is shown unless the parameter is secret.
+fn describe(name: &str, spec: &ParameterSpec, expected: &str, value: &str) -> String {
+    if spec.secret {
+        return format!("`{name}`: {expected} (value not shown: secret parameter)");
+    }
+    let mut shown: String = value.chars().take(60).collect();
+    if shown.len() < value.len() {
+        shown.push('…');
+    }
+    format!("`{name}`: {expected}, got `{shown}`")
+}
+
+/// A value as text for messages: strings without their JSON quotes.
+fn as_text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn known_list(declared: &Parameters) -> String {
     if declared.is_empty() {
         "(none)".into()
     } else {
@@ -81,46 +207,184 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn declared() -> BTreeMap<String, ParameterSpec> {
-        BTreeMap::from([
+    fn spec(kind: Option<ParamType>) -> ParameterSpec {
+        ParameterSpec {
+            kind,
+            ..Default::default()
+        }
+    }
+
+    fn declared() -> Parameters {
+        Parameters::from([
             (
                 "name".to_string(),
                 ParameterSpec {
                     default: Some(json!("world")),
-                    ..Default::default()
+                    ..spec(Some(ParamType::String))
                 },
             ),
             (
                 "token".to_string(),
                 ParameterSpec {
                     required: true,
-                    ..Default::default()
+                    secret: true,
+                    ..spec(Some(ParamType::String))
+                },
+            ),
+            (
+                "count".to_string(),
+                ParameterSpec {
+                    minimum: Some(1.0),
+                    maximum: Some(10.0),
+                    ..spec(Some(ParamType::Integer))
+                },
+            ),
+            (
+                "mode".to_string(),
+                ParameterSpec {
+                    enum_values: Some(vec![json!("fast"), json!("slow")]),
+                    ..spec(None)
                 },
             ),
         ])
     }
 
-    #[test]
-    fn defaults_then_given_values() {
-        let given = parse_assignments(&["token=abc".into()]).expect("well formed");
-        let doc = resolve("p.a", &declared(), &given).expect("valid");
-        assert_eq!(Value::Object(doc), json!({"name": "world", "token": "abc"}));
+    fn assign(pairs: &[&str]) -> Vec<(String, String)> {
+        parse_assignments(&pairs.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+            .expect("well formed")
+    }
+
+    fn issues(result: Result<Map<String, Value>, ParamError>) -> Vec<String> {
+        match result {
+            Err(ParamError::Invalid { issues, .. }) => issues,
+            other => panic!("expected invalid parameters, got {other:?}"),
+        }
     }
 
     #[test]
-    fn unknown_parameter_lists_the_known_ones() {
-        let given = vec![("nope".to_string(), "1".to_string())];
-        let err = resolve("p.a", &declared(), &given).expect_err("unknown");
+    fn defaults_then_file_then_assignments() {
+        let from_file = Map::from_iter([
+            ("count".to_string(), json!(3)),
+            ("name".to_string(), json!("file")),
+        ]);
+        let doc = resolve(
+            "p.a",
+            &declared(),
+            from_file,
+            &assign(&["token=abc", "count=7"]),
+        )
+        .expect("valid");
         assert_eq!(
-            err.to_string(),
-            "unknown parameter `nope` for action p.a; known parameters: name, token"
+            Value::Object(doc),
+            json!({"name": "file", "token": "abc", "count": 7})
         );
     }
 
     #[test]
-    fn required_parameter_must_be_given() {
-        let err = resolve("p.a", &declared(), &[]).expect_err("token missing");
-        assert!(err.to_string().contains("`token`"), "{err}");
+    fn assignments_are_converted_by_type() {
+        let declared = Parameters::from([
+            ("i".into(), spec(Some(ParamType::Integer))),
+            ("n".into(), spec(Some(ParamType::Number))),
+            ("b".into(), spec(Some(ParamType::Boolean))),
+            ("o".into(), spec(Some(ParamType::Object))),
+            ("a".into(), spec(Some(ParamType::Array))),
+            ("s".into(), spec(Some(ParamType::String))),
+            ("u".into(), spec(None)),
+        ]);
+        let doc = resolve(
+            "p.a",
+            &declared,
+            Map::new(),
+            &assign(&[
+                "i=-4",
+                "n=2.5",
+                "b=TRUE",
+                "o={\"k\":[1]}",
+                "a=[1,\"x\"]",
+                "s=42",
+                "u=7",
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(
+            Value::Object(doc),
+            json!({"i": -4, "n": 2.5, "b": true, "o": {"k": [1]}, "a": [1, "x"], "s": "42", "u": "7"})
+        );
+        let found = issues(resolve(
+            "p.a",
+            &declared,
+            Map::new(),
+            &assign(&["i=1.5", "n=x", "b=yes", "o=[1]", "a={}"]),
+        ));
+        assert_eq!(found.len(), 5, "{found:?}");
+        assert!(
+            found[0].contains("`i`: expected an integer, got `1.5`"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn required_enum_and_bounds_are_enforced_together() {
+        let found = issues(resolve(
+            "p.a",
+            &declared(),
+            Map::new(),
+            &assign(&["count=11", "mode=medium"]),
+        ));
+        assert_eq!(
+            found,
+            [
+                "`count`: expected at most 10, got `11`",
+                "`mode`: expected one of \"fast\", \"slow\", got `medium`",
+                "missing required parameter `token`",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_parameters_list_the_known_ones() {
+        let err = resolve(
+            "p.a",
+            &declared(),
+            Map::new(),
+            &assign(&["token=x", "nope=1"]),
+        )
+        .expect_err("unknown");
+        assert_eq!(
+            err.to_string(),
+            "invalid parameters for action p.a: unknown parameter `nope` (known parameters: count, mode, name, token)"
+        );
+        let err = resolve("p.a", &Parameters::new(), Map::new(), &assign(&["x=1"]))
+            .expect_err("none declared");
+        assert!(
+            err.to_string().contains("known parameters: (none)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secret_values_never_appear_in_errors() {
+        let declared = Parameters::from([(
+            "pin".to_string(),
+            ParameterSpec {
+                secret: true,
+                maximum: Some(9999.0),
+                ..spec(Some(ParamType::Integer))
+            },
+        )]);
+        for given in ["pin=hunter2secret", "pin=123456789"] {
+            let err =
+                resolve("p.a", &declared, Map::new(), &assign(&[given])).expect_err("invalid");
+            let text = err.to_string();
+            assert!(text.contains("`pin`"), "{text}");
+            assert!(text.contains("secret parameter"), "{text}");
+            assert!(
+                !text.contains("hunter2") && !text.contains("123456789"),
+                "{text}"
+            );
+        }
+        let err = parse_assignments(&["pin".into()]).expect_err("no =");
+        assert_eq!(err.to_string(), "parameter `pin`: expected KEY=VALUE");
     }
 
     #[test]
@@ -130,6 +394,35 @@ mod tests {
         assert_eq!(
             parse_assignments(&["a=b=c".into()]).expect("ok"),
             vec![("a".to_string(), "b=c".to_string())]
+        );
+    }
+
+    #[test]
+    fn parameters_files_are_json_or_yaml_mappings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let json_file = dir.path().join("p.json");
+        std::fs::write(&json_file, r#"{"count": 2, "name": "j"}"#).expect("write");
+        assert_eq!(
+            Value::Object(read_file(&json_file).expect("json")),
+            json!({"count": 2, "name": "j"})
+        );
+        let yaml_file = dir.path().join("p.yaml");
+        std::fs::write(&yaml_file, "count: 2\nflags: [a]\n").expect("write");
+        assert_eq!(
+            Value::Object(read_file(&yaml_file).expect("yaml")),
+            json!({"count": 2, "flags": ["a"]})
+        );
+        let list_file = dir.path().join("l.yaml");
+        std::fs::write(&list_file, "- 1\n").expect("write");
+        let err = read_file(&list_file).expect_err("not a mapping");
+        assert!(
+            err.to_string().contains("l.yaml: expected a mapping"),
+            "{err}"
+        );
+        let err = read_file(&dir.path().join("missing.json")).expect_err("missing");
+        assert!(
+            err.to_string().contains("missing.json: cannot read"),
+            "{err}"
         );
     }
 }

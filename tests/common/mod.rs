@@ -111,3 +111,19 @@ pub fn assert_no_leftovers(finished: &Finished) {
     let left = containers_of(finished.pid);
     assert!(left.is_empty(), "containers left behind: {left:?}");
 }
+
+/// The pack-format fixtures: packs that must validate and run.
+pub fn format_packs() -> PathBuf {
+    repo_root().join("tests/fixtures/formats")
+}
+
+/// The pack-format fixtures that are broken on purpose.
+pub fn broken_format_packs() -> PathBuf {
+    repo_root().join("tests/fixtures/formats-broken")
+}
+
+/// `packbox` with string arguments built at run time.
+pub fn packbox_owned(args: &[String], env: &[(&str, &str)]) -> Finished {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    packbox(&args, env)
+}

@@ -1,0 +1,142 @@
+//! `packbox actions list`: the actions of every pack in a folder, with their runtime, version
+//! constraint, the version they would run on, and their parameters. Secret defaults are not shown.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use packbox::Catalog;
+use packbox::pack::validate::{self, CheckedAction};
+use packbox::pack::{ParameterSpec, Problem};
+
+use super::{EXIT_INPUT, render};
+
+/// Subcommands of `packbox actions`.
+#[derive(Debug, Subcommand)]
+pub enum ActionsCommand {
+    /// List the actions of the packs in a folder; problems go to stderr and give exit code 2.
+    List {
+        /// Folder holding the packs, one sub-folder per pack.
+        #[arg(long, env = "PACKBOX_PACKS", value_name = "DIR")]
+        packs: PathBuf,
+        /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs an `actions` subcommand.
+pub fn execute(command: ActionsCommand, catalog: Option<&Path>) -> ExitCode {
+    let ActionsCommand::List { packs, json } = command;
+    let catalog = match Catalog::load(catalog) {
+        Ok(catalog) => catalog,
+        Err(error) => return render::report(&error.into(), json),
+    };
+    let reports = validate::validate(&packs, &catalog);
+    let actions: Vec<&CheckedAction> = reports.iter().flat_map(|r| &r.actions).collect();
+    let problems: Vec<&Problem> = reports.iter().flat_map(|r| &r.problems).collect();
+    if json {
+        let object = serde_json::json!({
+            "actions": actions.iter().map(|a| action_json(a)).collect::<Vec<_>>(),
+            "problems": problems,
+        });
+        println!("{object}");
+    } else {
+        print_table(&actions);
+        for problem in &problems {
+            eprintln!("problem: {}", render::sanitize(&problem.to_string()));
+        }
+    }
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INPUT)
+    }
+}
+
+fn action_json(action: &CheckedAction) -> serde_json::Value {
+    let manifest = &action.manifest;
+    let parameters: Vec<_> = manifest
+        .parameters
+        .iter()
+        .map(|(name, spec)| {
+            serde_json::json!({
+                "name": name,
+                "type": spec.kind,
+                "required": spec.required,
+                "secret": spec.secret,
+                "default": if spec.secret { None } else { spec.default.as_ref() },
+                "enum": spec.enum_values,
+                "minimum": spec.minimum,
+                "maximum": spec.maximum,
+                "description": spec.description,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "ref": manifest.action_ref,
+        "description": manifest.description,
+        "enabled": manifest.enabled,
+        "runner_type": manifest.runner_type,
+        "runtime": action.runtime,
+        "runtime_version": manifest.runtime_version.as_ref().map(|c| c.as_str()),
+        "selected_version": action.version,
+        "parameters": parameters,
+    })
+}
+
+fn print_table(actions: &[&CheckedAction]) {
+    let header = ["ACTION", "RUNTIME", "CONSTRAINT", "VERSION", "PARAMETERS"].map(String::from);
+    let rows: Vec<[String; 5]> = actions
+        .iter()
+        .map(|action| {
+            let manifest = &action.manifest;
+            [
+                manifest.action_ref.clone(),
+                action.runtime.clone(),
+                manifest
+                    .runtime_version
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |c| c.as_str().to_string()),
+                action.version.clone(),
+                manifest
+                    .parameters
+                    .iter()
+                    .map(|(name, spec)| parameter_summary(name, spec))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ]
+        })
+        .collect();
+    let mut widths = [0usize; 4];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (width, cell) in widths.iter().zip(row) {
+            line.push_str(&format!("{cell:<width$}  "));
+        }
+        line.push_str(&row[4]);
+        println!("{}", render::sanitize(line.trim_end()));
+    }
+}
+
+/// `name*: integer = 3` (`*`: required); a secret's default is never shown.
+fn parameter_summary(name: &str, spec: &ParameterSpec) -> String {
+    let mut text = name.to_string();
+    if spec.required {
+        text.push('*');
+    }
+    if let Some(kind) = spec.kind {
+        text.push_str(&format!(": {kind}"));
+    }
+    if spec.secret {
+        text.push_str(" (secret)");
+    } else if let Some(default) = &spec.default {
+        text.push_str(&format!(" = {default}"));
+    }
+    text
+}

@@ -1,0 +1,373 @@
+//! `actions/<name>.yaml`: what to run, on which runtime and version, with which parameters, and
+//! how parameters go in and results come out.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value as Json;
+use serde_yaml::Value;
+
+use super::doc::{Doc, kind};
+use super::problem::Problem;
+use super::safety::resolve_entry_point;
+use super::schema::{self, Parameters};
+use crate::version::Constraint;
+
+/// How parameters reach the action.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParameterDelivery {
+    #[default]
+    Stdin,
+    File,
+}
+
+/// The serialisation of the parameter document.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParameterFormat {
+    #[default]
+    Json,
+    Dotenv,
+    Yaml,
+}
+
+/// How the action's stdout is parsed into a result.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+    Yaml,
+    Jsonl,
+}
+
+/// `actions/<name>.yaml`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActionManifest {
+    /// `<pack>.<name>`.
+    pub action_ref: String,
+    pub label: Option<String>,
+    pub description: Option<String>,
+    /// Informational: packbox runs disabled actions when asked to.
+    pub enabled: bool,
+    /// As written (`python3`, `bash`, ...); the catalog resolves aliases. Default `shell`.
+    pub runner_type: String,
+    /// Relative to `actions/`.
+    pub entry_point: String,
+    pub runtime_version: Option<Constraint>,
+    pub parameters: Parameters,
+    /// The output schema (`output_schema` and `out_schema` in older packs); informational.
+    pub output: Option<Json>,
+    pub parameter_delivery: ParameterDelivery,
+    pub parameter_format: ParameterFormat,
+    pub output_format: OutputFormat,
+    pub timeout_seconds: Option<u64>,
+    pub tags: Vec<String>,
+}
+
+/// Reads an action file of the pack `pack_ref` in the canonical folder `pack_dir`; `None` when it
+/// has problems, which are recorded.
+pub(crate) fn load(
+    file: &Path,
+    pack_ref: &str,
+    pack_dir: &Path,
+    problems: &mut Vec<Problem>,
+) -> Option<ActionManifest> {
+    let doc = Doc::read(file, problems)?;
+    let before = problems.len();
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let expected_ref = format!("{pack_ref}.{stem}");
+    let action_ref = match doc.get("ref") {
+        Some(value) => doc.text("ref", value, problems),
+        None => {
+            problems.push(doc.problem("ref", format!("missing; expected `{expected_ref}`")));
+            None
+        }
+    };
+    if let Some(action_ref) = &action_ref
+        && *action_ref != expected_ref
+    {
+        problems.push(doc.problem(
+            "ref",
+            format!("expected `{expected_ref}` (the pack's ref and this file's name), found `{action_ref}`"),
+        ));
+    }
+    let runner_type = match doc.get("runner_type") {
+        None | Some(Value::Null) => Some("shell".to_string()),
+        Some(value) => doc.text("runner_type", value, problems),
+    };
+    let entry_point = match doc.get("entry_point") {
+        Some(value) => doc.text("entry_point", value, problems),
+        None => {
+            problems.push(doc.problem(
+                "entry_point",
+                "missing; expected a file name relative to actions/",
+            ));
+            None
+        }
+    };
+    if let Some(entry_point) = &entry_point
+        && let Err(expected) = resolve_entry_point(pack_dir, entry_point)
+    {
+        problems.push(doc.problem("entry_point", expected));
+    }
+    let runtime_version = doc
+        .get("runtime_version")
+        .filter(|v| !v.is_null())
+        .and_then(|value| doc.text("runtime_version", value, problems))
+        .filter(|text| !text.trim().is_empty())
+        .and_then(|text| match Constraint::parse(&text) {
+            Ok(constraint) => Some(constraint),
+            Err(e) => {
+                problems.push(doc.problem("runtime_version", e.to_string()));
+                None
+            }
+        });
+    let parameters = doc
+        .get("parameters")
+        .map(|value| schema::parse(&doc, "parameters", value, problems))
+        .unwrap_or_default();
+    let output = doc
+        .aliased(&["output", "output_schema", "out_schema"], problems)
+        .and_then(|(key, value)| doc.json(&key, value, problems))
+        .filter(|output| !output.is_null());
+    let timeout_seconds = match doc.get("timeout_seconds") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => n.as_u64(),
+        Some(other) => {
+            problems.push(doc.problem(
+                "timeout_seconds",
+                format!(
+                    "expected a positive whole number of seconds, found {}",
+                    describe(other)
+                ),
+            ));
+            None
+        }
+    };
+    let enabled = match doc.get("enabled") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(enabled)) => *enabled,
+        Some(other) => {
+            problems.push(doc.problem(
+                "enabled",
+                format!("expected true or false, found {}", kind(other)),
+            ));
+            true
+        }
+    };
+    let label = doc.optional_text("label", problems);
+    let description = doc.optional_text("description", problems);
+    let parameter_delivery = choice(&doc, "parameter_delivery", "stdin, file", problems);
+    let parameter_format = choice(&doc, "parameter_format", "json, dotenv, yaml", problems);
+    let output_format = choice(&doc, "output_format", "text, json, yaml, jsonl", problems);
+    let tags = doc
+        .get("tags")
+        .map(|value| doc.text_list("tags", value, problems))
+        .unwrap_or_default();
+    // Reported in the order of the file; problems without a line (missing fields) come last.
+    problems[before..].sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    let manifest = ActionManifest {
+        action_ref: action_ref?,
+        label,
+        description,
+        enabled,
+        runner_type: runner_type?,
+        entry_point: entry_point?,
+        runtime_version,
+        parameters,
+        output,
+        parameter_delivery,
+        parameter_format,
+        output_format,
+        timeout_seconds,
+        tags,
+    };
+    (problems.len() == before).then_some(manifest)
+}
+
+/// A field whose value is one of a few words (case-insensitive); absent means the default.
+fn choice<T: DeserializeOwned + Default>(
+    doc: &Doc,
+    key: &str,
+    allowed: &str,
+    problems: &mut Vec<Problem>,
+) -> T {
+    let Some(value) = doc.get(key).filter(|v| !v.is_null()) else {
+        return T::default();
+    };
+    let parsed = value
+        .as_str()
+        .and_then(|word| serde_yaml::from_value(Value::String(word.to_ascii_lowercase())).ok());
+    parsed.unwrap_or_else(|| {
+        problems.push(doc.problem(
+            key,
+            format!("expected one of {allowed}, found {}", describe(value)),
+        ));
+        T::default()
+    })
+}
+
+/// A short description of a value a pack wrote: packs are not secret, values may be shown.
+fn describe(value: &Value) -> String {
+    match value {
+        Value::String(text) => format!("`{}`", text.chars().take(60).collect::<String>()),
+        Value::Number(n) => format!("`{n}`"),
+        Value::Bool(b) => format!("`{b}`"),
+        other => kind(other).to_string(),
+    }
+}
+
+/// The action files of a pack: `actions/*.yaml` and `actions/*.yml`, sorted.
+pub(crate) fn action_files(pack_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(pack_dir.join("actions"))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.is_file()
+                && path
+                    .extension()
+                    .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> (Option<ActionManifest>, Vec<Problem>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pack = dir.path().canonicalize().expect("canonical");
+        std::fs::create_dir_all(pack.join("actions")).expect("mkdir");
+        std::fs::write(pack.join("actions/a.sh"), "echo\n").expect("write");
+        let file = pack.join("actions/a.yaml");
+        std::fs::write(&file, text).expect("write");
+        let mut problems = Vec::new();
+        (load(&file, "p", &pack, &mut problems), problems)
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let (action, problems) = load_text("ref: p.a\nentry_point: a.sh\n");
+        assert!(problems.is_empty(), "{problems:?}");
+        let action = action.expect("loads");
+        assert_eq!(action.runner_type, "shell");
+        assert_eq!(action.parameter_delivery, ParameterDelivery::Stdin);
+        assert_eq!(action.parameter_format, ParameterFormat::Json);
+        assert_eq!(action.output_format, OutputFormat::Text);
+        assert!(action.enabled);
+        assert_eq!(action.runtime_version, None);
+    }
+
+    #[test]
+    fn every_field_loads() {
+        let (action, problems) = load_text(
+            "ref: p.a\nlabel: A\ndescription: D\nenabled: false\nrunner_type: python3\nentry_point: a.sh\n\
+             runtime_version: '>=3.9,<3.12'\nparameters: {x: {type: integer}}\noutput: {y: {type: string}}\n\
+             parameter_delivery: file\nparameter_format: dotenv\noutput_format: JSONL\ntimeout_seconds: 30\ntags: [t]\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let action = action.expect("loads");
+        assert!(!action.enabled);
+        assert_eq!(action.runner_type, "python3");
+        assert_eq!(
+            action.runtime_version.as_ref().map(Constraint::as_str),
+            Some(">=3.9,<3.12")
+        );
+        assert_eq!(action.parameter_delivery, ParameterDelivery::File);
+        assert_eq!(action.parameter_format, ParameterFormat::Dotenv);
+        assert_eq!(action.output_format, OutputFormat::Jsonl);
+        assert_eq!(action.timeout_seconds, Some(30));
+        assert!(action.output.is_some());
+    }
+
+    #[test]
+    fn output_aliases_load_and_conflict() {
+        for key in ["output_schema", "out_schema"] {
+            let (action, problems) =
+                load_text(&format!("ref: p.a\nentry_point: a.sh\n{key}: {{y: 1}}\n"));
+            assert!(problems.is_empty(), "{problems:?}");
+            assert_eq!(
+                action.expect("loads").output,
+                Some(serde_json::json!({"y": 1}))
+            );
+        }
+        let (_, problems) =
+            load_text("ref: p.a\nentry_point: a.sh\noutput: {y: 1}\nout_schema: {y: 2}\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field.as_deref(), Some("out_schema"));
+    }
+
+    #[test]
+    fn a_missing_ref_names_the_file() {
+        let (action, problems) = load_text("entry_point: a.sh\n");
+        assert!(action.is_none());
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0]
+                .to_string()
+                .contains("actions/a.yaml: field `ref`: missing; expected `p.a`"),
+            "{}",
+            problems[0]
+        );
+    }
+
+    #[test]
+    fn a_ref_of_another_pack_or_name_is_refused() {
+        let (_, problems) = load_text("ref: q.b\nentry_point: a.sh\n");
+        assert!(
+            problems[0].message.contains("expected `p.a`"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let (action, problems) = load_text(
+            "ref: p.a\nentry_point: ../pack.yaml\nruntime_version: '>>3'\nparameter_delivery: env\n\
+             parameter_format: xml\noutput_format: csv\ntimeout_seconds: -1\nenabled: maybe\n",
+        );
+        assert!(action.is_none());
+        let fields: Vec<_> = problems.iter().filter_map(|p| p.field.as_deref()).collect();
+        assert_eq!(
+            fields,
+            [
+                "entry_point",
+                "runtime_version",
+                "parameter_delivery",
+                "parameter_format",
+                "output_format",
+                "timeout_seconds",
+                "enabled"
+            ],
+            "{problems:?}"
+        );
+        assert_eq!(problems[1].line, Some(3));
+    }
+
+    #[test]
+    fn an_unquoted_runtime_version_keeps_its_digits() {
+        let (action, problems) = load_text("ref: p.a\nentry_point: a.sh\nruntime_version: 3.10\n");
+        assert!(problems.is_empty(), "{problems:?}");
+        let constraint = action.expect("loads").runtime_version.expect("has one");
+        assert_eq!(constraint.as_str(), "3.10");
+    }
+
+    #[test]
+    fn yaml_written_as_json_loads() {
+        let (action, problems) = load_text(
+            r#"{"ref": "p.a", "entry_point": "a.sh", "output_format": "json", "parameters": {"n": {"type": "number"}}}"#,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(action.expect("loads").output_format, OutputFormat::Json);
+    }
+}

@@ -1,0 +1,183 @@
+//! `pack.yaml`: the pack's identity, configuration schema and dependencies, with the legacy
+//! spellings (`name`, `config_schema`, `metadata`, `keywords`) that older packs use.
+
+use std::path::Path;
+
+use serde_json::Value as Json;
+
+use super::doc::Doc;
+use super::problem::Problem;
+use super::safety::is_pack_ref;
+use super::schema::{self, Parameters};
+use crate::version::parse_version;
+
+/// `pack.yaml`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackManifest {
+    pub pack_ref: String,
+    pub label: String,
+    pub description: Option<String>,
+    pub version: String,
+    pub author: Option<String>,
+    pub email: Option<String>,
+    pub license: Option<String>,
+    /// The pack's configuration schema (`config_schema` in older packs).
+    pub conf_schema: Parameters,
+    pub config: Option<Json>,
+    /// Free-form metadata (`metadata` in older packs); `python_dependencies` is informational.
+    pub meta: Option<Json>,
+    /// `keywords` in older packs.
+    pub tags: Vec<String>,
+    /// Runtimes the pack needs (`python`, `shell`, ...).
+    pub runtime_deps: Vec<String>,
+    /// Other packs this pack needs, by ref.
+    pub dependencies: Vec<String>,
+}
+
+/// Reads `pack.yaml`; `None` when it has problems, which are recorded.
+pub(crate) fn load(file: &Path, problems: &mut Vec<Problem>) -> Option<PackManifest> {
+    let doc = Doc::read(file, problems)?;
+    let before = problems.len();
+    let required_text = |keys: &[&str], expected: &str, problems: &mut Vec<Problem>| match doc
+        .aliased(keys, problems)
+    {
+        Some((key, value)) => doc.text(&key, value, problems),
+        None => {
+            problems.push(doc.problem(keys[0], format!("missing; expected {expected}")));
+            None
+        }
+    };
+    let pack_ref = required_text(&["ref"], "the pack's ref, like `my_pack`", problems);
+    if let Some(pack_ref) = &pack_ref
+        && !is_pack_ref(pack_ref)
+    {
+        problems.push(doc.problem(
+            "ref",
+            format!("`{pack_ref}` breaks the naming rule: lowercase letters, digits, `_` and `-`, starting with a letter, no dots"),
+        ));
+    }
+    let label = required_text(&["label", "name"], "a human-readable label", problems);
+    let version = required_text(&["version"], "the pack's version, like 1.0.0", problems);
+    if let Some(version) = &version
+        && parse_version(version).is_err()
+    {
+        problems.push(doc.problem(
+            "version",
+            format!("`{version}` is not a version like 1.0.0"),
+        ));
+    }
+    let conf_schema = match doc.aliased(&["conf_schema", "config_schema"], problems) {
+        Some((key, value)) => schema::parse(&doc, &key, value, problems),
+        None => Parameters::new(),
+    };
+    let mapping = |keys: &[&str], problems: &mut Vec<Problem>| {
+        doc.aliased(keys, problems)
+            .and_then(|(key, value)| doc.json_mapping(&key, value, problems))
+    };
+    let config = mapping(&["config"], problems);
+    let meta = mapping(&["meta", "metadata"], problems);
+    let list = |keys: &[&str], problems: &mut Vec<Problem>| {
+        doc.aliased(keys, problems)
+            .map(|(key, value)| doc.text_list(&key, value, problems))
+            .unwrap_or_default()
+    };
+    let tags = list(&["tags", "keywords"], problems);
+    let runtime_deps = list(&["runtime_deps"], problems);
+    let dependencies = list(&["dependencies"], problems);
+    let [description, author, email, license] =
+        ["description", "author", "email", "license"].map(|key| doc.optional_text(key, problems));
+    // Reported in the order of the file; problems without a line (missing fields) come last.
+    problems[before..].sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    let manifest = PackManifest {
+        pack_ref: pack_ref?,
+        label: label?,
+        description,
+        version: version?,
+        author,
+        email,
+        license,
+        conf_schema,
+        config,
+        meta,
+        tags,
+        runtime_deps,
+        dependencies,
+    };
+    (problems.len() == before).then_some(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn load_text(text: &str) -> (Option<PackManifest>, Vec<Problem>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pack.yaml");
+        std::fs::write(&file, text).expect("write");
+        let mut problems = Vec::new();
+        (load(&file, &mut problems), problems)
+    }
+
+    #[test]
+    fn every_field_loads() {
+        let (pack, problems) = load_text(
+            "ref: full\nlabel: Full\ndescription: D\nversion: 2.1.0\nauthor: A\nemail: a@example.org\nlicense: MIT\n\
+             conf_schema:\n  level: {type: integer, default: 1}\nconfig: {level: 2}\nmeta: {python_dependencies: [requests]}\n\
+             tags: [x, y]\nruntime_deps: [python, shell]\ndependencies: [core]\nsystem: true\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let pack = pack.expect("loads");
+        assert_eq!(pack.pack_ref, "full");
+        assert_eq!(pack.email.as_deref(), Some("a@example.org"));
+        assert_eq!(pack.conf_schema["level"].default, Some(json!(1)));
+        assert_eq!(pack.config, Some(json!({"level": 2})));
+        assert_eq!(
+            pack.meta,
+            Some(json!({"python_dependencies": ["requests"]}))
+        );
+        assert_eq!(pack.tags, ["x", "y"]);
+        assert_eq!(pack.runtime_deps, ["python", "shell"]);
+        assert_eq!(pack.dependencies, ["core"]);
+    }
+
+    #[test]
+    fn legacy_names_load_as_the_current_ones() {
+        let (pack, problems) = load_text(
+            "ref: old\nname: Old\nversion: '1.0'\nconfig_schema: {a: {type: string}}\nmetadata: {k: v}\nkeywords: [t]\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let pack = pack.expect("loads");
+        assert_eq!(pack.label, "Old");
+        assert!(pack.conf_schema.contains_key("a"));
+        assert_eq!(pack.meta, Some(json!({"k": "v"})));
+        assert_eq!(pack.tags, ["t"]);
+    }
+
+    #[test]
+    fn both_spellings_with_different_values_conflict() {
+        let (pack, problems) = load_text(
+            "ref: p\nlabel: A\nname: B\nversion: 1.0.0\nmeta: {a: 1}\nmetadata: {a: 1}\n",
+        );
+        assert!(pack.is_none());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field.as_deref(), Some("name"));
+        assert_eq!(problems[0].line, Some(3));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let (pack, problems) = load_text(
+            "ref: My.Pack\nversion: one\ntags: notalist\nconfig: [1]\ndependencies: [core, 3]\n",
+        );
+        assert!(pack.is_none());
+        let fields: Vec<_> = problems.iter().filter_map(|p| p.field.as_deref()).collect();
+        assert_eq!(
+            fields,
+            ["ref", "version", "tags", "config", "dependencies", "label"],
+            "{problems:?}"
+        );
+        assert!(problems[0].message.contains("naming rule"));
+        assert!(problems[5].message.contains("missing"));
+    }
+}
