@@ -14,7 +14,8 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateImageOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -163,6 +164,27 @@ impl Engine {
             Err(e) if is_status(&e, 404) => Ok(None),
             Err(e) => Err(EngineError::api(format!("inspecting image {name}"), e)),
         }
+    }
+
+    /// Pulls an image from its registry, draining the progress stream to its end. Callers bound
+    /// it with a timeout: where no registry answers, a pull may fail fast or hang.
+    pub async fn pull_image(&self, name: &str) -> Result<(), EngineError> {
+        // Without a tag the engine would pull every tag of the repository.
+        let reference = if has_tag_or_digest(name) {
+            name.to_string()
+        } else {
+            format!("{name}:latest")
+        };
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(&reference)
+            .build();
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                return Err(EngineError::api(format!("pulling image {name}"), e));
+            }
+        }
+        Ok(())
     }
 
     /// Builds an image with the classic builder, passing each output line to `on_line`, and
@@ -441,6 +463,24 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
     }
 }
 
+/// An engine error and its causes on one line, for reasons recorded as text (probe results).
+pub fn error_chain(error: &EngineError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether an image reference names a tag or digest (`repo:tag`, `host:5000/repo:tag`, `repo@sha256:..`).
+fn has_tag_or_digest(reference: &str) -> bool {
+    let last_component = reference.rsplit('/').next().unwrap_or(reference);
+    reference.contains('@') || last_component.contains(':')
+}
+
 fn is_status(error: &BollardError, status: u16) -> bool {
     matches!(error, BollardError::DockerResponseServerError { status_code, .. } if *status_code == status)
 }
@@ -492,6 +532,15 @@ mod tests {
         assert_eq!(body.stdin_once, Some(true));
         assert_eq!(body.tty, Some(false));
         assert_eq!(body.env, Some(vec!["ATTUNE_ACTION=p.a".to_string()]));
+    }
+
+    #[test]
+    fn tags_are_told_apart_from_registry_ports() {
+        assert!(has_tag_or_digest("python:3.12-slim"));
+        assert!(has_tag_or_digest("registry:5000/team/python:3.12"));
+        assert!(has_tag_or_digest("python@sha256:abc"));
+        assert!(!has_tag_or_digest("python"));
+        assert!(!has_tag_or_digest("registry:5000/team/python"));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use crate::catalog::CatalogError;
 use crate::engine::EngineError;
 use crate::pack::PackError;
 use crate::pack::params::ParamError;
+use crate::probe::UnknownRuntimeFilter;
 use crate::runtime_image::ImageError;
 use crate::sandbox::RunError;
 
@@ -17,6 +18,8 @@ pub enum Error {
     Param(#[from] ParamError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    RuntimeFilter(#[from] UnknownRuntimeFilter),
     /// The action names a runner type no runtime of the catalog has.
     #[error("action {action}: runner_type `{runner_type}` is not a known runtime (known: {known})")]
     UnknownRuntime {
@@ -50,6 +53,7 @@ impl Error {
         match self {
             Error::Pack(_)
             | Error::Param(_)
+            | Error::RuntimeFilter(_)
             | Error::UnknownRuntime { .. }
             | Error::Unsupported { .. } => Fault::Input,
             Error::Catalog(_) | Error::Engine(_) | Error::Image(_) | Error::Run(_) => Fault::Engine,

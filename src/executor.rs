@@ -165,7 +165,7 @@ impl Executor {
             cmd,
             env,
             labels,
-            pack_dir: action.pack_dir.to_string_lossy().into_owned(),
+            pack_dir: Some(action.pack_dir.to_string_lossy().into_owned()),
         });
         let exit = sandbox::run::run_container(
             &self.engine,

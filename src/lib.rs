@@ -11,8 +11,10 @@ pub mod error;
 pub mod executor;
 pub mod outcome;
 pub mod pack;
+pub mod probe;
 pub mod runtime_image;
 pub mod sandbox;
+pub mod state;
 
 pub use catalog::Catalog;
 pub use engine::Engine;

@@ -42,6 +42,7 @@ async fn build(verbose: bool) -> Result<(), Error> {
             ImageEvent::BuildLine { .. } => {}
             ImageEvent::Done { image, state } => match state {
                 ImageState::Present { .. } => eprintln!("{image}: present"),
+                ImageState::Pulled { id } => eprintln!("{image}: pulled {id}"),
                 ImageState::Built { id } => eprintln!("{image}: built {id}"),
             },
         })

@@ -4,6 +4,7 @@
 mod images;
 mod render;
 mod run;
+mod runtimes;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,9 @@ enum Command {
     /// Manage the runtime images (packbox/python:3.11, ...).
     #[command(subcommand)]
     Images(images::ImagesCommand),
+    /// Verify which runtime versions the images hold, or list what is known.
+    #[command(subcommand)]
+    Runtimes(runtimes::RuntimesCommand),
 }
 
 /// Entry point of the binary.
@@ -60,6 +64,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run::execute(args).await,
             Command::Images(command) => images::execute(command).await,
+            Command::Runtimes(command) => runtimes::execute(command).await,
         }
     })
 }

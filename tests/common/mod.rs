@@ -111,3 +111,36 @@ pub fn assert_no_leftovers(finished: &Finished) {
     let left = containers_of(finished.pid);
     assert!(left.is_empty(), "containers left behind: {left:?}");
 }
+
+/// Seconds since the epoch, as the engine's event filters take them.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// How many containers the packbox process `pid` created between `since` and now, counted from
+/// the engine's own event log (so containers already removed are counted too).
+pub fn containers_created_by(pid: u32, since: u64) -> usize {
+    let output = Command::new("docker")
+        .args([
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &(unix_now() + 1).to_string(),
+            "--filter",
+            "type=container",
+            "--filter",
+            "event=create",
+            "--filter",
+            &format!("label=packbox.owner_pid={pid}"),
+            "--format",
+            "{{.ID}}",
+        ])
+        .output()
+        .expect("docker events runs");
+    assert!(output.status.success(), "docker events failed");
+    String::from_utf8_lossy(&output.stdout).lines().count()
+}
