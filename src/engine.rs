@@ -15,7 +15,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Reso
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
     CreateImageOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder,
+    ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -125,6 +125,19 @@ pub struct ContainerState {
 #[derive(Clone, Debug)]
 pub struct ContainerSummary {
     pub id: String,
+    /// The id of the image the container was created from.
+    pub image_id: Option<String>,
+    pub labels: HashMap<String, String>,
+}
+
+/// An image found by label, for listing and pruning environments.
+#[derive(Clone, Debug)]
+pub struct ImageSummary {
+    pub id: String,
+    pub tags: Vec<String>,
+    /// Seconds since the epoch.
+    pub created: i64,
+    pub size_bytes: i64,
     pub labels: HashMap<String, String>,
 }
 
@@ -394,10 +407,54 @@ impl Engine {
             .filter_map(|c| {
                 Some(ContainerSummary {
                     id: c.id?,
+                    image_id: c.image_id,
                     labels: c.labels.unwrap_or_default(),
                 })
             })
             .collect())
+    }
+}
+
+impl Engine {
+    /// All images that carry every given `key=value` label.
+    pub async fn images_with_labels(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<ImageSummary>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
+        let options = ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let found = self
+            .docker
+            .list_images(Some(options))
+            .await
+            .map_err(|e| EngineError::api("listing packbox images", e))?;
+        Ok(found
+            .into_iter()
+            .map(|image| ImageSummary {
+                id: image.id,
+                tags: image.repo_tags,
+                created: image.created,
+                size_bytes: image.size,
+                labels: image.labels,
+            })
+            .collect())
+    }
+
+    /// Every container on the engine, running or not (to know which images are in use).
+    pub async fn all_containers(&self) -> Result<Vec<ContainerSummary>, EngineError> {
+        self.containers_with_labels(&[]).await
+    }
+
+    /// Removes an image (and its tags); refused by the engine while a container uses it.
+    pub async fn remove_image(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveImageOptionsBuilder::default().force(false).build();
+        match self.docker.remove_image(id, Some(options), None).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(EngineError::api(format!("removing image {id}"), e)),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::catalog::CatalogError;
 use crate::engine::EngineError;
+use crate::envimage::EnvError;
 use crate::pack::PackError;
 use crate::pack::params::ParamError;
 use crate::probe::UnknownRuntimeFilter;
@@ -34,6 +35,16 @@ pub enum Error {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// An environment image could not be made.
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    /// No verified version of the runtime can run the action.
+    #[error("action {action}: no verified {runtime} version is available ({reasons})")]
+    NoAvailableVersion {
+        action: String,
+        runtime: String,
+        reasons: String,
+    },
     #[error(transparent)]
     Run(#[from] RunError),
 }
@@ -56,7 +67,13 @@ impl Error {
             | Error::RuntimeFilter(_)
             | Error::UnknownRuntime { .. }
             | Error::Unsupported { .. } => Fault::Input,
-            Error::Catalog(_) | Error::Engine(_) | Error::Image(_) | Error::Run(_) => Fault::Engine,
+            Error::Env(EnvError::CaBundle { .. }) => Fault::Input,
+            Error::Catalog(_)
+            | Error::Engine(_)
+            | Error::Image(_)
+            | Error::Env(_)
+            | Error::NoAvailableVersion { .. }
+            | Error::Run(_) => Fault::Engine,
         }
     }
 
@@ -72,4 +89,19 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// An error and its causes on one line (`a: b: c`), skipping causes the message already quotes.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -7,10 +7,12 @@
 
 pub mod catalog;
 pub mod engine;
+pub mod envimage;
 pub mod error;
 pub mod executor;
 pub mod outcome;
 pub mod pack;
+pub mod prepare;
 pub mod probe;
 pub mod runtime_image;
 pub mod sandbox;

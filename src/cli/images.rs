@@ -32,9 +32,9 @@ pub async fn execute(command: ImagesCommand) -> ExitCode {
 
 async fn build(verbose: bool) -> Result<(), Error> {
     let catalog = Catalog::builtin()?;
-    let executor = Executor::new(Engine::connect().await?);
+    let executor = Executor::new(Engine::connect().await?, catalog);
     executor
-        .build_runtime_images(&catalog, |event| match event {
+        .build_runtime_images(|event| match event {
             ImageEvent::Checking { image } => eprintln!("{image}: checking"),
             ImageEvent::BuildLine { line } if verbose => {
                 eprint!("  {}", render::sanitize(line))

@@ -1,6 +1,8 @@
 //! Command-line layer: each subcommand parses, makes about one library call, renders, and maps
 //! the result to an exit code. Data goes to stdout, everything else to stderr.
 
+mod build;
+mod envs;
 mod images;
 mod render;
 mod run;
@@ -27,6 +29,11 @@ struct Cli {
 enum Command {
     /// Run one action of a pack in a fresh, locked-down container.
     Run(run::RunArgs),
+    /// Build the environment images of packs ahead of time.
+    Build(build::BuildArgs),
+    /// List or prune environment images.
+    #[command(subcommand)]
+    Envs(envs::EnvsCommand),
     /// Manage the runtime images (packbox/python:3.11, ...).
     #[command(subcommand)]
     Images(images::ImagesCommand),
@@ -64,6 +71,8 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run::execute(args).await,
             Command::Images(command) => images::execute(command).await,
+            Command::Build(args) => build::execute(args).await,
+            Command::Envs(command) => envs::execute(command).await,
             Command::Runtimes(command) => runtimes::execute(command).await,
         }
     })

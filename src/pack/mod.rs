@@ -190,6 +190,55 @@ pub fn load_action(packs_dir: &Path, action_ref: &str) -> Result<LoadedAction, P
     })
 }
 
+/// Every action of the named packs (all packs of the folder when none is named), in name order.
+pub fn load_packs(packs_dir: &Path, names: &[String]) -> Result<Vec<LoadedAction>, PackError> {
+    if !packs_dir.is_dir() {
+        return Err(PackError::PacksDirMissing(packs_dir.to_path_buf()));
+    }
+    let read_dir = |dir: &Path| {
+        std::fs::read_dir(dir).map_err(|source| PackError::Read {
+            file: dir.to_path_buf(),
+            source,
+        })
+    };
+    let names: Vec<String> = if names.is_empty() {
+        let mut found: Vec<String> = read_dir(packs_dir)?
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.path().join("pack.yaml").is_file())
+            .filter_map(|entry| entry.file_name().to_str().map(str::to_string))
+            .collect();
+        found.sort();
+        found
+    } else {
+        names.to_vec()
+    };
+    let mut actions = Vec::new();
+    for pack in names {
+        let actions_dir = packs_dir.join(&pack).join("actions");
+        if !packs_dir.join(&pack).join("pack.yaml").is_file() {
+            return Err(PackError::UnknownPack {
+                pack,
+                packs_dir: packs_dir.to_path_buf(),
+            });
+        }
+        let mut action_names: Vec<String> = match read_dir(&actions_dir) {
+            Ok(entries) => entries
+                .filter_map(|entry| entry.ok())
+                .filter_map(|entry| {
+                    let name = entry.file_name().to_str()?.to_string();
+                    name.strip_suffix(".yaml").map(str::to_string)
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        action_names.sort();
+        for name in action_names {
+            actions.push(load_action(packs_dir, &format!("{pack}.{name}"))?);
+        }
+    }
+    Ok(actions)
+}
+
 fn read_yaml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, PackError> {
     let text = std::fs::read_to_string(file).map_err(|source| PackError::Read {
         file: file.to_path_buf(),
