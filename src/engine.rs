@@ -14,7 +14,8 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateImageOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -124,6 +125,19 @@ pub struct ContainerState {
 #[derive(Clone, Debug)]
 pub struct ContainerSummary {
     pub id: String,
+    /// The id of the image the container was created from.
+    pub image_id: Option<String>,
+    pub labels: HashMap<String, String>,
+}
+
+/// An image found by label, for listing and pruning environments.
+#[derive(Clone, Debug)]
+pub struct ImageSummary {
+    pub id: String,
+    pub tags: Vec<String>,
+    /// Seconds since the epoch.
+    pub created: i64,
+    pub size_bytes: i64,
     pub labels: HashMap<String, String>,
 }
 
@@ -163,6 +177,27 @@ impl Engine {
             Err(e) if is_status(&e, 404) => Ok(None),
             Err(e) => Err(EngineError::api(format!("inspecting image {name}"), e)),
         }
+    }
+
+    /// Pulls an image from its registry, draining the progress stream to its end. Callers bound
+    /// it with a timeout: where no registry answers, a pull may fail fast or hang.
+    pub async fn pull_image(&self, name: &str) -> Result<(), EngineError> {
+        // Without a tag the engine would pull every tag of the repository.
+        let reference = if has_tag_or_digest(name) {
+            name.to_string()
+        } else {
+            format!("{name}:latest")
+        };
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(&reference)
+            .build();
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                return Err(EngineError::api(format!("pulling image {name}"), e));
+            }
+        }
+        Ok(())
     }
 
     /// Builds an image with the classic builder, passing each output line to `on_line`, and
@@ -372,10 +407,54 @@ impl Engine {
             .filter_map(|c| {
                 Some(ContainerSummary {
                     id: c.id?,
+                    image_id: c.image_id,
                     labels: c.labels.unwrap_or_default(),
                 })
             })
             .collect())
+    }
+}
+
+impl Engine {
+    /// All images that carry every given `key=value` label.
+    pub async fn images_with_labels(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<ImageSummary>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
+        let options = ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let found = self
+            .docker
+            .list_images(Some(options))
+            .await
+            .map_err(|e| EngineError::api("listing packbox images", e))?;
+        Ok(found
+            .into_iter()
+            .map(|image| ImageSummary {
+                id: image.id,
+                tags: image.repo_tags,
+                created: image.created,
+                size_bytes: image.size,
+                labels: image.labels,
+            })
+            .collect())
+    }
+
+    /// Every container on the engine, running or not (to know which images are in use).
+    pub async fn all_containers(&self) -> Result<Vec<ContainerSummary>, EngineError> {
+        self.containers_with_labels(&[]).await
+    }
+
+    /// Removes an image (and its tags); refused by the engine while a container uses it.
+    pub async fn remove_image(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveImageOptionsBuilder::default().force(false).build();
+        match self.docker.remove_image(id, Some(options), None).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(EngineError::api(format!("removing image {id}"), e)),
+        }
     }
 }
 
@@ -441,6 +520,24 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
     }
 }
 
+/// An engine error and its causes on one line, for reasons recorded as text (probe results).
+pub fn error_chain(error: &EngineError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether an image reference names a tag or digest (`repo:tag`, `host:5000/repo:tag`, `repo@sha256:..`).
+fn has_tag_or_digest(reference: &str) -> bool {
+    let last_component = reference.rsplit('/').next().unwrap_or(reference);
+    reference.contains('@') || last_component.contains(':')
+}
+
 fn is_status(error: &BollardError, status: u16) -> bool {
     matches!(error, BollardError::DockerResponseServerError { status_code, .. } if *status_code == status)
 }
@@ -492,6 +589,15 @@ mod tests {
         assert_eq!(body.stdin_once, Some(true));
         assert_eq!(body.tty, Some(false));
         assert_eq!(body.env, Some(vec!["ATTUNE_ACTION=p.a".to_string()]));
+    }
+
+    #[test]
+    fn tags_are_told_apart_from_registry_ports() {
+        assert!(has_tag_or_digest("python:3.12-slim"));
+        assert!(has_tag_or_digest("registry:5000/team/python:3.12"));
+        assert!(has_tag_or_digest("python@sha256:abc"));
+        assert!(!has_tag_or_digest("python"));
+        assert!(!has_tag_or_digest("registry:5000/team/python"));
     }
 
     #[test]

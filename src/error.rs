@@ -3,8 +3,10 @@
 
 use crate::catalog::{CatalogError, NoMatchingVersion};
 use crate::engine::EngineError;
+use crate::envimage::EnvError;
 use crate::pack::PackError;
 use crate::pack::params::ParamError;
+use crate::probe::UnknownRuntimeFilter;
 use crate::runtime_image::ImageError;
 use crate::sandbox::RunError;
 
@@ -17,6 +19,8 @@ pub enum Error {
     Param(#[from] ParamError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    RuntimeFilter(#[from] UnknownRuntimeFilter),
     /// The action names a runner type no runtime of the catalog has.
     #[error("action {action}: runner_type `{runner_type}` is not a known runtime (known: {known})")]
     UnknownRuntime {
@@ -38,6 +42,16 @@ pub enum Error {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// An environment image could not be made.
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    /// No verified version of the runtime can run the action.
+    #[error("action {action}: no verified {runtime} version is available ({reasons})")]
+    NoAvailableVersion {
+        action: String,
+        runtime: String,
+        reasons: String,
+    },
     #[error(transparent)]
     Run(#[from] RunError),
 }
@@ -57,10 +71,17 @@ impl Error {
         match self {
             Error::Pack(_)
             | Error::Param(_)
+            | Error::RuntimeFilter(_)
             | Error::UnknownRuntime { .. }
             | Error::NoMatchingVersion { .. }
             | Error::Unsupported { .. } => Fault::Input,
-            Error::Catalog(_) | Error::Engine(_) | Error::Image(_) | Error::Run(_) => Fault::Engine,
+            Error::Env(EnvError::CaBundle { .. }) => Fault::Input,
+            Error::Catalog(_)
+            | Error::Engine(_)
+            | Error::Image(_)
+            | Error::Env(_)
+            | Error::NoAvailableVersion { .. }
+            | Error::Run(_) => Fault::Engine,
         }
     }
 
@@ -76,4 +97,19 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// An error and its causes on one line (`a: b: c`), skipping causes the message already quotes.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

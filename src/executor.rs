@@ -1,15 +1,21 @@
 //! The run pipeline: plan a run from a pack (no engine needed), then execute the plan.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
 use std::time::{Duration, Instant};
 
-use crate::catalog::{Catalog, Runtime, RuntimeVersion};
+use crate::catalog::NoMatchingVersion;
+use crate::catalog::{Catalog, Runtime};
 use crate::engine::Engine;
+use crate::envimage::BuildSettings;
 use crate::error::Error;
 use crate::outcome::{Outcome, Status};
 use crate::pack::{self, LoadedAction, ParameterDelivery, params};
-use crate::runtime_image::{self, ImageError};
+use crate::prepare::{self, PrepareEvent, Preparer};
+use crate::probe::{ProbeCache, VersionStatus};
+use crate::runtime_image;
 use crate::sandbox::{self, RunLimits, SandboxPolicy, Workload, delivery, result};
 
 /// Timeout of an action that states none.
@@ -53,7 +59,6 @@ impl RunRequest {
 pub struct RunPlan {
     pub action: LoadedAction,
     pub runtime: Runtime,
-    pub version: RuntimeVersion,
     pub stdin: Vec<u8>,
     pub policy: SandboxPolicy,
     pub limits: RunLimits,
@@ -63,26 +68,21 @@ pub struct RunPlan {
 pub fn plan(catalog: &Catalog, request: &RunRequest) -> Result<RunPlan, Error> {
     let action = pack::load_action(&request.packs_dir, &request.action_ref)?;
     let manifest = &action.action;
-    let runtime = catalog
-        .resolve(&manifest.runner_type)
-        .ok_or_else(|| Error::UnknownRuntime {
-            action: action.action_ref.clone(),
-            runner_type: manifest.runner_type.clone(),
-            known: catalog.known_names(),
-        })?;
+    let runtime = resolve_runtime(catalog, &action)?;
     if manifest.parameter_delivery == ParameterDelivery::File {
         return Err(Error::Unsupported {
             action: action.action_ref.clone(),
             what: "parameter_delivery `file`".into(),
         });
     }
-    let version = runtime
+    // Fails early, without an engine, when no version of the catalog could ever match; the run
+    // then chooses among the versions that probing verified.
+    runtime
         .select_version(&runtime.version_names(), manifest.runtime_version.as_ref())
         .map_err(|source| Error::NoMatchingVersion {
             action: action.action_ref.clone(),
             source,
-        })?
-        .clone();
+        })?;
     let from_file = match &request.params_file {
         Some(file) => params::read_file(file)?,
         None => serde_json::Map::new(),
@@ -96,7 +96,6 @@ pub fn plan(catalog: &Catalog, request: &RunRequest) -> Result<RunPlan, Error> {
         .unwrap_or(DEFAULT_TIMEOUT);
     Ok(RunPlan {
         runtime: runtime.clone(),
-        version,
         stdin,
         policy: request.policy.clone(),
         limits: RunLimits {
@@ -108,29 +107,72 @@ pub fn plan(catalog: &Catalog, request: &RunRequest) -> Result<RunPlan, Error> {
     })
 }
 
+/// The catalog runtime an action's `runner_type` names.
+fn resolve_runtime<'c>(catalog: &'c Catalog, action: &LoadedAction) -> Result<&'c Runtime, Error> {
+    let runner_type = &action.action.runner_type;
+    catalog
+        .resolve(runner_type)
+        .ok_or_else(|| Error::UnknownRuntime {
+            action: action.action_ref.clone(),
+            runner_type: runner_type.clone(),
+            known: catalog
+                .runtimes()
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
 /// Runs planned actions on one engine.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Executor {
     engine: Engine,
+    catalog: Catalog,
+    probe_cache: ProbeCache,
+    build: BuildSettings,
+    state_dir: PathBuf,
 }
 
 impl Executor {
-    /// An executor on an engine that answered.
-    pub fn new(engine: Engine) -> Self {
-        Executor { engine }
+    /// An executor on an engine that answered, with build settings and state folder from the
+    /// environment (`PACKBOX_BUILD_CA_BUNDLE`, `PACKBOX_STATE_DIR`, ...).
+    pub fn new(engine: Engine, catalog: Catalog) -> Self {
+        Executor {
+            engine,
+            catalog,
+            probe_cache: ProbeCache::open(),
+            build: BuildSettings::from_env(),
+            state_dir: crate::state::state_dir(),
+        }
+    }
+
+    fn preparer(&self) -> Preparer<'_> {
+        Preparer {
+            engine: &self.engine,
+            catalog: &self.catalog,
+            probe_cache: &self.probe_cache,
+            build: &self.build,
+            state_dir: &self.state_dir,
+        }
     }
 
     /// Runs a plan in a fresh container and removes it. An action that fails is an `Ok` outcome
-    /// with status failed; `Err` means the run could not happen.
-    pub async fn run(&self, plan: &RunPlan) -> Result<Outcome, Error> {
+    /// with status failed; `Err` means the run could not happen. `on_event` hears about
+    /// environment builds the run needs.
+    pub async fn run(
+        &self,
+        plan: &RunPlan,
+        on_event: impl FnMut(PrepareEvent<'_>),
+    ) -> Result<Outcome, Error> {
         let started = Instant::now();
-        let image = &plan.version.image;
-        if self.engine.image_id(image).await?.is_none() {
-            return Err(ImageError::Missing {
-                image: image.clone(),
-            }
-            .into());
-        }
+        let preparer = self.preparer();
+        let statuses = preparer.verified_versions(&plan.runtime).await;
+        let selected = select_version(&plan.action, &plan.runtime, &statuses)?;
+        let prepared = preparer
+            .image_for(&plan.runtime, selected, &plan.action.pack_dir, on_event)
+            .await?;
+        let image = &prepared.image;
         let exec_id = uuid::Uuid::new_v4().to_string();
         let action = &plan.action;
         let manifest = &action.action;
@@ -165,7 +207,7 @@ impl Executor {
             cmd,
             env,
             labels,
-            pack_dir: action.pack_dir.to_string_lossy().into_owned(),
+            pack_dir: Some(action.pack_dir.to_string_lossy().into_owned()),
         });
         let exit = sandbox::run::run_container(
             &self.engine,
@@ -213,18 +255,81 @@ impl Executor {
             error,
             duration_ms: started.elapsed().as_millis() as u64,
             runtime: plan.runtime.name.clone(),
-            runtime_version: plan.version.version.clone(),
+            runtime_version: prepared.runtime_version.clone(),
             image: image.clone(),
             sandbox: plan.policy.clone(),
         })
     }
 
+    /// Builds ahead of time the environment of every action of the given packs (all packs of the
+    /// folder when none is named), on the version each action would run on. A failed build does
+    /// not stop the others: its error is in its report.
+    pub async fn build_environments(
+        &self,
+        packs_dir: &Path,
+        packs: &[String],
+        mut on_event: impl FnMut(BuildEvent<'_>),
+    ) -> Result<Vec<EnvReport>, Error> {
+        let actions = pack::load_packs(packs_dir, packs)?;
+        let preparer = self.preparer();
+        let mut reports = Vec::new();
+        for action in actions {
+            let runtime = resolve_runtime(&self.catalog, &action)?;
+            let statuses = preparer.verified_versions(runtime).await;
+            let mut report = EnvReport {
+                pack: action.pack.pack_ref.clone(),
+                action: action.action_ref.clone(),
+                runtime: runtime.name.clone(),
+                version: None,
+                image: None,
+                status: EnvStatus::Failed,
+                error: None,
+            };
+            let selected = match select_version(&action, runtime, &statuses) {
+                Ok(selected) => selected,
+                Err(e) => {
+                    report.error = Some(crate::error::chain(&e));
+                    on_event(BuildEvent::Finished { report: &report });
+                    reports.push(report);
+                    continue;
+                }
+            };
+            on_event(BuildEvent::Started {
+                action: &action.action_ref,
+            });
+            let prepared = preparer
+                .image_for(runtime, selected, &action.pack_dir, |event| {
+                    if let PrepareEvent::BuildLine { line } = event {
+                        on_event(BuildEvent::Line { line });
+                    }
+                })
+                .await;
+            match prepared {
+                Ok(prepared) => {
+                    report.status = if prepared.image == selected.image {
+                        EnvStatus::NotNeeded
+                    } else if prepared.built {
+                        EnvStatus::Built
+                    } else {
+                        EnvStatus::Present
+                    };
+                    report.version = Some(prepared.runtime_version);
+                    report.image = Some(prepared.image);
+                }
+                Err(e) => report.error = Some(crate::error::chain(&e)),
+            }
+            on_event(BuildEvent::Finished { report: &report });
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
     /// Builds every catalog runtime image that is missing; `on_event` hears about each image.
     pub async fn build_runtime_images(
         &self,
-        catalog: &Catalog,
         mut on_event: impl FnMut(ImageEvent<'_>),
     ) -> Result<(), Error> {
+        let catalog = &self.catalog;
         for runtime in catalog.runtimes() {
             for version in &runtime.versions {
                 on_event(ImageEvent::Checking {
@@ -245,6 +350,41 @@ impl Executor {
     }
 }
 
+/// What `build_environments` did for one action.
+#[derive(Clone, Debug, Serialize)]
+pub struct EnvReport {
+    pub pack: String,
+    pub action: String,
+    pub runtime: String,
+    /// The verified runtime version the environment is for.
+    pub version: Option<String>,
+    pub image: Option<String>,
+    pub status: EnvStatus,
+    pub error: Option<String>,
+}
+
+/// The state of one action's environment after `build_environments`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvStatus {
+    /// Built now.
+    Built,
+    /// Already there: no build.
+    Present,
+    /// The pack has no manifest for the runtime: it runs on the runtime image.
+    NotNeeded,
+    /// The build (or version selection) failed; see `error`.
+    Failed,
+}
+
+/// Progress of [`Executor::build_environments`].
+#[derive(Debug)]
+pub enum BuildEvent<'a> {
+    Started { action: &'a str },
+    Line { line: &'a str },
+    Finished { report: &'a EnvReport },
+}
+
 /// Progress of [`Executor::build_runtime_images`].
 #[derive(Debug)]
 pub enum ImageEvent<'a> {
@@ -258,6 +398,48 @@ pub enum ImageEvent<'a> {
         image: &'a str,
         state: runtime_image::ImageState,
     },
+}
+
+/// The verified version an action runs on (see [`prepare::select_verified`]), with the errors
+/// named after the action.
+fn select_version<'s>(
+    action: &LoadedAction,
+    runtime: &Runtime,
+    statuses: &'s [VersionStatus],
+) -> Result<&'s VersionStatus, Error> {
+    let constraint = action.action.runtime_version.as_ref();
+    match prepare::select_verified(runtime, constraint, statuses) {
+        Some(selected) => Ok(selected),
+        None if !statuses.iter().any(VersionStatus::is_available) => {
+            Err(Error::NoAvailableVersion {
+                action: action.action_ref.clone(),
+                runtime: runtime.name.clone(),
+                reasons: statuses
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{}: {}",
+                            s.version,
+                            s.reason.as_deref().unwrap_or("unavailable")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })
+        }
+        None => Err(Error::NoMatchingVersion {
+            action: action.action_ref.clone(),
+            source: NoMatchingVersion {
+                runtime: runtime.name.clone(),
+                constraint: constraint.map(|c| c.as_str().to_string()),
+                available: statuses
+                    .iter()
+                    .filter(|s| s.is_available())
+                    .map(|s| s.full_version().to_string())
+                    .collect(),
+            },
+        }),
+    }
 }
 
 fn enum_name<T: serde::Serialize>(value: &T) -> String {

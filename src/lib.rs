@@ -7,12 +7,16 @@
 
 pub mod catalog;
 pub mod engine;
+pub mod envimage;
 pub mod error;
 pub mod executor;
 pub mod outcome;
 pub mod pack;
+pub mod prepare;
+pub mod probe;
 pub mod runtime_image;
 pub mod sandbox;
+pub mod state;
 pub mod version;
 
 pub use catalog::Catalog;

@@ -3,6 +3,7 @@
 //! `images/bootstrap-base` makes.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use crate::catalog::{Catalog, Runtime, RuntimeVersion};
 use crate::engine::{BuildSpec, Engine, EngineError};
@@ -15,12 +16,13 @@ pub enum ImageError {
     )]
     Missing { image: String },
     #[error(
-        "runtime image {image} ({runtime} {version}) is missing and the catalog names no recipe for it"
+        "runtime image {image} ({runtime} {version}) is missing, cannot be pulled ({pull_failure}) and the catalog names no recipe for it"
     )]
     NoRecipe {
         image: String,
         runtime: String,
         version: String,
+        pull_failure: String,
     },
     #[error("building the tar context for {image} failed")]
     Context {
@@ -32,17 +34,31 @@ pub enum ImageError {
     Engine(#[from] EngineError),
 }
 
+/// How long a pull may take before the registry counts as unreachable.
+const PULL_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// What happened to one runtime image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ImageState {
     /// The engine already had it.
     Present { id: String },
+    /// It was pulled from its registry now.
+    Pulled { id: String },
     /// packbox built it now.
     Built { id: String },
 }
 
-/// Makes sure a runtime version's image exists, building it from its recipe if needed.
-/// `on_line` receives the build's output lines.
+impl ImageState {
+    /// The image's id, however it came to be there.
+    pub fn id(&self) -> &str {
+        match self {
+            ImageState::Present { id } | ImageState::Pulled { id } | ImageState::Built { id } => id,
+        }
+    }
+}
+
+/// Makes sure a runtime version's image exists: present, else pulled when a registry answers,
+/// else built from its recipe. `on_line` receives the build's output lines.
 pub async fn ensure(
     engine: &Engine,
     catalog: &Catalog,
@@ -53,10 +69,20 @@ pub async fn ensure(
     if let Some(id) = engine.image_id(&version.image).await? {
         return Ok(ImageState::Present { id });
     }
+    let pulled = tokio::time::timeout(PULL_TIMEOUT, engine.pull_image(&version.image)).await;
+    let pull_failure = match pulled {
+        Ok(Ok(())) => match engine.image_id(&version.image).await? {
+            Some(id) => return Ok(ImageState::Pulled { id }),
+            None => "the engine reported the pull done but has no such image".to_string(),
+        },
+        Ok(Err(e)) => crate::engine::error_chain(&e),
+        Err(_) => format!("no answer within {} s", PULL_TIMEOUT.as_secs()),
+    };
     let no_recipe = || ImageError::NoRecipe {
         image: version.image.clone(),
         runtime: runtime.name.clone(),
         version: version.version.clone(),
+        pull_failure: pull_failure.clone(),
     };
     let recipe = version.recipe.as_ref().ok_or_else(no_recipe)?;
     let dockerfile = catalog.recipe_dockerfile(recipe).ok_or_else(no_recipe)?;

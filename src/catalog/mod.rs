@@ -133,6 +133,8 @@ pub struct Probe {
     pub exit_code: i64,
     /// A regex whose first capture group is the full version.
     pub pattern: String,
+    /// Seconds the probe may run (default 10).
+    pub timeout_seconds: Option<u64>,
 }
 
 /// All runtimes packbox can run actions with.

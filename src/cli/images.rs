@@ -33,9 +33,9 @@ pub async fn execute(command: ImagesCommand, catalog: Option<&Path>) -> ExitCode
 
 async fn build(verbose: bool, catalog: Option<&Path>) -> Result<(), Error> {
     let catalog = Catalog::load(catalog)?;
-    let executor = Executor::new(Engine::connect().await?);
+    let executor = Executor::new(Engine::connect().await?, catalog);
     executor
-        .build_runtime_images(&catalog, |event| match event {
+        .build_runtime_images(|event| match event {
             ImageEvent::Checking { image } => eprintln!("{image}: checking"),
             ImageEvent::BuildLine { line } if verbose => {
                 eprint!("  {}", render::sanitize(line))
@@ -43,6 +43,7 @@ async fn build(verbose: bool, catalog: Option<&Path>) -> Result<(), Error> {
             ImageEvent::BuildLine { .. } => {}
             ImageEvent::Done { image, state } => match state {
                 ImageState::Present { .. } => eprintln!("{image}: present"),
+                ImageState::Pulled { id } => eprintln!("{image}: pulled {id}"),
                 ImageState::Built { id } => eprintln!("{image}: built {id}"),
             },
         })

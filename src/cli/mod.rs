@@ -2,10 +2,13 @@
 //! the result to an exit code. Data goes to stdout, everything else to stderr.
 
 mod actions;
+mod build;
+mod envs;
 mod images;
 mod pack;
 mod render;
 mod run;
+mod runtimes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +35,11 @@ struct Cli {
 enum Command {
     /// Run one action of a pack in a fresh, locked-down container.
     Run(run::RunArgs),
+    /// Build the environment images of packs ahead of time.
+    Build(build::BuildArgs),
+    /// List or prune environment images.
+    #[command(subcommand)]
+    Envs(envs::EnvsCommand),
     /// Manage the runtime images (packbox/python:3.11, ...).
     #[command(subcommand)]
     Images(images::ImagesCommand),
@@ -41,6 +49,9 @@ enum Command {
     /// List the actions of packs.
     #[command(subcommand)]
     Actions(actions::ActionsCommand),
+    /// Verify which runtime versions the images hold, or list what is known.
+    #[command(subcommand)]
+    Runtimes(runtimes::RuntimesCommand),
 }
 
 /// Entry point of the binary.
@@ -75,6 +86,9 @@ pub fn main() -> ExitCode {
             Command::Images(command) => images::execute(command, catalog).await,
             Command::Pack(command) => pack::execute(command, catalog),
             Command::Actions(command) => actions::execute(command, catalog),
+            Command::Build(args) => build::execute(args, catalog).await,
+            Command::Envs(command) => envs::execute(command).await,
+            Command::Runtimes(command) => runtimes::execute(command, catalog).await,
         }
     })
 }

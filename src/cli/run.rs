@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
+use packbox::prepare::PrepareEvent;
 use packbox::{Catalog, Engine, Error, Executor, Outcome, RunRequest, Status};
 
 use super::render;
@@ -55,8 +56,17 @@ async fn run(request: &RunRequest, catalog: Option<&Path>) -> Result<Outcome, Er
     let catalog = Catalog::load(catalog)?;
     // Everything wrong with the input is said before the engine is contacted.
     let plan = packbox::plan(&catalog, request)?;
-    let executor = Executor::new(Engine::connect().await?);
-    executor.run(&plan).await
+    let executor = Executor::new(Engine::connect().await?, catalog);
+    executor
+        .run(&plan, |event| match event {
+            PrepareEvent::Building { tag } => eprintln!("building environment {tag}"),
+            PrepareEvent::BuildLine { line } => {
+                if std::env::var_os("PACKBOX_VERBOSE_BUILD").is_some() {
+                    eprint!("  {}", render::sanitize(line));
+                }
+            }
+        })
+        .await
 }
 
 fn print_human(outcome: &Outcome) {

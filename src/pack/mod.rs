@@ -105,6 +105,45 @@ pub fn load_action(packs_dir: &Path, action_ref: &str) -> Result<LoadedAction, P
     }
 }
 
+/// Every action of the named packs (all packs of the folder when none is named), in name order.
+pub fn load_packs(packs_dir: &Path, names: &[String]) -> Result<Vec<LoadedAction>, PackError> {
+    if !packs_dir.is_dir() {
+        return Err(PackError::PacksDirMissing(packs_dir.to_path_buf()));
+    }
+    let names: Vec<String> = if names.is_empty() {
+        let mut found: Vec<String> = std::fs::read_dir(packs_dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|entry| entry.path().join("pack.yaml").is_file())
+                    .filter_map(|entry| entry.file_name().to_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        found
+    } else {
+        names.to_vec()
+    };
+    let mut actions = Vec::new();
+    for pack in names {
+        let pack_dir = packs_dir.join(&pack);
+        if !safety::is_pack_ref(&pack) || !pack_dir.join("pack.yaml").is_file() {
+            return Err(PackError::UnknownPack {
+                pack,
+                packs_dir: packs_dir.to_path_buf(),
+            });
+        }
+        // A pack without an actions folder simply has no actions.
+        for file in action::action_files(&pack_dir).unwrap_or_default() {
+            if let Some(name) = file.file_stem().and_then(|stem| stem.to_str()) {
+                actions.push(load_action(packs_dir, &format!("{pack}.{name}"))?);
+            }
+        }
+    }
+    Ok(actions)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,8 +55,8 @@ pub struct Workload {
     pub cmd: Vec<String>,
     pub env: Vec<(String, String)>,
     pub labels: HashMap<String, String>,
-    /// Host path of the pack folder.
-    pub pack_dir: String,
+    /// Host path of the pack folder, mounted read-only at `/pack` (none for image probes).
+    pub pack_dir: Option<String>,
 }
 
 impl SandboxPolicy {
@@ -74,11 +74,15 @@ impl SandboxPolicy {
             working_dir: PACK_MOUNT.into(),
             user: self.user.clone(),
             labels: workload.labels,
-            binds: vec![BindMount {
-                host_path: workload.pack_dir,
-                container_path: PACK_MOUNT.into(),
-                read_only: true,
-            }],
+            binds: workload
+                .pack_dir
+                .into_iter()
+                .map(|host_path| BindMount {
+                    host_path,
+                    container_path: PACK_MOUNT.into(),
+                    read_only: true,
+                })
+                .collect(),
             tmpfs,
             read_only_rootfs: self.read_only_root,
             network_mode: self.network.clone(),
@@ -103,7 +107,7 @@ mod tests {
             cmd: vec!["bash".into()],
             env: Vec::new(),
             labels: HashMap::new(),
-            pack_dir: "/host/packs/p".into(),
+            pack_dir: Some("/host/packs/p".into()),
         }
     }
 

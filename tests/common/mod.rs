@@ -127,3 +127,89 @@ pub fn packbox_owned(args: &[String], env: &[(&str, &str)]) -> Finished {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     packbox(&args, env)
 }
+
+/// Seconds since the epoch, as the engine's event filters take them.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// How many containers the packbox process `pid` created between `since` and now, counted from
+/// the engine's own event log (so containers already removed are counted too).
+pub fn containers_created_by(pid: u32, since: u64) -> usize {
+    let output = Command::new("docker")
+        .args([
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &(unix_now() + 1).to_string(),
+            "--filter",
+            "type=container",
+            "--filter",
+            "event=create",
+            "--filter",
+            &format!("label=packbox.owner_pid={pid}"),
+            "--format",
+            "{{.ID}}",
+        ])
+        .output()
+        .expect("docker events runs");
+    assert!(output.status.success(), "docker events failed");
+    String::from_utf8_lossy(&output.stdout).lines().count()
+}
+
+/// The environment-image fixture packs.
+pub fn env_packs() -> PathBuf {
+    repo_root().join("tests/fixtures/envs")
+}
+
+/// The machine's CA bundle, which pip and npm need behind this network's TLS interception.
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Environment for packbox processes that may build environment images.
+pub fn build_env() -> Vec<(&'static str, &'static str)> {
+    if Path::new(CA_BUNDLE).is_file() {
+        vec![("PACKBOX_BUILD_CA_BUNDLE", CA_BUNDLE)]
+    } else {
+        Vec::new()
+    }
+}
+
+/// `packbox run --packs DIR ACTION --json` with the build environment.
+pub fn run_building(packs: &Path, action: &str, args: &[&str]) -> Finished {
+    let packs = packs.to_string_lossy().into_owned();
+    let mut all = vec!["run", "--packs", packs.as_str(), action, "--json"];
+    all.extend_from_slice(args);
+    packbox(&all, &build_env())
+}
+
+/// Copies a fixture pack folder into `dest` (which becomes `dest/<name>`).
+pub fn copy_pack(source: &Path, dest: &Path) -> PathBuf {
+    let name = source.file_name().expect("a pack folder name");
+    let target = dest.join(name);
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(source)
+        .arg(&target)
+        .status()
+        .expect("cp runs");
+    assert!(status.success(), "copying {} failed", source.display());
+    target
+}
+
+/// Whether the engine has an image by that name.
+pub fn image_exists(name: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", name])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Removes an image a test made (best effort).
+pub fn remove_image(name: &str) {
+    let _ = Command::new("docker").args(["rmi", "-f", name]).output();
+}

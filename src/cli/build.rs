@@ -1,0 +1,126 @@
+//! `packbox build`: environment images built ahead of time, with progress.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use packbox::executor::{BuildEvent, EnvReport, EnvStatus};
+use packbox::{Catalog, Engine, Error, Executor};
+
+use super::{EXIT_ENGINE, render};
+
+/// Arguments of `packbox build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Folder holding the packs, one sub-folder per pack.
+    #[arg(long, env = "PACKBOX_PACKS", value_name = "DIR")]
+    packs: PathBuf,
+    /// Packs to build for (default: every pack of the folder).
+    #[arg(value_name = "PACK")]
+    names: Vec<String>,
+    /// Print one JSON event per line (started, finished) instead of progress.
+    #[arg(long)]
+    json: bool,
+}
+
+/// How build progress is shown: a spinner on a terminal, plain lines otherwise, or JSON events.
+enum Progress {
+    Bar(Option<ProgressBar>),
+    Lines,
+    Json,
+}
+
+impl Progress {
+    fn new(json: bool) -> Progress {
+        if json {
+            Progress::Json
+        } else if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+            Progress::Bar(None)
+        } else {
+            Progress::Lines
+        }
+    }
+
+    fn event(&mut self, event: BuildEvent<'_>) {
+        match (self, event) {
+            (Progress::Json, BuildEvent::Started { action }) => {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "started", "action": action})
+                );
+            }
+            (Progress::Json, BuildEvent::Finished { report }) => {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "finished", "report": report})
+                );
+            }
+            (Progress::Json, BuildEvent::Line { .. }) => {}
+            (Progress::Bar(bar), BuildEvent::Started { action }) => {
+                let spinner = ProgressBar::new_spinner();
+                if let Ok(style) = ProgressStyle::with_template("{spinner} {prefix} {wide_msg}") {
+                    spinner.set_style(style);
+                }
+                spinner.set_prefix(action.to_string());
+                spinner.enable_steady_tick(Duration::from_millis(120));
+                *bar = Some(spinner);
+            }
+            (Progress::Bar(bar), BuildEvent::Line { line }) => {
+                if let Some(bar) = bar {
+                    bar.set_message(render::sanitize(line.trim()));
+                }
+            }
+            (Progress::Bar(bar), BuildEvent::Finished { report }) => {
+                if let Some(bar) = bar.take() {
+                    bar.finish_and_clear();
+                }
+                eprintln!("{}", summary(report));
+            }
+            (Progress::Lines, BuildEvent::Started { action }) => eprintln!("{action}: preparing"),
+            (Progress::Lines, BuildEvent::Line { .. }) => {}
+            (Progress::Lines, BuildEvent::Finished { report }) => eprintln!("{}", summary(report)),
+        }
+    }
+}
+
+fn summary(report: &EnvReport) -> String {
+    let what = match report.status {
+        EnvStatus::Built => "built",
+        EnvStatus::Present => "present",
+        EnvStatus::NotNeeded => "no dependencies, runs on",
+        EnvStatus::Failed => "FAILED",
+    };
+    let detail = report
+        .image
+        .clone()
+        .or_else(|| report.error.clone())
+        .unwrap_or_default();
+    format!("{}: {what} {}", report.action, render::sanitize(&detail))
+}
+
+/// Builds the environments and reports; exits 125 when any failed.
+pub async fn execute(args: BuildArgs, catalog: Option<&Path>) -> ExitCode {
+    let mut progress = Progress::new(args.json);
+    match build(&args, catalog, &mut progress).await {
+        Ok(reports) if reports.iter().any(|r| r.status == EnvStatus::Failed) => {
+            ExitCode::from(EXIT_ENGINE)
+        }
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => render::report(&error, args.json),
+    }
+}
+
+async fn build(
+    args: &BuildArgs,
+    catalog: Option<&Path>,
+    progress: &mut Progress,
+) -> Result<Vec<EnvReport>, Error> {
+    let catalog = Catalog::load(catalog)?;
+    let executor = Executor::new(Engine::connect().await?, catalog);
+    executor
+        .build_environments(&args.packs, &args.names, |event| progress.event(event))
+        .await
+}

@@ -1,0 +1,10 @@
+//! Environment images: one image per (runtime version, dependency set), with the pack's
+//! dependencies installed at build time on top of the runtime image, so every run starts from
+//! an image that already holds them.
+
+pub mod build;
+pub mod inventory;
+pub mod recipe;
+
+pub use build::{BuildSettings, EnvError, EnvImage, ensure};
+pub use recipe::{EnvRecipe, IndexSettings, Installer, Manifests};

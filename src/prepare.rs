@@ -1,0 +1,190 @@
+//! Preparing the image a run needs: the runtime versions are verified by probing (cached), one is
+//! selected, and when the pack has a dependency manifest for that runtime its environment image
+//! is made present (built once) on top of the selected runtime image.
+
+use std::path::Path;
+
+use crate::catalog::{Catalog, Runtime};
+use crate::engine::Engine;
+use crate::envimage::{self, BuildSettings, EnvError, EnvRecipe, Installer, Manifests};
+use crate::error::Error;
+use crate::probe::{self, ProbeCache, VersionStatus};
+use crate::version::{self, Constraint};
+
+/// The verified version to run on. With a constraint: the highest verified version whose
+/// detected full version matches it. Without: the runtime's default version when verified, else
+/// the highest verified one. `None` when nothing fits: never a fallback to another interpreter.
+pub fn select_verified<'s>(
+    runtime: &Runtime,
+    constraint: Option<&Constraint>,
+    statuses: &'s [VersionStatus],
+) -> Option<&'s VersionStatus> {
+    let available: Vec<&VersionStatus> = statuses.iter().filter(|s| s.is_available()).collect();
+    if constraint.is_none()
+        && let Some(default) = available
+            .iter()
+            .find(|s| Some(s.version.as_str()) == runtime.default_version.as_deref())
+    {
+        return Some(default);
+    }
+    let detected: Vec<&str> = available.iter().map(|s| s.full_version()).collect();
+    let chosen = version::select(&detected, constraint, None)?;
+    let index = detected.iter().position(|d| std::ptr::eq(d, chosen))?;
+    Some(available[index])
+}
+
+/// The image a run starts from, and the runtime version it holds.
+#[derive(Clone, Debug)]
+pub struct PreparedImage {
+    /// The verified runtime version (`3.11.2`).
+    pub runtime_version: String,
+    /// The tag of the environment image, else of the runtime image.
+    pub image: String,
+    /// Set when an environment image was built for this run.
+    pub built: bool,
+}
+
+/// Progress of a preparation, for the caller to show.
+#[derive(Debug)]
+pub enum PrepareEvent<'a> {
+    /// An environment image is being built.
+    Building { tag: &'a str },
+    /// One line of the build's output.
+    BuildLine { line: &'a str },
+}
+
+/// Services a preparation uses: engine, catalog, probe cache, build settings, state folder.
+pub struct Preparer<'a> {
+    pub engine: &'a Engine,
+    pub catalog: &'a Catalog,
+    pub probe_cache: &'a ProbeCache,
+    pub build: &'a BuildSettings,
+    pub state_dir: &'a Path,
+}
+
+impl Preparer<'_> {
+    /// The verified versions of a runtime (probing what the cache does not know).
+    pub async fn verified_versions(&self, runtime: &Runtime) -> Vec<VersionStatus> {
+        probe::verify(self.engine, self.catalog, &[runtime], self.probe_cache).await
+    }
+
+    /// Makes the image for `pack_dir` on the selected version present.
+    pub async fn image_for(
+        &self,
+        runtime: &Runtime,
+        selected: &VersionStatus,
+        pack_dir: &Path,
+        mut on_event: impl FnMut(PrepareEvent<'_>),
+    ) -> Result<PreparedImage, Error> {
+        let runtime_version = selected.full_version().to_string();
+        let runtime_image = PreparedImage {
+            runtime_version: runtime_version.clone(),
+            image: selected.image.clone(),
+            built: false,
+        };
+        let Some(installer) = Installer::for_runtime(&runtime.name) else {
+            return Ok(runtime_image);
+        };
+        let manifests = Manifests::read(pack_dir, installer).map_err(|source| {
+            Error::Env(EnvError::State {
+                path: pack_dir.to_path_buf(),
+                source,
+            })
+        })?;
+        let Some(manifests) = manifests else {
+            return Ok(runtime_image);
+        };
+        let Some(base_image_id) = selected.image_id.clone() else {
+            return Ok(runtime_image);
+        };
+        let recipe = EnvRecipe {
+            runtime: runtime.name.clone(),
+            version: runtime_version.clone(),
+            base_image_id,
+            manifests,
+            index: self.build.index.clone(),
+        };
+        let tag = recipe.tag();
+        let mut announced = false;
+        let env = envimage::ensure(self.engine, &recipe, self.build, self.state_dir, |line| {
+            if !announced {
+                on_event(PrepareEvent::Building { tag: &tag });
+                announced = true;
+            }
+            on_event(PrepareEvent::BuildLine { line });
+        })
+        .await?;
+        Ok(PreparedImage {
+            runtime_version,
+            image: env.tag,
+            built: env.built,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(version: &str, detected: &str, available: bool) -> VersionStatus {
+        VersionStatus {
+            runtime: "python".into(),
+            version: version.into(),
+            image: format!("packbox/python:{version}"),
+            image_id: Some("sha256:x".into()),
+            detected_version: Some(detected.into()),
+            available: Some(available),
+            reason: None,
+            verified_at: None,
+            cached: false,
+        }
+    }
+
+    fn python() -> Runtime {
+        Catalog::builtin()
+            .expect("valid")
+            .resolve("python")
+            .expect("python")
+            .clone()
+    }
+
+    fn pick(constraint: Option<&str>, statuses: &[VersionStatus]) -> Option<String> {
+        let constraint = constraint.map(|c| Constraint::parse(c).expect("valid constraint"));
+        select_verified(&python(), constraint.as_ref(), statuses).map(|s| s.full_version().into())
+    }
+
+    fn three() -> Vec<VersionStatus> {
+        vec![
+            status("3.9", "3.9.2", true),
+            status("3.11", "3.11.2", true),
+            status("3.13", "3.13.5", true),
+        ]
+    }
+
+    #[test]
+    fn constraints_match_the_detected_versions() {
+        assert_eq!(pick(Some(">=3.12"), &three()).as_deref(), Some("3.13.5"));
+        assert_eq!(pick(Some("<3.10"), &three()).as_deref(), Some("3.9.2"));
+        assert_eq!(pick(Some("~3.11"), &three()).as_deref(), Some("3.11.2"));
+        assert_eq!(
+            pick(Some(">=3.11.1,<3.12"), &three()).as_deref(),
+            Some("3.11.2")
+        );
+        assert_eq!(pick(Some(">=3.14"), &three()), None);
+    }
+
+    #[test]
+    fn without_a_constraint_the_default_wins_when_verified() {
+        assert_eq!(pick(None, &three()).as_deref(), Some("3.11.2"));
+        let mut statuses = three();
+        statuses[1].available = Some(false);
+        assert_eq!(pick(None, &statuses).as_deref(), Some("3.13.5"));
+    }
+
+    #[test]
+    fn unverified_versions_are_never_chosen() {
+        let mut statuses = three();
+        statuses[2].available = Some(false);
+        assert_eq!(pick(Some(">=3.12"), &statuses), None);
+    }
+}

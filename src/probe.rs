@@ -1,0 +1,539 @@
+//! Which runtime versions exist is a fact about images, not about the catalog: each version's
+//! probe runs in a throw-away container of its image, and only versions whose probe answered
+//! with the declared version are available for selection.
+//!
+//! Results are cached in the state folder by image id (and probe definition), so a second
+//! verification starts no container until an image changes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{Catalog, Runtime, RuntimeVersion};
+use crate::engine::Engine;
+use crate::runtime_image;
+use crate::sandbox::{self, RunLimits, SandboxPolicy, Workload};
+
+/// How long one probe may run before its version counts as unavailable, unless the catalog says.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many probes (and image builds) run at once.
+const PROBE_CONCURRENCY: usize = 4;
+/// Bytes of probe output kept: a version line is short.
+const PROBE_OUTPUT_LIMIT: usize = 64 << 10;
+/// Bumped when the meaning of a cached result changes, so old caches are ignored.
+const CACHE_FORMAT: u32 = 1;
+
+/// What is known about one catalog version after verification.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VersionStatus {
+    pub runtime: String,
+    /// The version the catalog declares (`3.11`).
+    pub version: String,
+    pub image: String,
+    pub image_id: Option<String>,
+    /// The full version the probe found (`3.11.2`).
+    pub detected_version: Option<String>,
+    /// `None` when the version has not been verified (only from `list`).
+    pub available: Option<bool>,
+    pub reason: Option<String>,
+    pub verified_at: Option<String>,
+    /// Whether the result came from the cache rather than a probe container.
+    pub cached: bool,
+}
+
+impl VersionStatus {
+    /// The detected full version, else the declared one.
+    pub fn full_version(&self) -> &str {
+        self.detected_version.as_deref().unwrap_or(&self.version)
+    }
+
+    /// Whether this version may be selected for a run.
+    pub fn is_available(&self) -> bool {
+        self.available == Some(true)
+    }
+}
+
+/// A `PACKBOX_RUNTIMES` entry that names no runtime.
+#[derive(Debug, thiserror::Error)]
+#[error("PACKBOX_RUNTIMES: `{name}` is not a known runtime or alias (known: {known})")]
+pub struct UnknownRuntimeFilter {
+    pub name: String,
+    pub known: String,
+}
+
+/// The runtimes to consider: all of the catalog's, or those a comma-separated list (aliases
+/// accepted, as in `PACKBOX_RUNTIMES=python,nodejs`) names.
+pub fn filter_runtimes<'c>(
+    catalog: &'c Catalog,
+    list: Option<&str>,
+) -> Result<Vec<&'c Runtime>, UnknownRuntimeFilter> {
+    let Some(list) = list.filter(|l| !l.trim().is_empty()) else {
+        return Ok(catalog.runtimes().iter().collect());
+    };
+    let mut wanted = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let runtime = catalog.resolve(name).ok_or_else(|| UnknownRuntimeFilter {
+            name: name.to_string(),
+            known: catalog
+                .runtimes()
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+        wanted.push(runtime.name.clone());
+    }
+    Ok(catalog
+        .runtimes()
+        .iter()
+        .filter(|r| wanted.contains(&r.name))
+        .collect())
+}
+
+/// Probe results kept between runs, keyed by image id and probe definition.
+#[derive(Debug)]
+pub struct ProbeCache {
+    path: PathBuf,
+    entries: Mutex<BTreeMap<String, CachedProbe>>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CachedProbe {
+    detected_version: Option<String>,
+    available: bool,
+    reason: Option<String>,
+    verified_at: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheFile {
+    format: u32,
+    entries: BTreeMap<String, CachedProbe>,
+}
+
+impl ProbeCache {
+    /// The cache in the state folder; a missing or unreadable cache starts empty (it only saves
+    /// work, it never decides anything on its own).
+    pub fn open() -> ProbeCache {
+        let path = crate::state::state_dir().join("probes.json");
+        let entries = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<CacheFile>(&bytes).ok())
+            .filter(|file| file.format == CACHE_FORMAT)
+            .map(|file| file.entries)
+            .unwrap_or_default();
+        ProbeCache {
+            path,
+            entries: Mutex::new(entries),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<CachedProbe> {
+        self.entries.lock().ok()?.get(key).cloned()
+    }
+
+    fn put(&self, key: String, probe: CachedProbe) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.insert(key, probe);
+        }
+    }
+
+    /// Writes the cache back; a failure is logged, not fatal: the next run probes again.
+    pub fn save(&self) {
+        let Ok(entries) = self.entries.lock() else {
+            return;
+        };
+        let file = CacheFile {
+            format: CACHE_FORMAT,
+            entries: entries.clone(),
+        };
+        let written = serde_json::to_vec_pretty(&file)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| crate::state::write_atomically(&self.path, &bytes));
+        if let Err(e) = written {
+            tracing::warn!("cannot save probe cache {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Verifies versions against their images, concurrently and bounded: each image is made present
+/// (present, pulled, or built from its recipe), then its probe runs unless the cache already
+/// knows the answer for that image id. Results come back in catalog order.
+pub async fn verify(
+    engine: &Engine,
+    catalog: &Catalog,
+    runtimes: &[&Runtime],
+    cache: &ProbeCache,
+) -> Vec<VersionStatus> {
+    let targets: Vec<(&Runtime, &RuntimeVersion)> = runtimes
+        .iter()
+        .flat_map(|r| r.versions.iter().map(move |v| (*r, v)))
+        .collect();
+    let mut results: Vec<(usize, VersionStatus)> =
+        futures::stream::iter(targets.into_iter().enumerate())
+            .map(|(index, (runtime, version))| async move {
+                let status = verify_one(engine, catalog, runtime, version, cache).await;
+                (index, status)
+            })
+            .buffer_unordered(PROBE_CONCURRENCY)
+            .collect()
+            .await;
+    results.sort_by_key(|(index, _)| *index);
+    cache.save();
+    results.into_iter().map(|(_, status)| status).collect()
+}
+
+/// What the cache says about each version, without starting or building anything.
+pub async fn list(
+    engine: &Engine,
+    runtimes: &[&Runtime],
+    cache: &ProbeCache,
+) -> Vec<VersionStatus> {
+    let mut statuses = Vec::new();
+    for runtime in runtimes {
+        for version in &runtime.versions {
+            let mut status = unverified(runtime, version);
+            match engine.image_id(&version.image).await {
+                Ok(Some(id)) => {
+                    if let Some(hit) = cache.get(&cache_key(&id, version)) {
+                        status = from_cache(runtime, version, &id, hit);
+                    }
+                    status.image_id = Some(id);
+                }
+                Ok(None) => status.reason = Some("image not present".into()),
+                Err(e) => status.reason = Some(crate::engine::error_chain(&e)),
+            }
+            statuses.push(status);
+        }
+    }
+    statuses
+}
+
+async fn verify_one(
+    engine: &Engine,
+    catalog: &Catalog,
+    runtime: &Runtime,
+    version: &RuntimeVersion,
+    cache: &ProbeCache,
+) -> VersionStatus {
+    let mut status = unverified(runtime, version);
+    let image_id = match runtime_image::ensure(engine, catalog, runtime, version, |_| {}).await {
+        Ok(state) => state.id().to_string(),
+        Err(e) => {
+            status.available = Some(false);
+            status.reason = Some(error_text(&e));
+            status.verified_at = Some(now());
+            return status;
+        }
+    };
+    let key = cache_key(&image_id, version);
+    if let Some(hit) = cache.get(&key) {
+        return from_cache(runtime, version, &image_id, hit);
+    }
+    status.image_id = Some(image_id.clone());
+    status.verified_at = Some(now());
+    match run_probe(engine, runtime, version, &image_id).await {
+        Ok(verdict) => {
+            status.available = Some(verdict.available);
+            status.detected_version = verdict.detected_version.clone();
+            status.reason = verdict.reason.clone();
+            cache.put(
+                key,
+                CachedProbe {
+                    detected_version: verdict.detected_version,
+                    available: verdict.available,
+                    reason: verdict.reason,
+                    verified_at: status.verified_at.clone().unwrap_or_default(),
+                },
+            );
+        }
+        // Timeouts and engine trouble may pass: reported, never cached.
+        Err(reason) => {
+            status.available = Some(false);
+            status.reason = Some(reason);
+        }
+    }
+    status
+}
+
+/// The answer of a probe that ran to its end (and so can be cached).
+#[derive(Debug, PartialEq, Eq)]
+struct Verdict {
+    available: bool,
+    detected_version: Option<String>,
+    reason: Option<String>,
+}
+
+async fn run_probe(
+    engine: &Engine,
+    runtime: &Runtime,
+    version: &RuntimeVersion,
+    image_id: &str,
+) -> Result<Verdict, String> {
+    let timeout = version
+        .probe
+        .timeout_seconds
+        .map_or(PROBE_TIMEOUT, Duration::from_secs);
+    let labels = HashMap::from([
+        ("packbox.managed".to_string(), "true".to_string()),
+        ("packbox.kind".to_string(), "probe".to_string()),
+        ("packbox.runtime".to_string(), runtime.name.clone()),
+        ("packbox.version".to_string(), version.version.clone()),
+        (
+            "packbox.owner_pid".to_string(),
+            std::process::id().to_string(),
+        ),
+    ]);
+    let spec = SandboxPolicy::default().container_spec(Workload {
+        image: image_id.to_string(),
+        cmd: version.probe.command.clone(),
+        env: Vec::new(),
+        labels,
+        pack_dir: None,
+    });
+    let limits = RunLimits {
+        timeout,
+        grace: Duration::from_secs(1),
+        max_output: PROBE_OUTPUT_LIMIT,
+    };
+    let name = format!("packbox-probe-{}", uuid::Uuid::new_v4());
+    let exit = sandbox::run::run_container(engine, &name, &spec, Vec::new(), &limits)
+        .await
+        .map_err(|e| format!("probe could not run: {}", error_text(&e)))?;
+    if exit.timed_out {
+        return Err(format!(
+            "probe `{}` did not finish within {} s",
+            version.probe.command.join(" "),
+            timeout.as_secs()
+        ));
+    }
+    Ok(judge(
+        version,
+        exit.exit_code.unwrap_or(-1),
+        &exit.stdout.text,
+        &exit.stderr.text,
+    ))
+}
+
+/// Reads a probe's answer: expected exit code, the pattern's first group, and agreement with the
+/// declared version.
+fn judge(version: &RuntimeVersion, exit_code: i64, stdout: &str, stderr: &str) -> Verdict {
+    let probe = &version.probe;
+    let command = probe.command.join(" ");
+    let unavailable = |reason: String| Verdict {
+        available: false,
+        detected_version: None,
+        reason: Some(reason),
+    };
+    if exit_code != probe.exit_code {
+        return unavailable(format!(
+            "probe `{command}` exited with {exit_code}, expected {}",
+            probe.exit_code
+        ));
+    }
+    let pattern = match Regex::new(&probe.pattern) {
+        Ok(pattern) => pattern,
+        Err(e) => return unavailable(format!("probe pattern `{}` is invalid: {e}", probe.pattern)),
+    };
+    // Some interpreters print their version on stderr.
+    let output = format!("{stdout}\n{stderr}");
+    let Some(detected) = pattern
+        .captures(&output)
+        .and_then(|c| c.get(1))
+        .map(|m| m.as_str().to_string())
+    else {
+        let first_line = output.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        return unavailable(format!(
+            "probe output `{}` does not match `{}`",
+            first_line.chars().take(200).collect::<String>(),
+            probe.pattern
+        ));
+    };
+    if !agrees(&version.version, &detected) {
+        return Verdict {
+            available: false,
+            reason: Some(format!(
+                "the catalog declares {} but the image holds {detected}",
+                version.version
+            )),
+            detected_version: Some(detected),
+        };
+    }
+    Verdict {
+        available: true,
+        detected_version: Some(detected),
+        reason: None,
+    }
+}
+
+/// Whether a detected version is the declared one: every declared component equals the detected
+/// component at its place (`3.11` agrees with `3.11.2`, not with `3.1.2` nor `3.12.0`).
+fn agrees(declared: &str, detected: &str) -> bool {
+    let detected: Vec<&str> = detected.trim_start_matches('v').split('.').collect();
+    let declared: Vec<&str> = declared.trim_start_matches('v').split('.').collect();
+    declared.len() <= detected.len()
+        && declared.iter().zip(&detected).all(|(want, got)| {
+            match (want.parse::<u64>(), got.parse::<u64>()) {
+                (Ok(want), Ok(got)) => want == got,
+                _ => want == got,
+            }
+        })
+}
+
+fn cache_key(image_id: &str, version: &RuntimeVersion) -> String {
+    let definition = serde_json::json!([
+        image_id,
+        version.version,
+        version.probe.command,
+        version.probe.exit_code,
+        version.probe.pattern,
+    ]);
+    hex::encode(Sha256::digest(definition.to_string().as_bytes()))
+}
+
+fn unverified(runtime: &Runtime, version: &RuntimeVersion) -> VersionStatus {
+    VersionStatus {
+        runtime: runtime.name.clone(),
+        version: version.version.clone(),
+        image: version.image.clone(),
+        image_id: None,
+        detected_version: None,
+        available: None,
+        reason: None,
+        verified_at: None,
+        cached: false,
+    }
+}
+
+fn from_cache(
+    runtime: &Runtime,
+    version: &RuntimeVersion,
+    image_id: &str,
+    hit: CachedProbe,
+) -> VersionStatus {
+    VersionStatus {
+        image_id: Some(image_id.to_string()),
+        detected_version: hit.detected_version,
+        available: Some(hit.available),
+        reason: hit.reason,
+        verified_at: Some(hit.verified_at),
+        cached: true,
+        ..unverified(runtime, version)
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn error_text(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Probe;
+
+    fn version(declared: &str, pattern: &str) -> RuntimeVersion {
+        RuntimeVersion {
+            version: declared.into(),
+            image: "img".into(),
+            recipe: None,
+            probe: Probe {
+                command: vec!["python3".into(), "--version".into()],
+                exit_code: 0,
+                pattern: pattern.into(),
+                timeout_seconds: None,
+            },
+        }
+    }
+
+    const PYTHON: &str = r"Python (\d+\.\d+\.\d+)";
+
+    #[test]
+    fn declared_version_must_agree_component_by_component() {
+        assert!(agrees("3.11", "3.11.2"));
+        assert!(agrees("3", "3.11.2"));
+        assert!(agrees("20", "v20.19.2"));
+        assert!(!agrees("3.1", "3.11.2"));
+        assert!(!agrees("3.12", "3.11.2"));
+        assert!(!agrees("3.11.2.1", "3.11.2"));
+    }
+
+    #[test]
+    fn a_matching_probe_makes_the_version_available() {
+        let verdict = judge(&version("3.11", PYTHON), 0, "Python 3.11.2\n", "");
+        assert_eq!(
+            verdict,
+            Verdict {
+                available: true,
+                detected_version: Some("3.11.2".into()),
+                reason: None
+            }
+        );
+    }
+
+    #[test]
+    fn version_on_stderr_is_read_too() {
+        let verdict = judge(&version("2.7", PYTHON), 0, "", "Python 2.7.18\n");
+        assert!(verdict.available);
+    }
+
+    #[test]
+    fn a_different_version_names_both() {
+        let verdict = judge(&version("3.12", PYTHON), 0, "Python 3.11.2\n", "");
+        assert!(!verdict.available);
+        let reason = verdict.reason.expect("a reason");
+        assert!(
+            reason.contains("3.12") && reason.contains("3.11.2"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn unexpected_exit_code_or_output_is_unavailable() {
+        let verdict = judge(&version("3.11", PYTHON), 127, "", "not found");
+        assert!(verdict.reason.expect("reason").contains("exited with 127"));
+        let verdict = judge(&version("3.11", PYTHON), 0, "hello\n", "");
+        assert!(verdict.reason.expect("reason").contains("does not match"));
+    }
+
+    #[test]
+    fn cache_key_changes_with_image_and_probe() {
+        let v = version("3.11", PYTHON);
+        let base = cache_key("sha256:a", &v);
+        assert_eq!(base, cache_key("sha256:a", &v));
+        assert_ne!(base, cache_key("sha256:b", &v));
+        let mut other = v.clone();
+        other.probe.pattern = r"(\d+)".into();
+        assert_ne!(base, cache_key("sha256:a", &other));
+    }
+
+    #[test]
+    fn runtime_filter_accepts_aliases_and_names_unknown_ones() {
+        let catalog = Catalog::builtin().expect("valid");
+        let picked = filter_runtimes(&catalog, Some("python3, nodejs")).expect("known");
+        let names: Vec<_> = picked.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["python", "node"]);
+        assert_eq!(filter_runtimes(&catalog, None).expect("all").len(), 4);
+        let err = filter_runtimes(&catalog, Some("python,ruby")).expect_err("ruby unknown");
+        assert!(err.to_string().contains("`ruby`"), "{err}");
+    }
+}

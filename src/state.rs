@@ -1,0 +1,52 @@
+//! Where packbox keeps what it learned between runs (probe results), so that a second run does
+//! not pay for the first run's checks.
+
+use std::path::{Path, PathBuf};
+
+/// The state folder: `PACKBOX_STATE_DIR`, else `$XDG_STATE_HOME/packbox`, else
+/// `~/.local/state/packbox`, else a folder under the system's temp dir.
+pub fn state_dir() -> PathBuf {
+    if let Some(dir) = non_empty_env("PACKBOX_STATE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = non_empty_env("XDG_STATE_HOME") {
+        return Path::new(&dir).join("packbox");
+    }
+    if let Some(home) = non_empty_env("HOME") {
+        return Path::new(&home).join(".local/state/packbox");
+    }
+    std::env::temp_dir().join("packbox-state")
+}
+
+/// Writes a file atomically: a temp file in the same folder, then a rename, so a reader never
+/// sees half a file and a crash leaves the old one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/state.json");
+        write_atomically(&path, b"one").expect("first write");
+        write_atomically(&path, b"two").expect("second write");
+        assert_eq!(std::fs::read(&path).expect("read"), b"two");
+        let entries = std::fs::read_dir(dir.path().join("sub"))
+            .expect("list")
+            .count();
+        assert_eq!(entries, 1);
+    }
+}
