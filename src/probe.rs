@@ -6,8 +6,9 @@
 //! verification starts no container until an image changes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -101,6 +102,8 @@ pub fn filter_runtimes<'c>(
 pub struct ProbeCache {
     path: PathBuf,
     entries: Mutex<BTreeMap<String, CachedProbe>>,
+    /// Set when a probe added an entry: only then is the file written.
+    dirty: AtomicBool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -122,16 +125,21 @@ impl ProbeCache {
     /// work, it never decides anything on its own).
     pub fn open() -> ProbeCache {
         let path = crate::state::state_dir().join("probes.json");
-        let entries = std::fs::read(&path)
+        let entries = ProbeCache::read_file(&path);
+        ProbeCache {
+            path,
+            entries: Mutex::new(entries),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    fn read_file(path: &Path) -> BTreeMap<String, CachedProbe> {
+        std::fs::read(path)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<CacheFile>(&bytes).ok())
             .filter(|file| file.format == CACHE_FORMAT)
             .map(|file| file.entries)
-            .unwrap_or_default();
-        ProbeCache {
-            path,
-            entries: Mutex::new(entries),
-        }
+            .unwrap_or_default()
     }
 
     fn get(&self, key: &str) -> Option<CachedProbe> {
@@ -141,17 +149,24 @@ impl ProbeCache {
     fn put(&self, key: String, probe: CachedProbe) {
         if let Ok(mut entries) = self.entries.lock() {
             entries.insert(key, probe);
+            self.dirty.store(true, Ordering::SeqCst);
         }
     }
 
-    /// Writes the cache back; a failure is logged, not fatal: the next run probes again.
-    pub fn save(&self) {
+    /// Writes new results back, merged with what other processes wrote meanwhile; a failure is
+    /// logged, not fatal: the next run probes again. Nothing new, nothing written.
+    fn save(&self) {
+        if !self.dirty.swap(false, Ordering::SeqCst) {
+            return;
+        }
         let Ok(entries) = self.entries.lock() else {
             return;
         };
+        let mut merged = ProbeCache::read_file(&self.path);
+        merged.extend(entries.clone());
         let file = CacheFile {
             format: CACHE_FORMAT,
-            entries: entries.clone(),
+            entries: merged,
         };
         let written = serde_json::to_vec_pretty(&file)
             .map_err(std::io::Error::other)

@@ -71,7 +71,12 @@ fn fork_bomb_is_capped_by_the_pids_limit_and_ended_by_the_timeout() {
     // While the bomb runs, packbox and the engine still serve other runs.
     std::thread::sleep(std::time::Duration::from_secs(1));
     let other = run_json(&example_packs(), "hello.greet_shell", &[]);
-    assert_eq!(other.code(), 0, "a run beside the fork bomb: {}", other.stderr());
+    assert_eq!(
+        other.code(),
+        0,
+        "a run beside the fork bomb: {}",
+        other.stderr()
+    );
     let (run, outcome) = bomb.join().expect("fork bomb run");
     assert_eq!(outcome["status"], "timeout", "{outcome}");
     assert_eq!(run.code(), 124);
@@ -91,9 +96,14 @@ fn memory_hog_is_killed_as_oom() {
 fn filling_tmp_stops_at_the_tmpfs_size() {
     require_engine();
     let (_, outcome) = Arena::new().run("fill_tmp");
-    let written = outcome["result"]["written_bytes"].as_u64().unwrap_or(u64::MAX);
+    let written = outcome["result"]["written_bytes"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
     let limit = outcome["sandbox"]["tmpfs_tmp_bytes"].as_u64().unwrap_or(0);
-    assert!(written <= limit, "wrote {written} bytes into a {limit}-byte /tmp: {outcome}");
+    assert!(
+        written <= limit,
+        "wrote {written} bytes into a {limit}-byte /tmp: {outcome}"
+    );
 }
 
 #[test]
@@ -104,7 +114,11 @@ fn endless_output_is_bounded_and_timed_out() {
     assert_eq!(outcome["stdout_truncated"], true);
     assert_eq!(outcome["stderr_truncated"], true);
     let stdout = outcome["stdout"].as_str().unwrap_or("");
-    assert!(stdout.len() <= (10 << 20) + 100, "stdout kept {} bytes", stdout.len());
+    assert!(
+        stdout.len() <= (10 << 20) + 100,
+        "stdout kept {} bytes",
+        stdout.len()
+    );
     assert!(stdout.ends_with("[OUTPUT TRUNCATED: stdout exceeded size limit]\n"));
 }
 
@@ -136,14 +150,20 @@ fn host_files_and_the_docker_socket_are_out_of_reach() {
     let (_, outcome) = Arena::new().run("host_files");
     let result = &outcome["result"];
     assert!(
-        result["socket"].as_str().unwrap_or("").contains("No such file"),
+        result["socket"]
+            .as_str()
+            .unwrap_or("")
+            .contains("No such file"),
         "{result}"
     );
     assert_eq!(result["marker"], "", "the host marker must not be readable");
     assert_eq!(result["tmp"], "", "/tmp starts empty (a fresh tmpfs)");
     let devices = result["devices"].as_str().unwrap_or("");
     for device in ["sda", "vda", "nvme0n1", "mem", "kmsg"] {
-        assert!(!devices.lines().any(|d| d == device), "{device} visible: {devices}");
+        assert!(
+            !devices.lines().any(|d| d == device),
+            "{device} visible: {devices}"
+        );
     }
     let mounts = result["mounts"].as_str().unwrap_or("");
     assert!(!mounts.contains("docker.sock"), "{mounts}");
@@ -163,8 +183,14 @@ fn mount_ptrace_and_raw_sockets_stay_inside_the_container() {
         "{result}"
     );
     // ptrace reaches only the action's own processes: its PID namespace holds nothing else.
-    let pids = result["visible_pids"].as_array().map(Vec::len).unwrap_or(99);
-    assert!(pids <= 3, "only the container's own processes are visible: {result}");
+    let pids = result["visible_pids"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(99);
+    assert!(
+        pids <= 3,
+        "only the container's own processes are visible: {result}"
+    );
 }
 
 #[test]
@@ -176,11 +202,17 @@ fn setuid_binaries_grant_no_privileges() {
     assert_eq!(result["no_new_privs"], "1");
     assert_eq!(result["cap_eff"], "0000000000000000");
     assert!(
-        result["setuid_files"].as_str().unwrap_or("").contains("/usr/bin/mount"),
+        result["setuid_files"]
+            .as_str()
+            .unwrap_or("")
+            .contains("/usr/bin/mount"),
         "the image does hold setuid binaries: {result}"
     );
     assert!(
-        result["mount"].as_str().unwrap_or("").contains("must be superuser"),
+        result["mount"]
+            .as_str()
+            .unwrap_or("")
+            .contains("must be superuser"),
         "{result}"
     );
 }
