@@ -1,0 +1,113 @@
+//! Faults: the engine going away under a run, and an engine that refuses connections.
+//!
+//! The tests that stop the engine are `#[ignore]`d so that they never run beside other tests
+//! (stopping dockerd would break them); `scripts/test` runs them on their own, after the rest.
+
+mod common;
+
+use std::os::unix::net::UnixListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Starts `packbox run --json` of a minute-long action and waits until its container runs.
+fn start_long_run() -> Child {
+    let packs = repo_root().join("tests/fixtures");
+    let child = Command::new(env!("CARGO_BIN_EXE_packbox"))
+        .args([
+            "run",
+            "--packs",
+            &packs.to_string_lossy(),
+            "faults.sleep",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("packbox starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while containers_of(child.id()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the run's container never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Give it a moment to be running, not just created.
+    std::thread::sleep(Duration::from_secs(1));
+    child
+}
+
+/// Waits for a child, bounded; a child that outlives the bound is killed and the test fails.
+fn wait_bounded(mut child: Child, bound: Duration) -> std::process::Output {
+    let deadline = Instant::now() + bound;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("packbox hung for more than {} s", bound.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ensure_engine() {
+    let status = Command::new(repo_root().join("scripts/ensure-docker"))
+        .status()
+        .expect("ensure-docker runs");
+    assert!(status.success(), "the engine did not come back");
+}
+
+#[test]
+#[ignore = "stops the Docker engine: run alone (scripts/test does)"]
+fn engine_stopping_mid_run_ends_the_run_with_an_error() {
+    require_engine();
+    let child = start_long_run();
+    let pid = child.id();
+    let stopped = Command::new("pkill")
+        .args(["-TERM", "-x", "dockerd"])
+        .status()
+        .expect("pkill runs");
+    assert!(stopped.success(), "dockerd was not running under this name");
+    let output = wait_bounded(child, Duration::from_secs(60));
+    ensure_engine();
+    let _ = Command::new(env!("CARGO_BIN_EXE_packbox"))
+        .arg("gc")
+        .output();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(125), "stderr: {stderr}");
+    let outcome: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("a JSON outcome even now");
+    assert_eq!(outcome["status"], "error", "{outcome}");
+    assert!(
+        outcome["error"].as_str().unwrap_or("").contains("engine"),
+        "the message names the engine: {outcome}"
+    );
+    assert!(containers_of(pid).is_empty(), "the orphan was swept");
+}
+
+#[test]
+fn an_engine_socket_that_refuses_connections_exits_125_with_a_hint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("docker.sock");
+    // Bound, then closed: the file stays and every connection is refused.
+    drop(UnixListener::bind(&socket).expect("bind"));
+    let packs = example_packs();
+    let run = packbox(
+        &[
+            "run",
+            "--packs",
+            &packs.to_string_lossy(),
+            "hello.greet_shell",
+        ],
+        &[("DOCKER_HOST", &format!("unix://{}", socket.display()))],
+    );
+    assert_eq!(run.code(), 125, "{}", run.stderr());
+    let stderr = run.stderr();
+    assert!(stderr.contains("does not answer"), "{stderr}");
+    assert!(stderr.contains("hint: start the engine"), "{stderr}");
+}
