@@ -416,6 +416,18 @@ impl Engine {
 }
 
 impl Engine {
+    /// The OCI runtimes the engine offers (`runc`, `runsc`, ...).
+    pub async fn oci_runtimes(&self) -> Result<Vec<String>, EngineError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| EngineError::api("reading the engine's info", e))?;
+        let mut runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        runtimes.sort();
+        Ok(runtimes)
+    }
+
     /// All images that carry every given `key=value` label.
     pub async fn images_with_labels(
         &self,

@@ -2,6 +2,7 @@
 //! packbox and the engine), which decides the exit code.
 
 use crate::catalog::{CatalogError, NoMatchingVersion};
+use crate::config::ConfigError;
 use crate::engine::EngineError;
 use crate::envimage::EnvError;
 use crate::pack::PackError;
@@ -9,6 +10,7 @@ use crate::pack::params::ParamError;
 use crate::probe::UnknownRuntimeFilter;
 use crate::runtime_image::ImageError;
 use crate::sandbox::RunError;
+use crate::secrets::SecretError;
 
 /// Any error packbox's library can return.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +37,13 @@ pub enum Error {
         #[source]
         source: NoMatchingVersion,
     },
-    /// A feature of the pack format that this version of packbox does not run yet.
-    #[error("action {action}: {what} is not supported yet")]
-    Unsupported { action: String, what: String },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The operator asked for an OCI runtime the engine does not have.
+    #[error("OCI runtime `{wanted}` is not available on this engine (available: {available})")]
+    OciRuntimeMissing { wanted: String, available: String },
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -72,9 +78,11 @@ impl Error {
             Error::Pack(_)
             | Error::Param(_)
             | Error::RuntimeFilter(_)
+            | Error::Secret(_)
+            | Error::Config(_)
+            | Error::OciRuntimeMissing { .. }
             | Error::UnknownRuntime { .. }
-            | Error::NoMatchingVersion { .. }
-            | Error::Unsupported { .. } => Fault::Input,
+            | Error::NoMatchingVersion { .. } => Fault::Input,
             Error::Env(EnvError::CaBundle { .. }) => Fault::Input,
             Error::Catalog(_)
             | Error::Engine(_)

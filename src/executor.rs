@@ -1,128 +1,24 @@
 //! The run pipeline: plan a run from a pack (no engine needed), then execute the plan.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::Serialize;
-use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
-use crate::catalog::NoMatchingVersion;
-use crate::catalog::{Catalog, Runtime};
-use crate::engine::Engine;
+use crate::catalog::{Catalog, NoMatchingVersion, Runtime};
+use crate::engine::{Engine, StreamKind};
 use crate::envimage::BuildSettings;
 use crate::error::Error;
-use crate::outcome::{Outcome, Status};
-use crate::pack::{self, LoadedAction, ParameterDelivery, params};
+use crate::outcome::Outcome;
+use crate::pack::{self, LoadedAction};
+use crate::plan::{RunPlan, resolve_runtime};
 use crate::prepare::{self, PrepareEvent, Preparer};
 use crate::probe::{ProbeCache, VersionStatus};
 use crate::runtime_image;
-use crate::sandbox::{self, RunLimits, SandboxPolicy, Workload, delivery, result};
-
-/// Timeout of an action that states none.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
-/// Time between SIGTERM and SIGKILL when a run times out.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
-
-/// What the caller asks to run.
-#[derive(Clone, Debug)]
-pub struct RunRequest {
-    pub packs_dir: PathBuf,
-    /// `PACK.ACTION`.
-    pub action_ref: String,
-    /// `KEY=VALUE` parameter assignments; they win over `params_file`.
-    pub params: Vec<String>,
-    /// A JSON or YAML file of parameter values.
-    pub params_file: Option<PathBuf>,
-    pub policy: SandboxPolicy,
-    /// Overrides the action's `timeout_seconds`.
-    pub timeout: Option<Duration>,
-    pub max_output: usize,
-}
-
-impl RunRequest {
-    /// A request with the default sandbox and limits.
-    pub fn new(packs_dir: impl Into<PathBuf>, action_ref: impl Into<String>) -> Self {
-        RunRequest {
-            packs_dir: packs_dir.into(),
-            action_ref: action_ref.into(),
-            params: Vec::new(),
-            params_file: None,
-            policy: SandboxPolicy::default(),
-            timeout: None,
-            max_output: sandbox::DEFAULT_MAX_OUTPUT,
-        }
-    }
-}
-
-/// A checked run, ready for the engine: everything wrong with the input has been said by now.
-#[derive(Clone, Debug)]
-pub struct RunPlan {
-    pub action: LoadedAction,
-    pub runtime: Runtime,
-    pub stdin: Vec<u8>,
-    pub policy: SandboxPolicy,
-    pub limits: RunLimits,
-}
-
-/// Loads and checks everything about a run that needs no engine.
-pub fn plan(catalog: &Catalog, request: &RunRequest) -> Result<RunPlan, Error> {
-    let action = pack::load_action(&request.packs_dir, &request.action_ref)?;
-    let manifest = &action.action;
-    let runtime = resolve_runtime(catalog, &action)?;
-    if manifest.parameter_delivery == ParameterDelivery::File {
-        return Err(Error::Unsupported {
-            action: action.action_ref.clone(),
-            what: "parameter_delivery `file`".into(),
-        });
-    }
-    // Fails early, without an engine, when no version of the catalog could ever match; the run
-    // then chooses among the versions that probing verified.
-    runtime
-        .select_version(&runtime.version_names(), manifest.runtime_version.as_ref())
-        .map_err(|source| Error::NoMatchingVersion {
-            action: action.action_ref.clone(),
-            source,
-        })?;
-    let from_file = match &request.params_file {
-        Some(file) => params::read_file(file)?,
-        None => serde_json::Map::new(),
-    };
-    let given = params::parse_assignments(&request.params)?;
-    let document = params::resolve(&action.action_ref, &manifest.parameters, from_file, &given)?;
-    let stdin = delivery::encode(&document, manifest.parameter_format);
-    let timeout = request
-        .timeout
-        .or(manifest.timeout_seconds.map(Duration::from_secs))
-        .unwrap_or(DEFAULT_TIMEOUT);
-    Ok(RunPlan {
-        runtime: runtime.clone(),
-        stdin,
-        policy: request.policy.clone(),
-        limits: RunLimits {
-            timeout,
-            grace: DEFAULT_GRACE,
-            max_output: request.max_output,
-        },
-        action,
-    })
-}
-
-/// The catalog runtime an action's `runner_type` names.
-fn resolve_runtime<'c>(catalog: &'c Catalog, action: &LoadedAction) -> Result<&'c Runtime, Error> {
-    let runner_type = &action.action.runner_type;
-    catalog
-        .resolve(runner_type)
-        .ok_or_else(|| Error::UnknownRuntime {
-            action: action.action_ref.clone(),
-            runner_type: runner_type.clone(),
-            known: catalog
-                .runtimes()
-                .iter()
-                .map(|r| r.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
-}
+use crate::sandbox::owner::{self, Owner};
+use crate::sandbox::result::{self, RunFacts};
+use crate::sandbox::{self, RunIo};
 
 /// Runs planned actions on one engine.
 #[derive(Debug)]
@@ -132,6 +28,17 @@ pub struct Executor {
     probe_cache: ProbeCache,
     build: BuildSettings,
     state_dir: PathBuf,
+    owner: Owner,
+    shutdown: CancellationToken,
+}
+
+/// What [`Executor::run`] reports while it works.
+#[derive(Debug)]
+pub enum RunEvent<'a> {
+    /// Preparing the image (an environment build).
+    Prepare(PrepareEvent<'a>),
+    /// A chunk of the action's output, as it arrives.
+    Output { stream: StreamKind, bytes: &'a [u8] },
 }
 
 impl Executor {
@@ -144,7 +51,16 @@ impl Executor {
             probe_cache: ProbeCache::open(),
             build: BuildSettings::from_env(),
             state_dir: crate::state::state_dir(),
+            owner: Owner::current(),
+            shutdown: CancellationToken::new(),
         }
+    }
+
+    /// Runs observe `shutdown`: once cancelled, a running action is stopped (SIGTERM, grace,
+    /// SIGKILL), its container removed, and its outcome is `cancelled`.
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 
     fn preparer(&self) -> Preparer<'_> {
@@ -159,106 +75,77 @@ impl Executor {
 
     /// Runs a plan in a fresh container and removes it. An action that fails is an `Ok` outcome
     /// with status failed; `Err` means the run could not happen. `on_event` hears about
-    /// environment builds the run needs.
+    /// environment builds and receives the action's output as it comes (for `--follow`).
     pub async fn run(
         &self,
         plan: &RunPlan,
-        on_event: impl FnMut(PrepareEvent<'_>),
+        mut on_event: impl FnMut(RunEvent<'_>) + Send,
     ) -> Result<Outcome, Error> {
         let started = Instant::now();
+        if let Some(runtime) = &plan.policy.oci_runtime {
+            self.check_oci_runtime(runtime).await?;
+        }
         let preparer = self.preparer();
-        let statuses = preparer.verified_versions(&plan.runtime).await;
+        // Leftovers of crashed packbox processes go while this run's image is prepared.
+        let (swept, statuses) = tokio::join!(
+            owner::sweep_orphans(&self.engine),
+            preparer.verified_versions(&plan.runtime)
+        );
+        if let Err(e) = swept {
+            tracing::warn!("sweeping leftover containers: {e}");
+        }
         let selected = select_version(&plan.action, &plan.runtime, &statuses)?;
         let prepared = preparer
-            .image_for(&plan.runtime, selected, &plan.action.pack_dir, on_event)
+            .image_for(&plan.runtime, selected, &plan.action.pack_dir, |event| {
+                on_event(RunEvent::Prepare(event))
+            })
             .await?;
-        let image = &prepared.image;
         let exec_id = uuid::Uuid::new_v4().to_string();
-        let action = &plan.action;
-        let manifest = &action.action;
-        let mut cmd = plan.runtime.interpreter.clone();
-        cmd.push(format!("/pack/actions/{}", manifest.entry_point));
-        let mut env: Vec<(String, String)> = vec![
-            ("ATTUNE_EXEC_ID".into(), exec_id.clone()),
-            ("ATTUNE_ACTION".into(), action.action_ref.clone()),
-            ("ATTUNE_PACK_REF".into(), action.pack.pack_ref.clone()),
-            (
-                "ATTUNE_PARAMETER_DELIVERY".into(),
-                enum_name(&manifest.parameter_delivery),
-            ),
-            (
-                "ATTUNE_PARAMETER_FORMAT".into(),
-                enum_name(&manifest.parameter_format),
-            ),
-        ];
-        env.extend(plan.runtime.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let labels = HashMap::from([
-            ("packbox.managed".to_string(), "true".to_string()),
-            ("packbox.kind".to_string(), "run".to_string()),
-            ("packbox.exec_id".to_string(), exec_id.clone()),
-            ("packbox.action".to_string(), action.action_ref.clone()),
-            (
-                "packbox.owner_pid".to_string(),
-                std::process::id().to_string(),
-            ),
-        ]);
-        let spec = plan.policy.container_spec(Workload {
-            image: image.clone(),
-            cmd,
-            env,
-            labels,
-            pack_dir: Some(action.pack_dir.to_string_lossy().into_owned()),
-        });
+        let spec =
+            plan.policy
+                .container_spec(plan.workload(&exec_id, &prepared.image, &self.owner));
+        let mut on_output =
+            |stream: StreamKind, bytes: &[u8]| on_event(RunEvent::Output { stream, bytes });
         let exit = sandbox::run::run_container(
             &self.engine,
             &format!("packbox-{exec_id}"),
             &spec,
-            plan.stdin.clone(),
-            &plan.limits,
+            RunIo {
+                stdin: plan.stdin.0.clone(),
+                limits: &plan.limits,
+                cancel: &self.shutdown,
+                on_output: &mut on_output,
+            },
         )
         .await?;
+        Ok(result::outcome(
+            plan,
+            exit,
+            RunFacts {
+                exec_id,
+                duration_ms: started.elapsed().as_millis() as u64,
+                runtime_version: prepared.runtime_version,
+                image: prepared.image,
+            },
+        ))
+    }
 
-        let (status, error) = if exit.timed_out {
-            (
-                Status::Timeout,
-                Some(format!(
-                    "Execution timed out after {} seconds",
-                    plan.limits.timeout.as_secs()
-                )),
-            )
+    /// Refuses an OCI runtime the engine does not have, naming those it has.
+    async fn check_oci_runtime(&self, wanted: &str) -> Result<(), Error> {
+        let available = self.engine.oci_runtimes().await?;
+        if available.iter().any(|r| r == wanted) {
+            Ok(())
         } else {
-            let code = exit.exit_code.unwrap_or(-1);
-            let status = result::status_of(code, exit.oom_killed);
-            let error = match status {
-                Status::Succeeded => None,
-                Status::Oom => Some(format!(
-                    "Action was killed for exceeding its memory limit ({} bytes)",
-                    plan.policy.memory_bytes
-                )),
-                _ => Some(result::failure_message(&exit.stderr.text, code)),
-            };
-            (status, error)
-        };
-        let parsed = (status == Status::Succeeded)
-            .then(|| result::parse_result(&exit.stdout.text, manifest.output_format))
-            .flatten();
-        Ok(Outcome {
-            exec_id,
-            action: action.action_ref.clone(),
-            status,
-            exit_code: exit.exit_code,
-            result: parsed,
-            stdout: exit.stdout.text,
-            stderr: exit.stderr.text,
-            stdout_truncated: exit.stdout.truncated,
-            stderr_truncated: exit.stderr.truncated,
-            error,
-            duration_ms: started.elapsed().as_millis() as u64,
-            runtime: plan.runtime.name.clone(),
-            runtime_version: prepared.runtime_version.clone(),
-            image: image.clone(),
-            sandbox: plan.policy.clone(),
-        })
+            Err(Error::OciRuntimeMissing {
+                wanted: wanted.to_string(),
+                available: available.join(", "),
+            })
+        }
+    }
+
+    /// Removes the containers of packbox processes that are gone (`packbox gc`).
+    pub async fn sweep_orphans(&self) -> Result<Vec<owner::Swept>, Error> {
+        Ok(owner::sweep_orphans(&self.engine).await?)
     }
 
     /// Builds ahead of time the environment of every action of the given packs (all packs of the
@@ -439,12 +326,5 @@ fn select_version<'s>(
                     .collect(),
             },
         }),
-    }
-}
-
-fn enum_name<T: serde::Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => String::new(),
     }
 }

@@ -6,22 +6,26 @@
 //! runs the container, and [`engine`] is the only module that talks to Docker.
 
 pub mod catalog;
+pub mod config;
 pub mod engine;
 pub mod envimage;
 pub mod error;
 pub mod executor;
 pub mod outcome;
 pub mod pack;
+pub mod plan;
 pub mod prepare;
 pub mod probe;
 pub mod runtime_image;
 pub mod sandbox;
+pub mod secrets;
 pub mod state;
 pub mod version;
 
 pub use catalog::Catalog;
 pub use engine::Engine;
 pub use error::{Error, Fault};
-pub use executor::{Executor, RunPlan, RunRequest, plan};
+pub use executor::Executor;
 pub use outcome::{Outcome, Status};
+pub use plan::{RunPlan, RunRequest, plan};
 pub use sandbox::SandboxPolicy;

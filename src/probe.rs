@@ -5,7 +5,7 @@
 //! Results are cached in the state folder by image id (and probe definition), so a second
 //! verification starts no container until an image changes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,11 +15,13 @@ use futures::StreamExt;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, Runtime, RuntimeVersion};
 use crate::engine::Engine;
 use crate::runtime_image;
-use crate::sandbox::{self, RunLimits, SandboxPolicy, Workload};
+use crate::sandbox::owner::Owner;
+use crate::sandbox::{self, Ending, RunIo, RunLimits, SandboxPolicy, Workload};
 
 /// How long one probe may run before its version counts as unavailable, unless the catalog says.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -295,15 +297,11 @@ async fn run_probe(
         .probe
         .timeout_seconds
         .map_or(PROBE_TIMEOUT, Duration::from_secs);
-    let labels = HashMap::from([
-        ("packbox.managed".to_string(), "true".to_string()),
+    let mut labels = Owner::current().labels();
+    labels.extend([
         ("packbox.kind".to_string(), "probe".to_string()),
         ("packbox.runtime".to_string(), runtime.name.clone()),
         ("packbox.version".to_string(), version.version.clone()),
-        (
-            "packbox.owner_pid".to_string(),
-            std::process::id().to_string(),
-        ),
     ]);
     let spec = SandboxPolicy::default().container_spec(Workload {
         image: image_id.to_string(),
@@ -318,10 +316,17 @@ async fn run_probe(
         max_output: PROBE_OUTPUT_LIMIT,
     };
     let name = format!("packbox-probe-{}", uuid::Uuid::new_v4());
-    let exit = sandbox::run::run_container(engine, &name, &spec, Vec::new(), &limits)
+    let never_cancelled = CancellationToken::new();
+    let io = RunIo {
+        stdin: Vec::new(),
+        limits: &limits,
+        cancel: &never_cancelled,
+        on_output: &mut |_, _| {},
+    };
+    let exit = sandbox::run::run_container(engine, &name, &spec, io)
         .await
         .map_err(|e| format!("probe could not run: {}", error_text(&e)))?;
-    if exit.timed_out {
+    if exit.ending == Ending::TimedOut {
         return Err(format!(
             "probe `{}` did not finish within {} s",
             version.probe.command.join(" "),

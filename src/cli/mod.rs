@@ -4,11 +4,13 @@
 mod actions;
 mod build;
 mod envs;
+mod gc;
 mod images;
 mod pack;
 mod render;
 mod run;
 mod runtimes;
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +21,8 @@ use clap::{Parser, Subcommand};
 pub const EXIT_INPUT: u8 = 2;
 /// Exit code when packbox or the engine could not do the work.
 pub const EXIT_ENGINE: u8 = 125;
+/// Exit code when packbox was interrupted a second time and exits at once.
+pub const EXIT_CANCELLED: u8 = 130;
 
 /// Run automation actions in sandboxed, throw-away Docker containers.
 #[derive(Debug, Parser)]
@@ -34,7 +38,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one action of a pack in a fresh, locked-down container.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Build the environment images of packs ahead of time.
     Build(build::BuildArgs),
     /// List or prune environment images.
@@ -49,6 +53,8 @@ enum Command {
     /// List the actions of packs.
     #[command(subcommand)]
     Actions(actions::ActionsCommand),
+    /// Remove containers left behind by packbox processes that are gone.
+    Gc(gc::GcArgs),
     /// Verify which runtime versions the images hold, or list what is known.
     #[command(subcommand)]
     Runtimes(runtimes::RuntimesCommand),
@@ -82,12 +88,13 @@ pub fn main() -> ExitCode {
     let catalog = cli.catalog.as_deref();
     runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run::execute(args, catalog).await,
+            Command::Run(args) => run::execute(*args, catalog).await,
             Command::Images(command) => images::execute(command, catalog).await,
             Command::Pack(command) => pack::execute(command, catalog),
             Command::Actions(command) => actions::execute(command, catalog),
             Command::Build(args) => build::execute(args, catalog).await,
             Command::Envs(command) => envs::execute(command).await,
+            Command::Gc(args) => gc::execute(args).await,
             Command::Runtimes(command) => runtimes::execute(command, catalog).await,
         }
     })

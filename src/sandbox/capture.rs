@@ -43,7 +43,9 @@ impl BoundedBuffer {
 
     /// The captured text, with the truncation marker when the limit was exceeded.
     pub fn finish(self) -> Captured {
-        let mut text = String::from_utf8_lossy(&self.bytes).into_owned();
+        // Valid UTF-8 (the usual case) becomes the text without a copy.
+        let mut text = String::from_utf8(self.bytes)
+            .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned());
         if self.truncated {
             text.push_str(&format!(
                 "\n\n[OUTPUT TRUNCATED: {} exceeded size limit]\n",

@@ -3,10 +3,11 @@
 
 pub mod capture;
 pub mod delivery;
+pub mod owner;
 pub mod policy;
 pub mod result;
 pub mod run;
 
 pub use capture::DEFAULT_MAX_OUTPUT;
 pub use policy::{SandboxPolicy, Workload};
-pub use run::{ContainerExit, RunError, RunLimits};
+pub use run::{ContainerExit, Ending, RunError, RunIo, RunLimits};

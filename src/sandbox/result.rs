@@ -2,8 +2,77 @@
 
 use serde_json::Value;
 
-use crate::outcome::Status;
+use super::run::{ContainerExit, Ending};
+use crate::outcome::{Outcome, Status};
 use crate::pack::OutputFormat;
+use crate::plan::RunPlan;
+use crate::secrets;
+
+/// What the executor knows about a run besides its container's end.
+#[derive(Clone, Debug)]
+pub struct RunFacts {
+    pub exec_id: String,
+    pub duration_ms: u64,
+    /// The detected runtime version the image holds.
+    pub runtime_version: String,
+    pub image: String,
+}
+
+/// The outcome of a finished container: status and error text as the contract says, the result
+/// parsed on exit 0 only, and every secret of the run scrubbed out.
+pub fn outcome(plan: &RunPlan, exit: ContainerExit, facts: RunFacts) -> Outcome {
+    let manifest = &plan.action.action;
+    let (status, error) = match exit.ending {
+        Ending::TimedOut => (
+            Status::Timeout,
+            Some(format!(
+                "Execution timed out after {} seconds",
+                plan.limits.timeout.as_secs()
+            )),
+        ),
+        Ending::Cancelled => (
+            Status::Cancelled,
+            Some("Execution was cancelled".to_string()),
+        ),
+        Ending::Exited => {
+            let code = exit.exit_code.unwrap_or(-1);
+            let status = status_of(code, exit.oom_killed);
+            let error = match status {
+                Status::Succeeded => None,
+                Status::Oom => Some(format!(
+                    "Action was killed for exceeding its memory limit ({} bytes)",
+                    plan.policy.memory_bytes
+                )),
+                _ => Some(failure_message(&exit.stderr.text, code)),
+            };
+            (status, error)
+        }
+    };
+    let mut parsed = (status == Status::Succeeded)
+        .then(|| parse_result(&exit.stdout.text, manifest.output_format))
+        .flatten();
+    if let Some(result) = &mut parsed {
+        secrets::redact_secret_fields(result, manifest.output.as_ref());
+    }
+    let redactor = &plan.redactor;
+    Outcome {
+        exec_id: facts.exec_id,
+        action: plan.action.action_ref.clone(),
+        status,
+        exit_code: exit.exit_code,
+        result: parsed.map(|r| redactor.value(r)),
+        stdout: redactor.text(&exit.stdout.text),
+        stderr: redactor.text(&exit.stderr.text),
+        stdout_truncated: exit.stdout.truncated,
+        stderr_truncated: exit.stderr.truncated,
+        error: error.map(|e| redactor.text(&e)),
+        duration_ms: facts.duration_ms,
+        runtime: plan.runtime.name.clone(),
+        runtime_version: facts.runtime_version,
+        image: facts.image,
+        sandbox: plan.policy.clone(),
+    }
+}
 
 /// Parses stdout by the action's output format. A parse failure gives `None`: it is not a failure
 /// of the action.

@@ -1,12 +1,15 @@
 //! The life of one container, in steps: create, attach, start, feed stdin, capture, wait, remove.
 //!
 //! Each step is its own call on the engine so that the order that works (attach before start,
-//! wait after start) is visible here, and so a pool of pre-created containers can slot in later.
+//! wait after start) is visible here, and so a pool of pre-created containers can slot in later
+//! between create and start. However a run ends (exit, timeout, cancellation, engine error, a
+//! dropped future), the container is removed.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
 
 use super::capture::{BoundedBuffer, Captured};
 use crate::engine::{Attached, ContainerSpec, Engine, EngineError, StreamKind};
@@ -15,18 +18,29 @@ use crate::engine::{Attached, ContainerSpec, Engine, EngineError, StreamKind};
 #[derive(Clone, Debug)]
 pub struct RunLimits {
     pub timeout: Duration,
-    /// Time between SIGTERM and SIGKILL when the timeout expires.
+    /// Time between SIGTERM and SIGKILL when the timeout expires or the run is cancelled.
     pub grace: Duration,
     /// Bytes kept per output stream.
     pub max_output: usize,
 }
 
+/// Why a container stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The process exited by itself.
+    Exited,
+    /// The timeout expired and packbox stopped it.
+    TimedOut,
+    /// packbox was asked to stop (Ctrl-C, SIGTERM) and stopped it.
+    Cancelled,
+}
+
 /// How a container ended, with its captured streams.
 #[derive(Debug)]
 pub struct ContainerExit {
+    pub ending: Ending,
     pub exit_code: Option<i64>,
     pub oom_killed: bool,
-    pub timed_out: bool,
     pub stdout: Captured,
     pub stderr: Captured,
 }
@@ -47,20 +61,28 @@ pub enum RunError {
 /// How long the wait for a killed container may take before packbox gives up on it.
 const KILL_WAIT: Duration = Duration::from_secs(30);
 
+/// What a run is given besides its container: stdin, bounds, a cancellation signal, and where
+/// live output goes (for `--follow`).
+pub struct RunIo<'a> {
+    pub stdin: Vec<u8>,
+    pub limits: &'a RunLimits,
+    pub cancel: &'a CancellationToken,
+    pub on_output: &'a mut (dyn FnMut(StreamKind, &[u8]) + Send),
+}
+
 /// Runs one container to its end and removes it, whatever happened.
 pub async fn run_container(
     engine: &Engine,
     name: &str,
     spec: &ContainerSpec,
-    stdin: Vec<u8>,
-    limits: &RunLimits,
+    io: RunIo<'_>,
 ) -> Result<ContainerExit, RunError> {
     let id = engine.create_container(name, spec).await?;
     let guard = RemoveOnDrop {
         engine: engine.clone(),
         id: Some(id.clone()),
     };
-    let result = drive(engine, &id, stdin, limits).await;
+    let result = drive(engine, &id, io).await;
     guard.disarm();
     let removed = engine.remove(&id).await;
     match (result, removed) {
@@ -75,18 +97,20 @@ pub async fn run_container(
     }
 }
 
-async fn drive(
-    engine: &Engine,
-    id: &str,
-    stdin: Vec<u8>,
-    limits: &RunLimits,
-) -> Result<ContainerExit, EngineError> {
+async fn drive(engine: &Engine, id: &str, io: RunIo<'_>) -> Result<ContainerExit, EngineError> {
+    let RunIo {
+        stdin,
+        limits,
+        cancel,
+        on_output,
+    } = io;
     let Attached {
         mut output,
         stdin: mut input,
     } = engine.attach(id).await?;
     engine.start(id).await?;
-    // Stdin is written from its own task while output is read, so neither side can block the other.
+    // Stdin is written from its own task while output is read, so neither side can block the
+    // other; the task is aborted and awaited before returning.
     let writer = tokio::spawn(async move {
         // An action that exits without reading stdin closes the pipe: not an error of the run.
         let _ = input.write_all(&stdin).await;
@@ -96,8 +120,11 @@ async fn drive(
     let mut stdout = BoundedBuffer::new("stdout", limits.max_output);
     let mut stderr = BoundedBuffer::new("stderr", limits.max_output);
     let mut pump_and_wait = async |stdout: &mut BoundedBuffer, stderr: &mut BoundedBuffer| {
+        // Reading on past the limits keeps the engine's copy from stalling; the buffers drop
+        // what does not fit.
         while let Some(chunk) = output.next().await {
             let chunk = chunk?;
+            on_output(chunk.stream, &chunk.bytes);
             match chunk.stream {
                 StreamKind::Stdout => stdout.push(&chunk.bytes),
                 StreamKind::Stderr => stderr.push(&chunk.bytes),
@@ -106,13 +133,21 @@ async fn drive(
         engine.wait(id).await
     };
 
-    let mut timed_out = false;
-    let exit_code =
-        match tokio::time::timeout(limits.timeout, pump_and_wait(&mut stdout, &mut stderr)).await {
-            Ok(code) => Some(code?),
-            Err(_) => {
-                timed_out = true;
-                engine.kill(id, "SIGTERM").await?;
+    let first = tokio::select! {
+        result = tokio::time::timeout(limits.timeout, pump_and_wait(&mut stdout, &mut stderr)) => {
+            match result {
+                Ok(code) => Ok(code?),
+                Err(_) => Err(Ending::TimedOut),
+            }
+        }
+        () = cancel.cancelled() => Err(Ending::Cancelled),
+    };
+    let (ending, exit_code) = match first {
+        Ok(code) => (Ending::Exited, Some(code)),
+        Err(ending) => {
+            // SIGTERM, a grace period (still capturing), then SIGKILL.
+            engine.kill(id, "SIGTERM").await?;
+            let code =
                 match tokio::time::timeout(limits.grace, pump_and_wait(&mut stdout, &mut stderr))
                     .await
                 {
@@ -124,9 +159,10 @@ async fn drive(
                             .ok()
                             .transpose()?
                     }
-                }
-            }
-        };
+                };
+            (ending, code)
+        }
+    };
     writer.abort();
     let _ = writer.await;
 
@@ -136,15 +172,15 @@ async fn drive(
         Some(_) => false,
     };
     Ok(ContainerExit {
+        ending,
         exit_code,
         oom_killed,
-        timed_out,
         stdout: stdout.finish(),
         stderr: stderr.finish(),
     })
 }
 
-/// Removes the container if the run is dropped half-way (a panic, a cancelled future); the normal
+/// Removes the container if the run is dropped half-way (a panic, a dropped future); the normal
 /// path removes it explicitly and disarms this.
 struct RemoveOnDrop {
     engine: Engine,

@@ -1,0 +1,33 @@
+//! Ctrl-C and SIGTERM: the first asks the run to stop gracefully (its container is stopped and
+//! removed, the outcome is `cancelled`); a second one exits at once (the container is then swept
+//! by the next packbox start or `packbox gc`).
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use super::EXIT_CANCELLED;
+
+/// Cancels `token` on the first SIGINT or SIGTERM; exits on the second.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let (Ok(mut interrupt), Ok(mut terminate)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            tracing::warn!("cannot listen for signals: Ctrl-C will not stop the action gracefully");
+            return;
+        };
+        for round in 0..2 {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            if round == 0 {
+                eprintln!("packbox: stopping the action (again to force)");
+                token.cancel();
+            } else {
+                std::process::exit(i32::from(EXIT_CANCELLED));
+            }
+        }
+    });
+}

@@ -1,0 +1,250 @@
+//! Planning a run without an engine: the action and its runtime, the parameter document with
+//! secrets merged in, how it reaches the action, and the limits. Everything wrong with the input
+//! is said here, before any container exists.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::catalog::{Catalog, Runtime};
+use crate::error::Error;
+use crate::pack::{self, LoadedAction, ParameterDelivery, ParameterFormat, params};
+use crate::sandbox::owner::Owner;
+use crate::sandbox::{self, RunLimits, SandboxPolicy, Workload, delivery};
+use crate::secrets::{Redactor, SecretBytes, Secrets};
+
+/// Timeout of an action that states none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Time between SIGTERM and SIGKILL when a run times out or is cancelled.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// Where file delivery puts the parameter document: the private tmpfs of the container.
+const PARAMETER_FILE_STEM: &str = "/tmp/attune-parameters";
+
+/// What the caller asks to run.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    pub packs_dir: PathBuf,
+    /// `PACK.ACTION`.
+    pub action_ref: String,
+    /// `KEY=VALUE` parameter assignments; they win over `params_file`.
+    pub params: Vec<String>,
+    /// A JSON or YAML file of parameter values.
+    pub params_file: Option<PathBuf>,
+    /// `KEY=VALUE` secrets; they win over `secrets_file` and over parameters of the same name.
+    pub secrets: Vec<String>,
+    /// A JSON or YAML file of secrets.
+    pub secrets_file: Option<PathBuf>,
+    pub policy: SandboxPolicy,
+    /// Overrides the action's `timeout_seconds`.
+    pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL (default 10 s).
+    pub grace: Option<Duration>,
+    pub max_output: usize,
+}
+
+impl RunRequest {
+    /// A request with the default sandbox and limits.
+    pub fn new(packs_dir: impl Into<PathBuf>, action_ref: impl Into<String>) -> Self {
+        RunRequest {
+            packs_dir: packs_dir.into(),
+            action_ref: action_ref.into(),
+            params: Vec::new(),
+            params_file: None,
+            secrets: Vec::new(),
+            secrets_file: None,
+            policy: SandboxPolicy::default(),
+            timeout: None,
+            grace: None,
+            max_output: sandbox::DEFAULT_MAX_OUTPUT,
+        }
+    }
+}
+
+/// A checked run, ready for the engine.
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    pub action: LoadedAction,
+    pub runtime: Runtime,
+    /// The parameter document, secrets included: it goes on stdin and nowhere else.
+    pub stdin: SecretBytes,
+    pub policy: SandboxPolicy,
+    pub limits: RunLimits,
+    /// Scrubs the secrets of this run out of its outcome.
+    pub redactor: Redactor,
+}
+
+/// Loads and checks everything about a run that needs no engine.
+pub fn plan(catalog: &Catalog, request: &RunRequest) -> Result<RunPlan, Error> {
+    let action = pack::load_action(&request.packs_dir, &request.action_ref)?;
+    let manifest = &action.action;
+    let runtime = resolve_runtime(catalog, &action)?;
+    // Fails early when no version of the catalog could ever match; the run then chooses among
+    // the versions that probing verified.
+    runtime
+        .select_version(&runtime.version_names(), manifest.runtime_version.as_ref())
+        .map_err(|source| Error::NoMatchingVersion {
+            action: action.action_ref.clone(),
+            source,
+        })?;
+    let secrets = Secrets::read(&request.secrets, request.secrets_file.as_deref())?;
+    let mut from_file = match &request.params_file {
+        Some(file) => params::read_file(file)?,
+        None => serde_json::Map::new(),
+    };
+    // A declared parameter given as a secret counts as given (and is checked like any value).
+    for (name, value) in secrets.values() {
+        if manifest.parameters.contains_key(name) {
+            from_file.insert(name.clone(), value.clone());
+        }
+    }
+    let given = params::parse_assignments(&request.params)?;
+    let mut document =
+        params::resolve(&action.action_ref, &manifest.parameters, from_file, &given)?;
+    // A secret wins over a parameter of the same name.
+    document.extend(secrets.values().clone());
+    let secret_values: Vec<&Value> = secrets
+        .values()
+        .values()
+        .chain(
+            manifest
+                .parameters
+                .iter()
+                .filter(|(_, spec)| spec.secret)
+                .filter_map(|(name, _)| document.get(name)),
+        )
+        .collect();
+    let redactor = Redactor::new(secret_values);
+    let stdin = SecretBytes(delivery::encode(&document, manifest.parameter_format));
+    let timeout = request
+        .timeout
+        .or(manifest.timeout_seconds.map(Duration::from_secs))
+        .unwrap_or(DEFAULT_TIMEOUT);
+    Ok(RunPlan {
+        runtime: runtime.clone(),
+        stdin,
+        policy: request.policy.clone(),
+        limits: RunLimits {
+            timeout,
+            grace: request.grace.unwrap_or(DEFAULT_GRACE),
+            max_output: request.max_output,
+        },
+        redactor,
+        action,
+    })
+}
+
+/// The catalog runtime an action's `runner_type` names.
+pub fn resolve_runtime<'c>(
+    catalog: &'c Catalog,
+    action: &LoadedAction,
+) -> Result<&'c Runtime, Error> {
+    let runner_type = &action.action.runner_type;
+    catalog
+        .resolve(runner_type)
+        .ok_or_else(|| Error::UnknownRuntime {
+            action: action.action_ref.clone(),
+            runner_type: runner_type.clone(),
+            known: catalog.known_names(),
+        })
+}
+
+impl RunPlan {
+    /// What the container runs: the entry point under its interpreter, the Attune variables and
+    /// the runtime's, and labels naming the run and its owner. No secret is in any of these.
+    pub fn workload(&self, exec_id: &str, image: &str, owner: &Owner) -> Workload {
+        let manifest = &self.action.action;
+        let mut cmd = self.runtime.interpreter.clone();
+        cmd.push(format!("/pack/actions/{}", manifest.entry_point));
+        let mut env: Vec<(String, String)> = vec![
+            ("ATTUNE_EXEC_ID".into(), exec_id.to_string()),
+            ("ATTUNE_ACTION".into(), self.action.action_ref.clone()),
+            ("ATTUNE_PACK_REF".into(), self.action.pack.pack_ref.clone()),
+            (
+                "ATTUNE_PARAMETER_DELIVERY".into(),
+                delivery_name(manifest.parameter_delivery).into(),
+            ),
+            (
+                "ATTUNE_PARAMETER_FORMAT".into(),
+                format_name(manifest.parameter_format).into(),
+            ),
+        ];
+        if manifest.parameter_delivery == ParameterDelivery::File {
+            let file = format!(
+                "{PARAMETER_FILE_STEM}.{}",
+                format_extension(manifest.parameter_format)
+            );
+            env.push(("ATTUNE_PARAMETER_FILE".into(), file));
+            cmd = file_delivery_wrapper(cmd);
+        }
+        env.extend(self.runtime.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut labels: HashMap<String, String> = owner.labels();
+        labels.insert("packbox.kind".into(), "run".into());
+        labels.insert("packbox.exec_id".into(), exec_id.to_string());
+        labels.insert("packbox.action".into(), self.action.action_ref.clone());
+        Workload {
+            image: image.to_string(),
+            cmd,
+            env,
+            labels,
+            pack_dir: Some(self.action.pack_dir.to_string_lossy().into_owned()),
+        }
+    }
+}
+
+/// File delivery without a host file: the document still travels on stdin, and a tiny shell
+/// step inside the container writes it to the private tmpfs (mode 0600, owned by the action's
+/// user) before it becomes the action. Nothing is bind-mounted, so it works with a read-only
+/// root and with an engine on another host, and the document never shows in `docker inspect`.
+fn file_delivery_wrapper(action: Vec<String>) -> Vec<String> {
+    let mut cmd = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        r#"umask 077 && cat > "$ATTUNE_PARAMETER_FILE" && exec "$@" </dev/null"#.to_string(),
+        "packbox-parameter-file".to_string(),
+    ];
+    cmd.extend(action);
+    cmd
+}
+
+fn delivery_name(delivery: ParameterDelivery) -> &'static str {
+    match delivery {
+        ParameterDelivery::Stdin => "stdin",
+        ParameterDelivery::File => "file",
+    }
+}
+
+fn format_name(format: ParameterFormat) -> &'static str {
+    match format {
+        ParameterFormat::Json => "json",
+        ParameterFormat::Dotenv => "dotenv",
+        ParameterFormat::Yaml => "yaml",
+    }
+}
+
+fn format_extension(format: ParameterFormat) -> &'static str {
+    match format {
+        ParameterFormat::Json => "json",
+        ParameterFormat::Dotenv => "env",
+        ParameterFormat::Yaml => "yaml",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_wrapper_ends_in_the_action_itself() {
+        let cmd = file_delivery_wrapper(vec![
+            "python3".into(),
+            "-u".into(),
+            "/pack/actions/a.py".into(),
+        ]);
+        assert_eq!(cmd[0], "/bin/sh");
+        assert!(cmd[2].contains("umask 077"));
+        assert!(cmd[2].contains(r#"exec "$@""#));
+        assert_eq!(&cmd[4..], ["python3", "-u", "/pack/actions/a.py"]);
+    }
+}

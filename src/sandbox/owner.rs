@@ -1,0 +1,157 @@
+//! Who owns a container: every run container carries the owning packbox process (host, pid and
+//! the pid's start time, which survives pid reuse), so leftovers of a crashed packbox can be told
+//! from the containers of a live one and swept.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::engine::{Engine, EngineError};
+
+/// Label: the container is packbox's.
+pub const MANAGED: &str = "packbox.managed";
+/// Label: the owning process's id.
+pub const OWNER_PID: &str = "packbox.owner_pid";
+/// Label: the owning process's start time (clock ticks since boot, from /proc).
+pub const OWNER_START: &str = "packbox.owner_start";
+/// Label: the host the owning process runs on.
+pub const OWNER_HOST: &str = "packbox.owner_host";
+
+/// A packbox process, as its containers name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub host: String,
+    pub pid: u32,
+    pub start: Option<u64>,
+}
+
+impl Owner {
+    /// This process.
+    pub fn current() -> Owner {
+        let pid = std::process::id();
+        Owner {
+            host: host_name(),
+            pid,
+            start: process_start(pid),
+        }
+    }
+
+    /// The labels that name this owner on a container.
+    pub fn labels(&self) -> HashMap<String, String> {
+        let mut labels = HashMap::from([
+            (MANAGED.to_string(), "true".to_string()),
+            (OWNER_PID.to_string(), self.pid.to_string()),
+            (OWNER_HOST.to_string(), self.host.clone()),
+        ]);
+        if let Some(start) = self.start {
+            labels.insert(OWNER_START.to_string(), start.to_string());
+        }
+        labels
+    }
+
+    /// The owner a container's labels name, if they name one.
+    fn from_labels(labels: &HashMap<String, String>) -> Option<Owner> {
+        Some(Owner {
+            host: labels.get(OWNER_HOST)?.clone(),
+            pid: labels.get(OWNER_PID)?.parse().ok()?,
+            start: labels.get(OWNER_START).and_then(|s| s.parse().ok()),
+        })
+    }
+
+    /// Whether the owner still runs. Only decidable on its own host: owners elsewhere count as
+    /// alive, so a shared engine never loses another machine's containers.
+    fn is_alive_here(&self, host: &str) -> bool {
+        if self.host != host {
+            return true;
+        }
+        match (process_start(self.pid), self.start) {
+            (None, _) => false,
+            // The pid exists: it is the owner unless it started at another time (pid reuse).
+            (Some(now), Some(then)) => now == then,
+            (Some(_), None) => true,
+        }
+    }
+}
+
+/// A container removed by a sweep.
+#[derive(Clone, Debug, Serialize)]
+pub struct Swept {
+    pub container: String,
+    pub action: Option<String>,
+    pub owner_pid: u32,
+}
+
+/// Removes packbox containers whose owning process is gone; never one of a live owner.
+pub async fn sweep_orphans(engine: &Engine) -> Result<Vec<Swept>, EngineError> {
+    let host = host_name();
+    let containers = engine
+        .containers_with_labels(&[format!("{MANAGED}=true")])
+        .await?;
+    let mut swept = Vec::new();
+    for container in containers {
+        let Some(owner) = Owner::from_labels(&container.labels) else {
+            continue;
+        };
+        if owner.is_alive_here(&host) {
+            continue;
+        }
+        engine.remove(&container.id).await?;
+        swept.push(Swept {
+            container: container.id,
+            action: container.labels.get("packbox.action").cloned(),
+            owner_pid: owner.pid,
+        });
+    }
+    Ok(swept)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The start time of a process (field 22 of /proc/PID/stat), `None` when it does not exist.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last `)`.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_named_by_its_labels() {
+        let me = Owner::current();
+        assert!(me.start.is_some(), "start time readable from /proc");
+        let back = Owner::from_labels(&me.labels()).expect("labels name an owner");
+        assert_eq!(back, me);
+        assert!(back.is_alive_here(&me.host));
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_the_owner() {
+        let mut me = Owner::current();
+        me.start = me.start.map(|s| s + 1);
+        assert!(!me.is_alive_here(&me.host.clone()));
+    }
+
+    #[test]
+    fn a_dead_pid_is_gone_and_other_hosts_are_left_alone() {
+        let dead = Owner {
+            host: host_name(),
+            pid: u32::MAX - 1,
+            start: Some(1),
+        };
+        assert!(!dead.is_alive_here(&dead.host.clone()));
+        assert!(dead.is_alive_here("another-host"));
+    }
+
+    #[test]
+    fn containers_without_owner_labels_are_not_judged() {
+        assert_eq!(Owner::from_labels(&HashMap::new()), None);
+    }
+}
