@@ -119,6 +119,15 @@ impl Redactor {
         Redactor { needles }
     }
 
+    /// This redactor, also scrubbing `values`.
+    pub fn extended<'v>(&self, values: impl IntoIterator<Item = &'v Value>) -> Redactor {
+        let mut needles = Redactor::new(values).needles;
+        needles.extend(self.needles.iter().cloned());
+        needles.sort_by_key(|needle| std::cmp::Reverse(needle.len()));
+        needles.dedup();
+        Redactor { needles }
+    }
+
     /// The text with every secret value replaced.
     pub fn text(&self, text: &str) -> String {
         let mut text = text.to_string();
@@ -143,26 +152,29 @@ impl Redactor {
     }
 }
 
-/// Replaces the fields of a parsed result that the action's output schema marks `secret: true`.
-/// The schema is flat (`{field: {type, secret}}`) or JSON Schema (`{properties: {field: ...}}`).
-pub fn redact_secret_fields(result: &mut Value, output_schema: Option<&Value>) {
+/// Replaces the fields of a parsed result that the action's output schema marks `secret: true`,
+/// and returns the values it replaced (to scrub them from the raw output too). The schema is
+/// flat (`{field: {type, secret}}`) or JSON Schema (`{properties: {field: ...}}`).
+pub fn redact_secret_fields(result: &mut Value, output_schema: Option<&Value>) -> Vec<Value> {
+    let mut replaced = Vec::new();
     let Some(schema) = output_schema else {
-        return;
+        return replaced;
     };
     let fields = schema
         .get("properties")
         .and_then(Value::as_object)
         .or_else(|| schema.as_object());
     let (Some(fields), Some(object)) = (fields, result.as_object_mut()) else {
-        return;
+        return replaced;
     };
     for (name, spec) in fields {
         if spec.get("secret").and_then(Value::as_bool) == Some(true)
             && let Some(value) = object.get_mut(name)
         {
-            *value = Value::String(REDACTED.into());
+            replaced.push(std::mem::replace(value, Value::String(REDACTED.into())));
         }
     }
+    replaced
 }
 
 #[cfg(test)]

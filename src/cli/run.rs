@@ -40,7 +40,8 @@ pub struct RunArgs {
     /// Print the outcome as one JSON object on stdout.
     #[arg(long)]
     json: bool,
-    /// Stream the action's output live as well (stdout to stdout, stderr to stderr).
+    /// Stream the action's output live as well (stdout to stdout, stderr to stderr; with --json
+    /// both go to stderr, so stdout stays one JSON document).
     #[arg(long)]
     follow: bool,
     /// Settings file (default: ./packbox.yaml when it exists).
@@ -147,6 +148,8 @@ async fn run(args: &RunArgs, catalog: Option<&Path>) -> Result<Outcome, Error> {
     signals::cancel_on_signal(shutdown.clone());
     let executor = Executor::new(Engine::connect().await?, catalog).with_shutdown(shutdown);
     let follow = args.follow;
+    // With --json, stdout carries the outcome alone: live output goes to stderr.
+    let live_stdout_to_stderr = args.json;
     let terminal = std::io::stdout().is_terminal();
     executor
         .run(&plan, move |event| match event {
@@ -158,7 +161,14 @@ async fn run(args: &RunArgs, catalog: Option<&Path>) -> Result<Outcome, Error> {
                     eprint!("  {}", render::sanitize(line));
                 }
             }
-            RunEvent::Output { stream, bytes } if follow => follow_output(stream, bytes, terminal),
+            RunEvent::Output { stream, bytes } if follow => {
+                let stream = if live_stdout_to_stderr {
+                    StreamKind::Stderr
+                } else {
+                    stream
+                };
+                follow_output(stream, bytes, terminal)
+            }
             RunEvent::Output { .. } => {}
         })
         .await

@@ -51,10 +51,11 @@ pub fn outcome(plan: &RunPlan, exit: ContainerExit, facts: RunFacts) -> Outcome 
     let mut parsed = (status == Status::Succeeded)
         .then(|| parse_result(&exit.stdout.text, manifest.output_format))
         .flatten();
-    if let Some(result) = &mut parsed {
-        secrets::redact_secret_fields(result, manifest.output.as_ref());
-    }
-    let redactor = &plan.redactor;
+    let secret_outputs = match &mut parsed {
+        Some(result) => secrets::redact_secret_fields(result, manifest.output.as_ref()),
+        None => Vec::new(),
+    };
+    let redactor = &plan.redactor.extended(secret_outputs.iter());
     Outcome {
         exec_id: facts.exec_id,
         action: plan.action.action_ref.clone(),
