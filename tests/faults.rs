@@ -111,3 +111,22 @@ fn an_engine_socket_that_refuses_connections_exits_125_with_a_hint() {
     assert!(stderr.contains("does not answer"), "{stderr}");
     assert!(stderr.contains("hint: start the engine"), "{stderr}");
 }
+
+#[test]
+fn a_packbox_killed_mid_run_leaves_an_orphan_that_the_next_start_removes() {
+    require_engine();
+    let mut child = start_long_run();
+    let pid = child.id();
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert!(
+        !containers_of(pid).is_empty(),
+        "SIGKILL leaves the container behind"
+    );
+    let next = run_json(&example_packs(), "hello.greet_shell", &[]);
+    assert_eq!(next.code(), 0, "{}", next.stderr());
+    assert!(
+        containers_of(pid).is_empty(),
+        "the next packbox start swept the orphan"
+    );
+}
