@@ -216,3 +216,21 @@ fn setuid_binaries_grant_no_privileges() {
         "{result}"
     );
 }
+
+#[test]
+fn a_secret_is_nowhere_but_on_stdin() {
+    require_engine();
+    let arena = Arena::new();
+    let secret = "hunt-me-5b0c1e9f";
+    let run = run_json(
+        &arena.packs,
+        "hostile.secret_hunt",
+        &["--secret", &format!("api_key={secret}")],
+    );
+    assert_no_leftovers(&run);
+    arena.assert_host_untouched();
+    let outcome = run.json();
+    assert_eq!(outcome["status"], "succeeded", "{outcome}");
+    assert_eq!(outcome["result"]["secret_length"], secret.len(), "it got the secret");
+    assert_eq!(outcome["result"]["found"], serde_json::json!([]), "{outcome}");
+}
