@@ -231,6 +231,14 @@ fn a_secret_is_nowhere_but_on_stdin() {
     arena.assert_host_untouched();
     let outcome = run.json();
     assert_eq!(outcome["status"], "succeeded", "{outcome}");
-    assert_eq!(outcome["result"]["secret_length"], secret.len(), "it got the secret");
-    assert_eq!(outcome["result"]["found"], serde_json::json!([]), "{outcome}");
+    assert_eq!(
+        outcome["result"]["secret_length"],
+        secret.len(),
+        "it got the secret"
+    );
+    assert_eq!(
+        outcome["result"]["found"],
+        serde_json::json!([]),
+        "{outcome}"
+    );
 }
