@@ -532,18 +532,6 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
     }
 }
 
-/// An engine error and its causes on one line, for reasons recorded as text (probe results).
-pub fn error_chain(error: &EngineError) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// Whether an image reference names a tag or digest (`repo:tag`, `host:5000/repo:tag`, `repo@sha256:..`).
 fn has_tag_or_digest(reference: &str) -> bool {
     let last_component = reference.rsplit('/').next().unwrap_or(reference);

@@ -224,7 +224,7 @@ pub async fn list(
                     status.image_id = Some(id);
                 }
                 Ok(None) => status.reason = Some("image not present".into()),
-                Err(e) => status.reason = Some(crate::engine::error_chain(&e)),
+                Err(e) => status.reason = Some(crate::error::chain(&e)),
             }
             statuses.push(status);
         }
@@ -244,7 +244,7 @@ async fn verify_one(
         Ok(state) => state.id().to_string(),
         Err(e) => {
             status.available = Some(false);
-            status.reason = Some(error_text(&e));
+            status.reason = Some(crate::error::chain(&e));
             status.verified_at = Some(now());
             return status;
         }
@@ -325,7 +325,7 @@ async fn run_probe(
     };
     let exit = sandbox::run::run_container(engine, &name, &spec, io)
         .await
-        .map_err(|e| format!("probe could not run: {}", error_text(&e)))?;
+        .map_err(|e| format!("probe could not run: {}", crate::error::chain(&e)))?;
     if exit.ending == Ending::TimedOut {
         return Err(format!(
             "probe `{}` did not finish within {} s",
@@ -450,20 +450,6 @@ fn from_cache(
 
 fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
-
-fn error_text(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -75,7 +75,7 @@ pub async fn ensure(
             Some(id) => return Ok(ImageState::Pulled { id }),
             None => "the engine reported the pull done but has no such image".to_string(),
         },
-        Ok(Err(e)) => crate::engine::error_chain(&e),
+        Ok(Err(e)) => crate::error::chain(&e),
         Err(_) => format!("no answer within {} s", PULL_TIMEOUT.as_secs()),
     };
     let no_recipe = || ImageError::NoRecipe {

@@ -129,8 +129,9 @@ impl Redactor {
     }
 
     /// The text with every secret value replaced.
-    pub fn text(&self, text: &str) -> String {
-        let mut text = text.to_string();
+    /// Takes the text by value: with nothing to scrub (the usual case) it comes back without a
+    /// copy, which matters for 10 MiB of captured output.
+    pub fn text(&self, mut text: String) -> String {
         for needle in &self.needles {
             if text.contains(needle.as_str()) {
                 text = text.replace(needle.as_str(), REDACTED);
@@ -142,7 +143,7 @@ impl Redactor {
     /// The value with every string scrubbed.
     pub fn value(&self, value: Value) -> Value {
         match value {
-            Value::String(s) => Value::String(self.text(&s)),
+            Value::String(s) => Value::String(self.text(s)),
             Value::Array(items) => Value::Array(items.into_iter().map(|v| self.value(v)).collect()),
             Value::Object(map) => {
                 Value::Object(map.into_iter().map(|(k, v)| (k, self.value(v))).collect())
@@ -225,8 +226,14 @@ mod tests {
             json!(123456),
         ];
         let redactor = Redactor::new(values.iter());
-        assert_eq!(redactor.text("pw=hunter22 pw=hunter2"), "pw=*** pw=***");
-        assert_eq!(redactor.text("ab and empty stay"), "ab and empty stay");
+        assert_eq!(
+            redactor.text("pw=hunter22 pw=hunter2".into()),
+            "pw=*** pw=***"
+        );
+        assert_eq!(
+            redactor.text("ab and empty stay".into()),
+            "ab and empty stay"
+        );
         assert_eq!(
             redactor.value(json!({"a": ["id 123456"], "b": 7})),
             json!({"a": ["id ***"], "b": 7})

@@ -232,24 +232,9 @@ fn uuid_like() -> String {
 }
 
 fn tag_events(tag: &str, since: u64) -> usize {
-    let output = Command::new("docker")
-        .args([
-            "events",
-            "--since",
-            &since.to_string(),
-            "--until",
-            &(unix_now() + 1).to_string(),
-            "--filter",
-            "type=image",
-            "--filter",
-            "event=tag",
-            "--format",
-            "{{.Actor.Attributes.name}}",
-        ])
-        .output()
-        .expect("docker events");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
+    let filters = ["type=image".to_string(), "event=tag".to_string()];
+    engine_events(since, &filters, "{{.Actor.Attributes.name}}")
+        .iter()
         .filter(|name| *name == tag)
         .count()
 }

@@ -1,6 +1,5 @@
 //! Rendering shared by the subcommands: errors with their causes and hints, exit codes.
 
-use std::error::Error as _;
 use std::process::ExitCode;
 
 use packbox::{Error, Fault};
@@ -15,24 +14,9 @@ pub fn exit_code(error: &Error) -> ExitCode {
     }
 }
 
-/// The error and its causes on one line, as `a: b: c`.
-pub fn message(error: &Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// Prints an error (and its hint) to stderr; with `json`, also an error object on stdout.
 pub fn report(error: &Error, json: bool) -> ExitCode {
-    let text = message(error);
+    let text = packbox::error::chain(error);
     eprintln!("error: {text}");
     if let Some(hint) = error.hint() {
         eprintln!("hint: {hint}");

@@ -127,9 +127,13 @@ pub async fn execute(args: RunArgs, catalog: Option<&Path>) -> ExitCode {
     match run(&args, catalog).await {
         Ok(outcome) => {
             if args.json {
-                match serde_json::to_string(&outcome) {
-                    Ok(text) => println!("{text}"),
-                    Err(e) => eprintln!("error: cannot serialise the outcome: {e}"),
+                // Streamed: no second copy of a large output in memory.
+                let mut stdout = std::io::stdout().lock();
+                let written = serde_json::to_writer(&mut stdout, &outcome)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| stdout.write_all(b"\n"));
+                if let Err(e) = written {
+                    eprintln!("error: cannot write the outcome: {e}");
                 }
             } else {
                 print_human(&outcome, args.follow);

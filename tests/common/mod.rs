@@ -136,29 +136,42 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// How many containers the packbox process `pid` created between `since` and now, counted from
-/// the engine's own event log (so containers already removed are counted too).
-pub fn containers_created_by(pid: u32, since: u64) -> usize {
+/// Events the engine logged between `since` and now, filtered (`type=container`, ...), each
+/// printed with a Go template.
+pub fn engine_events(since: u64, filters: &[String], format: &str) -> Vec<String> {
+    let mut args = vec![
+        "events".to_string(),
+        "--since".to_string(),
+        since.to_string(),
+        "--until".to_string(),
+        (unix_now() + 1).to_string(),
+        "--format".to_string(),
+        format.to_string(),
+    ];
+    for filter in filters {
+        args.push("--filter".into());
+        args.push(filter.clone());
+    }
     let output = Command::new("docker")
-        .args([
-            "events",
-            "--since",
-            &since.to_string(),
-            "--until",
-            &(unix_now() + 1).to_string(),
-            "--filter",
-            "type=container",
-            "--filter",
-            "event=create",
-            "--filter",
-            &format!("label=packbox.owner_pid={pid}"),
-            "--format",
-            "{{.ID}}",
-        ])
+        .args(&args)
         .output()
         .expect("docker events runs");
     assert!(output.status.success(), "docker events failed");
-    String::from_utf8_lossy(&output.stdout).lines().count()
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// How many containers the packbox process `pid` created between `since` and now, counted from
+/// the engine's own event log (so containers already removed are counted too).
+pub fn containers_created_by(pid: u32, since: u64) -> usize {
+    let filters = [
+        "type=container".to_string(),
+        "event=create".to_string(),
+        format!("label=packbox.owner_pid={pid}"),
+    ];
+    engine_events(since, &filters, "{{.ID}}").len()
 }
 
 /// The environment-image fixture packs.
