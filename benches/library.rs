@@ -80,6 +80,35 @@ fn main() {
     }
     let (library, cli) = (median(library), median(cli));
 
+    // The same, on an executor with a warm pool (the docker run between two runs gives the pool
+    // time to pre-start the next container, as idle time would).
+    let pooled_executor = runtime.block_on(async {
+        Executor::new(
+            Engine::connect().await.expect("a Docker engine"),
+            Catalog::builtin().expect("catalog"),
+        )
+        .with_warm_pool(1)
+    });
+    let run_pooled = || {
+        runtime.block_on(async {
+            let outcome = pooled_executor.run(&plan, |_| {}).await.expect("run");
+            assert_eq!(outcome.status, Status::Succeeded);
+        })
+    };
+    run_pooled();
+    let mut pooled = Vec::new();
+    let mut cli_beside_pool = Vec::new();
+    for _ in 0..LATENCY_RUNS {
+        let started = Instant::now();
+        assert!(docker_run(&pack_mount), "docker run failed");
+        cli_beside_pool.push(started.elapsed());
+        let started = Instant::now();
+        run_pooled();
+        pooled.push(started.elapsed());
+    }
+    runtime.block_on(pooled_executor.close());
+    let (pooled, cli_beside_pool) = (median(pooled), median(cli_beside_pool));
+
     let started = Instant::now();
     runtime.block_on(async {
         let outcomes: Vec<_> = futures::stream::iter(0..THROUGHPUT_RUNS)
@@ -113,10 +142,14 @@ fn main() {
          Same run, same machine; `cargo bench --bench library`.\n\n\
          | benchmark | library | docker CLI | ratio |\n|---|---|---|---|\n\
          | warm run of a trivial action (median of {LATENCY_RUNS}) | {} ms | {} ms | {:.2}x the time |\n\
+         | warm run, executor with a warm pool (median of {LATENCY_RUNS}) | {} ms | {} ms | {:.2}x the time |\n\
          | {THROUGHPUT_RUNS} runs at concurrency {CONCURRENCY} | {:.1} runs/s | {:.1} runs/s | {:.2}x the throughput |\n",
         library.as_millis(),
         cli.as_millis(),
         library.as_secs_f64() / cli.as_secs_f64(),
+        pooled.as_millis(),
+        cli_beside_pool.as_millis(),
+        pooled.as_secs_f64() / cli_beside_pool.as_secs_f64(),
         per_second(library_batch),
         per_second(cli_batch),
         per_second(library_batch) / per_second(cli_batch),

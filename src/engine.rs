@@ -5,7 +5,7 @@
 //! naming the image or container they concern; "not found" and "already stopped" answers that are
 //! normal for packbox are folded into ordinary return values here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -78,10 +78,11 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     pub working_dir: String,
     pub user: String,
-    pub labels: HashMap<String, String>,
+    /// Ordered maps, so that equal specs print equal (the warm pool keys on them).
+    pub labels: BTreeMap<String, String>,
     pub binds: Vec<BindMount>,
     /// Mount point to tmpfs options (`size=64m,mode=1777`, ...).
-    pub tmpfs: HashMap<String, String>,
+    pub tmpfs: BTreeMap<String, String>,
     pub read_only_rootfs: bool,
     pub network_mode: String,
     pub cap_drop_all: bool,
@@ -487,7 +488,7 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
     }
     let host_config = HostConfig {
         binds: Some(binds),
-        tmpfs: Some(spec.tmpfs.clone()),
+        tmpfs: Some(spec.tmpfs.clone().into_iter().collect()),
         readonly_rootfs: Some(spec.read_only_rootfs),
         network_mode: Some(spec.network_mode.clone()),
         cap_drop: spec.cap_drop_all.then(|| vec!["ALL".to_string()]),
@@ -520,7 +521,7 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         working_dir: Some(spec.working_dir.clone()),
         user: Some(spec.user.clone()),
-        labels: Some(spec.labels.clone()),
+        labels: Some(spec.labels.clone().into_iter().collect()),
         attach_stdin: Some(true),
         attach_stdout: Some(true),
         attach_stderr: Some(true),

@@ -1,9 +1,11 @@
 //! The run pipeline: plan a run from a pack (no engine needed), then execute the plan.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, NoMatchingVersion, Runtime};
@@ -17,7 +19,9 @@ use crate::prepare::{self, PrepareEvent, Preparer};
 use crate::probe::{ProbeCache, VersionStatus};
 use crate::runtime_image;
 use crate::sandbox::owner::{self, Owner};
+use crate::sandbox::pool::{self, Warm, WarmPool};
 use crate::sandbox::result::{self, RunFacts};
+use crate::sandbox::run::Started;
 use crate::sandbox::{self, RunIo};
 
 /// Runs planned actions on one engine.
@@ -30,6 +34,10 @@ pub struct Executor {
     state_dir: PathBuf,
     owner: Owner,
     shutdown: CancellationToken,
+    /// Pre-started containers, when enabled with [`Executor::with_warm_pool`].
+    pool: Option<Arc<WarmPool>>,
+    /// Pre-starts under way, awaited by [`Executor::close`].
+    refills: Mutex<JoinSet<()>>,
 }
 
 /// What [`Executor::run`] reports while it works.
@@ -53,7 +61,17 @@ impl Executor {
             state_dir: crate::state::state_dir(),
             owner: Owner::current(),
             shutdown: CancellationToken::new(),
+            pool: None,
+            refills: Mutex::new(JoinSet::new()),
         }
+    }
+
+    /// Keeps up to `per_kind` containers pre-started for each kind of run this executor has
+    /// made (same action, image and sandbox), so that later runs skip the engine's container
+    /// start. For long-lived executors; call [`Executor::close`] when done.
+    pub fn with_warm_pool(mut self, per_kind: usize) -> Self {
+        self.pool = (per_kind > 0).then(|| Arc::new(WarmPool::new(per_kind)));
+        self
     }
 
     /// Runs observe `shutdown`: once cancelled, a running action is stopped (SIGTERM, grace,
@@ -100,18 +118,14 @@ impl Executor {
                 on_event(RunEvent::Prepare(event))
             })
             .await?;
-        let exec_id = uuid::Uuid::new_v4().to_string();
-        let spec =
-            plan.policy
-                .container_spec(plan.workload(&exec_id, &prepared.image, &self.owner));
+        let (exec_id, container, stdin) = self.container_for(plan, &prepared.image).await?;
         let mut on_output =
             |stream: StreamKind, bytes: &[u8]| on_event(RunEvent::Output { stream, bytes });
-        let exit = sandbox::run::run_container(
+        let exit = sandbox::run::finish(
             &self.engine,
-            &format!("packbox-{exec_id}"),
-            &spec,
+            container,
             RunIo {
-                stdin: plan.stdin.0.clone(),
+                stdin,
                 limits: &plan.limits,
                 cancel: &self.shutdown,
                 on_output: &mut on_output,
@@ -128,6 +142,80 @@ impl Executor {
                 image: prepared.image,
             },
         ))
+    }
+
+    /// The started container a run uses, its exec id and the stdin to give it: a pre-started
+    /// one from the warm pool when there is one (then a replacement is started in the
+    /// background), else a fresh one.
+    async fn container_for(
+        &self,
+        plan: &RunPlan,
+        image: &str,
+    ) -> Result<(String, Started, Vec<u8>), Error> {
+        let spec_for = |exec_id: &str| {
+            let mut spec = plan
+                .policy
+                .container_spec(plan.workload(exec_id, image, &self.owner));
+            if self.pool.is_some() {
+                spec.cmd = pool::wait_for_go(spec.cmd);
+            }
+            spec
+        };
+        let exec_id = uuid::Uuid::new_v4().to_string();
+        let spec = spec_for(&exec_id);
+        let Some(warm_pool) = &self.pool else {
+            let started =
+                sandbox::run::start(&self.engine, &container_name(&exec_id), &spec).await?;
+            return Ok((exec_id, started, plan.stdin.0.clone()));
+        };
+        let key = pool::key(&spec);
+        let (exec_id, started) = match warm_pool.take(&key) {
+            Some(warm) => (warm.exec_id, warm.started),
+            None => {
+                let started =
+                    sandbox::run::start(&self.engine, &container_name(&exec_id), &spec).await?;
+                (exec_id, started)
+            }
+        };
+        // Replace what this run uses, off the run's path.
+        let next_id = uuid::Uuid::new_v4().to_string();
+        let next_spec = spec_for(&next_id);
+        let (engine, warm_pool) = (self.engine.clone(), Arc::clone(warm_pool));
+        if let Ok(mut refills) = self.refills.lock() {
+            refills.spawn(async move {
+                match sandbox::run::start(&engine, &container_name(&next_id), &next_spec).await {
+                    Ok(started) => {
+                        let warm = Warm {
+                            exec_id: next_id,
+                            started,
+                        };
+                        if let Some(spare) = warm_pool.put(key, warm) {
+                            sandbox::run::discard(&engine, spare.started).await;
+                        }
+                    }
+                    Err(e) => tracing::warn!("pre-starting a container: {e}"),
+                }
+            });
+        }
+        let mut stdin = pool::GO_LINE.to_vec();
+        stdin.extend_from_slice(&plan.stdin.0);
+        Ok((exec_id, started, stdin))
+    }
+
+    /// Removes the warm pool's idle containers (after any pre-start under way). Call it before
+    /// dropping an executor made with [`Executor::with_warm_pool`]; leftovers are otherwise
+    /// swept by the next packbox start, as the owner is then gone.
+    pub async fn close(&self) {
+        let mut refills = match self.refills.lock() {
+            Ok(mut refills) => std::mem::take(&mut *refills),
+            Err(_) => JoinSet::new(),
+        };
+        while refills.join_next().await.is_some() {}
+        if let Some(warm_pool) = &self.pool {
+            for warm in warm_pool.drain() {
+                sandbox::run::discard(&self.engine, warm.started).await;
+            }
+        }
     }
 
     /// Refuses an OCI runtime the engine does not have, naming those it has.
@@ -327,4 +415,8 @@ fn select_version<'s>(
             },
         }),
     }
+}
+
+fn container_name(exec_id: &str) -> String {
+    format!("packbox-{exec_id}")
 }

@@ -2,7 +2,6 @@
 //! secrets merged in, how it reaches the action, and the limits. Everything wrong with the input
 //! is said here, before any container exists.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -179,7 +178,7 @@ impl RunPlan {
             cmd = file_delivery_wrapper(cmd);
         }
         env.extend(self.runtime.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let mut labels: HashMap<String, String> = owner.labels();
+        let mut labels = owner.labels();
         labels.insert("packbox.kind".into(), "run".into());
         labels.insert("packbox.exec_id".into(), exec_id.to_string());
         labels.insert("packbox.action".into(), self.action.action_ref.clone());

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod delivery;
 pub mod owner;
 pub mod policy;
+pub mod pool;
 pub mod result;
 pub mod run;
 

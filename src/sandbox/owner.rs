@@ -2,7 +2,7 @@
 //! the pid's start time, which survives pid reuse), so leftovers of a crashed packbox can be told
 //! from the containers of a live one and swept.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -37,8 +37,8 @@ impl Owner {
     }
 
     /// The labels that name this owner on a container.
-    pub fn labels(&self) -> HashMap<String, String> {
-        let mut labels = HashMap::from([
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::from([
             (MANAGED.to_string(), "true".to_string()),
             (OWNER_PID.to_string(), self.pid.to_string()),
             (OWNER_HOST.to_string(), self.host.clone()),
@@ -127,7 +127,7 @@ mod tests {
     fn this_process_is_alive_and_named_by_its_labels() {
         let me = Owner::current();
         assert!(me.start.is_some(), "start time readable from /proc");
-        let back = Owner::from_labels(&me.labels()).expect("labels name an owner");
+        let back = Owner::from_labels(&me.labels().into_iter().collect()).expect("labels name an owner");
         assert_eq!(back, me);
         assert!(back.is_alive_here(&me.host));
     }

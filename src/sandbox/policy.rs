@@ -3,7 +3,7 @@
 //! The policy turns into a [`ContainerSpec`]; the applied values are reported in every outcome so
 //! that an operator can see exactly what an action was allowed.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -54,7 +54,7 @@ pub struct Workload {
     pub image: String,
     pub cmd: Vec<String>,
     pub env: Vec<(String, String)>,
-    pub labels: HashMap<String, String>,
+    pub labels: BTreeMap<String, String>,
     /// Host path of the pack folder, mounted read-only at `/pack` (none for image probes).
     pub pack_dir: Option<String>,
 }
@@ -63,7 +63,7 @@ impl SandboxPolicy {
     /// The container spec for a workload under this policy. The pack is always mounted read-only
     /// and the Docker socket is never mounted: neither is a setting.
     pub fn container_spec(&self, workload: Workload) -> ContainerSpec {
-        let tmpfs = HashMap::from([(
+        let tmpfs = BTreeMap::from([(
             "/tmp".to_string(),
             format!("rw,nosuid,nodev,size={},mode=1777", self.tmpfs_tmp_bytes),
         )]);
@@ -106,7 +106,7 @@ mod tests {
             image: "img".into(),
             cmd: vec!["bash".into()],
             env: Vec::new(),
-            labels: HashMap::new(),
+            labels: BTreeMap::new(),
             pack_dir: Some("/host/packs/p".into()),
         }
     }

@@ -70,6 +70,20 @@ pub struct RunIo<'a> {
     pub on_output: &'a mut (dyn FnMut(StreamKind, &[u8]) + Send),
 }
 
+/// A container that is created, attached and started: the first three steps of a run. Its
+/// process may already be waiting (see the warm pool) for what comes on stdin.
+pub struct Started {
+    id: String,
+    attached: Attached,
+    guard: RemoveOnDrop,
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started").field("id", &self.id).finish()
+    }
+}
+
 /// Runs one container to its end and removes it, whatever happened.
 pub async fn run_container(
     engine: &Engine,
@@ -77,12 +91,66 @@ pub async fn run_container(
     spec: &ContainerSpec,
     io: RunIo<'_>,
 ) -> Result<ContainerExit, RunError> {
+    let started = start(engine, name, spec).await?;
+    finish(engine, started, io).await
+}
+
+/// Creates, attaches (before start, so no output is lost) and starts a container. On any
+/// failure the container is removed.
+pub async fn start(engine: &Engine, name: &str, spec: &ContainerSpec) -> Result<Started, RunError> {
     let id = engine.create_container(name, spec).await?;
     let guard = RemoveOnDrop {
         engine: engine.clone(),
         id: Some(id.clone()),
     };
-    let result = drive(engine, &id, io).await;
+    let attached = async {
+        let attached = engine.attach(&id).await?;
+        engine.start(&id).await?;
+        Ok::<_, EngineError>(attached)
+    }
+    .await;
+    match attached {
+        Ok(attached) => Ok(Started {
+            id,
+            attached,
+            guard,
+        }),
+        Err(run) => {
+            guard.disarm();
+            match engine.remove(&id).await {
+                Ok(()) => Err(run.into()),
+                Err(cleanup) => Err(RunError::CleanupAfterFailure {
+                    run: Box::new(run),
+                    container: id,
+                    cleanup: Box::new(cleanup),
+                }),
+            }
+        }
+    }
+}
+
+/// Removes a started container that will not run (an idle pooled one).
+pub async fn discard(engine: &Engine, started: Started) {
+    let Started { id, guard, .. } = started;
+    guard.disarm();
+    if let Err(e) = engine.remove(&id).await {
+        tracing::warn!("removing unused container {id}: {e}");
+    }
+}
+
+/// Feeds stdin, captures the output under the limits until the container ends (or its timeout
+/// or a cancellation stops it), then removes it, whatever happened.
+pub async fn finish(
+    engine: &Engine,
+    started: Started,
+    io: RunIo<'_>,
+) -> Result<ContainerExit, RunError> {
+    let Started {
+        id,
+        attached,
+        guard,
+    } = started;
+    let result = drive(engine, &id, attached, io).await;
     guard.disarm();
     let removed = engine.remove(&id).await;
     match (result, removed) {
@@ -97,7 +165,12 @@ pub async fn run_container(
     }
 }
 
-async fn drive(engine: &Engine, id: &str, io: RunIo<'_>) -> Result<ContainerExit, EngineError> {
+async fn drive(
+    engine: &Engine,
+    id: &str,
+    attached: Attached,
+    io: RunIo<'_>,
+) -> Result<ContainerExit, EngineError> {
     let RunIo {
         stdin,
         limits,
@@ -107,8 +180,7 @@ async fn drive(engine: &Engine, id: &str, io: RunIo<'_>) -> Result<ContainerExit
     let Attached {
         mut output,
         stdin: mut input,
-    } = engine.attach(id).await?;
-    engine.start(id).await?;
+    } = attached;
     // Stdin is written from its own task while output is read, so neither side can block the
     // other; the task is aborted and awaited before returning.
     let writer = tokio::spawn(async move {

@@ -1,0 +1,81 @@
+//! The warm pool of a long-lived executor: pre-started containers run one action each, with the
+//! same contract as cold runs; the action starts only at the handoff; `close` leaves nothing.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use packbox::{Catalog, Engine, Executor, RunRequest, Status};
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_runs_keep_the_contract_and_close_leaves_nothing() {
+    require_engine();
+    let catalog = Catalog::builtin().expect("catalog");
+    let plan = |n: u32| {
+        let mut request = RunRequest::new(repo_root().join("tests/fixtures"), "bench.clock");
+        request.params = vec![format!("n={n}")];
+        packbox::plan(&catalog, &request).expect("plan")
+    };
+    let executor =
+        Executor::new(Engine::connect().await.expect("engine"), catalog.clone()).with_warm_pool(1);
+
+    let mut exec_ids = Vec::new();
+    for n in 0..4 {
+        // Time for the pool to pre-start the next container, so later runs are warm.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let handed_over = now_ns();
+        let outcome = executor.run(&plan(n), |_| {}).await.expect("run");
+        assert_eq!(outcome.status, Status::Succeeded, "{:?}", outcome.error);
+        let result = outcome.result.expect("JSON result");
+        assert_eq!(result["n"], n, "each run gets its own parameters");
+        assert_eq!(result["exec_id"], outcome.exec_id.as_str());
+        let started = result["started_ns"].as_u64().map(u128::from).unwrap_or(0);
+        assert!(
+            started >= handed_over,
+            "run {n}: the action started before the run was asked for"
+        );
+        if n > 0 {
+            let created = engine_events(
+                unix_now() - 60,
+                &[
+                    "type=container".to_string(),
+                    "event=create".to_string(),
+                    format!("label=packbox.exec_id={}", outcome.exec_id),
+                ],
+                "{{.TimeNano}}",
+            );
+            let created: u128 = created
+                .first()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(u128::MAX);
+            assert!(
+                created < handed_over,
+                "run {n} used a pre-started container"
+            );
+        }
+        exec_ids.push(outcome.exec_id);
+    }
+    exec_ids.sort();
+    exec_ids.dedup();
+    assert_eq!(
+        exec_ids.len(),
+        4,
+        "every run has its own container and exec id"
+    );
+
+    let pid = std::process::id();
+    assert!(
+        !containers_of(pid).is_empty(),
+        "a container waits in the pool"
+    );
+    executor.close().await;
+    assert!(containers_of(pid).is_empty(), "close removes the pool");
+}
