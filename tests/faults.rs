@@ -6,7 +6,7 @@
 mod common;
 
 use std::os::unix::net::UnixListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -14,26 +14,14 @@ use common::*;
 /// Starts `packbox run --json` of a minute-long action and waits until its container runs.
 fn start_long_run() -> Child {
     let packs = repo_root().join("tests/fixtures");
-    let child = Command::new(env!("CARGO_BIN_EXE_packbox"))
-        .args([
-            "run",
-            "--packs",
-            &packs.to_string_lossy(),
-            "faults.sleep",
-            "--json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("packbox starts");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while containers_of(child.id()).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the run's container never appeared"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let child = spawn_packbox(&[
+        "run",
+        "--packs",
+        &packs.to_string_lossy(),
+        "faults.sleep",
+        "--json",
+    ]);
+    wait_for_container(child.id());
     // Give it a moment to be running, not just created.
     std::thread::sleep(Duration::from_secs(1));
     child

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
@@ -72,30 +72,18 @@ fn secrets_reach_stdin_but_never_the_environment() {
 fn secrets_never_show_in_docker_inspect_or_labels() {
     require_engine();
     let packs = fixture_packs();
-    let child = Command::new(env!("CARGO_BIN_EXE_packbox"))
-        .args([
-            "run",
-            "--packs",
-            &packs.to_string_lossy(),
-            "contract.secret_output",
-            "--json",
-            "-p",
-            "sleep=4",
-            "--secret",
-            &format!("api_key={SECRET}"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("packbox starts");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let container = loop {
-        if let Some(id) = containers_of(child.id()).pop() {
-            break id;
-        }
-        assert!(Instant::now() < deadline, "no container appeared");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let child = spawn_packbox(&[
+        "run",
+        "--packs",
+        &packs.to_string_lossy(),
+        "contract.secret_output",
+        "--json",
+        "-p",
+        "sleep=4",
+        "--secret",
+        &format!("api_key={SECRET}"),
+    ]);
+    let container = wait_for_container(child.id());
     let inspect = Command::new("docker")
         .args(["inspect", &container])
         .output()
@@ -342,30 +330,21 @@ fn truncation_and_timeout_together() {
 fn cancelling_packbox_stops_the_action_and_leaves_nothing() {
     require_engine();
     let packs = fixture_packs();
-    let child = Command::new(env!("CARGO_BIN_EXE_packbox"))
-        .args([
-            "run",
-            "--packs",
-            &packs.to_string_lossy(),
-            "contract.emit_text",
-            "--json",
-            "--grace",
-            "1",
-            "-p",
-            "out=started",
-            "-p",
-            "sleep=60",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("packbox starts");
+    let child = spawn_packbox(&[
+        "run",
+        "--packs",
+        &packs.to_string_lossy(),
+        "contract.emit_text",
+        "--json",
+        "--grace",
+        "1",
+        "-p",
+        "out=started",
+        "-p",
+        "sleep=60",
+    ]);
     let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while containers_of(pid).is_empty() {
-        assert!(Instant::now() < deadline, "no container appeared");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_container(pid);
     std::thread::sleep(Duration::from_millis(500));
     let sent = Command::new("kill")
         .args(["-INT", &pid.to_string()])
@@ -398,23 +377,18 @@ fn an_oom_kill_is_reported_as_oom() {
 fn follow_streams_output_while_the_action_runs() {
     require_engine();
     let packs = fixture_packs();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_packbox"))
-        .args([
-            "run",
-            "--packs",
-            &packs.to_string_lossy(),
-            "contract.emit_text",
-            "--follow",
-            "--json",
-            "-p",
-            "err=first line\n",
-            "-p",
-            "sleep=3",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("packbox starts");
+    let mut child = spawn_packbox(&[
+        "run",
+        "--packs",
+        &packs.to_string_lossy(),
+        "contract.emit_text",
+        "--follow",
+        "--json",
+        "-p",
+        "err=first line\n",
+        "-p",
+        "sleep=3",
+    ]);
     let stderr = child.stderr.take().expect("stderr piped");
     let mut lines = BufReader::new(stderr).lines();
     let first = lines

@@ -127,7 +127,8 @@ mod tests {
     fn this_process_is_alive_and_named_by_its_labels() {
         let me = Owner::current();
         assert!(me.start.is_some(), "start time readable from /proc");
-        let back = Owner::from_labels(&me.labels().into_iter().collect()).expect("labels name an owner");
+        let back =
+            Owner::from_labels(&me.labels().into_iter().collect()).expect("labels name an owner");
         assert_eq!(back, me);
         assert!(back.is_alive_here(&me.host));
     }

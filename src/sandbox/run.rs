@@ -117,14 +117,8 @@ pub async fn start(engine: &Engine, name: &str, spec: &ContainerSpec) -> Result<
         }),
         Err(run) => {
             guard.disarm();
-            match engine.remove(&id).await {
-                Ok(()) => Err(run.into()),
-                Err(cleanup) => Err(RunError::CleanupAfterFailure {
-                    run: Box::new(run),
-                    container: id,
-                    cleanup: Box::new(cleanup),
-                }),
-            }
+            let removed = engine.remove(&id).await;
+            with_cleanup(Err(run), removed, id)
         }
     }
 }
@@ -153,13 +147,22 @@ pub async fn finish(
     let result = drive(engine, &id, attached, io).await;
     guard.disarm();
     let removed = engine.remove(&id).await;
+    with_cleanup(result, removed, id)
+}
+
+/// A step's result together with the removal that followed it: both failures are reported.
+fn with_cleanup<T>(
+    result: Result<T, EngineError>,
+    removed: Result<(), EngineError>,
+    container: String,
+) -> Result<T, RunError> {
     match (result, removed) {
-        (Ok(exit), Ok(())) => Ok(exit),
+        (Ok(value), Ok(())) => Ok(value),
         (Ok(_), Err(cleanup)) => Err(cleanup.into()),
         (Err(run), Ok(())) => Err(run.into()),
         (Err(run), Err(cleanup)) => Err(RunError::CleanupAfterFailure {
             run: Box::new(run),
-            container: id,
+            container,
             cleanup: Box::new(cleanup),
         }),
     }

@@ -226,3 +226,28 @@ pub fn image_exists(name: &str) -> bool {
 pub fn remove_image(name: &str) {
     let _ = Command::new("docker").args(["rmi", "-f", name]).output();
 }
+
+/// Starts the packbox binary with stdout and stderr piped, without waiting for it.
+pub fn spawn_packbox(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_packbox"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the packbox binary starts")
+}
+
+/// Waits (at most a minute) until the packbox process `pid` has a container; returns its id.
+pub fn wait_for_container(pid: u32) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(id) = containers_of(pid).pop() {
+            return id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no container of packbox {pid} appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
