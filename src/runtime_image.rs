@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::catalog::{Catalog, Runtime, RuntimeVersion};
-use crate::engine::{BuildSpec, Engine, EngineError};
+use crate::engine::{BuildSpec, ContainerEngine, EngineError};
 
 /// A runtime image that is not there and cannot be made.
 #[derive(Debug, thiserror::Error)]
@@ -60,11 +60,11 @@ impl ImageState {
 /// Makes sure a runtime version's image exists: present, else pulled when a registry answers,
 /// else built from its recipe. `on_line` receives the build's output lines.
 pub async fn ensure(
-    engine: &Engine,
+    engine: &dyn ContainerEngine,
     catalog: &Catalog,
     runtime: &Runtime,
     version: &RuntimeVersion,
-    on_line: impl FnMut(&str),
+    mut on_line: impl FnMut(&str) + Send,
 ) -> Result<ImageState, ImageError> {
     if let Some(id) = engine.image_id(&version.image).await? {
         return Ok(ImageState::Present { id });
@@ -104,7 +104,7 @@ pub async fn ensure(
         // The recipe installs packages from Debian's mirror.
         network_mode: "bridge".into(),
     };
-    let id = engine.build_image(spec, on_line).await?;
+    let id = engine.build_image(spec, &mut on_line).await?;
     Ok(ImageState::Built { id })
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
 use super::recipe::{EnvRecipe, IndexSettings, RECIPE_FORMAT};
-use crate::engine::{BuildSpec, Engine, EngineError};
+use crate::engine::{BuildSpec, ContainerEngine, EngineError};
 
 /// How long one environment build may take.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -97,11 +97,11 @@ static BUILD_LOCKS: LazyLock<std::sync::Mutex<HashMap<String, Arc<tokio::sync::M
 /// Makes sure the environment image of a recipe exists. A present image costs one engine lookup;
 /// otherwise the image is built once, whoever else asks for it meanwhile.
 pub async fn ensure(
-    engine: &Engine,
+    engine: &dyn ContainerEngine,
     recipe: &EnvRecipe,
     settings: &BuildSettings,
     state_dir: &Path,
-    mut on_line: impl FnMut(&str),
+    mut on_line: impl FnMut(&str) + Send,
 ) -> Result<EnvImage, EnvError> {
     let tag = recipe.tag();
     if let Some(id) = engine.image_id(&tag).await? {
@@ -150,10 +150,11 @@ pub async fn ensure(
         // Builds reach package indexes; runs stay on network none.
         network_mode: "bridge".into(),
     };
-    let build = engine.build_image(spec, |line| {
+    let mut on_build_line = |line: &str| {
         log.line(line);
         on_line(line);
-    });
+    };
+    let build = engine.build_image(spec, &mut on_build_line);
     let result = tokio::time::timeout(BUILD_TIMEOUT, build).await;
     match result {
         Ok(Ok(id)) => Ok(EnvImage {

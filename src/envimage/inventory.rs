@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use crate::engine::{Engine, EngineError, ImageSummary};
+use crate::engine::{ContainerEngine, EngineError, ImageSummary};
 
 /// One environment image, as `packbox envs list` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -31,7 +31,7 @@ pub struct PruneReport {
 }
 
 /// Every environment image on the engine, newest first.
-pub async fn list(engine: &Engine) -> Result<Vec<EnvInfo>, EngineError> {
+pub async fn list(engine: &dyn ContainerEngine) -> Result<Vec<EnvInfo>, EngineError> {
     let images = engine
         .images_with_labels(&["packbox.kind=env".to_string()])
         .await?;
@@ -51,7 +51,7 @@ pub async fn list(engine: &Engine) -> Result<Vec<EnvInfo>, EngineError> {
 
 /// Removes all but the `keep` newest environment images, never one in use.
 pub async fn prune(
-    engine: &Engine,
+    engine: &dyn ContainerEngine,
     keep: usize,
     dry_run: bool,
 ) -> Result<PruneReport, EngineError> {

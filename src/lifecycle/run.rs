@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::capture::{BoundedBuffer, Captured};
-use crate::engine::{Attached, ContainerSpec, Engine, EngineError, StreamKind};
+use crate::engine::{Attached, ContainerSpec, EngineError, SharedEngine, Signal, StreamKind};
 
 /// Bounds on one run.
 #[derive(Clone, Debug)]
@@ -86,7 +86,7 @@ impl std::fmt::Debug for Started {
 
 /// Runs one container to its end and removes it, whatever happened.
 pub async fn run_container(
-    engine: &Engine,
+    engine: &SharedEngine,
     name: &str,
     spec: &ContainerSpec,
     io: RunIo<'_>,
@@ -97,10 +97,14 @@ pub async fn run_container(
 
 /// Creates, attaches (before start, so no output is lost) and starts a container. On any
 /// failure the container is removed.
-pub async fn start(engine: &Engine, name: &str, spec: &ContainerSpec) -> Result<Started, RunError> {
+pub async fn start(
+    engine: &SharedEngine,
+    name: &str,
+    spec: &ContainerSpec,
+) -> Result<Started, RunError> {
     let id = engine.create_container(name, spec).await?;
     let guard = RemoveOnDrop {
-        engine: engine.clone(),
+        engine: SharedEngine::clone(engine),
         id: Some(id.clone()),
     };
     let attached = async {
@@ -124,7 +128,7 @@ pub async fn start(engine: &Engine, name: &str, spec: &ContainerSpec) -> Result<
 }
 
 /// Removes a started container that will not run (an idle pooled one).
-pub async fn discard(engine: &Engine, started: Started) {
+pub async fn discard(engine: &SharedEngine, started: Started) {
     let Started { id, guard, .. } = started;
     guard.disarm();
     if let Err(e) = engine.remove(&id).await {
@@ -135,7 +139,7 @@ pub async fn discard(engine: &Engine, started: Started) {
 /// Feeds stdin, captures the output under the limits until the container ends (or its timeout
 /// or a cancellation stops it), then removes it, whatever happened.
 pub async fn finish(
-    engine: &Engine,
+    engine: &SharedEngine,
     started: Started,
     io: RunIo<'_>,
 ) -> Result<ContainerExit, RunError> {
@@ -169,7 +173,7 @@ fn with_cleanup<T>(
 }
 
 async fn drive(
-    engine: &Engine,
+    engine: &SharedEngine,
     id: &str,
     attached: Attached,
     io: RunIo<'_>,
@@ -221,14 +225,14 @@ async fn drive(
         Ok(code) => (Ending::Exited, Some(code)),
         Err(ending) => {
             // SIGTERM, a grace period (still capturing), then SIGKILL.
-            engine.kill(id, "SIGTERM").await?;
+            engine.kill(id, Signal::Term).await?;
             let code =
                 match tokio::time::timeout(limits.grace, pump_and_wait(&mut stdout, &mut stderr))
                     .await
                 {
                     Ok(code) => Some(code?),
                     Err(_) => {
-                        engine.kill(id, "SIGKILL").await?;
+                        engine.kill(id, Signal::Kill).await?;
                         tokio::time::timeout(KILL_WAIT, engine.wait(id))
                             .await
                             .ok()
@@ -258,7 +262,7 @@ async fn drive(
 /// Removes the container if the run is dropped half-way (a panic, a dropped future); the normal
 /// path removes it explicitly and disarms this.
 struct RemoveOnDrop {
-    engine: Engine,
+    engine: SharedEngine,
     id: Option<String>,
 }
 
@@ -273,7 +277,7 @@ impl Drop for RemoveOnDrop {
         if let Some(id) = self.id.take()
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
-            let engine = self.engine.clone();
+            let engine = SharedEngine::clone(&self.engine);
             handle.spawn(async move {
                 if let Err(e) = engine.remove(&id).await {
                     tracing::warn!("removing container {id} after an interrupted run: {e}");

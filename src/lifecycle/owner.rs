@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::engine::{Engine, EngineError};
+use crate::engine::{ContainerEngine, EngineError};
 
 /// Label: the container is packbox's.
 pub const MANAGED: &str = "packbox.managed";
@@ -82,7 +82,7 @@ pub struct Swept {
 }
 
 /// Removes packbox containers whose owning process is gone; never one of a live owner.
-pub async fn sweep_orphans(engine: &Engine) -> Result<Vec<Swept>, EngineError> {
+pub async fn sweep_orphans(engine: &dyn ContainerEngine) -> Result<Vec<Swept>, EngineError> {
     let host = host_name();
     let containers = engine
         .containers_with_labels(&[format!("{MANAGED}=true")])
