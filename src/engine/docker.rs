@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 use bollard::query_parameters::{
@@ -11,13 +12,12 @@ use bollard::query_parameters::{
     CreateImageOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
     ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
 };
-use bollard::container::LogOutput;
 use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
     Attached, BuildSpec, ContainerEngine, ContainerSpec, ContainerState, ContainerSummary,
-    EngineError, ImageSummary, LineSink, OutputChunk, Signal, StreamKind,
+    EngineError, EngineInfo, ImageSummary, LineSink, OutputChunk, Signal, StreamKind,
 };
 
 /// How long connecting and negotiating the API version may take before the engine counts as
@@ -260,6 +260,7 @@ impl ContainerEngine for DockerEngine {
         Ok(ContainerState {
             oom_killed: state.oom_killed.unwrap_or(false),
             exit_code: state.exit_code,
+            running: state.running.unwrap_or(false),
         })
     }
 
@@ -303,15 +304,19 @@ impl ContainerEngine for DockerEngine {
             .collect())
     }
 
-    async fn oci_runtimes(&self) -> Result<Vec<String>, EngineError> {
+    async fn info(&self) -> Result<EngineInfo, EngineError> {
         let info = self
             .docker
             .info()
             .await
             .map_err(|e| api("reading the engine's info", e))?;
-        let mut runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
-        runtimes.sort();
-        Ok(runtimes)
+        let mut oci_runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        oci_runtimes.sort();
+        Ok(EngineInfo {
+            server_version: info.server_version.unwrap_or_default(),
+            oci_runtimes,
+            cpus: info.ncpu.unwrap_or(0),
+        })
     }
 
     async fn images_with_labels(

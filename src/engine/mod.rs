@@ -131,6 +131,8 @@ pub struct Attached {
 pub struct ContainerState {
     pub oom_killed: bool,
     pub exit_code: Option<i64>,
+    /// Whether its process still runs.
+    pub running: bool,
 }
 
 /// A container found by label, for sweeping leftovers.
@@ -140,6 +142,17 @@ pub struct ContainerSummary {
     /// The id of the image the container was created from.
     pub image_id: Option<String>,
     pub labels: HashMap<String, String>,
+}
+
+/// What the engine is and offers, for checks that depend on it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineInfo {
+    /// The engine's version (`20.10.24`).
+    pub server_version: String,
+    /// The OCI runtimes it offers (`runc`, `runsc`, ...), sorted.
+    pub oci_runtimes: Vec<String>,
+    /// CPUs of the engine's host; 0 when it does not say.
+    pub cpus: i64,
 }
 
 /// An image found by label, for listing and pruning environments.
@@ -184,12 +197,18 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
 
     /// Builds an image, passing each output line to `on_line`, and returns the new image id. An
     /// error step fails the build.
-    async fn build_image(&self, spec: BuildSpec, on_line: LineSink<'_>)
-    -> Result<String, EngineError>;
+    async fn build_image(
+        &self,
+        spec: BuildSpec,
+        on_line: LineSink<'_>,
+    ) -> Result<String, EngineError>;
 
     /// Creates a container from a spec; returns its id. Never pulls: a missing image is an error.
-    async fn create_container(&self, name: &str, spec: &ContainerSpec)
-    -> Result<String, EngineError>;
+    async fn create_container(
+        &self,
+        name: &str,
+        spec: &ContainerSpec,
+    ) -> Result<String, EngineError>;
 
     /// Attaches stdin, stdout and stderr; must happen before start so no output is lost.
     async fn attach(&self, id: &str) -> Result<Attached, EngineError>;
@@ -216,8 +235,8 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
         labels: &[String],
     ) -> Result<Vec<ContainerSummary>, EngineError>;
 
-    /// The OCI runtimes the engine offers (`runc`, `runsc`, ...).
-    async fn oci_runtimes(&self) -> Result<Vec<String>, EngineError>;
+    /// What the engine is and offers.
+    async fn info(&self) -> Result<EngineInfo, EngineError>;
 
     /// All images that carry every given `key=value` label.
     async fn images_with_labels(&self, labels: &[String])

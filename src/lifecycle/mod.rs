@@ -10,5 +10,4 @@ pub mod owner;
 pub mod pool;
 pub mod run;
 
-pub use capture::{Captured, DEFAULT_MAX_OUTPUT};
 pub use run::{ContainerExit, Ending, RunError, RunIo, RunLimits, Started};

@@ -78,6 +78,13 @@ pub struct Started {
     guard: RemoveOnDrop,
 }
 
+impl Started {
+    /// The container's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 impl std::fmt::Debug for Started {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Started").field("id", &self.id).finish()
@@ -284,5 +291,384 @@ impl Drop for RemoveOnDrop {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::engine::fake::{Call, Exit, FakeEngine, Op, Program};
+    use crate::engine::{SharedEngine, Signal};
+
+    const IMAGE: &str = "packbox/shell:5.2";
+
+    fn engine() -> (Arc<FakeEngine>, SharedEngine) {
+        let fake = FakeEngine::new();
+        fake.add_image(IMAGE, &[], 0);
+        let shared: SharedEngine = fake.clone();
+        (fake, shared)
+    }
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            image: IMAGE.into(),
+            cmd: vec!["bash".into(), "/pack/actions/a.sh".into()],
+            ..ContainerSpec::default()
+        }
+    }
+
+    fn limits(timeout: u64, grace: u64) -> RunLimits {
+        RunLimits {
+            timeout: Duration::from_secs(timeout),
+            grace: Duration::from_secs(grace),
+            max_output: 1024,
+        }
+    }
+
+    async fn run(
+        engine: &SharedEngine,
+        limits: &RunLimits,
+        cancel: &CancellationToken,
+        stdin: &[u8],
+    ) -> Result<ContainerExit, RunError> {
+        let io = RunIo {
+            stdin: stdin.to_vec(),
+            limits,
+            cancel,
+            on_output: &mut |_, _| {},
+        };
+        run_container(engine, "packbox-test", &spec(), io).await
+    }
+
+    fn kills(fake: &FakeEngine) -> Vec<Signal> {
+        fake.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Kill(_, signal) => Some(signal),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_process_that_exits_is_waited_for_and_removed() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program::prints("hello\n", 0));
+        let exit = run(&engine, &limits(60, 10), &CancellationToken::new(), b"{}")
+            .await
+            .expect("run");
+        assert_eq!(exit.ending, Ending::Exited);
+        assert_eq!(exit.exit_code, Some(0));
+        assert_eq!(exit.stdout.text, "hello\n");
+        assert!(
+            kills(&fake).is_empty(),
+            "no signal for a process that exits"
+        );
+        assert!(fake.container_ids().is_empty(), "removed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_order_is_create_attach_start_wait_remove() {
+        let (fake, engine) = engine();
+        run(&engine, &limits(60, 10), &CancellationToken::new(), b"")
+            .await
+            .expect("run");
+        let kinds: Vec<&'static str> = fake
+            .calls()
+            .iter()
+            .map(|c| match c {
+                Call::Create { .. } => "create",
+                Call::Attach(_) => "attach",
+                Call::Start(_) => "start",
+                Call::Wait(_) => "wait",
+                Call::Remove(_) => "remove",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["create", "attach", "start", "wait", "remove"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stdin_reaches_the_process_whole() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            delay: Duration::from_secs(1),
+            ..Program::default()
+        });
+        let document = vec![b'x'; 200_000];
+        let (limits, cancel) = (limits(60, 10), CancellationToken::new());
+        let runner = run(&engine, &limits, &cancel, &document);
+        let watcher = async {
+            fake.until(|f| {
+                f.container_ids()
+                    .first()
+                    .is_some_and(|id| f.stdin_of(id).len() == document.len())
+            })
+            .await;
+        };
+        let (exit, ()) = tokio::join!(runner, watcher);
+        exit.expect("run");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeout_sends_sigterm_then_sigkill_after_the_grace() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            exit: Exit::Never,
+            obeys_term: false,
+            ..Program::default()
+        });
+        let started = Instant::now();
+        let exit = run(&engine, &limits(30, 5), &CancellationToken::new(), b"")
+            .await
+            .expect("run");
+        assert_eq!(exit.ending, Ending::TimedOut);
+        assert_eq!(exit.exit_code, Some(137));
+        assert_eq!(kills(&fake), [Signal::Term, Signal::Kill]);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(35),
+            "timeout + grace"
+        );
+        assert!(fake.container_ids().is_empty(), "removed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_process_that_obeys_sigterm_gets_no_sigkill() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            exit: Exit::Never,
+            ..Program::default()
+        });
+        let started = Instant::now();
+        let exit = run(&engine, &limits(30, 5), &CancellationToken::new(), b"")
+            .await
+            .expect("run");
+        assert_eq!(exit.ending, Ending::TimedOut);
+        assert_eq!(exit.exit_code, Some(143));
+        assert_eq!(kills(&fake), [Signal::Term]);
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_that_ends_before_its_timeout_is_not_signalled() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            delay: Duration::from_secs(29),
+            ..Program::default()
+        });
+        let exit = run(&engine, &limits(30, 5), &CancellationToken::new(), b"")
+            .await
+            .expect("run");
+        assert_eq!(exit.ending, Ending::Exited);
+        assert!(kills(&fake).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancellation_stops_the_process_gracefully_and_removes_it() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            exit: Exit::Never,
+            obeys_term: false,
+            ..Program::default()
+        });
+        let cancel = CancellationToken::new();
+        let limits = limits(600, 3);
+        let runner = run(&engine, &limits, &cancel, b"");
+        let canceller = async {
+            tokio::time::sleep(Duration::from_secs(7)).await;
+            cancel.cancel();
+        };
+        let started = Instant::now();
+        let (exit, ()) = tokio::join!(runner, canceller);
+        let exit = exit.expect("run");
+        assert_eq!(exit.ending, Ending::Cancelled);
+        assert_eq!(kills(&fake), [Signal::Term, Signal::Kill]);
+        assert_eq!(started.elapsed(), Duration::from_secs(10), "cancel + grace");
+        assert!(fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_oom_kill_is_reported() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            exit: Exit::Code(137),
+            oom: true,
+            ..Program::default()
+        });
+        let exit = run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
+            .await
+            .expect("run");
+        assert!(exit.oom_killed);
+        assert!(fake.count(|c| matches!(c, Call::State(_))) == 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_exit_codes_need_no_inspection() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program::prints("", 3));
+        let exit = run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
+            .await
+            .expect("run");
+        assert_eq!(exit.exit_code, Some(3));
+        assert_eq!(fake.count(|c| matches!(c, Call::State(_))), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn output_beyond_the_limit_is_truncated_but_drained() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            output: (0..100)
+                .map(|_| (StreamKind::Stdout, vec![b'a'; 100]))
+                .chain([(StreamKind::Stderr, b"err".to_vec())])
+                .collect(),
+            ..Program::default()
+        });
+        let exit = run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
+            .await
+            .expect("run");
+        assert!(exit.stdout.truncated);
+        assert!(exit.stdout.text.starts_with(&"a".repeat(1024)));
+        assert!(exit.stdout.text.contains("[OUTPUT TRUNCATED: stdout"));
+        assert_eq!(
+            exit.stderr.text, "err",
+            "the other stream is read to its end"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_start_removes_the_created_container() {
+        let (fake, engine) = engine();
+        fake.fail(Op::Start, 1);
+        let err = run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
+            .await
+            .expect_err("start fails");
+        assert!(crate::error_text::chain(&err).contains("injected"), "{err}");
+        assert_eq!(fake.count(|c| matches!(c, Call::Remove(_))), 1);
+        assert!(fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_attach_removes_the_created_container() {
+        let (fake, engine) = engine();
+        fake.fail(Op::Attach, 1);
+        run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
+            .await
+            .expect_err("attach fails");
+        assert!(fake.container_ids().is_empty());
+        assert_eq!(
+            fake.count(|c| matches!(c, Call::Start(_))),
+            0,
+            "never started"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_engine_error_mid_run_still_removes_the_container() {
+        let (fake, engine) = engine();
+        fake.fail(Op::Output, 1);
+        fake.set_program(|_| Program {
+            exit: Exit::Never,
+            ..Program::default()
+        });
+        let err = run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
+            .await
+            .expect_err("output fails");
+        assert!(err.to_string().contains("reading output"), "{err}");
+        assert!(fake.container_ids().is_empty(), "removed after the error");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_wait_still_removes_the_container() {
+        let (fake, engine) = engine();
+        fake.fail(Op::Wait, 1);
+        run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
+            .await
+            .expect_err("wait fails");
+        assert!(fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_removal_after_a_failed_run_reports_both() {
+        let (fake, engine) = engine();
+        fake.fail(Op::Wait, 1);
+        fake.fail(Op::Remove, 1);
+        let err = run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
+            .await
+            .expect_err("both fail");
+        assert!(matches!(err, RunError::CleanupAfterFailure { .. }), "{err}");
+        assert!(err.to_string().contains("waiting") && err.to_string().contains("removing"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_dropped_half_way_removes_its_container() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            exit: Exit::Never,
+            ..Program::default()
+        });
+        let running = {
+            let engine = SharedEngine::clone(&engine);
+            tokio::spawn(async move {
+                let limits = limits(600, 5);
+                let cancel = CancellationToken::new();
+                let _ = run(&engine, &limits, &cancel, b"").await;
+            })
+        };
+        fake.until(|f| !f.running().is_empty()).await;
+        running.abort();
+        let _ = running.await;
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            fake.until(|f| f.container_ids().is_empty()),
+        )
+        .await
+        .expect("the drop guard removes the container");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_output_handler_still_removes_the_container() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            output: vec![(StreamKind::Stdout, b"boom".to_vec())],
+            exit: Exit::Never,
+            ..Program::default()
+        });
+        let running = {
+            let engine = SharedEngine::clone(&engine);
+            tokio::spawn(async move {
+                let limits = limits(600, 5);
+                let cancel = CancellationToken::new();
+                let io = RunIo {
+                    stdin: Vec::new(),
+                    limits: &limits,
+                    cancel: &cancel,
+                    on_output: &mut |_, _| panic!("a bug in the caller"),
+                };
+                let _ = run_container(&engine, "packbox-test", &spec(), io).await;
+            })
+        };
+        assert!(running.await.is_err(), "the task panicked");
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            fake.until(|f| f.container_ids().is_empty()),
+        )
+        .await
+        .expect("the drop guard removes the container");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn discarding_a_started_container_removes_it_without_running_it() {
+        let (fake, engine) = engine();
+        let started = start(&engine, "packbox-idle", &spec())
+            .await
+            .expect("start");
+        assert_eq!(fake.container_ids().len(), 1);
+        discard(&engine, started).await;
+        assert!(fake.container_ids().is_empty());
     }
 }

@@ -4,4 +4,4 @@
 
 pub mod policy;
 
-pub use policy::{PACK_MOUNT, SandboxPolicy, Workload};
+pub use policy::{SandboxPolicy, Workload};
