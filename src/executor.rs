@@ -59,6 +59,9 @@ pub struct Executor {
 pub enum RunEvent<'a> {
     /// Preparing the image (an environment build).
     Prepare(PrepareEvent<'a>),
+    /// The action's container was handed the run (the action starts now); its exec id is the
+    /// outcome's and the container's `packbox.exec_id` label.
+    Started { exec_id: &'a str },
     /// A chunk of the action's output, as it arrives.
     Output { stream: StreamKind, bytes: &'a [u8] },
 }
@@ -133,7 +136,8 @@ impl Executor {
         }
     }
 
-    fn preparer(&self) -> Preparer<'_> {
+    /// The image stages, stopping when `cancel` is cancelled.
+    fn preparer<'a>(&'a self, cancel: &'a CancellationToken) -> Preparer<'a> {
         Preparer {
             engine: &self.engine,
             catalog: &self.catalog,
@@ -141,23 +145,58 @@ impl Executor {
             build: &self.settings.build,
             state_dir: &self.settings.state_dir,
             owner: &self.owner,
-            cancel: &self.shutdown,
+            cancel,
         }
     }
 
     /// Runs a plan in a fresh container and removes it. An action that fails is an `Ok` outcome
     /// with status failed; `Err` means the run could not happen. `on_event` hears about
-    /// environment builds and receives the action's output as it comes (for `--follow`).
+    /// environment builds, the container's start and receives the action's output as it comes
+    /// (for `--follow`).
     pub async fn run(
         &self,
         plan: &RunPlan,
+        on_event: impl FnMut(RunEvent<'_>) + Send,
+    ) -> Result<Outcome, Error> {
+        self.run_with_cancel(plan, &CancellationToken::new(), on_event)
+            .await
+    }
+
+    /// [`Executor::run`], stopped early when `cancel` is cancelled, as when the executor shuts
+    /// down but for this run alone: before the container starts the run ends with a
+    /// [`Fault::Cancelled`](crate::Fault) error and leaves nothing; after, the action is stopped
+    /// (SIGTERM, grace, SIGKILL), its container removed, and its outcome is `cancelled`.
+    pub async fn run_with_cancel(
+        &self,
+        plan: &RunPlan,
+        cancel: &CancellationToken,
+        on_event: impl FnMut(RunEvent<'_>) + Send,
+    ) -> Result<Outcome, Error> {
+        // One token for the run, cancelled by the executor's shutdown (as its child) or by the
+        // caller's token (relayed while the run lasts).
+        let token = self.shutdown.child_token();
+        let relay = async {
+            cancel.cancelled().await;
+            token.cancel();
+            std::future::pending::<std::convert::Infallible>().await
+        };
+        tokio::select! {
+            outcome = self.run_until(plan, &token, on_event) => outcome,
+            never = relay => match never {},
+        }
+    }
+
+    async fn run_until(
+        &self,
+        plan: &RunPlan,
+        cancel: &CancellationToken,
         mut on_event: impl FnMut(RunEvent<'_>) + Send,
     ) -> Result<Outcome, Error> {
         let span = tracing::info_span!("run", action = plan.action_ref());
         async {
             let started = Instant::now();
             self.check_policy(plan).await?;
-            let preparer = self.preparer();
+            let preparer = self.preparer(cancel);
             let statuses = preparer.verified_versions(&plan.runtime).await?;
             let constraint = plan.action.action.runtime_version.as_ref();
             tracing::debug!(
@@ -190,8 +229,11 @@ impl Executor {
                 ms = prepare_started.elapsed().as_millis() as u64,
                 "image ready"
             );
-            let (exec_id, container, stdin) = self.container_for(plan, &prepared.image).await?;
+            let prepare_ms = started.elapsed().as_millis() as u64;
+            let (exec_id, container, stdin) =
+                self.container_for(plan, &prepared.image, cancel).await?;
             tracing::debug!(exec_id = %exec_id, container = container.id(), "container started");
+            on_event(RunEvent::Started { exec_id: &exec_id });
             let mut on_output =
                 |stream: StreamKind, bytes: &[u8]| on_event(RunEvent::Output { stream, bytes });
             let exit = lifecycle::run::finish(
@@ -200,7 +242,7 @@ impl Executor {
                 RunIo {
                     stdin,
                     limits: &plan.limits,
-                    cancel: &self.shutdown,
+                    cancel,
                     on_output: &mut on_output,
                 },
             )
@@ -217,6 +259,7 @@ impl Executor {
                 RunFacts {
                     exec_id,
                     duration_ms: started.elapsed().as_millis() as u64,
+                    prepare_ms,
                     runtime_version: prepared.runtime_version,
                     image: prepared.image,
                 },
@@ -233,6 +276,7 @@ impl Executor {
         &self,
         plan: &RunPlan,
         image: &str,
+        cancel: &CancellationToken,
     ) -> Result<(String, Started, Vec<u8>), Error> {
         let spec_for = |exec_id: &str| {
             let mut spec = plan
@@ -246,14 +290,14 @@ impl Executor {
         let exec_id = uuid::Uuid::new_v4().to_string();
         let spec = spec_for(&exec_id);
         let Some(warm_pool) = &self.pool else {
-            let started = self.start_container(&exec_id, &spec).await?;
+            let started = self.start_container(&exec_id, &spec, cancel).await?;
             return Ok((exec_id, started, plan.stdin.0.clone()));
         };
         let key = pool::key(&spec);
         let (exec_id, started) = match self.take_warm(warm_pool, &key).await {
             Some(warm) => (warm.exec_id, warm.started),
             None => {
-                let started = self.start_container(&exec_id, &spec).await?;
+                let started = self.start_container(&exec_id, &spec, cancel).await?;
                 (exec_id, started)
             }
         };
@@ -303,17 +347,18 @@ impl Executor {
         None
     }
 
-    /// Creates and starts a container, unless the executor is shut down first (then nothing is
+    /// Creates and starts a container, unless the run is cancelled first (then nothing is
     /// left behind).
     async fn start_container(
         &self,
         exec_id: &str,
         spec: &crate::engine::ContainerSpec,
+        cancel: &CancellationToken,
     ) -> Result<Started, Error> {
         let name = container_name(exec_id);
         tokio::select! {
             started = lifecycle::run::start(&self.engine, &name, spec) => Ok(started?),
-            () = self.shutdown.cancelled() => Err(PrepareError::Cancelled.into()),
+            () = cancel.cancelled() => Err(PrepareError::Cancelled.into()),
         }
     }
 
@@ -415,7 +460,7 @@ impl Executor {
         mut on_event: impl FnMut(BuildEvent<'_>) + Send,
     ) -> Result<Vec<EnvReport>, Error> {
         let actions = pack::load_packs(packs_dir, packs).map_err(crate::plan::PlanError::from)?;
-        let preparer = self.preparer();
+        let preparer = self.preparer(&self.shutdown);
         let mut reports = Vec::new();
         for action in actions {
             let runtime = resolve_runtime(&self.catalog, &action)?;
@@ -617,6 +662,13 @@ mod tests {
     /// A fake engine holding the catalog's runtime images, whose probes answer with real-looking
     /// versions; every other container runs `action`.
     fn engine(action: Program) -> Arc<FakeEngine> {
+        engine_with(move |_| action.clone())
+    }
+
+    /// [`engine`], with the action's program chosen by its container spec.
+    fn engine_with(
+        action: impl Fn(&ContainerSpec) -> Program + Send + Sync + 'static,
+    ) -> Arc<FakeEngine> {
         let fake = FakeEngine::new();
         let mut versions = HashMap::new();
         for (tag, answer) in [
@@ -635,7 +687,7 @@ mod tests {
                 let answer = versions.get(&spec.image).cloned().unwrap_or_default();
                 return Program::prints(&format!("{answer}\n"), 0);
             }
-            action.clone()
+            action(spec)
         });
         fake
     }
@@ -924,6 +976,178 @@ mod tests {
         executor.close().await;
         h.executor.close().await;
         assert!(h.fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_one_run_stops_it_alone() {
+        // Runs of `slow.sh` never end by themselves; the others print and exit.
+        let fake = engine_with(|spec| {
+            if spec.cmd.iter().any(|arg| arg.ends_with("slow.sh")) {
+                Program {
+                    exit: Exit::Never,
+                    ..Program::default()
+                }
+            } else {
+                Program::prints("quick\n", 0)
+            }
+        });
+        let h = harness(fake, SettingsLayer::default());
+        let slow = pack("shell", "slow.sh", "", &[]);
+        let quick = pack("shell", "a.sh", "", &[]);
+        let (slow_plan, quick_plan) = (plan_for(&h, &slow), plan_for(&h, &quick));
+        let cancel = CancellationToken::new();
+        let slow_run = h.executor.run_with_cancel(&slow_plan, &cancel, |_| {});
+        let cancelling = async {
+            h.fake
+                .until(|f| f.running().iter().any(|n| !n.starts_with("packbox-probe")))
+                .await;
+            cancel.cancel();
+        };
+        let (slow_outcome, ()) = tokio::join!(slow_run, cancelling);
+        let slow_outcome = slow_outcome.expect("an outcome");
+        assert_eq!(slow_outcome.status, Status::Cancelled);
+        assert_eq!(
+            slow_outcome.error.as_deref(),
+            Some("Execution was cancelled")
+        );
+        let quick_outcome = run(&h, &quick_plan).await.expect("the executor still runs");
+        assert_eq!(quick_outcome.status, Status::Succeeded);
+        assert_eq!(quick_outcome.stdout, "quick\n");
+        h.executor.close().await;
+        assert!(h.fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_cancelled_before_its_container_starts_leaves_nothing() {
+        let fake = FakeEngine::new();
+        fake.add_image("packbox/shell:5.2", &[], 0);
+        // Probes never answer: the run is still preparing when it is cancelled.
+        fake.set_program(|_| Program {
+            exit: Exit::Never,
+            ..Program::default()
+        });
+        let h = harness(fake, SettingsLayer::default());
+        let packs = pack("shell", "a.sh", "", &[]);
+        let plan = plan_for(&h, &packs);
+        let cancel = CancellationToken::new();
+        let running = h.executor.run_with_cancel(&plan, &cancel, |_| {});
+        let cancelling = async {
+            h.fake.until(|f| !f.running().is_empty()).await;
+            cancel.cancel();
+        };
+        let (result, ()) = tokio::join!(running, cancelling);
+        let err = result.expect_err("cancelled");
+        assert_eq!(err.fault(), Fault::Cancelled, "{err}");
+        h.executor.close().await;
+        assert!(h.fake.container_ids().is_empty());
+        assert!(
+            action_creates(&h.fake).is_empty(),
+            "the action never started"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_token_after_the_run_changes_nothing() {
+        let h = harness(engine(Program::prints("ok\n", 0)), SettingsLayer::default());
+        let packs = pack("shell", "a.sh", "", &[]);
+        let cancel = CancellationToken::new();
+        let outcome = h
+            .executor
+            .run_with_cancel(&plan_for(&h, &packs), &cancel, |_| {})
+            .await
+            .expect("run");
+        assert_eq!(outcome.status, Status::Succeeded);
+        cancel.cancel();
+        let again = run(&h, &plan_for(&h, &packs)).await.expect("run");
+        assert_eq!(again.status, Status::Succeeded);
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_started_event_names_the_outcomes_exec_id_before_any_output() {
+        let h = harness(engine(Program::prints("hi\n", 0)), SettingsLayer::default());
+        let packs = pack("shell", "a.sh", "", &[]);
+        let mut seen = Vec::new();
+        let outcome = h
+            .executor
+            .run(&plan_for(&h, &packs), |event| match event {
+                RunEvent::Started { exec_id } => seen.push(format!("started {exec_id}")),
+                RunEvent::Output { bytes, .. } => {
+                    seen.push(format!("output {}", String::from_utf8_lossy(bytes)))
+                }
+                RunEvent::Prepare(_) => {}
+            })
+            .await
+            .expect("run");
+        assert_eq!(
+            seen,
+            [
+                format!("started {}", outcome.exec_id),
+                "output hi\n".to_string()
+            ]
+        );
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_outcome_names_the_pack_version_and_content() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        let packs = pack("shell", "a.sh", "", &[]);
+        let first = run(&h, &plan_for(&h, &packs)).await.expect("run");
+        assert_eq!(first.pack_version, "1.0.0");
+        assert_eq!(first.pack_digest.len(), 64);
+        std::fs::write(packs.path().join("p/actions/a.sh"), "echo changed\n").expect("edit");
+        let second = run(&h, &plan_for(&h, &packs)).await.expect("run");
+        assert_ne!(first.pack_digest, second.pack_digest, "the content changed");
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn json_parameters_and_secrets_are_checked_delivered_and_scrubbed() {
+        let h = harness(
+            engine(Program {
+                delay: Duration::from_secs(1),
+                ..Program::prints("token is s3cr3t-json\n", 0)
+            }),
+            SettingsLayer::default(),
+        );
+        let packs = pack(
+            "shell",
+            "a.sh",
+            "parameters:\n  count: {type: integer, required: true}\n",
+            &[],
+        );
+        let catalog = Catalog::builtin().expect("catalog");
+        let mut request = RunRequest::new(packs.path(), "p.a");
+        request.param_values = serde_json::json!({"count": "three"})
+            .as_object()
+            .cloned()
+            .expect("object");
+        let err = plan(&h.settings, &catalog, &request).expect_err("a string is no integer");
+        assert!(err.to_string().contains("`count`"), "{err}");
+        request.param_values = serde_json::json!({"count": 3})
+            .as_object()
+            .cloned()
+            .expect("object");
+        request.secret_values = serde_json::json!({"token": "s3cr3t-json"})
+            .as_object()
+            .cloned()
+            .expect("object");
+        let plan = plan(&h.settings, &catalog, &request).expect("plan");
+        let running = run(&h, &plan);
+        let delivered = async {
+            h.fake
+                .until(|f| {
+                    f.container_ids().iter().any(|id| {
+                        let stdin = String::from_utf8_lossy(&f.stdin_of(id)).into_owned();
+                        stdin.contains(r#""count":3"#) && stdin.contains("s3cr3t-json")
+                    })
+                })
+                .await;
+        };
+        let (outcome, ()) = tokio::join!(running, delivered);
+        assert_eq!(outcome.expect("run").stdout, "token is ***\n", "scrubbed");
+        h.executor.close().await;
     }
 
     #[tokio::test(start_paused = true)]

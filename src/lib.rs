@@ -62,6 +62,7 @@ pub use probe::{UnknownRuntimeFilter, VersionStatus};
 pub use runtime_image::{ImageError, ImageState};
 pub use sandbox::SandboxPolicy;
 pub use settings::{
-    BuildLayer, Environment, RunLayer, SandboxLayer, Settings, SettingsError, SettingsLayer,
-    ShownSetting, Size, Source, parse_size,
+    Age, BuildLayer, Environment, HiddenText, Keep, KeepLayer, Retention, RetentionLayer, RunLayer,
+    SandboxLayer, ServeLayer, ServeSettings, Settings, SettingsError, SettingsLayer, ShownSetting,
+    Size, Source, WarmLayer, WarmSettings, parse_size,
 };

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::catalog::{Catalog, NoMatchingVersion, Runtime};
 use crate::contract::delivery;
@@ -13,6 +13,7 @@ use crate::contract::result::OutcomeTerms;
 use crate::contract::secrets::{Redactor, SecretBytes, SecretError, Secrets};
 use crate::lifecycle::RunLimits;
 use crate::lifecycle::owner::Owner;
+use crate::pack::digest::{self, DigestError};
 use crate::pack::params::ParamError;
 use crate::pack::{self, LoadedAction, PackError, ParameterDelivery, ParameterFormat, params};
 use crate::sandbox::{SandboxPolicy, Workload};
@@ -34,6 +35,8 @@ pub enum PlanError {
     Param(#[from] ParamError),
     #[error(transparent)]
     Secret(#[from] SecretError),
+    #[error(transparent)]
+    Digest(#[from] DigestError),
     /// The action names a runner type no runtime of the catalog has.
     #[error("action {action}: runner_type `{runner_type}` is not a known runtime (known: {known})")]
     UnknownRuntime {
@@ -62,10 +65,17 @@ pub struct RunRequest {
     pub params: Vec<String>,
     /// A JSON or YAML file of parameter values.
     pub params_file: Option<PathBuf>,
-    /// `KEY=VALUE` secrets; they win over `secrets_file` and over parameters of the same name.
+    /// Parameter values as JSON (as an API receives them), checked like the file's; they win
+    /// over `params_file`.
+    pub param_values: Map<String, Value>,
+    /// `KEY=VALUE` secrets; they win over `secret_values`, `secrets_file` and over parameters of
+    /// the same name.
     pub secrets: Vec<String>,
     /// A JSON or YAML file of secrets.
     pub secrets_file: Option<PathBuf>,
+    /// Secret values as JSON (as an API receives them); they win over `secrets_file`. Used for
+    /// this run only, like every secret.
+    pub secret_values: Map<String, Value>,
     /// Overrides the action's `timeout_seconds` and the settings' timeout for this run.
     pub timeout: Option<Duration>,
 }
@@ -78,8 +88,10 @@ impl RunRequest {
             action_ref: action_ref.into(),
             params: Vec::new(),
             params_file: None,
+            param_values: Map::new(),
             secrets: Vec::new(),
             secrets_file: None,
+            secret_values: Map::new(),
             timeout: None,
         }
     }
@@ -96,6 +108,8 @@ pub struct RunPlan {
     pub(crate) limits: RunLimits,
     /// Scrubs the secrets of this run out of its outcome.
     pub(crate) redactor: Redactor,
+    /// The content digest of the pack when the run was planned.
+    pub(crate) pack_digest: String,
 }
 
 /// Loads and checks everything about a run that needs no engine.
@@ -115,11 +129,15 @@ pub fn plan(
             action: action.action_ref.clone(),
             source,
         })?;
-    let secrets = Secrets::read(&request.secrets, request.secrets_file.as_deref())?;
+    // Secrets: the file, then JSON values, then KEY=VALUE assignments (which win).
+    let mut secrets = Secrets::read(&[], request.secrets_file.as_deref())?;
+    secrets.overlay(request.secret_values.clone());
+    secrets.overlay(Secrets::read(&request.secrets, None)?.into_values());
     let mut from_file = match &request.params_file {
         Some(file) => params::read_file(file)?,
         None => serde_json::Map::new(),
     };
+    from_file.extend(request.param_values.clone());
     // A declared parameter given as a secret counts as given (and is checked like any value).
     for (name, value) in secrets.values() {
         if manifest.parameters.contains_key(name) {
@@ -149,7 +167,9 @@ pub fn plan(
         .or(settings.run.timeout)
         .or(manifest.timeout_seconds.map(Duration::from_secs))
         .unwrap_or(DEFAULT_TIMEOUT);
+    let pack_digest = digest::tree_digest(&action.pack_dir)?;
     Ok(RunPlan {
+        pack_digest,
         runtime: runtime.clone(),
         stdin,
         policy: settings.sandbox.clone(),
@@ -198,6 +218,8 @@ impl RunPlan {
     pub(crate) fn outcome_terms(&self) -> OutcomeTerms<'_> {
         OutcomeTerms {
             action_ref: &self.action.action_ref,
+            pack_version: &self.action.pack.version,
+            pack_digest: &self.pack_digest,
             runtime: &self.runtime.name,
             output_format: self.action.action.output_format,
             output_schema: self.action.action.output.as_ref(),

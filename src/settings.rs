@@ -13,6 +13,7 @@
 //! ranges and the same messages.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -129,6 +130,8 @@ pub struct SettingsLayer {
     pub run: RunLayer,
     #[serde(default)]
     pub build: BuildLayer,
+    #[serde(default)]
+    pub serve: ServeLayer,
 }
 
 /// Sandbox settings of one layer; each overrides one default.
@@ -171,6 +174,96 @@ pub struct BuildLayer {
     pub ca_bundle: Option<PathBuf>,
     pub pip_index_url: Option<String>,
     pub npm_registry: Option<String>,
+}
+
+/// `packbox serve` settings of one layer (the `serve:` section of the config file).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServeLayer {
+    /// Address and port to listen on (`127.0.0.1:8080`).
+    pub listen: Option<String>,
+    /// The folder of packs the server runs actions from.
+    pub packs: Option<PathBuf>,
+    /// A file of API tokens, one `NAME:TOKEN` (or bare `TOKEN`) per line.
+    pub token_file: Option<PathBuf>,
+    /// Runs at the same time.
+    pub max_concurrent: Option<u64>,
+    /// Accepted runs waiting for a slot; past it, requests get 429.
+    pub max_queue: Option<u64>,
+    /// Longest `wait` a request may ask for.
+    pub max_wait_seconds: Option<u64>,
+    /// Longest timeout a run may have, whatever the action or request says.
+    pub max_timeout_seconds: Option<u64>,
+    /// Largest request body.
+    pub max_body: Option<Size>,
+    /// Time a client has to send its request headers and body.
+    pub client_timeout_seconds: Option<u64>,
+    /// On SIGTERM, time given to running executions before they are cancelled.
+    pub drain_seconds: Option<u64>,
+    #[serde(default)]
+    pub warm: WarmLayer,
+    #[serde(default)]
+    pub retention: RetentionLayer,
+}
+
+/// Warm-pool settings of one layer.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct WarmLayer {
+    /// Most pre-started containers per kind of run (0 turns the pool off).
+    pub per_kind: Option<u64>,
+    /// Most pre-started containers in all.
+    pub total: Option<u64>,
+    /// A kind of run unused this long loses its pre-started containers.
+    pub idle: Option<Age>,
+}
+
+/// Record-retention settings of one layer.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RetentionLayer {
+    /// Records of runs that succeeded.
+    #[serde(default)]
+    pub succeeded: KeepLayer,
+    /// Records of every other final status (failed, timeout, oom, cancelled, error, ...).
+    #[serde(default)]
+    pub failed: KeepLayer,
+    /// How often old records are pruned.
+    pub prune_every: Option<Age>,
+}
+
+/// How long and how many records of one class are kept.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct KeepLayer {
+    pub max_age: Option<Age>,
+    pub max_count: Option<u64>,
+}
+
+/// A duration written as `90s`, `12h`, `7d` (or a number of seconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "serde_yaml::Value")]
+pub struct Age(pub Duration);
+
+impl TryFrom<serde_yaml::Value> for Age {
+    type Error = String;
+    fn try_from(value: serde_yaml::Value) -> Result<Age, String> {
+        let expected = "expected a duration such as 90s, 12h, 7d or a number of seconds";
+        match value {
+            serde_yaml::Value::Number(n) => n
+                .as_u64()
+                .map(|s| Age(Duration::from_secs(s)))
+                .ok_or_else(|| format!("{expected}, found {n}")),
+            serde_yaml::Value::String(s) => humantime::parse_duration(s.trim())
+                .map(Age)
+                .map_err(|_| format!("{expected}, found `{s}`")),
+            _ => Err(expected.into()),
+        }
+    }
 }
 
 /// A size in bytes, written as a number or with a binary suffix (`512m`, `64k`, `1g`).
@@ -224,6 +317,61 @@ pub struct RunDefaults {
     pub max_output: usize,
 }
 
+/// What `packbox serve` runs with, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServeSettings {
+    pub listen: SocketAddr,
+    /// The folder of packs; `packbox serve` refuses to start without one.
+    pub packs: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    /// A token from the environment (`PACKBOX_SERVE_TOKEN`), named `env`; never shown.
+    pub env_token: Option<HiddenText>,
+    pub max_concurrent: usize,
+    pub max_queue: usize,
+    pub max_wait: Duration,
+    pub max_timeout: Duration,
+    pub max_body: usize,
+    pub client_timeout: Duration,
+    pub drain: Duration,
+    pub warm: WarmSettings,
+    pub retention: Retention,
+}
+
+/// How the server's warm pool is sized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WarmSettings {
+    pub per_kind: usize,
+    pub total: usize,
+    pub idle: Duration,
+}
+
+/// How long execution records are kept, by class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub succeeded: Keep,
+    pub failed: Keep,
+    pub prune_every: Duration,
+}
+
+/// The records of one class kept: none older than `max_age`, at most `max_count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keep {
+    pub max_age: Duration,
+    pub max_count: u64,
+}
+
+/// Text that must not show in settings output or logs (a token): `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HiddenText(pub String);
+
+impl std::fmt::Debug for HiddenText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
 /// One setting as `packbox config show` prints it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ShownSetting {
@@ -246,6 +394,8 @@ pub struct Settings {
     pub sandbox: SandboxPolicy,
     pub run: RunDefaults,
     pub build: BuildSettings,
+    /// What `packbox serve` runs with.
+    pub serve: ServeSettings,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
     shown: Vec<ShownSetting>,
@@ -255,6 +405,27 @@ pub struct Settings {
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// Default bytes kept per output stream: 10 MiB.
 pub const DEFAULT_MAX_OUTPUT: usize = 10 << 20;
+
+/// Defaults of `packbox serve`.
+pub mod serve_defaults {
+    use std::time::Duration;
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    pub const MAX_CONCURRENT: u64 = 8;
+    pub const MAX_QUEUE: u64 = 256;
+    pub const MAX_WAIT: u64 = 60;
+    pub const MAX_TIMEOUT: u64 = 3600;
+    pub const MAX_BODY: u64 = 1 << 20;
+    pub const CLIENT_TIMEOUT: u64 = 30;
+    pub const DRAIN: u64 = 30;
+    pub const WARM_PER_KIND: u64 = 2;
+    pub const WARM_TOTAL: u64 = 16;
+    pub const WARM_IDLE: Duration = Duration::from_secs(600);
+    pub const SUCCEEDED_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+    pub const SUCCEEDED_COUNT: u64 = 10_000;
+    pub const FAILED_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+    pub const FAILED_COUNT: u64 = 100_000;
+    pub const PRUNE_EVERY: Duration = Duration::from_secs(300);
+}
 
 /// Bounds that hold whatever the source; a value outside is an input error.
 mod bounds {
@@ -376,6 +547,12 @@ fn env_layer(env: &Environment) -> SettingsLayer {
             ca_bundle: path("PACKBOX_BUILD_CA_BUNDLE"),
             pip_index_url: text("PACKBOX_PIP_INDEX_URL"),
             npm_registry: text("PACKBOX_NPM_REGISTRY"),
+        },
+        serve: ServeLayer {
+            listen: text("PACKBOX_SERVE_LISTEN"),
+            packs: path("PACKBOX_PACKS"),
+            token_file: path("PACKBOX_SERVE_TOKEN_FILE"),
+            ..ServeLayer::default()
         },
     }
 }
@@ -702,6 +879,7 @@ impl Resolver<'_> {
             weaker_than_default: weakened,
             ..sandbox
         };
+        let serve = self.serve(env)?;
         Ok(Settings {
             engine: engine.value,
             state_dir: state_dir.value,
@@ -721,8 +899,179 @@ impl Resolver<'_> {
                 },
                 proxies,
             },
+            serve,
             config_file,
             shown: self.shown,
+        })
+    }
+
+    /// The `serve:` settings: each one picked, checked and shown.
+    fn serve(&mut self, env: &Environment) -> Result<ServeSettings, SettingsError> {
+        use serve_defaults as d;
+        let listen = self.setting(
+            "serve.listen",
+            |l| l.serve.listen.clone(),
+            d::LISTEN.to_string(),
+            |text| {
+                text.parse::<SocketAddr>().map(|_| ()).map_err(|_| {
+                    format!("`{text}` is not an address: expected IP:PORT such as 127.0.0.1:8080")
+                })
+            },
+        )?;
+        let packs = self.pick(|l| l.serve.packs.clone());
+        self.show(
+            "serve.packs",
+            packs.as_ref().map(|p| &p.value),
+            packs.as_ref().map_or(Source::Default, |p| p.source),
+        );
+        let token_file = self.pick(|l| l.serve.token_file.clone());
+        self.show(
+            "serve.token_file",
+            token_file.as_ref().map(|p| &p.value),
+            token_file.as_ref().map_or(Source::Default, |p| p.source),
+        );
+        let env_token = env
+            .get("PACKBOX_SERVE_TOKEN")
+            .map(|t| HiddenText(t.to_string()));
+        self.show(
+            "serve.token (PACKBOX_SERVE_TOKEN)",
+            env_token.as_ref().map(|_| "(set, not shown)"),
+            if env_token.is_some() {
+                Source::Env
+            } else {
+                Source::Default
+            },
+        );
+        let count = |min: u64, max: u64| move |v: &u64| count_in_range(*v, min, max);
+        let max_concurrent = self.setting(
+            "serve.max_concurrent",
+            |l| l.serve.max_concurrent,
+            d::MAX_CONCURRENT,
+            count(1, 4096),
+        )?;
+        let max_queue = self.setting(
+            "serve.max_queue",
+            |l| l.serve.max_queue,
+            d::MAX_QUEUE,
+            count(0, 1_000_000),
+        )?;
+        let max_wait = self.setting(
+            "serve.max_wait_seconds",
+            |l| l.serve.max_wait_seconds,
+            d::MAX_WAIT,
+            count(1, 3600),
+        )?;
+        let max_timeout = self.setting(
+            "serve.max_timeout_seconds",
+            |l| l.serve.max_timeout_seconds,
+            d::MAX_TIMEOUT,
+            count(1, bounds::MAX_TIMEOUT),
+        )?;
+        let max_body = self.setting(
+            "serve.max_body",
+            |l| l.serve.max_body.map(|s| s.0),
+            d::MAX_BODY,
+            |v| in_range(*v, 1 << 10, 1 << 30, "1k", "1g"),
+        )?;
+        let client_timeout = self.setting(
+            "serve.client_timeout_seconds",
+            |l| l.serve.client_timeout_seconds,
+            d::CLIENT_TIMEOUT,
+            count(1, 3600),
+        )?;
+        let drain = self.setting(
+            "serve.drain_seconds",
+            |l| l.serve.drain_seconds,
+            d::DRAIN,
+            count(0, 24 * 3600),
+        )?;
+        let warm_per_kind = self.setting(
+            "serve.warm.per_kind",
+            |l| l.serve.warm.per_kind,
+            d::WARM_PER_KIND,
+            count(0, 64),
+        )?;
+        let warm_total = self.setting(
+            "serve.warm.total",
+            |l| l.serve.warm.total,
+            d::WARM_TOTAL,
+            count(0, 1024),
+        )?;
+        let age = |key: &'static str,
+                   this: &mut Self,
+                   get: fn(&SettingsLayer) -> Option<Age>,
+                   default: Duration| {
+            this.setting(
+                key,
+                |l| get(l).map(|a| a.0.as_secs()),
+                default.as_secs(),
+                |v| count_in_range(*v, 1, 100 * 365 * 24 * 3600),
+            )
+            .map(|p| Duration::from_secs(p.value))
+        };
+        let warm_idle = age("serve.warm.idle", self, |l| l.serve.warm.idle, d::WARM_IDLE)?;
+        let succeeded_age = age(
+            "serve.retention.succeeded.max_age",
+            self,
+            |l| l.serve.retention.succeeded.max_age,
+            d::SUCCEEDED_AGE,
+        )?;
+        let failed_age = age(
+            "serve.retention.failed.max_age",
+            self,
+            |l| l.serve.retention.failed.max_age,
+            d::FAILED_AGE,
+        )?;
+        let prune_every = age(
+            "serve.retention.prune_every",
+            self,
+            |l| l.serve.retention.prune_every,
+            d::PRUNE_EVERY,
+        )?;
+        let succeeded_count = self.setting(
+            "serve.retention.succeeded.max_count",
+            |l| l.serve.retention.succeeded.max_count,
+            d::SUCCEEDED_COUNT,
+            count(1, u64::MAX >> 1),
+        )?;
+        let failed_count = self.setting(
+            "serve.retention.failed.max_count",
+            |l| l.serve.retention.failed.max_count,
+            d::FAILED_COUNT,
+            count(1, u64::MAX >> 1),
+        )?;
+        Ok(ServeSettings {
+            // Checked above.
+            listen: listen
+                .value
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            packs: packs.map(|p| p.value),
+            token_file: token_file.map(|p| p.value),
+            env_token,
+            max_concurrent: max_concurrent.value as usize,
+            max_queue: max_queue.value as usize,
+            max_wait: Duration::from_secs(max_wait.value),
+            max_timeout: Duration::from_secs(max_timeout.value),
+            max_body: max_body.value as usize,
+            client_timeout: Duration::from_secs(client_timeout.value),
+            drain: Duration::from_secs(drain.value),
+            warm: WarmSettings {
+                per_kind: warm_per_kind.value as usize,
+                total: warm_total.value as usize,
+                idle: warm_idle,
+            },
+            retention: Retention {
+                succeeded: Keep {
+                    max_age: succeeded_age,
+                    max_count: succeeded_count.value,
+                },
+                failed: Keep {
+                    max_age: failed_age,
+                    max_count: failed_count.value,
+                },
+                prune_every,
+            },
         })
     }
 }
@@ -1128,6 +1477,66 @@ mod tests {
         );
         assert_eq!(without_credentials("https://host/x"), "https://host/x");
         assert_eq!(without_credentials("plain"), "plain");
+    }
+
+    #[test]
+    fn serve_settings_come_from_the_serve_section_and_the_environment() {
+        let settings = with_file(
+            "{}",
+            "serve:\n  max_concurrent: 3\n  max_body: 64k\n  warm: {per_kind: 1, idle: 90s}\n  retention: {failed: {max_age: 60d, max_count: 5}}\n",
+            &[
+                ("PACKBOX_SERVE_LISTEN", "0.0.0.0:9000"),
+                ("PACKBOX_PACKS", "/srv/packs"),
+                ("PACKBOX_SERVE_TOKEN", "a-token-from-the-environment"),
+            ],
+        )
+        .expect("valid");
+        let serve = &settings.serve;
+        assert_eq!(serve.max_concurrent, 3);
+        assert_eq!(serve.max_body, 64 << 10);
+        assert_eq!(serve.warm.per_kind, 1);
+        assert_eq!(serve.warm.idle, Duration::from_secs(90));
+        assert_eq!(
+            serve.retention.failed.max_age,
+            Duration::from_secs(60 * 86400)
+        );
+        assert_eq!(serve.retention.failed.max_count, 5);
+        assert_eq!(
+            serve.retention.succeeded.max_age,
+            serve_defaults::SUCCEEDED_AGE
+        );
+        assert_eq!(serve.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(serve.packs, Some(PathBuf::from("/srv/packs")));
+        assert_eq!(source_of(&settings, "serve.max_concurrent"), Source::File);
+        assert_eq!(source_of(&settings, "serve.listen"), Source::Env);
+        let shown = serde_json::to_string(settings.shown()).expect("json");
+        assert!(!shown.contains("a-token-from-the-environment"), "{shown}");
+        assert!(!format!("{settings:?}").contains("a-token-from-the-environment"));
+    }
+
+    #[test]
+    fn bad_serve_values_name_the_setting_and_what_was_expected() {
+        for (file, setting, expected) in [
+            ("serve: {listen: 'localhost'}", "serve.listen", "IP:PORT"),
+            (
+                "serve: {max_concurrent: 0}",
+                "serve.max_concurrent",
+                "from 1",
+            ),
+            (
+                "serve: {retention: {succeeded: {max_age: soon}}}",
+                "serve.retention.succeeded",
+                "7d",
+            ),
+            ("serve: {warm: {total: 100000}}", "serve.warm.total", "1024"),
+        ] {
+            let err = with_file("{}", file, &[]).expect_err(file).to_string();
+            assert!(
+                err.contains(setting) && err.contains(expected),
+                "{file}: {err}"
+            );
+        }
+        assert!(with_file("{}", "serve: {listne: x}", &[]).is_err());
     }
 
     #[test]

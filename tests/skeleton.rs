@@ -44,10 +44,17 @@ fn python_example_returns_its_json() {
         "stderr",
         "error",
         "duration_ms",
+        "prepare_ms",
         "runtime_version",
     ] {
         assert!(outcome.get(key).is_some(), "outcome lacks {key}: {outcome}");
     }
+    assert_eq!(outcome["pack_version"], "1.0.0", "{outcome}");
+    let digest = outcome["pack_digest"].as_str().unwrap_or("");
+    assert!(
+        digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit()),
+        "{outcome}"
+    );
     assert_no_leftovers(&run);
 }
 

@@ -53,7 +53,14 @@ pub struct Outcome {
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
     pub error: Option<String>,
+    /// The whole run, image preparation included.
     pub duration_ms: u64,
+    /// The part of `duration_ms` spent making the image ready (probes, environment builds).
+    pub prepare_ms: u64,
+    /// The pack's `version`, as its pack.yaml said when the run was planned.
+    pub pack_version: String,
+    /// SHA-256 of the pack's files when the run was planned (paths, modes, contents).
+    pub pack_digest: String,
     pub runtime: String,
     pub runtime_version: String,
     pub image: String,

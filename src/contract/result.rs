@@ -14,6 +14,8 @@ use crate::sandbox::SandboxPolicy;
 #[derive(Clone, Copy, Debug)]
 pub struct OutcomeTerms<'a> {
     pub action_ref: &'a str,
+    pub pack_version: &'a str,
+    pub pack_digest: &'a str,
     pub runtime: &'a str,
     pub output_format: OutputFormat,
     /// The action's output schema, whose `secret: true` fields are redacted.
@@ -28,6 +30,8 @@ pub struct OutcomeTerms<'a> {
 pub struct RunFacts {
     pub exec_id: String,
     pub duration_ms: u64,
+    /// Time spent making the image ready (probes, builds) before the container.
+    pub prepare_ms: u64,
     /// The detected runtime version the image holds.
     pub runtime_version: String,
     pub image: String,
@@ -82,6 +86,9 @@ pub fn outcome(terms: OutcomeTerms<'_>, exit: ContainerExit, facts: RunFacts) ->
         stderr_truncated: exit.stderr.truncated,
         error: error.map(|e| redactor.text(e)),
         duration_ms: facts.duration_ms,
+        prepare_ms: facts.prepare_ms,
+        pack_version: terms.pack_version.to_string(),
+        pack_digest: terms.pack_digest.to_string(),
         runtime: terms.runtime.to_string(),
         runtime_version: facts.runtime_version,
         image: facts.image,

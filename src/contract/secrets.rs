@@ -64,6 +64,16 @@ impl Secrets {
     pub fn values(&self) -> &Map<String, Value> {
         &self.0
     }
+
+    /// Adds `values`, which win over secrets of the same name.
+    pub fn overlay(&mut self, values: Map<String, Value>) {
+        self.0.extend(values);
+    }
+
+    /// The secrets by name, owned.
+    pub fn into_values(self) -> Map<String, Value> {
+        self.0
+    }
 }
 
 fn read_file(file: &Path) -> Result<Map<String, Value>, SecretError> {

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 mod action;
+pub mod digest;
 mod doc;
 mod manifest;
 pub mod params;

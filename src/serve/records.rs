@@ -1,0 +1,988 @@
+//! Durable execution records: one SQLite database in the state folder (WAL), written before a
+//! run starts and when it ends, so that a crash never loses an accepted run: at the next start
+//! the runs that were queued or running are marked `abandoned`.
+//!
+//! Records hold what the API shows: the scrubbed outcome, never a secret or a parameter value
+//! (parameters may be secret; the record names the action, pack version and content instead).
+//! SQLite calls block, so each runs on tokio's blocking pool, one at a time on one connection:
+//! a handful of small transactions per run is far below what one connection does.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use packbox::{Outcome, Retention, Status};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The schema this code writes; bumped with each change (with a migration).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS executions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    action TEXT NOT NULL,
+    status TEXT NOT NULL,
+    token_name TEXT NOT NULL DEFAULT '',
+    idempotency_key TEXT,
+    exec_id TEXT,
+    pack_version TEXT,
+    pack_digest TEXT,
+    timeout_seconds INTEGER NOT NULL,
+    exit_code INTEGER,
+    result TEXT,
+    stdout TEXT NOT NULL DEFAULT '',
+    stderr TEXT NOT NULL DEFAULT '',
+    stdout_truncated INTEGER NOT NULL DEFAULT 0,
+    stderr_truncated INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    sandbox TEXT,
+    image TEXT,
+    runtime TEXT,
+    runtime_version TEXT,
+    duration_ms INTEGER,
+    prepare_ms INTEGER,
+    queued_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS executions_idempotency
+    ON executions (token_name, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS executions_status ON executions (status, seq);
+CREATE INDEX IF NOT EXISTS executions_action ON executions (action, seq);
+";
+
+/// The columns of a full record, in the order [`record_from_row`] reads them.
+const COLUMNS: &str = "seq, id, action, status, token_name, idempotency_key, exec_id, pack_version,
+    pack_digest, timeout_seconds, exit_code, result, stdout, stderr, stdout_truncated,
+    stderr_truncated, error, sandbox, image, runtime, runtime_version, duration_ms, prepare_ms,
+    queued_at, started_at, finished_at";
+
+/// The record store could not do its work.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("execution records {}: cannot open", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("execution records {}: cannot prepare the file", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "execution records {}: schema version {found} is newer than this packbox ({SCHEMA_VERSION})",
+        path.display()
+    )]
+    NewerSchema { path: PathBuf, found: i64 },
+    #[error("execution records: {what}")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("execution records: the database worker stopped")]
+    Worker,
+}
+
+/// Where an execution is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecStatus {
+    /// Accepted, waiting for a free slot.
+    Queued,
+    /// Preparing its image or running its action.
+    Running,
+    Succeeded,
+    Failed,
+    Timeout,
+    Oom,
+    Cancelled,
+    /// packbox or the engine could not run it.
+    Error,
+    /// Its input turned out wrong once it ran (an OCI runtime or a version the engine lacks).
+    Invalid,
+    /// The server stopped (crash, kill) before the run ended.
+    Abandoned,
+}
+
+impl ExecStatus {
+    /// Every status, for metrics and documentation.
+    pub const ALL: [ExecStatus; 10] = [
+        ExecStatus::Queued,
+        ExecStatus::Running,
+        ExecStatus::Succeeded,
+        ExecStatus::Failed,
+        ExecStatus::Timeout,
+        ExecStatus::Oom,
+        ExecStatus::Cancelled,
+        ExecStatus::Error,
+        ExecStatus::Invalid,
+        ExecStatus::Abandoned,
+    ];
+
+    /// The status's name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecStatus::Queued => "queued",
+            ExecStatus::Running => "running",
+            ExecStatus::Succeeded => "succeeded",
+            ExecStatus::Failed => "failed",
+            ExecStatus::Timeout => "timeout",
+            ExecStatus::Oom => "oom",
+            ExecStatus::Cancelled => "cancelled",
+            ExecStatus::Error => "error",
+            ExecStatus::Invalid => "invalid",
+            ExecStatus::Abandoned => "abandoned",
+        }
+    }
+
+    /// The status a name stands for.
+    pub fn parse(name: &str) -> Option<ExecStatus> {
+        ExecStatus::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Whether the execution has ended.
+    pub fn is_final(self) -> bool {
+        !matches!(self, ExecStatus::Queued | ExecStatus::Running)
+    }
+
+    /// The status of a run that produced an outcome.
+    pub fn of_outcome(status: Status) -> ExecStatus {
+        match status {
+            Status::Succeeded => ExecStatus::Succeeded,
+            Status::Failed => ExecStatus::Failed,
+            Status::Timeout => ExecStatus::Timeout,
+            Status::Oom => ExecStatus::Oom,
+            Status::Cancelled => ExecStatus::Cancelled,
+            _ => ExecStatus::Error,
+        }
+    }
+}
+
+/// One execution as the API shows it. The outcome fields carry the names of packbox's outcome,
+/// so `packbox run --json` prints the same fields locally and through a server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub action: String,
+    pub status: ExecStatus,
+    /// The name of the token that asked for the run (never the token).
+    pub token_name: Option<String>,
+    pub idempotency_key: Option<String>,
+    /// The run's `ATTUNE_EXEC_ID`, and its container's `packbox.exec_id` label.
+    pub exec_id: Option<String>,
+    pub pack_version: Option<String>,
+    pub pack_digest: Option<String>,
+    pub timeout_seconds: u64,
+    pub exit_code: Option<i64>,
+    pub result: Option<Value>,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub error: Option<String>,
+    pub sandbox: Option<Value>,
+    pub image: Option<String>,
+    pub runtime: Option<String>,
+    pub runtime_version: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub prepare_ms: Option<u64>,
+    /// RFC 3339, UTC.
+    pub queued_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// An execution to record before it runs.
+#[derive(Clone, Debug)]
+pub struct NewExecution {
+    pub id: String,
+    pub action: String,
+    pub token_name: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub pack_version: String,
+    pub pack_digest: String,
+    pub timeout_seconds: u64,
+}
+
+/// What recording a new execution gave.
+#[derive(Debug)]
+pub enum Accepted {
+    /// Recorded now, queued.
+    New(Record),
+    /// The same token already sent this idempotency key: the execution it made.
+    Existing(Record),
+}
+
+/// How an execution ended.
+#[derive(Debug)]
+pub struct Ending {
+    pub status: ExecStatus,
+    pub exec_id: Option<String>,
+    pub exit_code: Option<i64>,
+    pub result: Option<Value>,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub error: Option<String>,
+    pub sandbox: Option<Value>,
+    pub image: Option<String>,
+    pub runtime: Option<String>,
+    pub runtime_version: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub prepare_ms: Option<u64>,
+}
+
+impl Ending {
+    /// The ending of a run that produced an outcome (already scrubbed of its secrets).
+    pub fn from_outcome(outcome: Outcome) -> Ending {
+        Ending {
+            status: ExecStatus::of_outcome(outcome.status),
+            exec_id: Some(outcome.exec_id),
+            exit_code: outcome.exit_code,
+            result: outcome.result,
+            stdout: outcome.stdout,
+            stderr: outcome.stderr,
+            stdout_truncated: outcome.stdout_truncated,
+            stderr_truncated: outcome.stderr_truncated,
+            error: outcome.error,
+            sandbox: serde_json::to_value(&outcome.sandbox).ok(),
+            image: Some(outcome.image),
+            runtime: Some(outcome.runtime),
+            runtime_version: Some(outcome.runtime_version),
+            duration_ms: Some(outcome.duration_ms),
+            prepare_ms: Some(outcome.prepare_ms),
+        }
+    }
+
+    /// The ending of a run that never produced an outcome.
+    pub fn without_outcome(status: ExecStatus, error: String) -> Ending {
+        Ending {
+            status,
+            exec_id: None,
+            exit_code: None,
+            result: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            error: Some(error),
+            sandbox: None,
+            image: None,
+            runtime: None,
+            runtime_version: None,
+            duration_ms: None,
+            prepare_ms: None,
+        }
+    }
+}
+
+/// Which records a listing wants, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    pub action: Option<String>,
+    pub status: Option<ExecStatus>,
+    pub limit: usize,
+    /// Only records older than this position (from a previous page's cursor).
+    pub before: Option<i64>,
+}
+
+/// One page of a listing: records without their output, and where the next page starts.
+#[derive(Debug, Serialize)]
+pub struct Page {
+    pub executions: Vec<Value>,
+    pub next_cursor: Option<String>,
+}
+
+/// An execution marked abandoned at start-up.
+#[derive(Debug, Clone)]
+pub struct Abandoned {
+    pub id: String,
+    pub exec_id: Option<String>,
+}
+
+/// How many records a prune removed, by class.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub succeeded: usize,
+    pub failed: usize,
+}
+
+/// The execution records of one server.
+#[derive(Clone, Debug)]
+pub struct Store {
+    connection: Arc<Mutex<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating when needed, readable by the owner only) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let file_error = |source| StoreError::File {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(file_error)?;
+        }
+        // SQLite gives its -wal and -shm files the database file's mode.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(file_error)?;
+        let open_error = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let connection = Connection::open(path).map_err(open_error)?;
+        connection
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(open_error)?;
+        // WAL: readers never block the writer. NORMAL: a commit survives the process being
+        // killed (it is in the WAL); only a power loss may lose the last transactions.
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_error)?;
+        connection
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_error)?;
+        let found: i64 = connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(open_error)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: path.to_path_buf(),
+                found,
+            });
+        }
+        connection.execute_batch(SCHEMA).map_err(open_error)?;
+        connection
+            .pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(open_error)?;
+        Ok(Store {
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    /// Runs `work` on the connection, off the async threads.
+    async fn call<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let connection = Arc::clone(&self.connection);
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection.lock().map_err(|_| StoreError::Worker)?;
+            work(&mut connection)
+        })
+        .await
+        .map_err(|_| StoreError::Worker)?
+    }
+
+    /// Records a new execution as queued, unless its token already sent its idempotency key:
+    /// then the execution that key made.
+    pub async fn accept(&self, new: NewExecution) -> Result<Accepted, StoreError> {
+        self.call(move |connection| {
+            let tx = connection
+                .transaction()
+                .map_err(query("starting a transaction"))?;
+            let scope = new.token_name.clone().unwrap_or_default();
+            if let Some(key) = &new.idempotency_key {
+                let existing = tx
+                    .query_row(
+                        &format!(
+                            "SELECT {COLUMNS} FROM executions WHERE token_name = ?1 AND idempotency_key = ?2"
+                        ),
+                        params![scope, key],
+                        record_from_row,
+                    )
+                    .optional()
+                    .map_err(query("looking up an idempotency key"))?;
+                if let Some(existing) = existing {
+                    return Ok(Accepted::Existing(existing));
+                }
+            }
+            tx.execute(
+                "INSERT INTO executions (id, action, status, token_name, idempotency_key,
+                    pack_version, pack_digest, timeout_seconds, queued_at)
+                 VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    new.id,
+                    new.action,
+                    scope,
+                    new.idempotency_key,
+                    new.pack_version,
+                    new.pack_digest,
+                    new.timeout_seconds as i64,
+                    now_ms(),
+                ],
+            )
+            .map_err(query("recording a new execution"))?;
+            let record = get_in(&tx, &new.id)?;
+            tx.commit().map_err(query("committing a new execution"))?;
+            record
+                .map(Accepted::New)
+                .ok_or(StoreError::Worker)
+        })
+        .await
+    }
+
+    /// Marks a queued execution running (its image is being prepared or its action runs).
+    pub async fn running(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.call(move |connection| {
+            connection
+                .execute(
+                    "UPDATE executions SET status = 'running', started_at = ?2
+                     WHERE id = ?1 AND status = 'queued'",
+                    params![id, now_ms()],
+                )
+                .map_err(query("marking an execution running"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Notes the exec id of the run's container once it started, so a crash can be traced to
+    /// its container.
+    pub async fn container_started(&self, id: &str, exec_id: &str) -> Result<(), StoreError> {
+        let (id, exec_id) = (id.to_string(), exec_id.to_string());
+        self.call(move |connection| {
+            connection
+                .execute(
+                    "UPDATE executions SET exec_id = ?2, started_at = ?3 WHERE id = ?1",
+                    params![id, exec_id, now_ms()],
+                )
+                .map_err(query("noting an execution's container"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records how an execution ended; returns the final record. An execution that already
+    /// ended keeps its first ending.
+    pub async fn finish(&self, id: &str, ending: Ending) -> Result<Option<Record>, StoreError> {
+        let id = id.to_string();
+        self.call(move |connection| {
+            let result = ending
+                .result
+                .as_ref()
+                .map(|r| serde_json::to_string(r).unwrap_or_default());
+            let sandbox = ending
+                .sandbox
+                .as_ref()
+                .map(|s| serde_json::to_string(s).unwrap_or_default());
+            connection
+                .execute(
+                    "UPDATE executions SET status = ?2, exec_id = COALESCE(?3, exec_id),
+                        exit_code = ?4, result = ?5, stdout = ?6, stderr = ?7,
+                        stdout_truncated = ?8, stderr_truncated = ?9, error = ?10, sandbox = ?11,
+                        image = ?12, runtime = ?13, runtime_version = ?14, duration_ms = ?15,
+                        prepare_ms = ?16, finished_at = ?17
+                     WHERE id = ?1 AND status IN ('queued', 'running')",
+                    params![
+                        id,
+                        ending.status.as_str(),
+                        ending.exec_id,
+                        ending.exit_code,
+                        result,
+                        ending.stdout,
+                        ending.stderr,
+                        ending.stdout_truncated,
+                        ending.stderr_truncated,
+                        ending.error,
+                        sandbox,
+                        ending.image,
+                        ending.runtime,
+                        ending.runtime_version,
+                        ending.duration_ms.map(|d| d as i64),
+                        ending.prepare_ms.map(|d| d as i64),
+                        now_ms(),
+                    ],
+                )
+                .map_err(query("recording how an execution ended"))?;
+            get_in(connection, &id)
+        })
+        .await
+    }
+
+    /// One execution, whole.
+    pub async fn get(&self, id: &str) -> Result<Option<Record>, StoreError> {
+        let id = id.to_string();
+        self.call(move |connection| get_in(connection, &id)).await
+    }
+
+    /// Executions newest first, without their output, filtered by action and status.
+    pub async fn list(&self, list: ListQuery) -> Result<Page, StoreError> {
+        self.call(move |connection| {
+            let mut statement = connection
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM executions
+                     WHERE (?1 IS NULL OR action = ?1) AND (?2 IS NULL OR status = ?2)
+                       AND (?3 IS NULL OR seq < ?3)
+                     ORDER BY seq DESC LIMIT ?4"
+                ))
+                .map_err(query("listing executions"))?;
+            let rows = statement
+                .query_map(
+                    params![
+                        list.action,
+                        list.status.map(ExecStatus::as_str),
+                        list.before,
+                        list.limit as i64 + 1,
+                    ],
+                    |row| Ok((row.get::<_, i64>(0)?, record_from_row(row)?)),
+                )
+                .map_err(query("listing executions"))?;
+            let mut records = Vec::new();
+            for row in rows {
+                records.push(row.map_err(query("reading an execution"))?);
+            }
+            let next_cursor = (records.len() > list.limit)
+                .then(|| records.get(list.limit - 1).map(|(seq, _)| seq.to_string()))
+                .flatten();
+            records.truncate(list.limit);
+            Ok(Page {
+                executions: records
+                    .into_iter()
+                    .map(|(_, record)| summary(&record))
+                    .collect(),
+                next_cursor,
+            })
+        })
+        .await
+    }
+
+    /// Marks every execution that was queued or running as abandoned: at start-up, when no run
+    /// of this store can still be going on. Returns them, so their containers can be swept.
+    pub async fn abandon_unfinished(&self) -> Result<Vec<Abandoned>, StoreError> {
+        self.call(|connection| {
+            let tx = connection
+                .transaction()
+                .map_err(query("starting a transaction"))?;
+            let abandoned = {
+                let mut statement = tx
+                    .prepare(
+                        "SELECT id, exec_id FROM executions WHERE status IN ('queued', 'running')",
+                    )
+                    .map_err(query("finding unfinished executions"))?;
+                let rows = statement
+                    .query_map([], |row| {
+                        Ok(Abandoned {
+                            id: row.get(0)?,
+                            exec_id: row.get(1)?,
+                        })
+                    })
+                    .map_err(query("finding unfinished executions"))?;
+                rows.collect::<Result<Vec<_>, _>>()
+                    .map_err(query("finding unfinished executions"))?
+            };
+            tx.execute(
+                "UPDATE executions SET status = 'abandoned', finished_at = ?1,
+                    error = 'the server stopped before the run ended'
+                 WHERE status IN ('queued', 'running')",
+                params![now_ms()],
+            )
+            .map_err(query("marking executions abandoned"))?;
+            tx.commit()
+                .map_err(query("committing abandoned executions"))?;
+            Ok(abandoned)
+        })
+        .await
+    }
+
+    /// Removes final records past their class's age or count (successes, and everything else);
+    /// queued and running ones are never touched.
+    pub async fn prune(&self, retention: Retention) -> Result<Pruned, StoreError> {
+        self.call(move |connection| {
+            let now = now_ms();
+            let mut pruned = Pruned::default();
+            for (class, keep, count) in [
+                (
+                    "status = 'succeeded'",
+                    retention.succeeded,
+                    &mut pruned.succeeded,
+                ),
+                (
+                    "status NOT IN ('succeeded', 'queued', 'running')",
+                    retention.failed,
+                    &mut pruned.failed,
+                ),
+            ] {
+                let cutoff = now.saturating_sub(keep.max_age.as_millis() as i64);
+                *count += connection
+                    .execute(
+                        &format!("DELETE FROM executions WHERE {class} AND finished_at < ?1"),
+                        params![cutoff],
+                    )
+                    .map_err(query("pruning old executions"))?;
+                *count += connection
+                    .execute(
+                        &format!(
+                            "DELETE FROM executions WHERE {class} AND seq < (
+                                SELECT MIN(seq) FROM (
+                                    SELECT seq FROM executions WHERE {class}
+                                    ORDER BY seq DESC LIMIT ?1))"
+                        ),
+                        params![keep.max_count as i64],
+                    )
+                    .map_err(query("pruning surplus executions"))?;
+            }
+            Ok(pruned)
+        })
+        .await
+    }
+}
+
+fn query(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Query { what, source }
+}
+
+fn get_in(connection: &Connection, id: &str) -> Result<Option<Record>, StoreError> {
+    connection
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM executions WHERE id = ?1"),
+            params![id],
+            record_from_row,
+        )
+        .optional()
+        .map_err(query("reading an execution"))
+}
+
+fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
+    let json = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
+    let status: String = row.get(3)?;
+    let token_name: String = row.get(4)?;
+    Ok(Record {
+        id: row.get(1)?,
+        action: row.get(2)?,
+        status: ExecStatus::parse(&status).unwrap_or(ExecStatus::Error),
+        token_name: (!token_name.is_empty()).then_some(token_name),
+        idempotency_key: row.get(5)?,
+        exec_id: row.get(6)?,
+        pack_version: row.get(7)?,
+        pack_digest: row.get(8)?,
+        timeout_seconds: row.get::<_, i64>(9)?.max(0) as u64,
+        exit_code: row.get(10)?,
+        result: json(row.get(11)?),
+        stdout: row.get(12)?,
+        stderr: row.get(13)?,
+        stdout_truncated: row.get(14)?,
+        stderr_truncated: row.get(15)?,
+        error: row.get(16)?,
+        sandbox: json(row.get(17)?),
+        image: row.get(18)?,
+        runtime: row.get(19)?,
+        runtime_version: row.get(20)?,
+        duration_ms: row.get::<_, Option<i64>>(21)?.map(|d| d.max(0) as u64),
+        prepare_ms: row.get::<_, Option<i64>>(22)?.map(|d| d.max(0) as u64),
+        queued_at: rfc3339(row.get(23)?),
+        started_at: row.get::<_, Option<i64>>(24)?.map(rfc3339),
+        finished_at: row.get::<_, Option<i64>>(25)?.map(rfc3339),
+    })
+}
+
+/// A record as listings show it: everything but its output and result.
+fn summary(record: &Record) -> Value {
+    let mut value = serde_json::to_value(record).unwrap_or(Value::Null);
+    if let Some(object) = value.as_object_mut() {
+        for heavy in ["stdout", "stderr", "result", "sandbox"] {
+            object.remove(heavy);
+        }
+    }
+    value
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn rfc3339(ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use packbox::Keep;
+
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("records.sqlite")).expect("open");
+        (dir, store)
+    }
+
+    fn new(id: &str, token: Option<&str>, key: Option<&str>) -> NewExecution {
+        NewExecution {
+            id: id.into(),
+            action: "p.a".into(),
+            token_name: token.map(str::to_string),
+            idempotency_key: key.map(str::to_string),
+            pack_version: "1.0.0".into(),
+            pack_digest: "d".repeat(64),
+            timeout_seconds: 60,
+        }
+    }
+
+    async fn accepted(store: &Store, new: NewExecution) -> Record {
+        match store.accept(new).await.expect("accept") {
+            Accepted::New(record) => record,
+            Accepted::Existing(record) => panic!("already there: {record:?}"),
+        }
+    }
+
+    fn ended(status: ExecStatus) -> Ending {
+        Ending::without_outcome(status, format!("ended {}", status.as_str()))
+    }
+
+    #[tokio::test]
+    async fn an_accepted_execution_is_queued_and_readable() {
+        let (_dir, store) = store();
+        let record = accepted(&store, new("e1", Some("ci"), None)).await;
+        assert_eq!(record.status, ExecStatus::Queued);
+        assert_eq!(record.token_name.as_deref(), Some("ci"));
+        assert!(record.queued_at.ends_with('Z'), "{}", record.queued_at);
+        assert_eq!(store.get("e1").await.expect("get"), Some(record));
+        assert_eq!(store.get("nope").await.expect("get"), None);
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_gives_back_the_first_execution_of_its_token() {
+        let (_dir, store) = store();
+        let first = accepted(&store, new("e1", Some("ci"), Some("k"))).await;
+        match store
+            .accept(new("e2", Some("ci"), Some("k")))
+            .await
+            .expect("accept")
+        {
+            Accepted::Existing(existing) => assert_eq!(existing.id, first.id),
+            Accepted::New(record) => panic!("ran twice: {record:?}"),
+        }
+        // Another token's key is its own.
+        accepted(&store, new("e3", Some("ops"), Some("k"))).await;
+        accepted(&store, new("e4", None, Some("k"))).await;
+        assert!(matches!(
+            store
+                .accept(new("e5", None, Some("k")))
+                .await
+                .expect("accept"),
+            Accepted::Existing(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_first_ending_stays() {
+        let (_dir, store) = store();
+        accepted(&store, new("e1", None, None)).await;
+        store.running("e1").await.expect("running");
+        let running = store.get("e1").await.expect("get").expect("there");
+        assert_eq!(running.status, ExecStatus::Running);
+        assert!(running.started_at.is_some());
+        let done = store
+            .finish("e1", ended(ExecStatus::Failed))
+            .await
+            .expect("finish")
+            .expect("there");
+        assert_eq!(done.status, ExecStatus::Failed);
+        assert!(done.finished_at.is_some());
+        let again = store
+            .finish("e1", ended(ExecStatus::Cancelled))
+            .await
+            .expect("finish")
+            .expect("there");
+        assert_eq!(again.status, ExecStatus::Failed, "a final status is final");
+    }
+
+    #[tokio::test]
+    async fn listings_page_newest_first_and_filter() {
+        let (_dir, store) = store();
+        for n in 0..7 {
+            let mut execution = new(&format!("e{n}"), None, None);
+            if n % 2 == 0 {
+                execution.action = "p.even".into();
+            }
+            accepted(&store, execution).await;
+        }
+        store
+            .finish("e6", ended(ExecStatus::Succeeded))
+            .await
+            .expect("finish");
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .list(ListQuery {
+                    limit: 3,
+                    before: cursor,
+                    ..ListQuery::default()
+                })
+                .await
+                .expect("list");
+            assert!(page.executions.iter().all(|e| e.get("stdout").is_none()));
+            seen.extend(
+                page.executions
+                    .iter()
+                    .map(|e| e["id"].as_str().unwrap_or("").to_string()),
+            );
+            match page.next_cursor {
+                Some(next) => cursor = Some(next.parse().expect("a number")),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["e6", "e5", "e4", "e3", "e2", "e1", "e0"]);
+        let even = store
+            .list(ListQuery {
+                action: Some("p.even".into()),
+                limit: 10,
+                ..ListQuery::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(even.executions.len(), 4);
+        assert_eq!(even.next_cursor, None);
+        let succeeded = store
+            .list(ListQuery {
+                status: Some(ExecStatus::Succeeded),
+                limit: 10,
+                ..ListQuery::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(succeeded.executions.len(), 1);
+        assert_eq!(succeeded.executions[0]["id"], "e6");
+    }
+
+    #[tokio::test]
+    async fn unfinished_executions_are_abandoned_at_the_next_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("records.sqlite");
+        {
+            let store = Store::open(&path).expect("open");
+            accepted(&store, new("queued", None, None)).await;
+            accepted(&store, new("running", None, None)).await;
+            store.running("running").await.expect("running");
+            store
+                .container_started("running", "exec-1")
+                .await
+                .expect("started");
+            accepted(&store, new("done", None, None)).await;
+            store
+                .finish("done", ended(ExecStatus::Succeeded))
+                .await
+                .expect("finish");
+        }
+        let store = Store::open(&path).expect("reopen");
+        let mut abandoned = store.abandon_unfinished().await.expect("abandon");
+        abandoned.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(abandoned.len(), 2);
+        assert_eq!(abandoned[1].exec_id.as_deref(), Some("exec-1"));
+        for id in ["queued", "running"] {
+            let record = store.get(id).await.expect("get").expect("there");
+            assert_eq!(record.status, ExecStatus::Abandoned);
+            assert!(record.error.is_some() && record.finished_at.is_some());
+        }
+        let done = store.get("done").await.expect("get").expect("there");
+        assert_eq!(done.status, ExecStatus::Succeeded);
+    }
+
+    #[tokio::test]
+    async fn pruning_keeps_each_class_by_count_and_age_and_never_touches_live_runs() {
+        let (_dir, store) = store();
+        for n in 0..5 {
+            accepted(&store, new(&format!("ok{n}"), None, None)).await;
+            store
+                .finish(&format!("ok{n}"), ended(ExecStatus::Succeeded))
+                .await
+                .expect("finish");
+            accepted(&store, new(&format!("bad{n}"), None, None)).await;
+            store
+                .finish(&format!("bad{n}"), ended(ExecStatus::Failed))
+                .await
+                .expect("finish");
+        }
+        accepted(&store, new("live", None, None)).await;
+        // Two records finished long ago, one of each class.
+        let day_ms: i64 = 24 * 3600 * 1000;
+        {
+            let connection = store.connection.lock().expect("lock");
+            connection
+                .execute(
+                    "UPDATE executions SET finished_at = finished_at - ?1 WHERE id IN ('ok4', 'bad4')",
+                    params![40 * day_ms],
+                )
+                .expect("backdate");
+        }
+        let retention = Retention {
+            succeeded: Keep {
+                max_age: Duration::from_secs(7 * 86400),
+                max_count: 2,
+            },
+            failed: Keep {
+                max_age: Duration::from_secs(30 * 86400),
+                max_count: 3,
+            },
+            prune_every: Duration::from_secs(60),
+        };
+        let pruned = store.prune(retention).await.expect("prune");
+        // ok4 by age, then ok0 and ok1 by count; bad4 by age, then bad0 by count.
+        assert_eq!(
+            pruned,
+            Pruned {
+                succeeded: 3,
+                failed: 2
+            }
+        );
+        let left: Vec<String> = store
+            .list(ListQuery {
+                limit: 100,
+                ..ListQuery::default()
+            })
+            .await
+            .expect("list")
+            .executions
+            .iter()
+            .map(|e| e["id"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(left, ["live", "bad3", "ok3", "bad2", "ok2", "bad1"]);
+    }
+
+    #[tokio::test]
+    async fn the_database_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, store) = store();
+        accepted(&store, new("e1", None, None)).await;
+        for name in ["records.sqlite", "records.sqlite-wal"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .expect("exists")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{name}: {mode:o}");
+        }
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_not_rewritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("records.sqlite");
+        let connection = Connection::open(&path).expect("open");
+        connection
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .expect("set");
+        drop(connection);
+        let err = Store::open(&path).expect_err("newer");
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+}
