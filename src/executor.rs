@@ -905,6 +905,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_capped_timeout_wins_over_the_actions_own() {
+        let never = Program {
+            exit: Exit::Never,
+            ..Program::default()
+        };
+        let h = harness(engine(never), SettingsLayer::default());
+        let packs = pack("shell", "a.sh", "timeout_seconds: 600\n", &[]);
+        let mut plan = plan_for(&h, &packs);
+        plan.limit_timeout(Duration::from_secs(5));
+        assert_eq!(plan.timeout(), Duration::from_secs(5));
+        let outcome = run(&h, &plan).await.expect("an outcome");
+        assert_eq!(
+            outcome.error.as_deref(),
+            Some("Execution timed out after 5 seconds")
+        );
+        plan.limit_timeout(Duration::from_secs(3600));
+        assert_eq!(plan.timeout(), Duration::from_secs(5), "a cap only lowers");
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_parameter_document_goes_on_stdin_only() {
         let h = harness(
             engine(Program {
@@ -1015,6 +1036,22 @@ mod tests {
         assert_eq!(quick_outcome.stdout, "quick\n");
         h.executor.close().await;
         assert!(h.fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_can_be_spawned_as_tasks() {
+        // A server runs each execution on its own task: the run's future must be Send.
+        let h = harness(engine(Program::prints("ok\n", 0)), SettingsLayer::default());
+        let packs = pack("python", "a.py", "", &[]);
+        let plan = plan_for(&h, &packs);
+        let executor = Arc::new(h.executor);
+        let spawned = {
+            let executor = Arc::clone(&executor);
+            tokio::spawn(async move { executor.run(&plan, |_| {}).await })
+        };
+        let outcome = spawned.await.expect("joined").expect("run");
+        assert_eq!(outcome.status, Status::Succeeded);
+        executor.close().await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -54,7 +54,7 @@ pub use executor::{
 };
 pub use lifecycle::RunError;
 pub use lifecycle::owner::Swept;
-pub use pack::params::ParamError;
+pub use pack::params::{ParamError, ParamIssue};
 pub use pack::{PackError, ParameterSpec, Problem};
 pub use plan::{PlanError, RunPlan, RunRequest, plan};
 pub use prepare::PrepareError;

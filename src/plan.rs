@@ -204,6 +204,16 @@ impl RunPlan {
         &self.action.action_ref
     }
 
+    /// The version of the action's pack (its `pack.yaml`).
+    pub fn pack_version(&self) -> &str {
+        &self.action.pack.version
+    }
+
+    /// The SHA-256 of the pack's files when the run was planned.
+    pub fn pack_digest(&self) -> &str {
+        &self.pack_digest
+    }
+
     /// The sandbox the run will get.
     pub fn policy(&self) -> &SandboxPolicy {
         &self.policy
@@ -212,6 +222,12 @@ impl RunPlan {
     /// How long the action may run.
     pub fn timeout(&self) -> Duration {
         self.limits.timeout
+    }
+
+    /// Caps how long the action may run (a server's maximum), whatever the action, the
+    /// settings or the request said.
+    pub fn limit_timeout(&mut self, max: Duration) {
+        self.limits.timeout = self.limits.timeout.min(max);
     }
 
     /// What the contract needs to turn the container's end into this run's outcome.

@@ -196,16 +196,18 @@ pub async fn verify(
         .iter()
         .flat_map(|r| r.versions.iter().map(move |v| (*r, v)))
         .collect();
-    let mut results: Vec<(usize, VersionStatus)> =
-        futures::stream::iter(targets.into_iter().enumerate())
-            .map(|(index, (runtime, version))| async move {
-                let status =
-                    verify_one(engine, catalog, runtime, version, cache, owner, cancel).await;
-                (index, status)
-            })
-            .buffer_unordered(PROBE_CONCURRENCY)
-            .collect()
-            .await;
+    // The stream takes indices, not references: a closure over borrowed tuples makes the
+    // future's `Send` unprovable to the compiler, and a server spawns runs.
+    let targets = &targets;
+    let mut results: Vec<(usize, VersionStatus)> = futures::stream::iter(0..targets.len())
+        .map(|index| async move {
+            let (runtime, version) = targets[index];
+            let status = verify_one(engine, catalog, runtime, version, cache, owner, cancel).await;
+            (index, status)
+        })
+        .buffer_unordered(PROBE_CONCURRENCY)
+        .collect()
+        .await;
     results.sort_by_key(|(index, _)| *index);
     cache.save();
     results.into_iter().map(|(_, status)| status).collect()

@@ -199,6 +199,8 @@ pub struct ServeLayer {
     pub max_body: Option<Size>,
     /// Time a client has to send its request headers and body.
     pub client_timeout_seconds: Option<u64>,
+    /// Open connections at most; more wait to be accepted.
+    pub max_connections: Option<u64>,
     /// On SIGTERM, time given to running executions before they are cancelled.
     pub drain_seconds: Option<u64>,
     #[serde(default)]
@@ -333,6 +335,7 @@ pub struct ServeSettings {
     pub max_timeout: Duration,
     pub max_body: usize,
     pub client_timeout: Duration,
+    pub max_connections: usize,
     pub drain: Duration,
     pub warm: WarmSettings,
     pub retention: Retention,
@@ -416,6 +419,7 @@ pub mod serve_defaults {
     pub const MAX_TIMEOUT: u64 = 3600;
     pub const MAX_BODY: u64 = 1 << 20;
     pub const CLIENT_TIMEOUT: u64 = 30;
+    pub const MAX_CONNECTIONS: u64 = 1024;
     pub const DRAIN: u64 = 30;
     pub const WARM_PER_KIND: u64 = 2;
     pub const WARM_TOTAL: u64 = 16;
@@ -979,6 +983,12 @@ impl Resolver<'_> {
             d::CLIENT_TIMEOUT,
             count(1, 3600),
         )?;
+        let max_connections = self.setting(
+            "serve.max_connections",
+            |l| l.serve.max_connections,
+            d::MAX_CONNECTIONS,
+            count(1, 1_000_000),
+        )?;
         let drain = self.setting(
             "serve.drain_seconds",
             |l| l.serve.drain_seconds,
@@ -1055,6 +1065,7 @@ impl Resolver<'_> {
             max_timeout: Duration::from_secs(max_timeout.value),
             max_body: max_body.value as usize,
             client_timeout: Duration::from_secs(client_timeout.value),
+            max_connections: max_connections.value as usize,
             drain: Duration::from_secs(drain.value),
             warm: WarmSettings {
                 per_kind: warm_per_kind.value as usize,

@@ -57,7 +57,8 @@ pub fn execute(command: ActionsCommand, global: &GlobalArgs) -> ExitCode {
     }
 }
 
-fn action_json(action: &CheckedAction) -> serde_json::Value {
+/// One action as `actions list --json` and the server's `GET /v1/actions` show it.
+pub fn action_json(action: &CheckedAction) -> serde_json::Value {
     let manifest = &action.manifest;
     let parameters: Vec<_> = manifest
         .parameters

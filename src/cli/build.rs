@@ -121,7 +121,7 @@ async fn build(
     let settings = options::resolve(global)?;
     let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
     let shutdown = CancellationToken::new();
-    signals::cancel_on_signal(shutdown.clone());
+    signals::cancel_on_signal(shutdown.clone(), "stopping the builds");
     let executor = Executor::connect(settings, catalog)
         .await?
         .with_shutdown(shutdown);

@@ -1,7 +1,7 @@
 //! Command-line layer: each subcommand parses, makes about one library call, renders, and maps
 //! the result to an exit code. Data goes to stdout, everything else to stderr.
 
-mod actions;
+pub mod actions;
 mod build;
 mod config;
 mod envs;
@@ -12,6 +12,7 @@ mod pack;
 mod render;
 mod run;
 mod runtimes;
+mod serve;
 mod signals;
 
 use std::process::ExitCode;
@@ -82,6 +83,8 @@ enum Command {
     /// Show the settings packbox would run with, and where each came from.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Serve API v1 over HTTP: executions recorded, queued, run on a warm pool.
+    Serve(Box<serve::ServeArgs>),
 }
 
 /// Entry point of the binary.
@@ -124,6 +127,7 @@ pub fn main() -> ExitCode {
             Command::Gc(args) => gc::execute(args, global).await,
             Command::Runtimes(command) => runtimes::execute(command, global).await,
             Command::Config(command) => config::execute(command, global),
+            Command::Serve(args) => serve::execute(*args, global).await,
         }
     })
 }

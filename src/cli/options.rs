@@ -79,6 +79,15 @@ pub fn resolve(global: &GlobalArgs) -> Result<Settings, SettingsError> {
 
 /// Resolves the settings of a command: its flags, the config file, the environment, defaults.
 pub fn resolve_with(global: &GlobalArgs, sandbox: &SandboxArgs) -> Result<Settings, SettingsError> {
+    Settings::resolve(
+        layer(global, sandbox),
+        global.config.as_deref(),
+        &Environment::capture(),
+    )
+}
+
+/// The command line's layer of settings: the global flags and the sandbox flags.
+pub fn layer(global: &GlobalArgs, sandbox: &SandboxArgs) -> SettingsLayer {
     let mut layer = SettingsLayer::default();
     layer.engine = global.engine.clone();
     layer.state_dir = global.state_dir.clone();
@@ -97,5 +106,5 @@ pub fn resolve_with(global: &GlobalArgs, sandbox: &SandboxArgs) -> Result<Settin
     r.timeout_seconds = sandbox.timeout;
     r.grace_seconds = sandbox.grace;
     r.max_output = sandbox.max_output.map(Size);
-    Settings::resolve(layer, global.config.as_deref(), &Environment::capture())
+    layer
 }

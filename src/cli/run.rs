@@ -92,7 +92,7 @@ async fn run(args: &RunArgs, global: &GlobalArgs) -> Result<Outcome, Error> {
         eprintln!("warning: weaker sandbox: {weaker}");
     }
     let shutdown = CancellationToken::new();
-    signals::cancel_on_signal(shutdown.clone());
+    signals::cancel_on_signal(shutdown.clone(), "stopping the action");
     let executor = Executor::connect(settings, catalog)
         .await?
         .with_shutdown(shutdown);

@@ -7,8 +7,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::EXIT_CANCELLED;
 
-/// Cancels `token` on the first SIGINT or SIGTERM; exits on the second.
-pub fn cancel_on_signal(token: CancellationToken) {
+/// Cancels `token` on the first SIGINT or SIGTERM, saying `stopping` on stderr; exits on the
+/// second.
+pub fn cancel_on_signal(token: CancellationToken, stopping: &'static str) {
     tokio::spawn(async move {
         let (Ok(mut interrupt), Ok(mut terminate)) = (
             signal(SignalKind::interrupt()),
@@ -23,7 +24,7 @@ pub fn cancel_on_signal(token: CancellationToken) {
                 _ = terminate.recv() => {}
             }
             if round == 0 {
-                eprintln!("packbox: stopping the action (again to force)");
+                eprintln!("packbox: {stopping} (again to force)");
                 token.cancel();
             } else {
                 std::process::exit(i32::from(EXIT_CANCELLED));

@@ -18,8 +18,33 @@ pub enum ParamError {
     Malformed(String),
     #[error("parameters file {file}: {expected}")]
     File { file: PathBuf, expected: String },
-    #[error("invalid parameters for action {action}: {}", .issues.join("; "))]
-    Invalid { action: String, issues: Vec<String> },
+    #[error("invalid parameters for action {action}: {}", join(.issues))]
+    Invalid {
+        action: String,
+        issues: Vec<ParamIssue>,
+    },
+}
+
+/// One problem with one parameter: its name (for APIs that list problems by parameter) and the
+/// whole sentence, which names it too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamIssue {
+    pub parameter: String,
+    pub text: String,
+}
+
+impl std::fmt::Display for ParamIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+fn join(issues: &[ParamIssue]) -> String {
+    issues
+        .iter()
+        .map(|i| i.text.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Splits `-p KEY=VALUE` arguments.
@@ -98,17 +123,18 @@ pub fn resolve(
             Err(expected) => {
                 // Marked as failed, so the check below does not report it a second time.
                 document.remove(name);
-                issues.push(describe(name, spec, &expected, raw));
+                issues.push(issue(name, describe(name, spec, &expected, raw)));
             }
         }
     }
     unknown.sort();
     unknown.dedup();
     for name in unknown {
-        issues.push(format!(
+        let text = format!(
             "unknown parameter `{name}` (known parameters: {})",
             known_list(declared)
-        ));
+        );
+        issues.push(issue(&name, text));
     }
     let failed_conversion: Vec<String> = assignments
         .iter()
@@ -119,11 +145,12 @@ pub fn resolve(
         match document.get(name) {
             Some(value) => {
                 if let Err(expected) = spec.check(value) {
-                    issues.push(describe(name, spec, &expected, &as_text(value)));
+                    let text = describe(name, spec, &expected, &as_text(value));
+                    issues.push(issue(name, text));
                 }
             }
             None if spec.required && !failed_conversion.contains(name) => {
-                issues.push(format!("missing required parameter `{name}`"));
+                issues.push(issue(name, format!("missing required parameter `{name}`")));
             }
             None => {}
         }
@@ -135,6 +162,13 @@ pub fn resolve(
             action: action.to_string(),
             issues,
         })
+    }
+}
+
+fn issue(parameter: &str, text: String) -> ParamIssue {
+    ParamIssue {
+        parameter: parameter.to_string(),
+        text,
     }
 }
 
@@ -256,9 +290,29 @@ mod tests {
 
     fn issues(result: Result<Map<String, Value>, ParamError>) -> Vec<String> {
         match result {
-            Err(ParamError::Invalid { issues, .. }) => issues,
+            Err(ParamError::Invalid { issues, .. }) => {
+                issues.iter().map(ToString::to_string).collect()
+            }
             other => panic!("expected invalid parameters, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn each_issue_names_its_parameter() {
+        let from_file = Map::from_iter([("count".to_string(), json!(99))]);
+        let err = resolve("p.a", &declared(), from_file, &assign(&["bogus=1"]))
+            .expect_err("three problems");
+        let ParamError::Invalid { issues, .. } = err else {
+            panic!("expected invalid parameters");
+        };
+        let mut named: Vec<&str> = issues.iter().map(|i| i.parameter.as_str()).collect();
+        named.sort();
+        assert_eq!(named, ["bogus", "count", "token"]);
+        assert!(
+            issues
+                .iter()
+                .all(|i| i.text.contains(&format!("`{}`", i.parameter)))
+        );
     }
 
     #[test]

@@ -1,4 +1,233 @@
-//! `packbox serve`: the executor as an HTTP service. Lives in the binary and uses the library's
-//! facade only, like the command line does.
+//! `packbox serve`: the executor as an HTTP service. It lives in the binary and uses the
+//! library's facade only, as the command line does.
+//!
+//! ```text
+//! http (connections, header deadline)
+//!   └─ api (routes, parsing, errors; auth: bearer tokens)
+//!        └─ executions (plan, admission, records, runs, waits, cancellation)
+//!             ├─ records (SQLite, WAL: written before a run starts)
+//!             └─ packbox::Executor (warm pool, the engine)
+//! ```
+//!
+//! Start-up: the state folder is locked (one server per folder), runs left queued or running by
+//! a server that died are marked `abandoned` and leftover containers swept, then the port
+//! opens. Shutdown (SIGTERM): no new executions, running ones get the drain time, then are
+//! cancelled; the warm pool is removed and the process exits 0.
 
+pub mod api;
+mod auth;
+mod executions;
+mod http;
 pub mod records;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use packbox::{Catalog, Executor, Settings};
+use tokio_util::sync::CancellationToken;
+
+use self::auth::{TokenError, Tokens};
+use self::executions::{Dispatcher, Limits};
+use self::records::{Store, StoreError};
+
+/// The file of execution records, in the state folder.
+const RECORDS_FILE: &str = "executions.sqlite";
+/// The lock that keeps a second server off the same state folder.
+const LOCK_FILE: &str = "serve.lock";
+
+/// Why the server could not start or stopped on an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "no packs folder: pass --packs DIR (or set PACKBOX_PACKS, or serve.packs in the config file)"
+    )]
+    NoPacks,
+    #[error("packs folder {} does not exist or is not a folder", .0.display())]
+    PacksMissing(PathBuf),
+    #[error(transparent)]
+    Tokens(#[from] TokenError),
+    #[error(
+        "serve.listen = {listen}: without a token the server listens on loopback only; give it tokens (--token-file FILE, serve.token_file or PACKBOX_SERVE_TOKEN) or listen on 127.0.0.1"
+    )]
+    Exposed { listen: SocketAddr },
+    #[error("state folder {}: another packbox serve is using it", .0.display())]
+    Locked(PathBuf),
+    #[error("state folder {}: cannot take its lock", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Library(#[from] packbox::Error),
+    #[error("cannot listen on {listen}")]
+    Bind {
+        listen: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ServeError {
+    /// Whether the settings or the command line are wrong (exit code 2), rather than the
+    /// machine or the engine (125).
+    pub fn is_input(&self) -> bool {
+        match self {
+            ServeError::NoPacks
+            | ServeError::PacksMissing(_)
+            | ServeError::Tokens(_)
+            | ServeError::Exposed { .. } => true,
+            ServeError::Library(e) => e.fault() == packbox::Fault::Input,
+            _ => false,
+        }
+    }
+}
+
+/// Runs the server until `stop` is cancelled, then shuts it down gracefully.
+pub async fn run(
+    settings: Settings,
+    catalog: Catalog,
+    stop: CancellationToken,
+) -> Result<(), ServeError> {
+    let serve = settings.serve.clone();
+    let packs = serve.packs.clone().ok_or(ServeError::NoPacks)?;
+    if !packs.is_dir() {
+        return Err(ServeError::PacksMissing(packs));
+    }
+    let tokens = Tokens::load(serve.token_file.as_deref(), serve.env_token.as_ref())?;
+    if tokens.is_empty() {
+        if !serve.listen.ip().is_loopback() {
+            return Err(ServeError::Exposed {
+                listen: serve.listen,
+            });
+        }
+        eprintln!(
+            "packbox serve: WARNING: no API token is set: anyone who can reach {} on this machine can run actions; set --token-file or PACKBOX_SERVE_TOKEN",
+            serve.listen
+        );
+    }
+    let _lock = lock_state(&settings.state_dir)?;
+    let store = Store::open(&settings.state_dir.join(RECORDS_FILE))?;
+    let abandoned = store.abandon_unfinished().await?;
+    for run in &abandoned {
+        tracing::warn!(
+            execution = %run.id,
+            exec_id = run.exec_id.as_deref().unwrap_or("-"),
+            "a run of a server that stopped is marked abandoned"
+        );
+    }
+    let executor = Executor::connect(settings.clone(), catalog.clone())
+        .await?
+        .with_warm_pool(serve.warm.per_kind);
+    // The containers of a server that died go before this one takes requests.
+    match executor.sweep_orphans().await {
+        Ok(swept) if !swept.is_empty() => {
+            tracing::warn!(
+                count = swept.len(),
+                "swept containers of a server that stopped"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("sweeping leftover containers: {}", packbox::error_chain(&e)),
+    }
+    let listener = tokio::net::TcpListener::bind(serve.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            listen: serve.listen,
+            source,
+        })?;
+    let address = listener.local_addr().unwrap_or(serve.listen);
+    let dispatcher = Arc::new(Dispatcher::new(
+        executor,
+        settings.clone(),
+        catalog,
+        Limits {
+            packs: packs.clone(),
+            max_concurrent: serve.max_concurrent,
+            max_queue: serve.max_queue,
+            max_timeout: serve.max_timeout,
+        },
+        store.clone(),
+    ));
+    let app = Arc::new(api::App {
+        dispatcher: Arc::clone(&dispatcher),
+        tokens,
+        max_wait: serve.max_wait,
+        max_body: serve.max_body,
+        client_timeout: serve.client_timeout,
+    });
+    let http_stop = CancellationToken::new();
+    let http = tokio::spawn(http::serve(
+        listener,
+        api::router(app),
+        http::ConnectionLimits {
+            max_connections: serve.max_connections,
+            header_timeout: serve.client_timeout,
+            close_grace: Duration::from_secs(5),
+        },
+        http_stop.clone(),
+    ));
+    let pruner = tokio::spawn(prune_records(store, serve.retention, stop.clone()));
+    eprintln!(
+        "packbox serve: listening on http://{address} (packs: {})",
+        packs.display()
+    );
+
+    stop.cancelled().await;
+    eprintln!(
+        "packbox serve: stopping: no new executions, running ones get {} s",
+        serve.drain.as_secs()
+    );
+    dispatcher.drain(serve.drain).await;
+    http_stop.cancel();
+    let _ = http.await;
+    let _ = pruner.await;
+    dispatcher.executor().close().await;
+    eprintln!("packbox serve: stopped");
+    Ok(())
+}
+
+/// Removes old records now and then, until `stop`.
+async fn prune_records(store: Store, retention: packbox::Retention, stop: CancellationToken) {
+    loop {
+        match store.prune(retention).await {
+            Ok(pruned) if pruned.succeeded + pruned.failed > 0 => tracing::info!(
+                succeeded = pruned.succeeded,
+                failed = pruned.failed,
+                "pruned old execution records"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("pruning records: {}", packbox::error_chain(&e)),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(retention.prune_every) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Takes the state folder's server lock, held until the returned file is dropped (or the
+/// process dies: the kernel releases it).
+fn lock_state(state_dir: &Path) -> Result<std::fs::File, ServeError> {
+    let path = state_dir.join(LOCK_FILE);
+    let lock_error = |source| ServeError::Lock {
+        path: state_dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(state_dir).map_err(lock_error)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(lock_error)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServeError::Locked(state_dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(source)) => Err(lock_error(source)),
+    }
+}

@@ -435,6 +435,28 @@ impl Store {
         .await
     }
 
+    /// The execution a token's idempotency key made, if any.
+    pub async fn find_by_key(
+        &self,
+        token_name: Option<&str>,
+        key: &str,
+    ) -> Result<Option<Record>, StoreError> {
+        let (scope, key) = (token_name.unwrap_or_default().to_string(), key.to_string());
+        self.call(move |connection| {
+            connection
+                .query_row(
+                    &format!(
+                        "SELECT {COLUMNS} FROM executions WHERE token_name = ?1 AND idempotency_key = ?2"
+                    ),
+                    params![scope, key],
+                    record_from_row,
+                )
+                .optional()
+                .map_err(query("looking up an idempotency key"))
+        })
+        .await
+    }
+
     /// Marks a queued execution running (its image is being prepared or its action runs).
     pub async fn running(&self, id: &str) -> Result<(), StoreError> {
         let id = id.to_string();
@@ -458,8 +480,8 @@ impl Store {
         self.call(move |connection| {
             connection
                 .execute(
-                    "UPDATE executions SET exec_id = ?2, started_at = ?3 WHERE id = ?1",
-                    params![id, exec_id, now_ms()],
+                    "UPDATE executions SET exec_id = ?2 WHERE id = ?1 AND status = 'running'",
+                    params![id, exec_id],
                 )
                 .map_err(query("noting an execution's container"))?;
             Ok(())

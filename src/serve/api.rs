@@ -1,0 +1,528 @@
+//! API v1 over HTTP: routes, request parsing, responses and errors. Handlers parse and answer;
+//! the work is the dispatcher's. Every route but `/healthz` needs a bearer token when the
+//! server has any. The document describing it all is `docs/openapi.json`, served as is.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::auth::{Denied, Tokens};
+use super::executions::{
+    CancelRefused, Dispatcher, ParameterProblem, Refused, Submission, Submitted,
+};
+use super::records::{ExecStatus, ListQuery};
+
+/// The OpenAPI document of API v1, kept in the repository and served as it is.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+/// Executions per page when a listing does not say.
+const DEFAULT_PAGE: usize = 50;
+/// The most executions one page holds.
+const MAX_PAGE: usize = 500;
+
+/// What the handlers share.
+pub struct App {
+    pub dispatcher: Arc<Dispatcher>,
+    pub tokens: Tokens,
+    pub max_wait: Duration,
+    pub max_body: usize,
+    pub client_timeout: Duration,
+}
+
+/// The caller of a request: the name of its token, when the server has tokens.
+#[derive(Clone, Debug)]
+struct Caller(Option<String>);
+
+/// The routes of the server.
+pub fn router(app: Arc<App>) -> Router {
+    let authenticated = Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/executions", post(create).get(list))
+        .route("/v1/executions/{id}", get(show))
+        .route("/v1/executions/{id}/cancel", post(cancel))
+        .route("/v1/actions", get(actions))
+        .route("/v1/runtimes", get(runtimes))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            authenticate,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(authenticated)
+        .layer(middleware::from_fn(log_request))
+        .with_state(app)
+}
+
+/// An error answer: `{"error": {"code", "message", "problems"?}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    problems: Vec<ParameterProblem>,
+    retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            problems: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    fn internal(what: &str, error: &dyn std::error::Error) -> ApiError {
+        tracing::error!("{what}: {}", packbox::error_chain(error));
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{what} failed; the server's log says why"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if !self.problems.is_empty() {
+            error["problems"] = json!(self.problems);
+        }
+        let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        if let Some(after) = self.retry_after
+            && let Ok(value) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"packbox\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<Refused> for ApiError {
+    fn from(refused: Refused) -> ApiError {
+        match refused {
+            Refused::NotFound(message) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+            }
+            Refused::Invalid { message, problems } => ApiError {
+                problems,
+                ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+            },
+            Refused::BrokenPack(message) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_pack", message)
+            }
+            Refused::Busy { retry_after } => ApiError {
+                retry_after: Some(retry_after),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "busy",
+                    "the queue is full; try again after the time Retry-After says",
+                )
+            },
+            Refused::Draining => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down and accepts no new executions",
+            ),
+            Refused::KeyReused { action } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                format!("this idempotency key was used for another request (action {action})"),
+            ),
+            Refused::Store(e) => ApiError::internal("recording the execution", &e),
+        }
+    }
+}
+
+/// Logs each request's method, route, status and time (never headers or bodies).
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "(unmatched)".into());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let ms = started.elapsed().as_millis() as u64;
+    if status >= 500 {
+        tracing::warn!(%method, route, status, ms, "request");
+    } else {
+        tracing::debug!(%method, route, status, ms, "request");
+    }
+    response
+}
+
+/// Lets a request through when it carries a known token (or when the server has none).
+async fn authenticate(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+    let caller = if app.tokens.is_empty() {
+        Caller(None)
+    } else {
+        let header = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match app.tokens.check(header) {
+            Ok(name) => Caller(Some(name.to_string())),
+            Err(denied) => {
+                let message = match denied {
+                    Denied::Missing => "this server needs `Authorization: Bearer TOKEN`",
+                    Denied::Wrong => "the bearer token is not known to this server",
+                };
+                return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+                    .into_response();
+            }
+        }
+    };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route in API v1",
+    )
+}
+
+/// The body of `POST /v1/executions`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    action: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    #[serde(default)]
+    secrets: Map<String, Value>,
+    timeout_seconds: Option<u64>,
+    #[serde(default)]
+    wait: bool,
+    idempotency_key: Option<String>,
+}
+
+async fn create(State(app): State<Arc<App>>, request: Request) -> Result<Response, ApiError> {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller(None));
+    let header_key = request
+        .headers()
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| ApiError::bad_request("Idempotency-Key: expected visible ASCII"))
+        })
+        .transpose()?;
+    let bytes = read_json_body(&app, request).await?;
+    let body: CreateBody = parse_body(&bytes)?;
+    let idempotency_key = match (header_key, body.idempotency_key) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::bad_request(
+                "the Idempotency-Key header and the idempotency_key field differ",
+            ));
+        }
+        (Some(key), _) | (None, Some(key)) => Some(check_key(key)?),
+        (None, None) => None,
+    };
+    let timeout = match body.timeout_seconds {
+        Some(0) => {
+            return Err(ApiError::bad_request(
+                "timeout_seconds: expected at least 1",
+            ));
+        }
+        other => other.map(Duration::from_secs),
+    };
+    let submitted = app
+        .dispatcher
+        .submit(Submission {
+            action: body.action,
+            parameters: body.parameters,
+            secrets: body.secrets,
+            timeout,
+            token_name: caller.0,
+            idempotency_key,
+        })
+        .await?;
+    let Submitted {
+        mut record,
+        replayed,
+    } = submitted;
+    if body.wait && !record.status.is_final() {
+        record = app
+            .dispatcher
+            .get(&record.id, app.max_wait)
+            .await
+            .map_err(|e| ApiError::internal("reading the execution", &e))?
+            .unwrap_or(record);
+    }
+    let status = match (record.status.is_final(), replayed) {
+        (false, _) => StatusCode::ACCEPTED,
+        (true, false) => StatusCode::CREATED,
+        (true, true) => StatusCode::OK,
+    };
+    let location = format!("/v1/executions/{}", record.id);
+    let mut response = (status, axum::Json(record)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// An idempotency key: 1 to 255 visible ASCII characters.
+fn check_key(key: String) -> Result<String, ApiError> {
+    let valid = (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
+    if valid {
+        Ok(key)
+    } else {
+        Err(ApiError::bad_request(
+            "idempotency key: expected 1 to 255 visible ASCII characters",
+        ))
+    }
+}
+
+/// Reads a JSON request body, bounded in size and in time (a client that sends it slowly is
+/// cut off).
+async fn read_json_body(app: &App, request: Request) -> Result<Bytes, ApiError> {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected a JSON body (Content-Type: application/json)",
+        ));
+    }
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body is larger than {} bytes", app.max_body),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > app.max_body) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(request.into_body(), app.max_body);
+    let read = tokio::time::timeout(
+        app.client_timeout,
+        http_body_util::BodyExt::collect(limited),
+    )
+    .await;
+    match read {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request body did not arrive in time",
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(_)) => Err(ApiError::bad_request("the request body could not be read")),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// Parses a JSON body, naming the field that is wrong. Values of `parameters` and `secrets` are
+/// never quoted back: either may hold a secret.
+fn parse_body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner();
+        let message = if inner.is_syntax() || inner.is_eof() {
+            format!("malformed JSON: {inner}")
+        } else if path.starts_with("secrets") || path.starts_with("parameters") {
+            let field = path.split('.').next().unwrap_or_default();
+            format!("{field}: expected an object of names to values")
+        } else if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        };
+        ApiError::bad_request(message)
+    })
+}
+
+/// The query of `GET /v1/executions/{id}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShowQuery {
+    /// Seconds to wait for the execution to end (capped by the server's maximum).
+    wait: Option<u64>,
+}
+
+async fn show(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    query: Result<Query<ShowQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(app.max_wait);
+    let record = app
+        .dispatcher
+        .get(&id, wait)
+        .await
+        .map_err(|e| ApiError::internal("reading the execution", &e))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no execution `{id}`"),
+            )
+        })?;
+    Ok(axum::Json(record).into_response())
+}
+
+/// The query of `GET /v1/executions`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    action: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn list(
+    State(app): State<Arc<App>>,
+    query: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let status = params
+        .status
+        .map(|name| {
+            ExecStatus::parse(&name).ok_or_else(|| {
+                let known: Vec<&str> = ExecStatus::ALL.iter().map(|s| s.as_str()).collect();
+                ApiError::bad_request(format!(
+                    "status: `{name}` is not a status (expected one of {})",
+                    known.join(", ")
+                ))
+            })
+        })
+        .transpose()?;
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: expected 1 to {MAX_PAGE}, found {limit}"
+        )));
+    }
+    let before = params
+        .cursor
+        .map(|cursor| {
+            cursor
+                .parse::<i64>()
+                .map_err(|_| ApiError::bad_request("cursor: not a cursor this server gave"))
+        })
+        .transpose()?;
+    let page = app
+        .dispatcher
+        .store()
+        .list(ListQuery {
+            action: params.action,
+            status,
+            limit,
+            before,
+        })
+        .await
+        .map_err(|e| ApiError::internal("listing executions", &e))?;
+    Ok(axum::Json(page).into_response())
+}
+
+async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    match app.dispatcher.cancel(&id).await {
+        Ok(record) => Ok((StatusCode::ACCEPTED, axum::Json(record)).into_response()),
+        Err(CancelRefused::NotFound) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no execution `{id}`"),
+        )),
+        Err(CancelRefused::Final(record)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_ended",
+            format!(
+                "execution `{id}` already ended ({})",
+                record.status.as_str()
+            ),
+        )),
+        Err(CancelRefused::Store(e)) => Err(ApiError::internal("reading the execution", &e)),
+    }
+}
+
+/// The actions of the server's packs, as `packbox actions list --json` shows them.
+async fn actions(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    let dispatcher = Arc::clone(&app.dispatcher);
+    let listed = tokio::task::spawn_blocking(move || {
+        let reports = packbox::check_packs(dispatcher.packs(), dispatcher.catalog());
+        let actions: Vec<Value> = reports
+            .iter()
+            .flat_map(|r| &r.actions)
+            .map(crate::cli::actions::action_json)
+            .collect();
+        let problems: Vec<String> = reports
+            .iter()
+            .flat_map(|r| &r.problems)
+            .map(ToString::to_string)
+            .collect();
+        json!({"actions": actions, "problems": problems})
+    })
+    .await
+    .map_err(|e| ApiError::internal("listing actions", &e))?;
+    Ok(axum::Json(listed).into_response())
+}
+
+/// The runtime versions and what the probe cache knows of them (nothing is probed).
+async fn runtimes(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    let statuses = app
+        .dispatcher
+        .executor()
+        .list_runtimes()
+        .await
+        .map_err(|e| ApiError::internal("listing runtimes", &e))?;
+    Ok(axum::Json(json!({ "runtimes": statuses })).into_response())
+}

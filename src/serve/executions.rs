@@ -1,0 +1,490 @@
+//! The executions of one server, from request to record: checked (the library's plan), admitted
+//! (a bounded queue in front of a concurrency limit), recorded before they start, run on the
+//! executor, waited for, cancelled.
+//!
+//! Every accepted execution has a task that owns it to its end; the tasks are tracked, so a
+//! shutdown can wait for them (and cancel them past its drain time).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use packbox::{
+    Catalog, Error, Executor, Fault, PackError, ParamError, PlanError, RunEvent, RunPlan,
+    RunRequest, Settings,
+};
+use serde_json::{Map, Value};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::records::{Accepted, Ending, ExecStatus, NewExecution, Record, Store, StoreError};
+
+/// What a client asks to run.
+pub struct Submission {
+    pub action: String,
+    pub parameters: Map<String, Value>,
+    /// Used for this run only: never stored, logged or shown.
+    pub secrets: Map<String, Value>,
+    pub timeout: Option<Duration>,
+    pub token_name: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// One problem with one parameter of a submission.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ParameterProblem {
+    pub parameter: String,
+    pub message: String,
+}
+
+/// Why a submission was not accepted.
+#[derive(Debug)]
+pub enum Refused {
+    /// No such pack or action on this server.
+    NotFound(String),
+    /// The request is wrong: bad parameters, a timeout above the server's maximum.
+    Invalid {
+        message: String,
+        problems: Vec<ParameterProblem>,
+    },
+    /// The action's pack cannot run (the operator's problem, not the request's).
+    BrokenPack(String),
+    /// The queue is full; try again later.
+    Busy { retry_after: Duration },
+    /// The server is shutting down.
+    Draining,
+    /// The idempotency key was used for another action.
+    KeyReused { action: String },
+    /// The records could not be written or read.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Refused {
+    fn from(error: StoreError) -> Refused {
+        Refused::Store(error)
+    }
+}
+
+/// An accepted submission: its record, and whether an earlier request with the same
+/// idempotency key made it.
+#[derive(Debug)]
+pub struct Submitted {
+    pub record: Record,
+    pub replayed: bool,
+}
+
+/// A cancellation that could not be done.
+#[derive(Debug)]
+pub enum CancelRefused {
+    NotFound,
+    /// The execution had already ended.
+    Final(Box<Record>),
+    Store(StoreError),
+}
+
+/// An execution that is queued or running: how to stop it and how to learn its end.
+pub struct Live {
+    pub cancel: CancellationToken,
+    /// The final record, once there is one.
+    ended: watch::Sender<Option<Record>>,
+}
+
+/// Limits from the settings.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub packs: PathBuf,
+    pub max_concurrent: usize,
+    pub max_queue: usize,
+    pub max_timeout: Duration,
+}
+
+/// The executions of a server.
+pub struct Dispatcher {
+    executor: Executor,
+    settings: Settings,
+    catalog: Catalog,
+    limits: Limits,
+    store: Store,
+    /// Run slots: one permit per run at a time.
+    slots: Arc<Semaphore>,
+    /// Executions accepted and not yet ended (queued or running).
+    admitted: Mutex<usize>,
+    live: Mutex<HashMap<String, Arc<Live>>>,
+    /// Recent run duration (exponential average), for `Retry-After`.
+    average_run_ms: AtomicU64,
+    tasks: TaskTracker,
+    /// Once cancelled, nothing new is accepted.
+    draining: CancellationToken,
+}
+
+impl Dispatcher {
+    /// A dispatcher running on `executor`, recording in `store`.
+    pub fn new(
+        executor: Executor,
+        settings: Settings,
+        catalog: Catalog,
+        limits: Limits,
+        store: Store,
+    ) -> Dispatcher {
+        Dispatcher {
+            executor,
+            settings,
+            catalog,
+            slots: Arc::new(Semaphore::new(limits.max_concurrent)),
+            limits,
+            store,
+            admitted: Mutex::new(0),
+            live: Mutex::new(HashMap::new()),
+            average_run_ms: AtomicU64::new(1000),
+            tasks: TaskTracker::new(),
+            draining: CancellationToken::new(),
+        }
+    }
+
+    /// The executor the executions run on.
+    pub fn executor(&self) -> &Executor {
+        &self.executor
+    }
+
+    /// The record store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The folder of packs executions come from.
+    pub fn packs(&self) -> &std::path::Path {
+        &self.limits.packs
+    }
+
+    /// The catalog the server runs with.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Executions waiting for a slot.
+    pub fn queued(&self) -> usize {
+        self.admitted_now().saturating_sub(self.running())
+    }
+
+    /// Executions holding a slot.
+    pub fn running(&self) -> usize {
+        self.limits.max_concurrent - self.slots.available_permits()
+    }
+
+    fn admitted_now(&self) -> usize {
+        self.admitted.lock().map(|a| *a).unwrap_or(0)
+    }
+
+    /// Checks, admits, records and starts an execution; an idempotency key that its token
+    /// already used gives back that execution instead.
+    pub async fn submit(self: &Arc<Self>, submission: Submission) -> Result<Submitted, Refused> {
+        if self.draining.is_cancelled() {
+            return Err(Refused::Draining);
+        }
+        if let Some(key) = &submission.idempotency_key
+            && let Some(existing) = self
+                .store
+                .find_by_key(submission.token_name.as_deref(), key)
+                .await?
+        {
+            return replayed(existing, &submission.action);
+        }
+        let plan = self.plan(&submission).await?;
+        let ticket = self.admit().ok_or_else(|| Refused::Busy {
+            retry_after: self.retry_after(),
+        })?;
+        let id = uuid::Uuid::new_v4().to_string();
+        // Known before it is recorded, so a cancellation never misses it.
+        let (ended, _) = watch::channel(None);
+        let live = Arc::new(Live {
+            cancel: CancellationToken::new(),
+            ended,
+        });
+        if let Ok(mut map) = self.live.lock() {
+            map.insert(id.clone(), Arc::clone(&live));
+        }
+        let forget = || {
+            if let Ok(mut map) = self.live.lock() {
+                map.remove(&id);
+            }
+        };
+        let new = NewExecution {
+            id: id.clone(),
+            action: submission.action.clone(),
+            token_name: submission.token_name.clone(),
+            idempotency_key: submission.idempotency_key.clone(),
+            pack_version: plan.pack_version().to_string(),
+            pack_digest: plan.pack_digest().to_string(),
+            timeout_seconds: plan.timeout().as_secs(),
+        };
+        let record = match self.store.accept(new).await {
+            Ok(Accepted::New(record)) => record,
+            Ok(Accepted::Existing(existing)) => {
+                forget();
+                return replayed(existing, &submission.action);
+            }
+            Err(e) => {
+                forget();
+                return Err(e.into());
+            }
+        };
+        let this = Arc::clone(self);
+        self.tasks
+            .spawn(async move { this.execute(id, plan, live, ticket).await });
+        Ok(Submitted {
+            record,
+            replayed: false,
+        })
+    }
+
+    /// The library's plan of a submission: everything wrong with it is said here.
+    async fn plan(&self, submission: &Submission) -> Result<RunPlan, Refused> {
+        if let Some(timeout) = submission.timeout
+            && timeout > self.limits.max_timeout
+        {
+            return Err(Refused::Invalid {
+                message: format!(
+                    "timeout_seconds: at most {} on this server, found {}",
+                    self.limits.max_timeout.as_secs(),
+                    timeout.as_secs()
+                ),
+                problems: Vec::new(),
+            });
+        }
+        let mut request = RunRequest::new(&self.limits.packs, &submission.action);
+        request.param_values = submission.parameters.clone();
+        request.secret_values = submission.secrets.clone();
+        request.timeout = submission.timeout;
+        let (settings, catalog) = (self.settings.clone(), self.catalog.clone());
+        // Planning reads the pack's files and digests them: off the async threads.
+        let planned =
+            tokio::task::spawn_blocking(move || packbox::plan(&settings, &catalog, &request))
+                .await
+                .map_err(|_| Refused::BrokenPack("planning the run failed".into()))?;
+        let mut plan = planned.map_err(|e| refusal(&submission.action, e))?;
+        plan.limit_timeout(self.limits.max_timeout);
+        Ok(plan)
+    }
+
+    fn admit(self: &Arc<Self>) -> Option<Ticket> {
+        let mut admitted = self.admitted.lock().ok()?;
+        if *admitted >= self.limits.max_concurrent + self.limits.max_queue {
+            return None;
+        }
+        *admitted += 1;
+        Some(Ticket {
+            dispatcher: Arc::clone(self),
+        })
+    }
+
+    /// When a refused client should try again: the recent run time, times the queue ahead of
+    /// it, shared by the slots; between 1 and 60 seconds.
+    fn retry_after(&self) -> Duration {
+        let average = self.average_run_ms.load(Ordering::Relaxed);
+        let ahead = (self.queued() + 1) as u64;
+        let ms = average.saturating_mul(ahead) / self.limits.max_concurrent.max(1) as u64;
+        Duration::from_secs((ms / 1000).clamp(1, 60))
+    }
+
+    /// Runs an admitted execution to its end and records how it ended.
+    async fn execute(&self, id: String, plan: RunPlan, live: Arc<Live>, ticket: Ticket) {
+        let slot = tokio::select! {
+            slot = Arc::clone(&self.slots).acquire_owned() => slot.ok(),
+            () = live.cancel.cancelled() => None,
+        };
+        let ending = match slot {
+            None => Ending::without_outcome(
+                ExecStatus::Cancelled,
+                "Execution was cancelled before it started".into(),
+            ),
+            Some(_slot) => {
+                if let Err(e) = self.store.running(&id).await {
+                    tracing::error!(execution = %id, "recording a start: {}", packbox::error_chain(&e));
+                }
+                let started = Instant::now();
+                let store = self.store.clone();
+                let outcome = self
+                    .executor
+                    .run_with_cancel(&plan, &live.cancel, |event| {
+                        if let RunEvent::Started { exec_id } = event {
+                            let (store, id, exec_id) =
+                                (store.clone(), id.clone(), exec_id.to_string());
+                            tokio::spawn(async move {
+                                if let Err(e) = store.container_started(&id, &exec_id).await {
+                                    tracing::warn!(execution = %id, "recording a container: {}", packbox::error_chain(&e));
+                                }
+                            });
+                        }
+                    })
+                    .await;
+                self.note_duration(started.elapsed());
+                ending_of(outcome)
+            }
+        };
+        let record = match self.store.finish(&id, ending).await {
+            Ok(record) => record,
+            Err(e) => {
+                // The record stays queued or running; the next start marks it abandoned.
+                tracing::error!(execution = %id, "recording an ending: {}", packbox::error_chain(&e));
+                None
+            }
+        };
+        if let Ok(mut map) = self.live.lock() {
+            map.remove(&id);
+        }
+        live.ended.send_replace(record);
+        drop(ticket);
+    }
+
+    fn note_duration(&self, took: Duration) {
+        let ms = took.as_millis() as u64;
+        let _ = self
+            .average_run_ms
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some((old * 7 + ms) / 8)
+            });
+    }
+
+    fn live(&self, id: &str) -> Option<Arc<Live>> {
+        self.live.lock().ok()?.get(id).cloned()
+    }
+
+    /// The record of an execution, waiting up to `wait` for it to end.
+    pub async fn get(&self, id: &str, wait: Duration) -> Result<Option<Record>, StoreError> {
+        if !wait.is_zero()
+            && let Some(live) = self.live(id)
+        {
+            let mut ended = live.ended.subscribe();
+            if let Ok(Ok(record)) =
+                tokio::time::timeout(wait, ended.wait_for(Option::is_some)).await
+                && let Some(record) = record.clone()
+            {
+                return Ok(Some(record));
+            }
+        }
+        self.store.get(id).await
+    }
+
+    /// Stops a queued or running execution: a queued one never starts; a running one gets
+    /// SIGTERM, its grace, then SIGKILL. Returns the record as it is now.
+    pub async fn cancel(&self, id: &str) -> Result<Record, CancelRefused> {
+        if let Some(live) = self.live(id) {
+            live.cancel.cancel();
+        }
+        match self.store.get(id).await {
+            Ok(Some(record)) if record.status.is_final() && self.live(id).is_none() => {
+                Err(CancelRefused::Final(Box::new(record)))
+            }
+            Ok(Some(record)) => Ok(record),
+            Ok(None) => Err(CancelRefused::NotFound),
+            Err(e) => Err(CancelRefused::Store(e)),
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Stops accepting executions and waits for the ones there are, up to `grace`; then
+    /// cancels the rest and waits for them to end (their actions get SIGTERM, their grace,
+    /// SIGKILL), so every accepted execution has its final record.
+    pub async fn drain(&self, grace: Duration) {
+        self.draining.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            let live: Vec<Arc<Live>> = self
+                .live
+                .lock()
+                .map(|map| map.values().cloned().collect())
+                .unwrap_or_default();
+            tracing::warn!(
+                count = live.len(),
+                "cancelling the executions still running after the drain time"
+            );
+            for execution in live {
+                execution.cancel.cancel();
+            }
+            self.tasks.wait().await;
+        }
+    }
+}
+
+/// Holds one admission (queued or running) until dropped.
+struct Ticket {
+    dispatcher: Arc<Dispatcher>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Ok(mut admitted) = self.dispatcher.admitted.lock() {
+            *admitted = admitted.saturating_sub(1);
+        }
+    }
+}
+
+fn replayed(existing: Record, action: &str) -> Result<Submitted, Refused> {
+    if existing.action != action {
+        return Err(Refused::KeyReused {
+            action: existing.action,
+        });
+    }
+    Ok(Submitted {
+        record: existing,
+        replayed: true,
+    })
+}
+
+/// How the library's answer becomes a record's ending. Errors name no secret (the library
+/// never puts one in an error).
+fn ending_of(outcome: Result<packbox::Outcome, Error>) -> Ending {
+    match outcome {
+        Ok(outcome) => Ending::from_outcome(outcome),
+        Err(error) => {
+            let status = match error.fault() {
+                Fault::Cancelled => ExecStatus::Cancelled,
+                Fault::Input => ExecStatus::Invalid,
+                _ => ExecStatus::Error,
+            };
+            Ending::without_outcome(status, packbox::error_chain(&error))
+        }
+    }
+}
+
+/// Why a plan failed, as a refusal: unknown packs and actions are not found, parameter problems
+/// are listed one by one, a broken pack is the server's.
+fn refusal(action: &str, error: PlanError) -> Refused {
+    match error {
+        PlanError::Pack(PackError::UnknownPack { .. } | PackError::UnknownAction { .. }) => {
+            Refused::NotFound(format!("no action `{action}` on this server"))
+        }
+        PlanError::Pack(PackError::BadActionRef(_)) => Refused::Invalid {
+            message: format!(
+                "action: `{action}` is not of the form PACK.ACTION (pack: lowercase letters, digits, `_`, `-`; action: letters, digits, `_`, `-`)"
+            ),
+            problems: Vec::new(),
+        },
+        PlanError::Param(ParamError::Invalid { action, issues }) => Refused::Invalid {
+            message: format!("invalid parameters for action {action}"),
+            problems: issues
+                .into_iter()
+                .map(|issue| ParameterProblem {
+                    parameter: issue.parameter,
+                    message: issue.text,
+                })
+                .collect(),
+        },
+        PlanError::Param(other) => Refused::Invalid {
+            message: other.to_string(),
+            problems: Vec::new(),
+        },
+        PlanError::Secret(e) => Refused::Invalid {
+            message: e.to_string(),
+            problems: Vec::new(),
+        },
+        other => Refused::BrokenPack(packbox::error_chain(&other)),
+    }
+}

@@ -1,0 +1,330 @@
+//! A `packbox serve` process for the tests: started on a free loopback port with its own state
+//! folder and config file, stopped (SIGTERM, then waited for) when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{repo_root, state_dir};
+
+/// The packs the service tests run.
+pub fn service_packs() -> PathBuf {
+    repo_root().join("tests/fixtures/serve")
+}
+
+/// What a test server is started with.
+pub struct ServerOptions {
+    /// The config file's text (the `serve:` section and more).
+    pub config: String,
+    pub packs: PathBuf,
+    pub state: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            config: String::new(),
+            packs: service_packs(),
+            state: state_dir(),
+            env: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// A running `packbox serve`.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    log: Arc<Mutex<String>>,
+    _config: tempfile::TempDir,
+}
+
+impl Server {
+    /// A server with the default options and this config text.
+    pub fn start_with_config(config: &str) -> Server {
+        Server::start(ServerOptions {
+            config: config.to_string(),
+            ..ServerOptions::default()
+        })
+    }
+
+    /// Starts a server and waits (at most two minutes) until it listens.
+    pub fn start(options: ServerOptions) -> Server {
+        let config_dir = tempfile::tempdir().expect("a config folder");
+        let config = config_dir.path().join("config.yaml");
+        std::fs::write(&config, &options.config).expect("write the config");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_packbox"));
+        command
+            .arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(&options.state)
+            .args(["serve", "--listen", "127.0.0.1:0", "--packs"])
+            .arg(&options.packs)
+            .args(&options.args)
+            .env_remove("PACKBOX_SERVE_TOKEN")
+            .env_remove("PACKBOX_SERVE_TOKEN_FILE")
+            .env_remove("PACKBOX_SERVE_LISTEN")
+            .env("PACKBOX_LOG", "packbox=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in &options.env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("packbox serve starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (found, listening) = mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let url = rest.split_whitespace().next().unwrap_or("").to_string();
+                        let _ = found.send(url);
+                    }
+                    if let Ok(mut log) = log.lock() {
+                        log.push_str(&line);
+                        log.push('\n');
+                    }
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(url) = listening.recv_timeout(Duration::from_millis(100)) {
+                return Server {
+                    child,
+                    url,
+                    log,
+                    _config: config_dir,
+                };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "packbox serve exited ({status}) before listening:\n{}",
+                    log.lock().map(|l| l.clone()).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "packbox serve never listened");
+        }
+    }
+
+    /// The server's process id (its containers carry it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the server wrote on stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// `url` + `path`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Sends SIGTERM and waits (at most `within`) for the process to exit.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        signal(self.child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "packbox serve did not exit within {within:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the process with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        signal(self.child.id(), libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            signal(self.child.id(), libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) with a pid of our own child process.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+/// An HTTP answer: status, headers, body as JSON (Null when it is not JSON).
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+/// A client of a test server, with an optional bearer token.
+#[derive(Clone)]
+pub struct Api {
+    client: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Api {
+    pub fn new(server: &Server, token: Option<&str>) -> Api {
+        Api {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(300))
+                .build()
+                .expect("a client"),
+            base: server.url.clone(),
+            token: token.map(str::to_string),
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn answer(request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("a body");
+        Answer {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        Api::answer(self.request(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Answer {
+        Api::answer(self.request(reqwest::Method::POST, path).json(body)).await
+    }
+
+    pub async fn post_with_key(&self, path: &str, body: &Value, key: &str) -> Answer {
+        Api::answer(
+            self.request(reqwest::Method::POST, path)
+                .header("Idempotency-Key", key)
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Answer {
+        Api::answer(
+            self.request(reqwest::Method::POST, path)
+                .header("content-type", content_type)
+                .body(body),
+        )
+        .await
+    }
+
+    /// Waits (at most `within`) until the execution ends; returns its record.
+    pub async fn wait_final(&self, id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let answer = self.get(&format!("/v1/executions/{id}?wait=10")).await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            let status = answer.body["status"].as_str().unwrap_or("");
+            if status != "queued" && status != "running" {
+                return answer.body;
+            }
+            assert!(Instant::now() < deadline, "execution {id} never ended");
+        }
+    }
+}
+
+/// Bytes of the server's record files (the database and its WAL), to look for what must not be
+/// there.
+pub fn record_bytes(state: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for name in ["executions.sqlite", "executions.sqlite-wal"] {
+        if let Ok(mut file) = std::fs::read(state.join(name)) {
+            bytes.append(&mut file);
+        }
+    }
+    bytes
+}
+
+/// The OpenAPI document kept in the repository.
+pub fn openapi() -> Value {
+    let text = std::fs::read_to_string(super::repo_root().join("docs/openapi.json"))
+        .expect("docs/openapi.json");
+    serde_json::from_str(&text).expect("the OpenAPI document is JSON")
+}
+
+/// Asserts that `answer` is what the OpenAPI document says `method path` answers: its status
+/// is documented for the operation and its JSON body validates against that response's schema.
+pub fn assert_documented(document: &Value, method: &str, path: &str, answer: &Answer) {
+    let operation = &document["paths"][path][method];
+    assert!(
+        operation.is_object(),
+        "{method} {path} is not in the document"
+    );
+    let response = &operation["responses"][answer.status.to_string()];
+    assert!(
+        response.is_object(),
+        "{method} {path}: status {} is not documented ({})",
+        answer.status,
+        answer.body
+    );
+    let Some(schema) = response["content"]["application/json"]["schema"].as_object() else {
+        return;
+    };
+    let mut root = serde_json::Map::new();
+    root.insert(
+        "$schema".into(),
+        "https://json-schema.org/draft/2020-12/schema".into(),
+    );
+    root.insert("components".into(), document["components"].clone());
+    root.insert(
+        "allOf".into(),
+        Value::Array(vec![Value::Object(schema.clone())]),
+    );
+    let validator = jsonschema::validator_for(&Value::Object(root)).expect("a valid schema");
+    let problems: Vec<String> = validator
+        .iter_errors(&answer.body)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "{method} {path} {}: the body does not match the document: {problems:?}\n{}",
+        answer.status,
+        answer.body
+    );
+}

@@ -1,0 +1,163 @@
+//! The OpenAPI document of API v1 (docs/openapi.json) is what the server serves and what it
+//! answers: each answer's status is documented for its operation and its body validates against
+//! the documented schema.
+
+mod common;
+
+use std::time::Duration;
+
+use common::server::*;
+use common::*;
+use serde_json::json;
+
+const TOKEN: &str = "openapi-test-token-0123456789";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_document_is_the_one_in_the_repository() {
+    require_engine();
+    let server = Server::start_with_config("");
+    let served = reqwest::get(server.at("/v1/openapi.json"))
+        .await
+        .expect("served")
+        .bytes()
+        .await
+        .expect("a body");
+    let kept = std::fs::read(repo_root().join("docs/openapi.json")).expect("kept");
+    assert_eq!(served.as_ref(), kept.as_slice());
+    let document = openapi();
+    assert_eq!(document["openapi"], "3.1.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_matches_the_document() {
+    require_engine();
+    let document = openapi();
+    let server = Server::start(ServerOptions {
+        config: "serve: {max_concurrent: 1, max_queue: 1, max_body: 1k, drain_seconds: 1}\nrun: {grace_seconds: 1}\n"
+            .into(),
+        env: vec![("PACKBOX_SERVE_TOKEN".into(), TOKEN.into())],
+        ..ServerOptions::default()
+    });
+    let api = Api::new(&server, Some(TOKEN));
+    let anonymous = Api::new(&server, None);
+    let check = |method: &str, path: &str, answer: &Answer| {
+        assert_documented(&document, method, path, answer);
+    };
+
+    check("get", "/healthz", &anonymous.get("/healthz").await);
+    check(
+        "get",
+        "/v1/executions",
+        &anonymous.get("/v1/executions").await,
+    );
+    check(
+        "get",
+        "/v1/openapi.json",
+        &api.get("/v1/openapi.json").await,
+    );
+    check("get", "/v1/actions", &api.get("/v1/actions").await);
+    check("get", "/v1/runtimes", &api.get("/v1/runtimes").await);
+
+    let done = api
+        .post(
+            "/v1/executions",
+            &json!({"action": "svc.tell", "parameters": {"label": "a"}, "secrets": {"api_key": "k-123456"}, "wait": true}),
+        )
+        .await;
+    assert_eq!(done.status, 201);
+    check("post", "/v1/executions", &done);
+    let id = done.body["id"].as_str().expect("id").to_string();
+    check(
+        "get",
+        "/v1/executions/{id}",
+        &api.get(&format!("/v1/executions/{id}")).await,
+    );
+    check(
+        "get",
+        "/v1/executions/{id}",
+        &api.get("/v1/executions/nope").await,
+    );
+    check(
+        "post",
+        "/v1/executions/{id}/cancel",
+        &api.post(&format!("/v1/executions/{id}/cancel"), &json!({}))
+            .await,
+    );
+    check(
+        "post",
+        "/v1/executions/{id}/cancel",
+        &api.post("/v1/executions/nope/cancel", &json!({})).await,
+    );
+    let replay_body = json!({"action": "svc.sleep", "parameters": {"seconds": 0}, "wait": true});
+    let first = api
+        .post_with_key("/v1/executions", &replay_body, "k1")
+        .await;
+    check("post", "/v1/executions", &first);
+    let replayed = api
+        .post_with_key("/v1/executions", &replay_body, "k1")
+        .await;
+    assert_eq!(replayed.status, 200);
+    check("post", "/v1/executions", &replayed);
+    let reused = api
+        .post_with_key("/v1/executions", &json!({"action": "svc.tell"}), "k1")
+        .await;
+    assert_eq!(reused.status, 422);
+    check("post", "/v1/executions", &reused);
+
+    for (body, status) in [
+        (json!({"action": "svc.nope"}), 404),
+        (
+            json!({"action": "svc.tell", "parameters": {"label": 1}}),
+            400,
+        ),
+        (json!({"action": "svc.tell", "surprise": true}), 400),
+    ] {
+        let answer = api.post("/v1/executions", &body).await;
+        assert_eq!(answer.status, status, "{}", answer.body);
+        check("post", "/v1/executions", &answer);
+    }
+    check(
+        "post",
+        "/v1/executions",
+        &api.post_raw("/v1/executions", "text/plain", b"{}".to_vec())
+            .await,
+    );
+    check(
+        "post",
+        "/v1/executions",
+        &api.post_raw("/v1/executions", "application/json", vec![b' '; 2048])
+            .await,
+    );
+
+    // One runs, one waits, the next is refused.
+    let sleep = json!({"action": "svc.sleep", "parameters": {"seconds": 60}});
+    let running = api.post("/v1/executions", &sleep).await;
+    assert_eq!(running.status, 202);
+    check("post", "/v1/executions", &running);
+    let queued = api.post("/v1/executions", &sleep).await;
+    let busy = api.post("/v1/executions", &sleep).await;
+    assert_eq!(busy.status, 429);
+    check("post", "/v1/executions", &busy);
+    let listed = api.get("/v1/executions?limit=2").await;
+    assert!(listed.body["next_cursor"].is_string());
+    check("get", "/v1/executions", &listed);
+    check(
+        "get",
+        "/v1/executions",
+        &api.get("/v1/executions?limit=9999").await,
+    );
+    for id in [&running.body["id"], &queued.body["id"]] {
+        let id = id.as_str().expect("id");
+        let cancelled = api
+            .post(&format!("/v1/executions/{id}/cancel"), &json!({}))
+            .await;
+        check("post", "/v1/executions/{id}/cancel", &cancelled);
+        let ended = api.wait_final(id, Duration::from_secs(60)).await;
+        assert_eq!(ended["status"], "cancelled");
+        check(
+            "get",
+            "/v1/executions/{id}",
+            &api.get(&format!("/v1/executions/{id}")).await,
+        );
+    }
+}
