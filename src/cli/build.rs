@@ -35,10 +35,10 @@ enum Progress {
 }
 
 impl Progress {
-    fn new(json: bool) -> Progress {
+    fn new(json: bool, plain: bool) -> Progress {
         if json {
             Progress::Json
-        } else if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+        } else if std::io::stderr().is_terminal() && !plain {
             Progress::Bar(None)
         } else {
             Progress::Lines
@@ -103,7 +103,7 @@ fn summary(report: &EnvReport) -> String {
 
 /// Builds the environments and reports; exits 125 when any failed.
 pub async fn execute(args: BuildArgs, global: &GlobalArgs) -> ExitCode {
-    let mut progress = Progress::new(args.json);
+    let mut progress = Progress::new(args.json, global.no_color);
     match build(&args, global, &mut progress).await {
         Ok(reports) if reports.iter().any(|r| r.status == EnvStatus::Failed) => {
             ExitCode::from(EXIT_ENGINE)

@@ -26,6 +26,9 @@ pub struct GlobalArgs {
     /// else $XDG_STATE_HOME/packbox).
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Plain output: no spinners or colours (also $NO_COLOR).
+    #[arg(long, global = true, env = "NO_COLOR", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_color: bool,
 }
 
 /// The sandbox and limit flags of commands that run actions.

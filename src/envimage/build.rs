@@ -80,14 +80,22 @@ pub async fn ensure(
     mut on_line: impl FnMut(&str) + Send,
 ) -> Result<EnvImage, EnvError> {
     let tag = recipe.tag();
+    let key = recipe.key();
     if let Some(id) = engine.image_id(&tag).await? {
+        tracing::debug!(key = %key, tag = %tag, "environment image present");
         return Ok(EnvImage {
             tag,
             id,
             built: false,
         });
     }
-    let key = recipe.key();
+    tracing::debug!(
+        key = %key,
+        tag = %tag,
+        base_image_id = %recipe.base_image_id,
+        dependency_hash = %recipe.manifests.dependency_hash(),
+        "environment image missing: building it"
+    );
     let in_process = {
         let mut locks = BUILD_LOCKS
             .lock()
