@@ -171,6 +171,8 @@ pub struct BuildLayer {
     pub ca_bundle: Option<PathBuf>,
     pub pip_index_url: Option<String>,
     pub npm_registry: Option<String>,
+    /// How long one environment build may take.
+    pub timeout_seconds: Option<u64>,
 }
 
 /// A size in bytes, written as a number or with a binary suffix (`512m`, `64k`, `1g`).
@@ -376,6 +378,7 @@ fn env_layer(env: &Environment) -> SettingsLayer {
             ca_bundle: path("PACKBOX_BUILD_CA_BUNDLE"),
             pip_index_url: text("PACKBOX_PIP_INDEX_URL"),
             npm_registry: text("PACKBOX_NPM_REGISTRY"),
+            timeout_seconds: None,
         },
     }
 }
@@ -624,6 +627,12 @@ impl Resolver<'_> {
             |v| in_range(*v, bounds::MIN_OUTPUT, bounds::MAX_OUTPUT, "1 byte", "1g"),
         )?;
 
+        let build_timeout = self.setting(
+            "build.timeout_seconds",
+            |l| l.build.timeout_seconds,
+            crate::envimage::build::DEFAULT_BUILD_TIMEOUT.as_secs(),
+            |v| count_in_range(*v, 1, bounds::MAX_TIMEOUT),
+        )?;
         let ca_bundle = self.pick(|l| l.build.ca_bundle.clone());
         self.show(
             "build.ca_bundle",
@@ -720,6 +729,7 @@ impl Resolver<'_> {
                     npm_registry: npm_registry.map(|p| p.value),
                 },
                 proxies,
+                timeout: Duration::from_secs(build_timeout.value),
             },
             config_file,
             shown: self.shown,

@@ -13,12 +13,12 @@ use tokio_util::sync::CancellationToken;
 use super::recipe::{EnvRecipe, IndexSettings, RECIPE_FORMAT};
 use crate::engine::{BuildSpec, ContainerEngine, EngineError};
 
-/// How long one environment build may take.
-const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long one environment build may take unless the settings say otherwise.
+pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Lines of build output quoted in a failure.
 const FAILURE_TAIL_LINES: usize = 15;
 /// How environment builds reach their package indexes.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct BuildSettings {
     /// A PEM bundle that pip, npm and curl trust during builds (`PACKBOX_BUILD_CA_BUNDLE`).
     pub ca_bundle: Option<PathBuf>,
@@ -26,6 +26,19 @@ pub struct BuildSettings {
     pub index: IndexSettings,
     /// Standard proxy variables, passed through as build arguments.
     pub proxies: BTreeMap<String, String>,
+    /// How long one environment build may take.
+    pub timeout: Duration,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        BuildSettings {
+            ca_bundle: None,
+            index: IndexSettings::default(),
+            proxies: BTreeMap::new(),
+            timeout: DEFAULT_BUILD_TIMEOUT,
+        }
+    }
 }
 
 /// An environment that could not be made.
@@ -41,8 +54,12 @@ pub enum EnvError {
         tail: String,
         log: PathBuf,
     },
-    #[error("environment build {tag} did not finish within {} s (full log: {log})", BUILD_TIMEOUT.as_secs())]
-    BuildTimedOut { tag: String, log: PathBuf },
+    #[error("environment build {tag} did not finish within {seconds} s (build.timeout_seconds, --build-timeout; full log: {log})")]
+    BuildTimedOut {
+        tag: String,
+        seconds: u64,
+        log: PathBuf,
+    },
     #[error("state folder {path}")]
     State {
         path: PathBuf,
@@ -147,7 +164,7 @@ pub async fn ensure(
     let build = engine.build_image(spec, &mut on_build_line);
     // Dropping the build's stream closes its connection, which stops the engine's build.
     let result = tokio::select! {
-        result = tokio::time::timeout(BUILD_TIMEOUT, build) => Some(result),
+        result = tokio::time::timeout(settings.timeout, build) => Some(result),
         () = cancel.cancelled() => None,
     };
     let Some(result) = result else {
@@ -190,7 +207,11 @@ pub async fn ensure(
             if let Some(layer) = &log.last_layer {
                 let _ = engine.remove_image(layer).await;
             }
-            Err(EnvError::BuildTimedOut { tag, log: log_path })
+            Err(EnvError::BuildTimedOut {
+                tag,
+                seconds: settings.timeout.as_secs(),
+                log: log_path,
+            })
         }
     }
 }
