@@ -11,16 +11,14 @@ use crate::sandbox::SandboxPolicy;
 
 /// The config file packbox reads from the current folder when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "packbox.yaml";
+/// Config files larger than this are refused.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// A config file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("config file {file}: cannot read")]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("config file {0}")]
+    Unreadable(#[from] crate::input::InputError),
     #[error("config file {file}: {message}")]
     Invalid { file: PathBuf, message: String },
     #[error("{setting}: {message}")]
@@ -117,10 +115,7 @@ impl ConfigFile {
                 default
             }
         };
-        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let text = crate::input::read_yaml(&file, MAX_CONFIG_BYTES)?;
         if text.trim().is_empty() {
             return Ok(ConfigFile::default());
         }

@@ -8,11 +8,15 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::input::{self, InputError};
+
 /// What replaces a secret in an outcome.
 pub const REDACTED: &str = "***";
 /// Secret values shorter than this are not scrubbed from output: replacing every `a` or `1`
 /// would destroy the output and reveal more than it hides.
 const MIN_SCRUBBED_LEN: usize = 3;
+/// Secrets files larger than this are refused.
+const MAX_SECRETS_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Secrets given on the command line or in a file that cannot be used. Messages never quote a
 /// value.
@@ -20,12 +24,8 @@ const MIN_SCRUBBED_LEN: usize = 3;
 pub enum SecretError {
     #[error("--secret #{position}: expected KEY=VALUE")]
     Malformed { position: usize },
-    #[error("secrets file {file}: cannot read")]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("secrets file {0}")]
+    Unreadable(#[source] InputError),
     #[error("secrets file {file}: expected a JSON or YAML mapping of names to values")]
     NotAMapping { file: PathBuf },
 }
@@ -67,10 +67,7 @@ impl Secrets {
 }
 
 fn read_file(file: &Path) -> Result<Map<String, Value>, SecretError> {
-    let text = std::fs::read_to_string(file).map_err(|source| SecretError::Read {
-        file: file.to_path_buf(),
-        source,
-    })?;
+    let text = input::read_yaml(file, MAX_SECRETS_FILE_BYTES).map_err(SecretError::Unreadable)?;
     // serde's messages may quote the content: say only what was expected.
     match serde_yaml::from_str::<Value>(&text) {
         Ok(Value::Object(map)) => Ok(map),
