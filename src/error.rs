@@ -10,6 +10,7 @@ use crate::pack::params::ParamError;
 use crate::probe::UnknownRuntimeFilter;
 use crate::runtime_image::ImageError;
 use crate::sandbox::RunError;
+use crate::sandbox::delivery::DeliveryError;
 use crate::secrets::SecretError;
 
 /// Any error packbox's library can return.
@@ -39,6 +40,9 @@ pub enum Error {
     },
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// The parameter document cannot be written in the action's format.
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The operator asked for an OCI runtime the engine does not have.
@@ -79,6 +83,7 @@ impl Error {
             | Error::Param(_)
             | Error::RuntimeFilter(_)
             | Error::Secret(_)
+            | Error::Delivery(_)
             | Error::Config(_)
             | Error::OciRuntimeMissing { .. }
             | Error::UnknownRuntime { .. }

@@ -115,7 +115,7 @@ pub fn plan(catalog: &Catalog, request: &RunRequest) -> Result<RunPlan, Error> {
         )
         .collect();
     let redactor = Redactor::new(secret_values);
-    let stdin = SecretBytes(delivery::encode(&document, manifest.parameter_format));
+    let stdin = SecretBytes(delivery::encode(&document, manifest.parameter_format)?);
     let timeout = request
         .timeout
         .or(manifest.timeout_seconds.map(Duration::from_secs))

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::input::{self, InputError};
+use crate::sandbox::delivery::is_dotenv_key;
 
 /// What replaces a secret in an outcome.
 pub const REDACTED: &str = "***";
@@ -24,6 +25,9 @@ const MAX_SECRETS_FILE_BYTES: u64 = 1024 * 1024;
 pub enum SecretError {
     #[error("--secret #{position}: expected KEY=VALUE")]
     Malformed { position: usize },
+    /// Secret names become keys of the parameter document, which may be `source`d by a shell.
+    #[error("secret name {name:?}: expected letters, digits, `_`, `.` and `-`")]
+    BadName { name: String },
     #[error("secrets file {0}")]
     Unreadable(#[source] InputError),
     #[error("secrets file {file}: expected a JSON or YAML mapping of names to values")]
@@ -56,6 +60,9 @@ impl Secrets {
                     position: index + 1,
                 })?;
             secrets.insert(key.trim().to_string(), Value::String(value.to_string()));
+        }
+        if let Some(name) = secrets.keys().find(|name| !is_dotenv_key(name)) {
+            return Err(SecretError::BadName { name: name.clone() });
         }
         Ok(Secrets(secrets))
     }
@@ -205,6 +212,23 @@ mod tests {
         let secrets = Secrets::read(&["token=hunter2".into()], None).expect("valid");
         assert!(!format!("{secrets:?}").contains("hunter2"));
         assert!(!format!("{:?}", SecretBytes(b"hunter2".to_vec())).contains("hunter2"));
+    }
+
+    #[test]
+    fn secret_names_are_plain_words() {
+        let err = Secrets::read(&["evil\nPWNED=1".into()], None).expect_err("newline");
+        assert_eq!(
+            err.to_string(),
+            r#"secret name "evil\nPWNED": expected letters, digits, `_`, `.` and `-`"#
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("s.yaml");
+        std::fs::write(&file, "\"a=$(id)\": x\n").expect("write");
+        assert!(matches!(
+            Secrets::read(&[], Some(&file)),
+            Err(SecretError::BadName { .. })
+        ));
+        assert!(Secrets::read(&["api.key-2_x=v".into()], None).is_ok());
     }
 
     #[test]
