@@ -205,9 +205,10 @@ mod tests {
     #[test]
     fn depth_counts_mappings_and_lists_in_block_and_flow_style() {
         assert_eq!(yaml_shape("a: 1\n", 1, 10), YamlShape::Fits { nodes: 3 });
-        assert_eq!(yaml_shape(&nested(64), 64, usize::MAX), YamlShape::Fits {
-            nodes: 64
-        });
+        assert_eq!(
+            yaml_shape(&nested(64), 64, usize::MAX),
+            YamlShape::Fits { nodes: 64 }
+        );
         assert_eq!(
             yaml_shape(&nested(65), 64, usize::MAX),
             YamlShape::TooDeep { line: 1 }
@@ -223,7 +224,8 @@ mod tests {
 
     #[test]
     fn brackets_in_text_are_not_nesting() {
-        let text = "a: 'x [[[[[[ y'\nb: \"[[[[[[\"\nc: plain [[[[[[ text\nd: |\n  [[[[[[\n# [[[[[[\n";
+        let text =
+            "a: 'x [[[[[[ y'\nb: \"[[[[[[\"\nc: plain [[[[[[ text\nd: |\n  [[[[[[\n# [[[[[[\n";
         assert!(matches!(yaml_shape(text, 1, 100), YamlShape::Fits { .. }));
     }
 
@@ -250,10 +252,14 @@ mod tests {
         std::fs::write(&file, "a: 1\n").expect("write");
         assert_eq!(read_text(&file, 5).expect("fits"), "a: 1\n");
         let err = read_text(&file, 4).expect_err("too large");
-        assert_eq!(err.to_string(), format!("{}: larger than 4 bytes", file.display()));
+        assert_eq!(
+            err.to_string(),
+            format!("{}: larger than 4 bytes", file.display())
+        );
         let err = read_bytes(Path::new("/dev/zero"), 1 << 20).expect_err("device");
         assert!(
-            err.to_string().ends_with("expected a regular file, found a character device"),
+            err.to_string()
+                .ends_with("expected a regular file, found a character device"),
             "{err}"
         );
         let err = read_bytes(dir.path(), 1 << 20).expect_err("folder");

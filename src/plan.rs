@@ -114,7 +114,7 @@ pub fn plan(catalog: &Catalog, request: &RunRequest) -> Result<RunPlan, Error> {
                 .filter_map(|(name, _)| document.get(name)),
         )
         .collect();
-    let redactor = Redactor::new(secret_values);
+    let redactor = Redactor::new(secret_values).map_err(crate::secrets::SecretError::from)?;
     let stdin = SecretBytes(delivery::encode(&document, manifest.parameter_format)?);
     let timeout = request
         .timeout

@@ -118,7 +118,8 @@ mod tests {
             "list": [1, "two"],
             "nothing": null
         }));
-        let text = String::from_utf8(encode(&document, ParameterFormat::Dotenv).expect("dotenv")).expect("utf8");
+        let text = String::from_utf8(encode(&document, ParameterFormat::Dotenv).expect("dotenv"))
+            .expect("utf8");
         assert_eq!(
             text,
             "alpha.inner.deep='true'\nalpha.n='2'\nlist='[1,\"two\"]'\nnothing=''\nzeta='it'\\''s'\n"

@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod delivery;
 pub mod owner;
+pub mod parse;
 pub mod policy;
 pub mod pool;
 pub mod result;
