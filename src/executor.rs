@@ -249,7 +249,29 @@ impl Executor {
         let preparer = self.preparer();
         let mut reports = Vec::new();
         for action in actions {
-            let runtime = resolve_runtime(&self.catalog, &action)?;
+            // A pack or action that cannot load, or names an unknown runtime, is reported and
+            // skipped: the others still build.
+            let loaded = action
+                .map_err(|bad| {
+                    let action = bad.action.as_deref().unwrap_or_default();
+                    EnvReport::invalid(&bad.pack, action, &Error::from(bad.error))
+                })
+                .and_then(|action| match resolve_runtime(&self.catalog, &action) {
+                    Ok(runtime) => Ok((action, runtime)),
+                    Err(e) => Err(EnvReport::invalid(
+                        &action.pack.pack_ref,
+                        &action.action_ref,
+                        &e,
+                    )),
+                });
+            let (action, runtime) = match loaded {
+                Ok(loaded) => loaded,
+                Err(report) => {
+                    on_event(BuildEvent::Finished { report: &report });
+                    reports.push(report);
+                    continue;
+                }
+            };
             let statuses = preparer.verified_versions(runtime).await;
             let mut report = EnvReport {
                 pack: action.pack.pack_ref.clone(),
@@ -338,6 +360,21 @@ pub struct EnvReport {
     pub error: Option<String>,
 }
 
+impl EnvReport {
+    /// The report of an action whose pack or declaration is wrong: nothing was built.
+    fn invalid(pack: &str, action: &str, error: &Error) -> EnvReport {
+        EnvReport {
+            pack: pack.to_string(),
+            action: action.to_string(),
+            runtime: String::new(),
+            version: None,
+            image: None,
+            status: EnvStatus::Invalid,
+            error: Some(crate::error::chain(error)),
+        }
+    }
+}
+
 /// The state of one action's environment after `build_environments`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -350,6 +387,8 @@ pub enum EnvStatus {
     NotNeeded,
     /// The build (or version selection) failed; see `error`.
     Failed,
+    /// The pack or the action has problems (or names an unknown runtime); see `error`.
+    Invalid,
 }
 
 /// Progress of [`Executor::build_environments`].
