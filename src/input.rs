@@ -1,5 +1,6 @@
-//! Reading what a user, an operator or a pack hands packbox: files read with a size cap that
-//! holds for devices and FIFOs too, and YAML checked for nesting depth before a parser builds it.
+//! Reading files and documents packbox does not trust (packs, parameter, secret, config and
+//! catalog files, an action's YAML output): files read with a size cap that holds for devices and
+//! FIFOs too, and YAML checked for nesting depth and size before a parser builds it.
 //!
 //! Separate because every file packbox reads (pack and action YAML, parameters, secrets, settings)
 //! needs the same two defences, and one place keeps them the same. The YAML check walks the
@@ -74,6 +75,26 @@ pub fn read_bytes(file: &Path, limit: u64) -> Result<Vec<u8>, InputError> {
         return Err(refuse(Refusal::TooLarge { limit }));
     }
     read_at_most(opened, meta.len(), limit).map_err(refuse)
+}
+
+/// [`read_bytes`] for callers that deal in `std::io::Error`: a refusal is `InvalidInput` with
+/// the reason as its message.
+pub fn read_regular_file(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
+    read_bytes(path, max_bytes).map_err(|e| match e.reason {
+        Refusal::Io(io) => io,
+        other => std::io::Error::new(std::io::ErrorKind::InvalidInput, other.to_string()),
+    })
+}
+
+/// Refuses YAML (or JSON) text that nests deeper than [`MAX_DEPTH`], naming the line (see
+/// [`yaml_shape`]). Syntax errors pass: the parser that follows reports them.
+pub fn check_yaml_depth(text: &str) -> Result<(), String> {
+    match yaml_shape(text, MAX_DEPTH, usize::MAX) {
+        YamlShape::TooDeep { line } => Err(format!(
+            "line {line}: nested deeper than {MAX_DEPTH} levels"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Reads UTF-8 text from a regular file of at most `limit` bytes (see [`read_bytes`]).
@@ -220,6 +241,31 @@ mod tests {
             yaml_shape("x: 1\ny:\n- - - - 1\n", 3, 100),
             YamlShape::TooDeep { line: 3 }
         );
+    }
+
+    #[test]
+    fn a_quote_inside_plain_text_does_not_hide_depth() {
+        // A character scanner that took this `'` for a quote saw no nesting after it, while
+        // libyaml (a plain scalar `x 'y`) went on into 200k levels of `[`.
+        let text = format!("a: x 'y\nb: {}\n", nested(200_000));
+        assert_eq!(
+            check_yaml_depth(&text),
+            Err("line 2: nested deeper than 64 levels".into())
+        );
+        let text = format!("a: \"x\\\" # y\"\nb: {}\n", nested(100));
+        assert!(check_yaml_depth(&text).is_err());
+    }
+
+    #[test]
+    fn the_io_flavoured_reader_says_why_it_refused() {
+        let err = read_regular_file(Path::new("/dev/zero"), 1 << 20).expect_err("device");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert_eq!(
+            err.to_string(),
+            "expected a regular file, found a character device"
+        );
+        let err = read_regular_file(Path::new("/nonexistent/x"), 1).expect_err("missing");
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]
