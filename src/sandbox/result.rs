@@ -159,7 +159,6 @@ pub fn status_of(exit_code: i64, oom_killed: bool) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn failure_message_rules() {

@@ -1,6 +1,6 @@
 //! Scrubbing secret values out of what an action printed, in the forms a program prints them:
 //! as they are, and JSON-escaped (`"` and `\` escaped, control characters as `\n` or `\u0001`,
-//! and with non-ASCII as `\uXXXX`, Python's default). Every leaf string of a structured secret is
+//! and with non-ASCII as `\uXXXX`, Python's default), also twice (JSON inside a JSON string). Every leaf string of a structured secret is
 //! a secret of its own. Output that streams (`--follow`) is scrubbed as it comes: a tail that
 //! could be the start of a secret is held back until the next chunk says what it is.
 //!
@@ -174,20 +174,32 @@ fn collect_secrets(value: &Value, secrets: &mut Vec<String>) {
     }
 }
 
-/// A secret as programs print it: as is, inside a JSON string, and inside a JSON string with
-/// non-ASCII escaped (Python's `ensure_ascii`; lower- and upper-case hex).
+/// A secret as programs print it: as is, inside a JSON string, inside a JSON string with
+/// non-ASCII escaped (Python's `ensure_ascii`; lower- and upper-case hex), and each of those
+/// inside a JSON string once more (a JSON document printed as a string of another).
 fn printed_forms(secret: &str) -> Vec<String> {
-    let quoted = Value::String(secret.to_string()).to_string();
-    let escaped = &quoted[1..quoted.len() - 1];
-    let mut forms = vec![
-        secret.to_string(),
-        escaped.to_string(),
-        ascii_escaped(escaped, false),
-        ascii_escaped(escaped, true),
-    ];
+    let escapes = |text: &str| {
+        let escaped = json_escaped(text);
+        [
+            ascii_escaped(&escaped, false),
+            ascii_escaped(&escaped, true),
+            escaped,
+        ]
+    };
+    let mut forms = vec![secret.to_string()];
+    for once in escapes(secret) {
+        forms.extend(escapes(&once));
+        forms.push(once);
+    }
     forms.sort();
     forms.dedup();
     forms
+}
+
+/// The text as it stands between the quotes of a JSON string.
+fn json_escaped(text: &str) -> String {
+    let quoted = Value::String(text.to_string()).to_string();
+    quoted[1..quoted.len() - 1].to_string()
 }
 
 /// JSON-escaped text with every non-ASCII character as `\uXXXX` (UTF-16 units).
@@ -321,6 +333,7 @@ mod tests {
             r#"{"p": "pa\"ss\\wörd😀\n"}"#,
             r#"{"p": "pa\"ss\\w\u00f6rd\ud83d\ude00\n"}"#,
             r#"{"p": "pa\"ss\\w\u00F6rd\uD83D\uDE00\n"}"#,
+            r#"{"doc": "{\"p\": \"pa\\\"ss\\\\w\\u00f6rd\\ud83d\\ude00\\n\"}"}"#,
             "raw: pa\"ss\\wörd😀\n",
         ] {
             let scrubbed = text(&redactor, printed);
