@@ -251,22 +251,20 @@ impl Executor {
         for action in actions {
             // A pack or action that cannot load, or names an unknown runtime, is reported and
             // skipped: the others still build.
-            let loaded = action
-                .map_err(|bad| {
+            let (action, runtime) = match action {
+                Ok(action) => match resolve_runtime(&self.catalog, &action) {
+                    Ok(runtime) => (action, runtime),
+                    Err(e) => {
+                        let report =
+                            EnvReport::invalid(&action.pack.pack_ref, &action.action_ref, &e);
+                        on_event(BuildEvent::Finished { report: &report });
+                        reports.push(report);
+                        continue;
+                    }
+                },
+                Err(bad) => {
                     let action = bad.action.as_deref().unwrap_or_default();
-                    EnvReport::invalid(&bad.pack, action, &Error::from(bad.error))
-                })
-                .and_then(|action| match resolve_runtime(&self.catalog, &action) {
-                    Ok(runtime) => Ok((action, runtime)),
-                    Err(e) => Err(EnvReport::invalid(
-                        &action.pack.pack_ref,
-                        &action.action_ref,
-                        &e,
-                    )),
-                });
-            let (action, runtime) = match loaded {
-                Ok(loaded) => loaded,
-                Err(report) => {
+                    let report = EnvReport::invalid(&bad.pack, action, &Error::from(bad.error));
                     on_event(BuildEvent::Finished { report: &report });
                     reports.push(report);
                     continue;

@@ -166,51 +166,51 @@ pub enum YamlShape {
 /// soon as it nests deeper than `max_depth` or holds more than `max_nodes` nodes (scalars,
 /// aliases, mappings, lists). Linear in the text while under the limits.
 pub fn yaml_shape(text: &str, max_depth: usize, max_nodes: usize) -> YamlShape {
-    use unsafe_libyaml as sys;
-    let mut parser = Box::new(std::mem::MaybeUninit::<sys::yaml_parser_t>::uninit());
+    use unsafe_libyaml as unsafe_sys;
+    let mut parser = Box::new(std::mem::MaybeUninit::<unsafe_sys::yaml_parser_t>::uninit());
     let parser = parser.as_mut_ptr();
     // SAFETY: `parser` points to boxed, writable memory that does not move (libyaml keeps a
     // pointer to the parser in it); it is initialised here and deleted below on every path.
     // The input outlives the parser: both live to the end of this function. Each event is
     // deleted once, after its fields were read.
     unsafe {
-        if sys::yaml_parser_initialize(parser).fail {
+        if unsafe_sys::yaml_parser_initialize(parser).fail {
             // Out of memory in libyaml's small initial buffers: serde_yaml would fail the same way.
             return YamlShape::Malformed;
         }
-        sys::yaml_parser_set_encoding(parser, sys::YAML_UTF8_ENCODING);
-        sys::yaml_parser_set_input_string(parser, text.as_ptr(), text.len() as u64);
+        unsafe_sys::yaml_parser_set_encoding(parser, unsafe_sys::YAML_UTF8_ENCODING);
+        unsafe_sys::yaml_parser_set_input_string(parser, text.as_ptr(), text.len() as u64);
         let mut depth = 0usize;
         let mut nodes = 0usize;
         let shape = loop {
-            let mut event = std::mem::MaybeUninit::<sys::yaml_event_t>::uninit();
+            let mut event = std::mem::MaybeUninit::<unsafe_sys::yaml_event_t>::uninit();
             let event = event.as_mut_ptr();
-            if sys::yaml_parser_parse(parser, event).fail {
+            if unsafe_sys::yaml_parser_parse(parser, event).fail {
                 break YamlShape::Malformed;
             }
             let kind = (*event).type_;
             let line = (*event).start_mark.line as usize + 1;
-            sys::yaml_event_delete(event);
+            unsafe_sys::yaml_event_delete(event);
             match kind {
-                sys::YAML_STREAM_END_EVENT => break YamlShape::Fits { nodes },
-                sys::YAML_SEQUENCE_START_EVENT | sys::YAML_MAPPING_START_EVENT => {
+                unsafe_sys::YAML_STREAM_END_EVENT => break YamlShape::Fits { nodes },
+                unsafe_sys::YAML_SEQUENCE_START_EVENT | unsafe_sys::YAML_MAPPING_START_EVENT => {
                     depth += 1;
                     nodes += 1;
                     if depth > max_depth {
                         break YamlShape::TooDeep { line };
                     }
                 }
-                sys::YAML_SEQUENCE_END_EVENT | sys::YAML_MAPPING_END_EVENT => {
+                unsafe_sys::YAML_SEQUENCE_END_EVENT | unsafe_sys::YAML_MAPPING_END_EVENT => {
                     depth = depth.saturating_sub(1);
                 }
-                sys::YAML_SCALAR_EVENT | sys::YAML_ALIAS_EVENT => nodes += 1,
+                unsafe_sys::YAML_SCALAR_EVENT | unsafe_sys::YAML_ALIAS_EVENT => nodes += 1,
                 _ => {}
             }
             if nodes > max_nodes {
                 break YamlShape::TooManyNodes;
             }
         };
-        sys::yaml_parser_delete(parser);
+        unsafe_sys::yaml_parser_delete(parser);
         shape
     }
 }

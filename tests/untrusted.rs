@@ -38,6 +38,8 @@ fn watched(args: &[&str], deadline: Duration) -> Watched {
     )
 }
 
+// The child is reaped by `wait4` (for its rusage), which clippy does not see.
+#[allow(clippy::zombie_processes)]
 fn watched_command(command: &mut Command, deadline: Duration) -> Watched {
     let mut child = command
         .stdin(Stdio::null())

@@ -68,7 +68,7 @@ impl serde_json::ser::Formatter for TerminalSafe {
             .char_indices()
             .find(|(_, c)| is_unsafe_for_terminal(*c))
         {
-            writer.write_all(rest[..at].as_bytes())?;
+            writer.write_all(&rest.as_bytes()[..at])?;
             write!(writer, "\\u{:04x}", c as u32)?;
             rest = &rest[at + c.len_utf8()..];
         }
