@@ -7,28 +7,30 @@ use std::process::ExitCode;
 use packbox::{Error, Fault};
 use serde::Serialize;
 
-use super::{EXIT_ENGINE, EXIT_INPUT};
+use super::{EXIT_CANCELLED, EXIT_ENGINE, EXIT_INPUT};
 
 /// The exit code for a library error.
 pub fn exit_code(error: &Error) -> ExitCode {
     match error.fault() {
         Fault::Input => ExitCode::from(EXIT_INPUT),
-        Fault::Engine => ExitCode::from(EXIT_ENGINE),
+        Fault::Cancelled => ExitCode::from(EXIT_CANCELLED),
+        _ => ExitCode::from(EXIT_ENGINE),
     }
 }
 
 /// The `status` of an error object, as the README's exit code table documents it: `invalid`
-/// (exit 2) for input, `error` (exit 125) for packbox or the engine.
+/// (exit 2) for input, `cancelled` (exit 130), `error` (exit 125) for packbox or the engine.
 pub fn error_status(error: &Error) -> &'static str {
     match error.fault() {
         Fault::Input => "invalid",
-        Fault::Engine => "error",
+        Fault::Cancelled => "cancelled",
+        _ => "error",
     }
 }
 
 /// Prints an error (and its hint) to stderr; with `json`, also an error object on stdout.
 pub fn report(error: &Error, json: bool) -> ExitCode {
-    let text = packbox::error::chain(error);
+    let text = packbox::error_chain(error);
     eprintln!("error: {}", sanitize(&text));
     if let Some(hint) = error.hint() {
         eprintln!("hint: {hint}");

@@ -35,7 +35,7 @@ impl Doc {
         let text = match input::read_yaml(file, MAX_YAML_BYTES) {
             Ok(text) => text,
             Err(e) => {
-                problem(e.line, crate::error::chain(&e.reason));
+                problem(e.line, crate::error_text::chain(&e.reason));
                 return None;
             }
         };

@@ -16,9 +16,11 @@ pub mod schema;
 pub mod validate;
 
 pub use action::{ActionManifest, OutputFormat, ParameterDelivery, ParameterFormat};
+pub(crate) use doc::MAX_YAML_BYTES;
 pub use manifest::PackManifest;
 pub use problem::Problem;
-pub use schema::{ParamType, ParameterSpec, Parameters};
+pub(crate) use problem::locate;
+pub use schema::ParameterSpec;
 
 /// A pack or action that cannot be run, naming the file (and field) it concerns.
 #[derive(Debug, thiserror::Error)]

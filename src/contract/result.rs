@@ -1,11 +1,29 @@
 //! From a finished container to an outcome: the status, the error text and the parsed result.
 
-use super::capture::{Captured, truncation_marker};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::outcome::{Outcome, Status};
 use super::parse::{self, Parsed};
-use super::run::{ContainerExit, Ending};
-use crate::outcome::{Outcome, Status};
-use crate::plan::RunPlan;
-use crate::secrets::{self, Redactor};
+use super::secrets::{self, Redactor};
+use crate::lifecycle::capture::{Captured, truncation_marker};
+use crate::lifecycle::{ContainerExit, Ending};
+use crate::pack::OutputFormat;
+use crate::sandbox::SandboxPolicy;
+
+/// What the contract needs to know about a run to turn its container's end into an outcome.
+#[derive(Clone, Copy, Debug)]
+pub struct OutcomeTerms<'a> {
+    pub action_ref: &'a str,
+    pub runtime: &'a str,
+    pub output_format: OutputFormat,
+    /// The action's output schema, whose `secret: true` fields are redacted.
+    pub output_schema: Option<&'a Value>,
+    pub redactor: &'a Redactor,
+    pub timeout: Duration,
+    pub policy: &'a SandboxPolicy,
+}
 
 /// What the executor knows about a run besides its container's end.
 #[derive(Clone, Debug)]
@@ -19,8 +37,7 @@ pub struct RunFacts {
 
 /// The outcome of a finished container: status and error text as the contract says, the result
 /// parsed on exit 0 only (in bounded memory), and every secret of the run scrubbed out.
-pub fn outcome(plan: &RunPlan, exit: ContainerExit, facts: RunFacts) -> Outcome {
-    let manifest = &plan.action.action;
+pub fn outcome(terms: OutcomeTerms<'_>, exit: ContainerExit, facts: RunFacts) -> Outcome {
     let code = exit.exit_code.unwrap_or(-1);
     // The error of every ending but a failed exit; that one comes from stderr, once scrubbed.
     let (status, ending_error) = match exit.ending {
@@ -28,7 +45,7 @@ pub fn outcome(plan: &RunPlan, exit: ContainerExit, facts: RunFacts) -> Outcome 
             Status::Timeout,
             Some(format!(
                 "Execution timed out after {} seconds",
-                plan.limits.timeout.as_secs()
+                terms.timeout.as_secs()
             )),
         ),
         Ending::Cancelled => (
@@ -40,31 +57,31 @@ pub fn outcome(plan: &RunPlan, exit: ContainerExit, facts: RunFacts) -> Outcome 
             let error = (status == Status::Oom).then(|| {
                 format!(
                     "Action was killed for exceeding its memory limit ({} bytes)",
-                    plan.policy.memory_bytes
+                    terms.policy.memory_bytes
                 )
             });
             (status, error)
         }
     };
     let parsed = match status {
-        Status::Succeeded => parse::parse(&exit.stdout.text, manifest.output_format),
+        Status::Succeeded => parse::parse(&exit.stdout.text, terms.output_format),
         _ => Parsed::default(),
     };
     let mut result = parsed.value;
     let secret_outputs = match &mut result {
-        Some(result) => secrets::redact_secret_fields(result, manifest.output.as_ref()),
+        Some(result) => secrets::redact_secret_fields(result, terms.output_schema),
         None => Vec::new(),
     };
-    let Ok(redactor) = plan.redactor.extended(secret_outputs.iter()) else {
+    let Ok(redactor) = terms.redactor.extended(secret_outputs.iter()) else {
         // Unreachable within the caps on secrets; if it were not, nothing printed is shown.
         return Outcome {
             stdout: secrets::REDACTED.to_string(),
             stderr: secrets::REDACTED.to_string(),
             error: Some("the output was withheld: its secrets could not be scrubbed".into()),
-            ..outcome_of(plan, &exit, status, facts)
+            ..outcome_of(&terms, &exit, status, facts)
         };
     };
-    let base = outcome_of(plan, &exit, status, facts);
+    let base = outcome_of(&terms, &exit, status, facts);
     let stdout = scrubbed(exit.stdout, &redactor);
     let stderr = scrubbed(exit.stderr, &redactor);
     let error = match ending_error {
@@ -87,10 +104,15 @@ pub fn outcome(plan: &RunPlan, exit: ContainerExit, facts: RunFacts) -> Outcome 
 }
 
 /// The parts of an outcome that hold nothing the action printed.
-fn outcome_of(plan: &RunPlan, exit: &ContainerExit, status: Status, facts: RunFacts) -> Outcome {
+fn outcome_of(
+    terms: &OutcomeTerms<'_>,
+    exit: &ContainerExit,
+    status: Status,
+    facts: RunFacts,
+) -> Outcome {
     Outcome {
         exec_id: facts.exec_id,
-        action: plan.action.action_ref.clone(),
+        action: terms.action_ref.to_string(),
         status,
         exit_code: exit.exit_code,
         result: None,
@@ -102,10 +124,10 @@ fn outcome_of(plan: &RunPlan, exit: &ContainerExit, status: Status, facts: RunFa
         stderr_truncated: exit.stderr.truncated,
         error: None,
         duration_ms: facts.duration_ms,
-        runtime: plan.runtime.name.clone(),
+        runtime: terms.runtime.to_string(),
         runtime_version: facts.runtime_version,
         image: facts.image,
-        sandbox: plan.policy.clone(),
+        sandbox: terms.policy.clone(),
     }
 }
 

@@ -8,12 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-mod scrub;
-
-pub use scrub::{REDACTED, Redactor, StreamScrubber, TooManySecrets, redact_secret_fields};
-
+use super::delivery::is_dotenv_key;
+pub use super::scrub::{REDACTED, Redactor, TooManySecrets, redact_secret_fields};
 use crate::input::{self, InputError};
-use crate::sandbox::delivery::is_dotenv_key;
 
 /// Secrets files larger than this are refused.
 const MAX_SECRETS_FILE_BYTES: u64 = 1024 * 1024;
