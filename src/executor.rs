@@ -418,7 +418,27 @@ impl Executor {
         let preparer = self.preparer();
         let mut reports = Vec::new();
         for action in actions {
-            let runtime = resolve_runtime(&self.catalog, &action)?;
+            // A pack or action that cannot load, or names an unknown runtime, is reported and
+            // skipped: the others still build.
+            let (action, runtime) = match action {
+                Ok(action) => match resolve_runtime(&self.catalog, &action) {
+                    Ok(runtime) => (action, runtime),
+                    Err(e) => {
+                        let report =
+                            EnvReport::invalid(&action.pack.pack_ref, &action.action_ref, &e);
+                        on_event(BuildEvent::Finished { report: &report });
+                        reports.push(report);
+                        continue;
+                    }
+                },
+                Err(bad) => {
+                    let action = bad.action.as_deref().unwrap_or_default();
+                    let report = EnvReport::invalid(&bad.pack, action, &bad.error);
+                    on_event(BuildEvent::Finished { report: &report });
+                    reports.push(report);
+                    continue;
+                }
+            };
             let mut report = EnvReport {
                 pack: action.pack.pack_ref.clone(),
                 action: action.action_ref.clone(),
@@ -518,6 +538,21 @@ pub struct EnvReport {
     pub error: Option<String>,
 }
 
+impl EnvReport {
+    /// The report of an action whose pack or declaration is wrong: nothing was built.
+    fn invalid(pack: &str, action: &str, error: &dyn std::error::Error) -> EnvReport {
+        EnvReport {
+            pack: pack.to_string(),
+            action: action.to_string(),
+            runtime: String::new(),
+            version: None,
+            image: None,
+            status: EnvStatus::Invalid,
+            error: Some(chain(error)),
+        }
+    }
+}
+
 /// The state of one action's environment after `build_environments`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -531,6 +566,8 @@ pub enum EnvStatus {
     NotNeeded,
     /// The build (or version selection) failed; see `error`.
     Failed,
+    /// The pack or the action has problems (or names an unknown runtime); see `error`.
+    Invalid,
 }
 
 /// Progress of [`Executor::build_environments`].

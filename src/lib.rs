@@ -42,6 +42,7 @@ mod version;
 
 pub use catalog::{Catalog, CatalogError, NoMatchingVersion};
 pub use check::{CheckedAction, CheckedPack, check_packs};
+pub use contract::scrub::StreamScrubber;
 pub use contract::secrets::SecretError;
 pub use contract::{Outcome, Status};
 pub use engine::{EngineError, StreamKind};

@@ -42,12 +42,8 @@ const PROXY_VARIABLES: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SettingsError {
-    #[error("config file {file}: cannot read")]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("config file {0}")]
+    Unreadable(#[from] crate::input::InputError),
     #[error("config file {file}: {message}")]
     Invalid { file: PathBuf, message: String },
     #[error("{setting} (from {source_name}): {message}")]
@@ -341,22 +337,11 @@ fn config_file(explicit: Option<&Path>, env: &Environment) -> Option<PathBuf> {
 }
 
 fn read_config(path: &Path) -> Result<SettingsLayer, SettingsError> {
-    let read_error = |source| SettingsError::Read {
-        file: path.to_path_buf(),
-        source,
-    };
-    let bytes = crate::input::read_regular_file(path, MAX_CONFIG_BYTES).map_err(read_error)?;
-    let text = String::from_utf8(bytes).map_err(|_| SettingsError::Invalid {
-        file: path.to_path_buf(),
-        message: "not UTF-8 text".into(),
-    })?;
+    // A regular file under the cap, nesting at most 64 levels (checked before serde_yaml).
+    let text = crate::input::read_yaml(path, MAX_CONFIG_BYTES)?;
     if text.trim().is_empty() {
         return Ok(SettingsLayer::default());
     }
-    crate::input::check_yaml_depth(&text).map_err(|message| SettingsError::Invalid {
-        file: path.to_path_buf(),
-        message,
-    })?;
     serde_yaml::from_str(&text).map_err(|e| SettingsError::Invalid {
         file: path.to_path_buf(),
         message: e.to_string(),
