@@ -51,7 +51,7 @@ pub use envimage::inventory::{EnvInfo, PruneReport};
 pub use error::{Error, Fault};
 pub use error_text::chain as error_chain;
 pub use executor::{
-    BuildEvent, EnvReport, EnvStatus, Executor, ImageEvent, PrepareEvent, RunEvent,
+    BuildEvent, EnvReport, EnvStatus, Executor, GcReport, ImageEvent, PrepareEvent, RunEvent,
 };
 pub use lifecycle::RunError;
 pub use lifecycle::owner::Swept;
