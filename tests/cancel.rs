@@ -35,7 +35,13 @@ fn fresh_env_pack(dir: &std::path::Path) -> std::path::PathBuf {
 fn start_build(packs: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_packbox"));
     command
-        .args(["run", "--packs", &packs.to_string_lossy(), "requests_new.version", "--json"])
+        .args([
+            "run",
+            "--packs",
+            &packs.to_string_lossy(),
+            "requests_new.version",
+            "--json",
+        ])
         .args(extra)
         .env("PACKBOX_STATE_DIR", state_dir())
         .stdout(Stdio::piped())
@@ -67,7 +73,9 @@ fn wait_bounded(child: std::process::Child, bound: Duration) -> (std::process::O
     let waiter = std::thread::spawn(move || child.wait_with_output().expect("packbox ends"));
     while !waiter.is_finished() {
         if started.elapsed() > bound {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             panic!("packbox did not stop within {} s", bound.as_secs());
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -89,8 +97,7 @@ fn the_first_ctrl_c_stops_an_environment_build() {
     assert!(sent.success());
     let (output, took) = wait_bounded(child, Duration::from_secs(30));
     assert_eq!(output.status.code(), Some(130), "took {took:?}");
-    let outcome: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("a JSON answer");
+    let outcome: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a JSON answer");
     assert_eq!(outcome["status"], "cancelled", "{outcome}");
     assert!(took < Duration::from_secs(15), "stopped in {took:?}");
     assert!(!image_exists(&tag), "no tag for a cancelled build");
@@ -113,8 +120,7 @@ fn a_build_timeout_stops_an_environment_build() {
     let (child, tag) = start_build(packs.path(), &["--build-timeout", "1"]);
     let (output, _) = wait_bounded(child, Duration::from_secs(60));
     assert_eq!(output.status.code(), Some(125));
-    let outcome: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("a JSON answer");
+    let outcome: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a JSON answer");
     let error = outcome["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("did not finish within 1 s") && error.contains("--build-timeout"),
