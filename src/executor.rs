@@ -125,6 +125,20 @@ impl Executor {
         self.pool.as_ref().map_or(0, |pool| pool.idle())
     }
 
+    /// The pre-started containers waiting now, per kind of run.
+    pub fn warm_kinds(&self) -> Vec<WarmKind> {
+        self.pool.as_ref().map_or_else(Vec::new, |pool| {
+            pool.idle_by_kind()
+                .into_iter()
+                .map(|(kind, idle)| WarmKind {
+                    action: kind.action,
+                    image: kind.image,
+                    idle,
+                })
+                .collect()
+        })
+    }
+
     /// The settings this executor runs with.
     pub fn settings(&self) -> &Settings {
         &self.settings
@@ -293,8 +307,8 @@ impl Executor {
             let started = self.start_container(&exec_id, &spec, cancel).await?;
             return Ok((exec_id, started, plan.stdin.0.clone()));
         };
-        let key = pool::key(&spec);
-        let (exec_id, started) = match self.take_warm(warm_pool, &key).await {
+        let kind = pool::kind(&spec);
+        let (exec_id, started) = match self.take_warm(warm_pool, &kind).await {
             Some(warm) => (warm.exec_id, warm.started),
             None => {
                 let started = self.start_container(&exec_id, &spec, cancel).await?;
@@ -313,7 +327,7 @@ impl Executor {
                         exec_id: next_id,
                         started,
                     };
-                    if let Some(spare) = warm_pool.put(key, warm) {
+                    if let Some(spare) = warm_pool.put(kind, warm) {
                         lifecycle::run::discard(&engine, spare.started).await;
                     }
                 }
@@ -328,8 +342,8 @@ impl Executor {
     /// A pre-started container for this kind of run whose process still waits for its
     /// go-line; one that died meanwhile (killed, out of memory, removed by someone) is
     /// discarded, so a run never inherits a broken container.
-    async fn take_warm(&self, warm_pool: &WarmPool, key: &str) -> Option<Warm> {
-        while let Some(warm) = warm_pool.take(key) {
+    async fn take_warm(&self, warm_pool: &WarmPool, kind: &pool::Kind) -> Option<Warm> {
+        while let Some(warm) = warm_pool.take(kind) {
             match self.engine.container_state(warm.started.id()).await {
                 Ok(state) if state.running => {
                     tracing::debug!(exec_id = %warm.exec_id, "warm container taken from the pool");
@@ -407,6 +421,12 @@ impl Executor {
                 available: info.cpus,
             });
         }
+        Ok(())
+    }
+
+    /// Whether the engine answers now (asked every time, for readiness checks).
+    pub async fn ping(&self) -> Result<(), Error> {
+        self.engine.info().await?;
         Ok(())
     }
 
@@ -601,6 +621,15 @@ pub struct GcReport {
     pub containers: Vec<Swept>,
     /// Ids of untagged images of builds that never finished.
     pub images: Vec<String>,
+}
+
+/// Idle pre-started containers of one kind of run (one action on one image, same sandbox).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct WarmKind {
+    pub action: String,
+    pub image: String,
+    pub idle: usize,
 }
 
 /// What `build_environments` did for one action.
@@ -1110,6 +1139,18 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn ping_asks_the_engine_every_time() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        h.executor.ping().await.expect("answers");
+        h.fake.fail(crate::engine::fake::Op::Info, 1);
+        let err = h.executor.ping().await.expect_err("no answer");
+        assert_eq!(err.fault(), Fault::Engine);
+        h.executor.ping().await.expect("answers again");
+        assert_eq!(h.fake.count(|c| matches!(c, Call::Info)), 3);
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn runs_can_be_spawned_as_tasks() {
         // A server runs each execution on its own task: the run's future must be Send.
         let h = harness(engine(Program::prints("ok\n", 0)), SettingsLayer::default());
@@ -1481,6 +1522,14 @@ mod tests {
             );
             refilled(&h).await;
             assert_eq!(h.executor.idle_warm_containers(), 1);
+            assert_eq!(
+                h.executor.warm_kinds(),
+                [WarmKind {
+                    action: "p.a".into(),
+                    image: "packbox/shell:5.2".into(),
+                    idle: 1
+                }]
+            );
             h.executor.close().await;
             assert!(h.fake.container_ids().is_empty(), "close removes the pool");
         }

@@ -52,6 +52,7 @@ pub use error::{Error, Fault};
 pub use error_text::chain as error_chain;
 pub use executor::{
     BuildEvent, EnvReport, EnvStatus, Executor, GcReport, ImageEvent, PrepareEvent, RunEvent,
+    WarmKind,
 };
 pub use lifecycle::RunError;
 pub use lifecycle::owner::Swept;

@@ -57,6 +57,10 @@ async fn every_answer_matches_the_document() {
     );
     check("get", "/v1/actions", &api.get("/v1/actions").await);
     check("get", "/v1/runtimes", &api.get("/v1/runtimes").await);
+    check("get", "/readyz", &api.get("/readyz").await);
+    check("get", "/readyz", &anonymous.get("/readyz").await);
+    check("get", "/metrics", &api.get("/metrics").await);
+    check("get", "/metrics", &anonymous.get("/metrics").await);
 
     let done = api
         .post(

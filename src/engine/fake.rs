@@ -49,6 +49,7 @@ pub(crate) enum Op {
     Output,
     ListContainers,
     Build,
+    Info,
 }
 
 /// How a simulated container's process ends.
@@ -741,6 +742,7 @@ impl ContainerEngine for FakeEngine {
 
     async fn info(&self) -> Result<EngineInfo, EngineError> {
         self.record(Call::Info);
+        self.injected(Op::Info, "asking what the engine is")?;
         Ok(self.state().info.clone())
     }
 

@@ -29,12 +29,29 @@ pub fn wait_for_go(cmd: Vec<String>) -> Vec<String> {
     wrapped
 }
 
-/// What makes two runs interchangeable: the whole spec but the run's own exec id.
-pub fn key(spec: &ContainerSpec) -> String {
+/// A kind of run: what makes two runs interchangeable (the whole spec but the run's own exec
+/// id), and what it is for people (the action and the image).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kind {
+    key: String,
+    pub action: String,
+    pub image: String,
+}
+
+/// The kind of run a container spec makes.
+pub fn kind(spec: &ContainerSpec) -> Kind {
     let mut general = spec.clone();
     general.env.retain(|(name, _)| name != "ATTUNE_EXEC_ID");
     general.labels.remove("packbox.exec_id");
-    format!("{general:?}")
+    Kind {
+        key: format!("{general:?}"),
+        action: spec
+            .labels
+            .get("packbox.action")
+            .cloned()
+            .unwrap_or_default(),
+        image: spec.image.clone(),
+    }
 }
 
 /// A pre-started container and the exec id it was made for.
@@ -44,11 +61,18 @@ pub struct Warm {
     pub started: Started,
 }
 
+/// The idle containers of one kind.
+#[derive(Debug)]
+struct Slot {
+    kind: Kind,
+    idle: Vec<Warm>,
+}
+
 /// Idle pre-started containers, at most `per_key` for each kind of run.
 #[derive(Debug)]
 pub struct WarmPool {
     per_key: usize,
-    idle: Mutex<HashMap<String, Vec<Warm>>>,
+    slots: Mutex<HashMap<String, Slot>>,
 }
 
 impl WarmPool {
@@ -56,42 +80,59 @@ impl WarmPool {
     pub fn new(per_key: usize) -> WarmPool {
         WarmPool {
             per_key,
-            idle: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
         }
     }
 
     /// An idle container for this kind of run, if there is one.
-    pub fn take(&self, key: &str) -> Option<Warm> {
-        self.idle.lock().ok()?.get_mut(key)?.pop()
+    pub fn take(&self, kind: &Kind) -> Option<Warm> {
+        self.slots.lock().ok()?.get_mut(&kind.key)?.idle.pop()
     }
 
     /// Keeps a container for later; gives it back (to be discarded) when the pool is full.
     #[must_use]
-    pub fn put(&self, key: String, warm: Warm) -> Option<Warm> {
-        let Ok(mut idle) = self.idle.lock() else {
+    pub fn put(&self, kind: Kind, warm: Warm) -> Option<Warm> {
+        let Ok(mut slots) = self.slots.lock() else {
             return Some(warm);
         };
-        let slot = idle.entry(key).or_default();
-        if slot.len() >= self.per_key {
+        let slot = slots.entry(kind.key.clone()).or_insert_with(|| Slot {
+            kind,
+            idle: Vec::new(),
+        });
+        if slot.idle.len() >= self.per_key {
             return Some(warm);
         }
-        slot.push(warm);
+        slot.idle.push(warm);
         None
     }
 
     /// How many containers wait in the pool.
     pub fn idle(&self) -> usize {
-        self.idle
+        self.slots
             .lock()
-            .map(|idle| idle.values().map(Vec::len).sum())
+            .map(|slots| slots.values().map(|s| s.idle.len()).sum())
             .unwrap_or(0)
+    }
+
+    /// How many containers wait, per kind of run.
+    pub fn idle_by_kind(&self) -> Vec<(Kind, usize)> {
+        self.slots
+            .lock()
+            .map(|slots| {
+                slots
+                    .values()
+                    .filter(|s| !s.idle.is_empty())
+                    .map(|s| (s.kind.clone(), s.idle.len()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Every idle container, emptying the pool.
     pub fn drain(&self) -> Vec<Warm> {
-        self.idle
+        self.slots
             .lock()
-            .map(|mut idle| idle.drain().flat_map(|(_, warm)| warm).collect())
+            .map(|mut slots| slots.drain().flat_map(|(_, slot)| slot.idle).collect())
             .unwrap_or_default()
     }
 }
@@ -115,14 +156,17 @@ mod tests {
         let mut b = a.clone();
         b.env[0].1 = "2".into();
         b.labels.insert("packbox.exec_id".into(), "2".into());
-        assert_eq!(key(&a), key(&b));
+        assert_eq!(kind(&a), kind(&b));
         let mut c = a.clone();
         c.memory_bytes = 1;
         assert_ne!(
-            key(&a),
-            key(&c),
+            kind(&a),
+            kind(&c),
             "a different sandbox is a different kind of run"
         );
+        a.labels.insert("packbox.action".into(), "p.a".into());
+        assert_eq!(kind(&a).action, "p.a");
+        assert_eq!(kind(&a).image, "img");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! the work is the dispatcher's. Every route but `/healthz` needs a bearer token when the
 //! server has any. The document describing it all is `docs/openapi.json`, served as is.
 
-use std::sync::Arc;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -11,19 +12,32 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use packbox::StreamKind;
+use tokio::sync::mpsc;
+
 use super::auth::{Denied, Tokens};
 use super::executions::{
-    CancelRefused, Dispatcher, ParameterProblem, Refused, Submission, Submitted,
+    CancelRefused, Dispatcher, Live, ParameterProblem, Refused, Submission, Submitted,
 };
-use super::records::{ExecStatus, ListQuery};
+use super::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+use super::output::{Piece, Position};
+use super::records::{ExecStatus, ListQuery, Record, Store};
 
 /// The OpenAPI document of API v1, kept in the repository and served as it is.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+/// Text of stored output sent in one event.
+const STORED_EVENT_BYTES: usize = 16 << 10;
+/// How often an idle event stream gets a comment, so proxies keep it open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long `/readyz` waits for the engine.
+const ENGINE_CHECK: Duration = Duration::from_secs(3);
 /// Executions per page when a listing does not say.
 const DEFAULT_PAGE: usize = 50;
 /// The most executions one page holds.
@@ -36,6 +50,8 @@ pub struct App {
     pub max_wait: Duration,
     pub max_body: usize,
     pub client_timeout: Duration,
+    /// What verifying the runtimes at start-up found: `None` while it runs.
+    pub runtimes: Arc<Mutex<Option<Result<(), String>>>>,
 }
 
 /// The caller of a request: the name of its token, when the server has tokens.
@@ -49,6 +65,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/executions", post(create).get(list))
         .route("/v1/executions/{id}", get(show))
         .route("/v1/executions/{id}/cancel", post(cancel))
+        .route("/v1/executions/{id}/output", get(output))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/v1/actions", get(actions))
         .route("/v1/runtimes", get(runtimes))
         .fallback(not_found)
@@ -59,7 +78,10 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(authenticated)
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            log_request,
+        ))
         .with_state(app)
 }
 
@@ -156,8 +178,8 @@ impl From<Refused> for ApiError {
     }
 }
 
-/// Logs each request's method, route, status and time (never headers or bodies).
-async fn log_request(request: Request, next: Next) -> Response {
+/// Logs and counts each request's method, route, status and time (never headers or bodies).
+async fn log_request(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let route = request
         .extensions()
@@ -168,6 +190,7 @@ async fn log_request(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status().as_u16();
     let ms = started.elapsed().as_millis() as u64;
+    app.dispatcher.metrics().request(&route, status);
     if status >= 500 {
         tracing::warn!(%method, route, status, ms, "request");
     } else {
@@ -525,4 +548,213 @@ async fn runtimes(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         .await
         .map_err(|e| ApiError::internal("listing runtimes", &e))?;
     Ok(axum::Json(json!({ "runtimes": statuses })).into_response())
+}
+
+/// Whether the server takes executions: the engine answers, the runtimes were verified, and it
+/// is not shutting down.
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let engine = match tokio::time::timeout(ENGINE_CHECK, app.dispatcher.executor().ping()).await {
+        Ok(Ok(())) => "ok".to_string(),
+        Ok(Err(e)) => {
+            app.dispatcher.metrics().engine_error();
+            packbox::error_chain(&e)
+        }
+        Err(_) => {
+            app.dispatcher.metrics().engine_error();
+            format!(
+                "the engine did not answer within {} s",
+                ENGINE_CHECK.as_secs()
+            )
+        }
+    };
+    let runtimes = match app.runtimes.lock().ok().and_then(|r| r.clone()) {
+        None => "verifying the runtime images".to_string(),
+        Some(Ok(())) => "ok".to_string(),
+        Some(Err(why)) => why,
+    };
+    let accepting = if app.dispatcher.is_draining() {
+        "shutting_down"
+    } else {
+        "ok"
+    };
+    let ready = engine == "ok" && runtimes == "ok" && accepting == "ok";
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "ready": ready,
+        "checks": {"engine": engine, "runtimes": runtimes, "accepting": accepting},
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let dispatcher = &app.dispatcher;
+    let warm = dispatcher
+        .executor()
+        .warm_kinds()
+        .into_iter()
+        .map(|kind| (kind.action, kind.image, kind.idle));
+    let text = dispatcher
+        .metrics()
+        .render(dispatcher.queued(), dispatcher.running(), warm);
+    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
+}
+
+/// stdout and stderr as Server-Sent Events: live while the execution runs, then what was
+/// stored; resumed after the position `Last-Event-ID` names.
+async fn output(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let from = match request.headers().get("last-event-id") {
+        None => Position::default(),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(Position::parse)
+            .ok_or_else(|| {
+                ApiError::bad_request("Last-Event-ID: not an event id of this stream")
+            })?,
+    };
+    let (events, mut received) = mpsc::channel::<Event>(16);
+    let store = app.dispatcher.store().clone();
+    match app.dispatcher.live(&id) {
+        Some(live) => {
+            tokio::spawn(follow_live(live, store, id, from, events));
+        }
+        None => {
+            let record = store
+                .get(&id)
+                .await
+                .map_err(|e| ApiError::internal("reading the execution", &e))?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        format!("no execution `{id}`"),
+                    )
+                })?;
+            tokio::spawn(async move { send_stored(&record, from, &events).await });
+        }
+    }
+    let stream =
+        futures::stream::poll_fn(move |cx| received.poll_recv(cx)).map(Ok::<Event, Infallible>);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response())
+}
+
+/// Sends a running execution's output as it comes, then the rest from its record, then `end`.
+async fn follow_live(
+    live: Arc<Live>,
+    store: Store,
+    id: String,
+    mut at: Position,
+    events: mpsc::Sender<Event>,
+) {
+    let mut changes = live.output.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let (pieces, next, ended) = live.output.read(at);
+        let quiet = pieces.is_empty();
+        for piece in pieces {
+            if events.send(piece_event(piece)).await.is_err() {
+                return;
+            }
+        }
+        at = next;
+        if ended {
+            break;
+        }
+        if quiet {
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { break },
+                () = events.closed() => return,
+            }
+        }
+    }
+    let record = match live.ended().await {
+        Some(record) => Some(record),
+        None => store.get(&id).await.ok().flatten(),
+    };
+    if let Some(record) = record {
+        send_stored(&record, at, &events).await;
+    }
+}
+
+/// Sends what a record holds of its output after `from`, then `end`.
+async fn send_stored(record: &Record, mut at: Position, events: &mpsc::Sender<Event>) {
+    for stream in [StreamKind::Stdout, StreamKind::Stderr] {
+        let text = match stream {
+            StreamKind::Stdout => &record.stdout,
+            StreamKind::Stderr => &record.stderr,
+        };
+        let mut offset = match stream {
+            StreamKind::Stdout => at.stdout,
+            StreamKind::Stderr => at.stderr,
+        } as usize;
+        while offset < text.len() {
+            while !text.is_char_boundary(offset) {
+                offset += 1;
+            }
+            let mut end = (offset + STORED_EVENT_BYTES).min(text.len());
+            while !text.is_char_boundary(end) {
+                end += 1;
+            }
+            let piece = &text[offset..end];
+            offset = end;
+            match stream {
+                StreamKind::Stdout => at.stdout = offset as u64,
+                StreamKind::Stderr => at.stderr = offset as u64,
+            }
+            let event = piece_event(Piece::Text {
+                stream,
+                text: piece.to_string(),
+                after: at,
+            });
+            if events.send(event).await.is_err() {
+                return;
+            }
+        }
+    }
+    let end = json!({"status": record.status, "exit_code": record.exit_code});
+    let _ = events
+        .send(
+            Event::default()
+                .event("end")
+                .id(at.id())
+                .data(end.to_string()),
+        )
+        .await;
+}
+
+/// An output piece as an event: text as a JSON string (exact, whatever it holds), a gap as
+/// `{"stream", "skipped"}`; the id is the position after it.
+fn piece_event(piece: Piece) -> Event {
+    let name = |stream: StreamKind| match stream {
+        StreamKind::Stdout => "stdout",
+        StreamKind::Stderr => "stderr",
+    };
+    match piece {
+        Piece::Text {
+            stream,
+            text,
+            after,
+        } => Event::default()
+            .event(name(stream))
+            .id(after.id())
+            .data(Value::String(text).to_string()),
+        Piece::Gap {
+            stream,
+            skipped,
+            after,
+        } => Event::default()
+            .event("gap")
+            .id(after.id())
+            .data(json!({"stream": name(stream), "skipped": skipped}).to_string()),
+    }
 }

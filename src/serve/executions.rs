@@ -12,14 +12,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use packbox::{
-    Catalog, Error, Executor, Fault, PackError, ParamError, PlanError, RunEvent, RunPlan,
-    RunRequest, Settings,
+    Catalog, Error, Executor, Fault, PackError, ParamError, PlanError, PrepareEvent, RunEvent,
+    RunPlan, RunRequest, Settings,
 };
 use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::metrics::Metrics;
+use super::output::OutputLog;
 use super::records::{Accepted, Ending, ExecStatus, NewExecution, Record, Store, StoreError};
 
 /// What a client asks to run.
@@ -85,11 +87,21 @@ pub enum CancelRefused {
     Store(StoreError),
 }
 
-/// An execution that is queued or running: how to stop it and how to learn its end.
+/// An execution that is queued or running: how to stop it, its live output, and how to learn
+/// its end.
 pub struct Live {
     pub cancel: CancellationToken,
+    pub output: OutputLog,
     /// The final record, once there is one.
     ended: watch::Sender<Option<Record>>,
+}
+
+impl Live {
+    /// The final record, once the execution ended (and its record could be written).
+    pub async fn ended(&self) -> Option<Record> {
+        let mut ended = self.ended.subscribe();
+        ended.wait_for(Option::is_some).await.ok()?.clone()
+    }
 }
 
 /// Limits from the settings.
@@ -99,6 +111,8 @@ pub struct Limits {
     pub max_concurrent: usize,
     pub max_queue: usize,
     pub max_timeout: Duration,
+    /// Bytes kept per output stream (the library's `run.max_output`).
+    pub max_output: usize,
 }
 
 /// The executions of a server.
@@ -118,6 +132,7 @@ pub struct Dispatcher {
     tasks: TaskTracker,
     /// Once cancelled, nothing new is accepted.
     draining: CancellationToken,
+    metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
@@ -128,8 +143,10 @@ impl Dispatcher {
         catalog: Catalog,
         limits: Limits,
         store: Store,
+        metrics: Arc<Metrics>,
     ) -> Dispatcher {
         Dispatcher {
+            metrics,
             executor,
             settings,
             catalog,
@@ -201,6 +218,11 @@ impl Dispatcher {
         let (ended, _) = watch::channel(None);
         let live = Arc::new(Live {
             cancel: CancellationToken::new(),
+            output: OutputLog::new(
+                plan.output_scrubber(),
+                plan.output_scrubber(),
+                self.limits.max_output,
+            ),
             ended,
         });
         if let Ok(mut map) = self.live.lock() {
@@ -308,8 +330,9 @@ impl Dispatcher {
                 let store = self.store.clone();
                 let outcome = self
                     .executor
-                    .run_with_cancel(&plan, &live.cancel, |event| {
-                        if let RunEvent::Started { exec_id } = event {
+                    .run_with_cancel(&plan, &live.cancel, |event| match event {
+                        RunEvent::Output { stream, bytes } => live.output.push(stream, bytes),
+                        RunEvent::Started { exec_id } => {
                             let (store, id, exec_id) =
                                 (store.clone(), id.clone(), exec_id.to_string());
                             tokio::spawn(async move {
@@ -318,12 +341,24 @@ impl Dispatcher {
                                 }
                             });
                         }
+                        RunEvent::Prepare(PrepareEvent::Building { .. }) => {
+                            self.metrics.env_build()
+                        }
+                        _ => {}
                     })
                     .await;
-                self.note_duration(started.elapsed());
+                let took = started.elapsed();
+                self.note_duration(took);
+                self.metrics.run_took(plan.action_ref(), took.as_secs_f64());
                 ending_of(outcome)
             }
         };
+        live.output.finish();
+        if ending.status == ExecStatus::Error {
+            self.metrics.engine_error();
+        }
+        self.metrics
+            .execution_ended(plan.action_ref(), ending.status.as_str());
         let record = match self.store.finish(&id, ending).await {
             Ok(record) => record,
             Err(e) => {
@@ -348,8 +383,19 @@ impl Dispatcher {
             });
     }
 
-    fn live(&self, id: &str) -> Option<Arc<Live>> {
+    /// Whether the server is shutting down (and takes no new executions).
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+
+    /// A queued or running execution.
+    pub fn live(&self, id: &str) -> Option<Arc<Live>> {
         self.live.lock().ok()?.get(id).cloned()
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The record of an execution, waiting up to `wait` for it to end.

@@ -18,11 +18,13 @@ pub mod api;
 mod auth;
 mod executions;
 mod http;
+mod metrics;
+mod output;
 pub mod records;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use packbox::{Catalog, Executor, Settings};
@@ -120,9 +122,13 @@ pub async fn run(
             "a run of a server that stopped is marked abandoned"
         );
     }
+    // Stops what the executor does off the runs' path (runtime verification) once the
+    // executions are drained; runs are cancelled by the drain itself.
+    let executor_stop = CancellationToken::new();
     let executor = Executor::connect(settings.clone(), catalog.clone())
         .await?
-        .with_warm_pool(serve.warm.per_kind);
+        .with_warm_pool(serve.warm.per_kind)
+        .with_shutdown(executor_stop.clone());
     // The containers of a server that died go before this one takes requests.
     match executor.sweep_orphans().await {
         Ok(swept) if !swept.is_empty() => {
@@ -150,10 +156,18 @@ pub async fn run(
             max_concurrent: serve.max_concurrent,
             max_queue: serve.max_queue,
             max_timeout: serve.max_timeout,
+            max_output: settings.run.max_output,
         },
         store.clone(),
+        Arc::new(metrics::Metrics::new()),
+    ));
+    let runtimes = Arc::new(Mutex::new(None));
+    let verifying = tokio::spawn(verify_runtimes(
+        Arc::clone(&dispatcher),
+        Arc::clone(&runtimes),
     ));
     let app = Arc::new(api::App {
+        runtimes,
         dispatcher: Arc::clone(&dispatcher),
         tokens,
         max_wait: serve.max_wait,
@@ -183,12 +197,37 @@ pub async fn run(
         serve.drain.as_secs()
     );
     dispatcher.drain(serve.drain).await;
+    executor_stop.cancel();
+    let _ = verifying.await;
     http_stop.cancel();
     let _ = http.await;
     let _ = pruner.await;
     dispatcher.executor().close().await;
     eprintln!("packbox serve: stopped");
     Ok(())
+}
+
+/// Verifies the catalog's runtime versions (probing what the cache does not know), for
+/// `/readyz`: ready once at least one version is available.
+async fn verify_runtimes(
+    dispatcher: Arc<Dispatcher>,
+    found: Arc<Mutex<Option<Result<(), String>>>>,
+) {
+    let verdict = match dispatcher.executor().verify_runtimes().await {
+        Ok(statuses) if statuses.iter().any(|s| s.is_available()) => {
+            let available = statuses.iter().filter(|s| s.is_available()).count();
+            tracing::info!(available, of = statuses.len(), "runtime versions verified");
+            Ok(())
+        }
+        Ok(_) => Err(
+            "no runtime version is available: build the runtime images (scripts/build-images)"
+                .to_string(),
+        ),
+        Err(e) => Err(packbox::error_chain(&e)),
+    };
+    if let Ok(mut found) = found.lock() {
+        *found = Some(verdict);
+    }
 }
 
 /// Removes old records now and then, until `stop`.

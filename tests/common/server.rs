@@ -232,6 +232,15 @@ impl Api {
         Api::answer(self.request(reqwest::Method::GET, path)).await
     }
 
+    /// A GET with one more header; the body is read whole (the stream must end).
+    pub async fn get_with(&self, path: &str, header: &str, value: &str) -> Answer {
+        Api::answer(
+            self.request(reqwest::Method::GET, path)
+                .header(header, value),
+        )
+        .await
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> Answer {
         Api::answer(self.request(reqwest::Method::POST, path).json(body)).await
     }
@@ -303,6 +312,23 @@ pub fn assert_documented(document: &Value, method: &str, path: &str, answer: &An
         answer.status,
         answer.body
     );
+    if let Some(content) = response["content"].as_object() {
+        let content_type = answer
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        assert!(
+            content.contains_key(&content_type),
+            "{method} {path} {}: content type `{content_type}` is not documented",
+            answer.status
+        );
+    }
     let Some(schema) = response["content"]["application/json"]["schema"].as_object() else {
         return;
     };
@@ -327,4 +353,94 @@ pub fn assert_documented(document: &Value, method: &str, path: &str, answer: &An
         answer.status,
         answer.body
     );
+}
+
+/// One Server-Sent Event.
+#[derive(Clone, Debug)]
+pub struct Sse {
+    pub event: String,
+    pub id: String,
+    pub data: String,
+}
+
+impl Sse {
+    /// The text of a `stdout` or `stderr` event (its data is a JSON string).
+    pub fn text(&self) -> String {
+        serde_json::from_str::<String>(&self.data).expect("event data is a JSON string")
+    }
+}
+
+/// An open event stream.
+pub struct Events {
+    inner: std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<eventsource_stream::Event, String>> + Send>,
+    >,
+}
+
+impl Events {
+    /// The next event (keep-alive comments skipped), `None` when the stream ended; at most
+    /// `within` to wait.
+    pub async fn next(&mut self, within: Duration) -> Option<Sse> {
+        use futures::StreamExt;
+        let next = tokio::time::timeout(within, self.inner.next())
+            .await
+            .expect("an event in time")?;
+        let event = next.expect("a well-formed event stream");
+        Some(Sse {
+            event: event.event,
+            id: event.id,
+            data: event.data,
+        })
+    }
+
+    /// Every event up to the end of the stream.
+    pub async fn rest(&mut self, within: Duration) -> Vec<Sse> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next(within).await {
+            events.push(event);
+        }
+        events
+    }
+}
+
+impl Api {
+    /// Opens an execution's output stream, resuming after `last_event_id`.
+    pub async fn events(&self, id: &str, last_event_id: Option<&str>) -> Events {
+        use eventsource_stream::Eventsource;
+        use futures::StreamExt;
+        let mut request =
+            self.request(reqwest::Method::GET, &format!("/v1/executions/{id}/output"));
+        if let Some(last) = last_event_id {
+            request = request.header("Last-Event-ID", last);
+        }
+        let response = request.send().await.expect("the server answers");
+        assert_eq!(
+            response.status().as_u16(),
+            200,
+            "opening the output of {id}"
+        );
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap_or("")
+                .starts_with("text/event-stream")
+        );
+        Events {
+            inner: Box::pin(
+                response
+                    .bytes_stream()
+                    .eventsource()
+                    .map(|e| e.map_err(|e| e.to_string())),
+            ),
+        }
+    }
+}
+
+/// The text of the `stdout` (or `stderr`) events, in order.
+pub fn stream_text(events: &[Sse], stream: &str) -> String {
+    events
+        .iter()
+        .filter(|e| e.event == stream)
+        .map(Sse::text)
+        .collect()
 }
