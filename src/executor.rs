@@ -51,6 +51,8 @@ pub struct Executor {
     /// Work off the runs' path (the start-up sweep, pool refills), awaited by
     /// [`Executor::close`].
     background: Mutex<JoinSet<()>>,
+    /// Turns true when the start-up sweep is over.
+    swept: tokio::sync::watch::Receiver<bool>,
 }
 
 /// What [`Executor::run`] reports while it works.
@@ -77,7 +79,9 @@ impl Executor {
     /// swept in the background (call [`Executor::close`] before dropping it). Must be called
     /// within a tokio runtime.
     pub fn start(settings: Settings, catalog: Catalog, engine: SharedEngine) -> Executor {
+        let (sweep_done, swept) = tokio::sync::watch::channel(false);
         let executor = Executor {
+            swept,
             probe_cache: ProbeCache::open(&settings.state_dir),
             engine,
             settings,
@@ -98,10 +102,19 @@ impl Executor {
                     Ok(_) => {}
                     Err(e) => tracing::warn!("sweeping leftover containers: {}", chain(&e)),
                 }
+                sweep_done.send_replace(true);
             }
             .instrument(tracing::debug_span!("sweep")),
         );
         executor
+    }
+
+    /// Waits until the start-up sweep of leftovers is over: a server waits for it before it
+    /// takes requests, so the containers of the process it replaces are gone first.
+    pub async fn start_up_sweep(&self) {
+        let mut swept = self.swept.clone();
+        // An error means the sweep task is gone: nothing more to wait for.
+        let _ = swept.wait_for(|done| *done).await;
     }
 
     /// Keeps up to `per_kind` containers pre-started for each kind of run this executor has
@@ -954,8 +967,9 @@ mod tests {
             .collect();
         fake.add_listed_container("orphan", "sha256:x", &borrowed);
         let h = harness(fake, SettingsLayer::default());
+        h.executor.start_up_sweep().await;
+        assert!(h.fake.container_ids().is_empty(), "gone before close");
         h.executor.close().await;
-        assert!(h.fake.container_ids().is_empty());
     }
 
     #[tokio::test(start_paused = true)]

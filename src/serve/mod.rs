@@ -130,16 +130,7 @@ pub async fn run(
         .with_warm_pool(serve.warm.per_kind)
         .with_shutdown(executor_stop.clone());
     // The containers of a server that died go before this one takes requests.
-    match executor.sweep_orphans().await {
-        Ok(swept) if !swept.is_empty() => {
-            tracing::warn!(
-                count = swept.len(),
-                "swept containers of a server that stopped"
-            )
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!("sweeping leftover containers: {}", packbox::error_chain(&e)),
-    }
+    executor.start_up_sweep().await;
     let listener = tokio::net::TcpListener::bind(serve.listen)
         .await
         .map_err(|source| ServeError::Bind {
