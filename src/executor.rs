@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::OnceCell;
@@ -31,7 +31,7 @@ use crate::plan::{RunPlan, resolve_runtime};
 use crate::prepare::{self, PrepareError, Preparer};
 use crate::probe::{self, ProbeCache, VersionStatus};
 use crate::runtime_image::{self, ImageState};
-use crate::settings::Settings;
+use crate::settings::{Settings, WarmSettings};
 
 pub use crate::prepare::PrepareEvent;
 
@@ -53,6 +53,8 @@ pub struct Executor {
     background: Mutex<JoinSet<()>>,
     /// Turns true when the start-up sweep is over.
     swept: tokio::sync::watch::Receiver<bool>,
+    /// Whether pooled containers start their runtime's interpreter ahead of the run.
+    preload: bool,
 }
 
 /// What [`Executor::run`] reports while it works.
@@ -82,6 +84,7 @@ impl Executor {
         let (sweep_done, swept) = tokio::sync::watch::channel(false);
         let executor = Executor {
             swept,
+            preload: false,
             probe_cache: ProbeCache::open(&settings.state_dir),
             engine,
             settings,
@@ -117,11 +120,33 @@ impl Executor {
         let _ = swept.wait_for(|done| *done).await;
     }
 
-    /// Keeps up to `per_kind` containers pre-started for each kind of run this executor has
-    /// made (same action, image and sandbox), so that later runs skip the engine's container
-    /// start. For long-lived executors; call [`Executor::close`] when done.
-    pub fn with_warm_pool(mut self, per_kind: usize) -> Self {
-        self.pool = (per_kind > 0).then(|| Arc::new(WarmPool::new(per_kind)));
+    /// Keeps containers pre-started for each kind of run this executor has made (same action,
+    /// image and sandbox), so that later runs skip the engine's container start: as many as the
+    /// kind recently ran at the same time, at most `per_kind`. For long-lived executors; call
+    /// [`Executor::close`] when done.
+    pub fn with_warm_pool(self, per_kind: usize) -> Self {
+        self.with_warm_pool_sized(WarmSettings {
+            per_kind,
+            total: usize::MAX,
+            idle: Duration::MAX,
+            preload: false,
+        })
+    }
+
+    /// [`Executor::with_warm_pool`] with a limit in all, an idle time after which a kind nobody
+    /// runs loses its containers (see [`Executor::trim_warm_pool`]), and, with `preload`,
+    /// pooled containers of runtimes that can (the catalog's `warm_start`) start their
+    /// interpreter ahead of the run, so a run skips the interpreter's start too. Still one
+    /// action per container.
+    pub fn with_warm_pool_sized(mut self, sizing: WarmSettings) -> Self {
+        self.preload = sizing.preload;
+        self.pool = (sizing.per_kind > 0 && sizing.total > 0).then(|| {
+            Arc::new(WarmPool::new(pool::Sizing {
+                per_kind: sizing.per_kind,
+                total: sizing.total,
+                idle: sizing.idle,
+            }))
+        });
         self
     }
 
@@ -159,6 +184,8 @@ impl Executor {
 
     fn spawn_background(&self, work: impl Future<Output = ()> + Send + 'static) {
         if let Ok(mut background) = self.background.lock() {
+            // Finished work is let go here, so a long-lived executor's set stays small.
+            while background.try_join_next().is_some() {}
             background.spawn(work);
         }
     }
@@ -257,8 +284,12 @@ impl Executor {
                 "image ready"
             );
             let prepare_ms = started.elapsed().as_millis() as u64;
-            let (exec_id, container, stdin) =
-                self.container_for(plan, &prepared.image, cancel).await?;
+            let Handoff {
+                exec_id,
+                started: container,
+                stdin,
+                _demand,
+            } = self.container_for(plan, &prepared.image, cancel).await?;
             tracing::debug!(exec_id = %exec_id, container = container.id(), "container started");
             on_event(RunEvent::Started { exec_id: &exec_id });
             let mut on_output =
@@ -297,20 +328,23 @@ impl Executor {
     }
 
     /// The started container a run uses, its exec id and the stdin to give it: a pre-started
-    /// one from the warm pool when there is one (then a replacement is started in the
-    /// background), else a fresh one.
+    /// one from the warm pool when there is one, else a fresh one; the pool is then topped up to
+    /// what the kind's demand asks for, off the run's path.
     async fn container_for(
         &self,
         plan: &RunPlan,
         image: &str,
         cancel: &CancellationToken,
-    ) -> Result<(String, Started, Vec<u8>), Error> {
+    ) -> Result<Handoff, Error> {
         let spec_for = |exec_id: &str| {
             let mut spec = plan
                 .policy
                 .container_spec(plan.workload(exec_id, image, &self.owner));
             if self.pool.is_some() {
-                spec.cmd = pool::wait_for_go(spec.cmd);
+                spec.cmd = match plan.warm_start_cmd().filter(|_| self.preload) {
+                    Some(cmd) => cmd,
+                    None => pool::wait_for_go(spec.cmd),
+                };
             }
             spec
         };
@@ -318,45 +352,70 @@ impl Executor {
         let spec = spec_for(&exec_id);
         let Some(warm_pool) = &self.pool else {
             let started = self.start_container(&exec_id, &spec, cancel).await?;
-            return Ok((exec_id, started, plan.stdin.0.clone()));
+            return Ok(Handoff {
+                exec_id,
+                started,
+                stdin: plan.stdin.0.clone(),
+                _demand: None,
+            });
         };
         let kind = pool::kind(&spec);
-        let (exec_id, started) = match self.take_warm(warm_pool, &kind).await {
+        let (demand, offered) = warm_pool.begin(&kind);
+        let (exec_id, started) = match self.take_warm(warm_pool, &kind, offered).await {
             Some(warm) => (warm.exec_id, warm.started),
             None => {
                 let started = self.start_container(&exec_id, &spec, cancel).await?;
                 (exec_id, started)
             }
         };
-        // Replace what this run uses, off the run's path.
-        let next_id = uuid::Uuid::new_v4().to_string();
-        let next_spec = spec_for(&next_id);
-        let (engine, warm_pool) = (SharedEngine::clone(&self.engine), Arc::clone(warm_pool));
-        self.spawn_background(async move {
-            let name = container_name(&next_id);
-            match lifecycle::run::start(&engine, &name, &next_spec).await {
-                Ok(started) => {
-                    let warm = Warm {
-                        exec_id: next_id,
-                        started,
-                    };
-                    if let Some(spare) = warm_pool.put(kind, warm) {
-                        lifecycle::run::discard(&engine, spare.started).await;
+        for _ in 0..warm_pool.reserve(&kind) {
+            let next_id = uuid::Uuid::new_v4().to_string();
+            let next_spec = spec_for(&next_id);
+            let (engine, warm_pool, kind) = (
+                SharedEngine::clone(&self.engine),
+                Arc::clone(warm_pool),
+                kind.clone(),
+            );
+            self.spawn_background(async move {
+                let name = container_name(&next_id);
+                match lifecycle::run::start(&engine, &name, &next_spec).await {
+                    Ok(started) => {
+                        let warm = Warm {
+                            exec_id: next_id,
+                            started,
+                        };
+                        if let Some(spare) = warm_pool.put(&kind, warm) {
+                            lifecycle::run::discard(&engine, spare.started).await;
+                        }
+                    }
+                    Err(e) => {
+                        warm_pool.start_failed(&kind);
+                        tracing::warn!("pre-starting a container: {}", chain(&e));
                     }
                 }
-                Err(e) => tracing::warn!("pre-starting a container: {}", chain(&e)),
-            }
-        });
+            });
+        }
         let mut stdin = pool::GO_LINE.to_vec();
         stdin.extend_from_slice(&plan.stdin.0);
-        Ok((exec_id, started, stdin))
+        Ok(Handoff {
+            exec_id,
+            started,
+            stdin,
+            _demand: Some(demand),
+        })
     }
 
     /// A pre-started container for this kind of run whose process still waits for its
     /// go-line; one that died meanwhile (killed, out of memory, removed by someone) is
     /// discarded, so a run never inherits a broken container.
-    async fn take_warm(&self, warm_pool: &WarmPool, kind: &pool::Kind) -> Option<Warm> {
-        while let Some(warm) = warm_pool.take(kind) {
+    async fn take_warm(
+        &self,
+        warm_pool: &WarmPool,
+        kind: &pool::Kind,
+        offered: Option<Warm>,
+    ) -> Option<Warm> {
+        let mut next = offered;
+        while let Some(warm) = next {
             match self.engine.container_state(warm.started.id()).await {
                 Ok(state) if state.running => {
                     tracing::debug!(exec_id = %warm.exec_id, "warm container taken from the pool");
@@ -370,8 +429,20 @@ impl Executor {
                     lifecycle::run::discard(&self.engine, warm.started).await;
                 }
             }
+            next = warm_pool.take(kind);
         }
         None
+    }
+
+    /// Removes the pooled containers nobody needs now: those of kinds of run unused for the
+    /// pool's idle time, and those above what a kind's recent demand asks for. A long-lived
+    /// executor calls it from time to time.
+    pub async fn trim_warm_pool(&self) {
+        if let Some(warm_pool) = &self.pool {
+            for warm in warm_pool.trim() {
+                lifecycle::run::discard(&self.engine, warm.started).await;
+            }
+        }
     }
 
     /// Creates and starts a container, unless the run is cancelled first (then nothing is
@@ -634,6 +705,14 @@ pub struct GcReport {
     pub containers: Vec<Swept>,
     /// Ids of untagged images of builds that never finished.
     pub images: Vec<String>,
+}
+
+/// A container handed to a run, and the run's share of its kind's demand (held to the end).
+struct Handoff {
+    exec_id: String,
+    started: Started,
+    stdin: Vec<u8>,
+    _demand: Option<pool::Demand>,
 }
 
 /// Idle pre-started containers of one kind of run (one action on one image, same sandbox).
@@ -1608,6 +1687,166 @@ mod tests {
             assert_eq!(outcome.image, "packbox/python:3.11");
             h.executor.close().await;
             assert!(h.fake.container_ids().is_empty());
+        }
+
+        fn sized(h: Harness, per_kind: usize, total: usize) -> Harness {
+            let executor = Executor::start(
+                h.settings.clone(),
+                Catalog::builtin().expect("catalog"),
+                h.fake.clone(),
+            )
+            .with_warm_pool_sized(WarmSettings {
+                per_kind,
+                total,
+                idle: Duration::from_secs(600),
+                preload: false,
+            });
+            Harness { executor, ..h }
+        }
+
+        async fn settled(h: &Harness, idle: usize) {
+            tokio::time::timeout(Duration::from_secs(60), async {
+                while h.executor.idle_warm_containers() != idle {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the pool never held {idle} (holds {})",
+                    h.executor.idle_warm_containers()
+                )
+            });
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_kind_keeps_as_many_ready_as_it_recently_ran_at_once_up_to_its_limit() {
+            let h = sized(
+                harness(
+                    engine(Program {
+                        delay: Duration::from_secs(1),
+                        ..Program::prints("ran\n", 0)
+                    }),
+                    SettingsLayer::default(),
+                ),
+                3,
+                100,
+            );
+            let packs = pack("shell", "a.sh", "", &[]);
+            let plan = plan_for(&h, &packs);
+            run(&h, &plan).await.expect("a first run");
+            settled(&h, 1).await;
+            // Five at once: the kind's demand is five, its limit three.
+            let runs: Vec<_> = (0..5).map(|_| run(&h, &plan)).collect();
+            for outcome in futures::future::join_all(runs).await {
+                assert_eq!(outcome.expect("run").status, Status::Succeeded);
+            }
+            settled(&h, 3).await;
+            // A minute later one at a time is the demand: trimming keeps one.
+            tokio::time::sleep(pool::DEMAND_WINDOW + Duration::from_secs(1)).await;
+            run(&h, &plan).await.expect("a later run");
+            h.executor.trim_warm_pool().await;
+            settled(&h, 1).await;
+            h.executor.close().await;
+            assert!(h.fake.container_ids().is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn preloading_starts_the_interpreter_ahead_only_where_the_runtime_can() {
+            let h = harness(engine(Program::default()), SettingsLayer::default());
+            let (settings, fake) = (h.settings.clone(), h.fake.clone());
+            let executor = Executor::start(
+                settings.clone(),
+                Catalog::builtin().expect("catalog"),
+                fake.clone(),
+            )
+            .with_warm_pool_sized(WarmSettings {
+                per_kind: 1,
+                total: 10,
+                idle: Duration::from_secs(600),
+                preload: true,
+            });
+            let catalog = Catalog::builtin().expect("catalog");
+            for (runner, entry, extra, preloaded) in [
+                ("python", "a.py", "", true),
+                ("node", "a.js", "", true),
+                ("shell", "a.sh", "", false),
+                ("python", "a.py", "parameter_delivery: file\n", false),
+            ] {
+                let packs = pack(runner, entry, extra, &[]);
+                let plan =
+                    plan(&settings, &catalog, &RunRequest::new(packs.path(), "p.a")).expect("plan");
+                let outcome = executor.run(&plan, |_| {}).await.expect("run");
+                assert_eq!(outcome.status, Status::Succeeded);
+                let spec = action_creates(&fake).pop().expect("a run container");
+                let entry_point = format!("/pack/actions/{entry}");
+                assert_eq!(spec.cmd.last(), Some(&entry_point), "{:?}", spec.cmd);
+                if preloaded {
+                    assert!(spec.cmd[..3].contains(&"-c".to_string()) || spec.cmd[1] == "-e");
+                    assert!(
+                        !spec.cmd.contains(&"packbox-warm".to_string()),
+                        "{:?}",
+                        spec.cmd
+                    );
+                } else {
+                    assert!(
+                        spec.cmd.contains(&"packbox-warm".to_string()),
+                        "{:?}",
+                        spec.cmd
+                    );
+                }
+            }
+            executor.close().await;
+            h.executor.close().await;
+            assert!(fake.container_ids().is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn the_pools_total_holds_across_kinds() {
+            let h = sized(
+                harness(engine(Program::default()), SettingsLayer::default()),
+                2,
+                2,
+            );
+            for (runner, entry, held) in [
+                ("shell", "a.sh", 1),
+                ("python", "a.py", 2),
+                ("node", "a.js", 2),
+            ] {
+                let packs = pack(runner, entry, "", &[]);
+                run(&h, &plan_for(&h, &packs)).await.expect("run");
+                settled(&h, held).await;
+            }
+            let kinds = h.executor.warm_kinds();
+            assert!(
+                kinds.iter().all(|k| !k.image.starts_with("packbox/node")),
+                "{kinds:?}"
+            );
+            h.executor.close().await;
+            assert!(h.fake.container_ids().is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_kind_nobody_runs_loses_its_containers_after_the_idle_time() {
+            let h = sized(
+                harness(engine(Program::default()), SettingsLayer::default()),
+                2,
+                10,
+            );
+            let packs = pack("shell", "a.sh", "", &[]);
+            run(&h, &plan_for(&h, &packs)).await.expect("run");
+            settled(&h, 1).await;
+            tokio::time::sleep(Duration::from_secs(300)).await;
+            h.executor.trim_warm_pool().await;
+            assert_eq!(h.executor.idle_warm_containers(), 1, "not idle long enough");
+            tokio::time::sleep(Duration::from_secs(301)).await;
+            h.executor.trim_warm_pool().await;
+            assert_eq!(h.executor.idle_warm_containers(), 0);
+            assert!(
+                h.fake.container_ids().is_empty(),
+                "the trimmed container was removed"
+            );
+            h.executor.close().await;
         }
     }
 }

@@ -255,6 +255,22 @@ impl RunPlan {
         }
     }
 
+    /// The command of a pooled container when the runtime can start its interpreter ahead of
+    /// the run (its `warm_start`): the interpreter then waits for the go-line itself. `None` for
+    /// runtimes without one and for file delivery (whose wrapper must read the document after
+    /// the go-line).
+    pub(crate) fn warm_start_cmd(&self) -> Option<Vec<String>> {
+        let manifest = &self.action.action;
+        if self.runtime.warm_start.is_empty()
+            || manifest.parameter_delivery != ParameterDelivery::Stdin
+        {
+            return None;
+        }
+        let mut cmd = self.runtime.warm_start.clone();
+        cmd.push(format!("/pack/actions/{}", manifest.entry_point));
+        Some(cmd)
+    }
+
     /// What the container runs: the entry point under its interpreter, the Attune variables and
     /// the runtime's, and labels naming the run and its owner. No secret is in any of these.
     pub(crate) fn workload(&self, exec_id: &str, image: &str, owner: &Owner) -> Workload {

@@ -218,6 +218,9 @@ pub struct WarmLayer {
     pub total: Option<u64>,
     /// A kind of run unused this long loses its pre-started containers.
     pub idle: Option<Age>,
+    /// Pooled containers start their interpreter ahead of the run (runtimes with a
+    /// `warm_start` in the catalog: python, node).
+    pub preload: Option<bool>,
 }
 
 /// Record-retention settings of one layer.
@@ -346,6 +349,8 @@ pub struct WarmSettings {
     pub per_kind: usize,
     pub total: usize,
     pub idle: Duration,
+    /// Whether pooled containers start their interpreter ahead of the run.
+    pub preload: bool,
 }
 
 /// How long execution records are kept, by class.
@@ -422,6 +427,7 @@ pub mod serve_defaults {
     pub const WARM_PER_KIND: u64 = 2;
     pub const WARM_TOTAL: u64 = 16;
     pub const WARM_IDLE: Duration = Duration::from_secs(600);
+    pub const WARM_PRELOAD: bool = true;
     pub const SUCCEEDED_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
     pub const SUCCEEDED_COUNT: u64 = 10_000;
     pub const FAILED_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -1015,6 +1021,12 @@ impl Resolver<'_> {
             .map(|p| Duration::from_secs(p.value))
         };
         let warm_idle = age("serve.warm.idle", self, |l| l.serve.warm.idle, d::WARM_IDLE)?;
+        let warm_preload = self.setting(
+            "serve.warm.preload",
+            |l| l.serve.warm.preload,
+            d::WARM_PRELOAD,
+            any,
+        )?;
         let succeeded_age = age(
             "serve.retention.succeeded.max_age",
             self,
@@ -1066,6 +1078,7 @@ impl Resolver<'_> {
                 per_kind: warm_per_kind.value as usize,
                 total: warm_total.value as usize,
                 idle: warm_idle,
+                preload: warm_preload.value,
             },
             retention: Retention {
                 succeeded: Keep {

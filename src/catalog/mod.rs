@@ -100,6 +100,11 @@ pub struct Runtime {
     pub aliases: Vec<String>,
     /// Command that runs an entry point; empty for native actions, which are executed directly.
     pub interpreter: Vec<String>,
+    /// For pooled containers: a command that starts the interpreter ahead of the run, waits
+    /// itself for the go-line on stdin, then runs the entry point (appended) in that process.
+    /// Empty: the interpreter starts at the handoff.
+    #[serde(default)]
+    pub warm_start: Vec<String>,
     /// Variables every container of this runtime gets (e.g. `PYTHONPATH=/pack/lib`).
     #[serde(default)]
     pub env: BTreeMap<String, String>,

@@ -5,9 +5,16 @@
 //! Isolation is unchanged: every pooled container runs exactly one action and is removed after
 //! it, with the same spec a cold run would have. Only the moment of `start` moves earlier; the
 //! timeout counts from the handoff. A pooled container's exec id is fixed when it is made.
+//!
+//! Each kind of run keeps as many containers ready as it recently ran at the same time (its peak
+//! within a minute), up to a limit per kind and a limit in all; a kind nobody runs for the idle
+//! time loses its containers when the pool is trimmed.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::run::Started;
 use crate::engine::ContainerSpec;
@@ -61,49 +68,192 @@ pub struct Warm {
     pub started: Started,
 }
 
-/// The idle containers of one kind.
+/// How large the pool may grow: per kind of run, in all, and how long a kind nobody runs keeps
+/// its containers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizing {
+    pub per_kind: usize,
+    pub total: usize,
+    pub idle: Duration,
+}
+
+/// How far back the demand of a kind is remembered: its peak of runs at the same time within
+/// this window sets how many containers it keeps ready.
+pub const DEMAND_WINDOW: Duration = Duration::from_secs(60);
+
+/// One kind of run: its idle containers and its recent demand.
 #[derive(Debug)]
 struct Slot {
     kind: Kind,
     idle: Vec<Warm>,
+    /// Containers being started for it now.
+    starting: usize,
+    /// Runs of this kind going on now.
+    in_flight: usize,
+    /// The most runs at the same time within the demand window, and when it was seen.
+    peak: usize,
+    peak_at: Instant,
+    last_used: Instant,
 }
 
-/// Idle pre-started containers, at most `per_key` for each kind of run.
+impl Slot {
+    /// How many idle containers this kind should have: as many as it recently ran at once,
+    /// within the per-kind limit.
+    fn target(&self, per_kind: usize, now: Instant) -> usize {
+        let peak = if now.duration_since(self.peak_at) > DEMAND_WINDOW {
+            self.in_flight
+        } else {
+            self.peak
+        };
+        peak.max(1).min(per_kind)
+    }
+}
+
+/// Pre-started containers per kind of run, as many as each kind's recent demand asks for.
 #[derive(Debug)]
 pub struct WarmPool {
-    per_key: usize,
+    sizing: Sizing,
     slots: Mutex<HashMap<String, Slot>>,
 }
 
+/// A run of one kind going on; dropping it ends the run's share of the kind's demand.
+#[derive(Debug)]
+pub struct Demand {
+    pool: Arc<WarmPool>,
+    key: String,
+}
+
+impl Drop for Demand {
+    fn drop(&mut self) {
+        if let Ok(mut slots) = self.pool.slots.lock()
+            && let Some(slot) = slots.get_mut(&self.key)
+        {
+            slot.in_flight = slot.in_flight.saturating_sub(1);
+        }
+    }
+}
+
 impl WarmPool {
-    /// A pool keeping up to `per_key` idle containers per kind of run.
-    pub fn new(per_key: usize) -> WarmPool {
+    /// An empty pool.
+    pub fn new(sizing: Sizing) -> WarmPool {
         WarmPool {
-            per_key,
+            sizing,
             slots: Mutex::new(HashMap::new()),
         }
     }
 
-    /// An idle container for this kind of run, if there is one.
+    /// A run of this kind begins: it counts toward the kind's demand while the returned value
+    /// lives, and gets an idle container if there is one.
+    pub fn begin(self: &Arc<Self>, kind: &Kind) -> (Demand, Option<Warm>) {
+        let now = Instant::now();
+        let demand = Demand {
+            pool: Arc::clone(self),
+            key: kind.key.clone(),
+        };
+        let Ok(mut slots) = self.slots.lock() else {
+            return (demand, None);
+        };
+        let slot = slots.entry(kind.key.clone()).or_insert_with(|| Slot {
+            kind: kind.clone(),
+            idle: Vec::new(),
+            starting: 0,
+            in_flight: 0,
+            peak: 0,
+            peak_at: now,
+            last_used: now,
+        });
+        slot.in_flight += 1;
+        slot.last_used = now;
+        if slot.in_flight >= slot.peak || now.duration_since(slot.peak_at) > DEMAND_WINDOW {
+            slot.peak = slot.in_flight;
+            slot.peak_at = now;
+        }
+        (demand, slot.idle.pop())
+    }
+
+    /// Another idle container of this kind, if there is one (when the one `begin` gave was
+    /// broken).
     pub fn take(&self, kind: &Kind) -> Option<Warm> {
         self.slots.lock().ok()?.get_mut(&kind.key)?.idle.pop()
     }
 
-    /// Keeps a container for later; gives it back (to be discarded) when the pool is full.
+    /// How many containers to start now for this kind so that it has its target, counting those
+    /// already starting and the pool's total; they are counted as starting until [`put`] or
+    /// [`start_failed`].
+    ///
+    /// [`put`]: WarmPool::put
+    /// [`start_failed`]: WarmPool::start_failed
+    pub fn reserve(&self, kind: &Kind) -> usize {
+        let Ok(mut slots) = self.slots.lock() else {
+            return 0;
+        };
+        let held: usize = slots.values().map(|s| s.idle.len() + s.starting).sum();
+        let room = self.sizing.total.saturating_sub(held);
+        let Some(slot) = slots.get_mut(&kind.key) else {
+            return 0;
+        };
+        let target = slot.target(self.sizing.per_kind, Instant::now());
+        let wanted = target
+            .saturating_sub(slot.idle.len() + slot.starting)
+            .min(room);
+        slot.starting += wanted;
+        wanted
+    }
+
+    /// A reserved container started: kept for later, or given back (to be discarded) when the
+    /// kind has enough.
     #[must_use]
-    pub fn put(&self, kind: Kind, warm: Warm) -> Option<Warm> {
+    pub fn put(&self, kind: &Kind, warm: Warm) -> Option<Warm> {
         let Ok(mut slots) = self.slots.lock() else {
             return Some(warm);
         };
-        let slot = slots.entry(kind.key.clone()).or_insert_with(|| Slot {
-            kind,
-            idle: Vec::new(),
-        });
-        if slot.idle.len() >= self.per_key {
+        let Some(slot) = slots.get_mut(&kind.key) else {
+            return Some(warm);
+        };
+        slot.starting = slot.starting.saturating_sub(1);
+        if slot.idle.len() >= slot.target(self.sizing.per_kind, Instant::now()) {
             return Some(warm);
         }
         slot.idle.push(warm);
         None
+    }
+
+    /// A reserved container could not be started.
+    pub fn start_failed(&self, kind: &Kind) {
+        if let Ok(mut slots) = self.slots.lock()
+            && let Some(slot) = slots.get_mut(&kind.key)
+        {
+            slot.starting = slot.starting.saturating_sub(1);
+        }
+    }
+
+    /// The idle containers to remove now: all of the kinds nobody ran for the idle time, and
+    /// those above a kind's target once its demand fell.
+    pub fn trim(&self) -> Vec<Warm> {
+        let now = Instant::now();
+        let Ok(mut slots) = self.slots.lock() else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        for slot in slots.values_mut() {
+            let keep = if now.duration_since(slot.last_used) > self.sizing.idle {
+                0
+            } else {
+                slot.target(self.sizing.per_kind, now)
+            };
+            while slot.idle.len() > keep {
+                if let Some(warm) = slot.idle.pop() {
+                    removed.push(warm);
+                }
+            }
+        }
+        slots.retain(|_, slot| {
+            !slot.idle.is_empty()
+                || slot.starting > 0
+                || slot.in_flight > 0
+                || now.duration_since(slot.last_used) <= self.sizing.idle
+        });
+        removed
     }
 
     /// How many containers wait in the pool.

@@ -127,7 +127,7 @@ pub async fn run(
     let executor_stop = CancellationToken::new();
     let executor = Executor::connect(settings.clone(), catalog.clone())
         .await?
-        .with_warm_pool(serve.warm.per_kind)
+        .with_warm_pool_sized(serve.warm)
         .with_shutdown(executor_stop.clone());
     // The containers of a server that died go before this one takes requests.
     executor.start_up_sweep().await;
@@ -177,6 +177,7 @@ pub async fn run(
         http_stop.clone(),
     ));
     let pruner = tokio::spawn(prune_records(store, serve.retention, stop.clone()));
+    let trimmer = tokio::spawn(trim_pool(Arc::clone(&dispatcher), stop.clone()));
     eprintln!(
         "packbox serve: listening on http://{address} (packs: {})",
         packs.display()
@@ -193,6 +194,7 @@ pub async fn run(
     http_stop.cancel();
     let _ = http.await;
     let _ = pruner.await;
+    let _ = trimmer.await;
     dispatcher.executor().close().await;
     eprintln!("packbox serve: stopped");
     Ok(())
@@ -218,6 +220,21 @@ async fn verify_runtimes(
     };
     if let Ok(mut found) = found.lock() {
         *found = Some(verdict);
+    }
+}
+
+/// How often pooled containers nobody needs are removed.
+const TRIM_EVERY: Duration = Duration::from_secs(15);
+
+/// Trims the warm pool now and then (kinds nobody runs, containers above recent demand), until
+/// `stop`.
+async fn trim_pool(dispatcher: Arc<Dispatcher>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(TRIM_EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+        dispatcher.executor().trim_warm_pool().await;
     }
 }
 

@@ -232,6 +232,17 @@ impl Api {
         Api::answer(self.request(reqwest::Method::GET, path)).await
     }
 
+    /// A GET whose body is text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("the server answers")
+            .text()
+            .await
+            .expect("a text body")
+    }
+
     /// A GET with one more header; the body is read whole (the stream must end).
     pub async fn get_with(&self, path: &str, header: &str, value: &str) -> Answer {
         Api::answer(
