@@ -135,7 +135,17 @@ impl Server {
 
     /// Sends SIGTERM and waits (at most `within`) for the process to exit.
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        self.send_sigterm();
+        self.wait_exit(within)
+    }
+
+    /// Sends SIGTERM, without waiting.
+    pub fn send_sigterm(&self) {
         signal(self.child.id(), libc::SIGTERM);
+    }
+
+    /// Waits (at most `within`) for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
