@@ -82,7 +82,7 @@ pub fn plan(catalog: &Catalog, request: &RunRequest) -> Result<RunPlan, Error> {
     // Fails early when no version of the catalog could ever match; the run then chooses among
     // the versions that probing verified.
     runtime
-        .select_version(&runtime.version_names(), manifest.runtime_version.as_ref())
+        .select_version(manifest.runtime_version.as_ref())
         .map_err(|source| Error::NoMatchingVersion {
             action: action.action_ref.clone(),
             source,

@@ -9,28 +9,21 @@ use crate::engine::Engine;
 use crate::envimage::{self, BuildSettings, EnvError, EnvRecipe, Installer, Manifests};
 use crate::error::Error;
 use crate::probe::{self, ProbeCache, VersionStatus};
-use crate::version::{self, Constraint};
+use crate::version::{self, Candidate, Constraint, Verdict};
 
-/// The verified version to run on. With a constraint: the highest verified version whose
-/// detected full version matches it. Without: the runtime's default version when verified, else
-/// the highest verified one. `None` when nothing fits: never a fallback to another interpreter.
+/// The verified version to run on: [`version::select`] among the verified versions, each judged
+/// by the full version its image holds. `None` when nothing fits: never a fallback to another
+/// interpreter.
 pub fn select_verified<'s>(
     runtime: &Runtime,
     constraint: Option<&Constraint>,
     statuses: &'s [VersionStatus],
 ) -> Option<&'s VersionStatus> {
     let available: Vec<&VersionStatus> = statuses.iter().filter(|s| s.is_available()).collect();
-    if constraint.is_none()
-        && let Some(default) = available
-            .iter()
-            .find(|s| Some(s.version.as_str()) == runtime.default_version.as_deref())
-    {
-        return Some(default);
-    }
-    let detected: Vec<&str> = available.iter().map(|s| s.full_version()).collect();
-    let chosen = version::select(&detected, constraint, None)?;
-    let index = detected.iter().position(|d| std::ptr::eq(d, chosen))?;
-    Some(available[index])
+    let candidates: Vec<Candidate<'_>> = available.iter().map(|s| s.candidate()).collect();
+    let chosen = version::select(&candidates, constraint, runtime.default_version.as_deref())?;
+    // A verified version has a detected version, so its verdict is never a mere `Maybe`.
+    (chosen.verdict == Verdict::Yes).then(|| available[chosen.index])
 }
 
 /// The image a run starts from, and the runtime version it holds.
@@ -171,6 +164,20 @@ mod tests {
             Some("3.11.2")
         );
         assert_eq!(pick(Some(">=3.14"), &three()), None);
+    }
+
+    /// Regression: `<=3.11` ran on 3.9.2 and `=3.11` matched nothing, because the constraint was
+    /// padded to 3.11.0 and compared with the detected 3.11.2.
+    #[test]
+    fn constraints_hold_at_the_precision_they_are_written() {
+        for constraint in ["<=3.11", "=3.11", "3.11", "3.11.x", "~3.11", "!=3.13, >3.9"] {
+            assert_eq!(
+                pick(Some(constraint), &three()).as_deref(),
+                Some("3.11.2"),
+                "{constraint}"
+            );
+        }
+        assert_eq!(pick(Some(">=3.11.4, <3.12"), &three()), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::engine::Engine;
 use crate::runtime_image;
 use crate::sandbox::owner::Owner;
 use crate::sandbox::{self, Ending, RunIo, RunLimits, SandboxPolicy, Workload};
+use crate::version::Candidate;
 
 /// How long one probe may run before its version counts as unavailable, unless the catalog says.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,6 +55,14 @@ impl VersionStatus {
     /// The detected full version, else the declared one.
     pub fn full_version(&self) -> &str {
         self.detected_version.as_deref().unwrap_or(&self.version)
+    }
+
+    /// This version as the version selector sees it: declared, and detected when probed.
+    pub fn candidate(&self) -> Candidate<'_> {
+        Candidate {
+            declared: &self.version,
+            detected: self.detected_version.as_deref(),
+        }
     }
 
     /// Whether this version may be selected for a run.

@@ -81,6 +81,7 @@ fn action_json(action: &CheckedAction) -> serde_json::Value {
         "runtime": action.runtime,
         "runtime_version": manifest.runtime_version.as_ref().map(|c| c.as_str()),
         "selected_version": action.version,
+        "selected_version_provisional": action.provisional,
         "parameters": parameters,
     })
 }
@@ -98,7 +99,7 @@ fn print_table(actions: &[&CheckedAction]) {
                     .runtime_version
                     .as_ref()
                     .map_or_else(|| "-".into(), |c| c.as_str().to_string()),
-                action.version.clone(),
+                version_cell(action),
                 manifest
                     .parameters
                     .iter()
@@ -121,6 +122,15 @@ fn print_table(actions: &[&CheckedAction]) {
         }
         line.push_str(&row[4]);
         println!("{}", render::sanitize(line.trim_end()));
+    }
+}
+
+/// The version `run` would choose; a choice only the image's patch version can confirm says so.
+fn version_cell(action: &CheckedAction) -> String {
+    if action.provisional {
+        format!("{} (if its patch matches)", action.version)
+    } else {
+        action.version.clone()
     }
 }
 

@@ -9,6 +9,7 @@ use super::manifest::{self, PackManifest};
 use super::problem::{Problem, locate};
 use super::safety;
 use crate::catalog::Catalog;
+use crate::version::Verdict;
 
 /// Everything found in one pack folder.
 #[derive(Clone, Debug)]
@@ -27,8 +28,11 @@ pub struct CheckedAction {
     pub manifest: ActionManifest,
     /// The catalog's name for the action's runner type.
     pub runtime: String,
-    /// The runtime version `packbox run` would choose.
+    /// The catalog version `packbox run` would choose.
     pub version: String,
+    /// Set when only the image's full version can confirm that choice: the constraint is more
+    /// precise than the catalog's declaration (`>=3.11.4` against `3.11`).
+    pub provisional: bool,
 }
 
 /// Checks `dir`: one pack (it holds `pack.yaml`) or a folder of packs (its sub-folders that do).
@@ -175,11 +179,11 @@ fn check_with_catalog(
         ));
         return None;
     };
-    let available = runtime.version_names();
-    match runtime.select_version(&available, manifest.runtime_version.as_ref()) {
-        Ok(version) => Some(CheckedAction {
+    match runtime.select_version(manifest.runtime_version.as_ref()) {
+        Ok((version, verdict)) => Some(CheckedAction {
             runtime: runtime.name.clone(),
             version: version.version.clone(),
+            provisional: verdict == Verdict::Maybe,
             manifest,
         }),
         Err(e) => {
