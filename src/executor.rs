@@ -114,9 +114,12 @@ impl Executor {
         }
         let selected = select_version(&plan.action, &plan.runtime, &statuses)?;
         let prepared = preparer
-            .image_for(&plan.runtime, selected, &plan.action.pack_dir, |event| {
-                on_event(RunEvent::Prepare(event))
-            })
+            .image_for(
+                &plan.runtime,
+                selected,
+                plan.dependencies.as_ref(),
+                |event| on_event(RunEvent::Prepare(event)),
+            )
             .await?;
         let (exec_id, container, stdin) = self.container_for(plan, &prepared.image).await?;
         let mut on_output =
@@ -260,8 +263,12 @@ impl Executor {
                 status: EnvStatus::Failed,
                 error: None,
             };
-            let selected = match select_version(&action, runtime, &statuses) {
-                Ok(selected) => selected,
+            let chosen = action
+                .dependencies(&runtime.name)
+                .map_err(Error::from)
+                .and_then(|deps| Ok((deps, select_version(&action, runtime, &statuses)?)));
+            let (dependencies, selected) = match chosen {
+                Ok(chosen) => chosen,
                 Err(e) => {
                     report.error = Some(crate::error::chain(&e));
                     on_event(BuildEvent::Finished { report: &report });
@@ -273,7 +280,7 @@ impl Executor {
                 action: &action.action_ref,
             });
             let prepared = preparer
-                .image_for(runtime, selected, &action.pack_dir, |event| {
+                .image_for(runtime, selected, dependencies.as_ref(), |event| {
                     if let PrepareEvent::BuildLine { line } = event {
                         on_event(BuildEvent::Line { line });
                     }

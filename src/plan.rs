@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::catalog::{Catalog, Runtime};
+use crate::envimage::Manifests;
 use crate::error::Error;
 use crate::pack::{self, LoadedAction, ParameterDelivery, ParameterFormat, params};
 use crate::sandbox::owner::Owner;
@@ -66,6 +67,8 @@ impl RunRequest {
 pub struct RunPlan {
     pub action: LoadedAction,
     pub runtime: Runtime,
+    /// What the environment image installs; `None`: the runtime image is used as it is.
+    pub dependencies: Option<Manifests>,
     /// The parameter document, secrets included: it goes on stdin and nowhere else.
     pub stdin: SecretBytes,
     pub policy: SandboxPolicy,
@@ -87,6 +90,7 @@ pub fn plan(catalog: &Catalog, request: &RunRequest) -> Result<RunPlan, Error> {
             action: action.action_ref.clone(),
             source,
         })?;
+    let dependencies = action.dependencies(&runtime.name)?;
     let secrets = Secrets::read(&request.secrets, request.secrets_file.as_deref())?;
     let mut from_file = match &request.params_file {
         Some(file) => params::read_file(file)?,
@@ -122,6 +126,7 @@ pub fn plan(catalog: &Catalog, request: &RunRequest) -> Result<RunPlan, Error> {
         .unwrap_or(DEFAULT_TIMEOUT);
     Ok(RunPlan {
         runtime: runtime.clone(),
+        dependencies,
         stdin,
         policy: request.policy.clone(),
         limits: RunLimits {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::catalog::{Catalog, Runtime};
 use crate::engine::Engine;
-use crate::envimage::{self, BuildSettings, EnvError, EnvRecipe, Installer, Manifests};
+use crate::envimage::{self, BuildSettings, EnvRecipe, Manifests};
 use crate::error::Error;
 use crate::probe::{self, ProbeCache, VersionStatus};
 use crate::version::{self, Candidate, Constraint, Verdict};
@@ -61,12 +61,13 @@ impl Preparer<'_> {
         probe::verify(self.engine, self.catalog, &[runtime], self.probe_cache).await
     }
 
-    /// Makes the image for `pack_dir` on the selected version present.
+    /// Makes the image for a pack's dependencies (`None`: it has none) on the selected version
+    /// present.
     pub async fn image_for(
         &self,
         runtime: &Runtime,
         selected: &VersionStatus,
-        pack_dir: &Path,
+        dependencies: Option<&Manifests>,
         mut on_event: impl FnMut(PrepareEvent<'_>),
     ) -> Result<PreparedImage, Error> {
         let runtime_version = selected.full_version().to_string();
@@ -75,16 +76,7 @@ impl Preparer<'_> {
             image: selected.image.clone(),
             built: false,
         };
-        let Some(installer) = Installer::for_runtime(&runtime.name) else {
-            return Ok(runtime_image);
-        };
-        let manifests = Manifests::read(pack_dir, installer).map_err(|source| {
-            Error::Env(EnvError::State {
-                path: pack_dir.to_path_buf(),
-                source,
-            })
-        })?;
-        let Some(manifests) = manifests else {
+        let Some(manifests) = dependencies else {
             return Ok(runtime_image);
         };
         let Some(base_image_id) = selected.image_id.clone() else {
@@ -94,7 +86,7 @@ impl Preparer<'_> {
             runtime: runtime.name.clone(),
             version: runtime_version.clone(),
             base_image_id,
-            manifests,
+            manifests: manifests.clone(),
             index: self.build.index.clone(),
         };
         let tag = recipe.tag();

@@ -54,7 +54,8 @@ pub fn execute(command: ActionsCommand, catalog: Option<&Path>) -> ExitCode {
     }
 }
 
-fn action_json(action: &CheckedAction) -> serde_json::Value {
+/// One action as `actions list --json` shows it (`pack validate --json` too).
+pub(super) fn action_json(action: &CheckedAction) -> serde_json::Value {
     let manifest = &action.manifest;
     let parameters: Vec<_> = manifest
         .parameters
@@ -82,6 +83,7 @@ fn action_json(action: &CheckedAction) -> serde_json::Value {
         "runtime_version": manifest.runtime_version.as_ref().map(|c| c.as_str()),
         "selected_version": action.version,
         "selected_version_provisional": action.provisional,
+        "dependencies": action.dependencies.as_ref().map(|d| d.summary()),
         "parameters": parameters,
     })
 }

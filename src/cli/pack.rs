@@ -60,7 +60,7 @@ fn pack_json(report: &PackReport) -> serde_json::Value {
     serde_json::json!({
         "dir": report.dir,
         "ref": report.pack.as_ref().map(|p| &p.pack_ref),
-        "actions": report.actions.iter().map(|a| &a.manifest.action_ref).collect::<Vec<_>>(),
+        "actions": report.actions.iter().map(super::actions::action_json).collect::<Vec<_>>(),
         "problems": report.problems.len(),
     })
 }

@@ -1,9 +1,10 @@
 //! What an environment image is made of: the pack's dependency manifests, the generated
 //! Dockerfile, and the key that names the result. Pure code: no engine, no files but the pack's.
 
-use std::path::Path;
-
+use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use crate::pack::dependencies::Requirement;
 
 /// Bumped whenever the generated Dockerfiles change meaning, so old images are not reused.
 pub const RECIPE_FORMAT: u32 = 1;
@@ -15,7 +16,8 @@ const ENV_ROOT: &str = "/opt/packbox";
 const CA_FILE: &str = "build-ca.pem";
 
 /// Which installer an environment uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Installer {
     /// `requirements.txt` into a virtualenv with pip.
     Pip,
@@ -32,42 +34,19 @@ impl Installer {
             _ => None,
         }
     }
-
-    /// The manifest files, in context order; the first one must exist for a build to happen.
-    fn manifest_files(self) -> &'static [&'static str] {
-        match self {
-            Installer::Pip => &["requirements.txt"],
-            Installer::Npm => &["package.json", "package-lock.json"],
-        }
-    }
 }
 
-/// The dependency manifests of a pack for one installer, as bytes.
+/// The dependency manifests of a pack for one installer (read by [`crate::pack::dependencies`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifests {
     pub installer: Installer,
-    /// (file name, bytes), only the files that exist.
+    /// (file name, bytes) as they go into the build context; the key hashes these.
     pub files: Vec<(String, Vec<u8>)>,
+    /// What the files declare, with where each was declared: for listings, not for the key.
+    pub requirements: Vec<Requirement>,
 }
 
 impl Manifests {
-    /// Reads a pack's manifests; `None` when the pack has no manifest for this installer (it then
-    /// runs on the runtime image itself).
-    pub fn read(pack_dir: &Path, installer: Installer) -> std::io::Result<Option<Manifests>> {
-        let names = installer.manifest_files();
-        if !pack_dir.join(names[0]).is_file() {
-            return Ok(None);
-        }
-        let mut files = Vec::new();
-        for name in names {
-            let path = pack_dir.join(name);
-            if path.is_file() {
-                files.push((name.to_string(), std::fs::read(&path)?));
-            }
-        }
-        Ok(Some(Manifests { installer, files }))
-    }
-
     /// The hash of the manifests' bytes alone: packs with identical manifests share it.
     pub fn dependency_hash(&self) -> String {
         let mut hasher = Sha256::new();
@@ -83,6 +62,25 @@ impl Manifests {
     fn has(&self, name: &str) -> bool {
         self.files.iter().any(|(n, _)| n == name)
     }
+
+    /// What a listing shows of it: installer, files, requirements with their places, and hash.
+    pub fn summary(&self) -> DependencySummary<'_> {
+        DependencySummary {
+            installer: self.installer,
+            files: self.files.iter().map(|(name, _)| name.as_str()).collect(),
+            requirements: &self.requirements,
+            dependency_hash: self.dependency_hash(),
+        }
+    }
+}
+
+/// The dependency set of an environment as `pack validate` and `actions list --json` show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DependencySummary<'a> {
+    pub installer: Installer,
+    pub files: Vec<&'a str>,
+    pub requirements: &'a [Requirement],
+    pub dependency_hash: String,
 }
 
 /// Settings that change what an install fetches: part of the key.
@@ -253,6 +251,7 @@ mod tests {
             manifests: Manifests {
                 installer: Installer::Pip,
                 files: vec![("requirements.txt".into(), requirements.as_bytes().to_vec())],
+                requirements: Vec::new(),
             },
             index: IndexSettings::default(),
         }
@@ -320,6 +319,7 @@ mod tests {
         r.manifests = Manifests {
             installer: Installer::Npm,
             files: vec![("package.json".into(), b"{}".to_vec())],
+            requirements: Vec::new(),
         };
         assert!(r.dockerfile(false).contains("npm install --omit=dev"));
         r.manifests
@@ -339,25 +339,5 @@ mod tests {
             r.key()
                 .starts_with(tag.rsplit('-').next().expect("key part"))
         );
-    }
-
-    #[test]
-    fn manifests_are_read_only_when_the_main_one_exists() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(
-            Manifests::read(dir.path(), Installer::Pip).expect("readable"),
-            None
-        );
-        std::fs::write(dir.path().join("package-lock.json"), "{}").expect("write");
-        assert_eq!(
-            Manifests::read(dir.path(), Installer::Npm).expect("readable"),
-            None,
-            "a lock without package.json is no manifest"
-        );
-        std::fs::write(dir.path().join("package.json"), "{}").expect("write");
-        let found = Manifests::read(dir.path(), Installer::Npm)
-            .expect("readable")
-            .expect("present");
-        assert_eq!(found.files.len(), 2);
     }
 }

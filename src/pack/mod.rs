@@ -6,7 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::envimage::{Installer, Manifests};
+
 mod action;
+pub mod dependencies;
 mod doc;
 mod manifest;
 pub mod params;
@@ -58,6 +61,18 @@ pub struct LoadedAction {
     /// `<pack>.<action>`.
     pub action_ref: String,
     pub action: ActionManifest,
+}
+
+impl LoadedAction {
+    /// The dependencies of the action's pack for the catalog runtime `runtime` (`python`,
+    /// `node`); `None` when that runtime installs none or the pack declares none.
+    pub fn dependencies(&self, runtime: &str) -> Result<Option<Manifests>, PackError> {
+        match Installer::for_runtime(runtime) {
+            Some(installer) => dependencies::read(&self.pack_dir, &self.pack, installer)
+                .map_err(PackError::Invalid),
+            None => Ok(None),
+        }
+    }
 }
 
 /// Loads `PACK.ACTION` from a packs folder (one sub-folder per pack, named after its ref): the

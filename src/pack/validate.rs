@@ -5,10 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use super::action::{self, ActionManifest};
+use super::dependencies;
 use super::manifest::{self, PackManifest};
 use super::problem::{Problem, locate};
 use super::safety;
 use crate::catalog::Catalog;
+use crate::envimage::{Installer, Manifests};
 use crate::version::Verdict;
 
 /// Everything found in one pack folder.
@@ -33,6 +35,8 @@ pub struct CheckedAction {
     /// Set when only the image's full version can confirm that choice: the constraint is more
     /// precise than the catalog's declaration (`>=3.11.4` against `3.11`).
     pub provisional: bool,
+    /// What its environment image installs (`None`: it runs on the runtime image).
+    pub dependencies: Option<Manifests>,
 }
 
 /// Checks `dir`: one pack (it holds `pack.yaml`) or a folder of packs (its sub-folders that do).
@@ -95,13 +99,31 @@ pub fn validate_pack(dir: &Path, catalog: &Catalog) -> PackReport {
         }
     };
     let mut actions = Vec::new();
+    // Read once per installer; their problems are the pack's, reported once.
+    let mut dependency_sets: Vec<(Installer, Option<Manifests>)> = Vec::new();
     for file in files {
         let Some(manifest) = action::load(&file, &pack_ref, &pack_dir, &mut problems) else {
             continue;
         };
-        if let Some(checked) = check_with_catalog(&file, manifest, catalog, &mut problems) {
-            actions.push(checked);
+        let Some(mut checked) = check_with_catalog(&file, manifest, catalog, &mut problems) else {
+            continue;
+        };
+        if let (Some(pack), Some(installer)) = (&pack, Installer::for_runtime(&checked.runtime)) {
+            let known = dependency_sets.iter().find(|(i, _)| *i == installer);
+            checked.dependencies = match known {
+                Some((_, set)) => set.clone(),
+                None => {
+                    let set =
+                        dependencies::read(&pack_dir, pack, installer).unwrap_or_else(|found| {
+                            problems.extend(found);
+                            None
+                        });
+                    dependency_sets.push((installer, set.clone()));
+                    set
+                }
+            };
         }
+        actions.push(checked);
     }
     PackReport {
         dir: pack_dir,
@@ -184,6 +206,7 @@ fn check_with_catalog(
             runtime: runtime.name.clone(),
             version: version.version.clone(),
             provisional: verdict == Verdict::Maybe,
+            dependencies: None,
             manifest,
         }),
         Err(e) => {
