@@ -151,6 +151,9 @@ pub struct BuildSpec {
     pub build_args: HashMap<String, String>,
     pub labels: HashMap<String, String>,
     pub network_mode: String,
+    /// Memory (and memory plus swap) of each build step; the API takes at most 2 GiB - 1, and
+    /// larger values are capped there.
+    pub memory_bytes: Option<u64>,
 }
 
 impl Engine {
@@ -208,15 +211,19 @@ impl Engine {
         spec: BuildSpec,
         mut on_line: impl FnMut(&str),
     ) -> Result<String, EngineError> {
-        let options = BuildImageOptionsBuilder::default()
+        let mut options = BuildImageOptionsBuilder::default()
             .dockerfile(&spec.dockerfile)
             .t(&spec.tag)
             .rm(true)
             .forcerm(true)
             .buildargs(&spec.build_args)
             .labels(&spec.labels)
-            .networkmode(&spec.network_mode)
-            .build();
+            .networkmode(&spec.network_mode);
+        if let Some(bytes) = spec.memory_bytes {
+            let bytes = i32::try_from(bytes).unwrap_or(i32::MAX);
+            options = options.memory(bytes).memswap(bytes);
+        }
+        let options = options.build();
         let body = bollard::body_full(Bytes::from(spec.context_tar));
         let mut stream = self.docker.build_image(options, None, Some(body));
         let mut image_id = None;

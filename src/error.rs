@@ -83,7 +83,7 @@ impl Error {
             | Error::OciRuntimeMissing { .. }
             | Error::UnknownRuntime { .. }
             | Error::NoMatchingVersion { .. } => Fault::Input,
-            Error::Env(EnvError::CaBundle { .. }) => Fault::Input,
+            Error::Env(EnvError::CaBundle { .. } | EnvError::PackSources { .. }) => Fault::Input,
             Error::Catalog(_)
             | Error::Engine(_)
             | Error::Image(_)

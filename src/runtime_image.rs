@@ -103,6 +103,8 @@ pub async fn ensure(
         labels,
         // The recipe installs packages from Debian's mirror.
         network_mode: "bridge".into(),
+        // The catalog's own recipe (the operator's), not a pack's: no limit of packbox's.
+        memory_bytes: None,
     };
     let id = engine.build_image(spec, on_line).await?;
     Ok(ImageState::Built { id })

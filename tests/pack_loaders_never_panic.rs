@@ -96,11 +96,11 @@ fn check(pack_yaml: &[u8], action_yaml: &[u8]) -> bool {
     std::fs::write(pack.join("actions/a.sh"), "echo\n").expect("write");
     let catalog = Catalog::builtin().expect("built-in catalog");
     let loaded = pack::load_action(dir.path(), "p.a").is_ok();
-    let report = validate::validate_pack(&pack, &catalog);
+    let report = validate::validate_pack(&pack, &catalog, Default::default());
     for problem in &report.problems {
         assert!(!problem.message.is_empty());
     }
-    let _ = validate::validate(Path::new(dir.path()), &catalog);
+    let _ = validate::validate(Path::new(dir.path()), &catalog, Default::default());
     loaded
 }
 

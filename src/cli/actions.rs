@@ -9,6 +9,7 @@ use packbox::Catalog;
 use packbox::pack::validate::{self, CheckedAction};
 use packbox::pack::{ParameterSpec, Problem};
 
+use super::pack::rules;
 use super::{EXIT_INPUT, render};
 
 /// Subcommands of `packbox actions`.
@@ -32,7 +33,7 @@ pub fn execute(command: ActionsCommand, catalog: Option<&Path>) -> ExitCode {
         Ok(catalog) => catalog,
         Err(error) => return render::report(&error.into(), json),
     };
-    let reports = validate::validate(&packs, &catalog);
+    let reports = validate::validate(&packs, &catalog, rules());
     let actions: Vec<&CheckedAction> = reports.iter().flat_map(|r| &r.actions).collect();
     let problems: Vec<&Problem> = reports.iter().flat_map(|r| &r.problems).collect();
     if json {

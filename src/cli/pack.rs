@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use packbox::Catalog;
+use packbox::envimage::BuildSettings;
 use packbox::pack::validate::{self, PackReport};
 
 use super::{EXIT_INPUT, render};
@@ -32,7 +33,7 @@ pub fn execute(command: PackCommand, catalog: Option<&Path>) -> ExitCode {
         Ok(catalog) => catalog,
         Err(error) => return render::report(&error.into(), json),
     };
-    let reports = validate::validate(&dir, &catalog);
+    let reports = validate::validate(&dir, &catalog, rules());
     let problems: Vec<_> = reports.iter().flat_map(|r| &r.problems).collect();
     if json {
         let object = serde_json::json!({
@@ -53,6 +54,13 @@ pub fn execute(command: PackCommand, catalog: Option<&Path>) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_INPUT)
+    }
+}
+
+/// The operator's rules for packs, from packbox's settings.
+pub(super) fn rules() -> validate::Rules {
+    validate::Rules {
+        allow_pack_sources: BuildSettings::from_env().allow_pack_sources,
     }
 }
 

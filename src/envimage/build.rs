@@ -4,17 +4,25 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
 use super::recipe::{EnvRecipe, IndexSettings, RECIPE_FORMAT};
 use crate::engine::{BuildSpec, Engine, EngineError};
+use crate::pack::dependencies::{Requirement, SOURCES_REFUSED};
 
 /// How long one environment build may take.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Lines of build output quoted in a failure.
 const FAILURE_TAIL_LINES: usize = 15;
+/// Characters kept of each quoted line.
+const FAILURE_LINE_CHARS: usize = 1000;
+/// Bytes of build output kept in a build's log file; the rest is dropped, and the log says so.
+pub const MAX_BUILD_LOG_BYTES: u64 = 8 << 20;
+/// Memory (and memory plus swap: no swap) of each build step unless the settings say otherwise.
+pub const DEFAULT_BUILD_MEMORY: u64 = 1536 << 20;
 /// Proxy variables passed to builds as build arguments (Docker keeps these out of the history).
 const PROXY_VARIABLES: &[&str] = &[
     "HTTP_PROXY",
@@ -36,6 +44,12 @@ pub struct BuildSettings {
     pub index: IndexSettings,
     /// Standard proxy variables, passed through as build arguments.
     pub proxies: BTreeMap<String, String>,
+    /// Whether packs may choose package sources in their requirements (`--index-url`, URLs,
+    /// ...): the operator's decision (`PACKBOX_PIP_ALLOW_PACK_SOURCES=1`), off by default.
+    pub allow_pack_sources: bool,
+    /// Memory limit of each build step in bytes (default [`DEFAULT_BUILD_MEMORY`]; the engine
+    /// API takes at most 2 GiB - 1).
+    pub memory_bytes: Option<u64>,
 }
 
 impl BuildSettings {
@@ -52,6 +66,9 @@ impl BuildSettings {
                 .iter()
                 .filter_map(|name| Some((name.to_string(), var(name)?)))
                 .collect(),
+            allow_pack_sources: var("PACKBOX_PIP_ALLOW_PACK_SOURCES")
+                .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
+            memory_bytes: None,
         }
     }
 }
@@ -71,6 +88,9 @@ pub enum EnvError {
     },
     #[error("environment build {tag} did not finish within {} s (full log: {log})", BUILD_TIMEOUT.as_secs())]
     BuildTimedOut { tag: String, log: PathBuf },
+    /// The pack's requirements choose package sources and the operator has not allowed it.
+    #[error("{}", refused_sources_message(.sources))]
+    PackSources { sources: Vec<Requirement> },
     #[error("state folder {path}")]
     State {
         path: PathBuf,
@@ -79,6 +99,14 @@ pub enum EnvError {
     },
     #[error(transparent)]
     Engine(#[from] EngineError),
+}
+
+fn refused_sources_message(sources: &[Requirement]) -> String {
+    let lines: Vec<String> = sources
+        .iter()
+        .map(|line| format!("{} `{}`", line.source, line.text))
+        .collect();
+    format!("{}: {SOURCES_REFUSED}", lines.join(", "))
 }
 
 /// A ready environment image.
@@ -103,6 +131,11 @@ pub async fn ensure(
     state_dir: &Path,
     mut on_line: impl FnMut(&str),
 ) -> Result<EnvImage, EnvError> {
+    if !settings.allow_pack_sources && !recipe.manifests.sources.is_empty() {
+        return Err(EnvError::PackSources {
+            sources: recipe.manifests.sources.clone(),
+        });
+    }
     let tag = recipe.tag();
     if let Some(id) = engine.image_id(&tag).await? {
         return Ok(EnvImage {
@@ -141,15 +174,7 @@ pub async fn ensure(
         })?;
     let log_path = state_dir.join("builds").join(format!("{key}.log"));
     let mut log = BuildLog::create(&log_path)?;
-    let spec = BuildSpec {
-        tag: tag.clone(),
-        context_tar,
-        dockerfile: "Dockerfile".into(),
-        build_args: build_args(settings),
-        labels: labels(recipe, &key),
-        // Builds reach package indexes; runs stay on network none.
-        network_mode: "bridge".into(),
-    };
+    let spec = build_spec(recipe, settings, &key, context_tar);
     let build = engine.build_image(spec, |line| {
         log.line(line);
         on_line(line);
@@ -184,6 +209,25 @@ pub async fn ensure(
         }
         Ok(Err(other)) => Err(other.into()),
         Err(_) => Err(EnvError::BuildTimedOut { tag, log: log_path }),
+    }
+}
+
+/// What the engine is asked to build for a recipe.
+fn build_spec(
+    recipe: &EnvRecipe,
+    settings: &BuildSettings,
+    key: &str,
+    context_tar: Vec<u8>,
+) -> BuildSpec {
+    BuildSpec {
+        tag: recipe.tag(),
+        context_tar,
+        dockerfile: "Dockerfile".into(),
+        build_args: build_args(settings),
+        labels: labels(recipe, key),
+        // Builds reach package indexes; runs stay on network none.
+        network_mode: "bridge".into(),
+        memory_bytes: Some(settings.memory_bytes.unwrap_or(DEFAULT_BUILD_MEMORY)),
     }
 }
 
@@ -256,9 +300,12 @@ async fn lock_file(path: &Path) -> Result<std::fs::File, EnvError> {
         .map_err(state_error)
 }
 
-/// The full log of one build on disk, plus what a failure message quotes.
+/// The log of one build on disk (owner-only, capped at [`MAX_BUILD_LOG_BYTES`]: it may quote
+/// the pack's manifests), plus what a failure message quotes.
 struct BuildLog {
     file: Option<std::io::BufWriter<std::fs::File>>,
+    /// Bytes written to the file so far.
+    written: u64,
     tail: VecDeque<String>,
     last_step: Option<String>,
     /// The newest layer the build made, so a failed build's layers can be removed.
@@ -274,9 +321,19 @@ impl BuildLog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(state_error)?;
         }
-        let file = std::fs::File::create(path).map_err(state_error)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(state_error)?;
+        // An older log may have been created with a wider mode.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(state_error)?;
         Ok(BuildLog {
             file: Some(std::io::BufWriter::new(file)),
+            written: 0,
             tail: VecDeque::new(),
             last_step: None,
             last_layer: None,
@@ -284,14 +341,22 @@ impl BuildLog {
     }
 
     fn line(&mut self, text: &str) {
-        if let Some(file) = &mut self.file
-            && file
-                .write_all(text.as_bytes())
-                .and_then(|()| file.flush())
-                .is_err()
-        {
-            // A full disk must not fail the build; the log is a convenience.
-            self.file = None;
+        if let Some(file) = &mut self.file {
+            let room = MAX_BUILD_LOG_BYTES.saturating_sub(self.written);
+            let kept = &text.as_bytes()[..text.len().min(room as usize)];
+            let mut written = file.write_all(kept);
+            if kept.len() < text.len() {
+                written = written.and_then(|()| {
+                    file.write_all(
+                        format!("\n[log truncated at {MAX_BUILD_LOG_BYTES} bytes]\n").as_bytes(),
+                    )
+                });
+            }
+            if written.and_then(|()| file.flush()).is_err() || kept.len() < text.len() {
+                // A full disk must not fail the build; the log is a convenience.
+                self.file = None;
+            }
+            self.written += kept.len() as u64;
         }
         for line in text.lines() {
             let line = strip_ansi(line);
@@ -323,7 +388,8 @@ impl BuildLog {
             if self.tail.len() == FAILURE_TAIL_LINES {
                 self.tail.pop_front();
             }
-            self.tail.push_back(line.to_string());
+            self.tail
+                .push_back(line.chars().take(FAILURE_LINE_CHARS).collect());
         }
     }
 
@@ -385,6 +451,65 @@ mod tests {
     }
 
     #[test]
+    fn build_logs_are_owner_only_and_capped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("b.log");
+        std::fs::write(&path, "old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let mut log = BuildLog::create(&path).expect("log");
+        let chunk = format!("{}\n", "x".repeat(1 << 20));
+        for _ in 0..20 {
+            log.line(&chunk);
+        }
+        log.line("Step 9/9 : RUN late\n");
+        drop(log);
+        let metadata = std::fs::metadata(&path).expect("metadata");
+        assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+        let written = std::fs::read_to_string(&path).expect("read");
+        assert!(
+            written.len() as u64 <= MAX_BUILD_LOG_BYTES + 100,
+            "{}",
+            written.len()
+        );
+        assert!(written.ends_with(&format!("[log truncated at {MAX_BUILD_LOG_BYTES} bytes]\n")));
+        assert!(!written.contains("old"));
+    }
+
+    #[test]
+    fn quoted_lines_are_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = BuildLog::create(&dir.path().join("b.log")).expect("log");
+        log.line(&format!("{}\n", "y".repeat(10_000)));
+        assert_eq!(log.tail().chars().count(), FAILURE_LINE_CHARS);
+    }
+
+    #[test]
+    fn builds_get_a_memory_limit() {
+        let recipe = EnvRecipe {
+            runtime: "python".into(),
+            version: "3.11.2".into(),
+            base_image_id: "sha256:base".into(),
+            manifests: crate::envimage::Manifests {
+                installer: crate::envimage::Installer::Pip,
+                files: vec![("requirements.txt".into(), b"six\n".to_vec())],
+                requirements: Vec::new(),
+                sources: Vec::new(),
+            },
+            index: IndexSettings::default(),
+        };
+        let spec = build_spec(&recipe, &BuildSettings::default(), "k", Vec::new());
+        assert_eq!(spec.memory_bytes, Some(DEFAULT_BUILD_MEMORY));
+        let settings = BuildSettings {
+            memory_bytes: Some(256 << 20),
+            ..BuildSettings::default()
+        };
+        assert_eq!(
+            build_spec(&recipe, &settings, "k", Vec::new()).memory_bytes,
+            Some(256 << 20)
+        );
+    }
+
+    #[test]
     fn a_ca_bundle_must_be_pem() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ca.pem");
@@ -404,6 +529,7 @@ mod tests {
                 npm_registry: None,
             },
             proxies: BTreeMap::from([("HTTPS_PROXY".into(), "http://proxy:3128".into())]),
+            ..BuildSettings::default()
         };
         let args = build_args(&settings);
         assert_eq!(args["PIP_INDEX_URL"], "https://pypi.example/simple");

@@ -44,6 +44,9 @@ pub struct Manifests {
     pub files: Vec<(String, Vec<u8>)>,
     /// What the files declare, with where each was declared: for listings, not for the key.
     pub requirements: Vec<Requirement>,
+    /// Lines that choose package sources (indexes, links, URLs), credentials masked: refused
+    /// unless the operator allows them.
+    pub sources: Vec<Requirement>,
 }
 
 impl Manifests {
@@ -69,6 +72,7 @@ impl Manifests {
             installer: self.installer,
             files: self.files.iter().map(|(name, _)| name.as_str()).collect(),
             requirements: &self.requirements,
+            sources: &self.sources,
             dependency_hash: self.dependency_hash(),
         }
     }
@@ -80,6 +84,7 @@ pub struct DependencySummary<'a> {
     pub installer: Installer,
     pub files: Vec<&'a str>,
     pub requirements: &'a [Requirement],
+    pub sources: &'a [Requirement],
     pub dependency_hash: String,
 }
 
@@ -252,6 +257,7 @@ mod tests {
                 installer: Installer::Pip,
                 files: vec![("requirements.txt".into(), requirements.as_bytes().to_vec())],
                 requirements: Vec::new(),
+                sources: Vec::new(),
             },
             index: IndexSettings::default(),
         }
@@ -320,6 +326,7 @@ mod tests {
             installer: Installer::Npm,
             files: vec![("package.json".into(), b"{}".to_vec())],
             requirements: Vec::new(),
+            sources: Vec::new(),
         };
         assert!(r.dockerfile(false).contains("npm install --omit=dev"));
         r.manifests

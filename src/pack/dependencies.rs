@@ -5,13 +5,16 @@
 //! different specifiers is refused rather than guessed.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::manifest::PackManifest;
 use super::problem::{Problem, locate};
 use crate::envimage::{Installer, Manifests};
+use crate::input;
 
 /// One declared dependency and where it was declared.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -40,18 +43,32 @@ pub fn read(
 
 fn read_pip(pack_dir: &Path, pack: &PackManifest) -> Result<Option<Manifests>, Vec<Problem>> {
     let file = pack_dir.join(REQUIREMENTS);
-    let from_file = if file.is_file() {
-        Some(read_file(&file)?)
+    let from_file = if present(&file) {
+        Some(read_file(pack_dir, &file)?)
     } else {
         None
     };
     if from_file.is_none() && pack.python_dependencies.is_empty() {
         return Ok(None);
     }
-    let mut requirements: Vec<Requirement> = from_file
+    let file_lines: Vec<Requirement> = from_file
         .as_deref()
-        .map(|bytes| file_requirements(REQUIREMENTS, &String::from_utf8_lossy(bytes)))
+        .map(|bytes| file_lines(REQUIREMENTS, &String::from_utf8_lossy(bytes)))
         .unwrap_or_default();
+    let mut sources: Vec<Requirement> = file_lines
+        .iter()
+        .chain(&pack.python_dependencies)
+        .filter(|line| chooses_source(&line.text))
+        .map(|line| Requirement {
+            text: without_credentials(&line.text),
+            source: line.source.clone(),
+        })
+        .collect();
+    sources.dedup();
+    let mut requirements: Vec<Requirement> = file_lines
+        .into_iter()
+        .filter(|line| !line.text.starts_with('-'))
+        .collect();
     let mut problems = Vec::new();
     let mut added = Vec::new();
     for declared in &pack.python_dependencies {
@@ -83,58 +100,47 @@ fn read_pip(pack_dir: &Path, pack: &PackManifest) -> Result<Option<Manifests>, V
         installer: Installer::Pip,
         files: vec![(REQUIREMENTS.to_string(), combined)],
         requirements,
+        sources,
     }))
 }
 
-/// A package `pack.yaml` declares again with another specifier, located in `pack.yaml`.
+/// A package `pack.yaml` declares again with another specifier.
 fn conflict(pack_dir: &Path, declared: &Requirement, earlier: &Requirement) -> Problem {
-    let file = pack_dir.join("pack.yaml");
-    // `pack.yaml meta.python_dependencies.dependencies` -> `meta.python_dependencies`.
-    let path: Vec<&str> = declared
-        .source
-        .trim_start_matches("pack.yaml ")
-        .split([' ', '.'])
-        .take(2)
-        .collect();
-    let line = std::fs::read_to_string(&file)
-        .ok()
-        .and_then(|text| locate(&text, &path));
-    Problem {
-        file,
-        line,
-        field: Some(path.join(".")),
-        message: format!(
+    problem_at(
+        pack_dir,
+        declared,
+        format!(
             "`{}` ({}) conflicts with `{}` ({}): declare each package once, with one specifier",
             declared.text, declared.source, earlier.text, earlier.source
         ),
-    }
+    )
 }
 
 fn read_npm(pack_dir: &Path) -> Result<Option<Manifests>, Vec<Problem>> {
     let package_json = pack_dir.join("package.json");
-    if !package_json.is_file() {
+    if !present(&package_json) {
         return Ok(None);
     }
-    let bytes = read_file(&package_json)?;
+    let bytes = read_file(pack_dir, &package_json)?;
     let requirements = npm_requirements(&package_json, &bytes)?;
     let mut files = vec![("package.json".to_string(), bytes)];
     let lock = pack_dir.join("package-lock.json");
-    if lock.is_file() {
-        files.push(("package-lock.json".to_string(), read_file(&lock)?));
+    if present(&lock) {
+        files.push(("package-lock.json".to_string(), read_file(pack_dir, &lock)?));
     }
     Ok(Some(Manifests {
         installer: Installer::Npm,
         files,
         requirements,
+        sources: Vec::new(),
     }))
 }
 
-/// The requirement lines of a requirements file (continuations joined, comments and options
-/// left out), each with its line.
-fn file_requirements(name: &str, text: &str) -> Vec<Requirement> {
+/// The lines of a requirements file (continuations joined, comments left out), each with its
+/// place.
+fn file_lines(name: &str, text: &str) -> Vec<Requirement> {
     logical_lines(text)
         .into_iter()
-        .filter(|(_, line)| !line.starts_with('-'))
         .map(|(number, line)| Requirement {
             text: line,
             source: format!("{name}:{number}"),
@@ -172,6 +178,107 @@ pub(crate) fn logical_lines(text: &str) -> Vec<(usize, String)> {
         }
     }
     lines
+}
+
+/// pip options that choose where packages come from, or weaken how their origin is checked.
+const SOURCE_OPTIONS: &[&str] = &[
+    "-i",
+    "--index-url",
+    "--extra-index-url",
+    "--trusted-host",
+    "-f",
+    "--find-links",
+    "-e",
+    "--editable",
+];
+
+/// Whether a requirements line chooses a package source: one of [`SOURCE_OPTIONS`] (also in
+/// `--opt=value` and `-ovalue` forms) or a URL (`name @ https://...`, `git+https://...`).
+pub(crate) fn chooses_source(line: &str) -> bool {
+    if line.contains("://") {
+        return true;
+    }
+    let option = if line.starts_with("--") {
+        line.split(['=', ' ', '\t']).next().unwrap_or(line)
+    } else if line.starts_with('-') {
+        line.get(..2).unwrap_or(line)
+    } else {
+        return false;
+    };
+    SOURCE_OPTIONS.contains(&option)
+}
+
+/// A line with the credentials of its URLs masked (`https://user:token@host` ->
+/// `https://***@host`), so that refusing it does not print them.
+pub(crate) fn without_credentials(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let authority_end = tail.find(['/', ' ', '\t']).unwrap_or(tail.len());
+        match tail[..authority_end].rfind('@') {
+            Some(user_end) => {
+                out.push_str("***");
+                out.push_str(&tail[user_end..authority_end]);
+            }
+            None => out.push_str(&tail[..authority_end]),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The problem a declared line gives, located at its place (`requirements.txt:3`, or the field
+/// of `pack.yaml` it came from).
+pub(crate) fn problem_at(pack_dir: &Path, declared: &Requirement, message: String) -> Problem {
+    if let Some(field) = declared.source.strip_prefix("pack.yaml ") {
+        // `meta.python_dependencies.dependencies` -> `meta.python_dependencies`.
+        let path: Vec<&str> = field.split([' ', '.']).take(2).collect();
+        let file = pack_dir.join("pack.yaml");
+        let line = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|text| locate(&text, &path));
+        return Problem {
+            file,
+            line,
+            field: Some(path.join(".")),
+            message,
+        };
+    }
+    let (name, line) = match declared.source.rsplit_once(':') {
+        Some((name, line)) => (name, line.parse().ok()),
+        None => (declared.source.as_str(), None),
+    };
+    Problem {
+        file: pack_dir.join(name),
+        line,
+        field: None,
+        message,
+    }
+}
+
+/// What the operator has to allow before a pack's requirements may choose package sources.
+pub const SOURCES_REFUSED: &str = "pip options that choose package sources (--index-url, --extra-index-url, --trusted-host, --find-links, -e, URLs) are refused in packs unless the operator sets PACKBOX_PIP_ALLOW_PACK_SOURCES=1 (the operator's own index is PACKBOX_PIP_INDEX_URL)";
+
+/// The problems of lines that choose package sources, one per line, unless the operator allows
+/// them.
+pub fn refused_sources(pack_dir: &Path, manifests: &Manifests, allowed: bool) -> Vec<Problem> {
+    if allowed {
+        return Vec::new();
+    }
+    manifests
+        .sources
+        .iter()
+        .map(|line| {
+            problem_at(
+                pack_dir,
+                line,
+                format!("`{}`: {SOURCES_REFUSED}", line.text),
+            )
+        })
+        .collect()
 }
 
 /// How a new requirement relates to those already declared.
@@ -283,16 +390,64 @@ fn npm_requirements(file: &Path, bytes: &[u8]) -> Result<Vec<Requirement>, Vec<P
         .collect())
 }
 
-/// Reads a manifest file of the pack.
-fn read_file(path: &Path) -> Result<Vec<u8>, Vec<Problem>> {
-    std::fs::read(path).map_err(|e| {
+/// Whether a manifest is there in any form: one that is not a regular file is then refused, not
+/// overlooked.
+fn present(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+/// Manifest files larger than this are refused before they are read.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+/// Reads a manifest of the pack; see [`read_pack_file`].
+fn read_file(pack_dir: &Path, path: &Path) -> Result<Vec<u8>, Vec<Problem>> {
+    read_pack_file(pack_dir, path).map_err(|message| {
         vec![Problem {
             file: path.to_path_buf(),
             line: None,
             field: None,
-            message: format!("cannot read: {e}"),
+            message,
         }]
     })
+}
+
+/// Reads a file of the pack as untrusted input (packbox may run as root; the pack's author may
+/// not): a regular file of at most [`MAX_MANIFEST_BYTES`] (checked before reading and while
+/// reading, so FIFOs and devices never block or flood), that resolves inside `pack_dir`
+/// (canonical) and has no other hard link (a hard link could hand packbox a file its author
+/// cannot read). The error says what is wrong.
+pub(crate) fn read_pack_file(pack_dir: &Path, path: &Path) -> Result<Vec<u8>, String> {
+    let real = path
+        .canonicalize()
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if !real.starts_with(pack_dir) {
+        return Err(format!("leads outside the pack (to {})", real.display()));
+    }
+    // An O_PATH handle pins the file that is checked, and the read goes through that handle, so
+    // a file swapped in between is never the one read. O_NOFOLLOW: no symlink at the last step.
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(&real)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let metadata = handle.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !metadata.is_file() {
+        return Err("expected a regular file (not a FIFO, device or folder)".into());
+    }
+    if metadata.nlink() != 1 {
+        return Err(format!(
+            "has {} hard links; packbox reads only manifests that belong to the pack alone",
+            metadata.nlink()
+        ));
+    }
+    if metadata.len() > MAX_MANIFEST_BYTES {
+        return Err(format!(
+            "is {} bytes; manifests may be at most {MAX_MANIFEST_BYTES} bytes",
+            metadata.len()
+        ));
+    }
+    let pinned = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
+    input::read_regular_file(&pinned, MAX_MANIFEST_BYTES).map_err(|e| format!("cannot read: {e}"))
 }
 
 #[cfg(test)]
@@ -444,6 +599,98 @@ mod tests {
         std::fs::write(dir.path().join("package.json"), "{").expect("write");
         let problems = read(dir.path(), &pack(&[]), Installer::Npm).expect_err("bad JSON");
         assert!(problems[0].message.contains("invalid JSON"), "{problems:?}");
+    }
+
+    #[test]
+    fn manifests_are_read_as_untrusted_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pack_dir = dir.path().canonicalize().expect("canonical");
+        let file = pack_dir.join("requirements.txt");
+        std::fs::write(&file, "six\n").expect("write");
+        assert_eq!(read_pack_file(&pack_dir, &file), Ok(b"six\n".to_vec()));
+        std::fs::hard_link(&file, pack_dir.join("twin.txt")).expect("hard link");
+        let err = read_pack_file(&pack_dir, &file).expect_err("two links");
+        assert!(err.contains("has 2 hard links"), "{err}");
+        std::fs::remove_file(pack_dir.join("twin.txt")).expect("rm");
+        let sparse = std::fs::File::create(&file).expect("create");
+        sparse.set_len(MAX_MANIFEST_BYTES + 1).expect("sparse");
+        let err = read_pack_file(&pack_dir, &file).expect_err("too large");
+        assert!(err.contains("at most 1048576 bytes"), "{err}");
+        std::fs::remove_file(&file).expect("rm");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&file)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let err = read_pack_file(&pack_dir, &file).expect_err("fifo");
+        assert!(err.contains("regular file"), "{err}");
+        std::fs::remove_file(&file).expect("rm");
+        let outside = tempfile::NamedTempFile::new().expect("outside");
+        std::os::unix::fs::symlink(outside.path(), &file).expect("symlink");
+        let err = read_pack_file(&pack_dir, &file).expect_err("outside");
+        assert!(err.contains("leads outside the pack"), "{err}");
+    }
+
+    #[test]
+    fn lines_that_choose_package_sources_are_found_and_refused_unless_allowed() {
+        for line in [
+            "--index-url https://pypi.example/simple",
+            "--index-url=https://x/simple",
+            "-i https://x/simple",
+            "-ihttps://x/simple",
+            "--extra-index-url http://x",
+            "--trusted-host x.example",
+            "--find-links ./wheels",
+            "-f ./wheels",
+            "-e .",
+            "--editable=git+https://x/y.git",
+            "name @ https://x/y.whl",
+            "git+https://example.org/x.git",
+            "https://example.org/x-1.0.tar.gz",
+        ] {
+            assert!(chooses_source(line), "{line}");
+        }
+        for line in [
+            "requests>=2",
+            "--hash=sha256:abc",
+            "--require-hashes",
+            "--pre",
+            "-r other.txt",
+            "--no-binary=:all:",
+        ] {
+            assert!(!chooses_source(line), "{line}");
+        }
+        let manifests = pip(
+            Some("six\n--index-url https://user:token@pypi.example/simple\n"),
+            &["name @ https://x/y.whl"],
+        )
+        .expect("read")
+        .expect("deps");
+        assert_eq!(manifests.sources.len(), 2);
+        let refused = refused_sources(Path::new("/p"), &manifests, false);
+        let shown: Vec<String> = refused.iter().map(ToString::to_string).collect();
+        assert!(
+            shown[0].starts_with("/p/requirements.txt:2: `--index-url https://***@pypi.example/simple`: pip options that choose package sources"),
+            "{shown:?}"
+        );
+        assert!(!shown[0].contains("token"), "{shown:?}");
+        assert!(
+            shown[1].contains("field `meta.python_dependencies`"),
+            "{shown:?}"
+        );
+        assert!(refused_sources(Path::new("/p"), &manifests, true).is_empty());
+    }
+
+    #[test]
+    fn credentials_are_masked_in_every_url_of_a_line() {
+        assert_eq!(
+            without_credentials("-i https://u:p@a.example/s --extra-index-url=http://t@b/x"),
+            "-i https://***@a.example/s --extra-index-url=http://***@b/x"
+        );
+        assert_eq!(
+            without_credentials("https://a.example/x"),
+            "https://a.example/x"
+        );
     }
 
     #[test]

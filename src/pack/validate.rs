@@ -39,10 +39,17 @@ pub struct CheckedAction {
     pub dependencies: Option<Manifests>,
 }
 
+/// The operator's settings that decide what a pack may do.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rules {
+    /// Requirements may choose package sources (see [`crate::envimage::BuildSettings`]).
+    pub allow_pack_sources: bool,
+}
+
 /// Checks `dir`: one pack (it holds `pack.yaml`) or a folder of packs (its sub-folders that do).
-pub fn validate(dir: &Path, catalog: &Catalog) -> Vec<PackReport> {
+pub fn validate(dir: &Path, catalog: &Catalog, rules: Rules) -> Vec<PackReport> {
     if dir.join("pack.yaml").is_file() {
-        return vec![validate_pack(dir, catalog)];
+        return vec![validate_pack(dir, catalog, rules)];
     }
     let mut pack_dirs: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| {
@@ -74,12 +81,12 @@ pub fn validate(dir: &Path, catalog: &Catalog) -> Vec<PackReport> {
     }
     pack_dirs
         .iter()
-        .map(|pack_dir| validate_pack(pack_dir, catalog))
+        .map(|pack_dir| validate_pack(pack_dir, catalog, rules))
         .collect()
 }
 
 /// Checks one pack folder and every action in it.
-pub fn validate_pack(dir: &Path, catalog: &Catalog) -> PackReport {
+pub fn validate_pack(dir: &Path, catalog: &Catalog, rules: Rules) -> PackReport {
     let mut problems = Vec::new();
     let (pack_dir, pack) = load_pack_manifest(dir, &mut problems);
     // Action refs are checked against the pack's ref, or the folder's name when that is unreadable.
@@ -118,6 +125,13 @@ pub fn validate_pack(dir: &Path, catalog: &Catalog) -> PackReport {
                             problems.extend(found);
                             None
                         });
+                    if let Some(set) = &set {
+                        problems.extend(dependencies::refused_sources(
+                            &pack_dir,
+                            set,
+                            rules.allow_pack_sources,
+                        ));
+                    }
                     dependency_sets.push((installer, set.clone()));
                     set
                 }
