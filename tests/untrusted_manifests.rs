@@ -62,7 +62,7 @@ fn a_hard_link_to_a_root_only_file_is_refused() {
     let run = run_show(packs.path(), &[]);
     assert_refused_before_anything(
         &run,
-        "manifest/requirements.txt: has 2 hard links; packbox reads only manifests that belong to the pack alone",
+        "manifest/requirements.txt: has 2 hard links; packbox reads only files that belong to the pack alone",
     );
     assert!(!run.stderr().contains("TOP-SECRET"), "{}", run.stderr());
     let validate = packbox(
@@ -83,7 +83,7 @@ fn a_300_mb_sparse_requirements_file_is_refused_before_it_is_read() {
     let run = run_show(packs.path(), &[]);
     assert_refused_before_anything(
         &run,
-        "requirements.txt: is 314572800 bytes; manifests may be at most 1048576 bytes",
+        "requirements.txt: is 314572800 bytes; at most 1048576 bytes are read",
     );
 }
 

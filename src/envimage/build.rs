@@ -86,6 +86,16 @@ pub enum EnvError {
         tail: String,
         log: PathBuf,
     },
+    /// A requirement has no pre-built wheel and had to be compiled; builds have no compiler.
+    #[error(
+        "building environment {tag} failed: `{package}` has no pre-built wheel for this Python version and has to be compiled, but environment builds have no compiler; pin a version of `{package}` that publishes a wheel for it, or put a wheel of it into the pack\n{tail}\n(full log: {log})"
+    )]
+    NeedsCompiler {
+        tag: String,
+        package: String,
+        tail: String,
+        log: PathBuf,
+    },
     #[error("environment build {tag} did not finish within {} s (full log: {log})", BUILD_TIMEOUT.as_secs())]
     BuildTimedOut { tag: String, log: PathBuf },
     /// The pack's requirements choose package sources and the operator has not allowed it.
@@ -193,6 +203,17 @@ pub async fn ensure(
             // (the engine refuses to remove those, which is fine).
             if let Some(layer) = &log.last_layer {
                 let _ = engine.remove_image(layer).await;
+            }
+            if log.compiler_missing {
+                return Err(EnvError::NeedsCompiler {
+                    tag,
+                    package: log
+                        .failed_package
+                        .clone()
+                        .unwrap_or_else(|| "a requirement".into()),
+                    tail,
+                    log: log_path,
+                });
             }
             // The engine repeats the whole command; its exit code is what matters.
             let message = match message.rsplit_once("returned a non-zero code: ") {
@@ -310,6 +331,10 @@ struct BuildLog {
     last_step: Option<String>,
     /// The newest layer the build made, so a failed build's layers can be removed.
     last_layer: Option<String>,
+    /// The package pip last failed to build a wheel for.
+    failed_package: Option<String>,
+    /// Whether the output says a compiler (or the headers it needs) is missing.
+    compiler_missing: bool,
 }
 
 impl BuildLog {
@@ -337,6 +362,8 @@ impl BuildLog {
             tail: VecDeque::new(),
             last_step: None,
             last_layer: None,
+            failed_package: None,
+            compiler_missing: false,
         })
     }
 
@@ -385,11 +412,47 @@ impl BuildLog {
                 self.tail.clear();
                 continue;
             }
+            self.note_compile_failure(line);
             if self.tail.len() == FAILURE_TAIL_LINES {
                 self.tail.pop_front();
             }
             self.tail
                 .push_back(line.chars().take(FAILURE_LINE_CHARS).collect());
+        }
+    }
+
+    /// Notes what pip says when a package has to be compiled and cannot be: the package
+    /// (`Failed building wheel for X`, `Failed to build X`) and a missing compiler or header.
+    fn note_compile_failure(&mut self, line: &str) {
+        let line = line.trim();
+        for prefix in [
+            "ERROR: Failed building wheel for ",
+            "Failed building wheel for ",
+            "ERROR: Could not build wheels for ",
+            "Failed to build ",
+        ] {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let package = rest.split([' ', ',']).next().unwrap_or(rest);
+                if !package.is_empty() {
+                    self.failed_package = Some(package.chars().take(100).collect());
+                }
+            }
+        }
+        let names_compiler = ["gcc", "cc'", "cc:", "g++", "c++", "clang"]
+            .iter()
+            .any(|compiler| line.contains(compiler));
+        let missing = [
+            "No such file or directory",
+            "not found",
+            "unable to execute",
+        ]
+        .iter()
+        .any(|said| line.contains(said));
+        if (names_compiler && missing)
+            || line.contains("Python.h: No such file")
+            || line.contains("Cargo, the Rust package manager, is not installed")
+        {
+            self.compiler_missing = true;
         }
     }
 
@@ -473,6 +536,22 @@ mod tests {
         );
         assert!(written.ends_with(&format!("[log truncated at {MAX_BUILD_LOG_BYTES} bytes]\n")));
         assert!(!written.contains("old"));
+    }
+
+    #[test]
+    fn a_missing_compiler_and_its_package_are_recognised() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = BuildLog::create(&dir.path().join("b.log")).expect("log");
+        log.line("  Building wheel for fastsum (pyproject.toml): started\n");
+        assert!(!log.compiler_missing);
+        log.line("      error: [Errno 2] No such file or directory: 'x86_64-linux-gnu-gcc'\n");
+        log.line("  ERROR: Failed building wheel for fastsum\n");
+        log.line("ERROR: Could not build wheels for fastsum, which is required to install pyproject.toml-based projects\n");
+        assert!(log.compiler_missing);
+        assert_eq!(log.failed_package.as_deref(), Some("fastsum"));
+        let mut other = BuildLog::create(&dir.path().join("c.log")).expect("log");
+        other.line("ERROR: No matching distribution found for nope\n");
+        assert!(!other.compiler_missing);
     }
 
     #[test]

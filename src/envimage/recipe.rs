@@ -7,11 +7,15 @@ use sha2::{Digest, Sha256};
 use crate::pack::dependencies::Requirement;
 
 /// Bumped whenever the generated Dockerfiles change meaning, so old images are not reused.
-pub const RECIPE_FORMAT: u32 = 1;
+pub const RECIPE_FORMAT: u32 = 2;
 /// The repository all environment images are tagged in.
 pub const ENV_REPOSITORY: &str = "packbox/env";
 /// Where the dependencies live inside an environment image.
 const ENV_ROOT: &str = "/opt/packbox";
+/// The folder of pip's inputs, in the build context and under [`ENV_ROOT`]: the merged
+/// requirements file, what it includes and the local artifacts it names, at their places in the
+/// pack, so that pip (run there) finds them as it would in the pack.
+const PIP_INPUTS: &str = "req";
 /// Name of the CA bundle inside the build context (removed before the build's last layer).
 const CA_FILE: &str = "build-ca.pem";
 
@@ -147,11 +151,11 @@ impl EnvRecipe {
                 "FROM {base}\n\
                  USER root\n\
                  {index_arg}\
-                 COPY requirements.txt {ENV_ROOT}/requirements.txt\n\
+                 COPY {PIP_INPUTS}/ {ENV_ROOT}/{PIP_INPUTS}/\n\
                  {copy_ca}\
-                 RUN set -eu; \\\n\
+                 RUN set -eu; cd {ENV_ROOT}/{PIP_INPUTS}; \\\n\
                  \x20   python3 -m venv {ENV_ROOT}/venv; \\\n\
-                 \x20   {trust}{ENV_ROOT}/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-input -r {ENV_ROOT}/requirements.txt; \\\n\
+                 \x20   {trust}{ENV_ROOT}/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-input -r requirements.txt; \\\n\
                  \x20   {ENV_ROOT}/venv/bin/python -m compileall -q {ENV_ROOT}/venv >/dev/null; \\\n\
                  \x20   {ENV_ROOT}/venv/bin/pip freeze --disable-pip-version-check > {ENV_ROOT}/pip-freeze.txt; \\\n\
                  \x20   rm -f {ENV_ROOT}/{CA_FILE}\n\
@@ -226,7 +230,11 @@ impl EnvRecipe {
         let dockerfile = self.dockerfile(ca_bundle.is_some());
         append(&mut builder, "Dockerfile", dockerfile.as_bytes())?;
         for (name, bytes) in &self.manifests.files {
-            append(&mut builder, name, bytes)?;
+            let name = match self.manifests.installer {
+                Installer::Pip => format!("{PIP_INPUTS}/{name}"),
+                Installer::Npm => name.clone(),
+            };
+            append(&mut builder, &name, bytes)?;
         }
         if let Some(ca) = ca_bundle {
             append(&mut builder, CA_FILE, ca)?;
@@ -316,6 +324,37 @@ mod tests {
         assert!(dockerfile.contains("VIRTUAL_ENV=/opt/packbox/venv"));
         assert!(dockerfile.contains("PYTHONPATH=/pack/lib"));
         assert!(dockerfile.trim_end().ends_with("USER 65534:65534"));
+    }
+
+    #[test]
+    fn pip_inputs_keep_their_places_under_one_folder() {
+        let mut r = recipe("-r reqs/base.txt\n");
+        r.manifests
+            .files
+            .push(("reqs/base.txt".into(), b"six\n".to_vec()));
+        let context = r.context_tar(None).expect("tar");
+        let mut archive = tar::Archive::new(context.as_slice());
+        let names: Vec<String> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            ["Dockerfile", "req/requirements.txt", "req/reqs/base.txt"]
+        );
+        let dockerfile = r.dockerfile(false);
+        assert!(dockerfile.contains("COPY req/ /opt/packbox/req/"));
+        assert!(dockerfile.contains("cd /opt/packbox/req;"));
+        assert!(dockerfile.contains(
+            "pip install --no-cache-dir --disable-pip-version-check --no-input -r requirements.txt"
+        ));
     }
 
     #[test]
