@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use packbox::engine::{BuildSpec, Engine};
 
 fn manifest_pack() -> PathBuf {
     repo_root().join("tests/fixtures/untrusted/manifest")
@@ -224,41 +222,57 @@ fn build_logs_are_readable_by_their_owner_only() {
     remove_image(run.json()["image"].as_str().unwrap_or(""));
 }
 
-#[tokio::test]
-async fn the_engine_applies_a_builds_memory_limit() {
+#[test]
+fn environment_builds_run_under_the_build_memory_limit() {
     require_engine();
-    let engine = Engine::connect().await.expect("engine");
-    let tag = format!("packbox-test/build-memory:{}", std::process::id());
-    let dockerfile = "FROM packbox/shell:5.2\nRUN echo limit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)\n";
-    let mut context = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(dockerfile.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    context
-        .append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
-        .expect("tar");
-    let spec = BuildSpec {
-        tag: tag.clone(),
-        context_tar: context.into_inner().expect("tar"),
-        dockerfile: "Dockerfile".into(),
-        build_args: HashMap::new(),
-        labels: HashMap::from([
-            ("packbox.managed".to_string(), "true".to_string()),
-            ("packbox.test".to_string(), "build-memory".to_string()),
-        ]),
-        network_mode: "none".into(),
-        memory_bytes: Some(96 << 20),
-    };
-    let mut lines = Vec::new();
-    let built = engine
-        .build_image(spec, |line| lines.push(line.to_string()))
-        .await;
-    remove_image(&tag);
-    built.expect("the build succeeds");
-    let output = lines.concat();
-    assert!(
-        output.contains(&format!("limit={}", 96u64 << 20)),
-        "{output}"
+    let packs = tempfile::tempdir().expect("tempdir");
+    let pack = copy_pack(
+        &repo_root().join("tests/fixtures/untrusted/hungry"),
+        packs.path(),
     );
+    // A manifest no other run has built, so both runs below really build.
+    std::fs::write(
+        pack.join("requirements.txt"),
+        format!(
+            "./hungry\n# memory test {}-{}\n",
+            std::process::id(),
+            unix_now()
+        ),
+    )
+    .expect("write");
+    let config = packs.path().join("config.yaml");
+    let run_with = |memory: &str| {
+        std::fs::write(&config, format!("build: {{memory: {memory}}}\n")).expect("write");
+        let mut args = vec![
+            "--config".to_string(),
+            config.to_string_lossy().into_owned(),
+        ];
+        args.extend(
+            [
+                "run",
+                "--packs",
+                &packs.path().to_string_lossy(),
+                "hungry.noop",
+                "--json",
+            ]
+            .map(String::from),
+        );
+        packbox_owned(&args, &build_env())
+    };
+    // The build step touches 300 MB: under a 128 MB limit the engine kills it.
+    let limited = run_with("128m");
+    assert_eq!(limited.code(), 125, "{}", limited.stderr());
+    assert!(
+        limited.stderr().contains(
+            "a build step was killed, most likely for using more than the build memory limit of 128 MiB (the setting build.memory)"
+        ),
+        "{}",
+        limited.stderr()
+    );
+    assert_no_leftovers(&limited);
+    // The same build fits the default limit.
+    let roomy = run_with("1536m");
+    assert_eq!(roomy.code(), 0, "{}", roomy.stderr());
+    assert_eq!(roomy.json()["result"]["hungry"], "300m");
+    remove_image(roomy.json()["image"].as_str().unwrap_or(""));
 }

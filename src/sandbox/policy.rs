@@ -14,6 +14,7 @@ pub const PACK_MOUNT: &str = "/pack";
 
 /// Limits and isolation settings for one run. `Default` is the locked-down policy of DESIGN.md.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct SandboxPolicy {
     /// `none` by default; `bridge` or a network name only when the operator grants it.
     pub network: String,
@@ -28,6 +29,10 @@ pub struct SandboxPolicy {
     pub nofile: u32,
     /// An OCI runtime other than the engine's default (e.g. `runsc`).
     pub oci_runtime: Option<String>,
+    /// The settings weaker than packbox's defaults that the operator allowed explicitly
+    /// (`--allow-weaker-sandbox`), each as `setting = value (default ...)`; empty for the
+    /// locked-down sandbox.
+    pub weaker_than_default: Vec<String>,
 }
 
 impl Default for SandboxPolicy {
@@ -44,6 +49,7 @@ impl Default for SandboxPolicy {
             cpus: 1.0,
             nofile: 1024,
             oci_runtime: None,
+            weaker_than_default: Vec::new(),
         }
     }
 }

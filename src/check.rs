@@ -1,0 +1,135 @@
+//! Packs checked against the runtime catalog, for `packbox pack validate` and `packbox actions
+//! list`: a pack loads without a catalog; whether each action's runner type is known and its
+//! version constraint can be met is what this step adds.
+
+use std::path::{Path, PathBuf};
+
+use crate::catalog::Catalog;
+use crate::envimage::{Installer, Manifests};
+use crate::pack::dependencies;
+use crate::pack::validate::{self, PackReport};
+use crate::pack::{ActionManifest, PackManifest, Problem, locate};
+use crate::settings::Settings;
+use crate::version::Verdict;
+
+/// One pack folder after loading and the catalog checks.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CheckedPack {
+    pub dir: PathBuf,
+    /// `None` when `pack.yaml` has problems.
+    pub pack: Option<PackManifest>,
+    /// The actions without problems.
+    pub actions: Vec<CheckedAction>,
+    pub problems: Vec<Problem>,
+}
+
+/// An action that loads and can run with the catalog.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CheckedAction {
+    pub manifest: ActionManifest,
+    /// The catalog's name for the action's runner type.
+    pub runtime: String,
+    /// The runtime version `packbox run` would choose among the catalog's versions.
+    pub version: String,
+    /// Set when only the image's full version can confirm that choice: the constraint is more
+    /// precise than the catalog's declaration (`>=3.11.4` against `3.11`).
+    pub provisional: bool,
+    /// What its environment image installs (`None`: it runs on the runtime image).
+    pub dependencies: Option<Manifests>,
+}
+
+/// Checks `dir`: one pack (it holds `pack.yaml`) or a folder of packs (its sub-folders that do),
+/// as the operator's `settings` allow (whether packs may choose package sources).
+pub fn check_packs(dir: &Path, catalog: &Catalog, settings: &Settings) -> Vec<CheckedPack> {
+    validate::validate(dir)
+        .into_iter()
+        .map(|report| check_pack(report, catalog, settings))
+        .collect()
+}
+
+fn check_pack(report: PackReport, catalog: &Catalog, settings: &Settings) -> CheckedPack {
+    let PackReport {
+        dir,
+        pack,
+        actions,
+        mut problems,
+    } = report;
+    let mut checked: Vec<CheckedAction> = actions
+        .into_iter()
+        .filter_map(|(file, manifest)| check_action(&file, manifest, catalog, &mut problems))
+        .collect();
+    if let Some(pack) = &pack {
+        // Read once per installer; their problems are the pack's, reported once.
+        let mut sets: Vec<(Installer, Option<Manifests>)> = Vec::new();
+        for action in &mut checked {
+            let Some(installer) = Installer::for_runtime(&action.runtime) else {
+                continue;
+            };
+            if let Some((_, set)) = sets.iter().find(|(i, _)| *i == installer) {
+                action.dependencies = set.clone();
+                continue;
+            }
+            let set = dependencies::read(&dir, pack, installer).unwrap_or_else(|found| {
+                problems.extend(found);
+                None
+            });
+            if let Some(set) = &set {
+                problems.extend(dependencies::refused_sources(
+                    &dir,
+                    set,
+                    settings.build.allow_pack_sources,
+                ));
+            }
+            action.dependencies = set.clone();
+            sets.push((installer, set));
+        }
+    }
+    let actions = checked;
+    CheckedPack {
+        dir,
+        pack,
+        actions,
+        problems,
+    }
+}
+
+fn check_action(
+    file: &Path,
+    manifest: ActionManifest,
+    catalog: &Catalog,
+    problems: &mut Vec<Problem>,
+) -> Option<CheckedAction> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let problem = |field: &str, message: String| Problem {
+        file: file.to_path_buf(),
+        line: locate(&text, &[field]),
+        field: Some(field.into()),
+        message,
+    };
+    let Some(runtime) = catalog.resolve(&manifest.runner_type) else {
+        problems.push(problem(
+            "runner_type",
+            format!(
+                "`{}` is not a known runtime; expected one of {}",
+                manifest.runner_type,
+                catalog.known_names()
+            ),
+        ));
+        return None;
+    };
+    match runtime.select_version(manifest.runtime_version.as_ref()) {
+        Ok((version, verdict)) => Some(CheckedAction {
+            runtime: runtime.name.clone(),
+            version: version.version.clone(),
+            provisional: verdict == Verdict::Maybe,
+            dependencies: None,
+            manifest,
+        }),
+        Err(e) => {
+            problems.push(problem("runtime_version", e.to_string()));
+            None
+        }
+    }
+}
