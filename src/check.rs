@@ -22,6 +22,9 @@ pub struct CheckedPack {
     /// The actions without problems.
     pub actions: Vec<CheckedAction>,
     pub problems: Vec<Problem>,
+    /// What packbox does not know or cannot use (unknown fields, runtimes the catalog lacks):
+    /// said, but no reason to refuse the pack (`pack validate --strict` makes them problems).
+    pub warnings: Vec<Problem>,
 }
 
 /// An action that loads and can run with the catalog.
@@ -55,12 +58,14 @@ fn check_pack(report: PackReport, catalog: &Catalog, settings: &Settings) -> Che
         pack,
         actions,
         mut problems,
+        mut warnings,
     } = report;
     let mut checked: Vec<CheckedAction> = actions
         .into_iter()
         .filter_map(|(file, manifest)| check_action(&file, manifest, catalog, &mut problems))
         .collect();
     if let Some(pack) = &pack {
+        warnings.extend(unknown_runtime_deps(&dir, pack, catalog));
         // Read once per installer; their problems are the pack's, reported once.
         let mut sets: Vec<(Installer, Option<Manifests>)> = Vec::new();
         for action in &mut checked {
@@ -92,7 +97,29 @@ fn check_pack(report: PackReport, catalog: &Catalog, settings: &Settings) -> Che
         pack,
         actions,
         problems,
+        warnings,
     }
+}
+
+/// `runtime_deps` entries that name no runtime of the catalog.
+fn unknown_runtime_deps(dir: &Path, pack: &PackManifest, catalog: &Catalog) -> Vec<Problem> {
+    let file = dir.join("pack.yaml");
+    let line = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|text| locate(&text, &["runtime_deps"]));
+    pack.runtime_deps
+        .iter()
+        .filter(|name| catalog.resolve(name).is_none())
+        .map(|name| Problem {
+            file: file.clone(),
+            line,
+            field: Some("runtime_deps".into()),
+            message: format!(
+                "`{name}` is not a runtime of the catalog (known: {}); actions that need it cannot run",
+                catalog.known_names()
+            ),
+        })
+        .collect()
 }
 
 fn check_action(

@@ -15,7 +15,9 @@ use crate::envimage::Manifests;
 use crate::lifecycle::RunLimits;
 use crate::lifecycle::owner::Owner;
 use crate::pack::params::ParamError;
-use crate::pack::{self, LoadedAction, PackError, ParameterDelivery, ParameterFormat, params};
+use crate::pack::{
+    self, LoadedAction, PackError, ParameterDelivery, ParameterFormat, Problem, params,
+};
 use crate::sandbox::{SandboxPolicy, Workload};
 use crate::settings::Settings;
 
@@ -42,6 +44,12 @@ pub enum PlanError {
         runner_type: String,
         known: String,
     },
+    /// The action says `enabled: false` and the caller did not allow disabled actions.
+    #[error(
+        "action {action} is disabled (`enabled: false` in {}); run it anyway with --allow-disabled",
+        .file.display()
+    )]
+    Disabled { action: String, file: PathBuf },
     /// No version of the action's runtime satisfies its `runtime_version`.
     #[error("action {action}: {source}")]
     NoMatchingVersion {
@@ -69,6 +77,8 @@ pub struct RunRequest {
     pub secrets_file: Option<PathBuf>,
     /// Overrides the action's `timeout_seconds` and the settings' timeout for this run.
     pub timeout: Option<Duration>,
+    /// Runs an action that says `enabled: false` (refused otherwise).
+    pub allow_disabled: bool,
 }
 
 impl RunRequest {
@@ -82,6 +92,7 @@ impl RunRequest {
             secrets: Vec::new(),
             secrets_file: None,
             timeout: None,
+            allow_disabled: false,
         }
     }
 }
@@ -109,6 +120,12 @@ pub fn plan(
 ) -> Result<RunPlan, PlanError> {
     let action = pack::load_action(&request.packs_dir, &request.action_ref)?;
     let manifest = &action.action;
+    if !manifest.enabled && !request.allow_disabled {
+        return Err(PlanError::Disabled {
+            action: action.action_ref.clone(),
+            file: action.action_file.clone(),
+        });
+    }
     let runtime = resolve_runtime(catalog, &action)?;
     // Fails early when no version of the catalog could ever match; the run then chooses among
     // the versions that probing verified.
@@ -187,6 +204,11 @@ impl RunPlan {
     /// The action this plan runs (`PACK.ACTION`).
     pub fn action_ref(&self) -> &str {
         &self.action.action_ref
+    }
+
+    /// Fields of the pack and the action that packbox does not know (ignored), to be shown.
+    pub fn warnings(&self) -> &[Problem] {
+        &self.action.warnings
     }
 
     /// The sandbox the run will get.

@@ -41,16 +41,21 @@ pub fn execute(command: ActionsCommand, global: &GlobalArgs) -> ExitCode {
     let reports = packbox::check_packs(&packs, &catalog, &settings);
     let actions: Vec<&CheckedAction> = reports.iter().flat_map(|r| &r.actions).collect();
     let problems: Vec<&Problem> = reports.iter().flat_map(|r| &r.problems).collect();
+    let warnings: Vec<&Problem> = reports.iter().flat_map(|r| &r.warnings).collect();
     if json {
         let object = serde_json::json!({
             "actions": actions.iter().map(|a| action_json(a)).collect::<Vec<_>>(),
             "problems": problems,
+            "warnings": warnings,
         });
         println!("{object}");
     } else {
         print_table(&actions);
         for problem in &problems {
             eprintln!("problem: {}", render::sanitize(&problem.to_string()));
+        }
+        for warning in &warnings {
+            eprintln!("warning: {}", render::sanitize(&warning.to_string()));
         }
     }
     if problems.is_empty() {

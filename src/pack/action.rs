@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 use serde_yaml::Value;
 
 use super::doc::{Doc, kind};
+use super::fields;
 use super::problem::Problem;
 use super::safety::resolve_entry_point;
 use super::schema::{self, Parameters};
@@ -75,8 +76,10 @@ pub(crate) fn load(
     pack_ref: &str,
     pack_dir: &Path,
     problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
 ) -> Option<ActionManifest> {
     let doc = Doc::read(file, problems)?;
+    warnings.extend(fields::action_warnings(&doc));
     let before = problems.len();
     let stem = file
         .file_stem()
@@ -252,7 +255,10 @@ mod tests {
         let file = pack.join("actions/a.yaml");
         std::fs::write(&file, text).expect("write");
         let mut problems = Vec::new();
-        (load(&file, "p", &pack, &mut problems), problems)
+        (
+            load(&file, "p", &pack, &mut problems, &mut Vec::new()),
+            problems,
+        )
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde_json::Value as Json;
 
 use super::dependencies::Requirement;
 use super::doc::Doc;
+use super::fields;
 use super::problem::Problem;
 use super::safety::is_pack_ref;
 use super::schema::{self, Parameters};
@@ -38,9 +39,15 @@ pub struct PackManifest {
     pub dependencies: Vec<String>,
 }
 
-/// Reads `pack.yaml`; `None` when it has problems, which are recorded.
-pub(crate) fn load(file: &Path, problems: &mut Vec<Problem>) -> Option<PackManifest> {
+/// Reads `pack.yaml`; `None` when it has problems, which are recorded. Fields packbox does not
+/// know are recorded as warnings.
+pub(crate) fn load(
+    file: &Path,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+) -> Option<PackManifest> {
     let doc = Doc::read(file, problems)?;
+    warnings.extend(fields::pack_warnings(&doc));
     let before = problems.len();
     let required_text = |keys: &[&str], expected: &str, problems: &mut Vec<Problem>| match doc
         .aliased(keys, problems)
@@ -228,7 +235,7 @@ mod tests {
         let file = dir.path().join("pack.yaml");
         std::fs::write(&file, text).expect("write");
         let mut problems = Vec::new();
-        (load(&file, &mut problems), problems)
+        (load(&file, &mut problems, &mut Vec::new()), problems)
     }
 
     #[test]

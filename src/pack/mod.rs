@@ -11,6 +11,7 @@ use crate::envimage::{Installer, Manifests};
 mod action;
 pub mod dependencies;
 mod doc;
+mod fields;
 mod manifest;
 pub mod params;
 mod problem;
@@ -61,7 +62,11 @@ pub struct LoadedAction {
     pub pack_dir: PathBuf,
     /// `<pack>.<action>`.
     pub action_ref: String,
+    /// The action's file.
+    pub action_file: PathBuf,
     pub action: ActionManifest,
+    /// Fields of `pack.yaml` and the action file that packbox does not know (ignored).
+    pub warnings: Vec<Problem>,
 }
 
 impl LoadedAction {
@@ -108,14 +113,23 @@ pub fn load_action(packs_dir: &Path, action_ref: &str) -> Result<LoadedAction, P
             path: pack_dir.join("actions").join(format!("{action_name}.yaml")),
         })?;
     let mut problems = Vec::new();
-    let (pack_dir, pack) = validate::load_pack_manifest(&pack_dir, &mut problems);
-    let action = action::load(&action_file, pack_name, &pack_dir, &mut problems);
+    let mut warnings = Vec::new();
+    let (pack_dir, pack) = validate::load_pack_manifest(&pack_dir, &mut problems, &mut warnings);
+    let action = action::load(
+        &action_file,
+        pack_name,
+        &pack_dir,
+        &mut problems,
+        &mut warnings,
+    );
     match (pack, action) {
         (Some(pack), Some(action)) if problems.is_empty() => Ok(LoadedAction {
             pack,
             pack_dir,
             action_ref: action_ref.to_string(),
+            action_file,
             action,
+            warnings,
         }),
         _ => Err(PackError::Invalid(problems)),
     }
