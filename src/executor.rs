@@ -27,6 +27,7 @@ use crate::lifecycle::owner::{self, Owner, Swept};
 use crate::lifecycle::pool::{self, Warm, WarmPool};
 use crate::lifecycle::{self, RunIo, Started};
 use crate::pack;
+use crate::packtest::{self, TestEvent, TestPlan, TestReport};
 use crate::plan::{RunPlan, resolve_runtime};
 use crate::prepare::{self, PrepareError, Preparer};
 use crate::probe::{self, ProbeCache, VersionStatus};
@@ -366,6 +367,16 @@ impl Executor {
             });
         }
         Ok(())
+    }
+
+    /// Runs a pack's tests (see [`crate::plan_tests`]), each runner in a fresh container on the
+    /// environment the pack's actions get. Failing tests are a report, not an error.
+    pub async fn test_pack(
+        &self,
+        plan: &TestPlan,
+        on_event: impl FnMut(TestEvent<'_>) + Send,
+    ) -> Result<TestReport, Error> {
+        packtest::run_tests(&self.preparer(), &self.engine, &self.owner, plan, on_event).await
     }
 
     /// Removes the containers of packbox processes that are gone (`packbox gc`).

@@ -31,6 +31,7 @@ mod executor;
 pub mod input;
 mod lifecycle;
 mod pack;
+mod packtest;
 mod plan;
 mod prepare;
 mod probe;
@@ -55,7 +56,9 @@ pub use executor::{
 pub use lifecycle::RunError;
 pub use lifecycle::owner::Swept;
 pub use pack::params::ParamError;
+pub use pack::testing::TestKind;
 pub use pack::{PackError, ParameterSpec, Problem};
+pub use packtest::{RunnerReport, TestEvent, TestPlan, TestReport, TestStatus, plan_tests};
 pub use plan::{PlanError, RunPlan, RunRequest, plan};
 pub use prepare::PrepareError;
 pub use probe::{UnknownRuntimeFilter, VersionStatus};

@@ -44,6 +44,9 @@ pub enum PlanError {
         runner_type: String,
         known: String,
     },
+    /// `packbox test` on a pack without a `testing` section (or without runners in it).
+    #[error("{}: the pack has no tests (a `testing` section with `runners` is expected)", .file.display())]
+    NoTests { file: PathBuf },
     /// The action says `enabled: false` and the caller did not allow disabled actions.
     #[error(
         "action {action} is disabled (`enabled: false` in {}); run it anyway with --allow-disabled",

@@ -13,6 +13,7 @@ mod render;
 mod run;
 mod runtimes;
 mod signals;
+mod test;
 
 use std::process::ExitCode;
 
@@ -82,6 +83,8 @@ enum Command {
     /// Show the settings packbox would run with, and where each came from.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Run a pack's tests (its Attune `testing` section) in the sandbox its actions get.
+    Test(test::TestArgs),
 }
 
 /// Entry point of the binary.
@@ -124,6 +127,7 @@ pub fn main() -> ExitCode {
             Command::Gc(args) => gc::execute(args, global).await,
             Command::Runtimes(command) => runtimes::execute(command, global).await,
             Command::Config(command) => config::execute(command, global),
+            Command::Test(args) => test::execute(args, global).await,
         }
     })
 }

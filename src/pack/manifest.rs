@@ -11,6 +11,7 @@ use super::fields;
 use super::problem::Problem;
 use super::safety::is_pack_ref;
 use super::schema::{self, Parameters};
+use super::testing::{self, Testing};
 use crate::version::parse_version;
 
 /// `pack.yaml`.
@@ -37,6 +38,8 @@ pub struct PackManifest {
     pub runtime_deps: Vec<String>,
     /// Other packs this pack needs, by ref.
     pub dependencies: Vec<String>,
+    /// The pack's tests (`packbox test`), when it has a `testing` section.
+    pub testing: Option<Testing>,
 }
 
 /// Reads `pack.yaml`; `None` when it has problems, which are recorded. Fields packbox does not
@@ -111,6 +114,11 @@ pub(crate) fn load(
     let tags = list(&["tags", "keywords"], problems);
     let runtime_deps = list(&["runtime_deps"], problems);
     let dependencies = list(&["dependencies"], problems);
+    let pack_dir = file.parent().unwrap_or(file);
+    let testing = doc
+        .get("testing")
+        .filter(|value| !value.is_null())
+        .and_then(|value| testing::parse(&doc, value, pack_dir, problems, warnings));
     let [description, author, email, license] =
         ["description", "author", "email", "license"].map(|key| doc.optional_text(key, problems));
     // Reported in the order of the file; problems without a line (missing fields) come last.
@@ -130,6 +138,7 @@ pub(crate) fn load(
         tags,
         runtime_deps,
         dependencies,
+        testing,
     };
     (problems.len() == before).then_some(manifest)
 }

@@ -17,6 +17,7 @@ pub mod params;
 mod problem;
 pub mod safety;
 pub mod schema;
+pub mod testing;
 pub mod validate;
 
 pub use action::{ActionManifest, OutputFormat, ParameterDelivery, ParameterFormat};

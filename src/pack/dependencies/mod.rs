@@ -117,6 +117,7 @@ pub(crate) mod tests {
             tags: Vec::new(),
             runtime_deps: Vec::new(),
             dependencies: Vec::new(),
+            testing: None,
         }
     }
 
