@@ -23,6 +23,7 @@ use crate::engine::{DockerEngine, EngineInfo, SharedEngine, StreamKind};
 use crate::envimage::inventory::{self, EnvInfo, PruneReport};
 use crate::error::Error;
 use crate::error_text::chain;
+use crate::explain::{self, Explanation};
 use crate::lifecycle::owner::{self, Owner, Swept};
 use crate::lifecycle::pool::{self, Warm, WarmPool};
 use crate::lifecycle::{self, RunIo, Started};
@@ -367,6 +368,20 @@ impl Executor {
             });
         }
         Ok(())
+    }
+
+    /// The decision a run of `action_ref` would take, without running it: runtime, constraint,
+    /// every candidate version and why it was taken or not, the environment key and its parts,
+    /// whether the image exists and the lock it recorded. Versions are verified as for a run.
+    pub async fn explain(&self, packs_dir: &Path, action_ref: &str) -> Result<Explanation, Error> {
+        explain::explain(
+            &self.preparer(),
+            &self.settings.sandbox,
+            &self.owner,
+            packs_dir,
+            action_ref,
+        )
+        .await
     }
 
     /// Runs a pack's tests (see [`crate::plan_tests`]), each runner in a fresh container on the

@@ -28,6 +28,7 @@ mod envimage;
 mod error;
 mod error_text;
 mod executor;
+mod explain;
 pub mod input;
 mod lifecycle;
 mod pack;
@@ -53,6 +54,7 @@ pub use error_text::chain as error_chain;
 pub use executor::{
     BuildEvent, EnvReport, EnvStatus, Executor, ImageEvent, PrepareEvent, RunEvent,
 };
+pub use explain::{CandidateReport, EnvironmentReport, Explanation, Lock};
 pub use lifecycle::RunError;
 pub use lifecycle::owner::Swept;
 pub use pack::params::ParamError;

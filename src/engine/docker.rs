@@ -9,8 +9,9 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
-    CreateImageOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -359,6 +360,63 @@ impl ContainerEngine for DockerEngine {
             Err(e) => Err(api(format!("removing image {id}"), e)),
         }
     }
+
+    async fn read_file(
+        &self,
+        id: &str,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        let what = || format!("reading {path} from container {id}");
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut stream = self.docker.download_from_container(id, Some(options));
+        // The archive holds the file and a few headers: stop reading well before it is large.
+        let limit = max_bytes + (64 << 10);
+        let mut archive = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => archive.extend_from_slice(&bytes),
+                Err(e) if is_status(&e, 404) => return Ok(None),
+                Err(e) => return Err(api(what(), e)),
+            }
+            if archive.len() as u64 > limit {
+                return Err(EngineError::Unexpected {
+                    what: what(),
+                    message: format!("larger than {max_bytes} bytes"),
+                });
+            }
+        }
+        first_file(&archive, max_bytes).map_err(|message| EngineError::Unexpected {
+            what: what(),
+            message,
+        })
+    }
+}
+
+/// The content of the first regular file of a tar archive, at most `max_bytes`; `None` when it
+/// holds none (the path named a folder).
+fn first_file(archive: &[u8], max_bytes: u64) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    let mut archive = tar::Archive::new(archive);
+    let entries = archive.entries().map_err(|e| e.to_string())?;
+    for entry in entries {
+        let entry = entry.map_err(|e| e.to_string())?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        entry
+            .take(max_bytes + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| e.to_string())?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(format!("larger than {max_bytes} bytes"));
+        }
+        return Ok(Some(bytes));
+    }
+    Ok(None)
 }
 
 /// Translates packbox's spec into the engine's create body. Attach is set up for a stdin that is
@@ -437,6 +495,29 @@ fn is_status(error: &BollardError, status: u16) -> bool {
 mod tests {
     use super::*;
     use crate::engine::BindMount;
+
+    fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, bytes) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, name, *bytes)
+                .expect("append");
+        }
+        builder.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn a_file_is_taken_from_the_engines_archive_within_its_limit() {
+        let tar = archive(&[("pip-freeze.txt", b"six==1.16.0\n")]);
+        assert_eq!(first_file(&tar, 1024), Ok(Some(b"six==1.16.0\n".to_vec())));
+        let err = first_file(&tar, 4).expect_err("over the limit");
+        assert!(err.contains("larger than 4 bytes"), "{err}");
+        assert_eq!(first_file(&archive(&[]), 1024), Ok(None));
+    }
 
     fn locked_down() -> ContainerSpec {
         ContainerSpec {

@@ -36,6 +36,7 @@ pub(crate) enum Call {
     Info,
     ListImages(Vec<String>),
     RemoveImage(String),
+    ReadFile(String, String),
 }
 
 /// A request kind, for injecting failures.
@@ -143,6 +144,8 @@ struct FakeImage {
     tags: Vec<String>,
     labels: HashMap<String, String>,
     created: i64,
+    /// Files its containers hold, by path.
+    files: HashMap<String, Vec<u8>>,
 }
 
 type ProgramFor = Box<dyn Fn(&ContainerSpec) -> Program + Send + Sync>;
@@ -258,8 +261,19 @@ impl FakeEngine {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             created,
+            files: HashMap::new(),
         });
         id
+    }
+
+    /// Puts a file into an image's file system (for [`ContainerEngine::read_file`]).
+    pub fn add_image_file(&self, image: &str, path: &str, bytes: &[u8]) {
+        let mut state = self.state();
+        if let Some(id) = find_image(&state.images, image)
+            && let Some(found) = state.images.iter_mut().find(|i| i.id == id)
+        {
+            found.files.insert(path.to_string(), bytes.to_vec());
+        }
     }
 
     /// Lists a container the engine holds but packbox did not make here (a leftover, another
@@ -787,6 +801,34 @@ impl ContainerEngine for FakeEngine {
         }
         state.images.retain(|i| i.id != image_id);
         Ok(())
+    }
+
+    async fn read_file(
+        &self,
+        id: &str,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        self.record(Call::ReadFile(id.to_string(), path.to_string()));
+        let state = self.state();
+        let Some(container) = state.containers.get(id) else {
+            return Err(EngineError::Api {
+                what: format!("reading {path} from container {id}"),
+                source: "no such container (404)".into(),
+            });
+        };
+        let file = state
+            .images
+            .iter()
+            .find(|image| image.id == container.image_id)
+            .and_then(|image| image.files.get(path));
+        match file {
+            Some(bytes) if bytes.len() as u64 > max_bytes => Err(EngineError::Unexpected {
+                what: format!("reading {path} from container {id}"),
+                message: format!("larger than {max_bytes} bytes"),
+            }),
+            other => Ok(other.cloned()),
+        }
     }
 }
 

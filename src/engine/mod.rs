@@ -50,6 +50,9 @@ pub enum EngineError {
     /// uses, a container being removed).
     #[error("docker engine: {what}: in use")]
     InUse { what: String },
+    /// The engine answered with something packbox cannot use (too large, malformed).
+    #[error("docker engine: {what}: {message}")]
+    Unexpected { what: String, message: String },
 }
 
 /// A signal packbox sends to a container: the polite one first, then the one that cannot be
@@ -248,4 +251,13 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
     /// Removes an image (and its tags); refused with [`EngineError::InUse`] while a container
     /// uses it or another image builds on it. One that is already gone is not an error.
     async fn remove_image(&self, id: &str) -> Result<(), EngineError>;
+
+    /// The bytes of one regular file in a container's file system (it need not have started),
+    /// at most `max_bytes`; `None` when there is no such file.
+    async fn read_file(
+        &self,
+        id: &str,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, EngineError>;
 }

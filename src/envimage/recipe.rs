@@ -30,6 +30,15 @@ pub enum Installer {
 }
 
 impl Installer {
+    /// Where an environment image of this installer records what was resolved: pip's freeze,
+    /// npm's lock.
+    pub fn lock_file(self) -> &'static str {
+        match self {
+            Installer::Pip => "/opt/packbox/pip-freeze.txt",
+            Installer::Npm => "/opt/packbox/node/package-lock.json",
+        }
+    }
+
     /// The installer for a runtime, if packs of that runtime can have dependencies.
     pub fn for_runtime(runtime: &str) -> Option<Installer> {
         match runtime {
@@ -199,7 +208,13 @@ impl EnvRecipe {
     /// The key naming this environment: base image, runtime version, recipe (and its format),
     /// index settings and manifest bytes. Any change to one of them gives a new image.
     pub fn key(&self) -> String {
-        let document = serde_json::json!({
+        hex::encode(Sha256::digest(self.key_parts().to_string().as_bytes()))
+    }
+
+    /// What [`EnvRecipe::key`] hashes: recipe format, base image id, runtime, version, the
+    /// generated Dockerfile, index settings and the dependency set's hash.
+    pub fn key_parts(&self) -> serde_json::Value {
+        serde_json::json!({
             "format": RECIPE_FORMAT,
             "base_image_id": self.base_image_id,
             "runtime": self.runtime,
@@ -209,8 +224,7 @@ impl EnvRecipe {
             "pip_index_url": self.index.pip_index_url,
             "npm_registry": self.index.npm_registry,
             "dependencies": self.manifests.dependency_hash(),
-        });
-        hex::encode(Sha256::digest(document.to_string().as_bytes()))
+        })
     }
 
     /// The image tag: `packbox/env:<runtime>-<version>-<key prefix>`.
