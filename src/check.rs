@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::catalog::Catalog;
-use crate::envimage::{Installer, Manifests};
-use crate::pack::dependencies;
+use crate::pack::dependencies::{self, Installer, Manifests};
 use crate::pack::validate::{self, PackReport};
 use crate::pack::{ActionManifest, PackManifest, Problem, locate};
 use crate::settings::Settings;
@@ -128,7 +127,8 @@ fn check_action(
     catalog: &Catalog,
     problems: &mut Vec<Problem>,
 ) -> Option<CheckedAction> {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
+    // Only for locating lines: the file was read and checked when the action loaded.
+    let text = crate::input::read_text(file, crate::pack::MAX_YAML_BYTES).unwrap_or_default();
     let problem = |field: &str, message: String| Problem {
         file: file.to_path_buf(),
         line: locate(&text, &[field]),

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::catalog::Runtime;
 use crate::engine::{ContainerEngine, EngineError};
-use crate::envimage::{EnvRecipe, Manifests};
+use crate::envimage::{EnvRecipe, Manifests, lock_file};
 use crate::lifecycle::owner::Owner;
 use crate::pack;
 use crate::plan::{PlanError, resolve_runtime};
@@ -264,7 +264,7 @@ async fn read_lock(
     image: &str,
     manifests: &Manifests,
 ) -> Result<Option<Lock>, EngineError> {
-    let file = manifests.installer.lock_file();
+    let file = lock_file(manifests.installer);
     let mut labels = owner.labels();
     labels.insert("packbox.kind".into(), "explain".into());
     let spec = policy.container_spec(Workload {

@@ -42,12 +42,8 @@ const PROXY_VARIABLES: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SettingsError {
-    #[error("config file {file}: cannot read")]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("config file {0}")]
+    Unreadable(#[from] crate::input::InputError),
     #[error("config file {file}: {message}")]
     Invalid { file: PathBuf, message: String },
     #[error("{setting} (from {source_name}): {message}")]
@@ -175,6 +171,8 @@ pub struct BuildLayer {
     pub allow_pack_sources: Option<bool>,
     /// Memory (no swap) of each environment build step.
     pub memory: Option<Size>,
+    /// How long one environment build may take.
+    pub timeout_seconds: Option<u64>,
 }
 
 /// A size in bytes, written as a number or with a binary suffix (`512m`, `64k`, `1g`).
@@ -346,22 +344,11 @@ fn config_file(explicit: Option<&Path>, env: &Environment) -> Option<PathBuf> {
 }
 
 fn read_config(path: &Path) -> Result<SettingsLayer, SettingsError> {
-    let read_error = |source| SettingsError::Read {
-        file: path.to_path_buf(),
-        source,
-    };
-    let bytes = crate::input::read_regular_file(path, MAX_CONFIG_BYTES).map_err(read_error)?;
-    let text = String::from_utf8(bytes).map_err(|_| SettingsError::Invalid {
-        file: path.to_path_buf(),
-        message: "not UTF-8 text".into(),
-    })?;
+    // A regular file under the cap, nesting at most 64 levels (checked before serde_yaml).
+    let text = crate::input::read_yaml(path, MAX_CONFIG_BYTES)?;
     if text.trim().is_empty() {
         return Ok(SettingsLayer::default());
     }
-    crate::input::check_yaml_depth(&text).map_err(|message| SettingsError::Invalid {
-        file: path.to_path_buf(),
-        message,
-    })?;
     serde_yaml::from_str(&text).map_err(|e| SettingsError::Invalid {
         file: path.to_path_buf(),
         message: e.to_string(),
@@ -388,6 +375,7 @@ fn env_layer(env: &Environment) -> SettingsLayer {
                 .get("PACKBOX_PIP_ALLOW_PACK_SOURCES")
                 .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
             memory: None,
+            timeout_seconds: None,
         },
     }
 }
@@ -636,6 +624,12 @@ impl Resolver<'_> {
             |v| in_range(*v, bounds::MIN_OUTPUT, bounds::MAX_OUTPUT, "1 byte", "1g"),
         )?;
 
+        let build_timeout = self.setting(
+            "build.timeout_seconds",
+            |l| l.build.timeout_seconds,
+            crate::envimage::build::DEFAULT_BUILD_TIMEOUT.as_secs(),
+            |v| count_in_range(*v, 1, bounds::MAX_TIMEOUT),
+        )?;
         let ca_bundle = self.pick(|l| l.build.ca_bundle.clone());
         self.show(
             "build.ca_bundle",
@@ -754,6 +748,7 @@ impl Resolver<'_> {
                 proxies,
                 allow_pack_sources: allow_pack_sources.value,
                 memory_bytes: Some(build_memory.value),
+                timeout: Duration::from_secs(build_timeout.value),
             },
             config_file,
             shown: self.shown,

@@ -182,6 +182,6 @@ fn invalid_testing_sections_are_input_errors_before_any_container() {
         let run = packbox(&["test", &pack.to_string_lossy(), "--json"], &no_engine);
         assert_eq!(run.code(), 2, "{to}: {}", run.stderr());
         assert!(run.stderr().contains(expected), "{to}: {}", run.stderr());
-        assert_eq!(run.json()["status"], "error");
+        assert_eq!(run.json()["status"], "invalid");
     }
 }

@@ -48,7 +48,9 @@ pub fn execute(command: ActionsCommand, global: &GlobalArgs) -> ExitCode {
             "problems": problems,
             "warnings": warnings,
         });
-        println!("{object}");
+        if let Err(e) = render::print_json(&object) {
+            eprintln!("error: cannot write the result: {e}");
+        }
     } else {
         print_table(&actions);
         for problem in &problems {

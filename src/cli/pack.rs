@@ -56,7 +56,9 @@ pub fn execute(command: PackCommand, global: &GlobalArgs) -> ExitCode {
             "problems": problems,
             "warnings": warnings,
         });
-        println!("{object}");
+        if let Err(e) = render::print_json(&object) {
+            eprintln!("error: cannot write the result: {e}");
+        }
     } else {
         for problem in &problems {
             println!("{}", render::sanitize(&problem.to_string()));

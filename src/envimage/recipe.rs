@@ -1,10 +1,9 @@
 //! What an environment image is made of: the pack's dependency manifests, the generated
 //! Dockerfile, and the key that names the result. Pure code: no engine, no files but the pack's.
 
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::pack::dependencies::Requirement;
+use crate::pack::dependencies::{Installer, Manifests};
 
 /// Bumped whenever the generated Dockerfiles change meaning, so old images are not reused.
 pub const RECIPE_FORMAT: u32 = 2;
@@ -19,86 +18,12 @@ const PIP_INPUTS: &str = "req";
 /// Name of the CA bundle inside the build context (removed before the build's last layer).
 const CA_FILE: &str = "build-ca.pem";
 
-/// Which installer an environment uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Installer {
-    /// `requirements.txt` into a virtualenv with pip.
-    Pip,
-    /// `package.json` (and `package-lock.json`) into `node_modules` with npm.
-    Npm,
-}
-
-impl Installer {
-    /// Where an environment image of this installer records what was resolved: pip's freeze,
-    /// npm's lock.
-    pub fn lock_file(self) -> &'static str {
-        match self {
-            Installer::Pip => "/opt/packbox/pip-freeze.txt",
-            Installer::Npm => "/opt/packbox/node/package-lock.json",
-        }
+/// Where an environment image records what was resolved: pip's freeze, npm's lock.
+pub fn lock_file(installer: Installer) -> &'static str {
+    match installer {
+        Installer::Pip => "/opt/packbox/pip-freeze.txt",
+        Installer::Npm => "/opt/packbox/node/package-lock.json",
     }
-
-    /// The installer for a runtime, if packs of that runtime can have dependencies.
-    pub fn for_runtime(runtime: &str) -> Option<Installer> {
-        match runtime {
-            "python" => Some(Installer::Pip),
-            "node" => Some(Installer::Npm),
-            _ => None,
-        }
-    }
-}
-
-/// The dependency manifests of a pack for one installer (read by [`crate::pack::dependencies`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Manifests {
-    pub installer: Installer,
-    /// (file name, bytes) as they go into the build context; the key hashes these.
-    pub files: Vec<(String, Vec<u8>)>,
-    /// What the files declare, with where each was declared: for listings, not for the key.
-    pub requirements: Vec<Requirement>,
-    /// Lines that choose package sources (indexes, links, URLs), credentials masked: refused
-    /// unless the operator allows them.
-    pub sources: Vec<Requirement>,
-}
-
-impl Manifests {
-    /// The hash of the manifests' bytes alone: packs with identical manifests share it.
-    pub fn dependency_hash(&self) -> String {
-        let mut hasher = Sha256::new();
-        for (name, bytes) in &self.files {
-            hasher.update((name.len() as u64).to_le_bytes());
-            hasher.update(name.as_bytes());
-            hasher.update((bytes.len() as u64).to_le_bytes());
-            hasher.update(bytes);
-        }
-        hex::encode(hasher.finalize())
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.files.iter().any(|(n, _)| n == name)
-    }
-
-    /// What a listing shows of it: installer, files, requirements with their places, and hash.
-    pub fn summary(&self) -> DependencySummary<'_> {
-        DependencySummary {
-            installer: self.installer,
-            files: self.files.iter().map(|(name, _)| name.as_str()).collect(),
-            requirements: &self.requirements,
-            sources: &self.sources,
-            dependency_hash: self.dependency_hash(),
-        }
-    }
-}
-
-/// The dependency set of an environment as `pack validate` and `actions list --json` show it.
-#[derive(Clone, Debug, Serialize)]
-pub struct DependencySummary<'a> {
-    pub installer: Installer,
-    pub files: Vec<&'a str>,
-    pub requirements: &'a [Requirement],
-    pub sources: &'a [Requirement],
-    pub dependency_hash: String,
 }
 
 /// Settings that change what an install fetches: part of the key.
@@ -176,12 +101,12 @@ impl EnvRecipe {
                 base = self.base_image_id,
             ),
             Installer::Npm => {
-                let lock = if self.manifests.has("package-lock.json") {
+                let lock = if self.manifests.has_file("package-lock.json") {
                     format!("COPY package-lock.json {ENV_ROOT}/node/package-lock.json\n")
                 } else {
                     String::new()
                 };
-                let install = if self.manifests.has("package-lock.json") {
+                let install = if self.manifests.has_file("package-lock.json") {
                     "ci"
                 } else {
                     "install"

@@ -10,11 +10,13 @@ use serde::Serialize;
 
 use super::manifest::PackManifest;
 use super::problem::{Problem, locate};
-use crate::envimage::{Installer, Manifests};
 
 mod files;
 mod npm;
 mod pip;
+mod set;
+
+pub use set::{Installer, Manifests};
 
 /// One declared dependency and where it was declared.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

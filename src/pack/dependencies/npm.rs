@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::Requirement;
 use super::files::{MAX_MANIFEST_BYTES, present, read_pack_file};
-use crate::envimage::{Installer, Manifests};
+use super::{Installer, Manifests, Requirement};
 use crate::pack::problem::Problem;
 
 /// Locks of other package managers, and how to make the npm lock from them.

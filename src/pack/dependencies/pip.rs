@@ -14,8 +14,7 @@ use super::files::{
     MAX_ARTIFACT_BYTES, MAX_LOCAL_BYTES, MAX_LOCAL_FILES, MAX_MANIFEST_BYTES, present,
     read_pack_file,
 };
-use super::{Requirement, problem_at};
-use crate::envimage::{Installer, Manifests};
+use super::{Installer, Manifests, Requirement, problem_at};
 use crate::pack::manifest::PackManifest;
 use crate::pack::problem::Problem;
 
