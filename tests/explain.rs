@@ -115,6 +115,7 @@ fn explain_predicts_the_environment_a_run_then_builds() {
     assert_eq!(env["exists"], false);
     assert_eq!(env["lock"], Value::Null);
     let predicted = env["image"].as_str().unwrap_or("").to_string();
+    cleanup_image(&predicted);
     let run = run_building(packs.path(), "seed_mapping.imports", &[]);
     assert_eq!(run.code(), 0, "{}", run.stderr());
     assert_eq!(run.json()["image"], predicted.as_str());
@@ -126,7 +127,6 @@ fn explain_predicts_the_environment_a_run_then_builds() {
             .unwrap_or("")
             .contains("six==1.16.0")
     );
-    remove_image(&predicted);
 }
 
 #[test]
