@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::sandbox::SandboxPolicy;
+use crate::sandbox::seccomp::SeccompError;
+use crate::sandbox::{SandboxPolicy, SeccompProfile};
 
 /// The config file packbox reads from the current folder when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "packbox.yaml";
@@ -25,6 +26,8 @@ pub enum ConfigError {
     Invalid { file: PathBuf, message: String },
     #[error("{setting}: {message}")]
     Value { setting: String, message: String },
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
 }
 
 /// `packbox.yaml`.
@@ -53,6 +56,8 @@ pub struct SandboxSettings {
     pub cpus: Option<f64>,
     pub nofile: Option<u32>,
     pub oci_runtime: Option<String>,
+    /// `packbox` (default), `engine-default`, or the path of a JSON profile file.
+    pub seccomp: Option<String>,
 }
 
 /// Limits of one run; every field optional.
@@ -148,7 +153,8 @@ impl ConfigFile {
             pids,
             cpus,
             nofile,
-            oci_runtime
+            oci_runtime,
+            seccomp
         );
         let (r, g) = (&mut self.run, flags.run);
         if g.timeout_seconds.is_some() {
@@ -179,6 +185,10 @@ impl ConfigFile {
             cpus: s.cpus.unwrap_or(d.cpus),
             nofile: s.nofile.unwrap_or(d.nofile),
             oci_runtime: s.oci_runtime.clone().or(d.oci_runtime),
+            seccomp: match &s.seccomp {
+                Some(setting) => SeccompProfile::from_setting(setting)?,
+                None => d.seccomp,
+            },
         };
         check_policy(&policy)?;
         Ok(policy)
@@ -274,6 +284,23 @@ mod tests {
     }
 
     #[test]
+    fn the_seccomp_setting_names_the_profile() {
+        let policy = parse("sandbox: {seccomp: engine-default}\n")
+            .expect("valid")
+            .policy()
+            .expect("valid");
+        assert_eq!(policy.seccomp, SeccompProfile::EngineDefault);
+        let flags = parse("sandbox: {seccomp: packbox}\n").expect("valid");
+        let merged = parse("sandbox: {seccomp: engine-default}\n")
+            .expect("valid")
+            .with_flags(flags);
+        assert_eq!(
+            merged.policy().expect("valid").seccomp,
+            SeccompProfile::Packbox
+        );
+    }
+
+    #[test]
     fn unknown_fields_are_refused() {
         let err = parse("sandbox: {memroy: 1g}\n").expect_err("misspelt");
         assert!(err.to_string().contains("memroy"), "{err}");
@@ -288,6 +315,8 @@ mod tests {
             "sandbox: {cpus: 0}",
             "sandbox: {user: root}",
             "sandbox: {memory: 1k}",
+            "sandbox: {seccomp: unconfined}",
+            "sandbox: {seccomp: /nonexistent/profile.json}",
         ] {
             let config = parse(text).expect("parses");
             assert!(config.policy().is_err(), "{text} must be refused");

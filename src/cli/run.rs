@@ -80,6 +80,9 @@ pub struct RunArgs {
     /// An OCI runtime the engine offers, e.g. runsc (default: the engine's).
     #[arg(long, value_name = "NAME")]
     oci_runtime: Option<String>,
+    /// Syscall profile: packbox (default), engine-default, or a JSON profile file.
+    #[arg(long, value_name = "packbox|engine-default|FILE")]
+    seccomp: Option<String>,
 }
 
 impl RunArgs {
@@ -95,6 +98,7 @@ impl RunArgs {
                 cpus: self.cpus,
                 nofile: self.nofile,
                 oci_runtime: self.oci_runtime.clone(),
+                seccomp: self.seccomp.clone(),
                 ..SandboxSettings::default()
             },
             run: RunSettings {

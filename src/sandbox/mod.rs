@@ -8,7 +8,9 @@ pub mod policy;
 pub mod pool;
 pub mod result;
 pub mod run;
+pub mod seccomp;
 
 pub use capture::DEFAULT_MAX_OUTPUT;
 pub use policy::{SandboxPolicy, Workload};
 pub use run::{ContainerExit, Ending, RunError, RunIo, RunLimits};
+pub use seccomp::SeccompProfile;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::seccomp::SeccompProfile;
 use crate::engine::{BindMount, ContainerSpec};
 
 /// Where the pack is mounted (read-only) inside every container.
@@ -28,6 +29,8 @@ pub struct SandboxPolicy {
     pub nofile: u32,
     /// An OCI runtime other than the engine's default (e.g. `runsc`).
     pub oci_runtime: Option<String>,
+    /// The syscall profile: packbox's own unless the operator names another.
+    pub seccomp: SeccompProfile,
 }
 
 impl Default for SandboxPolicy {
@@ -44,6 +47,7 @@ impl Default for SandboxPolicy {
             cpus: 1.0,
             nofile: 1024,
             oci_runtime: None,
+            seccomp: SeccompProfile::Packbox,
         }
     }
 }
@@ -93,6 +97,7 @@ impl SandboxPolicy {
             nano_cpus: (self.cpus * 1e9) as i64,
             nofile: i64::from(self.nofile),
             oci_runtime: self.oci_runtime.clone(),
+            seccomp_profile: self.seccomp.engine_json(self.network != "none"),
         }
     }
 }
@@ -123,6 +128,32 @@ mod tests {
         assert_eq!(spec.nofile, 1024);
         assert!(spec.tmpfs["/tmp"].contains("size=67108864"));
         assert_eq!(spec.working_dir, "/pack");
+    }
+
+    #[test]
+    fn packbox_profile_by_default_unix_sockets_only_without_network() {
+        let spec = SandboxPolicy::default().container_spec(workload());
+        let offline = spec.seccomp_profile.expect("a profile by default");
+        assert_eq!(
+            Some(offline.clone()),
+            SeccompProfile::Packbox.engine_json(false)
+        );
+        let networked = SandboxPolicy {
+            network: "bridge".into(),
+            ..SandboxPolicy::default()
+        }
+        .container_spec(workload());
+        assert_eq!(
+            networked.seccomp_profile,
+            SeccompProfile::Packbox.engine_json(true)
+        );
+        assert_ne!(networked.seccomp_profile, Some(offline));
+        let engine_default = SandboxPolicy {
+            seccomp: SeccompProfile::EngineDefault,
+            ..SandboxPolicy::default()
+        }
+        .container_spec(workload());
+        assert_eq!(engine_default.seccomp_profile, None);
     }
 
     #[test]
