@@ -50,6 +50,9 @@ pub enum SeccompError {
     Invalid { file: PathBuf, message: String },
 }
 
+/// Docker's own default profile is about 20 KiB.
+const MAX_PROFILE_BYTES: u64 = 1 << 20;
+
 /// Default actions that let through every syscall no rule names: such a profile is a deny-list,
 /// weaker than an allow-list, and packbox treats it like `unconfined`.
 const PERMISSIVE_DEFAULTS: [&str; 2] = ["SCMP_ACT_ALLOW", "SCMP_ACT_LOG"];
@@ -94,11 +97,13 @@ fn read_profile_file(path: &Path) -> Result<SeccompProfile, SeccompError> {
         file: path.to_path_buf(),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|source| SeccompError::Read {
-        file: path.to_path_buf(),
-        source,
+    let bytes = crate::input::read_regular_file(path, MAX_PROFILE_BYTES).map_err(|source| {
+        SeccompError::Read {
+            file: path.to_path_buf(),
+            source,
+        }
     })?;
-    let profile: Value = serde_json::from_str(&text)
+    let profile: Value = serde_json::from_slice(&bytes)
         .map_err(|e| invalid(format!("not a JSON seccomp profile ({e})")))?;
     let default_action = profile
         .get("defaultAction")
