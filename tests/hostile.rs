@@ -25,7 +25,12 @@ impl Arena {
     }
 
     fn run(&self, action: &str) -> (Finished, Value) {
-        let run = run_json(&self.packs, &format!("hostile.{action}"), &[]);
+        self.run_with(action, &[])
+    }
+
+    /// Runs `hostile.ACTION` with extra flags, then checks the host and the engine.
+    fn run_with(&self, action: &str, args: &[&str]) -> (Finished, Value) {
+        let run = run_json(&self.packs, &format!("hostile.{action}"), args);
         let outcome = run.json();
         assert_no_leftovers(&run);
         self.assert_host_untouched();
@@ -243,4 +248,119 @@ fn a_secret_is_nowhere_but_on_stdin() {
         serde_json::json!([]),
         "{outcome}"
     );
+}
+
+#[test]
+fn ptrace_of_its_own_init_is_refused_and_the_run_ends() {
+    require_engine();
+    let (run, outcome) = Arena::new().run("ptrace_init");
+    assert_eq!(outcome["status"], "succeeded", "{outcome}");
+    assert_eq!(run.code(), 0);
+    assert_eq!(outcome["result"]["attach"], "EPERM", "{outcome}");
+}
+
+#[test]
+fn ptrace_of_init_freezes_the_run_under_the_engine_default_profile() {
+    require_engine();
+    // Why packbox's profile refuses ptrace: with the engine's default profile the attach succeeds,
+    // init stops, and the container outlives its action until the timeout.
+    let (run, outcome) = Arena::new().run_with(
+        "ptrace_init",
+        &[
+            "--seccomp",
+            "engine-default",
+            "--timeout",
+            "3",
+            "--grace",
+            "1",
+        ],
+    );
+    assert_eq!(outcome["status"], "timeout", "{outcome}");
+    assert_eq!(run.code(), 124);
+    assert_eq!(outcome["stdout"], "{\"attach\": \"attached\"}\n");
+}
+
+/// Every kernel interface `kernel_calls` tries, and the answer packbox's sandbox gives.
+const KERNEL_CALL_ANSWERS: [(&str, &str); 23] = [
+    ("ptrace_traceme", "EPERM"),
+    ("process_vm_readv_child", "EPERM"),
+    ("write_proc_sys", "EROFS"),
+    ("keyctl", "EPERM"),
+    ("add_key", "EPERM"),
+    ("perf_event_open", "EPERM"),
+    ("bpf", "EPERM"),
+    ("userfaultfd", "EPERM"),
+    ("io_uring_setup", "EPERM"),
+    ("unshare_user", "EPERM"),
+    ("unshare_mount", "EPERM"),
+    ("mount_tmpfs", "EPERM"),
+    ("mknod_char_device", "EPERM"),
+    ("chroot", "EPERM"),
+    ("personality_linux32", "EPERM"),
+    ("clock_settime", "EPERM"),
+    ("settimeofday", "EPERM"),
+    ("init_module", "EPERM"),
+    ("finit_module", "EPERM"),
+    ("socket_inet", "EAFNOSUPPORT"),
+    ("socket_packet", "EAFNOSUPPORT"),
+    ("socket_netlink", "EAFNOSUPPORT"),
+    ("socket_unix", "ok"),
+];
+
+fn assert_kernel_answers(outcome: &Value) {
+    assert_eq!(outcome["status"], "succeeded", "{outcome}");
+    let result = &outcome["result"];
+    for (call, expected) in KERNEL_CALL_ANSWERS {
+        assert_eq!(result[call], expected, "{call}: {result}");
+    }
+}
+
+#[test]
+fn kernel_interfaces_an_action_never_needs_are_refused() {
+    require_engine();
+    let (_, outcome) = Arena::new().run("kernel_calls");
+    assert_eq!(outcome["sandbox"]["seccomp"], "packbox");
+    assert_kernel_answers(&outcome);
+}
+
+#[test]
+fn the_profile_holds_when_the_operator_keeps_capabilities_and_root() {
+    require_engine();
+    // Docker's default capabilities include CAP_MKNOD, CAP_SYS_CHROOT and CAP_NET_RAW: with them
+    // and uid 0, the engine's default profile lets device nodes, chroot and packet sockets
+    // through. packbox's profile does not depend on capabilities.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("packbox.yaml");
+    std::fs::write(&config, "sandbox:\n  cap_drop_all: false\n  user: \"0\"\n").expect("write");
+    let config = config.to_string_lossy().into_owned();
+    let arena = Arena::new();
+    let (_, outcome) = arena.run_with("kernel_calls", &["--config", &config]);
+    assert_eq!(outcome["sandbox"]["cap_drop_all"], false);
+    assert_kernel_answers(&outcome);
+
+    let (_, engine_default) = arena.run_with(
+        "kernel_calls",
+        &["--config", &config, "--seccomp", "engine-default"],
+    );
+    let result = &engine_default["result"];
+    for call in [
+        "mknod_char_device",
+        "chroot",
+        "socket_packet",
+        "ptrace_traceme",
+    ] {
+        assert_eq!(result[call], "ok", "{call}: {result}");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_32_bit_system_call_kills_the_action() {
+    require_engine();
+    let (run, outcome) = Arena::new().run("compat_syscall");
+    // SIGSYS: 128 + 31.
+    assert_eq!(outcome["status"], "failed", "{outcome}");
+    assert_eq!(outcome["exit_code"], 159, "{outcome}");
+    assert_eq!(outcome["stdout"], "", "it printed nothing: {outcome}");
+    assert_eq!(run.code(), 1);
 }
