@@ -144,6 +144,17 @@ pub struct ImageSummary {
     pub labels: HashMap<String, String>,
 }
 
+/// An OCI runtime as the engine registered it (`daemon.json` `runtimes`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OciRuntime {
+    /// The name containers ask for (`runsc`).
+    pub name: String,
+    /// The runtime's binary.
+    pub path: String,
+    /// Arguments the engine passes to every call of the binary.
+    pub args: Vec<String>,
+}
+
 /// An image build request: the context is an in-memory tar holding the Dockerfile.
 #[derive(Clone, Debug)]
 pub struct BuildSpec {
@@ -470,6 +481,26 @@ impl Engine {
             Err(e) if is_status(&e, 404) => Ok(()),
             Err(e) => Err(EngineError::api(format!("removing image {id}"), e)),
         }
+    }
+}
+
+impl Engine {
+    /// How the engine registered the OCI runtime `name` (binary and arguments), if it has it.
+    pub async fn oci_runtime(&self, name: &str) -> Result<Option<OciRuntime>, EngineError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| EngineError::api("reading the engine's info", e))?;
+        Ok(info
+            .runtimes
+            .unwrap_or_default()
+            .remove(name)
+            .map(|runtime| OciRuntime {
+                name: name.to_string(),
+                path: runtime.path.unwrap_or_default(),
+                args: runtime.runtime_args.unwrap_or_default(),
+            }))
     }
 }
 

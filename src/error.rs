@@ -10,6 +10,7 @@ use crate::pack::params::ParamError;
 use crate::probe::UnknownRuntimeFilter;
 use crate::runtime_image::ImageError;
 use crate::sandbox::RunError;
+use crate::sandbox::gvisor::GvisorError;
 use crate::secrets::SecretError;
 
 /// Any error packbox's library can return.
@@ -44,6 +45,9 @@ pub enum Error {
     /// The operator asked for an OCI runtime the engine does not have.
     #[error("OCI runtime `{wanted}` is not available on this engine (available: {available})")]
     OciRuntimeMissing { wanted: String, available: String },
+    /// gVisor, as the engine registered it, cannot sandbox the run as asked.
+    #[error(transparent)]
+    Gvisor(#[from] GvisorError),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -84,6 +88,8 @@ impl Error {
             | Error::UnknownRuntime { .. }
             | Error::NoMatchingVersion { .. } => Fault::Input,
             Error::Env(EnvError::CaBundle { .. }) => Fault::Input,
+            Error::Gvisor(e) if e.is_input() => Fault::Input,
+            Error::Gvisor(_) => Fault::Engine,
             Error::Catalog(_)
             | Error::Engine(_)
             | Error::Image(_)
@@ -98,6 +104,9 @@ impl Error {
         match self {
             Error::Engine(EngineError::Unreachable { .. }) => Some(
                 "start the engine (scripts/ensure-docker does it on Debian) or point DOCKER_HOST at one",
+            ),
+            Error::Gvisor(e) if !e.is_input() => Some(
+                "scripts/ensure-docker --with-gvisor registers runsc with --network=none --oci-seccomp",
             ),
             Error::Image(ImageError::Engine(EngineError::Build { .. })) => Some(
                 "runtime images build on packbox/base:<suite>; scripts/build-images makes those first",

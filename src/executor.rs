@@ -22,7 +22,7 @@ use crate::sandbox::owner::{self, Owner};
 use crate::sandbox::pool::{self, Warm, WarmPool};
 use crate::sandbox::result::{self, RunFacts};
 use crate::sandbox::run::Started;
-use crate::sandbox::{self, RunIo};
+use crate::sandbox::{self, RunIo, SandboxPolicy, gvisor};
 
 /// Runs planned actions on one engine.
 #[derive(Debug)]
@@ -101,7 +101,7 @@ impl Executor {
     ) -> Result<Outcome, Error> {
         let started = Instant::now();
         if let Some(runtime) = &plan.policy.oci_runtime {
-            self.check_oci_runtime(runtime).await?;
+            self.check_oci_runtime(runtime, &plan.policy).await?;
         }
         let preparer = self.preparer();
         // Leftovers of crashed packbox processes go while this run's image is prepared.
@@ -218,16 +218,16 @@ impl Executor {
         }
     }
 
-    /// Refuses an OCI runtime the engine does not have, naming those it has.
-    async fn check_oci_runtime(&self, wanted: &str) -> Result<(), Error> {
-        let available = self.engine.oci_runtimes().await?;
-        if available.iter().any(|r| r == wanted) {
-            Ok(())
-        } else {
-            Err(Error::OciRuntimeMissing {
+    /// Refuses an OCI runtime the engine does not have, naming those it has, and a gVisor that
+    /// could not sandbox the run as asked.
+    async fn check_oci_runtime(&self, wanted: &str, policy: &SandboxPolicy) -> Result<(), Error> {
+        match self.engine.oci_runtime(wanted).await? {
+            Some(runtime) if gvisor::is_gvisor(&runtime) => Ok(gvisor::check(&runtime, policy)?),
+            Some(_) => Ok(()),
+            None => Err(Error::OciRuntimeMissing {
                 wanted: wanted.to_string(),
-                available: available.join(", "),
-            })
+                available: self.engine.oci_runtimes().await?.join(", "),
+            }),
         }
     }
 

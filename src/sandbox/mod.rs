@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod delivery;
+pub mod gvisor;
 pub mod owner;
 pub mod policy;
 pub mod pool;
