@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -38,7 +38,7 @@ fn hostile_packs() -> PathBuf {
 }
 
 /// Runs an action under runsc with extra flags; checks nothing was left behind.
-fn under_runsc(packs: &PathBuf, action: &str, args: &[&str]) -> (Finished, Value) {
+fn under_runsc(packs: &Path, action: &str, args: &[&str]) -> (Finished, Value) {
     let mut all = RUNSC.to_vec();
     all.extend_from_slice(args);
     let run = run_json(packs, action, &all);
