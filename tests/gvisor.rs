@@ -91,7 +91,7 @@ fn the_syscall_profile_applies_inside_gvisor() {
     let (_, engine_default) = under_runsc(
         &syscall_packs(),
         "syscalls.calls",
-        &["--seccomp", "engine-default"],
+        &["--seccomp", "engine-default", "--allow-weaker-sandbox"],
     );
     let result = &engine_default["result"];
     assert_eq!(result["ptrace_traceme"], "ok", "{result}");
@@ -161,7 +161,13 @@ fn a_network_with_gvisor_is_refused_before_any_container_exists() {
     let run = run_json(
         &example_packs(),
         "hello.greet_shell",
-        &["--oci-runtime", "runsc", "--network", "bridge"],
+        &[
+            "--oci-runtime",
+            "runsc",
+            "--network",
+            "bridge",
+            "--allow-weaker-sandbox",
+        ],
     );
     assert_eq!(run.code(), 2, "{}", run.stderr());
     let error = run.json()["error"].as_str().unwrap_or("").to_string();

@@ -326,6 +326,7 @@ fn ptrace_of_init_freezes_the_run_under_the_engine_default_profile() {
         &[
             "--seccomp",
             "engine-default",
+            "--allow-weaker-sandbox",
             "--timeout",
             "3",
             "--grace",
@@ -400,7 +401,11 @@ fn the_profile_holds_when_the_operator_keeps_capabilities_and_root() {
     // through. packbox's profile does not depend on capabilities.
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("packbox.yaml");
-    std::fs::write(&config, "sandbox:\n  cap_drop_all: false\n  user: \"0\"\n").expect("write");
+    std::fs::write(
+        &config,
+        "sandbox:\n  allow_weaker: true\n  cap_drop_all: false\n  user: \"0\"\n",
+    )
+    .expect("write");
     let config = config.to_string_lossy().into_owned();
     let arena = Arena::new();
     let (_, outcome) = arena.run_with("kernel_calls", &["--config", &config]);
@@ -436,8 +441,10 @@ fn a_32_bit_system_call_kills_the_action() {
         return;
     }
     // The yardstick: under the engine's default profile, the 32-bit socketcall makes a socket.
-    let (_, engine_default) =
-        arena.run_on_default_runtime("compat_syscall", &["--seccomp", "engine-default"]);
+    let (_, engine_default) = arena.run_on_default_runtime(
+        "compat_syscall",
+        &["--seccomp", "engine-default", "--allow-weaker-sandbox"],
+    );
     assert_eq!(
         engine_default["result"]["made_socket"], true,
         "{engine_default}"

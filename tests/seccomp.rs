@@ -1,7 +1,7 @@
 //! The syscall profile against the real engine: packbox's profile by default and reported, what
 //! it refuses beyond the engine's default (the same action under `--seccomp engine-default` is the
-//! yardstick), the socket rule by network, a profile file, `unconfined` refused, and every
-//! runtime (probes included) working under it.
+//! yardstick), the socket rule by network, a profile file, weaker profiles refused unless
+//! allowed, and every runtime (probes included) working under it.
 
 mod common;
 
@@ -46,7 +46,7 @@ fn the_packbox_profile_is_applied_by_default_and_reported() {
 #[test]
 fn the_engine_default_profile_allows_what_packbox_refuses() {
     require_engine();
-    let outcome = calls(&["--seccomp", "engine-default"]);
+    let outcome = calls(&["--seccomp", "engine-default", "--allow-weaker-sandbox"]);
     assert_eq!(outcome["sandbox"]["seccomp"], "engine-default");
     let result = &outcome["result"];
     for allowed in ["ptrace_traceme", "personality_linux32", "socket_inet"] {
@@ -68,7 +68,7 @@ fn without_a_network_only_unix_sockets_open() {
 fn with_a_network_other_socket_families_open_and_the_rest_still_holds() {
     require_engine();
     // Creating a socket sends nothing; the action connects nowhere.
-    let outcome = calls(&["--network", "bridge"]);
+    let outcome = calls(&["--network", "bridge", "--allow-weaker-sandbox"]);
     let result = &outcome["result"];
     assert_eq!(outcome["sandbox"]["network"], "bridge");
     assert_eq!(result["socket_inet"], "ok", "{result}");
@@ -102,7 +102,7 @@ fn a_profile_file_is_applied_and_reported_by_its_path() {
 }
 
 #[test]
-fn unconfined_is_refused_before_any_container_exists() {
+fn unconfined_is_weaker_and_refused_unless_allowed() {
     require_engine();
     let since = unix_now();
     let run = run_json(
@@ -112,13 +112,22 @@ fn unconfined_is_refused_before_any_container_exists() {
     );
     assert_eq!(run.code(), 2, "{}", run.stderr());
     let error = run.json()["error"].as_str().unwrap_or("").to_string();
-    assert!(error.contains("seccomp `unconfined`"), "{error}");
-    assert!(error.contains("weakens the sandbox"), "{error}");
+    assert!(error.contains("sandbox.seccomp = unconfined"), "{error}");
+    assert!(error.contains("--allow-weaker-sandbox"), "{error}");
     assert_eq!(containers_created_by(run.pid, since), 0);
+
+    // Allowed explicitly: no filter at all, and the outcome says so.
+    let outcome = calls(&["--seccomp", "unconfined", "--allow-weaker-sandbox"]);
+    assert_eq!(outcome["sandbox"]["seccomp"], "unconfined");
+    assert_eq!(
+        outcome["sandbox"]["weaker_than_default"],
+        json!(["sandbox.seccomp = unconfined (default packbox)"])
+    );
+    assert_eq!(outcome["result"]["ptrace_traceme"], "ok", "{outcome}");
 }
 
 #[test]
-fn a_permissive_profile_file_is_refused_naming_the_file() {
+fn a_permissive_profile_file_counts_as_weaker() {
     require_engine();
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("allow-all.json");
@@ -137,10 +146,19 @@ fn a_permissive_profile_file_is_refused_naming_the_file() {
     let run = run_json(&syscall_packs(), "syscalls.calls", &["--config", &config]);
     assert_eq!(run.code(), 2, "{}", run.stderr());
     let error = run.json()["error"].as_str().unwrap_or("").to_string();
+    assert!(error.contains("allow-all.json"), "{error}");
     assert!(
-        error.contains("allow-all.json: field `defaultAction`"),
+        error.contains("weaker than packbox's sandbox default"),
         "{error}"
     );
+
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, "{ not json").expect("write");
+    let path = broken.to_string_lossy().into_owned();
+    let run = run_json(&syscall_packs(), "syscalls.calls", &["--seccomp", &path]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    let error = run.json()["error"].as_str().unwrap_or("").to_string();
+    assert!(error.contains("broken.json: not a JSON"), "{error}");
 }
 
 #[test]

@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use packbox::sandbox::owner;
-use packbox::{Engine, Error};
+use packbox::{Catalog, Executor};
 
+use super::options::{self, GlobalArgs};
 use super::render;
 
 /// Arguments of `packbox gc`.
@@ -17,10 +17,14 @@ pub struct GcArgs {
 }
 
 /// Sweeps leftovers and reports them.
-pub async fn execute(args: GcArgs) -> ExitCode {
+pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
     let swept = async {
-        let engine = Engine::connect().await?;
-        Ok::<_, Error>(owner::sweep_orphans(&engine).await?)
+        let settings = options::resolve(global)?;
+        let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
+        let executor = Executor::connect(settings, catalog).await?;
+        let swept = executor.sweep_orphans().await;
+        executor.close().await;
+        swept
     }
     .await;
     match swept {

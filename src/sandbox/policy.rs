@@ -15,6 +15,7 @@ pub const PACK_MOUNT: &str = "/pack";
 
 /// Limits and isolation settings for one run. `Default` is the locked-down policy of DESIGN.md.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct SandboxPolicy {
     /// `none` by default; `bridge` or a network name only when the operator grants it.
     pub network: String,
@@ -31,6 +32,10 @@ pub struct SandboxPolicy {
     pub oci_runtime: Option<String>,
     /// The syscall profile: packbox's own unless the operator names another.
     pub seccomp: SeccompProfile,
+    /// The settings weaker than packbox's defaults that the operator allowed explicitly
+    /// (`--allow-weaker-sandbox`), each as `setting = value (default ...)`; empty for the
+    /// locked-down sandbox.
+    pub weaker_than_default: Vec<String>,
 }
 
 impl Default for SandboxPolicy {
@@ -48,6 +53,7 @@ impl Default for SandboxPolicy {
             nofile: 1024,
             oci_runtime: None,
             seccomp: SeccompProfile::Packbox,
+            weaker_than_default: Vec::new(),
         }
     }
 }

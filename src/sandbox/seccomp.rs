@@ -25,21 +25,21 @@ pub enum SeccompProfile {
     Packbox,
     /// Whatever the engine applies by default (Docker's default profile of its version).
     EngineDefault,
+    /// No syscall filter at all.
+    Unconfined,
     /// A profile file in the engine's JSON format, read when the settings were resolved.
     File {
         path: PathBuf,
         /// The file's JSON, compacted.
         json: String,
+        /// Its default action lets through every syscall no rule names.
+        permissive: bool,
     },
 }
 
 /// A `seccomp` setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
-    #[error(
-        "seccomp `unconfined` turns the syscall filter off, which weakens the sandbox (expected packbox, engine-default or the path of a profile file)"
-    )]
-    Unconfined,
     #[error("seccomp profile {file}: cannot read")]
     Read {
         file: PathBuf,
@@ -54,18 +54,29 @@ pub enum SeccompError {
 const MAX_PROFILE_BYTES: u64 = 1 << 20;
 
 /// Default actions that let through every syscall no rule names: such a profile is a deny-list,
-/// weaker than an allow-list, and packbox treats it like `unconfined`.
+/// weaker than an allow-list.
 const PERMISSIVE_DEFAULTS: [&str; 2] = ["SCMP_ACT_ALLOW", "SCMP_ACT_LOG"];
 
 impl SeccompProfile {
-    /// The profile a setting names: `packbox`, `engine-default`, or the path of a JSON profile
-    /// file (relative to the current folder), which is read and checked now.
+    /// The profile a setting names: `packbox`, `engine-default`, `unconfined`, or the path of a
+    /// JSON profile file (relative to the current folder), which is read and checked now.
     pub fn from_setting(setting: &str) -> Result<SeccompProfile, SeccompError> {
         match setting.trim() {
             "packbox" => Ok(SeccompProfile::Packbox),
             "engine-default" => Ok(SeccompProfile::EngineDefault),
-            "unconfined" => Err(SeccompError::Unconfined),
+            "unconfined" => Ok(SeccompProfile::Unconfined),
             path => read_profile_file(Path::new(path)),
+        }
+    }
+
+    /// Whether the profile is weaker than packbox's own: the engine's default (which allows
+    /// `ptrace` and more), no filter at all, or a file that lets unnamed calls through. A strict
+    /// profile file is the operator's to judge.
+    pub fn is_weaker_than_packbox(&self) -> bool {
+        match self {
+            SeccompProfile::Packbox => false,
+            SeccompProfile::EngineDefault | SeccompProfile::Unconfined => true,
+            SeccompProfile::File { permissive, .. } => *permissive,
         }
     }
 
@@ -76,17 +87,19 @@ impl SeccompProfile {
             SeccompProfile::Packbox if has_network => Some(WITH_NETWORK.clone()),
             SeccompProfile::Packbox => Some(WITHOUT_NETWORK.clone()),
             SeccompProfile::EngineDefault => None,
+            SeccompProfile::Unconfined => Some("unconfined".into()),
             SeccompProfile::File { json, .. } => Some(json.clone()),
         }
     }
 }
 
-/// Reported in the outcome as `packbox`, `engine-default` or the file's path.
+/// Reported in the outcome as `packbox`, `engine-default`, `unconfined` or the file's path.
 impl Serialize for SeccompProfile {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             SeccompProfile::Packbox => serializer.serialize_str("packbox"),
             SeccompProfile::EngineDefault => serializer.serialize_str("engine-default"),
+            SeccompProfile::Unconfined => serializer.serialize_str("unconfined"),
             SeccompProfile::File { path, .. } => serializer.serialize_str(&path.to_string_lossy()),
         }
     }
@@ -111,14 +124,10 @@ fn read_profile_file(path: &Path) -> Result<SeccompProfile, SeccompError> {
         .ok_or_else(|| {
             invalid("field `defaultAction`: missing; expected e.g. SCMP_ACT_ERRNO".into())
         })?;
-    if PERMISSIVE_DEFAULTS.contains(&default_action) {
-        return Err(invalid(format!(
-            "field `defaultAction`: {default_action} lets through every syscall no rule names, which weakens the sandbox (expected SCMP_ACT_ERRNO, SCMP_ACT_KILL, ...)"
-        )));
-    }
     Ok(SeccompProfile::File {
         path: path.to_path_buf(),
         json: profile.to_string(),
+        permissive: PERMISSIVE_DEFAULTS.contains(&default_action),
     })
 }
 
@@ -488,8 +497,11 @@ mod tests {
             SeccompProfile::EngineDefault
         );
         assert_eq!(SeccompProfile::EngineDefault.engine_json(false), None);
-        let err = SeccompProfile::from_setting("unconfined").expect_err("weakens");
-        assert!(err.to_string().contains("weakens the sandbox"), "{err}");
+        assert!(SeccompProfile::EngineDefault.is_weaker_than_packbox());
+        let unconfined = SeccompProfile::from_setting("unconfined").expect("valid");
+        assert!(unconfined.is_weaker_than_packbox());
+        assert_eq!(unconfined.engine_json(false).as_deref(), Some("unconfined"));
+        assert!(!SeccompProfile::Packbox.is_weaker_than_packbox());
     }
 
     #[test]
@@ -511,12 +523,20 @@ mod tests {
             json!(good.to_string_lossy())
         );
 
+        assert!(!profile.is_weaker_than_packbox());
+
         let permissive = dir.path().join("permissive.json");
         std::fs::write(&permissive, r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).expect("write");
-        let err = SeccompProfile::from_setting(&permissive.to_string_lossy()).expect_err("weak");
+        let profile = SeccompProfile::from_setting(&permissive.to_string_lossy()).expect("valid");
+        assert!(profile.is_weaker_than_packbox());
+
+        let headless = dir.path().join("headless.json");
+        std::fs::write(&headless, r#"{"syscalls": []}"#).expect("write");
+        let err =
+            SeccompProfile::from_setting(&headless.to_string_lossy()).expect_err("no default");
         assert!(
             err.to_string()
-                .contains("permissive.json: field `defaultAction`"),
+                .contains("headless.json: field `defaultAction`"),
             "{err}"
         );
 

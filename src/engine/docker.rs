@@ -1,15 +1,10 @@
-//! The Docker seam: the only module that talks to bollard.
-//!
-//! Every other stage speaks in packbox's own types ([`ContainerSpec`], [`BuildSpec`],
-//! [`OutputChunk`]), so it can be read and unit-tested without an engine. Errors come back typed,
-//! naming the image or container they concern; "not found" and "already stopped" answers that are
-//! normal for packbox are folded into ordinary return values here.
+//! The Docker engine through bollard: the only code in the crate that knows bollard's types.
 
-use std::collections::{BTreeMap, HashMap};
-use std::pin::Pin;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 use bollard::query_parameters::{
@@ -18,184 +13,79 @@ use bollard::query_parameters::{
     ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
-use tokio::io::AsyncWrite;
+use futures::StreamExt;
+
+use super::{
+    Attached, BuildSpec, ContainerEngine, ContainerSpec, ContainerState, ContainerSummary,
+    EngineError, EngineInfo, ImageSummary, LineSink, OciRuntime, OutputChunk, Signal, StreamKind,
+};
 
 /// How long connecting and negotiating the API version may take before the engine counts as
 /// not answering.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Something the engine could not do, naming what it was asked about.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    /// No engine answered at all: the most common set-up problem, so it gets its own hint.
-    #[error("the Docker engine does not answer ({endpoint})")]
-    Unreachable {
-        endpoint: String,
-        #[source]
-        source: Option<BollardError>,
-    },
-    /// The engine answered with an error to one request.
-    #[error("docker engine: {what}")]
-    Api {
-        what: String,
-        #[source]
-        source: BollardError,
-    },
-    /// An image build reported an error (a failing step, a missing base image).
-    #[error("building image {tag} failed: {message}")]
-    Build { tag: String, message: String },
-}
-
-impl EngineError {
-    fn api(what: impl Into<String>, source: BollardError) -> Self {
-        EngineError::Api {
-            what: what.into(),
-            source,
-        }
-    }
-}
-
-/// A connected engine client. Cheap to clone: bollard opens one socket connection per request.
+/// A connected Docker engine. Cheap to clone: bollard opens one connection per request.
 #[derive(Clone, Debug)]
-pub struct Engine {
+pub struct DockerEngine {
     docker: Docker,
+    endpoint: String,
 }
 
-/// One mount of a host folder into a container.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BindMount {
-    pub host_path: String,
-    pub container_path: String,
-    pub read_only: bool,
-}
-
-/// Everything packbox asks of a container, in engine-neutral terms; built by the sandbox stage.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ContainerSpec {
-    pub image: String,
-    pub cmd: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub working_dir: String,
-    pub user: String,
-    /// Ordered maps, so that equal specs print equal (the warm pool keys on them).
-    pub labels: BTreeMap<String, String>,
-    pub binds: Vec<BindMount>,
-    /// Mount point to tmpfs options (`size=64m,mode=1777`, ...).
-    pub tmpfs: BTreeMap<String, String>,
-    pub read_only_rootfs: bool,
-    pub network_mode: String,
-    pub cap_drop_all: bool,
-    pub no_new_privileges: bool,
-    pub memory_bytes: i64,
-    pub pids_limit: i64,
-    pub nano_cpus: i64,
-    pub nofile: i64,
-    /// An OCI runtime other than the engine's default (e.g. `runsc`), when asked for.
-    pub oci_runtime: Option<String>,
-    /// A seccomp profile in the engine's JSON format; `None` keeps the engine's default.
-    pub seccomp_profile: Option<String>,
-}
-
-/// Which stream a chunk of container output came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StreamKind {
-    Stdout,
-    Stderr,
-}
-
-/// One frame of container output, as the engine sent it (up to ~32 KiB).
-#[derive(Debug)]
-pub struct OutputChunk {
-    pub stream: StreamKind,
-    pub bytes: Bytes,
-}
-
-/// The two ends of an attached container: its output frames and its stdin.
-pub struct Attached {
-    pub output: Pin<Box<dyn Stream<Item = Result<OutputChunk, EngineError>> + Send>>,
-    pub stdin: Pin<Box<dyn AsyncWrite + Send>>,
-}
-
-/// What packbox needs to know about a container after it stopped.
-#[derive(Clone, Debug, Default)]
-pub struct ContainerState {
-    pub oom_killed: bool,
-    pub exit_code: Option<i64>,
-}
-
-/// A container found by label, for sweeping leftovers.
-#[derive(Clone, Debug)]
-pub struct ContainerSummary {
-    pub id: String,
-    /// The id of the image the container was created from.
-    pub image_id: Option<String>,
-    pub labels: HashMap<String, String>,
-}
-
-/// An image found by label, for listing and pruning environments.
-#[derive(Clone, Debug)]
-pub struct ImageSummary {
-    pub id: String,
-    pub tags: Vec<String>,
-    /// Seconds since the epoch.
-    pub created: i64,
-    pub size_bytes: i64,
-    pub labels: HashMap<String, String>,
-}
-
-/// An OCI runtime as the engine registered it (`daemon.json` `runtimes`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OciRuntime {
-    /// The name containers ask for (`runsc`).
-    pub name: String,
-    /// The runtime's binary.
-    pub path: String,
-    /// Arguments the engine passes to every call of the binary.
-    pub args: Vec<String>,
-}
-
-/// An image build request: the context is an in-memory tar holding the Dockerfile.
-#[derive(Clone, Debug)]
-pub struct BuildSpec {
-    pub tag: String,
-    pub context_tar: Vec<u8>,
-    pub dockerfile: String,
-    pub build_args: HashMap<String, String>,
-    pub labels: HashMap<String, String>,
-    pub network_mode: String,
-}
-
-impl Engine {
-    /// Connects to the engine named by `DOCKER_HOST` (unix, tcp, https) or the local socket, and
-    /// negotiates the API version; bounded so that a dead socket fails fast.
-    pub async fn connect() -> Result<Engine, EngineError> {
-        let endpoint =
-            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-        let unreachable = |source| EngineError::Unreachable {
-            endpoint: endpoint.clone(),
-            source,
+impl DockerEngine {
+    /// Connects to the engine at `endpoint` (unix, tcp, https) and negotiates the API version;
+    /// bounded so that a dead socket fails fast.
+    pub async fn connect(endpoint: &str) -> Result<DockerEngine, EngineError> {
+        let unreachable = |source: Option<BollardError>| EngineError::Unreachable {
+            endpoint: endpoint.to_string(),
+            source: source.map(|e| Box::new(e) as _),
         };
-        let docker = Docker::connect_with_defaults().map_err(|e| unreachable(Some(e)))?;
+        let docker = match endpoint.strip_prefix("unix://") {
+            Some(path) => Docker::connect_with_socket(
+                path,
+                CONNECT_TIMEOUT.as_secs(),
+                bollard::API_DEFAULT_VERSION,
+            )
+            .map_err(|e| unreachable(Some(e)))?,
+            None => {
+                return Err(EngineError::Unreachable {
+                    endpoint: endpoint.to_string(),
+                    source: Some("only unix:// endpoints are supported".into()),
+                });
+            }
+        };
         let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
             .await
             .map_err(|_| unreachable(None))?
             .map_err(|e| unreachable(Some(e)))?;
-        Ok(Engine { docker })
+        Ok(DockerEngine {
+            docker,
+            endpoint: endpoint.to_string(),
+        })
+    }
+}
+
+fn api(what: impl Into<String>, source: BollardError) -> EngineError {
+    EngineError::Api {
+        what: what.into(),
+        source: Box::new(source),
+    }
+}
+
+#[async_trait::async_trait]
+impl ContainerEngine for DockerEngine {
+    fn endpoint(&self) -> &str {
+        &self.endpoint
     }
 
-    /// The id of an image, or `None` when the engine does not have it.
-    pub async fn image_id(&self, name: &str) -> Result<Option<String>, EngineError> {
+    async fn image_id(&self, name: &str) -> Result<Option<String>, EngineError> {
         match self.docker.inspect_image(name).await {
             Ok(image) => Ok(image.id),
             Err(e) if is_status(&e, 404) => Ok(None),
-            Err(e) => Err(EngineError::api(format!("inspecting image {name}"), e)),
+            Err(e) => Err(api(format!("inspecting image {name}"), e)),
         }
     }
 
-    /// Pulls an image from its registry, draining the progress stream to its end. Callers bound
-    /// it with a timeout: where no registry answers, a pull may fail fast or hang.
-    pub async fn pull_image(&self, name: &str) -> Result<(), EngineError> {
+    async fn pull_image(&self, name: &str) -> Result<(), EngineError> {
         // Without a tag the engine would pull every tag of the repository.
         let reference = if has_tag_or_digest(name) {
             name.to_string()
@@ -208,18 +98,16 @@ impl Engine {
         let mut stream = self.docker.create_image(Some(options), None, None);
         while let Some(item) = stream.next().await {
             if let Err(e) = item {
-                return Err(EngineError::api(format!("pulling image {name}"), e));
+                return Err(api(format!("pulling image {name}"), e));
             }
         }
         Ok(())
     }
 
-    /// Builds an image with the classic builder, passing each output line to `on_line`, and
-    /// returns the new image id. The stream is drained to its end; an error step fails the build.
-    pub async fn build_image(
+    async fn build_image(
         &self,
         spec: BuildSpec,
-        mut on_line: impl FnMut(&str),
+        on_line: LineSink<'_>,
     ) -> Result<String, EngineError> {
         let options = BuildImageOptionsBuilder::default()
             .dockerfile(&spec.dockerfile)
@@ -255,7 +143,7 @@ impl Engine {
                         message: error,
                     });
                 }
-                Err(e) => return Err(EngineError::api(format!("building image {}", spec.tag), e)),
+                Err(e) => return Err(api(format!("building image {}", spec.tag), e)),
             }
         }
         match image_id {
@@ -270,8 +158,7 @@ impl Engine {
         }
     }
 
-    /// Creates a container from a spec; returns its id. Never pulls: a missing image is an error.
-    pub async fn create_container(
+    async fn create_container(
         &self,
         name: &str,
         spec: &ContainerSpec,
@@ -281,14 +168,11 @@ impl Engine {
             .docker
             .create_container(Some(options), container_body(spec))
             .await
-            .map_err(|e| {
-                EngineError::api(format!("creating a container from image {}", spec.image), e)
-            })?;
+            .map_err(|e| api(format!("creating a container from image {}", spec.image), e))?;
         Ok(created.id)
     }
 
-    /// Attaches stdin, stdout and stderr; must happen before start so no output is lost.
-    pub async fn attach(&self, id: &str) -> Result<Attached, EngineError> {
+    async fn attach(&self, id: &str) -> Result<Attached, EngineError> {
         let options = AttachContainerOptionsBuilder::default()
             .stdin(true)
             .stdout(true)
@@ -299,26 +183,22 @@ impl Engine {
             .docker
             .attach_container(id, Some(options))
             .await
-            .map_err(|e| EngineError::api(format!("attaching to container {id}"), e))?;
+            .map_err(|e| api(format!("attaching to container {id}"), e))?;
         let container = id.to_string();
         let output = attached.output.filter_map(move |item| {
             let container = container.clone();
             async move {
                 match item {
-                    Ok(bollard::container::LogOutput::StdOut { message }) => {
-                        Some(Ok(OutputChunk {
-                            stream: StreamKind::Stdout,
-                            bytes: message,
-                        }))
-                    }
-                    Ok(bollard::container::LogOutput::StdErr { message }) => {
-                        Some(Ok(OutputChunk {
-                            stream: StreamKind::Stderr,
-                            bytes: message,
-                        }))
-                    }
+                    Ok(LogOutput::StdOut { message }) => Some(Ok(OutputChunk {
+                        stream: StreamKind::Stdout,
+                        bytes: message,
+                    })),
+                    Ok(LogOutput::StdErr { message }) => Some(Ok(OutputChunk {
+                        stream: StreamKind::Stderr,
+                        bytes: message,
+                    })),
                     Ok(_) => None,
-                    Err(e) => Some(Err(EngineError::api(
+                    Err(e) => Some(Err(api(
                         format!("reading output of container {container}"),
                         e,
                     ))),
@@ -331,63 +211,60 @@ impl Engine {
         })
     }
 
-    /// Starts a created container.
-    pub async fn start(&self, id: &str) -> Result<(), EngineError> {
+    async fn start(&self, id: &str) -> Result<(), EngineError> {
         self.docker
             .start_container(id, None)
             .await
-            .map_err(|e| EngineError::api(format!("starting container {id}"), e))
+            .map_err(|e| api(format!("starting container {id}"), e))
     }
 
-    /// Waits until the container exits and returns its exit code. Call only after start: the
-    /// engine sends nothing until the request is first polled.
-    pub async fn wait(&self, id: &str) -> Result<i64, EngineError> {
+    async fn wait(&self, id: &str) -> Result<i64, EngineError> {
+        // The engine sends nothing until the request is first polled: never create the wait
+        // before start.
         let mut stream = self.docker.wait_container(id, None);
         match stream.next().await {
             Some(Ok(response)) => Ok(response.status_code),
             Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
-            Some(Err(e)) => Err(EngineError::api(format!("waiting for container {id}"), e)),
-            None => Err(EngineError::Api {
-                what: format!("waiting for container {id}"),
-                source: BollardError::DockerContainerWaitError {
+            Some(Err(e)) => Err(api(format!("waiting for container {id}"), e)),
+            None => Err(api(
+                format!("waiting for container {id}"),
+                BollardError::DockerContainerWaitError {
                     error: "the engine closed the wait without an exit code".into(),
                     code: -1,
                 },
-            }),
+            )),
         }
     }
 
-    /// Sends a signal; a container that already stopped (409) or is gone (404) is not an error.
-    pub async fn kill(&self, id: &str, signal: &str) -> Result<(), EngineError> {
+    async fn kill(&self, id: &str, signal: Signal) -> Result<(), EngineError> {
         let options = KillContainerOptionsBuilder::default()
-            .signal(signal)
+            .signal(signal.name())
             .build();
         match self.docker.kill_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if is_status(&e, 409) || is_status(&e, 404) => Ok(()),
-            Err(e) => Err(EngineError::api(
-                format!("sending {signal} to container {id}"),
+            Err(e) => Err(api(
+                format!("sending {} to container {id}", signal.name()),
                 e,
             )),
         }
     }
 
-    /// The state of a stopped container: whether the kernel's OOM killer ended it.
-    pub async fn container_state(&self, id: &str) -> Result<ContainerState, EngineError> {
+    async fn container_state(&self, id: &str) -> Result<ContainerState, EngineError> {
         let inspected = self
             .docker
             .inspect_container(id, None)
             .await
-            .map_err(|e| EngineError::api(format!("inspecting container {id}"), e))?;
+            .map_err(|e| api(format!("inspecting container {id}"), e))?;
         let state = inspected.state.unwrap_or_default();
         Ok(ContainerState {
             oom_killed: state.oom_killed.unwrap_or(false),
             exit_code: state.exit_code,
+            running: state.running.unwrap_or(false),
         })
     }
 
-    /// Removes a container and its anonymous volumes; one that is already gone is not an error.
-    pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
+    async fn remove(&self, id: &str) -> Result<(), EngineError> {
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
@@ -397,12 +274,11 @@ impl Engine {
             Err(e) if is_status(&e, 404) => Ok(()),
             // 409: removal already in progress, which ends the same way.
             Err(e) if is_status(&e, 409) => Ok(()),
-            Err(e) => Err(EngineError::api(format!("removing container {id}"), e)),
+            Err(e) => Err(api(format!("removing container {id}"), e)),
         }
     }
 
-    /// All containers (running or not) that carry every given `key=value` label.
-    pub async fn containers_with_labels(
+    async fn containers_with_labels(
         &self,
         labels: &[String],
     ) -> Result<Vec<ContainerSummary>, EngineError> {
@@ -415,7 +291,7 @@ impl Engine {
             .docker
             .list_containers(Some(options))
             .await
-            .map_err(|e| EngineError::api("listing packbox containers", e))?;
+            .map_err(|e| api("listing containers", e))?;
         Ok(found
             .into_iter()
             .filter_map(|c| {
@@ -427,23 +303,32 @@ impl Engine {
             })
             .collect())
     }
-}
 
-impl Engine {
-    /// The OCI runtimes the engine offers (`runc`, `runsc`, ...).
-    pub async fn oci_runtimes(&self) -> Result<Vec<String>, EngineError> {
+    async fn info(&self) -> Result<EngineInfo, EngineError> {
         let info = self
             .docker
             .info()
             .await
-            .map_err(|e| EngineError::api("reading the engine's info", e))?;
-        let mut runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
-        runtimes.sort();
-        Ok(runtimes)
+            .map_err(|e| api("reading the engine's info", e))?;
+        let mut oci_runtimes: Vec<OciRuntime> = info
+            .runtimes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, runtime)| OciRuntime {
+                path: runtime.path.unwrap_or_else(|| name.clone()),
+                args: runtime.runtime_args.unwrap_or_default(),
+                name,
+            })
+            .collect();
+        oci_runtimes.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(EngineInfo {
+            server_version: info.server_version.unwrap_or_default(),
+            oci_runtimes,
+            cpus: info.ncpu.unwrap_or(0),
+        })
     }
 
-    /// All images that carry every given `key=value` label.
-    pub async fn images_with_labels(
+    async fn images_with_labels(
         &self,
         labels: &[String],
     ) -> Result<Vec<ImageSummary>, EngineError> {
@@ -455,7 +340,7 @@ impl Engine {
             .docker
             .list_images(Some(options))
             .await
-            .map_err(|e| EngineError::api("listing packbox images", e))?;
+            .map_err(|e| api("listing images", e))?;
         Ok(found
             .into_iter()
             .map(|image| ImageSummary {
@@ -468,39 +353,16 @@ impl Engine {
             .collect())
     }
 
-    /// Every container on the engine, running or not (to know which images are in use).
-    pub async fn all_containers(&self) -> Result<Vec<ContainerSummary>, EngineError> {
-        self.containers_with_labels(&[]).await
-    }
-
-    /// Removes an image (and its tags); refused by the engine while a container uses it.
-    pub async fn remove_image(&self, id: &str) -> Result<(), EngineError> {
+    async fn remove_image(&self, id: &str) -> Result<(), EngineError> {
         let options = RemoveImageOptionsBuilder::default().force(false).build();
         match self.docker.remove_image(id, Some(options), None).await {
             Ok(_) => Ok(()),
             Err(e) if is_status(&e, 404) => Ok(()),
-            Err(e) => Err(EngineError::api(format!("removing image {id}"), e)),
+            Err(e) if is_status(&e, 409) => Err(EngineError::InUse {
+                what: format!("removing image {id}"),
+            }),
+            Err(e) => Err(api(format!("removing image {id}"), e)),
         }
-    }
-}
-
-impl Engine {
-    /// How the engine registered the OCI runtime `name` (binary and arguments), if it has it.
-    pub async fn oci_runtime(&self, name: &str) -> Result<Option<OciRuntime>, EngineError> {
-        let info = self
-            .docker
-            .info()
-            .await
-            .map_err(|e| EngineError::api("reading the engine's info", e))?;
-        Ok(info
-            .runtimes
-            .unwrap_or_default()
-            .remove(name)
-            .map(|runtime| OciRuntime {
-                name: name.to_string(),
-                path: runtime.path.unwrap_or_default(),
-                args: runtime.runtime_args.unwrap_or_default(),
-            }))
     }
 }
 
@@ -583,6 +445,7 @@ fn is_status(error: &BollardError, status: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::BindMount;
 
     fn locked_down() -> ContainerSpec {
         ContainerSpec {
