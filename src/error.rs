@@ -128,6 +128,9 @@ impl Error {
             Error::Engine(EngineError::Unreachable { .. }) => Some(
                 "start the engine (scripts/ensure-docker does it on Debian) or point DOCKER_HOST at one",
             ),
+            Error::OciRuntimeMissing { wanted, .. } if wanted == "runsc" => Some(
+                "scripts/ensure-docker --with-gvisor installs gVisor and registers it as runsc",
+            ),
             Error::Gvisor(gvisor) if !gvisor.is_input() => Some(
                 "scripts/ensure-docker --with-gvisor registers runsc with --network=none --oci-seccomp",
             ),

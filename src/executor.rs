@@ -31,7 +31,9 @@ use crate::plan::{RunPlan, resolve_runtime};
 use crate::prepare::{self, PrepareError, Preparer};
 use crate::probe::{self, ProbeCache, VersionStatus};
 use crate::runtime_image::{self, ImageState};
-use crate::sandbox::gvisor;
+use crate::sandbox::gvisor::{self, GvisorError};
+use crate::sandbox::isolation::IsolationLevel;
+use crate::sandbox::seccomp::Kernel;
 use crate::settings::Settings;
 
 pub use crate::prepare::PrepareEvent;
@@ -157,7 +159,7 @@ impl Executor {
         let span = tracing::info_span!("run", action = plan.action_ref());
         async {
             let started = Instant::now();
-            self.check_policy(plan).await?;
+            let kernel = self.check_policy(plan).await?;
             let preparer = self.preparer();
             let statuses = preparer.verified_versions(&plan.runtime).await?;
             let constraint = plan.action.action.runtime_version.as_ref();
@@ -191,7 +193,8 @@ impl Executor {
                 ms = prepare_started.elapsed().as_millis() as u64,
                 "image ready"
             );
-            let (exec_id, container, stdin) = self.container_for(plan, &prepared.image).await?;
+            let (exec_id, container, stdin) =
+                self.container_for(plan, &prepared.image, kernel).await?;
             tracing::debug!(exec_id = %exec_id, container = container.id(), "container started");
             let mut on_output =
                 |stream: StreamKind, bytes: &[u8]| on_event(RunEvent::Output { stream, bytes });
@@ -234,11 +237,12 @@ impl Executor {
         &self,
         plan: &RunPlan,
         image: &str,
+        kernel: Kernel,
     ) -> Result<(String, Started, Vec<u8>), Error> {
         let spec_for = |exec_id: &str| {
             let mut spec = plan
                 .policy
-                .container_spec(plan.workload(exec_id, image, &self.owner));
+                .container_spec(plan.workload(exec_id, image, &self.owner), kernel);
             if self.pool.is_some() {
                 spec.cmd = pool::wait_for_go(spec.cmd);
             }
@@ -343,13 +347,15 @@ impl Executor {
     }
 
     /// Refuses a sandbox the engine cannot give: an OCI runtime it lacks, a gVisor that could
-    /// not sandbox the run as asked, more CPUs than it has.
-    async fn check_policy(&self, plan: &RunPlan) -> Result<(), Error> {
+    /// not sandbox the run as asked, a strict run on anything but gVisor, more CPUs than it
+    /// has. Says which kernel will answer the action's calls.
+    async fn check_policy(&self, plan: &RunPlan) -> Result<Kernel, Error> {
         let policy = plan.policy();
         if policy.oci_runtime.is_none() && policy.cpus <= 1.0 {
-            return Ok(());
+            return Ok(Kernel::Host);
         }
         let info = self.engine_info().await?;
+        let mut kernel = Kernel::Host;
         if let Some(wanted) = &policy.oci_runtime {
             match info.oci_runtimes.iter().find(|r| &r.name == wanted) {
                 None => {
@@ -360,7 +366,18 @@ impl Executor {
                         available: available.join(", "),
                     });
                 }
-                Some(runtime) if gvisor::is_gvisor(runtime) => gvisor::check(runtime, policy)?,
+                Some(runtime) if gvisor::is_gvisor(runtime) => {
+                    gvisor::check(runtime, policy)?;
+                    kernel = Kernel::Gvisor;
+                }
+                Some(runtime) if policy.isolation.level == IsolationLevel::Strict => {
+                    return Err(GvisorError::StrictNeedsGvisor {
+                        action: plan.action_ref().to_string(),
+                        runtime: runtime.name.clone(),
+                        path: runtime.path.clone(),
+                    }
+                    .into());
+                }
                 Some(_) => {}
             }
         }
@@ -370,7 +387,7 @@ impl Executor {
                 available: info.cpus,
             });
         }
-        Ok(())
+        Ok(kernel)
     }
 
     /// Removes the containers of packbox processes that are gone (`packbox gc`).
@@ -1060,6 +1077,71 @@ mod tests {
         assert_eq!(err.fault(), Fault::Input);
         assert!(err.to_string().contains("runsc") && err.to_string().contains("runc"));
         assert!(action_creates(&h.fake).is_empty());
+        h.executor.close().await;
+    }
+
+    /// An engine offering runc and a gVisor registered as `scripts/ensure-docker` does.
+    fn with_gvisor(fake: &FakeEngine, runsc_path: &str) {
+        fake.set_info(EngineInfo {
+            server_version: "20.10.24".into(),
+            oci_runtimes: vec![
+                OciRuntime::named("runc"),
+                OciRuntime {
+                    name: "runsc".into(),
+                    path: runsc_path.into(),
+                    args: vec!["--network=none".into(), "--oci-seccomp".into()],
+                },
+            ],
+            cpus: 2,
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_strict_action_runs_under_gvisor_with_the_gvisor_profile_and_lower_limits() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        with_gvisor(&h.fake, "/usr/bin/runsc");
+        let packs = pack("shell", "a.sh", "isolation: strict\n", &[]);
+        let outcome = run(&h, &plan_for(&h, &packs)).await.expect("runs");
+        assert_eq!(outcome.status, Status::Succeeded);
+        let creates = action_creates(&h.fake);
+        assert_eq!(creates.len(), 1);
+        let spec = &creates[0];
+        assert_eq!(spec.oci_runtime.as_deref(), Some("runsc"));
+        assert_eq!(spec.memory_bytes, 256 << 20);
+        assert_eq!(spec.pids_limit, 128);
+        let gvisor_profile =
+            crate::sandbox::SeccompProfile::Packbox.engine_json(false, Kernel::Gvisor);
+        assert_eq!(spec.seccomp_profile, gvisor_profile);
+        assert_eq!(outcome.sandbox.isolation.level, IsolationLevel::Strict);
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_strict_action_on_a_runtime_that_is_not_gvisor_is_refused() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        with_gvisor(&h.fake, "/usr/bin/runc");
+        let packs = pack("shell", "a.sh", "isolation: strict\n", &[]);
+        let err = run(&h, &plan_for(&h, &packs))
+            .await
+            .expect_err("not gVisor");
+        assert_eq!(err.fault(), Fault::Input);
+        assert!(err.to_string().contains("needs gVisor"), "{err}");
+        assert!(action_creates(&h.fake).is_empty());
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standard_action_on_runc_gets_the_host_profile() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        with_gvisor(&h.fake, "/usr/bin/runsc");
+        let packs = pack("shell", "a.sh", "", &[]);
+        run(&h, &plan_for(&h, &packs)).await.expect("runs");
+        let spec = &action_creates(&h.fake)[0];
+        assert_eq!(spec.oci_runtime, None);
+        assert_eq!(
+            spec.seccomp_profile,
+            crate::sandbox::SeccompProfile::Packbox.engine_json(false, Kernel::Host)
+        );
         h.executor.close().await;
     }
 

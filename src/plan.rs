@@ -15,6 +15,7 @@ use crate::lifecycle::RunLimits;
 use crate::lifecycle::owner::Owner;
 use crate::pack::params::ParamError;
 use crate::pack::{self, LoadedAction, PackError, ParameterDelivery, ParameterFormat, params};
+use crate::sandbox::isolation::{self, IsolationError};
 use crate::sandbox::{SandboxPolicy, Workload};
 use crate::settings::Settings;
 
@@ -41,6 +42,9 @@ pub enum PlanError {
         runner_type: String,
         known: String,
     },
+    /// The isolation level the action gets cannot be given with these settings.
+    #[error(transparent)]
+    Isolation(#[from] IsolationError),
     /// No version of the action's runtime satisfies its `runtime_version`.
     #[error("action {action}: {source}")]
     NoMatchingVersion {
@@ -115,6 +119,12 @@ pub fn plan(
             action: action.action_ref.clone(),
             source,
         })?;
+    // The operator's rules and the action's own request decide the level; a pack can only make
+    // it stricter.
+    let (level, chosen_by) = settings
+        .isolation
+        .level_for(&action.action_ref, manifest.isolation);
+    let policy = isolation::apply(&action.action_ref, level, chosen_by, &settings.sandbox)?;
     let secrets = Secrets::read(&request.secrets, request.secrets_file.as_deref())?;
     let mut from_file = match &request.params_file {
         Some(file) => params::read_file(file)?,
@@ -152,7 +162,7 @@ pub fn plan(
     Ok(RunPlan {
         runtime: runtime.clone(),
         stdin,
-        policy: settings.sandbox.clone(),
+        policy,
         limits: RunLimits {
             timeout,
             grace: settings.run.grace,

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envimage::{BuildSettings, IndexSettings};
 use crate::error_text::chain;
+use crate::sandbox::isolation::{IsolationPolicy, IsolationRule};
 use crate::sandbox::{SandboxPolicy, SeccompProfile};
 
 /// The largest config file packbox reads.
@@ -130,6 +131,8 @@ pub struct SettingsLayer {
     pub run: RunLayer,
     #[serde(default)]
     pub build: BuildLayer,
+    /// Isolation rules: `[{match: "payments.*", level: strict}]` (config file only).
+    pub isolation: Option<Vec<IsolationRule>>,
 }
 
 /// Sandbox settings of one layer; each overrides one default.
@@ -248,6 +251,8 @@ pub struct Settings {
     pub runtimes: Option<String>,
     /// The sandbox of every run, checked.
     pub sandbox: SandboxPolicy,
+    /// Which actions run at which isolation level.
+    pub isolation: IsolationPolicy,
     pub run: RunDefaults,
     pub build: BuildSettings,
     /// The config file that was read, if any.
@@ -376,6 +381,7 @@ fn env_layer(env: &Environment) -> SettingsLayer {
         runtimes: text("PACKBOX_RUNTIMES"),
         sandbox: SandboxLayer::default(),
         run: RunLayer::default(),
+        isolation: None,
         build: BuildLayer {
             ca_bundle: path("PACKBOX_BUILD_CA_BUNDLE"),
             pip_index_url: text("PACKBOX_PIP_INDEX_URL"),
@@ -618,6 +624,30 @@ impl Resolver<'_> {
         let allow_weaker = allow_weaker.unwrap_or(false);
         self.show("sandbox.allow_weaker", allow_weaker, allow_source);
 
+        let rules = self.pick(|l| l.isolation.clone());
+        let isolation = match &rules {
+            Some(picked) => {
+                IsolationPolicy::new(picked.value.clone()).map_err(|e| SettingsError::Value {
+                    setting: "isolation".into(),
+                    source_name: self.source_name(picked.source),
+                    message: e.to_string(),
+                })?
+            }
+            None => IsolationPolicy::default(),
+        };
+        let shown_rules: Vec<String> = isolation
+            .rules()
+            .map(|rule| {
+                let level = serde_json::to_value(rule.level).unwrap_or_default();
+                format!("{} -> {}", rule.pattern, level.as_str().unwrap_or(""))
+            })
+            .collect();
+        self.show(
+            "isolation",
+            shown_rules,
+            rules.as_ref().map_or(Source::Default, |p| p.source),
+        );
+
         let timeout = self.pick(|l| l.run.timeout_seconds);
         if let Some(t) = &timeout {
             count_in_range(t.value, 1, bounds::MAX_TIMEOUT).map_err(|message| {
@@ -694,6 +724,7 @@ impl Resolver<'_> {
             nofile: nofile.value as u32,
             oci_runtime: oci_runtime.map(|p| p.value),
             seccomp: seccomp.value.clone(),
+            isolation: Default::default(),
             weaker_than_default: Vec::new(),
         };
         let weaker = weaker_settings(&sandbox, &d);
@@ -732,6 +763,7 @@ impl Resolver<'_> {
             catalog_dir: catalog.map(|p| p.value),
             runtimes: runtimes.map(|p| p.value),
             sandbox,
+            isolation,
             run: RunDefaults {
                 timeout: timeout.map(|t| Duration::from_secs(t.value)),
                 grace: Duration::from_secs(grace.value),
@@ -921,6 +953,7 @@ fn without_credentials(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::isolation::IsolationLevel;
 
     fn layer(yaml: &str) -> SettingsLayer {
         serde_yaml::from_str(yaml).expect("valid layer")
@@ -1163,6 +1196,39 @@ mod tests {
             text.contains("/nonexistent/profile.json: cannot read"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn isolation_rules_come_from_the_config_file() {
+        let settings = with_file(
+            "{}",
+            "isolation:\n  - {match: \"payments.*\", level: strict}\n",
+            &[],
+        )
+        .expect("valid");
+        let (level, _) = settings
+            .isolation
+            .level_for("payments.charge", IsolationLevel::Standard);
+        assert_eq!(level, IsolationLevel::Strict);
+        let shown = serde_json::to_string(settings.shown()).expect("json");
+        assert!(shown.contains("payments.* -> strict"), "{shown}");
+        let err = with_file(
+            "{}",
+            "isolation:\n  - {match: \"[x\", level: strict}\n",
+            &[],
+        )
+        .expect_err("bad glob");
+        assert!(
+            err.to_string().contains("isolation (from config file"),
+            "{err}"
+        );
+        let err = with_file(
+            "{}",
+            "isolation:\n  - {match: \"x.*\", level: loose}\n",
+            &[],
+        )
+        .expect_err("bad level");
+        assert!(err.to_string().contains("loose"), "{err}");
     }
 
     #[test]

@@ -27,6 +27,15 @@ pub enum GvisorError {
         "OCI runtime `{runtime}` (gVisor) is registered with --ignore-cgroups, so the memory, pids and CPU limits would not hold; refusing to run under it"
     )]
     IgnoresCgroups { runtime: String },
+    /// A strict run, whose runtime is not gVisor.
+    #[error(
+        "action {action} runs with isolation strict, which needs gVisor; OCI runtime `{runtime}` is not gVisor (its binary is {path})"
+    )]
+    StrictNeedsGvisor {
+        action: String,
+        runtime: String,
+        path: String,
+    },
     /// Registered so that the syscall profile is ignored.
     #[error(
         "OCI runtime `{runtime}` (gVisor) is registered without --oci-seccomp, so it would ignore the syscall profile; refusing to run under it"
@@ -37,7 +46,10 @@ pub enum GvisorError {
 impl GvisorError {
     /// Whether the run's own settings are at fault (rather than how the engine registered runsc).
     pub fn is_input(&self) -> bool {
-        matches!(self, GvisorError::Network { .. })
+        matches!(
+            self,
+            GvisorError::Network { .. } | GvisorError::StrictNeedsGvisor { .. }
+        )
     }
 }
 

@@ -3,6 +3,7 @@
 //! what an action is allowed is decided, and reported, in one place.
 
 pub mod gvisor;
+pub mod isolation;
 pub mod policy;
 pub mod seccomp;
 

@@ -81,16 +81,27 @@ impl SeccompProfile {
     }
 
     /// The profile's JSON for the engine (`seccomp=<json>`), or `None` to leave the engine's
-    /// default in place. packbox's profile depends on whether the run has a network.
-    pub fn engine_json(&self, has_network: bool) -> Option<String> {
+    /// default in place. packbox's profile depends on whether the run has a network and on
+    /// which kernel answers the action's calls.
+    pub fn engine_json(&self, has_network: bool, kernel: Kernel) -> Option<String> {
         match self {
-            SeccompProfile::Packbox if has_network => Some(WITH_NETWORK.clone()),
-            SeccompProfile::Packbox => Some(WITHOUT_NETWORK.clone()),
+            SeccompProfile::Packbox => {
+                Some(ENGINE_PROFILES[usize::from(has_network)][kernel as usize].clone())
+            }
             SeccompProfile::EngineDefault => None,
             SeccompProfile::Unconfined => Some("unconfined".into()),
             SeccompProfile::File { json, .. } => Some(json.clone()),
         }
     }
+}
+
+/// Which kernel answers an action's system calls: the host's (runc), or gVisor's own (runsc),
+/// which implements the filter itself and differs in a few answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kernel {
+    #[default]
+    Host = 0,
+    Gvisor = 1,
 }
 
 /// Reported in the outcome as `packbox`, `engine-default`, `unconfined` or the file's path.
@@ -137,6 +148,8 @@ fn read_profile_file(path: &Path) -> Result<SeccompProfile, SeccompError> {
 struct Source {
     architectures: Vec<Architecture>,
     always: Vec<Rule>,
+    on_host_kernel: Vec<Rule>,
+    on_gvisor: Vec<Rule>,
     with_network: Vec<Rule>,
     without_network: Vec<Rule>,
     /// Refused on purpose: the documentation of the source. The tests check that no rule names
@@ -231,11 +244,15 @@ impl ArgCheck {
 }
 
 impl Source {
-    fn to_engine(&self, has_network: bool) -> Value {
+    fn to_engine(&self, has_network: bool, kernel: Kernel) -> Value {
         let network_rules = if has_network {
             &self.with_network
         } else {
             &self.without_network
+        };
+        let kernel_rules = match kernel {
+            Kernel::Host => &self.on_host_kernel,
+            Kernel::Gvisor => &self.on_gvisor,
         };
         let arch_map: Vec<Value> = self
             .architectures
@@ -245,6 +262,7 @@ impl Source {
         let syscalls: Vec<Value> = self
             .always
             .iter()
+            .chain(kernel_rules)
             .chain(network_rules)
             .map(Rule::to_engine)
             .collect();
@@ -263,8 +281,13 @@ impl Source {
 static PROFILE: LazyLock<Source> = LazyLock::new(|| {
     serde_yaml::from_str(SOURCE).expect("src/sandbox/seccomp.yaml is valid (checked by tests)")
 });
-static WITH_NETWORK: LazyLock<String> = LazyLock::new(|| PROFILE.to_engine(true).to_string());
-static WITHOUT_NETWORK: LazyLock<String> = LazyLock::new(|| PROFILE.to_engine(false).to_string());
+/// The four engine profiles, by `[has_network][kernel]`.
+static ENGINE_PROFILES: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
+    [false, true].map(|has_network| {
+        [Kernel::Host, Kernel::Gvisor]
+            .map(|kernel| PROFILE.to_engine(has_network, kernel).to_string())
+    })
+});
 
 #[cfg(test)]
 mod tests {
@@ -299,6 +322,7 @@ mod tests {
     fn every_syscall_docker_names_is_kept_or_refused_on_purpose() {
         let source = source();
         let mut accounted = named(&source.always);
+        accounted.extend(named(&source.on_host_kernel));
         accounted.extend(named(&source.with_network));
         accounted.extend(source.refuse.iter().cloned());
         let missing: Vec<_> = moby_names().difference(&accounted).cloned().collect();
@@ -309,6 +333,8 @@ mod tests {
     fn packbox_allows_nothing_docker_does_not() {
         let source = source();
         let mut allowed = named(&source.always);
+        allowed.extend(named(&source.on_host_kernel));
+        allowed.extend(named(&source.on_gvisor));
         allowed.extend(named(&source.with_network));
         allowed.extend(named(&source.without_network));
         let extra: Vec<_> = allowed.difference(&moby_names()).cloned().collect();
@@ -348,6 +374,8 @@ mod tests {
         let rules = source
             .always
             .iter()
+            .chain(&source.on_host_kernel)
+            .chain(&source.on_gvisor)
             .chain(&source.with_network)
             .chain(&source.without_network);
         for check in rules.flat_map(|r| &r.args) {
@@ -374,7 +402,7 @@ mod tests {
     #[test]
     fn the_engine_profile_refuses_by_default_with_eperm() {
         let json = SeccompProfile::Packbox
-            .engine_json(false)
+            .engine_json(false, Kernel::Host)
             .expect("packbox's profile has JSON");
         let profile: Value = serde_json::from_str(&json).expect("valid JSON");
         assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
@@ -396,7 +424,7 @@ mod tests {
     #[test]
     fn without_a_network_only_unix_sockets_open() {
         let json = SeccompProfile::Packbox
-            .engine_json(false)
+            .engine_json(false, Kernel::Host)
             .expect("packbox's profile has JSON");
         let rules = rules_for(&json, "socket");
         let summary: Vec<_> = rules
@@ -440,7 +468,7 @@ mod tests {
     #[test]
     fn with_a_network_sockets_follow_docker() {
         let json = SeccompProfile::Packbox
-            .engine_json(true)
+            .engine_json(true, Kernel::Host)
             .expect("packbox's profile has JSON");
         let rules = rules_for(&json, "socket");
         let ops: Vec<_> = rules
@@ -461,7 +489,7 @@ mod tests {
     #[test]
     fn clone_is_allowed_without_namespace_flags_only() {
         let json = SeccompProfile::Packbox
-            .engine_json(false)
+            .engine_json(false, Kernel::Host)
             .expect("packbox's profile has JSON");
         let clone = rules_for(&json, "clone");
         assert_eq!(
@@ -479,7 +507,7 @@ mod tests {
     #[test]
     fn personality_may_only_be_queried() {
         let json = SeccompProfile::Packbox
-            .engine_json(false)
+            .engine_json(false, Kernel::Host)
             .expect("packbox's profile has JSON");
         let rules = rules_for(&json, "personality");
         assert_eq!(rules.len(), 1);
@@ -496,11 +524,17 @@ mod tests {
             SeccompProfile::from_setting("engine-default").expect("valid"),
             SeccompProfile::EngineDefault
         );
-        assert_eq!(SeccompProfile::EngineDefault.engine_json(false), None);
+        assert_eq!(
+            SeccompProfile::EngineDefault.engine_json(false, Kernel::Host),
+            None
+        );
         assert!(SeccompProfile::EngineDefault.is_weaker_than_packbox());
         let unconfined = SeccompProfile::from_setting("unconfined").expect("valid");
         assert!(unconfined.is_weaker_than_packbox());
-        assert_eq!(unconfined.engine_json(false).as_deref(), Some("unconfined"));
+        assert_eq!(
+            unconfined.engine_json(false, Kernel::Host).as_deref(),
+            Some("unconfined")
+        );
         assert!(!SeccompProfile::Packbox.is_weaker_than_packbox());
     }
 
@@ -515,7 +549,7 @@ mod tests {
         .expect("write");
         let profile = SeccompProfile::from_setting(&good.to_string_lossy()).expect("valid");
         assert_eq!(
-            profile.engine_json(false).as_deref(),
+            profile.engine_json(false, Kernel::Host).as_deref(),
             Some(r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[]}"#)
         );
         assert_eq!(
