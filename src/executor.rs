@@ -607,7 +607,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::engine::fake::{BuildScript, Call, Exit, FakeEngine, Program, PullScript};
+    use crate::engine::fake::{BuildScript, Call, Exit, FakeEngine, Program};
     use crate::engine::{ContainerEngine, ContainerSpec, EngineInfo, OciRuntime, Signal};
     use crate::error::Fault;
     use crate::plan::{RunRequest, plan};
@@ -987,46 +987,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn cancelling_while_a_runtime_image_is_pulled_or_built_leaves_no_tag() {
-        for pull_hangs in [true, false] {
-            let fake = engine(Program::default());
-            // The shell image is missing: a pull (hangs, or fails and a build hangs).
-            fake.remove_image("packbox/shell:5.2")
-                .await
-                .expect("removed");
-            if pull_hangs {
-                fake.set_pull(PullScript::Hang);
-            } else {
-                fake.set_build(BuildScript::Hang);
-            }
-            let h = harness(fake, SettingsLayer::default());
-            let shutdown = CancellationToken::new();
-            let executor = Executor::start(
-                h.settings.clone(),
-                Catalog::builtin().expect("catalog"),
-                h.fake.clone(),
-            )
-            .with_shutdown(shutdown.clone());
-            let packs = pack("shell", "a.sh", "", &[]);
-            let plan = plan_for(&h, &packs);
-            let running = executor.run(&plan, |_| {});
-            let cancelling = async {
-                h.fake
-                    .until(|f| {
-                        f.count(|c| matches!(c, Call::Pull(_) | Call::Build(_)))
-                            == if pull_hangs { 1 } else { 2 }
-                    })
-                    .await;
-                shutdown.cancel();
-            };
-            let (result, ()) = tokio::join!(running, cancelling);
-            let err = result.expect_err("cancelled");
-            assert_eq!(err.fault(), Fault::Cancelled, "{err}");
-            assert!(!h.fake.has_image("packbox/shell:5.2"));
-            executor.close().await;
-            h.executor.close().await;
-            assert!(h.fake.container_ids().is_empty());
-        }
+    async fn cancelling_while_a_runtime_image_is_built_leaves_no_tag() {
+        let fake = engine(Program::default());
+        // The shell image is missing: it is built from its recipe (never pulled), and the
+        // build hangs.
+        fake.remove_image("packbox/shell:5.2")
+            .await
+            .expect("removed");
+        fake.set_build(BuildScript::Hang);
+        let h = harness(fake, SettingsLayer::default());
+        let shutdown = CancellationToken::new();
+        let executor = Executor::start(
+            h.settings.clone(),
+            Catalog::builtin().expect("catalog"),
+            h.fake.clone(),
+        )
+        .with_shutdown(shutdown.clone());
+        let packs = pack("shell", "a.sh", "", &[]);
+        let plan = plan_for(&h, &packs);
+        let running = executor.run(&plan, |_| {});
+        let cancelling = async {
+            h.fake
+                .until(|f| f.count(|c| matches!(c, Call::Build(_))) == 1)
+                .await;
+            shutdown.cancel();
+        };
+        let (result, ()) = tokio::join!(running, cancelling);
+        let err = result.expect_err("cancelled");
+        assert_eq!(err.fault(), Fault::Cancelled, "{err}");
+        assert!(!h.fake.has_image("packbox/shell:5.2"));
+        assert_eq!(h.fake.count(|c| matches!(c, Call::Pull(_))), 0);
+        executor.close().await;
+        h.executor.close().await;
+        assert!(h.fake.container_ids().is_empty());
     }
 
     #[tokio::test(start_paused = true)]

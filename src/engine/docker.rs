@@ -85,6 +85,14 @@ impl ContainerEngine for DockerEngine {
         }
     }
 
+    async fn image_repo_digests(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        match self.docker.inspect_image(name).await {
+            Ok(image) => Ok(image.repo_digests.unwrap_or_default()),
+            Err(e) if is_status(&e, 404) => Ok(Vec::new()),
+            Err(e) => Err(api(format!("inspecting image {name}"), e)),
+        }
+    }
+
     async fn pull_image(&self, name: &str) -> Result<(), EngineError> {
         // Without a tag the engine would pull every tag of the repository.
         let reference = if has_tag_or_digest(name) {

@@ -109,10 +109,13 @@ pub(crate) enum BuildScript {
 }
 
 /// How a pull goes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum PullScript {
     /// Fails at once, as where no registry answers.
     Fail,
+    /// Succeeds: the pulled image answers to the reference pulled and records these
+    /// `repo@sha256:...` digests (a registry that served what was asked records that one).
+    Succeed { repo_digests: Vec<String> },
     /// Never finishes.
     Hang,
 }
@@ -141,6 +144,8 @@ struct FakeContainer {
 struct FakeImage {
     id: String,
     tags: Vec<String>,
+    /// `repo@sha256:...` references, as a pull records them.
+    repo_digests: Vec<String>,
     labels: HashMap<String, String>,
     created: i64,
 }
@@ -253,6 +258,7 @@ impl FakeEngine {
             } else {
                 vec![tag.to_string()]
             },
+            repo_digests: Vec::new(),
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -381,6 +387,7 @@ fn find_image(images: &[FakeImage], name: &str) -> Option<String> {
         .find(|i| {
             i.id == name
                 || i.tags.iter().any(|t| t == name)
+                || i.repo_digests.iter().any(|d| d == name)
                 || (name.len() >= 12 && i.id.trim_start_matches("sha256:").starts_with(name))
         })
         .map(|i| i.id.clone())
@@ -488,10 +495,36 @@ impl ContainerEngine for FakeEngine {
         Ok(self.find_image(name))
     }
 
+    async fn image_repo_digests(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        self.record(Call::ImageId(name.to_string()));
+        let state = self.state();
+        let id = find_image(&state.images, name);
+        Ok(state
+            .images
+            .iter()
+            .find(|i| Some(&i.id) == id.as_ref())
+            .map(|i| i.repo_digests.clone())
+            .unwrap_or_default())
+    }
+
     async fn pull_image(&self, name: &str) -> Result<(), EngineError> {
         self.record(Call::Pull(name.to_string()));
-        let script = self.state().pull.unwrap_or(PullScript::Fail);
+        let script = self.state().pull.clone().unwrap_or(PullScript::Fail);
         match script {
+            PullScript::Succeed { repo_digests } => {
+                let mut state = self.state();
+                state.next_id += 1;
+                let id = format!("sha256:{:064x}", state.next_id);
+                // The engine answers to the reference it pulled.
+                state.images.push(FakeImage {
+                    id,
+                    tags: vec![name.to_string()],
+                    repo_digests,
+                    labels: HashMap::new(),
+                    created: 0,
+                });
+                Ok(())
+            }
             PullScript::Fail => Err(EngineError::Api {
                 what: format!("pulling image {name}"),
                 source: "no registry answers".into(),

@@ -220,6 +220,10 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
     /// it: where no registry answers, a pull may fail fast or hang.
     async fn pull_image(&self, name: &str) -> Result<(), EngineError>;
 
+    /// The registry digests the engine records for an image (`repo@sha256:...`, from pulls);
+    /// empty when it has none or no such image.
+    async fn image_repo_digests(&self, name: &str) -> Result<Vec<String>, EngineError>;
+
     /// Builds an image, passing each output line to `on_line`, and returns the new image id. An
     /// error step fails the build.
     async fn build_image(
