@@ -494,6 +494,9 @@ mod tests {
         assert_eq!(host.memory, host.memory_swap);
         assert_eq!(host.pids_limit, Some(256));
         assert_eq!(host.auto_remove, None);
+        // Never privileged, never the engine's socket: neither is a setting.
+        assert_eq!(host.privileged, None);
+        assert!(!format!("{host:?}").contains("docker.sock"));
         assert_eq!(body.user.as_deref(), Some("65534:65534"));
         assert_eq!(body.stdin_once, Some(true));
         assert_eq!(body.tty, Some(false));
