@@ -390,9 +390,33 @@ impl Executor {
         Ok(kernel)
     }
 
-    /// Removes the containers of packbox processes that are gone (`packbox gc`).
+    /// Removes the containers of packbox processes that are gone.
     pub async fn sweep_orphans(&self) -> Result<Vec<Swept>, Error> {
         Ok(owner::sweep_orphans(self.engine.as_ref()).await?)
+    }
+
+    /// Removes what crashed or killed packbox processes left (`packbox gc`): containers whose
+    /// owner is gone, and the untagged layers of builds that never finished (builds label their
+    /// images `packbox.kind`), unless a container or another image still uses them.
+    pub async fn gc(&self) -> Result<GcReport, Error> {
+        let containers = self.sweep_orphans().await?;
+        let mut images = Vec::new();
+        for image in self
+            .engine
+            .images_with_labels(&["packbox.kind".to_string()])
+            .await?
+        {
+            let dangling = image.tags.iter().all(|tag| tag == "<none>:<none>");
+            if !dangling {
+                continue;
+            }
+            match self.engine.remove_image(&image.id).await {
+                Ok(()) => images.push(image.id),
+                Err(crate::engine::EngineError::InUse { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(GcReport { containers, images })
     }
 
     /// Verifies the runtime versions the settings select (all by default): each image made
@@ -443,7 +467,27 @@ impl Executor {
         let preparer = self.preparer();
         let mut reports = Vec::new();
         for action in actions {
-            let runtime = resolve_runtime(&self.catalog, &action)?;
+            // A pack or action that cannot load, or names an unknown runtime, is reported and
+            // skipped: the others still build.
+            let (action, runtime) = match action {
+                Ok(action) => match resolve_runtime(&self.catalog, &action) {
+                    Ok(runtime) => (action, runtime),
+                    Err(e) => {
+                        let report =
+                            EnvReport::invalid(&action.pack.pack_ref, &action.action_ref, &e);
+                        on_event(BuildEvent::Finished { report: &report });
+                        reports.push(report);
+                        continue;
+                    }
+                },
+                Err(bad) => {
+                    let action = bad.action.as_deref().unwrap_or_default();
+                    let report = EnvReport::invalid(&bad.pack, action, &bad.error);
+                    on_event(BuildEvent::Finished { report: &report });
+                    reports.push(report);
+                    continue;
+                }
+            };
             let mut report = EnvReport {
                 pack: action.pack.pack_ref.clone(),
                 action: action.action_ref.clone(),
@@ -529,6 +573,16 @@ impl Executor {
     }
 }
 
+/// What [`Executor::gc`] removed.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct GcReport {
+    /// Containers whose owning packbox process is gone.
+    pub containers: Vec<Swept>,
+    /// Ids of untagged images of builds that never finished.
+    pub images: Vec<String>,
+}
+
 /// What `build_environments` did for one action.
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
@@ -541,6 +595,21 @@ pub struct EnvReport {
     pub image: Option<String>,
     pub status: EnvStatus,
     pub error: Option<String>,
+}
+
+impl EnvReport {
+    /// The report of an action whose pack or declaration is wrong: nothing was built.
+    fn invalid(pack: &str, action: &str, error: &dyn std::error::Error) -> EnvReport {
+        EnvReport {
+            pack: pack.to_string(),
+            action: action.to_string(),
+            runtime: String::new(),
+            version: None,
+            image: None,
+            status: EnvStatus::Invalid,
+            error: Some(chain(error)),
+        }
+    }
 }
 
 /// The state of one action's environment after `build_environments`.
@@ -556,6 +625,8 @@ pub enum EnvStatus {
     NotNeeded,
     /// The build (or version selection) failed; see `error`.
     Failed,
+    /// The pack or the action has problems (or names an unknown runtime); see `error`.
+    Invalid,
 }
 
 /// Progress of [`Executor::build_environments`].
@@ -1166,6 +1237,23 @@ mod tests {
         assert_eq!(err.fault(), Fault::Engine);
         h.executor.close().await;
         assert!(h.fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gc_removes_unfinished_build_layers_but_nothing_in_use_or_tagged() {
+        let fake = engine(Program::default());
+        let dangling = fake.add_image("", &[("packbox.kind", "env")], 0);
+        let used = fake.add_image("", &[("packbox.kind", "runtime")], 0);
+        fake.add_listed_container("user", &used, &[]);
+        let foreign = fake.add_image("", &[("app", "web")], 0);
+        let h = harness(fake, SettingsLayer::default());
+        let report = h.executor.gc().await.expect("gc");
+        assert_eq!(report.images, std::slice::from_ref(&dangling));
+        assert!(!h.fake.has_image(&dangling));
+        assert!(h.fake.has_image(&used), "in use: kept");
+        assert!(h.fake.has_image(&foreign), "not packbox's: untouched");
+        assert!(h.fake.has_image("packbox/python:3.11"), "tagged: kept");
+        h.executor.close().await;
     }
 
     mod warm_pool {

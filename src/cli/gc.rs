@@ -1,4 +1,4 @@
-//! `packbox gc`: removes the containers of packbox processes that are gone.
+//! `packbox gc`: removes what packbox processes that are gone left behind.
 
 use std::process::ExitCode;
 
@@ -22,17 +22,20 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
         let settings = options::resolve(global)?;
         let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
         let executor = Executor::connect(settings, catalog).await?;
-        let swept = executor.sweep_orphans().await;
+        let report = executor.gc().await;
         executor.close().await;
-        swept
+        report
     }
     .await;
     match swept {
-        Ok(swept) => {
+        Ok(report) => {
             if args.json {
-                println!("{}", serde_json::json!({ "removed": swept }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "removed": report.containers, "images": report.images })
+                );
             } else {
-                for container in &swept {
+                for container in &report.containers {
                     println!(
                         "removed {} ({}, owner pid {} is gone)",
                         container.container,
@@ -40,7 +43,14 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
                         container.owner_pid
                     );
                 }
-                println!("removed {} leftover container(s)", swept.len());
+                for image in &report.images {
+                    println!("removed image {image} (an unfinished build's layer)");
+                }
+                println!(
+                    "removed {} leftover container(s), {} image(s)",
+                    report.containers.len(),
+                    report.images.len()
+                );
             }
             ExitCode::SUCCESS
         }
