@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::catalog::{Catalog, Runtime};
 use crate::engine::{SharedEngine, StreamKind};
 use crate::envimage::{Installer, Manifests};
+use crate::lifecycle::RunError;
 use crate::lifecycle::owner::Owner;
 use crate::lifecycle::{self, Ending, RunIo, RunLimits};
 use crate::pack::testing::{TestKind, TestRunner};
@@ -18,6 +19,7 @@ use crate::pack::validate::load_pack_manifest;
 use crate::pack::{PackError, Problem, dependencies};
 use crate::plan::{DEFAULT_TIMEOUT, PlanError};
 use crate::prepare::{self, PrepareError, PrepareEvent, Preparer};
+use crate::sandbox::seccomp::Kernel;
 use crate::sandbox::{SandboxPolicy, Workload};
 use crate::settings::Settings;
 
@@ -33,6 +35,13 @@ pub struct TestPlan {
     policy: SandboxPolicy,
     grace: Duration,
     max_output: usize,
+}
+
+impl TestPlan {
+    /// The sandbox every runner gets.
+    pub(crate) fn policy(&self) -> &SandboxPolicy {
+        &self.policy
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -185,6 +194,16 @@ pub enum TestEvent<'a> {
     Finished { report: &'a RunnerReport },
 }
 
+/// A test runner that could not run: its image could not be prepared, or the engine failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TestRunError {
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
 /// Runs every runner of a plan, one after the other, each in a fresh container that is removed
 /// afterwards. A runner that fails is a report, not an error; `Err` means a runner could not
 /// run (its image, the engine) or the work was cancelled.
@@ -193,8 +212,9 @@ pub(crate) async fn run_tests(
     engine: &SharedEngine,
     owner: &Owner,
     plan: &TestPlan,
+    kernel: Kernel,
     mut on_event: impl FnMut(TestEvent<'_>) + Send,
-) -> Result<TestReport, crate::Error> {
+) -> Result<TestReport, TestRunError> {
     let mut reports = Vec::new();
     for planned in &plan.runners {
         let runner = &planned.runner;
@@ -229,7 +249,7 @@ pub(crate) async fn run_tests(
         let exit = lifecycle::run::run_container(
             engine,
             &format!("packbox-test-{exec_id}"),
-            &plan.policy.container_spec(workload),
+            &plan.policy.container_spec(workload, kernel),
             RunIo {
                 stdin: Vec::new(),
                 limits: &limits,
