@@ -12,11 +12,15 @@ use crate::contract::delivery::{self, DeliveryError};
 use crate::contract::result::OutcomeTerms;
 use crate::contract::scrub::StreamScrubber;
 use crate::contract::secrets::{Redactor, SecretBytes, SecretError, Secrets};
+use crate::envimage::Manifests;
 use crate::lifecycle::RunLimits;
 use crate::lifecycle::owner::Owner;
 use crate::pack::digest::{self, DigestError};
 use crate::pack::params::ParamError;
-use crate::pack::{self, LoadedAction, PackError, ParameterDelivery, ParameterFormat, params};
+use crate::pack::{
+    self, LoadedAction, PackError, ParameterDelivery, ParameterFormat, Problem, params,
+};
+use crate::sandbox::isolation::{self, IsolationError};
 use crate::sandbox::{SandboxPolicy, Workload};
 use crate::settings::Settings;
 
@@ -48,6 +52,18 @@ pub enum PlanError {
         runner_type: String,
         known: String,
     },
+    /// `packbox test` on a pack without a `testing` section (or without runners in it).
+    #[error("{}: the pack has no tests (a `testing` section with `runners` is expected)", .file.display())]
+    NoTests { file: PathBuf },
+    /// The action says `enabled: false` and the caller did not allow disabled actions.
+    #[error(
+        "action {action} is disabled (`enabled: false` in {}); run it anyway with --allow-disabled",
+        .file.display()
+    )]
+    Disabled { action: String, file: PathBuf },
+    /// The isolation level the action gets cannot be given with these settings.
+    #[error(transparent)]
+    Isolation(#[from] IsolationError),
     /// No version of the action's runtime satisfies its `runtime_version`.
     #[error("action {action}: {source}")]
     NoMatchingVersion {
@@ -82,6 +98,8 @@ pub struct RunRequest {
     pub secret_values: Map<String, Value>,
     /// Overrides the action's `timeout_seconds` and the settings' timeout for this run.
     pub timeout: Option<Duration>,
+    /// Runs an action that says `enabled: false` (refused otherwise).
+    pub allow_disabled: bool,
 }
 
 impl RunRequest {
@@ -97,6 +115,7 @@ impl RunRequest {
             secrets_file: None,
             secret_values: Map::new(),
             timeout: None,
+            allow_disabled: false,
         }
     }
 }
@@ -106,6 +125,8 @@ impl RunRequest {
 pub struct RunPlan {
     pub(crate) action: LoadedAction,
     pub(crate) runtime: Runtime,
+    /// What the environment image installs; `None`: the runtime image is used as it is.
+    pub(crate) dependencies: Option<Manifests>,
     /// The parameter document, secrets included: it goes on stdin and nowhere else.
     pub(crate) stdin: SecretBytes,
     pub(crate) policy: SandboxPolicy,
@@ -124,15 +145,28 @@ pub fn plan(
 ) -> Result<RunPlan, PlanError> {
     let action = pack::load_action(&request.packs_dir, &request.action_ref)?;
     let manifest = &action.action;
+    if !manifest.enabled && !request.allow_disabled {
+        return Err(PlanError::Disabled {
+            action: action.action_ref.clone(),
+            file: action.action_file.clone(),
+        });
+    }
     let runtime = resolve_runtime(catalog, &action)?;
     // Fails early when no version of the catalog could ever match; the run then chooses among
     // the versions that probing verified.
     runtime
-        .select_version(&runtime.version_names(), manifest.runtime_version.as_ref())
+        .select_version(manifest.runtime_version.as_ref())
         .map_err(|source| PlanError::NoMatchingVersion {
             action: action.action_ref.clone(),
             source,
         })?;
+    let dependencies = action.dependencies(&runtime.name)?;
+    // The operator's rules and the action's own request decide the level; a pack can only make
+    // it stricter.
+    let (level, chosen_by) = settings
+        .isolation
+        .level_for(&action.action_ref, manifest.isolation);
+    let policy = isolation::apply(&action.action_ref, level, chosen_by, &settings.sandbox)?;
     // Secrets: the file, then JSON values, then KEY=VALUE assignments (which win).
     let mut secrets = Secrets::read(&[], request.secrets_file.as_deref())?;
     secrets.overlay(request.secret_values.clone());
@@ -175,8 +209,9 @@ pub fn plan(
     Ok(RunPlan {
         pack_digest,
         runtime: runtime.clone(),
+        dependencies,
         stdin,
-        policy: settings.sandbox.clone(),
+        policy,
         limits: RunLimits {
             timeout,
             grace: settings.run.grace,
@@ -222,6 +257,11 @@ impl RunPlan {
     /// The SHA-256 of the pack's files when the run was planned.
     pub fn pack_digest(&self) -> &str {
         &self.pack_digest
+    }
+
+    /// Fields of the pack and the action that packbox does not know (ignored), to be shown.
+    pub fn warnings(&self) -> &[Problem] {
+        &self.action.warnings
     }
 
     /// The sandbox the run will get.

@@ -521,7 +521,11 @@ async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<R
 async fn actions(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let dispatcher = Arc::clone(&app.dispatcher);
     let listed = tokio::task::spawn_blocking(move || {
-        let reports = packbox::check_packs(dispatcher.packs(), dispatcher.catalog());
+        let reports = packbox::check_packs(
+            dispatcher.packs(),
+            dispatcher.catalog(),
+            dispatcher.settings(),
+        );
         let actions: Vec<Value> = reports
             .iter()
             .flat_map(|r| &r.actions)

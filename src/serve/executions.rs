@@ -176,6 +176,11 @@ impl Dispatcher {
         &self.limits.packs
     }
 
+    /// The library settings the server runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// The catalog the server runs with.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
