@@ -557,7 +557,16 @@ async fn listings_page_newest_first_and_filter() {
         .iter()
         .filter_map(|a| a["ref"].as_str())
         .collect();
-    assert_eq!(refs, BTreeSet::from(["svc.lines", "svc.sleep", "svc.tell"]));
+    assert_eq!(
+        refs,
+        BTreeSet::from([
+            "svc.lines",
+            "svc.nodeinfo",
+            "svc.pyinfo",
+            "svc.sleep",
+            "svc.tell"
+        ])
+    );
     let runtimes = api.get("/v1/runtimes").await;
     assert!(
         runtimes.body["runtimes"]
