@@ -69,7 +69,7 @@ pub use probe::{UnknownRuntimeFilter, VersionStatus};
 pub use runtime_image::{ImageError, ImageState};
 pub use sandbox::SandboxPolicy;
 pub use settings::{
-    Age, BuildLayer, Environment, HiddenText, Keep, KeepLayer, Retention, RetentionLayer, RunLayer,
-    SandboxLayer, ServeLayer, ServeSettings, Settings, SettingsError, SettingsLayer, ShownSetting,
-    Size, Source, WarmLayer, WarmSettings, parse_size,
+    Age, BuildLayer, ClientLayer, ClientSettings, Environment, HiddenText, Keep, KeepLayer,
+    Retention, RetentionLayer, RunLayer, SandboxLayer, ServeLayer, ServeSettings, Settings,
+    SettingsError, SettingsLayer, ShownSetting, Size, Source, WarmLayer, WarmSettings, parse_size,
 };

@@ -130,6 +130,8 @@ pub struct SettingsLayer {
     pub build: BuildLayer,
     #[serde(default)]
     pub serve: ServeLayer,
+    #[serde(default)]
+    pub client: ClientLayer,
     /// Isolation rules: `[{match: "payments.*", level: strict}]` (config file only).
     pub isolation: Option<Vec<IsolationRule>>,
 }
@@ -183,6 +185,15 @@ pub struct BuildLayer {
     pub memory: Option<Size>,
     /// How long one environment build may take.
     pub timeout_seconds: Option<u64>,
+}
+
+/// Settings of `packbox run` as a client of a server (the `client:` section of the config file).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ClientLayer {
+    /// The server runs go to (`http://127.0.0.1:8080`) instead of the local engine.
+    pub server: Option<String>,
 }
 
 /// `packbox serve` settings of one layer (the `serve:` section of the config file).
@@ -353,6 +364,16 @@ pub struct ServeSettings {
     pub retention: Retention,
 }
 
+/// `packbox run` as a client of a server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientSettings {
+    /// The server's URL; `None`: runs go to the local engine.
+    pub server: Option<String>,
+    /// The bearer token (`PACKBOX_TOKEN`); never shown.
+    pub token: Option<HiddenText>,
+}
+
 /// How the server's warm pool is sized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -415,6 +436,8 @@ pub struct Settings {
     pub build: BuildSettings,
     /// What `packbox serve` runs with.
     pub serve: ServeSettings,
+    /// Where `packbox run` sends runs, when to a server.
+    pub client: ClientSettings,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
     shown: Vec<ShownSetting>,
@@ -573,6 +596,9 @@ fn env_layer(env: &Environment) -> SettingsLayer {
             packs: path("PACKBOX_PACKS"),
             token_file: path("PACKBOX_SERVE_TOKEN_FILE"),
             ..ServeLayer::default()
+        },
+        client: ClientLayer {
+            server: text("PACKBOX_SERVER"),
         },
     }
 }
@@ -971,6 +997,7 @@ impl Resolver<'_> {
             ..sandbox
         };
         let serve = self.serve(env)?;
+        let client = self.client(env)?;
         Ok(Settings {
             engine: engine.value,
             state_dir: state_dir.value,
@@ -995,8 +1022,48 @@ impl Resolver<'_> {
                 timeout: Duration::from_secs(build_timeout.value),
             },
             serve,
+            client,
             config_file,
             shown: self.shown,
+        })
+    }
+
+    /// The `client:` settings: the server's URL (checked), the token from the environment.
+    fn client(&mut self, env: &Environment) -> Result<ClientSettings, SettingsError> {
+        let server = self.pick(|l| l.client.server.clone());
+        if let Some(server) = &server {
+            let url = &server.value;
+            let valid = url
+                .strip_prefix("http://")
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+            if !valid {
+                return Err(SettingsError::Value {
+                    setting: "client.server".into(),
+                    source_name: self.source_name(server.source),
+                    message: format!(
+                        "`{url}` is not a server URL: expected http://HOST:PORT (packbox serve speaks plain HTTP; put TLS in a proxy in front of it)"
+                    ),
+                });
+            }
+        }
+        self.show(
+            "client.server",
+            server.as_ref().map(|p| without_credentials(&p.value)),
+            server.as_ref().map_or(Source::Default, |p| p.source),
+        );
+        let token = env.get("PACKBOX_TOKEN").map(|t| HiddenText(t.to_string()));
+        self.show(
+            "client.token (PACKBOX_TOKEN)",
+            token.as_ref().map(|_| "(set, not shown)"),
+            if token.is_some() {
+                Source::Env
+            } else {
+                Source::Default
+            },
+        );
+        Ok(ClientSettings {
+            server: server.map(|p| p.value.trim_end_matches('/').to_string()),
+            token,
         })
     }
 

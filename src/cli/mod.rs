@@ -3,6 +3,7 @@
 
 pub mod actions;
 mod build;
+mod client;
 mod config;
 mod envs;
 mod explain;

@@ -82,6 +82,31 @@ pub struct SandboxArgs {
     allow_weaker_sandbox: bool,
 }
 
+impl SandboxArgs {
+    /// The `--timeout` given, or the first other flag given: with `--server` the sandbox and
+    /// the limits are the server's.
+    pub fn only_timeout(&self) -> Result<Option<u64>, &'static str> {
+        let others = [
+            ("--grace", self.grace.is_some()),
+            ("--max-output", self.max_output.is_some()),
+            ("--network", self.network.is_some()),
+            ("--memory", self.memory.is_some()),
+            ("--cpus", self.cpus.is_some()),
+            ("--pids", self.pids.is_some()),
+            ("--nofile", self.nofile.is_some()),
+            ("--tmp-size", self.tmp_size.is_some()),
+            ("--user", self.user.is_some()),
+            ("--oci-runtime", self.oci_runtime.is_some()),
+            ("--seccomp", self.seccomp.is_some()),
+            ("--allow-weaker-sandbox", self.allow_weaker_sandbox),
+        ];
+        match others.into_iter().find(|(_, given)| *given) {
+            Some((flag, _)) => Err(flag),
+            None => Ok(self.timeout),
+        }
+    }
+}
+
 /// Resolves the settings of a command that runs no action.
 pub fn resolve(global: &GlobalArgs) -> Result<Settings, SettingsError> {
     resolve_with(global, &SandboxArgs::default())

@@ -1,24 +1,32 @@
 //! `packbox run`: one action in one container.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
 use packbox::{
-    Catalog, Error, Executor, Outcome, PrepareEvent, RunEvent, RunRequest, Status, StreamKind,
+    Catalog, Environment, Error, Executor, Outcome, PrepareEvent, RunEvent, RunRequest, Settings,
+    Status, StreamKind,
 };
+use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::client::{self, RemoteRun};
 use super::options::{self, GlobalArgs, SandboxArgs};
-use super::{render, signals};
+use super::{EXIT_INPUT, render, signals};
 
 /// Arguments of `packbox run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Folder holding the packs, one sub-folder per pack.
+    /// Folder holding the packs, one sub-folder per pack (not used with --server: the server
+    /// has its packs).
     #[arg(long, env = "PACKBOX_PACKS", value_name = "DIR")]
-    packs: PathBuf,
+    packs: Option<PathBuf>,
+    /// Send the run to a `packbox serve` at this URL (default: $PACKBOX_SERVER); its token
+    /// comes from $PACKBOX_TOKEN. Same output and exit codes as a local run.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
     /// The action to run, as PACK.ACTION.
     #[arg(value_name = "PACK.ACTION")]
     action: String,
@@ -54,8 +62,8 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    fn request(&self) -> RunRequest {
-        let mut request = RunRequest::new(&self.packs, &self.action);
+    fn request(&self, packs: &Path) -> RunRequest {
+        let mut request = RunRequest::new(packs, &self.action);
         request.params = self.params.clone();
         request.params_file = self.params_file.clone();
         request.secrets = self.secrets.clone();
@@ -65,9 +73,39 @@ impl RunArgs {
     }
 }
 
-/// Runs the action and renders its outcome.
+/// The largest parameters or secrets file sent to a server.
+const MAX_VALUES_FILE_BYTES: u64 = 16 << 20;
+
+/// Runs the action (here, or on a server) and renders its outcome.
 pub async fn execute(args: RunArgs, global: &GlobalArgs) -> ExitCode {
-    match run(&args, global).await {
+    let mut layer = options::layer(global, &args.sandbox);
+    layer.client.server = args.server.clone();
+    let settings = match Settings::resolve(layer, global.config.as_deref(), &Environment::capture())
+    {
+        Ok(settings) => settings,
+        Err(e) => return render::report(&Error::from(e), args.json),
+    };
+    if settings.client.server.is_some() {
+        return match remote_run(&args) {
+            Ok(remote) => client::run(remote, &settings.client).await,
+            Err(message) => {
+                eprintln!("error: {}", render::sanitize(&message));
+                if args.json {
+                    let _ = render::print_json(&json!({"status": "invalid", "error": message}));
+                }
+                ExitCode::from(EXIT_INPUT)
+            }
+        };
+    }
+    let Some(packs) = args.packs.clone() else {
+        let message = "--packs DIR is needed (or PACKBOX_PACKS), unless the run goes to a server (--server URL or PACKBOX_SERVER)";
+        eprintln!("error: {message}");
+        if args.json {
+            let _ = render::print_json(&json!({"status": "invalid", "error": message}));
+        }
+        return ExitCode::from(EXIT_INPUT);
+    };
+    match run(&args, &packs, settings).await {
         Ok(outcome) => {
             if args.json {
                 // Streamed: no second copy of a large output in memory.
@@ -75,7 +113,7 @@ pub async fn execute(args: RunArgs, global: &GlobalArgs) -> ExitCode {
                     eprintln!("error: cannot write the outcome: {e}");
                 }
             } else {
-                print_human(&outcome, args.follow);
+                print_human(&Shown::of(&outcome), args.follow);
             }
             ExitCode::from(outcome.status.exit_code() as u8)
         }
@@ -83,11 +121,57 @@ pub async fn execute(args: RunArgs, global: &GlobalArgs) -> ExitCode {
     }
 }
 
-async fn run(args: &RunArgs, global: &GlobalArgs) -> Result<Outcome, Error> {
-    let settings = options::resolve_with(global, &args.sandbox)?;
+/// The request for a server: values from files are read here, `-p` assignments are converted by
+/// the server (which knows the declared types), the sandbox is the server's.
+fn remote_run(args: &RunArgs) -> Result<RemoteRun, String> {
+    let timeout_seconds = args.sandbox.only_timeout().map_err(|flag| {
+        format!(
+            "{flag}: with --server the sandbox and limits are the server's (only --timeout applies)"
+        )
+    })?;
+    if args.allow_disabled || args.verbose_build {
+        return Err("--allow-disabled and --verbose-build do not apply with --server".to_string());
+    }
+    let mapping = |file: &Option<PathBuf>, what: &str| -> Result<Map<String, Value>, String> {
+        let Some(file) = file else {
+            return Ok(Map::new());
+        };
+        let text = packbox::input::read_yaml(file, MAX_VALUES_FILE_BYTES)
+            .map_err(|e| format!("{what} file {}: {e}", file.display()))?;
+        // Messages name positions, never content: a secrets file must not be echoed.
+        match serde_yaml::from_str::<Value>(&text) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(Value::Null) => Ok(Map::new()),
+            _ => Err(format!(
+                "{what} file {}: expected a JSON or YAML mapping of names to values",
+                file.display()
+            )),
+        }
+    };
+    let parameters = mapping(&args.params_file, "parameters")?;
+    let mut secrets = mapping(&args.secrets_file, "secrets")?;
+    for (index, item) in args.secrets.iter().enumerate() {
+        let (key, value) = item
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .ok_or_else(|| format!("--secret #{}: expected KEY=VALUE", index + 1))?;
+        secrets.insert(key.trim().to_string(), Value::String(value.to_string()));
+    }
+    Ok(RemoteRun {
+        action: args.action.clone(),
+        parameters,
+        assignments: args.params.clone(),
+        secrets,
+        timeout_seconds,
+        follow: args.follow,
+        json: args.json,
+    })
+}
+
+async fn run(args: &RunArgs, packs: &Path, settings: Settings) -> Result<Outcome, Error> {
     let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
     // Everything wrong with the input is said before the engine is contacted.
-    let plan = packbox::plan(&settings, &catalog, &args.request())?;
+    let plan = packbox::plan(&settings, &catalog, &args.request(packs))?;
     for warning in plan.warnings() {
         eprintln!("warning: {}", render::sanitize(&warning.to_string()));
     }
@@ -145,7 +229,7 @@ async fn run(args: &RunArgs, global: &GlobalArgs) -> Result<Outcome, Error> {
 }
 
 /// Live output, already scrubbed of secrets: raw bytes to a pipe, sanitised text to a terminal.
-fn follow_output(stream: StreamKind, bytes: &[u8], stdout_to_stderr: bool, terminal: bool) {
+pub fn follow_output(stream: StreamKind, bytes: &[u8], stdout_to_stderr: bool, terminal: bool) {
     if bytes.is_empty() {
         return;
     }
@@ -158,38 +242,76 @@ fn follow_output(stream: StreamKind, bytes: &[u8], stdout_to_stderr: bool, termi
     };
 }
 
-fn print_human(outcome: &Outcome, followed: bool) {
+/// What the human rendering of a run shows, from a local outcome or a server's record.
+pub struct Shown<'a> {
+    pub action: &'a str,
+    pub status: &'a str,
+    pub stdout: &'a str,
+    pub stderr: &'a str,
+    pub runtime: &'a str,
+    pub runtime_version: &'a str,
+    pub duration_ms: u64,
+    pub exit_code: Option<i64>,
+    pub error: Option<&'a str>,
+}
+
+impl<'a> Shown<'a> {
+    fn of(outcome: &'a Outcome) -> Shown<'a> {
+        Shown {
+            action: &outcome.action,
+            status: status_name(outcome.status),
+            stdout: &outcome.stdout,
+            stderr: &outcome.stderr,
+            runtime: &outcome.runtime,
+            runtime_version: &outcome.runtime_version,
+            duration_ms: outcome.duration_ms,
+            exit_code: outcome.exit_code,
+            error: outcome.error.as_deref(),
+        }
+    }
+}
+
+fn status_name(status: Status) -> &'static str {
+    match status {
+        Status::Succeeded => "succeeded",
+        Status::Failed => "failed",
+        Status::Timeout => "timeout",
+        Status::Oom => "oom",
+        Status::Cancelled => "cancelled",
+        _ => "error",
+    }
+}
+
+/// The action's output (unless it was followed), then a status line and the error on stderr.
+pub fn print_human(shown: &Shown<'_>, followed: bool) {
     if !followed {
         let mut stdout = std::io::stdout();
         // Written as is to a pipe (no copy of a large output); sanitised for a terminal.
         let _ = if stdout.is_terminal() {
-            stdout.write_all(render::sanitize(&outcome.stdout).as_bytes())
+            stdout.write_all(render::sanitize(shown.stdout).as_bytes())
         } else {
-            stdout.write_all(outcome.stdout.as_bytes())
+            stdout.write_all(shown.stdout.as_bytes())
         };
-        if !outcome.stderr.is_empty() {
-            eprint!("{}", render::sanitize(&outcome.stderr));
+        if !shown.stderr.is_empty() {
+            eprint!("{}", render::sanitize(shown.stderr));
         }
     }
-    let mark = match outcome.status {
-        Status::Succeeded => "ok",
+    let mark = match shown.status {
+        "succeeded" => "ok",
         _ => "FAILED",
     };
     eprintln!(
         "{mark}: {} {} ({} {}, {} ms, exit code {})",
-        outcome.action,
-        serde_json::to_value(outcome.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
-        outcome.runtime,
-        outcome.runtime_version,
-        outcome.duration_ms,
-        outcome
+        shown.action,
+        shown.status,
+        shown.runtime,
+        shown.runtime_version,
+        shown.duration_ms,
+        shown
             .exit_code
             .map_or_else(|| "none".to_string(), |c| c.to_string()),
     );
-    if let Some(error) = &outcome.error {
+    if let Some(error) = shown.error {
         eprintln!("error: {}", render::sanitize(error));
     }
 }

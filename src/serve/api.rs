@@ -247,6 +247,10 @@ struct CreateBody {
     action: String,
     #[serde(default)]
     parameters: Map<String, Value>,
+    /// `KEY=VALUE` strings converted by each parameter's declared type, as `packbox run -p`
+    /// does; they win over `parameters`.
+    #[serde(default)]
+    assignments: Vec<String>,
     #[serde(default)]
     secrets: Map<String, Value>,
     timeout_seconds: Option<u64>,
@@ -294,6 +298,7 @@ async fn create(State(app): State<Arc<App>>, request: Request) -> Result<Respons
         .submit(Submission {
             action: body.action,
             parameters: body.parameters,
+            assignments: body.assignments,
             secrets: body.secrets,
             timeout,
             token_name: caller.0,
@@ -400,9 +405,16 @@ fn parse_body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError>
         let inner = e.inner();
         let message = if inner.is_syntax() || inner.is_eof() {
             format!("malformed JSON: {inner}")
-        } else if path.starts_with("secrets") || path.starts_with("parameters") {
-            let field = path.split('.').next().unwrap_or_default();
-            format!("{field}: expected an object of names to values")
+        } else if path.starts_with("secrets")
+            || path.starts_with("parameters")
+            || path.starts_with("assignments")
+        {
+            let field = path.split(['.', '[']).next().unwrap_or_default();
+            if field == "assignments" {
+                "assignments: expected a list of KEY=VALUE strings".to_string()
+            } else {
+                format!("{field}: expected an object of names to values")
+            }
         } else if path == "." {
             inner.to_string()
         } else {

@@ -28,6 +28,8 @@ use super::records::{Accepted, Ending, ExecStatus, NewExecution, Record, Store, 
 pub struct Submission {
     pub action: String,
     pub parameters: Map<String, Value>,
+    /// `KEY=VALUE` strings converted by the declared types (they win over `parameters`).
+    pub assignments: Vec<String>,
     /// Used for this run only: never stored, logged or shown.
     pub secrets: Map<String, Value>,
     pub timeout: Option<Duration>,
@@ -283,6 +285,7 @@ impl Dispatcher {
         }
         let mut request = RunRequest::new(&self.limits.packs, &submission.action);
         request.param_values = submission.parameters.clone();
+        request.params = submission.assignments.clone();
         request.secret_values = submission.secrets.clone();
         request.timeout = submission.timeout;
         let (settings, catalog) = (self.settings.clone(), self.catalog.clone());
