@@ -152,7 +152,7 @@ fn unknown_actions_missing_tokens_and_sandbox_flags_are_input_errors() {
 fn follow_streams_the_output_as_it_comes() {
     require_engine();
     let server = Server::start_with_config("");
-    let child = Command::new(env!("CARGO_BIN_EXE_packbox"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_packbox"))
         .args([
             "run",
             "--server",
@@ -169,7 +169,7 @@ fn follow_streams_the_output_as_it_comes() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("packbox runs");
-    let mut stdout = child.stdout.expect("stdout");
+    let mut stdout = child.stdout.take().expect("stdout");
     // The first line arrives while the action still runs (it prints 30 lines, 100 ms apart).
     let mut first = [0u8; 7];
     std::io::Read::read_exact(&mut stdout, &mut first).expect("a first line");
@@ -182,6 +182,7 @@ fn follow_streams_the_output_as_it_comes() {
     std::io::Read::read_to_string(&mut stdout, &mut rest).expect("the rest");
     let expected: String = (2..=30).map(|i| format!("line {i}\n")).collect();
     assert_eq!(rest, expected);
+    assert!(child.wait().expect("packbox exits").success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
