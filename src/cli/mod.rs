@@ -144,8 +144,10 @@ pub fn main() -> ExitCode {
 /// Logs to stderr, filtered by `filter`, as text or JSON lines.
 fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+    // Colours only for a terminal: logs of a service go to files and collectors.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

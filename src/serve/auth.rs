@@ -66,8 +66,8 @@ pub enum Denied {
 }
 
 impl Tokens {
-    /// Reads the token file (when set) and the environment's token. A token file readable by
-    /// other users is accepted with a warning: tokens are credentials.
+    /// Reads the token file (when set) and the environment's token. A token file every user can
+    /// read is accepted with a warning: tokens are credentials.
     pub fn load(file: Option<&Path>, env_token: Option<&HiddenText>) -> Result<Tokens, TokenError> {
         let mut known = Vec::new();
         if let Some(file) = file {
@@ -77,12 +77,13 @@ impl Tokens {
             };
             let bytes = packbox::input::read_regular_file(file, MAX_TOKEN_FILE_BYTES)
                 .map_err(read_error)?;
+            // Group-readable is how a service's group gets its secrets; everyone is too many.
             if let Ok(meta) = std::fs::metadata(file)
-                && meta.permissions().mode() & 0o077 != 0
+                && meta.permissions().mode() & 0o004 != 0
             {
                 tracing::warn!(
                     file = %file.display(),
-                    "the token file is readable by other users; make it readable by its owner only (chmod 600)"
+                    "the token file is readable by every user; make it readable by its owner (chmod 600) or a group (chmod 640)"
                 );
             }
             let text = String::from_utf8(bytes).map_err(|_| TokenError::Line {
