@@ -560,6 +560,7 @@ async fn listings_page_newest_first_and_filter() {
     assert_eq!(
         refs,
         BTreeSet::from([
+            "svc.echo",
             "svc.lines",
             "svc.nodeinfo",
             "svc.pyinfo",

@@ -24,6 +24,8 @@ pub struct ServerOptions {
     pub state: PathBuf,
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
+    /// `--listen` (a free port by default).
+    pub listen: String,
 }
 
 impl Default for ServerOptions {
@@ -34,6 +36,7 @@ impl Default for ServerOptions {
             state: state_dir(),
             env: Vec::new(),
             args: Vec::new(),
+            listen: "127.0.0.1:0".into(),
         }
     }
 }
@@ -66,7 +69,7 @@ impl Server {
             .arg(&config)
             .arg("--state-dir")
             .arg(&options.state)
-            .args(["serve", "--listen", "127.0.0.1:0", "--packs"])
+            .args(["serve", "--listen", &options.listen, "--packs"])
             .arg(&options.packs)
             .args(&options.args)
             .env_remove("PACKBOX_SERVE_TOKEN")
