@@ -209,7 +209,8 @@ impl Executor {
         }
     }
 
-    /// Runs a plan in a fresh container and removes it. An action that fails is an `Ok` outcome
+    /// Runs a plan in a fresh container and removes it (once the outcome is known, in the
+    /// background: [`Executor::close`] waits for it). An action that fails is an `Ok` outcome
     /// with status failed; `Err` means the run could not happen. `on_event` hears about
     /// environment builds, the container's start and receives the action's output as it comes
     /// (for `--follow`).
@@ -305,7 +306,7 @@ impl Executor {
             on_event(RunEvent::Started { exec_id: &exec_id });
             let mut on_output =
                 |stream: StreamKind, bytes: &[u8]| on_event(RunEvent::Output { stream, bytes });
-            let exit = lifecycle::run::finish(
+            let (exit, exited) = lifecycle::run::finish_then_release(
                 &self.engine,
                 container,
                 RunIo {
@@ -316,6 +317,9 @@ impl Executor {
                 },
             )
             .await?;
+            // The outcome is known: the container goes off the run's path ([`Executor::close`]
+            // waits for it).
+            self.spawn_background(exited.remove());
             tracing::debug!(
                 ending = ?exit.ending,
                 exit_code = exit.exit_code,
@@ -1800,9 +1804,10 @@ mod tests {
             let plan = plan_for(&h, &packs);
             run(&h, &plan).await.expect("cold run");
             refilled(&h).await;
+            // The run's own container goes in the background; then only the pooled one is left.
+            h.fake.until(|f| f.container_ids().len() == 1).await;
             // The pooled container dies before its run (OOM, killed by someone).
             let ids = h.fake.container_ids();
-            assert_eq!(ids.len(), 1);
             h.fake.kill(&ids[0], Signal::Kill).await.expect("kill");
             h.fake.until(|f| f.running().is_empty()).await;
             let outcome = run(&h, &plan).await.expect("run");

@@ -161,6 +161,56 @@ pub async fn finish(
     with_cleanup(result, removed, id)
 }
 
+/// [`finish`], except that a container that ended normally is handed back instead of removed,
+/// so its removal (tens of milliseconds on a busy engine) can happen off the caller's path. On
+/// an engine error the container is removed here, as `finish` does, and both failures are
+/// reported.
+pub async fn finish_then_release(
+    engine: &SharedEngine,
+    started: Started,
+    io: RunIo<'_>,
+) -> Result<(ContainerExit, Exited), RunError> {
+    let Started {
+        id,
+        attached,
+        guard,
+    } = started;
+    match drive(engine, &id, attached, io).await {
+        Ok(exit) => Ok((exit, Exited { id, guard })),
+        Err(run) => {
+            guard.disarm();
+            let removed = engine.remove(&id).await;
+            with_cleanup(Err(run), removed, id)
+        }
+    }
+}
+
+/// A container whose process ended and whose outcome is known: still to be removed. Dropped
+/// without [`Exited::remove`], it is removed in the background all the same.
+pub struct Exited {
+    id: String,
+    guard: RemoveOnDrop,
+}
+
+impl Exited {
+    /// Removes the container; a failure is logged (the next start-up sweep or `packbox gc`
+    /// removes what is left).
+    pub async fn remove(self) {
+        let Exited { id, guard } = self;
+        let engine = SharedEngine::clone(&guard.engine);
+        guard.disarm();
+        if let Err(e) = engine.remove(&id).await {
+            tracing::warn!("removing container {id} after its run: {e}");
+        }
+    }
+}
+
+impl std::fmt::Debug for Exited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exited").field("id", &self.id).finish()
+    }
+}
+
 /// A step's result together with the removal that followed it: both failures are reported.
 fn with_cleanup<T>(
     result: Result<T, EngineError>,
@@ -659,6 +709,45 @@ mod tests {
         )
         .await
         .expect("the drop guard removes the container");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_released_container_is_removed_when_asked_or_when_dropped() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program::prints("done\n", 0));
+        let (limits, cancel) = (limits(60, 5), CancellationToken::new());
+        for drop_it in [false, true] {
+            let started = start(&engine, "packbox-test", &spec())
+                .await
+                .expect("start");
+            let io = RunIo {
+                stdin: Vec::new(),
+                limits: &limits,
+                cancel: &cancel,
+                on_output: &mut |_, _| {},
+            };
+            let (exit, exited) = finish_then_release(&engine, started, io)
+                .await
+                .expect("run");
+            assert_eq!(exit.stdout.text, "done\n");
+            assert_eq!(
+                fake.container_ids().len(),
+                1,
+                "still there after the outcome"
+            );
+            if drop_it {
+                drop(exited);
+                tokio::time::timeout(
+                    Duration::from_secs(5),
+                    fake.until(|f| f.container_ids().is_empty()),
+                )
+                .await
+                .expect("removed in the background");
+            } else {
+                exited.remove().await;
+                assert!(fake.container_ids().is_empty());
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]
