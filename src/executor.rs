@@ -394,13 +394,14 @@ impl Executor {
             );
             self.spawn_background(async move {
                 let name = container_name(&next_id);
+                let asked = tokio::time::Instant::now();
                 match lifecycle::run::start(&engine, &name, &next_spec).await {
                     Ok(started) => {
                         let warm = Warm {
                             exec_id: next_id,
                             started,
                         };
-                        if let Some(spare) = warm_pool.put(&kind, warm) {
+                        if let Some(spare) = warm_pool.put(&kind, warm, asked.elapsed()) {
                             lifecycle::run::discard(&engine, spare.started).await;
                         }
                     }

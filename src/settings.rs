@@ -460,7 +460,7 @@ pub mod serve_defaults {
     pub const CLIENT_TIMEOUT: u64 = 30;
     pub const MAX_CONNECTIONS: u64 = 1024;
     pub const DRAIN: u64 = 30;
-    pub const WARM_PER_KIND: u64 = 2;
+    pub const WARM_PER_KIND: u64 = 4;
     pub const WARM_TOTAL: u64 = 16;
     pub const WARM_IDLE: Duration = Duration::from_secs(600);
     pub const WARM_PRELOAD: bool = true;

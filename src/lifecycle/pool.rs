@@ -7,10 +7,11 @@
 //! timeout counts from the handoff. A pooled container's exec id is fixed when it is made.
 //!
 //! Each kind of run keeps as many containers ready as it recently ran at the same time (its peak
-//! within a minute), up to a limit per kind and a limit in all; a kind nobody runs for the idle
-//! time loses its containers when the pool is trimmed.
+//! within a minute), or as many as arrive while a container starts (its rate times the start
+//! time), up to a limit per kind and a limit in all; a kind nobody runs for the idle time loses
+//! its containers when the pool is trimmed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,6 +81,10 @@ pub struct Sizing {
 /// How far back the demand of a kind is remembered: its peak of runs at the same time within
 /// this window sets how many containers it keeps ready.
 pub const DEMAND_WINDOW: Duration = Duration::from_secs(60);
+/// Over how long a kind's rate of runs is counted.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+/// What a container start is assumed to take until one was measured.
+const FIRST_START_GUESS: Duration = Duration::from_millis(200);
 
 /// One kind of run: its idle containers and its recent demand.
 #[derive(Debug)]
@@ -94,18 +99,30 @@ struct Slot {
     peak: usize,
     peak_at: Instant,
     last_used: Instant,
+    /// When its runs began, within the rate window.
+    arrivals: VecDeque<Instant>,
+    /// How long a container start of this kind takes lately (moving average).
+    start_time: Duration,
 }
 
 impl Slot {
-    /// How many idle containers this kind should have: as many as it recently ran at once,
-    /// within the per-kind limit.
+    /// How many idle containers this kind should have: as many as it recently ran at once, or
+    /// as many as arrive while one container starts (its rate of runs times the start time),
+    /// whichever is more, within the per-kind limit.
     fn target(&self, per_kind: usize, now: Instant) -> usize {
         let peak = if now.duration_since(self.peak_at) > DEMAND_WINDOW {
             self.in_flight
         } else {
             self.peak
         };
-        peak.max(1).min(per_kind)
+        let recent = self
+            .arrivals
+            .iter()
+            .filter(|at| now.duration_since(**at) <= RATE_WINDOW)
+            .count();
+        let rate = recent as f64 / RATE_WINDOW.as_secs_f64();
+        let while_starting = (rate * self.start_time.as_secs_f64()).ceil() as usize;
+        peak.max(while_starting).max(1).min(per_kind)
     }
 }
 
@@ -161,9 +178,19 @@ impl WarmPool {
             peak: 0,
             peak_at: now,
             last_used: now,
+            arrivals: VecDeque::new(),
+            start_time: FIRST_START_GUESS,
         });
         slot.in_flight += 1;
         slot.last_used = now;
+        while slot
+            .arrivals
+            .front()
+            .is_some_and(|at| now.duration_since(*at) > RATE_WINDOW)
+        {
+            slot.arrivals.pop_front();
+        }
+        slot.arrivals.push_back(now);
         if slot.in_flight >= slot.peak || now.duration_since(slot.peak_at) > DEMAND_WINDOW {
             slot.peak = slot.in_flight;
             slot.peak_at = now;
@@ -200,10 +227,10 @@ impl WarmPool {
         wanted
     }
 
-    /// A reserved container started: kept for later, or given back (to be discarded) when the
-    /// kind has enough.
+    /// A reserved container started (it took `took`): kept for later, or given back (to be
+    /// discarded) when the kind has enough.
     #[must_use]
-    pub fn put(&self, kind: &Kind, warm: Warm) -> Option<Warm> {
+    pub fn put(&self, kind: &Kind, warm: Warm, took: Duration) -> Option<Warm> {
         let Ok(mut slots) = self.slots.lock() else {
             return Some(warm);
         };
@@ -211,6 +238,7 @@ impl WarmPool {
             return Some(warm);
         };
         slot.starting = slot.starting.saturating_sub(1);
+        slot.start_time = (slot.start_time * 3 + took) / 4;
         if slot.idle.len() >= slot.target(self.sizing.per_kind, Instant::now()) {
             return Some(warm);
         }
@@ -317,6 +345,42 @@ mod tests {
         a.labels.insert("packbox.action".into(), "p.a".into());
         assert_eq!(kind(&a).action, "p.a");
         assert_eq!(kind(&a).image, "img");
+    }
+
+    fn slot(now: Instant) -> Slot {
+        Slot {
+            kind: kind(&ContainerSpec::default()),
+            idle: Vec::new(),
+            starting: 0,
+            in_flight: 0,
+            peak: 1,
+            peak_at: now,
+            last_used: now,
+            arrivals: VecDeque::new(),
+            start_time: Duration::from_millis(300),
+        }
+    }
+
+    #[test]
+    fn a_kind_keeps_ready_what_arrives_while_a_container_starts() {
+        let now = Instant::now();
+        let mut busy = slot(now);
+        // One run at a time, but 14 a second: ~5 arrive during a 300 ms start.
+        busy.arrivals = (0..140)
+            .map(|i| now - Duration::from_millis(i * 70))
+            .collect();
+        assert_eq!(busy.target(8, now), 5);
+        assert_eq!(busy.target(3, now), 3, "within the per-kind limit");
+        let mut rare = slot(now);
+        rare.arrivals = [now].into();
+        assert_eq!(rare.target(8, now), 1);
+        let mut wide = slot(now);
+        wide.peak = 6;
+        assert_eq!(wide.target(8, now), 6, "runs at once count too");
+        // A minute later the peak is forgotten, arrivals older than the window too.
+        let later = now + DEMAND_WINDOW + Duration::from_secs(1);
+        assert_eq!(wide.target(8, later), 1);
+        assert_eq!(busy.target(8, later), 1);
     }
 
     #[test]

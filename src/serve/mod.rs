@@ -223,18 +223,34 @@ async fn verify_runtimes(
     }
 }
 
-/// How often pooled containers nobody needs are removed.
+/// How often pooled containers nobody needs, and leftovers of dead packbox processes, are
+/// removed.
 const TRIM_EVERY: Duration = Duration::from_secs(15);
 
-/// Trims the warm pool now and then (kinds nobody runs, containers above recent demand), until
-/// `stop`.
+/// Now and then, until `stop`: trims the warm pool (kinds nobody runs, containers above recent
+/// demand) and sweeps containers of packbox processes that are gone (a create the engine
+/// finished after its killed requester was gone shows up only after the start-up sweep).
 async fn trim_pool(dispatcher: Arc<Dispatcher>, stop: CancellationToken) {
+    // The first round soon after the start-up sweep, for creates that were still in flight.
+    let mut pause = Duration::from_secs(3);
     loop {
         tokio::select! {
-            () = tokio::time::sleep(TRIM_EVERY) => {}
+            () = tokio::time::sleep(pause) => {}
             () = stop.cancelled() => return,
         }
-        dispatcher.executor().trim_warm_pool().await;
+        pause = TRIM_EVERY;
+        let executor = dispatcher.executor();
+        executor.trim_warm_pool().await;
+        match executor.sweep_orphans().await {
+            Ok(swept) if !swept.is_empty() => {
+                tracing::warn!(
+                    count = swept.len(),
+                    "swept containers of packbox processes that are gone"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("sweeping leftover containers: {}", packbox::error_chain(&e)),
+        }
     }
 }
 
