@@ -62,6 +62,6 @@ pub use probe::{UnknownRuntimeFilter, VersionStatus};
 pub use runtime_image::{ImageError, ImageState};
 pub use sandbox::SandboxPolicy;
 pub use settings::{
-    BuildLayer, Environment, RunLayer, SandboxLayer, Settings, SettingsError, SettingsLayer,
-    ShownSetting, Size, Source, parse_size,
+    Backend, BuildLayer, Environment, RunLayer, SandboxLayer, Settings, SettingsError,
+    SettingsLayer, ShownSetting, Size, Source, parse_size,
 };

@@ -117,6 +117,12 @@ impl Environment {
 pub struct SettingsLayer {
     /// The engine endpoint (`unix:///...`, `tcp://...`).
     pub engine: Option<String>,
+    /// Where actions run: `docker` (a container on the engine) or `swarm` (a one-shot service
+    /// on the Swarm the engine manages).
+    pub backend: Option<String>,
+    /// A registry (`HOST:PORT`) the swarm backend pushes pack images to, so that every node can
+    /// pull them by digest.
+    pub registry: Option<String>,
     /// Where packbox keeps its probe cache, build logs and locks.
     pub state_dir: Option<PathBuf>,
     /// A folder of runtime definitions that extend or replace the built-in catalog.
@@ -232,12 +238,37 @@ pub struct ShownSetting {
     pub source: Source,
 }
 
+/// Where actions run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A container on the engine, the pack bind-mounted read-only.
+    #[default]
+    Docker,
+    /// A one-shot service on the Swarm the engine manages, the pack in an image layer.
+    Swarm,
+}
+
+impl Backend {
+    /// The backend's name, as the settings spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Docker => "docker",
+            Backend::Swarm => "swarm",
+        }
+    }
+}
+
 /// Everything a packbox process runs with, resolved once.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Settings {
     /// Where the engine is.
     pub engine: String,
+    /// Where actions run.
+    pub backend: Backend,
+    /// The registry pack images go through (swarm backend only).
+    pub registry: Option<String>,
     pub state_dir: PathBuf,
     pub catalog_dir: Option<PathBuf>,
     /// `PACKBOX_RUNTIMES`: the runtimes to verify.
@@ -367,6 +398,8 @@ fn env_layer(env: &Environment) -> SettingsLayer {
     let text = |name: &str| env.get(name).map(str::to_string);
     SettingsLayer {
         engine: text("DOCKER_HOST"),
+        backend: text("PACKBOX_BACKEND"),
+        registry: text("PACKBOX_REGISTRY"),
         state_dir: path("PACKBOX_STATE_DIR"),
         catalog: path("PACKBOX_CATALOG"),
         runtimes: text("PACKBOX_RUNTIMES"),
@@ -477,6 +510,33 @@ impl Resolver<'_> {
             DEFAULT_ENGINE.to_string(),
             any,
         )?;
+        let backend = self.setting(
+            "backend",
+            |l| l.backend.clone(),
+            Backend::Docker.name().to_string(),
+            |b| parse_backend(b).map(|_| ()),
+        )?;
+        let registry = self.pick(|l| l.registry.clone());
+        if let Some(picked) = &registry {
+            let problem = check_registry(&picked.value).err().or_else(|| {
+                (backend.value != Backend::Swarm.name()).then(|| {
+                    "only the swarm backend uses a registry (set backend: swarm or --backend swarm)"
+                        .to_string()
+                })
+            });
+            if let Some(message) = problem {
+                return Err(SettingsError::Value {
+                    setting: "registry".into(),
+                    source_name: self.source_name(picked.source),
+                    message,
+                });
+            }
+        }
+        self.show(
+            "registry",
+            registry.as_ref().map(|p| &p.value),
+            registry.as_ref().map_or(Source::Default, |p| p.source),
+        );
         let state_dir = self.setting(
             "state_dir",
             |l| l.state_dir.clone(),
@@ -704,6 +764,8 @@ impl Resolver<'_> {
         };
         Ok(Settings {
             engine: engine.value,
+            backend: parse_backend(&backend.value).unwrap_or_default(),
+            registry: registry.map(|p| p.value),
             state_dir: state_dir.value,
             catalog_dir: catalog.map(|p| p.value),
             runtimes: runtimes.map(|p| p.value),
@@ -851,6 +913,36 @@ fn check_name(name: &str) -> Result<(), String> {
         Err(format!(
             "`{name}` is not a valid name (letters, digits, `_`, `.`, `-`)"
         ))
+    }
+}
+
+/// `docker` or `swarm`.
+fn parse_backend(name: &str) -> Result<Backend, String> {
+    match name {
+        "docker" => Ok(Backend::Docker),
+        "swarm" => Ok(Backend::Swarm),
+        other => Err(format!(
+            "`{other}` is not a backend (expected docker or swarm)"
+        )),
+    }
+}
+
+/// `HOST:PORT`: a host name or IPv4 address and a port; no scheme, no path.
+fn check_registry(registry: &str) -> Result<(), String> {
+    let expected = || {
+        format!("`{registry}` is not a registry address (expected HOST:PORT, e.g. 127.0.0.1:5000)")
+    };
+    let (host, port) = registry.rsplit_once(':').ok_or_else(expected)?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|part| {
+            !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+    if host_ok && port_ok {
+        Ok(())
+    } else {
+        Err(expected())
     }
 }
 
@@ -1107,6 +1199,46 @@ mod tests {
         assert!(check_network("container:abc").is_err());
         assert!(check_network("").is_err());
         assert!(check_network("a b").is_err());
+    }
+
+    #[test]
+    fn the_backend_is_docker_unless_swarm_is_asked_for() {
+        let settings = resolve("{}", &[]).expect("defaults");
+        assert_eq!(settings.backend, Backend::Docker);
+        assert_eq!(source_of(&settings, "backend"), Source::Default);
+        let swarm = with_file("{}", "backend: swarm\nregistry: 127.0.0.1:5000\n", &[])
+            .expect("swarm from the file");
+        assert_eq!(swarm.backend, Backend::Swarm);
+        assert_eq!(swarm.registry.as_deref(), Some("127.0.0.1:5000"));
+        assert_eq!(source_of(&swarm, "backend"), Source::File);
+        let from_env = resolve("{}", &[("PACKBOX_BACKEND", "swarm")]).expect("env");
+        assert_eq!(from_env.backend, Backend::Swarm);
+        let flag_wins = with_file("backend: docker", "backend: swarm\n", &[]).expect("flag");
+        assert_eq!(flag_wins.backend, Backend::Docker);
+    }
+
+    #[test]
+    fn a_bad_backend_or_registry_is_refused_naming_it() {
+        let err = resolve("backend: kubernetes", &[]).expect_err("unknown");
+        assert!(
+            err.to_string().contains("backend") && err.to_string().contains("kubernetes"),
+            "{err}"
+        );
+        for bad in [
+            "http://127.0.0.1:5000",
+            "127.0.0.1",
+            "host:0",
+            "host:99999",
+            "a b:5000",
+            "host:5000/path",
+        ] {
+            let err =
+                resolve(&format!("{{backend: swarm, registry: '{bad}'}}"), &[]).expect_err(bad);
+            assert!(err.to_string().contains("HOST:PORT"), "{bad}: {err}");
+        }
+        let err = resolve("registry: 127.0.0.1:5000", &[]).expect_err("docker backend");
+        assert!(err.to_string().contains("only the swarm backend"), "{err}");
+        assert!(resolve("{backend: swarm, registry: 'registry.example:443'}", &[]).is_ok());
     }
 
     #[test]

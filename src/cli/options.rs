@@ -22,6 +22,14 @@ pub struct GlobalArgs {
     /// The engine to use (default: $DOCKER_HOST, else the local socket).
     #[arg(long, global = true, value_name = "URL")]
     pub engine: Option<String>,
+    /// Where actions run: docker (a container on the engine; default) or swarm (a one-shot
+    /// service on the Swarm the engine manages). Default: $PACKBOX_BACKEND.
+    #[arg(long, global = true, value_name = "docker|swarm")]
+    pub backend: Option<String>,
+    /// A registry (HOST:PORT) the swarm backend pushes pack images to; needed when the Swarm has
+    /// more than one node. Default: $PACKBOX_REGISTRY.
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub registry: Option<String>,
     /// Where packbox keeps its probe cache, build logs and locks (default: $PACKBOX_STATE_DIR,
     /// else $XDG_STATE_HOME/packbox).
     #[arg(long, global = true, value_name = "DIR")]
@@ -81,6 +89,8 @@ pub fn resolve(global: &GlobalArgs) -> Result<Settings, SettingsError> {
 pub fn resolve_with(global: &GlobalArgs, sandbox: &SandboxArgs) -> Result<Settings, SettingsError> {
     let mut layer = SettingsLayer::default();
     layer.engine = global.engine.clone();
+    layer.backend = global.backend.clone();
+    layer.registry = global.registry.clone();
     layer.state_dir = global.state_dir.clone();
     layer.catalog = global.catalog.clone();
     let s = &mut layer.sandbox;

@@ -1,6 +1,7 @@
 //! The Docker engine through bollard: the only code in the crate that knows bollard's types.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -17,7 +18,7 @@ use futures::StreamExt;
 
 use super::{
     Attached, BuildSpec, ContainerEngine, ContainerSpec, ContainerState, ContainerSummary,
-    EngineError, EngineInfo, ImageSummary, LineSink, OutputChunk, Signal, StreamKind,
+    EngineError, EngineInfo, ImageSummary, LineSink, OutputChunk, SharedSwarm, Signal, StreamKind,
 };
 
 /// How long connecting and negotiating the API version may take before the engine counts as
@@ -62,9 +63,14 @@ impl DockerEngine {
             endpoint: endpoint.to_string(),
         })
     }
+
+    /// The bollard client, for the engine's other faces.
+    pub(super) fn docker(&self) -> &Docker {
+        &self.docker
+    }
 }
 
-fn api(what: impl Into<String>, source: BollardError) -> EngineError {
+pub(super) fn api(what: impl Into<String>, source: BollardError) -> EngineError {
     EngineError::Api {
         what: what.into(),
         source: Box::new(source),
@@ -75,6 +81,10 @@ fn api(what: impl Into<String>, source: BollardError) -> EngineError {
 impl ContainerEngine for DockerEngine {
     fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    fn swarm(self: Arc<Self>) -> Option<SharedSwarm> {
+        Some(self)
     }
 
     async fn image_id(&self, name: &str) -> Result<Option<String>, EngineError> {
@@ -425,7 +435,7 @@ fn has_tag_or_digest(reference: &str) -> bool {
     reference.contains('@') || last_component.contains(':')
 }
 
-fn is_status(error: &BollardError, status: u16) -> bool {
+pub(super) fn is_status(error: &BollardError, status: u16) -> bool {
     matches!(error, BollardError::DockerResponseServerError { status_code, .. } if *status_code == status)
 }
 

@@ -8,8 +8,10 @@
 //! into ordinary return values by every implementation.
 
 mod docker;
+mod docker_swarm;
 #[cfg(test)]
 pub(crate) mod fake;
+mod swarm;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -21,6 +23,10 @@ use futures::Stream;
 use tokio::io::AsyncWrite;
 
 pub use docker::DockerEngine;
+pub use swarm::{
+    LogChunk, LogStream, NetworkSpec, SecretFile, ServiceSpec, SharedSwarm, SwarmEngine, SwarmKind,
+    SwarmObject, SwarmState, TaskState, TaskStatus, TmpfsMount,
+};
 
 /// The engine as the stages hold it: shared, cheap to clone, any implementation.
 pub type SharedEngine = Arc<dyn ContainerEngine>;
@@ -187,6 +193,11 @@ pub type LineSink<'a> = &'a mut (dyn FnMut(&str) + Send);
 pub trait ContainerEngine: Send + Sync + fmt::Debug {
     /// Where the engine is (`unix:///var/run/docker.sock`, `tcp://...`), for messages.
     fn endpoint(&self) -> &str;
+
+    /// The engine's Swarm face, when it has one (the swarm backend runs actions through it).
+    fn swarm(self: Arc<Self>) -> Option<SharedSwarm> {
+        None
+    }
 
     /// The id of an image, or `None` when the engine does not have it.
     async fn image_id(&self, name: &str) -> Result<Option<String>, EngineError>;

@@ -13,8 +13,13 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use super::{
     Attached, BuildSpec, ContainerEngine, ContainerSpec, ContainerState, ContainerSummary,
-    EngineError, EngineInfo, ImageSummary, LineSink, OutputChunk, Signal, StreamKind,
+    EngineError, EngineInfo, ImageSummary, LineSink, NetworkSpec, OutputChunk, ServiceSpec,
+    SharedSwarm, Signal, StreamKind, SwarmKind,
 };
+
+mod swarm;
+
+pub(crate) use swarm::SwarmScript;
 
 /// One request the fake received.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +41,26 @@ pub(crate) enum Call {
     Info,
     ListImages(Vec<String>),
     RemoveImage(String),
+    SwarmState,
+    Tag(String, String),
+    Push(String),
+    CreateNetwork(NetworkSpec),
+    CreateSecret {
+        name: String,
+        labels: BTreeMap<String, String>,
+    },
+    CreateService(Box<ServiceSpec>),
+    Scale(String, u64),
+    Tasks(String),
+    Logs {
+        id: String,
+        follow: bool,
+        since_seconds: Option<i64>,
+    },
+    RemoveObject(SwarmKind, String),
+    ListObjects(SwarmKind, Vec<String>),
+    /// The simulated Swarm agent signalled a service's task.
+    TaskSignal(String, Signal),
 }
 
 /// A request kind, for injecting failures.
@@ -49,6 +74,14 @@ pub(crate) enum Op {
     Output,
     ListContainers,
     Build,
+    Push,
+    CreateNetwork,
+    CreateSecret,
+    CreateService,
+    Scale,
+    Tasks,
+    Logs,
+    RemoveObject,
 }
 
 /// How a simulated container's process ends.
@@ -167,6 +200,8 @@ pub(crate) struct FakeEngine {
     calls: Mutex<Vec<Call>>,
     program: Mutex<Option<ProgramFor>>,
     changed: Notify,
+    swarm: Mutex<swarm::FakeSwarm>,
+    service_program: Mutex<Option<swarm::ServiceProgramFor>>,
 }
 
 impl std::fmt::Debug for FakeEngine {
@@ -191,6 +226,8 @@ impl FakeEngine {
             calls: Mutex::new(Vec::new()),
             program: Mutex::new(None),
             changed: Notify::new(),
+            swarm: Mutex::new(swarm::FakeSwarm::default()),
+            service_program: Mutex::new(None),
         })
     }
 
@@ -483,6 +520,10 @@ impl ContainerEngine for FakeEngine {
         "fake://"
     }
 
+    fn swarm(self: Arc<Self>) -> Option<SharedSwarm> {
+        Some(self)
+    }
+
     async fn image_id(&self, name: &str) -> Result<Option<String>, EngineError> {
         self.record(Call::ImageId(name.to_string()));
         Ok(self.find_image(name))
@@ -683,6 +724,13 @@ impl ContainerEngine for FakeEngine {
 
     async fn container_state(&self, id: &str) -> Result<ContainerState, EngineError> {
         self.record(Call::State(id.to_string()));
+        if let Some((oom_killed, exit_code, running)) = self.task_container(id) {
+            return Ok(ContainerState {
+                oom_killed,
+                exit_code,
+                running,
+            });
+        }
         let state = self.state();
         let container = state
             .containers
