@@ -94,6 +94,7 @@ impl Error {
             Error::Image(image) if matches!(image.as_ref(), ImageError::Cancelled { .. }) => {
                 Fault::Cancelled
             }
+            Error::Run(run) if matches!(run.as_ref(), RunError::Cancelled) => Fault::Cancelled,
             Error::Settings(_)
             | Error::Plan(_)
             | Error::RuntimeFilter(_)

@@ -23,15 +23,15 @@ use crate::engine::{DockerEngine, EngineInfo, SharedEngine, StreamKind};
 use crate::envimage::inventory::{self, EnvInfo, PruneReport};
 use crate::error::Error;
 use crate::error_text::chain;
+use crate::lifecycle::local::LocalBackend;
 use crate::lifecycle::owner::{self, Owner, Swept};
-use crate::lifecycle::pool::{self, Warm, WarmPool};
-use crate::lifecycle::{self, RunIo, Started};
+use crate::lifecycle::{Job, RunBackend, RunIo};
 use crate::pack;
 use crate::plan::{RunPlan, resolve_runtime};
 use crate::prepare::{self, PrepareError, Preparer};
 use crate::probe::{self, ProbeCache, VersionStatus};
 use crate::runtime_image::{self, ImageState};
-use crate::settings::Settings;
+use crate::settings::{Backend, Settings};
 
 pub use crate::prepare::PrepareEvent;
 
@@ -46,10 +46,9 @@ pub struct Executor {
     shutdown: CancellationToken,
     /// What the engine offers, asked once when a run needs it.
     engine_info: OnceCell<EngineInfo>,
-    /// Pre-started containers, when enabled with [`Executor::with_warm_pool`].
-    pool: Option<Arc<WarmPool>>,
-    /// Work off the runs' path (the start-up sweep, pool refills), awaited by
-    /// [`Executor::close`].
+    /// Where actions run (the settings' backend).
+    backend: Arc<dyn RunBackend>,
+    /// Work off the runs' path (the start-up sweep), awaited by [`Executor::close`].
     background: Mutex<JoinSet<()>>,
 }
 
@@ -74,15 +73,16 @@ impl Executor {
     /// swept in the background (call [`Executor::close`] before dropping it). Must be called
     /// within a tokio runtime.
     pub fn start(settings: Settings, catalog: Catalog, engine: SharedEngine) -> Executor {
+        let owner = Owner::current();
         let executor = Executor {
             probe_cache: ProbeCache::open(&settings.state_dir),
+            backend: backend_for(&settings, &engine, &owner, 0),
             engine,
             settings,
             catalog,
-            owner: Owner::current(),
+            owner,
             shutdown: CancellationToken::new(),
             engine_info: OnceCell::new(),
-            pool: None,
             background: Mutex::new(JoinSet::new()),
         };
         let engine = SharedEngine::clone(&executor.engine);
@@ -103,9 +103,10 @@ impl Executor {
 
     /// Keeps up to `per_kind` containers pre-started for each kind of run this executor has
     /// made (same action, image and sandbox), so that later runs skip the engine's container
-    /// start. For long-lived executors; call [`Executor::close`] when done.
+    /// start. For long-lived executors on the docker backend (a Swarm service has no container
+    /// to pre-start: the swarm backend ignores it); call [`Executor::close`] when done.
     pub fn with_warm_pool(mut self, per_kind: usize) -> Self {
-        self.pool = (per_kind > 0).then(|| Arc::new(WarmPool::new(per_kind)));
+        self.backend = backend_for(&self.settings, &self.engine, &self.owner, per_kind);
         self
     }
 
@@ -119,7 +120,7 @@ impl Executor {
 
     /// How many pre-started containers wait in the warm pool now.
     pub fn idle_warm_containers(&self) -> usize {
-        self.pool.as_ref().map_or(0, |pool| pool.idle())
+        self.backend.idle_warm()
     }
 
     /// The settings this executor runs with.
@@ -190,32 +191,34 @@ impl Executor {
                 ms = prepare_started.elapsed().as_millis() as u64,
                 "image ready"
             );
-            let (exec_id, container, stdin) = self.container_for(plan, &prepared.image).await?;
-            tracing::debug!(exec_id = %exec_id, container = container.id(), "container started");
+            let exec_id = uuid::Uuid::new_v4().to_string();
             let mut on_output =
                 |stream: StreamKind, bytes: &[u8]| on_event(RunEvent::Output { stream, bytes });
-            let exit = lifecycle::run::finish(
-                &self.engine,
-                container,
-                RunIo {
-                    stdin,
-                    limits: &plan.limits,
-                    cancel: &self.shutdown,
-                    on_output: &mut on_output,
-                },
-            )
-            .await?;
+            let ran = self
+                .backend
+                .run(Job {
+                    workload: plan.workload(&exec_id, &prepared.image, &self.owner),
+                    exec_id,
+                    policy: plan.policy(),
+                    io: RunIo {
+                        stdin: plan.stdin.0.clone(),
+                        limits: &plan.limits,
+                        cancel: &self.shutdown,
+                        on_output: &mut on_output,
+                    },
+                })
+                .await?;
             tracing::debug!(
-                ending = ?exit.ending,
-                exit_code = exit.exit_code,
+                ending = ?ran.exit.ending,
+                exit_code = ran.exit.exit_code,
                 ms = started.elapsed().as_millis() as u64,
                 "run finished"
             );
             Ok(result::outcome(
-                plan.outcome_terms(),
-                exit,
+                plan.outcome_terms(&ran.sandbox),
+                ran.exit,
                 RunFacts {
-                    exec_id,
+                    exec_id: ran.exec_id,
                     duration_ms: started.elapsed().as_millis() as u64,
                     runtime_version: prepared.runtime_version,
                     image: prepared.image,
@@ -226,99 +229,8 @@ impl Executor {
         .await
     }
 
-    /// The started container a run uses, its exec id and the stdin to give it: a pre-started
-    /// one from the warm pool when there is one (then a replacement is started in the
-    /// background), else a fresh one.
-    async fn container_for(
-        &self,
-        plan: &RunPlan,
-        image: &str,
-    ) -> Result<(String, Started, Vec<u8>), Error> {
-        let spec_for = |exec_id: &str| {
-            let mut spec = plan
-                .policy
-                .container_spec(plan.workload(exec_id, image, &self.owner));
-            if self.pool.is_some() {
-                spec.cmd = pool::wait_for_go(spec.cmd);
-            }
-            spec
-        };
-        let exec_id = uuid::Uuid::new_v4().to_string();
-        let spec = spec_for(&exec_id);
-        let Some(warm_pool) = &self.pool else {
-            let started = self.start_container(&exec_id, &spec).await?;
-            return Ok((exec_id, started, plan.stdin.0.clone()));
-        };
-        let key = pool::key(&spec);
-        let (exec_id, started) = match self.take_warm(warm_pool, &key).await {
-            Some(warm) => (warm.exec_id, warm.started),
-            None => {
-                let started = self.start_container(&exec_id, &spec).await?;
-                (exec_id, started)
-            }
-        };
-        // Replace what this run uses, off the run's path.
-        let next_id = uuid::Uuid::new_v4().to_string();
-        let next_spec = spec_for(&next_id);
-        let (engine, warm_pool) = (SharedEngine::clone(&self.engine), Arc::clone(warm_pool));
-        self.spawn_background(async move {
-            let name = container_name(&next_id);
-            match lifecycle::run::start(&engine, &name, &next_spec).await {
-                Ok(started) => {
-                    let warm = Warm {
-                        exec_id: next_id,
-                        started,
-                    };
-                    if let Some(spare) = warm_pool.put(key, warm) {
-                        lifecycle::run::discard(&engine, spare.started).await;
-                    }
-                }
-                Err(e) => tracing::warn!("pre-starting a container: {}", chain(&e)),
-            }
-        });
-        let mut stdin = pool::GO_LINE.to_vec();
-        stdin.extend_from_slice(&plan.stdin.0);
-        Ok((exec_id, started, stdin))
-    }
-
-    /// A pre-started container for this kind of run whose process still waits for its
-    /// go-line; one that died meanwhile (killed, out of memory, removed by someone) is
-    /// discarded, so a run never inherits a broken container.
-    async fn take_warm(&self, warm_pool: &WarmPool, key: &str) -> Option<Warm> {
-        while let Some(warm) = warm_pool.take(key) {
-            match self.engine.container_state(warm.started.id()).await {
-                Ok(state) if state.running => {
-                    tracing::debug!(exec_id = %warm.exec_id, "warm container taken from the pool");
-                    return Some(warm);
-                }
-                _ => {
-                    tracing::warn!(
-                        container = warm.started.id(),
-                        "a pooled container stopped before its run; using a fresh one"
-                    );
-                    lifecycle::run::discard(&self.engine, warm.started).await;
-                }
-            }
-        }
-        None
-    }
-
-    /// Creates and starts a container, unless the executor is shut down first (then nothing is
-    /// left behind).
-    async fn start_container(
-        &self,
-        exec_id: &str,
-        spec: &crate::engine::ContainerSpec,
-    ) -> Result<Started, Error> {
-        let name = container_name(exec_id);
-        tokio::select! {
-            started = lifecycle::run::start(&self.engine, &name, spec) => Ok(started?),
-            () = self.shutdown.cancelled() => Err(PrepareError::Cancelled.into()),
-        }
-    }
-
-    /// Waits for the work started off the runs' path (the start-up sweep, pool refills), then
-    /// removes the warm pool's idle containers. Call it before dropping an executor; leftovers
+    /// Waits for the work started off the runs' path (the start-up sweep, the backend's pool
+    /// refills), then removes the warm pool's idle containers. Call it before dropping an executor; leftovers
     /// are otherwise swept by the next packbox start, as the owner is then gone.
     pub async fn close(&self) {
         let mut background = match self.background.lock() {
@@ -326,11 +238,7 @@ impl Executor {
             Err(_) => JoinSet::new(),
         };
         while background.join_next().await.is_some() {}
-        if let Some(warm_pool) = &self.pool {
-            for warm in warm_pool.drain() {
-                lifecycle::run::discard(&self.engine, warm.started).await;
-            }
-        }
+        self.backend.close().await;
     }
 
     /// What the engine offers, asked once.
@@ -572,8 +480,23 @@ fn describe_candidates(statuses: &[VersionStatus]) -> String {
         .join("; ")
 }
 
-fn container_name(exec_id: &str) -> String {
-    format!("packbox-{exec_id}")
+/// The backend the settings name, on `engine`.
+fn backend_for(
+    settings: &Settings,
+    engine: &SharedEngine,
+    _owner: &Owner,
+    warm_per_kind: usize,
+) -> Arc<dyn RunBackend> {
+    match settings.backend {
+        Backend::Docker => Arc::new(LocalBackend::new(
+            SharedEngine::clone(engine),
+            warm_per_kind,
+        )),
+        Backend::Swarm => Arc::new(LocalBackend::new(
+            SharedEngine::clone(engine),
+            warm_per_kind,
+        )),
+    }
 }
 
 #[cfg(test)]

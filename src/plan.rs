@@ -194,8 +194,9 @@ impl RunPlan {
         self.limits.timeout
     }
 
-    /// What the contract needs to turn the container's end into this run's outcome.
-    pub(crate) fn outcome_terms(&self) -> OutcomeTerms<'_> {
+    /// What the contract needs to turn the container's end into this run's outcome; `applied`
+    /// is the sandbox as the backend applied it.
+    pub(crate) fn outcome_terms<'a>(&'a self, applied: &'a SandboxPolicy) -> OutcomeTerms<'a> {
         OutcomeTerms {
             action_ref: &self.action.action_ref,
             runtime: &self.runtime.name,
@@ -203,7 +204,7 @@ impl RunPlan {
             output_schema: self.action.action.output.as_ref(),
             redactor: &self.redactor,
             timeout: self.limits.timeout,
-            policy: &self.policy,
+            policy: applied,
         }
     }
 

@@ -56,6 +56,9 @@ pub enum RunError {
         container: String,
         cleanup: Box<EngineError>,
     },
+    /// The run was cancelled before its workload started; nothing was left behind.
+    #[error("cancelled before the action started")]
+    Cancelled,
 }
 
 /// How long the wait for a killed container may take before packbox gives up on it.

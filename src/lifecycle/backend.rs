@@ -1,0 +1,62 @@
+//! The run backend: the one question the executor asks below it, "run this workload to its end
+//! under this sandbox", and the two answers packbox has.
+//!
+//! - [`super::local::LocalBackend`]: a container on the engine, the pack bind-mounted
+//!   read-only, stdin attached (with the warm pool, when one is asked for).
+//! - [`super::swarm::SwarmBackend`]: a one-shot service on the Swarm the engine manages, the
+//!   pack in an image layer, the parameter document a Swarm secret.
+//!
+//! Both take the same [`Job`] and give back the same [`ContainerExit`], so the contract above
+//! (status, result parsing, secrets scrubbing, exit codes) has no backend cases. Each reports
+//! the sandbox as it applied it.
+
+use std::fmt;
+
+use super::run::{ContainerExit, RunError, RunIo};
+use crate::sandbox::{SandboxPolicy, Workload};
+
+/// One run for a backend: what runs, under which sandbox, with which stdin, limits,
+/// cancellation and output callback.
+pub struct Job<'a> {
+    /// The run's id; the workload's environment and labels carry it too.
+    pub exec_id: String,
+    pub workload: Workload,
+    pub policy: &'a SandboxPolicy,
+    pub io: RunIo<'a>,
+}
+
+/// How a job ended.
+#[derive(Debug)]
+pub struct Ran {
+    /// The run's id (a pre-started container brings its own).
+    pub exec_id: String,
+    pub exit: ContainerExit,
+    /// The sandbox as the backend applied it.
+    pub sandbox: SandboxPolicy,
+}
+
+/// Where actions run.
+#[async_trait::async_trait]
+pub trait RunBackend: Send + Sync + fmt::Debug {
+    /// Runs one job to its end: feeds the parameter document, captures bounded output, enforces
+    /// the timeout (SIGTERM, grace, SIGKILL) and cancellation, and removes everything it made,
+    /// whatever happened.
+    async fn run(&self, job: Job<'_>) -> Result<Ran, RunError>;
+
+    /// Pre-started containers waiting now (a backend without a warm pool has none).
+    fn idle_warm(&self) -> usize {
+        0
+    }
+
+    /// Waits for the backend's own background work and removes what it keeps between runs.
+    async fn close(&self) {}
+}
+
+impl fmt::Debug for Job<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("exec_id", &self.exec_id)
+            .field("image", &self.workload.image)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,176 @@
+//! The docker backend: each run in a fresh container on the engine, the pack bind-mounted
+//! read-only, the parameter document on attached stdin; with a warm pool, the container may have
+//! been created and started before the run asked for it.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::backend::{Job, Ran, RunBackend};
+use super::pool::{self, Warm, WarmPool};
+use super::run::{self, RunError, RunIo, Started};
+use crate::engine::{ContainerSpec, SharedEngine};
+use crate::error_text::chain;
+
+/// Runs jobs as containers on one engine.
+#[derive(Debug)]
+pub struct LocalBackend {
+    engine: SharedEngine,
+    /// Pre-started containers, when asked for.
+    pool: Option<Arc<WarmPool>>,
+    /// Pool refills, awaited by `close`.
+    background: Mutex<JoinSet<()>>,
+}
+
+impl LocalBackend {
+    /// A backend on `engine` keeping up to `warm_per_kind` containers pre-started per kind of
+    /// run (0: no pool).
+    pub fn new(engine: SharedEngine, warm_per_kind: usize) -> LocalBackend {
+        LocalBackend {
+            engine,
+            pool: (warm_per_kind > 0).then(|| Arc::new(WarmPool::new(warm_per_kind))),
+            background: Mutex::new(JoinSet::new()),
+        }
+    }
+
+    /// The started container a run uses, its exec id and the stdin to give it: a pre-started
+    /// one from the warm pool when there is one (then a replacement is started in the
+    /// background), else a fresh one.
+    async fn container_for(
+        &self,
+        exec_id: String,
+        mut spec: ContainerSpec,
+        stdin: Vec<u8>,
+        cancel: &CancellationToken,
+    ) -> Result<(String, Started, Vec<u8>), RunError> {
+        let Some(warm_pool) = &self.pool else {
+            let started = self.start_container(&exec_id, &spec, cancel).await?;
+            return Ok((exec_id, started, stdin));
+        };
+        spec.cmd = pool::wait_for_go(spec.cmd);
+        let key = pool::key(&spec);
+        let (exec_id, started) = match self.take_warm(warm_pool, &key).await {
+            Some(warm) => (warm.exec_id, warm.started),
+            None => {
+                let started = self.start_container(&exec_id, &spec, cancel).await?;
+                (exec_id, started)
+            }
+        };
+        // Replace what this run uses, off the run's path.
+        let next_id = uuid::Uuid::new_v4().to_string();
+        let next_spec = pool::with_exec_id(&spec, &next_id);
+        let (engine, warm_pool) = (SharedEngine::clone(&self.engine), Arc::clone(warm_pool));
+        if let Ok(mut background) = self.background.lock() {
+            background.spawn(async move {
+                match run::start(&engine, &container_name(&next_id), &next_spec).await {
+                    Ok(started) => {
+                        let warm = Warm {
+                            exec_id: next_id,
+                            started,
+                        };
+                        if let Some(spare) = warm_pool.put(key, warm) {
+                            run::discard(&engine, spare.started).await;
+                        }
+                    }
+                    Err(e) => tracing::warn!("pre-starting a container: {}", chain(&e)),
+                }
+            });
+        }
+        let mut go_then_stdin = pool::GO_LINE.to_vec();
+        go_then_stdin.extend_from_slice(&stdin);
+        Ok((exec_id, started, go_then_stdin))
+    }
+
+    /// A pre-started container for this kind of run whose process still waits for its
+    /// go-line; one that died meanwhile (killed, out of memory, removed by someone) is
+    /// discarded, so a run never inherits a broken container.
+    async fn take_warm(&self, warm_pool: &WarmPool, key: &str) -> Option<Warm> {
+        while let Some(warm) = warm_pool.take(key) {
+            match self.engine.container_state(warm.started.id()).await {
+                Ok(state) if state.running => {
+                    tracing::debug!(exec_id = %warm.exec_id, "warm container taken from the pool");
+                    return Some(warm);
+                }
+                _ => {
+                    tracing::warn!(
+                        container = warm.started.id(),
+                        "a pooled container stopped before its run; using a fresh one"
+                    );
+                    run::discard(&self.engine, warm.started).await;
+                }
+            }
+        }
+        None
+    }
+
+    /// Creates and starts a container, unless the run is cancelled first (then nothing is
+    /// left behind).
+    async fn start_container(
+        &self,
+        exec_id: &str,
+        spec: &ContainerSpec,
+        cancel: &CancellationToken,
+    ) -> Result<Started, RunError> {
+        let name = container_name(exec_id);
+        tokio::select! {
+            started = run::start(&self.engine, &name, spec) => started,
+            () = cancel.cancelled() => Err(RunError::Cancelled),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RunBackend for LocalBackend {
+    async fn run(&self, job: Job<'_>) -> Result<Ran, RunError> {
+        let Job {
+            exec_id,
+            workload,
+            policy,
+            io,
+        } = job;
+        let spec = policy.container_spec(workload);
+        let (exec_id, started, stdin) = self
+            .container_for(exec_id, spec, io.stdin, io.cancel)
+            .await?;
+        tracing::debug!(exec_id = %exec_id, container = started.id(), "container started");
+        let exit = run::finish(
+            &self.engine,
+            started,
+            RunIo {
+                stdin,
+                limits: io.limits,
+                cancel: io.cancel,
+                on_output: io.on_output,
+            },
+        )
+        .await?;
+        Ok(Ran {
+            exec_id,
+            exit,
+            sandbox: policy.clone(),
+        })
+    }
+
+    fn idle_warm(&self) -> usize {
+        self.pool.as_ref().map_or(0, |pool| pool.idle())
+    }
+
+    async fn close(&self) {
+        let mut background = match self.background.lock() {
+            Ok(mut background) => std::mem::take(&mut *background),
+            Err(_) => JoinSet::new(),
+        };
+        while background.join_next().await.is_some() {}
+        if let Some(warm_pool) = &self.pool {
+            for warm in warm_pool.drain() {
+                run::discard(&self.engine, warm.started).await;
+            }
+        }
+    }
+}
+
+/// The engine's name for a run's container.
+pub fn container_name(exec_id: &str) -> String {
+    format!("packbox-{exec_id}")
+}
