@@ -31,6 +31,7 @@ mod executor;
 pub mod input;
 mod lifecycle;
 mod pack;
+mod pack_image;
 mod plan;
 mod prepare;
 mod probe;
