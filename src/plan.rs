@@ -15,7 +15,7 @@ use crate::lifecycle::RunLimits;
 use crate::lifecycle::owner::Owner;
 use crate::pack::params::ParamError;
 use crate::pack::{self, LoadedAction, PackError, ParameterDelivery, ParameterFormat, params};
-use crate::sandbox::{SandboxPolicy, Workload};
+use crate::sandbox::{PackFolder, SandboxPolicy, Workload};
 use crate::settings::Settings;
 
 /// Timeout of an action that states none.
@@ -245,7 +245,10 @@ impl RunPlan {
             cmd,
             env,
             labels,
-            pack_dir: Some(self.action.pack_dir.to_string_lossy().into_owned()),
+            pack: Some(PackFolder {
+                pack_ref: self.action.pack.pack_ref.clone(),
+                host_dir: self.action.pack_dir.to_string_lossy().into_owned(),
+            }),
         }
     }
 }

@@ -628,11 +628,19 @@ impl Resolver<'_> {
         )?;
         let oci_runtime = self.pick(|l| l.sandbox.oci_runtime.clone());
         if let Some(runtime) = &oci_runtime {
-            check_name(&runtime.value).map_err(|message| SettingsError::Value {
-                setting: "sandbox.oci_runtime".into(),
-                source_name: self.source_name(runtime.source),
-                message,
-            })?;
+            check_name(&runtime.value)
+                .and_then(|()| {
+                    if backend.value == Backend::Swarm.name() {
+                        Err("the swarm backend cannot choose an OCI runtime per service (the Swarm API has no such field); use the docker backend or make it the nodes' default runtime".to_string())
+                    } else {
+                        Ok(())
+                    }
+                })
+                .map_err(|message| SettingsError::Value {
+                    setting: "sandbox.oci_runtime".into(),
+                    source_name: self.source_name(runtime.source),
+                    message,
+                })?;
         }
         self.show(
             "sandbox.oci_runtime",
@@ -732,6 +740,8 @@ impl Resolver<'_> {
             nofile: nofile.value as u32,
             oci_runtime: oci_runtime.map(|p| p.value),
             weaker_than_default: Vec::new(),
+            backend: backend.value.clone(),
+            applied_as: Vec::new(),
         };
         let weaker = weaker_settings(&sandbox, &d);
         let mut weakened = Vec::new();
@@ -1236,6 +1246,13 @@ mod tests {
                 resolve(&format!("{{backend: swarm, registry: '{bad}'}}"), &[]).expect_err(bad);
             assert!(err.to_string().contains("HOST:PORT"), "{bad}: {err}");
         }
+        let err = resolve("{backend: swarm, sandbox: {oci_runtime: runsc}}", &[])
+            .expect_err("no OCI runtime per service");
+        assert!(
+            err.to_string().contains("sandbox.oci_runtime")
+                && err.to_string().contains("swarm backend"),
+            "{err}"
+        );
         let err = resolve("registry: 127.0.0.1:5000", &[]).expect_err("docker backend");
         assert!(err.to_string().contains("only the swarm backend"), "{err}");
         assert!(resolve("{backend: swarm, registry: 'registry.example:443'}", &[]).is_ok());

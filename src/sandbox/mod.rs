@@ -1,7 +1,8 @@
 //! The sandbox an action runs in: packbox's locked-down policy and how it becomes a container
-//! spec. Kept apart from the container lifecycle (which runs whatever spec it is given) so that
+//! spec or a Swarm service spec. Kept apart from the container lifecycle (which runs whatever spec it is given) so that
 //! what an action is allowed is decided, and reported, in one place.
 
 pub mod policy;
+pub mod service;
 
-pub use policy::{SandboxPolicy, Workload};
+pub use policy::{PackFolder, SandboxPolicy, Workload};

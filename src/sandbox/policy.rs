@@ -33,6 +33,13 @@ pub struct SandboxPolicy {
     /// (`--allow-weaker-sandbox`), each as `setting = value (default ...)`; empty for the
     /// locked-down sandbox.
     pub weaker_than_default: Vec<String>,
+    /// Where the action runs: `docker` (a container on the engine) or `swarm` (a one-shot
+    /// service).
+    pub backend: String,
+    /// How the backend applied settings it has no direct word for, each as `setting: how`
+    /// (empty for containers on the engine, which take every setting as it is).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub applied_as: Vec<String>,
 }
 
 impl Default for SandboxPolicy {
@@ -50,6 +57,8 @@ impl Default for SandboxPolicy {
             nofile: 1024,
             oci_runtime: None,
             weaker_than_default: Vec::new(),
+            backend: "docker".into(),
+            applied_as: Vec::new(),
         }
     }
 }
@@ -61,8 +70,15 @@ pub struct Workload {
     pub cmd: Vec<String>,
     pub env: Vec<(String, String)>,
     pub labels: BTreeMap<String, String>,
-    /// Host path of the pack folder, mounted read-only at `/pack` (none for image probes).
-    pub pack_dir: Option<String>,
+    /// The pack, seen at `/pack` read-only (none for image probes).
+    pub pack: Option<PackFolder>,
+}
+
+/// A pack folder on this machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackFolder {
+    pub pack_ref: String,
+    pub host_dir: String,
 }
 
 impl SandboxPolicy {
@@ -81,10 +97,10 @@ impl SandboxPolicy {
             user: self.user.clone(),
             labels: workload.labels,
             binds: workload
-                .pack_dir
+                .pack
                 .into_iter()
-                .map(|host_path| BindMount {
-                    host_path,
+                .map(|pack| BindMount {
+                    host_path: pack.host_dir,
                     container_path: PACK_MOUNT.into(),
                     read_only: true,
                 })
@@ -113,7 +129,10 @@ mod tests {
             cmd: vec!["bash".into()],
             env: Vec::new(),
             labels: BTreeMap::new(),
-            pack_dir: Some("/host/packs/p".into()),
+            pack: Some(PackFolder {
+                pack_ref: "p".into(),
+                host_dir: "/host/packs/p".into(),
+            }),
         }
     }
 
