@@ -6,6 +6,7 @@ use crate::catalog::CatalogError;
 use crate::engine::EngineError;
 use crate::envimage::EnvError;
 use crate::lifecycle::RunError;
+use crate::lifecycle::swarm::SwarmError;
 use crate::plan::PlanError;
 use crate::prepare::PrepareError;
 use crate::probe::UnknownRuntimeFilter;
@@ -94,13 +95,18 @@ impl Error {
             Error::Image(image) if matches!(image.as_ref(), ImageError::Cancelled { .. }) => {
                 Fault::Cancelled
             }
-            Error::Run(run) if matches!(run.as_ref(), RunError::Cancelled) => Fault::Cancelled,
+            Error::Run(run) => match run.as_ref() {
+                RunError::Cancelled => Fault::Cancelled,
+                RunError::Swarm(swarm) if swarm.is_cancelled() => Fault::Cancelled,
+                RunError::Swarm(swarm) if swarm.is_input() => Fault::Input,
+                _ => Fault::Engine,
+            },
             Error::Settings(_)
             | Error::Plan(_)
             | Error::RuntimeFilter(_)
             | Error::OciRuntimeMissing { .. }
             | Error::TooManyCpus { .. } => Fault::Input,
-            Error::Catalog(_) | Error::Engine(_) | Error::Image(_) | Error::Run(_) => Fault::Engine,
+            Error::Catalog(_) | Error::Engine(_) | Error::Image(_) => Fault::Engine,
         }
     }
 
@@ -123,6 +129,16 @@ impl Error {
             Error::Engine(EngineError::Unreachable { .. }) => Some(
                 "start the engine (scripts/ensure-docker does it on Debian) or point DOCKER_HOST at one",
             ),
+            Error::Run(run)
+                if matches!(
+                    run.as_ref(),
+                    RunError::Swarm(SwarmError::NotAManager { .. })
+                ) =>
+            {
+                Some(
+                    "run `docker swarm init` on that engine, point --engine at a manager, or use --backend docker",
+                )
+            }
             Error::Settings(settings)
                 if matches!(settings.as_ref(), SettingsError::Weaker { .. }) =>
             {

@@ -25,6 +25,7 @@ use crate::error::Error;
 use crate::error_text::chain;
 use crate::lifecycle::local::LocalBackend;
 use crate::lifecycle::owner::{self, Owner, Swept};
+use crate::lifecycle::swarm::SwarmBackend;
 use crate::lifecycle::{Job, RunBackend, RunIo};
 use crate::pack;
 use crate::plan::{RunPlan, resolve_runtime};
@@ -76,7 +77,7 @@ impl Executor {
         let owner = Owner::current();
         let executor = Executor {
             probe_cache: ProbeCache::open(&settings.state_dir),
-            backend: backend_for(&settings, &engine, &owner, 0),
+            backend: backend_for(&settings, &engine, 0),
             engine,
             settings,
             catalog,
@@ -88,12 +89,12 @@ impl Executor {
         let engine = SharedEngine::clone(&executor.engine);
         executor.spawn_background(
             async move {
-                match owner::sweep_orphans(engine.as_ref()).await {
+                match owner::sweep_orphans(&engine).await {
                     Ok(swept) if !swept.is_empty() => {
-                        tracing::info!(count = swept.len(), "swept leftover containers")
+                        tracing::info!(count = swept.len(), "swept leftovers")
                     }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!("sweeping leftover containers: {}", chain(&e)),
+                    Err(e) => tracing::warn!("sweeping leftovers: {}", chain(&e)),
                 }
             }
             .instrument(tracing::debug_span!("sweep")),
@@ -106,7 +107,7 @@ impl Executor {
     /// start. For long-lived executors on the docker backend (a Swarm service has no container
     /// to pre-start: the swarm backend ignores it); call [`Executor::close`] when done.
     pub fn with_warm_pool(mut self, per_kind: usize) -> Self {
-        self.backend = backend_for(&self.settings, &self.engine, &self.owner, per_kind);
+        self.backend = backend_for(&self.settings, &self.engine, per_kind);
         self
     }
 
@@ -273,9 +274,10 @@ impl Executor {
         Ok(())
     }
 
-    /// Removes the containers of packbox processes that are gone (`packbox gc`).
+    /// Removes what packbox processes that are gone left behind (`packbox gc`): containers,
+    /// and on a Swarm manager services, networks and secrets.
     pub async fn sweep_orphans(&self) -> Result<Vec<Swept>, Error> {
-        Ok(owner::sweep_orphans(self.engine.as_ref()).await?)
+        Ok(owner::sweep_orphans(&self.engine).await?)
     }
 
     /// Verifies the runtime versions the settings select (all by default): each image made
@@ -484,7 +486,6 @@ fn describe_candidates(statuses: &[VersionStatus]) -> String {
 fn backend_for(
     settings: &Settings,
     engine: &SharedEngine,
-    _owner: &Owner,
     warm_per_kind: usize,
 ) -> Arc<dyn RunBackend> {
     match settings.backend {
@@ -492,9 +493,10 @@ fn backend_for(
             SharedEngine::clone(engine),
             warm_per_kind,
         )),
-        Backend::Swarm => Arc::new(LocalBackend::new(
+        // A Swarm service has no container to pre-start: no warm pool.
+        Backend::Swarm => Arc::new(SwarmBackend::new(
             SharedEngine::clone(engine),
-            warm_per_kind,
+            settings.registry.clone(),
         )),
     }
 }
@@ -1006,6 +1008,104 @@ mod tests {
         assert_eq!(err.fault(), Fault::Engine);
         h.executor.close().await;
         assert!(h.fake.container_ids().is_empty());
+    }
+
+    mod swarm_backend {
+        use super::*;
+        use crate::engine::fake::SwarmScript;
+
+        fn swarm_layer() -> SettingsLayer {
+            SettingsLayer {
+                backend: Some("swarm".into()),
+                ..SettingsLayer::default()
+            }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_swarm_run_has_the_same_outcome_contract_and_says_where_it_ran() {
+            let h = harness(engine(Program::default()), swarm_layer());
+            h.fake
+                .set_service_program(|_| Program::prints("{\"ok\": true}\n", 0));
+            let packs = pack("shell", "a.sh", "output_format: json\n", &[]);
+            let outcome = run(&h, &plan_for(&h, &packs)).await.expect("run");
+            assert_eq!(outcome.status, Status::Succeeded);
+            assert_eq!(outcome.result, Some(serde_json::json!({"ok": true})));
+            assert_eq!(outcome.sandbox.backend, "swarm");
+            assert!(!outcome.sandbox.applied_as.is_empty());
+            assert!(
+                action_creates(&h.fake).is_empty(),
+                "no container ran the action"
+            );
+            h.executor.close().await;
+            assert!(h.fake.swarm_objects().is_empty());
+            assert!(h.fake.container_ids().is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_swarm_timeout_is_status_timeout() {
+            let h = harness(engine(Program::default()), swarm_layer());
+            h.fake.set_service_program(|_| Program {
+                exit: Exit::Never,
+                ..Program::default()
+            });
+            let packs = pack("shell", "a.sh", "timeout_seconds: 5\n", &[]);
+            let outcome = run(&h, &plan_for(&h, &packs)).await.expect("an outcome");
+            assert_eq!(outcome.status, Status::Timeout);
+            assert_eq!(outcome.status.exit_code(), 124);
+            h.executor.close().await;
+            assert!(h.fake.swarm_objects().is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn swarm_settings_errors_are_input_errors_and_an_idle_engine_an_engine_error() {
+            let mut layer = swarm_layer();
+            layer.registry = None;
+            let h = harness(engine(Program::default()), layer);
+            h.fake.set_swarm(SwarmScript {
+                state: crate::engine::swarm::SwarmState {
+                    active: true,
+                    manager: true,
+                    nodes: 2,
+                },
+                ..SwarmScript::default()
+            });
+            let packs = pack("shell", "a.sh", "", &[]);
+            let err = run(&h, &plan_for(&h, &packs))
+                .await
+                .expect_err("registry needed");
+            assert_eq!(err.fault(), Fault::Input, "{err}");
+            h.executor.close().await;
+
+            let h = harness(engine(Program::default()), swarm_layer());
+            h.fake.set_swarm(SwarmScript {
+                state: crate::engine::swarm::SwarmState::default(),
+                ..SwarmScript::default()
+            });
+            let err = run(&h, &plan_for(&h, &packs)).await.expect_err("no swarm");
+            assert_eq!(err.fault(), Fault::Engine, "{err}");
+            assert!(err.hint().is_some_and(|h| h.contains("docker swarm init")));
+            h.executor.close().await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn the_warm_pool_does_not_apply_to_swarm_runs() {
+            let h = harness(engine(Program::default()), swarm_layer());
+            let executor = Executor::start(
+                h.settings.clone(),
+                Catalog::builtin().expect("catalog"),
+                h.fake.clone(),
+            )
+            .with_warm_pool(2);
+            let packs = pack("shell", "a.sh", "", &[]);
+            executor
+                .run(&plan_for(&h, &packs), |_| {})
+                .await
+                .expect("run");
+            assert_eq!(executor.idle_warm_containers(), 0);
+            executor.close().await;
+            h.executor.close().await;
+            assert!(h.fake.container_ids().is_empty());
+        }
     }
 
     mod warm_pool {

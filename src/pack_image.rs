@@ -84,9 +84,11 @@ pub struct PackImage {
 }
 
 /// Pack images made by this process, by tag (plus registry), so each is built and pushed once.
-static MADE: LazyLock<
-    std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<PackImage>>>>>,
-> = LazyLock::new(Default::default);
+static MADE: LazyLock<std::sync::Mutex<HashMap<String, MadeSlot>>> =
+    LazyLock::new(Default::default);
+
+/// One pack image's slot: locked while it is made, then holding it.
+type MadeSlot = Arc<tokio::sync::Mutex<Option<PackImage>>>;
 
 /// What a pack image is made from.
 #[derive(Clone, Copy, Debug)]

@@ -1,4 +1,5 @@
-//! `packbox gc`: removes the containers of packbox processes that are gone.
+//! `packbox gc`: removes what packbox processes that are gone left behind: containers, and on
+//! a Swarm manager services, networks and secrets.
 
 use std::process::ExitCode;
 
@@ -32,15 +33,16 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
             if args.json {
                 println!("{}", serde_json::json!({ "removed": swept }));
             } else {
-                for container in &swept {
+                for leftover in &swept {
                     println!(
-                        "removed {} ({}, owner pid {} is gone)",
-                        container.container,
-                        container.action.as_deref().unwrap_or("no action"),
-                        container.owner_pid
+                        "removed {} {} ({}, owner pid {} is gone)",
+                        leftover.kind,
+                        leftover.id,
+                        leftover.action.as_deref().unwrap_or("no action"),
+                        leftover.owner_pid
                     );
                 }
-                println!("removed {} leftover container(s)", swept.len());
+                println!("removed {} leftover(s)", swept.len());
             }
             ExitCode::SUCCESS
         }

@@ -11,7 +11,7 @@ mod docker;
 mod docker_swarm;
 #[cfg(test)]
 pub(crate) mod fake;
-mod swarm;
+pub(crate) mod swarm;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -24,8 +24,8 @@ use tokio::io::AsyncWrite;
 
 pub use docker::DockerEngine;
 pub use swarm::{
-    LogChunk, LogStream, NetworkSpec, SecretFile, ServiceSpec, SharedSwarm, SwarmEngine, SwarmKind,
-    SwarmObject, SwarmState, TaskState, TaskStatus, TmpfsMount,
+    LogChunk, NetworkSpec, SecretFile, ServiceSpec, SharedSwarm, SwarmEngine, SwarmKind, TaskState,
+    TaskStatus, TmpfsMount,
 };
 
 /// The engine as the stages hold it: shared, cheap to clone, any implementation.

@@ -13,6 +13,7 @@ pub mod local;
 pub mod owner;
 pub mod pool;
 pub mod run;
+pub mod swarm;
 
-pub use backend::{Job, Ran, RunBackend};
+pub use backend::{Job, RunBackend};
 pub use run::{ContainerExit, Ending, RunError, RunIo, RunLimits};

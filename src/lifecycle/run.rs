@@ -50,12 +50,16 @@ pub struct ContainerExit {
 pub enum RunError {
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("{run}; removing container {container} also failed: {cleanup}")]
+    #[error("{run}; removing {resource} also failed: {cleanup}")]
     CleanupAfterFailure {
-        run: Box<EngineError>,
-        container: String,
+        run: Box<RunError>,
+        /// What could not be removed (`container ID`, `service NAME`, ...).
+        resource: String,
         cleanup: Box<EngineError>,
     },
+    /// The swarm backend could not run the action.
+    #[error(transparent)]
+    Swarm(#[from] super::swarm::SwarmError),
     /// The run was cancelled before its workload started; nothing was left behind.
     #[error("cancelled before the action started")]
     Cancelled,
@@ -175,8 +179,8 @@ fn with_cleanup<T>(
         (Ok(_), Err(cleanup)) => Err(cleanup.into()),
         (Err(run), Ok(())) => Err(run.into()),
         (Err(run), Err(cleanup)) => Err(RunError::CleanupAfterFailure {
-            run: Box::new(run),
-            container,
+            run: Box::new(run.into()),
+            resource: format!("container {container}"),
             cleanup: Box::new(cleanup),
         }),
     }

@@ -217,16 +217,20 @@ mod tests {
         assert!(spec.cmd[2].contains("exec setpriv --no-new-privs -- \"$@\""));
         assert!(spec.cmd[2].ends_with("< /run/secrets/packbox-parameters"));
         assert_eq!(spec.cmd[4..], ["bash", "/pack/actions/a.sh"]);
-        let mut weaker = SandboxPolicy::default();
-        weaker.no_new_privileges = false;
+        let weaker = SandboxPolicy {
+            no_new_privileges: false,
+            ..SandboxPolicy::default()
+        };
         let spec = weaker.service_spec(workload(), parts());
         assert!(!spec.cmd[2].contains("setpriv"));
     }
 
     #[test]
     fn networks_other_than_none_are_the_operators() {
-        let mut policy = SandboxPolicy::default();
-        policy.network = "bridge".into();
+        let mut policy = SandboxPolicy {
+            network: "bridge".into(),
+            ..SandboxPolicy::default()
+        };
         assert!(policy.service_spec(workload(), parts()).networks.is_empty());
         policy.network = "shared-overlay".into();
         assert_eq!(
