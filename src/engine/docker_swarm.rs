@@ -188,11 +188,18 @@ impl SwarmEngine for DockerEngine {
             .filter_map(|task| {
                 let status = task.status.unwrap_or_default();
                 let container = status.container_status.unwrap_or_default();
+                let state = task_state(status.state);
+                let container_id = container.container_id.filter(|c| !c.is_empty());
+                // The engine leaves a zero exit code out of the task's status.
+                let exit_code = match (container.exit_code, state, &container_id) {
+                    (None, TaskState::Exited, Some(_)) => Some(0),
+                    (code, _, _) => code,
+                };
                 Some(TaskStatus {
                     id: task.id?,
-                    state: task_state(status.state),
-                    exit_code: container.exit_code,
-                    container_id: container.container_id.filter(|c| !c.is_empty()),
+                    state,
+                    exit_code,
+                    container_id,
                     error: status.err.filter(|e| !e.is_empty()),
                 })
             })
