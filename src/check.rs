@@ -64,7 +64,8 @@ fn check_action(
     catalog: &Catalog,
     problems: &mut Vec<Problem>,
 ) -> Option<CheckedAction> {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
+    // Only for locating lines: the file was read and checked when the action loaded.
+    let text = crate::input::read_text(file, crate::pack::MAX_YAML_BYTES).unwrap_or_default();
     let problem = |field: &str, message: String| Problem {
         file: file.to_path_buf(),
         line: locate(&text, &[field]),

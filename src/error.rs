@@ -2,11 +2,11 @@
 //! packbox and the engine), which decides the exit code. Stages never import this module: they
 //! return their own errors, which this one wraps.
 
+use crate::backend::{BackendError, SwarmError};
 use crate::catalog::CatalogError;
 use crate::engine::EngineError;
 use crate::envimage::EnvError;
 use crate::lifecycle::RunError;
-use crate::lifecycle::swarm::SwarmError;
 use crate::plan::PlanError;
 use crate::prepare::PrepareError;
 use crate::probe::UnknownRuntimeFilter;
@@ -41,6 +41,18 @@ pub enum Error {
     Env(Box<EnvError>),
     #[error(transparent)]
     Run(Box<RunError>),
+    /// The swarm backend could not run the action.
+    #[error(transparent)]
+    Swarm(Box<SwarmError>),
+}
+
+impl From<BackendError> for Error {
+    fn from(error: BackendError) -> Error {
+        match error {
+            BackendError::Run(run) => run.into(),
+            BackendError::Swarm(swarm) => swarm.into(),
+        }
+    }
 }
 
 /// Stage errors are boxed inside [`Error`] so that results stay small on the hot path.
@@ -61,6 +73,7 @@ boxed_from!(
     Env(EnvError),
     Image(ImageError),
     Run(RunError),
+    Swarm(SwarmError),
 );
 
 /// Who has to act to fix an error.
@@ -95,12 +108,11 @@ impl Error {
             Error::Image(image) if matches!(image.as_ref(), ImageError::Cancelled { .. }) => {
                 Fault::Cancelled
             }
-            Error::Run(run) => match run.as_ref() {
-                RunError::Cancelled => Fault::Cancelled,
-                RunError::Swarm(swarm) if swarm.is_cancelled() => Fault::Cancelled,
-                RunError::Swarm(swarm) if swarm.is_input() => Fault::Input,
-                _ => Fault::Engine,
-            },
+            Error::Run(run) if matches!(run.as_ref(), RunError::Cancelled) => Fault::Cancelled,
+            Error::Run(_) => Fault::Engine,
+            Error::Swarm(swarm) if swarm.is_cancelled() => Fault::Cancelled,
+            Error::Swarm(swarm) if swarm.is_input() => Fault::Input,
+            Error::Swarm(_) => Fault::Engine,
             Error::Settings(_)
             | Error::Plan(_)
             | Error::RuntimeFilter(_)
@@ -129,12 +141,7 @@ impl Error {
             Error::Engine(EngineError::Unreachable { .. }) => Some(
                 "start the engine (scripts/ensure-docker does it on Debian) or point DOCKER_HOST at one",
             ),
-            Error::Run(run)
-                if matches!(
-                    run.as_ref(),
-                    RunError::Swarm(SwarmError::NotAManager { .. })
-                ) =>
-            {
+            Error::Swarm(swarm) if matches!(swarm.as_ref(), SwarmError::NotAManager { .. }) => {
                 Some(
                     "run `docker swarm init` on that engine, point --engine at a manager, or use --backend docker",
                 )

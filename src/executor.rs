@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::backend::{self, Job, RunBackend};
 use crate::catalog::Catalog;
 use crate::contract::Outcome;
 use crate::contract::result::{self, RunFacts};
@@ -23,16 +24,14 @@ use crate::engine::{DockerEngine, EngineInfo, SharedEngine, StreamKind};
 use crate::envimage::inventory::{self, EnvInfo, PruneReport};
 use crate::error::Error;
 use crate::error_text::chain;
-use crate::lifecycle::local::LocalBackend;
+use crate::lifecycle::RunIo;
 use crate::lifecycle::owner::{self, Owner, Swept};
-use crate::lifecycle::swarm::SwarmBackend;
-use crate::lifecycle::{Job, RunBackend, RunIo};
 use crate::pack;
 use crate::plan::{RunPlan, resolve_runtime};
 use crate::prepare::{self, PrepareError, Preparer};
 use crate::probe::{self, ProbeCache, VersionStatus};
 use crate::runtime_image::{self, ImageState};
-use crate::settings::{Backend, Settings};
+use crate::settings::Settings;
 
 pub use crate::prepare::PrepareEvent;
 
@@ -77,7 +76,7 @@ impl Executor {
         let owner = Owner::current();
         let executor = Executor {
             probe_cache: ProbeCache::open(&settings.state_dir),
-            backend: backend_for(&settings, &engine, 0),
+            backend: backend::for_settings(&settings, &engine, 0),
             engine,
             settings,
             catalog,
@@ -107,7 +106,7 @@ impl Executor {
     /// start. For long-lived executors on the docker backend (a Swarm service has no container
     /// to pre-start: the swarm backend ignores it); call [`Executor::close`] when done.
     pub fn with_warm_pool(mut self, per_kind: usize) -> Self {
-        self.backend = backend_for(&self.settings, &self.engine, per_kind);
+        self.backend = backend::for_settings(&self.settings, &self.engine, per_kind);
         self
     }
 
@@ -274,10 +273,34 @@ impl Executor {
         Ok(())
     }
 
-    /// Removes what packbox processes that are gone left behind (`packbox gc`): containers,
-    /// and on a Swarm manager services, networks and secrets.
+    /// Removes what packbox processes that are gone left behind: containers, and on a Swarm
+    /// manager services, networks and secrets.
     pub async fn sweep_orphans(&self) -> Result<Vec<Swept>, Error> {
         Ok(owner::sweep_orphans(&self.engine).await?)
+    }
+
+    /// Removes what crashed or killed packbox processes left (`packbox gc`): containers whose
+    /// owner is gone, and the untagged layers of builds that never finished (builds label their
+    /// images `packbox.kind`), unless a container or another image still uses them.
+    pub async fn gc(&self) -> Result<GcReport, Error> {
+        let containers = self.sweep_orphans().await?;
+        let mut images = Vec::new();
+        for image in self
+            .engine
+            .images_with_labels(&["packbox.kind".to_string()])
+            .await?
+        {
+            let dangling = image.tags.iter().all(|tag| tag == "<none>:<none>");
+            if !dangling {
+                continue;
+            }
+            match self.engine.remove_image(&image.id).await {
+                Ok(()) => images.push(image.id),
+                Err(crate::engine::EngineError::InUse { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(GcReport { containers, images })
     }
 
     /// Verifies the runtime versions the settings select (all by default): each image made
@@ -328,7 +351,27 @@ impl Executor {
         let preparer = self.preparer();
         let mut reports = Vec::new();
         for action in actions {
-            let runtime = resolve_runtime(&self.catalog, &action)?;
+            // A pack or action that cannot load, or names an unknown runtime, is reported and
+            // skipped: the others still build.
+            let (action, runtime) = match action {
+                Ok(action) => match resolve_runtime(&self.catalog, &action) {
+                    Ok(runtime) => (action, runtime),
+                    Err(e) => {
+                        let report =
+                            EnvReport::invalid(&action.pack.pack_ref, &action.action_ref, &e);
+                        on_event(BuildEvent::Finished { report: &report });
+                        reports.push(report);
+                        continue;
+                    }
+                },
+                Err(bad) => {
+                    let action = bad.action.as_deref().unwrap_or_default();
+                    let report = EnvReport::invalid(&bad.pack, action, &bad.error);
+                    on_event(BuildEvent::Finished { report: &report });
+                    reports.push(report);
+                    continue;
+                }
+            };
             let mut report = EnvReport {
                 pack: action.pack.pack_ref.clone(),
                 action: action.action_ref.clone(),
@@ -414,6 +457,16 @@ impl Executor {
     }
 }
 
+/// What [`Executor::gc`] removed.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct GcReport {
+    /// Containers whose owning packbox process is gone.
+    pub containers: Vec<Swept>,
+    /// Ids of untagged images of builds that never finished.
+    pub images: Vec<String>,
+}
+
 /// What `build_environments` did for one action.
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
@@ -426,6 +479,21 @@ pub struct EnvReport {
     pub image: Option<String>,
     pub status: EnvStatus,
     pub error: Option<String>,
+}
+
+impl EnvReport {
+    /// The report of an action whose pack or declaration is wrong: nothing was built.
+    fn invalid(pack: &str, action: &str, error: &dyn std::error::Error) -> EnvReport {
+        EnvReport {
+            pack: pack.to_string(),
+            action: action.to_string(),
+            runtime: String::new(),
+            version: None,
+            image: None,
+            status: EnvStatus::Invalid,
+            error: Some(chain(error)),
+        }
+    }
 }
 
 /// The state of one action's environment after `build_environments`.
@@ -441,6 +509,8 @@ pub enum EnvStatus {
     NotNeeded,
     /// The build (or version selection) failed; see `error`.
     Failed,
+    /// The pack or the action has problems (or names an unknown runtime); see `error`.
+    Invalid,
 }
 
 /// Progress of [`Executor::build_environments`].
@@ -480,25 +550,6 @@ fn describe_candidates(statuses: &[VersionStatus]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// The backend the settings name, on `engine`.
-fn backend_for(
-    settings: &Settings,
-    engine: &SharedEngine,
-    warm_per_kind: usize,
-) -> Arc<dyn RunBackend> {
-    match settings.backend {
-        Backend::Docker => Arc::new(LocalBackend::new(
-            SharedEngine::clone(engine),
-            warm_per_kind,
-        )),
-        // A Swarm service has no container to pre-start: no warm pool.
-        Backend::Swarm => Arc::new(SwarmBackend::new(
-            SharedEngine::clone(engine),
-            settings.registry.clone(),
-        )),
-    }
 }
 
 #[cfg(test)]
@@ -1008,6 +1059,23 @@ mod tests {
         assert_eq!(err.fault(), Fault::Engine);
         h.executor.close().await;
         assert!(h.fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gc_removes_unfinished_build_layers_but_nothing_in_use_or_tagged() {
+        let fake = engine(Program::default());
+        let dangling = fake.add_image("", &[("packbox.kind", "env")], 0);
+        let used = fake.add_image("", &[("packbox.kind", "runtime")], 0);
+        fake.add_listed_container("user", &used, &[]);
+        let foreign = fake.add_image("", &[("app", "web")], 0);
+        let h = harness(fake, SettingsLayer::default());
+        let report = h.executor.gc().await.expect("gc");
+        assert_eq!(report.images, std::slice::from_ref(&dangling));
+        assert!(!h.fake.has_image(&dangling));
+        assert!(h.fake.has_image(&used), "in use: kept");
+        assert!(h.fake.has_image(&foreign), "not packbox's: untouched");
+        assert!(h.fake.has_image("packbox/python:3.11"), "tagged: kept");
+        h.executor.close().await;
     }
 
     mod swarm_backend {

@@ -20,6 +20,7 @@
 //! engine (the seam: ContainerEngine; DockerEngine; a recording fake in tests)
 //! ```
 
+mod backend;
 mod catalog;
 mod check;
 mod contract;
@@ -43,6 +44,7 @@ mod version;
 
 pub use catalog::{Catalog, CatalogError, NoMatchingVersion};
 pub use check::{CheckedAction, CheckedPack, check_packs};
+pub use contract::scrub::StreamScrubber;
 pub use contract::secrets::SecretError;
 pub use contract::{Outcome, Status};
 pub use engine::{EngineError, StreamKind};
@@ -51,7 +53,7 @@ pub use envimage::inventory::{EnvInfo, PruneReport};
 pub use error::{Error, Fault};
 pub use error_text::chain as error_chain;
 pub use executor::{
-    BuildEvent, EnvReport, EnvStatus, Executor, ImageEvent, PrepareEvent, RunEvent,
+    BuildEvent, EnvReport, EnvStatus, Executor, GcReport, ImageEvent, PrepareEvent, RunEvent,
 };
 pub use lifecycle::RunError;
 pub use lifecycle::owner::Swept;

@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::catalog::{Catalog, NoMatchingVersion, Runtime};
-use crate::contract::delivery;
+use crate::contract::delivery::{self, DeliveryError};
 use crate::contract::result::OutcomeTerms;
+use crate::contract::scrub::StreamScrubber;
 use crate::contract::secrets::{Redactor, SecretBytes, SecretError, Secrets};
 use crate::lifecycle::RunLimits;
 use crate::lifecycle::owner::Owner;
@@ -34,6 +35,9 @@ pub enum PlanError {
     Param(#[from] ParamError),
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// The parameter document cannot be written in the action's format.
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
     /// The action names a runner type no runtime of the catalog has.
     #[error("action {action}: runner_type `{runner_type}` is not a known runtime (known: {known})")]
     UnknownRuntime {
@@ -142,8 +146,8 @@ pub fn plan(
                 .filter_map(|(name, _)| document.get(name)),
         )
         .collect();
-    let redactor = Redactor::new(secret_values);
-    let stdin = SecretBytes(delivery::encode(&document, manifest.parameter_format));
+    let redactor = Redactor::new(secret_values).map_err(SecretError::from)?;
+    let stdin = SecretBytes(delivery::encode(&document, manifest.parameter_format)?);
     let timeout = request
         .timeout
         .or(settings.run.timeout)
@@ -179,6 +183,12 @@ pub(crate) fn resolve_runtime<'c>(
 }
 
 impl RunPlan {
+    /// A scrubber for one stream of this run's live output (`--follow`): what the action prints,
+    /// with this run's secrets replaced as it streams.
+    pub fn output_scrubber(&self) -> StreamScrubber {
+        StreamScrubber::new(self.redactor.clone())
+    }
+
     /// The action this plan runs (`PACK.ACTION`).
     pub fn action_ref(&self) -> &str {
         &self.action.action_ref

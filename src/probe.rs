@@ -260,8 +260,22 @@ async fn verify_one(
     };
     let key = cache_key(&image_id, version);
     if let Some(hit) = cache.get(&key) {
+        tracing::debug!(
+            runtime = %runtime.name,
+            version = %version.version,
+            image_id = %image_id,
+            detected = hit.detected_version.as_deref(),
+            available = hit.available,
+            "probe cache hit"
+        );
         return from_cache(runtime, version, &image_id, hit);
     }
+    tracing::debug!(
+        runtime = %runtime.name,
+        version = %version.version,
+        image_id = %image_id,
+        "probe cache miss: probing"
+    );
     status.image_id = Some(image_id.clone());
     status.verified_at = Some(now());
     match run_probe(engine, runtime, version, &image_id, owner, cancel).await {

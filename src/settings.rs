@@ -42,12 +42,8 @@ const PROXY_VARIABLES: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SettingsError {
-    #[error("config file {file}: cannot read")]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("config file {0}")]
+    Unreadable(#[from] crate::input::InputError),
     #[error("config file {file}: {message}")]
     Invalid { file: PathBuf, message: String },
     #[error("{setting} (from {source_name}): {message}")]
@@ -177,6 +173,8 @@ pub struct BuildLayer {
     pub ca_bundle: Option<PathBuf>,
     pub pip_index_url: Option<String>,
     pub npm_registry: Option<String>,
+    /// How long one environment build may take.
+    pub timeout_seconds: Option<u64>,
 }
 
 /// A size in bytes, written as a number or with a binary suffix (`512m`, `64k`, `1g`).
@@ -370,22 +368,11 @@ fn config_file(explicit: Option<&Path>, env: &Environment) -> Option<PathBuf> {
 }
 
 fn read_config(path: &Path) -> Result<SettingsLayer, SettingsError> {
-    let read_error = |source| SettingsError::Read {
-        file: path.to_path_buf(),
-        source,
-    };
-    let bytes = crate::input::read_regular_file(path, MAX_CONFIG_BYTES).map_err(read_error)?;
-    let text = String::from_utf8(bytes).map_err(|_| SettingsError::Invalid {
-        file: path.to_path_buf(),
-        message: "not UTF-8 text".into(),
-    })?;
+    // A regular file under the cap, nesting at most 64 levels (checked before serde_yaml).
+    let text = crate::input::read_yaml(path, MAX_CONFIG_BYTES)?;
     if text.trim().is_empty() {
         return Ok(SettingsLayer::default());
     }
-    crate::input::check_yaml_depth(&text).map_err(|message| SettingsError::Invalid {
-        file: path.to_path_buf(),
-        message,
-    })?;
     serde_yaml::from_str(&text).map_err(|e| SettingsError::Invalid {
         file: path.to_path_buf(),
         message: e.to_string(),
@@ -409,6 +396,7 @@ fn env_layer(env: &Environment) -> SettingsLayer {
             ca_bundle: path("PACKBOX_BUILD_CA_BUNDLE"),
             pip_index_url: text("PACKBOX_PIP_INDEX_URL"),
             npm_registry: text("PACKBOX_NPM_REGISTRY"),
+            timeout_seconds: None,
         },
     }
 }
@@ -692,6 +680,12 @@ impl Resolver<'_> {
             |v| in_range(*v, bounds::MIN_OUTPUT, bounds::MAX_OUTPUT, "1 byte", "1g"),
         )?;
 
+        let build_timeout = self.setting(
+            "build.timeout_seconds",
+            |l| l.build.timeout_seconds,
+            crate::envimage::build::DEFAULT_BUILD_TIMEOUT.as_secs(),
+            |v| count_in_range(*v, 1, bounds::MAX_TIMEOUT),
+        )?;
         let ca_bundle = self.pick(|l| l.build.ca_bundle.clone());
         self.show(
             "build.ca_bundle",
@@ -792,6 +786,7 @@ impl Resolver<'_> {
                     npm_registry: npm_registry.map(|p| p.value),
                 },
                 proxies,
+                timeout: Duration::from_secs(build_timeout.value),
             },
             config_file,
             shown: self.shown,

@@ -12,6 +12,9 @@ use serde::Deserialize;
 
 use crate::version::{self, Constraint};
 
+/// Runtime definition files larger than this are refused.
+const MAX_CATALOG_FILE_BYTES: u64 = 1024 * 1024;
+
 /// Built-in runtime definitions, by file name.
 const BUILTIN_RUNTIMES: &[(&str, &str)] = &[
     (
@@ -56,6 +59,8 @@ pub enum CatalogError {
         #[source]
         source: serde_yaml::Error,
     },
+    #[error("runtime catalog {0}")]
+    Unreadable(#[from] crate::input::InputError),
     #[error("runtime catalog {file}: cannot read")]
     Read {
         file: String,
@@ -222,7 +227,7 @@ impl Catalog {
         let mut seen = Vec::new();
         for file in files {
             let shown = file.display().to_string();
-            let text = std::fs::read_to_string(&file).map_err(|e| read_error(&file, e))?;
+            let text = crate::input::read_yaml(&file, MAX_CATALOG_FILE_BYTES)?;
             let mut runtime = parse_runtime(&shown, &text)?;
             if seen.contains(&runtime.name) {
                 return Err(CatalogError::Invalid {

@@ -43,7 +43,9 @@ pub fn execute(command: ActionsCommand, global: &GlobalArgs) -> ExitCode {
             "actions": actions.iter().map(|a| action_json(a)).collect::<Vec<_>>(),
             "problems": problems,
         });
-        println!("{object}");
+        if let Err(e) = render::print_json(&object) {
+            eprintln!("error: cannot write the result: {e}");
+        }
     } else {
         print_table(&actions);
         for problem in &problems {

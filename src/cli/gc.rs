@@ -1,5 +1,5 @@
-//! `packbox gc`: removes what packbox processes that are gone left behind: containers, and on
-//! a Swarm manager services, networks and secrets.
+//! `packbox gc`: removes what packbox processes that are gone left behind: containers, on a
+//! Swarm manager services, networks and secrets, and the layers of unfinished builds.
 
 use std::process::ExitCode;
 
@@ -23,17 +23,20 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
         let settings = options::resolve(global)?;
         let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
         let executor = Executor::connect(settings, catalog).await?;
-        let swept = executor.sweep_orphans().await;
+        let report = executor.gc().await;
         executor.close().await;
-        swept
+        report
     }
     .await;
     match swept {
-        Ok(swept) => {
+        Ok(report) => {
             if args.json {
-                println!("{}", serde_json::json!({ "removed": swept }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "removed": report.containers, "images": report.images })
+                );
             } else {
-                for leftover in &swept {
+                for leftover in &report.containers {
                     println!(
                         "removed {} {} ({}, owner pid {} is gone)",
                         leftover.kind,
@@ -42,7 +45,14 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
                         leftover.owner_pid
                     );
                 }
-                println!("removed {} leftover(s)", swept.len());
+                for image in &report.images {
+                    println!("removed image {image} (an unfinished build's layer)");
+                }
+                println!(
+                    "removed {} leftover(s), {} image(s)",
+                    report.containers.len(),
+                    report.images.len()
+                );
             }
             ExitCode::SUCCESS
         }

@@ -44,7 +44,9 @@ pub fn execute(command: PackCommand, global: &GlobalArgs) -> ExitCode {
             "packs": reports.iter().map(pack_json).collect::<Vec<_>>(),
             "problems": problems,
         });
-        println!("{object}");
+        if let Err(e) = render::print_json(&object) {
+            eprintln!("error: cannot write the result: {e}");
+        }
     } else {
         for problem in &problems {
             println!("{}", render::sanitize(&problem.to_string()));

@@ -13,12 +13,14 @@ use tokio_util::sync::CancellationToken;
 use super::recipe::{EnvRecipe, IndexSettings, RECIPE_FORMAT};
 use crate::engine::{BuildSpec, ContainerEngine, EngineError};
 
-/// How long one environment build may take.
-const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long one environment build may take unless the settings say otherwise.
+pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// CA bundles larger than this are refused (the system's whole bundle is about 200 KiB).
+const MAX_CA_BUNDLE_BYTES: u64 = 16 << 20;
 /// Lines of build output quoted in a failure.
 const FAILURE_TAIL_LINES: usize = 15;
 /// How environment builds reach their package indexes.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct BuildSettings {
     /// A PEM bundle that pip, npm and curl trust during builds (`PACKBOX_BUILD_CA_BUNDLE`).
     pub ca_bundle: Option<PathBuf>,
@@ -26,6 +28,19 @@ pub struct BuildSettings {
     pub index: IndexSettings,
     /// Standard proxy variables, passed through as build arguments.
     pub proxies: BTreeMap<String, String>,
+    /// How long one environment build may take.
+    pub timeout: Duration,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        BuildSettings {
+            ca_bundle: None,
+            index: IndexSettings::default(),
+            proxies: BTreeMap::new(),
+            timeout: DEFAULT_BUILD_TIMEOUT,
+        }
+    }
 }
 
 /// An environment that could not be made.
@@ -41,8 +56,14 @@ pub enum EnvError {
         tail: String,
         log: PathBuf,
     },
-    #[error("environment build {tag} did not finish within {} s (full log: {log})", BUILD_TIMEOUT.as_secs())]
-    BuildTimedOut { tag: String, log: PathBuf },
+    #[error(
+        "environment build {tag} did not finish within {seconds} s (build.timeout_seconds, --build-timeout; full log: {log})"
+    )]
+    BuildTimedOut {
+        tag: String,
+        seconds: u64,
+        log: PathBuf,
+    },
     #[error("state folder {path}")]
     State {
         path: PathBuf,
@@ -80,14 +101,22 @@ pub async fn ensure(
     mut on_line: impl FnMut(&str) + Send,
 ) -> Result<EnvImage, EnvError> {
     let tag = recipe.tag();
+    let key = recipe.key();
     if let Some(id) = engine.image_id(&tag).await? {
+        tracing::debug!(key = %key, tag = %tag, "environment image present");
         return Ok(EnvImage {
             tag,
             id,
             built: false,
         });
     }
-    let key = recipe.key();
+    tracing::debug!(
+        key = %key,
+        tag = %tag,
+        base_image_id = %recipe.base_image_id,
+        dependency_hash = %recipe.manifests.dependency_hash(),
+        "environment image missing: building it"
+    );
     let in_process = {
         let mut locks = BUILD_LOCKS
             .lock()
@@ -139,7 +168,7 @@ pub async fn ensure(
     let build = engine.build_image(spec, &mut on_build_line);
     // Dropping the build's stream closes its connection, which stops the engine's build.
     let result = tokio::select! {
-        result = tokio::time::timeout(BUILD_TIMEOUT, build) => Some(result),
+        result = tokio::time::timeout(settings.timeout, build) => Some(result),
         () = cancel.cancelled() => None,
     };
     let Some(result) = result else {
@@ -182,7 +211,11 @@ pub async fn ensure(
             if let Some(layer) = &log.last_layer {
                 let _ = engine.remove_image(layer).await;
             }
-            Err(EnvError::BuildTimedOut { tag, log: log_path })
+            Err(EnvError::BuildTimedOut {
+                tag,
+                seconds: settings.timeout.as_secs(),
+                log: log_path,
+            })
         }
     }
 }
@@ -222,9 +255,11 @@ fn labels(recipe: &EnvRecipe, key: &str) -> HashMap<String, String> {
 
 /// Reads a CA bundle and checks it holds at least one PEM certificate.
 fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, EnvError> {
-    let bytes = std::fs::read(path).map_err(|e| EnvError::CaBundle {
-        path: path.to_path_buf(),
-        problem: format!("cannot read: {e}"),
+    let bytes = crate::input::read_regular_file(path, MAX_CA_BUNDLE_BYTES).map_err(|e| {
+        EnvError::CaBundle {
+            path: path.to_path_buf(),
+            problem: format!("cannot read: {e}"),
+        }
     })?;
     if !String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") {
         return Err(EnvError::CaBundle {
@@ -238,12 +273,32 @@ fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, EnvError> {
 /// How often a lock held by another process is tried again.
 const LOCK_RETRY: Duration = Duration::from_millis(100);
 
-/// Takes an exclusive lock on a file, waiting for another process that holds it; the lock is
-/// held until the returned file is dropped. `None` when cancelled while waiting.
-async fn lock_file(
-    path: &Path,
-    cancel: &CancellationToken,
-) -> Result<Option<std::fs::File>, EnvError> {
+/// An exclusive lock on a lock file, held until dropped; the file is removed then, so no lock
+/// files stay behind.
+///
+/// Removing a lock file others may be waiting on is safe only with a check: a waiter that
+/// opened the file before it was removed gets the lock on a file no longer in the folder, while
+/// a newcomer creates and locks a new one. So whoever gets a lock checks that the path still
+/// names the file it locked, and starts again when not; the holder removes the file while it
+/// still holds the lock. Then at most one process holds the lock on the file the path names.
+#[derive(Debug)]
+struct FileLock {
+    path: PathBuf,
+    // Closing the file releases the lock: after the removal in `drop`.
+    _file: std::fs::File,
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!("removing lock file {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Takes the lock of `path`, waiting for another process that holds it; held until the
+/// returned guard is dropped. `None` when cancelled while waiting.
+async fn lock_file(path: &Path, cancel: &CancellationToken) -> Result<Option<FileLock>, EnvError> {
     let state_error = |source| EnvError::State {
         path: path.to_path_buf(),
         source,
@@ -251,21 +306,43 @@ async fn lock_file(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(state_error)?;
     }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(state_error)?;
     loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(Some(file)),
-            Err(std::fs::TryLockError::WouldBlock) => {}
-            Err(std::fs::TryLockError::Error(e)) => return Err(state_error(e)),
+        if let Some(lock) = try_lock_current(path).map_err(state_error)? {
+            return Ok(Some(lock));
         }
         tokio::select! {
             () = tokio::time::sleep(LOCK_RETRY) => {}
             () = cancel.cancelled() => return Ok(None),
+        }
+    }
+}
+
+/// One try at the lock of the file `path` names: `None` while another holds it.
+fn try_lock_current(path: &Path) -> std::io::Result<Option<FileLock>> {
+    use std::os::unix::fs::MetadataExt;
+    loop {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        let locked = file.metadata()?;
+        match std::fs::metadata(path) {
+            Ok(named) if named.dev() == locked.dev() && named.ino() == locked.ino() => {
+                return Ok(Some(FileLock {
+                    path: path.to_path_buf(),
+                    _file: file,
+                }));
+            }
+            // Removed (or replaced) by the holder before us: try the file it names now.
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
         }
     }
 }
@@ -418,6 +495,7 @@ mod tests {
                 npm_registry: None,
             },
             proxies: BTreeMap::from([("HTTPS_PROXY".into(), "http://proxy:3128".into())]),
+            timeout: DEFAULT_BUILD_TIMEOUT,
         };
         let args = build_args(&settings);
         assert_eq!(args["PIP_INDEX_URL"], "https://pypi.example/simple");
@@ -426,7 +504,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_file_lock_is_exclusive_until_dropped() {
+    async fn a_file_lock_is_exclusive_until_dropped_and_leaves_no_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("locks/k.lock");
         let cancel = CancellationToken::new();
@@ -440,7 +518,48 @@ mod tests {
             .expect("open");
         assert!(other.try_lock().is_err(), "second lock must wait");
         drop(held);
-        assert!(other.try_lock().is_ok(), "free once dropped");
+        assert!(!path.exists(), "the lock file is removed with the lock");
+        let again = lock_file(&path, &cancel).await.expect("locks again");
+        drop(again);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("locks"))
+                .expect("list")
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn removing_lock_files_keeps_the_lock_exclusive() {
+        // Threads take and drop the lock in a loop, each time removing the file; a waiter that
+        // locked a removed file must not hold the lock beside a newcomer.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.lock");
+        let inside = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (path, inside) = (path.clone(), inside.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        let lock = loop {
+                            if let Some(lock) = try_lock_current(&path).expect("lock") {
+                                break lock;
+                            }
+                            std::thread::yield_now();
+                        };
+                        let before = inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        assert_eq!(before, 0, "two holders at once");
+                        std::thread::yield_now();
+                        inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        drop(lock);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("no two holders");
+        }
+        assert!(!path.exists());
     }
 
     #[tokio::test(start_paused = true)]

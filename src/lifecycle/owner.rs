@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
+use super::service::remove_when_free;
 use crate::engine::{EngineError, SharedEngine, SwarmKind};
-use crate::lifecycle::swarm::remove_when_free;
 
 /// Label: the container is packbox's.
 pub const MANAGED: &str = "packbox.managed";

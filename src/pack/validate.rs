@@ -79,6 +79,8 @@ pub fn validate_pack(dir: &Path) -> PackReport {
             Vec::new()
         }
     };
+    let (files, duplicates) = action::without_duplicates(files);
+    problems.extend(duplicates);
     let mut actions = Vec::new();
     for file in files {
         let Some(manifest) = action::load(&file, &pack_ref, &pack_dir, &mut problems) else {
@@ -100,6 +102,21 @@ pub(crate) fn load_pack_manifest(
     dir: &Path,
     problems: &mut Vec<Problem>,
 ) -> (PathBuf, Option<PackManifest>) {
+    // The folder is mounted and checked where it really is: a link would bring in a folder
+    // from anywhere on the host under a pack's name.
+    let named: PathBuf = dir.components().collect(); // without a trailing `/`, which follows links
+    if let Ok(target) = std::fs::read_link(&named) {
+        problems.push(Problem {
+            file: dir.to_path_buf(),
+            line: None,
+            field: None,
+            message: format!(
+                "the pack folder is a symlink (to {}); expected a real folder",
+                target.display()
+            ),
+        });
+        return (dir.to_path_buf(), None);
+    }
     let pack_dir = match dir.canonicalize() {
         Ok(canonical) => canonical,
         Err(e) => {

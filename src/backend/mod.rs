@@ -1,19 +1,64 @@
 //! The run backend: the one question the executor asks below it, "run this workload to its end
 //! under this sandbox", and the two answers packbox has.
 //!
-//! - [`super::local::LocalBackend`]: a container on the engine, the pack bind-mounted
-//!   read-only, stdin attached (with the warm pool, when one is asked for).
-//! - [`super::swarm::SwarmBackend`]: a one-shot service on the Swarm the engine manages, the
-//!   pack in an image layer, the parameter document a Swarm secret.
+//! - [`local::LocalBackend`]: a container on the engine, the pack bind-mounted read-only, stdin
+//!   attached (with the warm pool, when one is asked for).
+//! - [`swarm::SwarmBackend`]: a one-shot service on the Swarm the engine manages, the pack in
+//!   an image layer, the parameter document a Swarm secret.
 //!
 //! Both take the same [`Job`] and give back the same [`ContainerExit`], so the contract above
 //! (status, result parsing, secrets scrubbing, exit codes) has no backend cases. Each reports
 //! the sandbox as it applied it.
 
-use std::fmt;
+pub mod local;
+pub mod swarm;
 
-use super::run::{ContainerExit, RunError, RunIo};
+use std::fmt;
+use std::sync::Arc;
+
+use crate::engine::{EngineError, SharedEngine};
+use crate::lifecycle::{ContainerExit, RunError, RunIo};
 use crate::sandbox::{SandboxPolicy, Workload};
+use crate::settings::{Backend, Settings};
+
+pub use swarm::SwarmError;
+
+/// A backend could not run a job.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The workload's life went wrong (the engine failed, it was cancelled).
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// The swarm backend could not run it (no Swarm, no registry, input it cannot take).
+    #[error(transparent)]
+    Swarm(#[from] SwarmError),
+}
+
+impl From<EngineError> for BackendError {
+    fn from(error: EngineError) -> BackendError {
+        BackendError::Run(error.into())
+    }
+}
+
+/// The backend the settings name, on `engine`, with a warm pool of `warm_per_kind` where the
+/// backend has one (a Swarm service has no container to pre-start).
+pub fn for_settings(
+    settings: &Settings,
+    engine: &SharedEngine,
+    warm_per_kind: usize,
+) -> Arc<dyn RunBackend> {
+    match settings.backend {
+        Backend::Docker => Arc::new(local::LocalBackend::new(
+            SharedEngine::clone(engine),
+            warm_per_kind,
+        )),
+        Backend::Swarm => Arc::new(swarm::SwarmBackend::new(
+            SharedEngine::clone(engine),
+            settings.registry.clone(),
+        )),
+    }
+}
 
 /// One run for a backend: what runs, under which sandbox, with which stdin, limits,
 /// cancellation and output callback.
@@ -41,7 +86,7 @@ pub trait RunBackend: Send + Sync + fmt::Debug {
     /// Runs one job to its end: feeds the parameter document, captures bounded output, enforces
     /// the timeout (SIGTERM, grace, SIGKILL) and cancellation, and removes everything it made,
     /// whatever happened.
-    async fn run(&self, job: Job<'_>) -> Result<Ran, RunError>;
+    async fn run(&self, job: Job<'_>) -> Result<Ran, BackendError>;
 
     /// Pre-started containers waiting now (a backend without a warm pool has none).
     fn idle_warm(&self) -> usize {

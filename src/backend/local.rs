@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::backend::{Job, Ran, RunBackend};
-use super::pool::{self, Warm, WarmPool};
-use super::run::{self, RunError, RunIo, Started};
+use super::{BackendError, Job, Ran, RunBackend};
 use crate::engine::{ContainerSpec, SharedEngine};
 use crate::error_text::chain;
+use crate::lifecycle::pool::{self, Warm, WarmPool};
+use crate::lifecycle::run::{self, RunError, RunIo, Started};
 
 /// Runs jobs as containers on one engine.
 #[derive(Debug)]
@@ -122,7 +122,7 @@ impl LocalBackend {
 
 #[async_trait::async_trait]
 impl RunBackend for LocalBackend {
-    async fn run(&self, job: Job<'_>) -> Result<Ran, RunError> {
+    async fn run(&self, job: Job<'_>) -> Result<Ran, BackendError> {
         let Job {
             exec_id,
             workload,

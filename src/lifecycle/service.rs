@@ -1,0 +1,349 @@
+//! The life of a one-shot Swarm service, whatever it runs: its task followed to its end (its
+//! log while it runs, then read once more, skipping what was seen, since a follower may not
+//! have been sent the last messages yet; its exit code from the task's status), stopped at the
+//! timeout or on cancellation by scaling it to zero (the Swarm agent sends SIGTERM, waits the
+//! stop grace and sends SIGKILL while the log and the task's status stay readable), and its
+//! service, network and secret removed on every path, also when the run is dropped half-way.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use super::capture::{BoundedBuffer, Captured};
+use super::run::{ContainerExit, Ending, RunError, RunIo};
+use crate::engine::{
+    EngineError, LogChunk, SharedEngine, SharedSwarm, StreamKind, SwarmEngine, SwarmKind,
+    TaskState, TaskStatus,
+};
+
+/// How often the task's state is asked for.
+const POLL: Duration = Duration::from_millis(100);
+/// How long a stopped task may take to end beyond its stop grace (the agent acts a little late:
+/// about 1.3 s on this machine).
+const STOP_WAIT: Duration = Duration::from_secs(30);
+/// How long the last read of the log may take.
+const LAST_READ: Duration = Duration::from_secs(30);
+/// How long a network or secret may stay in use after its service was removed.
+const RELEASE_WAIT: Duration = Duration::from_secs(30);
+
+/// Follows a service's task to its end (stopping it at the timeout or on cancellation) and
+/// captures its log under the limits.
+pub async fn drive(
+    swarm: &dyn SwarmEngine,
+    engine: &SharedEngine,
+    service: &str,
+    io: RunIo<'_>,
+) -> Result<ContainerExit, RunError> {
+    let RunIo {
+        limits,
+        cancel,
+        on_output,
+        ..
+    } = io;
+    let mut capture = LogCapture::new(limits.max_output, on_output);
+    let mut follow = swarm.service_logs(service, true, None);
+    let mut follow_open = true;
+    let mut poll = tokio::time::interval(POLL);
+    let created = Instant::now();
+    let mut running_since: Option<Instant> = None;
+    // Why and until when packbox waits for a task it stopped.
+    let mut stopping: Option<(Ending, Instant)> = None;
+    let task = loop {
+        // The timeout counts from the task's start; while it waits to be placed and started,
+        // the same time bounds the wait.
+        let timeout_at = running_since.unwrap_or(created) + limits.timeout;
+        tokio::select! {
+            chunk = follow.next(), if follow_open => match chunk {
+                Some(chunk) => capture.push(chunk?),
+                None => follow_open = false,
+            },
+            _ = poll.tick() => {
+                let task = swarm.service_tasks(service).await?.into_iter().next();
+                match (&task, &stopping) {
+                    (Some(t), _) if t.state == TaskState::Exited => break task,
+                    (Some(t), None) if t.state == TaskState::Lost => {
+                        return Err(RunError::TaskLost {
+                            service: service.to_string(),
+                            error: t.error.clone().unwrap_or_else(|| "the task was lost".into()),
+                        });
+                    }
+                    (Some(t), Some(_)) if t.state == TaskState::Lost => break task,
+                    (Some(t), None) if t.state == TaskState::Waiting
+                        && t.error.as_deref().is_some_and(|e| e.starts_with("no suitable node")) =>
+                    {
+                        return Err(RunError::Unplaceable {
+                            service: service.to_string(),
+                            error: t.error.clone().unwrap_or_default(),
+                        });
+                    }
+                    (Some(t), _) if t.state == TaskState::Running && running_since.is_none() => {
+                        running_since = Some(Instant::now());
+                    }
+                    (None, Some(_)) => break None,
+                    _ => {}
+                }
+                if stopping.is_some_and(|(_, give_up)| Instant::now() >= give_up) {
+                    tracing::warn!(service, "the stopped task did not end in time");
+                    break task;
+                }
+            },
+            () = tokio::time::sleep_until(timeout_at), if stopping.is_none() => {
+                swarm.scale_service(service, 0).await?;
+                stopping = Some((Ending::TimedOut, Instant::now() + limits.grace + STOP_WAIT));
+            },
+            () = cancel.cancelled(), if stopping.is_none() => {
+                swarm.scale_service(service, 0).await?;
+                stopping = Some((Ending::Cancelled, Instant::now() + limits.grace + STOP_WAIT));
+            },
+        }
+    };
+    drop(follow);
+    let mut rest = swarm.service_logs(service, false, capture.since_seconds());
+    let last_read = async {
+        while let Some(chunk) = rest.next().await {
+            capture.push_unseen(chunk?);
+        }
+        Ok::<_, EngineError>(())
+    };
+    match tokio::time::timeout(LAST_READ, last_read).await {
+        Ok(read) => read?,
+        Err(_) => tracing::warn!(
+            service,
+            "the last read of the task's log did not end in time"
+        ),
+    }
+
+    let exit_code = task.as_ref().and_then(|t| t.exit_code);
+    let oom_killed = match (exit_code, task.as_ref().and_then(oom_container)) {
+        // Only a kill can be an OOM kill; the task's container can be asked only on its node.
+        (Some(137), Some(container)) => engine
+            .container_state(container)
+            .await
+            .is_ok_and(|state| state.oom_killed),
+        _ => false,
+    };
+    let (stdout, stderr) = capture.finish();
+    Ok(ContainerExit {
+        ending: stopping.map_or(Ending::Exited, |(ending, _)| ending),
+        exit_code,
+        oom_killed,
+        stdout,
+        stderr,
+    })
+}
+
+fn oom_container(task: &TaskStatus) -> Option<&str> {
+    task.container_id.as_deref()
+}
+
+/// Where a stream's log was read up to: the last timestamp seen and how many of its messages
+/// carried it.
+#[derive(Default)]
+struct Cursor {
+    last: String,
+    at_last: usize,
+}
+
+/// The log of a task captured into bounded buffers, with what was seen of each stream, so a
+/// second read skips it.
+struct LogCapture<'a> {
+    stdout: BoundedBuffer,
+    stderr: BoundedBuffer,
+    cursors: [Cursor; 2],
+    /// For the second read: how many messages at each stream's last timestamp to skip still.
+    skip: Option<[usize; 2]>,
+    on_output: &'a mut (dyn FnMut(StreamKind, &[u8]) + Send),
+}
+
+impl<'a> LogCapture<'a> {
+    fn new(limit: usize, on_output: &'a mut (dyn FnMut(StreamKind, &[u8]) + Send)) -> Self {
+        LogCapture {
+            stdout: BoundedBuffer::new("stdout", limit),
+            stderr: BoundedBuffer::new("stderr", limit),
+            cursors: Default::default(),
+            skip: None,
+            on_output,
+        }
+    }
+
+    fn index(stream: StreamKind) -> usize {
+        match stream {
+            StreamKind::Stdout => 0,
+            StreamKind::Stderr => 1,
+        }
+    }
+
+    /// A message as it comes.
+    fn push(&mut self, chunk: LogChunk) {
+        let cursor = &mut self.cursors[Self::index(chunk.stream)];
+        if chunk.timestamp == cursor.last {
+            cursor.at_last += 1;
+        } else {
+            cursor.last = chunk.timestamp.clone();
+            cursor.at_last = 1;
+        }
+        (self.on_output)(chunk.stream, &chunk.bytes);
+        match chunk.stream {
+            StreamKind::Stdout => self.stdout.push(&chunk.bytes),
+            StreamKind::Stderr => self.stderr.push(&chunk.bytes),
+        }
+    }
+
+    /// A message of the second read: kept only if it is newer than what was seen.
+    fn push_unseen(&mut self, chunk: LogChunk) {
+        let index = Self::index(chunk.stream);
+        let skip = self
+            .skip
+            .get_or_insert_with(|| [self.cursors[0].at_last, self.cursors[1].at_last]);
+        let cursor = &self.cursors[index];
+        // Timestamps are fixed-width RFC 3339: they order as strings.
+        if !cursor.last.is_empty() && chunk.timestamp < cursor.last {
+            return;
+        }
+        if !cursor.last.is_empty() && chunk.timestamp == cursor.last && skip[index] > 0 {
+            skip[index] -= 1;
+            return;
+        }
+        self.push(chunk);
+    }
+
+    /// Where the second read starts: the earliest whole second either stream was read up to,
+    /// or the start when a stream was not seen at all.
+    fn since_seconds(&self) -> Option<i64> {
+        self.cursors
+            .iter()
+            .map(|c| seconds_of(&c.last))
+            .collect::<Option<Vec<i64>>>()
+            .and_then(|seconds| seconds.into_iter().min())
+    }
+
+    fn finish(self) -> (Captured, Captured) {
+        (self.stdout.finish(), self.stderr.finish())
+    }
+}
+
+/// The whole seconds since the epoch of an RFC 3339 timestamp; `None` for none.
+fn seconds_of(timestamp: &str) -> Option<i64> {
+    let at = humantime::parse_rfc3339(timestamp).ok()?;
+    let since = at.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since.as_secs()).ok()
+}
+
+/// The Swarm objects a run made, removed on every path: explicitly at the end of the run, or
+/// in the background when the run is dropped half-way. Record each id as soon as it exists.
+pub struct ServiceObjects {
+    swarm: SharedSwarm,
+    pub service: Option<String>,
+    pub secret: Option<String>,
+    pub network: Option<String>,
+}
+
+impl ServiceObjects {
+    /// Nothing made yet, on this Swarm.
+    pub fn new(swarm: SharedSwarm) -> ServiceObjects {
+        ServiceObjects {
+            swarm,
+            service: None,
+            secret: None,
+            network: None,
+        }
+    }
+
+    /// Removes the service, then (once its task let go of them) the network and the secret.
+    /// Each is tried; the first failure is returned, naming what was left.
+    pub async fn remove_all(&mut self) -> Result<(), (String, EngineError)> {
+        let objects = [
+            (SwarmKind::Service, self.service.take()),
+            (SwarmKind::Network, self.network.take()),
+            (SwarmKind::Secret, self.secret.take()),
+        ];
+        remove_objects(self.swarm.as_ref(), objects).await
+    }
+}
+
+impl Drop for ServiceObjects {
+    fn drop(&mut self) {
+        let objects = [
+            (SwarmKind::Service, self.service.take()),
+            (SwarmKind::Network, self.network.take()),
+            (SwarmKind::Secret, self.secret.take()),
+        ];
+        if objects.iter().all(|(_, id)| id.is_none()) {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let swarm = SharedSwarm::clone(&self.swarm);
+            handle.spawn(async move {
+                if let Err((what, e)) = remove_objects(swarm.as_ref(), objects).await {
+                    tracing::warn!("removing {what} after an interrupted run: {e}");
+                }
+            });
+        }
+    }
+}
+
+async fn remove_objects(
+    swarm: &dyn SwarmEngine,
+    objects: [(SwarmKind, Option<String>); 3],
+) -> Result<(), (String, EngineError)> {
+    let mut first_failure = None;
+    for (kind, id) in objects {
+        let Some(id) = id else { continue };
+        if let Err(e) = remove_when_free(swarm, kind, &id).await {
+            first_failure.get_or_insert((format!("{} {id}", kind.name()), e));
+        }
+    }
+    first_failure.map_or(Ok(()), Err)
+}
+
+/// Removes an object, waiting (bounded) while it is still in use: a network until the task's
+/// container left it, a secret until the service that mounts it is gone.
+pub async fn remove_when_free(
+    swarm: &dyn SwarmEngine,
+    kind: SwarmKind,
+    id: &str,
+) -> Result<(), EngineError> {
+    let give_up = Instant::now() + RELEASE_WAIT;
+    loop {
+        match swarm.remove_object(kind, id).await {
+            Err(EngineError::InUse { .. }) if Instant::now() < give_up => {
+                tokio::time::sleep(POLL).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_read_skips_what_was_seen_at_the_same_timestamp() {
+        let mut seen = Vec::new();
+        let mut on_output = |_: StreamKind, bytes: &[u8]| seen.extend_from_slice(bytes);
+        let mut capture = LogCapture::new(1024, &mut on_output);
+        let chunk = |ts: &str, text: &str| LogChunk {
+            stream: StreamKind::Stdout,
+            timestamp: ts.into(),
+            bytes: bytes::Bytes::from(text.to_string()),
+        };
+        capture.push(chunk("2026-01-01T00:00:01.000000000Z", "a"));
+        capture.push(chunk("2026-01-01T00:00:02.000000000Z", "b"));
+        capture.push(chunk("2026-01-01T00:00:02.000000000Z", "c"));
+        assert_eq!(capture.since_seconds(), None, "stderr was not seen");
+        for (ts, text) in [
+            ("2026-01-01T00:00:01.000000000Z", "a"),
+            ("2026-01-01T00:00:02.000000000Z", "b"),
+            ("2026-01-01T00:00:02.000000000Z", "c"),
+            ("2026-01-01T00:00:02.000000000Z", "d"),
+            ("2026-01-01T00:00:03.000000000Z", "e"),
+        ] {
+            capture.push_unseen(chunk(ts, text));
+        }
+        let (stdout, _) = capture.finish();
+        assert_eq!(stdout.text, "abcde");
+        assert_eq!(seen, b"abcde");
+    }
+}
