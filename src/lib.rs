@@ -3,7 +3,8 @@
 //! The library is the product; the `packbox` binary is a thin layer over it. An embedding
 //! program resolves [`Settings`] once, plans a run with [`plan`] (no engine needed: everything
 //! wrong with the input is said here), and hands the [`RunPlan`] to an [`Executor`], which
-//! prepares the image, runs the action in a fresh container and returns its [`Outcome`].
+//! prepares the image, runs the action in a fresh container (or, with the swarm backend, a
+//! one-shot Swarm service) and returns its [`Outcome`].
 //!
 //! Inside, one module per stage, depending in one direction only, from the executor down to the
 //! engine seam:
@@ -15,9 +16,11 @@
 //!    │          │
 //! prepare ── probe ── runtime_image ── envimage
 //!    │
-//! lifecycle ── sandbox
+//! backend (RunBackend: docker | swarm) ── pack_image ── sandbox
 //!    │
-//! engine (the seam: ContainerEngine; DockerEngine; a recording fake in tests)
+//! lifecycle (a container's life, a service's life)
+//!    │
+//! engine (the seam: ContainerEngine + SwarmEngine; DockerEngine; a recording fake in tests)
 //! ```
 
 mod backend;
