@@ -480,3 +480,80 @@ fn objects_with_test_label(tag: &str) -> Vec<String> {
     }
     found
 }
+
+#[test]
+fn memory_stays_flat_under_an_output_flood() {
+    require_engine();
+    let _swarm = use_swarm();
+    let peak = |action: &str| -> (u64, Value) {
+        let packs = repo_root().join("tests/fixtures");
+        let child = spawn_packbox(&[
+            "--backend",
+            "swarm",
+            "run",
+            "--packs",
+            &packs.to_string_lossy(),
+            action,
+            "--json",
+            "--max-output",
+            "1m",
+        ]);
+        let pid = child.id();
+        let status = format!("/proc/{pid}/status");
+        let sampler = std::thread::spawn(move || {
+            let mut peak_kib = 0;
+            while let Ok(text) = std::fs::read_to_string(&status) {
+                if let Some(kib) = text
+                    .lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    peak_kib = peak_kib.max(kib);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            peak_kib
+        });
+        let output = child.wait_with_output().expect("packbox ends");
+        let peak_kib = sampler.join().expect("sampler");
+        assert_no_swarm_leftovers(pid);
+        let outcome: Value = serde_json::from_slice(&output.stdout).expect("JSON outcome");
+        (peak_kib, outcome)
+    };
+    let (quiet, _) = peak("bench.noop");
+    let (flood, outcome) = peak("bench.flood");
+    println!("peak RSS: {quiet} KiB for a quiet action, {flood} KiB under a 100 MiB flood");
+    assert_eq!(outcome["status"], "succeeded", "{}", outcome["error"]);
+    assert_eq!(outcome["stdout_truncated"], true);
+    let stdout = outcome["stdout"].as_str().expect("stdout");
+    assert!(
+        stdout.starts_with(&"x".repeat(1 << 20))
+            && stdout.ends_with("\n\n[OUTPUT TRUNCATED: stdout exceeded size limit]\n"),
+        "1 MiB kept, then the marker: {}",
+        &stdout[stdout.len().saturating_sub(80)..]
+    );
+    assert!(quiet > 0 && flood > 0, "RSS was sampled");
+    assert!(
+        flood < quiet + 8 * 1024,
+        "100 MiB of output grew packbox from {quiet} KiB to {flood} KiB"
+    );
+}
+
+#[test]
+fn the_head_of_a_flood_is_kept_though_the_log_rotates() {
+    require_engine();
+    let _swarm = use_swarm();
+    // About 110 MiB, a line per number: the log's head is recognisable.
+    let run = swarm_run(&swarm_packs(), "swarmcheck.count", &["--max-output", "1m"]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let outcome = run.json();
+    assert_eq!(outcome["stdout_truncated"], true);
+    let stdout = outcome["stdout"].as_str().expect("stdout");
+    let expected: String = (1..=1000).map(|n| format!("{n}\n")).collect();
+    assert!(
+        stdout.starts_with(&expected),
+        "the head: {}",
+        &stdout[..100]
+    );
+}

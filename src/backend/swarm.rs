@@ -553,7 +553,8 @@ mod tests {
         assert_eq!(
             s.fake
                 .count(|c| matches!(c, Call::Logs { follow: false, .. })),
-            1
+            2,
+            "one more read per stream"
         );
     }
 
@@ -569,6 +570,17 @@ mod tests {
         let ran = run(&s, &limits(60, 10)).await.expect("ran");
         assert!(ran.exit.stdout.truncated);
         assert_eq!(ran.exit.stdout.text, "a".repeat(1024));
+        let read_again = |stream: StreamKind| {
+            s.fake.count(
+                |c| matches!(c, Call::Logs { follow: false, stream: read, .. } if *read == stream),
+            )
+        };
+        assert_eq!(
+            read_again(StreamKind::Stdout),
+            0,
+            "a full stream is not read again"
+        );
+        assert_eq!(read_again(StreamKind::Stderr), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -206,11 +206,17 @@ impl SwarmEngine for DockerEngine {
             .collect())
     }
 
-    fn service_logs(&self, id: &str, follow: bool, since_seconds: Option<i64>) -> LogStream {
+    fn service_logs(
+        &self,
+        id: &str,
+        stream: StreamKind,
+        follow: bool,
+        since_seconds: Option<i64>,
+    ) -> LogStream {
         let mut options = LogsOptionsBuilder::default()
             .follow(follow)
-            .stdout(true)
-            .stderr(true)
+            .stdout(stream == StreamKind::Stdout)
+            .stderr(stream == StreamKind::Stderr)
             .timestamps(true);
         if let Some(since) = since_seconds {
             options = options.since(i32::try_from(since).unwrap_or(i32::MAX));

@@ -24,8 +24,8 @@ use tokio::io::AsyncWrite;
 
 pub use docker::DockerEngine;
 pub use swarm::{
-    LogChunk, NetworkSpec, SecretFile, ServiceSpec, SharedSwarm, SwarmEngine, SwarmKind, TaskState,
-    TaskStatus, TmpfsMount,
+    LogChunk, LogStream, NetworkSpec, SecretFile, ServiceSpec, SharedSwarm, SwarmEngine, SwarmKind,
+    TaskState, TaskStatus, TmpfsMount,
 };
 
 /// The engine as the stages hold it: shared, cheap to clone, any implementation.

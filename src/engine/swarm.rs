@@ -187,10 +187,16 @@ pub trait SwarmEngine: Send + Sync + fmt::Debug {
     /// The tasks of a service, newest first.
     async fn service_tasks(&self, id: &str) -> Result<Vec<TaskStatus>, EngineError>;
 
-    /// A service's log from its start (or from the whole second `since_seconds` on), each
-    /// message with its timestamp; with `follow`, the stream stays open for new messages and
-    /// only ends when the caller drops it.
-    fn service_logs(&self, id: &str, follow: bool, since_seconds: Option<i64>) -> LogStream;
+    /// One stream of a service's log from its start (or from the whole second `since_seconds`
+    /// on), each message with its timestamp; with `follow`, the stream stays open for new
+    /// messages and only ends when the caller drops it.
+    fn service_logs(
+        &self,
+        id: &str,
+        stream: StreamKind,
+        follow: bool,
+        since_seconds: Option<i64>,
+    ) -> LogStream;
 
     /// Removes an object; one that is already gone is not an error, one still in use is
     /// [`EngineError::InUse`].

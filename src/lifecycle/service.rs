@@ -1,6 +1,7 @@
-//! The life of a one-shot Swarm service, whatever it runs: its task followed to its end (its
-//! log while it runs, then read once more, skipping what was seen, since a follower may not
-//! have been sent the last messages yet; its exit code from the task's status), stopped at the
+//! The life of a one-shot Swarm service, whatever it runs: its task followed to its end (each
+//! stream of its log followed while it runs, until the stream is past the output limit, then
+//! read once more, skipping what was seen, since a follower may not have been sent the last
+//! messages yet; its exit code from the task's status), stopped at the
 //! timeout or on cancellation by scaling it to zero (the Swarm agent sends SIGTERM, waits the
 //! stop grace and sends SIGKILL while the log and the task's status stay readable), and its
 //! service, network and secret removed on every path, also when the run is dropped half-way.
@@ -13,8 +14,8 @@ use tokio::time::Instant;
 use super::capture::{BoundedBuffer, Captured};
 use super::run::{ContainerExit, Ending, RunError, RunIo};
 use crate::engine::{
-    EngineError, LogChunk, SharedEngine, SharedSwarm, StreamKind, SwarmEngine, SwarmKind,
-    TaskState, TaskStatus,
+    EngineError, LogChunk, LogStream, SharedEngine, SharedSwarm, StreamKind, SwarmEngine,
+    SwarmKind, TaskState, TaskStatus,
 };
 
 /// How often the task's state is asked for.
@@ -42,8 +43,10 @@ pub async fn drive(
         ..
     } = io;
     let mut capture = LogCapture::new(limits.max_output, on_output);
-    let mut follow = swarm.service_logs(service, true, None);
-    let mut follow_open = true;
+    // One follower per stream, each dropped once its stream is past the limit: unlike attach,
+    // the log is written whether or not anyone reads it, so nothing is drained for nothing.
+    let mut stdout = Some(swarm.service_logs(service, StreamKind::Stdout, true, None));
+    let mut stderr = Some(swarm.service_logs(service, StreamKind::Stderr, true, None));
     let mut poll = tokio::time::interval(POLL);
     let created = Instant::now();
     let mut running_since: Option<Instant> = None;
@@ -54,10 +57,8 @@ pub async fn drive(
         // the same time bounds the wait.
         let timeout_at = running_since.unwrap_or(created) + limits.timeout;
         tokio::select! {
-            chunk = follow.next(), if follow_open => match chunk {
-                Some(chunk) => capture.push(chunk?),
-                None => follow_open = false,
-            },
+            chunk = next(&mut stdout) => capture.follow(chunk, &mut stdout)?,
+            chunk = next(&mut stderr) => capture.follow(chunk, &mut stderr)?,
             _ = poll.tick() => {
                 let task = swarm.service_tasks(service).await?.into_iter().next();
                 match (&task, &stopping) {
@@ -78,6 +79,7 @@ pub async fn drive(
                         });
                     }
                     (Some(t), _) if t.state == TaskState::Running && running_since.is_none() => {
+                        tracing::debug!(service, "task running");
                         running_since = Some(Instant::now());
                     }
                     (None, Some(_)) => break None,
@@ -98,11 +100,22 @@ pub async fn drive(
             },
         }
     };
-    drop(follow);
-    let mut rest = swarm.service_logs(service, false, capture.since_seconds());
+    tracing::debug!(
+        service,
+        exit_code = task.as_ref().and_then(|t| t.exit_code),
+        "task ended"
+    );
+    drop((stdout, stderr));
     let last_read = async {
-        while let Some(chunk) = rest.next().await {
-            capture.push_unseen(chunk?);
+        for stream in [StreamKind::Stdout, StreamKind::Stderr] {
+            if capture.is_full(stream) {
+                continue;
+            }
+            let since = capture.since_seconds(stream);
+            let mut rest = swarm.service_logs(service, stream, false, since);
+            while let Some(chunk) = rest.next().await {
+                capture.push_unseen(chunk?);
+            }
         }
         Ok::<_, EngineError>(())
     };
@@ -114,6 +127,7 @@ pub async fn drive(
         ),
     }
 
+    tracing::debug!(service, "log read");
     let exit_code = task.as_ref().and_then(|t| t.exit_code);
     let oom_killed = match (exit_code, task.as_ref().and_then(oom_container)) {
         // Only a kill can be an OOM kill; the task's container can be asked only on its node.
@@ -131,6 +145,14 @@ pub async fn drive(
         stdout,
         stderr,
     })
+}
+
+/// The next message of a follower; never, once it is gone.
+async fn next(follower: &mut Option<LogStream>) -> Option<Result<LogChunk, EngineError>> {
+    match follower {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn oom_container(task: &TaskStatus) -> Option<&str> {
@@ -174,6 +196,35 @@ impl<'a> LogCapture<'a> {
         }
     }
 
+    /// A follower's next message: kept, and the follower dropped once it ended or its stream is
+    /// past the limit.
+    fn follow(
+        &mut self,
+        chunk: Option<Result<LogChunk, EngineError>>,
+        follower: &mut Option<LogStream>,
+    ) -> Result<(), EngineError> {
+        match chunk {
+            Some(chunk) => {
+                let chunk = chunk?;
+                let stream = chunk.stream;
+                self.push(chunk);
+                if self.is_full(stream) {
+                    *follower = None;
+                }
+            }
+            None => *follower = None,
+        }
+        Ok(())
+    }
+
+    /// Whether a stream is past the limit: nothing more of it is kept.
+    fn is_full(&self, stream: StreamKind) -> bool {
+        match stream {
+            StreamKind::Stdout => self.stdout.is_full(),
+            StreamKind::Stderr => self.stderr.is_full(),
+        }
+    }
+
     /// A message as it comes.
     fn push(&mut self, chunk: LogChunk) {
         let cursor = &mut self.cursors[Self::index(chunk.stream)];
@@ -208,14 +259,10 @@ impl<'a> LogCapture<'a> {
         self.push(chunk);
     }
 
-    /// Where the second read starts: the earliest whole second either stream was read up to,
-    /// or the start when a stream was not seen at all.
-    fn since_seconds(&self) -> Option<i64> {
-        self.cursors
-            .iter()
-            .map(|c| seconds_of(&c.last))
-            .collect::<Option<Vec<i64>>>()
-            .and_then(|seconds| seconds.into_iter().min())
+    /// Where the second read of a stream starts: the whole second it was read up to, or its
+    /// start when nothing of it was seen.
+    fn since_seconds(&self, stream: StreamKind) -> Option<i64> {
+        seconds_of(&self.cursors[Self::index(stream)].last)
     }
 
     fn finish(self) -> (Captured, Captured) {
@@ -332,7 +379,12 @@ mod tests {
         capture.push(chunk("2026-01-01T00:00:01.000000000Z", "a"));
         capture.push(chunk("2026-01-01T00:00:02.000000000Z", "b"));
         capture.push(chunk("2026-01-01T00:00:02.000000000Z", "c"));
-        assert_eq!(capture.since_seconds(), None, "stderr was not seen");
+        assert_eq!(capture.since_seconds(StreamKind::Stderr), None, "not seen");
+        assert_eq!(
+            capture.since_seconds(StreamKind::Stdout),
+            Some(1_767_225_602),
+            "the whole second of the last message"
+        );
         for (ts, text) in [
             ("2026-01-01T00:00:01.000000000Z", "a"),
             ("2026-01-01T00:00:02.000000000Z", "b"),

@@ -54,6 +54,7 @@ pub(crate) enum Call {
     Tasks(String),
     Logs {
         id: String,
+        stream: StreamKind,
         follow: bool,
         since_seconds: Option<i64>,
     },

@@ -489,12 +489,20 @@ impl SwarmEngine for FakeEngine {
             .unwrap_or_default())
     }
 
-    fn service_logs(&self, id: &str, follow: bool, since_seconds: Option<i64>) -> LogStream {
+    fn service_logs(
+        &self,
+        id: &str,
+        stream: StreamKind,
+        follow: bool,
+        since_seconds: Option<i64>,
+    ) -> LogStream {
         self.record(Call::Logs {
             id: id.to_string(),
+            stream,
             follow,
             since_seconds,
         });
+        let wanted = stream;
         let failing = self.injected(Op::Logs, "reading a log").err();
         let engine = self.self_arc();
         let service = id.to_string();
@@ -517,7 +525,9 @@ impl SwarmEngine for FakeEngine {
                         while index < end {
                             let chunk = service_state.log[index].clone();
                             index += 1;
-                            if since_seconds.is_none_or(|s| seconds_of(&chunk.timestamp) >= s) {
+                            if chunk.stream == wanted
+                                && since_seconds.is_none_or(|s| seconds_of(&chunk.timestamp) >= s)
+                            {
                                 return Some((Ok(chunk), (engine.clone(), service, index, None)));
                             }
                         }
