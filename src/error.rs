@@ -11,6 +11,7 @@ use crate::plan::PlanError;
 use crate::prepare::PrepareError;
 use crate::probe::UnknownRuntimeFilter;
 use crate::runtime_image::ImageError;
+use crate::sandbox::gvisor::GvisorError;
 use crate::settings::SettingsError;
 
 /// Any error packbox's library can return.
@@ -28,6 +29,9 @@ pub enum Error {
     /// The operator asked for an OCI runtime the engine does not have.
     #[error("OCI runtime `{wanted}` is not available on this engine (available: {available})")]
     OciRuntimeMissing { wanted: String, available: String },
+    /// gVisor, as the engine registered it, cannot sandbox the run as asked.
+    #[error(transparent)]
+    Gvisor(#[from] GvisorError),
     /// The sandbox asks for more CPUs than the engine has.
     #[error("sandbox.cpus = {wanted}: the engine has only {available} CPUs")]
     TooManyCpus { wanted: f64, available: i64 },
@@ -94,14 +98,16 @@ impl Error {
         match self {
             Error::Prepare(prepare) => match prepare.as_ref() {
                 PrepareError::NoMatchingVersion { .. } => Fault::Input,
-                PrepareError::Env(EnvError::CaBundle { .. }) => Fault::Input,
+                PrepareError::Env(EnvError::CaBundle { .. } | EnvError::PackSources { .. }) => {
+                    Fault::Input
+                }
                 PrepareError::Cancelled
                 | PrepareError::Env(EnvError::Cancelled { .. })
                 | PrepareError::Image(ImageError::Cancelled { .. }) => Fault::Cancelled,
                 _ => Fault::Engine,
             },
             Error::Env(env) => match env.as_ref() {
-                EnvError::CaBundle { .. } => Fault::Input,
+                EnvError::CaBundle { .. } | EnvError::PackSources { .. } => Fault::Input,
                 EnvError::Cancelled { .. } => Fault::Cancelled,
                 _ => Fault::Engine,
             },
@@ -113,6 +119,8 @@ impl Error {
             Error::Swarm(swarm) if swarm.is_cancelled() => Fault::Cancelled,
             Error::Swarm(swarm) if swarm.is_input() => Fault::Input,
             Error::Swarm(_) => Fault::Engine,
+            Error::Gvisor(gvisor) if gvisor.is_input() => Fault::Input,
+            Error::Gvisor(_) => Fault::Engine,
             Error::Settings(_)
             | Error::Plan(_)
             | Error::RuntimeFilter(_)
@@ -146,6 +154,12 @@ impl Error {
                     "run `docker swarm init` on that engine, point --engine at a manager, or use --backend docker",
                 )
             }
+            Error::OciRuntimeMissing { wanted, .. } if wanted == "runsc" => Some(
+                "scripts/ensure-docker --with-gvisor installs gVisor and registers it as runsc",
+            ),
+            Error::Gvisor(gvisor) if !gvisor.is_input() => Some(
+                "scripts/ensure-docker --with-gvisor registers runsc with --network=none --oci-seccomp",
+            ),
             Error::Settings(settings)
                 if matches!(settings.as_ref(), SettingsError::Weaker { .. }) =>
             {

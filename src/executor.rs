@@ -24,13 +24,19 @@ use crate::engine::{DockerEngine, EngineInfo, SharedEngine, StreamKind};
 use crate::envimage::inventory::{self, EnvInfo, PruneReport};
 use crate::error::Error;
 use crate::error_text::chain;
+use crate::explain::{self, Explanation};
 use crate::lifecycle::RunIo;
 use crate::lifecycle::owner::{self, Owner, Swept};
 use crate::pack;
+use crate::packtest::{self, TestEvent, TestPlan, TestReport};
 use crate::plan::{RunPlan, resolve_runtime};
 use crate::prepare::{self, PrepareError, Preparer};
 use crate::probe::{self, ProbeCache, VersionStatus};
 use crate::runtime_image::{self, ImageState};
+use crate::sandbox::SandboxPolicy;
+use crate::sandbox::gvisor::{self, GvisorError};
+use crate::sandbox::isolation::IsolationLevel;
+use crate::sandbox::seccomp::Kernel;
 use crate::settings::Settings;
 
 pub use crate::prepare::PrepareEvent;
@@ -157,7 +163,7 @@ impl Executor {
         let span = tracing::info_span!("run", action = plan.action_ref());
         async {
             let started = Instant::now();
-            self.check_policy(plan).await?;
+            let kernel = self.check_policy(plan.action_ref(), plan.policy()).await?;
             let preparer = self.preparer();
             let statuses = preparer.verified_versions(&plan.runtime).await?;
             let constraint = plan.action.action.runtime_version.as_ref();
@@ -181,9 +187,12 @@ impl Executor {
             );
             let prepare_started = Instant::now();
             let prepared = preparer
-                .image_for(&plan.runtime, selected, &plan.action.pack_dir, |event| {
-                    on_event(RunEvent::Prepare(event))
-                })
+                .image_for(
+                    &plan.runtime,
+                    selected,
+                    plan.dependencies.as_ref(),
+                    |event| on_event(RunEvent::Prepare(event)),
+                )
                 .await?;
             tracing::debug!(
                 image = %prepared.image,
@@ -200,6 +209,7 @@ impl Executor {
                     workload: plan.workload(&exec_id, &prepared.image, &self.owner),
                     exec_id,
                     policy: plan.policy(),
+                    kernel,
                     io: RunIo {
                         stdin: plan.stdin.0.clone(),
                         limits: &plan.limits,
@@ -249,20 +259,43 @@ impl Executor {
             .await?)
     }
 
-    /// Refuses a sandbox the engine cannot give: an OCI runtime it lacks, more CPUs than it has.
-    async fn check_policy(&self, plan: &RunPlan) -> Result<(), Error> {
-        let policy = plan.policy();
+    /// Refuses a sandbox the engine cannot give: an OCI runtime it lacks, a gVisor that could
+    /// not sandbox the run as asked, a strict run on anything but gVisor, more CPUs than it
+    /// has. Says which kernel will answer the action's calls.
+    async fn check_policy(
+        &self,
+        action_ref: &str,
+        policy: &SandboxPolicy,
+    ) -> Result<Kernel, Error> {
         if policy.oci_runtime.is_none() && policy.cpus <= 1.0 {
-            return Ok(());
+            return Ok(Kernel::Host);
         }
         let info = self.engine_info().await?;
-        if let Some(wanted) = &policy.oci_runtime
-            && !info.oci_runtimes.iter().any(|r| r == wanted)
-        {
-            return Err(Error::OciRuntimeMissing {
-                wanted: wanted.clone(),
-                available: info.oci_runtimes.join(", "),
-            });
+        let mut kernel = Kernel::Host;
+        if let Some(wanted) = &policy.oci_runtime {
+            match info.oci_runtimes.iter().find(|r| &r.name == wanted) {
+                None => {
+                    let available: Vec<&str> =
+                        info.oci_runtimes.iter().map(|r| r.name.as_str()).collect();
+                    return Err(Error::OciRuntimeMissing {
+                        wanted: wanted.clone(),
+                        available: available.join(", "),
+                    });
+                }
+                Some(runtime) if gvisor::is_gvisor(runtime) => {
+                    gvisor::check(runtime, policy)?;
+                    kernel = Kernel::Gvisor;
+                }
+                Some(runtime) if policy.isolation.level == IsolationLevel::Strict => {
+                    return Err(GvisorError::StrictNeedsGvisor {
+                        action: action_ref.to_string(),
+                        runtime: runtime.name.clone(),
+                        path: runtime.path.clone(),
+                    }
+                    .into());
+                }
+                Some(_) => {}
+            }
         }
         if info.cpus > 0 && policy.cpus > info.cpus as f64 {
             return Err(Error::TooManyCpus {
@@ -270,7 +303,49 @@ impl Executor {
                 available: info.cpus,
             });
         }
-        Ok(())
+        Ok(kernel)
+    }
+
+    /// The decision a run of `action_ref` would take, without running it: runtime, constraint,
+    /// every candidate version and why it was taken or not, the environment key and its parts,
+    /// whether the image exists and the lock it recorded. Versions are verified as for a run.
+    pub async fn explain(&self, packs_dir: &Path, action_ref: &str) -> Result<Explanation, Error> {
+        explain::explain(
+            &self.preparer(),
+            &self.settings.sandbox,
+            &self.owner,
+            packs_dir,
+            action_ref,
+        )
+        .await
+        .map_err(|e| match e {
+            explain::ExplainError::Plan(e) => e.into(),
+            explain::ExplainError::Prepare(e) => e.into(),
+            explain::ExplainError::Engine(e) => e.into(),
+        })
+    }
+
+    /// Runs a pack's tests (see [`crate::plan_tests`]), each runner in a fresh container on the
+    /// environment the pack's actions get. Failing tests are a report, not an error.
+    pub async fn test_pack(
+        &self,
+        plan: &TestPlan,
+        on_event: impl FnMut(TestEvent<'_>) + Send,
+    ) -> Result<TestReport, Error> {
+        let kernel = self.check_policy(plan.pack_ref(), plan.policy()).await?;
+        packtest::run_tests(
+            &self.preparer(),
+            &self.engine,
+            &self.owner,
+            plan,
+            kernel,
+            on_event,
+        )
+        .await
+        .map_err(|e| match e {
+            packtest::TestRunError::Prepare(e) => e.into(),
+            packtest::TestRunError::Run(e) => e.into(),
+        })
     }
 
     /// Removes what packbox processes that are gone left behind: containers, and on a Swarm
@@ -382,15 +457,23 @@ impl Executor {
                 error: None,
             };
             let statuses = preparer.verified_versions(runtime).await?;
-            let selected = match prepare::select_version(
-                &action.action_ref,
-                runtime,
-                action.action.runtime_version.as_ref(),
-                &statuses,
-            ) {
-                Ok(selected) => selected,
-                Err(e) => {
-                    report.error = Some(chain(&e));
+            let chosen = action
+                .dependencies(&runtime.name)
+                .map_err(|e| chain(&e))
+                .and_then(|dependencies| {
+                    prepare::select_version(
+                        &action.action_ref,
+                        runtime,
+                        action.action.runtime_version.as_ref(),
+                        &statuses,
+                    )
+                    .map(|selected| (dependencies, selected))
+                    .map_err(|e| chain(&e))
+                });
+            let (dependencies, selected) = match chosen {
+                Ok(chosen) => chosen,
+                Err(error) => {
+                    report.error = Some(error);
                     on_event(BuildEvent::Finished { report: &report });
                     reports.push(report);
                     continue;
@@ -400,7 +483,7 @@ impl Executor {
                 action: &action.action_ref,
             });
             let prepared = preparer
-                .image_for(runtime, selected, &action.pack_dir, |event| {
+                .image_for(runtime, selected, dependencies.as_ref(), |event| {
                     if let PrepareEvent::BuildLine { line } = event {
                         on_event(BuildEvent::Line { line });
                     }
@@ -558,8 +641,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::engine::fake::{BuildScript, Call, Exit, FakeEngine, Program, PullScript};
-    use crate::engine::{ContainerEngine, ContainerSpec, EngineInfo, Signal};
+    use crate::engine::fake::{BuildScript, Call, Exit, FakeEngine, Program};
+    use crate::engine::{ContainerEngine, ContainerSpec, EngineInfo, OciRuntime, Signal};
     use crate::error::Fault;
     use crate::plan::{RunRequest, plan};
     use crate::settings::{Environment, SettingsLayer};
@@ -865,15 +948,13 @@ mod tests {
         h.executor.close().await;
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn cancelling_during_the_run_stops_and_removes_the_container() {
-        let h = harness(
-            engine(Program {
-                exit: Exit::Never,
-                ..Program::default()
-            }),
-            SettingsLayer::default(),
-        );
+    /// Runs the action of `packs` on an executor sharing the harness's fake engine, whose
+    /// shutdown is cancelled as soon as `when` holds; that executor is closed afterwards.
+    async fn run_cancelled_when(
+        h: &Harness,
+        packs: &tempfile::TempDir,
+        when: impl Fn(&FakeEngine) -> bool,
+    ) -> Result<Outcome, Error> {
         let shutdown = CancellationToken::new();
         let executor = Executor::start(
             h.settings.clone(),
@@ -881,23 +962,38 @@ mod tests {
             h.fake.clone(),
         )
         .with_shutdown(shutdown.clone());
-        let packs = pack("shell", "a.sh", "", &[]);
-        let plan = plan_for(&h, &packs);
+        let plan = plan_for(h, packs);
         let running = executor.run(&plan, |_| {});
         let cancelling = async {
-            h.fake
-                .until(|f| {
-                    f.running()
-                        .iter()
-                        .any(|name| !name.starts_with("packbox-probe"))
-                })
-                .await;
+            h.fake.until(when).await;
             shutdown.cancel();
         };
-        let (outcome, ()) = tokio::join!(running, cancelling);
-        let outcome = outcome.expect("an outcome");
-        assert_eq!(outcome.status, Status::Cancelled);
+        let (result, ()) = tokio::join!(running, cancelling);
         executor.close().await;
+        result
+    }
+
+    fn builds(fake: &FakeEngine) -> usize {
+        fake.count(|c| matches!(c, Call::Build(_)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_during_the_run_stops_and_removes_the_container() {
+        let never = Program {
+            exit: Exit::Never,
+            ..Program::default()
+        };
+        let h = harness(engine(never), SettingsLayer::default());
+        let packs = pack("shell", "a.sh", "", &[]);
+        let action_runs = |f: &FakeEngine| {
+            f.running()
+                .iter()
+                .any(|name| !name.starts_with("packbox-probe"))
+        };
+        let outcome = run_cancelled_when(&h, &packs, action_runs)
+            .await
+            .expect("an outcome");
+        assert_eq!(outcome.status, Status::Cancelled);
         h.executor.close().await;
         assert!(h.fake.container_ids().is_empty());
     }
@@ -911,24 +1007,11 @@ mod tests {
             ..Program::default()
         });
         let h = harness(fake, SettingsLayer::default());
-        let shutdown = CancellationToken::new();
-        let executor = Executor::start(
-            h.settings.clone(),
-            Catalog::builtin().expect("catalog"),
-            h.fake.clone(),
-        )
-        .with_shutdown(shutdown.clone());
         let packs = pack("shell", "a.sh", "", &[]);
-        let plan = plan_for(&h, &packs);
-        let running = executor.run(&plan, |_| {});
-        let cancelling = async {
-            h.fake.until(|f| !f.running().is_empty()).await;
-            shutdown.cancel();
-        };
-        let (result, ()) = tokio::join!(running, cancelling);
-        let err = result.expect_err("cancelled");
+        let err = run_cancelled_when(&h, &packs, |f| !f.running().is_empty())
+            .await
+            .expect_err("cancelled");
         assert_eq!(err.fault(), Fault::Cancelled, "{err}");
-        executor.close().await;
         h.executor.close().await;
         assert!(h.fake.container_ids().is_empty());
         assert!(
@@ -938,46 +1021,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn cancelling_while_a_runtime_image_is_pulled_or_built_leaves_no_tag() {
-        for pull_hangs in [true, false] {
-            let fake = engine(Program::default());
-            // The shell image is missing: a pull (hangs, or fails and a build hangs).
-            fake.remove_image("packbox/shell:5.2")
-                .await
-                .expect("removed");
-            if pull_hangs {
-                fake.set_pull(PullScript::Hang);
-            } else {
-                fake.set_build(BuildScript::Hang);
-            }
-            let h = harness(fake, SettingsLayer::default());
-            let shutdown = CancellationToken::new();
-            let executor = Executor::start(
-                h.settings.clone(),
-                Catalog::builtin().expect("catalog"),
-                h.fake.clone(),
-            )
-            .with_shutdown(shutdown.clone());
-            let packs = pack("shell", "a.sh", "", &[]);
-            let plan = plan_for(&h, &packs);
-            let running = executor.run(&plan, |_| {});
-            let cancelling = async {
-                h.fake
-                    .until(|f| {
-                        f.count(|c| matches!(c, Call::Pull(_) | Call::Build(_)))
-                            == if pull_hangs { 1 } else { 2 }
-                    })
-                    .await;
-                shutdown.cancel();
-            };
-            let (result, ()) = tokio::join!(running, cancelling);
-            let err = result.expect_err("cancelled");
-            assert_eq!(err.fault(), Fault::Cancelled, "{err}");
-            assert!(!h.fake.has_image("packbox/shell:5.2"));
-            executor.close().await;
-            h.executor.close().await;
-            assert!(h.fake.container_ids().is_empty());
-        }
+    async fn cancelling_while_a_runtime_image_is_built_leaves_no_tag() {
+        let fake = engine(Program::default());
+        // The shell image is missing: it is built from its recipe (never pulled), and the
+        // build hangs.
+        fake.remove_image("packbox/shell:5.2")
+            .await
+            .expect("removed");
+        fake.set_build(BuildScript::Hang);
+        let h = harness(fake, SettingsLayer::default());
+        let packs = pack("shell", "a.sh", "", &[]);
+        let err = run_cancelled_when(&h, &packs, |f| builds(f) == 1)
+            .await
+            .expect_err("cancelled");
+        assert_eq!(err.fault(), Fault::Cancelled, "{err}");
+        assert!(!h.fake.has_image("packbox/shell:5.2"));
+        assert_eq!(h.fake.count(|c| matches!(c, Call::Pull(_))), 0);
+        h.executor.close().await;
+        assert!(h.fake.container_ids().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -985,36 +1046,21 @@ mod tests {
         let fake = engine(Program::default());
         fake.set_build(BuildScript::Hang);
         let h = harness(fake, SettingsLayer::default());
-        let shutdown = CancellationToken::new();
-        let executor = Executor::start(
-            h.settings.clone(),
-            Catalog::builtin().expect("catalog"),
-            h.fake.clone(),
-        )
-        .with_shutdown(shutdown.clone());
         let packs = pack(
             "python",
             "a.py",
             "",
             &[("requirements.txt", "requests==2.31.0 # cancel test\n")],
         );
-        let plan = plan_for(&h, &packs);
-        let running = executor.run(&plan, |_| {});
-        let cancelling = async {
-            h.fake
-                .until(|f| f.count(|c| matches!(c, Call::Build(_))) == 1)
-                .await;
-            shutdown.cancel();
-        };
-        let (result, ()) = tokio::join!(running, cancelling);
-        let err = result.expect_err("cancelled");
+        let err = run_cancelled_when(&h, &packs, |f| builds(f) == 1)
+            .await
+            .expect_err("cancelled");
         assert_eq!(err.fault(), Fault::Cancelled, "{err}");
         let tag = h.fake.calls().into_iter().find_map(|c| match c {
             Call::Build(tag) => Some(tag),
             _ => None,
         });
         assert!(!h.fake.has_image(&tag.expect("a build")));
-        executor.close().await;
         h.executor.close().await;
     }
 
@@ -1031,6 +1077,71 @@ mod tests {
         h.executor.close().await;
     }
 
+    /// An engine offering runc and a gVisor registered as `scripts/ensure-docker` does.
+    fn with_gvisor(fake: &FakeEngine, runsc_path: &str) {
+        fake.set_info(EngineInfo {
+            server_version: "20.10.24".into(),
+            oci_runtimes: vec![
+                OciRuntime::named("runc"),
+                OciRuntime {
+                    name: "runsc".into(),
+                    path: runsc_path.into(),
+                    args: vec!["--network=none".into(), "--oci-seccomp".into()],
+                },
+            ],
+            cpus: 2,
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_strict_action_runs_under_gvisor_with_the_gvisor_profile_and_lower_limits() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        with_gvisor(&h.fake, "/usr/bin/runsc");
+        let packs = pack("shell", "a.sh", "isolation: strict\n", &[]);
+        let outcome = run(&h, &plan_for(&h, &packs)).await.expect("runs");
+        assert_eq!(outcome.status, Status::Succeeded);
+        let creates = action_creates(&h.fake);
+        assert_eq!(creates.len(), 1);
+        let spec = &creates[0];
+        assert_eq!(spec.oci_runtime.as_deref(), Some("runsc"));
+        assert_eq!(spec.memory_bytes, 256 << 20);
+        assert_eq!(spec.pids_limit, 128);
+        let gvisor_profile =
+            crate::sandbox::SeccompProfile::Packbox.engine_json(false, Kernel::Gvisor);
+        assert_eq!(spec.seccomp_profile, gvisor_profile);
+        assert_eq!(outcome.sandbox.isolation.level, IsolationLevel::Strict);
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_strict_action_on_a_runtime_that_is_not_gvisor_is_refused() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        with_gvisor(&h.fake, "/usr/bin/runc");
+        let packs = pack("shell", "a.sh", "isolation: strict\n", &[]);
+        let err = run(&h, &plan_for(&h, &packs))
+            .await
+            .expect_err("not gVisor");
+        assert_eq!(err.fault(), Fault::Input);
+        assert!(err.to_string().contains("needs gVisor"), "{err}");
+        assert!(action_creates(&h.fake).is_empty());
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standard_action_on_runc_gets_the_host_profile() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        with_gvisor(&h.fake, "/usr/bin/runsc");
+        let packs = pack("shell", "a.sh", "", &[]);
+        run(&h, &plan_for(&h, &packs)).await.expect("runs");
+        let spec = &action_creates(&h.fake)[0];
+        assert_eq!(spec.oci_runtime, None);
+        assert_eq!(
+            spec.seccomp_profile,
+            crate::sandbox::SeccompProfile::Packbox.engine_json(false, Kernel::Host)
+        );
+        h.executor.close().await;
+    }
+
     #[tokio::test(start_paused = true)]
     async fn more_cpus_than_the_engine_has_is_an_input_error() {
         let mut layer = SettingsLayer::default();
@@ -1038,7 +1149,7 @@ mod tests {
         let h = harness(engine(Program::default()), layer);
         h.fake.set_info(EngineInfo {
             server_version: "20.10.24".into(),
-            oci_runtimes: vec!["runc".into()],
+            oci_runtimes: vec![OciRuntime::named("runc")],
             cpus: 2,
         });
         let packs = pack("shell", "a.sh", "", &[]);
@@ -1082,11 +1193,16 @@ mod tests {
         use super::*;
         use crate::engine::fake::SwarmScript;
 
+        /// The swarm backend, with the engine's syscall profile (allowed as weaker): services
+        /// cannot carry packbox's.
         fn swarm_layer() -> SettingsLayer {
-            SettingsLayer {
+            let mut layer = SettingsLayer {
                 backend: Some("swarm".into()),
                 ..SettingsLayer::default()
-            }
+            };
+            layer.sandbox.seccomp = Some("engine-default".into());
+            layer.sandbox.allow_weaker = Some(true);
+            layer
         }
 
         #[tokio::test(start_paused = true)]

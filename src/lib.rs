@@ -32,10 +32,12 @@ mod envimage;
 mod error;
 mod error_text;
 mod executor;
+mod explain;
 pub mod input;
 mod lifecycle;
 mod pack;
 mod pack_image;
+mod packtest;
 mod plan;
 mod prepare;
 mod probe;
@@ -58,10 +60,13 @@ pub use error_text::chain as error_chain;
 pub use executor::{
     BuildEvent, EnvReport, EnvStatus, Executor, GcReport, ImageEvent, PrepareEvent, RunEvent,
 };
+pub use explain::{CandidateReport, EnvironmentReport, Explanation, Lock};
 pub use lifecycle::RunError;
 pub use lifecycle::owner::Swept;
 pub use pack::params::ParamError;
+pub use pack::testing::TestKind;
 pub use pack::{PackError, ParameterSpec, Problem};
+pub use packtest::{RunnerReport, TestEvent, TestPlan, TestReport, TestStatus, plan_tests};
 pub use plan::{PlanError, RunPlan, RunRequest, plan};
 pub use prepare::PrepareError;
 pub use probe::{UnknownRuntimeFilter, VersionStatus};

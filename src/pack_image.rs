@@ -171,6 +171,8 @@ pub async fn ensure(
                     ("packbox.base_image".to_string(), base_id.clone()),
                 ]),
                 network_mode: "none".into(),
+                // Copying files needs no more than the engine's default.
+                memory_bytes: None,
             };
             let mut on_line = |line: &str| tracing::debug!(line = line.trim_end(), "pack image");
             tokio::select! {

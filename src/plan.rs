@@ -12,10 +12,14 @@ use crate::contract::delivery::{self, DeliveryError};
 use crate::contract::result::OutcomeTerms;
 use crate::contract::scrub::StreamScrubber;
 use crate::contract::secrets::{Redactor, SecretBytes, SecretError, Secrets};
+use crate::envimage::Manifests;
 use crate::lifecycle::RunLimits;
 use crate::lifecycle::owner::Owner;
 use crate::pack::params::ParamError;
-use crate::pack::{self, LoadedAction, PackError, ParameterDelivery, ParameterFormat, params};
+use crate::pack::{
+    self, LoadedAction, PackError, ParameterDelivery, ParameterFormat, Problem, params,
+};
+use crate::sandbox::isolation::{self, IsolationError};
 use crate::sandbox::{PackFolder, SandboxPolicy, Workload};
 use crate::settings::Settings;
 
@@ -45,6 +49,18 @@ pub enum PlanError {
         runner_type: String,
         known: String,
     },
+    /// `packbox test` on a pack without a `testing` section (or without runners in it).
+    #[error("{}: the pack has no tests (a `testing` section with `runners` is expected)", .file.display())]
+    NoTests { file: PathBuf },
+    /// The action says `enabled: false` and the caller did not allow disabled actions.
+    #[error(
+        "action {action} is disabled (`enabled: false` in {}); run it anyway with --allow-disabled",
+        .file.display()
+    )]
+    Disabled { action: String, file: PathBuf },
+    /// The isolation level the action gets cannot be given with these settings.
+    #[error(transparent)]
+    Isolation(#[from] IsolationError),
     /// No version of the action's runtime satisfies its `runtime_version`.
     #[error("action {action}: {source}")]
     NoMatchingVersion {
@@ -72,6 +88,8 @@ pub struct RunRequest {
     pub secrets_file: Option<PathBuf>,
     /// Overrides the action's `timeout_seconds` and the settings' timeout for this run.
     pub timeout: Option<Duration>,
+    /// Runs an action that says `enabled: false` (refused otherwise).
+    pub allow_disabled: bool,
 }
 
 impl RunRequest {
@@ -85,6 +103,7 @@ impl RunRequest {
             secrets: Vec::new(),
             secrets_file: None,
             timeout: None,
+            allow_disabled: false,
         }
     }
 }
@@ -94,6 +113,8 @@ impl RunRequest {
 pub struct RunPlan {
     pub(crate) action: LoadedAction,
     pub(crate) runtime: Runtime,
+    /// What the environment image installs; `None`: the runtime image is used as it is.
+    pub(crate) dependencies: Option<Manifests>,
     /// The parameter document, secrets included: it goes on stdin and nowhere else.
     pub(crate) stdin: SecretBytes,
     pub(crate) policy: SandboxPolicy,
@@ -110,15 +131,28 @@ pub fn plan(
 ) -> Result<RunPlan, PlanError> {
     let action = pack::load_action(&request.packs_dir, &request.action_ref)?;
     let manifest = &action.action;
+    if !manifest.enabled && !request.allow_disabled {
+        return Err(PlanError::Disabled {
+            action: action.action_ref.clone(),
+            file: action.action_file.clone(),
+        });
+    }
     let runtime = resolve_runtime(catalog, &action)?;
     // Fails early when no version of the catalog could ever match; the run then chooses among
     // the versions that probing verified.
     runtime
-        .select_version(&runtime.version_names(), manifest.runtime_version.as_ref())
+        .select_version(manifest.runtime_version.as_ref())
         .map_err(|source| PlanError::NoMatchingVersion {
             action: action.action_ref.clone(),
             source,
         })?;
+    let dependencies = action.dependencies(&runtime.name)?;
+    // The operator's rules and the action's own request decide the level; a pack can only make
+    // it stricter.
+    let (level, chosen_by) = settings
+        .isolation
+        .level_for(&action.action_ref, manifest.isolation);
+    let policy = isolation::apply(&action.action_ref, level, chosen_by, &settings.sandbox)?;
     let secrets = Secrets::read(&request.secrets, request.secrets_file.as_deref())?;
     let mut from_file = match &request.params_file {
         Some(file) => params::read_file(file)?,
@@ -155,8 +189,9 @@ pub fn plan(
         .unwrap_or(DEFAULT_TIMEOUT);
     Ok(RunPlan {
         runtime: runtime.clone(),
+        dependencies,
         stdin,
-        policy: settings.sandbox.clone(),
+        policy,
         limits: RunLimits {
             timeout,
             grace: settings.run.grace,
@@ -192,6 +227,11 @@ impl RunPlan {
     /// The action this plan runs (`PACK.ACTION`).
     pub fn action_ref(&self) -> &str {
         &self.action.action_ref
+    }
+
+    /// Fields of the pack and the action that packbox does not know (ignored), to be shown.
+    pub fn warnings(&self) -> &[Problem] {
+        &self.action.warnings
     }
 
     /// The sandbox the run will get.

@@ -23,7 +23,9 @@ use crate::error_text::chain;
 use crate::lifecycle::owner::Owner;
 use crate::lifecycle::{self, Ending, RunIo, RunLimits};
 use crate::runtime_image;
+use crate::sandbox::seccomp::Kernel;
 use crate::sandbox::{SandboxPolicy, Workload};
+use crate::version::Candidate;
 
 /// How long one probe may run before its version counts as unavailable, unless the catalog says.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,6 +58,14 @@ impl VersionStatus {
     /// The detected full version, else the declared one.
     pub fn full_version(&self) -> &str {
         self.detected_version.as_deref().unwrap_or(&self.version)
+    }
+
+    /// This version as the version selector sees it: declared, and detected when probed.
+    pub fn candidate(&self) -> Candidate<'_> {
+        Candidate {
+            declared: &self.version,
+            detected: self.detected_version.as_deref(),
+        }
     }
 
     /// Whether this version may be selected for a run.
@@ -328,13 +338,17 @@ async fn run_probe(
         ("packbox.runtime".to_string(), runtime.name.clone()),
         ("packbox.version".to_string(), version.version.clone()),
     ]);
-    let spec = SandboxPolicy::default().container_spec(Workload {
-        image: image_id.to_string(),
-        cmd: version.probe.command.clone(),
-        env: Vec::new(),
-        labels,
-        pack: None,
-    });
+    // Probes run on the engine's default runtime, answered by the host's kernel.
+    let spec = SandboxPolicy::default().container_spec(
+        Workload {
+            image: image_id.to_string(),
+            cmd: version.probe.command.clone(),
+            env: Vec::new(),
+            labels,
+            pack: None,
+        },
+        Kernel::Host,
+    );
     let limits = RunLimits {
         timeout,
         grace: Duration::from_secs(1),

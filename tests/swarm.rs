@@ -13,6 +13,9 @@ use common::*;
 use serde_json::Value;
 
 const SECRET: &str = "s3cr3t-Swarm-41c9";
+/// A service cannot carry packbox's syscall profile on this engine's API: swarm runs take the
+/// engine's default profile, which is weaker and must be allowed (and is reported).
+const ENGINE_PROFILE: [&str; 3] = ["--seccomp", "engine-default", "--allow-weaker-sandbox"];
 
 /// `packbox --backend swarm run --packs DIR ACTION --json ARGS...`, checked for leftovers.
 fn swarm_run(packs: &std::path::Path, action: &str, args: &[&str]) -> Finished {
@@ -26,6 +29,7 @@ fn swarm_run(packs: &std::path::Path, action: &str, args: &[&str]) -> Finished {
         action,
         "--json",
     ];
+    all.extend_from_slice(&ENGINE_PROFILE);
     all.extend_from_slice(args);
     let run = packbox(&all, &[]);
     assert_no_swarm_leftovers(run.pid);
@@ -136,6 +140,9 @@ fn the_document_is_a_secret_fed_to_stdin_and_never_in_service_inspect() {
         &packs.to_string_lossy(),
         "swarmcheck.linger",
         "--json",
+        "--seccomp",
+        "engine-default",
+        "--allow-weaker-sandbox",
         "--timeout",
         "6",
         "--grace",
@@ -233,6 +240,13 @@ fn the_task_is_sandboxed_in_swarms_terms() {
         );
     }
     assert_eq!(seen["tmp"], "writable");
+    assert_eq!(outcome["sandbox"]["seccomp"], "engine-default");
+    assert!(
+        outcome["sandbox"]["weaker_than_default"]
+            .to_string()
+            .contains("sandbox.seccomp"),
+        "the engine's profile is reported as weaker"
+    );
     let applied = outcome["sandbox"]["applied_as"].to_string();
     assert!(
         applied.contains("overlay") && applied.contains("setpriv"),
@@ -303,6 +317,9 @@ fn a_registry_carries_the_pack_image_by_digest() {
         &packs.to_string_lossy(),
         "swarmcheck.linger",
         "--json",
+        "--seccomp",
+        "engine-default",
+        "--allow-weaker-sandbox",
         "--timeout",
         "3",
         "--grace",
@@ -349,6 +366,9 @@ fn cancelling_stops_the_task_and_leaves_nothing() {
         &packs.to_string_lossy(),
         "swarmcheck.linger",
         "--json",
+        "--seccomp",
+        "engine-default",
+        "--allow-weaker-sandbox",
         "--grace",
         "2",
     ]);
@@ -365,6 +385,34 @@ fn cancelling_stops_the_task_and_leaves_nothing() {
     let outcome: Value = serde_json::from_slice(&output.stdout).expect("JSON outcome");
     assert_eq!(outcome["status"], "cancelled");
     assert_no_swarm_leftovers(pid);
+}
+
+#[test]
+fn packbox_s_syscall_profile_is_refused_with_the_way_out() {
+    require_engine();
+    let _swarm = use_swarm();
+    let packs = fixture_packs();
+    let run = packbox(
+        &[
+            "--backend",
+            "swarm",
+            "run",
+            "--packs",
+            &packs.to_string_lossy(),
+            "contract.emit_text",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert!(
+        run.stdout().contains("--seccomp engine-default")
+            || run.stderr().contains("--seccomp engine-default"),
+        "{} {}",
+        run.stdout(),
+        run.stderr()
+    );
+    assert_no_swarm_leftovers(run.pid);
 }
 
 #[test]
@@ -495,6 +543,9 @@ fn memory_stays_flat_under_an_output_flood() {
             &packs.to_string_lossy(),
             action,
             "--json",
+            "--seccomp",
+            "engine-default",
+            "--allow-weaker-sandbox",
             "--max-output",
             "1m",
         ]);

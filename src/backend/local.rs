@@ -127,9 +127,10 @@ impl RunBackend for LocalBackend {
             exec_id,
             workload,
             policy,
+            kernel,
             io,
         } = job;
-        let spec = policy.container_spec(workload);
+        let spec = policy.container_spec(workload, kernel);
         let (exec_id, started, stdin) = self
             .container_for(exec_id, spec, io.stdin, io.cancel)
             .await?;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use crate::engine::{EngineError, SharedEngine};
 use crate::lifecycle::{ContainerExit, RunError, RunIo};
+use crate::sandbox::seccomp::Kernel;
 use crate::sandbox::{SandboxPolicy, Workload};
 use crate::settings::{Backend, Settings};
 
@@ -67,6 +68,9 @@ pub struct Job<'a> {
     pub exec_id: String,
     pub workload: Workload,
     pub policy: &'a SandboxPolicy,
+    /// Which kernel answers the action's calls (the host's, or gVisor's when the policy runs
+    /// it under runsc), for the syscall profile.
+    pub kernel: Kernel,
     pub io: RunIo<'a>,
 }
 

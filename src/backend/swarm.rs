@@ -13,6 +13,7 @@ use crate::engine::{NetworkSpec, SharedEngine, SharedSwarm};
 use crate::lifecycle::RunError;
 use crate::lifecycle::service::{ServiceObjects, drive};
 use crate::pack_image::{self, PackImageError, PackSource};
+use crate::sandbox::SeccompProfile;
 use crate::sandbox::service::{MAX_DOCUMENT_BYTES, ServiceParts};
 
 /// Why the swarm backend could not run an action.
@@ -125,11 +126,19 @@ impl RunBackend for SwarmBackend {
             workload,
             policy,
             io,
+            ..
         } = job;
         if policy.oci_runtime.is_some() {
             return Err(SwarmError::Unsupported {
                 setting: "sandbox.oci_runtime",
                 why: "a service cannot choose its OCI runtime",
+            }
+            .into());
+        }
+        if policy.seccomp != SeccompProfile::EngineDefault {
+            return Err(SwarmError::Unsupported {
+                setting: "sandbox.seccomp",
+                why: "a service cannot carry a syscall profile on this engine's API (services take one from API 1.44 on); to run under the engine's default profile, pass --seccomp engine-default --allow-weaker-sandbox (reported as weaker than packbox's default)",
             }
             .into());
         }
@@ -327,6 +336,7 @@ mod tests {
             exec_id: "e1".into(),
             workload: workload(&s.pack),
             policy,
+            kernel: Default::default(),
             io: RunIo {
                 stdin: stdin.to_vec(),
                 limits,
@@ -337,10 +347,18 @@ mod tests {
         s.backend.run(job).await
     }
 
+    /// The sandbox a swarm run can have: packbox's, with the engine's syscall profile.
+    fn swarm_policy() -> SandboxPolicy {
+        SandboxPolicy {
+            seccomp: SeccompProfile::EngineDefault,
+            ..SandboxPolicy::default()
+        }
+    }
+
     async fn run(s: &Setup, limits: &RunLimits) -> Result<Ran, BackendError> {
         run_with(
             s,
-            &SandboxPolicy::default(),
+            &swarm_policy(),
             limits,
             &CancellationToken::new(),
             DOCUMENT,
@@ -401,7 +419,7 @@ mod tests {
             ..Program::default()
         });
         let (limits, cancel) = (limits(60, 1), CancellationToken::new());
-        let policy = SandboxPolicy::default();
+        let policy = swarm_policy();
         let running = run_with(&s, &policy, &limits, &cancel, DOCUMENT);
         let watching = async {
             s.fake.until(|f| f.running_tasks() == 1).await;
@@ -516,7 +534,7 @@ mod tests {
             ..Program::default()
         });
         let (limits, cancel) = (limits(600, 3), CancellationToken::new());
-        let policy = SandboxPolicy::default();
+        let policy = swarm_policy();
         let running = run_with(&s, &policy, &limits, &cancel, DOCUMENT);
         let cancelling = async {
             s.fake.until(|f| f.running_tasks() == 1).await;
@@ -734,12 +752,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn packbox_s_syscall_profile_cannot_be_carried_and_is_refused_naming_the_way_out() {
+        let s = setup(None);
+        let err = run_with(
+            &s,
+            &SandboxPolicy::default(),
+            &limits(60, 10),
+            &CancellationToken::new(),
+            DOCUMENT,
+        )
+        .await
+        .expect_err("refused");
+        assert!(matches!(
+            err,
+            BackendError::Swarm(SwarmError::Unsupported {
+                setting: "sandbox.seccomp",
+                ..
+            })
+        ));
+        assert!(
+            err.to_string().contains("--seccomp engine-default"),
+            "{err}"
+        );
+        assert!(s.fake.swarm_objects().is_empty());
+        assert_eq!(s.fake.count(|c| matches!(c, Call::Build(_))), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_document_larger_than_a_secret_is_refused_before_anything_is_made() {
         let s = setup(None);
         let big = vec![b'x'; MAX_DOCUMENT_BYTES + 1];
         let err = run_with(
             &s,
-            &SandboxPolicy::default(),
+            &swarm_policy(),
             &limits(60, 10),
             &CancellationToken::new(),
             &big,

@@ -5,6 +5,7 @@ mod actions;
 mod build;
 mod config;
 mod envs;
+mod explain;
 mod gc;
 mod images;
 mod options;
@@ -13,6 +14,7 @@ mod render;
 mod run;
 mod runtimes;
 mod signals;
+mod test;
 
 use std::process::ExitCode;
 
@@ -82,6 +84,10 @@ enum Command {
     /// Show the settings packbox would run with, and where each came from.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Show the decision a run would take (runtime, version, environment) without running it.
+    Explain(explain::ExplainArgs),
+    /// Run a pack's tests (its Attune `testing` section) in the sandbox its actions get.
+    Test(test::TestArgs),
 }
 
 /// Entry point of the binary.
@@ -124,6 +130,8 @@ pub fn main() -> ExitCode {
             Command::Gc(args) => gc::execute(args, global).await,
             Command::Runtimes(command) => runtimes::execute(command, global).await,
             Command::Config(command) => config::execute(command, global),
+            Command::Test(args) => test::execute(args, global).await,
+            Command::Explain(args) => explain::execute(args, global).await,
         }
     })
 }

@@ -43,6 +43,9 @@ pub struct RunArgs {
     /// both go to stderr, so stdout stays one JSON document).
     #[arg(long)]
     follow: bool,
+    /// Run the action even though it says `enabled: false`.
+    #[arg(long)]
+    allow_disabled: bool,
     /// Print each line of an environment build as it happens.
     #[arg(long, env = "PACKBOX_VERBOSE_BUILD")]
     verbose_build: bool,
@@ -57,6 +60,7 @@ impl RunArgs {
         request.params_file = self.params_file.clone();
         request.secrets = self.secrets.clone();
         request.secrets_file = self.secrets_file.clone();
+        request.allow_disabled = self.allow_disabled;
         request
     }
 }
@@ -84,6 +88,9 @@ async fn run(args: &RunArgs, global: &GlobalArgs) -> Result<Outcome, Error> {
     let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
     // Everything wrong with the input is said before the engine is contacted.
     let plan = packbox::plan(&settings, &catalog, &args.request())?;
+    for warning in plan.warnings() {
+        eprintln!("warning: {}", render::sanitize(&warning.to_string()));
+    }
     for weaker in &plan.policy().weaker_than_default {
         eprintln!("warning: weaker sandbox: {weaker}");
     }

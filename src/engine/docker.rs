@@ -10,15 +10,17 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
-    CreateImageOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder,
 };
 use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
     Attached, BuildSpec, ContainerEngine, ContainerSpec, ContainerState, ContainerSummary,
-    EngineError, EngineInfo, ImageSummary, LineSink, OutputChunk, SharedSwarm, Signal, StreamKind,
+    EngineError, EngineInfo, ImageSummary, LineSink, OciRuntime, OutputChunk, SharedSwarm, Signal,
+    StreamKind,
 };
 
 /// How long connecting and negotiating the API version may take before the engine counts as
@@ -95,6 +97,14 @@ impl ContainerEngine for DockerEngine {
         }
     }
 
+    async fn image_repo_digests(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        match self.docker.inspect_image(name).await {
+            Ok(image) => Ok(image.repo_digests.unwrap_or_default()),
+            Err(e) if is_status(&e, 404) => Ok(Vec::new()),
+            Err(e) => Err(api(format!("inspecting image {name}"), e)),
+        }
+    }
+
     async fn pull_image(&self, name: &str) -> Result<(), EngineError> {
         // Without a tag the engine would pull every tag of the repository.
         let reference = if has_tag_or_digest(name) {
@@ -119,15 +129,19 @@ impl ContainerEngine for DockerEngine {
         spec: BuildSpec,
         on_line: LineSink<'_>,
     ) -> Result<String, EngineError> {
-        let options = BuildImageOptionsBuilder::default()
+        let mut options = BuildImageOptionsBuilder::default()
             .dockerfile(&spec.dockerfile)
             .t(&spec.tag)
             .rm(true)
             .forcerm(true)
             .buildargs(&spec.build_args)
             .labels(&spec.labels)
-            .networkmode(&spec.network_mode)
-            .build();
+            .networkmode(&spec.network_mode);
+        if let Some(bytes) = spec.memory_bytes {
+            let bytes = i32::try_from(bytes).unwrap_or(i32::MAX);
+            options = options.memory(bytes).memswap(bytes);
+        }
+        let options = options.build();
         let body = bollard::body_full(Bytes::from(spec.context_tar));
         let mut stream = self.docker.build_image(options, None, Some(body));
         let mut image_id = None;
@@ -320,8 +334,17 @@ impl ContainerEngine for DockerEngine {
             .info()
             .await
             .map_err(|e| api("reading the engine's info", e))?;
-        let mut oci_runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
-        oci_runtimes.sort();
+        let mut oci_runtimes: Vec<OciRuntime> = info
+            .runtimes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, runtime)| OciRuntime {
+                path: runtime.path.unwrap_or_else(|| name.clone()),
+                args: runtime.runtime_args.unwrap_or_default(),
+                name,
+            })
+            .collect();
+        oci_runtimes.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(EngineInfo {
             server_version: info.server_version.unwrap_or_default(),
             oci_runtimes,
@@ -365,6 +388,63 @@ impl ContainerEngine for DockerEngine {
             Err(e) => Err(api(format!("removing image {id}"), e)),
         }
     }
+
+    async fn read_file(
+        &self,
+        id: &str,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        let what = || format!("reading {path} from container {id}");
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut stream = self.docker.download_from_container(id, Some(options));
+        // The archive holds the file and a few headers: stop reading well before it is large.
+        let limit = max_bytes + (64 << 10);
+        let mut archive = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => archive.extend_from_slice(&bytes),
+                Err(e) if is_status(&e, 404) => return Ok(None),
+                Err(e) => return Err(api(what(), e)),
+            }
+            if archive.len() as u64 > limit {
+                return Err(EngineError::Unexpected {
+                    what: what(),
+                    message: format!("larger than {max_bytes} bytes"),
+                });
+            }
+        }
+        first_file(&archive, max_bytes).map_err(|message| EngineError::Unexpected {
+            what: what(),
+            message,
+        })
+    }
+}
+
+/// The content of the first regular file of a tar archive, at most `max_bytes`; `None` when it
+/// holds none (the path named a folder).
+fn first_file(archive: &[u8], max_bytes: u64) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    let mut archive = tar::Archive::new(archive);
+    let entries = archive.entries().map_err(|e| e.to_string())?;
+    for entry in entries {
+        let entry = entry.map_err(|e| e.to_string())?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        entry
+            .take(max_bytes + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| e.to_string())?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(format!("larger than {max_bytes} bytes"));
+        }
+        return Ok(Some(bytes));
+    }
+    Ok(None)
 }
 
 /// Translates packbox's spec into the engine's create body. Attach is set up for a stdin that is
@@ -381,6 +461,10 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let mut security_opt = Vec::new();
     if spec.no_new_privileges {
         security_opt.push("no-new-privileges".to_string());
+    }
+    // The API takes the profile's content, as the docker CLI sends it for `--security-opt`.
+    if let Some(profile) = &spec.seccomp_profile {
+        security_opt.push(format!("seccomp={profile}"));
     }
     let host_config = HostConfig {
         binds: Some(binds),
@@ -444,6 +528,29 @@ mod tests {
     use super::*;
     use crate::engine::BindMount;
 
+    fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, bytes) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, name, *bytes)
+                .expect("append");
+        }
+        builder.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn a_file_is_taken_from_the_engines_archive_within_its_limit() {
+        let tar = archive(&[("pip-freeze.txt", b"six==1.16.0\n")]);
+        assert_eq!(first_file(&tar, 1024), Ok(Some(b"six==1.16.0\n".to_vec())));
+        let err = first_file(&tar, 4).expect_err("over the limit");
+        assert!(err.contains("larger than 4 bytes"), "{err}");
+        assert_eq!(first_file(&archive(&[]), 1024), Ok(None));
+    }
+
     fn locked_down() -> ContainerSpec {
         ContainerSpec {
             image: "packbox/shell:5.2".into(),
@@ -483,6 +590,9 @@ mod tests {
         assert_eq!(host.memory, host.memory_swap);
         assert_eq!(host.pids_limit, Some(256));
         assert_eq!(host.auto_remove, None);
+        // Never privileged, never the engine's socket: neither is a setting.
+        assert_eq!(host.privileged, None);
+        assert!(!format!("{host:?}").contains("docker.sock"));
         assert_eq!(body.user.as_deref(), Some("65534:65534"));
         assert_eq!(body.stdin_once, Some(true));
         assert_eq!(body.tty, Some(false));
@@ -496,6 +606,20 @@ mod tests {
         assert!(has_tag_or_digest("python@sha256:abc"));
         assert!(!has_tag_or_digest("python"));
         assert!(!has_tag_or_digest("registry:5000/team/python"));
+    }
+
+    #[test]
+    fn a_seccomp_profile_goes_inline_after_no_new_privileges() {
+        let mut spec = locked_down();
+        spec.seccomp_profile = Some(r#"{"defaultAction":"SCMP_ACT_ERRNO"}"#.into());
+        let host = container_body(&spec).host_config.expect("host config");
+        assert_eq!(
+            host.security_opt,
+            Some(vec![
+                "no-new-privileges".to_string(),
+                r#"seccomp={"defaultAction":"SCMP_ACT_ERRNO"}"#.to_string()
+            ])
+        );
     }
 
     #[test]

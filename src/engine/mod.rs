@@ -56,6 +56,9 @@ pub enum EngineError {
     /// uses, a container being removed).
     #[error("docker engine: {what}: in use")]
     InUse { what: String },
+    /// The engine answered with something packbox cannot use (too large, malformed).
+    #[error("docker engine: {what}: {message}")]
+    Unexpected { what: String, message: String },
 }
 
 /// A signal packbox sends to a container: the polite one first, then the one that cannot be
@@ -107,6 +110,9 @@ pub struct ContainerSpec {
     pub nofile: i64,
     /// An OCI runtime other than the engine's default (e.g. `runsc`), when asked for.
     pub oci_runtime: Option<String>,
+    /// A seccomp profile in the engine's JSON format (or `unconfined`); `None` keeps the
+    /// engine's default.
+    pub seccomp_profile: Option<String>,
 }
 
 /// Which stream a chunk of container output came from.
@@ -155,10 +161,32 @@ pub struct ContainerSummary {
 pub struct EngineInfo {
     /// The engine's version (`20.10.24`).
     pub server_version: String,
-    /// The OCI runtimes it offers (`runc`, `runsc`, ...), sorted.
-    pub oci_runtimes: Vec<String>,
+    /// The OCI runtimes it offers (`runc`, `runsc`, ...), sorted by name.
+    pub oci_runtimes: Vec<OciRuntime>,
     /// CPUs of the engine's host; 0 when it does not say.
     pub cpus: i64,
+}
+
+/// An OCI runtime as the engine registered it (`daemon.json` `runtimes`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OciRuntime {
+    /// The name containers ask for (`runsc`).
+    pub name: String,
+    /// The runtime's binary.
+    pub path: String,
+    /// Arguments the engine passes to every call of the binary.
+    pub args: Vec<String>,
+}
+
+impl OciRuntime {
+    /// A runtime registered by name only (the engine's own `runc`).
+    pub fn named(name: &str) -> OciRuntime {
+        OciRuntime {
+            name: name.to_string(),
+            path: name.to_string(),
+            args: Vec::new(),
+        }
+    }
 }
 
 /// An image found by label, for listing and pruning environments.
@@ -181,6 +209,9 @@ pub struct BuildSpec {
     pub build_args: HashMap<String, String>,
     pub labels: HashMap<String, String>,
     pub network_mode: String,
+    /// Memory (and memory plus swap) of each build step; the API takes at most 2 GiB - 1, and
+    /// larger values are capped there.
+    pub memory_bytes: Option<u64>,
 }
 
 /// Where build output lines go as they arrive.
@@ -205,6 +236,10 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
     /// Pulls an image from its registry, draining the progress stream to its end. Callers bound
     /// it: where no registry answers, a pull may fail fast or hang.
     async fn pull_image(&self, name: &str) -> Result<(), EngineError>;
+
+    /// The registry digests the engine records for an image (`repo@sha256:...`, from pulls);
+    /// empty when it has none or no such image.
+    async fn image_repo_digests(&self, name: &str) -> Result<Vec<String>, EngineError>;
 
     /// Builds an image, passing each output line to `on_line`, and returns the new image id. An
     /// error step fails the build.
@@ -256,4 +291,13 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
     /// Removes an image (and its tags); refused with [`EngineError::InUse`] while a container
     /// uses it or another image builds on it. One that is already gone is not an error.
     async fn remove_image(&self, id: &str) -> Result<(), EngineError>;
+
+    /// The bytes of one regular file in a container's file system (it need not have started),
+    /// at most `max_bytes`; `None` when there is no such file.
+    async fn read_file(
+        &self,
+        id: &str,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, EngineError>;
 }

@@ -74,6 +74,11 @@ impl Doc {
         }
     }
 
+    /// The top-level keys, as written (other keys than text as YAML writes them).
+    pub fn keys(&self) -> Vec<String> {
+        self.map.keys().map(super::fields::key_text).collect()
+    }
+
     /// A top-level field's value.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.map.get(key)

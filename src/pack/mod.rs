@@ -6,13 +6,18 @@
 
 use std::path::{Path, PathBuf};
 
+use dependencies::{Installer, Manifests};
+
 mod action;
+pub mod dependencies;
 mod doc;
+mod fields;
 mod manifest;
 pub mod params;
 mod problem;
 pub mod safety;
 pub mod schema;
+pub mod testing;
 pub mod validate;
 
 pub use action::{ActionManifest, OutputFormat, ParameterDelivery, ParameterFormat};
@@ -59,7 +64,23 @@ pub struct LoadedAction {
     pub pack_dir: PathBuf,
     /// `<pack>.<action>`.
     pub action_ref: String,
+    /// The action's file.
+    pub action_file: PathBuf,
     pub action: ActionManifest,
+    /// Fields of `pack.yaml` and the action file that packbox does not know (ignored).
+    pub warnings: Vec<Problem>,
+}
+
+impl LoadedAction {
+    /// The dependencies of the action's pack for the catalog runtime `runtime` (`python`,
+    /// `node`); `None` when that runtime installs none or the pack declares none.
+    pub fn dependencies(&self, runtime: &str) -> Result<Option<Manifests>, PackError> {
+        match Installer::for_runtime(runtime) {
+            Some(installer) => dependencies::read(&self.pack_dir, &self.pack, installer)
+                .map_err(PackError::Invalid),
+            None => Ok(None),
+        }
+    }
 }
 
 /// Loads `PACK.ACTION` from a packs folder (one sub-folder per pack, named after its ref): the
@@ -88,14 +109,23 @@ pub fn load_action(packs_dir: &Path, action_ref: &str) -> Result<LoadedAction, P
             path: pack_dir.join("actions").join(format!("{action_name}.yaml")),
         })?;
     let mut problems = Vec::new();
-    let (pack_dir, pack) = validate::load_pack_manifest(&pack_dir, &mut problems);
-    let action = action::load(&action_file, pack_name, &pack_dir, &mut problems);
+    let mut warnings = Vec::new();
+    let (pack_dir, pack) = validate::load_pack_manifest(&pack_dir, &mut problems, &mut warnings);
+    let action = action::load(
+        &action_file,
+        pack_name,
+        &pack_dir,
+        &mut problems,
+        &mut warnings,
+    );
     match (pack, action) {
         (Some(pack), Some(action)) if problems.is_empty() => Ok(LoadedAction {
             pack,
             pack_dir,
             action_ref: action_ref.to_string(),
+            action_file,
             action,
+            warnings,
         }),
         _ => Err(PackError::Invalid(problems)),
     }

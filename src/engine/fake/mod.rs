@@ -13,8 +13,8 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use super::{
     Attached, BuildSpec, ContainerEngine, ContainerSpec, ContainerState, ContainerSummary,
-    EngineError, EngineInfo, ImageSummary, LineSink, NetworkSpec, OutputChunk, ServiceSpec,
-    SharedSwarm, Signal, StreamKind, SwarmKind,
+    EngineError, EngineInfo, ImageSummary, LineSink, NetworkSpec, OciRuntime, OutputChunk,
+    ServiceSpec, SharedSwarm, Signal, StreamKind, SwarmKind,
 };
 
 mod swarm;
@@ -41,6 +41,7 @@ pub(crate) enum Call {
     Info,
     ListImages(Vec<String>),
     RemoveImage(String),
+    ReadFile(String, String),
     SwarmState,
     Tag(String, String),
     Push(String),
@@ -143,10 +144,13 @@ pub(crate) enum BuildScript {
 }
 
 /// How a pull goes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum PullScript {
     /// Fails at once, as where no registry answers.
     Fail,
+    /// Succeeds: the pulled image answers to the reference pulled and records these
+    /// `repo@sha256:...` digests (a registry that served what was asked records that one).
+    Succeed { repo_digests: Vec<String> },
     /// Never finishes.
     Hang,
 }
@@ -175,8 +179,12 @@ struct FakeContainer {
 struct FakeImage {
     id: String,
     tags: Vec<String>,
+    /// `repo@sha256:...` references, as a pull records them.
+    repo_digests: Vec<String>,
     labels: HashMap<String, String>,
     created: i64,
+    /// Files its containers hold, by path.
+    files: HashMap<String, Vec<u8>>,
 }
 
 type ProgramFor = Box<dyn Fn(&ContainerSpec) -> Program + Send + Sync>;
@@ -219,7 +227,7 @@ impl FakeEngine {
             state: Mutex::new(FakeState {
                 info: EngineInfo {
                     server_version: "20.10.24".into(),
-                    oci_runtimes: vec!["runc".into()],
+                    oci_runtimes: vec![OciRuntime::named("runc")],
                     cpus: 2,
                 },
                 ..FakeState::default()
@@ -291,13 +299,25 @@ impl FakeEngine {
             } else {
                 vec![tag.to_string()]
             },
+            repo_digests: Vec::new(),
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             created,
+            files: HashMap::new(),
         });
         id
+    }
+
+    /// Puts a file into an image's file system (for [`ContainerEngine::read_file`]).
+    pub fn add_image_file(&self, image: &str, path: &str, bytes: &[u8]) {
+        let mut state = self.state();
+        if let Some(id) = find_image(&state.images, image)
+            && let Some(found) = state.images.iter_mut().find(|i| i.id == id)
+        {
+            found.files.insert(path.to_string(), bytes.to_vec());
+        }
     }
 
     /// Lists a container the engine holds but packbox did not make here (a leftover, another
@@ -419,6 +439,7 @@ fn find_image(images: &[FakeImage], name: &str) -> Option<String> {
         .find(|i| {
             i.id == name
                 || i.tags.iter().any(|t| t == name)
+                || i.repo_digests.iter().any(|d| d == name)
                 || (name.len() >= 12 && i.id.trim_start_matches("sha256:").starts_with(name))
         })
         .map(|i| i.id.clone())
@@ -530,10 +551,37 @@ impl ContainerEngine for FakeEngine {
         Ok(self.find_image(name))
     }
 
+    async fn image_repo_digests(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        self.record(Call::ImageId(name.to_string()));
+        let state = self.state();
+        let id = find_image(&state.images, name);
+        Ok(state
+            .images
+            .iter()
+            .find(|i| Some(&i.id) == id.as_ref())
+            .map(|i| i.repo_digests.clone())
+            .unwrap_or_default())
+    }
+
     async fn pull_image(&self, name: &str) -> Result<(), EngineError> {
         self.record(Call::Pull(name.to_string()));
-        let script = self.state().pull.unwrap_or(PullScript::Fail);
+        let script = self.state().pull.clone().unwrap_or(PullScript::Fail);
         match script {
+            PullScript::Succeed { repo_digests } => {
+                let mut state = self.state();
+                state.next_id += 1;
+                let id = format!("sha256:{:064x}", state.next_id);
+                // The engine answers to the reference it pulled.
+                state.images.push(FakeImage {
+                    id,
+                    tags: vec![name.to_string()],
+                    repo_digests,
+                    labels: HashMap::new(),
+                    created: 0,
+                    files: HashMap::new(),
+                });
+                Ok(())
+            }
             PullScript::Fail => Err(EngineError::Api {
                 what: format!("pulling image {name}"),
                 source: "no registry answers".into(),
@@ -836,6 +884,34 @@ impl ContainerEngine for FakeEngine {
         }
         state.images.retain(|i| i.id != image_id);
         Ok(())
+    }
+
+    async fn read_file(
+        &self,
+        id: &str,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        self.record(Call::ReadFile(id.to_string(), path.to_string()));
+        let state = self.state();
+        let Some(container) = state.containers.get(id) else {
+            return Err(EngineError::Api {
+                what: format!("reading {path} from container {id}"),
+                source: "no such container (404)".into(),
+            });
+        };
+        let file = state
+            .images
+            .iter()
+            .find(|image| image.id == container.image_id)
+            .and_then(|image| image.files.get(path));
+        match file {
+            Some(bytes) if bytes.len() as u64 > max_bytes => Err(EngineError::Unexpected {
+                what: format!("reading {path} from container {id}"),
+                message: format!("larger than {max_bytes} bytes"),
+            }),
+            other => Ok(other.cloned()),
+        }
     }
 }
 
