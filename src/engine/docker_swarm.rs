@@ -190,11 +190,7 @@ impl SwarmEngine for DockerEngine {
                 let container = status.container_status.unwrap_or_default();
                 let state = task_state(status.state);
                 let container_id = container.container_id.filter(|c| !c.is_empty());
-                // The engine leaves a zero exit code out of the task's status.
-                let exit_code = match (container.exit_code, state, &container_id) {
-                    (None, TaskState::Exited, Some(_)) => Some(0),
-                    (code, _, _) => code,
-                };
+                let exit_code = exit_code_of(container.exit_code, state, container_id.is_some());
                 Some(TaskStatus {
                     id: task.id?,
                     state,
@@ -349,6 +345,15 @@ fn task_state(state: Option<bollard::models::TaskState>) -> TaskState {
             | S::STARTING,
         )
         | None => TaskState::Waiting,
+    }
+}
+
+/// A task's exit code: the engine leaves a zero out of the task's status, so a task whose
+/// container exited without one exited 0; a task stopped before it had a container has none.
+fn exit_code_of(reported: Option<i64>, state: TaskState, had_container: bool) -> Option<i64> {
+    match (reported, state, had_container) {
+        (None, TaskState::Exited, true) => Some(0),
+        (code, _, _) => code,
     }
 }
 
@@ -576,6 +581,18 @@ mod tests {
             .and_then(|t| t.container_spec)
             .expect("container");
         assert_eq!(container.capability_drop, None);
+    }
+
+    #[test]
+    fn a_zero_exit_code_the_engine_left_out_is_zero() {
+        assert_eq!(exit_code_of(None, TaskState::Exited, true), Some(0));
+        assert_eq!(exit_code_of(Some(3), TaskState::Exited, true), Some(3));
+        assert_eq!(
+            exit_code_of(None, TaskState::Exited, false),
+            None,
+            "stopped before it had a container"
+        );
+        assert_eq!(exit_code_of(None, TaskState::Running, true), None);
     }
 
     #[test]
