@@ -181,11 +181,15 @@ impl RunBackend for SwarmBackend {
             labels
         };
         let result = async {
+            // Each object is recorded by name before it is asked for, so that a run dropped
+            // while the engine makes it still removes it; then by id.
+            made.secret = Some(names.secret.clone());
             let secret = swarm
                 .create_secret(&names.secret, &io.stdin, &labels_of("run-secret"))
                 .await?;
             made.secret = Some(secret.clone());
             let network = if policy.network == "none" {
+                made.network = Some(names.network.clone());
                 let network = swarm
                     .create_network(&NetworkSpec {
                         name: names.network.clone(),
@@ -213,6 +217,7 @@ impl RunBackend for SwarmBackend {
                     max_output: io.limits.max_output,
                 },
             );
+            made.service = Some(names.service.clone());
             let service = swarm.create_service(&spec).await?;
             made.service = Some(service.clone());
             tracing::debug!(exec_id = %exec_id, service = %service, "service created");
@@ -690,6 +695,32 @@ mod tests {
         )
         .await
         .expect("the drop guard removes service, network and secret");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_dropped_while_the_engine_makes_its_service_still_removes_it() {
+        let s = Arc::new(setup(None));
+        s.fake.set_swarm(SwarmScript {
+            creation_hangs: true,
+            ..SwarmScript::default()
+        });
+        let running = {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move {
+                let _ = run(&s, &limits(600, 1)).await;
+            })
+        };
+        s.fake
+            .until(|f| f.swarm_objects().iter().any(|o| o.starts_with("service:")))
+            .await;
+        running.abort();
+        let _ = running.await;
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            s.fake.until(|f| f.swarm_objects().is_empty()),
+        )
+        .await
+        .expect("removed by name, though its id never came back");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,10 +1,10 @@
 //! The life of a one-shot Swarm service, whatever it runs: its task followed to its end (each
 //! stream of its log followed while it runs, until the stream is past the output limit, then
 //! read once more, skipping what was seen, since a follower may not have been sent the last
-//! messages yet; its exit code from the task's status), stopped at the
-//! timeout or on cancellation by scaling it to zero (the Swarm agent sends SIGTERM, waits the
-//! stop grace and sends SIGKILL while the log and the task's status stay readable), and its
-//! service, network and secret removed on every path, also when the run is dropped half-way.
+//! messages yet; its exit code from the task's status), stopped at the timeout or on
+//! cancellation by scaling it to zero (the Swarm agent sends SIGTERM, waits the stop grace and
+//! sends SIGKILL while the log and the task's status stay readable), and its service, network
+//! and secret removed on every path, also when the run is dropped half-way.
 
 use std::time::Duration;
 
@@ -278,7 +278,8 @@ fn seconds_of(timestamp: &str) -> Option<i64> {
 }
 
 /// The Swarm objects a run made, removed on every path: explicitly at the end of the run, or
-/// in the background when the run is dropped half-way. Record each id as soon as it exists.
+/// in the background when the run is dropped half-way. Record each by name before asking for
+/// it (the engine removes by name or id; one never made is no error), then by id.
 pub struct ServiceObjects {
     swarm: SharedSwarm,
     pub service: Option<String>,

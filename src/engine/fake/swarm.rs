@@ -35,6 +35,8 @@ pub(crate) struct SwarmScript {
     pub reject: Option<String>,
     /// The task cannot be placed: it stays waiting with this error.
     pub unplaceable: Option<String>,
+    /// Service creation makes the service but never answers (an engine stuck in the request).
+    pub creation_hangs: bool,
 }
 
 impl Default for SwarmScript {
@@ -50,6 +52,7 @@ impl Default for SwarmScript {
             unflushed_tail: Vec::new(),
             reject: None,
             unplaceable: None,
+            creation_hangs: false,
         }
     }
 }
@@ -459,6 +462,9 @@ impl SwarmEngine for FakeEngine {
             id
         };
         tokio::spawn(run_task(self.self_arc(), id.clone(), program, stop_rx));
+        if self.swarm_state_mut().script.creation_hangs {
+            std::future::pending::<()>().await;
+        }
         Ok(id)
     }
 
@@ -546,6 +552,25 @@ impl SwarmEngine for FakeEngine {
         self.record(Call::RemoveObject(kind, id.to_string()));
         self.injected(Op::RemoveObject, "removing")?;
         let mut swarm = self.swarm_state_mut();
+        // Like the engine, a name names the object too.
+        let by_name = match kind {
+            SwarmKind::Service => swarm
+                .services
+                .iter()
+                .find(|(_, s)| s.spec.name == id)
+                .map(|(id, _)| id.clone()),
+            SwarmKind::Secret => swarm
+                .secrets
+                .iter()
+                .find(|(_, s)| s.name == id)
+                .map(|(id, _)| id.clone()),
+            SwarmKind::Network => swarm
+                .networks
+                .iter()
+                .find(|(_, n)| n.name == id)
+                .map(|(id, _)| id.clone()),
+        };
+        let id = by_name.as_deref().unwrap_or(id);
         let in_use = |swarm: &FakeSwarm| match kind {
             SwarmKind::Service => false,
             SwarmKind::Secret => swarm
