@@ -90,6 +90,11 @@ fn cleanup_containers_of(pid: u32) {
     CLEANUP.with(|c| c.pids.borrow_mut().push(pid));
 }
 
+/// The packbox processes this test ran so far.
+pub fn packbox_pids() -> Vec<u32> {
+    CLEANUP.with(|c| c.pids.borrow().clone())
+}
+
 /// The state folder of the running test: its own, seeded with a probe cache so that tests do
 /// not each pay for probing every runtime image.
 pub fn state_dir() -> PathBuf {

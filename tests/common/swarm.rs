@@ -86,6 +86,17 @@ pub fn use_swarm() -> SwarmUse {
 
 impl Drop for SwarmUse {
     fn drop(&mut self) {
+        // What the test's packbox processes left (when it failed half-way) goes first: services,
+        // whose tasks hold the rest, then networks and secrets.
+        for pid in super::packbox_pids() {
+            let filter = format!("label=packbox.owner_pid={pid}");
+            for kind in ["service", "network", "secret"] {
+                let listed = docker(&[kind, "ls", "-q", "--filter", &filter]);
+                for id in String::from_utf8_lossy(&listed.stdout).lines() {
+                    let _ = docker(&[kind, "rm", id]);
+                }
+            }
+        }
         let dir = folder();
         let Ok(lock) = File::create(dir.join("lock")) else {
             return;
