@@ -24,6 +24,8 @@ use crate::engine::{BuildSpec, EngineError, SharedEngine, SwarmEngine};
 pub const KIND: &str = "pack-image";
 /// Label: the SHA-256 of the pack tree the image holds.
 pub const DIGEST_LABEL: &str = "packbox.pack_digest";
+/// Label: the id of the image a pack image is built on.
+pub const BASE_LABEL: &str = "packbox.base_image";
 /// The repository pack images are tagged in (under the registry, when there is one).
 const REPOSITORY: &str = "packbox-pack";
 /// Bytes of pack a pack image may hold: the build context is made in memory.
@@ -168,7 +170,7 @@ pub async fn ensure(
                     ("packbox.kind".to_string(), KIND.to_string()),
                     ("packbox.pack".to_string(), pack.clone()),
                     (DIGEST_LABEL.to_string(), tree.digest.clone()),
-                    ("packbox.base_image".to_string(), base_id.clone()),
+                    (BASE_LABEL.to_string(), base_id.clone()),
                 ]),
                 network_mode: "none".into(),
                 // Copying files needs no more than the engine's default.

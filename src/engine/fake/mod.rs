@@ -872,11 +872,16 @@ impl ContainerEngine for FakeEngine {
         let Some(image_id) = find_image(&state.images, id) else {
             return Ok(());
         };
+        // A container uses it, or another image builds on it (named by a pack image's label).
         let in_use = state.containers.values().any(|c| c.image_id == image_id)
             || state
                 .listed
                 .iter()
-                .any(|c| c.image_id.as_deref() == Some(image_id.as_str()));
+                .any(|c| c.image_id.as_deref() == Some(image_id.as_str()))
+            || state
+                .images
+                .iter()
+                .any(|i| i.labels.get("packbox.base_image") == Some(&image_id));
         if in_use {
             return Err(EngineError::InUse {
                 what: format!("removing image {id}"),
