@@ -607,6 +607,36 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn lagging_followers_deliver_their_backlog_after_the_exit_and_spare_the_last_read() {
+        let s = setup(None);
+        s.fake.set_swarm(SwarmScript {
+            follower_lag: Duration::from_millis(50),
+            ..SwarmScript::default()
+        });
+        s.fake.set_service_program(|_| Program {
+            output: (0..100)
+                .map(|_| (StreamKind::Stdout, vec![b'a'; 100]))
+                .collect(),
+            ..Program::default()
+        });
+        let ran = run(&s, &limits(60, 10)).await.expect("ran");
+        assert!(ran.exit.stdout.truncated);
+        assert_eq!(ran.exit.stdout.text, "a".repeat(1024));
+        assert_eq!(
+            s.fake.count(|c| matches!(
+                c,
+                Call::Logs {
+                    follow: false,
+                    stream: StreamKind::Stdout,
+                    ..
+                }
+            )),
+            0,
+            "the follower filled the stream after the exit: no scan of the log"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_oom_kill_is_told_from_the_task_container() {
         let s = setup(None);
         s.fake.set_service_program(|_| Program {

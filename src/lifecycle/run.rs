@@ -60,6 +60,9 @@ pub enum RunError {
     /// The Swarm did not run a service's task (rejected, lost by its node).
     #[error("the Swarm did not run service {service}: {error}")]
     TaskLost { service: String, error: String },
+    /// A service's log could not be read to its end in time.
+    #[error("the log of service {service} could not be read to its end within {seconds} s")]
+    LogUnread { service: String, seconds: u64 },
     /// No node of the Swarm can take a service's task.
     #[error("the Swarm cannot place service {service}: {error}")]
     Unplaceable { service: String, error: String },

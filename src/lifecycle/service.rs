@@ -23,8 +23,12 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long a stopped task may take to end beyond its stop grace (the agent acts a little late:
 /// about 1.3 s on this machine).
 const STOP_WAIT: Duration = Duration::from_secs(30);
-/// How long the last read of the log may take.
-const LAST_READ: Duration = Duration::from_secs(30);
+/// How long followers that were busy when the task ended may stay silent before packbox stops
+/// waiting for their backlog.
+const DRAIN_QUIET: Duration = Duration::from_millis(250);
+/// How long the last read of a stream may take: the engine scans the task's whole log for it
+/// (at most two files of 2 x the output limit + 1 MiB).
+const LAST_READ: Duration = Duration::from_secs(300);
 /// How long a network or secret may stay in use after its service was removed.
 const RELEASE_WAIT: Duration = Duration::from_secs(30);
 
@@ -52,13 +56,21 @@ pub async fn drive(
     let mut running_since: Option<Instant> = None;
     // Why and until when packbox waits for a task it stopped.
     let mut stopping: Option<(Ending, Instant)> = None;
+    // When a follower last delivered: busy followers are let finish their backlog at the end.
+    let mut last_message: Option<Instant> = None;
     let task = loop {
         // The timeout counts from the task's start; while it waits to be placed and started,
         // the same time bounds the wait.
         let timeout_at = running_since.unwrap_or(created) + limits.timeout;
         tokio::select! {
-            chunk = next(&mut stdout) => capture.follow(chunk, &mut stdout)?,
-            chunk = next(&mut stderr) => capture.follow(chunk, &mut stderr)?,
+            chunk = next(&mut stdout) => {
+                last_message = Some(Instant::now());
+                capture.follow(chunk, &mut stdout)?;
+            }
+            chunk = next(&mut stderr) => {
+                last_message = Some(Instant::now());
+                capture.follow(chunk, &mut stderr)?;
+            }
             _ = poll.tick() => {
                 let task = swarm.service_tasks(service).await?.into_iter().next();
                 match (&task, &stopping) {
@@ -105,6 +117,17 @@ pub async fn drive(
         exit_code = task.as_ref().and_then(|t| t.exit_code),
         "task ended"
     );
+    // Followers still busy when the task ended may lag behind its log (a flood, a busy engine):
+    // let them deliver their backlog until their stream is past the limit or they fall quiet,
+    // which spares the last read a scan of the whole log. Idle ones cost nothing here.
+    let busy = last_message.is_some_and(|at| at.elapsed() < DRAIN_QUIET);
+    while busy && (stdout.is_some() || stderr.is_some()) {
+        tokio::select! {
+            chunk = next(&mut stdout) => capture.follow(chunk, &mut stdout)?,
+            chunk = next(&mut stderr) => capture.follow(chunk, &mut stderr)?,
+            () = tokio::time::sleep(DRAIN_QUIET) => break,
+        }
+    }
     drop((stdout, stderr));
     let last_read = async {
         for stream in [StreamKind::Stdout, StreamKind::Stderr] {
@@ -119,13 +142,13 @@ pub async fn drive(
         }
         Ok::<_, EngineError>(())
     };
-    match tokio::time::timeout(LAST_READ, last_read).await {
-        Ok(read) => read?,
-        Err(_) => tracing::warn!(
-            service,
-            "the last read of the task's log did not end in time"
-        ),
-    }
+    // Output that cannot be read whole is an error, never a silently shorter outcome.
+    tokio::time::timeout(LAST_READ, last_read)
+        .await
+        .map_err(|_| RunError::LogUnread {
+            service: service.to_string(),
+            seconds: LAST_READ.as_secs(),
+        })??;
 
     tracing::debug!(service, "log read");
     let exit_code = task.as_ref().and_then(|t| t.exit_code);

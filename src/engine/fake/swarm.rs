@@ -37,6 +37,8 @@ pub(crate) struct SwarmScript {
     pub unplaceable: Option<String>,
     /// Service creation makes the service but never answers (an engine stuck in the request).
     pub creation_hangs: bool,
+    /// Time a follower takes per message (a follower lagging behind a flood).
+    pub follower_lag: Duration,
 }
 
 impl Default for SwarmScript {
@@ -53,6 +55,7 @@ impl Default for SwarmScript {
             reject: None,
             unplaceable: None,
             creation_hangs: false,
+            follower_lag: Duration::ZERO,
         }
     }
 }
@@ -520,7 +523,8 @@ impl SwarmEngine for FakeEngine {
                 }
                 loop {
                     let changed = engine.changed.notified();
-                    {
+                    // The next message this reader gets, and the lag before it comes.
+                    let found = {
                         let swarm = engine.swarm_state_mut();
                         let service_state = swarm.services.get(&service)?;
                         let end = if follow {
@@ -528,18 +532,30 @@ impl SwarmEngine for FakeEngine {
                         } else {
                             service_state.log.len()
                         };
-                        while index < end {
+                        let mut found = None;
+                        while index < end && found.is_none() {
                             let chunk = service_state.log[index].clone();
                             index += 1;
                             if chunk.stream == wanted
                                 && since_seconds.is_none_or(|s| seconds_of(&chunk.timestamp) >= s)
                             {
-                                return Some((Ok(chunk), (engine.clone(), service, index, None)));
+                                let lag = if follow {
+                                    swarm.script.follower_lag
+                                } else {
+                                    Duration::ZERO
+                                };
+                                found = Some((chunk, lag));
                             }
                         }
-                        if !follow {
+                        if found.is_none() && !follow {
                             return None;
                         }
+                        found
+                    };
+                    if let Some((chunk, lag)) = found {
+                        drop(changed);
+                        tokio::time::sleep(lag).await;
+                        return Some((Ok(chunk), (engine, service, index, None)));
                     }
                     changed.await;
                 }
