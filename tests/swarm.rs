@@ -595,8 +595,13 @@ fn memory_stays_flat_under_an_output_flood() {
 fn the_head_of_a_flood_is_kept_though_the_log_rotates() {
     require_engine();
     let _swarm = use_swarm();
-    // About 110 MiB, a line per number: the log's head is recognisable.
-    let run = swarm_run(&swarm_packs(), "swarmcheck.count", &["--max-output", "1m"]);
+    // A million lines (7 MB, and tens of MB in the log's own framing) against log files of
+    // 3 MiB: the head is recognisable, and the log rotates several times before the end.
+    let run = swarm_run(
+        &swarm_packs(),
+        "swarmcheck.count",
+        &["--max-output", "1m", "-p", "to=1000000"],
+    );
     assert_eq!(run.code(), 0, "{}", run.stderr());
     let outcome = run.json();
     assert_eq!(outcome["stdout_truncated"], true);
