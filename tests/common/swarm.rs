@@ -113,8 +113,31 @@ impl Drop for SwarmUse {
         let left = managed_swarm_objects();
         let _ = docker(&["swarm", "leave", "--force"]);
         let _ = std::fs::remove_file(&made_marker);
+        remove_test_pack_images();
         if !left.is_empty() && !std::thread::panicking() {
             panic!("packbox left Swarm objects behind: {left:?}");
+        }
+    }
+}
+
+/// The packs of the test fixtures that swarm runs turn into pack images.
+const TEST_PACKS: [&str; 3] = ["contract", "swarmcheck", "bench"];
+
+/// Removes the pack images (and their registry tags) the tests' swarm runs made: done by the
+/// last user only, since a test running beside another may use the same image.
+fn remove_test_pack_images() {
+    for pack in TEST_PACKS {
+        let listed = docker(&[
+            "images",
+            "--filter",
+            "label=packbox.kind=pack-image",
+            "--filter",
+            &format!("label=packbox.pack={pack}"),
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+        ]);
+        for image in String::from_utf8_lossy(&listed.stdout).lines() {
+            let _ = docker(&["rmi", image]);
         }
     }
 }
