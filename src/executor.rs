@@ -41,6 +41,10 @@ use crate::settings::Settings;
 
 pub use crate::prepare::PrepareEvent;
 
+/// How old an untagged build layer must be before `gc` takes it for a leftover (runtime image
+/// builds have no timeout of their own; environment builds may be set to last longer).
+const MIN_LEFTOVER_LAYER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Runs planned actions on one engine.
 #[derive(Debug)]
 pub struct Executor {
@@ -359,6 +363,17 @@ impl Executor {
     /// images `packbox.kind`), unless a container or another image still uses them.
     pub async fn gc(&self) -> Result<GcReport, Error> {
         let containers = self.sweep_orphans().await?;
+        // A build under way has untagged layers too: only layers older than any build may
+        // last are a finished build's leftovers.
+        let old_enough = self
+            .settings
+            .build
+            .timeout
+            .max(MIN_LEFTOVER_LAYER_AGE)
+            .as_secs() as i64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
         let mut images = Vec::new();
         for image in self
             .engine
@@ -366,7 +381,7 @@ impl Executor {
             .await?
         {
             let dangling = image.tags.iter().all(|tag| tag == "<none>:<none>");
-            if !dangling {
+            if !dangling || now - image.created < old_enough {
                 continue;
             }
             match self.engine.remove_image(&image.id).await {
@@ -1176,6 +1191,10 @@ mod tests {
     async fn gc_removes_unfinished_build_layers_but_nothing_in_use_or_tagged() {
         let fake = engine(Program::default());
         let dangling = fake.add_image("", &[("packbox.kind", "env")], 0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let building = fake.add_image("", &[("packbox.kind", "env")], now - 60);
         let used = fake.add_image("", &[("packbox.kind", "runtime")], 0);
         fake.add_listed_container("user", &used, &[]);
         let foreign = fake.add_image("", &[("app", "web")], 0);
@@ -1184,6 +1203,7 @@ mod tests {
         assert_eq!(report.images, std::slice::from_ref(&dangling));
         assert!(!h.fake.has_image(&dangling));
         assert!(h.fake.has_image(&used), "in use: kept");
+        assert!(h.fake.has_image(&building), "a build under way: kept");
         assert!(h.fake.has_image(&foreign), "not packbox's: untouched");
         assert!(h.fake.has_image("packbox/python:3.11"), "tagged: kept");
         h.executor.close().await;

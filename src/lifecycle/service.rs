@@ -151,7 +151,18 @@ pub async fn drive(
         })??;
 
     tracing::debug!(service, "log read");
-    let exit_code = task.as_ref().and_then(|t| t.exit_code);
+    let mut exit_code = task.as_ref().and_then(|t| t.exit_code);
+    if exit_code.is_none()
+        && let Some(container) = task.as_ref().and_then(|t| t.container_id.as_deref())
+    {
+        // A task stopped by packbox can be reported ended before its container's exit code
+        // reached the task's status (a busy engine); the container itself knows it.
+        exit_code = engine
+            .container_state(container)
+            .await
+            .ok()
+            .and_then(|state| state.exit_code);
+    }
     let oom_killed = match (exit_code, task.as_ref().and_then(oom_container)) {
         // Only a kill can be an OOM kill; the task's container can be asked only on its node.
         (Some(137), Some(container)) => engine
