@@ -6,7 +6,9 @@
 //! normal for packbox are folded into ordinary return values here.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -21,20 +23,31 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
 
+use crate::endpoint::{self, Endpoint, EndpointError, Environment, Transport};
+
 /// How long connecting and negotiating the API version may take before the engine counts as
 /// not answering.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request may wait for the engine's answer to start (bollard's default).
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+/// The oldest engine API packbox runs against: Docker 20.10, the oldest engine it is tested on.
+pub const MIN_API_VERSION: (usize, usize) = (1, 41);
 
 /// Something the engine could not do, naming what it was asked about.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// No engine answered at all: the most common set-up problem, so it gets its own hint.
-    #[error("the Docker engine does not answer ({endpoint})")]
+    /// The engine could not be used at all: it did not answer, TLS failed, or its API is too old.
+    /// The most common set-up problems, so each kind gets its own hint.
+    #[error("the Docker engine at {endpoint} {problem}")]
     Unreachable {
         endpoint: String,
+        problem: ConnectProblem,
         #[source]
-        source: Option<BollardError>,
+        source: Option<Box<BollardError>>,
     },
+    /// The engine's address or TLS files could not be used. Boxed: it is large and rare.
+    #[error(transparent)]
+    Endpoint(Box<EndpointError>),
     /// The engine answered with an error to one request.
     #[error("docker engine: {what}")]
     Api {
@@ -47,6 +60,12 @@ pub enum EngineError {
     Build { tag: String, message: String },
 }
 
+impl From<EndpointError> for EngineError {
+    fn from(error: EndpointError) -> Self {
+        EngineError::Endpoint(Box::new(error))
+    }
+}
+
 impl EngineError {
     fn api(what: impl Into<String>, source: BollardError) -> Self {
         EngineError::Api {
@@ -56,10 +75,132 @@ impl EngineError {
     }
 }
 
-/// A connected engine client. Cheap to clone: bollard opens one socket connection per request.
+/// Why an engine could not be used, in terms the user can act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectProblem {
+    /// Nothing listens at the address.
+    Refused,
+    /// The Unix socket file does not exist.
+    NoSocket,
+    /// The Unix socket exists but this user may not open it.
+    SocketPermission,
+    /// The host name does not resolve.
+    HostNotFound,
+    /// Connected, but no answer came in time.
+    NoAnswer,
+    /// The engine's certificate is not signed by the CA packbox was given.
+    UntrustedEngineCertificate { ca: String },
+    /// The engine's certificate does not name the host packbox connected to.
+    CertificateNameMismatch,
+    /// The engine's certificate was refused for another reason (expired, wrong purpose, ...).
+    BadEngineCertificate { detail: String },
+    /// The engine refused packbox's client certificate (signed by a CA it does not trust).
+    ClientCertificateRefused { cert: String },
+    /// The engine speaks plain HTTP and packbox spoke TLS.
+    EngineNotTls,
+    /// The engine speaks TLS and packbox spoke plain HTTP.
+    EngineWantsTls,
+    /// Another TLS failure.
+    TlsHandshake { detail: String },
+    /// The engine's API is older than packbox supports.
+    ApiTooOld { found: String },
+    /// Anything else (the cause is in the error's source).
+    Failed,
+}
+
+impl fmt::Display for ConnectProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectProblem::Refused => write!(f, "does not answer (connection refused)"),
+            ConnectProblem::NoSocket => write!(f, "does not answer (no such socket)"),
+            ConnectProblem::SocketPermission => {
+                write!(f, "refused this user (permission denied on the socket)")
+            }
+            ConnectProblem::HostNotFound => write!(f, "does not answer (host name not found)"),
+            ConnectProblem::NoAnswer => write!(
+                f,
+                "does not answer (no reply within {} s)",
+                CONNECT_TIMEOUT.as_secs()
+            ),
+            ConnectProblem::UntrustedEngineCertificate { ca } => write!(
+                f,
+                "failed the TLS handshake: its certificate is not signed by the CA in {ca} (untrusted certificate)"
+            ),
+            ConnectProblem::CertificateNameMismatch => write!(
+                f,
+                "failed the TLS handshake: its certificate is not valid for this host name"
+            ),
+            ConnectProblem::BadEngineCertificate { detail } => {
+                write!(
+                    f,
+                    "failed the TLS handshake: its certificate was refused ({detail})"
+                )
+            }
+            ConnectProblem::ClientCertificateRefused { cert } => write!(
+                f,
+                "failed the TLS handshake: it refused the client certificate {cert} (not signed by a CA it trusts)"
+            ),
+            ConnectProblem::EngineNotTls => write!(
+                f,
+                "failed the TLS handshake: it does not speak TLS (a plain-HTTP engine?)"
+            ),
+            ConnectProblem::EngineWantsTls => {
+                write!(f, "refused plain HTTP: it requires TLS")
+            }
+            ConnectProblem::TlsHandshake { detail } => {
+                write!(f, "failed the TLS handshake ({detail})")
+            }
+            ConnectProblem::ApiTooOld { found } => write!(
+                f,
+                "speaks API {found}, older than packbox needs ({}.{}, Docker 20.10)",
+                MIN_API_VERSION.0, MIN_API_VERSION.1
+            ),
+            ConnectProblem::Failed => write!(f, "could not be used"),
+        }
+    }
+}
+
+impl ConnectProblem {
+    /// The next step for the user.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ConnectProblem::Refused
+            | ConnectProblem::NoSocket
+            | ConnectProblem::NoAnswer
+            | ConnectProblem::HostNotFound
+            | ConnectProblem::Failed => {
+                "start the engine (scripts/ensure-docker does it on Debian) or point DOCKER_HOST at one; `packbox doctor` shows which engine packbox chose and why"
+            }
+            ConnectProblem::SocketPermission => {
+                "add this user to the docker group, or run packbox as a user that may use the engine"
+            }
+            ConnectProblem::UntrustedEngineCertificate { .. }
+            | ConnectProblem::CertificateNameMismatch
+            | ConnectProblem::BadEngineCertificate { .. } => {
+                "DOCKER_CERT_PATH/ca.pem must be the CA that signed the engine's certificate, and the certificate must name the host in DOCKER_HOST"
+            }
+            ConnectProblem::ClientCertificateRefused { .. } => {
+                "use a client certificate (cert.pem, key.pem in DOCKER_CERT_PATH) signed by the CA the engine was started with (dockerd --tlscacert)"
+            }
+            ConnectProblem::EngineNotTls => {
+                "unset DOCKER_TLS_VERIFY for a plain engine (port 2375), or point DOCKER_HOST at its TLS port (2376)"
+            }
+            ConnectProblem::EngineWantsTls => {
+                "set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem)"
+            }
+            ConnectProblem::TlsHandshake { .. } => {
+                "check DOCKER_CERT_PATH and the engine's --tlscacert/--tlscert; `packbox doctor` shows the files in use"
+            }
+            ConnectProblem::ApiTooOld { .. } => "upgrade the engine to Docker 20.10 or newer",
+        }
+    }
+}
+
+/// A connected engine client. Cheap to clone: bollard opens one connection per request.
 #[derive(Clone, Debug)]
 pub struct Engine {
     docker: Docker,
+    endpoint: Arc<Endpoint>,
 }
 
 /// One mount of a host folder into a container.
@@ -154,21 +295,75 @@ pub struct BuildSpec {
 }
 
 impl Engine {
-    /// Connects to the engine named by `DOCKER_HOST` (unix, tcp, https) or the local socket, and
-    /// negotiates the API version; bounded so that a dead socket fails fast.
+    /// Connects to the engine the process environment names (`DOCKER_HOST`, contexts, ...; see
+    /// [`endpoint`]), and negotiates the API version.
     pub async fn connect() -> Result<Engine, EngineError> {
-        let endpoint =
-            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-        let unreachable = |source| EngineError::Unreachable {
-            endpoint: endpoint.clone(),
+        let env: Environment = std::env::vars().collect();
+        Engine::connect_with(None, &env).await
+    }
+
+    /// Connects to the engine chosen by the `--engine` setting and the given environment.
+    pub async fn connect_with(
+        engine_setting: Option<&str>,
+        env: &Environment,
+    ) -> Result<Engine, EngineError> {
+        Engine::connect_to(endpoint::resolve(engine_setting, env)?).await
+    }
+
+    /// Connects to an endpoint and negotiates the API version, bounded so that a dead engine
+    /// fails fast. Errors name the endpoint and what failed (refused, TLS, API too old).
+    pub async fn connect_to(endpoint: Endpoint) -> Result<Engine, EngineError> {
+        let version = bollard::API_DEFAULT_VERSION;
+        let docker = match &endpoint.transport {
+            Transport::Unix { .. } => {
+                Docker::connect_with_unix(&endpoint.host, REQUEST_TIMEOUT_SECS, version)
+            }
+            Transport::Tcp { address, tls: None } => {
+                Docker::connect_with_http(address, REQUEST_TIMEOUT_SECS, version)
+            }
+            Transport::Tcp {
+                address,
+                tls: Some(files),
+            } => {
+                files.check(&endpoint.origin)?;
+                // bollard signs with the process-wide provider; ring is the one compiled in.
+                // An Err only says one is installed already, which is as good.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                Docker::connect_with_ssl(
+                    address,
+                    &files.key,
+                    &files.cert,
+                    &files.ca,
+                    REQUEST_TIMEOUT_SECS,
+                    version,
+                )
+            }
+        };
+        let unreachable = |problem, source| EngineError::Unreachable {
+            endpoint: endpoint.host.clone(),
+            problem,
             source,
         };
-        let docker = Docker::connect_with_defaults().map_err(|e| unreachable(Some(e)))?;
-        let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
-            .await
-            .map_err(|_| unreachable(None))?
-            .map_err(|e| unreachable(Some(e)))?;
-        Ok(Engine { docker })
+        let docker = docker.map_err(|e| unreachable(classify(&e, &endpoint), Some(Box::new(e))))?;
+        let docker = match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
+            Err(_) => return Err(unreachable(ConnectProblem::NoAnswer, None)),
+            Ok(Err(e)) => return Err(unreachable(classify(&e, &endpoint), Some(Box::new(e)))),
+            Ok(Ok(docker)) => docker,
+        };
+        let negotiated = docker.client_version();
+        if (negotiated.major_version, negotiated.minor_version) < MIN_API_VERSION {
+            let found = format!("{}.{}", negotiated.major_version, negotiated.minor_version);
+            return Err(unreachable(ConnectProblem::ApiTooOld { found }, None));
+        }
+        Ok(Engine {
+            docker,
+            endpoint: Arc::new(endpoint),
+        })
+    }
+
+    /// The endpoint this client talks to, and why it was chosen.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// The id of an image, or `None` when the engine does not have it.
@@ -468,6 +663,78 @@ impl Engine {
             Err(e) if is_status(&e, 404) => Ok(()),
             Err(e) => Err(EngineError::api(format!("removing image {id}"), e)),
         }
+    }
+}
+
+/// Reads a failed first request's error chain for the cause a user can act on: an I/O error
+/// kind, a rustls error (hidden inside an `io::Error`), or the engine's own answer.
+fn classify(error: &BollardError, endpoint: &Endpoint) -> ConnectProblem {
+    let tls = endpoint.tls();
+    let from_tls = |tls_error: &rustls::Error| -> ConnectProblem {
+        use rustls::{AlertDescription, CertificateError};
+        match tls_error {
+            rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer | CertificateError::BadSignature,
+            ) => ConnectProblem::UntrustedEngineCertificate {
+                ca: tls.map(|t| t.ca.display().to_string()).unwrap_or_default(),
+            },
+            rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ) => ConnectProblem::CertificateNameMismatch,
+            rustls::Error::InvalidCertificate(other) => ConnectProblem::BadEngineCertificate {
+                detail: format!("{other:?}"),
+            },
+            rustls::Error::AlertReceived(
+                AlertDescription::BadCertificate
+                | AlertDescription::UnknownCA
+                | AlertDescription::CertificateUnknown
+                | AlertDescription::CertificateRequired
+                | AlertDescription::UnsupportedCertificate
+                | AlertDescription::AccessDenied,
+            ) => ConnectProblem::ClientCertificateRefused {
+                cert: tls
+                    .map(|t| t.cert.display().to_string())
+                    .unwrap_or_default(),
+            },
+            rustls::Error::InvalidMessage(_) => ConnectProblem::EngineNotTls,
+            other => ConnectProblem::TlsHandshake {
+                detail: other.to_string(),
+            },
+        }
+    };
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = current {
+        if let Some(tls_error) = cause.downcast_ref::<rustls::Error>() {
+            return from_tls(tls_error);
+        }
+        let mut next = cause.source();
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return ConnectProblem::Refused,
+                std::io::ErrorKind::NotFound => return ConnectProblem::NoSocket,
+                std::io::ErrorKind::PermissionDenied => return ConnectProblem::SocketPermission,
+                std::io::ErrorKind::TimedOut => return ConnectProblem::NoAnswer,
+                _ => {}
+            }
+            // `io::Error::source` skips the error it wraps (which may be another io::Error
+            // around a rustls error): step into it instead.
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner as &(dyn std::error::Error + 'static));
+            }
+        }
+        if cause.to_string().starts_with("dns error") {
+            return ConnectProblem::HostNotFound;
+        }
+        current = next;
+    }
+    match error {
+        BollardError::DockerResponseServerError {
+            status_code: 400,
+            message,
+        } if message.contains("HTTP request to an HTTPS server") => ConnectProblem::EngineWantsTls,
+        BollardError::RequestTimeoutError => ConnectProblem::NoAnswer,
+        BollardError::SocketNotFoundError(_) => ConnectProblem::NoSocket,
+        _ => ConnectProblem::Failed,
     }
 }
 

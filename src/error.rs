@@ -84,6 +84,8 @@ impl Error {
             | Error::UnknownRuntime { .. }
             | Error::NoMatchingVersion { .. } => Fault::Input,
             Error::Env(EnvError::CaBundle { .. }) => Fault::Input,
+            // The user's own --engine value is input; the environment's settings are set-up.
+            Error::Engine(EngineError::Endpoint(e)) if e.is_engine_setting() => Fault::Input,
             Error::Catalog(_)
             | Error::Engine(_)
             | Error::Image(_)
@@ -96,9 +98,8 @@ impl Error {
     /// A line that tells the user what to do next, when there is an obvious one.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
-            Error::Engine(EngineError::Unreachable { .. }) => Some(
-                "start the engine (scripts/ensure-docker does it on Debian) or point DOCKER_HOST at one",
-            ),
+            Error::Engine(EngineError::Unreachable { problem, .. }) => Some(problem.hint()),
+            Error::Engine(EngineError::Endpoint(e)) => e.hint(),
             Error::Image(ImageError::Engine(EngineError::Build { .. })) => Some(
                 "runtime images build on packbox/base:<suite>; scripts/build-images makes those first",
             ),

@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod endpoint;
 pub mod engine;
 pub mod envimage;
 pub mod error;

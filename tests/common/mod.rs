@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
 
+pub mod dind;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
