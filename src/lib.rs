@@ -12,6 +12,7 @@ pub mod engine;
 pub mod envimage;
 pub mod error;
 pub mod executor;
+pub mod input;
 pub mod outcome;
 pub mod pack;
 pub mod plan;
