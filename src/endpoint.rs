@@ -40,6 +40,8 @@ const DEFAULT_TLS_HOST: &str = "localhost:2376";
 const DEFAULT_TCP_PORT: u16 = 2375;
 /// The docker CLI's name for "no stored context: use the environment".
 const DEFAULT_CONTEXT: &str = "default";
+/// Bytes read at most from a docker config, context or PEM file (each is a few KiB).
+const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// The environment, as a map (the settings module reads it; this module never does).
 pub type Environment = BTreeMap<String, String>;
@@ -356,7 +358,7 @@ fn from_context(
     };
     let id = context_id(name);
     let meta_file = config_dir.join("contexts/meta").join(&id).join("meta.json");
-    let text = match std::fs::read_to_string(&meta_file) {
+    let text = match read_text(&meta_file) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(EndpointError::ContextNotFound {
@@ -571,7 +573,8 @@ impl TlsFiles {
             problem,
         };
         let read = |file: &Path| {
-            std::fs::read(file).map_err(|e| unusable(file, format!("cannot read it ({e})")))
+            crate::input::read_regular_file(file, MAX_FILE_BYTES)
+                .map_err(|e| unusable(file, format!("cannot read it ({e})")))
         };
         for file in [&self.ca, &self.cert] {
             let bytes = read(file)?;
@@ -589,6 +592,13 @@ impl TlsFiles {
     }
 }
 
+/// A small text file of the docker CLI's, read with a size cap (it is not packbox's to trust).
+fn read_text(file: &Path) -> std::io::Result<String> {
+    let bytes = crate::input::read_regular_file(file, MAX_FILE_BYTES)?;
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 /// The docker CLI's config folder: `DOCKER_CONFIG`, else `~/.docker`.
 fn config_dir(env: &Environment) -> Option<PathBuf> {
     let var = |name: &str| env.get(name).map(String::as_str).filter(|v| !v.is_empty());
@@ -604,7 +614,7 @@ fn current_context(config_file: &Path) -> Result<Option<String>, EndpointError> 
         #[serde(rename = "currentContext", default)]
         current_context: Option<String>,
     }
-    let text = match std::fs::read_to_string(config_file) {
+    let text = match read_text(config_file) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {

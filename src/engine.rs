@@ -666,6 +666,73 @@ impl Engine {
     }
 }
 
+/// What an engine says about itself, for `packbox doctor`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EngineFacts {
+    /// The engine's version (`20.10.24`).
+    pub version: String,
+    /// The newest API version the engine speaks.
+    pub api_version: String,
+    /// The API version packbox and the engine agreed on.
+    pub negotiated_api_version: String,
+    pub os: String,
+    pub arch: String,
+    pub kernel: String,
+    /// The engine host's name (tells a remote engine from the local one at a glance).
+    pub name: String,
+    pub storage_driver: String,
+    /// `1` or `2`.
+    pub cgroup_version: String,
+    pub cgroup_driver: String,
+    pub oci_runtimes: Vec<String>,
+    pub default_runtime: String,
+    /// `name=seccomp,profile=default`, `name=userns`, `name=rootless`, ...
+    pub security_options: Vec<String>,
+}
+
+impl Engine {
+    /// Version and set-up facts of the engine (two requests: version and info).
+    pub async fn describe(&self) -> Result<EngineFacts, EngineError> {
+        let version = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| EngineError::api("reading the engine's version", e))?;
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| EngineError::api("reading the engine's info", e))?;
+        let negotiated = self.docker.client_version();
+        let mut oci_runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        oci_runtimes.sort();
+        Ok(EngineFacts {
+            version: version.version.unwrap_or_default(),
+            api_version: version.api_version.unwrap_or_default(),
+            negotiated_api_version: format!(
+                "{}.{}",
+                negotiated.major_version, negotiated.minor_version
+            ),
+            os: info.operating_system.unwrap_or_default(),
+            arch: info.architecture.unwrap_or_default(),
+            kernel: info.kernel_version.unwrap_or_default(),
+            name: info.name.unwrap_or_default(),
+            storage_driver: info.driver.unwrap_or_default(),
+            cgroup_version: info
+                .cgroup_version
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            cgroup_driver: info
+                .cgroup_driver
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            oci_runtimes,
+            default_runtime: info.default_runtime.unwrap_or_default(),
+            security_options: info.security_options.unwrap_or_default(),
+        })
+    }
+}
+
 /// Reads a failed first request's error chain for the cause a user can act on: an I/O error
 /// kind, a rustls error (hidden inside an `io::Error`), or the engine's own answer.
 fn classify(error: &BollardError, endpoint: &Endpoint) -> ConnectProblem {

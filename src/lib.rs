@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod doctor;
 pub mod endpoint;
 pub mod engine;
 pub mod envimage;

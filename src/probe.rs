@@ -126,7 +126,12 @@ impl ProbeCache {
     /// The cache in the state folder; a missing or unreadable cache starts empty (it only saves
     /// work, it never decides anything on its own).
     pub fn open() -> ProbeCache {
-        let path = crate::state::state_dir().join("probes.json");
+        ProbeCache::open_in(&crate::state::state_dir())
+    }
+
+    /// The cache in a given state folder.
+    pub fn open_in(state_dir: &Path) -> ProbeCache {
+        let path = state_dir.join("probes.json");
         let entries = ProbeCache::read_file(&path);
         ProbeCache {
             path,

@@ -256,3 +256,73 @@ fn an_engine_with_an_api_older_than_1_41_exits_125() {
         run.stderr()
     );
 }
+
+#[test]
+fn doctor_reports_the_tls_engine_how_it_was_chosen_and_its_images() {
+    let dind = Dind::acquire(Flavour::Plain);
+    let state = state_dir();
+    let (k, v) = state_env(&state);
+    let run = dind.packbox(&["doctor", "--json"], &[(k, &v)]);
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
+    let report = run.json();
+    assert_eq!(report["ready"], true);
+    assert_eq!(report["endpoint"]["host"], dind.host.as_str());
+    assert_eq!(report["endpoint"]["origin"]["kind"], "docker_host");
+    let check = |name: &str| {
+        report["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} check in {report}"))
+            .clone()
+    };
+    assert_eq!(check("endpoint")["status"], "ok");
+    assert!(
+        check("connection")["details"][0]
+            .as_str()
+            .expect("text")
+            .contains("mutual TLS")
+    );
+    assert_eq!(check("engine")["status"], "ok");
+    // Only the images scripts/dind loaded are there: a warning with the next step, not a failure.
+    let images = check("images");
+    assert_eq!(images["status"], "warn", "{images}");
+    assert!(
+        images["next_step"]
+            .as_str()
+            .expect("step")
+            .contains("images copy")
+    );
+    assert!(
+        images["details"]
+            .as_array()
+            .expect("details")
+            .iter()
+            .any(|d| d
+                .as_str()
+                .expect("text")
+                .starts_with("shell 5.2 (packbox/shell:5.2): present"))
+    );
+}
+
+#[test]
+fn doctor_with_a_refused_client_certificate_exits_1_with_the_next_step() {
+    let dind = Dind::acquire(Flavour::Plain);
+    let env = dind.env_with_certs(&dind.certs_root().join("untrusted"));
+    let all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = packbox(&["doctor"], &all);
+    assert_eq!(run.code(), 1, "{}", run.stdout());
+    let stdout = run.stdout();
+    assert!(stdout.contains("FAIL connection"), "{stdout}");
+    assert!(
+        stdout.contains("refused the client certificate"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("next: use a client certificate"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("skip engine"), "{stdout}");
+    assert!(stdout.contains("not ready"), "{stdout}");
+}

@@ -3,6 +3,7 @@
 
 mod actions;
 mod build;
+mod doctor;
 mod envs;
 mod gc;
 mod images;
@@ -58,6 +59,8 @@ enum Command {
     /// Verify which runtime versions the images hold, or list what is known.
     #[command(subcommand)]
     Runtimes(runtimes::RuntimesCommand),
+    /// Check what runs need (engine, TLS, images, state folder) and say what to fix.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Entry point of the binary.
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
             Command::Envs(command) => envs::execute(command).await,
             Command::Gc(args) => gc::execute(args).await,
             Command::Runtimes(command) => runtimes::execute(command, catalog).await,
+            Command::Doctor(args) => doctor::execute(args, catalog).await,
         }
     })
 }

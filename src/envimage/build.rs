@@ -221,7 +221,7 @@ fn labels(recipe: &EnvRecipe, key: &str) -> HashMap<String, String> {
 }
 
 /// Reads a CA bundle and checks it holds at least one PEM certificate.
-fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, EnvError> {
+pub(crate) fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, EnvError> {
     let bytes = std::fs::read(path).map_err(|e| EnvError::CaBundle {
         path: path.to_path_buf(),
         problem: format!("cannot read: {e}"),
