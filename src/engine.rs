@@ -16,8 +16,10 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
-    CreateImageOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    CreateImageOptionsBuilder, ImportImageOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RemoveVolumeOptions,
+    UploadToContainerOptionsBuilder,
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -67,6 +69,11 @@ impl From<EndpointError> for EngineError {
 }
 
 impl EngineError {
+    /// Whether the engine refused because of a conflict (a container name in use, ...).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, EngineError::Api { source, .. } if is_status(source, 409))
+    }
+
     fn api(what: impl Into<String>, source: BollardError) -> Self {
         EngineError::Api {
             what: what.into(),
@@ -211,6 +218,14 @@ pub struct BindMount {
     pub read_only: bool,
 }
 
+/// One mount of a named volume into a container (a pack delivered by content).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeMount {
+    pub volume: String,
+    pub container_path: String,
+    pub read_only: bool,
+}
+
 /// Everything packbox asks of a container, in engine-neutral terms; built by the sandbox stage.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ContainerSpec {
@@ -222,6 +237,8 @@ pub struct ContainerSpec {
     /// Ordered maps, so that equal specs print equal (the warm pool keys on them).
     pub labels: BTreeMap<String, String>,
     pub binds: Vec<BindMount>,
+    /// Named volumes; each must exist (the engine would make an empty one).
+    pub volumes: Vec<VolumeMount>,
     /// Mount point to tmpfs options (`size=64m,mode=1777`, ...).
     pub tmpfs: BTreeMap<String, String>,
     pub read_only_rootfs: bool,
@@ -733,6 +750,207 @@ impl Engine {
     }
 }
 
+/// A volume found by label, for delivering packs and collecting them.
+#[derive(Clone, Debug)]
+pub struct VolumeSummary {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    /// As the engine writes it (RFC 3339), which sorts by time.
+    pub created_at: String,
+}
+
+/// Bytes of an image archive (`docker save` format) as they stream from an engine.
+pub type ImageArchiveStream = Pin<Box<dyn Stream<Item = Result<Bytes, EngineError>> + Send>>;
+
+impl Engine {
+    /// Whether a volume of that name exists.
+    pub async fn volume_exists(&self, name: &str) -> Result<bool, EngineError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_status(&e, 404) => Ok(false),
+            Err(e) => Err(EngineError::api(format!("inspecting volume {name}"), e)),
+        }
+    }
+
+    /// Creates a local volume with labels (creating an existing one changes nothing).
+    pub async fn create_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError> {
+        let request = bollard::models::VolumeCreateRequest {
+            name: Some(name.to_string()),
+            driver: Some("local".into()),
+            labels: Some(labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(request)
+            .await
+            .map(drop)
+            .map_err(|e| EngineError::api(format!("creating volume {name}"), e))
+    }
+
+    /// Removes a volume; one that is gone is not an error. Returns false when the engine kept it
+    /// because a container uses it.
+    pub async fn remove_volume(&self, name: &str) -> Result<bool, EngineError> {
+        match self
+            .docker
+            .remove_volume(name, None::<RemoveVolumeOptions>)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if is_status(&e, 404) => Ok(true),
+            Err(e) if is_status(&e, 409) => Ok(false),
+            Err(e) => Err(EngineError::api(format!("removing volume {name}"), e)),
+        }
+    }
+
+    /// All volumes that carry every given `key=value` label.
+    pub async fn volumes_with_labels(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<VolumeSummary>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
+        let options = ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let found = self
+            .docker
+            .list_volumes(Some(options))
+            .await
+            .map_err(|e| EngineError::api("listing packbox volumes", e))?;
+        Ok(found
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| VolumeSummary {
+                name: v.name,
+                labels: v.labels,
+                created_at: v.created_at.map(|t| t.to_string()).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Ids of the containers (running or not) that mount a volume.
+    pub async fn containers_using_volume(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        let filters = HashMap::from([("volume".to_string(), vec![name.to_string()])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| EngineError::api(format!("listing containers of volume {name}"), e))?;
+        Ok(found.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    /// The labels of a container by name or id, or `None` when there is no such container.
+    pub async fn container_labels(
+        &self,
+        name: &str,
+    ) -> Result<Option<HashMap<String, String>>, EngineError> {
+        match self.docker.inspect_container(name, None).await {
+            Ok(inspected) => Ok(Some(
+                inspected
+                    .config
+                    .and_then(|config| config.labels)
+                    .unwrap_or_default(),
+            )),
+            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) => Err(EngineError::api(format!("inspecting container {name}"), e)),
+        }
+    }
+
+    /// Unpacks a tar archive, streamed, into a folder of a (created, not necessarily started)
+    /// container; a volume mounted there receives the files.
+    pub async fn upload_archive(
+        &self,
+        id: &str,
+        path: &str,
+        archive: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    ) -> Result<(), EngineError> {
+        let options = UploadToContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        self.docker
+            .upload_to_container(id, Some(options), bollard::body_try_stream(archive))
+            .await
+            .map_err(|e| {
+                EngineError::api(format!("uploading files into container {id} at {path}"), e)
+            })
+    }
+
+    /// Images as one archive (`docker save`), streamed as the engine writes it.
+    pub fn export_images(&self, names: &[&str]) -> ImageArchiveStream {
+        let what = format!("exporting {}", names.join(", "));
+        Box::pin(
+            self.docker
+                .export_images(names)
+                .map(move |item| item.map_err(|e| EngineError::api(what.clone(), e))),
+        )
+    }
+
+    /// Loads an image archive (`docker load`) streamed from elsewhere; returns the engine's
+    /// messages (`Loaded image: ...`).
+    pub async fn import_images(
+        &self,
+        archive: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    ) -> Result<Vec<String>, EngineError> {
+        let options = ImportImageOptionsBuilder::default().quiet(true).build();
+        let mut stream = self.docker.import_image_stream(options, archive, None);
+        let mut messages = Vec::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail {
+                        return Err(EngineError::Build {
+                            tag: "image archive".into(),
+                            message: detail.message.unwrap_or_default(),
+                        });
+                    }
+                    if let Some(line) = info.stream {
+                        messages.push(line.trim().to_string());
+                    }
+                }
+                Err(e) => return Err(EngineError::api("loading an image archive", e)),
+            }
+        }
+        Ok(messages)
+    }
+
+    /// Imports a root file system tarball as an image (`docker import`), with Dockerfile-style
+    /// `changes` (`ENV ...`, `CMD ...`, `LABEL ...`) since an imported image has no config.
+    pub async fn import_rootfs(
+        &self,
+        tag: &str,
+        rootfs: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+        changes: &[String],
+    ) -> Result<String, EngineError> {
+        let (repo, tag_part) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
+        let mut options = CreateImageOptionsBuilder::default()
+            .from_src("-")
+            .repo(repo)
+            .tag(tag_part)
+            .build();
+        options.changes = changes.to_vec();
+        let mut stream =
+            self.docker
+                .create_image(Some(options), Some(bollard::body_try_stream(rootfs)), None);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                return Err(EngineError::api(format!("importing {tag}"), e));
+            }
+        }
+        self.image_id(tag).await?.ok_or_else(|| EngineError::Build {
+            tag: tag.to_string(),
+            message: "the engine reported the import done but has no such image".into(),
+        })
+    }
+}
+
 /// Reads a failed first request's error chain for the cause a user can act on: an I/O error
 /// kind, a rustls error (hidden inside an `io::Error`), or the engine's own answer.
 fn classify(error: &BollardError, endpoint: &Endpoint) -> ConnectProblem {
@@ -808,13 +1026,17 @@ fn classify(error: &BollardError, endpoint: &Endpoint) -> ConnectProblem {
 /// Translates packbox's spec into the engine's create body. Attach is set up for a stdin that is
 /// closed after one write (`stdin_once`), with no TTY so the streams stay separate and bounded.
 fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let mode = |read_only: bool| if read_only { "ro" } else { "rw" };
+    // The engine reads a source without a leading `/` as a volume name.
     let binds = spec
         .binds
         .iter()
-        .map(|b| {
-            let mode = if b.read_only { "ro" } else { "rw" };
-            format!("{}:{}:{mode}", b.host_path, b.container_path)
-        })
+        .map(|b| format!("{}:{}:{}", b.host_path, b.container_path, mode(b.read_only)))
+        .chain(
+            spec.volumes
+                .iter()
+                .map(|v| format!("{}:{}:{}", v.volume, v.container_path, mode(v.read_only))),
+        )
         .collect();
     let mut security_opt = Vec::new();
     if spec.no_new_privileges {

@@ -16,6 +16,7 @@ pub mod executor;
 pub mod input;
 pub mod outcome;
 pub mod pack;
+pub mod pack_volume;
 pub mod plan;
 pub mod prepare;
 pub mod probe;

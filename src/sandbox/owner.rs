@@ -16,6 +16,19 @@ pub const OWNER_PID: &str = "packbox.owner_pid";
 pub const OWNER_START: &str = "packbox.owner_start";
 /// Label: the host the owning process runs on.
 pub const OWNER_HOST: &str = "packbox.owner_host";
+/// Label: the pack volume a container was made to fill; when the container is an orphan, the
+/// volume may be half full and goes with it.
+pub const FILLING_VOLUME: &str = "packbox.pack_filling";
+
+/// The label every Docker resource packbox makes carries.
+pub fn managed_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([(MANAGED.to_string(), "true".to_string())])
+}
+
+/// Whether labels name an owner that is gone (decidable only on the owner's host).
+pub fn is_orphan(labels: &HashMap<String, String>) -> bool {
+    Owner::from_labels(labels).is_some_and(|owner| !owner.is_alive_here(&host_name()))
+}
 
 /// A packbox process, as its containers name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +109,9 @@ pub async fn sweep_orphans(engine: &Engine) -> Result<Vec<Swept>, EngineError> {
             continue;
         }
         engine.remove(&container.id).await?;
+        if let Some(volume) = container.labels.get(FILLING_VOLUME) {
+            engine.remove_volume(volume).await?;
+        }
         swept.push(Swept {
             container: container.id,
             action: container.labels.get("packbox.action").cloned(),

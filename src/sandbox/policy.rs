@@ -83,6 +83,7 @@ impl SandboxPolicy {
                     read_only: true,
                 })
                 .collect(),
+            volumes: Vec::new(),
             tmpfs,
             read_only_rootfs: self.read_only_root,
             network_mode: self.network.clone(),
