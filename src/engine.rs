@@ -883,6 +883,19 @@ impl Engine {
             })
     }
 
+    /// The size of an image in bytes (0 when the engine does not say).
+    pub async fn image_size(&self, name: &str) -> Result<u64, EngineError> {
+        let image = self
+            .docker
+            .inspect_image(name)
+            .await
+            .map_err(|e| EngineError::api(format!("inspecting image {name}"), e))?;
+        Ok(image
+            .size
+            .and_then(|size| u64::try_from(size).ok())
+            .unwrap_or(0))
+    }
+
     /// Images as one archive (`docker save`), streamed as the engine writes it.
     pub fn export_images(&self, names: &[&str]) -> ImageArchiveStream {
         let what = format!("exporting {}", names.join(", "));

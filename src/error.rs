@@ -5,8 +5,10 @@ use crate::catalog::{CatalogError, NoMatchingVersion};
 use crate::config::ConfigError;
 use crate::engine::EngineError;
 use crate::envimage::EnvError;
+use crate::image_copy::CopyError;
 use crate::pack::PackError;
 use crate::pack::params::ParamError;
+use crate::pack_volume::DeliveryError;
 use crate::probe::UnknownRuntimeFilter;
 use crate::runtime_image::ImageError;
 use crate::sandbox::RunError;
@@ -60,6 +62,24 @@ pub enum Error {
     },
     #[error(transparent)]
     Run(#[from] RunError),
+    /// Images could not be copied to another engine (boxed: large and rare).
+    #[error(transparent)]
+    Copy(Box<CopyError>),
+    /// The pack could not be delivered to the engine by volume (boxed: large and rare).
+    #[error(transparent)]
+    Delivery(Box<DeliveryError>),
+}
+
+impl From<CopyError> for Error {
+    fn from(error: CopyError) -> Self {
+        Error::Copy(Box::new(error))
+    }
+}
+
+impl From<DeliveryError> for Error {
+    fn from(error: DeliveryError) -> Self {
+        Error::Delivery(Box::new(error))
+    }
 }
 
 /// Who has to act to fix an error.
@@ -84,6 +104,14 @@ impl Error {
             | Error::UnknownRuntime { .. }
             | Error::NoMatchingVersion { .. } => Fault::Input,
             Error::Env(EnvError::CaBundle { .. }) => Fault::Input,
+            Error::Delivery(e)
+                if matches!(
+                    **e,
+                    DeliveryError::Read { .. } | DeliveryError::TooLarge { .. }
+                ) =>
+            {
+                Fault::Input
+            }
             // The user's own --engine value is input; the environment's settings are set-up.
             Error::Engine(EngineError::Endpoint(e)) if e.is_engine_setting() => Fault::Input,
             Error::Catalog(_)
@@ -91,7 +119,9 @@ impl Error {
             | Error::Image(_)
             | Error::Env(_)
             | Error::NoAvailableVersion { .. }
-            | Error::Run(_) => Fault::Engine,
+            | Error::Run(_)
+            | Error::Copy(_)
+            | Error::Delivery(_) => Fault::Engine,
         }
     }
 

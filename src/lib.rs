@@ -13,6 +13,7 @@ pub mod engine;
 pub mod envimage;
 pub mod error;
 pub mod executor;
+pub mod image_copy;
 pub mod input;
 pub mod outcome;
 pub mod pack;

@@ -1,0 +1,213 @@
+//! Images onto an engine that has no registry: streamed from one engine's export (`docker save`)
+//! into another's import (`docker load`), chunk by chunk, so memory stays flat whatever the
+//! images weigh. Images the target already has (same id under the same name) are skipped; the
+//! rest go in one archive, so layers they share travel once.
+
+use std::collections::BTreeSet;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::catalog::Catalog;
+use crate::engine::{Engine, EngineError};
+
+/// An image copy that failed, naming the images and both engines.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// Reading the source engine's images failed.
+    #[error("reading images from {source_engine}")]
+    Source {
+        source_engine: String,
+        #[source]
+        source: EngineError,
+    },
+    /// Loading into the target failed (the export may have failed with it).
+    #[error("copying {images} from {source_engine} to {target_engine}")]
+    Transfer {
+        images: String,
+        source_engine: String,
+        target_engine: String,
+        #[source]
+        source: EngineError,
+    },
+    /// The target holds a different image under the name after the load.
+    #[error("after copying, {target_engine} holds {image} as {found} instead of {expected}")]
+    Mismatch {
+        image: String,
+        target_engine: String,
+        expected: String,
+        found: String,
+    },
+}
+
+/// What happened to one image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "result")]
+pub enum CopyResult {
+    /// Streamed across now.
+    Copied,
+    /// The target already had this image id under this name.
+    Present,
+    /// The source engine does not have it.
+    MissingOnSource,
+}
+
+/// One image and what happened to it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageCopy {
+    pub image: String,
+    pub id: Option<String>,
+    #[serde(flatten)]
+    pub result: CopyResult,
+}
+
+/// Progress of a copy.
+#[derive(Debug)]
+pub enum CopyEvent<'a> {
+    /// The images about to be streamed, and their summed sizes (shared layers counted once per
+    /// image, so the archive is usually smaller).
+    Streaming { images: &'a [String], estimate: u64 },
+    /// Bytes streamed so far.
+    Progress { bytes: u64 },
+}
+
+/// The images `packbox images copy` moves by default: the catalog's runtime images and the
+/// environment images the source engine has.
+pub async fn default_images(source: &Engine, catalog: &Catalog) -> Result<Vec<String>, CopyError> {
+    let mut images: BTreeSet<String> = catalog
+        .runtimes()
+        .iter()
+        .flat_map(|r| r.versions.iter().map(|v| v.image.clone()))
+        .collect();
+    let envs = source
+        .images_with_labels(&["packbox.kind=env".to_string()])
+        .await
+        .map_err(|e| CopyError::Source {
+            source_engine: source.endpoint().host.clone(),
+            source: e,
+        })?;
+    images.extend(envs.into_iter().flat_map(|image| image.tags));
+    Ok(images.into_iter().collect())
+}
+
+/// Copies images from `source` to `target`, skipping those the target has.
+pub async fn copy(
+    source: &Engine,
+    target: &Engine,
+    images: &[String],
+    mut on_event: impl FnMut(CopyEvent<'_>),
+) -> Result<Vec<ImageCopy>, CopyError> {
+    let source_engine = source.endpoint().host.clone();
+    let target_engine = target.endpoint().host.clone();
+    let mut report = Vec::new();
+    let mut wanted = Vec::new();
+    let mut estimate = 0u64;
+    for image in images {
+        let source_error = |e| CopyError::Source {
+            source_engine: source_engine.clone(),
+            source: e,
+        };
+        let Some(id) = source.image_id(image).await.map_err(source_error)? else {
+            report.push(ImageCopy {
+                image: image.clone(),
+                id: None,
+                result: CopyResult::MissingOnSource,
+            });
+            continue;
+        };
+        let on_target = target
+            .image_id(image)
+            .await
+            .map_err(|e| CopyError::Transfer {
+                images: image.clone(),
+                source_engine: source_engine.clone(),
+                target_engine: target_engine.clone(),
+                source: e,
+            })?;
+        if on_target.as_deref() == Some(id.as_str()) {
+            report.push(ImageCopy {
+                image: image.clone(),
+                id: Some(id),
+                result: CopyResult::Present,
+            });
+            continue;
+        }
+        estimate += source.image_size(image).await.map_err(source_error)?;
+        wanted.push((image.clone(), id));
+    }
+    if wanted.is_empty() {
+        return Ok(report);
+    }
+
+    let names: Vec<String> = wanted.iter().map(|(name, _)| name.clone()).collect();
+    on_event(CopyEvent::Streaming {
+        images: &names,
+        estimate,
+    });
+    let transfer_error = |e| CopyError::Transfer {
+        images: names.join(", "),
+        source_engine: source_engine.clone(),
+        target_engine: target_engine.clone(),
+        source: e,
+    };
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    // An export error ends the upload as an I/O error; the first one is kept to report.
+    let export_error = std::sync::Arc::new(std::sync::Mutex::new(None::<EngineError>));
+    let kept_error = export_error.clone();
+    let archive = source
+        .export_images(&name_refs)
+        .map(move |chunk| match chunk {
+            Ok(bytes) => {
+                let _ = progress_tx.send(bytes.len() as u64);
+                Ok(bytes)
+            }
+            Err(e) => {
+                let message = crate::error::chain(&e);
+                if let Ok(mut slot) = kept_error.lock() {
+                    slot.get_or_insert(e);
+                }
+                Err(std::io::Error::other(message))
+            }
+        });
+    let import = target.import_images(archive);
+    tokio::pin!(import);
+    let mut sent = 0u64;
+    let loaded = loop {
+        tokio::select! {
+            result = &mut import => break result,
+            Some(bytes) = progress_rx.recv() => {
+                sent += bytes;
+                on_event(CopyEvent::Progress { bytes: sent });
+            }
+        }
+    };
+    let exported = export_error.lock().ok().and_then(|mut slot| slot.take());
+    match (loaded, exported) {
+        (_, Some(e)) => return Err(transfer_error(e)),
+        (Err(e), None) => return Err(transfer_error(e)),
+        (Ok(_), None) => {}
+    }
+    while let Ok(bytes) = progress_rx.try_recv() {
+        sent += bytes;
+    }
+    on_event(CopyEvent::Progress { bytes: sent });
+
+    for (image, id) in wanted {
+        let found = target.image_id(&image).await.map_err(transfer_error)?;
+        if found.as_deref() != Some(id.as_str()) {
+            return Err(CopyError::Mismatch {
+                image,
+                target_engine: target_engine.clone(),
+                expected: id,
+                found: found.unwrap_or_else(|| "nothing".into()),
+            });
+        }
+        report.push(ImageCopy {
+            image,
+            id: Some(id),
+            result: CopyResult::Copied,
+        });
+    }
+    Ok(report)
+}
