@@ -50,8 +50,8 @@ pub type Environment = BTreeMap<String, String>;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Origin {
-    /// packbox's `--engine` setting.
-    EngineSetting,
+    /// A packbox flag or setting naming the engine (`--engine`, or `--to` of `images copy`).
+    Flag { name: String },
     /// The `DOCKER_HOST` variable.
     DockerHost,
     /// The `DOCKER_CONTEXT` variable.
@@ -65,7 +65,7 @@ pub enum Origin {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Origin::EngineSetting => write!(f, "--engine"),
+            Origin::Flag { name } => write!(f, "{name}"),
             Origin::DockerHost => write!(f, "DOCKER_HOST"),
             Origin::DockerContext => write!(f, "DOCKER_CONTEXT"),
             Origin::CurrentContext { config_file } => {
@@ -201,7 +201,7 @@ impl EndpointError {
             | EndpointError::UnverifiedTls { origin, .. } => origin,
             EndpointError::Unreadable { .. } | EndpointError::Invalid { .. } => return false,
         };
-        *origin == Origin::EngineSetting
+        matches!(origin, Origin::Flag { .. })
     }
 
     /// The next step for the user, when there is an obvious one.
@@ -224,19 +224,32 @@ impl EndpointError {
 /// Finds the engine from the `--engine` setting and the environment, with the docker CLI's
 /// precedence (see the module doc).
 pub fn resolve(engine_setting: Option<&str>, env: &Environment) -> Result<Endpoint, EndpointError> {
+    match engine_setting.map(str::trim).filter(|v| !v.is_empty()) {
+        Some(value) => resolve_flag("--engine", value, env),
+        None => resolve_environment(env),
+    }
+}
+
+/// The engine a flag names (`--engine`, `--to`): an address, TLS from the environment, like
+/// `docker --host`; or a docker context name, like `docker --context`.
+pub fn resolve_flag(flag: &str, value: &str, env: &Environment) -> Result<Endpoint, EndpointError> {
+    let origin = Origin::Flag { name: flag.into() };
+    let value = value.trim();
+    let mut reasons = Vec::new();
+    if looks_like_address(value) {
+        reasons.push(format!("{flag} {value}"));
+        note_overridden(&mut reasons, env, &["DOCKER_HOST", "DOCKER_CONTEXT"]);
+        return from_environment(origin, Some(value), env, reasons);
+    }
+    reasons.push(format!("{flag} names docker context `{value}`"));
+    note_overridden(&mut reasons, env, &["DOCKER_HOST", "DOCKER_CONTEXT"]);
+    from_context(origin, value, env, reasons)
+}
+
+/// The engine the environment names, when no flag does.
+fn resolve_environment(env: &Environment) -> Result<Endpoint, EndpointError> {
     let var = |name: &str| env.get(name).map(String::as_str).filter(|v| !v.is_empty());
     let mut reasons = Vec::new();
-
-    if let Some(value) = engine_setting.map(str::trim).filter(|v| !v.is_empty()) {
-        if looks_like_address(value) {
-            reasons.push(format!("--engine {value}"));
-            note_overridden(&mut reasons, env, &["DOCKER_HOST", "DOCKER_CONTEXT"]);
-            return from_environment(Origin::EngineSetting, Some(value), env, reasons);
-        }
-        reasons.push(format!("--engine names docker context `{value}`"));
-        note_overridden(&mut reasons, env, &["DOCKER_HOST", "DOCKER_CONTEXT"]);
-        return from_context(Origin::EngineSetting, value, env, reasons);
-    }
     if let Some(host) = var("DOCKER_HOST") {
         reasons.push(format!("DOCKER_HOST={host}"));
         note_overridden(&mut reasons, env, &["DOCKER_CONTEXT"]);
@@ -1012,7 +1025,12 @@ mod tests {
         let vars = config.env(&[("DOCKER_HOST", "tcp://h:2375"), ("DOCKER_CONTEXT", "x")]);
         let e = resolve(Some("tcp://flag:2375"), &vars).expect("address");
         assert_eq!(e.host, "tcp://flag:2375");
-        assert_eq!(e.origin, Origin::EngineSetting);
+        assert_eq!(
+            e.origin,
+            Origin::Flag {
+                name: "--engine".into()
+            }
+        );
         let e = resolve(Some("ctx-a"), &vars).expect("context name");
         assert_eq!(e.host, "tcp://a:2375");
         let e = resolve(Some("flag-host:2376"), &vars).expect("host:port");

@@ -319,6 +319,15 @@ impl Engine {
         Engine::connect_with(None, &env).await
     }
 
+    /// Connects to the engine a flag names (`--to ENGINE`: an address or a docker context).
+    pub async fn connect_flag(
+        flag: &str,
+        value: &str,
+        env: &Environment,
+    ) -> Result<Engine, EngineError> {
+        Engine::connect_to(endpoint::resolve_flag(flag, value, env)?).await
+    }
+
     /// Connects to the engine chosen by the `--engine` setting and the given environment.
     pub async fn connect_with(
         engine_setting: Option<&str>,

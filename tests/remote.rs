@@ -326,3 +326,152 @@ fn doctor_with_a_refused_client_certificate_exits_1_with_the_next_step() {
     assert!(stdout.contains("skip engine"), "{stdout}");
     assert!(stdout.contains("not ready"), "{stdout}");
 }
+
+/// The environment for `packbox images copy` from the local engine to the dind engine named by
+/// `--to`: the TLS settings apply to the TCP target only.
+fn copy_env(dind: &Dind) -> Vec<(&'static str, String)> {
+    vec![
+        ("DOCKER_HOST", "unix:///var/run/docker.sock".into()),
+        ("DOCKER_TLS_VERIFY", "1".into()),
+        (
+            "DOCKER_CERT_PATH",
+            dind.cert_path.to_string_lossy().into_owned(),
+        ),
+    ]
+}
+
+/// Removes an image from the dind engine when the test ends, even when it fails.
+struct DindImage<'a>(&'a Dind, &'a str);
+
+impl Drop for DindImage<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.docker(&["rmi", "-f", self.1]);
+    }
+}
+
+#[test]
+fn images_copy_streams_what_the_target_lacks_and_skips_what_it_has() {
+    require_engine();
+    let dind = Dind::acquire(Flavour::Plain);
+    let image = "packbox/python:3.9";
+    let _cleanup = DindImage(&dind, image);
+    let _ = dind.docker(&["rmi", "-f", image]);
+    let env = copy_env(&dind);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let run = packbox(
+        &[
+            "images",
+            "copy",
+            "--to",
+            &dind.host,
+            image,
+            "packbox/shell:5.2",
+            "--json",
+        ],
+        &env,
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let report = run.json();
+    let result = |name: &str| {
+        report["images"]
+            .as_array()
+            .expect("images")
+            .iter()
+            .find(|i| i["image"] == name)
+            .map(|i| i["result"].clone())
+    };
+    assert_eq!(result(image), Some("copied".into()), "{report}");
+    assert_eq!(
+        result("packbox/shell:5.2"),
+        Some("present".into()),
+        "{report}"
+    );
+    let local = std::process::Command::new("docker")
+        .args(["image", "inspect", "-f", "{{.Id}}", image])
+        .output()
+        .expect("docker runs");
+    let local_id = String::from_utf8_lossy(&local.stdout).trim().to_string();
+    assert_eq!(
+        dind.docker_ok(&["image", "inspect", "-f", "{{.Id}}", image]),
+        vec![local_id],
+        "the same image id arrived"
+    );
+
+    let again = packbox(
+        &["images", "copy", "--to", &dind.host, image, "--json"],
+        &env,
+    );
+    assert_eq!(again.code(), 0, "{}", again.stderr());
+    assert_eq!(again.json()["images"][0]["result"], "present");
+}
+
+#[test]
+fn images_copy_to_a_docker_context_and_bad_targets() {
+    let dind = Dind::acquire(Flavour::Plain);
+    let config = tempfile::tempdir().expect("tempdir");
+    let certs = &dind.cert_path;
+    let created = std::process::Command::new("docker")
+        .env("DOCKER_CONFIG", config.path())
+        .args([
+            "context",
+            "create",
+            "ci-target",
+            "--docker",
+            &format!(
+                "host={},ca={},cert={},key={}",
+                dind.host,
+                certs.join("ca.pem").display(),
+                certs.join("cert.pem").display(),
+                certs.join("key.pem").display()
+            ),
+        ])
+        .output()
+        .expect("docker context create runs");
+    assert!(created.status.success());
+    let config_dir = config.path().to_string_lossy().into_owned();
+    let env = [("DOCKER_CONFIG", config_dir.as_str())];
+
+    let run = packbox(
+        &[
+            "images",
+            "copy",
+            "--to",
+            "ci-target",
+            "packbox/shell:5.2",
+            "--json",
+        ],
+        &env,
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(run.json()["images"][0]["result"], "present");
+
+    // The user's own flag at fault: exit 2, one line naming the value.
+    let run = packbox(&["images", "copy", "--to", "no-such-context"], &env);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert!(
+        run.stderr()
+            .contains("--engine: docker context `no-such-context` does not exist")
+            || run
+                .stderr()
+                .contains("docker context `no-such-context` does not exist"),
+        "{}",
+        run.stderr()
+    );
+    let run = packbox(&["images", "copy", "--to", "ssh://builder"], &env);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert!(run.stderr().contains("`ssh://builder`"), "{}", run.stderr());
+
+    // An image that is not on this engine, named on the command line: reported, exit 2.
+    let run = packbox(
+        &["images", "copy", "--to", "ci-target", "packbox/not-there:1"],
+        &env,
+    );
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert!(
+        run.stderr()
+            .contains("not on this engine: packbox/not-there:1"),
+        "{}",
+        run.stderr()
+    );
+}

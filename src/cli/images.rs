@@ -109,7 +109,7 @@ async fn copy(
 ) -> Result<Vec<ImageCopy>, Error> {
     let env: Environment = std::env::vars().collect();
     let source = Engine::connect_with(None, &env).await?;
-    let target = Engine::connect_with(Some(to), &env).await?;
+    let target = Engine::connect_flag("--to", to, &env).await?;
     let images = if images.is_empty() {
         image_copy::default_images(&source, &Catalog::load(catalog)?).await?
     } else {
