@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use packbox::{Catalog, Engine, Executor, RunRequest, Status};
+use packbox::{Catalog, Executor, RunRequest, Settings, Status};
 
 const LATENCY_RUNS: usize = 20;
 const THROUGHPUT_RUNS: usize = 100;
@@ -55,9 +55,17 @@ fn main() {
     let fixtures = root.join("tests/fixtures");
     let pack_mount = format!("{}:/pack:ro", fixtures.join("bench").display());
     let catalog = Catalog::builtin().expect("catalog");
-    let plan = packbox::plan(&catalog, &RunRequest::new(&fixtures, "bench.noop")).expect("plan");
+    let settings = Settings::from_env().expect("settings");
+    let plan = packbox::plan(
+        &settings,
+        &catalog,
+        &RunRequest::new(&fixtures, "bench.noop"),
+    )
+    .expect("plan");
     let executor = runtime.block_on(async {
-        Executor::new(Engine::connect().await.expect("a Docker engine"), catalog)
+        Executor::connect(settings.clone(), catalog)
+            .await
+            .expect("a Docker engine")
     });
 
     let run_once = || {
@@ -83,11 +91,10 @@ fn main() {
     // The same, on an executor with a warm pool (the docker run between two runs gives the pool
     // time to pre-start the next container, as idle time would).
     let pooled_executor = runtime.block_on(async {
-        Executor::new(
-            Engine::connect().await.expect("a Docker engine"),
-            Catalog::builtin().expect("catalog"),
-        )
-        .with_warm_pool(1)
+        Executor::connect(settings.clone(), Catalog::builtin().expect("catalog"))
+            .await
+            .expect("a Docker engine")
+            .with_warm_pool(1)
     });
     let run_pooled = || {
         runtime.block_on(async {

@@ -2,7 +2,7 @@
 //!
 //! `cargo run --example embed -- examples/packs hello.greet_python name=Ada`
 
-use packbox::{Catalog, Engine, Executor, RunRequest};
+use packbox::{Catalog, Executor, RunRequest, Settings};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -12,10 +12,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut request = RunRequest::new(packs, action);
     request.params = args.collect();
 
-    let catalog = Catalog::builtin()?;
+    // Settings as the command line resolves them: config file, environment, defaults.
+    let settings = Settings::from_env()?;
+    let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
     // Everything wrong with the pack or the parameters is said here, before any container.
-    let plan = packbox::plan(&catalog, &request)?;
-    let executor = Executor::new(Engine::connect().await?, catalog).with_warm_pool(1);
+    let plan = packbox::plan(&settings, &catalog, &request)?;
+    let executor = Executor::connect(settings, catalog)
+        .await?
+        .with_warm_pool(1);
     for _ in 0..3 {
         let outcome = executor.run(&plan, |_| {}).await?;
         println!(

@@ -7,14 +7,16 @@
 //! the engine is skipped when the engine cannot be reached. Separate from the CLI so the
 //! library can run it too (an embedding service's health endpoint).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
 use crate::catalog::Catalog;
-use crate::endpoint::{self, Endpoint, Environment};
-use crate::engine::{Engine, EngineError};
+use crate::endpoint::{self, Endpoint};
+use crate::engine::{ContainerEngine, DockerEngine, EngineError};
+use crate::error_text::chain;
 use crate::probe::{self, ProbeCache, VersionStatus};
+use crate::settings::{PackDelivery, Settings, SettingsError};
 
 /// How one check went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -76,48 +78,51 @@ pub struct Report {
     pub checks: Vec<Check>,
 }
 
-/// What doctor looks at: the same inputs a run resolves its engine and state from.
-pub struct Inputs<'a> {
-    /// packbox's `--engine` setting.
-    pub engine_setting: Option<&'a str>,
-    pub env: &'a Environment,
-    pub catalog: &'a Catalog,
-    pub state_dir: PathBuf,
-}
-
-/// Runs every check.
-pub async fn diagnose(inputs: Inputs<'_>) -> Report {
+/// Runs every check on resolved settings. `settings` is the result of resolving them: when
+/// that failed, the failure is the first check and nothing that needs the settings is checked.
+pub async fn diagnose(settings: Result<&Settings, &SettingsError>, catalog: &Catalog) -> Report {
     let mut checks = Vec::new();
-    let resolved = endpoint::resolve(inputs.engine_setting, inputs.env);
-    let endpoint = resolved.as_ref().ok().cloned();
-    checks.push(endpoint_check(&resolved));
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(error) => {
+            let check = Check::new("endpoint", CheckStatus::Fail, chain(error));
+            checks.push(match error.endpoint_hint() {
+                Some(hint) => check.next_step(hint),
+                None => check.next_step("fix the setting named above (`packbox config show`)"),
+            });
+            for name in ["connection", "engine", "images", "state", "build_ca"] {
+                checks.push(skipped(name, "the settings cannot be resolved"));
+            }
+            return Report {
+                ready: false,
+                endpoint: None,
+                checks,
+            };
+        }
+    };
+    let endpoint = &settings.endpoint;
+    checks.push(endpoint_check(endpoint, settings.pack_delivery));
 
-    let engine = match resolved {
-        Ok(endpoint) => match Engine::connect_to(endpoint.clone()).await {
-            Ok(engine) => {
-                checks.push(
-                    Check::new(
-                        "connection",
-                        CheckStatus::Ok,
-                        format!("{} answers", endpoint.host),
-                    )
-                    .details(vec![if endpoint.uses_tls() {
-                        "mutual TLS: the engine's certificate verified, packbox's accepted".into()
-                    } else if endpoint.is_local_socket() {
-                        "local Unix socket".into()
-                    } else {
-                        "plain TCP, no TLS".into()
-                    }]),
-                );
-                Some(engine)
-            }
-            Err(error) => {
-                checks.push(connection_failure(&error));
-                None
-            }
-        },
-        Err(_) => {
-            checks.push(skipped("connection", "no usable endpoint"));
+    let engine = match DockerEngine::connect(endpoint).await {
+        Ok(engine) => {
+            checks.push(
+                Check::new(
+                    "connection",
+                    CheckStatus::Ok,
+                    format!("{} answers", endpoint.host),
+                )
+                .details(vec![if endpoint.uses_tls() {
+                    "mutual TLS: the engine's certificate verified, packbox's accepted".into()
+                } else if endpoint.is_local_socket() {
+                    "local Unix socket".into()
+                } else {
+                    "plain TCP, no TLS".into()
+                }]),
+            );
+            Some(engine)
+        }
+        Err(error) => {
+            checks.push(connection_failure(&error));
             None
         }
     };
@@ -125,22 +130,22 @@ pub async fn diagnose(inputs: Inputs<'_>) -> Report {
     match &engine {
         Some(engine) => {
             checks.push(engine_check(engine).await);
-            checks.push(images_check(engine, inputs.catalog, &inputs.state_dir).await);
+            checks.push(images_check(engine, catalog, &settings.state_dir).await);
         }
         None => {
             checks.push(skipped("engine", "the engine cannot be reached"));
             checks.push(skipped("images", "the engine cannot be reached"));
         }
     }
-    checks.push(state_check(&inputs.state_dir));
-    checks.push(build_ca_check(inputs.env));
+    checks.push(state_check(&settings.state_dir));
+    checks.push(build_ca_check(settings.build.ca_bundle.as_deref()));
 
     let ready = checks
         .iter()
         .all(|c| matches!(c.status, CheckStatus::Ok | CheckStatus::Warn));
     Report {
         ready,
-        endpoint,
+        endpoint: Some(endpoint.clone()),
         checks,
     }
 }
@@ -149,55 +154,50 @@ fn skipped(name: &'static str, why: &str) -> Check {
     Check::new(name, CheckStatus::Skipped, format!("not checked: {why}"))
 }
 
-fn endpoint_check(resolved: &Result<Endpoint, endpoint::EndpointError>) -> Check {
-    match resolved {
-        Ok(endpoint) => {
-            let mut details = endpoint.reasons.clone();
-            if let Some(tls) = endpoint.tls() {
-                details.push(format!(
-                    "ca {}, cert {}, key {}",
-                    tls.ca.display(),
-                    tls.cert.display(),
-                    tls.key.display()
-                ));
-            }
-            let status = if matches!(
-                endpoint.transport,
-                endpoint::Transport::Tcp { tls: None, .. }
-            ) {
-                CheckStatus::Warn
-            } else {
-                CheckStatus::Ok
-            };
-            let check = Check::new(
-                "endpoint",
-                status,
-                format!("{} (from {})", endpoint.host, endpoint.origin),
-            )
-            .details(details);
-            if status == CheckStatus::Warn {
-                check.next_step(
-                    "serve the engine with TLS (dockerd --tlsverify) and set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH",
-                )
-            } else {
-                check
-            }
+fn endpoint_check(endpoint: &Endpoint, delivery: PackDelivery) -> Check {
+    let mut details = endpoint.reasons.clone();
+    if let Some(tls) = endpoint.tls() {
+        details.push(format!(
+            "ca {}, cert {}, key {}",
+            tls.ca.display(),
+            tls.cert.display(),
+            tls.key.display()
+        ));
+    }
+    details.push(match delivery {
+        PackDelivery::Volume => {
+            "packs delivered by content (a read-only volume per pack content)".to_string()
         }
-        Err(error) => {
-            let check = Check::new("endpoint", CheckStatus::Fail, error.to_string());
-            match error.hint() {
-                Some(hint) => check.next_step(hint),
-                None => check.next_step("fix the setting named above"),
-            }
-        }
+        _ => "packs delivered by bind mount (the engine sees this machine's files)".to_string(),
+    });
+    let plain_tcp = matches!(
+        endpoint.transport,
+        endpoint::Transport::Tcp { tls: None, .. }
+    );
+    let check = Check::new(
+        "endpoint",
+        if plain_tcp {
+            CheckStatus::Warn
+        } else {
+            CheckStatus::Ok
+        },
+        format!("{} (from {})", endpoint.host, endpoint.origin),
+    )
+    .details(details);
+    if plain_tcp {
+        check.next_step(
+            "serve the engine with TLS (dockerd --tlsverify) and set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH",
+        )
+    } else {
+        check
     }
 }
 
 fn connection_failure(error: &EngineError) -> Check {
-    let summary = crate::error::chain(error);
+    let summary = chain(error);
     let step = match error {
         EngineError::Unreachable { problem, .. } => Some(problem.hint()),
-        EngineError::Endpoint(e) => e.hint(),
+        EngineError::Tls(e) => e.hint(),
         _ => None,
     };
     let check = Check::new("connection", CheckStatus::Fail, summary);
@@ -207,48 +207,42 @@ fn connection_failure(error: &EngineError) -> Check {
     }
 }
 
-async fn engine_check(engine: &Engine) -> Check {
-    match engine.describe().await {
-        Ok(facts) => {
+async fn engine_check(engine: &dyn ContainerEngine) -> Check {
+    match engine.info().await {
+        Ok(info) => {
             let details = vec![
                 format!(
-                    "API {} (negotiated {}), {} {} on {}, kernel {}",
-                    facts.api_version,
-                    facts.negotiated_api_version,
-                    facts.os,
-                    facts.arch,
-                    facts.name,
-                    facts.kernel
+                    "API {}, {} {} on {}, kernel {}",
+                    info.api_version, info.os, info.arch, info.name, info.kernel
                 ),
-                format!("storage driver {}", facts.storage_driver),
+                format!("storage driver {}", info.storage_driver),
                 format!(
                     "cgroup v{} ({} driver)",
-                    facts.cgroup_version, facts.cgroup_driver
+                    info.cgroup_version, info.cgroup_driver
                 ),
                 format!(
                     "OCI runtimes {} (default {})",
-                    facts.oci_runtimes.join(", "),
-                    facts.default_runtime
+                    info.oci_runtimes.join(", "),
+                    info.default_runtime
                 ),
-                format!("security options {}", facts.security_options.join("; ")),
+                format!("security options {}", info.security_options.join("; ")),
             ];
             Check::new(
                 "engine",
                 CheckStatus::Ok,
-                format!("Docker {} (API {})", facts.version, facts.api_version),
+                format!("Docker {} (API {})", info.server_version, info.api_version),
             )
             .details(details)
         }
-        Err(error) => Check::new("engine", CheckStatus::Fail, crate::error::chain(&error))
-            .next_step(
-                "the engine answered the version request but not the info request: check its log",
-            ),
+        Err(error) => Check::new("engine", CheckStatus::Fail, chain(&error)).next_step(
+            "the engine answered the version request but not the info request: check its log",
+        ),
     }
 }
 
-async fn images_check(engine: &Engine, catalog: &Catalog, state_dir: &Path) -> Check {
+async fn images_check(engine: &dyn ContainerEngine, catalog: &Catalog, state_dir: &Path) -> Check {
     let runtimes: Vec<_> = catalog.runtimes().iter().collect();
-    let cache = ProbeCache::open_in(state_dir);
+    let cache = ProbeCache::open(state_dir);
     let statuses = probe::list(engine, &runtimes, &cache).await;
     images_summary(&statuses)
 }
@@ -327,19 +321,19 @@ fn state_check(state_dir: &Path) -> Check {
     }
 }
 
-fn build_ca_check(env: &Environment) -> Check {
-    let Some(path) = env.get("PACKBOX_BUILD_CA_BUNDLE").filter(|v| !v.is_empty()) else {
+fn build_ca_check(bundle: Option<&Path>) -> Check {
+    let Some(path) = bundle else {
         return Check::new(
             "build_ca",
             CheckStatus::Ok,
             "PACKBOX_BUILD_CA_BUNDLE not set: pip and npm use their own CA certificates",
         );
     };
-    match crate::envimage::build::read_ca_bundle(Path::new(path)) {
+    match crate::envimage::build::read_ca_bundle(path) {
         Ok(_) => Check::new(
             "build_ca",
             CheckStatus::Ok,
-            format!("PACKBOX_BUILD_CA_BUNDLE {path} is a PEM bundle"),
+            format!("build CA bundle {} is a PEM bundle", path.display()),
         ),
         Err(e) => Check::new("build_ca", CheckStatus::Fail, e.to_string()).next_step(
             "point PACKBOX_BUILD_CA_BUNDLE at a PEM file of CA certificates, or unset it",
@@ -398,23 +392,22 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let bundle = dir.path().join("ca.pem");
         std::fs::write(&bundle, "nope").expect("write");
-        let env: Environment = [(
-            "PACKBOX_BUILD_CA_BUNDLE".to_string(),
-            bundle.to_string_lossy().into_owned(),
-        )]
-        .into();
-        assert_eq!(build_ca_check(&env).status, CheckStatus::Fail);
-        assert_eq!(build_ca_check(&Environment::new()).status, CheckStatus::Ok);
+        assert_eq!(build_ca_check(Some(&bundle)).status, CheckStatus::Fail);
+        assert_eq!(build_ca_check(None).status, CheckStatus::Ok);
     }
 
     #[test]
-    fn plain_tcp_is_a_warning_and_a_bad_setting_a_failure() {
-        let env: Environment = [("DOCKER_HOST".to_string(), "tcp://h:2375".to_string())].into();
-        let check = endpoint_check(&endpoint::resolve(None, &env));
+    fn plain_tcp_is_a_warning() {
+        let env = crate::settings::Environment::from_pairs([("DOCKER_HOST", "tcp://h:2375")]);
+        let endpoint = endpoint::resolve(None, &env).expect("resolves");
+        let check = endpoint_check(&endpoint, PackDelivery::Volume);
         assert_eq!(check.status, CheckStatus::Warn);
-        let env: Environment = [("DOCKER_HOST".to_string(), "ssh://h".to_string())].into();
-        let check = endpoint_check(&endpoint::resolve(None, &env));
-        assert_eq!(check.status, CheckStatus::Fail);
-        assert!(check.summary.contains("ssh://h"));
+        assert!(check.next_step.is_some());
+        let env = crate::settings::Environment::from_pairs([]);
+        let endpoint = endpoint::resolve(None, &env).expect("resolves");
+        assert_eq!(
+            endpoint_check(&endpoint, PackDelivery::Bind).status,
+            CheckStatus::Ok
+        );
     }
 }

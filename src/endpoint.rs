@@ -43,8 +43,7 @@ const DEFAULT_CONTEXT: &str = "default";
 /// Bytes read at most from a docker config, context or PEM file (each is a few KiB).
 const MAX_FILE_BYTES: u64 = 1 << 20;
 
-/// The environment, as a map (the settings module reads it; this module never does).
-pub type Environment = BTreeMap<String, String>;
+pub use crate::settings::Environment;
 
 /// Where the choice of engine came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -248,7 +247,7 @@ pub fn resolve_flag(flag: &str, value: &str, env: &Environment) -> Result<Endpoi
 
 /// The engine the environment names, when no flag does.
 fn resolve_environment(env: &Environment) -> Result<Endpoint, EndpointError> {
-    let var = |name: &str| env.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    let var = |name: &str| env.get(name);
     let mut reasons = Vec::new();
     if let Some(host) = var("DOCKER_HOST") {
         reasons.push(format!("DOCKER_HOST={host}"));
@@ -276,7 +275,7 @@ fn resolve_environment(env: &Environment) -> Result<Endpoint, EndpointError> {
 /// Notes settings that were set but lost to a stronger one, so `doctor` can say so.
 fn note_overridden(reasons: &mut Vec<String>, env: &Environment, names: &[&str]) {
     for name in names {
-        if let Some(value) = env.get(*name).filter(|v| !v.is_empty()) {
+        if let Some(value) = env.get(name) {
             reasons.push(format!(
                 "{name}={value} is set but not used (lower precedence)"
             ));
@@ -296,7 +295,7 @@ fn from_environment(
     env: &Environment,
     mut reasons: Vec<String>,
 ) -> Result<Endpoint, EndpointError> {
-    let var = |name: &str| env.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    let var = |name: &str| env.get(name);
     let tls_verify = var("DOCKER_TLS_VERIFY");
     if let Some(value) = tls_verify {
         reasons.push(format!(
@@ -350,10 +349,7 @@ fn from_context(
     reasons: Vec<String>,
 ) -> Result<Endpoint, EndpointError> {
     if name == DEFAULT_CONTEXT {
-        let host = env
-            .get("DOCKER_HOST")
-            .map(String::as_str)
-            .filter(|v| !v.is_empty());
+        let host = env.get("DOCKER_HOST");
         return from_environment(origin, host, env, reasons);
     }
     if !is_context_name(name) {
@@ -614,7 +610,7 @@ fn read_text(file: &Path) -> std::io::Result<String> {
 
 /// The docker CLI's config folder: `DOCKER_CONFIG`, else `~/.docker`.
 fn config_dir(env: &Environment) -> Option<PathBuf> {
-    let var = |name: &str| env.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    let var = |name: &str| env.get(name);
     var("DOCKER_CONFIG")
         .map(PathBuf::from)
         .or_else(|| var("HOME").map(|home| Path::new(home).join(".docker")))
@@ -680,10 +676,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Environment {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        Environment::from_pairs(pairs.iter().copied())
     }
 
     /// A docker config folder with optional TLS files and contexts.
@@ -701,12 +694,10 @@ mod tests {
             self.dir.path()
         }
         fn env(&self, pairs: &[(&str, &str)]) -> Environment {
-            let mut map = env(pairs);
-            map.insert(
-                "DOCKER_CONFIG".into(),
-                self.path().to_string_lossy().into_owned(),
-            );
-            map
+            let config = self.path().to_string_lossy().into_owned();
+            let mut all: Vec<(&str, &str)> = pairs.to_vec();
+            all.push(("DOCKER_CONFIG", &config));
+            Environment::from_pairs(all)
         }
         fn current_context(&self, name: &str) {
             std::fs::write(

@@ -1,124 +1,134 @@
 //! packbox's error type: every stage's typed error, and which side is at fault (the input, or
-//! packbox and the engine), which decides the exit code.
+//! packbox and the engine), which decides the exit code. Stages never import this module: they
+//! return their own errors, which this one wraps.
 
-use crate::catalog::{CatalogError, NoMatchingVersion};
-use crate::config::ConfigError;
+use crate::catalog::CatalogError;
 use crate::engine::EngineError;
 use crate::envimage::EnvError;
 use crate::image_copy::CopyError;
-use crate::pack::PackError;
-use crate::pack::params::ParamError;
+use crate::lifecycle::RunError;
 use crate::pack_volume::DeliveryError;
+use crate::plan::PlanError;
+use crate::prepare::PrepareError;
 use crate::probe::UnknownRuntimeFilter;
 use crate::runtime_image::ImageError;
-use crate::sandbox::RunError;
-use crate::secrets::SecretError;
+use crate::settings::SettingsError;
 
 /// Any error packbox's library can return.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error(transparent)]
-    Pack(#[from] PackError),
-    #[error(transparent)]
-    Param(#[from] ParamError),
+    Settings(Box<SettingsError>),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
+    Plan(Box<PlanError>),
+    #[error(transparent)]
     RuntimeFilter(#[from] UnknownRuntimeFilter),
-    /// The action names a runner type no runtime of the catalog has.
-    #[error("action {action}: runner_type `{runner_type}` is not a known runtime (known: {known})")]
-    UnknownRuntime {
-        action: String,
-        runner_type: String,
-        known: String,
-    },
-    /// No available version of the action's runtime satisfies its `runtime_version`.
-    #[error("action {action}: {source}")]
-    NoMatchingVersion {
-        action: String,
-        #[source]
-        source: NoMatchingVersion,
-    },
-    #[error(transparent)]
-    Secret(#[from] SecretError),
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     /// The operator asked for an OCI runtime the engine does not have.
     #[error("OCI runtime `{wanted}` is not available on this engine (available: {available})")]
     OciRuntimeMissing { wanted: String, available: String },
+    /// The sandbox asks for more CPUs than the engine has.
+    #[error("sandbox.cpus = {wanted}: the engine has only {available} CPUs")]
+    TooManyCpus { wanted: f64, available: i64 },
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
-    Image(#[from] ImageError),
-    /// An environment image could not be made.
+    Prepare(Box<PrepareError>),
     #[error(transparent)]
-    Env(#[from] EnvError),
-    /// No verified version of the runtime can run the action.
-    #[error("action {action}: no verified {runtime} version is available ({reasons})")]
-    NoAvailableVersion {
-        action: String,
-        runtime: String,
-        reasons: String,
-    },
+    Image(Box<ImageError>),
     #[error(transparent)]
-    Run(#[from] RunError),
-    /// Images could not be copied to another engine (boxed: large and rare).
+    Env(Box<EnvError>),
+    #[error(transparent)]
+    Run(Box<RunError>),
+    /// Images could not be copied to another engine.
     #[error(transparent)]
     Copy(Box<CopyError>),
-    /// The pack could not be delivered to the engine by volume (boxed: large and rare).
+    /// The pack could not be delivered to the engine by volume.
     #[error(transparent)]
     Delivery(Box<DeliveryError>),
 }
 
-impl From<CopyError> for Error {
-    fn from(error: CopyError) -> Self {
-        Error::Copy(Box::new(error))
-    }
+/// Stage errors are boxed inside [`Error`] so that results stay small on the hot path.
+macro_rules! boxed_from {
+    ($($variant:ident($stage:ty)),* $(,)?) => {
+        $(impl From<$stage> for Error {
+            fn from(error: $stage) -> Error {
+                Error::$variant(Box::new(error))
+            }
+        })*
+    };
 }
 
-impl From<DeliveryError> for Error {
-    fn from(error: DeliveryError) -> Self {
-        Error::Delivery(Box::new(error))
-    }
-}
+boxed_from!(
+    Settings(SettingsError),
+    Plan(PlanError),
+    Prepare(PrepareError),
+    Env(EnvError),
+    Image(ImageError),
+    Run(RunError),
+    Copy(CopyError),
+    Delivery(DeliveryError),
+);
 
 /// Who has to act to fix an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Fault {
     /// The pack, the parameters or the command line are wrong (exit code 2).
     Input,
     /// packbox, its images or the engine could not do the work (exit code 125).
     Engine,
+    /// The work was cancelled (Ctrl-C, SIGTERM; exit code 130).
+    Cancelled,
 }
 
 impl Error {
     /// Whose fault the error is.
     pub fn fault(&self) -> Fault {
         match self {
-            Error::Pack(_)
-            | Error::Param(_)
-            | Error::RuntimeFilter(_)
-            | Error::Secret(_)
-            | Error::Config(_)
-            | Error::OciRuntimeMissing { .. }
-            | Error::UnknownRuntime { .. }
-            | Error::NoMatchingVersion { .. } => Fault::Input,
-            Error::Env(EnvError::CaBundle { .. }) => Fault::Input,
-            Error::Delivery(e)
+            Error::Prepare(prepare) => match prepare.as_ref() {
+                PrepareError::NoMatchingVersion { .. } => Fault::Input,
+                PrepareError::Env(EnvError::CaBundle { .. }) => Fault::Input,
+                PrepareError::Cancelled
+                | PrepareError::Env(EnvError::Cancelled { .. })
+                | PrepareError::Image(ImageError::Cancelled { .. }) => Fault::Cancelled,
+                _ => Fault::Engine,
+            },
+            Error::Env(env) => match env.as_ref() {
+                EnvError::CaBundle { .. } => Fault::Input,
+                EnvError::Cancelled { .. } => Fault::Cancelled,
+                _ => Fault::Engine,
+            },
+            Error::Image(image) if matches!(image.as_ref(), ImageError::Cancelled { .. }) => {
+                Fault::Cancelled
+            }
+            // The user's own --engine value is input; DOCKER_HOST, contexts and their TLS files
+            // are the engine's set-up.
+            Error::Settings(settings) if settings.is_engine_setup() => Fault::Engine,
+            Error::Delivery(delivery)
+                if matches!(delivery.as_ref(), DeliveryError::Cancelled { .. }) =>
+            {
+                Fault::Cancelled
+            }
+            Error::Copy(copy) if matches!(copy.as_ref(), CopyError::Cancelled) => Fault::Cancelled,
+            Error::Delivery(delivery)
                 if matches!(
-                    **e,
+                    delivery.as_ref(),
                     DeliveryError::Read { .. } | DeliveryError::TooLarge { .. }
                 ) =>
             {
                 Fault::Input
             }
-            // The user's own --engine value is input; the environment's settings are set-up.
-            Error::Engine(EngineError::Endpoint(e)) if e.is_engine_setting() => Fault::Input,
+            Error::Settings(_)
+            | Error::Plan(_)
+            | Error::RuntimeFilter(_)
+            | Error::OciRuntimeMissing { .. }
+            | Error::TooManyCpus { .. } => Fault::Input,
             Error::Catalog(_)
             | Error::Engine(_)
             | Error::Image(_)
-            | Error::Env(_)
-            | Error::NoAvailableVersion { .. }
             | Error::Run(_)
             | Error::Copy(_)
             | Error::Delivery(_) => Fault::Engine,
@@ -127,28 +137,31 @@ impl Error {
 
     /// A line that tells the user what to do next, when there is an obvious one.
     pub fn hint(&self) -> Option<&'static str> {
+        let image = match self {
+            Error::Image(image) => Some(image.as_ref()),
+            Error::Prepare(prepare) => match prepare.as_ref() {
+                PrepareError::Image(image) => Some(image),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(ImageError::Engine(EngineError::Build { .. })) = image {
+            return Some(
+                "runtime images build on packbox/base:<suite>; scripts/build-images makes those first",
+            );
+        }
         match self {
             Error::Engine(EngineError::Unreachable { problem, .. }) => Some(problem.hint()),
-            Error::Engine(EngineError::Endpoint(e)) => e.hint(),
-            Error::Image(ImageError::Engine(EngineError::Build { .. })) => Some(
-                "runtime images build on packbox/base:<suite>; scripts/build-images makes those first",
-            ),
+            Error::Engine(EngineError::Tls(tls)) => tls.hint(),
+            Error::Settings(settings) if settings.endpoint_hint().is_some() => {
+                settings.endpoint_hint()
+            }
+            Error::Settings(settings)
+                if matches!(settings.as_ref(), SettingsError::Weaker { .. }) =>
+            {
+                Some("packbox's defaults are the sandbox; weaken it only for actions you trust")
+            }
             _ => None,
         }
     }
-}
-
-/// An error and its causes on one line (`a: b: c`), skipping causes the message already quotes.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -1,47 +1,64 @@
-//! The run pipeline: plan a run from a pack (no engine needed), then execute the plan.
+//! The facade over the stages: an [`Executor`] holds the resolved settings, the catalog and the
+//! engine, and runs planned actions; it also offers the engine-side chores the CLI needs
+//! (runtime verification, environment builds and pruning, garbage collection), so no caller
+//! assembles engine calls itself.
+//!
+//! Leftovers of crashed packbox processes are swept once, in the background, when an executor
+//! starts; never on a run's path.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
+use tokio::sync::OnceCell;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use crate::catalog::{Catalog, NoMatchingVersion, Runtime};
-use crate::engine::{Engine, StreamKind};
-use crate::envimage::BuildSettings;
+use crate::catalog::Catalog;
+use crate::contract::Outcome;
+use crate::contract::result::{self, RunFacts};
+use crate::endpoint::Endpoint;
+use crate::engine::{DockerEngine, EngineInfo, SharedEngine, StreamKind};
+use crate::envimage::inventory::{self, EnvInfo, PruneReport};
 use crate::error::Error;
-use crate::outcome::Outcome;
-use crate::pack::{self, LoadedAction};
+use crate::error_text::chain;
+use crate::image_copy::{self, CopyError, CopyEvent, ImageCopy};
+use crate::lifecycle::owner::{self, Owner, Swept};
+use crate::lifecycle::pool::{self, Warm, WarmPool};
+use crate::lifecycle::{self, RunIo, Started};
+use crate::pack;
+use crate::pack_volume::{self, Collected as PackVolumesCollected, DeliveryError};
 use crate::plan::{RunPlan, resolve_runtime};
-use crate::prepare::{self, PrepareEvent, Preparer};
-use crate::probe::{ProbeCache, VersionStatus};
-use crate::runtime_image;
-use crate::sandbox::owner::{self, Owner};
-use crate::sandbox::pool::{self, Warm, WarmPool};
-use crate::sandbox::result::{self, RunFacts};
-use crate::sandbox::run::Started;
-use crate::sandbox::{self, RunIo};
+use crate::prepare::{self, PrepareError, Preparer};
+use crate::probe::{self, ProbeCache, VersionStatus};
+use crate::runtime_image::{self, ImageState};
+use crate::settings::{PackDelivery, Settings};
+
+pub use crate::prepare::PrepareEvent;
 
 /// Runs planned actions on one engine.
 #[derive(Debug)]
 pub struct Executor {
-    engine: Engine,
+    engine: SharedEngine,
+    settings: Settings,
     catalog: Catalog,
     probe_cache: ProbeCache,
-    build: BuildSettings,
-    state_dir: PathBuf,
     owner: Owner,
     shutdown: CancellationToken,
+    /// What the engine offers, asked once when a run needs it.
+    engine_info: OnceCell<EngineInfo>,
     /// Pre-started containers, when enabled with [`Executor::with_warm_pool`].
     pool: Option<Arc<WarmPool>>,
-    /// Pre-starts under way, awaited by [`Executor::close`].
-    refills: Mutex<JoinSet<()>>,
+    /// Work off the runs' path (the start-up sweep, pool refills), awaited by
+    /// [`Executor::close`].
+    background: Mutex<JoinSet<()>>,
 }
 
 /// What [`Executor::run`] reports while it works.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum RunEvent<'a> {
     /// Preparing the image (an environment build).
     Prepare(PrepareEvent<'a>),
@@ -50,20 +67,41 @@ pub enum RunEvent<'a> {
 }
 
 impl Executor {
-    /// An executor on an engine that answered, with build settings and state folder from the
-    /// environment (`PACKBOX_BUILD_CA_BUNDLE`, `PACKBOX_STATE_DIR`, ...).
-    pub fn new(engine: Engine, catalog: Catalog) -> Self {
-        Executor {
+    /// Connects to the engine the settings name and starts an executor on it.
+    pub async fn connect(settings: Settings, catalog: Catalog) -> Result<Executor, Error> {
+        let engine = DockerEngine::connect(&settings.endpoint).await?;
+        Ok(Executor::start(settings, catalog, Arc::new(engine)))
+    }
+
+    /// An executor on an engine that answered. Leftovers of packbox processes that are gone are
+    /// swept in the background (call [`Executor::close`] before dropping it). Must be called
+    /// within a tokio runtime.
+    pub fn start(settings: Settings, catalog: Catalog, engine: SharedEngine) -> Executor {
+        let executor = Executor {
+            probe_cache: ProbeCache::open(&settings.state_dir),
             engine,
+            settings,
             catalog,
-            probe_cache: ProbeCache::open(),
-            build: BuildSettings::from_env(),
-            state_dir: crate::state::state_dir(),
             owner: Owner::current(),
             shutdown: CancellationToken::new(),
+            engine_info: OnceCell::new(),
             pool: None,
-            refills: Mutex::new(JoinSet::new()),
-        }
+            background: Mutex::new(JoinSet::new()),
+        };
+        let engine = SharedEngine::clone(&executor.engine);
+        executor.spawn_background(
+            async move {
+                match owner::sweep_orphans(engine.as_ref()).await {
+                    Ok(swept) if !swept.is_empty() => {
+                        tracing::info!(count = swept.len(), "swept leftover containers")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("sweeping leftover containers: {}", chain(&e)),
+                }
+            }
+            .instrument(tracing::debug_span!("sweep")),
+        );
+        executor
     }
 
     /// Keeps up to `per_kind` containers pre-started for each kind of run this executor has
@@ -74,11 +112,28 @@ impl Executor {
         self
     }
 
-    /// Runs observe `shutdown`: once cancelled, a running action is stopped (SIGTERM, grace,
+    /// Everything the executor does observes `shutdown`: once cancelled, probes, pulls and
+    /// builds stop and leave nothing behind, and a running action is stopped (SIGTERM, grace,
     /// SIGKILL), its container removed, and its outcome is `cancelled`.
     pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
         self.shutdown = shutdown;
         self
+    }
+
+    /// How many pre-started containers wait in the warm pool now.
+    pub fn idle_warm_containers(&self) -> usize {
+        self.pool.as_ref().map_or(0, |pool| pool.idle())
+    }
+
+    /// The settings this executor runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn spawn_background(&self, work: impl Future<Output = ()> + Send + 'static) {
+        if let Ok(mut background) = self.background.lock() {
+            background.spawn(work);
+        }
     }
 
     fn preparer(&self) -> Preparer<'_> {
@@ -86,8 +141,10 @@ impl Executor {
             engine: &self.engine,
             catalog: &self.catalog,
             probe_cache: &self.probe_cache,
-            build: &self.build,
-            state_dir: &self.state_dir,
+            build: &self.settings.build,
+            state_dir: &self.settings.state_dir,
+            owner: &self.owner,
+            cancel: &self.shutdown,
         }
     }
 
@@ -99,49 +156,104 @@ impl Executor {
         plan: &RunPlan,
         mut on_event: impl FnMut(RunEvent<'_>) + Send,
     ) -> Result<Outcome, Error> {
-        let started = Instant::now();
-        if let Some(runtime) = &plan.policy.oci_runtime {
-            self.check_oci_runtime(runtime).await?;
-        }
-        let preparer = self.preparer();
-        // Leftovers of crashed packbox processes go while this run's image is prepared.
-        let (swept, statuses) = tokio::join!(
-            owner::sweep_orphans(&self.engine),
-            preparer.verified_versions(&plan.runtime)
-        );
-        if let Err(e) = swept {
-            tracing::warn!("sweeping leftover containers: {e}");
-        }
-        let selected = select_version(&plan.action, &plan.runtime, &statuses)?;
-        let prepared = preparer
-            .image_for(&plan.runtime, selected, &plan.action.pack_dir, |event| {
-                on_event(RunEvent::Prepare(event))
-            })
+        let span = tracing::info_span!("run", action = plan.action_ref());
+        async {
+            let started = Instant::now();
+            self.check_policy(plan).await?;
+            let preparer = self.preparer();
+            let statuses = preparer.verified_versions(&plan.runtime).await?;
+            let constraint = plan.action.action.runtime_version.as_ref();
+            tracing::debug!(
+                runtime = %plan.runtime.name,
+                constraint = constraint.map(|c| c.as_str()),
+                candidates = %describe_candidates(&statuses),
+                "choosing a version"
+            );
+            let selected =
+                prepare::select_version(plan.action_ref(), &plan.runtime, constraint, &statuses)?;
+            tracing::debug!(
+                version = selected.full_version(),
+                image = %selected.image,
+                why = if constraint.is_some() {
+                    "highest verified version matching the constraint"
+                } else {
+                    "the runtime's default (else highest) verified version"
+                },
+                "version chosen"
+            );
+            let prepare_started = Instant::now();
+            let prepared = preparer
+                .image_for(&plan.runtime, selected, &plan.action.pack_dir, |event| {
+                    on_event(RunEvent::Prepare(event))
+                })
+                .await?;
+            tracing::debug!(
+                image = %prepared.image,
+                built = prepared.built,
+                ms = prepare_started.elapsed().as_millis() as u64,
+                "image ready"
+            );
+            let pack_volume = self.pack_volume(plan, &prepared.image).await?;
+            let (exec_id, container, stdin) = self
+                .container_for(plan, &prepared.image, pack_volume.as_deref())
+                .await?;
+            tracing::debug!(exec_id = %exec_id, container = container.id(), "container started");
+            let mut on_output =
+                |stream: StreamKind, bytes: &[u8]| on_event(RunEvent::Output { stream, bytes });
+            let exit = lifecycle::run::finish(
+                &self.engine,
+                container,
+                RunIo {
+                    stdin,
+                    limits: &plan.limits,
+                    cancel: &self.shutdown,
+                    on_output: &mut on_output,
+                },
+            )
             .await?;
-        let (exec_id, container, stdin) = self.container_for(plan, &prepared.image).await?;
-        let mut on_output =
-            |stream: StreamKind, bytes: &[u8]| on_event(RunEvent::Output { stream, bytes });
-        let exit = sandbox::run::finish(
-            &self.engine,
-            container,
-            RunIo {
-                stdin,
-                limits: &plan.limits,
-                cancel: &self.shutdown,
-                on_output: &mut on_output,
-            },
-        )
-        .await?;
-        Ok(result::outcome(
-            plan,
-            exit,
-            RunFacts {
-                exec_id,
-                duration_ms: started.elapsed().as_millis() as u64,
-                runtime_version: prepared.runtime_version,
-                image: prepared.image,
-            },
-        ))
+            tracing::debug!(
+                ending = ?exit.ending,
+                exit_code = exit.exit_code,
+                ms = started.elapsed().as_millis() as u64,
+                "run finished"
+            );
+            Ok(result::outcome(
+                plan.outcome_terms(),
+                exit,
+                RunFacts {
+                    exec_id,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    runtime_version: prepared.runtime_version,
+                    image: prepared.image,
+                },
+            ))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The volume holding the plan's pack, made once per pack content, when packs travel by
+    /// content (`pack_delivery: volume`, or `auto` with an engine that is not a local socket);
+    /// `None` when the pack folder is bind-mounted.
+    async fn pack_volume(&self, plan: &RunPlan, image: &str) -> Result<Option<String>, Error> {
+        if self.settings.pack_delivery != PackDelivery::Volume {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let pack = &plan.action.pack.pack_ref;
+        let delivered = tokio::select! {
+            delivered = pack_volume::ensure(self.engine.as_ref(), pack, &plan.action.pack_dir, image) => delivered?,
+            () = self.shutdown.cancelled() => {
+                return Err(DeliveryError::Cancelled { pack: pack.clone() }.into());
+            }
+        };
+        tracing::debug!(
+            volume = %delivered.name,
+            filled = delivered.filled,
+            ms = started.elapsed().as_millis() as u64,
+            "pack delivered by volume"
+        );
+        Ok(Some(delivered.name))
     }
 
     /// The started container a run uses, its exec id and the stdin to give it: a pre-started
@@ -151,11 +263,12 @@ impl Executor {
         &self,
         plan: &RunPlan,
         image: &str,
+        pack_volume: Option<&str>,
     ) -> Result<(String, Started, Vec<u8>), Error> {
         let spec_for = |exec_id: &str| {
-            let mut spec = plan
-                .policy
-                .container_spec(plan.workload(exec_id, image, &self.owner));
+            let mut spec =
+                plan.policy
+                    .container_spec(plan.workload(exec_id, image, &self.owner, pack_volume));
             if self.pool.is_some() {
                 spec.cmd = pool::wait_for_go(spec.cmd);
             }
@@ -164,76 +277,189 @@ impl Executor {
         let exec_id = uuid::Uuid::new_v4().to_string();
         let spec = spec_for(&exec_id);
         let Some(warm_pool) = &self.pool else {
-            let started =
-                sandbox::run::start(&self.engine, &container_name(&exec_id), &spec).await?;
+            let started = self.start_container(&exec_id, &spec).await?;
             return Ok((exec_id, started, plan.stdin.0.clone()));
         };
         let key = pool::key(&spec);
-        let (exec_id, started) = match warm_pool.take(&key) {
+        let (exec_id, started) = match self.take_warm(warm_pool, &key).await {
             Some(warm) => (warm.exec_id, warm.started),
             None => {
-                let started =
-                    sandbox::run::start(&self.engine, &container_name(&exec_id), &spec).await?;
+                let started = self.start_container(&exec_id, &spec).await?;
                 (exec_id, started)
             }
         };
         // Replace what this run uses, off the run's path.
         let next_id = uuid::Uuid::new_v4().to_string();
         let next_spec = spec_for(&next_id);
-        let (engine, warm_pool) = (self.engine.clone(), Arc::clone(warm_pool));
-        if let Ok(mut refills) = self.refills.lock() {
-            refills.spawn(async move {
-                match sandbox::run::start(&engine, &container_name(&next_id), &next_spec).await {
-                    Ok(started) => {
-                        let warm = Warm {
-                            exec_id: next_id,
-                            started,
-                        };
-                        if let Some(spare) = warm_pool.put(key, warm) {
-                            sandbox::run::discard(&engine, spare.started).await;
-                        }
+        let (engine, warm_pool) = (SharedEngine::clone(&self.engine), Arc::clone(warm_pool));
+        self.spawn_background(async move {
+            let name = container_name(&next_id);
+            match lifecycle::run::start(&engine, &name, &next_spec).await {
+                Ok(started) => {
+                    let warm = Warm {
+                        exec_id: next_id,
+                        started,
+                    };
+                    if let Some(spare) = warm_pool.put(key, warm) {
+                        lifecycle::run::discard(&engine, spare.started).await;
                     }
-                    Err(e) => tracing::warn!("pre-starting a container: {e}"),
                 }
-            });
-        }
+                Err(e) => tracing::warn!("pre-starting a container: {}", chain(&e)),
+            }
+        });
         let mut stdin = pool::GO_LINE.to_vec();
         stdin.extend_from_slice(&plan.stdin.0);
         Ok((exec_id, started, stdin))
     }
 
-    /// Removes the warm pool's idle containers (after any pre-start under way). Call it before
-    /// dropping an executor made with [`Executor::with_warm_pool`]; leftovers are otherwise
-    /// swept by the next packbox start, as the owner is then gone.
+    /// A pre-started container for this kind of run whose process still waits for its
+    /// go-line; one that died meanwhile (killed, out of memory, removed by someone) is
+    /// discarded, so a run never inherits a broken container.
+    async fn take_warm(&self, warm_pool: &WarmPool, key: &str) -> Option<Warm> {
+        while let Some(warm) = warm_pool.take(key) {
+            match self.engine.container_state(warm.started.id()).await {
+                Ok(state) if state.running => {
+                    tracing::debug!(exec_id = %warm.exec_id, "warm container taken from the pool");
+                    return Some(warm);
+                }
+                _ => {
+                    tracing::warn!(
+                        container = warm.started.id(),
+                        "a pooled container stopped before its run; using a fresh one"
+                    );
+                    lifecycle::run::discard(&self.engine, warm.started).await;
+                }
+            }
+        }
+        None
+    }
+
+    /// Creates and starts a container, unless the executor is shut down first (then nothing is
+    /// left behind).
+    async fn start_container(
+        &self,
+        exec_id: &str,
+        spec: &crate::engine::ContainerSpec,
+    ) -> Result<Started, Error> {
+        let name = container_name(exec_id);
+        tokio::select! {
+            started = lifecycle::run::start(&self.engine, &name, spec) => Ok(started?),
+            () = self.shutdown.cancelled() => Err(PrepareError::Cancelled.into()),
+        }
+    }
+
+    /// Waits for the work started off the runs' path (the start-up sweep, pool refills), then
+    /// removes the warm pool's idle containers. Call it before dropping an executor; leftovers
+    /// are otherwise swept by the next packbox start, as the owner is then gone.
     pub async fn close(&self) {
-        let mut refills = match self.refills.lock() {
-            Ok(mut refills) => std::mem::take(&mut *refills),
+        let mut background = match self.background.lock() {
+            Ok(mut background) => std::mem::take(&mut *background),
             Err(_) => JoinSet::new(),
         };
-        while refills.join_next().await.is_some() {}
+        while background.join_next().await.is_some() {}
         if let Some(warm_pool) = &self.pool {
             for warm in warm_pool.drain() {
-                sandbox::run::discard(&self.engine, warm.started).await;
+                lifecycle::run::discard(&self.engine, warm.started).await;
             }
         }
     }
 
-    /// Refuses an OCI runtime the engine does not have, naming those it has.
-    async fn check_oci_runtime(&self, wanted: &str) -> Result<(), Error> {
-        let available = self.engine.oci_runtimes().await?;
-        if available.iter().any(|r| r == wanted) {
-            Ok(())
-        } else {
-            Err(Error::OciRuntimeMissing {
-                wanted: wanted.to_string(),
-                available: available.join(", "),
-            })
+    /// What the engine offers, asked once.
+    async fn engine_info(&self) -> Result<&EngineInfo, Error> {
+        Ok(self
+            .engine_info
+            .get_or_try_init(|| self.engine.info())
+            .await?)
+    }
+
+    /// Refuses a sandbox the engine cannot give: an OCI runtime it lacks, more CPUs than it has.
+    async fn check_policy(&self, plan: &RunPlan) -> Result<(), Error> {
+        let policy = plan.policy();
+        if policy.oci_runtime.is_none() && policy.cpus <= 1.0 {
+            return Ok(());
         }
+        let info = self.engine_info().await?;
+        if let Some(wanted) = &policy.oci_runtime
+            && !info.oci_runtimes.iter().any(|r| r == wanted)
+        {
+            return Err(Error::OciRuntimeMissing {
+                wanted: wanted.clone(),
+                available: info.oci_runtimes.join(", "),
+            });
+        }
+        if info.cpus > 0 && policy.cpus > info.cpus as f64 {
+            return Err(Error::TooManyCpus {
+                wanted: policy.cpus,
+                available: info.cpus,
+            });
+        }
+        Ok(())
     }
 
     /// Removes the containers of packbox processes that are gone (`packbox gc`).
-    pub async fn sweep_orphans(&self) -> Result<Vec<owner::Swept>, Error> {
-        Ok(owner::sweep_orphans(&self.engine).await?)
+    pub async fn sweep_orphans(&self) -> Result<Vec<Swept>, Error> {
+        Ok(owner::sweep_orphans(self.engine.as_ref()).await?)
+    }
+
+    /// Removes pack volumes no container uses, beyond the newest `keep` of each pack.
+    pub async fn collect_pack_volumes(&self, keep: usize) -> Result<PackVolumesCollected, Error> {
+        Ok(pack_volume::collect(self.engine.as_ref(), keep).await?)
+    }
+
+    /// Streams images from this executor's engine into the engine at `target`, skipping those it
+    /// has; `images` empty means the catalog's runtime images and every environment image.
+    pub async fn copy_images_to(
+        &self,
+        target: &Endpoint,
+        images: &[String],
+        on_event: impl FnMut(CopyEvent<'_>),
+    ) -> Result<Vec<ImageCopy>, Error> {
+        let target = DockerEngine::connect(target).await?;
+        let images = if images.is_empty() {
+            image_copy::default_images(self.engine.as_ref(), &self.catalog).await?
+        } else {
+            images.to_vec()
+        };
+        let copy = image_copy::copy(self.engine.as_ref(), &target, &images, on_event);
+        tokio::select! {
+            copied = copy => Ok(copied?),
+            () = self.shutdown.cancelled() => Err(CopyError::Cancelled.into()),
+        }
+    }
+
+    /// Verifies the runtime versions the settings select (all by default): each image made
+    /// present and probed, unless the probe cache knows its answer.
+    pub async fn verify_runtimes(&self) -> Result<Vec<VersionStatus>, Error> {
+        let runtimes = probe::filter_runtimes(&self.catalog, self.settings.runtimes.as_deref())?;
+        Ok(probe::verify(
+            &self.engine,
+            &self.catalog,
+            &runtimes,
+            &self.probe_cache,
+            &self.owner,
+            &self.shutdown,
+        )
+        .await)
+    }
+
+    /// What the probe cache knows of the selected runtime versions, starting nothing.
+    pub async fn list_runtimes(&self) -> Result<Vec<VersionStatus>, Error> {
+        let runtimes = probe::filter_runtimes(&self.catalog, self.settings.runtimes.as_deref())?;
+        Ok(probe::list(self.engine.as_ref(), &runtimes, &self.probe_cache).await)
+    }
+
+    /// Every environment image on the engine, newest first.
+    pub async fn environments(&self) -> Result<Vec<EnvInfo>, Error> {
+        Ok(inventory::list(self.engine.as_ref()).await?)
+    }
+
+    /// Removes all but the `keep` newest environment images, never one a container uses.
+    pub async fn prune_environments(
+        &self,
+        keep: usize,
+        dry_run: bool,
+    ) -> Result<PruneReport, Error> {
+        Ok(inventory::prune(self.engine.as_ref(), keep, dry_run).await?)
     }
 
     /// Builds ahead of time the environment of every action of the given packs (all packs of the
@@ -243,14 +469,13 @@ impl Executor {
         &self,
         packs_dir: &Path,
         packs: &[String],
-        mut on_event: impl FnMut(BuildEvent<'_>),
+        mut on_event: impl FnMut(BuildEvent<'_>) + Send,
     ) -> Result<Vec<EnvReport>, Error> {
-        let actions = pack::load_packs(packs_dir, packs)?;
+        let actions = pack::load_packs(packs_dir, packs).map_err(crate::plan::PlanError::from)?;
         let preparer = self.preparer();
         let mut reports = Vec::new();
         for action in actions {
             let runtime = resolve_runtime(&self.catalog, &action)?;
-            let statuses = preparer.verified_versions(runtime).await;
             let mut report = EnvReport {
                 pack: action.pack.pack_ref.clone(),
                 action: action.action_ref.clone(),
@@ -260,10 +485,16 @@ impl Executor {
                 status: EnvStatus::Failed,
                 error: None,
             };
-            let selected = match select_version(&action, runtime, &statuses) {
+            let statuses = preparer.verified_versions(runtime).await?;
+            let selected = match prepare::select_version(
+                &action.action_ref,
+                runtime,
+                action.action.runtime_version.as_ref(),
+                &statuses,
+            ) {
                 Ok(selected) => selected,
                 Err(e) => {
-                    report.error = Some(crate::error::chain(&e));
+                    report.error = Some(chain(&e));
                     on_event(BuildEvent::Finished { report: &report });
                     reports.push(report);
                     continue;
@@ -291,7 +522,8 @@ impl Executor {
                     report.version = Some(prepared.runtime_version);
                     report.image = Some(prepared.image);
                 }
-                Err(e) => report.error = Some(crate::error::chain(&e)),
+                Err(PrepareError::Cancelled) => return Err(PrepareError::Cancelled.into()),
+                Err(e) => report.error = Some(chain(&e)),
             }
             on_event(BuildEvent::Finished { report: &report });
             reports.push(report);
@@ -302,7 +534,7 @@ impl Executor {
     /// Builds every catalog runtime image that is missing; `on_event` hears about each image.
     pub async fn build_runtime_images(
         &self,
-        mut on_event: impl FnMut(ImageEvent<'_>),
+        mut on_event: impl FnMut(ImageEvent<'_>) + Send,
     ) -> Result<(), Error> {
         let catalog = &self.catalog;
         for runtime in catalog.runtimes() {
@@ -310,11 +542,15 @@ impl Executor {
                 on_event(ImageEvent::Checking {
                     image: &version.image,
                 });
-                let state =
-                    runtime_image::ensure(&self.engine, catalog, runtime, version, |line| {
-                        on_event(ImageEvent::BuildLine { line })
-                    })
-                    .await?;
+                let state = runtime_image::ensure(
+                    self.engine.as_ref(),
+                    catalog,
+                    runtime,
+                    version,
+                    &self.shutdown,
+                    |line| on_event(ImageEvent::BuildLine { line }),
+                )
+                .await?;
                 on_event(ImageEvent::Done {
                     image: &version.image,
                     state,
@@ -327,6 +563,7 @@ impl Executor {
 
 /// What `build_environments` did for one action.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct EnvReport {
     pub pack: String,
     pub action: String,
@@ -341,6 +578,7 @@ pub struct EnvReport {
 /// The state of one action's environment after `build_environments`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EnvStatus {
     /// Built now.
     Built,
@@ -354,6 +592,7 @@ pub enum EnvStatus {
 
 /// Progress of [`Executor::build_environments`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum BuildEvent<'a> {
     Started { action: &'a str },
     Line { line: &'a str },
@@ -362,61 +601,659 @@ pub enum BuildEvent<'a> {
 
 /// Progress of [`Executor::build_runtime_images`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ImageEvent<'a> {
-    Checking {
-        image: &'a str,
-    },
-    BuildLine {
-        line: &'a str,
-    },
-    Done {
-        image: &'a str,
-        state: runtime_image::ImageState,
-    },
+    Checking { image: &'a str },
+    BuildLine { line: &'a str },
+    Done { image: &'a str, state: ImageState },
 }
 
-/// The verified version an action runs on (see [`prepare::select_verified`]), with the errors
-/// named after the action.
-fn select_version<'s>(
-    action: &LoadedAction,
-    runtime: &Runtime,
-    statuses: &'s [VersionStatus],
-) -> Result<&'s VersionStatus, Error> {
-    let constraint = action.action.runtime_version.as_ref();
-    match prepare::select_verified(runtime, constraint, statuses) {
-        Some(selected) => Ok(selected),
-        None if !statuses.iter().any(VersionStatus::is_available) => {
-            Err(Error::NoAvailableVersion {
-                action: action.action_ref.clone(),
-                runtime: runtime.name.clone(),
-                reasons: statuses
-                    .iter()
-                    .map(|s| {
-                        format!(
-                            "{}: {}",
-                            s.version,
-                            s.reason.as_deref().unwrap_or("unavailable")
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            })
-        }
-        None => Err(Error::NoMatchingVersion {
-            action: action.action_ref.clone(),
-            source: NoMatchingVersion {
-                runtime: runtime.name.clone(),
-                constraint: constraint.map(|c| c.as_str().to_string()),
-                available: statuses
-                    .iter()
-                    .filter(|s| s.is_available())
-                    .map(|s| s.full_version().to_string())
-                    .collect(),
-            },
-        }),
-    }
+/// The versions considered for a run, for the debug log: declared, detected, available.
+fn describe_candidates(statuses: &[VersionStatus]) -> String {
+    statuses
+        .iter()
+        .map(|s| {
+            let verdict = if s.is_available() {
+                "available".to_string()
+            } else {
+                s.reason.clone().unwrap_or_else(|| "unavailable".into())
+            };
+            let cache = if s.cached { "cached" } else { "probed" };
+            format!(
+                "{} (detected {}, {verdict}, {cache})",
+                s.version,
+                s.detected_version.as_deref().unwrap_or("-")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn container_name(exec_id: &str) -> String {
     format!("packbox-{exec_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::fake::{BuildScript, Call, Exit, FakeEngine, Program, PullScript};
+    use crate::engine::{ContainerEngine, ContainerSpec, EngineInfo, Signal};
+    use crate::error::Fault;
+    use crate::plan::{RunRequest, plan};
+    use crate::settings::{Environment, SettingsLayer};
+    use crate::{Status, contract::Outcome};
+
+    /// A pack `p` with action `a`, written into a temp folder; `action_yaml` is appended to the
+    /// action file, and `files` are written into the pack.
+    fn pack(
+        runner: &str,
+        entry: &str,
+        action_yaml: &str,
+        files: &[(&str, &str)],
+    ) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pack = dir.path().join("p");
+        std::fs::create_dir_all(pack.join("actions")).expect("mkdir");
+        std::fs::write(pack.join("pack.yaml"), "ref: p\nlabel: P\nversion: 1.0.0\n")
+            .expect("pack.yaml");
+        std::fs::write(
+            pack.join("actions/a.yaml"),
+            format!("ref: p.a\nrunner_type: {runner}\nentry_point: {entry}\n{action_yaml}"),
+        )
+        .expect("a.yaml");
+        std::fs::write(pack.join("actions").join(entry), "echo hi\n").expect("entry");
+        for (name, text) in files {
+            std::fs::write(pack.join(name), text).expect("file");
+        }
+        dir
+    }
+
+    /// A fake engine holding the catalog's runtime images, whose probes answer with real-looking
+    /// versions; every other container runs `action`.
+    fn engine(action: Program) -> Arc<FakeEngine> {
+        let fake = FakeEngine::new();
+        let mut versions = HashMap::new();
+        for (tag, answer) in [
+            ("packbox/python:3.9", "Python 3.9.2"),
+            ("packbox/python:3.11", "Python 3.11.2"),
+            ("packbox/python:3.13", "Python 3.13.5"),
+            ("packbox/node:18", "v18.19.0"),
+            ("packbox/node:20", "v20.19.2"),
+            ("packbox/shell:5.2", "GNU bash, version 5.2.15(1)-release"),
+        ] {
+            let id = fake.add_image(tag, &[("packbox.kind", "runtime")], 0);
+            versions.insert(id, answer.to_string());
+        }
+        fake.set_program(move |spec: &ContainerSpec| {
+            if spec.labels.get("packbox.kind").map(String::as_str) == Some("probe") {
+                let answer = versions.get(&spec.image).cloned().unwrap_or_default();
+                return Program::prints(&format!("{answer}\n"), 0);
+            }
+            action.clone()
+        });
+        fake
+    }
+
+    struct Harness {
+        fake: Arc<FakeEngine>,
+        executor: Executor,
+        settings: Settings,
+        _state: tempfile::TempDir,
+    }
+
+    fn harness(fake: Arc<FakeEngine>, layer: SettingsLayer) -> Harness {
+        let state = tempfile::tempdir().expect("state dir");
+        let mut layer = layer;
+        layer.state_dir = Some(state.path().to_path_buf());
+        let settings =
+            Settings::resolve(layer, None, &Environment::default()).expect("valid settings");
+        let catalog = Catalog::builtin().expect("catalog");
+        let executor = Executor::start(settings.clone(), catalog, fake.clone());
+        Harness {
+            fake,
+            executor,
+            settings,
+            _state: state,
+        }
+    }
+
+    fn plan_for(h: &Harness, packs: &tempfile::TempDir) -> RunPlan {
+        let catalog = Catalog::builtin().expect("catalog");
+        plan(&h.settings, &catalog, &RunRequest::new(packs.path(), "p.a")).expect("plan")
+    }
+
+    async fn run(h: &Harness, plan: &RunPlan) -> Result<Outcome, Error> {
+        h.executor.run(plan, |_| {}).await
+    }
+
+    fn action_creates(fake: &FakeEngine) -> Vec<ContainerSpec> {
+        fake.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Create { spec, .. }
+                    if spec.labels.get("packbox.kind").map(String::as_str) == Some("run") =>
+                {
+                    Some(*spec)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_probes_chooses_runs_and_parses() {
+        let h = harness(
+            engine(Program::prints("{\"ok\": true}\n", 0)),
+            SettingsLayer::default(),
+        );
+        let packs = pack("shell", "a.sh", "output_format: json\n", &[]);
+        let outcome = run(&h, &plan_for(&h, &packs)).await.expect("run");
+        assert_eq!(outcome.status, Status::Succeeded);
+        assert_eq!(outcome.result, Some(serde_json::json!({"ok": true})));
+        assert_eq!(outcome.runtime_version, "5.2.15");
+        assert_eq!(outcome.image, "packbox/shell:5.2");
+        h.executor.close().await;
+        assert!(h.fake.container_ids().is_empty(), "nothing left");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_action_container_is_locked_down() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        let packs = pack("python", "a.py", "", &[]);
+        run(&h, &plan_for(&h, &packs)).await.expect("run");
+        let specs = action_creates(&h.fake);
+        assert_eq!(specs.len(), 1);
+        let spec = &specs[0];
+        assert_eq!(spec.network_mode, "none");
+        assert!(spec.read_only_rootfs && spec.cap_drop_all && spec.no_new_privileges);
+        assert_eq!(spec.user, "65534:65534");
+        assert_eq!(spec.binds.len(), 1);
+        assert!(spec.binds[0].read_only && spec.binds[0].container_path == "/pack");
+        assert!(
+            spec.binds
+                .iter()
+                .all(|b| !b.host_path.contains("docker.sock"))
+        );
+        assert_eq!(spec.labels["packbox.managed"], "true");
+        assert_eq!(spec.cmd, ["python3", "-u", "/pack/actions/a.py"]);
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probes_run_locked_down_too() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        let packs = pack("python", "a.py", "", &[]);
+        run(&h, &plan_for(&h, &packs)).await.expect("run");
+        let probes: Vec<ContainerSpec> = h
+            .fake
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Create { spec, .. } if spec.labels["packbox.kind"] == "probe" => Some(*spec),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(probes.len(), 3, "the three python versions");
+        assert!(
+            probes
+                .iter()
+                .all(|p| p.network_mode == "none" && p.cap_drop_all)
+        );
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_probe_cache_spares_the_second_run_its_probes() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        let packs = pack("python", "a.py", "", &[]);
+        let plan = plan_for(&h, &packs);
+        run(&h, &plan).await.expect("first run");
+        let probes = |f: &FakeEngine| {
+            f.count(|c| matches!(c, Call::Create { spec, .. } if spec.labels["packbox.kind"] == "probe"))
+        };
+        assert_eq!(probes(&h.fake), 3);
+        run(&h, &plan).await.expect("second run");
+        assert_eq!(probes(&h.fake), 3, "no new probe");
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_constraint_picks_the_highest_matching_verified_version() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        let packs = pack("python", "a.py", "runtime_version: '>=3.10'\n", &[]);
+        let outcome = run(&h, &plan_for(&h, &packs)).await.expect("run");
+        assert_eq!(outcome.runtime_version, "3.13.5");
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn orphans_are_swept_once_when_the_executor_starts_not_per_run() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        let packs = pack("shell", "a.sh", "", &[]);
+        let plan = plan_for(&h, &packs);
+        for _ in 0..3 {
+            run(&h, &plan).await.expect("run");
+        }
+        h.executor.close().await;
+        let sweeps = h.fake.count(|c| {
+            matches!(c, Call::ListContainers(labels) if labels == &["packbox.managed=true".to_string()])
+        });
+        assert_eq!(sweeps, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_start_up_sweep_removes_a_dead_owners_container() {
+        let fake = engine(Program::default());
+        let dead = crate::lifecycle::owner::Owner {
+            host: Owner::current().host,
+            pid: u32::MAX - 1,
+            start: Some(1),
+        };
+        let labels: Vec<(String, String)> = dead.labels().into_iter().collect();
+        let borrowed: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        fake.add_listed_container("orphan", "sha256:x", &borrowed);
+        let h = harness(fake, SettingsLayer::default());
+        h.executor.close().await;
+        assert!(h.fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_action_is_an_outcome_and_its_container_goes() {
+        let failing = Program {
+            output: vec![(crate::engine::StreamKind::Stderr, b"bad input\n".to_vec())],
+            exit: Exit::Code(3),
+            ..Program::default()
+        };
+        let h = harness(engine(failing), SettingsLayer::default());
+        let packs = pack("shell", "a.sh", "", &[]);
+        let outcome = run(&h, &plan_for(&h, &packs)).await.expect("an outcome");
+        assert_eq!(outcome.status, Status::Failed);
+        assert_eq!(outcome.exit_code, Some(3));
+        assert_eq!(outcome.error.as_deref(), Some("bad input"));
+        h.executor.close().await;
+        assert!(h.fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_ends_as_timeout_after_sigterm_and_sigkill() {
+        let never = Program {
+            exit: Exit::Never,
+            obeys_term: false,
+            ..Program::default()
+        };
+        let h = harness(engine(never), SettingsLayer::default());
+        let packs = pack("shell", "a.sh", "timeout_seconds: 5\n", &[]);
+        let outcome = run(&h, &plan_for(&h, &packs)).await.expect("an outcome");
+        assert_eq!(outcome.status, Status::Timeout);
+        assert_eq!(
+            outcome.error.as_deref(),
+            Some("Execution timed out after 5 seconds")
+        );
+        let signals: Vec<Signal> = h
+            .fake
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Kill(_, s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(signals, [Signal::Term, Signal::Kill]);
+        h.executor.close().await;
+        assert!(h.fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_parameter_document_goes_on_stdin_only() {
+        let h = harness(
+            engine(Program {
+                delay: Duration::from_secs(1),
+                ..Program::default()
+            }),
+            SettingsLayer::default(),
+        );
+        let packs = pack(
+            "shell",
+            "a.sh",
+            "parameters:\n  token: {type: string, secret: true}\n",
+            &[],
+        );
+        let catalog = Catalog::builtin().expect("catalog");
+        let mut request = RunRequest::new(packs.path(), "p.a");
+        request.secrets = vec!["token=s3cr3t-value".into()];
+        let plan = plan(&h.settings, &catalog, &request).expect("plan");
+        let running = run(&h, &plan);
+        let watching = async {
+            h.fake
+                .until(|f| {
+                    f.container_ids()
+                        .iter()
+                        .any(|id| String::from_utf8_lossy(&f.stdin_of(id)).contains("s3cr3t-value"))
+                })
+                .await;
+        };
+        let (outcome, ()) = tokio::join!(running, watching);
+        outcome.expect("run");
+        let spec = &action_creates(&h.fake)[0];
+        let visible = format!("{:?} {:?} {:?}", spec.env, spec.cmd, spec.labels);
+        assert!(!visible.contains("s3cr3t-value"), "{visible}");
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_during_the_run_stops_and_removes_the_container() {
+        let h = harness(
+            engine(Program {
+                exit: Exit::Never,
+                ..Program::default()
+            }),
+            SettingsLayer::default(),
+        );
+        let shutdown = CancellationToken::new();
+        let executor = Executor::start(
+            h.settings.clone(),
+            Catalog::builtin().expect("catalog"),
+            h.fake.clone(),
+        )
+        .with_shutdown(shutdown.clone());
+        let packs = pack("shell", "a.sh", "", &[]);
+        let plan = plan_for(&h, &packs);
+        let running = executor.run(&plan, |_| {});
+        let cancelling = async {
+            h.fake
+                .until(|f| {
+                    f.running()
+                        .iter()
+                        .any(|name| !name.starts_with("packbox-probe"))
+                })
+                .await;
+            shutdown.cancel();
+        };
+        let (outcome, ()) = tokio::join!(running, cancelling);
+        let outcome = outcome.expect("an outcome");
+        assert_eq!(outcome.status, Status::Cancelled);
+        executor.close().await;
+        h.executor.close().await;
+        assert!(h.fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_during_a_probe_leaves_nothing() {
+        let fake = FakeEngine::new();
+        fake.add_image("packbox/shell:5.2", &[], 0);
+        fake.set_program(|_| Program {
+            exit: Exit::Never,
+            ..Program::default()
+        });
+        let h = harness(fake, SettingsLayer::default());
+        let shutdown = CancellationToken::new();
+        let executor = Executor::start(
+            h.settings.clone(),
+            Catalog::builtin().expect("catalog"),
+            h.fake.clone(),
+        )
+        .with_shutdown(shutdown.clone());
+        let packs = pack("shell", "a.sh", "", &[]);
+        let plan = plan_for(&h, &packs);
+        let running = executor.run(&plan, |_| {});
+        let cancelling = async {
+            h.fake.until(|f| !f.running().is_empty()).await;
+            shutdown.cancel();
+        };
+        let (result, ()) = tokio::join!(running, cancelling);
+        let err = result.expect_err("cancelled");
+        assert_eq!(err.fault(), Fault::Cancelled, "{err}");
+        executor.close().await;
+        h.executor.close().await;
+        assert!(h.fake.container_ids().is_empty());
+        assert!(
+            action_creates(&h.fake).is_empty(),
+            "the action never started"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_while_a_runtime_image_is_pulled_or_built_leaves_no_tag() {
+        for pull_hangs in [true, false] {
+            let fake = engine(Program::default());
+            // The shell image is missing: a pull (hangs, or fails and a build hangs).
+            fake.remove_image("packbox/shell:5.2")
+                .await
+                .expect("removed");
+            if pull_hangs {
+                fake.set_pull(PullScript::Hang);
+            } else {
+                fake.set_build(BuildScript::Hang);
+            }
+            let h = harness(fake, SettingsLayer::default());
+            let shutdown = CancellationToken::new();
+            let executor = Executor::start(
+                h.settings.clone(),
+                Catalog::builtin().expect("catalog"),
+                h.fake.clone(),
+            )
+            .with_shutdown(shutdown.clone());
+            let packs = pack("shell", "a.sh", "", &[]);
+            let plan = plan_for(&h, &packs);
+            let running = executor.run(&plan, |_| {});
+            let cancelling = async {
+                h.fake
+                    .until(|f| {
+                        f.count(|c| matches!(c, Call::Pull(_) | Call::Build(_)))
+                            == if pull_hangs { 1 } else { 2 }
+                    })
+                    .await;
+                shutdown.cancel();
+            };
+            let (result, ()) = tokio::join!(running, cancelling);
+            let err = result.expect_err("cancelled");
+            assert_eq!(err.fault(), Fault::Cancelled, "{err}");
+            assert!(!h.fake.has_image("packbox/shell:5.2"));
+            executor.close().await;
+            h.executor.close().await;
+            assert!(h.fake.container_ids().is_empty());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_an_environment_build_leaves_no_tag() {
+        let fake = engine(Program::default());
+        fake.set_build(BuildScript::Hang);
+        let h = harness(fake, SettingsLayer::default());
+        let shutdown = CancellationToken::new();
+        let executor = Executor::start(
+            h.settings.clone(),
+            Catalog::builtin().expect("catalog"),
+            h.fake.clone(),
+        )
+        .with_shutdown(shutdown.clone());
+        let packs = pack(
+            "python",
+            "a.py",
+            "",
+            &[("requirements.txt", "requests==2.31.0 # cancel test\n")],
+        );
+        let plan = plan_for(&h, &packs);
+        let running = executor.run(&plan, |_| {});
+        let cancelling = async {
+            h.fake
+                .until(|f| f.count(|c| matches!(c, Call::Build(_))) == 1)
+                .await;
+            shutdown.cancel();
+        };
+        let (result, ()) = tokio::join!(running, cancelling);
+        let err = result.expect_err("cancelled");
+        assert_eq!(err.fault(), Fault::Cancelled, "{err}");
+        let tag = h.fake.calls().into_iter().find_map(|c| match c {
+            Call::Build(tag) => Some(tag),
+            _ => None,
+        });
+        assert!(!h.fake.has_image(&tag.expect("a build")));
+        executor.close().await;
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_oci_runtime_the_engine_lacks_is_an_input_error() {
+        let mut layer = SettingsLayer::default();
+        layer.sandbox.oci_runtime = Some("runsc".into());
+        let h = harness(engine(Program::default()), layer);
+        let packs = pack("shell", "a.sh", "", &[]);
+        let err = run(&h, &plan_for(&h, &packs)).await.expect_err("refused");
+        assert_eq!(err.fault(), Fault::Input);
+        assert!(err.to_string().contains("runsc") && err.to_string().contains("runc"));
+        assert!(action_creates(&h.fake).is_empty());
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn more_cpus_than_the_engine_has_is_an_input_error() {
+        let mut layer = SettingsLayer::default();
+        layer.sandbox.cpus = Some(4.0);
+        let h = harness(engine(Program::default()), layer);
+        h.fake.set_info(EngineInfo {
+            server_version: "20.10.24".into(),
+            oci_runtimes: vec!["runc".into()],
+            cpus: 2,
+            ..EngineInfo::default()
+        });
+        let packs = pack("shell", "a.sh", "", &[]);
+        let err = run(&h, &plan_for(&h, &packs)).await.expect_err("refused");
+        assert_eq!(err.fault(), Fault::Input);
+        assert!(err.to_string().contains("only 2 CPUs"), "{err}");
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_engine_error_mid_run_is_an_error_and_leaves_nothing() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        let packs = pack("shell", "a.sh", "", &[]);
+        let plan = plan_for(&h, &packs);
+        run(&h, &plan).await.expect("the probes pass first");
+        h.fake.fail(crate::engine::fake::Op::Wait, 1);
+        let err = run(&h, &plan).await.expect_err("wait fails");
+        assert_eq!(err.fault(), Fault::Engine);
+        h.executor.close().await;
+        assert!(h.fake.container_ids().is_empty());
+    }
+
+    mod warm_pool {
+        use super::*;
+
+        fn pooled(h: Harness) -> Harness {
+            let executor = Executor::start(
+                h.settings.clone(),
+                Catalog::builtin().expect("catalog"),
+                h.fake.clone(),
+            )
+            .with_warm_pool(1);
+            Harness { executor, ..h }
+        }
+
+        async fn refilled(h: &Harness) {
+            tokio::time::timeout(Duration::from_secs(60), async {
+                while h.executor.idle_warm_containers() == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .expect("the pool refills");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_second_run_gets_a_pre_started_container_and_the_pool_refills() {
+            let h = pooled(harness(
+                engine(Program::prints("ran\n", 0)),
+                SettingsLayer::default(),
+            ));
+            let packs = pack("shell", "a.sh", "", &[]);
+            let plan = plan_for(&h, &packs);
+            let first = run(&h, &plan).await.expect("cold run");
+            assert_eq!(first.stdout, "ran\n");
+            refilled(&h).await;
+            let creates_before = action_creates(&h.fake).len();
+            let second = run(&h, &plan).await.expect("warm run");
+            assert_eq!(second.stdout, "ran\n", "the action ran after the go-line");
+            let created_for_second = action_creates(&h.fake)
+                .iter()
+                .take(creates_before)
+                .any(|spec| spec.labels["packbox.exec_id"] == second.exec_id);
+            assert!(
+                created_for_second,
+                "the second run's container was made before it"
+            );
+            refilled(&h).await;
+            assert_eq!(h.executor.idle_warm_containers(), 1);
+            h.executor.close().await;
+            assert!(h.fake.container_ids().is_empty(), "close removes the pool");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_pooled_container_waits_for_the_go_line() {
+            let h = pooled(harness(
+                engine(Program::prints("ran\n", 0)),
+                SettingsLayer::default(),
+            ));
+            let packs = pack("shell", "a.sh", "", &[]);
+            let plan = plan_for(&h, &packs);
+            run(&h, &plan).await.expect("cold run");
+            refilled(&h).await;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            assert_eq!(h.fake.running().len(), 1, "still waiting, an hour later");
+            let spec = action_creates(&h.fake)
+                .last()
+                .cloned()
+                .expect("pooled spec");
+            assert_eq!(spec.cmd[3], "packbox-warm");
+            h.executor.close().await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_broken_pooled_container_is_replaced_by_a_fresh_one() {
+            let h = pooled(harness(
+                engine(Program::prints("ran\n", 0)),
+                SettingsLayer::default(),
+            ));
+            let packs = pack("shell", "a.sh", "", &[]);
+            let plan = plan_for(&h, &packs);
+            run(&h, &plan).await.expect("cold run");
+            refilled(&h).await;
+            // The pooled container dies before its run (OOM, killed by someone).
+            let ids = h.fake.container_ids();
+            assert_eq!(ids.len(), 1);
+            h.fake.kill(&ids[0], Signal::Kill).await.expect("kill");
+            h.fake.until(|f| f.running().is_empty()).await;
+            let outcome = run(&h, &plan).await.expect("run");
+            assert_eq!(outcome.status, Status::Succeeded);
+            assert_eq!(outcome.stdout, "ran\n");
+            assert!(
+                !h.fake.container_ids().contains(&ids[0]),
+                "the broken one is gone"
+            );
+            h.executor.close().await;
+            assert!(h.fake.container_ids().is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn runs_of_another_kind_do_not_take_a_pooled_container() {
+            let h = pooled(harness(
+                engine(Program::default()),
+                SettingsLayer::default(),
+            ));
+            let shell = pack("shell", "a.sh", "", &[]);
+            let python = pack("python", "a.py", "", &[]);
+            run(&h, &plan_for(&h, &shell)).await.expect("shell run");
+            refilled(&h).await;
+            let outcome = run(&h, &plan_for(&h, &python)).await.expect("python run");
+            assert_eq!(outcome.image, "packbox/python:3.11");
+            h.executor.close().await;
+            assert!(h.fake.container_ids().is_empty());
+        }
+    }
 }

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
-use crate::engine::{Engine, EngineError};
+use crate::engine::{ContainerEngine, EngineError};
 
 /// An image copy that failed, naming the images and both engines.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,9 @@ pub enum CopyError {
         #[source]
         source: EngineError,
     },
+    /// Copying was cancelled (Ctrl-C, SIGTERM); what the target loaded so far stays.
+    #[error("copying images was cancelled")]
+    Cancelled,
     /// The target holds a different image under the name after the load.
     #[error("after copying, {target_engine} holds {image} as {found} instead of {expected}")]
     Mismatch {
@@ -73,7 +76,10 @@ pub enum CopyEvent<'a> {
 
 /// The images `packbox images copy` moves by default: the catalog's runtime images and the
 /// environment images the source engine has.
-pub async fn default_images(source: &Engine, catalog: &Catalog) -> Result<Vec<String>, CopyError> {
+pub async fn default_images(
+    source: &dyn ContainerEngine,
+    catalog: &Catalog,
+) -> Result<Vec<String>, CopyError> {
     let mut images: BTreeSet<String> = catalog
         .runtimes()
         .iter()
@@ -83,7 +89,7 @@ pub async fn default_images(source: &Engine, catalog: &Catalog) -> Result<Vec<St
         .images_with_labels(&["packbox.kind=env".to_string()])
         .await
         .map_err(|e| CopyError::Source {
-            source_engine: source.endpoint().host.clone(),
+            source_engine: source.endpoint().to_string(),
             source: e,
         })?;
     images.extend(envs.into_iter().flat_map(|image| image.tags));
@@ -92,13 +98,13 @@ pub async fn default_images(source: &Engine, catalog: &Catalog) -> Result<Vec<St
 
 /// Copies images from `source` to `target`, skipping those the target has.
 pub async fn copy(
-    source: &Engine,
-    target: &Engine,
+    source: &dyn ContainerEngine,
+    target: &dyn ContainerEngine,
     images: &[String],
     mut on_event: impl FnMut(CopyEvent<'_>),
 ) -> Result<Vec<ImageCopy>, CopyError> {
-    let source_engine = source.endpoint().host.clone();
-    let target_engine = target.endpoint().host.clone();
+    let source_engine = source.endpoint().to_string();
+    let target_engine = target.endpoint().to_string();
     let mut report = Vec::new();
     let mut wanted = Vec::new();
     let mut estimate = 0u64;
@@ -150,27 +156,24 @@ pub async fn copy(
         target_engine: target_engine.clone(),
         source: e,
     };
-    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
     // An export error ends the upload as an I/O error; the first one is kept to report.
     let export_error = std::sync::Arc::new(std::sync::Mutex::new(None::<EngineError>));
     let kept_error = export_error.clone();
-    let archive = source
-        .export_images(&name_refs)
-        .map(move |chunk| match chunk {
-            Ok(bytes) => {
-                let _ = progress_tx.send(bytes.len() as u64);
-                Ok(bytes)
+    let archive = source.export_images(&names).map(move |chunk| match chunk {
+        Ok(bytes) => {
+            let _ = progress_tx.send(bytes.len() as u64);
+            Ok(bytes)
+        }
+        Err(e) => {
+            let message = crate::error_text::chain(&e);
+            if let Ok(mut slot) = kept_error.lock() {
+                slot.get_or_insert(e);
             }
-            Err(e) => {
-                let message = crate::error::chain(&e);
-                if let Ok(mut slot) = kept_error.lock() {
-                    slot.get_or_insert(e);
-                }
-                Err(std::io::Error::other(message))
-            }
-        });
-    let import = target.import_images(archive);
+            Err(std::io::Error::other(message))
+        }
+    });
+    let import = target.import_images(Box::pin(archive));
     tokio::pin!(import);
     let mut sent = 0u64;
     let loaded = loop {

@@ -1,36 +1,76 @@
 //! packbox runs automation actions (Attune packs) in sandboxed, throw-away Docker containers.
 //!
-//! The library is the product; the `packbox` binary is a thin layer over it. A run goes through
-//! one stage per module: [`pack`] loads and checks the pack, [`catalog`] names the runtime,
-//! [`version`] chooses its version, [`runtime_image`] makes sure its image exists, [`sandbox`]
-//! runs the container, and [`engine`] is the only module that talks to Docker.
+//! The library is the product; the `packbox` binary is a thin layer over it. An embedding
+//! program resolves [`Settings`] once, plans a run with [`plan`] (no engine needed: everything
+//! wrong with the input is said here), and hands the [`RunPlan`] to an [`Executor`], which
+//! prepares the image, runs the action in a fresh container and returns its [`Outcome`].
+//!
+//! Inside, one module per stage, depending in one direction only, from the executor down to the
+//! engine seam:
+//!
+//! ```text
+//! executor ── plan ── check ── settings
+//!    │          │        │
+//!    │       contract   pack ── catalog ── version
+//!    │          │
+//! prepare ── probe ── runtime_image ── envimage
+//!    │
+//! lifecycle ── sandbox
+//!    │
+//! engine (the seam: ContainerEngine; DockerEngine; a recording fake in tests)
+//! ```
 
-pub mod catalog;
-pub mod config;
-pub mod doctor;
-pub mod endpoint;
-pub mod engine;
-pub mod envimage;
-pub mod error;
-pub mod executor;
-pub mod image_copy;
+mod catalog;
+mod check;
+mod contract;
+mod doctor;
+mod endpoint;
+mod engine;
+mod envimage;
+mod error;
+mod error_text;
+mod executor;
+mod image_copy;
 pub mod input;
-pub mod outcome;
-pub mod pack;
-pub mod pack_volume;
-pub mod plan;
-pub mod prepare;
-pub mod probe;
-pub mod runtime_image;
-pub mod sandbox;
-pub mod secrets;
-pub mod state;
-pub mod version;
+mod lifecycle;
+mod pack;
+mod pack_volume;
+mod plan;
+mod prepare;
+mod probe;
+mod runtime_image;
+mod sandbox;
+mod settings;
+mod state;
+mod version;
 
-pub use catalog::Catalog;
-pub use engine::Engine;
+pub use catalog::{Catalog, CatalogError, NoMatchingVersion};
+pub use check::{CheckedAction, CheckedPack, check_packs};
+pub use contract::secrets::SecretError;
+pub use contract::{Outcome, Status};
+pub use doctor::{Check, CheckStatus, Report as DoctorReport, diagnose};
+pub use endpoint::{Endpoint, EndpointError, Origin as EndpointOrigin, TlsFiles, Transport};
+pub use engine::ConnectProblem;
+pub use engine::{EngineError, StreamKind};
+pub use envimage::EnvError;
+pub use envimage::inventory::{EnvInfo, PruneReport};
 pub use error::{Error, Fault};
-pub use executor::Executor;
-pub use outcome::{Outcome, Status};
-pub use plan::{RunPlan, RunRequest, plan};
+pub use error_text::chain as error_chain;
+pub use executor::{
+    BuildEvent, EnvReport, EnvStatus, Executor, ImageEvent, PrepareEvent, RunEvent,
+};
+pub use image_copy::{CopyError, CopyEvent, CopyResult, ImageCopy};
+pub use lifecycle::RunError;
+pub use lifecycle::owner::Swept;
+pub use pack::params::ParamError;
+pub use pack::{PackError, ParameterSpec, Problem};
+pub use pack_volume::{Collected as PackVolumesCollected, DeliveryError};
+pub use plan::{PlanError, RunPlan, RunRequest, plan};
+pub use prepare::PrepareError;
+pub use probe::{UnknownRuntimeFilter, VersionStatus};
+pub use runtime_image::{ImageError, ImageState};
 pub use sandbox::SandboxPolicy;
+pub use settings::{
+    BuildLayer, Environment, PackDelivery, RunLayer, SandboxLayer, Settings, SettingsError,
+    SettingsLayer, ShownSetting, Size, Source, parse_size,
+};

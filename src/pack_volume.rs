@@ -21,12 +21,14 @@ use std::fs::Metadata;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::engine::{ContainerSpec, Engine, EngineError};
-use crate::sandbox::owner::{self, Owner};
+use crate::engine::{ContainerEngine, ContainerSpec, EngineError, VolumeMount};
+use crate::lifecycle::owner::{self, Owner};
 
 /// `packbox.kind` of pack volumes.
 pub const KIND: &str = "pack";
@@ -70,6 +72,8 @@ pub enum DeliveryError {
         lock: String,
         host: String,
     },
+    #[error("delivering pack {pack} was cancelled")]
+    Cancelled { pack: String },
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -310,7 +314,7 @@ impl<R: Read> Read for HashingReader<R> {
 /// and engine; see the module doc). `helper_image` is an image the engine has (the run's own):
 /// the lock and helper containers are created from it and never started.
 pub async fn ensure(
-    engine: &Engine,
+    engine: &dyn ContainerEngine,
     pack_ref: &str,
     pack_dir: &Path,
     helper_image: &str,
@@ -330,6 +334,17 @@ pub async fn ensure(
     let owner = Owner::current();
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
+        if Instant::now() >= deadline {
+            let labels = engine.container_labels(&lock).await?.unwrap_or_default();
+            return Err(DeliveryError::LockHeld {
+                volume: volume.clone(),
+                lock: lock.clone(),
+                host: labels
+                    .get(owner::OWNER_HOST)
+                    .cloned()
+                    .unwrap_or_else(|| "an unknown host".into()),
+            });
+        }
         if engine.volume_exists(&volume).await? {
             match engine.container_labels(&lock).await? {
                 None => {
@@ -340,7 +355,7 @@ pub async fn ensure(
                     });
                 }
                 Some(labels) => {
-                    wait_or_break_lock(engine, &volume, &lock, &labels, deadline).await?;
+                    wait_or_break_lock(engine, &volume, &lock, &labels).await?;
                     continue;
                 }
             }
@@ -353,9 +368,10 @@ pub async fn ensure(
             .await
         {
             Ok(_) => break,
-            Err(e) if e.is_conflict() => {
+            // Another filler holds the lock's name.
+            Err(EngineError::InUse { .. }) => {
                 if let Some(labels) = engine.container_labels(&lock).await? {
-                    wait_or_break_lock(engine, &volume, &lock, &labels, deadline).await?;
+                    wait_or_break_lock(engine, &volume, &lock, &labels).await?;
                 }
             }
             Err(e) => return Err(e.into()),
@@ -382,36 +398,25 @@ pub async fn ensure(
     })
 }
 
-/// Waits while a live filler holds the lock; removes the lock and the half-filled volume of one
-/// that died on this host.
+/// Waits a moment while a live filler holds the lock (the caller's loop bounds the wait);
+/// removes the lock and the half-filled volume of one that died on this host.
 async fn wait_or_break_lock(
-    engine: &Engine,
+    engine: &dyn ContainerEngine,
     volume: &str,
     lock: &str,
     labels: &std::collections::HashMap<String, String>,
-    deadline: Instant,
 ) -> Result<(), DeliveryError> {
     if owner::is_orphan(labels) {
         engine.remove(lock).await?;
         engine.remove_volume(volume).await?;
-        return Ok(());
+    } else {
+        tokio::time::sleep(LOCK_POLL).await;
     }
-    if Instant::now() >= deadline {
-        return Err(DeliveryError::LockHeld {
-            volume: volume.to_string(),
-            lock: lock.to_string(),
-            host: labels
-                .get(owner::OWNER_HOST)
-                .cloned()
-                .unwrap_or_else(|| "an unknown host".into()),
-        });
-    }
-    tokio::time::sleep(LOCK_POLL).await;
     Ok(())
 }
 
 async fn fill(
-    engine: &Engine,
+    engine: &dyn ContainerEngine,
     pack_ref: &str,
     pack_dir: &Path,
     helper_image: &str,
@@ -466,7 +471,7 @@ async fn fill(
             )
             .await?;
         let body = tokio_util::io::ReaderStream::with_capacity(archive, 256 << 10);
-        let result = engine.upload_archive(&id, FILL_PATH, body).await;
+        let result = engine.upload_archive(&id, FILL_PATH, Box::pin(body)).await;
         let removed = engine.remove(&id).await;
         result?;
         removed
@@ -494,7 +499,7 @@ fn helper_spec(image: &str, owner: &Owner, volume: &str, kind: &str, mount: bool
         user: "65534:65534".into(),
         labels,
         volumes: if mount {
-            vec![crate::engine::VolumeMount {
+            vec![VolumeMount {
                 volume: volume.into(),
                 container_path: FILL_PATH.into(),
                 read_only: false,
@@ -525,7 +530,7 @@ pub struct Collected {
 /// Removes pack volumes beyond the newest `keep` of each pack that no container uses (the engine
 /// refuses to remove a volume in use, so a run that mounts one is never disturbed) and that no
 /// filler is filling.
-pub async fn collect(engine: &Engine, keep: usize) -> Result<Collected, EngineError> {
+pub async fn collect(engine: &dyn ContainerEngine, keep: usize) -> Result<Collected, EngineError> {
     let volumes = engine
         .volumes_with_labels(&[
             format!("{}=true", owner::MANAGED),
@@ -677,6 +682,137 @@ mod tests {
             before,
             "a FIFO is neither read nor counted"
         );
+    }
+
+    mod on_the_fake_engine {
+        use super::*;
+        use crate::engine::fake::FakeEngine;
+
+        const IMAGE: &str = "packbox/shell:5.2";
+
+        fn engine() -> std::sync::Arc<FakeEngine> {
+            let fake = FakeEngine::new();
+            fake.add_image(IMAGE, &[], 0);
+            fake
+        }
+
+        #[tokio::test]
+        async fn the_first_delivery_fills_and_later_ones_reuse() {
+            let fake = engine();
+            let dir = pack();
+            let first = ensure(fake.as_ref(), "p", dir.path(), IMAGE)
+                .await
+                .expect("delivered");
+            assert!(first.filled);
+            assert_eq!(fake.volume_uploads(&first.name).map(|u| u.len()), Some(1));
+            let again = ensure(fake.as_ref(), "p", dir.path(), IMAGE)
+                .await
+                .expect("delivered");
+            assert!(!again.filled);
+            assert_eq!(again.name, first.name);
+            assert_eq!(fake.volume_uploads(&first.name).map(|u| u.len()), Some(1));
+            assert!(fake.container_ids().is_empty(), "lock and helper removed");
+        }
+
+        #[tokio::test]
+        async fn concurrent_deliveries_upload_once() {
+            let fake = engine();
+            let dir = pack();
+            let all = futures::future::join_all(
+                (0..5).map(|_| ensure(fake.as_ref(), "p", dir.path(), IMAGE)),
+            )
+            .await;
+            let delivered: Vec<PackVolume> = all.into_iter().map(|d| d.expect("ok")).collect();
+            assert_eq!(delivered.iter().filter(|d| d.filled).count(), 1);
+            assert_eq!(
+                fake.volume_uploads(&delivered[0].name).map(|u| u.len()),
+                Some(1)
+            );
+        }
+
+        fn lock_labels(host: &str) -> ContainerSpec {
+            let mut labels = BTreeMap::new();
+            labels.insert(owner::MANAGED.to_string(), "true".to_string());
+            labels.insert(owner::OWNER_HOST.to_string(), host.to_string());
+            labels.insert(owner::OWNER_PID.to_string(), (u32::MAX - 1).to_string());
+            ContainerSpec {
+                image: IMAGE.into(),
+                labels,
+                ..ContainerSpec::default()
+            }
+        }
+
+        fn this_host() -> String {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into())
+        }
+
+        #[tokio::test]
+        async fn a_dead_fillers_lock_is_broken_and_the_volume_refilled() {
+            let fake = engine();
+            let dir = pack();
+            let digest = tree_digest("p", dir.path()).expect("digest");
+            let volume = volume_name("p", &digest);
+            fake.create_volume(&volume, &BTreeMap::new())
+                .await
+                .expect("half volume");
+            fake.create_container(&lock_name(&volume), &lock_labels(&this_host()))
+                .await
+                .expect("dead lock");
+            let delivered = ensure(fake.as_ref(), "p", dir.path(), IMAGE)
+                .await
+                .expect("delivered");
+            assert!(delivered.filled);
+            assert_eq!(fake.volume_uploads(&volume).map(|u| u.len()), Some(1));
+            assert!(fake.container_ids().is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_live_lock_elsewhere_is_waited_for_then_named() {
+            let fake = engine();
+            let dir = pack();
+            let digest = tree_digest("p", dir.path()).expect("digest");
+            let volume = volume_name("p", &digest);
+            fake.create_container(&lock_name(&volume), &lock_labels("another-host"))
+                .await
+                .expect("lock");
+            let err = ensure(fake.as_ref(), "p", dir.path(), IMAGE)
+                .await
+                .expect_err("still locked");
+            let text = err.to_string();
+            assert!(text.contains(&format!("{volume}-lock")), "{text}");
+            assert!(text.contains("another-host"), "{text}");
+        }
+
+        #[tokio::test]
+        async fn collect_keeps_the_newest_and_the_used() {
+            let fake = engine();
+            let dir = pack();
+            let mut names = Vec::new();
+            for text in ["one", "two", "three"] {
+                std::fs::write(dir.path().join("actions/a.sh"), text).expect("write");
+                names.push(
+                    ensure(fake.as_ref(), "p", dir.path(), IMAGE)
+                        .await
+                        .expect("delivered")
+                        .name,
+                );
+            }
+            let user = ContainerSpec {
+                image: IMAGE.into(),
+                volumes: vec![VolumeMount {
+                    volume: names[0].clone(),
+                    container_path: "/pack".into(),
+                    read_only: true,
+                }],
+                ..ContainerSpec::default()
+            };
+            fake.create_container("user", &user).await.expect("user");
+            let collected = collect(fake.as_ref(), 1).await.expect("collected");
+            assert_eq!(collected.removed, vec![names[1].clone()]);
+            assert!(collected.kept.contains(&names[0]) && collected.kept.contains(&names[2]));
+        }
     }
 
     #[test]

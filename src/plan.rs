@@ -7,22 +7,53 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::catalog::{Catalog, Runtime};
-use crate::error::Error;
-use crate::pack::{self, LoadedAction, ParameterDelivery, ParameterFormat, params};
-use crate::sandbox::owner::Owner;
-use crate::sandbox::{self, RunLimits, SandboxPolicy, Workload, delivery};
-use crate::secrets::{Redactor, SecretBytes, Secrets};
+use crate::catalog::{Catalog, NoMatchingVersion, Runtime};
+use crate::contract::delivery;
+use crate::contract::result::OutcomeTerms;
+use crate::contract::secrets::{Redactor, SecretBytes, SecretError, Secrets};
+use crate::lifecycle::RunLimits;
+use crate::lifecycle::owner::Owner;
+use crate::pack::params::ParamError;
+use crate::pack::{self, LoadedAction, PackError, ParameterDelivery, ParameterFormat, params};
+use crate::sandbox::{PackSource, SandboxPolicy, Workload};
+use crate::settings::Settings;
 
 /// Timeout of an action that states none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
-/// Time between SIGTERM and SIGKILL when a run times out or is cancelled.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// Where file delivery puts the parameter document: the private tmpfs of the container.
 const PARAMETER_FILE_STEM: &str = "/tmp/attune-parameters";
 
-/// What the caller asks to run.
+/// A run that cannot be planned: the pack, the parameters or the secrets are wrong, or the
+/// catalog has nothing the action can run on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The action names a runner type no runtime of the catalog has.
+    #[error("action {action}: runner_type `{runner_type}` is not a known runtime (known: {known})")]
+    UnknownRuntime {
+        action: String,
+        runner_type: String,
+        known: String,
+    },
+    /// No version of the action's runtime satisfies its `runtime_version`.
+    #[error("action {action}: {source}")]
+    NoMatchingVersion {
+        action: String,
+        #[source]
+        source: NoMatchingVersion,
+    },
+}
+
+/// What the caller asks to run. The sandbox and the limits are the operator's, from
+/// [`Settings`]; a request only names the action and its inputs.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RunRequest {
     pub packs_dir: PathBuf,
     /// `PACK.ACTION`.
@@ -35,16 +66,12 @@ pub struct RunRequest {
     pub secrets: Vec<String>,
     /// A JSON or YAML file of secrets.
     pub secrets_file: Option<PathBuf>,
-    pub policy: SandboxPolicy,
-    /// Overrides the action's `timeout_seconds`.
+    /// Overrides the action's `timeout_seconds` and the settings' timeout for this run.
     pub timeout: Option<Duration>,
-    /// Time between SIGTERM and SIGKILL (default 10 s).
-    pub grace: Option<Duration>,
-    pub max_output: usize,
 }
 
 impl RunRequest {
-    /// A request with the default sandbox and limits.
+    /// A request for an action with no parameters or secrets.
     pub fn new(packs_dir: impl Into<PathBuf>, action_ref: impl Into<String>) -> Self {
         RunRequest {
             packs_dir: packs_dir.into(),
@@ -53,10 +80,7 @@ impl RunRequest {
             params_file: None,
             secrets: Vec::new(),
             secrets_file: None,
-            policy: SandboxPolicy::default(),
             timeout: None,
-            grace: None,
-            max_output: sandbox::DEFAULT_MAX_OUTPUT,
         }
     }
 }
@@ -64,18 +88,22 @@ impl RunRequest {
 /// A checked run, ready for the engine.
 #[derive(Clone, Debug)]
 pub struct RunPlan {
-    pub action: LoadedAction,
-    pub runtime: Runtime,
+    pub(crate) action: LoadedAction,
+    pub(crate) runtime: Runtime,
     /// The parameter document, secrets included: it goes on stdin and nowhere else.
-    pub stdin: SecretBytes,
-    pub policy: SandboxPolicy,
-    pub limits: RunLimits,
+    pub(crate) stdin: SecretBytes,
+    pub(crate) policy: SandboxPolicy,
+    pub(crate) limits: RunLimits,
     /// Scrubs the secrets of this run out of its outcome.
-    pub redactor: Redactor,
+    pub(crate) redactor: Redactor,
 }
 
 /// Loads and checks everything about a run that needs no engine.
-pub fn plan(catalog: &Catalog, request: &RunRequest) -> Result<RunPlan, Error> {
+pub fn plan(
+    settings: &Settings,
+    catalog: &Catalog,
+    request: &RunRequest,
+) -> Result<RunPlan, PlanError> {
     let action = pack::load_action(&request.packs_dir, &request.action_ref)?;
     let manifest = &action.action;
     let runtime = resolve_runtime(catalog, &action)?;
@@ -83,7 +111,7 @@ pub fn plan(catalog: &Catalog, request: &RunRequest) -> Result<RunPlan, Error> {
     // the versions that probing verified.
     runtime
         .select_version(&runtime.version_names(), manifest.runtime_version.as_ref())
-        .map_err(|source| Error::NoMatchingVersion {
+        .map_err(|source| PlanError::NoMatchingVersion {
             action: action.action_ref.clone(),
             source,
         })?;
@@ -118,16 +146,17 @@ pub fn plan(catalog: &Catalog, request: &RunRequest) -> Result<RunPlan, Error> {
     let stdin = SecretBytes(delivery::encode(&document, manifest.parameter_format));
     let timeout = request
         .timeout
+        .or(settings.run.timeout)
         .or(manifest.timeout_seconds.map(Duration::from_secs))
         .unwrap_or(DEFAULT_TIMEOUT);
     Ok(RunPlan {
         runtime: runtime.clone(),
         stdin,
-        policy: request.policy.clone(),
+        policy: settings.sandbox.clone(),
         limits: RunLimits {
             timeout,
-            grace: request.grace.unwrap_or(DEFAULT_GRACE),
-            max_output: request.max_output,
+            grace: settings.run.grace,
+            max_output: settings.run.max_output,
         },
         redactor,
         action,
@@ -135,14 +164,14 @@ pub fn plan(catalog: &Catalog, request: &RunRequest) -> Result<RunPlan, Error> {
 }
 
 /// The catalog runtime an action's `runner_type` names.
-pub fn resolve_runtime<'c>(
+pub(crate) fn resolve_runtime<'c>(
     catalog: &'c Catalog,
     action: &LoadedAction,
-) -> Result<&'c Runtime, Error> {
+) -> Result<&'c Runtime, PlanError> {
     let runner_type = &action.action.runner_type;
     catalog
         .resolve(runner_type)
-        .ok_or_else(|| Error::UnknownRuntime {
+        .ok_or_else(|| PlanError::UnknownRuntime {
             action: action.action_ref.clone(),
             runner_type: runner_type.clone(),
             known: catalog.known_names(),
@@ -150,9 +179,44 @@ pub fn resolve_runtime<'c>(
 }
 
 impl RunPlan {
+    /// The action this plan runs (`PACK.ACTION`).
+    pub fn action_ref(&self) -> &str {
+        &self.action.action_ref
+    }
+
+    /// The sandbox the run will get.
+    pub fn policy(&self) -> &SandboxPolicy {
+        &self.policy
+    }
+
+    /// How long the action may run.
+    pub fn timeout(&self) -> Duration {
+        self.limits.timeout
+    }
+
+    /// What the contract needs to turn the container's end into this run's outcome.
+    pub(crate) fn outcome_terms(&self) -> OutcomeTerms<'_> {
+        OutcomeTerms {
+            action_ref: &self.action.action_ref,
+            runtime: &self.runtime.name,
+            output_format: self.action.action.output_format,
+            output_schema: self.action.action.output.as_ref(),
+            redactor: &self.redactor,
+            timeout: self.limits.timeout,
+            policy: &self.policy,
+        }
+    }
+
     /// What the container runs: the entry point under its interpreter, the Attune variables and
-    /// the runtime's, and labels naming the run and its owner. No secret is in any of these.
-    pub fn workload(&self, exec_id: &str, image: &str, owner: &Owner) -> Workload {
+    /// the runtime's, and labels naming the run and its owner. No secret is in any of these. The
+    /// pack is its folder, unless a volume holding its content is given.
+    pub(crate) fn workload(
+        &self,
+        exec_id: &str,
+        image: &str,
+        owner: &Owner,
+        pack_volume: Option<&str>,
+    ) -> Workload {
         let manifest = &self.action.action;
         let mut cmd = self.runtime.interpreter.clone();
         cmd.push(format!("/pack/actions/{}", manifest.entry_point));
@@ -187,7 +251,10 @@ impl RunPlan {
             cmd,
             env,
             labels,
-            pack_dir: Some(self.action.pack_dir.to_string_lossy().into_owned()),
+            pack: Some(match pack_volume {
+                Some(volume) => PackSource::Volume(volume.to_string()),
+                None => PackSource::HostDir(self.action.pack_dir.to_string_lossy().into_owned()),
+            }),
         }
     }
 }

@@ -4,12 +4,42 @@
 
 use std::path::Path;
 
-use crate::catalog::{Catalog, Runtime};
-use crate::engine::Engine;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{Catalog, NoMatchingVersion, Runtime};
+use crate::engine::SharedEngine;
 use crate::envimage::{self, BuildSettings, EnvError, EnvRecipe, Installer, Manifests};
-use crate::error::Error;
+use crate::lifecycle::owner::Owner;
 use crate::probe::{self, ProbeCache, VersionStatus};
+use crate::runtime_image::ImageError;
 use crate::version::{self, Constraint};
+
+/// An image a run needs that cannot be made ready.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PrepareError {
+    /// No verified version of the action's runtime satisfies its `runtime_version`.
+    #[error("action {action}: {source}")]
+    NoMatchingVersion {
+        action: String,
+        #[source]
+        source: NoMatchingVersion,
+    },
+    /// No version of the runtime could be verified at all.
+    #[error("action {action}: no verified {runtime} version is available ({reasons})")]
+    NoAvailableVersion {
+        action: String,
+        runtime: String,
+        reasons: String,
+    },
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The preparation was cancelled before it finished; nothing it started is left.
+    #[error("cancelled while preparing the image")]
+    Cancelled,
+}
 
 /// The verified version to run on. With a constraint: the highest verified version whose
 /// detected full version matches it. Without: the runtime's default version when verified, else
@@ -33,6 +63,48 @@ pub fn select_verified<'s>(
     Some(available[index])
 }
 
+/// The verified version an action runs on (see [`select_verified`]), with the errors named
+/// after the action.
+pub fn select_version<'s>(
+    action_ref: &str,
+    runtime: &Runtime,
+    constraint: Option<&Constraint>,
+    statuses: &'s [VersionStatus],
+) -> Result<&'s VersionStatus, PrepareError> {
+    match select_verified(runtime, constraint, statuses) {
+        Some(selected) => Ok(selected),
+        None if !statuses.iter().any(VersionStatus::is_available) => {
+            Err(PrepareError::NoAvailableVersion {
+                action: action_ref.to_string(),
+                runtime: runtime.name.clone(),
+                reasons: statuses
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{}: {}",
+                            s.version,
+                            s.reason.as_deref().unwrap_or("unavailable")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })
+        }
+        None => Err(PrepareError::NoMatchingVersion {
+            action: action_ref.to_string(),
+            source: NoMatchingVersion {
+                runtime: runtime.name.clone(),
+                constraint: constraint.map(|c| c.as_str().to_string()),
+                available: statuses
+                    .iter()
+                    .filter(|s| s.is_available())
+                    .map(|s| s.full_version().to_string())
+                    .collect(),
+            },
+        }),
+    }
+}
+
 /// The image a run starts from, and the runtime version it holds.
 #[derive(Clone, Debug)]
 pub struct PreparedImage {
@@ -46,6 +118,7 @@ pub struct PreparedImage {
 
 /// Progress of a preparation, for the caller to show.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum PrepareEvent<'a> {
     /// An environment image is being built.
     Building { tag: &'a str },
@@ -53,19 +126,37 @@ pub enum PrepareEvent<'a> {
     BuildLine { line: &'a str },
 }
 
-/// Services a preparation uses: engine, catalog, probe cache, build settings, state folder.
+/// Services a preparation uses: engine, catalog, probe cache, build settings, state folder, the
+/// owner its probe containers name, and the cancellation it observes.
 pub struct Preparer<'a> {
-    pub engine: &'a Engine,
+    pub engine: &'a SharedEngine,
     pub catalog: &'a Catalog,
     pub probe_cache: &'a ProbeCache,
     pub build: &'a BuildSettings,
     pub state_dir: &'a Path,
+    pub owner: &'a Owner,
+    pub cancel: &'a CancellationToken,
 }
 
 impl Preparer<'_> {
     /// The verified versions of a runtime (probing what the cache does not know).
-    pub async fn verified_versions(&self, runtime: &Runtime) -> Vec<VersionStatus> {
-        probe::verify(self.engine, self.catalog, &[runtime], self.probe_cache).await
+    pub async fn verified_versions(
+        &self,
+        runtime: &Runtime,
+    ) -> Result<Vec<VersionStatus>, PrepareError> {
+        let verified = probe::verify(
+            self.engine,
+            self.catalog,
+            &[runtime],
+            self.probe_cache,
+            self.owner,
+            self.cancel,
+        )
+        .await;
+        if self.cancel.is_cancelled() {
+            return Err(PrepareError::Cancelled);
+        }
+        Ok(verified)
     }
 
     /// Makes the image for `pack_dir` on the selected version present.
@@ -74,8 +165,8 @@ impl Preparer<'_> {
         runtime: &Runtime,
         selected: &VersionStatus,
         pack_dir: &Path,
-        mut on_event: impl FnMut(PrepareEvent<'_>),
-    ) -> Result<PreparedImage, Error> {
+        mut on_event: impl FnMut(PrepareEvent<'_>) + Send,
+    ) -> Result<PreparedImage, PrepareError> {
         let runtime_version = selected.full_version().to_string();
         let runtime_image = PreparedImage {
             runtime_version: runtime_version.clone(),
@@ -86,7 +177,7 @@ impl Preparer<'_> {
             return Ok(runtime_image);
         };
         let manifests = Manifests::read(pack_dir, installer).map_err(|source| {
-            Error::Env(EnvError::State {
+            PrepareError::Env(EnvError::State {
                 path: pack_dir.to_path_buf(),
                 source,
             })
@@ -106,14 +197,25 @@ impl Preparer<'_> {
         };
         let tag = recipe.tag();
         let mut announced = false;
-        let env = envimage::ensure(self.engine, &recipe, self.build, self.state_dir, |line| {
-            if !announced {
-                on_event(PrepareEvent::Building { tag: &tag });
-                announced = true;
-            }
-            on_event(PrepareEvent::BuildLine { line });
-        })
-        .await?;
+        let env = envimage::ensure(
+            self.engine.as_ref(),
+            &recipe,
+            self.build,
+            self.state_dir,
+            self.cancel,
+            |line| {
+                if !announced {
+                    on_event(PrepareEvent::Building { tag: &tag });
+                    announced = true;
+                }
+                on_event(PrepareEvent::BuildLine { line });
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            EnvError::Cancelled { .. } => PrepareError::Cancelled,
+            other => PrepareError::Env(other),
+        })?;
         Ok(PreparedImage {
             runtime_version,
             image: env.tag,

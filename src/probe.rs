@@ -18,10 +18,12 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, Runtime, RuntimeVersion};
-use crate::engine::Engine;
+use crate::engine::{ContainerEngine, SharedEngine};
+use crate::error_text::chain;
+use crate::lifecycle::owner::Owner;
+use crate::lifecycle::{self, Ending, RunIo, RunLimits};
 use crate::runtime_image;
-use crate::sandbox::owner::Owner;
-use crate::sandbox::{self, Ending, RunIo, RunLimits, SandboxPolicy, Workload};
+use crate::sandbox::{SandboxPolicy, Workload};
 
 /// How long one probe may run before its version counts as unavailable, unless the catalog says.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,12 +127,7 @@ struct CacheFile {
 impl ProbeCache {
     /// The cache in the state folder; a missing or unreadable cache starts empty (it only saves
     /// work, it never decides anything on its own).
-    pub fn open() -> ProbeCache {
-        ProbeCache::open_in(&crate::state::state_dir())
-    }
-
-    /// The cache in a given state folder.
-    pub fn open_in(state_dir: &Path) -> ProbeCache {
+    pub fn open(state_dir: &Path) -> ProbeCache {
         let path = state_dir.join("probes.json");
         let entries = ProbeCache::read_file(&path);
         ProbeCache {
@@ -188,10 +185,12 @@ impl ProbeCache {
 /// (present, pulled, or built from its recipe), then its probe runs unless the cache already
 /// knows the answer for that image id. Results come back in catalog order.
 pub async fn verify(
-    engine: &Engine,
+    engine: &SharedEngine,
     catalog: &Catalog,
     runtimes: &[&Runtime],
     cache: &ProbeCache,
+    owner: &Owner,
+    cancel: &CancellationToken,
 ) -> Vec<VersionStatus> {
     let targets: Vec<(&Runtime, &RuntimeVersion)> = runtimes
         .iter()
@@ -200,7 +199,8 @@ pub async fn verify(
     let mut results: Vec<(usize, VersionStatus)> =
         futures::stream::iter(targets.into_iter().enumerate())
             .map(|(index, (runtime, version))| async move {
-                let status = verify_one(engine, catalog, runtime, version, cache).await;
+                let status =
+                    verify_one(engine, catalog, runtime, version, cache, owner, cancel).await;
                 (index, status)
             })
             .buffer_unordered(PROBE_CONCURRENCY)
@@ -213,7 +213,7 @@ pub async fn verify(
 
 /// What the cache says about each version, without starting or building anything.
 pub async fn list(
-    engine: &Engine,
+    engine: &dyn ContainerEngine,
     runtimes: &[&Runtime],
     cache: &ProbeCache,
 ) -> Vec<VersionStatus> {
@@ -229,7 +229,7 @@ pub async fn list(
                     status.image_id = Some(id);
                 }
                 Ok(None) => status.reason = Some("image not present".into()),
-                Err(e) => status.reason = Some(crate::error::chain(&e)),
+                Err(e) => status.reason = Some(chain(&e)),
             }
             statuses.push(status);
         }
@@ -238,18 +238,22 @@ pub async fn list(
 }
 
 async fn verify_one(
-    engine: &Engine,
+    engine: &SharedEngine,
     catalog: &Catalog,
     runtime: &Runtime,
     version: &RuntimeVersion,
     cache: &ProbeCache,
+    owner: &Owner,
+    cancel: &CancellationToken,
 ) -> VersionStatus {
     let mut status = unverified(runtime, version);
-    let image_id = match runtime_image::ensure(engine, catalog, runtime, version, |_| {}).await {
+    let ensured =
+        runtime_image::ensure(engine.as_ref(), catalog, runtime, version, cancel, |_| {}).await;
+    let image_id = match ensured {
         Ok(state) => state.id().to_string(),
         Err(e) => {
             status.available = Some(false);
-            status.reason = Some(crate::error::chain(&e));
+            status.reason = Some(chain(&e));
             status.verified_at = Some(now());
             return status;
         }
@@ -260,7 +264,7 @@ async fn verify_one(
     }
     status.image_id = Some(image_id.clone());
     status.verified_at = Some(now());
-    match run_probe(engine, runtime, version, &image_id).await {
+    match run_probe(engine, runtime, version, &image_id, owner, cancel).await {
         Ok(verdict) => {
             status.available = Some(verdict.available);
             status.detected_version = verdict.detected_version.clone();
@@ -293,16 +297,18 @@ struct Verdict {
 }
 
 async fn run_probe(
-    engine: &Engine,
+    engine: &SharedEngine,
     runtime: &Runtime,
     version: &RuntimeVersion,
     image_id: &str,
+    owner: &Owner,
+    cancel: &CancellationToken,
 ) -> Result<Verdict, String> {
     let timeout = version
         .probe
         .timeout_seconds
         .map_or(PROBE_TIMEOUT, Duration::from_secs);
-    let mut labels = Owner::current().labels();
+    let mut labels = owner.labels();
     labels.extend([
         ("packbox.kind".to_string(), "probe".to_string()),
         ("packbox.runtime".to_string(), runtime.name.clone()),
@@ -313,7 +319,7 @@ async fn run_probe(
         cmd: version.probe.command.clone(),
         env: Vec::new(),
         labels,
-        pack_dir: None,
+        pack: None,
     });
     let limits = RunLimits {
         timeout,
@@ -321,16 +327,18 @@ async fn run_probe(
         max_output: PROBE_OUTPUT_LIMIT,
     };
     let name = format!("packbox-probe-{}", uuid::Uuid::new_v4());
-    let never_cancelled = CancellationToken::new();
     let io = RunIo {
         stdin: Vec::new(),
         limits: &limits,
-        cancel: &never_cancelled,
+        cancel,
         on_output: &mut |_, _| {},
     };
-    let exit = sandbox::run::run_container(engine, &name, &spec, io)
+    let exit = lifecycle::run::run_container(engine, &name, &spec, io)
         .await
-        .map_err(|e| format!("probe could not run: {}", crate::error::chain(&e)))?;
+        .map_err(|e| format!("probe could not run: {}", chain(&e)))?;
+    if exit.ending == Ending::Cancelled {
+        return Err("probe cancelled".into());
+    }
     if exit.ending == Ending::TimedOut {
         return Err(format!(
             "probe `{}` did not finish within {} s",

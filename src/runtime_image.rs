@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::catalog::{Catalog, Runtime, RuntimeVersion};
-use crate::engine::{BuildSpec, Engine, EngineError};
+use crate::engine::{BuildSpec, ContainerEngine, EngineError};
 
 /// A runtime image that is not there and cannot be made.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,9 @@ pub enum ImageError {
     },
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// Pulling or building was cancelled; nothing half-made is left under the image's name.
+    #[error("making runtime image {image} was cancelled")]
+    Cancelled { image: String },
 }
 
 /// How long a pull may take before the registry counts as unreachable.
@@ -60,22 +65,29 @@ impl ImageState {
 /// Makes sure a runtime version's image exists: present, else pulled when a registry answers,
 /// else built from its recipe. `on_line` receives the build's output lines.
 pub async fn ensure(
-    engine: &Engine,
+    engine: &dyn ContainerEngine,
     catalog: &Catalog,
     runtime: &Runtime,
     version: &RuntimeVersion,
-    on_line: impl FnMut(&str),
+    cancel: &CancellationToken,
+    mut on_line: impl FnMut(&str) + Send,
 ) -> Result<ImageState, ImageError> {
     if let Some(id) = engine.image_id(&version.image).await? {
         return Ok(ImageState::Present { id });
     }
-    let pulled = tokio::time::timeout(PULL_TIMEOUT, engine.pull_image(&version.image)).await;
+    let cancelled = || ImageError::Cancelled {
+        image: version.image.clone(),
+    };
+    let pulled = tokio::select! {
+        pulled = tokio::time::timeout(PULL_TIMEOUT, engine.pull_image(&version.image)) => pulled,
+        () = cancel.cancelled() => return Err(cancelled()),
+    };
     let pull_failure = match pulled {
         Ok(Ok(())) => match engine.image_id(&version.image).await? {
             Some(id) => return Ok(ImageState::Pulled { id }),
             None => "the engine reported the pull done but has no such image".to_string(),
         },
-        Ok(Err(e)) => crate::error::chain(&e),
+        Ok(Err(e)) => crate::error_text::chain(&e),
         Err(_) => format!("no answer within {} s", PULL_TIMEOUT.as_secs()),
     };
     let no_recipe = || ImageError::NoRecipe {
@@ -104,7 +116,12 @@ pub async fn ensure(
         // The recipe installs packages from Debian's mirror.
         network_mode: "bridge".into(),
     };
-    let id = engine.build_image(spec, on_line).await?;
+    // Dropping the build's stream closes its connection, which stops the engine's build; the
+    // tag is only set when a build completes.
+    let id = tokio::select! {
+        built = engine.build_image(spec, &mut on_line) => built?,
+        () = cancel.cancelled() => return Err(cancelled()),
+    };
     Ok(ImageState::Built { id })
 }
 

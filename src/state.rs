@@ -1,22 +1,8 @@
-//! Where packbox keeps what it learned between runs (probe results), so that a second run does
-//! not pay for the first run's checks.
+//! The state folder holds what packbox learned between runs (probe results, build logs, locks),
+//! so that a second run does not pay for the first run's checks. Its place is a setting; this
+//! module only writes into it safely.
 
-use std::path::{Path, PathBuf};
-
-/// The state folder: `PACKBOX_STATE_DIR`, else `$XDG_STATE_HOME/packbox`, else
-/// `~/.local/state/packbox`, else a folder under the system's temp dir.
-pub fn state_dir() -> PathBuf {
-    if let Some(dir) = non_empty_env("PACKBOX_STATE_DIR") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = non_empty_env("XDG_STATE_HOME") {
-        return Path::new(&dir).join("packbox");
-    }
-    if let Some(home) = non_empty_env("HOME") {
-        return Path::new(&home).join(".local/state/packbox");
-    }
-    std::env::temp_dir().join("packbox-state")
-}
+use std::path::Path;
 
 /// Writes a file atomically: a temp file in the same folder, then a rename, so a reader never
 /// sees half a file and a crash leaves the old one.
@@ -27,10 +13,6 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::io::Write::write_all(&mut file, bytes)?;
     file.persist(path).map_err(|e| e.error)?;
     Ok(())
-}
-
-fn non_empty_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 #[cfg(test)]

@@ -130,10 +130,20 @@ fn two_concurrent_runs_build_a_missing_environment_once() {
     )
     .expect("write");
     let since = unix_now();
+    // Both processes share this test's state folder, where the build lock lives.
+    let state = state_dir();
     let runs: Vec<Finished> = (0..2)
         .map(|_| {
-            let packs = packs.path().to_path_buf();
-            thread::spawn(move || run_building(&packs, "requests_new.version", &[]))
+            let packs = packs.path().to_string_lossy().into_owned();
+            let state = state.to_string_lossy().into_owned();
+            thread::spawn(move || {
+                let mut env = build_env();
+                env.push(("PACKBOX_STATE_DIR", &state));
+                packbox(
+                    &["run", "--packs", &packs, "requests_new.version", "--json"],
+                    &env,
+                )
+            })
         })
         .collect::<Vec<_>>()
         .into_iter()

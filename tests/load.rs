@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use common::*;
 use futures::StreamExt;
-use packbox::{Catalog, Engine, Executor, RunRequest, Status};
+use packbox::{Catalog, Executor, RunRequest, Status};
 
 const RUNS: usize = 200;
 const CONCURRENCY: usize = 8;
@@ -30,14 +30,15 @@ fn peak_rss_kib() -> u64 {
 async fn two_hundred_runs_at_concurrency_eight() {
     require_engine();
     let catalog = Catalog::builtin().expect("catalog");
+    let settings = settings();
     let plans: Vec<_> = (0..RUNS)
         .map(|n| {
             let mut request = RunRequest::new(repo_root().join("tests/fixtures"), "bench.echo");
             request.params = vec![format!("n={n}")];
-            packbox::plan(&catalog, &request).expect("a valid plan")
+            packbox::plan(&settings, &catalog, &request).expect("a valid plan")
         })
         .collect();
-    let executor = Executor::new(Engine::connect().await.expect("engine"), catalog);
+    let executor = Executor::connect(settings, catalog).await.expect("engine");
     let before = peak_rss_kib();
 
     let outcomes: Vec<_> = futures::stream::iter(plans.iter())
@@ -64,6 +65,7 @@ async fn two_hundred_runs_at_concurrency_eight() {
         );
     }
     assert_eq!(seen, (0..RUNS as u64).collect::<BTreeSet<_>>(), "none lost");
+    executor.close().await;
     let left = containers_of(std::process::id());
     assert!(left.is_empty(), "containers left behind: {left:?}");
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use packbox::Catalog;
-use packbox::pack::{self, validate};
+use packbox::{RunRequest, Settings};
 use proptest::prelude::*;
 use serde_yaml::{Mapping, Value};
 
@@ -95,12 +95,18 @@ fn check(pack_yaml: &[u8], action_yaml: &[u8]) -> bool {
     std::fs::write(pack.join("actions/a.yaml"), action_yaml).expect("write");
     std::fs::write(pack.join("actions/a.sh"), "echo\n").expect("write");
     let catalog = Catalog::builtin().expect("built-in catalog");
-    let loaded = pack::load_action(dir.path(), "p.a").is_ok();
-    let report = validate::validate_pack(&pack, &catalog);
-    for problem in &report.problems {
-        assert!(!problem.message.is_empty());
+    let settings = Settings::from_env().expect("settings");
+    let loaded = match packbox::plan(&settings, &catalog, &RunRequest::new(dir.path(), "p.a")) {
+        Ok(_) => true,
+        // A plan fails on a pack problem, or on missing required parameters of a good pack.
+        Err(e) => !matches!(e, packbox::PlanError::Pack(_)),
+    };
+    for report in packbox::check_packs(&pack, &catalog) {
+        for problem in &report.problems {
+            assert!(!problem.message.is_empty());
+        }
     }
-    let _ = validate::validate(Path::new(dir.path()), &catalog);
+    let _ = packbox::check_packs(Path::new(dir.path()), &catalog);
     loaded
 }
 

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use packbox::{Catalog, Engine, Executor, RunRequest, Status};
+use packbox::{Catalog, Executor, RunRequest, Status};
 
 fn now_ns() -> u128 {
     SystemTime::now()
@@ -19,18 +19,30 @@ fn now_ns() -> u128 {
 async fn pooled_runs_keep_the_contract_and_close_leaves_nothing() {
     require_engine();
     let catalog = Catalog::builtin().expect("catalog");
+    let settings = settings();
     let plan = |n: u32| {
         let mut request = RunRequest::new(repo_root().join("tests/fixtures"), "bench.clock");
         request.params = vec![format!("n={n}")];
-        packbox::plan(&catalog, &request).expect("plan")
+        packbox::plan(&settings, &catalog, &request).expect("plan")
     };
-    let executor =
-        Executor::new(Engine::connect().await.expect("engine"), catalog.clone()).with_warm_pool(1);
+    let executor = Executor::connect(settings.clone(), catalog.clone())
+        .await
+        .expect("engine")
+        .with_warm_pool(1);
 
     let mut exec_ids = Vec::new();
     for n in 0..4 {
-        // Time for the pool to pre-start the next container, so later runs are warm.
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        if n > 0 {
+            // Later runs are warm: wait (bounded) until the pool holds the next container.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while executor.idle_warm_containers() == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the pool never refilled"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let handed_over = now_ns();
         let outcome = executor.run(&plan(n), |_| {}).await.expect("run");
         assert_eq!(outcome.status, Status::Succeeded, "{:?}", outcome.error);

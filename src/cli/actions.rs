@@ -1,14 +1,14 @@
 //! `packbox actions list`: the actions of every pack in a folder, with their runtime, version
 //! constraint, the version they would run on, and their parameters. Secret defaults are not shown.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use packbox::Catalog;
-use packbox::pack::validate::{self, CheckedAction};
-use packbox::pack::{ParameterSpec, Problem};
+use packbox::{Catalog, Error};
+use packbox::{CheckedAction, ParameterSpec, Problem};
 
+use super::options::{self, GlobalArgs};
 use super::{EXIT_INPUT, render};
 
 /// Subcommands of `packbox actions`.
@@ -26,13 +26,16 @@ pub enum ActionsCommand {
 }
 
 /// Runs an `actions` subcommand.
-pub fn execute(command: ActionsCommand, catalog: Option<&Path>) -> ExitCode {
+pub fn execute(command: ActionsCommand, global: &GlobalArgs) -> ExitCode {
     let ActionsCommand::List { packs, json } = command;
-    let catalog = match Catalog::load(catalog) {
+    let catalog = match options::resolve(global)
+        .map_err(Error::from)
+        .and_then(|settings| Ok(Catalog::load(settings.catalog_dir.as_deref())?))
+    {
         Ok(catalog) => catalog,
-        Err(error) => return render::report(&error.into(), json),
+        Err(error) => return render::report(&error, json),
     };
-    let reports = validate::validate(&packs, &catalog);
+    let reports = packbox::check_packs(&packs, &catalog);
     let actions: Vec<&CheckedAction> = reports.iter().flat_map(|r| &r.actions).collect();
     let problems: Vec<&Problem> = reports.iter().flat_map(|r| &r.problems).collect();
     if json {

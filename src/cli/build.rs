@@ -1,16 +1,17 @@
 //! `packbox build`: environment images built ahead of time, with progress.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use packbox::executor::{BuildEvent, EnvReport, EnvStatus};
-use packbox::{Catalog, Engine, Error, Executor};
+use packbox::{BuildEvent, Catalog, EnvReport, EnvStatus, Error, Executor};
+use tokio_util::sync::CancellationToken;
 
-use super::{EXIT_ENGINE, render};
+use super::options::{self, GlobalArgs};
+use super::{EXIT_ENGINE, render, signals};
 
 /// Arguments of `packbox build`.
 #[derive(Debug, Args)]
@@ -68,10 +69,8 @@ impl Progress {
                 spinner.enable_steady_tick(Duration::from_millis(120));
                 *bar = Some(spinner);
             }
-            (Progress::Bar(bar), BuildEvent::Line { line }) => {
-                if let Some(bar) = bar {
-                    bar.set_message(render::sanitize(line.trim()));
-                }
+            (Progress::Bar(Some(bar)), BuildEvent::Line { line }) => {
+                bar.set_message(render::sanitize(line.trim()));
             }
             (Progress::Bar(bar), BuildEvent::Finished { report }) => {
                 if let Some(bar) = bar.take() {
@@ -82,6 +81,7 @@ impl Progress {
             (Progress::Lines, BuildEvent::Started { action }) => eprintln!("{action}: preparing"),
             (Progress::Lines, BuildEvent::Line { .. }) => {}
             (Progress::Lines, BuildEvent::Finished { report }) => eprintln!("{}", summary(report)),
+            _ => {}
         }
     }
 }
@@ -91,7 +91,7 @@ fn summary(report: &EnvReport) -> String {
         EnvStatus::Built => "built",
         EnvStatus::Present => "present",
         EnvStatus::NotNeeded => "no dependencies, runs on",
-        EnvStatus::Failed => "FAILED",
+        _ => "FAILED",
     };
     let detail = report
         .image
@@ -102,9 +102,9 @@ fn summary(report: &EnvReport) -> String {
 }
 
 /// Builds the environments and reports; exits 125 when any failed.
-pub async fn execute(args: BuildArgs, catalog: Option<&Path>) -> ExitCode {
+pub async fn execute(args: BuildArgs, global: &GlobalArgs) -> ExitCode {
     let mut progress = Progress::new(args.json);
-    match build(&args, catalog, &mut progress).await {
+    match build(&args, global, &mut progress).await {
         Ok(reports) if reports.iter().any(|r| r.status == EnvStatus::Failed) => {
             ExitCode::from(EXIT_ENGINE)
         }
@@ -115,12 +115,19 @@ pub async fn execute(args: BuildArgs, catalog: Option<&Path>) -> ExitCode {
 
 async fn build(
     args: &BuildArgs,
-    catalog: Option<&Path>,
+    global: &GlobalArgs,
     progress: &mut Progress,
 ) -> Result<Vec<EnvReport>, Error> {
-    let catalog = Catalog::load(catalog)?;
-    let executor = Executor::new(Engine::connect().await?, catalog);
-    executor
+    let settings = options::resolve(global)?;
+    let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
+    let shutdown = CancellationToken::new();
+    signals::cancel_on_signal(shutdown.clone());
+    let executor = Executor::connect(settings, catalog)
+        .await?
+        .with_shutdown(shutdown);
+    let reports = executor
         .build_environments(&args.packs, &args.names, |event| progress.event(event))
-        .await
+        .await;
+    executor.close().await;
+    reports
 }

@@ -1,13 +1,11 @@
 //! `packbox doctor [--json]`: what a run needs, checked, with the next step for each problem.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
-use packbox::doctor::{self, CheckStatus, Report};
-use packbox::endpoint::Environment;
-use packbox::{Catalog, state};
+use packbox::{Catalog, CheckStatus, DoctorReport};
 
+use super::options::{self, GlobalArgs};
 use super::render;
 
 /// Arguments of `packbox doctor`.
@@ -22,19 +20,14 @@ pub struct DoctorArgs {
 const EXIT_NOT_READY: u8 = 1;
 
 /// Checks and reports; exits 0 when runs can work, 1 otherwise.
-pub async fn execute(args: DoctorArgs, catalog: Option<&Path>) -> ExitCode {
-    let catalog = match Catalog::load(catalog) {
+pub async fn execute(args: DoctorArgs, global: &GlobalArgs) -> ExitCode {
+    let settings = options::resolve(global);
+    let catalog_dir = settings.as_ref().ok().and_then(|s| s.catalog_dir.clone());
+    let catalog = match Catalog::load(catalog_dir.as_deref()) {
         Ok(catalog) => catalog,
         Err(error) => return render::report(&error.into(), args.json),
     };
-    let env: Environment = std::env::vars().collect();
-    let report = doctor::diagnose(doctor::Inputs {
-        engine_setting: None,
-        env: &env,
-        catalog: &catalog,
-        state_dir: state::state_dir(),
-    })
-    .await;
+    let report = packbox::diagnose(settings.as_ref(), &catalog).await;
     if args.json {
         match serde_json::to_string_pretty(&report) {
             Ok(text) => println!("{text}"),
@@ -50,7 +43,7 @@ pub async fn execute(args: DoctorArgs, catalog: Option<&Path>) -> ExitCode {
     }
 }
 
-fn print_report(report: &Report) {
+fn print_report(report: &DoctorReport) {
     for check in &report.checks {
         let mark = match check.status {
             CheckStatus::Ok => "ok  ",

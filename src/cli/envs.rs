@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use packbox::envimage::inventory::{self, EnvInfo};
-use packbox::{Engine, Error};
+use packbox::{Catalog, EnvInfo, Error, Executor};
 
+use super::options::{self, GlobalArgs};
 use super::render;
 
 /// Subcommands of `packbox envs`.
@@ -32,21 +32,29 @@ pub enum EnvsCommand {
 }
 
 /// Runs an `envs` subcommand.
-pub async fn execute(command: EnvsCommand) -> ExitCode {
+pub async fn execute(command: EnvsCommand, global: &GlobalArgs) -> ExitCode {
     let json = match command {
         EnvsCommand::List { json } | EnvsCommand::Prune { json, .. } => json,
     };
-    match run(command).await {
+    match run(command, global).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => render::report(&error, json),
     }
 }
 
-async fn run(command: EnvsCommand) -> Result<(), Error> {
-    let engine = Engine::connect().await?;
+async fn run(command: EnvsCommand, global: &GlobalArgs) -> Result<(), Error> {
+    let settings = options::resolve(global)?;
+    let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
+    let executor = Executor::connect(settings, catalog).await?;
+    let done = envs(command, &executor).await;
+    executor.close().await;
+    done
+}
+
+async fn envs(command: EnvsCommand, executor: &Executor) -> Result<(), Error> {
     match command {
         EnvsCommand::List { json } => {
-            let envs = inventory::list(&engine).await?;
+            let envs = executor.environments().await?;
             if json {
                 print_json(&envs);
             } else {
@@ -58,7 +66,7 @@ async fn run(command: EnvsCommand) -> Result<(), Error> {
             dry_run,
             json,
         } => {
-            let report = inventory::prune(&engine, keep, dry_run).await?;
+            let report = executor.prune_environments(keep, dry_run).await?;
             if json {
                 print_json(&report);
             } else {

@@ -3,20 +3,22 @@
 
 mod actions;
 mod build;
+mod config;
 mod doctor;
 mod envs;
 mod gc;
 mod images;
+mod options;
 mod pack;
 mod render;
 mod run;
 mod runtimes;
 mod signals;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use options::GlobalArgs;
 
 /// Exit code for invalid input (a pack, a parameter, a flag).
 pub const EXIT_INPUT: u8 = 2;
@@ -29,11 +31,30 @@ pub const EXIT_CANCELLED: u8 = 130;
 #[derive(Debug, Parser)]
 #[command(name = "packbox", version, about)]
 struct Cli {
-    /// A folder of runtime definitions (*.yaml) that extend or replace the built-in catalog.
-    #[arg(long, global = true, env = "PACKBOX_CATALOG", value_name = "DIR")]
-    catalog: Option<PathBuf>,
+    #[command(flatten)]
+    global: GlobalArgs,
+    /// What to log on stderr: error, warn, info, debug, trace, or a tracing filter such as
+    /// `packbox=debug` (debug makes a run explain its decisions).
+    #[arg(
+        long,
+        global = true,
+        env = "PACKBOX_LOG",
+        value_name = "FILTER",
+        default_value = "warn"
+    )]
+    log: String,
+    /// How log lines look: text for people, json (one object per line) for log pipelines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,13 +80,15 @@ enum Command {
     /// Verify which runtime versions the images hold, or list what is known.
     #[command(subcommand)]
     Runtimes(runtimes::RuntimesCommand),
+    /// Show the settings packbox would run with, and where each came from.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Check what runs need (engine, TLS, images, state folder) and say what to fix.
     Doctor(doctor::DoctorArgs),
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    init_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -88,27 +111,36 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_ENGINE);
         }
     };
-    let catalog = cli.catalog.as_deref();
+    if let Err(message) = init_logging(&cli.log, cli.log_format) {
+        eprintln!("error: --log / PACKBOX_LOG: {message}");
+        return ExitCode::from(EXIT_INPUT);
+    }
+    let global = &cli.global;
     runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run::execute(*args, catalog).await,
-            Command::Images(command) => images::execute(command, catalog).await,
-            Command::Pack(command) => pack::execute(command, catalog),
-            Command::Actions(command) => actions::execute(command, catalog),
-            Command::Build(args) => build::execute(args, catalog).await,
-            Command::Envs(command) => envs::execute(command).await,
-            Command::Gc(args) => gc::execute(args).await,
-            Command::Runtimes(command) => runtimes::execute(command, catalog).await,
-            Command::Doctor(args) => doctor::execute(args, catalog).await,
+            Command::Run(args) => run::execute(*args, global).await,
+            Command::Images(command) => images::execute(command, global).await,
+            Command::Pack(command) => pack::execute(command, global),
+            Command::Actions(command) => actions::execute(command, global),
+            Command::Build(args) => build::execute(args, global).await,
+            Command::Envs(command) => envs::execute(command, global).await,
+            Command::Gc(args) => gc::execute(args, global).await,
+            Command::Runtimes(command) => runtimes::execute(command, global).await,
+            Command::Config(command) => config::execute(command, global),
+            Command::Doctor(args) => doctor::execute(args, global).await,
         }
     })
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PACKBOX_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+/// Logs to stderr, filtered by `filter`, as text or JSON lines.
+fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
+    Ok(())
 }

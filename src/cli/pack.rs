@@ -1,13 +1,14 @@
 //! `packbox pack validate`: every problem of a pack (or a folder of packs) at once, without an
 //! engine; exit code 2 when there is any.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use packbox::Catalog;
-use packbox::pack::validate::{self, PackReport};
+use packbox::CheckedPack;
+use packbox::{Catalog, Error};
 
+use super::options::{self, GlobalArgs};
 use super::{EXIT_INPUT, render};
 
 /// Subcommands of `packbox pack`.
@@ -26,13 +27,16 @@ pub enum PackCommand {
 }
 
 /// Runs a `pack` subcommand.
-pub fn execute(command: PackCommand, catalog: Option<&Path>) -> ExitCode {
+pub fn execute(command: PackCommand, global: &GlobalArgs) -> ExitCode {
     let PackCommand::Validate { dir, json } = command;
-    let catalog = match Catalog::load(catalog) {
+    let catalog = match options::resolve(global)
+        .map_err(Error::from)
+        .and_then(|settings| Ok(Catalog::load(settings.catalog_dir.as_deref())?))
+    {
         Ok(catalog) => catalog,
-        Err(error) => return render::report(&error.into(), json),
+        Err(error) => return render::report(&error, json),
     };
-    let reports = validate::validate(&dir, &catalog);
+    let reports = packbox::check_packs(&dir, &catalog);
     let problems: Vec<_> = reports.iter().flat_map(|r| &r.problems).collect();
     if json {
         let object = serde_json::json!({
@@ -56,7 +60,7 @@ pub fn execute(command: PackCommand, catalog: Option<&Path>) -> ExitCode {
     }
 }
 
-fn pack_json(report: &PackReport) -> serde_json::Value {
+fn pack_json(report: &CheckedPack) -> serde_json::Value {
     serde_json::json!({
         "dir": report.dir,
         "ref": report.pack.as_ref().map(|p| &p.pack_ref),
@@ -65,7 +69,7 @@ fn pack_json(report: &PackReport) -> serde_json::Value {
     })
 }
 
-fn summary(report: &PackReport) -> String {
+fn summary(report: &CheckedPack) -> String {
     let name = report
         .pack
         .as_ref()

@@ -4,19 +4,20 @@ use std::process::ExitCode;
 
 use packbox::{Error, Fault};
 
-use super::{EXIT_ENGINE, EXIT_INPUT};
+use super::{EXIT_CANCELLED, EXIT_ENGINE, EXIT_INPUT};
 
 /// The exit code for a library error.
 pub fn exit_code(error: &Error) -> ExitCode {
     match error.fault() {
         Fault::Input => ExitCode::from(EXIT_INPUT),
-        Fault::Engine => ExitCode::from(EXIT_ENGINE),
+        Fault::Cancelled => ExitCode::from(EXIT_CANCELLED),
+        _ => ExitCode::from(EXIT_ENGINE),
     }
 }
 
 /// Prints an error (and its hint) to stderr; with `json`, also an error object on stdout.
 pub fn report(error: &Error, json: bool) -> ExitCode {
-    let text = packbox::error::chain(error);
+    let text = packbox::error_chain(error);
     eprintln!("error: {text}");
     if let Some(hint) = error.hint() {
         eprintln!("hint: {hint}");

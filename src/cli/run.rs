@@ -1,17 +1,16 @@
 //! `packbox run`: one action in one container.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use packbox::config::{ConfigFile, RunSettings, SandboxSettings, Size, parse_size};
-use packbox::engine::StreamKind;
-use packbox::executor::RunEvent;
-use packbox::prepare::PrepareEvent;
-use packbox::{Catalog, Engine, Error, Executor, Outcome, RunRequest, Status};
+use packbox::{
+    Catalog, Error, Executor, Outcome, PrepareEvent, RunEvent, RunRequest, Status, StreamKind,
+};
 use tokio_util::sync::CancellationToken;
 
+use super::options::{self, GlobalArgs, SandboxArgs};
 use super::{render, signals};
 
 /// Arguments of `packbox run`.
@@ -44,87 +43,27 @@ pub struct RunArgs {
     /// both go to stderr, so stdout stays one JSON document).
     #[arg(long)]
     follow: bool,
-    /// Settings file (default: ./packbox.yaml when it exists).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Seconds before the action is stopped (default: its timeout_seconds, else 600).
-    #[arg(long, value_name = "SECONDS")]
-    timeout: Option<u64>,
-    /// Seconds between SIGTERM and SIGKILL when stopping the action (default 10).
-    #[arg(long, value_name = "SECONDS")]
-    grace: Option<u64>,
-    /// Bytes kept per output stream (default 10m).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    max_output: Option<u64>,
-    /// Network the action may use: none (default), bridge, or a network name.
-    #[arg(long, value_name = "NETWORK")]
-    network: Option<String>,
-    /// Memory limit, without swap (default 512m).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    memory: Option<u64>,
-    /// CPUs (default 1).
-    #[arg(long, value_name = "N")]
-    cpus: Option<f64>,
-    /// Maximum number of processes (default 256).
-    #[arg(long, value_name = "N")]
-    pids: Option<u32>,
-    /// Maximum number of open files (default 1024).
-    #[arg(long, value_name = "N")]
-    nofile: Option<u32>,
-    /// Size of the /tmp tmpfs (default 64m).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    tmp_size: Option<u64>,
-    /// User (UID or UID:GID) the action runs as (default 65534:65534).
-    #[arg(long, value_name = "UID[:GID]")]
-    user: Option<String>,
-    /// An OCI runtime the engine offers, e.g. runsc (default: the engine's).
-    #[arg(long, value_name = "NAME")]
-    oci_runtime: Option<String>,
+    /// Print each line of an environment build as it happens.
+    #[arg(long, env = "PACKBOX_VERBOSE_BUILD")]
+    verbose_build: bool,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
 }
 
 impl RunArgs {
-    /// The flags as settings, to lay over the config file's.
-    fn as_settings(&self) -> ConfigFile {
-        ConfigFile {
-            sandbox: SandboxSettings {
-                network: self.network.clone(),
-                tmp_size: self.tmp_size.map(Size),
-                user: self.user.clone(),
-                memory: self.memory.map(Size),
-                pids: self.pids,
-                cpus: self.cpus,
-                nofile: self.nofile,
-                oci_runtime: self.oci_runtime.clone(),
-                ..SandboxSettings::default()
-            },
-            run: RunSettings {
-                timeout_seconds: self.timeout,
-                grace_seconds: self.grace,
-                max_output: self.max_output.map(Size),
-            },
-        }
-    }
-
-    fn request(&self) -> Result<RunRequest, Error> {
-        let settings = ConfigFile::load(self.config.as_deref())?.with_flags(self.as_settings());
+    fn request(&self) -> RunRequest {
         let mut request = RunRequest::new(&self.packs, &self.action);
         request.params = self.params.clone();
         request.params_file = self.params_file.clone();
         request.secrets = self.secrets.clone();
         request.secrets_file = self.secrets_file.clone();
-        request.policy = settings.policy()?;
-        request.timeout = settings.timeout();
-        request.grace = settings.grace();
-        if let Some(max_output) = settings.max_output() {
-            request.max_output = max_output;
-        }
-        Ok(request)
+        request
     }
 }
 
 /// Runs the action and renders its outcome.
-pub async fn execute(args: RunArgs, catalog: Option<&Path>) -> ExitCode {
-    match run(&args, catalog).await {
+pub async fn execute(args: RunArgs, global: &GlobalArgs) -> ExitCode {
+    match run(&args, global).await {
         Ok(outcome) => {
             if args.json {
                 // Streamed: no second copy of a large output in memory.
@@ -144,26 +83,31 @@ pub async fn execute(args: RunArgs, catalog: Option<&Path>) -> ExitCode {
     }
 }
 
-async fn run(args: &RunArgs, catalog: Option<&Path>) -> Result<Outcome, Error> {
-    let catalog = Catalog::load(catalog)?;
+async fn run(args: &RunArgs, global: &GlobalArgs) -> Result<Outcome, Error> {
+    let settings = options::resolve_with(global, &args.sandbox)?;
+    let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
     // Everything wrong with the input is said before the engine is contacted.
-    let plan = packbox::plan(&catalog, &args.request()?)?;
+    let plan = packbox::plan(&settings, &catalog, &args.request())?;
+    for weaker in &plan.policy().weaker_than_default {
+        eprintln!("warning: weaker sandbox: {weaker}");
+    }
     let shutdown = CancellationToken::new();
     signals::cancel_on_signal(shutdown.clone());
-    let executor = Executor::new(Engine::connect().await?, catalog).with_shutdown(shutdown);
+    let executor = Executor::connect(settings, catalog)
+        .await?
+        .with_shutdown(shutdown);
     let follow = args.follow;
+    let verbose_build = args.verbose_build;
     // With --json, stdout carries the outcome alone: live output goes to stderr.
     let live_stdout_to_stderr = args.json;
     let terminal = std::io::stdout().is_terminal();
-    executor
+    let outcome = executor
         .run(&plan, move |event| match event {
             RunEvent::Prepare(PrepareEvent::Building { tag }) => {
                 eprintln!("building environment {tag}")
             }
-            RunEvent::Prepare(PrepareEvent::BuildLine { line }) => {
-                if std::env::var_os("PACKBOX_VERBOSE_BUILD").is_some() {
-                    eprint!("  {}", render::sanitize(line));
-                }
+            RunEvent::Prepare(PrepareEvent::BuildLine { line }) if verbose_build => {
+                eprint!("  {}", render::sanitize(line));
             }
             RunEvent::Output { stream, bytes } if follow => {
                 let stream = if live_stdout_to_stderr {
@@ -173,9 +117,11 @@ async fn run(args: &RunArgs, catalog: Option<&Path>) -> Result<Outcome, Error> {
                 };
                 follow_output(stream, bytes, terminal)
             }
-            RunEvent::Output { .. } => {}
+            _ => {}
         })
-        .await
+        .await;
+    executor.close().await;
+    outcome
 }
 
 /// Live output: raw bytes to a pipe, sanitised text to a terminal. Secrets are scrubbed only

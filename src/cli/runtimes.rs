@@ -1,12 +1,11 @@
 //! `packbox runtimes verify|list`: which runtime versions the images really hold.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use packbox::probe::{self, ProbeCache, VersionStatus};
-use packbox::{Catalog, Engine, Error};
+use packbox::{Catalog, Error, Executor, VersionStatus};
 
+use super::options::{self, GlobalArgs};
 use super::render;
 
 /// Subcommands of `packbox runtimes`.
@@ -27,12 +26,12 @@ pub enum RuntimesCommand {
 }
 
 /// Runs a `runtimes` subcommand.
-pub async fn execute(command: RuntimesCommand, catalog: Option<&Path>) -> ExitCode {
+pub async fn execute(command: RuntimesCommand, global: &GlobalArgs) -> ExitCode {
     let (verify, json) = match command {
         RuntimesCommand::Verify { json } => (true, json),
         RuntimesCommand::List { json } => (false, json),
     };
-    match statuses(verify, catalog).await {
+    match statuses(verify, global).await {
         Ok(statuses) => {
             if json {
                 match serde_json::to_string_pretty(&statuses) {
@@ -48,17 +47,17 @@ pub async fn execute(command: RuntimesCommand, catalog: Option<&Path>) -> ExitCo
     }
 }
 
-async fn statuses(verify: bool, catalog: Option<&Path>) -> Result<Vec<VersionStatus>, Error> {
-    let catalog = Catalog::load(catalog)?;
-    let filter = std::env::var("PACKBOX_RUNTIMES").ok();
-    let runtimes = probe::filter_runtimes(&catalog, filter.as_deref())?;
-    let engine = Engine::connect().await?;
-    let cache = ProbeCache::open();
-    Ok(if verify {
-        probe::verify(&engine, &catalog, &runtimes, &cache).await
+async fn statuses(verify: bool, global: &GlobalArgs) -> Result<Vec<VersionStatus>, Error> {
+    let settings = options::resolve(global)?;
+    let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
+    let executor = Executor::connect(settings, catalog).await?;
+    let statuses = if verify {
+        executor.verify_runtimes().await
     } else {
-        probe::list(&engine, &runtimes, &cache).await
-    })
+        executor.list_runtimes().await
+    };
+    executor.close().await;
+    statuses
 }
 
 fn print_table(statuses: &[VersionStatus]) {

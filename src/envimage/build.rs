@@ -8,25 +8,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
+use tokio_util::sync::CancellationToken;
+
 use super::recipe::{EnvRecipe, IndexSettings, RECIPE_FORMAT};
-use crate::engine::{BuildSpec, Engine, EngineError};
+use crate::engine::{BuildSpec, ContainerEngine, EngineError};
 
 /// How long one environment build may take.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Lines of build output quoted in a failure.
 const FAILURE_TAIL_LINES: usize = 15;
-/// Proxy variables passed to builds as build arguments (Docker keeps these out of the history).
-const PROXY_VARIABLES: &[&str] = &[
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "FTP_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "ftp_proxy",
-];
-
 /// How environment builds reach their package indexes.
 #[derive(Clone, Debug, Default)]
 pub struct BuildSettings {
@@ -36,24 +26,6 @@ pub struct BuildSettings {
     pub index: IndexSettings,
     /// Standard proxy variables, passed through as build arguments.
     pub proxies: BTreeMap<String, String>,
-}
-
-impl BuildSettings {
-    /// Settings from packbox's environment.
-    pub fn from_env() -> BuildSettings {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        BuildSettings {
-            ca_bundle: var("PACKBOX_BUILD_CA_BUNDLE").map(PathBuf::from),
-            index: IndexSettings {
-                pip_index_url: var("PACKBOX_PIP_INDEX_URL"),
-                npm_registry: var("PACKBOX_NPM_REGISTRY"),
-            },
-            proxies: PROXY_VARIABLES
-                .iter()
-                .filter_map(|name| Some((name.to_string(), var(name)?)))
-                .collect(),
-        }
-    }
 }
 
 /// An environment that could not be made.
@@ -79,6 +51,9 @@ pub enum EnvError {
     },
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The build was cancelled; its layers and its locks are gone.
+    #[error("building environment {tag} was cancelled")]
+    Cancelled { tag: String },
 }
 
 /// A ready environment image.
@@ -97,11 +72,12 @@ static BUILD_LOCKS: LazyLock<std::sync::Mutex<HashMap<String, Arc<tokio::sync::M
 /// Makes sure the environment image of a recipe exists. A present image costs one engine lookup;
 /// otherwise the image is built once, whoever else asks for it meanwhile.
 pub async fn ensure(
-    engine: &Engine,
+    engine: &dyn ContainerEngine,
     recipe: &EnvRecipe,
     settings: &BuildSettings,
     state_dir: &Path,
-    mut on_line: impl FnMut(&str),
+    cancel: &CancellationToken,
+    mut on_line: impl FnMut(&str) + Send,
 ) -> Result<EnvImage, EnvError> {
     let tag = recipe.tag();
     if let Some(id) = engine.image_id(&tag).await? {
@@ -118,8 +94,14 @@ pub async fn ensure(
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         locks.entry(key.clone()).or_default().clone()
     };
-    let _in_process = in_process.lock().await;
-    let _across_processes = lock_file(&state_dir.join("locks").join(format!("{key}.lock"))).await?;
+    let _in_process = tokio::select! {
+        guard = in_process.lock() => guard,
+        () = cancel.cancelled() => return Err(EnvError::Cancelled { tag }),
+    };
+    let lock_path = state_dir.join("locks").join(format!("{key}.lock"));
+    let Some(_across_processes) = lock_file(&lock_path, cancel).await? else {
+        return Err(EnvError::Cancelled { tag });
+    };
     // Whoever held the lock before may have built it.
     if let Some(id) = engine.image_id(&tag).await? {
         return Ok(EnvImage {
@@ -150,11 +132,24 @@ pub async fn ensure(
         // Builds reach package indexes; runs stay on network none.
         network_mode: "bridge".into(),
     };
-    let build = engine.build_image(spec, |line| {
+    let mut on_build_line = |line: &str| {
         log.line(line);
         on_line(line);
-    });
-    let result = tokio::time::timeout(BUILD_TIMEOUT, build).await;
+    };
+    let build = engine.build_image(spec, &mut on_build_line);
+    // Dropping the build's stream closes its connection, which stops the engine's build.
+    let result = tokio::select! {
+        result = tokio::time::timeout(BUILD_TIMEOUT, build) => Some(result),
+        () = cancel.cancelled() => None,
+    };
+    let Some(result) = result else {
+        // Layers the build made so far go too.
+        if let Some(layer) = &log.last_layer {
+            let _ = engine.remove_image(layer).await;
+        }
+        log.line("cancelled\n");
+        return Err(EnvError::Cancelled { tag });
+    };
     match result {
         Ok(Ok(id)) => Ok(EnvImage {
             tag,
@@ -183,7 +178,12 @@ pub async fn ensure(
             })
         }
         Ok(Err(other)) => Err(other.into()),
-        Err(_) => Err(EnvError::BuildTimedOut { tag, log: log_path }),
+        Err(_) => {
+            if let Some(layer) = &log.last_layer {
+                let _ = engine.remove_image(layer).await;
+            }
+            Err(EnvError::BuildTimedOut { tag, log: log_path })
+        }
     }
 }
 
@@ -235,8 +235,15 @@ pub(crate) fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, EnvError> {
     Ok(bytes)
 }
 
-/// Takes an exclusive lock on a file (waiting for it), held until the returned file is dropped.
-async fn lock_file(path: &Path) -> Result<std::fs::File, EnvError> {
+/// How often a lock held by another process is tried again.
+const LOCK_RETRY: Duration = Duration::from_millis(100);
+
+/// Takes an exclusive lock on a file, waiting for another process that holds it; the lock is
+/// held until the returned file is dropped. `None` when cancelled while waiting.
+async fn lock_file(
+    path: &Path,
+    cancel: &CancellationToken,
+) -> Result<Option<std::fs::File>, EnvError> {
     let state_error = |source| EnvError::State {
         path: path.to_path_buf(),
         source,
@@ -250,10 +257,17 @@ async fn lock_file(path: &Path) -> Result<std::fs::File, EnvError> {
         .write(true)
         .open(path)
         .map_err(state_error)?;
-    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
-        .await
-        .map_err(|e| state_error(std::io::Error::other(e)))?
-        .map_err(state_error)
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(state_error(e)),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(LOCK_RETRY) => {}
+            () = cancel.cancelled() => return Ok(None),
+        }
+    }
 }
 
 /// The full log of one build on disk, plus what a failure message quotes.
@@ -415,7 +429,11 @@ mod tests {
     async fn a_file_lock_is_exclusive_until_dropped() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("locks/k.lock");
-        let held = lock_file(&path).await.expect("first lock");
+        let cancel = CancellationToken::new();
+        let held = lock_file(&path, &cancel)
+            .await
+            .expect("first lock")
+            .expect("not cancelled");
         let other = std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
@@ -423,5 +441,234 @@ mod tests {
         assert!(other.try_lock().is_err(), "second lock must wait");
         drop(held);
         assert!(other.try_lock().is_ok(), "free once dropped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_lock_stops_on_cancel() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("locks/k.lock");
+        let cancel = CancellationToken::new();
+        let _held = lock_file(&path, &cancel)
+            .await
+            .expect("first lock")
+            .expect("not cancelled");
+        let waiting = lock_file(&path, &cancel);
+        let canceller = async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            cancel.cancel();
+        };
+        let (waited, ()) = tokio::join!(waiting, canceller);
+        assert!(waited.expect("no error").is_none(), "gave up on cancel");
+    }
+
+    mod with_a_fake_engine {
+        use std::sync::Arc;
+
+        use super::*;
+        use crate::engine::fake::{BuildScript, Call, FakeEngine};
+        use crate::envimage::recipe::{Installer, Manifests};
+
+        /// A recipe no other test uses (builds are single-flight per key, process-wide).
+        fn recipe(unique: &str) -> EnvRecipe {
+            EnvRecipe {
+                runtime: "python".into(),
+                version: "3.11.2".into(),
+                base_image_id: "sha256:base".into(),
+                manifests: Manifests {
+                    installer: Installer::Pip,
+                    files: vec![("requirements.txt".into(), unique.as_bytes().to_vec())],
+                },
+                index: IndexSettings::default(),
+            }
+        }
+
+        fn builds(fake: &FakeEngine) -> usize {
+            fake.count(|c| matches!(c, Call::Build(_)))
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn concurrent_callers_share_one_build() {
+            let fake = FakeEngine::new();
+            fake.set_build(BuildScript::Succeed {
+                delay: Duration::from_secs(20),
+                lines: vec!["Step 1/3 : FROM base\n".into()],
+            });
+            let dir = tempfile::tempdir().expect("tempdir");
+            let recipe = recipe("requests==2.31.0 # concurrent");
+            let cancel = CancellationToken::new();
+            let settings = BuildSettings::default();
+            let calls = (0..5).map(|_| {
+                ensure(
+                    fake.as_ref(),
+                    &recipe,
+                    &settings,
+                    dir.path(),
+                    &cancel,
+                    |_| {},
+                )
+            });
+            let results = futures::future::join_all(calls).await;
+            let images: Vec<EnvImage> = results.into_iter().map(|r| r.expect("ready")).collect();
+            assert_eq!(builds(&fake), 1, "one build for five callers");
+            assert_eq!(images.iter().filter(|i| i.built).count(), 1);
+            assert!(
+                images
+                    .iter()
+                    .all(|i| i.id == images[0].id && i.tag == recipe.tag())
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_present_image_costs_one_lookup_and_no_build() {
+            let fake = FakeEngine::new();
+            let recipe = recipe("present");
+            fake.add_image(&recipe.tag(), &[], 0);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let image = ensure(
+                fake.as_ref(),
+                &recipe,
+                &BuildSettings::default(),
+                dir.path(),
+                &CancellationToken::new(),
+                |_| {},
+            )
+            .await
+            .expect("present");
+            assert!(!image.built);
+            assert_eq!(fake.calls(), [Call::ImageId(recipe.tag())]);
+            assert!(!dir.path().join("locks").exists(), "no lock taken");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_failed_build_names_the_step_and_removes_its_layers() {
+            let fake = FakeEngine::new();
+            let layer = fake.add_image("", &[], 0);
+            let short = layer.trim_start_matches("sha256:")[..12].to_string();
+            fake.set_build(BuildScript::Fail {
+                lines: vec![
+                    "Step 2/4 : RUN pip install -r requirements.txt\n".into(),
+                    format!(" ---> {short}\n"),
+                    "ERROR: No matching distribution found for nope\n".into(),
+                ],
+                message: "The command '/bin/sh -c pip install' returned a non-zero code: 1".into(),
+            });
+            let dir = tempfile::tempdir().expect("tempdir");
+            let recipe = recipe("nope==1");
+            let err = ensure(
+                fake.as_ref(),
+                &recipe,
+                &BuildSettings::default(),
+                dir.path(),
+                &CancellationToken::new(),
+                |_| {},
+            )
+            .await
+            .expect_err("fails");
+            let text = err.to_string();
+            assert!(text.contains("RUN pip install"), "{text}");
+            assert!(text.contains("exited with code 1"), "{text}");
+            assert!(text.contains("No matching distribution"), "{text}");
+            assert!(!fake.has_image(&recipe.tag()), "no tag");
+            assert!(
+                !fake.has_image(&layer),
+                "the failed build's layer is removed"
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn cancelling_a_build_leaves_no_tag_and_no_lock_held() {
+            let fake = FakeEngine::new();
+            fake.set_build(BuildScript::Hang);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let recipe = recipe("cancelled build");
+            let cancel = CancellationToken::new();
+            let settings = BuildSettings::default();
+            let building = ensure(
+                fake.as_ref(),
+                &recipe,
+                &settings,
+                dir.path(),
+                &cancel,
+                |_| {},
+            );
+            let canceller = async {
+                fake.until(|f| f.count(|c| matches!(c, Call::Build(_))) == 1)
+                    .await;
+                cancel.cancel();
+            };
+            let (result, ()) = tokio::join!(building, canceller);
+            assert!(
+                matches!(result, Err(EnvError::Cancelled { .. })),
+                "{result:?}"
+            );
+            assert!(!fake.has_image(&recipe.tag()));
+            // The lock is free again: a new build goes ahead.
+            fake.set_build(BuildScript::Succeed {
+                delay: Duration::ZERO,
+                lines: Vec::new(),
+            });
+            let image = ensure(
+                fake.as_ref(),
+                &recipe,
+                &settings,
+                dir.path(),
+                &CancellationToken::new(),
+                |_| {},
+            )
+            .await
+            .expect("built after the cancel");
+            assert!(image.built);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_build_over_its_time_limit_fails_and_leaves_no_tag() {
+            let fake = FakeEngine::new();
+            fake.set_build(BuildScript::Hang);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let recipe = recipe("slow build");
+            let err = ensure(
+                fake.as_ref(),
+                &recipe,
+                &BuildSettings::default(),
+                dir.path(),
+                &CancellationToken::new(),
+                |_| {},
+            )
+            .await
+            .expect_err("times out");
+            assert!(matches!(err, EnvError::BuildTimedOut { .. }), "{err}");
+            assert!(!fake.has_image(&recipe.tag()));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn build_lines_reach_the_caller_and_the_log() {
+            let fake = FakeEngine::new();
+            fake.set_build(BuildScript::Succeed {
+                delay: Duration::ZERO,
+                lines: vec!["Step 1/2 : FROM base\n".into(), "done\n".into()],
+            });
+            let dir = tempfile::tempdir().expect("tempdir");
+            let recipe = recipe("lines");
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = Arc::clone(&seen);
+            ensure(
+                fake.as_ref(),
+                &recipe,
+                &BuildSettings::default(),
+                dir.path(),
+                &CancellationToken::new(),
+                move |line| sink.lock().expect("lock").push(line.to_string()),
+            )
+            .await
+            .expect("built");
+            assert_eq!(seen.lock().expect("lock").len(), 2);
+            let log = std::fs::read_to_string(
+                dir.path()
+                    .join("builds")
+                    .join(format!("{}.log", recipe.key())),
+            )
+            .expect("log kept");
+            assert!(log.contains("Step 1/2"));
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use crate::engine::{Engine, EngineError, ImageSummary};
+use crate::engine::{ContainerEngine, EngineError, ImageSummary};
 
 /// One environment image, as `packbox envs list` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -31,12 +31,12 @@ pub struct PruneReport {
 }
 
 /// Every environment image on the engine, newest first.
-pub async fn list(engine: &Engine) -> Result<Vec<EnvInfo>, EngineError> {
+pub async fn list(engine: &dyn ContainerEngine) -> Result<Vec<EnvInfo>, EngineError> {
     let images = engine
         .images_with_labels(&["packbox.kind=env".to_string()])
         .await?;
     let used: HashSet<String> = engine
-        .all_containers()
+        .containers_with_labels(&[])
         .await?
         .into_iter()
         .filter_map(|c| c.image_id)
@@ -51,7 +51,7 @@ pub async fn list(engine: &Engine) -> Result<Vec<EnvInfo>, EngineError> {
 
 /// Removes all but the `keep` newest environment images, never one in use.
 pub async fn prune(
-    engine: &Engine,
+    engine: &dyn ContainerEngine,
     keep: usize,
     dry_run: bool,
 ) -> Result<PruneReport, EngineError> {
@@ -91,5 +91,83 @@ fn describe(image: ImageSummary, used: &HashSet<String>) -> EnvInfo {
         created: label("packbox.created"),
         size_bytes: image.size_bytes,
         id: image.id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::fake::{Call, FakeEngine};
+
+    /// Adds an environment image created at `created` (an RFC 3339 label, as builds write it).
+    fn env(fake: &FakeEngine, tag: &str, created: &str) -> String {
+        fake.add_image(
+            tag,
+            &[
+                ("packbox.kind", "env"),
+                ("packbox.created", created),
+                ("packbox.runtime", "python"),
+            ],
+            0,
+        )
+    }
+
+    fn three(fake: &FakeEngine) -> [String; 3] {
+        [
+            env(fake, "packbox/env:old", "2026-01-01T00:00:00Z"),
+            env(fake, "packbox/env:mid", "2026-02-01T00:00:00Z"),
+            env(fake, "packbox/env:new", "2026-03-01T00:00:00Z"),
+        ]
+    }
+
+    #[tokio::test]
+    async fn listing_is_newest_first_and_ignores_other_images() {
+        let fake = FakeEngine::new();
+        three(&fake);
+        fake.add_image("packbox/python:3.11", &[("packbox.kind", "runtime")], 0);
+        let envs = list(fake.as_ref()).await.expect("list");
+        let tags: Vec<&str> = envs.iter().map(|e| e.tag.as_str()).collect();
+        assert_eq!(
+            tags,
+            ["packbox/env:new", "packbox/env:mid", "packbox/env:old"]
+        );
+    }
+
+    #[tokio::test]
+    async fn prune_keeps_the_newest_n() {
+        let fake = FakeEngine::new();
+        let [old, mid, new] = three(&fake);
+        let report = prune(fake.as_ref(), 1, false).await.expect("prune");
+        assert_eq!(report.kept.len(), 1);
+        assert_eq!(report.removed.len(), 2);
+        assert!(fake.has_image(&new));
+        assert!(!fake.has_image(&mid) && !fake.has_image(&old));
+    }
+
+    #[tokio::test]
+    async fn prune_never_removes_an_image_a_container_uses() {
+        let fake = FakeEngine::new();
+        let [old, _, _] = three(&fake);
+        fake.add_listed_container("stopped", &old, &[]);
+        let report = prune(fake.as_ref(), 0, false).await.expect("prune");
+        assert!(fake.has_image(&old), "in use: kept");
+        assert_eq!(report.kept.len(), 1);
+        assert!(report.kept[0].in_use);
+        assert_eq!(report.removed.len(), 2);
+        assert!(
+            !fake.calls().contains(&Call::RemoveImage(old.clone())),
+            "not even asked"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_removes_nothing() {
+        let fake = FakeEngine::new();
+        let ids = three(&fake);
+        let report = prune(fake.as_ref(), 0, true).await.expect("prune");
+        assert!(report.dry_run);
+        assert_eq!(report.removed.len(), 3);
+        assert!(ids.iter().all(|id| fake.has_image(id)));
+        assert_eq!(fake.count(|c| matches!(c, Call::RemoveImage(_))), 0);
     }
 }

@@ -6,5 +6,5 @@ pub mod build;
 pub mod inventory;
 pub mod recipe;
 
-pub use build::{BuildSettings, EnvError, EnvImage, ensure};
+pub use build::{BuildSettings, EnvError, ensure};
 pub use recipe::{EnvRecipe, IndexSettings, Installer, Manifests};

@@ -18,7 +18,8 @@ pub mod validate;
 pub use action::{ActionManifest, OutputFormat, ParameterDelivery, ParameterFormat};
 pub use manifest::PackManifest;
 pub use problem::Problem;
-pub use schema::{ParamType, ParameterSpec, Parameters};
+pub(crate) use problem::locate;
+pub use schema::ParameterSpec;
 
 /// A pack or action that cannot be run, naming the file (and field) it concerns.
 #[derive(Debug, thiserror::Error)]

@@ -1,14 +1,13 @@
-//! Whole-pack checks, for `packbox pack validate` and `packbox actions list`: every file of the
-//! pack, the safety rules, and what only the runtime catalog can tell (whether the runner type is
-//! known and the version constraint can be met).
+//! Whole-pack loading, for `packbox pack validate` and `packbox actions list`: every file of the
+//! pack and the safety rules. What only the runtime catalog can tell (whether the runner type is
+//! known and the version constraint can be met) is checked a step above, by `check`.
 
 use std::path::{Path, PathBuf};
 
 use super::action::{self, ActionManifest};
 use super::manifest::{self, PackManifest};
-use super::problem::{Problem, locate};
+use super::problem::Problem;
 use super::safety;
-use crate::catalog::Catalog;
 
 /// Everything found in one pack folder.
 #[derive(Clone, Debug)]
@@ -16,25 +15,15 @@ pub struct PackReport {
     pub dir: PathBuf,
     /// `None` when `pack.yaml` has problems.
     pub pack: Option<PackManifest>,
-    /// The actions without problems.
-    pub actions: Vec<CheckedAction>,
+    /// The actions that loaded without problems, with the file each came from.
+    pub actions: Vec<(PathBuf, ActionManifest)>,
     pub problems: Vec<Problem>,
 }
 
-/// An action that loads and can run with the catalog.
-#[derive(Clone, Debug)]
-pub struct CheckedAction {
-    pub manifest: ActionManifest,
-    /// The catalog's name for the action's runner type.
-    pub runtime: String,
-    /// The runtime version `packbox run` would choose.
-    pub version: String,
-}
-
 /// Checks `dir`: one pack (it holds `pack.yaml`) or a folder of packs (its sub-folders that do).
-pub fn validate(dir: &Path, catalog: &Catalog) -> Vec<PackReport> {
+pub fn validate(dir: &Path) -> Vec<PackReport> {
     if dir.join("pack.yaml").is_file() {
-        return vec![validate_pack(dir, catalog)];
+        return vec![validate_pack(dir)];
     }
     let mut pack_dirs: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| {
@@ -66,12 +55,12 @@ pub fn validate(dir: &Path, catalog: &Catalog) -> Vec<PackReport> {
     }
     pack_dirs
         .iter()
-        .map(|pack_dir| validate_pack(pack_dir, catalog))
+        .map(|pack_dir| validate_pack(pack_dir))
         .collect()
 }
 
 /// Checks one pack folder and every action in it.
-pub fn validate_pack(dir: &Path, catalog: &Catalog) -> PackReport {
+pub fn validate_pack(dir: &Path) -> PackReport {
     let mut problems = Vec::new();
     let (pack_dir, pack) = load_pack_manifest(dir, &mut problems);
     // Action refs are checked against the pack's ref, or the folder's name when that is unreadable.
@@ -95,9 +84,7 @@ pub fn validate_pack(dir: &Path, catalog: &Catalog) -> PackReport {
         let Some(manifest) = action::load(&file, &pack_ref, &pack_dir, &mut problems) else {
             continue;
         };
-        if let Some(checked) = check_with_catalog(&file, manifest, catalog, &mut problems) {
-            actions.push(checked);
-        }
+        actions.push((file, manifest));
     }
     PackReport {
         dir: pack_dir,
@@ -149,42 +136,4 @@ fn folder_name(dir: &Path) -> String {
     dir.file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-fn check_with_catalog(
-    file: &Path,
-    manifest: ActionManifest,
-    catalog: &Catalog,
-    problems: &mut Vec<Problem>,
-) -> Option<CheckedAction> {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    let problem = |field: &str, message: String| Problem {
-        file: file.to_path_buf(),
-        line: locate(&text, &[field]),
-        field: Some(field.into()),
-        message,
-    };
-    let Some(runtime) = catalog.resolve(&manifest.runner_type) else {
-        problems.push(problem(
-            "runner_type",
-            format!(
-                "`{}` is not a known runtime; expected one of {}",
-                manifest.runner_type,
-                catalog.known_names()
-            ),
-        ));
-        return None;
-    };
-    let available = runtime.version_names();
-    match runtime.select_version(&available, manifest.runtime_version.as_ref()) {
-        Ok(version) => Some(CheckedAction {
-            runtime: runtime.name.clone(),
-            version: version.version.clone(),
-            manifest,
-        }),
-        Err(e) => {
-            problems.push(problem("runtime_version", e.to_string()));
-            None
-        }
-    }
 }

@@ -1,14 +1,7 @@
-//! Running one action in a throw-away container: the sandbox policy, the parameter document on
-//! stdin, bounded output capture, timeout, result parsing and removal.
+//! The sandbox an action runs in: packbox's locked-down policy and how it becomes a container
+//! spec. Kept apart from the container lifecycle (which runs whatever spec it is given) so that
+//! what an action is allowed is decided, and reported, in one place.
 
-pub mod capture;
-pub mod delivery;
-pub mod owner;
 pub mod policy;
-pub mod pool;
-pub mod result;
-pub mod run;
 
-pub use capture::DEFAULT_MAX_OUTPUT;
-pub use policy::{SandboxPolicy, Workload};
-pub use run::{ContainerExit, Ending, RunError, RunIo, RunLimits};
+pub use policy::{PackSource, SandboxPolicy, Workload};

@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::engine::{BindMount, ContainerSpec};
+use crate::engine::{BindMount, ContainerSpec, VolumeMount};
 
 /// Where the pack is mounted (read-only) inside every container.
 pub const PACK_MOUNT: &str = "/pack";
 
 /// Limits and isolation settings for one run. `Default` is the locked-down policy of DESIGN.md.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct SandboxPolicy {
     /// `none` by default; `bridge` or a network name only when the operator grants it.
     pub network: String,
@@ -28,6 +29,10 @@ pub struct SandboxPolicy {
     pub nofile: u32,
     /// An OCI runtime other than the engine's default (e.g. `runsc`).
     pub oci_runtime: Option<String>,
+    /// The settings weaker than packbox's defaults that the operator allowed explicitly
+    /// (`--allow-weaker-sandbox`), each as `setting = value (default ...)`; empty for the
+    /// locked-down sandbox.
+    pub weaker_than_default: Vec<String>,
 }
 
 impl Default for SandboxPolicy {
@@ -44,6 +49,7 @@ impl Default for SandboxPolicy {
             cpus: 1.0,
             nofile: 1024,
             oci_runtime: None,
+            weaker_than_default: Vec::new(),
         }
     }
 }
@@ -55,8 +61,17 @@ pub struct Workload {
     pub cmd: Vec<String>,
     pub env: Vec<(String, String)>,
     pub labels: BTreeMap<String, String>,
-    /// Host path of the pack folder, mounted read-only at `/pack` (none for image probes).
-    pub pack_dir: Option<String>,
+    /// The pack, mounted read-only at `/pack` (none for image probes).
+    pub pack: Option<PackSource>,
+}
+
+/// Where the pack a container sees at `/pack` comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PackSource {
+    /// A folder of this machine, bind-mounted: only an engine on this machine sees it.
+    HostDir(String),
+    /// A volume on the engine holding the pack's content (see `pack_volume`).
+    Volume(String),
 }
 
 impl SandboxPolicy {
@@ -74,16 +89,22 @@ impl SandboxPolicy {
             working_dir: PACK_MOUNT.into(),
             user: self.user.clone(),
             labels: workload.labels,
-            binds: workload
-                .pack_dir
-                .into_iter()
-                .map(|host_path| BindMount {
-                    host_path,
+            binds: match &workload.pack {
+                Some(PackSource::HostDir(host_path)) => vec![BindMount {
+                    host_path: host_path.clone(),
                     container_path: PACK_MOUNT.into(),
                     read_only: true,
-                })
-                .collect(),
-            volumes: Vec::new(),
+                }],
+                _ => Vec::new(),
+            },
+            volumes: match workload.pack {
+                Some(PackSource::Volume(volume)) => vec![VolumeMount {
+                    volume,
+                    container_path: PACK_MOUNT.into(),
+                    read_only: true,
+                }],
+                _ => Vec::new(),
+            },
             tmpfs,
             read_only_rootfs: self.read_only_root,
             network_mode: self.network.clone(),
@@ -108,7 +129,7 @@ mod tests {
             cmd: vec!["bash".into()],
             env: Vec::new(),
             labels: BTreeMap::new(),
-            pack_dir: Some("/host/packs/p".into()),
+            pack: Some(PackSource::HostDir("/host/packs/p".into())),
         }
     }
 

@@ -52,10 +52,54 @@ impl Finished {
     }
 }
 
-/// Runs the packbox binary with the given arguments and environment.
+thread_local! {
+    /// This test's own state folder (each test runs on its own thread, and with nextest in its
+    /// own process), removed when the test ends.
+    static STATE_DIR: tempfile::TempDir = seeded_state_dir();
+}
+
+/// The state folder of the running test: its own, seeded with a probe cache so that tests do
+/// not each pay for probing every runtime image.
+pub fn state_dir() -> PathBuf {
+    STATE_DIR.with(|dir| dir.path().to_path_buf())
+}
+
+/// A new state folder holding a copy of the shared probe cache (made once, under a lock, by
+/// `packbox runtimes verify`; a stale entry only costs a probe, since entries are keyed by
+/// image id).
+fn seeded_state_dir() -> tempfile::TempDir {
+    let seed = repo_root().join("target/test-state-seed");
+    std::fs::create_dir_all(&seed).expect("seed folder");
+    let lock = std::fs::File::create(seed.join("seed.lock")).expect("seed lock");
+    lock.lock().expect("lock the seed");
+    let cache = seed.join("probes.json");
+    if !cache.is_file() {
+        let status = Command::new(env!("CARGO_BIN_EXE_packbox"))
+            .args(["runtimes", "verify", "--json"])
+            .env("PACKBOX_STATE_DIR", &seed)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("packbox runtimes verify runs");
+        assert!(status.success(), "seeding the probe cache failed");
+    }
+    let dir = tempfile::tempdir().expect("a state folder");
+    std::fs::copy(&cache, dir.path().join("probes.json")).expect("copy the probe cache");
+    dir
+}
+
+/// Settings for library tests: the environment's, with this test's own state folder.
+pub fn settings() -> packbox::Settings {
+    let mut layer = packbox::SettingsLayer::default();
+    layer.state_dir = Some(state_dir());
+    packbox::Settings::resolve(layer, None, &packbox::Environment::capture()).expect("settings")
+}
+
+/// Runs the packbox binary with the given arguments and environment (and this test's state
+/// folder, unless `env` names one).
 pub fn packbox(args: &[&str], env: &[(&str, &str)]) -> Finished {
     let mut command = Command::new(env!("CARGO_BIN_EXE_packbox"));
     command.args(args);
+    command.env("PACKBOX_STATE_DIR", state_dir());
     for (key, value) in env {
         command.env(key, value);
     }
@@ -233,6 +277,7 @@ pub fn remove_image(name: &str) {
 pub fn spawn_packbox(args: &[&str]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_packbox"))
         .args(args)
+        .env("PACKBOX_STATE_DIR", state_dir())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -8,6 +8,7 @@ use crate::sandbox::SandboxPolicy;
 /// How a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Status {
     /// The action exited 0.
     Succeeded,
@@ -39,6 +40,7 @@ impl Status {
 
 /// Everything known about one run of an action.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct Outcome {
     pub exec_id: String,
     pub action: String,

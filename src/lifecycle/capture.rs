@@ -1,9 +1,6 @@
 //! Bounded capture of one output stream: the head is kept up to a limit, the rest is counted and
 //! dropped, so packbox's memory stays flat whatever an action prints.
 
-/// Default limit per stream: 10 MiB.
-pub const DEFAULT_MAX_OUTPUT: usize = 10 << 20;
-
 /// One stream's captured bytes.
 #[derive(Debug)]
 pub struct BoundedBuffer {

@@ -79,6 +79,14 @@ impl WarmPool {
         None
     }
 
+    /// How many containers wait in the pool.
+    pub fn idle(&self) -> usize {
+        self.idle
+            .lock()
+            .map(|idle| idle.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+
     /// Every idle container, emptying the pool.
     pub fn drain(&self) -> Vec<Warm> {
         self.idle

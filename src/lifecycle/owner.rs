@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::engine::{Engine, EngineError};
+use crate::engine::{ContainerEngine, EngineError};
 
 /// Label: the container is packbox's.
 pub const MANAGED: &str = "packbox.managed";
@@ -95,7 +95,7 @@ pub struct Swept {
 }
 
 /// Removes packbox containers whose owning process is gone; never one of a live owner.
-pub async fn sweep_orphans(engine: &Engine) -> Result<Vec<Swept>, EngineError> {
+pub async fn sweep_orphans(engine: &dyn ContainerEngine) -> Result<Vec<Swept>, EngineError> {
     let host = host_name();
     let containers = engine
         .containers_with_labels(&[format!("{MANAGED}=true")])
@@ -170,5 +170,77 @@ mod tests {
     #[test]
     fn containers_without_owner_labels_are_not_judged() {
         assert_eq!(Owner::from_labels(&HashMap::new()), None);
+    }
+
+    /// The labels of a container owned by `owner`.
+    fn owned_by(owner: &Owner) -> Vec<(String, String)> {
+        let mut labels: Vec<(String, String)> = owner.labels().into_iter().collect();
+        labels.push(("packbox.action".into(), "p.a".into()));
+        labels
+    }
+
+    fn add(fake: &crate::engine::fake::FakeEngine, id: &str, labels: &[(String, String)]) {
+        let borrowed: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        fake.add_listed_container(id, "sha256:any", &borrowed);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_removes_dead_owners_and_keeps_live_and_foreign_ones() {
+        let fake = crate::engine::fake::FakeEngine::new();
+        let me = Owner::current();
+        let dead = Owner {
+            host: me.host.clone(),
+            pid: u32::MAX - 1,
+            start: Some(1),
+        };
+        let reused = Owner {
+            start: me.start.map(|s| s + 1),
+            ..me.clone()
+        };
+        let elsewhere = Owner {
+            host: format!("{}-elsewhere", me.host),
+            ..dead.clone()
+        };
+        add(&fake, "live", &owned_by(&me));
+        add(&fake, "dead", &owned_by(&dead));
+        add(&fake, "reused", &owned_by(&reused));
+        add(&fake, "elsewhere", &owned_by(&elsewhere));
+        add(
+            &fake,
+            "unowned",
+            &[(MANAGED.to_string(), "true".to_string())],
+        );
+        add(&fake, "not-ours", &[("app".to_string(), "web".to_string())]);
+
+        let swept = sweep_orphans(fake.as_ref()).await.expect("sweep");
+        let mut removed: Vec<&str> = swept.iter().map(|s| s.container.as_str()).collect();
+        removed.sort();
+        assert_eq!(removed, ["dead", "reused"]);
+        assert!(swept.iter().all(|s| s.action.as_deref() == Some("p.a")));
+        let mut left = fake.container_ids();
+        left.sort();
+        assert_eq!(left, ["elsewhere", "live", "not-ours", "unowned"]);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_asks_only_for_packbox_containers() {
+        let fake = crate::engine::fake::FakeEngine::new();
+        sweep_orphans(fake.as_ref()).await.expect("sweep");
+        assert_eq!(
+            fake.calls(),
+            [crate::engine::fake::Call::ListContainers(vec![
+                "packbox.managed=true".to_string()
+            ])]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_engine_error_while_listing_is_reported() {
+        let fake = crate::engine::fake::FakeEngine::new();
+        fake.fail(crate::engine::fake::Op::ListContainers, 1);
+        assert!(sweep_orphans(fake.as_ref()).await.is_err());
     }
 }

@@ -1,12 +1,27 @@
 //! From a finished container to an outcome: the status, the error text and the parsed result.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
-use super::run::{ContainerExit, Ending};
-use crate::outcome::{Outcome, Status};
+use super::outcome::{Outcome, Status};
+use super::secrets::{self, Redactor};
+use crate::lifecycle::{ContainerExit, Ending};
 use crate::pack::OutputFormat;
-use crate::plan::RunPlan;
-use crate::secrets;
+use crate::sandbox::SandboxPolicy;
+
+/// What the contract needs to know about a run to turn its container's end into an outcome.
+#[derive(Clone, Copy, Debug)]
+pub struct OutcomeTerms<'a> {
+    pub action_ref: &'a str,
+    pub runtime: &'a str,
+    pub output_format: OutputFormat,
+    /// The action's output schema, whose `secret: true` fields are redacted.
+    pub output_schema: Option<&'a Value>,
+    pub redactor: &'a Redactor,
+    pub timeout: Duration,
+    pub policy: &'a SandboxPolicy,
+}
 
 /// What the executor knows about a run besides its container's end.
 #[derive(Clone, Debug)]
@@ -20,14 +35,13 @@ pub struct RunFacts {
 
 /// The outcome of a finished container: status and error text as the contract says, the result
 /// parsed on exit 0 only, and every secret of the run scrubbed out.
-pub fn outcome(plan: &RunPlan, exit: ContainerExit, facts: RunFacts) -> Outcome {
-    let manifest = &plan.action.action;
+pub fn outcome(terms: OutcomeTerms<'_>, exit: ContainerExit, facts: RunFacts) -> Outcome {
     let (status, error) = match exit.ending {
         Ending::TimedOut => (
             Status::Timeout,
             Some(format!(
                 "Execution timed out after {} seconds",
-                plan.limits.timeout.as_secs()
+                terms.timeout.as_secs()
             )),
         ),
         Ending::Cancelled => (
@@ -41,7 +55,7 @@ pub fn outcome(plan: &RunPlan, exit: ContainerExit, facts: RunFacts) -> Outcome 
                 Status::Succeeded => None,
                 Status::Oom => Some(format!(
                     "Action was killed for exceeding its memory limit ({} bytes)",
-                    plan.policy.memory_bytes
+                    terms.policy.memory_bytes
                 )),
                 _ => Some(failure_message(&exit.stderr.text, code)),
             };
@@ -49,16 +63,16 @@ pub fn outcome(plan: &RunPlan, exit: ContainerExit, facts: RunFacts) -> Outcome 
         }
     };
     let mut parsed = (status == Status::Succeeded)
-        .then(|| parse_result(&exit.stdout.text, manifest.output_format))
+        .then(|| parse_result(&exit.stdout.text, terms.output_format))
         .flatten();
     let secret_outputs = match &mut parsed {
-        Some(result) => secrets::redact_secret_fields(result, manifest.output.as_ref()),
+        Some(result) => secrets::redact_secret_fields(result, terms.output_schema),
         None => Vec::new(),
     };
-    let redactor = &plan.redactor.extended(secret_outputs.iter());
+    let redactor = &terms.redactor.extended(secret_outputs.iter());
     Outcome {
         exec_id: facts.exec_id,
-        action: plan.action.action_ref.clone(),
+        action: terms.action_ref.to_string(),
         status,
         exit_code: exit.exit_code,
         result: parsed.map(|r| redactor.value(r)),
@@ -68,10 +82,10 @@ pub fn outcome(plan: &RunPlan, exit: ContainerExit, facts: RunFacts) -> Outcome 
         stderr_truncated: exit.stderr.truncated,
         error: error.map(|e| redactor.text(e)),
         duration_ms: facts.duration_ms,
-        runtime: plan.runtime.name.clone(),
+        runtime: terms.runtime.to_string(),
         runtime_version: facts.runtime_version,
         image: facts.image,
-        sandbox: plan.policy.clone(),
+        sandbox: terms.policy.clone(),
     }
 }
 

@@ -1,0 +1,10 @@
+//! The Attune action contract, apart from how containers are run: the parameter document and how
+//! it is encoded for the action, secrets and their scrubbing, how output is parsed, and the
+//! outcome a run reports.
+
+pub mod delivery;
+pub mod outcome;
+pub mod result;
+pub mod secrets;
+
+pub use outcome::{Outcome, Status};

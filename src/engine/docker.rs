@@ -1,0 +1,827 @@
+//! The Docker engine through bollard: the only code in the crate that knows bollard's types.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
+    CreateImageOptionsBuilder, ImportImageOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RemoveVolumeOptions,
+    UploadToContainerOptionsBuilder,
+};
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::{
+    ArchiveStream, Attached, BuildSpec, ConnectProblem, ContainerEngine, ContainerSpec,
+    ContainerState, ContainerSummary, EngineError, EngineInfo, ImageExport, ImageSummary, LineSink,
+    OutputChunk, Signal, StreamKind, VolumeSummary,
+};
+use crate::endpoint::{Endpoint, Transport};
+
+/// How long connecting and negotiating the API version may take before the engine counts as
+/// not answering.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request may wait for the engine's answer to start (bollard's default).
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+/// The oldest engine API packbox runs against: Docker 20.10, the oldest engine it is tested on.
+pub const MIN_API_VERSION: (usize, usize) = (1, 41);
+
+/// A connected Docker engine. Cheap to clone: bollard opens one connection per request (over
+/// TLS, one handshake per request too).
+#[derive(Clone, Debug)]
+pub struct DockerEngine {
+    docker: Docker,
+    endpoint: String,
+}
+
+impl DockerEngine {
+    /// Connects to an endpoint (a Unix socket, plain TCP, or TCP with mutual TLS) and negotiates
+    /// the API version, bounded so that a dead engine fails fast. Errors name the endpoint and
+    /// what failed: refused, TLS (whose certificate was refused), API too old.
+    pub async fn connect(endpoint: &Endpoint) -> Result<DockerEngine, EngineError> {
+        let version = bollard::API_DEFAULT_VERSION;
+        let docker = match &endpoint.transport {
+            Transport::Unix { .. } => {
+                Docker::connect_with_unix(&endpoint.host, REQUEST_TIMEOUT_SECS, version)
+            }
+            Transport::Tcp { address, tls: None } => {
+                Docker::connect_with_http(address, REQUEST_TIMEOUT_SECS, version)
+            }
+            Transport::Tcp {
+                address,
+                tls: Some(files),
+            } => {
+                files
+                    .check(&endpoint.origin)
+                    .map_err(|e| EngineError::Tls(Box::new(e)))?;
+                // bollard signs with the process-wide provider; ring is the one compiled in.
+                // An Err only says one is installed already, which is as good.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                Docker::connect_with_ssl(
+                    address,
+                    &files.key,
+                    &files.cert,
+                    &files.ca,
+                    REQUEST_TIMEOUT_SECS,
+                    version,
+                )
+            }
+        };
+        let unreachable = |problem, source: Option<BollardError>| EngineError::Unreachable {
+            endpoint: endpoint.host.clone(),
+            problem,
+            source: source.map(|e| Box::new(e) as _),
+        };
+        let docker = docker.map_err(|e| unreachable(classify(&e, endpoint), Some(e)))?;
+        let docker = match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
+            Err(_) => {
+                let seconds = CONNECT_TIMEOUT.as_secs();
+                return Err(unreachable(ConnectProblem::NoAnswer { seconds }, None));
+            }
+            Ok(Err(e)) => return Err(unreachable(classify(&e, endpoint), Some(e))),
+            Ok(Ok(docker)) => docker,
+        };
+        let negotiated = docker.client_version();
+        if (negotiated.major_version, negotiated.minor_version) < MIN_API_VERSION {
+            let found = format!("{}.{}", negotiated.major_version, negotiated.minor_version);
+            return Err(unreachable(ConnectProblem::ApiTooOld { found }, None));
+        }
+        Ok(DockerEngine {
+            docker,
+            endpoint: endpoint.host.clone(),
+        })
+    }
+}
+
+fn api(what: impl Into<String>, source: BollardError) -> EngineError {
+    EngineError::Api {
+        what: what.into(),
+        source: Box::new(source),
+    }
+}
+
+#[async_trait::async_trait]
+impl ContainerEngine for DockerEngine {
+    fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    async fn image_id(&self, name: &str) -> Result<Option<String>, EngineError> {
+        match self.docker.inspect_image(name).await {
+            Ok(image) => Ok(image.id),
+            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) => Err(api(format!("inspecting image {name}"), e)),
+        }
+    }
+
+    async fn pull_image(&self, name: &str) -> Result<(), EngineError> {
+        // Without a tag the engine would pull every tag of the repository.
+        let reference = if has_tag_or_digest(name) {
+            name.to_string()
+        } else {
+            format!("{name}:latest")
+        };
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(&reference)
+            .build();
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                return Err(api(format!("pulling image {name}"), e));
+            }
+        }
+        Ok(())
+    }
+
+    async fn build_image(
+        &self,
+        spec: BuildSpec,
+        on_line: LineSink<'_>,
+    ) -> Result<String, EngineError> {
+        let options = BuildImageOptionsBuilder::default()
+            .dockerfile(&spec.dockerfile)
+            .t(&spec.tag)
+            .rm(true)
+            .forcerm(true)
+            .buildargs(&spec.build_args)
+            .labels(&spec.labels)
+            .networkmode(&spec.network_mode)
+            .build();
+        let body = bollard::body_full(Bytes::from(spec.context_tar));
+        let mut stream = self.docker.build_image(options, None, Some(body));
+        let mut image_id = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(line) = info.stream.as_deref() {
+                        on_line(line);
+                    }
+                    if let Some(id) = info.aux.and_then(|aux| aux.id) {
+                        image_id = Some(id);
+                    }
+                    if let Some(detail) = info.error_detail {
+                        return Err(EngineError::Build {
+                            tag: spec.tag,
+                            message: detail.message.unwrap_or_default(),
+                        });
+                    }
+                }
+                Err(BollardError::DockerStreamError { error }) => {
+                    return Err(EngineError::Build {
+                        tag: spec.tag,
+                        message: error,
+                    });
+                }
+                Err(e) => return Err(api(format!("building image {}", spec.tag), e)),
+            }
+        }
+        match image_id {
+            Some(id) => Ok(id),
+            None => self
+                .image_id(&spec.tag)
+                .await?
+                .ok_or_else(|| EngineError::Build {
+                    tag: spec.tag.clone(),
+                    message: "the engine reported no image id".into(),
+                }),
+        }
+    }
+
+    async fn create_container(
+        &self,
+        name: &str,
+        spec: &ContainerSpec,
+    ) -> Result<String, EngineError> {
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        let created = match self
+            .docker
+            .create_container(Some(options), container_body(spec))
+            .await
+        {
+            Ok(created) => created,
+            Err(e) if is_status(&e, 409) => {
+                return Err(EngineError::InUse {
+                    what: format!("creating container {name}: the name"),
+                });
+            }
+            Err(e) => {
+                return Err(api(
+                    format!("creating a container from image {}", spec.image),
+                    e,
+                ));
+            }
+        };
+        Ok(created.id)
+    }
+
+    async fn attach(&self, id: &str) -> Result<Attached, EngineError> {
+        let options = AttachContainerOptionsBuilder::default()
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            .build();
+        let attached = self
+            .docker
+            .attach_container(id, Some(options))
+            .await
+            .map_err(|e| api(format!("attaching to container {id}"), e))?;
+        let container = id.to_string();
+        let output = attached.output.filter_map(move |item| {
+            let container = container.clone();
+            async move {
+                match item {
+                    Ok(LogOutput::StdOut { message }) => Some(Ok(OutputChunk {
+                        stream: StreamKind::Stdout,
+                        bytes: message,
+                    })),
+                    Ok(LogOutput::StdErr { message }) => Some(Ok(OutputChunk {
+                        stream: StreamKind::Stderr,
+                        bytes: message,
+                    })),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(api(
+                        format!("reading output of container {container}"),
+                        e,
+                    ))),
+                }
+            }
+        });
+        Ok(Attached {
+            output: Box::pin(output),
+            stdin: attached.input,
+        })
+    }
+
+    async fn start(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(|e| api(format!("starting container {id}"), e))
+    }
+
+    async fn wait(&self, id: &str) -> Result<i64, EngineError> {
+        // The engine sends nothing until the request is first polled: never create the wait
+        // before start.
+        let mut stream = self.docker.wait_container(id, None);
+        match stream.next().await {
+            Some(Ok(response)) => Ok(response.status_code),
+            Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(api(format!("waiting for container {id}"), e)),
+            None => Err(api(
+                format!("waiting for container {id}"),
+                BollardError::DockerContainerWaitError {
+                    error: "the engine closed the wait without an exit code".into(),
+                    code: -1,
+                },
+            )),
+        }
+    }
+
+    async fn kill(&self, id: &str, signal: Signal) -> Result<(), EngineError> {
+        let options = KillContainerOptionsBuilder::default()
+            .signal(signal.name())
+            .build();
+        match self.docker.kill_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_status(&e, 409) || is_status(&e, 404) => Ok(()),
+            Err(e) => Err(api(
+                format!("sending {} to container {id}", signal.name()),
+                e,
+            )),
+        }
+    }
+
+    async fn container_state(&self, id: &str) -> Result<ContainerState, EngineError> {
+        let inspected = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| api(format!("inspecting container {id}"), e))?;
+        let state = inspected.state.unwrap_or_default();
+        Ok(ContainerState {
+            oom_killed: state.oom_killed.unwrap_or(false),
+            exit_code: state.exit_code,
+            running: state.running.unwrap_or(false),
+        })
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            // 409: removal already in progress, which ends the same way.
+            Err(e) if is_status(&e, 409) => Ok(()),
+            Err(e) => Err(api(format!("removing container {id}"), e)),
+        }
+    }
+
+    async fn containers_with_labels(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<ContainerSummary>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| api("listing containers", e))?;
+        Ok(found
+            .into_iter()
+            .filter_map(|c| {
+                Some(ContainerSummary {
+                    id: c.id?,
+                    image_id: c.image_id,
+                    labels: c.labels.unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
+    async fn info(&self) -> Result<EngineInfo, EngineError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| api("reading the engine's info", e))?;
+        let mut oci_runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        oci_runtimes.sort();
+        let negotiated = self.docker.client_version();
+        Ok(EngineInfo {
+            server_version: info.server_version.unwrap_or_default(),
+            oci_runtimes,
+            cpus: info.ncpu.unwrap_or(0),
+            api_version: format!("{}.{}", negotiated.major_version, negotiated.minor_version),
+            os: info.operating_system.unwrap_or_default(),
+            arch: info.architecture.unwrap_or_default(),
+            kernel: info.kernel_version.unwrap_or_default(),
+            name: info.name.unwrap_or_default(),
+            storage_driver: info.driver.unwrap_or_default(),
+            cgroup_version: info
+                .cgroup_version
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            cgroup_driver: info
+                .cgroup_driver
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            default_runtime: info.default_runtime.unwrap_or_default(),
+            security_options: info.security_options.unwrap_or_default(),
+        })
+    }
+
+    async fn images_with_labels(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<ImageSummary>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
+        let options = ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let found = self
+            .docker
+            .list_images(Some(options))
+            .await
+            .map_err(|e| api("listing images", e))?;
+        Ok(found
+            .into_iter()
+            .map(|image| ImageSummary {
+                id: image.id,
+                tags: image.repo_tags,
+                created: image.created,
+                size_bytes: image.size,
+                labels: image.labels,
+            })
+            .collect())
+    }
+
+    async fn remove_image(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveImageOptionsBuilder::default().force(false).build();
+        match self.docker.remove_image(id, Some(options), None).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) if is_status(&e, 409) => Err(EngineError::InUse {
+                what: format!("removing image {id}"),
+            }),
+            Err(e) => Err(api(format!("removing image {id}"), e)),
+        }
+    }
+
+    async fn image_size(&self, name: &str) -> Result<u64, EngineError> {
+        let image = self
+            .docker
+            .inspect_image(name)
+            .await
+            .map_err(|e| api(format!("inspecting image {name}"), e))?;
+        Ok(image
+            .size
+            .and_then(|size| u64::try_from(size).ok())
+            .unwrap_or(0))
+    }
+
+    async fn container_labels(
+        &self,
+        name: &str,
+    ) -> Result<Option<HashMap<String, String>>, EngineError> {
+        match self.docker.inspect_container(name, None).await {
+            Ok(inspected) => Ok(Some(
+                inspected
+                    .config
+                    .and_then(|config| config.labels)
+                    .unwrap_or_default(),
+            )),
+            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) => Err(api(format!("inspecting container {name}"), e)),
+        }
+    }
+
+    async fn volume_exists(&self, name: &str) -> Result<bool, EngineError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_status(&e, 404) => Ok(false),
+            Err(e) => Err(api(format!("inspecting volume {name}"), e)),
+        }
+    }
+
+    async fn create_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError> {
+        let request = bollard::models::VolumeCreateRequest {
+            name: Some(name.to_string()),
+            driver: Some("local".into()),
+            labels: Some(labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(request)
+            .await
+            .map(drop)
+            .map_err(|e| api(format!("creating volume {name}"), e))
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<bool, EngineError> {
+        match self
+            .docker
+            .remove_volume(name, None::<RemoveVolumeOptions>)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if is_status(&e, 404) => Ok(true),
+            Err(e) if is_status(&e, 409) => Ok(false),
+            Err(e) => Err(api(format!("removing volume {name}"), e)),
+        }
+    }
+
+    async fn volumes_with_labels(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<VolumeSummary>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
+        let options = ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let found = self
+            .docker
+            .list_volumes(Some(options))
+            .await
+            .map_err(|e| api("listing volumes", e))?;
+        Ok(found
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| VolumeSummary {
+                name: v.name,
+                labels: v.labels,
+                created_at: v.created_at.map(|t| t.to_string()).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn upload_archive(
+        &self,
+        id: &str,
+        path: &str,
+        archive: ArchiveStream,
+    ) -> Result<(), EngineError> {
+        let options = UploadToContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        self.docker
+            .upload_to_container(id, Some(options), bollard::body_try_stream(archive))
+            .await
+            .map_err(|e| api(format!("uploading files into container {id} at {path}"), e))
+    }
+
+    fn export_images(&self, names: &[String]) -> ImageExport {
+        let what = format!("exporting {}", names.join(", "));
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        Box::pin(
+            self.docker
+                .export_images(&names)
+                .map(move |item| item.map_err(|e| api(what.clone(), e))),
+        )
+    }
+
+    async fn import_images(&self, archive: ArchiveStream) -> Result<Vec<String>, EngineError> {
+        let options = ImportImageOptionsBuilder::default().quiet(true).build();
+        let mut stream = self.docker.import_image_stream(options, archive, None);
+        let mut messages = Vec::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail {
+                        return Err(EngineError::Build {
+                            tag: "image archive".into(),
+                            message: detail.message.unwrap_or_default(),
+                        });
+                    }
+                    if let Some(line) = info.stream {
+                        messages.push(line.trim().to_string());
+                    }
+                }
+                Err(e) => return Err(api("loading an image archive", e)),
+            }
+        }
+        Ok(messages)
+    }
+
+    async fn import_rootfs(
+        &self,
+        tag: &str,
+        rootfs: ArchiveStream,
+        changes: &[String],
+    ) -> Result<String, EngineError> {
+        let (repo, tag_part) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
+        let mut options = CreateImageOptionsBuilder::default()
+            .from_src("-")
+            .repo(repo)
+            .tag(tag_part)
+            .build();
+        options.changes = changes.to_vec();
+        let mut stream =
+            self.docker
+                .create_image(Some(options), Some(bollard::body_try_stream(rootfs)), None);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                return Err(api(format!("importing {tag}"), e));
+            }
+        }
+        self.image_id(tag).await?.ok_or_else(|| EngineError::Build {
+            tag: tag.to_string(),
+            message: "the engine reported the import done but has no such image".into(),
+        })
+    }
+}
+
+/// Reads a failed first request's error chain for the cause a user can act on: an I/O error
+/// kind, a rustls error (hidden inside an `io::Error`), or the engine's own answer.
+fn classify(error: &BollardError, endpoint: &Endpoint) -> ConnectProblem {
+    let tls = endpoint.tls();
+    let from_tls = |tls_error: &rustls::Error| -> ConnectProblem {
+        use rustls::{AlertDescription, CertificateError};
+        match tls_error {
+            rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer | CertificateError::BadSignature,
+            ) => ConnectProblem::UntrustedEngineCertificate {
+                ca: tls.map(|t| t.ca.display().to_string()).unwrap_or_default(),
+            },
+            rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ) => ConnectProblem::CertificateNameMismatch,
+            rustls::Error::InvalidCertificate(other) => ConnectProblem::BadEngineCertificate {
+                detail: format!("{other:?}"),
+            },
+            rustls::Error::AlertReceived(
+                AlertDescription::BadCertificate
+                | AlertDescription::UnknownCA
+                | AlertDescription::CertificateUnknown
+                | AlertDescription::CertificateRequired
+                | AlertDescription::UnsupportedCertificate
+                | AlertDescription::AccessDenied,
+            ) => ConnectProblem::ClientCertificateRefused {
+                cert: tls
+                    .map(|t| t.cert.display().to_string())
+                    .unwrap_or_default(),
+            },
+            rustls::Error::InvalidMessage(_) => ConnectProblem::EngineNotTls,
+            other => ConnectProblem::TlsHandshake {
+                detail: other.to_string(),
+            },
+        }
+    };
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = current {
+        if let Some(tls_error) = cause.downcast_ref::<rustls::Error>() {
+            return from_tls(tls_error);
+        }
+        let mut next = cause.source();
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return ConnectProblem::Refused,
+                std::io::ErrorKind::NotFound => return ConnectProblem::NoSocket,
+                std::io::ErrorKind::PermissionDenied => return ConnectProblem::SocketPermission,
+                std::io::ErrorKind::TimedOut => {
+                    let seconds = CONNECT_TIMEOUT.as_secs();
+                    return ConnectProblem::NoAnswer { seconds };
+                }
+                _ => {}
+            }
+            // `io::Error::source` skips the error it wraps (which may be another io::Error
+            // around a rustls error): step into it instead.
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner as &(dyn std::error::Error + 'static));
+            }
+        }
+        if cause.to_string().starts_with("dns error") {
+            return ConnectProblem::HostNotFound;
+        }
+        current = next;
+    }
+    match error {
+        BollardError::DockerResponseServerError {
+            status_code: 400,
+            message,
+        } if message.contains("HTTP request to an HTTPS server") => ConnectProblem::EngineWantsTls,
+        BollardError::RequestTimeoutError => ConnectProblem::NoAnswer {
+            seconds: REQUEST_TIMEOUT_SECS,
+        },
+        BollardError::SocketNotFoundError(_) => ConnectProblem::NoSocket,
+        _ => ConnectProblem::Failed,
+    }
+}
+
+/// Translates packbox's spec into the engine's create body. Attach is set up for a stdin that is
+/// closed after one write (`stdin_once`), with no TTY so the streams stay separate and bounded.
+fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let mode = |read_only: bool| if read_only { "ro" } else { "rw" };
+    // The engine reads a source without a leading `/` as a volume name.
+    let binds = spec
+        .binds
+        .iter()
+        .map(|b| format!("{}:{}:{}", b.host_path, b.container_path, mode(b.read_only)))
+        .chain(
+            spec.volumes
+                .iter()
+                .map(|v| format!("{}:{}:{}", v.volume, v.container_path, mode(v.read_only))),
+        )
+        .collect();
+    let mut security_opt = Vec::new();
+    if spec.no_new_privileges {
+        security_opt.push("no-new-privileges".to_string());
+    }
+    let host_config = HostConfig {
+        binds: Some(binds),
+        tmpfs: Some(spec.tmpfs.clone().into_iter().collect()),
+        readonly_rootfs: Some(spec.read_only_rootfs),
+        network_mode: Some(spec.network_mode.clone()),
+        cap_drop: spec.cap_drop_all.then(|| vec!["ALL".to_string()]),
+        security_opt: Some(security_opt),
+        memory: Some(spec.memory_bytes),
+        // Equal to memory: no swap on top of the limit.
+        memory_swap: Some(spec.memory_bytes),
+        pids_limit: Some(spec.pids_limit),
+        nano_cpus: Some(spec.nano_cpus),
+        ulimits: Some(vec![ResourcesUlimits {
+            name: Some("nofile".into()),
+            soft: Some(spec.nofile),
+            hard: Some(spec.nofile),
+        }]),
+        // A tiny init reaps zombies and forwards SIGTERM to the action.
+        init: Some(true),
+        // Output is captured through attach; nothing is written to the engine's disk.
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("none".into()),
+            config: None,
+        }),
+        runtime: spec.oci_runtime.clone(),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: Some(spec.cmd.clone()),
+        // The image's entrypoint must not wrap the action's command.
+        entrypoint: Some(Vec::new()),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        working_dir: Some(spec.working_dir.clone()),
+        user: Some(spec.user.clone()),
+        labels: Some(spec.labels.clone().into_iter().collect()),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        tty: Some(false),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+/// Whether an image reference names a tag or digest (`repo:tag`, `host:5000/repo:tag`, `repo@sha256:..`).
+fn has_tag_or_digest(reference: &str) -> bool {
+    let last_component = reference.rsplit('/').next().unwrap_or(reference);
+    reference.contains('@') || last_component.contains(':')
+}
+
+fn is_status(error: &BollardError, status: u16) -> bool {
+    matches!(error, BollardError::DockerResponseServerError { status_code, .. } if *status_code == status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::BindMount;
+
+    fn locked_down() -> ContainerSpec {
+        ContainerSpec {
+            image: "packbox/shell:5.2".into(),
+            cmd: vec!["bash".into(), "/pack/actions/a.sh".into()],
+            env: vec![("ATTUNE_ACTION".into(), "p.a".into())],
+            working_dir: "/pack".into(),
+            user: "65534:65534".into(),
+            binds: vec![BindMount {
+                host_path: "/packs/p".into(),
+                container_path: "/pack".into(),
+                read_only: true,
+            }],
+            read_only_rootfs: true,
+            network_mode: "none".into(),
+            cap_drop_all: true,
+            no_new_privileges: true,
+            memory_bytes: 512 << 20,
+            pids_limit: 256,
+            nano_cpus: 1_000_000_000,
+            nofile: 1024,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn body_carries_every_sandbox_setting() {
+        let body = container_body(&locked_down());
+        let host = body.host_config.expect("host config is always set");
+        assert_eq!(host.binds, Some(vec!["/packs/p:/pack:ro".to_string()]));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_string()])
+        );
+        assert_eq!(host.memory, host.memory_swap);
+        assert_eq!(host.pids_limit, Some(256));
+        assert_eq!(host.auto_remove, None);
+        assert_eq!(body.user.as_deref(), Some("65534:65534"));
+        assert_eq!(body.stdin_once, Some(true));
+        assert_eq!(body.tty, Some(false));
+        assert_eq!(body.env, Some(vec!["ATTUNE_ACTION=p.a".to_string()]));
+    }
+
+    #[test]
+    fn tags_are_told_apart_from_registry_ports() {
+        assert!(has_tag_or_digest("python:3.12-slim"));
+        assert!(has_tag_or_digest("registry:5000/team/python:3.12"));
+        assert!(has_tag_or_digest("python@sha256:abc"));
+        assert!(!has_tag_or_digest("python"));
+        assert!(!has_tag_or_digest("registry:5000/team/python"));
+    }
+
+    #[test]
+    fn a_pack_volume_is_mounted_by_name_read_only() {
+        let mut spec = locked_down();
+        spec.binds.clear();
+        spec.volumes = vec![crate::engine::VolumeMount {
+            volume: "packbox-pack-p-abc".into(),
+            container_path: "/pack".into(),
+            read_only: true,
+        }];
+        let host = container_body(&spec).host_config.expect("host config");
+        assert_eq!(
+            host.binds,
+            Some(vec!["packbox-pack-p-abc:/pack:ro".to_string()])
+        );
+    }
+
+    #[test]
+    fn capabilities_kept_only_when_not_dropped() {
+        let mut spec = locked_down();
+        spec.cap_drop_all = false;
+        let host = container_body(&spec).host_config.expect("host config");
+        assert_eq!(host.cap_drop, None);
+    }
+}

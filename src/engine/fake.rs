@@ -1,0 +1,1021 @@
+//! A scriptable, recording engine for unit tests: containers are little simulated processes
+//! (scripted output, an exit after a delay or never, a reaction to SIGTERM), images are entries
+//! in a table, builds follow a script, and every request is recorded, so tests check *what was
+//! asked* (every container removed, SIGTERM before SIGKILL) under tokio's paused clock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::{
+    ArchiveStream, Attached, BuildSpec, ContainerEngine, ContainerSpec, ContainerState,
+    ContainerSummary, EngineError, EngineInfo, ImageExport, ImageSummary, LineSink, OutputChunk,
+    Signal, StreamKind, VolumeSummary,
+};
+
+/// One request the fake received.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Call {
+    ImageId(String),
+    Pull(String),
+    Build(String),
+    Create {
+        name: String,
+        spec: Box<ContainerSpec>,
+    },
+    Attach(String),
+    Start(String),
+    Wait(String),
+    Kill(String, Signal),
+    State(String),
+    Remove(String),
+    ListContainers(Vec<String>),
+    Info,
+    ListImages(Vec<String>),
+    RemoveImage(String),
+    VolumeExists(String),
+    CreateVolume(String),
+    RemoveVolume(String),
+    Upload {
+        container: String,
+        path: String,
+    },
+    Export(Vec<String>),
+    Import,
+}
+
+/// A request kind, for injecting failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Op {
+    Create,
+    Attach,
+    Start,
+    Wait,
+    Remove,
+    Output,
+    ListContainers,
+    Build,
+}
+
+/// How a simulated container's process ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// Exits with this code after the program's delay.
+    Code(i64),
+    /// Runs until a signal ends it.
+    Never,
+}
+
+/// What a simulated container does once started (after the go-line, for a pooled one).
+#[derive(Clone, Debug)]
+pub(crate) struct Program {
+    /// Printed at once, in order.
+    pub output: Vec<(StreamKind, Vec<u8>)>,
+    pub exit: Exit,
+    /// Time from start to exit.
+    pub delay: Duration,
+    /// Whether SIGTERM ends it (with 143); else only SIGKILL does.
+    pub obeys_term: bool,
+    /// Whether the exit is reported as an OOM kill (exit 137).
+    pub oom: bool,
+}
+
+impl Default for Program {
+    fn default() -> Self {
+        Program {
+            output: Vec::new(),
+            exit: Exit::Code(0),
+            delay: Duration::ZERO,
+            obeys_term: true,
+            oom: false,
+        }
+    }
+}
+
+impl Program {
+    /// A program that prints `text` on stdout and exits with `code`.
+    pub fn prints(text: &str, code: i64) -> Program {
+        Program {
+            output: vec![(StreamKind::Stdout, text.as_bytes().to_vec())],
+            exit: Exit::Code(code),
+            ..Program::default()
+        }
+    }
+}
+
+/// How a build goes.
+#[derive(Clone, Debug)]
+pub(crate) enum BuildScript {
+    /// Succeeds after `delay`, printing `lines`.
+    Succeed { delay: Duration, lines: Vec<String> },
+    /// Fails with `message` after printing `lines`.
+    Fail { lines: Vec<String>, message: String },
+    /// Never finishes.
+    Hang,
+}
+
+/// How a pull goes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PullScript {
+    /// Fails at once, as where no registry answers.
+    Fail,
+    /// Never finishes.
+    Hang,
+}
+
+#[derive(Debug)]
+enum Life {
+    Created,
+    Running,
+    Exited(i64),
+}
+
+struct FakeContainer {
+    name: String,
+    spec: ContainerSpec,
+    image_id: String,
+    life: Life,
+    oom: bool,
+    output: Option<mpsc::UnboundedSender<Result<OutputChunk, EngineError>>>,
+    output_rx: Option<mpsc::UnboundedReceiver<Result<OutputChunk, EngineError>>>,
+    stdin: Arc<Mutex<Vec<u8>>>,
+    stdin_rx: Option<tokio::io::DuplexStream>,
+    signals: Option<mpsc::UnboundedSender<Signal>>,
+    exited: watch::Sender<Option<i64>>,
+}
+
+struct FakeImage {
+    id: String,
+    tags: Vec<String>,
+    labels: HashMap<String, String>,
+    created: i64,
+}
+
+type ProgramFor = Box<dyn Fn(&ContainerSpec) -> Program + Send + Sync>;
+
+#[derive(Default)]
+struct FakeState {
+    containers: BTreeMap<String, FakeContainer>,
+    images: Vec<FakeImage>,
+    next_id: u64,
+    failures: HashMap<Op, u32>,
+    build: Option<BuildScript>,
+    pull: Option<PullScript>,
+    info: EngineInfo,
+    /// Extra containers the engine lists (another program's, or leftovers), by id.
+    listed: Vec<ContainerSummary>,
+    /// Volumes by name: labels, and the archives uploaded into them.
+    volumes: BTreeMap<String, FakeVolume>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct FakeVolume {
+    labels: HashMap<String, String>,
+    created: u64,
+    /// Bytes of each archive uploaded into it, in order.
+    uploads: Vec<usize>,
+}
+
+/// The fake engine. Share it as an `Arc<FakeEngine>`; it is also a `SharedEngine`.
+pub(crate) struct FakeEngine {
+    me: std::sync::Weak<FakeEngine>,
+    state: Mutex<FakeState>,
+    calls: Mutex<Vec<Call>>,
+    program: Mutex<Option<ProgramFor>>,
+    changed: Notify,
+}
+
+impl std::fmt::Debug for FakeEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FakeEngine")
+    }
+}
+
+impl FakeEngine {
+    /// An empty engine: no images, no containers; builds succeed at once, pulls fail.
+    pub fn new() -> Arc<FakeEngine> {
+        Arc::new_cyclic(|me| FakeEngine {
+            me: me.clone(),
+            state: Mutex::new(FakeState {
+                info: EngineInfo {
+                    server_version: "20.10.24".into(),
+                    oci_runtimes: vec!["runc".into()],
+                    cpus: 2,
+                    api_version: "1.41".into(),
+                    ..EngineInfo::default()
+                },
+                ..FakeState::default()
+            }),
+            calls: Mutex::new(Vec::new()),
+            program: Mutex::new(None),
+            changed: Notify::new(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, FakeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self, call: Call) {
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(call);
+        self.changed.notify_waiters();
+    }
+
+    /// Every request so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// How many recorded requests satisfy `pred`.
+    pub fn count(&self, pred: impl Fn(&Call) -> bool) -> usize {
+        self.calls().iter().filter(|c| pred(c)).count()
+    }
+
+    /// What every container runs, decided from its spec.
+    pub fn set_program(&self, program: impl Fn(&ContainerSpec) -> Program + Send + Sync + 'static) {
+        *self.program.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(program));
+    }
+
+    /// The next `times` requests of kind `op` fail.
+    pub fn fail(&self, op: Op, times: u32) {
+        self.state().failures.insert(op, times);
+    }
+
+    /// How builds go from now on.
+    pub fn set_build(&self, script: BuildScript) {
+        self.state().build = Some(script);
+    }
+
+    /// How pulls go from now on.
+    pub fn set_pull(&self, script: PullScript) {
+        self.state().pull = Some(script);
+    }
+
+    /// What `info` answers.
+    pub fn set_info(&self, info: EngineInfo) {
+        self.state().info = info;
+    }
+
+    /// Adds an image under `tag` with `labels`; returns its id.
+    pub fn add_image(&self, tag: &str, labels: &[(&str, &str)], created: i64) -> String {
+        let mut state = self.state();
+        state.next_id += 1;
+        let id = format!("sha256:{:064x}", state.next_id);
+        state.images.push(FakeImage {
+            id: id.clone(),
+            tags: if tag.is_empty() {
+                Vec::new()
+            } else {
+                vec![tag.to_string()]
+            },
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            created,
+        });
+        id
+    }
+
+    /// Lists a container the engine holds but packbox did not make here (a leftover, another
+    /// process's container).
+    pub fn add_listed_container(&self, id: &str, image_id: &str, labels: &[(&str, &str)]) {
+        self.state().listed.push(ContainerSummary {
+            id: id.to_string(),
+            image_id: Some(image_id.to_string()),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        });
+    }
+
+    /// Ids of the containers that exist now (made through the API, or listed).
+    pub fn container_ids(&self) -> Vec<String> {
+        let state = self.state();
+        state
+            .containers
+            .keys()
+            .cloned()
+            .chain(state.listed.iter().map(|c| c.id.clone()))
+            .collect()
+    }
+
+    /// The sizes of the archives uploaded into a volume, when it exists.
+    pub fn volume_uploads(&self, name: &str) -> Option<Vec<usize>> {
+        self.state().volumes.get(name).map(|v| v.uploads.clone())
+    }
+
+    /// Whether an image (by tag or id) exists.
+    pub fn has_image(&self, name: &str) -> bool {
+        self.find_image(name).is_some()
+    }
+
+    /// The bytes written to a container's stdin so far.
+    pub fn stdin_of(&self, id: &str) -> Vec<u8> {
+        self.state()
+            .containers
+            .get(id)
+            .map(|c| c.stdin.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    /// The names of containers that are running now.
+    pub fn running(&self) -> Vec<String> {
+        self.state()
+            .containers
+            .values()
+            .filter(|c| matches!(c.life, Life::Running))
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    /// Waits (bounded by the caller's clock) until `condition` holds on the fake.
+    pub async fn until(&self, condition: impl Fn(&FakeEngine) -> bool) {
+        loop {
+            let changed = self.changed.notified();
+            if condition(self) {
+                return;
+            }
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+    }
+
+    fn find_image(&self, name: &str) -> Option<String> {
+        find_image(&self.state().images, name)
+    }
+
+    /// Takes one injected failure of `op`, if any is left.
+    fn injected(&self, op: Op, what: &str) -> Result<(), EngineError> {
+        let mut state = self.state();
+        match state.failures.get_mut(&op) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                Err(EngineError::Api {
+                    what: what.to_string(),
+                    source: "injected failure".into(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn not_found(what: String) -> EngineError {
+        EngineError::Api {
+            what,
+            source: "no such container (404)".into(),
+        }
+    }
+
+    /// Ends a running container's process with `code`.
+    fn finish(&self, id: &str, code: i64, oom: bool) {
+        let mut state = self.state();
+        if let Some(container) = state.containers.get_mut(id)
+            && !matches!(container.life, Life::Exited(_))
+        {
+            container.life = Life::Exited(code);
+            container.oom = oom;
+            container.output = None;
+            container.signals = None;
+            container.exited.send_replace(Some(code));
+        }
+        drop(state);
+        self.changed.notify_waiters();
+    }
+
+    fn program_for(&self, spec: &ContainerSpec) -> Program {
+        match &*self.program.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(program) => program(spec),
+            None => Program::default(),
+        }
+    }
+}
+
+/// An image by tag, full id, or a short id of at least 12 hex digits, as the engine finds them.
+fn find_image(images: &[FakeImage], name: &str) -> Option<String> {
+    images
+        .iter()
+        .find(|i| {
+            i.id == name
+                || i.tags.iter().any(|t| t == name)
+                || (name.len() >= 12 && i.id.trim_start_matches("sha256:").starts_with(name))
+        })
+        .map(|i| i.id.clone())
+}
+
+/// Whether a command is the warm pool's go-line wrapper, which waits for a line on stdin.
+fn waits_for_go(cmd: &[String]) -> bool {
+    cmd.get(3).is_some_and(|arg| arg == "packbox-warm")
+}
+
+/// A started container's simulated process and its ends.
+struct Process {
+    engine: Arc<FakeEngine>,
+    id: String,
+    program: Program,
+    wait_for_go: bool,
+    stdin: tokio::io::DuplexStream,
+    stdin_seen: Arc<Mutex<Vec<u8>>>,
+    signals: mpsc::UnboundedReceiver<Signal>,
+    output: Option<mpsc::UnboundedSender<Result<OutputChunk, EngineError>>>,
+}
+
+/// Runs a simulated process to its end.
+async fn simulate(process: Process) {
+    let Process {
+        engine,
+        id,
+        program,
+        wait_for_go,
+        mut stdin,
+        stdin_seen,
+        mut signals,
+        output,
+    } = process;
+    // Stdin is read in the background; a pooled process waits for its first line.
+    let (line_tx, mut line_rx) = mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        let mut buffer = [0u8; 4096];
+        let mut signalled = false;
+        loop {
+            match stdin.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let mut seen = stdin_seen.lock().unwrap_or_else(|p| p.into_inner());
+                    seen.extend_from_slice(&buffer[..n]);
+                    if !signalled && seen.contains(&b'\n') {
+                        signalled = true;
+                        let _ = line_tx.send(());
+                    }
+                }
+            }
+        }
+    });
+    if wait_for_go {
+        tokio::select! {
+            _ = line_rx.recv() => {}
+            signal = signals.recv() => {
+                let code = match signal { Some(Signal::Kill) | None => 137, Some(Signal::Term) => 143 };
+                engine.finish(&id, code, false);
+                return;
+            }
+        }
+    }
+    if let Some(output) = &output {
+        for (stream, bytes) in &program.output {
+            let _ = output.send(Ok(OutputChunk {
+                stream: *stream,
+                bytes: Bytes::from(bytes.clone()),
+            }));
+        }
+    }
+    drop(output);
+    let deadline = tokio::time::sleep(program.delay);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline, if program.exit != Exit::Never => {
+                let code = match program.exit { Exit::Code(code) => code, Exit::Never => 0 };
+                engine.finish(&id, code, program.oom);
+                return;
+            }
+            signal = signals.recv() => match signal {
+                Some(Signal::Term) if program.obeys_term => {
+                    engine.finish(&id, 143, false);
+                    return;
+                }
+                Some(Signal::Term) => {}
+                Some(Signal::Kill) | None => {
+                    engine.finish(&id, 137, false);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ContainerEngine for FakeEngine {
+    fn endpoint(&self) -> &str {
+        "fake://"
+    }
+
+    async fn image_id(&self, name: &str) -> Result<Option<String>, EngineError> {
+        self.record(Call::ImageId(name.to_string()));
+        Ok(self.find_image(name))
+    }
+
+    async fn pull_image(&self, name: &str) -> Result<(), EngineError> {
+        self.record(Call::Pull(name.to_string()));
+        let script = self.state().pull.unwrap_or(PullScript::Fail);
+        match script {
+            PullScript::Fail => Err(EngineError::Api {
+                what: format!("pulling image {name}"),
+                source: "no registry answers".into(),
+            }),
+            PullScript::Hang => std::future::pending().await,
+        }
+    }
+
+    async fn build_image(
+        &self,
+        spec: BuildSpec,
+        on_line: LineSink<'_>,
+    ) -> Result<String, EngineError> {
+        self.record(Call::Build(spec.tag.clone()));
+        self.injected(Op::Build, "building")?;
+        let script = self.state().build.clone().unwrap_or(BuildScript::Succeed {
+            delay: Duration::ZERO,
+            lines: Vec::new(),
+        });
+        match script {
+            BuildScript::Succeed { delay, lines } => {
+                for line in &lines {
+                    on_line(line);
+                }
+                tokio::time::sleep(delay).await;
+                let labels: Vec<(String, String)> = spec.labels.into_iter().collect();
+                let borrowed: Vec<(&str, &str)> = labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                Ok(self.add_image(&spec.tag, &borrowed, 0))
+            }
+            BuildScript::Fail { lines, message } => {
+                for line in &lines {
+                    on_line(line);
+                }
+                Err(EngineError::Build {
+                    tag: spec.tag,
+                    message,
+                })
+            }
+            BuildScript::Hang => std::future::pending().await,
+        }
+    }
+
+    async fn create_container(
+        &self,
+        name: &str,
+        spec: &ContainerSpec,
+    ) -> Result<String, EngineError> {
+        self.record(Call::Create {
+            name: name.to_string(),
+            spec: Box::new(spec.clone()),
+        });
+        self.injected(Op::Create, "creating a container")?;
+        let Some(image_id) = self.find_image(&spec.image) else {
+            return Err(EngineError::Api {
+                what: format!("creating a container from image {}", spec.image),
+                source: "no such image (404)".into(),
+            });
+        };
+        let (output, output_rx) = mpsc::unbounded_channel();
+        let (exited, _) = watch::channel(None);
+        let mut state = self.state();
+        if !name.is_empty() && state.containers.values().any(|c| c.name == name) {
+            return Err(EngineError::InUse {
+                what: format!("creating container {name}: the name"),
+            });
+        }
+        state.next_id += 1;
+        let id = format!("container{:04}", state.next_id);
+        state.containers.insert(
+            id.clone(),
+            FakeContainer {
+                name: name.to_string(),
+                spec: spec.clone(),
+                image_id,
+                life: Life::Created,
+                oom: false,
+                output: Some(output),
+                output_rx: Some(output_rx),
+                stdin: Arc::new(Mutex::new(Vec::new())),
+                stdin_rx: None,
+                signals: None,
+                exited,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn attach(&self, id: &str) -> Result<Attached, EngineError> {
+        self.record(Call::Attach(id.to_string()));
+        self.injected(Op::Attach, "attaching")?;
+        let fail_output = self.injected(Op::Output, "reading output").is_err();
+        let mut state = self.state();
+        let container = state
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| FakeEngine::not_found(format!("attaching to container {id}")))?;
+        let rx = container.output_rx.take().ok_or_else(|| EngineError::Api {
+            what: format!("attaching to container {id}"),
+            source: "attached twice".into(),
+        })?;
+        let (writer, reader) = tokio::io::duplex(64 << 10);
+        container.stdin_rx = Some(reader);
+        let stream = futures::stream::unfold((rx, fail_output), |(mut rx, fail)| async move {
+            if fail {
+                return Some((
+                    Err(EngineError::Api {
+                        what: "reading output".into(),
+                        source: "injected failure".into(),
+                    }),
+                    (rx, false),
+                ));
+            }
+            rx.recv().await.map(|item| (item, (rx, false)))
+        });
+        Ok(Attached {
+            output: Box::pin(stream),
+            stdin: Box::pin(writer),
+        })
+    }
+
+    async fn start(&self, id: &str) -> Result<(), EngineError> {
+        self.record(Call::Start(id.to_string()));
+        self.injected(Op::Start, "starting")?;
+        let (spec, wait_for_go, stdin, stdin_seen, signals, output) = {
+            let mut state = self.state();
+            let container = state
+                .containers
+                .get_mut(id)
+                .ok_or_else(|| FakeEngine::not_found(format!("starting container {id}")))?;
+            container.life = Life::Running;
+            let (signal_tx, signal_rx) = mpsc::unbounded_channel();
+            container.signals = Some(signal_tx);
+            let stdin = container
+                .stdin_rx
+                .take()
+                .unwrap_or_else(|| tokio::io::duplex(1).1);
+            (
+                container.spec.clone(),
+                waits_for_go(&container.spec.cmd),
+                stdin,
+                Arc::clone(&container.stdin),
+                signal_rx,
+                container.output.clone(),
+            )
+        };
+        tokio::spawn(simulate(Process {
+            engine: self.self_arc(),
+            id: id.to_string(),
+            program: self.program_for(&spec),
+            wait_for_go,
+            stdin,
+            stdin_seen,
+            signals,
+            output,
+        }));
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn wait(&self, id: &str) -> Result<i64, EngineError> {
+        self.record(Call::Wait(id.to_string()));
+        self.injected(Op::Wait, "waiting")?;
+        let mut exited = {
+            let state = self.state();
+            let container = state
+                .containers
+                .get(id)
+                .ok_or_else(|| FakeEngine::not_found(format!("waiting for container {id}")))?;
+            container.exited.subscribe()
+        };
+        loop {
+            if let Some(code) = *exited.borrow_and_update() {
+                return Ok(code);
+            }
+            if exited.changed().await.is_err() {
+                return Err(FakeEngine::not_found(format!("waiting for container {id}")));
+            }
+        }
+    }
+
+    async fn kill(&self, id: &str, signal: Signal) -> Result<(), EngineError> {
+        self.record(Call::Kill(id.to_string(), signal));
+        let state = self.state();
+        if let Some(container) = state.containers.get(id)
+            && let Some(signals) = &container.signals
+        {
+            let _ = signals.send(signal);
+        }
+        Ok(())
+    }
+
+    async fn container_state(&self, id: &str) -> Result<ContainerState, EngineError> {
+        self.record(Call::State(id.to_string()));
+        let state = self.state();
+        let container = state
+            .containers
+            .get(id)
+            .ok_or_else(|| FakeEngine::not_found(format!("inspecting container {id}")))?;
+        Ok(ContainerState {
+            oom_killed: container.oom,
+            exit_code: match container.life {
+                Life::Exited(code) => Some(code),
+                _ => None,
+            },
+            running: matches!(container.life, Life::Running),
+        })
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        self.record(Call::Remove(id.to_string()));
+        self.injected(Op::Remove, "removing")?;
+        let removed = {
+            let mut state = self.state();
+            state.listed.retain(|c| c.id != id);
+            // Like the engine, by id or by name.
+            let key = state
+                .containers
+                .iter()
+                .find(|(key, c)| *key == id || c.name == id)
+                .map(|(key, _)| key.clone());
+            key.and_then(|key| state.containers.remove(&key))
+        };
+        if let Some(container) = removed
+            && let Some(signals) = container.signals
+        {
+            let _ = signals.send(Signal::Kill);
+        }
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn containers_with_labels(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<ContainerSummary>, EngineError> {
+        self.record(Call::ListContainers(labels.to_vec()));
+        self.injected(Op::ListContainers, "listing containers")?;
+        let state = self.state();
+        let matches = |found: &HashMap<String, String>| {
+            labels.iter().all(|wanted| match wanted.split_once('=') {
+                Some((k, v)) => found.get(k).is_some_and(|have| have == v),
+                None => found.contains_key(wanted),
+            })
+        };
+        let made = state.containers.iter().map(|(id, c)| ContainerSummary {
+            id: id.clone(),
+            image_id: Some(c.image_id.clone()),
+            labels: c.spec.labels.clone().into_iter().collect(),
+        });
+        Ok(made
+            .chain(state.listed.iter().cloned())
+            .filter(|c| matches(&c.labels))
+            .collect())
+    }
+
+    async fn info(&self) -> Result<EngineInfo, EngineError> {
+        self.record(Call::Info);
+        Ok(self.state().info.clone())
+    }
+
+    async fn images_with_labels(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<ImageSummary>, EngineError> {
+        self.record(Call::ListImages(labels.to_vec()));
+        let state = self.state();
+        Ok(state
+            .images
+            .iter()
+            .filter(|image| {
+                labels.iter().all(|wanted| match wanted.split_once('=') {
+                    Some((k, v)) => image.labels.get(k).is_some_and(|have| have == v),
+                    None => image.labels.contains_key(wanted),
+                })
+            })
+            .map(|image| ImageSummary {
+                id: image.id.clone(),
+                tags: image.tags.clone(),
+                created: image.created,
+                size_bytes: 1,
+                labels: image.labels.clone(),
+            })
+            .collect())
+    }
+
+    async fn remove_image(&self, id: &str) -> Result<(), EngineError> {
+        self.record(Call::RemoveImage(id.to_string()));
+        let mut state = self.state();
+        let Some(image_id) = find_image(&state.images, id) else {
+            return Ok(());
+        };
+        let in_use = state.containers.values().any(|c| c.image_id == image_id)
+            || state
+                .listed
+                .iter()
+                .any(|c| c.image_id.as_deref() == Some(image_id.as_str()));
+        if in_use {
+            return Err(EngineError::InUse {
+                what: format!("removing image {id}"),
+            });
+        }
+        state.images.retain(|i| i.id != image_id);
+        Ok(())
+    }
+
+    async fn image_size(&self, name: &str) -> Result<u64, EngineError> {
+        self.record(Call::ImageId(name.to_string()));
+        match self.find_image(name) {
+            Some(_) => Ok(1 << 20),
+            None => Err(EngineError::Api {
+                what: format!("inspecting image {name}"),
+                source: "no such image (404)".into(),
+            }),
+        }
+    }
+
+    async fn container_labels(
+        &self,
+        name: &str,
+    ) -> Result<Option<HashMap<String, String>>, EngineError> {
+        self.record(Call::State(name.to_string()));
+        let state = self.state();
+        Ok(state
+            .containers
+            .iter()
+            .find(|(id, c)| *id == name || c.name == name)
+            .map(|(_, c)| c.spec.labels.clone().into_iter().collect()))
+    }
+
+    async fn volume_exists(&self, name: &str) -> Result<bool, EngineError> {
+        self.record(Call::VolumeExists(name.to_string()));
+        Ok(self.state().volumes.contains_key(name))
+    }
+
+    async fn create_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError> {
+        self.record(Call::CreateVolume(name.to_string()));
+        let mut state = self.state();
+        state.next_id += 1;
+        let created = state.next_id;
+        state
+            .volumes
+            .entry(name.to_string())
+            .or_insert_with(|| FakeVolume {
+                labels: labels.clone().into_iter().collect(),
+                created,
+                uploads: Vec::new(),
+            });
+        Ok(())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<bool, EngineError> {
+        self.record(Call::RemoveVolume(name.to_string()));
+        let mut state = self.state();
+        let in_use = state
+            .containers
+            .values()
+            .any(|c| c.spec.volumes.iter().any(|v| v.volume == name));
+        if in_use {
+            return Ok(false);
+        }
+        state.volumes.remove(name);
+        Ok(true)
+    }
+
+    async fn volumes_with_labels(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<VolumeSummary>, EngineError> {
+        let state = self.state();
+        Ok(state
+            .volumes
+            .iter()
+            .filter(|(_, v)| {
+                labels.iter().all(|wanted| match wanted.split_once('=') {
+                    Some((k, value)) => v.labels.get(k).is_some_and(|have| have == value),
+                    None => v.labels.contains_key(wanted),
+                })
+            })
+            .map(|(name, v)| VolumeSummary {
+                name: name.clone(),
+                labels: v.labels.clone(),
+                created_at: format!("{:020}", v.created),
+            })
+            .collect())
+    }
+
+    async fn upload_archive(
+        &self,
+        id: &str,
+        path: &str,
+        mut archive: ArchiveStream,
+    ) -> Result<(), EngineError> {
+        use futures::StreamExt;
+        self.record(Call::Upload {
+            container: id.to_string(),
+            path: path.to_string(),
+        });
+        let mut size = 0;
+        while let Some(chunk) = archive.next().await {
+            size += chunk
+                .map_err(|e| EngineError::Api {
+                    what: format!("uploading into container {id}"),
+                    source: Box::new(e),
+                })?
+                .len();
+        }
+        let mut state = self.state();
+        let volumes: Vec<String> = state
+            .containers
+            .get(id)
+            .ok_or_else(|| FakeEngine::not_found(format!("uploading into container {id}")))?
+            .spec
+            .volumes
+            .iter()
+            .filter(|v| v.container_path == path)
+            .map(|v| v.volume.clone())
+            .collect();
+        for volume in volumes {
+            // As the engine does: a bind of a missing volume makes an empty, unlabelled one.
+            state.volumes.entry(volume).or_default().uploads.push(size);
+        }
+        Ok(())
+    }
+
+    fn export_images(&self, names: &[String]) -> ImageExport {
+        self.record(Call::Export(names.to_vec()));
+        let state = self.state();
+        let mut archive = Vec::new();
+        for name in names {
+            match find_image(&state.images, name) {
+                Some(id) => archive.push(Ok(Bytes::from(format!("{name}={id}\n")))),
+                None => archive.push(Err(EngineError::Api {
+                    what: format!("exporting {name}"),
+                    source: "no such image (404)".into(),
+                })),
+            }
+        }
+        Box::pin(futures::stream::iter(archive))
+    }
+
+    async fn import_images(&self, mut archive: ArchiveStream) -> Result<Vec<String>, EngineError> {
+        use futures::StreamExt;
+        self.record(Call::Import);
+        let mut text = Vec::new();
+        while let Some(chunk) = archive.next().await {
+            text.extend_from_slice(&chunk.map_err(|e| EngineError::Api {
+                what: "loading an image archive".into(),
+                source: Box::new(e),
+            })?);
+        }
+        let mut loaded = Vec::new();
+        let mut state = self.state();
+        for line in String::from_utf8_lossy(&text).lines() {
+            if let Some((name, id)) = line.split_once('=') {
+                state.images.retain(|i| !i.tags.iter().any(|t| t == name));
+                state.images.push(FakeImage {
+                    id: id.to_string(),
+                    tags: vec![name.to_string()],
+                    labels: HashMap::new(),
+                    created: 0,
+                });
+                loaded.push(format!("Loaded image: {name}"));
+            }
+        }
+        Ok(loaded)
+    }
+
+    async fn import_rootfs(
+        &self,
+        tag: &str,
+        mut rootfs: ArchiveStream,
+        _changes: &[String],
+    ) -> Result<String, EngineError> {
+        use futures::StreamExt;
+        while let Some(chunk) = rootfs.next().await {
+            chunk.map_err(|e| EngineError::Api {
+                what: format!("importing {tag}"),
+                source: Box::new(e),
+            })?;
+        }
+        Ok(self.add_image(tag, &[], 0))
+    }
+}
+
+impl FakeEngine {
+    /// The `Arc` this engine lives in, for the simulated processes it spawns.
+    fn self_arc(&self) -> Arc<FakeEngine> {
+        // Every FakeEngine is made by `new`, inside an `Arc` that outlives its requests.
+        self.me
+            .upgrade()
+            .unwrap_or_else(|| unreachable!("a FakeEngine lives in an Arc"))
+    }
+}

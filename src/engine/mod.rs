@@ -1,0 +1,464 @@
+//! The seam to the container engine: what packbox asks of an engine, in packbox's own terms.
+//!
+//! [`ContainerEngine`] is the whole conversation. [`DockerEngine`] speaks it to a Docker engine
+//! through bollard (the only code in the crate that knows bollard); a recording fake speaks it in
+//! unit tests, so the container lifecycle, the warm pool, the orphan sweep, pruning and build-once
+//! locking are tested without an engine. Errors come back typed, naming the image or container
+//! they concern; "not found" and "already stopped" answers that are normal for packbox are folded
+//! into ordinary return values by every implementation.
+
+mod docker;
+#[cfg(test)]
+pub(crate) mod fake;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::io::AsyncWrite;
+
+pub use docker::{DockerEngine, MIN_API_VERSION};
+
+use crate::endpoint::EndpointError;
+
+/// The engine as the stages hold it: shared, cheap to clone, any implementation.
+pub type SharedEngine = Arc<dyn ContainerEngine>;
+
+/// Something the engine could not do, naming what it was asked about.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The engine could not be used at all: it did not answer, TLS failed, or its API is too
+    /// old. The most common set-up problems, so each kind gets its own hint.
+    #[error("the Docker engine at {endpoint} {problem}")]
+    Unreachable {
+        endpoint: String,
+        problem: ConnectProblem,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// A TLS file of the endpoint cannot be used (unreadable, not PEM).
+    #[error(transparent)]
+    Tls(Box<EndpointError>),
+    /// The engine answered with an error to one request.
+    #[error("docker engine: {what}")]
+    Api {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An image build reported an error (a failing step, a missing base image).
+    #[error("building image {tag} failed: {message}")]
+    Build { tag: String, message: String },
+    /// A request was refused because the thing it concerns is in use (an image a container
+    /// uses, a container being removed).
+    #[error("docker engine: {what}: in use")]
+    InUse { what: String },
+}
+
+/// Why an engine could not be used, in terms the user can act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectProblem {
+    /// Nothing listens at the address.
+    Refused,
+    /// The Unix socket file does not exist.
+    NoSocket,
+    /// The Unix socket exists but this user may not open it.
+    SocketPermission,
+    /// The host name does not resolve.
+    HostNotFound,
+    /// Connected, but no answer came in time.
+    NoAnswer { seconds: u64 },
+    /// The engine's certificate is not signed by the CA packbox was given.
+    UntrustedEngineCertificate { ca: String },
+    /// The engine's certificate does not name the host packbox connected to.
+    CertificateNameMismatch,
+    /// The engine's certificate was refused for another reason (expired, wrong purpose, ...).
+    BadEngineCertificate { detail: String },
+    /// The engine refused packbox's client certificate (signed by a CA it does not trust).
+    ClientCertificateRefused { cert: String },
+    /// The engine speaks plain HTTP and packbox spoke TLS.
+    EngineNotTls,
+    /// The engine speaks TLS and packbox spoke plain HTTP.
+    EngineWantsTls,
+    /// Another TLS failure.
+    TlsHandshake { detail: String },
+    /// The engine's API is older than packbox supports.
+    ApiTooOld { found: String },
+    /// Anything else (the cause is in the error's source).
+    Failed,
+}
+
+impl fmt::Display for ConnectProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectProblem::Refused => write!(f, "does not answer (connection refused)"),
+            ConnectProblem::NoSocket => write!(f, "does not answer (no such socket)"),
+            ConnectProblem::SocketPermission => {
+                write!(f, "refused this user (permission denied on the socket)")
+            }
+            ConnectProblem::HostNotFound => write!(f, "does not answer (host name not found)"),
+            ConnectProblem::NoAnswer { seconds } => {
+                write!(f, "does not answer (no reply within {seconds} s)")
+            }
+            ConnectProblem::UntrustedEngineCertificate { ca } => write!(
+                f,
+                "failed the TLS handshake: its certificate is not signed by the CA in {ca} (untrusted certificate)"
+            ),
+            ConnectProblem::CertificateNameMismatch => write!(
+                f,
+                "failed the TLS handshake: its certificate is not valid for this host name"
+            ),
+            ConnectProblem::BadEngineCertificate { detail } => write!(
+                f,
+                "failed the TLS handshake: its certificate was refused ({detail})"
+            ),
+            ConnectProblem::ClientCertificateRefused { cert } => write!(
+                f,
+                "failed the TLS handshake: it refused the client certificate {cert} (not signed by a CA it trusts)"
+            ),
+            ConnectProblem::EngineNotTls => write!(
+                f,
+                "failed the TLS handshake: it does not speak TLS (a plain-HTTP engine?)"
+            ),
+            ConnectProblem::EngineWantsTls => write!(f, "refused plain HTTP: it requires TLS"),
+            ConnectProblem::TlsHandshake { detail } => {
+                write!(f, "failed the TLS handshake ({detail})")
+            }
+            ConnectProblem::ApiTooOld { found } => write!(
+                f,
+                "speaks API {found}, older than packbox needs ({}.{}, Docker 20.10)",
+                MIN_API_VERSION.0, MIN_API_VERSION.1
+            ),
+            ConnectProblem::Failed => write!(f, "could not be used"),
+        }
+    }
+}
+
+impl ConnectProblem {
+    /// The next step for the user.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ConnectProblem::Refused
+            | ConnectProblem::NoSocket
+            | ConnectProblem::NoAnswer { .. }
+            | ConnectProblem::HostNotFound
+            | ConnectProblem::Failed => {
+                "start the engine (scripts/ensure-docker does it on Debian) or point DOCKER_HOST at one; `packbox doctor` shows which engine packbox chose and why"
+            }
+            ConnectProblem::SocketPermission => {
+                "add this user to the docker group, or run packbox as a user that may use the engine"
+            }
+            ConnectProblem::UntrustedEngineCertificate { .. }
+            | ConnectProblem::CertificateNameMismatch
+            | ConnectProblem::BadEngineCertificate { .. } => {
+                "DOCKER_CERT_PATH/ca.pem must be the CA that signed the engine's certificate, and the certificate must name the host in DOCKER_HOST"
+            }
+            ConnectProblem::ClientCertificateRefused { .. } => {
+                "use a client certificate (cert.pem, key.pem in DOCKER_CERT_PATH) signed by the CA the engine was started with (dockerd --tlscacert)"
+            }
+            ConnectProblem::EngineNotTls => {
+                "unset DOCKER_TLS_VERIFY for a plain engine (port 2375), or point DOCKER_HOST at its TLS port (2376)"
+            }
+            ConnectProblem::EngineWantsTls => {
+                "set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem)"
+            }
+            ConnectProblem::TlsHandshake { .. } => {
+                "check DOCKER_CERT_PATH and the engine's --tlscacert/--tlscert; `packbox doctor` shows the files in use"
+            }
+            ConnectProblem::ApiTooOld { .. } => "upgrade the engine to Docker 20.10 or newer",
+        }
+    }
+}
+
+/// A signal packbox sends to a container: the polite one first, then the one that cannot be
+/// ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    Term,
+    Kill,
+}
+
+impl Signal {
+    /// The engine's name for the signal.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Term => "SIGTERM",
+            Signal::Kill => "SIGKILL",
+        }
+    }
+}
+
+/// One mount of a host folder into a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindMount {
+    pub host_path: String,
+    pub container_path: String,
+    pub read_only: bool,
+}
+
+/// One mount of a named volume into a container (a pack delivered by content).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeMount {
+    pub volume: String,
+    pub container_path: String,
+    pub read_only: bool,
+}
+
+/// Everything packbox asks of a container, in engine-neutral terms; built by the sandbox stage.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerSpec {
+    pub image: String,
+    pub cmd: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: String,
+    pub user: String,
+    /// Ordered maps, so that equal specs print equal (the warm pool keys on them).
+    pub labels: BTreeMap<String, String>,
+    pub binds: Vec<BindMount>,
+    /// Named volumes; each must exist (the engine would make an empty one).
+    pub volumes: Vec<VolumeMount>,
+    /// Mount point to tmpfs options (`size=64m,mode=1777`, ...).
+    pub tmpfs: BTreeMap<String, String>,
+    pub read_only_rootfs: bool,
+    pub network_mode: String,
+    pub cap_drop_all: bool,
+    pub no_new_privileges: bool,
+    pub memory_bytes: i64,
+    pub pids_limit: i64,
+    pub nano_cpus: i64,
+    pub nofile: i64,
+    /// An OCI runtime other than the engine's default (e.g. `runsc`), when asked for.
+    pub oci_runtime: Option<String>,
+}
+
+/// Which stream a chunk of container output came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamKind {
+    Stdout,
+    Stderr,
+}
+
+/// One frame of container output, as the engine sent it (up to ~32 KiB).
+#[derive(Debug)]
+pub struct OutputChunk {
+    pub stream: StreamKind,
+    pub bytes: Bytes,
+}
+
+/// The output frames of an attached container, until it ends.
+pub type OutputStream = Pin<Box<dyn Stream<Item = Result<OutputChunk, EngineError>> + Send>>;
+
+/// The two ends of an attached container: its output frames and its stdin.
+pub struct Attached {
+    pub output: OutputStream,
+    pub stdin: Pin<Box<dyn AsyncWrite + Send>>,
+}
+
+/// What packbox needs to know about a container after it stopped.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerState {
+    pub oom_killed: bool,
+    pub exit_code: Option<i64>,
+    /// Whether its process still runs.
+    pub running: bool,
+}
+
+/// A container found by label, for sweeping leftovers.
+#[derive(Clone, Debug)]
+pub struct ContainerSummary {
+    pub id: String,
+    /// The id of the image the container was created from.
+    pub image_id: Option<String>,
+    pub labels: HashMap<String, String>,
+}
+
+/// What the engine is and offers, for checks that depend on it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineInfo {
+    /// The engine's version (`20.10.24`).
+    pub server_version: String,
+    /// The OCI runtimes it offers (`runc`, `runsc`, ...), sorted.
+    pub oci_runtimes: Vec<String>,
+    /// CPUs of the engine's host; 0 when it does not say.
+    pub cpus: i64,
+    /// The API version packbox and the engine speak (the engine's, when older than bollard's).
+    pub api_version: String,
+    pub os: String,
+    pub arch: String,
+    pub kernel: String,
+    /// The engine host's name (tells a remote engine from the local one at a glance).
+    pub name: String,
+    pub storage_driver: String,
+    /// `1` or `2`.
+    pub cgroup_version: String,
+    pub cgroup_driver: String,
+    pub default_runtime: String,
+    /// `name=seccomp,profile=default`, `name=userns`, `name=rootless`, ...
+    pub security_options: Vec<String>,
+}
+
+/// A volume found by label, for delivering packs and collecting them.
+#[derive(Clone, Debug)]
+pub struct VolumeSummary {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    /// As the engine writes it (RFC 3339), which sorts by time.
+    pub created_at: String,
+}
+
+/// Bytes of an archive (a tar, or `docker save` images), streamed.
+pub type ArchiveStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// Bytes of an image archive as they stream from an engine.
+pub type ImageExport = Pin<Box<dyn Stream<Item = Result<Bytes, EngineError>> + Send>>;
+
+/// An image found by label, for listing and pruning environments.
+#[derive(Clone, Debug)]
+pub struct ImageSummary {
+    pub id: String,
+    pub tags: Vec<String>,
+    /// Seconds since the epoch.
+    pub created: i64,
+    pub size_bytes: i64,
+    pub labels: HashMap<String, String>,
+}
+
+/// An image build request: the context is an in-memory tar holding the Dockerfile.
+#[derive(Clone, Debug)]
+pub struct BuildSpec {
+    pub tag: String,
+    pub context_tar: Vec<u8>,
+    pub dockerfile: String,
+    pub build_args: HashMap<String, String>,
+    pub labels: HashMap<String, String>,
+    pub network_mode: String,
+}
+
+/// Where build output lines go as they arrive.
+pub type LineSink<'a> = &'a mut (dyn FnMut(&str) + Send);
+
+/// What packbox asks of a container engine. Every method is one request (or one stream drained
+/// to its end); timeouts and cancellation are the caller's, so the rules for them live in one
+/// place above the seam.
+#[async_trait::async_trait]
+pub trait ContainerEngine: Send + Sync + fmt::Debug {
+    /// Where the engine is (`unix:///var/run/docker.sock`, `tcp://...`), for messages.
+    fn endpoint(&self) -> &str;
+
+    /// The id of an image, or `None` when the engine does not have it.
+    async fn image_id(&self, name: &str) -> Result<Option<String>, EngineError>;
+
+    /// Pulls an image from its registry, draining the progress stream to its end. Callers bound
+    /// it: where no registry answers, a pull may fail fast or hang.
+    async fn pull_image(&self, name: &str) -> Result<(), EngineError>;
+
+    /// Builds an image, passing each output line to `on_line`, and returns the new image id. An
+    /// error step fails the build.
+    async fn build_image(
+        &self,
+        spec: BuildSpec,
+        on_line: LineSink<'_>,
+    ) -> Result<String, EngineError>;
+
+    /// Creates a container from a spec; returns its id. Never pulls: a missing image is an error.
+    async fn create_container(
+        &self,
+        name: &str,
+        spec: &ContainerSpec,
+    ) -> Result<String, EngineError>;
+
+    /// Attaches stdin, stdout and stderr; must happen before start so no output is lost.
+    async fn attach(&self, id: &str) -> Result<Attached, EngineError>;
+
+    /// Starts a created container.
+    async fn start(&self, id: &str) -> Result<(), EngineError>;
+
+    /// Waits until the container exits and returns its exit code. Call only after start.
+    async fn wait(&self, id: &str) -> Result<i64, EngineError>;
+
+    /// Sends a signal; a container that already stopped or is gone is not an error.
+    async fn kill(&self, id: &str, signal: Signal) -> Result<(), EngineError>;
+
+    /// The state of a stopped container: whether the kernel's OOM killer ended it.
+    async fn container_state(&self, id: &str) -> Result<ContainerState, EngineError>;
+
+    /// Removes a container and its anonymous volumes; one that is already gone is not an error.
+    async fn remove(&self, id: &str) -> Result<(), EngineError>;
+
+    /// All containers (running or not) that carry every given `key=value` label; every
+    /// container on the engine when `labels` is empty.
+    async fn containers_with_labels(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<ContainerSummary>, EngineError>;
+
+    /// What the engine is and offers.
+    async fn info(&self) -> Result<EngineInfo, EngineError>;
+
+    /// All images that carry every given `key=value` label.
+    async fn images_with_labels(&self, labels: &[String])
+    -> Result<Vec<ImageSummary>, EngineError>;
+
+    /// Removes an image (and its tags); refused with [`EngineError::InUse`] while a container
+    /// uses it or another image builds on it. One that is already gone is not an error.
+    async fn remove_image(&self, id: &str) -> Result<(), EngineError>;
+
+    /// The size of an image in bytes (0 when the engine does not say).
+    async fn image_size(&self, name: &str) -> Result<u64, EngineError>;
+
+    /// The labels of a container by name or id, or `None` when there is no such container.
+    async fn container_labels(
+        &self,
+        name: &str,
+    ) -> Result<Option<HashMap<String, String>>, EngineError>;
+
+    /// Whether a volume of that name exists.
+    async fn volume_exists(&self, name: &str) -> Result<bool, EngineError>;
+
+    /// Creates a local volume with labels (creating an existing one changes nothing).
+    async fn create_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError>;
+
+    /// Removes a volume; one that is gone is not an error. Returns false when the engine kept it
+    /// because a container uses it.
+    async fn remove_volume(&self, name: &str) -> Result<bool, EngineError>;
+
+    /// All volumes that carry every given `key=value` label.
+    async fn volumes_with_labels(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<VolumeSummary>, EngineError>;
+
+    /// Unpacks a tar archive, streamed, into a folder of a (created, not necessarily started)
+    /// container; a volume mounted there receives the files.
+    async fn upload_archive(
+        &self,
+        id: &str,
+        path: &str,
+        archive: ArchiveStream,
+    ) -> Result<(), EngineError>;
+
+    /// Images as one archive (`docker save`), streamed as the engine writes it.
+    fn export_images(&self, names: &[String]) -> ImageExport;
+
+    /// Loads an image archive (`docker load`) streamed from elsewhere; returns the engine's
+    /// messages (`Loaded image: ...`).
+    async fn import_images(&self, archive: ArchiveStream) -> Result<Vec<String>, EngineError>;
+
+    /// Imports a root file system tarball as an image (`docker import`) tagged `tag`, with
+    /// Dockerfile-style `changes` (`ENV ...`, `CMD ...`, `LABEL ...`); returns its id.
+    async fn import_rootfs(
+        &self,
+        tag: &str,
+        rootfs: ArchiveStream,
+        changes: &[String],
+    ) -> Result<String, EngineError>;
+}

@@ -1,0 +1,674 @@
+//! The life of one container, in steps: create, attach, start, feed stdin, capture, wait, remove.
+//!
+//! Each step is its own call on the engine so that the order that works (attach before start,
+//! wait after start) is visible here, and so a pool of pre-created containers can slot in later
+//! between create and start. However a run ends (exit, timeout, cancellation, engine error, a
+//! dropped future), the container is removed.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use super::capture::{BoundedBuffer, Captured};
+use crate::engine::{Attached, ContainerSpec, EngineError, SharedEngine, Signal, StreamKind};
+
+/// Bounds on one run.
+#[derive(Clone, Debug)]
+pub struct RunLimits {
+    pub timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when the timeout expires or the run is cancelled.
+    pub grace: Duration,
+    /// Bytes kept per output stream.
+    pub max_output: usize,
+}
+
+/// Why a container stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The process exited by itself.
+    Exited,
+    /// The timeout expired and packbox stopped it.
+    TimedOut,
+    /// packbox was asked to stop (Ctrl-C, SIGTERM) and stopped it.
+    Cancelled,
+}
+
+/// How a container ended, with its captured streams.
+#[derive(Debug)]
+pub struct ContainerExit {
+    pub ending: Ending,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub stdout: Captured,
+    pub stderr: Captured,
+}
+
+/// The engine failed in the middle of a run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{run}; removing container {container} also failed: {cleanup}")]
+    CleanupAfterFailure {
+        run: Box<EngineError>,
+        container: String,
+        cleanup: Box<EngineError>,
+    },
+}
+
+/// How long the wait for a killed container may take before packbox gives up on it.
+const KILL_WAIT: Duration = Duration::from_secs(30);
+
+/// What a run is given besides its container: stdin, bounds, a cancellation signal, and where
+/// live output goes (for `--follow`).
+pub struct RunIo<'a> {
+    pub stdin: Vec<u8>,
+    pub limits: &'a RunLimits,
+    pub cancel: &'a CancellationToken,
+    pub on_output: &'a mut (dyn FnMut(StreamKind, &[u8]) + Send),
+}
+
+/// A container that is created, attached and started: the first three steps of a run. Its
+/// process may already be waiting (see the warm pool) for what comes on stdin.
+pub struct Started {
+    id: String,
+    attached: Attached,
+    guard: RemoveOnDrop,
+}
+
+impl Started {
+    /// The container's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started").field("id", &self.id).finish()
+    }
+}
+
+/// Runs one container to its end and removes it, whatever happened.
+pub async fn run_container(
+    engine: &SharedEngine,
+    name: &str,
+    spec: &ContainerSpec,
+    io: RunIo<'_>,
+) -> Result<ContainerExit, RunError> {
+    let started = start(engine, name, spec).await?;
+    finish(engine, started, io).await
+}
+
+/// Creates, attaches (before start, so no output is lost) and starts a container. On any
+/// failure the container is removed.
+pub async fn start(
+    engine: &SharedEngine,
+    name: &str,
+    spec: &ContainerSpec,
+) -> Result<Started, RunError> {
+    let id = engine.create_container(name, spec).await?;
+    let guard = RemoveOnDrop {
+        engine: SharedEngine::clone(engine),
+        id: Some(id.clone()),
+    };
+    let attached = async {
+        let attached = engine.attach(&id).await?;
+        engine.start(&id).await?;
+        Ok::<_, EngineError>(attached)
+    }
+    .await;
+    match attached {
+        Ok(attached) => Ok(Started {
+            id,
+            attached,
+            guard,
+        }),
+        Err(run) => {
+            guard.disarm();
+            let removed = engine.remove(&id).await;
+            with_cleanup(Err(run), removed, id)
+        }
+    }
+}
+
+/// Removes a started container that will not run (an idle pooled one).
+pub async fn discard(engine: &SharedEngine, started: Started) {
+    let Started { id, guard, .. } = started;
+    guard.disarm();
+    if let Err(e) = engine.remove(&id).await {
+        tracing::warn!("removing unused container {id}: {e}");
+    }
+}
+
+/// Feeds stdin, captures the output under the limits until the container ends (or its timeout
+/// or a cancellation stops it), then removes it, whatever happened.
+pub async fn finish(
+    engine: &SharedEngine,
+    started: Started,
+    io: RunIo<'_>,
+) -> Result<ContainerExit, RunError> {
+    let Started {
+        id,
+        attached,
+        guard,
+    } = started;
+    let result = drive(engine, &id, attached, io).await;
+    guard.disarm();
+    let removed = engine.remove(&id).await;
+    with_cleanup(result, removed, id)
+}
+
+/// A step's result together with the removal that followed it: both failures are reported.
+fn with_cleanup<T>(
+    result: Result<T, EngineError>,
+    removed: Result<(), EngineError>,
+    container: String,
+) -> Result<T, RunError> {
+    match (result, removed) {
+        (Ok(value), Ok(())) => Ok(value),
+        (Ok(_), Err(cleanup)) => Err(cleanup.into()),
+        (Err(run), Ok(())) => Err(run.into()),
+        (Err(run), Err(cleanup)) => Err(RunError::CleanupAfterFailure {
+            run: Box::new(run),
+            container,
+            cleanup: Box::new(cleanup),
+        }),
+    }
+}
+
+async fn drive(
+    engine: &SharedEngine,
+    id: &str,
+    attached: Attached,
+    io: RunIo<'_>,
+) -> Result<ContainerExit, EngineError> {
+    let RunIo {
+        stdin,
+        limits,
+        cancel,
+        on_output,
+    } = io;
+    let Attached {
+        mut output,
+        stdin: mut input,
+    } = attached;
+    // Stdin is written from its own task while output is read, so neither side can block the
+    // other; the task is aborted and awaited before returning.
+    let writer = tokio::spawn(async move {
+        // An action that exits without reading stdin closes the pipe: not an error of the run.
+        let _ = input.write_all(&stdin).await;
+        let _ = input.shutdown().await;
+    });
+
+    let mut stdout = BoundedBuffer::new("stdout", limits.max_output);
+    let mut stderr = BoundedBuffer::new("stderr", limits.max_output);
+    let mut pump_and_wait = async |stdout: &mut BoundedBuffer, stderr: &mut BoundedBuffer| {
+        // Reading on past the limits keeps the engine's copy from stalling; the buffers drop
+        // what does not fit.
+        while let Some(chunk) = output.next().await {
+            let chunk = chunk?;
+            on_output(chunk.stream, &chunk.bytes);
+            match chunk.stream {
+                StreamKind::Stdout => stdout.push(&chunk.bytes),
+                StreamKind::Stderr => stderr.push(&chunk.bytes),
+            }
+        }
+        engine.wait(id).await
+    };
+
+    let first = tokio::select! {
+        result = tokio::time::timeout(limits.timeout, pump_and_wait(&mut stdout, &mut stderr)) => {
+            match result {
+                Ok(code) => Ok(code?),
+                Err(_) => Err(Ending::TimedOut),
+            }
+        }
+        () = cancel.cancelled() => Err(Ending::Cancelled),
+    };
+    let (ending, exit_code) = match first {
+        Ok(code) => (Ending::Exited, Some(code)),
+        Err(ending) => {
+            // SIGTERM, a grace period (still capturing), then SIGKILL.
+            engine.kill(id, Signal::Term).await?;
+            let code =
+                match tokio::time::timeout(limits.grace, pump_and_wait(&mut stdout, &mut stderr))
+                    .await
+                {
+                    Ok(code) => Some(code?),
+                    Err(_) => {
+                        engine.kill(id, Signal::Kill).await?;
+                        tokio::time::timeout(KILL_WAIT, engine.wait(id))
+                            .await
+                            .ok()
+                            .transpose()?
+                    }
+                };
+            (ending, code)
+        }
+    };
+    writer.abort();
+    let _ = writer.await;
+
+    let oom_killed = match exit_code {
+        // Only a kill can be an OOM kill; other exits need no extra round trip.
+        Some(137) | None => engine.container_state(id).await?.oom_killed,
+        Some(_) => false,
+    };
+    Ok(ContainerExit {
+        ending,
+        exit_code,
+        oom_killed,
+        stdout: stdout.finish(),
+        stderr: stderr.finish(),
+    })
+}
+
+/// Removes the container if the run is dropped half-way (a panic, a dropped future); the normal
+/// path removes it explicitly and disarms this.
+struct RemoveOnDrop {
+    engine: SharedEngine,
+    id: Option<String>,
+}
+
+impl RemoveOnDrop {
+    fn disarm(mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let engine = SharedEngine::clone(&self.engine);
+            handle.spawn(async move {
+                if let Err(e) = engine.remove(&id).await {
+                    tracing::warn!("removing container {id} after an interrupted run: {e}");
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::engine::fake::{Call, Exit, FakeEngine, Op, Program};
+    use crate::engine::{SharedEngine, Signal};
+
+    const IMAGE: &str = "packbox/shell:5.2";
+
+    fn engine() -> (Arc<FakeEngine>, SharedEngine) {
+        let fake = FakeEngine::new();
+        fake.add_image(IMAGE, &[], 0);
+        let shared: SharedEngine = fake.clone();
+        (fake, shared)
+    }
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            image: IMAGE.into(),
+            cmd: vec!["bash".into(), "/pack/actions/a.sh".into()],
+            ..ContainerSpec::default()
+        }
+    }
+
+    fn limits(timeout: u64, grace: u64) -> RunLimits {
+        RunLimits {
+            timeout: Duration::from_secs(timeout),
+            grace: Duration::from_secs(grace),
+            max_output: 1024,
+        }
+    }
+
+    async fn run(
+        engine: &SharedEngine,
+        limits: &RunLimits,
+        cancel: &CancellationToken,
+        stdin: &[u8],
+    ) -> Result<ContainerExit, RunError> {
+        let io = RunIo {
+            stdin: stdin.to_vec(),
+            limits,
+            cancel,
+            on_output: &mut |_, _| {},
+        };
+        run_container(engine, "packbox-test", &spec(), io).await
+    }
+
+    fn kills(fake: &FakeEngine) -> Vec<Signal> {
+        fake.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Kill(_, signal) => Some(signal),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_process_that_exits_is_waited_for_and_removed() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program::prints("hello\n", 0));
+        let exit = run(&engine, &limits(60, 10), &CancellationToken::new(), b"{}")
+            .await
+            .expect("run");
+        assert_eq!(exit.ending, Ending::Exited);
+        assert_eq!(exit.exit_code, Some(0));
+        assert_eq!(exit.stdout.text, "hello\n");
+        assert!(
+            kills(&fake).is_empty(),
+            "no signal for a process that exits"
+        );
+        assert!(fake.container_ids().is_empty(), "removed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_order_is_create_attach_start_wait_remove() {
+        let (fake, engine) = engine();
+        run(&engine, &limits(60, 10), &CancellationToken::new(), b"")
+            .await
+            .expect("run");
+        let kinds: Vec<&'static str> = fake
+            .calls()
+            .iter()
+            .map(|c| match c {
+                Call::Create { .. } => "create",
+                Call::Attach(_) => "attach",
+                Call::Start(_) => "start",
+                Call::Wait(_) => "wait",
+                Call::Remove(_) => "remove",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["create", "attach", "start", "wait", "remove"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stdin_reaches_the_process_whole() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            delay: Duration::from_secs(1),
+            ..Program::default()
+        });
+        let document = vec![b'x'; 200_000];
+        let (limits, cancel) = (limits(60, 10), CancellationToken::new());
+        let runner = run(&engine, &limits, &cancel, &document);
+        let watcher = async {
+            fake.until(|f| {
+                f.container_ids()
+                    .first()
+                    .is_some_and(|id| f.stdin_of(id).len() == document.len())
+            })
+            .await;
+        };
+        let (exit, ()) = tokio::join!(runner, watcher);
+        exit.expect("run");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeout_sends_sigterm_then_sigkill_after_the_grace() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            exit: Exit::Never,
+            obeys_term: false,
+            ..Program::default()
+        });
+        let started = Instant::now();
+        let exit = run(&engine, &limits(30, 5), &CancellationToken::new(), b"")
+            .await
+            .expect("run");
+        assert_eq!(exit.ending, Ending::TimedOut);
+        assert_eq!(exit.exit_code, Some(137));
+        assert_eq!(kills(&fake), [Signal::Term, Signal::Kill]);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(35),
+            "timeout + grace"
+        );
+        assert!(fake.container_ids().is_empty(), "removed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_process_that_obeys_sigterm_gets_no_sigkill() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            exit: Exit::Never,
+            ..Program::default()
+        });
+        let started = Instant::now();
+        let exit = run(&engine, &limits(30, 5), &CancellationToken::new(), b"")
+            .await
+            .expect("run");
+        assert_eq!(exit.ending, Ending::TimedOut);
+        assert_eq!(exit.exit_code, Some(143));
+        assert_eq!(kills(&fake), [Signal::Term]);
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_that_ends_before_its_timeout_is_not_signalled() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            delay: Duration::from_secs(29),
+            ..Program::default()
+        });
+        let exit = run(&engine, &limits(30, 5), &CancellationToken::new(), b"")
+            .await
+            .expect("run");
+        assert_eq!(exit.ending, Ending::Exited);
+        assert!(kills(&fake).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancellation_stops_the_process_gracefully_and_removes_it() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            exit: Exit::Never,
+            obeys_term: false,
+            ..Program::default()
+        });
+        let cancel = CancellationToken::new();
+        let limits = limits(600, 3);
+        let runner = run(&engine, &limits, &cancel, b"");
+        let canceller = async {
+            tokio::time::sleep(Duration::from_secs(7)).await;
+            cancel.cancel();
+        };
+        let started = Instant::now();
+        let (exit, ()) = tokio::join!(runner, canceller);
+        let exit = exit.expect("run");
+        assert_eq!(exit.ending, Ending::Cancelled);
+        assert_eq!(kills(&fake), [Signal::Term, Signal::Kill]);
+        assert_eq!(started.elapsed(), Duration::from_secs(10), "cancel + grace");
+        assert!(fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_oom_kill_is_reported() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            exit: Exit::Code(137),
+            oom: true,
+            ..Program::default()
+        });
+        let exit = run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
+            .await
+            .expect("run");
+        assert!(exit.oom_killed);
+        assert!(fake.count(|c| matches!(c, Call::State(_))) == 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_exit_codes_need_no_inspection() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program::prints("", 3));
+        let exit = run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
+            .await
+            .expect("run");
+        assert_eq!(exit.exit_code, Some(3));
+        assert_eq!(fake.count(|c| matches!(c, Call::State(_))), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn output_beyond_the_limit_is_truncated_but_drained() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            output: (0..100)
+                .map(|_| (StreamKind::Stdout, vec![b'a'; 100]))
+                .chain([(StreamKind::Stderr, b"err".to_vec())])
+                .collect(),
+            ..Program::default()
+        });
+        let exit = run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
+            .await
+            .expect("run");
+        assert!(exit.stdout.truncated);
+        assert!(exit.stdout.text.starts_with(&"a".repeat(1024)));
+        assert!(exit.stdout.text.contains("[OUTPUT TRUNCATED: stdout"));
+        assert_eq!(
+            exit.stderr.text, "err",
+            "the other stream is read to its end"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_start_removes_the_created_container() {
+        let (fake, engine) = engine();
+        fake.fail(Op::Start, 1);
+        let err = run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
+            .await
+            .expect_err("start fails");
+        assert!(crate::error_text::chain(&err).contains("injected"), "{err}");
+        assert_eq!(fake.count(|c| matches!(c, Call::Remove(_))), 1);
+        assert!(fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_attach_removes_the_created_container() {
+        let (fake, engine) = engine();
+        fake.fail(Op::Attach, 1);
+        run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
+            .await
+            .expect_err("attach fails");
+        assert!(fake.container_ids().is_empty());
+        assert_eq!(
+            fake.count(|c| matches!(c, Call::Start(_))),
+            0,
+            "never started"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_engine_error_mid_run_still_removes_the_container() {
+        let (fake, engine) = engine();
+        fake.fail(Op::Output, 1);
+        fake.set_program(|_| Program {
+            exit: Exit::Never,
+            ..Program::default()
+        });
+        let err = run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
+            .await
+            .expect_err("output fails");
+        assert!(err.to_string().contains("reading output"), "{err}");
+        assert!(fake.container_ids().is_empty(), "removed after the error");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_wait_still_removes_the_container() {
+        let (fake, engine) = engine();
+        fake.fail(Op::Wait, 1);
+        run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
+            .await
+            .expect_err("wait fails");
+        assert!(fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_removal_after_a_failed_run_reports_both() {
+        let (fake, engine) = engine();
+        fake.fail(Op::Wait, 1);
+        fake.fail(Op::Remove, 1);
+        let err = run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
+            .await
+            .expect_err("both fail");
+        assert!(matches!(err, RunError::CleanupAfterFailure { .. }), "{err}");
+        assert!(err.to_string().contains("waiting") && err.to_string().contains("removing"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_dropped_half_way_removes_its_container() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            exit: Exit::Never,
+            ..Program::default()
+        });
+        let running = {
+            let engine = SharedEngine::clone(&engine);
+            tokio::spawn(async move {
+                let limits = limits(600, 5);
+                let cancel = CancellationToken::new();
+                let _ = run(&engine, &limits, &cancel, b"").await;
+            })
+        };
+        fake.until(|f| !f.running().is_empty()).await;
+        running.abort();
+        let _ = running.await;
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            fake.until(|f| f.container_ids().is_empty()),
+        )
+        .await
+        .expect("the drop guard removes the container");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_output_handler_still_removes_the_container() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            output: vec![(StreamKind::Stdout, b"boom".to_vec())],
+            exit: Exit::Never,
+            ..Program::default()
+        });
+        let running = {
+            let engine = SharedEngine::clone(&engine);
+            tokio::spawn(async move {
+                let limits = limits(600, 5);
+                let cancel = CancellationToken::new();
+                let io = RunIo {
+                    stdin: Vec::new(),
+                    limits: &limits,
+                    cancel: &cancel,
+                    on_output: &mut |_, _| panic!("a bug in the caller"),
+                };
+                let _ = run_container(&engine, "packbox-test", &spec(), io).await;
+            })
+        };
+        assert!(running.await.is_err(), "the task panicked");
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            fake.until(|f| f.container_ids().is_empty()),
+        )
+        .await
+        .expect("the drop guard removes the container");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn discarding_a_started_container_removes_it_without_running_it() {
+        let (fake, engine) = engine();
+        let started = start(&engine, "packbox-idle", &spec())
+            .await
+            .expect("start");
+        assert_eq!(fake.container_ids().len(), 1);
+        discard(&engine, started).await;
+        assert!(fake.container_ids().is_empty());
+    }
+}

@@ -1,0 +1,1313 @@
+//! Settings resolved once: command-line flags, then the config file, then environment
+//! variables, then built-in defaults, into one [`Settings`] value handed to the executor.
+//!
+//! This is the only module that reads the process environment (through [`Environment`]), so one
+//! place says what a run's settings are and where each came from (`packbox config show`).
+//!
+//! The config file is never picked up from the working folder: it is `--config FILE`, else
+//! `PACKBOX_CONFIG`, else the user's own `$XDG_CONFIG_HOME/packbox/config.yaml`. Whatever its
+//! source, a setting that is weaker than packbox's sandbox defaults (root, capabilities kept, a
+//! writable root, a network, limits above a sane ceiling) is refused unless weakening was asked
+//! for explicitly (`--allow-weaker-sandbox` or `sandbox.allow_weaker: true` in the file), and is
+//! then reported in every outcome. Flags, file and environment share one validation: the same
+//! ranges and the same messages.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::endpoint::{self, Endpoint, EndpointError};
+use crate::envimage::{BuildSettings, IndexSettings};
+use crate::sandbox::SandboxPolicy;
+
+/// The largest config file packbox reads.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Proxy variables passed to environment builds as build arguments.
+const PROXY_VARIABLES: &[&str] = &[
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "FTP_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "ftp_proxy",
+];
+
+/// Settings that cannot be used, naming the setting, where its value came from and what was
+/// expected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    #[error("config file {file}: cannot read")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {file}: {message}")]
+    Invalid { file: PathBuf, message: String },
+    #[error("{setting} (from {source_name}): {message}")]
+    Value {
+        setting: String,
+        source_name: String,
+        message: String,
+    },
+    #[error(
+        "{setting} = {value} (from {source_name}) is weaker than packbox's sandbox default ({default}); pass --allow-weaker-sandbox or set `sandbox.allow_weaker: true` in your config file to allow it"
+    )]
+    Weaker {
+        setting: String,
+        value: String,
+        default: String,
+        source_name: String,
+    },
+    /// The engine the settings name cannot be used (an address, a docker context, TLS files).
+    #[error(transparent)]
+    Endpoint(Box<EndpointError>),
+}
+
+impl SettingsError {
+    /// Whether the engine's set-up is at fault (DOCKER_HOST, a docker context, TLS files from
+    /// the environment: exit 125) rather than packbox's own flag or config file (exit 2).
+    pub fn is_engine_setup(&self) -> bool {
+        matches!(self, SettingsError::Endpoint(e) if !e.is_engine_setting())
+    }
+
+    /// The next step for an engine setting that cannot be used.
+    pub fn endpoint_hint(&self) -> Option<&'static str> {
+        match self {
+            SettingsError::Endpoint(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
+/// How the pack reaches the container.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackDelivery {
+    /// `bind` for an engine on a local Unix socket (it sees this machine's files), `volume`
+    /// for any other.
+    #[default]
+    Auto,
+    /// The pack folder bind-mounted read-only: free, but only an engine on this machine sees it.
+    Bind,
+    /// A read-only volume filled through the API, named by the pack's content: works with any
+    /// engine; the first run of each pack content pays for the upload.
+    Volume,
+}
+
+impl PackDelivery {
+    /// Parses `auto`, `bind` or `volume`.
+    pub fn parse(text: &str) -> Result<PackDelivery, String> {
+        match text {
+            "auto" => Ok(PackDelivery::Auto),
+            "bind" => Ok(PackDelivery::Bind),
+            "volume" => Ok(PackDelivery::Volume),
+            other => Err(format!("`{other}`: expected auto, bind or volume")),
+        }
+    }
+}
+
+/// Where a setting's value came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Flag,
+    File,
+    Env,
+    Default,
+}
+
+/// A snapshot of the process environment, taken once; tests build their own.
+#[derive(Clone, Debug, Default)]
+pub struct Environment {
+    vars: HashMap<String, String>,
+}
+
+impl Environment {
+    /// The environment of this process.
+    pub fn capture() -> Environment {
+        Environment {
+            vars: std::env::vars().collect(),
+        }
+    }
+
+    /// An environment holding only the given variables.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Environment {
+        Environment {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// A variable's value, `None` when unset or empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// One layer of settings (the flags, or the config file): every field optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SettingsLayer {
+    /// The engine: an address (`unix:///...`, `tcp://...`) or a docker context name. Without
+    /// one, the environment decides as for the docker CLI (DOCKER_HOST, DOCKER_CONTEXT, ...).
+    pub engine: Option<String>,
+    /// How the pack reaches the container (`PACKBOX_PACK_DELIVERY`).
+    pub pack_delivery: Option<PackDelivery>,
+    /// Where packbox keeps its probe cache, build logs and locks.
+    pub state_dir: Option<PathBuf>,
+    /// A folder of runtime definitions that extend or replace the built-in catalog.
+    pub catalog: Option<PathBuf>,
+    /// Which runtimes to verify (`python,node`); all when unset.
+    pub runtimes: Option<String>,
+    #[serde(default)]
+    pub sandbox: SandboxLayer,
+    #[serde(default)]
+    pub run: RunLayer,
+    #[serde(default)]
+    pub build: BuildLayer,
+}
+
+/// Sandbox settings of one layer; each overrides one default.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SandboxLayer {
+    pub network: Option<String>,
+    pub read_only_root: Option<bool>,
+    /// Size of the /tmp tmpfs (`64m`, `1g`, or bytes).
+    pub tmp_size: Option<Size>,
+    pub cap_drop_all: Option<bool>,
+    pub no_new_privileges: Option<bool>,
+    pub user: Option<String>,
+    pub memory: Option<Size>,
+    pub pids: Option<u64>,
+    pub cpus: Option<f64>,
+    pub nofile: Option<u64>,
+    pub oci_runtime: Option<String>,
+    /// Settings weaker than the defaults are allowed (and reported).
+    pub allow_weaker: Option<bool>,
+}
+
+/// Run limits of one layer.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RunLayer {
+    pub timeout_seconds: Option<u64>,
+    pub grace_seconds: Option<u64>,
+    pub max_output: Option<Size>,
+}
+
+/// Environment-build settings of one layer.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BuildLayer {
+    /// A PEM bundle pip and npm trust during builds.
+    pub ca_bundle: Option<PathBuf>,
+    pub pip_index_url: Option<String>,
+    pub npm_registry: Option<String>,
+}
+
+/// A size in bytes, written as a number or with a binary suffix (`512m`, `64k`, `1g`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "serde_yaml::Value")]
+pub struct Size(pub u64);
+
+impl TryFrom<serde_yaml::Value> for Size {
+    type Error = String;
+    fn try_from(value: serde_yaml::Value) -> Result<Size, String> {
+        match value {
+            serde_yaml::Value::Number(n) => n.as_u64().map(Size).ok_or_else(|| {
+                format!("expected a size such as 512m, 64k, 1g or bytes, found {n}")
+            }),
+            serde_yaml::Value::String(s) => parse_size(&s).map(Size),
+            _ => Err("expected a size such as 512m, 64k, 1g or a number of bytes".into()),
+        }
+    }
+}
+
+/// Parses `512m`, `64K`, `1g`, `1024` (bytes); binary multiples. Ranges are checked later, the
+/// same way for every source.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let lower = text.to_ascii_lowercase();
+    let trimmed = lower.trim_end_matches('b').trim_end_matches('i');
+    let (digits, shift) = match trimmed.chars().last() {
+        Some('k') => (&trimmed[..trimmed.len() - 1], 10),
+        Some('m') => (&trimmed[..trimmed.len() - 1], 20),
+        Some('g') => (&trimmed[..trimmed.len() - 1], 30),
+        Some('t') => (&trimmed[..trimmed.len() - 1], 40),
+        _ => (trimmed, 0),
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| format!("`{text}` is not a size (expected e.g. 512m, 64k, 1g or bytes)"))
+}
+
+/// Limits of every run, unless a request says otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunDefaults {
+    /// Overrides every action's `timeout_seconds` when set.
+    pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL.
+    pub grace: Duration,
+    /// Bytes kept per output stream.
+    pub max_output: usize,
+}
+
+/// One setting as `packbox config show` prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShownSetting {
+    pub key: &'static str,
+    pub value: serde_json::Value,
+    pub source: Source,
+}
+
+/// Everything a packbox process runs with, resolved once.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Settings {
+    /// Where the engine is, and why (found the way the docker CLI finds engines).
+    pub endpoint: Endpoint,
+    /// How the pack reaches the container: `Bind` or `Volume` (`auto` already decided).
+    pub pack_delivery: PackDelivery,
+    pub state_dir: PathBuf,
+    pub catalog_dir: Option<PathBuf>,
+    /// `PACKBOX_RUNTIMES`: the runtimes to verify.
+    pub runtimes: Option<String>,
+    /// The sandbox of every run, checked.
+    pub sandbox: SandboxPolicy,
+    pub run: RunDefaults,
+    pub build: BuildSettings,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+    shown: Vec<ShownSetting>,
+}
+
+/// Default time between SIGTERM and SIGKILL.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// Default bytes kept per output stream: 10 MiB.
+pub const DEFAULT_MAX_OUTPUT: usize = 10 << 20;
+
+/// Bounds that hold whatever the source; a value outside is an input error.
+mod bounds {
+    pub const MIN_MEMORY: u64 = 6 << 20;
+    pub const MAX_MEMORY: u64 = 1 << 40;
+    pub const MIN_TMP: u64 = 1 << 20;
+    pub const MAX_TMP: u64 = 64 << 30;
+    pub const MIN_CPUS: f64 = 0.01;
+    pub const MAX_CPUS: f64 = 1024.0;
+    /// The kernel's largest pid_max.
+    pub const MAX_PIDS: u64 = 4_194_304;
+    pub const MAX_NOFILE: u64 = 1 << 20;
+    /// The engine accepts ids up to 2^31-1.
+    pub const MAX_ID: u64 = 2_147_483_647;
+    pub const MIN_OUTPUT: u64 = 1;
+    pub const MAX_OUTPUT: u64 = 1 << 30;
+    pub const MAX_TIMEOUT: u64 = 7 * 24 * 3600;
+    pub const MAX_GRACE: u64 = 3600;
+}
+
+/// Ceilings above which a limit counts as weakening the sandbox.
+mod ceilings {
+    pub const MEMORY: u64 = 8 << 30;
+    pub const TMP: u64 = 4 << 30;
+    pub const CPUS: f64 = 8.0;
+    pub const PIDS: u64 = 4096;
+    pub const NOFILE: u64 = 65536;
+}
+
+impl Settings {
+    /// Resolves settings from the flags, the config file they or the environment name, the
+    /// environment and the defaults; every value checked.
+    pub fn resolve(
+        flags: SettingsLayer,
+        config: Option<&Path>,
+        env: &Environment,
+    ) -> Result<Settings, SettingsError> {
+        let config_file = config_file(config, env);
+        let file = match &config_file {
+            Some(path) => read_config(path)?,
+            None => SettingsLayer::default(),
+        };
+        let env_layer = env_layer(env)?;
+        let resolver = Resolver {
+            flags: &flags,
+            file: &file,
+            env: &env_layer,
+            file_name: config_file.as_ref().map(|p| p.display().to_string()),
+            shown: Vec::new(),
+        };
+        resolver.finish(env, config_file)
+    }
+
+    /// The engine a flag other than `--engine` names (`images copy --to ENGINE`): an address,
+    /// with TLS from the environment, or a docker context name.
+    pub fn resolve_engine_flag(
+        flag: &str,
+        value: &str,
+        env: &Environment,
+    ) -> Result<Endpoint, SettingsError> {
+        endpoint::resolve_flag(flag, value, env).map_err(|e| SettingsError::Endpoint(Box::new(e)))
+    }
+
+    /// Settings as the command line would resolve them with no flags: the config file
+    /// `PACKBOX_CONFIG` or the user's config folder names, the environment, the defaults.
+    pub fn from_env() -> Result<Settings, SettingsError> {
+        Settings::resolve(SettingsLayer::default(), None, &Environment::capture())
+    }
+
+    /// Every setting with its value and where it came from, for `packbox config show`. Secrets
+    /// (credentials in URLs) are never shown.
+    pub fn shown(&self) -> &[ShownSetting] {
+        &self.shown
+    }
+}
+
+/// The config file to read: `--config`, else `PACKBOX_CONFIG`, else the user's own when it
+/// exists. Never one in the working folder.
+fn config_file(explicit: Option<&Path>, env: &Environment) -> Option<PathBuf> {
+    if let Some(path) = explicit {
+        return Some(path.to_path_buf());
+    }
+    if let Some(path) = env.get("PACKBOX_CONFIG") {
+        return Some(PathBuf::from(path));
+    }
+    let config_home = env
+        .get("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env.get("HOME").map(|home| Path::new(home).join(".config")))?;
+    let user_file = config_home.join("packbox").join("config.yaml");
+    user_file.is_file().then_some(user_file)
+}
+
+fn read_config(path: &Path) -> Result<SettingsLayer, SettingsError> {
+    let read_error = |source| SettingsError::Read {
+        file: path.to_path_buf(),
+        source,
+    };
+    let bytes = crate::input::read_regular_file(path, MAX_CONFIG_BYTES).map_err(read_error)?;
+    let text = String::from_utf8(bytes).map_err(|_| SettingsError::Invalid {
+        file: path.to_path_buf(),
+        message: "not UTF-8 text".into(),
+    })?;
+    if text.trim().is_empty() {
+        return Ok(SettingsLayer::default());
+    }
+    crate::input::check_yaml_depth(&text).map_err(|message| SettingsError::Invalid {
+        file: path.to_path_buf(),
+        message,
+    })?;
+    serde_yaml::from_str(&text).map_err(|e| SettingsError::Invalid {
+        file: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The settings the environment carries.
+fn env_layer(env: &Environment) -> Result<SettingsLayer, SettingsError> {
+    let path = |name: &str| env.get(name).map(PathBuf::from);
+    let text = |name: &str| env.get(name).map(str::to_string);
+    let pack_delivery = env
+        .get("PACKBOX_PACK_DELIVERY")
+        .map(PackDelivery::parse)
+        .transpose()
+        .map_err(|message| SettingsError::Value {
+            setting: "pack_delivery".into(),
+            source_name: "PACKBOX_PACK_DELIVERY".into(),
+            message,
+        });
+    Ok(SettingsLayer {
+        // DOCKER_HOST, DOCKER_CONTEXT and the docker config are read by `endpoint`, with the
+        // docker CLI's precedence.
+        engine: None,
+        pack_delivery: pack_delivery?,
+        state_dir: path("PACKBOX_STATE_DIR"),
+        catalog: path("PACKBOX_CATALOG"),
+        runtimes: text("PACKBOX_RUNTIMES"),
+        sandbox: SandboxLayer::default(),
+        run: RunLayer::default(),
+        build: BuildLayer {
+            ca_bundle: path("PACKBOX_BUILD_CA_BUNDLE"),
+            pip_index_url: text("PACKBOX_PIP_INDEX_URL"),
+            npm_registry: text("PACKBOX_NPM_REGISTRY"),
+        },
+    })
+}
+
+/// The state folder when none is set: `$XDG_STATE_HOME/packbox`, else
+/// `~/.local/state/packbox`, else a folder under the system's temp dir.
+fn default_state_dir(env: &Environment) -> PathBuf {
+    if let Some(dir) = env.get("XDG_STATE_HOME") {
+        return Path::new(dir).join("packbox");
+    }
+    if let Some(home) = env.get("HOME") {
+        return Path::new(home).join(".local/state/packbox");
+    }
+    std::env::temp_dir().join("packbox-state")
+}
+
+/// Picks each setting from the first layer that has it, remembering where it came from.
+struct Resolver<'a> {
+    flags: &'a SettingsLayer,
+    file: &'a SettingsLayer,
+    env: &'a SettingsLayer,
+    file_name: Option<String>,
+    shown: Vec<ShownSetting>,
+}
+
+/// A value and where it came from.
+struct Picked<T> {
+    value: T,
+    source: Source,
+}
+
+impl Resolver<'_> {
+    fn pick<T: Clone>(&self, get: impl Fn(&SettingsLayer) -> Option<T>) -> Option<Picked<T>> {
+        [
+            (self.flags, Source::Flag),
+            (self.file, Source::File),
+            (self.env, Source::Env),
+        ]
+        .into_iter()
+        .find_map(|(layer, source)| {
+            Some(Picked {
+                value: get(layer)?,
+                source,
+            })
+        })
+    }
+
+    /// How an error names a source: the flag, the file, the environment.
+    fn source_name(&self, source: Source) -> String {
+        match source {
+            Source::Flag => "the command line".into(),
+            Source::File => format!(
+                "config file {}",
+                self.file_name.as_deref().unwrap_or("(none)")
+            ),
+            Source::Env => "the environment".into(),
+            Source::Default => "the defaults".into(),
+        }
+    }
+
+    fn show(&mut self, key: &'static str, value: impl Serialize, source: Source) {
+        self.shown.push(ShownSetting {
+            key,
+            value: serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
+            source,
+        });
+    }
+
+    /// A setting with a default: picked, checked, shown.
+    fn setting<T: Clone + Serialize>(
+        &mut self,
+        key: &'static str,
+        get: impl Fn(&SettingsLayer) -> Option<T>,
+        default: T,
+        check: impl Fn(&T) -> Result<(), String>,
+    ) -> Result<Picked<T>, SettingsError> {
+        let picked = self.pick(get).unwrap_or(Picked {
+            value: default,
+            source: Source::Default,
+        });
+        check(&picked.value).map_err(|message| SettingsError::Value {
+            setting: key.into(),
+            source_name: self.source_name(picked.source),
+            message,
+        })?;
+        self.show(key, &picked.value, picked.source);
+        Ok(picked)
+    }
+
+    /// The engine: `engine` of the flags or the config file (an address or a docker context),
+    /// else what the environment names, as the docker CLI finds it.
+    fn endpoint(&mut self, env: &Environment) -> Result<Endpoint, SettingsError> {
+        let picked = [(self.flags, Source::Flag), (self.file, Source::File)]
+            .into_iter()
+            .find_map(|(layer, source)| Some((layer.engine.clone()?, source)));
+        let resolved = match &picked {
+            Some((value, Source::Flag)) => endpoint::resolve_flag("--engine", value, env),
+            Some((value, _)) => {
+                let name = format!(
+                    "engine (config file {})",
+                    self.file_name.as_deref().unwrap_or("?")
+                );
+                endpoint::resolve_flag(&name, value, env)
+            }
+            None => endpoint::resolve(None, env),
+        };
+        let endpoint = resolved.map_err(|e| SettingsError::Endpoint(Box::new(e)))?;
+        let source = match (&picked, &endpoint.origin) {
+            (Some((_, source)), _) => *source,
+            (None, endpoint::Origin::Default) => Source::Default,
+            (None, _) => Source::Env,
+        };
+        self.show("engine", &endpoint.host, source);
+        if let Some(context) = &endpoint.context {
+            self.show("engine_context", context, source);
+        }
+        if let Some(tls) = endpoint.tls() {
+            self.show("engine_tls", &tls.source, source);
+        }
+        Ok(endpoint)
+    }
+
+    fn finish(
+        mut self,
+        env: &Environment,
+        config_file: Option<PathBuf>,
+    ) -> Result<Settings, SettingsError> {
+        let d = SandboxPolicy::default();
+        let endpoint = self.endpoint(env)?;
+        let pack_delivery = self.setting(
+            "pack_delivery",
+            |l| l.pack_delivery,
+            PackDelivery::Auto,
+            any,
+        )?;
+        let pack_delivery = match pack_delivery.value {
+            PackDelivery::Auto if endpoint.is_local_socket() => PackDelivery::Bind,
+            PackDelivery::Auto => PackDelivery::Volume,
+            chosen => chosen,
+        };
+        let state_dir = self.setting(
+            "state_dir",
+            |l| l.state_dir.clone(),
+            default_state_dir(env),
+            any,
+        )?;
+        let catalog = self.pick(|l| l.catalog.clone());
+        self.show(
+            "catalog",
+            catalog.as_ref().map(|p| &p.value),
+            catalog.as_ref().map_or(Source::Default, |p| p.source),
+        );
+        let runtimes = self.pick(|l| l.runtimes.clone());
+        self.show(
+            "runtimes",
+            runtimes.as_ref().map(|p| &p.value),
+            runtimes.as_ref().map_or(Source::Default, |p| p.source),
+        );
+
+        let network = self.setting(
+            "sandbox.network",
+            |l| l.sandbox.network.clone(),
+            d.network.clone(),
+            |n| check_network(n),
+        )?;
+        let read_only_root = self.setting(
+            "sandbox.read_only_root",
+            |l| l.sandbox.read_only_root,
+            d.read_only_root,
+            any,
+        )?;
+        let tmp = self.setting(
+            "sandbox.tmp_size",
+            |l| l.sandbox.tmp_size.map(|s| s.0),
+            d.tmpfs_tmp_bytes,
+            |v| in_range(*v, bounds::MIN_TMP, bounds::MAX_TMP, "1m", "64g"),
+        )?;
+        let cap_drop_all = self.setting(
+            "sandbox.cap_drop_all",
+            |l| l.sandbox.cap_drop_all,
+            d.cap_drop_all,
+            any,
+        )?;
+        let no_new_privileges = self.setting(
+            "sandbox.no_new_privileges",
+            |l| l.sandbox.no_new_privileges,
+            d.no_new_privileges,
+            any,
+        )?;
+        let user = self.setting(
+            "sandbox.user",
+            |l| l.sandbox.user.clone(),
+            d.user.clone(),
+            |u| check_user(u),
+        )?;
+        let memory = self.setting(
+            "sandbox.memory",
+            |l| l.sandbox.memory.map(|s| s.0),
+            d.memory_bytes,
+            |v| in_range(*v, bounds::MIN_MEMORY, bounds::MAX_MEMORY, "6m", "1t"),
+        )?;
+        let pids = self.setting(
+            "sandbox.pids",
+            |l| l.sandbox.pids,
+            u64::from(d.pids_limit),
+            |v| count_in_range(*v, 1, bounds::MAX_PIDS),
+        )?;
+        let cpus = self.setting(
+            "sandbox.cpus",
+            |l| l.sandbox.cpus,
+            d.cpus,
+            |v| {
+                if v.is_finite() && (bounds::MIN_CPUS..=bounds::MAX_CPUS).contains(v) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "expected a number of CPUs from {} to {}, found {v}",
+                        bounds::MIN_CPUS,
+                        bounds::MAX_CPUS
+                    ))
+                }
+            },
+        )?;
+        let nofile = self.setting(
+            "sandbox.nofile",
+            |l| l.sandbox.nofile,
+            u64::from(d.nofile),
+            |v| count_in_range(*v, 16, bounds::MAX_NOFILE),
+        )?;
+        let oci_runtime = self.pick(|l| l.sandbox.oci_runtime.clone());
+        if let Some(runtime) = &oci_runtime {
+            check_name(&runtime.value).map_err(|message| SettingsError::Value {
+                setting: "sandbox.oci_runtime".into(),
+                source_name: self.source_name(runtime.source),
+                message,
+            })?;
+        }
+        self.show(
+            "sandbox.oci_runtime",
+            oci_runtime.as_ref().map(|p| &p.value),
+            oci_runtime.as_ref().map_or(Source::Default, |p| p.source),
+        );
+        // Only an explicit choice allows weakening: a flag or the config file, never the
+        // environment.
+        let allow_weaker = self
+            .flags
+            .sandbox
+            .allow_weaker
+            .or(self.file.sandbox.allow_weaker);
+        let allow_source = if self.flags.sandbox.allow_weaker.is_some() {
+            Source::Flag
+        } else if allow_weaker.is_some() {
+            Source::File
+        } else {
+            Source::Default
+        };
+        let allow_weaker = allow_weaker.unwrap_or(false);
+        self.show("sandbox.allow_weaker", allow_weaker, allow_source);
+
+        let timeout = self.pick(|l| l.run.timeout_seconds);
+        if let Some(t) = &timeout {
+            count_in_range(t.value, 1, bounds::MAX_TIMEOUT).map_err(|message| {
+                SettingsError::Value {
+                    setting: "run.timeout_seconds".into(),
+                    source_name: self.source_name(t.source),
+                    message,
+                }
+            })?;
+        }
+        self.show(
+            "run.timeout_seconds",
+            timeout.as_ref().map(|p| p.value),
+            timeout.as_ref().map_or(Source::Default, |p| p.source),
+        );
+        let grace = self.setting(
+            "run.grace_seconds",
+            |l| l.run.grace_seconds,
+            DEFAULT_GRACE.as_secs(),
+            |v| count_in_range(*v, 0, bounds::MAX_GRACE),
+        )?;
+        let max_output = self.setting(
+            "run.max_output",
+            |l| l.run.max_output.map(|s| s.0),
+            DEFAULT_MAX_OUTPUT as u64,
+            |v| in_range(*v, bounds::MIN_OUTPUT, bounds::MAX_OUTPUT, "1 byte", "1g"),
+        )?;
+
+        let ca_bundle = self.pick(|l| l.build.ca_bundle.clone());
+        self.show(
+            "build.ca_bundle",
+            ca_bundle.as_ref().map(|p| &p.value),
+            ca_bundle.as_ref().map_or(Source::Default, |p| p.source),
+        );
+        let pip_index_url = self.pick(|l| l.build.pip_index_url.clone());
+        self.show(
+            "build.pip_index_url",
+            pip_index_url
+                .as_ref()
+                .map(|p| without_credentials(&p.value)),
+            pip_index_url.as_ref().map_or(Source::Default, |p| p.source),
+        );
+        let npm_registry = self.pick(|l| l.build.npm_registry.clone());
+        self.show(
+            "build.npm_registry",
+            npm_registry.as_ref().map(|p| without_credentials(&p.value)),
+            npm_registry.as_ref().map_or(Source::Default, |p| p.source),
+        );
+        let proxies: BTreeMap<String, String> = PROXY_VARIABLES
+            .iter()
+            .filter_map(|name| Some((name.to_string(), env.get(name)?.to_string())))
+            .collect();
+        let shown_proxies: BTreeMap<&String, String> = proxies
+            .iter()
+            .map(|(k, v)| (k, without_credentials(v)))
+            .collect();
+        let proxies_source = if proxies.is_empty() {
+            Source::Default
+        } else {
+            Source::Env
+        };
+        self.show("build.proxies", shown_proxies, proxies_source);
+
+        let sandbox = SandboxPolicy {
+            network: network.value.clone(),
+            read_only_root: read_only_root.value,
+            tmpfs_tmp_bytes: tmp.value,
+            cap_drop_all: cap_drop_all.value,
+            no_new_privileges: no_new_privileges.value,
+            user: user.value.clone(),
+            memory_bytes: memory.value,
+            pids_limit: pids.value as u32,
+            cpus: cpus.value,
+            nofile: nofile.value as u32,
+            oci_runtime: oci_runtime.map(|p| p.value),
+            weaker_than_default: Vec::new(),
+        };
+        let weaker = weaker_settings(&sandbox, &d);
+        let mut weakened = Vec::new();
+        for (setting, value, default) in weaker {
+            let source = match setting {
+                "sandbox.network" => network.source,
+                "sandbox.read_only_root" => read_only_root.source,
+                "sandbox.tmp_size" => tmp.source,
+                "sandbox.cap_drop_all" => cap_drop_all.source,
+                "sandbox.no_new_privileges" => no_new_privileges.source,
+                "sandbox.user" => user.source,
+                "sandbox.memory" => memory.source,
+                "sandbox.pids" => pids.source,
+                "sandbox.cpus" => cpus.source,
+                _ => nofile.source,
+            };
+            if !allow_weaker {
+                return Err(SettingsError::Weaker {
+                    setting: setting.into(),
+                    value,
+                    default,
+                    source_name: self.source_name(source),
+                });
+            }
+            weakened.push(format!("{setting} = {value} (default {default})"));
+        }
+        let sandbox = SandboxPolicy {
+            weaker_than_default: weakened,
+            ..sandbox
+        };
+        Ok(Settings {
+            endpoint,
+            pack_delivery,
+            state_dir: state_dir.value,
+            catalog_dir: catalog.map(|p| p.value),
+            runtimes: runtimes.map(|p| p.value),
+            sandbox,
+            run: RunDefaults {
+                timeout: timeout.map(|t| Duration::from_secs(t.value)),
+                grace: Duration::from_secs(grace.value),
+                max_output: max_output.value as usize,
+            },
+            build: BuildSettings {
+                ca_bundle: ca_bundle.map(|p| p.value),
+                index: IndexSettings {
+                    pip_index_url: pip_index_url.map(|p| p.value),
+                    npm_registry: npm_registry.map(|p| p.value),
+                },
+                proxies,
+            },
+            config_file,
+            shown: self.shown,
+        })
+    }
+}
+
+/// The sandbox settings weaker than the defaults: (setting, value, default).
+fn weaker_settings(
+    policy: &SandboxPolicy,
+    d: &SandboxPolicy,
+) -> Vec<(&'static str, String, String)> {
+    let mut weaker = Vec::new();
+    let mut flag = |setting: &'static str, value: String, default: String| {
+        weaker.push((setting, value, default));
+    };
+    if policy.network != "none" {
+        flag("sandbox.network", policy.network.clone(), d.network.clone());
+    }
+    if !policy.read_only_root {
+        flag("sandbox.read_only_root", "false".into(), "true".into());
+    }
+    if !policy.cap_drop_all {
+        flag("sandbox.cap_drop_all", "false".into(), "true".into());
+    }
+    if !policy.no_new_privileges {
+        flag("sandbox.no_new_privileges", "false".into(), "true".into());
+    }
+    if policy
+        .user
+        .split(':')
+        .any(|id| id.trim_start_matches('0').is_empty())
+    {
+        flag(
+            "sandbox.user",
+            format!("{} (root)", policy.user),
+            d.user.clone(),
+        );
+    }
+    if policy.memory_bytes > ceilings::MEMORY {
+        flag(
+            "sandbox.memory",
+            policy.memory_bytes.to_string(),
+            format!("{}, ceiling {}", d.memory_bytes, ceilings::MEMORY),
+        );
+    }
+    if policy.tmpfs_tmp_bytes > ceilings::TMP {
+        flag(
+            "sandbox.tmp_size",
+            policy.tmpfs_tmp_bytes.to_string(),
+            format!("{}, ceiling {}", d.tmpfs_tmp_bytes, ceilings::TMP),
+        );
+    }
+    if policy.cpus > ceilings::CPUS {
+        flag(
+            "sandbox.cpus",
+            policy.cpus.to_string(),
+            format!("{}, ceiling {}", d.cpus, ceilings::CPUS),
+        );
+    }
+    if u64::from(policy.pids_limit) > ceilings::PIDS {
+        flag(
+            "sandbox.pids",
+            policy.pids_limit.to_string(),
+            format!("{}, ceiling {}", d.pids_limit, ceilings::PIDS),
+        );
+    }
+    if u64::from(policy.nofile) > ceilings::NOFILE {
+        flag(
+            "sandbox.nofile",
+            policy.nofile.to_string(),
+            format!("{}, ceiling {}", d.nofile, ceilings::NOFILE),
+        );
+    }
+    weaker
+}
+
+/// No check: any value of the type is fine.
+fn any<T>(_: &T) -> Result<(), String> {
+    Ok(())
+}
+
+fn in_range(value: u64, min: u64, max: u64, min_text: &str, max_text: &str) -> Result<(), String> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected a size from {min_text} to {max_text}, found {value} bytes"
+        ))
+    }
+}
+
+fn count_in_range(value: u64, min: u64, max: u64) -> Result<(), String> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected a number from {min} to {max}, found {value}"
+        ))
+    }
+}
+
+/// `none`, `bridge` or a user network's name; never the host's network or another container's.
+fn check_network(network: &str) -> Result<(), String> {
+    if network.eq_ignore_ascii_case("host") {
+        // Host networking shares the host's interfaces: not a sandbox.
+        return Err("expected none, bridge or a network name (host is refused)".into());
+    }
+    if network.starts_with("container:") {
+        return Err("joining another container's network is refused".into());
+    }
+    check_name(network)
+        .map_err(|_| format!("`{network}` is not a network name (expected none, bridge or a name of letters, digits, `_`, `.`, `-`)"))
+}
+
+/// An engine object's name: letters, digits, `_`, `.`, `-`, starting with a letter or digit.
+fn check_name(name: &str) -> Result<(), String> {
+    let valid = name.len() <= 128
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid name (letters, digits, `_`, `.`, `-`)"
+        ))
+    }
+}
+
+/// `UID` or `UID:GID`, numeric, within the engine's range.
+fn check_user(user: &str) -> Result<(), String> {
+    let parts: Vec<&str> = user.split(':').collect();
+    let valid = parts.len() <= 2
+        && parts.iter().all(|part| {
+            !part.is_empty()
+                && part.chars().all(|c| c.is_ascii_digit())
+                && part.parse::<u64>().is_ok_and(|id| id <= bounds::MAX_ID)
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{user}` is not a user: expected UID or UID:GID, numeric, at most {}",
+            bounds::MAX_ID
+        ))
+    }
+}
+
+/// A URL with any `user:password@` removed, for display.
+fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}{path}"),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(yaml: &str) -> SettingsLayer {
+        serde_yaml::from_str(yaml).expect("valid layer")
+    }
+
+    fn resolve(flags: &str, env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        Settings::resolve(
+            layer(flags),
+            None,
+            &Environment::from_pairs(env.iter().copied()),
+        )
+    }
+
+    fn with_file(flags: &str, file: &str, env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, file).expect("write config");
+        Settings::resolve(
+            layer(flags),
+            Some(&path),
+            &Environment::from_pairs(env.iter().copied()),
+        )
+    }
+
+    fn source_of(settings: &Settings, key: &str) -> Source {
+        settings
+            .shown()
+            .iter()
+            .find(|s| s.key == key)
+            .map(|s| s.source)
+            .expect("setting shown")
+    }
+
+    #[test]
+    fn sizes_take_suffixes() {
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999999g").is_err(), "overflow");
+    }
+
+    #[test]
+    fn the_engine_flag_beats_the_file_which_beats_docker_host() {
+        let env = [("DOCKER_HOST", "unix:///run/env.sock")];
+        let settings = with_file(
+            "engine: unix:///run/flag.sock",
+            "engine: tcp://file:2375",
+            &env,
+        )
+        .expect("valid");
+        assert_eq!(settings.endpoint.host, "unix:///run/flag.sock");
+        assert_eq!(source_of(&settings, "engine"), Source::Flag);
+        let settings = with_file("{}", "engine: tcp://file:2375", &env).expect("valid");
+        assert_eq!(settings.endpoint.host, "tcp://file:2375");
+        assert_eq!(source_of(&settings, "engine"), Source::File);
+        assert_eq!(
+            settings.pack_delivery,
+            PackDelivery::Volume,
+            "auto, remote engine"
+        );
+    }
+
+    #[test]
+    fn a_bad_engine_is_the_users_fault_from_a_flag_and_the_setups_from_the_environment() {
+        let err = resolve("engine: ssh://builder", &[]).expect_err("ssh");
+        assert!(
+            err.to_string().starts_with("--engine: `ssh://builder`"),
+            "{err}"
+        );
+        assert!(!err.is_engine_setup());
+        let err = resolve("{}", &[("DOCKER_HOST", "ssh://builder")]).expect_err("ssh");
+        assert!(err.to_string().starts_with("DOCKER_HOST: "), "{err}");
+        assert!(err.is_engine_setup());
+    }
+
+    #[test]
+    fn pack_delivery_is_chosen_or_asked_for() {
+        let settings = resolve("pack_delivery: volume", &[]).expect("valid");
+        assert_eq!(settings.pack_delivery, PackDelivery::Volume);
+        let settings = resolve(
+            "{}",
+            &[
+                ("PACKBOX_PACK_DELIVERY", "bind"),
+                ("DOCKER_HOST", "tcp://h:2375"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(settings.pack_delivery, PackDelivery::Bind);
+        let err = resolve("{}", &[("PACKBOX_PACK_DELIVERY", "copy")]).expect_err("bad");
+        assert!(
+            err.to_string().contains("expected auto, bind or volume"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn no_settings_is_the_locked_down_default() {
+        let settings = resolve("{}", &[]).expect("defaults are valid");
+        assert_eq!(settings.sandbox, SandboxPolicy::default());
+        assert_eq!(settings.endpoint.host, "unix:///var/run/docker.sock");
+        assert_eq!(
+            settings.pack_delivery,
+            PackDelivery::Bind,
+            "auto, local socket"
+        );
+        assert!(settings.sandbox.weaker_than_default.is_empty());
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_the_environment() {
+        let settings = with_file(
+            "sandbox: {pids: 32}",
+            "sandbox: {memory: 256m, pids: 64}\nrun: {timeout_seconds: 30}\nstate_dir: /from/file\n",
+            &[
+                ("PACKBOX_STATE_DIR", "/from/env"),
+                ("PACKBOX_CATALOG", "/catalog/env"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(settings.sandbox.pids_limit, 32);
+        assert_eq!(source_of(&settings, "sandbox.pids"), Source::Flag);
+        assert_eq!(settings.sandbox.memory_bytes, 256 << 20);
+        assert_eq!(source_of(&settings, "sandbox.memory"), Source::File);
+        assert_eq!(settings.run.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(settings.state_dir, PathBuf::from("/from/file"));
+        assert_eq!(settings.catalog_dir, Some(PathBuf::from("/catalog/env")));
+        assert_eq!(source_of(&settings, "catalog"), Source::Env);
+        assert_eq!(source_of(&settings, "sandbox.cpus"), Source::Default);
+    }
+
+    #[test]
+    fn the_environment_names_the_engine_and_the_build_settings() {
+        let settings = resolve(
+            "{}",
+            &[
+                ("DOCKER_HOST", "unix:///run/other.sock"),
+                ("PACKBOX_BUILD_CA_BUNDLE", "/ca.pem"),
+                (
+                    "PACKBOX_PIP_INDEX_URL",
+                    "https://user:pw@pypi.example/simple",
+                ),
+                ("HTTPS_PROXY", "http://u:secret@proxy:3128"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(settings.endpoint.host, "unix:///run/other.sock");
+        assert_eq!(source_of(&settings, "engine"), Source::Env);
+        assert_eq!(settings.build.ca_bundle, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(
+            settings.build.proxies["HTTPS_PROXY"],
+            "http://u:secret@proxy:3128"
+        );
+        let shown = serde_json::to_string(settings.shown()).expect("json");
+        assert!(
+            !shown.contains("secret") && !shown.contains(":pw@"),
+            "{shown}"
+        );
+        assert!(shown.contains("pypi.example"), "{shown}");
+    }
+
+    #[test]
+    fn the_state_folder_follows_xdg_then_home() {
+        let xdg = resolve("{}", &[("XDG_STATE_HOME", "/xdg"), ("HOME", "/home/u")]).expect("ok");
+        assert_eq!(xdg.state_dir, PathBuf::from("/xdg/packbox"));
+        let home = resolve("{}", &[("HOME", "/home/u")]).expect("ok");
+        assert_eq!(
+            home.state_dir,
+            PathBuf::from("/home/u/.local/state/packbox")
+        );
+    }
+
+    #[test]
+    fn a_config_file_in_the_working_folder_is_never_read() {
+        // Only --config, PACKBOX_CONFIG and the user's config folder name a file.
+        let env = Environment::from_pairs([("HOME", "/nonexistent-home")]);
+        assert_eq!(config_file(None, &env), None);
+        let env = Environment::from_pairs([("PACKBOX_CONFIG", "/etc/pb.yaml")]);
+        assert_eq!(config_file(None, &env), Some(PathBuf::from("/etc/pb.yaml")));
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("packbox")).expect("mkdir");
+        std::fs::write(dir.path().join("packbox/config.yaml"), "{}").expect("write");
+        let home = dir.path().to_string_lossy().into_owned();
+        let env = Environment::from_pairs([("XDG_CONFIG_HOME", home.as_str())]);
+        assert_eq!(
+            config_file(None, &env),
+            Some(dir.path().join("packbox/config.yaml"))
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = with_file("{}", "sandbox: {memroy: 1g}\n", &[]).expect_err("misspelt");
+        assert!(err.to_string().contains("memroy"), "{err}");
+        assert!(with_file("{}", "sandbox: {mounts: [/var/run/docker.sock]}\n", &[]).is_err());
+    }
+
+    #[test]
+    fn weaker_settings_need_an_explicit_allowance() {
+        for weaker in [
+            "sandbox: {user: '0:0'}",
+            "sandbox: {user: '0'}",
+            "sandbox: {cap_drop_all: false}",
+            "sandbox: {no_new_privileges: false}",
+            "sandbox: {read_only_root: false}",
+            "sandbox: {network: bridge}",
+            "sandbox: {memory: 16g}",
+            "sandbox: {pids: 100000}",
+        ] {
+            let err = with_file("{}", weaker, &[]).expect_err(weaker);
+            assert!(
+                matches!(err, SettingsError::Weaker { .. }),
+                "{weaker}: {err}"
+            );
+            assert!(err.to_string().contains("--allow-weaker-sandbox"), "{err}");
+            let flag = with_file("sandbox: {allow_weaker: true}", weaker, &[]).expect(weaker);
+            assert_eq!(flag.sandbox.weaker_than_default.len(), 1, "{weaker}");
+        }
+    }
+
+    #[test]
+    fn allowing_weaker_in_the_file_reports_what_was_weakened() {
+        let settings = with_file(
+            "{}",
+            "sandbox: {allow_weaker: true, user: '0:0', network: bridge}\n",
+            &[],
+        )
+        .expect("allowed");
+        assert_eq!(settings.sandbox.weaker_than_default.len(), 2);
+        assert!(
+            settings
+                .sandbox
+                .weaker_than_default
+                .iter()
+                .any(|w| w.contains("root"))
+        );
+    }
+
+    #[test]
+    fn flags_and_file_share_one_validation() {
+        for (flags, file) in [
+            (
+                "sandbox: {tmp_size: 999999g}",
+                "sandbox: {tmp_size: 999999g}",
+            ),
+            ("sandbox: {tmp_size: 1}", "sandbox: {tmp_size: 1}"),
+            ("run: {max_output: 0}", "run: {max_output: 0}"),
+            ("sandbox: {cpus: 0.0001}", "sandbox: {cpus: 0.0001}"),
+            (
+                "sandbox: {user: '4294967295'}",
+                "sandbox: {user: '4294967295'}",
+            ),
+            ("sandbox: {pids: 4294967295}", "sandbox: {pids: 4294967295}"),
+            ("sandbox: {network: HOST}", "sandbox: {network: HOST}"),
+            ("run: {timeout_seconds: 0}", "run: {timeout_seconds: 0}"),
+            ("sandbox: {user: root}", "sandbox: {user: root}"),
+        ] {
+            let from_flag = resolve(flags, &[]).expect_err(flags).to_string();
+            let from_file = with_file("{}", file, &[]).expect_err(file).to_string();
+            let strip = |text: &str| text.split_once("): ").map(|(_, m)| m.to_string());
+            assert_eq!(strip(&from_flag), strip(&from_file), "{flags}");
+            assert!(from_flag.contains("(from the command line)"), "{from_flag}");
+            assert!(from_file.contains("(from config file "), "{from_file}");
+        }
+    }
+
+    #[test]
+    fn networks_are_names_and_never_the_host_or_another_container() {
+        assert!(check_network("none").is_ok());
+        assert!(check_network("bridge").is_ok());
+        assert!(check_network("my-net_1.a").is_ok());
+        assert!(check_network("host").is_err());
+        assert!(check_network("Host").is_err());
+        assert!(check_network("container:abc").is_err());
+        assert!(check_network("").is_err());
+        assert!(check_network("a b").is_err());
+    }
+
+    #[test]
+    fn users_are_numeric_and_in_range() {
+        assert!(check_user("65534:65534").is_ok());
+        assert!(check_user("1000").is_ok());
+        assert!(check_user("2147483647").is_ok());
+        assert!(check_user("2147483648").is_err());
+        assert!(check_user("root").is_err());
+        assert!(check_user("1:2:3").is_err());
+        assert!(check_user(":1").is_err());
+    }
+
+    #[test]
+    fn credentials_never_show() {
+        assert_eq!(
+            without_credentials("https://u:p@host:8080/simple"),
+            "https://***@host:8080/simple"
+        );
+        assert_eq!(without_credentials("https://host/x"), "https://host/x");
+        assert_eq!(without_credentials("plain"), "plain");
+    }
+
+    #[test]
+    fn a_huge_or_nested_config_file_is_refused() {
+        let nested = format!("sandbox: {}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let started = std::time::Instant::now();
+        let err = with_file("{}", &nested, &[]).expect_err("too deep");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(err.to_string().contains("config file"), "{err}");
+    }
+}
