@@ -13,8 +13,10 @@
 //! make this atomic across processes and machines), then creates the labelled volume, uploads
 //! the tree as a tar archive into a created, never-started helper container that mounts it, and
 //! removes helper and lock. A volume whose lock is gone is therefore complete. A filler that died
-//! leaves its lock: on its host the lock and the half-filled volume are removed and the filling
-//! starts again (the start-up sweep does the same); elsewhere packbox waits, bounded.
+//! leaves its lock: on its host, the next run (or `gc`) removes the helper, the half-filled
+//! volume and only then the lock, so the rule holds for everyone meanwhile, and fills again;
+//! a lock of a process on another machine is waited for, bounded. The start-up sweep of orphan
+//! containers leaves these alone: removing a lock before its volume would break the rule.
 
 use std::collections::BTreeMap;
 use std::fs::Metadata;
@@ -96,6 +98,11 @@ pub fn volume_name(pack_ref: &str, digest: &str) -> String {
 /// The lock container's name for a volume.
 fn lock_name(volume: &str) -> String {
     format!("{volume}-lock")
+}
+
+/// The name of the helper container the archive is uploaded into.
+fn helper_name(volume: &str) -> String {
+    format!("{volume}-fill")
 }
 
 /// One entry of a pack tree, in delivery order.
@@ -399,7 +406,7 @@ pub async fn ensure(
 }
 
 /// Waits a moment while a live filler holds the lock (the caller's loop bounds the wait);
-/// removes the lock and the half-filled volume of one that died on this host.
+/// clears away the leftovers of one that died on this host.
 async fn wait_or_break_lock(
     engine: &dyn ContainerEngine,
     volume: &str,
@@ -407,10 +414,24 @@ async fn wait_or_break_lock(
     labels: &std::collections::HashMap<String, String>,
 ) -> Result<(), DeliveryError> {
     if owner::is_orphan(labels) {
-        engine.remove(lock).await?;
-        engine.remove_volume(volume).await?;
+        clear_dead_filler(engine, volume, lock).await?;
     } else {
         tokio::time::sleep(LOCK_POLL).await;
+    }
+    Ok(())
+}
+
+/// Removes what a dead filler left, in the order that keeps "a volume without a lock is
+/// complete" true for everyone else: its helper, then the half volume, and only then its lock.
+/// When the engine keeps the volume (a container uses it), the lock stays too.
+async fn clear_dead_filler(
+    engine: &dyn ContainerEngine,
+    volume: &str,
+    lock: &str,
+) -> Result<(), EngineError> {
+    engine.remove(&helper_name(volume)).await?;
+    if engine.remove_volume(volume).await? {
+        engine.remove(lock).await?;
     }
     Ok(())
 }
@@ -462,7 +483,7 @@ async fn fill(
         tokio::fs::File::from_std(file)
     };
 
-    let helper = format!("{volume}-fill");
+    let helper = helper_name(volume);
     let uploaded = async {
         let id = engine
             .create_container(
@@ -527,10 +548,21 @@ pub struct Collected {
     pub kept: Vec<String>,
 }
 
-/// Removes pack volumes beyond the newest `keep` of each pack that no container uses (the engine
-/// refuses to remove a volume in use, so a run that mounts one is never disturbed) and that no
-/// filler is filling.
+/// Removes what dead fillers left, then pack volumes beyond the newest `keep` of each pack that
+/// no container uses (the engine refuses to remove a volume in use, so a run that mounts one is
+/// never disturbed) and that no filler is filling.
 pub async fn collect(engine: &dyn ContainerEngine, keep: usize) -> Result<Collected, EngineError> {
+    // Dead fillers first: their half volumes go, whatever the keep rule says.
+    let fillers = engine
+        .containers_with_labels(&[format!("{}=true", owner::MANAGED)])
+        .await?;
+    for filler in fillers {
+        if let Some(volume) = filler.labels.get(owner::FILLING_VOLUME)
+            && owner::is_orphan(&filler.labels)
+        {
+            clear_dead_filler(engine, volume, &lock_name(volume)).await?;
+        }
+    }
     let volumes = engine
         .volumes_with_labels(&[
             format!("{}=true", owner::MANAGED),

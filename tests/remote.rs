@@ -14,7 +14,7 @@ use common::*;
 
 /// A fresh state folder, so that no probe result of another engine is reused and anything
 /// packbox writes can be seen.
-fn state_dir() -> tempfile::TempDir {
+fn fresh_state() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
@@ -51,7 +51,7 @@ fn assert_one_error_line(run: &Finished, what: &str) {
 #[test]
 fn a_tls_engine_from_docker_host_and_cert_path_runs_probe_containers() {
     let dind = Dind::acquire(Flavour::Plain);
-    let state = state_dir();
+    let state = fresh_state();
     let (k, v) = state_env(&state);
     let env = dind.env();
     let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -64,7 +64,10 @@ fn a_tls_engine_from_docker_host_and_cert_path_runs_probe_containers() {
     assert_eq!(shell["available"], true, "{statuses}");
     assert_eq!(shell["cached"], false, "the probe ran on the dind engine");
     // The probe ran on the dind engine and was removed there.
-    assert!(dind.containers_labelled("packbox.managed=true").is_empty());
+    assert!(
+        dind.containers_labelled(&format!("packbox.owner_pid={}", run.pid))
+            .is_empty()
+    );
 }
 
 #[test]
@@ -94,7 +97,7 @@ fn a_docker_context_made_by_the_docker_cli_is_followed() {
         "{}",
         String::from_utf8_lossy(&created.stderr)
     );
-    let state = state_dir();
+    let state = fresh_state();
     let (k, v) = state_env(&state);
     let config_dir = config.path().to_string_lossy().into_owned();
     let run = verify_shell(&[
@@ -119,7 +122,7 @@ fn a_docker_context_made_by_the_docker_cli_is_followed() {
 #[test]
 fn a_client_certificate_the_engine_does_not_trust_exits_125() {
     let dind = Dind::acquire(Flavour::Plain);
-    let state = state_dir();
+    let state = fresh_state();
     let (k, v) = state_env(&state);
     let env = dind.env_with_certs(&dind.certs_root().join("untrusted"));
     let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -183,7 +186,7 @@ fn a_refused_tcp_port_exits_125_naming_it() {
 #[test]
 fn missing_and_unusable_cert_files_are_named_and_nothing_is_created() {
     let dind = Dind::acquire(Flavour::Plain);
-    let state = state_dir();
+    let state = fresh_state();
     let (k, v) = state_env(&state);
     let certs = tempfile::tempdir().expect("tempdir");
     for file in ["ca.pem", "cert.pem", "key.pem"] {
@@ -210,7 +213,10 @@ fn missing_and_unusable_cert_files_are_named_and_nothing_is_created() {
     assert_one_error_line(&run, "ca.pem: holds no PEM certificate");
 
     assert!(is_empty_dir(state.path()), "nothing written");
-    assert!(dind.containers_labelled("packbox.managed=true").is_empty());
+    assert!(
+        dind.containers_labelled(&format!("packbox.owner_pid={}", run.pid))
+            .is_empty()
+    );
 }
 
 #[test]
@@ -260,7 +266,7 @@ fn an_engine_with_an_api_older_than_1_41_exits_125() {
 #[test]
 fn doctor_reports_the_tls_engine_how_it_was_chosen_and_its_images() {
     let dind = Dind::acquire(Flavour::Plain);
-    let state = state_dir();
+    let state = fresh_state();
     let (k, v) = state_env(&state);
     let run = dind.packbox(&["doctor", "--json"], &[(k, &v)]);
     assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
@@ -471,6 +477,439 @@ fn images_copy_to_a_docker_context_and_bad_targets() {
     assert!(
         run.stderr()
             .contains("not on this engine: packbox/not-there:1"),
+        "{}",
+        run.stderr()
+    );
+}
+
+// ---- Runs on the dind engine: the pack travels by content (a volume), not by host path ----
+
+const SECRET: &str = "s3cr3t-Remote-42f1";
+
+/// `packbox run --packs DIR ACTION --json ARGS...` against the dind engine.
+fn run_on(dind: &Dind, packs: &Path, action: &str, args: &[&str]) -> Finished {
+    let packs = packs.to_string_lossy().into_owned();
+    let mut all = vec!["run", "--packs", packs.as_str(), action, "--json"];
+    all.extend_from_slice(args);
+    dind.packbox(&all, &[])
+}
+
+/// Asserts the run succeeded and left no container on the dind engine; returns the outcome.
+fn succeeded_on(dind: &Dind, run: &Finished) -> serde_json::Value {
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
+    let outcome = run.json();
+    assert_eq!(outcome["status"], "succeeded", "{outcome}");
+    let left = dind.containers_labelled(&format!("packbox.owner_pid={}", run.pid));
+    assert!(
+        left.is_empty(),
+        "containers left on the dind engine: {left:?}"
+    );
+    outcome
+}
+
+/// The pack volumes on the dind engine for a pack.
+fn pack_volumes(dind: &Dind, pack: &str) -> Vec<String> {
+    dind.volumes_labelled(&format!("packbox.pack={pack}"))
+}
+
+/// A private copy of a pack under a unique ref, so its volumes are this test's own; removes
+/// them when the test ends.
+struct PrivatePack<'a> {
+    dind: &'a Dind,
+    _dir: tempfile::TempDir,
+    packs: std::path::PathBuf,
+    pack_ref: String,
+}
+
+impl<'a> PrivatePack<'a> {
+    fn new(dind: &'a Dind, source: &Path) -> PrivatePack<'a> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pack_ref = format!("p{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let packs = dir.path().join("packs");
+        std::fs::create_dir(&packs).expect("mkdir");
+        let copied = copy_pack(source, &packs);
+        let renamed = packs.join(&pack_ref);
+        std::fs::rename(&copied, &renamed).expect("rename");
+        let old_ref = source
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        rewrite_refs(&renamed, &old_ref, &pack_ref);
+        PrivatePack {
+            dind,
+            _dir: dir,
+            packs,
+            pack_ref,
+        }
+    }
+
+    fn dir(&self) -> std::path::PathBuf {
+        self.packs.join(&self.pack_ref)
+    }
+
+    fn action(&self, name: &str) -> String {
+        format!("{}.{name}", self.pack_ref)
+    }
+}
+
+impl Drop for PrivatePack<'_> {
+    fn drop(&mut self) {
+        for volume in pack_volumes(self.dind, &self.pack_ref) {
+            let _ = self.dind.docker(&["volume", "rm", "-f", &volume]);
+        }
+    }
+}
+
+/// Renames a pack: `ref:` in pack.yaml and each action's `ref: old.x`.
+fn rewrite_refs(pack: &Path, old: &str, new: &str) {
+    let pack_yaml = pack.join("pack.yaml");
+    let text = std::fs::read_to_string(&pack_yaml).expect("pack.yaml");
+    std::fs::write(
+        &pack_yaml,
+        text.replace(&format!("ref: {old}"), &format!("ref: {new}")),
+    )
+    .expect("write pack.yaml");
+    for entry in std::fs::read_dir(pack.join("actions"))
+        .expect("actions")
+        .flatten()
+    {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path).expect("action");
+            std::fs::write(
+                &path,
+                text.replace(&format!("ref: {old}."), &format!("ref: {new}.")),
+            )
+            .expect("write action");
+        }
+    }
+}
+
+#[test]
+fn python_and_shell_actions_run_on_the_tls_engine_with_the_pack_in_a_volume() {
+    let dind = Dind::acquire(Flavour::Plain);
+    let pack = PrivatePack::new(&dind, &example_packs().join("hello"));
+    let shell = run_on(
+        &dind,
+        &pack.packs,
+        &pack.action("greet_shell"),
+        &["-p", "name=remote"],
+    );
+    let outcome = succeeded_on(&dind, &shell);
+    assert_eq!(outcome["result"]["greeting"], "Hello, remote!");
+    let python = run_on(&dind, &pack.packs, &pack.action("greet_python"), &[]);
+    let outcome = succeeded_on(&dind, &python);
+    assert!(
+        outcome["result"]["runtime"]
+            .as_str()
+            .expect("runtime")
+            .starts_with("python 3.11"),
+        "{outcome}"
+    );
+    // One volume for the pack's content, filled by the first run, reused by the second.
+    assert_eq!(pack_volumes(&dind, &pack.pack_ref).len(), 1);
+}
+
+#[test]
+fn stdin_and_file_delivery_reach_the_action_on_the_remote_engine() {
+    let dind = Dind::acquire(Flavour::Plain);
+    let pack = PrivatePack::new(&dind, &fixture_packs().join("contract"));
+    for (action, delivery) in [("params_stdin_json", "stdin"), ("params_file_json", "file")] {
+        let run = run_on(
+            &dind,
+            &pack.packs,
+            &pack.action(action),
+            &["-p", "name=ada", "-p", "count=3"],
+        );
+        let outcome = succeeded_on(&dind, &run);
+        let stdout = outcome["stdout"].as_str().expect("stdout");
+        let document: serde_json::Value =
+            serde_json::from_str(stdout.trim()).expect("the parameters as JSON");
+        assert_eq!(document["name"], "ada", "{delivery}: {stdout}");
+        assert_eq!(document["count"], 3, "{delivery}: {stdout}");
+        if delivery == "file" {
+            assert!(
+                outcome["stderr"]
+                    .as_str()
+                    .expect("stderr")
+                    .starts_with("600 65534"),
+                "the file is the action's alone: {outcome}"
+            );
+        }
+    }
+}
+
+#[test]
+fn secrets_reach_the_action_but_not_the_remote_engines_inspect() {
+    let dind = Dind::acquire(Flavour::Plain);
+    let pack = PrivatePack::new(&dind, &fixture_packs().join("contract"));
+    let packs = pack.packs.to_string_lossy().into_owned();
+    let action = pack.action("secret_output");
+    let secret = format!("api_key={SECRET}");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_packbox"));
+    command
+        .args([
+            "run", "--packs", &packs, &action, "--json", "-p", "sleep=4", "--secret", &secret,
+        ])
+        .envs(dind.env())
+        .env("PACKBOX_STATE_DIR", state_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().expect("packbox starts");
+    let owner = format!("packbox.owner_pid={}", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // The run's container, not the pack volume's lock or helper (they carry the owner too).
+    let container = loop {
+        let found = dind.docker_ok(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label={owner}"),
+            "--filter",
+            "label=packbox.kind=run",
+        ]);
+        if let Some(id) = found.into_iter().next() {
+            break id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no container appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let inspect = dind.docker(&["inspect", &container]);
+    let inspected = String::from_utf8_lossy(&inspect.stdout).into_owned();
+    let output = child.wait_with_output().expect("packbox ends");
+    assert!(inspect.status.success(), "inspected on the dind engine");
+    assert!(inspected.contains("ATTUNE_EXEC_ID"), "the run's container");
+    assert!(
+        !inspected.contains(SECRET),
+        "the secret shows in docker inspect"
+    );
+    assert!(!inspected.contains("api_key"), "not even the secret's name");
+    assert!(
+        inspected.contains(":/pack:ro"),
+        "the pack volume is read-only"
+    );
+    let outcome: serde_json::Value = serde_json::from_slice(&output.stdout).expect("outcome");
+    assert_eq!(outcome["status"], "succeeded", "{outcome}");
+    assert_eq!(outcome["result"]["token"], "***");
+}
+
+#[test]
+fn an_edited_pack_is_seen_by_the_next_run() {
+    let dind = Dind::acquire(Flavour::Plain);
+    let pack = PrivatePack::new(&dind, &example_packs().join("hello"));
+    let first = run_on(&dind, &pack.packs, &pack.action("greet_shell"), &[]);
+    assert_eq!(
+        succeeded_on(&dind, &first)["result"]["greeting"],
+        "Hello, world!"
+    );
+    let script = pack.dir().join("actions/greet.sh");
+    let text = std::fs::read_to_string(&script).expect("script");
+    assert!(text.contains("Hello"), "{text}");
+    std::fs::write(&script, text.replace("Hello", "Howdy")).expect("edit");
+    let second = run_on(&dind, &pack.packs, &pack.action("greet_shell"), &[]);
+    assert_eq!(
+        succeeded_on(&dind, &second)["result"]["greeting"],
+        "Howdy, world!"
+    );
+    assert_eq!(
+        pack_volumes(&dind, &pack.pack_ref).len(),
+        2,
+        "one volume per content"
+    );
+}
+
+#[test]
+fn writes_to_the_pack_volume_are_refused() {
+    let dind = Dind::acquire(Flavour::Plain);
+    let pack = PrivatePack::new(&dind, &fixture_packs().join("sandboxcheck"));
+    let run = run_on(&dind, &pack.packs, &pack.action("write_pack"), &[]);
+    let outcome = succeeded_on(&dind, &run);
+    assert_eq!(outcome["result"]["wrote"], false, "{outcome}");
+    assert!(
+        outcome["result"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Read-only file system"),
+        "{outcome}"
+    );
+    let volume = pack_volumes(&dind, &pack.pack_ref)
+        .pop()
+        .expect("a pack volume");
+    let listing = dind.docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{volume}:/pack:ro"),
+        "packbox/shell:5.2",
+        "ls",
+        "/pack",
+    ]);
+    assert!(
+        !listing.iter().any(|f| f == "written-by-action"),
+        "{listing:?}"
+    );
+}
+
+#[test]
+fn concurrent_first_runs_fill_one_volume_and_all_succeed() {
+    let dind = Dind::acquire(Flavour::Plain);
+    let pack = PrivatePack::new(&dind, &example_packs().join("hello"));
+    let runs: Vec<Finished> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| run_on(&dind, &pack.packs, &pack.action("greet_shell"), &[])))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("run"))
+            .collect()
+    });
+    for run in &runs {
+        succeeded_on(&dind, run);
+    }
+    let volumes = pack_volumes(&dind, &pack.pack_ref);
+    assert_eq!(volumes.len(), 1);
+    let filling = format!("packbox.pack_filling={}", volumes[0]);
+    assert!(
+        dind.containers_labelled(&filling).is_empty(),
+        "no lock left"
+    );
+}
+
+#[test]
+fn a_dead_fillers_lock_and_half_volume_are_replaced_by_the_next_run() {
+    let dind = Dind::acquire(Flavour::Plain);
+    let pack = PrivatePack::new(&dind, &example_packs().join("hello"));
+    // The volume a run will want, and what a filler SIGKILLed mid-upload leaves: its lock and
+    // an empty volume of that name.
+    let warm = run_on(&dind, &pack.packs, &pack.action("greet_shell"), &[]);
+    succeeded_on(&dind, &warm);
+    let volume = pack_volumes(&dind, &pack.pack_ref).pop().expect("volume");
+    dind.docker_ok(&["volume", "rm", &volume]);
+    dind.docker_ok(&[
+        "volume",
+        "create",
+        "--label",
+        &format!("packbox.pack={}", pack.pack_ref),
+        &volume,
+    ]);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    dind.docker_ok(&[
+        "create",
+        "--name",
+        &format!("{volume}-lock"),
+        "--label",
+        "packbox.managed=true",
+        "--label",
+        &format!("packbox.owner_host={}", host.trim()),
+        "--label",
+        &format!("packbox.owner_pid={}", u32::MAX - 1),
+        "--label",
+        &format!("packbox.pack_filling={volume}"),
+        "packbox/shell:5.2",
+        "true",
+    ]);
+    let run = run_on(&dind, &pack.packs, &pack.action("greet_shell"), &[]);
+    assert_eq!(
+        succeeded_on(&dind, &run)["result"]["greeting"],
+        "Hello, world!"
+    );
+    let filling = format!("packbox.pack_filling={volume}");
+    assert!(
+        dind.containers_labelled(&filling).is_empty(),
+        "the dead lock is gone"
+    );
+}
+
+#[test]
+fn gc_removes_unused_pack_volumes_beyond_the_keep_rule() {
+    let dind = Dind::acquire(Flavour::Plain);
+    let pack = PrivatePack::new(&dind, &example_packs().join("hello"));
+    let script = pack.dir().join("actions/greet.sh");
+    let original = std::fs::read_to_string(&script).expect("script");
+    let mut volumes = Vec::new();
+    for word in ["One", "Two", "Three"] {
+        std::fs::write(&script, original.replace("Hello", word)).expect("edit");
+        let run = run_on(&dind, &pack.packs, &pack.action("greet_shell"), &[]);
+        succeeded_on(&dind, &run);
+        let now = pack_volumes(&dind, &pack.pack_ref);
+        let new: Vec<String> = now.into_iter().filter(|v| !volumes.contains(v)).collect();
+        assert_eq!(new.len(), 1, "one new volume per content");
+        volumes.extend(new);
+        // The engine's creation times have a resolution of a second; gc keeps the newest.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let gc = dind.packbox(&["gc", "--keep", "2", "--json"], &[]);
+    assert_eq!(gc.code(), 0, "{}", gc.stderr());
+    let left = pack_volumes(&dind, &pack.pack_ref);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(!left.contains(&volumes[0]), "the oldest went: {left:?}");
+    let removed = gc.json()["pack_volumes"]["removed"].clone();
+    assert!(removed.to_string().contains(&volumes[0]), "{removed}");
+}
+
+#[test]
+fn a_run_with_an_untrusted_client_certificate_exits_125_and_makes_nothing() {
+    let dind = Dind::acquire(Flavour::Plain);
+    let pack = PrivatePack::new(&dind, &example_packs().join("hello"));
+    let packs = pack.packs.to_string_lossy().into_owned();
+    let action = pack.action("greet_shell");
+    let env = dind.env_with_certs(&dind.certs_root().join("untrusted"));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = packbox(&["run", "--packs", &packs, &action, "--json"], &env);
+    assert_eq!(run.code(), 125, "{}", run.stderr());
+    assert!(
+        run.stderr().contains("refused the client certificate"),
+        "{}",
+        run.stderr()
+    );
+    assert!(pack_volumes(&dind, &pack.pack_ref).is_empty());
+}
+
+#[test]
+fn the_engine_flag_names_the_engine_and_a_bad_one_exits_2() {
+    let dind = Dind::acquire(Flavour::Plain);
+    let pack = PrivatePack::new(&dind, &example_packs().join("hello"));
+    let packs = pack.packs.to_string_lossy().into_owned();
+    let action = pack.action("greet_shell");
+    // DOCKER_HOST names the local engine; --engine wins with the dind engine (TLS from env).
+    let certs = dind.cert_path.to_string_lossy().into_owned();
+    let env = [
+        ("DOCKER_HOST", "unix:///var/run/docker.sock"),
+        ("DOCKER_TLS_VERIFY", "1"),
+        ("DOCKER_CERT_PATH", certs.as_str()),
+    ];
+    let run = packbox(
+        &[
+            "--engine", &dind.host, "run", "--packs", &packs, &action, "--json",
+        ],
+        &env,
+    );
+    succeeded_on(&dind, &run);
+    assert_eq!(
+        pack_volumes(&dind, &pack.pack_ref).len(),
+        1,
+        "ran on the dind engine"
+    );
+
+    let run = packbox(
+        &[
+            "--engine",
+            "nowhere-context",
+            "run",
+            "--packs",
+            &packs,
+            &action,
+        ],
+        &[],
+    );
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert!(
+        run.stderr()
+            .contains("--engine: docker context `nowhere-context` does not exist"),
         "{}",
         run.stderr()
     );

@@ -625,7 +625,12 @@ fn classify(error: &BollardError, endpoint: &Endpoint) -> ConnectProblem {
             },
         }
     };
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    // A transparent I/O error hides itself from `source()`: start the walk at it.
+    let start: &(dyn std::error::Error + 'static) = match error {
+        BollardError::IOError { err } => err,
+        other => other,
+    };
+    let mut current = Some(start);
     while let Some(cause) = current {
         if let Some(tls_error) = cause.downcast_ref::<rustls::Error>() {
             return from_tls(tls_error);
@@ -652,6 +657,20 @@ fn classify(error: &BollardError, endpoint: &Endpoint) -> ConnectProblem {
             return ConnectProblem::HostNotFound;
         }
         current = next;
+    }
+    // Over TLS, a connection the engine closes before its first answer is a refused client
+    // certificate whose alert lost the race with the close (hyper then only says the connection
+    // closed); the wording is hyper's, which names no error type for it.
+    if let Some(files) = tls {
+        let text = crate::error_text::chain(error);
+        if text.contains("connection was not ready")
+            || text.contains("connection closed before message completed")
+            || text.contains("Connection reset by peer")
+        {
+            return ConnectProblem::ClosedAfterTlsHandshake {
+                cert: files.cert.display().to_string(),
+            };
+        }
     }
     match error {
         BollardError::DockerResponseServerError {
@@ -814,6 +833,69 @@ mod tests {
         assert_eq!(
             host.binds,
             Some(vec!["packbox-pack-p-abc:/pack:ro".to_string()])
+        );
+    }
+
+    fn tls_endpoint() -> Endpoint {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+        let env = crate::settings::Environment::from_pairs([
+            ("DOCKER_HOST", "tcp://engine:2376"),
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("DOCKER_CERT_PATH", fixtures),
+        ]);
+        crate::endpoint::resolve(None, &env).expect("resolves")
+    }
+
+    /// A rustls error as hyper hands it up: inside an io::Error inside an io::Error.
+    fn wrapped(tls: rustls::Error) -> BollardError {
+        let inner = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
+        BollardError::IOError {
+            err: std::io::Error::other(inner),
+        }
+    }
+
+    #[test]
+    fn connect_failures_are_told_apart() {
+        let endpoint = tls_endpoint();
+        let untrusted = classify(
+            &wrapped(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
+            &endpoint,
+        );
+        assert!(
+            matches!(&untrusted, ConnectProblem::UntrustedEngineCertificate { ca } if ca.ends_with("ca.pem")),
+            "{untrusted:?}"
+        );
+        let refused = classify(
+            &wrapped(rustls::Error::AlertReceived(
+                rustls::AlertDescription::BadCertificate,
+            )),
+            &endpoint,
+        );
+        assert!(
+            matches!(&refused, ConnectProblem::ClientCertificateRefused { cert } if cert.ends_with("cert.pem")),
+            "{refused:?}"
+        );
+        let refused_port = BollardError::IOError {
+            err: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        assert_eq!(classify(&refused_port, &endpoint), ConnectProblem::Refused);
+        let plain = BollardError::DockerResponseServerError {
+            status_code: 400,
+            message: "Client sent an HTTP request to an HTTPS server.".into(),
+        };
+        assert_eq!(classify(&plain, &endpoint), ConnectProblem::EngineWantsTls);
+        let not_tls = wrapped(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ));
+        assert_eq!(classify(&not_tls, &endpoint), ConnectProblem::EngineNotTls);
+        let name = wrapped(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::NotValidForName,
+        ));
+        assert_eq!(
+            classify(&name, &endpoint),
+            ConnectProblem::CertificateNameMismatch
         );
     }
 

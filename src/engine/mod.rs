@@ -81,6 +81,10 @@ pub enum ConnectProblem {
     BadEngineCertificate { detail: String },
     /// The engine refused packbox's client certificate (signed by a CA it does not trust).
     ClientCertificateRefused { cert: String },
+    /// The engine closed the connection right after the TLS handshake, before answering: what
+    /// an engine does (in TLS 1.3) when it refuses the client certificate, when its alert loses
+    /// the race with the close.
+    ClosedAfterTlsHandshake { cert: String },
     /// The engine speaks plain HTTP and packbox spoke TLS.
     EngineNotTls,
     /// The engine speaks TLS and packbox spoke plain HTTP.
@@ -121,6 +125,10 @@ impl fmt::Display for ConnectProblem {
                 f,
                 "failed the TLS handshake: it refused the client certificate {cert} (not signed by a CA it trusts)"
             ),
+            ConnectProblem::ClosedAfterTlsHandshake { cert } => write!(
+                f,
+                "closed the connection after the TLS handshake: it most likely refused the client certificate {cert}"
+            ),
             ConnectProblem::EngineNotTls => write!(
                 f,
                 "failed the TLS handshake: it does not speak TLS (a plain-HTTP engine?)"
@@ -158,7 +166,8 @@ impl ConnectProblem {
             | ConnectProblem::BadEngineCertificate { .. } => {
                 "DOCKER_CERT_PATH/ca.pem must be the CA that signed the engine's certificate, and the certificate must name the host in DOCKER_HOST"
             }
-            ConnectProblem::ClientCertificateRefused { .. } => {
+            ConnectProblem::ClientCertificateRefused { .. }
+            | ConnectProblem::ClosedAfterTlsHandshake { .. } => {
                 "use a client certificate (cert.pem, key.pem in DOCKER_CERT_PATH) signed by the CA the engine was started with (dockerd --tlscacert)"
             }
             ConnectProblem::EngineNotTls => {

@@ -16,8 +16,9 @@ pub const OWNER_PID: &str = "packbox.owner_pid";
 pub const OWNER_START: &str = "packbox.owner_start";
 /// Label: the host the owning process runs on.
 pub const OWNER_HOST: &str = "packbox.owner_host";
-/// Label: the pack volume a container was made to fill; when the container is an orphan, the
-/// volume may be half full and goes with it.
+/// Label: the pack volume a container (a lock or helper of `pack_volume`) was made to fill. The
+/// sweep leaves these to `pack_volume`, which removes a dead filler's half volume before its
+/// lock, so that no run ever takes a half volume for a complete one.
 pub const FILLING_VOLUME: &str = "packbox.pack_filling";
 
 /// The label every Docker resource packbox makes carries.
@@ -94,7 +95,8 @@ pub struct Swept {
     pub owner_pid: u32,
 }
 
-/// Removes packbox containers whose owning process is gone; never one of a live owner.
+/// Removes packbox containers whose owning process is gone; never one of a live owner, and
+/// never a pack volume's lock or helper (see [`FILLING_VOLUME`]).
 pub async fn sweep_orphans(engine: &dyn ContainerEngine) -> Result<Vec<Swept>, EngineError> {
     let host = host_name();
     let containers = engine
@@ -105,13 +107,10 @@ pub async fn sweep_orphans(engine: &dyn ContainerEngine) -> Result<Vec<Swept>, E
         let Some(owner) = Owner::from_labels(&container.labels) else {
             continue;
         };
-        if owner.is_alive_here(&host) {
+        if owner.is_alive_here(&host) || container.labels.contains_key(FILLING_VOLUME) {
             continue;
         }
         engine.remove(&container.id).await?;
-        if let Some(volume) = container.labels.get(FILLING_VOLUME) {
-            engine.remove_volume(volume).await?;
-        }
         swept.push(Swept {
             container: container.id,
             action: container.labels.get("packbox.action").cloned(),
