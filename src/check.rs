@@ -5,8 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::catalog::Catalog;
+use crate::pack::dependencies::{self, Installer, Manifests};
 use crate::pack::validate::{self, PackReport};
 use crate::pack::{ActionManifest, PackManifest, Problem, locate};
+use crate::settings::Settings;
+use crate::version::Verdict;
 
 /// One pack folder after loading and the catalog checks.
 #[derive(Clone, Debug)]
@@ -18,6 +21,9 @@ pub struct CheckedPack {
     /// The actions without problems.
     pub actions: Vec<CheckedAction>,
     pub problems: Vec<Problem>,
+    /// What packbox does not know or cannot use (unknown fields, runtimes the catalog lacks):
+    /// said, but no reason to refuse the pack (`pack validate --strict` makes them problems).
+    pub warnings: Vec<Problem>,
 }
 
 /// An action that loads and can run with the catalog.
@@ -29,33 +35,90 @@ pub struct CheckedAction {
     pub runtime: String,
     /// The runtime version `packbox run` would choose among the catalog's versions.
     pub version: String,
+    /// Set when only the image's full version can confirm that choice: the constraint is more
+    /// precise than the catalog's declaration (`>=3.11.4` against `3.11`).
+    pub provisional: bool,
+    /// What its environment image installs (`None`: it runs on the runtime image).
+    pub dependencies: Option<Manifests>,
 }
 
-/// Checks `dir`: one pack (it holds `pack.yaml`) or a folder of packs (its sub-folders that do).
-pub fn check_packs(dir: &Path, catalog: &Catalog) -> Vec<CheckedPack> {
+/// Checks `dir`: one pack (it holds `pack.yaml`) or a folder of packs (its sub-folders that do),
+/// as the operator's `settings` allow (whether packs may choose package sources).
+pub fn check_packs(dir: &Path, catalog: &Catalog, settings: &Settings) -> Vec<CheckedPack> {
     validate::validate(dir)
         .into_iter()
-        .map(|report| check_pack(report, catalog))
+        .map(|report| check_pack(report, catalog, settings))
         .collect()
 }
 
-fn check_pack(report: PackReport, catalog: &Catalog) -> CheckedPack {
+fn check_pack(report: PackReport, catalog: &Catalog, settings: &Settings) -> CheckedPack {
     let PackReport {
         dir,
         pack,
         actions,
         mut problems,
+        mut warnings,
     } = report;
-    let actions = actions
+    let mut checked: Vec<CheckedAction> = actions
         .into_iter()
         .filter_map(|(file, manifest)| check_action(&file, manifest, catalog, &mut problems))
         .collect();
+    if let Some(pack) = &pack {
+        warnings.extend(unknown_runtime_deps(&dir, pack, catalog));
+        // Read once per installer; their problems are the pack's, reported once.
+        let mut sets: Vec<(Installer, Option<Manifests>)> = Vec::new();
+        for action in &mut checked {
+            let Some(installer) = Installer::for_runtime(&action.runtime) else {
+                continue;
+            };
+            if let Some((_, set)) = sets.iter().find(|(i, _)| *i == installer) {
+                action.dependencies = set.clone();
+                continue;
+            }
+            let set = dependencies::read(&dir, pack, installer).unwrap_or_else(|found| {
+                problems.extend(found);
+                None
+            });
+            if let Some(set) = &set {
+                problems.extend(dependencies::refused_sources(
+                    &dir,
+                    set,
+                    settings.build.allow_pack_sources,
+                ));
+            }
+            action.dependencies = set.clone();
+            sets.push((installer, set));
+        }
+    }
+    let actions = checked;
     CheckedPack {
         dir,
         pack,
         actions,
         problems,
+        warnings,
     }
+}
+
+/// `runtime_deps` entries that name no runtime of the catalog.
+fn unknown_runtime_deps(dir: &Path, pack: &PackManifest, catalog: &Catalog) -> Vec<Problem> {
+    let file = dir.join("pack.yaml");
+    let line = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|text| locate(&text, &["runtime_deps"]));
+    pack.runtime_deps
+        .iter()
+        .filter(|name| catalog.resolve(name).is_none())
+        .map(|name| Problem {
+            file: file.clone(),
+            line,
+            field: Some("runtime_deps".into()),
+            message: format!(
+                "`{name}` is not a runtime of the catalog (known: {}); actions that need it cannot run",
+                catalog.known_names()
+            ),
+        })
+        .collect()
 }
 
 fn check_action(
@@ -64,7 +127,8 @@ fn check_action(
     catalog: &Catalog,
     problems: &mut Vec<Problem>,
 ) -> Option<CheckedAction> {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
+    // Only for locating lines: the file was read and checked when the action loaded.
+    let text = crate::input::read_text(file, crate::pack::MAX_YAML_BYTES).unwrap_or_default();
     let problem = |field: &str, message: String| Problem {
         file: file.to_path_buf(),
         line: locate(&text, &[field]),
@@ -82,11 +146,12 @@ fn check_action(
         ));
         return None;
     };
-    let available = runtime.version_names();
-    match runtime.select_version(&available, manifest.runtime_version.as_ref()) {
-        Ok(version) => Some(CheckedAction {
+    match runtime.select_version(manifest.runtime_version.as_ref()) {
+        Ok((version, verdict)) => Some(CheckedAction {
             runtime: runtime.name.clone(),
             version: version.version.clone(),
+            provisional: verdict == Verdict::Maybe,
+            dependencies: None,
             manifest,
         }),
         Err(e) => {

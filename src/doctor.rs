@@ -103,7 +103,7 @@ pub async fn diagnose(settings: Result<&Settings, &SettingsError>, catalog: &Cat
     let endpoint = &settings.endpoint;
     checks.push(endpoint_check(endpoint, settings.pack_delivery));
 
-    let engine = match DockerEngine::connect(endpoint).await {
+    let engine = match DockerEngine::connect(&endpoint.host, &endpoint.transport).await {
         Ok(engine) => {
             checks.push(
                 Check::new(
@@ -197,7 +197,6 @@ fn connection_failure(error: &EngineError) -> Check {
     let summary = chain(error);
     let step = match error {
         EngineError::Unreachable { problem, .. } => Some(problem.hint()),
-        EngineError::Tls(e) => e.hint(),
         _ => None,
     };
     let check = Check::new("connection", CheckStatus::Fail, summary);

@@ -43,7 +43,12 @@ const DEFAULT_CONTEXT: &str = "default";
 /// Bytes read at most from a docker config, context or PEM file (each is a few KiB).
 const MAX_FILE_BYTES: u64 = 1 << 20;
 
-pub use crate::settings::Environment;
+/// The environment variables the rules read, however the caller holds them (the settings
+/// module's snapshot of the process environment; a map in tests). Empty values count as unset.
+pub trait Vars {
+    /// A variable's value, `None` when unset or empty.
+    fn get(&self, name: &str) -> Option<&str>;
+}
 
 /// Where the choice of engine came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -75,32 +80,7 @@ impl fmt::Display for Origin {
     }
 }
 
-/// The three PEM files of mutual TLS, and where their folder came from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct TlsFiles {
-    /// The CA the engine's certificate must be signed by.
-    pub ca: PathBuf,
-    /// The client certificate packbox shows the engine.
-    pub cert: PathBuf,
-    /// The client certificate's private key.
-    pub key: PathBuf,
-    /// What named the folder (`DOCKER_CERT_PATH`, the docker config folder, a context).
-    pub source: String,
-}
-
-/// How packbox reaches the engine.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum Transport {
-    /// A Unix socket on this machine: the engine sees this machine's files.
-    Unix { socket: PathBuf },
-    /// TCP, plain or with mutual TLS: the engine may be anywhere.
-    Tcp {
-        /// `host:port`.
-        address: String,
-        tls: Option<TlsFiles>,
-    },
-}
+pub use crate::engine::{TlsFiles, Transport};
 
 /// The engine packbox will talk to, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -222,7 +202,7 @@ impl EndpointError {
 
 /// Finds the engine from the `--engine` setting and the environment, with the docker CLI's
 /// precedence (see the module doc).
-pub fn resolve(engine_setting: Option<&str>, env: &Environment) -> Result<Endpoint, EndpointError> {
+pub fn resolve(engine_setting: Option<&str>, env: &dyn Vars) -> Result<Endpoint, EndpointError> {
     match engine_setting.map(str::trim).filter(|v| !v.is_empty()) {
         Some(value) => resolve_flag("--engine", value, env),
         None => resolve_environment(env),
@@ -231,7 +211,7 @@ pub fn resolve(engine_setting: Option<&str>, env: &Environment) -> Result<Endpoi
 
 /// The engine a flag names (`--engine`, `--to`): an address, TLS from the environment, like
 /// `docker --host`; or a docker context name, like `docker --context`.
-pub fn resolve_flag(flag: &str, value: &str, env: &Environment) -> Result<Endpoint, EndpointError> {
+pub fn resolve_flag(flag: &str, value: &str, env: &dyn Vars) -> Result<Endpoint, EndpointError> {
     let origin = Origin::Flag { name: flag.into() };
     let value = value.trim();
     let mut reasons = Vec::new();
@@ -246,7 +226,7 @@ pub fn resolve_flag(flag: &str, value: &str, env: &Environment) -> Result<Endpoi
 }
 
 /// The engine the environment names, when no flag does.
-fn resolve_environment(env: &Environment) -> Result<Endpoint, EndpointError> {
+fn resolve_environment(env: &dyn Vars) -> Result<Endpoint, EndpointError> {
     let var = |name: &str| env.get(name);
     let mut reasons = Vec::new();
     if let Some(host) = var("DOCKER_HOST") {
@@ -273,7 +253,7 @@ fn resolve_environment(env: &Environment) -> Result<Endpoint, EndpointError> {
 }
 
 /// Notes settings that were set but lost to a stronger one, so `doctor` can say so.
-fn note_overridden(reasons: &mut Vec<String>, env: &Environment, names: &[&str]) {
+fn note_overridden(reasons: &mut Vec<String>, env: &dyn Vars, names: &[&str]) {
     for name in names {
         if let Some(value) = env.get(name) {
             reasons.push(format!(
@@ -292,7 +272,7 @@ fn looks_like_address(value: &str) -> bool {
 fn from_environment(
     origin: Origin,
     host: Option<&str>,
-    env: &Environment,
+    env: &dyn Vars,
     mut reasons: Vec<String>,
 ) -> Result<Endpoint, EndpointError> {
     let var = |name: &str| env.get(name);
@@ -345,7 +325,7 @@ fn from_environment(
 fn from_context(
     origin: Origin,
     name: &str,
-    env: &Environment,
+    env: &dyn Vars,
     reasons: Vec<String>,
 ) -> Result<Endpoint, EndpointError> {
     if name == DEFAULT_CONTEXT {
@@ -468,7 +448,7 @@ fn endpoint(
 enum Scheme {
     Unix,
     Tcp,
-    /// `https://`: TCP with TLS required (bollard's spelling; the docker CLI has only `tcp://`).
+    /// `https://`: TCP with TLS required (the Rust Docker clients' spelling; the docker CLI has only `tcp://`).
     Https,
 }
 
@@ -549,7 +529,7 @@ fn tcp_address(origin: &Origin, rest: &str) -> Result<String, EndpointError> {
     Ok(format!("{host}:{port}"))
 }
 
-/// The three files of a TLS folder; each must exist.
+/// The three files of a TLS folder; each must exist and hold what it should.
 fn tls_files(origin: &Origin, folder: &Path, source: String) -> Result<TlsFiles, EndpointError> {
     let files = TlsFiles {
         ca: folder.join("ca.pem"),
@@ -566,39 +546,38 @@ fn tls_files(origin: &Origin, folder: &Path, source: String) -> Result<TlsFiles,
             });
         }
     }
+    check_tls_files(&files, origin)?;
     Ok(files)
 }
 
-impl TlsFiles {
-    /// Reads the three files and checks each holds what it should (the CA and the client
-    /// certificate at least one certificate, the key one private key), so that a bad file is
-    /// named before connecting rather than surfacing as a refused handshake.
-    pub fn check(&self, origin: &Origin) -> Result<(), EndpointError> {
-        use rustls_pki_types::pem::PemObject;
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-        let unusable = |file: &Path, problem: String| EndpointError::TlsFileUnusable {
-            origin: origin.clone(),
-            file: file.to_path_buf(),
-            problem,
-        };
-        let read = |file: &Path| {
-            crate::input::read_regular_file(file, MAX_FILE_BYTES)
-                .map_err(|e| unusable(file, format!("cannot read it ({e})")))
-        };
-        for file in [&self.ca, &self.cert] {
-            let bytes = read(file)?;
-            let certificates = CertificateDer::pem_slice_iter(&bytes)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| unusable(file, format!("not a PEM certificate ({e})")))?;
-            if certificates.is_empty() {
-                return Err(unusable(file, "holds no PEM certificate".into()));
-            }
+/// Reads the three files and checks each holds what it should (the CA and the client
+/// certificate at least one certificate, the key one private key), so that a bad file is named
+/// before connecting rather than surfacing as a refused handshake.
+fn check_tls_files(files: &TlsFiles, origin: &Origin) -> Result<(), EndpointError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let unusable = |file: &Path, problem: String| EndpointError::TlsFileUnusable {
+        origin: origin.clone(),
+        file: file.to_path_buf(),
+        problem,
+    };
+    let read = |file: &Path| {
+        crate::input::read_regular_file(file, MAX_FILE_BYTES)
+            .map_err(|e| unusable(file, format!("cannot read it ({e})")))
+    };
+    for file in [&files.ca, &files.cert] {
+        let bytes = read(file)?;
+        let certificates = CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| unusable(file, format!("not a PEM certificate ({e})")))?;
+        if certificates.is_empty() {
+            return Err(unusable(file, "holds no PEM certificate".into()));
         }
-        let bytes = read(&self.key)?;
-        PrivateKeyDer::from_pem_slice(&bytes)
-            .map_err(|e| unusable(&self.key, format!("holds no PEM private key ({e})")))?;
-        Ok(())
     }
+    let bytes = read(&files.key)?;
+    PrivateKeyDer::from_pem_slice(&bytes)
+        .map_err(|e| unusable(&files.key, format!("holds no PEM private key ({e})")))?;
+    Ok(())
 }
 
 /// A small text file of the docker CLI's, read with a size cap (it is not packbox's to trust).
@@ -609,7 +588,7 @@ fn read_text(file: &Path) -> std::io::Result<String> {
 }
 
 /// The docker CLI's config folder: `DOCKER_CONFIG`, else `~/.docker`.
-fn config_dir(env: &Environment) -> Option<PathBuf> {
+fn config_dir(env: &dyn Vars) -> Option<PathBuf> {
     let var = |name: &str| env.get(name);
     var("DOCKER_CONFIG")
         .map(PathBuf::from)
@@ -675,8 +654,23 @@ fn is_context_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Environment {
-        Environment::from_pairs(pairs.iter().copied())
+    /// The environment as the tests write it.
+    struct Env(BTreeMap<String, String>);
+
+    impl Vars for Env {
+        fn get(&self, name: &str) -> Option<&str> {
+            self.0
+                .get(name)
+                .map(String::as_str)
+                .filter(|v| !v.is_empty())
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env(pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
     }
 
     /// A docker config folder with optional TLS files and contexts.
@@ -693,11 +687,11 @@ mod tests {
         fn path(&self) -> &Path {
             self.dir.path()
         }
-        fn env(&self, pairs: &[(&str, &str)]) -> Environment {
+        fn env(&self, pairs: &[(&str, &str)]) -> Env {
             let config = self.path().to_string_lossy().into_owned();
             let mut all: Vec<(&str, &str)> = pairs.to_vec();
             all.push(("DOCKER_CONFIG", &config));
-            Environment::from_pairs(all)
+            env(&all)
         }
         fn current_context(&self, name: &str) {
             std::fs::write(
@@ -727,10 +721,12 @@ mod tests {
         }
     }
 
+    /// A TLS folder holding the test fixtures' PEM files.
     fn write_tls(dir: &Path) {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
         std::fs::create_dir_all(dir).expect("tls dir");
         for file in ["ca.pem", "cert.pem", "key.pem"] {
-            std::fs::write(dir.join(file), "placeholder").expect("pem");
+            std::fs::copy(fixtures.join(file), dir.join(file)).expect("pem");
         }
     }
 
@@ -1100,8 +1096,8 @@ mod tests {
     fn unusable_tls_files_are_named_with_the_problem() {
         let dir = tempfile::tempdir().expect("tempdir");
         write_tls(dir.path());
-        let files = tls_files(&Origin::DockerHost, dir.path(), "test".into()).expect("files");
-        let err = files.check(&Origin::DockerHost).expect_err("placeholders");
+        std::fs::write(dir.path().join("ca.pem"), "placeholder").expect("write");
+        let err = tls_files(&Origin::DockerHost, dir.path(), "test".into()).expect_err("not PEM");
         let text = err.to_string();
         assert!(text.contains("ca.pem"), "{text}");
         assert!(text.contains("no PEM certificate"), "{text}");
@@ -1111,22 +1107,20 @@ mod tests {
     fn real_pem_files_pass_the_check_and_a_key_in_place_of_a_certificate_does_not() {
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
         let files = tls_files(&Origin::DockerHost, &fixtures, "fixtures".into()).expect("files");
-        files.check(&Origin::DockerHost).expect("valid PEM files");
 
         let swapped = TlsFiles {
             cert: fixtures.join("key.pem"),
             ..files.clone()
         };
-        let err = swapped
-            .check(&Origin::DockerHost)
-            .expect_err("a key is no certificate");
+        let err =
+            check_tls_files(&swapped, &Origin::DockerHost).expect_err("a key is no certificate");
         assert!(err.to_string().contains("cert") || err.to_string().contains("key.pem"));
 
         let keyless = TlsFiles {
             key: fixtures.join("cert.pem"),
             ..files
         };
-        let err = keyless.check(&Origin::DockerHost).expect_err("no key");
+        let err = check_tls_files(&keyless, &Origin::DockerHost).expect_err("no key");
         assert!(err.to_string().contains("no PEM private key"), "{err}");
     }
 }

@@ -90,14 +90,16 @@ impl Error {
         match self {
             Error::Prepare(prepare) => match prepare.as_ref() {
                 PrepareError::NoMatchingVersion { .. } => Fault::Input,
-                PrepareError::Env(EnvError::CaBundle { .. }) => Fault::Input,
+                PrepareError::Env(EnvError::CaBundle { .. } | EnvError::PackSources { .. }) => {
+                    Fault::Input
+                }
                 PrepareError::Cancelled
                 | PrepareError::Env(EnvError::Cancelled { .. })
                 | PrepareError::Image(ImageError::Cancelled { .. }) => Fault::Cancelled,
                 _ => Fault::Engine,
             },
             Error::Env(env) => match env.as_ref() {
-                EnvError::CaBundle { .. } => Fault::Input,
+                EnvError::CaBundle { .. } | EnvError::PackSources { .. } => Fault::Input,
                 EnvError::Cancelled { .. } => Fault::Cancelled,
                 _ => Fault::Engine,
             },
@@ -152,7 +154,6 @@ impl Error {
         }
         match self {
             Error::Engine(EngineError::Unreachable { problem, .. }) => Some(problem.hint()),
-            Error::Engine(EngineError::Tls(tls)) => tls.hint(),
             Error::Settings(settings) if settings.endpoint_hint().is_some() => {
                 settings.endpoint_hint()
             }

@@ -24,12 +24,14 @@ use crate::engine::{DockerEngine, EngineInfo, SharedEngine, StreamKind};
 use crate::envimage::inventory::{self, EnvInfo, PruneReport};
 use crate::error::Error;
 use crate::error_text::chain;
+use crate::explain::{self, Explanation};
 use crate::image_copy::{self, CopyError, CopyEvent, ImageCopy};
 use crate::lifecycle::owner::{self, Owner, Swept};
 use crate::lifecycle::pool::{self, Warm, WarmPool};
 use crate::lifecycle::{self, RunIo, Started};
 use crate::pack;
 use crate::pack_volume::{self, Collected as PackVolumesCollected, DeliveryError};
+use crate::packtest::{self, TestEvent, TestPlan, TestReport};
 use crate::plan::{RunPlan, resolve_runtime};
 use crate::prepare::{self, PrepareError, Preparer};
 use crate::probe::{self, ProbeCache, VersionStatus};
@@ -69,7 +71,8 @@ pub enum RunEvent<'a> {
 impl Executor {
     /// Connects to the engine the settings name and starts an executor on it.
     pub async fn connect(settings: Settings, catalog: Catalog) -> Result<Executor, Error> {
-        let engine = DockerEngine::connect(&settings.endpoint).await?;
+        let engine =
+            DockerEngine::connect(&settings.endpoint.host, &settings.endpoint.transport).await?;
         Ok(Executor::start(settings, catalog, Arc::new(engine)))
     }
 
@@ -183,9 +186,12 @@ impl Executor {
             );
             let prepare_started = Instant::now();
             let prepared = preparer
-                .image_for(&plan.runtime, selected, &plan.action.pack_dir, |event| {
-                    on_event(RunEvent::Prepare(event))
-                })
+                .image_for(
+                    &plan.runtime,
+                    selected,
+                    plan.dependencies.as_ref(),
+                    |event| on_event(RunEvent::Prepare(event)),
+                )
                 .await?;
             tracing::debug!(
                 image = %prepared.image,
@@ -396,14 +402,41 @@ impl Executor {
         Ok(())
     }
 
-    /// Removes the containers of packbox processes that are gone (`packbox gc`).
-    pub async fn sweep_orphans(&self) -> Result<Vec<Swept>, Error> {
-        Ok(owner::sweep_orphans(self.engine.as_ref()).await?)
+    /// The decision a run of `action_ref` would take, without running it: runtime, constraint,
+    /// every candidate version and why it was taken or not, the environment key and its parts,
+    /// whether the image exists and the lock it recorded. Versions are verified as for a run.
+    pub async fn explain(&self, packs_dir: &Path, action_ref: &str) -> Result<Explanation, Error> {
+        explain::explain(
+            &self.preparer(),
+            &self.settings.sandbox,
+            &self.owner,
+            packs_dir,
+            action_ref,
+        )
+        .await
     }
 
-    /// Removes pack volumes no container uses, beyond the newest `keep` of each pack.
-    pub async fn collect_pack_volumes(&self, keep: usize) -> Result<PackVolumesCollected, Error> {
-        Ok(pack_volume::collect(self.engine.as_ref(), keep).await?)
+    /// Runs a pack's tests (see [`crate::plan_tests`]), each runner in a fresh container on the
+    /// environment the pack's actions get. Failing tests are a report, not an error.
+    pub async fn test_pack(
+        &self,
+        plan: &TestPlan,
+        on_event: impl FnMut(TestEvent<'_>) + Send,
+    ) -> Result<TestReport, Error> {
+        packtest::run_tests(
+            &self.preparer(),
+            &self.engine,
+            &self.owner,
+            plan,
+            self.settings.pack_delivery,
+            on_event,
+        )
+        .await
+    }
+
+    /// Removes the containers of packbox processes that are gone.
+    pub async fn sweep_orphans(&self) -> Result<Vec<Swept>, Error> {
+        Ok(owner::sweep_orphans(self.engine.as_ref()).await?)
     }
 
     /// Streams images from this executor's engine into the engine at `target`, skipping those it
@@ -414,7 +447,7 @@ impl Executor {
         images: &[String],
         on_event: impl FnMut(CopyEvent<'_>),
     ) -> Result<Vec<ImageCopy>, Error> {
-        let target = DockerEngine::connect(target).await?;
+        let target = DockerEngine::connect(&target.host, &target.transport).await?;
         let images = if images.is_empty() {
             image_copy::default_images(self.engine.as_ref(), &self.catalog).await?
         } else {
@@ -425,6 +458,37 @@ impl Executor {
             copied = copy => Ok(copied?),
             () = self.shutdown.cancelled() => Err(CopyError::Cancelled.into()),
         }
+    }
+
+    /// Removes what crashed or killed packbox processes left (`packbox gc`): containers whose
+    /// owner is gone, and the untagged layers of builds that never finished (builds label their
+    /// images `packbox.kind`), unless a container or another image still uses them; and pack
+    /// volumes no container uses beyond the newest `keep_pack_volumes` of each pack (with what
+    /// dead fillers left).
+    pub async fn gc(&self, keep_pack_volumes: usize) -> Result<GcReport, Error> {
+        let containers = self.sweep_orphans().await?;
+        let pack_volumes = pack_volume::collect(self.engine.as_ref(), keep_pack_volumes).await?;
+        let mut images = Vec::new();
+        for image in self
+            .engine
+            .images_with_labels(&["packbox.kind".to_string()])
+            .await?
+        {
+            let dangling = image.tags.iter().all(|tag| tag == "<none>:<none>");
+            if !dangling {
+                continue;
+            }
+            match self.engine.remove_image(&image.id).await {
+                Ok(()) => images.push(image.id),
+                Err(crate::engine::EngineError::InUse { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(GcReport {
+            containers,
+            images,
+            pack_volumes,
+        })
     }
 
     /// Verifies the runtime versions the settings select (all by default): each image made
@@ -475,7 +539,27 @@ impl Executor {
         let preparer = self.preparer();
         let mut reports = Vec::new();
         for action in actions {
-            let runtime = resolve_runtime(&self.catalog, &action)?;
+            // A pack or action that cannot load, or names an unknown runtime, is reported and
+            // skipped: the others still build.
+            let (action, runtime) = match action {
+                Ok(action) => match resolve_runtime(&self.catalog, &action) {
+                    Ok(runtime) => (action, runtime),
+                    Err(e) => {
+                        let report =
+                            EnvReport::invalid(&action.pack.pack_ref, &action.action_ref, &e);
+                        on_event(BuildEvent::Finished { report: &report });
+                        reports.push(report);
+                        continue;
+                    }
+                },
+                Err(bad) => {
+                    let action = bad.action.as_deref().unwrap_or_default();
+                    let report = EnvReport::invalid(&bad.pack, action, &bad.error);
+                    on_event(BuildEvent::Finished { report: &report });
+                    reports.push(report);
+                    continue;
+                }
+            };
             let mut report = EnvReport {
                 pack: action.pack.pack_ref.clone(),
                 action: action.action_ref.clone(),
@@ -486,15 +570,23 @@ impl Executor {
                 error: None,
             };
             let statuses = preparer.verified_versions(runtime).await?;
-            let selected = match prepare::select_version(
-                &action.action_ref,
-                runtime,
-                action.action.runtime_version.as_ref(),
-                &statuses,
-            ) {
-                Ok(selected) => selected,
-                Err(e) => {
-                    report.error = Some(chain(&e));
+            let chosen = action
+                .dependencies(&runtime.name)
+                .map_err(|e| chain(&e))
+                .and_then(|dependencies| {
+                    prepare::select_version(
+                        &action.action_ref,
+                        runtime,
+                        action.action.runtime_version.as_ref(),
+                        &statuses,
+                    )
+                    .map(|selected| (dependencies, selected))
+                    .map_err(|e| chain(&e))
+                });
+            let (dependencies, selected) = match chosen {
+                Ok(chosen) => chosen,
+                Err(error) => {
+                    report.error = Some(error);
                     on_event(BuildEvent::Finished { report: &report });
                     reports.push(report);
                     continue;
@@ -504,7 +596,7 @@ impl Executor {
                 action: &action.action_ref,
             });
             let prepared = preparer
-                .image_for(runtime, selected, &action.pack_dir, |event| {
+                .image_for(runtime, selected, dependencies.as_ref(), |event| {
                     if let PrepareEvent::BuildLine { line } = event {
                         on_event(BuildEvent::Line { line });
                     }
@@ -561,6 +653,18 @@ impl Executor {
     }
 }
 
+/// What [`Executor::gc`] removed.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct GcReport {
+    /// Containers whose owning packbox process is gone.
+    pub containers: Vec<Swept>,
+    /// Ids of untagged images of builds that never finished.
+    pub images: Vec<String>,
+    /// Pack volumes removed and kept.
+    pub pack_volumes: PackVolumesCollected,
+}
+
 /// What `build_environments` did for one action.
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
@@ -573,6 +677,21 @@ pub struct EnvReport {
     pub image: Option<String>,
     pub status: EnvStatus,
     pub error: Option<String>,
+}
+
+impl EnvReport {
+    /// The report of an action whose pack or declaration is wrong: nothing was built.
+    fn invalid(pack: &str, action: &str, error: &dyn std::error::Error) -> EnvReport {
+        EnvReport {
+            pack: pack.to_string(),
+            action: action.to_string(),
+            runtime: String::new(),
+            version: None,
+            image: None,
+            status: EnvStatus::Invalid,
+            error: Some(chain(error)),
+        }
+    }
 }
 
 /// The state of one action's environment after `build_environments`.
@@ -588,6 +707,8 @@ pub enum EnvStatus {
     NotNeeded,
     /// The build (or version selection) failed; see `error`.
     Failed,
+    /// The pack or the action has problems (or names an unknown runtime); see `error`.
+    Invalid,
 }
 
 /// Progress of [`Executor::build_environments`].
@@ -1141,6 +1262,23 @@ mod tests {
         assert_eq!(err.fault(), Fault::Engine);
         h.executor.close().await;
         assert!(h.fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gc_removes_unfinished_build_layers_but_nothing_in_use_or_tagged() {
+        let fake = engine(Program::default());
+        let dangling = fake.add_image("", &[("packbox.kind", "env")], 0);
+        let used = fake.add_image("", &[("packbox.kind", "runtime")], 0);
+        fake.add_listed_container("user", &used, &[]);
+        let foreign = fake.add_image("", &[("app", "web")], 0);
+        let h = harness(fake, SettingsLayer::default());
+        let report = h.executor.gc(2).await.expect("gc");
+        assert_eq!(report.images, std::slice::from_ref(&dangling));
+        assert!(!h.fake.has_image(&dangling));
+        assert!(h.fake.has_image(&used), "in use: kept");
+        assert!(h.fake.has_image(&foreign), "not packbox's: untouched");
+        assert!(h.fake.has_image("packbox/python:3.11"), "tagged: kept");
+        h.executor.close().await;
     }
 
     mod warm_pool {

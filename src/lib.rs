@@ -30,11 +30,13 @@ mod envimage;
 mod error;
 mod error_text;
 mod executor;
+mod explain;
 mod image_copy;
 pub mod input;
 mod lifecycle;
 mod pack;
 mod pack_volume;
+mod packtest;
 mod plan;
 mod prepare;
 mod probe;
@@ -46,6 +48,7 @@ mod version;
 
 pub use catalog::{Catalog, CatalogError, NoMatchingVersion};
 pub use check::{CheckedAction, CheckedPack, check_packs};
+pub use contract::scrub::StreamScrubber;
 pub use contract::secrets::SecretError;
 pub use contract::{Outcome, Status};
 pub use doctor::{Check, CheckStatus, Report as DoctorReport, diagnose};
@@ -57,14 +60,17 @@ pub use envimage::inventory::{EnvInfo, PruneReport};
 pub use error::{Error, Fault};
 pub use error_text::chain as error_chain;
 pub use executor::{
-    BuildEvent, EnvReport, EnvStatus, Executor, ImageEvent, PrepareEvent, RunEvent,
+    BuildEvent, EnvReport, EnvStatus, Executor, GcReport, ImageEvent, PrepareEvent, RunEvent,
 };
+pub use explain::{CandidateReport, EnvironmentReport, Explanation, Lock};
 pub use image_copy::{CopyError, CopyEvent, CopyResult, ImageCopy};
 pub use lifecycle::RunError;
 pub use lifecycle::owner::Swept;
 pub use pack::params::ParamError;
+pub use pack::testing::TestKind;
 pub use pack::{PackError, ParameterSpec, Problem};
 pub use pack_volume::{Collected as PackVolumesCollected, DeliveryError};
+pub use packtest::{RunnerReport, TestEvent, TestPlan, TestReport, TestStatus, plan_tests};
 pub use plan::{PlanError, RunPlan, RunRequest, plan};
 pub use prepare::PrepareError;
 pub use probe::{UnknownRuntimeFilter, VersionStatus};

@@ -8,13 +8,17 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::catalog::{Catalog, NoMatchingVersion, Runtime};
-use crate::contract::delivery;
+use crate::contract::delivery::{self, DeliveryError};
 use crate::contract::result::OutcomeTerms;
+use crate::contract::scrub::StreamScrubber;
 use crate::contract::secrets::{Redactor, SecretBytes, SecretError, Secrets};
+use crate::envimage::Manifests;
 use crate::lifecycle::RunLimits;
 use crate::lifecycle::owner::Owner;
 use crate::pack::params::ParamError;
-use crate::pack::{self, LoadedAction, PackError, ParameterDelivery, ParameterFormat, params};
+use crate::pack::{
+    self, LoadedAction, PackError, ParameterDelivery, ParameterFormat, Problem, params,
+};
 use crate::sandbox::{PackSource, SandboxPolicy, Workload};
 use crate::settings::Settings;
 
@@ -34,6 +38,9 @@ pub enum PlanError {
     Param(#[from] ParamError),
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// The parameter document cannot be written in the action's format.
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
     /// The action names a runner type no runtime of the catalog has.
     #[error("action {action}: runner_type `{runner_type}` is not a known runtime (known: {known})")]
     UnknownRuntime {
@@ -41,6 +48,15 @@ pub enum PlanError {
         runner_type: String,
         known: String,
     },
+    /// `packbox test` on a pack without a `testing` section (or without runners in it).
+    #[error("{}: the pack has no tests (a `testing` section with `runners` is expected)", .file.display())]
+    NoTests { file: PathBuf },
+    /// The action says `enabled: false` and the caller did not allow disabled actions.
+    #[error(
+        "action {action} is disabled (`enabled: false` in {}); run it anyway with --allow-disabled",
+        .file.display()
+    )]
+    Disabled { action: String, file: PathBuf },
     /// No version of the action's runtime satisfies its `runtime_version`.
     #[error("action {action}: {source}")]
     NoMatchingVersion {
@@ -68,6 +84,8 @@ pub struct RunRequest {
     pub secrets_file: Option<PathBuf>,
     /// Overrides the action's `timeout_seconds` and the settings' timeout for this run.
     pub timeout: Option<Duration>,
+    /// Runs an action that says `enabled: false` (refused otherwise).
+    pub allow_disabled: bool,
 }
 
 impl RunRequest {
@@ -81,6 +99,7 @@ impl RunRequest {
             secrets: Vec::new(),
             secrets_file: None,
             timeout: None,
+            allow_disabled: false,
         }
     }
 }
@@ -90,6 +109,8 @@ impl RunRequest {
 pub struct RunPlan {
     pub(crate) action: LoadedAction,
     pub(crate) runtime: Runtime,
+    /// What the environment image installs; `None`: the runtime image is used as it is.
+    pub(crate) dependencies: Option<Manifests>,
     /// The parameter document, secrets included: it goes on stdin and nowhere else.
     pub(crate) stdin: SecretBytes,
     pub(crate) policy: SandboxPolicy,
@@ -106,15 +127,22 @@ pub fn plan(
 ) -> Result<RunPlan, PlanError> {
     let action = pack::load_action(&request.packs_dir, &request.action_ref)?;
     let manifest = &action.action;
+    if !manifest.enabled && !request.allow_disabled {
+        return Err(PlanError::Disabled {
+            action: action.action_ref.clone(),
+            file: action.action_file.clone(),
+        });
+    }
     let runtime = resolve_runtime(catalog, &action)?;
     // Fails early when no version of the catalog could ever match; the run then chooses among
     // the versions that probing verified.
     runtime
-        .select_version(&runtime.version_names(), manifest.runtime_version.as_ref())
+        .select_version(manifest.runtime_version.as_ref())
         .map_err(|source| PlanError::NoMatchingVersion {
             action: action.action_ref.clone(),
             source,
         })?;
+    let dependencies = action.dependencies(&runtime.name)?;
     let secrets = Secrets::read(&request.secrets, request.secrets_file.as_deref())?;
     let mut from_file = match &request.params_file {
         Some(file) => params::read_file(file)?,
@@ -142,8 +170,8 @@ pub fn plan(
                 .filter_map(|(name, _)| document.get(name)),
         )
         .collect();
-    let redactor = Redactor::new(secret_values);
-    let stdin = SecretBytes(delivery::encode(&document, manifest.parameter_format));
+    let redactor = Redactor::new(secret_values).map_err(SecretError::from)?;
+    let stdin = SecretBytes(delivery::encode(&document, manifest.parameter_format)?);
     let timeout = request
         .timeout
         .or(settings.run.timeout)
@@ -151,6 +179,7 @@ pub fn plan(
         .unwrap_or(DEFAULT_TIMEOUT);
     Ok(RunPlan {
         runtime: runtime.clone(),
+        dependencies,
         stdin,
         policy: settings.sandbox.clone(),
         limits: RunLimits {
@@ -179,9 +208,20 @@ pub(crate) fn resolve_runtime<'c>(
 }
 
 impl RunPlan {
+    /// A scrubber for one stream of this run's live output (`--follow`): what the action prints,
+    /// with this run's secrets replaced as it streams.
+    pub fn output_scrubber(&self) -> StreamScrubber {
+        StreamScrubber::new(self.redactor.clone())
+    }
+
     /// The action this plan runs (`PACK.ACTION`).
     pub fn action_ref(&self) -> &str {
         &self.action.action_ref
+    }
+
+    /// Fields of the pack and the action that packbox does not know (ignored), to be shown.
+    pub fn warnings(&self) -> &[Problem] {
+        &self.action.warnings
     }
 
     /// The sandbox the run will get.

@@ -8,11 +8,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, NoMatchingVersion, Runtime};
 use crate::engine::SharedEngine;
-use crate::envimage::{self, BuildSettings, EnvError, EnvRecipe, Installer, Manifests};
+use crate::envimage::{self, BuildSettings, EnvError, EnvRecipe, Manifests};
 use crate::lifecycle::owner::Owner;
 use crate::probe::{self, ProbeCache, VersionStatus};
 use crate::runtime_image::ImageError;
-use crate::version::{self, Constraint};
+use crate::version::{self, Candidate, Constraint, Verdict};
 
 /// An image a run needs that cannot be made ready.
 #[derive(Debug, thiserror::Error)]
@@ -41,26 +41,19 @@ pub enum PrepareError {
     Cancelled,
 }
 
-/// The verified version to run on. With a constraint: the highest verified version whose
-/// detected full version matches it. Without: the runtime's default version when verified, else
-/// the highest verified one. `None` when nothing fits: never a fallback to another interpreter.
+/// The verified version to run on: [`version::select`] among the verified versions, each judged
+/// by the full version its image holds. `None` when nothing fits: never a fallback to another
+/// interpreter.
 pub fn select_verified<'s>(
     runtime: &Runtime,
     constraint: Option<&Constraint>,
     statuses: &'s [VersionStatus],
 ) -> Option<&'s VersionStatus> {
     let available: Vec<&VersionStatus> = statuses.iter().filter(|s| s.is_available()).collect();
-    if constraint.is_none()
-        && let Some(default) = available
-            .iter()
-            .find(|s| Some(s.version.as_str()) == runtime.default_version.as_deref())
-    {
-        return Some(default);
-    }
-    let detected: Vec<&str> = available.iter().map(|s| s.full_version()).collect();
-    let chosen = version::select(&detected, constraint, None)?;
-    let index = detected.iter().position(|d| std::ptr::eq(d, chosen))?;
-    Some(available[index])
+    let candidates: Vec<Candidate<'_>> = available.iter().map(|s| s.candidate()).collect();
+    let chosen = version::select(&candidates, constraint, runtime.default_version.as_deref())?;
+    // A verified version has a detected version, so its verdict is never a mere `Maybe`.
+    (chosen.verdict == Verdict::Yes).then(|| available[chosen.index])
 }
 
 /// The verified version an action runs on (see [`select_verified`]), with the errors named
@@ -159,12 +152,13 @@ impl Preparer<'_> {
         Ok(verified)
     }
 
-    /// Makes the image for `pack_dir` on the selected version present.
+    /// Makes the image for a pack's dependencies (`None`: it has none) on the selected version
+    /// present.
     pub async fn image_for(
         &self,
         runtime: &Runtime,
         selected: &VersionStatus,
-        pack_dir: &Path,
+        dependencies: Option<&Manifests>,
         mut on_event: impl FnMut(PrepareEvent<'_>) + Send,
     ) -> Result<PreparedImage, PrepareError> {
         let runtime_version = selected.full_version().to_string();
@@ -173,16 +167,7 @@ impl Preparer<'_> {
             image: selected.image.clone(),
             built: false,
         };
-        let Some(installer) = Installer::for_runtime(&runtime.name) else {
-            return Ok(runtime_image);
-        };
-        let manifests = Manifests::read(pack_dir, installer).map_err(|source| {
-            PrepareError::Env(EnvError::State {
-                path: pack_dir.to_path_buf(),
-                source,
-            })
-        })?;
-        let Some(manifests) = manifests else {
+        let Some(manifests) = dependencies else {
             return Ok(runtime_image);
         };
         let Some(base_image_id) = selected.image_id.clone() else {
@@ -192,7 +177,7 @@ impl Preparer<'_> {
             runtime: runtime.name.clone(),
             version: runtime_version.clone(),
             base_image_id,
-            manifests,
+            manifests: manifests.clone(),
             index: self.build.index.clone(),
         };
         let tag = recipe.tag();
@@ -273,6 +258,20 @@ mod tests {
             Some("3.11.2")
         );
         assert_eq!(pick(Some(">=3.14"), &three()), None);
+    }
+
+    /// Regression: `<=3.11` ran on 3.9.2 and `=3.11` matched nothing, because the constraint was
+    /// padded to 3.11.0 and compared with the detected 3.11.2.
+    #[test]
+    fn constraints_hold_at_the_precision_they_are_written() {
+        for constraint in ["<=3.11", "=3.11", "3.11", "3.11.x", "~3.11", "!=3.13, >3.9"] {
+            assert_eq!(
+                pick(Some(constraint), &three()).as_deref(),
+                Some("3.11.2"),
+                "{constraint}"
+            );
+        }
+        assert_eq!(pick(Some(">=3.11.4, <3.12"), &three()), None);
     }
 
     #[test]

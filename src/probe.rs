@@ -24,6 +24,7 @@ use crate::lifecycle::owner::Owner;
 use crate::lifecycle::{self, Ending, RunIo, RunLimits};
 use crate::runtime_image;
 use crate::sandbox::{SandboxPolicy, Workload};
+use crate::version::Candidate;
 
 /// How long one probe may run before its version counts as unavailable, unless the catalog says.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,6 +57,14 @@ impl VersionStatus {
     /// The detected full version, else the declared one.
     pub fn full_version(&self) -> &str {
         self.detected_version.as_deref().unwrap_or(&self.version)
+    }
+
+    /// This version as the version selector sees it: declared, and detected when probed.
+    pub fn candidate(&self) -> Candidate<'_> {
+        Candidate {
+            declared: &self.version,
+            detected: self.detected_version.as_deref(),
+        }
     }
 
     /// Whether this version may be selected for a run.
@@ -260,8 +269,22 @@ async fn verify_one(
     };
     let key = cache_key(&image_id, version);
     if let Some(hit) = cache.get(&key) {
+        tracing::debug!(
+            runtime = %runtime.name,
+            version = %version.version,
+            image_id = %image_id,
+            detected = hit.detected_version.as_deref(),
+            available = hit.available,
+            "probe cache hit"
+        );
         return from_cache(runtime, version, &image_id, hit);
     }
+    tracing::debug!(
+        runtime = %runtime.name,
+        version = %version.version,
+        image_id = %image_id,
+        "probe cache miss: probing"
+    );
     status.image_id = Some(image_id.clone());
     status.verified_at = Some(now());
     match run_probe(engine, runtime, version, &image_id, owner, cancel).await {

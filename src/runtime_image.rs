@@ -115,6 +115,8 @@ pub async fn ensure(
         labels,
         // The recipe installs packages from Debian's mirror.
         network_mode: "bridge".into(),
+        // The catalog's own recipe (the operator's), not a pack's: no limit of packbox's.
+        memory_bytes: None,
     };
     // Dropping the build's stream closes its connection, which stops the engine's build; the
     // tag is only set when a build completes.

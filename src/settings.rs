@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::endpoint::{self, Endpoint, EndpointError};
-use crate::envimage::{BuildSettings, IndexSettings};
+use crate::envimage::{BuildSettings, DEFAULT_BUILD_MEMORY, IndexSettings};
 use crate::sandbox::SandboxPolicy;
 
 /// The largest config file packbox reads.
@@ -41,12 +41,8 @@ const PROXY_VARIABLES: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SettingsError {
-    #[error("config file {file}: cannot read")]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("config file {0}")]
+    Unreadable(#[from] crate::input::InputError),
     #[error("config file {file}: {message}")]
     Invalid { file: PathBuf, message: String },
     #[error("{setting} (from {source_name}): {message}")]
@@ -155,6 +151,12 @@ impl Environment {
     }
 }
 
+impl endpoint::Vars for Environment {
+    fn get(&self, name: &str) -> Option<&str> {
+        Environment::get(self, name)
+    }
+}
+
 /// One layer of settings (the flags, or the config file): every field optional.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -219,6 +221,12 @@ pub struct BuildLayer {
     pub ca_bundle: Option<PathBuf>,
     pub pip_index_url: Option<String>,
     pub npm_registry: Option<String>,
+    /// Packs' requirements may choose package sources (`--index-url`, `--find-links`, URLs, ...).
+    pub allow_pack_sources: Option<bool>,
+    /// Memory (no swap) of each environment build step.
+    pub memory: Option<Size>,
+    /// How long one environment build may take.
+    pub timeout_seconds: Option<u64>,
 }
 
 /// A size in bytes, written as a number or with a binary suffix (`512m`, `64k`, `1g`).
@@ -323,6 +331,9 @@ mod bounds {
     pub const MAX_OUTPUT: u64 = 1 << 30;
     pub const MAX_TIMEOUT: u64 = 7 * 24 * 3600;
     pub const MAX_GRACE: u64 = 3600;
+    pub const MIN_BUILD_MEMORY: u64 = 64 << 20;
+    /// The engine API takes a build's memory as a 32-bit number of bytes.
+    pub const MAX_BUILD_MEMORY: u64 = (1 << 31) - 1;
 }
 
 /// Ceilings above which a limit counts as weakening the sandbox.
@@ -399,22 +410,11 @@ fn config_file(explicit: Option<&Path>, env: &Environment) -> Option<PathBuf> {
 }
 
 fn read_config(path: &Path) -> Result<SettingsLayer, SettingsError> {
-    let read_error = |source| SettingsError::Read {
-        file: path.to_path_buf(),
-        source,
-    };
-    let bytes = crate::input::read_regular_file(path, MAX_CONFIG_BYTES).map_err(read_error)?;
-    let text = String::from_utf8(bytes).map_err(|_| SettingsError::Invalid {
-        file: path.to_path_buf(),
-        message: "not UTF-8 text".into(),
-    })?;
+    // A regular file under the cap, nesting at most 64 levels (checked before serde_yaml).
+    let text = crate::input::read_yaml(path, MAX_CONFIG_BYTES)?;
     if text.trim().is_empty() {
         return Ok(SettingsLayer::default());
     }
-    crate::input::check_yaml_depth(&text).map_err(|message| SettingsError::Invalid {
-        file: path.to_path_buf(),
-        message,
-    })?;
     serde_yaml::from_str(&text).map_err(|e| SettingsError::Invalid {
         file: path.to_path_buf(),
         message: e.to_string(),
@@ -448,6 +448,12 @@ fn env_layer(env: &Environment) -> Result<SettingsLayer, SettingsError> {
             ca_bundle: path("PACKBOX_BUILD_CA_BUNDLE"),
             pip_index_url: text("PACKBOX_PIP_INDEX_URL"),
             npm_registry: text("PACKBOX_NPM_REGISTRY"),
+            // Anything but a clear yes keeps the safe default.
+            allow_pack_sources: env
+                .get("PACKBOX_PIP_ALLOW_PACK_SOURCES")
+                .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
+            memory: None,
+            timeout_seconds: None,
         },
     })
 }
@@ -735,6 +741,12 @@ impl Resolver<'_> {
             |v| in_range(*v, bounds::MIN_OUTPUT, bounds::MAX_OUTPUT, "1 byte", "1g"),
         )?;
 
+        let build_timeout = self.setting(
+            "build.timeout_seconds",
+            |l| l.build.timeout_seconds,
+            crate::envimage::build::DEFAULT_BUILD_TIMEOUT.as_secs(),
+            |v| count_in_range(*v, 1, bounds::MAX_TIMEOUT),
+        )?;
         let ca_bundle = self.pick(|l| l.build.ca_bundle.clone());
         self.show(
             "build.ca_bundle",
@@ -769,6 +781,26 @@ impl Resolver<'_> {
             Source::Env
         };
         self.show("build.proxies", shown_proxies, proxies_source);
+        let allow_pack_sources = self.setting(
+            "build.allow_pack_sources",
+            |l| l.build.allow_pack_sources,
+            false,
+            any,
+        )?;
+        let build_memory = self.setting(
+            "build.memory",
+            |l| l.build.memory.map(|s| s.0),
+            DEFAULT_BUILD_MEMORY,
+            |v| {
+                in_range(
+                    *v,
+                    bounds::MIN_BUILD_MEMORY,
+                    bounds::MAX_BUILD_MEMORY,
+                    "64m",
+                    "2047m",
+                )
+            },
+        )?;
 
         let sandbox = SandboxPolicy {
             network: network.value.clone(),
@@ -832,6 +864,9 @@ impl Resolver<'_> {
                     npm_registry: npm_registry.map(|p| p.value),
                 },
                 proxies,
+                allow_pack_sources: allow_pack_sources.value,
+                memory_bytes: Some(build_memory.value),
+                timeout: Duration::from_secs(build_timeout.value),
             },
             config_file,
             shown: self.shown,
@@ -1132,6 +1167,29 @@ mod tests {
         assert_eq!(settings.catalog_dir, Some(PathBuf::from("/catalog/env")));
         assert_eq!(source_of(&settings, "catalog"), Source::Env);
         assert_eq!(source_of(&settings, "sandbox.cpus"), Source::Default);
+    }
+
+    #[test]
+    fn packs_choose_no_package_sources_and_builds_have_a_memory_limit_unless_set() {
+        let settings = resolve("{}", &[]).expect("valid");
+        assert!(!settings.build.allow_pack_sources);
+        assert_eq!(settings.build.memory_bytes, Some(DEFAULT_BUILD_MEMORY));
+        for yes in ["1", "true", "YES"] {
+            let settings =
+                resolve("{}", &[("PACKBOX_PIP_ALLOW_PACK_SOURCES", yes)]).expect("valid");
+            assert!(settings.build.allow_pack_sources, "{yes}");
+        }
+        let settings =
+            resolve("{}", &[("PACKBOX_PIP_ALLOW_PACK_SOURCES", "maybe")]).expect("valid");
+        assert!(!settings.build.allow_pack_sources);
+        let settings =
+            resolve("build: {memory: 256m, allow_pack_sources: true}", &[]).expect("valid");
+        assert_eq!(settings.build.memory_bytes, Some(256 << 20));
+        assert!(settings.build.allow_pack_sources);
+        for bad in ["build: {memory: 32m}", "build: {memory: 2g}"] {
+            let err = resolve(bad, &[]).expect_err(bad);
+            assert!(err.to_string().contains("build.memory"), "{err}");
+        }
     }
 
     #[test]

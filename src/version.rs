@@ -1,18 +1,27 @@
-//! Runtime version constraints (`>=3.9,<3.12`, `~3.13`, `3.12`) and the choice of the version an
-//! action runs on.
+//! Runtime version constraints (`>=3.9 <3.12`, `~3.13`, `3.11.x`, `3.9 || 3.13`) and the choice of
+//! the version an action runs on.
 //!
-//! Kept apart from the catalog and from image probing so that the rule (the highest available
-//! version that matches; never a silent fallback) lives in one place and works on any list of
-//! available versions, whoever found them.
+//! Kept apart from the catalog and from image probing so that one rule decides everywhere (`pack
+//! validate`, `actions list`, `build`, `run` and the library): the highest version that matches
+//! wins, and nothing matching is an error, never a fallback to another interpreter.
 //!
-//! Syntax, as in the seed system: parts separated by commas must all hold; each part is an
-//! operator (`=`, `>=`, `<=`, `>`, `<`, `~`, `^`) and a version, or a bare version, which means
-//! `~`. Versions may have a `v` prefix and one to three parts; missing parts are zeros, so `3.12`
-//! is `~3.12.0`, that is `>=3.12.0, <3.13.0`.
+//! Syntax: alternatives separated by `||`; within one, comparators separated by commas or
+//! whitespace must all hold. A comparator is an operator (`=`, `==`, `!=`, `<`, `<=`, `>`, `>=`,
+//! `~`, `^`) and a version, or a bare version, which means `~`. Versions have one to three parts
+//! and an optional `v`; trailing parts may be wildcards (`x`, `X`, `*`), and `*` alone is any
+//! version. A comparator means what the `semver` crate means by it, at the precision it is
+//! written: `<=3.11` is `<3.12.0`, `>3.9` is `>=3.10.0`, `=3.11` and `3.11.x` are
+//! `>=3.11.0, <3.12.0`.
+//!
+//! A catalog declares versions at its own precision (`3.11`: the 3.11 line) and probing finds the
+//! full version an image holds (`3.11.2`). A comparator no more precise than the declaration
+//! gets the same answer from both; a more precise one (`>=3.11.4` against `3.11`) can only be
+//! decided by the full version, so without it the answer is [`Verdict::Maybe`].
 
 use std::fmt;
 
-use semver::{Comparator, Op, Version, VersionReq};
+use semver::{Comparator, Op, Prerelease, Version, VersionReq};
+use serde::Serialize;
 
 /// A version or constraint that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +37,11 @@ pub enum VersionError {
 /// Reads a version leniently: `v3.12` and `3.12` are `3.12.0`, `3` is `3.0.0`; a pre-release or
 /// build suffix is kept.
 pub fn parse_version(text: &str) -> Result<Version, VersionError> {
+    parse_declared(text).map(|(version, _)| version)
+}
+
+/// A version and how many numeric parts it was written with (`3.11` is `3.11.0` at 2 parts).
+fn parse_declared(text: &str) -> Result<(Version, usize), VersionError> {
     let bad = || VersionError::BadVersion {
         text: text.to_string(),
     };
@@ -45,18 +59,144 @@ pub fn parse_version(text: &str) -> Result<Version, VersionError> {
         padded.push_str(".0");
     }
     padded.push_str(suffix);
-    Version::parse(&padded).map_err(|_| bad())
+    let version = Version::parse(&padded).map_err(|_| bad())?;
+    Ok((version, parts.len()))
 }
 
-/// An action's `runtime_version`: every part must hold.
+/// Whether a version satisfies a constraint, as far as can be told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Yes,
+    No,
+    /// Only the full version the image holds can tell (the constraint is more precise than the
+    /// catalog's declaration).
+    Maybe,
+}
+
+impl From<bool> for Verdict {
+    fn from(matches: bool) -> Verdict {
+        if matches { Verdict::Yes } else { Verdict::No }
+    }
+}
+
+impl Verdict {
+    fn and(self, other: Verdict) -> Verdict {
+        match (self, other) {
+            (Verdict::No, _) | (_, Verdict::No) => Verdict::No,
+            (Verdict::Maybe, _) | (_, Verdict::Maybe) => Verdict::Maybe,
+            _ => Verdict::Yes,
+        }
+    }
+
+    fn or(self, other: Verdict) -> Verdict {
+        match (self, other) {
+            (Verdict::Yes, _) | (_, Verdict::Yes) => Verdict::Yes,
+            (Verdict::Maybe, _) | (_, Verdict::Maybe) => Verdict::Maybe,
+            _ => Verdict::No,
+        }
+    }
+}
+
+/// One comparator: `>=3.9`, `!=3.13`, `3.11.x`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Term {
+    comparator: Comparator,
+    /// `!=`: the version must not match `comparator` (an exact one).
+    negated: bool,
+    /// The number of numeric parts written (`3.11.x` has 2).
+    precision: usize,
+}
+
+impl Term {
+    /// The answer for a version declared at `precision` parts (its missing parts unknown).
+    fn verdict(&self, version: &Version, precision: usize) -> Verdict {
+        if self.precision <= precision {
+            return Verdict::from(self.comparator.matches(version) != self.negated);
+        }
+        // Whether some version of the declared line can satisfy the comparator.
+        let possible = self.coarsened(precision).matches(version);
+        match (self.negated, possible) {
+            (false, false) => Verdict::No,
+            // The excluded version is not on this line.
+            (true, false) => Verdict::Yes,
+            (_, true) => Verdict::Maybe,
+        }
+    }
+
+    /// The comparator cut to `precision` parts, satisfied by a line of that precision exactly
+    /// when some version of the line satisfies the full comparator.
+    fn coarsened(&self, precision: usize) -> Comparator {
+        let c = &self.comparator;
+        let dropped_are_zero = [c.minor, c.patch]
+            .iter()
+            .skip(precision.saturating_sub(1))
+            .all(|part| part.unwrap_or(0) == 0);
+        let op = match c.op {
+            // A later version of the line is above it.
+            Op::Greater => Op::GreaterEq,
+            // `<3.11.0`: no 3.11 release is below it; `<3.11.4`: 3.11.0 is.
+            Op::Less if !dropped_are_zero => Op::LessEq,
+            op => op,
+        };
+        Comparator {
+            op,
+            major: c.major,
+            minor: c.minor.filter(|_| precision >= 2),
+            patch: None,
+            pre: Prerelease::EMPTY,
+        }
+    }
+}
+
+/// Comparators that must all hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Alternative {
+    terms: Vec<Term>,
+}
+
+impl Alternative {
+    /// On a full version: exactly the `semver` crate's answer (with `!=` as "not `=`").
+    fn matches(&self, version: &Version) -> bool {
+        let required = VersionReq {
+            comparators: self
+                .terms
+                .iter()
+                .filter(|t| !t.negated)
+                .map(|t| t.comparator.clone())
+                .collect(),
+        };
+        required.matches(version)
+            && self
+                .terms
+                .iter()
+                .filter(|t| t.negated)
+                .all(|t| !t.comparator.matches(version))
+    }
+
+    fn verdict(&self, version: &Version, precision: usize) -> Verdict {
+        if self.terms.iter().all(|t| t.precision <= precision) {
+            return Verdict::from(self.matches(version));
+        }
+        self.terms.iter().fold(Verdict::Yes, |verdict, t| {
+            verdict.and(t.verdict(version, precision))
+        })
+    }
+}
+
+/// An action's `runtime_version`: one of its alternatives must hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Constraint {
     text: String,
-    req: VersionReq,
+    alternatives: Vec<Alternative>,
 }
 
+/// The operators, longest first so that `>=` is not read as `>`.
+const OPERATORS: &[&str] = &["==", "!=", ">=", "<=", "=", ">", "<", "~", "^"];
+
 impl Constraint {
-    /// Parses a constraint; an empty one, an empty part or an unknown operator is an error.
+    /// Parses a constraint; an empty one (or empty part), an unknown operator or a version that
+    /// cannot be read is an error saying which.
     pub fn parse(text: &str) -> Result<Constraint, VersionError> {
         let bad = |reason: String| VersionError::BadConstraint {
             text: text.to_string(),
@@ -65,35 +205,40 @@ impl Constraint {
         if text.trim().is_empty() {
             return Err(bad("it is empty".into()));
         }
-        let mut comparators = Vec::new();
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() {
-                return Err(bad("a part between commas is empty".into()));
+        let mut alternatives = Vec::new();
+        for alternative in text.split("||") {
+            if alternative.trim().is_empty() {
+                return Err(bad("an alternative next to `||` is empty".into()));
             }
-            let (op, rest) = split_operator(part).ok_or_else(|| {
-                bad(format!(
-                    "`{part}` does not start with a version or one of = >= <= > < ~ ^"
-                ))
-            })?;
-            let version = parse_version(rest).map_err(|e| bad(e.to_string()))?;
-            comparators.push(Comparator {
-                op,
-                major: version.major,
-                minor: Some(version.minor),
-                patch: Some(version.patch),
-                pre: version.pre,
-            });
+            alternatives.push(parse_alternative(alternative).map_err(bad)?);
         }
         Ok(Constraint {
             text: text.trim().to_string(),
-            req: VersionReq { comparators },
+            alternatives,
         })
     }
 
-    /// Whether a version satisfies every part.
+    /// Whether a full version (`3.11.2`) satisfies the constraint.
     pub fn matches(&self, version: &Version) -> bool {
-        self.req.matches(version)
+        self.alternatives.iter().any(|a| a.matches(version))
+    }
+
+    /// Whether a candidate satisfies the constraint: decided by its detected full version when
+    /// there is one, else at the precision of its declared version. A candidate whose versions
+    /// cannot be read never matches.
+    pub fn verdict(&self, candidate: Candidate<'_>) -> Verdict {
+        if let Some(detected) = candidate.detected {
+            return match parse_version(detected) {
+                Ok(version) => Verdict::from(self.matches(&version)),
+                Err(_) => Verdict::No,
+            };
+        }
+        match parse_declared(candidate.declared) {
+            Ok((version, precision)) => self.alternatives.iter().fold(Verdict::No, |verdict, a| {
+                verdict.or(a.verdict(&version, precision))
+            }),
+            Err(_) => Verdict::No,
+        }
     }
 
     /// The constraint as the pack wrote it.
@@ -108,57 +253,202 @@ impl fmt::Display for Constraint {
     }
 }
 
-/// The operator of one part and the text after it; a bare version means `~`.
-fn split_operator(part: &str) -> Option<(Op, &str)> {
-    const OPERATORS: &[(&str, Op)] = &[
-        (">=", Op::GreaterEq),
-        ("<=", Op::LessEq),
-        (">", Op::Greater),
-        ("<", Op::Less),
-        ("=", Op::Exact),
-        ("~", Op::Tilde),
-        ("^", Op::Caret),
-    ];
-    for (symbol, op) in OPERATORS {
-        if let Some(rest) = part.strip_prefix(symbol) {
-            return Some((*op, rest));
+/// The comparators of one alternative, separated by commas or whitespace. An operator may stand
+/// apart from its version (`>= 3.9`).
+fn parse_alternative(text: &str) -> Result<Alternative, String> {
+    let mut terms = Vec::new();
+    for part in text.split(',') {
+        if part.trim().is_empty() {
+            return Err("a part between commas is empty".into());
+        }
+        let mut words = part.split_whitespace();
+        while let Some(word) = words.next() {
+            let (operator, rest) = split_operator(word);
+            let version = match (operator, rest) {
+                (Some(operator), "") => words
+                    .next()
+                    .ok_or_else(|| format!("`{operator}` has no version after it"))?,
+                (_, rest) => rest,
+            };
+            if let Some(term) = parse_term(operator, version)? {
+                terms.push(term);
+            }
         }
     }
-    part.starts_with(|c: char| c.is_ascii_digit() || c == 'v' || c == 'V')
-        .then_some((Op::Tilde, part))
+    Ok(Alternative { terms })
 }
 
-/// Chooses the version to run from the available ones: with a constraint, the highest that
-/// matches; without, `default` if it is available, else the highest. `None` when nothing fits;
-/// the caller says so, since falling back to another version would run the wrong interpreter.
-/// Available versions that cannot be read are never chosen.
-pub fn select<'a, T: AsRef<str>>(
-    available: &'a [T],
-    constraint: Option<&Constraint>,
-    default: Option<&str>,
-) -> Option<&'a T> {
-    let parsed = available
-        .iter()
-        .filter_map(|candidate| Some((candidate, parse_version(candidate.as_ref()).ok()?)));
-    match constraint {
-        Some(constraint) => parsed
-            .filter(|(_, version)| constraint.matches(version))
-            .max_by(|a, b| a.1.cmp(&b.1))
-            .map(|(candidate, _)| candidate),
-        None => {
-            let default = default.and_then(|d| parse_version(d).ok());
-            let mut highest: Option<(&T, Version)> = None;
-            for (candidate, version) in parsed {
-                if Some(&version) == default.as_ref() {
-                    return Some(candidate);
-                }
-                if highest.as_ref().is_none_or(|(_, h)| version > *h) {
-                    highest = Some((candidate, version));
-                }
-            }
-            highest.map(|(candidate, _)| candidate)
+fn split_operator(word: &str) -> (Option<&'static str>, &str) {
+    for operator in OPERATORS {
+        if let Some(rest) = word.strip_prefix(operator) {
+            return (Some(operator), rest);
         }
     }
+    (None, word)
+}
+
+/// One comparator; `None` for a wildcard that allows any version (`*`, `=x`).
+fn parse_term(operator: Option<&str>, version: &str) -> Result<Option<Term>, String> {
+    let written = format!("{}{version}", operator.unwrap_or(""));
+    if version.starts_with(['=', '!', '<', '>', '~', '^']) {
+        return Err(format!(
+            "`{written}` has an unknown operator (expected one of = == != < <= > >= ~ ^)"
+        ));
+    }
+    let pattern = parse_pattern(version).map_err(|reason| format!("`{written}`: {reason}"))?;
+    let Some(major) = pattern.parts[0] else {
+        return match operator {
+            None | Some("=") | Some("==") => Ok(None),
+            Some(_) => Err(format!(
+                "`{written}`: a lone wildcard takes no operator (write `*` for any version)"
+            )),
+        };
+    };
+    let has_wildcard = pattern.parts.len() > pattern.precision;
+    let (op, negated) = match operator {
+        None if has_wildcard => (Op::Exact, false),
+        None | Some("~") => (Op::Tilde, false),
+        Some("=") | Some("==") => (Op::Exact, false),
+        Some("!=") => (Op::Exact, true),
+        Some(">") => (Op::Greater, false),
+        Some(">=") => (Op::GreaterEq, false),
+        Some("<") => (Op::Less, false),
+        Some("<=") => (Op::LessEq, false),
+        Some(_) => (Op::Caret, false),
+    };
+    let part = |index: usize| pattern.parts.get(index).copied().flatten();
+    Ok(Some(Term {
+        comparator: Comparator {
+            op,
+            major,
+            minor: part(1),
+            patch: part(2),
+            pre: pattern.pre,
+        },
+        negated,
+        precision: pattern.precision,
+    }))
+}
+
+/// A version as a constraint writes it: parts that may be wildcards (`None`) after the numbers.
+struct Pattern {
+    parts: Vec<Option<u64>>,
+    /// How many leading parts are numbers.
+    precision: usize,
+    pre: Prerelease,
+}
+
+fn parse_pattern(text: &str) -> Result<Pattern, String> {
+    let expected = "expected a version of one to three parts like 3, 3.11 or 3.11.2, optionally with a `v` prefix and wildcards (3.x, 3.11.*)";
+    let unprefixed = text.strip_prefix(['v', 'V']).unwrap_or(text);
+    if unprefixed.contains('+') {
+        return Err("build metadata (`+...`) has no place in a constraint".into());
+    }
+    let (core, pre) = match unprefixed.split_once('-') {
+        Some((core, pre)) => (core, Some(pre)),
+        None => (unprefixed, None),
+    };
+    let words: Vec<&str> = core.split('.').collect();
+    if words.len() > 3 {
+        return Err(format!("more than three parts; {expected}"));
+    }
+    let mut parts = Vec::new();
+    for word in &words {
+        let part = match *word {
+            "x" | "X" | "*" => None,
+            digits if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => Some(
+                digits
+                    .parse::<u64>()
+                    .map_err(|_| format!("`{digits}` is too large"))?,
+            ),
+            _ => return Err(expected.into()),
+        };
+        if part.is_some() && parts.last().is_some_and(Option::is_none) {
+            return Err("a number after a wildcard (only trailing parts may be wildcards)".into());
+        }
+        parts.push(part);
+    }
+    let precision = parts.iter().take_while(|p| p.is_some()).count();
+    let pre = match pre {
+        None => Prerelease::EMPTY,
+        Some(_) if precision < 3 => {
+            return Err("a pre-release needs all three parts (3.14.0-rc.1)".into());
+        }
+        Some(pre) => {
+            Prerelease::new(pre).map_err(|_| format!("`{pre}` is not a pre-release tag"))?
+        }
+    };
+    Ok(Pattern {
+        parts,
+        precision,
+        pre,
+    })
+}
+
+/// A version a runtime offers: as the catalog declares it (`3.11`) and, once its image has been
+/// probed, as the image holds it (`3.11.2`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate<'a> {
+    pub declared: &'a str,
+    pub detected: Option<&'a str>,
+}
+
+impl Candidate<'_> {
+    /// The version that orders candidates: the detected one when known.
+    fn version(&self) -> Option<Version> {
+        parse_version(self.detected.unwrap_or(self.declared)).ok()
+    }
+}
+
+/// The candidate chosen by [`select`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Selection {
+    /// Its index among the candidates.
+    pub index: usize,
+    /// `Yes`, or `Maybe` when only the image's full version can confirm it.
+    pub verdict: Verdict,
+}
+
+/// Chooses the version to run: with a constraint, the highest candidate that matches (or may,
+/// when only its declared version is known); without, the one declared as `default` if offered,
+/// else the highest. `None` when nothing fits: the caller says so, since falling back to another
+/// version would run the wrong interpreter. Candidates that cannot be read are never chosen.
+pub fn select(
+    candidates: &[Candidate<'_>],
+    constraint: Option<&Constraint>,
+    default: Option<&str>,
+) -> Option<Selection> {
+    let readable = candidates
+        .iter()
+        .enumerate()
+        .filter_map(|(index, candidate)| Some((index, candidate, candidate.version()?)));
+    let Some(constraint) = constraint else {
+        let mut highest: Option<(usize, Version)> = None;
+        for (index, candidate, version) in readable {
+            if Some(candidate.declared) == default {
+                return Some(Selection {
+                    index,
+                    verdict: Verdict::Yes,
+                });
+            }
+            if highest.as_ref().is_none_or(|(_, h)| version > *h) {
+                highest = Some((index, version));
+            }
+        }
+        return highest.map(|(index, _)| Selection {
+            index,
+            verdict: Verdict::Yes,
+        });
+    };
+    readable
+        .filter_map(
+            |(index, candidate, version)| match constraint.verdict(*candidate) {
+                Verdict::No => None,
+                verdict => Some((version, verdict == Verdict::Yes, index, verdict)),
+            },
+        )
+        .max_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)))
+        .map(|(_, _, index, verdict)| Selection { index, verdict })
 }
 
 #[cfg(test)]
@@ -174,6 +464,20 @@ mod tests {
         Constraint::parse(text).expect("valid constraint")
     }
 
+    fn declared(text: &str) -> Candidate<'_> {
+        Candidate {
+            declared: text,
+            detected: None,
+        }
+    }
+
+    fn probed<'a>(declared: &'a str, detected: &'a str) -> Candidate<'a> {
+        Candidate {
+            declared,
+            detected: Some(detected),
+        }
+    }
+
     #[test]
     fn versions_are_padded_and_may_have_a_v_prefix() {
         assert_eq!(v("3"), Version::new(3, 0, 0));
@@ -186,30 +490,106 @@ mod tests {
         }
     }
 
+    /// The table: Python declared `3.11`, detected 3.11.2.
     #[test]
-    fn a_bare_version_means_tilde() {
-        let bare = c("3.12");
-        assert!(bare.matches(&v("3.12.0")));
-        assert!(bare.matches(&v("3.12.9")));
-        assert!(!bare.matches(&v("3.13.0")));
-        assert!(!bare.matches(&v("3.11.9")));
-        assert!(c("v3.12").matches(&v("3.12.4")));
-        // One part is padded too: `3` is `~3.0.0`.
-        assert!(c("3").matches(&v("3.0.5")));
-        assert!(!c("3").matches(&v("3.1.0")));
+    fn a_declared_line_satisfies_constraints_at_its_precision() {
+        for constraint in [
+            "<=3.11",
+            "=3.11",
+            "==3.11",
+            "3.11",
+            "3.11.x",
+            "3.11.*",
+            "~3.11",
+            ">3.9",
+            "<3.12",
+            "v3.11",
+            "^3.11",
+            ">=3.9 <3.12",
+            ">=3.9, <3.12",
+            "3.x",
+            "*",
+            "!=3.13",
+            "3.9 || 3.11",
+            ">= 3.11",
+        ] {
+            let constraint = c(constraint);
+            assert_eq!(
+                constraint.verdict(declared("3.11")),
+                Verdict::Yes,
+                "{constraint} on declared 3.11"
+            );
+            assert_eq!(
+                constraint.verdict(probed("3.11", "3.11.2")),
+                Verdict::Yes,
+                "{constraint} on detected 3.11.2"
+            );
+        }
+        for constraint in [
+            "<3.11",
+            ">3.11",
+            "=3.12",
+            "3.9",
+            "!=3.11",
+            "~3.13 || <3.10",
+            "4.x",
+        ] {
+            let constraint = c(constraint);
+            assert_eq!(
+                constraint.verdict(declared("3.11")),
+                Verdict::No,
+                "{constraint}"
+            );
+            assert_eq!(
+                constraint.verdict(probed("3.11", "3.11.2")),
+                Verdict::No,
+                "{constraint}"
+            );
+        }
     }
 
     #[test]
-    fn every_operator_means_what_it_says() {
+    fn more_precision_than_declared_is_decided_by_the_detected_version() {
+        for (constraint, on_line, on_detected) in [
+            (">=3.11.1", Verdict::Maybe, Verdict::Yes),
+            (">=3.11.4", Verdict::Maybe, Verdict::No),
+            ("=3.11.2", Verdict::Maybe, Verdict::Yes),
+            ("<3.11.0", Verdict::No, Verdict::No),
+            ("<3.11.4", Verdict::Maybe, Verdict::Yes),
+            (">3.11.0", Verdict::Maybe, Verdict::Yes),
+            (">=3.12.1", Verdict::No, Verdict::No),
+            ("!=3.11.2", Verdict::Maybe, Verdict::No),
+            ("!=3.9.1", Verdict::Yes, Verdict::Yes),
+            ("~3.11.4 || <3.10", Verdict::Maybe, Verdict::No),
+            (">=3.11.1, <3.12", Verdict::Maybe, Verdict::Yes),
+            (">=3.11.1, <3.11", Verdict::No, Verdict::No),
+        ] {
+            let constraint = c(constraint);
+            assert_eq!(
+                constraint.verdict(declared("3.11")),
+                on_line,
+                "{constraint}"
+            );
+            assert_eq!(
+                constraint.verdict(probed("3.11", "3.11.2")),
+                on_detected,
+                "{constraint}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_operator_means_what_it_says_on_full_versions() {
         let cases = [
             ("=3.12", "3.12.0", true),
-            ("=3.12", "3.12.1", false),
+            ("=3.12", "3.12.1", true),
+            ("=3.12.0", "3.12.1", false),
             (">=3.12", "3.12.0", true),
             (">=3.12", "3.11.9", false),
-            ("<=3.12", "3.12.0", true),
-            ("<=3.12", "3.12.1", false),
-            (">3.12", "3.12.1", true),
-            (">3.12", "3.12.0", false),
+            ("<=3.12", "3.12.9", true),
+            ("<=3.12", "3.13.0", false),
+            (">3.12", "3.12.9", false),
+            (">3.12", "3.13.0", true),
             ("<3.10", "3.9.2", true),
             ("<3.10", "3.10.0", false),
             ("~3.13", "3.13.5", true),
@@ -217,7 +597,18 @@ mod tests {
             ("^3.9", "3.13.0", true),
             ("^3.9", "4.0.0", false),
             ("^3.9", "3.8.0", false),
-            (">= 3.9", "3.9.0", true),
+            ("!=3.13", "3.13.5", false),
+            ("!=3.13", "3.11.2", true),
+            ("3.12", "3.12.9", true),
+            ("3.12", "3.13.0", false),
+            ("3", "3.1.0", true),
+            ("3", "4.0.0", false),
+            ("3.x", "3.13.5", true),
+            ("3.x", "4.0.0", false),
+            ("*", "0.1.0", true),
+            (">=3.9 <3.12", "3.12.0", false),
+            ("3.9 || 3.13", "3.11.2", false),
+            ("3.9 || 3.13", "3.13.5", true),
         ];
         for (constraint, version, expected) in cases {
             assert_eq!(
@@ -229,26 +620,22 @@ mod tests {
     }
 
     #[test]
-    fn commas_mean_and() {
-        let range = c(">=3.9, <3.12");
-        assert!(range.matches(&v("3.9")));
-        assert!(range.matches(&v("3.11")));
-        assert!(!range.matches(&v("3.12")));
-        assert!(!range.matches(&v("3.8")));
-        assert_eq!(range.as_str(), ">=3.9, <3.12");
-    }
-
-    #[test]
     fn invalid_constraints_say_why() {
         for (text, reason) in [
             ("", "empty"),
             ("  ", "empty"),
-            (">=3.9,", "empty"),
-            ("!=3.9", "does not start with"),
-            ("==3.9", "is not a version"),
-            (">=three", "is not a version"),
-            ("3.9.1.2", "is not a version"),
-            ("*", "does not start with"),
+            (">=3.9,", "between commas is empty"),
+            ("3.9 ||", "next to `||` is empty"),
+            ("=>3.9", "unknown operator"),
+            ("~>3.9", "unknown operator"),
+            (">=three", "expected a version"),
+            ("3.9.1.2", "more than three parts"),
+            ("3.x.1", "after a wildcard"),
+            (">=*", "lone wildcard"),
+            (">=", "no version after it"),
+            ("3.11-rc1", "needs all three parts"),
+            ("3.11.0+build", "build metadata"),
+            ("99999999999999999999999", "too large"),
         ] {
             let err = Constraint::parse(text).expect_err(text);
             assert!(err.to_string().contains(reason), "{text:?}: {err}");
@@ -257,29 +644,66 @@ mod tests {
 
     #[test]
     fn selection_takes_the_highest_match() {
-        let available = ["3.9", "3.13", "3.11"];
-        assert_eq!(select(&available, Some(&c("<3.10")), None), Some(&"3.9"));
-        assert_eq!(select(&available, Some(&c(">=3.9")), None), Some(&"3.13"));
-        assert_eq!(select(&available, Some(&c("~3.13")), None), Some(&"3.13"));
-        assert_eq!(select(&available, Some(&c("3.11")), None), Some(&"3.11"));
-        assert_eq!(select(&available, Some(&c(">=3.14")), None), None);
+        let available = [declared("3.9"), declared("3.13"), declared("3.11")];
+        let pick = |constraint: &str| {
+            select(&available, Some(&c(constraint)), None).map(|s| available[s.index].declared)
+        };
+        assert_eq!(pick("<3.10"), Some("3.9"));
+        assert_eq!(pick(">=3.9"), Some("3.13"));
+        assert_eq!(pick("<=3.11"), Some("3.11"));
+        assert_eq!(pick("=3.11"), Some("3.11"));
+        assert_eq!(pick("!=3.13"), Some("3.11"));
+        assert_eq!(pick("3.9 || 3.13"), Some("3.13"));
+        assert_eq!(pick(">=3.14"), None);
+    }
+
+    #[test]
+    fn a_maybe_is_chosen_as_such_and_detected_versions_settle_it() {
+        let lines = [declared("3.9"), declared("3.11")];
+        let constraint = c(">=3.11.4 || <3.10");
+        assert_eq!(
+            select(&lines, Some(&constraint), None),
+            Some(Selection {
+                index: 1,
+                verdict: Verdict::Maybe
+            })
+        );
+        let probed_lines = [probed("3.9", "3.9.2"), probed("3.11", "3.11.2")];
+        assert_eq!(
+            select(&probed_lines, Some(&constraint), None),
+            Some(Selection {
+                index: 0,
+                verdict: Verdict::Yes
+            })
+        );
     }
 
     #[test]
     fn without_a_constraint_the_default_wins_else_the_highest() {
-        let available = ["3.9", "3.11", "3.13"];
-        assert_eq!(select(&available, None, Some("3.11")), Some(&"3.11"));
-        assert_eq!(select(&available, None, Some("3.12")), Some(&"3.13"));
-        assert_eq!(select(&available, None, None), Some(&"3.13"));
-        let none: [&str; 0] = [];
-        assert_eq!(select(&none, None, Some("3.11")), None);
+        let available = [declared("3.9"), declared("3.11"), declared("3.13")];
+        let pick = |default| select(&available, None, default).map(|s| s.index);
+        assert_eq!(pick(Some("3.11")), Some(1));
+        assert_eq!(pick(Some("3.12")), Some(2));
+        assert_eq!(pick(None), Some(2));
+        assert_eq!(select(&[], None, Some("3.11")), None);
     }
 
     #[test]
-    fn unreadable_available_versions_are_never_chosen() {
-        let available = ["latest", "3.9"];
-        assert_eq!(select(&available, None, None), Some(&"3.9"));
-        assert_eq!(select(&available, None, Some("latest")), Some(&"3.9"));
+    fn unreadable_candidates_are_never_chosen() {
+        let available = [declared("latest"), declared("3.9")];
+        assert_eq!(select(&available, None, None).map(|s| s.index), Some(1));
+        assert_eq!(
+            select(&available, None, Some("latest")).map(|s| s.index),
+            Some(1)
+        );
+        let garbled = [probed("3.11", "garbage")];
+        assert_eq!(select(&garbled, Some(&c("*")), None), None);
+    }
+
+    #[test]
+    fn pre_releases_match_only_when_named() {
+        assert!(!c(">=3.13").matches(&v("3.14.0-rc.1")));
+        assert!(c(">=3.14.0-rc.1").matches(&v("3.14.0-rc.2")));
     }
 
     fn version_text() -> impl Strategy<Value = String> {
@@ -295,7 +719,13 @@ mod tests {
             })
     }
 
-    fn constraint_text() -> impl Strategy<Value = String> {
+    fn full_version() -> impl Strategy<Value = Version> {
+        (0u64..6, 0u64..15, 0u64..4).prop_map(|(a, b, c)| Version::new(a, b, c))
+    }
+
+    /// A comparator both packbox and the `semver` crate read, as (packbox text, semver text).
+    /// A bare version is `~` for packbox and `^` for semver, so it is written out for semver.
+    fn comparator_text() -> impl Strategy<Value = (String, String)> {
         let op = prop_oneof![
             Just(""),
             Just("="),
@@ -306,49 +736,95 @@ mod tests {
             Just("~"),
             Just("^")
         ];
-        proptest::collection::vec((op, version_text()), 1..3).prop_map(|parts| {
-            parts
-                .iter()
-                .map(|(op, version)| format!("{op}{version}"))
-                .collect::<Vec<_>>()
-                .join(",")
+        let wildcard = prop_oneof![Just(""), Just(".x"), Just(".*")];
+        (op, version_text(), wildcard).prop_map(|(op, version, wildcard)| {
+            let version = match (op, version.matches('.').count()) {
+                // Only trailing parts may be wildcards, and only where a part is missing.
+                ("" | "=", parts) if parts < 2 => format!("{version}{wildcard}"),
+                _ => version,
+            };
+            let semver_op = match (op, version.contains(['x', '*'])) {
+                ("", false) => "~",
+                ("", true) => "",
+                (op, _) => op,
+            };
+            (format!("{op}{version}"), format!("{semver_op}{version}"))
         })
     }
 
     proptest! {
+        /// On full versions the selector's matching is the `semver` crate's, for every form both
+        /// read; `!=` is "not `=`" and `||` is "either".
         #[test]
-        fn selection_returns_only_the_highest_matching_available_version(
-            available in proptest::collection::vec(version_text(), 0..8),
-            constraint in constraint_text(),
+        fn on_full_versions_matching_agrees_with_semver(
+            left in proptest::collection::vec(comparator_text(), 1..4),
+            right in proptest::collection::vec(comparator_text(), 1..3),
+            excluded in version_text(),
+            separator in prop_oneof![Just(", "), Just(" "), Just(",")],
+            version in full_version(),
         ) {
-            let constraint = Constraint::parse(&constraint).expect("generated constraints are valid");
+            let ours = |parts: &[(String, String)]| {
+                parts.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>().join(separator)
+            };
+            let theirs = |parts: &[(String, String)]| {
+                let text = parts.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>().join(", ");
+                VersionReq::parse(&text).expect("semver reads it")
+            };
+            let (left_req, right_req) = (theirs(&left), theirs(&right));
+            prop_assert_eq!(c(&ours(&left)).matches(&version), left_req.matches(&version));
+            let either = c(&format!("{} || {}", ours(&left), ours(&right)));
+            prop_assert_eq!(
+                either.matches(&version),
+                left_req.matches(&version) || right_req.matches(&version)
+            );
+            let not = c(&format!("{} != {excluded}", ours(&left)));
+            let exact = VersionReq::parse(&format!("={excluded}")).expect("semver reads it");
+            prop_assert_eq!(
+                not.matches(&version),
+                left_req.matches(&version) && !exact.matches(&version)
+            );
+        }
+
+        /// A constraint's verdict on a declared line never contradicts the version its image holds.
+        #[test]
+        fn a_declared_verdict_never_contradicts_the_detected_one(
+            parts in proptest::collection::vec(comparator_text(), 1..3),
+            (major, minor, patch) in (0u64..6, 0u64..15, 0u64..4),
+            precision in 1usize..=3,
+        ) {
+            let text = parts.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>().join(" ");
+            let constraint = c(&text);
+            let full = format!("{major}.{minor}.{patch}");
+            let line = [major, minor, patch][..precision]
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(".");
+            let on_line = constraint.verdict(declared(&line));
+            let on_full = constraint.verdict(probed(&line, &full));
+            prop_assert!(on_line == Verdict::Maybe || on_line == on_full, "{} on {} vs {}", text, line, full);
+        }
+
+        #[test]
+        fn selection_returns_only_the_highest_matching_candidate(
+            available in proptest::collection::vec(version_text(), 0..8),
+            parts in proptest::collection::vec(comparator_text(), 1..3),
+        ) {
+            let text = parts.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>().join(",");
+            let constraint = c(&text);
+            let candidates: Vec<Candidate> = available.iter().map(|a| probed(a, a)).collect();
             let matching: Vec<Version> = available
                 .iter()
                 .map(|a| v(a))
                 .filter(|version| constraint.matches(version))
                 .collect();
-            match select(&available, Some(&constraint), None) {
+            match select(&candidates, Some(&constraint), None) {
                 Some(chosen) => {
-                    prop_assert!(available.contains(chosen));
-                    let chosen = v(chosen);
+                    let chosen = v(&available[chosen.index]);
                     prop_assert!(constraint.matches(&chosen));
                     prop_assert!(matching.iter().all(|m| *m <= chosen));
                 }
                 None => prop_assert!(matching.is_empty()),
-            }
-        }
-
-        #[test]
-        fn without_a_constraint_selection_is_the_available_default_or_the_highest(
-            available in proptest::collection::vec(version_text(), 0..8),
-            default in version_text(),
-        ) {
-            let chosen = select(&available, None, Some(&default)).map(|c| v(c));
-            let highest = available.iter().map(|a| v(a)).max();
-            if available.iter().any(|a| v(a) == v(&default)) {
-                prop_assert_eq!(chosen, Some(v(&default)));
-            } else {
-                prop_assert_eq!(chosen, highest);
             }
         }
 

@@ -70,6 +70,7 @@ fn editing_a_manifest_builds_a_new_image() {
     let after = run_building(packs.path(), "requests_new.version", &[]);
     assert_eq!(after.code(), 0, "stderr: {}", after.stderr());
     let new_image = after.json()["image"].as_str().unwrap_or("").to_string();
+    cleanup_image(&new_image);
     assert_ne!(before.json()["image"].as_str(), Some(new_image.as_str()));
     assert_eq!(built_tag(&after).as_deref(), Some(new_image.as_str()));
     remove_image(&new_image);
@@ -154,6 +155,7 @@ fn two_concurrent_runs_build_a_missing_environment_once() {
         assert_eq!(run.json()["result"]["six"], "1.16.0");
     }
     let builders: Vec<String> = runs.iter().filter_map(built_tag).collect();
+    builders.iter().for_each(|tag| cleanup_image(tag));
     assert_eq!(builders.len(), 1, "exactly one run builds: {builders:?}");
     let tag = &builders[0];
     assert_eq!(tag_events(tag, since), 1, "the image was tagged once");

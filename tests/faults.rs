@@ -21,9 +21,7 @@ fn start_long_run() -> Child {
         "faults.sleep",
         "--json",
     ]);
-    wait_for_container(child.id());
-    // Give it a moment to be running, not just created.
-    std::thread::sleep(Duration::from_secs(1));
+    wait_for_running(&[format!("label=packbox.owner_pid={}", child.id())]);
     child
 }
 

@@ -69,7 +69,7 @@ fn fork_bomb_is_capped_by_the_pids_limit_and_ended_by_the_timeout() {
     let arena = Arena::new();
     let bomb = std::thread::spawn(move || arena.run("fork_bomb"));
     // While the bomb runs, packbox and the engine still serve other runs.
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    wait_for_running(&["label=packbox.action=hostile.fork_bomb".to_string()]);
     let other = run_json(&example_packs(), "hello.greet_shell", &[]);
     assert_eq!(
         other.code(),

@@ -101,12 +101,12 @@ fn check(pack_yaml: &[u8], action_yaml: &[u8]) -> bool {
         // A plan fails on a pack problem, or on missing required parameters of a good pack.
         Err(e) => !matches!(e, packbox::PlanError::Pack(_)),
     };
-    for report in packbox::check_packs(&pack, &catalog) {
+    for report in packbox::check_packs(&pack, &catalog, &settings) {
         for problem in &report.problems {
             assert!(!problem.message.is_empty());
         }
     }
-    let _ = packbox::check_packs(Path::new(dir.path()), &catalog);
+    let _ = packbox::check_packs(Path::new(dir.path()), &catalog, &settings);
     loaded
 }
 

@@ -344,8 +344,7 @@ fn cancelling_packbox_stops_the_action_and_leaves_nothing() {
         "sleep=60",
     ]);
     let pid = child.id();
-    wait_for_container(pid);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for_running(&[format!("label=packbox.owner_pid={pid}")]);
     let sent = Command::new("kill")
         .args(["-INT", &pid.to_string()])
         .status()

@@ -10,7 +10,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::version::{self, Constraint};
+use crate::version::{self, Candidate, Constraint, Verdict};
+
+/// Runtime definition files larger than this are refused.
+const MAX_CATALOG_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Built-in runtime definitions, by file name.
 const BUILTIN_RUNTIMES: &[(&str, &str)] = &[
@@ -56,6 +59,8 @@ pub enum CatalogError {
         #[source]
         source: serde_yaml::Error,
     },
+    #[error("runtime catalog {0}")]
+    Unreadable(#[from] crate::input::InputError),
     #[error("runtime catalog {file}: cannot read")]
     Read {
         file: String,
@@ -222,7 +227,7 @@ impl Catalog {
         let mut seen = Vec::new();
         for file in files {
             let shown = file.display().to_string();
-            let text = std::fs::read_to_string(&file).map_err(|e| read_error(&file, e))?;
+            let text = crate::input::read_yaml(&file, MAX_CATALOG_FILE_BYTES)?;
             let mut runtime = parse_runtime(&shown, &text)?;
             if seen.contains(&runtime.name) {
                 return Err(CatalogError::Invalid {
@@ -320,25 +325,28 @@ impl Catalog {
 }
 
 impl Runtime {
-    /// The names of every listed version, in catalog order.
-    pub fn version_names(&self) -> Vec<&str> {
-        self.versions.iter().map(|v| v.version.as_str()).collect()
-    }
-
-    /// The version an action runs on, chosen among `available` (names of this runtime's
-    /// versions; today every listed one, later those verified by probing images): see
-    /// [`version::select`]. Never falls back to a version the constraint does not allow.
+    /// The version an action would run on, judged on the declared versions alone (all that is
+    /// known without an engine): see [`version::select`]. The verdict is `Maybe` when only the
+    /// image's full version can confirm the choice (a constraint more precise than the catalog).
+    /// Never falls back to a version the constraint does not allow.
     pub fn select_version(
         &self,
-        available: &[&str],
         constraint: Option<&Constraint>,
-    ) -> Result<&RuntimeVersion, NoMatchingVersion> {
-        version::select(available, constraint, self.default_version.as_deref())
-            .and_then(|chosen| self.versions.iter().find(|v| v.version == *chosen))
+    ) -> Result<(&RuntimeVersion, Verdict), NoMatchingVersion> {
+        let candidates: Vec<Candidate<'_>> = self
+            .versions
+            .iter()
+            .map(|v| Candidate {
+                declared: &v.version,
+                detected: None,
+            })
+            .collect();
+        version::select(&candidates, constraint, self.default_version.as_deref())
+            .map(|chosen| (&self.versions[chosen.index], chosen.verdict))
             .ok_or_else(|| NoMatchingVersion {
                 runtime: self.name.clone(),
                 constraint: constraint.map(|c| c.as_str().to_string()),
-                available: available.iter().map(|a| a.to_string()).collect(),
+                available: self.versions.iter().map(|v| v.version.clone()).collect(),
             })
     }
 }
@@ -389,27 +397,27 @@ mod tests {
     fn selection_uses_the_default_then_the_constraint() {
         let catalog = Catalog::builtin().expect("valid");
         let python = catalog.resolve("python").expect("python exists");
-        let available = python.version_names();
         let pick = |constraint: Option<&str>| {
             let constraint = constraint.map(|c| Constraint::parse(c).expect("valid"));
             python
-                .select_version(&available, constraint.as_ref())
-                .map(|v| v.version.clone())
+                .select_version(constraint.as_ref())
+                .map(|(v, verdict)| (v.version.clone(), verdict))
         };
-        assert_eq!(pick(None).as_deref(), Ok("3.11"));
-        assert_eq!(pick(Some("<3.10")).as_deref(), Ok("3.9"));
-        assert_eq!(pick(Some("~3.13")).as_deref(), Ok("3.13"));
-        assert_eq!(pick(Some(">=3.9")).as_deref(), Ok("3.13"));
+        let sure = |version: &str| Ok((version.to_string(), Verdict::Yes));
+        assert_eq!(pick(None), sure("3.11"));
+        assert_eq!(pick(Some("<3.10")), sure("3.9"));
+        assert_eq!(pick(Some("~3.13")), sure("3.13"));
+        assert_eq!(pick(Some(">=3.9")), sure("3.13"));
+        assert_eq!(pick(Some("<=3.11")), sure("3.11"));
+        assert_eq!(
+            pick(Some(">=3.11.4, <3.12")),
+            Ok(("3.11".to_string(), Verdict::Maybe))
+        );
         let err = pick(Some(">=3.14")).expect_err("no 3.14");
         assert_eq!(
             err.to_string(),
             "runtime_version `>=3.14` matches none of the available python versions (3.9, 3.11, 3.13)"
         );
-        // Only the versions said to be available are considered.
-        let err = python
-            .select_version(&["3.9"], Constraint::parse("3.11").ok().as_ref())
-            .expect_err("3.11 not available");
-        assert!(err.to_string().ends_with("(3.9)"), "{err}");
     }
 
     fn user_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -450,7 +458,7 @@ mod tests {
         let catalog = Catalog::load(Some(dir.path())).expect("valid");
         let runtime = catalog.resolve("bash").expect("shell");
         assert_eq!(runtime.interpreter, ["sh"]);
-        assert_eq!(runtime.version_names(), ["1.0"]);
+        assert_eq!(runtime.versions[0].version, "1.0");
         assert_eq!(catalog.runtimes().len(), 4);
     }
 

@@ -28,26 +28,36 @@ pub enum ActionsCommand {
 /// Runs an `actions` subcommand.
 pub fn execute(command: ActionsCommand, global: &GlobalArgs) -> ExitCode {
     let ActionsCommand::List { packs, json } = command;
-    let catalog = match options::resolve(global)
+    let loaded = options::resolve(global)
         .map_err(Error::from)
-        .and_then(|settings| Ok(Catalog::load(settings.catalog_dir.as_deref())?))
-    {
-        Ok(catalog) => catalog,
+        .and_then(|settings| {
+            let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
+            Ok((settings, catalog))
+        });
+    let (settings, catalog) = match loaded {
+        Ok(loaded) => loaded,
         Err(error) => return render::report(&error, json),
     };
-    let reports = packbox::check_packs(&packs, &catalog);
+    let reports = packbox::check_packs(&packs, &catalog, &settings);
     let actions: Vec<&CheckedAction> = reports.iter().flat_map(|r| &r.actions).collect();
     let problems: Vec<&Problem> = reports.iter().flat_map(|r| &r.problems).collect();
+    let warnings: Vec<&Problem> = reports.iter().flat_map(|r| &r.warnings).collect();
     if json {
         let object = serde_json::json!({
             "actions": actions.iter().map(|a| action_json(a)).collect::<Vec<_>>(),
             "problems": problems,
+            "warnings": warnings,
         });
-        println!("{object}");
+        if let Err(e) = render::print_json(&object) {
+            eprintln!("error: cannot write the result: {e}");
+        }
     } else {
         print_table(&actions);
         for problem in &problems {
             eprintln!("problem: {}", render::sanitize(&problem.to_string()));
+        }
+        for warning in &warnings {
+            eprintln!("warning: {}", render::sanitize(&warning.to_string()));
         }
     }
     if problems.is_empty() {
@@ -57,7 +67,8 @@ pub fn execute(command: ActionsCommand, global: &GlobalArgs) -> ExitCode {
     }
 }
 
-fn action_json(action: &CheckedAction) -> serde_json::Value {
+/// One action as `actions list --json` shows it (`pack validate --json` too).
+pub(super) fn action_json(action: &CheckedAction) -> serde_json::Value {
     let manifest = &action.manifest;
     let parameters: Vec<_> = manifest
         .parameters
@@ -84,6 +95,8 @@ fn action_json(action: &CheckedAction) -> serde_json::Value {
         "runtime": action.runtime,
         "runtime_version": manifest.runtime_version.as_ref().map(|c| c.as_str()),
         "selected_version": action.version,
+        "selected_version_provisional": action.provisional,
+        "dependencies": action.dependencies.as_ref().map(|d| d.summary()),
         "parameters": parameters,
     })
 }
@@ -101,7 +114,7 @@ fn print_table(actions: &[&CheckedAction]) {
                     .runtime_version
                     .as_ref()
                     .map_or_else(|| "-".into(), |c| c.as_str().to_string()),
-                action.version.clone(),
+                version_cell(action),
                 manifest
                     .parameters
                     .iter()
@@ -124,6 +137,15 @@ fn print_table(actions: &[&CheckedAction]) {
         }
         line.push_str(&row[4]);
         println!("{}", render::sanitize(line.trim_end()));
+    }
+}
+
+/// The version `run` would choose; a choice only the image's patch version can confirm says so.
+fn version_cell(action: &CheckedAction) -> String {
+    if action.provisional {
+        format!("{} (if its patch matches)", action.version)
+    } else {
+        action.version.clone()
     }
 }
 

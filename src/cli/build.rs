@@ -11,7 +11,7 @@ use packbox::{BuildEvent, Catalog, EnvReport, EnvStatus, Error, Executor};
 use tokio_util::sync::CancellationToken;
 
 use super::options::{self, GlobalArgs};
-use super::{EXIT_ENGINE, render, signals};
+use super::{EXIT_ENGINE, EXIT_INPUT, render, signals};
 
 /// Arguments of `packbox build`.
 #[derive(Debug, Args)]
@@ -35,10 +35,10 @@ enum Progress {
 }
 
 impl Progress {
-    fn new(json: bool) -> Progress {
+    fn new(json: bool, plain: bool) -> Progress {
         if json {
             Progress::Json
-        } else if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+        } else if std::io::stderr().is_terminal() && !plain {
             Progress::Bar(None)
         } else {
             Progress::Lines
@@ -48,16 +48,10 @@ impl Progress {
     fn event(&mut self, event: BuildEvent<'_>) {
         match (self, event) {
             (Progress::Json, BuildEvent::Started { action }) => {
-                println!(
-                    "{}",
-                    serde_json::json!({"event": "started", "action": action})
-                );
+                print_event(&serde_json::json!({"event": "started", "action": action}));
             }
             (Progress::Json, BuildEvent::Finished { report }) => {
-                println!(
-                    "{}",
-                    serde_json::json!({"event": "finished", "report": report})
-                );
+                print_event(&serde_json::json!({"event": "finished", "report": report}));
             }
             (Progress::Json, BuildEvent::Line { .. }) => {}
             (Progress::Bar(bar), BuildEvent::Started { action }) => {
@@ -86,11 +80,18 @@ impl Progress {
     }
 }
 
+fn print_event(event: &serde_json::Value) {
+    if let Err(e) = render::print_json(event) {
+        eprintln!("error: cannot write an event: {e}");
+    }
+}
+
 fn summary(report: &EnvReport) -> String {
     let what = match report.status {
         EnvStatus::Built => "built",
         EnvStatus::Present => "present",
         EnvStatus::NotNeeded => "no dependencies, runs on",
+        EnvStatus::Invalid => "INVALID",
         _ => "FAILED",
     };
     let detail = report
@@ -101,13 +102,14 @@ fn summary(report: &EnvReport) -> String {
     format!("{}: {what} {}", report.action, render::sanitize(&detail))
 }
 
-/// Builds the environments and reports; exits 125 when any failed.
+/// Builds the environments and reports; exits 125 when a build failed, else 2 when a pack or
+/// action is invalid (the others are built either way).
 pub async fn execute(args: BuildArgs, global: &GlobalArgs) -> ExitCode {
-    let mut progress = Progress::new(args.json);
+    let mut progress = Progress::new(args.json, global.no_color);
+    let any = |reports: &[EnvReport], status| reports.iter().any(|r| r.status == status);
     match build(&args, global, &mut progress).await {
-        Ok(reports) if reports.iter().any(|r| r.status == EnvStatus::Failed) => {
-            ExitCode::from(EXIT_ENGINE)
-        }
+        Ok(reports) if any(&reports, EnvStatus::Failed) => ExitCode::from(EXIT_ENGINE),
+        Ok(reports) if any(&reports, EnvStatus::Invalid) => ExitCode::from(EXIT_INPUT),
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => render::report(&error, args.json),
     }

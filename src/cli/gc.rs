@@ -1,4 +1,4 @@
-//! `packbox gc`: removes the containers of packbox processes that are gone, and pack volumes
+//! `packbox gc`: removes what packbox processes that are gone left behind, and pack volumes
 //! (packs delivered by content) beyond the keep rule that no container uses.
 
 use std::process::ExitCode;
@@ -27,24 +27,24 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
         let settings = options::resolve(global)?;
         let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
         let executor = Executor::connect(settings, catalog).await?;
-        let swept = executor.sweep_orphans().await;
-        let collected = match swept {
-            Ok(_) => executor.collect_pack_volumes(args.keep).await.map(Some),
-            Err(_) => Ok(None),
-        };
+        let report = executor.gc(args.keep).await;
         executor.close().await;
-        Ok::<_, packbox::Error>((swept?, collected?.unwrap_or_default()))
+        report
     }
     .await;
     match swept {
-        Ok((swept, volumes)) => {
+        Ok(report) => {
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({ "removed": swept, "pack_volumes": volumes })
+                    serde_json::json!({
+                        "removed": report.containers,
+                        "images": report.images,
+                        "pack_volumes": report.pack_volumes,
+                    })
                 );
             } else {
-                for container in &swept {
+                for container in &report.containers {
                     println!(
                         "removed {} ({}, owner pid {} is gone)",
                         container.container,
@@ -52,14 +52,18 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
                         container.owner_pid
                     );
                 }
-                println!("removed {} leftover container(s)", swept.len());
-                for volume in &volumes.removed {
+                for image in &report.images {
+                    println!("removed image {image} (an unfinished build's layer)");
+                }
+                for volume in &report.pack_volumes.removed {
                     println!("removed pack volume {volume}");
                 }
                 println!(
-                    "removed {} pack volume(s), kept {}",
-                    volumes.removed.len(),
-                    volumes.kept.len()
+                    "removed {} leftover container(s), {} image(s), {} pack volume(s) (kept {})",
+                    report.containers.len(),
+                    report.images.len(),
+                    report.pack_volumes.removed.len(),
+                    report.pack_volumes.kept.len()
                 );
             }
             ExitCode::SUCCESS

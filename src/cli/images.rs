@@ -94,7 +94,7 @@ async fn copy(
     let executor = Executor::connect(settings, catalog)
         .await?
         .with_shutdown(shutdown);
-    let mut progress = Progress::new(json, target.host.clone());
+    let mut progress = Progress::new(json, global.no_color, target.host.clone());
     let copied = executor
         .copy_images_to(&target, images, |event| progress.event(event))
         .await;
@@ -113,10 +113,10 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(json: bool, target: String) -> Progress {
+    fn new(json: bool, plain: bool, target: String) -> Progress {
         Progress {
             json,
-            terminal: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            terminal: std::io::stderr().is_terminal() && !plain,
             target,
             bar: None,
             reported: 0,

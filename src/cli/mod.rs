@@ -6,6 +6,7 @@ mod build;
 mod config;
 mod doctor;
 mod envs;
+mod explain;
 mod gc;
 mod images;
 mod options;
@@ -14,6 +15,7 @@ mod render;
 mod run;
 mod runtimes;
 mod signals;
+mod test;
 
 use std::process::ExitCode;
 
@@ -85,6 +87,10 @@ enum Command {
     Config(config::ConfigCommand),
     /// Check what runs need (engine, TLS, images, state folder) and say what to fix.
     Doctor(doctor::DoctorArgs),
+    /// Show the decision a run would take (runtime, version, environment) without running it.
+    Explain(explain::ExplainArgs),
+    /// Run a pack's tests (its Attune `testing` section) in the sandbox its actions get.
+    Test(test::TestArgs),
 }
 
 /// Entry point of the binary.
@@ -128,6 +134,8 @@ pub fn main() -> ExitCode {
             Command::Runtimes(command) => runtimes::execute(command, global).await,
             Command::Config(command) => config::execute(command, global),
             Command::Doctor(args) => doctor::execute(args, global).await,
+            Command::Test(args) => test::execute(args, global).await,
+            Command::Explain(args) => explain::execute(args, global).await,
         }
     })
 }

@@ -30,6 +30,12 @@ pub struct GlobalArgs {
     /// else $XDG_STATE_HOME/packbox).
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Seconds an environment build may take before it is stopped and removed (default 1800).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub build_timeout: Option<u64>,
+    /// Plain output: no spinners or colours (also $NO_COLOR).
+    #[arg(long, global = true, env = "NO_COLOR", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_color: bool,
 }
 
 /// The sandbox and limit flags of commands that run actions.
@@ -107,6 +113,7 @@ pub fn resolve_with(global: &GlobalArgs, sandbox: &SandboxArgs) -> Result<Settin
     r.timeout_seconds = sandbox.timeout;
     r.grace_seconds = sandbox.grace;
     r.max_output = sandbox.max_output.map(Size);
+    layer.build.timeout_seconds = global.build_timeout;
     Settings::resolve(layer, global.config.as_deref(), &Environment::capture())
 }
 

@@ -15,7 +15,8 @@ use super::{EXIT_INPUT, render};
 #[derive(Debug, Subcommand)]
 pub enum PackCommand {
     /// Check a pack, or every pack of a folder, and report every problem (file, line, field,
-    /// what was expected); exit code 2 when there is any.
+    /// what was expected) and warning (fields packbox does not know); exit code 2 when there is
+    /// any problem.
     Validate {
         /// A pack folder (holding pack.yaml) or a folder of packs.
         #[arg(value_name = "DIR")]
@@ -23,34 +24,50 @@ pub enum PackCommand {
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
+        /// Treat warnings as problems (exit code 2 when there is any).
+        #[arg(long)]
+        strict: bool,
     },
 }
 
 /// Runs a `pack` subcommand.
 pub fn execute(command: PackCommand, global: &GlobalArgs) -> ExitCode {
-    let PackCommand::Validate { dir, json } = command;
-    let catalog = match options::resolve(global)
+    let PackCommand::Validate { dir, json, strict } = command;
+    let loaded = options::resolve(global)
         .map_err(Error::from)
-        .and_then(|settings| Ok(Catalog::load(settings.catalog_dir.as_deref())?))
-    {
-        Ok(catalog) => catalog,
+        .and_then(|settings| {
+            let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
+            Ok((settings, catalog))
+        });
+    let (settings, catalog) = match loaded {
+        Ok(loaded) => loaded,
         Err(error) => return render::report(&error, json),
     };
-    let reports = packbox::check_packs(&dir, &catalog);
-    let problems: Vec<_> = reports.iter().flat_map(|r| &r.problems).collect();
+    let reports = packbox::check_packs(&dir, &catalog, &settings);
+    let mut problems: Vec<_> = reports.iter().flat_map(|r| &r.problems).collect();
+    let mut warnings: Vec<_> = reports.iter().flat_map(|r| &r.warnings).collect();
+    if strict {
+        problems.append(&mut warnings);
+    }
     if json {
         let object = serde_json::json!({
             "valid": problems.is_empty(),
             "packs": reports.iter().map(pack_json).collect::<Vec<_>>(),
             "problems": problems,
+            "warnings": warnings,
         });
-        println!("{object}");
+        if let Err(e) = render::print_json(&object) {
+            eprintln!("error: cannot write the result: {e}");
+        }
     } else {
         for problem in &problems {
             println!("{}", render::sanitize(&problem.to_string()));
         }
+        for warning in &warnings {
+            println!("warning: {}", render::sanitize(&warning.to_string()));
+        }
         for report in &reports {
-            eprintln!("{}", summary(report));
+            eprintln!("{}", summary(report, strict));
         }
     }
     if problems.is_empty() {
@@ -64,22 +81,36 @@ fn pack_json(report: &CheckedPack) -> serde_json::Value {
     serde_json::json!({
         "dir": report.dir,
         "ref": report.pack.as_ref().map(|p| &p.pack_ref),
-        "actions": report.actions.iter().map(|a| &a.manifest.action_ref).collect::<Vec<_>>(),
+        "actions": report.actions.iter().map(super::actions::action_json).collect::<Vec<_>>(),
         "problems": report.problems.len(),
+        "warnings": report.warnings.len(),
     })
 }
 
-fn summary(report: &CheckedPack) -> String {
+/// `ok: pack p (3 actions, 1 warning)`, `invalid: pack p (2 problems)`; with `strict`,
+/// warnings count as problems.
+fn summary(report: &CheckedPack, strict: bool) -> String {
     let name = report
         .pack
         .as_ref()
         .map_or_else(|| report.dir.display().to_string(), |p| p.pack_ref.clone());
-    match report.problems.len() {
-        0 => match report.actions.len() {
-            1 => format!("ok: pack {name} (1 action)"),
-            n => format!("ok: pack {name} ({n} actions)"),
-        },
-        1 => format!("invalid: pack {name} (1 problem)"),
-        n => format!("invalid: pack {name} ({n} problems)"),
+    let count = |n: usize, what: &str| match n {
+        1 => format!("1 {what}"),
+        n => format!("{n} {what}s"),
+    };
+    let (problems, warnings) = match strict {
+        true => (report.problems.len() + report.warnings.len(), 0),
+        false => (report.problems.len(), report.warnings.len()),
+    };
+    let warned = match warnings {
+        0 => String::new(),
+        n => format!(", {}", count(n, "warning")),
+    };
+    match problems {
+        0 => format!(
+            "ok: pack {name} ({}{warned})",
+            count(report.actions.len(), "action")
+        ),
+        n => format!("invalid: pack {name} ({}{warned})", count(n, "problem")),
     }
 }

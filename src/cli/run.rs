@@ -43,6 +43,9 @@ pub struct RunArgs {
     /// both go to stderr, so stdout stays one JSON document).
     #[arg(long)]
     follow: bool,
+    /// Run the action even though it says `enabled: false`.
+    #[arg(long)]
+    allow_disabled: bool,
     /// Print each line of an environment build as it happens.
     #[arg(long, env = "PACKBOX_VERBOSE_BUILD")]
     verbose_build: bool,
@@ -57,6 +60,7 @@ impl RunArgs {
         request.params_file = self.params_file.clone();
         request.secrets = self.secrets.clone();
         request.secrets_file = self.secrets_file.clone();
+        request.allow_disabled = self.allow_disabled;
         request
     }
 }
@@ -67,11 +71,7 @@ pub async fn execute(args: RunArgs, global: &GlobalArgs) -> ExitCode {
         Ok(outcome) => {
             if args.json {
                 // Streamed: no second copy of a large output in memory.
-                let mut stdout = std::io::stdout().lock();
-                let written = serde_json::to_writer(&mut stdout, &outcome)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| stdout.write_all(b"\n"));
-                if let Err(e) = written {
+                if let Err(e) = render::print_json(&outcome) {
                     eprintln!("error: cannot write the outcome: {e}");
                 }
             } else {
@@ -88,6 +88,9 @@ async fn run(args: &RunArgs, global: &GlobalArgs) -> Result<Outcome, Error> {
     let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
     // Everything wrong with the input is said before the engine is contacted.
     let plan = packbox::plan(&settings, &catalog, &args.request())?;
+    for warning in plan.warnings() {
+        eprintln!("warning: {}", render::sanitize(&warning.to_string()));
+    }
     for weaker in &plan.policy().weaker_than_default {
         eprintln!("warning: weaker sandbox: {weaker}");
     }
@@ -101,8 +104,11 @@ async fn run(args: &RunArgs, global: &GlobalArgs) -> Result<Outcome, Error> {
     // With --json, stdout carries the outcome alone: live output goes to stderr.
     let live_stdout_to_stderr = args.json;
     let terminal = std::io::stdout().is_terminal();
+    // Live output is scrubbed as it streams, each stream on its own.
+    let mut live_stdout = plan.output_scrubber();
+    let mut live_stderr = plan.output_scrubber();
     let outcome = executor
-        .run(&plan, move |event| match event {
+        .run(&plan, |event| match event {
             RunEvent::Prepare(PrepareEvent::Building { tag }) => {
                 eprintln!("building environment {tag}")
             }
@@ -110,25 +116,42 @@ async fn run(args: &RunArgs, global: &GlobalArgs) -> Result<Outcome, Error> {
                 eprint!("  {}", render::sanitize(line));
             }
             RunEvent::Output { stream, bytes } if follow => {
-                let stream = if live_stdout_to_stderr {
-                    StreamKind::Stderr
-                } else {
-                    stream
+                let shown = match stream {
+                    StreamKind::Stdout => live_stdout.push(bytes),
+                    StreamKind::Stderr => live_stderr.push(bytes),
                 };
-                follow_output(stream, bytes, terminal)
+                follow_output(stream, &shown, live_stdout_to_stderr, terminal);
             }
             _ => {}
         })
         .await;
+    if follow {
+        let (rest_out, rest_err) = (live_stdout.finish(), live_stderr.finish());
+        follow_output(
+            StreamKind::Stdout,
+            &rest_out,
+            live_stdout_to_stderr,
+            terminal,
+        );
+        follow_output(
+            StreamKind::Stderr,
+            &rest_err,
+            live_stdout_to_stderr,
+            terminal,
+        );
+    }
     executor.close().await;
     outcome
 }
 
-/// Live output: raw bytes to a pipe, sanitised text to a terminal. Secrets are scrubbed only
-/// from the outcome, so `--follow` shows what the action prints as it prints it.
-fn follow_output(stream: StreamKind, bytes: &[u8], terminal: bool) {
+/// Live output, already scrubbed of secrets: raw bytes to a pipe, sanitised text to a terminal.
+fn follow_output(stream: StreamKind, bytes: &[u8], stdout_to_stderr: bool, terminal: bool) {
+    if bytes.is_empty() {
+        return;
+    }
     let clean = |bytes: &[u8]| render::sanitize(&String::from_utf8_lossy(bytes)).into_bytes();
     let _ = match stream {
+        StreamKind::Stdout if stdout_to_stderr => std::io::stderr().write_all(&clean(bytes)),
         StreamKind::Stdout if terminal => std::io::stdout().write_all(&clean(bytes)),
         StreamKind::Stdout => std::io::stdout().write_all(bytes),
         StreamKind::Stderr => std::io::stderr().write_all(&clean(bytes)),

@@ -4,7 +4,9 @@
 
 pub mod delivery;
 pub mod outcome;
+pub mod parse;
 pub mod result;
+pub mod scrub;
 pub mod secrets;
 
 pub use outcome::{Outcome, Status};

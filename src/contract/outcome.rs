@@ -48,6 +48,11 @@ pub struct Outcome {
     pub exit_code: Option<i64>,
     /// stdout parsed by the action's output format (only on exit 0).
     pub result: Option<Value>,
+    /// The parsed result was larger than packbox keeps in memory: a top-level list kept its
+    /// leading items, anything else was left out.
+    pub result_truncated: bool,
+    /// Why stdout could not be parsed into `result` (or not all of it), when it could not.
+    pub result_error: Option<String>,
     pub stdout: String,
     pub stderr: String,
     pub stdout_truncated: bool,

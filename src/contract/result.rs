@@ -5,7 +5,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::outcome::{Outcome, Status};
+use super::parse::{self, Parsed};
 use super::secrets::{self, Redactor};
+use crate::lifecycle::capture::{Captured, truncation_marker};
 use crate::lifecycle::{ContainerExit, Ending};
 use crate::pack::OutputFormat;
 use crate::sandbox::SandboxPolicy;
@@ -34,9 +36,11 @@ pub struct RunFacts {
 }
 
 /// The outcome of a finished container: status and error text as the contract says, the result
-/// parsed on exit 0 only, and every secret of the run scrubbed out.
+/// parsed on exit 0 only (in bounded memory), and every secret of the run scrubbed out.
 pub fn outcome(terms: OutcomeTerms<'_>, exit: ContainerExit, facts: RunFacts) -> Outcome {
-    let (status, error) = match exit.ending {
+    let code = exit.exit_code.unwrap_or(-1);
+    // The error of every ending but a failed exit; that one comes from stderr, once scrubbed.
+    let (status, ending_error) = match exit.ending {
         Ending::TimedOut => (
             Status::Timeout,
             Some(format!(
@@ -49,38 +53,76 @@ pub fn outcome(terms: OutcomeTerms<'_>, exit: ContainerExit, facts: RunFacts) ->
             Some("Execution was cancelled".to_string()),
         ),
         Ending::Exited => {
-            let code = exit.exit_code.unwrap_or(-1);
             let status = status_of(code, exit.oom_killed);
-            let error = match status {
-                Status::Succeeded => None,
-                Status::Oom => Some(format!(
+            let error = (status == Status::Oom).then(|| {
+                format!(
                     "Action was killed for exceeding its memory limit ({} bytes)",
                     terms.policy.memory_bytes
-                )),
-                _ => Some(failure_message(&exit.stderr.text, code)),
-            };
+                )
+            });
             (status, error)
         }
     };
-    let mut parsed = (status == Status::Succeeded)
-        .then(|| parse_result(&exit.stdout.text, terms.output_format))
-        .flatten();
-    let secret_outputs = match &mut parsed {
+    let parsed = match status {
+        Status::Succeeded => parse::parse(&exit.stdout.text, terms.output_format),
+        _ => Parsed::default(),
+    };
+    let mut result = parsed.value;
+    let secret_outputs = match &mut result {
         Some(result) => secrets::redact_secret_fields(result, terms.output_schema),
         None => Vec::new(),
     };
-    let redactor = &terms.redactor.extended(secret_outputs.iter());
+    let Ok(redactor) = terms.redactor.extended(secret_outputs.iter()) else {
+        // Unreachable within the caps on secrets; if it were not, nothing printed is shown.
+        return Outcome {
+            stdout: secrets::REDACTED.to_string(),
+            stderr: secrets::REDACTED.to_string(),
+            error: Some("the output was withheld: its secrets could not be scrubbed".into()),
+            ..outcome_of(&terms, &exit, status, facts)
+        };
+    };
+    let base = outcome_of(&terms, &exit, status, facts);
+    let stdout = scrubbed(exit.stdout, &redactor);
+    let stderr = scrubbed(exit.stderr, &redactor);
+    let error = match ending_error {
+        Some(error) => Some(redactor.text(error)),
+        None if status == Status::Succeeded => None,
+        None => Some(failure_message(&stderr, code)),
+    };
+    if let Some(result) = &mut result {
+        redactor.value(result);
+    }
+    Outcome {
+        result,
+        result_truncated: parsed.truncated,
+        result_error: parsed.error.map(|e| redactor.text(e)),
+        error,
+        stdout: with_marker(stdout, "stdout", base.stdout_truncated),
+        stderr: with_marker(stderr, "stderr", base.stderr_truncated),
+        ..base
+    }
+}
+
+/// The parts of an outcome that hold nothing the action printed.
+fn outcome_of(
+    terms: &OutcomeTerms<'_>,
+    exit: &ContainerExit,
+    status: Status,
+    facts: RunFacts,
+) -> Outcome {
     Outcome {
         exec_id: facts.exec_id,
         action: terms.action_ref.to_string(),
         status,
         exit_code: exit.exit_code,
-        result: parsed.map(|r| redactor.value(r)),
-        stdout: redactor.text(exit.stdout.text),
-        stderr: redactor.text(exit.stderr.text),
+        result: None,
+        result_truncated: false,
+        result_error: None,
+        stdout: String::new(),
+        stderr: String::new(),
         stdout_truncated: exit.stdout.truncated,
         stderr_truncated: exit.stderr.truncated,
-        error: error.map(|e| redactor.text(e)),
+        error: None,
         duration_ms: facts.duration_ms,
         runtime: terms.runtime.to_string(),
         runtime_version: facts.runtime_version,
@@ -89,25 +131,29 @@ pub fn outcome(terms: OutcomeTerms<'_>, exit: ContainerExit, facts: RunFacts) ->
     }
 }
 
-/// Parses stdout by the action's output format. A parse failure gives `None`: it is not a failure
-/// of the action.
-pub fn parse_result(stdout: &str, format: OutputFormat) -> Option<Value> {
-    match format {
-        OutputFormat::Text => None,
-        OutputFormat::Json => serde_json::from_str(stdout.trim()).ok().or_else(|| {
-            let last = stdout.lines().rev().find(|l| !l.trim().is_empty())?;
-            serde_json::from_str(last.trim()).ok()
-        }),
-        OutputFormat::Yaml => serde_yaml::from_str::<Value>(stdout)
-            .ok()
-            .filter(|v| !v.is_null()),
-        OutputFormat::Jsonl => Some(Value::Array(
-            stdout
-                .lines()
-                .filter_map(|l| serde_json::from_str(l.trim()).ok())
-                .collect(),
-        )),
+/// A stream's text with secrets scrubbed. Where the stream was cut, a secret cut in half is
+/// dropped first: its first half would otherwise stay.
+fn scrubbed(captured: Captured, redactor: &Redactor) -> String {
+    let Captured {
+        mut text,
+        truncated,
+        ..
+    } = captured;
+    if truncated {
+        let mut keep = text.len() - redactor.partial_secret_len(text.as_bytes());
+        while !text.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        text.truncate(keep);
     }
+    redactor.text(text)
+}
+
+fn with_marker(mut text: String, stream: &str, truncated: bool) -> String {
+    if truncated {
+        text.push_str(&truncation_marker(stream));
+    }
+    text
 }
 
 /// The error text of a failed action: stderr when it is at most 5 lines, else its last line,
@@ -135,37 +181,6 @@ pub fn status_of(exit_code: i64, oom_killed: bool) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn json_takes_the_whole_stdout_else_its_last_line() {
-        assert_eq!(
-            parse_result("{\"a\":\n 1}\n", OutputFormat::Json),
-            Some(json!({"a": 1}))
-        );
-        assert_eq!(
-            parse_result("starting\n{\"a\": 2}\n\n", OutputFormat::Json),
-            Some(json!({"a": 2}))
-        );
-        assert_eq!(parse_result("not json", OutputFormat::Json), None);
-    }
-
-    #[test]
-    fn jsonl_skips_lines_that_are_not_json() {
-        assert_eq!(
-            parse_result("{\"a\":1}\nnoise\n[2]\n", OutputFormat::Jsonl),
-            Some(json!([{"a": 1}, [2]]))
-        );
-    }
-
-    #[test]
-    fn yaml_and_text() {
-        assert_eq!(
-            parse_result("a: 1\n", OutputFormat::Yaml),
-            Some(json!({"a": 1}))
-        );
-        assert_eq!(parse_result("a: 1\n", OutputFormat::Text), None);
-    }
 
     #[test]
     fn failure_message_rules() {

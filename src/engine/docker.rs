@@ -9,20 +9,20 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
-    CreateImageOptionsBuilder, ImportImageOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListVolumesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RemoveVolumeOptions,
-    UploadToContainerOptionsBuilder,
+    CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, ImportImageOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    RemoveVolumeOptions, UploadToContainerOptionsBuilder,
 };
 use bytes::Bytes;
 use futures::StreamExt;
 
+use super::Transport;
 use super::{
     ArchiveStream, Attached, BuildSpec, ConnectProblem, ContainerEngine, ContainerSpec,
     ContainerState, ContainerSummary, EngineError, EngineInfo, ImageExport, ImageSummary, LineSink,
     OutputChunk, Signal, StreamKind, VolumeSummary,
 };
-use crate::endpoint::{Endpoint, Transport};
 
 /// How long connecting and negotiating the API version may take before the engine counts as
 /// not answering.
@@ -44,11 +44,11 @@ impl DockerEngine {
     /// Connects to an endpoint (a Unix socket, plain TCP, or TCP with mutual TLS) and negotiates
     /// the API version, bounded so that a dead engine fails fast. Errors name the endpoint and
     /// what failed: refused, TLS (whose certificate was refused), API too old.
-    pub async fn connect(endpoint: &Endpoint) -> Result<DockerEngine, EngineError> {
+    pub async fn connect(host: &str, transport: &Transport) -> Result<DockerEngine, EngineError> {
         let version = bollard::API_DEFAULT_VERSION;
-        let docker = match &endpoint.transport {
+        let docker = match transport {
             Transport::Unix { .. } => {
-                Docker::connect_with_unix(&endpoint.host, REQUEST_TIMEOUT_SECS, version)
+                Docker::connect_with_unix(host, REQUEST_TIMEOUT_SECS, version)
             }
             Transport::Tcp { address, tls: None } => {
                 Docker::connect_with_http(address, REQUEST_TIMEOUT_SECS, version)
@@ -57,9 +57,6 @@ impl DockerEngine {
                 address,
                 tls: Some(files),
             } => {
-                files
-                    .check(&endpoint.origin)
-                    .map_err(|e| EngineError::Tls(Box::new(e)))?;
                 // bollard signs with the process-wide provider; ring is the one compiled in.
                 // An Err only says one is installed already, which is as good.
                 let _ = rustls::crypto::ring::default_provider().install_default();
@@ -74,17 +71,17 @@ impl DockerEngine {
             }
         };
         let unreachable = |problem, source: Option<BollardError>| EngineError::Unreachable {
-            endpoint: endpoint.host.clone(),
+            endpoint: host.to_string(),
             problem,
             source: source.map(|e| Box::new(e) as _),
         };
-        let docker = docker.map_err(|e| unreachable(classify(&e, endpoint), Some(e)))?;
+        let docker = docker.map_err(|e| unreachable(classify(&e, transport), Some(e)))?;
         let docker = match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
             Err(_) => {
                 let seconds = CONNECT_TIMEOUT.as_secs();
                 return Err(unreachable(ConnectProblem::NoAnswer { seconds }, None));
             }
-            Ok(Err(e)) => return Err(unreachable(classify(&e, endpoint), Some(e))),
+            Ok(Err(e)) => return Err(unreachable(classify(&e, transport), Some(e))),
             Ok(Ok(docker)) => docker,
         };
         let negotiated = docker.client_version();
@@ -94,7 +91,7 @@ impl DockerEngine {
         }
         Ok(DockerEngine {
             docker,
-            endpoint: endpoint.host.clone(),
+            endpoint: host.to_string(),
         })
     }
 }
@@ -144,15 +141,19 @@ impl ContainerEngine for DockerEngine {
         spec: BuildSpec,
         on_line: LineSink<'_>,
     ) -> Result<String, EngineError> {
-        let options = BuildImageOptionsBuilder::default()
+        let mut options = BuildImageOptionsBuilder::default()
             .dockerfile(&spec.dockerfile)
             .t(&spec.tag)
             .rm(true)
             .forcerm(true)
             .buildargs(&spec.build_args)
             .labels(&spec.labels)
-            .networkmode(&spec.network_mode)
-            .build();
+            .networkmode(&spec.network_mode);
+        if let Some(bytes) = spec.memory_bytes {
+            let bytes = i32::try_from(bytes).unwrap_or(i32::MAX);
+            options = options.memory(bytes).memswap(bytes);
+        }
+        let options = options.build();
         let body = bollard::body_full(Bytes::from(spec.context_tar));
         let mut stream = self.docker.build_image(options, None, Some(body));
         let mut image_id = None;
@@ -587,12 +588,72 @@ impl ContainerEngine for DockerEngine {
             message: "the engine reported the import done but has no such image".into(),
         })
     }
+
+    async fn read_file(
+        &self,
+        id: &str,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        let what = || format!("reading {path} from container {id}");
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut stream = self.docker.download_from_container(id, Some(options));
+        // The archive holds the file and a few headers: stop reading well before it is large.
+        let limit = max_bytes + (64 << 10);
+        let mut archive = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => archive.extend_from_slice(&bytes),
+                Err(e) if is_status(&e, 404) => return Ok(None),
+                Err(e) => return Err(api(what(), e)),
+            }
+            if archive.len() as u64 > limit {
+                return Err(EngineError::Unexpected {
+                    what: what(),
+                    message: format!("larger than {max_bytes} bytes"),
+                });
+            }
+        }
+        first_file(&archive, max_bytes).map_err(|message| EngineError::Unexpected {
+            what: what(),
+            message,
+        })
+    }
+}
+
+/// The content of the first regular file of a tar archive, at most `max_bytes`; `None` when it
+/// holds none (the path named a folder).
+fn first_file(archive: &[u8], max_bytes: u64) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    let mut archive = tar::Archive::new(archive);
+    let entries = archive.entries().map_err(|e| e.to_string())?;
+    for entry in entries {
+        let entry = entry.map_err(|e| e.to_string())?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        entry
+            .take(max_bytes + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| e.to_string())?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(format!("larger than {max_bytes} bytes"));
+        }
+        return Ok(Some(bytes));
+    }
+    Ok(None)
 }
 
 /// Reads a failed first request's error chain for the cause a user can act on: an I/O error
 /// kind, a rustls error (hidden inside an `io::Error`), or the engine's own answer.
-fn classify(error: &BollardError, endpoint: &Endpoint) -> ConnectProblem {
-    let tls = endpoint.tls();
+fn classify(error: &BollardError, transport: &Transport) -> ConnectProblem {
+    let tls = match transport {
+        Transport::Tcp { tls, .. } => tls.as_ref(),
+        Transport::Unix { .. } => None,
+    };
     let from_tls = |tls_error: &rustls::Error| -> ConnectProblem {
         use rustls::{AlertDescription, CertificateError};
         match tls_error {
@@ -662,7 +723,12 @@ fn classify(error: &BollardError, endpoint: &Endpoint) -> ConnectProblem {
     // certificate whose alert lost the race with the close (hyper then only says the connection
     // closed); the wording is hyper's, which names no error type for it.
     if let Some(files) = tls {
-        let text = crate::error_text::chain(error);
+        let mut text = error.to_string();
+        let mut cause = std::error::Error::source(error);
+        while let Some(next) = cause {
+            text.push_str(&next.to_string());
+            cause = next.source();
+        }
         if text.contains("connection was not ready")
             || text.contains("connection closed before message completed")
             || text.contains("Connection reset by peer")
@@ -766,6 +832,29 @@ mod tests {
     use super::*;
     use crate::engine::BindMount;
 
+    fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, bytes) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, name, *bytes)
+                .expect("append");
+        }
+        builder.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn a_file_is_taken_from_the_engines_archive_within_its_limit() {
+        let tar = archive(&[("pip-freeze.txt", b"six==1.16.0\n")]);
+        assert_eq!(first_file(&tar, 1024), Ok(Some(b"six==1.16.0\n".to_vec())));
+        let err = first_file(&tar, 4).expect_err("over the limit");
+        assert!(err.contains("larger than 4 bytes"), "{err}");
+        assert_eq!(first_file(&archive(&[]), 1024), Ok(None));
+    }
+
     fn locked_down() -> ContainerSpec {
         ContainerSpec {
             image: "packbox/shell:5.2".into(),
@@ -836,14 +925,17 @@ mod tests {
         );
     }
 
-    fn tls_endpoint() -> Endpoint {
-        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
-        let env = crate::settings::Environment::from_pairs([
-            ("DOCKER_HOST", "tcp://engine:2376"),
-            ("DOCKER_TLS_VERIFY", "1"),
-            ("DOCKER_CERT_PATH", fixtures),
-        ]);
-        crate::endpoint::resolve(None, &env).expect("resolves")
+    fn tls_endpoint() -> Transport {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        Transport::Tcp {
+            address: "engine:2376".into(),
+            tls: Some(super::super::TlsFiles {
+                ca: fixtures.join("ca.pem"),
+                cert: fixtures.join("cert.pem"),
+                key: fixtures.join("key.pem"),
+                source: "fixtures".into(),
+            }),
+        }
     }
 
     /// A rustls error as hyper hands it up: inside an io::Error inside an io::Error.

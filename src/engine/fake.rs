@@ -46,6 +46,7 @@ pub(crate) enum Call {
     },
     Export(Vec<String>),
     Import,
+    ReadFile(String, String),
 }
 
 /// A request kind, for injecting failures.
@@ -153,6 +154,8 @@ struct FakeImage {
     tags: Vec<String>,
     labels: HashMap<String, String>,
     created: i64,
+    /// Files its containers hold, by path.
+    files: HashMap<String, Vec<u8>>,
 }
 
 type ProgramFor = Box<dyn Fn(&ContainerSpec) -> Program + Send + Sync>;
@@ -280,8 +283,19 @@ impl FakeEngine {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             created,
+            files: HashMap::new(),
         });
         id
+    }
+
+    /// Puts a file into an image's file system (for [`ContainerEngine::read_file`]).
+    pub fn add_image_file(&self, image: &str, path: &str, bytes: &[u8]) {
+        let mut state = self.state();
+        if let Some(id) = find_image(&state.images, image)
+            && let Some(found) = state.images.iter_mut().find(|i| i.id == id)
+        {
+            found.files.insert(path.to_string(), bytes.to_vec());
+        }
     }
 
     /// Lists a container the engine holds but packbox did not make here (a leftover, another
@@ -986,6 +1000,7 @@ impl ContainerEngine for FakeEngine {
                     tags: vec![name.to_string()],
                     labels: HashMap::new(),
                     created: 0,
+                    files: HashMap::new(),
                 });
                 loaded.push(format!("Loaded image: {name}"));
             }
@@ -1007,6 +1022,34 @@ impl ContainerEngine for FakeEngine {
             })?;
         }
         Ok(self.add_image(tag, &[], 0))
+    }
+
+    async fn read_file(
+        &self,
+        id: &str,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        self.record(Call::ReadFile(id.to_string(), path.to_string()));
+        let state = self.state();
+        let Some(container) = state.containers.get(id) else {
+            return Err(EngineError::Api {
+                what: format!("reading {path} from container {id}"),
+                source: "no such container (404)".into(),
+            });
+        };
+        let file = state
+            .images
+            .iter()
+            .find(|image| image.id == container.image_id)
+            .and_then(|image| image.files.get(path));
+        match file {
+            Some(bytes) if bytes.len() as u64 > max_bytes => Err(EngineError::Unexpected {
+                what: format!("reading {path} from container {id}"),
+                message: format!("larger than {max_bytes} bytes"),
+            }),
+            other => Ok(other.cloned()),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub(crate) mod fake;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -21,8 +22,6 @@ use futures::Stream;
 use tokio::io::AsyncWrite;
 
 pub use docker::{DockerEngine, MIN_API_VERSION};
-
-use crate::endpoint::EndpointError;
 
 /// The engine as the stages hold it: shared, cheap to clone, any implementation.
 pub type SharedEngine = Arc<dyn ContainerEngine>;
@@ -40,9 +39,7 @@ pub enum EngineError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
-    /// A TLS file of the endpoint cannot be used (unreadable, not PEM).
-    #[error(transparent)]
-    Tls(Box<EndpointError>),
+
     /// The engine answered with an error to one request.
     #[error("docker engine: {what}")]
     Api {
@@ -57,6 +54,9 @@ pub enum EngineError {
     /// uses, a container being removed).
     #[error("docker engine: {what}: in use")]
     InUse { what: String },
+    /// The engine answered with something packbox cannot use (too large, malformed).
+    #[error("docker engine: {what}: {message}")]
+    Unexpected { what: String, message: String },
 }
 
 /// Why an engine could not be used, in terms the user can act on.
@@ -182,6 +182,33 @@ impl ConnectProblem {
             ConnectProblem::ApiTooOld { .. } => "upgrade the engine to Docker 20.10 or newer",
         }
     }
+}
+
+/// The three PEM files of mutual TLS, and where their folder came from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TlsFiles {
+    /// The CA the engine's certificate must be signed by.
+    pub ca: PathBuf,
+    /// The client certificate packbox shows the engine.
+    pub cert: PathBuf,
+    /// The client certificate's private key.
+    pub key: PathBuf,
+    /// What named the folder (`DOCKER_CERT_PATH`, the docker config folder, a context).
+    pub source: String,
+}
+
+/// How packbox reaches the engine.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Transport {
+    /// A Unix socket on this machine: the engine sees this machine's files.
+    Unix { socket: PathBuf },
+    /// TCP, plain or with mutual TLS: the engine may be anywhere.
+    Tcp {
+        /// `host:port`.
+        address: String,
+        tls: Option<TlsFiles>,
+    },
 }
 
 /// A signal packbox sends to a container: the polite one first, then the one that cannot be
@@ -346,6 +373,9 @@ pub struct BuildSpec {
     pub build_args: HashMap<String, String>,
     pub labels: HashMap<String, String>,
     pub network_mode: String,
+    /// Memory (and memory plus swap) of each build step; the API takes at most 2 GiB - 1, and
+    /// larger values are capped there.
+    pub memory_bytes: Option<u64>,
 }
 
 /// Where build output lines go as they arrive.
@@ -470,4 +500,13 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
         rootfs: ArchiveStream,
         changes: &[String],
     ) -> Result<String, EngineError>;
+
+    /// The bytes of one regular file in a container's file system (it need not have started),
+    /// at most `max_bytes`; `None` when there is no such file.
+    async fn read_file(
+        &self,
+        id: &str,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, EngineError>;
 }

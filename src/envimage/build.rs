@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
@@ -12,13 +13,23 @@ use tokio_util::sync::CancellationToken;
 
 use super::recipe::{EnvRecipe, IndexSettings, RECIPE_FORMAT};
 use crate::engine::{BuildSpec, ContainerEngine, EngineError};
+use crate::pack::dependencies::{Requirement, SOURCES_REFUSED};
 
-/// How long one environment build may take.
-const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long one environment build may take unless the settings say otherwise.
+pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// CA bundles larger than this are refused (the system's whole bundle is about 200 KiB).
+const MAX_CA_BUNDLE_BYTES: u64 = 16 << 20;
 /// Lines of build output quoted in a failure.
 const FAILURE_TAIL_LINES: usize = 15;
+/// Characters kept of each quoted line.
+const FAILURE_LINE_CHARS: usize = 1000;
+/// Bytes of build output kept in a build's log file; the rest is dropped, and the log says so.
+pub const MAX_BUILD_LOG_BYTES: u64 = 8 << 20;
+/// Memory (and memory plus swap: no swap) of each build step unless the settings say otherwise.
+pub const DEFAULT_BUILD_MEMORY: u64 = 1536 << 20;
+
 /// How environment builds reach their package indexes.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct BuildSettings {
     /// A PEM bundle that pip, npm and curl trust during builds (`PACKBOX_BUILD_CA_BUNDLE`).
     pub ca_bundle: Option<PathBuf>,
@@ -26,6 +37,26 @@ pub struct BuildSettings {
     pub index: IndexSettings,
     /// Standard proxy variables, passed through as build arguments.
     pub proxies: BTreeMap<String, String>,
+    /// Whether packs may choose package sources in their requirements (`--index-url`, URLs,
+    /// ...): the operator's decision (`build.allow_pack_sources`), off by default.
+    pub allow_pack_sources: bool,
+    /// Memory limit of each build step in bytes (default [`DEFAULT_BUILD_MEMORY`]).
+    pub memory_bytes: Option<u64>,
+    /// How long one environment build may take.
+    pub timeout: Duration,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        BuildSettings {
+            ca_bundle: None,
+            index: IndexSettings::default(),
+            proxies: BTreeMap::new(),
+            timeout: DEFAULT_BUILD_TIMEOUT,
+            allow_pack_sources: false,
+            memory_bytes: None,
+        }
+    }
 }
 
 /// An environment that could not be made.
@@ -41,8 +72,38 @@ pub enum EnvError {
         tail: String,
         log: PathBuf,
     },
-    #[error("environment build {tag} did not finish within {} s (full log: {log})", BUILD_TIMEOUT.as_secs())]
-    BuildTimedOut { tag: String, log: PathBuf },
+    /// A requirement has no pre-built wheel and had to be compiled; builds have no compiler.
+    #[error(
+        "building environment {tag} failed: `{package}` has no pre-built wheel for this Python version and has to be compiled, but environment builds have no compiler; pin a version of `{package}` that publishes a wheel for it, or put a wheel of it into the pack\n{tail}\n(full log: {log})"
+    )]
+    NeedsCompiler {
+        tag: String,
+        package: String,
+        tail: String,
+        log: PathBuf,
+    },
+    /// A build step was killed: with a memory limit on every step, most likely by it.
+    #[error(
+        "building environment {tag} failed: a build step was killed, most likely for using more than the build memory limit of {} MiB (the setting build.memory)\n{tail}\n(full log: {log})",
+        .memory_bytes >> 20
+    )]
+    BuildKilled {
+        tag: String,
+        memory_bytes: u64,
+        tail: String,
+        log: PathBuf,
+    },
+    /// The pack's requirements choose package sources and the operator has not allowed it.
+    #[error("{}", refused_sources_message(.sources))]
+    PackSources { sources: Vec<Requirement> },
+    #[error(
+        "environment build {tag} did not finish within {seconds} s (build.timeout_seconds, --build-timeout; full log: {log})"
+    )]
+    BuildTimedOut {
+        tag: String,
+        seconds: u64,
+        log: PathBuf,
+    },
     #[error("state folder {path}")]
     State {
         path: PathBuf,
@@ -54,6 +115,14 @@ pub enum EnvError {
     /// The build was cancelled; its layers and its locks are gone.
     #[error("building environment {tag} was cancelled")]
     Cancelled { tag: String },
+}
+
+fn refused_sources_message(sources: &[Requirement]) -> String {
+    let lines: Vec<String> = sources
+        .iter()
+        .map(|line| format!("{} `{}`", line.source, line.text))
+        .collect();
+    format!("{}: {SOURCES_REFUSED}", lines.join(", "))
 }
 
 /// A ready environment image.
@@ -79,15 +148,28 @@ pub async fn ensure(
     cancel: &CancellationToken,
     mut on_line: impl FnMut(&str) + Send,
 ) -> Result<EnvImage, EnvError> {
+    if !settings.allow_pack_sources && !recipe.manifests.sources.is_empty() {
+        return Err(EnvError::PackSources {
+            sources: recipe.manifests.sources.clone(),
+        });
+    }
     let tag = recipe.tag();
+    let key = recipe.key();
     if let Some(id) = engine.image_id(&tag).await? {
+        tracing::debug!(key = %key, tag = %tag, "environment image present");
         return Ok(EnvImage {
             tag,
             id,
             built: false,
         });
     }
-    let key = recipe.key();
+    tracing::debug!(
+        key = %key,
+        tag = %tag,
+        base_image_id = %recipe.base_image_id,
+        dependency_hash = %recipe.manifests.dependency_hash(),
+        "environment image missing: building it"
+    );
     let in_process = {
         let mut locks = BUILD_LOCKS
             .lock()
@@ -123,15 +205,7 @@ pub async fn ensure(
         })?;
     let log_path = state_dir.join("builds").join(format!("{key}.log"));
     let mut log = BuildLog::create(&log_path)?;
-    let spec = BuildSpec {
-        tag: tag.clone(),
-        context_tar,
-        dockerfile: "Dockerfile".into(),
-        build_args: build_args(settings),
-        labels: labels(recipe, &key),
-        // Builds reach package indexes; runs stay on network none.
-        network_mode: "bridge".into(),
-    };
+    let spec = build_spec(recipe, settings, &key, context_tar);
     let mut on_build_line = |line: &str| {
         log.line(line);
         on_line(line);
@@ -139,7 +213,7 @@ pub async fn ensure(
     let build = engine.build_image(spec, &mut on_build_line);
     // Dropping the build's stream closes its connection, which stops the engine's build.
     let result = tokio::select! {
-        result = tokio::time::timeout(BUILD_TIMEOUT, build) => Some(result),
+        result = tokio::time::timeout(settings.timeout, build) => Some(result),
         () = cancel.cancelled() => None,
     };
     let Some(result) = result else {
@@ -164,6 +238,25 @@ pub async fn ensure(
             if let Some(layer) = &log.last_layer {
                 let _ = engine.remove_image(layer).await;
             }
+            if log.killed || message.ends_with("returned a non-zero code: 137") {
+                return Err(EnvError::BuildKilled {
+                    tag,
+                    memory_bytes: settings.memory_bytes.unwrap_or(DEFAULT_BUILD_MEMORY),
+                    tail,
+                    log: log_path,
+                });
+            }
+            if log.compiler_missing {
+                return Err(EnvError::NeedsCompiler {
+                    tag,
+                    package: log
+                        .failed_package
+                        .clone()
+                        .unwrap_or_else(|| "a requirement".into()),
+                    tail,
+                    log: log_path,
+                });
+            }
             // The engine repeats the whole command; its exit code is what matters.
             let message = match message.rsplit_once("returned a non-zero code: ") {
                 Some((_, code)) => format!("the step exited with code {code}"),
@@ -182,8 +275,31 @@ pub async fn ensure(
             if let Some(layer) = &log.last_layer {
                 let _ = engine.remove_image(layer).await;
             }
-            Err(EnvError::BuildTimedOut { tag, log: log_path })
+            Err(EnvError::BuildTimedOut {
+                tag,
+                seconds: settings.timeout.as_secs(),
+                log: log_path,
+            })
         }
+    }
+}
+
+/// What the engine is asked to build for a recipe.
+fn build_spec(
+    recipe: &EnvRecipe,
+    settings: &BuildSettings,
+    key: &str,
+    context_tar: Vec<u8>,
+) -> BuildSpec {
+    BuildSpec {
+        tag: recipe.tag(),
+        context_tar,
+        dockerfile: "Dockerfile".into(),
+        build_args: build_args(settings),
+        labels: labels(recipe, key),
+        // Builds reach package indexes; runs stay on network none.
+        network_mode: "bridge".into(),
+        memory_bytes: Some(settings.memory_bytes.unwrap_or(DEFAULT_BUILD_MEMORY)),
     }
 }
 
@@ -222,9 +338,11 @@ fn labels(recipe: &EnvRecipe, key: &str) -> HashMap<String, String> {
 
 /// Reads a CA bundle and checks it holds at least one PEM certificate.
 pub(crate) fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, EnvError> {
-    let bytes = std::fs::read(path).map_err(|e| EnvError::CaBundle {
-        path: path.to_path_buf(),
-        problem: format!("cannot read: {e}"),
+    let bytes = crate::input::read_regular_file(path, MAX_CA_BUNDLE_BYTES).map_err(|e| {
+        EnvError::CaBundle {
+            path: path.to_path_buf(),
+            problem: format!("cannot read: {e}"),
+        }
     })?;
     if !String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") {
         return Err(EnvError::CaBundle {
@@ -238,12 +356,32 @@ pub(crate) fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, EnvError> {
 /// How often a lock held by another process is tried again.
 const LOCK_RETRY: Duration = Duration::from_millis(100);
 
-/// Takes an exclusive lock on a file, waiting for another process that holds it; the lock is
-/// held until the returned file is dropped. `None` when cancelled while waiting.
-async fn lock_file(
-    path: &Path,
-    cancel: &CancellationToken,
-) -> Result<Option<std::fs::File>, EnvError> {
+/// An exclusive lock on a lock file, held until dropped; the file is removed then, so no lock
+/// files stay behind.
+///
+/// Removing a lock file others may be waiting on is safe only with a check: a waiter that
+/// opened the file before it was removed gets the lock on a file no longer in the folder, while
+/// a newcomer creates and locks a new one. So whoever gets a lock checks that the path still
+/// names the file it locked, and starts again when not; the holder removes the file while it
+/// still holds the lock. Then at most one process holds the lock on the file the path names.
+#[derive(Debug)]
+struct FileLock {
+    path: PathBuf,
+    // Closing the file releases the lock: after the removal in `drop`.
+    _file: std::fs::File,
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!("removing lock file {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Takes the lock of `path`, waiting for another process that holds it; held until the
+/// returned guard is dropped. `None` when cancelled while waiting.
+async fn lock_file(path: &Path, cancel: &CancellationToken) -> Result<Option<FileLock>, EnvError> {
     let state_error = |source| EnvError::State {
         path: path.to_path_buf(),
         source,
@@ -251,17 +389,9 @@ async fn lock_file(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(state_error)?;
     }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(state_error)?;
     loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(Some(file)),
-            Err(std::fs::TryLockError::WouldBlock) => {}
-            Err(std::fs::TryLockError::Error(e)) => return Err(state_error(e)),
+        if let Some(lock) = try_lock_current(path).map_err(state_error)? {
+            return Ok(Some(lock));
         }
         tokio::select! {
             () = tokio::time::sleep(LOCK_RETRY) => {}
@@ -270,13 +400,52 @@ async fn lock_file(
     }
 }
 
-/// The full log of one build on disk, plus what a failure message quotes.
+/// One try at the lock of the file `path` names: `None` while another holds it.
+fn try_lock_current(path: &Path) -> std::io::Result<Option<FileLock>> {
+    use std::os::unix::fs::MetadataExt;
+    loop {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        let locked = file.metadata()?;
+        match std::fs::metadata(path) {
+            Ok(named) if named.dev() == locked.dev() && named.ino() == locked.ino() => {
+                return Ok(Some(FileLock {
+                    path: path.to_path_buf(),
+                    _file: file,
+                }));
+            }
+            // Removed (or replaced) by the holder before us: try the file it names now.
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The log of one build on disk (owner-only, capped at [`MAX_BUILD_LOG_BYTES`]: it may quote
+/// the pack's manifests), plus what a failure message quotes.
 struct BuildLog {
     file: Option<std::io::BufWriter<std::fs::File>>,
+    /// Bytes written to the file so far.
+    written: u64,
     tail: VecDeque<String>,
     last_step: Option<String>,
     /// The newest layer the build made, so a failed build's layers can be removed.
     last_layer: Option<String>,
+    /// The package pip last failed to build a wheel for.
+    failed_package: Option<String>,
+    /// Whether the output says a compiler (or the headers it needs) is missing.
+    compiler_missing: bool,
+    /// Whether the output says a process of the build was killed (SIGKILL).
+    killed: bool,
 }
 
 impl BuildLog {
@@ -288,24 +457,45 @@ impl BuildLog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(state_error)?;
         }
-        let file = std::fs::File::create(path).map_err(state_error)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(state_error)?;
+        // An older log may have been created with a wider mode.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(state_error)?;
         Ok(BuildLog {
             file: Some(std::io::BufWriter::new(file)),
+            written: 0,
             tail: VecDeque::new(),
             last_step: None,
             last_layer: None,
+            failed_package: None,
+            compiler_missing: false,
+            killed: false,
         })
     }
 
     fn line(&mut self, text: &str) {
-        if let Some(file) = &mut self.file
-            && file
-                .write_all(text.as_bytes())
-                .and_then(|()| file.flush())
-                .is_err()
-        {
-            // A full disk must not fail the build; the log is a convenience.
-            self.file = None;
+        if let Some(file) = &mut self.file {
+            let room = MAX_BUILD_LOG_BYTES.saturating_sub(self.written);
+            let kept = &text.as_bytes()[..text.len().min(room as usize)];
+            let mut written = file.write_all(kept);
+            if kept.len() < text.len() {
+                written = written.and_then(|()| {
+                    file.write_all(
+                        format!("\n[log truncated at {MAX_BUILD_LOG_BYTES} bytes]\n").as_bytes(),
+                    )
+                });
+            }
+            if written.and_then(|()| file.flush()).is_err() || kept.len() < text.len() {
+                // A full disk must not fail the build; the log is a convenience.
+                self.file = None;
+            }
+            self.written += kept.len() as u64;
         }
         for line in text.lines() {
             let line = strip_ansi(line);
@@ -334,10 +524,51 @@ impl BuildLog {
                 self.tail.clear();
                 continue;
             }
+            self.note_compile_failure(line);
             if self.tail.len() == FAILURE_TAIL_LINES {
                 self.tail.pop_front();
             }
-            self.tail.push_back(line.to_string());
+            self.tail
+                .push_back(line.chars().take(FAILURE_LINE_CHARS).collect());
+        }
+    }
+
+    /// Notes what pip says when a package has to be compiled and cannot be: the package
+    /// (`Failed building wheel for X`, `Failed to build X`) and a missing compiler or header.
+    fn note_compile_failure(&mut self, line: &str) {
+        let line = line.trim();
+        for prefix in [
+            "ERROR: Failed building wheel for ",
+            "Failed building wheel for ",
+            "ERROR: Could not build wheels for ",
+            "Failed to build ",
+        ] {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let package = rest.split([' ', ',']).next().unwrap_or(rest);
+                if !package.is_empty() {
+                    self.failed_package = Some(package.chars().take(100).collect());
+                }
+            }
+        }
+        // pip reports a subprocess killed by SIGKILL (the memory limit's OOM kill) as -9.
+        if line.ends_with("exit code: -9") || line == "Killed" {
+            self.killed = true;
+        }
+        let names_compiler = ["gcc", "cc'", "cc:", "g++", "c++", "clang"]
+            .iter()
+            .any(|compiler| line.contains(compiler));
+        let missing = [
+            "No such file or directory",
+            "not found",
+            "unable to execute",
+        ]
+        .iter()
+        .any(|said| line.contains(said));
+        if (names_compiler && missing)
+            || line.contains("Python.h: No such file")
+            || line.contains("Cargo, the Rust package manager, is not installed")
+        {
+            self.compiler_missing = true;
         }
     }
 
@@ -399,6 +630,91 @@ mod tests {
     }
 
     #[test]
+    fn build_logs_are_owner_only_and_capped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("b.log");
+        std::fs::write(&path, "old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let mut log = BuildLog::create(&path).expect("log");
+        let chunk = format!("{}\n", "x".repeat(1 << 20));
+        for _ in 0..20 {
+            log.line(&chunk);
+        }
+        log.line("Step 9/9 : RUN late\n");
+        drop(log);
+        let metadata = std::fs::metadata(&path).expect("metadata");
+        assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+        let written = std::fs::read_to_string(&path).expect("read");
+        assert!(
+            written.len() as u64 <= MAX_BUILD_LOG_BYTES + 100,
+            "{}",
+            written.len()
+        );
+        assert!(written.ends_with(&format!("[log truncated at {MAX_BUILD_LOG_BYTES} bytes]\n")));
+        assert!(!written.contains("old"));
+    }
+
+    #[test]
+    fn a_missing_compiler_and_its_package_are_recognised() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = BuildLog::create(&dir.path().join("b.log")).expect("log");
+        log.line("  Building wheel for fastsum (pyproject.toml): started\n");
+        assert!(!log.compiler_missing);
+        log.line("      error: [Errno 2] No such file or directory: 'x86_64-linux-gnu-gcc'\n");
+        log.line("  ERROR: Failed building wheel for fastsum\n");
+        log.line("ERROR: Could not build wheels for fastsum, which is required to install pyproject.toml-based projects\n");
+        assert!(log.compiler_missing);
+        assert_eq!(log.failed_package.as_deref(), Some("fastsum"));
+        let mut other = BuildLog::create(&dir.path().join("c.log")).expect("log");
+        other.line("ERROR: No matching distribution found for nope\n");
+        assert!(!other.compiler_missing);
+    }
+
+    #[test]
+    fn a_killed_build_step_is_recognised() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = BuildLog::create(&dir.path().join("b.log")).expect("log");
+        log.line("  │ exit code: 1\n");
+        assert!(!log.killed);
+        log.line("  │ exit code: -9\n");
+        assert!(log.killed);
+    }
+
+    #[test]
+    fn quoted_lines_are_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = BuildLog::create(&dir.path().join("b.log")).expect("log");
+        log.line(&format!("{}\n", "y".repeat(10_000)));
+        assert_eq!(log.tail().chars().count(), FAILURE_LINE_CHARS);
+    }
+
+    #[test]
+    fn builds_get_a_memory_limit() {
+        let recipe = EnvRecipe {
+            runtime: "python".into(),
+            version: "3.11.2".into(),
+            base_image_id: "sha256:base".into(),
+            manifests: crate::envimage::Manifests {
+                installer: crate::envimage::Installer::Pip,
+                files: vec![("requirements.txt".into(), b"six\n".to_vec())],
+                requirements: Vec::new(),
+                sources: Vec::new(),
+            },
+            index: IndexSettings::default(),
+        };
+        let spec = build_spec(&recipe, &BuildSettings::default(), "k", Vec::new());
+        assert_eq!(spec.memory_bytes, Some(DEFAULT_BUILD_MEMORY));
+        let settings = BuildSettings {
+            memory_bytes: Some(256 << 20),
+            ..BuildSettings::default()
+        };
+        assert_eq!(
+            build_spec(&recipe, &settings, "k", Vec::new()).memory_bytes,
+            Some(256 << 20)
+        );
+    }
+
+    #[test]
     fn a_ca_bundle_must_be_pem() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ca.pem");
@@ -418,6 +734,7 @@ mod tests {
                 npm_registry: None,
             },
             proxies: BTreeMap::from([("HTTPS_PROXY".into(), "http://proxy:3128".into())]),
+            ..BuildSettings::default()
         };
         let args = build_args(&settings);
         assert_eq!(args["PIP_INDEX_URL"], "https://pypi.example/simple");
@@ -426,7 +743,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_file_lock_is_exclusive_until_dropped() {
+    async fn a_file_lock_is_exclusive_until_dropped_and_leaves_no_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("locks/k.lock");
         let cancel = CancellationToken::new();
@@ -440,7 +757,48 @@ mod tests {
             .expect("open");
         assert!(other.try_lock().is_err(), "second lock must wait");
         drop(held);
-        assert!(other.try_lock().is_ok(), "free once dropped");
+        assert!(!path.exists(), "the lock file is removed with the lock");
+        let again = lock_file(&path, &cancel).await.expect("locks again");
+        drop(again);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("locks"))
+                .expect("list")
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn removing_lock_files_keeps_the_lock_exclusive() {
+        // Threads take and drop the lock in a loop, each time removing the file; a waiter that
+        // locked a removed file must not hold the lock beside a newcomer.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.lock");
+        let inside = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (path, inside) = (path.clone(), inside.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        let lock = loop {
+                            if let Some(lock) = try_lock_current(&path).expect("lock") {
+                                break lock;
+                            }
+                            std::thread::yield_now();
+                        };
+                        let before = inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        assert_eq!(before, 0, "two holders at once");
+                        std::thread::yield_now();
+                        inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        drop(lock);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("no two holders");
+        }
+        assert!(!path.exists());
     }
 
     #[tokio::test(start_paused = true)]
@@ -466,7 +824,7 @@ mod tests {
 
         use super::*;
         use crate::engine::fake::{BuildScript, Call, FakeEngine};
-        use crate::envimage::recipe::{Installer, Manifests};
+        use crate::envimage::{Installer, Manifests};
 
         /// A recipe no other test uses (builds are single-flight per key, process-wide).
         fn recipe(unique: &str) -> EnvRecipe {
@@ -477,9 +835,51 @@ mod tests {
                 manifests: Manifests {
                     installer: Installer::Pip,
                     files: vec![("requirements.txt".into(), unique.as_bytes().to_vec())],
+                    requirements: Vec::new(),
+                    sources: Vec::new(),
                 },
                 index: IndexSettings::default(),
             }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_pack_that_chooses_sources_is_refused_before_any_engine_call() {
+            let fake = FakeEngine::new();
+            let mut recipe = recipe("--index-url https://x.example/simple");
+            recipe.manifests.sources = vec![Requirement {
+                text: "--index-url https://x.example/simple".into(),
+                source: "requirements.txt:1".into(),
+            }];
+            let dir = tempfile::tempdir().expect("tempdir");
+            let ensure_with = |allow_pack_sources| {
+                let settings = BuildSettings {
+                    allow_pack_sources,
+                    ..BuildSettings::default()
+                };
+                let (fake, recipe, dir) = (fake.clone(), recipe.clone(), dir.path().to_path_buf());
+                async move {
+                    ensure(
+                        fake.as_ref(),
+                        &recipe,
+                        &settings,
+                        &dir,
+                        &CancellationToken::new(),
+                        |_| {},
+                    )
+                    .await
+                }
+            };
+            let err = ensure_with(false).await.expect_err("refused");
+            assert!(matches!(err, EnvError::PackSources { .. }), "{err}");
+            assert!(
+                err.to_string().starts_with(
+                    "requirements.txt:1 `--index-url https://x.example/simple`: pip options that choose package sources"
+                ),
+                "{err}"
+            );
+            assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+            ensure_with(true).await.expect("allowed by the operator");
+            assert_eq!(builds(&fake), 1);
         }
 
         fn builds(fake: &FakeEngine) -> usize {

@@ -6,5 +6,6 @@ pub mod build;
 pub mod inventory;
 pub mod recipe;
 
-pub use build::{BuildSettings, EnvError, ensure};
-pub use recipe::{EnvRecipe, IndexSettings, Installer, Manifests};
+pub use crate::pack::dependencies::{Installer, Manifests};
+pub use build::{BuildSettings, DEFAULT_BUILD_MEMORY, EnvError, ensure};
+pub use recipe::{EnvRecipe, IndexSettings, lock_file};

@@ -1,87 +1,28 @@
 //! What an environment image is made of: the pack's dependency manifests, the generated
 //! Dockerfile, and the key that names the result. Pure code: no engine, no files but the pack's.
 
-use std::path::Path;
-
 use sha2::{Digest, Sha256};
 
+use crate::pack::dependencies::{Installer, Manifests};
+
 /// Bumped whenever the generated Dockerfiles change meaning, so old images are not reused.
-pub const RECIPE_FORMAT: u32 = 1;
+pub const RECIPE_FORMAT: u32 = 2;
 /// The repository all environment images are tagged in.
 pub const ENV_REPOSITORY: &str = "packbox/env";
 /// Where the dependencies live inside an environment image.
 const ENV_ROOT: &str = "/opt/packbox";
+/// The folder of pip's inputs, in the build context and under [`ENV_ROOT`]: the merged
+/// requirements file, what it includes and the local artifacts it names, at their places in the
+/// pack, so that pip (run there) finds them as it would in the pack.
+const PIP_INPUTS: &str = "req";
 /// Name of the CA bundle inside the build context (removed before the build's last layer).
 const CA_FILE: &str = "build-ca.pem";
 
-/// Which installer an environment uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Installer {
-    /// `requirements.txt` into a virtualenv with pip.
-    Pip,
-    /// `package.json` (and `package-lock.json`) into `node_modules` with npm.
-    Npm,
-}
-
-impl Installer {
-    /// The installer for a runtime, if packs of that runtime can have dependencies.
-    pub fn for_runtime(runtime: &str) -> Option<Installer> {
-        match runtime {
-            "python" => Some(Installer::Pip),
-            "node" => Some(Installer::Npm),
-            _ => None,
-        }
-    }
-
-    /// The manifest files, in context order; the first one must exist for a build to happen.
-    fn manifest_files(self) -> &'static [&'static str] {
-        match self {
-            Installer::Pip => &["requirements.txt"],
-            Installer::Npm => &["package.json", "package-lock.json"],
-        }
-    }
-}
-
-/// The dependency manifests of a pack for one installer, as bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Manifests {
-    pub installer: Installer,
-    /// (file name, bytes), only the files that exist.
-    pub files: Vec<(String, Vec<u8>)>,
-}
-
-impl Manifests {
-    /// Reads a pack's manifests; `None` when the pack has no manifest for this installer (it then
-    /// runs on the runtime image itself).
-    pub fn read(pack_dir: &Path, installer: Installer) -> std::io::Result<Option<Manifests>> {
-        let names = installer.manifest_files();
-        if !pack_dir.join(names[0]).is_file() {
-            return Ok(None);
-        }
-        let mut files = Vec::new();
-        for name in names {
-            let path = pack_dir.join(name);
-            if path.is_file() {
-                files.push((name.to_string(), std::fs::read(&path)?));
-            }
-        }
-        Ok(Some(Manifests { installer, files }))
-    }
-
-    /// The hash of the manifests' bytes alone: packs with identical manifests share it.
-    pub fn dependency_hash(&self) -> String {
-        let mut hasher = Sha256::new();
-        for (name, bytes) in &self.files {
-            hasher.update((name.len() as u64).to_le_bytes());
-            hasher.update(name.as_bytes());
-            hasher.update((bytes.len() as u64).to_le_bytes());
-            hasher.update(bytes);
-        }
-        hex::encode(hasher.finalize())
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.files.iter().any(|(n, _)| n == name)
+/// Where an environment image records what was resolved: pip's freeze, npm's lock.
+pub fn lock_file(installer: Installer) -> &'static str {
+    match installer {
+        Installer::Pip => "/opt/packbox/pip-freeze.txt",
+        Installer::Npm => "/opt/packbox/node/package-lock.json",
     }
 }
 
@@ -144,11 +85,11 @@ impl EnvRecipe {
                 "FROM {base}\n\
                  USER root\n\
                  {index_arg}\
-                 COPY requirements.txt {ENV_ROOT}/requirements.txt\n\
+                 COPY {PIP_INPUTS}/ {ENV_ROOT}/{PIP_INPUTS}/\n\
                  {copy_ca}\
-                 RUN set -eu; \\\n\
+                 RUN set -eu; cd {ENV_ROOT}/{PIP_INPUTS}; \\\n\
                  \x20   python3 -m venv {ENV_ROOT}/venv; \\\n\
-                 \x20   {trust}{ENV_ROOT}/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-input -r {ENV_ROOT}/requirements.txt; \\\n\
+                 \x20   {trust}{ENV_ROOT}/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-input -r requirements.txt; \\\n\
                  \x20   {ENV_ROOT}/venv/bin/python -m compileall -q {ENV_ROOT}/venv >/dev/null; \\\n\
                  \x20   {ENV_ROOT}/venv/bin/pip freeze --disable-pip-version-check > {ENV_ROOT}/pip-freeze.txt; \\\n\
                  \x20   rm -f {ENV_ROOT}/{CA_FILE}\n\
@@ -160,12 +101,12 @@ impl EnvRecipe {
                 base = self.base_image_id,
             ),
             Installer::Npm => {
-                let lock = if self.manifests.has("package-lock.json") {
+                let lock = if self.manifests.has_file("package-lock.json") {
                     format!("COPY package-lock.json {ENV_ROOT}/node/package-lock.json\n")
                 } else {
                     String::new()
                 };
-                let install = if self.manifests.has("package-lock.json") {
+                let install = if self.manifests.has_file("package-lock.json") {
                     "ci"
                 } else {
                     "install"
@@ -192,7 +133,13 @@ impl EnvRecipe {
     /// The key naming this environment: base image, runtime version, recipe (and its format),
     /// index settings and manifest bytes. Any change to one of them gives a new image.
     pub fn key(&self) -> String {
-        let document = serde_json::json!({
+        hex::encode(Sha256::digest(self.key_parts().to_string().as_bytes()))
+    }
+
+    /// What [`EnvRecipe::key`] hashes: recipe format, base image id, runtime, version, the
+    /// generated Dockerfile, index settings and the dependency set's hash.
+    pub fn key_parts(&self) -> serde_json::Value {
+        serde_json::json!({
             "format": RECIPE_FORMAT,
             "base_image_id": self.base_image_id,
             "runtime": self.runtime,
@@ -202,8 +149,7 @@ impl EnvRecipe {
             "pip_index_url": self.index.pip_index_url,
             "npm_registry": self.index.npm_registry,
             "dependencies": self.manifests.dependency_hash(),
-        });
-        hex::encode(Sha256::digest(document.to_string().as_bytes()))
+        })
     }
 
     /// The image tag: `packbox/env:<runtime>-<version>-<key prefix>`.
@@ -223,7 +169,11 @@ impl EnvRecipe {
         let dockerfile = self.dockerfile(ca_bundle.is_some());
         append(&mut builder, "Dockerfile", dockerfile.as_bytes())?;
         for (name, bytes) in &self.manifests.files {
-            append(&mut builder, name, bytes)?;
+            let name = match self.manifests.installer {
+                Installer::Pip => format!("{PIP_INPUTS}/{name}"),
+                Installer::Npm => name.clone(),
+            };
+            append(&mut builder, &name, bytes)?;
         }
         if let Some(ca) = ca_bundle {
             append(&mut builder, CA_FILE, ca)?;
@@ -253,6 +203,8 @@ mod tests {
             manifests: Manifests {
                 installer: Installer::Pip,
                 files: vec![("requirements.txt".into(), requirements.as_bytes().to_vec())],
+                requirements: Vec::new(),
+                sources: Vec::new(),
             },
             index: IndexSettings::default(),
         }
@@ -314,12 +266,45 @@ mod tests {
     }
 
     #[test]
+    fn pip_inputs_keep_their_places_under_one_folder() {
+        let mut r = recipe("-r reqs/base.txt\n");
+        r.manifests
+            .files
+            .push(("reqs/base.txt".into(), b"six\n".to_vec()));
+        let context = r.context_tar(None).expect("tar");
+        let mut archive = tar::Archive::new(context.as_slice());
+        let names: Vec<String> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            ["Dockerfile", "req/requirements.txt", "req/reqs/base.txt"]
+        );
+        let dockerfile = r.dockerfile(false);
+        assert!(dockerfile.contains("COPY req/ /opt/packbox/req/"));
+        assert!(dockerfile.contains("cd /opt/packbox/req;"));
+        assert!(dockerfile.contains(
+            "pip install --no-cache-dir --disable-pip-version-check --no-input -r requirements.txt"
+        ));
+    }
+
+    #[test]
     fn node_recipe_uses_ci_only_with_a_lock() {
         let mut r = recipe("");
         r.runtime = "node".into();
         r.manifests = Manifests {
             installer: Installer::Npm,
             files: vec![("package.json".into(), b"{}".to_vec())],
+            requirements: Vec::new(),
+            sources: Vec::new(),
         };
         assert!(r.dockerfile(false).contains("npm install --omit=dev"));
         r.manifests
@@ -339,25 +324,5 @@ mod tests {
             r.key()
                 .starts_with(tag.rsplit('-').next().expect("key part"))
         );
-    }
-
-    #[test]
-    fn manifests_are_read_only_when_the_main_one_exists() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(
-            Manifests::read(dir.path(), Installer::Pip).expect("readable"),
-            None
-        );
-        std::fs::write(dir.path().join("package-lock.json"), "{}").expect("write");
-        assert_eq!(
-            Manifests::read(dir.path(), Installer::Npm).expect("readable"),
-            None,
-            "a lock without package.json is no manifest"
-        );
-        std::fs::write(dir.path().join("package.json"), "{}").expect("write");
-        let found = Manifests::read(dir.path(), Installer::Npm)
-            .expect("readable")
-            .expect("present");
-        assert_eq!(found.files.len(), 2);
     }
 }

@@ -10,11 +10,20 @@ pub struct BoundedBuffer {
     truncated: bool,
 }
 
-/// A finished capture: text (lossy UTF-8, marker appended when cut) and whether it was cut.
+/// A finished capture: the kept text (lossy UTF-8) and whether it was cut. The truncation
+/// marker is not part of the text: it is added once secrets are scrubbed, so that a secret cut
+/// at the limit can be dropped first (see [`truncation_marker`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Captured {
+    /// The stream's name (`stdout`, `stderr`).
+    pub stream: &'static str,
     pub text: String,
     pub truncated: bool,
+}
+
+/// What follows the kept head of a stream that was cut.
+pub fn truncation_marker(stream: &str) -> String {
+    format!("\n\n[OUTPUT TRUNCATED: {stream} exceeded size limit]\n")
 }
 
 impl BoundedBuffer {
@@ -38,22 +47,39 @@ impl BoundedBuffer {
             .extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
 
-    /// The captured text, with the truncation marker when the limit was exceeded.
-    pub fn finish(self) -> Captured {
-        // Valid UTF-8 (the usual case) becomes the text without a copy.
-        let mut text = String::from_utf8(self.bytes)
-            .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned());
+    /// The captured text. Where the limit cut a character in half, its first bytes go too.
+    pub fn finish(mut self) -> Captured {
         if self.truncated {
-            text.push_str(&format!(
-                "\n\n[OUTPUT TRUNCATED: {} exceeded size limit]\n",
-                self.name
-            ));
+            let cut_char = incomplete_char_len(&self.bytes);
+            self.bytes.truncate(self.bytes.len() - cut_char);
         }
+        // Valid UTF-8 (the usual case) becomes the text without a copy.
+        let text = String::from_utf8(self.bytes)
+            .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned());
         Captured {
+            stream: self.name,
             text,
             truncated: self.truncated,
         }
     }
+}
+
+/// How many bytes at the end of `bytes` are the start of a UTF-8 character that is not complete.
+fn incomplete_char_len(bytes: &[u8]) -> usize {
+    for back in 1..=bytes.len().min(3) {
+        let byte = bytes[bytes.len() - back];
+        if byte & 0b1100_0000 == 0b1000_0000 {
+            continue; // a continuation byte: look further back for its lead
+        }
+        let needed = match byte {
+            0b1100_0000..=0b1101_1111 => 2,
+            0b1110_0000..=0b1110_1111 => 3,
+            0b1111_0000..=0b1111_0111 => 4,
+            _ => return 0,
+        };
+        return if needed > back { back } else { 0 };
+    }
+    0
 }
 
 #[cfg(test)]
@@ -68,6 +94,7 @@ mod tests {
         assert_eq!(
             buffer.finish(),
             Captured {
+                stream: "stdout",
                 text: "helloworld".into(),
                 truncated: false
             }
@@ -82,10 +109,23 @@ mod tests {
         buffer.push(b"more");
         let captured = buffer.finish();
         assert!(captured.truncated);
+        assert_eq!(captured.text, "01234567");
         assert_eq!(
-            captured.text,
-            "01234567\n\n[OUTPUT TRUNCATED: stderr exceeded size limit]\n"
+            truncation_marker("stderr"),
+            "\n\n[OUTPUT TRUNCATED: stderr exceeded size limit]\n"
         );
+    }
+
+    #[test]
+    fn a_character_cut_by_the_limit_is_dropped_whole() {
+        for (limit, kept) in [(1, "a"), (2, "a"), (3, "aé"), (4, "aé"), (6, "aé")] {
+            let mut buffer = BoundedBuffer::new("stdout", limit);
+            buffer.push("aé😀x".as_bytes());
+            assert_eq!(buffer.finish().text, kept, "limit {limit}");
+        }
+        let mut buffer = BoundedBuffer::new("stdout", 7);
+        buffer.push("aé😀x".as_bytes());
+        assert_eq!(buffer.finish().text, "aé😀");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 use serde_yaml::Value;
 
 use super::doc::{Doc, kind};
+use super::fields;
 use super::problem::Problem;
 use super::safety::resolve_entry_point;
 use super::schema::{self, Parameters};
@@ -75,8 +76,10 @@ pub(crate) fn load(
     pack_ref: &str,
     pack_dir: &Path,
     problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
 ) -> Option<ActionManifest> {
     let doc = Doc::read(file, problems)?;
+    warnings.extend(fields::action_warnings(&doc));
     let before = problems.len();
     let stem = file
         .file_stem()
@@ -224,6 +227,51 @@ fn describe(value: &Value) -> String {
     }
 }
 
+/// The action file of `name` in a pack: `actions/<name>.yaml` or `actions/<name>.yml`; both
+/// is a problem naming both (neither may silently win).
+pub(crate) fn action_file(pack_dir: &Path, name: &str) -> Result<Option<PathBuf>, Problem> {
+    let [yaml, yml] =
+        ["yaml", "yml"].map(|ext| pack_dir.join("actions").join(format!("{name}.{ext}")));
+    match (yaml.is_file(), yml.is_file()) {
+        (true, true) => Err(duplicate(&yaml, &yml)),
+        (true, false) => Ok(Some(yaml)),
+        (false, true) => Ok(Some(yml)),
+        (false, false) => Ok(None),
+    }
+}
+
+/// The action files without those whose name another file has too (`a.yaml` beside `a.yml`),
+/// and a problem for each such pair.
+pub(crate) fn without_duplicates(files: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<Problem>) {
+    let stem = |file: &PathBuf| file.file_stem().map(|s| s.to_os_string());
+    let mut problems = Vec::new();
+    let mut kept = Vec::new();
+    for file in &files {
+        let twins: Vec<&PathBuf> = files
+            .iter()
+            .filter(|other| stem(other) == stem(file))
+            .collect();
+        match twins.as_slice() {
+            [_] => kept.push(file.clone()),
+            [first, second, ..] if *first == file => problems.push(duplicate(first, second)),
+            _ => {}
+        }
+    }
+    (kept, problems)
+}
+
+fn duplicate(first: &Path, second: &Path) -> Problem {
+    Problem {
+        file: first.to_path_buf(),
+        line: None,
+        field: None,
+        message: format!(
+            "{} defines the same action too; keep one of them",
+            second.display()
+        ),
+    }
+}
+
 /// The action files of a pack: `actions/*.yaml` and `actions/*.yml`, sorted.
 pub(crate) fn action_files(pack_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(pack_dir.join("actions"))?
@@ -252,7 +300,10 @@ mod tests {
         let file = pack.join("actions/a.yaml");
         std::fs::write(&file, text).expect("write");
         let mut problems = Vec::new();
-        (load(&file, "p", &pack, &mut problems), problems)
+        (
+            load(&file, "p", &pack, &mut problems, &mut Vec::new()),
+            problems,
+        )
     }
 
     #[test]

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use serde_yaml::{Mapping, Value};
 
 use super::problem::{Problem, locate, raw_value};
+use crate::input;
 
 /// Pack YAML files larger than this are refused rather than parsed.
-const MAX_YAML_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_YAML_BYTES: u64 = 1024 * 1024;
 
 /// A parsed YAML mapping and what is needed to report problems in it.
 pub(crate) struct Doc {
@@ -31,21 +32,10 @@ impl Doc {
                 message,
             })
         };
-        match std::fs::metadata(file) {
-            Ok(meta) if meta.len() > MAX_YAML_BYTES => {
-                problem(None, format!("larger than {MAX_YAML_BYTES} bytes"));
-                return None;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                problem(None, format!("cannot read: {e}"));
-                return None;
-            }
-        }
-        let text = match std::fs::read_to_string(file) {
+        let text = match input::read_yaml(file, MAX_YAML_BYTES) {
             Ok(text) => text,
             Err(e) => {
-                problem(None, format!("cannot read: {e}"));
+                problem(e.line, crate::error_text::chain(&e.reason));
                 return None;
             }
         };
@@ -82,6 +72,11 @@ impl Doc {
             field: Some(field.to_string()),
             message: message.into(),
         }
+    }
+
+    /// The top-level keys, as written (other keys than text as YAML writes them).
+    pub fn keys(&self) -> Vec<String> {
+        self.map.keys().map(super::fields::key_text).collect()
     }
 
     /// A top-level field's value.
@@ -264,6 +259,21 @@ mod tests {
         assert_eq!(problems[0].field.as_deref(), Some("keywords"));
         assert_eq!(problems[0].line, Some(4));
         assert!(problems[0].message.contains("conflicts with `tags`"));
+    }
+
+    #[test]
+    fn deep_nesting_and_non_files_are_refused_naming_file_and_line() {
+        let nested = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        let (doc, problems) = doc(&format!("ref: a\ntags: {nested}\n"));
+        assert!(doc.is_none());
+        assert_eq!(problems[0].line, Some(2), "{problems:?}");
+        assert_eq!(problems[0].message, "nested deeper than 64 levels");
+        let mut problems = Vec::new();
+        assert!(Doc::read(Path::new("/dev/zero"), &mut problems).is_none());
+        assert_eq!(
+            problems[0].message,
+            "expected a regular file, found a character device"
+        );
     }
 
     #[test]

@@ -6,16 +6,22 @@
 
 use std::path::{Path, PathBuf};
 
+use dependencies::{Installer, Manifests};
+
 mod action;
+pub mod dependencies;
 mod doc;
+mod fields;
 mod manifest;
 pub mod params;
 mod problem;
 pub mod safety;
 pub mod schema;
+pub mod testing;
 pub mod validate;
 
 pub use action::{ActionManifest, OutputFormat, ParameterDelivery, ParameterFormat};
+pub(crate) use doc::MAX_YAML_BYTES;
 pub use manifest::PackManifest;
 pub use problem::Problem;
 pub(crate) use problem::locate;
@@ -58,7 +64,23 @@ pub struct LoadedAction {
     pub pack_dir: PathBuf,
     /// `<pack>.<action>`.
     pub action_ref: String,
+    /// The action's file.
+    pub action_file: PathBuf,
     pub action: ActionManifest,
+    /// Fields of `pack.yaml` and the action file that packbox does not know (ignored).
+    pub warnings: Vec<Problem>,
+}
+
+impl LoadedAction {
+    /// The dependencies of the action's pack for the catalog runtime `runtime` (`python`,
+    /// `node`); `None` when that runtime installs none or the pack declares none.
+    pub fn dependencies(&self, runtime: &str) -> Result<Option<Manifests>, PackError> {
+        match Installer::for_runtime(runtime) {
+            Some(installer) => dependencies::read(&self.pack_dir, &self.pack, installer)
+                .map_err(PackError::Invalid),
+            None => Ok(None),
+        }
+    }
 }
 
 /// Loads `PACK.ACTION` from a packs folder (one sub-folder per pack, named after its ref): the
@@ -79,35 +101,51 @@ pub fn load_action(packs_dir: &Path, action_ref: &str) -> Result<LoadedAction, P
             packs_dir: packs_dir.to_path_buf(),
         });
     }
-    let action_file = ["yaml", "yml"]
-        .iter()
-        .map(|ext| {
-            pack_dir
-                .join("actions")
-                .join(format!("{action_name}.{ext}"))
-        })
-        .find(|file| file.is_file())
+    let action_file = action::action_file(&pack_dir, action_name)
+        .map_err(|problem| PackError::Invalid(vec![problem]))?
         .ok_or_else(|| PackError::UnknownAction {
             pack: pack_name.to_string(),
             action: action_name.to_string(),
             path: pack_dir.join("actions").join(format!("{action_name}.yaml")),
         })?;
     let mut problems = Vec::new();
-    let (pack_dir, pack) = validate::load_pack_manifest(&pack_dir, &mut problems);
-    let action = action::load(&action_file, pack_name, &pack_dir, &mut problems);
+    let mut warnings = Vec::new();
+    let (pack_dir, pack) = validate::load_pack_manifest(&pack_dir, &mut problems, &mut warnings);
+    let action = action::load(
+        &action_file,
+        pack_name,
+        &pack_dir,
+        &mut problems,
+        &mut warnings,
+    );
     match (pack, action) {
         (Some(pack), Some(action)) if problems.is_empty() => Ok(LoadedAction {
             pack,
             pack_dir,
             action_ref: action_ref.to_string(),
+            action_file,
             action,
+            warnings,
         }),
         _ => Err(PackError::Invalid(problems)),
     }
 }
 
+/// An action [`load_packs`] could not load, or a pack none of whose actions could be.
+#[derive(Debug)]
+pub struct Unloadable {
+    pub pack: String,
+    /// `PACK.ACTION`, when the problem is with one action.
+    pub action: Option<String>,
+    pub error: PackError,
+}
+
 /// Every action of the named packs (all packs of the folder when none is named), in name order.
-pub fn load_packs(packs_dir: &Path, names: &[String]) -> Result<Vec<LoadedAction>, PackError> {
+/// A bad pack or action does not hide the good ones: each is loaded or says why not.
+pub fn load_packs(
+    packs_dir: &Path,
+    names: &[String],
+) -> Result<Vec<Result<LoadedAction, Unloadable>>, PackError> {
     if !packs_dir.is_dir() {
         return Err(PackError::PacksDirMissing(packs_dir.to_path_buf()));
     }
@@ -130,16 +168,32 @@ pub fn load_packs(packs_dir: &Path, names: &[String]) -> Result<Vec<LoadedAction
     for pack in names {
         let pack_dir = packs_dir.join(&pack);
         if !safety::is_pack_ref(&pack) || !pack_dir.join("pack.yaml").is_file() {
-            return Err(PackError::UnknownPack {
+            actions.push(Err(Unloadable {
+                error: PackError::UnknownPack {
+                    pack: pack.clone(),
+                    packs_dir: packs_dir.to_path_buf(),
+                },
                 pack,
-                packs_dir: packs_dir.to_path_buf(),
-            });
+                action: None,
+            }));
+            continue;
         }
-        // A pack without an actions folder simply has no actions.
-        for file in action::action_files(&pack_dir).unwrap_or_default() {
-            if let Some(name) = file.file_stem().and_then(|stem| stem.to_str()) {
-                actions.push(load_action(packs_dir, &format!("{pack}.{name}"))?);
-            }
+        // A pack without an actions folder simply has no actions; one name twice, once.
+        let mut stems: Vec<String> = action::action_files(&pack_dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|file| file.file_stem()?.to_str().map(str::to_string))
+            .collect();
+        stems.dedup();
+        for name in stems {
+            let action_ref = format!("{pack}.{name}");
+            actions.push(
+                load_action(packs_dir, &action_ref).map_err(|error| Unloadable {
+                    pack: pack.clone(),
+                    action: Some(action_ref),
+                    error,
+                }),
+            );
         }
     }
     Ok(actions)

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::schema::{ParamType, ParameterSpec, Parameters};
+use crate::input::{self, InputError};
 
 /// Parameters files larger than this are refused.
 const MAX_PARAMS_FILE_BYTES: u64 = 16 * 1024 * 1024;
@@ -18,6 +19,8 @@ pub enum ParamError {
     Malformed(String),
     #[error("parameters file {file}: {expected}")]
     File { file: PathBuf, expected: String },
+    #[error("parameters file {0}")]
+    Unreadable(#[from] InputError),
     #[error("invalid parameters for action {action}: {}", .issues.join("; "))]
     Invalid { action: String, issues: Vec<String> },
 }
@@ -43,13 +46,7 @@ pub fn read_file(file: &Path) -> Result<Map<String, Value>, ParamError> {
         file: file.to_path_buf(),
         expected,
     };
-    let size = std::fs::metadata(file)
-        .map_err(|e| refuse(format!("cannot read: {e}")))?
-        .len();
-    if size > MAX_PARAMS_FILE_BYTES {
-        return Err(refuse(format!("larger than {MAX_PARAMS_FILE_BYTES} bytes")));
-    }
-    let text = std::fs::read_to_string(file).map_err(|e| refuse(format!("cannot read: {e}")))?;
+    let text = input::read_yaml(file, MAX_PARAMS_FILE_BYTES)?;
     // YAML reads JSON too. Its messages give positions, not content, so secrets stay unshown.
     match serde_yaml::from_str::<Value>(&text) {
         Ok(Value::Object(map)) => Ok(map),
@@ -423,6 +420,11 @@ mod tests {
         assert!(
             err.to_string().contains("missing.json: cannot read"),
             "{err}"
+        );
+        let err = read_file(Path::new("/dev/zero")).expect_err("a device");
+        assert_eq!(
+            err.to_string(),
+            "parameters file /dev/zero: expected a regular file, found a character device"
         );
     }
 }

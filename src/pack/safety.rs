@@ -29,13 +29,26 @@ pub fn is_action_name(text: &str) -> bool {
 /// The file an `entry_point` names, which must stay inside `<pack>/actions/`; the error says
 /// what was expected. `pack_dir` must be canonical.
 pub fn resolve_entry_point(pack_dir: &Path, entry_point: &str) -> Result<PathBuf, String> {
-    let relative = Path::new(entry_point);
-    if entry_point.trim().is_empty() {
-        return Err("expected a file name relative to actions/, found nothing".into());
+    resolve_under(&pack_dir.join("actions"), "actions/", entry_point)
+}
+
+/// A file named relative to the pack root (a test runner's entry point), which must stay inside
+/// the pack; the error says what was expected. `pack_dir` must be canonical.
+pub fn resolve_in_pack(pack_dir: &Path, path: &str) -> Result<PathBuf, String> {
+    resolve_under(pack_dir, "the pack folder", path)
+}
+
+/// A file named relative to `base`, which it may not leave (`shown` names `base` in messages).
+fn resolve_under(base: &Path, shown: &str, named: &str) -> Result<PathBuf, String> {
+    let relative = Path::new(named);
+    if named.trim().is_empty() {
+        return Err(format!(
+            "expected a file name relative to {shown}, found nothing"
+        ));
     }
     if relative.is_absolute() {
         return Err(format!(
-            "expected a path relative to actions/, found the absolute path {entry_point}"
+            "expected a path relative to {shown}, found the absolute path {named}"
         ));
     }
     if relative
@@ -43,17 +56,16 @@ pub fn resolve_entry_point(pack_dir: &Path, entry_point: &str) -> Result<PathBuf
         .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
     {
         return Err(format!(
-            "expected a path inside actions/, but {entry_point} climbs out with `..`"
+            "expected a path inside {shown}, but {named} climbs out with `..`"
         ));
     }
-    let actions = pack_dir.join("actions");
-    let path = actions.join(relative);
+    let path = base.join(relative);
     let Ok(real) = path.canonicalize() else {
         return Err(format!("{} does not exist", path.display()));
     };
-    if !real.starts_with(&actions) {
+    if !real.starts_with(base) {
         return Err(format!(
-            "expected a file inside actions/, but {} leads to {} through a symlink",
+            "expected a file inside {shown}, but {} leads to {} through a symlink",
             path.display(),
             real.display()
         ));

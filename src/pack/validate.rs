@@ -18,6 +18,8 @@ pub struct PackReport {
     /// The actions that loaded without problems, with the file each came from.
     pub actions: Vec<(PathBuf, ActionManifest)>,
     pub problems: Vec<Problem>,
+    /// What packbox does not know (fields it ignores): said, but no reason to refuse the pack.
+    pub warnings: Vec<Problem>,
 }
 
 /// Checks `dir`: one pack (it holds `pack.yaml`) or a folder of packs (its sub-folders that do).
@@ -45,6 +47,7 @@ pub fn validate(dir: &Path) -> Vec<PackReport> {
             dir: dir.to_path_buf(),
             pack: None,
             actions: Vec::new(),
+            warnings: Vec::new(),
             problems: vec![Problem {
                 file: dir.to_path_buf(),
                 line: None,
@@ -62,7 +65,8 @@ pub fn validate(dir: &Path) -> Vec<PackReport> {
 /// Checks one pack folder and every action in it.
 pub fn validate_pack(dir: &Path) -> PackReport {
     let mut problems = Vec::new();
-    let (pack_dir, pack) = load_pack_manifest(dir, &mut problems);
+    let mut warnings = Vec::new();
+    let (pack_dir, pack) = load_pack_manifest(dir, &mut problems, &mut warnings);
     // Action refs are checked against the pack's ref, or the folder's name when that is unreadable.
     let pack_ref = pack
         .as_ref()
@@ -79,9 +83,13 @@ pub fn validate_pack(dir: &Path) -> PackReport {
             Vec::new()
         }
     };
+    let (files, duplicates) = action::without_duplicates(files);
+    problems.extend(duplicates);
     let mut actions = Vec::new();
     for file in files {
-        let Some(manifest) = action::load(&file, &pack_ref, &pack_dir, &mut problems) else {
+        let Some(manifest) =
+            action::load(&file, &pack_ref, &pack_dir, &mut problems, &mut warnings)
+        else {
             continue;
         };
         actions.push((file, manifest));
@@ -91,6 +99,7 @@ pub fn validate_pack(dir: &Path) -> PackReport {
         pack,
         actions,
         problems,
+        warnings,
     }
 }
 
@@ -99,7 +108,23 @@ pub fn validate_pack(dir: &Path) -> PackReport {
 pub(crate) fn load_pack_manifest(
     dir: &Path,
     problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
 ) -> (PathBuf, Option<PackManifest>) {
+    // The folder is mounted and checked where it really is: a link would bring in a folder
+    // from anywhere on the host under a pack's name.
+    let named: PathBuf = dir.components().collect(); // without a trailing `/`, which follows links
+    if let Ok(target) = std::fs::read_link(&named) {
+        problems.push(Problem {
+            file: dir.to_path_buf(),
+            line: None,
+            field: None,
+            message: format!(
+                "the pack folder is a symlink (to {}); expected a real folder",
+                target.display()
+            ),
+        });
+        return (dir.to_path_buf(), None);
+    }
     let pack_dir = match dir.canonicalize() {
         Ok(canonical) => canonical,
         Err(e) => {
@@ -114,7 +139,7 @@ pub(crate) fn load_pack_manifest(
     };
     problems.extend(safety::outside_symlinks(&pack_dir));
     let file = pack_dir.join("pack.yaml");
-    let pack = manifest::load(&file, problems);
+    let pack = manifest::load(&file, problems, warnings);
     let folder = folder_name(&pack_dir);
     if let Some(pack) = &pack
         && pack.pack_ref != folder

@@ -56,6 +56,38 @@ thread_local! {
     /// This test's own state folder (each test runs on its own thread, and with nextest in its
     /// own process), removed when the test ends.
     static STATE_DIR: tempfile::TempDir = seeded_state_dir();
+    /// What this test made on the engine, removed when the test ends, passed or failed.
+    static CLEANUP: Cleanup = Cleanup::default();
+}
+
+/// Removes, when the test's thread ends, every container of the packbox processes the test ran
+/// and the images it registered: leftovers never outlive a failing test.
+#[derive(Default)]
+struct Cleanup {
+    pids: std::cell::RefCell<Vec<u32>>,
+    images: std::cell::RefCell<Vec<String>>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for pid in self.pids.borrow().iter() {
+            for id in containers_of(*pid) {
+                let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+            }
+        }
+        for image in self.images.borrow().iter() {
+            let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+        }
+    }
+}
+
+/// Registers an image the test made, to be removed when the test ends, passed or failed.
+pub fn cleanup_image(name: &str) {
+    CLEANUP.with(|c| c.images.borrow_mut().push(name.to_string()));
+}
+
+fn cleanup_containers_of(pid: u32) {
+    CLEANUP.with(|c| c.pids.borrow_mut().push(pid));
 }
 
 /// The state folder of the running test: its own, seeded with a probe cache so that tests do
@@ -109,6 +141,7 @@ pub fn packbox(args: &[&str], env: &[(&str, &str)]) -> Finished {
         .spawn()
         .expect("the packbox binary starts");
     let pid = child.id();
+    cleanup_containers_of(pid);
     let output = child.wait_with_output().expect("packbox finishes");
     Finished { output, pid }
 }
@@ -275,13 +308,42 @@ pub fn remove_image(name: &str) {
 
 /// Starts the packbox binary with stdout and stderr piped, without waiting for it.
 pub fn spawn_packbox(args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_packbox"))
+    let child = Command::new(env!("CARGO_BIN_EXE_packbox"))
         .args(args)
         .env("PACKBOX_STATE_DIR", state_dir())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("the packbox binary starts")
+        .expect("the packbox binary starts");
+    cleanup_containers_of(child.id());
+    child
+}
+
+/// Waits (at most a minute) until a container matching every filter (`label=...`) runs;
+/// returns its id.
+pub fn wait_for_running(filters: &[String]) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let mut args = vec!["ps".to_string(), "-q".to_string()];
+        for filter in filters {
+            args.push("--filter".into());
+            args.push(filter.clone());
+        }
+        args.push("--filter".into());
+        args.push("status=running".into());
+        let output = Command::new("docker")
+            .args(&args)
+            .output()
+            .expect("docker ps");
+        if let Some(id) = String::from_utf8_lossy(&output.stdout).lines().next() {
+            return id.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no running container matched {filters:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Waits (at most a minute) until the packbox process `pid` has a container; returns its id.

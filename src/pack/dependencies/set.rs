@@ -1,0 +1,81 @@
+//! A pack's dependency set for one installer: the files that go into the environment build
+//! (and that its key hashes), and what they declare, for listings.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::Requirement;
+
+/// Which installer an environment uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Installer {
+    /// `requirements.txt` into a virtualenv with pip.
+    Pip,
+    /// `package.json` (and `package-lock.json`) into `node_modules` with npm.
+    Npm,
+}
+
+impl Installer {
+    /// The installer for a runtime, if packs of that runtime can have dependencies.
+    pub fn for_runtime(runtime: &str) -> Option<Installer> {
+        match runtime {
+            "python" => Some(Installer::Pip),
+            "node" => Some(Installer::Npm),
+            _ => None,
+        }
+    }
+}
+
+/// The dependency manifests of a pack for one installer: what an environment image installs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifests {
+    pub installer: Installer,
+    /// (file name, bytes) as they go into the build context; the key hashes these.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// What the files declare, with where each was declared: for listings, not for the key.
+    pub requirements: Vec<Requirement>,
+    /// Lines that choose package sources (indexes, links, URLs), credentials masked: refused
+    /// unless the operator allows them.
+    pub sources: Vec<Requirement>,
+}
+
+impl Manifests {
+    /// The hash of the manifests' bytes alone: packs with identical manifests share it.
+    pub fn dependency_hash(&self) -> String {
+        let mut hasher = Sha256::new();
+        for (name, bytes) in &self.files {
+            hasher.update((name.len() as u64).to_le_bytes());
+            hasher.update(name.as_bytes());
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        }
+        hex::encode(hasher.finalize())
+    }
+
+    /// Whether a file of that name is among them (`package-lock.json`).
+    pub fn has_file(&self, name: &str) -> bool {
+        self.files.iter().any(|(n, _)| n == name)
+    }
+
+    /// What a listing shows of it: installer, files, requirements with their places, and hash.
+    pub fn summary(&self) -> DependencySummary<'_> {
+        DependencySummary {
+            installer: self.installer,
+            files: self.files.iter().map(|(name, _)| name.as_str()).collect(),
+            requirements: &self.requirements,
+            sources: &self.sources,
+            dependency_hash: self.dependency_hash(),
+        }
+    }
+}
+
+/// The dependency set of an environment as `pack validate` and `actions list --json` show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DependencySummary<'a> {
+    pub installer: Installer,
+    pub files: Vec<&'a str>,
+    pub requirements: &'a [Requirement],
+    pub sources: &'a [Requirement],
+    pub dependency_hash: String,
+}
