@@ -7,8 +7,6 @@
 //! the test panics; one whose process was killed counts as released at the next acquire, release
 //! or `scripts/dind sweep` (which `scripts/test` runs at the end).
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,17 +34,23 @@ pub struct Dind {
 
 static LEASES: AtomicUsize = AtomicUsize::new(0);
 
+/// One engine per checkout and flavour, so that worktrees testing at once do not share:
+/// `test-<first 8 hex digits of the SHA-256 of the checkout's path>[-userns]`, which
+/// scripts/test computes the same way to hold the engine for a whole run.
+pub fn engine_name(flavour: Flavour) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(repo_root().to_string_lossy().as_bytes());
+    let suffix = match flavour {
+        Flavour::Plain => "",
+        Flavour::UsernsRemap => "-userns",
+    };
+    format!("test-{}{suffix}", &hex::encode(digest)[..8])
+}
+
 impl Dind {
     /// Starts the engine of this flavour unless it runs already, and holds a lease on it.
     pub fn acquire(flavour: Flavour) -> Dind {
-        // One engine per checkout and flavour: worktrees running tests at once do not share.
-        let mut hasher = DefaultHasher::new();
-        repo_root().hash(&mut hasher);
-        let suffix = match flavour {
-            Flavour::Plain => "",
-            Flavour::UsernsRemap => "-userns",
-        };
-        let name = format!("test-{:08x}{suffix}", hasher.finish() as u32);
+        let name = engine_name(flavour);
         let lease = format!(
             "{}-{}",
             std::process::id(),
