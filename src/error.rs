@@ -2,6 +2,7 @@
 //! packbox and the engine), which decides the exit code. Stages never import this module: they
 //! return their own errors, which this one wraps.
 
+use crate::base_image::BaseImageError;
 use crate::catalog::CatalogError;
 use crate::engine::EngineError;
 use crate::envimage::EnvError;
@@ -48,6 +49,9 @@ pub enum Error {
     /// The pack could not be delivered to the engine by volume.
     #[error(transparent)]
     Delivery(Box<DeliveryError>),
+    /// A base image could not be imported.
+    #[error(transparent)]
+    BaseImage(Box<BaseImageError>),
 }
 
 /// Stage errors are boxed inside [`Error`] so that results stay small on the hot path.
@@ -70,6 +74,7 @@ boxed_from!(
     Run(RunError),
     Copy(CopyError),
     Delivery(DeliveryError),
+    BaseImage(BaseImageError),
 );
 
 /// Who has to act to fix an error.
@@ -115,6 +120,7 @@ impl Error {
                 Fault::Cancelled
             }
             Error::Copy(copy) if matches!(copy.as_ref(), CopyError::Cancelled) => Fault::Cancelled,
+            Error::BaseImage(base) if base.is_input() => Fault::Input,
             Error::Delivery(delivery)
                 if matches!(
                     delivery.as_ref(),
@@ -133,7 +139,8 @@ impl Error {
             | Error::Image(_)
             | Error::Run(_)
             | Error::Copy(_)
-            | Error::Delivery(_) => Fault::Engine,
+            | Error::Delivery(_)
+            | Error::BaseImage(_) => Fault::Engine,
         }
     }
 

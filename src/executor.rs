@@ -6,7 +6,7 @@
 //! Leftovers of crashed packbox processes are swept once, in the background, when an executor
 //! starts; never on a run's path.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::base_image::{self, BaseImage};
 use crate::catalog::Catalog;
 use crate::contract::Outcome;
 use crate::contract::result::{self, RunFacts};
@@ -439,6 +440,24 @@ impl Executor {
         Ok(owner::sweep_orphans(self.engine.as_ref()).await?)
     }
 
+    /// Makes sure the engine has `packbox/base:SUITE` for each `(suite, tarball)`, importing the
+    /// root file system tarball through the API where it does not (for an engine without a
+    /// registry that cannot see this machine's files).
+    pub async fn import_base_images(
+        &self,
+        bases: &[(String, PathBuf)],
+    ) -> Result<Vec<BaseImage>, Error> {
+        let mut imported = Vec::new();
+        for (suite, rootfs) in bases {
+            let base = base_image::ensure(self.engine.as_ref(), suite, rootfs);
+            imported.push(tokio::select! {
+                base = base => base?,
+                () = self.shutdown.cancelled() => return Err(PrepareError::Cancelled.into()),
+            });
+        }
+        Ok(imported)
+    }
+
     /// Streams images from this executor's engine into the engine at `target`, skipping those it
     /// has; `images` empty means the catalog's runtime images and every environment image.
     pub async fn copy_images_to(
@@ -629,7 +648,9 @@ impl Executor {
         mut on_event: impl FnMut(ImageEvent<'_>) + Send,
     ) -> Result<(), Error> {
         let catalog = &self.catalog;
-        for runtime in catalog.runtimes() {
+        // The runtimes the settings select (PACKBOX_RUNTIMES), as for verification.
+        let runtimes = probe::filter_runtimes(catalog, self.settings.runtimes.as_deref())?;
+        for runtime in runtimes {
             for version in &runtime.versions {
                 on_event(ImageEvent::Checking {
                     image: &version.image,

@@ -20,6 +20,7 @@
 //! engine (the seam: ContainerEngine; DockerEngine; a recording fake in tests)
 //! ```
 
+mod base_image;
 mod catalog;
 mod check;
 mod contract;
@@ -46,6 +47,7 @@ mod settings;
 mod state;
 mod version;
 
+pub use base_image::{BaseImage, BaseImageError};
 pub use catalog::{Catalog, CatalogError, NoMatchingVersion};
 pub use check::{CheckedAction, CheckedPack, check_packs};
 pub use contract::scrub::StreamScrubber;

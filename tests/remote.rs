@@ -914,3 +914,107 @@ fn the_engine_flag_names_the_engine_and_a_bad_one_exits_2() {
         run.stderr()
     );
 }
+
+#[test]
+fn images_build_imports_the_base_and_builds_recipes_through_the_remote_engines_api() {
+    require_engine();
+    let dind = Dind::acquire(Flavour::Plain);
+    let base = "packbox/base:bookworm";
+    let tiny = "packbox-test/tiny:1.0";
+    let _base = DindImage(&dind, base);
+    let _tiny = DindImage(&dind, tiny);
+    let _ = dind.docker(&["rmi", "-f", tiny, base]);
+
+    // A root file system tarball of the Debian base, as `images/bootstrap-base --tar` makes.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rootfs = dir.path().join("bookworm.tar");
+    let created = std::process::Command::new("docker")
+        .args(["create", base, "true"])
+        .output()
+        .expect("docker create");
+    assert!(created.status.success());
+    let id = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    let exported = std::process::Command::new("docker")
+        .args(["export", "-o", &rootfs.to_string_lossy(), &id])
+        .status()
+        .expect("docker export");
+    let _ = std::process::Command::new("docker")
+        .args(["rm", &id])
+        .output();
+    assert!(exported.success());
+
+    let catalog = repo_root().join("tests/fixtures/remote-catalog");
+    let catalog = catalog.to_string_lossy().into_owned();
+    let rootfs_arg = format!("bookworm={}", rootfs.display());
+    let run = dind.packbox(
+        &[
+            "--catalog",
+            &catalog,
+            "images",
+            "build",
+            "--base-rootfs",
+            &rootfs_arg,
+        ],
+        &[("PACKBOX_RUNTIMES", "tiny")],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("packbox/base:bookworm: imported"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("packbox-test/tiny:1.0: built"), "{stderr}");
+    assert_eq!(
+        dind.docker_ok(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"packbox.kind\"}}",
+            base
+        ]),
+        vec!["base".to_string()]
+    );
+    let content = dind.docker_ok(&["run", "--rm", tiny, "cat", "/tiny-version"]);
+    assert_eq!(content, vec!["1.0.0".to_string()]);
+
+    // Again: the base is there, nothing is imported or built.
+    let again = dind.packbox(
+        &[
+            "--catalog",
+            &catalog,
+            "images",
+            "build",
+            "--base-rootfs",
+            &rootfs_arg,
+        ],
+        &[("PACKBOX_RUNTIMES", "tiny")],
+    );
+    assert_eq!(again.code(), 0, "{}", again.stderr());
+    assert!(
+        again.stderr().contains("packbox/base:bookworm: present"),
+        "{}",
+        again.stderr()
+    );
+
+    // A tarball that is not there: one line naming it, exit 2.
+    let _ = dind.docker(&["rmi", "-f", tiny, base]);
+    let missing = dind.packbox(
+        &[
+            "--catalog",
+            &catalog,
+            "images",
+            "build",
+            "--base-rootfs",
+            "bookworm=/nonexistent/bookworm.tar",
+        ],
+        &[("PACKBOX_RUNTIMES", "tiny")],
+    );
+    assert_eq!(missing.code(), 2, "{}", missing.stderr());
+    assert!(
+        missing.stderr().contains("/nonexistent/bookworm.tar"),
+        "{}",
+        missing.stderr()
+    );
+    let images = dind.docker_ok(&["images", "-q", base]);
+    assert!(images.is_empty(), "nothing imported: {images:?}");
+}

@@ -2,6 +2,7 @@
 //! copied to an engine that has no registry.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -15,11 +16,17 @@ use super::{EXIT_INPUT, render, signals};
 /// Subcommands of `packbox images`.
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
-    /// Build every runtime image of the catalog that the engine does not have (idempotent).
+    /// Build every runtime image of the catalog (those of $PACKBOX_RUNTIMES, when set) that the
+    /// engine does not have (idempotent).
     Build {
         /// Print each build's output lines as well.
         #[arg(long)]
         verbose: bool,
+        /// Import a Debian root file system tarball as packbox/base:SUITE through the engine's
+        /// API when the engine lacks it (for an engine without a registry; make the tarball with
+        /// `images/bootstrap-base --tar DIR SUITE`). Repeatable.
+        #[arg(long, value_name = "SUITE=FILE", value_parser = parse_base_rootfs)]
+        base_rootfs: Vec<(String, PathBuf)>,
     },
     /// Stream images from this engine into another one (no registry needed), skipping those
     /// it already has (same image id).
@@ -40,7 +47,10 @@ pub enum ImagesCommand {
 /// Runs an `images` subcommand.
 pub async fn execute(command: ImagesCommand, global: &GlobalArgs) -> ExitCode {
     match command {
-        ImagesCommand::Build { verbose } => match build(verbose, global).await {
+        ImagesCommand::Build {
+            verbose,
+            base_rootfs,
+        } => match build(verbose, &base_rootfs, global).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => render::report(&error, false),
         },
@@ -54,7 +64,23 @@ pub async fn execute(command: ImagesCommand, global: &GlobalArgs) -> ExitCode {
     }
 }
 
-async fn build(verbose: bool, global: &GlobalArgs) -> Result<(), Error> {
+/// `SUITE=FILE` of `--base-rootfs`.
+fn parse_base_rootfs(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((suite, file)) if !suite.is_empty() && !file.is_empty() => {
+            Ok((suite.to_string(), PathBuf::from(file)))
+        }
+        _ => Err(format!(
+            "`{text}`: expected SUITE=FILE, e.g. bookworm=/tmp/bookworm.tar"
+        )),
+    }
+}
+
+async fn build(
+    verbose: bool,
+    base_rootfs: &[(String, PathBuf)],
+    global: &GlobalArgs,
+) -> Result<(), Error> {
     let settings = options::resolve(global)?;
     let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
     let shutdown = CancellationToken::new();
@@ -62,6 +88,18 @@ async fn build(verbose: bool, global: &GlobalArgs) -> Result<(), Error> {
     let executor = Executor::connect(settings, catalog)
         .await?
         .with_shutdown(shutdown);
+    match executor.import_base_images(base_rootfs).await {
+        Ok(bases) => {
+            for base in bases {
+                let what = if base.imported { "imported" } else { "present" };
+                eprintln!("{}: {what} {}", base.tag, base.id);
+            }
+        }
+        Err(error) => {
+            executor.close().await;
+            return Err(error);
+        }
+    }
     let built = executor
         .build_runtime_images(|event| match event {
             ImageEvent::Checking { image } => eprintln!("{image}: checking"),
