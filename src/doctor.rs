@@ -221,7 +221,11 @@ async fn engine_check(engine: &dyn ContainerEngine) -> Check {
                 ),
                 format!(
                     "OCI runtimes {} (default {})",
-                    info.oci_runtimes.join(", "),
+                    info.oci_runtimes
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     info.default_runtime
                 ),
                 format!("security options {}", info.security_options.join("; ")),

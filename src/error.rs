@@ -13,6 +13,7 @@ use crate::plan::PlanError;
 use crate::prepare::PrepareError;
 use crate::probe::UnknownRuntimeFilter;
 use crate::runtime_image::ImageError;
+use crate::sandbox::gvisor::GvisorError;
 use crate::settings::SettingsError;
 
 /// Any error packbox's library can return.
@@ -30,6 +31,9 @@ pub enum Error {
     /// The operator asked for an OCI runtime the engine does not have.
     #[error("OCI runtime `{wanted}` is not available on this engine (available: {available})")]
     OciRuntimeMissing { wanted: String, available: String },
+    /// gVisor, as the engine registered it, cannot sandbox the run as asked.
+    #[error(transparent)]
+    Gvisor(#[from] GvisorError),
     /// The sandbox asks for more CPUs than the engine has.
     #[error("sandbox.cpus = {wanted}: the engine has only {available} CPUs")]
     TooManyCpus { wanted: f64, available: i64 },
@@ -129,6 +133,8 @@ impl Error {
             {
                 Fault::Input
             }
+            Error::Gvisor(gvisor) if gvisor.is_input() => Fault::Input,
+            Error::Gvisor(_) => Fault::Engine,
             Error::Settings(_)
             | Error::Plan(_)
             | Error::RuntimeFilter(_)
@@ -164,6 +170,12 @@ impl Error {
             Error::Settings(settings) if settings.endpoint_hint().is_some() => {
                 settings.endpoint_hint()
             }
+            Error::OciRuntimeMissing { wanted, .. } if wanted == "runsc" => Some(
+                "scripts/ensure-docker --with-gvisor installs gVisor and registers it as runsc",
+            ),
+            Error::Gvisor(gvisor) if !gvisor.is_input() => Some(
+                "scripts/ensure-docker --with-gvisor registers runsc with --network=none --oci-seccomp",
+            ),
             Error::Settings(settings)
                 if matches!(settings.as_ref(), SettingsError::Weaker { .. }) =>
             {

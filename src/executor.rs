@@ -37,6 +37,10 @@ use crate::plan::{RunPlan, resolve_runtime};
 use crate::prepare::{self, PrepareError, Preparer};
 use crate::probe::{self, ProbeCache, VersionStatus};
 use crate::runtime_image::{self, ImageState};
+use crate::sandbox::SandboxPolicy;
+use crate::sandbox::gvisor::{self, GvisorError};
+use crate::sandbox::isolation::IsolationLevel;
+use crate::sandbox::seccomp::Kernel;
 use crate::settings::{PackDelivery, Settings};
 
 pub use crate::prepare::PrepareEvent;
@@ -163,7 +167,7 @@ impl Executor {
         let span = tracing::info_span!("run", action = plan.action_ref());
         async {
             let started = Instant::now();
-            self.check_policy(plan).await?;
+            let kernel = self.check_policy(plan.action_ref(), plan.policy()).await?;
             let preparer = self.preparer();
             let statuses = preparer.verified_versions(&plan.runtime).await?;
             let constraint = plan.action.action.runtime_version.as_ref();
@@ -202,7 +206,7 @@ impl Executor {
             );
             let pack_volume = self.pack_volume(plan, &prepared.image).await?;
             let (exec_id, container, stdin) = self
-                .container_for(plan, &prepared.image, pack_volume.as_deref())
+                .container_for(plan, &prepared.image, kernel, pack_volume.as_deref())
                 .await?;
             tracing::debug!(exec_id = %exec_id, container = container.id(), "container started");
             let mut on_output =
@@ -270,12 +274,14 @@ impl Executor {
         &self,
         plan: &RunPlan,
         image: &str,
+        kernel: Kernel,
         pack_volume: Option<&str>,
     ) -> Result<(String, Started, Vec<u8>), Error> {
         let spec_for = |exec_id: &str| {
-            let mut spec =
-                plan.policy
-                    .container_spec(plan.workload(exec_id, image, &self.owner, pack_volume));
+            let mut spec = plan.policy.container_spec(
+                plan.workload(exec_id, image, &self.owner, pack_volume),
+                kernel,
+            );
             if self.pool.is_some() {
                 spec.cmd = pool::wait_for_go(spec.cmd);
             }
@@ -379,20 +385,43 @@ impl Executor {
             .await?)
     }
 
-    /// Refuses a sandbox the engine cannot give: an OCI runtime it lacks, more CPUs than it has.
-    async fn check_policy(&self, plan: &RunPlan) -> Result<(), Error> {
-        let policy = plan.policy();
+    /// Refuses a sandbox the engine cannot give: an OCI runtime it lacks, a gVisor that could
+    /// not sandbox the run as asked, a strict run on anything but gVisor, more CPUs than it
+    /// has. Says which kernel will answer the action's calls.
+    async fn check_policy(
+        &self,
+        action_ref: &str,
+        policy: &SandboxPolicy,
+    ) -> Result<Kernel, Error> {
         if policy.oci_runtime.is_none() && policy.cpus <= 1.0 {
-            return Ok(());
+            return Ok(Kernel::Host);
         }
         let info = self.engine_info().await?;
-        if let Some(wanted) = &policy.oci_runtime
-            && !info.oci_runtimes.iter().any(|r| r == wanted)
-        {
-            return Err(Error::OciRuntimeMissing {
-                wanted: wanted.clone(),
-                available: info.oci_runtimes.join(", "),
-            });
+        let mut kernel = Kernel::Host;
+        if let Some(wanted) = &policy.oci_runtime {
+            match info.oci_runtimes.iter().find(|r| &r.name == wanted) {
+                None => {
+                    let available: Vec<&str> =
+                        info.oci_runtimes.iter().map(|r| r.name.as_str()).collect();
+                    return Err(Error::OciRuntimeMissing {
+                        wanted: wanted.clone(),
+                        available: available.join(", "),
+                    });
+                }
+                Some(runtime) if gvisor::is_gvisor(runtime) => {
+                    gvisor::check(runtime, policy)?;
+                    kernel = Kernel::Gvisor;
+                }
+                Some(runtime) if policy.isolation.level == IsolationLevel::Strict => {
+                    return Err(GvisorError::StrictNeedsGvisor {
+                        action: action_ref.to_string(),
+                        runtime: runtime.name.clone(),
+                        path: runtime.path.clone(),
+                    }
+                    .into());
+                }
+                Some(_) => {}
+            }
         }
         if info.cpus > 0 && policy.cpus > info.cpus as f64 {
             return Err(Error::TooManyCpus {
@@ -400,7 +429,7 @@ impl Executor {
                 available: info.cpus,
             });
         }
-        Ok(())
+        Ok(kernel)
     }
 
     /// The decision a run of `action_ref` would take, without running it: runtime, constraint,
@@ -415,6 +444,11 @@ impl Executor {
             action_ref,
         )
         .await
+        .map_err(|e| match e {
+            explain::ExplainError::Plan(e) => e.into(),
+            explain::ExplainError::Prepare(e) => e.into(),
+            explain::ExplainError::Engine(e) => e.into(),
+        })
     }
 
     /// Runs a pack's tests (see [`crate::plan_tests`]), each runner in a fresh container on the
@@ -424,15 +458,22 @@ impl Executor {
         plan: &TestPlan,
         on_event: impl FnMut(TestEvent<'_>) + Send,
     ) -> Result<TestReport, Error> {
+        let kernel = self.check_policy(plan.pack_ref(), plan.policy()).await?;
         packtest::run_tests(
             &self.preparer(),
             &self.engine,
             &self.owner,
             plan,
+            kernel,
             self.settings.pack_delivery,
             on_event,
         )
         .await
+        .map_err(|e| match e {
+            packtest::TestRunError::Prepare(e) => e.into(),
+            packtest::TestRunError::Run(e) => e.into(),
+            packtest::TestRunError::Delivery(e) => e.into(),
+        })
     }
 
     /// Removes the containers of packbox processes that are gone.
@@ -781,8 +822,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::engine::fake::{BuildScript, Call, Exit, FakeEngine, Program, PullScript};
-    use crate::engine::{ContainerEngine, ContainerSpec, EngineInfo, Signal};
+    use crate::engine::fake::{BuildScript, Call, Exit, FakeEngine, Program};
+    use crate::engine::{ContainerEngine, ContainerSpec, EngineInfo, OciRuntime, Signal};
     use crate::error::Fault;
     use crate::plan::{RunRequest, plan};
     use crate::settings::{Environment, SettingsLayer};
@@ -1161,46 +1202,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn cancelling_while_a_runtime_image_is_pulled_or_built_leaves_no_tag() {
-        for pull_hangs in [true, false] {
-            let fake = engine(Program::default());
-            // The shell image is missing: a pull (hangs, or fails and a build hangs).
-            fake.remove_image("packbox/shell:5.2")
-                .await
-                .expect("removed");
-            if pull_hangs {
-                fake.set_pull(PullScript::Hang);
-            } else {
-                fake.set_build(BuildScript::Hang);
-            }
-            let h = harness(fake, SettingsLayer::default());
-            let shutdown = CancellationToken::new();
-            let executor = Executor::start(
-                h.settings.clone(),
-                Catalog::builtin().expect("catalog"),
-                h.fake.clone(),
-            )
-            .with_shutdown(shutdown.clone());
-            let packs = pack("shell", "a.sh", "", &[]);
-            let plan = plan_for(&h, &packs);
-            let running = executor.run(&plan, |_| {});
-            let cancelling = async {
-                h.fake
-                    .until(|f| {
-                        f.count(|c| matches!(c, Call::Pull(_) | Call::Build(_)))
-                            == if pull_hangs { 1 } else { 2 }
-                    })
-                    .await;
-                shutdown.cancel();
-            };
-            let (result, ()) = tokio::join!(running, cancelling);
-            let err = result.expect_err("cancelled");
-            assert_eq!(err.fault(), Fault::Cancelled, "{err}");
-            assert!(!h.fake.has_image("packbox/shell:5.2"));
-            executor.close().await;
-            h.executor.close().await;
-            assert!(h.fake.container_ids().is_empty());
-        }
+    async fn cancelling_while_a_runtime_image_is_built_leaves_no_tag() {
+        let fake = engine(Program::default());
+        // The shell image is missing: it is built from its recipe (never pulled), and the
+        // build hangs.
+        fake.remove_image("packbox/shell:5.2")
+            .await
+            .expect("removed");
+        fake.set_build(BuildScript::Hang);
+        let h = harness(fake, SettingsLayer::default());
+        let shutdown = CancellationToken::new();
+        let executor = Executor::start(
+            h.settings.clone(),
+            Catalog::builtin().expect("catalog"),
+            h.fake.clone(),
+        )
+        .with_shutdown(shutdown.clone());
+        let packs = pack("shell", "a.sh", "", &[]);
+        let plan = plan_for(&h, &packs);
+        let running = executor.run(&plan, |_| {});
+        let cancelling = async {
+            h.fake
+                .until(|f| f.count(|c| matches!(c, Call::Build(_))) == 1)
+                .await;
+            shutdown.cancel();
+        };
+        let (result, ()) = tokio::join!(running, cancelling);
+        let err = result.expect_err("cancelled");
+        assert_eq!(err.fault(), Fault::Cancelled, "{err}");
+        assert!(!h.fake.has_image("packbox/shell:5.2"));
+        assert_eq!(h.fake.count(|c| matches!(c, Call::Pull(_))), 0);
+        executor.close().await;
+        h.executor.close().await;
+        assert!(h.fake.container_ids().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -1254,6 +1288,72 @@ mod tests {
         h.executor.close().await;
     }
 
+    /// An engine offering runc and a gVisor registered as `scripts/ensure-docker` does.
+    fn with_gvisor(fake: &FakeEngine, runsc_path: &str) {
+        fake.set_info(EngineInfo {
+            server_version: "20.10.24".into(),
+            oci_runtimes: vec![
+                OciRuntime::named("runc"),
+                OciRuntime {
+                    name: "runsc".into(),
+                    path: runsc_path.into(),
+                    args: vec!["--network=none".into(), "--oci-seccomp".into()],
+                },
+            ],
+            cpus: 2,
+            ..EngineInfo::default()
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_strict_action_runs_under_gvisor_with_the_gvisor_profile_and_lower_limits() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        with_gvisor(&h.fake, "/usr/bin/runsc");
+        let packs = pack("shell", "a.sh", "isolation: strict\n", &[]);
+        let outcome = run(&h, &plan_for(&h, &packs)).await.expect("runs");
+        assert_eq!(outcome.status, Status::Succeeded);
+        let creates = action_creates(&h.fake);
+        assert_eq!(creates.len(), 1);
+        let spec = &creates[0];
+        assert_eq!(spec.oci_runtime.as_deref(), Some("runsc"));
+        assert_eq!(spec.memory_bytes, 256 << 20);
+        assert_eq!(spec.pids_limit, 128);
+        let gvisor_profile =
+            crate::sandbox::SeccompProfile::Packbox.engine_json(false, Kernel::Gvisor);
+        assert_eq!(spec.seccomp_profile, gvisor_profile);
+        assert_eq!(outcome.sandbox.isolation.level, IsolationLevel::Strict);
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_strict_action_on_a_runtime_that_is_not_gvisor_is_refused() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        with_gvisor(&h.fake, "/usr/bin/runc");
+        let packs = pack("shell", "a.sh", "isolation: strict\n", &[]);
+        let err = run(&h, &plan_for(&h, &packs))
+            .await
+            .expect_err("not gVisor");
+        assert_eq!(err.fault(), Fault::Input);
+        assert!(err.to_string().contains("needs gVisor"), "{err}");
+        assert!(action_creates(&h.fake).is_empty());
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standard_action_on_runc_gets_the_host_profile() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        with_gvisor(&h.fake, "/usr/bin/runsc");
+        let packs = pack("shell", "a.sh", "", &[]);
+        run(&h, &plan_for(&h, &packs)).await.expect("runs");
+        let spec = &action_creates(&h.fake)[0];
+        assert_eq!(spec.oci_runtime, None);
+        assert_eq!(
+            spec.seccomp_profile,
+            crate::sandbox::SeccompProfile::Packbox.engine_json(false, Kernel::Host)
+        );
+        h.executor.close().await;
+    }
+
     #[tokio::test(start_paused = true)]
     async fn more_cpus_than_the_engine_has_is_an_input_error() {
         let mut layer = SettingsLayer::default();
@@ -1261,7 +1361,7 @@ mod tests {
         let h = harness(engine(Program::default()), layer);
         h.fake.set_info(EngineInfo {
             server_version: "20.10.24".into(),
-            oci_runtimes: vec!["runc".into()],
+            oci_runtimes: vec![OciRuntime::named("runc")],
             cpus: 2,
             ..EngineInfo::default()
         });

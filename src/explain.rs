@@ -13,8 +13,9 @@ use crate::envimage::{EnvRecipe, Manifests, lock_file};
 use crate::lifecycle::owner::Owner;
 use crate::pack;
 use crate::plan::{PlanError, resolve_runtime};
-use crate::prepare::{self, Preparer};
+use crate::prepare::{self, PrepareError, Preparer};
 use crate::probe::VersionStatus;
+use crate::sandbox::seccomp::Kernel;
 use crate::sandbox::{SandboxPolicy, Workload};
 use crate::version::{Constraint, Verdict};
 
@@ -84,6 +85,19 @@ pub struct Lock {
     pub content: String,
 }
 
+/// What kept an explanation from being made: the action (the pack, its runtime), the versions'
+/// verification, or the engine while looking at the environment image.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExplainError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
 /// Explains `action_ref` of `packs_dir`: loads it (no parameters needed), verifies the runtime's
 /// versions as a run would, selects one, and describes the environment.
 pub(crate) async fn explain(
@@ -92,7 +106,7 @@ pub(crate) async fn explain(
     owner: &Owner,
     packs_dir: &Path,
     action_ref: &str,
-) -> Result<Explanation, crate::Error> {
+) -> Result<Explanation, ExplainError> {
     let action = pack::load_action(packs_dir, action_ref).map_err(PlanError::from)?;
     let runtime = resolve_runtime(preparer.catalog, &action)?;
     let dependencies = action
@@ -267,13 +281,17 @@ async fn read_lock(
     let file = lock_file(manifests.installer);
     let mut labels = owner.labels();
     labels.insert("packbox.kind".into(), "explain".into());
-    let spec = policy.container_spec(Workload {
-        image: image.to_string(),
-        cmd: vec!["true".into()],
-        env: Vec::new(),
-        labels,
-        pack: None,
-    });
+    // Never started: which kernel would answer its calls does not matter.
+    let spec = policy.container_spec(
+        Workload {
+            image: image.to_string(),
+            cmd: vec!["true".into()],
+            env: Vec::new(),
+            labels,
+            pack: None,
+        },
+        Kernel::Host,
+    );
     let name = format!("packbox-explain-{}", uuid::Uuid::new_v4());
     let id = engine.create_container(&name, &spec).await?;
     let read = engine.read_file(&id, file, MAX_LOCK_BYTES).await;

@@ -11,14 +11,16 @@ use serde::Serialize;
 use crate::catalog::{Catalog, Runtime};
 use crate::engine::{SharedEngine, StreamKind};
 use crate::envimage::{Installer, Manifests};
+use crate::lifecycle::RunError;
 use crate::lifecycle::owner::Owner;
 use crate::lifecycle::{self, Ending, RunIo, RunLimits};
 use crate::pack::testing::{TestKind, TestRunner};
 use crate::pack::validate::load_pack_manifest;
 use crate::pack::{PackError, Problem, dependencies};
-use crate::pack_volume;
+use crate::pack_volume::{self, DeliveryError};
 use crate::plan::{DEFAULT_TIMEOUT, PlanError};
 use crate::prepare::{self, PrepareError, PrepareEvent, Preparer};
+use crate::sandbox::seccomp::Kernel;
 use crate::sandbox::{PackSource, SandboxPolicy, Workload};
 use crate::settings::{PackDelivery, Settings};
 
@@ -34,6 +36,13 @@ pub struct TestPlan {
     policy: SandboxPolicy,
     grace: Duration,
     max_output: usize,
+}
+
+impl TestPlan {
+    /// The sandbox every runner gets.
+    pub(crate) fn policy(&self) -> &SandboxPolicy {
+        &self.policy
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -186,6 +195,19 @@ pub enum TestEvent<'a> {
     Finished { report: &'a RunnerReport },
 }
 
+/// A test runner that could not run: its image could not be prepared, or the engine failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TestRunError {
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// The pack could not be delivered to the engine by volume.
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+}
+
 /// Runs every runner of a plan, one after the other, each in a fresh container that is removed
 /// afterwards. A runner that fails is a report, not an error; `Err` means a runner could not
 /// run (its image, the engine) or the work was cancelled.
@@ -194,9 +216,10 @@ pub(crate) async fn run_tests(
     engine: &SharedEngine,
     owner: &Owner,
     plan: &TestPlan,
+    kernel: Kernel,
     pack_delivery: PackDelivery,
     mut on_event: impl FnMut(TestEvent<'_>) + Send,
-) -> Result<TestReport, crate::Error> {
+) -> Result<TestReport, TestRunError> {
     let mut reports = Vec::new();
     for planned in &plan.runners {
         let runner = &planned.runner;
@@ -244,7 +267,7 @@ pub(crate) async fn run_tests(
         let exit = lifecycle::run::run_container(
             engine,
             &format!("packbox-test-{exec_id}"),
-            &plan.policy.container_spec(workload),
+            &plan.policy.container_spec(workload, kernel),
             RunIo {
                 stdin: Vec::new(),
                 limits: &limits,

@@ -19,6 +19,7 @@ use crate::pack::params::ParamError;
 use crate::pack::{
     self, LoadedAction, PackError, ParameterDelivery, ParameterFormat, Problem, params,
 };
+use crate::sandbox::isolation::{self, IsolationError};
 use crate::sandbox::{PackSource, SandboxPolicy, Workload};
 use crate::settings::Settings;
 
@@ -57,6 +58,9 @@ pub enum PlanError {
         .file.display()
     )]
     Disabled { action: String, file: PathBuf },
+    /// The isolation level the action gets cannot be given with these settings.
+    #[error(transparent)]
+    Isolation(#[from] IsolationError),
     /// No version of the action's runtime satisfies its `runtime_version`.
     #[error("action {action}: {source}")]
     NoMatchingVersion {
@@ -143,6 +147,12 @@ pub fn plan(
             source,
         })?;
     let dependencies = action.dependencies(&runtime.name)?;
+    // The operator's rules and the action's own request decide the level; a pack can only make
+    // it stricter.
+    let (level, chosen_by) = settings
+        .isolation
+        .level_for(&action.action_ref, manifest.isolation);
+    let policy = isolation::apply(&action.action_ref, level, chosen_by, &settings.sandbox)?;
     let secrets = Secrets::read(&request.secrets, request.secrets_file.as_deref())?;
     let mut from_file = match &request.params_file {
         Some(file) => params::read_file(file)?,
@@ -181,7 +191,7 @@ pub fn plan(
         runtime: runtime.clone(),
         dependencies,
         stdin,
-        policy: settings.sandbox.clone(),
+        policy,
         limits: RunLimits {
             timeout,
             grace: settings.run.grace,

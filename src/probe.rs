@@ -23,6 +23,7 @@ use crate::error_text::chain;
 use crate::lifecycle::owner::Owner;
 use crate::lifecycle::{self, Ending, RunIo, RunLimits};
 use crate::runtime_image;
+use crate::sandbox::seccomp::Kernel;
 use crate::sandbox::{SandboxPolicy, Workload};
 use crate::version::Candidate;
 
@@ -337,13 +338,17 @@ async fn run_probe(
         ("packbox.runtime".to_string(), runtime.name.clone()),
         ("packbox.version".to_string(), version.version.clone()),
     ]);
-    let spec = SandboxPolicy::default().container_spec(Workload {
-        image: image_id.to_string(),
-        cmd: version.probe.command.clone(),
-        env: Vec::new(),
-        labels,
-        pack: None,
-    });
+    // Probes run on the engine's default runtime, answered by the host's kernel.
+    let spec = SandboxPolicy::default().container_spec(
+        Workload {
+            image: image_id.to_string(),
+            cmd: version.probe.command.clone(),
+            env: Vec::new(),
+            labels,
+            pack: None,
+        },
+        Kernel::Host,
+    );
     let limits = RunLimits {
         timeout,
         grace: Duration::from_secs(1),

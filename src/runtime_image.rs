@@ -1,6 +1,12 @@
 //! Runtime images (`packbox/python:3.11`, ...): present on the engine, or built from the recipe
 //! the catalog names. No registry is needed: recipes start from `packbox/base:<suite>`, which
 //! `images/bootstrap-base` makes.
+//!
+//! No image is ever pulled by a name someone else controls: a tag on a public registry
+//! (`packbox/python:3.11`) is whatever the owner of that namespace publishes today. A missing
+//! image is built from its recipe; a catalog entry without a recipe may name a registry image
+//! only pinned by digest (`repo@sha256:...`), and packbox checks after the pull that the engine
+//! recorded that digest.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,14 +23,29 @@ pub enum ImageError {
         "runtime image {image} is missing; build it with `packbox images build` (scripts/build-images)"
     )]
     Missing { image: String },
+    /// Missing, no recipe, and a name that is not pinned: packbox will not pull it.
     #[error(
-        "runtime image {image} ({runtime} {version}) is missing, cannot be pulled ({pull_failure}) and the catalog names no recipe for it"
+        "runtime image {image} ({runtime} {version}) is missing and the catalog names no recipe for it; packbox pulls only images pinned by digest (image@sha256:...), never by a tag"
     )]
-    NoRecipe {
+    Unpinned {
         image: String,
         runtime: String,
         version: String,
-        pull_failure: String,
+    },
+    /// The recipe names a Dockerfile the catalog does not have.
+    #[error("runtime image {image}: the catalog has no recipe file {dockerfile}")]
+    RecipeMissing { image: String, dockerfile: String },
+    /// Pinned by digest, but the pull failed.
+    #[error("runtime image {image} is missing and could not be pulled: {reason}")]
+    PullFailed { image: String, reason: String },
+    /// Pulled, but the engine does not record the digest the catalog pinned.
+    #[error(
+        "runtime image {image}: after the pull the engine records digests {found:?}, not {digest}; the image was removed"
+    )]
+    DigestMismatch {
+        image: String,
+        digest: String,
+        found: Vec<String>,
     },
     #[error("building the tar context for {image} failed")]
     Context {
@@ -62,8 +83,9 @@ impl ImageState {
     }
 }
 
-/// Makes sure a runtime version's image exists: present, else pulled when a registry answers,
-/// else built from its recipe. `on_line` receives the build's output lines.
+/// Makes sure a runtime version's image exists: present; else, when the catalog pins it by
+/// digest, pulled and checked; else built from its recipe. An unpinned name without a recipe is
+/// refused, never pulled. `on_line` receives the build's output lines.
 pub async fn ensure(
     engine: &dyn ContainerEngine,
     catalog: &Catalog,
@@ -78,26 +100,23 @@ pub async fn ensure(
     let cancelled = || ImageError::Cancelled {
         image: version.image.clone(),
     };
-    let pulled = tokio::select! {
-        pulled = tokio::time::timeout(PULL_TIMEOUT, engine.pull_image(&version.image)) => pulled,
-        () = cancel.cancelled() => return Err(cancelled()),
+    if let Some(digest) = pinned_digest(&version.image) {
+        return pull_pinned(engine, &version.image, digest, cancel).await;
+    }
+    let Some(recipe) = version.recipe.as_ref() else {
+        return Err(ImageError::Unpinned {
+            image: version.image.clone(),
+            runtime: runtime.name.clone(),
+            version: version.version.clone(),
+        });
     };
-    let pull_failure = match pulled {
-        Ok(Ok(())) => match engine.image_id(&version.image).await? {
-            Some(id) => return Ok(ImageState::Pulled { id }),
-            None => "the engine reported the pull done but has no such image".to_string(),
-        },
-        Ok(Err(e)) => crate::error_text::chain(&e),
-        Err(_) => format!("no answer within {} s", PULL_TIMEOUT.as_secs()),
-    };
-    let no_recipe = || ImageError::NoRecipe {
-        image: version.image.clone(),
-        runtime: runtime.name.clone(),
-        version: version.version.clone(),
-        pull_failure: pull_failure.clone(),
-    };
-    let recipe = version.recipe.as_ref().ok_or_else(no_recipe)?;
-    let dockerfile = catalog.recipe_dockerfile(recipe).ok_or_else(no_recipe)?;
+    let dockerfile =
+        catalog
+            .recipe_dockerfile(recipe)
+            .ok_or_else(|| ImageError::RecipeMissing {
+                image: version.image.clone(),
+                dockerfile: recipe.dockerfile.clone(),
+            })?;
     let context_tar = dockerfile_context(dockerfile).map_err(|source| ImageError::Context {
         image: version.image.clone(),
         source,
@@ -127,6 +146,65 @@ pub async fn ensure(
     Ok(ImageState::Built { id })
 }
 
+/// The digest (`sha256:<64 hex>`) a reference is pinned by, if it is: `repo@sha256:...`.
+pub fn pinned_digest(reference: &str) -> Option<&str> {
+    let (repo, digest) = reference.rsplit_once('@')?;
+    let hex = digest.strip_prefix("sha256:")?;
+    let valid = !repo.is_empty()
+        && hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    valid.then_some(digest)
+}
+
+/// Pulls an image pinned by digest and checks that the engine recorded that digest for it; an
+/// image that does not check out is removed.
+async fn pull_pinned(
+    engine: &dyn ContainerEngine,
+    image: &str,
+    digest: &str,
+    cancel: &CancellationToken,
+) -> Result<ImageState, ImageError> {
+    let pulled = tokio::select! {
+        pulled = tokio::time::timeout(PULL_TIMEOUT, engine.pull_image(image)) => pulled,
+        () = cancel.cancelled() => return Err(ImageError::Cancelled { image: image.to_string() }),
+    };
+    let failed = |reason: String| ImageError::PullFailed {
+        image: image.to_string(),
+        reason,
+    };
+    match pulled {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(failed(crate::error_text::chain(&e))),
+        Err(_) => {
+            return Err(failed(format!(
+                "no answer within {} s",
+                PULL_TIMEOUT.as_secs()
+            )));
+        }
+    }
+    let id = engine
+        .image_id(image)
+        .await?
+        .ok_or_else(|| failed("the engine reported the pull done but has no such image".into()))?;
+    let found = engine.image_repo_digests(image).await?;
+    if found.iter().any(|d| d.ends_with(&format!("@{digest}"))) {
+        return Ok(ImageState::Pulled { id });
+    }
+    if let Err(e) = engine.remove_image(&id).await {
+        tracing::warn!(
+            "removing unverified image {image}: {}",
+            crate::error_text::chain(&e)
+        );
+    }
+    Err(ImageError::DigestMismatch {
+        image: image.to_string(),
+        digest: digest.to_string(),
+        found,
+    })
+}
+
 /// A build context holding only the Dockerfile, with a fixed mtime so identical recipes give
 /// identical contexts.
 fn dockerfile_context(dockerfile: &str) -> std::io::Result<Vec<u8>> {
@@ -143,7 +221,164 @@ fn dockerfile_context(dockerfile: &str) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::fake::{Call, FakeEngine, PullScript};
     use std::io::Read;
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// A catalog with a `ruby` runtime whose one version names `image` (and no recipe).
+    fn catalog_with(image: &str) -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("ruby.yaml"),
+            format!(
+                "name: ruby\naliases: [ruby]\ninterpreter: [ruby]\nversions:\n  - version: '3.3'\n    image: {image}\n    probe: {{command: [ruby, -v], pattern: 'ruby (\\d+\\.\\d+\\.\\d+)'}}\n"
+            ),
+        )
+        .expect("write");
+        let catalog = Catalog::load(Some(dir.path())).expect("catalog");
+        (dir, catalog)
+    }
+
+    async fn ensure_ruby(fake: &FakeEngine, catalog: &Catalog) -> Result<ImageState, ImageError> {
+        let runtime = catalog.resolve("ruby").expect("ruby");
+        ensure(
+            fake,
+            catalog,
+            runtime,
+            &runtime.versions[0],
+            &CancellationToken::new(),
+            |_| {},
+        )
+        .await
+    }
+
+    fn pulls(fake: &FakeEngine) -> Vec<String> {
+        fake.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Pull(name) => Some(name),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_sha256_digests_pin_a_reference() {
+        assert_eq!(pinned_digest(&format!("repo/x@{DIGEST}")), Some(DIGEST));
+        assert_eq!(
+            pinned_digest(&format!("127.0.0.1:5000/x:1.0@{DIGEST}")),
+            Some(DIGEST)
+        );
+        assert_eq!(pinned_digest("packbox/python:3.11"), None);
+        assert_eq!(pinned_digest("repo@sha256:short"), None);
+        assert_eq!(pinned_digest(&format!("@{DIGEST}")), None);
+        assert_eq!(
+            pinned_digest(&format!("repo@{}", DIGEST.to_uppercase())),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unpinned_image_without_a_recipe_is_refused_and_never_pulled() {
+        let fake = FakeEngine::new();
+        fake.set_pull(PullScript::Succeed {
+            repo_digests: vec![format!("ruby@{DIGEST}")],
+        });
+        let (_dir, catalog) = catalog_with("ruby:3.3");
+        let err = ensure_ruby(&fake, &catalog).await.expect_err("unpinned");
+        assert!(matches!(err, ImageError::Unpinned { .. }), "{err}");
+        assert!(err.to_string().contains("pinned by digest"), "{err}");
+        assert!(pulls(&fake).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_built_in_runtime_is_built_from_its_recipe_never_pulled() {
+        let fake = FakeEngine::new();
+        let catalog = Catalog::builtin().expect("catalog");
+        let runtime = catalog.resolve("python").expect("python");
+        let state = ensure(
+            &*fake,
+            &catalog,
+            runtime,
+            &runtime.versions[0],
+            &CancellationToken::new(),
+            |_| {},
+        )
+        .await
+        .expect("built");
+        assert!(matches!(state, ImageState::Built { .. }), "{state:?}");
+        assert!(pulls(&fake).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_pinned_image_is_pulled_and_its_digest_checked() {
+        let fake = FakeEngine::new();
+        let image = format!("registry.example/ruby@{DIGEST}");
+        fake.set_pull(PullScript::Succeed {
+            repo_digests: vec![image.clone()],
+        });
+        let (_dir, catalog) = catalog_with(&image);
+        let state = ensure_ruby(&fake, &catalog).await.expect("pulled");
+        assert!(matches!(state, ImageState::Pulled { .. }), "{state:?}");
+        assert_eq!(pulls(&fake), [image]);
+    }
+
+    #[tokio::test]
+    async fn a_pulled_image_whose_digest_differs_is_removed_and_refused() {
+        let fake = FakeEngine::new();
+        let image = format!("registry.example/ruby@{DIGEST}");
+        // The engine answers the reference but records another digest for what it got.
+        let other = format!("registry.example/ruby@sha256:{}", "f".repeat(64));
+        fake.set_pull(PullScript::Succeed {
+            repo_digests: vec![other.clone()],
+        });
+        let (_dir, catalog) = catalog_with(&image);
+        let err = ensure_ruby(&fake, &catalog).await.expect_err("mismatch");
+        assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+        assert!(err.to_string().contains(&other), "{err}");
+        assert!(!fake.has_image(&image), "the unverified image is removed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_a_hanging_pinned_pull_leaves_nothing() {
+        let fake = FakeEngine::new();
+        fake.set_pull(PullScript::Hang);
+        let image = format!("registry.example/ruby@{DIGEST}");
+        let (_dir, catalog) = catalog_with(&image);
+        let runtime = catalog.resolve("ruby").expect("ruby");
+        let cancel = CancellationToken::new();
+        let pulling = ensure(
+            &*fake,
+            &catalog,
+            runtime,
+            &runtime.versions[0],
+            &cancel,
+            |_| {},
+        );
+        let cancelling = async {
+            fake.until(|f| f.count(|c| matches!(c, Call::Pull(_))) == 1)
+                .await;
+            cancel.cancel();
+        };
+        let (result, ()) = tokio::join!(pulling, cancelling);
+        assert!(
+            matches!(result, Err(ImageError::Cancelled { .. })),
+            "{result:?}"
+        );
+        assert!(!fake.has_image(&image));
+    }
+
+    #[tokio::test]
+    async fn a_failed_pull_of_a_pinned_image_says_why() {
+        let fake = FakeEngine::new();
+        fake.set_pull(PullScript::Fail);
+        let image = format!("127.0.0.1:1/ruby@{DIGEST}");
+        let (_dir, catalog) = catalog_with(&image);
+        let err = ensure_ruby(&fake, &catalog).await.expect_err("no registry");
+        assert!(matches!(err, ImageError::PullFailed { .. }), "{err}");
+        assert!(err.to_string().contains("no registry answers"), "{err}");
+    }
 
     #[test]
     fn context_holds_the_dockerfile_and_is_reproducible() {

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::endpoint::{self, Endpoint, EndpointError};
 use crate::envimage::{BuildSettings, DEFAULT_BUILD_MEMORY, IndexSettings};
-use crate::sandbox::SandboxPolicy;
+use crate::error_text::chain;
+use crate::sandbox::isolation::{IsolationPolicy, IsolationRule};
+use crate::sandbox::{SandboxPolicy, SeccompProfile};
 
 /// The largest config file packbox reads.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -179,6 +181,8 @@ pub struct SettingsLayer {
     pub run: RunLayer,
     #[serde(default)]
     pub build: BuildLayer,
+    /// Isolation rules: `[{match: "payments.*", level: strict}]` (config file only).
+    pub isolation: Option<Vec<IsolationRule>>,
 }
 
 /// Sandbox settings of one layer; each overrides one default.
@@ -198,6 +202,9 @@ pub struct SandboxLayer {
     pub cpus: Option<f64>,
     pub nofile: Option<u64>,
     pub oci_runtime: Option<String>,
+    /// The syscall profile: `packbox` (default), `engine-default`, `unconfined` or the path of
+    /// a JSON profile file.
+    pub seccomp: Option<String>,
     /// Settings weaker than the defaults are allowed (and reported).
     pub allow_weaker: Option<bool>,
 }
@@ -302,6 +309,8 @@ pub struct Settings {
     pub runtimes: Option<String>,
     /// The sandbox of every run, checked.
     pub sandbox: SandboxPolicy,
+    /// Which actions run at which isolation level.
+    pub isolation: IsolationPolicy,
     pub run: RunDefaults,
     pub build: BuildSettings,
     /// The config file that was read, if any.
@@ -444,6 +453,7 @@ fn env_layer(env: &Environment) -> Result<SettingsLayer, SettingsError> {
         runtimes: text("PACKBOX_RUNTIMES"),
         sandbox: SandboxLayer::default(),
         run: RunLayer::default(),
+        isolation: None,
         build: BuildLayer {
             ca_bundle: path("PACKBOX_BUILD_CA_BUNDLE"),
             pip_index_url: text("PACKBOX_PIP_INDEX_URL"),
@@ -696,6 +706,24 @@ impl Resolver<'_> {
             oci_runtime.as_ref().map(|p| &p.value),
             oci_runtime.as_ref().map_or(Source::Default, |p| p.source),
         );
+        let seccomp_setting = self.pick(|l| l.sandbox.seccomp.clone());
+        let seccomp = match &seccomp_setting {
+            Some(picked) => Picked {
+                value: SeccompProfile::from_setting(&picked.value).map_err(|e| {
+                    SettingsError::Value {
+                        setting: "sandbox.seccomp".into(),
+                        source_name: self.source_name(picked.source),
+                        message: chain(&e),
+                    }
+                })?,
+                source: picked.source,
+            },
+            None => Picked {
+                value: d.seccomp.clone(),
+                source: Source::Default,
+            },
+        };
+        self.show("sandbox.seccomp", &seccomp.value, seccomp.source);
         // Only an explicit choice allows weakening: a flag or the config file, never the
         // environment.
         let allow_weaker = self
@@ -712,6 +740,30 @@ impl Resolver<'_> {
         };
         let allow_weaker = allow_weaker.unwrap_or(false);
         self.show("sandbox.allow_weaker", allow_weaker, allow_source);
+
+        let rules = self.pick(|l| l.isolation.clone());
+        let isolation = match &rules {
+            Some(picked) => {
+                IsolationPolicy::new(picked.value.clone()).map_err(|e| SettingsError::Value {
+                    setting: "isolation".into(),
+                    source_name: self.source_name(picked.source),
+                    message: e.to_string(),
+                })?
+            }
+            None => IsolationPolicy::default(),
+        };
+        let shown_rules: Vec<String> = isolation
+            .rules()
+            .map(|rule| {
+                let level = serde_json::to_value(rule.level).unwrap_or_default();
+                format!("{} -> {}", rule.pattern, level.as_str().unwrap_or(""))
+            })
+            .collect();
+        self.show(
+            "isolation",
+            shown_rules,
+            rules.as_ref().map_or(Source::Default, |p| p.source),
+        );
 
         let timeout = self.pick(|l| l.run.timeout_seconds);
         if let Some(t) = &timeout {
@@ -814,6 +866,8 @@ impl Resolver<'_> {
             cpus: cpus.value,
             nofile: nofile.value as u32,
             oci_runtime: oci_runtime.map(|p| p.value),
+            seccomp: seccomp.value.clone(),
+            isolation: Default::default(),
             weaker_than_default: Vec::new(),
         };
         let weaker = weaker_settings(&sandbox, &d);
@@ -829,6 +883,7 @@ impl Resolver<'_> {
                 "sandbox.memory" => memory.source,
                 "sandbox.pids" => pids.source,
                 "sandbox.cpus" => cpus.source,
+                "sandbox.seccomp" => seccomp.source,
                 _ => nofile.source,
             };
             if !allow_weaker {
@@ -852,6 +907,7 @@ impl Resolver<'_> {
             catalog_dir: catalog.map(|p| p.value),
             runtimes: runtimes.map(|p| p.value),
             sandbox,
+            isolation,
             run: RunDefaults {
                 timeout: timeout.map(|t| Duration::from_secs(t.value)),
                 grace: Duration::from_secs(grace.value),
@@ -894,6 +950,13 @@ fn weaker_settings(
     }
     if !policy.no_new_privileges {
         flag("sandbox.no_new_privileges", "false".into(), "true".into());
+    }
+    if policy.seccomp.is_weaker_than_packbox() {
+        let value = serde_json::to_value(&policy.seccomp)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        flag("sandbox.seccomp", value, "packbox".into());
     }
     if policy
         .user
@@ -1037,6 +1100,7 @@ fn without_credentials(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::isolation::IsolationLevel;
 
     fn layer(yaml: &str) -> SettingsLayer {
         serde_yaml::from_str(yaml).expect("valid layer")
@@ -1269,6 +1333,8 @@ mod tests {
             "sandbox: {network: bridge}",
             "sandbox: {memory: 16g}",
             "sandbox: {pids: 100000}",
+            "sandbox: {seccomp: engine-default}",
+            "sandbox: {seccomp: unconfined}",
         ] {
             let err = with_file("{}", weaker, &[]).expect_err(weaker);
             assert!(
@@ -1325,6 +1391,74 @@ mod tests {
             assert!(from_flag.contains("(from the command line)"), "{from_flag}");
             assert!(from_file.contains("(from config file "), "{from_file}");
         }
+    }
+
+    #[test]
+    fn the_seccomp_setting_names_the_profile() {
+        let settings = resolve("{}", &[]).expect("defaults");
+        assert_eq!(settings.sandbox.seccomp, SeccompProfile::Packbox);
+        let settings = with_file(
+            "sandbox: {seccomp: packbox}",
+            "sandbox: {seccomp: engine-default}",
+            &[],
+        )
+        .expect("the flag wins");
+        assert_eq!(settings.sandbox.seccomp, SeccompProfile::Packbox);
+        assert_eq!(source_of(&settings, "sandbox.seccomp"), Source::Flag);
+        let allowed = resolve(
+            "sandbox: {seccomp: engine-default, allow_weaker: true}",
+            &[],
+        )
+        .expect("allowed");
+        assert_eq!(allowed.sandbox.seccomp, SeccompProfile::EngineDefault);
+        assert_eq!(
+            allowed.sandbox.weaker_than_default,
+            ["sandbox.seccomp = engine-default (default packbox)"]
+        );
+        let err = resolve("sandbox: {seccomp: /nonexistent/profile.json}", &[])
+            .expect_err("missing file");
+        let text = chain(&err);
+        assert!(
+            text.contains("sandbox.seccomp (from the command line)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("/nonexistent/profile.json: cannot read"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn isolation_rules_come_from_the_config_file() {
+        let settings = with_file(
+            "{}",
+            "isolation:\n  - {match: \"payments.*\", level: strict}\n",
+            &[],
+        )
+        .expect("valid");
+        let (level, _) = settings
+            .isolation
+            .level_for("payments.charge", IsolationLevel::Standard);
+        assert_eq!(level, IsolationLevel::Strict);
+        let shown = serde_json::to_string(settings.shown()).expect("json");
+        assert!(shown.contains("payments.* -> strict"), "{shown}");
+        let err = with_file(
+            "{}",
+            "isolation:\n  - {match: \"[x\", level: strict}\n",
+            &[],
+        )
+        .expect_err("bad glob");
+        assert!(
+            err.to_string().contains("isolation (from config file"),
+            "{err}"
+        );
+        let err = with_file(
+            "{}",
+            "isolation:\n  - {match: \"x.*\", level: loose}\n",
+            &[],
+        )
+        .expect_err("bad level");
+        assert!(err.to_string().contains("loose"), "{err}");
     }
 
     #[test]

@@ -180,7 +180,8 @@ fn versions_that_fail_verification_are_unavailable_with_their_reason() {
         missing.contains("packbox-test/does-not-exist:1.0"),
         "{missing}"
     );
-    assert!(missing.contains("cannot be pulled"), "{missing}");
+    // Not pinned by digest and no recipe: refused, never pulled.
+    assert!(missing.contains("pinned by digest"), "{missing}");
     let hang = reason("2.0");
     assert!(hang.contains("did not finish within 2 s"), "{hang}");
     let no_match = reason("3.0");

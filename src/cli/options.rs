@@ -81,6 +81,10 @@ pub struct SandboxArgs {
     /// auto (bind for a local Unix socket, volume otherwise; the default).
     #[arg(long, value_name = "MODE", value_parser = PackDelivery::parse)]
     pack_delivery: Option<PackDelivery>,
+    /// Syscall profile: packbox (default), or a JSON profile file; engine-default and
+    /// unconfined need --allow-weaker-sandbox.
+    #[arg(long, value_name = "packbox|engine-default|unconfined|FILE")]
+    seccomp: Option<String>,
     /// Allow settings weaker than packbox's sandbox defaults (root, a network, capabilities,
     /// a writable root, limits above the ceilings); each one is then reported.
     #[arg(long)]
@@ -108,6 +112,7 @@ pub fn resolve_with(global: &GlobalArgs, sandbox: &SandboxArgs) -> Result<Settin
     s.cpus = sandbox.cpus;
     s.nofile = sandbox.nofile;
     s.oci_runtime = sandbox.oci_runtime.clone();
+    s.seccomp = sandbox.seccomp.clone();
     s.allow_weaker = sandbox.allow_weaker_sandbox.then_some(true);
     let r = &mut layer.run;
     r.timeout_seconds = sandbox.timeout;

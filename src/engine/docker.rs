@@ -21,7 +21,7 @@ use super::Transport;
 use super::{
     ArchiveStream, Attached, BuildSpec, ConnectProblem, ContainerEngine, ContainerSpec,
     ContainerState, ContainerSummary, EngineError, EngineInfo, ImageExport, ImageSummary, LineSink,
-    OutputChunk, Signal, StreamKind, VolumeSummary,
+    OciRuntime, OutputChunk, Signal, StreamKind, VolumeSummary,
 };
 
 /// How long connecting and negotiating the API version may take before the engine counts as
@@ -113,6 +113,14 @@ impl ContainerEngine for DockerEngine {
         match self.docker.inspect_image(name).await {
             Ok(image) => Ok(image.id),
             Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) => Err(api(format!("inspecting image {name}"), e)),
+        }
+    }
+
+    async fn image_repo_digests(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        match self.docker.inspect_image(name).await {
+            Ok(image) => Ok(image.repo_digests.unwrap_or_default()),
+            Err(e) if is_status(&e, 404) => Ok(Vec::new()),
             Err(e) => Err(api(format!("inspecting image {name}"), e)),
         }
     }
@@ -359,8 +367,17 @@ impl ContainerEngine for DockerEngine {
             .info()
             .await
             .map_err(|e| api("reading the engine's info", e))?;
-        let mut oci_runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
-        oci_runtimes.sort();
+        let mut oci_runtimes: Vec<OciRuntime> = info
+            .runtimes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, runtime)| OciRuntime {
+                path: runtime.path.unwrap_or_else(|| name.clone()),
+                args: runtime.runtime_args.unwrap_or_default(),
+                name,
+            })
+            .collect();
+        oci_runtimes.sort_by(|a, b| a.name.cmp(&b.name));
         let negotiated = self.docker.client_version();
         Ok(EngineInfo {
             server_version: info.server_version.unwrap_or_default(),
@@ -770,6 +787,10 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
     if spec.no_new_privileges {
         security_opt.push("no-new-privileges".to_string());
     }
+    // The API takes the profile's content, as the docker CLI sends it for `--security-opt`.
+    if let Some(profile) = &spec.seccomp_profile {
+        security_opt.push(format!("seccomp={profile}"));
+    }
     let host_config = HostConfig {
         binds: Some(binds),
         tmpfs: Some(spec.tmpfs.clone().into_iter().collect()),
@@ -894,6 +915,9 @@ mod tests {
         assert_eq!(host.memory, host.memory_swap);
         assert_eq!(host.pids_limit, Some(256));
         assert_eq!(host.auto_remove, None);
+        // Never privileged, never the engine's socket: neither is a setting.
+        assert_eq!(host.privileged, None);
+        assert!(!format!("{host:?}").contains("docker.sock"));
         assert_eq!(body.user.as_deref(), Some("65534:65534"));
         assert_eq!(body.stdin_once, Some(true));
         assert_eq!(body.tty, Some(false));
@@ -988,6 +1012,20 @@ mod tests {
         assert_eq!(
             classify(&name, &endpoint),
             ConnectProblem::CertificateNameMismatch
+        );
+    }
+
+    #[test]
+    fn a_seccomp_profile_goes_inline_after_no_new_privileges() {
+        let mut spec = locked_down();
+        spec.seccomp_profile = Some(r#"{"defaultAction":"SCMP_ACT_ERRNO"}"#.into());
+        let host = container_body(&spec).host_config.expect("host config");
+        assert_eq!(
+            host.security_opt,
+            Some(vec![
+                "no-new-privileges".to_string(),
+                r#"seccomp={"defaultAction":"SCMP_ACT_ERRNO"}"#.to_string()
+            ])
         );
     }
 

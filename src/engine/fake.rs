@@ -13,8 +13,8 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use super::{
     ArchiveStream, Attached, BuildSpec, ContainerEngine, ContainerSpec, ContainerState,
-    ContainerSummary, EngineError, EngineInfo, ImageExport, ImageSummary, LineSink, OutputChunk,
-    Signal, StreamKind, VolumeSummary,
+    ContainerSummary, EngineError, EngineInfo, ImageExport, ImageSummary, LineSink, OciRuntime,
+    OutputChunk, Signal, StreamKind, VolumeSummary,
 };
 
 /// One request the fake received.
@@ -120,10 +120,13 @@ pub(crate) enum BuildScript {
 }
 
 /// How a pull goes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum PullScript {
     /// Fails at once, as where no registry answers.
     Fail,
+    /// Succeeds: the pulled image answers to the reference pulled and records these
+    /// `repo@sha256:...` digests (a registry that served what was asked records that one).
+    Succeed { repo_digests: Vec<String> },
     /// Never finishes.
     Hang,
 }
@@ -152,6 +155,8 @@ struct FakeContainer {
 struct FakeImage {
     id: String,
     tags: Vec<String>,
+    /// `repo@sha256:...` references, as a pull records them.
+    repo_digests: Vec<String>,
     labels: HashMap<String, String>,
     created: i64,
     /// Files its containers hold, by path.
@@ -206,7 +211,7 @@ impl FakeEngine {
             state: Mutex::new(FakeState {
                 info: EngineInfo {
                     server_version: "20.10.24".into(),
-                    oci_runtimes: vec!["runc".into()],
+                    oci_runtimes: vec![OciRuntime::named("runc")],
                     cpus: 2,
                     api_version: "1.41".into(),
                     ..EngineInfo::default()
@@ -278,6 +283,7 @@ impl FakeEngine {
             } else {
                 vec![tag.to_string()]
             },
+            repo_digests: Vec::new(),
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -422,6 +428,7 @@ fn find_image(images: &[FakeImage], name: &str) -> Option<String> {
         .find(|i| {
             i.id == name
                 || i.tags.iter().any(|t| t == name)
+                || i.repo_digests.iter().any(|d| d == name)
                 || (name.len() >= 12 && i.id.trim_start_matches("sha256:").starts_with(name))
         })
         .map(|i| i.id.clone())
@@ -529,10 +536,37 @@ impl ContainerEngine for FakeEngine {
         Ok(self.find_image(name))
     }
 
+    async fn image_repo_digests(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        self.record(Call::ImageId(name.to_string()));
+        let state = self.state();
+        let id = find_image(&state.images, name);
+        Ok(state
+            .images
+            .iter()
+            .find(|i| Some(&i.id) == id.as_ref())
+            .map(|i| i.repo_digests.clone())
+            .unwrap_or_default())
+    }
+
     async fn pull_image(&self, name: &str) -> Result<(), EngineError> {
         self.record(Call::Pull(name.to_string()));
-        let script = self.state().pull.unwrap_or(PullScript::Fail);
+        let script = self.state().pull.clone().unwrap_or(PullScript::Fail);
         match script {
+            PullScript::Succeed { repo_digests } => {
+                let mut state = self.state();
+                state.next_id += 1;
+                let id = format!("sha256:{:064x}", state.next_id);
+                // The engine answers to the reference it pulled.
+                state.images.push(FakeImage {
+                    id,
+                    tags: vec![name.to_string()],
+                    repo_digests,
+                    labels: HashMap::new(),
+                    created: 0,
+                    files: HashMap::new(),
+                });
+                Ok(())
+            }
             PullScript::Fail => Err(EngineError::Api {
                 what: format!("pulling image {name}"),
                 source: "no registry answers".into(),
@@ -1001,6 +1035,7 @@ impl ContainerEngine for FakeEngine {
                     labels: HashMap::new(),
                     created: 0,
                     files: HashMap::new(),
+                    repo_digests: Vec::new(),
                 });
                 loaded.push(format!("Loaded image: {name}"));
             }

@@ -270,6 +270,9 @@ pub struct ContainerSpec {
     pub nofile: i64,
     /// An OCI runtime other than the engine's default (e.g. `runsc`), when asked for.
     pub oci_runtime: Option<String>,
+    /// A seccomp profile in the engine's JSON format (or `unconfined`); `None` keeps the
+    /// engine's default.
+    pub seccomp_profile: Option<String>,
 }
 
 /// Which stream a chunk of container output came from.
@@ -318,8 +321,8 @@ pub struct ContainerSummary {
 pub struct EngineInfo {
     /// The engine's version (`20.10.24`).
     pub server_version: String,
-    /// The OCI runtimes it offers (`runc`, `runsc`, ...), sorted.
-    pub oci_runtimes: Vec<String>,
+    /// The OCI runtimes it offers (`runc`, `runsc`, ...), sorted by name.
+    pub oci_runtimes: Vec<OciRuntime>,
     /// CPUs of the engine's host; 0 when it does not say.
     pub cpus: i64,
     /// The API version packbox and the engine speak (the engine's, when older than bollard's).
@@ -352,6 +355,28 @@ pub type ArchiveStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>
 
 /// Bytes of an image archive as they stream from an engine.
 pub type ImageExport = Pin<Box<dyn Stream<Item = Result<Bytes, EngineError>> + Send>>;
+
+/// An OCI runtime as the engine registered it (`daemon.json` `runtimes`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OciRuntime {
+    /// The name containers ask for (`runsc`).
+    pub name: String,
+    /// The runtime's binary.
+    pub path: String,
+    /// Arguments the engine passes to every call of the binary.
+    pub args: Vec<String>,
+}
+
+impl OciRuntime {
+    /// A runtime registered by name only (the engine's own `runc`).
+    pub fn named(name: &str) -> OciRuntime {
+        OciRuntime {
+            name: name.to_string(),
+            path: name.to_string(),
+            args: Vec::new(),
+        }
+    }
+}
 
 /// An image found by label, for listing and pruning environments.
 #[derive(Clone, Debug)]
@@ -395,6 +420,10 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
     /// Pulls an image from its registry, draining the progress stream to its end. Callers bound
     /// it: where no registry answers, a pull may fail fast or hang.
     async fn pull_image(&self, name: &str) -> Result<(), EngineError>;
+
+    /// The registry digests the engine records for an image (`repo@sha256:...`, from pulls);
+    /// empty when it has none or no such image.
+    async fn image_repo_digests(&self, name: &str) -> Result<Vec<String>, EngineError>;
 
     /// Builds an image, passing each output line to `on_line`, and returns the new image id. An
     /// error step fails the build.

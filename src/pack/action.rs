@@ -13,6 +13,7 @@ use super::fields;
 use super::problem::Problem;
 use super::safety::resolve_entry_point;
 use super::schema::{self, Parameters};
+use crate::sandbox::isolation::IsolationLevel;
 use crate::version::Constraint;
 
 /// How parameters reach the action.
@@ -67,6 +68,9 @@ pub struct ActionManifest {
     pub output_format: OutputFormat,
     pub timeout_seconds: Option<u64>,
     pub tags: Vec<String>,
+    /// The isolation the action asks for (`standard` by default); the operator's rules may
+    /// make it stricter, the action cannot make it looser.
+    pub isolation: IsolationLevel,
 }
 
 /// Reads an action file of the pack `pack_ref` in the canonical folder `pack_dir`; `None` when it
@@ -170,6 +174,7 @@ pub(crate) fn load(
     let parameter_delivery = choice(&doc, "parameter_delivery", "stdin, file", problems);
     let parameter_format = choice(&doc, "parameter_format", "json, dotenv, yaml", problems);
     let output_format = choice(&doc, "output_format", "text, json, yaml, jsonl", problems);
+    let isolation = choice(&doc, "isolation", "standard, strict", problems);
     let tags = doc
         .get("tags")
         .map(|value| doc.text_list("tags", value, problems))
@@ -191,6 +196,7 @@ pub(crate) fn load(
         output_format,
         timeout_seconds,
         tags,
+        isolation,
     };
     (problems.len() == before).then_some(manifest)
 }
@@ -317,6 +323,7 @@ mod tests {
         assert_eq!(action.output_format, OutputFormat::Text);
         assert!(action.enabled);
         assert_eq!(action.runtime_version, None);
+        assert_eq!(action.isolation, IsolationLevel::Standard);
     }
 
     #[test]
@@ -324,7 +331,8 @@ mod tests {
         let (action, problems) = load_text(
             "ref: p.a\nlabel: A\ndescription: D\nenabled: false\nrunner_type: python3\nentry_point: a.sh\n\
              runtime_version: '>=3.9,<3.12'\nparameters: {x: {type: integer}}\noutput: {y: {type: string}}\n\
-             parameter_delivery: file\nparameter_format: dotenv\noutput_format: JSONL\ntimeout_seconds: 30\ntags: [t]\n",
+             parameter_delivery: file\nparameter_format: dotenv\noutput_format: JSONL\ntimeout_seconds: 30\ntags: [t]\n\
+             isolation: strict\n",
         );
         assert!(problems.is_empty(), "{problems:?}");
         let action = action.expect("loads");
@@ -339,6 +347,7 @@ mod tests {
         assert_eq!(action.output_format, OutputFormat::Jsonl);
         assert_eq!(action.timeout_seconds, Some(30));
         assert!(action.output.is_some());
+        assert_eq!(action.isolation, IsolationLevel::Strict);
     }
 
     #[test]
@@ -385,7 +394,8 @@ mod tests {
     fn every_bad_field_is_reported_at_once() {
         let (action, problems) = load_text(
             "ref: p.a\nentry_point: ../pack.yaml\nruntime_version: '>>3'\nparameter_delivery: env\n\
-             parameter_format: xml\noutput_format: csv\ntimeout_seconds: -1\nenabled: maybe\n",
+             parameter_format: xml\noutput_format: csv\ntimeout_seconds: -1\nenabled: maybe\n\
+             isolation: loose\n",
         );
         assert!(action.is_none());
         let fields: Vec<_> = problems.iter().filter_map(|p| p.field.as_deref()).collect();
@@ -398,7 +408,8 @@ mod tests {
                 "parameter_format",
                 "output_format",
                 "timeout_seconds",
-                "enabled"
+                "enabled",
+                "isolation"
             ],
             "{problems:?}"
         );

@@ -2,6 +2,10 @@
 //! spec. Kept apart from the container lifecycle (which runs whatever spec it is given) so that
 //! what an action is allowed is decided, and reported, in one place.
 
+pub mod gvisor;
+pub mod isolation;
 pub mod policy;
+pub mod seccomp;
 
 pub use policy::{PackSource, SandboxPolicy, Workload};
+pub use seccomp::SeccompProfile;

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::isolation::IsolationReport;
+use super::seccomp::{Kernel, SeccompProfile};
 use crate::engine::{BindMount, ContainerSpec, VolumeMount};
 
 /// Where the pack is mounted (read-only) inside every container.
@@ -29,6 +31,10 @@ pub struct SandboxPolicy {
     pub nofile: u32,
     /// An OCI runtime other than the engine's default (e.g. `runsc`).
     pub oci_runtime: Option<String>,
+    /// The syscall profile: packbox's own unless the operator names another.
+    pub seccomp: SeccompProfile,
+    /// The isolation level of the run, who chose it and what it meant.
+    pub isolation: IsolationReport,
     /// The settings weaker than packbox's defaults that the operator allowed explicitly
     /// (`--allow-weaker-sandbox`), each as `setting = value (default ...)`; empty for the
     /// locked-down sandbox.
@@ -49,6 +55,8 @@ impl Default for SandboxPolicy {
             cpus: 1.0,
             nofile: 1024,
             oci_runtime: None,
+            seccomp: SeccompProfile::Packbox,
+            isolation: IsolationReport::default(),
             weaker_than_default: Vec::new(),
         }
     }
@@ -75,9 +83,10 @@ pub enum PackSource {
 }
 
 impl SandboxPolicy {
-    /// The container spec for a workload under this policy. The pack is always mounted read-only
-    /// and the Docker socket is never mounted: neither is a setting.
-    pub fn container_spec(&self, workload: Workload) -> ContainerSpec {
+    /// The container spec for a workload under this policy, for the kernel that will answer its
+    /// calls (the syscall profile differs slightly under gVisor). The pack is always mounted
+    /// read-only and the Docker socket is never mounted: neither is a setting.
+    pub fn container_spec(&self, workload: Workload, kernel: Kernel) -> ContainerSpec {
         let tmpfs = BTreeMap::from([(
             "/tmp".to_string(),
             format!("rw,nosuid,nodev,size={},mode=1777", self.tmpfs_tmp_bytes),
@@ -115,6 +124,7 @@ impl SandboxPolicy {
             nano_cpus: (self.cpus * 1e9) as i64,
             nofile: i64::from(self.nofile),
             oci_runtime: self.oci_runtime.clone(),
+            seccomp_profile: self.seccomp.engine_json(self.network != "none", kernel),
         }
     }
 }
@@ -135,7 +145,7 @@ mod tests {
 
     #[test]
     fn defaults_are_locked_down() {
-        let spec = SandboxPolicy::default().container_spec(workload());
+        let spec = SandboxPolicy::default().container_spec(workload(), Kernel::Host);
         assert_eq!(spec.network_mode, "none");
         assert!(spec.read_only_rootfs && spec.cap_drop_all && spec.no_new_privileges);
         assert_eq!(spec.user, "65534:65534");
@@ -148,8 +158,34 @@ mod tests {
     }
 
     #[test]
+    fn packbox_profile_by_default_unix_sockets_only_without_network() {
+        let spec = SandboxPolicy::default().container_spec(workload(), Kernel::Host);
+        let offline = spec.seccomp_profile.expect("a profile by default");
+        assert_eq!(
+            Some(offline.clone()),
+            SeccompProfile::Packbox.engine_json(false, Kernel::Host)
+        );
+        let networked = SandboxPolicy {
+            network: "bridge".into(),
+            ..SandboxPolicy::default()
+        }
+        .container_spec(workload(), Kernel::Host);
+        assert_eq!(
+            networked.seccomp_profile,
+            SeccompProfile::Packbox.engine_json(true, Kernel::Host)
+        );
+        assert_ne!(networked.seccomp_profile, Some(offline));
+        let engine_default = SandboxPolicy {
+            seccomp: SeccompProfile::EngineDefault,
+            ..SandboxPolicy::default()
+        }
+        .container_spec(workload(), Kernel::Host);
+        assert_eq!(engine_default.seccomp_profile, None);
+    }
+
+    #[test]
     fn pack_is_mounted_read_only_and_nothing_else() {
-        let spec = SandboxPolicy::default().container_spec(workload());
+        let spec = SandboxPolicy::default().container_spec(workload(), Kernel::Host);
         assert_eq!(
             spec.binds,
             vec![BindMount {
