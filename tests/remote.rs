@@ -1018,3 +1018,118 @@ fn images_build_imports_the_base_and_builds_recipes_through_the_remote_engines_a
     let images = dind.docker_ok(&["images", "-q", base]);
     assert!(images.is_empty(), "nothing imported: {images:?}");
 }
+
+// ---- The CI recipes (examples/ci): the script they run, run here ----
+
+/// Runs examples/ci/run-action.sh as the CI recipes do, with extra environment.
+fn ci_recipe(
+    env: &[(&str, String)],
+    packs: &Path,
+    action: &str,
+    args: &[&str],
+    outcome: &Path,
+) -> Finished {
+    let mut command = std::process::Command::new("bash");
+    command
+        .arg(repo_root().join("examples/ci/run-action.sh"))
+        .args(args)
+        .env("PACKBOX", env!("CARGO_BIN_EXE_packbox"))
+        .env("PACKS", packs)
+        .env("ACTION", action)
+        .env("OUTCOME", outcome)
+        .env("PACKBOX_RUNTIMES", "shell")
+        .env("PACKBOX_STATE_DIR", state_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let child = command.spawn().expect("the recipe script starts");
+    let pid = child.id();
+    let output = child.wait_with_output().expect("the recipe script ends");
+    Finished { output, pid }
+}
+
+#[test]
+fn the_ci_recipe_runs_an_action_on_a_tls_engine_like_gitlabs_dind_service() {
+    let dind = Dind::acquire(Flavour::Plain);
+    let pack = PrivatePack::new(&dind, &example_packs().join("hello"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outcome = dir.path().join("outcome.json");
+    let run = ci_recipe(
+        &dind.env(),
+        &pack.packs,
+        &pack.action("greet_shell"),
+        &["-p", "name=ci"],
+        &outcome,
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let stderr = run.stderr();
+    assert!(stderr.contains("packbox/shell:5.2: present"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("ok   endpoint   {}", dind.host)),
+        "{stderr}"
+    );
+    assert!(stderr.contains("packs delivered by content"), "{stderr}");
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&outcome).expect("the outcome is kept"))
+            .expect("JSON");
+    assert_eq!(kept["status"], "succeeded", "{kept}");
+    assert_eq!(kept["result"]["greeting"], "Hello, ci!");
+}
+
+#[test]
+fn the_ci_recipe_runs_an_action_on_the_local_engine_like_a_github_runner() {
+    require_engine();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outcome = dir.path().join("outcome.json");
+    let run = ci_recipe(
+        &[],
+        &example_packs(),
+        "hello.greet_shell",
+        &["-p", "name=ci"],
+        &outcome,
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert!(
+        run.stderr().contains("packs delivered by bind mount"),
+        "{}",
+        run.stderr()
+    );
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&outcome).expect("the outcome is kept"))
+            .expect("JSON");
+    assert_eq!(kept["result"]["greeting"], "Hello, ci!");
+
+    // A failing action: the outcome is still kept, and the job fails with packbox's code.
+    let failing = ci_recipe(&[], &fixture_packs(), "sandboxcheck.fail", &[], &outcome);
+    assert_eq!(failing.code(), 1, "{}", failing.stderr());
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&outcome).expect("kept")).expect("JSON");
+    assert_eq!(kept["status"], "failed");
+}
+
+#[test]
+fn the_ci_files_run_the_recipe_script_and_keep_the_outcome() {
+    let read = |name: &str| -> serde_yaml::Value {
+        let path = repo_root().join("examples/ci").join(name);
+        serde_yaml::from_str(&std::fs::read_to_string(&path).expect("readable"))
+            .unwrap_or_else(|e| panic!("{name} is not YAML: {e}"))
+    };
+    let gitlab = read("gitlab-ci.yml");
+    let job = &gitlab["run-action"];
+    let script = serde_yaml::to_string(&job["script"]).expect("script");
+    assert!(script.contains("examples/ci/run-action.sh"), "{script}");
+    assert_eq!(job["variables"]["DOCKER_HOST"], "tcp://docker:2376");
+    assert_eq!(job["variables"]["DOCKER_TLS_VERIFY"], "1");
+    assert_eq!(job["variables"]["DOCKER_CERT_PATH"], "/certs/client");
+    assert_eq!(job["services"][0]["name"], "docker:dind");
+    assert_eq!(job["artifacts"]["paths"][0], "outcome.json");
+    assert_eq!(job["artifacts"]["when"], "always");
+
+    let github = read("github-actions.yml");
+    let steps = serde_yaml::to_string(&github["jobs"]["run-action"]["steps"]).expect("steps");
+    assert!(steps.contains("examples/ci/run-action.sh"), "{steps}");
+    assert!(steps.contains("upload-artifact"), "{steps}");
+    assert!(steps.contains("outcome.json"), "{steps}");
+}
