@@ -261,7 +261,7 @@ impl Executor {
         tracing::debug!(
             volume = %delivered.name,
             filled = delivered.filled,
-            ms = started.elapsed().as_millis() as u64,
+            us = started.elapsed().as_micros() as u64,
             "pack delivered by volume"
         );
         Ok(Some(delivered.name))
