@@ -1129,15 +1129,13 @@ mod tests {
         h.executor.close().await;
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn cancelling_during_the_run_stops_and_removes_the_container() {
-        let h = harness(
-            engine(Program {
-                exit: Exit::Never,
-                ..Program::default()
-            }),
-            SettingsLayer::default(),
-        );
+    /// Runs the action of `packs` on an executor sharing the harness's fake engine, whose
+    /// shutdown is cancelled as soon as `when` holds; that executor is closed afterwards.
+    async fn run_cancelled_when(
+        h: &Harness,
+        packs: &tempfile::TempDir,
+        when: impl Fn(&FakeEngine) -> bool,
+    ) -> Result<Outcome, Error> {
         let shutdown = CancellationToken::new();
         let executor = Executor::start(
             h.settings.clone(),
@@ -1145,23 +1143,38 @@ mod tests {
             h.fake.clone(),
         )
         .with_shutdown(shutdown.clone());
-        let packs = pack("shell", "a.sh", "", &[]);
-        let plan = plan_for(&h, &packs);
+        let plan = plan_for(h, packs);
         let running = executor.run(&plan, |_| {});
         let cancelling = async {
-            h.fake
-                .until(|f| {
-                    f.running()
-                        .iter()
-                        .any(|name| !name.starts_with("packbox-probe"))
-                })
-                .await;
+            h.fake.until(when).await;
             shutdown.cancel();
         };
-        let (outcome, ()) = tokio::join!(running, cancelling);
-        let outcome = outcome.expect("an outcome");
-        assert_eq!(outcome.status, Status::Cancelled);
+        let (result, ()) = tokio::join!(running, cancelling);
         executor.close().await;
+        result
+    }
+
+    fn builds(fake: &FakeEngine) -> usize {
+        fake.count(|c| matches!(c, Call::Build(_)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_during_the_run_stops_and_removes_the_container() {
+        let never = Program {
+            exit: Exit::Never,
+            ..Program::default()
+        };
+        let h = harness(engine(never), SettingsLayer::default());
+        let packs = pack("shell", "a.sh", "", &[]);
+        let action_runs = |f: &FakeEngine| {
+            f.running()
+                .iter()
+                .any(|name| !name.starts_with("packbox-probe"))
+        };
+        let outcome = run_cancelled_when(&h, &packs, action_runs)
+            .await
+            .expect("an outcome");
+        assert_eq!(outcome.status, Status::Cancelled);
         h.executor.close().await;
         assert!(h.fake.container_ids().is_empty());
     }
@@ -1175,24 +1188,11 @@ mod tests {
             ..Program::default()
         });
         let h = harness(fake, SettingsLayer::default());
-        let shutdown = CancellationToken::new();
-        let executor = Executor::start(
-            h.settings.clone(),
-            Catalog::builtin().expect("catalog"),
-            h.fake.clone(),
-        )
-        .with_shutdown(shutdown.clone());
         let packs = pack("shell", "a.sh", "", &[]);
-        let plan = plan_for(&h, &packs);
-        let running = executor.run(&plan, |_| {});
-        let cancelling = async {
-            h.fake.until(|f| !f.running().is_empty()).await;
-            shutdown.cancel();
-        };
-        let (result, ()) = tokio::join!(running, cancelling);
-        let err = result.expect_err("cancelled");
+        let err = run_cancelled_when(&h, &packs, |f| !f.running().is_empty())
+            .await
+            .expect_err("cancelled");
         assert_eq!(err.fault(), Fault::Cancelled, "{err}");
-        executor.close().await;
         h.executor.close().await;
         assert!(h.fake.container_ids().is_empty());
         assert!(
@@ -1211,28 +1211,13 @@ mod tests {
             .expect("removed");
         fake.set_build(BuildScript::Hang);
         let h = harness(fake, SettingsLayer::default());
-        let shutdown = CancellationToken::new();
-        let executor = Executor::start(
-            h.settings.clone(),
-            Catalog::builtin().expect("catalog"),
-            h.fake.clone(),
-        )
-        .with_shutdown(shutdown.clone());
         let packs = pack("shell", "a.sh", "", &[]);
-        let plan = plan_for(&h, &packs);
-        let running = executor.run(&plan, |_| {});
-        let cancelling = async {
-            h.fake
-                .until(|f| f.count(|c| matches!(c, Call::Build(_))) == 1)
-                .await;
-            shutdown.cancel();
-        };
-        let (result, ()) = tokio::join!(running, cancelling);
-        let err = result.expect_err("cancelled");
+        let err = run_cancelled_when(&h, &packs, |f| builds(f) == 1)
+            .await
+            .expect_err("cancelled");
         assert_eq!(err.fault(), Fault::Cancelled, "{err}");
         assert!(!h.fake.has_image("packbox/shell:5.2"));
         assert_eq!(h.fake.count(|c| matches!(c, Call::Pull(_))), 0);
-        executor.close().await;
         h.executor.close().await;
         assert!(h.fake.container_ids().is_empty());
     }
@@ -1242,36 +1227,21 @@ mod tests {
         let fake = engine(Program::default());
         fake.set_build(BuildScript::Hang);
         let h = harness(fake, SettingsLayer::default());
-        let shutdown = CancellationToken::new();
-        let executor = Executor::start(
-            h.settings.clone(),
-            Catalog::builtin().expect("catalog"),
-            h.fake.clone(),
-        )
-        .with_shutdown(shutdown.clone());
         let packs = pack(
             "python",
             "a.py",
             "",
             &[("requirements.txt", "requests==2.31.0 # cancel test\n")],
         );
-        let plan = plan_for(&h, &packs);
-        let running = executor.run(&plan, |_| {});
-        let cancelling = async {
-            h.fake
-                .until(|f| f.count(|c| matches!(c, Call::Build(_))) == 1)
-                .await;
-            shutdown.cancel();
-        };
-        let (result, ()) = tokio::join!(running, cancelling);
-        let err = result.expect_err("cancelled");
+        let err = run_cancelled_when(&h, &packs, |f| builds(f) == 1)
+            .await
+            .expect_err("cancelled");
         assert_eq!(err.fault(), Fault::Cancelled, "{err}");
         let tag = h.fake.calls().into_iter().find_map(|c| match c {
             Call::Build(tag) => Some(tag),
             _ => None,
         });
         assert!(!h.fake.has_image(&tag.expect("a build")));
-        executor.close().await;
         h.executor.close().await;
     }
 

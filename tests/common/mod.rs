@@ -129,8 +129,13 @@ pub fn settings() -> packbox::Settings {
 /// Runs the packbox binary with the given arguments and environment (and this test's state
 /// folder, unless `env` names one).
 pub fn packbox(args: &[&str], env: &[(&str, &str)]) -> Finished {
+    packbox_in(&repo_root(), args, env)
+}
+
+/// [`packbox`], run from the folder `cwd`.
+pub fn packbox_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Finished {
     let mut command = Command::new(env!("CARGO_BIN_EXE_packbox"));
-    command.args(args);
+    command.current_dir(cwd).args(args);
     command.env("PACKBOX_STATE_DIR", state_dir());
     for (key, value) in env {
         command.env(key, value);
