@@ -515,7 +515,7 @@ fn pack_volumes(dind: &Dind, pack: &str) -> Vec<String> {
 /// A private copy of a pack under a unique ref, so its volumes are this test's own; removes
 /// them when the test ends.
 struct PrivatePack<'a> {
-    dind: &'a Dind,
+    _volumes: VolumesGuard<'a>,
     _dir: tempfile::TempDir,
     packs: std::path::PathBuf,
     pack_ref: String,
@@ -537,7 +537,7 @@ impl<'a> PrivatePack<'a> {
             .into_owned();
         rewrite_refs(&renamed, &old_ref, &pack_ref);
         PrivatePack {
-            dind,
+            _volumes: VolumesGuard(dind, pack_ref.clone()),
             _dir: dir,
             packs,
             pack_ref,
@@ -550,14 +550,6 @@ impl<'a> PrivatePack<'a> {
 
     fn action(&self, name: &str) -> String {
         format!("{}.{name}", self.pack_ref)
-    }
-}
-
-impl Drop for PrivatePack<'_> {
-    fn drop(&mut self) {
-        for volume in pack_volumes(self.dind, &self.pack_ref) {
-            let _ = self.dind.docker(&["volume", "rm", "-f", &volume]);
-        }
     }
 }
 
@@ -1132,4 +1124,46 @@ fn the_ci_files_run_the_recipe_script_and_keep_the_outcome() {
     assert!(steps.contains("examples/ci/run-action.sh"), "{steps}");
     assert!(steps.contains("upload-artifact"), "{steps}");
     assert!(steps.contains("outcome.json"), "{steps}");
+}
+
+#[test]
+fn a_packs_tests_run_on_the_tls_engine_with_the_pack_in_a_volume() {
+    let dind = Dind::acquire(Flavour::Plain);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pack_ref = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let pack = dir.path().join(&pack_ref);
+    std::fs::create_dir_all(pack.join("tests")).expect("mkdir");
+    std::fs::write(
+        pack.join("pack.yaml"),
+        format!(
+            "ref: {pack_ref}\nlabel: T\ndescription: d\nversion: 1.0.0\ntesting:\n  enabled: true\n  \
+             runners:\n    shell:\n      type: script\n      entry_point: tests/run.sh\n      timeout: 60\n"
+        ),
+    )
+    .expect("pack.yaml");
+    std::fs::write(
+        pack.join("tests/run.sh"),
+        "#!/bin/bash\nset -e\ntest -f /pack/pack.yaml\n! touch /pack/x 2>/dev/null\necho ok\n",
+    )
+    .expect("run.sh");
+    let _cleanup = VolumesGuard(&dind, pack_ref.clone());
+    let run = dind.packbox(&["test", &pack.to_string_lossy(), "--json"], &[]);
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
+    assert_eq!(run.json()["passed"], true, "{}", run.stdout());
+    assert_eq!(
+        pack_volumes(&dind, &pack_ref).len(),
+        1,
+        "the pack went by volume"
+    );
+}
+
+/// Removes a pack's volumes on the dind engine when the test ends.
+struct VolumesGuard<'a>(&'a Dind, String);
+
+impl Drop for VolumesGuard<'_> {
+    fn drop(&mut self) {
+        for volume in pack_volumes(self.0, &self.1) {
+            let _ = self.0.docker(&["volume", "rm", "-f", &volume]);
+        }
+    }
 }
