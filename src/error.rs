@@ -3,10 +3,13 @@
 //! return their own errors, which this one wraps.
 
 use crate::backend::{BackendError, SwarmError};
+use crate::base_image::BaseImageError;
 use crate::catalog::CatalogError;
 use crate::engine::EngineError;
 use crate::envimage::EnvError;
+use crate::image_copy::CopyError;
 use crate::lifecycle::RunError;
+use crate::pack_volume::DeliveryError;
 use crate::plan::PlanError;
 use crate::prepare::PrepareError;
 use crate::probe::UnknownRuntimeFilter;
@@ -48,6 +51,15 @@ pub enum Error {
     /// The swarm backend could not run the action.
     #[error(transparent)]
     Swarm(Box<SwarmError>),
+    /// Images could not be copied to another engine.
+    #[error(transparent)]
+    Copy(Box<CopyError>),
+    /// The pack could not be delivered to the engine by volume.
+    #[error(transparent)]
+    Delivery(Box<DeliveryError>),
+    /// A base image could not be imported.
+    #[error(transparent)]
+    BaseImage(Box<BaseImageError>),
 }
 
 impl From<BackendError> for Error {
@@ -55,6 +67,7 @@ impl From<BackendError> for Error {
         match error {
             BackendError::Run(run) => run.into(),
             BackendError::Swarm(swarm) => swarm.into(),
+            BackendError::Delivery(delivery) => delivery.into(),
         }
     }
 }
@@ -78,6 +91,9 @@ boxed_from!(
     Image(ImageError),
     Run(RunError),
     Swarm(SwarmError),
+    Copy(CopyError),
+    Delivery(DeliveryError),
+    BaseImage(BaseImageError),
 );
 
 /// Who has to act to fix an error.
@@ -119,6 +135,24 @@ impl Error {
             Error::Swarm(swarm) if swarm.is_cancelled() => Fault::Cancelled,
             Error::Swarm(swarm) if swarm.is_input() => Fault::Input,
             Error::Swarm(_) => Fault::Engine,
+            // The user's own --engine value is input; DOCKER_HOST, contexts and their TLS files
+            // are the engine's set-up.
+            Error::Settings(settings) if settings.is_engine_setup() => Fault::Engine,
+            Error::Delivery(delivery)
+                if matches!(delivery.as_ref(), DeliveryError::Cancelled { .. }) =>
+            {
+                Fault::Cancelled
+            }
+            Error::Copy(copy) if matches!(copy.as_ref(), CopyError::Cancelled) => Fault::Cancelled,
+            Error::BaseImage(base) if base.is_input() => Fault::Input,
+            Error::Delivery(delivery)
+                if matches!(
+                    delivery.as_ref(),
+                    DeliveryError::Read { .. } | DeliveryError::TooLarge { .. }
+                ) =>
+            {
+                Fault::Input
+            }
             Error::Gvisor(gvisor) if gvisor.is_input() => Fault::Input,
             Error::Gvisor(_) => Fault::Engine,
             Error::Settings(_)
@@ -126,7 +160,12 @@ impl Error {
             | Error::RuntimeFilter(_)
             | Error::OciRuntimeMissing { .. }
             | Error::TooManyCpus { .. } => Fault::Input,
-            Error::Catalog(_) | Error::Engine(_) | Error::Image(_) => Fault::Engine,
+            Error::Catalog(_)
+            | Error::Engine(_)
+            | Error::Image(_)
+            | Error::Copy(_)
+            | Error::Delivery(_)
+            | Error::BaseImage(_) => Fault::Engine,
         }
     }
 
@@ -146,9 +185,10 @@ impl Error {
             );
         }
         match self {
-            Error::Engine(EngineError::Unreachable { .. }) => Some(
-                "start the engine (scripts/ensure-docker does it on Debian) or point DOCKER_HOST at one",
-            ),
+            Error::Engine(EngineError::Unreachable { problem, .. }) => Some(problem.hint()),
+            Error::Settings(settings) if settings.endpoint_hint().is_some() => {
+                settings.endpoint_hint()
+            }
             Error::Swarm(swarm) if matches!(swarm.as_ref(), SwarmError::NotAManager { .. }) => {
                 Some(
                     "run `docker swarm init` on that engine, point --engine at a manager, or use --backend docker",

@@ -6,7 +6,7 @@
 //! Leftovers of crashed packbox processes are swept once, in the background, when an executor
 //! starts; never on a run's path.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -17,17 +17,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::backend::{self, Job, RunBackend};
+use crate::base_image::{self, BaseImage};
 use crate::catalog::Catalog;
 use crate::contract::Outcome;
 use crate::contract::result::{self, RunFacts};
+use crate::endpoint::Endpoint;
 use crate::engine::{DockerEngine, EngineInfo, SharedEngine, StreamKind};
 use crate::envimage::inventory::{self, EnvInfo, PruneReport};
 use crate::error::Error;
 use crate::error_text::chain;
 use crate::explain::{self, Explanation};
+use crate::image_copy::{self, CopyError, CopyEvent, ImageCopy};
 use crate::lifecycle::RunIo;
 use crate::lifecycle::owner::{self, Owner, Swept};
 use crate::pack;
+use crate::pack_volume::{self, Collected as PackVolumesCollected};
 use crate::packtest::{self, TestEvent, TestPlan, TestReport};
 use crate::plan::{RunPlan, resolve_runtime};
 use crate::prepare::{self, PrepareError, Preparer};
@@ -75,7 +79,8 @@ pub enum RunEvent<'a> {
 impl Executor {
     /// Connects to the engine the settings name and starts an executor on it.
     pub async fn connect(settings: Settings, catalog: Catalog) -> Result<Executor, Error> {
-        let engine = DockerEngine::connect(&settings.engine).await?;
+        let engine =
+            DockerEngine::connect(&settings.endpoint.host, &settings.endpoint.transport).await?;
         Ok(Executor::start(settings, catalog, Arc::new(engine)))
     }
 
@@ -343,12 +348,14 @@ impl Executor {
             &self.owner,
             plan,
             kernel,
+            self.settings.pack_delivery,
             on_event,
         )
         .await
         .map_err(|e| match e {
             packtest::TestRunError::Prepare(e) => e.into(),
             packtest::TestRunError::Run(e) => e.into(),
+            packtest::TestRunError::Delivery(e) => e.into(),
         })
     }
 
@@ -358,10 +365,51 @@ impl Executor {
         Ok(owner::sweep_orphans(&self.engine).await?)
     }
 
+    /// Makes sure the engine has `packbox/base:SUITE` for each `(suite, tarball)`, importing the
+    /// root file system tarball through the API where it does not (for an engine without a
+    /// registry that cannot see this machine's files).
+    pub async fn import_base_images(
+        &self,
+        bases: &[(String, PathBuf)],
+    ) -> Result<Vec<BaseImage>, Error> {
+        let mut imported = Vec::new();
+        for (suite, rootfs) in bases {
+            let base = base_image::ensure(self.engine.as_ref(), suite, rootfs);
+            imported.push(tokio::select! {
+                base = base => base?,
+                () = self.shutdown.cancelled() => return Err(PrepareError::Cancelled.into()),
+            });
+        }
+        Ok(imported)
+    }
+
+    /// Streams images from this executor's engine into the engine at `target`, skipping those it
+    /// has; `images` empty means the catalog's runtime images and every environment image.
+    pub async fn copy_images_to(
+        &self,
+        target: &Endpoint,
+        images: &[String],
+        on_event: impl FnMut(CopyEvent<'_>),
+    ) -> Result<Vec<ImageCopy>, Error> {
+        let target = DockerEngine::connect(&target.host, &target.transport).await?;
+        let images = if images.is_empty() {
+            image_copy::default_images(self.engine.as_ref(), &self.catalog).await?
+        } else {
+            images.to_vec()
+        };
+        let copy = image_copy::copy(self.engine.as_ref(), &target, &images, on_event);
+        tokio::select! {
+            copied = copy => Ok(copied?),
+            () = self.shutdown.cancelled() => Err(CopyError::Cancelled.into()),
+        }
+    }
+
     /// Removes what crashed or killed packbox processes left (`packbox gc`): containers whose
     /// owner is gone, and the untagged layers of builds that never finished (builds label their
-    /// images `packbox.kind`), unless a container or another image still uses them.
-    pub async fn gc(&self) -> Result<GcReport, Error> {
+    /// images `packbox.kind`), unless a container or another image still uses them; and pack
+    /// volumes no container uses beyond the newest `keep_pack_volumes` of each pack (with what
+    /// dead fillers left).
+    pub async fn gc(&self, keep_pack_volumes: usize) -> Result<GcReport, Error> {
         let containers = self.sweep_orphans().await?;
         // A build under way has untagged layers too: only layers older than any build may
         // last are a finished build's leftovers.
@@ -374,6 +422,7 @@ impl Executor {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
+        let pack_volumes = pack_volume::collect(self.engine.as_ref(), keep_pack_volumes).await?;
         let mut images = Vec::new();
         for image in self
             .engine
@@ -390,7 +439,11 @@ impl Executor {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(GcReport { containers, images })
+        Ok(GcReport {
+            containers,
+            images,
+            pack_volumes,
+        })
     }
 
     /// Verifies the runtime versions the settings select (all by default): each image made
@@ -531,7 +584,9 @@ impl Executor {
         mut on_event: impl FnMut(ImageEvent<'_>) + Send,
     ) -> Result<(), Error> {
         let catalog = &self.catalog;
-        for runtime in catalog.runtimes() {
+        // The runtimes the settings select (PACKBOX_RUNTIMES), as for verification.
+        let runtimes = probe::filter_runtimes(catalog, self.settings.runtimes.as_deref())?;
+        for runtime in runtimes {
             for version in &runtime.versions {
                 on_event(ImageEvent::Checking {
                     image: &version.image,
@@ -563,6 +618,8 @@ pub struct GcReport {
     pub containers: Vec<Swept>,
     /// Ids of untagged images of builds that never finished.
     pub images: Vec<String>,
+    /// Pack volumes removed and kept.
+    pub pack_volumes: PackVolumesCollected,
 }
 
 /// What `build_environments` did for one action.
@@ -1105,6 +1162,7 @@ mod tests {
                 },
             ],
             cpus: 2,
+            ..EngineInfo::default()
         });
     }
 
@@ -1166,6 +1224,7 @@ mod tests {
             server_version: "20.10.24".into(),
             oci_runtimes: vec![OciRuntime::named("runc")],
             cpus: 2,
+            ..EngineInfo::default()
         });
         let packs = pack("shell", "a.sh", "", &[]);
         let err = run(&h, &plan_for(&h, &packs)).await.expect_err("refused");
@@ -1199,7 +1258,7 @@ mod tests {
         fake.add_listed_container("user", &used, &[]);
         let foreign = fake.add_image("", &[("app", "web")], 0);
         let h = harness(fake, SettingsLayer::default());
-        let report = h.executor.gc().await.expect("gc");
+        let report = h.executor.gc(2).await.expect("gc");
         assert_eq!(report.images, std::slice::from_ref(&dangling));
         assert!(!h.fake.has_image(&dangling));
         assert!(h.fake.has_image(&used), "in use: kept");

@@ -24,19 +24,24 @@
 //! ```
 
 mod backend;
+mod base_image;
 mod catalog;
 mod check;
 mod contract;
+mod doctor;
+mod endpoint;
 mod engine;
 mod envimage;
 mod error;
 mod error_text;
 mod executor;
 mod explain;
+mod image_copy;
 pub mod input;
 mod lifecycle;
 mod pack;
 mod pack_image;
+mod pack_volume;
 mod packtest;
 mod plan;
 mod prepare;
@@ -47,11 +52,15 @@ mod settings;
 mod state;
 mod version;
 
+pub use base_image::{BaseImage, BaseImageError};
 pub use catalog::{Catalog, CatalogError, NoMatchingVersion};
 pub use check::{CheckedAction, CheckedPack, check_packs};
 pub use contract::scrub::StreamScrubber;
 pub use contract::secrets::SecretError;
 pub use contract::{Outcome, Status};
+pub use doctor::{Check, CheckStatus, Report as DoctorReport, diagnose};
+pub use endpoint::{Endpoint, EndpointError, Origin as EndpointOrigin, TlsFiles, Transport};
+pub use engine::ConnectProblem;
 pub use engine::{EngineError, StreamKind};
 pub use envimage::EnvError;
 pub use envimage::inventory::{EnvInfo, PruneReport};
@@ -61,11 +70,13 @@ pub use executor::{
     BuildEvent, EnvReport, EnvStatus, Executor, GcReport, ImageEvent, PrepareEvent, RunEvent,
 };
 pub use explain::{CandidateReport, EnvironmentReport, Explanation, Lock};
+pub use image_copy::{CopyError, CopyEvent, CopyResult, ImageCopy};
 pub use lifecycle::RunError;
 pub use lifecycle::owner::Swept;
 pub use pack::params::ParamError;
 pub use pack::testing::TestKind;
 pub use pack::{PackError, ParameterSpec, Problem};
+pub use pack_volume::{Collected as PackVolumesCollected, DeliveryError};
 pub use packtest::{RunnerReport, TestEvent, TestPlan, TestReport, TestStatus, plan_tests};
 pub use plan::{PlanError, RunPlan, RunRequest, plan};
 pub use prepare::PrepareError;
@@ -73,6 +84,6 @@ pub use probe::{UnknownRuntimeFilter, VersionStatus};
 pub use runtime_image::{ImageError, ImageState};
 pub use sandbox::SandboxPolicy;
 pub use settings::{
-    Backend, BuildLayer, Environment, RunLayer, SandboxLayer, Settings, SettingsError,
-    SettingsLayer, ShownSetting, Size, Source, parse_size,
+    Backend, BuildLayer, Environment, PackDelivery, RunLayer, SandboxLayer, Settings,
+    SettingsError, SettingsLayer, ShownSetting, Size, Source, parse_size,
 };

@@ -20,7 +20,7 @@ use crate::pack::{
     self, LoadedAction, PackError, ParameterDelivery, ParameterFormat, Problem, params,
 };
 use crate::sandbox::isolation::{self, IsolationError};
-use crate::sandbox::{PackFolder, SandboxPolicy, Workload};
+use crate::sandbox::{PackFolder, PackSource, SandboxPolicy, Workload};
 use crate::settings::Settings;
 
 /// Timeout of an action that states none.
@@ -259,7 +259,8 @@ impl RunPlan {
     }
 
     /// What the container runs: the entry point under its interpreter, the Attune variables and
-    /// the runtime's, and labels naming the run and its owner. No secret is in any of these.
+    /// the runtime's, and labels naming the run and its owner. No secret is in any of these. The
+    /// pack is its folder, unless a volume holding its content is given.
     pub(crate) fn workload(&self, exec_id: &str, image: &str, owner: &Owner) -> Workload {
         let manifest = &self.action.action;
         let mut cmd = self.runtime.interpreter.clone();
@@ -295,10 +296,10 @@ impl RunPlan {
             cmd,
             env,
             labels,
-            pack: Some(PackFolder {
+            pack: Some(PackSource::Folder(PackFolder {
                 pack_ref: self.action.pack.pack_ref.clone(),
                 host_dir: self.action.pack_dir.to_string_lossy().into_owned(),
-            }),
+            })),
         }
     }
 }

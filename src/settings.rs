@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::endpoint::{self, Endpoint, EndpointError};
 use crate::envimage::{BuildSettings, DEFAULT_BUILD_MEMORY, IndexSettings};
 use crate::error_text::chain;
 use crate::sandbox::isolation::{IsolationPolicy, IsolationRule};
@@ -25,8 +26,6 @@ use crate::sandbox::{SandboxPolicy, SeccompProfile};
 
 /// The largest config file packbox reads.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
-/// Default engine endpoint when nothing names one.
-pub const DEFAULT_ENGINE: &str = "unix:///var/run/docker.sock";
 /// Proxy variables passed to environment builds as build arguments.
 const PROXY_VARIABLES: &[&str] = &[
     "HTTP_PROXY",
@@ -63,6 +62,52 @@ pub enum SettingsError {
         default: String,
         source_name: String,
     },
+    /// The engine the settings name cannot be used (an address, a docker context, TLS files).
+    #[error(transparent)]
+    Endpoint(Box<EndpointError>),
+}
+
+impl SettingsError {
+    /// Whether the engine's set-up is at fault (DOCKER_HOST, a docker context, TLS files from
+    /// the environment: exit 125) rather than packbox's own flag or config file (exit 2).
+    pub fn is_engine_setup(&self) -> bool {
+        matches!(self, SettingsError::Endpoint(e) if !e.is_engine_setting())
+    }
+
+    /// The next step for an engine setting that cannot be used.
+    pub fn endpoint_hint(&self) -> Option<&'static str> {
+        match self {
+            SettingsError::Endpoint(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
+/// How the pack reaches the container.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackDelivery {
+    /// `bind` for an engine on a local Unix socket (it sees this machine's files), `volume`
+    /// for any other.
+    #[default]
+    Auto,
+    /// The pack folder bind-mounted read-only: free, but only an engine on this machine sees it.
+    Bind,
+    /// A read-only volume filled through the API, named by the pack's content: works with any
+    /// engine; the first run of each pack content pays for the upload.
+    Volume,
+}
+
+impl PackDelivery {
+    /// Parses `auto`, `bind` or `volume`.
+    pub fn parse(text: &str) -> Result<PackDelivery, String> {
+        match text {
+            "auto" => Ok(PackDelivery::Auto),
+            "bind" => Ok(PackDelivery::Bind),
+            "volume" => Ok(PackDelivery::Volume),
+            other => Err(format!("`{other}`: expected auto, bind or volume")),
+        }
+    }
 }
 
 /// Where a setting's value came from.
@@ -108,12 +153,19 @@ impl Environment {
     }
 }
 
+impl endpoint::Vars for Environment {
+    fn get(&self, name: &str) -> Option<&str> {
+        Environment::get(self, name)
+    }
+}
+
 /// One layer of settings (the flags, or the config file): every field optional.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SettingsLayer {
-    /// The engine endpoint (`unix:///...`, `tcp://...`).
+    /// The engine: an address (`unix:///...`, `tcp://...`) or a docker context name. Without
+    /// one, the environment decides as for the docker CLI (DOCKER_HOST, DOCKER_CONTEXT, ...).
     pub engine: Option<String>,
     /// Where actions run: `docker` (a container on the engine) or `swarm` (a one-shot service
     /// on the Swarm the engine manages).
@@ -121,6 +173,8 @@ pub struct SettingsLayer {
     /// A registry (`HOST:PORT`) the swarm backend pushes pack images to, so that every node can
     /// pull them by digest.
     pub registry: Option<String>,
+    /// How the pack reaches the container (`PACKBOX_PACK_DELIVERY`).
+    pub pack_delivery: Option<PackDelivery>,
     /// Where packbox keeps its probe cache, build logs and locks.
     pub state_dir: Option<PathBuf>,
     /// A folder of runtime definitions that extend or replace the built-in catalog.
@@ -272,12 +326,14 @@ impl Backend {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Settings {
-    /// Where the engine is.
-    pub engine: String,
     /// Where actions run.
     pub backend: Backend,
     /// The registry pack images go through (swarm backend only).
     pub registry: Option<String>,
+    /// Where the engine is, and why (found the way the docker CLI finds engines).
+    pub endpoint: Endpoint,
+    /// How the pack reaches the container: `Bind` or `Volume` (`auto` already decided).
+    pub pack_delivery: PackDelivery,
     pub state_dir: PathBuf,
     pub catalog_dir: Option<PathBuf>,
     /// `PACKBOX_RUNTIMES`: the runtimes to verify.
@@ -342,7 +398,7 @@ impl Settings {
             Some(path) => read_config(path)?,
             None => SettingsLayer::default(),
         };
-        let env_layer = env_layer(env);
+        let env_layer = env_layer(env)?;
         let resolver = Resolver {
             flags: &flags,
             file: &file,
@@ -351,6 +407,16 @@ impl Settings {
             shown: Vec::new(),
         };
         resolver.finish(env, config_file)
+    }
+
+    /// The engine a flag other than `--engine` names (`images copy --to ENGINE`): an address,
+    /// with TLS from the environment, or a docker context name.
+    pub fn resolve_engine_flag(
+        flag: &str,
+        value: &str,
+        env: &Environment,
+    ) -> Result<Endpoint, SettingsError> {
+        endpoint::resolve_flag(flag, value, env).map_err(|e| SettingsError::Endpoint(Box::new(e)))
     }
 
     /// Settings as the command line would resolve them with no flags: the config file
@@ -396,11 +462,23 @@ fn read_config(path: &Path) -> Result<SettingsLayer, SettingsError> {
 }
 
 /// The settings the environment carries.
-fn env_layer(env: &Environment) -> SettingsLayer {
+fn env_layer(env: &Environment) -> Result<SettingsLayer, SettingsError> {
     let path = |name: &str| env.get(name).map(PathBuf::from);
     let text = |name: &str| env.get(name).map(str::to_string);
-    SettingsLayer {
-        engine: text("DOCKER_HOST"),
+    let pack_delivery = env
+        .get("PACKBOX_PACK_DELIVERY")
+        .map(PackDelivery::parse)
+        .transpose()
+        .map_err(|message| SettingsError::Value {
+            setting: "pack_delivery".into(),
+            source_name: "PACKBOX_PACK_DELIVERY".into(),
+            message,
+        });
+    Ok(SettingsLayer {
+        // DOCKER_HOST, DOCKER_CONTEXT and the docker config are read by `endpoint`, with the
+        // docker CLI's precedence.
+        engine: None,
+        pack_delivery: pack_delivery?,
         backend: text("PACKBOX_BACKEND"),
         registry: text("PACKBOX_REGISTRY"),
         state_dir: path("PACKBOX_STATE_DIR"),
@@ -420,7 +498,7 @@ fn env_layer(env: &Environment) -> SettingsLayer {
             memory: None,
             timeout_seconds: None,
         },
-    }
+    })
 }
 
 /// The state folder when none is set: `$XDG_STATE_HOME/packbox`, else
@@ -508,16 +586,50 @@ impl Resolver<'_> {
         Ok(picked)
     }
 
+    /// The engine: `engine` of the flags or the config file (an address or a docker context),
+    /// else what the environment names, as the docker CLI finds it.
+    fn endpoint(&mut self, env: &Environment) -> Result<Endpoint, SettingsError> {
+        let picked = [(self.flags, Source::Flag), (self.file, Source::File)]
+            .into_iter()
+            .find_map(|(layer, source)| Some((layer.engine.clone()?, source)));
+        let resolved = match &picked {
+            Some((value, Source::Flag)) => endpoint::resolve_flag("--engine", value, env),
+            Some((value, _)) => {
+                let name = format!(
+                    "engine (config file {})",
+                    self.file_name.as_deref().unwrap_or("?")
+                );
+                endpoint::resolve_flag(&name, value, env)
+            }
+            None => endpoint::resolve(None, env),
+        };
+        let endpoint = resolved.map_err(|e| SettingsError::Endpoint(Box::new(e)))?;
+        let source = match (&picked, &endpoint.origin) {
+            (Some((_, source)), _) => *source,
+            (None, endpoint::Origin::Default) => Source::Default,
+            (None, _) => Source::Env,
+        };
+        self.show("engine", &endpoint.host, source);
+        if let Some(context) = &endpoint.context {
+            self.show("engine_context", context, source);
+        }
+        if let Some(tls) = endpoint.tls() {
+            self.show("engine_tls", &tls.source, source);
+        }
+        Ok(endpoint)
+    }
+
     fn finish(
         mut self,
         env: &Environment,
         config_file: Option<PathBuf>,
     ) -> Result<Settings, SettingsError> {
         let d = SandboxPolicy::default();
-        let engine = self.setting(
-            "engine",
-            |l| l.engine.clone(),
-            DEFAULT_ENGINE.to_string(),
+        let endpoint = self.endpoint(env)?;
+        let pack_delivery = self.setting(
+            "pack_delivery",
+            |l| l.pack_delivery,
+            PackDelivery::Auto,
             any,
         )?;
         let backend = self.setting(
@@ -547,6 +659,11 @@ impl Resolver<'_> {
             registry.as_ref().map(|p| &p.value),
             registry.as_ref().map_or(Source::Default, |p| p.source),
         );
+        let pack_delivery = match pack_delivery.value {
+            PackDelivery::Auto if endpoint.is_local_socket() => PackDelivery::Bind,
+            PackDelivery::Auto => PackDelivery::Volume,
+            chosen => chosen,
+        };
         let state_dir = self.setting(
             "state_dir",
             |l| l.state_dir.clone(),
@@ -854,7 +971,8 @@ impl Resolver<'_> {
             ..sandbox
         };
         Ok(Settings {
-            engine: engine.value,
+            endpoint,
+            pack_delivery,
             backend: parse_backend(&backend.value).unwrap_or_default(),
             registry: registry.map(|p| p.value),
             state_dir: state_dir.value,
@@ -1129,10 +1247,69 @@ mod tests {
     }
 
     #[test]
+    fn the_engine_flag_beats_the_file_which_beats_docker_host() {
+        let env = [("DOCKER_HOST", "unix:///run/env.sock")];
+        let settings = with_file(
+            "engine: unix:///run/flag.sock",
+            "engine: tcp://file:2375",
+            &env,
+        )
+        .expect("valid");
+        assert_eq!(settings.endpoint.host, "unix:///run/flag.sock");
+        assert_eq!(source_of(&settings, "engine"), Source::Flag);
+        let settings = with_file("{}", "engine: tcp://file:2375", &env).expect("valid");
+        assert_eq!(settings.endpoint.host, "tcp://file:2375");
+        assert_eq!(source_of(&settings, "engine"), Source::File);
+        assert_eq!(
+            settings.pack_delivery,
+            PackDelivery::Volume,
+            "auto, remote engine"
+        );
+    }
+
+    #[test]
+    fn a_bad_engine_is_the_users_fault_from_a_flag_and_the_setups_from_the_environment() {
+        let err = resolve("engine: ssh://builder", &[]).expect_err("ssh");
+        assert!(
+            err.to_string().starts_with("--engine: `ssh://builder`"),
+            "{err}"
+        );
+        assert!(!err.is_engine_setup());
+        let err = resolve("{}", &[("DOCKER_HOST", "ssh://builder")]).expect_err("ssh");
+        assert!(err.to_string().starts_with("DOCKER_HOST: "), "{err}");
+        assert!(err.is_engine_setup());
+    }
+
+    #[test]
+    fn pack_delivery_is_chosen_or_asked_for() {
+        let settings = resolve("pack_delivery: volume", &[]).expect("valid");
+        assert_eq!(settings.pack_delivery, PackDelivery::Volume);
+        let settings = resolve(
+            "{}",
+            &[
+                ("PACKBOX_PACK_DELIVERY", "bind"),
+                ("DOCKER_HOST", "tcp://h:2375"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(settings.pack_delivery, PackDelivery::Bind);
+        let err = resolve("{}", &[("PACKBOX_PACK_DELIVERY", "copy")]).expect_err("bad");
+        assert!(
+            err.to_string().contains("expected auto, bind or volume"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn no_settings_is_the_locked_down_default() {
         let settings = resolve("{}", &[]).expect("defaults are valid");
         assert_eq!(settings.sandbox, SandboxPolicy::default());
-        assert_eq!(settings.engine, DEFAULT_ENGINE);
+        assert_eq!(settings.endpoint.host, "unix:///var/run/docker.sock");
+        assert_eq!(
+            settings.pack_delivery,
+            PackDelivery::Bind,
+            "auto, local socket"
+        );
         assert!(settings.sandbox.weaker_than_default.is_empty());
     }
 
@@ -1196,7 +1373,8 @@ mod tests {
             ],
         )
         .expect("valid");
-        assert_eq!(settings.engine, "unix:///run/other.sock");
+        assert_eq!(settings.endpoint.host, "unix:///run/other.sock");
+        assert_eq!(source_of(&settings, "engine"), Source::Env);
         assert_eq!(settings.build.ca_bundle, Some(PathBuf::from("/ca.pem")));
         assert_eq!(
             settings.build.proxies["HTTPS_PROXY"],

@@ -1,6 +1,7 @@
 //! The docker backend: each run in a fresh container on the engine, the pack bind-mounted
-//! read-only, the parameter document on attached stdin; with a warm pool, the container may have
-//! been created and started before the run asked for it.
+//! read-only (or, for an engine that cannot see this machine's files, in a read-only volume
+//! holding its content), the parameter document on attached stdin; with a warm pool, the
+//! container may have been created and started before the run asked for it.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,6 +13,9 @@ use crate::engine::{ContainerSpec, SharedEngine};
 use crate::error_text::chain;
 use crate::lifecycle::pool::{self, Warm, WarmPool};
 use crate::lifecycle::run::{self, RunError, RunIo, Started};
+use crate::pack_volume::{self, DeliveryError};
+use crate::sandbox::{PackSource, Workload};
+use crate::settings::PackDelivery;
 
 /// Runs jobs as containers on one engine.
 #[derive(Debug)]
@@ -21,17 +25,59 @@ pub struct LocalBackend {
     pool: Option<Arc<WarmPool>>,
     /// Pool refills, awaited by `close`.
     background: Mutex<JoinSet<()>>,
+    /// How a pack folder reaches the container.
+    pack_delivery: PackDelivery,
 }
 
 impl LocalBackend {
     /// A backend on `engine` keeping up to `warm_per_kind` containers pre-started per kind of
     /// run (0: no pool).
-    pub fn new(engine: SharedEngine, warm_per_kind: usize) -> LocalBackend {
+    pub fn new(
+        engine: SharedEngine,
+        warm_per_kind: usize,
+        pack_delivery: PackDelivery,
+    ) -> LocalBackend {
         LocalBackend {
             engine,
             pool: (warm_per_kind > 0).then(|| Arc::new(WarmPool::new(warm_per_kind))),
             background: Mutex::new(JoinSet::new()),
+            pack_delivery,
         }
+    }
+
+    /// The workload with its pack folder replaced by a volume holding the pack's content (made
+    /// once per content and engine), when packs travel by content.
+    async fn deliver_pack(
+        &self,
+        mut workload: Workload,
+        cancel: &CancellationToken,
+    ) -> Result<Workload, BackendError> {
+        let Some(PackSource::Folder(folder)) = &workload.pack else {
+            return Ok(workload);
+        };
+        if self.pack_delivery != PackDelivery::Volume {
+            return Ok(workload);
+        }
+        let started = std::time::Instant::now();
+        let delivered = tokio::select! {
+            delivered = pack_volume::ensure(
+                self.engine.as_ref(),
+                &folder.pack_ref,
+                std::path::Path::new(&folder.host_dir),
+                &workload.image,
+            ) => delivered?,
+            () = cancel.cancelled() => {
+                return Err(DeliveryError::Cancelled { pack: folder.pack_ref.clone() }.into());
+            }
+        };
+        tracing::debug!(
+            volume = %delivered.name,
+            filled = delivered.filled,
+            us = started.elapsed().as_micros() as u64,
+            "pack delivered by volume"
+        );
+        workload.pack = Some(PackSource::Volume(delivered.name));
+        Ok(workload)
     }
 
     /// The started container a run uses, its exec id and the stdin to give it: a pre-started
@@ -130,6 +176,7 @@ impl RunBackend for LocalBackend {
             kernel,
             io,
         } = job;
+        let workload = self.deliver_pack(workload, io.cancel).await?;
         let spec = policy.container_spec(workload, kernel);
         let (exec_id, started, stdin) = self
             .container_for(exec_id, spec, io.stdin, io.cancel)

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use crate::engine::{EngineError, SharedEngine};
 use crate::lifecycle::{ContainerExit, RunError, RunIo};
+use crate::pack_volume::DeliveryError;
 use crate::sandbox::seccomp::Kernel;
 use crate::sandbox::{SandboxPolicy, Workload};
 use crate::settings::{Backend, Settings};
@@ -34,6 +35,9 @@ pub enum BackendError {
     /// The swarm backend could not run it (no Swarm, no registry, input it cannot take).
     #[error(transparent)]
     Swarm(#[from] SwarmError),
+    /// The pack could not be delivered to the engine by volume.
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
 }
 
 impl From<EngineError> for BackendError {
@@ -53,6 +57,7 @@ pub fn for_settings(
         Backend::Docker => Arc::new(local::LocalBackend::new(
             SharedEngine::clone(engine),
             warm_per_kind,
+            settings.pack_delivery,
         )),
         Backend::Swarm => Arc::new(swarm::SwarmBackend::new(
             SharedEngine::clone(engine),

@@ -148,7 +148,7 @@ impl RunBackend for SwarmBackend {
             }
             .into());
         }
-        let Some(pack) = workload.pack.clone() else {
+        let Some(crate::sandbox::PackSource::Folder(pack)) = workload.pack.clone() else {
             return Err(SwarmError::Unsupported {
                 setting: "a workload without a pack",
                 why: "every swarm run carries its pack in an image",
@@ -279,7 +279,7 @@ mod tests {
 
     use crate::engine::{ServiceSpec, Signal, StreamKind};
     use crate::lifecycle::{Ending, RunIo, RunLimits};
-    use crate::sandbox::{PackFolder, SandboxPolicy, Workload};
+    use crate::sandbox::{PackFolder, PackSource, SandboxPolicy, Workload};
 
     const DOCUMENT: &[u8] = b"{\"token\":\"s3cr3t-value\"}\n";
 
@@ -315,10 +315,10 @@ mod tests {
                 ("packbox.kind".into(), "run".into()),
                 ("packbox.exec_id".into(), "e1".into()),
             ]),
-            pack: Some(PackFolder {
+            pack: Some(PackSource::Folder(PackFolder {
                 pack_ref: "p".into(),
                 host_dir: pack.path().to_string_lossy().into_owned(),
-            }),
+            })),
         }
     }
 

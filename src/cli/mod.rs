@@ -4,6 +4,7 @@
 mod actions;
 mod build;
 mod config;
+mod doctor;
 mod envs;
 mod explain;
 mod gc;
@@ -84,6 +85,8 @@ enum Command {
     /// Show the settings packbox would run with, and where each came from.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Check what runs need (engine, TLS, images, state folder) and say what to fix.
+    Doctor(doctor::DoctorArgs),
     /// Show the decision a run would take (runtime, version, environment) without running it.
     Explain(explain::ExplainArgs),
     /// Run a pack's tests (its Attune `testing` section) in the sandbox its actions get.
@@ -130,6 +133,7 @@ pub fn main() -> ExitCode {
             Command::Gc(args) => gc::execute(args, global).await,
             Command::Runtimes(command) => runtimes::execute(command, global).await,
             Command::Config(command) => config::execute(command, global),
+            Command::Doctor(args) => doctor::execute(args, global).await,
             Command::Test(args) => test::execute(args, global).await,
             Command::Explain(args) => explain::execute(args, global).await,
         }

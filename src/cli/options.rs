@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use packbox::{Environment, Settings, SettingsError, SettingsLayer, Size, parse_size};
+use packbox::{
+    Endpoint, Environment, PackDelivery, Settings, SettingsError, SettingsLayer, Size, parse_size,
+};
 
 /// Flags every command takes.
 #[derive(Debug, Args)]
@@ -19,8 +21,10 @@ pub struct GlobalArgs {
     /// (default: $PACKBOX_CATALOG).
     #[arg(long, global = true, value_name = "DIR")]
     pub catalog: Option<PathBuf>,
-    /// The engine to use (default: $DOCKER_HOST, else the local socket).
-    #[arg(long, global = true, value_name = "URL")]
+    /// The engine to use: an address (unix:///path, tcp://host:2376) or a docker context name
+    /// (default: as the docker CLI finds it: DOCKER_HOST, DOCKER_CONTEXT, the current docker
+    /// context, the local socket).
+    #[arg(long, global = true, value_name = "ENGINE")]
     pub engine: Option<String>,
     /// Where actions run: docker (a container on the engine; default) or swarm (a one-shot
     /// service on the Swarm the engine manages). Default: $PACKBOX_BACKEND.
@@ -80,6 +84,11 @@ pub struct SandboxArgs {
     /// An OCI runtime the engine offers, e.g. runsc (default: the engine's).
     #[arg(long, value_name = "NAME")]
     oci_runtime: Option<String>,
+    /// How the pack reaches the container: bind (mount the folder; only for an engine on this
+    /// machine), volume (a read-only volume filled through the API, once per pack content), or
+    /// auto (bind for a local Unix socket, volume otherwise; the default).
+    #[arg(long, value_name = "MODE", value_parser = PackDelivery::parse)]
+    pack_delivery: Option<PackDelivery>,
     /// Syscall profile: packbox (default), or a JSON profile file; engine-default and
     /// unconfined need --allow-weaker-sandbox.
     #[arg(long, value_name = "packbox|engine-default|unconfined|FILE")]
@@ -103,6 +112,7 @@ pub fn resolve_with(global: &GlobalArgs, sandbox: &SandboxArgs) -> Result<Settin
     layer.registry = global.registry.clone();
     layer.state_dir = global.state_dir.clone();
     layer.catalog = global.catalog.clone();
+    layer.pack_delivery = sandbox.pack_delivery;
     let s = &mut layer.sandbox;
     s.network = sandbox.network.clone();
     s.tmp_size = sandbox.tmp_size.map(Size);
@@ -120,4 +130,9 @@ pub fn resolve_with(global: &GlobalArgs, sandbox: &SandboxArgs) -> Result<Settin
     r.max_output = sandbox.max_output.map(Size);
     layer.build.timeout_seconds = global.build_timeout;
     Settings::resolve(layer, global.config.as_deref(), &Environment::capture())
+}
+
+/// The engine a flag other than `--engine` names (`--to ENGINE`), resolved with the environment.
+pub fn engine_flag(flag: &str, value: &str) -> Result<Endpoint, SettingsError> {
+    Settings::resolve_engine_flag(flag, value, &Environment::capture())
 }

@@ -17,6 +17,20 @@ pub const OWNER_PID: &str = "packbox.owner_pid";
 pub const OWNER_START: &str = "packbox.owner_start";
 /// Label: the host the owning process runs on.
 pub const OWNER_HOST: &str = "packbox.owner_host";
+/// Label: the pack volume a container (a lock or helper of `pack_volume`) was made to fill. The
+/// sweep leaves these to `pack_volume`, which removes a dead filler's half volume before its
+/// lock, so that no run ever takes a half volume for a complete one.
+pub const FILLING_VOLUME: &str = "packbox.pack_filling";
+
+/// The label every Docker resource packbox makes carries.
+pub fn managed_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([(MANAGED.to_string(), "true".to_string())])
+}
+
+/// Whether labels name an owner that is gone (decidable only on the owner's host).
+pub fn is_orphan(labels: &HashMap<String, String>) -> bool {
+    Owner::from_labels(labels).is_some_and(|owner| !owner.is_alive_here(&host_name()))
+}
 
 /// A packbox process, as its containers name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,7 +99,8 @@ pub struct Swept {
 }
 
 /// Removes what packbox processes that are gone left behind: containers, and on a Swarm
-/// manager services, networks and secrets; never anything of a live owner.
+/// manager services, networks and secrets; never anything of a live owner, and never a pack
+/// volume's lock or helper (see [`FILLING_VOLUME`]).
 pub async fn sweep_orphans(engine: &SharedEngine) -> Result<Vec<Swept>, EngineError> {
     let host = host_name();
     let managed = [format!("{MANAGED}=true")];
@@ -95,7 +110,7 @@ pub async fn sweep_orphans(engine: &SharedEngine) -> Result<Vec<Swept>, EngineEr
         let Some(owner) = Owner::from_labels(&container.labels) else {
             continue;
         };
-        if owner.is_alive_here(&host) {
+        if owner.is_alive_here(&host) || container.labels.contains_key(FILLING_VOLUME) {
             continue;
         }
         engine.remove(&container.id).await?;

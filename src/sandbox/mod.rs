@@ -8,5 +8,5 @@ pub mod policy;
 pub mod seccomp;
 pub mod service;
 
-pub use policy::{PackFolder, SandboxPolicy, Workload};
+pub use policy::{PackFolder, PackSource, SandboxPolicy, Workload};
 pub use seccomp::SeccompProfile;

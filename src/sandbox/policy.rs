@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::isolation::IsolationReport;
 use super::seccomp::{Kernel, SeccompProfile};
-use crate::engine::{BindMount, ContainerSpec};
+use crate::engine::{BindMount, ContainerSpec, VolumeMount};
 
 /// Where the pack is mounted (read-only) inside every container.
 pub const PACK_MOUNT: &str = "/pack";
@@ -78,15 +78,25 @@ pub struct Workload {
     pub cmd: Vec<String>,
     pub env: Vec<(String, String)>,
     pub labels: BTreeMap<String, String>,
-    /// The pack, seen at `/pack` read-only (none for image probes).
-    pub pack: Option<PackFolder>,
+    /// The pack, mounted read-only at `/pack` (none for image probes).
+    pub pack: Option<PackSource>,
 }
 
-/// A pack folder on this machine.
+/// A pack folder on this machine: what the plan names, before a backend decides how the pack
+/// reaches the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackFolder {
     pub pack_ref: String,
     pub host_dir: String,
+}
+
+/// Where the pack a container sees at `/pack` comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PackSource {
+    /// A folder of this machine, bind-mounted: only an engine on this machine sees it.
+    Folder(PackFolder),
+    /// A volume on the engine holding the pack's content (see `pack_volume`).
+    Volume(String),
 }
 
 impl SandboxPolicy {
@@ -105,15 +115,22 @@ impl SandboxPolicy {
             working_dir: PACK_MOUNT.into(),
             user: self.user.clone(),
             labels: workload.labels,
-            binds: workload
-                .pack
-                .into_iter()
-                .map(|pack| BindMount {
-                    host_path: pack.host_dir,
+            binds: match &workload.pack {
+                Some(PackSource::Folder(folder)) => vec![BindMount {
+                    host_path: folder.host_dir.clone(),
                     container_path: PACK_MOUNT.into(),
                     read_only: true,
-                })
-                .collect(),
+                }],
+                _ => Vec::new(),
+            },
+            volumes: match workload.pack {
+                Some(PackSource::Volume(volume)) => vec![VolumeMount {
+                    volume,
+                    container_path: PACK_MOUNT.into(),
+                    read_only: true,
+                }],
+                _ => Vec::new(),
+            },
             tmpfs,
             read_only_rootfs: self.read_only_root,
             network_mode: self.network.clone(),
@@ -139,10 +156,10 @@ mod tests {
             cmd: vec!["bash".into()],
             env: Vec::new(),
             labels: BTreeMap::new(),
-            pack: Some(PackFolder {
+            pack: Some(PackSource::Folder(PackFolder {
                 pack_ref: "p".into(),
                 host_dir: "/host/packs/p".into(),
-            }),
+            })),
         }
     }
 

@@ -156,7 +156,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::sandbox::PackFolder;
+    use crate::sandbox::{PackFolder, PackSource};
 
     fn workload() -> Workload {
         Workload {
@@ -164,10 +164,10 @@ mod tests {
             cmd: vec!["bash".into(), "/pack/actions/a.sh".into()],
             env: vec![("ATTUNE_ACTION".into(), "p.a".into())],
             labels: BTreeMap::from([("packbox.managed".into(), "true".into())]),
-            pack: Some(PackFolder {
+            pack: Some(PackSource::Folder(PackFolder {
                 pack_ref: "p".into(),
                 host_dir: "/host/packs/p".into(),
-            }),
+            })),
         }
     }
 

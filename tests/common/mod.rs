@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
 
+pub mod dind;
 pub mod swarm;
 
 use std::path::{Path, PathBuf};
