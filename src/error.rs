@@ -2,10 +2,14 @@
 //! packbox and the engine), which decides the exit code. Stages never import this module: they
 //! return their own errors, which this one wraps.
 
+use crate::backend::{BackendError, SwarmError};
+use crate::base_image::BaseImageError;
 use crate::catalog::CatalogError;
 use crate::engine::EngineError;
 use crate::envimage::EnvError;
+use crate::image_copy::CopyError;
 use crate::lifecycle::RunError;
+use crate::pack_volume::DeliveryError;
 use crate::plan::PlanError;
 use crate::prepare::PrepareError;
 use crate::probe::UnknownRuntimeFilter;
@@ -44,6 +48,28 @@ pub enum Error {
     Env(Box<EnvError>),
     #[error(transparent)]
     Run(Box<RunError>),
+    /// The swarm backend could not run the action.
+    #[error(transparent)]
+    Swarm(Box<SwarmError>),
+    /// Images could not be copied to another engine.
+    #[error(transparent)]
+    Copy(Box<CopyError>),
+    /// The pack could not be delivered to the engine by volume.
+    #[error(transparent)]
+    Delivery(Box<DeliveryError>),
+    /// A base image could not be imported.
+    #[error(transparent)]
+    BaseImage(Box<BaseImageError>),
+}
+
+impl From<BackendError> for Error {
+    fn from(error: BackendError) -> Error {
+        match error {
+            BackendError::Run(run) => run.into(),
+            BackendError::Swarm(swarm) => swarm.into(),
+            BackendError::Delivery(delivery) => delivery.into(),
+        }
+    }
 }
 
 /// Stage errors are boxed inside [`Error`] so that results stay small on the hot path.
@@ -64,6 +90,10 @@ boxed_from!(
     Env(EnvError),
     Image(ImageError),
     Run(RunError),
+    Swarm(SwarmError),
+    Copy(CopyError),
+    Delivery(DeliveryError),
+    BaseImage(BaseImageError),
 );
 
 /// Who has to act to fix an error.
@@ -100,6 +130,29 @@ impl Error {
             Error::Image(image) if matches!(image.as_ref(), ImageError::Cancelled { .. }) => {
                 Fault::Cancelled
             }
+            Error::Run(run) if matches!(run.as_ref(), RunError::Cancelled) => Fault::Cancelled,
+            Error::Run(_) => Fault::Engine,
+            Error::Swarm(swarm) if swarm.is_cancelled() => Fault::Cancelled,
+            Error::Swarm(swarm) if swarm.is_input() => Fault::Input,
+            Error::Swarm(_) => Fault::Engine,
+            // The user's own --engine value is input; DOCKER_HOST, contexts and their TLS files
+            // are the engine's set-up.
+            Error::Settings(settings) if settings.is_engine_setup() => Fault::Engine,
+            Error::Delivery(delivery)
+                if matches!(delivery.as_ref(), DeliveryError::Cancelled { .. }) =>
+            {
+                Fault::Cancelled
+            }
+            Error::Copy(copy) if matches!(copy.as_ref(), CopyError::Cancelled) => Fault::Cancelled,
+            Error::BaseImage(base) if base.is_input() => Fault::Input,
+            Error::Delivery(delivery)
+                if matches!(
+                    delivery.as_ref(),
+                    DeliveryError::Read { .. } | DeliveryError::TooLarge { .. }
+                ) =>
+            {
+                Fault::Input
+            }
             Error::Gvisor(gvisor) if gvisor.is_input() => Fault::Input,
             Error::Gvisor(_) => Fault::Engine,
             Error::Settings(_)
@@ -107,7 +160,12 @@ impl Error {
             | Error::RuntimeFilter(_)
             | Error::OciRuntimeMissing { .. }
             | Error::TooManyCpus { .. } => Fault::Input,
-            Error::Catalog(_) | Error::Engine(_) | Error::Image(_) | Error::Run(_) => Fault::Engine,
+            Error::Catalog(_)
+            | Error::Engine(_)
+            | Error::Image(_)
+            | Error::Copy(_)
+            | Error::Delivery(_)
+            | Error::BaseImage(_) => Fault::Engine,
         }
     }
 
@@ -127,9 +185,15 @@ impl Error {
             );
         }
         match self {
-            Error::Engine(EngineError::Unreachable { .. }) => Some(
-                "start the engine (scripts/ensure-docker does it on Debian) or point DOCKER_HOST at one",
-            ),
+            Error::Engine(EngineError::Unreachable { problem, .. }) => Some(problem.hint()),
+            Error::Settings(settings) if settings.endpoint_hint().is_some() => {
+                settings.endpoint_hint()
+            }
+            Error::Swarm(swarm) if matches!(swarm.as_ref(), SwarmError::NotAManager { .. }) => {
+                Some(
+                    "run `docker swarm init` on that engine, point --engine at a manager, or use --backend docker",
+                )
+            }
             Error::OciRuntimeMissing { wanted, .. } if wanted == "runsc" => Some(
                 "scripts/ensure-docker --with-gvisor installs gVisor and registers it as runsc",
             ),

@@ -6,9 +6,9 @@
 //! Leftovers of crashed packbox processes are swept once, in the background, when an executor
 //! starts; never on a run's path.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::OnceCell;
@@ -16,18 +16,23 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use crate::backend::WarmKind;
+use crate::backend::{self, Job, RunBackend};
+use crate::base_image::{self, BaseImage};
 use crate::catalog::Catalog;
 use crate::contract::Outcome;
 use crate::contract::result::{self, RunFacts};
+use crate::endpoint::Endpoint;
 use crate::engine::{DockerEngine, EngineInfo, SharedEngine, StreamKind};
 use crate::envimage::inventory::{self, EnvInfo, PruneReport};
 use crate::error::Error;
 use crate::error_text::chain;
 use crate::explain::{self, Explanation};
+use crate::image_copy::{self, CopyError, CopyEvent, ImageCopy};
+use crate::lifecycle::RunIo;
 use crate::lifecycle::owner::{self, Owner, Swept};
-use crate::lifecycle::pool::{self, Warm, WarmPool};
-use crate::lifecycle::{self, RunIo, Started};
 use crate::pack;
+use crate::pack_volume::{self, Collected as PackVolumesCollected};
 use crate::packtest::{self, TestEvent, TestPlan, TestReport};
 use crate::plan::{RunPlan, resolve_runtime};
 use crate::prepare::{self, PrepareError, Preparer};
@@ -41,6 +46,10 @@ use crate::settings::{Settings, WarmSettings};
 
 pub use crate::prepare::PrepareEvent;
 
+/// How old an untagged build layer must be before `gc` takes it for a leftover (runtime image
+/// builds have no timeout of their own; environment builds may be set to last longer).
+const MIN_LEFTOVER_LAYER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Runs planned actions on one engine.
 #[derive(Debug)]
 pub struct Executor {
@@ -52,15 +61,12 @@ pub struct Executor {
     shutdown: CancellationToken,
     /// What the engine offers, asked once when a run needs it.
     engine_info: OnceCell<EngineInfo>,
-    /// Pre-started containers, when enabled with [`Executor::with_warm_pool`].
-    pool: Option<Arc<WarmPool>>,
-    /// Work off the runs' path (the start-up sweep, pool refills), awaited by
-    /// [`Executor::close`].
+    /// Where actions run (the settings' backend).
+    backend: Arc<dyn RunBackend>,
+    /// Work off the runs' path (the start-up sweep), awaited by [`Executor::close`].
     background: Mutex<JoinSet<()>>,
     /// Turns true when the start-up sweep is over.
     swept: tokio::sync::watch::Receiver<bool>,
-    /// Whether pooled containers start their runtime's interpreter ahead of the run.
-    preload: bool,
 }
 
 /// What [`Executor::run`] reports while it works.
@@ -79,7 +85,8 @@ pub enum RunEvent<'a> {
 impl Executor {
     /// Connects to the engine the settings name and starts an executor on it.
     pub async fn connect(settings: Settings, catalog: Catalog) -> Result<Executor, Error> {
-        let engine = DockerEngine::connect(&settings.engine).await?;
+        let engine =
+            DockerEngine::connect(&settings.endpoint.host, &settings.endpoint.transport).await?;
         Ok(Executor::start(settings, catalog, Arc::new(engine)))
     }
 
@@ -87,29 +94,29 @@ impl Executor {
     /// swept in the background (call [`Executor::close`] before dropping it). Must be called
     /// within a tokio runtime.
     pub fn start(settings: Settings, catalog: Catalog, engine: SharedEngine) -> Executor {
+        let owner = Owner::current();
         let (sweep_done, swept) = tokio::sync::watch::channel(false);
         let executor = Executor {
             swept,
-            preload: false,
             probe_cache: ProbeCache::open(&settings.state_dir),
+            backend: backend::for_settings(&settings, &engine, None),
             engine,
             settings,
             catalog,
-            owner: Owner::current(),
+            owner,
             shutdown: CancellationToken::new(),
             engine_info: OnceCell::new(),
-            pool: None,
             background: Mutex::new(JoinSet::new()),
         };
         let engine = SharedEngine::clone(&executor.engine);
         executor.spawn_background(
             async move {
-                match owner::sweep_orphans(engine.as_ref()).await {
+                match owner::sweep_orphans(&engine).await {
                     Ok(swept) if !swept.is_empty() => {
-                        tracing::info!(count = swept.len(), "swept leftover containers")
+                        tracing::info!(count = swept.len(), "swept leftovers")
                     }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!("sweeping leftover containers: {}", chain(&e)),
+                    Err(e) => tracing::warn!("sweeping leftovers: {}", chain(&e)),
                 }
                 sweep_done.send_replace(true);
             }
@@ -126,33 +133,26 @@ impl Executor {
         let _ = swept.wait_for(|done| *done).await;
     }
 
-    /// Keeps containers pre-started for each kind of run this executor has made (same action,
-    /// image and sandbox), so that later runs skip the engine's container start: as many as the
-    /// kind recently ran at the same time, at most `per_kind`. For long-lived executors; call
-    /// [`Executor::close`] when done.
+    /// Keeps up to `per_kind` containers pre-started for each kind of run this executor has
+    /// made (same action, image and sandbox), so that later runs skip the engine's container
+    /// start. For long-lived executors on the docker backend (a Swarm service has no container
+    /// to pre-start: the swarm backend ignores it); call [`Executor::close`] when done.
     pub fn with_warm_pool(self, per_kind: usize) -> Self {
         self.with_warm_pool_sized(WarmSettings {
             per_kind,
             total: usize::MAX,
-            idle: Duration::MAX,
+            idle: std::time::Duration::MAX,
             preload: false,
         })
     }
 
-    /// [`Executor::with_warm_pool`] with a limit in all, an idle time after which a kind nobody
-    /// runs loses its containers (see [`Executor::trim_warm_pool`]), and, with `preload`,
-    /// pooled containers of runtimes that can (the catalog's `warm_start`) start their
-    /// interpreter ahead of the run, so a run skips the interpreter's start too. Still one
-    /// action per container.
+    /// [`Executor::with_warm_pool`] sized by demand: each kind keeps as many containers ready
+    /// as it recently ran at once, or as arrive while one starts, at most `per_kind`, `total`
+    /// in all; a kind nobody runs for `idle` loses them (see [`Executor::trim_warm_pool`]).
+    /// With `preload`, pooled containers of runtimes that can (the catalog's `warm_start`)
+    /// start their interpreter ahead of the run too. Still one action per container.
     pub fn with_warm_pool_sized(mut self, sizing: WarmSettings) -> Self {
-        self.preload = sizing.preload;
-        self.pool = (sizing.per_kind > 0 && sizing.total > 0).then(|| {
-            Arc::new(WarmPool::new(pool::Sizing {
-                per_kind: sizing.per_kind,
-                total: sizing.total,
-                idle: sizing.idle,
-            }))
-        });
+        self.backend = backend::for_settings(&self.settings, &self.engine, Some(sizing));
         self
     }
 
@@ -166,21 +166,25 @@ impl Executor {
 
     /// How many pre-started containers wait in the warm pool now.
     pub fn idle_warm_containers(&self) -> usize {
-        self.pool.as_ref().map_or(0, |pool| pool.idle())
+        self.backend.idle_warm()
     }
 
     /// The pre-started containers waiting now, per kind of run.
     pub fn warm_kinds(&self) -> Vec<WarmKind> {
-        self.pool.as_ref().map_or_else(Vec::new, |pool| {
-            pool.idle_by_kind()
-                .into_iter()
-                .map(|(kind, idle)| WarmKind {
-                    action: kind.action,
-                    image: kind.image,
-                    idle,
-                })
-                .collect()
-        })
+        self.backend.warm_kinds()
+    }
+
+    /// Removes the pooled containers nobody needs now: those of kinds of run unused for the
+    /// pool's idle time, and those above what a kind's recent demand asks for. A long-lived
+    /// executor calls it from time to time.
+    pub async fn trim_warm_pool(&self) {
+        self.backend.trim().await;
+    }
+
+    /// Whether the engine answers now (asked every time, for readiness checks).
+    pub async fn ping(&self) -> Result<(), Error> {
+        self.engine.info().await?;
+        Ok(())
     }
 
     /// The settings this executor runs with.
@@ -294,43 +298,47 @@ impl Executor {
                 "image ready"
             );
             let prepare_ms = started.elapsed().as_millis() as u64;
-            let Handoff {
-                exec_id,
-                started: container,
-                stdin,
-                _demand,
-            } = self
-                .container_for(plan, &prepared.image, kernel, cancel)
+            let exec_id = uuid::Uuid::new_v4().to_string();
+            // The backend tells of the start and of the output, one after the other.
+            let on_event = Mutex::new(on_event);
+            let mut on_output = |stream: StreamKind, bytes: &[u8]| {
+                if let Ok(mut on_event) = on_event.lock() {
+                    on_event(RunEvent::Output { stream, bytes });
+                }
+            };
+            let mut on_started = |exec_id: &str| {
+                if let Ok(mut on_event) = on_event.lock() {
+                    on_event(RunEvent::Started { exec_id });
+                }
+            };
+            let ran = self
+                .backend
+                .run(Job {
+                    workload: plan.workload(&exec_id, &prepared.image, &self.owner),
+                    exec_id,
+                    policy: plan.policy(),
+                    kernel,
+                    io: RunIo {
+                        stdin: plan.stdin.0.clone(),
+                        limits: &plan.limits,
+                        cancel,
+                        on_output: &mut on_output,
+                    },
+                    warm_start: plan.warm_start_cmd(),
+                    on_started: &mut on_started,
+                })
                 .await?;
-            tracing::debug!(exec_id = %exec_id, container = container.id(), "container started");
-            on_event(RunEvent::Started { exec_id: &exec_id });
-            let mut on_output =
-                |stream: StreamKind, bytes: &[u8]| on_event(RunEvent::Output { stream, bytes });
-            let (exit, exited) = lifecycle::run::finish_then_release(
-                &self.engine,
-                container,
-                RunIo {
-                    stdin,
-                    limits: &plan.limits,
-                    cancel,
-                    on_output: &mut on_output,
-                },
-            )
-            .await?;
-            // The outcome is known: the container goes off the run's path ([`Executor::close`]
-            // waits for it).
-            self.spawn_background(exited.remove());
             tracing::debug!(
-                ending = ?exit.ending,
-                exit_code = exit.exit_code,
+                ending = ?ran.exit.ending,
+                exit_code = ran.exit.exit_code,
                 ms = started.elapsed().as_millis() as u64,
                 "run finished"
             );
             Ok(result::outcome(
-                plan.outcome_terms(),
-                exit,
+                plan.outcome_terms(&ran.sandbox),
+                ran.exit,
                 RunFacts {
-                    exec_id,
+                    exec_id: ran.exec_id,
                     duration_ms: started.elapsed().as_millis() as u64,
                     prepare_ms,
                     runtime_version: prepared.runtime_version,
@@ -342,143 +350,8 @@ impl Executor {
         .await
     }
 
-    /// The started container a run uses, its exec id and the stdin to give it: a pre-started
-    /// one from the warm pool when there is one, else a fresh one; the pool is then topped up to
-    /// what the kind's demand asks for, off the run's path.
-    async fn container_for(
-        &self,
-        plan: &RunPlan,
-        image: &str,
-        kernel: Kernel,
-        cancel: &CancellationToken,
-    ) -> Result<Handoff, Error> {
-        let spec_for = |exec_id: &str| {
-            let mut spec = plan
-                .policy
-                .container_spec(plan.workload(exec_id, image, &self.owner), kernel);
-            if self.pool.is_some() {
-                spec.cmd = match plan.warm_start_cmd().filter(|_| self.preload) {
-                    Some(cmd) => cmd,
-                    None => pool::wait_for_go(spec.cmd),
-                };
-            }
-            spec
-        };
-        let exec_id = uuid::Uuid::new_v4().to_string();
-        let spec = spec_for(&exec_id);
-        let Some(warm_pool) = &self.pool else {
-            let started = self.start_container(&exec_id, &spec, cancel).await?;
-            return Ok(Handoff {
-                exec_id,
-                started,
-                stdin: plan.stdin.0.clone(),
-                _demand: None,
-            });
-        };
-        let kind = pool::kind(&spec);
-        let (demand, offered) = warm_pool.begin(&kind);
-        let (exec_id, started) = match self.take_warm(warm_pool, &kind, offered).await {
-            Some(warm) => (warm.exec_id, warm.started),
-            None => {
-                let started = self.start_container(&exec_id, &spec, cancel).await?;
-                (exec_id, started)
-            }
-        };
-        for _ in 0..warm_pool.reserve(&kind) {
-            let next_id = uuid::Uuid::new_v4().to_string();
-            let next_spec = spec_for(&next_id);
-            let (engine, warm_pool, kind) = (
-                SharedEngine::clone(&self.engine),
-                Arc::clone(warm_pool),
-                kind.clone(),
-            );
-            self.spawn_background(async move {
-                let name = container_name(&next_id);
-                let asked = tokio::time::Instant::now();
-                match lifecycle::run::start(&engine, &name, &next_spec).await {
-                    Ok(started) => {
-                        let warm = Warm {
-                            exec_id: next_id,
-                            started,
-                        };
-                        if let Some(spare) = warm_pool.put(&kind, warm, asked.elapsed()) {
-                            lifecycle::run::discard(&engine, spare.started).await;
-                        }
-                    }
-                    Err(e) => {
-                        warm_pool.start_failed(&kind);
-                        tracing::warn!("pre-starting a container: {}", chain(&e));
-                    }
-                }
-            });
-        }
-        let mut stdin = pool::GO_LINE.to_vec();
-        stdin.extend_from_slice(&plan.stdin.0);
-        Ok(Handoff {
-            exec_id,
-            started,
-            stdin,
-            _demand: Some(demand),
-        })
-    }
-
-    /// A pre-started container for this kind of run whose process still waits for its
-    /// go-line; one that died meanwhile (killed, out of memory, removed by someone) is
-    /// discarded, so a run never inherits a broken container.
-    async fn take_warm(
-        &self,
-        warm_pool: &WarmPool,
-        kind: &pool::Kind,
-        offered: Option<Warm>,
-    ) -> Option<Warm> {
-        let mut next = offered;
-        while let Some(warm) = next {
-            match self.engine.container_state(warm.started.id()).await {
-                Ok(state) if state.running => {
-                    tracing::debug!(exec_id = %warm.exec_id, "warm container taken from the pool");
-                    return Some(warm);
-                }
-                _ => {
-                    tracing::warn!(
-                        container = warm.started.id(),
-                        "a pooled container stopped before its run; using a fresh one"
-                    );
-                    lifecycle::run::discard(&self.engine, warm.started).await;
-                }
-            }
-            next = warm_pool.take(kind);
-        }
-        None
-    }
-
-    /// Removes the pooled containers nobody needs now: those of kinds of run unused for the
-    /// pool's idle time, and those above what a kind's recent demand asks for. A long-lived
-    /// executor calls it from time to time.
-    pub async fn trim_warm_pool(&self) {
-        if let Some(warm_pool) = &self.pool {
-            for warm in warm_pool.trim() {
-                lifecycle::run::discard(&self.engine, warm.started).await;
-            }
-        }
-    }
-
-    /// Creates and starts a container, unless the run is cancelled first (then nothing is
-    /// left behind).
-    async fn start_container(
-        &self,
-        exec_id: &str,
-        spec: &crate::engine::ContainerSpec,
-        cancel: &CancellationToken,
-    ) -> Result<Started, Error> {
-        let name = container_name(exec_id);
-        tokio::select! {
-            started = lifecycle::run::start(&self.engine, &name, spec) => Ok(started?),
-            () = cancel.cancelled() => Err(PrepareError::Cancelled.into()),
-        }
-    }
-
-    /// Waits for the work started off the runs' path (the start-up sweep, pool refills), then
-    /// removes the warm pool's idle containers. Call it before dropping an executor; leftovers
+    /// Waits for the work started off the runs' path (the start-up sweep, the backend's pool
+    /// refills), then removes the warm pool's idle containers. Call it before dropping an executor; leftovers
     /// are otherwise swept by the next packbox start, as the owner is then gone.
     pub async fn close(&self) {
         let mut background = match self.background.lock() {
@@ -486,11 +359,7 @@ impl Executor {
             Err(_) => JoinSet::new(),
         };
         while background.join_next().await.is_some() {}
-        if let Some(warm_pool) = &self.pool {
-            for warm in warm_pool.drain() {
-                lifecycle::run::discard(&self.engine, warm.started).await;
-            }
-        }
+        self.backend.close().await;
     }
 
     /// What the engine offers, asked once.
@@ -581,31 +450,81 @@ impl Executor {
             &self.owner,
             plan,
             kernel,
+            self.settings.pack_delivery,
             on_event,
         )
         .await
         .map_err(|e| match e {
             packtest::TestRunError::Prepare(e) => e.into(),
             packtest::TestRunError::Run(e) => e.into(),
+            packtest::TestRunError::Delivery(e) => e.into(),
         })
     }
 
-    /// Whether the engine answers now (asked every time, for readiness checks).
-    pub async fn ping(&self) -> Result<(), Error> {
-        self.engine.info().await?;
-        Ok(())
+    /// Removes what packbox processes that are gone left behind: containers, and on a Swarm
+    /// manager services, networks and secrets.
+    pub async fn sweep_orphans(&self) -> Result<Vec<Swept>, Error> {
+        Ok(owner::sweep_orphans(&self.engine).await?)
     }
 
-    /// Removes the containers of packbox processes that are gone.
-    pub async fn sweep_orphans(&self) -> Result<Vec<Swept>, Error> {
-        Ok(owner::sweep_orphans(self.engine.as_ref()).await?)
+    /// Makes sure the engine has `packbox/base:SUITE` for each `(suite, tarball)`, importing the
+    /// root file system tarball through the API where it does not (for an engine without a
+    /// registry that cannot see this machine's files).
+    pub async fn import_base_images(
+        &self,
+        bases: &[(String, PathBuf)],
+    ) -> Result<Vec<BaseImage>, Error> {
+        let mut imported = Vec::new();
+        for (suite, rootfs) in bases {
+            let base = base_image::ensure(self.engine.as_ref(), suite, rootfs);
+            imported.push(tokio::select! {
+                base = base => base?,
+                () = self.shutdown.cancelled() => return Err(PrepareError::Cancelled.into()),
+            });
+        }
+        Ok(imported)
+    }
+
+    /// Streams images from this executor's engine into the engine at `target`, skipping those it
+    /// has; `images` empty means the catalog's runtime images and every environment image.
+    pub async fn copy_images_to(
+        &self,
+        target: &Endpoint,
+        images: &[String],
+        on_event: impl FnMut(CopyEvent<'_>),
+    ) -> Result<Vec<ImageCopy>, Error> {
+        let target = DockerEngine::connect(&target.host, &target.transport).await?;
+        let images = if images.is_empty() {
+            image_copy::default_images(self.engine.as_ref(), &self.catalog).await?
+        } else {
+            images.to_vec()
+        };
+        let copy = image_copy::copy(self.engine.as_ref(), &target, &images, on_event);
+        tokio::select! {
+            copied = copy => Ok(copied?),
+            () = self.shutdown.cancelled() => Err(CopyError::Cancelled.into()),
+        }
     }
 
     /// Removes what crashed or killed packbox processes left (`packbox gc`): containers whose
     /// owner is gone, and the untagged layers of builds that never finished (builds label their
-    /// images `packbox.kind`), unless a container or another image still uses them.
-    pub async fn gc(&self) -> Result<GcReport, Error> {
+    /// images `packbox.kind`), unless a container or another image still uses them; and pack
+    /// volumes no container uses beyond the newest `keep_pack_volumes` of each pack (with what
+    /// dead fillers left).
+    pub async fn gc(&self, keep_pack_volumes: usize) -> Result<GcReport, Error> {
         let containers = self.sweep_orphans().await?;
+        // A build under way has untagged layers too: only layers older than any build may
+        // last are a finished build's leftovers.
+        let old_enough = self
+            .settings
+            .build
+            .timeout
+            .max(MIN_LEFTOVER_LAYER_AGE)
+            .as_secs() as i64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let pack_volumes = pack_volume::collect(self.engine.as_ref(), keep_pack_volumes).await?;
         let mut images = Vec::new();
         for image in self
             .engine
@@ -613,7 +532,7 @@ impl Executor {
             .await?
         {
             let dangling = image.tags.iter().all(|tag| tag == "<none>:<none>");
-            if !dangling {
+            if !dangling || now - image.created < old_enough {
                 continue;
             }
             match self.engine.remove_image(&image.id).await {
@@ -622,7 +541,11 @@ impl Executor {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(GcReport { containers, images })
+        Ok(GcReport {
+            containers,
+            images,
+            pack_volumes,
+        })
     }
 
     /// Verifies the runtime versions the settings select (all by default): each image made
@@ -763,7 +686,9 @@ impl Executor {
         mut on_event: impl FnMut(ImageEvent<'_>) + Send,
     ) -> Result<(), Error> {
         let catalog = &self.catalog;
-        for runtime in catalog.runtimes() {
+        // The runtimes the settings select (PACKBOX_RUNTIMES), as for verification.
+        let runtimes = probe::filter_runtimes(catalog, self.settings.runtimes.as_deref())?;
+        for runtime in runtimes {
             for version in &runtime.versions {
                 on_event(ImageEvent::Checking {
                     image: &version.image,
@@ -795,23 +720,8 @@ pub struct GcReport {
     pub containers: Vec<Swept>,
     /// Ids of untagged images of builds that never finished.
     pub images: Vec<String>,
-}
-
-/// A container handed to a run, and the run's share of its kind's demand (held to the end).
-struct Handoff {
-    exec_id: String,
-    started: Started,
-    stdin: Vec<u8>,
-    _demand: Option<pool::Demand>,
-}
-
-/// Idle pre-started containers of one kind of run (one action on one image, same sandbox).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct WarmKind {
-    pub action: String,
-    pub image: String,
-    pub idle: usize,
+    /// Pack volumes removed and kept.
+    pub pack_volumes: PackVolumesCollected,
 }
 
 /// What `build_environments` did for one action.
@@ -897,10 +807,6 @@ fn describe_candidates(statuses: &[VersionStatus]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-fn container_name(exec_id: &str) -> String {
-    format!("packbox-{exec_id}")
 }
 
 #[cfg(test)]
@@ -1188,27 +1094,6 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_capped_timeout_wins_over_the_actions_own() {
-        let never = Program {
-            exit: Exit::Never,
-            ..Program::default()
-        };
-        let h = harness(engine(never), SettingsLayer::default());
-        let packs = pack("shell", "a.sh", "timeout_seconds: 600\n", &[]);
-        let mut plan = plan_for(&h, &packs);
-        plan.limit_timeout(Duration::from_secs(5));
-        assert_eq!(plan.timeout(), Duration::from_secs(5));
-        let outcome = run(&h, &plan).await.expect("an outcome");
-        assert_eq!(
-            outcome.error.as_deref(),
-            Some("Execution timed out after 5 seconds")
-        );
-        plan.limit_timeout(Duration::from_secs(3600));
-        assert_eq!(plan.timeout(), Duration::from_secs(5), "a cap only lowers");
-        h.executor.close().await;
-    }
-
-    #[tokio::test(start_paused = true)]
     async fn the_parameter_document_goes_on_stdin_only() {
         let h = harness(
             engine(Program {
@@ -1245,15 +1130,13 @@ mod tests {
         h.executor.close().await;
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn cancelling_during_the_run_stops_and_removes_the_container() {
-        let h = harness(
-            engine(Program {
-                exit: Exit::Never,
-                ..Program::default()
-            }),
-            SettingsLayer::default(),
-        );
+    /// Runs the action of `packs` on an executor sharing the harness's fake engine, whose
+    /// shutdown is cancelled as soon as `when` holds; that executor is closed afterwards.
+    async fn run_cancelled_when(
+        h: &Harness,
+        packs: &tempfile::TempDir,
+        when: impl Fn(&FakeEngine) -> bool,
+    ) -> Result<Outcome, Error> {
         let shutdown = CancellationToken::new();
         let executor = Executor::start(
             h.settings.clone(),
@@ -1261,25 +1144,341 @@ mod tests {
             h.fake.clone(),
         )
         .with_shutdown(shutdown.clone());
-        let packs = pack("shell", "a.sh", "", &[]);
-        let plan = plan_for(&h, &packs);
+        let plan = plan_for(h, packs);
         let running = executor.run(&plan, |_| {});
         let cancelling = async {
-            h.fake
-                .until(|f| {
-                    f.running()
-                        .iter()
-                        .any(|name| !name.starts_with("packbox-probe"))
-                })
-                .await;
+            h.fake.until(when).await;
             shutdown.cancel();
         };
-        let (outcome, ()) = tokio::join!(running, cancelling);
-        let outcome = outcome.expect("an outcome");
-        assert_eq!(outcome.status, Status::Cancelled);
+        let (result, ()) = tokio::join!(running, cancelling);
         executor.close().await;
+        result
+    }
+
+    fn builds(fake: &FakeEngine) -> usize {
+        fake.count(|c| matches!(c, Call::Build(_)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_during_the_run_stops_and_removes_the_container() {
+        let never = Program {
+            exit: Exit::Never,
+            ..Program::default()
+        };
+        let h = harness(engine(never), SettingsLayer::default());
+        let packs = pack("shell", "a.sh", "", &[]);
+        let action_runs = |f: &FakeEngine| {
+            f.running()
+                .iter()
+                .any(|name| !name.starts_with("packbox-probe"))
+        };
+        let outcome = run_cancelled_when(&h, &packs, action_runs)
+            .await
+            .expect("an outcome");
+        assert_eq!(outcome.status, Status::Cancelled);
         h.executor.close().await;
         assert!(h.fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_during_a_probe_leaves_nothing() {
+        let fake = FakeEngine::new();
+        fake.add_image("packbox/shell:5.2", &[], 0);
+        fake.set_program(|_| Program {
+            exit: Exit::Never,
+            ..Program::default()
+        });
+        let h = harness(fake, SettingsLayer::default());
+        let packs = pack("shell", "a.sh", "", &[]);
+        let err = run_cancelled_when(&h, &packs, |f| !f.running().is_empty())
+            .await
+            .expect_err("cancelled");
+        assert_eq!(err.fault(), Fault::Cancelled, "{err}");
+        h.executor.close().await;
+        assert!(h.fake.container_ids().is_empty());
+        assert!(
+            action_creates(&h.fake).is_empty(),
+            "the action never started"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_while_a_runtime_image_is_built_leaves_no_tag() {
+        let fake = engine(Program::default());
+        // The shell image is missing: it is built from its recipe (never pulled), and the
+        // build hangs.
+        fake.remove_image("packbox/shell:5.2")
+            .await
+            .expect("removed");
+        fake.set_build(BuildScript::Hang);
+        let h = harness(fake, SettingsLayer::default());
+        let packs = pack("shell", "a.sh", "", &[]);
+        let err = run_cancelled_when(&h, &packs, |f| builds(f) == 1)
+            .await
+            .expect_err("cancelled");
+        assert_eq!(err.fault(), Fault::Cancelled, "{err}");
+        assert!(!h.fake.has_image("packbox/shell:5.2"));
+        assert_eq!(h.fake.count(|c| matches!(c, Call::Pull(_))), 0);
+        h.executor.close().await;
+        assert!(h.fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_an_environment_build_leaves_no_tag() {
+        let fake = engine(Program::default());
+        fake.set_build(BuildScript::Hang);
+        let h = harness(fake, SettingsLayer::default());
+        let packs = pack(
+            "python",
+            "a.py",
+            "",
+            &[("requirements.txt", "requests==2.31.0 # cancel test\n")],
+        );
+        let err = run_cancelled_when(&h, &packs, |f| builds(f) == 1)
+            .await
+            .expect_err("cancelled");
+        assert_eq!(err.fault(), Fault::Cancelled, "{err}");
+        let tag = h.fake.calls().into_iter().find_map(|c| match c {
+            Call::Build(tag) => Some(tag),
+            _ => None,
+        });
+        assert!(!h.fake.has_image(&tag.expect("a build")));
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_oci_runtime_the_engine_lacks_is_an_input_error() {
+        let mut layer = SettingsLayer::default();
+        layer.sandbox.oci_runtime = Some("runsc".into());
+        let h = harness(engine(Program::default()), layer);
+        let packs = pack("shell", "a.sh", "", &[]);
+        let err = run(&h, &plan_for(&h, &packs)).await.expect_err("refused");
+        assert_eq!(err.fault(), Fault::Input);
+        assert!(err.to_string().contains("runsc") && err.to_string().contains("runc"));
+        assert!(action_creates(&h.fake).is_empty());
+        h.executor.close().await;
+    }
+
+    /// An engine offering runc and a gVisor registered as `scripts/ensure-docker` does.
+    fn with_gvisor(fake: &FakeEngine, runsc_path: &str) {
+        fake.set_info(EngineInfo {
+            server_version: "20.10.24".into(),
+            oci_runtimes: vec![
+                OciRuntime::named("runc"),
+                OciRuntime {
+                    name: "runsc".into(),
+                    path: runsc_path.into(),
+                    args: vec!["--network=none".into(), "--oci-seccomp".into()],
+                },
+            ],
+            cpus: 2,
+            ..EngineInfo::default()
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_strict_action_runs_under_gvisor_with_the_gvisor_profile_and_lower_limits() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        with_gvisor(&h.fake, "/usr/bin/runsc");
+        let packs = pack("shell", "a.sh", "isolation: strict\n", &[]);
+        let outcome = run(&h, &plan_for(&h, &packs)).await.expect("runs");
+        assert_eq!(outcome.status, Status::Succeeded);
+        let creates = action_creates(&h.fake);
+        assert_eq!(creates.len(), 1);
+        let spec = &creates[0];
+        assert_eq!(spec.oci_runtime.as_deref(), Some("runsc"));
+        assert_eq!(spec.memory_bytes, 256 << 20);
+        assert_eq!(spec.pids_limit, 128);
+        let gvisor_profile =
+            crate::sandbox::SeccompProfile::Packbox.engine_json(false, Kernel::Gvisor);
+        assert_eq!(spec.seccomp_profile, gvisor_profile);
+        assert_eq!(outcome.sandbox.isolation.level, IsolationLevel::Strict);
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_strict_action_on_a_runtime_that_is_not_gvisor_is_refused() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        with_gvisor(&h.fake, "/usr/bin/runc");
+        let packs = pack("shell", "a.sh", "isolation: strict\n", &[]);
+        let err = run(&h, &plan_for(&h, &packs))
+            .await
+            .expect_err("not gVisor");
+        assert_eq!(err.fault(), Fault::Input);
+        assert!(err.to_string().contains("needs gVisor"), "{err}");
+        assert!(action_creates(&h.fake).is_empty());
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standard_action_on_runc_gets_the_host_profile() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        with_gvisor(&h.fake, "/usr/bin/runsc");
+        let packs = pack("shell", "a.sh", "", &[]);
+        run(&h, &plan_for(&h, &packs)).await.expect("runs");
+        let spec = &action_creates(&h.fake)[0];
+        assert_eq!(spec.oci_runtime, None);
+        assert_eq!(
+            spec.seccomp_profile,
+            crate::sandbox::SeccompProfile::Packbox.engine_json(false, Kernel::Host)
+        );
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn more_cpus_than_the_engine_has_is_an_input_error() {
+        let mut layer = SettingsLayer::default();
+        layer.sandbox.cpus = Some(4.0);
+        let h = harness(engine(Program::default()), layer);
+        h.fake.set_info(EngineInfo {
+            server_version: "20.10.24".into(),
+            oci_runtimes: vec![OciRuntime::named("runc")],
+            cpus: 2,
+            ..EngineInfo::default()
+        });
+        let packs = pack("shell", "a.sh", "", &[]);
+        let err = run(&h, &plan_for(&h, &packs)).await.expect_err("refused");
+        assert_eq!(err.fault(), Fault::Input);
+        assert!(err.to_string().contains("only 2 CPUs"), "{err}");
+        h.executor.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_engine_error_mid_run_is_an_error_and_leaves_nothing() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        let packs = pack("shell", "a.sh", "", &[]);
+        let plan = plan_for(&h, &packs);
+        run(&h, &plan).await.expect("the probes pass first");
+        h.fake.fail(crate::engine::fake::Op::Wait, 1);
+        let err = run(&h, &plan).await.expect_err("wait fails");
+        assert_eq!(err.fault(), Fault::Engine);
+        h.executor.close().await;
+        assert!(h.fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gc_removes_unfinished_build_layers_but_nothing_in_use_or_tagged() {
+        let fake = engine(Program::default());
+        let dangling = fake.add_image("", &[("packbox.kind", "env")], 0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let building = fake.add_image("", &[("packbox.kind", "env")], now - 60);
+        let used = fake.add_image("", &[("packbox.kind", "runtime")], 0);
+        fake.add_listed_container("user", &used, &[]);
+        let foreign = fake.add_image("", &[("app", "web")], 0);
+        let h = harness(fake, SettingsLayer::default());
+        let report = h.executor.gc(2).await.expect("gc");
+        assert_eq!(report.images, std::slice::from_ref(&dangling));
+        assert!(!h.fake.has_image(&dangling));
+        assert!(h.fake.has_image(&used), "in use: kept");
+        assert!(h.fake.has_image(&building), "a build under way: kept");
+        assert!(h.fake.has_image(&foreign), "not packbox's: untouched");
+        assert!(h.fake.has_image("packbox/python:3.11"), "tagged: kept");
+        h.executor.close().await;
+    }
+
+    mod swarm_backend {
+        use super::*;
+        use crate::engine::fake::SwarmScript;
+
+        /// The swarm backend, with the engine's syscall profile (allowed as weaker): services
+        /// cannot carry packbox's.
+        fn swarm_layer() -> SettingsLayer {
+            let mut layer = SettingsLayer {
+                backend: Some("swarm".into()),
+                ..SettingsLayer::default()
+            };
+            layer.sandbox.seccomp = Some("engine-default".into());
+            layer.sandbox.allow_weaker = Some(true);
+            layer
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_swarm_run_has_the_same_outcome_contract_and_says_where_it_ran() {
+            let h = harness(engine(Program::default()), swarm_layer());
+            h.fake
+                .set_service_program(|_| Program::prints("{\"ok\": true}\n", 0));
+            let packs = pack("shell", "a.sh", "output_format: json\n", &[]);
+            let outcome = run(&h, &plan_for(&h, &packs)).await.expect("run");
+            assert_eq!(outcome.status, Status::Succeeded);
+            assert_eq!(outcome.result, Some(serde_json::json!({"ok": true})));
+            assert_eq!(outcome.sandbox.backend, "swarm");
+            assert!(!outcome.sandbox.applied_as.is_empty());
+            assert!(
+                action_creates(&h.fake).is_empty(),
+                "no container ran the action"
+            );
+            h.executor.close().await;
+            assert!(h.fake.swarm_objects().is_empty());
+            assert!(h.fake.container_ids().is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_swarm_timeout_is_status_timeout() {
+            let h = harness(engine(Program::default()), swarm_layer());
+            h.fake.set_service_program(|_| Program {
+                exit: Exit::Never,
+                ..Program::default()
+            });
+            let packs = pack("shell", "a.sh", "timeout_seconds: 5\n", &[]);
+            let outcome = run(&h, &plan_for(&h, &packs)).await.expect("an outcome");
+            assert_eq!(outcome.status, Status::Timeout);
+            assert_eq!(outcome.status.exit_code(), 124);
+            h.executor.close().await;
+            assert!(h.fake.swarm_objects().is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn swarm_settings_errors_are_input_errors_and_an_idle_engine_an_engine_error() {
+            let mut layer = swarm_layer();
+            layer.registry = None;
+            let h = harness(engine(Program::default()), layer);
+            h.fake.set_swarm(SwarmScript {
+                state: crate::engine::swarm::SwarmState {
+                    active: true,
+                    manager: true,
+                    nodes: 2,
+                },
+                ..SwarmScript::default()
+            });
+            let packs = pack("shell", "a.sh", "", &[]);
+            let err = run(&h, &plan_for(&h, &packs))
+                .await
+                .expect_err("registry needed");
+            assert_eq!(err.fault(), Fault::Input, "{err}");
+            h.executor.close().await;
+
+            let h = harness(engine(Program::default()), swarm_layer());
+            h.fake.set_swarm(SwarmScript {
+                state: crate::engine::swarm::SwarmState::default(),
+                ..SwarmScript::default()
+            });
+            let err = run(&h, &plan_for(&h, &packs)).await.expect_err("no swarm");
+            assert_eq!(err.fault(), Fault::Engine, "{err}");
+            assert!(err.hint().is_some_and(|h| h.contains("docker swarm init")));
+            h.executor.close().await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn the_warm_pool_does_not_apply_to_swarm_runs() {
+            let h = harness(engine(Program::default()), swarm_layer());
+            let executor = Executor::start(
+                h.settings.clone(),
+                Catalog::builtin().expect("catalog"),
+                h.fake.clone(),
+            )
+            .with_warm_pool(2);
+            let packs = pack("shell", "a.sh", "", &[]);
+            executor
+                .run(&plan_for(&h, &packs), |_| {})
+                .await
+                .expect("run");
+            assert_eq!(executor.idle_warm_containers(), 0);
+            executor.close().await;
+            h.executor.close().await;
+            assert!(h.fake.container_ids().is_empty());
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -1319,34 +1518,6 @@ mod tests {
         assert_eq!(quick_outcome.stdout, "quick\n");
         h.executor.close().await;
         assert!(h.fake.container_ids().is_empty());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn ping_asks_the_engine_every_time() {
-        let h = harness(engine(Program::default()), SettingsLayer::default());
-        h.executor.ping().await.expect("answers");
-        h.fake.fail(crate::engine::fake::Op::Info, 1);
-        let err = h.executor.ping().await.expect_err("no answer");
-        assert_eq!(err.fault(), Fault::Engine);
-        h.executor.ping().await.expect("answers again");
-        assert_eq!(h.fake.count(|c| matches!(c, Call::Info)), 3);
-        h.executor.close().await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn runs_can_be_spawned_as_tasks() {
-        // A server runs each execution on its own task: the run's future must be Send.
-        let h = harness(engine(Program::prints("ok\n", 0)), SettingsLayer::default());
-        let packs = pack("python", "a.py", "", &[]);
-        let plan = plan_for(&h, &packs);
-        let executor = Arc::new(h.executor);
-        let spawned = {
-            let executor = Arc::clone(&executor);
-            tokio::spawn(async move { executor.run(&plan, |_| {}).await })
-        };
-        let outcome = spawned.await.expect("joined").expect("run");
-        assert_eq!(outcome.status, Status::Succeeded);
-        executor.close().await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -1483,237 +1654,52 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn cancelling_during_a_probe_leaves_nothing() {
-        let fake = FakeEngine::new();
-        fake.add_image("packbox/shell:5.2", &[], 0);
-        fake.set_program(|_| Program {
+    async fn a_capped_timeout_wins_over_the_actions_own() {
+        let never = Program {
             exit: Exit::Never,
             ..Program::default()
-        });
-        let h = harness(fake, SettingsLayer::default());
-        let shutdown = CancellationToken::new();
-        let executor = Executor::start(
-            h.settings.clone(),
-            Catalog::builtin().expect("catalog"),
-            h.fake.clone(),
-        )
-        .with_shutdown(shutdown.clone());
-        let packs = pack("shell", "a.sh", "", &[]);
-        let plan = plan_for(&h, &packs);
-        let running = executor.run(&plan, |_| {});
-        let cancelling = async {
-            h.fake.until(|f| !f.running().is_empty()).await;
-            shutdown.cancel();
         };
-        let (result, ()) = tokio::join!(running, cancelling);
-        let err = result.expect_err("cancelled");
-        assert_eq!(err.fault(), Fault::Cancelled, "{err}");
-        executor.close().await;
-        h.executor.close().await;
-        assert!(h.fake.container_ids().is_empty());
-        assert!(
-            action_creates(&h.fake).is_empty(),
-            "the action never started"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn cancelling_while_a_runtime_image_is_built_leaves_no_tag() {
-        let fake = engine(Program::default());
-        // The shell image is missing: it is built from its recipe (never pulled), and the
-        // build hangs.
-        fake.remove_image("packbox/shell:5.2")
-            .await
-            .expect("removed");
-        fake.set_build(BuildScript::Hang);
-        let h = harness(fake, SettingsLayer::default());
-        let shutdown = CancellationToken::new();
-        let executor = Executor::start(
-            h.settings.clone(),
-            Catalog::builtin().expect("catalog"),
-            h.fake.clone(),
-        )
-        .with_shutdown(shutdown.clone());
-        let packs = pack("shell", "a.sh", "", &[]);
-        let plan = plan_for(&h, &packs);
-        let running = executor.run(&plan, |_| {});
-        let cancelling = async {
-            h.fake
-                .until(|f| f.count(|c| matches!(c, Call::Build(_))) == 1)
-                .await;
-            shutdown.cancel();
-        };
-        let (result, ()) = tokio::join!(running, cancelling);
-        let err = result.expect_err("cancelled");
-        assert_eq!(err.fault(), Fault::Cancelled, "{err}");
-        assert!(!h.fake.has_image("packbox/shell:5.2"));
-        assert_eq!(h.fake.count(|c| matches!(c, Call::Pull(_))), 0);
-        executor.close().await;
-        h.executor.close().await;
-        assert!(h.fake.container_ids().is_empty());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn cancelling_an_environment_build_leaves_no_tag() {
-        let fake = engine(Program::default());
-        fake.set_build(BuildScript::Hang);
-        let h = harness(fake, SettingsLayer::default());
-        let shutdown = CancellationToken::new();
-        let executor = Executor::start(
-            h.settings.clone(),
-            Catalog::builtin().expect("catalog"),
-            h.fake.clone(),
-        )
-        .with_shutdown(shutdown.clone());
-        let packs = pack(
-            "python",
-            "a.py",
-            "",
-            &[("requirements.txt", "requests==2.31.0 # cancel test\n")],
-        );
-        let plan = plan_for(&h, &packs);
-        let running = executor.run(&plan, |_| {});
-        let cancelling = async {
-            h.fake
-                .until(|f| f.count(|c| matches!(c, Call::Build(_))) == 1)
-                .await;
-            shutdown.cancel();
-        };
-        let (result, ()) = tokio::join!(running, cancelling);
-        let err = result.expect_err("cancelled");
-        assert_eq!(err.fault(), Fault::Cancelled, "{err}");
-        let tag = h.fake.calls().into_iter().find_map(|c| match c {
-            Call::Build(tag) => Some(tag),
-            _ => None,
-        });
-        assert!(!h.fake.has_image(&tag.expect("a build")));
-        executor.close().await;
-        h.executor.close().await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_oci_runtime_the_engine_lacks_is_an_input_error() {
-        let mut layer = SettingsLayer::default();
-        layer.sandbox.oci_runtime = Some("runsc".into());
-        let h = harness(engine(Program::default()), layer);
-        let packs = pack("shell", "a.sh", "", &[]);
-        let err = run(&h, &plan_for(&h, &packs)).await.expect_err("refused");
-        assert_eq!(err.fault(), Fault::Input);
-        assert!(err.to_string().contains("runsc") && err.to_string().contains("runc"));
-        assert!(action_creates(&h.fake).is_empty());
-        h.executor.close().await;
-    }
-
-    /// An engine offering runc and a gVisor registered as `scripts/ensure-docker` does.
-    fn with_gvisor(fake: &FakeEngine, runsc_path: &str) {
-        fake.set_info(EngineInfo {
-            server_version: "20.10.24".into(),
-            oci_runtimes: vec![
-                OciRuntime::named("runc"),
-                OciRuntime {
-                    name: "runsc".into(),
-                    path: runsc_path.into(),
-                    args: vec!["--network=none".into(), "--oci-seccomp".into()],
-                },
-            ],
-            cpus: 2,
-        });
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_strict_action_runs_under_gvisor_with_the_gvisor_profile_and_lower_limits() {
-        let h = harness(engine(Program::default()), SettingsLayer::default());
-        with_gvisor(&h.fake, "/usr/bin/runsc");
-        let packs = pack("shell", "a.sh", "isolation: strict\n", &[]);
-        let outcome = run(&h, &plan_for(&h, &packs)).await.expect("runs");
-        assert_eq!(outcome.status, Status::Succeeded);
-        let creates = action_creates(&h.fake);
-        assert_eq!(creates.len(), 1);
-        let spec = &creates[0];
-        assert_eq!(spec.oci_runtime.as_deref(), Some("runsc"));
-        assert_eq!(spec.memory_bytes, 256 << 20);
-        assert_eq!(spec.pids_limit, 128);
-        let gvisor_profile =
-            crate::sandbox::SeccompProfile::Packbox.engine_json(false, Kernel::Gvisor);
-        assert_eq!(spec.seccomp_profile, gvisor_profile);
-        assert_eq!(outcome.sandbox.isolation.level, IsolationLevel::Strict);
-        h.executor.close().await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_strict_action_on_a_runtime_that_is_not_gvisor_is_refused() {
-        let h = harness(engine(Program::default()), SettingsLayer::default());
-        with_gvisor(&h.fake, "/usr/bin/runc");
-        let packs = pack("shell", "a.sh", "isolation: strict\n", &[]);
-        let err = run(&h, &plan_for(&h, &packs))
-            .await
-            .expect_err("not gVisor");
-        assert_eq!(err.fault(), Fault::Input);
-        assert!(err.to_string().contains("needs gVisor"), "{err}");
-        assert!(action_creates(&h.fake).is_empty());
-        h.executor.close().await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_standard_action_on_runc_gets_the_host_profile() {
-        let h = harness(engine(Program::default()), SettingsLayer::default());
-        with_gvisor(&h.fake, "/usr/bin/runsc");
-        let packs = pack("shell", "a.sh", "", &[]);
-        run(&h, &plan_for(&h, &packs)).await.expect("runs");
-        let spec = &action_creates(&h.fake)[0];
-        assert_eq!(spec.oci_runtime, None);
+        let h = harness(engine(never), SettingsLayer::default());
+        let packs = pack("shell", "a.sh", "timeout_seconds: 600\n", &[]);
+        let mut plan = plan_for(&h, &packs);
+        plan.limit_timeout(Duration::from_secs(5));
+        assert_eq!(plan.timeout(), Duration::from_secs(5));
+        let outcome = run(&h, &plan).await.expect("an outcome");
         assert_eq!(
-            spec.seccomp_profile,
-            crate::sandbox::SeccompProfile::Packbox.engine_json(false, Kernel::Host)
+            outcome.error.as_deref(),
+            Some("Execution timed out after 5 seconds")
         );
+        plan.limit_timeout(Duration::from_secs(3600));
+        assert_eq!(plan.timeout(), Duration::from_secs(5), "a cap only lowers");
         h.executor.close().await;
     }
 
     #[tokio::test(start_paused = true)]
-    async fn more_cpus_than_the_engine_has_is_an_input_error() {
-        let mut layer = SettingsLayer::default();
-        layer.sandbox.cpus = Some(4.0);
-        let h = harness(engine(Program::default()), layer);
-        h.fake.set_info(EngineInfo {
-            server_version: "20.10.24".into(),
-            oci_runtimes: vec![OciRuntime::named("runc")],
-            cpus: 2,
-        });
-        let packs = pack("shell", "a.sh", "", &[]);
-        let err = run(&h, &plan_for(&h, &packs)).await.expect_err("refused");
-        assert_eq!(err.fault(), Fault::Input);
-        assert!(err.to_string().contains("only 2 CPUs"), "{err}");
-        h.executor.close().await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_engine_error_mid_run_is_an_error_and_leaves_nothing() {
+    async fn ping_asks_the_engine_every_time() {
         let h = harness(engine(Program::default()), SettingsLayer::default());
-        let packs = pack("shell", "a.sh", "", &[]);
-        let plan = plan_for(&h, &packs);
-        run(&h, &plan).await.expect("the probes pass first");
-        h.fake.fail(crate::engine::fake::Op::Wait, 1);
-        let err = run(&h, &plan).await.expect_err("wait fails");
+        h.executor.ping().await.expect("answers");
+        h.fake.fail(crate::engine::fake::Op::Info, 1);
+        let err = h.executor.ping().await.expect_err("no answer");
         assert_eq!(err.fault(), Fault::Engine);
+        h.executor.ping().await.expect("answers again");
+        assert_eq!(h.fake.count(|c| matches!(c, Call::Info)), 3);
         h.executor.close().await;
-        assert!(h.fake.container_ids().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn gc_removes_unfinished_build_layers_but_nothing_in_use_or_tagged() {
-        let fake = engine(Program::default());
-        let dangling = fake.add_image("", &[("packbox.kind", "env")], 0);
-        let used = fake.add_image("", &[("packbox.kind", "runtime")], 0);
-        fake.add_listed_container("user", &used, &[]);
-        let foreign = fake.add_image("", &[("app", "web")], 0);
-        let h = harness(fake, SettingsLayer::default());
-        let report = h.executor.gc().await.expect("gc");
-        assert_eq!(report.images, std::slice::from_ref(&dangling));
-        assert!(!h.fake.has_image(&dangling));
-        assert!(h.fake.has_image(&used), "in use: kept");
-        assert!(h.fake.has_image(&foreign), "not packbox's: untouched");
-        assert!(h.fake.has_image("packbox/python:3.11"), "tagged: kept");
-        h.executor.close().await;
+    async fn runs_can_be_spawned_as_tasks() {
+        // A server runs each execution on its own task: the run's future must be Send.
+        let h = harness(engine(Program::prints("ok\n", 0)), SettingsLayer::default());
+        let packs = pack("python", "a.py", "", &[]);
+        let plan = plan_for(&h, &packs);
+        let executor = Arc::new(h.executor);
+        let spawned = {
+            let executor = Arc::clone(&executor);
+            tokio::spawn(async move { executor.run(&plan, |_| {}).await })
+        };
+        let outcome = spawned.await.expect("joined").expect("run");
+        assert_eq!(outcome.status, Status::Succeeded);
+        executor.close().await;
     }
 
     mod warm_pool {
@@ -1892,12 +1878,61 @@ mod tests {
             }
             settled(&h, 3).await;
             // A minute later one at a time is the demand: trimming keeps one.
-            tokio::time::sleep(pool::DEMAND_WINDOW + Duration::from_secs(1)).await;
+            tokio::time::sleep(crate::lifecycle::pool::DEMAND_WINDOW + Duration::from_secs(1))
+                .await;
             run(&h, &plan).await.expect("a later run");
             h.executor.trim_warm_pool().await;
             settled(&h, 1).await;
             h.executor.close().await;
             assert!(h.fake.container_ids().is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn the_pools_total_holds_across_kinds() {
+            let h = sized(
+                harness(engine(Program::default()), SettingsLayer::default()),
+                2,
+                2,
+            );
+            for (runner, entry, held) in [
+                ("shell", "a.sh", 1),
+                ("python", "a.py", 2),
+                ("node", "a.js", 2),
+            ] {
+                let packs = pack(runner, entry, "", &[]);
+                run(&h, &plan_for(&h, &packs)).await.expect("run");
+                settled(&h, held).await;
+            }
+            let kinds = h.executor.warm_kinds();
+            assert!(
+                kinds.iter().all(|k| !k.image.starts_with("packbox/node")),
+                "{kinds:?}"
+            );
+            h.executor.close().await;
+            assert!(h.fake.container_ids().is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_kind_nobody_runs_loses_its_containers_after_the_idle_time() {
+            let h = sized(
+                harness(engine(Program::default()), SettingsLayer::default()),
+                2,
+                10,
+            );
+            let packs = pack("shell", "a.sh", "", &[]);
+            run(&h, &plan_for(&h, &packs)).await.expect("run");
+            settled(&h, 1).await;
+            tokio::time::sleep(Duration::from_secs(300)).await;
+            h.executor.trim_warm_pool().await;
+            assert_eq!(h.executor.idle_warm_containers(), 1, "not idle long enough");
+            tokio::time::sleep(Duration::from_secs(301)).await;
+            h.executor.trim_warm_pool().await;
+            assert_eq!(h.executor.idle_warm_containers(), 0);
+            assert!(
+                h.fake.container_ids().is_empty(),
+                "the trimmed container was removed"
+            );
+            h.executor.close().await;
         }
 
         #[tokio::test(start_paused = true)]
@@ -1948,54 +1983,6 @@ mod tests {
             executor.close().await;
             h.executor.close().await;
             assert!(fake.container_ids().is_empty());
-        }
-
-        #[tokio::test(start_paused = true)]
-        async fn the_pools_total_holds_across_kinds() {
-            let h = sized(
-                harness(engine(Program::default()), SettingsLayer::default()),
-                2,
-                2,
-            );
-            for (runner, entry, held) in [
-                ("shell", "a.sh", 1),
-                ("python", "a.py", 2),
-                ("node", "a.js", 2),
-            ] {
-                let packs = pack(runner, entry, "", &[]);
-                run(&h, &plan_for(&h, &packs)).await.expect("run");
-                settled(&h, held).await;
-            }
-            let kinds = h.executor.warm_kinds();
-            assert!(
-                kinds.iter().all(|k| !k.image.starts_with("packbox/node")),
-                "{kinds:?}"
-            );
-            h.executor.close().await;
-            assert!(h.fake.container_ids().is_empty());
-        }
-
-        #[tokio::test(start_paused = true)]
-        async fn a_kind_nobody_runs_loses_its_containers_after_the_idle_time() {
-            let h = sized(
-                harness(engine(Program::default()), SettingsLayer::default()),
-                2,
-                10,
-            );
-            let packs = pack("shell", "a.sh", "", &[]);
-            run(&h, &plan_for(&h, &packs)).await.expect("run");
-            settled(&h, 1).await;
-            tokio::time::sleep(Duration::from_secs(300)).await;
-            h.executor.trim_warm_pool().await;
-            assert_eq!(h.executor.idle_warm_containers(), 1, "not idle long enough");
-            tokio::time::sleep(Duration::from_secs(301)).await;
-            h.executor.trim_warm_pool().await;
-            assert_eq!(h.executor.idle_warm_containers(), 0);
-            assert!(
-                h.fake.container_ids().is_empty(),
-                "the trimmed container was removed"
-            );
-            h.executor.close().await;
         }
     }
 }

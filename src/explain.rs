@@ -288,7 +288,7 @@ async fn read_lock(
             cmd: vec!["true".into()],
             env: Vec::new(),
             labels,
-            pack_dir: None,
+            pack: None,
         },
         Kernel::Host,
     );

@@ -3,7 +3,8 @@
 //! The library is the product; the `packbox` binary is a thin layer over it. An embedding
 //! program resolves [`Settings`] once, plans a run with [`plan`] (no engine needed: everything
 //! wrong with the input is said here), and hands the [`RunPlan`] to an [`Executor`], which
-//! prepares the image, runs the action in a fresh container and returns its [`Outcome`].
+//! prepares the image, runs the action in a fresh container (or, with the swarm backend, a
+//! one-shot Swarm service) and returns its [`Outcome`].
 //!
 //! Inside, one module per stage, depending in one direction only, from the executor down to the
 //! engine seam:
@@ -15,23 +16,32 @@
 //!    │          │
 //! prepare ── probe ── runtime_image ── envimage
 //!    │
-//! lifecycle ── sandbox
+//! backend (RunBackend: docker | swarm) ── pack_image ── sandbox
 //!    │
-//! engine (the seam: ContainerEngine; DockerEngine; a recording fake in tests)
+//! lifecycle (a container's life, a service's life)
+//!    │
+//! engine (the seam: ContainerEngine + SwarmEngine; DockerEngine; a recording fake in tests)
 //! ```
 
+mod backend;
+mod base_image;
 mod catalog;
 mod check;
 mod contract;
+mod doctor;
+mod endpoint;
 mod engine;
 mod envimage;
 mod error;
 mod error_text;
 mod executor;
 mod explain;
+mod image_copy;
 pub mod input;
 mod lifecycle;
 mod pack;
+mod pack_image;
+mod pack_volume;
 mod packtest;
 mod plan;
 mod prepare;
@@ -42,11 +52,15 @@ mod settings;
 mod state;
 mod version;
 
+pub use base_image::{BaseImage, BaseImageError};
 pub use catalog::{Catalog, CatalogError, NoMatchingVersion};
 pub use check::{CheckedAction, CheckedPack, check_packs};
 pub use contract::scrub::StreamScrubber;
 pub use contract::secrets::SecretError;
 pub use contract::{Outcome, Status};
+pub use doctor::{Check, CheckStatus, Report as DoctorReport, diagnose};
+pub use endpoint::{Endpoint, EndpointError, Origin as EndpointOrigin, TlsFiles, Transport};
+pub use engine::ConnectProblem;
 pub use engine::{EngineError, StreamKind};
 pub use envimage::EnvError;
 pub use envimage::inventory::{EnvInfo, PruneReport};
@@ -57,11 +71,13 @@ pub use executor::{
     WarmKind,
 };
 pub use explain::{CandidateReport, EnvironmentReport, Explanation, Lock};
+pub use image_copy::{CopyError, CopyEvent, CopyResult, ImageCopy};
 pub use lifecycle::RunError;
 pub use lifecycle::owner::Swept;
 pub use pack::params::{ParamError, ParamIssue};
 pub use pack::testing::TestKind;
 pub use pack::{PackError, ParameterSpec, Problem};
+pub use pack_volume::{Collected as PackVolumesCollected, DeliveryError};
 pub use packtest::{RunnerReport, TestEvent, TestPlan, TestReport, TestStatus, plan_tests};
 pub use plan::{PlanError, RunPlan, RunRequest, plan};
 pub use prepare::PrepareError;
@@ -69,7 +85,8 @@ pub use probe::{UnknownRuntimeFilter, VersionStatus};
 pub use runtime_image::{ImageError, ImageState};
 pub use sandbox::SandboxPolicy;
 pub use settings::{
-    Age, BuildLayer, ClientLayer, ClientSettings, Environment, HiddenText, Keep, KeepLayer,
-    Retention, RetentionLayer, RunLayer, SandboxLayer, ServeLayer, ServeSettings, Settings,
-    SettingsError, SettingsLayer, ShownSetting, Size, Source, WarmLayer, WarmSettings, parse_size,
+    Age, Backend, BuildLayer, ClientLayer, ClientSettings, Environment, HiddenText, Keep,
+    KeepLayer, PackDelivery, Retention, RetentionLayer, RunLayer, SandboxLayer, ServeLayer,
+    ServeSettings, Settings, SettingsError, SettingsLayer, ShownSetting, Size, Source, WarmLayer,
+    WarmSettings, parse_size,
 };

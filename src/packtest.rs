@@ -17,11 +17,12 @@ use crate::lifecycle::{self, Ending, RunIo, RunLimits};
 use crate::pack::testing::{TestKind, TestRunner};
 use crate::pack::validate::load_pack_manifest;
 use crate::pack::{PackError, Problem, dependencies};
+use crate::pack_volume::{self, DeliveryError};
 use crate::plan::{DEFAULT_TIMEOUT, PlanError};
 use crate::prepare::{self, PrepareError, PrepareEvent, Preparer};
 use crate::sandbox::seccomp::Kernel;
-use crate::sandbox::{SandboxPolicy, Workload};
-use crate::settings::Settings;
+use crate::sandbox::{PackFolder, PackSource, SandboxPolicy, Workload};
+use crate::settings::{PackDelivery, Settings};
 
 /// Lines of each stream a report quotes.
 const TAIL_LINES: usize = 20;
@@ -202,6 +203,9 @@ pub enum TestRunError {
     Prepare(#[from] PrepareError),
     #[error(transparent)]
     Run(#[from] RunError),
+    /// The pack could not be delivered to the engine by volume.
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
 }
 
 /// Runs every runner of a plan, one after the other, each in a fresh container that is removed
@@ -213,6 +217,7 @@ pub(crate) async fn run_tests(
     owner: &Owner,
     plan: &TestPlan,
     kernel: Kernel,
+    pack_delivery: PackDelivery,
     mut on_event: impl FnMut(TestEvent<'_>) + Send,
 ) -> Result<TestReport, TestRunError> {
     let mut reports = Vec::new();
@@ -237,7 +242,23 @@ pub(crate) async fn run_tests(
             runner: &runner.name,
         });
         let exec_id = uuid::Uuid::new_v4().to_string();
-        let workload = workload(plan, planned, &exec_id, &prepared.image, owner);
+        let pack = match pack_delivery {
+            PackDelivery::Volume => {
+                let delivered = pack_volume::ensure(
+                    engine.as_ref(),
+                    &plan.pack_ref,
+                    &plan.pack_dir,
+                    &prepared.image,
+                )
+                .await?;
+                PackSource::Volume(delivered.name)
+            }
+            _ => PackSource::Folder(PackFolder {
+                pack_ref: plan.pack_ref.clone(),
+                host_dir: plan.pack_dir.to_string_lossy().into_owned(),
+            }),
+        };
+        let workload = workload(plan, planned, &exec_id, &prepared.image, owner, pack);
         let limits = RunLimits {
             timeout: runner
                 .timeout_seconds
@@ -293,6 +314,7 @@ fn workload(
     exec_id: &str,
     image: &str,
     owner: &Owner,
+    pack: PackSource,
 ) -> Workload {
     let mut env = vec![("ATTUNE_PACK_REF".to_string(), plan.pack_ref.clone())];
     env.extend(
@@ -311,7 +333,7 @@ fn workload(
         cmd: command(&planned.runner, &planned.runtime),
         env,
         labels,
-        pack_dir: Some(plan.pack_dir.to_string_lossy().into_owned()),
+        pack: Some(pack),
     }
 }
 

@@ -15,13 +15,13 @@ use crate::contract::secrets::{Redactor, SecretBytes, SecretError, Secrets};
 use crate::envimage::Manifests;
 use crate::lifecycle::RunLimits;
 use crate::lifecycle::owner::Owner;
-use crate::pack::digest::{self, DigestError};
 use crate::pack::params::ParamError;
 use crate::pack::{
     self, LoadedAction, PackError, ParameterDelivery, ParameterFormat, Problem, params,
 };
+use crate::pack_volume;
 use crate::sandbox::isolation::{self, IsolationError};
-use crate::sandbox::{SandboxPolicy, Workload};
+use crate::sandbox::{PackFolder, PackSource, SandboxPolicy, Workload};
 use crate::settings::Settings;
 
 /// Timeout of an action that states none.
@@ -40,8 +40,9 @@ pub enum PlanError {
     Param(#[from] ParamError),
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// The pack's files could not be read whole for its digest.
     #[error(transparent)]
-    Digest(#[from] DigestError),
+    Digest(pack_volume::DeliveryError),
     /// The parameter document cannot be written in the action's format.
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
@@ -205,7 +206,8 @@ pub fn plan(
         .or(settings.run.timeout)
         .or(manifest.timeout_seconds.map(Duration::from_secs))
         .unwrap_or(DEFAULT_TIMEOUT);
-    let pack_digest = digest::tree_digest(&action.pack_dir)?;
+    let pack_digest = pack_volume::tree_digest(&action.pack.pack_ref, &action.pack_dir)
+        .map_err(PlanError::Digest)?;
     Ok(RunPlan {
         pack_digest,
         runtime: runtime.clone(),
@@ -280,8 +282,9 @@ impl RunPlan {
         self.limits.timeout = self.limits.timeout.min(max);
     }
 
-    /// What the contract needs to turn the container's end into this run's outcome.
-    pub(crate) fn outcome_terms(&self) -> OutcomeTerms<'_> {
+    /// What the contract needs to turn the container's end into this run's outcome; `applied`
+    /// is the sandbox as the backend applied it.
+    pub(crate) fn outcome_terms<'a>(&'a self, applied: &'a SandboxPolicy) -> OutcomeTerms<'a> {
         OutcomeTerms {
             action_ref: &self.action.action_ref,
             pack_version: &self.action.pack.version,
@@ -291,7 +294,7 @@ impl RunPlan {
             output_schema: self.action.action.output.as_ref(),
             redactor: &self.redactor,
             timeout: self.limits.timeout,
-            policy: &self.policy,
+            policy: applied,
         }
     }
 
@@ -312,7 +315,8 @@ impl RunPlan {
     }
 
     /// What the container runs: the entry point under its interpreter, the Attune variables and
-    /// the runtime's, and labels naming the run and its owner. No secret is in any of these.
+    /// the runtime's, and labels naming the run and its owner. No secret is in any of these. The
+    /// pack is its folder, unless a volume holding its content is given.
     pub(crate) fn workload(&self, exec_id: &str, image: &str, owner: &Owner) -> Workload {
         let manifest = &self.action.action;
         let mut cmd = self.runtime.interpreter.clone();
@@ -348,7 +352,10 @@ impl RunPlan {
             cmd,
             env,
             labels,
-            pack_dir: Some(self.action.pack_dir.to_string_lossy().into_owned()),
+            pack: Some(PackSource::Folder(PackFolder {
+                pack_ref: self.action.pack.pack_ref.clone(),
+                host_dir: self.action.pack_dir.to_string_lossy().into_owned(),
+            })),
         }
     }
 }

@@ -347,7 +347,7 @@ async fn run_probe(
             cmd: version.probe.command.clone(),
             env: Vec::new(),
             labels,
-            pack_dir: None,
+            pack: None,
         },
         Kernel::Host,
     );

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::endpoint::{self, Endpoint, EndpointError};
 use crate::envimage::{BuildSettings, DEFAULT_BUILD_MEMORY, IndexSettings};
 use crate::error_text::chain;
 use crate::sandbox::isolation::{IsolationPolicy, IsolationRule};
@@ -26,8 +27,6 @@ use crate::sandbox::{SandboxPolicy, SeccompProfile};
 
 /// The largest config file packbox reads.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
-/// Default engine endpoint when nothing names one.
-pub const DEFAULT_ENGINE: &str = "unix:///var/run/docker.sock";
 /// Proxy variables passed to environment builds as build arguments.
 const PROXY_VARIABLES: &[&str] = &[
     "HTTP_PROXY",
@@ -64,6 +63,52 @@ pub enum SettingsError {
         default: String,
         source_name: String,
     },
+    /// The engine the settings name cannot be used (an address, a docker context, TLS files).
+    #[error(transparent)]
+    Endpoint(Box<EndpointError>),
+}
+
+impl SettingsError {
+    /// Whether the engine's set-up is at fault (DOCKER_HOST, a docker context, TLS files from
+    /// the environment: exit 125) rather than packbox's own flag or config file (exit 2).
+    pub fn is_engine_setup(&self) -> bool {
+        matches!(self, SettingsError::Endpoint(e) if !e.is_engine_setting())
+    }
+
+    /// The next step for an engine setting that cannot be used.
+    pub fn endpoint_hint(&self) -> Option<&'static str> {
+        match self {
+            SettingsError::Endpoint(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
+/// How the pack reaches the container.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackDelivery {
+    /// `bind` for an engine on a local Unix socket (it sees this machine's files), `volume`
+    /// for any other.
+    #[default]
+    Auto,
+    /// The pack folder bind-mounted read-only: free, but only an engine on this machine sees it.
+    Bind,
+    /// A read-only volume filled through the API, named by the pack's content: works with any
+    /// engine; the first run of each pack content pays for the upload.
+    Volume,
+}
+
+impl PackDelivery {
+    /// Parses `auto`, `bind` or `volume`.
+    pub fn parse(text: &str) -> Result<PackDelivery, String> {
+        match text {
+            "auto" => Ok(PackDelivery::Auto),
+            "bind" => Ok(PackDelivery::Bind),
+            "volume" => Ok(PackDelivery::Volume),
+            other => Err(format!("`{other}`: expected auto, bind or volume")),
+        }
+    }
 }
 
 /// Where a setting's value came from.
@@ -109,13 +154,28 @@ impl Environment {
     }
 }
 
+impl endpoint::Vars for Environment {
+    fn get(&self, name: &str) -> Option<&str> {
+        Environment::get(self, name)
+    }
+}
+
 /// One layer of settings (the flags, or the config file): every field optional.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SettingsLayer {
-    /// The engine endpoint (`unix:///...`, `tcp://...`).
+    /// The engine: an address (`unix:///...`, `tcp://...`) or a docker context name. Without
+    /// one, the environment decides as for the docker CLI (DOCKER_HOST, DOCKER_CONTEXT, ...).
     pub engine: Option<String>,
+    /// Where actions run: `docker` (a container on the engine) or `swarm` (a one-shot service
+    /// on the Swarm the engine manages).
+    pub backend: Option<String>,
+    /// A registry (`HOST:PORT`) the swarm backend pushes pack images to, so that every node can
+    /// pull them by digest.
+    pub registry: Option<String>,
+    /// How the pack reaches the container (`PACKBOX_PACK_DELIVERY`).
+    pub pack_delivery: Option<PackDelivery>,
     /// Where packbox keeps its probe cache, build logs and locks.
     pub state_dir: Option<PathBuf>,
     /// A folder of runtime definitions that extend or replace the built-in catalog.
@@ -418,12 +478,39 @@ pub struct ShownSetting {
     pub source: Source,
 }
 
+/// Where actions run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A container on the engine, the pack bind-mounted read-only.
+    #[default]
+    Docker,
+    /// A one-shot service on the Swarm the engine manages, the pack in an image layer.
+    Swarm,
+}
+
+impl Backend {
+    /// The backend's name, as the settings spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Docker => "docker",
+            Backend::Swarm => "swarm",
+        }
+    }
+}
+
 /// Everything a packbox process runs with, resolved once.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Settings {
-    /// Where the engine is.
-    pub engine: String,
+    /// Where actions run.
+    pub backend: Backend,
+    /// The registry pack images go through (swarm backend only).
+    pub registry: Option<String>,
+    /// Where the engine is, and why (found the way the docker CLI finds engines).
+    pub endpoint: Endpoint,
+    /// How the pack reaches the container: `Bind` or `Volume` (`auto` already decided).
+    pub pack_delivery: PackDelivery,
     pub state_dir: PathBuf,
     pub catalog_dir: Option<PathBuf>,
     /// `PACKBOX_RUNTIMES`: the runtimes to verify.
@@ -515,7 +602,7 @@ impl Settings {
             Some(path) => read_config(path)?,
             None => SettingsLayer::default(),
         };
-        let env_layer = env_layer(env);
+        let env_layer = env_layer(env)?;
         let resolver = Resolver {
             flags: &flags,
             file: &file,
@@ -524,6 +611,16 @@ impl Settings {
             shown: Vec::new(),
         };
         resolver.finish(env, config_file)
+    }
+
+    /// The engine a flag other than `--engine` names (`images copy --to ENGINE`): an address,
+    /// with TLS from the environment, or a docker context name.
+    pub fn resolve_engine_flag(
+        flag: &str,
+        value: &str,
+        env: &Environment,
+    ) -> Result<Endpoint, SettingsError> {
+        endpoint::resolve_flag(flag, value, env).map_err(|e| SettingsError::Endpoint(Box::new(e)))
     }
 
     /// Settings as the command line would resolve them with no flags: the config file
@@ -569,11 +666,25 @@ fn read_config(path: &Path) -> Result<SettingsLayer, SettingsError> {
 }
 
 /// The settings the environment carries.
-fn env_layer(env: &Environment) -> SettingsLayer {
+fn env_layer(env: &Environment) -> Result<SettingsLayer, SettingsError> {
     let path = |name: &str| env.get(name).map(PathBuf::from);
     let text = |name: &str| env.get(name).map(str::to_string);
-    SettingsLayer {
-        engine: text("DOCKER_HOST"),
+    let pack_delivery = env
+        .get("PACKBOX_PACK_DELIVERY")
+        .map(PackDelivery::parse)
+        .transpose()
+        .map_err(|message| SettingsError::Value {
+            setting: "pack_delivery".into(),
+            source_name: "PACKBOX_PACK_DELIVERY".into(),
+            message,
+        });
+    Ok(SettingsLayer {
+        // DOCKER_HOST, DOCKER_CONTEXT and the docker config are read by `endpoint`, with the
+        // docker CLI's precedence.
+        engine: None,
+        pack_delivery: pack_delivery?,
+        backend: text("PACKBOX_BACKEND"),
+        registry: text("PACKBOX_REGISTRY"),
         state_dir: path("PACKBOX_STATE_DIR"),
         catalog: path("PACKBOX_CATALOG"),
         runtimes: text("PACKBOX_RUNTIMES"),
@@ -600,7 +711,7 @@ fn env_layer(env: &Environment) -> SettingsLayer {
         client: ClientLayer {
             server: text("PACKBOX_SERVER"),
         },
-    }
+    })
 }
 
 /// The state folder when none is set: `$XDG_STATE_HOME/packbox`, else
@@ -688,18 +799,84 @@ impl Resolver<'_> {
         Ok(picked)
     }
 
+    /// The engine: `engine` of the flags or the config file (an address or a docker context),
+    /// else what the environment names, as the docker CLI finds it.
+    fn endpoint(&mut self, env: &Environment) -> Result<Endpoint, SettingsError> {
+        let picked = [(self.flags, Source::Flag), (self.file, Source::File)]
+            .into_iter()
+            .find_map(|(layer, source)| Some((layer.engine.clone()?, source)));
+        let resolved = match &picked {
+            Some((value, Source::Flag)) => endpoint::resolve_flag("--engine", value, env),
+            Some((value, _)) => {
+                let name = format!(
+                    "engine (config file {})",
+                    self.file_name.as_deref().unwrap_or("?")
+                );
+                endpoint::resolve_flag(&name, value, env)
+            }
+            None => endpoint::resolve(None, env),
+        };
+        let endpoint = resolved.map_err(|e| SettingsError::Endpoint(Box::new(e)))?;
+        let source = match (&picked, &endpoint.origin) {
+            (Some((_, source)), _) => *source,
+            (None, endpoint::Origin::Default) => Source::Default,
+            (None, _) => Source::Env,
+        };
+        self.show("engine", &endpoint.host, source);
+        if let Some(context) = &endpoint.context {
+            self.show("engine_context", context, source);
+        }
+        if let Some(tls) = endpoint.tls() {
+            self.show("engine_tls", &tls.source, source);
+        }
+        Ok(endpoint)
+    }
+
     fn finish(
         mut self,
         env: &Environment,
         config_file: Option<PathBuf>,
     ) -> Result<Settings, SettingsError> {
         let d = SandboxPolicy::default();
-        let engine = self.setting(
-            "engine",
-            |l| l.engine.clone(),
-            DEFAULT_ENGINE.to_string(),
+        let endpoint = self.endpoint(env)?;
+        let pack_delivery = self.setting(
+            "pack_delivery",
+            |l| l.pack_delivery,
+            PackDelivery::Auto,
             any,
         )?;
+        let backend = self.setting(
+            "backend",
+            |l| l.backend.clone(),
+            Backend::Docker.name().to_string(),
+            |b| parse_backend(b).map(|_| ()),
+        )?;
+        let registry = self.pick(|l| l.registry.clone());
+        if let Some(picked) = &registry {
+            let problem = check_registry(&picked.value).err().or_else(|| {
+                (backend.value != Backend::Swarm.name()).then(|| {
+                    "only the swarm backend uses a registry (set backend: swarm or --backend swarm)"
+                        .to_string()
+                })
+            });
+            if let Some(message) = problem {
+                return Err(SettingsError::Value {
+                    setting: "registry".into(),
+                    source_name: self.source_name(picked.source),
+                    message,
+                });
+            }
+        }
+        self.show(
+            "registry",
+            registry.as_ref().map(|p| &p.value),
+            registry.as_ref().map_or(Source::Default, |p| p.source),
+        );
+        let pack_delivery = match pack_delivery.value {
+            PackDelivery::Auto if endpoint.is_local_socket() => PackDelivery::Bind,
+            PackDelivery::Auto => PackDelivery::Volume,
+            chosen => chosen,
+        };
         let state_dir = self.setting(
             "state_dir",
             |l| l.state_dir.clone(),
@@ -791,11 +968,19 @@ impl Resolver<'_> {
         )?;
         let oci_runtime = self.pick(|l| l.sandbox.oci_runtime.clone());
         if let Some(runtime) = &oci_runtime {
-            check_name(&runtime.value).map_err(|message| SettingsError::Value {
-                setting: "sandbox.oci_runtime".into(),
-                source_name: self.source_name(runtime.source),
-                message,
-            })?;
+            check_name(&runtime.value)
+                .and_then(|()| {
+                    if backend.value == Backend::Swarm.name() {
+                        Err("the swarm backend cannot choose an OCI runtime per service (the Swarm API has no such field); use the docker backend or make it the nodes' default runtime".to_string())
+                    } else {
+                        Ok(())
+                    }
+                })
+                .map_err(|message| SettingsError::Value {
+                    setting: "sandbox.oci_runtime".into(),
+                    source_name: self.source_name(runtime.source),
+                    message,
+                })?;
         }
         self.show(
             "sandbox.oci_runtime",
@@ -965,6 +1150,8 @@ impl Resolver<'_> {
             seccomp: seccomp.value.clone(),
             isolation: Default::default(),
             weaker_than_default: Vec::new(),
+            backend: backend.value.clone(),
+            applied_as: Vec::new(),
         };
         let weaker = weaker_settings(&sandbox, &d);
         let mut weakened = Vec::new();
@@ -999,7 +1186,10 @@ impl Resolver<'_> {
         let serve = self.serve(env)?;
         let client = self.client(env)?;
         Ok(Settings {
-            engine: engine.value,
+            endpoint,
+            pack_delivery,
+            backend: parse_backend(&backend.value).unwrap_or_default(),
+            registry: registry.map(|p| p.value),
             state_dir: state_dir.value,
             catalog_dir: catalog.map(|p| p.value),
             runtimes: runtimes.map(|p| p.value),
@@ -1386,6 +1576,36 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// `docker` or `swarm`.
+fn parse_backend(name: &str) -> Result<Backend, String> {
+    match name {
+        "docker" => Ok(Backend::Docker),
+        "swarm" => Ok(Backend::Swarm),
+        other => Err(format!(
+            "`{other}` is not a backend (expected docker or swarm)"
+        )),
+    }
+}
+
+/// `HOST:PORT`: a host name or IPv4 address and a port; no scheme, no path.
+fn check_registry(registry: &str) -> Result<(), String> {
+    let expected = || {
+        format!("`{registry}` is not a registry address (expected HOST:PORT, e.g. 127.0.0.1:5000)")
+    };
+    let (host, port) = registry.rsplit_once(':').ok_or_else(expected)?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|part| {
+            !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+    if host_ok && port_ok {
+        Ok(())
+    } else {
+        Err(expected())
+    }
+}
+
 /// `UID` or `UID:GID`, numeric, within the engine's range.
 fn check_user(user: &str) -> Result<(), String> {
     let parts: Vec<&str> = user.split(':').collect();
@@ -1467,10 +1687,69 @@ mod tests {
     }
 
     #[test]
+    fn the_engine_flag_beats_the_file_which_beats_docker_host() {
+        let env = [("DOCKER_HOST", "unix:///run/env.sock")];
+        let settings = with_file(
+            "engine: unix:///run/flag.sock",
+            "engine: tcp://file:2375",
+            &env,
+        )
+        .expect("valid");
+        assert_eq!(settings.endpoint.host, "unix:///run/flag.sock");
+        assert_eq!(source_of(&settings, "engine"), Source::Flag);
+        let settings = with_file("{}", "engine: tcp://file:2375", &env).expect("valid");
+        assert_eq!(settings.endpoint.host, "tcp://file:2375");
+        assert_eq!(source_of(&settings, "engine"), Source::File);
+        assert_eq!(
+            settings.pack_delivery,
+            PackDelivery::Volume,
+            "auto, remote engine"
+        );
+    }
+
+    #[test]
+    fn a_bad_engine_is_the_users_fault_from_a_flag_and_the_setups_from_the_environment() {
+        let err = resolve("engine: ssh://builder", &[]).expect_err("ssh");
+        assert!(
+            err.to_string().starts_with("--engine: `ssh://builder`"),
+            "{err}"
+        );
+        assert!(!err.is_engine_setup());
+        let err = resolve("{}", &[("DOCKER_HOST", "ssh://builder")]).expect_err("ssh");
+        assert!(err.to_string().starts_with("DOCKER_HOST: "), "{err}");
+        assert!(err.is_engine_setup());
+    }
+
+    #[test]
+    fn pack_delivery_is_chosen_or_asked_for() {
+        let settings = resolve("pack_delivery: volume", &[]).expect("valid");
+        assert_eq!(settings.pack_delivery, PackDelivery::Volume);
+        let settings = resolve(
+            "{}",
+            &[
+                ("PACKBOX_PACK_DELIVERY", "bind"),
+                ("DOCKER_HOST", "tcp://h:2375"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(settings.pack_delivery, PackDelivery::Bind);
+        let err = resolve("{}", &[("PACKBOX_PACK_DELIVERY", "copy")]).expect_err("bad");
+        assert!(
+            err.to_string().contains("expected auto, bind or volume"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn no_settings_is_the_locked_down_default() {
         let settings = resolve("{}", &[]).expect("defaults are valid");
         assert_eq!(settings.sandbox, SandboxPolicy::default());
-        assert_eq!(settings.engine, DEFAULT_ENGINE);
+        assert_eq!(settings.endpoint.host, "unix:///var/run/docker.sock");
+        assert_eq!(
+            settings.pack_delivery,
+            PackDelivery::Bind,
+            "auto, local socket"
+        );
         assert!(settings.sandbox.weaker_than_default.is_empty());
     }
 
@@ -1534,7 +1813,8 @@ mod tests {
             ],
         )
         .expect("valid");
-        assert_eq!(settings.engine, "unix:///run/other.sock");
+        assert_eq!(settings.endpoint.host, "unix:///run/other.sock");
+        assert_eq!(source_of(&settings, "engine"), Source::Env);
         assert_eq!(settings.build.ca_bundle, Some(PathBuf::from("/ca.pem")));
         assert_eq!(
             settings.build.proxies["HTTPS_PROXY"],
@@ -1733,6 +2013,53 @@ mod tests {
         assert!(check_network("container:abc").is_err());
         assert!(check_network("").is_err());
         assert!(check_network("a b").is_err());
+    }
+
+    #[test]
+    fn the_backend_is_docker_unless_swarm_is_asked_for() {
+        let settings = resolve("{}", &[]).expect("defaults");
+        assert_eq!(settings.backend, Backend::Docker);
+        assert_eq!(source_of(&settings, "backend"), Source::Default);
+        let swarm = with_file("{}", "backend: swarm\nregistry: 127.0.0.1:5000\n", &[])
+            .expect("swarm from the file");
+        assert_eq!(swarm.backend, Backend::Swarm);
+        assert_eq!(swarm.registry.as_deref(), Some("127.0.0.1:5000"));
+        assert_eq!(source_of(&swarm, "backend"), Source::File);
+        let from_env = resolve("{}", &[("PACKBOX_BACKEND", "swarm")]).expect("env");
+        assert_eq!(from_env.backend, Backend::Swarm);
+        let flag_wins = with_file("backend: docker", "backend: swarm\n", &[]).expect("flag");
+        assert_eq!(flag_wins.backend, Backend::Docker);
+    }
+
+    #[test]
+    fn a_bad_backend_or_registry_is_refused_naming_it() {
+        let err = resolve("backend: kubernetes", &[]).expect_err("unknown");
+        assert!(
+            err.to_string().contains("backend") && err.to_string().contains("kubernetes"),
+            "{err}"
+        );
+        for bad in [
+            "http://127.0.0.1:5000",
+            "127.0.0.1",
+            "host:0",
+            "host:99999",
+            "a b:5000",
+            "host:5000/path",
+        ] {
+            let err =
+                resolve(&format!("{{backend: swarm, registry: '{bad}'}}"), &[]).expect_err(bad);
+            assert!(err.to_string().contains("HOST:PORT"), "{bad}: {err}");
+        }
+        let err = resolve("{backend: swarm, sandbox: {oci_runtime: runsc}}", &[])
+            .expect_err("no OCI runtime per service");
+        assert!(
+            err.to_string().contains("sandbox.oci_runtime")
+                && err.to_string().contains("swarm backend"),
+            "{err}"
+        );
+        let err = resolve("registry: 127.0.0.1:5000", &[]).expect_err("docker backend");
+        assert!(err.to_string().contains("only the swarm backend"), "{err}");
+        assert!(resolve("{backend: swarm, registry: 'registry.example:443'}", &[]).is_ok());
     }
 
     #[test]

@@ -4,29 +4,7 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
-
-/// `packbox` run from `cwd` with arguments and environment (and this test's state folder).
-fn packbox_in(cwd: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Finished {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_packbox"));
-    command
-        .current_dir(cwd)
-        .args(args)
-        .env("PACKBOX_STATE_DIR", state_dir());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let child = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("packbox starts");
-    let pid = child.id();
-    let output = child.wait_with_output().expect("packbox finishes");
-    Finished { output, pid }
-}
 
 /// A `packbox.yaml` that would hand the action root, capabilities, a writable root and a
 /// network.

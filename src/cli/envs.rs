@@ -74,6 +74,9 @@ async fn envs(command: EnvsCommand, executor: &Executor) -> Result<(), Error> {
                 for env in &report.removed {
                     println!("{verb} {} ({})", env.tag, env.id);
                 }
+                for pack in &report.removed_pack_images {
+                    println!("{verb} {pack} (a pack image built on it)");
+                }
                 println!(
                     "{verb} {} image(s), kept {}",
                     report.removed.len(),

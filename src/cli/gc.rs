@@ -1,4 +1,6 @@
-//! `packbox gc`: removes what packbox processes that are gone left behind.
+//! `packbox gc`: removes what packbox processes that are gone left behind: containers, on a
+//! Swarm manager services, networks and secrets, and the layers of unfinished builds; and pack
+//! volumes (packs delivered by content) beyond the keep rule that no container uses.
 
 use std::process::ExitCode;
 
@@ -14,6 +16,10 @@ pub struct GcArgs {
     /// Print what was removed as JSON.
     #[arg(long)]
     json: bool,
+    /// Pack volumes kept per pack, newest first, even when unused (the content a pack has now
+    /// and the one before).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    keep: usize,
 }
 
 /// Sweeps leftovers and reports them.
@@ -22,7 +28,7 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
         let settings = options::resolve(global)?;
         let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
         let executor = Executor::connect(settings, catalog).await?;
-        let report = executor.gc().await;
+        let report = executor.gc(args.keep).await;
         executor.close().await;
         report
     }
@@ -32,24 +38,34 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({ "removed": report.containers, "images": report.images })
+                    serde_json::json!({
+                        "removed": report.containers,
+                        "images": report.images,
+                        "pack_volumes": report.pack_volumes,
+                    })
                 );
             } else {
-                for container in &report.containers {
+                for leftover in &report.containers {
                     println!(
-                        "removed {} ({}, owner pid {} is gone)",
-                        container.container,
-                        container.action.as_deref().unwrap_or("no action"),
-                        container.owner_pid
+                        "removed {} {} ({}, owner pid {} is gone)",
+                        leftover.kind,
+                        leftover.id,
+                        leftover.action.as_deref().unwrap_or("no action"),
+                        leftover.owner_pid
                     );
                 }
                 for image in &report.images {
                     println!("removed image {image} (an unfinished build's layer)");
                 }
+                for volume in &report.pack_volumes.removed {
+                    println!("removed pack volume {volume}");
+                }
                 println!(
-                    "removed {} leftover container(s), {} image(s)",
+                    "removed {} leftover(s), {} image(s), {} pack volume(s) (kept {})",
                     report.containers.len(),
-                    report.images.len()
+                    report.images.len(),
+                    report.pack_volumes.removed.len(),
+                    report.pack_volumes.kept.len()
                 );
             }
             ExitCode::SUCCESS

@@ -5,6 +5,7 @@ pub mod actions;
 mod build;
 mod client;
 mod config;
+mod doctor;
 mod envs;
 mod explain;
 mod gc;
@@ -88,6 +89,8 @@ enum Command {
     Config(config::ConfigCommand),
     /// Serve API v1 over HTTP: executions recorded, queued, run on a warm pool.
     Serve(Box<serve::ServeArgs>),
+    /// Check what runs need (engine, TLS, images, state folder) and say what to fix.
+    Doctor(doctor::DoctorArgs),
     /// Show the decision a run would take (runtime, version, environment) without running it.
     Explain(explain::ExplainArgs),
     /// Run a pack's tests (its Attune `testing` section) in the sandbox its actions get.
@@ -135,6 +138,7 @@ pub fn main() -> ExitCode {
             Command::Runtimes(command) => runtimes::execute(command, global).await,
             Command::Config(command) => config::execute(command, global),
             Command::Serve(args) => serve::execute(*args, global).await,
+            Command::Doctor(args) => doctor::execute(args, global).await,
             Command::Test(args) => test::execute(args, global).await,
             Command::Explain(args) => explain::execute(args, global).await,
         }

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use packbox::{Environment, Settings, SettingsError, SettingsLayer, Size, parse_size};
+use packbox::{
+    Endpoint, Environment, PackDelivery, Settings, SettingsError, SettingsLayer, Size, parse_size,
+};
 
 /// Flags every command takes.
 #[derive(Debug, Args)]
@@ -19,9 +21,19 @@ pub struct GlobalArgs {
     /// (default: $PACKBOX_CATALOG).
     #[arg(long, global = true, value_name = "DIR")]
     pub catalog: Option<PathBuf>,
-    /// The engine to use (default: $DOCKER_HOST, else the local socket).
-    #[arg(long, global = true, value_name = "URL")]
+    /// The engine to use: an address (unix:///path, tcp://host:2376) or a docker context name
+    /// (default: as the docker CLI finds it: DOCKER_HOST, DOCKER_CONTEXT, the current docker
+    /// context, the local socket).
+    #[arg(long, global = true, value_name = "ENGINE")]
     pub engine: Option<String>,
+    /// Where actions run: docker (a container on the engine; default) or swarm (a one-shot
+    /// service on the Swarm the engine manages). Default: $PACKBOX_BACKEND.
+    #[arg(long, global = true, value_name = "docker|swarm")]
+    pub backend: Option<String>,
+    /// A registry (HOST:PORT) the swarm backend pushes pack images to; needed when the Swarm has
+    /// more than one node. Default: $PACKBOX_REGISTRY.
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub registry: Option<String>,
     /// Where packbox keeps its probe cache, build logs and locks (default: $PACKBOX_STATE_DIR,
     /// else $XDG_STATE_HOME/packbox).
     #[arg(long, global = true, value_name = "DIR")]
@@ -72,6 +84,11 @@ pub struct SandboxArgs {
     /// An OCI runtime the engine offers, e.g. runsc (default: the engine's).
     #[arg(long, value_name = "NAME")]
     oci_runtime: Option<String>,
+    /// How the pack reaches the container: bind (mount the folder; only for an engine on this
+    /// machine), volume (a read-only volume filled through the API, once per pack content), or
+    /// auto (bind for a local Unix socket, volume otherwise; the default).
+    #[arg(long, value_name = "MODE", value_parser = PackDelivery::parse)]
+    pack_delivery: Option<PackDelivery>,
     /// Syscall profile: packbox (default), or a JSON profile file; engine-default and
     /// unconfined need --allow-weaker-sandbox.
     #[arg(long, value_name = "packbox|engine-default|unconfined|FILE")]
@@ -125,8 +142,11 @@ pub fn resolve_with(global: &GlobalArgs, sandbox: &SandboxArgs) -> Result<Settin
 pub fn layer(global: &GlobalArgs, sandbox: &SandboxArgs) -> SettingsLayer {
     let mut layer = SettingsLayer::default();
     layer.engine = global.engine.clone();
+    layer.backend = global.backend.clone();
+    layer.registry = global.registry.clone();
     layer.state_dir = global.state_dir.clone();
     layer.catalog = global.catalog.clone();
+    layer.pack_delivery = sandbox.pack_delivery;
     let s = &mut layer.sandbox;
     s.network = sandbox.network.clone();
     s.tmp_size = sandbox.tmp_size.map(Size);
@@ -144,4 +164,9 @@ pub fn layer(global: &GlobalArgs, sandbox: &SandboxArgs) -> SettingsLayer {
     r.max_output = sandbox.max_output.map(Size);
     layer.build.timeout_seconds = global.build_timeout;
     layer
+}
+
+/// The engine a flag other than `--engine` names (`--to ENGINE`), resolved with the environment.
+pub fn engine_flag(flag: &str, value: &str) -> Result<Endpoint, SettingsError> {
+    Settings::resolve_engine_flag(flag, value, &Environment::capture())
 }

@@ -8,11 +8,14 @@
 //! into ordinary return values by every implementation.
 
 mod docker;
+mod docker_swarm;
 #[cfg(test)]
 pub(crate) mod fake;
+pub(crate) mod swarm;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -20,7 +23,11 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::io::AsyncWrite;
 
-pub use docker::DockerEngine;
+pub use docker::{DockerEngine, MIN_API_VERSION};
+pub use swarm::{
+    LogChunk, LogStream, NetworkSpec, SecretFile, ServiceSpec, SharedSwarm, SwarmEngine, SwarmKind,
+    TaskState, TaskStatus, TmpfsMount,
+};
 
 /// The engine as the stages hold it: shared, cheap to clone, any implementation.
 pub type SharedEngine = Arc<dyn ContainerEngine>;
@@ -29,13 +36,16 @@ pub type SharedEngine = Arc<dyn ContainerEngine>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
-    /// No engine answered at all: the most common set-up problem, so it gets its own hint.
-    #[error("the Docker engine does not answer ({endpoint})")]
+    /// The engine could not be used at all: it did not answer, TLS failed, or its API is too
+    /// old. The most common set-up problems, so each kind gets its own hint.
+    #[error("the Docker engine at {endpoint} {problem}")]
     Unreachable {
         endpoint: String,
+        problem: ConnectProblem,
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+
     /// The engine answered with an error to one request.
     #[error("docker engine: {what}")]
     Api {
@@ -53,6 +63,158 @@ pub enum EngineError {
     /// The engine answered with something packbox cannot use (too large, malformed).
     #[error("docker engine: {what}: {message}")]
     Unexpected { what: String, message: String },
+}
+
+/// Why an engine could not be used, in terms the user can act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectProblem {
+    /// Nothing listens at the address.
+    Refused,
+    /// The Unix socket file does not exist.
+    NoSocket,
+    /// The Unix socket exists but this user may not open it.
+    SocketPermission,
+    /// The host name does not resolve.
+    HostNotFound,
+    /// Connected, but no answer came in time.
+    NoAnswer { seconds: u64 },
+    /// The engine's certificate is not signed by the CA packbox was given.
+    UntrustedEngineCertificate { ca: String },
+    /// The engine's certificate does not name the host packbox connected to.
+    CertificateNameMismatch,
+    /// The engine's certificate was refused for another reason (expired, wrong purpose, ...).
+    BadEngineCertificate { detail: String },
+    /// The engine refused packbox's client certificate (signed by a CA it does not trust).
+    ClientCertificateRefused { cert: String },
+    /// The engine closed the connection right after the TLS handshake, before answering: what
+    /// an engine does (in TLS 1.3) when it refuses the client certificate, when its alert loses
+    /// the race with the close.
+    ClosedAfterTlsHandshake { cert: String },
+    /// The engine speaks plain HTTP and packbox spoke TLS.
+    EngineNotTls,
+    /// The engine speaks TLS and packbox spoke plain HTTP.
+    EngineWantsTls,
+    /// Another TLS failure.
+    TlsHandshake { detail: String },
+    /// The engine's API is older than packbox supports.
+    ApiTooOld { found: String },
+    /// Anything else (the cause is in the error's source).
+    Failed,
+}
+
+impl fmt::Display for ConnectProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectProblem::Refused => write!(f, "does not answer (connection refused)"),
+            ConnectProblem::NoSocket => write!(f, "does not answer (no such socket)"),
+            ConnectProblem::SocketPermission => {
+                write!(f, "refused this user (permission denied on the socket)")
+            }
+            ConnectProblem::HostNotFound => write!(f, "does not answer (host name not found)"),
+            ConnectProblem::NoAnswer { seconds } => {
+                write!(f, "does not answer (no reply within {seconds} s)")
+            }
+            ConnectProblem::UntrustedEngineCertificate { ca } => write!(
+                f,
+                "failed the TLS handshake: its certificate is not signed by the CA in {ca} (untrusted certificate)"
+            ),
+            ConnectProblem::CertificateNameMismatch => write!(
+                f,
+                "failed the TLS handshake: its certificate is not valid for this host name"
+            ),
+            ConnectProblem::BadEngineCertificate { detail } => write!(
+                f,
+                "failed the TLS handshake: its certificate was refused ({detail})"
+            ),
+            ConnectProblem::ClientCertificateRefused { cert } => write!(
+                f,
+                "failed the TLS handshake: it refused the client certificate {cert} (not signed by a CA it trusts)"
+            ),
+            ConnectProblem::ClosedAfterTlsHandshake { cert } => write!(
+                f,
+                "closed the connection after the TLS handshake: it most likely refused the client certificate {cert}"
+            ),
+            ConnectProblem::EngineNotTls => write!(
+                f,
+                "failed the TLS handshake: it does not speak TLS (a plain-HTTP engine?)"
+            ),
+            ConnectProblem::EngineWantsTls => write!(f, "refused plain HTTP: it requires TLS"),
+            ConnectProblem::TlsHandshake { detail } => {
+                write!(f, "failed the TLS handshake ({detail})")
+            }
+            ConnectProblem::ApiTooOld { found } => write!(
+                f,
+                "speaks API {found}, older than packbox needs ({}.{}, Docker 20.10)",
+                MIN_API_VERSION.0, MIN_API_VERSION.1
+            ),
+            ConnectProblem::Failed => write!(f, "could not be used"),
+        }
+    }
+}
+
+impl ConnectProblem {
+    /// The next step for the user.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ConnectProblem::Refused
+            | ConnectProblem::NoSocket
+            | ConnectProblem::NoAnswer { .. }
+            | ConnectProblem::HostNotFound
+            | ConnectProblem::Failed => {
+                "start the engine (scripts/ensure-docker does it on Debian) or point DOCKER_HOST at one; `packbox doctor` shows which engine packbox chose and why"
+            }
+            ConnectProblem::SocketPermission => {
+                "add this user to the docker group, or run packbox as a user that may use the engine"
+            }
+            ConnectProblem::UntrustedEngineCertificate { .. }
+            | ConnectProblem::CertificateNameMismatch
+            | ConnectProblem::BadEngineCertificate { .. } => {
+                "DOCKER_CERT_PATH/ca.pem must be the CA that signed the engine's certificate, and the certificate must name the host in DOCKER_HOST"
+            }
+            ConnectProblem::ClientCertificateRefused { .. }
+            | ConnectProblem::ClosedAfterTlsHandshake { .. } => {
+                "use a client certificate (cert.pem, key.pem in DOCKER_CERT_PATH) signed by the CA the engine was started with (dockerd --tlscacert)"
+            }
+            ConnectProblem::EngineNotTls => {
+                "unset DOCKER_TLS_VERIFY for a plain engine (port 2375), or point DOCKER_HOST at its TLS port (2376)"
+            }
+            ConnectProblem::EngineWantsTls => {
+                "set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem)"
+            }
+            ConnectProblem::TlsHandshake { .. } => {
+                "check DOCKER_CERT_PATH and the engine's --tlscacert/--tlscert; `packbox doctor` shows the files in use"
+            }
+            ConnectProblem::ApiTooOld { .. } => "upgrade the engine to Docker 20.10 or newer",
+        }
+    }
+}
+
+/// The three PEM files of mutual TLS, and where their folder came from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TlsFiles {
+    /// The CA the engine's certificate must be signed by.
+    pub ca: PathBuf,
+    /// The client certificate packbox shows the engine.
+    pub cert: PathBuf,
+    /// The client certificate's private key.
+    pub key: PathBuf,
+    /// What named the folder (`DOCKER_CERT_PATH`, the docker config folder, a context).
+    pub source: String,
+}
+
+/// How packbox reaches the engine.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Transport {
+    /// A Unix socket on this machine: the engine sees this machine's files.
+    Unix { socket: PathBuf },
+    /// TCP, plain or with mutual TLS: the engine may be anywhere.
+    Tcp {
+        /// `host:port`.
+        address: String,
+        tls: Option<TlsFiles>,
+    },
 }
 
 /// A signal packbox sends to a container: the polite one first, then the one that cannot be
@@ -81,6 +243,14 @@ pub struct BindMount {
     pub read_only: bool,
 }
 
+/// One mount of a named volume into a container (a pack delivered by content).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeMount {
+    pub volume: String,
+    pub container_path: String,
+    pub read_only: bool,
+}
+
 /// Everything packbox asks of a container, in engine-neutral terms; built by the sandbox stage.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ContainerSpec {
@@ -92,6 +262,8 @@ pub struct ContainerSpec {
     /// Ordered maps, so that equal specs print equal (the warm pool keys on them).
     pub labels: BTreeMap<String, String>,
     pub binds: Vec<BindMount>,
+    /// Named volumes; each must exist (the engine would make an empty one).
+    pub volumes: Vec<VolumeMount>,
     /// Mount point to tmpfs options (`size=64m,mode=1777`, ...).
     pub tmpfs: BTreeMap<String, String>,
     pub read_only_rootfs: bool,
@@ -159,7 +331,36 @@ pub struct EngineInfo {
     pub oci_runtimes: Vec<OciRuntime>,
     /// CPUs of the engine's host; 0 when it does not say.
     pub cpus: i64,
+    /// The API version packbox and the engine speak (the engine's, when older than bollard's).
+    pub api_version: String,
+    pub os: String,
+    pub arch: String,
+    pub kernel: String,
+    /// The engine host's name (tells a remote engine from the local one at a glance).
+    pub name: String,
+    pub storage_driver: String,
+    /// `1` or `2`.
+    pub cgroup_version: String,
+    pub cgroup_driver: String,
+    pub default_runtime: String,
+    /// `name=seccomp,profile=default`, `name=userns`, `name=rootless`, ...
+    pub security_options: Vec<String>,
 }
+
+/// A volume found by label, for delivering packs and collecting them.
+#[derive(Clone, Debug)]
+pub struct VolumeSummary {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    /// As the engine writes it (RFC 3339), which sorts by time.
+    pub created_at: String,
+}
+
+/// Bytes of an archive (a tar, or `docker save` images), streamed.
+pub type ArchiveStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// Bytes of an image archive as they stream from an engine.
+pub type ImageExport = Pin<Box<dyn Stream<Item = Result<Bytes, EngineError>> + Send>>;
 
 /// An OCI runtime as the engine registered it (`daemon.json` `runtimes`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -218,6 +419,11 @@ pub type LineSink<'a> = &'a mut (dyn FnMut(&str) + Send);
 pub trait ContainerEngine: Send + Sync + fmt::Debug {
     /// Where the engine is (`unix:///var/run/docker.sock`, `tcp://...`), for messages.
     fn endpoint(&self) -> &str;
+
+    /// The engine's Swarm face, when it has one (the swarm backend runs actions through it).
+    fn swarm(self: Arc<Self>) -> Option<SharedSwarm> {
+        None
+    }
 
     /// The id of an image, or `None` when the engine does not have it.
     async fn image_id(&self, name: &str) -> Result<Option<String>, EngineError>;
@@ -280,6 +486,60 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
     /// Removes an image (and its tags); refused with [`EngineError::InUse`] while a container
     /// uses it or another image builds on it. One that is already gone is not an error.
     async fn remove_image(&self, id: &str) -> Result<(), EngineError>;
+
+    /// The size of an image in bytes (0 when the engine does not say).
+    async fn image_size(&self, name: &str) -> Result<u64, EngineError>;
+
+    /// The labels of a container by name or id, or `None` when there is no such container.
+    async fn container_labels(
+        &self,
+        name: &str,
+    ) -> Result<Option<HashMap<String, String>>, EngineError>;
+
+    /// Whether a volume of that name exists.
+    async fn volume_exists(&self, name: &str) -> Result<bool, EngineError>;
+
+    /// Creates a local volume with labels (creating an existing one changes nothing).
+    async fn create_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError>;
+
+    /// Removes a volume; one that is gone is not an error. Returns false when the engine kept it
+    /// because a container uses it.
+    async fn remove_volume(&self, name: &str) -> Result<bool, EngineError>;
+
+    /// All volumes that carry every given `key=value` label.
+    async fn volumes_with_labels(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<VolumeSummary>, EngineError>;
+
+    /// Unpacks a tar archive, streamed, into a folder of a (created, not necessarily started)
+    /// container; a volume mounted there receives the files.
+    async fn upload_archive(
+        &self,
+        id: &str,
+        path: &str,
+        archive: ArchiveStream,
+    ) -> Result<(), EngineError>;
+
+    /// Images as one archive (`docker save`), streamed as the engine writes it.
+    fn export_images(&self, names: &[String]) -> ImageExport;
+
+    /// Loads an image archive (`docker load`) streamed from elsewhere; returns the engine's
+    /// messages (`Loaded image: ...`).
+    async fn import_images(&self, archive: ArchiveStream) -> Result<Vec<String>, EngineError>;
+
+    /// Imports a root file system tarball as an image (`docker import`) tagged `tag`, with
+    /// Dockerfile-style `changes` (`ENV ...`, `CMD ...`, `LABEL ...`); returns its id.
+    async fn import_rootfs(
+        &self,
+        tag: &str,
+        rootfs: ArchiveStream,
+        changes: &[String],
+    ) -> Result<String, EngineError>;
 
     /// The bytes of one regular file in a container's file system (it need not have started),
     /// at most `max_bytes`; `None` when there is no such file.

@@ -337,7 +337,7 @@ fn labels(recipe: &EnvRecipe, key: &str) -> HashMap<String, String> {
 }
 
 /// Reads a CA bundle and checks it holds at least one PEM certificate.
-fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, EnvError> {
+pub(crate) fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, EnvError> {
     let bytes = crate::input::read_regular_file(path, MAX_CA_BUNDLE_BYTES).map_err(|e| {
         EnvError::CaBundle {
             path: path.to_path_buf(),

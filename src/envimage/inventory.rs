@@ -1,11 +1,13 @@
 //! Listing and pruning environment images. Pruning never removes an image that a container
-//! (running or stopped) still uses.
+//! (running or stopped) still uses; the pack images the swarm backend built on an environment
+//! go with it.
 
 use std::collections::HashSet;
 
 use serde::Serialize;
 
 use crate::engine::{ContainerEngine, EngineError, ImageSummary};
+use crate::pack_image;
 
 /// One environment image, as `packbox envs list` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -27,6 +29,8 @@ pub struct EnvInfo {
 pub struct PruneReport {
     pub removed: Vec<EnvInfo>,
     pub kept: Vec<EnvInfo>,
+    /// Pack images (swarm backend) removed with the environment they were built on, by tag.
+    pub removed_pack_images: Vec<String>,
     pub dry_run: bool,
 }
 
@@ -49,30 +53,60 @@ pub async fn list(engine: &dyn ContainerEngine) -> Result<Vec<EnvInfo>, EngineEr
     Ok(envs)
 }
 
-/// Removes all but the `keep` newest environment images, never one in use.
+/// Removes all but the `keep` newest environment images, never one in use. The pack images
+/// built on an environment (the swarm backend's) are removed first, as the engine keeps an image
+/// other images build on; an environment whose pack image a container uses is kept.
 pub async fn prune(
     engine: &dyn ContainerEngine,
     keep: usize,
     dry_run: bool,
 ) -> Result<PruneReport, EngineError> {
     let envs = list(engine).await?;
-    let mut removed = Vec::new();
-    let mut kept = Vec::new();
-    for (index, env) in envs.into_iter().enumerate() {
+    let packs = engine
+        .images_with_labels(&[format!("packbox.kind={}", pack_image::KIND)])
+        .await?;
+    let used: HashSet<String> = engine
+        .containers_with_labels(&[])
+        .await?
+        .into_iter()
+        .filter_map(|c| c.image_id)
+        .collect();
+    let mut report = PruneReport {
+        removed: Vec::new(),
+        kept: Vec::new(),
+        removed_pack_images: Vec::new(),
+        dry_run,
+    };
+    for (index, mut env) in envs.into_iter().enumerate() {
+        let on_it: Vec<&ImageSummary> = packs
+            .iter()
+            .filter(|p| p.labels.get(pack_image::BASE_LABEL) == Some(&env.id))
+            .collect();
+        env.in_use |= on_it.iter().any(|p| used.contains(&p.id));
         if index < keep || env.in_use {
-            kept.push(env);
+            report.kept.push(env);
             continue;
         }
-        if !dry_run {
-            engine.remove_image(&env.id).await?;
+        let names = on_it
+            .iter()
+            .map(|p| p.tags.first().cloned().unwrap_or_else(|| p.id.clone()));
+        if dry_run {
+            report.removed_pack_images.extend(names);
+            report.removed.push(env);
+            continue;
         }
-        removed.push(env);
+        for (pack, name) in on_it.iter().zip(names) {
+            engine.remove_image(&pack.id).await?;
+            report.removed_pack_images.push(name);
+        }
+        match engine.remove_image(&env.id).await {
+            Ok(()) => report.removed.push(env),
+            // Something else builds on it now: it stays.
+            Err(EngineError::InUse { .. }) => report.kept.push(env),
+            Err(e) => return Err(e),
+        }
     }
-    Ok(PruneReport {
-        removed,
-        kept,
-        dry_run,
-    })
+    Ok(report)
 }
 
 fn describe(image: ImageSummary, used: &HashSet<String>) -> EnvInfo {
@@ -158,6 +192,38 @@ mod tests {
             !fake.calls().contains(&Call::RemoveImage(old.clone())),
             "not even asked"
         );
+    }
+
+    #[tokio::test]
+    async fn pack_images_built_on_a_pruned_environment_go_first() {
+        let fake = FakeEngine::new();
+        let [old, mid, _] = three(&fake);
+        let pack = fake.add_image(
+            "packbox-pack/p:abc",
+            &[("packbox.kind", "pack-image"), ("packbox.base_image", &old)],
+            0,
+        );
+        let used_pack = fake.add_image(
+            "packbox-pack/p:def",
+            &[("packbox.kind", "pack-image"), ("packbox.base_image", &mid)],
+            0,
+        );
+        fake.add_listed_container("task", &used_pack, &[]);
+        let report = prune(fake.as_ref(), 0, false).await.expect("prune");
+        assert!(!fake.has_image(&pack) && !fake.has_image(&old));
+        assert_eq!(report.removed_pack_images, ["packbox-pack/p:abc"]);
+        assert!(fake.has_image(&mid), "its pack image is in use: kept");
+        assert!(report.kept.iter().any(|e| e.id == mid && e.in_use));
+    }
+
+    #[tokio::test]
+    async fn an_environment_another_image_builds_on_is_kept_not_an_error() {
+        let fake = FakeEngine::new();
+        let [old, _, _] = three(&fake);
+        fake.add_image("child", &[("packbox.base_image", &old)], 0);
+        let report = prune(fake.as_ref(), 0, false).await.expect("no error");
+        assert!(fake.has_image(&old));
+        assert!(report.kept.iter().any(|e| e.id == old));
     }
 
     #[tokio::test]

@@ -47,6 +47,11 @@ impl BoundedBuffer {
             .extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
 
+    /// Whether more was pushed than the limit keeps: nothing pushed from now on is kept.
+    pub fn is_full(&self) -> bool {
+        self.truncated
+    }
+
     /// The captured text. Where the limit cut a character in half, its first bytes go too.
     pub fn finish(mut self) -> Captured {
         if self.truncated {

@@ -1,12 +1,13 @@
-//! Who owns a container: every run container carries the owning packbox process (host, pid and
-//! the pid's start time, which survives pid reuse), so leftovers of a crashed packbox can be told
-//! from the containers of a live one and swept.
+//! Who owns a container (and a Swarm service, secret or network): everything a run makes
+//! carries the owning packbox process (host, pid and the pid's start time, which survives pid
+//! reuse), so leftovers of a crashed packbox can be told from those of a live one and swept.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::engine::{ContainerEngine, EngineError};
+use super::service::remove_when_free;
+use crate::engine::{EngineError, SharedEngine, SwarmKind};
 
 /// Label: the container is packbox's.
 pub const MANAGED: &str = "packbox.managed";
@@ -16,6 +17,20 @@ pub const OWNER_PID: &str = "packbox.owner_pid";
 pub const OWNER_START: &str = "packbox.owner_start";
 /// Label: the host the owning process runs on.
 pub const OWNER_HOST: &str = "packbox.owner_host";
+/// Label: the pack volume a container (a lock or helper of `pack_volume`) was made to fill. The
+/// sweep leaves these to `pack_volume`, which removes a dead filler's half volume before its
+/// lock, so that no run ever takes a half volume for a complete one.
+pub const FILLING_VOLUME: &str = "packbox.pack_filling";
+
+/// The label every Docker resource packbox makes carries.
+pub fn managed_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([(MANAGED.to_string(), "true".to_string())])
+}
+
+/// Whether labels name an owner that is gone (decidable only on the owner's host).
+pub fn is_orphan(labels: &HashMap<String, String>) -> bool {
+    Owner::from_labels(labels).is_some_and(|owner| !owner.is_alive_here(&host_name()))
+}
 
 /// A packbox process, as its containers name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,34 +88,62 @@ impl Owner {
     }
 }
 
-/// A container removed by a sweep.
+/// Something removed by a sweep.
 #[derive(Clone, Debug, Serialize)]
 pub struct Swept {
-    pub container: String,
+    /// `container`, `service`, `secret` or `network`.
+    pub kind: &'static str,
+    pub id: String,
     pub action: Option<String>,
     pub owner_pid: u32,
 }
 
-/// Removes packbox containers whose owning process is gone; never one of a live owner.
-pub async fn sweep_orphans(engine: &dyn ContainerEngine) -> Result<Vec<Swept>, EngineError> {
+/// Removes what packbox processes that are gone left behind: containers, and on a Swarm
+/// manager services, networks and secrets; never anything of a live owner, and never a pack
+/// volume's lock or helper (see [`FILLING_VOLUME`]).
+pub async fn sweep_orphans(engine: &SharedEngine) -> Result<Vec<Swept>, EngineError> {
     let host = host_name();
-    let containers = engine
-        .containers_with_labels(&[format!("{MANAGED}=true")])
-        .await?;
+    let managed = [format!("{MANAGED}=true")];
+    let containers = engine.containers_with_labels(&managed).await?;
     let mut swept = Vec::new();
     for container in containers {
         let Some(owner) = Owner::from_labels(&container.labels) else {
             continue;
         };
-        if owner.is_alive_here(&host) {
+        if owner.is_alive_here(&host) || container.labels.contains_key(FILLING_VOLUME) {
             continue;
         }
         engine.remove(&container.id).await?;
         swept.push(Swept {
-            container: container.id,
+            kind: "container",
+            id: container.id,
             action: container.labels.get("packbox.action").cloned(),
             owner_pid: owner.pid,
         });
+    }
+    let Some(swarm) = SharedEngine::clone(engine).swarm() else {
+        return Ok(swept);
+    };
+    if !swarm.swarm_state().await?.manager {
+        return Ok(swept);
+    }
+    // Services first: their tasks hold the networks and secrets.
+    for kind in [SwarmKind::Service, SwarmKind::Network, SwarmKind::Secret] {
+        for object in swarm.objects_with_labels(kind, &managed).await? {
+            let Some(owner) = Owner::from_labels(&object.labels) else {
+                continue;
+            };
+            if owner.is_alive_here(&host) {
+                continue;
+            }
+            remove_when_free(swarm.as_ref(), kind, &object.id).await?;
+            swept.push(Swept {
+                kind: kind.name(),
+                id: object.id,
+                action: object.labels.get("packbox.action").cloned(),
+                owner_pid: owner.pid,
+            });
+        }
     }
     Ok(swept)
 }
@@ -199,8 +242,9 @@ mod tests {
         );
         add(&fake, "not-ours", &[("app".to_string(), "web".to_string())]);
 
-        let swept = sweep_orphans(fake.as_ref()).await.expect("sweep");
-        let mut removed: Vec<&str> = swept.iter().map(|s| s.container.as_str()).collect();
+        let shared: SharedEngine = fake.clone();
+        let swept = sweep_orphans(&shared).await.expect("sweep");
+        let mut removed: Vec<&str> = swept.iter().map(|s| s.id.as_str()).collect();
         removed.sort();
         assert_eq!(removed, ["dead", "reused"]);
         assert!(swept.iter().all(|s| s.action.as_deref() == Some("p.a")));
@@ -210,21 +254,82 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_sweep_asks_only_for_packbox_containers() {
+    async fn the_sweep_asks_only_for_packbox_objects() {
+        use crate::engine::fake::Call;
         let fake = crate::engine::fake::FakeEngine::new();
-        sweep_orphans(fake.as_ref()).await.expect("sweep");
+        let shared: SharedEngine = fake.clone();
+        sweep_orphans(&shared).await.expect("sweep");
+        let managed = vec!["packbox.managed=true".to_string()];
         assert_eq!(
             fake.calls(),
-            [crate::engine::fake::Call::ListContainers(vec![
-                "packbox.managed=true".to_string()
-            ])]
+            [
+                Call::ListContainers(managed.clone()),
+                Call::SwarmState,
+                Call::ListObjects(SwarmKind::Service, managed.clone()),
+                Call::ListObjects(SwarmKind::Network, managed.clone()),
+                Call::ListObjects(SwarmKind::Secret, managed),
+            ]
         );
+    }
+
+    #[tokio::test]
+    async fn the_sweep_removes_dead_owners_swarm_objects_and_keeps_live_ones() {
+        let fake = crate::engine::fake::FakeEngine::new();
+        let me = Owner::current();
+        let dead = Owner {
+            host: me.host.clone(),
+            pid: u32::MAX - 1,
+            start: Some(1),
+        };
+        for (kind, name, owner) in [
+            (SwarmKind::Service, "dead-service", &dead),
+            (SwarmKind::Secret, "dead-secret", &dead),
+            (SwarmKind::Network, "dead-network", &dead),
+            (SwarmKind::Service, "live-service", &me),
+            (SwarmKind::Secret, "live-secret", &me),
+        ] {
+            let labels = owned_by(owner);
+            let borrowed: Vec<(&str, &str)> = labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            fake.add_swarm_object(kind, name, &borrowed);
+        }
+        fake.add_swarm_object(SwarmKind::Network, "not-ours", &[("app", "web")]);
+        let shared: SharedEngine = fake.clone();
+        let swept = sweep_orphans(&shared).await.expect("sweep");
+        let kinds: Vec<&str> = swept.iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, ["service", "network", "secret"]);
+        let mut left = fake.swarm_objects();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "network:not-ours",
+                "secret:live-secret",
+                "service:live-service"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_engine_in_no_swarm_is_swept_of_containers_only() {
+        use crate::engine::fake::{Call, SwarmScript};
+        let fake = crate::engine::fake::FakeEngine::new();
+        fake.set_swarm(SwarmScript {
+            state: crate::engine::swarm::SwarmState::default(),
+            ..SwarmScript::default()
+        });
+        let shared: SharedEngine = fake.clone();
+        sweep_orphans(&shared).await.expect("sweep");
+        assert_eq!(fake.count(|c| matches!(c, Call::ListObjects(..))), 0);
     }
 
     #[tokio::test]
     async fn an_engine_error_while_listing_is_reported() {
         let fake = crate::engine::fake::FakeEngine::new();
         fake.fail(crate::engine::fake::Op::ListContainers, 1);
-        assert!(sweep_orphans(fake.as_ref()).await.is_err());
+        let shared: SharedEngine = fake.clone();
+        assert!(sweep_orphans(&shared).await.is_err());
     }
 }

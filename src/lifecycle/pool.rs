@@ -62,6 +62,20 @@ pub fn kind(spec: &ContainerSpec) -> Kind {
     }
 }
 
+/// The same spec for another run: the exec id in its environment and labels replaced.
+pub fn with_exec_id(spec: &ContainerSpec, exec_id: &str) -> ContainerSpec {
+    let mut next = spec.clone();
+    for (name, value) in &mut next.env {
+        if name == "ATTUNE_EXEC_ID" {
+            *value = exec_id.to_string();
+        }
+    }
+    if let Some(label) = next.labels.get_mut("packbox.exec_id") {
+        *label = exec_id.to_string();
+    }
+    next
+}
+
 /// A pre-started container and the exec id it was made for.
 #[derive(Debug)]
 pub struct Warm {
@@ -381,6 +395,23 @@ mod tests {
         let later = now + DEMAND_WINDOW + Duration::from_secs(1);
         assert_eq!(wide.target(8, later), 1);
         assert_eq!(busy.target(8, later), 1);
+    }
+
+    #[test]
+    fn another_exec_id_replaces_the_old_one_everywhere_and_keeps_the_kind() {
+        let mut spec = ContainerSpec {
+            image: "img".into(),
+            env: vec![("ATTUNE_EXEC_ID".into(), "1".into())],
+            ..Default::default()
+        };
+        spec.labels.insert("packbox.exec_id".into(), "1".into());
+        let next = with_exec_id(&spec, "2");
+        assert_eq!(
+            next.env,
+            vec![("ATTUNE_EXEC_ID".to_string(), "2".to_string())]
+        );
+        assert_eq!(next.labels["packbox.exec_id"], "2");
+        assert_eq!(kind(&spec), kind(&next));
     }
 
     #[test]

@@ -50,12 +50,25 @@ pub struct ContainerExit {
 pub enum RunError {
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("{run}; removing container {container} also failed: {cleanup}")]
+    #[error("{run}; removing {resource} also failed: {cleanup}")]
     CleanupAfterFailure {
-        run: Box<EngineError>,
-        container: String,
+        run: Box<RunError>,
+        /// What could not be removed (`container ID`, `service NAME`, ...).
+        resource: String,
         cleanup: Box<EngineError>,
     },
+    /// The Swarm did not run a service's task (rejected, lost by its node).
+    #[error("the Swarm did not run service {service}: {error}")]
+    TaskLost { service: String, error: String },
+    /// A service's log could not be read to its end in time.
+    #[error("the log of service {service} could not be read to its end within {seconds} s")]
+    LogUnread { service: String, seconds: u64 },
+    /// No node of the Swarm can take a service's task.
+    #[error("the Swarm cannot place service {service}: {error}")]
+    Unplaceable { service: String, error: String },
+    /// The run was cancelled before its workload started; nothing was left behind.
+    #[error("cancelled before the action started")]
+    Cancelled,
 }
 
 /// How long the wait for a killed container may take before packbox gives up on it.
@@ -222,8 +235,8 @@ fn with_cleanup<T>(
         (Ok(_), Err(cleanup)) => Err(cleanup.into()),
         (Err(run), Ok(())) => Err(run.into()),
         (Err(run), Err(cleanup)) => Err(RunError::CleanupAfterFailure {
-            run: Box::new(run),
-            container,
+            run: Box::new(run.into()),
+            resource: format!("container {container}"),
             cleanup: Box::new(cleanup),
         }),
     }

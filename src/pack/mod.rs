@@ -10,7 +10,6 @@ use dependencies::{Installer, Manifests};
 
 mod action;
 pub mod dependencies;
-pub mod digest;
 mod doc;
 mod fields;
 mod manifest;

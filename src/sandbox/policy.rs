@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::isolation::IsolationReport;
 use super::seccomp::{Kernel, SeccompProfile};
-use crate::engine::{BindMount, ContainerSpec};
+use crate::engine::{BindMount, ContainerSpec, VolumeMount};
 
 /// Where the pack is mounted (read-only) inside every container.
 pub const PACK_MOUNT: &str = "/pack";
@@ -39,6 +39,13 @@ pub struct SandboxPolicy {
     /// (`--allow-weaker-sandbox`), each as `setting = value (default ...)`; empty for the
     /// locked-down sandbox.
     pub weaker_than_default: Vec<String>,
+    /// Where the action runs: `docker` (a container on the engine) or `swarm` (a one-shot
+    /// service).
+    pub backend: String,
+    /// How the backend applied settings it has no direct word for, each as `setting: how`
+    /// (empty for containers on the engine, which take every setting as it is).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub applied_as: Vec<String>,
 }
 
 impl Default for SandboxPolicy {
@@ -58,6 +65,8 @@ impl Default for SandboxPolicy {
             seccomp: SeccompProfile::Packbox,
             isolation: IsolationReport::default(),
             weaker_than_default: Vec::new(),
+            backend: "docker".into(),
+            applied_as: Vec::new(),
         }
     }
 }
@@ -69,8 +78,25 @@ pub struct Workload {
     pub cmd: Vec<String>,
     pub env: Vec<(String, String)>,
     pub labels: BTreeMap<String, String>,
-    /// Host path of the pack folder, mounted read-only at `/pack` (none for image probes).
-    pub pack_dir: Option<String>,
+    /// The pack, mounted read-only at `/pack` (none for image probes).
+    pub pack: Option<PackSource>,
+}
+
+/// A pack folder on this machine: what the plan names, before a backend decides how the pack
+/// reaches the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackFolder {
+    pub pack_ref: String,
+    pub host_dir: String,
+}
+
+/// Where the pack a container sees at `/pack` comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PackSource {
+    /// A folder of this machine, bind-mounted: only an engine on this machine sees it.
+    Folder(PackFolder),
+    /// A volume on the engine holding the pack's content (see `pack_volume`).
+    Volume(String),
 }
 
 impl SandboxPolicy {
@@ -89,15 +115,22 @@ impl SandboxPolicy {
             working_dir: PACK_MOUNT.into(),
             user: self.user.clone(),
             labels: workload.labels,
-            binds: workload
-                .pack_dir
-                .into_iter()
-                .map(|host_path| BindMount {
-                    host_path,
+            binds: match &workload.pack {
+                Some(PackSource::Folder(folder)) => vec![BindMount {
+                    host_path: folder.host_dir.clone(),
                     container_path: PACK_MOUNT.into(),
                     read_only: true,
-                })
-                .collect(),
+                }],
+                _ => Vec::new(),
+            },
+            volumes: match workload.pack {
+                Some(PackSource::Volume(volume)) => vec![VolumeMount {
+                    volume,
+                    container_path: PACK_MOUNT.into(),
+                    read_only: true,
+                }],
+                _ => Vec::new(),
+            },
             tmpfs,
             read_only_rootfs: self.read_only_root,
             network_mode: self.network.clone(),
@@ -123,7 +156,10 @@ mod tests {
             cmd: vec!["bash".into()],
             env: Vec::new(),
             labels: BTreeMap::new(),
-            pack_dir: Some("/host/packs/p".into()),
+            pack: Some(PackSource::Folder(PackFolder {
+                pack_ref: "p".into(),
+                host_dir: "/host/packs/p".into(),
+            })),
         }
     }
 

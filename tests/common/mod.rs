@@ -4,7 +4,9 @@
 
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
 
+pub mod dind;
 pub mod server;
+pub mod swarm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -90,6 +92,11 @@ fn cleanup_containers_of(pid: u32) {
     CLEANUP.with(|c| c.pids.borrow_mut().push(pid));
 }
 
+/// The packbox processes this test ran so far.
+pub fn packbox_pids() -> Vec<u32> {
+    CLEANUP.with(|c| c.pids.borrow().clone())
+}
+
 /// The state folder of the running test: its own, seeded with a probe cache so that tests do
 /// not each pay for probing every runtime image.
 pub fn state_dir() -> PathBuf {
@@ -129,8 +136,13 @@ pub fn settings() -> packbox::Settings {
 /// Runs the packbox binary with the given arguments and environment (and this test's state
 /// folder, unless `env` names one).
 pub fn packbox(args: &[&str], env: &[(&str, &str)]) -> Finished {
+    packbox_in(&repo_root(), args, env)
+}
+
+/// [`packbox`], run from the folder `cwd`.
+pub fn packbox_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Finished {
     let mut command = Command::new(env!("CARGO_BIN_EXE_packbox"));
-    command.args(args);
+    command.current_dir(cwd).args(args);
     command.env("PACKBOX_STATE_DIR", state_dir());
     for (key, value) in env {
         command.env(key, value);

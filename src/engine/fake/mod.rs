@@ -12,9 +12,15 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::{
-    Attached, BuildSpec, ContainerEngine, ContainerSpec, ContainerState, ContainerSummary,
-    EngineError, EngineInfo, ImageSummary, LineSink, OciRuntime, OutputChunk, Signal, StreamKind,
+    ArchiveStream, Attached, BuildSpec, ContainerEngine, ContainerSpec, ContainerState,
+    ContainerSummary, EngineError, EngineInfo, ImageExport, ImageSummary, LineSink, NetworkSpec,
+    OciRuntime, OutputChunk, ServiceSpec, SharedSwarm, Signal, StreamKind, SwarmKind,
+    VolumeSummary,
 };
+
+mod swarm;
+
+pub(crate) use swarm::SwarmScript;
 
 /// One request the fake received.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,7 +42,37 @@ pub(crate) enum Call {
     Info,
     ListImages(Vec<String>),
     RemoveImage(String),
+    VolumeExists(String),
+    CreateVolume(String),
+    RemoveVolume(String),
+    Upload {
+        container: String,
+        path: String,
+    },
+    Export(Vec<String>),
+    Import,
     ReadFile(String, String),
+    SwarmState,
+    Tag(String, String),
+    Push(String),
+    CreateNetwork(NetworkSpec),
+    CreateSecret {
+        name: String,
+        labels: BTreeMap<String, String>,
+    },
+    CreateService(Box<ServiceSpec>),
+    Scale(String, u64),
+    Tasks(String),
+    Logs {
+        id: String,
+        stream: StreamKind,
+        follow: bool,
+        since_seconds: Option<i64>,
+    },
+    RemoveObject(SwarmKind, String),
+    ListObjects(SwarmKind, Vec<String>),
+    /// The simulated Swarm agent signalled a service's task.
+    TaskSignal(String, Signal),
 }
 
 /// A request kind, for injecting failures.
@@ -51,6 +87,14 @@ pub(crate) enum Op {
     ListContainers,
     Build,
     Info,
+    Push,
+    CreateNetwork,
+    CreateSecret,
+    CreateService,
+    Scale,
+    Tasks,
+    Logs,
+    RemoveObject,
 }
 
 /// How a simulated container's process ends.
@@ -167,6 +211,16 @@ struct FakeState {
     info: EngineInfo,
     /// Extra containers the engine lists (another program's, or leftovers), by id.
     listed: Vec<ContainerSummary>,
+    /// Volumes by name: labels, and the archives uploaded into them.
+    volumes: BTreeMap<String, FakeVolume>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct FakeVolume {
+    labels: HashMap<String, String>,
+    created: u64,
+    /// Bytes of each archive uploaded into it, in order.
+    uploads: Vec<usize>,
 }
 
 /// The fake engine. Share it as an `Arc<FakeEngine>`; it is also a `SharedEngine`.
@@ -176,6 +230,8 @@ pub(crate) struct FakeEngine {
     calls: Mutex<Vec<Call>>,
     program: Mutex<Option<ProgramFor>>,
     changed: Notify,
+    swarm: Mutex<swarm::FakeSwarm>,
+    service_program: Mutex<Option<swarm::ServiceProgramFor>>,
 }
 
 impl std::fmt::Debug for FakeEngine {
@@ -194,12 +250,16 @@ impl FakeEngine {
                     server_version: "20.10.24".into(),
                     oci_runtimes: vec![OciRuntime::named("runc")],
                     cpus: 2,
+                    api_version: "1.41".into(),
+                    ..EngineInfo::default()
                 },
                 ..FakeState::default()
             }),
             calls: Mutex::new(Vec::new()),
             program: Mutex::new(None),
             changed: Notify::new(),
+            swarm: Mutex::new(swarm::FakeSwarm::default()),
+            service_program: Mutex::new(None),
         })
     }
 
@@ -305,6 +365,11 @@ impl FakeEngine {
             .cloned()
             .chain(state.listed.iter().map(|c| c.id.clone()))
             .collect()
+    }
+
+    /// The sizes of the archives uploaded into a volume, when it exists.
+    pub fn volume_uploads(&self, name: &str) -> Option<Vec<usize>> {
+        self.state().volumes.get(name).map(|v| v.uploads.clone())
     }
 
     /// Whether an image (by tag or id) exists.
@@ -505,6 +570,10 @@ impl ContainerEngine for FakeEngine {
         "fake://"
     }
 
+    fn swarm(self: Arc<Self>) -> Option<SharedSwarm> {
+        Some(self)
+    }
+
     async fn image_id(&self, name: &str) -> Result<Option<String>, EngineError> {
         self.record(Call::ImageId(name.to_string()));
         Ok(self.find_image(name))
@@ -605,6 +674,11 @@ impl ContainerEngine for FakeEngine {
         let (output, output_rx) = mpsc::unbounded_channel();
         let (exited, _) = watch::channel(None);
         let mut state = self.state();
+        if !name.is_empty() && state.containers.values().any(|c| c.name == name) {
+            return Err(EngineError::InUse {
+                what: format!("creating container {name}: the name"),
+            });
+        }
         state.next_id += 1;
         let id = format!("container{:04}", state.next_id);
         state.containers.insert(
@@ -732,6 +806,13 @@ impl ContainerEngine for FakeEngine {
 
     async fn container_state(&self, id: &str) -> Result<ContainerState, EngineError> {
         self.record(Call::State(id.to_string()));
+        if let Some((oom_killed, exit_code, running)) = self.task_container(id) {
+            return Ok(ContainerState {
+                oom_killed,
+                exit_code,
+                running,
+            });
+        }
         let state = self.state();
         let container = state
             .containers
@@ -753,7 +834,13 @@ impl ContainerEngine for FakeEngine {
         let removed = {
             let mut state = self.state();
             state.listed.retain(|c| c.id != id);
-            state.containers.remove(id)
+            // Like the engine, by id or by name.
+            let key = state
+                .containers
+                .iter()
+                .find(|(key, c)| *key == id || c.name == id)
+                .map(|(key, _)| key.clone());
+            key.and_then(|key| state.containers.remove(&key))
         };
         if let Some(container) = removed
             && let Some(signals) = container.signals
@@ -825,11 +912,16 @@ impl ContainerEngine for FakeEngine {
         let Some(image_id) = find_image(&state.images, id) else {
             return Ok(());
         };
+        // A container uses it, or another image builds on it (named by a pack image's label).
         let in_use = state.containers.values().any(|c| c.image_id == image_id)
             || state
                 .listed
                 .iter()
-                .any(|c| c.image_id.as_deref() == Some(image_id.as_str()));
+                .any(|c| c.image_id.as_deref() == Some(image_id.as_str()))
+            || state
+                .images
+                .iter()
+                .any(|i| i.labels.get("packbox.base_image") == Some(&image_id));
         if in_use {
             return Err(EngineError::InUse {
                 what: format!("removing image {id}"),
@@ -837,6 +929,190 @@ impl ContainerEngine for FakeEngine {
         }
         state.images.retain(|i| i.id != image_id);
         Ok(())
+    }
+
+    async fn image_size(&self, name: &str) -> Result<u64, EngineError> {
+        self.record(Call::ImageId(name.to_string()));
+        match self.find_image(name) {
+            Some(_) => Ok(1 << 20),
+            None => Err(EngineError::Api {
+                what: format!("inspecting image {name}"),
+                source: "no such image (404)".into(),
+            }),
+        }
+    }
+
+    async fn container_labels(
+        &self,
+        name: &str,
+    ) -> Result<Option<HashMap<String, String>>, EngineError> {
+        self.record(Call::State(name.to_string()));
+        let state = self.state();
+        Ok(state
+            .containers
+            .iter()
+            .find(|(id, c)| *id == name || c.name == name)
+            .map(|(_, c)| c.spec.labels.clone().into_iter().collect()))
+    }
+
+    async fn volume_exists(&self, name: &str) -> Result<bool, EngineError> {
+        self.record(Call::VolumeExists(name.to_string()));
+        Ok(self.state().volumes.contains_key(name))
+    }
+
+    async fn create_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError> {
+        self.record(Call::CreateVolume(name.to_string()));
+        let mut state = self.state();
+        state.next_id += 1;
+        let created = state.next_id;
+        state
+            .volumes
+            .entry(name.to_string())
+            .or_insert_with(|| FakeVolume {
+                labels: labels.clone().into_iter().collect(),
+                created,
+                uploads: Vec::new(),
+            });
+        Ok(())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<bool, EngineError> {
+        self.record(Call::RemoveVolume(name.to_string()));
+        let mut state = self.state();
+        let in_use = state
+            .containers
+            .values()
+            .any(|c| c.spec.volumes.iter().any(|v| v.volume == name));
+        if in_use {
+            return Ok(false);
+        }
+        state.volumes.remove(name);
+        Ok(true)
+    }
+
+    async fn volumes_with_labels(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<VolumeSummary>, EngineError> {
+        let state = self.state();
+        Ok(state
+            .volumes
+            .iter()
+            .filter(|(_, v)| {
+                labels.iter().all(|wanted| match wanted.split_once('=') {
+                    Some((k, value)) => v.labels.get(k).is_some_and(|have| have == value),
+                    None => v.labels.contains_key(wanted),
+                })
+            })
+            .map(|(name, v)| VolumeSummary {
+                name: name.clone(),
+                labels: v.labels.clone(),
+                created_at: format!("{:020}", v.created),
+            })
+            .collect())
+    }
+
+    async fn upload_archive(
+        &self,
+        id: &str,
+        path: &str,
+        mut archive: ArchiveStream,
+    ) -> Result<(), EngineError> {
+        use futures::StreamExt;
+        self.record(Call::Upload {
+            container: id.to_string(),
+            path: path.to_string(),
+        });
+        let mut size = 0;
+        while let Some(chunk) = archive.next().await {
+            size += chunk
+                .map_err(|e| EngineError::Api {
+                    what: format!("uploading into container {id}"),
+                    source: Box::new(e),
+                })?
+                .len();
+        }
+        let mut state = self.state();
+        let volumes: Vec<String> = state
+            .containers
+            .get(id)
+            .ok_or_else(|| FakeEngine::not_found(format!("uploading into container {id}")))?
+            .spec
+            .volumes
+            .iter()
+            .filter(|v| v.container_path == path)
+            .map(|v| v.volume.clone())
+            .collect();
+        for volume in volumes {
+            // As the engine does: a bind of a missing volume makes an empty, unlabelled one.
+            state.volumes.entry(volume).or_default().uploads.push(size);
+        }
+        Ok(())
+    }
+
+    fn export_images(&self, names: &[String]) -> ImageExport {
+        self.record(Call::Export(names.to_vec()));
+        let state = self.state();
+        let mut archive = Vec::new();
+        for name in names {
+            match find_image(&state.images, name) {
+                Some(id) => archive.push(Ok(Bytes::from(format!("{name}={id}\n")))),
+                None => archive.push(Err(EngineError::Api {
+                    what: format!("exporting {name}"),
+                    source: "no such image (404)".into(),
+                })),
+            }
+        }
+        Box::pin(futures::stream::iter(archive))
+    }
+
+    async fn import_images(&self, mut archive: ArchiveStream) -> Result<Vec<String>, EngineError> {
+        use futures::StreamExt;
+        self.record(Call::Import);
+        let mut text = Vec::new();
+        while let Some(chunk) = archive.next().await {
+            text.extend_from_slice(&chunk.map_err(|e| EngineError::Api {
+                what: "loading an image archive".into(),
+                source: Box::new(e),
+            })?);
+        }
+        let mut loaded = Vec::new();
+        let mut state = self.state();
+        for line in String::from_utf8_lossy(&text).lines() {
+            if let Some((name, id)) = line.split_once('=') {
+                state.images.retain(|i| !i.tags.iter().any(|t| t == name));
+                state.images.push(FakeImage {
+                    id: id.to_string(),
+                    tags: vec![name.to_string()],
+                    labels: HashMap::new(),
+                    created: 0,
+                    files: HashMap::new(),
+                    repo_digests: Vec::new(),
+                });
+                loaded.push(format!("Loaded image: {name}"));
+            }
+        }
+        Ok(loaded)
+    }
+
+    async fn import_rootfs(
+        &self,
+        tag: &str,
+        mut rootfs: ArchiveStream,
+        _changes: &[String],
+    ) -> Result<String, EngineError> {
+        use futures::StreamExt;
+        while let Some(chunk) = rootfs.next().await {
+            chunk.map_err(|e| EngineError::Api {
+                what: format!("importing {tag}"),
+                source: Box::new(e),
+            })?;
+        }
+        Ok(self.add_image(tag, &[], 0))
     }
 
     async fn read_file(

@@ -1,0 +1,139 @@
+//! The run backend: the one question the executor asks below it, "run this workload to its end
+//! under this sandbox", and the two answers packbox has.
+//!
+//! - [`local::LocalBackend`]: a container on the engine, the pack bind-mounted read-only, stdin
+//!   attached (with the warm pool, when one is asked for).
+//! - [`swarm::SwarmBackend`]: a one-shot service on the Swarm the engine manages, the pack in
+//!   an image layer, the parameter document a Swarm secret.
+//!
+//! Both take the same [`Job`] and give back the same [`ContainerExit`], so the contract above
+//! (status, result parsing, secrets scrubbing, exit codes) has no backend cases. Each reports
+//! the sandbox as it applied it.
+
+pub mod local;
+pub mod swarm;
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::engine::{EngineError, SharedEngine};
+use crate::lifecycle::{ContainerExit, RunError, RunIo};
+use crate::pack_volume::DeliveryError;
+use crate::sandbox::seccomp::Kernel;
+use crate::sandbox::{SandboxPolicy, Workload};
+use crate::settings::{Backend, Settings, WarmSettings};
+
+pub use swarm::SwarmError;
+
+/// A backend could not run a job.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The workload's life went wrong (the engine failed, it was cancelled).
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// The swarm backend could not run it (no Swarm, no registry, input it cannot take).
+    #[error(transparent)]
+    Swarm(#[from] SwarmError),
+    /// The pack could not be delivered to the engine by volume.
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+}
+
+impl From<EngineError> for BackendError {
+    fn from(error: EngineError) -> BackendError {
+        BackendError::Run(error.into())
+    }
+}
+
+/// The backend the settings name, on `engine`, with a warm pool sized by `warm` where the
+/// backend has one (a Swarm service has no container to pre-start).
+pub fn for_settings(
+    settings: &Settings,
+    engine: &SharedEngine,
+    warm: Option<WarmSettings>,
+) -> Arc<dyn RunBackend> {
+    match settings.backend {
+        Backend::Docker => Arc::new(local::LocalBackend::new(
+            SharedEngine::clone(engine),
+            warm,
+            settings.pack_delivery,
+        )),
+        Backend::Swarm => Arc::new(swarm::SwarmBackend::new(
+            SharedEngine::clone(engine),
+            settings.registry.clone(),
+        )),
+    }
+}
+
+/// One run for a backend: what runs, under which sandbox, with which stdin, limits,
+/// cancellation and output callback.
+pub struct Job<'a> {
+    /// The run's id; the workload's environment and labels carry it too.
+    pub exec_id: String,
+    pub workload: Workload,
+    pub policy: &'a SandboxPolicy,
+    /// Which kernel answers the action's calls (the host's, or gVisor's when the policy runs
+    /// it under runsc), for the syscall profile.
+    pub kernel: Kernel,
+    pub io: RunIo<'a>,
+    /// For a pooled container, a command that starts the runtime's interpreter ahead of the run
+    /// (the catalog's `warm_start` with the entry point): used when the pool preloads.
+    pub warm_start: Option<Vec<String>>,
+    /// Told the run's exec id once its container (or service) has it, before any output.
+    pub on_started: &'a mut (dyn FnMut(&str) + Send),
+}
+
+/// Idle pre-started containers of one kind of run (one action on one image, same sandbox).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct WarmKind {
+    pub action: String,
+    pub image: String,
+    pub idle: usize,
+}
+
+/// How a job ended.
+#[derive(Debug)]
+pub struct Ran {
+    /// The run's id (a pre-started container brings its own).
+    pub exec_id: String,
+    pub exit: ContainerExit,
+    /// The sandbox as the backend applied it.
+    pub sandbox: SandboxPolicy,
+}
+
+/// Where actions run.
+#[async_trait::async_trait]
+pub trait RunBackend: Send + Sync + fmt::Debug {
+    /// Runs one job to its end: feeds the parameter document, captures bounded output, enforces
+    /// the timeout (SIGTERM, grace, SIGKILL) and cancellation, and removes everything it made,
+    /// whatever happened.
+    async fn run(&self, job: Job<'_>) -> Result<Ran, BackendError>;
+
+    /// Pre-started containers waiting now (a backend without a warm pool has none).
+    fn idle_warm(&self) -> usize {
+        0
+    }
+
+    /// Pre-started containers waiting now, per kind of run.
+    fn warm_kinds(&self) -> Vec<WarmKind> {
+        Vec::new()
+    }
+
+    /// Removes the pre-started containers nobody needs now (kinds unused for the idle time,
+    /// containers above a kind's recent demand).
+    async fn trim(&self) {}
+
+    /// Waits for the backend's own background work and removes what it keeps between runs.
+    async fn close(&self) {}
+}
+
+impl fmt::Debug for Job<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("exec_id", &self.exec_id)
+            .field("image", &self.workload.image)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,860 @@
+//! The pack delivered by content: a read-only volume on the engine, named by the SHA-256 of the
+//! pack's tree, for engines that cannot see this machine's files (a remote or Docker-in-Docker
+//! engine shows a bind-mounted host folder as empty).
+//!
+//! The tree digest covers each entry's relative path, kind, permission bits, and a file's
+//! contents or a symlink's target, in path order; nothing else (owners and times do not matter,
+//! so the same pack checked out twice gives the same volume). Symlinks are delivered as symlinks:
+//! the pack's own checks already refused any that leads out of it. Sockets, FIFOs and devices are
+//! not delivered. Set-id and sticky bits are dropped.
+//!
+//! A volume is filled once per content and engine, whoever asks at the same time: the filler
+//! first creates a lock container named after the volume (the engine's unique container names
+//! make this atomic across processes and machines), then creates the labelled volume, uploads
+//! the tree as a tar archive into a created, never-started helper container that mounts it, and
+//! removes helper and lock. A volume whose lock is gone is therefore complete. A filler that died
+//! leaves its lock: on its host, the next run (or `gc`) removes the helper, the half-filled
+//! volume and only then the lock, so the rule holds for everyone meanwhile, and fills again;
+//! a lock of a process on another machine is waited for, bounded. The start-up sweep of orphan
+//! containers leaves these alone: removing a lock before its volume would break the rule.
+
+use std::collections::BTreeMap;
+use std::fs::Metadata;
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use crate::engine::{ContainerEngine, ContainerSpec, EngineError, VolumeMount};
+use crate::lifecycle::owner::{self, Owner};
+
+/// `packbox.kind` of pack volumes.
+pub const KIND: &str = "pack";
+/// Label: the pack a volume holds.
+pub const PACK_LABEL: &str = "packbox.pack";
+/// Label: the tree digest of the pack a volume holds.
+pub const DIGEST_LABEL: &str = "packbox.pack_digest";
+/// Where the helper mounts the volume while filling it.
+const FILL_PATH: &str = "/pack";
+/// Entries a delivered pack may hold.
+const MAX_ENTRIES: usize = 100_000;
+/// Bytes a delivered pack may hold.
+pub const MAX_BYTES: u64 = 1 << 30;
+/// How long packbox waits for another machine's packbox to finish filling a volume.
+const LOCK_WAIT: Duration = Duration::from_secs(300);
+/// How often the lock is looked at while waiting.
+const LOCK_POLL: Duration = Duration::from_millis(100);
+/// Bump when the digest's framing changes, so old volumes are not mistaken for new content.
+const DIGEST_FORMAT: &[u8] = b"packbox-pack-tree-v1\n";
+
+/// The pack could not be delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("pack {pack}: cannot read {}", path.display())]
+    Read {
+        pack: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pack {pack} is too large to deliver by volume ({what}; at most {MAX_ENTRIES} entries and {} MiB)", MAX_BYTES >> 20)]
+    TooLarge { pack: String, what: String },
+    #[error("pack {pack} changed while it was being delivered; run again")]
+    Changed { pack: String },
+    #[error(
+        "pack volume {volume}: the packbox process named by lock container {lock} (on {host}) has been filling it for more than {} s; if that process is gone, remove both (`docker rm {lock}`, `docker volume rm {volume}`)",
+        LOCK_WAIT.as_secs()
+    )]
+    LockHeld {
+        volume: String,
+        lock: String,
+        host: String,
+    },
+    #[error("delivering pack {pack} was cancelled")]
+    Cancelled { pack: String },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// A pack volume ready to be mounted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackVolume {
+    pub name: String,
+    pub digest: String,
+    /// Whether this call filled it (false: it was there).
+    pub filled: bool,
+}
+
+/// The volume name for a pack's content: readable (`packbox-pack-<ref>-`) and unique (the
+/// digest). Pack refs are `[a-z][a-z0-9_-]*`, which volume names allow.
+pub fn volume_name(pack_ref: &str, digest: &str) -> String {
+    format!("packbox-pack-{pack_ref}-{digest}")
+}
+
+/// The lock container's name for a volume.
+fn lock_name(volume: &str) -> String {
+    format!("{volume}-lock")
+}
+
+/// The name of the helper container the archive is uploaded into.
+fn helper_name(volume: &str) -> String {
+    format!("{volume}-fill")
+}
+
+/// One entry of a pack tree, in delivery order.
+#[derive(Debug)]
+struct Entry {
+    /// Path relative to the pack folder, `/`-separated.
+    relative: String,
+    path: PathBuf,
+    kind: EntryKind,
+    /// Permission bits (set-id and sticky dropped).
+    mode: u32,
+}
+
+#[derive(Debug)]
+enum EntryKind {
+    Dir,
+    File { size: u64 },
+    Symlink { target: PathBuf },
+}
+
+/// The tree's entries, sorted by relative path; symlinks are not followed.
+fn walk(pack: &str, root: &Path) -> Result<Vec<Entry>, DeliveryError> {
+    let read_error = |path: &Path, source| DeliveryError::Read {
+        pack: pack.to_string(),
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut entries = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    let mut total = 0u64;
+    while let Some(dir) = pending.pop() {
+        for item in std::fs::read_dir(&dir).map_err(|e| read_error(&dir, e))? {
+            let item = item.map_err(|e| read_error(&dir, e))?;
+            let path = item.path();
+            let metadata = std::fs::symlink_metadata(&path).map_err(|e| read_error(&path, e))?;
+            let Some(kind) = entry_kind(&path, &metadata).map_err(|e| read_error(&path, e))? else {
+                continue;
+            };
+            if let EntryKind::File { size } = kind {
+                total += size;
+            }
+            if let EntryKind::Dir = kind {
+                pending.push(path.clone());
+            }
+            let relative = path
+                .strip_prefix(root)
+                .map_err(|_| read_error(&path, std::io::ErrorKind::InvalidInput.into()))?
+                .to_string_lossy()
+                .into_owned();
+            entries.push(Entry {
+                relative,
+                path,
+                kind,
+                mode: metadata.permissions().mode() & 0o777,
+            });
+            if entries.len() > MAX_ENTRIES || total > MAX_BYTES {
+                return Err(DeliveryError::TooLarge {
+                    pack: pack.to_string(),
+                    what: format!("{} entries, {} bytes so far", entries.len(), total),
+                });
+            }
+        }
+    }
+    entries.sort_by(|a, b| a.relative.as_bytes().cmp(b.relative.as_bytes()));
+    Ok(entries)
+}
+
+fn entry_kind(path: &Path, metadata: &Metadata) -> std::io::Result<Option<EntryKind>> {
+    let file_type = metadata.file_type();
+    Ok(if file_type.is_dir() {
+        Some(EntryKind::Dir)
+    } else if file_type.is_file() {
+        Some(EntryKind::File {
+            size: metadata.size(),
+        })
+    } else if file_type.is_symlink() {
+        Some(EntryKind::Symlink {
+            target: std::fs::read_link(path)?,
+        })
+    } else {
+        None
+    })
+}
+
+/// Feeds the digest framing of one entry (a file's contents come separately, as its hash).
+fn frame(hasher: &mut Sha256, entry: &Entry, content_hash: Option<&[u8]>) {
+    let (kind, extra): (u8, Vec<u8>) = match &entry.kind {
+        EntryKind::Dir => (b'd', Vec::new()),
+        EntryKind::File { size } => {
+            let mut extra = size.to_be_bytes().to_vec();
+            extra.extend_from_slice(content_hash.unwrap_or_default());
+            (b'f', extra)
+        }
+        EntryKind::Symlink { target } => {
+            let mut extra = target.as_os_str().as_encoded_bytes().to_vec();
+            extra.push(0);
+            (b'l', extra)
+        }
+    };
+    hasher.update([kind]);
+    hasher.update(entry.relative.as_bytes());
+    hasher.update([0]);
+    hasher.update(entry.mode.to_be_bytes());
+    hasher.update(extra);
+}
+
+/// The SHA-256 of a pack tree (see the module doc), in hex.
+pub fn tree_digest(pack: &str, root: &Path) -> Result<String, DeliveryError> {
+    let entries = walk(pack, root)?;
+    let mut hasher = Sha256::new();
+    hasher.update(DIGEST_FORMAT);
+    for entry in &entries {
+        let content_hash = match entry.kind {
+            EntryKind::File { .. } => {
+                let read_error = |source| DeliveryError::Read {
+                    pack: pack.to_string(),
+                    path: entry.path.clone(),
+                    source,
+                };
+                let file = std::fs::File::open(&entry.path).map_err(read_error)?;
+                let mut reader = HashingReader {
+                    inner: file,
+                    hasher: Sha256::new(),
+                    count: 0,
+                };
+                std::io::copy(&mut reader, &mut std::io::sink()).map_err(read_error)?;
+                Some(reader.hasher.finalize().to_vec())
+            }
+            _ => None,
+        };
+        frame(&mut hasher, entry, content_hash.as_deref());
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Writes the tree as a tar archive into `out` and returns the digest of what was written, so the
+/// caller can tell whether the pack changed since its name was computed. Owners are root, times
+/// are zero.
+fn write_tar(pack: &str, root: &Path, out: &mut std::fs::File) -> Result<String, DeliveryError> {
+    let entries = walk(pack, root)?;
+    let read_error = |path: &Path, source| DeliveryError::Read {
+        pack: pack.to_string(),
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(DIGEST_FORMAT);
+    let mut builder = tar::Builder::new(out);
+    for entry in &entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(entry.mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        let written = match &entry.kind {
+            EntryKind::Dir => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                builder.append_data(&mut header, &entry.relative, std::io::empty())
+            }
+            EntryKind::Symlink { target } => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                builder.append_link(&mut header, &entry.relative, target)
+            }
+            EntryKind::File { size } => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(*size);
+                let file =
+                    std::fs::File::open(&entry.path).map_err(|e| read_error(&entry.path, e))?;
+                let mut reader = HashingReader {
+                    inner: file.take(*size),
+                    hasher: Sha256::new(),
+                    count: 0,
+                };
+                let appended = builder.append_data(&mut header, &entry.relative, &mut reader);
+                if appended.is_ok() && reader.count != *size {
+                    return Err(DeliveryError::Changed {
+                        pack: pack.to_string(),
+                    });
+                }
+                let content_hash = reader.hasher.finalize();
+                frame(&mut hasher, entry, Some(&content_hash));
+                appended
+            }
+        };
+        written.map_err(|e| read_error(&entry.path, e))?;
+        if !matches!(entry.kind, EntryKind::File { .. }) {
+            frame(&mut hasher, entry, None);
+        }
+    }
+    builder
+        .into_inner()
+        .and_then(|out| out.flush())
+        .map_err(|e| read_error(root, e))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Hashes and counts what passes through.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Makes sure the engine has the pack's volume, filling it when it does not (once per content
+/// and engine; see the module doc). `helper_image` is an image the engine has (the run's own):
+/// the lock and helper containers are created from it and never started.
+pub async fn ensure(
+    engine: &dyn ContainerEngine,
+    pack_ref: &str,
+    pack_dir: &Path,
+    helper_image: &str,
+) -> Result<PackVolume, DeliveryError> {
+    let digest = {
+        let (pack, dir) = (pack_ref.to_string(), pack_dir.to_path_buf());
+        tokio::task::spawn_blocking(move || tree_digest(&pack, &dir))
+            .await
+            .map_err(|e| DeliveryError::Read {
+                pack: pack_ref.to_string(),
+                path: pack_dir.to_path_buf(),
+                source: std::io::Error::other(e),
+            })??
+    };
+    let volume = volume_name(pack_ref, &digest);
+    let lock = lock_name(&volume);
+    let owner = Owner::current();
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        if Instant::now() >= deadline {
+            let labels = engine.container_labels(&lock).await?.unwrap_or_default();
+            return Err(DeliveryError::LockHeld {
+                volume: volume.clone(),
+                lock: lock.clone(),
+                host: labels
+                    .get(owner::OWNER_HOST)
+                    .cloned()
+                    .unwrap_or_else(|| "an unknown host".into()),
+            });
+        }
+        if engine.volume_exists(&volume).await? {
+            match engine.container_labels(&lock).await? {
+                None => {
+                    return Ok(PackVolume {
+                        name: volume,
+                        digest,
+                        filled: false,
+                    });
+                }
+                Some(labels) => {
+                    wait_or_break_lock(engine, &volume, &lock, &labels).await?;
+                    continue;
+                }
+            }
+        }
+        match engine
+            .create_container(
+                &lock,
+                &helper_spec(helper_image, &owner, &volume, "pack-lock", false),
+            )
+            .await
+        {
+            Ok(_) => break,
+            // Another filler holds the lock's name.
+            Err(EngineError::InUse { .. }) => {
+                if let Some(labels) = engine.container_labels(&lock).await? {
+                    wait_or_break_lock(engine, &volume, &lock, &labels).await?;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // This process holds the lock: a volume present now was left by a filler that died.
+    let filled = fill(
+        engine,
+        pack_ref,
+        pack_dir,
+        helper_image,
+        &owner,
+        &volume,
+        &digest,
+    )
+    .await;
+    let unlocked = engine.remove(&lock).await;
+    filled?;
+    unlocked?;
+    Ok(PackVolume {
+        name: volume,
+        digest,
+        filled: true,
+    })
+}
+
+/// Waits a moment while a live filler holds the lock (the caller's loop bounds the wait);
+/// clears away the leftovers of one that died on this host.
+async fn wait_or_break_lock(
+    engine: &dyn ContainerEngine,
+    volume: &str,
+    lock: &str,
+    labels: &std::collections::HashMap<String, String>,
+) -> Result<(), DeliveryError> {
+    if owner::is_orphan(labels) {
+        clear_dead_filler(engine, volume, lock).await?;
+    } else {
+        tokio::time::sleep(LOCK_POLL).await;
+    }
+    Ok(())
+}
+
+/// Removes what a dead filler left, in the order that keeps "a volume without a lock is
+/// complete" true for everyone else: its helper, then the half volume, and only then its lock.
+/// When the engine keeps the volume (a container uses it), the lock stays too.
+async fn clear_dead_filler(
+    engine: &dyn ContainerEngine,
+    volume: &str,
+    lock: &str,
+) -> Result<(), EngineError> {
+    engine.remove(&helper_name(volume)).await?;
+    if engine.remove_volume(volume).await? {
+        engine.remove(lock).await?;
+    }
+    Ok(())
+}
+
+async fn fill(
+    engine: &dyn ContainerEngine,
+    pack_ref: &str,
+    pack_dir: &Path,
+    helper_image: &str,
+    owner: &Owner,
+    volume: &str,
+    digest: &str,
+) -> Result<(), DeliveryError> {
+    // Anything already there is a dead filler's half: start from an empty volume.
+    engine.remove_volume(volume).await?;
+    let mut labels = owner::managed_labels();
+    labels.insert("packbox.kind".into(), KIND.into());
+    labels.insert(PACK_LABEL.into(), pack_ref.into());
+    labels.insert(DIGEST_LABEL.into(), digest.into());
+    engine.create_volume(volume, &labels).await?;
+
+    // The archive goes to an unnamed temp file (gone when closed, even after a crash), so memory
+    // stays flat whatever the pack's size.
+    let archive = {
+        let (pack, dir) = (pack_ref.to_string(), pack_dir.to_path_buf());
+        let read_error = |source| DeliveryError::Read {
+            pack: pack_ref.to_string(),
+            path: pack_dir.to_path_buf(),
+            source,
+        };
+        let (mut file, written_digest) = tokio::task::spawn_blocking(move || {
+            let mut file = tempfile::tempfile().map_err(|e| DeliveryError::Read {
+                pack: pack.clone(),
+                path: std::env::temp_dir(),
+                source: e,
+            })?;
+            let digest = write_tar(&pack, &dir, &mut file)?;
+            Ok::<_, DeliveryError>((file, digest))
+        })
+        .await
+        .map_err(|e| read_error(std::io::Error::other(e)))??;
+        if written_digest != digest {
+            engine.remove_volume(volume).await?;
+            return Err(DeliveryError::Changed {
+                pack: pack_ref.to_string(),
+            });
+        }
+        file.rewind().map_err(read_error)?;
+        tokio::fs::File::from_std(file)
+    };
+
+    let helper = helper_name(volume);
+    let uploaded = async {
+        let id = engine
+            .create_container(
+                &helper,
+                &helper_spec(helper_image, owner, volume, "pack-fill", true),
+            )
+            .await?;
+        let body = tokio_util::io::ReaderStream::with_capacity(archive, 256 << 10);
+        let result = engine.upload_archive(&id, FILL_PATH, Box::pin(body)).await;
+        let removed = engine.remove(&id).await;
+        result?;
+        removed
+    }
+    .await;
+    if let Err(e) = uploaded {
+        // A volume that did not fill must not look complete once the lock goes.
+        let _ = engine.remove_volume(volume).await;
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// A container that is created and never started: the lock (no mounts) or the helper the
+/// archive is uploaded into (the volume mounted writable). It carries owner labels, so the
+/// start-up sweep removes it when its process died, together with the volume it names.
+fn helper_spec(image: &str, owner: &Owner, volume: &str, kind: &str, mount: bool) -> ContainerSpec {
+    let mut labels: BTreeMap<String, String> = owner.labels();
+    labels.insert("packbox.kind".into(), kind.into());
+    labels.insert(owner::FILLING_VOLUME.into(), volume.into());
+    ContainerSpec {
+        image: image.into(),
+        cmd: vec!["true".into()],
+        working_dir: "/".into(),
+        user: "65534:65534".into(),
+        labels,
+        volumes: if mount {
+            vec![VolumeMount {
+                volume: volume.into(),
+                container_path: FILL_PATH.into(),
+                read_only: false,
+            }]
+        } else {
+            Vec::new()
+        },
+        read_only_rootfs: true,
+        network_mode: "none".into(),
+        cap_drop_all: true,
+        no_new_privileges: true,
+        memory_bytes: 16 << 20,
+        pids_limit: 8,
+        nano_cpus: 100_000_000,
+        nofile: 64,
+        ..Default::default()
+    }
+}
+
+/// What `collect` removed and kept.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Collected {
+    pub removed: Vec<String>,
+    /// Unused but kept by the keep rule, or in use by a container.
+    pub kept: Vec<String>,
+}
+
+/// Removes what dead fillers left, then pack volumes beyond the newest `keep` of each pack that
+/// no container uses (the engine refuses to remove a volume in use, so a run that mounts one is
+/// never disturbed) and that no filler is filling.
+pub async fn collect(engine: &dyn ContainerEngine, keep: usize) -> Result<Collected, EngineError> {
+    // Dead fillers first: their half volumes go, whatever the keep rule says.
+    let fillers = engine
+        .containers_with_labels(&[format!("{}=true", owner::MANAGED)])
+        .await?;
+    for filler in fillers {
+        if let Some(volume) = filler.labels.get(owner::FILLING_VOLUME)
+            && owner::is_orphan(&filler.labels)
+        {
+            clear_dead_filler(engine, volume, &lock_name(volume)).await?;
+        }
+    }
+    let volumes = engine
+        .volumes_with_labels(&[
+            format!("{}=true", owner::MANAGED),
+            format!("packbox.kind={KIND}"),
+        ])
+        .await?;
+    let mut by_pack: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for volume in volumes {
+        let pack = volume.labels.get(PACK_LABEL).cloned().unwrap_or_default();
+        by_pack.entry(pack).or_default().push(volume);
+    }
+    let mut collected = Collected::default();
+    for (_, mut volumes) in by_pack {
+        volumes.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.name.cmp(&b.name)));
+        for (index, volume) in volumes.into_iter().enumerate() {
+            let filling = engine
+                .container_labels(&lock_name(&volume.name))
+                .await?
+                .is_some();
+            if index < keep || filling || !engine.remove_volume(&volume.name).await? {
+                collected.kept.push(volume.name);
+            } else {
+                collected.removed.push(volume.name);
+            }
+        }
+    }
+    Ok(collected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn pack() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("actions/lib")).expect("mkdir");
+        std::fs::write(dir.path().join("pack.yaml"), "ref: p\n").expect("write");
+        std::fs::write(dir.path().join("actions/a.sh"), "echo hi\n").expect("write");
+        std::fs::write(dir.path().join("actions/lib/x.py"), "x = 1\n").expect("write");
+        dir
+    }
+
+    fn digest(dir: &Path) -> String {
+        tree_digest("p", dir).expect("digest")
+    }
+
+    #[test]
+    fn the_same_tree_gives_the_same_digest_whatever_the_times() {
+        let a = pack();
+        let b = pack();
+        assert_eq!(digest(a.path()), digest(b.path()));
+        let file = std::fs::File::options()
+            .write(true)
+            .open(a.path().join("actions/a.sh"))
+            .expect("open");
+        file.set_modified(std::time::SystemTime::UNIX_EPOCH)
+            .expect("mtime");
+        assert_eq!(digest(a.path()), digest(b.path()), "times do not count");
+        assert_eq!(digest(a.path()).len(), 64);
+    }
+
+    #[test]
+    fn contents_names_modes_and_links_each_change_the_digest() {
+        let dir = pack();
+        let mut seen = vec![digest(dir.path())];
+        let mut changed = |change: &dyn Fn(&Path)| {
+            change(dir.path());
+            let now = digest(dir.path());
+            assert!(!seen.contains(&now), "a change kept an earlier digest");
+            seen.push(now);
+        };
+        changed(&|d| std::fs::write(d.join("actions/a.sh"), "echo ho\n").expect("write"));
+        changed(&|d| {
+            std::fs::rename(d.join("actions/a.sh"), d.join("actions/b.sh")).expect("rename")
+        });
+        changed(&|d| {
+            std::fs::set_permissions(
+                d.join("actions/b.sh"),
+                std::fs::Permissions::from_mode(0o755),
+            )
+            .expect("chmod")
+        });
+        changed(&|d| symlink("b.sh", d.join("actions/link.sh")).expect("symlink"));
+        changed(&|d| {
+            std::fs::remove_file(d.join("actions/link.sh")).expect("rm");
+            symlink("lib/x.py", d.join("actions/link.sh")).expect("symlink");
+        });
+        changed(&|d| std::fs::create_dir(d.join("empty")).expect("mkdir"));
+    }
+
+    #[test]
+    fn the_archive_holds_the_tree_and_its_digest_is_the_tree_digest() {
+        let dir = pack();
+        symlink("a.sh", dir.path().join("actions/link.sh")).expect("symlink");
+        std::fs::set_permissions(
+            dir.path().join("actions/a.sh"),
+            std::fs::Permissions::from_mode(0o4755),
+        )
+        .expect("chmod");
+        let mut file = tempfile::tempfile().expect("tempfile");
+        let written = write_tar("p", dir.path(), &mut file).expect("tar");
+        assert_eq!(written, digest(dir.path()));
+        file.rewind().expect("rewind");
+        let mut archive = tar::Archive::new(file);
+        let mut seen = Vec::new();
+        for entry in archive.entries().expect("entries") {
+            let entry = entry.expect("entry");
+            let header = entry.header();
+            let path = entry.path().expect("path").to_string_lossy().into_owned();
+            assert_eq!(header.uid().expect("uid"), 0);
+            assert_eq!(header.mtime().expect("mtime"), 0);
+            if path == "actions/a.sh" {
+                assert_eq!(header.mode().expect("mode"), 0o755, "set-uid dropped");
+            }
+            if path == "actions/link.sh" {
+                assert_eq!(
+                    entry.link_name().expect("link").expect("a target").to_str(),
+                    Some("a.sh")
+                );
+            }
+            seen.push(path);
+        }
+        assert_eq!(
+            seen,
+            vec![
+                "actions",
+                "actions/a.sh",
+                "actions/lib",
+                "actions/lib/x.py",
+                "actions/link.sh",
+                "pack.yaml"
+            ]
+        );
+    }
+
+    #[test]
+    fn fifos_are_not_delivered() {
+        let dir = pack();
+        let before = digest(dir.path());
+        let fifo = dir.path().join("actions/pipe");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(status.success());
+        assert_eq!(
+            digest(dir.path()),
+            before,
+            "a FIFO is neither read nor counted"
+        );
+    }
+
+    mod on_the_fake_engine {
+        use super::*;
+        use crate::engine::fake::FakeEngine;
+
+        const IMAGE: &str = "packbox/shell:5.2";
+
+        fn engine() -> std::sync::Arc<FakeEngine> {
+            let fake = FakeEngine::new();
+            fake.add_image(IMAGE, &[], 0);
+            fake
+        }
+
+        #[tokio::test]
+        async fn the_first_delivery_fills_and_later_ones_reuse() {
+            let fake = engine();
+            let dir = pack();
+            let first = ensure(fake.as_ref(), "p", dir.path(), IMAGE)
+                .await
+                .expect("delivered");
+            assert!(first.filled);
+            assert_eq!(fake.volume_uploads(&first.name).map(|u| u.len()), Some(1));
+            let again = ensure(fake.as_ref(), "p", dir.path(), IMAGE)
+                .await
+                .expect("delivered");
+            assert!(!again.filled);
+            assert_eq!(again.name, first.name);
+            assert_eq!(fake.volume_uploads(&first.name).map(|u| u.len()), Some(1));
+            assert!(fake.container_ids().is_empty(), "lock and helper removed");
+        }
+
+        #[tokio::test]
+        async fn concurrent_deliveries_upload_once() {
+            let fake = engine();
+            let dir = pack();
+            let all = futures::future::join_all(
+                (0..5).map(|_| ensure(fake.as_ref(), "p", dir.path(), IMAGE)),
+            )
+            .await;
+            let delivered: Vec<PackVolume> = all.into_iter().map(|d| d.expect("ok")).collect();
+            assert_eq!(delivered.iter().filter(|d| d.filled).count(), 1);
+            assert_eq!(
+                fake.volume_uploads(&delivered[0].name).map(|u| u.len()),
+                Some(1)
+            );
+        }
+
+        fn lock_labels(host: &str) -> ContainerSpec {
+            let mut labels = BTreeMap::new();
+            labels.insert(owner::MANAGED.to_string(), "true".to_string());
+            labels.insert(owner::OWNER_HOST.to_string(), host.to_string());
+            labels.insert(owner::OWNER_PID.to_string(), (u32::MAX - 1).to_string());
+            ContainerSpec {
+                image: IMAGE.into(),
+                labels,
+                ..ContainerSpec::default()
+            }
+        }
+
+        fn this_host() -> String {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into())
+        }
+
+        #[tokio::test]
+        async fn a_dead_fillers_lock_is_broken_and_the_volume_refilled() {
+            let fake = engine();
+            let dir = pack();
+            let digest = tree_digest("p", dir.path()).expect("digest");
+            let volume = volume_name("p", &digest);
+            fake.create_volume(&volume, &BTreeMap::new())
+                .await
+                .expect("half volume");
+            fake.create_container(&lock_name(&volume), &lock_labels(&this_host()))
+                .await
+                .expect("dead lock");
+            let delivered = ensure(fake.as_ref(), "p", dir.path(), IMAGE)
+                .await
+                .expect("delivered");
+            assert!(delivered.filled);
+            assert_eq!(fake.volume_uploads(&volume).map(|u| u.len()), Some(1));
+            assert!(fake.container_ids().is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_live_lock_elsewhere_is_waited_for_then_named() {
+            let fake = engine();
+            let dir = pack();
+            let digest = tree_digest("p", dir.path()).expect("digest");
+            let volume = volume_name("p", &digest);
+            fake.create_container(&lock_name(&volume), &lock_labels("another-host"))
+                .await
+                .expect("lock");
+            let err = ensure(fake.as_ref(), "p", dir.path(), IMAGE)
+                .await
+                .expect_err("still locked");
+            let text = err.to_string();
+            assert!(text.contains(&format!("{volume}-lock")), "{text}");
+            assert!(text.contains("another-host"), "{text}");
+        }
+
+        #[tokio::test]
+        async fn collect_keeps_the_newest_and_the_used() {
+            let fake = engine();
+            let dir = pack();
+            let mut names = Vec::new();
+            for text in ["one", "two", "three"] {
+                std::fs::write(dir.path().join("actions/a.sh"), text).expect("write");
+                names.push(
+                    ensure(fake.as_ref(), "p", dir.path(), IMAGE)
+                        .await
+                        .expect("delivered")
+                        .name,
+                );
+            }
+            let user = ContainerSpec {
+                image: IMAGE.into(),
+                volumes: vec![VolumeMount {
+                    volume: names[0].clone(),
+                    container_path: "/pack".into(),
+                    read_only: true,
+                }],
+                ..ContainerSpec::default()
+            };
+            fake.create_container("user", &user).await.expect("user");
+            let collected = collect(fake.as_ref(), 1).await.expect("collected");
+            assert_eq!(collected.removed, vec![names[1].clone()]);
+            assert!(collected.kept.contains(&names[0]) && collected.kept.contains(&names[2]));
+        }
+    }
+
+    #[test]
+    fn volume_names_are_valid_engine_names() {
+        let name = volume_name("hello_world-2", &"a".repeat(64));
+        assert!(name.starts_with("packbox-pack-hello_world-2-"));
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        );
+        assert_eq!(lock_name(&name), format!("{name}-lock"));
+    }
+}
