@@ -41,6 +41,7 @@ pub mod input;
 mod lifecycle;
 mod pack;
 mod pack_image;
+mod pack_tree;
 mod pack_volume;
 mod packtest;
 mod plan;

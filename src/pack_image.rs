@@ -5,20 +5,17 @@
 //! so that every node runs exactly these bytes; without one, it is named by its image id (the
 //! engine then never tries to pull it).
 //!
-//! The tree digest covers each entry's path, kind, permission bits, and a file's bytes or a
-//! symlink's target, in path order; owners and times do not count, so the same pack checked out
-//! twice gives the same image. Symlinks are copied as symlinks (the pack's checks refused any
-//! leading out of it); sockets, FIFOs and devices are left out; set-id and sticky bits dropped.
+//! The tree digest is [`crate::pack_tree`]'s: the same pack checked out twice gives the same
+//! image, and the same digest names it in a pack volume and in a run's record.
 
-use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::PermissionsExt;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{BuildSpec, EngineError, SharedEngine, SwarmEngine};
+use crate::pack_tree::{Limits, PackTree, TreeError};
 
 /// `packbox.kind` of pack images.
 pub const KIND: &str = "pack-image";
@@ -32,8 +29,6 @@ const REPOSITORY: &str = "packbox-pack";
 pub const MAX_PACK_BYTES: u64 = 128 << 20;
 /// Entries a pack image may hold.
 const MAX_ENTRIES: usize = 50_000;
-/// Bump when the digest's framing changes.
-const DIGEST_FORMAT: &[u8] = b"packbox-pack-tree-v1\n";
 
 /// The pack could not be made into an image.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +89,7 @@ type MadeSlot = Arc<tokio::sync::Mutex<Option<PackImage>>>;
 
 /// What a pack image is made from.
 #[derive(Clone, Copy, Debug)]
-pub struct PackSource<'a> {
+pub struct PackImageSource<'a> {
     pub pack_ref: &'a str,
     pub pack_dir: &'a Path,
     /// The image the action runs on (an environment or runtime image).
@@ -106,7 +101,7 @@ pub struct PackSource<'a> {
 pub async fn ensure(
     engine: &SharedEngine,
     swarm: &dyn SwarmEngine,
-    source: PackSource<'_>,
+    source: PackImageSource<'_>,
     registry: Option<&str>,
     cancel: &CancellationToken,
 ) -> Result<PackImage, PackImageError> {
@@ -229,144 +224,61 @@ struct Tree {
     context: Vec<u8>,
 }
 
-/// One entry of a pack tree.
-enum Entry {
-    Dir,
-    File(Vec<u8>),
-    Symlink(PathBuf),
-}
+/// The limits of a pack made into an image: the build context is made in memory.
+const LIMITS: Limits = Limits {
+    max_entries: MAX_ENTRIES,
+    max_bytes: MAX_PACK_BYTES,
+};
 
-/// Walks the pack (symlinks not followed), in path order, within the limits.
-fn walk(pack: &str, root: &Path) -> Result<BTreeMap<String, (Entry, u32)>, PackImageError> {
-    let read_error = |path: &Path, source| PackImageError::Read {
-        pack: pack.to_string(),
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut entries = BTreeMap::new();
-    let mut pending = vec![root.to_path_buf()];
-    let mut total = 0u64;
-    while let Some(dir) = pending.pop() {
-        for item in std::fs::read_dir(&dir).map_err(|e| read_error(&dir, e))? {
-            let path = item.map_err(|e| read_error(&dir, e))?.path();
-            let metadata = std::fs::symlink_metadata(&path).map_err(|e| read_error(&path, e))?;
-            let file_type = metadata.file_type();
-            let entry = if file_type.is_dir() {
-                pending.push(path.clone());
-                Entry::Dir
-            } else if file_type.is_symlink() {
-                Entry::Symlink(std::fs::read_link(&path).map_err(|e| read_error(&path, e))?)
-            } else if file_type.is_file() {
-                let room = MAX_PACK_BYTES.saturating_sub(total);
-                let bytes = crate::input::read_regular_file(&path, room).map_err(|e| {
-                    if metadata.len() > room {
-                        PackImageError::TooLarge {
-                            pack: pack.to_string(),
-                            what: format!("{} bytes and more", total + metadata.len()),
-                        }
-                    } else {
-                        read_error(&path, e)
-                    }
-                })?;
-                total += bytes.len() as u64;
-                Entry::File(bytes)
-            } else {
-                // Sockets, FIFOs and devices are no part of a pack.
-                continue;
-            };
-            let relative = path
-                .strip_prefix(root)
-                .map_err(|_| read_error(&path, std::io::ErrorKind::InvalidInput.into()))?
-                .to_string_lossy()
-                .into_owned();
-            entries.insert(relative, (entry, metadata.permissions().mode() & 0o777));
-            if entries.len() > MAX_ENTRIES {
-                return Err(PackImageError::TooLarge {
-                    pack: pack.to_string(),
-                    what: format!("more than {MAX_ENTRIES} entries"),
-                });
-            }
-        }
-    }
-    Ok(entries)
-}
-
-/// Reads the pack into its digest and build context.
+/// Reads the pack into its digest and build context (a Dockerfile, and the pack under `pack/`).
 fn read_tree(pack: &str, root: &Path) -> Result<Tree, PackImageError> {
-    let entries = walk(pack, root)?;
+    let tree = PackTree::read(pack, root, LIMITS)?;
     let io_error = |source| PackImageError::Read {
         pack: pack.to_string(),
         path: root.to_path_buf(),
         source,
     };
-    let mut hasher = Sha256::new();
-    hasher.update(DIGEST_FORMAT);
     let mut builder = tar::Builder::new(Vec::new());
     let dockerfile = b"ARG BASE\nFROM ${BASE}\nCOPY pack/ /pack/\n";
-    append(
-        &mut builder,
-        "Dockerfile",
-        tar::EntryType::Regular,
-        0o644,
-        dockerfile,
-    )
-    .map_err(io_error)?;
-    append(&mut builder, "pack", tar::EntryType::Directory, 0o755, b"").map_err(io_error)?;
-    for (relative, (entry, mode)) in &entries {
-        let name = format!("pack/{relative}");
-        hasher.update(relative.as_bytes());
-        hasher.update([0]);
-        hasher.update(mode.to_be_bytes());
-        match entry {
-            Entry::Dir => {
-                hasher.update(b"d");
-                append(&mut builder, &name, tar::EntryType::Directory, *mode, b"")
-            }
-            Entry::File(bytes) => {
-                hasher.update(b"f");
-                hasher.update((bytes.len() as u64).to_be_bytes());
-                hasher.update(Sha256::digest(bytes));
-                append(&mut builder, &name, tar::EntryType::Regular, *mode, bytes)
-            }
-            Entry::Symlink(target) => {
-                hasher.update(b"l");
-                hasher.update(target.as_os_str().as_encoded_bytes());
-                hasher.update([0]);
-                let mut header = tar::Header::new_gnu();
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_mode(*mode);
-                header.set_mtime(0);
-                header.set_size(0);
-                builder.append_link(&mut header, &name, target)
-            }
-        }
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_size(dockerfile.len() as u64);
+    builder
+        .append_data(&mut header, "Dockerfile", &dockerfile[..])
         .map_err(io_error)?;
-    }
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o755);
+    header.set_mtime(0);
+    header.set_size(0);
+    builder
+        .append_data(&mut header, "pack", std::io::empty())
+        .map_err(io_error)?;
+    let digest = tree.append_to(&mut builder, "pack/")?;
     let context = builder.into_inner().map_err(io_error)?;
-    Ok(Tree {
-        digest: hex::encode(hasher.finalize()),
-        context,
-    })
+    Ok(Tree { digest, context })
 }
 
-fn append(
-    builder: &mut tar::Builder<Vec<u8>>,
-    name: &str,
-    kind: tar::EntryType,
-    mode: u32,
-    bytes: &[u8],
-) -> std::io::Result<()> {
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(kind);
-    header.set_mode(mode);
-    header.set_mtime(0);
-    header.set_size(bytes.len() as u64);
-    builder.append_data(&mut header, name, bytes)
+impl From<TreeError> for PackImageError {
+    fn from(error: TreeError) -> PackImageError {
+        match error {
+            TreeError::Read { pack, path, source } => PackImageError::Read { pack, path, source },
+            TreeError::TooLarge { pack, what, .. } => PackImageError::TooLarge { pack, what },
+            TreeError::Changed { pack } => PackImageError::Read {
+                path: PathBuf::new(),
+                source: std::io::Error::other("the pack changed while it was read"),
+                pack,
+            },
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use std::os::unix::fs::PermissionsExt;
 
     use super::*;
     use crate::engine::fake::{BuildScript, Call, FakeEngine};
@@ -462,7 +374,7 @@ mod tests {
         let fake = engine();
         let shared: SharedEngine = fake.clone();
         let dir = pack();
-        let source = PackSource {
+        let source = PackImageSource {
             pack_ref: "p",
             pack_dir: dir.path(),
             base_image: "packbox/shell:5.2",
@@ -499,7 +411,7 @@ mod tests {
         let fake = engine();
         let shared: SharedEngine = fake.clone();
         let dir = pack();
-        let source = PackSource {
+        let source = PackImageSource {
             pack_ref: "p",
             pack_dir: dir.path(),
             base_image: "packbox/shell:5.2",
@@ -538,7 +450,7 @@ mod tests {
         fake.set_build(BuildScript::Hang);
         let shared: SharedEngine = fake.clone();
         let dir = pack();
-        let source = PackSource {
+        let source = PackImageSource {
             pack_ref: "p",
             pack_dir: dir.path(),
             base_image: "packbox/shell:5.2",
@@ -559,7 +471,7 @@ mod tests {
         let fake = FakeEngine::new();
         let shared: SharedEngine = fake.clone();
         let dir = pack();
-        let source = PackSource {
+        let source = PackImageSource {
             pack_ref: "p",
             pack_dir: dir.path(),
             base_image: "packbox/nothing:1",

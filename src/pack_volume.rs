@@ -2,11 +2,8 @@
 //! pack's tree, for engines that cannot see this machine's files (a remote or Docker-in-Docker
 //! engine shows a bind-mounted host folder as empty).
 //!
-//! The tree digest covers each entry's relative path, kind, permission bits, and a file's
-//! contents or a symlink's target, in path order; nothing else (owners and times do not matter,
-//! so the same pack checked out twice gives the same volume). Symlinks are delivered as symlinks:
-//! the pack's own checks already refused any that leads out of it. Sockets, FIFOs and devices are
-//! not delivered. Set-id and sticky bits are dropped.
+//! The tree digest is [`crate::pack_tree`]'s: the same pack checked out twice gives the same
+//! volume, and the same digest names it in a pack image and in a run's record.
 //!
 //! A volume is filled once per content and engine, whoever asks at the same time: the filler
 //! first creates a lock container named after the volume (the engine's unique container names
@@ -19,18 +16,15 @@
 //! containers leaves these alone: removing a lock before its volume would break the rule.
 
 use std::collections::BTreeMap;
-use std::fs::Metadata;
-use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use sha2::{Digest, Sha256};
-
 use crate::engine::{ContainerEngine, ContainerSpec, EngineError, VolumeMount};
 use crate::lifecycle::owner::{self, Owner};
+use crate::pack_tree::{Limits, PackTree, TreeError};
 
 /// `packbox.kind` of pack volumes.
 pub const KIND: &str = "pack";
@@ -48,8 +42,6 @@ pub const MAX_BYTES: u64 = 1 << 30;
 const LOCK_WAIT: Duration = Duration::from_secs(300);
 /// How often the lock is looked at while waiting.
 const LOCK_POLL: Duration = Duration::from_millis(100);
-/// Bump when the digest's framing changes, so old volumes are not mistaken for new content.
-const DIGEST_FORMAT: &[u8] = b"packbox-pack-tree-v1\n";
 
 /// The pack could not be delivered.
 #[derive(Debug, thiserror::Error)]
@@ -105,215 +97,41 @@ fn helper_name(volume: &str) -> String {
     format!("{volume}-fill")
 }
 
-/// One entry of a pack tree, in delivery order.
-#[derive(Debug)]
-struct Entry {
-    /// Path relative to the pack folder, `/`-separated.
-    relative: String,
-    path: PathBuf,
-    kind: EntryKind,
-    /// Permission bits (set-id and sticky dropped).
-    mode: u32,
-}
+/// The limits of a pack delivered by volume.
+const LIMITS: Limits = Limits {
+    max_entries: MAX_ENTRIES,
+    max_bytes: MAX_BYTES,
+};
 
-#[derive(Debug)]
-enum EntryKind {
-    Dir,
-    File { size: u64 },
-    Symlink { target: PathBuf },
-}
-
-/// The tree's entries, sorted by relative path; symlinks are not followed.
-fn walk(pack: &str, root: &Path) -> Result<Vec<Entry>, DeliveryError> {
-    let read_error = |path: &Path, source| DeliveryError::Read {
-        pack: pack.to_string(),
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut entries = Vec::new();
-    let mut pending = vec![root.to_path_buf()];
-    let mut total = 0u64;
-    while let Some(dir) = pending.pop() {
-        for item in std::fs::read_dir(&dir).map_err(|e| read_error(&dir, e))? {
-            let item = item.map_err(|e| read_error(&dir, e))?;
-            let path = item.path();
-            let metadata = std::fs::symlink_metadata(&path).map_err(|e| read_error(&path, e))?;
-            let Some(kind) = entry_kind(&path, &metadata).map_err(|e| read_error(&path, e))? else {
-                continue;
-            };
-            if let EntryKind::File { size } = kind {
-                total += size;
-            }
-            if let EntryKind::Dir = kind {
-                pending.push(path.clone());
-            }
-            let relative = path
-                .strip_prefix(root)
-                .map_err(|_| read_error(&path, std::io::ErrorKind::InvalidInput.into()))?
-                .to_string_lossy()
-                .into_owned();
-            entries.push(Entry {
-                relative,
-                path,
-                kind,
-                mode: metadata.permissions().mode() & 0o777,
-            });
-            if entries.len() > MAX_ENTRIES || total > MAX_BYTES {
-                return Err(DeliveryError::TooLarge {
-                    pack: pack.to_string(),
-                    what: format!("{} entries, {} bytes so far", entries.len(), total),
-                });
-            }
-        }
-    }
-    entries.sort_by(|a, b| a.relative.as_bytes().cmp(b.relative.as_bytes()));
-    Ok(entries)
-}
-
-fn entry_kind(path: &Path, metadata: &Metadata) -> std::io::Result<Option<EntryKind>> {
-    let file_type = metadata.file_type();
-    Ok(if file_type.is_dir() {
-        Some(EntryKind::Dir)
-    } else if file_type.is_file() {
-        Some(EntryKind::File {
-            size: metadata.size(),
-        })
-    } else if file_type.is_symlink() {
-        Some(EntryKind::Symlink {
-            target: std::fs::read_link(path)?,
-        })
-    } else {
-        None
-    })
-}
-
-/// Feeds the digest framing of one entry (a file's contents come separately, as its hash).
-fn frame(hasher: &mut Sha256, entry: &Entry, content_hash: Option<&[u8]>) {
-    let (kind, extra): (u8, Vec<u8>) = match &entry.kind {
-        EntryKind::Dir => (b'd', Vec::new()),
-        EntryKind::File { size } => {
-            let mut extra = size.to_be_bytes().to_vec();
-            extra.extend_from_slice(content_hash.unwrap_or_default());
-            (b'f', extra)
-        }
-        EntryKind::Symlink { target } => {
-            let mut extra = target.as_os_str().as_encoded_bytes().to_vec();
-            extra.push(0);
-            (b'l', extra)
-        }
-    };
-    hasher.update([kind]);
-    hasher.update(entry.relative.as_bytes());
-    hasher.update([0]);
-    hasher.update(entry.mode.to_be_bytes());
-    hasher.update(extra);
-}
-
-/// The SHA-256 of a pack tree (see the module doc), in hex.
+/// The SHA-256 of a pack tree (see [`crate::pack_tree`]), in hex: the volume's name.
 pub fn tree_digest(pack: &str, root: &Path) -> Result<String, DeliveryError> {
-    let entries = walk(pack, root)?;
-    let mut hasher = Sha256::new();
-    hasher.update(DIGEST_FORMAT);
-    for entry in &entries {
-        let content_hash = match entry.kind {
-            EntryKind::File { .. } => {
-                let read_error = |source| DeliveryError::Read {
-                    pack: pack.to_string(),
-                    path: entry.path.clone(),
-                    source,
-                };
-                let file = std::fs::File::open(&entry.path).map_err(read_error)?;
-                let mut reader = HashingReader {
-                    inner: file,
-                    hasher: Sha256::new(),
-                    count: 0,
-                };
-                std::io::copy(&mut reader, &mut std::io::sink()).map_err(read_error)?;
-                Some(reader.hasher.finalize().to_vec())
-            }
-            _ => None,
-        };
-        frame(&mut hasher, entry, content_hash.as_deref());
-    }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(PackTree::read(pack, root, LIMITS)?.digest()?)
 }
 
 /// Writes the tree as a tar archive into `out` and returns the digest of what was written, so the
-/// caller can tell whether the pack changed since its name was computed. Owners are root, times
-/// are zero.
+/// caller can tell whether the pack changed since its name was computed.
 fn write_tar(pack: &str, root: &Path, out: &mut std::fs::File) -> Result<String, DeliveryError> {
-    let entries = walk(pack, root)?;
-    let read_error = |path: &Path, source| DeliveryError::Read {
-        pack: pack.to_string(),
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut hasher = Sha256::new();
-    hasher.update(DIGEST_FORMAT);
+    let tree = PackTree::read(pack, root, LIMITS)?;
     let mut builder = tar::Builder::new(out);
-    for entry in &entries {
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(entry.mode);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(0);
-        let written = match &entry.kind {
-            EntryKind::Dir => {
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_size(0);
-                builder.append_data(&mut header, &entry.relative, std::io::empty())
-            }
-            EntryKind::Symlink { target } => {
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_size(0);
-                builder.append_link(&mut header, &entry.relative, target)
-            }
-            EntryKind::File { size } => {
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_size(*size);
-                let file =
-                    std::fs::File::open(&entry.path).map_err(|e| read_error(&entry.path, e))?;
-                let mut reader = HashingReader {
-                    inner: file.take(*size),
-                    hasher: Sha256::new(),
-                    count: 0,
-                };
-                let appended = builder.append_data(&mut header, &entry.relative, &mut reader);
-                if appended.is_ok() && reader.count != *size {
-                    return Err(DeliveryError::Changed {
-                        pack: pack.to_string(),
-                    });
-                }
-                let content_hash = reader.hasher.finalize();
-                frame(&mut hasher, entry, Some(&content_hash));
-                appended
-            }
-        };
-        written.map_err(|e| read_error(&entry.path, e))?;
-        if !matches!(entry.kind, EntryKind::File { .. }) {
-            frame(&mut hasher, entry, None);
-        }
-    }
+    let digest = tree.append_to(&mut builder, "")?;
     builder
         .into_inner()
         .and_then(|out| out.flush())
-        .map_err(|e| read_error(root, e))?;
-    Ok(hex::encode(hasher.finalize()))
+        .map_err(|source| DeliveryError::Read {
+            pack: pack.to_string(),
+            path: root.to_path_buf(),
+            source,
+        })?;
+    Ok(digest)
 }
 
-/// Hashes and counts what passes through.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
+impl From<TreeError> for DeliveryError {
+    fn from(error: TreeError) -> DeliveryError {
+        match error {
+            TreeError::Read { pack, path, source } => DeliveryError::Read { pack, path, source },
+            TreeError::TooLarge { pack, what, .. } => DeliveryError::TooLarge { pack, what },
+            TreeError::Changed { pack } => DeliveryError::Changed { pack },
+        }
     }
 }
 
@@ -594,6 +412,8 @@ pub async fn collect(engine: &dyn ContainerEngine, keep: usize) -> Result<Collec
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
     use std::os::unix::fs::symlink;
 

@@ -12,9 +12,9 @@ use super::{BackendError, Job, Ran, RunBackend};
 use crate::engine::{NetworkSpec, SharedEngine, SharedSwarm};
 use crate::lifecycle::RunError;
 use crate::lifecycle::service::{ServiceObjects, drive};
-use crate::pack_image::{self, PackImageError, PackSource};
-use crate::sandbox::SeccompProfile;
+use crate::pack_image::{self, PackImageError, PackImageSource};
 use crate::sandbox::service::{MAX_DOCUMENT_BYTES, ServiceParts};
+use crate::sandbox::{PackSource, SeccompProfile};
 
 /// Why the swarm backend could not run an action.
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +149,7 @@ impl RunBackend for SwarmBackend {
             }
             .into());
         }
-        let Some(crate::sandbox::PackSource::Folder(pack)) = workload.pack.clone() else {
+        let Some(PackSource::Folder(pack)) = workload.pack.clone() else {
             return Err(SwarmError::Unsupported {
                 setting: "a workload without a pack",
                 why: "every swarm run carries its pack in an image",
@@ -160,7 +160,7 @@ impl RunBackend for SwarmBackend {
         let image = pack_image::ensure(
             &self.engine,
             swarm.as_ref(),
-            PackSource {
+            PackImageSource {
                 pack_ref: &pack.pack_ref,
                 pack_dir: std::path::Path::new(&pack.host_dir),
                 base_image: &workload.image,
