@@ -51,19 +51,33 @@ const BUILTIN_RECIPES: &[(&str, &str)] = &[
 /// A catalog file that could not be read or makes no sense.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
+    /// A runtime file parses but breaks a rule: no versions, an alias shared with another
+    /// runtime, a default or a recipe that does not exist, a bad version or probe pattern.
     #[error("runtime catalog {file}: {message}")]
-    Invalid { file: String, message: String },
+    Invalid {
+        /// The runtime file at fault.
+        file: String,
+        /// Which field is wrong and what was expected.
+        message: String,
+    },
+    /// A runtime file is not YAML of the runtime shape.
     #[error("runtime catalog {file}: invalid YAML")]
     Yaml {
+        /// The runtime file at fault.
         file: String,
+        /// The parser's account, with the line and unknown or missing field.
         #[source]
         source: serde_yaml::Error,
     },
+    /// A runtime file was refused before parsing (too large, not text, nested too deep).
     #[error("runtime catalog {0}")]
     Unreadable(#[from] crate::input::InputError),
+    /// The user catalog folder cannot be listed.
     #[error("runtime catalog {file}: cannot read")]
     Read {
+        /// The folder as given.
         file: String,
+        /// Why listing it failed.
         #[source]
         source: std::io::Error,
     },
@@ -73,9 +87,11 @@ pub enum CatalogError {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{}", no_match_message(.runtime, .constraint.as_deref(), .available))]
 pub struct NoMatchingVersion {
+    /// The runtime's name in the catalog.
     pub runtime: String,
     /// `None`: the action states no constraint and no version is available at all.
     pub constraint: Option<String>,
+    /// The versions that were there to choose from, so the message can list them.
     pub available: Vec<String>,
 }
 

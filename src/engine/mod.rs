@@ -40,8 +40,11 @@ pub enum EngineError {
     /// old. The most common set-up problems, so each kind gets its own hint.
     #[error("the Docker engine at {endpoint} {problem}")]
     Unreachable {
+        /// The engine's address as a URL.
         endpoint: String,
+        /// What went wrong, in terms the user can act on.
         problem: ConnectProblem,
+        /// The client's own error, when there is one.
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
@@ -49,20 +52,35 @@ pub enum EngineError {
     /// The engine answered with an error to one request.
     #[error("docker engine: {what}")]
     Api {
+        /// The request, naming what it concerned (`removing image ID`).
         what: String,
+        /// The engine's answer.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// An image build reported an error (a failing step, a missing base image).
     #[error("building image {tag} failed: {message}")]
-    Build { tag: String, message: String },
+    Build {
+        /// The tag the image was being built for.
+        tag: String,
+        /// The engine's error text.
+        message: String,
+    },
     /// A request was refused because the thing it concerns is in use (an image a container
     /// uses, a container being removed).
     #[error("docker engine: {what}: in use")]
-    InUse { what: String },
+    InUse {
+        /// The request, naming what it concerned.
+        what: String,
+    },
     /// The engine answered with something packbox cannot use (too large, malformed).
     #[error("docker engine: {what}: {message}")]
-    Unexpected { what: String, message: String },
+    Unexpected {
+        /// The request, naming what it concerned.
+        what: String,
+        /// What is wrong with the answer.
+        message: String,
+    },
 }
 
 /// Why an engine could not be used, in terms the user can act on.
@@ -78,27 +96,48 @@ pub enum ConnectProblem {
     /// The host name does not resolve.
     HostNotFound,
     /// Connected, but no answer came in time.
-    NoAnswer { seconds: u64 },
+    NoAnswer {
+        /// How long packbox waited.
+        seconds: u64,
+    },
     /// The engine's certificate is not signed by the CA packbox was given.
-    UntrustedEngineCertificate { ca: String },
+    UntrustedEngineCertificate {
+        /// The CA file packbox was given.
+        ca: String,
+    },
     /// The engine's certificate does not name the host packbox connected to.
     CertificateNameMismatch,
     /// The engine's certificate was refused for another reason (expired, wrong purpose, ...).
-    BadEngineCertificate { detail: String },
+    BadEngineCertificate {
+        /// The TLS library's reason.
+        detail: String,
+    },
     /// The engine refused packbox's client certificate (signed by a CA it does not trust).
-    ClientCertificateRefused { cert: String },
+    ClientCertificateRefused {
+        /// The client certificate file packbox showed.
+        cert: String,
+    },
     /// The engine closed the connection right after the TLS handshake, before answering: what
     /// an engine does (in TLS 1.3) when it refuses the client certificate, when its alert loses
     /// the race with the close.
-    ClosedAfterTlsHandshake { cert: String },
+    ClosedAfterTlsHandshake {
+        /// The client certificate file packbox showed.
+        cert: String,
+    },
     /// The engine speaks plain HTTP and packbox spoke TLS.
     EngineNotTls,
     /// The engine speaks TLS and packbox spoke plain HTTP.
     EngineWantsTls,
     /// Another TLS failure.
-    TlsHandshake { detail: String },
+    TlsHandshake {
+        /// The TLS library's reason.
+        detail: String,
+    },
     /// The engine's API is older than packbox supports.
-    ApiTooOld { found: String },
+    ApiTooOld {
+        /// The API version the engine reported.
+        found: String,
+    },
     /// Anything else (the cause is in the error's source).
     Failed,
 }
@@ -208,11 +247,15 @@ pub struct TlsFiles {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Transport {
     /// A Unix socket on this machine: the engine sees this machine's files.
-    Unix { socket: PathBuf },
+    Unix {
+        /// The socket file.
+        socket: PathBuf,
+    },
     /// TCP, plain or with mutual TLS: the engine may be anywhere.
     Tcp {
         /// `host:port`.
         address: String,
+        /// The files of mutual TLS; `None` for plain HTTP.
         tls: Option<TlsFiles>,
     },
 }
@@ -284,7 +327,9 @@ pub struct ContainerSpec {
 /// Which stream a chunk of container output came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamKind {
+    /// The container's standard output.
     Stdout,
+    /// The container's standard error.
     Stderr,
 }
 

@@ -93,8 +93,11 @@ impl Owner {
 pub struct Swept {
     /// `container`, `service`, `secret` or `network`.
     pub kind: &'static str,
+    /// The engine's id of what was removed.
     pub id: String,
+    /// The action it ran for, from its `packbox.action` label.
     pub action: Option<String>,
+    /// The pid of the packbox process that made it and is gone.
     pub owner_pid: u32,
 }
 

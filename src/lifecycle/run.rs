@@ -48,24 +48,43 @@ pub struct ContainerExit {
 /// The engine failed in the middle of a run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// A request to the engine failed during the run.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The run failed and removing what it made failed too: both are reported.
     #[error("{run}; removing {resource} also failed: {cleanup}")]
     CleanupAfterFailure {
+        /// Why the run failed.
         run: Box<RunError>,
         /// What could not be removed (`container ID`, `service NAME`, ...).
         resource: String,
+        /// Why the removal failed.
         cleanup: Box<EngineError>,
     },
     /// The Swarm did not run a service's task (rejected, lost by its node).
     #[error("the Swarm did not run service {service}: {error}")]
-    TaskLost { service: String, error: String },
+    TaskLost {
+        /// The service's name.
+        service: String,
+        /// The Swarm's error for the task.
+        error: String,
+    },
     /// A service's log could not be read to its end in time.
     #[error("the log of service {service} could not be read to its end within {seconds} s")]
-    LogUnread { service: String, seconds: u64 },
+    LogUnread {
+        /// The service's name.
+        service: String,
+        /// How long packbox waited for the rest of the log.
+        seconds: u64,
+    },
     /// No node of the Swarm can take a service's task.
     #[error("the Swarm cannot place service {service}: {error}")]
-    Unplaceable { service: String, error: String },
+    Unplaceable {
+        /// The service's name.
+        service: String,
+        /// The Swarm's reason (no node with the resources, constraints that no node meets).
+        error: String,
+    },
     /// The run was cancelled before its workload started; nothing was left behind.
     #[error("cancelled before the action started")]
     Cancelled,

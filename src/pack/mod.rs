@@ -30,20 +30,33 @@ pub use schema::ParameterSpec;
 /// A pack or action that cannot be run, naming the file (and field) it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
+    /// The packs folder given is not a folder.
     #[error("packs folder {0} does not exist or is not a folder")]
     PacksDirMissing(PathBuf),
+    /// The action reference is not `pack.action`; the text is the reference as given.
     #[error(
         "action reference `{0}` is not of the form PACK.ACTION (pack: lowercase letters, digits, `_`, `-`; action: letters, digits, `_`, `-`)"
     )]
     BadActionRef(String),
+    /// No pack of that name is in the packs folder.
     #[error("pack `{pack}` not found in {packs_dir}")]
-    UnknownPack { pack: String, packs_dir: PathBuf },
+    UnknownPack {
+        /// The pack's name, from the action reference.
+        pack: String,
+        /// The packs folder that was searched.
+        packs_dir: PathBuf,
+    },
+    /// The pack has no action of that name.
     #[error("action `{action}` not found in pack `{pack}` ({path} does not exist)")]
     UnknownAction {
+        /// The pack's name.
         pack: String,
+        /// The action's name, from the action reference.
         action: String,
+        /// The action file that would define it.
         path: PathBuf,
     },
+    /// The pack or action files have problems; every one found is listed.
     #[error("{}", list_problems(.0))]
     Invalid(Vec<Problem>),
 }

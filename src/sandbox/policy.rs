@@ -20,14 +20,23 @@ pub const PACK_MOUNT: &str = "/pack";
 pub struct SandboxPolicy {
     /// `none` by default; `bridge` or a network name only when the operator grants it.
     pub network: String,
+    /// The container's root file system is read-only, so the action can write only to `/tmp`.
     pub read_only_root: bool,
+    /// Size of the tmpfs mounted at `/tmp`, the action's scratch space.
     pub tmpfs_tmp_bytes: u64,
+    /// Every Linux capability is dropped.
     pub cap_drop_all: bool,
+    /// The action cannot gain privileges (setuid binaries, file capabilities).
     pub no_new_privileges: bool,
+    /// The `uid:gid` the action runs as (`65534:65534`, nobody, by default).
     pub user: String,
+    /// Memory limit; the same for memory plus swap, so no swap.
     pub memory_bytes: u64,
+    /// How many processes and threads the container may hold, against fork bombs.
     pub pids_limit: u32,
+    /// CPU share, in CPUs (`0.5`, `2`).
     pub cpus: f64,
+    /// Open file limit (soft and hard).
     pub nofile: u32,
     /// An OCI runtime other than the engine's default (e.g. `runsc`).
     pub oci_runtime: Option<String>,
