@@ -181,7 +181,8 @@ pub enum EndpointError {
         origin: Origin,
         /// The file that is not there.
         file: PathBuf,
-        /// Where the TLS folder came from (`DOCKER_CERT_PATH=...`, a context), or why there is none.
+        /// Where the TLS folder came from (`DOCKER_CERT_PATH=...`, a context), or why there is
+        /// none.
         source_of_folder: String,
     },
     /// A TLS file that cannot be read or holds no usable PEM item.

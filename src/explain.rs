@@ -105,10 +105,13 @@ pub struct Lock {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExplainError {
+    /// The action cannot be loaded (its pack, its runtime).
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The runtime's versions could not be verified, or none fits.
     #[error(transparent)]
     Prepare(#[from] PrepareError),
+    /// The engine failed while looking at the environment image.
     #[error(transparent)]
     Engine(#[from] EngineError),
 }

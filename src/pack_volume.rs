@@ -100,7 +100,9 @@ pub enum DeliveryError {
 /// A pack volume ready to be mounted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackVolume {
+    /// The volume's name, which holds the pack's name and content digest.
     pub name: String,
+    /// The SHA-256 of the pack's files, which names what the volume holds.
     pub digest: String,
     /// Whether this call filled it (false: it was there).
     pub filled: bool,

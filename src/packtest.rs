@@ -214,8 +214,10 @@ pub enum TestEvent<'a> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TestRunError {
+    /// The runner's image could not be made ready (no verified version, a failed build).
     #[error(transparent)]
     Prepare(#[from] PrepareError),
+    /// The engine failed while running the runner's container.
     #[error(transparent)]
     Run(#[from] RunError),
     /// The pack could not be delivered to the engine by volume.

@@ -135,12 +135,19 @@ pub enum PrepareEvent<'a> {
 /// Services a preparation uses: engine, catalog, probe cache, build settings, state folder, the
 /// owner its probe containers name, and the cancellation it observes.
 pub struct Preparer<'a> {
+    /// The engine probes and builds run on.
     pub engine: &'a SharedEngine,
+    /// The runtimes, their versions and images.
     pub catalog: &'a Catalog,
+    /// Probe results already known, so versions are not probed on every run.
     pub probe_cache: &'a ProbeCache,
+    /// Limits and sources for environment builds.
     pub build: &'a BuildSettings,
+    /// Where build locks and logs live.
     pub state_dir: &'a Path,
+    /// The packbox process probe containers are labelled with, so leftovers can be swept.
     pub owner: &'a Owner,
+    /// Cancelled when packbox is asked to stop; builds and pulls stop and clean up.
     pub cancel: &'a CancellationToken,
 }
 

@@ -112,14 +112,18 @@ fn no_match_message(runtime: &str, constraint: Option<&str>, available: &[String
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Runtime {
+    /// The name actions' `runner_type` is matched against, and the one messages use.
     pub name: String,
+    /// Other `runner_type` spellings that name this runtime (`python3`, `bash`).
     pub aliases: Vec<String>,
     /// Command that runs an entry point; empty for native actions, which are executed directly.
     pub interpreter: Vec<String>,
     /// Variables every container of this runtime gets (e.g. `PYTHONPATH=/pack/lib`).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The version taken when an action states no `runtime_version`; `None`: the highest verified.
     pub default_version: Option<String>,
+    /// The versions packbox knows images for; a run takes only those verified in their image.
     pub versions: Vec<RuntimeVersion>,
     /// The catalog file it came from, for messages.
     #[serde(skip)]
@@ -130,9 +134,14 @@ pub struct Runtime {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeVersion {
+    /// The version as declared (`3.11`); the probe must find a version it matches.
     pub version: String,
+    /// The image that holds this version; when missing, pulled if pinned by digest, else built
+    /// from its recipe.
     pub image: String,
+    /// How to build the image when the engine lacks it; `None`: pull or fail.
     pub recipe: Option<Recipe>,
+    /// How to verify that the image holds this version.
     pub probe: Probe,
 }
 
@@ -140,7 +149,9 @@ pub struct RuntimeVersion {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
+    /// The Dockerfile's path under the catalog's `images/` folder.
     pub dockerfile: String,
+    /// Build arguments for the Dockerfile (a base image, a version to install).
     #[serde(default)]
     pub args: BTreeMap<String, String>,
 }
@@ -149,7 +160,9 @@ pub struct Recipe {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Probe {
+    /// The command run in a throw-away container of the image.
     pub command: Vec<String>,
+    /// The exit code the command must end with for its output to count (default 0).
     #[serde(default)]
     pub exit_code: i64,
     /// A regex whose first capture group is the full version.

@@ -162,7 +162,9 @@ fn refused_sources_message(sources: &[Requirement]) -> String {
 /// A ready environment image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvImage {
+    /// Its tag (`packbox/env:RUNTIME-VERSION-KEY`), which runs and `envs list` find it by.
     pub tag: String,
+    /// The engine's image id.
     pub id: String,
     /// Whether this call built it (false: it was there, or another run built it meanwhile).
     pub built: bool,

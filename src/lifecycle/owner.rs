@@ -35,8 +35,12 @@ pub fn is_orphan(labels: &HashMap<String, String>) -> bool {
 /// A packbox process, as its containers name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner {
+    /// The host it runs on; only there can packbox tell whether it is gone.
     pub host: String,
+    /// Its process id.
     pub pid: u32,
+    /// When it started (kernel clock ticks since boot), to tell it from a later process that
+    /// got its pid; `None` where it cannot be read.
     pub start: Option<u64>,
 }
 

@@ -17,6 +17,7 @@ use crate::engine::{Attached, ContainerSpec, EngineError, SharedEngine, Signal, 
 /// Bounds on one run.
 #[derive(Clone, Debug)]
 pub struct RunLimits {
+    /// How long the action may run before packbox stops it.
     pub timeout: Duration,
     /// Time between SIGTERM and SIGKILL when the timeout expires or the run is cancelled.
     pub grace: Duration,
@@ -38,10 +39,15 @@ pub enum Ending {
 /// How a container ended, with its captured streams.
 #[derive(Debug)]
 pub struct ContainerExit {
+    /// Why it stopped.
     pub ending: Ending,
+    /// Its exit code; `None` when the engine reported none after it was killed.
     pub exit_code: Option<i64>,
+    /// The kernel killed it for passing its memory limit.
     pub oom_killed: bool,
+    /// What it wrote on stdout, up to the limit.
     pub stdout: Captured,
+    /// What it wrote on stderr, up to the limit.
     pub stderr: Captured,
 }
 
@@ -96,9 +102,15 @@ const KILL_WAIT: Duration = Duration::from_secs(30);
 /// What a run is given besides its container: stdin, bounds, a cancellation signal, and where
 /// live output goes (for `--follow`).
 pub struct RunIo<'a> {
+    /// Bytes written to the action's stdin before it is closed (the parameter document, when
+    /// delivered there).
     pub stdin: Vec<u8>,
+    /// The timeout, grace period and output cap.
     pub limits: &'a RunLimits,
+    /// Cancelled when packbox is asked to stop: the action gets SIGTERM, then SIGKILL after the
+    /// grace period.
     pub cancel: &'a CancellationToken,
+    /// Receives output as it arrives, for `--follow`; the run keeps its own copy regardless.
     pub on_output: &'a mut (dyn FnMut(StreamKind, &[u8]) + Send),
 }
 

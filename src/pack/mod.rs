@@ -72,6 +72,7 @@ fn list_problems(problems: &[Problem]) -> String {
 /// A loaded action together with the pack it belongs to.
 #[derive(Clone, Debug)]
 pub struct LoadedAction {
+    /// The pack's `pack.yaml`.
     pub pack: PackManifest,
     /// Canonical path of the pack folder (mounted read-only at `/pack`).
     pub pack_dir: PathBuf,
@@ -79,6 +80,7 @@ pub struct LoadedAction {
     pub action_ref: String,
     /// The action's file.
     pub action_file: PathBuf,
+    /// The action's YAML.
     pub action: ActionManifest,
     /// Fields of `pack.yaml` and the action file that packbox does not know (ignored).
     pub warnings: Vec<Problem>,
@@ -147,9 +149,11 @@ pub fn load_action(packs_dir: &Path, action_ref: &str) -> Result<LoadedAction, P
 /// An action [`load_packs`] could not load, or a pack none of whose actions could be.
 #[derive(Debug)]
 pub struct Unloadable {
+    /// The pack's name, as asked for or as its folder is named.
     pub pack: String,
     /// `PACK.ACTION`, when the problem is with one action.
     pub action: Option<String>,
+    /// Why it could not be loaded.
     pub error: PackError,
 }
 

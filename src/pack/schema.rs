@@ -15,11 +15,17 @@ use super::problem::Problem;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ParamType {
+    /// Text.
     String,
+    /// A whole number.
     Integer,
+    /// Any number, whole or not.
     Number,
+    /// `true` or `false`.
     Boolean,
+    /// A JSON object (a mapping).
     Object,
+    /// A JSON array (a list).
     Array,
 }
 

@@ -83,9 +83,13 @@ impl Default for SandboxPolicy {
 /// What a container runs, apart from the sandbox: image, command, environment and pack.
 #[derive(Clone, Debug)]
 pub struct Workload {
+    /// The image to run: a runtime, environment or pack image.
     pub image: String,
+    /// The command, an argument per item (no shell).
     pub cmd: Vec<String>,
+    /// Environment variables, in order (the action's `ATTUNE_*` variables, the runtime's own).
     pub env: Vec<(String, String)>,
+    /// Labels that say who made the container and for what, so leftovers can be swept.
     pub labels: BTreeMap<String, String>,
     /// The pack, mounted read-only at `/pack` (none for image probes).
     pub pack: Option<PackSource>,
@@ -95,7 +99,9 @@ pub struct Workload {
 /// reaches the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackFolder {
+    /// The pack's name.
     pub pack_ref: String,
+    /// The pack's folder on this machine, canonical.
     pub host_dir: String,
 }
 
