@@ -192,7 +192,7 @@ impl TestReport {
     }
 }
 
-/// What [`run_tests`] reports while it works.
+/// What [`Executor::test_pack`](crate::Executor::test_pack) reports while it works.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum TestEvent<'a> {
