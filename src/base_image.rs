@@ -27,15 +27,22 @@ pub enum BaseImageError {
     #[error(
         "--base-rootfs {suite}=...: `{suite}` is not a suite name (expected lowercase letters, e.g. bookworm)"
     )]
-    BadSuite { suite: String },
+    BadSuite {
+        /// The suite name as given.
+        suite: String,
+    },
     /// The tarball cannot be read.
     #[error("--base-rootfs {suite}={}: cannot read it", path.display())]
     Read {
+        /// The suite the tarball was given for.
         suite: String,
+        /// The tarball's path as given.
         path: PathBuf,
+        /// Why it could not be opened or is not a regular file.
         #[source]
         source: std::io::Error,
     },
+    /// The engine failed to report or import the image.
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -53,7 +60,9 @@ impl BaseImageError {
 /// What happened to one base image.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BaseImage {
+    /// Its tag, `packbox/base:SUITE`.
     pub tag: String,
+    /// The engine's id of the image under that tag.
     pub id: String,
     /// Whether this call imported it (false: the engine had it).
     pub imported: bool,

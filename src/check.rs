@@ -15,11 +15,13 @@ use crate::version::Verdict;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct CheckedPack {
+    /// The pack's folder, for messages.
     pub dir: PathBuf,
     /// `None` when `pack.yaml` has problems.
     pub pack: Option<PackManifest>,
     /// The actions without problems.
     pub actions: Vec<CheckedAction>,
+    /// What makes the pack or one of its actions unusable, each naming its file and field.
     pub problems: Vec<Problem>,
     /// What packbox does not know or cannot use (unknown fields, runtimes the catalog lacks):
     /// said, but no reason to refuse the pack (`pack validate --strict` makes them problems).
@@ -30,6 +32,7 @@ pub struct CheckedPack {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct CheckedAction {
+    /// The action's YAML as loaded.
     pub manifest: ActionManifest,
     /// The catalog's name for the action's runner type.
     pub runtime: String,

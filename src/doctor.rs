@@ -37,6 +37,7 @@ pub enum CheckStatus {
 pub struct Check {
     /// Short, stable name (`endpoint`, `connection`, `engine`, `images`, `state`, `build_ca`).
     pub name: &'static str,
+    /// Whether it holds, and how much it matters when it does not.
     pub status: CheckStatus,
     /// One line saying what was found.
     pub summary: String,
@@ -75,6 +76,7 @@ pub struct Report {
     pub ready: bool,
     /// The engine chosen, when one could be.
     pub endpoint: Option<Endpoint>,
+    /// Each check in the order it ran, later ones depending on earlier ones.
     pub checks: Vec<Check>,
 }
 

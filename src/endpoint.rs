@@ -55,13 +55,19 @@ pub trait Vars {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Origin {
     /// A packbox flag or setting naming the engine (`--engine`, or `--to` of `images copy`).
-    Flag { name: String },
+    Flag {
+        /// The flag or setting, as messages name it.
+        name: String,
+    },
     /// The `DOCKER_HOST` variable.
     DockerHost,
     /// The `DOCKER_CONTEXT` variable.
     DockerContext,
     /// `currentContext` in the docker CLI's config file.
-    CurrentContext { config_file: PathBuf },
+    CurrentContext {
+        /// The docker config file that names the context.
+        config_file: PathBuf,
+    },
     /// Nothing was set: the local socket (or `tcp://localhost:2376` when TLS is asked for).
     Default,
 }
@@ -87,9 +93,11 @@ pub use crate::engine::{TlsFiles, Transport};
 pub struct Endpoint {
     /// The address as a URL (`unix:///var/run/docker.sock`, `tcp://10.0.0.5:2376`).
     pub host: String,
+    /// How to connect to it: the socket, or the TCP address and its TLS files.
     pub transport: Transport,
     /// The docker context it came from, when one did.
     pub context: Option<String>,
+    /// The rule that chose it.
     pub origin: Origin,
     /// Why this endpoint, one line per rule that decided (and per setting it overrode).
     pub reasons: Vec<String>,
@@ -122,49 +130,79 @@ pub enum EndpointError {
     /// An address that is not one packbox can connect to.
     #[error("{origin}: `{value}` is not an engine address ({expected})")]
     BadAddress {
+        /// The setting or variable that gave it.
         origin: Origin,
+        /// The address as given.
         value: String,
+        /// What an address must look like, or which part of it is wrong.
         expected: String,
     },
     /// A context name that is not one the docker CLI could have made.
     #[error(
         "{origin}: `{name}` is not a docker context name or an address (expected a name of letters, digits, `_.+-`, or unix://, tcp://, https://)"
     )]
-    BadContextName { origin: Origin, name: String },
+    BadContextName {
+        /// The setting or variable that gave it.
+        origin: Origin,
+        /// The name as given.
+        name: String,
+    },
     /// The context named does not exist in the docker CLI's context store.
     #[error("{origin}: docker context `{name}` does not exist (no {})", meta_file.display())]
     ContextNotFound {
+        /// The setting, variable or config file that named it.
         origin: Origin,
+        /// The context's name.
         name: String,
+        /// Where the docker CLI would keep its address, and nothing was found.
         meta_file: PathBuf,
     },
     /// A file of the docker CLI's configuration could not be read.
     #[error("cannot read {}", file.display())]
     Unreadable {
+        /// The file that could not be read.
         file: PathBuf,
+        /// Why reading it failed.
         #[source]
         source: std::io::Error,
     },
     /// A file of the docker CLI's configuration is not what the docker CLI writes.
     #[error("{}: {message}", file.display())]
-    Invalid { file: PathBuf, message: String },
+    Invalid {
+        /// The file at fault.
+        file: PathBuf,
+        /// What in it is wrong.
+        message: String,
+    },
     /// A TLS file that must be there is not.
     #[error("{origin}: TLS file {} is missing (from {source_of_folder})", file.display())]
     TlsFileMissing {
+        /// The rule that chose the engine, and with it the TLS folder.
         origin: Origin,
+        /// The file that is not there.
         file: PathBuf,
+        /// Where the TLS folder came from (`DOCKER_CERT_PATH=...`, a context), or why there is
+        /// none.
         source_of_folder: String,
     },
     /// A TLS file that cannot be read or holds no usable PEM item.
     #[error("{origin}: TLS file {}: {problem}", file.display())]
     TlsFileUnusable {
+        /// The rule that chose the engine, and with it the TLS folder.
         origin: Origin,
+        /// The file at fault.
         file: PathBuf,
+        /// Why it cannot be used (unreadable, no certificate, no private key).
         problem: String,
     },
     /// TLS that does not check the engine's certificate: refused.
     #[error("{origin}: {what} skips verifying the engine's certificate, which packbox refuses")]
-    UnverifiedTls { origin: Origin, what: String },
+    UnverifiedTls {
+        /// The rule that chose the engine.
+        origin: Origin,
+        /// The setting that asks for unverified TLS (`DOCKER_TLS`, a context's `SkipTLSVerify`).
+        what: String,
+    },
 }
 
 impl EndpointError {

@@ -21,31 +21,50 @@ use crate::settings::SettingsError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The settings (flags, config file, environment) cannot be resolved.
     #[error(transparent)]
     Settings(Box<SettingsError>),
+    /// The runtime catalog cannot be read or makes no sense.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// The request cannot become a run: the pack, action, parameters or secrets are wrong.
     #[error(transparent)]
     Plan(Box<PlanError>),
+    /// `PACKBOX_RUNTIMES` names a runtime the catalog does not have.
     #[error(transparent)]
     RuntimeFilter(#[from] UnknownRuntimeFilter),
     /// The operator asked for an OCI runtime the engine does not have.
     #[error("OCI runtime `{wanted}` is not available on this engine (available: {available})")]
-    OciRuntimeMissing { wanted: String, available: String },
+    OciRuntimeMissing {
+        /// The OCI runtime asked for.
+        wanted: String,
+        /// The engine's OCI runtimes, comma-separated.
+        available: String,
+    },
     /// gVisor, as the engine registered it, cannot sandbox the run as asked.
     #[error(transparent)]
     Gvisor(#[from] GvisorError),
     /// The sandbox asks for more CPUs than the engine has.
     #[error("sandbox.cpus = {wanted}: the engine has only {available} CPUs")]
-    TooManyCpus { wanted: f64, available: i64 },
+    TooManyCpus {
+        /// The CPUs the sandbox asks for.
+        wanted: f64,
+        /// The CPUs the engine reports.
+        available: i64,
+    },
+    /// The engine could not be reached or failed a request outside any one stage.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// No verified runtime version fits the action, or its image could not be made ready.
     #[error(transparent)]
     Prepare(Box<PrepareError>),
+    /// A runtime image could not be found, pulled or built.
     #[error(transparent)]
     Image(Box<ImageError>),
+    /// An environment image could not be built.
     #[error(transparent)]
     Env(Box<EnvError>),
+    /// The container of a run failed in the engine, or could not be cleaned up.
     #[error(transparent)]
     Run(Box<RunError>),
     /// The swarm backend could not run the action.

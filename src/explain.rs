@@ -25,6 +25,7 @@ const MAX_LOCK_BYTES: u64 = 1 << 20;
 /// Why a run of an action would run where it would.
 #[derive(Clone, Debug, Serialize)]
 pub struct Explanation {
+    /// The action's reference, `pack.action`.
     pub action: String,
     /// Whether the action may run without `--allow-disabled`.
     pub enabled: bool,
@@ -32,6 +33,7 @@ pub struct Explanation {
     pub runner_type: String,
     /// The catalog runtime it names.
     pub runtime: String,
+    /// The action's `runtime_version`, as written; `None` when it states none.
     pub constraint: Option<String>,
     /// How the version is chosen, in words.
     pub rule: String,
@@ -48,15 +50,22 @@ pub struct Explanation {
 /// One catalog version of the runtime.
 #[derive(Clone, Debug, Serialize)]
 pub struct CandidateReport {
+    /// The version as the catalog declares it (`3.11`).
     pub declared: String,
+    /// The runtime image the catalog names for it.
     pub image: String,
+    /// The engine's id of that image; `None` when the engine does not have it.
     pub image_id: Option<String>,
     /// The full version probing found in the image.
     pub detected: Option<String>,
+    /// Whether the version passed verification (its image is there and the probe confirmed
+    /// it), so a run may take it.
     pub verified: bool,
     /// Whether it satisfies the constraint (`None` without a constraint, or when not verified).
     pub verdict: Option<Verdict>,
+    /// Whether a run would take this version.
     pub taken: bool,
+    /// Why it was taken, rejected or not available, in words.
     pub why: String,
 }
 
@@ -67,10 +76,14 @@ pub struct EnvironmentReport {
     pub needed: bool,
     /// The environment image's tag, else the runtime image.
     pub image: String,
+    /// Whether the engine has that image now (else a run builds it first).
     pub exists: bool,
+    /// The engine's id of that image, when it exists.
     pub image_id: Option<String>,
-    /// The environment key and what it hashes.
+    /// The environment key; `None` when no environment is needed.
     pub key: Option<String>,
+    /// What the key hashes (recipe format, base image id, runtime, version, Dockerfile, indexes,
+    /// dependency hash), so a rebuild can be traced to what changed.
     pub key_parts: Option<serde_json::Value>,
     /// The dependency set (installer, files, requirements and where each was declared, hash).
     pub dependencies: Option<serde_json::Value>,
@@ -81,7 +94,9 @@ pub struct EnvironmentReport {
 /// A lock file read from an environment image.
 #[derive(Clone, Debug, Serialize)]
 pub struct Lock {
+    /// Its path in the image (`/opt/packbox/pip-freeze.txt`, `.../package-lock.json`).
     pub file: String,
+    /// Its text, as the image holds it.
     pub content: String,
 }
 
@@ -90,10 +105,13 @@ pub struct Lock {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExplainError {
+    /// The action cannot be loaded (its pack, its runtime).
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The runtime's versions could not be verified, or none fits.
     #[error(transparent)]
     Prepare(#[from] PrepareError),
+    /// The engine failed while looking at the environment image.
     #[error(transparent)]
     Engine(#[from] EngineError),
 }

@@ -17,16 +17,22 @@ pub enum CopyError {
     /// Reading the source engine's images failed.
     #[error("reading images from {source_engine}")]
     Source {
+        /// The source engine's address.
         source_engine: String,
+        /// What the source engine answered.
         #[source]
         source: EngineError,
     },
     /// Loading into the target failed (the export may have failed with it).
     #[error("copying {images} from {source_engine} to {target_engine}")]
     Transfer {
+        /// The images being copied, comma-separated.
         images: String,
+        /// The source engine's address.
         source_engine: String,
+        /// The target engine's address.
         target_engine: String,
+        /// The export's error if it failed, else the load's.
         #[source]
         source: EngineError,
     },
@@ -36,9 +42,13 @@ pub enum CopyError {
     /// The target holds a different image under the name after the load.
     #[error("after copying, {target_engine} holds {image} as {found} instead of {expected}")]
     Mismatch {
+        /// The image name.
         image: String,
+        /// The target engine's address.
         target_engine: String,
+        /// The image id on the source engine.
         expected: String,
+        /// The image id the target holds under the name (or that it holds none).
         found: String,
     },
 }
@@ -58,8 +68,11 @@ pub enum CopyResult {
 /// One image and what happened to it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ImageCopy {
+    /// The image name, as asked for.
     pub image: String,
+    /// Its id on the source engine; `None` when the source does not have it.
     pub id: Option<String>,
+    /// Whether it was copied, already there, or missing on the source.
     #[serde(flatten)]
     pub result: CopyResult,
 }
@@ -69,9 +82,17 @@ pub struct ImageCopy {
 pub enum CopyEvent<'a> {
     /// The images about to be streamed, and their summed sizes (shared layers counted once per
     /// image, so the archive is usually smaller).
-    Streaming { images: &'a [String], estimate: u64 },
+    Streaming {
+        /// The image names going into the archive.
+        images: &'a [String],
+        /// Their summed sizes in bytes, for a progress bar's length.
+        estimate: u64,
+    },
     /// Bytes streamed so far.
-    Progress { bytes: u64 },
+    Progress {
+        /// The total so far, not the increment.
+        bytes: u64,
+    },
 }
 
 /// Bytes sent to the target per write: the export arrives in frames of a few KiB, and sending each

@@ -22,9 +22,11 @@ pub const MAX_DEPTH: usize = 64;
 #[derive(Debug, thiserror::Error)]
 #[error("{}{}: {reason}", .file.display(), .line.map(|l| format!(":{l}")).unwrap_or_default())]
 pub struct InputError {
+    /// The file as given.
     pub file: PathBuf,
     /// The 1-based line the problem is on, when there is one.
     pub line: Option<usize>,
+    /// Why it was refused.
     #[source]
     pub reason: Refusal,
 }
@@ -32,16 +34,28 @@ pub struct InputError {
 /// Why a file was not read.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
+    /// The file system refused (missing, no permission, ...).
     #[error("cannot read")]
     Io(#[source] std::io::Error),
+    /// It is a folder, a FIFO, a device or a socket, which could block or never end; the text
+    /// says which.
     #[error("expected a regular file, found {0}")]
     NotARegularFile(&'static str),
+    /// It holds more bytes than the caller allows.
     #[error("larger than {limit} bytes")]
-    TooLarge { limit: u64 },
+    TooLarge {
+        /// The caller's cap in bytes.
+        limit: u64,
+    },
+    /// Its bytes are not UTF-8.
     #[error("expected UTF-8 text")]
     NotText,
+    /// Its YAML nests deeper than [`MAX_DEPTH`].
     #[error("nested deeper than {limit} levels")]
-    TooDeep { limit: usize },
+    TooDeep {
+        /// The depth allowed.
+        limit: usize,
+    },
 }
 
 impl InputError {
@@ -152,9 +166,15 @@ fn read_at_most(file: File, expected: u64, limit: u64) -> Result<Vec<u8>, Refusa
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum YamlShape {
     /// It nests at most the limit and has at most the allowed number of nodes.
-    Fits { nodes: usize },
+    Fits {
+        /// How many nodes it holds.
+        nodes: usize,
+    },
     /// A mapping or list opens deeper than the limit on this 1-based line.
-    TooDeep { line: usize },
+    TooDeep {
+        /// Where the limit was passed.
+        line: usize,
+    },
     /// It holds more nodes than allowed.
     TooManyNodes,
     /// libyaml found a syntax error before any limit was reached; serde_yaml, on the same

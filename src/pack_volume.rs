@@ -46,28 +46,53 @@ const LOCK_POLL: Duration = Duration::from_millis(100);
 /// The pack could not be delivered.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
+    /// A file of the pack (or the temporary archive) cannot be read or written.
     #[error("pack {pack}: cannot read {}", path.display())]
     Read {
+        /// The pack's name.
         pack: String,
+        /// The file or folder at fault.
         path: PathBuf,
+        /// What the file system answered.
         #[source]
         source: std::io::Error,
     },
+    /// The pack holds more entries or bytes than a volume delivery takes.
     #[error("pack {pack} is too large to deliver by volume ({what}; at most {MAX_ENTRIES} entries and {} MiB)", MAX_BYTES >> 20)]
-    TooLarge { pack: String, what: String },
+    TooLarge {
+        /// The pack's name.
+        pack: String,
+        /// How much was counted when the limit was passed.
+        what: String,
+    },
+    /// The pack's files changed between reading its digest and writing its archive, so the
+    /// volume would not hold what its name says; the volume is removed.
     #[error("pack {pack} changed while it was being delivered; run again")]
-    Changed { pack: String },
+    Changed {
+        /// The pack's name.
+        pack: String,
+    },
+    /// Another packbox process, alive or on another machine (where packbox cannot tell), has
+    /// held the volume's fill lock for longer than packbox waits.
     #[error(
         "pack volume {volume}: the packbox process named by lock container {lock} (on {host}) has been filling it for more than {} s; if that process is gone, remove both (`docker rm {lock}`, `docker volume rm {volume}`)",
         LOCK_WAIT.as_secs()
     )]
     LockHeld {
+        /// The pack volume being filled.
         volume: String,
+        /// The lock container's name.
         lock: String,
+        /// The host of the packbox process that holds the lock, from the lock's labels.
         host: String,
     },
+    /// The run was cancelled before the pack was in its volume.
     #[error("delivering pack {pack} was cancelled")]
-    Cancelled { pack: String },
+    Cancelled {
+        /// The pack's name.
+        pack: String,
+    },
+    /// The engine failed to create, fill or remove the volume or its helper containers.
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -75,7 +100,9 @@ pub enum DeliveryError {
 /// A pack volume ready to be mounted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackVolume {
+    /// The volume's name, which holds the pack's name and content digest.
     pub name: String,
+    /// The SHA-256 of the pack's files, which names what the volume holds.
     pub digest: String,
     /// Whether this call filled it (false: it was there).
     pub filled: bool,
@@ -361,6 +388,7 @@ fn helper_spec(image: &str, owner: &Owner, volume: &str, kind: &str, mount: bool
 /// What `collect` removed and kept.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Collected {
+    /// The names of the pack volumes removed.
     pub removed: Vec<String>,
     /// Unused but kept by the keep rule, or in use by a container.
     pub kept: Vec<String>,

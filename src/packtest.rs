@@ -155,24 +155,33 @@ pub enum TestStatus {
 pub struct RunnerReport {
     /// Its key in `testing.runners` (`shell`, `python`).
     pub name: String,
+    /// How it runs its entry point.
     #[serde(rename = "type")]
     pub kind: TestKind,
+    /// Its entry point, relative to the pack root.
     pub entry_point: String,
+    /// Whether it passed, failed or timed out.
     pub status: TestStatus,
+    /// Its exit code; `None` when the engine reported none after it was killed.
     pub exit_code: Option<i64>,
+    /// Wall time of its container, from start to end (image preparation not counted).
     pub duration_ms: u64,
     /// The detected version of the runtime it ran on.
     pub runtime_version: String,
+    /// The image it ran in: the pack's environment image, else the runtime image.
     pub image: String,
-    /// The last lines of its stdout and stderr.
+    /// The last lines of its stdout.
     pub stdout_tail: String,
+    /// The last lines of its stderr.
     pub stderr_tail: String,
 }
 
 /// The runners of one pack, in the order `pack.yaml` lists them.
 #[derive(Clone, Debug, Serialize)]
 pub struct TestReport {
+    /// The pack's name.
     pub pack: String,
+    /// What each runner did.
     pub runners: Vec<RunnerReport>,
 }
 
@@ -183,24 +192,32 @@ impl TestReport {
     }
 }
 
-/// What [`run_tests`] reports while it works.
+/// What [`Executor::test_pack`](crate::Executor::test_pack) reports while it works.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum TestEvent<'a> {
     /// A runner starts (after its image is ready).
-    Started { runner: &'a str },
+    Started {
+        /// The runner's name.
+        runner: &'a str,
+    },
     /// Preparing a runner's image (an environment build).
     Prepare(PrepareEvent<'a>),
     /// A runner finished.
-    Finished { report: &'a RunnerReport },
+    Finished {
+        /// What it did.
+        report: &'a RunnerReport,
+    },
 }
 
 /// A test runner that could not run: its image could not be prepared, or the engine failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TestRunError {
+    /// The runner's image could not be made ready (no verified version, a failed build).
     #[error(transparent)]
     Prepare(#[from] PrepareError),
+    /// The engine failed while running the runner's container.
     #[error(transparent)]
     Run(#[from] RunError),
     /// The pack could not be delivered to the engine by volume.

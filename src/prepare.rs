@@ -21,19 +21,26 @@ pub enum PrepareError {
     /// No verified version of the action's runtime satisfies its `runtime_version`.
     #[error("action {action}: {source}")]
     NoMatchingVersion {
+        /// The action's reference.
         action: String,
+        /// The runtime, the constraint and the versions there were.
         #[source]
         source: NoMatchingVersion,
     },
     /// No version of the runtime could be verified at all.
     #[error("action {action}: no verified {runtime} version is available ({reasons})")]
     NoAvailableVersion {
+        /// The action's reference.
         action: String,
+        /// The runtime's name in the catalog.
         runtime: String,
+        /// Why each version is unavailable (`3.11: image not present; ...`).
         reasons: String,
     },
+    /// The environment image could not be built.
     #[error(transparent)]
     Env(#[from] EnvError),
+    /// The runtime image could not be made present.
     #[error(transparent)]
     Image(#[from] ImageError),
     /// The preparation was cancelled before it finished; nothing it started is left.
@@ -114,20 +121,33 @@ pub struct PreparedImage {
 #[non_exhaustive]
 pub enum PrepareEvent<'a> {
     /// An environment image is being built.
-    Building { tag: &'a str },
+    Building {
+        /// The environment image's tag.
+        tag: &'a str,
+    },
     /// One line of the build's output.
-    BuildLine { line: &'a str },
+    BuildLine {
+        /// The line as the engine sent it; the build's log keeps it too.
+        line: &'a str,
+    },
 }
 
 /// Services a preparation uses: engine, catalog, probe cache, build settings, state folder, the
 /// owner its probe containers name, and the cancellation it observes.
 pub struct Preparer<'a> {
+    /// The engine probes and builds run on.
     pub engine: &'a SharedEngine,
+    /// The runtimes, their versions and images.
     pub catalog: &'a Catalog,
+    /// Probe results already known, so versions are not probed on every run.
     pub probe_cache: &'a ProbeCache,
+    /// Limits and sources for environment builds.
     pub build: &'a BuildSettings,
+    /// Where build locks and logs live.
     pub state_dir: &'a Path,
+    /// The packbox process probe containers are labelled with, so leftovers can be swept.
     pub owner: &'a Owner,
+    /// Cancelled when packbox is asked to stop; builds and pulls stop and clean up.
     pub cancel: &'a CancellationToken,
 }
 

@@ -39,16 +39,22 @@ const CACHE_FORMAT: u32 = 1;
 /// What is known about one catalog version after verification.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VersionStatus {
+    /// The catalog's name for the runtime.
     pub runtime: String,
     /// The version the catalog declares (`3.11`).
     pub version: String,
+    /// The runtime image the catalog names for it.
     pub image: String,
+    /// The engine's id of that image; `None` when it is not there (or could not be made).
     pub image_id: Option<String>,
     /// The full version the probe found (`3.11.2`).
     pub detected_version: Option<String>,
     /// `None` when the version has not been verified (only from `list`).
     pub available: Option<bool>,
+    /// Why the version is not available (no image, a failed or timed-out probe, a different
+    /// version found).
     pub reason: Option<String>,
+    /// When it was verified (RFC 3339; for a cached result, when the probe ran).
     pub verified_at: Option<String>,
     /// Whether the result came from the cache rather than a probe container.
     pub cached: bool,
@@ -78,7 +84,9 @@ impl VersionStatus {
 #[derive(Debug, thiserror::Error)]
 #[error("PACKBOX_RUNTIMES: `{name}` is not a known runtime or alias (known: {known})")]
 pub struct UnknownRuntimeFilter {
+    /// The entry as given.
     pub name: String,
+    /// The catalog's runtime names, comma-separated.
     pub known: String,
 }
 

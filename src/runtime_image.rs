@@ -19,45 +19,72 @@ use crate::engine::{BuildSpec, ContainerEngine, EngineError};
 /// A runtime image that is not there and cannot be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    /// The runtime image is not on the engine and has to be built first.
     #[error(
         "runtime image {image} is missing; build it with `packbox images build` (scripts/build-images)"
     )]
-    Missing { image: String },
+    Missing {
+        /// The runtime image's name as the catalog gives it.
+        image: String,
+    },
     /// Missing, no recipe, and a name that is not pinned: packbox will not pull it.
     #[error(
         "runtime image {image} ({runtime} {version}) is missing and the catalog names no recipe for it; packbox pulls only images pinned by digest (image@sha256:...), never by a tag"
     )]
     Unpinned {
+        /// The runtime image's name as the catalog gives it.
         image: String,
+        /// The runtime it is for.
         runtime: String,
+        /// The runtime version it is for.
         version: String,
     },
     /// The recipe names a Dockerfile the catalog does not have.
     #[error("runtime image {image}: the catalog has no recipe file {dockerfile}")]
-    RecipeMissing { image: String, dockerfile: String },
+    RecipeMissing {
+        /// The runtime image's name as the catalog gives it.
+        image: String,
+        /// The Dockerfile path the recipe names.
+        dockerfile: String,
+    },
     /// Pinned by digest, but the pull failed.
     #[error("runtime image {image} is missing and could not be pulled: {reason}")]
-    PullFailed { image: String, reason: String },
+    PullFailed {
+        /// The runtime image's name as the catalog gives it.
+        image: String,
+        /// The engine's or registry's answer, or that none came in time.
+        reason: String,
+    },
     /// Pulled, but the engine does not record the digest the catalog pinned.
     #[error(
         "runtime image {image}: after the pull the engine records digests {found:?}, not {digest}; the image was removed"
     )]
     DigestMismatch {
+        /// The runtime image's name as the catalog gives it.
         image: String,
+        /// The digest the catalog pins.
         digest: String,
+        /// The digests the engine recorded for the pulled image.
         found: Vec<String>,
     },
+    /// The build context (the recipe's Dockerfile in a tar) could not be made.
     #[error("building the tar context for {image} failed")]
     Context {
+        /// The runtime image's name as the catalog gives it.
         image: String,
+        /// What writing the tar failed on.
         #[source]
         source: std::io::Error,
     },
+    /// The engine failed to look up, build, pull or remove the image.
     #[error(transparent)]
     Engine(#[from] EngineError),
     /// Pulling or building was cancelled; nothing half-made is left under the image's name.
     #[error("making runtime image {image} was cancelled")]
-    Cancelled { image: String },
+    Cancelled {
+        /// The runtime image's name as the catalog gives it.
+        image: String,
+    },
 }
 
 /// How long a pull may take before the registry counts as unreachable.
@@ -67,11 +94,20 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ImageState {
     /// The engine already had it.
-    Present { id: String },
+    Present {
+        /// The engine's image id.
+        id: String,
+    },
     /// It was pulled from its registry now.
-    Pulled { id: String },
+    Pulled {
+        /// The engine's image id.
+        id: String,
+    },
     /// packbox built it now.
-    Built { id: String },
+    Built {
+        /// The engine's image id.
+        id: String,
+    },
 }
 
 impl ImageState {

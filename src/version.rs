@@ -26,12 +26,22 @@ use serde::Serialize;
 /// A version or constraint that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VersionError {
+    /// Not a version packbox can compare (a catalog's, a probe's or a pack's).
     #[error(
         "`{text}` is not a version (expected MAJOR[.MINOR[.PATCH]], optionally with a `v` prefix)"
     )]
-    BadVersion { text: String },
+    BadVersion {
+        /// The text as given.
+        text: String,
+    },
+    /// Not a constraint an action's `runtime_version` may state.
     #[error("`{text}` is not a version constraint: {reason}")]
-    BadConstraint { text: String, reason: String },
+    BadConstraint {
+        /// The constraint as written.
+        text: String,
+        /// Which part of it is wrong.
+        reason: String,
+    },
 }
 
 /// Reads a version leniently: `v3.12` and `3.12` are `3.12.0`, `3` is `3.0.0`; a pre-release or
@@ -67,7 +77,9 @@ fn parse_declared(text: &str) -> Result<(Version, usize), VersionError> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
+    /// The version satisfies the constraint.
     Yes,
+    /// The version does not satisfy the constraint.
     No,
     /// Only the full version the image holds can tell (the constraint is more precise than the
     /// catalog's declaration).
@@ -389,7 +401,9 @@ fn parse_pattern(text: &str) -> Result<Pattern, String> {
 /// probed, as the image holds it (`3.11.2`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Candidate<'a> {
+    /// The version as the catalog declares it.
     pub declared: &'a str,
+    /// The full version probing found in the image; `None` before a probe.
     pub detected: Option<&'a str>,
 }
 

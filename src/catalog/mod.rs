@@ -51,19 +51,33 @@ const BUILTIN_RECIPES: &[(&str, &str)] = &[
 /// A catalog file that could not be read or makes no sense.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
+    /// A runtime file parses but breaks a rule: no versions, an alias shared with another
+    /// runtime, a default or a recipe that does not exist, a bad version or probe pattern.
     #[error("runtime catalog {file}: {message}")]
-    Invalid { file: String, message: String },
+    Invalid {
+        /// The runtime file at fault.
+        file: String,
+        /// Which field is wrong and what was expected.
+        message: String,
+    },
+    /// A runtime file is not YAML of the runtime shape.
     #[error("runtime catalog {file}: invalid YAML")]
     Yaml {
+        /// The runtime file at fault.
         file: String,
+        /// The parser's account, with the line and unknown or missing field.
         #[source]
         source: serde_yaml::Error,
     },
+    /// A runtime file was refused before parsing (too large, not text, nested too deep).
     #[error("runtime catalog {0}")]
     Unreadable(#[from] crate::input::InputError),
+    /// The user catalog folder cannot be listed.
     #[error("runtime catalog {file}: cannot read")]
     Read {
+        /// The folder as given.
         file: String,
+        /// Why listing it failed.
         #[source]
         source: std::io::Error,
     },
@@ -73,9 +87,11 @@ pub enum CatalogError {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{}", no_match_message(.runtime, .constraint.as_deref(), .available))]
 pub struct NoMatchingVersion {
+    /// The runtime's name in the catalog.
     pub runtime: String,
     /// `None`: the action states no constraint and no version is available at all.
     pub constraint: Option<String>,
+    /// The versions that were there to choose from, so the message can list them.
     pub available: Vec<String>,
 }
 
@@ -96,7 +112,9 @@ fn no_match_message(runtime: &str, constraint: Option<&str>, available: &[String
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Runtime {
+    /// The name actions' `runner_type` is matched against, and the one messages use.
     pub name: String,
+    /// Other `runner_type` spellings that name this runtime (`python3`, `bash`).
     pub aliases: Vec<String>,
     /// Command that runs an entry point; empty for native actions, which are executed directly.
     pub interpreter: Vec<String>,
@@ -108,7 +126,9 @@ pub struct Runtime {
     /// Variables every container of this runtime gets (e.g. `PYTHONPATH=/pack/lib`).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The version taken when an action states no `runtime_version`; `None`: the highest verified.
     pub default_version: Option<String>,
+    /// The versions packbox knows images for; a run takes only those verified in their image.
     pub versions: Vec<RuntimeVersion>,
     /// The catalog file it came from, for messages.
     #[serde(skip)]
@@ -119,9 +139,14 @@ pub struct Runtime {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeVersion {
+    /// The version as declared (`3.11`); the probe must find a version it matches.
     pub version: String,
+    /// The image that holds this version; when missing, pulled if pinned by digest, else built
+    /// from its recipe.
     pub image: String,
+    /// How to build the image when the engine lacks it; `None`: pull or fail.
     pub recipe: Option<Recipe>,
+    /// How to verify that the image holds this version.
     pub probe: Probe,
 }
 
@@ -129,7 +154,9 @@ pub struct RuntimeVersion {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
+    /// The Dockerfile's path under the catalog's `images/` folder.
     pub dockerfile: String,
+    /// Build arguments for the Dockerfile (a base image, a version to install).
     #[serde(default)]
     pub args: BTreeMap<String, String>,
 }
@@ -138,7 +165,9 @@ pub struct Recipe {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Probe {
+    /// The command run in a throw-away container of the image.
     pub command: Vec<String>,
+    /// The exit code the command must end with for its output to count (default 0).
     #[serde(default)]
     pub exit_code: i64,
     /// A regex whose first capture group is the full version.

@@ -15,7 +15,10 @@ pub enum DeliveryError {
     #[error(
         "parameter document: key {key:?} cannot be written as dotenv (expected letters, digits, `_`, `.` and `-`)"
     )]
-    DotenvKey { key: String },
+    DotenvKey {
+        /// The key at fault: a parameter's name, or a key inside an object parameter.
+        key: String,
+    },
 }
 
 /// Whether a key can be a dotenv name (or one dotted part of it).

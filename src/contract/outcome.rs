@@ -42,9 +42,13 @@ impl Status {
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct Outcome {
+    /// This run's id, also on its container as the `packbox.exec_id` label.
     pub exec_id: String,
+    /// The action's reference, `pack.action`.
     pub action: String,
+    /// How the run ended.
     pub status: Status,
+    /// The action's exit code; `None` when the engine reported none after the action was killed.
     pub exit_code: Option<i64>,
     /// stdout parsed by the action's output format (only on exit 0).
     pub result: Option<Value>,
@@ -53,12 +57,19 @@ pub struct Outcome {
     pub result_truncated: bool,
     /// Why stdout could not be parsed into `result` (or not all of it), when it could not.
     pub result_error: Option<String>,
+    /// What the action printed on stdout (its head when cut, then a marker), secrets scrubbed.
     pub stdout: String,
+    /// What the action printed on stderr (its head when cut, then a marker), secrets scrubbed.
     pub stderr: String,
+    /// stdout was longer than the output limit and was cut.
     pub stdout_truncated: bool,
+    /// stderr was longer than the output limit and was cut.
     pub stderr_truncated: bool,
+    /// Why the run did not succeed, in the contract's words (stderr, a timeout, an OOM kill);
+    /// `None` on success.
     pub error: Option<String>,
-    /// The whole run, image preparation included.
+    /// Wall time of the whole run, from version choice and image preparation to the end of the
+    /// container.
     pub duration_ms: u64,
     /// The part of `duration_ms` spent making the image ready (probes, environment builds).
     pub prepare_ms: u64,
@@ -66,8 +77,11 @@ pub struct Outcome {
     pub pack_version: String,
     /// SHA-256 of the pack's files when the run was planned (paths, modes, contents).
     pub pack_digest: String,
+    /// The catalog's name for the runtime the action ran on.
     pub runtime: String,
+    /// The runtime version the image was verified to hold (`3.11.2`).
     pub runtime_version: String,
+    /// The image the action ran in: its environment image, else the runtime image.
     pub image: String,
     /// The sandbox settings that were applied.
     pub sandbox: SandboxPolicy,

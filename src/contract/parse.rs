@@ -33,6 +33,8 @@ const STRING_COST: usize = 16;
 /// A result parsed from an action's stdout.
 #[derive(Debug, Default, PartialEq)]
 pub struct Parsed {
+    /// The parsed result; `None` for `text` output, an empty document, or stdout that did not parse
+    /// (or was too large to keep any of).
     pub value: Option<Value>,
     /// The result was larger than [`MAX_RESULT_BYTES`]: only the leading items of a top-level
     /// list were kept, or nothing.

@@ -15,27 +15,39 @@ use crate::sandbox::SandboxPolicy;
 /// What the contract needs to know about a run to turn its container's end into an outcome.
 #[derive(Clone, Copy, Debug)]
 pub struct OutcomeTerms<'a> {
+    /// The action's reference, `pack.action`, for the outcome.
     pub action_ref: &'a str,
+    /// The pack's `version`, for the outcome.
     pub pack_version: &'a str,
+    /// The pack tree's SHA-256, for the outcome.
     pub pack_digest: &'a str,
+    /// The catalog's name for the runtime, for the outcome.
     pub runtime: &'a str,
+    /// How to parse stdout into the result.
     pub output_format: OutputFormat,
     /// The action's output schema, whose `secret: true` fields are redacted.
     pub output_schema: Option<&'a Value>,
+    /// The run's secrets, scrubbed from stdout, stderr and the result.
     pub redactor: &'a Redactor,
+    /// The action's time limit, named in a timeout's error.
     pub timeout: Duration,
+    /// The sandbox that was applied: an OOM kill's error names its memory limit, and the outcome
+    /// reports it.
     pub policy: &'a SandboxPolicy,
 }
 
 /// What the executor knows about a run besides its container's end.
 #[derive(Clone, Debug)]
 pub struct RunFacts {
+    /// The run's id, as its container's `packbox.exec_id` label has it.
     pub exec_id: String,
+    /// Wall time of the whole run, preparation included.
     pub duration_ms: u64,
     /// Time spent making the image ready (probes, builds) before the container.
     pub prepare_ms: u64,
     /// The detected runtime version the image holds.
     pub runtime_version: String,
+    /// The image the action ran in.
     pub image: String,
 }
 

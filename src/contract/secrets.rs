@@ -19,15 +19,28 @@ const MAX_SECRETS_FILE_BYTES: u64 = 1024 * 1024;
 /// value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
+    /// A `--secret` argument has no `=` or an empty name.
     #[error("--secret #{position}: expected KEY=VALUE")]
-    Malformed { position: usize },
+    Malformed {
+        /// Which `--secret` it is, counting from 1 (the text itself may hold the value).
+        position: usize,
+    },
     /// Secret names become keys of the parameter document, which may be `source`d by a shell.
     #[error("secret name {name:?}: expected letters, digits, `_`, `.` and `-`")]
-    BadName { name: String },
+    BadName {
+        /// The name as given.
+        name: String,
+    },
+    /// The secrets file was refused before parsing (missing, too large, not text).
     #[error("secrets file {0}")]
     Unreadable(#[source] InputError),
+    /// The secrets file parses to something other than a mapping.
     #[error("secrets file {file}: expected a JSON or YAML mapping of names to values")]
-    NotAMapping { file: PathBuf },
+    NotAMapping {
+        /// The secrets file as given.
+        file: PathBuf,
+    },
+    /// The secrets could not all be scrubbed from output, so the run is refused.
     #[error(transparent)]
     TooMany(#[from] TooManySecrets),
 }

@@ -40,8 +40,11 @@ pub enum EngineError {
     /// old. The most common set-up problems, so each kind gets its own hint.
     #[error("the Docker engine at {endpoint} {problem}")]
     Unreachable {
+        /// The engine's address as a URL.
         endpoint: String,
+        /// What went wrong, in terms the user can act on.
         problem: ConnectProblem,
+        /// The client's own error, when there is one.
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
@@ -49,20 +52,35 @@ pub enum EngineError {
     /// The engine answered with an error to one request.
     #[error("docker engine: {what}")]
     Api {
+        /// The request, naming what it concerned (`removing image ID`).
         what: String,
+        /// The engine's answer.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// An image build reported an error (a failing step, a missing base image).
     #[error("building image {tag} failed: {message}")]
-    Build { tag: String, message: String },
+    Build {
+        /// The tag the image was being built for.
+        tag: String,
+        /// The engine's error text.
+        message: String,
+    },
     /// A request was refused because the thing it concerns is in use (an image a container
     /// uses, a container being removed).
     #[error("docker engine: {what}: in use")]
-    InUse { what: String },
+    InUse {
+        /// The request, naming what it concerned.
+        what: String,
+    },
     /// The engine answered with something packbox cannot use (too large, malformed).
     #[error("docker engine: {what}: {message}")]
-    Unexpected { what: String, message: String },
+    Unexpected {
+        /// The request, naming what it concerned.
+        what: String,
+        /// What is wrong with the answer.
+        message: String,
+    },
 }
 
 /// Why an engine could not be used, in terms the user can act on.
@@ -78,27 +96,48 @@ pub enum ConnectProblem {
     /// The host name does not resolve.
     HostNotFound,
     /// Connected, but no answer came in time.
-    NoAnswer { seconds: u64 },
+    NoAnswer {
+        /// How long packbox waited.
+        seconds: u64,
+    },
     /// The engine's certificate is not signed by the CA packbox was given.
-    UntrustedEngineCertificate { ca: String },
+    UntrustedEngineCertificate {
+        /// The CA file packbox was given.
+        ca: String,
+    },
     /// The engine's certificate does not name the host packbox connected to.
     CertificateNameMismatch,
     /// The engine's certificate was refused for another reason (expired, wrong purpose, ...).
-    BadEngineCertificate { detail: String },
+    BadEngineCertificate {
+        /// The TLS library's reason.
+        detail: String,
+    },
     /// The engine refused packbox's client certificate (signed by a CA it does not trust).
-    ClientCertificateRefused { cert: String },
+    ClientCertificateRefused {
+        /// The client certificate file packbox showed.
+        cert: String,
+    },
     /// The engine closed the connection right after the TLS handshake, before answering: what
     /// an engine does (in TLS 1.3) when it refuses the client certificate, when its alert loses
     /// the race with the close.
-    ClosedAfterTlsHandshake { cert: String },
+    ClosedAfterTlsHandshake {
+        /// The client certificate file packbox showed.
+        cert: String,
+    },
     /// The engine speaks plain HTTP and packbox spoke TLS.
     EngineNotTls,
     /// The engine speaks TLS and packbox spoke plain HTTP.
     EngineWantsTls,
     /// Another TLS failure.
-    TlsHandshake { detail: String },
+    TlsHandshake {
+        /// The TLS library's reason.
+        detail: String,
+    },
     /// The engine's API is older than packbox supports.
-    ApiTooOld { found: String },
+    ApiTooOld {
+        /// The API version the engine reported.
+        found: String,
+    },
     /// Anything else (the cause is in the error's source).
     Failed,
 }
@@ -208,11 +247,15 @@ pub struct TlsFiles {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Transport {
     /// A Unix socket on this machine: the engine sees this machine's files.
-    Unix { socket: PathBuf },
+    Unix {
+        /// The socket file.
+        socket: PathBuf,
+    },
     /// TCP, plain or with mutual TLS: the engine may be anywhere.
     Tcp {
         /// `host:port`.
         address: String,
+        /// The files of mutual TLS; `None` for plain HTTP.
         tls: Option<TlsFiles>,
     },
 }
@@ -221,7 +264,9 @@ pub enum Transport {
 /// ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Signal {
+    /// SIGTERM: the action may clean up before the grace period ends.
     Term,
+    /// SIGKILL: after the grace period, or when the container must go now.
     Kill,
 }
 
@@ -238,41 +283,61 @@ impl Signal {
 /// One mount of a host folder into a container.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BindMount {
+    /// The folder on the engine's host (the pack's folder only when the engine runs here).
     pub host_path: String,
+    /// Where it appears in the container.
     pub container_path: String,
+    /// The container cannot write to it.
     pub read_only: bool,
 }
 
 /// One mount of a named volume into a container (a pack delivered by content).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VolumeMount {
+    /// The volume's name.
     pub volume: String,
+    /// Where it appears in the container.
     pub container_path: String,
+    /// The container cannot write to it.
     pub read_only: bool,
 }
 
 /// Everything packbox asks of a container, in engine-neutral terms; built by the sandbox stage.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ContainerSpec {
+    /// The image to run.
     pub image: String,
+    /// The command, an argument per item (no shell).
     pub cmd: Vec<String>,
+    /// Environment variables, in order.
     pub env: Vec<(String, String)>,
+    /// The folder the command starts in.
     pub working_dir: String,
+    /// The `uid:gid` the command runs as.
     pub user: String,
     /// Ordered maps, so that equal specs print equal (the warm pool keys on them).
     pub labels: BTreeMap<String, String>,
+    /// Host folders mounted in (a pack read from this machine).
     pub binds: Vec<BindMount>,
     /// Named volumes; each must exist (the engine would make an empty one).
     pub volumes: Vec<VolumeMount>,
     /// Mount point to tmpfs options (`size=64m,mode=1777`, ...).
     pub tmpfs: BTreeMap<String, String>,
+    /// The root file system is read-only.
     pub read_only_rootfs: bool,
+    /// `none`, `bridge` or a network's name.
     pub network_mode: String,
+    /// Drop every Linux capability.
     pub cap_drop_all: bool,
+    /// Forbid gaining privileges (setuid, file capabilities).
     pub no_new_privileges: bool,
+    /// Memory limit in bytes, also the limit of memory plus swap (no swap).
     pub memory_bytes: i64,
+    /// At most this many processes and threads.
     pub pids_limit: i64,
+    /// CPU share in billionths of a CPU (the engine's `NanoCpus`).
     pub nano_cpus: i64,
+    /// Open file limit, soft and hard.
     pub nofile: i64,
     /// An OCI runtime other than the engine's default (e.g. `runsc`), when asked for.
     pub oci_runtime: Option<String>,
@@ -284,14 +349,18 @@ pub struct ContainerSpec {
 /// Which stream a chunk of container output came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamKind {
+    /// The container's standard output.
     Stdout,
+    /// The container's standard error.
     Stderr,
 }
 
 /// One frame of container output, as the engine sent it (up to ~32 KiB).
 #[derive(Debug)]
 pub struct OutputChunk {
+    /// Which stream the bytes came from.
     pub stream: StreamKind,
+    /// The bytes, as the action wrote them (not necessarily whole lines or UTF-8).
     pub bytes: Bytes,
 }
 
@@ -300,14 +369,18 @@ pub type OutputStream = Pin<Box<dyn Stream<Item = Result<OutputChunk, EngineErro
 
 /// The two ends of an attached container: its output frames and its stdin.
 pub struct Attached {
+    /// The container's output frames until it ends.
     pub output: OutputStream,
+    /// The container's stdin; closing it gives the action end of file.
     pub stdin: Pin<Box<dyn AsyncWrite + Send>>,
 }
 
 /// What packbox needs to know about a container after it stopped.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerState {
+    /// The kernel killed it for passing its memory limit.
     pub oom_killed: bool,
+    /// Its exit code; `None` when the engine reports none.
     pub exit_code: Option<i64>,
     /// Whether its process still runs.
     pub running: bool,
@@ -316,9 +389,11 @@ pub struct ContainerState {
 /// A container found by label, for sweeping leftovers.
 #[derive(Clone, Debug)]
 pub struct ContainerSummary {
+    /// The engine's container id.
     pub id: String,
     /// The id of the image the container was created from.
     pub image_id: Option<String>,
+    /// Its labels, which say who made it and for what.
     pub labels: HashMap<String, String>,
 }
 
@@ -333,15 +408,21 @@ pub struct EngineInfo {
     pub cpus: i64,
     /// The API version packbox and the engine speak (the engine's, when older than bollard's).
     pub api_version: String,
+    /// The engine host's operating system, as the engine names it.
     pub os: String,
+    /// The engine host's CPU architecture (`x86_64`, `aarch64`).
     pub arch: String,
+    /// The engine host's kernel version.
     pub kernel: String,
     /// The engine host's name (tells a remote engine from the local one at a glance).
     pub name: String,
+    /// How the engine stores image layers (`overlay2`, ...).
     pub storage_driver: String,
     /// `1` or `2`.
     pub cgroup_version: String,
+    /// `systemd` or `cgroupfs`.
     pub cgroup_driver: String,
+    /// The OCI runtime containers get when they ask for none.
     pub default_runtime: String,
     /// `name=seccomp,profile=default`, `name=userns`, `name=rootless`, ...
     pub security_options: Vec<String>,
@@ -350,7 +431,9 @@ pub struct EngineInfo {
 /// A volume found by label, for delivering packs and collecting them.
 #[derive(Clone, Debug)]
 pub struct VolumeSummary {
+    /// The volume's name.
     pub name: String,
+    /// Its labels, which say what it holds (a pack and its digest) and who made it.
     pub labels: HashMap<String, String>,
     /// As the engine writes it (RFC 3339), which sorts by time.
     pub created_at: String,
@@ -387,22 +470,32 @@ impl OciRuntime {
 /// An image found by label, for listing and pruning environments.
 #[derive(Clone, Debug)]
 pub struct ImageSummary {
+    /// The engine's image id.
     pub id: String,
+    /// The names it is tagged with (`repository:tag`); empty when untagged.
     pub tags: Vec<String>,
     /// Seconds since the epoch.
     pub created: i64,
+    /// Its size as the engine reports it.
     pub size_bytes: i64,
+    /// Its labels, which say what packbox built it for.
     pub labels: HashMap<String, String>,
 }
 
 /// An image build request: the context is an in-memory tar holding the Dockerfile.
 #[derive(Clone, Debug)]
 pub struct BuildSpec {
+    /// The name the built image gets (`repository:tag`).
     pub tag: String,
+    /// A tar holding the Dockerfile and anything it copies.
     pub context_tar: Vec<u8>,
+    /// The Dockerfile's path inside the context.
     pub dockerfile: String,
+    /// Values for the Dockerfile's `ARG`s.
     pub build_args: HashMap<String, String>,
+    /// Labels put on the built image, so packbox can find and prune it later.
     pub labels: HashMap<String, String>,
+    /// The network build steps run in (`none` or `bridge`; steps that install packages need one).
     pub network_mode: String,
     /// Memory (and memory plus swap) of each build step; the API takes at most 2 GiB - 1, and
     /// larger values are capped there.

@@ -34,7 +34,9 @@ pub struct SwarmState {
 /// A per-run network.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetworkSpec {
+    /// The network's name, unique per run.
     pub name: String,
+    /// Its labels, which say who made it and for which run, so leftovers can be swept.
     pub labels: BTreeMap<String, String>,
     /// An overlay with no gateway: nothing on it reaches beyond it.
     pub internal: bool,
@@ -43,8 +45,11 @@ pub struct NetworkSpec {
 /// A tmpfs mounted into a service's containers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TmpfsMount {
+    /// Where it is mounted in the containers.
     pub path: String,
+    /// Its size limit.
     pub size_bytes: i64,
+    /// Its permission bits (`0o1777` for `/tmp`).
     pub mode: u32,
 }
 
@@ -52,12 +57,17 @@ pub struct TmpfsMount {
 /// the engine makes; the data never touches the node's disk).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretFile {
+    /// The secret's id, as the engine gave it on creation.
     pub secret_id: String,
+    /// The secret's name.
     pub secret_name: String,
     /// The file's name under `/run/secrets/`.
     pub file_name: String,
+    /// The owner uid of the file, the action's user, so it can read the file.
     pub uid: String,
+    /// The owner gid of the file.
     pub gid: String,
+    /// The file's permission bits (`0o400`: only its owner reads it).
     pub mode: u32,
 }
 
@@ -65,23 +75,37 @@ pub struct SecretFile {
 /// sandbox's limits. Built by the sandbox stage.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ServiceSpec {
+    /// The service's name, unique per run.
     pub name: String,
     /// Labels of the service; its task's container carries them too.
     pub labels: BTreeMap<String, String>,
+    /// The image the task runs (a pack image: runtime or environment plus the pack).
     pub image: String,
+    /// The command, an argument per item (no shell).
     pub cmd: Vec<String>,
+    /// Environment variables, in order.
     pub env: Vec<(String, String)>,
+    /// The folder the command starts in.
     pub working_dir: String,
+    /// The `uid:gid` the command runs as.
     pub user: String,
+    /// The root file system is read-only.
     pub read_only_rootfs: bool,
+    /// The tmpfs mounts (`/tmp`, the action's scratch space).
     pub tmpfs: Vec<TmpfsMount>,
+    /// Drop every Linux capability.
     pub cap_drop_all: bool,
+    /// Memory limit in bytes.
     pub memory_bytes: i64,
+    /// CPU share in billionths of a CPU.
     pub nano_cpus: i64,
+    /// At most this many processes and threads.
     pub pids_limit: i64,
+    /// Open file limit.
     pub nofile: i64,
     /// Networks (ids or names) the task joins; none gives the engine's default bridge.
     pub networks: Vec<String>,
+    /// Secrets mounted as files (the parameter document, which the task reads on its stdin).
     pub secrets: Vec<SecretFile>,
     /// Time between SIGTERM and SIGKILL when the task is stopped.
     pub stop_grace: Duration,
@@ -94,6 +118,7 @@ pub struct ServiceSpec {
 pub enum TaskState {
     /// Accepted but not yet running (scheduling, pulling, preparing, starting).
     Waiting,
+    /// Its process runs.
     Running,
     /// Its process ended (by itself or stopped); the exit code is known.
     Exited,
@@ -104,8 +129,11 @@ pub enum TaskState {
 /// One task of a service, as the manager reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskStatus {
+    /// The task's id.
     pub id: String,
+    /// Where it is in its life.
     pub state: TaskState,
+    /// Its exit code, once it has exited.
     pub exit_code: Option<i64>,
     /// The container on its node, once there is one.
     pub container_id: Option<String>,
@@ -117,8 +145,11 @@ pub struct TaskStatus {
 /// fixed width, so timestamps order as strings) and its bytes.
 #[derive(Clone, Debug)]
 pub struct LogChunk {
+    /// Which stream the bytes came from.
     pub stream: StreamKind,
+    /// The engine's timestamp of the message, for ordering and for reading on after a reconnect.
     pub timestamp: String,
+    /// The bytes, as the action wrote them.
     pub bytes: Bytes,
 }
 
@@ -129,8 +160,11 @@ pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk, EngineError>> + 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SwarmKind {
+    /// A one-shot service running an action.
     Service,
+    /// A secret holding a run's parameter document.
     Secret,
+    /// A per-run network (an overlay that reaches nothing beyond it).
     Network,
 }
 
@@ -148,8 +182,11 @@ impl SwarmKind {
 /// A Swarm object found by label.
 #[derive(Clone, Debug)]
 pub struct SwarmObject {
+    /// The engine's id.
     pub id: String,
+    /// Its name.
     pub name: String,
+    /// Its labels, which say who made it and for which run.
     pub labels: HashMap<String, String>,
 }
 

@@ -62,14 +62,26 @@ impl Default for BuildSettings {
 /// An environment that could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {
+    /// The CA bundle builds should trust cannot be read or holds no certificate.
     #[error("PACKBOX_BUILD_CA_BUNDLE {path}: {problem}")]
-    CaBundle { path: PathBuf, problem: String },
+    CaBundle {
+        /// The bundle as given.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A build step failed (a package that does not install, an index that cannot be reached).
     #[error("building environment {tag} failed at `{step}`: {message}\n{tail}\n(full log: {log})")]
     BuildFailed {
+        /// The environment image's tag.
         tag: String,
+        /// The Dockerfile step that failed, shortened (`step 3: RUN pip install ...`).
         step: String,
+        /// The engine's error, reduced to the step's exit code when it says one.
         message: String,
+        /// The last lines of the build's output, to show without opening the log.
         tail: String,
+        /// The build's full log in the state folder.
         log: PathBuf,
     },
     /// A requirement has no pre-built wheel and had to be compiled; builds have no compiler.
@@ -77,9 +89,13 @@ pub enum EnvError {
         "building environment {tag} failed: `{package}` has no pre-built wheel for this Python version and has to be compiled, but environment builds have no compiler; pin a version of `{package}` that publishes a wheel for it, or put a wheel of it into the pack\n{tail}\n(full log: {log})"
     )]
     NeedsCompiler {
+        /// The environment image's tag.
         tag: String,
+        /// The requirement that needed compiling, as pip named it.
         package: String,
+        /// The last lines of the build's output, to show without opening the log.
         tail: String,
+        /// The build's full log in the state folder.
         log: PathBuf,
     },
     /// A build step was killed: with a memory limit on every step, most likely by it.
@@ -88,33 +104,51 @@ pub enum EnvError {
         .memory_bytes >> 20
     )]
     BuildKilled {
+        /// The environment image's tag.
         tag: String,
+        /// The memory limit each build step had.
         memory_bytes: u64,
+        /// The last lines of the build's output, to show without opening the log.
         tail: String,
+        /// The build's full log in the state folder.
         log: PathBuf,
     },
     /// The pack's requirements choose package sources and the operator has not allowed it.
     #[error("{}", refused_sources_message(.sources))]
-    PackSources { sources: Vec<Requirement> },
+    PackSources {
+        /// The requirement lines that choose a source, each with its file and line.
+        sources: Vec<Requirement>,
+    },
+    /// The build ran past its time limit and was stopped; it left no tag.
     #[error(
         "environment build {tag} did not finish within {seconds} s (build.timeout_seconds, --build-timeout; full log: {log})"
     )]
     BuildTimedOut {
+        /// The environment image's tag.
         tag: String,
+        /// The time limit.
         seconds: u64,
+        /// The build's full log in the state folder.
         log: PathBuf,
     },
+    /// The state folder, where build locks and logs live, cannot be written.
     #[error("state folder {path}")]
     State {
+        /// The file or folder that could not be made or written.
         path: PathBuf,
+        /// What the file system answered.
         #[source]
         source: std::io::Error,
     },
+    /// The engine failed outside the build itself (looking up or removing an image, ...).
     #[error(transparent)]
     Engine(#[from] EngineError),
     /// The build was cancelled; its layers and its locks are gone.
     #[error("building environment {tag} was cancelled")]
-    Cancelled { tag: String },
+    Cancelled {
+        /// The environment image's tag.
+        tag: String,
+    },
 }
 
 fn refused_sources_message(sources: &[Requirement]) -> String {
@@ -128,7 +162,9 @@ fn refused_sources_message(sources: &[Requirement]) -> String {
 /// A ready environment image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvImage {
+    /// Its tag (`packbox/env:RUNTIME-VERSION-KEY`), which runs and `envs list` find it by.
     pub tag: String,
+    /// The engine's image id.
     pub id: String,
     /// Whether this call built it (false: it was there, or another run built it meanwhile).
     pub built: bool,

@@ -12,13 +12,21 @@ use crate::pack_image;
 /// One environment image, as `packbox envs list` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct EnvInfo {
+    /// The environment key: the hash of everything that decides the image's content.
     pub key: String,
+    /// Its tag (`packbox/env:RUNTIME-VERSION-KEY`), `<none>` when untagged.
     pub tag: String,
+    /// The engine's image id.
     pub id: String,
+    /// The runtime it was built for.
     pub runtime: String,
+    /// The runtime version it holds.
     pub version: String,
+    /// The hash of the dependency manifests it installs; packs with equal manifests share it.
     pub dependency_hash: String,
+    /// The image's size as the engine reports it.
     pub size_bytes: i64,
+    /// When it was built (RFC 3339, from its `packbox.created` label); the newest are kept.
     pub created: String,
     /// Whether some container still uses the image.
     pub in_use: bool,
@@ -27,10 +35,13 @@ pub struct EnvInfo {
 /// What a prune did (or, for a dry run, would do).
 #[derive(Clone, Debug, Serialize)]
 pub struct PruneReport {
+    /// The images removed (or that a dry run would remove).
     pub removed: Vec<EnvInfo>,
+    /// The images kept: the newest ones asked for, and any in use.
     pub kept: Vec<EnvInfo>,
     /// Pack images (swarm backend) removed with the environment they were built on, by tag.
     pub removed_pack_images: Vec<String>,
+    /// Nothing was removed: the report says what a prune would do.
     pub dry_run: bool,
 }
 

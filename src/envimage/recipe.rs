@@ -29,19 +29,24 @@ pub fn lock_file(installer: Installer) -> &'static str {
 /// Settings that change what an install fetches: part of the key.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IndexSettings {
+    /// The pip index builds install from (`PIP_INDEX_URL`); `None`: pip's default.
     pub pip_index_url: Option<String>,
+    /// The npm registry builds install from; `None`: npm's default.
     pub npm_registry: Option<String>,
 }
 
 /// Everything one environment image is built from.
 #[derive(Clone, Debug)]
 pub struct EnvRecipe {
+    /// The catalog's name for the runtime.
     pub runtime: String,
     /// The detected full version of the runtime (`3.11.2`).
     pub version: String,
     /// The id of the runtime image the environment is built on.
     pub base_image_id: String,
+    /// The pack's dependency manifests and what they declare.
     pub manifests: Manifests,
+    /// Where packages are fetched from; a different index is a different environment.
     pub index: IndexSettings,
 }
 

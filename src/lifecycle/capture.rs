@@ -17,7 +17,9 @@ pub struct BoundedBuffer {
 pub struct Captured {
     /// The stream's name (`stdout`, `stderr`).
     pub stream: &'static str,
+    /// The kept head of the stream, lossy UTF-8, without the truncation marker.
     pub text: String,
+    /// The stream was longer than the limit and was cut.
     pub truncated: bool,
 }
 

@@ -35,8 +35,12 @@ pub fn is_orphan(labels: &HashMap<String, String>) -> bool {
 /// A packbox process, as its containers name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner {
+    /// The host it runs on; only there can packbox tell whether it is gone.
     pub host: String,
+    /// Its process id.
     pub pid: u32,
+    /// When it started (kernel clock ticks since boot), to tell it from a later process that
+    /// got its pid; `None` where it cannot be read.
     pub start: Option<u64>,
 }
 
@@ -93,8 +97,11 @@ impl Owner {
 pub struct Swept {
     /// `container`, `service`, `secret` or `network`.
     pub kind: &'static str,
+    /// The engine's id of what was removed.
     pub id: String,
+    /// The action it ran for, from its `packbox.action` label.
     pub action: Option<String>,
+    /// The pid of the packbox process that made it and is gone.
     pub owner_pid: u32,
 }
 

@@ -17,6 +17,7 @@ use crate::engine::{Attached, ContainerSpec, EngineError, SharedEngine, Signal, 
 /// Bounds on one run.
 #[derive(Clone, Debug)]
 pub struct RunLimits {
+    /// How long the action may run before packbox stops it.
     pub timeout: Duration,
     /// Time between SIGTERM and SIGKILL when the timeout expires or the run is cancelled.
     pub grace: Duration,
@@ -38,34 +39,58 @@ pub enum Ending {
 /// How a container ended, with its captured streams.
 #[derive(Debug)]
 pub struct ContainerExit {
+    /// Why it stopped.
     pub ending: Ending,
+    /// Its exit code; `None` when the engine reported none after it was killed.
     pub exit_code: Option<i64>,
+    /// The kernel killed it for passing its memory limit.
     pub oom_killed: bool,
+    /// What it wrote on stdout, up to the limit.
     pub stdout: Captured,
+    /// What it wrote on stderr, up to the limit.
     pub stderr: Captured,
 }
 
 /// The engine failed in the middle of a run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// A request to the engine failed during the run.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The run failed and removing what it made failed too: both are reported.
     #[error("{run}; removing {resource} also failed: {cleanup}")]
     CleanupAfterFailure {
+        /// Why the run failed.
         run: Box<RunError>,
         /// What could not be removed (`container ID`, `service NAME`, ...).
         resource: String,
+        /// Why the removal failed.
         cleanup: Box<EngineError>,
     },
     /// The Swarm did not run a service's task (rejected, lost by its node).
     #[error("the Swarm did not run service {service}: {error}")]
-    TaskLost { service: String, error: String },
+    TaskLost {
+        /// The service's name.
+        service: String,
+        /// The Swarm's error for the task.
+        error: String,
+    },
     /// A service's log could not be read to its end in time.
     #[error("the log of service {service} could not be read to its end within {seconds} s")]
-    LogUnread { service: String, seconds: u64 },
+    LogUnread {
+        /// The service's name.
+        service: String,
+        /// How long packbox waited for the rest of the log.
+        seconds: u64,
+    },
     /// No node of the Swarm can take a service's task.
     #[error("the Swarm cannot place service {service}: {error}")]
-    Unplaceable { service: String, error: String },
+    Unplaceable {
+        /// The service's name.
+        service: String,
+        /// The Swarm's reason (no node with the resources, constraints that no node meets).
+        error: String,
+    },
     /// The run was cancelled before its workload started; nothing was left behind.
     #[error("cancelled before the action started")]
     Cancelled,
@@ -77,9 +102,15 @@ const KILL_WAIT: Duration = Duration::from_secs(30);
 /// What a run is given besides its container: stdin, bounds, a cancellation signal, and where
 /// live output goes (for `--follow`).
 pub struct RunIo<'a> {
+    /// Bytes written to the action's stdin before it is closed (the parameter document, when
+    /// delivered there).
     pub stdin: Vec<u8>,
+    /// The timeout, grace period and output cap.
     pub limits: &'a RunLimits,
+    /// Cancelled when packbox is asked to stop: the action gets SIGTERM, then SIGKILL after the
+    /// grace period.
     pub cancel: &'a CancellationToken,
+    /// Receives output as it arrives, for `--follow`; the run keeps its own copy regardless.
     pub on_output: &'a mut (dyn FnMut(StreamKind, &[u8]) + Send),
 }
 

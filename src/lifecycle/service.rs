@@ -316,8 +316,11 @@ fn seconds_of(timestamp: &str) -> Option<i64> {
 /// it (the engine removes by name or id; one never made is no error), then by id.
 pub struct ServiceObjects {
     swarm: SharedSwarm,
+    /// The service's name, once asked for.
     pub service: Option<String>,
+    /// The parameter secret's name, once asked for.
     pub secret: Option<String>,
+    /// The per-run network's name, once asked for.
     pub network: Option<String>,
 }
 

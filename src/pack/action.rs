@@ -20,8 +20,10 @@ use crate::version::Constraint;
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ParameterDelivery {
+    /// As the action's stdin (the default).
     #[default]
     Stdin,
+    /// As a file under `/tmp`, its path in `ATTUNE_PARAMETER_FILE`.
     File,
 }
 
@@ -29,9 +31,12 @@ pub enum ParameterDelivery {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ParameterFormat {
+    /// One line of JSON (the default).
     #[default]
     Json,
+    /// `KEY=VALUE` lines a shell can `source`; nested keys are joined with `.`.
     Dotenv,
+    /// A YAML document.
     Yaml,
 }
 
@@ -39,10 +44,14 @@ pub enum ParameterFormat {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
+    /// No parsing: the result stays empty and stdout is the output (the default).
     #[default]
     Text,
+    /// The whole of stdout as JSON, else its last non-empty line.
     Json,
+    /// stdout as one YAML document.
     Yaml,
+    /// Each line that is JSON becomes an item of a list; other lines are skipped.
     Jsonl,
 }
 
@@ -51,7 +60,9 @@ pub enum OutputFormat {
 pub struct ActionManifest {
     /// `<pack>.<name>`.
     pub action_ref: String,
+    /// A short human-readable name; informational.
     pub label: Option<String>,
+    /// What the action does, as `actions list` shows it.
     pub description: Option<String>,
     /// Informational: packbox runs disabled actions when asked to.
     pub enabled: bool,
@@ -59,14 +70,23 @@ pub struct ActionManifest {
     pub runner_type: String,
     /// Relative to `actions/`.
     pub entry_point: String,
+    /// The runtime versions the action accepts; `None`: the runtime's default, else the highest
+    /// verified one.
     pub runtime_version: Option<Constraint>,
+    /// The declared parameters, against which a run's values are checked and defaulted.
     pub parameters: Parameters,
     /// The output schema (`output_schema` and `out_schema` in older packs); informational.
     pub output: Option<Json>,
+    /// How the parameter document reaches the action.
     pub parameter_delivery: ParameterDelivery,
+    /// How the parameter document is written.
     pub parameter_format: ParameterFormat,
+    /// How stdout becomes the outcome's result.
     pub output_format: OutputFormat,
+    /// The action's own time limit in seconds, used when neither the run nor the settings set
+    /// one.
     pub timeout_seconds: Option<u64>,
+    /// Free-form labels, as written.
     pub tags: Vec<String>,
     /// The isolation the action asks for (`standard` by default); the operator's rules may
     /// make it stricter, the action cannot make it looser.

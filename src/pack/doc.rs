@@ -16,6 +16,7 @@ pub(crate) const MAX_YAML_BYTES: u64 = 1024 * 1024;
 
 /// A parsed YAML mapping and what is needed to report problems in it.
 pub(crate) struct Doc {
+    /// The file it was read from, for problems.
     pub file: PathBuf,
     text: String,
     map: Mapping,

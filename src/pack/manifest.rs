@@ -17,15 +17,23 @@ use crate::version::parse_version;
 /// `pack.yaml`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PackManifest {
+    /// The pack's name (`ref`): the first part of its action references, and its folder's name.
     pub pack_ref: String,
+    /// A short human-readable name (`name` in older packs).
     pub label: String,
+    /// What the pack is for.
     pub description: Option<String>,
+    /// The pack's version, like `1.0.0`.
     pub version: String,
+    /// Who wrote it; informational.
     pub author: Option<String>,
+    /// How to reach the author; informational.
     pub email: Option<String>,
+    /// The pack's licence; informational.
     pub license: Option<String>,
     /// The pack's configuration schema (`config_schema` in older packs).
     pub conf_schema: Parameters,
+    /// The pack's configuration values (`config`), as written.
     pub config: Option<Json>,
     /// Free-form metadata (`metadata` in older packs).
     pub meta: Option<Json>,

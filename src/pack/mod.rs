@@ -30,20 +30,33 @@ pub use schema::ParameterSpec;
 /// A pack or action that cannot be run, naming the file (and field) it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
+    /// The packs folder given is not a folder.
     #[error("packs folder {0} does not exist or is not a folder")]
     PacksDirMissing(PathBuf),
+    /// The action reference is not `pack.action`; the text is the reference as given.
     #[error(
         "action reference `{0}` is not of the form PACK.ACTION (pack: lowercase letters, digits, `_`, `-`; action: letters, digits, `_`, `-`)"
     )]
     BadActionRef(String),
+    /// No pack of that name is in the packs folder.
     #[error("pack `{pack}` not found in {packs_dir}")]
-    UnknownPack { pack: String, packs_dir: PathBuf },
+    UnknownPack {
+        /// The pack's name, from the action reference.
+        pack: String,
+        /// The packs folder that was searched.
+        packs_dir: PathBuf,
+    },
+    /// The pack has no action of that name.
     #[error("action `{action}` not found in pack `{pack}` ({path} does not exist)")]
     UnknownAction {
+        /// The pack's name.
         pack: String,
+        /// The action's name, from the action reference.
         action: String,
+        /// The action file that would define it.
         path: PathBuf,
     },
+    /// The pack or action files have problems; every one found is listed.
     #[error("{}", list_problems(.0))]
     Invalid(Vec<Problem>),
 }
@@ -59,6 +72,7 @@ fn list_problems(problems: &[Problem]) -> String {
 /// A loaded action together with the pack it belongs to.
 #[derive(Clone, Debug)]
 pub struct LoadedAction {
+    /// The pack's `pack.yaml`.
     pub pack: PackManifest,
     /// Canonical path of the pack folder (mounted read-only at `/pack`).
     pub pack_dir: PathBuf,
@@ -66,6 +80,7 @@ pub struct LoadedAction {
     pub action_ref: String,
     /// The action's file.
     pub action_file: PathBuf,
+    /// The action's YAML.
     pub action: ActionManifest,
     /// Fields of `pack.yaml` and the action file that packbox does not know (ignored).
     pub warnings: Vec<Problem>,
@@ -134,9 +149,11 @@ pub fn load_action(packs_dir: &Path, action_ref: &str) -> Result<LoadedAction, P
 /// An action [`load_packs`] could not load, or a pack none of whose actions could be.
 #[derive(Debug)]
 pub struct Unloadable {
+    /// The pack's name, as asked for or as its folder is named.
     pub pack: String,
     /// `PACK.ACTION`, when the problem is with one action.
     pub action: Option<String>,
+    /// Why it could not be loaded.
     pub error: PackError,
 }
 

@@ -15,15 +15,27 @@ const MAX_PARAMS_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// Parameter values that do not fit the action's declarations.
 #[derive(Debug, thiserror::Error)]
 pub enum ParamError {
+    /// A `-p` argument has no `=` or an empty key; the text is its key part alone, as the rest
+    /// may be a secret.
     #[error("parameter `{0}`: expected KEY=VALUE")]
     Malformed(String),
+    /// The parameters file is not a mapping of names to values.
     #[error("parameters file {file}: {expected}")]
-    File { file: PathBuf, expected: String },
+    File {
+        /// The parameters file as given.
+        file: PathBuf,
+        /// What was expected, with the parser's position when it failed.
+        expected: String,
+    },
+    /// The parameters file was refused before parsing (missing, too large, not text).
     #[error("parameters file {0}")]
     Unreadable(#[from] InputError),
+    /// Values that do not fit the declarations, unknown names, missing required ones.
     #[error("invalid parameters for action {action}: {}", join(.issues))]
     Invalid {
+        /// The action's reference.
         action: String,
+        /// Every problem found, each naming its parameter and never quoting a secret's value.
         issues: Vec<ParamIssue>,
     },
 }
@@ -32,7 +44,9 @@ pub enum ParamError {
 /// whole sentence, which names it too.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamIssue {
+    /// The parameter's name.
     pub parameter: String,
+    /// The whole sentence, naming the parameter and what was expected.
     pub text: String,
 }
 

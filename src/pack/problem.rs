@@ -11,11 +11,13 @@ use serde::Serialize;
 /// One thing wrong with a pack.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
+    /// The file the problem is in.
     pub file: PathBuf,
     /// 1-based line of the field, when it could be found in the file's text.
     pub line: Option<usize>,
     /// The field, as a dotted path (`parameters.count.type`), when the problem concerns one.
     pub field: Option<String>,
+    /// What is wrong and what was expected.
     pub message: String,
 }
 

@@ -15,11 +15,17 @@ use super::problem::Problem;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ParamType {
+    /// Text.
     String,
+    /// A whole number.
     Integer,
+    /// Any number, whole or not.
     Number,
+    /// `true` or `false`.
     Boolean,
+    /// A JSON object (a mapping).
     Object,
+    /// A JSON array (a list).
     Array,
 }
 
@@ -80,13 +86,19 @@ impl fmt::Display for ParamType {
 pub struct ParameterSpec {
     /// `None`: any value; values given on the command line stay text.
     pub kind: Option<ParamType>,
+    /// The value used when none is given.
     pub default: Option<Json>,
+    /// A run is refused unless a value is given or defaulted.
     pub required: bool,
     /// Never shown: not in error messages, listings or logs.
     pub secret: bool,
+    /// The only values allowed (`enum`), when listed.
     pub enum_values: Option<Vec<Json>>,
+    /// The least number allowed.
     pub minimum: Option<f64>,
+    /// The greatest number allowed.
     pub maximum: Option<f64>,
+    /// What the parameter means, as `actions list --json` shows it.
     pub description: Option<String>,
 }
 

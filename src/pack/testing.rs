@@ -38,6 +38,7 @@ impl TestKind {
 pub struct TestRunner {
     /// Its key, a runtime or alias (`shell`, `python`).
     pub name: String,
+    /// How it runs its entry point.
     pub kind: TestKind,
     /// Relative to the pack root (`tests/run_tests.sh`).
     pub entry_point: String,

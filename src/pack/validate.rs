@@ -12,11 +12,13 @@ use super::safety;
 /// Everything found in one pack folder.
 #[derive(Clone, Debug)]
 pub struct PackReport {
+    /// The pack folder, for messages.
     pub dir: PathBuf,
     /// `None` when `pack.yaml` has problems.
     pub pack: Option<PackManifest>,
     /// The actions that loaded without problems, with the file each came from.
     pub actions: Vec<(PathBuf, ActionManifest)>,
+    /// What makes the pack or one of its actions unusable, each naming its file and field.
     pub problems: Vec<Problem>,
     /// What packbox does not know (fields it ignores): said, but no reason to refuse the pack.
     pub warnings: Vec<Problem>,

@@ -21,26 +21,40 @@ pub enum GvisorError {
     #[error(
         "OCI runtime `{runtime}` (gVisor) runs actions without a network; network `{network}` with it is refused (expected network none)"
     )]
-    Network { runtime: String, network: String },
+    Network {
+        /// The OCI runtime's name as registered (`runsc`).
+        runtime: String,
+        /// The network the run asks for.
+        network: String,
+    },
     /// Registered so that the container's cgroup is skipped: the limits would not hold.
     #[error(
         "OCI runtime `{runtime}` (gVisor) is registered with --ignore-cgroups, so the memory, pids and CPU limits would not hold; refusing to run under it"
     )]
-    IgnoresCgroups { runtime: String },
+    IgnoresCgroups {
+        /// The OCI runtime's name as registered.
+        runtime: String,
+    },
     /// A strict run, whose runtime is not gVisor.
     #[error(
         "action {action} runs with isolation strict, which needs gVisor; OCI runtime `{runtime}` is not gVisor (its binary is {path})"
     )]
     StrictNeedsGvisor {
+        /// The action's reference.
         action: String,
+        /// The OCI runtime's name as registered.
         runtime: String,
+        /// The runtime's binary, which is not gVisor's.
         path: String,
     },
     /// Registered so that the syscall profile is ignored.
     #[error(
         "OCI runtime `{runtime}` (gVisor) is registered without --oci-seccomp, so it would ignore the syscall profile; refusing to run under it"
     )]
-    IgnoresSeccomp { runtime: String },
+    IgnoresSeccomp {
+        /// The OCI runtime's name as registered.
+        runtime: String,
+    },
 }
 
 impl GvisorError {

@@ -29,10 +29,15 @@ pub const STRICT_RUNTIME: &str = "runsc";
 /// The ceilings of a strict run: each limit is the lower of the configured one and these.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StrictLimits {
+    /// The most memory a strict run gets.
     pub memory_bytes: u64,
+    /// The most processes and threads a strict run may hold.
     pub pids: u32,
+    /// The largest `/tmp` a strict run gets.
     pub tmpfs_tmp_bytes: u64,
+    /// The most open files a strict run may hold.
     pub nofile: u32,
+    /// The most CPUs a strict run gets.
     pub cpus: f64,
 }
 
@@ -54,6 +59,8 @@ pub struct IsolationRule {
     /// A glob over `PACK.ACTION` (`payments.*`, `*.deploy_?`, `[ab]*.*`).
     #[serde(rename = "match")]
     pub pattern: String,
+    /// The least level the actions it matches run with (the strictest matching rule, or the
+    /// action's own level, wins).
     pub level: IsolationLevel,
 }
 
@@ -69,26 +76,40 @@ pub enum IsolationError {
     /// A rule's glob does not parse.
     #[error("isolation rule {index} (`match: {pattern}`): not a glob ({message})")]
     BadPattern {
+        /// The rule's position in the config file's list, counting from 0.
         index: usize,
+        /// The glob as written.
         pattern: String,
+        /// What the glob parser found wrong.
         message: String,
     },
     /// The sandbox holds settings weaker than the defaults, which a strict run never gets.
     #[error(
         "action {action} runs with isolation strict, which refuses the weaker settings {settings}"
     )]
-    Weaker { action: String, settings: String },
+    Weaker {
+        /// The action's reference.
+        action: String,
+        /// The weaker settings, each with its value and the default.
+        settings: String,
+    },
     /// The sandbox names a syscall profile other than packbox's.
     #[error(
         "action {action} runs with isolation strict, which uses packbox's syscall profile; sandbox.seccomp = {seccomp} conflicts"
     )]
-    Seccomp { action: String, seccomp: String },
+    Seccomp {
+        /// The action's reference.
+        action: String,
+        /// The profile the sandbox names.
+        seccomp: String,
+    },
 }
 
 /// What the level of a run was, who chose it and what it meant: reported in the outcome's
 /// `sandbox.isolation`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct IsolationReport {
+    /// The level the run had.
     pub level: IsolationLevel,
     /// What asked for the level (a config rule, the action); empty for the default.
     pub chosen_by: Vec<String>,

@@ -20,14 +20,23 @@ pub const PACK_MOUNT: &str = "/pack";
 pub struct SandboxPolicy {
     /// `none` by default; `bridge` or a network name only when the operator grants it.
     pub network: String,
+    /// The container's root file system is read-only, so the action can write only to `/tmp`.
     pub read_only_root: bool,
+    /// Size of the tmpfs mounted at `/tmp`, the action's scratch space.
     pub tmpfs_tmp_bytes: u64,
+    /// Every Linux capability is dropped.
     pub cap_drop_all: bool,
+    /// The action cannot gain privileges (setuid binaries, file capabilities).
     pub no_new_privileges: bool,
+    /// The `uid:gid` the action runs as (`65534:65534`, nobody, by default).
     pub user: String,
+    /// Memory limit; the same for memory plus swap, so no swap.
     pub memory_bytes: u64,
+    /// How many processes and threads the container may hold, against fork bombs.
     pub pids_limit: u32,
+    /// CPU share, in CPUs (`0.5`, `2`).
     pub cpus: f64,
+    /// Open file limit (soft and hard).
     pub nofile: u32,
     /// An OCI runtime other than the engine's default (e.g. `runsc`).
     pub oci_runtime: Option<String>,
@@ -74,9 +83,13 @@ impl Default for SandboxPolicy {
 /// What a container runs, apart from the sandbox: image, command, environment and pack.
 #[derive(Clone, Debug)]
 pub struct Workload {
+    /// The image to run: a runtime, environment or pack image.
     pub image: String,
+    /// The command, an argument per item (no shell).
     pub cmd: Vec<String>,
+    /// Environment variables, in order (the action's `ATTUNE_*` variables, the runtime's own).
     pub env: Vec<(String, String)>,
+    /// Labels that say who made the container and for what, so leftovers can be swept.
     pub labels: BTreeMap<String, String>,
     /// The pack, mounted read-only at `/pack` (none for image probes).
     pub pack: Option<PackSource>,
@@ -86,7 +99,9 @@ pub struct Workload {
 /// reaches the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackFolder {
+    /// The pack's name.
     pub pack_ref: String,
+    /// The pack's folder on this machine, canonical.
     pub host_dir: String,
 }
 

@@ -29,6 +29,7 @@ pub enum SeccompProfile {
     Unconfined,
     /// A profile file in the engine's JSON format, read when the settings were resolved.
     File {
+        /// The profile file as given.
         path: PathBuf,
         /// The file's JSON, compacted.
         json: String,
@@ -40,14 +41,23 @@ pub enum SeccompProfile {
 /// A `seccomp` setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
+    /// The profile file cannot be read (missing, not a regular file, larger than 1 MiB).
     #[error("seccomp profile {file}: cannot read")]
     Read {
+        /// The profile file as given.
         file: PathBuf,
+        /// Why it could not be read.
         #[source]
         source: std::io::Error,
     },
+    /// The profile is not a seccomp profile in the engine's JSON format.
     #[error("seccomp profile {file}: {message}")]
-    Invalid { file: PathBuf, message: String },
+    Invalid {
+        /// The profile file as given.
+        file: PathBuf,
+        /// What in it is wrong.
+        message: String,
+    },
 }
 
 /// Docker's own default profile is about 20 KiB.

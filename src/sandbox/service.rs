@@ -24,13 +24,17 @@ pub const MAX_DOCUMENT_BYTES: usize = 500 * 1024;
 /// What the swarm backend made for one run, for its service spec.
 #[derive(Clone, Debug)]
 pub struct ServiceParts<'a> {
+    /// The service's name, unique per run.
     pub name: &'a str,
     /// What the task runs: a pack image by digest or id.
     pub image: &'a str,
+    /// The id of the secret holding the parameter document.
     pub secret_id: &'a str,
+    /// That secret's name.
     pub secret_name: &'a str,
     /// The per-run network, when the policy has no network.
     pub network: Option<&'a str>,
+    /// Time between SIGTERM and SIGKILL when the task is stopped (a timeout, a cancellation).
     pub stop_grace: Duration,
     /// Bytes of output kept per stream: the task's log files are sized from it.
     pub max_output: usize,

@@ -30,6 +30,7 @@ impl Installer {
 /// The dependency manifests of a pack for one installer: what an environment image installs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifests {
+    /// Which installer builds the environment from the files.
     pub installer: Installer,
     /// (file name, bytes) as they go into the build context; the key hashes these.
     pub files: Vec<(String, Vec<u8>)>,
@@ -73,9 +74,14 @@ impl Manifests {
 /// The dependency set of an environment as `pack validate` and `actions list --json` show it.
 #[derive(Clone, Debug, Serialize)]
 pub struct DependencySummary<'a> {
+    /// Which installer builds the environment.
     pub installer: Installer,
+    /// The manifest files' names.
     pub files: Vec<&'a str>,
+    /// What the files declare, with where each was declared.
     pub requirements: &'a [Requirement],
+    /// Lines that choose package sources, credentials masked.
     pub sources: &'a [Requirement],
+    /// The hash of the manifests' bytes alone (see [`Manifests::dependency_hash`]).
     pub dependency_hash: String,
 }
