@@ -485,6 +485,8 @@ fn main() {
         }
         dir
     };
+    // reqwest comes without a crypto provider of its own (see src/cli/client_http.rs).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
         .build()

@@ -252,8 +252,12 @@ pub struct BuildLayer {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ClientLayer {
-    /// The server runs go to (`http://127.0.0.1:8080`) instead of the local engine.
+    /// The server runs go to (`http://127.0.0.1:8080`, or `https://` through a TLS proxy)
+    /// instead of the local engine.
     pub server: Option<String>,
+    /// PEM certificates to trust for an `https://` server instead of the system's trust store
+    /// (a private CA in front of the server).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `packbox serve` settings of one layer (the `serve:` section of the config file).
@@ -430,6 +434,8 @@ pub struct ServeSettings {
 pub struct ClientSettings {
     /// The server's URL; `None`: runs go to the local engine.
     pub server: Option<String>,
+    /// The certificates an `https://` server must chain to; `None`: the system's trust store.
+    pub ca_file: Option<PathBuf>,
     /// The bearer token (`PACKBOX_TOKEN`); never shown.
     pub token: Option<HiddenText>,
 }
@@ -710,6 +716,7 @@ fn env_layer(env: &Environment) -> Result<SettingsLayer, SettingsError> {
         },
         client: ClientLayer {
             server: text("PACKBOX_SERVER"),
+            ca_file: path("PACKBOX_SERVER_CA_FILE"),
         },
     })
 }
@@ -1225,13 +1232,14 @@ impl Resolver<'_> {
             let url = &server.value;
             let valid = url
                 .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
                 .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
             if !valid {
                 return Err(SettingsError::Value {
                     setting: "client.server".into(),
                     source_name: self.source_name(server.source),
                     message: format!(
-                        "`{url}` is not a server URL: expected http://HOST:PORT (packbox serve speaks plain HTTP; put TLS in a proxy in front of it)"
+                        "`{url}` is not a server URL: expected http://HOST:PORT, or https://HOST:PORT for a server behind a TLS proxy"
                     ),
                 });
             }
@@ -1240,6 +1248,12 @@ impl Resolver<'_> {
             "client.server",
             server.as_ref().map(|p| without_credentials(&p.value)),
             server.as_ref().map_or(Source::Default, |p| p.source),
+        );
+        let ca_file = self.pick(|l| l.client.ca_file.clone());
+        self.show(
+            "client.ca_file",
+            ca_file.as_ref().map(|p| &p.value),
+            ca_file.as_ref().map_or(Source::Default, |p| p.source),
         );
         let token = env.get("PACKBOX_TOKEN").map(|t| HiddenText(t.to_string()));
         self.show(
@@ -1253,6 +1267,7 @@ impl Resolver<'_> {
         );
         Ok(ClientSettings {
             server: server.map(|p| p.value.trim_end_matches('/').to_string()),
+            ca_file: ca_file.map(|p| p.value),
             token,
         })
     }

@@ -126,7 +126,7 @@ async fn compose_up_runs_an_action_over_http_and_down_leaves_nothing() {
         String::from_utf8_lossy(&up.stderr)
     );
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = common::server::http_client(Duration::from_secs(60));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let ready = client

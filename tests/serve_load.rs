@@ -92,10 +92,7 @@ async fn a_server_killed_under_load_loses_no_accepted_run() {
     };
     let first = Arc::new(Mutex::new(Server::start(options())));
     let base = first.lock().map(|s| s.url.clone()).expect("url");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("a client");
+    let client = http_client(Duration::from_secs(60));
     let accepted: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
     let first_pid = first.lock().map(|s| s.pid()).expect("pid");
 

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::run::{Shown, follow_output, print_human};
-use super::{EXIT_ENGINE, EXIT_INPUT, render, signals};
+use super::{EXIT_ENGINE, EXIT_INPUT, client_http, render, signals};
 use packbox::StreamKind;
 
 /// How long a request may wait for a busy server (429, 502 to 504) to take it.
@@ -51,6 +51,8 @@ struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// What an `https://` server's certificate must chain to, for messages.
+    trust: String,
 }
 
 impl Client {
@@ -94,7 +96,16 @@ impl Client {
                         error_message(&body).unwrap_or_else(|| status.to_string()),
                     )
                 }
-                Err(e) => (None, describe(&e)),
+                Err(e) => {
+                    if let Some(tls) = client_http::tls_failure(&e) {
+                        return Err(Failure::Server(format!(
+                            "server {}: TLS handshake failed: {tls} (its certificate must chain to {}; \
+                             set client.ca_file or PACKBOX_SERVER_CA_FILE to the CA that signed it)",
+                            self.base, self.trust
+                        )));
+                    }
+                    (None, describe(&e))
+                }
             };
             let wait = retry_after.unwrap_or(pause);
             if Instant::now() + wait > deadline {
@@ -115,20 +126,22 @@ pub async fn run(remote: RemoteRun, settings: &ClientSettings) -> ExitCode {
     let Some(base) = settings.server.clone() else {
         return ExitCode::from(EXIT_INPUT);
     };
-    let http = match reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-    {
+    let http = match client_http::client(settings.ca_file.as_deref()) {
         Ok(http) => http,
         Err(e) => {
-            eprintln!("error: cannot make an HTTP client: {e}");
-            return ExitCode::from(EXIT_ENGINE);
+            eprintln!("error: {}", render::sanitize(&e.to_string()));
+            return ExitCode::from(EXIT_INPUT);
         }
+    };
+    let trust = match &settings.ca_file {
+        Some(path) => format!("the certificates in {}", path.display()),
+        None => "the system's trust store".to_string(),
     };
     let client = Client {
         http,
         base,
         token: settings.token.as_ref().map(|t| t.0.clone()),
+        trust,
     };
     let json_output = remote.json;
     match execute(&client, remote).await {

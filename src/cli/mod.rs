@@ -4,6 +4,7 @@
 pub mod actions;
 mod build;
 mod client;
+mod client_http;
 mod config;
 mod doctor;
 mod envs;
@@ -145,8 +146,19 @@ pub fn main() -> ExitCode {
     })
 }
 
+/// The crate whose log lines repeat an error packbox reports itself.
+const QUIET_TLS_VERIFIER: &str = "rustls_platform_verifier";
+
 /// Logs to stderr, filtered by `filter`, as text or JSON lines.
 fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
+    // The TLS verifier of `run --server` logs an ERROR line of its own for the certificate
+    // failure packbox reports with the server's name and what to set: one message is enough,
+    // unless the filter asks for that crate by name.
+    let filter = if filter.contains(QUIET_TLS_VERIFIER) {
+        filter.to_string()
+    } else {
+        format!("{filter},{QUIET_TLS_VERIFIER}=off")
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
     // Colours only for a terminal: logs of a service go to files and collectors.
     let builder = tracing_subscriber::fmt()

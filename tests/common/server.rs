@@ -209,13 +209,22 @@ pub struct Api {
     token: Option<String>,
 }
 
+/// An HTTP client for the tests' requests, each bounded by `timeout`.
+///
+/// packbox builds reqwest without a crypto provider of its own (its TLS uses rustls' ring
+/// provider, installed by the client that needs it), so one is installed here too.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .expect("a client")
+}
+
 impl Api {
     pub fn new(server: &Server, token: Option<&str>) -> Api {
         Api {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(300))
-                .build()
-                .expect("a client"),
+            client: http_client(Duration::from_secs(300)),
             base: server.url.clone(),
             token: token.map(str::to_string),
         }
