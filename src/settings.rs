@@ -44,8 +44,8 @@ const PROXY_VARIABLES: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SettingsError {
-    /// The config file could not be read (missing, not a regular file, too large or too deeply
-    /// nested).
+    /// The config file could not be read (missing, not a regular file, too large, not UTF-8 or
+    /// nested too deeply).
     #[error("config file {0}")]
     Unreadable(#[from] crate::input::InputError),
     /// The config file is not valid YAML, or has a field packbox does not know.

@@ -115,7 +115,7 @@ pub struct Live {
     /// Cancelled to stop the execution: a queued one never starts, a running one's action gets
     /// SIGTERM, then SIGKILL after its grace period.
     pub cancel: CancellationToken,
-    /// Its output so far, scrubbed, for clients that follow it.
+    /// Its live output, scrubbed, the last window of it kept, for clients that follow it.
     pub output: OutputLog,
     /// The final record, once there is one.
     ended: watch::Sender<Option<Record>>,
