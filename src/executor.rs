@@ -77,9 +77,18 @@ pub enum RunEvent<'a> {
     Prepare(PrepareEvent<'a>),
     /// The action's container was handed the run (the action starts now); its exec id is the
     /// outcome's and the container's `packbox.exec_id` label.
-    Started { exec_id: &'a str },
-    /// A chunk of the action's output, as it arrives.
-    Output { stream: StreamKind, bytes: &'a [u8] },
+    Started {
+        /// The run's exec id.
+        exec_id: &'a str,
+    },
+    /// A chunk of the action's output, as it arrives. It is not scrubbed of the run's secrets
+    /// (the outcome's output is): show it through [`RunPlan::output_scrubber`].
+    Output {
+        /// Whether the chunk is from stdout or stderr.
+        stream: StreamKind,
+        /// The bytes, cut where the engine cut them (not necessarily at a line or character).
+        bytes: &'a [u8],
+    },
 }
 
 impl Executor {
@@ -728,13 +737,20 @@ pub struct GcReport {
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct EnvReport {
+    /// The pack's ref.
     pub pack: String,
+    /// The action's ref (empty when the pack itself could not be loaded).
     pub action: String,
+    /// The runtime the action names (empty when the action could not be resolved).
     pub runtime: String,
     /// The verified runtime version the environment is for.
     pub version: Option<String>,
+    /// The image the action would run on: its environment image, or the runtime image when it
+    /// needs none; `None` when nothing is ready.
     pub image: Option<String>,
+    /// What happened: built, already there, not needed, failed or invalid.
     pub status: EnvStatus,
+    /// Why it failed or is invalid, with its causes.
     pub error: Option<String>,
 }
 
@@ -774,18 +790,45 @@ pub enum EnvStatus {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum BuildEvent<'a> {
-    Started { action: &'a str },
-    Line { line: &'a str },
-    Finished { report: &'a EnvReport },
+    /// An action's environment is being prepared (a version was chosen); not sent for an
+    /// action that fails before that.
+    Started {
+        /// The action's ref.
+        action: &'a str,
+    },
+    /// A line of the build's output.
+    Line {
+        /// The line.
+        line: &'a str,
+    },
+    /// An action is done with, whatever happened: sent once for every action.
+    Finished {
+        /// What happened to it, as it will be in the returned reports.
+        report: &'a EnvReport,
+    },
 }
 
 /// Progress of [`Executor::build_runtime_images`].
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ImageEvent<'a> {
-    Checking { image: &'a str },
-    BuildLine { line: &'a str },
-    Done { image: &'a str, state: ImageState },
+    /// A runtime image is being looked for (then pulled or built when missing).
+    Checking {
+        /// The image's name.
+        image: &'a str,
+    },
+    /// A line of the image's build output.
+    BuildLine {
+        /// The line.
+        line: &'a str,
+    },
+    /// A runtime image is ready.
+    Done {
+        /// The image's name.
+        image: &'a str,
+        /// Whether it was there already, pulled or built now.
+        state: ImageState,
+    },
 }
 
 /// The versions considered for a run, for the debug log: declared, detected, available.

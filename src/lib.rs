@@ -1,7 +1,8 @@
+#![warn(missing_docs)]
 //! packbox runs automation actions (Attune packs) in sandboxed, throw-away Docker containers.
 //!
 //! The library is the product; the `packbox` binary is a thin layer over it. An embedding
-//! program resolves [`Settings`] once, plans a run with [`plan`] (no engine needed: everything
+//! program resolves [`Settings`] once, plans a run with [`plan()`] (no engine needed: everything
 //! wrong with the input is said here), and hands the [`RunPlan`] to an [`Executor`], which
 //! prepares the image, runs the action in a fresh container (or, with the swarm backend, a
 //! one-shot Swarm service) and returns its [`Outcome`].

@@ -34,31 +34,54 @@ const MAX_ENTRIES: usize = 50_000;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PackImageError {
+    /// A file or folder of the pack could not be read (or the pack changed while it was read).
     #[error("pack {pack}: cannot read {}", path.display())]
     Read {
+        /// The pack's ref.
         pack: String,
+        /// What could not be read.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The pack is over the entries or bytes a pack image may hold (its build context is made
+    /// in memory).
     #[error("pack {pack} is too large for a pack image ({what}; at most {MAX_ENTRIES} entries and {} MiB)", MAX_PACK_BYTES >> 20)]
-    TooLarge { pack: String, what: String },
+    TooLarge {
+        /// The pack's ref.
+        pack: String,
+        /// How much was read before the limit was hit.
+        what: String,
+    },
+    /// The engine could not build the image.
     #[error("building the pack image of {pack} on {base}")]
     Build {
+        /// The pack's ref.
         pack: String,
+        /// The image it was built on.
         base: String,
+        /// The engine's error.
         #[source]
         source: EngineError,
     },
+    /// The image could not be pushed to the registry the Swarm's nodes pull from.
     #[error("pushing the pack image of {pack} to registry {registry}")]
     Push {
+        /// The pack's ref.
         pack: String,
+        /// The registry (`HOST:PORT`).
         registry: String,
+        /// The engine's error.
         #[source]
         source: EngineError,
     },
+    /// The run was cancelled while its pack image was made.
     #[error("making the pack image of {pack} was cancelled")]
-    Cancelled { pack: String },
+    Cancelled {
+        /// The pack's ref.
+        pack: String,
+    },
 }
 
 impl PackImageError {
@@ -90,7 +113,9 @@ type MadeSlot = Arc<tokio::sync::Mutex<Option<PackImage>>>;
 /// What a pack image is made from.
 #[derive(Clone, Copy, Debug)]
 pub struct PackImageSource<'a> {
+    /// The pack's ref, for the tag and messages.
     pub pack_ref: &'a str,
+    /// The pack's folder, copied to `/pack` in the image.
     pub pack_dir: &'a Path,
     /// The image the action runs on (an environment or runtime image).
     pub base_image: &'a str,

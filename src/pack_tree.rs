@@ -22,7 +22,9 @@ const DIGEST_FORMAT: &[u8] = b"packbox-pack-tree-v1\n";
 /// How much of a pack a use of it takes.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
+    /// Entries (files, folders, symlinks) at most.
     pub max_entries: usize,
+    /// Bytes of file contents at most.
     pub max_bytes: u64,
 }
 
@@ -30,22 +32,36 @@ pub struct Limits {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TreeError {
+    /// A file, folder or symlink of the pack could not be read.
     #[error("pack {pack}: cannot read {}", path.display())]
     Read {
+        /// The pack's ref.
         pack: String,
+        /// What could not be read.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The pack is over the use's limits.
     #[error("pack {pack} is too large ({what}; at most {max_entries} entries and {} MiB)", max_bytes >> 20)]
     TooLarge {
+        /// The pack's ref.
         pack: String,
+        /// How much was read before the limit was hit.
         what: String,
+        /// The limit on entries.
         max_entries: usize,
+        /// The limit on bytes.
         max_bytes: u64,
     },
+    /// A file was shorter when archived than when the tree was listed. (Other changes show as
+    /// a different digest returned by [`PackTree::append_to`].)
     #[error("pack {pack} changed while it was being read; run again")]
-    Changed { pack: String },
+    Changed {
+        /// The pack's ref.
+        pack: String,
+    },
 }
 
 /// One entry of a pack tree.

@@ -34,10 +34,13 @@ const PARAMETER_FILE_STEM: &str = "/tmp/attune-parameters";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlanError {
+    /// The pack or the action cannot be run: missing, unreadable or wrong files.
     #[error(transparent)]
     Pack(#[from] PackError),
+    /// The parameter values do not fit the action's declarations.
     #[error(transparent)]
     Param(#[from] ParamError),
+    /// The secrets given cannot be used.
     #[error(transparent)]
     Secret(#[from] SecretError),
     /// The pack's files could not be read whole for its digest.
@@ -49,26 +52,39 @@ pub enum PlanError {
     /// The action names a runner type no runtime of the catalog has.
     #[error("action {action}: runner_type `{runner_type}` is not a known runtime (known: {known})")]
     UnknownRuntime {
+        /// The action's ref.
         action: String,
+        /// The runner type the action names.
         runner_type: String,
+        /// The catalog's runtimes with their aliases (`python (python3), node`), for the message.
         known: String,
     },
     /// `packbox test` on a pack without a `testing` section (or without runners in it).
     #[error("{}: the pack has no tests (a `testing` section with `runners` is expected)", .file.display())]
-    NoTests { file: PathBuf },
+    NoTests {
+        /// The pack's manifest (`pack.yaml`).
+        file: PathBuf,
+    },
     /// The action says `enabled: false` and the caller did not allow disabled actions.
     #[error(
         "action {action} is disabled (`enabled: false` in {}); run it anyway with --allow-disabled",
         .file.display()
     )]
-    Disabled { action: String, file: PathBuf },
+    Disabled {
+        /// The action's ref.
+        action: String,
+        /// The action's file.
+        file: PathBuf,
+    },
     /// The isolation level the action gets cannot be given with these settings.
     #[error(transparent)]
     Isolation(#[from] IsolationError),
     /// No version of the action's runtime satisfies its `runtime_version`.
     #[error("action {action}: {source}")]
     NoMatchingVersion {
+        /// The action's ref.
         action: String,
+        /// The constraint and the versions the catalog has.
         #[source]
         source: NoMatchingVersion,
     },
@@ -79,6 +95,7 @@ pub enum PlanError {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct RunRequest {
+    /// The folder of packs the action's pack is found in (each pack a subfolder).
     pub packs_dir: PathBuf,
     /// `PACK.ACTION`.
     pub action_ref: String,

@@ -44,23 +44,41 @@ const PROXY_VARIABLES: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SettingsError {
+    /// The config file could not be read (missing, not a regular file, too large, not UTF-8 or
+    /// nested too deeply).
     #[error("config file {0}")]
     Unreadable(#[from] crate::input::InputError),
+    /// The config file is not valid YAML, or has a field packbox does not know.
     #[error("config file {file}: {message}")]
-    Invalid { file: PathBuf, message: String },
-    #[error("{setting} (from {source_name}): {message}")]
-    Value {
-        setting: String,
-        source_name: String,
+    Invalid {
+        /// The config file.
+        file: PathBuf,
+        /// What the YAML parser found wrong, with its position.
         message: String,
     },
+    /// A setting's value is malformed or out of range.
+    #[error("{setting} (from {source_name}): {message}")]
+    Value {
+        /// The setting's key, as `packbox config show` prints it (`sandbox.memory`).
+        setting: String,
+        /// Where the value came from (`the command line`, `config file PATH`, ...).
+        source_name: String,
+        /// What was expected and what was found.
+        message: String,
+    },
+    /// A sandbox setting weaker than packbox's default, asked for without allowing weakening
+    /// explicitly.
     #[error(
         "{setting} = {value} (from {source_name}) is weaker than packbox's sandbox default ({default}); pass --allow-weaker-sandbox or set `sandbox.allow_weaker: true` in your config file to allow it"
     )]
     Weaker {
+        /// The setting's key (`sandbox.network`).
         setting: String,
+        /// The value asked for.
         value: String,
+        /// packbox's default (and, for a limit, the ceiling above which it weakens).
         default: String,
+        /// Where the value came from.
         source_name: String,
     },
     /// The engine the settings name cannot be used (an address, a docker context, TLS files).
@@ -115,9 +133,13 @@ impl PackDelivery {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
+    /// A command-line flag.
     Flag,
+    /// The config file.
     File,
+    /// An environment variable.
     Env,
+    /// packbox's built-in default: nothing else set it.
     Default,
 }
 
@@ -182,14 +204,19 @@ pub struct SettingsLayer {
     pub catalog: Option<PathBuf>,
     /// Which runtimes to verify (`python,node`); all when unset.
     pub runtimes: Option<String>,
+    /// The `sandbox:` section: the sandbox every run gets.
     #[serde(default)]
     pub sandbox: SandboxLayer,
+    /// The `run:` section: timeout, grace period and output limit of every run.
     #[serde(default)]
     pub run: RunLayer,
+    /// The `build:` section: how environment images are built.
     #[serde(default)]
     pub build: BuildLayer,
+    /// The `serve:` section: what `packbox serve` runs with.
     #[serde(default)]
     pub serve: ServeLayer,
+    /// The `client:` section: `packbox run` sending runs to a server.
     #[serde(default)]
     pub client: ClientLayer,
     /// Isolation rules: `[{match: "payments.*", level: strict}]` (config file only).
@@ -201,17 +228,30 @@ pub struct SettingsLayer {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SandboxLayer {
+    /// The container's network: `none` (the default), `bridge` or a user network's name.
+    /// Anything but `none` weakens the sandbox; `host` and `container:...` are refused.
     pub network: Option<String>,
+    /// Whether the container's root file system is read-only (`false` weakens the sandbox).
     pub read_only_root: Option<bool>,
     /// Size of the /tmp tmpfs (`64m`, `1g`, or bytes).
     pub tmp_size: Option<Size>,
+    /// Whether every Linux capability is dropped (`false` weakens the sandbox).
     pub cap_drop_all: Option<bool>,
+    /// Whether the action is barred from gaining privileges through setuid binaries or file
+    /// capabilities (`false` weakens the sandbox).
     pub no_new_privileges: Option<bool>,
+    /// `UID` or `UID:GID` the action runs as, numeric (`65534:65534` by default; 0 weakens the
+    /// sandbox).
     pub user: Option<String>,
+    /// Memory limit of a run, no swap (`512m` by default; above `8g` weakens the sandbox).
     pub memory: Option<Size>,
+    /// Most processes and threads a run may hold (256 by default; above 4096 weakens).
     pub pids: Option<u64>,
+    /// CPU share of a run, in CPUs (1 by default; above 8 weakens the sandbox).
     pub cpus: Option<f64>,
+    /// Open-file limit of a run (1024 by default; above 65536 weakens the sandbox).
     pub nofile: Option<u64>,
+    /// An OCI runtime other than the engine's default (`runsc`); the docker backend only.
     pub oci_runtime: Option<String>,
     /// The syscall profile: `packbox` (default), `engine-default`, `unconfined` or the path of
     /// a JSON profile file.
@@ -225,8 +265,11 @@ pub struct SandboxLayer {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RunLayer {
+    /// A timeout for every run, overriding each action's own `timeout_seconds`.
     pub timeout_seconds: Option<u64>,
+    /// Time between SIGTERM and SIGKILL when a run is stopped (10 by default).
     pub grace_seconds: Option<u64>,
+    /// Bytes kept of each output stream of a run (`10m` by default).
     pub max_output: Option<Size>,
 }
 
@@ -237,7 +280,9 @@ pub struct RunLayer {
 pub struct BuildLayer {
     /// A PEM bundle pip and npm trust during builds.
     pub ca_bundle: Option<PathBuf>,
+    /// The index pip installs from during builds, instead of PyPI.
     pub pip_index_url: Option<String>,
+    /// The registry npm installs from during builds, instead of the public one.
     pub npm_registry: Option<String>,
     /// Packs' requirements may choose package sources (`--index-url`, `--find-links`, URLs, ...).
     pub allow_pack_sources: Option<bool>,
@@ -287,8 +332,10 @@ pub struct ServeLayer {
     pub max_connections: Option<u64>,
     /// On SIGTERM, time given to running executions before they are cancelled.
     pub drain_seconds: Option<u64>,
+    /// The `warm:` section: the pool of pre-started containers.
     #[serde(default)]
     pub warm: WarmLayer,
+    /// The `retention:` section: how long execution records are kept.
     #[serde(default)]
     pub retention: RetentionLayer,
 }
@@ -329,7 +376,9 @@ pub struct RetentionLayer {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct KeepLayer {
+    /// Records older than this are pruned.
     pub max_age: Option<Age>,
+    /// At most this many records are kept; the oldest go first.
     pub max_count: Option<u64>,
 }
 
@@ -410,21 +459,33 @@ pub struct RunDefaults {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServeSettings {
+    /// The address and port the server listens on.
     pub listen: SocketAddr,
     /// The folder of packs; `packbox serve` refuses to start without one.
     pub packs: Option<PathBuf>,
+    /// The file of API tokens, one `NAME:TOKEN` (or bare `TOKEN`) per line.
     pub token_file: Option<PathBuf>,
     /// A token from the environment (`PACKBOX_SERVE_TOKEN`), named `env`; never shown.
     pub env_token: Option<HiddenText>,
+    /// Runs at the same time.
     pub max_concurrent: usize,
+    /// Accepted runs waiting for a slot; past it, requests get 429.
     pub max_queue: usize,
+    /// Longest a request may wait for its run to end before it is answered.
     pub max_wait: Duration,
+    /// Longest timeout a run may have, whatever the action or request says.
     pub max_timeout: Duration,
+    /// Largest request body, in bytes.
     pub max_body: usize,
+    /// Time a client has to send its request headers and body.
     pub client_timeout: Duration,
+    /// Open connections at most; more wait to be accepted.
     pub max_connections: usize,
+    /// On SIGTERM, time given to running executions before they are cancelled.
     pub drain: Duration,
+    /// How the warm pool of pre-started containers is sized.
     pub warm: WarmSettings,
+    /// How long execution records are kept.
     pub retention: Retention,
 }
 
@@ -444,8 +505,11 @@ pub struct ClientSettings {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WarmSettings {
+    /// Most pre-started containers per kind of run (0 turns the pool off).
     pub per_kind: usize,
+    /// Most pre-started containers in all.
     pub total: usize,
+    /// A kind of run unused this long loses its pre-started containers.
     pub idle: Duration,
     /// Whether pooled containers start their interpreter ahead of the run.
     pub preload: bool,
@@ -454,15 +518,20 @@ pub struct WarmSettings {
 /// How long execution records are kept, by class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retention {
+    /// Records of runs that succeeded.
     pub succeeded: Keep,
+    /// Records of every other final status (failed, timeout, oom, cancelled, ...).
     pub failed: Keep,
+    /// How often old records are pruned.
     pub prune_every: Duration,
 }
 
 /// The records of one class kept: none older than `max_age`, at most `max_count`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Keep {
+    /// Records older than this are pruned.
     pub max_age: Duration,
+    /// At most this many records are kept; the oldest go first.
     pub max_count: u64,
 }
 
@@ -479,8 +548,11 @@ impl std::fmt::Debug for HiddenText {
 /// One setting as `packbox config show` prints it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ShownSetting {
+    /// The setting's key (`sandbox.memory`, `serve.listen`).
     pub key: &'static str,
+    /// The value in effect; credentials in URLs and tokens are never shown.
     pub value: serde_json::Value,
+    /// Where the value came from.
     pub source: Source,
 }
 
@@ -488,7 +560,7 @@ pub struct ShownSetting {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// A container on the engine, the pack bind-mounted read-only.
+    /// A container on the engine, the pack bind-mounted or in a volume (see [`PackDelivery`]).
     #[default]
     Docker,
     /// A one-shot service on the Swarm the engine manages, the pack in an image layer.
@@ -517,7 +589,9 @@ pub struct Settings {
     pub endpoint: Endpoint,
     /// How the pack reaches the container: `Bind` or `Volume` (`auto` already decided).
     pub pack_delivery: PackDelivery,
+    /// Where packbox keeps its probe cache, build logs and locks.
     pub state_dir: PathBuf,
+    /// A folder of runtime definitions that extend or replace the built-in catalog.
     pub catalog_dir: Option<PathBuf>,
     /// `PACKBOX_RUNTIMES`: the runtimes to verify.
     pub runtimes: Option<String>,
@@ -525,7 +599,9 @@ pub struct Settings {
     pub sandbox: SandboxPolicy,
     /// Which actions run at which isolation level.
     pub isolation: IsolationPolicy,
+    /// Limits of every run, unless a request says otherwise.
     pub run: RunDefaults,
+    /// How environment images are built: package sources, proxies, limits.
     pub build: BuildSettings,
     /// What `packbox serve` runs with.
     pub serve: ServeSettings,
@@ -544,43 +620,73 @@ pub const DEFAULT_MAX_OUTPUT: usize = 10 << 20;
 /// Defaults of `packbox serve`.
 pub mod serve_defaults {
     use std::time::Duration;
+    /// Listen on loopback only: exposing the server is a choice.
     pub const LISTEN: &str = "127.0.0.1:8080";
+    /// Runs at the same time.
     pub const MAX_CONCURRENT: u64 = 8;
+    /// Accepted runs waiting for a slot.
     pub const MAX_QUEUE: u64 = 256;
+    /// Longest wait a request may ask for, in seconds.
     pub const MAX_WAIT: u64 = 60;
+    /// Longest timeout a run may have, in seconds.
     pub const MAX_TIMEOUT: u64 = 3600;
+    /// Largest request body: 1 MiB.
     pub const MAX_BODY: u64 = 1 << 20;
+    /// Seconds a client has to send its request.
     pub const CLIENT_TIMEOUT: u64 = 30;
+    /// Open connections at most.
     pub const MAX_CONNECTIONS: u64 = 1024;
+    /// Seconds running executions get on SIGTERM.
     pub const DRAIN: u64 = 30;
+    /// Pre-started containers per kind of run.
     pub const WARM_PER_KIND: u64 = 4;
+    /// Pre-started containers in all.
     pub const WARM_TOTAL: u64 = 16;
+    /// A kind of run unused this long loses its pre-started containers.
     pub const WARM_IDLE: Duration = Duration::from_secs(600);
+    /// Pooled containers start their interpreter ahead of the run.
     pub const WARM_PRELOAD: bool = true;
+    /// Records of successful runs are kept a week...
     pub const SUCCEEDED_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+    /// ...and at most this many.
     pub const SUCCEEDED_COUNT: u64 = 10_000;
+    /// Records of other runs are kept a month, for investigation...
     pub const FAILED_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+    /// ...and at most this many.
     pub const FAILED_COUNT: u64 = 100_000;
+    /// Old records are pruned every five minutes.
     pub const PRUNE_EVERY: Duration = Duration::from_secs(300);
 }
 
 /// Bounds that hold whatever the source; a value outside is an input error.
 mod bounds {
+    /// The engine refuses a memory limit under 6 MiB.
     pub const MIN_MEMORY: u64 = 6 << 20;
+    /// Memory limit at most: 1 TiB.
     pub const MAX_MEMORY: u64 = 1 << 40;
+    /// `/tmp` at least: 1 MiB.
     pub const MIN_TMP: u64 = 1 << 20;
+    /// `/tmp` at most: 64 GiB.
     pub const MAX_TMP: u64 = 64 << 30;
+    /// CPU share at least.
     pub const MIN_CPUS: f64 = 0.01;
+    /// CPU share at most.
     pub const MAX_CPUS: f64 = 1024.0;
     /// The kernel's largest pid_max.
     pub const MAX_PIDS: u64 = 4_194_304;
+    /// Open-file limit at most (Linux's default `nr_open`).
     pub const MAX_NOFILE: u64 = 1 << 20;
     /// The engine accepts ids up to 2^31-1.
     pub const MAX_ID: u64 = 2_147_483_647;
+    /// Bytes kept per output stream at least.
     pub const MIN_OUTPUT: u64 = 1;
+    /// Bytes kept per output stream at most: 1 GiB.
     pub const MAX_OUTPUT: u64 = 1 << 30;
+    /// Timeout at most, of a run or a build, in seconds: a week.
     pub const MAX_TIMEOUT: u64 = 7 * 24 * 3600;
+    /// Time between SIGTERM and SIGKILL at most, in seconds.
     pub const MAX_GRACE: u64 = 3600;
+    /// Memory of a build step at least: 64 MiB.
     pub const MIN_BUILD_MEMORY: u64 = 64 << 20;
     /// The engine API takes a build's memory as a 32-bit number of bytes.
     pub const MAX_BUILD_MEMORY: u64 = (1 << 31) - 1;
@@ -588,10 +694,15 @@ mod bounds {
 
 /// Ceilings above which a limit counts as weakening the sandbox.
 mod ceilings {
+    /// Memory: 8 GiB.
     pub const MEMORY: u64 = 8 << 30;
+    /// `/tmp`: 4 GiB.
     pub const TMP: u64 = 4 << 30;
+    /// CPU share: 8 CPUs.
     pub const CPUS: f64 = 8.0;
+    /// Processes and threads: 4096.
     pub const PIDS: u64 = 4096;
+    /// Open files: 65536.
     pub const NOFILE: u64 = 65536;
 }
 

@@ -1,8 +1,8 @@
 //! The run backend: the one question the executor asks below it, "run this workload to its end
 //! under this sandbox", and the two answers packbox has.
 //!
-//! - [`local::LocalBackend`]: a container on the engine, the pack bind-mounted read-only, stdin
-//!   attached (with the warm pool, when one is asked for).
+//! - [`local::LocalBackend`]: a container on the engine, the pack bind-mounted or in a
+//!   read-only volume, stdin attached (with the warm pool, when one is asked for).
 //! - [`swarm::SwarmBackend`]: a one-shot service on the Swarm the engine manages, the pack in
 //!   an image layer, the parameter document a Swarm secret.
 //!
@@ -71,11 +71,14 @@ pub fn for_settings(
 pub struct Job<'a> {
     /// The run's id; the workload's environment and labels carry it too.
     pub exec_id: String,
+    /// What runs: image, command, environment and pack.
     pub workload: Workload,
+    /// The sandbox to run it in, as the settings and the action's isolation level decided it.
     pub policy: &'a SandboxPolicy,
     /// Which kernel answers the action's calls (the host's, or gVisor's when the policy runs
     /// it under runsc), for the syscall profile.
     pub kernel: Kernel,
+    /// Stdin, limits, cancellation and the live-output callback.
     pub io: RunIo<'a>,
     /// For a pooled container, a command that starts the runtime's interpreter ahead of the run
     /// (the catalog's `warm_start` with the entry point): used when the pool preloads.
@@ -88,8 +91,11 @@ pub struct Job<'a> {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct WarmKind {
+    /// The action's ref.
     pub action: String,
+    /// The image its containers run.
     pub image: String,
+    /// Pre-started containers of this kind waiting now.
     pub idle: usize,
 }
 
@@ -98,6 +104,7 @@ pub struct WarmKind {
 pub struct Ran {
     /// The run's id (a pre-started container brings its own).
     pub exec_id: String,
+    /// How the container (or the service's task) ended, with its captured output.
     pub exit: ContainerExit,
     /// The sandbox as the backend applied it.
     pub sandbox: SandboxPolicy,

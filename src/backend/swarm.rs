@@ -20,25 +20,48 @@ use crate::sandbox::{PackSource, SeccompProfile};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SwarmError {
+    /// The engine connection has no Swarm face at all.
     #[error("the engine at {endpoint} offers no Swarm operations")]
-    NoSwarm { endpoint: String },
+    NoSwarm {
+        /// The engine's address.
+        endpoint: String,
+    },
+    /// The engine is in no Swarm, or only a worker of one: services are made on a manager.
     #[error(
         "the engine at {endpoint} is not a Swarm manager ({why}); the swarm backend runs actions as services of a Swarm the engine manages"
     )]
-    NotAManager { endpoint: String, why: &'static str },
+    NotAManager {
+        /// The engine's address.
+        endpoint: String,
+        /// Which: in no Swarm, or a worker node.
+        why: &'static str,
+    },
+    /// A Swarm of several nodes without a registry: the pack image would exist on this node
+    /// only, and a task scheduled elsewhere could not pull it.
     #[error(
         "the Swarm has {nodes} nodes and no registry was given: a pack image built here exists on this node only; pass --registry HOST:PORT (registry: in the config file) so that every node can pull it"
     )]
-    RegistryNeeded { nodes: i64 },
+    RegistryNeeded {
+        /// Nodes in the Swarm.
+        nodes: i64,
+    },
+    /// The parameter document is larger than a Swarm secret, which carries it, may be.
     #[error(
         "the parameter document is {bytes} bytes; a Swarm secret holds at most {MAX_DOCUMENT_BYTES} bytes"
     )]
-    DocumentTooLarge { bytes: usize },
+    DocumentTooLarge {
+        /// The document's size.
+        bytes: usize,
+    },
+    /// The sandbox or the workload asks for something a service cannot do.
     #[error("the swarm backend cannot apply {setting}: {why}")]
     Unsupported {
+        /// The setting (`sandbox.oci_runtime`), or what of the workload it is.
         setting: &'static str,
+        /// Why a service cannot, and what to do instead when there is a way.
         why: &'static str,
     },
+    /// The pack could not be made into an image (or pushed to the registry).
     #[error(transparent)]
     PackImage(#[from] PackImageError),
 }

@@ -244,14 +244,23 @@ pub fn follow_output(stream: StreamKind, bytes: &[u8], stdout_to_stderr: bool, t
 
 /// What the human rendering of a run shows, from a local outcome or a server's record.
 pub struct Shown<'a> {
+    /// The action's ref.
     pub action: &'a str,
+    /// The status's name (`succeeded`, `failed`, ...); anything but `succeeded` shows `FAILED`.
     pub status: &'a str,
+    /// What the action printed on stdout, scrubbed.
     pub stdout: &'a str,
+    /// What the action printed on stderr, scrubbed.
     pub stderr: &'a str,
+    /// The runtime the action ran on.
     pub runtime: &'a str,
+    /// The runtime's version.
     pub runtime_version: &'a str,
+    /// Wall time of the run.
     pub duration_ms: u64,
+    /// The action's exit code, when there is one.
     pub exit_code: Option<i64>,
+    /// Why the run did not succeed.
     pub error: Option<&'a str>,
 }
 

@@ -42,7 +42,9 @@ pub fn wait_for_go(cmd: Vec<String>) -> Vec<String> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Kind {
     key: String,
+    /// The action's ref (the container's `packbox.action` label).
     pub action: String,
+    /// The image the container runs.
     pub image: String,
 }
 
@@ -79,7 +81,9 @@ pub fn with_exec_id(spec: &ContainerSpec, exec_id: &str) -> ContainerSpec {
 /// A pre-started container and the exec id it was made for.
 #[derive(Debug)]
 pub struct Warm {
+    /// The exec id its spec carries; the run that takes it uses this id.
     pub exec_id: String,
+    /// The container, started, its process waiting for the go-line.
     pub started: Started,
 }
 
@@ -87,8 +91,11 @@ pub struct Warm {
 /// its containers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sizing {
+    /// Most idle containers one kind of run keeps.
     pub per_kind: usize,
+    /// Most idle containers in all.
     pub total: usize,
+    /// A kind unused this long loses its containers when the pool is trimmed.
     pub idle: Duration,
 }
 

@@ -45,10 +45,16 @@ const MAX_PAGE: usize = 500;
 
 /// What the handlers share.
 pub struct App {
+    /// The server's executions: submitted, looked up, cancelled.
     pub dispatcher: Arc<Dispatcher>,
+    /// The API tokens every request but `/healthz` is checked against; none: no check (the
+    /// server then listens on loopback only).
     pub tokens: Tokens,
+    /// Longest a request may wait for an execution to end (`wait`).
     pub max_wait: Duration,
+    /// Largest request body, in bytes.
     pub max_body: usize,
+    /// Time a client has to send its request body.
     pub client_timeout: Duration,
     /// What verifying the runtimes at start-up found: `None` while it runs.
     pub runtimes: Arc<Mutex<Option<Result<(), String>>>>,

@@ -21,20 +21,31 @@ pub const MIN_TOKEN_LEN: usize = 16;
 /// The tokens cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
+    /// The token file could not be read (missing, too large, not a regular file).
     #[error("token file {}: cannot read", file.display())]
     Read {
+        /// The token file.
         file: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// A line of the token file cannot be used; messages never quote a token.
     #[error("token file {}: line {line}: {message}", file.display())]
     Line {
+        /// The token file.
         file: PathBuf,
+        /// The line, counting from 1.
         line: usize,
+        /// What is wrong with it (too short, a name used twice, ...).
         message: String,
     },
+    /// The token in `PACKBOX_SERVE_TOKEN` cannot be used.
     #[error("PACKBOX_SERVE_TOKEN: {message}")]
-    Env { message: String },
+    Env {
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// A known token: its name and the digest of its value.

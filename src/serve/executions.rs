@@ -26,21 +26,29 @@ use super::records::{Accepted, Ending, ExecStatus, NewExecution, Record, Store, 
 
 /// What a client asks to run.
 pub struct Submission {
+    /// The action's ref, `pack.action`.
     pub action: String,
+    /// Parameter values as JSON, checked against the action's declarations.
     pub parameters: Map<String, Value>,
     /// `KEY=VALUE` strings converted by the declared types (they win over `parameters`).
     pub assignments: Vec<String>,
     /// Used for this run only: never stored, logged or shown.
     pub secrets: Map<String, Value>,
+    /// Overrides the action's timeout; a value above the server's maximum is refused.
     pub timeout: Option<Duration>,
+    /// The name of the token the request came with, recorded with the execution.
     pub token_name: Option<String>,
+    /// The client's `Idempotency-Key`: a retry with the same key (and token) gets the same
+    /// execution instead of a second run.
     pub idempotency_key: Option<String>,
 }
 
 /// One problem with one parameter of a submission.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ParameterProblem {
+    /// The parameter's name.
     pub parameter: String,
+    /// The whole sentence, naming the parameter and what was expected.
     pub message: String,
 }
 
@@ -51,17 +59,25 @@ pub enum Refused {
     NotFound(String),
     /// The request is wrong: bad parameters, a timeout above the server's maximum.
     Invalid {
+        /// What is wrong, in one sentence.
         message: String,
+        /// Each parameter's problem, when parameters are at fault (else empty).
         problems: Vec<ParameterProblem>,
     },
     /// The action's pack cannot run (the operator's problem, not the request's).
     BrokenPack(String),
     /// The queue is full; try again later.
-    Busy { retry_after: Duration },
+    Busy {
+        /// A guess at when a slot frees up, from the average run time (1 to 60 seconds).
+        retry_after: Duration,
+    },
     /// The server is shutting down.
     Draining,
     /// The idempotency key was used for another action.
-    KeyReused { action: String },
+    KeyReused {
+        /// The action the key's execution was for.
+        action: String,
+    },
     /// The records could not be written or read.
     Store(StoreError),
 }
@@ -76,23 +92,30 @@ impl From<StoreError> for Refused {
 /// idempotency key made it.
 #[derive(Debug)]
 pub struct Submitted {
+    /// The execution's record as it is now (queued, unless it was a replay of an ended one).
     pub record: Record,
+    /// An earlier request with the same idempotency key made it: nothing new runs.
     pub replayed: bool,
 }
 
 /// A cancellation that could not be done.
 #[derive(Debug)]
 pub enum CancelRefused {
+    /// No execution has this id.
     NotFound,
     /// The execution had already ended.
     Final(Box<Record>),
+    /// The records could not be read.
     Store(StoreError),
 }
 
 /// An execution that is queued or running: how to stop it, its live output, and how to learn
 /// its end.
 pub struct Live {
+    /// Cancelled to stop the execution: a queued one never starts, a running one's action gets
+    /// SIGTERM, then SIGKILL after its grace period.
     pub cancel: CancellationToken,
+    /// Its live output, scrubbed, the last window of it kept, for clients that follow it.
     pub output: OutputLog,
     /// The final record, once there is one.
     ended: watch::Sender<Option<Record>>,
@@ -109,9 +132,13 @@ impl Live {
 /// Limits from the settings.
 #[derive(Clone, Debug)]
 pub struct Limits {
+    /// The folder of packs actions are run from.
     pub packs: PathBuf,
+    /// Runs at the same time.
     pub max_concurrent: usize,
+    /// Accepted executions waiting for a slot; past it, submissions are refused as busy.
     pub max_queue: usize,
+    /// Longest timeout a run may have: a request above it is refused, an action's own is cut.
     pub max_timeout: Duration,
     /// Bytes kept per output stream (the library's `run.max_output`).
     pub max_output: usize,

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 /// Bounds on connections.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
+    /// Open connections at most; more wait to be accepted.
     pub max_connections: usize,
     /// Time a client has to send a request's headers.
     pub header_timeout: Duration,

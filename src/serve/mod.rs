@@ -42,33 +42,49 @@ const LOCK_FILE: &str = "serve.lock";
 /// Why the server could not start or stopped on an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// No packs folder was given: the server has nothing to run.
     #[error(
         "no packs folder: pass --packs DIR (or set PACKBOX_PACKS, or serve.packs in the config file)"
     )]
     NoPacks,
+    /// The packs folder given is not a folder.
     #[error("packs folder {} does not exist or is not a folder", .0.display())]
     PacksMissing(PathBuf),
+    /// The API tokens cannot be used (unreadable file, a bad line, a short token).
     #[error(transparent)]
     Tokens(#[from] TokenError),
+    /// No tokens and a listen address off loopback: anyone who reaches it could run actions.
     #[error(
         "serve.listen = {listen}: without a token the server listens on loopback only; give it tokens (--token-file FILE, serve.token_file or PACKBOX_SERVE_TOKEN) or listen on 127.0.0.1"
     )]
-    Exposed { listen: SocketAddr },
+    Exposed {
+        /// The address asked for.
+        listen: SocketAddr,
+    },
+    /// Another server holds the state folder's lock: two would share one record database.
     #[error("state folder {}: another packbox serve is using it", .0.display())]
     Locked(PathBuf),
+    /// The state folder's lock file could not be made or locked.
     #[error("state folder {}: cannot take its lock", path.display())]
     Lock {
+        /// The state folder.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The execution records could not be opened or written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The library failed: settings, catalog or engine.
     #[error(transparent)]
     Library(#[from] packbox::Error),
+    /// The listen address could not be bound.
     #[error("cannot listen on {listen}")]
     Bind {
+        /// The address.
         listen: SocketAddr,
+        /// Why (in use, not permitted).
         #[source]
         source: std::io::Error,
     },

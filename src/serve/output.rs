@@ -23,7 +23,9 @@ const READ_BATCH: usize = 256 << 10;
 /// Where a reader is: bytes of stdout and of stderr delivered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Position {
+    /// Bytes of stdout delivered.
     pub stdout: u64,
+    /// Bytes of stderr delivered.
     pub stderr: u64,
 }
 
@@ -62,14 +64,20 @@ impl Position {
 pub enum Piece {
     /// Output text (bytes that are not UTF-8 are replaced) and the position after it.
     Text {
+        /// The stream it is from.
         stream: StreamKind,
+        /// The text.
         text: String,
+        /// Where the reader is once it has this piece (the event id to resume from).
         after: Position,
     },
     /// Bytes the reader missed: they fell out of the window before it read them.
     Gap {
+        /// The stream the bytes were missed from.
         stream: StreamKind,
+        /// How many bytes were missed.
         skipped: u64,
+        /// Where the reader is after the gap.
         after: Position,
     },
 }

@@ -64,29 +64,45 @@ const COLUMNS: &str = "seq, id, action, status, token_name, idempotency_key, exe
 /// The record store could not do its work.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// SQLite could not open the database (or set it up).
     #[error("execution records {}: cannot open", path.display())]
     Open {
+        /// The database file.
         path: PathBuf,
+        /// SQLite's error.
         #[source]
         source: rusqlite::Error,
     },
+    /// The database file or its folder could not be created with the owner-only mode.
     #[error("execution records {}: cannot prepare the file", path.display())]
     File {
+        /// The database file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The database was written by a newer packbox: this one would misread it, so it stops.
     #[error(
         "execution records {}: schema version {found} is newer than this packbox ({SCHEMA_VERSION})",
         path.display()
     )]
-    NewerSchema { path: PathBuf, found: i64 },
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The schema version the file has.
+        found: i64,
+    },
+    /// A statement failed.
     #[error("execution records: {what}")]
     Query {
+        /// What it was doing (`listing executions`).
         what: &'static str,
+        /// SQLite's error.
         #[source]
         source: rusqlite::Error,
     },
+    /// The blocking task that runs the SQLite call panicked or was dropped.
     #[error("execution records: the database worker stopped")]
     Worker,
 }
@@ -99,10 +115,15 @@ pub enum ExecStatus {
     Queued,
     /// Preparing its image or running its action.
     Running,
+    /// The action exited 0.
     Succeeded,
+    /// The action exited non-zero.
     Failed,
+    /// The action ran past its timeout and was stopped.
     Timeout,
+    /// The kernel's OOM killer ended the action.
     Oom,
+    /// A client cancelled it, or the server's drain time ran out.
     Cancelled,
     /// packbox or the engine could not run it.
     Error,
@@ -170,45 +191,74 @@ impl ExecStatus {
 /// so `packbox run --json` prints the same fields locally and through a server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Record {
+    /// The execution's id in the API (`/v1/executions/{id}`).
     pub id: String,
+    /// The action's ref, `pack.action`.
     pub action: String,
+    /// Where the execution is in its life.
     pub status: ExecStatus,
     /// The name of the token that asked for the run (never the token).
     pub token_name: Option<String>,
+    /// The client's `Idempotency-Key`: the same token sending it again gets this execution.
     pub idempotency_key: Option<String>,
     /// The run's `ATTUNE_EXEC_ID`, and its container's `packbox.exec_id` label.
     pub exec_id: Option<String>,
+    /// The pack's `version` when the run was accepted.
     pub pack_version: Option<String>,
+    /// SHA-256 of the pack's files when the run was accepted.
     pub pack_digest: Option<String>,
+    /// The run's time limit.
     pub timeout_seconds: u64,
+    /// The action's exit code, when it ran and the engine reported one.
     pub exit_code: Option<i64>,
+    /// stdout parsed by the action's output format, on success.
     pub result: Option<Value>,
+    /// What the action printed on stdout, secrets scrubbed (its head when cut).
     pub stdout: String,
+    /// What the action printed on stderr, secrets scrubbed (its head when cut).
     pub stderr: String,
+    /// stdout was longer than the output limit and was cut.
     pub stdout_truncated: bool,
+    /// stderr was longer than the output limit and was cut.
     pub stderr_truncated: bool,
+    /// Why the execution did not succeed; `None` on success and while it is not over.
     pub error: Option<String>,
+    /// The sandbox settings that were applied, as the outcome reports them.
     pub sandbox: Option<Value>,
+    /// The image the action ran in.
     pub image: Option<String>,
+    /// The catalog's name for the runtime the action ran on.
     pub runtime: Option<String>,
+    /// The runtime version the image holds.
     pub runtime_version: Option<String>,
+    /// Wall time of the run, image preparation included (not the time queued).
     pub duration_ms: Option<u64>,
+    /// The part of `duration_ms` spent making the image ready.
     pub prepare_ms: Option<u64>,
     /// RFC 3339, UTC.
     pub queued_at: String,
+    /// When it left the queue (RFC 3339, UTC).
     pub started_at: Option<String>,
+    /// When it ended (RFC 3339, UTC).
     pub finished_at: Option<String>,
 }
 
 /// An execution to record before it runs.
 #[derive(Clone, Debug)]
 pub struct NewExecution {
+    /// The execution's id in the API.
     pub id: String,
+    /// The action's ref.
     pub action: String,
+    /// The name of the token that asked for it.
     pub token_name: Option<String>,
+    /// The client's `Idempotency-Key`, unique per token.
     pub idempotency_key: Option<String>,
+    /// The pack's `version` from the plan.
     pub pack_version: String,
+    /// SHA-256 of the pack's files from the plan.
     pub pack_digest: String,
+    /// The run's time limit.
     pub timeout_seconds: u64,
 }
 
@@ -224,20 +274,35 @@ pub enum Accepted {
 /// How an execution ended.
 #[derive(Debug)]
 pub struct Ending {
+    /// The final status.
     pub status: ExecStatus,
+    /// The run's exec id, when it got as far as a container.
     pub exec_id: Option<String>,
+    /// See [`Record::exit_code`].
     pub exit_code: Option<i64>,
+    /// See [`Record::result`].
     pub result: Option<Value>,
+    /// See [`Record::stdout`].
     pub stdout: String,
+    /// See [`Record::stderr`].
     pub stderr: String,
+    /// See [`Record::stdout_truncated`].
     pub stdout_truncated: bool,
+    /// See [`Record::stderr_truncated`].
     pub stderr_truncated: bool,
+    /// See [`Record::error`].
     pub error: Option<String>,
+    /// See [`Record::sandbox`].
     pub sandbox: Option<Value>,
+    /// See [`Record::image`].
     pub image: Option<String>,
+    /// See [`Record::runtime`].
     pub runtime: Option<String>,
+    /// See [`Record::runtime_version`].
     pub runtime_version: Option<String>,
+    /// See [`Record::duration_ms`].
     pub duration_ms: Option<u64>,
+    /// See [`Record::prepare_ms`].
     pub prepare_ms: Option<u64>,
 }
 
@@ -288,8 +353,11 @@ impl Ending {
 /// Which records a listing wants, newest first.
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {
+    /// Only this action's executions.
     pub action: Option<String>,
+    /// Only executions in this status.
     pub status: Option<ExecStatus>,
+    /// Records per page; at least 1.
     pub limit: usize,
     /// Only records older than this position (from a previous page's cursor).
     pub before: Option<i64>,
@@ -298,21 +366,27 @@ pub struct ListQuery {
 /// One page of a listing: records without their output, and where the next page starts.
 #[derive(Debug, Serialize)]
 pub struct Page {
+    /// The records, newest first, without `stdout`, `stderr`, `result` and `sandbox`.
     pub executions: Vec<Value>,
+    /// The `before` of the next page; `None` on the last page.
     pub next_cursor: Option<String>,
 }
 
 /// An execution marked abandoned at start-up.
 #[derive(Debug, Clone)]
 pub struct Abandoned {
+    /// The execution's id in the API.
     pub id: String,
+    /// Its run's exec id, when it had a container whose leftovers may need sweeping.
     pub exec_id: Option<String>,
 }
 
 /// How many records a prune removed, by class.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Pruned {
+    /// Records of successful runs removed.
     pub succeeded: usize,
+    /// Records of every other final status removed.
     pub failed: usize,
 }
 

@@ -111,6 +111,7 @@ pub(crate) enum Exit {
 pub(crate) struct Program {
     /// Printed at once, in order.
     pub output: Vec<(StreamKind, Vec<u8>)>,
+    /// How it ends when no signal ends it first.
     pub exit: Exit,
     /// Time from start to exit.
     pub delay: Duration,

@@ -23,6 +23,7 @@ pub(crate) type ServiceProgramFor = Box<dyn Fn(&ServiceSpec) -> Program + Send +
 /// How the fake Swarm behaves.
 #[derive(Clone, Debug)]
 pub(crate) struct SwarmScript {
+    /// What `swarm_state` answers: in a Swarm or not, manager or worker, how many nodes.
     pub state: SwarmState,
     /// Time from service creation to its task running (scheduling, preparing, starting).
     pub start_delay: Duration,
