@@ -34,7 +34,7 @@ const MAX_ENTRIES: usize = 50_000;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PackImageError {
-    /// A file or folder of the pack could not be read (or the pack changed while it was read).
+    /// A file or folder of the pack could not be read.
     #[error("pack {pack}: cannot read {}", path.display())]
     Read {
         /// The pack's ref.
@@ -53,6 +53,12 @@ pub enum PackImageError {
         pack: String,
         /// How much was read before the limit was hit.
         what: String,
+    },
+    /// A file of the pack changed while its image's context was being written.
+    #[error("pack {pack} changed while it was being read; run again")]
+    Changed {
+        /// The pack's ref.
+        pack: String,
     },
     /// The engine could not build the image.
     #[error("building the pack image of {pack} on {base}")]
@@ -89,7 +95,9 @@ impl PackImageError {
     pub fn is_input(&self) -> bool {
         matches!(
             self,
-            PackImageError::Read { .. } | PackImageError::TooLarge { .. }
+            PackImageError::Read { .. }
+                | PackImageError::TooLarge { .. }
+                | PackImageError::Changed { .. }
         )
     }
 }
@@ -290,11 +298,7 @@ impl From<TreeError> for PackImageError {
         match error {
             TreeError::Read { pack, path, source } => PackImageError::Read { pack, path, source },
             TreeError::TooLarge { pack, what, .. } => PackImageError::TooLarge { pack, what },
-            TreeError::Changed { pack } => PackImageError::Read {
-                path: PathBuf::new(),
-                source: std::io::Error::other("the pack changed while it was read"),
-                pack,
-            },
+            TreeError::Changed { pack } => PackImageError::Changed { pack },
         }
     }
 }

@@ -88,6 +88,8 @@ fn a_run_through_a_server_prints_and_exits_as_a_local_one() {
         "status",
         "exit_code",
         "result",
+        "result_truncated",
+        "result_error",
         "stdout",
         "stderr",
         "error",
@@ -97,6 +99,9 @@ fn a_run_through_a_server_prints_and_exits_as_a_local_one() {
         "image",
     ] {
         assert_eq!(remote[field], local[field], "{field}");
+    }
+    for field in local.as_object().expect("an object").keys() {
+        assert!(remote.get(field).is_some(), "the record lacks `{field}`");
     }
     assert!(remote["id"].is_string() && remote["queued_at"].is_string());
 }

@@ -16,7 +16,9 @@ const TOKEN: &str = "openapi-test-token-0123456789";
 async fn the_served_document_is_the_one_in_the_repository() {
     require_engine();
     let server = Server::start_with_config("");
-    let served = reqwest::get(server.at("/v1/openapi.json"))
+    let served = http_client(Duration::from_secs(60))
+        .get(server.at("/v1/openapi.json"))
+        .send()
         .await
         .expect("served")
         .bytes()

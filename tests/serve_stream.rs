@@ -184,7 +184,11 @@ async fn metrics_count_executions_and_show_the_queue_and_the_pool() {
         "packbox_warm_idle_containers{action=\"svc.sleep\",image=\"packbox/shell:5.2\"}";
     let deadline = Instant::now() + LONG;
     let text = loop {
-        let scrape = reqwest::get(server.at("/metrics")).await.expect("metrics");
+        let scrape = http_client(LONG)
+            .get(server.at("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
         assert!(
             scrape.headers()["content-type"]
                 .to_str()

@@ -53,6 +53,11 @@ pub enum SwarmError {
         /// The document's size.
         bytes: usize,
     },
+    /// The workload has no pack folder to make an image of.
+    #[error(
+        "the swarm backend runs actions of a pack folder only: every swarm run carries its pack in an image"
+    )]
+    NoPackFolder,
     /// The sandbox or the workload asks for something a service cannot do.
     #[error("the swarm backend cannot apply {setting}: {why}")]
     Unsupported {
@@ -72,7 +77,8 @@ impl SwarmError {
         match self {
             SwarmError::RegistryNeeded { .. }
             | SwarmError::DocumentTooLarge { .. }
-            | SwarmError::Unsupported { .. } => true,
+            | SwarmError::Unsupported { .. }
+            | SwarmError::NoPackFolder => true,
             SwarmError::PackImage(e) => e.is_input(),
             _ => false,
         }
@@ -173,11 +179,7 @@ impl RunBackend for SwarmBackend {
             .into());
         }
         let Some(PackSource::Folder(pack)) = workload.pack.clone() else {
-            return Err(SwarmError::Unsupported {
-                setting: "a workload without a pack",
-                why: "every swarm run carries its pack in an image",
-            }
-            .into());
+            return Err(SwarmError::NoPackFolder.into());
         };
         let swarm = self.swarm().await?;
         let image = pack_image::ensure(

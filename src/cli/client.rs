@@ -30,12 +30,19 @@ const WAIT_SECONDS: u64 = 60;
 
 /// A run for a server.
 pub struct RemoteRun {
+    /// The action, `pack.action`.
     pub action: String,
+    /// Values read locally (`--params-file`), sent as JSON.
     pub parameters: Map<String, Value>,
+    /// `-p KEY=VALUE` as typed: the server converts them by the declared types.
     pub assignments: Vec<String>,
+    /// Secrets read locally, sent for this run only (the server never stores them).
     pub secrets: Map<String, Value>,
+    /// `--timeout`, capped by the server's maximum.
     pub timeout_seconds: Option<u64>,
+    /// Stream the live output while the run goes (`--follow`).
     pub follow: bool,
+    /// Print the record as JSON instead of the human rendering.
     pub json: bool,
 }
 

@@ -45,8 +45,8 @@ pub struct SandboxPolicy {
     /// The isolation level of the run, who chose it and what it meant.
     pub isolation: IsolationReport,
     /// The settings weaker than packbox's defaults that the operator allowed explicitly
-    /// (`--allow-weaker-sandbox`), each as `setting = value (default ...)`; empty for the
-    /// locked-down sandbox.
+    /// (`--allow-weaker-sandbox`, or `sandbox.allow_weaker: true` in an explicit config file),
+    /// each as `setting = value (default ...)`; empty for the locked-down sandbox.
     pub weaker_than_default: Vec<String>,
     /// Where the action runs: `docker` (a container on the engine) or `swarm` (a one-shot
     /// service).

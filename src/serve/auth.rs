@@ -97,10 +97,13 @@ impl Tokens {
                     "the token file is readable by every user; make it readable by its owner (chmod 600) or a group (chmod 640)"
                 );
             }
-            let text = String::from_utf8(bytes).map_err(|_| TokenError::Line {
-                file: file.to_path_buf(),
-                line: 1,
-                message: "not UTF-8 text".into(),
+            let text = String::from_utf8(bytes).map_err(|e| {
+                let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+                TokenError::Line {
+                    file: file.to_path_buf(),
+                    line: 1 + valid.iter().filter(|&&b| b == b'\n').count(),
+                    message: "not UTF-8 text".into(),
+                }
             })?;
             for (index, line) in text.lines().enumerate() {
                 let line_error = |message: String| TokenError::Line {
@@ -246,6 +249,14 @@ mod tests {
             assert!(err.contains(&format!("line {line}")), "{text}: {err}");
             assert!(!err.contains("0123456789abcdef"), "{err}");
         }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, b"a:0123456789abcdef0123\nb:\xff0123456789abcdef\n").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let err = Tokens::load(Some(&file), None)
+            .expect_err("not UTF-8")
+            .to_string();
+        assert!(err.contains("line 2: not UTF-8"), "{err}");
         let err = tokens("", Some("short")).expect_err("short").to_string();
         assert!(
             err.contains("PACKBOX_SERVE_TOKEN") && !err.contains("short:"),

@@ -47,7 +47,9 @@ CREATE TABLE IF NOT EXISTS executions (
     prepare_ms INTEGER,
     queued_at INTEGER NOT NULL,
     started_at INTEGER,
-    finished_at INTEGER
+    finished_at INTEGER,
+    result_truncated INTEGER NOT NULL DEFAULT 0,
+    result_error TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS executions_idempotency
     ON executions (token_name, idempotency_key) WHERE idempotency_key IS NOT NULL;
@@ -59,7 +61,7 @@ CREATE INDEX IF NOT EXISTS executions_action ON executions (action, seq);
 const COLUMNS: &str = "seq, id, action, status, token_name, idempotency_key, exec_id, pack_version,
     pack_digest, timeout_seconds, exit_code, result, stdout, stderr, stdout_truncated,
     stderr_truncated, error, sandbox, image, runtime, runtime_version, duration_ms, prepare_ms,
-    queued_at, started_at, finished_at";
+    queued_at, started_at, finished_at, result_truncated, result_error";
 
 /// The record store could not do its work.
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +215,10 @@ pub struct Record {
     pub exit_code: Option<i64>,
     /// stdout parsed by the action's output format, on success.
     pub result: Option<Value>,
+    /// stdout was cut before it was parsed, so `result` is missing or partial.
+    pub result_truncated: bool,
+    /// Why stdout could not be parsed into `result` (or not all of it).
+    pub result_error: Option<String>,
     /// What the action printed on stdout, secrets scrubbed (its head when cut).
     pub stdout: String,
     /// What the action printed on stderr, secrets scrubbed (its head when cut).
@@ -282,6 +288,10 @@ pub struct Ending {
     pub exit_code: Option<i64>,
     /// See [`Record::result`].
     pub result: Option<Value>,
+    /// See [`Record::result_truncated`].
+    pub result_truncated: bool,
+    /// See [`Record::result_error`].
+    pub result_error: Option<String>,
     /// See [`Record::stdout`].
     pub stdout: String,
     /// See [`Record::stderr`].
@@ -314,6 +324,8 @@ impl Ending {
             exec_id: Some(outcome.exec_id),
             exit_code: outcome.exit_code,
             result: outcome.result,
+            result_truncated: outcome.result_truncated,
+            result_error: outcome.result_error,
             stdout: outcome.stdout,
             stderr: outcome.stderr,
             stdout_truncated: outcome.stdout_truncated,
@@ -335,6 +347,8 @@ impl Ending {
             exec_id: None,
             exit_code: None,
             result: None,
+            result_truncated: false,
+            result_error: None,
             stdout: String::new(),
             stderr: String::new(),
             stdout_truncated: false,
@@ -582,7 +596,8 @@ impl Store {
                         exit_code = ?4, result = ?5, stdout = ?6, stderr = ?7,
                         stdout_truncated = ?8, stderr_truncated = ?9, error = ?10, sandbox = ?11,
                         image = ?12, runtime = ?13, runtime_version = ?14, duration_ms = ?15,
-                        prepare_ms = ?16, finished_at = ?17
+                        prepare_ms = ?16, finished_at = ?17, result_truncated = ?18,
+                        result_error = ?19
                      WHERE id = ?1 AND status IN ('queued', 'running')",
                     params![
                         id,
@@ -602,6 +617,8 @@ impl Store {
                         ending.duration_ms.map(|d| d as i64),
                         ending.prepare_ms.map(|d| d as i64),
                         now_ms(),
+                        ending.result_truncated,
+                        ending.result_error,
                     ],
                 )
                 .map_err(query("recording how an execution ended"))?;
@@ -643,7 +660,10 @@ impl Store {
                 records.push(row.map_err(query("reading an execution"))?);
             }
             let next_cursor = (records.len() > list.limit)
-                .then(|| records.get(list.limit - 1).map(|(seq, _)| seq.to_string()))
+                .then(|| {
+                    let last = list.limit.checked_sub(1)?;
+                    records.get(last).map(|(seq, _)| seq.to_string())
+                })
                 .flatten();
             records.truncate(list.limit);
             Ok(Page {
@@ -769,6 +789,8 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
         timeout_seconds: row.get::<_, i64>(9)?.max(0) as u64,
         exit_code: row.get(10)?,
         result: json(row.get(11)?),
+        result_truncated: row.get(26)?,
+        result_error: row.get(27)?,
         stdout: row.get(12)?,
         stderr: row.get(13)?,
         stdout_truncated: row.get(14)?,
@@ -949,6 +971,14 @@ mod tests {
             .expect("list");
         assert_eq!(even.executions.len(), 4);
         assert_eq!(even.next_cursor, None);
+        let none = store
+            .list(ListQuery {
+                limit: 0,
+                ..ListQuery::default()
+            })
+            .await
+            .expect("an empty page, not a panic");
+        assert!(none.executions.is_empty());
         let succeeded = store
             .list(ListQuery {
                 status: Some(ExecStatus::Succeeded),
