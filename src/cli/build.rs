@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use packbox::{BuildEvent, Catalog, EnvReport, EnvStatus, Error, Executor};
-use tokio_util::sync::CancellationToken;
+use packbox::{BuildEvent, Catalog, EnvReport, EnvStatus, Error};
 
 use super::options::{self, GlobalArgs};
 use super::{EXIT_ENGINE, EXIT_INPUT, render, signals};
@@ -122,11 +121,8 @@ async fn build(
 ) -> Result<Vec<EnvReport>, Error> {
     let settings = options::resolve(global)?;
     let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
-    let shutdown = CancellationToken::new();
-    signals::cancel_on_signal(shutdown.clone(), "stopping the builds");
-    let executor = Executor::connect(settings, catalog)
-        .await?
-        .with_shutdown(shutdown);
+    let executor =
+        signals::executor_stopped_by_signal(settings, catalog, "stopping the builds").await?;
     let reports = executor
         .build_environments(&args.packs, &args.names, |event| progress.event(event))
         .await;

@@ -7,8 +7,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use packbox::{Catalog, CopyEvent, CopyResult, Error, Executor, ImageCopy, ImageEvent, ImageState};
-use tokio_util::sync::CancellationToken;
+use packbox::{Catalog, CopyEvent, CopyResult, Error, ImageCopy, ImageEvent, ImageState};
 
 use super::options::{self, GlobalArgs};
 use super::{EXIT_INPUT, render, signals};
@@ -83,11 +82,8 @@ async fn build(
 ) -> Result<(), Error> {
     let settings = options::resolve(global)?;
     let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
-    let shutdown = CancellationToken::new();
-    signals::cancel_on_signal(shutdown.clone(), "stopping the builds");
-    let executor = Executor::connect(settings, catalog)
-        .await?
-        .with_shutdown(shutdown);
+    let executor =
+        signals::executor_stopped_by_signal(settings, catalog, "stopping the builds").await?;
     match executor.import_base_images(base_rootfs).await {
         Ok(bases) => {
             for base in bases {
@@ -127,11 +123,8 @@ async fn copy(
     let settings = options::resolve(global)?;
     let target = options::engine_flag("--to", to)?;
     let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
-    let shutdown = CancellationToken::new();
-    signals::cancel_on_signal(shutdown.clone(), "stopping the image copy");
-    let executor = Executor::connect(settings, catalog)
-        .await?
-        .with_shutdown(shutdown);
+    let executor =
+        signals::executor_stopped_by_signal(settings, catalog, "stopping the image copy").await?;
     let mut progress = Progress::new(json, global.no_color, target.host.clone());
     let copied = executor
         .copy_images_to(&target, images, |event| progress.event(event))

@@ -6,11 +6,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 use packbox::{
-    Catalog, Environment, Error, Executor, Outcome, PrepareEvent, RunEvent, RunRequest, Settings,
-    Status, StreamKind,
+    Catalog, Environment, Error, Outcome, PrepareEvent, RunEvent, RunRequest, Settings, Status,
+    StreamKind,
 };
 use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
 
 use super::client::{self, RemoteRun};
 use super::options::{self, GlobalArgs, SandboxArgs};
@@ -178,11 +177,8 @@ async fn run(args: &RunArgs, packs: &Path, settings: Settings) -> Result<Outcome
     for weaker in &plan.policy().weaker_than_default {
         eprintln!("warning: weaker sandbox: {weaker}");
     }
-    let shutdown = CancellationToken::new();
-    signals::cancel_on_signal(shutdown.clone(), "stopping the action");
-    let executor = Executor::connect(settings, catalog)
-        .await?
-        .with_shutdown(shutdown);
+    let executor =
+        signals::executor_stopped_by_signal(settings, catalog, "stopping the action").await?;
     let follow = args.follow;
     let verbose_build = args.verbose_build;
     // With --json, stdout carries the outcome alone: live output goes to stderr.

@@ -2,10 +2,25 @@
 //! removed, the outcome is `cancelled`); a second one exits at once (the container is then swept
 //! by the next packbox start or `packbox gc`).
 
+use packbox::{Catalog, Error, Executor, Settings};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use super::EXIT_CANCELLED;
+
+/// Connects an executor whose work stops gracefully on the first Ctrl-C or SIGTERM (saying
+/// `stopping`), as every command that runs containers or builds wants.
+pub async fn executor_stopped_by_signal(
+    settings: Settings,
+    catalog: Catalog,
+    stopping: &'static str,
+) -> Result<Executor, Error> {
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone(), stopping);
+    Ok(Executor::connect(settings, catalog)
+        .await?
+        .with_shutdown(shutdown))
+}
 
 /// Cancels `token` on the first SIGINT or SIGTERM, saying `stopping` on stderr; exits on the
 /// second.

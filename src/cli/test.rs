@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use packbox::{Catalog, Error, Executor, PrepareEvent, TestEvent, TestReport, TestStatus};
-use tokio_util::sync::CancellationToken;
+use packbox::{Catalog, Error, PrepareEvent, TestEvent, TestReport, TestStatus};
 
 use super::options::{self, GlobalArgs};
 use super::{render, signals};
@@ -52,11 +51,8 @@ async fn test(args: &TestArgs, global: &GlobalArgs) -> Result<TestReport, Error>
     let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
     // Everything wrong with the testing section is said before the engine is contacted.
     let plan = packbox::plan_tests(&settings, &catalog, &args.pack)?;
-    let shutdown = CancellationToken::new();
-    signals::cancel_on_signal(shutdown.clone(), "stopping the tests");
-    let executor = Executor::connect(settings, catalog)
-        .await?
-        .with_shutdown(shutdown);
+    let executor =
+        signals::executor_stopped_by_signal(settings, catalog, "stopping the tests").await?;
     let report = executor
         .test_pack(&plan, |event| match event {
             TestEvent::Prepare(PrepareEvent::Building { tag }) => {
