@@ -21,11 +21,14 @@ fn explain_json(packs: &Path, action: &str) -> Finished {
     )
 }
 
-fn events_of_kind(since: u64, kind: &str, event: &str) -> usize {
+/// Engine events of containers of `kind` made by the packbox process `pid` (other tests explain
+/// and run at the same time).
+fn events_of_kind(since: u64, pid: u32, kind: &str, event: &str) -> usize {
     let filters = [
         "type=container".to_string(),
         format!("event={event}"),
         format!("label=packbox.kind={kind}"),
+        format!("label=packbox.owner_pid={pid}"),
     ];
     engine_events(since, &filters, "{{.ID}}").len()
 }
@@ -89,9 +92,10 @@ fn explain_names_the_version_the_environment_and_the_lock_without_running() {
         "{lock}"
     );
     // The lock came from a container that was created and removed, never started.
-    assert_eq!(events_of_kind(since, "explain", "create"), 1);
-    assert_eq!(events_of_kind(since, "explain", "start"), 0);
-    assert_eq!(events_of_kind(since, "explain", "destroy"), 1);
+    let pid = explained.pid;
+    assert_eq!(events_of_kind(since, pid, "explain", "create"), 1);
+    assert_eq!(events_of_kind(since, pid, "explain", "start"), 0);
+    assert_eq!(events_of_kind(since, pid, "explain", "destroy"), 1);
     assert_no_leftovers(&explained);
 }
 
