@@ -150,6 +150,11 @@ fn a_server_behind_a_tls_proxy_is_reached_with_its_ca_and_refused_without() {
         "says what to set: {stderr}"
     );
     assert_eq!(
+        stderr.matches("invalid peer certificate").count(),
+        1,
+        "said once, not again by the verifier's own log: {stderr}"
+    );
+    assert_eq!(
         proxy.connections.load(Ordering::SeqCst) - before,
         1,
         "one handshake, no retries"

@@ -241,16 +241,33 @@ pub async fn ensure(
         })?;
     let log_path = state_dir.join("builds").join(format!("{key}.log"));
     let mut log = BuildLog::create(&log_path)?;
-    let spec = build_spec(recipe, settings, &key, context_tar);
-    let mut on_build_line = |line: &str| {
-        log.line(line);
-        on_line(line);
-    };
-    let build = engine.build_image(spec, &mut on_build_line);
-    // Dropping the build's stream closes its connection, which stops the engine's build.
-    let result = tokio::select! {
-        result = tokio::time::timeout(settings.timeout, build) => Some(result),
-        () = cancel.cancelled() => None,
+    let deadline = tokio::time::Instant::now() + settings.timeout;
+    let mut attempt = 1;
+    let result = loop {
+        let spec = build_spec(recipe, settings, &key, context_tar.clone());
+        let mut on_build_line = |line: &str| {
+            log.line(line);
+            on_line(line);
+        };
+        let build = engine.build_image(spec, &mut on_build_line);
+        // Dropping the build's stream closes its connection, which stops the engine's build.
+        let result = tokio::select! {
+            result = tokio::time::timeout_at(deadline, build) => Some(result),
+            () = cancel.cancelled() => None,
+        };
+        match &result {
+            Some(Ok(Err(EngineError::Build { message, .. })))
+                if attempt < BUILD_ATTEMPTS && cached_layer_vanished(message) =>
+            {
+                tracing::warn!(
+                    tag = %tag,
+                    "a cached layer was removed while the build used it (another build's cleanup or a prune): building again"
+                );
+                log.line("a cached layer vanished under the build: building again\n");
+                attempt += 1;
+            }
+            _ => break result,
+        }
     };
     let Some(result) = result else {
         // Layers the build made so far go too.
@@ -321,6 +338,17 @@ pub async fn ensure(
 }
 
 /// What the engine is asked to build for a recipe.
+/// Builds tried when the engine's cache loses a layer under a build.
+const BUILD_ATTEMPTS: u32 = 2;
+
+/// Whether a build failed because a layer it took from the engine's cache was removed meanwhile
+/// (the legacy builder then cannot read the layer's config): a race with another build removing
+/// its failed layers, or with a prune, not a fault of the recipe. Building again resolves the
+/// cache afresh.
+fn cached_layer_vanished(message: &str) -> bool {
+    message.contains("failed to get digest") && message.contains("no such file or directory")
+}
+
 fn build_spec(
     recipe: &EnvRecipe,
     settings: &BuildSettings,
@@ -973,6 +1001,45 @@ mod tests {
             assert!(!image.built);
             assert_eq!(fake.calls(), [Call::ImageId(recipe.tag())]);
             assert!(!dir.path().join("locks").exists(), "no lock taken");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_cached_layer_removed_under_the_build_builds_again_once() {
+            let fake = FakeEngine::new();
+            fake.set_build(BuildScript::FailOnce {
+                message: "failed to get digest sha256:eb3f: open /var/lib/docker/image/overlay2/imagedb/content/sha256/eb3f: no such file or directory".into(),
+            });
+            let dir = tempfile::tempdir().expect("tempdir");
+            let first = recipe("requests==2.31.0");
+            let image = ensure(
+                fake.as_ref(),
+                &first,
+                &BuildSettings::default(),
+                dir.path(),
+                &CancellationToken::new(),
+                |_| {},
+            )
+            .await
+            .expect("built on the second attempt");
+            assert!(image.built);
+            assert_eq!(fake.count(|c| matches!(c, Call::Build(_))), 2);
+            // Any other failure is the recipe's: not tried again.
+            fake.set_build(BuildScript::Fail {
+                lines: Vec::new(),
+                message: "The command '/bin/sh -c pip install' returned a non-zero code: 1".into(),
+            });
+            let other = recipe("nope==1");
+            ensure(
+                fake.as_ref(),
+                &other,
+                &BuildSettings::default(),
+                dir.path(),
+                &CancellationToken::new(),
+                |_| {},
+            )
+            .await
+            .expect_err("fails");
+            assert_eq!(fake.count(|c| matches!(c, Call::Build(_))), 3);
         }
 
         #[tokio::test(start_paused = true)]

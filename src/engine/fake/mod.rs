@@ -151,6 +151,8 @@ pub(crate) enum BuildScript {
     Succeed { delay: Duration, lines: Vec<String> },
     /// Fails with `message` after printing `lines`.
     Fail { lines: Vec<String>, message: String },
+    /// Fails with `message` once; builds after it succeed.
+    FailOnce { message: String },
     /// Never finishes.
     Hang,
 }
@@ -647,6 +649,13 @@ impl ContainerEngine for FakeEngine {
                 for line in &lines {
                     on_line(line);
                 }
+                Err(EngineError::Build {
+                    tag: spec.tag,
+                    message,
+                })
+            }
+            BuildScript::FailOnce { message } => {
+                self.state().build = None;
                 Err(EngineError::Build {
                     tag: spec.tag,
                     message,
