@@ -431,6 +431,21 @@ impl ContainerEngine for DockerEngine {
         }
     }
 
+    async fn remove_layer(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveImageOptionsBuilder::default()
+            .force(false)
+            .noprune(true)
+            .build();
+        match self.docker.remove_image(id, Some(options), None).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) if is_status(&e, 409) => Err(EngineError::InUse {
+                what: format!("removing layer {id}"),
+            }),
+            Err(e) => Err(api(format!("removing layer {id}"), e)),
+        }
+    }
+
     async fn image_size(&self, name: &str) -> Result<u64, EngineError> {
         let image = self
             .docker

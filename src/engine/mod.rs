@@ -580,6 +580,13 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
     /// uses it or another image builds on it. One that is already gone is not an error.
     async fn remove_image(&self, id: &str) -> Result<(), EngineError>;
 
+    /// Removes one untagged layer and nothing under it: unlike [`remove_image`], its untagged
+    /// parents stay, since a build under way may be using them from the cache. Refused with
+    /// [`EngineError::InUse`] while another image builds on it; one already gone is not an error.
+    ///
+    /// [`remove_image`]: ContainerEngine::remove_image
+    async fn remove_layer(&self, id: &str) -> Result<(), EngineError>;
+
     /// The size of an image in bytes (0 when the engine does not say).
     async fn image_size(&self, name: &str) -> Result<u64, EngineError>;
 

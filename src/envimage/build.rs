@@ -271,9 +271,7 @@ pub async fn ensure(
     };
     let Some(result) = result else {
         // Layers the build made so far go too.
-        if let Some(layer) = &log.last_layer {
-            let _ = engine.remove_image(layer).await;
-        }
+        remove_own_layers(engine, &log).await;
         log.line("cancelled\n");
         return Err(EnvError::Cancelled { tag });
     };
@@ -286,11 +284,9 @@ pub async fn ensure(
         Ok(Err(EngineError::Build { message, .. })) => {
             let tail = log.tail();
             log.line(&format!("error: {message}\n"));
-            // Untagged layers of a failed build go too; layers other images build on stay
+            // The layers the failed build made go too; layers other images build on stay
             // (the engine refuses to remove those, which is fine).
-            if let Some(layer) = &log.last_layer {
-                let _ = engine.remove_image(layer).await;
-            }
+            remove_own_layers(engine, &log).await;
             if log.killed || message.ends_with("returned a non-zero code: 137") {
                 return Err(EnvError::BuildKilled {
                     tag,
@@ -325,9 +321,7 @@ pub async fn ensure(
         }
         Ok(Err(other)) => Err(other.into()),
         Err(_) => {
-            if let Some(layer) = &log.last_layer {
-                let _ = engine.remove_image(layer).await;
-            }
+            remove_own_layers(engine, &log).await;
             Err(EnvError::BuildTimedOut {
                 tag,
                 seconds: settings.timeout.as_secs(),
@@ -338,6 +332,15 @@ pub async fn ensure(
 }
 
 /// What the engine is asked to build for a recipe.
+/// Removes the layers a failed or stopped build made, newest first, each alone: the untagged
+/// layers under them that the build took from the cache stay, since another build may be using
+/// them right now.
+async fn remove_own_layers(engine: &dyn ContainerEngine, log: &BuildLog) {
+    for layer in log.own_layers.iter().rev() {
+        let _ = engine.remove_layer(layer).await;
+    }
+}
+
 /// Builds tried when the engine's cache loses a layer under a build.
 const BUILD_ATTEMPTS: u32 = 2;
 
@@ -502,8 +505,12 @@ struct BuildLog {
     written: u64,
     tail: VecDeque<String>,
     last_step: Option<String>,
-    /// The newest layer the build made, so a failed build's layers can be removed.
-    last_layer: Option<String>,
+    /// The layers this build made (oldest first), so a failed build's layers can be removed:
+    /// never the base image of its `FROM`, nor a layer it took from the engine's cache (another
+    /// image, or another build under way, is built on those).
+    own_layers: Vec<String>,
+    /// Whether the current step's layer is not the build's own (a `FROM`, or a cache hit).
+    step_not_own: bool,
     /// The package pip last failed to build a wheel for.
     failed_package: Option<String>,
     /// Whether the output says a compiler (or the headers it needs) is missing.
@@ -536,7 +543,8 @@ impl BuildLog {
             written: 0,
             tail: VecDeque::new(),
             last_step: None,
-            last_layer: None,
+            own_layers: Vec::new(),
+            step_not_own: false,
             failed_package: None,
             compiler_missing: false,
             killed: false,
@@ -565,8 +573,13 @@ impl BuildLog {
             let line = strip_ansi(line);
             let line = line.trim_end();
             if let Some(layer) = line.strip_prefix(" ---> ") {
-                if layer.len() == 12 && layer.chars().all(|c| c.is_ascii_hexdigit()) {
-                    self.last_layer = Some(layer.to_string());
+                if layer == "Using cache" {
+                    self.step_not_own = true;
+                } else if layer.len() == 12
+                    && layer.chars().all(|c| c.is_ascii_hexdigit())
+                    && !self.step_not_own
+                {
+                    self.own_layers.push(layer.to_string());
                 }
                 continue;
             }
@@ -576,6 +589,10 @@ impl BuildLog {
             if let Some(step) = line.strip_prefix("Step ") {
                 // "Step 5/16 : RUN ..." -> "step 5/16: RUN ..." (shortened); its output starts now.
                 let (number, instruction) = step.split_once(" : ").unwrap_or((step, ""));
+                self.step_not_own = instruction
+                    .trim_start()
+                    .get(..4)
+                    .is_some_and(|word| word.eq_ignore_ascii_case("FROM"));
                 let words: Vec<&str> = instruction.split_whitespace().collect();
                 let instruction = words.join(" ");
                 let short: String = instruction.chars().take(80).collect();
@@ -687,7 +704,15 @@ mod tests {
             !tail.contains("base output") && !tail.contains('\u{1b}'),
             "{tail}"
         );
-        assert_eq!(log.last_layer.as_deref(), Some("0123456789ab"));
+        assert!(
+            log.own_layers.is_empty(),
+            "the FROM image is not the build's: {:?}",
+            log.own_layers
+        );
+        log.line(" ---> fedcba987654\n");
+        log.line("Step 4/4 : USER 65534\n ---> Using cache\n ---> 111111111111\n");
+        log.line("Step 5/5 : COPY req.txt /x\n ---> 222222222222\n");
+        assert_eq!(log.own_layers, ["fedcba987654", "222222222222"]);
         drop(log);
         let written = std::fs::read_to_string(dir.path().join("b.log")).expect("read");
         assert!(written.contains("line 0") && written.contains("line 29"));

@@ -941,6 +941,11 @@ impl ContainerEngine for FakeEngine {
         Ok(())
     }
 
+    /// The fake keeps no parents, so a layer goes as an image does.
+    async fn remove_layer(&self, id: &str) -> Result<(), EngineError> {
+        self.remove_image(id).await
+    }
+
     async fn image_size(&self, name: &str) -> Result<u64, EngineError> {
         self.record(Call::ImageId(name.to_string()));
         match self.find_image(name) {
