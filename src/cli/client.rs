@@ -140,6 +140,12 @@ pub async fn run(remote: RemoteRun, settings: &ClientSettings) -> ExitCode {
             return ExitCode::from(EXIT_INPUT);
         }
     };
+    if settings.token.is_some() && client_http::token_sent_in_clear(&base) {
+        eprintln!(
+            "warning: {} is plain HTTP off this machine: the token crosses the network in clear text; put the server behind a TLS proxy and use https://",
+            render::sanitize(&base)
+        );
+    }
     let trust = match &settings.ca_file {
         Some(path) => format!("the certificates in {}", path.display()),
         None => "the system's trust store".to_string(),

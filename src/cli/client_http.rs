@@ -48,6 +48,25 @@ fn certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, TrustError> {
     Ok(certificates)
 }
 
+/// Whether a bearer token sent to `base` would cross a network unencrypted: plain `http://` to
+/// a host that is not this machine's loopback.
+pub fn token_sent_in_clear(base: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(base) else {
+        return false;
+    };
+    if url.scheme() != "http" {
+        return false;
+    }
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => !ip.is_loopback(),
+        Err(_) => !host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
 /// The TLS failure behind a request error, when there is one: the handshake with the server (or
 /// its proxy) failed, which waiting will not mend.
 pub fn tls_failure(error: &reqwest::Error) -> Option<String> {
@@ -89,6 +108,16 @@ mod tests {
         let missing = dir.path().join("missing.pem");
         let text = client(Some(&missing)).expect_err("missing").to_string();
         assert!(text.contains("missing.pem: cannot be read"), "{text}");
+    }
+
+    #[test]
+    fn a_token_is_in_clear_over_http_off_loopback_only() {
+        assert!(!token_sent_in_clear("http://127.0.0.1:8080"));
+        assert!(!token_sent_in_clear("http://localhost:8080"));
+        assert!(!token_sent_in_clear("http://[::1]:8080"));
+        assert!(!token_sent_in_clear("https://runner.example:8443"));
+        assert!(token_sent_in_clear("http://runner.example:8080"));
+        assert!(token_sent_in_clear("http://10.0.0.7:8080"));
     }
 
     #[test]
