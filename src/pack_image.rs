@@ -125,6 +125,9 @@ pub struct PackImageSource<'a> {
     pub pack_ref: &'a str,
     /// The pack's folder, copied to `/pack` in the image.
     pub pack_dir: &'a Path,
+    /// The pack tree's SHA-256 when the run was planned: names the image, so the pack is read
+    /// only to build one (and refused then if it changed since).
+    pub pack_digest: &'a str,
     /// The image the action runs on (an environment or runtime image).
     pub base_image: &'a str,
 }
@@ -140,18 +143,6 @@ pub async fn ensure(
 ) -> Result<PackImage, PackImageError> {
     let pack = source.pack_ref.to_string();
     let cancelled = || PackImageError::Cancelled { pack: pack.clone() };
-    let tree = {
-        let (pack, dir) = (pack.clone(), source.pack_dir.to_path_buf());
-        let read = tokio::task::spawn_blocking(move || read_tree(&pack, &dir));
-        tokio::select! {
-            tree = read => tree.map_err(|e| PackImageError::Read {
-                pack: source.pack_ref.to_string(),
-                path: source.pack_dir.to_path_buf(),
-                source: std::io::Error::other(e),
-            })??,
-            () = cancel.cancelled() => return Err(cancelled()),
-        }
-    };
     let base_image = source.base_image;
     let build_error = |error: EngineError| PackImageError::Build {
         pack: pack.clone(),
@@ -170,7 +161,7 @@ pub async fn ensure(
                 source: "no such image".into(),
             },
         })?;
-    let tag = image_tag(&tree.digest, &base_id);
+    let tag = image_tag(source.pack_digest, &base_id);
     let repository = format!("{REPOSITORY}/{pack}");
     let key = format!("{}/{repository}:{tag}", registry.unwrap_or(""));
     let slot = {
@@ -188,6 +179,22 @@ pub async fn ensure(
     let image_id = match engine.image_id(&local).await.map_err(build_error)? {
         Some(id) => id,
         None => {
+            let read = {
+                let (pack, dir) = (pack.clone(), source.pack_dir.to_path_buf());
+                tokio::task::spawn_blocking(move || read_tree(&pack, &dir))
+            };
+            let tree = tokio::select! {
+                tree = read => tree.map_err(|e| PackImageError::Read {
+                    pack: pack.clone(),
+                    path: source.pack_dir.to_path_buf(),
+                    source: std::io::Error::other(e),
+                })??,
+                () = cancel.cancelled() => return Err(cancelled()),
+            };
+            // The image is named by the planned content: it must hold that content.
+            if tree.digest != source.pack_digest {
+                return Err(PackImageError::Changed { pack: pack.clone() });
+            }
             let spec = BuildSpec {
                 tag: local.clone(),
                 context_tar: tree.context,
@@ -197,7 +204,7 @@ pub async fn ensure(
                     ("packbox.managed".to_string(), "true".to_string()),
                     ("packbox.kind".to_string(), KIND.to_string()),
                     ("packbox.pack".to_string(), pack.clone()),
-                    (DIGEST_LABEL.to_string(), tree.digest.clone()),
+                    (DIGEST_LABEL.to_string(), source.pack_digest.to_string()),
                     (BASE_LABEL.to_string(), base_id.clone()),
                 ]),
                 network_mode: "none".into(),
@@ -233,7 +240,7 @@ pub async fn ensure(
     };
     let made = PackImage {
         reference,
-        pack_digest: tree.digest,
+        pack_digest: source.pack_digest.to_string(),
     };
     *slot = Some(made.clone());
     Ok(made)
@@ -250,20 +257,21 @@ fn image_tag(pack_digest: &str, base_id: &str) -> String {
     )
 }
 
-/// A pack tree read once: its digest and the build context (a Dockerfile and the pack under
-/// `pack/`).
-struct Tree {
-    digest: String,
-    context: Vec<u8>,
-}
-
 /// The limits of a pack made into an image: the build context is made in memory.
 const LIMITS: Limits = Limits {
     max_entries: MAX_ENTRIES,
     max_bytes: MAX_PACK_BYTES,
 };
 
-/// Reads the pack into its digest and build context (a Dockerfile, and the pack under `pack/`).
+/// A pack tree read once: the digest of what was written and the build context (a Dockerfile
+/// and the pack under `pack/`).
+struct Tree {
+    digest: String,
+    context: Vec<u8>,
+}
+
+/// Reads the pack into its build context (a Dockerfile, and the pack under `pack/`), with the
+/// digest of what was written.
 fn read_tree(pack: &str, root: &Path) -> Result<Tree, PackImageError> {
     let tree = PackTree::read(pack, root, LIMITS)?;
     let io_error = |source| PackImageError::Read {
@@ -392,6 +400,11 @@ mod tests {
         assert!(err.to_string().contains("pack p"), "{err}");
     }
 
+    /// The digest a plan takes of the pack.
+    fn digest(dir: &Path) -> String {
+        crate::pack_volume::tree_digest("p", dir).expect("digest")
+    }
+
     fn engine() -> Arc<FakeEngine> {
         let fake = FakeEngine::new();
         fake.add_image("packbox/shell:5.2", &[], 0);
@@ -406,6 +419,7 @@ mod tests {
         let source = PackImageSource {
             pack_ref: "p",
             pack_dir: dir.path(),
+            pack_digest: &digest(dir.path()),
             base_image: "packbox/shell:5.2",
         };
         let cancel = CancellationToken::new();
@@ -443,6 +457,7 @@ mod tests {
         let source = PackImageSource {
             pack_ref: "p",
             pack_dir: dir.path(),
+            pack_digest: &digest(dir.path()),
             base_image: "packbox/shell:5.2",
         };
         let cancel = CancellationToken::new();
@@ -482,6 +497,7 @@ mod tests {
         let source = PackImageSource {
             pack_ref: "p",
             pack_dir: dir.path(),
+            pack_digest: &digest(dir.path()),
             base_image: "packbox/shell:5.2",
         };
         let cancel = CancellationToken::new();
@@ -496,6 +512,53 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_planned_digest_names_the_image_and_a_changed_pack_is_refused_unbuilt() {
+        let fake = engine();
+        let shared: SharedEngine = fake.clone();
+        let dir = pack();
+        let planned = digest(dir.path());
+        std::fs::write(dir.path().join("actions/a.sh"), "echo changed\n").expect("write");
+        let source = PackImageSource {
+            pack_ref: "p",
+            pack_dir: dir.path(),
+            pack_digest: &planned,
+            base_image: "packbox/shell:5.2",
+        };
+        let cancel = CancellationToken::new();
+        let err = ensure(&shared, fake.as_ref(), source, None, &cancel)
+            .await
+            .expect_err("changed since planned");
+        assert!(matches!(err, PackImageError::Changed { .. }), "{err}");
+        assert_eq!(
+            fake.count(|c| matches!(c, Call::Build(_))),
+            0,
+            "nothing built"
+        );
+        // Planned again, it builds; then the folder is not read to find the image again.
+        let planned = digest(dir.path());
+        let source = PackImageSource {
+            pack_digest: &planned,
+            ..source
+        };
+        let made = ensure(&shared, fake.as_ref(), source, None, &cancel)
+            .await
+            .expect("made");
+        let gone = dir.path().to_path_buf();
+        drop(dir);
+        let source = PackImageSource {
+            pack_ref: "p",
+            pack_dir: &gone,
+            pack_digest: &planned,
+            base_image: "packbox/shell:5.2",
+        };
+        let again = ensure(&shared, fake.as_ref(), source, None, &cancel)
+            .await
+            .expect("found by name");
+        assert_eq!(again, made);
+        assert_eq!(fake.count(|c| matches!(c, Call::Build(_))), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_missing_base_image_is_a_build_error_naming_it() {
         let fake = FakeEngine::new();
         let shared: SharedEngine = fake.clone();
@@ -503,6 +566,7 @@ mod tests {
         let source = PackImageSource {
             pack_ref: "p",
             pack_dir: dir.path(),
+            pack_digest: &digest(dir.path()),
             base_image: "packbox/nothing:1",
         };
         let err = ensure(

@@ -162,25 +162,20 @@ impl From<TreeError> for DeliveryError {
     }
 }
 
-/// Makes sure the engine has the pack's volume, filling it when it does not (once per content
-/// and engine; see the module doc). `helper_image` is an image the engine has (the run's own):
+/// Makes sure the engine has the pack's volume of content `digest` (the plan's
+/// [`tree_digest`]), filling it when it does not (once per content and engine; see the module
+/// doc). `helper_image` is an image the engine has (the run's own):
 /// the lock and helper containers are created from it and never started.
 pub async fn ensure(
     engine: &dyn ContainerEngine,
     pack_ref: &str,
     pack_dir: &Path,
+    digest: &str,
     helper_image: &str,
 ) -> Result<PackVolume, DeliveryError> {
-    let digest = {
-        let (pack, dir) = (pack_ref.to_string(), pack_dir.to_path_buf());
-        tokio::task::spawn_blocking(move || tree_digest(&pack, &dir))
-            .await
-            .map_err(|e| DeliveryError::Read {
-                pack: pack_ref.to_string(),
-                path: pack_dir.to_path_buf(),
-                source: std::io::Error::other(e),
-            })??
-    };
+    // Named by the digest the plan took ([`tree_digest`]): the pack is read again only to fill
+    // a new volume, and a pack that changed since is refused then.
+    let digest = digest.to_string();
     let volume = volume_name(pack_ref, &digest);
     let lock = lock_name(&volume);
     let owner = Owner::current();
@@ -580,14 +575,26 @@ mod tests {
         async fn the_first_delivery_fills_and_later_ones_reuse() {
             let fake = engine();
             let dir = pack();
-            let first = ensure(fake.as_ref(), "p", dir.path(), IMAGE)
-                .await
-                .expect("delivered");
+            let first = ensure(
+                fake.as_ref(),
+                "p",
+                dir.path(),
+                &tree_digest("p", dir.path()).expect("digest"),
+                IMAGE,
+            )
+            .await
+            .expect("delivered");
             assert!(first.filled);
             assert_eq!(fake.volume_uploads(&first.name).map(|u| u.len()), Some(1));
-            let again = ensure(fake.as_ref(), "p", dir.path(), IMAGE)
-                .await
-                .expect("delivered");
+            let again = ensure(
+                fake.as_ref(),
+                "p",
+                dir.path(),
+                &tree_digest("p", dir.path()).expect("digest"),
+                IMAGE,
+            )
+            .await
+            .expect("delivered");
             assert!(!again.filled);
             assert_eq!(again.name, first.name);
             assert_eq!(fake.volume_uploads(&first.name).map(|u| u.len()), Some(1));
@@ -595,11 +602,49 @@ mod tests {
         }
 
         #[tokio::test]
+        async fn an_existing_volume_is_found_by_the_planned_digest_without_reading_the_pack() {
+            let fake = engine();
+            let dir = pack();
+            let planned = digest(dir.path());
+            let first = ensure(fake.as_ref(), "p", dir.path(), &planned, IMAGE)
+                .await
+                .expect("delivered");
+            // The folder is gone: only its digest can find the volume now.
+            let gone = dir.path().to_path_buf();
+            drop(dir);
+            let again = ensure(fake.as_ref(), "p", &gone, &planned, IMAGE)
+                .await
+                .expect("found by name");
+            assert_eq!(again.name, first.name);
+            assert!(!again.filled);
+        }
+
+        #[tokio::test]
+        async fn a_pack_changed_since_it_was_planned_is_refused_and_leaves_nothing() {
+            let fake = engine();
+            let dir = pack();
+            let planned = digest(dir.path());
+            std::fs::write(dir.path().join("actions/a.sh"), "echo changed\n").expect("write");
+            let err = ensure(fake.as_ref(), "p", dir.path(), &planned, IMAGE)
+                .await
+                .expect_err("changed");
+            assert!(matches!(err, DeliveryError::Changed { .. }), "{err}");
+            assert!(err.to_string().contains("run again"), "{err}");
+            let name = volume_name("p", &planned);
+            assert!(
+                !fake.volume_exists(&name).await.expect("answers"),
+                "no half volume"
+            );
+            assert!(fake.container_ids().is_empty(), "no lock, no helper");
+        }
+
+        #[tokio::test]
         async fn concurrent_deliveries_upload_once() {
             let fake = engine();
             let dir = pack();
+            let digest = tree_digest("p", dir.path()).expect("digest");
             let all = futures::future::join_all(
-                (0..5).map(|_| ensure(fake.as_ref(), "p", dir.path(), IMAGE)),
+                (0..5).map(|_| ensure(fake.as_ref(), "p", dir.path(), &digest, IMAGE)),
             )
             .await;
             let delivered: Vec<PackVolume> = all.into_iter().map(|d| d.expect("ok")).collect();
@@ -640,7 +685,7 @@ mod tests {
             fake.create_container(&lock_name(&volume), &lock_labels(&this_host()))
                 .await
                 .expect("dead lock");
-            let delivered = ensure(fake.as_ref(), "p", dir.path(), IMAGE)
+            let delivered = ensure(fake.as_ref(), "p", dir.path(), &digest, IMAGE)
                 .await
                 .expect("delivered");
             assert!(delivered.filled);
@@ -657,7 +702,7 @@ mod tests {
             fake.create_container(&lock_name(&volume), &lock_labels("another-host"))
                 .await
                 .expect("lock");
-            let err = ensure(fake.as_ref(), "p", dir.path(), IMAGE)
+            let err = ensure(fake.as_ref(), "p", dir.path(), &digest, IMAGE)
                 .await
                 .expect_err("still locked");
             let text = err.to_string();
@@ -673,10 +718,16 @@ mod tests {
             for text in ["one", "two", "three"] {
                 std::fs::write(dir.path().join("actions/a.sh"), text).expect("write");
                 names.push(
-                    ensure(fake.as_ref(), "p", dir.path(), IMAGE)
-                        .await
-                        .expect("delivered")
-                        .name,
+                    ensure(
+                        fake.as_ref(),
+                        "p",
+                        dir.path(),
+                        &tree_digest("p", dir.path()).expect("digest"),
+                        IMAGE,
+                    )
+                    .await
+                    .expect("delivered")
+                    .name,
                 );
             }
             let user = ContainerSpec {

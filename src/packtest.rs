@@ -32,6 +32,8 @@ const TAIL_LINES: usize = 20;
 pub struct TestPlan {
     pack_ref: String,
     pack_dir: PathBuf,
+    /// The pack tree's digest when the tests were planned: names its volume.
+    pack_digest: String,
     runners: Vec<PlannedRunner>,
     policy: SandboxPolicy,
     grace: Duration,
@@ -128,9 +130,12 @@ pub fn plan_tests(
     if !problems.is_empty() {
         return Err(PackError::Invalid(problems).into());
     }
+    let pack_digest =
+        pack_volume::tree_digest(&pack.pack_ref, &pack_dir).map_err(PlanError::Digest)?;
     Ok(TestPlan {
         pack_ref: pack.pack_ref.clone(),
         pack_dir,
+        pack_digest,
         runners,
         policy: settings.sandbox.clone(),
         grace: settings.run.grace,
@@ -265,6 +270,7 @@ pub(crate) async fn run_tests(
                     engine.as_ref(),
                     &plan.pack_ref,
                     &plan.pack_dir,
+                    &plan.pack_digest,
                     &prepared.image,
                 )
                 .await?;
@@ -273,6 +279,7 @@ pub(crate) async fn run_tests(
             _ => PackSource::Folder(PackFolder {
                 pack_ref: plan.pack_ref.clone(),
                 host_dir: plan.pack_dir.to_string_lossy().into_owned(),
+                digest: plan.pack_digest.clone(),
             }),
         };
         let workload = workload(plan, planned, &exec_id, &prepared.image, owner, pack);

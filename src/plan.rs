@@ -372,6 +372,7 @@ impl RunPlan {
             pack: Some(PackSource::Folder(PackFolder {
                 pack_ref: self.action.pack.pack_ref.clone(),
                 host_dir: self.action.pack_dir.to_string_lossy().into_owned(),
+                digest: self.pack_digest.clone(),
             })),
         }
     }

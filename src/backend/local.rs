@@ -82,6 +82,7 @@ impl LocalBackend {
                 self.engine.as_ref(),
                 &folder.pack_ref,
                 std::path::Path::new(&folder.host_dir),
+                &folder.digest,
                 &workload.image,
             ) => delivered?,
             () = cancel.cancelled() => {

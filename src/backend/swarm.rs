@@ -188,6 +188,7 @@ impl RunBackend for SwarmBackend {
             PackImageSource {
                 pack_ref: &pack.pack_ref,
                 pack_dir: std::path::Path::new(&pack.host_dir),
+                pack_digest: &pack.digest,
                 base_image: &workload.image,
             },
             self.registry.as_deref(),
@@ -345,6 +346,7 @@ mod tests {
             pack: Some(PackSource::Folder(PackFolder {
                 pack_ref: "p".into(),
                 host_dir: pack.path().to_string_lossy().into_owned(),
+                digest: crate::pack_volume::tree_digest("p", pack.path()).expect("digest"),
             })),
         }
     }

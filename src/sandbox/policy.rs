@@ -103,6 +103,9 @@ pub struct PackFolder {
     pub pack_ref: String,
     /// The pack's folder on this machine, canonical.
     pub host_dir: String,
+    /// The SHA-256 of the pack tree when the run was planned ([`crate::pack_tree`]): what
+    /// names its volume or image, so delivery never reads the pack only to name it.
+    pub digest: String,
 }
 
 /// Where the pack a container sees at `/pack` comes from.
@@ -174,6 +177,7 @@ mod tests {
             pack: Some(PackSource::Folder(PackFolder {
                 pack_ref: "p".into(),
                 host_dir: "/host/packs/p".into(),
+                digest: "0".repeat(64),
             })),
         }
     }

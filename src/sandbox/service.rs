@@ -171,6 +171,7 @@ mod tests {
             pack: Some(PackSource::Folder(PackFolder {
                 pack_ref: "p".into(),
                 host_dir: "/host/packs/p".into(),
+                digest: "0".repeat(64),
             })),
         }
     }
