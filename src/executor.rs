@@ -1392,8 +1392,8 @@ mod tests {
         let packs = pack("shell", "a.sh", "", &[]);
         let plan = plan_for(&h, &packs);
         run(&h, &plan).await.expect("the probes pass first");
-        h.fake.fail(crate::engine::fake::Op::Wait, 1);
-        let err = run(&h, &plan).await.expect_err("wait fails");
+        h.fake.fail(crate::engine::fake::Op::Output, 1);
+        let err = run(&h, &plan).await.expect_err("reading output fails");
         assert_eq!(err.fault(), Fault::Engine);
         h.executor.close().await;
         assert!(h.fake.container_ids().is_empty());

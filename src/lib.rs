@@ -38,6 +38,7 @@ mod error_text;
 mod executor;
 mod explain;
 mod image_copy;
+mod init;
 pub mod input;
 mod lifecycle;
 mod pack;

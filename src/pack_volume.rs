@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::engine::{ContainerEngine, ContainerSpec, EngineError, VolumeMount};
+use crate::engine::{ArchiveStream, ContainerEngine, ContainerSpec, EngineError, VolumeMount};
 use crate::lifecycle::owner::{self, Owner};
 use crate::pack_tree::{Limits, PackTree, TreeError};
 
@@ -75,7 +75,7 @@ pub enum DeliveryError {
     /// Another packbox process, alive or on another machine (where packbox cannot tell), has
     /// held the volume's fill lock for longer than packbox waits.
     #[error(
-        "pack volume {volume}: the packbox process named by lock container {lock} (on {host}) has been filling it for more than {} s; if that process is gone, remove both (`docker rm {lock}`, `docker volume rm {volume}`)",
+        "volume {volume}: the packbox process named by lock container {lock} (on {host}) has been filling it for more than {} s; if that process is gone, remove both (`docker rm {lock}`, `docker volume rm {volume}`)",
         LOCK_WAIT.as_secs()
     )]
     LockHeld {
@@ -177,14 +177,43 @@ pub async fn ensure(
     // a new volume, and a pack that changed since is refused then.
     let digest = digest.to_string();
     let volume = volume_name(pack_ref, &digest);
-    let lock = lock_name(&volume);
+    let mut labels = BTreeMap::new();
+    labels.insert("packbox.kind".to_string(), KIND.to_string());
+    labels.insert(PACK_LABEL.to_string(), pack_ref.to_string());
+    labels.insert(DIGEST_LABEL.to_string(), digest.clone());
+    let filled = ensure_volume(engine, &volume, labels, helper_image, || {
+        pack_archive(pack_ref, pack_dir, &digest)
+    })
+    .await?;
+    Ok(PackVolume {
+        name: volume,
+        digest,
+        filled,
+    })
+}
+
+/// Makes sure the engine has `volume`, filled with the tar archive `archive` gives, under the
+/// fill lock described in the module doc: once per name and engine, whoever asks at the same
+/// time. `labels` go on the volume with packbox's own. Returns whether this call filled it.
+pub(crate) async fn ensure_volume<F, A>(
+    engine: &dyn ContainerEngine,
+    volume: &str,
+    labels: BTreeMap<String, String>,
+    helper_image: &str,
+    archive: F,
+) -> Result<bool, DeliveryError>
+where
+    F: FnOnce() -> A,
+    A: Future<Output = Result<ArchiveStream, DeliveryError>>,
+{
+    let lock = lock_name(volume);
     let owner = Owner::current();
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         if Instant::now() >= deadline {
             let labels = engine.container_labels(&lock).await?.unwrap_or_default();
             return Err(DeliveryError::LockHeld {
-                volume: volume.clone(),
+                volume: volume.to_string(),
                 lock: lock.clone(),
                 host: labels
                     .get(owner::OWNER_HOST)
@@ -192,17 +221,11 @@ pub async fn ensure(
                     .unwrap_or_else(|| "an unknown host".into()),
             });
         }
-        if engine.volume_exists(&volume).await? {
+        if engine.volume_exists(volume).await? {
             match engine.container_labels(&lock).await? {
-                None => {
-                    return Ok(PackVolume {
-                        name: volume,
-                        digest,
-                        filled: false,
-                    });
-                }
+                None => return Ok(false),
                 Some(labels) => {
-                    wait_or_break_lock(engine, &volume, &lock, &labels).await?;
+                    wait_or_break_lock(engine, volume, &lock, &labels).await?;
                     continue;
                 }
             }
@@ -210,7 +233,7 @@ pub async fn ensure(
         match engine
             .create_container(
                 &lock,
-                &helper_spec(helper_image, &owner, &volume, "pack-lock", false),
+                &helper_spec(helper_image, &owner, volume, "pack-lock", false),
             )
             .await
         {
@@ -218,31 +241,18 @@ pub async fn ensure(
             // Another filler holds the lock's name.
             Err(EngineError::InUse { .. }) => {
                 if let Some(labels) = engine.container_labels(&lock).await? {
-                    wait_or_break_lock(engine, &volume, &lock, &labels).await?;
+                    wait_or_break_lock(engine, volume, &lock, &labels).await?;
                 }
             }
             Err(e) => return Err(e.into()),
         }
     }
     // This process holds the lock: a volume present now was left by a filler that died.
-    let filled = fill(
-        engine,
-        pack_ref,
-        pack_dir,
-        helper_image,
-        &owner,
-        &volume,
-        &digest,
-    )
-    .await;
+    let filled = fill(engine, helper_image, &owner, volume, labels, archive).await;
     let unlocked = engine.remove(&lock).await;
     filled?;
     unlocked?;
-    Ok(PackVolume {
-        name: volume,
-        digest,
-        filled: true,
-    })
+    Ok(true)
 }
 
 /// Waits a moment while a live filler holds the lock (the caller's loop bounds the wait);
@@ -276,74 +286,81 @@ async fn clear_dead_filler(
     Ok(())
 }
 
-async fn fill(
+async fn fill<F, A>(
     engine: &dyn ContainerEngine,
-    pack_ref: &str,
-    pack_dir: &Path,
     helper_image: &str,
     owner: &Owner,
     volume: &str,
-    digest: &str,
-) -> Result<(), DeliveryError> {
+    labels: BTreeMap<String, String>,
+    archive: F,
+) -> Result<(), DeliveryError>
+where
+    F: FnOnce() -> A,
+    A: Future<Output = Result<ArchiveStream, DeliveryError>>,
+{
     // Anything already there is a dead filler's half: start from an empty volume.
     engine.remove_volume(volume).await?;
-    let mut labels = owner::managed_labels();
-    labels.insert("packbox.kind".into(), KIND.into());
-    labels.insert(PACK_LABEL.into(), pack_ref.into());
-    labels.insert(DIGEST_LABEL.into(), digest.into());
-    engine.create_volume(volume, &labels).await?;
-
-    // The archive goes to an unnamed temp file (gone when closed, even after a crash), so memory
-    // stays flat whatever the pack's size.
-    let archive = {
-        let (pack, dir) = (pack_ref.to_string(), pack_dir.to_path_buf());
-        let read_error = |source| DeliveryError::Read {
-            pack: pack_ref.to_string(),
-            path: pack_dir.to_path_buf(),
-            source,
-        };
-        let (mut file, written_digest) = tokio::task::spawn_blocking(move || {
-            let mut file = tempfile::tempfile().map_err(|e| DeliveryError::Read {
-                pack: pack.clone(),
-                path: std::env::temp_dir(),
-                source: e,
-            })?;
-            let digest = write_tar(&pack, &dir, &mut file)?;
-            Ok::<_, DeliveryError>((file, digest))
-        })
-        .await
-        .map_err(|e| read_error(std::io::Error::other(e)))??;
-        if written_digest != digest {
-            engine.remove_volume(volume).await?;
-            return Err(DeliveryError::Changed {
-                pack: pack_ref.to_string(),
-            });
-        }
-        file.rewind().map_err(read_error)?;
-        tokio::fs::File::from_std(file)
-    };
-
+    let mut all_labels = owner::managed_labels();
+    all_labels.extend(labels);
+    engine.create_volume(volume, &all_labels).await?;
     let helper = helper_name(volume);
     let uploaded = async {
+        let archive = archive().await?;
         let id = engine
             .create_container(
                 &helper,
                 &helper_spec(helper_image, owner, volume, "pack-fill", true),
             )
             .await?;
-        let body = tokio_util::io::ReaderStream::with_capacity(archive, 256 << 10);
-        let result = engine.upload_archive(&id, FILL_PATH, Box::pin(body)).await;
+        let result = engine.upload_archive(&id, FILL_PATH, archive).await;
         let removed = engine.remove(&id).await;
         result?;
-        removed
+        removed?;
+        Ok::<_, DeliveryError>(())
     }
     .await;
     if let Err(e) = uploaded {
         // A volume that did not fill must not look complete once the lock goes.
         let _ = engine.remove_volume(volume).await;
-        return Err(e.into());
+        return Err(e);
     }
     Ok(())
+}
+
+/// The pack's tree as a tar archive, refused when the pack changed since `digest` was taken.
+/// The archive goes to an unnamed temp file (gone when closed, even after a crash), so memory
+/// stays flat whatever the pack's size.
+async fn pack_archive(
+    pack_ref: &str,
+    pack_dir: &Path,
+    digest: &str,
+) -> Result<ArchiveStream, DeliveryError> {
+    let (pack, dir) = (pack_ref.to_string(), pack_dir.to_path_buf());
+    let read_error = |source| DeliveryError::Read {
+        pack: pack_ref.to_string(),
+        path: pack_dir.to_path_buf(),
+        source,
+    };
+    let (mut file, written_digest) = tokio::task::spawn_blocking(move || {
+        let mut file = tempfile::tempfile().map_err(|e| DeliveryError::Read {
+            pack: pack.clone(),
+            path: std::env::temp_dir(),
+            source: e,
+        })?;
+        let digest = write_tar(&pack, &dir, &mut file)?;
+        Ok::<_, DeliveryError>((file, digest))
+    })
+    .await
+    .map_err(|e| read_error(std::io::Error::other(e)))??;
+    if written_digest != digest {
+        return Err(DeliveryError::Changed {
+            pack: pack_ref.to_string(),
+        });
+    }
+    file.rewind().map_err(read_error)?;
+    let body =
+        tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 256 << 10);
+    Ok(Box::pin(body))
 }
 
 /// A container that is created and never started: the lock (no mounts) or the helper the

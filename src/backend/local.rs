@@ -3,6 +3,7 @@
 //! holding its content), the parameter document on attached stdin; with a warm pool, the
 //! container may have been created and started before the run asked for it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinSet;
@@ -11,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use super::{BackendError, Job, Ran, RunBackend, WarmKind};
 use crate::engine::{ContainerSpec, SharedEngine};
 use crate::error_text::chain;
+use crate::init;
 use crate::lifecycle::pool::{self, Demand, Warm, WarmPool};
-use crate::lifecycle::run::{self, RunError, RunIo, Started};
+use crate::lifecycle::run::{self, ExitCheck, RunError, RunIo, Started};
 use crate::pack_volume::{self, DeliveryError};
 use crate::sandbox::{PackSource, Workload};
 use crate::settings::{PackDelivery, WarmSettings};
@@ -29,6 +31,8 @@ pub struct LocalBackend {
     background: Mutex<JoinSet<()>>,
     /// How a pack folder reaches the container.
     pack_delivery: PackDelivery,
+    /// Runs whose engine exit status disagreed with the one their init reported.
+    exit_mismatches: Arc<AtomicU64>,
 }
 
 impl LocalBackend {
@@ -52,6 +56,7 @@ impl LocalBackend {
             preload: warm.is_some_and(|w| w.preload),
             background: Mutex::new(JoinSet::new()),
             pack_delivery,
+            exit_mismatches: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -109,7 +114,7 @@ impl LocalBackend {
         stdin: Vec<u8>,
         warm_start: Option<Vec<String>>,
         cancel: &CancellationToken,
-    ) -> Result<(String, Started, Vec<u8>, Option<Demand>), RunError> {
+    ) -> Result<(String, Started, Vec<u8>, Option<Demand>), BackendError> {
         let Some(warm_pool) = &self.pool else {
             let started = self.start_container(&exec_id, &spec, cancel).await?;
             return Ok((exec_id, started, stdin, None));
@@ -137,7 +142,13 @@ impl LocalBackend {
             );
             self.spawn_background(async move {
                 let asked = tokio::time::Instant::now();
-                match run::start(&engine, &container_name(&next_id), &next_spec).await {
+                let started = match init::ensure(engine.as_ref(), &next_spec.image).await {
+                    Ok(()) => run::start(&engine, &container_name(&next_id), &next_spec)
+                        .await
+                        .map_err(BackendError::from),
+                    Err(e) => Err(e.into()),
+                };
+                match started {
                     Ok(started) => {
                         let warm = Warm {
                             exec_id: next_id,
@@ -188,18 +199,22 @@ impl LocalBackend {
         None
     }
 
-    /// Creates and starts a container, unless the run is cancelled first (then nothing is
-    /// left behind).
+    /// Creates and starts a container (its init's volume made first), unless the run is
+    /// cancelled first (then nothing is left behind).
     async fn start_container(
         &self,
         exec_id: &str,
         spec: &ContainerSpec,
         cancel: &CancellationToken,
-    ) -> Result<Started, RunError> {
+    ) -> Result<Started, BackendError> {
         let name = container_name(exec_id);
+        let start = async {
+            init::ensure(self.engine.as_ref(), &spec.image).await?;
+            Ok::<_, BackendError>(run::start(&self.engine, &name, spec).await?)
+        };
         tokio::select! {
-            started = run::start(&self.engine, &name, spec) => started,
-            () = cancel.cancelled() => Err(RunError::Cancelled),
+            started = start => started,
+            () = cancel.cancelled() => Err(RunError::Cancelled.into()),
         }
     }
 }
@@ -217,7 +232,9 @@ impl RunBackend for LocalBackend {
             on_started,
         } = job;
         let workload = self.deliver_pack(workload, io.cancel).await?;
-        let spec = policy.container_spec(workload, kernel);
+        let mut spec = policy.container_spec(workload, kernel);
+        // packbox's init runs the action: the run ends at the action's exit, not the engine's.
+        spec.init = init::process();
         let (exec_id, started, stdin, _demand) = self
             .container_for(exec_id, spec, io.stdin, warm_start, io.cancel)
             .await?;
@@ -234,13 +251,23 @@ impl RunBackend for LocalBackend {
             },
         )
         .await?;
-        // The outcome is known: the container goes off the run's path (`close` waits for it).
-        self.spawn_background(exited.remove());
+        // The outcome is known: the container goes off the run's path (`close` waits for it),
+        // once the engine's exit status is checked against the init's.
+        let mismatches = Arc::clone(&self.exit_mismatches);
+        self.spawn_background(async move {
+            if let ExitCheck::Mismatch { .. } = exited.remove().await {
+                mismatches.fetch_add(1, Ordering::Relaxed);
+            }
+        });
         Ok(Ran {
             exec_id,
             exit,
             sandbox: policy.clone(),
         })
+    }
+
+    fn exit_mismatches(&self) -> u64 {
+        self.exit_mismatches.load(Ordering::Relaxed)
     }
 
     fn idle_warm(&self) -> usize {

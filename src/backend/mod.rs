@@ -128,6 +128,12 @@ pub trait RunBackend: Send + Sync + fmt::Debug {
         Vec::new()
     }
 
+    /// Runs whose result came from packbox's init and whose container's exit status, as the
+    /// engine saw it afterwards, differed (or never came): each is logged as a warning too.
+    fn exit_mismatches(&self) -> u64 {
+        0
+    }
+
     /// Removes the pre-started containers nobody needs now (kinds unused for the idle time,
     /// containers above a kind's recent demand).
     async fn trim(&self) {}

@@ -20,8 +20,9 @@ use futures::StreamExt;
 
 use super::{
     ArchiveStream, Attached, BuildSpec, ConnectProblem, ContainerEngine, ContainerSpec,
-    ContainerState, ContainerSummary, EngineError, EngineInfo, ImageExport, ImageSummary, LineSink,
-    OciRuntime, OutputChunk, SharedSwarm, Signal, StreamKind, VolumeSummary,
+    ContainerState, ContainerSummary, EngineError, EngineInfo, ImageExport, ImageSummary,
+    InitProcess, LineSink, OciRuntime, OutputChunk, PACKBOX_INIT_DIR, PACKBOX_INIT_PATH,
+    SharedSwarm, Signal, StreamKind, VolumeSummary,
 };
 use super::{TlsFiles, Transport};
 
@@ -482,6 +483,17 @@ impl ContainerEngine for DockerEngine {
         }
     }
 
+    async fn volume_labels(
+        &self,
+        name: &str,
+    ) -> Result<Option<HashMap<String, String>>, EngineError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(volume) => Ok(Some(volume.labels)),
+            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) => Err(api(format!("inspecting volume {name}"), e)),
+        }
+    }
+
     async fn create_volume(
         &self,
         name: &str,
@@ -859,6 +871,18 @@ fn classify(error: &BollardError, transport: &Transport) -> ConnectProblem {
 /// closed after one write (`stdin_once`), with no TTY so the streams stay separate and bounded.
 fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let mode = |read_only: bool| if read_only { "ro" } else { "rw" };
+    // packbox's init comes from its volume and runs the command; else the engine's init does.
+    let (engine_init, init_volume, cmd) = match &spec.init {
+        InitProcess::Engine => (true, None, spec.cmd.clone()),
+        InitProcess::Packbox { volume } => (
+            false,
+            Some(format!("{volume}:{PACKBOX_INIT_DIR}:ro")),
+            [PACKBOX_INIT_PATH.to_string(), "--".to_string()]
+                .into_iter()
+                .chain(spec.cmd.iter().cloned())
+                .collect(),
+        ),
+    };
     // The engine reads a source without a leading `/` as a volume name.
     let binds = spec
         .binds
@@ -869,6 +893,7 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
                 .iter()
                 .map(|v| format!("{}:{}:{}", v.volume, v.container_path, mode(v.read_only))),
         )
+        .chain(init_volume)
         .collect();
     let mut security_opt = Vec::new();
     if spec.no_new_privileges {
@@ -895,8 +920,9 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
             soft: Some(spec.nofile),
             hard: Some(spec.nofile),
         }]),
-        // A tiny init reaps zombies and forwards SIGTERM to the action.
-        init: Some(true),
+        // A tiny init reaps zombies and forwards SIGTERM to the action: the engine's, or
+        // packbox's own (then the command above starts with it).
+        init: Some(engine_init),
         // Output is captured through attach; nothing is written to the engine's disk.
         log_config: Some(HostConfigLogConfig {
             typ: Some("none".into()),
@@ -907,7 +933,7 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
     };
     ContainerCreateBody {
         image: Some(spec.image.clone()),
-        cmd: Some(spec.cmd.clone()),
+        cmd: Some(cmd),
         // The image's entrypoint must not wrap the action's command.
         entrypoint: Some(Vec::new()),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),

@@ -344,6 +344,31 @@ pub struct ContainerSpec {
     /// A seccomp profile in the engine's JSON format (or `unconfined`); `None` keeps the
     /// engine's default.
     pub seccomp_profile: Option<String>,
+    /// The container's first process, which runs the command.
+    pub init: InitProcess,
+}
+
+/// Where packbox's init is inside a container that runs it (its volume is mounted at its
+/// folder, read-only).
+pub const PACKBOX_INIT_DIR: &str = "/.packbox";
+/// The init's path inside the container.
+pub const PACKBOX_INIT_PATH: &str = "/.packbox/packbox-init";
+
+/// The process that is PID 1 of a container and runs its command: it reaps zombies and
+/// forwards SIGTERM either way.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum InitProcess {
+    /// The engine's own tiny init (`docker run --init`).
+    #[default]
+    Engine,
+    /// packbox's init (`init/`), from the named volume, mounted read-only at
+    /// [`PACKBOX_INIT_DIR`]: it relays the command's output in frames on the container's
+    /// stdout and ends with a frame holding the command's exit status, which the command
+    /// cannot forge (see `lifecycle::frames`).
+    Packbox {
+        /// The volume holding the init's binary.
+        volume: String,
+    },
 }
 
 /// Which stream a chunk of container output came from.
@@ -598,6 +623,12 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
 
     /// Whether a volume of that name exists.
     async fn volume_exists(&self, name: &str) -> Result<bool, EngineError>;
+
+    /// The labels of a volume, or `None` when there is no volume of that name.
+    async fn volume_labels(
+        &self,
+        name: &str,
+    ) -> Result<Option<HashMap<String, String>>, EngineError>;
 
     /// Creates a local volume with labels (creating an existing one changes nothing).
     async fn create_volume(

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::isolation::IsolationReport;
 use super::seccomp::{Kernel, SeccompProfile};
-use crate::engine::{BindMount, ContainerSpec, VolumeMount};
+use crate::engine::{BindMount, ContainerSpec, InitProcess, VolumeMount};
 
 /// Where the pack is mounted (read-only) inside every container.
 pub const PACK_MOUNT: &str = "/pack";
@@ -160,6 +160,8 @@ impl SandboxPolicy {
             nofile: i64::from(self.nofile),
             oci_runtime: self.oci_runtime.clone(),
             seccomp_profile: self.seccomp.engine_json(self.network != "none", kernel),
+            // The backend that runs the container chooses its init.
+            init: InitProcess::default(),
         }
     }
 }

@@ -13,12 +13,14 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use super::{
     ArchiveStream, Attached, BuildSpec, ContainerEngine, ContainerSpec, ContainerState,
-    ContainerSummary, EngineError, EngineInfo, ImageExport, ImageSummary, LineSink, NetworkSpec,
-    OciRuntime, OutputChunk, ServiceSpec, SharedSwarm, Signal, StreamKind, SwarmKind,
+    ContainerSummary, EngineError, EngineInfo, ImageExport, ImageSummary, InitProcess, LineSink,
+    NetworkSpec, OciRuntime, OutputChunk, ServiceSpec, SharedSwarm, Signal, StreamKind, SwarmKind,
     VolumeSummary,
 };
 
 mod swarm;
+
+use crate::lifecycle::frames::{Frame, encode};
 
 pub(crate) use swarm::SwarmScript;
 
@@ -119,6 +121,12 @@ pub(crate) struct Program {
     pub obeys_term: bool,
     /// Whether the exit is reported as an OOM kill (exit 137).
     pub oom: bool,
+    /// With packbox's init: how long after the init's status frame the engine sees the
+    /// container's exit (its exit path).
+    pub engine_exit_after: Duration,
+    /// With packbox's init: the exit code the engine sees, when it differs from the one the
+    /// init reports.
+    pub engine_code: Option<i64>,
 }
 
 impl Default for Program {
@@ -129,6 +137,8 @@ impl Default for Program {
             delay: Duration::ZERO,
             obeys_term: true,
             oom: false,
+            engine_exit_after: Duration::ZERO,
+            engine_code: None,
         }
     }
 }
@@ -487,6 +497,8 @@ struct Process {
     id: String,
     program: Program,
     wait_for_go: bool,
+    /// packbox's init is PID 1: output goes out in frames, the exit status in the last one.
+    framed: bool,
     stdin: tokio::io::DuplexStream,
     stdin_seen: Arc<Mutex<Vec<u8>>>,
     signals: mpsc::UnboundedReceiver<Signal>,
@@ -500,6 +512,7 @@ async fn simulate(process: Process) {
         id,
         program,
         wait_for_go,
+        framed,
         mut stdin,
         stdin_seen,
         mut signals,
@@ -524,42 +537,74 @@ async fn simulate(process: Process) {
             }
         }
     });
+    // What the container writes on its stdout and stderr: with packbox's init, frames.
+    let send = |stream: StreamKind, bytes: &[u8]| {
+        if let Some(output) = &output {
+            let chunk = if framed {
+                OutputChunk {
+                    stream: StreamKind::Stdout,
+                    bytes: Bytes::from(encode(&Frame::Output(
+                        stream,
+                        Bytes::copy_from_slice(bytes),
+                    ))),
+                }
+            } else {
+                OutputChunk {
+                    stream,
+                    bytes: Bytes::copy_from_slice(bytes),
+                }
+            };
+            let _ = output.send(Ok(chunk));
+        }
+    };
+    // The action's process ended with `code`: the init reports it (unless SIGKILL ended the
+    // init itself), then the engine sees the container's exit.
+    let exit = async |code: i64, oom: bool, killed: bool| {
+        if framed && !killed {
+            if let Some(output) = &output {
+                let _ = output.send(Ok(OutputChunk {
+                    stream: StreamKind::Stdout,
+                    bytes: Bytes::from(encode(&Frame::Exit(code))),
+                }));
+            }
+            tokio::time::sleep(program.engine_exit_after).await;
+            engine.finish(&id, program.engine_code.unwrap_or(code), oom);
+        } else {
+            engine.finish(&id, code, oom);
+        }
+    };
     if wait_for_go {
         tokio::select! {
             _ = line_rx.recv() => {}
             signal = signals.recv() => {
-                let code = match signal { Some(Signal::Kill) | None => 137, Some(Signal::Term) => 143 };
-                engine.finish(&id, code, false);
+                match signal {
+                    Some(Signal::Term) => exit(143, false, false).await,
+                    Some(Signal::Kill) | None => exit(137, false, true).await,
+                }
                 return;
             }
         }
     }
-    if let Some(output) = &output {
-        for (stream, bytes) in &program.output {
-            let _ = output.send(Ok(OutputChunk {
-                stream: *stream,
-                bytes: Bytes::from(bytes.clone()),
-            }));
-        }
+    for (stream, bytes) in &program.output {
+        send(*stream, bytes);
     }
-    drop(output);
     let deadline = tokio::time::sleep(program.delay);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
             () = &mut deadline, if program.exit != Exit::Never => {
                 let code = match program.exit { Exit::Code(code) => code, Exit::Never => 0 };
-                engine.finish(&id, code, program.oom);
+                exit(code, program.oom, false).await;
                 return;
             }
             signal = signals.recv() => match signal {
                 Some(Signal::Term) if program.obeys_term => {
-                    engine.finish(&id, 143, false);
+                    exit(143, false, false).await;
                     return;
                 }
                 Some(Signal::Term) => {}
                 Some(Signal::Kill) | None => {
-                    engine.finish(&id, 137, false);
+                    exit(137, false, true).await;
                     return;
                 }
             }
@@ -773,6 +818,7 @@ impl ContainerEngine for FakeEngine {
             id: id.to_string(),
             program: self.program_for(&spec),
             wait_for_go,
+            framed: matches!(spec.init, InitProcess::Packbox { .. }),
             stdin,
             stdin_seen,
             signals,
@@ -973,6 +1019,14 @@ impl ContainerEngine for FakeEngine {
     async fn volume_exists(&self, name: &str) -> Result<bool, EngineError> {
         self.record(Call::VolumeExists(name.to_string()));
         Ok(self.state().volumes.contains_key(name))
+    }
+
+    async fn volume_labels(
+        &self,
+        name: &str,
+    ) -> Result<Option<HashMap<String, String>>, EngineError> {
+        self.record(Call::VolumeExists(name.to_string()));
+        Ok(self.state().volumes.get(name).map(|v| v.labels.clone()))
     }
 
     async fn create_volume(
