@@ -173,6 +173,14 @@ impl Executor {
         self
     }
 
+    /// Runs whose outcome came from packbox's init (at the action's exit) and whose
+    /// container's exit status, as the engine saw it afterwards, differed or never came. Each is
+    /// also logged as a warning; the count covers runs whose containers are removed (see
+    /// [`Executor::close`]).
+    pub fn exit_status_mismatches(&self) -> u64 {
+        self.backend.exit_mismatches()
+    }
+
     /// How many pre-started containers wait in the warm pool now.
     pub fn idle_warm_containers(&self) -> usize {
         self.backend.idle_warm()

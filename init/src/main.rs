@@ -185,6 +185,21 @@ fn reap(action: libc::pid_t) -> Option<i32> {
         if pid <= 0 {
             return found;
         }
+        if libc::WIFSTOPPED(status) {
+            // Only a child that made this process its tracer (PTRACE_TRACEME, where the
+            // syscall profile allows it) is reported stopped: it has not exited. Let it go on
+            // untraced, with the signal that stopped it.
+            // SAFETY: ptrace(2) of a tracee of this process.
+            unsafe {
+                libc::ptrace(
+                    libc::PTRACE_DETACH,
+                    pid,
+                    std::ptr::null_mut::<libc::c_void>(),
+                    libc::WSTOPSIG(status) as libc::c_long as *mut libc::c_void,
+                )
+            };
+            continue;
+        }
         if pid == action {
             found = Some(if libc::WIFSIGNALED(status) {
                 128 + libc::WTERMSIG(status)
@@ -325,7 +340,11 @@ impl SignalFd {
         unsafe {
             let mut info: libc::signalfd_siginfo = std::mem::zeroed();
             let size = std::mem::size_of::<libc::signalfd_siginfo>();
-            let read = libc::read(self.fd, (&mut info as *mut libc::signalfd_siginfo).cast(), size);
+            let read = libc::read(
+                self.fd,
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                size,
+            );
             (read == size as isize).then_some(info.ssi_signo as libc::c_int)
         }
     }
