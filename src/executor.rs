@@ -1938,6 +1938,133 @@ mod tests {
             assert!(h.fake.container_ids().is_empty());
         }
 
+        /// A pool of up to four per kind on an engine whose starts take 150 ms, for actions
+        /// that take 50 ms.
+        fn paced() -> Harness {
+            let fake = engine(Program {
+                delay: Duration::from_millis(50),
+                ..Program::prints("ran\n", 0)
+            });
+            fake.set_start_delay(Duration::from_millis(150));
+            sized(harness(fake, SettingsLayer::default()), 4, 16)
+        }
+
+        /// How long one run of `plan` takes, and that it succeeded.
+        async fn timed(h: &Harness, plan: &RunPlan) -> Duration {
+            let began = tokio::time::Instant::now();
+            let outcome = run(h, plan).await.expect("run");
+            assert_eq!(outcome.status, Status::Succeeded, "{:?}", outcome.error);
+            began.elapsed()
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_run_takes_the_container_already_starting_for_its_kind() {
+            let h = paced();
+            let packs = pack("shell", "a.sh", "", &[]);
+            let plan = plan_for(&h, &packs);
+            timed(&h, &plan).await;
+            settled(&h, 1).await;
+            // This run takes the idle container, and its replacement starts (ready in 150 ms).
+            assert_eq!(timed(&h, &plan).await, Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // The next finds none idle 100 ms into that start: it takes the starting one, ready
+            // in 50 ms (its own would take 150 ms).
+            assert_eq!(
+                timed(&h, &plan).await,
+                Duration::from_millis(100),
+                "50 ms of start left + 50 ms of run"
+            );
+            h.executor.close().await;
+            assert!(h.fake.container_ids().is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn runs_one_after_another_get_warm_containers_once_the_kind_is_known() {
+            let h = paced();
+            let packs = pack("shell", "a.sh", "", &[]);
+            let plan = plan_for(&h, &packs);
+            let mut took = Vec::new();
+            for _ in 0..40 {
+                took.push(timed(&h, &plan).await);
+            }
+            // After a few runs, each finds a container ready: it costs the action alone.
+            let warm = Duration::from_millis(50);
+            assert!(
+                took[..5].iter().any(|t| *t > warm),
+                "the first runs waited: {took:?}"
+            );
+            assert!(took[8..].iter().all(|t| *t == warm), "{took:?}");
+            h.executor.close().await;
+            assert!(h.fake.container_ids().is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn bursts_and_steady_concurrency_get_warm_containers_once_the_kind_is_known() {
+            for concurrency in [1usize, 4, 8] {
+                let h = paced();
+                let packs = pack("shell", "a.sh", "", &[]);
+                let plan = plan_for(&h, &packs);
+                // Bursts of `concurrency` runs every 400 ms: the pool keeps what a burst takes
+                // (its peak) ready for the next one, within its limit of four.
+                let mut last = Vec::new();
+                for _ in 0..6 {
+                    let burst: Vec<_> = (0..concurrency).map(|_| timed(&h, &plan)).collect();
+                    last = futures::future::join_all(burst).await;
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                }
+                let warm = Duration::from_millis(50);
+                let ready = last.iter().filter(|t| **t == warm).count();
+                assert_eq!(ready, concurrency.min(4), "c{concurrency}: {last:?}");
+                // The rest took the containers already starting for them: ready no later than
+                // a start of their own (150 ms) would be.
+                assert!(
+                    last.iter().all(|t| *t <= Duration::from_millis(200)),
+                    "c{concurrency}: {last:?}"
+                );
+                h.executor.close().await;
+                assert!(h.fake.container_ids().is_empty());
+            }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_steady_rate_at_concurrency_one_four_and_eight_gets_warm_containers() {
+            for concurrency in [1u32, 4, 8] {
+                let fake = engine(Program {
+                    delay: Duration::from_millis(50),
+                    ..Program::prints("ran\n", 0)
+                });
+                fake.set_start_delay(Duration::from_millis(150));
+                let h = sized(harness(fake, SettingsLayer::default()), 8, 16);
+                let packs = pack("shell", "a.sh", "", &[]);
+                let plan = plan_for(&h, &packs);
+                // `concurrency` clients, each asking for a run every 300 ms, spread evenly.
+                let period = Duration::from_millis(300);
+                let clients = (0..concurrency).map(|client| {
+                    let (h, plan) = (&h, &plan);
+                    async move {
+                        tokio::time::sleep(period * client / concurrency).await;
+                        let mut took = Vec::new();
+                        for _ in 0..12 {
+                            let next = tokio::time::Instant::now() + period;
+                            took.push(timed(h, plan).await);
+                            tokio::time::sleep_until(next).await;
+                        }
+                        took
+                    }
+                });
+                let took = futures::future::join_all(clients).await;
+                // Once the kind's rate is known (a second or so), every run finds one ready.
+                for runs in &took {
+                    assert!(
+                        runs[5..].iter().all(|t| *t == Duration::from_millis(50)),
+                        "c{concurrency}: {took:?}"
+                    );
+                }
+                h.executor.close().await;
+                assert!(h.fake.container_ids().is_empty());
+            }
+        }
+
         #[tokio::test(start_paused = true)]
         async fn the_pools_total_holds_across_kinds() {
             let h = sized(

@@ -13,11 +13,15 @@ use super::{BackendError, Job, Ran, RunBackend, WarmKind};
 use crate::engine::{ContainerSpec, SharedEngine};
 use crate::error_text::chain;
 use crate::init;
-use crate::lifecycle::pool::{self, Demand, Warm, WarmPool};
+use crate::lifecycle::pool::{self, Demand, Offer, Warm, WarmPool};
 use crate::lifecycle::run::{self, ExitCheck, RunError, RunIo, Started};
 use crate::pack_volume::{self, DeliveryError};
 use crate::sandbox::{PackSource, Workload};
 use crate::settings::{PackDelivery, WarmSettings};
+
+/// The least time a run waits for a pooled container that is starting before it starts its
+/// own (longer when the kind's starts are slower: four times their measured time).
+const STARTING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs jobs as containers on one engine.
 #[derive(Debug)]
@@ -124,7 +128,21 @@ impl LocalBackend {
             None => pool::wait_for_go(spec.cmd),
         };
         let kind = pool::kind(&spec);
-        let (demand, offered) = warm_pool.begin(&kind);
+        let (demand, offer) = warm_pool.begin(&kind);
+        // Replacements start first: a run that waits for a starting container has claimed it.
+        self.refill(warm_pool, &kind, &spec);
+        let offered = match offer {
+            Offer::Idle(warm) => Some(warm),
+            Offer::Starting(starting) => {
+                // Ready sooner than one started now; bounded, in case that start hangs.
+                let bound = (warm_pool.start_time(&kind) * 4).max(STARTING_WAIT);
+                tokio::select! {
+                    warm = tokio::time::timeout(bound, starting) => warm.ok().and_then(Result::ok),
+                    () = cancel.cancelled() => return Err(RunError::Cancelled.into()),
+                }
+            }
+            Offer::Nothing => None,
+        };
         let (exec_id, started) = match self.take_warm(warm_pool, &kind, offered).await {
             Some(warm) => (warm.exec_id, warm.started),
             None => {
@@ -132,9 +150,16 @@ impl LocalBackend {
                 (exec_id, started)
             }
         };
-        for _ in 0..warm_pool.reserve(&kind) {
+        let mut go_then_stdin = pool::GO_LINE.to_vec();
+        go_then_stdin.extend_from_slice(&stdin);
+        Ok((exec_id, started, go_then_stdin, Some(demand)))
+    }
+
+    /// Starts, off the run's path, as many containers of this kind as the pool asks for now.
+    fn refill(&self, warm_pool: &Arc<WarmPool>, kind: &pool::Kind, spec: &ContainerSpec) {
+        for _ in 0..warm_pool.reserve(kind) {
             let next_id = uuid::Uuid::new_v4().to_string();
-            let next_spec = pool::with_exec_id(&spec, &next_id);
+            let next_spec = pool::with_exec_id(spec, &next_id);
             let (engine, warm_pool, kind) = (
                 SharedEngine::clone(&self.engine),
                 Arc::clone(warm_pool),
@@ -165,9 +190,6 @@ impl LocalBackend {
                 }
             });
         }
-        let mut go_then_stdin = pool::GO_LINE.to_vec();
-        go_then_stdin.extend_from_slice(&stdin);
-        Ok((exec_id, started, go_then_stdin, Some(demand)))
     }
 
     /// A pre-started container for this kind of run whose process still waits for its

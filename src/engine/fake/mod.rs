@@ -226,6 +226,8 @@ struct FakeState {
     listed: Vec<ContainerSummary>,
     /// Volumes by name: labels, and the archives uploaded into them.
     volumes: BTreeMap<String, FakeVolume>,
+    /// How long a container start takes (the engine's start of runc, cgroups, mounts).
+    start_delay: Duration,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -306,6 +308,11 @@ impl FakeEngine {
     /// The next `times` requests of kind `op` fail.
     pub fn fail(&self, op: Op, times: u32) {
         self.state().failures.insert(op, times);
+    }
+
+    /// How long each container start takes from now on.
+    pub fn set_start_delay(&self, delay: Duration) {
+        self.state().start_delay = delay;
     }
 
     /// How builds go from now on.
@@ -791,6 +798,8 @@ impl ContainerEngine for FakeEngine {
     async fn start(&self, id: &str) -> Result<(), EngineError> {
         self.record(Call::Start(id.to_string()));
         self.injected(Op::Start, "starting")?;
+        let delay = self.state().start_delay;
+        tokio::time::sleep(delay).await;
         let (spec, wait_for_go, stdin, stdin_seen, signals, output) = {
             let mut state = self.state();
             let container = state
