@@ -6,6 +6,7 @@
 //! Leftovers of crashed packbox processes are swept once, in the background, when an executor
 //! starts; never on a run's path.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -42,9 +43,14 @@ use crate::sandbox::SandboxPolicy;
 use crate::sandbox::gvisor::{self, GvisorError};
 use crate::sandbox::isolation::IsolationLevel;
 use crate::sandbox::seccomp::Kernel;
-use crate::settings::{Settings, WarmSettings};
+use crate::settings::{Backend, Settings, WarmSettings};
 
 pub use crate::prepare::PrepareEvent;
+
+/// The OCI runtime actions run under when the operator names none and the engine offers it:
+/// crun starts containers faster than runc and gives the same sandbox (the hostile suite runs
+/// under each; `scripts/ensure-docker` registers Debian's crun).
+pub const PREFERRED_RUNTIME: &str = "crun";
 
 /// How old an untagged build layer must be before `gc` takes it for a leftover (runtime image
 /// builds have no timeout of their own; environment builds may be set to last longer).
@@ -277,7 +283,7 @@ impl Executor {
         let span = tracing::info_span!("run", action = plan.action_ref());
         async {
             let started = Instant::now();
-            let kernel = self.check_policy(plan.action_ref(), plan.policy()).await?;
+            let (kernel, policy) = self.sandbox_for(plan.action_ref(), plan.policy()).await?;
             let preparer = self.preparer(cancel);
             let statuses = preparer.verified_versions(&plan.runtime).await?;
             let constraint = plan.action.action.runtime_version.as_ref();
@@ -333,7 +339,7 @@ impl Executor {
                 .run(Job {
                     workload: plan.workload(&exec_id, &prepared.image, &self.owner),
                     exec_id,
-                    policy: plan.policy(),
+                    policy: &policy,
                     kernel,
                     io: RunIo {
                         stdin: plan.stdin.0.clone(),
@@ -385,6 +391,31 @@ impl Executor {
             .engine_info
             .get_or_try_init(|| self.engine.info())
             .await?)
+    }
+
+    /// The sandbox a run gets on this engine and which kernel answers its calls: the policy,
+    /// with the faster OCI runtime ([`PREFERRED_RUNTIME`]) when the operator named none and the
+    /// engine offers it (docker backend only: a Swarm service cannot choose one), checked as
+    /// [`Executor::check_policy`] does.
+    async fn sandbox_for<'p>(
+        &self,
+        action_ref: &str,
+        policy: &'p SandboxPolicy,
+    ) -> Result<(Kernel, Cow<'p, SandboxPolicy>), Error> {
+        let mut policy = Cow::Borrowed(policy);
+        if policy.oci_runtime.is_none() && self.settings.backend == Backend::Docker {
+            let info = self.engine_info().await?;
+            if info.default_runtime != PREFERRED_RUNTIME
+                && info
+                    .oci_runtimes
+                    .iter()
+                    .any(|r| r.name == PREFERRED_RUNTIME)
+            {
+                policy.to_mut().oci_runtime = Some(PREFERRED_RUNTIME.to_string());
+            }
+        }
+        let kernel = self.check_policy(action_ref, &policy).await?;
+        Ok((kernel, policy))
     }
 
     /// Refuses a sandbox the engine cannot give: an OCI runtime it lacks, a gVisor that could
@@ -1372,6 +1403,50 @@ mod tests {
         assert_eq!(
             spec.seccomp_profile,
             crate::sandbox::SeccompProfile::Packbox.engine_json(false, Kernel::Host)
+        );
+        h.executor.close().await;
+    }
+
+    /// An engine offering runc (its default) and crun, as `scripts/ensure-docker` leaves it.
+    fn with_crun(fake: &FakeEngine) {
+        fake.set_info(EngineInfo {
+            server_version: "20.10.24".into(),
+            oci_runtimes: vec![
+                OciRuntime {
+                    name: "crun".into(),
+                    path: "/usr/bin/crun".into(),
+                    args: Vec::new(),
+                },
+                OciRuntime::named("runc"),
+            ],
+            default_runtime: "runc".into(),
+            cpus: 2,
+            ..EngineInfo::default()
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn crun_is_preferred_where_the_engine_offers_it_unless_the_operator_names_one() {
+        let h = harness(engine(Program::default()), SettingsLayer::default());
+        with_crun(&h.fake);
+        let packs = pack("shell", "a.sh", "", &[]);
+        let outcome = run(&h, &plan_for(&h, &packs)).await.expect("runs");
+        assert_eq!(outcome.sandbox.oci_runtime.as_deref(), Some("crun"));
+        assert_eq!(
+            action_creates(&h.fake)[0].oci_runtime.as_deref(),
+            Some("crun")
+        );
+        h.executor.close().await;
+
+        let mut layer = SettingsLayer::default();
+        layer.sandbox.oci_runtime = Some("runc".into());
+        let h = harness(engine(Program::default()), layer);
+        with_crun(&h.fake);
+        let outcome = run(&h, &plan_for(&h, &packs)).await.expect("runs");
+        assert_eq!(outcome.sandbox.oci_runtime.as_deref(), Some("runc"));
+        assert_eq!(
+            action_creates(&h.fake)[0].oci_runtime.as_deref(),
+            Some("runc")
         );
         h.executor.close().await;
     }

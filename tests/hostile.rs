@@ -1,9 +1,10 @@
 //! Hostile actions: one attack per action of the `hostile` fixture pack. For each, the expected
 //! status, packbox answers (the run ends), the host is untouched and nothing is left behind.
 //!
-//! With `PACKBOX_TEST_OCI_RUNTIME=runsc` every attack runs under gVisor instead (scripts/test
-//! runs the suite both ways); where gVisor answers differently, the test says so. The runs that
-//! show what the engine's default profile would allow (the yardsticks) stay on the engine's
+//! Every attack runs under the OCI runtime packbox picks by default (crun where the engine
+//! offers it), or under `PACKBOX_TEST_OCI_RUNTIME` (scripts/test runs the suite under crun,
+//! runc and gVisor's runsc); where gVisor answers differently, the test says so. The runs that
+//! show what the engine's default profile would allow (the yardsticks) stay on packbox's
 //! default runtime.
 
 mod common;
@@ -44,15 +45,16 @@ impl Arena {
         all.extend_from_slice(args);
         let (run, outcome) = self.run_on_default_runtime(action, &all);
         if outcome.get("sandbox").is_some() {
-            assert_eq!(
-                outcome["sandbox"]["oci_runtime"],
-                serde_json::json!(runtime)
-            );
+            let expected = match runtime {
+                Some(runtime) => serde_json::json!(runtime),
+                None => default_oci_runtime(),
+            };
+            assert_eq!(outcome["sandbox"]["oci_runtime"], expected);
         }
         (run, outcome)
     }
 
-    /// Runs `hostile.ACTION` on the engine's default runtime, whatever the suite's: for the
+    /// Runs `hostile.ACTION` on packbox's default runtime, whatever the suite's: for the
     /// yardsticks that show what the engine's own defaults allow.
     fn run_on_default_runtime(&self, action: &str, args: &[&str]) -> (Finished, Value) {
         let run = run_json(&self.packs, &format!("hostile.{action}"), args);
@@ -72,7 +74,7 @@ impl Arena {
     }
 }
 
-/// The OCI runtime the attacks run under: the engine's default, or `PACKBOX_TEST_OCI_RUNTIME`.
+/// The OCI runtime the attacks run under: packbox's default, or `PACKBOX_TEST_OCI_RUNTIME`.
 fn oci_runtime() -> Option<String> {
     std::env::var("PACKBOX_TEST_OCI_RUNTIME")
         .ok()

@@ -166,6 +166,25 @@ pub fn run_json(packs: &Path, action: &str, args: &[&str]) -> Finished {
     packbox(&all, &[])
 }
 
+/// The OCI runtime packbox picks when none is named, as the outcome's `sandbox.oci_runtime`
+/// says it: crun where the engine offers it (and it is not already the engine's default), else
+/// null (the engine's default).
+pub fn default_oci_runtime() -> serde_json::Value {
+    let info = |format: &str| {
+        Command::new("docker")
+            .args(["info", "--format", format])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let offers_crun = info("{{json .Runtimes}}").contains("\"crun\"");
+    if offers_crun && info("{{.DefaultRuntime}}") != "crun" {
+        serde_json::json!("crun")
+    } else {
+        serde_json::Value::Null
+    }
+}
+
 /// Fails the test unless the engine answers: the suite must not pass without one.
 pub fn require_engine() {
     let answered = Command::new("docker")
