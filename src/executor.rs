@@ -321,6 +321,7 @@ impl Executor {
                 "image ready"
             );
             let prepare_ms = started.elapsed().as_millis() as u64;
+            crate::lifecycle::phase("prepare", started);
             let exec_id = uuid::Uuid::new_v4().to_string();
             // The backend tells of the start and of the output, one after the other.
             let on_event = Mutex::new(on_event);
@@ -357,7 +358,8 @@ impl Executor {
                 ms = started.elapsed().as_millis() as u64,
                 "run finished"
             );
-            Ok(result::outcome(
+            let result_began = Instant::now();
+            let outcome = result::outcome(
                 plan.outcome_terms(&ran.sandbox),
                 ran.exit,
                 RunFacts {
@@ -367,7 +369,9 @@ impl Executor {
                     runtime_version: prepared.runtime_version,
                     image: prepared.image,
                 },
-            ))
+            );
+            crate::lifecycle::phase("result", result_began);
+            Ok(outcome)
         }
         .instrument(span)
         .await

@@ -161,6 +161,17 @@ pub fn plan(
     catalog: &Catalog,
     request: &RunRequest,
 ) -> Result<RunPlan, PlanError> {
+    let began = std::time::Instant::now();
+    let planned = plan_inner(settings, catalog, request);
+    crate::lifecycle::phase("plan", began);
+    planned
+}
+
+fn plan_inner(
+    settings: &Settings,
+    catalog: &Catalog,
+    request: &RunRequest,
+) -> Result<RunPlan, PlanError> {
     let action = pack::load_action(&request.packs_dir, &request.action_ref)?;
     let manifest = &action.action;
     if !manifest.enabled && !request.allow_disabled {

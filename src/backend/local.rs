@@ -136,10 +136,13 @@ impl LocalBackend {
             Offer::Starting(starting) => {
                 // Ready sooner than one started now; bounded, in case that start hangs.
                 let bound = (warm_pool.start_time(&kind) * 4).max(STARTING_WAIT);
-                tokio::select! {
+                let began = std::time::Instant::now();
+                let warm = tokio::select! {
                     warm = tokio::time::timeout(bound, starting) => warm.ok().and_then(Result::ok),
                     () = cancel.cancelled() => return Err(RunError::Cancelled.into()),
-                }
+                };
+                crate::lifecycle::phase("wait", began);
+                warm
             }
             Offer::Nothing => None,
         };

@@ -15,3 +15,17 @@ pub mod run;
 pub mod service;
 
 pub use run::{ContainerExit, Ending, RunError, RunIo, RunLimits};
+
+/// Logs (at debug level) how long one phase of a run took, for the per-phase breakdown
+/// (`scripts/bench phases` reads these lines): `plan`, `prepare`, `create`, `start`, `wait`
+/// (for a pooled container still starting), `handoff` (stdin written), `action` (from the
+/// handoff to the action's exit as reported), `exit_seen` (from that report to the engine's),
+/// `result`, `removal`.
+pub fn phase(name: &'static str, since: std::time::Instant) {
+    tracing::debug!(
+        target: "packbox::phase",
+        phase = name,
+        us = since.elapsed().as_micros() as u64,
+        "phase"
+    );
+}

@@ -159,17 +159,21 @@ pub async fn start(
     name: &str,
     spec: &ContainerSpec,
 ) -> Result<Started, RunError> {
+    let began = std::time::Instant::now();
     let id = engine.create_container(name, spec).await?;
+    super::phase("create", began);
     let guard = RemoveOnDrop {
         engine: SharedEngine::clone(engine),
         id: Some(id.clone()),
     };
+    let began = std::time::Instant::now();
     let attached = async {
         let attached = engine.attach(&id).await?;
         engine.start(&id).await?;
         Ok::<_, EngineError>(attached)
     }
     .await;
+    super::phase("start", began);
     match attached {
         Ok(attached) => Ok(Started {
             id,
@@ -285,14 +289,20 @@ impl Exited {
             reported,
         } = self;
         let engine = SharedEngine::clone(&guard.engine);
+        let began = std::time::Instant::now();
         let check = match reported {
             Some(reported) => check_exit(&engine, &id, reported).await,
             None => ExitCheck::NotReported,
         };
+        if reported.is_some() {
+            super::phase("exit_seen", began);
+        }
         guard.disarm();
+        let began = std::time::Instant::now();
         if let Err(e) = engine.remove(&id).await {
             tracing::warn!("removing container {id} after its run: {e}");
         }
+        super::phase("removal", began);
         check
     }
 }
@@ -426,10 +436,12 @@ async fn drive(
     } = attached;
     // Stdin is written from its own task while output is read, so neither side can block the
     // other; the task is aborted and awaited before returning.
+    let handed_over = std::time::Instant::now();
     let writer = tokio::spawn(async move {
         // An action that exits without reading stdin closes the pipe: not an error of the run.
         let _ = input.write_all(&stdin).await;
         let _ = input.shutdown().await;
+        super::phase("handoff", handed_over);
     });
 
     let mut reader = Reader {
@@ -466,6 +478,7 @@ async fn drive(
         }
         () = cancel.cancelled() => Err(Ending::Cancelled),
     };
+    super::phase("action", handed_over);
     let (ending, exit_code, reported) = match first {
         Ok((code, reported)) => (Ending::Exited, Some(code), reported.then_some(code)),
         Err(ending) => {

@@ -619,9 +619,11 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         .warm_kinds()
         .into_iter()
         .map(|kind| (kind.action, kind.image, kind.idle));
-    let text = dispatcher
-        .metrics()
-        .render(dispatcher.queued(), dispatcher.running(), warm);
+    let mismatches = dispatcher.executor().exit_status_mismatches();
+    let text =
+        dispatcher
+            .metrics()
+            .render(dispatcher.queued(), dispatcher.running(), warm, mismatches);
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
 }
 

@@ -1,6 +1,7 @@
 //! What `/metrics` shows, in the Prometheus text format (OpenMetrics), every series named
 //! `packbox_*`: executions by action and status, their durations, queue depth, runs in flight,
-//! idle pooled containers per kind, environment builds, engine errors, HTTP requests.
+//! idle pooled containers per kind, environment builds, engine errors, exit status mismatches,
+//! HTTP requests.
 //!
 //! Counters and the histogram are updated as things happen; the gauges are read from the
 //! dispatcher when scraped, so they are never stale.
@@ -48,6 +49,7 @@ pub struct Metrics {
     warm_idle: Family<Kind, Gauge>,
     env_builds: Counter,
     engine_errors: Counter,
+    exit_mismatches: Counter,
     requests: Family<Request, Counter>,
 }
 
@@ -106,6 +108,12 @@ impl Metrics {
             "Runs that failed because of packbox or the engine, and failed engine checks",
             engine_errors.clone(),
         );
+        let exit_mismatches = Counter::default();
+        registry.register(
+            "packbox_exit_status_mismatches",
+            "Runs whose result came from packbox's init at the action's exit and whose container's exit status, as the engine saw it afterwards, differed or never came",
+            exit_mismatches.clone(),
+        );
         let requests = Family::<Request, Counter>::default();
         registry.register(
             "packbox_http_requests",
@@ -121,6 +129,7 @@ impl Metrics {
             warm_idle,
             env_builds,
             engine_errors,
+            exit_mismatches,
             requests,
         }
     }
@@ -164,13 +173,19 @@ impl Metrics {
             .inc();
     }
 
-    /// The exposition, with the gauges set to what they are now.
+    /// The exposition, with the gauges set to what they are now and the executor's count of
+    /// exit status mismatches (a total it keeps) brought up to date.
     pub fn render(
         &self,
         queued: usize,
         running: usize,
         warm: impl IntoIterator<Item = (String, String, usize)>,
+        exit_mismatches: u64,
     ) -> String {
+        let counted = self.exit_mismatches.get();
+        if exit_mismatches > counted {
+            self.exit_mismatches.inc_by(exit_mismatches - counted);
+        }
         self.queue_depth.set(queued as i64);
         self.in_flight.set(running as i64);
         self.warm_idle.clear();
@@ -199,7 +214,7 @@ mod tests {
         metrics.run_took("p.a", 0.05);
         metrics.env_build();
         metrics.request("/v1/executions", 201);
-        let text = metrics.render(3, 2, [("p.a".into(), "img:1".into(), 1)]);
+        let text = metrics.render(3, 2, [("p.a".into(), "img:1".into(), 1)], 2);
         assert!(
             text.contains(r#"packbox_executions_total{action="p.a",status="succeeded"} 2"#),
             "{text}"
@@ -216,6 +231,10 @@ mod tests {
         );
         assert!(text.contains("packbox_env_builds_total 1"), "{text}");
         assert!(text.contains("packbox_engine_errors_total 0"), "{text}");
+        assert!(
+            text.contains("packbox_exit_status_mismatches_total 2"),
+            "{text}"
+        );
         for line in text
             .lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -223,7 +242,7 @@ mod tests {
             assert!(line.starts_with("packbox_"), "{line}");
         }
         // A kind that left the pool leaves the exposition.
-        let text = metrics.render(0, 0, []);
+        let text = metrics.render(0, 0, [], 2);
         assert!(!text.contains("img:1"), "{text}");
     }
 }
