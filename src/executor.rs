@@ -321,7 +321,7 @@ impl Executor {
                 "image ready"
             );
             let prepare_ms = started.elapsed().as_millis() as u64;
-            crate::lifecycle::phase("prepare", started);
+            crate::lifecycle::phase("prepare", started, "");
             let exec_id = uuid::Uuid::new_v4().to_string();
             // The backend tells of the start and of the output, one after the other.
             let on_event = Mutex::new(on_event);
@@ -370,7 +370,7 @@ impl Executor {
                     image: prepared.image,
                 },
             );
-            crate::lifecycle::phase("result", result_began);
+            crate::lifecycle::phase("result", result_began, "");
             Ok(outcome)
         }
         .instrument(span)

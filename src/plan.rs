@@ -163,7 +163,7 @@ pub fn plan(
 ) -> Result<RunPlan, PlanError> {
     let began = std::time::Instant::now();
     let planned = plan_inner(settings, catalog, request);
-    crate::lifecycle::phase("plan", began);
+    crate::lifecycle::phase("plan", began, "");
     planned
 }
 

@@ -141,7 +141,7 @@ impl LocalBackend {
                     warm = tokio::time::timeout(bound, starting) => warm.ok().and_then(Result::ok),
                     () = cancel.cancelled() => return Err(RunError::Cancelled.into()),
                 };
-                crate::lifecycle::phase("wait", began);
+                crate::lifecycle::phase("wait", began, "");
                 warm
             }
             Offer::Nothing => None,

@@ -104,18 +104,18 @@ pub async fn execute(args: RunArgs, global: &GlobalArgs) -> ExitCode {
         }
         return ExitCode::from(EXIT_INPUT);
     };
-    match run(&args, &packs, settings).await {
-        Ok(outcome) => {
-            if args.json {
-                // Streamed: no second copy of a large output in memory.
-                if let Err(e) = render::print_json(&outcome) {
-                    eprintln!("error: cannot write the outcome: {e}");
-                }
-            } else {
-                print_human(&Shown::of(&outcome), args.follow);
+    let show = |outcome: &Outcome| {
+        if args.json {
+            // Streamed: no second copy of a large output in memory.
+            if let Err(e) = render::print_json(outcome) {
+                eprintln!("error: cannot write the outcome: {e}");
             }
-            ExitCode::from(outcome.status.exit_code() as u8)
+        } else {
+            print_human(&Shown::of(outcome), args.follow);
         }
+    };
+    match run(&args, &packs, settings, show).await {
+        Ok(outcome) => ExitCode::from(outcome.status.exit_code() as u8),
         Err(error) => render::report(&error, args.json),
     }
 }
@@ -167,7 +167,14 @@ fn remote_run(args: &RunArgs) -> Result<RemoteRun, String> {
     })
 }
 
-async fn run(args: &RunArgs, packs: &Path, settings: Settings) -> Result<Outcome, Error> {
+/// Runs the action and shows its outcome as soon as it is known, before the container's removal
+/// (which the process still waits for before it exits).
+async fn run(
+    args: &RunArgs,
+    packs: &Path,
+    settings: Settings,
+    show: impl FnOnce(&Outcome),
+) -> Result<Outcome, Error> {
     let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
     // Everything wrong with the input is said before the engine is contacted.
     let plan = packbox::plan(&settings, &catalog, &args.request(packs))?;
@@ -219,6 +226,9 @@ async fn run(args: &RunArgs, packs: &Path, settings: Settings) -> Result<Outcome
             live_stdout_to_stderr,
             terminal,
         );
+    }
+    if let Ok(outcome) = &outcome {
+        show(outcome);
     }
     executor.close().await;
     outcome

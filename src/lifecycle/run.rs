@@ -161,7 +161,7 @@ pub async fn start(
 ) -> Result<Started, RunError> {
     let began = std::time::Instant::now();
     let id = engine.create_container(name, spec).await?;
-    super::phase("create", began);
+    super::phase("create", began, &id);
     let guard = RemoveOnDrop {
         engine: SharedEngine::clone(engine),
         id: Some(id.clone()),
@@ -173,7 +173,7 @@ pub async fn start(
         Ok::<_, EngineError>(attached)
     }
     .await;
-    super::phase("start", began);
+    super::phase("start", began, &id);
     match attached {
         Ok(attached) => Ok(Started {
             id,
@@ -295,14 +295,14 @@ impl Exited {
             None => ExitCheck::NotReported,
         };
         if reported.is_some() {
-            super::phase("exit_seen", began);
+            super::phase("exit_seen", began, &id);
         }
         guard.disarm();
         let began = std::time::Instant::now();
         if let Err(e) = engine.remove(&id).await {
             tracing::warn!("removing container {id} after its run: {e}");
         }
-        super::phase("removal", began);
+        super::phase("removal", began, &id);
         check
     }
 }
@@ -437,11 +437,12 @@ async fn drive(
     // Stdin is written from its own task while output is read, so neither side can block the
     // other; the task is aborted and awaited before returning.
     let handed_over = std::time::Instant::now();
+    let container = id.to_string();
     let writer = tokio::spawn(async move {
         // An action that exits without reading stdin closes the pipe: not an error of the run.
         let _ = input.write_all(&stdin).await;
         let _ = input.shutdown().await;
-        super::phase("handoff", handed_over);
+        super::phase("handoff", handed_over, &container);
     });
 
     let mut reader = Reader {
@@ -478,7 +479,7 @@ async fn drive(
         }
         () = cancel.cancelled() => Err(Ending::Cancelled),
     };
-    super::phase("action", handed_over);
+    super::phase("action", handed_over, id);
     let (ending, exit_code, reported) = match first {
         Ok((code, reported)) => (Ending::Exited, Some(code), reported.then_some(code)),
         Err(ending) => {
