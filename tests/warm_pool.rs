@@ -97,15 +97,12 @@ async fn preloading_makes_the_leading_imports_ahead_of_the_run_and_no_others() {
     require_engine();
     let catalog = Catalog::builtin().expect("catalog");
     let settings = settings();
+    let mut warm = settings.serve.warm;
+    (warm.per_kind, warm.total, warm.preload) = (1, 4, true);
     let executor = Executor::connect(settings.clone(), catalog.clone())
         .await
         .expect("engine")
-        .with_warm_pool_sized(packbox::WarmSettings {
-            per_kind: 1,
-            total: 4,
-            idle: Duration::from_secs(600),
-            preload: true,
-        });
+        .with_warm_pool_sized(warm);
     for action in ["warm.imports", "warm.requires"] {
         let request = RunRequest::new(repo_root().join("tests/fixtures"), action);
         let plan = packbox::plan(&settings, &catalog, &request).expect("plan");
