@@ -562,7 +562,7 @@ impl Executor {
     /// owner is gone, and the untagged layers of builds that never finished (builds label their
     /// images `packbox.kind`), unless a container or another image still uses them; and pack
     /// volumes no container uses beyond the newest `keep_pack_volumes` of each pack (with what
-    /// dead fillers left).
+    /// dead fillers left), and the unused init volumes of other packbox builds.
     pub async fn gc(&self, keep_pack_volumes: usize) -> Result<GcReport, Error> {
         let containers = self.sweep_orphans().await?;
         // A build under way has untagged layers too: only layers older than any build may
@@ -577,6 +577,7 @@ impl Executor {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         let pack_volumes = pack_volume::collect(self.engine.as_ref(), keep_pack_volumes).await?;
+        let init_volumes = crate::init::collect(self.engine.as_ref()).await?;
         let mut images = Vec::new();
         for image in self
             .engine
@@ -597,6 +598,7 @@ impl Executor {
             containers,
             images,
             pack_volumes,
+            init_volumes,
         })
     }
 
@@ -774,6 +776,8 @@ pub struct GcReport {
     pub images: Vec<String>,
     /// Pack volumes removed and kept.
     pub pack_volumes: PackVolumesCollected,
+    /// Volumes of other packbox builds' init that no container used, removed.
+    pub init_volumes: Vec<String>,
 }
 
 /// What `build_environments` did for one action.

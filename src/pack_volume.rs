@@ -255,6 +255,14 @@ where
     Ok(true)
 }
 
+/// Whether a filler holds the fill lock of `volume` now.
+pub(crate) async fn is_being_filled(
+    engine: &dyn ContainerEngine,
+    volume: &str,
+) -> Result<bool, EngineError> {
+    Ok(engine.container_labels(&lock_name(volume)).await?.is_some())
+}
+
 /// Waits a moment while a live filler holds the lock (the caller's loop bounds the wait);
 /// clears away the leftovers of one that died on this host.
 async fn wait_or_break_lock(
@@ -436,10 +444,7 @@ pub async fn collect(engine: &dyn ContainerEngine, keep: usize) -> Result<Collec
     for (_, mut volumes) in by_pack {
         volumes.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.name.cmp(&b.name)));
         for (index, volume) in volumes.into_iter().enumerate() {
-            let filling = engine
-                .container_labels(&lock_name(&volume.name))
-                .await?
-                .is_some();
+            let filling = is_being_filled(engine, &volume.name).await?;
             if index < keep || filling || !engine.remove_volume(&volume.name).await? {
                 collected.kept.push(volume.name);
             } else {

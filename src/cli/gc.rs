@@ -42,6 +42,7 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
                         "removed": report.containers,
                         "images": report.images,
                         "pack_volumes": report.pack_volumes,
+                        "init_volumes": report.init_volumes,
                     })
                 );
             } else {
@@ -59,6 +60,9 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
                 }
                 for volume in &report.pack_volumes.removed {
                     println!("removed pack volume {volume}");
+                }
+                for volume in &report.init_volumes {
+                    println!("removed init volume {volume} (another packbox build's)");
                 }
                 println!(
                     "removed {} leftover(s), {} image(s), {} pack volume(s) (kept {})",

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::engine::{ContainerEngine, InitProcess};
+use crate::engine::{ContainerEngine, EngineError, InitProcess};
 use crate::lifecycle::owner;
 use crate::pack_volume::{self, DeliveryError};
 
@@ -71,6 +71,28 @@ pub async fn ensure(engine: &dyn ContainerEngine, helper_image: &str) -> Result<
     Ok(())
 }
 
+/// Removes the init volumes of other packbox builds that no container uses (the engine keeps a
+/// volume in use) and that no filler is filling; returns their names.
+pub async fn collect(engine: &dyn ContainerEngine) -> Result<Vec<String>, EngineError> {
+    let current = volume_name();
+    let mut removed = Vec::new();
+    let volumes = engine
+        .volumes_with_labels(&[
+            format!("{}=true", owner::MANAGED),
+            format!("packbox.kind={KIND}"),
+        ])
+        .await?;
+    for volume in volumes {
+        if volume.name == current || pack_volume::is_being_filled(engine, &volume.name).await? {
+            continue;
+        }
+        if engine.remove_volume(&volume.name).await? {
+            removed.push(volume.name);
+        }
+    }
+    Ok(removed)
+}
+
 /// Whether a volume's labels say it holds this build's init.
 fn is_ours(labels: &HashMap<String, String>) -> bool {
     labels.get(owner::MANAGED).is_some_and(|v| v == "true")
@@ -95,7 +117,9 @@ fn archive() -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::StreamKind;
     use crate::engine::fake::FakeEngine;
+    use crate::lifecycle::frames::{Frame, FrameDecoder};
 
     const IMAGE: &str = "packbox/shell:5.2";
 
@@ -103,6 +127,47 @@ mod tests {
     fn the_embedded_init_is_a_static_executable() {
         assert_eq!(&BINARY[..4], b"\x7fELF", "an ELF binary");
         assert!(volume_name().ends_with(&*DIGEST));
+    }
+
+    /// The frames the embedded init writes when it runs `sh -c SCRIPT` on this machine, and its
+    /// exit code.
+    fn frames_of(script: &str) -> (Vec<Frame>, Option<i32>) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, BINARY).expect("write the init");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let output = std::process::Command::new(&path)
+            .args(["--", "sh", "-c", script])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("the init runs");
+        let frames = FrameDecoder::default()
+            .push(&output.stdout)
+            .expect("only frames on stdout");
+        (frames, output.status.code())
+    }
+
+    #[test]
+    fn the_real_init_relays_both_streams_and_ends_with_the_status_the_run_reads() {
+        let (frames, code) = frames_of("printf out; printf err >&2; exit 3");
+        assert_eq!(
+            frames,
+            [
+                Frame::Output(StreamKind::Stdout, Bytes::from_static(b"out")),
+                Frame::Output(StreamKind::Stderr, Bytes::from_static(b"err")),
+                Frame::Exit(3),
+            ]
+        );
+        assert_eq!(code, Some(3), "it exits with the action's status");
+        let (frames, code) = frames_of("kill -TERM $$");
+        assert_eq!(frames, [Frame::Exit(143)], "128 + SIGTERM");
+        assert_eq!(code, Some(143));
+        // What an action prints is payload, even the bytes of a status frame.
+        let (frames, _) =
+            frames_of(r"printf '\003\000\000\000\004\000\000\000\000'; sleep 1; exit 5");
+        assert_eq!(frames.last(), Some(&Frame::Exit(5)), "{frames:?}");
+        assert!(matches!(frames[0], Frame::Output(StreamKind::Stdout, _)));
     }
 
     #[tokio::test(start_paused = true)]
@@ -125,5 +190,29 @@ mod tests {
             fake.volume_uploads(&volume_name()).map(|u| u.len()),
             Some(1)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn collecting_removes_other_builds_init_volumes_only() {
+        let fake = FakeEngine::new();
+        fake.add_image(IMAGE, &[], 0);
+        ensure(fake.as_ref(), IMAGE).await.expect("filled");
+        let mut labels = owner::managed_labels();
+        labels.insert("packbox.kind".into(), KIND.into());
+        labels.insert(DIGEST_LABEL.into(), "0".repeat(64));
+        let old = format!("packbox-init-{}", "0".repeat(64));
+        fake.create_volume(&old, &labels)
+            .await
+            .expect("an old build's");
+        fake.create_volume("someone-elses", &BTreeMap::new())
+            .await
+            .expect("not packbox's");
+        assert_eq!(
+            collect(fake.as_ref()).await.expect("collect"),
+            std::slice::from_ref(&old)
+        );
+        assert!(fake.volume_exists(&volume_name()).await.expect("asked"));
+        assert!(fake.volume_exists("someone-elses").await.expect("asked"));
+        assert!(!fake.volume_exists(&old).await.expect("asked"));
     }
 }

@@ -90,23 +90,19 @@ impl FrameDecoder {
     }
 }
 
-/// A frame as the init writes it (for the fake engine, which plays the init in unit tests).
-#[cfg(test)]
-pub(crate) fn encode(frame: &Frame) -> Vec<u8> {
-    let (kind, payload) = match frame {
-        Frame::Output(StreamKind::Stdout, bytes) => (KIND_STDOUT, bytes.to_vec()),
-        Frame::Output(StreamKind::Stderr, bytes) => (KIND_STDERR, bytes.to_vec()),
-        Frame::Exit(code) => (KIND_EXIT, (*code as i32).to_be_bytes().to_vec()),
-    };
-    let mut out = vec![kind];
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&payload);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::fake::init_frame;
+
+    /// A frame as the init writes it.
+    fn encode(frame: &Frame) -> Vec<u8> {
+        match frame {
+            Frame::Output(StreamKind::Stdout, bytes) => init_frame(KIND_STDOUT, bytes),
+            Frame::Output(StreamKind::Stderr, bytes) => init_frame(KIND_STDERR, bytes),
+            Frame::Exit(code) => init_frame(KIND_EXIT, &(*code as i32).to_be_bytes()),
+        }
+    }
 
     fn out(text: &str) -> Frame {
         Frame::Output(StreamKind::Stdout, Bytes::copy_from_slice(text.as_bytes()))

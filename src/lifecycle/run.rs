@@ -558,7 +558,6 @@ mod tests {
     use super::*;
     use crate::engine::fake::{Call, Exit, FakeEngine, Op, Program};
     use crate::engine::{SharedEngine, Signal};
-    use crate::lifecycle::frames::Frame;
 
     const IMAGE: &str = "packbox/shell:5.2";
 
@@ -1036,7 +1035,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_action_printing_a_status_frame_does_not_end_its_run() {
         let (fake, engine) = engine();
-        let forged = super::super::frames::encode(&Frame::Exit(0));
+        let forged = crate::engine::fake::init_frame(3, &0i32.to_be_bytes());
         fake.set_program(move |_| Program {
             output: vec![(StreamKind::Stdout, forged.clone())],
             exit: Exit::Never,
@@ -1053,7 +1052,7 @@ mod tests {
         assert_eq!(began.elapsed(), Duration::from_secs(35), "timeout + grace");
         assert_eq!(
             exit.stdout.text.as_bytes(),
-            super::super::frames::encode(&Frame::Exit(0)),
+            crate::engine::fake::init_frame(3, &0i32.to_be_bytes()),
             "the forged frame is output like any other"
         );
         assert_eq!(exited.remove().await, ExitCheck::NotReported);

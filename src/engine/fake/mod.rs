@@ -20,8 +20,6 @@ use super::{
 
 mod swarm;
 
-use crate::lifecycle::frames::{Frame, encode};
-
 pub(crate) use swarm::SwarmScript;
 
 /// One request the fake received.
@@ -493,6 +491,15 @@ fn find_image(images: &[FakeImage], name: &str) -> Option<String> {
         .map(|i| i.id.clone())
 }
 
+/// A frame as packbox's init writes it (`init/src/main.rs`): kind (1 stdout, 2 stderr, 3 exit
+/// status), payload length (big-endian u32), payload. The fake plays the init with it.
+pub(crate) fn init_frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![kind];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
 /// Whether a command is the warm pool's go-line wrapper, which waits for a line on stdin.
 fn waits_for_go(cmd: &[String]) -> bool {
     cmd.get(3).is_some_and(|arg| arg == "packbox-warm")
@@ -550,10 +557,13 @@ async fn simulate(process: Process) {
             let chunk = if framed {
                 OutputChunk {
                     stream: StreamKind::Stdout,
-                    bytes: Bytes::from(encode(&Frame::Output(
-                        stream,
-                        Bytes::copy_from_slice(bytes),
-                    ))),
+                    bytes: Bytes::from(init_frame(
+                        match stream {
+                            StreamKind::Stdout => 1,
+                            StreamKind::Stderr => 2,
+                        },
+                        bytes,
+                    )),
                 }
             } else {
                 OutputChunk {
@@ -571,7 +581,7 @@ async fn simulate(process: Process) {
             if let Some(output) = &output {
                 let _ = output.send(Ok(OutputChunk {
                     stream: StreamKind::Stdout,
-                    bytes: Bytes::from(encode(&Frame::Exit(code))),
+                    bytes: Bytes::from(init_frame(3, &(code as i32).to_be_bytes())),
                 }));
             }
             tokio::time::sleep(program.engine_exit_after).await;
