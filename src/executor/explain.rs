@@ -9,12 +9,12 @@ use serde::Serialize;
 
 use crate::catalog::Runtime;
 use crate::engine::{ContainerEngine, EngineError};
-use crate::envimage::{EnvRecipe, Manifests, lock_file};
+use crate::image::env::{EnvRecipe, Manifests, lock_file};
+use crate::image::prepare::{self, PrepareError, Preparer};
+use crate::image::probe::VersionStatus;
 use crate::lifecycle::owner::Owner;
 use crate::pack;
 use crate::plan::{PlanError, resolve_runtime};
-use crate::prepare::{self, PrepareError, Preparer};
-use crate::probe::VersionStatus;
 use crate::sandbox::seccomp::Kernel;
 use crate::sandbox::{SandboxPolicy, Workload};
 use crate::version::{Constraint, Verdict};
@@ -135,7 +135,7 @@ pub(crate) async fn explain(
     let selected = prepare::select_version(&action.action_ref, runtime, constraint, &statuses);
     let (chosen, refusal) = match &selected {
         Ok(status) => (Some(*status), None),
-        Err(e) => (None, Some(crate::error_text::chain(e))),
+        Err(e) => (None, Some(crate::common::error_text::chain(e))),
     };
     let candidates = candidates(runtime, constraint, &statuses, chosen);
     let environment = match chosen {
@@ -328,7 +328,7 @@ mod tests {
 
     use super::*;
     use crate::engine::fake::{Call, FakeEngine};
-    use crate::envimage::Installer;
+    use crate::image::env::Installer;
 
     #[tokio::test]
     async fn the_lock_is_read_from_a_container_that_never_starts_and_is_removed() {

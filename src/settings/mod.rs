@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::endpoint::{self, Endpoint, EndpointError};
-use crate::envimage::{BuildSettings, DEFAULT_BUILD_MEMORY, IndexSettings};
-use crate::error_text::chain;
+use crate::common::error_text::chain;
+use crate::engine::endpoint::{self, Endpoint, EndpointError};
+use crate::image::env::{BuildSettings, DEFAULT_BUILD_MEMORY, IndexSettings};
 use crate::sandbox::isolation::{IsolationPolicy, IsolationRule};
 use crate::sandbox::{SandboxPolicy, SeccompProfile};
 
@@ -47,7 +47,7 @@ pub enum SettingsError {
     /// The config file could not be read (missing, not a regular file, too large, not UTF-8 or
     /// nested too deeply).
     #[error("config file {0}")]
-    Unreadable(#[from] crate::input::InputError),
+    Unreadable(#[from] crate::common::input::InputError),
     /// The config file is not valid YAML, or has a field packbox does not know.
     #[error("config file {file}: {message}")]
     Invalid {
@@ -772,7 +772,7 @@ fn config_file(explicit: Option<&Path>, env: &Environment) -> Option<PathBuf> {
 
 fn read_config(path: &Path) -> Result<SettingsLayer, SettingsError> {
     // A regular file under the cap, nesting at most 64 levels (checked before serde_yaml).
-    let text = crate::input::read_yaml(path, MAX_CONFIG_BYTES)?;
+    let text = crate::common::input::read_yaml(path, MAX_CONFIG_BYTES)?;
     if text.trim().is_empty() {
         return Ok(SettingsLayer::default());
     }
@@ -1195,7 +1195,7 @@ impl Resolver<'_> {
         let build_timeout = self.setting(
             "build.timeout_seconds",
             |l| l.build.timeout_seconds,
-            crate::envimage::build::DEFAULT_BUILD_TIMEOUT.as_secs(),
+            crate::image::env::build::DEFAULT_BUILD_TIMEOUT.as_secs(),
             |v| count_in_range(*v, 1, bounds::MAX_TIMEOUT),
         )?;
         let ca_bundle = self.pick(|l| l.build.ca_bundle.clone());

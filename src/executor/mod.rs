@@ -6,6 +6,11 @@
 //! Leftovers of crashed packbox processes are swept once, in the background, when an executor
 //! starts; never on a run's path.
 
+pub mod doctor;
+pub mod error;
+pub mod explain;
+pub mod packtest;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -18,33 +23,33 @@ use tracing::Instrument;
 
 pub use crate::backend::WarmKind;
 use crate::backend::{self, Job, RunBackend};
-use crate::base_image::{self, BaseImage};
 use crate::catalog::Catalog;
+use crate::common::error_text::chain;
 use crate::contract::Outcome;
 use crate::contract::result::{self, RunFacts};
-use crate::endpoint::Endpoint;
+use crate::engine::endpoint::Endpoint;
 use crate::engine::{DockerEngine, EngineInfo, SharedEngine, StreamKind};
-use crate::envimage::inventory::{self, EnvInfo, PruneReport};
-use crate::error::Error;
-use crate::error_text::chain;
-use crate::explain::{self, Explanation};
-use crate::image_copy::{self, CopyError, CopyEvent, ImageCopy};
+use crate::image::base::{self, BaseImage};
+use crate::image::copy::{self, CopyError, CopyEvent, ImageCopy};
+use crate::image::env::inventory::{self, EnvInfo, PruneReport};
+use crate::image::prepare::{self, PrepareError, Preparer};
+use crate::image::probe::{self, ProbeCache, VersionStatus};
+use crate::image::runtime::{self, ImageState};
 use crate::lifecycle::RunIo;
 use crate::lifecycle::owner::{self, Owner, Swept};
 use crate::pack;
-use crate::pack_volume::{self, Collected as PackVolumesCollected};
-use crate::packtest::{self, TestEvent, TestPlan, TestReport};
+use crate::pack_delivery::volume::{self, Collected as PackVolumesCollected};
 use crate::plan::{RunPlan, resolve_runtime};
-use crate::prepare::{self, PrepareError, Preparer};
-use crate::probe::{self, ProbeCache, VersionStatus};
-use crate::runtime_image::{self, ImageState};
 use crate::sandbox::SandboxPolicy;
 use crate::sandbox::gvisor::{self, GvisorError};
 use crate::sandbox::isolation::IsolationLevel;
 use crate::sandbox::seccomp::Kernel;
 use crate::settings::{Settings, WarmSettings};
+use error::Error;
+use explain::Explanation;
+use packtest::{TestEvent, TestPlan, TestReport};
 
-pub use crate::prepare::PrepareEvent;
+pub use crate::image::prepare::PrepareEvent;
 
 /// How old an untagged build layer must be before `gc` takes it for a leftover (runtime image
 /// builds have no timeout of their own; environment builds may be set to last longer).
@@ -485,7 +490,7 @@ impl Executor {
     ) -> Result<Vec<BaseImage>, Error> {
         let mut imported = Vec::new();
         for (suite, rootfs) in bases {
-            let base = base_image::ensure(self.engine.as_ref(), suite, rootfs);
+            let base = base::ensure(self.engine.as_ref(), suite, rootfs);
             imported.push(tokio::select! {
                 base = base => base?,
                 () = self.shutdown.cancelled() => return Err(PrepareError::Cancelled.into()),
@@ -504,11 +509,11 @@ impl Executor {
     ) -> Result<Vec<ImageCopy>, Error> {
         let target = DockerEngine::connect(&target.host, &target.transport).await?;
         let images = if images.is_empty() {
-            image_copy::default_images(self.engine.as_ref(), &self.catalog).await?
+            copy::default_images(self.engine.as_ref(), &self.catalog).await?
         } else {
             images.to_vec()
         };
-        let copy = image_copy::copy(self.engine.as_ref(), &target, &images, on_event);
+        let copy = copy::copy(self.engine.as_ref(), &target, &images, on_event);
         tokio::select! {
             copied = copy => Ok(copied?),
             () = self.shutdown.cancelled() => Err(CopyError::Cancelled.into()),
@@ -533,7 +538,7 @@ impl Executor {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let pack_volumes = pack_volume::collect(self.engine.as_ref(), keep_pack_volumes).await?;
+        let pack_volumes = volume::collect(self.engine.as_ref(), keep_pack_volumes).await?;
         let mut images = Vec::new();
         for image in self
             .engine
@@ -702,7 +707,7 @@ impl Executor {
                 on_event(ImageEvent::Checking {
                     image: &version.image,
                 });
-                let state = runtime_image::ensure(
+                let state = runtime::ensure(
                     self.engine.as_ref(),
                     catalog,
                     runtime,
@@ -860,7 +865,7 @@ mod tests {
     use super::*;
     use crate::engine::fake::{BuildScript, Call, Exit, FakeEngine, Program};
     use crate::engine::{ContainerEngine, ContainerSpec, EngineInfo, OciRuntime, Signal};
-    use crate::error::Fault;
+    use crate::executor::error::Fault;
     use crate::plan::{RunRequest, plan};
     use crate::settings::{Environment, SettingsLayer};
     use crate::{Status, contract::Outcome};
