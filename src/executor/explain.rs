@@ -7,6 +7,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::Executor;
+use super::error::Error;
 use crate::catalog::Runtime;
 use crate::engine::{ContainerEngine, EngineError};
 use crate::image::env::{EnvRecipe, Manifests, lock_file};
@@ -320,6 +322,27 @@ async fn read_lock(
         file: file.to_string(),
         content: String::from_utf8_lossy(&bytes).into_owned(),
     }))
+}
+
+impl Executor {
+    /// The decision a run of `action_ref` would take, without running it: runtime, constraint,
+    /// every candidate version and why it was taken or not, the environment key and its parts,
+    /// whether the image exists and the lock it recorded. Versions are verified as for a run.
+    pub async fn explain(&self, packs_dir: &Path, action_ref: &str) -> Result<Explanation, Error> {
+        explain(
+            &self.preparer(&self.shutdown),
+            &self.settings.sandbox,
+            &self.owner,
+            packs_dir,
+            action_ref,
+        )
+        .await
+        .map_err(|e| match e {
+            ExplainError::Plan(e) => e.into(),
+            ExplainError::Prepare(e) => e.into(),
+            ExplainError::Engine(e) => e.into(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::Executor;
+use super::error::Error;
 use crate::catalog::{Catalog, Runtime};
 use crate::engine::{SharedEngine, StreamKind};
 use crate::image::env::{Installer, Manifests};
@@ -382,6 +384,33 @@ fn command(runner: &TestRunner, runtime: &Runtime) -> Vec<String> {
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+impl Executor {
+    /// Runs a pack's tests (see [`crate::plan_tests`]), each runner in a fresh container on the
+    /// environment the pack's actions get. Failing tests are a report, not an error.
+    pub async fn test_pack(
+        &self,
+        plan: &TestPlan,
+        on_event: impl FnMut(TestEvent<'_>) + Send,
+    ) -> Result<TestReport, Error> {
+        let kernel = self.check_policy(plan.pack_ref(), plan.policy()).await?;
+        run_tests(
+            &self.preparer(&self.shutdown),
+            &self.engine,
+            &self.owner,
+            plan,
+            kernel,
+            self.settings.pack_delivery,
+            on_event,
+        )
+        .await
+        .map_err(|e| match e {
+            TestRunError::Prepare(e) => e.into(),
+            TestRunError::Run(e) => e.into(),
+            TestRunError::Delivery(e) => e.into(),
+        })
+    }
 }
 
 #[cfg(test)]
