@@ -1,7 +1,8 @@
 //! The speed goals of issue 24, each a ratio against `docker run --rm` of the same container
 //! (the flags read from one of packbox's own, on the engine's default runtime and init) measured
 //! in the same run; crun against runc; the warm-import figure; and the per-phase breakdown of a
-//! one-shot and a warm run from packbox's phase events (`packbox::phase=debug`, JSON logs) and
+//! one-shot and a warm run from packbox's phase events (`packbox::common::phase=debug`, JSON
+//! logs) and
 //! the engine's events. Writes bench/speed.md. `cargo bench --bench serve -- speed`, or
 //! `scripts/bench speed`. Figures only count on a quiet machine: the load average is printed.
 
@@ -21,7 +22,12 @@ use super::{
 };
 
 /// Flags that make packbox log its phase events as JSON lines on stderr.
-const PHASE_LOG: [&str; 4] = ["--log", "packbox::phase=debug", "--log-format", "json"];
+const PHASE_LOG: [&str; 4] = [
+    "--log",
+    "packbox::common::phase=debug",
+    "--log-format",
+    "json",
+];
 
 /// One phase event of packbox's log.
 #[derive(Clone, Debug)]
@@ -37,7 +43,7 @@ fn phase_events(lines: &[String]) -> Vec<PhaseEvent> {
     lines
         .iter()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|v| v["target"] == "packbox::phase")
+        .filter(|v| v["target"] == "packbox::common::phase")
         .filter_map(|v| {
             let fields = &v["fields"];
             Some(PhaseEvent {
@@ -630,7 +636,7 @@ pub fn run(
     for Row(cells) in &figures {
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
-    out.push_str("\n## Where the time goes\n\npackbox's phase events (`--log packbox::phase=debug --log-format json`) and the engine's events (`docker events`), medians:\n\n");
+    out.push_str("\n## Where the time goes\n\npackbox's phase events (`--log packbox::common::phase=debug --log-format json`) and the engine's events (`docker events`), medians:\n\n");
     out.push_str(&phases);
     out.push('\n');
     for note in &notes {

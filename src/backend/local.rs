@@ -10,12 +10,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{BackendError, Job, Ran, RunBackend, WarmKind};
+use crate::common::error_text::chain;
 use crate::engine::{ContainerSpec, SharedEngine};
-use crate::error_text::chain;
-use crate::init;
 use crate::lifecycle::pool::{self, Demand, Offer, Warm, WarmPool};
 use crate::lifecycle::run::{self, ExitCheck, RunError, RunIo, Started};
-use crate::pack_volume::{self, DeliveryError};
+use crate::pack_delivery::init;
+use crate::pack_delivery::volume::{self, DeliveryError};
 use crate::sandbox::{PackSource, Workload};
 use crate::settings::{PackDelivery, WarmSettings};
 
@@ -87,7 +87,7 @@ impl LocalBackend {
         }
         let started = std::time::Instant::now();
         let delivered = tokio::select! {
-            delivered = pack_volume::ensure(
+            delivered = volume::ensure(
                 self.engine.as_ref(),
                 &folder.pack_ref,
                 std::path::Path::new(&folder.host_dir),
@@ -141,7 +141,7 @@ impl LocalBackend {
                     warm = tokio::time::timeout(bound, starting) => warm.ok().and_then(Result::ok),
                     () = cancel.cancelled() => return Err(RunError::Cancelled.into()),
                 };
-                crate::lifecycle::phase("wait", began, "");
+                crate::common::phase::phase("wait", began, "");
                 warm
             }
             Offer::Nothing => None,

@@ -14,19 +14,4 @@ pub mod pool;
 pub mod run;
 pub mod service;
 
-pub use run::{ContainerExit, Ending, RunError, RunIo, RunLimits};
-
-/// Logs (at debug level) how long one phase of a run took, for the per-phase breakdown
-/// (`scripts/bench speed` reads these lines): `plan`, `prepare`, `create`, `start`, `wait`
-/// (for a pooled container still starting), `handoff` (stdin written), `action` (from the
-/// handoff to the action's exit as reported), `exit_seen` (from that report to the engine's),
-/// `result`, `removal`; `container` names the container where there is one.
-pub fn phase(name: &'static str, since: std::time::Instant, container: &str) {
-    tracing::debug!(
-        target: "packbox::phase",
-        phase = name,
-        us = since.elapsed().as_micros() as u64,
-        container,
-        "phase"
-    );
-}
+pub use run::{RunError, RunIo, RunLimits};

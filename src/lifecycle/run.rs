@@ -11,8 +11,9 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::capture::{BoundedBuffer, Captured};
+use super::capture::BoundedBuffer;
 use super::frames::{Frame, FrameDecoder};
+use crate::contract::exit::{ContainerExit, Ending};
 use crate::engine::{
     Attached, ContainerSpec, EngineError, InitProcess, OutputStream, SharedEngine, Signal,
     StreamKind,
@@ -27,32 +28,6 @@ pub struct RunLimits {
     pub grace: Duration,
     /// Bytes kept per output stream.
     pub max_output: usize,
-}
-
-/// Why a container stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ending {
-    /// The process exited by itself.
-    Exited,
-    /// The timeout expired and packbox stopped it.
-    TimedOut,
-    /// packbox was asked to stop (Ctrl-C, SIGTERM) and stopped it.
-    Cancelled,
-}
-
-/// How a container ended, with its captured streams.
-#[derive(Debug)]
-pub struct ContainerExit {
-    /// Why it stopped.
-    pub ending: Ending,
-    /// Its exit code; `None` when the engine reported none after it was killed.
-    pub exit_code: Option<i64>,
-    /// The kernel killed it for passing its memory limit.
-    pub oom_killed: bool,
-    /// What it wrote on stdout, up to the limit.
-    pub stdout: Captured,
-    /// What it wrote on stderr, up to the limit.
-    pub stderr: Captured,
 }
 
 /// The engine failed in the middle of a run.
@@ -161,7 +136,7 @@ pub async fn start(
 ) -> Result<Started, RunError> {
     let began = std::time::Instant::now();
     let id = engine.create_container(name, spec).await?;
-    super::phase("create", began, &id);
+    crate::common::phase::phase("create", began, &id);
     let guard = RemoveOnDrop {
         engine: SharedEngine::clone(engine),
         id: Some(id.clone()),
@@ -173,7 +148,7 @@ pub async fn start(
         Ok::<_, EngineError>(attached)
     }
     .await;
-    super::phase("start", began, &id);
+    crate::common::phase::phase("start", began, &id);
     match attached {
         Ok(attached) => Ok(Started {
             id,
@@ -295,14 +270,14 @@ impl Exited {
             None => ExitCheck::NotReported,
         };
         if reported.is_some() {
-            super::phase("exit_seen", began, &id);
+            crate::common::phase::phase("exit_seen", began, &id);
         }
         guard.disarm();
         let began = std::time::Instant::now();
         if let Err(e) = engine.remove(&id).await {
             tracing::warn!("removing container {id} after its run: {e}");
         }
-        super::phase("removal", began, &id);
+        crate::common::phase::phase("removal", began, &id);
         check
     }
 }
@@ -442,7 +417,7 @@ async fn drive(
         // An action that exits without reading stdin closes the pipe: not an error of the run.
         let _ = input.write_all(&stdin).await;
         let _ = input.shutdown().await;
-        super::phase("handoff", handed_over, &container);
+        crate::common::phase::phase("handoff", handed_over, &container);
     });
 
     let mut reader = Reader {
@@ -479,7 +454,7 @@ async fn drive(
         }
         () = cancel.cancelled() => Err(Ending::Cancelled),
     };
-    super::phase("action", handed_over, id);
+    crate::common::phase::phase("action", handed_over, id);
     let (ending, exit_code, reported) = match first {
         Ok((code, reported)) => (Ending::Exited, Some(code), reported.then_some(code)),
         Err(ending) => {
@@ -802,7 +777,10 @@ mod tests {
         let err = run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
             .await
             .expect_err("start fails");
-        assert!(crate::error_text::chain(&err).contains("injected"), "{err}");
+        assert!(
+            crate::common::error_text::chain(&err).contains("injected"),
+            "{err}"
+        );
         assert_eq!(fake.count(|c| matches!(c, Call::Remove(_))), 1);
         assert!(fake.container_ids().is_empty());
     }

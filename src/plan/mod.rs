@@ -1,0 +1,448 @@
+//! Planning a run without an engine: the action and its runtime, the parameter document with
+//! secrets merged in, how it reaches the action, and the limits. Everything wrong with the input
+//! is said here, before any container exists.
+
+pub mod check;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::catalog::{Catalog, NoMatchingVersion, Runtime};
+use crate::contract::delivery::{self, DeliveryError};
+use crate::contract::result::OutcomeTerms;
+use crate::contract::scrub::StreamScrubber;
+use crate::contract::secrets::{Redactor, SecretBytes, SecretError, Secrets};
+use crate::image::env::Manifests;
+use crate::lifecycle::RunLimits;
+use crate::lifecycle::owner::Owner;
+use crate::pack::params::ParamError;
+use crate::pack::{
+    self, LoadedAction, PackError, ParameterDelivery, ParameterFormat, Problem, params,
+};
+use crate::pack_delivery::volume;
+use crate::sandbox::isolation::{self, IsolationError};
+use crate::sandbox::{PackFolder, PackSource, SandboxPolicy, Workload};
+use crate::settings::Settings;
+
+/// Timeout of an action that states none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Where file delivery puts the parameter document: the private tmpfs of the container.
+const PARAMETER_FILE_STEM: &str = "/tmp/attune-parameters";
+
+/// A run that cannot be planned: the pack, the parameters or the secrets are wrong, or the
+/// catalog has nothing the action can run on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The pack or the action cannot be run: missing, unreadable or wrong files.
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    /// The parameter values do not fit the action's declarations.
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    /// The secrets given cannot be used.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The pack's files could not be read whole for its digest.
+    #[error(transparent)]
+    Digest(volume::DeliveryError),
+    /// The parameter document cannot be written in the action's format.
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+    /// The action names a runner type no runtime of the catalog has.
+    #[error("action {action}: runner_type `{runner_type}` is not a known runtime (known: {known})")]
+    UnknownRuntime {
+        /// The action's ref.
+        action: String,
+        /// The runner type the action names.
+        runner_type: String,
+        /// The catalog's runtimes with their aliases (`python (python3), node`), for the message.
+        known: String,
+    },
+    /// `packbox test` on a pack without a `testing` section (or without runners in it).
+    #[error("{}: the pack has no tests (a `testing` section with `runners` is expected)", .file.display())]
+    NoTests {
+        /// The pack's manifest (`pack.yaml`).
+        file: PathBuf,
+    },
+    /// The action says `enabled: false` and the caller did not allow disabled actions.
+    #[error(
+        "action {action} is disabled (`enabled: false` in {}); run it anyway with --allow-disabled",
+        .file.display()
+    )]
+    Disabled {
+        /// The action's ref.
+        action: String,
+        /// The action's file.
+        file: PathBuf,
+    },
+    /// The isolation level the action gets cannot be given with these settings.
+    #[error(transparent)]
+    Isolation(#[from] IsolationError),
+    /// No version of the action's runtime satisfies its `runtime_version`.
+    #[error("action {action}: {source}")]
+    NoMatchingVersion {
+        /// The action's ref.
+        action: String,
+        /// The constraint and the versions the catalog has.
+        #[source]
+        source: NoMatchingVersion,
+    },
+}
+
+/// What the caller asks to run. The sandbox and the limits are the operator's, from
+/// [`Settings`]; a request only names the action and its inputs.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RunRequest {
+    /// The folder of packs the action's pack is found in (each pack a subfolder).
+    pub packs_dir: PathBuf,
+    /// `PACK.ACTION`.
+    pub action_ref: String,
+    /// `KEY=VALUE` parameter assignments; they win over `params_file`.
+    pub params: Vec<String>,
+    /// A JSON or YAML file of parameter values.
+    pub params_file: Option<PathBuf>,
+    /// Parameter values as JSON (as an API receives them), checked like the file's; they win
+    /// over `params_file`.
+    pub param_values: Map<String, Value>,
+    /// `KEY=VALUE` secrets; they win over `secret_values`, `secrets_file` and over parameters of
+    /// the same name.
+    pub secrets: Vec<String>,
+    /// A JSON or YAML file of secrets.
+    pub secrets_file: Option<PathBuf>,
+    /// Secret values as JSON (as an API receives them); they win over `secrets_file`. Used for
+    /// this run only, like every secret.
+    pub secret_values: Map<String, Value>,
+    /// Overrides the action's `timeout_seconds` and the settings' timeout for this run.
+    pub timeout: Option<Duration>,
+    /// Runs an action that says `enabled: false` (refused otherwise).
+    pub allow_disabled: bool,
+}
+
+impl RunRequest {
+    /// A request for an action with no parameters or secrets.
+    pub fn new(packs_dir: impl Into<PathBuf>, action_ref: impl Into<String>) -> Self {
+        RunRequest {
+            packs_dir: packs_dir.into(),
+            action_ref: action_ref.into(),
+            params: Vec::new(),
+            params_file: None,
+            param_values: Map::new(),
+            secrets: Vec::new(),
+            secrets_file: None,
+            secret_values: Map::new(),
+            timeout: None,
+            allow_disabled: false,
+        }
+    }
+}
+
+/// A checked run, ready for the engine.
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    pub(crate) action: LoadedAction,
+    pub(crate) runtime: Runtime,
+    /// What the environment image installs; `None`: the runtime image is used as it is.
+    pub(crate) dependencies: Option<Manifests>,
+    /// The parameter document, secrets included: it goes on stdin and nowhere else.
+    pub(crate) stdin: SecretBytes,
+    pub(crate) policy: SandboxPolicy,
+    pub(crate) limits: RunLimits,
+    /// Scrubs the secrets of this run out of its outcome.
+    pub(crate) redactor: Redactor,
+    /// The content digest of the pack when the run was planned.
+    pub(crate) pack_digest: String,
+}
+
+/// Loads and checks everything about a run that needs no engine.
+pub fn plan(
+    settings: &Settings,
+    catalog: &Catalog,
+    request: &RunRequest,
+) -> Result<RunPlan, PlanError> {
+    let began = std::time::Instant::now();
+    let planned = plan_inner(settings, catalog, request);
+    crate::common::phase::phase("plan", began, "");
+    planned
+}
+
+fn plan_inner(
+    settings: &Settings,
+    catalog: &Catalog,
+    request: &RunRequest,
+) -> Result<RunPlan, PlanError> {
+    let action = pack::load_action(&request.packs_dir, &request.action_ref)?;
+    let manifest = &action.action;
+    if !manifest.enabled && !request.allow_disabled {
+        return Err(PlanError::Disabled {
+            action: action.action_ref.clone(),
+            file: action.action_file.clone(),
+        });
+    }
+    let runtime = resolve_runtime(catalog, &action)?;
+    // Fails early when no version of the catalog could ever match; the run then chooses among
+    // the versions that probing verified.
+    runtime
+        .select_version(manifest.runtime_version.as_ref())
+        .map_err(|source| PlanError::NoMatchingVersion {
+            action: action.action_ref.clone(),
+            source,
+        })?;
+    let dependencies = action.dependencies(&runtime.name)?;
+    // The operator's rules and the action's own request decide the level; a pack can only make
+    // it stricter.
+    let (level, chosen_by) = settings
+        .isolation
+        .level_for(&action.action_ref, manifest.isolation);
+    let policy = isolation::apply(&action.action_ref, level, chosen_by, &settings.sandbox)?;
+    // Secrets: the file, then JSON values, then KEY=VALUE assignments (which win).
+    let mut secrets = Secrets::read(&[], request.secrets_file.as_deref())?;
+    secrets.overlay(request.secret_values.clone());
+    secrets.overlay(Secrets::read(&request.secrets, None)?.into_values());
+    let mut from_file = match &request.params_file {
+        Some(file) => params::read_file(file)?,
+        None => serde_json::Map::new(),
+    };
+    from_file.extend(request.param_values.clone());
+    // A declared parameter given as a secret counts as given (and is checked like any value).
+    for (name, value) in secrets.values() {
+        if manifest.parameters.contains_key(name) {
+            from_file.insert(name.clone(), value.clone());
+        }
+    }
+    let given = params::parse_assignments(&request.params)?;
+    let mut document =
+        params::resolve(&action.action_ref, &manifest.parameters, from_file, &given)?;
+    // A secret wins over a parameter of the same name.
+    document.extend(secrets.values().clone());
+    let secret_values: Vec<&Value> = secrets
+        .values()
+        .values()
+        .chain(
+            manifest
+                .parameters
+                .iter()
+                .filter(|(_, spec)| spec.secret)
+                .filter_map(|(name, _)| document.get(name)),
+        )
+        .collect();
+    let redactor = Redactor::new(secret_values).map_err(SecretError::from)?;
+    let stdin = SecretBytes(delivery::encode(&document, manifest.parameter_format)?);
+    let timeout = request
+        .timeout
+        .or(settings.run.timeout)
+        .or(manifest.timeout_seconds.map(Duration::from_secs))
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let pack_digest =
+        volume::tree_digest(&action.pack.pack_ref, &action.pack_dir).map_err(PlanError::Digest)?;
+    Ok(RunPlan {
+        pack_digest,
+        runtime: runtime.clone(),
+        dependencies,
+        stdin,
+        policy,
+        limits: RunLimits {
+            timeout,
+            grace: settings.run.grace,
+            max_output: settings.run.max_output,
+        },
+        redactor,
+        action,
+    })
+}
+
+/// The catalog runtime an action's `runner_type` names.
+pub(crate) fn resolve_runtime<'c>(
+    catalog: &'c Catalog,
+    action: &LoadedAction,
+) -> Result<&'c Runtime, PlanError> {
+    let runner_type = &action.action.runner_type;
+    catalog
+        .resolve(runner_type)
+        .ok_or_else(|| PlanError::UnknownRuntime {
+            action: action.action_ref.clone(),
+            runner_type: runner_type.clone(),
+            known: catalog.known_names(),
+        })
+}
+
+impl RunPlan {
+    /// A scrubber for one stream of this run's live output (`--follow`): what the action prints,
+    /// with this run's secrets replaced as it streams.
+    pub fn output_scrubber(&self) -> StreamScrubber {
+        StreamScrubber::new(self.redactor.clone())
+    }
+
+    /// The action this plan runs (`PACK.ACTION`).
+    pub fn action_ref(&self) -> &str {
+        &self.action.action_ref
+    }
+
+    /// The version of the action's pack (its `pack.yaml`).
+    pub fn pack_version(&self) -> &str {
+        &self.action.pack.version
+    }
+
+    /// The SHA-256 of the pack's files when the run was planned.
+    pub fn pack_digest(&self) -> &str {
+        &self.pack_digest
+    }
+
+    /// Fields of the pack and the action that packbox does not know (ignored), to be shown.
+    pub fn warnings(&self) -> &[Problem] {
+        &self.action.warnings
+    }
+
+    /// The sandbox the run will get.
+    pub fn policy(&self) -> &SandboxPolicy {
+        &self.policy
+    }
+
+    /// How long the action may run.
+    pub fn timeout(&self) -> Duration {
+        self.limits.timeout
+    }
+
+    /// Caps how long the action may run (a server's maximum), whatever the action, the
+    /// settings or the request said.
+    pub fn limit_timeout(&mut self, max: Duration) {
+        self.limits.timeout = self.limits.timeout.min(max);
+    }
+
+    /// What the contract needs to turn the container's end into this run's outcome; `applied`
+    /// is the sandbox as the backend applied it.
+    pub(crate) fn outcome_terms<'a>(&'a self, applied: &'a SandboxPolicy) -> OutcomeTerms<'a> {
+        OutcomeTerms {
+            action_ref: &self.action.action_ref,
+            pack_version: &self.action.pack.version,
+            pack_digest: &self.pack_digest,
+            runtime: &self.runtime.name,
+            output_format: self.action.action.output_format,
+            output_schema: self.action.action.output.as_ref(),
+            redactor: &self.redactor,
+            timeout: self.limits.timeout,
+            policy: applied,
+        }
+    }
+
+    /// The command of a pooled container when the runtime can start its interpreter ahead of
+    /// the run (its `warm_start`): the interpreter then waits for the go-line itself. `None` for
+    /// runtimes without one and for file delivery (whose wrapper must read the document after
+    /// the go-line).
+    pub(crate) fn warm_start_cmd(&self) -> Option<Vec<String>> {
+        let manifest = &self.action.action;
+        if self.runtime.warm_start.is_empty()
+            || manifest.parameter_delivery != ParameterDelivery::Stdin
+        {
+            return None;
+        }
+        let mut cmd = self.runtime.warm_start.clone();
+        cmd.push(format!("/pack/actions/{}", manifest.entry_point));
+        Some(cmd)
+    }
+
+    /// What the container runs: the entry point under its interpreter, the Attune variables and
+    /// the runtime's, and labels naming the run and its owner. No secret is in any of these. The
+    /// pack is its folder, unless a volume holding its content is given.
+    pub(crate) fn workload(&self, exec_id: &str, image: &str, owner: &Owner) -> Workload {
+        let manifest = &self.action.action;
+        let mut cmd = self.runtime.interpreter.clone();
+        cmd.push(format!("/pack/actions/{}", manifest.entry_point));
+        let mut env: Vec<(String, String)> = vec![
+            ("ATTUNE_EXEC_ID".into(), exec_id.to_string()),
+            ("ATTUNE_ACTION".into(), self.action.action_ref.clone()),
+            ("ATTUNE_PACK_REF".into(), self.action.pack.pack_ref.clone()),
+            (
+                "ATTUNE_PARAMETER_DELIVERY".into(),
+                delivery_name(manifest.parameter_delivery).into(),
+            ),
+            (
+                "ATTUNE_PARAMETER_FORMAT".into(),
+                format_name(manifest.parameter_format).into(),
+            ),
+        ];
+        if manifest.parameter_delivery == ParameterDelivery::File {
+            let file = format!(
+                "{PARAMETER_FILE_STEM}.{}",
+                format_extension(manifest.parameter_format)
+            );
+            env.push(("ATTUNE_PARAMETER_FILE".into(), file));
+            cmd = file_delivery_wrapper(cmd);
+        }
+        env.extend(self.runtime.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut labels = owner.labels();
+        labels.insert("packbox.kind".into(), "run".into());
+        labels.insert("packbox.exec_id".into(), exec_id.to_string());
+        labels.insert("packbox.action".into(), self.action.action_ref.clone());
+        Workload {
+            image: image.to_string(),
+            cmd,
+            env,
+            labels,
+            pack: Some(PackSource::Folder(PackFolder {
+                pack_ref: self.action.pack.pack_ref.clone(),
+                host_dir: self.action.pack_dir.to_string_lossy().into_owned(),
+                digest: self.pack_digest.clone(),
+            })),
+        }
+    }
+}
+
+/// File delivery without a host file: the document still travels on stdin, and a tiny shell
+/// step inside the container writes it to the private tmpfs (mode 0600, owned by the action's
+/// user) before it becomes the action. Nothing is bind-mounted, so it works with a read-only
+/// root and with an engine on another host, and the document never shows in `docker inspect`.
+fn file_delivery_wrapper(action: Vec<String>) -> Vec<String> {
+    let mut cmd = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        r#"umask 077 && cat > "$ATTUNE_PARAMETER_FILE" && exec "$@" </dev/null"#.to_string(),
+        "packbox-parameter-file".to_string(),
+    ];
+    cmd.extend(action);
+    cmd
+}
+
+fn delivery_name(delivery: ParameterDelivery) -> &'static str {
+    match delivery {
+        ParameterDelivery::Stdin => "stdin",
+        ParameterDelivery::File => "file",
+    }
+}
+
+fn format_name(format: ParameterFormat) -> &'static str {
+    match format {
+        ParameterFormat::Json => "json",
+        ParameterFormat::Dotenv => "dotenv",
+        ParameterFormat::Yaml => "yaml",
+    }
+}
+
+fn format_extension(format: ParameterFormat) -> &'static str {
+    match format {
+        ParameterFormat::Json => "json",
+        ParameterFormat::Dotenv => "env",
+        ParameterFormat::Yaml => "yaml",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_wrapper_ends_in_the_action_itself() {
+        let cmd = file_delivery_wrapper(vec![
+            "python3".into(),
+            "-u".into(),
+            "/pack/actions/a.py".into(),
+        ]);
+        assert_eq!(cmd[0], "/bin/sh");
+        assert!(cmd[2].contains("umask 077"));
+        assert!(cmd[2].contains(r#"exec "$@""#));
+        assert_eq!(&cmd[4..], ["python3", "-u", "/pack/actions/a.py"]);
+    }
+}
