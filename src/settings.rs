@@ -1270,6 +1270,8 @@ impl Resolver<'_> {
             weaker_than_default: Vec::new(),
             backend: backend.value.clone(),
             applied_as: Vec::new(),
+            engine: None,
+            allow_weaker,
         };
         let weaker = weaker_settings(&sandbox, &d);
         let mut weakened = Vec::new();
