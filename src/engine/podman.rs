@@ -163,11 +163,11 @@ pub(super) fn not_applied(
             "no limit".into()
         },
     );
-    let nofile = host.ulimits.iter().flatten().find(|u| {
-        u.name
-            .as_deref()
-            .is_some_and(|n| n.eq_ignore_ascii_case("nofile"))
-    });
+    let nofile = host
+        .ulimits
+        .iter()
+        .flatten()
+        .find(|u| u.name.as_deref().is_some_and(is_nofile));
     check(
         "sandbox.nofile",
         nofile.is_some_and(|u| u.soft == Some(spec.nofile) && u.hard == Some(spec.nofile)),
@@ -248,6 +248,12 @@ pub(super) fn not_applied(
         );
     }
     missing
+}
+
+/// `nofile` as Docker names it, `RLIMIT_NOFILE` as Podman reports it.
+fn is_nofile(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.strip_prefix("rlimit_").unwrap_or(&name) == "nofile"
 }
 
 /// The `size=` of tmpfs options.
