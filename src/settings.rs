@@ -106,7 +106,8 @@ impl SettingsError {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PackDelivery {
-    /// `bind` for an engine on a local Unix socket (it sees this machine's files), `volume`
+    /// `bind` for an engine on a local Unix socket run by root or by this user (it sees this
+    /// machine's files), `volume`
     /// for any other.
     #[default]
     Auto,
@@ -991,7 +992,11 @@ impl Resolver<'_> {
             registry.as_ref().map_or(Source::Default, |p| p.source),
         );
         let pack_delivery = match pack_delivery.value {
-            PackDelivery::Auto if endpoint.is_local_socket() => PackDelivery::Bind,
+            PackDelivery::Auto
+                if endpoint.is_local_socket() && !endpoint.runs_as_another_user() =>
+            {
+                PackDelivery::Bind
+            }
             PackDelivery::Auto => PackDelivery::Volume,
             chosen => chosen,
         };
