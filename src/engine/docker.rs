@@ -173,7 +173,7 @@ impl ContainerEngine for DockerEngine {
     async fn image_id(&self, name: &str) -> Result<Option<String>, EngineError> {
         match self.docker.inspect_image(name).await {
             Ok(image) => Ok(image.id),
-            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(api(format!("inspecting image {name}"), e)),
         }
     }
@@ -181,7 +181,7 @@ impl ContainerEngine for DockerEngine {
     async fn image_repo_digests(&self, name: &str) -> Result<Vec<String>, EngineError> {
         match self.docker.inspect_image(name).await {
             Ok(image) => Ok(image.repo_digests.unwrap_or_default()),
-            Err(e) if is_status(&e, 404) => Ok(Vec::new()),
+            Err(e) if is_not_found(&e) => Ok(Vec::new()),
             Err(e) => Err(api(format!("inspecting image {name}"), e)),
         }
     }
@@ -379,7 +379,7 @@ impl ContainerEngine for DockerEngine {
             .build();
         match self.docker.kill_container(id, Some(options)).await {
             Ok(()) => Ok(()),
-            Err(e) if is_status(&e, 409) || is_status(&e, 404) => Ok(()),
+            Err(e) if is_status(&e, 409) || is_not_found(&e) => Ok(()),
             Err(e) => Err(api(
                 format!("sending {} to container {id}", signal.name()),
                 e,
@@ -408,7 +408,7 @@ impl ContainerEngine for DockerEngine {
             .build();
         match self.docker.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
-            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             // 409: removal already in progress, which ends the same way.
             Err(e) if is_status(&e, 409) => Ok(()),
             Err(e) => Err(api(format!("removing container {id}"), e)),
@@ -511,7 +511,7 @@ impl ContainerEngine for DockerEngine {
         let options = RemoveImageOptionsBuilder::default().force(false).build();
         match self.docker.remove_image(id, Some(options), None).await {
             Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(e) if is_status(&e, 409) => Err(EngineError::InUse {
                 what: format!("removing image {id}"),
             }),
@@ -526,7 +526,7 @@ impl ContainerEngine for DockerEngine {
             .build();
         match self.docker.remove_image(id, Some(options), None).await {
             Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(e) if is_status(&e, 409) => Err(EngineError::InUse {
                 what: format!("removing layer {id}"),
             }),
@@ -557,7 +557,7 @@ impl ContainerEngine for DockerEngine {
                     .and_then(|config| config.labels)
                     .unwrap_or_default(),
             )),
-            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(api(format!("inspecting container {name}"), e)),
         }
     }
@@ -565,7 +565,7 @@ impl ContainerEngine for DockerEngine {
     async fn volume_exists(&self, name: &str) -> Result<bool, EngineError> {
         match self.docker.inspect_volume(name).await {
             Ok(_) => Ok(true),
-            Err(e) if is_status(&e, 404) => Ok(false),
+            Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(api(format!("inspecting volume {name}"), e)),
         }
     }
@@ -595,7 +595,7 @@ impl ContainerEngine for DockerEngine {
             .await
         {
             Ok(()) => Ok(true),
-            Err(e) if is_status(&e, 404) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(true),
             Err(e) if is_status(&e, 409) => Ok(false),
             Err(e) => Err(api(format!("removing volume {name}"), e)),
         }
@@ -718,7 +718,7 @@ impl ContainerEngine for DockerEngine {
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(bytes) => archive.extend_from_slice(&bytes),
-                Err(e) if is_status(&e, 404) => return Ok(None),
+                Err(e) if is_not_found(&e) => return Ok(None),
                 Err(e) => return Err(api(what(), e)),
             }
             if archive.len() as u64 > limit {
@@ -1073,6 +1073,18 @@ fn has_tag_or_digest(reference: &str) -> bool {
     reference.contains('@') || last_component.contains(':')
 }
 
+/// A "no such ..." answer: 404 from Docker; Podman 4.3 answers some of them (a container
+/// removed while it is looked up) with 500 and `no such container` in the message.
+fn is_not_found(error: &BollardError) -> bool {
+    match error {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => *status_code == 404 || (*status_code == 500 && message.contains("no such ")),
+        _ => false,
+    }
+}
+
 pub(super) fn is_status(error: &BollardError, status: u16) -> bool {
     matches!(error, BollardError::DockerResponseServerError { status_code, .. } if *status_code == status)
 }
@@ -1151,6 +1163,20 @@ mod tests {
         assert_eq!(body.stdin_once, Some(true));
         assert_eq!(body.tty, Some(false));
         assert_eq!(body.env, Some(vec!["ATTUNE_ACTION=p.a".to_string()]));
+    }
+
+    #[test]
+    fn podmans_500_for_a_vanished_container_is_not_found() {
+        let podman = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "container 4df7 does not exist in database: no such container".into(),
+        };
+        assert!(is_not_found(&podman));
+        let other = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "runc: create failed".into(),
+        };
+        assert!(!is_not_found(&other));
     }
 
     #[test]

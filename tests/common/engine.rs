@@ -62,7 +62,12 @@ pub fn assert_outcome_engine(outcome: &Value) {
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        for setting in ["sandbox.memory", "sandbox.pids", "sandbox.cpus", "sandbox.nofile"] {
+        for setting in [
+            "sandbox.memory",
+            "sandbox.pids",
+            "sandbox.cpus",
+            "sandbox.nofile",
+        ] {
             assert!(
                 weaker
                     .iter()
