@@ -210,6 +210,18 @@ impl ContainerEngine for DockerEngine {
         spec: BuildSpec,
         on_line: LineSink<'_>,
     ) -> Result<String, EngineError> {
+        if spec.memory_bytes.is_some()
+            && self.identity.is_podman()
+            && self.identity.mode != EngineMode::Rootful
+            && self.info().await?.cgroup_version == "1"
+        {
+            // Measured: buildah's step fails ("cannot set memory limit: container could not
+            // join or create cgroup") after the earlier steps ran; refuse before any step.
+            return Err(EngineError::NotSupported {
+                what: format!("the memory limit of the build steps of {} (build.memory)", spec.tag),
+                why: "rootless Podman applies no cgroup limit on a cgroup v1 host; build it on rootful Podman or Docker and bring it here with `packbox images copy --to`".into(),
+            });
+        }
         let mut options = BuildImageOptionsBuilder::default()
             .dockerfile(&spec.dockerfile)
             .t(&spec.tag)

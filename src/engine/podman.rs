@@ -227,6 +227,16 @@ pub(super) fn not_applied(
         ),
         None => {}
     }
+    // Podman's compat API ignores the runtime a container asks for (it reports `oci`).
+    if let Some(runtime) = &spec.oci_runtime {
+        let applied = host.runtime.clone().unwrap_or_default();
+        check(
+            "sandbox.oci_runtime",
+            &applied == runtime,
+            runtime.clone(),
+            format!("{applied:?} (the engine's default)"),
+        );
+    }
     let user = config.user.clone().unwrap_or_default();
     check(
         "sandbox.user",
@@ -370,6 +380,19 @@ mod tests {
             .map(|m| m.setting)
             .collect();
         assert_eq!(names, ["sandbox.no_new_privileges", "sandbox.seccomp"]);
+    }
+
+    #[test]
+    fn an_oci_runtime_podman_ignores_is_named() {
+        let profile = Path::new("/tmp/p.json");
+        let (config, mut host) = rootful(profile);
+        // Measured: asked for `kata`, Podman 4.3 reports `oci` and runs its default runtime.
+        host.runtime = Some("oci".into());
+        let mut asked = spec();
+        asked.oci_runtime = Some("kata".into());
+        let missing = not_applied(&asked, &config, &host, Some(profile));
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].setting, "sandbox.oci_runtime");
     }
 
     #[test]
