@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::engine::{EngineError, SharedEngine};
 use crate::lifecycle::{ContainerExit, RunError, RunIo};
-use crate::pack_volume::DeliveryError;
+use crate::pack_delivery::volume::DeliveryError;
 use crate::sandbox::seccomp::Kernel;
 use crate::sandbox::{SandboxPolicy, Workload};
 use crate::settings::{Backend, Settings, WarmSettings};

@@ -12,7 +12,7 @@ use super::{BackendError, Job, Ran, RunBackend};
 use crate::engine::{NetworkSpec, SharedEngine, SharedSwarm};
 use crate::lifecycle::RunError;
 use crate::lifecycle::service::{ServiceObjects, drive};
-use crate::pack_image::{self, PackImageError, PackImageSource};
+use crate::pack_delivery::image::{self as pack_image, PackImageError, PackImageSource};
 use crate::sandbox::service::{MAX_DOCUMENT_BYTES, ServiceParts};
 use crate::sandbox::{PackSource, SeccompProfile};
 
@@ -347,7 +347,8 @@ mod tests {
             pack: Some(PackSource::Folder(PackFolder {
                 pack_ref: "p".into(),
                 host_dir: pack.path().to_string_lossy().into_owned(),
-                digest: crate::pack_volume::tree_digest("p", pack.path()).expect("digest"),
+                digest: crate::pack_delivery::volume::tree_digest("p", pack.path())
+                    .expect("digest"),
             })),
         }
     }

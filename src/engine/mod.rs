@@ -9,6 +9,7 @@
 
 mod docker;
 mod docker_swarm;
+pub mod endpoint;
 #[cfg(test)]
 pub(crate) mod fake;
 mod podman;

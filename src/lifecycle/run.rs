@@ -715,7 +715,10 @@ mod tests {
         let err = run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
             .await
             .expect_err("start fails");
-        assert!(crate::error_text::chain(&err).contains("injected"), "{err}");
+        assert!(
+            crate::common::error_text::chain(&err).contains("injected"),
+            "{err}"
+        );
         assert_eq!(fake.count(|c| matches!(c, Call::Remove(_))), 1);
         assert!(fake.container_ids().is_empty());
     }

@@ -131,7 +131,8 @@ fn check_action(
     problems: &mut Vec<Problem>,
 ) -> Option<CheckedAction> {
     // Only for locating lines: the file was read and checked when the action loaded.
-    let text = crate::input::read_text(file, crate::pack::MAX_YAML_BYTES).unwrap_or_default();
+    let text =
+        crate::common::input::read_text(file, crate::pack::MAX_YAML_BYTES).unwrap_or_default();
     let problem = |field: &str, message: String| Problem {
         file: file.to_path_buf(),
         line: locate(&text, &[field]),
