@@ -7,21 +7,23 @@
 //! prepares the image, runs the action in a fresh container (or, with the swarm backend, a
 //! one-shot Swarm service) and returns its [`Outcome`].
 //!
-//! Inside, one module per stage, depending in one direction only, from the executor down to the
-//! engine seam:
+//! Inside, one folder per part, depending in one direction only, from the executor down to the
+//! engine seam (`tests/architecture.rs` holds the rules):
 //!
 //! ```text
-//! executor ── plan ── check ── settings
-//!    │          │        │
-//!    │       contract   pack ── catalog ── version
+//! executor ── plan ── settings
 //!    │          │
-//! prepare ── probe ── runtime_image ── envimage
+//!    │       contract   pack ── catalog ── version
 //!    │
-//! backend (RunBackend: docker | swarm) ── pack_image ── sandbox
+//! image (runtime, base, probe, prepare, env, copy)
 //!    │
-//! lifecycle (a container's life, a service's life)
+//! backend (RunBackend: docker | swarm) ── pack_delivery ── sandbox
+//!    │
+//! lifecycle (a container's life, a service's life) ── contract::exit
 //!    │
 //! engine (the seam: ContainerEngine + SwarmEngine; DockerEngine; a recording fake in tests)
+//!    │
+//! common (untrusted input, the state folder, error text)
 //! ```
 
 mod backend;

@@ -16,8 +16,9 @@ pub mod swarm;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::contract::exit::ContainerExit;
 use crate::engine::{EngineError, SharedEngine};
-use crate::lifecycle::{ContainerExit, RunError, RunIo};
+use crate::lifecycle::{RunError, RunIo};
 use crate::pack_delivery::volume::DeliveryError;
 use crate::sandbox::seccomp::Kernel;
 use crate::sandbox::{SandboxPolicy, Workload};

@@ -306,8 +306,9 @@ mod tests {
 
     use tokio::time::Instant;
 
+    use crate::contract::exit::Ending;
     use crate::engine::{ServiceSpec, Signal, StreamKind};
-    use crate::lifecycle::{Ending, RunIo, RunLimits};
+    use crate::lifecycle::{RunIo, RunLimits};
     use crate::sandbox::{PackFolder, PackSource, SandboxPolicy, Workload};
 
     const DOCUMENT: &[u8] = b"{\"token\":\"s3cr3t-value\"}\n";

@@ -19,10 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, Runtime, RuntimeVersion};
 use crate::common::error_text::chain;
+use crate::contract::exit::Ending;
 use crate::engine::{ContainerEngine, SharedEngine};
 use crate::image::runtime;
 use crate::lifecycle::owner::Owner;
-use crate::lifecycle::{self, Ending, RunIo, RunLimits};
+use crate::lifecycle::{self, RunIo, RunLimits};
 use crate::sandbox::seccomp::Kernel;
 use crate::sandbox::{SandboxPolicy, Workload};
 use crate::version::Candidate;
