@@ -167,7 +167,13 @@ impl ContainerEngine for DockerEngine {
     }
 
     fn swarm(self: Arc<Self>) -> Option<SharedSwarm> {
-        Some(self)
+        // Podman has no Swarm (and its `/info`, which the Swarm face asks, takes hundreds of ms:
+        // the start-up sweep would pay it on every packbox command).
+        if self.identity.is_podman() {
+            None
+        } else {
+            Some(self)
+        }
     }
 
     async fn image_id(&self, name: &str) -> Result<Option<String>, EngineError> {
