@@ -11,12 +11,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::{BackendError, Job, Ran, RunBackend, WarmKind};
 use crate::common::error_text::chain;
-use crate::engine::{ContainerSpec, SharedEngine};
+use crate::engine::{ContainerEngine, ContainerSpec, InitProcess, NotApplied, SharedEngine};
 use crate::lifecycle::pool::{self, Demand, Offer, Warm, WarmPool};
 use crate::lifecycle::run::{self, ExitCheck, RunError, RunIo, Started};
 use crate::pack_delivery::init;
 use crate::pack_delivery::volume::{self, DeliveryError};
-use crate::sandbox::{PackSource, Workload};
+use crate::sandbox::{PackSource, SandboxPolicy, Workload};
 use crate::settings::{PackDelivery, WarmSettings};
 
 /// The least time a run waits for a pooled container that is starting before it starts its
@@ -170,7 +170,7 @@ impl LocalBackend {
             );
             self.spawn_background(async move {
                 let asked = tokio::time::Instant::now();
-                let started = match init::ensure(engine.as_ref(), &next_spec.image).await {
+                let started = match ensure_init(engine.as_ref(), &next_spec).await {
                     Ok(()) => run::start(&engine, &container_name(&next_id), &next_spec)
                         .await
                         .map_err(BackendError::from),
@@ -234,7 +234,7 @@ impl LocalBackend {
     ) -> Result<Started, BackendError> {
         let name = container_name(exec_id);
         let start = async {
-            init::ensure(self.engine.as_ref(), &spec.image).await?;
+            ensure_init(self.engine.as_ref(), spec).await?;
             Ok::<_, BackendError>(run::start(&self.engine, &name, spec).await?)
         };
         tokio::select! {
@@ -259,11 +259,15 @@ impl RunBackend for LocalBackend {
         let workload = self.deliver_pack(workload, io.cancel).await?;
         let mut spec = policy.container_spec(workload, kernel);
         // packbox's init runs the action: the run ends at the action's exit, not the engine's.
-        spec.init = init::process();
+        // Podman keeps its engine's init: packbox's is measured and tested on Docker only.
+        if !self.engine.identity().is_podman() {
+            spec.init = init::process();
+        }
         let (exec_id, started, stdin, _demand) = self
             .container_for(exec_id, spec, io.stdin, warm_start, io.cancel)
             .await?;
         tracing::debug!(exec_id = %exec_id, container = started.id(), "container started");
+        let sandbox = applied(policy, self.engine.as_ref(), started.not_applied());
         on_started(&exec_id);
         let (exit, exited) = run::finish_then_release(
             &self.engine,
@@ -287,7 +291,7 @@ impl RunBackend for LocalBackend {
         Ok(Ran {
             exec_id,
             exit,
-            sandbox: policy.clone(),
+            sandbox,
         })
     }
 
@@ -332,6 +336,36 @@ impl RunBackend for LocalBackend {
             }
         }
     }
+}
+
+/// Makes sure the engine has packbox's init when the container runs it.
+async fn ensure_init(
+    engine: &dyn ContainerEngine,
+    spec: &ContainerSpec,
+) -> Result<(), DeliveryError> {
+    match spec.init {
+        InitProcess::Packbox { .. } => init::ensure(engine, &spec.image).await,
+        InitProcess::Engine => Ok(()),
+    }
+}
+
+/// The sandbox as the engine applied it: the policy, the engine that ran it, and each setting
+/// the engine dropped that the operator allowed (listed as weaker than the defaults).
+fn applied(
+    policy: &SandboxPolicy,
+    engine: &dyn ContainerEngine,
+    not_applied: &[NotApplied],
+) -> SandboxPolicy {
+    let identity = engine.identity();
+    let mut sandbox = policy.clone();
+    sandbox.engine = Some(identity.clone());
+    for missing in not_applied {
+        sandbox.weaker_than_default.push(format!(
+            "{} = not applied by {identity} (asked {}, applied {})",
+            missing.setting, missing.asked, missing.applied
+        ));
+    }
+    sandbox
 }
 
 /// The engine's name for a run's container.

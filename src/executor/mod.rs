@@ -233,7 +233,8 @@ impl Executor {
 
     /// The sandbox a run gets on this engine and which kernel answers its calls: the policy,
     /// with the faster OCI runtime ([`PREFERRED_RUNTIME`]) when the operator named none and the
-    /// engine offers it (docker backend only: a Swarm service cannot choose one), checked as
+    /// engine offers it (docker backend only: a Swarm service cannot choose one; Docker only:
+    /// Podman's compat API ignores the runtime a container names), checked as
     /// [`Executor::check_policy`] does.
     async fn sandbox_for<'p>(
         &self,
@@ -241,7 +242,10 @@ impl Executor {
         policy: &'p SandboxPolicy,
     ) -> Result<(Kernel, Cow<'p, SandboxPolicy>), Error> {
         let mut policy = Cow::Borrowed(policy);
-        if policy.oci_runtime.is_none() && self.settings.backend == Backend::Docker {
+        if policy.oci_runtime.is_none()
+            && self.settings.backend == Backend::Docker
+            && !self.engine.identity().is_podman()
+        {
             let info = self.engine_info().await?;
             if info.default_runtime != PREFERRED_RUNTIME
                 && info

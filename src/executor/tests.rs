@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::engine::fake::{BuildScript, Call, Exit, FakeEngine, Program};
-use crate::engine::{ContainerEngine, ContainerSpec, EngineInfo, OciRuntime, Signal};
+use crate::engine::{ContainerEngine, ContainerSpec, EngineInfo, NotApplied, OciRuntime, Signal};
 use crate::executor::error::Fault;
 use crate::plan::RunPlan;
 use crate::plan::{RunRequest, plan};
@@ -43,7 +43,15 @@ fn engine(action: Program) -> Arc<FakeEngine> {
 fn engine_with(
     action: impl Fn(&ContainerSpec) -> Program + Send + Sync + 'static,
 ) -> Arc<FakeEngine> {
-    let fake = FakeEngine::new();
+    with_runtimes(FakeEngine::new(), action)
+}
+
+/// `fake` given the catalog's runtime images and probe answers; every other container runs
+/// `action`.
+fn with_runtimes(
+    fake: Arc<FakeEngine>,
+    action: impl Fn(&ContainerSpec) -> Program + Send + Sync + 'static,
+) -> Arc<FakeEngine> {
     let mut versions = HashMap::new();
     for (tag, answer) in [
         ("packbox/python:3.9", "Python 3.9.2"),
@@ -446,6 +454,57 @@ async fn an_oci_runtime_the_engine_lacks_is_an_input_error() {
     h.executor.close().await;
 }
 
+fn memory_dropped() -> Vec<NotApplied> {
+    vec![NotApplied {
+        setting: "sandbox.memory",
+        asked: "536870912 bytes, no swap".into(),
+        applied: "no limit".into(),
+    }]
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_setting_the_engine_did_not_apply_refuses_the_run_before_it_starts() {
+    let h = harness(engine(Program::default()), SettingsLayer::default());
+    h.fake.set_not_applied(memory_dropped());
+    let packs = pack("shell", "a.sh", "", &[]);
+    let err = run(&h, &plan_for(&h, &packs)).await.expect_err("refused");
+    assert_eq!(err.fault(), Fault::Input);
+    let text = err.to_string();
+    assert!(text.contains("did not apply sandbox.memory"), "{text}");
+    assert!(text.contains("--allow-weaker-sandbox"), "{text}");
+    // Created, read back, removed; never attached or started.
+    assert_eq!(action_creates(&h.fake).len(), 1);
+    let creates = h.fake.count(|c| matches!(c, Call::Create { .. }));
+    let attaches = h.fake.count(|c| matches!(c, Call::Attach(_)));
+    assert_eq!(attaches, creates - 1, "only the probes were attached");
+    let removes = h.fake.count(|c| matches!(c, Call::Remove(_)));
+    assert_eq!(removes, creates, "every container was removed");
+    h.executor.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_weaker_sandbox_allowed_a_dropped_setting_is_reported() {
+    let mut layer = SettingsLayer::default();
+    layer.sandbox.allow_weaker = Some(true);
+    let h = harness(engine(Program::default()), layer);
+    h.fake.set_not_applied(memory_dropped());
+    let packs = pack("shell", "a.sh", "", &[]);
+    let outcome = run(&h, &plan_for(&h, &packs)).await.expect("runs");
+    assert_eq!(outcome.status, Status::Succeeded);
+    assert_eq!(
+        outcome.sandbox.weaker_than_default,
+        vec![
+            "sandbox.memory = not applied by Docker 20.10.24 (rootful) (asked 536870912 bytes, no swap, applied no limit)"
+                .to_string()
+        ]
+    );
+    assert_eq!(
+        outcome.sandbox.engine.as_ref().map(|e| e.version.as_str()),
+        Some("20.10.24")
+    );
+    h.executor.close().await;
+}
+
 /// An engine offering runc and a gVisor registered as `scripts/ensure-docker` does.
 fn with_gvisor(fake: &FakeEngine, runsc_path: &str) {
     fake.set_info(EngineInfo {
@@ -552,6 +611,29 @@ async fn crun_is_preferred_where_the_engine_offers_it_unless_the_operator_names_
         action_creates(&h.fake)[0].oci_runtime.as_deref(),
         Some("runc")
     );
+    h.executor.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn podman_gets_neither_crun_nor_packboxs_init() {
+    // Podman's compat API ignores the runtime a container names (the read-back would refuse
+    // the run) and its runs keep the engine's init, as before packbox had its own.
+    let podman = FakeEngine::with_identity(crate::engine::EngineIdentity {
+        name: crate::engine::EngineName::Podman,
+        version: "4.3.1".into(),
+        mode: crate::engine::EngineMode::Rootful,
+    });
+    let h = harness(
+        with_runtimes(podman, |_| Program::default()),
+        SettingsLayer::default(),
+    );
+    with_crun(&h.fake);
+    let packs = pack("shell", "a.sh", "", &[]);
+    let outcome = run(&h, &plan_for(&h, &packs)).await.expect("runs");
+    assert_eq!(outcome.sandbox.oci_runtime, None);
+    let created = action_creates(&h.fake);
+    assert_eq!(created[0].oci_runtime, None);
+    assert_eq!(created[0].init, crate::engine::InitProcess::Engine);
     h.executor.close().await;
 }
 

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
 
 pub mod dind;
+pub mod engine;
 pub mod server;
 pub mod swarm;
 
@@ -167,9 +168,13 @@ pub fn run_json(packs: &Path, action: &str, args: &[&str]) -> Finished {
 }
 
 /// The OCI runtime packbox picks when none is named, as the outcome's `sandbox.oci_runtime`
-/// says it: crun where the engine offers it (and it is not already the engine's default), else
-/// null (the engine's default).
+/// says it: crun where a Docker engine offers it (and it is not already the engine's default),
+/// else null (the engine's default; always on Podman, which ignores the runtime a container
+/// names).
 pub fn default_oci_runtime() -> serde_json::Value {
+    if engine::is_podman() {
+        return serde_json::Value::Null;
+    }
     let info = |format: &str| {
         Command::new("docker")
             .args(["info", "--format", format])
