@@ -397,7 +397,7 @@ impl ContainerEngine for DockerEngine {
             .build();
         match self.docker.kill_container(id, Some(options)).await {
             Ok(()) => Ok(()),
-            Err(e) if is_status(&e, 409) || is_not_found(&e) => Ok(()),
+            Err(e) if is_status(&e, 409) || is_not_found(&e) || is_not_running(&e) => Ok(()),
             Err(e) => Err(api(
                 format!("sending {} to container {id}", signal.name()),
                 e,
@@ -1128,6 +1128,18 @@ fn is_not_found(error: &BollardError) -> bool {
     }
 }
 
+/// Podman's answer (500, where Docker says 409) to a signal for a container that has already
+/// exited: the kill raced the container's own end, which is no error for packbox.
+fn is_not_running(error: &BollardError) -> bool {
+    match error {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => *status_code == 500 && message.contains("container state improper"),
+        _ => false,
+    }
+}
+
 pub(super) fn is_status(error: &BollardError, status: u16) -> bool {
     matches!(error, BollardError::DockerResponseServerError { status_code, .. } if *status_code == status)
 }
@@ -1220,6 +1232,21 @@ mod tests {
             message: "runc: create failed".into(),
         };
         assert!(!is_not_found(&other));
+    }
+
+    #[test]
+    fn podmans_500_for_a_kill_of_an_exited_container_is_not_running() {
+        // Measured on rootless Podman 4.3.1: a SIGKILL after the grace period raced the exit.
+        let podman = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "can only kill running containers. 07c6 is in state exited: container state improper".into(),
+        };
+        assert!(is_not_running(&podman));
+        let other = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "runc: kill failed".into(),
+        };
+        assert!(!is_not_running(&other));
     }
 
     #[test]
