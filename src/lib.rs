@@ -30,6 +30,7 @@ mod catalog;
 mod check;
 mod contract;
 mod doctor;
+mod egress;
 mod endpoint;
 mod engine;
 mod envimage;
@@ -61,6 +62,9 @@ pub use contract::scrub::StreamScrubber;
 pub use contract::secrets::SecretError;
 pub use contract::{Outcome, Status};
 pub use doctor::{Check, CheckStatus, Report as DoctorReport, diagnose};
+/// The egress proxy's entry point: the `packbox-egress-proxy` binary, which packbox runs in a
+/// locked-down container of its own to enforce network grants (not for use elsewhere).
+pub use egress::proxy::main as egress_proxy_main;
 pub use endpoint::{Endpoint, EndpointError, Origin as EndpointOrigin, TlsFiles, Transport};
 pub use engine::ConnectProblem;
 pub use engine::{EngineError, StreamKind};
