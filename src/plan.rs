@@ -12,6 +12,7 @@ use crate::contract::delivery::{self, DeliveryError};
 use crate::contract::result::OutcomeTerms;
 use crate::contract::scrub::StreamScrubber;
 use crate::contract::secrets::{Redactor, SecretBytes, SecretError, Secrets};
+use crate::egress::policy::{Declared, PolicyError, RunGrant};
 use crate::envimage::Manifests;
 use crate::lifecycle::RunLimits;
 use crate::lifecycle::owner::Owner;
@@ -79,6 +80,20 @@ pub enum PlanError {
     /// The isolation level the action gets cannot be given with these settings.
     #[error(transparent)]
     Isolation(#[from] IsolationError),
+    /// The action or its pack declares a destination the operator's network policy does not
+    /// grant (or a network rule is unusable).
+    #[error(transparent)]
+    Egress(#[from] PolicyError),
+    /// A strict run has no network, and the action was granted one.
+    #[error(
+        "action {action} runs with isolation strict, which has no network; its egress grant ({granted_by}) cannot be given"
+    )]
+    StrictEgress {
+        /// The action's ref.
+        action: String,
+        /// Who granted the network.
+        granted_by: String,
+    },
     /// No version of the action's runtime satisfies its `runtime_version`.
     #[error("action {action}: {source}")]
     NoMatchingVersion {
@@ -153,6 +168,9 @@ pub struct RunPlan {
     pub(crate) redactor: Redactor,
     /// The content digest of the pack when the run was planned.
     pub(crate) pack_digest: String,
+    /// What the run may reach through the egress proxy; `None`: no network (or the operator's
+    /// weaker `sandbox.network`, which grants do not narrow).
+    pub(crate) egress: Option<RunGrant>,
 }
 
 /// Loads and checks everything about a run that needs no engine.
@@ -185,6 +203,7 @@ pub fn plan(
         .isolation
         .level_for(&action.action_ref, manifest.isolation);
     let policy = isolation::apply(&action.action_ref, level, chosen_by, &settings.sandbox)?;
+    let egress = egress_grant(settings, &action, &policy)?;
     // Secrets: the file, then JSON values, then KEY=VALUE assignments (which win).
     let mut secrets = Secrets::read(&[], request.secrets_file.as_deref())?;
     secrets.overlay(request.secret_values.clone());
@@ -238,7 +257,58 @@ pub fn plan(
         },
         redactor,
         action,
+        egress,
     })
+}
+
+/// The egress grant of a run: what the operator's rules grant the action, narrowed to what the
+/// action and its pack declare. None for a sandbox with the operator's own network (`bridge`,
+/// a named network): grants narrow the default `none`, never a network the operator opened.
+pub(crate) fn egress_grant(
+    settings: &Settings,
+    action: &LoadedAction,
+    policy: &SandboxPolicy,
+) -> Result<Option<RunGrant>, PlanError> {
+    if policy.network != "none" {
+        return Ok(None);
+    }
+    let action_file = action
+        .action_file
+        .strip_prefix(&action.pack_dir)
+        .unwrap_or(&action.action_file)
+        .display()
+        .to_string();
+    let declared: Vec<Declared> = action
+        .pack
+        .network
+        .iter()
+        .map(|d| (d, "network.egress in pack.yaml".to_string()))
+        .chain(
+            action
+                .action
+                .network
+                .iter()
+                .map(|d| (d, format!("network.egress in {action_file}"))),
+        )
+        .map(|(destination, by)| Declared {
+            destination: destination.clone(),
+            by,
+        })
+        .collect();
+    let grant = settings.network.grant_for(&action.action_ref, &declared)?;
+    if let Some(grant) = &grant
+        && policy.isolation.level == isolation::IsolationLevel::Strict
+    {
+        return Err(PlanError::StrictEgress {
+            action: action.action_ref.clone(),
+            granted_by: grant
+                .destinations
+                .first()
+                .map(|g| g.granted_by.clone())
+                .unwrap_or_default(),
+        });
+    }
+    Ok(grant)
 }
 
 /// The catalog runtime an action's `runner_type` names.
@@ -286,6 +356,12 @@ impl RunPlan {
     /// The sandbox the run will get.
     pub fn policy(&self) -> &SandboxPolicy {
         &self.policy
+    }
+
+    /// What the run may reach through the egress proxy, and who granted it; `None` when it has
+    /// no network (or the operator's own, weaker one).
+    pub fn egress(&self) -> Option<&RunGrant> {
+        self.egress.as_ref()
     }
 
     /// How long the action may run.

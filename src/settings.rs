@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::endpoint::{self, Endpoint, EndpointError};
 use crate::envimage::{BuildSettings, DEFAULT_BUILD_MEMORY, IndexSettings};
 use crate::error_text::chain;
+use crate::egress::config::{EgressLayer, EgressSettings};
+use crate::egress::policy::{NetworkPolicy, NetworkRule};
 use crate::sandbox::isolation::{IsolationPolicy, IsolationRule};
 use crate::sandbox::{SandboxPolicy, SeccompProfile};
 
@@ -221,6 +223,12 @@ pub struct SettingsLayer {
     pub client: ClientLayer,
     /// Isolation rules: `[{match: "payments.*", level: strict}]` (config file only).
     pub isolation: Option<Vec<IsolationRule>>,
+    /// Network grants: `[{match: "core.http_*", egress: ["api.github.com:443"]}]` (config file
+    /// only).
+    pub network: Option<Vec<NetworkRule>>,
+    /// The `egress:` section: how grants are enforced (the proxy's networks, names, refusals).
+    #[serde(default)]
+    pub egress: EgressLayer,
 }
 
 /// Sandbox settings of one layer; each overrides one default.
@@ -599,6 +607,10 @@ pub struct Settings {
     pub sandbox: SandboxPolicy,
     /// Which actions run at which isolation level.
     pub isolation: IsolationPolicy,
+    /// Which actions may reach which destinations.
+    pub network: NetworkPolicy,
+    /// How network grants are enforced.
+    pub egress: EgressSettings,
     /// Limits of every run, unless a request says otherwise.
     pub run: RunDefaults,
     /// How environment images are built: package sources, proxies, limits.
@@ -808,6 +820,11 @@ fn env_layer(env: &Environment) -> Result<SettingsLayer, SettingsError> {
         sandbox: SandboxLayer::default(),
         run: RunLayer::default(),
         isolation: None,
+        network: None,
+        egress: EgressLayer {
+            proxy_binary: path("PACKBOX_EGRESS_PROXY"),
+            ..EgressLayer::default()
+        },
         build: BuildLayer {
             ca_bundle: path("PACKBOX_BUILD_CA_BUNDLE"),
             pip_index_url: text("PACKBOX_PIP_INDEX_URL"),
@@ -1163,6 +1180,7 @@ impl Resolver<'_> {
             shown_rules,
             rules.as_ref().map_or(Source::Default, |p| p.source),
         );
+        let (network_policy, egress) = self.network()?;
 
         let timeout = self.pick(|l| l.run.timeout_seconds);
         if let Some(t) = &timeout {
@@ -1313,6 +1331,8 @@ impl Resolver<'_> {
             runtimes: runtimes.map(|p| p.value),
             sandbox,
             isolation,
+            network: network_policy,
+            egress,
             run: RunDefaults {
                 timeout: timeout.map(|t| Duration::from_secs(t.value)),
                 grace: Duration::from_secs(grace.value),
@@ -1334,6 +1354,50 @@ impl Resolver<'_> {
             config_file,
             shown: self.shown,
         })
+    }
+
+    /// The network rules (config file only) and the `egress:` section, checked and shown.
+    fn network(&mut self) -> Result<(NetworkPolicy, EgressSettings), SettingsError> {
+        let rules = self.pick(|l| l.network.clone());
+        let network = match &rules {
+            Some(picked) => {
+                NetworkPolicy::new(picked.value.clone()).map_err(|e| SettingsError::Value {
+                    setting: "network".into(),
+                    source_name: self.source_name(picked.source),
+                    message: e.to_string(),
+                })?
+            }
+            None => NetworkPolicy::default(),
+        };
+        let shown_rules: Vec<String> = network
+            .rules()
+            .map(|rule| {
+                let egress: Vec<String> = rule.egress.iter().map(|d| d.to_string()).collect();
+                format!("{} -> {}", rule.pattern, egress.join(" "))
+            })
+            .collect();
+        self.show(
+            "network",
+            shown_rules,
+            rules.as_ref().map_or(Source::Default, |p| p.source),
+        );
+        let source = if !self.file.egress.is_empty() {
+            Source::File
+        } else if !self.env.egress.is_empty() {
+            Source::Env
+        } else {
+            Source::Default
+        };
+        let layers = [&self.flags.egress, &self.file.egress, &self.env.egress];
+        let egress = crate::egress::config::resolve(&layers).map_err(|(setting, message)| {
+            SettingsError::Value {
+                setting: setting.into(),
+                source_name: self.source_name(source),
+                message,
+            }
+        })?;
+        self.show("egress", &egress, source);
+        Ok((network, egress))
     }
 
     /// The `client:` settings: the server's URL (checked), the token from the environment.

@@ -143,21 +143,6 @@ impl Destination {
         };
         hosts && needed.ports.iter().all(|p| self.ports.contains(p))
     }
-
-    /// The same hosts, limited to the ports both destinations allow; `None` when they share
-    /// none. A declared need narrowed to what its grant allows.
-    pub fn narrowed_to(&self, ports: &[u16]) -> Option<Destination> {
-        let shared: Vec<u16> = self
-            .ports
-            .iter()
-            .copied()
-            .filter(|p| ports.contains(p))
-            .collect();
-        (!shared.is_empty()).then(|| Destination {
-            host: self.host.clone(),
-            ports: shared,
-        })
-    }
 }
 
 impl HostPattern {

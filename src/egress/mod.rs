@@ -12,3 +12,5 @@ pub mod address;
 pub mod destination;
 pub mod protocol;
 pub mod proxy;
+pub mod config;
+pub mod policy;
