@@ -222,6 +222,7 @@ impl RunBackend for SwarmBackend {
                         name: names.network.clone(),
                         labels: labels_of("run-network"),
                         internal: true,
+                        attachable: false,
                     })
                     .await?;
                 made.network = Some(network.clone());

@@ -160,6 +160,8 @@ impl SandboxPolicy {
             nofile: i64::from(self.nofile),
             oci_runtime: self.oci_runtime.clone(),
             seccomp_profile: self.seccomp.engine_json(self.network != "none", kernel),
+            ipv4_address: None,
+            sysctls: BTreeMap::new(),
         }
     }
 }
