@@ -22,6 +22,8 @@ use crate::base_image::{self, BaseImage};
 use crate::catalog::Catalog;
 use crate::contract::Outcome;
 use crate::contract::result::{self, RunFacts};
+use crate::egress::audit::EgressReport;
+use crate::egress::gateway::Gateway;
 use crate::endpoint::Endpoint;
 use crate::engine::{DockerEngine, EngineInfo, SharedEngine, StreamKind};
 use crate::envimage::inventory::{self, EnvInfo, PruneReport};
@@ -67,6 +69,8 @@ pub struct Executor {
     background: Mutex<JoinSet<()>>,
     /// Turns true when the start-up sweep is over.
     swept: tokio::sync::watch::Receiver<bool>,
+    /// The egress proxy and per-run networks of runs with a grant (made on first use).
+    gateway: Arc<Gateway>,
 }
 
 /// What [`Executor::run`] reports while it works.
@@ -105,10 +109,17 @@ impl Executor {
     pub fn start(settings: Settings, catalog: Catalog, engine: SharedEngine) -> Executor {
         let owner = Owner::current();
         let (sweep_done, swept) = tokio::sync::watch::channel(false);
+        let gateway = Arc::new(Gateway::new(
+            SharedEngine::clone(&engine),
+            settings.egress.clone(),
+            owner.labels(),
+            settings.endpoint.is_local_socket(),
+        ));
         let executor = Executor {
             swept,
             probe_cache: ProbeCache::open(&settings.state_dir),
-            backend: backend::for_settings(&settings, &engine, None),
+            backend: backend::for_settings(&settings, &engine, None, Arc::clone(&gateway)),
+            gateway,
             engine,
             settings,
             catalog,
@@ -161,7 +172,12 @@ impl Executor {
     /// With `preload`, pooled containers of runtimes that can (the catalog's `warm_start`)
     /// start their interpreter ahead of the run too. Still one action per container.
     pub fn with_warm_pool_sized(mut self, sizing: WarmSettings) -> Self {
-        self.backend = backend::for_settings(&self.settings, &self.engine, Some(sizing));
+        self.backend = backend::for_settings(
+            &self.settings,
+            &self.engine,
+            Some(sizing),
+            Arc::clone(&self.gateway),
+        );
         self
     }
 
@@ -335,6 +351,7 @@ impl Executor {
                     },
                     warm_start: plan.warm_start_cmd(),
                     on_started: &mut on_started,
+                    egress: plan.egress.as_ref(),
                 })
                 .await?;
             tracing::debug!(
@@ -343,7 +360,7 @@ impl Executor {
                 ms = started.elapsed().as_millis() as u64,
                 "run finished"
             );
-            Ok(result::outcome(
+            let mut outcome = result::outcome(
                 plan.outcome_terms(&ran.sandbox),
                 ran.exit,
                 RunFacts {
@@ -353,7 +370,15 @@ impl Executor {
                     runtime_version: prepared.runtime_version,
                     image: prepared.image,
                 },
-            ))
+            );
+            if let (Some(grant), Some((audit, incomplete))) = (&plan.egress, ran.egress) {
+                outcome.egress = Some(EgressReport {
+                    granted: grant.destinations.clone(),
+                    audit,
+                    incomplete,
+                });
+            }
+            Ok(outcome)
         }
         .instrument(span)
         .await
@@ -369,6 +394,7 @@ impl Executor {
         };
         while background.join_next().await.is_some() {}
         self.backend.close().await;
+        self.gateway.close().await;
     }
 
     /// What the engine offers, asked once.

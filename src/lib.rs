@@ -65,6 +65,14 @@ pub use doctor::{Check, CheckStatus, Report as DoctorReport, diagnose};
 /// The egress proxy's entry point: the `packbox-egress-proxy` binary, which packbox runs in a
 /// locked-down container of its own to enforce network grants (not for use elsewhere).
 pub use egress::proxy::main as egress_proxy_main;
+pub use egress::{
+    EgressError,
+    audit::{Audit as EgressAudit, EgressReport},
+    config::{EgressLayer, EgressSettings},
+    destination::{Destination, DestinationError, HostPattern},
+    policy::{Granted, NetworkRule, PolicyError as NetworkPolicyError, RunGrant},
+    protocol::{Connection as EgressConnection, ConnectionKind},
+};
 pub use endpoint::{Endpoint, EndpointError, Origin as EndpointOrigin, TlsFiles, Transport};
 pub use engine::ConnectProblem;
 pub use engine::{EngineError, StreamKind};

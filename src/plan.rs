@@ -202,8 +202,11 @@ pub fn plan(
     let (level, chosen_by) = settings
         .isolation
         .level_for(&action.action_ref, manifest.isolation);
-    let policy = isolation::apply(&action.action_ref, level, chosen_by, &settings.sandbox)?;
+    let mut policy = isolation::apply(&action.action_ref, level, chosen_by, &settings.sandbox)?;
     let egress = egress_grant(settings, &action, &policy)?;
+    if egress.is_some() {
+        policy.network = crate::sandbox::policy::EGRESS_NETWORK.to_string();
+    }
     // Secrets: the file, then JSON values, then KEY=VALUE assignments (which win).
     let mut secrets = Secrets::read(&[], request.secrets_file.as_deref())?;
     secrets.overlay(request.secret_values.clone());

@@ -69,6 +69,13 @@ pub enum Command {
         /// The ranges to add.
         ranges: Vec<RefusedRange>,
     },
+    /// Ranges an earlier `refuse` added no longer apply (the network is gone).
+    Unrefuse {
+        /// Echoed in the acknowledgement.
+        id: u64,
+        /// The ranges to take away, as they were added.
+        ranges: Vec<RefusedRange>,
+    },
 }
 
 /// What the proxy tells packbox.

@@ -205,6 +205,16 @@ async fn obey<R: AsyncBufRead + Unpin>(
                 }
                 Report::Ack { id }
             }
+            Command::Unrefuse { id, ranges } => {
+                if let Ok(mut refused) = shared.refused.write() {
+                    for range in ranges {
+                        if let Some(at) = refused.ranges.iter().position(|r| *r == range) {
+                            refused.ranges.remove(at);
+                        }
+                    }
+                }
+                Report::Ack { id }
+            }
         };
         report(shared, done).await;
     }
