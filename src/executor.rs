@@ -114,6 +114,7 @@ impl Executor {
             settings.egress.clone(),
             owner.labels(),
             settings.endpoint.is_local_socket(),
+            settings.state_dir.clone(),
         ));
         let executor = Executor {
             swept,

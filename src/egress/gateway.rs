@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,6 +59,8 @@ pub struct Gateway {
     labels: BTreeMap<String, String>,
     /// Whether the engine runs on this machine (its addresses are then refused too).
     local_engine: bool,
+    /// The state folder, where the proxy's image id is recorded.
+    state_dir: PathBuf,
     proxy: tokio::sync::Mutex<Option<Arc<Proxy>>>,
     idle: Mutex<Vec<Slot>>,
     /// Every network made and not yet removed, by name.
@@ -133,12 +136,14 @@ impl Gateway {
         settings: EgressSettings,
         labels: BTreeMap<String, String>,
         local_engine: bool,
+        state_dir: PathBuf,
     ) -> Gateway {
         Gateway {
             engine,
             settings,
             labels,
             local_engine,
+            state_dir,
             proxy: tokio::sync::Mutex::new(None),
             idle: Mutex::new(Vec::new()),
             networks: Mutex::new(BTreeSet::new()),
@@ -345,7 +350,7 @@ impl Gateway {
 
     async fn start_proxy(&self) -> Result<Proxy, EgressError> {
         let binary = image::find_binary(self.settings.proxy_binary.as_deref())?;
-        let image = image::ensure(self.engine.as_ref(), &binary).await?;
+        let image = image::ensure(self.engine.as_ref(), &binary, &self.state_dir).await?;
         let upstream = self.named_network("egress.upstream", &self.settings.upstream).await?;
         let mut extra = Vec::new();
         for name in &self.settings.networks {
@@ -561,7 +566,7 @@ fn proxy_spec(image: &str, upstream: &str, labels: &BTreeMap<String, String>) ->
         tmpfs_tmp_bytes: 1 << 20,
         memory_bytes: 256 << 20,
         pids_limit: 64,
-        nofile: 65536,
+        nofile: 16384,
         ..SandboxPolicy::default()
     };
     let mut labels = labels.clone();

@@ -1,13 +1,11 @@
 //! The proxy's image: the `packbox-egress-proxy` binary on the Debian base packbox builds its
-//! runtime images from, made on the engine that runs the proxy (no registry). Built once per
-//! executor from the binary's bytes; the engine's build cache makes a repeat cheap, and packbox
-//! runs the image by the id its own build returned, never by a tag someone else could have set.
+//! runtime images from, made on the engine that runs the proxy (no registry). packbox runs it
+//! by the id its own build returned (recorded in the state folder with what it was built from),
+//! never by a tag someone else could have set; a changed binary or base is built again.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-
-use sha2::Digest;
 
 use super::EgressError;
 use crate::engine::{BuildSpec, ContainerEngine};
@@ -49,9 +47,29 @@ pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, EgressError> {
     Err(EgressError::NoBinary { tried })
 }
 
-/// Builds the proxy's image on `engine` and returns its id.
-pub async fn ensure(engine: &dyn ContainerEngine, binary: &Path) -> Result<String, EgressError> {
-    let bytes = read_binary(binary)?;
+/// What the state folder remembers of the last image built: for which engine, base and binary
+/// (its path, size and modification time), and the id the build returned.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Built {
+    endpoint: String,
+    base: String,
+    binary: PathBuf,
+    size: u64,
+    modified_ns: u128,
+    image: String,
+}
+
+/// The file in the state folder that remembers the image.
+const RECORD: &str = "egress-proxy.json";
+
+/// The proxy's image on `engine`: the one this state folder recorded building for the same
+/// engine, base image and binary when the engine still has that id, else built now (and
+/// recorded). Returns its id.
+pub async fn ensure(
+    engine: &dyn ContainerEngine,
+    binary: &Path,
+    state_dir: &Path,
+) -> Result<String, EgressError> {
     let base = engine
         .image_id(BASE_IMAGE)
         .await?
@@ -59,30 +77,63 @@ pub async fn ensure(engine: &dyn ContainerEngine, binary: &Path) -> Result<Strin
             image: BASE_IMAGE.to_string(),
             endpoint: engine.endpoint().to_string(),
         })?;
-    let digest = hex::encode(sha2::Sha256::digest(&bytes));
-    let key = hex::encode(sha2::Sha256::digest(format!("{base}\n{digest}").as_bytes()));
-    let dockerfile = format!(
-        "FROM {base}\nCOPY {BINARY_NAME} {PROXY_PATH}\nUSER 65534:65534\n"
-    );
+    let metadata = std::fs::metadata(binary).map_err(|e| EgressError::Binary {
+        path: binary.to_path_buf(),
+        source: e,
+    })?;
+    let wanted = Built {
+        endpoint: engine.endpoint().to_string(),
+        base: base.clone(),
+        binary: binary.to_path_buf(),
+        size: metadata.len(),
+        modified_ns: metadata
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos()),
+        image: String::new(),
+    };
+    let record = state_dir.join(RECORD);
+    let recorded: Option<Built> = std::fs::read(&record)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    if let Some(recorded) = recorded
+        && (Built {
+            image: String::new(),
+            ..recorded
+        }) == wanted
+        && engine.image_id(&recorded.image).await?.as_deref() == Some(recorded.image.as_str())
+    {
+        return Ok(recorded.image);
+    }
+    let bytes = read_binary(binary)?;
+    let dockerfile = format!("FROM {base}\nCOPY {BINARY_NAME} {PROXY_PATH}\nUSER 65534:65534\n");
     let context = context(&dockerfile, &bytes).map_err(|e| EgressError::Binary {
         path: binary.to_path_buf(),
         source: e,
     })?;
+    drop(bytes);
     let spec = BuildSpec {
-        tag: format!("packbox/egress-proxy:{}", &key[..16]),
+        tag: "packbox/egress-proxy:latest".into(),
         context_tar: context,
         dockerfile: "Dockerfile".into(),
         build_args: HashMap::new(),
         labels: HashMap::from([
             ("packbox.managed".to_string(), "true".to_string()),
             ("packbox.kind".to_string(), "egress-proxy".to_string()),
-            ("packbox.egress_key".to_string(), key),
         ]),
         network_mode: "none".into(),
         memory_bytes: None,
     };
     let mut on_line = |line: &str| tracing::debug!(line = line.trim_end(), "egress proxy image");
-    Ok(engine.build_image(spec, &mut on_line).await?)
+    let image = engine.build_image(spec, &mut on_line).await?;
+    let built = Built { image, ..wanted };
+    if let Ok(json) = serde_json::to_vec(&built)
+        && let Err(e) = crate::state::write_atomically(&record, &json)
+    {
+        tracing::warn!("recording the egress proxy's image in {}: {e}", record.display());
+    }
+    Ok(built.image)
 }
 
 fn read_binary(path: &Path) -> Result<Vec<u8>, EgressError> {
