@@ -459,7 +459,7 @@ impl Executor {
     pub async fn explain(&self, packs_dir: &Path, action_ref: &str) -> Result<Explanation, Error> {
         explain::explain(
             &self.preparer(&self.shutdown),
-            &self.settings.sandbox,
+            &self.settings,
             &self.owner,
             packs_dir,
             action_ref,

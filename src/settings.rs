@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::egress::config::{EgressLayer, EgressSettings};
+use crate::egress::policy::{NetworkPolicy, NetworkRule};
 use crate::endpoint::{self, Endpoint, EndpointError};
 use crate::envimage::{BuildSettings, DEFAULT_BUILD_MEMORY, IndexSettings};
 use crate::error_text::chain;
-use crate::egress::config::{EgressLayer, EgressSettings};
-use crate::egress::policy::{NetworkPolicy, NetworkRule};
 use crate::sandbox::isolation::{IsolationPolicy, IsolationRule};
 use crate::sandbox::{SandboxPolicy, SeccompProfile};
 

@@ -356,7 +356,14 @@ impl RunBackend for LocalBackend {
             _demand,
             slot,
         } = self
-            .container_for(exec_id, spec, io.stdin, warm_start, egress.is_some(), io.cancel)
+            .container_for(
+                exec_id,
+                spec,
+                io.stdin,
+                warm_start,
+                egress.is_some(),
+                io.cancel,
+            )
             .await?;
         if let (Some(granted_slot), Some(grant)) = (&slot, egress)
             && let Err(e) = self.gateway.grant(granted_slot, &exec_id, grant).await

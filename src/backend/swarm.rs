@@ -365,7 +365,14 @@ mod tests {
         std::fs::write(pack.path().join("actions/a.sh"), "echo hi\n").expect("write");
         std::fs::write(pack.path().join("unique"), uuid::Uuid::new_v4().to_string())
             .expect("write");
-        let backend = SwarmBackend::new(fake.clone(), registry.map(str::to_string));
+        let gateway = Arc::new(crate::egress::gateway::Gateway::new(
+            fake.clone(),
+            crate::egress::config::EgressSettings::default(),
+            BTreeMap::new(),
+            false,
+            std::path::PathBuf::from("/nonexistent"),
+        ));
+        let backend = SwarmBackend::new(fake.clone(), registry.map(str::to_string), gateway);
         Setup {
             fake,
             backend,
@@ -407,6 +414,7 @@ mod tests {
         stdin: &[u8],
     ) -> Result<Ran, BackendError> {
         let job = Job {
+            egress: None,
             exec_id: "e1".into(),
             workload: workload(&s.pack),
             policy,

@@ -35,7 +35,9 @@ impl Audit {
             self.refused += 1;
         }
         self.bytes_sent = self.bytes_sent.saturating_add(connection.bytes_sent);
-        self.bytes_received = self.bytes_received.saturating_add(connection.bytes_received);
+        self.bytes_received = self
+            .bytes_received
+            .saturating_add(connection.bytes_received);
         if self.connections.len() < KEPT_CONNECTIONS {
             self.connections.push(connection);
         } else {

@@ -98,7 +98,10 @@ impl Default for EgressSettings {
 /// Resolves the section from layers in precedence order (the first that sets a field wins);
 /// a bad value is `(field, what was expected)`.
 pub fn resolve(layers: &[&EgressLayer]) -> Result<EgressSettings, (&'static str, String)> {
-    fn first<T: Clone>(layers: &[&EgressLayer], get: impl Fn(&EgressLayer) -> Option<T>) -> Option<T> {
+    fn first<T: Clone>(
+        layers: &[&EgressLayer],
+        get: impl Fn(&EgressLayer) -> Option<T>,
+    ) -> Option<T> {
         layers.iter().find_map(|layer| get(layer))
     }
     let defaults = EgressSettings::default();
@@ -115,7 +118,9 @@ pub fn resolve(layers: &[&EgressLayer]) -> Result<EgressSettings, (&'static str,
             _ => {
                 return Err((
                     "egress.hosts",
-                    format!("`{name}` is not a host name in lower case (letters, digits, `-`, `_` between dots)"),
+                    format!(
+                        "`{name}` is not a host name in lower case (letters, digits, `-`, `_` between dots)"
+                    ),
                 ));
             }
         }
@@ -128,7 +133,9 @@ pub fn resolve(layers: &[&EgressLayer]) -> Result<EgressSettings, (&'static str,
     if subnets.prefix_len() > RUN_NETWORK_PREFIX - 2 {
         return Err((
             "egress.subnets",
-            format!("{subnets} is too small: expected a range of /27 or larger, cut into /{RUN_NETWORK_PREFIX}s"),
+            format!(
+                "{subnets} is too small: expected a range of /27 or larger, cut into /{RUN_NETWORK_PREFIX}s"
+            ),
         ));
     }
     let max_connections = first(layers, |l| l.max_connections).unwrap_or(defaults.max_connections);
@@ -154,7 +161,10 @@ pub fn resolve(layers: &[&EgressLayer]) -> Result<EgressSettings, (&'static str,
 fn check_network_name(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= 128
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
@@ -184,12 +194,16 @@ mod tests {
 
     #[test]
     fn the_first_layer_that_sets_a_field_wins() {
-        let file = layer("{upstream: egress-out, hosts: {api.test: [10.0.0.5]}, refuse: [192.0.2.0/24]}");
+        let file =
+            layer("{upstream: egress-out, hosts: {api.test: [10.0.0.5]}, refuse: [192.0.2.0/24]}");
         let env = layer("{upstream: other, proxy_binary: /opt/proxy}");
         let settings = resolve(&[&file, &env]).expect("resolved");
         assert_eq!(settings.upstream, "egress-out");
         assert_eq!(settings.proxy_binary, Some(PathBuf::from("/opt/proxy")));
-        assert_eq!(settings.hosts["api.test"], ["10.0.0.5".parse::<IpAddr>().expect("ip")]);
+        assert_eq!(
+            settings.hosts["api.test"],
+            ["10.0.0.5".parse::<IpAddr>().expect("ip")]
+        );
         assert_eq!(settings.refuse[0].to_string(), "192.0.2.0/24");
     }
 
@@ -198,8 +212,16 @@ mod tests {
         for (yaml, field, expected) in [
             ("{upstream: host}", "egress.upstream", "not a network"),
             ("{networks: [\"a b\"]}", "egress.networks", "not a network"),
-            ("{hosts: {API.test: [10.0.0.1]}}", "egress.hosts", "lower case"),
-            ("{hosts: {10.0.0.1: [10.0.0.1]}}", "egress.hosts", "not a host name"),
+            (
+                "{hosts: {API.test: [10.0.0.1]}}",
+                "egress.hosts",
+                "lower case",
+            ),
+            (
+                "{hosts: {10.0.0.1: [10.0.0.1]}}",
+                "egress.hosts",
+                "not a host name",
+            ),
             ("{hosts: {a.test: []}}", "egress.hosts", "no address"),
             ("{subnets: 10.0.0.0/28}", "egress.subnets", "too small"),
             ("{max_connections: 0}", "egress.max_connections", "from 1"),

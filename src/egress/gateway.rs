@@ -82,9 +82,12 @@ pub struct Slot {
 
 impl Slot {
     /// Puts a container on this network at the action's address, with the proxy variables.
+    /// The engine's resolver in the container forwards to an address of the run's own network
+    /// that nobody holds: a name lookup from the action goes nowhere (names are the proxy's).
     pub fn apply(&self, spec: &mut ContainerSpec) {
         spec.network_mode = self.network.clone();
         spec.ipv4_address = self.action_ip.map(|ip| ip.to_string());
+        spec.dns = vec![Ipv4Addr::from(u32::from(self.proxy_ip) + 4).to_string()];
         spec.env.extend(self.proxy_env());
     }
 
@@ -206,7 +209,10 @@ impl Gateway {
     /// enough are idle or its proxy is gone.
     pub async fn release(&self, slot: Slot) {
         let keep = !slot.proxy.gone.is_cancelled()
-            && self.idle.lock().is_ok_and(|idle| idle.len() < MAX_IDLE_SLOTS);
+            && self
+                .idle
+                .lock()
+                .is_ok_and(|idle| idle.len() < MAX_IDLE_SLOTS);
         if keep && let Ok(mut idle) = self.idle.lock() {
             idle.push(slot);
             return;
@@ -300,7 +306,10 @@ impl Gateway {
         if let Some(proxy) = proxy {
             // Removing the container disconnects it from every network.
             if let Err(e) = self.engine.remove(&proxy.container).await {
-                tracing::warn!("removing the egress proxy: {}", crate::error_text::chain(&e));
+                tracing::warn!(
+                    "removing the egress proxy: {}",
+                    crate::error_text::chain(&e)
+                );
             }
         }
         if let Ok(mut idle) = self.idle.lock() {
@@ -351,7 +360,9 @@ impl Gateway {
     async fn start_proxy(&self) -> Result<Proxy, EgressError> {
         let binary = image::find_binary(self.settings.proxy_binary.as_deref())?;
         let image = image::ensure(self.engine.as_ref(), &binary, &self.state_dir).await?;
-        let upstream = self.named_network("egress.upstream", &self.settings.upstream).await?;
+        let upstream = self
+            .named_network("egress.upstream", &self.settings.upstream)
+            .await?;
         let mut extra = Vec::new();
         for name in &self.settings.networks {
             extra.push(self.named_network("egress.networks", name).await?);
@@ -364,7 +375,10 @@ impl Gateway {
             connect_timeout_ms: 10_000,
         };
         let spec = proxy_spec(&image, &upstream.name, &self.labels);
-        let name = format!("packbox-egress-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let name = format!(
+            "packbox-egress-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
         let container = self.engine.create_container(&name, &spec).await?;
         match self.launch(&container, &config, &extra).await {
             Ok(proxy) => Ok(proxy),
@@ -508,7 +522,10 @@ impl Gateway {
             let Ok(subnet) = Ipv4Net::new(Ipv4Addr::from(base), RUN_NETWORK_PREFIX) else {
                 continue;
             };
-            let name = format!("packbox-egress-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            let name = format!(
+                "packbox-egress-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            );
             if let Ok(mut networks) = self.networks.lock() {
                 networks.insert(name.clone());
             }
@@ -669,7 +686,10 @@ async fn read_reports(
                     }
                 }
                 Ok(Report::Ack { id }) => answer(&tables, id, Ok(())),
-                Ok(Report::Failed { id: Some(id), message }) => answer(&tables, id, Err(message)),
+                Ok(Report::Failed {
+                    id: Some(id),
+                    message,
+                }) => answer(&tables, id, Err(message)),
                 Ok(Report::Failed { id: None, message }) => {
                     tracing::warn!("the egress proxy refused a command: {message}");
                 }
@@ -680,11 +700,16 @@ async fn read_reports(
                         audit.add(connection);
                     }
                 }
-                Err(e) => tracing::warn!("the egress proxy wrote something else than a report: {e}"),
+                Err(e) => {
+                    tracing::warn!("the egress proxy wrote something else than a report: {e}")
+                }
             }
         }
         if pending.len() > protocol::MAX_LINE {
-            tracing::warn!("the egress proxy wrote a line longer than {} bytes", protocol::MAX_LINE);
+            tracing::warn!(
+                "the egress proxy wrote a line longer than {} bytes",
+                protocol::MAX_LINE
+            );
             break;
         }
     }

@@ -131,7 +131,10 @@ pub async fn ensure(
     if let Ok(json) = serde_json::to_vec(&built)
         && let Err(e) = crate::state::write_atomically(&record, &json)
     {
-        tracing::warn!("recording the egress proxy's image in {}: {e}", record.display());
+        tracing::warn!(
+            "recording the egress proxy's image in {}: {e}",
+            record.display()
+        );
     }
     Ok(built.image)
 }
@@ -150,7 +153,9 @@ fn read_binary(path: &Path) -> Result<Vec<u8>, EgressError> {
         ))));
     }
     let mut bytes = Vec::with_capacity(metadata.len() as usize);
-    file.take(MAX_BINARY).read_to_end(&mut bytes).map_err(fail)?;
+    file.take(MAX_BINARY)
+        .read_to_end(&mut bytes)
+        .map_err(fail)?;
     Ok(bytes)
 }
 

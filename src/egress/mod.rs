@@ -9,14 +9,14 @@
 //!   container.
 
 pub mod address;
-pub mod destination;
-pub mod protocol;
-pub mod proxy;
-pub mod config;
-pub mod policy;
 pub mod audit;
+pub mod config;
+pub mod destination;
 pub mod gateway;
 pub mod image;
+pub mod policy;
+pub mod protocol;
+pub mod proxy;
 
 use std::path::PathBuf;
 
@@ -45,7 +45,9 @@ pub enum EgressError {
         source: std::io::Error,
     },
     /// The engine lacks the base image the proxy's image is built on.
-    #[error("the egress proxy's image is built on {image}, which the engine at {endpoint} does not have")]
+    #[error(
+        "the egress proxy's image is built on {image}, which the engine at {endpoint} does not have"
+    )]
     NoBaseImage {
         /// The base image.
         image: String,

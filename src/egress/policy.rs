@@ -164,7 +164,10 @@ impl NetworkPolicy {
                         declared_by: need.by.clone(),
                     });
                 };
-                if !destinations.iter().any(|g| g.destination == need.destination) {
+                if !destinations
+                    .iter()
+                    .any(|g| g.destination == need.destination)
+                {
                     destinations.push(Granted {
                         destination: need.destination.clone(),
                         granted_by: by.clone(),
@@ -229,8 +232,14 @@ mod tests {
             names(&grant),
             ["api.github.com:443", "*.example.com:443", "pypi.org:443"]
         );
-        assert_eq!(grant.destinations[0].granted_by, "config rule `match: core.http_*`");
-        assert_eq!(grant.destinations[2].granted_by, "config rule `match: core.*`");
+        assert_eq!(
+            grant.destinations[0].granted_by,
+            "config rule `match: core.http_*`"
+        );
+        assert_eq!(
+            grant.destinations[2].granted_by,
+            "config rule `match: core.*`"
+        );
         assert_eq!(grant.destinations[0].declared_by, None);
     }
 
@@ -280,7 +289,10 @@ mod tests {
         let b = policy(&[("b.*", &["y.test:80", "x.test:443"])]);
         let c = policy(&[("a.*", &["x.test:443"])]);
         let digest = |p: &NetworkPolicy, action: &str| {
-            p.grant_for(action, &[]).expect("ok").expect("grant").digest()
+            p.grant_for(action, &[])
+                .expect("ok")
+                .expect("grant")
+                .digest()
         };
         assert_eq!(digest(&a, "a.b"), digest(&b, "b.c"));
         assert_ne!(digest(&a, "a.b"), digest(&c, "a.b"));
@@ -293,6 +305,9 @@ mod tests {
             egress: Vec::new(),
         }])
         .expect_err("bad glob");
-        assert!(err.to_string().starts_with("network rule 0 (`match: [x`)"), "{err}");
+        assert!(
+            err.to_string().starts_with("network rule 0 (`match: [x`)"),
+            "{err}"
+        );
     }
 }

@@ -22,10 +22,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
-    ArchiveStream, Attached, BridgeSpec, BuildSpec, ConnectProblem, ContainerEngine,
-    ContainerSpec, ContainerState, ContainerSummary, EngineError, EngineInfo, ImageExport,
-    ImageSummary, LineSink, NetworkSummary, OciRuntime, OutputChunk, SharedSwarm, Signal,
-    StreamKind, VolumeSummary, docker_network,
+    ArchiveStream, Attached, BridgeSpec, BuildSpec, ConnectProblem, ContainerEngine, ContainerSpec,
+    ContainerState, ContainerSummary, EngineError, EngineInfo, ImageExport, ImageSummary, LineSink,
+    NetworkSummary, OciRuntime, OutputChunk, SharedSwarm, Signal, StreamKind, VolumeSummary,
+    docker_network,
 };
 use super::{TlsFiles, Transport};
 
@@ -947,8 +947,8 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
             config: None,
         }),
         runtime: spec.oci_runtime.clone(),
-        sysctls: (!spec.sysctls.is_empty())
-            .then(|| spec.sysctls.clone().into_iter().collect()),
+        sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.clone().into_iter().collect()),
+        dns: (!spec.dns.is_empty()).then(|| spec.dns.clone()),
         ..Default::default()
     };
     // A fixed address on a network packbox made (the egress proxy knows a run by it).

@@ -17,7 +17,10 @@ use super::{BridgeSpec, EngineError, NetworkSummary};
 /// The bridge driver's option that keeps the host off the network: no address, no route.
 const NO_HOST_ADDRESS: &str = "com.docker.network.bridge.inhibit_ipv4";
 
-pub(super) async fn create_bridge(docker: &Docker, spec: &BridgeSpec) -> Result<String, EngineError> {
+pub(super) async fn create_bridge(
+    docker: &Docker,
+    spec: &BridgeSpec,
+) -> Result<String, EngineError> {
     let mut options = HashMap::new();
     if !spec.host_address {
         options.insert(NO_HOST_ADDRESS.to_string(), "true".to_string());
@@ -54,7 +57,10 @@ pub(super) async fn create_bridge(docker: &Docker, spec: &BridgeSpec) -> Result<
     }
 }
 
-pub(super) async fn network(docker: &Docker, name: &str) -> Result<Option<NetworkSummary>, EngineError> {
+pub(super) async fn network(
+    docker: &Docker,
+    name: &str,
+) -> Result<Option<NetworkSummary>, EngineError> {
     match docker.inspect_network(name, None).await {
         Ok(found) => Ok(Some(summary(
             found.id,
@@ -77,7 +83,9 @@ pub(super) async fn networks_with_labels(
         ("label".to_string(), labels.to_vec()),
         ("scope".to_string(), vec!["local".to_string()]),
     ]);
-    let options = ListNetworksOptionsBuilder::default().filters(&filters).build();
+    let options = ListNetworksOptionsBuilder::default()
+        .filters(&filters)
+        .build();
     let found = docker
         .list_networks(Some(options))
         .await
@@ -125,13 +133,19 @@ pub(super) async fn connect(
             ..Default::default()
         }),
     };
-    docker
-        .connect_network(network, request)
-        .await
-        .map_err(|e| api(format!("connecting container {container} to network {network}"), e))
+    docker.connect_network(network, request).await.map_err(|e| {
+        api(
+            format!("connecting container {container} to network {network}"),
+            e,
+        )
+    })
 }
 
-pub(super) async fn disconnect(docker: &Docker, network: &str, container: &str) -> Result<(), EngineError> {
+pub(super) async fn disconnect(
+    docker: &Docker,
+    network: &str,
+    container: &str,
+) -> Result<(), EngineError> {
     let request = NetworkDisconnectRequest {
         container: container.to_string(),
         force: Some(true),

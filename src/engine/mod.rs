@@ -350,6 +350,9 @@ pub struct ContainerSpec {
     pub ipv4_address: Option<String>,
     /// Kernel settings of the container's own namespaces (`net.ipv4.ip_forward`).
     pub sysctls: BTreeMap<String, String>,
+    /// Name servers the engine's resolver inside the container forwards to; empty keeps the
+    /// engine's.
+    pub dns: Vec<String>,
 }
 
 /// A local bridge network packbox makes (per-run networks of egress grants).

@@ -167,6 +167,7 @@ impl SandboxPolicy {
             seccomp_profile: self.seccomp.engine_json(self.network != "none", kernel),
             ipv4_address: None,
             sysctls: BTreeMap::new(),
+            dns: Vec::new(),
         }
     }
 }

@@ -930,7 +930,8 @@ mod tests {
             let id = match command {
                 Command::Grant { id, .. }
                 | Command::Revoke { id, .. }
-                | Command::Refuse { id, .. } => id,
+                | Command::Refuse { id, .. }
+                | Command::Unrefuse { id, .. } => id,
             };
             let mut before = Vec::new();
             loop {

@@ -12,10 +12,10 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::{
-    ArchiveStream, Attached, BridgeSpec, BuildSpec, ContainerEngine, NetworkSummary, ContainerSpec, ContainerState,
+    ArchiveStream, Attached, BridgeSpec, BuildSpec, ContainerEngine, ContainerSpec, ContainerState,
     ContainerSummary, EngineError, EngineInfo, ImageExport, ImageSummary, LineSink, NetworkSpec,
-    OciRuntime, OutputChunk, ServiceSpec, SharedSwarm, Signal, StreamKind, SwarmKind,
-    VolumeSummary,
+    NetworkSummary, OciRuntime, OutputChunk, ServiceSpec, SharedSwarm, Signal, StreamKind,
+    SwarmKind, VolumeSummary,
 };
 
 mod swarm;
