@@ -46,7 +46,8 @@ pub struct Granted {
 /// What one run may reach, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RunGrant {
-    /// The destinations, in the order granted.
+    /// The destinations, in the order granted (`granted` in JSON, as in an outcome's `egress`).
+    #[serde(rename = "granted")]
     pub destinations: Vec<Granted>,
 }
 
