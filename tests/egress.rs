@@ -865,20 +865,13 @@ fn a_killed_packbox_leaves_its_proxy_and_networks_to_gc() {
     let _ = victim.wait();
     let gc = packbox(&["gc", "--json"], &[]);
     assert_eq!(gc.code(), 0, "{}", gc.stderr());
+    // gc removes them (the start-up sweep of its own process may take some first: both are
+    // the same sweep); nothing of the dead process is left either way.
     let report = gc.json();
-    let kinds: Vec<&str> = report["swept"]
-        .as_array()
-        .map(|s| {
-            s.iter()
-                .filter(|x| x["owner_pid"] == pid)
-                .filter_map(|x| x["kind"].as_str())
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(kinds.contains(&"network"), "{report}");
-    assert_eq!(
-        kinds.iter().filter(|k| **k == "container").count(),
-        2,
+    assert!(
+        report["removed"]
+            .as_array()
+            .is_some_and(|removed| removed.iter().any(|x| x["owner_pid"] == pid)),
         "{report}"
     );
     assert!(networks_of(&docker, pid).is_empty());
