@@ -7,61 +7,47 @@
 //! prepares the image, runs the action in a fresh container (or, with the swarm backend, a
 //! one-shot Swarm service) and returns its [`Outcome`].
 //!
-//! Inside, one module per stage, depending in one direction only, from the executor down to the
-//! engine seam:
+//! Inside, one folder per part, depending in one direction only, from the executor down to the
+//! engine seam (`tests/architecture.rs` holds the rules):
 //!
 //! ```text
-//! executor ── plan ── check ── settings
-//!    │          │        │
-//!    │       contract   pack ── catalog ── version
+//! executor ── plan ── settings
 //!    │          │
-//! prepare ── probe ── runtime_image ── envimage
+//!    │       contract   pack ── catalog ── version
 //!    │
-//! backend (RunBackend: docker | swarm) ── pack_image ── sandbox
+//! image (runtime, base, probe, prepare, env, copy)
 //!    │
-//! lifecycle (a container's life, a service's life)
+//! backend (RunBackend: docker | swarm) ── pack_delivery ── sandbox
+//!    │
+//! lifecycle (a container's life, a service's life) ── contract::exit
 //!    │
 //! engine (the seam: ContainerEngine + SwarmEngine; DockerEngine; a recording fake in tests)
+//!    │
+//! common (untrusted input, the state folder, error text)
 //! ```
 
 mod backend;
-mod base_image;
 mod catalog;
-mod check;
+mod common;
 mod contract;
-mod doctor;
 mod egress;
-mod endpoint;
 mod engine;
-mod envimage;
-mod error;
-mod error_text;
 mod executor;
-mod explain;
-mod image_copy;
-pub mod input;
+mod image;
 mod lifecycle;
 mod pack;
-mod pack_image;
-mod pack_tree;
-mod pack_volume;
-mod packtest;
+mod pack_delivery;
 mod plan;
-mod prepare;
-mod probe;
-mod runtime_image;
 mod sandbox;
 mod settings;
-mod state;
 mod version;
 
-pub use base_image::{BaseImage, BaseImageError};
 pub use catalog::{Catalog, CatalogError, NoMatchingVersion};
-pub use check::{CheckedAction, CheckedPack, check_packs};
+pub use common::error_text::chain as error_chain;
+pub use common::input;
 pub use contract::scrub::StreamScrubber;
 pub use contract::secrets::SecretError;
 pub use contract::{Outcome, Status};
-pub use doctor::{Check, CheckStatus, Report as DoctorReport, diagnose};
 /// The egress proxy's entry point: the `packbox-egress-proxy` binary, which packbox runs in a
 /// locked-down container of its own to enforce network grants (not for use elsewhere).
 pub use egress::proxy::main as egress_proxy_main;
@@ -73,30 +59,36 @@ pub use egress::{
     policy::{Granted, NetworkRule, PolicyError as NetworkPolicyError, RunGrant},
     protocol::{Connection as EgressConnection, ConnectionKind},
 };
-pub use endpoint::{Endpoint, EndpointError, Origin as EndpointOrigin, TlsFiles, Transport};
 pub use engine::ConnectProblem;
+pub use engine::endpoint::{
+    Endpoint, EndpointError, Origin as EndpointOrigin, TlsFiles, Transport,
+};
 pub use engine::{EngineError, StreamKind};
-pub use envimage::EnvError;
-pub use envimage::inventory::{EnvInfo, PruneReport};
-pub use error::{Error, Fault};
-pub use error_text::chain as error_chain;
+pub use executor::doctor::{Check, CheckStatus, Report as DoctorReport, diagnose};
+pub use executor::error::{Error, Fault};
+pub use executor::explain::{CandidateReport, EnvironmentReport, Explanation, Lock};
+pub use executor::packtest::{
+    RunnerReport, TestEvent, TestPlan, TestReport, TestStatus, plan_tests,
+};
 pub use executor::{
     BuildEvent, EnvReport, EnvStatus, Executor, GcReport, ImageEvent, PrepareEvent, RunEvent,
     WarmKind,
 };
-pub use explain::{CandidateReport, EnvironmentReport, Explanation, Lock};
-pub use image_copy::{CopyError, CopyEvent, CopyResult, ImageCopy};
+pub use image::base::{BaseImage, BaseImageError};
+pub use image::copy::{CopyError, CopyEvent, CopyResult, ImageCopy};
+pub use image::env::EnvError;
+pub use image::env::inventory::{EnvInfo, PruneReport};
+pub use image::prepare::PrepareError;
+pub use image::probe::{UnknownRuntimeFilter, VersionStatus};
+pub use image::runtime::{ImageError, ImageState};
 pub use lifecycle::RunError;
 pub use lifecycle::owner::Swept;
 pub use pack::params::{ParamError, ParamIssue};
 pub use pack::testing::TestKind;
 pub use pack::{PackError, ParameterSpec, Problem};
-pub use pack_volume::{Collected as PackVolumesCollected, DeliveryError};
-pub use packtest::{RunnerReport, TestEvent, TestPlan, TestReport, TestStatus, plan_tests};
+pub use pack_delivery::volume::{Collected as PackVolumesCollected, DeliveryError};
+pub use plan::check::{CheckedAction, CheckedPack, check_packs};
 pub use plan::{PlanError, RunPlan, RunRequest, plan};
-pub use prepare::PrepareError;
-pub use probe::{UnknownRuntimeFilter, VersionStatus};
-pub use runtime_image::{ImageError, ImageState};
 pub use sandbox::SandboxPolicy;
 pub use settings::{
     Age, Backend, BuildLayer, ClientLayer, ClientSettings, Environment, HiddenText, Keep,

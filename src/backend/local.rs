@@ -10,12 +10,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{BackendError, Job, Ran, RunBackend, WarmKind};
+use crate::common::error_text::chain;
 use crate::egress::gateway::{Gateway, Slot};
 use crate::engine::{ContainerSpec, SharedEngine};
-use crate::error_text::chain;
 use crate::lifecycle::pool::{self, Demand, Warm, WarmPool};
 use crate::lifecycle::run::{self, RunError, RunIo, Started};
-use crate::pack_volume::{self, DeliveryError};
+use crate::pack_delivery::volume::{self, DeliveryError};
 use crate::sandbox::{PackSource, Workload};
 use crate::settings::{PackDelivery, WarmSettings};
 
@@ -155,7 +155,7 @@ impl LocalBackend {
         }
         let started = std::time::Instant::now();
         let delivered = tokio::select! {
-            delivered = pack_volume::ensure(
+            delivered = volume::ensure(
                 self.engine.as_ref(),
                 &folder.pack_ref,
                 std::path::Path::new(&folder.host_dir),

@@ -16,13 +16,14 @@ pub mod swarm;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::contract::exit::ContainerExit;
 use crate::egress::EgressError;
 use crate::egress::audit::Audit;
 use crate::egress::gateway::Gateway;
 use crate::egress::policy::RunGrant;
 use crate::engine::{EngineError, SharedEngine};
-use crate::lifecycle::{ContainerExit, RunError, RunIo};
-use crate::pack_volume::DeliveryError;
+use crate::lifecycle::{RunError, RunIo};
+use crate::pack_delivery::volume::DeliveryError;
 use crate::sandbox::seccomp::Kernel;
 use crate::sandbox::{SandboxPolicy, Workload};
 use crate::settings::{Backend, Settings, WarmSettings};

@@ -15,7 +15,7 @@ use crate::egress::gateway::Gateway;
 use crate::engine::{NetworkSpec, SharedEngine, SharedSwarm};
 use crate::lifecycle::RunError;
 use crate::lifecycle::service::{ServiceObjects, drive};
-use crate::pack_image::{self, PackImageError, PackImageSource};
+use crate::pack_delivery::image::{self as pack_image, PackImageError, PackImageSource};
 use crate::sandbox::service::{MAX_DOCUMENT_BYTES, ServiceParts};
 use crate::sandbox::{PackSource, SeccompProfile};
 
@@ -300,7 +300,7 @@ impl RunBackend for SwarmBackend {
             (Err(other), Err((resource, cleanup))) => {
                 tracing::warn!(
                     "removing {resource} after a failed run: {}",
-                    crate::error_text::chain(&cleanup)
+                    crate::common::error_text::chain(&cleanup)
                 );
                 return Err(other);
             }
@@ -345,8 +345,9 @@ mod tests {
 
     use tokio::time::Instant;
 
+    use crate::contract::exit::Ending;
     use crate::engine::{ServiceSpec, Signal, StreamKind};
-    use crate::lifecycle::{Ending, RunIo, RunLimits};
+    use crate::lifecycle::{RunIo, RunLimits};
     use crate::sandbox::{PackFolder, PackSource, SandboxPolicy, Workload};
 
     const DOCUMENT: &[u8] = b"{\"token\":\"s3cr3t-value\"}\n";
@@ -393,7 +394,8 @@ mod tests {
             pack: Some(PackSource::Folder(PackFolder {
                 pack_ref: "p".into(),
                 host_dir: pack.path().to_string_lossy().into_owned(),
-                digest: crate::pack_volume::tree_digest("p", pack.path()).expect("digest"),
+                digest: crate::pack_delivery::volume::tree_digest("p", pack.path())
+                    .expect("digest"),
             })),
         }
     }

@@ -71,7 +71,7 @@ pub enum CatalogError {
     },
     /// A runtime file was refused before parsing (too large, not text, nested too deep).
     #[error("runtime catalog {0}")]
-    Unreadable(#[from] crate::input::InputError),
+    Unreadable(#[from] crate::common::input::InputError),
     /// The user catalog folder cannot be listed.
     #[error("runtime catalog {file}: cannot read")]
     Read {
@@ -261,7 +261,7 @@ impl Catalog {
         let mut seen = Vec::new();
         for file in files {
             let shown = file.display().to_string();
-            let text = crate::input::read_yaml(&file, MAX_CATALOG_FILE_BYTES)?;
+            let text = crate::common::input::read_yaml(&file, MAX_CATALOG_FILE_BYTES)?;
             let mut runtime = parse_runtime(&shown, &text)?;
             if seen.contains(&runtime.name) {
                 return Err(CatalogError::Invalid {

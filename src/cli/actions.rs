@@ -44,7 +44,7 @@ pub fn execute(command: ActionsCommand, global: &GlobalArgs) -> ExitCode {
     let warnings: Vec<&Problem> = reports.iter().flat_map(|r| &r.warnings).collect();
     if json {
         let object = serde_json::json!({
-            "actions": actions.iter().map(|a| action_json(a)).collect::<Vec<_>>(),
+            "actions": actions.iter().map(|a| a.to_json()).collect::<Vec<_>>(),
             "problems": problems,
             "warnings": warnings,
         });
@@ -65,41 +65,6 @@ pub fn execute(command: ActionsCommand, global: &GlobalArgs) -> ExitCode {
     } else {
         ExitCode::from(EXIT_INPUT)
     }
-}
-
-/// One action as `actions list --json` shows it (`pack validate --json` and the server's
-/// `GET /v1/actions` too).
-pub fn action_json(action: &CheckedAction) -> serde_json::Value {
-    let manifest = &action.manifest;
-    let parameters: Vec<_> = manifest
-        .parameters
-        .iter()
-        .map(|(name, spec)| {
-            serde_json::json!({
-                "name": name,
-                "type": spec.kind,
-                "required": spec.required,
-                "secret": spec.secret,
-                "default": if spec.secret { None } else { spec.default.as_ref() },
-                "enum": spec.enum_values,
-                "minimum": spec.minimum,
-                "maximum": spec.maximum,
-                "description": spec.description,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "ref": manifest.action_ref,
-        "description": manifest.description,
-        "enabled": manifest.enabled,
-        "runner_type": manifest.runner_type,
-        "runtime": action.runtime,
-        "runtime_version": manifest.runtime_version.as_ref().map(|c| c.as_str()),
-        "selected_version": action.version,
-        "selected_version_provisional": action.provisional,
-        "dependencies": action.dependencies.as_ref().map(|d| d.summary()),
-        "parameters": parameters,
-    })
 }
 
 fn print_table(actions: &[&CheckedAction]) {

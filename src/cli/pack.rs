@@ -81,7 +81,7 @@ fn pack_json(report: &CheckedPack) -> serde_json::Value {
     serde_json::json!({
         "dir": report.dir,
         "ref": report.pack.as_ref().map(|p| &p.pack_ref),
-        "actions": report.actions.iter().map(super::actions::action_json).collect::<Vec<_>>(),
+        "actions": report.actions.iter().map(packbox::CheckedAction::to_json).collect::<Vec<_>>(),
         "problems": report.problems.len(),
         "warnings": report.warnings.len(),
     })

@@ -3,6 +3,7 @@
 //! outcome a run reports.
 
 pub mod delivery;
+pub mod exit;
 pub mod outcome;
 pub mod parse;
 pub mod result;

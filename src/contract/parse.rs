@@ -13,7 +13,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::input::{MAX_DEPTH, YamlShape, yaml_shape};
+use crate::common::input::{MAX_DEPTH, YamlShape, yaml_shape};
 use crate::pack::OutputFormat;
 
 /// Estimated heap bytes a parsed result may take.

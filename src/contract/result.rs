@@ -4,11 +4,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::exit::{Captured, ContainerExit, Ending, truncation_marker};
 use super::outcome::{Outcome, Status};
 use super::parse::{self, Parsed};
 use super::secrets::{self, Redactor};
-use crate::lifecycle::capture::{Captured, truncation_marker};
-use crate::lifecycle::{ContainerExit, Ending};
 use crate::pack::OutputFormat;
 use crate::sandbox::SandboxPolicy;
 

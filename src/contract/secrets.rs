@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::delivery::is_dotenv_key;
 pub use super::scrub::{REDACTED, Redactor, TooManySecrets, redact_secret_fields};
-use crate::input::{self, InputError};
+use crate::common::input::{self, InputError};
 
 /// Secrets files larger than this are refused.
 const MAX_SECRETS_FILE_BYTES: u64 = 1024 * 1024;

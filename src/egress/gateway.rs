@@ -290,7 +290,7 @@ impl Gateway {
             tracing::warn!(
                 network = %slot.network,
                 "taking the egress proxy off a run's network: {}",
-                crate::error_text::chain(&e)
+                crate::common::error_text::chain(&e)
             );
         }
     }
@@ -308,7 +308,7 @@ impl Gateway {
             if let Err(e) = self.engine.remove(&proxy.container).await {
                 tracing::warn!(
                     "removing the egress proxy: {}",
-                    crate::error_text::chain(&e)
+                    crate::common::error_text::chain(&e)
                 );
             }
         }
@@ -335,7 +335,7 @@ impl Gateway {
             Err(e) => tracing::warn!(
                 network = name,
                 "removing a per-run network: {}",
-                crate::error_text::chain(&e)
+                crate::common::error_text::chain(&e)
             ),
         }
     }

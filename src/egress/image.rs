@@ -129,7 +129,7 @@ pub async fn ensure(
     let image = engine.build_image(spec, &mut on_line).await?;
     let built = Built { image, ..wanted };
     if let Ok(json) = serde_json::to_vec(&built)
-        && let Err(e) = crate::state::write_atomically(&record, &json)
+        && let Err(e) = crate::common::state::write_atomically(&record, &json)
     {
         tracing::warn!(
             "recording the egress proxy's image in {}: {e}",

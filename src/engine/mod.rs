@@ -10,6 +10,7 @@
 mod docker;
 mod docker_network;
 mod docker_swarm;
+pub mod endpoint;
 #[cfg(test)]
 pub(crate) mod fake;
 pub(crate) mod swarm;

@@ -1,6 +1,8 @@
 //! Bounded capture of one output stream: the head is kept up to a limit, the rest is counted and
 //! dropped, so packbox's memory stays flat whatever an action prints.
 
+use crate::contract::exit::Captured;
+
 /// One stream's captured bytes.
 #[derive(Debug)]
 pub struct BoundedBuffer {
@@ -8,24 +10,6 @@ pub struct BoundedBuffer {
     limit: usize,
     bytes: Vec<u8>,
     truncated: bool,
-}
-
-/// A finished capture: the kept text (lossy UTF-8) and whether it was cut. The truncation
-/// marker is not part of the text: it is added once secrets are scrubbed, so that a secret cut
-/// at the limit can be dropped first (see [`truncation_marker`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Captured {
-    /// The stream's name (`stdout`, `stderr`).
-    pub stream: &'static str,
-    /// The kept head of the stream, lossy UTF-8, without the truncation marker.
-    pub text: String,
-    /// The stream was longer than the limit and was cut.
-    pub truncated: bool,
-}
-
-/// What follows the kept head of a stream that was cut.
-pub fn truncation_marker(stream: &str) -> String {
-    format!("\n\n[OUTPUT TRUNCATED: {stream} exceeded size limit]\n")
 }
 
 impl BoundedBuffer {
@@ -109,7 +93,7 @@ mod tests {
     }
 
     #[test]
-    fn over_the_limit_the_head_is_kept_and_marked() {
+    fn over_the_limit_the_head_is_kept_and_the_cut_is_said() {
         let mut buffer = BoundedBuffer::new("stderr", 8);
         buffer.push(b"0123456");
         buffer.push(b"789abc");
@@ -117,10 +101,6 @@ mod tests {
         let captured = buffer.finish();
         assert!(captured.truncated);
         assert_eq!(captured.text, "01234567");
-        assert_eq!(
-            truncation_marker("stderr"),
-            "\n\n[OUTPUT TRUNCATED: stderr exceeded size limit]\n"
-        );
     }
 
     #[test]

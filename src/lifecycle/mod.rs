@@ -13,4 +13,4 @@ pub mod pool;
 pub mod run;
 pub mod service;
 
-pub use run::{ContainerExit, Ending, RunError, RunIo, RunLimits};
+pub use run::{RunError, RunIo, RunLimits};

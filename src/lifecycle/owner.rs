@@ -17,8 +17,8 @@ pub const OWNER_PID: &str = "packbox.owner_pid";
 pub const OWNER_START: &str = "packbox.owner_start";
 /// Label: the host the owning process runs on.
 pub const OWNER_HOST: &str = "packbox.owner_host";
-/// Label: the pack volume a container (a lock or helper of `pack_volume`) was made to fill. The
-/// sweep leaves these to `pack_volume`, which removes a dead filler's half volume before its
+/// Label: the pack volume a container (a lock or helper of `pack_delivery::volume`) was made to fill. The
+/// sweep leaves these to `pack_delivery::volume`, which removes a dead filler's half volume before its
 /// lock, so that no run ever takes a half volume for a complete one.
 pub const FILLING_VOLUME: &str = "packbox.pack_filling";
 

@@ -11,7 +11,8 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::capture::{BoundedBuffer, Captured};
+use super::capture::BoundedBuffer;
+use crate::contract::exit::{ContainerExit, Ending};
 use crate::engine::{Attached, ContainerSpec, EngineError, SharedEngine, Signal, StreamKind};
 
 /// Bounds on one run.
@@ -23,32 +24,6 @@ pub struct RunLimits {
     pub grace: Duration,
     /// Bytes kept per output stream.
     pub max_output: usize,
-}
-
-/// Why a container stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ending {
-    /// The process exited by itself.
-    Exited,
-    /// The timeout expired and packbox stopped it.
-    TimedOut,
-    /// packbox was asked to stop (Ctrl-C, SIGTERM) and stopped it.
-    Cancelled,
-}
-
-/// How a container ended, with its captured streams.
-#[derive(Debug)]
-pub struct ContainerExit {
-    /// Why it stopped.
-    pub ending: Ending,
-    /// Its exit code; `None` when the engine reported none after it was killed.
-    pub exit_code: Option<i64>,
-    /// The kernel killed it for passing its memory limit.
-    pub oom_killed: bool,
-    /// What it wrote on stdout, up to the limit.
-    pub stdout: Captured,
-    /// What it wrote on stderr, up to the limit.
-    pub stderr: Captured,
 }
 
 /// The engine failed in the middle of a run.
@@ -641,7 +616,10 @@ mod tests {
         let err = run(&engine, &limits(60, 5), &CancellationToken::new(), b"")
             .await
             .expect_err("start fails");
-        assert!(crate::error_text::chain(&err).contains("injected"), "{err}");
+        assert!(
+            crate::common::error_text::chain(&err).contains("injected"),
+            "{err}"
+        );
         assert_eq!(fake.count(|c| matches!(c, Call::Remove(_))), 1);
         assert!(fake.container_ids().is_empty());
     }

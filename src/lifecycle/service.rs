@@ -11,8 +11,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use super::capture::{BoundedBuffer, Captured};
-use super::run::{ContainerExit, Ending, RunError, RunIo};
+use super::capture::BoundedBuffer;
+use super::run::{RunError, RunIo};
+use crate::contract::exit::{Captured, ContainerExit, Ending};
 use crate::engine::{
     EngineError, LogChunk, LogStream, SharedEngine, SharedSwarm, StreamKind, SwarmEngine,
     SwarmKind, TaskState, TaskStatus,

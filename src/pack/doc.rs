@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_yaml::{Mapping, Value};
 
 use super::problem::{Problem, locate, raw_value};
-use crate::input;
+use crate::common::input;
 
 /// Pack YAML files larger than this are refused rather than parsed.
 pub(crate) const MAX_YAML_BYTES: u64 = 1024 * 1024;
@@ -36,7 +36,7 @@ impl Doc {
         let text = match input::read_yaml(file, MAX_YAML_BYTES) {
             Ok(text) => text,
             Err(e) => {
-                problem(e.line, crate::error_text::chain(&e.reason));
+                problem(e.line, crate::common::error_text::chain(&e.reason));
                 return None;
             }
         };

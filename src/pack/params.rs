@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::schema::{ParamType, ParameterSpec, Parameters};
-use crate::input::{self, InputError};
+use crate::common::input::{self, InputError};
 
 /// Parameters files larger than this are refused.
 const MAX_PARAMS_FILE_BYTES: u64 = 16 * 1024 * 1024;

@@ -108,7 +108,7 @@ pub struct PackFolder {
     pub pack_ref: String,
     /// The pack's folder on this machine, canonical.
     pub host_dir: String,
-    /// The SHA-256 of the pack tree when the run was planned ([`crate::pack_tree`]): what
+    /// The SHA-256 of the pack tree when the run was planned ([`crate::pack_delivery::tree`]): what
     /// names its volume or image, so delivery never reads the pack only to name it.
     pub digest: String,
 }
@@ -118,7 +118,7 @@ pub struct PackFolder {
 pub enum PackSource {
     /// A folder of this machine, bind-mounted: only an engine on this machine sees it.
     Folder(PackFolder),
-    /// A volume on the engine holding the pack's content (see `pack_volume`).
+    /// A volume on the engine holding the pack's content (see `pack_delivery::volume`).
     Volume(String),
 }
 

@@ -131,12 +131,13 @@ fn read_profile_file(path: &Path) -> Result<SeccompProfile, SeccompError> {
         file: path.to_path_buf(),
         message,
     };
-    let bytes = crate::input::read_regular_file(path, MAX_PROFILE_BYTES).map_err(|source| {
-        SeccompError::Read {
-            file: path.to_path_buf(),
-            source,
-        }
-    })?;
+    let bytes =
+        crate::common::input::read_regular_file(path, MAX_PROFILE_BYTES).map_err(|source| {
+            SeccompError::Read {
+                file: path.to_path_buf(),
+                source,
+            }
+        })?;
     let profile: Value = serde_json::from_slice(&bytes)
         .map_err(|e| invalid(format!("not a JSON seccomp profile ({e})")))?;
     let default_action = profile

@@ -19,7 +19,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use packbox::StreamKind;
+use packbox::{CheckedAction, StreamKind};
 use tokio::sync::mpsc;
 
 use super::auth::{Denied, Tokens};
@@ -547,7 +547,7 @@ async fn actions(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         let actions: Vec<Value> = reports
             .iter()
             .flat_map(|r| &r.actions)
-            .map(crate::cli::actions::action_json)
+            .map(CheckedAction::to_json)
             .collect();
         let problems: Vec<String> = reports
             .iter()

@@ -358,6 +358,20 @@ pub fn wait_for_running(filters: &[String]) -> String {
     }
 }
 
+/// Waits, at most `within`, until `condition` holds, checking every 100 ms; panics naming `what`
+/// when it never does. Tests wait for the condition they check, never assert at an instant the
+/// product does not promise.
+pub fn wait_until(what: &str, within: std::time::Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not so after {within:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Waits (at most a minute) until the packbox process `pid` has a container; returns its id.
 pub fn wait_for_container(pid: u32) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::input;
+use crate::common::input;
 
 /// Manifest files (requirements, includes, package.json, locks) larger than this are refused
 /// before they are read.

@@ -7,15 +7,17 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::Executor;
+use super::error::Error;
 use crate::catalog::Runtime;
 use crate::egress::policy::RunGrant;
 use crate::engine::{ContainerEngine, EngineError};
-use crate::envimage::{EnvRecipe, Manifests, lock_file};
+use crate::image::env::{EnvRecipe, Manifests, lock_file};
+use crate::image::prepare::{self, PrepareError, Preparer};
+use crate::image::probe::VersionStatus;
 use crate::lifecycle::owner::Owner;
 use crate::pack;
 use crate::plan::{PlanError, resolve_runtime};
-use crate::prepare::{self, PrepareError, Preparer};
-use crate::probe::VersionStatus;
 use crate::sandbox::isolation;
 use crate::sandbox::seccomp::Kernel;
 use crate::sandbox::{SandboxPolicy, Workload};
@@ -143,7 +145,7 @@ pub(crate) async fn explain(
         .and_then(|applied| crate::plan::egress_grant(settings, &action, &applied));
     let (egress, egress_refusal) = match egress {
         Ok(grant) => (grant, None),
-        Err(e) => (None, Some(crate::error_text::chain(&e))),
+        Err(e) => (None, Some(crate::common::error_text::chain(&e))),
     };
     let runtime = resolve_runtime(preparer.catalog, &action)?;
     let dependencies = action
@@ -154,7 +156,7 @@ pub(crate) async fn explain(
     let selected = prepare::select_version(&action.action_ref, runtime, constraint, &statuses);
     let (chosen, refusal) = match &selected {
         Ok(status) => (Some(*status), egress_refusal),
-        Err(e) => (None, Some(crate::error_text::chain(e))),
+        Err(e) => (None, Some(crate::common::error_text::chain(e))),
     };
     let candidates = candidates(runtime, constraint, &statuses, chosen);
     let environment = match chosen {
@@ -347,13 +349,34 @@ async fn read_lock(
     }))
 }
 
+impl Executor {
+    /// The decision a run of `action_ref` would take, without running it: runtime, constraint,
+    /// every candidate version and why it was taken or not, the environment key and its parts,
+    /// whether the image exists and the lock it recorded. Versions are verified as for a run.
+    pub async fn explain(&self, packs_dir: &Path, action_ref: &str) -> Result<Explanation, Error> {
+        explain(
+            &self.preparer(&self.shutdown),
+            &self.settings,
+            &self.owner,
+            packs_dir,
+            action_ref,
+        )
+        .await
+        .map_err(|e| match e {
+            ExplainError::Plan(e) => e.into(),
+            ExplainError::Prepare(e) => e.into(),
+            ExplainError::Engine(e) => e.into(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
     use crate::engine::fake::{Call, FakeEngine};
-    use crate::envimage::Installer;
+    use crate::image::env::Installer;
 
     #[tokio::test]
     async fn the_lock_is_read_from_a_container_that_never_starts_and_is_removed() {

@@ -45,6 +45,44 @@ pub struct CheckedAction {
     pub dependencies: Option<Manifests>,
 }
 
+impl CheckedAction {
+    /// The action as `actions list --json`, `pack validate --json` and the server's
+    /// `GET /v1/actions` show it: one description for every place that lists actions. Secret
+    /// parameters never show their default.
+    pub fn to_json(&self) -> serde_json::Value {
+        let manifest = &self.manifest;
+        let parameters: Vec<_> = manifest
+            .parameters
+            .iter()
+            .map(|(name, spec)| {
+                serde_json::json!({
+                    "name": name,
+                    "type": spec.kind,
+                    "required": spec.required,
+                    "secret": spec.secret,
+                    "default": if spec.secret { None } else { spec.default.as_ref() },
+                    "enum": spec.enum_values,
+                    "minimum": spec.minimum,
+                    "maximum": spec.maximum,
+                    "description": spec.description,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "ref": manifest.action_ref,
+            "description": manifest.description,
+            "enabled": manifest.enabled,
+            "runner_type": manifest.runner_type,
+            "runtime": self.runtime,
+            "runtime_version": manifest.runtime_version.as_ref().map(|c| c.as_str()),
+            "selected_version": self.version,
+            "selected_version_provisional": self.provisional,
+            "dependencies": self.dependencies.as_ref().map(|d| d.summary()),
+            "parameters": parameters,
+        })
+    }
+}
+
 /// Checks `dir`: one pack (it holds `pack.yaml`) or a folder of packs (its sub-folders that do),
 /// as the operator's `settings` allow (whether packs may choose package sources).
 pub fn check_packs(dir: &Path, catalog: &Catalog, settings: &Settings) -> Vec<CheckedPack> {
@@ -131,7 +169,8 @@ fn check_action(
     problems: &mut Vec<Problem>,
 ) -> Option<CheckedAction> {
     // Only for locating lines: the file was read and checked when the action loaded.
-    let text = crate::input::read_text(file, crate::pack::MAX_YAML_BYTES).unwrap_or_default();
+    let text =
+        crate::common::input::read_text(file, crate::pack::MAX_YAML_BYTES).unwrap_or_default();
     let problem = |field: &str, message: String| Problem {
         file: file.to_path_buf(),
         line: locate(&text, &[field]),

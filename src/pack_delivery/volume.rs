@@ -2,7 +2,7 @@
 //! pack's tree, for engines that cannot see this machine's files (a remote or Docker-in-Docker
 //! engine shows a bind-mounted host folder as empty).
 //!
-//! The tree digest is [`crate::pack_tree`]'s: the same pack checked out twice gives the same
+//! The tree digest is [`crate::pack_delivery::tree`]'s: the same pack checked out twice gives the same
 //! volume, and the same digest names it in a pack image and in a run's record.
 //!
 //! A volume is filled once per content and engine, whoever asks at the same time: the filler
@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::engine::{ContainerEngine, ContainerSpec, EngineError, VolumeMount};
 use crate::lifecycle::owner::{self, Owner};
-use crate::pack_tree::{Limits, PackTree, TreeError};
+use crate::pack_delivery::tree::{Limits, PackTree, TreeError};
 
 /// `packbox.kind` of pack volumes.
 pub const KIND: &str = "pack";
@@ -130,7 +130,7 @@ const LIMITS: Limits = Limits {
     max_bytes: MAX_BYTES,
 };
 
-/// The SHA-256 of a pack tree (see [`crate::pack_tree`]), in hex: the volume's name.
+/// The SHA-256 of a pack tree (see [`crate::pack_delivery::tree`]), in hex: the volume's name.
 pub fn tree_digest(pack: &str, root: &Path) -> Result<String, DeliveryError> {
     Ok(PackTree::read(pack, root, LIMITS)?.digest()?)
 }

@@ -18,11 +18,12 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, Runtime, RuntimeVersion};
+use crate::common::error_text::chain;
+use crate::contract::exit::Ending;
 use crate::engine::{ContainerEngine, SharedEngine};
-use crate::error_text::chain;
+use crate::image::runtime;
 use crate::lifecycle::owner::Owner;
-use crate::lifecycle::{self, Ending, RunIo, RunLimits};
-use crate::runtime_image;
+use crate::lifecycle::{self, RunIo, RunLimits};
 use crate::sandbox::seccomp::Kernel;
 use crate::sandbox::{SandboxPolicy, Workload};
 use crate::version::Candidate;
@@ -192,7 +193,7 @@ impl ProbeCache {
         };
         let written = serde_json::to_vec_pretty(&file)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| crate::state::write_atomically(&self.path, &bytes));
+            .and_then(|bytes| crate::common::state::write_atomically(&self.path, &bytes));
         if let Err(e) = written {
             tracing::warn!("cannot save probe cache {}: {e}", self.path.display());
         }
@@ -267,8 +268,7 @@ async fn verify_one(
     cancel: &CancellationToken,
 ) -> VersionStatus {
     let mut status = unverified(runtime, version);
-    let ensured =
-        runtime_image::ensure(engine.as_ref(), catalog, runtime, version, cancel, |_| {}).await;
+    let ensured = runtime::ensure(engine.as_ref(), catalog, runtime, version, cancel, |_| {}).await;
     let image_id = match ensured {
         Ok(state) => state.id().to_string(),
         Err(e) => {

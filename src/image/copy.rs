@@ -222,7 +222,7 @@ pub async fn copy(
             Ok(bytes)
         }
         Err(e) => {
-            let message = crate::error_text::chain(&e);
+            let message = crate::common::error_text::chain(&e);
             if let Ok(mut slot) = kept_error.lock() {
                 slot.get_or_insert(e);
             }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use crate::engine::{ContainerEngine, EngineError, ImageSummary};
-use crate::pack_image;
+use crate::pack_delivery::image as pack_image;
 
 /// One environment image, as `packbox envs list` shows it.
 #[derive(Clone, Debug, Serialize)]

@@ -5,7 +5,7 @@
 //! so that every node runs exactly these bytes; without one, it is named by its image id (the
 //! engine then never tries to pull it).
 //!
-//! The tree digest is [`crate::pack_tree`]'s: the same pack checked out twice gives the same
+//! The tree digest is [`crate::pack_delivery::tree`]'s: the same pack checked out twice gives the same
 //! image, and the same digest names it in a pack volume and in a run's record.
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use std::sync::{Arc, LazyLock};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{BuildSpec, EngineError, SharedEngine, SwarmEngine};
-use crate::pack_tree::{Limits, PackTree, TreeError};
+use crate::pack_delivery::tree::{Limits, PackTree, TreeError};
 
 /// `packbox.kind` of pack images.
 pub const KIND: &str = "pack-image";
@@ -402,7 +402,7 @@ mod tests {
 
     /// The digest a plan takes of the pack.
     fn digest(dir: &Path) -> String {
-        crate::pack_volume::tree_digest("p", dir).expect("digest")
+        crate::pack_delivery::volume::tree_digest("p", dir).expect("digest")
     }
 
     fn engine() -> Arc<FakeEngine> {

@@ -405,12 +405,13 @@ fn labels(recipe: &EnvRecipe, key: &str) -> HashMap<String, String> {
 
 /// Reads a CA bundle and checks it holds at least one PEM certificate.
 pub(crate) fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, EnvError> {
-    let bytes = crate::input::read_regular_file(path, MAX_CA_BUNDLE_BYTES).map_err(|e| {
-        EnvError::CaBundle {
-            path: path.to_path_buf(),
-            problem: format!("cannot read: {e}"),
-        }
-    })?;
+    let bytes =
+        crate::common::input::read_regular_file(path, MAX_CA_BUNDLE_BYTES).map_err(|e| {
+            EnvError::CaBundle {
+                path: path.to_path_buf(),
+                problem: format!("cannot read: {e}"),
+            }
+        })?;
     if !String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") {
         return Err(EnvError::CaBundle {
             path: path.to_path_buf(),
@@ -783,8 +784,8 @@ mod tests {
             runtime: "python".into(),
             version: "3.11.2".into(),
             base_image_id: "sha256:base".into(),
-            manifests: crate::envimage::Manifests {
-                installer: crate::envimage::Installer::Pip,
+            manifests: crate::image::env::Manifests {
+                installer: crate::image::env::Installer::Pip,
                 files: vec![("requirements.txt".into(), b"six\n".to_vec())],
                 requirements: Vec::new(),
                 sources: Vec::new(),
@@ -913,7 +914,7 @@ mod tests {
 
         use super::*;
         use crate::engine::fake::{BuildScript, Call, FakeEngine};
-        use crate::envimage::{Installer, Manifests};
+        use crate::image::env::{Installer, Manifests};
 
         /// A recipe no other test uses (builds are single-flight per key, process-wide).
         fn recipe(unique: &str) -> EnvRecipe {

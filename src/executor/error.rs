@@ -3,18 +3,18 @@
 //! return their own errors, which this one wraps.
 
 use crate::backend::{BackendError, SwarmError};
-use crate::base_image::BaseImageError;
 use crate::catalog::CatalogError;
 use crate::egress::EgressError;
 use crate::engine::EngineError;
-use crate::envimage::EnvError;
-use crate::image_copy::CopyError;
+use crate::image::base::BaseImageError;
+use crate::image::copy::CopyError;
+use crate::image::env::EnvError;
+use crate::image::prepare::PrepareError;
+use crate::image::probe::UnknownRuntimeFilter;
+use crate::image::runtime::ImageError;
 use crate::lifecycle::RunError;
-use crate::pack_volume::DeliveryError;
+use crate::pack_delivery::volume::DeliveryError;
 use crate::plan::PlanError;
-use crate::prepare::PrepareError;
-use crate::probe::UnknownRuntimeFilter;
-use crate::runtime_image::ImageError;
 use crate::sandbox::gvisor::GvisorError;
 use crate::settings::SettingsError;
 

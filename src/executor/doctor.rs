@@ -12,10 +12,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
-use crate::endpoint::{self, Endpoint};
+use crate::common::error_text::chain;
+use crate::engine::endpoint::{self, Endpoint};
 use crate::engine::{ContainerEngine, DockerEngine, EngineError};
-use crate::error_text::chain;
-use crate::probe::{self, ProbeCache, VersionStatus};
+use crate::image::probe::{self, ProbeCache, VersionStatus};
 use crate::settings::{PackDelivery, Settings, SettingsError};
 
 /// How one check went.
@@ -334,7 +334,7 @@ fn build_ca_check(bundle: Option<&Path>) -> Check {
             "PACKBOX_BUILD_CA_BUNDLE not set: pip and npm use their own CA certificates",
         );
     };
-    match crate::envimage::build::read_ca_bundle(path) {
+    match crate::image::env::build::read_ca_bundle(path) {
         Ok(_) => Check::new(
             "build_ca",
             CheckStatus::Ok,

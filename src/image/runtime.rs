@@ -212,7 +212,7 @@ async fn pull_pinned(
     };
     match pulled {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(failed(crate::error_text::chain(&e))),
+        Ok(Err(e)) => return Err(failed(crate::common::error_text::chain(&e))),
         Err(_) => {
             return Err(failed(format!(
                 "no answer within {} s",
@@ -231,7 +231,7 @@ async fn pull_pinned(
     if let Err(e) = engine.remove_image(&id).await {
         tracing::warn!(
             "removing unverified image {image}: {}",
-            crate::error_text::chain(&e)
+            crate::common::error_text::chain(&e)
         );
     }
     Err(ImageError::DigestMismatch {

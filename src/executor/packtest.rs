@@ -8,18 +8,21 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::Executor;
+use super::error::Error;
 use crate::catalog::{Catalog, Runtime};
+use crate::contract::exit::Ending;
 use crate::engine::{SharedEngine, StreamKind};
-use crate::envimage::{Installer, Manifests};
+use crate::image::env::{Installer, Manifests};
+use crate::image::prepare::{self, PrepareError, PrepareEvent, Preparer};
 use crate::lifecycle::RunError;
 use crate::lifecycle::owner::Owner;
-use crate::lifecycle::{self, Ending, RunIo, RunLimits};
+use crate::lifecycle::{self, RunIo, RunLimits};
 use crate::pack::testing::{TestKind, TestRunner};
 use crate::pack::validate::load_pack_manifest;
 use crate::pack::{PackError, Problem, dependencies};
-use crate::pack_volume::{self, DeliveryError};
+use crate::pack_delivery::volume::{self, DeliveryError};
 use crate::plan::{DEFAULT_TIMEOUT, PlanError};
-use crate::prepare::{self, PrepareError, PrepareEvent, Preparer};
 use crate::sandbox::seccomp::Kernel;
 use crate::sandbox::{PackFolder, PackSource, SandboxPolicy, Workload};
 use crate::settings::{PackDelivery, Settings};
@@ -130,8 +133,7 @@ pub fn plan_tests(
     if !problems.is_empty() {
         return Err(PackError::Invalid(problems).into());
     }
-    let pack_digest =
-        pack_volume::tree_digest(&pack.pack_ref, &pack_dir).map_err(PlanError::Digest)?;
+    let pack_digest = volume::tree_digest(&pack.pack_ref, &pack_dir).map_err(PlanError::Digest)?;
     Ok(TestPlan {
         pack_ref: pack.pack_ref.clone(),
         pack_dir,
@@ -266,7 +268,7 @@ pub(crate) async fn run_tests(
         let exec_id = uuid::Uuid::new_v4().to_string();
         let pack = match pack_delivery {
             PackDelivery::Volume => {
-                let delivered = pack_volume::ensure(
+                let delivered = volume::ensure(
                     engine.as_ref(),
                     &plan.pack_ref,
                     &plan.pack_dir,
@@ -383,6 +385,33 @@ fn command(runner: &TestRunner, runtime: &Runtime) -> Vec<String> {
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+impl Executor {
+    /// Runs a pack's tests (see [`crate::plan_tests`]), each runner in a fresh container on the
+    /// environment the pack's actions get. Failing tests are a report, not an error.
+    pub async fn test_pack(
+        &self,
+        plan: &TestPlan,
+        on_event: impl FnMut(TestEvent<'_>) + Send,
+    ) -> Result<TestReport, Error> {
+        let kernel = self.check_policy(plan.pack_ref(), plan.policy()).await?;
+        run_tests(
+            &self.preparer(&self.shutdown),
+            &self.engine,
+            &self.owner,
+            plan,
+            kernel,
+            self.settings.pack_delivery,
+            on_event,
+        )
+        .await
+        .map_err(|e| match e {
+            TestRunError::Prepare(e) => e.into(),
+            TestRunError::Run(e) => e.into(),
+            TestRunError::Delivery(e) => e.into(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! secrets merged in, how it reaches the action, and the limits. Everything wrong with the input
 //! is said here, before any container exists.
 
+pub mod check;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,14 +15,14 @@ use crate::contract::result::OutcomeTerms;
 use crate::contract::scrub::StreamScrubber;
 use crate::contract::secrets::{Redactor, SecretBytes, SecretError, Secrets};
 use crate::egress::policy::{Declared, PolicyError, RunGrant};
-use crate::envimage::Manifests;
+use crate::image::env::Manifests;
 use crate::lifecycle::RunLimits;
 use crate::lifecycle::owner::Owner;
 use crate::pack::params::ParamError;
 use crate::pack::{
     self, LoadedAction, PackError, ParameterDelivery, ParameterFormat, Problem, params,
 };
-use crate::pack_volume;
+use crate::pack_delivery::volume;
 use crate::sandbox::isolation::{self, IsolationError};
 use crate::sandbox::{PackFolder, PackSource, SandboxPolicy, Workload};
 use crate::settings::Settings;
@@ -46,7 +48,7 @@ pub enum PlanError {
     Secret(#[from] SecretError),
     /// The pack's files could not be read whole for its digest.
     #[error(transparent)]
-    Digest(pack_volume::DeliveryError),
+    Digest(volume::DeliveryError),
     /// The parameter document cannot be written in the action's format.
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
@@ -245,8 +247,8 @@ pub fn plan(
         .or(settings.run.timeout)
         .or(manifest.timeout_seconds.map(Duration::from_secs))
         .unwrap_or(DEFAULT_TIMEOUT);
-    let pack_digest = pack_volume::tree_digest(&action.pack.pack_ref, &action.pack_dir)
-        .map_err(PlanError::Digest)?;
+    let pack_digest =
+        volume::tree_digest(&action.pack.pack_ref, &action.pack_dir).map_err(PlanError::Digest)?;
     Ok(RunPlan {
         pack_digest,
         runtime: runtime.clone(),

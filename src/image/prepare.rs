@@ -8,10 +8,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, NoMatchingVersion, Runtime};
 use crate::engine::SharedEngine;
-use crate::envimage::{self, BuildSettings, EnvError, EnvRecipe, Manifests};
+use crate::image::env::{self, BuildSettings, EnvError, EnvRecipe, Manifests};
+use crate::image::probe::{self, ProbeCache, VersionStatus};
+use crate::image::runtime::ImageError;
 use crate::lifecycle::owner::Owner;
-use crate::probe::{self, ProbeCache, VersionStatus};
-use crate::runtime_image::ImageError;
 use crate::version::{self, Candidate, Constraint, Verdict};
 
 /// An image a run needs that cannot be made ready.
@@ -202,7 +202,7 @@ impl Preparer<'_> {
         };
         let tag = recipe.tag();
         let mut announced = false;
-        let env = envimage::ensure(
+        let env = env::ensure(
             self.engine.as_ref(),
             &recipe,
             self.build,

@@ -600,7 +600,7 @@ fn check_tls_files(files: &TlsFiles, origin: &Origin) -> Result<(), EndpointErro
         problem,
     };
     let read = |file: &Path| {
-        crate::input::read_regular_file(file, MAX_FILE_BYTES)
+        crate::common::input::read_regular_file(file, MAX_FILE_BYTES)
             .map_err(|e| unusable(file, format!("cannot read it ({e})")))
     };
     for file in [&files.ca, &files.cert] {
@@ -620,7 +620,7 @@ fn check_tls_files(files: &TlsFiles, origin: &Origin) -> Result<(), EndpointErro
 
 /// A small text file of the docker CLI's, read with a size cap (it is not packbox's to trust).
 fn read_text(file: &Path) -> std::io::Result<String> {
-    let bytes = crate::input::read_regular_file(file, MAX_FILE_BYTES)?;
+    let bytes = crate::common::input::read_regular_file(file, MAX_FILE_BYTES)?;
     String::from_utf8(bytes)
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }

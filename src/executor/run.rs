@@ -1,0 +1,209 @@
+//! Running a planned action: the sandbox policy checked against the engine, the image prepared,
+//! the workload handed to the run backend, the outcome made by the contract.
+
+use super::error::Error;
+use super::{Executor, PrepareEvent};
+use crate::backend::Job;
+use crate::contract::Outcome;
+use crate::contract::result::{self, RunFacts};
+use crate::egress::audit::EgressReport;
+use crate::engine::StreamKind;
+use crate::image::prepare::{self};
+use crate::image::probe::VersionStatus;
+use crate::lifecycle::RunIo;
+use crate::plan::RunPlan;
+use std::sync::Mutex;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// What [`Executor::run`] reports while it works.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RunEvent<'a> {
+    /// Preparing the image (an environment build).
+    Prepare(PrepareEvent<'a>),
+    /// The action's container was handed the run (the action starts now); its exec id is the
+    /// outcome's and the container's `packbox.exec_id` label.
+    Started {
+        /// The run's exec id.
+        exec_id: &'a str,
+    },
+    /// A chunk of the action's output, as it arrives. It is not scrubbed of the run's secrets
+    /// (the outcome's output is): show it through [`RunPlan::output_scrubber`].
+    Output {
+        /// Whether the chunk is from stdout or stderr.
+        stream: StreamKind,
+        /// The bytes, cut where the engine cut them (not necessarily at a line or character).
+        bytes: &'a [u8],
+    },
+}
+
+impl Executor {
+    /// Runs a plan in a fresh container and removes it (once the outcome is known, in the
+    /// background: [`Executor::close`] waits for it). An action that fails is an `Ok` outcome
+    /// with status failed; `Err` means the run could not happen. `on_event` hears about
+    /// environment builds, the container's start and receives the action's output as it comes
+    /// (for `--follow`).
+    pub async fn run(
+        &self,
+        plan: &RunPlan,
+        on_event: impl FnMut(RunEvent<'_>) + Send,
+    ) -> Result<Outcome, Error> {
+        self.run_with_cancel(plan, &CancellationToken::new(), on_event)
+            .await
+    }
+
+    /// [`Executor::run`], stopped early when `cancel` is cancelled, as when the executor shuts
+    /// down but for this run alone: before the container starts the run ends with a
+    /// [`Fault::Cancelled`](crate::Fault) error and leaves nothing; after, the action is stopped
+    /// (SIGTERM, grace, SIGKILL), its container removed, and its outcome is `cancelled`.
+    pub async fn run_with_cancel(
+        &self,
+        plan: &RunPlan,
+        cancel: &CancellationToken,
+        on_event: impl FnMut(RunEvent<'_>) + Send,
+    ) -> Result<Outcome, Error> {
+        // One token for the run, cancelled by the executor's shutdown (as its child) or by the
+        // caller's token (relayed while the run lasts).
+        let token = self.shutdown.child_token();
+        let relay = async {
+            cancel.cancelled().await;
+            token.cancel();
+            std::future::pending::<std::convert::Infallible>().await
+        };
+        tokio::select! {
+            outcome = self.run_until(plan, &token, on_event) => outcome,
+            never = relay => match never {},
+        }
+    }
+
+    async fn run_until(
+        &self,
+        plan: &RunPlan,
+        cancel: &CancellationToken,
+        mut on_event: impl FnMut(RunEvent<'_>) + Send,
+    ) -> Result<Outcome, Error> {
+        let span = tracing::info_span!("run", action = plan.action_ref());
+        async {
+            let started = Instant::now();
+            let kernel = self.check_policy(plan.action_ref(), plan.policy()).await?;
+            let preparer = self.preparer(cancel);
+            let statuses = preparer.verified_versions(&plan.runtime).await?;
+            let constraint = plan.action.action.runtime_version.as_ref();
+            tracing::debug!(
+                runtime = %plan.runtime.name,
+                constraint = constraint.map(|c| c.as_str()),
+                candidates = %describe_candidates(&statuses),
+                "choosing a version"
+            );
+            let selected =
+                prepare::select_version(plan.action_ref(), &plan.runtime, constraint, &statuses)?;
+            tracing::debug!(
+                version = selected.full_version(),
+                image = %selected.image,
+                why = if constraint.is_some() {
+                    "highest verified version matching the constraint"
+                } else {
+                    "the runtime's default (else highest) verified version"
+                },
+                "version chosen"
+            );
+            let prepare_started = Instant::now();
+            let prepared = preparer
+                .image_for(
+                    &plan.runtime,
+                    selected,
+                    plan.dependencies.as_ref(),
+                    |event| on_event(RunEvent::Prepare(event)),
+                )
+                .await?;
+            tracing::debug!(
+                image = %prepared.image,
+                built = prepared.built,
+                ms = prepare_started.elapsed().as_millis() as u64,
+                "image ready"
+            );
+            let prepare_ms = started.elapsed().as_millis() as u64;
+            let exec_id = uuid::Uuid::new_v4().to_string();
+            // The backend tells of the start and of the output, one after the other.
+            let on_event = Mutex::new(on_event);
+            let mut on_output = |stream: StreamKind, bytes: &[u8]| {
+                if let Ok(mut on_event) = on_event.lock() {
+                    on_event(RunEvent::Output { stream, bytes });
+                }
+            };
+            let mut on_started = |exec_id: &str| {
+                if let Ok(mut on_event) = on_event.lock() {
+                    on_event(RunEvent::Started { exec_id });
+                }
+            };
+            let ran = self
+                .backend
+                .run(Job {
+                    workload: plan.workload(&exec_id, &prepared.image, &self.owner),
+                    exec_id,
+                    policy: plan.policy(),
+                    kernel,
+                    io: RunIo {
+                        stdin: plan.stdin.0.clone(),
+                        limits: &plan.limits,
+                        cancel,
+                        on_output: &mut on_output,
+                    },
+                    warm_start: plan.warm_start_cmd(),
+                    on_started: &mut on_started,
+                    egress: plan.egress.as_ref(),
+                })
+                .await?;
+            tracing::debug!(
+                ending = ?ran.exit.ending,
+                exit_code = ran.exit.exit_code,
+                ms = started.elapsed().as_millis() as u64,
+                "run finished"
+            );
+            let mut outcome = result::outcome(
+                plan.outcome_terms(&ran.sandbox),
+                ran.exit,
+                RunFacts {
+                    exec_id: ran.exec_id,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    prepare_ms,
+                    runtime_version: prepared.runtime_version,
+                    image: prepared.image,
+                },
+            );
+            if let (Some(grant), Some((audit, incomplete))) = (&plan.egress, ran.egress) {
+                outcome.egress = Some(EgressReport {
+                    granted: grant.destinations.clone(),
+                    audit,
+                    incomplete,
+                });
+            }
+            Ok(outcome)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// The versions considered for a run, for the debug log: declared, detected, available.
+fn describe_candidates(statuses: &[VersionStatus]) -> String {
+    statuses
+        .iter()
+        .map(|s| {
+            let verdict = if s.is_available() {
+                "available".to_string()
+            } else {
+                s.reason.clone().unwrap_or_else(|| "unavailable".into())
+            };
+            let cache = if s.cached { "cached" } else { "probed" };
+            format!(
+                "{} (detected {}, {verdict}, {cache})",
+                s.version,
+                s.detected_version.as_deref().unwrap_or("-")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
