@@ -190,7 +190,7 @@ impl Drop for Destinations {
 /// The rules every test grants unless it says otherwise.
 const RULES: &str = r#"network:
   - match: "egress.*"
-    egress: ["granted.test:8000,8443", "rebind.test:8000", "hostgw.test:8000", "metadata.test:80", "neighbour.test:7000", "hostport.test:47000"]
+    egress: ["granted.test:8000,8443", "rebind.test:8000", "hostgw.test:8000,2376", "metadata.test:80", "neighbour.test:7000", "hostport.test:47000"]
   - match: "egressnode.*"
     egress: ["granted.test:8443"]
 "#;
@@ -876,4 +876,138 @@ fn a_killed_packbox_leaves_its_proxy_and_networks_to_gc() {
     );
     assert!(networks_of(&docker, pid).is_empty());
     assert!(containers_of(pid).is_empty());
+}
+
+/// The probe's refusals that hold on every backend: another server through the proxy, raw TCP
+/// to it, the host's engine port by name; and the run's audit says so.
+fn assert_the_basic_refusals(
+    destinations: &Destinations,
+    config: &Path,
+    dir: &Path,
+    args: &[&str],
+    packbox_of: impl Fn(&[&str]) -> Finished,
+) -> Finished {
+    let other = destinations.ip("other");
+    let gateway = destinations.gateway();
+    let params = serde_json::json!({
+        "tcp": [format!("{other}:9000"), format!("{gateway}:2376")],
+        "proxy_requests": [
+            "CONNECT other.test:8000 HTTP/1.1\r\nHost: other.test:8000\r\n\r\n",
+            "CONNECT hostgw.test:2376 HTTP/1.1\r\nHost: hostgw.test:2376\r\n\r\n",
+        ],
+    });
+    let params_file = dir.join("params.json");
+    std::fs::write(&params_file, params.to_string()).expect("params");
+    let packs = egress_packs().to_string_lossy().into_owned();
+    let config = config.to_string_lossy().into_owned();
+    let params_arg = params_file.to_string_lossy().into_owned();
+    let mut all = vec![
+        "--config", config.as_str(), "run", "--packs", packs.as_str(), "egress.probe", "--json",
+        "--params-file", params_arg.as_str(),
+    ];
+    all.extend_from_slice(args);
+    let finished = packbox_of(&all);
+    let (report, outcome) = fetched(&finished);
+    assert_eq!(report[format!("tcp {other}:9000")]["ok"], false, "{report}");
+    assert_eq!(report[format!("tcp {gateway}:2376")]["ok"], false, "{report}");
+    for (request, reason) in [
+        ("proxy CONNECT other.test:8000 HTTP/1.1", "not granted"),
+        ("proxy CONNECT hostgw.test:2376 HTTP/1.1", "the host"),
+    ] {
+        let answer = report[request]["detail"].as_str().unwrap_or_default();
+        assert!(answer.starts_with("HTTP/1.1 403"), "{request}: {report}");
+        assert!(
+            outcome["egress"]["connections"]
+                .as_array()
+                .is_some_and(|all| all.iter().any(|c| c["refusal"]
+                    .as_str()
+                    .is_some_and(|r| r.contains(reason)))),
+            "{request}: {}",
+            outcome["egress"]
+        );
+    }
+    assert_eq!(outcome["egress"]["refused"], 2, "{}", outcome["egress"]);
+    let log = destinations.log(&destinations.server("other"));
+    assert!(!log.contains("tcp 9000") && !log.contains("http 8000"), "{log}");
+    finished
+}
+
+#[test]
+fn the_dind_engine_over_tls_enforces_the_same_grant() {
+    require_engine();
+    let dind = common::dind::Dind::acquire(common::dind::Flavour::Plain);
+    let docker = Docker {
+        env: dind.env().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    };
+    // The proxy's image is built on the Debian base, which the engine must have.
+    if !docker.run(&["image", "inspect", "packbox/base:bookworm"]).status.success() {
+        let envs: Vec<String> = docker.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let loaded = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker save packbox/base:bookworm | env {} docker load -q",
+                envs.join(" ")
+            ))
+            .output()
+            .expect("sh runs");
+        assert!(loaded.status.success(), "{}", String::from_utf8_lossy(&loaded.stderr));
+    }
+    let destinations = Destinations::start(&docker);
+    let dir = tempfile::tempdir().expect("dir");
+    let config = destinations.config(dir.path(), RULES, &[]);
+    let packs = egress_packs().to_string_lossy().into_owned();
+    let config_arg = config.to_string_lossy().into_owned();
+    let ca = format!("ca={}", destinations.ca);
+    let allowed = dind.packbox(
+        &[
+            "--config", &config_arg, "run", "--packs", &packs, "egress.curl", "--json",
+            "-p", "url=https://granted.test:8443/dind", "-p", &ca,
+        ],
+        &[],
+    );
+    let (result, outcome) = fetched(&allowed);
+    assert_eq!(result["ok"], true, "{outcome}");
+    assert_eq!(outcome["sandbox"]["network"], "egress");
+    assert_eq!(connections(&outcome, "granted.test", 8443).len(), 1);
+    assert_nothing_left(&docker, &allowed);
+    let refused = assert_the_basic_refusals(&destinations, &config, dir.path(), &[], |args| {
+        dind.packbox(args, &[])
+    });
+    assert_nothing_left(&docker, &refused);
+}
+
+#[test]
+fn a_swarm_run_enforces_the_same_grant() {
+    require_engine();
+    let _swarm = common::swarm::use_swarm();
+    let docker = Docker::default();
+    let destinations = Destinations::start(&docker);
+    let dir = tempfile::tempdir().expect("dir");
+    let config = destinations.config(dir.path(), RULES, &[]);
+    let swarm_args = ["--seccomp", "engine-default", "--allow-weaker-sandbox"];
+    let packs = egress_packs().to_string_lossy().into_owned();
+    let config_arg = config.to_string_lossy().into_owned();
+    let mut args = vec![
+        "--config", config_arg.as_str(), "--backend", "swarm", "run", "--packs", packs.as_str(),
+        "egress.curl", "--json", "-p", "url=http://granted.test:8000/swarm",
+    ];
+    args.extend_from_slice(&swarm_args);
+    let allowed = packbox(&args, &[]);
+    let (result, outcome) = fetched(&allowed);
+    assert_eq!(result["ok"], true, "{outcome}");
+    assert_eq!(outcome["sandbox"]["backend"], "swarm");
+    assert_eq!(outcome["sandbox"]["network"], "egress");
+    assert_eq!(connections(&outcome, "granted.test", 8000).len(), 1);
+    common::swarm::assert_no_swarm_leftovers(allowed.pid);
+    assert_nothing_left(&docker, &allowed);
+    let backend = ["--backend", "swarm"];
+    let refused = assert_the_basic_refusals(&destinations, &config, dir.path(), &swarm_args, |args| {
+        // `--backend` goes before the command.
+        let mut all: Vec<&str> = args[..2].to_vec();
+        all.extend_from_slice(&backend);
+        all.extend_from_slice(&args[2..]);
+        packbox(&all, &[])
+    });
+    common::swarm::assert_no_swarm_leftovers(refused.pid);
+    assert_nothing_left(&docker, &refused);
 }

@@ -385,6 +385,12 @@ impl Dispatcher {
                 let took = started.elapsed();
                 self.note_duration(took);
                 self.metrics.run_took(plan.action_ref(), took.as_secs_f64());
+                if let Ok(outcome) = &outcome
+                    && let Some(egress) = &outcome.egress
+                {
+                    self.metrics
+                        .egress_refused(plan.action_ref(), egress.audit.refused);
+                }
                 ending_of(outcome)
             }
         };

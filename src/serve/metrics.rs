@@ -49,6 +49,7 @@ pub struct Metrics {
     env_builds: Counter,
     engine_errors: Counter,
     requests: Family<Request, Counter>,
+    egress_refused: Family<Action, Counter>,
 }
 
 impl Default for Metrics {
@@ -112,7 +113,14 @@ impl Metrics {
             "HTTP requests answered, by route and status code",
             requests.clone(),
         );
+        let egress_refused = Family::<Action, Counter>::default();
+        registry.register(
+            "packbox_egress_refused",
+            "Connection attempts the egress proxy refused, by action",
+            egress_refused.clone(),
+        );
         Metrics {
+            egress_refused,
             registry,
             executions,
             durations,
@@ -133,6 +141,17 @@ impl Metrics {
                 status: status.to_string(),
             })
             .inc();
+    }
+
+    /// The egress proxy refused `count` connection attempts of a run of `action`.
+    pub fn egress_refused(&self, action: &str, count: u64) {
+        if count > 0 {
+            self.egress_refused
+                .get_or_create(&Action {
+                    action: action.to_string(),
+                })
+                .inc_by(count);
+        }
     }
 
     /// A run that held a slot took `seconds`.

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The schema this code writes; bumped with each change (with a migration).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS executions (
@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS executions (
     started_at INTEGER,
     finished_at INTEGER,
     result_truncated INTEGER NOT NULL DEFAULT 0,
-    result_error TEXT
+    result_error TEXT,
+    egress TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS executions_idempotency
     ON executions (token_name, idempotency_key) WHERE idempotency_key IS NOT NULL;
@@ -61,7 +62,7 @@ CREATE INDEX IF NOT EXISTS executions_action ON executions (action, seq);
 const COLUMNS: &str = "seq, id, action, status, token_name, idempotency_key, exec_id, pack_version,
     pack_digest, timeout_seconds, exit_code, result, stdout, stderr, stdout_truncated,
     stderr_truncated, error, sandbox, image, runtime, runtime_version, duration_ms, prepare_ms,
-    queued_at, started_at, finished_at, result_truncated, result_error";
+    queued_at, started_at, finished_at, result_truncated, result_error, egress";
 
 /// The record store could not do its work.
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +232,10 @@ pub struct Record {
     pub error: Option<String>,
     /// The sandbox settings that were applied, as the outcome reports them.
     pub sandbox: Option<Value>,
+    /// For a run with an egress grant: the grant and every connection attempt through the
+    /// proxy, as the outcome reports them (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Value>,
     /// The image the action ran in.
     pub image: Option<String>,
     /// The catalog's name for the runtime the action ran on.
@@ -304,6 +309,8 @@ pub struct Ending {
     pub error: Option<String>,
     /// See [`Record::sandbox`].
     pub sandbox: Option<Value>,
+    /// See [`Record::egress`].
+    pub egress: Option<Value>,
     /// See [`Record::image`].
     pub image: Option<String>,
     /// See [`Record::runtime`].
@@ -332,6 +339,10 @@ impl Ending {
             stderr_truncated: outcome.stderr_truncated,
             error: outcome.error,
             sandbox: serde_json::to_value(&outcome.sandbox).ok(),
+            egress: outcome
+                .egress
+                .as_ref()
+                .and_then(|egress| serde_json::to_value(egress).ok()),
             image: Some(outcome.image),
             runtime: Some(outcome.runtime),
             runtime_version: Some(outcome.runtime_version),
@@ -355,6 +366,7 @@ impl Ending {
             stderr_truncated: false,
             error: Some(error),
             sandbox: None,
+            egress: None,
             image: None,
             runtime: None,
             runtime_version: None,
@@ -380,7 +392,7 @@ pub struct ListQuery {
 /// One page of a listing: records without their output, and where the next page starts.
 #[derive(Debug, Serialize)]
 pub struct Page {
-    /// The records, newest first, without `stdout`, `stderr`, `result` and `sandbox`.
+    /// The records, newest first, without `stdout`, `stderr`, `result`, `sandbox` and `egress`.
     pub executions: Vec<Value>,
     /// The `before` of the next page; `None` on the last page.
     pub next_cursor: Option<String>,
@@ -453,6 +465,12 @@ impl Store {
             });
         }
         connection.execute_batch(SCHEMA).map_err(open_error)?;
+        if found == 1 {
+            // Version 2 records what runs with an egress grant reached.
+            connection
+                .execute_batch("ALTER TABLE executions ADD COLUMN egress TEXT")
+                .map_err(open_error)?;
+        }
         connection
             .pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(open_error)?;
@@ -590,6 +608,10 @@ impl Store {
                 .sandbox
                 .as_ref()
                 .map(|s| serde_json::to_string(s).unwrap_or_default());
+            let egress = ending
+                .egress
+                .as_ref()
+                .map(|e| serde_json::to_string(e).unwrap_or_default());
             connection
                 .execute(
                     "UPDATE executions SET status = ?2, exec_id = COALESCE(?3, exec_id),
@@ -597,7 +619,7 @@ impl Store {
                         stdout_truncated = ?8, stderr_truncated = ?9, error = ?10, sandbox = ?11,
                         image = ?12, runtime = ?13, runtime_version = ?14, duration_ms = ?15,
                         prepare_ms = ?16, finished_at = ?17, result_truncated = ?18,
-                        result_error = ?19
+                        result_error = ?19, egress = ?20
                      WHERE id = ?1 AND status IN ('queued', 'running')",
                     params![
                         id,
@@ -619,6 +641,7 @@ impl Store {
                         now_ms(),
                         ending.result_truncated,
                         ending.result_error,
+                        egress,
                     ],
                 )
                 .map_err(query("recording how an execution ended"))?;
@@ -805,6 +828,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
         queued_at: rfc3339(row.get(23)?),
         started_at: row.get::<_, Option<i64>>(24)?.map(rfc3339),
         finished_at: row.get::<_, Option<i64>>(25)?.map(rfc3339),
+        egress: json(row.get(28)?),
     })
 }
 
@@ -812,7 +836,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
 fn summary(record: &Record) -> Value {
     let mut value = serde_json::to_value(record).unwrap_or(Value::Null);
     if let Some(object) = value.as_object_mut() {
-        for heavy in ["stdout", "stderr", "result", "sandbox"] {
+        for heavy in ["stdout", "stderr", "result", "sandbox", "egress"] {
             object.remove(heavy);
         }
     }
