@@ -55,15 +55,33 @@ fn main() {
     let bench_packs = root.join("tests/fixtures");
     let dir = tempfile::tempdir().expect("dir");
     let network = format!("egress-bench-{}", std::process::id());
-    docker(&["network", "create", "--label", "packbox.test=egress-bench", &network]);
+    docker(&[
+        "network",
+        "create",
+        "--label",
+        "packbox.test=egress-bench",
+        &network,
+    ]);
     let server = format!("{network}-server");
     let script = std::fs::read_to_string(packs.join("server.py")).expect("server script");
     docker(&[
-        "run", "-d", "--label", "packbox.test=egress-bench", "--name", &server, "--network",
-        &network, "packbox/python:3.11", "python3", "-u", "-c", &script,
+        "run",
+        "-d",
+        "--label",
+        "packbox.test=egress-bench",
+        "--name",
+        &server,
+        "--network",
+        &network,
+        "packbox/python:3.11",
+        "python3",
+        "-u",
+        "-c",
+        &script,
     ]);
     let ip = docker(&[
-        "inspect", "--format",
+        "inspect",
+        "--format",
         &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
         &server,
     ]);
@@ -79,9 +97,7 @@ fn main() {
     let granted = settings(
         dir.path(),
         "granted.yaml",
-        &format!(
-            "network:\n  - match: \"*\"\n    egress: [\"granted.test:8000\"]\n{egress}"
-        ),
+        &format!("network:\n  - match: \"*\"\n    egress: [\"granted.test:8000\"]\n{egress}"),
     );
     let none = settings(dir.path(), "none.yaml", &format!("network: []\n{egress}"));
     let direct = settings(
@@ -103,7 +119,11 @@ fn main() {
     report.push_str(&format!(
         "`cargo bench --bench egress` (`scripts/bench egress`), {}; load average (1, 5, 15 min) \
          beside each figure: figures taken under load are preliminary.\n\n",
-        docker(&["version", "--format", "Docker {{.Server.Version}} (API {{.Server.APIVersion}})"])
+        docker(&[
+            "version",
+            "--format",
+            "Docker {{.Server.Version}} (API {{.Server.APIVersion}})"
+        ])
     ));
     report.push_str("| figure | with a grant | without | added | load |\n|---|---|---|---|---|\n");
 
@@ -160,9 +180,16 @@ fn main() {
     let timed = |settings: &Settings, url: &str, direct: bool| -> (f64, f64) {
         let direct = format!("direct={direct}");
         let url = format!("url={url}");
-        let timing = plan(settings, &packs, "egress.timing", &[&url, &direct, "count=100"]);
+        let timing = plan(
+            settings,
+            &packs,
+            "egress.timing",
+            &[&url, &direct, "count=100"],
+        );
         runtime.block_on(async {
-            let executor = Executor::connect(settings.clone(), catalog()).await.expect("engine");
+            let executor = Executor::connect(settings.clone(), catalog())
+                .await
+                .expect("engine");
             let outcome = executor.run(&timing, |_| {}).await.expect("run");
             executor.close().await;
             assert_eq!(outcome.status, Status::Succeeded, "{}", outcome.stderr);
@@ -191,7 +218,9 @@ fn main() {
     for settings in [&granted, &none] {
         let noop = plan(settings, &bench_packs, "bench.noop", &[]);
         let (took, all_ok) = runtime.block_on(async {
-            let executor = Executor::connect(settings.clone(), catalog()).await.expect("engine");
+            let executor = Executor::connect(settings.clone(), catalog())
+                .await
+                .expect("engine");
             executor.run(&noop, |_| {}).await.expect("first run");
             let started = Instant::now();
             let outcomes: Vec<_> = futures::stream::iter(0..BATCH)
@@ -210,8 +239,19 @@ fn main() {
         rates.push(BATCH as f64 / took.as_secs_f64());
     }
     let pid = std::process::id().to_string();
-    let left_containers = docker(&["ps", "-aq", "--filter", &format!("label=packbox.owner_pid={pid}")]);
-    let left_networks = docker(&["network", "ls", "-q", "--filter", &format!("label=packbox.owner_pid={pid}")]);
+    let left_containers = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=packbox.owner_pid={pid}"),
+    ]);
+    let left_networks = docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=packbox.owner_pid={pid}"),
+    ]);
     report.push_str(&format!(
         "| {BATCH} trivial runs at concurrency {CONCURRENCY} | {:.1} runs/s | {:.1} runs/s | {:.2}x the throughput | {} |\n",
         rates[0],

@@ -902,14 +902,25 @@ fn assert_the_basic_refusals(
     let config = config.to_string_lossy().into_owned();
     let params_arg = params_file.to_string_lossy().into_owned();
     let mut all = vec![
-        "--config", config.as_str(), "run", "--packs", packs.as_str(), "egress.probe", "--json",
-        "--params-file", params_arg.as_str(),
+        "--config",
+        config.as_str(),
+        "run",
+        "--packs",
+        packs.as_str(),
+        "egress.probe",
+        "--json",
+        "--params-file",
+        params_arg.as_str(),
     ];
     all.extend_from_slice(args);
     let finished = packbox_of(&all);
     let (report, outcome) = fetched(&finished);
     assert_eq!(report[format!("tcp {other}:9000")]["ok"], false, "{report}");
-    assert_eq!(report[format!("tcp {gateway}:2376")]["ok"], false, "{report}");
+    assert_eq!(
+        report[format!("tcp {gateway}:2376")]["ok"],
+        false,
+        "{report}"
+    );
     for (request, reason) in [
         ("proxy CONNECT other.test:8000 HTTP/1.1", "not granted"),
         ("proxy CONNECT hostgw.test:2376 HTTP/1.1", "the host"),
@@ -919,16 +930,19 @@ fn assert_the_basic_refusals(
         assert!(
             outcome["egress"]["connections"]
                 .as_array()
-                .is_some_and(|all| all.iter().any(|c| c["refusal"]
-                    .as_str()
-                    .is_some_and(|r| r.contains(reason)))),
+                .is_some_and(|all| all
+                    .iter()
+                    .any(|c| c["refusal"].as_str().is_some_and(|r| r.contains(reason)))),
             "{request}: {}",
             outcome["egress"]
         );
     }
     assert_eq!(outcome["egress"]["refused"], 2, "{}", outcome["egress"]);
     let log = destinations.log(&destinations.server("other"));
-    assert!(!log.contains("tcp 9000") && !log.contains("http 8000"), "{log}");
+    assert!(
+        !log.contains("tcp 9000") && !log.contains("http 8000"),
+        "{log}"
+    );
     finished
 }
 
@@ -937,10 +951,18 @@ fn the_dind_engine_over_tls_enforces_the_same_grant() {
     require_engine();
     let dind = common::dind::Dind::acquire(common::dind::Flavour::Plain);
     let docker = Docker {
-        env: dind.env().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        env: dind
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
     };
     // The proxy's image is built on the Debian base, which the engine must have.
-    if !docker.run(&["image", "inspect", "packbox/base:bookworm"]).status.success() {
+    if !docker
+        .run(&["image", "inspect", "packbox/base:bookworm"])
+        .status
+        .success()
+    {
         let envs: Vec<String> = docker.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let loaded = Command::new("sh")
             .arg("-c")
@@ -950,7 +972,11 @@ fn the_dind_engine_over_tls_enforces_the_same_grant() {
             ))
             .output()
             .expect("sh runs");
-        assert!(loaded.status.success(), "{}", String::from_utf8_lossy(&loaded.stderr));
+        assert!(
+            loaded.status.success(),
+            "{}",
+            String::from_utf8_lossy(&loaded.stderr)
+        );
     }
     let destinations = Destinations::start(&docker);
     let dir = tempfile::tempdir().expect("dir");
@@ -960,8 +986,17 @@ fn the_dind_engine_over_tls_enforces_the_same_grant() {
     let ca = format!("ca={}", destinations.ca);
     let allowed = dind.packbox(
         &[
-            "--config", &config_arg, "run", "--packs", &packs, "egress.curl", "--json",
-            "-p", "url=https://granted.test:8443/dind", "-p", &ca,
+            "--config",
+            &config_arg,
+            "run",
+            "--packs",
+            &packs,
+            "egress.curl",
+            "--json",
+            "-p",
+            "url=https://granted.test:8443/dind",
+            "-p",
+            &ca,
         ],
         &[],
     );
@@ -988,8 +1023,17 @@ fn a_swarm_run_enforces_the_same_grant() {
     let packs = egress_packs().to_string_lossy().into_owned();
     let config_arg = config.to_string_lossy().into_owned();
     let mut args = vec![
-        "--config", config_arg.as_str(), "--backend", "swarm", "run", "--packs", packs.as_str(),
-        "egress.curl", "--json", "-p", "url=http://granted.test:8000/swarm",
+        "--config",
+        config_arg.as_str(),
+        "--backend",
+        "swarm",
+        "run",
+        "--packs",
+        packs.as_str(),
+        "egress.curl",
+        "--json",
+        "-p",
+        "url=http://granted.test:8000/swarm",
     ];
     args.extend_from_slice(&swarm_args);
     let allowed = packbox(&args, &[]);
@@ -1001,13 +1045,14 @@ fn a_swarm_run_enforces_the_same_grant() {
     common::swarm::assert_no_swarm_leftovers(allowed.pid);
     assert_nothing_left(&docker, &allowed);
     let backend = ["--backend", "swarm"];
-    let refused = assert_the_basic_refusals(&destinations, &config, dir.path(), &swarm_args, |args| {
-        // `--backend` goes before the command.
-        let mut all: Vec<&str> = args[..2].to_vec();
-        all.extend_from_slice(&backend);
-        all.extend_from_slice(&args[2..]);
-        packbox(&all, &[])
-    });
+    let refused =
+        assert_the_basic_refusals(&destinations, &config, dir.path(), &swarm_args, |args| {
+            // `--backend` goes before the command.
+            let mut all: Vec<&str> = args[..2].to_vec();
+            all.extend_from_slice(&backend);
+            all.extend_from_slice(&args[2..]);
+            packbox(&all, &[])
+        });
     common::swarm::assert_no_swarm_leftovers(refused.pid);
     assert_nothing_left(&docker, &refused);
 }
