@@ -746,8 +746,11 @@ impl AsyncWrite for Counted {
 /// on every address of its container, commands from stdin and reports to stdout until stdin
 /// ends. Exit code 0 when packbox closed the channel, 1 when the proxy could not start.
 pub fn main() -> std::process::ExitCode {
+    // Few threads: the container's process limit is small, and name lookups (the only blocking
+    // work) are short.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(16)
         .enable_all()
         .build()
     {
