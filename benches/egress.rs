@@ -143,8 +143,10 @@ fn main() {
                 assert_eq!(first.status, Status::Succeeded, "{:?}", first.error);
                 let mut samples = Vec::new();
                 for _ in 0..LATENCY_RUNS {
-                    // Idle time between runs, as a pool refills between requests.
-                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    // Idle time between runs: a pool refills between requests (the figure is
+                    // a run that finds its pool ready, as `scripts/bench serve` measures).
+                    let idle = if pooled { 1000 } else { 100 };
+                    tokio::time::sleep(Duration::from_millis(idle)).await;
                     let started = Instant::now();
                     let outcome = executor.run(&noop, |_| {}).await.expect("run");
                     samples.push(started.elapsed());

@@ -65,6 +65,8 @@ pub struct Gateway {
     idle: Mutex<Vec<Slot>>,
     /// Every network made and not yet removed, by name.
     networks: Mutex<BTreeSet<String>>,
+    /// A spare slot being made off the runs' path, awaited by [`Gateway::close`].
+    spare: Mutex<tokio::task::JoinSet<()>>,
 }
 
 /// A per-run network with the proxy on it: one of the gateway's own bridges, or a network
@@ -150,21 +152,40 @@ impl Gateway {
             proxy: tokio::sync::Mutex::new(None),
             idle: Mutex::new(Vec::new()),
             networks: Mutex::new(BTreeSet::new()),
+            spare: Mutex::new(tokio::task::JoinSet::new()),
         }
     }
 
     /// A slot for a run: an idle one, else a new network with the proxy on it (the proxy is
-    /// started first when it does not run).
-    pub async fn slot(&self) -> Result<Slot, EgressError> {
+    /// started first when it does not run). When that leaves no idle slot, one more is made off
+    /// the run's path, so the next run (or a warm pool's refill) finds one ready.
+    pub async fn slot(self: &Arc<Self>) -> Result<Slot, EgressError> {
         let proxy = self.proxy().await?;
         let reused = self.idle.lock().ok().and_then(|mut idle| {
             idle.retain(|slot| Arc::ptr_eq(&slot.proxy, &proxy));
             idle.pop()
         });
-        match reused {
-            Some(slot) => Ok(slot),
-            None => self.new_slot(proxy).await,
+        let slot = match reused {
+            Some(slot) => slot,
+            None => self.new_slot(Arc::clone(&proxy)).await?,
+        };
+        let none_idle = self.idle.lock().is_ok_and(|idle| idle.is_empty());
+        if none_idle && let Ok(mut spare) = self.spare.lock() {
+            while spare.try_join_next().is_some() {}
+            if spare.is_empty() {
+                let gateway = Arc::clone(self);
+                spare.spawn(async move {
+                    match gateway.new_slot(proxy).await {
+                        Ok(slot) => gateway.release(slot).await,
+                        Err(e) => tracing::debug!(
+                            "a spare per-run network: {}",
+                            crate::common::error_text::chain(&e)
+                        ),
+                    }
+                });
+            }
         }
+        Ok(slot)
     }
 
     /// Lets the run `run` reach what `grant` allows, from its slot; returns once the proxy
@@ -302,6 +323,11 @@ impl Gateway {
 
     /// Removes the proxy and every network this gateway made.
     pub async fn close(&self) {
+        let mut spare = match self.spare.lock() {
+            Ok(mut spare) => std::mem::take(&mut *spare),
+            Err(_) => tokio::task::JoinSet::new(),
+        };
+        while spare.join_next().await.is_some() {}
         let proxy = self.proxy.lock().await.take();
         if let Some(proxy) = proxy {
             // Removing the container disconnects it from every network.
