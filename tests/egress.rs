@@ -831,8 +831,28 @@ fn without_a_grant_there_is_no_network_no_proxy_and_no_audit() {
     assert_eq!(result["ok"], false, "{outcome}");
     assert_eq!(outcome["sandbox"]["network"], "none");
     assert!(outcome.get("egress").is_none(), "{outcome}");
-    // One container: the action's; no proxy.
-    assert_eq!(containers_created_by(finished.pid, since), 1);
+    // No proxy was made, and no network.
+    let proxies = engine_events(
+        since,
+        &[
+            "type=container".to_string(),
+            "event=create".to_string(),
+            format!("label=packbox.owner_pid={}", finished.pid),
+            "label=packbox.kind=egress-proxy".to_string(),
+        ],
+        "{{.ID}}",
+    );
+    assert!(proxies.is_empty(), "{proxies:?}");
+    let networks = engine_events(
+        since,
+        &[
+            "type=network".to_string(),
+            "event=create".to_string(),
+            format!("label=packbox.owner_pid={}", finished.pid),
+        ],
+        "{{.ID}}",
+    );
+    assert!(networks.is_empty(), "{networks:?}");
     assert_nothing_left(&docker, &finished);
 }
 
