@@ -203,8 +203,8 @@ pub enum KeyStoreError {
 }
 
 impl KeyStoreError {
-    /// Whether the caller's input is at fault (a scope, a name, a value), rather than the
-    /// store, its key or the machine.
+    /// Whether the caller's input is at fault (a scope, a name, a value, the key file given),
+    /// rather than the store or the machine.
     pub fn is_input(&self) -> bool {
         matches!(
             self,
@@ -214,6 +214,7 @@ impl KeyStoreError {
                 | KeyStoreError::NotFound { .. }
                 | KeyStoreError::NoKey
                 | KeyStoreError::KeyFile(_)
+                | KeyStoreError::WrongKey { .. }
         )
     }
 }

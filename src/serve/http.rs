@@ -3,8 +3,9 @@
 //! no new connection is accepted and open ones close after their current request.
 //!
 //! Connections cost nothing to open, so idle ones must not lock others out: when every place is
-//! taken and a new client knocks, the oldest idle connection (no request in flight; first those
-//! that never sent one) is closed to make room. Held requests (waits, output followers) are
+//! taken and a new client knocks, the oldest idle connection (no request in flight for at least
+//! a second; first those that never sent one) is closed to make room. A client that just
+//! connected is never closed before it had the time to send its request. Held requests (waits, output followers) are
 //! bounded below the connection limit (`held.rs`), so there is always something idle to close,
 //! or a short request about to end.
 
@@ -13,7 +14,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -28,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How often a client waiting for a place looks again for an idle connection to close.
 const EVICT_RETRY: Duration = Duration::from_millis(50);
+/// How long a connection must have been idle before it may be closed for a new client.
+const IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// Bounds on connections.
 #[derive(Clone, Copy, Debug)]
@@ -57,7 +60,7 @@ pub async fn serve(
             Err(TryAcquireError::NoPermits) => loop {
                 // Every place is taken: make room by closing an idle connection, or wait for a
                 // request to end.
-                table.evict_idle();
+                table.evict_idle(Instant::now());
                 tokio::select! {
                     permit = Arc::clone(&connections).acquire_owned() => match permit {
                         Ok(permit) => break permit,
@@ -119,10 +122,12 @@ async fn finish(listener: TcpListener, graceful: GracefulShutdown, limits: Conne
     }
 }
 
-/// One open connection: requests in flight, requests served, and how to close it.
+/// One open connection: requests in flight, requests served, since when it is idle, and how to
+/// close it.
 struct Slot {
     in_flight: usize,
     served: usize,
+    idle_since: Instant,
     close: CancellationToken,
 }
 
@@ -151,6 +156,7 @@ impl Table {
             Slot {
                 in_flight: 0,
                 served: 0,
+                idle_since: Instant::now(),
                 close: close.clone(),
             },
         );
@@ -171,12 +177,14 @@ impl Table {
         if let Some(slot) = self.lock().slots.get_mut(&id) {
             slot.in_flight = slot.in_flight.saturating_sub(1);
             slot.served += 1;
+            slot.idle_since = Instant::now();
         }
     }
 
-    /// Closes the oldest idle connection: first one that never sent a request, else one kept
-    /// alive between requests. Returns whether there was one.
-    fn evict_idle(&self) -> bool {
+    /// Closes the oldest connection idle for at least [`IDLE_GRACE`] at `now`: first one that
+    /// never sent a request, else one kept alive between requests. Returns whether there was
+    /// one.
+    fn evict_idle(&self, now: Instant) -> bool {
         let mut state = self.lock();
         let idle = |never_served: bool| {
             state
@@ -186,6 +194,7 @@ impl Table {
                     slot.in_flight == 0
                         && !slot.close.is_cancelled()
                         && (slot.served == 0) == never_served
+                        && now.saturating_duration_since(slot.idle_since) >= IDLE_GRACE
                 })
                 .map(|(id, _)| *id)
         };
@@ -280,20 +289,25 @@ mod tests {
         table.started(busy);
         table.started(kept_alive);
         table.ended(kept_alive);
-        assert!(table.evict_idle());
+        assert!(
+            !table.evict_idle(Instant::now()),
+            "none idle long enough yet"
+        );
+        let later = Instant::now() + IDLE_GRACE;
+        assert!(table.evict_idle(later));
         assert!(
             fresh_close.is_cancelled(),
             "the oldest that never sent a request"
         );
         assert!(!newer_close.is_cancelled() && !kept_close.is_cancelled());
-        assert!(table.evict_idle());
+        assert!(table.evict_idle(later));
         assert!(newer_close.is_cancelled());
-        assert!(table.evict_idle());
+        assert!(table.evict_idle(later));
         assert!(
             kept_close.is_cancelled(),
             "then one kept alive between requests"
         );
-        assert!(!table.evict_idle(), "a busy one is never closed");
+        assert!(!table.evict_idle(later), "a busy one is never closed");
         assert!(!busy_close.is_cancelled());
         for id in [fresh, newer, kept_alive, busy] {
             table.remove(id);

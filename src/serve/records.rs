@@ -1247,6 +1247,138 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_listing_for_one_token_holds_only_its_executions() {
+        let (_dir, store) = store();
+        accepted(&store, new("a1", Some("team-a"), None)).await;
+        accepted(&store, new("b1", Some("team-b"), None)).await;
+        accepted(&store, new("a2", Some("team-a"), None)).await;
+        let page = store
+            .list(ListQuery {
+                token: Some("team-a".into()),
+                limit: 10,
+                ..ListQuery::default()
+            })
+            .await
+            .expect("list");
+        let ids: Vec<&str> = page
+            .executions
+            .iter()
+            .filter_map(|e| e["id"].as_str())
+            .collect();
+        assert_eq!(ids, ["a2", "a1"]);
+    }
+
+    #[tokio::test]
+    async fn key_names_are_kept_with_their_scopes() {
+        let (_dir, store) = store();
+        let mut execution = new("e1", Some("ci"), None);
+        execution.keys = vec![
+            KeyUse {
+                name: "api_key".into(),
+                scope: "pack:p".into(),
+            },
+            KeyUse {
+                name: "token".into(),
+                scope: "request".into(),
+            },
+        ];
+        let record = accepted(&store, execution.clone()).await;
+        assert_eq!(record.keys, execution.keys);
+        let value = serde_json::to_value(&record).expect("json");
+        assert_eq!(value["keys"][0]["scope"], "pack:p");
+    }
+
+    #[tokio::test]
+    async fn long_output_is_kept_as_head_and_tail_and_the_store_is_pruned_by_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            &dir.path().join("records.sqlite"),
+            RecordLimits { output_cap: 1000 },
+        )
+        .expect("open");
+        for n in 0..6 {
+            let id = format!("e{n}");
+            accepted(&store, new(&id, None, None)).await;
+            let mut ending = ended(ExecStatus::Succeeded);
+            ending.stdout = format!("HEAD{}TAIL", "o".repeat(50_000));
+            ending.stderr = "e".repeat(200);
+            ending.result = Some(Value::String("r".repeat(5000)));
+            let record = store
+                .finish(&id, ending)
+                .await
+                .expect("finish")
+                .expect("there");
+            assert!(record.stdout.starts_with("HEAD") && record.stdout.ends_with("TAIL"));
+            assert!(record.stdout.len() < 1200, "{}", record.stdout.len());
+            assert!(record.stdout_truncated && !record.stderr_truncated);
+            assert_eq!(record.result, None);
+            assert!(record.result_truncated);
+            assert!(
+                record
+                    .result_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("1000 bytes"))
+            );
+        }
+        accepted(&store, new("live", None, None)).await;
+        let before = store.size().await.expect("size");
+        assert!(before.content > 6 * 1000, "{before:?}");
+        assert!(before.on_disk > 0);
+        let retention = Retention {
+            succeeded: Keep {
+                max_age: Duration::from_secs(86400),
+                max_count: 100,
+            },
+            failed: Keep {
+                max_age: Duration::from_secs(86400),
+                max_count: 100,
+            },
+            prune_every: Duration::from_secs(60),
+        };
+        let bound = before.content / 2;
+        let pruned = store.prune(retention, bound).await.expect("prune");
+        assert!(pruned.for_bytes >= 3, "{pruned:?}");
+        let after = store.size().await.expect("size");
+        assert!(after.content <= bound, "{after:?} > {bound}");
+        // The newest stay, and a live one is never pruned.
+        assert!(store.get("e5").await.expect("get").is_some());
+        assert!(store.get("e0").await.expect("get").is_none());
+        assert!(store.get("live").await.expect("get").is_some());
+        let all = store.prune(retention, 0).await.expect("prune");
+        assert!(all.for_bytes >= 1);
+        assert!(store.get("live").await.expect("get").is_some());
+    }
+
+    #[test]
+    fn a_first_version_database_gains_the_new_columns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("records.sqlite");
+        {
+            let connection = Connection::open(&path).expect("open");
+            connection.execute_batch(SCHEMA).expect("v1 schema");
+            connection
+                .pragma_update(None, "user_version", 1)
+                .expect("v1");
+            connection
+                .execute(
+                    "INSERT INTO executions (id, action, status, timeout_seconds, queued_at)
+                     VALUES ('old', 'p.a', 'succeeded', 60, 0)",
+                    [],
+                )
+                .expect("an old record");
+        }
+        let store = Store::open(&path, RecordLimits::default()).expect("migrated");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let old = runtime
+            .block_on(store.get("old"))
+            .expect("get")
+            .expect("kept");
+        assert!(old.keys.is_empty());
+    }
+
+    #[tokio::test]
     async fn the_database_is_private_to_its_owner() {
         use std::os::unix::fs::PermissionsExt;
         let (dir, store) = store();
