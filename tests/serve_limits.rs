@@ -254,19 +254,12 @@ async fn a_request_full_of_unknown_parameters_gets_a_short_answer() {
     // 1 MiB of unknown parameter names: before, each one cost a problem listing the known ones
     // (365 MB of answer, 1.3 GB of memory; four at once 5.4 GB).
     let body = || {
-        let mut parameters = serde_json::Map::new();
-        let mut n = 0;
-        while serde_json::to_vec(&parameters)
-            .map(|b| b.len())
-            .unwrap_or(0)
-            < (1 << 20) - 4096
-        {
-            for _ in 0..1000 {
-                parameters.insert(format!("u{n:06}"), Value::from(1));
-                n += 1;
-            }
-        }
-        serde_json::to_vec(&json!({"action": "alpha.say", "parameters": parameters})).expect("json")
+        // Each `"u000000":1,` is 12 bytes.
+        let count = ((1 << 20) - 200) / 12;
+        let parameters: serde_json::Map<String, Value> =
+            (0..count).map(|n| (format!("u{n:06}"), Value::from(1))).collect();
+        serde_json::to_vec(&json!({"action": "alpha.say", "parameters": parameters}))
+            .expect("json")
     };
     let body = body();
     assert!(body.len() <= 1 << 20, "{}", body.len());
@@ -386,7 +379,7 @@ async fn records_stay_bounded_in_bytes() {
 async fn a_nearly_full_disk_refuses_new_runs_with_507() {
     require_engine();
     // More free space kept than any disk here has: the refusal a full disk would get.
-    let (server, _dir) = server_with("serve:\n  records:\n    min_free_disk: 1p\n");
+    let (server, _dir) = server_with("serve:\n  records:\n    min_free_disk: 1125899906842624\n");
     let ops = Api::new(&server, Some(TOKEN));
     let refused = ops
         .post(
