@@ -429,6 +429,7 @@ async fn without_its_key_the_store_is_read_only_and_a_tampered_value_is_refused(
             .put("/v1/keys/system/api_key", &json!({"value": "value-2"}))
             .await;
         assert_eq!(put.status, 409, "{}", put.body);
+        assert_documented(&openapi(), "put", "/v1/keys/{scope}/{name}", &put);
         assert_eq!(put.body["error"]["code"], "read_only");
         assert_eq!(ops.get("/v1/keys").await.body["writable"], false);
     }
@@ -461,6 +462,7 @@ async fn without_its_key_the_store_is_read_only_and_a_tampered_value_is_refused(
         )
         .await;
     assert_eq!(answer.status, 500, "{}", answer.body);
+    assert_documented(&openapi(), "post", "/v1/executions", &answer);
     assert!(
         answer.body["error"]["message"]
             .as_str()

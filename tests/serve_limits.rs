@@ -256,10 +256,10 @@ async fn a_request_full_of_unknown_parameters_gets_a_short_answer() {
     let body = || {
         // Each `"u000000":1,` is 12 bytes.
         let count = ((1 << 20) - 200) / 12;
-        let parameters: serde_json::Map<String, Value> =
-            (0..count).map(|n| (format!("u{n:06}"), Value::from(1))).collect();
-        serde_json::to_vec(&json!({"action": "alpha.say", "parameters": parameters}))
-            .expect("json")
+        let parameters: serde_json::Map<String, Value> = (0..count)
+            .map(|n| (format!("u{n:06}"), Value::from(1)))
+            .collect();
+        serde_json::to_vec(&json!({"action": "alpha.say", "parameters": parameters})).expect("json")
     };
     let body = body();
     assert!(body.len() <= 1 << 20, "{}", body.len());
@@ -388,6 +388,7 @@ async fn a_nearly_full_disk_refuses_new_runs_with_507() {
         )
         .await;
     assert_eq!(refused.status, 507, "{}", refused.body);
+    assert_documented(&openapi(), "post", "/v1/executions", &refused);
     assert_eq!(refused.body["error"]["code"], "insufficient_storage");
     let message = refused.body["error"]["message"].as_str().unwrap_or("");
     assert!(message.contains("serve.records.min_free_disk"), "{message}");
@@ -419,6 +420,7 @@ async fn api_secret_names_get_the_dotenv_check_and_the_refusal_blames_the_reques
     ] {
         let refused = ops.post("/v1/executions", &body).await;
         assert_eq!(refused.status, 400, "{body}: {}", refused.body);
+        assert_documented(&openapi(), "post", "/v1/executions", &refused);
         assert_eq!(refused.body["error"]["code"], "invalid_request");
         let message = refused.body["error"]["message"].as_str().unwrap_or("");
         assert!(message.contains(expected), "{message}");
