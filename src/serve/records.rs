@@ -899,11 +899,8 @@ fn prune_bytes(connection: &Connection, max_bytes: u64) -> Result<usize, StoreEr
         )
         .optional()
         .map_err(query("finding records to prune"))?;
-    let cutoff = match cutoff {
-        Some(seq) => seq,
-        // Even every final record is not enough: all of them go.
-        None => i64::MAX,
-    };
+    // None: even every final record is not enough, and all of them go.
+    let cutoff = cutoff.unwrap_or(i64::MAX);
     connection
         .execute(
             "DELETE FROM executions WHERE status NOT IN ('queued', 'running') AND seq <= ?1",
