@@ -552,6 +552,27 @@ async fn show(
     Ok(axum::Json(record).into_response())
 }
 
+/// A page's size (`limit`, checked) and where it starts (`cursor`, one this server gave).
+fn page_bounds(
+    limit: Option<usize>,
+    cursor: Option<String>,
+) -> Result<(usize, Option<i64>), ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: expected 1 to {MAX_PAGE}, found {limit}"
+        )));
+    }
+    let before = cursor
+        .map(|cursor| {
+            cursor
+                .parse::<i64>()
+                .map_err(|_| ApiError::bad_request("cursor: not a cursor this server gave"))
+        })
+        .transpose()?;
+    Ok((limit, before))
+}
+
 /// The query of `GET /v1/executions`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -581,20 +602,7 @@ async fn list(
             })
         })
         .transpose()?;
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit: expected 1 to {MAX_PAGE}, found {limit}"
-        )));
-    }
-    let before = params
-        .cursor
-        .map(|cursor| {
-            cursor
-                .parse::<i64>()
-                .map_err(|_| ApiError::bad_request("cursor: not a cursor this server gave"))
-        })
-        .transpose()?;
+    let (limit, before) = page_bounds(params.limit, params.cursor)?;
     let page = app
         .dispatcher
         .store()
@@ -991,20 +999,7 @@ async fn audit(
 ) -> Result<Response, ApiError> {
     require_admin(&caller_of(&request), "the audit trail")?;
     let Query(params) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit: expected 1 to {MAX_PAGE}, found {limit}"
-        )));
-    }
-    let before = params
-        .cursor
-        .map(|cursor| {
-            cursor
-                .parse::<i64>()
-                .map_err(|_| ApiError::bad_request("cursor: not a cursor this server gave"))
-        })
-        .transpose()?;
+    let (limit, before) = page_bounds(params.limit, params.cursor)?;
     let page = with_keys(&app, move |keys| keys.changes(before, limit)).await?;
     Ok(axum::Json(page).into_response())
 }
