@@ -182,6 +182,10 @@ impl Error {
             {
                 Fault::Input
             }
+            // A key store that cannot be read is the operator's, not the request's.
+            Error::Plan(plan) if matches!(plan.as_ref(), PlanError::Keys(keys) if !keys.is_input()) => {
+                Fault::Engine
+            }
             Error::Gvisor(gvisor) if gvisor.is_input() => Fault::Input,
             Error::Gvisor(_) => Fault::Engine,
             Error::Settings(_)

@@ -16,6 +16,7 @@ use crate::contract::scrub::StreamScrubber;
 use crate::contract::secrets::{Redactor, SecretBytes, SecretError, Secrets};
 use crate::egress::policy::{Declared, PolicyError, RunGrant};
 use crate::image::env::Manifests;
+use crate::keystore::{KeyStore, KeyStoreError, KeyUse};
 use crate::lifecycle::RunLimits;
 use crate::lifecycle::owner::Owner;
 use crate::pack::params::ParamError;
@@ -25,7 +26,7 @@ use crate::pack::{
 use crate::pack_delivery::volume;
 use crate::sandbox::isolation::{self, IsolationError};
 use crate::sandbox::{PackFolder, PackSource, SandboxPolicy, Workload};
-use crate::settings::Settings;
+use crate::settings::{KeyInjection, Settings};
 
 /// Timeout of an action that states none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -46,6 +47,10 @@ pub enum PlanError {
     /// The secrets given cannot be used.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// The key store could not give the run its keys (a value that fails authentication, a
+    /// database that cannot be read).
+    #[error(transparent)]
+    Keys(#[from] KeyStoreError),
     /// The pack's files could not be read whole for its digest.
     #[error(transparent)]
     Digest(volume::DeliveryError),
@@ -135,6 +140,9 @@ pub struct RunRequest {
     pub timeout: Option<Duration>,
     /// Runs an action that says `enabled: false` (refused otherwise).
     pub allow_disabled: bool,
+    /// The key store the run's keys come from (system, pack, action scopes); the request's own
+    /// secrets win over its keys.
+    pub keys: Option<KeyStore>,
 }
 
 impl RunRequest {
@@ -151,6 +159,7 @@ impl RunRequest {
             secret_values: Map::new(),
             timeout: None,
             allow_disabled: false,
+            keys: None,
         }
     }
 }
@@ -173,6 +182,8 @@ pub struct RunPlan {
     /// What the run may reach through the egress proxy; `None`: no network (or the operator's
     /// weaker `sandbox.network`, which grants do not narrow).
     pub(crate) egress: Option<RunGrant>,
+    /// The names (never the values) of the secrets the run receives, and where each came from.
+    pub(crate) key_uses: Vec<KeyUse>,
 }
 
 /// Loads and checks everything about a run that needs no engine.
@@ -209,10 +220,45 @@ pub fn plan(
     if egress.is_some() {
         policy.network = crate::sandbox::policy::EGRESS_NETWORK.to_string();
     }
-    // Secrets: the file, then JSON values, then KEY=VALUE assignments (which win).
-    let mut secrets = Secrets::read(&[], request.secrets_file.as_deref())?;
-    secrets.overlay(request.secret_values.clone());
-    secrets.overlay(Secrets::read(&request.secrets, None)?.into_values());
+    // The request's secrets: the file, then JSON values, then KEY=VALUE assignments (which win).
+    let mut requested = Secrets::read(&[], request.secrets_file.as_deref())?;
+    requested.overlay(Secrets::from_values(request.secret_values.clone())?.into_values());
+    requested.overlay(Secrets::read(&request.secrets, None)?.into_values());
+    // Under them, the key store's: system, pack, action, the more specific winning.
+    let stored = match &request.keys {
+        Some(store) => {
+            let inject_all = settings.keystore.inject == KeyInjection::All;
+            store.for_action(&action.action_ref, |scope, name| {
+                manifest
+                    .parameters
+                    .get(name)
+                    .is_some_and(|spec| spec.secret)
+                    || (inject_all && scope.rank() > 0)
+            })?
+        }
+        None => Vec::new(),
+    };
+    let mut key_uses: Vec<KeyUse> = stored
+        .iter()
+        .filter(|key| !requested.values().contains_key(&key.name))
+        .map(|key| KeyUse {
+            name: key.name.clone(),
+            scope: key.scope.to_string(),
+        })
+        .chain(requested.values().keys().map(|name| KeyUse {
+            name: name.clone(),
+            scope: "request".into(),
+        }))
+        .collect();
+    key_uses.sort();
+    let mut secrets = Secrets::default();
+    secrets.overlay(
+        stored
+            .into_iter()
+            .map(|key| (key.name, key.value))
+            .collect(),
+    );
+    secrets.overlay(requested.into_values());
     let mut from_file = match &request.params_file {
         Some(file) => params::read_file(file)?,
         None => serde_json::Map::new(),
@@ -250,6 +296,7 @@ pub fn plan(
     let pack_digest =
         volume::tree_digest(&action.pack.pack_ref, &action.pack_dir).map_err(PlanError::Digest)?;
     Ok(RunPlan {
+        key_uses,
         pack_digest,
         runtime: runtime.clone(),
         dependencies,
@@ -351,6 +398,12 @@ impl RunPlan {
     /// The SHA-256 of the pack's files when the run was planned.
     pub fn pack_digest(&self) -> &str {
         &self.pack_digest
+    }
+
+    /// The names of the secrets the run receives and where each came from (a key-store scope or
+    /// `request`): what a record may say about them. Never a value.
+    pub fn key_uses(&self) -> &[KeyUse] {
+        &self.key_uses
     }
 
     /// Fields of the pack and the action that packbox does not know (ignored), to be shown.

@@ -187,6 +187,7 @@ impl Resolver<'_> {
         let build = self.build(env)?;
         let serve = self.serve(env)?;
         let client = self.client(env)?;
+        let keystore = self.keystore()?;
         Ok(Settings {
             endpoint,
             pack_delivery,
@@ -203,6 +204,7 @@ impl Resolver<'_> {
             build,
             serve,
             client,
+            keystore,
             config_file,
             shown: self.shown,
         })

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::layers::{BuildLayer, ClientLayer, RunLayer, SandboxLayer, ServeLayer, SettingsLayer};
+use super::layers::{
+    BuildLayer, ClientLayer, KeystoreLayer, RunLayer, SandboxLayer, ServeLayer, SettingsLayer,
+};
 use super::{PackDelivery, SettingsError};
 use crate::egress::config::EgressLayer;
 use crate::engine::endpoint;
@@ -143,6 +145,10 @@ pub(super) fn env_layer(env: &Environment) -> Result<SettingsLayer, SettingsErro
         client: ClientLayer {
             server: text("PACKBOX_SERVER"),
             ca_file: path("PACKBOX_SERVER_CA_FILE"),
+        },
+        keystore: KeystoreLayer {
+            key_file: path("PACKBOX_KEY_FILE"),
+            inject: None,
         },
     })
 }

@@ -104,6 +104,11 @@ pub fn state_dir() -> PathBuf {
     STATE_DIR.with(|dir| dir.path().to_path_buf())
 }
 
+/// A state folder of its own (a test that starts several servers), seeded like `state_dir`.
+pub fn fresh_state_dir() -> tempfile::TempDir {
+    seeded_state_dir()
+}
+
 /// A new state folder holding a copy of the shared probe cache (made once, under a lock, by
 /// `packbox runtimes verify`; a stale entry only costs a probe, since entries are keyed by
 /// image id).
