@@ -6,6 +6,7 @@ use super::{Executor, PrepareEvent};
 use crate::backend::Job;
 use crate::contract::Outcome;
 use crate::contract::result::{self, RunFacts};
+use crate::egress::audit::EgressReport;
 use crate::engine::StreamKind;
 use crate::image::prepare::{self};
 use crate::image::probe::VersionStatus;
@@ -153,6 +154,7 @@ impl Executor {
                     },
                     warm_start: plan.warm_start_cmd(),
                     on_started: &mut on_started,
+                    egress: plan.egress.as_ref(),
                 })
                 .await?;
             tracing::debug!(
@@ -162,7 +164,7 @@ impl Executor {
                 "run finished"
             );
             let result_began = Instant::now();
-            let outcome = result::outcome(
+            let mut outcome = result::outcome(
                 plan.outcome_terms(&ran.sandbox),
                 ran.exit,
                 RunFacts {
@@ -173,6 +175,13 @@ impl Executor {
                     image: prepared.image,
                 },
             );
+            if let (Some(grant), Some((audit, incomplete))) = (&plan.egress, ran.egress) {
+                outcome.egress = Some(EgressReport {
+                    granted: grant.destinations.clone(),
+                    audit,
+                    incomplete,
+                });
+            }
             crate::common::phase::phase("result", result_began, "");
             Ok(outcome)
         }

@@ -1,7 +1,7 @@
 //! What `/metrics` shows, in the Prometheus text format (OpenMetrics), every series named
 //! `packbox_*`: executions by action and status, their durations, queue depth, runs in flight,
 //! idle pooled containers per kind, environment builds, engine errors, exit status mismatches,
-//! HTTP requests.
+//! HTTP requests, the size of the execution records.
 //!
 //! Counters and the histogram are updated as things happen; the gauges are read from the
 //! dispatcher when scraped, so they are never stale.
@@ -12,6 +12,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use super::records::StoreSize;
 
 /// The content type of the exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -51,6 +53,10 @@ pub struct Metrics {
     engine_errors: Counter,
     exit_mismatches: Counter,
     requests: Family<Request, Counter>,
+    egress_refused: Family<Action, Counter>,
+    records_bytes: Gauge,
+    records_disk_bytes: Gauge,
+    held_requests: Gauge,
 }
 
 impl Default for Metrics {
@@ -120,7 +126,35 @@ impl Metrics {
             "HTTP requests answered, by route and status code",
             requests.clone(),
         );
+        let egress_refused = Family::<Action, Counter>::default();
+        registry.register(
+            "packbox_egress_refused",
+            "Connection attempts the egress proxy refused, by action",
+            egress_refused.clone(),
+        );
+        let records_bytes = Gauge::default();
+        registry.register(
+            "packbox_records_bytes",
+            "Bytes of output, results and errors the execution records hold (bounded by serve.records.max_bytes)",
+            records_bytes.clone(),
+        );
+        let records_disk_bytes = Gauge::default();
+        registry.register(
+            "packbox_records_disk_bytes",
+            "Bytes of the execution records' database and its write-ahead log on disk",
+            records_disk_bytes.clone(),
+        );
+        let held_requests = Gauge::default();
+        registry.register(
+            "packbox_held_requests",
+            "Requests holding their connection: waits for an execution's end and output followers (bounded by serve.max_waiting)",
+            held_requests.clone(),
+        );
         Metrics {
+            egress_refused,
+            held_requests,
+            records_bytes,
+            records_disk_bytes,
             registry,
             executions,
             durations,
@@ -142,6 +176,17 @@ impl Metrics {
                 status: status.to_string(),
             })
             .inc();
+    }
+
+    /// The egress proxy refused `count` connection attempts of a run of `action`.
+    pub fn egress_refused(&self, action: &str, count: u64) {
+        if count > 0 {
+            self.egress_refused
+                .get_or_create(&Action {
+                    action: action.to_string(),
+                })
+                .inc_by(count);
+        }
     }
 
     /// A run that held a slot took `seconds`.
@@ -180,12 +225,19 @@ impl Metrics {
         queued: usize,
         running: usize,
         warm: impl IntoIterator<Item = (String, String, usize)>,
+        records: StoreSize,
+        held: usize,
         exit_mismatches: u64,
     ) -> String {
         let counted = self.exit_mismatches.get();
         if exit_mismatches > counted {
             self.exit_mismatches.inc_by(exit_mismatches - counted);
         }
+        self.held_requests.set(held as i64);
+        self.records_bytes
+            .set(records.content.min(i64::MAX as u64) as i64);
+        self.records_disk_bytes
+            .set(records.on_disk.min(i64::MAX as u64) as i64);
         self.queue_depth.set(queued as i64);
         self.in_flight.set(running as i64);
         self.warm_idle.clear();
@@ -214,7 +266,14 @@ mod tests {
         metrics.run_took("p.a", 0.05);
         metrics.env_build();
         metrics.request("/v1/executions", 201);
-        let text = metrics.render(3, 2, [("p.a".into(), "img:1".into(), 1)], 2);
+        let size = StoreSize {
+            content: 1234,
+            on_disk: 8192,
+        };
+        let text = metrics.render(3, 2, [("p.a".into(), "img:1".into(), 1)], size, 5, 2);
+        assert!(text.contains("packbox_held_requests 5"), "{text}");
+        assert!(text.contains("packbox_records_bytes 1234"), "{text}");
+        assert!(text.contains("packbox_records_disk_bytes 8192"), "{text}");
         assert!(
             text.contains(r#"packbox_executions_total{action="p.a",status="succeeded"} 2"#),
             "{text}"
@@ -242,7 +301,7 @@ mod tests {
             assert!(line.starts_with("packbox_"), "{line}");
         }
         // A kind that left the pool leaves the exposition.
-        let text = metrics.render(0, 0, [], 2);
+        let text = metrics.render(0, 0, [], StoreSize::default(), 0, 2);
         assert!(!text.contains("img:1"), "{text}");
     }
 }
