@@ -54,7 +54,7 @@ pub use engine::endpoint::{
 pub use engine::{EngineError, StreamKind};
 pub use executor::doctor::{Check, CheckStatus, Report as DoctorReport, diagnose};
 pub use executor::error::{Error, Fault};
-pub use executor::explain::{CandidateReport, EnvironmentReport, Explanation, Lock};
+pub use executor::explain::{CandidateReport, EnvironmentReport, Explanation, Lock, NotHonoured};
 pub use executor::packtest::{
     RunnerReport, TestEvent, TestPlan, TestReport, TestStatus, plan_tests,
 };

@@ -125,6 +125,8 @@ pub enum Fault {
     Engine,
     /// The work was cancelled (Ctrl-C, SIGTERM; exit code 130).
     Cancelled,
+    /// The action is of a kind packbox does not run: an Attune workflow (exit code 3).
+    Unsupported,
 }
 
 impl Error {
@@ -174,6 +176,9 @@ impl Error {
             }
             Error::Gvisor(gvisor) if gvisor.is_input() => Fault::Input,
             Error::Gvisor(_) => Fault::Engine,
+            Error::Plan(plan) if matches!(plan.as_ref(), PlanError::Workflow { .. }) => {
+                Fault::Unsupported
+            }
             Error::Settings(_)
             | Error::Plan(_)
             | Error::RuntimeFilter(_)

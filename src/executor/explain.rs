@@ -47,6 +47,22 @@ pub struct Explanation {
     pub refusal: Option<String>,
     /// The image a run would start from; `None` when no version fits.
     pub environment: Option<EnvironmentReport>,
+    /// Fields of the pack and the action that Attune acts on and packbox does not (scheduling,
+    /// permissions, retention, notifications), with what Attune would do.
+    pub not_honoured: Vec<NotHonoured>,
+}
+
+/// A field Attune acts on that a run by packbox ignores.
+#[derive(Clone, Debug, Serialize)]
+pub struct NotHonoured {
+    /// `pack.yaml` or the action's file name.
+    pub file: String,
+    /// The field, as written.
+    pub field: String,
+    /// What Attune does with it.
+    pub upstream: String,
+    /// What packbox does instead.
+    pub packbox: &'static str,
 }
 
 /// One catalog version of the runtime.
@@ -128,6 +144,14 @@ pub(crate) async fn explain(
     action_ref: &str,
 ) -> Result<Explanation, ExplainError> {
     let action = pack::load_action(packs_dir, action_ref).map_err(PlanError::from)?;
+    if let Some(workflow_file) = &action.action.workflow_file {
+        return Err(PlanError::Workflow {
+            action: action.action_ref.clone(),
+            file: action.action_file.display().to_string(),
+            workflow_file: workflow_file.clone(),
+        }
+        .into());
+    }
     let runtime = resolve_runtime(preparer.catalog, &action)?;
     let dependencies = action
         .dependencies(&runtime.name)
@@ -165,7 +189,36 @@ pub(crate) async fn explain(
         chosen: chosen.map(|status| status.version.clone()),
         refusal,
         environment,
+        not_honoured: not_honoured(&action),
     })
+}
+
+/// The pack's and the action's fields that Attune acts on and packbox does not.
+fn not_honoured(action: &pack::LoadedAction) -> Vec<NotHonoured> {
+    let action_file = action
+        .action_file
+        .file_name()
+        .map(|name| format!("actions/{}", name.to_string_lossy()))
+        .unwrap_or_default();
+    let pack_fields = action
+        .pack
+        .upstream_only
+        .iter()
+        .map(|field| ("pack.yaml".to_string(), field));
+    let action_fields = action
+        .action
+        .upstream_only
+        .iter()
+        .map(|field| (action_file.clone(), field));
+    pack_fields
+        .chain(action_fields)
+        .map(|(file, field)| NotHonoured {
+            file,
+            field: field.field.clone(),
+            upstream: field.upstream.clone(),
+            packbox: pack::PACKBOX_INSTEAD,
+        })
+        .collect()
 }
 
 fn rule(runtime: &Runtime, constraint: Option<&Constraint>) -> String {

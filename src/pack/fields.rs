@@ -8,6 +8,7 @@ use serde_yaml::{Mapping, Value};
 
 use super::doc::Doc;
 use super::problem::Problem;
+use super::upstream;
 
 /// The fields of `pack.yaml` packbox reads.
 const PACK_FIELDS: &[&str] = &[
@@ -31,19 +32,6 @@ const PACK_FIELDS: &[&str] = &[
     "testing",
 ];
 
-/// Fields of Attune's `pack.yaml` that packbox does not use, on purpose.
-const PACK_IGNORED: &[&str] = &[
-    "system",
-    "enabled",
-    "is_standard",
-    "installers",
-    "contributors",
-    "homepage",
-    "repository",
-    "website",
-    "icon",
-];
-
 /// The fields of an action file packbox reads.
 const ACTION_FIELDS: &[&str] = &[
     "ref",
@@ -62,10 +50,9 @@ const ACTION_FIELDS: &[&str] = &[
     "output_format",
     "timeout_seconds",
     "tags",
+    "isolation",
+    "workflow_file",
 ];
-
-/// Fields of Attune's action files that packbox does not use, on purpose.
-const ACTION_IGNORED: &[&str] = &["name", "pack", "notify", "is_adhoc", "required_permissions"];
 
 /// The keys of one parameter declaration packbox reads and checks.
 const PARAMETER_FIELDS: &[&str] = &[
@@ -137,7 +124,8 @@ const MEANT: &[(&str, &str)] = &[
 /// Warnings for the unknown top-level fields of `pack.yaml`, and of the keys of its
 /// `meta.python_dependencies` mapping packbox does not use.
 pub(crate) fn pack_warnings(doc: &Doc) -> Vec<Problem> {
-    let mut warnings = unknown(doc, "", &doc.keys(), PACK_FIELDS, PACK_IGNORED);
+    let ignored = upstream::names(upstream::PACK_FIELDS);
+    let mut warnings = unknown(doc, "", &doc.keys(), PACK_FIELDS, &ignored);
     for key in ["meta", "metadata"] {
         if let Some(Value::Mapping(meta)) = doc.get(key)
             && let Some(Value::Mapping(declared)) = meta.get("python_dependencies")
@@ -171,7 +159,8 @@ pub(crate) fn pack_warnings(doc: &Doc) -> Vec<Problem> {
 
 /// Warnings for the unknown top-level fields of an action file and of its parameters.
 pub(crate) fn action_warnings(doc: &Doc) -> Vec<Problem> {
-    let mut warnings = unknown(doc, "", &doc.keys(), ACTION_FIELDS, ACTION_IGNORED);
+    let ignored = upstream::names(upstream::ACTION_FIELDS);
+    let mut warnings = unknown(doc, "", &doc.keys(), ACTION_FIELDS, &ignored);
     if let Some(parameters) = doc.get("parameters") {
         warnings.extend(parameter_warnings(doc, "parameters", parameters));
     }

@@ -12,6 +12,7 @@ use super::problem::Problem;
 use super::safety::is_pack_ref;
 use super::schema::{self, Parameters};
 use super::testing::{self, Testing};
+use super::upstream::{self, UpstreamField};
 use crate::version::parse_version;
 
 /// `pack.yaml`.
@@ -48,6 +49,8 @@ pub struct PackManifest {
     pub dependencies: Vec<String>,
     /// The pack's tests (`packbox test`), when it has a `testing` section.
     pub testing: Option<Testing>,
+    /// Fields Attune acts on that packbox does not, as `explain` lists them.
+    pub upstream_only: Vec<UpstreamField>,
 }
 
 /// Reads `pack.yaml`; `None` when it has problems, which are recorded. Fields packbox does not
@@ -129,6 +132,7 @@ pub(crate) fn load(
         .and_then(|value| testing::parse(&doc, value, pack_dir, problems, warnings));
     let [description, author, email, license] =
         ["description", "author", "email", "license"].map(|key| doc.optional_text(key, problems));
+    let upstream_only = upstream::behaviour_changing(upstream::PACK_FIELDS, &doc.keys());
     // Reported in the order of the file; problems without a line (missing fields) come last.
     problems[before..].sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     let manifest = PackManifest {
@@ -147,6 +151,7 @@ pub(crate) fn load(
         runtime_deps,
         dependencies,
         testing,
+        upstream_only,
     };
     (problems.len() == before).then_some(manifest)
 }

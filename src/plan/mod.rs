@@ -78,6 +78,18 @@ pub enum PlanError {
         /// The action's file.
         file: PathBuf,
     },
+    /// The action is an Attune workflow: packbox runs single actions, never workflows.
+    #[error(
+        "action {action} is a workflow ({file} names `workflow_file: {workflow_file}`); packbox runs single actions, not workflows: run the workflow's steps one by one, or run it on Attune"
+    )]
+    Workflow {
+        /// The action's ref.
+        action: String,
+        /// The action's file.
+        file: String,
+        /// The workflow file it names, relative to `actions/`.
+        workflow_file: String,
+    },
     /// The isolation level the action gets cannot be given with these settings.
     #[error(transparent)]
     Isolation(#[from] IsolationError),
@@ -165,6 +177,13 @@ pub fn plan(
 ) -> Result<RunPlan, PlanError> {
     let action = pack::load_action(&request.packs_dir, &request.action_ref)?;
     let manifest = &action.action;
+    if let Some(workflow_file) = &manifest.workflow_file {
+        return Err(PlanError::Workflow {
+            action: action.action_ref.clone(),
+            file: action.action_file.display().to_string(),
+            workflow_file: workflow_file.clone(),
+        });
+    }
     if !manifest.enabled && !request.allow_disabled {
         return Err(PlanError::Disabled {
             action: action.action_ref.clone(),
