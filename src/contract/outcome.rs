@@ -85,4 +85,7 @@ pub struct Outcome {
     pub image: String,
     /// The sandbox settings that were applied.
     pub sandbox: SandboxPolicy,
+    /// What was accepted but deserves a word: parameters the action does not declare, which
+    /// were delivered as given.
+    pub warnings: Vec<String>,
 }

@@ -24,6 +24,11 @@ pub struct OutcomeTerms<'a> {
     pub runtime: &'a str,
     /// How to parse stdout into the result.
     pub output_format: OutputFormat,
+    /// The action is native (executed directly): its `text` stdout becomes the result when it
+    /// is JSON, as Attune's native runtime does.
+    pub native: bool,
+    /// What was accepted but deserves a word (undeclared parameters), for the outcome.
+    pub warnings: &'a [String],
     /// The action's output schema, whose `secret: true` fields are redacted.
     pub output_schema: Option<&'a Value>,
     /// The run's secrets, scrubbed from stdout, stderr and the result.
@@ -79,6 +84,9 @@ pub fn outcome(terms: OutcomeTerms<'_>, exit: ContainerExit, facts: RunFacts) ->
         }
     };
     let parsed = match status {
+        Status::Succeeded if terms.native && terms.output_format == OutputFormat::Text => {
+            parse::parse_if_json(&exit.stdout.text)
+        }
         Status::Succeeded => parse::parse(&exit.stdout.text, terms.output_format),
         _ => Parsed::default(),
     };
@@ -146,6 +154,7 @@ fn outcome_of(
         runtime_version: facts.runtime_version,
         image: facts.image,
         sandbox: terms.policy.clone(),
+        warnings: terms.warnings.to_vec(),
     }
 }
 

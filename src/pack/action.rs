@@ -76,6 +76,9 @@ pub struct ActionManifest {
     pub runtime_version: Option<Constraint>,
     /// The declared parameters, against which a run's values are checked and defaulted.
     pub parameters: Parameters,
+    /// The JSON-Schema wrapper's `additionalProperties`: what it says of undeclared parameters
+    /// (`false` forbids them, a schema checks them); `None`: accepted with a warning.
+    pub additional_parameters: Option<Json>,
     /// The output schema (`output_schema` and `out_schema` in older packs); informational.
     pub output: Option<Json>,
     /// How the parameter document reaches the action.
@@ -185,8 +188,9 @@ pub(crate) fn load(
         });
     let parameters = doc
         .get("parameters")
-        .map(|value| schema::parse(&doc, "parameters", value, problems))
+        .map(|value| schema::parse(&doc, "parameters", value, problems, warnings))
         .unwrap_or_default();
+    let additional_parameters = doc.get("parameters").and_then(schema::additional);
     let output = doc
         .aliased(&["output", "output_schema", "out_schema"], problems)
         .and_then(|(key, value)| doc.json(&key, value, problems))
@@ -238,6 +242,7 @@ pub(crate) fn load(
         entry_point: entry_point?,
         runtime_version,
         parameters,
+        additional_parameters,
         output,
         parameter_delivery,
         parameter_format,

@@ -92,7 +92,7 @@ pub(crate) fn load(
         ));
     }
     let conf_schema = match doc.aliased(&["conf_schema", "config_schema"], problems) {
-        Some((key, value)) => schema::parse(&doc, &key, value, problems),
+        Some((key, value)) => schema::parse(&doc, &key, value, problems, warnings),
         None => Parameters::new(),
     };
     let mapping = |keys: &[&str], problems: &mut Vec<Problem>| {

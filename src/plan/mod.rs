@@ -167,6 +167,8 @@ pub struct RunPlan {
     pub(crate) redactor: Redactor,
     /// The content digest of the pack when the run was planned.
     pub(crate) pack_digest: String,
+    /// Undeclared parameters that were accepted and delivered, for the outcome's `warnings`.
+    pub(crate) parameter_warnings: Vec<String>,
 }
 
 /// Loads and checks everything about a run that needs no engine.
@@ -222,8 +224,20 @@ pub fn plan(
         }
     }
     let given = params::parse_assignments(&request.params)?;
-    let mut document =
-        params::resolve(&action.action_ref, &manifest.parameters, from_file, &given)?;
+    let undeclared = params::Undeclared {
+        additional: manifest.additional_parameters.as_ref(),
+        strict: settings.run.strict_parameters,
+    };
+    let params::Resolved {
+        mut document,
+        warnings: parameter_warnings,
+    } = params::resolve(
+        &action.action_ref,
+        &manifest.parameters,
+        undeclared,
+        from_file,
+        &given,
+    )?;
     // A secret wins over a parameter of the same name.
     document.extend(secrets.values().clone());
     let secret_values: Vec<&Value> = secrets
@@ -248,6 +262,7 @@ pub fn plan(
         volume::tree_digest(&action.pack.pack_ref, &action.pack_dir).map_err(PlanError::Digest)?;
     Ok(RunPlan {
         pack_digest,
+        parameter_warnings,
         runtime: runtime.clone(),
         dependencies,
         stdin,
@@ -329,6 +344,8 @@ impl RunPlan {
             pack_digest: &self.pack_digest,
             runtime: &self.runtime.name,
             output_format: self.action.action.output_format,
+            native: self.runtime.interpreter.is_empty(),
+            warnings: &self.parameter_warnings,
             output_schema: self.action.action.output.as_ref(),
             redactor: &self.redactor,
             timeout: self.limits.timeout,

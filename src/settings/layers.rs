@@ -98,6 +98,8 @@ pub struct RunLayer {
     pub grace_seconds: Option<u64>,
     /// Bytes kept of each output stream of a run (`10m` by default).
     pub max_output: Option<Size>,
+    /// Refuse parameters an action does not declare (accepted with a warning by default).
+    pub strict_parameters: Option<bool>,
 }
 
 /// Environment-build settings of one layer.
@@ -113,6 +115,10 @@ pub struct BuildLayer {
     pub npm_registry: Option<String>,
     /// Packs' requirements may choose package sources (`--index-url`, `--find-links`, URLs, ...).
     pub allow_pack_sources: Option<bool>,
+    /// Packs may have Debian packages installed into their environment (`meta.system_packages`).
+    pub allow_system_packages: Option<bool>,
+    /// Packs may bring runtime definitions of their own (`runtimes/*.yaml`).
+    pub allow_pack_runtimes: Option<bool>,
     /// Memory (no swap) of each environment build step.
     pub memory: Option<Size>,
     /// How long one environment build may take.

@@ -231,10 +231,17 @@ impl Resolver<'_> {
             DEFAULT_MAX_OUTPUT as u64,
             |v| in_range(*v, bounds::MIN_OUTPUT, bounds::MAX_OUTPUT, "1 byte", "1g"),
         )?;
+        let strict_parameters = self.setting(
+            "run.strict_parameters",
+            |l| l.run.strict_parameters,
+            false,
+            any,
+        )?;
         Ok(RunDefaults {
             timeout: timeout.map(|t| Duration::from_secs(t.value)),
             grace: Duration::from_secs(grace.value),
             max_output: max_output.value as usize,
+            strict_parameters: strict_parameters.value,
         })
     }
 
@@ -287,6 +294,18 @@ impl Resolver<'_> {
             false,
             any,
         )?;
+        let allow_system_packages = self.setting(
+            "build.allow_system_packages",
+            |l| l.build.allow_system_packages,
+            false,
+            any,
+        )?;
+        let allow_pack_runtimes = self.setting(
+            "build.allow_pack_runtimes",
+            |l| l.build.allow_pack_runtimes,
+            false,
+            any,
+        )?;
         let build_memory = self.setting(
             "build.memory",
             |l| l.build.memory.map(|s| s.0),
@@ -309,6 +328,8 @@ impl Resolver<'_> {
             },
             proxies,
             allow_pack_sources: allow_pack_sources.value,
+            allow_system_packages: allow_system_packages.value,
+            allow_pack_runtimes: allow_pack_runtimes.value,
             memory_bytes: Some(build_memory.value),
             timeout: Duration::from_secs(build_timeout.value),
         })

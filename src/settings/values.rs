@@ -65,6 +65,8 @@ pub struct RunDefaults {
     pub grace: Duration,
     /// Bytes kept per output stream.
     pub max_output: usize,
+    /// Refuse parameters an action does not declare, instead of delivering them with a warning.
+    pub strict_parameters: bool,
 }
 
 /// What `packbox serve` runs with, checked.
