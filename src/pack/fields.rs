@@ -54,47 +54,71 @@ const ACTION_FIELDS: &[&str] = &[
     "workflow_file",
 ];
 
-/// The keys of one parameter declaration packbox reads and checks.
+/// The keys of one parameter declaration packbox reads and checks: the flat style's own
+/// (`required: true`, `secret`) and every JSON Schema keyword (the validator enforces them).
 const PARAMETER_FIELDS: &[&str] = &[
     "type",
     "default",
     "required",
     "secret",
     "enum",
+    "const",
     "minimum",
     "maximum",
-    "description",
-];
-
-/// JSON-Schema annotations a declaration may carry; they check nothing, so nothing is lost.
-const PARAMETER_ANNOTATIONS: &[&str] = &[
-    "title",
-    "examples",
-    "format",
-    "items",
-    "properties",
-    "additionalProperties",
-    "immutable",
-    "position",
-    "placeholder",
-];
-
-/// JSON-Schema checks packbox does not make: a value they refuse still reaches the action.
-const PARAMETER_UNCHECKED: &[&str] = &[
-    "pattern",
-    "minLength",
-    "maxLength",
-    "minItems",
-    "maxItems",
-    "uniqueItems",
     "exclusiveMinimum",
     "exclusiveMaximum",
     "multipleOf",
-    "const",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "format",
+    "items",
+    "prefixItems",
+    "additionalItems",
+    "contains",
+    "minContains",
+    "maxContains",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "properties",
+    "patternProperties",
+    "additionalProperties",
+    "propertyNames",
+    "minProperties",
+    "maxProperties",
+    "dependentRequired",
+    "dependentSchemas",
+    "unevaluatedItems",
+    "unevaluatedProperties",
     "oneOf",
     "anyOf",
     "allOf",
     "not",
+    "if",
+    "then",
+    "else",
+    "$ref",
+    "$defs",
+    "definitions",
+    "$schema",
+    "$id",
+    "$comment",
+    "description",
+];
+
+/// Annotations a declaration may carry; they check nothing, so nothing is lost.
+const PARAMETER_ANNOTATIONS: &[&str] = &[
+    "title",
+    "examples",
+    "readOnly",
+    "writeOnly",
+    "deprecated",
+    "contentEncoding",
+    "contentMediaType",
+    "immutable",
+    "position",
+    "placeholder",
 ];
 
 /// The keys of the wrapper style (`{type: object, properties, required}`).
@@ -205,16 +229,10 @@ fn declarations(doc: &Doc, field: &str, properties: &Mapping) -> Vec<Problem> {
             {
                 continue;
             }
-            let message = if PARAMETER_UNCHECKED.contains(&key.as_str()) {
-                format!(
-                    "`{key}` is not checked by packbox: a value it refuses still reaches the action (packbox checks type, enum, minimum, maximum and required)"
-                )
-            } else {
-                format!(
-                    "unknown field `{key}`, ignored{}",
-                    hint(&key, PARAMETER_FIELDS)
-                )
-            };
+            let message = format!(
+                "unknown field `{key}`, ignored{}",
+                hint(&key, PARAMETER_FIELDS)
+            );
             warnings.push(doc.problem(&format!("{here}.{key}"), message));
         }
     }
@@ -339,12 +357,9 @@ mod tests {
             "ref: p.a\nentry_point: a\nparameters:\n  n:\n    type: integer\n    requried: true\n    pattern: '^a'\n    title: N\n",
             true,
         );
-        assert_eq!(found.len(), 2, "{found:?}");
+        // `pattern` is a JSON Schema keyword the validator enforces: no warning.
+        assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].starts_with(":6: field `parameters.n.requried`: unknown field `requried`, ignored; did you mean `required`?"), "{found:?}");
-        assert!(
-            found[1].contains("`pattern` is not checked by packbox"),
-            "{found:?}"
-        );
         let wrapped = warnings_of(
             "ref: p.a\nentry_point: a\nparameters:\n  type: object\n  propertys: {}\n  properties:\n    n: {type: string, defualt: x}\n",
             true,
