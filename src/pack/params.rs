@@ -360,8 +360,14 @@ mod tests {
     #[test]
     fn each_issue_names_its_parameter() {
         let from_file = Map::from_iter([("count".to_string(), json!(99))]);
-        let err = resolve("p.a", &declared(), strict(), from_file, &assign(&["bogus=1"]))
-            .expect_err("three problems");
+        let err = resolve(
+            "p.a",
+            &declared(),
+            strict(),
+            from_file,
+            &assign(&["bogus=1"]),
+        )
+        .expect_err("three problems");
         let ParamError::Invalid { issues, .. } = err else {
             panic!("expected invalid parameters");
         };
@@ -446,8 +452,18 @@ mod tests {
             &assign(&["count=11", "mode=medium"]),
         ));
         assert_eq!(found.len(), 3, "{found:?}");
-        assert!(found[0].starts_with("`count`: ") && found[0].contains("maximum of 10") && found[0].ends_with("got `11`"), "{found:?}");
-        assert!(found[1].starts_with("`mode`: ") && found[1].contains("fast") && found[1].ends_with("got `medium`"), "{found:?}");
+        assert!(
+            found[0].starts_with("`count`: ")
+                && found[0].contains("maximum of 10")
+                && found[0].ends_with("got `11`"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("`mode`: ")
+                && found[1].contains("fast")
+                && found[1].ends_with("got `medium`"),
+            "{found:?}"
+        );
         assert_eq!(found[2], "missing required parameter `token`");
     }
 
@@ -465,8 +481,14 @@ mod tests {
             err.to_string(),
             "invalid parameters for action p.a: unknown parameter `nope`: the operator's run.strict_parameters refuses undeclared parameters (known parameters: count, mode, name, token)"
         );
-        let err = resolve("p.a", &Parameters::new(), strict(), Map::new(), &assign(&["x=1"]))
-            .expect_err("none declared");
+        let err = resolve(
+            "p.a",
+            &Parameters::new(),
+            strict(),
+            Map::new(),
+            &assign(&["x=1"]),
+        )
+        .expect_err("none declared");
         assert!(
             err.to_string().contains("known parameters: (none)"),
             "{err}"
@@ -493,7 +515,9 @@ mod tests {
             assert!(text.contains(&format!("`{name}`")), "{text}");
             assert!(text.contains("secret parameter"), "{text}");
             assert!(
-                !text.contains("hunter2") && !text.contains("123456789") && !text.contains("abcxyz"),
+                !text.contains("hunter2")
+                    && !text.contains("123456789")
+                    && !text.contains("abcxyz"),
                 "{text}"
             );
         }

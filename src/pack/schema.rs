@@ -260,14 +260,19 @@ fn parse_spec(
         let names = ParamType::ALL.map(ParamType::name).join(", ");
         // One type, or a union of them (`[string, "null"]`).
         let listed: Vec<Option<&str>> = match value {
-            Value::Sequence(items) if !items.is_empty() => items.iter().map(Value::as_str).collect(),
+            Value::Sequence(items) if !items.is_empty() => {
+                items.iter().map(Value::as_str).collect()
+            }
             other => vec![other.as_str()],
         };
         if listed
             .iter()
             .all(|name| name.is_some_and(|n| n == "null" || ParamType::parse(n).is_some()))
         {
-            spec.kind = listed.iter().flatten().find_map(|name| ParamType::parse(name));
+            spec.kind = listed
+                .iter()
+                .flatten()
+                .find_map(|name| ParamType::parse(name));
         } else {
             problems.push(doc.problem(
                 &at("type"),
@@ -338,7 +343,9 @@ fn parse_spec(
         schema.retain(|key, _| !NOT_SCHEMA.contains(&key.as_str()));
         spec.schema = Json::Object(schema);
         match compile(&spec.schema) {
-            Err(why) => problems.push(doc.problem(field, format!("not a valid JSON Schema: {why}"))),
+            Err(why) => {
+                problems.push(doc.problem(field, format!("not a valid JSON Schema: {why}")))
+            }
             Ok(validator) => {
                 // Attune loads such a pack; a run that relies on the default is refused.
                 if let Some(default) = &spec.default
@@ -357,7 +364,10 @@ fn parse_spec(
                 {
                     warnings.push(doc.problem(
                         &at("enum"),
-                        format!("item {} does not match the declaration's type; no value can choose it", bad + 1),
+                        format!(
+                            "item {} does not match the declaration's type; no value can choose it",
+                            bad + 1
+                        ),
                     ));
                 }
             }
@@ -431,11 +441,22 @@ pub(crate) mod tests {
             "{problems:?}"
         );
         assert_eq!(problems[0].line, Some(2));
-        assert!(problems[4].message.contains("not a valid JSON Schema"), "{problems:?}");
+        assert!(
+            problems[4].message.contains("not a valid JSON Schema"),
+            "{problems:?}"
+        );
         // Attune loads a default or an enum item of the wrong type: a warning, not a problem.
         let warned: Vec<_> = warnings.iter().filter_map(|p| p.field.as_deref()).collect();
-        assert_eq!(warned, ["parameters.c.default", "parameters.d.enum"], "{warnings:?}");
-        assert!(warnings[0].message.contains("a run that relies on it is refused"));
+        assert_eq!(
+            warned,
+            ["parameters.c.default", "parameters.d.enum"],
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[0]
+                .message
+                .contains("a run that relies on it is refused")
+        );
     }
 
     #[test]
@@ -487,7 +508,10 @@ pub(crate) mod tests {
             let spec = &declared[name];
             assert_eq!(spec.check(&good), Ok(()), "{name} accepts {good}");
             let problems = spec.check(&bad).expect_err(name);
-            assert_eq!(problems[0].0, at, "{name} refuses {bad} at {at}: {problems:?}");
+            assert_eq!(
+                problems[0].0, at,
+                "{name} refuses {bad} at {at}: {problems:?}"
+            );
             // Messages never quote the value (it may be a secret).
             if let Some(text) = bad.as_str() {
                 assert!(
@@ -503,7 +527,9 @@ pub(crate) mod tests {
     fn the_wrapper_says_what_becomes_of_undeclared_parameters() {
         let value = |text: &str| serde_yaml::from_str::<Value>(text).expect("yaml");
         assert_eq!(
-            additional(&value("{type: object, properties: {}, additionalProperties: false}")),
+            additional(&value(
+                "{type: object, properties: {}, additionalProperties: false}"
+            )),
             Some(json!(false))
         );
         assert_eq!(additional(&value("{type: object, properties: {}}")), None);
@@ -512,10 +538,12 @@ pub(crate) mod tests {
 
     #[test]
     fn a_schema_that_would_fetch_something_is_refused() {
-        let (_, problems) = parse_text(
-            "parameters:\n  a: {$ref: 'https://example.invalid/schema.json'}\n",
-        );
+        let (_, problems) =
+            parse_text("parameters:\n  a: {$ref: 'https://example.invalid/schema.json'}\n");
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].message.contains("not a valid JSON Schema"), "{problems:?}");
+        assert!(
+            problems[0].message.contains("not a valid JSON Schema"),
+            "{problems:?}"
+        );
     }
 }
