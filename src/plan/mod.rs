@@ -28,6 +28,8 @@ use crate::settings::Settings;
 
 /// Timeout of an action that states none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The action's `HOME`: the container's private `/tmp` tmpfs, writable, gone with the run.
+pub(crate) const RUN_HOME: &str = "/tmp";
 /// Where file delivery puts the parameter document: the private tmpfs of the container.
 const PARAMETER_FILE_STEM: &str = "/tmp/attune-parameters";
 
@@ -253,10 +255,12 @@ pub fn plan(
         .collect();
     let redactor = Redactor::new(secret_values).map_err(SecretError::from)?;
     let stdin = SecretBytes(delivery::encode(&document, manifest.parameter_format)?);
+    // The run's own limit, then the action's, then the operator's default (as Attune: the
+    // operator's timeout is a default, not an override); a server's maximum caps them later.
     let timeout = request
         .timeout
-        .or(settings.run.timeout)
         .or(manifest.timeout_seconds.map(Duration::from_secs))
+        .or(settings.run.timeout)
         .unwrap_or(DEFAULT_TIMEOUT);
     let pack_digest =
         volume::tree_digest(&action.pack.pack_ref, &action.pack_dir).map_err(PlanError::Digest)?;
@@ -388,6 +392,8 @@ impl RunPlan {
                 "ATTUNE_PARAMETER_FORMAT".into(),
                 format_name(manifest.parameter_format).into(),
             ),
+            // A writable home on the run's private tmpfs (git, pip --user, caches).
+            ("HOME".into(), RUN_HOME.into()),
         ];
         if manifest.parameter_delivery == ParameterDelivery::File {
             let file = format!(

@@ -59,7 +59,7 @@ impl Backend {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RunDefaults {
-    /// Overrides every action's `timeout_seconds` when set.
+    /// The timeout of actions that state no `timeout_seconds`; `None`: 600 s.
     pub timeout: Option<Duration>,
     /// Time between SIGTERM and SIGKILL.
     pub grace: Duration,
