@@ -384,6 +384,8 @@ fn bad_parameters_are_all_reported_before_any_container_and_secrets_stay_hidden(
 fn a_secret_value_is_never_echoed() {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_dir(&format_packs().join("full"), &dir.path().join("full"));
+    // `full` needs `legacy` (its `dependencies`).
+    copy_dir(&format_packs().join("legacy"), &dir.path().join("legacy"));
     let typed = dir.path().join("full/actions/typed.yaml");
     let text = std::fs::read_to_string(&typed).expect("read");
     // Make the secret an integer so that a text value is refused.

@@ -15,6 +15,7 @@ mod fields;
 mod manifest;
 pub mod params;
 mod problem;
+mod requires;
 pub mod safety;
 pub mod schema;
 pub mod testing;
@@ -130,6 +131,13 @@ pub fn load_action(packs_dir: &Path, action_ref: &str) -> Result<LoadedAction, P
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let (pack_dir, pack) = validate::load_pack_manifest(&pack_dir, &mut problems, &mut warnings);
+    if let Some(pack) = &pack {
+        problems.extend(requires::unmet(
+            packs_dir,
+            &pack_dir.join("pack.yaml"),
+            pack,
+        ));
+    }
     let action = action::load(
         &action_file,
         pack_name,

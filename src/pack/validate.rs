@@ -97,11 +97,18 @@ pub fn validate(dir: &Path) -> Vec<PackReport> {
         .collect()
 }
 
-/// Checks one pack folder and every action in it.
+/// Checks one pack folder and every action in it; its `dependencies` against the folder it is in.
 pub fn validate_pack(dir: &Path) -> PackReport {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let (pack_dir, pack) = load_pack_manifest(dir, &mut problems, &mut warnings);
+    if let (Some(pack), Some(packs_dir)) = (&pack, pack_dir.parent()) {
+        problems.extend(super::requires::unmet(
+            packs_dir,
+            &pack_dir.join("pack.yaml"),
+            pack,
+        ));
+    }
     // Action refs are checked against the pack's ref, or the folder's name when that is unreadable.
     let pack_ref = pack
         .as_ref()
