@@ -318,6 +318,10 @@ impl FakeEngine {
         let mut state = self.state();
         state.next_id += 1;
         let id = format!("sha256:{:064x}", state.next_id);
+        // As an engine does, a tag moves to the new image.
+        for image in &mut state.images {
+            image.tags.retain(|t| t != tag);
+        }
         state.images.push(FakeImage {
             id: id.clone(),
             tags: if tag.is_empty() {
