@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{BackendError, Job, Ran, RunBackend, WarmKind};
 use crate::common::error_text::chain;
+use crate::common::exec_ids::ExecIds;
 use crate::engine::{ContainerSpec, SharedEngine};
 use crate::lifecycle::pool::{self, Demand, Warm, WarmPool};
 use crate::lifecycle::run::{self, RunError, RunIo, Started};
@@ -29,6 +30,8 @@ pub struct LocalBackend {
     background: Mutex<JoinSet<()>>,
     /// How a pack folder reaches the container.
     pack_delivery: PackDelivery,
+    /// Where pre-started containers take their Attune execution ids.
+    exec_ids: ExecIds,
 }
 
 impl LocalBackend {
@@ -36,12 +39,14 @@ impl LocalBackend {
     /// them (none: no pool).
     pub fn new(
         engine: SharedEngine,
+        exec_ids: ExecIds,
         warm: Option<WarmSettings>,
         pack_delivery: PackDelivery,
     ) -> LocalBackend {
         let warm = warm.filter(|w| w.per_kind > 0 && w.total > 0);
         LocalBackend {
             engine,
+            exec_ids,
             pool: warm.map(|w| {
                 Arc::new(WarmPool::new(pool::Sizing {
                     per_kind: w.per_kind,
@@ -104,15 +109,15 @@ impl LocalBackend {
     /// what the kind's demand asks for, off the run's path. The demand lasts as long as the run.
     async fn container_for(
         &self,
-        exec_id: String,
+        ids: (String, u64),
         mut spec: ContainerSpec,
         stdin: Vec<u8>,
         warm_start: Option<Vec<String>>,
         cancel: &CancellationToken,
-    ) -> Result<(String, Started, Vec<u8>, Option<Demand>), RunError> {
+    ) -> Result<((String, u64), Started, Vec<u8>, Option<Demand>), RunError> {
         let Some(warm_pool) = &self.pool else {
-            let started = self.start_container(&exec_id, &spec, cancel).await?;
-            return Ok((exec_id, started, stdin, None));
+            let started = self.start_container(&ids.0, &spec, cancel).await?;
+            return Ok((ids, started, stdin, None));
         };
         spec.cmd = match warm_start.filter(|_| self.preload) {
             Some(cmd) => cmd,
@@ -120,16 +125,26 @@ impl LocalBackend {
         };
         let kind = pool::kind(&spec);
         let (demand, offered) = warm_pool.begin(&kind);
-        let (exec_id, started) = match self.take_warm(warm_pool, &kind, offered).await {
-            Some(warm) => (warm.exec_id, warm.started),
+        let (ids, started) = match self.take_warm(warm_pool, &kind, offered).await {
+            Some(warm) => ((warm.exec_id, warm.attune_exec_id), warm.started),
             None => {
-                let started = self.start_container(&exec_id, &spec, cancel).await?;
-                (exec_id, started)
+                let started = self.start_container(&ids.0, &spec, cancel).await?;
+                (ids, started)
             }
         };
         for _ in 0..warm_pool.reserve(&kind) {
             let next_id = uuid::Uuid::new_v4().to_string();
-            let next_spec = pool::with_exec_id(&spec, &next_id);
+            // A pooled container's environment is fixed when it starts: it takes its Attune id
+            // now (one unused by a container removed idle is never handed out again).
+            let next_attune_id = match self.exec_ids.next() {
+                Ok(id) => id,
+                Err(e) => {
+                    warm_pool.start_failed(&kind);
+                    tracing::warn!("pre-starting a container: {}", chain(&e));
+                    continue;
+                }
+            };
+            let next_spec = pool::with_exec_id(&spec, &next_id, next_attune_id);
             let (engine, warm_pool, kind) = (
                 SharedEngine::clone(&self.engine),
                 Arc::clone(warm_pool),
@@ -141,6 +156,7 @@ impl LocalBackend {
                     Ok(started) => {
                         let warm = Warm {
                             exec_id: next_id,
+                            attune_exec_id: next_attune_id,
                             started,
                         };
                         if let Some(spare) = warm_pool.put(&kind, warm, asked.elapsed()) {
@@ -156,7 +172,7 @@ impl LocalBackend {
         }
         let mut go_then_stdin = pool::GO_LINE.to_vec();
         go_then_stdin.extend_from_slice(&stdin);
-        Ok((exec_id, started, go_then_stdin, Some(demand)))
+        Ok((ids, started, go_then_stdin, Some(demand)))
     }
 
     /// A pre-started container for this kind of run whose process still waits for its
@@ -208,6 +224,7 @@ impl LocalBackend {
 impl RunBackend for LocalBackend {
     async fn run(&self, job: Job<'_>) -> Result<Ran, BackendError> {
         let Job {
+            attune_exec_id,
             exec_id,
             workload,
             policy,
@@ -218,9 +235,16 @@ impl RunBackend for LocalBackend {
         } = job;
         let workload = self.deliver_pack(workload, io.cancel).await?;
         let spec = policy.container_spec(workload, kernel);
-        let (exec_id, started, stdin, _demand) = self
-            .container_for(exec_id, spec, io.stdin, warm_start, io.cancel)
+        let (ids, started, stdin, _demand) = self
+            .container_for(
+                (exec_id, attune_exec_id),
+                spec,
+                io.stdin,
+                warm_start,
+                io.cancel,
+            )
             .await?;
+        let (exec_id, attune_exec_id) = ids;
         tracing::debug!(exec_id = %exec_id, container = started.id(), "container started");
         on_started(&exec_id);
         let (exit, exited) = run::finish_then_release(
@@ -237,6 +261,7 @@ impl RunBackend for LocalBackend {
         // The outcome is known: the container goes off the run's path (`close` waits for it).
         self.spawn_background(exited.remove());
         Ok(Ran {
+            attune_exec_id,
             exec_id,
             exit,
             sandbox: policy.clone(),

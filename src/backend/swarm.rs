@@ -151,6 +151,7 @@ impl SwarmBackend {
 impl RunBackend for SwarmBackend {
     async fn run(&self, job: Job<'_>) -> Result<Ran, BackendError> {
         let Job {
+            attune_exec_id,
             exec_id,
             workload,
             policy,
@@ -267,6 +268,7 @@ impl RunBackend for SwarmBackend {
             }
         };
         Ok(Ran {
+            attune_exec_id,
             exec_id,
             exit,
             sandbox,
@@ -369,6 +371,7 @@ mod tests {
         stdin: &[u8],
     ) -> Result<Ran, BackendError> {
         let job = Job {
+            attune_exec_id: 1,
             exec_id: "e1".into(),
             workload: workload(&s.pack),
             policy,

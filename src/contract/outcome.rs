@@ -42,8 +42,12 @@ impl Status {
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct Outcome {
-    /// This run's id, also on its container as the `packbox.exec_id` label.
+    /// This run's id, also on its container as the `packbox.exec_id` label and in its
+    /// environment as `PACKBOX_EXEC_ID`.
     pub exec_id: String,
+    /// Attune's execution id of the run (`ATTUNE_EXEC_ID`): a positive integer, unique within
+    /// the state folder.
+    pub attune_exec_id: u64,
     /// The action's reference, `pack.action`.
     pub action: String,
     /// How the run ended.

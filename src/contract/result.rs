@@ -43,6 +43,8 @@ pub struct OutcomeTerms<'a> {
 /// What the executor knows about a run besides its container's end.
 #[derive(Clone, Debug)]
 pub struct RunFacts {
+    /// The run's Attune execution id (`ATTUNE_EXEC_ID`).
+    pub attune_exec_id: u64,
     /// The run's id, as its container's `packbox.exec_id` label has it.
     pub exec_id: String,
     /// Wall time of the whole run, preparation included.
@@ -135,6 +137,7 @@ fn outcome_of(
 ) -> Outcome {
     Outcome {
         exec_id: facts.exec_id,
+        attune_exec_id: facts.attune_exec_id,
         action: terms.action_ref.to_string(),
         status,
         exit_code: exit.exit_code,

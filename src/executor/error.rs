@@ -79,6 +79,9 @@ pub enum Error {
     /// A base image could not be imported.
     #[error(transparent)]
     BaseImage(Box<BaseImageError>),
+    /// The state folder could not give the run an Attune execution id.
+    #[error(transparent)]
+    ExecId(#[from] crate::common::exec_ids::ExecIdError),
 }
 
 impl From<BackendError> for Error {
@@ -189,7 +192,8 @@ impl Error {
             | Error::Image(_)
             | Error::Copy(_)
             | Error::Delivery(_)
-            | Error::BaseImage(_) => Fault::Engine,
+            | Error::BaseImage(_)
+            | Error::ExecId(_) => Fault::Engine,
         }
     }
 

@@ -132,7 +132,13 @@ pub(crate) fn load(
         .and_then(|value| testing::parse(&doc, value, pack_dir, problems, warnings));
     let [description, author, email, license] =
         ["description", "author", "email", "license"].map(|key| doc.optional_text(key, problems));
-    let upstream_only = upstream::behaviour_changing(upstream::PACK_FIELDS, &doc.keys());
+    // `enabled: true` changes nothing; only a disabled pack would behave otherwise in Attune.
+    let keys: Vec<String> = doc
+        .keys()
+        .into_iter()
+        .filter(|key| key != "enabled" || doc.get(key) == Some(&serde_yaml::Value::Bool(false)))
+        .collect();
+    let upstream_only = upstream::behaviour_changing(upstream::PACK_FIELDS, &keys);
     // Reported in the order of the file; problems without a line (missing fields) come last.
     problems[before..].sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     let manifest = PackManifest {

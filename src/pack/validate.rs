@@ -115,6 +115,8 @@ pub fn validate_pack(dir: &Path) -> PackReport {
         .map_or_else(|| folder_name(&pack_dir), |pack| pack.pack_ref.clone());
     let files = match action::action_files(&pack_dir) {
         Ok(files) => files,
+        // A pack without actions (only tests, rules or sensors) is a pack all the same.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
             problems.push(Problem {
                 file: pack_dir.join("actions"),

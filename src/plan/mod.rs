@@ -376,12 +376,20 @@ impl RunPlan {
     /// What the container runs: the entry point under its interpreter, the Attune variables and
     /// the runtime's, and labels naming the run and its owner. No secret is in any of these. The
     /// pack is its folder, unless a volume holding its content is given.
-    pub(crate) fn workload(&self, exec_id: &str, image: &str, owner: &Owner) -> Workload {
+    pub(crate) fn workload(
+        &self,
+        exec_id: &str,
+        attune_exec_id: u64,
+        image: &str,
+        owner: &Owner,
+    ) -> Workload {
         let manifest = &self.action.action;
         let mut cmd = self.runtime.interpreter.clone();
         cmd.push(format!("/pack/actions/{}", manifest.entry_point));
         let mut env: Vec<(String, String)> = vec![
-            ("ATTUNE_EXEC_ID".into(), exec_id.to_string()),
+            // Attune's integer id (actions do `int(...)` on it); packbox's own UUID beside it.
+            ("ATTUNE_EXEC_ID".into(), attune_exec_id.to_string()),
+            ("PACKBOX_EXEC_ID".into(), exec_id.to_string()),
             ("ATTUNE_ACTION".into(), self.action.action_ref.clone()),
             ("ATTUNE_PACK_REF".into(), self.action.pack.pack_ref.clone()),
             (
