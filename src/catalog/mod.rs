@@ -32,7 +32,6 @@ const BUILTIN_RUNTIMES: &[(&str, &str)] = &[
     ),
     ("ruby.yaml", include_str!("../../images/runtimes/ruby.yaml")),
     ("perl.yaml", include_str!("../../images/runtimes/perl.yaml")),
-    ("go.yaml", include_str!("../../images/runtimes/go.yaml")),
     ("java.yaml", include_str!("../../images/runtimes/java.yaml")),
 ];
 
@@ -58,7 +57,6 @@ const BUILTIN_RECIPES: &[(&str, &str)] = &[
         "perl/Dockerfile",
         include_str!("../../images/perl/Dockerfile"),
     ),
-    ("go/Dockerfile", include_str!("../../images/go/Dockerfile")),
     (
         "java/Dockerfile",
         include_str!("../../images/java/Dockerfile"),
@@ -425,9 +423,7 @@ mod tests {
         let names: Vec<_> = catalog.runtimes().iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             names,
-            [
-                "python", "node", "shell", "native", "ruby", "perl", "go", "java"
-            ]
+            ["python", "node", "shell", "native", "ruby", "perl", "java"]
         );
     }
 
@@ -451,10 +447,6 @@ mod tests {
             );
         }
         assert!(catalog.resolve("cobol").is_none());
-        assert_eq!(
-            catalog.resolve("golang").map(|r| r.name.as_str()),
-            Some("go")
-        );
         assert_eq!(
             catalog.resolve("jdk").map(|r| r.name.as_str()),
             Some("java")
@@ -527,7 +519,7 @@ mod tests {
         let runtime = catalog.resolve("bash").expect("shell");
         assert_eq!(runtime.interpreter, ["sh"]);
         assert_eq!(runtime.versions[0].version, "1.0");
-        assert_eq!(catalog.runtimes().len(), 8);
+        assert_eq!(catalog.runtimes().len(), 7);
     }
 
     #[test]
