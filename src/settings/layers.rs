@@ -115,10 +115,6 @@ pub struct BuildLayer {
     pub npm_registry: Option<String>,
     /// Packs' requirements may choose package sources (`--index-url`, `--find-links`, URLs, ...).
     pub allow_pack_sources: Option<bool>,
-    /// Packs may have Debian packages installed into their environment (`meta.system_packages`).
-    pub allow_system_packages: Option<bool>,
-    /// Packs may bring runtime definitions of their own (`runtimes/*.yaml`).
-    pub allow_pack_runtimes: Option<bool>,
     /// Memory (no swap) of each environment build step.
     pub memory: Option<Size>,
     /// How long one environment build may take.

@@ -294,18 +294,6 @@ impl Resolver<'_> {
             false,
             any,
         )?;
-        let allow_system_packages = self.setting(
-            "build.allow_system_packages",
-            |l| l.build.allow_system_packages,
-            false,
-            any,
-        )?;
-        let allow_pack_runtimes = self.setting(
-            "build.allow_pack_runtimes",
-            |l| l.build.allow_pack_runtimes,
-            false,
-            any,
-        )?;
         let build_memory = self.setting(
             "build.memory",
             |l| l.build.memory.map(|s| s.0),
@@ -328,8 +316,6 @@ impl Resolver<'_> {
             },
             proxies,
             allow_pack_sources: allow_pack_sources.value,
-            allow_system_packages: allow_system_packages.value,
-            allow_pack_runtimes: allow_pack_runtimes.value,
             memory_bytes: Some(build_memory.value),
             timeout: Duration::from_secs(build_timeout.value),
         })

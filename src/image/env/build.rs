@@ -40,12 +40,6 @@ pub struct BuildSettings {
     /// Whether packs may choose package sources in their requirements (`--index-url`, URLs,
     /// ...): the operator's decision (`build.allow_pack_sources`), off by default.
     pub allow_pack_sources: bool,
-    /// Whether packs may have Debian packages installed (`meta.system_packages`): the
-    /// operator's decision (`build.allow_system_packages`), off by default.
-    pub allow_system_packages: bool,
-    /// Whether a pack's own `runtimes/*.yaml` are loaded (`build.allow_pack_runtimes`), off by
-    /// default.
-    pub allow_pack_runtimes: bool,
     /// Memory limit of each build step in bytes (default [`DEFAULT_BUILD_MEMORY`]).
     pub memory_bytes: Option<u64>,
     /// How long one environment build may take.
@@ -60,8 +54,6 @@ impl Default for BuildSettings {
             proxies: BTreeMap::new(),
             timeout: DEFAULT_BUILD_TIMEOUT,
             allow_pack_sources: false,
-            allow_system_packages: false,
-            allow_pack_runtimes: false,
             memory_bytes: None,
         }
     }
