@@ -59,7 +59,7 @@ fn a_workflow_is_listed_as_one_and_refused_by_run_with_its_own_exit_code() {
     );
     assert_no_leftovers(&refused);
     // The other action of the pack runs; the pack validates with no warning at all, its rules,
-    // sensors, triggers and workflow file acknowledged as not run.
+    // sensors, triggers, own runtimes and workflow file acknowledged as not run.
     let validated = packbox(
         &[
             "pack",
@@ -79,7 +79,13 @@ fn a_workflow_is_listed_as_one_and_refused_by_run_with_its_own_exit_code() {
         .unwrap_or_default();
     assert_eq!(
         not_run,
-        ["triggers", "rules", "sensors", "actions/workflows"],
+        [
+            "triggers",
+            "rules",
+            "sensors",
+            "runtimes",
+            "actions/workflows"
+        ],
         "{report}"
     );
 }

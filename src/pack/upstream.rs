@@ -111,6 +111,8 @@ pub(crate) const COMPONENT_DIRS: &[&str] = &[
     "sensors",
     "caches",
     "workflows",
+    // A pack's own runtime definitions: the operator's catalog decides runtimes here.
+    "runtimes",
 ];
 
 /// Field names of a table above.
