@@ -158,6 +158,7 @@ fn outcome_of(
         image: facts.image,
         sandbox: terms.policy.clone(),
         warnings: terms.warnings.to_vec(),
+        egress: None,
     }
 }
 

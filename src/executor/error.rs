@@ -4,6 +4,7 @@
 
 use crate::backend::{BackendError, SwarmError};
 use crate::catalog::CatalogError;
+use crate::egress::EgressError;
 use crate::engine::EngineError;
 use crate::image::base::BaseImageError;
 use crate::image::copy::CopyError;
@@ -82,6 +83,9 @@ pub enum Error {
     /// The state folder could not give the run an Attune execution id.
     #[error(transparent)]
     ExecId(#[from] crate::common::exec_ids::ExecIdError),
+    /// The egress proxy or a run's network could not be made or used.
+    #[error(transparent)]
+    Egress(Box<EgressError>),
 }
 
 impl From<BackendError> for Error {
@@ -90,6 +94,7 @@ impl From<BackendError> for Error {
             BackendError::Run(run) => run.into(),
             BackendError::Swarm(swarm) => swarm.into(),
             BackendError::Delivery(delivery) => delivery.into(),
+            BackendError::Egress(egress) => egress.into(),
         }
     }
 }
@@ -116,6 +121,7 @@ boxed_from!(
     Copy(CopyError),
     Delivery(DeliveryError),
     BaseImage(BaseImageError),
+    Egress(EgressError),
 );
 
 /// Who has to act to fix an error.
@@ -181,6 +187,10 @@ impl Error {
             {
                 Fault::Input
             }
+            // A key store that cannot be read is the operator's, not the request's.
+            Error::Plan(plan) if matches!(plan.as_ref(), PlanError::Keys(keys) if !keys.is_input()) => {
+                Fault::Engine
+            }
             Error::Gvisor(gvisor) if gvisor.is_input() => Fault::Input,
             Error::Gvisor(_) => Fault::Engine,
             Error::Plan(plan) if matches!(plan.as_ref(), PlanError::Workflow { .. }) => {
@@ -192,6 +202,7 @@ impl Error {
             | Error::OciRuntimeMissing { .. }
             | Error::TooManyCpus { .. } => Fault::Input,
             Error::Catalog(_)
+            | Error::Egress(_)
             | Error::Engine(_)
             | Error::Image(_)
             | Error::Copy(_)
@@ -237,6 +248,7 @@ impl Error {
             {
                 Some("packbox's defaults are the sandbox; weaken it only for actions you trust")
             }
+            Error::Egress(egress) => egress.hint(),
             _ => None,
         }
     }

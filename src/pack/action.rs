@@ -100,6 +100,9 @@ pub struct ActionManifest {
     /// Fields Attune acts on that packbox does not (scheduling, permissions, retention), as
     /// `explain` lists them.
     pub upstream_only: Vec<UpstreamField>,
+    /// The destinations the action says it needs (`network: {egress: [...]}`); granted only
+    /// where the operator's network policy allows.
+    pub network: Vec<crate::egress::destination::Destination>,
 }
 
 impl ActionManifest {
@@ -226,6 +229,7 @@ pub(crate) fn load(
     let parameter_format = choice(&doc, "parameter_format", "json, dotenv, yaml", problems);
     let output_format = choice(&doc, "output_format", "text, json, yaml, jsonl", problems);
     let isolation = choice(&doc, "isolation", "standard, strict", problems);
+    let network = super::network::needs(&doc, problems);
     let tags = doc
         .get("tags")
         .map(|value| doc.text_list("tags", value, problems))
@@ -252,6 +256,7 @@ pub(crate) fn load(
         isolation,
         workflow_file,
         upstream_only,
+        network,
     };
     (problems.len() == before).then_some(manifest)
 }

@@ -30,6 +30,7 @@ const PACK_FIELDS: &[&str] = &[
     "runtime_deps",
     "dependencies",
     "testing",
+    "network",
 ];
 
 /// The fields of an action file packbox reads.
@@ -52,6 +53,7 @@ const ACTION_FIELDS: &[&str] = &[
     "tags",
     "isolation",
     "workflow_file",
+    "network",
 ];
 
 /// The keys of one parameter declaration packbox reads and checks: the flat style's own

@@ -51,6 +51,8 @@ pub struct PackManifest {
     pub testing: Option<Testing>,
     /// Fields Attune acts on that packbox does not, as `explain` lists them.
     pub upstream_only: Vec<UpstreamField>,
+    /// The destinations every action of the pack says it needs (`network: {egress: [...]}`).
+    pub network: Vec<crate::egress::destination::Destination>,
 }
 
 /// Reads `pack.yaml`; `None` when it has problems, which are recorded. Fields packbox does not
@@ -139,6 +141,7 @@ pub(crate) fn load(
         .filter(|key| key != "enabled" || doc.get(key) == Some(&serde_yaml::Value::Bool(false)))
         .collect();
     let upstream_only = upstream::behaviour_changing(upstream::PACK_FIELDS, &keys);
+    let network = super::network::needs(&doc, problems);
     // Reported in the order of the file; problems without a line (missing fields) come last.
     problems[before..].sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     let manifest = PackManifest {
@@ -158,6 +161,7 @@ pub(crate) fn load(
         dependencies,
         testing,
         upstream_only,
+        network,
     };
     (problems.len() == before).then_some(manifest)
 }

@@ -64,6 +64,23 @@ fn join(issues: &[ParamIssue]) -> String {
         .join("; ")
 }
 
+/// Unknown parameter names reported one by one; the rest are counted.
+const MAX_UNKNOWN_REPORTED: usize = 20;
+/// The longest parameter name quoted in a problem.
+const MAX_QUOTED_NAME: usize = 100;
+
+/// A name as problems quote it: at most [`MAX_QUOTED_NAME`] bytes.
+fn shortened(name: &str) -> String {
+    if name.len() <= MAX_QUOTED_NAME {
+        return name.to_string();
+    }
+    let mut end = MAX_QUOTED_NAME;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &name[..end])
+}
+
 /// Splits `-p KEY=VALUE` arguments.
 pub fn parse_assignments(raw: &[String]) -> Result<Vec<(String, String)>, ParamError> {
     raw.iter()
@@ -162,7 +179,6 @@ pub fn resolve(
         }
     }
     unknown.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut warnings = Vec::new();
     let forbidden = match (undeclared.strict, undeclared.additional) {
         (true, _) => Some("the operator's run.strict_parameters refuses undeclared parameters"),
         (false, Some(Value::Bool(false))) => {
@@ -177,22 +193,42 @@ pub fn resolve(
             schema: schema.clone(),
             ..ParameterSpec::default()
         });
+    // A request may carry any number of undeclared names, each as long as it likes: the
+    // problems and warnings reported about them stay few and short, whatever it held.
+    let known = known_list(declared);
+    let (mut warnings, mut reported, mut more, mut more_warnings) = (Vec::new(), 0, 0, 0);
     for (name, value) in unknown {
-        if let Some(why) = forbidden {
-            let text = format!(
-                "unknown parameter `{name}`: {why} (known parameters: {})",
-                known_list(declared)
-            );
-            issues.push(issue(&name, text));
-            continue;
+        let shown = shortened(&name);
+        let refused = match forbidden {
+            Some(why) => vec![issue(
+                &shown,
+                format!("unknown parameter `{shown}`: {why} (known parameters: {known})"),
+            )],
+            None => additional_schema
+                .as_ref()
+                .map(|spec| schema_issues(&shown, spec, &value))
+                .unwrap_or_default(),
+        };
+        match refused.is_empty() {
+            false if reported < MAX_UNKNOWN_REPORTED => {
+                reported += 1;
+                issues.extend(refused);
+            }
+            false => more += 1,
+            true if warnings.len() < MAX_UNKNOWN_REPORTED => warnings.push(format!(
+                "parameter `{shown}` is not declared by action {action}; delivered as given"
+            )),
+            true => more_warnings += 1,
         }
-        if let Some(spec) = &additional_schema {
-            issues.extend(schema_issues(&name, spec, &value));
-        }
-        warnings.push(format!(
-            "parameter `{name}` is not declared by action {action}; delivered as given"
-        ));
         document.insert(name, value);
+    }
+    if more_warnings > 0 {
+        warnings.push(format!(
+            "and {more_warnings} more parameters not declared by action {action}, delivered as given"
+        ));
+    }
+    if more > 0 {
+        issues.push(issue("", format!("and {more} more unknown parameters")));
     }
     let failed_conversion: Vec<String> = assignments
         .iter()
@@ -465,6 +501,47 @@ mod tests {
             "{found:?}"
         );
         assert_eq!(found[2], "missing required parameter `token`");
+    }
+
+    #[test]
+    fn many_unknown_parameters_give_few_short_problems() {
+        let declared = declared();
+        let mut given = Map::new();
+        for n in 0..5000 {
+            given.insert(format!("{}{n}", "x".repeat(300)), Value::Bool(true));
+        }
+        let Err(ParamError::Invalid { issues, .. }) =
+            resolve("p.a", &declared, strict(), given.clone(), &[])
+        else {
+            panic!("unknown parameters are refused when strict");
+        };
+        let unknown = issues
+            .iter()
+            .filter(|i| i.text.starts_with("unknown parameter"))
+            .count();
+        assert_eq!(unknown, MAX_UNKNOWN_REPORTED);
+        assert_eq!(
+            issues[MAX_UNKNOWN_REPORTED].text,
+            "and 4980 more unknown parameters"
+        );
+        let bytes: usize = issues
+            .iter()
+            .map(|i| i.text.len() + i.parameter.len())
+            .sum();
+        assert!(bytes < 20_000, "{bytes} bytes of problems");
+        // Accepted (not strict): all delivered, with as few and as short warnings.
+        given.insert("token".into(), Value::String("t".into()));
+        let resolved = resolve("p.a", &declared, Undeclared::default(), given, &[])
+            .expect("undeclared parameters are accepted");
+        // The 5,000 undeclared, the token and the name's default.
+        assert_eq!(resolved.document.len(), 5002);
+        assert_eq!(resolved.warnings.len(), MAX_UNKNOWN_REPORTED + 1);
+        assert_eq!(
+            resolved.warnings[MAX_UNKNOWN_REPORTED],
+            "and 4980 more parameters not declared by action p.a, delivered as given"
+        );
+        let bytes: usize = resolved.warnings.iter().map(String::len).sum();
+        assert!(bytes < 20_000, "{bytes} bytes of warnings");
     }
 
     #[test]

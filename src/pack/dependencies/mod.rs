@@ -121,6 +121,7 @@ pub(crate) mod tests {
             runtime_deps: Vec::new(),
             dependencies: Vec::new(),
             testing: None,
+            network: Vec::new(),
         }
     }
 
