@@ -438,7 +438,8 @@ async fn api_secret_names_get_the_dotenv_check_and_the_refusal_blames_the_reques
             "secret name",
         ),
         (
-            json!({"action": "beta.env", "parameters": {"config": {"a b": 1}}}),
+            // A key no shell word can hold (a new line); `a b` is delivered quoted, as Attune does.
+            json!({"action": "beta.env", "parameters": {"config": {"a\nb": 1}}}),
             "cannot be written as dotenv",
         ),
     ] {
