@@ -28,6 +28,7 @@ const ALPHA: &str = "alpha-token-console-0123456789";
 const BETA: &str = "beta-token-console-01234567890";
 
 const ENTER: &str = "\u{E007}";
+const TAB: &str = "\u{E004}";
 
 fn console_packs() -> PathBuf {
     repo_root().join("tests/fixtures/console")
@@ -659,18 +660,45 @@ async fn every_page_reads_at_a_desktop_and_a_phone_size() {
         .await;
     until_status(&browser, "running").await;
     browser.screenshot("execution-running-desktop").await;
+    // Moving to another page puts the focus on its heading, so a screen reader says where it is.
+    let focused = browser
+        .until(
+            "the focus on the page's heading",
+            "return document.activeElement.tagName === 'H1' && document.activeElement.closest('main') !== null",
+        )
+        .await;
+    assert_eq!(focused, json!(true));
+    // A page loaded afresh: the first Tab reaches the skip link, Enter on it moves the focus to
+    // the content and leaves the address as it was.
+    browser.client.refresh().await.expect("the page loads again");
+    until_status(&browser, "running").await;
     browser
         .client
         .find(fantoccini::Locator::Css("body"))
         .await
         .expect("the body")
-        .send_keys("\u{E004}")
+        .send_keys(TAB)
         .await
         .expect("Tab");
     let first = browser
         .run("return document.activeElement.textContent", vec![])
         .await;
     assert_eq!(first, json!("Skip to content"));
+    browser
+        .client
+        .active_element()
+        .await
+        .expect("the skip link")
+        .send_keys(ENTER)
+        .await
+        .expect("Enter on the skip link");
+    let landed = browser
+        .run(
+            "return [document.activeElement.id, location.hash]",
+            vec![],
+        )
+        .await;
+    assert_eq!(landed, json!(["main", format!("#/executions/{running}")]));
     let unnamed = browser
         .run(
             "return [...document.querySelectorAll('a, button, input, select, textarea, [tabindex]')] \

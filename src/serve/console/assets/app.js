@@ -98,7 +98,11 @@ function buildShell() {
   const main = h('main', { id: 'main', tabindex: '-1' });
   const open = token() === '';
   fill(document.body,
-    h('a', { class: 'skip', href: '#main' }, 'Skip to content'),
+    // Moves the focus without changing the address, so a reload stays on the page.
+    h('a', {
+      class: 'skip', href: '#main',
+      on: { click: (event) => { event.preventDefault(); main.focus(); } },
+    }, 'Skip to content'),
     h('header', null,
       h('a', { class: 'brand', href: '#/executions' }, 'packbox'),
       nav,
@@ -112,7 +116,7 @@ function buildShell() {
 /** Shows the page the fragment names. */
 function route(focus) {
   const hash = location.hash;
-  if (hash === '#main') return; // the skip link: stay on the page
+  if (hash === '#main') return; // the skip link, opened without its script: stay on the page
   const found = PAGES.find(([pattern]) => pattern.test(hash));
   if (!found) {
     location.replace('#/executions');
