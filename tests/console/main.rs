@@ -411,6 +411,7 @@ async fn hostile_output_is_shown_as_text_and_runs_nothing() {
         )
         .await;
     assert_eq!(elements, json!(0), "markup from the output became elements");
+    browser.screenshot("execution-hostile").await;
     assert!(
         browser
             .client
