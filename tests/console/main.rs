@@ -671,7 +671,11 @@ async fn every_page_reads_at_a_desktop_and_a_phone_size() {
     assert_eq!(focused, json!(true));
     // A page loaded afresh: the first Tab reaches the skip link, Enter on it moves the focus to
     // the content and leaves the address as it was.
-    browser.client.refresh().await.expect("the page loads again");
+    browser
+        .client
+        .refresh()
+        .await
+        .expect("the page loads again");
     until_status(&browser, "running").await;
     browser
         .client
@@ -694,10 +698,7 @@ async fn every_page_reads_at_a_desktop_and_a_phone_size() {
         .await
         .expect("Enter on the skip link");
     let landed = browser
-        .run(
-            "return [document.activeElement.id, location.hash]",
-            vec![],
-        )
+        .run("return [document.activeElement.id, location.hash]", vec![])
         .await;
     assert_eq!(landed, json!(["main", format!("#/executions/{running}")]));
     let unnamed = browser
