@@ -30,6 +30,7 @@ mod backend;
 mod catalog;
 mod common;
 mod contract;
+mod egress;
 mod engine;
 mod executor;
 mod image;
@@ -48,6 +49,17 @@ pub use common::input;
 pub use contract::scrub::StreamScrubber;
 pub use contract::secrets::SecretError;
 pub use contract::{Outcome, Status};
+/// The egress proxy's entry point: the `packbox-egress-proxy` binary, which packbox runs in a
+/// locked-down container of its own to enforce network grants (not for use elsewhere).
+pub use egress::proxy::main as egress_proxy_main;
+pub use egress::{
+    EgressError,
+    audit::{Audit as EgressAudit, EgressReport},
+    config::{EgressLayer, EgressSettings},
+    destination::{Destination, DestinationError, HostPattern},
+    policy::{Granted, NetworkRule, PolicyError as NetworkPolicyError, RunGrant},
+    protocol::{Connection as EgressConnection, ConnectionKind},
+};
 pub use engine::ConnectProblem;
 pub use engine::endpoint::{
     Endpoint, EndpointError, Origin as EndpointOrigin, TlsFiles, Transport,

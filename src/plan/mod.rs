@@ -14,6 +14,7 @@ use crate::contract::delivery::{self, DeliveryError};
 use crate::contract::result::OutcomeTerms;
 use crate::contract::scrub::StreamScrubber;
 use crate::contract::secrets::{Redactor, SecretBytes, SecretError, Secrets};
+use crate::egress::policy::{Declared, PolicyError, RunGrant};
 use crate::image::env::Manifests;
 use crate::keystore::{KeyStore, KeyStoreError, KeyUse};
 use crate::lifecycle::RunLimits;
@@ -86,6 +87,20 @@ pub enum PlanError {
     /// The isolation level the action gets cannot be given with these settings.
     #[error(transparent)]
     Isolation(#[from] IsolationError),
+    /// The action or its pack declares a destination the operator's network policy does not
+    /// grant (or a network rule is unusable).
+    #[error(transparent)]
+    Egress(#[from] PolicyError),
+    /// A strict run has no network, and the action was granted one.
+    #[error(
+        "action {action} runs with isolation strict, which has no network; its egress grant ({granted_by}) cannot be given"
+    )]
+    StrictEgress {
+        /// The action's ref.
+        action: String,
+        /// Who granted the network.
+        granted_by: String,
+    },
     /// No version of the action's runtime satisfies its `runtime_version`.
     #[error("action {action}: {source}")]
     NoMatchingVersion {
@@ -164,6 +179,9 @@ pub struct RunPlan {
     pub(crate) redactor: Redactor,
     /// The content digest of the pack when the run was planned.
     pub(crate) pack_digest: String,
+    /// What the run may reach through the egress proxy; `None`: no network (or the operator's
+    /// weaker `sandbox.network`, which grants do not narrow).
+    pub(crate) egress: Option<RunGrant>,
     /// The names (never the values) of the secrets the run receives, and where each came from.
     pub(crate) key_uses: Vec<KeyUse>,
 }
@@ -197,7 +215,11 @@ pub fn plan(
     let (level, chosen_by) = settings
         .isolation
         .level_for(&action.action_ref, manifest.isolation);
-    let policy = isolation::apply(&action.action_ref, level, chosen_by, &settings.sandbox)?;
+    let mut policy = isolation::apply(&action.action_ref, level, chosen_by, &settings.sandbox)?;
+    let egress = egress_grant(settings, &action, &policy)?;
+    if egress.is_some() {
+        policy.network = crate::sandbox::policy::EGRESS_NETWORK.to_string();
+    }
     // The request's secrets: the file, then JSON values, then KEY=VALUE assignments (which win).
     let mut requested = Secrets::read(&[], request.secrets_file.as_deref())?;
     requested.overlay(Secrets::from_values(request.secret_values.clone())?.into_values());
@@ -287,7 +309,58 @@ pub fn plan(
         },
         redactor,
         action,
+        egress,
     })
+}
+
+/// The egress grant of a run: what the operator's rules grant the action, narrowed to what the
+/// action and its pack declare. None for a sandbox with the operator's own network (`bridge`,
+/// a named network): grants narrow the default `none`, never a network the operator opened.
+pub(crate) fn egress_grant(
+    settings: &Settings,
+    action: &LoadedAction,
+    policy: &SandboxPolicy,
+) -> Result<Option<RunGrant>, PlanError> {
+    if policy.network != "none" {
+        return Ok(None);
+    }
+    let action_file = action
+        .action_file
+        .strip_prefix(&action.pack_dir)
+        .unwrap_or(&action.action_file)
+        .display()
+        .to_string();
+    let declared: Vec<Declared> = action
+        .pack
+        .network
+        .iter()
+        .map(|d| (d, "network.egress in pack.yaml".to_string()))
+        .chain(
+            action
+                .action
+                .network
+                .iter()
+                .map(|d| (d, format!("network.egress in {action_file}"))),
+        )
+        .map(|(destination, by)| Declared {
+            destination: destination.clone(),
+            by,
+        })
+        .collect();
+    let grant = settings.network.grant_for(&action.action_ref, &declared)?;
+    if let Some(grant) = &grant
+        && policy.isolation.level == isolation::IsolationLevel::Strict
+    {
+        return Err(PlanError::StrictEgress {
+            action: action.action_ref.clone(),
+            granted_by: grant
+                .destinations
+                .first()
+                .map(|g| g.granted_by.clone())
+                .unwrap_or_default(),
+        });
+    }
+    Ok(grant)
 }
 
 /// The catalog runtime an action's `runner_type` names.
@@ -341,6 +414,12 @@ impl RunPlan {
     /// The sandbox the run will get.
     pub fn policy(&self) -> &SandboxPolicy {
         &self.policy
+    }
+
+    /// What the run may reach through the egress proxy, and who granted it; `None` when it has
+    /// no network (or the operator's own, weaker one).
+    pub fn egress(&self) -> Option<&RunGrant> {
+        self.egress.as_ref()
     }
 
     /// How long the action may run.

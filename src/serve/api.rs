@@ -741,9 +741,13 @@ async fn metrics(State(app): State<Arc<App>>, request: Request) -> Result<Respon
         .warm_kinds()
         .into_iter()
         .map(|kind| (kind.action, kind.image, kind.idle));
-    let text = dispatcher
-        .metrics()
-        .render(dispatcher.queued(), dispatcher.running(), warm, size);
+    let text = dispatcher.metrics().render(
+        dispatcher.queued(),
+        dispatcher.running(),
+        warm,
+        size,
+        app.held.total(),
+    );
     Ok(([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response())
 }
 

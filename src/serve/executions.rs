@@ -481,6 +481,12 @@ impl Dispatcher {
                 let took = started.elapsed();
                 self.note_duration(took);
                 self.metrics.run_took(plan.action_ref(), took.as_secs_f64());
+                if let Ok(outcome) = &outcome
+                    && let Some(egress) = &outcome.egress
+                {
+                    self.metrics
+                        .egress_refused(plan.action_ref(), egress.audit.refused);
+                }
                 ending_of(outcome)
             }
         };
@@ -551,11 +557,14 @@ impl Dispatcher {
     /// Stops a queued or running execution: a queued one never starts; a running one gets
     /// SIGTERM, its grace, then SIGKILL. Returns the record as it is now.
     pub async fn cancel(&self, id: &str) -> Result<Record, CancelRefused> {
-        if let Some(live) = self.live(id) {
+        // Whether it was queued or running when asked: a queued one ends at once once
+        // cancelled, and that ending is this cancellation's, not an earlier one.
+        let live = self.live(id);
+        if let Some(live) = &live {
             live.cancel.cancel();
         }
         match self.store.get(id).await {
-            Ok(Some(record)) if record.status.is_final() && self.live(id).is_none() => {
+            Ok(Some(record)) if record.status.is_final() && live.is_none() => {
                 Err(CancelRefused::Final(Box::new(record)))
             }
             Ok(Some(record)) => Ok(record),

@@ -68,6 +68,11 @@ impl Held {
         }
     }
 
+    /// Requests held now.
+    pub fn total(&self) -> usize {
+        self.counts.lock().map(|c| c.total).unwrap_or(0)
+    }
+
     /// The bounds in force.
     pub fn limits(&self) -> &HeldLimits {
         &self.limits

@@ -3,9 +3,10 @@
 //! no new connection is accepted and open ones close after their current request.
 //!
 //! Connections cost nothing to open, so idle ones must not lock others out: when every place is
-//! taken and a new client knocks, the oldest idle connection (no request in flight for at least
-//! a second; first those that never sent one) is closed to make room. A client that just
-//! connected is never closed before it had the time to send its request. Held requests (waits, output followers) are
+//! taken and a new client knocks, the oldest idle connection (no request in flight, no byte
+//! waiting to be read, for at least two seconds; first those that never sent a request) is closed
+//! to make room. A client that just connected, or whose request arrived but is not read yet on a
+//! busy machine, is never closed. Held requests (waits, output followers) are
 //! bounded below the connection limit (`held.rs`), so there is always something idle to close,
 //! or a short request about to end.
 
@@ -30,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 /// How often a client waiting for a place looks again for an idle connection to close.
 const EVICT_RETRY: Duration = Duration::from_millis(50);
 /// How long a connection must have been idle before it may be closed for a new client.
-const IDLE_GRACE: Duration = Duration::from_secs(1);
+const IDLE_GRACE: Duration = Duration::from_secs(2);
 
 /// Bounds on connections.
 #[derive(Clone, Copy, Debug)]
@@ -85,7 +86,15 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (id, close) = table.add();
+        // A second handle on the socket, to see whether a request waits in it unread.
+        let (stream, watch) = match with_watch(stream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!("a connection closed as it was accepted: {e}");
+                continue;
+            }
+        };
+        let (id, close) = table.add(watch);
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
@@ -112,6 +121,23 @@ pub async fn serve(
     finish(listener, graceful, limits).await;
 }
 
+/// The stream, and a second, non-blocking handle on the same socket that can `peek` at bytes
+/// waiting unread (hyper owns the stream).
+fn with_watch(
+    stream: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+    let std_stream = stream.into_std()?;
+    let watch = std_stream.try_clone()?;
+    watch.set_nonblocking(true)?;
+    Ok((tokio::net::TcpStream::from_std(std_stream)?, watch))
+}
+
+/// Whether bytes wait unread in the socket (a request hyper has not read yet).
+fn has_unread(watch: &std::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(watch.peek(&mut byte), Ok(n) if n > 0)
+}
+
 async fn finish(listener: TcpListener, graceful: GracefulShutdown, limits: ConnectionLimits) {
     drop(listener);
     if tokio::time::timeout(limits.close_grace, graceful.shutdown())
@@ -129,6 +155,8 @@ struct Slot {
     served: usize,
     idle_since: Instant,
     close: CancellationToken,
+    /// The socket, to peek at; `None` in unit tests.
+    watch: Option<std::net::TcpStream>,
 }
 
 /// The open connections, oldest first.
@@ -146,7 +174,7 @@ impl Table {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn add(&self) -> (u64, CancellationToken) {
+    fn add(&self, watch: impl Into<Option<std::net::TcpStream>>) -> (u64, CancellationToken) {
         let mut state = self.lock();
         let id = state.next;
         state.next += 1;
@@ -158,6 +186,7 @@ impl Table {
                 served: 0,
                 idle_since: Instant::now(),
                 close: close.clone(),
+                watch: watch.into(),
             },
         );
         (id, close)
@@ -195,6 +224,7 @@ impl Table {
                         && !slot.close.is_cancelled()
                         && (slot.served == 0) == never_served
                         && now.saturating_duration_since(slot.idle_since) >= IDLE_GRACE
+                        && !slot.watch.as_ref().is_some_and(has_unread)
                 })
                 .map(|(id, _)| *id)
         };
@@ -280,12 +310,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_connection_whose_request_waits_unread_is_not_idle() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let mut sender = std::net::TcpStream::connect(address).expect("connect");
+        let (with_request, _) = listener.accept().expect("accept");
+        let _quiet = std::net::TcpStream::connect(address).expect("connect");
+        let (quiet, _) = listener.accept().expect("accept");
+        with_request.set_nonblocking(true).expect("nonblocking");
+        quiet.set_nonblocking(true).expect("nonblocking");
+        sender.write_all(b"GET / HTTP/1.1\r\n").expect("write");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !has_unread(&with_request) {
+            assert!(Instant::now() < deadline, "the bytes never arrived");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let table = Table::default();
+        let (_, request_close) = table.add(with_request);
+        let (_, quiet_close) = table.add(quiet);
+        let later = Instant::now() + IDLE_GRACE;
+        assert!(table.evict_idle(later));
+        assert!(quiet_close.is_cancelled() && !request_close.is_cancelled());
+        assert!(!table.evict_idle(later), "a request waits in the other");
+    }
+
+    #[test]
     fn the_oldest_idle_connection_goes_first_never_a_busy_one() {
         let table = Table::default();
-        let (busy, busy_close) = table.add();
-        let (kept_alive, kept_close) = table.add();
-        let (fresh, fresh_close) = table.add();
-        let (newer, newer_close) = table.add();
+        let (busy, busy_close) = table.add(None);
+        let (kept_alive, kept_close) = table.add(None);
+        let (fresh, fresh_close) = table.add(None);
+        let (newer, newer_close) = table.add(None);
         table.started(busy);
         table.started(kept_alive);
         table.ended(kept_alive);

@@ -52,8 +52,10 @@ pub struct Metrics {
     env_builds: Counter,
     engine_errors: Counter,
     requests: Family<Request, Counter>,
+    egress_refused: Family<Action, Counter>,
     records_bytes: Gauge,
     records_disk_bytes: Gauge,
+    held_requests: Gauge,
 }
 
 impl Default for Metrics {
@@ -117,6 +119,12 @@ impl Metrics {
             "HTTP requests answered, by route and status code",
             requests.clone(),
         );
+        let egress_refused = Family::<Action, Counter>::default();
+        registry.register(
+            "packbox_egress_refused",
+            "Connection attempts the egress proxy refused, by action",
+            egress_refused.clone(),
+        );
         let records_bytes = Gauge::default();
         registry.register(
             "packbox_records_bytes",
@@ -129,7 +137,15 @@ impl Metrics {
             "Bytes of the execution records' database and its write-ahead log on disk",
             records_disk_bytes.clone(),
         );
+        let held_requests = Gauge::default();
+        registry.register(
+            "packbox_held_requests",
+            "Requests holding their connection: waits for an execution's end and output followers (bounded by serve.max_waiting)",
+            held_requests.clone(),
+        );
         Metrics {
+            egress_refused,
+            held_requests,
             records_bytes,
             records_disk_bytes,
             registry,
@@ -152,6 +168,17 @@ impl Metrics {
                 status: status.to_string(),
             })
             .inc();
+    }
+
+    /// The egress proxy refused `count` connection attempts of a run of `action`.
+    pub fn egress_refused(&self, action: &str, count: u64) {
+        if count > 0 {
+            self.egress_refused
+                .get_or_create(&Action {
+                    action: action.to_string(),
+                })
+                .inc_by(count);
+        }
     }
 
     /// A run that held a slot took `seconds`.
@@ -190,7 +217,9 @@ impl Metrics {
         running: usize,
         warm: impl IntoIterator<Item = (String, String, usize)>,
         records: StoreSize,
+        held: usize,
     ) -> String {
+        self.held_requests.set(held as i64);
         self.records_bytes
             .set(records.content.min(i64::MAX as u64) as i64);
         self.records_disk_bytes
@@ -227,7 +256,8 @@ mod tests {
             content: 1234,
             on_disk: 8192,
         };
-        let text = metrics.render(3, 2, [("p.a".into(), "img:1".into(), 1)], size);
+        let text = metrics.render(3, 2, [("p.a".into(), "img:1".into(), 1)], size, 5);
+        assert!(text.contains("packbox_held_requests 5"), "{text}");
         assert!(text.contains("packbox_records_bytes 1234"), "{text}");
         assert!(text.contains("packbox_records_disk_bytes 8192"), "{text}");
         assert!(
@@ -253,7 +283,7 @@ mod tests {
             assert!(line.starts_with("packbox_"), "{line}");
         }
         // A kind that left the pool leaves the exposition.
-        let text = metrics.render(0, 0, [], StoreSize::default());
+        let text = metrics.render(0, 0, [], StoreSize::default(), 0);
         assert!(!text.contains("img:1"), "{text}");
     }
 }

@@ -21,15 +21,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The schema this code writes; bumped with each change (with a migration).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// What turns the schema of one version into the next: `(version, statements)`, applied in
 /// order to a database older than `version` (a new one gets `SCHEMA`, then all of them).
-const MIGRATIONS: &[(i64, &str)] = &[(
-    2,
-    "ALTER TABLE executions ADD COLUMN keys TEXT;
-     ALTER TABLE executions ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;",
-)];
+const MIGRATIONS: &[(i64, &str)] = &[
+    // Version 2: the names of the secrets a run received, and the bytes a record holds.
+    (
+        2,
+        "ALTER TABLE executions ADD COLUMN keys TEXT;
+         ALTER TABLE executions ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;",
+    ),
+    // Version 3: what runs with an egress grant reached.
+    (3, "ALTER TABLE executions ADD COLUMN egress TEXT;"),
+];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS executions (
@@ -72,7 +77,7 @@ CREATE INDEX IF NOT EXISTS executions_action ON executions (action, seq);
 const COLUMNS: &str = "seq, id, action, status, token_name, idempotency_key, exec_id, pack_version,
     pack_digest, timeout_seconds, exit_code, result, stdout, stderr, stdout_truncated,
     stderr_truncated, error, sandbox, image, runtime, runtime_version, duration_ms, prepare_ms,
-    queued_at, started_at, finished_at, result_truncated, result_error, keys";
+    queued_at, started_at, finished_at, result_truncated, result_error, keys, egress";
 
 /// The record store could not do its work.
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +250,10 @@ pub struct Record {
     pub error: Option<String>,
     /// The sandbox settings that were applied, as the outcome reports them.
     pub sandbox: Option<Value>,
+    /// For a run with an egress grant: the grant and every connection attempt through the
+    /// proxy, as the outcome reports them (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Value>,
     /// The image the action ran in.
     pub image: Option<String>,
     /// The catalog's name for the runtime the action ran on.
@@ -320,6 +329,8 @@ pub struct Ending {
     pub error: Option<String>,
     /// See [`Record::sandbox`].
     pub sandbox: Option<Value>,
+    /// See [`Record::egress`].
+    pub egress: Option<Value>,
     /// See [`Record::image`].
     pub image: Option<String>,
     /// See [`Record::runtime`].
@@ -348,6 +359,10 @@ impl Ending {
             stderr_truncated: outcome.stderr_truncated,
             error: outcome.error,
             sandbox: serde_json::to_value(&outcome.sandbox).ok(),
+            egress: outcome
+                .egress
+                .as_ref()
+                .and_then(|egress| serde_json::to_value(egress).ok()),
             image: Some(outcome.image),
             runtime: Some(outcome.runtime),
             runtime_version: Some(outcome.runtime_version),
@@ -397,6 +412,7 @@ impl Ending {
             stderr_truncated: false,
             error: Some(error),
             sandbox: None,
+            egress: None,
             image: None,
             runtime: None,
             runtime_version: None,
@@ -424,7 +440,7 @@ pub struct ListQuery {
 /// One page of a listing: records without their output, and where the next page starts.
 #[derive(Debug, Serialize)]
 pub struct Page {
-    /// The records, newest first, without `stdout`, `stderr`, `result` and `sandbox`.
+    /// The records, newest first, without `stdout`, `stderr`, `result`, `sandbox` and `egress`.
     pub executions: Vec<Value>,
     /// The `before` of the next page; `None` on the last page.
     pub next_cursor: Option<String>,
@@ -677,6 +693,10 @@ impl Store {
                 .sandbox
                 .as_ref()
                 .map(|s| serde_json::to_string(s).unwrap_or_default());
+            let egress = ending
+                .egress
+                .as_ref()
+                .map(|e| serde_json::to_string(e).unwrap_or_default());
             connection
                 .execute(
                     "UPDATE executions SET status = ?2, exec_id = COALESCE(?3, exec_id),
@@ -684,7 +704,7 @@ impl Store {
                         stdout_truncated = ?8, stderr_truncated = ?9, error = ?10, sandbox = ?11,
                         image = ?12, runtime = ?13, runtime_version = ?14, duration_ms = ?15,
                         prepare_ms = ?16, finished_at = ?17, result_truncated = ?18,
-                        result_error = ?19, bytes = ?20
+                        result_error = ?19, bytes = ?20, egress = ?21
                      WHERE id = ?1 AND status IN ('queued', 'running')",
                     params![
                         id,
@@ -707,6 +727,7 @@ impl Store {
                         ending.result_truncated,
                         ending.result_error,
                         bytes as i64,
+                        egress,
                     ],
                 )
                 .map_err(query("recording how an execution ended"))?;
@@ -960,6 +981,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
         queued_at: rfc3339(row.get(23)?),
         started_at: row.get::<_, Option<i64>>(24)?.map(rfc3339),
         finished_at: row.get::<_, Option<i64>>(25)?.map(rfc3339),
+        egress: json(row.get(29)?),
     })
 }
 
@@ -967,7 +989,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
 fn summary(record: &Record) -> Value {
     let mut value = serde_json::to_value(record).unwrap_or(Value::Null);
     if let Some(object) = value.as_object_mut() {
-        for heavy in ["stdout", "stderr", "result", "sandbox"] {
+        for heavy in ["stdout", "stderr", "result", "sandbox", "egress"] {
             object.remove(heavy);
         }
     }
@@ -1373,6 +1395,12 @@ mod tests {
             .expect("get")
             .expect("kept");
         assert!(old.keys.is_empty());
+        assert!(old.egress.is_none());
+        let version: i64 = Connection::open(&path)
+            .expect("open")
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[tokio::test]

@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::PackDelivery;
+use crate::egress::config::EgressLayer;
+use crate::egress::policy::NetworkRule;
 use crate::sandbox::isolation::IsolationRule;
 
 /// One layer of settings (the flags, or the config file): every field optional.
@@ -51,6 +53,12 @@ pub struct SettingsLayer {
     pub keystore: KeystoreLayer,
     /// Isolation rules: `[{match: "payments.*", level: strict}]` (config file only).
     pub isolation: Option<Vec<IsolationRule>>,
+    /// Network grants: `[{match: "core.http_*", egress: ["api.github.com:443"]}]` (config file
+    /// only).
+    pub network: Option<Vec<NetworkRule>>,
+    /// The `egress:` section: how grants are enforced (the proxy's networks, names, refusals).
+    #[serde(default)]
+    pub egress: EgressLayer,
 }
 
 /// Sandbox settings of one layer; each overrides one default.

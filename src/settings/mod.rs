@@ -14,14 +14,16 @@
 //!
 //! By job: `layers.rs` (a layer as written), `sources.rs` (the config file and the environment),
 //! `resolve.rs` (the resolver and the top-level, `run:` and `build:` settings), `sandbox.rs` (the
-//! `sandbox:` section and isolation rules), `serve.rs` (the `serve:` and `client:` sections),
-//! `keystore.rs` (the `keystore:` section), `bounds.rs` (ranges, ceilings and checks), `values.rs` (what settings resolve to, with
+//! `sandbox:` section and isolation rules), `network.rs` (the network rules and the `egress:`
+//! section), `serve.rs` (the `serve:` and `client:` sections), `keystore.rs` (the `keystore:`
+//! section), `bounds.rs` (ranges, ceilings and checks), `values.rs` (what settings resolve to, with
 //! defaults), `show.rs` (what `config show` prints), `error.rs`.
 
 mod bounds;
 mod error;
 mod keystore;
 mod layers;
+mod network;
 mod resolve;
 mod sandbox;
 mod serve;
@@ -45,6 +47,8 @@ pub use values::{
     serve_defaults,
 };
 
+use crate::egress::config::EgressSettings;
+use crate::egress::policy::NetworkPolicy;
 use crate::engine::endpoint::{self, Endpoint};
 use crate::image::env::BuildSettings;
 use crate::sandbox::SandboxPolicy;
@@ -74,6 +78,10 @@ pub struct Settings {
     pub sandbox: SandboxPolicy,
     /// Which actions run at which isolation level.
     pub isolation: IsolationPolicy,
+    /// Which actions may reach which destinations.
+    pub network: NetworkPolicy,
+    /// How network grants are enforced.
+    pub egress: EgressSettings,
     /// Limits of every run, unless a request says otherwise.
     pub run: RunDefaults,
     /// How environment images are built: package sources, proxies, limits.

@@ -182,6 +182,7 @@ impl Resolver<'_> {
             runtimes.as_ref().map_or(Source::Default, |p| p.source),
         );
         let (sandbox, isolation) = self.sandbox(&backend.value)?;
+        let (network_policy, egress) = self.network()?;
         let run = self.run_defaults()?;
         let build = self.build(env)?;
         let serve = self.serve(env)?;
@@ -197,6 +198,8 @@ impl Resolver<'_> {
             runtimes: runtimes.map(|p| p.value),
             sandbox,
             isolation,
+            network: network_policy,
+            egress,
             run,
             build,
             serve,

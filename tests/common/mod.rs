@@ -378,16 +378,29 @@ pub fn wait_until(what: &str, within: std::time::Duration, mut condition: impl F
     }
 }
 
-/// Waits (at most a minute) until the packbox process `pid` has a container; returns its id.
+/// Waits (at most a minute) until the packbox process `pid` has a running action container
+/// (`packbox.kind=run`: never one of its probes or builds, which come and go); returns its id.
 pub fn wait_for_container(pid: u32) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        if let Some(id) = containers_of(pid).pop() {
-            return id;
+        let output = Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=packbox.owner_pid={pid}"),
+                "--filter",
+                "label=packbox.kind=run",
+            ])
+            .output()
+            .expect("docker ps runs");
+        assert!(output.status.success(), "docker ps failed");
+        if let Some(id) = String::from_utf8_lossy(&output.stdout).lines().next() {
+            return id.to_string();
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no container of packbox {pid} appeared"
+            "no running action container of packbox {pid} appeared"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
