@@ -18,8 +18,8 @@ export function visible(text) {
   });
 }
 
-// Links and sources the console makes: its own routes, its API, and downloads it made itself.
-const SAFE_URL = /^(#\/|#main$|\/|blob:)/;
+// Links and sources the console makes: its own routes and its API (never `//host`).
+const SAFE_URL = /^(#\/|#main$|\/(?!\/))/;
 
 /** An element: `props` sets attributes (never one that runs code), `on` listeners, `value`
  * and `checked` as properties; children are nodes or text. */

@@ -1,8 +1,8 @@
 // One execution: its record (status, times, pack, image, runtime, the sandbox applied, the
-// egress audit, the names of the keys it received, its artifacts), its output streaming live
+// egress audit, the names of the keys it received), its output streaming live
 // (resumed after a dropped connection), and a cancel button while it has not ended.
 
-import { api, ApiError, executionPath, headers } from './api.js';
+import { api, ApiError, executionPath } from './api.js';
 import { badge, bytes, duration, every, field, fill, h, json, notice, time, visible } from './dom.js';
 import { followOutput } from './events.js';
 
@@ -44,7 +44,7 @@ export function executionPage(view, id) {
     fill(heading, `${next.action} `, h('span', { class: 'mono subtle' }, next.id));
     fill(status, badge(next.status));
     fill(summary, summaryFields(next));
-    fill(details, detailSections(next, view));
+    fill(details, detailSections(next));
     if (FINAL.has(next.status)) fill(actions);
     else if (!actions.firstChild) fill(actions, cancelButton(next, problem, refresh));
   };
@@ -175,13 +175,10 @@ function summaryFields(record) {
   ];
 }
 
-function detailSections(record, view) {
+function detailSections(record) {
   const sections = [];
   if (record.result !== undefined && record.result !== null) {
     sections.push(section('Result', h('pre', { class: 'json', tabindex: '0' }, json(record.result))));
-  }
-  if (Array.isArray(record.artifacts) && record.artifacts.length) {
-    sections.push(section('Artifacts', artifactsTable(record, view)));
   }
   if (Array.isArray(record.keys) && record.keys.length) {
     sections.push(section('Keys received', table(['Name', 'From'],
@@ -229,39 +226,6 @@ function egressView(egress) {
     egress.truncated ? h('p', { class: 'help' }, 'More attempts were made than the record lists.') : null,
     egress.incomplete ? notice(`The audit may be incomplete: ${egress.incomplete}`, 'warning') : null,
   ];
-}
-
-function artifactsTable(record, view) {
-  const problem = h('div', { 'aria-live': 'polite' });
-  const rows = record.artifacts.map((artifact) => {
-    const name = String(artifact.name ?? '');
-    const path = typeof artifact.url === 'string' && artifact.url.startsWith('/v1/')
-      ? artifact.url
-      : `${executionPath(record.id)}/artifacts/${encodeURIComponent(name)}`;
-    const button = h('button', {
-      type: 'button', class: 'secondary',
-      on: { click: () => download(path, name, problem, view.signal) },
-    }, 'Download');
-    return [h('span', { class: 'mono' }, name), bytes(artifact.size), h('span', { class: 'mono wrap' }, artifact.sha256 || '—'), button];
-  });
-  return [table(['Name', 'Size', 'SHA-256', ''], rows), problem];
-}
-
-/** Fetches an artifact with the token and hands it to the browser as a file. */
-async function download(path, name, problem, signal) {
-  try {
-    const response = await fetch(path, { headers: headers(), signal, cache: 'no-store', credentials: 'omit' });
-    if (!response.ok) throw new Error(`the server answered ${response.status}`);
-    const url = URL.createObjectURL(await response.blob());
-    const link = h('a', { href: url, download: name.replace(/[/\\]/g, '_') || 'artifact' });
-    document.body.append(link);
-    link.click();
-    link.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10000);
-    fill(problem);
-  } catch (error) {
-    if (error?.name !== 'AbortError') fill(problem, notice(`Could not download ${name}: ${error.message}`));
-  }
 }
 
 function cancelButton(record, problem, refresh) {
