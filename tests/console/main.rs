@@ -261,14 +261,16 @@ async fn output_resumes_after_the_connection_drops() {
     let server = server(dir.path());
     let api = Api::new(&server, Some(ADMIN));
     let relay = proxy::Relay::start(server.url.trim_start_matches("http://").to_string()).await;
+    let browser = Browser::start(1280, 800).await;
+    sign_in(&browser, &relay.url, ADMIN).await;
+    // Started once the browser is ready, and long enough (6 s of ticks, then 10 s before `done`)
+    // that the connection is dropped while it runs even on a loaded machine.
     let id = start(
         &api,
         "web.ticks",
-        json!({"count": 12, "pause_ms": 500, "hold_seconds": 0}),
+        json!({"count": 12, "pause_ms": 500, "hold_seconds": 10}),
     )
     .await;
-    let browser = Browser::start(1280, 800).await;
-    sign_in(&browser, &relay.url, ADMIN).await;
     open_execution(&browser, &relay.url, &id).await;
     until_pane_holds(&browser, "stdout", "tick 2").await;
     let running = api.get(&format!("/v1/executions/{id}")).await;
@@ -477,10 +479,11 @@ async fn a_secret_parameter_never_reaches_the_page_or_its_storage() {
         .open(&format!("{}/#/actions/web.form", server.url))
         .await;
 
+    // The form is drawn once the page has the action from the API: wait for it.
     let kind = browser
-        .run(
-            "return document.querySelector('form.run [name=api_key]').type",
-            vec![],
+        .until(
+            "the secret's field",
+            "const f = document.querySelector('form.run [name=api_key]'); return f ? f.type : null",
         )
         .await;
     assert_eq!(kind, json!("password"));
