@@ -333,6 +333,38 @@ async fn a_token_that_reads_its_own_never_sees_another_tokens_runs() {
         )
         .await;
     assert_eq!(filtered, json!([mine]));
+    // By status, through the filter form: none of beta's failed; its one run succeeded.
+    browser
+        .client
+        .find(fantoccini::Locator::Css("#filter-status"))
+        .await
+        .expect("the status filter")
+        .select_by_label("failed")
+        .await
+        .expect("failed");
+    browser.click("form.filters button[type=submit]").await;
+    let none = browser
+        .until(
+            "the list of failed runs",
+            "return location.hash.includes('status=failed') && document.querySelector('table.executions td.empty') !== null \
+               ? [document.querySelectorAll('table.executions tbody tr[data-id]').length] : null",
+        )
+        .await;
+    assert_eq!(none, json!([0]));
+    browser
+        .open(&format!(
+            "{}/#/executions?action=web.form&status=succeeded",
+            server.url
+        ))
+        .await;
+    let succeeded = browser
+        .until(
+            "the list of succeeded runs",
+            "const rows = [...document.querySelectorAll('table.executions tbody tr[data-id]')]; \
+             return rows.length ? rows.map(r => r.dataset.id) : null",
+        )
+        .await;
+    assert_eq!(succeeded, json!([mine]));
     for id in &theirs {
         open_execution(&browser, &server.url, id).await;
         let said = browser.text_of("main .notice").await;
