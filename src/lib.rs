@@ -81,6 +81,6 @@ pub use sandbox::SandboxPolicy;
 pub use settings::{
     Age, Backend, BuildLayer, ClientLayer, ClientSettings, Environment, HiddenText, Keep,
     KeepLayer, PackDelivery, Retention, RetentionLayer, RunLayer, SandboxLayer, ServeLayer,
-    ServeSettings, Settings, SettingsError, SettingsLayer, ShownSetting, Size, Source, WarmLayer,
-    WarmSettings, parse_size,
+    ServeSettings, Settings, SettingsError, SettingsLayer, ShownSetting, Size, Source, SwarmLayer,
+    WarmLayer, WarmSettings, parse_size,
 };

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::isolation::IsolationReport;
 use super::seccomp::{Kernel, SeccompProfile};
-use crate::engine::{BindMount, ContainerSpec, VolumeMount};
+use crate::engine::{BindMount, ContainerSpec, SwarmNode, VolumeMount};
 
 /// Where the pack is mounted (read-only) inside every container.
 pub const PACK_MOUNT: &str = "/pack";
@@ -55,6 +55,9 @@ pub struct SandboxPolicy {
     /// (empty for containers on the engine, which take every setting as it is).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub applied_as: Vec<String>,
+    /// The Swarm node the run's task ran on (its hostname and id); swarm backend only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<SwarmNode>,
 }
 
 impl Default for SandboxPolicy {
@@ -76,6 +79,7 @@ impl Default for SandboxPolicy {
             weaker_than_default: Vec::new(),
             backend: "docker".into(),
             applied_as: Vec::new(),
+            node: None,
         }
     }
 }

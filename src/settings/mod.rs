@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 pub use error::SettingsError;
 pub use layers::{
     Age, BuildLayer, ClientLayer, KeepLayer, RetentionLayer, RunLayer, SandboxLayer, ServeLayer,
-    SettingsLayer, Size, WarmLayer, parse_size,
+    SettingsLayer, Size, SwarmLayer, WarmLayer, parse_size,
 };
 pub use show::{ShownSetting, Source};
 pub use sources::Environment;
@@ -57,6 +57,8 @@ pub struct Settings {
     pub backend: Backend,
     /// The registry pack images go through (swarm backend only).
     pub registry: Option<String>,
+    /// Swarm placement constraints every service carries (swarm backend only; none: any node).
+    pub placement: Vec<String>,
     /// Where the engine is, and why (found the way the docker CLI finds engines).
     pub endpoint: Endpoint,
     /// How the pack reaches the container: `Bind` or `Volume` (`auto` already decided).
