@@ -206,6 +206,7 @@ impl RunBackend for SwarmBackend {
         tracing::debug!(exec_id = %exec_id, image = %image.reference, "pack image ready");
 
         let mut sandbox = policy.as_applied_on_swarm(io.limits.max_output);
+        sandbox.engine = Some(self.engine.identity().clone());
         let mut made = ServiceObjects::new(SharedSwarm::clone(swarm));
         let names = Names::of(&exec_id);
         let run_labels = workload.labels.clone();

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::isolation::IsolationReport;
 use super::seccomp::{Kernel, SeccompProfile};
-use crate::engine::{BindMount, ContainerSpec, SwarmNode, VolumeMount};
+use crate::engine::{BindMount, ContainerSpec, EngineIdentity, SwarmNode, VolumeMount};
 
 /// Where the pack is mounted (read-only) inside every container.
 pub const PACK_MOUNT: &str = "/pack";
@@ -58,6 +58,14 @@ pub struct SandboxPolicy {
     /// The Swarm node the run's task ran on (its hostname and id); swarm backend only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<SwarmNode>,
+    /// The engine that ran the action (Docker or Podman, its version and mode); set by the
+    /// backend for every outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineIdentity>,
+    /// The operator allowed settings weaker than the defaults: one the engine does not apply
+    /// is then listed in `weaker_than_default` instead of refusing the run.
+    #[serde(skip)]
+    pub allow_weaker: bool,
 }
 
 impl Default for SandboxPolicy {
@@ -80,6 +88,8 @@ impl Default for SandboxPolicy {
             backend: "docker".into(),
             applied_as: Vec::new(),
             node: None,
+            engine: None,
+            allow_weaker: false,
         }
     }
 }
@@ -164,6 +174,7 @@ impl SandboxPolicy {
             nofile: i64::from(self.nofile),
             oci_runtime: self.oci_runtime.clone(),
             seccomp_profile: self.seccomp.engine_json(self.network != "none", kernel),
+            allow_weaker: self.allow_weaker,
         }
     }
 }

@@ -187,6 +187,8 @@ impl Resolver<'_> {
             backend: backend.to_string(),
             applied_as: Vec::new(),
             node: None,
+            engine: None,
+            allow_weaker,
         };
         let weaker = weaker_settings(&sandbox, &d);
         let mut weakened = Vec::new();
