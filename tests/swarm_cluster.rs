@@ -168,12 +168,8 @@ fn a_node_lost_mid_run_ends_the_run_as_an_error_naming_it_and_the_next_run_goes_
     );
     let ended_after = killed_at.elapsed();
     let output = child.wait_with_output().expect("packbox output");
-    let outcome: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
+    let outcome: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&output.stderr)));
     assert_eq!(output.status.code(), Some(125), "{outcome}");
     assert_eq!(outcome["status"], "error", "{outcome}");
     let error = outcome["error"].as_str().unwrap_or_default();

@@ -133,15 +133,14 @@ impl Cluster {
 
     /// packbox pointed at the manager, started without waiting for it.
     pub fn spawn_packbox(&self, args: &[String]) -> std::process::Child {
-        let child = Command::new(env!("CARGO_BIN_EXE_packbox"))
+        Command::new(env!("CARGO_BIN_EXE_packbox"))
             .args(args)
             .env("PACKBOX_STATE_DIR", super::state_dir())
             .envs(self.manager_env())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("the packbox binary starts");
-        child
+            .expect("the packbox binary starts")
     }
 
     /// The docker CLI against one node's engine (`None`: the manager).
@@ -158,7 +157,8 @@ impl Cluster {
                     .output()
                     .expect("scripts/dind runs");
                 for line in String::from_utf8_lossy(&env.stdout).lines() {
-                    if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('='))
+                    if let Some((k, v)) =
+                        line.strip_prefix("export ").and_then(|l| l.split_once('='))
                     {
                         command.env(k, v);
                     }
@@ -267,7 +267,14 @@ impl Cluster {
         loop {
             let names = self.docker_ok(
                 None,
-                &["service", "ls", "--filter", &filter, "--format", "{{.Name}}"],
+                &[
+                    "service",
+                    "ls",
+                    "--filter",
+                    &filter,
+                    "--format",
+                    "{{.Name}}",
+                ],
             );
             if let Some(name) = names.first()
                 && self.task_state(name).starts_with("Running")
