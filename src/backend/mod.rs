@@ -73,6 +73,7 @@ pub fn for_settings(
         Backend::Swarm => Arc::new(swarm::SwarmBackend::new(
             SharedEngine::clone(engine),
             settings.registry.clone(),
+            settings.placement.clone(),
             gateway,
         )),
     }
