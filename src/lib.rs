@@ -67,9 +67,9 @@ pub use engine::endpoint::{
 pub use engine::{EngineError, StreamKind};
 pub use executor::doctor::{Check, CheckStatus, Report as DoctorReport, diagnose};
 pub use executor::error::{Error, Fault};
-pub use executor::explain::{CandidateReport, EnvironmentReport, Explanation, Lock};
+pub use executor::explain::{CandidateReport, EnvironmentReport, Explanation, Lock, NotHonoured};
 pub use executor::packtest::{
-    RunnerReport, TestEvent, TestPlan, TestReport, TestStatus, plan_tests,
+    RunnerReport, TestCounts, TestEvent, TestPlan, TestReport, TestStatus, plan_tests,
 };
 pub use executor::{
     BuildEvent, EnvReport, EnvStatus, Executor, GcReport, ImageEvent, PrepareEvent, RunEvent,
@@ -101,6 +101,6 @@ pub use settings::{
     Age, Backend, BuildLayer, ClientLayer, ClientSettings, Environment, HeldLimits, HiddenText,
     Keep, KeepLayer, KeyInjection, KeystoreLayer, KeystoreSettings, PackDelivery, RecordBounds,
     RecordsLayer, Retention, RetentionLayer, RunLayer, SandboxLayer, ServeLayer, ServeSettings,
-    Settings, SettingsError, SettingsLayer, ShownSetting, Size, Source, WarmLayer, WarmSettings,
-    parse_size,
+    Settings, SettingsError, SettingsLayer, ShownSetting, Size, Source, SwarmLayer, WarmLayer,
+    WarmSettings, parse_size,
 };

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{BackendError, Job, Ran, RunBackend, WarmKind};
 use crate::common::error_text::chain;
+use crate::common::exec_ids::ExecIds;
 use crate::egress::gateway::{Gateway, Slot};
 use crate::engine::{ContainerEngine, ContainerSpec, InitProcess, NotApplied, SharedEngine};
 use crate::lifecycle::pool::{self, Demand, Offer, Warm, WarmPool};
@@ -37,6 +38,8 @@ pub struct LocalBackend {
     background: Mutex<JoinSet<()>>,
     /// How a pack folder reaches the container.
     pack_delivery: PackDelivery,
+    /// Where pre-started containers take their Attune execution ids.
+    exec_ids: ExecIds,
     /// The egress proxy and per-run networks of runs with a grant.
     gateway: Arc<Gateway>,
     /// The per-run networks of pooled containers, by container id.
@@ -48,6 +51,8 @@ pub struct LocalBackend {
 /// The container a run uses, and what comes with it.
 struct Launched {
     exec_id: String,
+    /// Its Attune execution id (`ATTUNE_EXEC_ID`): a pooled container's own.
+    attune_exec_id: u64,
     started: Started,
     stdin: Vec<u8>,
     /// The run's share of its kind's demand, while it lasts.
@@ -65,6 +70,7 @@ impl LocalBackend {
     /// them (none: no pool).
     pub fn new(
         engine: SharedEngine,
+        exec_ids: ExecIds,
         warm: Option<WarmSettings>,
         pack_delivery: PackDelivery,
         gateway: Arc<Gateway>,
@@ -82,6 +88,7 @@ impl LocalBackend {
             preload: warm.is_some_and(|w| w.preload),
             background: Mutex::new(JoinSet::new()),
             pack_delivery,
+            exec_ids,
             gateway,
             pooled_slots: Arc::new(Mutex::new(HashMap::new())),
             exit_mismatches: Arc::new(AtomicU64::new(0)),
@@ -185,23 +192,26 @@ impl LocalBackend {
         Ok(workload)
     }
 
-    /// The started container a run uses, its exec id and the stdin to give it: a pre-started
+    /// The started container a run uses, its exec ids (the run's UUID and Attune's integer,
+    /// `ids`, unless a pooled container brings its own) and the stdin to give it: a pre-started
     /// one from the warm pool when there is one, else a fresh one; the pool is then topped up to
     /// what the kind's demand asks for, off the run's path. The demand lasts as long as the run.
     /// A run with a grant gets its container on a per-run network (`egress`).
     async fn container_for(
         &self,
-        exec_id: String,
+        ids: (String, u64),
         mut spec: ContainerSpec,
         stdin: Vec<u8>,
         warm_start: Option<Vec<String>>,
         egress: bool,
         cancel: &CancellationToken,
     ) -> Result<Launched, BackendError> {
+        let (exec_id, attune_exec_id) = ids;
         let Some(warm_pool) = &self.pool else {
             let (started, slot) = self.start_fresh(&exec_id, &spec, egress, cancel).await?;
             return Ok(Launched {
                 exec_id,
+                attune_exec_id,
                 started,
                 stdin,
                 _demand: None,
@@ -232,24 +242,26 @@ impl LocalBackend {
             }
             Offer::Nothing => None,
         };
-        let (exec_id, started, slot) = match self.take_warm(warm_pool, &kind, offered).await {
-            Some(warm) => {
-                let slot = self
-                    .pooled_slots
-                    .lock()
-                    .ok()
-                    .and_then(|mut slots| slots.remove(warm.started.id()));
-                (warm.exec_id, warm.started, slot)
-            }
-            None => {
-                let (started, slot) = self.start_fresh(&exec_id, &spec, egress, cancel).await?;
-                (exec_id, started, slot)
-            }
-        };
+        let (exec_id, attune_exec_id, started, slot) =
+            match self.take_warm(warm_pool, &kind, offered).await {
+                Some(warm) => {
+                    let slot = self
+                        .pooled_slots
+                        .lock()
+                        .ok()
+                        .and_then(|mut slots| slots.remove(warm.started.id()));
+                    (warm.exec_id, warm.attune_exec_id, warm.started, slot)
+                }
+                None => {
+                    let (started, slot) = self.start_fresh(&exec_id, &spec, egress, cancel).await?;
+                    (exec_id, attune_exec_id, started, slot)
+                }
+            };
         let mut go_then_stdin = pool::GO_LINE.to_vec();
         go_then_stdin.extend_from_slice(&stdin);
         Ok(Launched {
             exec_id,
+            attune_exec_id,
             started,
             stdin: go_then_stdin,
             _demand: Some(demand),
@@ -268,7 +280,17 @@ impl LocalBackend {
     ) {
         for _ in 0..warm_pool.reserve(kind) {
             let next_id = uuid::Uuid::new_v4().to_string();
-            let mut next_spec = pool::with_exec_id(spec, &next_id);
+            // A pooled container's environment is fixed when it starts: it takes its Attune id
+            // now (one unused by a container removed idle is never handed out again).
+            let next_attune_id = match self.exec_ids.next() {
+                Ok(id) => id,
+                Err(e) => {
+                    warm_pool.start_failed(kind);
+                    tracing::warn!("pre-starting a container: {}", chain(&e));
+                    continue;
+                }
+            };
+            let mut next_spec = pool::with_exec_id(spec, &next_id, next_attune_id);
             let (engine, warm_pool, kind, gateway, pooled_slots) = (
                 SharedEngine::clone(&self.engine),
                 Arc::clone(warm_pool),
@@ -307,6 +329,7 @@ impl LocalBackend {
                         }
                         let warm = Warm {
                             exec_id: next_id,
+                            attune_exec_id: next_attune_id,
                             started,
                         };
                         if let Some(spare) = warm_pool.put(&kind, warm, asked.elapsed()) {
@@ -382,6 +405,7 @@ impl LocalBackend {
 impl RunBackend for LocalBackend {
     async fn run(&self, job: Job<'_>) -> Result<Ran, BackendError> {
         let Job {
+            attune_exec_id,
             exec_id,
             workload,
             policy,
@@ -403,13 +427,14 @@ impl RunBackend for LocalBackend {
         }
         let Launched {
             exec_id,
+            attune_exec_id,
             started,
             stdin,
             _demand,
             slot,
         } = self
             .container_for(
-                exec_id,
+                (exec_id, attune_exec_id),
                 spec,
                 io.stdin,
                 warm_start,
@@ -468,6 +493,7 @@ impl RunBackend for LocalBackend {
             }
         });
         Ok(Ran {
+            attune_exec_id,
             exec_id,
             exit,
             sandbox,

@@ -65,6 +65,7 @@ pub fn for_settings(
     match settings.backend {
         Backend::Docker => Arc::new(local::LocalBackend::new(
             SharedEngine::clone(engine),
+            crate::common::exec_ids::ExecIds::new(&settings.state_dir),
             warm,
             settings.pack_delivery,
             gateway,
@@ -72,6 +73,7 @@ pub fn for_settings(
         Backend::Swarm => Arc::new(swarm::SwarmBackend::new(
             SharedEngine::clone(engine),
             settings.registry.clone(),
+            settings.placement.clone(),
             gateway,
         )),
     }
@@ -80,6 +82,8 @@ pub fn for_settings(
 /// One run for a backend: what runs, under which sandbox, with which stdin, limits,
 /// cancellation and output callback.
 pub struct Job<'a> {
+    /// The run's Attune execution id (`ATTUNE_EXEC_ID`), already in the workload's environment.
+    pub attune_exec_id: u64,
     /// The run's id; the workload's environment and labels carry it too.
     pub exec_id: String,
     /// What runs: image, command, environment and pack.
@@ -116,6 +120,8 @@ pub struct WarmKind {
 /// How a job ended.
 #[derive(Debug)]
 pub struct Ran {
+    /// The Attune execution id the action saw (a pooled container's own, when one was taken).
+    pub attune_exec_id: u64,
     /// The run's id (a pre-started container brings its own).
     pub exec_id: String,
     /// How the container (or the service's task) ended, with its captured output.

@@ -1,9 +1,12 @@
 //! What every stage leans on and nothing else: files packbox does not trust, read with caps and
 //! YAML checked before parsing (`input.rs`); atomic writes into the state folder (`state.rs`); an
-//! error and its causes as one line (`error_text.rs`); a run's phase events (`phase.rs`). Imports nothing of packbox, so any module
+//! error and its causes as one line (`error_text.rs`); Attune's integer execution ids, unique in
+//! a state folder (`exec_ids.rs`); a run's phase events (`phase.rs`). Imports nothing of packbox,
+//! so any module
 //! may use it without making a cycle.
 
 pub mod error_text;
+pub mod exec_ids;
 pub mod input;
 pub mod phase;
 pub mod state;

@@ -48,6 +48,9 @@ pub struct SettingsLayer {
     /// The `client:` section: `packbox run` sending runs to a server.
     #[serde(default)]
     pub client: ClientLayer,
+    /// The `swarm:` section: where the swarm backend's services may run.
+    #[serde(default)]
+    pub swarm: SwarmLayer,
     /// The `keystore:` section: the key-encryption key and which keys runs receive.
     #[serde(default)]
     pub keystore: KeystoreLayer,
@@ -103,12 +106,14 @@ pub struct SandboxLayer {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RunLayer {
-    /// A timeout for every run, overriding each action's own `timeout_seconds`.
+    /// The timeout of a run whose action states no `timeout_seconds` (600 by default).
     pub timeout_seconds: Option<u64>,
     /// Time between SIGTERM and SIGKILL when a run is stopped (10 by default).
     pub grace_seconds: Option<u64>,
     /// Bytes kept of each output stream of a run (`10m` by default).
     pub max_output: Option<Size>,
+    /// Refuse parameters an action does not declare (accepted with a warning by default).
+    pub strict_parameters: Option<bool>,
 }
 
 /// Environment-build settings of one layer.
@@ -141,6 +146,17 @@ pub struct ClientLayer {
     /// PEM certificates to trust for an `https://` server instead of the system's trust store
     /// (a private CA in front of the server).
     pub ca_file: Option<PathBuf>,
+}
+
+/// Swarm settings of one layer (the `swarm:` section of the config file).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SwarmLayer {
+    /// Swarm placement constraints every run's service carries (`node.role==worker`,
+    /// `node.labels.zone!=dmz`), all of which a node must meet; a layer's list replaces the
+    /// lists of the layers below it.
+    pub placement: Option<Vec<String>>,
 }
 
 /// Key-store settings of one layer (the `keystore:` section of the config file).

@@ -20,7 +20,7 @@ use super::{
 
 mod swarm;
 
-pub(crate) use swarm::SwarmScript;
+pub(crate) use swarm::{FAKE_NODE_HOSTNAME, FAKE_NODE_ID, SwarmScript};
 
 /// One request the fake received.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,6 +63,7 @@ pub(crate) enum Call {
     CreateService(Box<ServiceSpec>),
     Scale(String, u64),
     Tasks(String),
+    Node(String),
     Logs {
         id: String,
         stream: StreamKind,
@@ -105,6 +106,7 @@ pub(crate) enum Op {
     CreateService,
     Scale,
     Tasks,
+    Node,
     Logs,
     RemoveObject,
 }
@@ -369,6 +371,10 @@ impl FakeEngine {
         let mut state = self.state();
         state.next_id += 1;
         let id = format!("sha256:{:064x}", state.next_id);
+        // As an engine does, a tag moves to the new image.
+        for image in &mut state.images {
+            image.tags.retain(|t| t != tag);
+        }
         state.images.push(FakeImage {
             id: id.clone(),
             tags: if tag.is_empty() {
