@@ -520,7 +520,7 @@ impl ContainerEngine for DockerEngine {
             .into_iter()
             .map(|image| ImageSummary {
                 id: image.id,
-                tags: image.repo_tags,
+                tags: real_tags(image.repo_tags),
                 created: image.created,
                 size_bytes: image.size,
                 labels: image.labels,
@@ -1166,6 +1166,14 @@ pub(super) fn is_status(error: &BollardError, status: u16) -> bool {
     matches!(error, BollardError::DockerResponseServerError { status_code, .. } if *status_code == status)
 }
 
+/// The tags of a listed image without the engine's placeholder for "untagged" (Docker 20.10 lists
+/// an untagged image as `<none>:<none>`, which no call takes as a name).
+fn real_tags(tags: Vec<String>) -> Vec<String> {
+    tags.into_iter()
+        .filter(|tag| tag != "<none>:<none>" && tag != "<none>@<none>")
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1183,6 +1191,16 @@ mod tests {
                 .expect("append");
         }
         builder.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn an_untagged_image_lists_no_tags() {
+        assert!(real_tags(vec!["<none>:<none>".into()]).is_empty());
+        assert!(real_tags(vec!["<none>@<none>".into()]).is_empty());
+        assert_eq!(
+            real_tags(vec!["packbox/env:python-3.11-ab".into()]),
+            ["packbox/env:python-3.11-ab"]
+        );
     }
 
     #[test]
