@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{BackendError, Job, Ran, RunBackend, WarmKind};
 use crate::common::error_text::chain;
+use crate::common::owned::Owned;
 use crate::engine::{ContainerSpec, SharedEngine};
 use crate::lifecycle::pool::{self, Demand, Warm, WarmPool};
 use crate::lifecycle::run::{self, RunError, RunIo, Started};
@@ -29,6 +30,8 @@ pub struct LocalBackend {
     background: Mutex<JoinSet<()>>,
     /// How a pack folder reaches the container.
     pack_delivery: PackDelivery,
+    /// What packbox made (pack volumes it filled or verified).
+    owned: Owned,
 }
 
 impl LocalBackend {
@@ -38,6 +41,7 @@ impl LocalBackend {
         engine: SharedEngine,
         warm: Option<WarmSettings>,
         pack_delivery: PackDelivery,
+        owned: Owned,
     ) -> LocalBackend {
         let warm = warm.filter(|w| w.per_kind > 0 && w.total > 0);
         LocalBackend {
@@ -52,6 +56,7 @@ impl LocalBackend {
             preload: warm.is_some_and(|w| w.preload),
             background: Mutex::new(JoinSet::new()),
             pack_delivery,
+            owned,
         }
     }
 
@@ -80,6 +85,7 @@ impl LocalBackend {
         let delivered = tokio::select! {
             delivered = volume::ensure(
                 self.engine.as_ref(),
+                &self.owned,
                 &folder.pack_ref,
                 std::path::Path::new(&folder.host_dir),
                 &folder.digest,

@@ -13,6 +13,7 @@
 pub mod local;
 pub mod swarm;
 
+use crate::common::owned::Owned;
 use std::fmt;
 use std::sync::Arc;
 
@@ -59,10 +60,12 @@ pub fn for_settings(
             SharedEngine::clone(engine),
             warm,
             settings.pack_delivery,
+            Owned::in_state_dir(&settings.state_dir),
         )),
         Backend::Swarm => Arc::new(swarm::SwarmBackend::new(
             SharedEngine::clone(engine),
             settings.registry.clone(),
+            Owned::in_state_dir(&settings.state_dir),
         )),
     }
 }

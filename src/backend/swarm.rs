@@ -9,6 +9,7 @@
 use tokio::sync::OnceCell;
 
 use super::{BackendError, Job, Ran, RunBackend};
+use crate::common::owned::Owned;
 use crate::engine::{NetworkSpec, SharedEngine, SharedSwarm};
 use crate::lifecycle::RunError;
 use crate::lifecycle::service::{ServiceObjects, drive};
@@ -101,15 +102,18 @@ pub struct SwarmBackend {
     /// The Swarm face, once the Swarm was found fit (a manager; a registry if it has more than
     /// one node).
     swarm: OnceCell<SharedSwarm>,
+    /// What packbox made (the pack images it built).
+    owned: Owned,
 }
 
 impl SwarmBackend {
     /// A backend on the Swarm `engine` manages, pushing pack images to `registry` when given.
-    pub fn new(engine: SharedEngine, registry: Option<String>) -> SwarmBackend {
+    pub fn new(engine: SharedEngine, registry: Option<String>, owned: Owned) -> SwarmBackend {
         SwarmBackend {
             engine,
             registry,
             swarm: OnceCell::new(),
+            owned,
         }
     }
 
@@ -185,6 +189,7 @@ impl RunBackend for SwarmBackend {
         let image = pack_image::ensure(
             &self.engine,
             swarm.as_ref(),
+            &self.owned,
             PackImageSource {
                 pack_ref: &pack.pack_ref,
                 pack_dir: std::path::Path::new(&pack.host_dir),
@@ -326,7 +331,13 @@ mod tests {
         std::fs::write(pack.path().join("actions/a.sh"), "echo hi\n").expect("write");
         std::fs::write(pack.path().join("unique"), uuid::Uuid::new_v4().to_string())
             .expect("write");
-        let backend = SwarmBackend::new(fake.clone(), registry.map(str::to_string));
+        let backend = SwarmBackend::new(
+            fake.clone(),
+            registry.map(str::to_string),
+            Owned::in_state_dir(
+                &std::env::temp_dir().join(format!("packbox-test-{}", uuid::Uuid::new_v4())),
+            ),
+        );
         Setup {
             fake,
             backend,

@@ -148,7 +148,8 @@ impl ContainerEngine for DockerEngine {
             .forcerm(true)
             .buildargs(&spec.build_args)
             .labels(&spec.labels)
-            .networkmode(&spec.network_mode);
+            .networkmode(&spec.network_mode)
+            .nocache(spec.no_cache);
         if let Some(bytes) = spec.memory_bytes {
             let bytes = i32::try_from(bytes).unwrap_or(i32::MAX);
             options = options.memory(bytes).memswap(bytes);
@@ -474,10 +475,12 @@ impl ContainerEngine for DockerEngine {
         }
     }
 
-    async fn volume_exists(&self, name: &str) -> Result<bool, EngineError> {
+    async fn volume_created(&self, name: &str) -> Result<Option<String>, EngineError> {
         match self.docker.inspect_volume(name).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_status(&e, 404) => Ok(false),
+            Ok(volume) => Ok(Some(
+                volume.created_at.map(|t| t.to_string()).unwrap_or_default(),
+            )),
+            Err(e) if is_status(&e, 404) => Ok(None),
             Err(e) => Err(api(format!("inspecting volume {name}"), e)),
         }
     }
@@ -551,6 +554,18 @@ impl ContainerEngine for DockerEngine {
             .upload_to_container(id, Some(options), bollard::body_try_stream(archive))
             .await
             .map_err(|e| api(format!("uploading files into container {id} at {path}"), e))
+    }
+
+    fn download_archive(&self, id: &str, path: &str) -> ImageExport {
+        let what = format!("reading {path} from container {id}");
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        Box::pin(
+            self.docker
+                .download_from_container(id, Some(options))
+                .map(move |chunk| chunk.map_err(|e| api(what.clone(), e))),
+        )
     }
 
     fn export_images(&self, names: &[String]) -> ImageExport {

@@ -501,6 +501,10 @@ pub struct BuildSpec {
     /// Memory (and memory plus swap) of each build step; the API takes at most 2 GiB - 1, and
     /// larger values are capped there.
     pub memory_bytes: Option<u64>,
+    /// Build every step afresh, taking nothing from the engine's cache: whoever shares the
+    /// engine can plant a cache entry (an image whose parent and recorded step match) that a
+    /// cached build would take as its own.
+    pub no_cache: bool,
 }
 
 /// Where build output lines go as they arrive.
@@ -597,8 +601,10 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
         name: &str,
     ) -> Result<Option<HashMap<String, String>>, EngineError>;
 
-    /// Whether a volume of that name exists.
-    async fn volume_exists(&self, name: &str) -> Result<bool, EngineError>;
+    /// When the engine created the volume of that name (RFC 3339, as it writes it); `None`
+    /// when there is no such volume. The time tells a volume from another made later under
+    /// the same name.
+    async fn volume_created(&self, name: &str) -> Result<Option<String>, EngineError>;
 
     /// Creates a local volume with labels (creating an existing one changes nothing).
     async fn create_volume(
@@ -625,6 +631,11 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
         path: &str,
         archive: ArchiveStream,
     ) -> Result<(), EngineError>;
+
+    /// A folder of a (created, not necessarily started) container as a tar archive, streamed:
+    /// a volume mounted there is read. Entries are named under the folder's last name
+    /// (`pack/...` for `/pack`).
+    fn download_archive(&self, id: &str, path: &str) -> ImageExport;
 
     /// Images as one archive (`docker save`), streamed as the engine writes it.
     fn export_images(&self, names: &[String]) -> ImageExport;

@@ -140,7 +140,7 @@ impl Executor {
             let ran = self
                 .backend
                 .run(Job {
-                    workload: plan.workload(&exec_id, &prepared.image, &self.owner),
+                    workload: plan.workload(&exec_id, &prepared.run_image, &self.owner),
                     exec_id,
                     policy: plan.policy(),
                     kernel,

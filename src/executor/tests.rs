@@ -939,7 +939,14 @@ mod warm_pool {
             h.executor.warm_kinds(),
             [WarmKind {
                 action: "p.a".into(),
-                image: "packbox/shell:5.2".into(),
+                // The runtime image by the id its probe verified, not by its tag.
+                image: h
+                    .fake
+                    .image_id("packbox/shell:5.2")
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
                 idle: 1
             }]
         );

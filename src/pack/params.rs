@@ -99,13 +99,22 @@ pub fn read_file(file: &Path) -> Result<Map<String, Value>, ParamError> {
 
 /// Builds the parameter document: defaults, then `from_file`, then `assignments` (which win),
 /// then checks every value and that every required parameter has one. All problems are reported
-/// together.
+/// together. A parameter named in `given_as_secret` got its value from a secret: like a secret
+/// parameter's, that value is never quoted.
 pub fn resolve(
     action: &str,
     declared: &Parameters,
     from_file: Map<String, Value>,
     assignments: &[(String, String)],
+    given_as_secret: &[&str],
 ) -> Result<Map<String, Value>, ParamError> {
+    // Why a value may not be quoted, if it may not.
+    let hidden = |name: &str, spec: &ParameterSpec| match () {
+        _ if spec.secret => Some("secret parameter"),
+        _ if given_as_secret.contains(&name) => Some("given as a secret"),
+        _ if spec.holds_secret() => Some("it holds a secret property"),
+        _ => None,
+    };
     let mut issues = Vec::new();
     let mut document = Map::new();
     for (name, spec) in declared {
@@ -134,7 +143,8 @@ pub fn resolve(
             Err(expected) => {
                 // Marked as failed, so the check below does not report it a second time.
                 document.remove(name);
-                issues.push(issue(name, describe(name, spec, &expected, raw)));
+                let shown = hidden(name, spec).ok_or(raw.as_str());
+                issues.push(issue(name, describe(name, &expected, shown)));
             }
         }
     }
@@ -156,7 +166,10 @@ pub fn resolve(
         match document.get(name) {
             Some(value) => {
                 if let Err(expected) = spec.check(value) {
-                    let text = describe(name, spec, &expected, &as_text(value));
+                    let text = match hidden(name, spec) {
+                        Some(why) => describe(name, &expected, Ok(why)),
+                        None => describe(name, &expected, Err(&as_text(value))),
+                    };
                     issues.push(issue(name, text));
                 }
             }
@@ -219,11 +232,13 @@ fn convert(spec: &ParameterSpec, raw: &str) -> Result<Value, String> {
     }
 }
 
-/// One issue with a value: the value is shown unless the parameter is secret.
-fn describe(name: &str, spec: &ParameterSpec, expected: &str, value: &str) -> String {
-    if spec.secret {
-        return format!("`{name}`: {expected} (value not shown: secret parameter)");
-    }
+/// One issue with a value: `Err(value)` quotes the value, `Ok(why)` says why it is not shown
+/// (it is, or holds, a secret).
+fn describe(name: &str, expected: &str, value: Result<&str, &str>) -> String {
+    let value = match value {
+        Ok(why) => return format!("`{name}`: {expected} (value not shown: {why})"),
+        Err(value) => value,
+    };
     let mut shown: String = value.chars().take(60).collect();
     if shown.len() < value.len() {
         shown.push('…');
@@ -311,7 +326,7 @@ mod tests {
     #[test]
     fn each_issue_names_its_parameter() {
         let from_file = Map::from_iter([("count".to_string(), json!(99))]);
-        let err = resolve("p.a", &declared(), from_file, &assign(&["bogus=1"]))
+        let err = resolve("p.a", &declared(), from_file, &assign(&["bogus=1"]), &[])
             .expect_err("three problems");
         let ParamError::Invalid { issues, .. } = err else {
             panic!("expected invalid parameters");
@@ -337,6 +352,7 @@ mod tests {
             &declared(),
             from_file,
             &assign(&["token=abc", "count=7"]),
+            &[],
         )
         .expect("valid");
         assert_eq!(
@@ -369,6 +385,7 @@ mod tests {
                 "s=42",
                 "u=7",
             ]),
+            &[],
         )
         .expect("valid");
         assert_eq!(
@@ -380,6 +397,7 @@ mod tests {
             &declared,
             Map::new(),
             &assign(&["i=1.5", "n=x", "b=yes", "o=[1]", "a={}"]),
+            &[],
         ));
         assert_eq!(found.len(), 5, "{found:?}");
         assert!(
@@ -395,6 +413,7 @@ mod tests {
             &declared(),
             Map::new(),
             &assign(&["count=11", "mode=medium"]),
+            &[],
         ));
         assert_eq!(
             found,
@@ -413,14 +432,21 @@ mod tests {
             &declared(),
             Map::new(),
             &assign(&["token=x", "nope=1"]),
+            &[],
         )
         .expect_err("unknown");
         assert_eq!(
             err.to_string(),
             "invalid parameters for action p.a: unknown parameter `nope` (known parameters: count, mode, name, token)"
         );
-        let err = resolve("p.a", &Parameters::new(), Map::new(), &assign(&["x=1"]))
-            .expect_err("none declared");
+        let err = resolve(
+            "p.a",
+            &Parameters::new(),
+            Map::new(),
+            &assign(&["x=1"]),
+            &[],
+        )
+        .expect_err("none declared");
         assert!(
             err.to_string().contains("known parameters: (none)"),
             "{err}"
@@ -439,7 +465,7 @@ mod tests {
         )]);
         for given in ["pin=hunter2secret", "pin=123456789"] {
             let err =
-                resolve("p.a", &declared, Map::new(), &assign(&[given])).expect_err("invalid");
+                resolve("p.a", &declared, Map::new(), &assign(&[given]), &[]).expect_err("invalid");
             let text = err.to_string();
             assert!(text.contains("`pin`"), "{text}");
             assert!(text.contains("secret parameter"), "{text}");
@@ -448,6 +474,33 @@ mod tests {
                 "{text}"
             );
         }
+        // A value given as a secret for a parameter that is not secret: not quoted either.
+        let declared = Parameters::from([("pin".to_string(), spec(Some(ParamType::Integer)))]);
+        let from_secret = Map::from_iter([("pin".to_string(), json!("4821-TOPSECRET-PIN"))]);
+        let err = resolve("p.a", &declared, from_secret, &[], &["pin"]).expect_err("invalid");
+        let text = err.to_string();
+        assert!(
+            text.contains("value not shown: given as a secret"),
+            "{text}"
+        );
+        assert!(!text.contains("TOPSECRET"), "{text}");
+        // An object with a secret property: its value is never quoted.
+        let declared = Parameters::from([(
+            "creds".to_string(),
+            ParameterSpec {
+                secret_properties: vec![vec!["password".to_string()]],
+                ..spec(Some(ParamType::Object))
+            },
+        )]);
+        let err = resolve(
+            "p.a",
+            &declared,
+            Map::new(),
+            &assign(&["creds={\"password\": \"hunter2secret\"}x"]),
+            &[],
+        )
+        .expect_err("invalid");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
         let err = parse_assignments(&["pin".into()]).expect_err("no =");
         assert_eq!(err.to_string(), "parameter `pin`: expected KEY=VALUE");
     }

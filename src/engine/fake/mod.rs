@@ -42,7 +42,9 @@ pub(crate) enum Call {
     Info,
     ListImages(Vec<String>),
     RemoveImage(String),
-    VolumeExists(String),
+    VolumeCreated(String),
+    /// A folder of a container read as an archive: container, path.
+    Download(String, String),
     CreateVolume(String),
     RemoveVolume(String),
     Upload {
@@ -224,6 +226,39 @@ struct FakeVolume {
     created: u64,
     /// Bytes of each archive uploaded into it, in order.
     uploads: Vec<usize>,
+    /// The last archive uploaded into it: what reading it back returns.
+    content: Vec<u8>,
+}
+
+/// An archive of a volume's content as the engine returns a folder: every entry under the
+/// folder's last name, after an entry for the folder itself.
+fn archive_under(content: &[u8], path: &str) -> Vec<u8> {
+    let folder = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let mut out = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o755);
+    header.set_size(0);
+    let _ = out.append_data(&mut header, folder, std::io::empty());
+    let mut archive = tar::Archive::new(content);
+    if let Ok(entries) = archive.entries() {
+        for mut entry in entries.flatten() {
+            let mut header = entry.header().clone();
+            let name = entry
+                .path()
+                .map(|p| format!("{folder}/{}", p.display()))
+                .unwrap_or_default();
+            if header.entry_type().is_symlink() {
+                let target = entry.link_name().ok().flatten().map(|t| t.into_owned());
+                if let Some(target) = target {
+                    let _ = out.append_link(&mut header, &name, target);
+                }
+            } else {
+                let _ = out.append_data(&mut header, &name, &mut entry);
+            }
+        }
+    }
+    out.into_inner().unwrap_or_default()
 }
 
 /// The fake engine. Share it as an `Arc<FakeEngine>`; it is also a `SharedEngine`.
@@ -318,6 +353,10 @@ impl FakeEngine {
         let mut state = self.state();
         state.next_id += 1;
         let id = format!("sha256:{:064x}", state.next_id);
+        // As the engine does: a tag names one image; the one it named before keeps its id.
+        for image in &mut state.images {
+            image.tags.retain(|t| t != tag);
+        }
         state.images.push(FakeImage {
             id: id.clone(),
             tags: if tag.is_empty() {
@@ -970,9 +1009,13 @@ impl ContainerEngine for FakeEngine {
             .map(|(_, c)| c.spec.labels.clone().into_iter().collect()))
     }
 
-    async fn volume_exists(&self, name: &str) -> Result<bool, EngineError> {
-        self.record(Call::VolumeExists(name.to_string()));
-        Ok(self.state().volumes.contains_key(name))
+    async fn volume_created(&self, name: &str) -> Result<Option<String>, EngineError> {
+        self.record(Call::VolumeCreated(name.to_string()));
+        Ok(self
+            .state()
+            .volumes
+            .get(name)
+            .map(|v| format!("{:020}", v.created)))
     }
 
     async fn create_volume(
@@ -991,6 +1034,7 @@ impl ContainerEngine for FakeEngine {
                 labels: labels.clone().into_iter().collect(),
                 created,
                 uploads: Vec::new(),
+                content: Vec::new(),
             });
         Ok(())
     }
@@ -1042,15 +1086,14 @@ impl ContainerEngine for FakeEngine {
             container: id.to_string(),
             path: path.to_string(),
         });
-        let mut size = 0;
+        let mut bytes = Vec::new();
         while let Some(chunk) = archive.next().await {
-            size += chunk
-                .map_err(|e| EngineError::Api {
-                    what: format!("uploading into container {id}"),
-                    source: Box::new(e),
-                })?
-                .len();
+            bytes.extend_from_slice(&chunk.map_err(|e| EngineError::Api {
+                what: format!("uploading into container {id}"),
+                source: Box::new(e),
+            })?);
         }
+        let size = bytes.len();
         let mut state = self.state();
         let volumes: Vec<String> = state
             .containers
@@ -1064,9 +1107,29 @@ impl ContainerEngine for FakeEngine {
             .collect();
         for volume in volumes {
             // As the engine does: a bind of a missing volume makes an empty, unlabelled one.
-            state.volumes.entry(volume).or_default().uploads.push(size);
+            let volume = state.volumes.entry(volume).or_default();
+            volume.uploads.push(size);
+            volume.content = bytes.clone();
         }
         Ok(())
+    }
+
+    fn download_archive(&self, id: &str, path: &str) -> ImageExport {
+        self.record(Call::Download(id.to_string(), path.to_string()));
+        let state = self.state();
+        let found = state.containers.get(id).map(|container| {
+            container
+                .spec
+                .volumes
+                .iter()
+                .find(|v| v.container_path == path)
+                .and_then(|v| state.volumes.get(&v.volume))
+                .map(|v| archive_under(&v.content, path))
+                .unwrap_or_default()
+        });
+        let chunk = found
+            .ok_or_else(|| FakeEngine::not_found(format!("reading {path} from container {id}")));
+        Box::pin(futures::stream::iter([chunk.map(Bytes::from)]))
     }
 
     fn export_images(&self, names: &[String]) -> ImageExport {

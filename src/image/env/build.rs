@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use super::recipe::{EnvRecipe, IndexSettings, RECIPE_FORMAT};
+use crate::common::owned::Owned;
 use crate::engine::{BuildSpec, ContainerEngine, EngineError};
 use crate::pack::dependencies::{Requirement, SOURCES_REFUSED};
 
@@ -191,7 +192,8 @@ pub async fn ensure(
     }
     let tag = recipe.tag();
     let key = recipe.key();
-    if let Some(id) = engine.image_id(&tag).await? {
+    let owned = Owned::in_state_dir(state_dir);
+    if let Some(id) = own_image(engine, &owned, &tag).await? {
         tracing::debug!(key = %key, tag = %tag, "environment image present");
         return Ok(EnvImage {
             tag,
@@ -221,7 +223,7 @@ pub async fn ensure(
         return Err(EnvError::Cancelled { tag });
     };
     // Whoever held the lock before may have built it.
-    if let Some(id) = engine.image_id(&tag).await? {
+    if let Some(id) = own_image(engine, &owned, &tag).await? {
         return Ok(EnvImage {
             tag,
             id,
@@ -276,11 +278,17 @@ pub async fn ensure(
         return Err(EnvError::Cancelled { tag });
     };
     match result {
-        Ok(Ok(id)) => Ok(EnvImage {
-            tag,
-            id,
-            built: true,
-        }),
+        Ok(Ok(id)) => {
+            owned.add_image(&id).map_err(|source| EnvError::State {
+                path: state_dir.join(crate::common::owned::FILE_NAME),
+                source,
+            })?;
+            Ok(EnvImage {
+                tag,
+                id,
+                built: true,
+            })
+        }
         Ok(Err(EngineError::Build { message, .. })) => {
             let tail = log.tail();
             log.line(&format!("error: {message}\n"));
@@ -331,6 +339,28 @@ pub async fn ensure(
     }
 }
 
+/// The id of the image `tag` names, when it is one packbox built (see [`Owned`]). An image
+/// someone else put under the tag (forged labels and all) is not used: the environment is built
+/// again, which moves the tag to packbox's own image.
+async fn own_image(
+    engine: &dyn ContainerEngine,
+    owned: &Owned,
+    tag: &str,
+) -> Result<Option<String>, EngineError> {
+    Ok(match engine.image_id(tag).await? {
+        Some(id) if owned.has_image(&id) => Some(id),
+        Some(id) => {
+            tracing::warn!(
+                tag = %tag,
+                image = %id,
+                "the image under this tag was not built by packbox (not in the state folder's record): building the environment again"
+            );
+            None
+        }
+        None => None,
+    })
+}
+
 /// What the engine is asked to build for a recipe.
 /// Removes the layers a failed or stopped build made, newest first, each alone: the untagged
 /// layers under them that the build took from the cache stay, since another build may be using
@@ -367,6 +397,7 @@ fn build_spec(
         // Builds reach package indexes; runs stay on network none.
         network_mode: "bridge".into(),
         memory_bytes: Some(settings.memory_bytes.unwrap_or(DEFAULT_BUILD_MEMORY)),
+        no_cache: false,
     }
 }
 
@@ -1012,8 +1043,11 @@ mod tests {
         async fn a_present_image_costs_one_lookup_and_no_build() {
             let fake = FakeEngine::new();
             let recipe = recipe("present");
-            fake.add_image(&recipe.tag(), &[], 0);
+            let id = fake.add_image(&recipe.tag(), &[], 0);
             let dir = tempfile::tempdir().expect("tempdir");
+            Owned::in_state_dir(dir.path())
+                .add_image(&id)
+                .expect("recorded");
             let image = ensure(
                 fake.as_ref(),
                 &recipe,
@@ -1027,6 +1061,31 @@ mod tests {
             assert!(!image.built);
             assert_eq!(fake.calls(), [Call::ImageId(recipe.tag())]);
             assert!(!dir.path().join("locks").exists(), "no lock taken");
+        }
+
+        #[tokio::test]
+        async fn an_image_packbox_did_not_build_under_the_tag_is_built_over() {
+            let fake = FakeEngine::new();
+            let recipe = recipe("planted");
+            let planted = fake.add_image(&recipe.tag(), &[("packbox.kind", "env")], 0);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let image = ensure(
+                fake.as_ref(),
+                &recipe,
+                &BuildSettings::default(),
+                dir.path(),
+                &CancellationToken::new(),
+                |_| {},
+            )
+            .await
+            .expect("built");
+            assert!(image.built, "the planted image was not taken");
+            assert_ne!(image.id, planted);
+            assert_eq!(
+                fake.image_id(&recipe.tag()).await.ok().flatten(),
+                Some(image.id.clone())
+            );
+            assert!(Owned::in_state_dir(dir.path()).has_image(&image.id));
         }
 
         #[tokio::test(start_paused = true)]
