@@ -463,3 +463,221 @@ fn a_32_bit_system_call_kills_the_action() {
     assert_eq!(outcome["stdout"], "", "it printed nothing: {outcome}");
     assert_eq!(run.code(), 1);
 }
+
+// Attack pass 3: what a pack author, a secret's sender or a co-tenant of the engine tried, and
+// what packbox now does. Each test failed on the code before its fix.
+
+/// A value sent as a secret for a parameter that is not `secret: true` is checked like any
+/// value, and never quoted: not on stderr, not in `--json`.
+#[test]
+fn a_secret_given_for_a_plain_parameter_is_never_quoted_in_an_error() {
+    require_engine();
+    let arena = Arena::new();
+    let (run, outcome) = arena.run_with("secret_leaks", &["--secret", "pin=4821-TOPSECRET-PIN"]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert_eq!(outcome["status"], "invalid", "{outcome}");
+    let error = outcome["error"].as_str().unwrap_or_default();
+    assert!(error.contains("`pin`: expected an integer"), "{error}");
+    assert!(
+        error.contains("value not shown: given as a secret"),
+        "{error}"
+    );
+    for text in [run.stdout(), run.stderr()] {
+        assert!(!text.contains("TOPSECRET"), "the secret was quoted: {text}");
+    }
+}
+
+/// Secrets printed as a JSON key, as a JSON number, and a secret property of an object
+/// parameter (its default), all leave the parsed result scrubbed, like stdout.
+#[test]
+fn secrets_as_result_keys_numbers_and_nested_properties_are_scrubbed() {
+    require_engine();
+    let arena = Arena::new();
+    let (run, outcome) = arena.run_with(
+        "secret_leaks",
+        &[
+            "--secret",
+            "api_key=KEY-5e1f9a77",
+            "--secret",
+            "pin_code=48213377",
+        ],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let everything = outcome.to_string();
+    for secret in ["KEY-5e1f9a77", "48213377", "nested-default-secret"] {
+        assert!(!everything.contains(secret), "{secret} left in {outcome}");
+    }
+    assert_eq!(outcome["result"]["pin"], "***", "{outcome}");
+    assert_eq!(outcome["result"]["nested"], "***", "{outcome}");
+    assert_eq!(
+        outcome["result"]["***"], "the api key as a key",
+        "{outcome}"
+    );
+}
+
+/// `secret: true` on a property inside an object parameter hides that property's default in
+/// every listing, where the rest of the default stays visible.
+#[test]
+fn a_secret_property_of_an_object_parameter_is_never_listed() {
+    require_engine();
+    let arena = Arena::new();
+    let packs = arena.packs.to_string_lossy().into_owned();
+    let listed = packbox(&["actions", "list", "--packs", &packs, "--json"], &[]);
+    assert_eq!(listed.code(), 0, "{}", listed.stderr());
+    assert!(!listed.stdout().contains("nested-default-secret"));
+    let human = packbox(&["actions", "list", "--packs", &packs], &[]);
+    assert!(!human.stdout().contains("nested-default-secret"));
+    assert!(
+        human.stdout().contains("\"user\":\"ada\""),
+        "{}",
+        human.stdout()
+    );
+    assert!(
+        human.stdout().contains("\"password\":\"***\""),
+        "{}",
+        human.stdout()
+    );
+}
+
+/// An action that prints a fake `ok:` status line without a newline cannot make packbox's real
+/// status line continue it: the status starts a line of its own.
+#[test]
+fn a_forged_status_line_cannot_precede_the_real_one_on_its_line() {
+    require_engine();
+    let arena = Arena::new();
+    let packs = arena.packs.to_string_lossy().into_owned();
+    let run = packbox(&["run", "--packs", &packs, "hostile.fake_status"], &[]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    let stderr = run.stderr();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("FAILED: hostile.fake_status failed")),
+        "{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| !(l.starts_with("ok:") && l.contains("FAILED"))),
+        "the real status continued the forged line: {stderr}"
+    );
+    assert_no_leftovers(&run);
+}
+
+/// A seccomp profile file that allows what packbox's profile refuses (by name, or 32-bit
+/// calls) is weaker than the default: refused unless allowed, and reported when allowed.
+#[test]
+fn a_seccomp_file_that_allows_ptrace_by_name_counts_as_weaker() {
+    require_engine();
+    let arena = Arena::new();
+    let profile = arena._dir.path().join("lenient.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["ptrace", "unshare", "mount", "bpf"], "action": "SCMP_ACT_ALLOW"}]}"#,
+    )
+    .expect("write the profile");
+    let profile = profile.to_string_lossy().into_owned();
+    let (run, outcome) = arena.run_on_default_runtime("setuid", &["--seccomp", &profile]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    let error = outcome["error"].as_str().unwrap_or_default();
+    assert!(error.contains("sandbox.seccomp"), "{error}");
+    assert!(
+        error.contains("allows bpf, mount, ptrace, unshare"),
+        "{error}"
+    );
+}
+
+/// `config show` never prints a credential held in a URL's query or a password with a `/`.
+#[test]
+fn config_show_masks_query_tokens_and_passwords_with_slashes() {
+    let shown = packbox(
+        &["config", "show", "--json"],
+        &[
+            (
+                "PACKBOX_PIP_INDEX_URL",
+                "https://build:pa/ss-7c1d@pypi.example/simple?access_token=tok-9a8b7c",
+            ),
+            (
+                "HTTPS_PROXY",
+                "http://proxy-user:pr/xy-55aa@proxy.example:3128",
+            ),
+        ],
+    );
+    assert_eq!(shown.code(), 0, "{}", shown.stderr());
+    let text = shown.stdout();
+    for credential in ["pa/ss-7c1d", "tok-9a8b7c", "pr/xy-55aa", "proxy-user"] {
+        assert!(!text.contains(credential), "{credential} shown: {text}");
+    }
+    assert!(
+        text.contains("pypi.example/simple?access_token=***"),
+        "{text}"
+    );
+}
+
+/// A server that answers `run --server` with control characters and line breaks in the fields
+/// of its status line: the line shows them replaced, on one line.
+#[test]
+fn a_hostile_servers_record_cannot_drive_the_terminal() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let record = serde_json::json!({
+        "id": "x1",
+        "action": "hostile.\u{1b}[2Jaction",
+        "status": "succeeded\n\u{1b}[32mok: forged line",
+        "runtime": "shell\u{1b}]0;pwned\u{7}",
+        "runtime_version": "5.2\r\nFAILED: spoofed",
+        "stdout": "",
+        "stderr": "",
+        "exit_code": 0,
+        "duration_ms": 1,
+    })
+    .to_string();
+    let server = std::thread::spawn(move || {
+        // Two requests: the submission, then the wait for its end.
+        for _ in 0..2 {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let answer = format!(
+                "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{record}",
+                record.len()
+            );
+            let _ = reader.get_mut().write_all(answer.as_bytes());
+        }
+    });
+    let run = packbox(
+        &["run", "--server", &url, "hostile.anything"],
+        &[("PACKBOX_TOKEN", "")],
+    );
+    let _ = server.join();
+    let stderr = run.stderr();
+    assert!(
+        !stderr.contains(['\u{1b}', '\u{7}', '\r']),
+        "control characters reached the terminal: {stderr:?}"
+    );
+    // A status that is not exactly `succeeded` is no success; what the server sent stays on the
+    // one real status line.
+    let status: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("FAILED:"))
+        .collect();
+    assert_eq!(status.len(), 1, "{stderr:?}");
+    assert!(status[0].contains("ok: forged line") && status[0].contains("FAILED: spoofed"));
+    assert!(!stderr.lines().any(|l| l.starts_with("ok:")), "{stderr:?}");
+}
