@@ -681,3 +681,247 @@ fn a_hostile_servers_record_cannot_drive_the_terminal() {
     assert!(status[0].contains("ok: forged line") && status[0].contains("FAILED: spoofed"));
     assert!(!stderr.lines().any(|l| l.starts_with("ok:")), "{stderr:?}");
 }
+
+/// A copy of the hostile pack whose content (and so its digest) is this test's own.
+fn unique_arena() -> (Arena, String) {
+    let arena = Arena::new();
+    let token = uuid_like();
+    std::fs::write(
+        arena.packs.join("hostile/data.txt"),
+        format!("pack data {token}\n"),
+    )
+    .expect("write data.txt");
+    (arena, token)
+}
+
+/// A fresh random token (no uuid crate in the tests: the kernel's).
+fn uuid_like() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .expect("a random uuid")
+        .trim()
+        .to_string()
+}
+
+fn docker(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs")
+}
+
+/// Removes the volumes a test made or had packbox make, when it ends.
+struct VolumesMade(Vec<String>);
+
+impl Drop for VolumesMade {
+    fn drop(&mut self) {
+        for volume in &self.0 {
+            let _ = docker(&["volume", "rm", "-f", volume]);
+        }
+    }
+}
+
+/// A volume under the pack's public name, made first by a co-tenant of the engine (forged
+/// labels, other content), is never used as the pack: the run is refused, the secret never
+/// reaches the co-tenant's script. packbox's own volume is used; one made by another packbox
+/// (another state folder) is used once its content, read back, has the pack's digest.
+#[test]
+fn a_pre_placed_pack_volume_is_never_used_as_the_pack() {
+    require_engine();
+    let (arena, token) = unique_arena();
+    let packs = arena.packs.to_string_lossy().into_owned();
+    let planned = packbox(
+        &["run", "--packs", &packs, "hostile.pack_file", "--json", "--pack-delivery", "bind"],
+        &[],
+    );
+    assert_eq!(planned.code(), 0, "{}", planned.stderr());
+    let digest = planned.json()["pack_digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let volume = format!("packbox-pack-hostile-{digest}");
+    let _made = VolumesMade(vec![volume.clone()]);
+
+    // The co-tenant's volume: packbox's labels, its own script.
+    let planted = arena._dir.path().join("planted");
+    std::fs::create_dir_all(planted.join("actions")).expect("mkdir");
+    std::fs::write(planted.join("data.txt"), "PLANTED\n").expect("write");
+    std::fs::write(
+        planted.join("actions/pack_file.sh"),
+        "echo PLANTED; cat\n",
+    )
+    .expect("write");
+    let labels = [
+        "packbox.managed=true",
+        "packbox.kind=pack",
+        "packbox.pack=hostile",
+        &format!("packbox.pack_digest={digest}"),
+    ];
+    let mut create = vec!["volume", "create"];
+    for label in &labels {
+        create.extend(["--label", label]);
+    }
+    create.push(&volume);
+    assert!(docker(&create).status.success());
+    let mount = format!("{volume}:/pack");
+    let filler = docker(&["container", "create", "-v", &mount, "packbox/shell:5.2", "true"]);
+    let filler = String::from_utf8_lossy(&filler.stdout).trim().to_string();
+    let source = format!("{}/.", planted.display());
+    assert!(docker(&["cp", &source, &format!("{filler}:/pack")]).status.success());
+    assert!(docker(&["rm", "-f", &filler]).status.success());
+
+    let secret = format!("volume-secret-{token}");
+    let attacked = packbox(
+        &[
+            "run", "--packs", &packs, "hostile.pack_file", "--json",
+            "--pack-delivery", "volume", "--secret", &format!("token={secret}"),
+        ],
+        &[],
+    );
+    assert_eq!(attacked.code(), 125, "{}", attacked.stderr());
+    assert!(!attacked.stdout().contains("PLANTED"), "{}", attacked.stdout());
+    let error = attacked.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains(&volume) && error.contains("not filled by packbox"), "{error}");
+    assert_no_leftovers(&attacked);
+
+    // Without the squatter, packbox fills its own volume and uses it.
+    assert!(docker(&["volume", "rm", &volume]).status.success());
+    let own = run_json(&arena.packs, "hostile.pack_file", &["--pack-delivery", "volume"]);
+    assert_eq!(own.code(), 0, "{}", own.stderr());
+    assert_eq!(own.json()["stdout"], format!("pack data {token}\n"));
+    // Another packbox, with a state folder that never saw it, reads it back and uses it.
+    let elsewhere = tempfile::tempdir().expect("another state folder");
+    let other = packbox(
+        &[
+            "run", "--packs", &packs, "hostile.pack_file", "--json", "--pack-delivery", "volume",
+        ],
+        &[("PACKBOX_STATE_DIR", &elsewhere.path().to_string_lossy())],
+    );
+    assert_eq!(other.code(), 0, "{}", other.stderr());
+    assert_eq!(other.json()["stdout"], format!("pack data {token}\n"));
+    assert_no_leftovers(&other);
+}
+
+/// Pack volumes named after this pack, for removal when a test ends.
+fn pack_volumes() -> Vec<String> {
+    let listed = docker(&["volume", "ls", "-q", "--filter", "label=packbox.pack=hostile"]);
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Swaps `target` for a symlink to `secret` each time `trigger` is opened, and back to a
+/// regular file (with `original` content) each time `secret` is closed, until `stop`: the
+/// pack author's race, timed by inotify on the files packbox opens. Returns how many swaps it
+/// made.
+fn race_swapper(
+    trigger: PathBuf,
+    target: PathBuf,
+    secret: PathBuf,
+    original: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    armed: std::sync::mpsc::Sender<()>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        // SAFETY: plain inotify calls on a descriptor this thread owns; buffers are sized.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        assert!(fd >= 0, "inotify_init1");
+        let watch = |path: &Path, mask: u32| {
+            let c = CString::new(path.as_os_str().as_bytes()).expect("a path");
+            // SAFETY: `c` is a valid NUL-terminated path for the call's duration.
+            let wd = unsafe { libc::inotify_add_watch(fd, c.as_ptr(), mask) };
+            assert!(wd >= 0, "inotify_add_watch {}", path.display());
+            wd
+        };
+        let on_trigger = watch(&trigger, libc::IN_OPEN);
+        let on_secret = watch(&secret, libc::IN_CLOSE_NOWRITE);
+        let _ = armed.send(());
+        let dir = target.parent().expect("a folder").to_path_buf();
+        let mut swaps = 0;
+        let mut buffer = [0u8; 4096];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // SAFETY: reads into a buffer of the given length.
+            let n = unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), buffer.len()) };
+            if n <= 0 {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+                continue;
+            }
+            let mut at = 0usize;
+            while at + std::mem::size_of::<libc::inotify_event>() <= n as usize {
+                // SAFETY: the kernel wrote whole events; read unaligned from the buffer.
+                let event: libc::inotify_event =
+                    unsafe { std::ptr::read_unaligned(buffer[at..].as_ptr().cast()) };
+                at += std::mem::size_of::<libc::inotify_event>() + event.len as usize;
+                let link = dir.join(".swap");
+                let _ = std::fs::remove_file(&link);
+                if event.wd == on_trigger {
+                    if std::os::unix::fs::symlink(&secret, &link).is_ok()
+                        && std::fs::rename(&link, &target).is_ok()
+                    {
+                        swaps += 1;
+                    }
+                } else if event.wd == on_secret
+                    && std::fs::write(&link, &original).is_ok()
+                {
+                    let _ = std::fs::rename(&link, &target);
+                }
+            }
+        }
+        // SAFETY: closes the descriptor opened above.
+        unsafe { libc::close(fd) };
+        swaps
+    })
+}
+
+/// The pack author swaps a listed file for a symlink to a root-only file between packbox's
+/// listing and its reading (each time: for the plan's digest and for the volume's fill). The
+/// file is opened without following links and checked against the listing, so the run is
+/// refused; the root-only file never reaches the volume or the output.
+#[test]
+fn a_file_swapped_for_a_symlink_while_the_pack_is_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    require_engine();
+    let (arena, token) = unique_arena();
+    let pack = arena.packs.join("hostile");
+    // A large file read before data.txt (files are read in path order): its opening is the
+    // signal, and reading it leaves the swap time. Sparse: it takes no disk.
+    std::fs::create_dir(pack.join("aaa")).expect("mkdir");
+    std::fs::File::create(pack.join("aaa/f0000"))
+        .and_then(|f| f.set_len(32 << 20))
+        .expect("a sparse file");
+    let original = format!("pack data {token}\n");
+    let secret = arena._dir.path().join("root-only");
+    std::fs::write(&secret, format!("ROOT-ONLY-SECRET-{token}-{}\n", "s".repeat(64)))
+        .expect("write the secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let before = pack_volumes();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (armed, ready) = std::sync::mpsc::channel();
+    let swapper = race_swapper(
+        pack.join("aaa/f0000"),
+        pack.join("data.txt"),
+        secret.clone(),
+        original.clone(),
+        stop.clone(),
+        armed,
+    );
+    ready.recv().expect("the swapper watches");
+    let run = run_json(&arena.packs, "hostile.pack_file", &["--pack-delivery", "volume"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = swapper.join().expect("swapper");
+    let made: Vec<String> = pack_volumes()
+        .into_iter()
+        .filter(|v| !before.contains(v))
+        .collect();
+    let _made = VolumesMade(made);
+    assert!(swaps > 0, "the race never started: {}", run.stderr());
+    for text in [run.stdout(), run.stderr()] {
+        assert!(!text.contains("ROOT-ONLY"), "the root-only file was delivered: {text}");
+    }
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    let error = run.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("changed while it was being"), "{error}");
+    assert_no_leftovers(&run);
+}

@@ -419,7 +419,9 @@ pub fn archive_digest(
         };
         let relative = relative.to_string();
         let header = entry.header();
-        let mode = header.mode()?;
+        // Engines (Go's archive/tar) write the file type bits into the mode too: only the
+        // permission, set-id and sticky bits are the file's.
+        let mode = header.mode()? & 0o7777;
         if mode & !0o777 != 0 {
             return Ok(None);
         }
