@@ -730,7 +730,15 @@ fn a_pre_placed_pack_volume_is_never_used_as_the_pack() {
     let (arena, token) = unique_arena();
     let packs = arena.packs.to_string_lossy().into_owned();
     let planned = packbox(
-        &["run", "--packs", &packs, "hostile.pack_file", "--json", "--pack-delivery", "bind"],
+        &[
+            "run",
+            "--packs",
+            &packs,
+            "hostile.pack_file",
+            "--json",
+            "--pack-delivery",
+            "bind",
+        ],
         &[],
     );
     assert_eq!(planned.code(), 0, "{}", planned.stderr());
@@ -745,11 +753,7 @@ fn a_pre_placed_pack_volume_is_never_used_as_the_pack() {
     let planted = arena._dir.path().join("planted");
     std::fs::create_dir_all(planted.join("actions")).expect("mkdir");
     std::fs::write(planted.join("data.txt"), "PLANTED\n").expect("write");
-    std::fs::write(
-        planted.join("actions/pack_file.sh"),
-        "echo PLANTED; cat\n",
-    )
-    .expect("write");
+    std::fs::write(planted.join("actions/pack_file.sh"), "echo PLANTED; cat\n").expect("write");
     let labels = [
         "packbox.managed=true",
         "packbox.kind=pack",
@@ -763,36 +767,74 @@ fn a_pre_placed_pack_volume_is_never_used_as_the_pack() {
     create.push(&volume);
     assert!(docker(&create).status.success());
     let mount = format!("{volume}:/pack");
-    let filler = docker(&["container", "create", "-v", &mount, "packbox/shell:5.2", "true"]);
+    let filler = docker(&[
+        "container",
+        "create",
+        "-v",
+        &mount,
+        "packbox/shell:5.2",
+        "true",
+    ]);
     let filler = String::from_utf8_lossy(&filler.stdout).trim().to_string();
     let source = format!("{}/.", planted.display());
-    assert!(docker(&["cp", &source, &format!("{filler}:/pack")]).status.success());
+    assert!(
+        docker(&["cp", &source, &format!("{filler}:/pack")])
+            .status
+            .success()
+    );
     assert!(docker(&["rm", "-f", &filler]).status.success());
 
     let secret = format!("volume-secret-{token}");
     let attacked = packbox(
         &[
-            "run", "--packs", &packs, "hostile.pack_file", "--json",
-            "--pack-delivery", "volume", "--secret", &format!("token={secret}"),
+            "run",
+            "--packs",
+            &packs,
+            "hostile.pack_file",
+            "--json",
+            "--pack-delivery",
+            "volume",
+            "--secret",
+            &format!("token={secret}"),
         ],
         &[],
     );
     assert_eq!(attacked.code(), 125, "{}", attacked.stderr());
-    assert!(!attacked.stdout().contains("PLANTED"), "{}", attacked.stdout());
-    let error = attacked.json()["error"].as_str().unwrap_or_default().to_string();
-    assert!(error.contains(&volume) && error.contains("not filled by packbox"), "{error}");
+    assert!(
+        !attacked.stdout().contains("PLANTED"),
+        "{}",
+        attacked.stdout()
+    );
+    let error = attacked.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains(&volume) && error.contains("not filled by packbox"),
+        "{error}"
+    );
     assert_no_leftovers(&attacked);
 
     // Without the squatter, packbox fills its own volume and uses it.
     assert!(docker(&["volume", "rm", &volume]).status.success());
-    let own = run_json(&arena.packs, "hostile.pack_file", &["--pack-delivery", "volume"]);
+    let own = run_json(
+        &arena.packs,
+        "hostile.pack_file",
+        &["--pack-delivery", "volume"],
+    );
     assert_eq!(own.code(), 0, "{}", own.stderr());
     assert_eq!(own.json()["stdout"], format!("pack data {token}\n"));
     // Another packbox, with a state folder that never saw it, reads it back and uses it.
     let elsewhere = tempfile::tempdir().expect("another state folder");
     let other = packbox(
         &[
-            "run", "--packs", &packs, "hostile.pack_file", "--json", "--pack-delivery", "volume",
+            "run",
+            "--packs",
+            &packs,
+            "hostile.pack_file",
+            "--json",
+            "--pack-delivery",
+            "volume",
         ],
         &[("PACKBOX_STATE_DIR", &elsewhere.path().to_string_lossy())],
     );
@@ -803,7 +845,13 @@ fn a_pre_placed_pack_volume_is_never_used_as_the_pack() {
 
 /// Pack volumes named after this pack, for removal when a test ends.
 fn pack_volumes() -> Vec<String> {
-    let listed = docker(&["volume", "ls", "-q", "--filter", "label=packbox.pack=hostile"]);
+    let listed = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        "label=packbox.pack=hostile",
+    ]);
     String::from_utf8_lossy(&listed.stdout)
         .lines()
         .map(str::to_string)
@@ -862,9 +910,7 @@ fn race_swapper(
                     {
                         swaps += 1;
                     }
-                } else if event.wd == on_secret
-                    && std::fs::write(&link, &original).is_ok()
-                {
+                } else if event.wd == on_secret && std::fs::write(&link, &original).is_ok() {
                     let _ = std::fs::rename(&link, &target);
                 }
             }
@@ -893,8 +939,11 @@ fn a_file_swapped_for_a_symlink_while_the_pack_is_read_is_refused() {
         .expect("a sparse file");
     let original = format!("pack data {token}\n");
     let secret = arena._dir.path().join("root-only");
-    std::fs::write(&secret, format!("ROOT-ONLY-SECRET-{token}-{}\n", "s".repeat(64)))
-        .expect("write the secret");
+    std::fs::write(
+        &secret,
+        format!("ROOT-ONLY-SECRET-{token}-{}\n", "s".repeat(64)),
+    )
+    .expect("write the secret");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let before = pack_volumes();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -908,7 +957,11 @@ fn a_file_swapped_for_a_symlink_while_the_pack_is_read_is_refused() {
         armed,
     );
     ready.recv().expect("the swapper watches");
-    let run = run_json(&arena.packs, "hostile.pack_file", &["--pack-delivery", "volume"]);
+    let run = run_json(
+        &arena.packs,
+        "hostile.pack_file",
+        &["--pack-delivery", "volume"],
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let swaps = swapper.join().expect("swapper");
     let made: Vec<String> = pack_volumes()
@@ -918,10 +971,94 @@ fn a_file_swapped_for_a_symlink_while_the_pack_is_read_is_refused() {
     let _made = VolumesMade(made);
     assert!(swaps > 0, "the race never started: {}", run.stderr());
     for text in [run.stdout(), run.stderr()] {
-        assert!(!text.contains("ROOT-ONLY"), "the root-only file was delivered: {text}");
+        assert!(
+            !text.contains("ROOT-ONLY"),
+            "the root-only file was delivered: {text}"
+        );
     }
     assert_eq!(run.code(), 2, "{}", run.stderr());
     let error = run.json()["error"].as_str().unwrap_or_default().to_string();
     assert!(error.contains("changed while it was being"), "{error}");
     assert_no_leftovers(&run);
+}
+
+/// A packbox in another PID namespace under the same host name (a compose service, a CI job on
+/// the host's network, `unshare --pid`) names a pid that means another process here: the
+/// start-up sweep of this packbox leaves its live run alone.
+#[test]
+fn the_sweep_leaves_a_live_run_of_another_pid_namespace_alone() {
+    require_engine();
+    let arena = Arena::new();
+    let packs = arena.packs.to_string_lossy().into_owned();
+    let neighbour = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(env!("CARGO_BIN_EXE_packbox"))
+        .args([
+            "run",
+            "--packs",
+            &packs,
+            "hostile.sleeper",
+            "--json",
+            "-p",
+            "seconds=6",
+        ])
+        .env("PACKBOX_STATE_DIR", state_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("unshare runs packbox");
+    let label = "label=packbox.owner_space".to_string();
+    let running = wait_for_running(&["label=packbox.action=hostile.sleeper".to_string(), label]);
+    // Any packbox command sweeps leftovers at start; gc does it and says what it removed.
+    let sweeper = packbox(&["gc", "--json"], &[]);
+    assert_eq!(sweeper.code(), 0, "{}", sweeper.stderr());
+    let neighbour = neighbour
+        .wait_with_output()
+        .expect("the neighbour finishes");
+    let outcome: Value = serde_json::from_slice(&neighbour.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(&neighbour.stderr)
+        )
+    });
+    assert_eq!(
+        outcome["status"],
+        "succeeded",
+        "the sweep killed a live run: {outcome}\nsweep: {}",
+        sweeper.stdout()
+    );
+    assert_eq!(outcome["stdout"], "slept\n");
+    assert!(!sweeper.stdout().contains(&running), "{}", sweeper.stdout());
+}
+
+/// A run whose container someone else removes (a sweep, `docker rm`) says so, instead of a
+/// failure with the kill's exit code.
+#[test]
+fn a_run_whose_container_is_removed_under_it_says_so() {
+    require_engine();
+    let arena = Arena::new();
+    let packs = arena.packs.to_string_lossy().into_owned();
+    let child = spawn_packbox(&[
+        "run",
+        "--packs",
+        &packs,
+        "hostile.sleeper",
+        "--json",
+        "-p",
+        "seconds=60",
+    ]);
+    let id = wait_for_running(&[
+        "label=packbox.action=hostile.sleeper".to_string(),
+        format!("label=packbox.owner_pid={}", child.id()),
+    ]);
+    assert!(docker(&["rm", "-f", &id]).status.success());
+    let finished = child.wait_with_output().expect("packbox finishes");
+    let outcome: Value = serde_json::from_slice(&finished.stdout).expect("an outcome");
+    assert_eq!(outcome["status"], "error", "{outcome}");
+    let error = outcome["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("was removed while the action ran"),
+        "{error}"
+    );
+    assert_eq!(finished.status.code(), Some(125));
 }

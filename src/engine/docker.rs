@@ -301,16 +301,29 @@ impl ContainerEngine for DockerEngine {
     }
 
     async fn container_state(&self, id: &str) -> Result<ContainerState, EngineError> {
-        let inspected = self
-            .docker
-            .inspect_container(id, None)
-            .await
-            .map_err(|e| api(format!("inspecting container {id}"), e))?;
+        let inspected = match self.docker.inspect_container(id, None).await {
+            Ok(inspected) => inspected,
+            Err(e) if is_status(&e, 404) => {
+                return Ok(ContainerState {
+                    removed: true,
+                    ..ContainerState::default()
+                });
+            }
+            Err(e) => return Err(api(format!("inspecting container {id}"), e)),
+        };
         let state = inspected.state.unwrap_or_default();
+        let removing = matches!(
+            state.status,
+            Some(
+                bollard::models::ContainerStateStatusEnum::REMOVING
+                    | bollard::models::ContainerStateStatusEnum::DEAD
+            )
+        );
         Ok(ContainerState {
             oom_killed: state.oom_killed.unwrap_or(false),
             exit_code: state.exit_code,
             running: state.running.unwrap_or(false),
+            removed: removing,
         })
     }
 
@@ -349,6 +362,8 @@ impl ContainerEngine for DockerEngine {
                     id: c.id?,
                     image_id: c.image_id,
                     labels: c.labels.unwrap_or_default(),
+                    running: c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING),
+                    created: c.created.unwrap_or(0),
                 })
             })
             .collect())

@@ -385,6 +385,8 @@ pub struct ContainerState {
     pub exit_code: Option<i64>,
     /// Whether its process still runs.
     pub running: bool,
+    /// Whether it is being removed, or is gone: someone removed it.
+    pub removed: bool,
 }
 
 /// A container found by label, for sweeping leftovers.
@@ -396,6 +398,10 @@ pub struct ContainerSummary {
     pub image_id: Option<String>,
     /// Its labels, which say who made it and for what.
     pub labels: HashMap<String, String>,
+    /// Whether its process runs.
+    pub running: bool,
+    /// When the engine created it (seconds since the epoch; 0 when it does not say).
+    pub created: i64,
 }
 
 /// What the engine is and offers, for checks that depend on it.

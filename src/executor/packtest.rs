@@ -311,7 +311,8 @@ pub(crate) async fn run_tests(
             Ending::Cancelled => return Err(PrepareError::Cancelled.into()),
             Ending::TimedOut => TestStatus::TimedOut,
             Ending::Exited if exit.exit_code == Some(0) && !exit.oom_killed => TestStatus::Passed,
-            Ending::Exited => TestStatus::Failed,
+            // Removed by someone else: the runner did not pass.
+            Ending::Exited | Ending::Removed => TestStatus::Failed,
         };
         let report = RunnerReport {
             name: runner.name.clone(),

@@ -218,9 +218,9 @@ async fn orphans_are_swept_once_when_the_executor_starts_not_per_run() {
 async fn the_start_up_sweep_removes_a_dead_owners_container() {
     let fake = engine(Program::default());
     let dead = crate::lifecycle::owner::Owner {
-        host: Owner::current().host,
         pid: u32::MAX - 1,
         start: Some(1),
+        ..Owner::current()
     };
     let labels: Vec<(String, String)> = dead.labels().into_iter().collect();
     let borrowed: Vec<(&str, &str)> = labels

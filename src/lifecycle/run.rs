@@ -321,10 +321,18 @@ async fn drive(
     writer.abort();
     let _ = writer.await;
 
-    let oom_killed = match exit_code {
-        // Only a kill can be an OOM kill; other exits need no extra round trip.
-        Some(137) | None => engine.container_state(id).await?.oom_killed,
-        Some(_) => false,
+    let (oom_killed, removed) = match exit_code {
+        // Only a kill can be an OOM kill, or a removal by someone else; other exits need no
+        // extra round trip.
+        Some(137) | None => {
+            let state = engine.container_state(id).await?;
+            (state.oom_killed, state.removed)
+        }
+        Some(_) => (false, false),
+    };
+    let ending = match ending {
+        Ending::Exited if removed => Ending::Removed,
+        other => other,
     };
     Ok(ContainerExit {
         ending,

@@ -43,6 +43,9 @@ pub const MAX_BYTES: u64 = 1 << 30;
 const LOCK_WAIT: Duration = Duration::from_secs(300);
 /// How often the lock is looked at while waiting.
 const LOCK_POLL: Duration = Duration::from_millis(100);
+/// A filler creates the volume right after its lock: a lock without a volume for this long is
+/// no filler's.
+const LOCK_WITHOUT_VOLUME: Duration = Duration::from_secs(10);
 
 /// The pack could not be delivered.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +112,20 @@ pub enum DeliveryError {
         /// What the file system answered.
         #[source]
         source: std::io::Error,
+    },
+    /// A container holds the lock's name but no fill is under way: no volume followed it. It
+    /// was not made by a packbox filling the volume (someone who shares the engine made it).
+    #[error(
+        "pack volume {volume}: container {lock} holds its fill lock's name (its labels name host {host}), but no fill followed it within {} s: it is not a packbox filling this volume; remove it if nobody needs it (`docker rm {lock}`)",
+        LOCK_WITHOUT_VOLUME.as_secs()
+    )]
+    LockNotAFiller {
+        /// The pack volume to be filled.
+        volume: String,
+        /// The lock container's name.
+        lock: String,
+        /// The host its labels name.
+        host: String,
     },
     /// The run was cancelled before the pack was in its volume.
     #[error("delivering pack {pack} was cancelled")]
@@ -207,6 +224,8 @@ pub async fn ensure(
     let lock = lock_name(&volume);
     let owner = Owner::current();
     let deadline = Instant::now() + LOCK_WAIT;
+    // Since when a lock has been there without its volume.
+    let mut lock_alone_since: Option<Instant> = None;
     loop {
         if Instant::now() >= deadline {
             let labels = engine.container_labels(&lock).await?.unwrap_or_default();
@@ -240,6 +259,7 @@ pub async fn ensure(
                     });
                 }
                 Some(labels) => {
+                    lock_alone_since = None;
                     wait_or_break_lock(engine, &volume, &lock, &labels).await?;
                     continue;
                 }
@@ -253,9 +273,20 @@ pub async fn ensure(
             .await
         {
             Ok(_) => break,
-            // Another filler holds the lock's name.
+            // Another filler holds the lock's name: it makes the volume at once, or is none.
             Err(EngineError::InUse { .. }) => {
                 if let Some(labels) = engine.container_labels(&lock).await? {
+                    let since = *lock_alone_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > LOCK_WITHOUT_VOLUME && !owner::is_orphan(&labels) {
+                        return Err(DeliveryError::LockNotAFiller {
+                            volume: volume.clone(),
+                            lock: lock.clone(),
+                            host: labels
+                                .get(owner::OWNER_HOST)
+                                .cloned()
+                                .unwrap_or_else(|| "none".into()),
+                        });
+                    }
                     wait_or_break_lock(engine, &volume, &lock, &labels).await?;
                 }
             }
@@ -840,12 +871,42 @@ mod tests {
             fake.create_container(&lock_name(&volume), &lock_labels("another-host"))
                 .await
                 .expect("lock");
+            // A filler elsewhere has made its volume and is filling it.
+            fake.create_volume(&volume, &BTreeMap::new())
+                .await
+                .expect("volume");
+            let started = Instant::now();
             let err = ensure(fake.as_ref(), &owned, "p", dir.path(), &digest, IMAGE)
                 .await
                 .expect_err("still locked");
+            assert!(matches!(err, DeliveryError::LockHeld { .. }), "{err}");
+            assert!(started.elapsed() >= LOCK_WAIT);
             let text = err.to_string();
             assert!(text.contains(&format!("{volume}-lock")), "{text}");
             assert!(text.contains("another-host"), "{text}");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_lock_that_no_volume_follows_is_no_filler_and_said_so_at_once() {
+            let owned = Owned::for_tests();
+            let fake = engine();
+            let dir = pack();
+            let digest = tree_digest("p", dir.path()).expect("digest");
+            let volume = volume_name("p", &digest);
+            fake.create_container(&lock_name(&volume), &lock_labels("another-host"))
+                .await
+                .expect("a squatted lock");
+            let started = Instant::now();
+            let err = ensure(fake.as_ref(), &owned, "p", dir.path(), &digest, IMAGE)
+                .await
+                .expect_err("refused");
+            assert!(matches!(err, DeliveryError::LockNotAFiller { .. }), "{err}");
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "waited {:?}",
+                started.elapsed()
+            );
+            assert!(err.to_string().contains("another-host"), "{err}");
         }
 
         #[tokio::test]

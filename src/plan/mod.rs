@@ -374,6 +374,12 @@ impl RunPlan {
         labels.insert("packbox.kind".into(), "run".into());
         labels.insert("packbox.exec_id".into(), exec_id.to_string());
         labels.insert("packbox.action".into(), self.action.action_ref.clone());
+        // By then a live owner has stopped the run: a packbox that cannot judge the owner (it
+        // is in another PID namespace) may sweep it after that, never before.
+        labels.insert(
+            crate::lifecycle::owner::DEADLINE.into(),
+            crate::lifecycle::owner::deadline_after(self.limits.timeout + self.limits.grace),
+        );
         Workload {
             image: image.to_string(),
             cmd,

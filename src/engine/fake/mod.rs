@@ -395,6 +395,8 @@ impl FakeEngine {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            running: true,
+            created: 0,
         });
     }
 
@@ -860,13 +862,17 @@ impl ContainerEngine for FakeEngine {
                 oom_killed,
                 exit_code,
                 running,
+                removed: false,
             });
         }
         let state = self.state();
-        let container = state
-            .containers
-            .get(id)
-            .ok_or_else(|| FakeEngine::not_found(format!("inspecting container {id}")))?;
+        // As the engine's inspection: a container that is gone was removed.
+        let Some(container) = state.containers.get(id) else {
+            return Ok(ContainerState {
+                removed: true,
+                ..ContainerState::default()
+            });
+        };
         Ok(ContainerState {
             oom_killed: container.oom,
             exit_code: match container.life {
@@ -874,6 +880,7 @@ impl ContainerEngine for FakeEngine {
                 _ => None,
             },
             running: matches!(container.life, Life::Running),
+            removed: false,
         })
     }
 
@@ -917,6 +924,8 @@ impl ContainerEngine for FakeEngine {
             id: id.clone(),
             image_id: Some(c.image_id.clone()),
             labels: c.spec.labels.clone().into_iter().collect(),
+            running: matches!(c.life, Life::Running),
+            created: 0,
         });
         Ok(made
             .chain(state.listed.iter().cloned())
