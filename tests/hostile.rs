@@ -1062,3 +1062,206 @@ fn a_run_whose_container_is_removed_under_it_says_so() {
     );
     assert_eq!(finished.status.code(), Some(125));
 }
+
+/// A container named like a pack volume's fill lock, made by a co-tenant of the engine with
+/// another host's labels and no volume behind it, does not stall the run for the 5 minutes a
+/// real filler elsewhere is waited for: it is named at once as no filler.
+#[test]
+fn a_squatted_fill_lock_is_named_within_seconds() {
+    require_engine();
+    let (arena, _) = unique_arena();
+    let packs = arena.packs.to_string_lossy().into_owned();
+    let planned = packbox(
+        &["run", "--packs", &packs, "hostile.pack_file", "--json", "--pack-delivery", "bind"],
+        &[],
+    );
+    assert_eq!(planned.code(), 0, "{}", planned.stderr());
+    let digest = planned.json()["pack_digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let volume = format!("packbox-pack-hostile-{digest}");
+    let lock = format!("{volume}-lock");
+    let filling = format!("packbox.pack_filling={volume}");
+    let squatted = docker(&[
+        "container", "create", "--name", &lock,
+        "--label", "packbox.managed=true",
+        "--label", "packbox.owner_host=somewhere-else",
+        "--label", "packbox.owner_pid=1",
+        "--label", &filling,
+        "packbox/shell:5.2", "true",
+    ]);
+    assert!(squatted.status.success(), "{}", String::from_utf8_lossy(&squatted.stderr));
+    let started = std::time::Instant::now();
+    let run = run_json(&arena.packs, "hostile.pack_file", &["--pack-delivery", "volume"]);
+    let waited = started.elapsed();
+    let _ = docker(&["rm", "-f", &lock]);
+    let _made = VolumesMade(vec![volume.clone()]);
+    assert_eq!(run.code(), 125, "{}", run.stderr());
+    let error = run.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains(&lock) && error.contains("not a packbox filling"), "{error}");
+    assert!(waited < std::time::Duration::from_secs(60), "waited {waited:?}");
+}
+
+/// The packs whose dependencies run code while their environment is built.
+fn hostile_build_packs() -> PathBuf {
+    fixture_root().join("hostile_build")
+}
+
+/// The environment tag `packbox explain` names for an action.
+fn env_tag(packs: &Path, action: &str, env: &[(&str, &str)]) -> String {
+    let packs = packs.to_string_lossy().into_owned();
+    let explained = packbox(&["explain", "--packs", &packs, action, "--json"], env);
+    assert_eq!(explained.code(), 0, "{}", explained.stderr());
+    let report = explained.json();
+    report["environment"]["image"]
+        .as_str()
+        .or_else(|| report["image"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A pack's own code that runs while its environment is built (a `.pth` file in a wheel it
+/// ships) runs in the action's sandbox: not root, no capabilities, no-new-privileges, packbox's
+/// syscall profile, the build's process limit; the operator's index and proxy credentials reach
+/// the installer alone, never that code, the build's log or the image. An image someone else put
+/// under the environment's tag (forged labels) is never run: the environment is built again.
+#[test]
+fn pack_code_at_build_time_gets_the_sandbox_and_never_the_credentials() {
+    require_engine();
+    let credential = format!("CRED-{}", uuid_like());
+    let index = format!("https://builder:{credential}@127.0.0.1:9/simple");
+    let proxy = format!("http://proxyuser:{credential}@127.0.0.1:9");
+    let mut env = build_env();
+    env.push(("PACKBOX_PIP_INDEX_URL", &index));
+    env.push(("HTTPS_PROXY", &proxy));
+    let packs = hostile_build_packs();
+    let packs_arg = packs.to_string_lossy().into_owned();
+    let run = packbox(
+        &["run", "--packs", &packs_arg, "buildprobe.report", "--json"],
+        &env,
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let outcome = run.json();
+    let report = &outcome["result"];
+    assert_eq!(report["uid"], 65534, "{report}");
+    assert_eq!(report["cap_eff"], "0000000000000000", "{report}");
+    assert_eq!(report["no_new_privs"], "1", "{report}");
+    assert_eq!(report["seccomp"], "2", "{report}");
+    let spawned = report["spawned"].as_u64().unwrap_or(u64::MAX);
+    assert!(spawned < 512, "the build's process limit did not hold: {report}");
+    assert_eq!(report["environment"], serde_json::json!({}), "{report}");
+    assert!(!outcome.to_string().contains(&credential));
+
+    let tag = env_tag(&packs, "buildprobe.report", &env);
+    assert!(tag.starts_with("packbox/env:"), "{tag}");
+    for args in [
+        vec!["image", "inspect", tag.as_str()],
+        vec!["history", "--no-trunc", tag.as_str()],
+    ] {
+        let shown = docker(&args);
+        assert!(shown.status.success());
+        assert!(
+            !String::from_utf8_lossy(&shown.stdout).contains(&credential),
+            "the credential is in `docker {}`",
+            args.join(" ")
+        );
+    }
+    for log in std::fs::read_dir(state_dir().join("builds")).expect("build logs").flatten() {
+        let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+        assert!(!text.contains(&credential), "in {}", log.path().display());
+    }
+    let saved = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("docker save {tag} | grep -c -a {credential} || true"))
+        .output()
+        .expect("docker save");
+    assert_eq!(
+        String::from_utf8_lossy(&saved.stdout).trim(),
+        "0",
+        "the credential is in the image's layers"
+    );
+
+    // A co-tenant's image under the environment's tag, with packbox's labels.
+    let context = tempfile::tempdir().expect("a build context");
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM packbox/python:3.11\nUSER root\nRUN mkdir -p /opt/packbox && echo '{\"uid\": \"PLANTED\"}' > /opt/packbox/build-report.json\nLABEL packbox.managed=true packbox.kind=env\nUSER 65534:65534\n",
+    )
+    .expect("write");
+    let context_arg = context.path().to_string_lossy().into_owned();
+    let planted = docker(&["build", "-q", "-t", &tag, &context_arg]);
+    assert!(planted.status.success(), "{}", String::from_utf8_lossy(&planted.stderr));
+    let planted_id = String::from_utf8_lossy(&planted.stdout).trim().to_string();
+    cleanup_image(&planted_id);
+    let again = packbox(
+        &["run", "--packs", &packs_arg, "buildprobe.report", "--json"],
+        &env,
+    );
+    assert_eq!(again.code(), 0, "{}", again.stderr());
+    assert!(!again.stdout().contains("PLANTED"), "the planted image ran: {}", again.stdout());
+    let now = docker(&["image", "inspect", "--format", "{{.Id}}", &tag]);
+    assert_ne!(String::from_utf8_lossy(&now.stdout).trim(), planted_id);
+}
+
+/// The action of that ref anywhere in a listing.
+fn find_action<'v>(listing: &'v Value, action: &str) -> Option<&'v Value> {
+    match listing {
+        Value::Object(map) if map.get("ref").and_then(Value::as_str) == Some(action) => {
+            Some(listing)
+        }
+        Value::Object(map) => map.values().find_map(|v| find_action(v, action)),
+        Value::Array(items) => items.iter().find_map(|v| find_action(v, action)),
+        _ => None,
+    }
+}
+
+/// A build cancelled (Ctrl-C) while the pack's code runs leaves nothing: no container, no
+/// image, no layer.
+#[test]
+fn a_cancelled_environment_build_leaves_no_layer() {
+    require_engine();
+    let images_before = docker(&["images", "-a", "-q", "--no-trunc"]);
+    let before: Vec<String> = String::from_utf8_lossy(&images_before.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let packs = hostile_build_packs().to_string_lossy().into_owned();
+    let listed = packbox(&["actions", "list", "--packs", &packs, "--json"], &[]);
+    let dependency_hash = find_action(&listed.json(), "slowbuild.noop")
+        .and_then(|action| action["dependencies"]["dependency_hash"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    assert_eq!(dependency_hash.len(), 64, "{}", listed.stdout());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_packbox"))
+        .args(["build", "--packs", &packs, "slowbuild"])
+        .env("PACKBOX_STATE_DIR", state_dir())
+        .envs(build_env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("packbox build starts");
+    let pid = child.id();
+    wait_for_running(&[
+        "label=packbox.kind=env-build".to_string(),
+        format!("label=packbox.owner_pid={pid}"),
+    ]);
+    // The pack's code is running now: what it made so far would be the layer left behind.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    // SAFETY: sends SIGINT to the child this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let status = child.wait().expect("packbox ends");
+    assert_eq!(status.code(), Some(130));
+    assert!(containers_of(pid).is_empty(), "a build container was left");
+    let images_after = docker(&["images", "-a", "-q", "--no-trunc"]);
+    let left: Vec<String> = String::from_utf8_lossy(&images_after.stdout)
+        .lines()
+        .filter(|id| !before.iter().any(|b| b == id))
+        .filter(|id| {
+            let labels = docker(&["image", "inspect", "--format", "{{json .Config.Labels}}", id]);
+            let labels = String::from_utf8_lossy(&labels.stdout).into_owned();
+            labels.contains(&dependency_hash) || labels.contains(&format!("\"{pid}\""))
+        })
+        .map(str::to_string)
+        .collect();
+    assert!(left.is_empty(), "the cancelled build left layers: {left:?}");
+}

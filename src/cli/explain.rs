@@ -115,9 +115,9 @@ fn print_explanation(e: &Explanation) {
             text("runtime"),
             text("version")
         ));
-        let recipe = text("dockerfile");
+        let recipe = text("install_script");
         out(format!(
-            "  recipe          format {}, Dockerfile sha256 {}",
+            "  recipe          format {}, install script sha256 {}",
             parts["format"],
             &hex::encode(Sha256::digest(recipe.as_bytes()))[..16]
         ));

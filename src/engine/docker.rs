@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
-    ArchiveStream, Attached, BuildSpec, ConnectProblem, ContainerEngine, ContainerSpec,
+    ArchiveStream, Attached, BuildSpec, CommitSpec, ConnectProblem, ContainerEngine, ContainerSpec,
     ContainerState, ContainerSummary, EngineError, EngineInfo, ImageExport, ImageSummary, LineSink,
     OciRuntime, OutputChunk, SharedSwarm, Signal, StreamKind, VolumeSummary,
 };
@@ -569,6 +569,36 @@ impl ContainerEngine for DockerEngine {
             .upload_to_container(id, Some(options), bollard::body_try_stream(archive))
             .await
             .map_err(|e| api(format!("uploading files into container {id} at {path}"), e))
+    }
+
+    async fn commit(&self, id: &str, spec: &CommitSpec) -> Result<String, EngineError> {
+        let (repo, tag) = spec
+            .tag
+            .rsplit_once(':')
+            .unwrap_or((spec.tag.as_str(), "latest"));
+        let options = bollard::query_parameters::CommitContainerOptionsBuilder::default()
+            .container(id)
+            .repo(repo)
+            .tag(tag)
+            .pause(false)
+            .build();
+        // Every field packbox cares for is set: the engine fills what is left unset from the
+        // container's own configuration.
+        let config = bollard::models::ContainerConfig {
+            env: Some(spec.env.clone()),
+            cmd: Some(spec.cmd.clone()),
+            entrypoint: Some(Vec::new()),
+            working_dir: Some(spec.working_dir.clone()),
+            user: Some(spec.user.clone()),
+            labels: Some(spec.labels.clone()),
+            ..Default::default()
+        };
+        let made = self
+            .docker
+            .commit_container(options, config)
+            .await
+            .map_err(|e| api(format!("committing container {id} as {}", spec.tag), e))?;
+        Ok(made.id)
     }
 
     fn download_archive(&self, id: &str, path: &str) -> ImageExport {

@@ -513,6 +513,25 @@ pub struct BuildSpec {
     pub no_cache: bool,
 }
 
+/// An image made of a stopped container's file system (`docker commit`), with a configuration
+/// of packbox's: nothing the container ran with (its command, its labels beyond these, an
+/// environment variable of its own) is meant to be kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitSpec {
+    /// `repository:tag` of the image.
+    pub tag: String,
+    /// The image's environment, `NAME=value`.
+    pub env: Vec<String>,
+    /// The image's command.
+    pub cmd: Vec<String>,
+    /// The image's working folder.
+    pub working_dir: String,
+    /// The `uid:gid` its containers run as.
+    pub user: String,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+}
+
 /// Where build output lines go as they arrive.
 pub type LineSink<'a> = &'a mut (dyn FnMut(&str) + Send);
 
@@ -642,6 +661,10 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
     /// a volume mounted there is read. Entries are named under the folder's last name
     /// (`pack/...` for `/pack`).
     fn download_archive(&self, id: &str, path: &str) -> ImageExport;
+
+    /// Makes an image of the (stopped) container's file system with the configuration of
+    /// `spec`, tagged; returns its id.
+    async fn commit(&self, id: &str, spec: &CommitSpec) -> Result<String, EngineError>;
 
     /// Images as one archive (`docker save`), streamed as the engine writes it.
     fn export_images(&self, names: &[String]) -> ImageExport;

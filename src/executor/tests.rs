@@ -411,9 +411,16 @@ async fn cancelling_while_a_runtime_image_is_built_leaves_no_tag() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn cancelling_an_environment_build_leaves_no_tag() {
+async fn cancelling_an_environment_build_leaves_no_image_and_no_container() {
     let fake = engine(Program::default());
-    fake.set_build(BuildScript::Hang);
+    // The install never ends; everything else runs as usual.
+    fake.set_program(|spec| match spec.labels.get("packbox.kind").map(String::as_str) {
+        Some("env-build") => Program {
+            exit: Exit::Never,
+            ..Program::default()
+        },
+        _ => Program::default(),
+    });
     let h = harness(fake, SettingsLayer::default());
     let packs = pack(
         "python",
@@ -421,16 +428,18 @@ async fn cancelling_an_environment_build_leaves_no_tag() {
         "",
         &[("requirements.txt", "requests==2.31.0 # cancel test\n")],
     );
-    let err = run_cancelled_when(&h, &packs, |f| builds(f) == 1)
+    let installing = |f: &FakeEngine| {
+        f.running()
+            .iter()
+            .any(|name| name.starts_with("packbox-envbuild"))
+    };
+    let err = run_cancelled_when(&h, &packs, installing)
         .await
         .expect_err("cancelled");
     assert_eq!(err.fault(), Fault::Cancelled, "{err}");
-    let tag = h.fake.calls().into_iter().find_map(|c| match c {
-        Call::Build(tag) => Some(tag),
-        _ => None,
-    });
-    assert!(!h.fake.has_image(&tag.expect("a build")));
+    assert_eq!(h.fake.count(|c| matches!(c, Call::Commit(..))), 0);
     h.executor.close().await;
+    assert!(h.fake.container_ids().is_empty());
 }
 
 #[tokio::test(start_paused = true)]

@@ -211,7 +211,7 @@ impl Preparer<'_> {
         let tag = recipe.tag();
         let mut announced = false;
         let env = env::ensure(
-            self.engine.as_ref(),
+            self.engine,
             &recipe,
             self.build,
             self.state_dir,

@@ -128,12 +128,27 @@ pub async fn start(
     name: &str,
     spec: &ContainerSpec,
 ) -> Result<Started, RunError> {
+    start_with_files(engine, name, spec, None).await
+}
+
+/// [`start`], with files unpacked into the container's file system (a tar archive, into the
+/// folder named beside it) before its process starts.
+pub async fn start_with_files(
+    engine: &SharedEngine,
+    name: &str,
+    spec: &ContainerSpec,
+    files: Option<(&str, Vec<u8>)>,
+) -> Result<Started, RunError> {
     let id = engine.create_container(name, spec).await?;
     let guard = RemoveOnDrop {
         engine: SharedEngine::clone(engine),
         id: Some(id.clone()),
     };
     let attached = async {
+        if let Some((path, archive)) = files {
+            let body = futures::stream::iter([Ok(bytes::Bytes::from(archive))]);
+            engine.upload_archive(&id, path, Box::pin(body)).await?;
+        }
         let attached = engine.attach(&id).await?;
         engine.start(&id).await?;
         Ok::<_, EngineError>(attached)
@@ -212,6 +227,11 @@ pub struct Exited {
 }
 
 impl Exited {
+    /// The container's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// Removes the container; a failure is logged (the next start-up sweep or `packbox gc`
     /// removes what is left).
     pub async fn remove(self) {

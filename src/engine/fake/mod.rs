@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::{
-    ArchiveStream, Attached, BuildSpec, ContainerEngine, ContainerSpec, ContainerState,
+    ArchiveStream, Attached, BuildSpec, CommitSpec, ContainerEngine, ContainerSpec, ContainerState,
     ContainerSummary, EngineError, EngineInfo, ImageExport, ImageSummary, LineSink, NetworkSpec,
     OciRuntime, OutputChunk, ServiceSpec, SharedSwarm, Signal, StreamKind, SwarmKind,
     VolumeSummary,
@@ -43,6 +43,8 @@ pub(crate) enum Call {
     ListImages(Vec<String>),
     RemoveImage(String),
     VolumeCreated(String),
+    /// A container committed as an image: container, tag.
+    Commit(String, String),
     /// A folder of a container read as an archive: container, path.
     Download(String, String),
     CreateVolume(String),
@@ -88,6 +90,7 @@ pub(crate) enum Op {
     Output,
     ListContainers,
     Build,
+    Commit,
     Info,
     Push,
     CreateNetwork,
@@ -151,10 +154,6 @@ impl Program {
 pub(crate) enum BuildScript {
     /// Succeeds after `delay`, printing `lines`.
     Succeed { delay: Duration, lines: Vec<String> },
-    /// Fails with `message` after printing `lines`.
-    Fail { lines: Vec<String>, message: String },
-    /// Fails with `message` once; builds after it succeed.
-    FailOnce { message: String },
     /// Never finishes.
     Hang,
 }
@@ -346,6 +345,11 @@ impl FakeEngine {
     /// What `info` answers.
     pub fn set_info(&self, info: EngineInfo) {
         self.state().info = info;
+    }
+
+    /// The id of the image `name` names now (empty when none does).
+    pub fn image_id_now(&self, name: &str) -> String {
+        self.find_image(name).unwrap_or_default()
     }
 
     /// Adds an image under `tag` with `labels`; returns its id.
@@ -685,22 +689,6 @@ impl ContainerEngine for FakeEngine {
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
                 Ok(self.add_image(&spec.tag, &borrowed, 0))
-            }
-            BuildScript::Fail { lines, message } => {
-                for line in &lines {
-                    on_line(line);
-                }
-                Err(EngineError::Build {
-                    tag: spec.tag,
-                    message,
-                })
-            }
-            BuildScript::FailOnce { message } => {
-                self.state().build = None;
-                Err(EngineError::Build {
-                    tag: spec.tag,
-                    message,
-                })
             }
             BuildScript::Hang => std::future::pending().await,
         }
@@ -1121,6 +1109,20 @@ impl ContainerEngine for FakeEngine {
             volume.content = bytes.clone();
         }
         Ok(())
+    }
+
+    async fn commit(&self, id: &str, spec: &CommitSpec) -> Result<String, EngineError> {
+        self.record(Call::Commit(id.to_string(), spec.tag.clone()));
+        self.injected(Op::Commit, &format!("committing container {id}"))?;
+        if !self.state().containers.contains_key(id) {
+            return Err(FakeEngine::not_found(format!("committing container {id}")));
+        }
+        let labels: Vec<(&str, &str)> = spec
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Ok(self.add_image(&spec.tag, &labels, 0))
     }
 
     fn download_archive(&self, id: &str, path: &str) -> ImageExport {
