@@ -11,11 +11,11 @@ use tokio_util::sync::CancellationToken;
 use super::{BackendError, Job, Ran, RunBackend, WarmKind};
 use crate::common::error_text::chain;
 use crate::common::owned::Owned;
-use crate::engine::{ContainerSpec, SharedEngine};
+use crate::engine::{ContainerEngine, ContainerSpec, NotApplied, SharedEngine};
 use crate::lifecycle::pool::{self, Demand, Warm, WarmPool};
 use crate::lifecycle::run::{self, RunError, RunIo, Started};
 use crate::pack_delivery::volume::{self, DeliveryError};
-use crate::sandbox::{PackSource, Workload};
+use crate::sandbox::{PackSource, SandboxPolicy, Workload};
 use crate::settings::{PackDelivery, WarmSettings};
 
 /// Runs jobs as containers on one engine.
@@ -228,6 +228,7 @@ impl RunBackend for LocalBackend {
             .container_for(exec_id, spec, io.stdin, warm_start, io.cancel)
             .await?;
         tracing::debug!(exec_id = %exec_id, container = started.id(), "container started");
+        let sandbox = applied(policy, self.engine.as_ref(), started.not_applied());
         on_started(&exec_id);
         let (exit, exited) = run::finish_then_release(
             &self.engine,
@@ -245,7 +246,7 @@ impl RunBackend for LocalBackend {
         Ok(Ran {
             exec_id,
             exit,
-            sandbox: policy.clone(),
+            sandbox,
         })
     }
 
@@ -286,6 +287,25 @@ impl RunBackend for LocalBackend {
             }
         }
     }
+}
+
+/// The sandbox as the engine applied it: the policy, the engine that ran it, and each setting
+/// the engine dropped that the operator allowed (listed as weaker than the defaults).
+fn applied(
+    policy: &SandboxPolicy,
+    engine: &dyn ContainerEngine,
+    not_applied: &[NotApplied],
+) -> SandboxPolicy {
+    let identity = engine.identity();
+    let mut sandbox = policy.clone();
+    sandbox.engine = Some(identity.clone());
+    for missing in not_applied {
+        sandbox.weaker_than_default.push(format!(
+            "{} = not applied by {identity} (asked {}, applied {})",
+            missing.setting, missing.asked, missing.applied
+        ));
+    }
+    sandbox
 }
 
 /// The engine's name for a run's container.

@@ -203,7 +203,8 @@ impl RunBackend for SwarmBackend {
         .map_err(SwarmError::from)?;
         tracing::debug!(exec_id = %exec_id, image = %image.reference, "pack image ready");
 
-        let sandbox = policy.as_applied_on_swarm(io.limits.max_output);
+        let mut sandbox = policy.as_applied_on_swarm(io.limits.max_output);
+        sandbox.engine = Some(self.engine.identity().clone());
         let mut made = ServiceObjects::new(SharedSwarm::clone(swarm));
         let names = Names::of(&exec_id);
         let run_labels = workload.labels.clone();

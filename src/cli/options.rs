@@ -86,7 +86,7 @@ pub struct SandboxArgs {
     oci_runtime: Option<String>,
     /// How the pack reaches the container: bind (mount the folder; only for an engine on this
     /// machine), volume (a read-only volume filled through the API, once per pack content), or
-    /// auto (bind for a local Unix socket, volume otherwise; the default).
+    /// auto (bind for a local Unix socket of root's or your own, volume otherwise; the default).
     #[arg(long, value_name = "MODE", value_parser = PackDelivery::parse)]
     pack_delivery: Option<PackDelivery>,
     /// Syscall profile: packbox (default), or a JSON profile file; engine-default and

@@ -18,10 +18,12 @@ use bollard::query_parameters::{
 use bytes::Bytes;
 use futures::StreamExt;
 
+use super::podman::{self, NotApplied, PODMAN_NPROC, ProfileFiles};
 use super::{
     ArchiveStream, Attached, BuildSpec, CommitSpec, ConnectProblem, ContainerEngine, ContainerSpec,
-    ContainerState, ContainerSummary, EngineError, EngineInfo, ImageExport, ImageSummary, LineSink,
-    OciRuntime, OutputChunk, SharedSwarm, Signal, StreamKind, VolumeSummary,
+    ContainerState, ContainerSummary, EngineError, EngineIdentity, EngineInfo, EngineMode,
+    EngineName, ImageExport, ImageSummary, LineSink, OciRuntime, OutputChunk, SharedSwarm, Signal,
+    StreamKind, VolumeSummary,
 };
 use super::{TlsFiles, Transport};
 
@@ -39,6 +41,11 @@ pub const MIN_API_VERSION: (usize, usize) = (1, 41);
 pub struct DockerEngine {
     docker: Docker,
     endpoint: String,
+    /// Docker or Podman, and in which mode: what the version endpoint said.
+    identity: EngineIdentity,
+    /// Where seccomp profiles are written for a Podman engine on this machine (Podman takes a
+    /// profile only as a file); `None` for Docker and for an engine over TCP.
+    profiles: Option<Arc<ProfileFiles>>,
 }
 
 impl DockerEngine {
@@ -46,12 +53,12 @@ impl DockerEngine {
     /// the API version, bounded so that a dead engine fails fast. Errors name the endpoint and
     /// what failed: refused, TLS (whose certificate was refused), API too old.
     pub async fn connect(host: &str, transport: &Transport) -> Result<DockerEngine, EngineError> {
-        let version = bollard::API_DEFAULT_VERSION;
+        let default_api = bollard::API_DEFAULT_VERSION;
         let docker = match transport {
             Transport::Unix { .. } => {
-                Docker::connect_with_unix(host, REQUEST_TIMEOUT_SECS, version)
+                Docker::connect_with_unix(host, REQUEST_TIMEOUT_SECS, default_api)
             }
-            Transport::Tcp { address, tls } => tcp_client(address, tls.as_ref()),
+            Transport::Tcp { address, tls } => tcp_client(address, tls.as_ref(), default_api),
         };
         let unreachable = |problem, source: Option<BollardError>| EngineError::Unreachable {
             endpoint: host.to_string(),
@@ -59,23 +66,81 @@ impl DockerEngine {
             source: source.map(|e| Box::new(e) as _),
         };
         let docker = docker.map_err(|e| unreachable(classify(&e, transport), Some(e)))?;
-        let docker = match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
+        // One request both negotiates the API version and says which engine this is (what
+        // `negotiate_version` would ask, and on Podman the slowest request there is: the
+        // service asks its OCI runtime and conmon for their versions).
+        let version = match tokio::time::timeout(CONNECT_TIMEOUT, docker.version()).await {
             Err(_) => {
                 let seconds = CONNECT_TIMEOUT.as_secs();
                 return Err(unreachable(ConnectProblem::NoAnswer { seconds }, None));
             }
             Ok(Err(e)) => return Err(unreachable(classify(&e, transport), Some(e))),
-            Ok(Ok(docker)) => docker,
+            Ok(Ok(version)) => version,
         };
-        let negotiated = docker.client_version();
-        if (negotiated.major_version, negotiated.minor_version) < MIN_API_VERSION {
-            let found = format!("{}.{}", negotiated.major_version, negotiated.minor_version);
+        let server_api = version
+            .api_version
+            .as_deref()
+            .and_then(parse_api_version)
+            .ok_or_else(|| unreachable(ConnectProblem::Failed, None))?;
+        let negotiated = server_api.min(version_of(default_api));
+        if negotiated < MIN_API_VERSION {
+            let found = format!("{}.{}", negotiated.0, negotiated.1);
             return Err(unreachable(ConnectProblem::ApiTooOld { found }, None));
         }
+        let api = bollard::ClientVersion {
+            major_version: negotiated.0,
+            minor_version: negotiated.1,
+        };
+        let docker = match transport {
+            Transport::Unix { .. } => Docker::connect_with_unix(host, REQUEST_TIMEOUT_SECS, &api),
+            Transport::Tcp { address, tls } => tcp_client(address, tls.as_ref(), &api),
+        }
+        .map_err(|e| unreachable(classify(&e, transport), Some(e)))?;
+        let identity = identify(&version, transport);
+        let profiles = match (identity.name, transport) {
+            (EngineName::Podman, Transport::Unix { .. }) => Some(Arc::new(ProfileFiles::new()?)),
+            _ => None,
+        };
         Ok(DockerEngine {
             docker,
             endpoint: host.to_string(),
+            identity,
+            profiles,
         })
+    }
+
+    /// The body of a create request for this engine, and the file the seccomp profile went into
+    /// (Podman, which takes the profile only as a path).
+    fn create_body(
+        &self,
+        spec: &ContainerSpec,
+    ) -> Result<(ContainerCreateBody, Option<std::path::PathBuf>), EngineError> {
+        if !self.identity.is_podman() {
+            return Ok((container_body(spec, None), None));
+        }
+        let file = match spec.seccomp_profile.as_deref() {
+            None | Some("unconfined") => None,
+            Some(profile) => match &self.profiles {
+                Some(files) => Some(files.file_for(profile)?),
+                None => {
+                    return Err(EngineError::NotSupported {
+                        what: format!("the seccomp profile for a container on {}", self.endpoint),
+                        why: "Podman takes a profile only as a file on its own machine, and this one is reached over TCP".into(),
+                    });
+                }
+            },
+        };
+        let mut body = container_body(spec, file.as_deref());
+        if let Some(host) = body.host_config.as_mut() {
+            host.ulimits
+                .get_or_insert_with(Vec::new)
+                .push(ResourcesUlimits {
+                    name: Some("nproc".into()),
+                    soft: Some(PODMAN_NPROC),
+                    hard: Some(PODMAN_NPROC),
+                });
+        }
+        Ok((body, file))
     }
 
     /// The bollard client, for the engine's other faces.
@@ -97,14 +162,24 @@ impl ContainerEngine for DockerEngine {
         &self.endpoint
     }
 
+    fn identity(&self) -> &EngineIdentity {
+        &self.identity
+    }
+
     fn swarm(self: Arc<Self>) -> Option<SharedSwarm> {
-        Some(self)
+        // Podman has no Swarm (and its `/info`, which the Swarm face asks, takes hundreds of ms:
+        // the start-up sweep would pay it on every packbox command).
+        if self.identity.is_podman() {
+            None
+        } else {
+            Some(self)
+        }
     }
 
     async fn image_id(&self, name: &str) -> Result<Option<String>, EngineError> {
         match self.docker.inspect_image(name).await {
             Ok(image) => Ok(image.id),
-            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(api(format!("inspecting image {name}"), e)),
         }
     }
@@ -112,7 +187,7 @@ impl ContainerEngine for DockerEngine {
     async fn image_repo_digests(&self, name: &str) -> Result<Vec<String>, EngineError> {
         match self.docker.inspect_image(name).await {
             Ok(image) => Ok(image.repo_digests.unwrap_or_default()),
-            Err(e) if is_status(&e, 404) => Ok(Vec::new()),
+            Err(e) if is_not_found(&e) => Ok(Vec::new()),
             Err(e) => Err(api(format!("inspecting image {name}"), e)),
         }
     }
@@ -141,6 +216,18 @@ impl ContainerEngine for DockerEngine {
         spec: BuildSpec,
         on_line: LineSink<'_>,
     ) -> Result<String, EngineError> {
+        if spec.memory_bytes.is_some()
+            && self.identity.is_podman()
+            && self.identity.mode != EngineMode::Rootful
+            && self.info().await?.cgroup_version == "1"
+        {
+            // Measured: buildah's step fails ("cannot set memory limit: container could not
+            // join or create cgroup") after the earlier steps ran; refuse before any step.
+            return Err(EngineError::NotSupported {
+                what: format!("the memory limit of the build steps of {} (build.memory)", spec.tag),
+                why: "rootless Podman applies no cgroup limit on a cgroup v1 host; build it on rootful Podman or Docker and bring it here with `packbox images copy --to`".into(),
+            });
+        }
         let mut options = BuildImageOptionsBuilder::default()
             .dockerfile(&spec.dockerfile)
             .t(&spec.tag)
@@ -201,11 +288,8 @@ impl ContainerEngine for DockerEngine {
         spec: &ContainerSpec,
     ) -> Result<String, EngineError> {
         let options = CreateContainerOptionsBuilder::default().name(name).build();
-        let created = match self
-            .docker
-            .create_container(Some(options), container_body(spec))
-            .await
-        {
+        let (body, _) = self.create_body(spec)?;
+        let created = match self.docker.create_container(Some(options), body).await {
             Ok(created) => created,
             Err(e) if is_status(&e, 409) => {
                 return Err(EngineError::InUse {
@@ -220,6 +304,28 @@ impl ContainerEngine for DockerEngine {
             }
         };
         Ok(created.id)
+    }
+
+    async fn sandbox_not_applied(
+        &self,
+        id: &str,
+        spec: &ContainerSpec,
+    ) -> Result<Vec<NotApplied>, EngineError> {
+        if !self.identity.is_podman() {
+            return Ok(Vec::new());
+        }
+        let (_, profile_file) = self.create_body(spec)?;
+        let inspected = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| api(format!("inspecting container {id}"), e))?;
+        Ok(podman::not_applied(
+            spec,
+            &inspected.config.unwrap_or_default(),
+            &inspected.host_config.unwrap_or_default(),
+            profile_file.as_deref(),
+        ))
     }
 
     async fn attach(&self, id: &str) -> Result<Attached, EngineError> {
@@ -292,7 +398,7 @@ impl ContainerEngine for DockerEngine {
             .build();
         match self.docker.kill_container(id, Some(options)).await {
             Ok(()) => Ok(()),
-            Err(e) if is_status(&e, 409) || is_status(&e, 404) => Ok(()),
+            Err(e) if is_status(&e, 409) || is_not_found(&e) => Ok(()),
             Err(e) => Err(api(
                 format!("sending {} to container {id}", signal.name()),
                 e,
@@ -334,7 +440,7 @@ impl ContainerEngine for DockerEngine {
             .build();
         match self.docker.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
-            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             // 409: removal already in progress, which ends the same way.
             Err(e) if is_status(&e, 409) => Ok(()),
             Err(e) => Err(api(format!("removing container {id}"), e)),
@@ -439,7 +545,7 @@ impl ContainerEngine for DockerEngine {
         let options = RemoveImageOptionsBuilder::default().force(false).build();
         match self.docker.remove_image(id, Some(options), None).await {
             Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(e) if is_status(&e, 409) => Err(EngineError::InUse {
                 what: format!("removing image {id}"),
             }),
@@ -454,7 +560,7 @@ impl ContainerEngine for DockerEngine {
             .build();
         match self.docker.remove_image(id, Some(options), None).await {
             Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(e) if is_status(&e, 409) => Err(EngineError::InUse {
                 what: format!("removing layer {id}"),
             }),
@@ -485,7 +591,7 @@ impl ContainerEngine for DockerEngine {
                     .and_then(|config| config.labels)
                     .unwrap_or_default(),
             )),
-            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(api(format!("inspecting container {name}"), e)),
         }
     }
@@ -495,7 +601,7 @@ impl ContainerEngine for DockerEngine {
             Ok(volume) => Ok(Some(
                 volume.created_at.map(|t| t.to_string()).unwrap_or_default(),
             )),
-            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(api(format!("inspecting volume {name}"), e)),
         }
     }
@@ -525,7 +631,7 @@ impl ContainerEngine for DockerEngine {
             .await
         {
             Ok(()) => Ok(true),
-            Err(e) if is_status(&e, 404) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(true),
             Err(e) if is_status(&e, 409) => Ok(false),
             Err(e) => Err(api(format!("removing volume {name}"), e)),
         }
@@ -690,7 +796,7 @@ impl ContainerEngine for DockerEngine {
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(bytes) => archive.extend_from_slice(&bytes),
-                Err(e) if is_status(&e, 404) => return Ok(None),
+                Err(e) if is_not_found(&e) => return Ok(None),
                 Err(e) => return Err(api(what(), e)),
             }
             if archive.len() as u64 > limit {
@@ -737,7 +843,11 @@ fn first_file(archive: &[u8], max_bytes: u64) -> Result<Option<Vec<u8>>, String>
 /// alive between requests (a run makes about ten), and a trust store holding only the CA of
 /// `ca.pem` (bollard adds the system's roots, so a publicly trusted certificate for the engine's
 /// host name would be accepted too).
-fn tcp_client(address: &str, tls: Option<&TlsFiles>) -> Result<Docker, BollardError> {
+fn tcp_client(
+    address: &str,
+    tls: Option<&TlsFiles>,
+    api: &bollard::ClientVersion,
+) -> Result<Docker, BollardError> {
     use hyper_util::client::legacy::Client;
     use hyper_util::client::legacy::connect::HttpConnector;
     use hyper_util::rt::TokioExecutor;
@@ -754,12 +864,7 @@ fn tcp_client(address: &str, tls: Option<&TlsFiles>) -> Result<Docker, BollardEr
                 Box::pin(async move { client.request(request).await.map_err(BollardError::from) })
                     as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
             };
-            Docker::connect_with_custom_transport(
-                transport,
-                Some($url),
-                REQUEST_TIMEOUT_SECS,
-                bollard::API_DEFAULT_VERSION,
-            )
+            Docker::connect_with_custom_transport(transport, Some($url), REQUEST_TIMEOUT_SECS, api)
         }};
     }
 
@@ -917,7 +1022,12 @@ fn classify(error: &BollardError, transport: &Transport) -> ConnectProblem {
 
 /// Translates packbox's spec into the engine's create body. Attach is set up for a stdin that is
 /// closed after one write (`stdin_once`), with no TTY so the streams stay separate and bounded.
-fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
+/// `profile_file`: the file holding the spec's seccomp profile, for an engine that takes a
+/// path (Podman); `None` sends the profile itself, as the docker CLI does.
+fn container_body(
+    spec: &ContainerSpec,
+    profile_file: Option<&std::path::Path>,
+) -> ContainerCreateBody {
     let mode = |read_only: bool| if read_only { "ro" } else { "rw" };
     // The engine reads a source without a leading `/` as a volume name.
     let binds = spec
@@ -934,9 +1044,12 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
     if spec.no_new_privileges {
         security_opt.push("no-new-privileges".to_string());
     }
-    // The API takes the profile's content, as the docker CLI sends it for `--security-opt`.
-    if let Some(profile) = &spec.seccomp_profile {
-        security_opt.push(format!("seccomp={profile}"));
+    // Docker's API takes the profile's content, as the docker CLI sends it for
+    // `--security-opt`; Podman's takes a file's path.
+    match (profile_file, &spec.seccomp_profile) {
+        (Some(file), _) => security_opt.push(format!("seccomp={}", file.display())),
+        (None, Some(profile)) => security_opt.push(format!("seccomp={profile}")),
+        (None, None) => {}
     }
     let host_config = HostConfig {
         binds: Some(binds),
@@ -985,10 +1098,69 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
     }
 }
 
+/// `1.41` as (1, 41).
+fn parse_api_version(text: &str) -> Option<(usize, usize)> {
+    let (major, minor) = text.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+fn version_of(version: &bollard::ClientVersion) -> (usize, usize) {
+    (version.major_version, version.minor_version)
+}
+
+/// Docker or Podman, from the version endpoint: Podman's names a `Podman Engine` component
+/// (rootless Docker a `rootlesskit` one). A Podman service on a Unix socket is rootless when the
+/// socket belongs to a user other than root (the service makes it as the user it runs as);
+/// over TCP its mode cannot be told from here.
+fn identify(version: &bollard::models::SystemVersion, transport: &Transport) -> EngineIdentity {
+    use std::os::unix::fs::MetadataExt;
+    let components = version.components.as_deref().unwrap_or_default();
+    let podman = components.iter().find(|c| c.name == "Podman Engine");
+    let version_text = podman
+        .map(|c| c.version.clone())
+        .or_else(|| version.version.clone())
+        .unwrap_or_default();
+    match podman {
+        Some(_) => EngineIdentity {
+            name: EngineName::Podman,
+            version: version_text,
+            mode: match transport {
+                Transport::Unix { socket } => match std::fs::metadata(socket) {
+                    Ok(meta) if meta.uid() == 0 => EngineMode::Rootful,
+                    Ok(_) => EngineMode::Rootless,
+                    Err(_) => EngineMode::Unknown,
+                },
+                Transport::Tcp { .. } => EngineMode::Unknown,
+            },
+        },
+        None => EngineIdentity {
+            name: EngineName::Docker,
+            version: version_text,
+            mode: if components.iter().any(|c| c.name == "rootlesskit") {
+                EngineMode::Rootless
+            } else {
+                EngineMode::Rootful
+            },
+        },
+    }
+}
+
 /// Whether an image reference names a tag or digest (`repo:tag`, `host:5000/repo:tag`, `repo@sha256:..`).
 fn has_tag_or_digest(reference: &str) -> bool {
     let last_component = reference.rsplit('/').next().unwrap_or(reference);
     reference.contains('@') || last_component.contains(':')
+}
+
+/// A "no such ..." answer: 404 from Docker; Podman 4.3 answers some of them (a container
+/// removed while it is looked up) with 500 and `no such container` in the message.
+fn is_not_found(error: &BollardError) -> bool {
+    match error {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => *status_code == 404 || (*status_code == 500 && message.contains("no such ")),
+        _ => false,
+    }
 }
 
 pub(super) fn is_status(error: &BollardError, status: u16) -> bool {
@@ -1049,7 +1221,7 @@ mod tests {
 
     #[test]
     fn body_carries_every_sandbox_setting() {
-        let body = container_body(&locked_down());
+        let body = container_body(&locked_down(), None);
         let host = body.host_config.expect("host config is always set");
         assert_eq!(host.binds, Some(vec!["/packs/p:/pack:ro".to_string()]));
         assert_eq!(host.readonly_rootfs, Some(true));
@@ -1072,6 +1244,20 @@ mod tests {
     }
 
     #[test]
+    fn podmans_500_for_a_vanished_container_is_not_found() {
+        let podman = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "container 4df7 does not exist in database: no such container".into(),
+        };
+        assert!(is_not_found(&podman));
+        let other = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "runc: create failed".into(),
+        };
+        assert!(!is_not_found(&other));
+    }
+
+    #[test]
     fn tags_are_told_apart_from_registry_ports() {
         assert!(has_tag_or_digest("python:3.12-slim"));
         assert!(has_tag_or_digest("registry:5000/team/python:3.12"));
@@ -1089,7 +1275,9 @@ mod tests {
             container_path: "/pack".into(),
             read_only: true,
         }];
-        let host = container_body(&spec).host_config.expect("host config");
+        let host = container_body(&spec, None)
+            .host_config
+            .expect("host config");
         assert_eq!(
             host.binds,
             Some(vec!["packbox-pack-p-abc:/pack:ro".to_string()])
@@ -1166,7 +1354,9 @@ mod tests {
     fn a_seccomp_profile_goes_inline_after_no_new_privileges() {
         let mut spec = locked_down();
         spec.seccomp_profile = Some(r#"{"defaultAction":"SCMP_ACT_ERRNO"}"#.into());
-        let host = container_body(&spec).host_config.expect("host config");
+        let host = container_body(&spec, None)
+            .host_config
+            .expect("host config");
         assert_eq!(
             host.security_opt,
             Some(vec![
@@ -1180,7 +1370,9 @@ mod tests {
     fn capabilities_kept_only_when_not_dropped() {
         let mut spec = locked_down();
         spec.cap_drop_all = false;
-        let host = container_body(&spec).host_config.expect("host config");
+        let host = container_body(&spec, None)
+            .host_config
+            .expect("host config");
         assert_eq!(host.cap_drop, None);
     }
 }

@@ -110,6 +110,22 @@ impl Endpoint {
         matches!(self.transport, Transport::Unix { .. })
     }
 
+    /// Whether the engine runs as another user than root or this process's own: a Unix socket
+    /// that belongs to someone else (a rootless Podman or Docker of another user). Such an
+    /// engine cannot be assumed to read this user's files, so packs go to it by content.
+    pub fn runs_as_another_user(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Transport::Unix { socket } = &self.transport else {
+            return false;
+        };
+        // The socket's owner is the engine's user; /proc/self belongs to this process's.
+        let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+        match std::fs::metadata(socket) {
+            Ok(meta) => meta.uid() != 0 && Some(meta.uid()) != me,
+            Err(_) => false,
+        }
+    }
+
     /// Whether the connection uses TLS.
     pub fn uses_tls(&self) -> bool {
         matches!(self.transport, Transport::Tcp { tls: Some(_), .. })

@@ -12,6 +12,7 @@ mod docker_swarm;
 pub mod endpoint;
 #[cfg(test)]
 pub(crate) mod fake;
+mod podman;
 pub(crate) mod swarm;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +26,7 @@ use futures::Stream;
 use tokio::io::AsyncWrite;
 
 pub use docker::{DockerEngine, MIN_API_VERSION};
+pub use podman::NotApplied;
 pub use swarm::{
     LogChunk, LogStream, NetworkSpec, SecretFile, ServiceSpec, SharedSwarm, SwarmEngine, SwarmKind,
     TaskState, TaskStatus, TmpfsMount,
@@ -73,6 +75,14 @@ pub enum EngineError {
     InUse {
         /// The request, naming what it concerned.
         what: String,
+    },
+    /// This engine cannot do what packbox needs here, for a reason packbox knows.
+    #[error("{what} cannot be set: {why}")]
+    NotSupported {
+        /// What packbox could not ask for.
+        what: String,
+        /// Why this engine cannot take it.
+        why: String,
     },
     /// The engine answered with something packbox cannot use (too large, malformed).
     #[error("docker engine: {what}: {message}")]
@@ -345,6 +355,9 @@ pub struct ContainerSpec {
     /// A seccomp profile in the engine's JSON format (or `unconfined`); `None` keeps the
     /// engine's default.
     pub seccomp_profile: Option<String>,
+    /// The operator allowed a sandbox weaker than the defaults: a setting the engine does not
+    /// apply is reported with the outcome instead of refusing the run.
+    pub allow_weaker: bool,
 }
 
 /// Which stream a chunk of container output came from.
@@ -402,6 +415,78 @@ pub struct ContainerSummary {
     pub running: bool,
     /// When the engine created it (seconds since the epoch; 0 when it does not say).
     pub created: i64,
+}
+
+/// Which engine answers: Docker or Podman (whose version endpoint names a "Podman Engine"
+/// component), its version, and whether it runs without root. Known from the connection on, so
+/// every outcome can say where it ran and the engine module can speak each one's dialect.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EngineIdentity {
+    /// `docker` or `podman`.
+    pub name: EngineName,
+    /// The engine's version (`20.10.24`, `4.3.1`).
+    pub version: String,
+    /// Whether the engine's containers are made by root or by an unprivileged user.
+    pub mode: EngineMode,
+}
+
+impl EngineIdentity {
+    /// A Docker engine of this version, run by root (the fake's default, and tests').
+    pub fn docker(version: &str) -> EngineIdentity {
+        EngineIdentity {
+            name: EngineName::Docker,
+            version: version.to_string(),
+            mode: EngineMode::Rootful,
+        }
+    }
+
+    /// Whether this is Podman (any mode).
+    pub fn is_podman(&self) -> bool {
+        self.name == EngineName::Podman
+    }
+}
+
+impl fmt::Display for EngineIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.name {
+            EngineName::Docker => "Docker",
+            EngineName::Podman => "Podman",
+        };
+        write!(f, "{name} {} ({})", self.version, self.mode.as_str())
+    }
+}
+
+/// The engines packbox speaks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineName {
+    /// Docker Engine (dockerd), or anything that does not say it is Podman.
+    Docker,
+    /// Podman's Docker-compatible API service (`podman system service`).
+    Podman,
+}
+
+/// Who makes the engine's containers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineMode {
+    /// Root: the engine may set cgroup limits and any user id on the host.
+    Rootful,
+    /// An unprivileged user, in a user namespace: limits need cgroup v2 delegation.
+    Rootless,
+    /// Not known (a Podman service over TCP, whose socket cannot be looked at).
+    Unknown,
+}
+
+impl EngineMode {
+    /// `rootful`, `rootless` or `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineMode::Rootful => "rootful",
+            EngineMode::Rootless => "rootless",
+            EngineMode::Unknown => "unknown",
+        }
+    }
 }
 
 /// What the engine is and offers, for checks that depend on it.
@@ -543,6 +628,9 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
     /// Where the engine is (`unix:///var/run/docker.sock`, `tcp://...`), for messages.
     fn endpoint(&self) -> &str;
 
+    /// Which engine this is (found when connecting).
+    fn identity(&self) -> &EngineIdentity;
+
     /// The engine's Swarm face, when it has one (the swarm backend runs actions through it).
     fn swarm(self: Arc<Self>) -> Option<SharedSwarm> {
         None
@@ -573,6 +661,16 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
         name: &str,
         spec: &ContainerSpec,
     ) -> Result<String, EngineError>;
+
+    /// The sandbox settings of a created container that the engine did not apply as asked,
+    /// read back from the engine; empty when every one holds. Docker applies every setting of
+    /// the spec or refuses the create, so only Podman is asked (it drops some settings with a
+    /// warning in its log, e.g. every resource limit when rootless on cgroup v1).
+    async fn sandbox_not_applied(
+        &self,
+        id: &str,
+        spec: &ContainerSpec,
+    ) -> Result<Vec<NotApplied>, EngineError>;
 
     /// Attaches stdin, stdout and stderr; must happen before start so no output is lost.
     async fn attach(&self, id: &str) -> Result<Attached, EngineError>;

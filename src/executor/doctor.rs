@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::catalog::Catalog;
 use crate::common::error_text::chain;
 use crate::engine::endpoint::{self, Endpoint};
-use crate::engine::{ContainerEngine, DockerEngine, EngineError};
+use crate::engine::{ContainerEngine, DockerEngine, EngineError, EngineMode};
 use crate::image::probe::{self, ProbeCache, VersionStatus};
 use crate::settings::{PackDelivery, Settings, SettingsError};
 
@@ -209,6 +209,7 @@ fn connection_failure(error: &EngineError) -> Check {
 }
 
 async fn engine_check(engine: &dyn ContainerEngine) -> Check {
+    let identity = engine.identity();
     match engine.info().await {
         Ok(info) => {
             let details = vec![
@@ -232,12 +233,22 @@ async fn engine_check(engine: &dyn ContainerEngine) -> Check {
                 ),
                 format!("security options {}", info.security_options.join("; ")),
             ];
-            Check::new(
-                "engine",
-                CheckStatus::Ok,
-                format!("Docker {} (API {})", info.server_version, info.api_version),
-            )
-            .details(details)
+            let summary = format!("{identity} (API {})", info.api_version);
+            let check = Check::new("engine", CheckStatus::Ok, summary).details(details);
+            if identity.is_podman()
+                && identity.mode != EngineMode::Rootful
+                && info.cgroup_version == "1"
+            {
+                Check {
+                    status: CheckStatus::Warn,
+                    ..check
+                }
+                .next_step(
+                    "rootless Podman on cgroup v1 applies no memory, process, CPU or open-file limit: packbox refuses runs there unless --allow-weaker-sandbox (then each is listed in sandbox.weaker_than_default); use rootful Podman, Docker, or a cgroup v2 host with the controllers delegated to the user",
+                )
+            } else {
+                check
+            }
         }
         Err(error) => Check::new("engine", CheckStatus::Fail, chain(&error)).next_step(
             "the engine answered the version request but not the info request: check its log",

@@ -150,6 +150,10 @@ impl Error {
                 Fault::Cancelled
             }
             Error::Run(run) if matches!(run.as_ref(), RunError::Cancelled) => Fault::Cancelled,
+            // Like an OCI runtime the engine lacks: input only the engine could judge.
+            Error::Run(run) if matches!(run.as_ref(), RunError::SandboxNotApplied { .. }) => {
+                Fault::Input
+            }
             Error::Run(_) => Fault::Engine,
             Error::Swarm(swarm) if swarm.is_cancelled() => Fault::Cancelled,
             Error::Swarm(swarm) if swarm.is_input() => Fault::Input,

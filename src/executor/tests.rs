@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::engine::fake::{BuildScript, Call, Exit, FakeEngine, Program};
-use crate::engine::{ContainerEngine, ContainerSpec, EngineInfo, OciRuntime, Signal};
+use crate::engine::{ContainerEngine, ContainerSpec, EngineInfo, NotApplied, OciRuntime, Signal};
 use crate::executor::error::Fault;
 use crate::plan::RunPlan;
 use crate::plan::{RunRequest, plan};
@@ -452,6 +452,57 @@ async fn an_oci_runtime_the_engine_lacks_is_an_input_error() {
     assert_eq!(err.fault(), Fault::Input);
     assert!(err.to_string().contains("runsc") && err.to_string().contains("runc"));
     assert!(action_creates(&h.fake).is_empty());
+    h.executor.close().await;
+}
+
+fn memory_dropped() -> Vec<NotApplied> {
+    vec![NotApplied {
+        setting: "sandbox.memory",
+        asked: "536870912 bytes, no swap".into(),
+        applied: "no limit".into(),
+    }]
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_setting_the_engine_did_not_apply_refuses_the_run_before_it_starts() {
+    let h = harness(engine(Program::default()), SettingsLayer::default());
+    h.fake.set_not_applied(memory_dropped());
+    let packs = pack("shell", "a.sh", "", &[]);
+    let err = run(&h, &plan_for(&h, &packs)).await.expect_err("refused");
+    assert_eq!(err.fault(), Fault::Input);
+    let text = err.to_string();
+    assert!(text.contains("did not apply sandbox.memory"), "{text}");
+    assert!(text.contains("--allow-weaker-sandbox"), "{text}");
+    // Created, read back, removed; never attached or started.
+    assert_eq!(action_creates(&h.fake).len(), 1);
+    let creates = h.fake.count(|c| matches!(c, Call::Create { .. }));
+    let attaches = h.fake.count(|c| matches!(c, Call::Attach(_)));
+    assert_eq!(attaches, creates - 1, "only the probes were attached");
+    let removes = h.fake.count(|c| matches!(c, Call::Remove(_)));
+    assert_eq!(removes, creates, "every container was removed");
+    h.executor.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_weaker_sandbox_allowed_a_dropped_setting_is_reported() {
+    let mut layer = SettingsLayer::default();
+    layer.sandbox.allow_weaker = Some(true);
+    let h = harness(engine(Program::default()), layer);
+    h.fake.set_not_applied(memory_dropped());
+    let packs = pack("shell", "a.sh", "", &[]);
+    let outcome = run(&h, &plan_for(&h, &packs)).await.expect("runs");
+    assert_eq!(outcome.status, Status::Succeeded);
+    assert_eq!(
+        outcome.sandbox.weaker_than_default,
+        vec![
+            "sandbox.memory = not applied by Docker 20.10.24 (rootful) (asked 536870912 bytes, no swap, applied no limit)"
+                .to_string()
+        ]
+    );
+    assert_eq!(
+        outcome.sandbox.engine.as_ref().map(|e| e.version.as_str()),
+        Some("20.10.24")
+    );
     h.executor.close().await;
 }
 

@@ -348,8 +348,16 @@ async fn run_probe(
         ("packbox.runtime".to_string(), runtime.name.clone()),
         ("packbox.version".to_string(), version.version.clone()),
     ]);
-    // Probes run on the engine's default runtime, answered by the host's kernel.
-    let spec = SandboxPolicy::default().container_spec(
+    // Probes run on the engine's default runtime, answered by the host's kernel. A probe runs
+    // the catalog's version command, bounded by its timeout and output cap, never pack code: on
+    // an engine that drops resource limits (rootless Podman on cgroup v1) it runs all the same,
+    // so that such an engine's versions can be listed; the runs themselves are refused there
+    // unless the operator allows it.
+    let policy = SandboxPolicy {
+        allow_weaker: true,
+        ..SandboxPolicy::default()
+    };
+    let spec = policy.container_spec(
         Workload {
             image: image_id.to_string(),
             cmd: version.probe.command.clone(),

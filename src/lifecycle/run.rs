@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::capture::BoundedBuffer;
 use crate::contract::exit::{ContainerExit, Ending};
-use crate::engine::{Attached, ContainerSpec, EngineError, SharedEngine, Signal, StreamKind};
+use crate::engine::{
+    Attached, ContainerSpec, EngineError, NotApplied, SharedEngine, Signal, StreamKind,
+};
 
 /// Bounds on one run.
 #[derive(Clone, Debug)]
@@ -69,6 +71,25 @@ pub enum RunError {
     /// The run was cancelled before its workload started; nothing was left behind.
     #[error("cancelled before the action started")]
     Cancelled,
+    /// The engine created the container without some sandbox settings (it read them back as
+    /// not applied); the container was removed before it started.
+    #[error("{engine} did not apply {}: refusing to run with a weaker sandbox than asked ({why})", list(.settings))]
+    SandboxNotApplied {
+        /// The engine, as its identity reads (`Podman 4.3.1 (rootless)`).
+        engine: String,
+        /// Each setting it dropped, with what it applied instead.
+        settings: Vec<NotApplied>,
+        /// Why, as far as packbox knows.
+        why: String,
+    },
+}
+
+fn list(settings: &[NotApplied]) -> String {
+    settings
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// How long the wait for a killed container may take before packbox gives up on it.
@@ -95,12 +116,19 @@ pub struct Started {
     id: String,
     attached: Attached,
     guard: RemoveOnDrop,
+    not_applied: Vec<NotApplied>,
 }
 
 impl Started {
     /// The container's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The sandbox settings the engine did not apply, which the operator allowed
+    /// (`allow_weaker`); empty when every one holds.
+    pub fn not_applied(&self) -> &[NotApplied] {
+        &self.not_applied
     }
 }
 
@@ -144,6 +172,29 @@ pub async fn start_with_files(
         engine: SharedEngine::clone(engine),
         id: Some(id.clone()),
     };
+    let checked = match engine.sandbox_not_applied(&id, spec).await {
+        Ok(missing) if missing.is_empty() || spec.allow_weaker => Ok(missing),
+        Ok(missing) => Err(RunError::SandboxNotApplied {
+            engine: engine.identity().to_string(),
+            why: why_not_applied(engine, &missing),
+            settings: missing,
+        }),
+        Err(e) => Err(e.into()),
+    };
+    let not_applied = match checked {
+        Ok(missing) => missing,
+        Err(refused) => {
+            guard.disarm();
+            return match engine.remove(&id).await {
+                Ok(()) => Err(refused),
+                Err(cleanup) => Err(RunError::CleanupAfterFailure {
+                    run: Box::new(refused),
+                    resource: format!("container {id}"),
+                    cleanup: Box::new(cleanup),
+                }),
+            };
+        }
+    };
     let attached = async {
         if let Some((path, archive)) = files {
             let body = futures::stream::iter([Ok(bytes::Bytes::from(archive))]);
@@ -159,12 +210,33 @@ pub async fn start_with_files(
             id,
             attached,
             guard,
+            not_applied,
         }),
         Err(run) => {
             guard.disarm();
             let removed = engine.remove(&id).await;
             with_cleanup(Err(run), removed, id)
         }
+    }
+}
+
+/// Why an engine drops settings, where packbox knows: rootless Podman applies no resource limit
+/// without cgroup v2 and the controllers delegated to its user.
+fn why_not_applied(engine: &SharedEngine, missing: &[NotApplied]) -> String {
+    let identity = engine.identity();
+    let limits = [
+        "sandbox.memory",
+        "sandbox.pids",
+        "sandbox.cpus",
+        "sandbox.nofile",
+    ];
+    if identity.is_podman()
+        && identity.mode != crate::engine::EngineMode::Rootful
+        && missing.iter().any(|m| limits.contains(&m.setting))
+    {
+        "rootless Podman sets resource limits only on cgroup v2 with the memory, pids and cpu controllers delegated to its user; on cgroup v1 it drops every limit and rlimit. Use rootful Podman, Docker, or a cgroup v2 host with delegation; --allow-weaker-sandbox runs without them and lists them in sandbox.weaker_than_default".into()
+    } else {
+        "the engine accepted the request but reports these settings otherwise; --allow-weaker-sandbox runs without them and lists them in sandbox.weaker_than_default".into()
     }
 }
 
@@ -188,6 +260,7 @@ pub async fn finish(
         id,
         attached,
         guard,
+        ..
     } = started;
     let result = drive(engine, &id, attached, io).await;
     guard.disarm();
@@ -208,6 +281,7 @@ pub async fn finish_then_release(
         id,
         attached,
         guard,
+        ..
     } = started;
     match drive(engine, &id, attached, io).await {
         Ok(exit) => Ok((exit, Exited { id, guard })),

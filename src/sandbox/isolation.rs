@@ -209,6 +209,8 @@ pub fn apply(
         .clone()
         .unwrap_or_else(|| STRICT_RUNTIME.to_string());
     applied.oci_runtime = Some(runtime.clone());
+    // A strict run never runs without a setting the engine dropped.
+    applied.allow_weaker = false;
     applied.memory_bytes = policy.memory_bytes.min(limits.memory_bytes);
     applied.pids_limit = policy.pids_limit.min(limits.pids);
     applied.tmpfs_tmp_bytes = policy.tmpfs_tmp_bytes.min(limits.tmpfs_tmp_bytes);

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::isolation::IsolationReport;
 use super::seccomp::{Kernel, SeccompProfile};
-use crate::engine::{BindMount, ContainerSpec, VolumeMount};
+use crate::engine::{BindMount, ContainerSpec, EngineIdentity, VolumeMount};
 
 /// Where the pack is mounted (read-only) inside every container.
 pub const PACK_MOUNT: &str = "/pack";
@@ -55,6 +55,14 @@ pub struct SandboxPolicy {
     /// (empty for containers on the engine, which take every setting as it is).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub applied_as: Vec<String>,
+    /// The engine that ran the action (Docker or Podman, its version and mode); set by the
+    /// backend for every outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineIdentity>,
+    /// The operator allowed settings weaker than the defaults: one the engine does not apply
+    /// is then listed in `weaker_than_default` instead of refusing the run.
+    #[serde(skip)]
+    pub allow_weaker: bool,
 }
 
 impl Default for SandboxPolicy {
@@ -76,6 +84,8 @@ impl Default for SandboxPolicy {
             weaker_than_default: Vec::new(),
             backend: "docker".into(),
             applied_as: Vec::new(),
+            engine: None,
+            allow_weaker: false,
         }
     }
 }
@@ -160,6 +170,7 @@ impl SandboxPolicy {
             nofile: i64::from(self.nofile),
             oci_runtime: self.oci_runtime.clone(),
             seccomp_profile: self.seccomp.engine_json(self.network != "none", kernel),
+            allow_weaker: self.allow_weaker,
         }
     }
 }

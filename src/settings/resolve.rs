@@ -155,7 +155,11 @@ impl Resolver<'_> {
             registry.as_ref().map_or(Source::Default, |p| p.source),
         );
         let pack_delivery = match pack_delivery.value {
-            PackDelivery::Auto if endpoint.is_local_socket() => PackDelivery::Bind,
+            PackDelivery::Auto
+                if endpoint.is_local_socket() && !endpoint.runs_as_another_user() =>
+            {
+                PackDelivery::Bind
+            }
             PackDelivery::Auto => PackDelivery::Volume,
             chosen => chosen,
         };

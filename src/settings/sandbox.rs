@@ -186,6 +186,8 @@ impl Resolver<'_> {
             weaker_than_default: Vec::new(),
             backend: backend.to_string(),
             applied_as: Vec::new(),
+            engine: None,
+            allow_weaker,
         };
         let weaker = weaker_settings(&sandbox, &d);
         let mut weakened = Vec::new();

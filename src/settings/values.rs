@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PackDelivery {
-    /// `bind` for an engine on a local Unix socket (it sees this machine's files), `volume`
-    /// for any other.
+    /// `bind` for an engine on a local Unix socket run by root or by this user (it sees this
+    /// machine's files), `volume` for any other.
     #[default]
     Auto,
     /// The pack folder bind-mounted read-only: free, but only an engine on this machine sees it.

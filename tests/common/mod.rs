@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
 
 pub mod dind;
+pub mod engine;
 pub mod server;
 pub mod swarm;
 

@@ -13,9 +13,9 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use super::{
     ArchiveStream, Attached, BuildSpec, CommitSpec, ContainerEngine, ContainerSpec, ContainerState,
-    ContainerSummary, EngineError, EngineInfo, ImageExport, ImageSummary, LineSink, NetworkSpec,
-    OciRuntime, OutputChunk, ServiceSpec, SharedSwarm, Signal, StreamKind, SwarmKind,
-    VolumeSummary,
+    ContainerSummary, EngineError, EngineIdentity, EngineInfo, ImageExport, ImageSummary, LineSink,
+    NetworkSpec, NotApplied, OciRuntime, OutputChunk, ServiceSpec, SharedSwarm, Signal, StreamKind,
+    SwarmKind, VolumeSummary,
 };
 
 mod swarm;
@@ -269,6 +269,9 @@ pub(crate) struct FakeEngine {
     changed: Notify,
     swarm: Mutex<swarm::FakeSwarm>,
     service_program: Mutex<Option<swarm::ServiceProgramFor>>,
+    identity: EngineIdentity,
+    /// What every created container reports as not applied (empty: every setting holds).
+    not_applied: Mutex<Vec<NotApplied>>,
 }
 
 impl std::fmt::Debug for FakeEngine {
@@ -280,6 +283,11 @@ impl std::fmt::Debug for FakeEngine {
 impl FakeEngine {
     /// An empty engine: no images, no containers; builds succeed at once, pulls fail.
     pub fn new() -> Arc<FakeEngine> {
+        FakeEngine::with_identity(EngineIdentity::docker("20.10.24"))
+    }
+
+    /// [`FakeEngine::new`], saying it is another engine (Podman, rootless, ...).
+    pub fn with_identity(identity: EngineIdentity) -> Arc<FakeEngine> {
         Arc::new_cyclic(|me| FakeEngine {
             me: me.clone(),
             state: Mutex::new(FakeState {
@@ -297,7 +305,14 @@ impl FakeEngine {
             changed: Notify::new(),
             swarm: Mutex::new(swarm::FakeSwarm::default()),
             service_program: Mutex::new(None),
+            identity,
+            not_applied: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Every container created from now on reports these settings as not applied.
+    pub fn set_not_applied(&self, settings: Vec<NotApplied>) {
+        *self.not_applied.lock().unwrap_or_else(|p| p.into_inner()) = settings;
     }
 
     fn state(&self) -> MutexGuard<'_, FakeState> {
@@ -616,6 +631,22 @@ async fn simulate(process: Process) {
 impl ContainerEngine for FakeEngine {
     fn endpoint(&self) -> &str {
         "fake://"
+    }
+
+    fn identity(&self) -> &EngineIdentity {
+        &self.identity
+    }
+
+    async fn sandbox_not_applied(
+        &self,
+        _id: &str,
+        _spec: &ContainerSpec,
+    ) -> Result<Vec<NotApplied>, EngineError> {
+        Ok(self
+            .not_applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone())
     }
 
     fn swarm(self: Arc<Self>) -> Option<SharedSwarm> {
