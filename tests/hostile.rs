@@ -1198,6 +1198,11 @@ fn pack_code_at_build_time_gets_the_sandbox_and_never_the_credentials() {
 
     let tag = env_tag(&packs, "buildprobe.report", &env);
     assert!(tag.starts_with("packbox/env:"), "{tag}");
+    // The credential is part of the environment's key: this image is this test's alone.
+    let built = docker(&["image", "inspect", "--format", "{{.Id}}", &tag]);
+    let built_id = String::from_utf8_lossy(&built.stdout).trim().to_string();
+    assert!(built_id.starts_with("sha256:"), "{tag}");
+    cleanup_image(&built_id);
     for args in [
         vec!["image", "inspect", tag.as_str()],
         vec!["history", "--no-trunc", tag.as_str()],
@@ -1244,7 +1249,9 @@ fn pack_code_at_build_time_gets_the_sandbox_and_never_the_credentials() {
     assert_eq!(again.code(), 0, "{}", again.stderr());
     assert!(!again.stdout().contains("PLANTED"), "the planted image ran: {}", again.stdout());
     let now = docker(&["image", "inspect", "--format", "{{.Id}}", &tag]);
-    assert_ne!(String::from_utf8_lossy(&now.stdout).trim(), planted_id);
+    let rebuilt_id = String::from_utf8_lossy(&now.stdout).trim().to_string();
+    cleanup_image(&rebuilt_id);
+    assert_ne!(rebuilt_id, planted_id);
 }
 
 /// The action of that ref anywhere in a listing.

@@ -465,6 +465,33 @@ mod tests {
         assert!(tag.contains(&first.pack_digest[..32]), "{tag}");
     }
 
+    /// Issue 26, item 3: a co-tenant of the engine built an image under the pack image's tag
+    /// (it is computed from the public digest) with packbox's labels; it was run as the pack.
+    #[tokio::test(start_paused = true)]
+    async fn an_image_packbox_did_not_build_under_the_pack_tag_is_built_over() {
+        let owned = Owned::for_tests();
+        let fake = engine();
+        let shared: SharedEngine = fake.clone();
+        let dir = pack();
+        let pack_digest = digest(dir.path());
+        let base_id = fake.image_id_now("packbox/shell:5.2");
+        let tag = format!("{REPOSITORY}/p:{}", image_tag(&pack_digest, &base_id));
+        let planted = fake.add_image(&tag, &[("packbox.managed", "true"), ("packbox.kind", "pack")], 0);
+        let source = PackImageSource {
+            pack_ref: "p",
+            pack_dir: dir.path(),
+            pack_digest: &pack_digest,
+            base_image: "packbox/shell:5.2",
+        };
+        let made = ensure(&shared, fake.as_ref(), &owned, source, None, &CancellationToken::new())
+            .await
+            .expect("made");
+        assert_eq!(fake.count(|c| matches!(c, Call::Build(_))), 1, "built over");
+        assert_ne!(made.reference, planted);
+        assert_eq!(fake.image_id_now(&tag), made.reference, "the tag moved to packbox's image");
+        assert!(owned.has_image(&made.reference));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn with_a_registry_the_image_is_pushed_once_and_named_by_digest() {
         let owned = Owned::for_tests();

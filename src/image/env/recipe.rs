@@ -155,7 +155,7 @@ impl EnvRecipe {
     }
 
     /// What [`EnvRecipe::key`] hashes: recipe format, base image id, runtime, version, the
-    /// generated Dockerfile, index settings and the dependency set's hash.
+    /// install script, the index settings' hashes and the dependency set's hash.
     pub fn key_parts(&self) -> serde_json::Value {
         serde_json::json!({
             "format": RECIPE_FORMAT,
@@ -165,8 +165,9 @@ impl EnvRecipe {
             // The CA only decides whether the build can reach the index, not what it installs;
             // the script is the same with or without it.
             "install_script": self.install_script(),
-            "pip_index_url": self.index.pip_index_url,
-            "npm_registry": self.index.npm_registry,
+            // Hashed: an index URL may hold a credential, and `explain` prints these parts.
+            "pip_index_url_sha256": self.index.pip_index_url.as_deref().map(sha256_hex),
+            "npm_registry_sha256": self.index.npm_registry.as_deref().map(sha256_hex),
             "dependencies": self.manifests.dependency_hash(),
         })
     }
@@ -181,6 +182,11 @@ impl EnvRecipe {
         )
     }
 
+}
+
+/// The SHA-256 of `text`, in hex.
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 /// The user environment builds run as, who owns what they install.
@@ -257,6 +263,18 @@ mod tests {
         for other in changed {
             assert_ne!(base.key(), other.key(), "{other:?}");
         }
+    }
+
+    #[test]
+    fn an_index_credential_never_reaches_the_key_parts_explain_prints() {
+        let mut r = recipe("requests\n");
+        r.index.pip_index_url = Some("https://user:s3cret-pw@pypi.example/simple".into());
+        let parts = r.key_parts().to_string();
+        assert!(!parts.contains("s3cret-pw"), "{parts}");
+        assert!(!r.install_script().contains("s3cret-pw"));
+        let mut other = r.clone();
+        other.index.pip_index_url = Some("https://user:other-pw@pypi.example/simple".into());
+        assert_ne!(r.key(), other.key(), "the URL still decides the key");
     }
 
     /// The entries of a staging archive: name, owner, mode.
