@@ -30,9 +30,11 @@ mod backend;
 mod catalog;
 mod common;
 mod contract;
+mod egress;
 mod engine;
 mod executor;
 mod image;
+mod keystore;
 mod lifecycle;
 mod pack;
 mod pack_delivery;
@@ -47,6 +49,17 @@ pub use common::input;
 pub use contract::scrub::StreamScrubber;
 pub use contract::secrets::SecretError;
 pub use contract::{Outcome, Status};
+/// The egress proxy's entry point: the `packbox-egress-proxy` binary, which packbox runs in a
+/// locked-down container of its own to enforce network grants (not for use elsewhere).
+pub use egress::proxy::main as egress_proxy_main;
+pub use egress::{
+    EgressError,
+    audit::{Audit as EgressAudit, EgressReport},
+    config::{EgressLayer, EgressSettings},
+    destination::{Destination, DestinationError, HostPattern},
+    policy::{Granted, NetworkRule, PolicyError as NetworkPolicyError, RunGrant},
+    protocol::{Connection as EgressConnection, ConnectionKind},
+};
 pub use engine::ConnectProblem;
 pub use engine::endpoint::{
     Endpoint, EndpointError, Origin as EndpointOrigin, TlsFiles, Transport,
@@ -69,6 +82,12 @@ pub use image::env::inventory::{EnvInfo, PruneReport};
 pub use image::prepare::PrepareError;
 pub use image::probe::{UnknownRuntimeFilter, VersionStatus};
 pub use image::runtime::{ImageError, ImageState};
+pub use keystore::DATABASE_FILE as KEYSTORE_DATABASE;
+pub use keystore::check_name as check_key_name;
+pub use keystore::{
+    KeyChange, KeyChangesPage, KeyEncryptionKey, KeyEntry, KeyFileError, KeyScope, KeyStore,
+    KeyStoreError, KeyUse, StoredKey,
+};
 pub use lifecycle::RunError;
 pub use lifecycle::owner::Swept;
 pub use pack::params::{ParamError, ParamIssue};
@@ -79,8 +98,9 @@ pub use plan::check::{CheckedAction, CheckedPack, check_packs};
 pub use plan::{PlanError, RunPlan, RunRequest, plan};
 pub use sandbox::SandboxPolicy;
 pub use settings::{
-    Age, Backend, BuildLayer, ClientLayer, ClientSettings, Environment, HiddenText, Keep,
-    KeepLayer, PackDelivery, Retention, RetentionLayer, RunLayer, SandboxLayer, ServeLayer,
-    ServeSettings, Settings, SettingsError, SettingsLayer, ShownSetting, Size, Source, WarmLayer,
-    WarmSettings, parse_size,
+    Age, Backend, BuildLayer, ClientLayer, ClientSettings, Environment, HeldLimits, HiddenText,
+    Keep, KeepLayer, KeyInjection, KeystoreLayer, KeystoreSettings, PackDelivery, RecordBounds,
+    RecordsLayer, Retention, RetentionLayer, RunLayer, SandboxLayer, ServeLayer, ServeSettings,
+    Settings, SettingsError, SettingsLayer, ShownSetting, Size, Source, WarmLayer, WarmSettings,
+    parse_size,
 };

@@ -167,3 +167,120 @@ async fn every_answer_matches_the_document() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_key_and_audit_answers_match_the_document() {
+    require_engine();
+    let document = openapi();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kek = dir.path().join("packbox.kek");
+    let made = packbox(&["keys", "generate-kek", &kek.display().to_string()], &[]);
+    assert_eq!(made.code(), 0, "{}", made.stderr());
+    const TEAM: &str = "team-token-0123456789abcdef";
+    const VIEWER: &str = "viewer-token-0123456789abcd";
+    let tokens = token_file(
+        dir.path(),
+        &format!("ops:{TOKEN}\nteam:{TEAM} run=svc.echo read=own\nviewer:{VIEWER} read=all\n"),
+    );
+    let server = Server::start(ServerOptions {
+        args: vec![
+            "--token-file".into(),
+            tokens.display().to_string(),
+            "--key-file".into(),
+            kek.display().to_string(),
+        ],
+        ..ServerOptions::default()
+    });
+    let ops = Api::new(&server, Some(TOKEN));
+    let team = Api::new(&server, Some(TEAM));
+    let viewer = Api::new(&server, Some(VIEWER));
+    let check = |method: &str, path: &str, answer: &Answer, status: u16| {
+        assert_eq!(answer.status, status, "{method} {path}: {}", answer.body);
+        assert_documented(&document, method, path, answer);
+    };
+    let keys = "/v1/keys/{scope}/{name}";
+    check(
+        "put",
+        keys,
+        &ops.put("/v1/keys/system/api_key", &json!({"value": "v-0123456"}))
+            .await,
+        200,
+    );
+    check(
+        "put",
+        keys,
+        &ops.put("/v1/keys/global/api_key", &json!({"value": "v"}))
+            .await,
+        400,
+    );
+    check(
+        "put",
+        keys,
+        &team
+            .put("/v1/keys/system/api_key", &json!({"value": "v"}))
+            .await,
+        403,
+    );
+    check("get", "/v1/keys", &ops.get("/v1/keys").await, 200);
+    check("get", "/v1/keys", &team.get("/v1/keys").await, 403);
+    check(
+        "delete",
+        keys,
+        &ops.delete("/v1/keys/system/api_key").await,
+        204,
+    );
+    check(
+        "delete",
+        keys,
+        &ops.delete("/v1/keys/system/api_key").await,
+        404,
+    );
+    check("get", "/v1/audit", &ops.get("/v1/audit?limit=1").await, 200);
+    check("get", "/v1/audit", &ops.get("/v1/audit?limit=0").await, 400);
+    check("get", "/v1/audit", &viewer.get("/v1/audit").await, 403);
+    check("get", "/metrics", &team.get("/metrics").await, 403);
+    check(
+        "post",
+        "/v1/executions",
+        &team
+            .post("/v1/executions", &json!({"action": "svc.tell"}))
+            .await,
+        403,
+    );
+    let echoed = team
+        .post(
+            "/v1/executions",
+            &json!({"action": "svc.echo", "parameters": {"n": 1}, "wait": true}),
+        )
+        .await;
+    check("post", "/v1/executions", &echoed, 201);
+    let id = echoed.body["id"].as_str().expect("id");
+    check(
+        "get",
+        "/v1/executions",
+        &viewer.get("/v1/executions").await,
+        200,
+    );
+    check(
+        "post",
+        "/v1/executions/{id}/cancel",
+        &viewer
+            .post(&format!("/v1/executions/{id}/cancel"), &json!({}))
+            .await,
+        403,
+    );
+    let other = Api::new(&server, Some(TEAM));
+    let hidden = ops
+        .post(
+            "/v1/executions",
+            &json!({"action": "svc.echo", "parameters": {"n": 2}, "wait": true}),
+        )
+        .await;
+    let hidden_id = hidden.body["id"].as_str().expect("id");
+    check(
+        "get",
+        "/v1/executions/{id}",
+        &other.get(&format!("/v1/executions/{hidden_id}")).await,
+        404,
+    );
+}

@@ -607,10 +607,19 @@ fn the_head_of_a_flood_is_kept_though_the_log_rotates() {
     assert_eq!(outcome["stdout_truncated"], true);
     let stdout = outcome["stdout"].as_str().expect("stdout");
     let expected: String = (1..=1000).map(|n| format!("{n}\n")).collect();
+    let differs_at = stdout
+        .lines()
+        .zip(expected.lines())
+        .position(|(got, want)| got != want);
     assert!(
         stdout.starts_with(&expected),
-        "the head: {}",
-        &stdout[..100]
+        "the head differs from line {differs_at:?} on: {}",
+        stdout
+            .lines()
+            .skip(differs_at.unwrap_or(0).saturating_sub(2))
+            .take(6)
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
 }
 

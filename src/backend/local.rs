@@ -3,6 +3,7 @@
 //! holding its content), the parameter document on attached stdin; with a warm pool, the
 //! container may have been created and started before the run asked for it.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinSet;
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{BackendError, Job, Ran, RunBackend, WarmKind};
 use crate::common::error_text::chain;
 use crate::common::owned::Owned;
+use crate::egress::gateway::{Gateway, Slot};
 use crate::engine::{ContainerEngine, ContainerSpec, NotApplied, SharedEngine};
 use crate::lifecycle::pool::{self, Demand, Warm, WarmPool};
 use crate::lifecycle::run::{self, RunError, RunIo, Started};
@@ -32,7 +34,26 @@ pub struct LocalBackend {
     pack_delivery: PackDelivery,
     /// What packbox made (pack volumes it filled or verified).
     owned: Owned,
+    /// The egress proxy and per-run networks of runs with a grant.
+    gateway: Arc<Gateway>,
+    /// The per-run networks of pooled containers, by container id.
+    pooled_slots: Arc<Mutex<HashMap<String, Slot>>>,
 }
+
+/// The container a run uses, and what comes with it.
+struct Launched {
+    exec_id: String,
+    started: Started,
+    stdin: Vec<u8>,
+    /// The run's share of its kind's demand, while it lasts.
+    _demand: Option<Demand>,
+    /// The run's network, when it has a grant.
+    slot: Option<Slot>,
+}
+
+/// The label that names a run's grant, so that runs with different grants are different kinds
+/// of run (a pooled container is never handed to a run with another grant).
+const GRANT_LABEL: &str = "packbox.egress_grant";
 
 impl LocalBackend {
     /// A backend on `engine`, keeping containers pre-started per kind of run as `warm` sizes
@@ -42,6 +63,7 @@ impl LocalBackend {
         warm: Option<WarmSettings>,
         pack_delivery: PackDelivery,
         owned: Owned,
+        gateway: Arc<Gateway>,
     ) -> LocalBackend {
         let warm = warm.filter(|w| w.per_kind > 0 && w.total > 0);
         LocalBackend {
@@ -57,6 +79,61 @@ impl LocalBackend {
             background: Mutex::new(JoinSet::new()),
             pack_delivery,
             owned,
+            gateway,
+            pooled_slots: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A slot for a run with a grant (none without), unless the run is cancelled first.
+    async fn slot_for(
+        &self,
+        egress: bool,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Slot>, BackendError> {
+        if !egress {
+            return Ok(None);
+        }
+        tokio::select! {
+            slot = self.gateway.slot() => Ok(Some(slot?)),
+            () = cancel.cancelled() => Err(RunError::Cancelled.into()),
+        }
+    }
+
+    /// Starts a fresh container for a run, on its slot when it has one; the slot goes back when
+    /// the start fails.
+    async fn start_fresh(
+        &self,
+        exec_id: &str,
+        spec: &ContainerSpec,
+        egress: bool,
+        cancel: &CancellationToken,
+    ) -> Result<(Started, Option<Slot>), BackendError> {
+        let slot = self.slot_for(egress, cancel).await?;
+        let mut concrete = spec.clone();
+        if let Some(slot) = &slot {
+            slot.apply(&mut concrete);
+        }
+        match self.start_container(exec_id, &concrete, cancel).await {
+            Ok(started) => Ok((started, slot)),
+            Err(e) => {
+                if let Some(slot) = slot {
+                    self.gateway.release(slot).await;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Removes a pooled container that will not run, and gives its slot back.
+    async fn discard_pooled(&self, warm: Warm) {
+        let slot = self
+            .pooled_slots
+            .lock()
+            .ok()
+            .and_then(|mut slots| slots.remove(warm.started.id()));
+        run::discard(&self.engine, warm.started).await;
+        if let Some(slot) = slot {
+            self.gateway.release(slot).await;
         }
     }
 
@@ -108,52 +185,96 @@ impl LocalBackend {
     /// The started container a run uses, its exec id and the stdin to give it: a pre-started
     /// one from the warm pool when there is one, else a fresh one; the pool is then topped up to
     /// what the kind's demand asks for, off the run's path. The demand lasts as long as the run.
+    /// A run with a grant gets its container on a per-run network (`egress`).
     async fn container_for(
         &self,
         exec_id: String,
         mut spec: ContainerSpec,
         stdin: Vec<u8>,
         warm_start: Option<Vec<String>>,
+        egress: bool,
         cancel: &CancellationToken,
-    ) -> Result<(String, Started, Vec<u8>, Option<Demand>), RunError> {
+    ) -> Result<Launched, BackendError> {
         let Some(warm_pool) = &self.pool else {
-            let started = self.start_container(&exec_id, &spec, cancel).await?;
-            return Ok((exec_id, started, stdin, None));
+            let (started, slot) = self.start_fresh(&exec_id, &spec, egress, cancel).await?;
+            return Ok(Launched {
+                exec_id,
+                started,
+                stdin,
+                _demand: None,
+                slot,
+            });
         };
         spec.cmd = match warm_start.filter(|_| self.preload) {
             Some(cmd) => cmd,
             None => pool::wait_for_go(spec.cmd),
         };
+        // The kind is the spec before any slot: its grant is in a label, its network is not.
         let kind = pool::kind(&spec);
         let (demand, offered) = warm_pool.begin(&kind);
-        let (exec_id, started) = match self.take_warm(warm_pool, &kind, offered).await {
-            Some(warm) => (warm.exec_id, warm.started),
+        let (exec_id, started, slot) = match self.take_warm(warm_pool, &kind, offered).await {
+            Some(warm) => {
+                let slot = self
+                    .pooled_slots
+                    .lock()
+                    .ok()
+                    .and_then(|mut slots| slots.remove(warm.started.id()));
+                (warm.exec_id, warm.started, slot)
+            }
             None => {
-                let started = self.start_container(&exec_id, &spec, cancel).await?;
-                (exec_id, started)
+                let (started, slot) = self.start_fresh(&exec_id, &spec, egress, cancel).await?;
+                (exec_id, started, slot)
             }
         };
         for _ in 0..warm_pool.reserve(&kind) {
             let next_id = uuid::Uuid::new_v4().to_string();
-            let next_spec = pool::with_exec_id(&spec, &next_id);
-            let (engine, warm_pool, kind) = (
+            let mut next_spec = pool::with_exec_id(&spec, &next_id);
+            let (engine, warm_pool, kind, gateway, pooled_slots) = (
                 SharedEngine::clone(&self.engine),
                 Arc::clone(warm_pool),
                 kind.clone(),
+                Arc::clone(&self.gateway),
+                Arc::clone(&self.pooled_slots),
             );
             self.spawn_background(async move {
                 let asked = tokio::time::Instant::now();
+                let slot = if egress {
+                    match gateway.slot().await {
+                        Ok(slot) => Some(slot),
+                        Err(e) => {
+                            warm_pool.start_failed(&kind);
+                            tracing::warn!("a network for a pre-started container: {}", chain(&e));
+                            return;
+                        }
+                    }
+                } else {
+                    None
+                };
+                if let Some(slot) = &slot {
+                    slot.apply(&mut next_spec);
+                }
                 match run::start(&engine, &container_name(&next_id), &next_spec).await {
                     Ok(started) => {
+                        let id = started.id().to_string();
+                        if let (Some(slot), Ok(mut slots)) = (slot, pooled_slots.lock()) {
+                            slots.insert(id.clone(), slot);
+                        }
                         let warm = Warm {
                             exec_id: next_id,
                             started,
                         };
                         if let Some(spare) = warm_pool.put(&kind, warm, asked.elapsed()) {
+                            let slot = pooled_slots.lock().ok().and_then(|mut s| s.remove(&id));
                             run::discard(&engine, spare.started).await;
+                            if let Some(slot) = slot {
+                                gateway.release(slot).await;
+                            }
                         }
                     }
                     Err(e) => {
+                        if let Some(slot) = slot {
+                            gateway.release(slot).await;
+                        }
                         warm_pool.start_failed(&kind);
                         tracing::warn!("pre-starting a container: {}", chain(&e));
                     }
@@ -162,7 +283,13 @@ impl LocalBackend {
         }
         let mut go_then_stdin = pool::GO_LINE.to_vec();
         go_then_stdin.extend_from_slice(&stdin);
-        Ok((exec_id, started, go_then_stdin, Some(demand)))
+        Ok(Launched {
+            exec_id,
+            started,
+            stdin: go_then_stdin,
+            _demand: Some(demand),
+            slot,
+        })
     }
 
     /// A pre-started container for this kind of run whose process still waits for its
@@ -186,7 +313,7 @@ impl LocalBackend {
                         container = warm.started.id(),
                         "a pooled container stopped before its run; using a fresh one"
                     );
-                    run::discard(&self.engine, warm.started).await;
+                    self.discard_pooled(warm).await;
                 }
             }
             next = warm_pool.take(kind);
@@ -221,16 +348,43 @@ impl RunBackend for LocalBackend {
             io,
             warm_start,
             on_started,
+            egress,
         } = job;
         let workload = self.deliver_pack(workload, io.cancel).await?;
-        let spec = policy.container_spec(workload, kernel);
-        let (exec_id, started, stdin, _demand) = self
-            .container_for(exec_id, spec, io.stdin, warm_start, io.cancel)
+        let mut spec = policy.container_spec(workload, kernel);
+        if let Some(grant) = egress {
+            spec.labels.insert(GRANT_LABEL.into(), grant.digest());
+        }
+        let Launched {
+            exec_id,
+            started,
+            stdin,
+            _demand,
+            slot,
+        } = self
+            .container_for(
+                exec_id,
+                spec,
+                io.stdin,
+                warm_start,
+                egress.is_some(),
+                io.cancel,
+            )
             .await?;
+        if let (Some(granted_slot), Some(grant)) = (&slot, egress)
+            && let Err(e) = self.gateway.grant(granted_slot, &exec_id, grant).await
+        {
+            run::discard(&self.engine, started).await;
+            let _ = self.gateway.revoke(granted_slot, &exec_id).await;
+            if let Some(slot) = slot {
+                self.gateway.discard(slot).await;
+            }
+            return Err(e.into());
+        }
         tracing::debug!(exec_id = %exec_id, container = started.id(), "container started");
         let sandbox = applied(policy, self.engine.as_ref(), started.not_applied());
         on_started(&exec_id);
-        let (exit, exited) = run::finish_then_release(
+        let finished = run::finish_then_release(
             &self.engine,
             started,
             RunIo {
@@ -240,13 +394,35 @@ impl RunBackend for LocalBackend {
                 on_output: io.on_output,
             },
         )
-        .await?;
-        // The outcome is known: the container goes off the run's path (`close` waits for it).
-        self.spawn_background(exited.remove());
+        .await;
+        // The action is over: its connections are closed and their audit lines read.
+        let audit = match &slot {
+            Some(slot) => Some(self.gateway.revoke(slot, &exec_id).await),
+            None => None,
+        };
+        let (exit, exited) = match finished {
+            Ok(finished) => finished,
+            Err(e) => {
+                if let Some(slot) = slot {
+                    self.gateway.discard(slot).await;
+                }
+                return Err(e.into());
+            }
+        };
+        // The outcome is known: the container goes off the run's path (`close` waits for it),
+        // then its network serves another run.
+        let gateway = Arc::clone(&self.gateway);
+        self.spawn_background(async move {
+            exited.remove().await;
+            if let Some(slot) = slot {
+                gateway.release(slot).await;
+            }
+        });
         Ok(Ran {
             exec_id,
             exit,
             sandbox,
+            egress: audit,
         })
     }
 
@@ -270,7 +446,7 @@ impl RunBackend for LocalBackend {
     async fn trim(&self) {
         if let Some(warm_pool) = &self.pool {
             for warm in warm_pool.trim() {
-                run::discard(&self.engine, warm.started).await;
+                self.discard_pooled(warm).await;
             }
         }
     }
@@ -283,7 +459,7 @@ impl RunBackend for LocalBackend {
         while background.join_next().await.is_some() {}
         if let Some(warm_pool) = &self.pool {
             for warm in warm_pool.drain() {
-                run::discard(&self.engine, warm.started).await;
+                self.discard_pooled(warm).await;
             }
         }
     }

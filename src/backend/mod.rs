@@ -18,6 +18,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::contract::exit::ContainerExit;
+use crate::egress::EgressError;
+use crate::egress::audit::Audit;
+use crate::egress::gateway::Gateway;
+use crate::egress::policy::RunGrant;
 use crate::engine::{EngineError, SharedEngine};
 use crate::lifecycle::{RunError, RunIo};
 use crate::pack_delivery::volume::DeliveryError;
@@ -40,6 +44,9 @@ pub enum BackendError {
     /// The pack could not be delivered to the engine by volume.
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
+    /// The egress proxy or the run's network could not be made or used.
+    #[error(transparent)]
+    Egress(#[from] EgressError),
 }
 
 impl From<EngineError> for BackendError {
@@ -54,6 +61,7 @@ pub fn for_settings(
     settings: &Settings,
     engine: &SharedEngine,
     warm: Option<WarmSettings>,
+    gateway: Arc<Gateway>,
 ) -> Arc<dyn RunBackend> {
     match settings.backend {
         Backend::Docker => Arc::new(local::LocalBackend::new(
@@ -61,11 +69,13 @@ pub fn for_settings(
             warm,
             settings.pack_delivery,
             Owned::in_state_dir(&settings.state_dir),
+            gateway,
         )),
         Backend::Swarm => Arc::new(swarm::SwarmBackend::new(
             SharedEngine::clone(engine),
             settings.registry.clone(),
             Owned::in_state_dir(&settings.state_dir),
+            gateway,
         )),
     }
 }
@@ -89,6 +99,9 @@ pub struct Job<'a> {
     pub warm_start: Option<Vec<String>>,
     /// Told the run's exec id once its container (or service) has it, before any output.
     pub on_started: &'a mut (dyn FnMut(&str) + Send),
+    /// What the run may reach through the egress proxy (its sandbox's network is then
+    /// `egress`); `None`: no grant.
+    pub egress: Option<&'a RunGrant>,
 }
 
 /// Idle pre-started containers of one kind of run (one action on one image, same sandbox).
@@ -112,6 +125,9 @@ pub struct Ran {
     pub exit: ContainerExit,
     /// The sandbox as the backend applied it.
     pub sandbox: SandboxPolicy,
+    /// What the run reached through the egress proxy, and why that may be incomplete; `None`
+    /// for a run without a grant.
+    pub egress: Option<(Audit, Option<String>)>,
 }
 
 /// Where actions run.

@@ -8,8 +8,11 @@
 
 use tokio::sync::OnceCell;
 
+use std::sync::Arc;
+
 use super::{BackendError, Job, Ran, RunBackend};
 use crate::common::owned::Owned;
+use crate::egress::gateway::Gateway;
 use crate::engine::{NetworkSpec, SharedEngine, SharedSwarm};
 use crate::lifecycle::RunError;
 use crate::lifecycle::service::{ServiceObjects, drive};
@@ -99,6 +102,8 @@ impl SwarmError {
 pub struct SwarmBackend {
     engine: SharedEngine,
     registry: Option<String>,
+    /// The egress proxy, which joins the network of each run with a grant.
+    gateway: Arc<Gateway>,
     /// The Swarm face, once the Swarm was found fit (a manager; a registry if it has more than
     /// one node).
     swarm: OnceCell<SharedSwarm>,
@@ -108,10 +113,16 @@ pub struct SwarmBackend {
 
 impl SwarmBackend {
     /// A backend on the Swarm `engine` manages, pushing pack images to `registry` when given.
-    pub fn new(engine: SharedEngine, registry: Option<String>, owned: Owned) -> SwarmBackend {
+    pub fn new(
+        engine: SharedEngine,
+        registry: Option<String>,
+        owned: Owned,
+        gateway: Arc<Gateway>,
+    ) -> SwarmBackend {
         SwarmBackend {
             engine,
             registry,
+            gateway,
             swarm: OnceCell::new(),
             owned,
         }
@@ -160,6 +171,7 @@ impl RunBackend for SwarmBackend {
             policy,
             io,
             on_started,
+            egress,
             ..
         } = job;
         if policy.oci_runtime.is_some() {
@@ -213,6 +225,7 @@ impl RunBackend for SwarmBackend {
             labels.insert("packbox.kind".into(), kind.into());
             labels
         };
+        let mut joined = None;
         let result = async {
             // Each object is recorded by name before it is asked for, so that a run dropped
             // while the engine makes it still removes it; then by id.
@@ -221,13 +234,15 @@ impl RunBackend for SwarmBackend {
                 .create_secret(&names.secret, &io.stdin, &labels_of("run-secret"))
                 .await?;
             made.secret = Some(secret.clone());
-            let network = if policy.network == "none" {
+            // No network, or the egress proxy's: a network of the run's own either way.
+            let network = if policy.network == "none" || egress.is_some() {
                 made.network = Some(names.network.clone());
                 let network = swarm
                     .create_network(&NetworkSpec {
                         name: names.network.clone(),
                         labels: labels_of("run-network"),
                         internal: true,
+                        attachable: egress.is_some(),
                     })
                     .await?;
                 made.network = Some(network.clone());
@@ -235,8 +250,16 @@ impl RunBackend for SwarmBackend {
             } else {
                 None
             };
+            let mut workload = workload;
+            if let (Some(grant), Some(network)) = (egress, &network) {
+                let slot = self.gateway.join(network).await?;
+                let granted = self.gateway.grant(&slot, &exec_id, grant).await;
+                workload.env.extend(slot.proxy_env());
+                joined = Some(slot);
+                granted?;
+            }
             if io.cancel.is_cancelled() {
-                return Err(RunError::Cancelled);
+                return Err(RunError::Cancelled.into());
             }
             let spec = policy.service_spec(
                 workload,
@@ -255,15 +278,25 @@ impl RunBackend for SwarmBackend {
             made.service = Some(service.clone());
             tracing::debug!(exec_id = %exec_id, service = %service, "service created");
             on_started(&exec_id);
-            drive(swarm.as_ref(), &self.engine, &service, io).await
+            Ok::<_, BackendError>(drive(swarm.as_ref(), &self.engine, &service, io).await?)
         }
         .await;
+        // The task is over (or never ran): its connections are closed and audited, and the
+        // proxy leaves the network before it is removed.
+        let audit = match joined {
+            Some(slot) => {
+                let audit = self.gateway.revoke(&slot, &exec_id).await;
+                self.gateway.leave(slot).await;
+                Some(audit)
+            }
+            None => None,
+        };
         let removed = made.remove_all().await;
         let exit = match (result, removed) {
             (Ok(exit), Ok(())) => exit,
             (Ok(_), Err((_, cleanup))) => return Err(RunError::from(cleanup).into()),
-            (Err(run), Ok(())) => return Err(run.into()),
-            (Err(run), Err((resource, cleanup))) => {
+            (Err(run), Ok(())) => return Err(run),
+            (Err(BackendError::Run(run)), Err((resource, cleanup))) => {
                 return Err(RunError::CleanupAfterFailure {
                     run: Box::new(run),
                     resource,
@@ -271,11 +304,19 @@ impl RunBackend for SwarmBackend {
                 }
                 .into());
             }
+            (Err(other), Err((resource, cleanup))) => {
+                tracing::warn!(
+                    "removing {resource} after a failed run: {}",
+                    crate::common::error_text::chain(&cleanup)
+                );
+                return Err(other);
+            }
         };
         Ok(Ran {
             exec_id,
             exit,
             sandbox,
+            egress: audit,
         })
     }
 }
@@ -332,12 +373,20 @@ mod tests {
         std::fs::write(pack.path().join("actions/a.sh"), "echo hi\n").expect("write");
         std::fs::write(pack.path().join("unique"), uuid::Uuid::new_v4().to_string())
             .expect("write");
+        let gateway = Arc::new(crate::egress::gateway::Gateway::new(
+            fake.clone(),
+            crate::egress::config::EgressSettings::default(),
+            BTreeMap::new(),
+            false,
+            std::path::PathBuf::from("/nonexistent"),
+        ));
         let backend = SwarmBackend::new(
             fake.clone(),
             registry.map(str::to_string),
             Owned::in_state_dir(
                 &std::env::temp_dir().join(format!("packbox-test-{}", uuid::Uuid::new_v4())),
             ),
+            gateway,
         );
         Setup {
             fake,
@@ -381,6 +430,7 @@ mod tests {
         stdin: &[u8],
     ) -> Result<Ran, BackendError> {
         let job = Job {
+            egress: None,
             exec_id: "e1".into(),
             workload: workload(&s.pack),
             policy,

@@ -224,13 +224,13 @@ async fn execute(client: &Client, remote: RemoteRun) -> Result<(Value, bool), Fa
         std::future::pending::<std::convert::Infallible>().await
     };
     let work = async {
-        if remote.follow {
-            follow(client, &id, remote.json).await?;
-        }
-        wait_final(client, &id).await
+        let streamed = remote.follow && follow(client, &id, remote.json).await?;
+        wait_final(client, &id)
+            .await
+            .map(|record| (record, streamed))
     };
     tokio::select! {
-        record = work => record.map(|record| (record, remote.follow)),
+        record = work => record,
         never = cancelling => match never {},
     }
 }
@@ -276,7 +276,9 @@ async fn wait_final(client: &Client, id: &str) -> Result<Value, Failure> {
 
 /// Prints the execution's output as it comes, resuming after a dropped connection, until the
 /// stream's end.
-async fn follow(client: &Client, id: &str, json: bool) -> Result<(), Failure> {
+/// Returns whether the output was streamed; `false` when the server follows no more output now
+/// (429) and nothing was streamed yet: the output then comes with the record.
+async fn follow(client: &Client, id: &str, json: bool) -> Result<bool, Failure> {
     let path = format!("/v1/executions/{id}/output");
     let terminal = std::io::stdout().is_terminal();
     let mut last_id: Option<String> = None;
@@ -288,11 +290,28 @@ async fn follow(client: &Client, id: &str, json: bool) -> Result<(), Failure> {
         }
         let response = match request.send().await {
             Ok(response) if response.status().is_success() => response,
+            // The server holds as many followers as it may: the output comes with the record,
+            // or, once some was streamed, the stream is tried again.
+            Ok(response) if response.status() == StatusCode::TOO_MANY_REQUESTS => {
+                if last_id.is_none() {
+                    eprintln!(
+                        "packbox: the server follows no more output now; the output comes when the execution ends"
+                    );
+                    return Ok(false);
+                }
+                if Instant::now() >= deadline {
+                    return Err(Failure::Server(
+                        "the server follows no more output now".into(),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
             Ok(response) => {
                 let status = response.status();
                 let body = response.json().await.unwrap_or(Value::Null);
                 answer(status, body)?;
-                return Ok(());
+                return Ok(true);
             }
             Err(e) if Instant::now() < deadline => {
                 tracing::debug!("output stream: {}", describe(&e));
@@ -327,7 +346,7 @@ async fn follow(client: &Client, id: &str, json: bool) -> Result<(), Failure> {
                         gap["stream"].as_str().unwrap_or("output")
                     );
                 }
-                "end" => return Ok(()),
+                "end" => return Ok(true),
                 _ => {}
             }
         }

@@ -85,6 +85,27 @@ fn print_explanation(e: &Explanation) {
             c.why
         ));
     }
+    match &e.egress {
+        Some(grant) => {
+            out(
+                "network     egress: a per-run network whose only way out is packbox's proxy"
+                    .into(),
+            );
+            for granted in &grant.destinations {
+                out(format!(
+                    "  {:<30} granted by {}{}",
+                    granted.destination.to_string(),
+                    granted.granted_by,
+                    granted
+                        .declared_by
+                        .as_ref()
+                        .map(|by| format!(", declared in {by}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        None => out(format!("network     {}", e.network)),
+    }
     if let Some(refusal) = &e.refusal {
         out(format!("refused     {refusal}"));
     }

@@ -11,6 +11,7 @@ mod envs;
 mod explain;
 mod gc;
 mod images;
+mod keys;
 mod options;
 mod pack;
 mod render;
@@ -96,6 +97,9 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Run a pack's tests (its Attune `testing` section) in the sandbox its actions get.
     Test(test::TestArgs),
+    /// Manage the key store: keys injected into runs, sealed under a key-encryption key.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Entry point of the binary.
@@ -142,6 +146,7 @@ pub fn main() -> ExitCode {
             Command::Doctor(args) => doctor::execute(args, global).await,
             Command::Test(args) => test::execute(args, global).await,
             Command::Explain(args) => explain::execute(args, global).await,
+            Command::Keys(command) => keys::execute(command, global),
         }
     })
 }

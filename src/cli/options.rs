@@ -38,6 +38,10 @@ pub struct GlobalArgs {
     /// else $XDG_STATE_HOME/packbox).
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The key store's key-encryption key: a file of 64 hex digits, outside the state folder
+    /// (default: $PACKBOX_KEY_FILE, else keystore.key_file; none: the key store is empty).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
     /// Seconds an environment build may take before it is stopped and removed (default 1800).
     #[arg(long, global = true, value_name = "SECONDS")]
     pub build_timeout: Option<u64>,
@@ -146,6 +150,7 @@ pub fn layer(global: &GlobalArgs, sandbox: &SandboxArgs) -> SettingsLayer {
     layer.registry = global.registry.clone();
     layer.state_dir = global.state_dir.clone();
     layer.catalog = global.catalog.clone();
+    layer.keystore.key_file = global.key_file.clone();
     layer.pack_delivery = sandbox.pack_delivery;
     let s = &mut layer.sandbox;
     s.network = sandbox.network.clone();

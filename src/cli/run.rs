@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
 use packbox::{
-    Catalog, Environment, Error, Outcome, PrepareEvent, RunEvent, RunRequest, Settings, Status,
-    StreamKind,
+    Catalog, Environment, Error, KeyStore, Outcome, PlanError, PrepareEvent, RunEvent, RunRequest,
+    Settings, Status, StreamKind,
 };
 use serde_json::{Map, Value, json};
 
@@ -171,7 +171,12 @@ fn remote_run(args: &RunArgs) -> Result<RemoteRun, String> {
 async fn run(args: &RunArgs, packs: &Path, settings: Settings) -> Result<Outcome, Error> {
     let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
     // Everything wrong with the input is said before the engine is contacted.
-    let plan = packbox::plan(&settings, &catalog, &args.request(packs))?;
+    // The key store of the state folder, as a server would use it (empty without a key).
+    let keys = KeyStore::open(&settings.state_dir, settings.keystore.key_file.as_deref())
+        .map_err(PlanError::from)?;
+    let mut request = args.request(packs);
+    request.keys = Some(keys);
+    let plan = packbox::plan(&settings, &catalog, &request)?;
     for warning in plan.warnings() {
         eprintln!("warning: {}", render::sanitize(&warning.to_string()));
     }

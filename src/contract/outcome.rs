@@ -3,6 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::egress::audit::EgressReport;
 use crate::sandbox::SandboxPolicy;
 
 /// How a run ended.
@@ -85,4 +86,9 @@ pub struct Outcome {
     pub image: String,
     /// The sandbox settings that were applied.
     pub sandbox: SandboxPolicy,
+    /// For a run with an egress grant: what it was granted and by whom, and every connection
+    /// attempt through the proxy (host, port, allowed or refused, bytes, duration). Absent for
+    /// a run without a grant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressReport>,
 }

@@ -153,6 +153,7 @@ fn outcome_of(
         runtime_version: facts.runtime_version,
         image: facts.image,
         sandbox: terms.policy.clone(),
+        egress: None,
     }
 }
 

@@ -78,6 +78,17 @@ impl Secrets {
         Ok(Secrets(secrets))
     }
 
+    /// Secrets given as JSON values (as an API receives them), their names checked like those of
+    /// `--secret` and the secrets file.
+    pub fn from_values(values: Map<String, Value>) -> Result<Secrets, SecretError> {
+        if let Some(name) = values.keys().find(|name| !is_dotenv_key(name)) {
+            return Err(SecretError::BadName {
+                name: name.chars().take(200).collect(),
+            });
+        }
+        Ok(Secrets(values))
+    }
+
     /// The secrets by name.
     pub fn values(&self) -> &Map<String, Value> {
         &self.0
@@ -162,6 +173,13 @@ mod tests {
             Err(SecretError::BadName { .. })
         ));
         assert!(Secrets::read(&["api.key-2_x=v".into()], None).is_ok());
+        // JSON values (an API's `secrets`) follow the same rule.
+        let mut values = Map::new();
+        values.insert("a=$(id)".into(), json!("x"));
+        assert!(matches!(
+            Secrets::from_values(values),
+            Err(SecretError::BadName { .. })
+        ));
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
+use bollard::models::{
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, HostConfigLogConfig,
+    NetworkingConfig, ResourcesUlimits,
+};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
     CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, ImportImageOptionsBuilder,
@@ -20,10 +23,10 @@ use futures::StreamExt;
 
 use super::podman::{self, NotApplied, PODMAN_NPROC, ProfileFiles};
 use super::{
-    ArchiveStream, Attached, BuildSpec, CommitSpec, ConnectProblem, ContainerEngine, ContainerSpec,
+    ArchiveStream, Attached, BridgeSpec, BuildSpec, CommitSpec, ConnectProblem, ContainerEngine, ContainerSpec,
     ContainerState, ContainerSummary, EngineError, EngineIdentity, EngineInfo, EngineMode,
-    EngineName, ImageExport, ImageSummary, LineSink, OciRuntime, OutputChunk, SharedSwarm, Signal,
-    StreamKind, VolumeSummary,
+    EngineName, ImageExport, ImageSummary, LineSink, NetworkSummary, OciRuntime, OutputChunk,
+    SharedSwarm, Signal, StreamKind, VolumeSummary, docker_network,
 };
 use super::{TlsFiles, Transport};
 
@@ -662,6 +665,46 @@ impl ContainerEngine for DockerEngine {
             .collect())
     }
 
+    async fn create_bridge(&self, spec: &BridgeSpec) -> Result<String, EngineError> {
+        docker_network::create_bridge(&self.docker, spec).await
+    }
+
+    async fn network(&self, name: &str) -> Result<Option<NetworkSummary>, EngineError> {
+        docker_network::network(&self.docker, name).await
+    }
+
+    async fn networks_with_labels(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<NetworkSummary>, EngineError> {
+        docker_network::networks_with_labels(&self.docker, labels).await
+    }
+
+    async fn connect_network(
+        &self,
+        network: &str,
+        container: &str,
+        ipv4: Option<&str>,
+    ) -> Result<(), EngineError> {
+        docker_network::connect(&self.docker, network, container, ipv4).await
+    }
+
+    async fn disconnect_network(&self, network: &str, container: &str) -> Result<(), EngineError> {
+        docker_network::disconnect(&self.docker, network, container).await
+    }
+
+    async fn remove_network(&self, id: &str) -> Result<(), EngineError> {
+        docker_network::remove(&self.docker, id).await
+    }
+
+    async fn container_address(
+        &self,
+        container: &str,
+        network: &str,
+    ) -> Result<Option<String>, EngineError> {
+        docker_network::container_address(&self.docker, container, network).await
+    }
+
     async fn upload_archive(
         &self,
         id: &str,
@@ -1076,8 +1119,23 @@ fn container_body(
             config: None,
         }),
         runtime: spec.oci_runtime.clone(),
+        sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.clone().into_iter().collect()),
+        dns: (!spec.dns.is_empty()).then(|| spec.dns.clone()),
         ..Default::default()
     };
+    // A fixed address on a network packbox made (the egress proxy knows a run by it).
+    let networking_config = spec.ipv4_address.as_ref().map(|address| NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(
+            spec.network_mode.clone(),
+            EndpointSettings {
+                ipam_config: Some(EndpointIpamConfig {
+                    ipv4_address: Some(address.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )])),
+    });
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: Some(spec.cmd.clone()),
@@ -1094,6 +1152,7 @@ fn container_body(
         stdin_once: Some(true),
         tty: Some(false),
         host_config: Some(host_config),
+        networking_config,
         ..Default::default()
     }
 }

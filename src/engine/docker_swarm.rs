@@ -102,7 +102,7 @@ impl SwarmEngine for DockerEngine {
             driver: Some("overlay".into()),
             scope: Some("swarm".into()),
             internal: Some(spec.internal),
-            attachable: Some(false),
+            attachable: Some(spec.attachable),
             labels: Some(spec.labels.clone().into_iter().collect()),
             ..Default::default()
         };

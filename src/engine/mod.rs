@@ -8,6 +8,7 @@
 //! into ordinary return values by every implementation.
 
 mod docker;
+mod docker_network;
 mod docker_swarm;
 pub mod endpoint;
 #[cfg(test)]
@@ -355,9 +356,52 @@ pub struct ContainerSpec {
     /// A seccomp profile in the engine's JSON format (or `unconfined`); `None` keeps the
     /// engine's default.
     pub seccomp_profile: Option<String>,
+    /// The container's IPv4 address on the network `network_mode` names (a network packbox
+    /// made with a subnet of its own); `None` lets the engine choose.
+    pub ipv4_address: Option<String>,
+    /// Kernel settings of the container's own namespaces (`net.ipv4.ip_forward`).
+    pub sysctls: BTreeMap<String, String>,
+    /// Name servers the engine's resolver inside the container forwards to; empty keeps the
+    /// engine's.
+    pub dns: Vec<String>,
     /// The operator allowed a sandbox weaker than the defaults: a setting the engine does not
     /// apply is reported with the outcome instead of refusing the run.
     pub allow_weaker: bool,
+}
+
+/// A local bridge network packbox makes (per-run networks of egress grants).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BridgeSpec {
+    /// Its name, unique.
+    pub name: String,
+    /// Its labels, which say who made it and for what, so leftovers can be swept.
+    pub labels: BTreeMap<String, String>,
+    /// Its IPv4 subnet (`198.18.0.8/29`); `None` lets the engine choose.
+    pub subnet: Option<String>,
+    /// No route beyond it: the engine forwards nothing in or out.
+    pub internal: bool,
+    /// Whether the host gets an address on it. Without one, a container on it cannot reach the
+    /// host's own services at all (an internal bridge still gives the host an address).
+    pub host_address: bool,
+}
+
+/// A local network, as packbox needs to know it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkSummary {
+    /// The engine's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its driver (`bridge`, `overlay`, ...).
+    pub driver: String,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+    /// Its IPv4 and IPv6 subnets (`172.17.0.0/16`).
+    pub subnets: Vec<String>,
+    /// The gateway address of each subnet that has one (the host's address on it).
+    pub gateways: Vec<String>,
+    /// Whether the engine forwards nothing in or out of it.
+    pub internal: bool,
 }
 
 /// Which stream a chunk of container output came from.
@@ -779,6 +823,41 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
         rootfs: ArchiveStream,
         changes: &[String],
     ) -> Result<String, EngineError>;
+
+    /// Creates a local bridge network; returns its id. A name that is taken, or a subnet that
+    /// overlaps another network's, is [`EngineError::InUse`].
+    async fn create_bridge(&self, spec: &BridgeSpec) -> Result<String, EngineError>;
+
+    /// A network by name or id, or `None` when there is none.
+    async fn network(&self, name: &str) -> Result<Option<NetworkSummary>, EngineError>;
+
+    /// The local networks that carry every given `key=value` label.
+    async fn networks_with_labels(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<NetworkSummary>, EngineError>;
+
+    /// Connects a container to a network, at `ipv4` when given.
+    async fn connect_network(
+        &self,
+        network: &str,
+        container: &str,
+        ipv4: Option<&str>,
+    ) -> Result<(), EngineError>;
+
+    /// Disconnects a container from a network; either one already gone is not an error.
+    async fn disconnect_network(&self, network: &str, container: &str) -> Result<(), EngineError>;
+
+    /// Removes a local network; one already gone is not an error, one a container still uses
+    /// is [`EngineError::InUse`].
+    async fn remove_network(&self, id: &str) -> Result<(), EngineError>;
+
+    /// A container's IPv4 address on a network, or `None` when it is not on it.
+    async fn container_address(
+        &self,
+        container: &str,
+        network: &str,
+    ) -> Result<Option<String>, EngineError>;
 
     /// The bytes of one regular file in a container's file system (it need not have started),
     /// at most `max_bytes`; `None` when there is no such file.

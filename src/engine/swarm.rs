@@ -40,6 +40,8 @@ pub struct NetworkSpec {
     pub labels: BTreeMap<String, String>,
     /// An overlay with no gateway: nothing on it reaches beyond it.
     pub internal: bool,
+    /// Standalone containers may join it (packbox's egress proxy joins a run's network).
+    pub attachable: bool,
 }
 
 /// A tmpfs mounted into a service's containers.

@@ -4,6 +4,7 @@
 
 use crate::backend::{BackendError, SwarmError};
 use crate::catalog::CatalogError;
+use crate::egress::EgressError;
 use crate::engine::EngineError;
 use crate::image::base::BaseImageError;
 use crate::image::copy::CopyError;
@@ -79,6 +80,9 @@ pub enum Error {
     /// A base image could not be imported.
     #[error(transparent)]
     BaseImage(Box<BaseImageError>),
+    /// The egress proxy or a run's network could not be made or used.
+    #[error(transparent)]
+    Egress(Box<EgressError>),
 }
 
 impl From<BackendError> for Error {
@@ -87,6 +91,7 @@ impl From<BackendError> for Error {
             BackendError::Run(run) => run.into(),
             BackendError::Swarm(swarm) => swarm.into(),
             BackendError::Delivery(delivery) => delivery.into(),
+            BackendError::Egress(egress) => egress.into(),
         }
     }
 }
@@ -113,6 +118,7 @@ boxed_from!(
     Copy(CopyError),
     Delivery(DeliveryError),
     BaseImage(BaseImageError),
+    Egress(EgressError),
 );
 
 /// Who has to act to fix an error.
@@ -178,6 +184,10 @@ impl Error {
             {
                 Fault::Input
             }
+            // A key store that cannot be read is the operator's, not the request's.
+            Error::Plan(plan) if matches!(plan.as_ref(), PlanError::Keys(keys) if !keys.is_input()) => {
+                Fault::Engine
+            }
             Error::Gvisor(gvisor) if gvisor.is_input() => Fault::Input,
             Error::Gvisor(_) => Fault::Engine,
             Error::Settings(_)
@@ -186,6 +196,7 @@ impl Error {
             | Error::OciRuntimeMissing { .. }
             | Error::TooManyCpus { .. } => Fault::Input,
             Error::Catalog(_)
+            | Error::Egress(_)
             | Error::Engine(_)
             | Error::Image(_)
             | Error::Copy(_)
@@ -230,6 +241,7 @@ impl Error {
             {
                 Some("packbox's defaults are the sandbox; weaken it only for actions you trust")
             }
+            Error::Egress(egress) => egress.hint(),
             _ => None,
         }
     }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::Executor;
 use super::error::Error;
 use crate::catalog::Runtime;
+use crate::egress::policy::RunGrant;
 use crate::engine::{ContainerEngine, EngineError};
 use crate::image::env::{EnvRecipe, Manifests, lock_file};
 use crate::image::prepare::{self, PrepareError, Preparer};
@@ -17,8 +18,10 @@ use crate::image::probe::VersionStatus;
 use crate::lifecycle::owner::Owner;
 use crate::pack;
 use crate::plan::{PlanError, resolve_runtime};
+use crate::sandbox::isolation;
 use crate::sandbox::seccomp::Kernel;
 use crate::sandbox::{SandboxPolicy, Workload};
+use crate::settings::Settings;
 use crate::version::{Constraint, Verdict};
 
 /// Bytes of a lock file read back from an environment image.
@@ -47,6 +50,10 @@ pub struct Explanation {
     pub refusal: Option<String>,
     /// The image a run would start from; `None` when no version fits.
     pub environment: Option<EnvironmentReport>,
+    /// The network a run would get: `none`, `egress` (a grant, below) or the operator's own.
+    pub network: String,
+    /// The egress grant a run would get and who granted each destination; `None` without one.
+    pub egress: Option<RunGrant>,
 }
 
 /// One catalog version of the runtime.
@@ -122,12 +129,24 @@ pub enum ExplainError {
 /// versions as a run would, selects one, and describes the environment.
 pub(crate) async fn explain(
     preparer: &Preparer<'_>,
-    policy: &SandboxPolicy,
+    settings: &Settings,
     owner: &Owner,
     packs_dir: &Path,
     action_ref: &str,
 ) -> Result<Explanation, ExplainError> {
+    let policy = &settings.sandbox;
     let action = pack::load_action(packs_dir, action_ref).map_err(PlanError::from)?;
+    // The grant a run would get, or why a run would be refused for its network.
+    let (level, chosen_by) = settings
+        .isolation
+        .level_for(&action.action_ref, action.action.isolation);
+    let egress = isolation::apply(&action.action_ref, level, chosen_by, policy)
+        .map_err(PlanError::from)
+        .and_then(|applied| crate::plan::egress_grant(settings, &action, &applied));
+    let (egress, egress_refusal) = match egress {
+        Ok(grant) => (grant, None),
+        Err(e) => (None, Some(crate::common::error_text::chain(&e))),
+    };
     let runtime = resolve_runtime(preparer.catalog, &action)?;
     let dependencies = action
         .dependencies(&runtime.name)
@@ -136,7 +155,7 @@ pub(crate) async fn explain(
     let constraint = action.action.runtime_version.as_ref();
     let selected = prepare::select_version(&action.action_ref, runtime, constraint, &statuses);
     let (chosen, refusal) = match &selected {
-        Ok(status) => (Some(*status), None),
+        Ok(status) => (Some(*status), egress_refusal),
         Err(e) => (None, Some(crate::common::error_text::chain(e))),
     };
     let candidates = candidates(runtime, constraint, &statuses, chosen);
@@ -165,6 +184,12 @@ pub(crate) async fn explain(
         chosen: chosen.map(|status| status.version.clone()),
         refusal,
         environment,
+        network: if egress.is_some() {
+            crate::sandbox::policy::EGRESS_NETWORK.to_string()
+        } else {
+            policy.network.clone()
+        },
+        egress,
     })
 }
 
@@ -331,7 +356,7 @@ impl Executor {
     pub async fn explain(&self, packs_dir: &Path, action_ref: &str) -> Result<Explanation, Error> {
         explain(
             &self.preparer(&self.shutdown),
-            &self.settings.sandbox,
+            &self.settings,
             &self.owner,
             packs_dir,
             action_ref,

@@ -24,6 +24,7 @@ mod run;
 use crate::backend::{self, RunBackend};
 use crate::catalog::Catalog;
 use crate::common::error_text::chain;
+use crate::egress::gateway::Gateway;
 use crate::engine::{DockerEngine, EngineInfo, SharedEngine};
 use crate::image::prepare::Preparer;
 use crate::image::probe::ProbeCache;
@@ -64,6 +65,8 @@ pub struct Executor {
     background: Mutex<JoinSet<()>>,
     /// Turns true when the start-up sweep is over.
     swept: tokio::sync::watch::Receiver<bool>,
+    /// The egress proxy and per-run networks of runs with a grant (made on first use).
+    gateway: Arc<Gateway>,
 }
 
 impl Executor {
@@ -79,11 +82,19 @@ impl Executor {
     /// within a tokio runtime.
     pub fn start(settings: Settings, catalog: Catalog, engine: SharedEngine) -> Executor {
         let owner = Owner::current();
+        let gateway = Arc::new(Gateway::new(
+            SharedEngine::clone(&engine),
+            settings.egress.clone(),
+            owner.labels(),
+            settings.endpoint.is_local_socket(),
+            settings.state_dir.clone(),
+        ));
         let (sweep_done, swept) = tokio::sync::watch::channel(false);
         let executor = Executor {
             swept,
             probe_cache: ProbeCache::open(&settings.state_dir),
-            backend: backend::for_settings(&settings, &engine, None),
+            backend: backend::for_settings(&settings, &engine, None, Arc::clone(&gateway)),
+            gateway,
             engine,
             settings,
             catalog,
@@ -136,7 +147,12 @@ impl Executor {
     /// With `preload`, pooled containers of runtimes that can (the catalog's `warm_start`)
     /// start their interpreter ahead of the run too. Still one action per container.
     pub fn with_warm_pool_sized(mut self, sizing: WarmSettings) -> Self {
-        self.backend = backend::for_settings(&self.settings, &self.engine, Some(sizing));
+        self.backend = backend::for_settings(
+            &self.settings,
+            &self.engine,
+            Some(sizing),
+            Arc::clone(&self.gateway),
+        );
         self
     }
 
@@ -207,6 +223,7 @@ impl Executor {
         };
         while background.join_next().await.is_some() {}
         self.backend.close().await;
+        self.gateway.close().await;
     }
 
     /// What the engine offers, asked once.

@@ -6,6 +6,7 @@ use super::{Executor, PrepareEvent};
 use crate::backend::Job;
 use crate::contract::Outcome;
 use crate::contract::result::{self, RunFacts};
+use crate::egress::audit::EgressReport;
 use crate::engine::StreamKind;
 use crate::image::prepare::{self};
 use crate::image::probe::VersionStatus;
@@ -152,6 +153,7 @@ impl Executor {
                     },
                     warm_start: plan.warm_start_cmd(),
                     on_started: &mut on_started,
+                    egress: plan.egress.as_ref(),
                 })
                 .await?;
             tracing::debug!(
@@ -160,7 +162,7 @@ impl Executor {
                 ms = started.elapsed().as_millis() as u64,
                 "run finished"
             );
-            Ok(result::outcome(
+            let mut outcome = result::outcome(
                 plan.outcome_terms(&ran.sandbox),
                 ran.exit,
                 RunFacts {
@@ -170,7 +172,15 @@ impl Executor {
                     runtime_version: prepared.runtime_version,
                     image: prepared.image,
                 },
-            ))
+            );
+            if let (Some(grant), Some((audit, incomplete))) = (&plan.egress, ran.egress) {
+                outcome.egress = Some(EgressReport {
+                    granted: grant.destinations.clone(),
+                    audit,
+                    incomplete,
+                });
+            }
+            Ok(outcome)
         }
         .instrument(span)
         .await

@@ -169,8 +169,8 @@ pub struct Swept {
     pub owner_pid: u32,
 }
 
-/// Removes what packbox processes that are gone left behind: containers, and on a Swarm
-/// manager services, networks and secrets; never anything of a live owner, and never a pack
+/// Removes what packbox processes that are gone left behind: containers, local networks, and
+/// on a Swarm manager services, networks and secrets; never anything of a live owner, and never a pack
 /// volume's lock or helper (see [`FILLING_VOLUME`]).
 pub async fn sweep_orphans(engine: &SharedEngine) -> Result<Vec<Swept>, EngineError> {
     let host = host_name();
@@ -198,6 +198,23 @@ pub async fn sweep_orphans(engine: &SharedEngine) -> Result<Vec<Swept>, EngineEr
             kind: "container",
             id: container.id,
             action: container.labels.get("packbox.action").cloned(),
+            owner_pid: owner.pid,
+        });
+    }
+    // Local networks after the containers that were on them (per-run networks of egress
+    // grants).
+    for network in engine.networks_with_labels(&managed).await? {
+        let Some(owner) = Owner::from_labels(&network.labels) else {
+            continue;
+        };
+        if owner.is_alive_here(&host) {
+            continue;
+        }
+        engine.remove_network(&network.id).await?;
+        swept.push(Swept {
+            kind: "network",
+            id: network.id,
+            action: None,
             owner_pid: owner.pid,
         });
     }
@@ -391,6 +408,7 @@ mod tests {
             fake.calls(),
             [
                 Call::ListContainers(managed.clone()),
+                Call::ListNetworks(managed.clone()),
                 Call::SwarmState,
                 Call::ListObjects(SwarmKind::Service, managed.clone()),
                 Call::ListObjects(SwarmKind::Network, managed.clone()),

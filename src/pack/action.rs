@@ -91,6 +91,9 @@ pub struct ActionManifest {
     /// The isolation the action asks for (`standard` by default); the operator's rules may
     /// make it stricter, the action cannot make it looser.
     pub isolation: IsolationLevel,
+    /// The destinations the action says it needs (`network: {egress: [...]}`); granted only
+    /// where the operator's network policy allows.
+    pub network: Vec<crate::egress::destination::Destination>,
 }
 
 /// Reads an action file of the pack `pack_ref` in the canonical folder `pack_dir`; `None` when it
@@ -195,6 +198,7 @@ pub(crate) fn load(
     let parameter_format = choice(&doc, "parameter_format", "json, dotenv, yaml", problems);
     let output_format = choice(&doc, "output_format", "text, json, yaml, jsonl", problems);
     let isolation = choice(&doc, "isolation", "standard, strict", problems);
+    let network = super::network::needs(&doc, problems);
     let tags = doc
         .get("tags")
         .map(|value| doc.text_list("tags", value, problems))
@@ -217,6 +221,7 @@ pub(crate) fn load(
         timeout_seconds,
         tags,
         isolation,
+        network,
     };
     (problems.len() == before).then_some(manifest)
 }

@@ -29,6 +29,7 @@ const PACK_FIELDS: &[&str] = &[
     "runtime_deps",
     "dependencies",
     "testing",
+    "network",
 ];
 
 /// Fields of Attune's `pack.yaml` that packbox does not use, on purpose.
@@ -62,6 +63,7 @@ const ACTION_FIELDS: &[&str] = &[
     "output_format",
     "timeout_seconds",
     "tags",
+    "network",
 ];
 
 /// Fields of Attune's action files that packbox does not use, on purpose.

@@ -48,6 +48,8 @@ pub struct PackManifest {
     pub dependencies: Vec<String>,
     /// The pack's tests (`packbox test`), when it has a `testing` section.
     pub testing: Option<Testing>,
+    /// The destinations every action of the pack says it needs (`network: {egress: [...]}`).
+    pub network: Vec<crate::egress::destination::Destination>,
 }
 
 /// Reads `pack.yaml`; `None` when it has problems, which are recorded. Fields packbox does not
@@ -129,6 +131,7 @@ pub(crate) fn load(
         .and_then(|value| testing::parse(&doc, value, pack_dir, problems, warnings));
     let [description, author, email, license] =
         ["description", "author", "email", "license"].map(|key| doc.optional_text(key, problems));
+    let network = super::network::needs(&doc, problems);
     // Reported in the order of the file; problems without a line (missing fields) come last.
     problems[before..].sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     let manifest = PackManifest {
@@ -147,6 +150,7 @@ pub(crate) fn load(
         runtime_deps,
         dependencies,
         testing,
+        network,
     };
     (problems.len() == before).then_some(manifest)
 }

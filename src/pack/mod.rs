@@ -13,6 +13,7 @@ pub mod dependencies;
 mod doc;
 mod fields;
 mod manifest;
+mod network;
 pub mod params;
 mod problem;
 pub mod safety;

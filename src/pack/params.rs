@@ -64,6 +64,23 @@ fn join(issues: &[ParamIssue]) -> String {
         .join("; ")
 }
 
+/// Unknown parameter names reported one by one; the rest are counted.
+const MAX_UNKNOWN_REPORTED: usize = 20;
+/// The longest parameter name quoted in a problem.
+const MAX_QUOTED_NAME: usize = 100;
+
+/// A name as problems quote it: at most [`MAX_QUOTED_NAME`] bytes.
+fn shortened(name: &str) -> String {
+    if name.len() <= MAX_QUOTED_NAME {
+        return name.to_string();
+    }
+    let mut end = MAX_QUOTED_NAME;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &name[..end])
+}
+
 /// Splits `-p KEY=VALUE` arguments.
 pub fn parse_assignments(raw: &[String]) -> Result<Vec<(String, String)>, ParamError> {
     raw.iter()
@@ -150,12 +167,17 @@ pub fn resolve(
     }
     unknown.sort();
     unknown.dedup();
-    for name in unknown {
-        let text = format!(
-            "unknown parameter `{name}` (known parameters: {})",
-            known_list(declared)
-        );
+    // A request may carry any number of unknown names, each as long as it likes: the problems
+    // reported stay few and short, whatever it held.
+    let more = unknown.len().saturating_sub(MAX_UNKNOWN_REPORTED);
+    let known = known_list(declared);
+    for name in unknown.into_iter().take(MAX_UNKNOWN_REPORTED) {
+        let name = shortened(&name);
+        let text = format!("unknown parameter `{name}` (known parameters: {known})");
         issues.push(issue(&name, text));
+    }
+    if more > 0 {
+        issues.push(issue("", format!("and {more} more unknown parameters")));
     }
     let failed_conversion: Vec<String> = assignments
         .iter()
@@ -423,6 +445,32 @@ mod tests {
                 "missing required parameter `token`",
             ]
         );
+    }
+
+    #[test]
+    fn many_unknown_parameters_give_few_short_problems() {
+        let declared = declared();
+        let mut given = Map::new();
+        for n in 0..5000 {
+            given.insert(format!("{}{n}", "x".repeat(300)), Value::Bool(true));
+        }
+        let Err(ParamError::Invalid { issues, .. }) = resolve("p.a", &declared, given, &[]) else {
+            panic!("unknown parameters are refused");
+        };
+        let unknown = issues
+            .iter()
+            .filter(|i| i.text.starts_with("unknown parameter"))
+            .count();
+        assert_eq!(unknown, MAX_UNKNOWN_REPORTED);
+        assert_eq!(
+            issues[MAX_UNKNOWN_REPORTED].text,
+            "and 4980 more unknown parameters"
+        );
+        let bytes: usize = issues
+            .iter()
+            .map(|i| i.text.len() + i.parameter.len())
+            .sum();
+        assert!(bytes < 20_000, "{bytes} bytes of problems");
     }
 
     #[test]

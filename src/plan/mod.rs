@@ -14,7 +14,9 @@ use crate::contract::delivery::{self, DeliveryError};
 use crate::contract::result::OutcomeTerms;
 use crate::contract::scrub::StreamScrubber;
 use crate::contract::secrets::{Redactor, SecretBytes, SecretError, Secrets};
+use crate::egress::policy::{Declared, PolicyError, RunGrant};
 use crate::image::env::Manifests;
+use crate::keystore::{KeyStore, KeyStoreError, KeyUse};
 use crate::lifecycle::RunLimits;
 use crate::lifecycle::owner::Owner;
 use crate::pack::params::ParamError;
@@ -24,7 +26,7 @@ use crate::pack::{
 use crate::pack_delivery::volume;
 use crate::sandbox::isolation::{self, IsolationError};
 use crate::sandbox::{PackFolder, PackSource, SandboxPolicy, Workload};
-use crate::settings::Settings;
+use crate::settings::{KeyInjection, Settings};
 
 /// Timeout of an action that states none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -45,6 +47,10 @@ pub enum PlanError {
     /// The secrets given cannot be used.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// The key store could not give the run its keys (a value that fails authentication, a
+    /// database that cannot be read).
+    #[error(transparent)]
+    Keys(#[from] KeyStoreError),
     /// The pack's files could not be read whole for its digest.
     #[error(transparent)]
     Digest(volume::DeliveryError),
@@ -81,6 +87,20 @@ pub enum PlanError {
     /// The isolation level the action gets cannot be given with these settings.
     #[error(transparent)]
     Isolation(#[from] IsolationError),
+    /// The action or its pack declares a destination the operator's network policy does not
+    /// grant (or a network rule is unusable).
+    #[error(transparent)]
+    Egress(#[from] PolicyError),
+    /// A strict run has no network, and the action was granted one.
+    #[error(
+        "action {action} runs with isolation strict, which has no network; its egress grant ({granted_by}) cannot be given"
+    )]
+    StrictEgress {
+        /// The action's ref.
+        action: String,
+        /// Who granted the network.
+        granted_by: String,
+    },
     /// No version of the action's runtime satisfies its `runtime_version`.
     #[error("action {action}: {source}")]
     NoMatchingVersion {
@@ -120,6 +140,9 @@ pub struct RunRequest {
     pub timeout: Option<Duration>,
     /// Runs an action that says `enabled: false` (refused otherwise).
     pub allow_disabled: bool,
+    /// The key store the run's keys come from (system, pack, action scopes); the request's own
+    /// secrets win over its keys.
+    pub keys: Option<KeyStore>,
 }
 
 impl RunRequest {
@@ -136,6 +159,7 @@ impl RunRequest {
             secret_values: Map::new(),
             timeout: None,
             allow_disabled: false,
+            keys: None,
         }
     }
 }
@@ -155,6 +179,11 @@ pub struct RunPlan {
     pub(crate) redactor: Redactor,
     /// The content digest of the pack when the run was planned.
     pub(crate) pack_digest: String,
+    /// What the run may reach through the egress proxy; `None`: no network (or the operator's
+    /// weaker `sandbox.network`, which grants do not narrow).
+    pub(crate) egress: Option<RunGrant>,
+    /// The names (never the values) of the secrets the run receives, and where each came from.
+    pub(crate) key_uses: Vec<KeyUse>,
 }
 
 /// Loads and checks everything about a run that needs no engine.
@@ -186,11 +215,50 @@ pub fn plan(
     let (level, chosen_by) = settings
         .isolation
         .level_for(&action.action_ref, manifest.isolation);
-    let policy = isolation::apply(&action.action_ref, level, chosen_by, &settings.sandbox)?;
-    // Secrets: the file, then JSON values, then KEY=VALUE assignments (which win).
-    let mut secrets = Secrets::read(&[], request.secrets_file.as_deref())?;
-    secrets.overlay(request.secret_values.clone());
-    secrets.overlay(Secrets::read(&request.secrets, None)?.into_values());
+    let mut policy = isolation::apply(&action.action_ref, level, chosen_by, &settings.sandbox)?;
+    let egress = egress_grant(settings, &action, &policy)?;
+    if egress.is_some() {
+        policy.network = crate::sandbox::policy::EGRESS_NETWORK.to_string();
+    }
+    // The request's secrets: the file, then JSON values, then KEY=VALUE assignments (which win).
+    let mut requested = Secrets::read(&[], request.secrets_file.as_deref())?;
+    requested.overlay(Secrets::from_values(request.secret_values.clone())?.into_values());
+    requested.overlay(Secrets::read(&request.secrets, None)?.into_values());
+    // Under them, the key store's: system, pack, action, the more specific winning.
+    let stored = match &request.keys {
+        Some(store) => {
+            let inject_all = settings.keystore.inject == KeyInjection::All;
+            store.for_action(&action.action_ref, |scope, name| {
+                manifest
+                    .parameters
+                    .get(name)
+                    .is_some_and(|spec| spec.secret)
+                    || (inject_all && scope.rank() > 0)
+            })?
+        }
+        None => Vec::new(),
+    };
+    let mut key_uses: Vec<KeyUse> = stored
+        .iter()
+        .filter(|key| !requested.values().contains_key(&key.name))
+        .map(|key| KeyUse {
+            name: key.name.clone(),
+            scope: key.scope.to_string(),
+        })
+        .chain(requested.values().keys().map(|name| KeyUse {
+            name: name.clone(),
+            scope: "request".into(),
+        }))
+        .collect();
+    key_uses.sort();
+    let mut secrets = Secrets::default();
+    secrets.overlay(
+        stored
+            .into_iter()
+            .map(|key| (key.name, key.value))
+            .collect(),
+    );
+    secrets.overlay(requested.into_values());
     let mut from_file = match &request.params_file {
         Some(file) => params::read_file(file)?,
         None => serde_json::Map::new(),
@@ -236,6 +304,7 @@ pub fn plan(
     let pack_digest =
         volume::tree_digest(&action.pack.pack_ref, &action.pack_dir).map_err(PlanError::Digest)?;
     Ok(RunPlan {
+        key_uses,
         pack_digest,
         runtime: runtime.clone(),
         dependencies,
@@ -248,7 +317,58 @@ pub fn plan(
         },
         redactor,
         action,
+        egress,
     })
+}
+
+/// The egress grant of a run: what the operator's rules grant the action, narrowed to what the
+/// action and its pack declare. None for a sandbox with the operator's own network (`bridge`,
+/// a named network): grants narrow the default `none`, never a network the operator opened.
+pub(crate) fn egress_grant(
+    settings: &Settings,
+    action: &LoadedAction,
+    policy: &SandboxPolicy,
+) -> Result<Option<RunGrant>, PlanError> {
+    if policy.network != "none" {
+        return Ok(None);
+    }
+    let action_file = action
+        .action_file
+        .strip_prefix(&action.pack_dir)
+        .unwrap_or(&action.action_file)
+        .display()
+        .to_string();
+    let declared: Vec<Declared> = action
+        .pack
+        .network
+        .iter()
+        .map(|d| (d, "network.egress in pack.yaml".to_string()))
+        .chain(
+            action
+                .action
+                .network
+                .iter()
+                .map(|d| (d, format!("network.egress in {action_file}"))),
+        )
+        .map(|(destination, by)| Declared {
+            destination: destination.clone(),
+            by,
+        })
+        .collect();
+    let grant = settings.network.grant_for(&action.action_ref, &declared)?;
+    if let Some(grant) = &grant
+        && policy.isolation.level == isolation::IsolationLevel::Strict
+    {
+        return Err(PlanError::StrictEgress {
+            action: action.action_ref.clone(),
+            granted_by: grant
+                .destinations
+                .first()
+                .map(|g| g.granted_by.clone())
+                .unwrap_or_default(),
+        });
+    }
+    Ok(grant)
 }
 
 /// The catalog runtime an action's `runner_type` names.
@@ -288,6 +408,12 @@ impl RunPlan {
         &self.pack_digest
     }
 
+    /// The names of the secrets the run receives and where each came from (a key-store scope or
+    /// `request`): what a record may say about them. Never a value.
+    pub fn key_uses(&self) -> &[KeyUse] {
+        &self.key_uses
+    }
+
     /// Fields of the pack and the action that packbox does not know (ignored), to be shown.
     pub fn warnings(&self) -> &[Problem] {
         &self.action.warnings
@@ -296,6 +422,12 @@ impl RunPlan {
     /// The sandbox the run will get.
     pub fn policy(&self) -> &SandboxPolicy {
         &self.policy
+    }
+
+    /// What the run may reach through the egress proxy, and who granted it; `None` when it has
+    /// no network (or the operator's own, weaker one).
+    pub fn egress(&self) -> Option<&RunGrant> {
+        self.egress.as_ref()
     }
 
     /// How long the action may run.

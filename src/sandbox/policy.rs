@@ -11,6 +11,10 @@ use super::isolation::IsolationReport;
 use super::seccomp::{Kernel, SeccompProfile};
 use crate::engine::{BindMount, ContainerSpec, EngineIdentity, VolumeMount};
 
+/// The network of a run with an egress grant: a per-run network whose only way out is
+/// packbox's egress proxy (each backend makes it; the proxy enforces the grant).
+pub const EGRESS_NETWORK: &str = "egress";
+
 /// Where the pack is mounted (read-only) inside every container.
 pub const PACK_MOUNT: &str = "/pack";
 
@@ -18,7 +22,8 @@ pub const PACK_MOUNT: &str = "/pack";
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct SandboxPolicy {
-    /// `none` by default; `bridge` or a network name only when the operator grants it.
+    /// `none` by default; `egress` for a run with an egress grant (a per-run network whose only
+    /// way out is packbox's proxy); `bridge` or a network name only when the operator opens it.
     pub network: String,
     /// The container's root file system is read-only, so the action can write only to `/tmp`.
     pub read_only_root: bool,
@@ -170,6 +175,9 @@ impl SandboxPolicy {
             nofile: i64::from(self.nofile),
             oci_runtime: self.oci_runtime.clone(),
             seccomp_profile: self.seccomp.engine_json(self.network != "none", kernel),
+            ipv4_address: None,
+            sysctls: BTreeMap::new(),
+            dns: Vec::new(),
             allow_weaker: self.allow_weaker,
         }
     }

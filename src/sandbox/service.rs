@@ -50,7 +50,7 @@ impl SandboxPolicy {
             None => (self.user.clone(), "0".to_string()),
         };
         let networks = match (self.network.as_str(), parts.network) {
-            ("none", Some(own)) => vec![own.to_string()],
+            ("none" | super::policy::EGRESS_NETWORK, Some(own)) => vec![own.to_string()],
             ("none", None) | ("bridge", _) => Vec::new(),
             (named, _) => vec![named.to_string()],
         };
@@ -119,6 +119,9 @@ impl SandboxPolicy {
             ),
             "bridge" => applied.push(
                 "network bridge: the node's default bridge (no networks on the service)".to_string(),
+            ),
+            super::policy::EGRESS_NETWORK => applied.push(
+                "network egress: a per-run internal overlay network, attachable, joined by packbox's egress proxy (the task's only way out)".to_string(),
             ),
             _ => {}
         }

@@ -1,6 +1,9 @@
 //! API v1 over HTTP: routes, request parsing, responses and errors. Handlers parse and answer;
 //! the work is the dispatcher's. Every route but `/healthz` needs a bearer token when the
-//! server has any. The document describing it all is `docs/openapi.json`, served as is.
+//! server has any, and checks the token's scope: an action it may not run is refused (403,
+//! naming the scope); an execution it may not read is not found (404, as one that does not
+//! exist, so ids leak nothing); keys, audit and metrics need `admin`. The document describing it
+//! all is `docs/openapi.json`, served as is.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -14,18 +17,20 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use packbox::{CheckedAction, StreamKind};
+use packbox::{CheckedAction, KeyScope, KeyStoreError, StreamKind};
 use tokio::sync::mpsc;
 
-use super::auth::{Denied, Tokens};
+use super::auth::{Caller, Denied, Tokens};
 use super::executions::{
-    CancelRefused, Dispatcher, Live, ParameterProblem, Refused, Submission, Submitted,
+    CancelRefused, Dispatcher, Live, MAX_PROBLEMS, ParameterProblem, Refused, Submission,
+    Submitted, short,
 };
+use super::held::{Held, Place};
 use super::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 use super::output::{Piece, Position};
 use super::records::{ExecStatus, ListQuery, Record, Store};
@@ -42,6 +47,10 @@ const ENGINE_CHECK: Duration = Duration::from_secs(3);
 const DEFAULT_PAGE: usize = 50;
 /// The most executions one page holds.
 const MAX_PAGE: usize = 500;
+/// Events buffered for one follower of an execution's output.
+const FOLLOWER_BUFFER: usize = 4;
+/// The longest message an error answer carries.
+const MAX_MESSAGE: usize = 4096;
 
 /// What the handlers share.
 pub struct App {
@@ -58,11 +67,9 @@ pub struct App {
     pub client_timeout: Duration,
     /// What verifying the runtimes at start-up found: `None` while it runs.
     pub runtimes: Arc<Mutex<Option<Result<(), String>>>>,
+    /// Places for requests that hold their connection (waits, output followers).
+    pub held: Held,
 }
-
-/// The caller of a request: the name of its token, when the server has tokens.
-#[derive(Clone, Debug)]
-struct Caller(Option<String>);
 
 /// The routes of the server.
 pub fn router(app: Arc<App>) -> Router {
@@ -76,6 +83,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/actions", get(actions))
         .route("/v1/runtimes", get(runtimes))
+        .route("/v1/keys", get(list_keys))
+        .route("/v1/keys/{scope}/{name}", put(set_key).delete(remove_key))
+        .route("/v1/audit", get(audit))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&app),
@@ -116,6 +126,26 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
+    fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    fn no_execution(id: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no execution `{}`", short(id, 200)),
+        )
+    }
+
+    /// 429 for a request that may not hold its connection now.
+    fn held_refused(message: String) -> ApiError {
+        ApiError {
+            retry_after: Some(Duration::from_secs(1)),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", message)
+        }
+    }
+
     fn internal(what: &str, error: &dyn std::error::Error) -> ApiError {
         tracing::error!("{what}: {}", packbox::error_chain(error));
         ApiError::new(
@@ -128,9 +158,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
+        // An answer stays small whatever the request held.
+        let mut error = json!({"code": self.code, "message": short(&self.message, MAX_MESSAGE)});
         if !self.problems.is_empty() {
-            error["problems"] = json!(self.problems);
+            let problems: Vec<&ParameterProblem> =
+                self.problems.iter().take(MAX_PROBLEMS + 1).collect();
+            error["problems"] = json!(problems);
         }
         let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
         if let Some(after) = self.retry_after
@@ -179,6 +212,16 @@ impl From<Refused> for ApiError {
                 "idempotency_key_reused",
                 format!("this idempotency key was used for another request (action {action})"),
             ),
+            Refused::NoSpace(message) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                message,
+            ),
+            Refused::KeyStore => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the key store could not give this run its keys; the server's log says why",
+            ),
             Refused::Store(e) => ApiError::internal("recording the execution", &e),
         }
     }
@@ -208,14 +251,14 @@ async fn log_request(State(app): State<Arc<App>>, request: Request, next: Next) 
 /// Lets a request through when it carries a known token (or when the server has none).
 async fn authenticate(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
     let caller = if app.tokens.is_empty() {
-        Caller(None)
+        Caller::anyone()
     } else {
         let header = request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         match app.tokens.check(header) {
-            Ok(name) => Caller(Some(name.to_string())),
+            Ok(caller) => caller,
             Err(denied) => {
                 let message = match denied {
                     Denied::Missing => "this server needs `Authorization: Bearer TOKEN`",
@@ -265,12 +308,28 @@ struct CreateBody {
     idempotency_key: Option<String>,
 }
 
-async fn create(State(app): State<Arc<App>>, request: Request) -> Result<Response, ApiError> {
-    let caller = request
+/// The caller the authentication layer found (every authenticated route has one).
+fn caller_of(request: &Request) -> Caller {
+    request
         .extensions()
         .get::<Caller>()
         .cloned()
-        .unwrap_or(Caller(None));
+        .unwrap_or_else(Caller::anyone)
+}
+
+/// Refuses a caller without `admin`.
+fn require_admin(caller: &Caller, what: &str) -> Result<(), ApiError> {
+    if caller.scope.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "{what} needs a token with the `admin` scope"
+        )))
+    }
+}
+
+async fn create(State(app): State<Arc<App>>, request: Request) -> Result<Response, ApiError> {
+    let caller = caller_of(&request);
     let header_key = request
         .headers()
         .get("idempotency-key")
@@ -282,6 +341,13 @@ async fn create(State(app): State<Arc<App>>, request: Request) -> Result<Respons
         .transpose()?;
     let bytes = read_json_body(&app, request).await?;
     let body: CreateBody = parse_body(&bytes)?;
+    if !caller.scope.may_run(&body.action) {
+        return Err(ApiError::forbidden(format!(
+            "this token may not run `{}` (its scope: {})",
+            short(&body.action, 200),
+            caller.scope.run_text()
+        )));
+    }
     let idempotency_key = match (header_key, body.idempotency_key) {
         (Some(a), Some(b)) if a != b => {
             return Err(ApiError::bad_request(
@@ -307,7 +373,7 @@ async fn create(State(app): State<Arc<App>>, request: Request) -> Result<Respons
             assignments: body.assignments,
             secrets: body.secrets,
             timeout,
-            token_name: caller.0,
+            token_name: caller.name.clone(),
             idempotency_key,
         })
         .await?;
@@ -315,7 +381,12 @@ async fn create(State(app): State<Arc<App>>, request: Request) -> Result<Respons
         mut record,
         replayed,
     } = submitted;
-    if body.wait && !record.status.is_final() {
+    // Past the bound on held requests the answer comes at once (202): the client waits with
+    // GET, which says when to come back.
+    if body.wait
+        && !record.status.is_final()
+        && let Ok(_place) = app.held.take(caller.who(), None)
+    {
         record = app
             .dispatcher
             .get(&record.id, app.max_wait)
@@ -411,6 +482,8 @@ fn parse_body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError>
         let inner = e.inner();
         let message = if inner.is_syntax() || inner.is_eof() {
             format!("malformed JSON: {inner}")
+        } else if path == "value" {
+            "value: expected a JSON value".to_string()
         } else if path.starts_with("secrets")
             || path.starts_with("parameters")
             || path.starts_with("assignments")
@@ -438,26 +511,66 @@ struct ShowQuery {
     wait: Option<u64>,
 }
 
+/// The record of an execution the caller may read; 404 for one it may not, as for one that
+/// does not exist.
+async fn readable(app: &App, caller: &Caller, id: &str) -> Result<Record, ApiError> {
+    let record = app
+        .dispatcher
+        .get(id, Duration::ZERO)
+        .await
+        .map_err(|e| ApiError::internal("reading the execution", &e))?
+        .ok_or_else(|| ApiError::no_execution(id))?;
+    if caller.may_read(record.token_name.as_deref()) {
+        Ok(record)
+    } else {
+        Err(ApiError::no_execution(id))
+    }
+}
+
 async fn show(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     query: Result<Query<ShowQuery>, QueryRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    let caller = caller_of(&request);
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(app.max_wait);
-    let record = app
-        .dispatcher
-        .get(&id, wait)
-        .await
-        .map_err(|e| ApiError::internal("reading the execution", &e))?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no execution `{id}`"),
-            )
-        })?;
+    let mut record = readable(&app, &caller, &id).await?;
+    if !wait.is_zero() && !record.status.is_final() {
+        let _place = app
+            .held
+            .take(caller.who(), None)
+            .map_err(|refused| ApiError::held_refused(refused.message(app.held.limits())))?;
+        record = app
+            .dispatcher
+            .get(&id, wait)
+            .await
+            .map_err(|e| ApiError::internal("reading the execution", &e))?
+            .unwrap_or(record);
+    }
     Ok(axum::Json(record).into_response())
+}
+
+/// A page's size (`limit`, checked) and where it starts (`cursor`, one this server gave).
+fn page_bounds(
+    limit: Option<usize>,
+    cursor: Option<String>,
+) -> Result<(usize, Option<i64>), ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: expected 1 to {MAX_PAGE}, found {limit}"
+        )));
+    }
+    let before = cursor
+        .map(|cursor| {
+            cursor
+                .parse::<i64>()
+                .map_err(|_| ApiError::bad_request("cursor: not a cursor this server gave"))
+        })
+        .transpose()?;
+    Ok((limit, before))
 }
 
 /// The query of `GET /v1/executions`.
@@ -473,7 +586,9 @@ struct ListParams {
 async fn list(
     State(app): State<Arc<App>>,
     query: Result<Query<ListParams>, QueryRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    let caller = caller_of(&request);
     let Query(params) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let status = params
         .status
@@ -487,24 +602,13 @@ async fn list(
             })
         })
         .transpose()?;
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit: expected 1 to {MAX_PAGE}, found {limit}"
-        )));
-    }
-    let before = params
-        .cursor
-        .map(|cursor| {
-            cursor
-                .parse::<i64>()
-                .map_err(|_| ApiError::bad_request("cursor: not a cursor this server gave"))
-        })
-        .transpose()?;
+    let (limit, before) = page_bounds(params.limit, params.cursor)?;
     let page = app
         .dispatcher
         .store()
         .list(ListQuery {
+            // A token that reads only its own sees only its own.
+            token: (!caller.scope.reads_all()).then(|| caller.name.clone().unwrap_or_default()),
             action: params.action,
             status,
             limit,
@@ -515,14 +619,21 @@ async fn list(
     Ok(axum::Json(page).into_response())
 }
 
-async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn cancel(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let caller = caller_of(&request);
+    let record = readable(&app, &caller, &id).await?;
+    if !caller.may_cancel(record.token_name.as_deref()) {
+        return Err(ApiError::forbidden(
+            "this token may cancel only the executions it started (`admin` cancels any)",
+        ));
+    }
     match app.dispatcher.cancel(&id).await {
         Ok(record) => Ok((StatusCode::ACCEPTED, axum::Json(record)).into_response()),
-        Err(CancelRefused::NotFound) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no execution `{id}`"),
-        )),
+        Err(CancelRefused::NotFound) => Err(ApiError::no_execution(&id)),
         Err(CancelRefused::Final(record)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "already_ended",
@@ -535,8 +646,10 @@ async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<R
     }
 }
 
-/// The actions of the server's packs, as `packbox actions list --json` shows them.
-async fn actions(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+/// The actions of the server's packs the caller may run, as `packbox actions list --json` shows
+/// them; the packs' problems for `admin` tokens only (they name the operator's files).
+async fn actions(State(app): State<Arc<App>>, request: Request) -> Result<Response, ApiError> {
+    let caller = caller_of(&request);
     let dispatcher = Arc::clone(&app.dispatcher);
     let listed = tokio::task::spawn_blocking(move || {
         let reports = packbox::check_packs(
@@ -548,10 +661,16 @@ async fn actions(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
             .iter()
             .flat_map(|r| &r.actions)
             .map(CheckedAction::to_json)
+            .filter(|action| {
+                action["ref"]
+                    .as_str()
+                    .is_some_and(|name| caller.scope.may_run(name))
+            })
             .collect();
         let problems: Vec<String> = reports
             .iter()
             .flat_map(|r| &r.problems)
+            .filter(|_| caller.scope.is_admin())
             .map(ToString::to_string)
             .collect();
         json!({"actions": actions, "problems": problems})
@@ -612,17 +731,23 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+async fn metrics(State(app): State<Arc<App>>, request: Request) -> Result<Response, ApiError> {
+    require_admin(&caller_of(&request), "/metrics")?;
     let dispatcher = &app.dispatcher;
+    let size = dispatcher.store().size().await.unwrap_or_default();
     let warm = dispatcher
         .executor()
         .warm_kinds()
         .into_iter()
         .map(|kind| (kind.action, kind.image, kind.idle));
-    let text = dispatcher
-        .metrics()
-        .render(dispatcher.queued(), dispatcher.running(), warm);
-    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
+    let text = dispatcher.metrics().render(
+        dispatcher.queued(),
+        dispatcher.running(),
+        warm,
+        size,
+        app.held.total(),
+    );
+    Ok(([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response())
 }
 
 /// stdout and stderr as Server-Sent Events: live while the execution runs, then what was
@@ -632,6 +757,7 @@ async fn output(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let caller = caller_of(&request);
     let from = match request.headers().get("last-event-id") {
         None => Position::default(),
         Some(value) => value
@@ -642,25 +768,26 @@ async fn output(
                 ApiError::bad_request("Last-Event-ID: not an event id of this stream")
             })?,
     };
-    let (events, mut received) = mpsc::channel::<Event>(16);
+    let (events, mut received) = mpsc::channel::<Event>(FOLLOWER_BUFFER);
     let store = app.dispatcher.store().clone();
+    let take_place = |caller: &Caller| {
+        app.held
+            .take(caller.who(), Some(&id))
+            .map_err(|refused| ApiError::held_refused(refused.message(app.held.limits())))
+    };
     match app.dispatcher.live(&id) {
-        Some(live) => {
-            tokio::spawn(follow_live(live, store, id, from, events));
+        Some(live) if caller.may_read(live.owner.as_deref()) => {
+            let place = take_place(&caller)?;
+            tokio::spawn(follow_live(live, store, id, from, events, place));
         }
+        Some(_) => return Err(ApiError::no_execution(&id)),
         None => {
-            let record = store
-                .get(&id)
-                .await
-                .map_err(|e| ApiError::internal("reading the execution", &e))?
-                .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        "not_found",
-                        format!("no execution `{id}`"),
-                    )
-                })?;
-            tokio::spawn(async move { send_stored(&record, from, &events).await });
+            let record = readable(&app, &caller, &id).await?;
+            let place = take_place(&caller)?;
+            tokio::spawn(async move {
+                send_stored(&record, from, &events).await;
+                drop(place);
+            });
         }
     }
     let stream =
@@ -677,6 +804,7 @@ async fn follow_live(
     id: String,
     mut at: Position,
     events: mpsc::Sender<Event>,
+    _place: Place,
 ) {
     let mut changes = live.output.subscribe();
     loop {
@@ -779,4 +907,103 @@ fn piece_event(piece: Piece) -> Event {
             .id(after.id())
             .data(json!({"stream": name(stream), "skipped": skipped}).to_string()),
     }
+}
+
+/// The body of `PUT /v1/keys/{scope}/{name}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyBody {
+    value: Value,
+}
+
+/// A key-store failure as an answer: the caller's input (400, 404), a store without its key
+/// (409), or the server's (500, logged).
+fn key_error(error: KeyStoreError) -> ApiError {
+    match error {
+        KeyStoreError::NotFound { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", error.to_string())
+        }
+        KeyStoreError::NoKey => ApiError::new(StatusCode::CONFLICT, "read_only", error.to_string()),
+        KeyStoreError::BadScope { .. }
+        | KeyStoreError::BadName { .. }
+        | KeyStoreError::TooLarge { .. } => ApiError::bad_request(error.to_string()),
+        other => ApiError::internal("the key store", &other),
+    }
+}
+
+/// Runs a key-store call off the async threads.
+async fn with_keys<T: Send + 'static>(
+    app: &App,
+    work: impl FnOnce(&packbox::KeyStore) -> Result<T, KeyStoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let keys = app.dispatcher.keys().clone();
+    tokio::task::spawn_blocking(move || work(&keys))
+        .await
+        .map_err(|e| ApiError::internal("the key store", &e))?
+        .map_err(key_error)
+}
+
+/// The keys of the key store by scope and name, never a value.
+async fn list_keys(State(app): State<Arc<App>>, request: Request) -> Result<Response, ApiError> {
+    require_admin(&caller_of(&request), "the key store")?;
+    let writable = app.dispatcher.keys().is_open();
+    let keys = with_keys(&app, |keys| keys.list()).await?;
+    Ok(axum::Json(json!({"keys": keys, "writable": writable})).into_response())
+}
+
+async fn set_key(
+    State(app): State<Arc<App>>,
+    Path((scope, name)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let caller = caller_of(&request);
+    require_admin(&caller, "the key store")?;
+    let scope = KeyScope::parse(&scope).map_err(key_error)?;
+    let bytes = read_json_body(&app, request).await?;
+    let body: KeyBody = parse_body(&bytes)?;
+    let who = caller.who().to_string();
+    let (set_scope, set_name) = (scope.clone(), name.clone());
+    with_keys(&app, move |keys| {
+        keys.set(&set_scope, &set_name, &body.value, &who)
+    })
+    .await?;
+    let entry = with_keys(&app, |keys| keys.list())
+        .await?
+        .into_iter()
+        .find(|entry| entry.scope == scope && entry.name == name);
+    Ok(axum::Json(entry).into_response())
+}
+
+async fn remove_key(
+    State(app): State<Arc<App>>,
+    Path((scope, name)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let caller = caller_of(&request);
+    require_admin(&caller, "the key store")?;
+    let scope = KeyScope::parse(&scope).map_err(key_error)?;
+    let who = caller.who().to_string();
+    with_keys(&app, move |keys| keys.remove(&scope, &name, &who)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The query of `GET /v1/audit`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// Changes to the key store, newest first.
+async fn audit(
+    State(app): State<Arc<App>>,
+    query: Result<Query<AuditParams>, QueryRejection>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    require_admin(&caller_of(&request), "the audit trail")?;
+    let Query(params) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (limit, before) = page_bounds(params.limit, params.cursor)?;
+    let page = with_keys(&app, move |keys| keys.changes(before, limit)).await?;
+    Ok(axum::Json(page).into_response())
 }

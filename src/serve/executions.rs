@@ -12,17 +12,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use packbox::{
-    Catalog, Error, Executor, Fault, PackError, ParamError, PlanError, PrepareEvent, RunEvent,
-    RunPlan, RunRequest, Settings,
+    Catalog, Error, Executor, Fault, KeyStore, PackError, ParamError, PlanError, PrepareEvent,
+    RunEvent, RunPlan, RunRequest, Settings,
 };
 use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::disk;
 use super::metrics::Metrics;
 use super::output::OutputLog;
 use super::records::{Accepted, Ending, ExecStatus, NewExecution, Record, Store, StoreError};
+
+/// Plans made at once: planning reads and digests a pack, and holds a request's values.
+const MAX_PLANNING: usize = 4;
+/// Problems of one request reported at most; the last one says how many more there were.
+pub const MAX_PROBLEMS: usize = 50;
 
 /// What a client asks to run.
 pub struct Submission {
@@ -78,6 +84,10 @@ pub enum Refused {
         /// The action the key's execution was for.
         action: String,
     },
+    /// The state folder's disk is nearly full: runs would fill it with records.
+    NoSpace(String),
+    /// The key store could not give the run its keys (the server's log says why).
+    KeyStore,
     /// The records could not be written or read.
     Store(StoreError),
 }
@@ -112,6 +122,8 @@ pub enum CancelRefused {
 /// An execution that is queued or running: how to stop it, its live output, and how to learn
 /// its end.
 pub struct Live {
+    /// The name of the token that started it (who may read and cancel it).
+    pub owner: Option<String>,
     /// Cancelled to stop the execution: a queued one never starts, a running one's action gets
     /// SIGTERM, then SIGKILL after its grace period.
     pub cancel: CancellationToken,
@@ -142,6 +154,10 @@ pub struct Limits {
     pub max_timeout: Duration,
     /// Bytes kept per output stream (the library's `run.max_output`).
     pub max_output: usize,
+    /// What all records may hold; past it the oldest final ones are pruned at once.
+    pub records_max_bytes: u64,
+    /// New executions are refused when the state folder's disk has less free than this.
+    pub min_free_disk: u64,
 }
 
 /// The executions of a server.
@@ -151,6 +167,12 @@ pub struct Dispatcher {
     catalog: Catalog,
     limits: Limits,
     store: Store,
+    /// Where runs' keys come from (empty without a key-encryption key).
+    keys: KeyStore,
+    /// Plans being made: a bound on the memory and CPU requests take before they run.
+    planning: Semaphore,
+    /// Record bytes written since the store was last measured, to prune at once past the bound.
+    written_bytes: AtomicU64,
     /// Run slots: one permit per run at a time.
     slots: Arc<Semaphore>,
     /// Executions accepted and not yet ended (queued or running).
@@ -171,10 +193,13 @@ impl Dispatcher {
         settings: Settings,
         catalog: Catalog,
         limits: Limits,
-        store: Store,
+        (store, keys): (Store, KeyStore),
         metrics: Arc<Metrics>,
     ) -> Dispatcher {
         Dispatcher {
+            keys,
+            planning: Semaphore::new(MAX_PLANNING),
+            written_bytes: AtomicU64::new(0),
             metrics,
             executor,
             settings,
@@ -215,6 +240,11 @@ impl Dispatcher {
         &self.catalog
     }
 
+    /// The key store runs' keys come from.
+    pub fn keys(&self) -> &KeyStore {
+        &self.keys
+    }
+
     /// Executions waiting for a slot.
     pub fn queued(&self) -> usize {
         self.admitted_now().saturating_sub(self.running())
@@ -243,14 +273,24 @@ impl Dispatcher {
         {
             return replayed(existing, &submission.action);
         }
-        let plan = self.plan(&submission).await?;
+        self.check_disk()?;
+        // Admitted before it is planned: a full queue costs a refused request nothing more.
         let ticket = self.admit().ok_or_else(|| Refused::Busy {
             retry_after: self.retry_after(),
         })?;
+        let plan = {
+            let _planning = self
+                .planning
+                .acquire()
+                .await
+                .map_err(|_| Refused::Draining)?;
+            self.plan(&submission).await?
+        };
         let id = uuid::Uuid::new_v4().to_string();
         // Known before it is recorded, so a cancellation never misses it.
         let (ended, _) = watch::channel(None);
         let live = Arc::new(Live {
+            owner: submission.token_name.clone(),
             cancel: CancellationToken::new(),
             output: OutputLog::new(
                 plan.output_scrubber(),
@@ -275,6 +315,7 @@ impl Dispatcher {
             pack_version: plan.pack_version().to_string(),
             pack_digest: plan.pack_digest().to_string(),
             timeout_seconds: plan.timeout().as_secs(),
+            keys: plan.key_uses().to_vec(),
         };
         let record = match self.store.accept(new).await {
             Ok(Accepted::New(record)) => record,
@@ -315,6 +356,7 @@ impl Dispatcher {
         request.params = submission.assignments.clone();
         request.secret_values = submission.secrets.clone();
         request.timeout = submission.timeout;
+        request.keys = Some(self.keys.clone());
         let (settings, catalog) = (self.settings.clone(), self.catalog.clone());
         // Planning reads the pack's files and digests them: off the async threads.
         let planned =
@@ -324,6 +366,60 @@ impl Dispatcher {
         let mut plan = planned.map_err(|e| refusal(&submission.action, e))?;
         plan.limit_timeout(self.limits.max_timeout);
         Ok(plan)
+    }
+
+    /// Refuses new executions while the state folder's disk has less free space than the
+    /// operator keeps: records would fill it.
+    fn check_disk(&self) -> Result<(), Refused> {
+        let Some(free) = disk::free_bytes(self.settings.state_dir.as_path()) else {
+            return Ok(());
+        };
+        if free < self.limits.min_free_disk {
+            tracing::warn!(
+                free,
+                min_free_disk = self.limits.min_free_disk,
+                "refusing executions: the state folder's disk is nearly full"
+            );
+            return Err(Refused::NoSpace(format!(
+                "the server's disk has {} MiB free, less than the {} MiB it keeps free (serve.records.min_free_disk); try again once records are pruned or space is freed",
+                free >> 20,
+                self.limits.min_free_disk >> 20
+            )));
+        }
+        Ok(())
+    }
+
+    /// Prunes at once when the records written since the last measure may have passed the
+    /// store's bound, instead of waiting for the next round.
+    async fn prune_if_over(&self, record: &Record) {
+        let added = (record.stdout.len() + record.stderr.len()) as u64
+            + record
+                .result
+                .as_ref()
+                .map_or(0, |r| r.to_string().len() as u64);
+        let written = self.written_bytes.fetch_add(added, Ordering::Relaxed) + added;
+        // Measuring costs a scan: only once a tenth of the bound was written.
+        if written < self.limits.records_max_bytes / 10 {
+            return;
+        }
+        self.written_bytes.store(0, Ordering::Relaxed);
+        match self.store.size().await {
+            Ok(size) if size.content > self.limits.records_max_bytes => {
+                match self
+                    .store
+                    .prune(self.settings.serve.retention, self.limits.records_max_bytes)
+                    .await
+                {
+                    Ok(pruned) => tracing::info!(
+                        removed = pruned.for_bytes,
+                        "pruned the oldest execution records: the store passed serve.records.max_bytes"
+                    ),
+                    Err(e) => tracing::warn!("pruning records: {}", packbox::error_chain(&e)),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("measuring records: {}", packbox::error_chain(&e)),
+        }
     }
 
     fn admit(self: &Arc<Self>) -> Option<Ticket> {
@@ -385,6 +481,12 @@ impl Dispatcher {
                 let took = started.elapsed();
                 self.note_duration(took);
                 self.metrics.run_took(plan.action_ref(), took.as_secs_f64());
+                if let Ok(outcome) = &outcome
+                    && let Some(egress) = &outcome.egress
+                {
+                    self.metrics
+                        .egress_refused(plan.action_ref(), egress.audit.refused);
+                }
                 ending_of(outcome)
             }
         };
@@ -404,6 +506,9 @@ impl Dispatcher {
         };
         if let Ok(mut map) = self.live.lock() {
             map.remove(&id);
+        }
+        if let Some(record) = &record {
+            self.prune_if_over(record).await;
         }
         live.ended.send_replace(record);
         drop(ticket);
@@ -452,11 +557,14 @@ impl Dispatcher {
     /// Stops a queued or running execution: a queued one never starts; a running one gets
     /// SIGTERM, its grace, then SIGKILL. Returns the record as it is now.
     pub async fn cancel(&self, id: &str) -> Result<Record, CancelRefused> {
-        if let Some(live) = self.live(id) {
+        // Whether it was queued or running when asked: a queued one ends at once once
+        // cancelled, and that ending is this cancellation's, not an earlier one.
+        let live = self.live(id);
+        if let Some(live) = &live {
             live.cancel.cancel();
         }
         match self.store.get(id).await {
-            Ok(Some(record)) if record.status.is_final() && self.live(id).is_none() => {
+            Ok(Some(record)) if record.status.is_final() && live.is_none() => {
                 Err(CancelRefused::Final(Box::new(record)))
             }
             Ok(Some(record)) => Ok(record),
@@ -548,16 +656,27 @@ fn refusal(action: &str, error: PlanError) -> Refused {
             ),
             problems: Vec::new(),
         },
-        PlanError::Param(ParamError::Invalid { action, issues }) => Refused::Invalid {
-            message: format!("invalid parameters for action {action}"),
-            problems: issues
+        PlanError::Param(ParamError::Invalid { action, issues }) => {
+            let more = issues.len().saturating_sub(MAX_PROBLEMS);
+            let mut problems: Vec<ParameterProblem> = issues
                 .into_iter()
+                .take(MAX_PROBLEMS)
                 .map(|issue| ParameterProblem {
-                    parameter: issue.parameter,
-                    message: issue.text,
+                    parameter: short(&issue.parameter, 200),
+                    message: short(&issue.text, 1000),
                 })
-                .collect(),
-        },
+                .collect();
+            if more > 0 {
+                problems.push(ParameterProblem {
+                    parameter: String::new(),
+                    message: format!("and {more} more problems"),
+                });
+            }
+            Refused::Invalid {
+                message: format!("invalid parameters for action {action}"),
+                problems,
+            }
+        }
         PlanError::Param(other) => Refused::Invalid {
             message: other.to_string(),
             problems: Vec::new(),
@@ -566,6 +685,28 @@ fn refusal(action: &str, error: PlanError) -> Refused {
             message: e.to_string(),
             problems: Vec::new(),
         },
+        // The request's values are written as the action's format: a key dotenv cannot hold is
+        // the request's, not the pack's.
+        PlanError::Delivery(e) => Refused::Invalid {
+            message: e.to_string(),
+            problems: Vec::new(),
+        },
+        PlanError::Keys(e) => {
+            tracing::error!("the key store: {}", packbox::error_chain(&e));
+            Refused::KeyStore
+        }
         other => Refused::BrokenPack(packbox::error_chain(&other)),
     }
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary), with `…` when cut.
+pub fn short(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }

@@ -1,6 +1,7 @@
 //! What `/metrics` shows, in the Prometheus text format (OpenMetrics), every series named
 //! `packbox_*`: executions by action and status, their durations, queue depth, runs in flight,
-//! idle pooled containers per kind, environment builds, engine errors, HTTP requests.
+//! idle pooled containers per kind, environment builds, engine errors, HTTP requests, the size of
+//! the execution records.
 //!
 //! Counters and the histogram are updated as things happen; the gauges are read from the
 //! dispatcher when scraped, so they are never stale.
@@ -11,6 +12,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use super::records::StoreSize;
 
 /// The content type of the exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -49,6 +52,10 @@ pub struct Metrics {
     env_builds: Counter,
     engine_errors: Counter,
     requests: Family<Request, Counter>,
+    egress_refused: Family<Action, Counter>,
+    records_bytes: Gauge,
+    records_disk_bytes: Gauge,
+    held_requests: Gauge,
 }
 
 impl Default for Metrics {
@@ -112,7 +119,35 @@ impl Metrics {
             "HTTP requests answered, by route and status code",
             requests.clone(),
         );
+        let egress_refused = Family::<Action, Counter>::default();
+        registry.register(
+            "packbox_egress_refused",
+            "Connection attempts the egress proxy refused, by action",
+            egress_refused.clone(),
+        );
+        let records_bytes = Gauge::default();
+        registry.register(
+            "packbox_records_bytes",
+            "Bytes of output, results and errors the execution records hold (bounded by serve.records.max_bytes)",
+            records_bytes.clone(),
+        );
+        let records_disk_bytes = Gauge::default();
+        registry.register(
+            "packbox_records_disk_bytes",
+            "Bytes of the execution records' database and its write-ahead log on disk",
+            records_disk_bytes.clone(),
+        );
+        let held_requests = Gauge::default();
+        registry.register(
+            "packbox_held_requests",
+            "Requests holding their connection: waits for an execution's end and output followers (bounded by serve.max_waiting)",
+            held_requests.clone(),
+        );
         Metrics {
+            egress_refused,
+            held_requests,
+            records_bytes,
+            records_disk_bytes,
             registry,
             executions,
             durations,
@@ -133,6 +168,17 @@ impl Metrics {
                 status: status.to_string(),
             })
             .inc();
+    }
+
+    /// The egress proxy refused `count` connection attempts of a run of `action`.
+    pub fn egress_refused(&self, action: &str, count: u64) {
+        if count > 0 {
+            self.egress_refused
+                .get_or_create(&Action {
+                    action: action.to_string(),
+                })
+                .inc_by(count);
+        }
     }
 
     /// A run that held a slot took `seconds`.
@@ -170,7 +216,14 @@ impl Metrics {
         queued: usize,
         running: usize,
         warm: impl IntoIterator<Item = (String, String, usize)>,
+        records: StoreSize,
+        held: usize,
     ) -> String {
+        self.held_requests.set(held as i64);
+        self.records_bytes
+            .set(records.content.min(i64::MAX as u64) as i64);
+        self.records_disk_bytes
+            .set(records.on_disk.min(i64::MAX as u64) as i64);
         self.queue_depth.set(queued as i64);
         self.in_flight.set(running as i64);
         self.warm_idle.clear();
@@ -199,7 +252,14 @@ mod tests {
         metrics.run_took("p.a", 0.05);
         metrics.env_build();
         metrics.request("/v1/executions", 201);
-        let text = metrics.render(3, 2, [("p.a".into(), "img:1".into(), 1)]);
+        let size = StoreSize {
+            content: 1234,
+            on_disk: 8192,
+        };
+        let text = metrics.render(3, 2, [("p.a".into(), "img:1".into(), 1)], size, 5);
+        assert!(text.contains("packbox_held_requests 5"), "{text}");
+        assert!(text.contains("packbox_records_bytes 1234"), "{text}");
+        assert!(text.contains("packbox_records_disk_bytes 8192"), "{text}");
         assert!(
             text.contains(r#"packbox_executions_total{action="p.a",status="succeeded"} 2"#),
             "{text}"
@@ -223,7 +283,7 @@ mod tests {
             assert!(line.starts_with("packbox_"), "{line}");
         }
         // A kind that left the pool leaves the exposition.
-        let text = metrics.render(0, 0, []);
+        let text = metrics.render(0, 0, [], StoreSize::default(), 0);
         assert!(!text.contains("img:1"), "{text}");
     }
 }

@@ -16,7 +16,10 @@
 
 pub mod api;
 mod auth;
+mod clip;
+mod disk;
 mod executions;
+mod held;
 mod http;
 mod metrics;
 mod output;
@@ -27,15 +30,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use packbox::{Catalog, Executor, Settings};
+use packbox::{Catalog, Executor, KeyStore, KeyStoreError, Settings};
 use tokio_util::sync::CancellationToken;
 
 use self::auth::{TokenError, Tokens};
 use self::executions::{Dispatcher, Limits};
-use self::records::{Store, StoreError};
+use self::records::{RecordLimits, Store, StoreError};
 
-/// The file of execution records, in the state folder.
-const RECORDS_FILE: &str = "executions.sqlite";
+/// The file of execution records (and the key store), in the state folder.
+const RECORDS_FILE: &str = packbox::KEYSTORE_DATABASE;
 /// The lock that keeps a second server off the same state folder.
 const LOCK_FILE: &str = "serve.lock";
 
@@ -76,6 +79,9 @@ pub enum ServeError {
     /// The execution records could not be opened or written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The key store could not be opened with the key-encryption key given.
+    #[error(transparent)]
+    Keys(#[from] KeyStoreError),
     /// The library failed: settings, catalog or engine.
     #[error(transparent)]
     Library(#[from] packbox::Error),
@@ -99,6 +105,7 @@ impl ServeError {
             | ServeError::PacksMissing(_)
             | ServeError::Tokens(_)
             | ServeError::Exposed { .. } => true,
+            ServeError::Keys(e) => e.is_input(),
             ServeError::Library(e) => e.fault() == packbox::Fault::Input,
             _ => false,
         }
@@ -129,7 +136,18 @@ pub async fn run(
         );
     }
     let _lock = lock_state(&settings.state_dir)?;
-    let store = Store::open(&settings.state_dir.join(RECORDS_FILE))?;
+    let store = Store::open(
+        &settings.state_dir.join(RECORDS_FILE),
+        RecordLimits {
+            output_cap: serve.records.max_output as usize,
+        },
+    )?;
+    let keys = KeyStore::open(&settings.state_dir, settings.keystore.key_file.as_deref())?;
+    if !keys.is_open() {
+        eprintln!(
+            "packbox serve: the key store is empty and read-only: no key-encryption key is set (--key-file, keystore.key_file or PACKBOX_KEY_FILE)"
+        );
+    }
     let abandoned = store.abandon_unfinished().await?;
     for run in &abandoned {
         tracing::warn!(
@@ -164,8 +182,10 @@ pub async fn run(
             max_queue: serve.max_queue,
             max_timeout: serve.max_timeout,
             max_output: settings.run.max_output,
+            records_max_bytes: serve.records.max_bytes,
+            min_free_disk: serve.records.min_free_disk,
         },
-        store.clone(),
+        (store.clone(), keys.clone()),
         Arc::new(metrics::Metrics::new()),
     ));
     let runtimes = Arc::new(Mutex::new(None));
@@ -180,6 +200,7 @@ pub async fn run(
         max_wait: serve.max_wait,
         max_body: serve.max_body,
         client_timeout: serve.client_timeout,
+        held: held::Held::new(serve.held),
     });
     let http_stop = CancellationToken::new();
     let http = tokio::spawn(http::serve(
@@ -192,7 +213,13 @@ pub async fn run(
         },
         http_stop.clone(),
     ));
-    let pruner = tokio::spawn(prune_records(store, serve.retention, stop.clone()));
+    let pruner = tokio::spawn(prune_records(
+        store,
+        keys,
+        serve.retention,
+        serve.records.max_bytes,
+        stop.clone(),
+    ));
     let trimmer = tokio::spawn(trim_pool(Arc::clone(&dispatcher), stop.clone()));
     eprintln!(
         "packbox serve: listening on http://{address} (packs: {})",
@@ -270,17 +297,36 @@ async fn trim_pool(dispatcher: Arc<Dispatcher>, stop: CancellationToken) {
     }
 }
 
-/// Removes old records now and then, until `stop`.
-async fn prune_records(store: Store, retention: packbox::Retention, stop: CancellationToken) {
+/// Removes old records (and key changes, kept as long as failures) now and then, until `stop`.
+async fn prune_records(
+    store: Store,
+    keys: KeyStore,
+    retention: packbox::Retention,
+    max_bytes: u64,
+    stop: CancellationToken,
+) {
     loop {
-        match store.prune(retention).await {
-            Ok(pruned) if pruned.succeeded + pruned.failed > 0 => tracing::info!(
-                succeeded = pruned.succeeded,
-                failed = pruned.failed,
-                "pruned old execution records"
-            ),
+        match store.prune(retention, max_bytes).await {
+            Ok(pruned) if pruned.succeeded + pruned.failed + pruned.for_bytes > 0 => {
+                tracing::info!(
+                    succeeded = pruned.succeeded,
+                    failed = pruned.failed,
+                    for_bytes = pruned.for_bytes,
+                    "pruned old execution records"
+                )
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!("pruning records: {}", packbox::error_chain(&e)),
+        }
+        let keep = retention.failed;
+        let keys = keys.clone();
+        match tokio::task::spawn_blocking(move || keys.prune_changes(keep.max_age, keep.max_count))
+            .await
+        {
+            Ok(Ok(0)) => {}
+            Ok(Ok(pruned)) => tracing::info!(pruned, "pruned old key changes"),
+            Ok(Err(e)) => tracing::warn!("pruning key changes: {}", packbox::error_chain(&e)),
+            Err(_) => tracing::warn!("pruning key changes: the worker stopped"),
         }
         tokio::select! {
             () = tokio::time::sleep(retention.prune_every) => {}

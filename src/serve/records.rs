@@ -3,7 +3,10 @@
 //! the runs that were queued or running are marked `abandoned`.
 //!
 //! Records hold what the API shows: the scrubbed outcome, never a secret or a parameter value
-//! (parameters may be secret; the record names the action, pack version and content instead).
+//! (parameters may be secret; the record names the action, pack version and content instead),
+//! and the names of the secrets a run received with where each came from. They are bounded in
+//! bytes: each output stream is kept up to a cap (head and tail, `clip.rs`), and pruning removes
+//! the oldest final records when all of them hold more than the store's bound.
 //! SQLite calls block, so each runs on tokio's blocking pool, one at a time on one connection:
 //! a handful of small transactions per run is far below what one connection does.
 
@@ -12,13 +15,26 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use packbox::{Outcome, Retention, Status};
+use packbox::{KeyUse, Outcome, Retention, Status};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The schema this code writes; bumped with each change (with a migration).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 3;
+
+/// What turns the schema of one version into the next: `(version, statements)`, applied in
+/// order to a database older than `version` (a new one gets `SCHEMA`, then all of them).
+const MIGRATIONS: &[(i64, &str)] = &[
+    // Version 2: the names of the secrets a run received, and the bytes a record holds.
+    (
+        2,
+        "ALTER TABLE executions ADD COLUMN keys TEXT;
+         ALTER TABLE executions ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;",
+    ),
+    // Version 3: what runs with an egress grant reached.
+    (3, "ALTER TABLE executions ADD COLUMN egress TEXT;"),
+];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS executions (
@@ -61,7 +77,7 @@ CREATE INDEX IF NOT EXISTS executions_action ON executions (action, seq);
 const COLUMNS: &str = "seq, id, action, status, token_name, idempotency_key, exec_id, pack_version,
     pack_digest, timeout_seconds, exit_code, result, stdout, stderr, stdout_truncated,
     stderr_truncated, error, sandbox, image, runtime, runtime_version, duration_ms, prepare_ms,
-    queued_at, started_at, finished_at, result_truncated, result_error";
+    queued_at, started_at, finished_at, result_truncated, result_error, keys, egress";
 
 /// The record store could not do its work.
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +219,9 @@ pub struct Record {
     pub token_name: Option<String>,
     /// The client's `Idempotency-Key`: the same token sending it again gets this execution.
     pub idempotency_key: Option<String>,
+    /// The names of the secrets the run received (never their values), each with where it came
+    /// from: a key-store scope (`system`, `pack:<ref>`, `action:<pack.action>`) or `request`.
+    pub keys: Vec<KeyUse>,
     /// The run's `ATTUNE_EXEC_ID`, and its container's `packbox.exec_id` label.
     pub exec_id: Option<String>,
     /// The pack's `version` when the run was accepted.
@@ -231,6 +250,10 @@ pub struct Record {
     pub error: Option<String>,
     /// The sandbox settings that were applied, as the outcome reports them.
     pub sandbox: Option<Value>,
+    /// For a run with an egress grant: the grant and every connection attempt through the
+    /// proxy, as the outcome reports them (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Value>,
     /// The image the action ran in.
     pub image: Option<String>,
     /// The catalog's name for the runtime the action ran on.
@@ -266,6 +289,8 @@ pub struct NewExecution {
     pub pack_digest: String,
     /// The run's time limit.
     pub timeout_seconds: u64,
+    /// The names of the secrets the run receives, and where each comes from.
+    pub keys: Vec<KeyUse>,
 }
 
 /// What recording a new execution gave.
@@ -304,6 +329,8 @@ pub struct Ending {
     pub error: Option<String>,
     /// See [`Record::sandbox`].
     pub sandbox: Option<Value>,
+    /// See [`Record::egress`].
+    pub egress: Option<Value>,
     /// See [`Record::image`].
     pub image: Option<String>,
     /// See [`Record::runtime`].
@@ -332,12 +359,42 @@ impl Ending {
             stderr_truncated: outcome.stderr_truncated,
             error: outcome.error,
             sandbox: serde_json::to_value(&outcome.sandbox).ok(),
+            egress: outcome
+                .egress
+                .as_ref()
+                .and_then(|egress| serde_json::to_value(egress).ok()),
             image: Some(outcome.image),
             runtime: Some(outcome.runtime),
             runtime_version: Some(outcome.runtime_version),
             duration_ms: Some(outcome.duration_ms),
             prepare_ms: Some(outcome.prepare_ms),
         }
+    }
+
+    /// This ending as a record keeps it: each stream at most `cap` bytes (head and tail), a
+    /// result larger than `cap` left out, and the record says so.
+    fn clipped(mut self, cap: usize) -> Ending {
+        let (stdout, cut) = super::clip::clip_text(self.stdout, cap);
+        self.stdout = stdout;
+        self.stdout_truncated |= cut;
+        let (stderr, cut) = super::clip::clip_text(self.stderr, cap);
+        self.stderr = stderr;
+        self.stderr_truncated |= cut;
+        if let Some(error) = self.error.take() {
+            self.error = Some(super::clip::clip_text(error, cap).0);
+        }
+        if self
+            .result
+            .as_ref()
+            .is_some_and(|result| !super::clip::fits(result, cap))
+        {
+            self.result = None;
+            self.result_truncated = true;
+            self.result_error = Some(format!(
+                "the result is larger than the {cap} bytes a record keeps (serve.records.max_output)"
+            ));
+        }
+        self
     }
 
     /// The ending of a run that never produced an outcome.
@@ -355,6 +412,7 @@ impl Ending {
             stderr_truncated: false,
             error: Some(error),
             sandbox: None,
+            egress: None,
             image: None,
             runtime: None,
             runtime_version: None,
@@ -367,6 +425,8 @@ impl Ending {
 /// Which records a listing wants, newest first.
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {
+    /// Only executions started by the token of this name (a token that reads only its own).
+    pub token: Option<String>,
     /// Only this action's executions.
     pub action: Option<String>,
     /// Only executions in this status.
@@ -380,7 +440,7 @@ pub struct ListQuery {
 /// One page of a listing: records without their output, and where the next page starts.
 #[derive(Debug, Serialize)]
 pub struct Page {
-    /// The records, newest first, without `stdout`, `stderr`, `result` and `sandbox`.
+    /// The records, newest first, without `stdout`, `stderr`, `result`, `sandbox` and `egress`.
     pub executions: Vec<Value>,
     /// The `before` of the next page; `None` on the last page.
     pub next_cursor: Option<String>,
@@ -402,17 +462,45 @@ pub struct Pruned {
     pub succeeded: usize,
     /// Records of every other final status removed.
     pub failed: usize,
+    /// Final records removed, oldest first, to bring the store under its bound in bytes.
+    pub for_bytes: usize,
+}
+
+/// How much of a run a record keeps.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordLimits {
+    /// Bytes kept of each output stream (head and tail), and the largest result kept.
+    pub output_cap: usize,
+}
+
+impl Default for RecordLimits {
+    fn default() -> Self {
+        RecordLimits {
+            output_cap: 1 << 20,
+        }
+    }
+}
+
+/// The size of the record store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreSize {
+    /// Bytes of output, results and errors the records hold (what pruning by bytes bounds).
+    pub content: u64,
+    /// Bytes of the database file and its write-ahead log on disk.
+    pub on_disk: u64,
 }
 
 /// The execution records of one server.
 #[derive(Clone, Debug)]
 pub struct Store {
     connection: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    limits: RecordLimits,
 }
 
 impl Store {
     /// Opens (creating when needed, readable by the owner only) the database at `path`.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path, limits: RecordLimits) -> Result<Store, StoreError> {
         let file_error = |source| StoreError::File {
             path: path.to_path_buf(),
             source,
@@ -453,11 +541,18 @@ impl Store {
             });
         }
         connection.execute_batch(SCHEMA).map_err(open_error)?;
+        for (version, statements) in MIGRATIONS {
+            if *version > found.max(1) {
+                connection.execute_batch(statements).map_err(open_error)?;
+            }
+        }
         connection
             .pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(open_error)?;
         Ok(Store {
             connection: Arc::new(Mutex::new(connection)),
+            path: path.to_path_buf(),
+            limits,
         })
     }
 
@@ -498,10 +593,11 @@ impl Store {
                     return Ok(Accepted::Existing(existing));
                 }
             }
+            let keys = serde_json::to_string(&new.keys).unwrap_or_else(|_| "[]".into());
             tx.execute(
                 "INSERT INTO executions (id, action, status, token_name, idempotency_key,
-                    pack_version, pack_digest, timeout_seconds, queued_at)
-                 VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8)",
+                    pack_version, pack_digest, timeout_seconds, queued_at, keys)
+                 VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     new.id,
                     new.action,
@@ -511,6 +607,7 @@ impl Store {
                     new.pack_digest,
                     new.timeout_seconds as i64,
                     now_ms(),
+                    keys,
                 ],
             )
             .map_err(query("recording a new execution"))?;
@@ -581,15 +678,25 @@ impl Store {
     /// ended keeps its first ending.
     pub async fn finish(&self, id: &str, ending: Ending) -> Result<Option<Record>, StoreError> {
         let id = id.to_string();
+        let ending = ending.clipped(self.limits.output_cap);
         self.call(move |connection| {
             let result = ending
                 .result
                 .as_ref()
                 .map(|r| serde_json::to_string(r).unwrap_or_default());
+            let bytes = ending.stdout.len()
+                + ending.stderr.len()
+                + result.as_ref().map_or(0, String::len)
+                + ending.error.as_ref().map_or(0, String::len)
+                + ending.result_error.as_ref().map_or(0, String::len);
             let sandbox = ending
                 .sandbox
                 .as_ref()
                 .map(|s| serde_json::to_string(s).unwrap_or_default());
+            let egress = ending
+                .egress
+                .as_ref()
+                .map(|e| serde_json::to_string(e).unwrap_or_default());
             connection
                 .execute(
                     "UPDATE executions SET status = ?2, exec_id = COALESCE(?3, exec_id),
@@ -597,7 +704,7 @@ impl Store {
                         stdout_truncated = ?8, stderr_truncated = ?9, error = ?10, sandbox = ?11,
                         image = ?12, runtime = ?13, runtime_version = ?14, duration_ms = ?15,
                         prepare_ms = ?16, finished_at = ?17, result_truncated = ?18,
-                        result_error = ?19
+                        result_error = ?19, bytes = ?20, egress = ?21
                      WHERE id = ?1 AND status IN ('queued', 'running')",
                     params![
                         id,
@@ -619,6 +726,8 @@ impl Store {
                         now_ms(),
                         ending.result_truncated,
                         ending.result_error,
+                        bytes as i64,
+                        egress,
                     ],
                 )
                 .map_err(query("recording how an execution ended"))?;
@@ -640,7 +749,7 @@ impl Store {
                 .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM executions
                      WHERE (?1 IS NULL OR action = ?1) AND (?2 IS NULL OR status = ?2)
-                       AND (?3 IS NULL OR seq < ?3)
+                       AND (?3 IS NULL OR seq < ?3) AND (?5 IS NULL OR token_name = ?5)
                      ORDER BY seq DESC LIMIT ?4"
                 ))
                 .map_err(query("listing executions"))?;
@@ -651,6 +760,7 @@ impl Store {
                         list.status.map(ExecStatus::as_str),
                         list.before,
                         list.limit as i64 + 1,
+                        list.token,
                     ],
                     |row| Ok((row.get::<_, i64>(0)?, record_from_row(row)?)),
                 )
@@ -715,9 +825,35 @@ impl Store {
         .await
     }
 
-    /// Removes final records past their class's age or count (successes, and everything else);
-    /// queued and running ones are never touched.
-    pub async fn prune(&self, retention: Retention) -> Result<Pruned, StoreError> {
+    /// The store's size: what the records hold, and the files on disk.
+    pub async fn size(&self) -> Result<StoreSize, StoreError> {
+        let path = self.path.clone();
+        self.call(move |connection| {
+            let content: i64 = connection
+                .query_row(
+                    "SELECT COALESCE(SUM(bytes), 0) FROM executions",
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(query("measuring the records"))?;
+            let mut on_disk = 0;
+            for suffix in ["", "-wal"] {
+                let mut file = path.clone().into_os_string();
+                file.push(suffix);
+                on_disk += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            }
+            Ok(StoreSize {
+                content: content.max(0) as u64,
+                on_disk,
+            })
+        })
+        .await
+    }
+
+    /// Removes final records past their class's age or count (successes, and everything else),
+    /// then the oldest final records while all of them hold more than `max_bytes`; queued and
+    /// running ones are never touched.
+    pub async fn prune(&self, retention: Retention, max_bytes: u64) -> Result<Pruned, StoreError> {
         self.call(move |connection| {
             let now = now_ms();
             let mut pruned = Pruned::default();
@@ -752,10 +888,46 @@ impl Store {
                     )
                     .map_err(query("pruning surplus executions"))?;
             }
+            pruned.for_bytes = prune_bytes(connection, max_bytes)?;
             Ok(pruned)
         })
         .await
     }
+}
+
+/// Removes the oldest final records until all records hold at most `max_bytes`.
+fn prune_bytes(connection: &Connection, max_bytes: u64) -> Result<usize, StoreError> {
+    let total: i64 = connection
+        .query_row(
+            "SELECT COALESCE(SUM(bytes), 0) FROM executions",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(query("measuring the records"))?;
+    let excess = total.saturating_sub(max_bytes.min(i64::MAX as u64) as i64);
+    if excess <= 0 {
+        return Ok(0);
+    }
+    // The newest final record whose removal, with every older one, frees enough.
+    let cutoff: Option<i64> = connection
+        .query_row(
+            "SELECT seq FROM (
+                SELECT seq, SUM(bytes) OVER (ORDER BY seq) AS freed FROM executions
+                WHERE status NOT IN ('queued', 'running'))
+             WHERE freed >= ?1 ORDER BY seq LIMIT 1",
+            params![excess],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(query("finding records to prune"))?;
+    // None: even every final record is not enough, and all of them go.
+    let cutoff = cutoff.unwrap_or(i64::MAX);
+    connection
+        .execute(
+            "DELETE FROM executions WHERE status NOT IN ('queued', 'running') AND seq <= ?1",
+            params![cutoff],
+        )
+        .map_err(query("pruning records for space"))
 }
 
 fn query(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -775,6 +947,7 @@ fn get_in(connection: &Connection, id: &str) -> Result<Option<Record>, StoreErro
 
 fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
     let json = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
+    let keys: Option<String> = row.get(28)?;
     let status: String = row.get(3)?;
     let token_name: String = row.get(4)?;
     Ok(Record {
@@ -783,6 +956,9 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
         status: ExecStatus::parse(&status).unwrap_or(ExecStatus::Error),
         token_name: (!token_name.is_empty()).then_some(token_name),
         idempotency_key: row.get(5)?,
+        keys: keys
+            .and_then(|k| serde_json::from_str(&k).ok())
+            .unwrap_or_default(),
         exec_id: row.get(6)?,
         pack_version: row.get(7)?,
         pack_digest: row.get(8)?,
@@ -805,6 +981,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
         queued_at: rfc3339(row.get(23)?),
         started_at: row.get::<_, Option<i64>>(24)?.map(rfc3339),
         finished_at: row.get::<_, Option<i64>>(25)?.map(rfc3339),
+        egress: json(row.get(29)?),
     })
 }
 
@@ -812,7 +989,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
 fn summary(record: &Record) -> Value {
     let mut value = serde_json::to_value(record).unwrap_or(Value::Null);
     if let Some(object) = value.as_object_mut() {
-        for heavy in ["stdout", "stderr", "result", "sandbox"] {
+        for heavy in ["stdout", "stderr", "result", "sandbox", "egress"] {
             object.remove(heavy);
         }
     }
@@ -839,7 +1016,8 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("records.sqlite")).expect("open");
+        let store =
+            Store::open(&dir.path().join("records.sqlite"), RecordLimits::default()).expect("open");
         (dir, store)
     }
 
@@ -852,6 +1030,7 @@ mod tests {
             pack_version: "1.0.0".into(),
             pack_digest: "d".repeat(64),
             timeout_seconds: 60,
+            keys: Vec::new(),
         }
     }
 
@@ -996,7 +1175,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("records.sqlite");
         {
-            let store = Store::open(&path).expect("open");
+            let store = Store::open(&path, RecordLimits::default()).expect("open");
             accepted(&store, new("queued", None, None)).await;
             accepted(&store, new("running", None, None)).await;
             store.running("running").await.expect("running");
@@ -1010,7 +1189,7 @@ mod tests {
                 .await
                 .expect("finish");
         }
-        let store = Store::open(&path).expect("reopen");
+        let store = Store::open(&path, RecordLimits::default()).expect("reopen");
         let mut abandoned = store.abandon_unfinished().await.expect("abandon");
         abandoned.sort_by(|a, b| a.id.cmp(&b.id));
         assert_eq!(abandoned.len(), 2);
@@ -1062,13 +1241,14 @@ mod tests {
             },
             prune_every: Duration::from_secs(60),
         };
-        let pruned = store.prune(retention).await.expect("prune");
+        let pruned = store.prune(retention, u64::MAX).await.expect("prune");
         // ok4 by age, then ok0 and ok1 by count; bad4 by age, then bad0 by count.
         assert_eq!(
             pruned,
             Pruned {
                 succeeded: 3,
-                failed: 2
+                failed: 2,
+                for_bytes: 0,
             }
         );
         let left: Vec<String> = store
@@ -1083,6 +1263,144 @@ mod tests {
             .map(|e| e["id"].as_str().unwrap_or("").to_string())
             .collect();
         assert_eq!(left, ["live", "bad3", "ok3", "bad2", "ok2", "bad1"]);
+    }
+
+    #[tokio::test]
+    async fn a_listing_for_one_token_holds_only_its_executions() {
+        let (_dir, store) = store();
+        accepted(&store, new("a1", Some("team-a"), None)).await;
+        accepted(&store, new("b1", Some("team-b"), None)).await;
+        accepted(&store, new("a2", Some("team-a"), None)).await;
+        let page = store
+            .list(ListQuery {
+                token: Some("team-a".into()),
+                limit: 10,
+                ..ListQuery::default()
+            })
+            .await
+            .expect("list");
+        let ids: Vec<&str> = page
+            .executions
+            .iter()
+            .filter_map(|e| e["id"].as_str())
+            .collect();
+        assert_eq!(ids, ["a2", "a1"]);
+    }
+
+    #[tokio::test]
+    async fn key_names_are_kept_with_their_scopes() {
+        let (_dir, store) = store();
+        let mut execution = new("e1", Some("ci"), None);
+        execution.keys = vec![
+            KeyUse {
+                name: "api_key".into(),
+                scope: "pack:p".into(),
+            },
+            KeyUse {
+                name: "token".into(),
+                scope: "request".into(),
+            },
+        ];
+        let record = accepted(&store, execution.clone()).await;
+        assert_eq!(record.keys, execution.keys);
+        let value = serde_json::to_value(&record).expect("json");
+        assert_eq!(value["keys"][0]["scope"], "pack:p");
+    }
+
+    #[tokio::test]
+    async fn long_output_is_kept_as_head_and_tail_and_the_store_is_pruned_by_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            &dir.path().join("records.sqlite"),
+            RecordLimits { output_cap: 1000 },
+        )
+        .expect("open");
+        for n in 0..6 {
+            let id = format!("e{n}");
+            accepted(&store, new(&id, None, None)).await;
+            let mut ending = ended(ExecStatus::Succeeded);
+            ending.stdout = format!("HEAD{}TAIL", "o".repeat(50_000));
+            ending.stderr = "e".repeat(200);
+            ending.result = Some(Value::String("r".repeat(5000)));
+            let record = store
+                .finish(&id, ending)
+                .await
+                .expect("finish")
+                .expect("there");
+            assert!(record.stdout.starts_with("HEAD") && record.stdout.ends_with("TAIL"));
+            assert!(record.stdout.len() < 1200, "{}", record.stdout.len());
+            assert!(record.stdout_truncated && !record.stderr_truncated);
+            assert_eq!(record.result, None);
+            assert!(record.result_truncated);
+            assert!(
+                record
+                    .result_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("1000 bytes"))
+            );
+        }
+        accepted(&store, new("live", None, None)).await;
+        let before = store.size().await.expect("size");
+        assert!(before.content > 6 * 1000, "{before:?}");
+        assert!(before.on_disk > 0);
+        let retention = Retention {
+            succeeded: Keep {
+                max_age: Duration::from_secs(86400),
+                max_count: 100,
+            },
+            failed: Keep {
+                max_age: Duration::from_secs(86400),
+                max_count: 100,
+            },
+            prune_every: Duration::from_secs(60),
+        };
+        let bound = before.content / 2;
+        let pruned = store.prune(retention, bound).await.expect("prune");
+        assert!(pruned.for_bytes >= 3, "{pruned:?}");
+        let after = store.size().await.expect("size");
+        assert!(after.content <= bound, "{after:?} > {bound}");
+        // The newest stay, and a live one is never pruned.
+        assert!(store.get("e5").await.expect("get").is_some());
+        assert!(store.get("e0").await.expect("get").is_none());
+        assert!(store.get("live").await.expect("get").is_some());
+        let all = store.prune(retention, 0).await.expect("prune");
+        assert!(all.for_bytes >= 1);
+        assert!(store.get("live").await.expect("get").is_some());
+    }
+
+    #[test]
+    fn a_first_version_database_gains_the_new_columns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("records.sqlite");
+        {
+            let connection = Connection::open(&path).expect("open");
+            connection.execute_batch(SCHEMA).expect("v1 schema");
+            connection
+                .pragma_update(None, "user_version", 1)
+                .expect("v1");
+            connection
+                .execute(
+                    "INSERT INTO executions (id, action, status, timeout_seconds, queued_at)
+                     VALUES ('old', 'p.a', 'succeeded', 60, 0)",
+                    [],
+                )
+                .expect("an old record");
+        }
+        let store = Store::open(&path, RecordLimits::default()).expect("migrated");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let old = runtime
+            .block_on(store.get("old"))
+            .expect("get")
+            .expect("kept");
+        assert!(old.keys.is_empty());
+        assert!(old.egress.is_none());
+        let version: i64 = Connection::open(&path)
+            .expect("open")
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[tokio::test]
@@ -1108,7 +1426,7 @@ mod tests {
             .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .expect("set");
         drop(connection);
-        let err = Store::open(&path).expect_err("newer");
+        let err = Store::open(&path, RecordLimits::default()).expect_err("newer");
         assert!(err.to_string().contains("newer"), "{err}");
     }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::PackDelivery;
+use crate::egress::config::EgressLayer;
+use crate::egress::policy::NetworkRule;
 use crate::sandbox::isolation::IsolationRule;
 
 /// One layer of settings (the flags, or the config file): every field optional.
@@ -46,8 +48,17 @@ pub struct SettingsLayer {
     /// The `client:` section: `packbox run` sending runs to a server.
     #[serde(default)]
     pub client: ClientLayer,
+    /// The `keystore:` section: the key-encryption key and which keys runs receive.
+    #[serde(default)]
+    pub keystore: KeystoreLayer,
     /// Isolation rules: `[{match: "payments.*", level: strict}]` (config file only).
     pub isolation: Option<Vec<IsolationRule>>,
+    /// Network grants: `[{match: "core.http_*", egress: ["api.github.com:443"]}]` (config file
+    /// only).
+    pub network: Option<Vec<NetworkRule>>,
+    /// The `egress:` section: how grants are enforced (the proxy's networks, names, refusals).
+    #[serde(default)]
+    pub egress: EgressLayer,
 }
 
 /// Sandbox settings of one layer; each overrides one default.
@@ -132,6 +143,18 @@ pub struct ClientLayer {
     pub ca_file: Option<PathBuf>,
 }
 
+/// Key-store settings of one layer (the `keystore:` section of the config file).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct KeystoreLayer {
+    /// The key-encryption key: a file of 64 hex digits, outside the state folder.
+    pub key_file: Option<PathBuf>,
+    /// Which keys a run receives: `declared` (its `secret: true` parameters) or `all` (also
+    /// every key of its pack and action scopes).
+    pub inject: Option<String>,
+}
+
 /// `packbox serve` settings of one layer (the `serve:` section of the config file).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,6 +188,32 @@ pub struct ServeLayer {
     /// The `retention:` section: how long execution records are kept.
     #[serde(default)]
     pub retention: RetentionLayer,
+    /// The `records:` section: how many bytes execution records may take.
+    #[serde(default)]
+    pub records: RecordsLayer,
+    /// Requests that hold their connection (`wait`, output followers) at most at once; past
+    /// it they get 429.
+    pub max_waiting: Option<u64>,
+    /// Followers of one execution's output at most at once.
+    pub max_followers_per_execution: Option<u64>,
+    /// Requests one token may hold open (followers and waits) at once.
+    pub max_held_per_token: Option<u64>,
+    /// Connections kept free of held requests, for health checks and short requests.
+    pub reserved_connections: Option<u64>,
+}
+
+/// Record-size settings of one layer.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RecordsLayer {
+    /// What all records may hold (output, results, errors); the oldest final ones are pruned
+    /// past it.
+    pub max_bytes: Option<Size>,
+    /// Bytes a record keeps of each output stream (head and tail) and of a result.
+    pub max_output: Option<Size>,
+    /// New executions are refused (507) when the state folder's disk has less free than this.
+    pub min_free_disk: Option<Size>,
 }
 
 /// Warm-pool settings of one layer.

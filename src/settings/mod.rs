@@ -14,13 +14,16 @@
 //!
 //! By job: `layers.rs` (a layer as written), `sources.rs` (the config file and the environment),
 //! `resolve.rs` (the resolver and the top-level, `run:` and `build:` settings), `sandbox.rs` (the
-//! `sandbox:` section and isolation rules), `serve.rs` (the `serve:` and `client:` sections),
-//! `bounds.rs` (ranges, ceilings and checks), `values.rs` (what settings resolve to, with
+//! `sandbox:` section and isolation rules), `network.rs` (the network rules and the `egress:`
+//! section), `serve.rs` (the `serve:` and `client:` sections), `keystore.rs` (the `keystore:`
+//! section), `bounds.rs` (ranges, ceilings and checks), `values.rs` (what settings resolve to, with
 //! defaults), `show.rs` (what `config show` prints), `error.rs`.
 
 mod bounds;
 mod error;
+mod keystore;
 mod layers;
+mod network;
 mod resolve;
 mod sandbox;
 mod serve;
@@ -31,17 +34,21 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use error::SettingsError;
+pub use keystore::{KeyInjection, KeystoreSettings};
 pub use layers::{
-    Age, BuildLayer, ClientLayer, KeepLayer, RetentionLayer, RunLayer, SandboxLayer, ServeLayer,
-    SettingsLayer, Size, WarmLayer, parse_size,
+    Age, BuildLayer, ClientLayer, KeepLayer, KeystoreLayer, RecordsLayer, RetentionLayer, RunLayer,
+    SandboxLayer, ServeLayer, SettingsLayer, Size, WarmLayer, parse_size,
 };
 pub use show::{ShownSetting, Source};
 pub use sources::Environment;
 pub use values::{
-    Backend, ClientSettings, DEFAULT_GRACE, DEFAULT_MAX_OUTPUT, HiddenText, Keep, PackDelivery,
-    Retention, RunDefaults, ServeSettings, WarmSettings, serve_defaults,
+    Backend, ClientSettings, DEFAULT_GRACE, DEFAULT_MAX_OUTPUT, HeldLimits, HiddenText, Keep,
+    PackDelivery, RecordBounds, Retention, RunDefaults, ServeSettings, WarmSettings,
+    serve_defaults,
 };
 
+use crate::egress::config::EgressSettings;
+use crate::egress::policy::NetworkPolicy;
 use crate::engine::endpoint::{self, Endpoint};
 use crate::image::env::BuildSettings;
 use crate::sandbox::SandboxPolicy;
@@ -71,6 +78,10 @@ pub struct Settings {
     pub sandbox: SandboxPolicy,
     /// Which actions run at which isolation level.
     pub isolation: IsolationPolicy,
+    /// Which actions may reach which destinations.
+    pub network: NetworkPolicy,
+    /// How network grants are enforced.
+    pub egress: EgressSettings,
     /// Limits of every run, unless a request says otherwise.
     pub run: RunDefaults,
     /// How environment images are built: package sources, proxies, limits.
@@ -79,6 +90,8 @@ pub struct Settings {
     pub serve: ServeSettings,
     /// Where `packbox run` sends runs, when to a server.
     pub client: ClientSettings,
+    /// The key store: its key-encryption key and which keys runs receive.
+    pub keystore: KeystoreSettings,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
     shown: Vec<ShownSetting>,

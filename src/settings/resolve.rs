@@ -182,10 +182,12 @@ impl Resolver<'_> {
             runtimes.as_ref().map_or(Source::Default, |p| p.source),
         );
         let (sandbox, isolation) = self.sandbox(&backend.value)?;
+        let (network_policy, egress) = self.network()?;
         let run = self.run_defaults()?;
         let build = self.build(env)?;
         let serve = self.serve(env)?;
         let client = self.client(env)?;
+        let keystore = self.keystore()?;
         Ok(Settings {
             endpoint,
             pack_delivery,
@@ -196,10 +198,13 @@ impl Resolver<'_> {
             runtimes: runtimes.map(|p| p.value),
             sandbox,
             isolation,
+            network: network_policy,
+            egress,
             run,
             build,
             serve,
             client,
+            keystore,
             config_file,
             shown: self.shown,
         })

@@ -11,6 +11,71 @@ use super::sources::Environment;
 use super::*;
 
 impl Resolver<'_> {
+    /// The `serve.records:` section: the store's bound in bytes, what a record keeps, the free
+    /// disk below which runs are refused.
+    fn records(&mut self) -> Result<RecordBounds, SettingsError> {
+        use serve_defaults as d;
+        let max_bytes = self.setting(
+            "serve.records.max_bytes",
+            |l| l.serve.records.max_bytes.map(|s| s.0),
+            d::RECORDS_MAX_BYTES,
+            |v| in_range(*v, 1 << 20, 1 << 50, "1m", "1p"),
+        )?;
+        let max_output = self.setting(
+            "serve.records.max_output",
+            |l| l.serve.records.max_output.map(|s| s.0),
+            d::RECORDS_MAX_OUTPUT,
+            |v| in_range(*v, 1 << 10, 1 << 30, "1k", "1g"),
+        )?;
+        let min_free_disk = self.setting(
+            "serve.records.min_free_disk",
+            |l| l.serve.records.min_free_disk.map(|s| s.0),
+            d::RECORDS_MIN_FREE_DISK,
+            |v| in_range(*v, 0, 1 << 50, "0", "1p"),
+        )?;
+        Ok(RecordBounds {
+            max_bytes: max_bytes.value,
+            max_output: max_output.value,
+            min_free_disk: min_free_disk.value,
+        })
+    }
+
+    /// Bounds on held requests (waits, output followers), checked against the connections.
+    fn held(&mut self, max_connections: u64) -> Result<HeldLimits, SettingsError> {
+        use serve_defaults as d;
+        let count = |min: u64, max: u64| move |v: &u64| count_in_range(*v, min, max);
+        let reserved = self.setting(
+            "serve.reserved_connections",
+            |l| l.serve.reserved_connections,
+            d::RESERVED_CONNECTIONS.min(max_connections / 2),
+            count(0, max_connections.saturating_sub(1)),
+        )?;
+        let max_waiting = self.setting(
+            "serve.max_waiting",
+            |l| l.serve.max_waiting,
+            d::MAX_WAITING.min(max_connections - reserved.value),
+            count(1, (max_connections - reserved.value).max(1)),
+        )?;
+        let per_execution = self.setting(
+            "serve.max_followers_per_execution",
+            |l| l.serve.max_followers_per_execution,
+            d::MAX_FOLLOWERS_PER_EXECUTION,
+            count(1, 100_000),
+        )?;
+        let per_token = self.setting(
+            "serve.max_held_per_token",
+            |l| l.serve.max_held_per_token,
+            d::MAX_HELD_PER_TOKEN,
+            count(1, 1_000_000),
+        )?;
+        Ok(HeldLimits {
+            max_waiting: max_waiting.value as usize,
+            per_execution: per_execution.value as usize,
+            per_token: per_token.value as usize,
+            reserved_connections: reserved.value as usize,
+        })
+    }
+
     /// The `client:` settings: the server's URL (checked), the token from the environment.
     pub(super) fn client(&mut self, env: &Environment) -> Result<ClientSettings, SettingsError> {
         let server = self.pick(|l| l.client.server.clone());
@@ -205,7 +270,11 @@ impl Resolver<'_> {
             d::FAILED_COUNT,
             count(1, u64::MAX >> 1),
         )?;
+        let records = self.records()?;
+        let held = self.held(max_connections.value)?;
         Ok(ServeSettings {
+            records,
+            held,
             // Checked above.
             listen: listen
                 .value

@@ -4,8 +4,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::layers::{BuildLayer, ClientLayer, RunLayer, SandboxLayer, ServeLayer, SettingsLayer};
+use super::layers::{
+    BuildLayer, ClientLayer, KeystoreLayer, RunLayer, SandboxLayer, ServeLayer, SettingsLayer,
+};
 use super::{PackDelivery, SettingsError};
+use crate::egress::config::EgressLayer;
 use crate::engine::endpoint;
 
 /// The largest config file packbox reads.
@@ -117,6 +120,11 @@ pub(super) fn env_layer(env: &Environment) -> Result<SettingsLayer, SettingsErro
         sandbox: SandboxLayer::default(),
         run: RunLayer::default(),
         isolation: None,
+        network: None,
+        egress: EgressLayer {
+            proxy_binary: path("PACKBOX_EGRESS_PROXY"),
+            ..EgressLayer::default()
+        },
         build: BuildLayer {
             ca_bundle: path("PACKBOX_BUILD_CA_BUNDLE"),
             pip_index_url: text("PACKBOX_PIP_INDEX_URL"),
@@ -137,6 +145,10 @@ pub(super) fn env_layer(env: &Environment) -> Result<SettingsLayer, SettingsErro
         client: ClientLayer {
             server: text("PACKBOX_SERVER"),
             ca_file: path("PACKBOX_SERVER_CA_FILE"),
+        },
+        keystore: KeystoreLayer {
+            key_file: path("PACKBOX_KEY_FILE"),
+            inject: None,
         },
     })
 }

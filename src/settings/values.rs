@@ -99,6 +99,37 @@ pub struct ServeSettings {
     pub warm: WarmSettings,
     /// How long execution records are kept.
     pub retention: Retention,
+    /// How many bytes execution records may take.
+    pub records: RecordBounds,
+    /// How many requests may hold their connection (waits, followers).
+    pub held: HeldLimits,
+}
+
+/// How many bytes execution records may take, and when the disk is too full for new runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordBounds {
+    /// What all records may hold; the oldest final ones are pruned past it.
+    pub max_bytes: u64,
+    /// Bytes a record keeps of each output stream (head and tail) and of a result.
+    pub max_output: u64,
+    /// New executions are refused (507) when the state folder's disk has less free than this.
+    pub min_free_disk: u64,
+}
+
+/// Bounds on requests that hold their connection: waits for an execution's end and followers
+/// of its output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeldLimits {
+    /// Held requests at most, in all.
+    pub max_waiting: usize,
+    /// Followers of one execution at most.
+    pub per_execution: usize,
+    /// Held requests of one token at most.
+    pub per_token: usize,
+    /// Connections kept free of held requests.
+    pub reserved_connections: usize,
 }
 
 /// `packbox run` as a client of a server.
@@ -163,6 +194,18 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// Default bytes kept per output stream: 10 MiB.
 pub const DEFAULT_MAX_OUTPUT: usize = 10 << 20;
 
+impl Default for HeldLimits {
+    fn default() -> Self {
+        use serve_defaults as d;
+        HeldLimits {
+            max_waiting: d::MAX_WAITING as usize,
+            per_execution: d::MAX_FOLLOWERS_PER_EXECUTION as usize,
+            per_token: d::MAX_HELD_PER_TOKEN as usize,
+            reserved_connections: d::RESERVED_CONNECTIONS as usize,
+        }
+    }
+}
+
 /// Defaults of `packbox serve`.
 pub mod serve_defaults {
     use std::time::Duration;
@@ -202,4 +245,18 @@ pub mod serve_defaults {
     pub const FAILED_COUNT: u64 = 100_000;
     /// Old records are pruned every five minutes.
     pub const PRUNE_EVERY: Duration = Duration::from_secs(300);
+    /// All records hold at most 1 GiB of output, results and errors.
+    pub const RECORDS_MAX_BYTES: u64 = 1 << 30;
+    /// A record keeps 1 MiB of each stream (512 KiB of head and of tail) and of a result.
+    pub const RECORDS_MAX_OUTPUT: u64 = 1 << 20;
+    /// New executions are refused when the state folder's disk has less than 512 MiB free.
+    pub const RECORDS_MIN_FREE_DISK: u64 = 512 << 20;
+    /// Held requests (waits, followers) at most: a quarter of the connections stay for others.
+    pub const MAX_WAITING: u64 = 768;
+    /// Followers of one execution at most.
+    pub const MAX_FOLLOWERS_PER_EXECUTION: u64 = 32;
+    /// Held requests of one token at most.
+    pub const MAX_HELD_PER_TOKEN: u64 = 128;
+    /// Connections never taken by held requests.
+    pub const RESERVED_CONNECTIONS: u64 = 64;
 }

@@ -104,6 +104,11 @@ pub fn state_dir() -> PathBuf {
     STATE_DIR.with(|dir| dir.path().to_path_buf())
 }
 
+/// A state folder of its own (a test that starts several servers), seeded like `state_dir`.
+pub fn fresh_state_dir() -> tempfile::TempDir {
+    seeded_state_dir()
+}
+
 /// A new state folder holding a copy of the shared probe cache (made once, under a lock, by
 /// `packbox runtimes verify`; a stale entry only costs a probe, since entries are keyed by
 /// image id).
@@ -378,16 +383,29 @@ pub fn wait_until(what: &str, within: std::time::Duration, mut condition: impl F
     }
 }
 
-/// Waits (at most a minute) until the packbox process `pid` has a container; returns its id.
+/// Waits (at most a minute) until the packbox process `pid` has a running action container
+/// (`packbox.kind=run`: never one of its probes or builds, which come and go); returns its id.
 pub fn wait_for_container(pid: u32) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        if let Some(id) = containers_of(pid).pop() {
-            return id;
+        let output = Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=packbox.owner_pid={pid}"),
+                "--filter",
+                "label=packbox.kind=run",
+            ])
+            .output()
+            .expect("docker ps runs");
+        assert!(output.status.success(), "docker ps failed");
+        if let Some(id) = String::from_utf8_lossy(&output.stdout).lines().next() {
+            return id.to_string();
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no container of packbox {pid} appeared"
+            "no running action container of packbox {pid} appeared"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }

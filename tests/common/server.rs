@@ -16,6 +16,48 @@ pub fn service_packs() -> PathBuf {
     repo_root().join("tests/fixtures/serve")
 }
 
+/// The packs of the tenancy tests: two teams' packs, `alpha` and `beta`.
+pub fn tenancy_packs() -> PathBuf {
+    repo_root().join("tests/fixtures/tenancy")
+}
+
+/// Writes a token file (mode 0600) in `dir`; returns its path.
+pub fn token_file(dir: &Path, text: &str) -> PathBuf {
+    let file = dir.join("tokens");
+    std::fs::write(&file, text).expect("write the token file");
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod the token file");
+    file
+}
+
+/// Every byte of every file under `dir` (the state folder), to look for what must not be there.
+pub fn folder_bytes(dir: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                pending.extend(entries.flatten().map(|e| e.path()));
+            }
+        } else if meta.is_file()
+            && let Ok(mut file) = std::fs::read(&path)
+        {
+            bytes.append(&mut file);
+        }
+    }
+    bytes
+}
+
+/// Whether `haystack` holds `needle`.
+pub fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
 /// What a test server is started with.
 pub struct ServerOptions {
     /// The config file's text (the `serve:` section and more).
@@ -285,6 +327,26 @@ impl Api {
                 .json(body),
         )
         .await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Answer {
+        Api::answer(self.request(reqwest::Method::PUT, path).json(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        Api::answer(self.request(reqwest::Method::DELETE, path)).await
+    }
+
+    /// A GET whose answer is kept as text, whatever its type (an event stream is read to its
+    /// end, bounded by the client's timeout): status and text.
+    pub async fn get_raw(&self, path: &str) -> (u16, String) {
+        let response = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
     }
 
     pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Answer {

@@ -156,7 +156,13 @@ fn objects_with_label(label: &str) -> Vec<String> {
     let filter = format!("label={label}");
     let mut found = Vec::new();
     for kind in ["service", "secret", "network"] {
-        let output = docker(&[kind, "ls", "--filter", &filter, "--format", "{{.Name}}"]);
+        // Local networks (egress grants' per-run networks of packbox processes still running
+        // beside the Swarm tests) are not Swarm objects.
+        let mut args = vec![kind, "ls", "--filter", &filter, "--format", "{{.Name}}"];
+        if kind == "network" {
+            args.extend(["--filter", "scope=swarm"]);
+        }
+        let output = docker(&args);
         assert!(output.status.success(), "docker {kind} ls failed");
         found.extend(
             String::from_utf8_lossy(&output.stdout)

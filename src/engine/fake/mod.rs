@@ -12,10 +12,10 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::{
-    ArchiveStream, Attached, BuildSpec, CommitSpec, ContainerEngine, ContainerSpec, ContainerState,
+    ArchiveStream, Attached, BridgeSpec, BuildSpec, CommitSpec, ContainerEngine, ContainerSpec, ContainerState,
     ContainerSummary, EngineError, EngineIdentity, EngineInfo, ImageExport, ImageSummary, LineSink,
-    NetworkSpec, NotApplied, OciRuntime, OutputChunk, ServiceSpec, SharedSwarm, Signal, StreamKind,
-    SwarmKind, VolumeSummary,
+    NetworkSpec, NetworkSummary, NotApplied, OciRuntime, OutputChunk, ServiceSpec, SharedSwarm,
+    Signal, StreamKind, SwarmKind, VolumeSummary,
 };
 
 mod swarm;
@@ -77,6 +77,18 @@ pub(crate) enum Call {
     ListObjects(SwarmKind, Vec<String>),
     /// The simulated Swarm agent signalled a service's task.
     TaskSignal(String, Signal),
+    CreateBridge(BridgeSpec),
+    ConnectNetwork {
+        network: String,
+        container: String,
+        ipv4: Option<String>,
+    },
+    DisconnectNetwork {
+        network: String,
+        container: String,
+    },
+    RemoveNetwork(String),
+    ListNetworks(Vec<String>),
 }
 
 /// A request kind, for injecting failures.
@@ -217,6 +229,15 @@ struct FakeState {
     listed: Vec<ContainerSummary>,
     /// Volumes by name: labels, and the archives uploaded into them.
     volumes: BTreeMap<String, FakeVolume>,
+    /// Local networks by id.
+    networks: BTreeMap<String, FakeNetwork>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct FakeNetwork {
+    summary: NetworkSummary,
+    /// Containers connected after they were made, with the address asked for.
+    members: BTreeMap<String, Option<String>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -1101,6 +1122,153 @@ impl ContainerEngine for FakeEngine {
                 created_at: format!("{:020}", v.created),
             })
             .collect())
+    }
+
+    async fn create_bridge(&self, spec: &BridgeSpec) -> Result<String, EngineError> {
+        self.record(Call::CreateBridge(spec.clone()));
+        let mut state = self.state();
+        let taken = state.networks.values().any(|n| {
+            n.summary.name == spec.name
+                || spec
+                    .subnet
+                    .as_ref()
+                    .is_some_and(|subnet| n.summary.subnets.contains(subnet))
+        });
+        if taken {
+            return Err(EngineError::InUse {
+                what: format!("creating network {}", spec.name),
+            });
+        }
+        state.next_id += 1;
+        let id = format!("net{}", state.next_id);
+        state.networks.insert(
+            id.clone(),
+            FakeNetwork {
+                summary: NetworkSummary {
+                    id: id.clone(),
+                    name: spec.name.clone(),
+                    driver: "bridge".into(),
+                    labels: spec.labels.clone().into_iter().collect(),
+                    subnets: spec.subnet.iter().cloned().collect(),
+                    gateways: Vec::new(),
+                    internal: spec.internal,
+                },
+                members: BTreeMap::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    async fn network(&self, name: &str) -> Result<Option<NetworkSummary>, EngineError> {
+        Ok(self
+            .state()
+            .networks
+            .values()
+            .find(|n| n.summary.id == name || n.summary.name == name)
+            .map(|n| n.summary.clone()))
+    }
+
+    async fn networks_with_labels(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<NetworkSummary>, EngineError> {
+        self.record(Call::ListNetworks(labels.to_vec()));
+        Ok(self
+            .state()
+            .networks
+            .values()
+            .filter(|n| {
+                labels.iter().all(|wanted| match wanted.split_once('=') {
+                    Some((k, value)) => n.summary.labels.get(k).is_some_and(|have| have == value),
+                    None => n.summary.labels.contains_key(wanted),
+                })
+            })
+            .map(|n| n.summary.clone())
+            .collect())
+    }
+
+    async fn connect_network(
+        &self,
+        network: &str,
+        container: &str,
+        ipv4: Option<&str>,
+    ) -> Result<(), EngineError> {
+        self.record(Call::ConnectNetwork {
+            network: network.to_string(),
+            container: container.to_string(),
+            ipv4: ipv4.map(str::to_string),
+        });
+        let mut state = self.state();
+        let found = state
+            .networks
+            .values_mut()
+            .find(|n| n.summary.id == network || n.summary.name == network);
+        match found {
+            Some(net) => {
+                net.members
+                    .insert(container.to_string(), ipv4.map(str::to_string));
+                Ok(())
+            }
+            None => Err(EngineError::Unexpected {
+                what: format!("connecting to network {network}"),
+                message: "no such network".into(),
+            }),
+        }
+    }
+
+    async fn disconnect_network(&self, network: &str, container: &str) -> Result<(), EngineError> {
+        self.record(Call::DisconnectNetwork {
+            network: network.to_string(),
+            container: container.to_string(),
+        });
+        if let Some(net) = self
+            .state()
+            .networks
+            .values_mut()
+            .find(|n| n.summary.id == network || n.summary.name == network)
+        {
+            net.members.remove(container);
+        }
+        Ok(())
+    }
+
+    async fn remove_network(&self, id: &str) -> Result<(), EngineError> {
+        self.record(Call::RemoveNetwork(id.to_string()));
+        let mut state = self.state();
+        let Some(key) = state
+            .networks
+            .iter()
+            .find(|(_, n)| n.summary.id == id || n.summary.name == id)
+            .map(|(key, _)| key.clone())
+        else {
+            return Ok(());
+        };
+        let name = state.networks[&key].summary.name.clone();
+        let used = !state.networks[&key].members.is_empty()
+            || state
+                .containers
+                .values()
+                .any(|c| c.spec.network_mode == name || c.spec.network_mode == key);
+        if used {
+            return Err(EngineError::InUse {
+                what: format!("removing network {id}"),
+            });
+        }
+        state.networks.remove(&key);
+        Ok(())
+    }
+
+    async fn container_address(
+        &self,
+        container: &str,
+        network: &str,
+    ) -> Result<Option<String>, EngineError> {
+        let state = self.state();
+        Ok(state
+            .networks
+            .values()
+            .find(|n| n.summary.id == network || n.summary.name == network)
+            .and_then(|n| n.members.get(container).cloned().flatten()))
     }
 
     async fn upload_archive(

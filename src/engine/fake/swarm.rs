@@ -210,6 +210,7 @@ impl FakeEngine {
                         name: name.to_string(),
                         labels,
                         internal: true,
+                        attachable: false,
                     },
                 );
             }

@@ -120,6 +120,7 @@ pub(crate) mod tests {
             runtime_deps: Vec::new(),
             dependencies: Vec::new(),
             testing: None,
+            network: Vec::new(),
         }
     }
 
