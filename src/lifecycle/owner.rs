@@ -207,7 +207,9 @@ pub async fn sweep_orphans(engine: &SharedEngine) -> Result<Vec<Swept>, EngineEr
         let Some(owner) = Owner::from_labels(&network.labels) else {
             continue;
         };
-        if owner.is_alive_here(&host) {
+        // A network of an owner in another space stays, as its Swarm objects do: nothing on
+        // it says when a live owner would be done with it.
+        if owner.judge(&host, &here) != Liveness::Gone {
             continue;
         }
         engine.remove_network(&network.id).await?;
