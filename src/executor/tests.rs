@@ -412,9 +412,8 @@ async fn cancelling_while_a_runtime_image_is_built_leaves_no_tag() {
 
 #[tokio::test(start_paused = true)]
 async fn cancelling_an_environment_build_leaves_no_image_and_no_container() {
-    let fake = engine(Program::default());
-    // The install never ends; everything else runs as usual.
-    fake.set_program(|spec| match spec.labels.get("packbox.kind").map(String::as_str) {
+    // The install never ends; everything else (the probes too) runs as usual.
+    let fake = engine_with(|spec| match spec.labels.get("packbox.kind").map(String::as_str) {
         Some("env-build") => Program {
             exit: Exit::Never,
             ..Program::default()
