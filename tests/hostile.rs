@@ -1115,7 +1115,15 @@ fn a_squatted_fill_lock_is_named_within_seconds() {
     let (arena, _) = unique_arena();
     let packs = arena.packs.to_string_lossy().into_owned();
     let planned = packbox(
-        &["run", "--packs", &packs, "hostile.pack_file", "--json", "--pack-delivery", "bind"],
+        &[
+            "run",
+            "--packs",
+            &packs,
+            "hostile.pack_file",
+            "--json",
+            "--pack-delivery",
+            "bind",
+        ],
         &[],
     );
     assert_eq!(planned.code(), 0, "{}", planned.stderr());
@@ -1127,23 +1135,45 @@ fn a_squatted_fill_lock_is_named_within_seconds() {
     let lock = format!("{volume}-lock");
     let filling = format!("packbox.pack_filling={volume}");
     let squatted = docker(&[
-        "container", "create", "--name", &lock,
-        "--label", "packbox.managed=true",
-        "--label", "packbox.owner_host=somewhere-else",
-        "--label", "packbox.owner_pid=1",
-        "--label", &filling,
-        "packbox/shell:5.2", "true",
+        "container",
+        "create",
+        "--name",
+        &lock,
+        "--label",
+        "packbox.managed=true",
+        "--label",
+        "packbox.owner_host=somewhere-else",
+        "--label",
+        "packbox.owner_pid=1",
+        "--label",
+        &filling,
+        "packbox/shell:5.2",
+        "true",
     ]);
-    assert!(squatted.status.success(), "{}", String::from_utf8_lossy(&squatted.stderr));
+    assert!(
+        squatted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&squatted.stderr)
+    );
     let started = std::time::Instant::now();
-    let run = run_json(&arena.packs, "hostile.pack_file", &["--pack-delivery", "volume"]);
+    let run = run_json(
+        &arena.packs,
+        "hostile.pack_file",
+        &["--pack-delivery", "volume"],
+    );
     let waited = started.elapsed();
     let _ = docker(&["rm", "-f", &lock]);
     let _made = VolumesMade(vec![volume.clone()]);
     assert_eq!(run.code(), 125, "{}", run.stderr());
     let error = run.json()["error"].as_str().unwrap_or_default().to_string();
-    assert!(error.contains(&lock) && error.contains("not a packbox filling"), "{error}");
-    assert!(waited < std::time::Duration::from_secs(60), "waited {waited:?}");
+    assert!(
+        error.contains(&lock) && error.contains("not a packbox filling"),
+        "{error}"
+    );
+    assert!(
+        waited < std::time::Duration::from_secs(60),
+        "waited {waited:?}"
+    );
 }
 
 /// The packs whose dependencies run code while their environment is built.
@@ -1192,7 +1222,10 @@ fn pack_code_at_build_time_gets_the_sandbox_and_never_the_credentials() {
     assert_eq!(report["no_new_privs"], "1", "{report}");
     assert_eq!(report["seccomp"], "2", "{report}");
     let spawned = report["spawned"].as_u64().unwrap_or(u64::MAX);
-    assert!(spawned < 512, "the build's process limit did not hold: {report}");
+    assert!(
+        spawned < 512,
+        "the build's process limit did not hold: {report}"
+    );
     assert_eq!(report["environment"], serde_json::json!({}), "{report}");
     assert!(!outcome.to_string().contains(&credential));
 
@@ -1215,13 +1248,18 @@ fn pack_code_at_build_time_gets_the_sandbox_and_never_the_credentials() {
             args.join(" ")
         );
     }
-    for log in std::fs::read_dir(state_dir().join("builds")).expect("build logs").flatten() {
+    for log in std::fs::read_dir(state_dir().join("builds"))
+        .expect("build logs")
+        .flatten()
+    {
         let text = std::fs::read_to_string(log.path()).unwrap_or_default();
         assert!(!text.contains(&credential), "in {}", log.path().display());
     }
     let saved = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("docker save {tag} | grep -c -a {credential} || true"))
+        .arg(format!(
+            "docker save {tag} | grep -c -a {credential} || true"
+        ))
         .output()
         .expect("docker save");
     assert_eq!(
@@ -1239,7 +1277,11 @@ fn pack_code_at_build_time_gets_the_sandbox_and_never_the_credentials() {
     .expect("write");
     let context_arg = context.path().to_string_lossy().into_owned();
     let planted = docker(&["build", "-q", "-t", &tag, &context_arg]);
-    assert!(planted.status.success(), "{}", String::from_utf8_lossy(&planted.stderr));
+    assert!(
+        planted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&planted.stderr)
+    );
     let planted_id = String::from_utf8_lossy(&planted.stdout).trim().to_string();
     cleanup_image(&planted_id);
     let again = packbox(
@@ -1247,7 +1289,11 @@ fn pack_code_at_build_time_gets_the_sandbox_and_never_the_credentials() {
         &env,
     );
     assert_eq!(again.code(), 0, "{}", again.stderr());
-    assert!(!again.stdout().contains("PLANTED"), "the planted image ran: {}", again.stdout());
+    assert!(
+        !again.stdout().contains("PLANTED"),
+        "the planted image ran: {}",
+        again.stdout()
+    );
     let now = docker(&["image", "inspect", "--format", "{{.Id}}", &tag]);
     let rebuilt_id = String::from_utf8_lossy(&now.stdout).trim().to_string();
     cleanup_image(&rebuilt_id);
@@ -1279,7 +1325,11 @@ fn a_cancelled_environment_build_leaves_no_layer() {
     let packs = hostile_build_packs().to_string_lossy().into_owned();
     let listed = packbox(&["actions", "list", "--packs", &packs, "--json"], &[]);
     let dependency_hash = find_action(&listed.json(), "slowbuild.noop")
-        .and_then(|action| action["dependencies"]["dependency_hash"].as_str().map(str::to_string))
+        .and_then(|action| {
+            action["dependencies"]["dependency_hash"]
+                .as_str()
+                .map(str::to_string)
+        })
         .unwrap_or_default();
     assert_eq!(dependency_hash.len(), 64, "{}", listed.stdout());
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_packbox"))
@@ -1307,7 +1357,13 @@ fn a_cancelled_environment_build_leaves_no_layer() {
         .lines()
         .filter(|id| !before.iter().any(|b| b == id))
         .filter(|id| {
-            let labels = docker(&["image", "inspect", "--format", "{{json .Config.Labels}}", id]);
+            let labels = docker(&[
+                "image",
+                "inspect",
+                "--format",
+                "{{json .Config.Labels}}",
+                id,
+            ]);
             let labels = String::from_utf8_lossy(&labels.stdout).into_owned();
             labels.contains(&dependency_hash) || labels.contains(&format!("\"{pid}\""))
         })

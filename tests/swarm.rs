@@ -659,16 +659,25 @@ fn no_log_level_prints_the_parameter_secrets_request_body() {
         assert_eq!(run.code(), 0, "{level}: {}", run.stderr());
         let log = run.stderr();
         if level != "bollard=trace" {
-            assert!(log.contains("DEBUG"), "{level}: the log level took effect: {log}");
+            assert!(
+                log.contains("DEBUG"),
+                "{level}: the log level took effect: {log}"
+            );
         }
         assert!(!log.contains(SECRET), "{level}: the secret is in the log");
-        assert!(!log.contains(&encoded), "{level}: the document's base64 is in the log");
+        assert!(
+            !log.contains(&encoded),
+            "{level}: the document's base64 is in the log"
+        );
         let engine_client_lines = log
             .lines()
             .filter(|line| {
                 (line.contains("DEBUG") || line.contains("TRACE")) && line.contains("bollard")
             })
             .count();
-        assert_eq!(engine_client_lines, 0, "{level}: the engine client's debug lines: {log}");
+        assert_eq!(
+            engine_client_lines, 0,
+            "{level}: the engine client's debug lines: {log}"
+        );
     }
 }

@@ -149,7 +149,10 @@ fn print_explanation(e: &Explanation) {
             ("npm_registry_sha256", "npm registry"),
         ] {
             if let Some(hash) = parts[index].as_str() {
-                out(format!("  {name:<15} sha256 {}", &hash[..16.min(hash.len())]));
+                out(format!(
+                    "  {name:<15} sha256 {}",
+                    &hash[..16.min(hash.len())]
+                ));
             }
         }
     }

@@ -23,10 +23,10 @@ use futures::StreamExt;
 
 use super::podman::{self, NotApplied, PODMAN_NPROC, ProfileFiles};
 use super::{
-    ArchiveStream, Attached, BridgeSpec, BuildSpec, CommitSpec, ConnectProblem, ContainerEngine, ContainerSpec,
-    ContainerState, ContainerSummary, EngineError, EngineIdentity, EngineInfo, EngineMode,
-    EngineName, ImageExport, ImageSummary, LineSink, NetworkSummary, OciRuntime, OutputChunk,
-    SharedSwarm, Signal, StreamKind, VolumeSummary, docker_network,
+    ArchiveStream, Attached, BridgeSpec, BuildSpec, CommitSpec, ConnectProblem, ContainerEngine,
+    ContainerSpec, ContainerState, ContainerSummary, EngineError, EngineIdentity, EngineInfo,
+    EngineMode, EngineName, ImageExport, ImageSummary, LineSink, NetworkSummary, OciRuntime,
+    OutputChunk, SharedSwarm, Signal, StreamKind, VolumeSummary, docker_network,
 };
 use super::{TlsFiles, Transport};
 

@@ -413,13 +413,15 @@ async fn cancelling_while_a_runtime_image_is_built_leaves_no_tag() {
 #[tokio::test(start_paused = true)]
 async fn cancelling_an_environment_build_leaves_no_image_and_no_container() {
     // The install never ends; everything else (the probes too) runs as usual.
-    let fake = engine_with(|spec| match spec.labels.get("packbox.kind").map(String::as_str) {
-        Some("env-build") => Program {
-            exit: Exit::Never,
-            ..Program::default()
+    let fake = engine_with(
+        |spec| match spec.labels.get("packbox.kind").map(String::as_str) {
+            Some("env-build") => Program {
+                exit: Exit::Never,
+                ..Program::default()
+            },
+            _ => Program::default(),
         },
-        _ => Program::default(),
-    });
+    );
     let h = harness(fake, SettingsLayer::default());
     let packs = pack(
         "python",

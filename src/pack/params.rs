@@ -454,7 +454,8 @@ mod tests {
         for n in 0..5000 {
             given.insert(format!("{}{n}", "x".repeat(300)), Value::Bool(true));
         }
-        let Err(ParamError::Invalid { issues, .. }) = resolve("p.a", &declared, given, &[], &[]) else {
+        let Err(ParamError::Invalid { issues, .. }) = resolve("p.a", &declared, given, &[], &[])
+        else {
             panic!("unknown parameters are refused");
         };
         let unknown = issues

@@ -476,19 +476,34 @@ mod tests {
         let pack_digest = digest(dir.path());
         let base_id = fake.image_id_now("packbox/shell:5.2");
         let tag = format!("{REPOSITORY}/p:{}", image_tag(&pack_digest, &base_id));
-        let planted = fake.add_image(&tag, &[("packbox.managed", "true"), ("packbox.kind", "pack")], 0);
+        let planted = fake.add_image(
+            &tag,
+            &[("packbox.managed", "true"), ("packbox.kind", "pack")],
+            0,
+        );
         let source = PackImageSource {
             pack_ref: "p",
             pack_dir: dir.path(),
             pack_digest: &pack_digest,
             base_image: "packbox/shell:5.2",
         };
-        let made = ensure(&shared, fake.as_ref(), &owned, source, None, &CancellationToken::new())
-            .await
-            .expect("made");
+        let made = ensure(
+            &shared,
+            fake.as_ref(),
+            &owned,
+            source,
+            None,
+            &CancellationToken::new(),
+        )
+        .await
+        .expect("made");
         assert_eq!(fake.count(|c| matches!(c, Call::Build(_))), 1, "built over");
         assert_ne!(made.reference, planted);
-        assert_eq!(fake.image_id_now(&tag), made.reference, "the tag moved to packbox's image");
+        assert_eq!(
+            fake.image_id_now(&tag),
+            made.reference,
+            "the tag moved to packbox's image"
+        );
         assert!(owned.has_image(&made.reference));
     }
 

@@ -12,10 +12,10 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::{
-    ArchiveStream, Attached, BridgeSpec, BuildSpec, CommitSpec, ContainerEngine, ContainerSpec, ContainerState,
-    ContainerSummary, EngineError, EngineIdentity, EngineInfo, ImageExport, ImageSummary, LineSink,
-    NetworkSpec, NetworkSummary, NotApplied, OciRuntime, OutputChunk, ServiceSpec, SharedSwarm,
-    Signal, StreamKind, SwarmKind, VolumeSummary,
+    ArchiveStream, Attached, BridgeSpec, BuildSpec, CommitSpec, ContainerEngine, ContainerSpec,
+    ContainerState, ContainerSummary, EngineError, EngineIdentity, EngineInfo, ImageExport,
+    ImageSummary, LineSink, NetworkSpec, NetworkSummary, NotApplied, OciRuntime, OutputChunk,
+    ServiceSpec, SharedSwarm, Signal, StreamKind, SwarmKind, VolumeSummary,
 };
 
 mod swarm;

@@ -19,9 +19,9 @@ use crate::engine::{CommitSpec, ContainerEngine, EngineError, SharedEngine};
 use crate::lifecycle::owner::Owner;
 use crate::lifecycle::run::{self, RunError};
 use crate::lifecycle::{RunIo, RunLimits};
+use crate::pack::dependencies::{Installer, Requirement, SOURCES_REFUSED};
 use crate::sandbox::seccomp::Kernel;
 use crate::sandbox::{SandboxPolicy, Workload};
-use crate::pack::dependencies::{Installer, Requirement, SOURCES_REFUSED};
 
 /// How long one environment build may take unless the settings say otherwise.
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -253,8 +253,7 @@ pub async fn ensure(
         })?;
     let log_path = state_dir.join("builds").join(format!("{key}.log"));
     let mut log = BuildLog::create(&log_path)?;
-    let credentials = Redactor::new(credential_values(settings).iter())
-        .unwrap_or_default();
+    let credentials = Redactor::new(credential_values(settings).iter()).unwrap_or_default();
     let mut lines = LineSplitter::default();
     let mut on_output = |bytes: &[u8]| {
         for line in lines.push(bytes) {
@@ -466,11 +465,7 @@ async fn install(
     let mut spec = build_policy(settings).container_spec(
         Workload {
             image: recipe.base_image_id.clone(),
-            cmd: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                recipe.install_script(),
-            ],
+            cmd: vec!["/bin/sh".into(), "-c".into(), recipe.install_script()],
             env: Vec::new(),
             labels,
             pack: None,
@@ -910,7 +905,10 @@ mod tests {
         let policy = build_policy(&BuildSettings::default());
         assert_eq!(policy.user, "65534:65534");
         assert!(policy.cap_drop_all && policy.no_new_privileges);
-        assert_eq!(policy.seccomp, crate::sandbox::seccomp::SeccompProfile::Packbox);
+        assert_eq!(
+            policy.seccomp,
+            crate::sandbox::seccomp::SeccompProfile::Packbox
+        );
         assert_eq!(policy.memory_bytes, DEFAULT_BUILD_MEMORY);
         assert_eq!(policy.pids_limit, BUILD_PIDS);
         assert!(policy.cpus <= 1.0);
@@ -944,12 +942,19 @@ mod tests {
             ..BuildSettings::default()
         };
         let stdin = String::from_utf8(installer_env(&settings)).expect("text");
-        assert!(stdin.contains("PIP_INDEX_URL=https://build:s3cret-pw@pypi.example/simple?token=t0k\n"));
+        assert!(
+            stdin.contains("PIP_INDEX_URL=https://build:s3cret-pw@pypi.example/simple?token=t0k\n")
+        );
         assert!(stdin.contains("HTTPS_PROXY=http://proxy:3128\n"));
         assert!(!stdin.contains("NPM_CONFIG_REGISTRY"));
         let redactor = Redactor::new(credential_values(&settings).iter()).expect("builds");
-        let line = redactor.text("Looking in indexes: https://build:s3cret-pw@pypi.example/simple?token=t0k".into());
-        assert!(!line.contains("s3cret-pw") && !line.contains("t0k"), "{line}");
+        let line = redactor.text(
+            "Looking in indexes: https://build:s3cret-pw@pypi.example/simple?token=t0k".into(),
+        );
+        assert!(
+            !line.contains("s3cret-pw") && !line.contains("t0k"),
+            "{line}"
+        );
     }
 
     #[tokio::test]
@@ -1073,7 +1078,15 @@ mod tests {
             settings: &BuildSettings,
             dir: &Path,
         ) -> Result<EnvImage, EnvError> {
-            ensure(shared, recipe, settings, dir, &CancellationToken::new(), |_| {}).await
+            ensure(
+                shared,
+                recipe,
+                settings,
+                dir,
+                &CancellationToken::new(),
+                |_| {},
+            )
+            .await
         }
 
         #[tokio::test(start_paused = true)]
@@ -1131,10 +1144,16 @@ mod tests {
             assert_eq!(spec.pids_limit, i64::from(BUILD_PIDS));
             assert_eq!(spec.memory_bytes as u64, DEFAULT_BUILD_MEMORY);
             assert!(spec.nano_cpus > 0);
-            assert!(spec.env.is_empty(), "nothing of the installer's in the configuration");
+            assert!(
+                spec.env.is_empty(),
+                "nothing of the installer's in the configuration"
+            );
             assert_eq!(fake.count(|c| matches!(c, Call::Upload { .. })), 1);
             assert_eq!(commits(&fake), 1);
-            assert!(fake.container_ids().is_empty(), "the build container is removed");
+            assert!(
+                fake.container_ids().is_empty(),
+                "the build container is removed"
+            );
             assert!(Owned::in_state_dir(dir.path()).has_image(&image.id));
         }
 
@@ -1148,7 +1167,8 @@ mod tests {
             let recipe = recipe(&fake, "requests==2.31.0 # concurrent");
             let cancel = CancellationToken::new();
             let settings = BuildSettings::default();
-            let calls = (0..5).map(|_| ensure(&shared, &recipe, &settings, dir.path(), &cancel, |_| {}));
+            let calls =
+                (0..5).map(|_| ensure(&shared, &recipe, &settings, dir.path(), &cancel, |_| {}));
             let results = futures::future::join_all(calls).await;
             let images: Vec<EnvImage> = results.into_iter().map(|r| r.expect("ready")).collect();
             assert_eq!(commits(&fake), 1, "one build for five callers");
@@ -1195,7 +1215,10 @@ mod tests {
 
         #[tokio::test(start_paused = true)]
         async fn a_failed_install_says_so_and_commits_nothing() {
-            let (fake, shared) = engine(Program::prints("ERROR: No matching distribution found for nope\n", 1));
+            let (fake, shared) = engine(Program::prints(
+                "ERROR: No matching distribution found for nope\n",
+                1,
+            ));
             let recipe = recipe(&fake, "nope==9 # failed");
             let dir = tempfile::tempdir().expect("tempdir");
             let err = ensure_now(&shared, &recipe, &BuildSettings::default(), dir.path())
@@ -1204,7 +1227,10 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains("at `pip install`"), "{text}");
             assert!(text.contains("exited with code 1"), "{text}");
-            assert!(text.contains("No matching distribution found for nope"), "{text}");
+            assert!(
+                text.contains("No matching distribution found for nope"),
+                "{text}"
+            );
             assert_eq!(commits(&fake), 0);
             assert!(fake.container_ids().is_empty());
             assert!(fake.image_id(&recipe.tag()).await.ok().flatten().is_none());
@@ -1241,7 +1267,10 @@ mod tests {
                 cancel.cancel();
             };
             let (result, ()) = tokio::join!(building, stop);
-            assert!(matches!(result, Err(EnvError::Cancelled { .. })), "{result:?}");
+            assert!(
+                matches!(result, Err(EnvError::Cancelled { .. })),
+                "{result:?}"
+            );
             assert_eq!(commits(&fake), 0);
             assert!(fake.container_ids().is_empty());
             assert!(fake.image_id(&recipe.tag()).await.ok().flatten().is_none());
@@ -1291,7 +1320,9 @@ mod tests {
             .expect("built");
             assert_eq!(seen, ["Collecting six\n", "Installing six\n"]);
             let log = std::fs::read_to_string(
-                dir.path().join("builds").join(format!("{}.log", recipe.key())),
+                dir.path()
+                    .join("builds")
+                    .join(format!("{}.log", recipe.key())),
             )
             .expect("log");
             assert!(log.contains("Installing six"), "{log}");

@@ -59,7 +59,8 @@ impl EnvRecipe {
     /// installer, then removed.
     pub fn install_script(&self) -> String {
         let ca = format!("{ENV_ROOT}/{CA_FILE}");
-        let installer_env = "while IFS= read -r line; do case \"$line\" in *=*) export \"$line\";; esac; done";
+        let installer_env =
+            "while IFS= read -r line; do case \"$line\" in *=*) export \"$line\";; esac; done";
         match self.manifests.installer {
             Installer::Pip => format!(
                 "set -eu\n\
@@ -181,7 +182,6 @@ impl EnvRecipe {
             &self.key()[..24]
         )
     }
-
 }
 
 /// The SHA-256 of `text`, in hex.
@@ -301,7 +301,10 @@ mod tests {
             .into_iter()
             .map(|e| e.0)
             .collect();
-        assert!(names.contains(&"opt/packbox/build-ca.pem".to_string()), "{names:?}");
+        assert!(
+            names.contains(&"opt/packbox/build-ca.pem".to_string()),
+            "{names:?}"
+        );
         let script = r.install_script();
         assert!(script.contains("rm -f /opt/packbox/build-ca.pem"));
         assert!(r.image_env().iter().all(|e| !e.contains("build-ca")));
@@ -321,7 +324,10 @@ mod tests {
             .lines()
             .find(|l| l.contains("pip install"))
             .expect("the install line");
-        assert!(install.starts_with("( while IFS= read -r line"), "{install}");
+        assert!(
+            install.starts_with("( while IFS= read -r line"),
+            "{install}"
+        );
         assert!(install.ends_with(")"), "{install}");
         let env = r.image_env();
         assert!(env.contains(&"VIRTUAL_ENV=/opt/packbox/venv".to_string()));
@@ -335,10 +341,7 @@ mod tests {
             .files
             .push(("reqs/base.txt".into(), b"six\n".to_vec()));
         let staged = entries(&r.staging_tar(None).expect("tar"));
-        let names: Vec<&str> = staged
-            .iter()
-            .map(|e| e.0.trim_end_matches('/'))
-            .collect();
+        let names: Vec<&str> = staged.iter().map(|e| e.0.trim_end_matches('/')).collect();
         assert_eq!(
             names,
             [
