@@ -154,9 +154,9 @@ pub fn main() -> ExitCode {
 /// The crate whose log lines repeat an error packbox reports itself.
 const QUIET_TLS_VERIFIER: &str = "rustls_platform_verifier";
 
-/// The crate whose debug and trace lines print request bodies (bollard logs the JSON of every
-/// request it sends, a Swarm secret's data included): capped at info whatever the filter says.
-const REQUEST_BODY_LOGGER: &str = "bollard";
+/// The engine client's log target, whose debug and trace lines print request bodies (a Swarm
+/// secret's data included): capped at info whatever the filter says.
+const REQUEST_BODY_LOGGER: &str = packbox::ENGINE_CLIENT_LOG_TARGET;
 
 /// Logs to stderr, filtered by `filter`, as text or JSON lines. No filter can show a request
 /// body: the engine client's debug lines are cut before any filter sees them.

@@ -46,6 +46,25 @@ impl Owned {
         self.add(&format!("image {id}"))
     }
 
+    /// Records an image packbox built under `tag`: the id, and that the tag named it.
+    pub fn add_tagged_image(&self, tag: &str, id: &str) -> std::io::Result<()> {
+        self.add_image(id)?;
+        self.add(&format!("tag {tag} {id}"))
+    }
+
+    /// The ids of the images packbox built under `tag`, newest first: the tag itself may name
+    /// another's image by now (a packbox with another state folder built it again).
+    pub fn images_tagged(&self, tag: &str) -> Vec<String> {
+        let prefix = format!("tag {tag} ");
+        let mut ids: Vec<String> = self
+            .facts()
+            .iter()
+            .filter_map(|line| line.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        ids.reverse();
+        ids
+    }
+
     /// Whether packbox filled or verified the volume `name` that the engine created at
     /// `created_at`.
     pub fn has_volume(&self, name: &str, created_at: &str) -> bool {
@@ -69,14 +88,19 @@ impl Owned {
     }
 
     fn has(&self, fact: &str) -> bool {
+        self.facts().iter().any(|line| line == fact)
+    }
+
+    /// Every fact recorded (none when the record cannot be read).
+    fn facts(&self) -> Vec<String> {
         let Ok(file) = std::fs::File::open(&self.path) else {
-            return false;
+            return Vec::new();
         };
         let mut text = String::new();
         if file.take(MAX_BYTES).read_to_string(&mut text).is_err() {
-            return false;
+            return Vec::new();
         }
-        text.lines().any(|line| line == fact)
+        text.lines().map(str::to_string).collect()
     }
 
     fn add(&self, fact: &str) -> std::io::Result<()> {
@@ -117,6 +141,26 @@ mod tests {
         assert!(!again.has_volume("packbox-pack-p-1", "2026-01-01T00:00:01Z"));
         let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).expect("read");
         assert_eq!(text.lines().count(), 2);
+    }
+
+    #[test]
+    fn images_built_under_a_tag_are_found_newest_first() {
+        let owned = Owned::for_tests();
+        owned
+            .add_tagged_image("packbox/env:a", "sha256:1")
+            .expect("recorded");
+        owned
+            .add_tagged_image("packbox/env:b", "sha256:2")
+            .expect("recorded");
+        owned
+            .add_tagged_image("packbox/env:a", "sha256:3")
+            .expect("recorded");
+        assert_eq!(
+            owned.images_tagged("packbox/env:a"),
+            ["sha256:3", "sha256:1"]
+        );
+        assert!(owned.has_image("sha256:2"));
+        assert!(owned.images_tagged("packbox/env:c").is_empty());
     }
 
     #[test]

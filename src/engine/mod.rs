@@ -661,6 +661,11 @@ pub struct CommitSpec {
     pub labels: HashMap<String, String>,
 }
 
+/// The log target of the engine client library: its debug and trace lines hold the body of
+/// every request it sends (a Swarm secret's data, the parameter document, included), so a log
+/// must never show them at those levels.
+pub const ENGINE_CLIENT_LOG_TARGET: &str = "bollard";
+
 /// Where build output lines go as they arrive.
 pub type LineSink<'a> = &'a mut (dyn FnMut(&str) + Send);
 

@@ -279,10 +279,12 @@ pub async fn ensure(
     }
     match installed? {
         Installed::Image(id) => {
-            owned.add_image(&id).map_err(|source| EnvError::State {
-                path: state_dir.join(crate::common::owned::FILE_NAME),
-                source,
-            })?;
+            owned
+                .add_tagged_image(&tag, &id)
+                .map_err(|source| EnvError::State {
+                    path: state_dir.join(crate::common::owned::FILE_NAME),
+                    source,
+                })?;
             Ok(EnvImage {
                 tag,
                 id,
@@ -345,18 +347,26 @@ async fn own_image(
     owned: &Owned,
     tag: &str,
 ) -> Result<Option<String>, EngineError> {
-    Ok(match engine.image_id(tag).await? {
-        Some(id) if owned.has_image(&id) => Some(id),
-        Some(id) => {
-            tracing::warn!(
-                tag = %tag,
-                image = %id,
-                "the image under this tag was not built by packbox (not in the state folder's record): building the environment again"
-            );
-            None
+    let named = engine.image_id(tag).await?;
+    if let Some(id) = named.as_ref().filter(|id| owned.has_image(id)) {
+        return Ok(Some(id.clone()));
+    }
+    // The tag names another image (a packbox with another state folder built the environment
+    // again, or someone planted it): an image this state folder recorded under the tag is still
+    // its own, and runs start from its id.
+    for id in owned.images_tagged(tag) {
+        if engine.image_id(&id).await?.as_deref() == Some(id.as_str()) {
+            return Ok(Some(id));
         }
-        None => None,
-    })
+    }
+    if let Some(id) = named {
+        tracing::warn!(
+            tag = %tag,
+            image = %id,
+            "the image under this tag was not built by packbox (not in the state folder's record): building the environment again"
+        );
+    }
+    Ok(None)
 }
 
 /// How an install in the build container ended.
@@ -1211,6 +1221,35 @@ mod tests {
             assert_ne!(image.id, planted);
             assert_eq!(fake.image_id_now(&recipe.tag()), image.id);
             assert!(Owned::in_state_dir(dir.path()).has_image(&image.id));
+        }
+
+        /// Two state folders (two packbox installations, or tests) build the same environment
+        /// once each; the tag then names the second's image, and the first keeps using its own
+        /// instead of building again (which would move the tag back, and so on for ever).
+        #[tokio::test(start_paused = true)]
+        async fn another_state_folders_build_under_the_tag_costs_no_second_build() {
+            let (fake, shared) = engine(Program::default());
+            let recipe = recipe(&fake, "two state folders");
+            let (a, b) = (
+                tempfile::tempdir().expect("a"),
+                tempfile::tempdir().expect("b"),
+            );
+            let settings = BuildSettings::default();
+            let first = ensure_now(&shared, &recipe, &settings, a.path())
+                .await
+                .expect("a builds");
+            let second = ensure_now(&shared, &recipe, &settings, b.path())
+                .await
+                .expect("b builds its own");
+            assert!(first.built && second.built);
+            assert_ne!(first.id, second.id);
+            assert_eq!(fake.image_id_now(&recipe.tag()), second.id);
+            let again = ensure_now(&shared, &recipe, &settings, a.path())
+                .await
+                .expect("a again");
+            assert!(!again.built, "no second build");
+            assert_eq!(again.id, first.id, "a runs its own image");
+            assert_eq!(commits(&fake), 2);
         }
 
         #[tokio::test(start_paused = true)]
