@@ -1236,6 +1236,23 @@ fn pack_code_at_build_time_gets_the_sandbox_and_never_the_credentials() {
     let built_id = String::from_utf8_lossy(&built.stdout).trim().to_string();
     assert!(built_id.starts_with("sha256:"), "{tag}");
     cleanup_image(&built_id);
+    // Containers made from the image inherit its labels: none may name the build's owner, or
+    // every sweep would take them for a dead packbox's leftovers.
+    let labels = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        &built_id,
+    ]);
+    let labels: Value = serde_json::from_slice(&labels.stdout).expect("labels");
+    for owner in ["packbox.owner_pid", "packbox.owner_host"] {
+        assert_eq!(
+            labels[owner].as_str().unwrap_or(""),
+            "",
+            "{owner}: {labels}"
+        );
+    }
     for args in [
         vec!["image", "inspect", tag.as_str()],
         vec!["history", "--no-trunc", tag.as_str()],
@@ -1294,10 +1311,11 @@ fn pack_code_at_build_time_gets_the_sandbox_and_never_the_credentials() {
         "the planted image ran: {}",
         again.stdout()
     );
+    assert_eq!(again.json()["result"]["uid"], 65534, "{}", again.stdout());
+    // packbox ran the image it recorded, by id; the planted one keeps the tag, unused.
     let now = docker(&["image", "inspect", "--format", "{{.Id}}", &tag]);
-    let rebuilt_id = String::from_utf8_lossy(&now.stdout).trim().to_string();
-    cleanup_image(&rebuilt_id);
-    assert_ne!(rebuilt_id, planted_id);
+    let now_id = String::from_utf8_lossy(&now.stdout).trim().to_string();
+    cleanup_image(&now_id);
 }
 
 /// The action of that ref anywhere in a listing.

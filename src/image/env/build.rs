@@ -517,13 +517,21 @@ async fn install(
         exited.remove().await;
         return Ok(ended);
     }
+    // The engine keeps the build container's labels in the image beside these, and every
+    // container made from the image inherits them: the build's owner labels would name each
+    // such container a leftover of a packbox that is gone, for any sweep to remove. Blank
+    // values name no owner.
+    let mut labels = image_labels(recipe, key);
+    for name in spec.labels.keys() {
+        labels.entry(name.clone()).or_default();
+    }
     let commit = CommitSpec {
         tag: recipe.tag(),
         env: recipe.image_env(),
         cmd: vec!["/bin/sh".into()],
         working_dir: "/pack".into(),
         user: format!("{}:{}", BUILD_USER.0, BUILD_USER.1),
-        labels: image_labels(recipe, key),
+        labels,
     };
     let committed = engine.commit(exited.id(), &commit).await;
     exited.remove().await;
