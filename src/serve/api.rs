@@ -93,6 +93,7 @@ pub fn router(app: Arc<App>) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(super::console::routes())
         .merge(authenticated)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&app),

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! http (connections, header deadline)
+//!   ├─ console (the web console's built-in files at `/`: a client of the API, no data)
 //!   └─ api (routes, parsing, errors; auth: bearer tokens)
 //!        └─ executions (plan, admission, records, runs, waits, cancellation)
 //!             ├─ records (SQLite, WAL: written before a run starts)
@@ -17,6 +18,7 @@
 pub mod api;
 mod auth;
 mod clip;
+mod console;
 mod disk;
 mod executions;
 mod held;
