@@ -101,6 +101,6 @@ pub use settings::{
     Age, Backend, BuildLayer, ClientLayer, ClientSettings, Environment, HeldLimits, HiddenText,
     Keep, KeepLayer, KeyInjection, KeystoreLayer, KeystoreSettings, PackDelivery, RecordBounds,
     RecordsLayer, Retention, RetentionLayer, RunLayer, SandboxLayer, ServeLayer, ServeSettings,
-    Settings, SettingsError, SettingsLayer, ShownSetting, Size, Source, WarmLayer, WarmSettings,
-    parse_size,
+    Settings, SettingsError, SettingsLayer, ShownSetting, Size, Source, SwarmLayer, WarmLayer,
+    WarmSettings, parse_size,
 };

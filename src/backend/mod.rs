@@ -75,6 +75,7 @@ pub fn for_settings(
             SharedEngine::clone(engine),
             settings.registry.clone(),
             Owned::in_state_dir(&settings.state_dir),
+            settings.placement.clone(),
             gateway,
         )),
     }

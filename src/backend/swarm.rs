@@ -102,6 +102,7 @@ impl SwarmError {
 pub struct SwarmBackend {
     engine: SharedEngine,
     registry: Option<String>,
+    placement: Vec<String>,
     /// The egress proxy, which joins the network of each run with a grant.
     gateway: Arc<Gateway>,
     /// The Swarm face, once the Swarm was found fit (a manager; a registry if it has more than
@@ -112,16 +113,19 @@ pub struct SwarmBackend {
 }
 
 impl SwarmBackend {
-    /// A backend on the Swarm `engine` manages, pushing pack images to `registry` when given.
+    /// A backend on the Swarm `engine` manages, pushing pack images to `registry` when given,
+    /// its services placed on nodes that meet every `placement` constraint (none: any node).
     pub fn new(
         engine: SharedEngine,
         registry: Option<String>,
         owned: Owned,
+        placement: Vec<String>,
         gateway: Arc<Gateway>,
     ) -> SwarmBackend {
         SwarmBackend {
             engine,
             registry,
+            placement,
             gateway,
             swarm: OnceCell::new(),
             owned,
@@ -271,6 +275,7 @@ impl RunBackend for SwarmBackend {
                     network: network.as_deref(),
                     stop_grace: io.limits.grace,
                     max_output: io.limits.max_output,
+                    placement: &self.placement,
                 },
             );
             made.service = Some(names.service.clone());
@@ -292,8 +297,8 @@ impl RunBackend for SwarmBackend {
             None => None,
         };
         let removed = made.remove_all().await;
-        let exit = match (result, removed) {
-            (Ok(exit), Ok(())) => exit,
+        let end = match (result, removed) {
+            (Ok(end), Ok(())) => end,
             (Ok(_), Err((_, cleanup))) => return Err(RunError::from(cleanup).into()),
             (Err(run), Ok(())) => return Err(run),
             (Err(BackendError::Run(run)), Err((resource, cleanup))) => {
@@ -312,9 +317,10 @@ impl RunBackend for SwarmBackend {
                 return Err(other);
             }
         };
+        sandbox.node = end.node;
         Ok(Ran {
             exec_id,
-            exit,
+            exit: end.exit,
             sandbox,
             egress: audit,
         })
@@ -346,7 +352,9 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::engine::fake::{Call, Exit, FakeEngine, Op, Program, SwarmScript};
+    use crate::engine::fake::{
+        Call, Exit, FAKE_NODE_HOSTNAME, FAKE_NODE_ID, FakeEngine, Op, Program, SwarmScript,
+    };
     use crate::engine::swarm::SwarmState;
     use std::time::Duration;
 
@@ -386,6 +394,7 @@ mod tests {
             Owned::in_state_dir(
                 &std::env::temp_dir().join(format!("packbox-test-{}", uuid::Uuid::new_v4())),
             ),
+            vec!["node.role==worker".to_string()],
             gateway,
         );
         Setup {
@@ -752,6 +761,92 @@ mod tests {
         });
         let err = run(&s, &limits(60, 10)).await.expect_err("rejected");
         assert!(err.to_string().contains("No such image"), "{err}");
+        assert!(s.fake.swarm_objects().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_service_carries_the_placement_and_the_outcome_names_the_node() {
+        let s = setup(None);
+        let ran = run(&s, &limits(60, 10)).await.expect("ran");
+        assert_eq!(created_service(&s.fake).placement, ["node.role==worker"]);
+        let node = ran.sandbox.node.expect("the node it ran on");
+        assert_eq!(
+            (node.hostname.as_str(), node.id.as_str()),
+            (FAKE_NODE_HOSTNAME, FAKE_NODE_ID)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_lost_mid_run_ends_the_run_as_an_error_naming_it_long_before_the_timeout() {
+        let s = setup(None);
+        let script = SwarmScript {
+            lose_node_after: Some(Duration::from_secs(5)),
+            ..SwarmScript::default()
+        };
+        s.fake.set_swarm(script.clone());
+        s.fake.set_service_program(|_| Program {
+            output: vec![(StreamKind::Stdout, b"started\n".to_vec())],
+            exit: Exit::Never,
+            ..Program::default()
+        });
+        let started = Instant::now();
+        let err = run(&s, &limits(600, 10)).await.expect_err("node lost");
+        let elapsed = started.elapsed();
+        assert!(
+            matches!(err, BackendError::Run(RunError::NodeLost { .. })),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(FAKE_NODE_HOSTNAME) && text.contains(FAKE_NODE_ID),
+            "names the node: {text}"
+        );
+        assert!(text.contains("down"), "{text}");
+        // The Swarm's own time to mark the node down, then at most one node check.
+        let known = script.start_delay + Duration::from_secs(5) + script.node_down_after;
+        assert!(
+            elapsed >= known && elapsed <= known + Duration::from_secs(2),
+            "ended {elapsed:?} after the start; the Swarm knew after {known:?}"
+        );
+        assert!(
+            s.fake.swarm_objects().is_empty(),
+            "{:?}",
+            s.fake.swarm_objects()
+        );
+        assert_eq!(
+            s.fake.count(|c| matches!(c, Call::Scale(..))),
+            0,
+            "not stopped as a timeout"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_image_a_node_cannot_pull_names_the_node_the_image_and_the_registry() {
+        let s = setup(Some("packbox-registry:5000"));
+        let image = format!(
+            "packbox-registry:5000/packbox-pack/p@sha256:{}",
+            "ab".repeat(32)
+        );
+        s.fake.set_swarm(SwarmScript {
+            reject: Some(format!("No such image: {image}")),
+            ..SwarmScript::default()
+        });
+        let started = Instant::now();
+        let err = run(&s, &limits(600, 10)).await.expect_err("not pulled");
+        assert!(started.elapsed() < Duration::from_secs(5), "at once");
+        match &err {
+            BackendError::Run(RunError::ImageUnavailable {
+                node,
+                image: named,
+                registry,
+                ..
+            }) => {
+                assert_eq!(named, &image);
+                assert_eq!(registry, "packbox-registry:5000");
+                assert!(node.contains(FAKE_NODE_HOSTNAME), "{node}");
+            }
+            other => panic!("expected an image the node could not pull: {other}"),
+        }
         assert!(s.fake.swarm_objects().is_empty());
     }
 

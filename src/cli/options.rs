@@ -34,6 +34,11 @@ pub struct GlobalArgs {
     /// more than one node. Default: $PACKBOX_REGISTRY.
     #[arg(long, global = true, value_name = "HOST:PORT")]
     pub registry: Option<String>,
+    /// A Swarm placement constraint for the swarm backend's services (node.role==worker,
+    /// node.labels.zone!=dmz); repeatable, a node must meet all. Replaces swarm.placement of the
+    /// config file. Default: any node.
+    #[arg(long, global = true, value_name = "CONSTRAINT")]
+    pub placement: Vec<String>,
     /// Where packbox keeps its probe cache, build logs and locks (default: $PACKBOX_STATE_DIR,
     /// else $XDG_STATE_HOME/packbox).
     #[arg(long, global = true, value_name = "DIR")]
@@ -148,6 +153,9 @@ pub fn layer(global: &GlobalArgs, sandbox: &SandboxArgs) -> SettingsLayer {
     layer.engine = global.engine.clone();
     layer.backend = global.backend.clone();
     layer.registry = global.registry.clone();
+    if !global.placement.is_empty() {
+        layer.swarm.placement = Some(global.placement.clone());
+    }
     layer.state_dir = global.state_dir.clone();
     layer.catalog = global.catalog.clone();
     layer.keystore.key_file = global.key_file.clone();

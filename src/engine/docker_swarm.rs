@@ -13,7 +13,7 @@ use bollard::models::{
     LocalNodeState, Mount, MountTmpfsOptions, MountType, NetworkAttachmentConfig,
     NetworkCreateRequest, ResourcesUlimits, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
     TaskSpecContainerSpec, TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets,
-    TaskSpecLogDriver, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum,
 };
 use bollard::query_parameters::{
@@ -25,8 +25,8 @@ use futures::StreamExt;
 
 use super::docker::{api, is_status};
 use super::swarm::{
-    LogChunk, LogStream, NetworkSpec, ServiceSpec, SwarmEngine, SwarmKind, SwarmObject, SwarmState,
-    TaskState, TaskStatus,
+    LogChunk, LogStream, NetworkSpec, NodeState, ServiceSpec, SwarmEngine, SwarmKind, SwarmNode,
+    SwarmObject, SwarmState, TaskState, TaskStatus,
 };
 use super::{DockerEngine, EngineError, StreamKind};
 
@@ -94,6 +94,29 @@ impl SwarmEngine for DockerEngine {
                 what: what(),
                 source: "the engine recorded no digest for the pushed image".into(),
             })
+    }
+
+    async fn node(&self, id: &str) -> Result<Option<SwarmNode>, EngineError> {
+        let node = match self.docker().inspect_node(id).await {
+            Ok(node) => node,
+            Err(e) if is_status(&e, 404) => return Ok(None),
+            Err(e) => return Err(api(format!("inspecting node {id}"), e)),
+        };
+        let hostname = node
+            .description
+            .and_then(|d| d.hostname)
+            .unwrap_or_default();
+        let state = match node.status.and_then(|s| s.state) {
+            Some(bollard::models::NodeState::READY) => NodeState::Ready,
+            Some(bollard::models::NodeState::DOWN) => NodeState::Down,
+            Some(other) => NodeState::Other(other.to_string()),
+            None => NodeState::Other("unknown".into()),
+        };
+        Ok(Some(SwarmNode {
+            hostname,
+            id: node.id.unwrap_or_else(|| id.to_string()),
+            state,
+        }))
     }
 
     async fn create_network(&self, spec: &NetworkSpec) -> Result<String, EngineError> {
@@ -197,6 +220,8 @@ impl SwarmEngine for DockerEngine {
                     exit_code,
                     container_id,
                     error: status.err.filter(|e| !e.is_empty()),
+                    node_id: task.node_id.filter(|n| !n.is_empty()),
+                    stop_wanted: stop_wanted(task.desired_state),
                 })
             })
             .collect())
@@ -348,6 +373,15 @@ fn task_state(state: Option<bollard::models::TaskState>) -> TaskState {
     }
 }
 
+/// Whether the manager wants a task stopped: its desired state is past running.
+fn stop_wanted(desired: Option<bollard::models::TaskState>) -> bool {
+    use bollard::models::TaskState as S;
+    matches!(
+        desired,
+        Some(S::COMPLETE | S::SHUTDOWN | S::FAILED | S::REJECTED | S::REMOVE | S::ORPHANED)
+    )
+}
+
 /// A task's exit code: the engine leaves a zero out of the task's status, so a task whose
 /// container exited without one exited 0; a task stopped before it had a container has none.
 fn exit_code_of(reported: Option<i64>, state: TaskState, had_container: bool) -> Option<i64> {
@@ -455,6 +489,10 @@ fn service_body(spec: &ServiceSpec) -> bollard::models::ServiceSpec {
     ]);
     let task = TaskSpec {
         container_spec: Some(container),
+        placement: (!spec.placement.is_empty()).then(|| TaskSpecPlacement {
+            constraints: Some(spec.placement.clone()),
+            ..Default::default()
+        }),
         resources: Some(TaskSpecResources {
             limits: Some(bollard::models::Limit {
                 nano_cpus: Some(spec.nano_cpus),
@@ -534,6 +572,7 @@ mod tests {
             }],
             stop_grace: Duration::from_secs(10),
             log_file_bytes: 21 << 20,
+            placement: Vec::new(),
         }
     }
 
@@ -570,6 +609,32 @@ mod tests {
             log.options.expect("options")["max-size"],
             (21u64 << 20).to_string()
         );
+    }
+
+    #[test]
+    fn placement_constraints_go_to_the_task_only_when_there_are_some() {
+        let anywhere = service_body(&locked_down()).task_template.expect("task");
+        assert_eq!(anywhere.placement, None, "any node");
+        let mut spec = locked_down();
+        spec.placement = vec!["node.role==worker".into(), "node.labels.zone!=dmz".into()];
+        let placed = service_body(&spec).task_template.expect("task");
+        assert_eq!(
+            placed.placement.and_then(|p| p.constraints),
+            Some(vec![
+                "node.role==worker".to_string(),
+                "node.labels.zone!=dmz".to_string()
+            ])
+        );
+    }
+
+    #[test]
+    fn the_manager_wants_a_task_stopped_once_its_desired_state_is_past_running() {
+        use bollard::models::TaskState as S;
+        assert!(!stop_wanted(Some(S::RUNNING)));
+        assert!(!stop_wanted(Some(S::READY)));
+        assert!(!stop_wanted(None));
+        assert!(stop_wanted(Some(S::SHUTDOWN)));
+        assert!(stop_wanted(Some(S::REMOVE)));
     }
 
     #[test]

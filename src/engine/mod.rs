@@ -29,8 +29,8 @@ use tokio::io::AsyncWrite;
 pub use docker::{DockerEngine, MIN_API_VERSION};
 pub use podman::NotApplied;
 pub use swarm::{
-    LogChunk, LogStream, NetworkSpec, SecretFile, ServiceSpec, SharedSwarm, SwarmEngine, SwarmKind,
-    TaskState, TaskStatus, TmpfsMount,
+    LogChunk, LogStream, NetworkSpec, NodeState, SecretFile, ServiceSpec, SharedSwarm, SwarmEngine,
+    SwarmKind, SwarmNode, TaskState, TaskStatus, TmpfsMount,
 };
 
 /// The engine as the stages hold it: shared, cheap to clone, any implementation.

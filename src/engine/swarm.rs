@@ -113,6 +113,8 @@ pub struct ServiceSpec {
     pub stop_grace: Duration,
     /// Bytes the task's log may hold on its node, per file (two files are kept).
     pub log_file_bytes: u64,
+    /// Placement constraints a node must all meet to take the task (`node.role==worker`).
+    pub placement: Vec<String>,
 }
 
 /// Where a task is in its life.
@@ -141,6 +143,34 @@ pub struct TaskStatus {
     pub container_id: Option<String>,
     /// The manager's error text (why it was rejected, could not be placed, ...).
     pub error: Option<String>,
+    /// The node the task was given to, once it was placed.
+    pub node_id: Option<String>,
+    /// The manager wants the task stopped (its service scaled down or removed, or its node
+    /// gone) while the state above is still the last one its node reported.
+    pub stop_wanted: bool,
+}
+
+/// Whether a node's manager hears from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    /// It reports to the managers.
+    Ready,
+    /// The managers stopped hearing from it (missed heartbeats): its tasks are lost with it.
+    Down,
+    /// Anything else the Swarm says (`unknown`, `disconnected`), as it says it.
+    Other(String),
+}
+
+/// A node of the Swarm, as the outcome names it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SwarmNode {
+    /// The node's hostname.
+    pub hostname: String,
+    /// The node's id in the Swarm.
+    pub id: String,
+    /// Whether the managers hear from it.
+    #[serde(skip)]
+    pub state: NodeState,
 }
 
 /// One message of a task's log: its stream, the engine's timestamp (RFC 3339 with nanoseconds,
@@ -204,6 +234,9 @@ pub trait SwarmEngine: Send + Sync + fmt::Debug {
     /// Pushes `repository:tag` to its registry and returns the digest the registry gave it
     /// (`sha256:...`), so that every node runs exactly these bytes.
     async fn push_image(&self, repository: &str, tag: &str) -> Result<String, EngineError>;
+
+    /// A node by id; `None` when the Swarm has no such node (any more).
+    async fn node(&self, id: &str) -> Result<Option<SwarmNode>, EngineError>;
 
     /// Creates a Swarm-scoped network; returns its id.
     async fn create_network(&self, spec: &NetworkSpec) -> Result<String, EngineError>;

@@ -45,10 +45,42 @@ pub enum RunError {
         cleanup: Box<EngineError>,
     },
     /// The Swarm did not run a service's task (rejected, lost by its node).
-    #[error("the Swarm did not run service {service}: {error}")]
+    #[error("the Swarm did not run service {service}{}: {error}", on_node(node.as_deref()))]
     TaskLost {
         /// The service's name.
         service: String,
+        /// The node the task was given to (`HOSTNAME (node ID)`), when it was placed.
+        node: Option<String>,
+        /// The Swarm's error for the task.
+        error: String,
+    },
+    /// The node running a service's task was lost: the managers stopped hearing from it, so
+    /// nothing more will be known of the action (not even whether it still runs there).
+    #[error(
+        "node {node} was lost while it ran service {service} (the Swarm's managers marked it {state}): the action's end is unknown"
+    )]
+    NodeLost {
+        /// The service's name.
+        service: String,
+        /// The node (`HOSTNAME (node ID)`).
+        node: String,
+        /// What the managers say of it (`down`, `unknown`, `disconnected`, or gone).
+        state: String,
+    },
+    /// A node could not get a service's image from its registry (the registry did not answer
+    /// it, or does not hold the image).
+    #[error(
+        "node {node} could not pull image {image} from registry {registry} (the registry did not answer that node, or does not hold the image): {error}"
+    )]
+    ImageUnavailable {
+        /// The service's name.
+        service: String,
+        /// The node (`HOSTNAME (node ID)`).
+        node: String,
+        /// The image, by digest.
+        image: String,
+        /// The registry the image is named under (`HOST:PORT`).
+        registry: String,
         /// The Swarm's error for the task.
         error: String,
     },
@@ -90,6 +122,11 @@ fn list(settings: &[NotApplied]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// ` on node NODE`, when there is one.
+fn on_node(node: Option<&str>) -> String {
+    node.map(|n| format!(" on node {n}")).unwrap_or_default()
 }
 
 /// How long the wait for a killed container may take before packbox gives up on it.

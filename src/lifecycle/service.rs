@@ -15,8 +15,8 @@ use super::capture::BoundedBuffer;
 use super::run::{RunError, RunIo};
 use crate::contract::exit::{Captured, ContainerExit, Ending};
 use crate::engine::{
-    EngineError, LogChunk, LogStream, SharedEngine, SharedSwarm, StreamKind, SwarmEngine,
-    SwarmKind, TaskState, TaskStatus,
+    EngineError, LogChunk, LogStream, NodeState, SharedEngine, SharedSwarm, StreamKind,
+    SwarmEngine, SwarmKind, SwarmNode, TaskState, TaskStatus,
 };
 
 /// How often the task's state is asked for.
@@ -32,15 +32,30 @@ const DRAIN_QUIET: Duration = Duration::from_millis(250);
 const LAST_READ: Duration = Duration::from_secs(300);
 /// How long a network or secret may stay in use after its service was removed.
 const RELEASE_WAIT: Duration = Duration::from_secs(30);
+/// How often, at most, the node of a task the managers want stopped is asked about: a node
+/// that is down takes its task with it, and the task's last report never changes again.
+const NODE_CHECK: Duration = Duration::from_secs(1);
+
+/// How a service's task ended, and the node it ran on.
+#[derive(Debug)]
+pub struct ServiceEnd {
+    /// How the task ended, with its captured output.
+    pub exit: ContainerExit,
+    /// The node the task ran on (its hostname empty when the Swarm could not say), if it was
+    /// placed at all.
+    pub node: Option<SwarmNode>,
+}
 
 /// Follows a service's task to its end (stopping it at the timeout or on cancellation) and
-/// captures its log under the limits.
+/// captures its log under the limits. A task whose node is lost (the managers mark it down and
+/// want the task stopped, while its last report stays) ends the run as [`RunError::NodeLost`]
+/// as soon as the Swarm knows, never at the timeout.
 pub async fn drive(
     swarm: &dyn SwarmEngine,
     engine: &SharedEngine,
     service: &str,
     io: RunIo<'_>,
-) -> Result<ContainerExit, RunError> {
+) -> Result<ServiceEnd, RunError> {
     let RunIo {
         limits,
         cancel,
@@ -59,6 +74,8 @@ pub async fn drive(
     let mut stopping: Option<(Ending, Instant)> = None;
     // When a follower last delivered: busy followers are let finish their backlog at the end.
     let mut last_message: Option<Instant> = None;
+    let mut node_id: Option<String> = None;
+    let mut node_checked: Option<Instant> = None;
     let task = loop {
         // The timeout counts from the task's start; while it waits to be placed and started,
         // the same time bounds the wait.
@@ -74,13 +91,13 @@ pub async fn drive(
             }
             _ = poll.tick() => {
                 let task = swarm.service_tasks(service).await?.into_iter().next();
+                if let Some(id) = task.as_ref().and_then(|t| t.node_id.clone()) {
+                    node_id = Some(id);
+                }
                 match (&task, &stopping) {
                     (Some(t), _) if t.state == TaskState::Exited => break task,
                     (Some(t), None) if t.state == TaskState::Lost => {
-                        return Err(RunError::TaskLost {
-                            service: service.to_string(),
-                            error: t.error.clone().unwrap_or_else(|| "the task was lost".into()),
-                        });
+                        return Err(not_run(swarm, service, t).await);
                     }
                     (Some(t), Some(_)) if t.state == TaskState::Lost => break task,
                     (Some(t), None) if t.state == TaskState::Waiting
@@ -97,6 +114,23 @@ pub async fn drive(
                     }
                     (None, Some(_)) => break None,
                     _ => {}
+                }
+                // A task the managers want stopped that still reports itself waiting or
+                // running: its node may be gone, and then it never reports again.
+                if let Some(t) = task.as_ref().filter(|t| {
+                    t.stop_wanted && matches!(t.state, TaskState::Waiting | TaskState::Running)
+                }) && let Some(id) = t.node_id.as_deref()
+                    && node_checked.is_none_or(|at| at.elapsed() >= NODE_CHECK)
+                {
+                    node_checked = Some(Instant::now());
+                    if let Some((node, state)) = lost_node(swarm, id).await? {
+                        tracing::warn!(service, node, state, "the task's node was lost");
+                        return Err(RunError::NodeLost {
+                            service: service.to_string(),
+                            node,
+                            state,
+                        });
+                    }
                 }
                 if stopping.is_some_and(|(_, give_up)| Instant::now() >= give_up) {
                     tracing::warn!(service, "the stopped task did not end in time");
@@ -173,13 +207,95 @@ pub async fn drive(
         _ => false,
     };
     let (stdout, stderr) = capture.finish();
-    Ok(ContainerExit {
-        ending: stopping.map_or(Ending::Exited, |(ending, _)| ending),
-        exit_code,
-        oom_killed,
-        stdout,
-        stderr,
+    let node = match node_id {
+        Some(id) => Some(node_named(swarm, &id).await),
+        None => None,
+    };
+    Ok(ServiceEnd {
+        exit: ContainerExit {
+            ending: stopping.map_or(Ending::Exited, |(ending, _)| ending),
+            exit_code,
+            oom_killed,
+            stdout,
+            stderr,
+        },
+        node,
     })
+}
+
+/// A node by id as the Swarm names it; best effort (an outcome is not failed for want of a
+/// hostname): the id alone when the Swarm cannot say.
+async fn node_named(swarm: &dyn SwarmEngine, id: &str) -> SwarmNode {
+    match swarm.node(id).await {
+        Ok(Some(node)) => node,
+        Ok(None) | Err(_) => SwarmNode {
+            hostname: String::new(),
+            id: id.to_string(),
+            state: NodeState::Other("unknown".into()),
+        },
+    }
+}
+
+/// `HOSTNAME (node ID)`, or the id alone.
+fn describe(node: &SwarmNode) -> String {
+    if node.hostname.is_empty() {
+        node.id.clone()
+    } else {
+        format!("{} (node {})", node.hostname, node.id)
+    }
+}
+
+/// Whether a node is lost: `Some((node, what the managers say))` unless they hear from it.
+async fn lost_node(
+    swarm: &dyn SwarmEngine,
+    id: &str,
+) -> Result<Option<(String, String)>, EngineError> {
+    Ok(match swarm.node(id).await? {
+        None => Some((id.to_string(), "gone from the Swarm".into())),
+        Some(node) => match &node.state {
+            NodeState::Ready => None,
+            NodeState::Down => Some((describe(&node), "down".into())),
+            NodeState::Other(state) => Some((describe(&node), state.clone())),
+        },
+    })
+}
+
+/// Why the Swarm did not run a task, naming its node: an image the node could not pull is
+/// told apart (the node, the image and its registry), anything else as the Swarm says it.
+async fn not_run(swarm: &dyn SwarmEngine, service: &str, task: &TaskStatus) -> RunError {
+    let node = match task.node_id.as_deref() {
+        Some(id) => Some(describe(&node_named(swarm, id).await)),
+        None => None,
+    };
+    let error = task
+        .error
+        .clone()
+        .unwrap_or_else(|| "the task was lost".into());
+    let unpulled = error
+        .strip_prefix("No such image: ")
+        .map(str::trim)
+        .and_then(|image| Some((image, registry_of(image)?)));
+    match (node, unpulled) {
+        (Some(node), Some((image, registry))) => RunError::ImageUnavailable {
+            service: service.to_string(),
+            node,
+            image: image.to_string(),
+            registry: registry.to_string(),
+            error,
+        },
+        (node, _) => RunError::TaskLost {
+            service: service.to_string(),
+            node,
+            error,
+        },
+    }
+}
+
+/// The registry an image reference names (`HOST:PORT/repo@sha256:...` -> `HOST:PORT`), as the
+/// engine tells one: a first component with a dot or a port, or `localhost`.
+fn registry_of(image: &str) -> Option<&str> {
+    let (first, _) = image.split_once('/')?;
+    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
 }
 
 /// The next message of a follower; never, once it is gone.
@@ -404,6 +520,21 @@ pub async fn remove_when_free(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_registry_of_an_image_is_its_first_component_when_that_names_a_host() {
+        assert_eq!(
+            registry_of("packbox-registry:5000/packbox-pack/p@sha256:ab"),
+            Some("packbox-registry:5000")
+        );
+        assert_eq!(
+            registry_of("registry.example/p@sha256:ab"),
+            Some("registry.example")
+        );
+        assert_eq!(registry_of("localhost/p:1"), Some("localhost"));
+        assert_eq!(registry_of("library/debian:12"), None, "Docker Hub's");
+        assert_eq!(registry_of("sha256:ab"), None, "an image id");
+    }
 
     #[test]
     fn a_second_read_skips_what_was_seen_at_the_same_timestamp() {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::isolation::IsolationReport;
 use super::seccomp::{Kernel, SeccompProfile};
-use crate::engine::{BindMount, ContainerSpec, EngineIdentity, VolumeMount};
+use crate::engine::{BindMount, ContainerSpec, EngineIdentity, SwarmNode, VolumeMount};
 
 /// The network of a run with an egress grant: a per-run network whose only way out is
 /// packbox's egress proxy (each backend makes it; the proxy enforces the grant).
@@ -60,6 +60,9 @@ pub struct SandboxPolicy {
     /// (empty for containers on the engine, which take every setting as it is).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub applied_as: Vec<String>,
+    /// The Swarm node the run's task ran on (its hostname and id); swarm backend only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<SwarmNode>,
     /// The engine that ran the action (Docker or Podman, its version and mode); set by the
     /// backend for every outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,6 +92,7 @@ impl Default for SandboxPolicy {
             weaker_than_default: Vec::new(),
             backend: "docker".into(),
             applied_as: Vec::new(),
+            node: None,
             engine: None,
             allow_weaker: false,
         }

@@ -38,6 +38,8 @@ pub struct ServiceParts<'a> {
     pub stop_grace: Duration,
     /// Bytes of output kept per stream: the task's log files are sized from it.
     pub max_output: usize,
+    /// Placement constraints a node must meet to take the task (none: any node).
+    pub placement: &'a [String],
 }
 
 impl SandboxPolicy {
@@ -84,6 +86,7 @@ impl SandboxPolicy {
             }],
             stop_grace: parts.stop_grace,
             log_file_bytes: log_file_bytes(parts.max_output),
+            placement: parts.placement.to_vec(),
         }
     }
 
@@ -188,6 +191,7 @@ mod tests {
             network: Some("net1"),
             stop_grace: Duration::from_secs(10),
             max_output: 10 << 20,
+            placement: &[],
         }
     }
 

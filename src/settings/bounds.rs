@@ -223,6 +223,54 @@ pub(super) fn check_registry(registry: &str) -> Result<(), String> {
     }
 }
 
+/// A Swarm placement constraint as the Swarm parses it (`KEY==VALUE` or `KEY!=VALUE`), with a
+/// key the Swarm matches nodes on: a constraint with any other key would never match, and the
+/// run would wait for a node that cannot come.
+pub(super) fn check_placement(constraint: &str) -> Result<(), String> {
+    static VALUE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        // The Swarm's own pattern for values (swarmkit's constraint.Parse).
+        regex::Regex::new(r"^(?i)[a-z0-9:\-_\s.*()?+\[\]\\^$|/]+$").expect("a valid pattern")
+    });
+    let expected = "expected KEY==VALUE or KEY!=VALUE with KEY one of node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.NAME, engine.labels.NAME";
+    let Some((key, value)) = ["==", "!="].into_iter().find_map(|operator| {
+        let (key, value) = constraint.split_once(operator)?;
+        Some((key.trim(), value.trim()))
+    }) else {
+        return Err(format!(
+            "`{constraint}` is not a placement constraint ({expected})"
+        ));
+    };
+    let label_key = |prefix: &str| {
+        key.strip_prefix(prefix).is_some_and(|name| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        })
+    };
+    let known = matches!(
+        key,
+        "node.id" | "node.hostname" | "node.role" | "node.platform.os" | "node.platform.arch"
+    ) || label_key("node.labels.")
+        || label_key("engine.labels.");
+    if !known {
+        return Err(format!(
+            "`{constraint}`: `{key}` is not a key the Swarm places by ({expected})"
+        ));
+    }
+    if value.is_empty() || !VALUE.is_match(value) {
+        return Err(format!(
+            "`{constraint}`: `{value}` is not a value the Swarm accepts (letters, digits, spaces and : - _ . * ( ) ? + [ ] \\ ^ $ | /)"
+        ));
+    }
+    if key == "node.role" && !matches!(value.to_ascii_lowercase().as_str(), "manager" | "worker") {
+        return Err(format!(
+            "`{constraint}`: a node's role is manager or worker"
+        ));
+    }
+    Ok(())
+}
+
 /// `UID` or `UID:GID`, numeric, within the engine's range.
 pub(super) fn check_user(user: &str) -> Result<(), String> {
     let parts: Vec<&str> = user.split(':').collect();

@@ -48,6 +48,9 @@ pub struct SettingsLayer {
     /// The `client:` section: `packbox run` sending runs to a server.
     #[serde(default)]
     pub client: ClientLayer,
+    /// The `swarm:` section: where the swarm backend's services may run.
+    #[serde(default)]
+    pub swarm: SwarmLayer,
     /// The `keystore:` section: the key-encryption key and which keys runs receive.
     #[serde(default)]
     pub keystore: KeystoreLayer,
@@ -141,6 +144,17 @@ pub struct ClientLayer {
     /// PEM certificates to trust for an `https://` server instead of the system's trust store
     /// (a private CA in front of the server).
     pub ca_file: Option<PathBuf>,
+}
+
+/// Swarm settings of one layer (the `swarm:` section of the config file).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SwarmLayer {
+    /// Swarm placement constraints every run's service carries (`node.role==worker`,
+    /// `node.labels.zone!=dmz`), all of which a node must meet; a layer's list replaces the
+    /// lists of the layers below it.
+    pub placement: Option<Vec<String>>,
 }
 
 /// Key-store settings of one layer (the `keystore:` section of the config file).

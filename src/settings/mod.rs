@@ -37,7 +37,7 @@ pub use error::SettingsError;
 pub use keystore::{KeyInjection, KeystoreSettings};
 pub use layers::{
     Age, BuildLayer, ClientLayer, KeepLayer, KeystoreLayer, RecordsLayer, RetentionLayer, RunLayer,
-    SandboxLayer, ServeLayer, SettingsLayer, Size, WarmLayer, parse_size,
+    SandboxLayer, ServeLayer, SettingsLayer, Size, SwarmLayer, WarmLayer, parse_size,
 };
 pub use show::{ShownSetting, Source};
 pub use sources::Environment;
@@ -64,6 +64,8 @@ pub struct Settings {
     pub backend: Backend,
     /// The registry pack images go through (swarm backend only).
     pub registry: Option<String>,
+    /// Swarm placement constraints every service carries (swarm backend only; none: any node).
+    pub placement: Vec<String>,
     /// Where the engine is, and why (found the way the docker CLI finds engines).
     pub endpoint: Endpoint,
     /// How the pack reaches the container: `Bind` or `Volume` (`auto` already decided).

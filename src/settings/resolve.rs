@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::bounds::{self, any, check_registry, count_in_range, in_range, parse_backend};
+use super::bounds::{
+    self, any, check_placement, check_registry, count_in_range, in_range, parse_backend,
+};
 use super::show::without_credentials;
 use super::sources::{Environment, PROXY_VARIABLES, default_state_dir};
 use super::*;
@@ -115,6 +117,33 @@ impl Resolver<'_> {
         Ok(endpoint)
     }
 
+    /// `swarm.placement` (`--placement`): each constraint checked, for the swarm backend only.
+    fn placement(&mut self, backend: &str) -> Result<Vec<String>, SettingsError> {
+        let Some(picked) = self.pick(|l| l.swarm.placement.clone()) else {
+            self.show("swarm.placement", Vec::<String>::new(), Source::Default);
+            return Ok(Vec::new());
+        };
+        let problem = picked
+            .value
+            .iter()
+            .find_map(|constraint| check_placement(constraint).err())
+            .or_else(|| {
+                (backend != Backend::Swarm.name() && !picked.value.is_empty()).then(|| {
+                    "only the swarm backend places runs (set backend: swarm or --backend swarm)"
+                        .to_string()
+                })
+            });
+        if let Some(message) = problem {
+            return Err(SettingsError::Value {
+                setting: "swarm.placement".into(),
+                source_name: self.source_name(picked.source),
+                message,
+            });
+        }
+        self.show("swarm.placement", &picked.value, picked.source);
+        Ok(picked.value)
+    }
+
     pub(super) fn finish(
         mut self,
         env: &Environment,
@@ -154,6 +183,7 @@ impl Resolver<'_> {
             registry.as_ref().map(|p| &p.value),
             registry.as_ref().map_or(Source::Default, |p| p.source),
         );
+        let placement = self.placement(&backend.value)?;
         let pack_delivery = match pack_delivery.value {
             PackDelivery::Auto
                 if endpoint.is_local_socket() && !endpoint.runs_as_another_user() =>
@@ -193,6 +223,7 @@ impl Resolver<'_> {
             pack_delivery,
             backend: parse_backend(&backend.value).unwrap_or_default(),
             registry: registry.map(|p| p.value),
+            placement,
             state_dir: state_dir.value,
             catalog_dir: catalog.map(|p| p.value),
             runtimes: runtimes.map(|p| p.value),

@@ -186,6 +186,7 @@ impl Resolver<'_> {
             weaker_than_default: Vec::new(),
             backend: backend.to_string(),
             applied_as: Vec::new(),
+            node: None,
             engine: None,
             allow_weaker,
         };

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::layers::{
     BuildLayer, ClientLayer, KeystoreLayer, RunLayer, SandboxLayer, ServeLayer, SettingsLayer,
+    SwarmLayer,
 };
 use super::{PackDelivery, SettingsError};
 use crate::egress::config::EgressLayer;
@@ -119,6 +120,17 @@ pub(super) fn env_layer(env: &Environment) -> Result<SettingsLayer, SettingsErro
         runtimes: text("PACKBOX_RUNTIMES"),
         sandbox: SandboxLayer::default(),
         run: RunLayer::default(),
+        // Constraints separated by `;`, which no constraint can hold (the Swarm refuses it in
+        // values).
+        swarm: SwarmLayer {
+            placement: text("PACKBOX_PLACEMENT").map(|list| {
+                list.split(';')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            }),
+        },
         isolation: None,
         network: None,
         egress: EgressLayer {

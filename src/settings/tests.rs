@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::bounds::{check_network, check_user};
+use super::bounds::{check_network, check_placement, check_user};
 use super::show::without_credentials;
 use super::*;
 use crate::common::error_text::chain;
@@ -423,6 +423,70 @@ fn a_bad_backend_or_registry_is_refused_naming_it() {
     let err = resolve("registry: 127.0.0.1:5000", &[]).expect_err("docker backend");
     assert!(err.to_string().contains("only the swarm backend"), "{err}");
     assert!(resolve("{backend: swarm, registry: 'registry.example:443'}", &[]).is_ok());
+}
+
+#[test]
+fn placement_comes_from_the_flags_or_the_swarm_section_whole() {
+    let none = resolve("backend: swarm", &[]).expect("defaults");
+    assert!(none.placement.is_empty(), "any node by default");
+    let file = with_file(
+        "backend: swarm",
+        "swarm:\n  placement: ['node.role==worker', 'node.labels.zone != dmz']\n",
+        &[],
+    )
+    .expect("from the file");
+    assert_eq!(
+        file.placement,
+        ["node.role==worker", "node.labels.zone != dmz"]
+    );
+    assert_eq!(source_of(&file, "swarm.placement"), Source::File);
+    let flags = with_file(
+        "{backend: swarm, swarm: {placement: ['node.hostname==w2']}}",
+        "swarm: {placement: ['node.role==worker', 'engine.labels.ssd==true']}\n",
+        &[],
+    )
+    .expect("the flags' list");
+    assert_eq!(
+        flags.placement,
+        ["node.hostname==w2"],
+        "replaced, not merged"
+    );
+}
+
+#[test]
+fn a_bad_placement_is_refused_naming_the_constraint() {
+    for (bad, said) in [
+        ("node.role=worker", "KEY==VALUE"),
+        ("node.colour==blue", "`node.colour` is not a key"),
+        ("node.labels.==x", "is not a key"),
+        ("node.role==boss", "manager or worker"),
+        ("node.hostname==", "is not a value"),
+        ("node.hostname==a,b", "is not a value"),
+        ("node.labels.zone==x=y", "is not a value"),
+    ] {
+        let err = resolve(
+            &format!("{{backend: swarm, swarm: {{placement: ['{bad}']}}}}"),
+            &[],
+        )
+        .expect_err(bad);
+        let text = err.to_string();
+        assert!(
+            text.contains("swarm.placement") && text.contains(said) && text.contains(bad),
+            "{bad}: {text}"
+        );
+    }
+    let err =
+        resolve("swarm: {placement: ['node.role==worker']}", &[]).expect_err("docker backend");
+    assert!(err.to_string().contains("only the swarm backend"), "{err}");
+    for good in [
+        "node.id==2ivku8v2gvtg4",
+        "node.platform.arch!=s390x",
+        "engine.labels.storage==ssd",
+        "node.labels.rack==r[1-3]",
+        "node.role == Manager",
+    ] {
+        assert!(check_placement(good).is_ok(), "{good}");
+    }
 }
 
 #[test]

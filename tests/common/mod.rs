@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
 
+pub mod cluster;
 pub mod dind;
 pub mod engine;
 pub mod server;

@@ -20,7 +20,7 @@ use super::{
 
 mod swarm;
 
-pub(crate) use swarm::SwarmScript;
+pub(crate) use swarm::{FAKE_NODE_HOSTNAME, FAKE_NODE_ID, SwarmScript};
 
 /// One request the fake received.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,6 +67,7 @@ pub(crate) enum Call {
     CreateService(Box<ServiceSpec>),
     Scale(String, u64),
     Tasks(String),
+    Node(String),
     Logs {
         id: String,
         stream: StreamKind,
@@ -110,6 +111,7 @@ pub(crate) enum Op {
     CreateService,
     Scale,
     Tasks,
+    Node,
     Logs,
     RemoveObject,
 }

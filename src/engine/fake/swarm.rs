@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 
 use super::{Call, Exit, FakeEngine, Op, Program};
 use crate::engine::swarm::{
-    LogChunk, LogStream, NetworkSpec, ServiceSpec, SwarmEngine, SwarmKind, SwarmObject, SwarmState,
-    TaskState, TaskStatus,
+    LogChunk, LogStream, NetworkSpec, NodeState, ServiceSpec, SwarmEngine, SwarmKind, SwarmNode,
+    SwarmObject, SwarmState, TaskState, TaskStatus,
 };
 use crate::engine::{EngineError, Signal, StreamKind};
 
@@ -40,7 +40,18 @@ pub(crate) struct SwarmScript {
     pub creation_hangs: bool,
     /// Time a follower takes per message (a follower lagging behind a flood).
     pub follower_lag: Duration,
+    /// The node a running task is on is lost this long after the task started: the managers
+    /// mark it down (after `node_down_after` more) and want the task stopped, while its last
+    /// report (running) stays.
+    pub lose_node_after: Option<Duration>,
+    /// Time from a node's loss to the managers marking it down (missed heartbeats).
+    pub node_down_after: Duration,
 }
+
+/// The node every fake task is placed on.
+pub(crate) const FAKE_NODE_ID: &str = "fakenode0001";
+/// Its hostname.
+pub(crate) const FAKE_NODE_HOSTNAME: &str = "fake-worker-1";
 
 impl Default for SwarmScript {
     fn default() -> Self {
@@ -57,6 +68,8 @@ impl Default for SwarmScript {
             unplaceable: None,
             creation_hangs: false,
             follower_lag: Duration::ZERO,
+            lose_node_after: None,
+            node_down_after: Duration::from_secs(15),
         }
     }
 }
@@ -85,6 +98,8 @@ pub(crate) struct FakeSwarm {
     secrets: BTreeMap<String, FakeSecret>,
     networks: BTreeMap<String, NetworkSpec>,
     pushed: Vec<String>,
+    /// Whether the managers still hear from the fake node.
+    node_down: bool,
     next_id: u64,
     /// The clock's zero for log timestamps.
     epoch: Option<tokio::time::Instant>,
@@ -183,6 +198,8 @@ impl FakeEngine {
                             exit_code: Some(0),
                             container_id: None,
                             error: None,
+                            node_id: None,
+                            stop_wanted: true,
                         },
                         log: Vec::new(),
                         visible: 0,
@@ -306,22 +323,40 @@ async fn run_task(
         engine.set_task(&service, |s| {
             s.task.state = TaskState::Lost;
             s.task.error = Some(error);
+            s.task.node_id = Some(FAKE_NODE_ID.into());
+            s.task.stop_wanted = true;
         });
         return;
     }
     engine.set_task(&service, |s| {
         s.task.state = TaskState::Running;
         s.task.container_id = Some(format!("taskcontainer-{service}"));
+        s.task.node_id = Some(FAKE_NODE_ID.into());
     });
     engine.log(&service, &program.output, true);
     let deadline = tokio::time::sleep(program.delay);
     tokio::pin!(deadline);
+    let lost = async {
+        match script.lose_node_after {
+            Some(after) => tokio::time::sleep(after).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
+        () = lost => {
+            // The node is gone: nothing more is heard of the task, whatever it was doing. The
+            // managers notice after missed heartbeats and want the task stopped.
+            tokio::time::sleep(script.node_down_after).await;
+            engine.swarm_state_mut().node_down = true;
+            engine.set_task(&service, |s| s.task.stop_wanted = true);
+            let _ = stop.recv().await;
+        }
         () = &mut deadline, if program.exit != Exit::Never => {
             let code = match program.exit { Exit::Code(code) => code, Exit::Never => 0 };
             engine.exit_task(&service, Some(code), program.oom);
         }
         _ = stop.recv() => {
+            engine.set_task(&service, |s| s.task.stop_wanted = true);
             tokio::time::sleep(script.stop_latency).await;
             stopped(&engine);
             if program.obeys_term {
@@ -388,6 +423,24 @@ impl SwarmEngine for FakeEngine {
         self.injected(Op::Push, "pushing")?;
         self.swarm_state_mut().pushed.push(reference.clone());
         Ok(format!("sha256:{:0>64}", hex::encode(reference.as_bytes())))
+    }
+
+    async fn node(&self, id: &str) -> Result<Option<SwarmNode>, EngineError> {
+        self.record(Call::Node(id.to_string()));
+        self.injected(Op::Node, "inspecting a node")?;
+        if id != FAKE_NODE_ID {
+            return Ok(None);
+        }
+        let down = self.swarm_state_mut().node_down;
+        Ok(Some(SwarmNode {
+            hostname: FAKE_NODE_HOSTNAME.into(),
+            id: FAKE_NODE_ID.into(),
+            state: if down {
+                NodeState::Down
+            } else {
+                NodeState::Ready
+            },
+        }))
     }
 
     async fn create_network(&self, spec: &NetworkSpec) -> Result<String, EngineError> {
@@ -457,6 +510,8 @@ impl SwarmEngine for FakeEngine {
                         exit_code: None,
                         container_id: None,
                         error: None,
+                        node_id: None,
+                        stop_wanted: false,
                     },
                     log: Vec::new(),
                     visible: 0,
