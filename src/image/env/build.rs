@@ -151,15 +151,21 @@ pub enum EnvError {
     /// The engine failed outside the build itself (looking up or removing an image, ...).
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// The build container could not be run or removed.
+    /// The build container could not be run or removed (boxed: a run's error is large).
     #[error(transparent)]
-    Run(#[from] RunError),
+    Run(Box<RunError>),
     /// The build was cancelled; its layers and its locks are gone.
     #[error("building environment {tag} was cancelled")]
     Cancelled {
         /// The environment image's tag.
         tag: String,
     },
+}
+
+impl From<RunError> for EnvError {
+    fn from(error: RunError) -> Self {
+        EnvError::Run(Box::new(error))
+    }
 }
 
 fn refused_sources_message(sources: &[Requirement]) -> String {
