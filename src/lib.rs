@@ -67,9 +67,9 @@ pub use engine::endpoint::{
 pub use engine::{ENGINE_CLIENT_LOG_TARGET, EngineError, StreamKind};
 pub use executor::doctor::{Check, CheckStatus, Report as DoctorReport, diagnose};
 pub use executor::error::{Error, Fault};
-pub use executor::explain::{CandidateReport, EnvironmentReport, Explanation, Lock};
+pub use executor::explain::{CandidateReport, EnvironmentReport, Explanation, Lock, NotHonoured};
 pub use executor::packtest::{
-    RunnerReport, TestEvent, TestPlan, TestReport, TestStatus, plan_tests,
+    RunnerReport, TestCounts, TestEvent, TestPlan, TestReport, TestStatus, plan_tests,
 };
 pub use executor::{
     BuildEvent, EnvReport, EnvStatus, Executor, GcReport, ImageEvent, PrepareEvent, RunEvent,

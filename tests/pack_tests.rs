@@ -169,8 +169,8 @@ fn invalid_testing_sections_are_input_errors_before_any_container() {
         ),
         (
             "    shell:\n",
-            "    ruby:\n",
-            "field `testing.runners.ruby`: `ruby` is not a runtime of the catalog",
+            "    cobol:\n",
+            "field `testing.runners.cobol`: `cobol` is not a runtime of the catalog",
         ),
         (
             "    python:\n      type: unittest",

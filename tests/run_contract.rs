@@ -217,7 +217,12 @@ fn the_environment_is_the_contract_and_nothing_of_packbox() {
         .unwrap_or_default();
     assert_eq!(environ["ATTUNE_ACTION"], "contract.report_py");
     assert_eq!(environ["ATTUNE_PACK_REF"], "contract");
-    assert_eq!(environ["ATTUNE_EXEC_ID"], outcome["exec_id"]);
+    // Attune's execution id is a positive integer; the run's UUID is packbox's own.
+    let attune_exec_id = outcome["attune_exec_id"].as_u64().unwrap_or(0);
+    assert!(attune_exec_id > 0, "{outcome}");
+    assert_eq!(environ["ATTUNE_EXEC_ID"], attune_exec_id.to_string());
+    assert_eq!(environ["PACKBOX_EXEC_ID"], outcome["exec_id"]);
+    assert_eq!(environ["HOME"], "/tmp");
     assert_eq!(environ["ATTUNE_PARAMETER_DELIVERY"], "stdin");
     assert_eq!(environ["ATTUNE_PARAMETER_FORMAT"], "json");
     assert!(!environ.contains_key("ATTUNE_PARAMETER_FILE"));

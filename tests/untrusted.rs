@@ -201,21 +201,30 @@ fn dotenv_keys_cannot_smuggle_commands_into_an_action_that_sources_them() {
     assert_eq!(control.code(), 0, "{}", control.stderr());
     assert_eq!(control.json()["stdout"], "sourced\n");
 
+    // A key that could start a new line is refused before any container.
+    let hostile = r#"headers={"a=$(touch /tmp/pwned; echo PWNED)\nb": 1}"#;
+    let run = run_untrusted("source_dotenv", &["-p", hostile]).finished;
+    assert_eq!(run.code(), 2, "{hostile}: {}", run.stderr());
+    assert!(
+        run.stderr().contains("cannot be written as dotenv"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(run.json()["status"], "invalid");
+    assert_eq!(containers_created_by(run.pid, since), 0, "{hostile}");
+
+    // Any other key Attune's formatter accepts is delivered, quoted whole: sourcing it runs
+    // nothing (a command that ran would print PWNED on the action's stdout).
     for hostile in [
-        r#"headers={"a=$(touch /tmp/pwned; echo PWNED >&2)\nb": 1}"#,
-        r#"headers={"a;echo PWNED >&2;b": 1}"#,
-        r#"headers={"inner": {"x`echo PWNED >&2`": 1}}"#,
+        r#"headers={"a;echo PWNED;b": 1}"#,
+        r#"headers={"inner": {"x`echo PWNED`": 1}}"#,
+        r#"headers={"$(echo PWNED)": 1, "x'$(echo PWNED)'": 2}"#,
+        r#"headers={"a=1;echo PWNED": 1}"#,
     ] {
         let run = run_untrusted("source_dotenv", &["-p", hostile]).finished;
-        assert_eq!(run.code(), 2, "{hostile}: {}", run.stderr());
-        assert!(
-            run.stderr().contains("cannot be written as dotenv"),
-            "{}",
-            run.stderr()
-        );
-        assert_eq!(run.json()["status"], "invalid");
-        // Nothing ran: no container was even created.
-        assert_eq!(containers_created_by(run.pid, since), 0, "{hostile}");
+        assert_eq!(run.code(), 0, "{hostile}: {}", run.stderr());
+        assert_eq!(run.json()["stdout"], "sourced\n", "{hostile}");
+        assert_no_leftovers(&run);
     }
 
     let run = run_untrusted("source_dotenv", &["--secret", "evil\nPWNED=1"]).finished;

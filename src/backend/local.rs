@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{BackendError, Job, Ran, RunBackend, WarmKind};
 use crate::common::error_text::chain;
+use crate::common::exec_ids::ExecIds;
 use crate::common::owned::Owned;
 use crate::egress::gateway::{Gateway, Slot};
 use crate::engine::{ContainerEngine, ContainerSpec, NotApplied, SharedEngine};
@@ -34,6 +35,8 @@ pub struct LocalBackend {
     pack_delivery: PackDelivery,
     /// What packbox made (pack volumes it filled or verified).
     owned: Owned,
+    /// Where pre-started containers take their Attune execution ids.
+    exec_ids: ExecIds,
     /// The egress proxy and per-run networks of runs with a grant.
     gateway: Arc<Gateway>,
     /// The per-run networks of pooled containers, by container id.
@@ -43,6 +46,8 @@ pub struct LocalBackend {
 /// The container a run uses, and what comes with it.
 struct Launched {
     exec_id: String,
+    /// Its Attune execution id (`ATTUNE_EXEC_ID`): a pooled container's own.
+    attune_exec_id: u64,
     started: Started,
     stdin: Vec<u8>,
     /// The run's share of its kind's demand, while it lasts.
@@ -60,6 +65,7 @@ impl LocalBackend {
     /// them (none: no pool).
     pub fn new(
         engine: SharedEngine,
+        exec_ids: ExecIds,
         warm: Option<WarmSettings>,
         pack_delivery: PackDelivery,
         owned: Owned,
@@ -79,6 +85,7 @@ impl LocalBackend {
             background: Mutex::new(JoinSet::new()),
             pack_delivery,
             owned,
+            exec_ids,
             gateway,
             pooled_slots: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -182,23 +189,26 @@ impl LocalBackend {
         Ok(workload)
     }
 
-    /// The started container a run uses, its exec id and the stdin to give it: a pre-started
+    /// The started container a run uses, its exec ids (the run's UUID and Attune's integer,
+    /// `ids`, unless a pooled container brings its own) and the stdin to give it: a pre-started
     /// one from the warm pool when there is one, else a fresh one; the pool is then topped up to
     /// what the kind's demand asks for, off the run's path. The demand lasts as long as the run.
     /// A run with a grant gets its container on a per-run network (`egress`).
     async fn container_for(
         &self,
-        exec_id: String,
+        ids: (String, u64),
         mut spec: ContainerSpec,
         stdin: Vec<u8>,
         warm_start: Option<Vec<String>>,
         egress: bool,
         cancel: &CancellationToken,
     ) -> Result<Launched, BackendError> {
+        let (exec_id, attune_exec_id) = ids;
         let Some(warm_pool) = &self.pool else {
             let (started, slot) = self.start_fresh(&exec_id, &spec, egress, cancel).await?;
             return Ok(Launched {
                 exec_id,
+                attune_exec_id,
                 started,
                 stdin,
                 _demand: None,
@@ -212,23 +222,34 @@ impl LocalBackend {
         // The kind is the spec before any slot: its grant is in a label, its network is not.
         let kind = pool::kind(&spec);
         let (demand, offered) = warm_pool.begin(&kind);
-        let (exec_id, started, slot) = match self.take_warm(warm_pool, &kind, offered).await {
-            Some(warm) => {
-                let slot = self
-                    .pooled_slots
-                    .lock()
-                    .ok()
-                    .and_then(|mut slots| slots.remove(warm.started.id()));
-                (warm.exec_id, warm.started, slot)
-            }
-            None => {
-                let (started, slot) = self.start_fresh(&exec_id, &spec, egress, cancel).await?;
-                (exec_id, started, slot)
-            }
-        };
+        let (exec_id, attune_exec_id, started, slot) =
+            match self.take_warm(warm_pool, &kind, offered).await {
+                Some(warm) => {
+                    let slot = self
+                        .pooled_slots
+                        .lock()
+                        .ok()
+                        .and_then(|mut slots| slots.remove(warm.started.id()));
+                    (warm.exec_id, warm.attune_exec_id, warm.started, slot)
+                }
+                None => {
+                    let (started, slot) = self.start_fresh(&exec_id, &spec, egress, cancel).await?;
+                    (exec_id, attune_exec_id, started, slot)
+                }
+            };
         for _ in 0..warm_pool.reserve(&kind) {
             let next_id = uuid::Uuid::new_v4().to_string();
-            let mut next_spec = pool::with_exec_id(&spec, &next_id);
+            // A pooled container's environment is fixed when it starts: it takes its Attune id
+            // now (one unused by a container removed idle is never handed out again).
+            let next_attune_id = match self.exec_ids.next() {
+                Ok(id) => id,
+                Err(e) => {
+                    warm_pool.start_failed(&kind);
+                    tracing::warn!("pre-starting a container: {}", chain(&e));
+                    continue;
+                }
+            };
+            let mut next_spec = pool::with_exec_id(&spec, &next_id, next_attune_id);
             let (engine, warm_pool, kind, gateway, pooled_slots) = (
                 SharedEngine::clone(&self.engine),
                 Arc::clone(warm_pool),
@@ -261,6 +282,7 @@ impl LocalBackend {
                         }
                         let warm = Warm {
                             exec_id: next_id,
+                            attune_exec_id: next_attune_id,
                             started,
                         };
                         if let Some(spare) = warm_pool.put(&kind, warm, asked.elapsed()) {
@@ -285,6 +307,7 @@ impl LocalBackend {
         go_then_stdin.extend_from_slice(&stdin);
         Ok(Launched {
             exec_id,
+            attune_exec_id,
             started,
             stdin: go_then_stdin,
             _demand: Some(demand),
@@ -341,6 +364,7 @@ impl LocalBackend {
 impl RunBackend for LocalBackend {
     async fn run(&self, job: Job<'_>) -> Result<Ran, BackendError> {
         let Job {
+            attune_exec_id,
             exec_id,
             workload,
             policy,
@@ -357,13 +381,14 @@ impl RunBackend for LocalBackend {
         }
         let Launched {
             exec_id,
+            attune_exec_id,
             started,
             stdin,
             _demand,
             slot,
         } = self
             .container_for(
-                exec_id,
+                (exec_id, attune_exec_id),
                 spec,
                 io.stdin,
                 warm_start,
@@ -419,6 +444,7 @@ impl RunBackend for LocalBackend {
             }
         });
         Ok(Ran {
+            attune_exec_id,
             exec_id,
             exit,
             sandbox,

@@ -66,6 +66,7 @@ pub fn for_settings(
     match settings.backend {
         Backend::Docker => Arc::new(local::LocalBackend::new(
             SharedEngine::clone(engine),
+            crate::common::exec_ids::ExecIds::new(&settings.state_dir),
             warm,
             settings.pack_delivery,
             Owned::in_state_dir(&settings.state_dir),
@@ -84,6 +85,8 @@ pub fn for_settings(
 /// One run for a backend: what runs, under which sandbox, with which stdin, limits,
 /// cancellation and output callback.
 pub struct Job<'a> {
+    /// The run's Attune execution id (`ATTUNE_EXEC_ID`), already in the workload's environment.
+    pub attune_exec_id: u64,
     /// The run's id; the workload's environment and labels carry it too.
     pub exec_id: String,
     /// What runs: image, command, environment and pack.
@@ -120,6 +123,8 @@ pub struct WarmKind {
 /// How a job ended.
 #[derive(Debug)]
 pub struct Ran {
+    /// The Attune execution id the action saw (a pooled container's own, when one was taken).
+    pub attune_exec_id: u64,
     /// The run's id (a pre-started container brings its own).
     pub exec_id: String,
     /// How the container (or the service's task) ended, with its captured output.

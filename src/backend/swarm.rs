@@ -170,6 +170,7 @@ impl SwarmBackend {
 impl RunBackend for SwarmBackend {
     async fn run(&self, job: Job<'_>) -> Result<Ran, BackendError> {
         let Job {
+            attune_exec_id,
             exec_id,
             workload,
             policy,
@@ -319,6 +320,7 @@ impl RunBackend for SwarmBackend {
         };
         sandbox.node = end.node;
         Ok(Ran {
+            attune_exec_id,
             exec_id,
             exit: end.exit,
             sandbox,
@@ -439,6 +441,7 @@ mod tests {
         stdin: &[u8],
     ) -> Result<Ran, BackendError> {
         let job = Job {
+            attune_exec_id: 1,
             egress: None,
             exec_id: "e1".into(),
             workload: workload(&s.pack),

@@ -30,6 +30,9 @@ const BUILTIN_RUNTIMES: &[(&str, &str)] = &[
         "native.yaml",
         include_str!("../../images/runtimes/native.yaml"),
     ),
+    ("ruby.yaml", include_str!("../../images/runtimes/ruby.yaml")),
+    ("perl.yaml", include_str!("../../images/runtimes/perl.yaml")),
+    ("java.yaml", include_str!("../../images/runtimes/java.yaml")),
 ];
 
 /// Built-in recipes (Dockerfiles), by their path under `images/`.
@@ -45,6 +48,18 @@ const BUILTIN_RECIPES: &[(&str, &str)] = &[
     (
         "shell/Dockerfile",
         include_str!("../../images/shell/Dockerfile"),
+    ),
+    (
+        "ruby/Dockerfile",
+        include_str!("../../images/ruby/Dockerfile"),
+    ),
+    (
+        "perl/Dockerfile",
+        include_str!("../../images/perl/Dockerfile"),
+    ),
+    (
+        "java/Dockerfile",
+        include_str!("../../images/java/Dockerfile"),
     ),
 ];
 
@@ -128,6 +143,10 @@ pub struct Runtime {
     pub env: BTreeMap<String, String>,
     /// The version taken when an action states no `runtime_version`; `None`: the highest verified.
     pub default_version: Option<String>,
+    /// Its images are built when a run first needs one: `images build`, `runtimes verify` and
+    /// a server's readiness leave it out unless `PACKBOX_RUNTIMES` names it.
+    #[serde(default)]
+    pub on_demand: bool,
     /// The versions packbox knows images for; a run takes only those verified in their image.
     pub versions: Vec<RuntimeVersion>,
     /// The catalog file it came from, for messages.
@@ -402,7 +421,10 @@ mod tests {
     fn builtin_catalog_loads_and_checks() {
         let catalog = Catalog::builtin().expect("the built-in catalog is valid");
         let names: Vec<_> = catalog.runtimes().iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["python", "node", "shell", "native"]);
+        assert_eq!(
+            names,
+            ["python", "node", "shell", "native", "ruby", "perl", "java"]
+        );
     }
 
     #[test]
@@ -424,7 +446,11 @@ mod tests {
                 "{alias}"
             );
         }
-        assert!(catalog.resolve("ruby").is_none());
+        assert!(catalog.resolve("cobol").is_none());
+        assert_eq!(
+            catalog.resolve("jdk").map(|r| r.name.as_str()),
+            Some("java")
+        );
     }
 
     #[test]
@@ -493,7 +519,7 @@ mod tests {
         let runtime = catalog.resolve("bash").expect("shell");
         assert_eq!(runtime.interpreter, ["sh"]);
         assert_eq!(runtime.versions[0].version, "1.0");
-        assert_eq!(catalog.runtimes().len(), 4);
+        assert_eq!(catalog.runtimes().len(), 7);
     }
 
     #[test]

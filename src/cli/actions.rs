@@ -108,7 +108,9 @@ fn print_table(actions: &[&CheckedAction]) {
 
 /// The version `run` would choose; a choice only the image's patch version can confirm says so.
 fn version_cell(action: &CheckedAction) -> String {
-    if action.provisional {
+    if action.version.is_empty() {
+        "-".into()
+    } else if action.provisional {
         format!("{} (if its patch matches)", action.version)
     } else {
         action.version.clone()

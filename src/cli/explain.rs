@@ -109,6 +109,18 @@ fn print_explanation(e: &Explanation) {
     if let Some(refusal) = &e.refusal {
         out(format!("refused     {refusal}"));
     }
+    if !e.not_honoured.is_empty() {
+        out("not honoured (Attune acts on these fields; packbox does not)".into());
+        for field in &e.not_honoured {
+            out(format!(
+                "  {} {}: {}",
+                field.file, field.field, field.upstream
+            ));
+        }
+        if let Some(first) = e.not_honoured.first() {
+            out(format!("  instead: {}", first.packbox));
+        }
+    }
     let Some(env) = &e.environment else {
         return;
     };

@@ -28,6 +28,8 @@ use options::GlobalArgs;
 
 /// Exit code for invalid input (a pack, a parameter, a flag).
 pub const EXIT_INPUT: u8 = 2;
+/// Exit code for an action packbox does not run: an Attune workflow.
+pub const EXIT_UNSUPPORTED: u8 = 3;
 /// Exit code when packbox or the engine could not do the work.
 pub const EXIT_ENGINE: u8 = 125;
 /// Exit code when packbox was interrupted a second time and exits at once.

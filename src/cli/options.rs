@@ -4,6 +4,7 @@
 //! `packbox config show` can say where each value came from).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use packbox::{
@@ -109,6 +110,11 @@ pub struct SandboxArgs {
 }
 
 impl SandboxArgs {
+    /// `--timeout`: this run's own limit, which wins over the action's `timeout_seconds`.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout.map(Duration::from_secs)
+    }
+
     /// The `--timeout` given, or the first other flag given: with `--server` the sandbox and
     /// the limits are the server's.
     pub fn only_timeout(&self) -> Result<Option<u64>, &'static str> {

@@ -84,6 +84,7 @@ fn pack_json(report: &CheckedPack) -> serde_json::Value {
         "actions": report.actions.iter().map(packbox::CheckedAction::to_json).collect::<Vec<_>>(),
         "problems": report.problems.len(),
         "warnings": report.warnings.len(),
+        "not_run": report.components.iter().map(|(dir, files)| serde_json::json!({"folder": dir, "files": files})).collect::<Vec<_>>(),
     })
 }
 
@@ -106,11 +107,26 @@ fn summary(report: &CheckedPack, strict: bool) -> String {
         0 => String::new(),
         n => format!(", {}", count(n, "warning")),
     };
+    // Attune's rules, sensors, workflows, ...: acknowledged, and said not to run here.
+    let not_run = match report.components.as_slice() {
+        [] => String::new(),
+        folders => format!(
+            "; not run by packbox: {}",
+            folders
+                .iter()
+                .map(|(dir, files)| format!("{dir}/ ({})", count(*files, "file")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
     match problems {
         0 => format!(
-            "ok: pack {name} ({}{warned})",
+            "ok: pack {name} ({}{warned}{not_run})",
             count(report.actions.len(), "action")
         ),
-        n => format!("invalid: pack {name} ({}{warned})", count(n, "problem")),
+        n => format!(
+            "invalid: pack {name} ({}{warned}{not_run})",
+            count(n, "problem")
+        ),
     }
 }

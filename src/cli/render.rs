@@ -7,23 +7,26 @@ use std::process::ExitCode;
 use packbox::{Error, Fault};
 use serde::Serialize;
 
-use super::{EXIT_CANCELLED, EXIT_ENGINE, EXIT_INPUT};
+use super::{EXIT_CANCELLED, EXIT_ENGINE, EXIT_INPUT, EXIT_UNSUPPORTED};
 
 /// The exit code for a library error.
 pub fn exit_code(error: &Error) -> ExitCode {
     match error.fault() {
         Fault::Input => ExitCode::from(EXIT_INPUT),
         Fault::Cancelled => ExitCode::from(EXIT_CANCELLED),
+        Fault::Unsupported => ExitCode::from(EXIT_UNSUPPORTED),
         _ => ExitCode::from(EXIT_ENGINE),
     }
 }
 
 /// The `status` of an error object, as the README's exit code table documents it: `invalid`
-/// (exit 2) for input, `cancelled` (exit 130), `error` (exit 125) for packbox or the engine.
+/// (exit 2) for input, `cancelled` (exit 130), `unsupported` (exit 3: a workflow), `error`
+/// (exit 125) for packbox or the engine.
 pub fn error_status(error: &Error) -> &'static str {
     match error.fault() {
         Fault::Input => "invalid",
         Fault::Cancelled => "cancelled",
+        Fault::Unsupported => "unsupported",
         _ => "error",
     }
 }

@@ -69,6 +69,7 @@ impl RunArgs {
         request.secrets = self.secrets.clone();
         request.secrets_file = self.secrets_file.clone();
         request.allow_disabled = self.allow_disabled;
+        request.timeout = self.sandbox.timeout();
         request
     }
 }

@@ -30,6 +30,8 @@ pub async fn execute(args: TestArgs, global: &GlobalArgs) -> ExitCode {
                 let object = serde_json::json!({
                     "pack": report.pack,
                     "passed": report.passed(),
+                    "pass_rate": report.pass_rate(),
+                    "min_pass_rate": report.min_pass_rate,
                     "runners": report.runners,
                 });
                 println!("{object}");
@@ -94,9 +96,15 @@ fn print_report(report: &TestReport) {
         .iter()
         .filter(|r| r.status == TestStatus::Passed)
         .count();
+    let (tests, tests_passed) = report.runners.iter().fold((0, 0), |(t, p), r| {
+        (t + r.counts.total, p + r.counts.passed)
+    });
     eprintln!(
-        "{}: {passed} of {} runners passed",
+        "{}: {passed} of {} runners passed; {tests_passed} of {tests} tests ({:.0}%, at least {:.0}% needed): {}",
         report.pack,
-        report.runners.len()
+        report.runners.len(),
+        report.pass_rate() * 100.0,
+        report.min_pass_rate * 100.0,
+        if report.passed() { "passed" } else { "FAILED" }
     );
 }

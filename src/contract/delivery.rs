@@ -1,8 +1,11 @@
 //! The parameter document an action reads: parameters and secrets merged, then written in the
 //! action's `parameter_format` (json, dotenv, yaml), byte for byte as the Attune contract says.
 //!
-//! dotenv documents are often `source`d by a shell, so their keys are limited to characters no
-//! shell gives a meaning to; values are always single-quoted.
+//! dotenv documents are often `source`d by a shell or read line by line. Values are always
+//! single-quoted. Keys of letters, digits, `_`, `.` and `-` are written bare (as Attune writes
+//! every key); any other key is single-quoted too (`'User Agent'='x'`), so a shell reads it as
+//! one word that is no assignment and runs nothing of it. A key that could start a new line
+//! (a control character, a line separator), name a file (`/`) or is empty is refused.
 
 use serde_json::{Map, Value};
 
@@ -11,9 +14,10 @@ use crate::pack::ParameterFormat;
 /// A parameter document that cannot be written in the action's format.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
-    /// A key a shell could read as more than a name (`a=$(id)`, a newline, a space).
+    /// A key that could start a new line (a control character, a line separator), name a file
+    /// (`/`) or is empty.
     #[error(
-        "parameter document: key {key:?} cannot be written as dotenv (expected letters, digits, `_`, `.` and `-`)"
+        "parameter document: key {key:?} cannot be written as dotenv (a key may not be empty or hold a control character, a line separator or `/`)"
     )]
     DotenvKey {
         /// The key at fault: a parameter's name, or a key inside an object parameter.
@@ -21,7 +25,8 @@ pub enum DeliveryError {
     },
 }
 
-/// Whether a key can be a dotenv name (or one dotted part of it).
+/// Whether a key is written bare in dotenv (or is one dotted part of such a name); secret
+/// names must be.
 pub fn is_dotenv_key(key: &str) -> bool {
     !key.is_empty()
         && key
@@ -67,13 +72,26 @@ fn encode_dotenv(document: &Map<String, Value>) -> Result<String, DeliveryError>
     Ok(text)
 }
 
+/// Whether a key can be written at all: quoted, it is one shell word and one line.
+fn is_writable_key(key: &str) -> bool {
+    !key.is_empty()
+        && !key
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '/' | '\u{2028}' | '\u{2029}'))
+}
+
+/// A single-quoted shell word: `'` written as `'\''`.
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
 fn flatten(
     prefix: &str,
     object: &Map<String, Value>,
     lines: &mut Vec<String>,
 ) -> Result<(), DeliveryError> {
     for (key, value) in object {
-        if !is_dotenv_key(key) {
+        if !is_writable_key(key) {
             return Err(DeliveryError::DotenvKey { key: key.clone() });
         }
         let name = if prefix.is_empty() {
@@ -90,7 +108,12 @@ fn flatten(
             Value::Null => String::new(),
             other => other.to_string(),
         };
-        lines.push(format!("{name}='{}'", text.replace('\'', r"'\''")));
+        // A name that is not all bare parts is quoted whole: one word, never an assignment.
+        let written = match name.split('.').all(is_dotenv_key) {
+            true => name,
+            false => quoted(&name),
+        };
+        lines.push(format!("{written}={}", quoted(&text)));
     }
     Ok(())
 }
@@ -151,8 +174,65 @@ mod tests {
     }
 
     #[test]
-    fn dotenv_refuses_keys_a_shell_would_read_as_more_than_a_name() {
-        for hostile in ["a=$(id)\nb", "a b", "x;y", "$HOME", "a'b", "", "ü"] {
+    fn dotenv_quotes_keys_that_are_not_bare_names() {
+        let document = doc(json!({
+            "headers": {"User Agent": "x", "a=$(id)": 1, "it's": true, "ü": 2},
+            "x;y": "z"
+        }));
+        let text = String::from_utf8(encode(&document, ParameterFormat::Dotenv).expect("dotenv"))
+            .expect("utf8");
+        assert_eq!(
+            text,
+            "'headers.User Agent'='x'\n'headers.a=$(id)'='1'\n'headers.it'\\''s'='true'\n'headers.ü'='2'\n'x;y'='z'\n"
+        );
+    }
+
+    /// A document with hostile keys, sourced by a real shell: the bare keys are assigned, the
+    /// quoted ones run nothing.
+    #[test]
+    fn sourcing_a_document_with_quoted_keys_runs_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("pwned");
+        let marker_text = "pwned";
+        let document = doc(json!({
+            format!("$(touch {marker_text})"): "1",
+            format!("`touch {marker_text}`"): "2",
+            format!("x; touch {marker_text}"): "3",
+            format!("a && touch {marker_text} #"): "4",
+            "plain": format!("$(touch {marker_text})"),
+        }));
+        let file = dir.path().join("params.env");
+        std::fs::write(
+            &file,
+            encode(&document, ParameterFormat::Dotenv).expect("dotenv"),
+        )
+        .expect("write");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(". \"$1\"; printf '%s' \"$plain\"")
+            .arg("sh")
+            .arg(&file)
+            .current_dir(dir.path())
+            .output()
+            .expect("sh runs");
+        assert!(!marker.exists(), "a key ran a command");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("$(touch {marker_text})")
+        );
+    }
+
+    #[test]
+    fn dotenv_refuses_keys_that_could_start_a_line_or_name_a_file() {
+        for hostile in [
+            "a=$(id)\nb",
+            "a\rb",
+            "",
+            "a\u{2028}b",
+            "../x",
+            "/bin/sh",
+            "tab\there",
+        ] {
             let document = doc(json!({"headers": {hostile: 1}}));
             let err = encode(&document, ParameterFormat::Dotenv).expect_err(hostile);
             assert!(err.to_string().contains(&format!("{hostile:?}")), "{err}");

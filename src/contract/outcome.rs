@@ -43,8 +43,12 @@ impl Status {
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct Outcome {
-    /// This run's id, also on its container as the `packbox.exec_id` label.
+    /// This run's id, also on its container as the `packbox.exec_id` label and in its
+    /// environment as `PACKBOX_EXEC_ID`.
     pub exec_id: String,
+    /// Attune's execution id of the run (`ATTUNE_EXEC_ID`): a positive integer, unique within
+    /// the state folder.
+    pub attune_exec_id: u64,
     /// The action's reference, `pack.action`.
     pub action: String,
     /// How the run ended.
@@ -86,6 +90,9 @@ pub struct Outcome {
     pub image: String,
     /// The sandbox settings that were applied.
     pub sandbox: SandboxPolicy,
+    /// What was accepted but deserves a word: parameters the action does not declare, which
+    /// were delivered as given.
+    pub warnings: Vec<String>,
     /// For a run with an egress grant: what it was granted and by whom, and every connection
     /// attempt through the proxy (host, port, allowed or refused, bytes, duration). Absent for
     /// a run without a grant.

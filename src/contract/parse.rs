@@ -54,6 +54,16 @@ pub fn parse(stdout: &str, format: OutputFormat) -> Parsed {
     }
 }
 
+/// A native action's `text` output: the whole stdout when it is one JSON document (as Attune's
+/// native runtime reads it), else no result and no error (text is text).
+pub fn parse_if_json(stdout: &str) -> Parsed {
+    let whole = json_document(stdout.trim());
+    match whole.value.is_some() || whole.truncated {
+        true => whole,
+        false => Parsed::default(),
+    }
+}
+
 /// The whole stdout as JSON, else its last non-empty line.
 fn parse_json(stdout: &str) -> Parsed {
     let whole = json_document(stdout.trim());

@@ -24,6 +24,11 @@ pub struct OutcomeTerms<'a> {
     pub runtime: &'a str,
     /// How to parse stdout into the result.
     pub output_format: OutputFormat,
+    /// The action is native (executed directly): its `text` stdout becomes the result when it
+    /// is JSON, as Attune's native runtime does.
+    pub native: bool,
+    /// What was accepted but deserves a word (undeclared parameters), for the outcome.
+    pub warnings: &'a [String],
     /// The action's output schema, whose `secret: true` fields are redacted.
     pub output_schema: Option<&'a Value>,
     /// The run's secrets, scrubbed from stdout, stderr and the result.
@@ -38,6 +43,8 @@ pub struct OutcomeTerms<'a> {
 /// What the executor knows about a run besides its container's end.
 #[derive(Clone, Debug)]
 pub struct RunFacts {
+    /// The run's Attune execution id (`ATTUNE_EXEC_ID`).
+    pub attune_exec_id: u64,
     /// The run's id, as its container's `packbox.exec_id` label has it.
     pub exec_id: String,
     /// Wall time of the whole run, preparation included.
@@ -86,6 +93,9 @@ pub fn outcome(terms: OutcomeTerms<'_>, exit: ContainerExit, facts: RunFacts) ->
         }
     };
     let parsed = match status {
+        Status::Succeeded if terms.native && terms.output_format == OutputFormat::Text => {
+            parse::parse_if_json(&exit.stdout.text)
+        }
         Status::Succeeded => parse::parse(&exit.stdout.text, terms.output_format),
         _ => Parsed::default(),
     };
@@ -134,6 +144,7 @@ fn outcome_of(
 ) -> Outcome {
     Outcome {
         exec_id: facts.exec_id,
+        attune_exec_id: facts.attune_exec_id,
         action: terms.action_ref.to_string(),
         status,
         exit_code: exit.exit_code,
@@ -153,6 +164,7 @@ fn outcome_of(
         runtime_version: facts.runtime_version,
         image: facts.image,
         sandbox: terms.policy.clone(),
+        warnings: terms.warnings.to_vec(),
         egress: None,
     }
 }

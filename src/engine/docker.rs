@@ -527,16 +527,25 @@ impl ContainerEngine for DockerEngine {
         let options = ListImagesOptionsBuilder::default()
             .filters(&filters)
             .build();
-        let found = self
-            .docker
-            .list_images(Some(options))
-            .await
-            .map_err(|e| api("listing images", e))?;
+        // Podman lists images without a lock against removal: an image removed by another
+        // client while the list is being read fails the whole list with 500 "image not known".
+        // The list is read again (a few times, briefly) rather than failing a probe or a sweep.
+        let mut attempt = 1;
+        let found = loop {
+            match self.docker.list_images(Some(options.clone())).await {
+                Ok(found) => break found,
+                Err(e) if attempt < LIST_RACE_ATTEMPTS && vanished_during_listing(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => return Err(api("listing images", e)),
+            }
+        };
         Ok(found
             .into_iter()
             .map(|image| ImageSummary {
                 id: image.id,
-                tags: image.repo_tags,
+                tags: real_tags(image.repo_tags),
                 created: image.created,
                 size_bytes: image.size,
                 labels: image.labels,
@@ -1222,8 +1231,26 @@ fn is_not_found(error: &BollardError) -> bool {
     }
 }
 
+/// How many times a listing that raced a removal is read before its error is reported.
+const LIST_RACE_ATTEMPTS: u64 = 5;
+
+/// Podman's answer when an image it was listing was removed meanwhile (its list holds no lock):
+/// 500 with `image not known` for an id of the list, not a fault of the request.
+fn vanished_during_listing(error: &BollardError) -> bool {
+    matches!(error, BollardError::DockerResponseServerError { status_code: 500, message }
+        if message.contains("image not known"))
+}
+
 pub(super) fn is_status(error: &BollardError, status: u16) -> bool {
     matches!(error, BollardError::DockerResponseServerError { status_code, .. } if *status_code == status)
+}
+
+/// The tags of a listed image without the engine's placeholder for "untagged" (Docker 20.10 lists
+/// an untagged image as `<none>:<none>`, which no call takes as a name).
+fn real_tags(tags: Vec<String>) -> Vec<String> {
+    tags.into_iter()
+        .filter(|tag| tag != "<none>:<none>" && tag != "<none>@<none>")
+        .collect()
 }
 
 #[cfg(test)]
@@ -1243,6 +1270,16 @@ mod tests {
                 .expect("append");
         }
         builder.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn an_untagged_image_lists_no_tags() {
+        assert!(real_tags(vec!["<none>:<none>".into()]).is_empty());
+        assert!(real_tags(vec!["<none>@<none>".into()]).is_empty());
+        assert_eq!(
+            real_tags(vec!["packbox/env:python-3.11-ab".into()]),
+            ["packbox/env:python-3.11-ab"]
+        );
     }
 
     #[test]
@@ -1314,6 +1351,26 @@ mod tests {
             message: "runc: create failed".into(),
         };
         assert!(!is_not_found(&other));
+    }
+
+    #[test]
+    fn podmans_list_that_raced_a_removal_is_read_again_and_nothing_else_is() {
+        let raced = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "reading image \"3d69\": locating image with ID \"3d69\": image not known"
+                .into(),
+        };
+        assert!(vanished_during_listing(&raced));
+        let refused = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "invalid filter \"scope\"".into(),
+        };
+        assert!(!vanished_during_listing(&refused));
+        let not_found = BollardError::DockerResponseServerError {
+            status_code: 404,
+            message: "image not known".into(),
+        };
+        assert!(!vanished_during_listing(&not_found));
     }
 
     #[test]

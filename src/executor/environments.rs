@@ -103,6 +103,8 @@ impl Executor {
             // A pack or action that cannot load, or names an unknown runtime, is reported and
             // skipped: the others still build.
             let (action, runtime) = match action {
+                // A workflow has no environment: packbox never runs it.
+                Ok(action) if action.action.workflow_file.is_some() => continue,
                 Ok(action) => match resolve_runtime(&self.catalog, &action) {
                     Ok(runtime) => (action, runtime),
                     Err(e) => {

@@ -80,6 +80,9 @@ pub enum Error {
     /// A base image could not be imported.
     #[error(transparent)]
     BaseImage(Box<BaseImageError>),
+    /// The state folder could not give the run an Attune execution id.
+    #[error(transparent)]
+    ExecId(#[from] crate::common::exec_ids::ExecIdError),
     /// The egress proxy or a run's network could not be made or used.
     #[error(transparent)]
     Egress(Box<EgressError>),
@@ -131,6 +134,8 @@ pub enum Fault {
     Engine,
     /// The work was cancelled (Ctrl-C, SIGTERM; exit code 130).
     Cancelled,
+    /// The action is of a kind packbox does not run: an Attune workflow (exit code 3).
+    Unsupported,
 }
 
 impl Error {
@@ -190,6 +195,9 @@ impl Error {
             }
             Error::Gvisor(gvisor) if gvisor.is_input() => Fault::Input,
             Error::Gvisor(_) => Fault::Engine,
+            Error::Plan(plan) if matches!(plan.as_ref(), PlanError::Workflow { .. }) => {
+                Fault::Unsupported
+            }
             Error::Settings(_)
             | Error::Plan(_)
             | Error::RuntimeFilter(_)
@@ -201,7 +209,8 @@ impl Error {
             | Error::Image(_)
             | Error::Copy(_)
             | Error::Delivery(_)
-            | Error::BaseImage(_) => Fault::Engine,
+            | Error::BaseImage(_)
+            | Error::ExecId(_) => Fault::Engine,
         }
     }
 

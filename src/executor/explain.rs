@@ -50,10 +50,26 @@ pub struct Explanation {
     pub refusal: Option<String>,
     /// The image a run would start from; `None` when no version fits.
     pub environment: Option<EnvironmentReport>,
+    /// Fields of the pack and the action that Attune acts on and packbox does not (scheduling,
+    /// permissions, retention, notifications), with what Attune would do.
+    pub not_honoured: Vec<NotHonoured>,
     /// The network a run would get: `none`, `egress` (a grant, below) or the operator's own.
     pub network: String,
     /// The egress grant a run would get and who granted each destination; `None` without one.
     pub egress: Option<RunGrant>,
+}
+
+/// A field Attune acts on that a run by packbox ignores.
+#[derive(Clone, Debug, Serialize)]
+pub struct NotHonoured {
+    /// `pack.yaml` or the action's file name.
+    pub file: String,
+    /// The field, as written.
+    pub field: String,
+    /// What Attune does with it.
+    pub upstream: String,
+    /// What packbox does instead.
+    pub packbox: &'static str,
 }
 
 /// One catalog version of the runtime.
@@ -136,6 +152,14 @@ pub(crate) async fn explain(
 ) -> Result<Explanation, ExplainError> {
     let policy = &settings.sandbox;
     let action = pack::load_action(packs_dir, action_ref).map_err(PlanError::from)?;
+    if let Some(workflow_file) = &action.action.workflow_file {
+        return Err(PlanError::Workflow {
+            action: action.action_ref.clone(),
+            file: action.action_file.display().to_string(),
+            workflow_file: workflow_file.clone(),
+        }
+        .into());
+    }
     // The grant a run would get, or why a run would be refused for its network.
     let (level, chosen_by) = settings
         .isolation
@@ -184,6 +208,7 @@ pub(crate) async fn explain(
         chosen: chosen.map(|status| status.version.clone()),
         refusal,
         environment,
+        not_honoured: not_honoured(&action),
         network: if egress.is_some() {
             crate::sandbox::policy::EGRESS_NETWORK.to_string()
         } else {
@@ -191,6 +216,34 @@ pub(crate) async fn explain(
         },
         egress,
     })
+}
+
+/// The pack's and the action's fields that Attune acts on and packbox does not.
+fn not_honoured(action: &pack::LoadedAction) -> Vec<NotHonoured> {
+    let action_file = action
+        .action_file
+        .file_name()
+        .map(|name| format!("actions/{}", name.to_string_lossy()))
+        .unwrap_or_default();
+    let pack_fields = action
+        .pack
+        .upstream_only
+        .iter()
+        .map(|field| ("pack.yaml".to_string(), field));
+    let action_fields = action
+        .action
+        .upstream_only
+        .iter()
+        .map(|field| (action_file.clone(), field));
+    pack_fields
+        .chain(action_fields)
+        .map(|(file, field)| NotHonoured {
+            file,
+            field: field.field.clone(),
+            upstream: field.upstream.clone(),
+            packbox: pack::PACKBOX_INSTEAD,
+        })
+        .collect()
 }
 
 fn rule(runtime: &Runtime, constraint: Option<&Constraint>) -> String {

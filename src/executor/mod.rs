@@ -55,6 +55,8 @@ pub struct Executor {
     settings: Settings,
     catalog: Catalog,
     probe_cache: ProbeCache,
+    /// Where runs take their Attune execution ids (the state folder).
+    exec_ids: crate::common::exec_ids::ExecIds,
     owner: Owner,
     shutdown: CancellationToken,
     /// What the engine offers, asked once when a run needs it.
@@ -93,6 +95,7 @@ impl Executor {
         let executor = Executor {
             swept,
             probe_cache: ProbeCache::open(&settings.state_dir),
+            exec_ids: crate::common::exec_ids::ExecIds::new(&settings.state_dir),
             backend: backend::for_settings(&settings, &engine, None, Arc::clone(&gateway)),
             gateway,
             engine,

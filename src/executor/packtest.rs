@@ -42,6 +42,7 @@ pub struct TestPlan {
     policy: SandboxPolicy,
     grace: Duration,
     max_output: usize,
+    min_pass_rate: f64,
 }
 
 impl TestPlan {
@@ -107,6 +108,11 @@ pub fn plan_tests(
             )));
             continue;
         };
+        if let Err(expected) = crate::pack::safety::resolve_in_pack(&pack_dir, &runner.entry_point)
+        {
+            problems.push(problem(format!("entry_point: {expected}")));
+            continue;
+        }
         if runner.kind != TestKind::Script && runtime.name != "python" {
             problems.push(problem(format!(
                 "type `{}` runs with Python; a {} runner can only be a script",
@@ -136,6 +142,7 @@ pub fn plan_tests(
     }
     let pack_digest = volume::tree_digest(&pack.pack_ref, &pack_dir).map_err(PlanError::Digest)?;
     Ok(TestPlan {
+        min_pass_rate: testing.min_pass_rate.unwrap_or(1.0),
         pack_ref: pack.pack_ref.clone(),
         pack_dir,
         pack_digest,
@@ -182,6 +189,55 @@ pub struct RunnerReport {
     pub stdout_tail: String,
     /// The last lines of its stderr.
     pub stderr_tail: String,
+    /// Its tests as counted from `Total Tests:`, `Passed:`, `Failed:` and `Skipped:` lines of
+    /// its output (Attune's `simple` format), else one test that passed or failed by exit code.
+    pub counts: TestCounts,
+}
+
+/// Tests counted in a runner's output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TestCounts {
+    /// Tests run.
+    pub total: u64,
+    /// Tests that passed.
+    pub passed: u64,
+    /// Tests that failed.
+    pub failed: u64,
+    /// Tests skipped.
+    pub skipped: u64,
+}
+
+impl TestCounts {
+    /// Reads Attune's `simple` format from a runner's stdout and stderr: the number after
+    /// `Total Tests:`, `Passed:`, `Failed:` and `Skipped:` (the first line holding each). Without
+    /// a total and a passed count, the runner is one test that passed on exit code 0. A runner
+    /// that did not exit (timed out) counts as failed whatever it printed.
+    pub fn from_output(stdout: &str, stderr: &str, exited_zero: bool, finished: bool) -> Self {
+        let number = |label: &str| {
+            stdout.lines().chain(stderr.lines()).find_map(|line| {
+                let (_, rest) = line.split_once(label)?;
+                rest.split_whitespace().next()?.parse::<u64>().ok()
+            })
+        };
+        match (number("Total Tests:"), number("Passed:")) {
+            (Some(total), Some(passed)) if finished => TestCounts {
+                total,
+                passed: passed.min(total),
+                failed: number("Failed:").unwrap_or(0),
+                skipped: number("Skipped:").unwrap_or(0),
+            },
+            _ if exited_zero && finished => TestCounts {
+                total: 1,
+                passed: 1,
+                ..TestCounts::default()
+            },
+            _ => TestCounts {
+                total: 1,
+                failed: 1,
+                ..TestCounts::default()
+            },
+        }
+    }
 }
 
 /// The runners of one pack, in the order `pack.yaml` lists them.
@@ -191,12 +247,29 @@ pub struct TestReport {
     pub pack: String,
     /// What each runner did.
     pub runners: Vec<RunnerReport>,
+    /// The share of tests that must pass (`testing.min_pass_rate`, 1 by default).
+    pub min_pass_rate: f64,
 }
 
 impl TestReport {
-    /// Whether every runner passed.
+    /// Passed tests over all tests counted (0 when none were).
+    pub fn pass_rate(&self) -> f64 {
+        let (passed, total) = self.runners.iter().fold((0, 0), |(p, t), r| {
+            (p + r.counts.passed, t + r.counts.total)
+        });
+        match total {
+            0 => 0.0,
+            total => passed as f64 / total as f64,
+        }
+    }
+
+    /// Whether the pack passed, as Attune judges it: no runner timed out, and at least
+    /// `min_pass_rate` of the counted tests passed.
     pub fn passed(&self) -> bool {
-        self.runners.iter().all(|r| r.status == TestStatus::Passed)
+        self.runners
+            .iter()
+            .all(|r| r.status != TestStatus::TimedOut)
+            && self.pass_rate() >= self.min_pass_rate
     }
 }
 
@@ -323,6 +396,12 @@ pub(crate) async fn run_tests(
             duration_ms: started.elapsed().as_millis() as u64,
             runtime_version: prepared.runtime_version,
             image: prepared.image,
+            counts: TestCounts::from_output(
+                &exit.stdout.text,
+                &exit.stderr.text,
+                status == TestStatus::Passed,
+                status != TestStatus::TimedOut,
+            ),
             stdout_tail: tail(&exit.stdout.text),
             stderr_tail: tail(&exit.stderr.text),
         };
@@ -330,6 +409,7 @@ pub(crate) async fn run_tests(
         reports.push(report);
     }
     Ok(TestReport {
+        min_pass_rate: plan.min_pass_rate,
         pack: plan.pack_ref.clone(),
         runners: reports,
     })
@@ -345,7 +425,10 @@ fn workload(
     owner: &Owner,
     pack: PackSource,
 ) -> Workload {
-    let mut env = vec![("ATTUNE_PACK_REF".to_string(), plan.pack_ref.clone())];
+    let mut env = vec![
+        ("ATTUNE_PACK_REF".to_string(), plan.pack_ref.clone()),
+        ("HOME".to_string(), crate::plan::RUN_HOME.to_string()),
+    ];
     env.extend(
         planned
             .runtime
@@ -370,7 +453,14 @@ fn workload(
 fn command(runner: &TestRunner, runtime: &Runtime) -> Vec<String> {
     let mut cmd = runtime.interpreter.clone();
     match runner.kind {
-        TestKind::Script => cmd.push(format!("/pack/{}", runner.entry_point)),
+        // As Attune runs scripts: `/bin/sh` for a `.sh` file, `/bin/bash` for any other.
+        TestKind::Script => {
+            let shell = match runner.entry_point.ends_with(".sh") {
+                true => "/bin/sh",
+                false => "/bin/bash",
+            };
+            cmd = vec![shell.to_string(), format!("/pack/{}", runner.entry_point)];
+        }
         TestKind::Unittest => {
             cmd.extend(["-m", "unittest", "-v"].map(String::from));
             cmd.push(runner.entry_point.clone());
@@ -435,9 +525,14 @@ mod tests {
         let catalog = Catalog::builtin().expect("catalog");
         let python = catalog.resolve("python").expect("python");
         let shell = catalog.resolve("shell").expect("shell");
+        // Scripts as Attune runs them: `/bin/sh` for `.sh`, `/bin/bash` for anything else.
         assert_eq!(
             command(&runner(TestKind::Script, "tests/run.sh"), shell),
-            ["bash", "/pack/tests/run.sh"]
+            ["/bin/sh", "/pack/tests/run.sh"]
+        );
+        assert_eq!(
+            command(&runner(TestKind::Script, "tests/run"), python),
+            ["/bin/bash", "/pack/tests/run"]
         );
         assert_eq!(
             command(&runner(TestKind::Unittest, "tests/test_a.py"), python),
@@ -456,6 +551,66 @@ mod tests {
                 "tests/"
             ]
         );
+    }
+
+    #[test]
+    fn simple_results_are_counted_else_the_exit_code_decides() {
+        let counted =
+            TestCounts::from_output("Total Tests: 36\nPassed: 35\n", "Failed: 1\n", false, true);
+        assert_eq!(
+            counted,
+            TestCounts {
+                total: 36,
+                passed: 35,
+                failed: 1,
+                skipped: 0
+            }
+        );
+        assert_eq!(
+            TestCounts::from_output("ok\n", "", true, true),
+            TestCounts {
+                total: 1,
+                passed: 1,
+                ..TestCounts::default()
+            }
+        );
+        assert_eq!(
+            TestCounts::from_output("Total Tests: 2\nPassed: 2\n", "", true, false),
+            TestCounts {
+                total: 1,
+                failed: 1,
+                ..TestCounts::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_pack_passes_at_its_min_pass_rate() {
+        let report = |min_pass_rate: f64, passed: u64| TestReport {
+            pack: "p".into(),
+            min_pass_rate,
+            runners: vec![RunnerReport {
+                name: "shell".into(),
+                kind: TestKind::Script,
+                entry_point: "t.sh".into(),
+                status: TestStatus::Failed,
+                exit_code: Some(1),
+                duration_ms: 1,
+                runtime_version: "5.2".into(),
+                image: "i".into(),
+                stdout_tail: String::new(),
+                stderr_tail: String::new(),
+                counts: TestCounts {
+                    total: 10,
+                    passed,
+                    failed: 10 - passed,
+                    skipped: 0,
+                },
+            }],
+        };
+        assert!(report(0.9, 9).passed());
+        assert!(!report(1.0, 9).passed());
+        assert!(!report(0.95, 9).passed());
     }
 
     #[test]

@@ -126,6 +126,7 @@ impl Executor {
             );
             let prepare_ms = started.elapsed().as_millis() as u64;
             let exec_id = uuid::Uuid::new_v4().to_string();
+            let attune_exec_id = self.exec_ids.next()?;
             // The backend tells of the start and of the output, one after the other.
             let on_event = Mutex::new(on_event);
             let mut on_output = |stream: StreamKind, bytes: &[u8]| {
@@ -141,7 +142,13 @@ impl Executor {
             let ran = self
                 .backend
                 .run(Job {
-                    workload: plan.workload(&exec_id, &prepared.run_image, &self.owner),
+                    workload: plan.workload(
+                        &exec_id,
+                        attune_exec_id,
+                        &prepared.run_image,
+                        &self.owner,
+                    ),
+                    attune_exec_id,
                     exec_id,
                     policy: plan.policy(),
                     kernel,
@@ -166,6 +173,7 @@ impl Executor {
                 plan.outcome_terms(&ran.sandbox),
                 ran.exit,
                 RunFacts {
+                    attune_exec_id: ran.attune_exec_id,
                     exec_id: ran.exec_id,
                     duration_ms: started.elapsed().as_millis() as u64,
                     prepare_ms,

@@ -45,6 +45,17 @@ fn engine_with(
 ) -> Arc<FakeEngine> {
     let fake = FakeEngine::new();
     let mut versions = HashMap::new();
+    let catalog = Catalog::builtin().expect("catalog");
+    // Built from the current recipes, as `images build` makes them.
+    let recipe_label = |tag: &str| {
+        catalog
+            .runtimes()
+            .iter()
+            .flat_map(|r| &r.versions)
+            .find(|v| v.image == tag)
+            .and_then(|v| crate::image::runtime::recipe_label(&catalog, v))
+            .unwrap_or_default()
+    };
     for (tag, answer) in [
         ("packbox/python:3.9", "Python 3.9.2"),
         ("packbox/python:3.11", "Python 3.11.2"),
@@ -53,7 +64,8 @@ fn engine_with(
         ("packbox/node:20", "v20.19.2"),
         ("packbox/shell:5.2", "GNU bash, version 5.2.15(1)-release"),
     ] {
-        let id = fake.add_image(tag, &[("packbox.kind", "runtime")], 0);
+        let (key, value) = recipe_label(tag);
+        let id = fake.add_image(tag, &[("packbox.kind", "runtime"), (&key, &value)], 0);
         versions.insert(id, answer.to_string());
     }
     fake.set_program(move |spec: &ContainerSpec| {

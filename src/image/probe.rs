@@ -91,14 +91,14 @@ pub struct UnknownRuntimeFilter {
     pub known: String,
 }
 
-/// The runtimes to consider: all of the catalog's, or those a comma-separated list (aliases
-/// accepted, as in `PACKBOX_RUNTIMES=python,nodejs`) names.
+/// The runtimes to consider: all of the catalog's but those built on demand, or those a
+/// comma-separated list (aliases accepted, as in `PACKBOX_RUNTIMES=python,nodejs`) names.
 pub fn filter_runtimes<'c>(
     catalog: &'c Catalog,
     list: Option<&str>,
 ) -> Result<Vec<&'c Runtime>, UnknownRuntimeFilter> {
     let Some(list) = list.filter(|l| !l.trim().is_empty()) else {
-        return Ok(catalog.runtimes().iter().collect());
+        return Ok(catalog.runtimes().iter().filter(|r| !r.on_demand).collect());
     };
     let mut wanted = Vec::new();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -597,8 +597,11 @@ mod tests {
         let picked = filter_runtimes(&catalog, Some("python3, nodejs")).expect("known");
         let names: Vec<_> = picked.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["python", "node"]);
+        // Runtimes built on demand are left out unless named.
         assert_eq!(filter_runtimes(&catalog, None).expect("all").len(), 4);
-        let err = filter_runtimes(&catalog, Some("python,ruby")).expect_err("ruby unknown");
-        assert!(err.to_string().contains("`ruby`"), "{err}");
+        let named = filter_runtimes(&catalog, Some("rb,java")).expect("named");
+        assert_eq!(named.len(), 2);
+        let err = filter_runtimes(&catalog, Some("python,cobol")).expect_err("cobol unknown");
+        assert!(err.to_string().contains("`cobol`"), "{err}");
     }
 }

@@ -130,8 +130,26 @@ pub async fn ensure(
     cancel: &CancellationToken,
     mut on_line: impl FnMut(&str) + Send,
 ) -> Result<ImageState, ImageError> {
+    // A recipe's image is current when it carries the recipe's digest: an image built from an
+    // older recipe (before `git` joined it, say) is built again.
+    let recipe_digest = version.recipe.as_ref().and_then(|recipe| {
+        catalog
+            .recipe_dockerfile(recipe)
+            .map(|dockerfile| recipe_digest(dockerfile, recipe))
+    });
     if let Some(id) = engine.image_id(&version.image).await? {
-        return Ok(ImageState::Present { id });
+        let current = match &recipe_digest {
+            None => true,
+            Some(digest) => engine
+                .images_with_labels(&[format!("{RECIPE_LABEL}={digest}")])
+                .await?
+                .iter()
+                .any(|image| image.id == id),
+        };
+        if current {
+            return Ok(ImageState::Present { id });
+        }
+        tracing::info!(image = %version.image, "the image predates its recipe; building it again");
     }
     let cancelled = || ImageError::Cancelled {
         image: version.image.clone(),
@@ -157,11 +175,14 @@ pub async fn ensure(
         image: version.image.clone(),
         source,
     })?;
-    let labels = HashMap::from([
+    let mut labels = HashMap::from([
         ("packbox.kind".to_string(), "runtime".to_string()),
         ("packbox.runtime".to_string(), runtime.name.clone()),
         ("packbox.version".to_string(), version.version.clone()),
     ]);
+    if let Some(digest) = recipe_digest {
+        labels.insert(RECIPE_LABEL.to_string(), digest);
+    }
     let spec = BuildSpec {
         tag: version.image.clone(),
         context_tar,
@@ -181,6 +202,35 @@ pub async fn ensure(
         () = cancel.cancelled() => return Err(cancelled()),
     };
     Ok(ImageState::Built { id })
+}
+
+/// The label a runtime image carries naming the recipe it was built from.
+const RECIPE_LABEL: &str = "packbox.recipe";
+
+/// The label (name and value) an image built now from this version's recipe carries; `None`
+/// when the version has no recipe.
+#[cfg(test)]
+pub(crate) fn recipe_label(
+    catalog: &Catalog,
+    version: &RuntimeVersion,
+) -> Option<(String, String)> {
+    let recipe = version.recipe.as_ref()?;
+    let dockerfile = catalog.recipe_dockerfile(recipe)?;
+    Some((RECIPE_LABEL.to_string(), recipe_digest(dockerfile, recipe)))
+}
+
+/// The SHA-256 of a recipe: its Dockerfile and its build arguments.
+fn recipe_digest(dockerfile: &str, recipe: &crate::catalog::Recipe) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(dockerfile.as_bytes());
+    for (key, value) in &recipe.args {
+        hasher.update([0]);
+        hasher.update(key.as_bytes());
+        hasher.update([b'=']);
+        hasher.update(value.as_bytes());
+    }
+    hex::encode(hasher.finalize())
 }
 
 /// The digest (`sha256:<64 hex>`) a reference is pinned by, if it is: `repo@sha256:...`.
@@ -327,6 +377,21 @@ mod tests {
         assert!(matches!(err, ImageError::Unpinned { .. }), "{err}");
         assert!(err.to_string().contains("pinned by digest"), "{err}");
         assert!(pulls(&fake).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_image_of_an_older_recipe_is_built_again_a_current_one_kept() {
+        let fake = FakeEngine::new();
+        let catalog = Catalog::builtin().expect("catalog");
+        let runtime = catalog.resolve("python").expect("python");
+        let version = &runtime.versions[0];
+        fake.add_image(&version.image, &[("packbox.recipe", "older")], 0);
+        let cancel = CancellationToken::new();
+        let ensure_now = || ensure(&*fake, &catalog, runtime, version, &cancel, |_| {});
+        let state = ensure_now().await.expect("built");
+        assert!(matches!(state, ImageState::Built { .. }), "{state:?}");
+        let state = ensure_now().await.expect("present");
+        assert!(matches!(state, ImageState::Present { .. }), "{state:?}");
     }
 
     #[tokio::test]

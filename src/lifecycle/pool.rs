@@ -51,7 +51,9 @@ pub struct Kind {
 /// The kind of run a container spec makes.
 pub fn kind(spec: &ContainerSpec) -> Kind {
     let mut general = spec.clone();
-    general.env.retain(|(name, _)| name != "ATTUNE_EXEC_ID");
+    general
+        .env
+        .retain(|(name, _)| name != "ATTUNE_EXEC_ID" && name != "PACKBOX_EXEC_ID");
     general.labels.remove("packbox.exec_id");
     general.labels.remove(super::owner::DEADLINE);
     Kind {
@@ -65,13 +67,15 @@ pub fn kind(spec: &ContainerSpec) -> Kind {
     }
 }
 
-/// The same spec for another run: the exec id in its environment and labels replaced, and no
+/// The same spec for another run: the exec ids in its environment and labels replaced, and no
 /// deadline.
-pub fn with_exec_id(spec: &ContainerSpec, exec_id: &str) -> ContainerSpec {
+pub fn with_exec_id(spec: &ContainerSpec, exec_id: &str, attune_exec_id: u64) -> ContainerSpec {
     let mut next = spec.clone();
     for (name, value) in &mut next.env {
-        if name == "ATTUNE_EXEC_ID" {
-            *value = exec_id.to_string();
+        match name.as_str() {
+            "PACKBOX_EXEC_ID" => *value = exec_id.to_string(),
+            "ATTUNE_EXEC_ID" => *value = attune_exec_id.to_string(),
+            _ => {}
         }
     }
     if let Some(label) = next.labels.get_mut("packbox.exec_id") {
@@ -88,6 +92,8 @@ pub fn with_exec_id(spec: &ContainerSpec, exec_id: &str) -> ContainerSpec {
 pub struct Warm {
     /// The exec id its spec carries; the run that takes it uses this id.
     pub exec_id: String,
+    /// The Attune execution id its environment carries.
+    pub attune_exec_id: u64,
     /// The container, started, its process waiting for the go-line.
     pub started: Started,
 }
@@ -413,14 +419,20 @@ mod tests {
     fn another_exec_id_replaces_the_old_one_everywhere_and_keeps_the_kind() {
         let mut spec = ContainerSpec {
             image: "img".into(),
-            env: vec![("ATTUNE_EXEC_ID".into(), "1".into())],
+            env: vec![
+                ("ATTUNE_EXEC_ID".into(), "1".into()),
+                ("PACKBOX_EXEC_ID".into(), "one".into()),
+            ],
             ..Default::default()
         };
-        spec.labels.insert("packbox.exec_id".into(), "1".into());
-        let next = with_exec_id(&spec, "2");
+        spec.labels.insert("packbox.exec_id".into(), "one".into());
+        let next = with_exec_id(&spec, "2", 7);
         assert_eq!(
             next.env,
-            vec![("ATTUNE_EXEC_ID".to_string(), "2".to_string())]
+            vec![
+                ("ATTUNE_EXEC_ID".to_string(), "7".to_string()),
+                ("PACKBOX_EXEC_ID".to_string(), "2".to_string())
+            ]
         );
         assert_eq!(next.labels["packbox.exec_id"], "2");
         assert_eq!(kind(&spec), kind(&next));

@@ -11,8 +11,9 @@ use serde_yaml::Value;
 use super::doc::{Doc, kind};
 use super::fields;
 use super::problem::Problem;
-use super::safety::resolve_entry_point;
+use super::safety::{is_action_name, resolve_entry_point};
 use super::schema::{self, Parameters};
+use super::upstream::{self, UpstreamField};
 use crate::sandbox::isolation::IsolationLevel;
 use crate::version::Constraint;
 
@@ -75,6 +76,9 @@ pub struct ActionManifest {
     pub runtime_version: Option<Constraint>,
     /// The declared parameters, against which a run's values are checked and defaulted.
     pub parameters: Parameters,
+    /// The JSON-Schema wrapper's `additionalProperties`: what it says of undeclared parameters
+    /// (`false` forbids them, a schema checks them); `None`: accepted with a warning.
+    pub additional_parameters: Option<Json>,
     /// The output schema (`output_schema` and `out_schema` in older packs); informational.
     pub output: Option<Json>,
     /// How the parameter document reaches the action.
@@ -91,9 +95,23 @@ pub struct ActionManifest {
     /// The isolation the action asks for (`standard` by default); the operator's rules may
     /// make it stricter, the action cannot make it looser.
     pub isolation: IsolationLevel,
+    /// An Attune workflow (`workflow_file`, under `actions/workflows/`): listed, never run.
+    pub workflow_file: Option<String>,
+    /// Fields Attune acts on that packbox does not (scheduling, permissions, retention), as
+    /// `explain` lists them.
+    pub upstream_only: Vec<UpstreamField>,
     /// The destinations the action says it needs (`network: {egress: [...]}`); granted only
     /// where the operator's network policy allows.
     pub network: Vec<crate::egress::destination::Destination>,
+}
+
+impl ActionManifest {
+    /// The action's name: its ref without the pack's.
+    pub fn name(&self) -> &str {
+        self.action_ref
+            .split_once('.')
+            .map_or(self.action_ref.as_str(), |(_, name)| name)
+    }
 }
 
 /// Reads an action file of the pack `pack_ref` in the canonical folder `pack_dir`; `None` when it
@@ -108,41 +126,53 @@ pub(crate) fn load(
     let doc = Doc::read(file, problems)?;
     warnings.extend(fields::action_warnings(&doc));
     let before = problems.len();
-    let stem = file
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let expected_ref = format!("{pack_ref}.{stem}");
+    let expected_prefix = format!("{pack_ref}.");
     let action_ref = match doc.get("ref") {
         Some(value) => doc.text("ref", value, problems),
         None => {
-            problems.push(doc.problem("ref", format!("missing; expected `{expected_ref}`")));
+            problems.push(doc.problem("ref", format!("missing; expected `{pack_ref}.<name>`")));
             None
         }
     };
-    if let Some(action_ref) = &action_ref
-        && *action_ref != expected_ref
+    // Attune lets an action's ref differ from its file's name; the ref alone names the action.
+    if let Some(action_ref) = &action_ref {
+        let name = action_ref.strip_prefix(&expected_prefix);
+        if !name.is_some_and(is_action_name) {
+            problems.push(doc.problem(
+                "ref",
+                format!(
+                    "expected `{pack_ref}.<name>` (the pack's ref, a dot, then letters, digits, `_` or `-`), found `{action_ref}`"
+                ),
+            ));
+        }
+    }
+    let workflow_file = doc
+        .get("workflow_file")
+        .filter(|v| !v.is_null())
+        .and_then(|value| doc.text("workflow_file", value, problems));
+    if let Some(workflow_file) = &workflow_file
+        && let Err(expected) = check_workflow_file(pack_dir, workflow_file)
     {
-        problems.push(doc.problem(
-            "ref",
-            format!("expected `{expected_ref}` (the pack's ref and this file's name), found `{action_ref}`"),
-        ));
+        problems.push(doc.problem("workflow_file", expected));
     }
     let runner_type = match doc.get("runner_type") {
         None | Some(Value::Null) => Some("shell".to_string()),
         Some(value) => doc.text("runner_type", value, problems),
     };
-    let entry_point = match doc.get("entry_point") {
-        Some(value) => doc.text("entry_point", value, problems),
-        None => {
+    // A workflow's entry point is its workflow file (Attune's too); it runs no interpreter.
+    let entry_point = match (doc.get("entry_point"), &workflow_file) {
+        (_, Some(workflow_file)) => Some(workflow_file.clone()),
+        (Some(value), None) => doc.text("entry_point", value, problems),
+        (None, None) => {
             problems.push(doc.problem(
                 "entry_point",
-                "missing; expected a file name relative to actions/",
+                "missing; expected a file name relative to actions/ (or `workflow_file` for a workflow)",
             ));
             None
         }
     };
-    if let Some(entry_point) = &entry_point
+    if workflow_file.is_none()
+        && let Some(entry_point) = &entry_point
         && let Err(expected) = resolve_entry_point(pack_dir, entry_point)
     {
         problems.push(doc.problem("entry_point", expected));
@@ -161,8 +191,9 @@ pub(crate) fn load(
         });
     let parameters = doc
         .get("parameters")
-        .map(|value| schema::parse(&doc, "parameters", value, problems))
+        .map(|value| schema::parse(&doc, "parameters", value, problems, warnings))
         .unwrap_or_default();
+    let additional_parameters = doc.get("parameters").and_then(schema::additional);
     let output = doc
         .aliased(&["output", "output_schema", "out_schema"], problems)
         .and_then(|(key, value)| doc.json(&key, value, problems))
@@ -203,6 +234,7 @@ pub(crate) fn load(
         .get("tags")
         .map(|value| doc.text_list("tags", value, problems))
         .unwrap_or_default();
+    let upstream_only = upstream::behaviour_changing(upstream::ACTION_FIELDS, &doc.keys());
     // Reported in the order of the file; problems without a line (missing fields) come last.
     problems[before..].sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     let manifest = ActionManifest {
@@ -214,6 +246,7 @@ pub(crate) fn load(
         entry_point: entry_point?,
         runtime_version,
         parameters,
+        additional_parameters,
         output,
         parameter_delivery,
         parameter_format,
@@ -221,9 +254,22 @@ pub(crate) fn load(
         timeout_seconds,
         tags,
         isolation,
+        workflow_file,
+        upstream_only,
         network,
     };
     (problems.len() == before).then_some(manifest)
+}
+
+/// A workflow file must be under `actions/workflows/` (where Attune looks for it), stay in the
+/// pack and exist; packbox never reads it.
+fn check_workflow_file(pack_dir: &Path, workflow_file: &str) -> Result<(), String> {
+    if !workflow_file.starts_with("workflows/") {
+        return Err(format!(
+            "`{workflow_file}` must be under actions/workflows/ (like workflows/deploy.workflow.yaml)"
+        ));
+    }
+    resolve_entry_point(pack_dir, workflow_file).map(|_| ())
 }
 
 /// A field whose value is one of a few words (case-insensitive); absent means the default.
@@ -268,6 +314,60 @@ pub(crate) fn action_file(pack_dir: &Path, name: &str) -> Result<Option<PathBuf>
         (true, false) => Ok(Some(yaml)),
         (false, true) => Ok(Some(yml)),
         (false, false) => Ok(None),
+    }
+}
+
+/// The file of the action `<pack_ref>.<name>`: `actions/<name>.yaml` (or `.yml`) when its `ref`
+/// says so, else the one action file of the pack whose `ref` does (Attune lets the two differ).
+/// Two files claiming the ref are a problem naming both.
+pub(crate) fn find(
+    pack_dir: &Path,
+    pack_ref: &str,
+    name: &str,
+) -> Result<Option<PathBuf>, Problem> {
+    let wanted = format!("{pack_ref}.{name}");
+    let named = action_file(pack_dir, name)?;
+    if let Some(file) = &named
+        && ref_of(file).as_deref() == Some(wanted.as_str())
+    {
+        return Ok(named);
+    }
+    let files = action_files(pack_dir).unwrap_or_default();
+    let (files, _) = without_duplicates(files);
+    let claiming: Vec<PathBuf> = files
+        .into_iter()
+        .filter(|file| ref_of(file).as_deref() == Some(wanted.as_str()))
+        .collect();
+    match claiming.as_slice() {
+        // The file of that name, when it states no usable ref: loading it says what is wrong.
+        [] => Ok(named.filter(|file| {
+            !ref_of(file).is_some_and(|stated| {
+                stated
+                    .strip_prefix(&format!("{pack_ref}."))
+                    .is_some_and(is_action_name)
+            })
+        })),
+        [one] => Ok(Some(one.clone())),
+        [first, second, ..] => Err(same_ref(first, second, &wanted)),
+    }
+}
+
+/// The `ref` an action file states, when it can be read.
+pub(crate) fn ref_of(file: &Path) -> Option<String> {
+    let doc = Doc::read(file, &mut Vec::new())?;
+    doc.get("ref")?.as_str().map(str::to_string)
+}
+
+/// Two action files that state the same ref.
+pub(crate) fn same_ref(first: &Path, second: &Path, action_ref: &str) -> Problem {
+    Problem {
+        file: second.to_path_buf(),
+        line: None,
+        field: Some("ref".into()),
+        message: format!(
+            "`{action_ref}` is the ref of {} too; refs must be unique within the pack",
+            first.display()
+        ),
     }
 }
 
@@ -400,19 +500,80 @@ mod tests {
         assert!(
             problems[0]
                 .to_string()
-                .contains("actions/a.yaml: field `ref`: missing; expected `p.a`"),
+                .contains("actions/a.yaml: field `ref`: missing; expected `p.<name>`"),
             "{}",
             problems[0]
         );
     }
 
     #[test]
-    fn a_ref_of_another_pack_or_name_is_refused() {
+    fn a_ref_of_another_pack_is_refused_and_another_name_is_fine() {
         let (_, problems) = load_text("ref: q.b\nentry_point: a.sh\n");
         assert!(
-            problems[0].message.contains("expected `p.a`"),
+            problems[0].message.contains("expected `p.<name>`"),
             "{problems:?}"
         );
+        let (_, problems) = load_text("ref: p.b/c\nentry_point: a.sh\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        // Attune lets the ref differ from the file's name.
+        let (action, problems) = load_text("ref: p.other\nentry_point: a.sh\n");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(action.expect("loads").name(), "other");
+    }
+
+    #[test]
+    fn a_workflow_action_needs_no_entry_point_and_its_file_under_workflows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pack = dir.path().canonicalize().expect("canonical");
+        std::fs::create_dir_all(pack.join("actions/workflows")).expect("mkdir");
+        std::fs::write(
+            pack.join("actions/workflows/deploy.yaml"),
+            "ref: p.deploy\n",
+        )
+        .expect("write");
+        std::fs::write(pack.join("actions/elsewhere.yaml"), "x: 1\n").expect("write");
+        let load_here = |text: &str| {
+            let file = pack.join("actions/a.yaml");
+            std::fs::write(&file, text).expect("write");
+            let mut problems = Vec::new();
+            let action = load(&file, "p", &pack, &mut problems, &mut Vec::new());
+            (action, problems)
+        };
+        let (action, problems) = load_here("ref: p.a\nworkflow_file: workflows/deploy.yaml\n");
+        assert!(problems.is_empty(), "{problems:?}");
+        let action = action.expect("loads");
+        assert_eq!(
+            action.workflow_file.as_deref(),
+            Some("workflows/deploy.yaml")
+        );
+        for (bad, expected) in [
+            ("elsewhere.yaml", "must be under actions/workflows/"),
+            ("workflows/missing.yaml", "does not exist"),
+            ("workflows/../../pack.yaml", "climbs out"),
+        ] {
+            let (action, problems) = load_here(&format!("ref: p.a\nworkflow_file: {bad}\n"));
+            assert!(action.is_none(), "{bad}");
+            assert!(
+                problems[0].message.contains(expected),
+                "{bad}: {problems:?}"
+            );
+            assert_eq!(problems[0].field.as_deref(), Some("workflow_file"));
+        }
+    }
+
+    #[test]
+    fn attune_fields_that_change_behaviour_there_are_recorded() {
+        let (action, problems) = load_text(
+            "ref: p.a\nentry_point: a.sh\nworker_selector: {gpu: 'true'}\nname: a\nlog_retention_limit: 5\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let fields: Vec<String> = action
+            .expect("loads")
+            .upstream_only
+            .into_iter()
+            .map(|f| f.field)
+            .collect();
+        assert_eq!(fields, ["worker_selector", "log_retention_limit"]);
     }
 
     #[test]

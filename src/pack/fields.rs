@@ -8,6 +8,7 @@ use serde_yaml::{Mapping, Value};
 
 use super::doc::Doc;
 use super::problem::Problem;
+use super::upstream;
 
 /// The fields of `pack.yaml` packbox reads.
 const PACK_FIELDS: &[&str] = &[
@@ -32,19 +33,6 @@ const PACK_FIELDS: &[&str] = &[
     "network",
 ];
 
-/// Fields of Attune's `pack.yaml` that packbox does not use, on purpose.
-const PACK_IGNORED: &[&str] = &[
-    "system",
-    "enabled",
-    "is_standard",
-    "installers",
-    "contributors",
-    "homepage",
-    "repository",
-    "website",
-    "icon",
-];
-
 /// The fields of an action file packbox reads.
 const ACTION_FIELDS: &[&str] = &[
     "ref",
@@ -63,53 +51,76 @@ const ACTION_FIELDS: &[&str] = &[
     "output_format",
     "timeout_seconds",
     "tags",
+    "isolation",
+    "workflow_file",
     "network",
 ];
 
-/// Fields of Attune's action files that packbox does not use, on purpose.
-const ACTION_IGNORED: &[&str] = &["name", "pack", "notify", "is_adhoc", "required_permissions"];
-
-/// The keys of one parameter declaration packbox reads and checks.
+/// The keys of one parameter declaration packbox reads and checks: the flat style's own
+/// (`required: true`, `secret`) and every JSON Schema keyword (the validator enforces them).
 const PARAMETER_FIELDS: &[&str] = &[
     "type",
     "default",
     "required",
     "secret",
     "enum",
+    "const",
     "minimum",
     "maximum",
-    "description",
-];
-
-/// JSON-Schema annotations a declaration may carry; they check nothing, so nothing is lost.
-const PARAMETER_ANNOTATIONS: &[&str] = &[
-    "title",
-    "examples",
-    "format",
-    "items",
-    "properties",
-    "additionalProperties",
-    "immutable",
-    "position",
-    "placeholder",
-];
-
-/// JSON-Schema checks packbox does not make: a value they refuse still reaches the action.
-const PARAMETER_UNCHECKED: &[&str] = &[
-    "pattern",
-    "minLength",
-    "maxLength",
-    "minItems",
-    "maxItems",
-    "uniqueItems",
     "exclusiveMinimum",
     "exclusiveMaximum",
     "multipleOf",
-    "const",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "format",
+    "items",
+    "prefixItems",
+    "additionalItems",
+    "contains",
+    "minContains",
+    "maxContains",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "properties",
+    "patternProperties",
+    "additionalProperties",
+    "propertyNames",
+    "minProperties",
+    "maxProperties",
+    "dependentRequired",
+    "dependentSchemas",
+    "unevaluatedItems",
+    "unevaluatedProperties",
     "oneOf",
     "anyOf",
     "allOf",
     "not",
+    "if",
+    "then",
+    "else",
+    "$ref",
+    "$defs",
+    "definitions",
+    "$schema",
+    "$id",
+    "$comment",
+    "description",
+];
+
+/// Annotations a declaration may carry; they check nothing, so nothing is lost.
+const PARAMETER_ANNOTATIONS: &[&str] = &[
+    "title",
+    "examples",
+    "readOnly",
+    "writeOnly",
+    "deprecated",
+    "contentEncoding",
+    "contentMediaType",
+    "immutable",
+    "position",
+    "placeholder",
 ];
 
 /// The keys of the wrapper style (`{type: object, properties, required}`).
@@ -139,7 +150,8 @@ const MEANT: &[(&str, &str)] = &[
 /// Warnings for the unknown top-level fields of `pack.yaml`, and of the keys of its
 /// `meta.python_dependencies` mapping packbox does not use.
 pub(crate) fn pack_warnings(doc: &Doc) -> Vec<Problem> {
-    let mut warnings = unknown(doc, "", &doc.keys(), PACK_FIELDS, PACK_IGNORED);
+    let ignored = upstream::names(upstream::PACK_FIELDS);
+    let mut warnings = unknown(doc, "", &doc.keys(), PACK_FIELDS, &ignored);
     for key in ["meta", "metadata"] {
         if let Some(Value::Mapping(meta)) = doc.get(key)
             && let Some(Value::Mapping(declared)) = meta.get("python_dependencies")
@@ -173,7 +185,8 @@ pub(crate) fn pack_warnings(doc: &Doc) -> Vec<Problem> {
 
 /// Warnings for the unknown top-level fields of an action file and of its parameters.
 pub(crate) fn action_warnings(doc: &Doc) -> Vec<Problem> {
-    let mut warnings = unknown(doc, "", &doc.keys(), ACTION_FIELDS, ACTION_IGNORED);
+    let ignored = upstream::names(upstream::ACTION_FIELDS);
+    let mut warnings = unknown(doc, "", &doc.keys(), ACTION_FIELDS, &ignored);
     if let Some(parameters) = doc.get("parameters") {
         warnings.extend(parameter_warnings(doc, "parameters", parameters));
     }
@@ -218,16 +231,10 @@ fn declarations(doc: &Doc, field: &str, properties: &Mapping) -> Vec<Problem> {
             {
                 continue;
             }
-            let message = if PARAMETER_UNCHECKED.contains(&key.as_str()) {
-                format!(
-                    "`{key}` is not checked by packbox: a value it refuses still reaches the action (packbox checks type, enum, minimum, maximum and required)"
-                )
-            } else {
-                format!(
-                    "unknown field `{key}`, ignored{}",
-                    hint(&key, PARAMETER_FIELDS)
-                )
-            };
+            let message = format!(
+                "unknown field `{key}`, ignored{}",
+                hint(&key, PARAMETER_FIELDS)
+            );
             warnings.push(doc.problem(&format!("{here}.{key}"), message));
         }
     }
@@ -352,12 +359,9 @@ mod tests {
             "ref: p.a\nentry_point: a\nparameters:\n  n:\n    type: integer\n    requried: true\n    pattern: '^a'\n    title: N\n",
             true,
         );
-        assert_eq!(found.len(), 2, "{found:?}");
+        // `pattern` is a JSON Schema keyword the validator enforces: no warning.
+        assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].starts_with(":6: field `parameters.n.requried`: unknown field `requried`, ignored; did you mean `required`?"), "{found:?}");
-        assert!(
-            found[1].contains("`pattern` is not checked by packbox"),
-            "{found:?}"
-        );
         let wrapped = warnings_of(
             "ref: p.a\nentry_point: a\nparameters:\n  type: object\n  propertys: {}\n  properties:\n    n: {type: string, defualt: x}\n",
             true,

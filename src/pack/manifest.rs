@@ -12,6 +12,7 @@ use super::problem::Problem;
 use super::safety::is_pack_ref;
 use super::schema::{self, Parameters};
 use super::testing::{self, Testing};
+use super::upstream::{self, UpstreamField};
 use crate::version::parse_version;
 
 /// `pack.yaml`.
@@ -48,6 +49,8 @@ pub struct PackManifest {
     pub dependencies: Vec<String>,
     /// The pack's tests (`packbox test`), when it has a `testing` section.
     pub testing: Option<Testing>,
+    /// Fields Attune acts on that packbox does not, as `explain` lists them.
+    pub upstream_only: Vec<UpstreamField>,
     /// The destinations every action of the pack says it needs (`network: {egress: [...]}`).
     pub network: Vec<crate::egress::destination::Destination>,
 }
@@ -91,7 +94,7 @@ pub(crate) fn load(
         ));
     }
     let conf_schema = match doc.aliased(&["conf_schema", "config_schema"], problems) {
-        Some((key, value)) => schema::parse(&doc, &key, value, problems),
+        Some((key, value)) => schema::parse(&doc, &key, value, problems, warnings),
         None => Parameters::new(),
     };
     let mapping = |keys: &[&str], problems: &mut Vec<Problem>| {
@@ -131,6 +134,13 @@ pub(crate) fn load(
         .and_then(|value| testing::parse(&doc, value, pack_dir, problems, warnings));
     let [description, author, email, license] =
         ["description", "author", "email", "license"].map(|key| doc.optional_text(key, problems));
+    // `enabled: true` changes nothing; only a disabled pack would behave otherwise in Attune.
+    let keys: Vec<String> = doc
+        .keys()
+        .into_iter()
+        .filter(|key| key != "enabled" || doc.get(key) == Some(&serde_yaml::Value::Bool(false)))
+        .collect();
+    let upstream_only = upstream::behaviour_changing(upstream::PACK_FIELDS, &keys);
     let network = super::network::needs(&doc, problems);
     // Reported in the order of the file; problems without a line (missing fields) come last.
     problems[before..].sort_by_key(|p| p.line.unwrap_or(usize::MAX));
@@ -150,6 +160,7 @@ pub(crate) fn load(
         runtime_deps,
         dependencies,
         testing,
+        upstream_only,
         network,
     };
     (problems.len() == before).then_some(manifest)

@@ -16,9 +16,11 @@ mod manifest;
 mod network;
 pub mod params;
 mod problem;
+mod requires;
 pub mod safety;
 pub mod schema;
 pub mod testing;
+mod upstream;
 pub mod validate;
 
 pub use action::{ActionManifest, OutputFormat, ParameterDelivery, ParameterFormat};
@@ -27,6 +29,7 @@ pub use manifest::PackManifest;
 pub use problem::Problem;
 pub(crate) use problem::locate;
 pub use schema::ParameterSpec;
+pub(crate) use upstream::PACKBOX_INSTEAD;
 
 /// A pack or action that cannot be run, naming the file (and field) it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -48,13 +51,15 @@ pub enum PackError {
         packs_dir: PathBuf,
     },
     /// The pack has no action of that name.
-    #[error("action `{action}` not found in pack `{pack}` ({path} does not exist)")]
+    #[error(
+        "action `{action}` not found in pack `{pack}` (no action file in {path} states the ref `{pack}.{action}`)"
+    )]
     UnknownAction {
         /// The pack's name.
         pack: String,
         /// The action's name, from the action reference.
         action: String,
-        /// The action file that would define it.
+        /// The pack's actions folder, where a file stating the ref was looked for.
         path: PathBuf,
     },
     /// The pack or action files have problems; every one found is listed.
@@ -117,16 +122,23 @@ pub fn load_action(packs_dir: &Path, action_ref: &str) -> Result<LoadedAction, P
             packs_dir: packs_dir.to_path_buf(),
         });
     }
-    let action_file = action::action_file(&pack_dir, action_name)
+    let action_file = action::find(&pack_dir, pack_name, action_name)
         .map_err(|problem| PackError::Invalid(vec![problem]))?
         .ok_or_else(|| PackError::UnknownAction {
             pack: pack_name.to_string(),
             action: action_name.to_string(),
-            path: pack_dir.join("actions").join(format!("{action_name}.yaml")),
+            path: pack_dir.join("actions"),
         })?;
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let (pack_dir, pack) = validate::load_pack_manifest(&pack_dir, &mut problems, &mut warnings);
+    if let Some(pack) = &pack {
+        problems.extend(requires::unmet(
+            packs_dir,
+            &pack_dir.join("pack.yaml"),
+            pack,
+        ));
+    }
     let action = action::load(
         &action_file,
         pack_name,
@@ -196,15 +208,21 @@ pub fn load_packs(
             }));
             continue;
         }
-        // A pack without an actions folder simply has no actions; one name twice, once.
-        let mut stems: Vec<String> = action::action_files(&pack_dir)
+        // A pack without an actions folder simply has no actions; each by the ref its file
+        // states (its file name when it states none that is of this pack), each ref once.
+        let prefix = format!("{pack}.");
+        let mut refs: Vec<String> = action::action_files(&pack_dir)
             .unwrap_or_default()
             .iter()
-            .filter_map(|file| file.file_stem()?.to_str().map(str::to_string))
+            .filter_map(|file| {
+                let stated = action::ref_of(file)
+                    .filter(|r| r.strip_prefix(&prefix).is_some_and(safety::is_action_name));
+                stated.or_else(|| Some(format!("{pack}.{}", file.file_stem()?.to_str()?)))
+            })
             .collect();
-        stems.dedup();
-        for name in stems {
-            let action_ref = format!("{pack}.{name}");
+        refs.sort();
+        refs.dedup();
+        for action_ref in refs {
             actions.push(
                 load_action(packs_dir, &action_ref).map_err(|error| Unloadable {
                     pack: pack.clone(),
@@ -327,6 +345,68 @@ mod tests {
         assert!(
             err.to_string().contains("symlink leads outside the pack"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn an_action_is_found_by_its_ref_whatever_its_file_is_called() {
+        let dir = pack_with_action("ref: p.a\nentry_point: a.sh\n");
+        write(
+            dir.path(),
+            "p/actions/one.yaml",
+            "ref: p.two\nentry_point: a.sh\n",
+        );
+        write(
+            dir.path(),
+            "p/actions/two.yaml",
+            "ref: p.one\nentry_point: a.sh\n",
+        );
+        let two = load_action(dir.path(), "p.two").expect("found by ref");
+        assert!(two.action_file.ends_with("actions/one.yaml"));
+        let one = load_action(dir.path(), "p.one").expect("found by ref");
+        assert!(one.action_file.ends_with("actions/two.yaml"));
+        let all: Vec<String> = load_packs(dir.path(), &[])
+            .expect("loads")
+            .into_iter()
+            .map(|loaded| {
+                loaded
+                    .map(|a| a.action_ref)
+                    .map_err(|e| e.error.to_string())
+            })
+            .collect::<Result<_, _>>()
+            .expect("all load");
+        assert_eq!(all, ["p.a", "p.one", "p.two"]);
+        let err = load_action(dir.path(), "p.three").expect_err("nobody states it");
+        assert!(
+            err.to_string().contains("states the ref `p.three`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn two_files_stating_one_ref_are_refused_naming_both() {
+        let dir = pack_with_action("ref: p.a\nentry_point: a.sh\n");
+        write(
+            dir.path(),
+            "p/actions/b.yaml",
+            "ref: p.c\nentry_point: a.sh\n",
+        );
+        write(
+            dir.path(),
+            "p/actions/d.yaml",
+            "ref: p.c\nentry_point: a.sh\n",
+        );
+        let err = load_action(dir.path(), "p.c").expect_err("two claim it");
+        let text = err.to_string();
+        assert!(text.contains("b.yaml") && text.contains("d.yaml"), "{text}");
+        let report = validate::validate_pack(&dir.path().join("p"));
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.message.contains("refs must be unique")),
+            "{:?}",
+            report.problems
         );
     }
 

@@ -114,17 +114,40 @@ pub fn read_file(file: &Path) -> Result<Map<String, Value>, ParamError> {
     }
 }
 
+/// What the action's declarations say of parameters they do not declare, and whether the
+/// operator refuses them anyway.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Undeclared<'a> {
+    /// The wrapper style's `additionalProperties`: `false` forbids them, a schema checks them.
+    pub additional: Option<&'a Value>,
+    /// The operator's `run.strict_parameters`: refuse every undeclared parameter.
+    pub strict: bool,
+}
+
+/// A parameter document that passed the checks, with what was accepted but deserves a word.
+#[derive(Clone, Debug, Default)]
+pub struct Resolved {
+    /// The document delivered to the action.
+    pub document: Map<String, Value>,
+    /// Undeclared parameters that were accepted and delivered, each said once.
+    pub warnings: Vec<String>,
+}
+
 /// Builds the parameter document: defaults, then `from_file`, then `assignments` (which win),
-/// then checks every value and that every required parameter has one. All problems are reported
-/// together. A parameter named in `given_as_secret` got its value from a secret: like a secret
-/// parameter's, that value is never quoted.
+/// then checks every value against its declaration's JSON Schema and that every required
+/// parameter has one. Parameters the action does not declare are delivered as given, with a
+/// warning, unless its schema forbids them or the operator is strict (Attune accepts them too).
+/// All problems are reported together. A parameter named in `given_as_secret` got its value from
+/// a secret: like a secret parameter's (or one holding a secret property), that value is never
+/// quoted.
 pub fn resolve(
     action: &str,
     declared: &Parameters,
+    undeclared: Undeclared<'_>,
     from_file: Map<String, Value>,
     assignments: &[(String, String)],
     given_as_secret: &[&str],
-) -> Result<Map<String, Value>, ParamError> {
+) -> Result<Resolved, ParamError> {
     // Why a value may not be quoted, if it may not.
     let hidden = |name: &str, spec: &ParameterSpec| match () {
         _ if spec.secret => Some("secret parameter"),
@@ -139,18 +162,19 @@ pub fn resolve(
             document.insert(name.clone(), default.clone());
         }
     }
-    let mut unknown = Vec::new();
+    let mut unknown: Vec<(String, Value)> = Vec::new();
     for (name, value) in from_file {
         match declared.contains_key(&name) {
             true => {
                 document.insert(name, value);
             }
-            false => unknown.push(name),
+            false => unknown.push((name, value)),
         }
     }
     for (name, raw) in assignments {
         let Some(spec) = declared.get(name) else {
-            unknown.push(name.clone());
+            unknown.retain(|(other, _)| other != name);
+            unknown.push((name.clone(), Value::String(raw.clone())));
             continue;
         };
         match convert(spec, raw) {
@@ -165,16 +189,54 @@ pub fn resolve(
             }
         }
     }
-    unknown.sort();
-    unknown.dedup();
-    // A request may carry any number of unknown names, each as long as it likes: the problems
-    // reported stay few and short, whatever it held.
-    let more = unknown.len().saturating_sub(MAX_UNKNOWN_REPORTED);
+    unknown.sort_by(|a, b| a.0.cmp(&b.0));
+    let forbidden = match (undeclared.strict, undeclared.additional) {
+        (true, _) => Some("the operator's run.strict_parameters refuses undeclared parameters"),
+        (false, Some(Value::Bool(false))) => {
+            Some("the action's schema forbids undeclared parameters (additionalProperties: false)")
+        }
+        _ => None,
+    };
+    let additional_schema = undeclared
+        .additional
+        .filter(|schema| schema.is_object())
+        .map(|schema| ParameterSpec {
+            schema: schema.clone(),
+            ..ParameterSpec::default()
+        });
+    // A request may carry any number of undeclared names, each as long as it likes: the
+    // problems and warnings reported about them stay few and short, whatever it held.
     let known = known_list(declared);
-    for name in unknown.into_iter().take(MAX_UNKNOWN_REPORTED) {
-        let name = shortened(&name);
-        let text = format!("unknown parameter `{name}` (known parameters: {known})");
-        issues.push(issue(&name, text));
+    let (mut warnings, mut reported, mut more, mut more_warnings) = (Vec::new(), 0, 0, 0);
+    for (name, value) in unknown {
+        let shown = shortened(&name);
+        let refused = match forbidden {
+            Some(why) => vec![issue(
+                &shown,
+                format!("unknown parameter `{shown}`: {why} (known parameters: {known})"),
+            )],
+            None => additional_schema
+                .as_ref()
+                .map(|spec| schema_issues(&shown, spec, &value, None))
+                .unwrap_or_default(),
+        };
+        match refused.is_empty() {
+            false if reported < MAX_UNKNOWN_REPORTED => {
+                reported += 1;
+                issues.extend(refused);
+            }
+            false => more += 1,
+            true if warnings.len() < MAX_UNKNOWN_REPORTED => warnings.push(format!(
+                "parameter `{shown}` is not declared by action {action}; delivered as given"
+            )),
+            true => more_warnings += 1,
+        }
+        document.insert(name, value);
+    }
+    if more_warnings > 0 {
+        warnings.push(format!(
+            "and {more_warnings} more parameters not declared by action {action}, delivered as given"
+        ));
     }
     if more > 0 {
         issues.push(issue("", format!("and {more} more unknown parameters")));
@@ -186,15 +248,7 @@ pub fn resolve(
         .collect();
     for (name, spec) in declared {
         match document.get(name) {
-            Some(value) => {
-                if let Err(expected) = spec.check(value) {
-                    let text = match hidden(name, spec) {
-                        Some(why) => describe(name, &expected, Ok(why)),
-                        None => describe(name, &expected, Err(&as_text(value))),
-                    };
-                    issues.push(issue(name, text));
-                }
-            }
+            Some(value) => issues.extend(schema_issues(name, spec, value, hidden(name, spec))),
             None if spec.required && !failed_conversion.contains(name) => {
                 issues.push(issue(name, format!("missing required parameter `{name}`")));
             }
@@ -202,13 +256,49 @@ pub fn resolve(
         }
     }
     if issues.is_empty() {
-        Ok(document)
+        Ok(Resolved { document, warnings })
     } else {
         Err(ParamError::Invalid {
             action: action.to_string(),
             issues,
         })
     }
+}
+
+/// The problems of one parameter's value against its declaration's JSON Schema, each naming the
+/// place inside the value (`headers.accept`, `hosts[2]`).
+/// The schema's problems with a value, each naming its place; `hidden` says why the value may
+/// not be quoted (it is, or holds, a secret), if it may not.
+fn schema_issues(
+    name: &str,
+    spec: &ParameterSpec,
+    value: &Value,
+    hidden: Option<&str>,
+) -> Vec<ParamIssue> {
+    let Err(problems) = spec.check(value) else {
+        return Vec::new();
+    };
+    problems
+        .into_iter()
+        .map(|(pointer, expected)| {
+            let at = format!("{name}{}", path_of(&pointer));
+            let found = value.pointer(&pointer).map(as_text).unwrap_or_default();
+            issue(name, describe(&at, &expected, hidden.ok_or(found.as_str())))
+        })
+        .collect()
+}
+
+/// A JSON pointer (`/hosts/2/name`) as a path after a parameter's name (`.hosts[2].name`).
+fn path_of(pointer: &str) -> String {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|part| part.replace("~1", "/").replace("~0", "~"))
+        .map(|part| match part.parse::<usize>() {
+            Ok(index) => format!("[{index}]"),
+            Err(_) => format!(".{part}"),
+        })
+        .collect()
 }
 
 fn issue(parameter: &str, text: String) -> ParamIssue {
@@ -289,46 +379,24 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn spec(kind: Option<ParamType>) -> ParameterSpec {
-        ParameterSpec {
-            kind,
-            ..Default::default()
-        }
+    fn declared() -> Parameters {
+        declarations(
+            "name: {type: string, default: world}\n\
+             token: {type: string, required: true, secret: true}\n\
+             count: {type: integer, minimum: 1, maximum: 10}\n\
+             mode: {enum: [fast, slow]}\n",
+        )
     }
 
-    fn declared() -> Parameters {
-        Parameters::from([
-            (
-                "name".to_string(),
-                ParameterSpec {
-                    default: Some(json!("world")),
-                    ..spec(Some(ParamType::String))
-                },
-            ),
-            (
-                "token".to_string(),
-                ParameterSpec {
-                    required: true,
-                    secret: true,
-                    ..spec(Some(ParamType::String))
-                },
-            ),
-            (
-                "count".to_string(),
-                ParameterSpec {
-                    minimum: Some(1.0),
-                    maximum: Some(10.0),
-                    ..spec(Some(ParamType::Integer))
-                },
-            ),
-            (
-                "mode".to_string(),
-                ParameterSpec {
-                    enum_values: Some(vec![json!("fast"), json!("slow")]),
-                    ..spec(None)
-                },
-            ),
-        ])
+    fn declarations(yaml: &str) -> Parameters {
+        crate::pack::schema::tests::declarations(yaml)
+    }
+
+    fn strict() -> Undeclared<'static> {
+        Undeclared {
+            additional: None,
+            strict: true,
+        }
     }
 
     fn assign(pairs: &[&str]) -> Vec<(String, String)> {
@@ -336,7 +404,7 @@ mod tests {
             .expect("well formed")
     }
 
-    fn issues(result: Result<Map<String, Value>, ParamError>) -> Vec<String> {
+    fn issues(result: Result<Resolved, ParamError>) -> Vec<String> {
         match result {
             Err(ParamError::Invalid { issues, .. }) => {
                 issues.iter().map(ToString::to_string).collect()
@@ -348,8 +416,15 @@ mod tests {
     #[test]
     fn each_issue_names_its_parameter() {
         let from_file = Map::from_iter([("count".to_string(), json!(99))]);
-        let err = resolve("p.a", &declared(), from_file, &assign(&["bogus=1"]), &[])
-            .expect_err("three problems");
+        let err = resolve(
+            "p.a",
+            &declared(),
+            strict(),
+            from_file,
+            &assign(&["bogus=1"]),
+            &[],
+        )
+        .expect_err("three problems");
         let ParamError::Invalid { issues, .. } = err else {
             panic!("expected invalid parameters");
         };
@@ -372,31 +447,28 @@ mod tests {
         let doc = resolve(
             "p.a",
             &declared(),
+            Undeclared::default(),
             from_file,
             &assign(&["token=abc", "count=7"]),
             &[],
         )
         .expect("valid");
         assert_eq!(
-            Value::Object(doc),
+            Value::Object(doc.document),
             json!({"name": "file", "token": "abc", "count": 7})
         );
     }
 
     #[test]
     fn assignments_are_converted_by_type() {
-        let declared = Parameters::from([
-            ("i".into(), spec(Some(ParamType::Integer))),
-            ("n".into(), spec(Some(ParamType::Number))),
-            ("b".into(), spec(Some(ParamType::Boolean))),
-            ("o".into(), spec(Some(ParamType::Object))),
-            ("a".into(), spec(Some(ParamType::Array))),
-            ("s".into(), spec(Some(ParamType::String))),
-            ("u".into(), spec(None)),
-        ]);
+        let declared = declarations(
+            "i: {type: integer}\nn: {type: number}\nb: {type: boolean}\no: {type: object}\n\
+             a: {type: array}\ns: {type: string}\nu: {}\nnullable: {type: [integer, 'null']}\n",
+        );
         let doc = resolve(
             "p.a",
             &declared,
+            Undeclared::default(),
             Map::new(),
             &assign(&[
                 "i=-4",
@@ -406,17 +478,19 @@ mod tests {
                 "a=[1,\"x\"]",
                 "s=42",
                 "u=7",
+                "nullable=5",
             ]),
             &[],
         )
         .expect("valid");
         assert_eq!(
-            Value::Object(doc),
-            json!({"i": -4, "n": 2.5, "b": true, "o": {"k": [1]}, "a": [1, "x"], "s": "42", "u": "7"})
+            Value::Object(doc.document),
+            json!({"i": -4, "n": 2.5, "b": true, "o": {"k": [1]}, "a": [1, "x"], "s": "42", "u": "7", "nullable": 5})
         );
         let found = issues(resolve(
             "p.a",
             &declared,
+            Undeclared::default(),
             Map::new(),
             &assign(&["i=1.5", "n=x", "b=yes", "o=[1]", "a={}"]),
             &[],
@@ -433,18 +507,25 @@ mod tests {
         let found = issues(resolve(
             "p.a",
             &declared(),
+            Undeclared::default(),
             Map::new(),
             &assign(&["count=11", "mode=medium"]),
             &[],
         ));
-        assert_eq!(
-            found,
-            [
-                "`count`: expected at most 10, got `11`",
-                "`mode`: expected one of \"fast\", \"slow\", got `medium`",
-                "missing required parameter `token`",
-            ]
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(
+            found[0].starts_with("`count`: ")
+                && found[0].contains("maximum of 10")
+                && found[0].ends_with("got `11`"),
+            "{found:?}"
         );
+        assert!(
+            found[1].starts_with("`mode`: ")
+                && found[1].contains("fast")
+                && found[1].ends_with("got `medium`"),
+            "{found:?}"
+        );
+        assert_eq!(found[2], "missing required parameter `token`");
     }
 
     #[test]
@@ -454,9 +535,10 @@ mod tests {
         for n in 0..5000 {
             given.insert(format!("{}{n}", "x".repeat(300)), Value::Bool(true));
         }
-        let Err(ParamError::Invalid { issues, .. }) = resolve("p.a", &declared, given, &[], &[])
+        let Err(ParamError::Invalid { issues, .. }) =
+            resolve("p.a", &declared, strict(), given.clone(), &[], &[])
         else {
-            panic!("unknown parameters are refused");
+            panic!("unknown parameters are refused when strict");
         };
         let unknown = issues
             .iter()
@@ -472,6 +554,19 @@ mod tests {
             .map(|i| i.text.len() + i.parameter.len())
             .sum();
         assert!(bytes < 20_000, "{bytes} bytes of problems");
+        // Accepted (not strict): all delivered, with as few and as short warnings.
+        given.insert("token".into(), Value::String("t".into()));
+        let resolved = resolve("p.a", &declared, Undeclared::default(), given, &[], &[])
+            .expect("undeclared parameters are accepted");
+        // The 5,000 undeclared, the token and the name's default.
+        assert_eq!(resolved.document.len(), 5002);
+        assert_eq!(resolved.warnings.len(), MAX_UNKNOWN_REPORTED + 1);
+        assert_eq!(
+            resolved.warnings[MAX_UNKNOWN_REPORTED],
+            "and 4980 more parameters not declared by action p.a, delivered as given"
+        );
+        let bytes: usize = resolved.warnings.iter().map(String::len).sum();
+        assert!(bytes < 20_000, "{bytes} bytes of warnings");
     }
 
     #[test]
@@ -479,6 +574,7 @@ mod tests {
         let err = resolve(
             "p.a",
             &declared(),
+            strict(),
             Map::new(),
             &assign(&["token=x", "nope=1"]),
             &[],
@@ -486,11 +582,12 @@ mod tests {
         .expect_err("unknown");
         assert_eq!(
             err.to_string(),
-            "invalid parameters for action p.a: unknown parameter `nope` (known parameters: count, mode, name, token)"
+            "invalid parameters for action p.a: unknown parameter `nope`: the operator's run.strict_parameters refuses undeclared parameters (known parameters: count, mode, name, token)"
         );
         let err = resolve(
             "p.a",
             &Parameters::new(),
+            strict(),
             Map::new(),
             &assign(&["x=1"]),
             &[],
@@ -504,52 +601,71 @@ mod tests {
 
     #[test]
     fn secret_values_never_appear_in_errors() {
-        let declared = Parameters::from([(
-            "pin".to_string(),
-            ParameterSpec {
-                secret: true,
-                maximum: Some(9999.0),
-                ..spec(Some(ParamType::Integer))
-            },
-        )]);
-        for given in ["pin=hunter2secret", "pin=123456789"] {
-            let err =
-                resolve("p.a", &declared, Map::new(), &assign(&[given]), &[]).expect_err("invalid");
+        let declared = declarations(
+            "pin: {type: integer, secret: true, maximum: 9999}\n\
+             code: {type: string, secret: true, pattern: '^[0-9]+$', minLength: 4}\n",
+        );
+        for given in ["pin=hunter2secret", "pin=123456789", "code=abcxyz"] {
+            let err = resolve(
+                "p.a",
+                &declared,
+                Undeclared::default(),
+                Map::new(),
+                &assign(&[given]),
+                &[],
+            )
+            .expect_err("invalid");
             let text = err.to_string();
-            assert!(text.contains("`pin`"), "{text}");
+            let name = given.split('=').next().unwrap_or_default();
+            assert!(text.contains(&format!("`{name}`")), "{text}");
             assert!(text.contains("secret parameter"), "{text}");
             assert!(
-                !text.contains("hunter2") && !text.contains("123456789"),
+                !text.contains("hunter2")
+                    && !text.contains("123456789")
+                    && !text.contains("abcxyz"),
                 "{text}"
             );
         }
         // A value given as a secret for a parameter that is not secret: not quoted either.
-        let declared = Parameters::from([("pin".to_string(), spec(Some(ParamType::Integer)))]);
+        let declared = declarations("pin: {type: integer}\n");
         let from_secret = Map::from_iter([("pin".to_string(), json!("4821-TOPSECRET-PIN"))]);
-        let err = resolve("p.a", &declared, from_secret, &[], &["pin"]).expect_err("invalid");
+        let err = resolve(
+            "p.a",
+            &declared,
+            Undeclared::default(),
+            from_secret,
+            &[],
+            &["pin"],
+        )
+        .expect_err("invalid");
         let text = err.to_string();
         assert!(
             text.contains("value not shown: given as a secret"),
             "{text}"
         );
         assert!(!text.contains("TOPSECRET"), "{text}");
-        // An object with a secret property: its value is never quoted.
-        let declared = Parameters::from([(
-            "creds".to_string(),
-            ParameterSpec {
-                secret_properties: vec![vec!["password".to_string()]],
-                ..spec(Some(ParamType::Object))
-            },
-        )]);
-        let err = resolve(
-            "p.a",
-            &declared,
-            Map::new(),
-            &assign(&["creds={\"password\": \"hunter2secret\"}x"]),
-            &[],
-        )
-        .expect_err("invalid");
-        assert!(!err.to_string().contains("hunter2"), "{err}");
+        // An object with a secret property: its value is never quoted, whatever is wrong.
+        let declared = declarations(
+            "creds: {type: object, properties: {password: {type: string, secret: true}, \
+             port: {type: integer}}}\n",
+        );
+        for given in [
+            "creds={\"password\": \"hunter2secret\"}x",
+            "creds={\"password\": \"hunter2secret\", \"port\": \"hunter2port\"}",
+        ] {
+            let err = resolve(
+                "p.a",
+                &declared,
+                Undeclared::default(),
+                Map::new(),
+                &assign(&[given]),
+                &[],
+            )
+            .expect_err("invalid");
+            let text = err.to_string();
+            assert!(text.contains("it holds a secret property"), "{text}");
+            assert!(!text.contains("hunter2"), "{text}");
+        }
         let err = parse_assignments(&["pin".into()]).expect_err("no =");
         assert_eq!(err.to_string(), "parameter `pin`: expected KEY=VALUE");
     }

@@ -84,7 +84,8 @@ impl fmt::Display for ParamType {
 /// One declared parameter.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ParameterSpec {
-    /// `None`: any value; values given on the command line stay text.
+    /// `None`: any value; values given on the command line stay text. For a union
+    /// (`[string, "null"]`) the first type that is not `null`.
     pub kind: Option<ParamType>,
     /// The value used when none is given.
     pub default: Option<Json>,
@@ -103,6 +104,9 @@ pub struct ParameterSpec {
     /// Paths inside an object value whose property is declared `secret: true` (its nested
     /// `properties`, at any depth): those values are secrets like a secret parameter's.
     pub secret_properties: Vec<Vec<String>>,
+    /// The declaration as a JSON Schema (every keyword, as written), without the flat style's
+    /// own keys (`required: true`, `secret`): what a value is validated against.
+    pub schema: Json,
 }
 
 impl ParameterSpec {
@@ -139,33 +143,20 @@ impl ParameterSpec {
             .collect()
     }
 
-    /// Checks a value against the type, `enum`, `minimum` and `maximum`. The error says what was
-    /// expected and never quotes the value, so it is safe for secrets.
-    pub fn check(&self, value: &Json) -> Result<(), String> {
-        if let Some(kind) = self.kind
-            && !kind.fits(value)
-        {
-            return Err(format!("expected {}", kind.with_article()));
+    /// Checks a value against the declaration's JSON Schema: every problem, each with the path
+    /// inside the value (`""` for the value itself, `/0/name` inside it) and what was expected.
+    /// The value itself is never quoted, so this is safe for secrets.
+    pub fn check(&self, value: &Json) -> Result<(), Vec<(String, String)>> {
+        let validator = compile(&self.schema).map_err(|e| vec![(String::new(), e)])?;
+        let problems: Vec<(String, String)> = validator
+            .iter_errors(value)
+            .map(|e| (e.instance_path().to_string(), e.masked().to_string()))
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
         }
-        if let Some(allowed) = &self.enum_values
-            && !allowed.contains(value)
-        {
-            let listed: Vec<String> = allowed.iter().map(Json::to_string).collect();
-            return Err(format!("expected one of {}", listed.join(", ")));
-        }
-        if let Some(number) = value.as_f64() {
-            if let Some(minimum) = self.minimum
-                && number < minimum
-            {
-                return Err(format!("expected at least {minimum}"));
-            }
-            if let Some(maximum) = self.maximum
-                && number > maximum
-            {
-                return Err(format!("expected at most {maximum}"));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -209,8 +200,32 @@ fn secret_property_paths(properties: Option<&Value>) -> Vec<Vec<String>> {
     paths
 }
 
+/// Keys of a flat declaration that are not JSON Schema (Attune's and packbox's own), left out
+/// of the schema a value is validated against.
+const NOT_SCHEMA: &[&str] = &["required", "secret", "immutable", "position", "placeholder"];
+
+/// A declaration compiled by the JSON Schema validator; the error says why it is no schema (a
+/// bad `pattern`, a negative `minLength`, a `$ref` packbox cannot resolve).
+pub(crate) fn compile(schema: &Json) -> Result<jsonschema::Validator, String> {
+    jsonschema::validator_for(schema).map_err(|e| e.to_string())
+}
+
 /// The declared parameters, by name.
 pub type Parameters = BTreeMap<String, ParameterSpec>;
+
+/// What the JSON-Schema wrapper style says of parameters it does not declare
+/// (`additionalProperties`): `false` forbids them, a schema checks them; `None` when the
+/// declarations are flat or the wrapper says nothing (unknown parameters are then accepted with a
+/// warning, as Attune does).
+pub(crate) fn additional(value: &Value) -> Option<Json> {
+    let Value::Mapping(map) = value else {
+        return None;
+    };
+    if map.get("type").and_then(Value::as_str) != Some("object") {
+        return None;
+    }
+    serde_json::to_value(map.get("additionalProperties")?).ok()
+}
 
 /// Reads a parameter schema in either style; `field` is where it sits (`parameters`).
 pub(crate) fn parse(
@@ -218,6 +233,7 @@ pub(crate) fn parse(
     field: &str,
     value: &Value,
     problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
 ) -> Parameters {
     let map = match value {
         Value::Null => return Parameters::new(),
@@ -236,7 +252,7 @@ pub(crate) fn parse(
             Some(Value::Mapping(_)) | Some(Value::Null)
         );
     if !wrapper {
-        return parse_properties(doc, field, map, &[], problems);
+        return parse_properties(doc, field, map, &[], problems, warnings);
     }
     let properties_field = format!("{field}.properties");
     let required = match map.get("required") {
@@ -247,7 +263,14 @@ pub(crate) fn parse(
         Some(Value::Mapping(properties)) => properties.clone(),
         _ => serde_yaml::Mapping::new(),
     };
-    let parameters = parse_properties(doc, &properties_field, &properties, &required, problems);
+    let parameters = parse_properties(
+        doc,
+        &properties_field,
+        &properties,
+        &required,
+        problems,
+        warnings,
+    );
     for name in required
         .iter()
         .filter(|name| !parameters.contains_key(*name))
@@ -266,6 +289,7 @@ fn parse_properties(
     map: &serde_yaml::Mapping,
     required: &[String],
     problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
 ) -> Parameters {
     let mut parameters = Parameters::new();
     for (name, spec) in map {
@@ -277,14 +301,20 @@ fn parse_properties(
             continue;
         };
         let here = format!("{field}.{name}");
-        let mut spec = parse_spec(doc, &here, spec, problems);
+        let mut spec = parse_spec(doc, &here, spec, problems, warnings);
         spec.required |= required.iter().any(|r| r == name);
         parameters.insert(name.to_string(), spec);
     }
     parameters
 }
 
-fn parse_spec(doc: &Doc, field: &str, value: &Value, problems: &mut Vec<Problem>) -> ParameterSpec {
+fn parse_spec(
+    doc: &Doc,
+    field: &str,
+    value: &Value,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+) -> ParameterSpec {
     let map = match value {
         Value::Mapping(map) => map,
         Value::Null => return ParameterSpec::default(),
@@ -304,9 +334,26 @@ fn parse_spec(doc: &Doc, field: &str, value: &Value, problems: &mut Vec<Problem>
     let before = problems.len();
     if let Some(value) = map.get("type") {
         let names = ParamType::ALL.map(ParamType::name).join(", ");
-        match value.as_str().map(ParamType::parse) {
-            Some(Some(kind)) => spec.kind = Some(kind),
-            _ => problems.push(doc.problem(&at("type"), format!("expected one of {names}"))),
+        // One type, or a union of them (`[string, "null"]`).
+        let listed: Vec<Option<&str>> = match value {
+            Value::Sequence(items) if !items.is_empty() => {
+                items.iter().map(Value::as_str).collect()
+            }
+            other => vec![other.as_str()],
+        };
+        if listed
+            .iter()
+            .all(|name| name.is_some_and(|n| n == "null" || ParamType::parse(n).is_some()))
+        {
+            spec.kind = listed
+                .iter()
+                .flatten()
+                .find_map(|name| ParamType::parse(name));
+        } else {
+            problems.push(doc.problem(
+                &at("type"),
+                format!("expected one of {names}, null, or a list of them"),
+            ));
         }
     }
     for (key, flag) in [
@@ -346,22 +393,12 @@ fn parse_spec(doc: &Doc, field: &str, value: &Value, problems: &mut Vec<Problem>
     match map.get("enum") {
         None | Some(Value::Null) => {}
         Some(Value::Sequence(items)) if !items.is_empty() => {
-            let items: Vec<Json> = items
-                .iter()
-                .filter_map(|i| doc.json(&at("enum"), i, problems))
-                .collect();
-            let only_type = ParameterSpec {
-                kind: spec.kind,
-                ..Default::default()
-            };
-            if let Some(bad) = items.iter().position(|i| only_type.check(i).is_err()) {
-                let expected = spec.kind.map(ParamType::with_article).unwrap_or_default();
-                problems.push(doc.problem(
-                    &at("enum"),
-                    format!("item {}: expected {expected}", bad + 1),
-                ));
-            }
-            spec.enum_values = Some(items);
+            spec.enum_values = Some(
+                items
+                    .iter()
+                    .filter_map(|i| doc.json(&at("enum"), i, problems))
+                    .collect(),
+            );
         }
         Some(other) => problems.push(doc.problem(
             &at("enum"),
@@ -376,31 +413,74 @@ fn parse_spec(doc: &Doc, field: &str, value: &Value, problems: &mut Vec<Problem>
         && !value.is_null()
     {
         spec.default = doc.json(&at("default"), value, problems);
-        // A default that its own declaration refuses would fail every run that relies on it.
-        if problems.len() == before
-            && let Some(default) = &spec.default
-            && let Err(expected) = spec.check(default)
-        {
-            problems.push(doc.problem(&at("default"), expected));
+    }
+    if problems.len() == before
+        && let Some(Json::Object(mut schema)) = doc.json(field, value, problems)
+    {
+        schema.retain(|key, _| !NOT_SCHEMA.contains(&key.as_str()));
+        spec.schema = Json::Object(schema);
+        match compile(&spec.schema) {
+            Err(why) => {
+                problems.push(doc.problem(field, format!("not a valid JSON Schema: {why}")))
+            }
+            Ok(validator) => {
+                // Attune loads such a pack; a run that relies on the default is refused.
+                if let Some(default) = &spec.default
+                    && let Some(error) = validator.iter_errors(default).next()
+                {
+                    warnings.push(doc.problem(
+                        &at("default"),
+                        format!(
+                            "the default does not match its declaration ({}); a run that relies on it is refused",
+                            error.masked()
+                        ),
+                    ));
+                }
+                if let Some(items) = &spec.enum_values
+                    && let Some(bad) = items.iter().position(|i| !validator.is_valid(i))
+                {
+                    warnings.push(doc.problem(
+                        &at("enum"),
+                        format!(
+                            "item {} does not match the declaration's type; no value can choose it",
+                            bad + 1
+                        ),
+                    ));
+                }
+            }
         }
     }
     spec
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn parse_text(text: &str) -> (Parameters, Vec<Problem>) {
+    fn parse_with_warnings(text: &str) -> (Parameters, Vec<Problem>, Vec<Problem>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("a.yaml");
         std::fs::write(&file, text).expect("write");
         let mut problems = Vec::new();
+        let mut warnings = Vec::new();
         let doc = Doc::read(&file, &mut problems).expect("parses");
         let value = doc.get("parameters").cloned().unwrap_or(Value::Null);
-        let parameters = parse(&doc, "parameters", &value, &mut problems);
+        let parameters = parse(&doc, "parameters", &value, &mut problems, &mut warnings);
+        (parameters, problems, warnings)
+    }
+
+    fn parse_text(text: &str) -> (Parameters, Vec<Problem>) {
+        let (parameters, problems, _) = parse_with_warnings(text);
         (parameters, problems)
+    }
+
+    /// Flat declarations from YAML (`name: {type: string}` lines), which must be valid.
+    pub(crate) fn declarations(yaml: &str) -> Parameters {
+        let indented: String = yaml.lines().map(|line| format!("  {line}\n")).collect();
+        let (parameters, problems) = parse_text(&format!("parameters:\n{indented}"));
+        assert!(problems.is_empty(), "{problems:?}");
+        parameters
     }
 
     #[test]
@@ -421,8 +501,8 @@ mod tests {
 
     #[test]
     fn every_bad_declaration_is_reported_with_its_field() {
-        let (_, problems) = parse_text(
-            "parameters:\n  a: {type: text}\n  b: {type: integer, required: yes please}\n  c: {type: integer, default: two}\n  d: {type: string, enum: [x, 1]}\n  e: {minimum: 5, maximum: 1}\n  f: 7\n",
+        let (_, problems, warnings) = parse_with_warnings(
+            "parameters:\n  a: {type: text}\n  b: {type: integer, required: yes please}\n  c: {type: integer, default: two}\n  d: {type: string, enum: [x, 1]}\n  e: {minimum: 5, maximum: 1}\n  f: 7\n  g: {type: string, pattern: '('}\n  h: {type: string, minLength: -1}\n",
         );
         let fields: Vec<_> = problems.iter().filter_map(|p| p.field.as_deref()).collect();
         assert_eq!(
@@ -430,17 +510,29 @@ mod tests {
             [
                 "parameters.a.type",
                 "parameters.b.required",
-                "parameters.c.default",
-                "parameters.d.enum",
                 "parameters.e.maximum",
-                "parameters.f"
+                "parameters.f",
+                "parameters.g",
+                "parameters.h",
             ],
             "{problems:?}"
         );
         assert_eq!(problems[0].line, Some(2));
         assert!(
-            problems[2].message.contains("expected an integer"),
+            problems[4].message.contains("not a valid JSON Schema"),
             "{problems:?}"
+        );
+        // Attune loads a default or an enum item of the wrong type: a warning, not a problem.
+        let warned: Vec<_> = warnings.iter().filter_map(|p| p.field.as_deref()).collect();
+        assert_eq!(
+            warned,
+            ["parameters.c.default", "parameters.d.enum"],
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[0]
+                .message
+                .contains("a run that relies on it is refused")
         );
     }
 
@@ -453,41 +545,82 @@ mod tests {
         assert!(problems[0].message.contains("`b`"));
     }
 
+    /// Each JSON Schema keyword packs use, with a value it accepts and one it refuses; the
+    /// refusal names the place inside the value.
     #[test]
-    fn check_enforces_type_enum_and_bounds() {
-        let spec = ParameterSpec {
-            kind: Some(ParamType::Integer),
-            enum_values: Some(vec![json!(1), json!(2), json!(9)]),
-            maximum: Some(5.0),
-            ..Default::default()
-        };
-        assert_eq!(spec.check(&json!(2)), Ok(()));
-        assert_eq!(spec.check(&json!("2")), Err("expected an integer".into()));
-        assert_eq!(spec.check(&json!(1.5)), Err("expected an integer".into()));
-        assert_eq!(spec.check(&json!(3)), Err("expected one of 1, 2, 9".into()));
-        assert_eq!(spec.check(&json!(9)), Err("expected at most 5".into()));
-        let number = ParameterSpec {
-            kind: Some(ParamType::Number),
-            minimum: Some(0.5),
-            ..Default::default()
-        };
-        assert_eq!(number.check(&json!(1)), Ok(()));
-        assert_eq!(
-            number.check(&json!(0.25)),
-            Err("expected at least 0.5".into())
+    fn every_json_schema_keyword_is_enforced_with_its_path() {
+        let declared = declarations(
+            "pattern: {type: string, pattern: '^[a-z]+$'}\n\
+             lengths: {type: string, minLength: 2, maxLength: 3}\n\
+             items_count: {type: array, minItems: 1, maxItems: 2}\n\
+             unique: {type: array, uniqueItems: true}\n\
+             items: {type: array, items: {type: integer}}\n\
+             props: {type: object, properties: {port: {type: integer}}, additionalProperties: false}\n\
+             one: {oneOf: [{type: integer}, {type: string}]}\n\
+             any: {anyOf: [{type: integer, minimum: 10}, {type: string}]}\n\
+             all: {allOf: [{type: integer}, {minimum: 5}]}\n\
+             not: {not: {type: string}}\n\
+             const: {const: fixed}\n\
+             multiple: {type: number, multipleOf: 5}\n\
+             union: {type: [string, 'null']}\n\
+             exclusive: {type: number, exclusiveMinimum: 0, exclusiveMaximum: 1}\n",
         );
-        for (kind, good, bad) in [
-            (ParamType::String, json!("x"), json!(1)),
-            (ParamType::Boolean, json!(true), json!("true")),
-            (ParamType::Object, json!({}), json!([])),
-            (ParamType::Array, json!([]), json!({})),
+        for (name, good, bad, at) in [
+            ("pattern", json!("abc"), json!("ABC"), ""),
+            ("lengths", json!("ab"), json!("abcd"), ""),
+            ("items_count", json!([1]), json!([]), ""),
+            ("unique", json!([1, 2]), json!([1, 1]), ""),
+            ("items", json!([1, 2]), json!([1, "x"]), "/1"),
+            ("props", json!({"port": 80}), json!({"port": "80"}), "/port"),
+            ("props", json!({}), json!({"other": 1}), ""),
+            ("one", json!(1), json!(true), ""),
+            ("any", json!("x"), json!(3), ""),
+            ("all", json!(7), json!(3), ""),
+            ("not", json!(1), json!("x"), ""),
+            ("const", json!("fixed"), json!("other"), ""),
+            ("multiple", json!(15), json!(7), ""),
+            ("union", json!(null), json!(1), ""),
+            ("exclusive", json!(0.5), json!(1), ""),
         ] {
-            let spec = ParameterSpec {
-                kind: Some(kind),
-                ..Default::default()
-            };
-            assert!(spec.check(&good).is_ok(), "{kind}");
-            assert!(spec.check(&bad).is_err(), "{kind}");
+            let spec = &declared[name];
+            assert_eq!(spec.check(&good), Ok(()), "{name} accepts {good}");
+            let problems = spec.check(&bad).expect_err(name);
+            assert_eq!(
+                problems[0].0, at,
+                "{name} refuses {bad} at {at}: {problems:?}"
+            );
+            // Messages never quote the value (it may be a secret).
+            if let Some(text) = bad.as_str() {
+                assert!(
+                    problems.iter().all(|(_, m)| !m.contains(text)),
+                    "{name}: {problems:?}"
+                );
+            }
         }
+        assert_eq!(declared["union"].kind, Some(ParamType::String));
+    }
+
+    #[test]
+    fn the_wrapper_says_what_becomes_of_undeclared_parameters() {
+        let value = |text: &str| serde_yaml::from_str::<Value>(text).expect("yaml");
+        assert_eq!(
+            additional(&value(
+                "{type: object, properties: {}, additionalProperties: false}"
+            )),
+            Some(json!(false))
+        );
+        assert_eq!(additional(&value("{type: object, properties: {}}")), None);
+        assert_eq!(additional(&value("{a: {type: string}}")), None);
+    }
+
+    #[test]
+    fn a_schema_that_would_fetch_something_is_refused() {
+        let (_, problems) =
+            parse_text("parameters:\n  a: {$ref: 'https://example.invalid/schema.json'}\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].message.contains("not a valid JSON Schema"),
+            "{problems:?}"
+        );
     }
 }

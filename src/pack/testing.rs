@@ -1,8 +1,9 @@
 //! The `testing` section of `pack.yaml`, as Attune writes it: runners keyed by runtime, each with
 //! a type (`script`, `unittest`, `pytest`), an entry point relative to the pack root and a
-//! timeout. What decides pass or fail is the runner's exit code; Attune's result parsing
-//! (`result_format`), pass rates and install-time policy (`min_pass_rate`, `on_failure`) have no
-//! meaning for packbox.
+//! timeout; how results are read (`result_format: simple`, the only one Attune implements) and
+//! the share of tests that must pass (`min_pass_rate`). Install-time policy (`on_failure`,
+//! `discovery`, `result_path`) has no meaning for packbox. An entry file that is missing only
+//! matters to `packbox test`: elsewhere it is a warning.
 
 use serde_yaml::Value;
 
@@ -47,14 +48,27 @@ pub struct TestRunner {
 }
 
 /// The `testing` section.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Testing {
     /// In the order the file lists them.
     pub runners: Vec<TestRunner>,
+    /// The share of tests (0 to 1) that must pass for the pack to pass (1 by default: all).
+    pub min_pass_rate: Option<f64>,
 }
 
+/// Keys of the section packbox reads or, being Attune's install-time policy, passes over.
+const SECTION_FIELDS: &[&str] = &[
+    "runners",
+    "min_pass_rate",
+    "result_format",
+    "enabled",
+    "discovery",
+    "result_path",
+    "on_failure",
+];
+
 /// Keys of a runner packbox reads.
-const RUNNER_FIELDS: &[&str] = &["type", "entry_point", "timeout"];
+const RUNNER_FIELDS: &[&str] = &["type", "entry_point", "timeout", "result_format"];
 
 /// Reads the `testing` section of `pack.yaml` in the canonical `pack_dir`; problems are recorded,
 /// and Attune keys packbox has no use for are warnings where they could mislead.
@@ -87,6 +101,27 @@ pub(crate) fn parse(
         }
     };
     let mut testing = Testing::default();
+    match section.get("min_pass_rate") {
+        None | Some(Value::Null) => {}
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|r| (0.0..=1.0).contains(&r)) => {
+            testing.min_pass_rate = n.as_f64();
+        }
+        Some(other) => problems.push(doc.problem(
+            "testing.min_pass_rate",
+            format!("expected a number from 0 to 1, found {}", kind(other)),
+        )),
+    }
+    result_format(
+        doc,
+        "testing.result_format",
+        section.get("result_format"),
+        warnings,
+    );
+    for key in section.keys().filter_map(Value::as_str) {
+        if !SECTION_FIELDS.contains(&key) {
+            warnings.push(doc.problem(&format!("testing.{key}"), "unknown field, ignored"));
+        }
+    }
     for (name, runner) in runners {
         let Some(name) = name.as_str() else {
             problems.push(doc.problem(
@@ -158,7 +193,17 @@ fn parse_runner(
     if let Some(entry_point) = &entry_point
         && let Err(expected) = resolve_in_pack(pack_dir, entry_point)
     {
-        problems.push(doc.problem(&at("entry_point"), expected));
+        // A file that is only missing matters to `packbox test` alone (which refuses then);
+        // a path that leaves the pack is wrong wherever it is read.
+        match pack_dir.join(entry_point).symlink_metadata() {
+            Err(_) if !expected.contains("climbs out") && !expected.contains("absolute") => {
+                warnings.push(doc.problem(
+                    &at("entry_point"),
+                    format!("{expected}; `packbox test` cannot run this runner"),
+                ))
+            }
+            _ => problems.push(doc.problem(&at("entry_point"), expected)),
+        }
     }
     let timeout_seconds = match runner.get("timeout") {
         None | Some(Value::Null) => None,
@@ -176,9 +221,9 @@ fn parse_runner(
     };
     for key in runner.keys().filter_map(Value::as_str) {
         match key {
+            "result_format" => result_format(doc, &at(key), runner.get(key), warnings),
             key if RUNNER_FIELDS.contains(&key) => {}
-            // How Attune reads results: packbox judges by the exit code.
-            "result_format" | "config" => {}
+            "config" => {}
             "requirements" => warnings.push(doc.problem(
                 &at(key),
                 "not used by packbox: tests run in the environment the pack's actions get, so put test requirements (pytest, ...) among the pack's dependencies",
@@ -192,6 +237,19 @@ fn parse_runner(
         entry_point: entry_point.unwrap_or_default(),
         timeout_seconds,
     })
+}
+
+/// `result_format`: `simple` (counts from `Total Tests:`, `Passed:`, `Failed:`, `Skipped:`
+/// lines, else the exit code) is the one Attune implements; anything else is read as simple.
+fn result_format(doc: &Doc, field: &str, value: Option<&Value>, warnings: &mut Vec<Problem>) {
+    match value {
+        None | Some(Value::Null) => {}
+        Some(Value::String(text)) if text.eq_ignore_ascii_case("simple") => {}
+        Some(_) => warnings.push(doc.problem(
+            field,
+            "packbox reads results as `simple` (counts printed as `Passed: N`, else the exit code)",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -244,6 +302,23 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn a_missing_test_file_is_a_warning_and_a_bad_rate_a_problem() {
+        let (testing, problems, warnings) = parse_text(
+            "testing:\n  runners:\n    shell: {type: script, entry_point: tests/missing.sh}\n  min_pass_rate: 0.8\n",
+            &[],
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].message.contains("`packbox test` cannot run"),
+            "{warnings:?}"
+        );
+        assert_eq!(testing.expect("loads").min_pass_rate, Some(0.8));
+        let (_, problems, _) = parse_text("testing:\n  runners: {}\n  min_pass_rate: 2\n", &[]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::action::{self, ActionManifest};
 use super::manifest::{self, PackManifest};
 use super::problem::Problem;
 use super::safety;
+use super::upstream;
 
 /// Everything found in one pack folder.
 #[derive(Clone, Debug)]
@@ -22,6 +23,37 @@ pub struct PackReport {
     pub problems: Vec<Problem>,
     /// What packbox does not know (fields it ignores): said, but no reason to refuse the pack.
     pub warnings: Vec<Problem>,
+    /// Attune components of the pack packbox does not run (rules, sensors, ...: see the
+    /// README's scope), by folder, with how many YAML files each holds.
+    pub components: Vec<(String, usize)>,
+}
+
+/// The Attune component folders of a pack (and `actions/workflows/`) with their YAML files.
+fn components(pack_dir: &Path) -> Vec<(String, usize)> {
+    let count = |dir: &Path| {
+        std::fs::read_dir(dir).ok().map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|entry| {
+                    let path = entry.path();
+                    path.is_file()
+                        && path
+                            .extension()
+                            .is_some_and(|ext| ext == "yaml" || ext == "yml")
+                })
+                .count()
+        })
+    };
+    upstream::COMPONENT_DIRS
+        .iter()
+        .map(|dir| (dir.to_string(), pack_dir.join(dir)))
+        .chain([(
+            "actions/workflows".to_string(),
+            pack_dir.join("actions/workflows"),
+        )])
+        .filter(|(_, path)| path.is_dir())
+        .filter_map(|(name, path)| Some((name, count(&path)?)))
+        .collect()
 }
 
 /// Checks `dir`: one pack (it holds `pack.yaml`) or a folder of packs (its sub-folders that do).
@@ -50,6 +82,7 @@ pub fn validate(dir: &Path) -> Vec<PackReport> {
             pack: None,
             actions: Vec::new(),
             warnings: Vec::new(),
+            components: Vec::new(),
             problems: vec![Problem {
                 file: dir.to_path_buf(),
                 line: None,
@@ -64,17 +97,26 @@ pub fn validate(dir: &Path) -> Vec<PackReport> {
         .collect()
 }
 
-/// Checks one pack folder and every action in it.
+/// Checks one pack folder and every action in it; its `dependencies` against the folder it is in.
 pub fn validate_pack(dir: &Path) -> PackReport {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let (pack_dir, pack) = load_pack_manifest(dir, &mut problems, &mut warnings);
+    if let (Some(pack), Some(packs_dir)) = (&pack, pack_dir.parent()) {
+        problems.extend(super::requires::unmet(
+            packs_dir,
+            &pack_dir.join("pack.yaml"),
+            pack,
+        ));
+    }
     // Action refs are checked against the pack's ref, or the folder's name when that is unreadable.
     let pack_ref = pack
         .as_ref()
         .map_or_else(|| folder_name(&pack_dir), |pack| pack.pack_ref.clone());
     let files = match action::action_files(&pack_dir) {
         Ok(files) => files,
+        // A pack without actions (only tests, rules or sensors) is a pack all the same.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
             problems.push(Problem {
                 file: pack_dir.join("actions"),
@@ -87,21 +129,30 @@ pub fn validate_pack(dir: &Path) -> PackReport {
     };
     let (files, duplicates) = action::without_duplicates(files);
     problems.extend(duplicates);
-    let mut actions = Vec::new();
+    let mut actions: Vec<(PathBuf, ActionManifest)> = Vec::new();
     for file in files {
         let Some(manifest) =
             action::load(&file, &pack_ref, &pack_dir, &mut problems, &mut warnings)
         else {
             continue;
         };
+        if let Some((first, _)) = actions
+            .iter()
+            .find(|(_, other)| other.action_ref == manifest.action_ref)
+        {
+            problems.push(action::same_ref(first, &file, &manifest.action_ref));
+            continue;
+        }
         actions.push((file, manifest));
     }
+    let components = components(&pack_dir);
     PackReport {
         dir: pack_dir,
         pack,
         actions,
         problems,
         warnings,
+        components,
     }
 }
 

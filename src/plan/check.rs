@@ -26,6 +26,9 @@ pub struct CheckedPack {
     /// What packbox does not know or cannot use (unknown fields, runtimes the catalog lacks):
     /// said, but no reason to refuse the pack (`pack validate --strict` makes them problems).
     pub warnings: Vec<Problem>,
+    /// Attune components packbox does not run (rules, sensors, workflows, ...), by folder, with
+    /// how many YAML files each holds: acknowledged, not warned about.
+    pub components: Vec<(String, usize)>,
 }
 
 /// An action that loads and can run with the catalog.
@@ -34,7 +37,7 @@ pub struct CheckedPack {
 pub struct CheckedAction {
     /// The action's YAML as loaded.
     pub manifest: ActionManifest,
-    /// The catalog's name for the action's runner type.
+    /// The catalog's name for the action's runner type; `workflow` for an Attune workflow.
     pub runtime: String,
     /// The runtime version `packbox run` would choose among the catalog's versions.
     pub version: String,
@@ -70,6 +73,8 @@ impl CheckedAction {
             .collect();
         serde_json::json!({
             "ref": manifest.action_ref,
+            "kind": if manifest.workflow_file.is_some() { "workflow" } else { "action" },
+            "workflow_file": manifest.workflow_file,
             "description": manifest.description,
             "enabled": manifest.enabled,
             "runner_type": manifest.runner_type,
@@ -82,6 +87,9 @@ impl CheckedAction {
         })
     }
 }
+
+/// The `runtime` of a workflow action in listings.
+pub const WORKFLOW: &str = "workflow";
 
 /// Checks `dir`: one pack (it holds `pack.yaml`) or a folder of packs (its sub-folders that do),
 /// as the operator's `settings` allow (whether packs may choose package sources).
@@ -99,6 +107,7 @@ fn check_pack(report: PackReport, catalog: &Catalog, settings: &Settings) -> Che
         actions,
         mut problems,
         mut warnings,
+        components,
     } = report;
     let mut checked: Vec<CheckedAction> = actions
         .into_iter()
@@ -138,6 +147,7 @@ fn check_pack(report: PackReport, catalog: &Catalog, settings: &Settings) -> Che
         actions,
         problems,
         warnings,
+        components,
     }
 }
 
@@ -177,6 +187,16 @@ fn check_action(
         field: Some(field.into()),
         message,
     };
+    // A workflow is listed as one; it runs on no runtime (packbox never runs it).
+    if manifest.workflow_file.is_some() {
+        return Some(CheckedAction {
+            runtime: WORKFLOW.into(),
+            version: String::new(),
+            provisional: false,
+            dependencies: None,
+            manifest,
+        });
+    }
     let Some(runtime) = catalog.resolve(&manifest.runner_type) else {
         problems.push(problem(
             "runner_type",

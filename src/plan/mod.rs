@@ -30,6 +30,8 @@ use crate::settings::{KeyInjection, Settings};
 
 /// Timeout of an action that states none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The action's `HOME`: the container's private `/tmp` tmpfs, writable, gone with the run.
+pub(crate) const RUN_HOME: &str = "/tmp";
 /// Where file delivery puts the parameter document: the private tmpfs of the container.
 const PARAMETER_FILE_STEM: &str = "/tmp/attune-parameters";
 
@@ -83,6 +85,18 @@ pub enum PlanError {
         action: String,
         /// The action's file.
         file: PathBuf,
+    },
+    /// The action is an Attune workflow: packbox runs single actions, never workflows.
+    #[error(
+        "action {action} is a workflow ({file} names `workflow_file: {workflow_file}`); packbox runs single actions, not workflows: run the workflow's steps one by one, or run it on Attune"
+    )]
+    Workflow {
+        /// The action's ref.
+        action: String,
+        /// The action's file.
+        file: String,
+        /// The workflow file it names, relative to `actions/`.
+        workflow_file: String,
     },
     /// The isolation level the action gets cannot be given with these settings.
     #[error(transparent)]
@@ -179,6 +193,8 @@ pub struct RunPlan {
     pub(crate) redactor: Redactor,
     /// The content digest of the pack when the run was planned.
     pub(crate) pack_digest: String,
+    /// Undeclared parameters that were accepted and delivered, for the outcome's `warnings`.
+    pub(crate) parameter_warnings: Vec<String>,
     /// What the run may reach through the egress proxy; `None`: no network (or the operator's
     /// weaker `sandbox.network`, which grants do not narrow).
     pub(crate) egress: Option<RunGrant>,
@@ -194,6 +210,13 @@ pub fn plan(
 ) -> Result<RunPlan, PlanError> {
     let action = pack::load_action(&request.packs_dir, &request.action_ref)?;
     let manifest = &action.action;
+    if let Some(workflow_file) = &manifest.workflow_file {
+        return Err(PlanError::Workflow {
+            action: action.action_ref.clone(),
+            file: action.action_file.display().to_string(),
+            workflow_file: workflow_file.clone(),
+        });
+    }
     if !manifest.enabled && !request.allow_disabled {
         return Err(PlanError::Disabled {
             action: action.action_ref.clone(),
@@ -274,9 +297,17 @@ pub fn plan(
         }
     }
     let given = params::parse_assignments(&request.params)?;
-    let mut document = params::resolve(
+    let undeclared = params::Undeclared {
+        additional: manifest.additional_parameters.as_ref(),
+        strict: settings.run.strict_parameters,
+    };
+    let params::Resolved {
+        mut document,
+        warnings: parameter_warnings,
+    } = params::resolve(
         &action.action_ref,
         &manifest.parameters,
+        undeclared,
         from_file,
         &given,
         &given_as_secret,
@@ -296,16 +327,19 @@ pub fn plan(
         .collect();
     let redactor = Redactor::new(secret_values).map_err(SecretError::from)?;
     let stdin = SecretBytes(delivery::encode(&document, manifest.parameter_format)?);
+    // The run's own limit, then the action's, then the operator's default (as Attune: the
+    // operator's timeout is a default, not an override); a server's maximum caps them later.
     let timeout = request
         .timeout
-        .or(settings.run.timeout)
         .or(manifest.timeout_seconds.map(Duration::from_secs))
+        .or(settings.run.timeout)
         .unwrap_or(DEFAULT_TIMEOUT);
     let pack_digest =
         volume::tree_digest(&action.pack.pack_ref, &action.pack_dir).map_err(PlanError::Digest)?;
     Ok(RunPlan {
         key_uses,
         pack_digest,
+        parameter_warnings,
         runtime: runtime.clone(),
         dependencies,
         stdin,
@@ -450,6 +484,8 @@ impl RunPlan {
             pack_digest: &self.pack_digest,
             runtime: &self.runtime.name,
             output_format: self.action.action.output_format,
+            native: self.runtime.interpreter.is_empty(),
+            warnings: &self.parameter_warnings,
             output_schema: self.action.action.output.as_ref(),
             redactor: &self.redactor,
             timeout: self.limits.timeout,
@@ -476,12 +512,20 @@ impl RunPlan {
     /// What the container runs: the entry point under its interpreter, the Attune variables and
     /// the runtime's, and labels naming the run and its owner. No secret is in any of these. The
     /// pack is its folder, unless a volume holding its content is given.
-    pub(crate) fn workload(&self, exec_id: &str, image: &str, owner: &Owner) -> Workload {
+    pub(crate) fn workload(
+        &self,
+        exec_id: &str,
+        attune_exec_id: u64,
+        image: &str,
+        owner: &Owner,
+    ) -> Workload {
         let manifest = &self.action.action;
         let mut cmd = self.runtime.interpreter.clone();
         cmd.push(format!("/pack/actions/{}", manifest.entry_point));
         let mut env: Vec<(String, String)> = vec![
-            ("ATTUNE_EXEC_ID".into(), exec_id.to_string()),
+            // Attune's integer id (actions do `int(...)` on it); packbox's own UUID beside it.
+            ("ATTUNE_EXEC_ID".into(), attune_exec_id.to_string()),
+            ("PACKBOX_EXEC_ID".into(), exec_id.to_string()),
             ("ATTUNE_ACTION".into(), self.action.action_ref.clone()),
             ("ATTUNE_PACK_REF".into(), self.action.pack.pack_ref.clone()),
             (
@@ -492,6 +536,8 @@ impl RunPlan {
                 "ATTUNE_PARAMETER_FORMAT".into(),
                 format_name(manifest.parameter_format).into(),
             ),
+            // A writable home on the run's private tmpfs (git, pip --user, caches).
+            ("HOME".into(), RUN_HOME.into()),
         ];
         if manifest.parameter_delivery == ParameterDelivery::File {
             let file = format!(

@@ -681,6 +681,10 @@ fn refusal(action: &str, error: PlanError) -> Refused {
             message: other.to_string(),
             problems: Vec::new(),
         },
+        PlanError::Workflow { .. } => Refused::Invalid {
+            message: error.to_string(),
+            problems: Vec::new(),
+        },
         PlanError::Secret(e) => Refused::Invalid {
             message: e.to_string(),
             problems: Vec::new(),

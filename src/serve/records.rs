@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The schema this code writes; bumped with each change (with a migration).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// What turns the schema of one version into the next: `(version, statements)`, applied in
 /// order to a database older than `version` (a new one gets `SCHEMA`, then all of them).
@@ -34,6 +34,12 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     // Version 3: what runs with an egress grant reached.
     (3, "ALTER TABLE executions ADD COLUMN egress TEXT;"),
+    // Version 4: Attune's integer execution id of the run, and what its outcome warned about.
+    (
+        4,
+        "ALTER TABLE executions ADD COLUMN attune_exec_id INTEGER;
+         ALTER TABLE executions ADD COLUMN warnings TEXT;",
+    ),
 ];
 
 const SCHEMA: &str = "
@@ -77,7 +83,8 @@ CREATE INDEX IF NOT EXISTS executions_action ON executions (action, seq);
 const COLUMNS: &str = "seq, id, action, status, token_name, idempotency_key, exec_id, pack_version,
     pack_digest, timeout_seconds, exit_code, result, stdout, stderr, stdout_truncated,
     stderr_truncated, error, sandbox, image, runtime, runtime_version, duration_ms, prepare_ms,
-    queued_at, started_at, finished_at, result_truncated, result_error, keys, egress";
+    queued_at, started_at, finished_at, result_truncated, result_error, keys, egress,
+    attune_exec_id, warnings";
 
 /// The record store could not do its work.
 #[derive(Debug, thiserror::Error)]
@@ -222,8 +229,12 @@ pub struct Record {
     /// The names of the secrets the run received (never their values), each with where it came
     /// from: a key-store scope (`system`, `pack:<ref>`, `action:<pack.action>`) or `request`.
     pub keys: Vec<KeyUse>,
-    /// The run's `ATTUNE_EXEC_ID`, and its container's `packbox.exec_id` label.
+    /// The run's `PACKBOX_EXEC_ID`, and its container's `packbox.exec_id` label.
     pub exec_id: Option<String>,
+    /// The run's `ATTUNE_EXEC_ID`: a positive integer, unique within the state folder.
+    pub attune_exec_id: Option<u64>,
+    /// What the run accepted but deserves a word (parameters the action does not declare).
+    pub warnings: Vec<String>,
     /// The pack's `version` when the run was accepted.
     pub pack_version: Option<String>,
     /// SHA-256 of the pack's files when the run was accepted.
@@ -309,6 +320,10 @@ pub struct Ending {
     pub status: ExecStatus,
     /// The run's exec id, when it got as far as a container.
     pub exec_id: Option<String>,
+    /// See [`Record::attune_exec_id`].
+    pub attune_exec_id: Option<u64>,
+    /// See [`Record::warnings`].
+    pub warnings: Vec<String>,
     /// See [`Record::exit_code`].
     pub exit_code: Option<i64>,
     /// See [`Record::result`].
@@ -349,6 +364,8 @@ impl Ending {
         Ending {
             status: ExecStatus::of_outcome(outcome.status),
             exec_id: Some(outcome.exec_id),
+            attune_exec_id: Some(outcome.attune_exec_id),
+            warnings: outcome.warnings,
             exit_code: outcome.exit_code,
             result: outcome.result,
             result_truncated: outcome.result_truncated,
@@ -402,6 +419,8 @@ impl Ending {
         Ending {
             status,
             exec_id: None,
+            attune_exec_id: None,
+            warnings: Vec::new(),
             exit_code: None,
             result: None,
             result_truncated: false,
@@ -697,6 +716,7 @@ impl Store {
                 .egress
                 .as_ref()
                 .map(|e| serde_json::to_string(e).unwrap_or_default());
+            let warnings = serde_json::to_string(&ending.warnings).unwrap_or_default();
             connection
                 .execute(
                     "UPDATE executions SET status = ?2, exec_id = COALESCE(?3, exec_id),
@@ -704,7 +724,8 @@ impl Store {
                         stdout_truncated = ?8, stderr_truncated = ?9, error = ?10, sandbox = ?11,
                         image = ?12, runtime = ?13, runtime_version = ?14, duration_ms = ?15,
                         prepare_ms = ?16, finished_at = ?17, result_truncated = ?18,
-                        result_error = ?19, bytes = ?20, egress = ?21
+                        result_error = ?19, bytes = ?20, egress = ?21, attune_exec_id = ?22,
+                        warnings = ?23
                      WHERE id = ?1 AND status IN ('queued', 'running')",
                     params![
                         id,
@@ -728,6 +749,8 @@ impl Store {
                         ending.result_error,
                         bytes as i64,
                         egress,
+                        ending.attune_exec_id.map(|id| id as i64),
+                        warnings,
                     ],
                 )
                 .map_err(query("recording how an execution ended"))?;
@@ -960,6 +983,11 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
             .and_then(|k| serde_json::from_str(&k).ok())
             .unwrap_or_default(),
         exec_id: row.get(6)?,
+        attune_exec_id: row.get::<_, Option<i64>>(30)?.map(|id| id.max(0) as u64),
+        warnings: row
+            .get::<_, Option<String>>(31)?
+            .and_then(|w| serde_json::from_str(&w).ok())
+            .unwrap_or_default(),
         pack_version: row.get(7)?,
         pack_digest: row.get(8)?,
         timeout_seconds: row.get::<_, i64>(9)?.max(0) as u64,

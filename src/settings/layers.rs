@@ -106,12 +106,14 @@ pub struct SandboxLayer {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RunLayer {
-    /// A timeout for every run, overriding each action's own `timeout_seconds`.
+    /// The timeout of a run whose action states no `timeout_seconds` (600 by default).
     pub timeout_seconds: Option<u64>,
     /// Time between SIGTERM and SIGKILL when a run is stopped (10 by default).
     pub grace_seconds: Option<u64>,
     /// Bytes kept of each output stream of a run (`10m` by default).
     pub max_output: Option<Size>,
+    /// Refuse parameters an action does not declare (accepted with a warning by default).
+    pub strict_parameters: Option<bool>,
 }
 
 /// Environment-build settings of one layer.

@@ -271,10 +271,17 @@ impl Resolver<'_> {
             DEFAULT_MAX_OUTPUT as u64,
             |v| in_range(*v, bounds::MIN_OUTPUT, bounds::MAX_OUTPUT, "1 byte", "1g"),
         )?;
+        let strict_parameters = self.setting(
+            "run.strict_parameters",
+            |l| l.run.strict_parameters,
+            false,
+            any,
+        )?;
         Ok(RunDefaults {
             timeout: timeout.map(|t| Duration::from_secs(t.value)),
             grace: Duration::from_secs(grace.value),
             max_output: max_output.value as usize,
+            strict_parameters: strict_parameters.value,
         })
     }
 

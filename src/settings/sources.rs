@@ -99,6 +99,11 @@ pub(super) fn read_config(path: &Path) -> Result<SettingsLayer, SettingsError> {
 pub(super) fn env_layer(env: &Environment) -> Result<SettingsLayer, SettingsError> {
     let path = |name: &str| env.get(name).map(PathBuf::from);
     let text = |name: &str| env.get(name).map(str::to_string);
+    // Anything but a clear yes keeps the safe default.
+    let flag = |name: &str| {
+        env.get(name)
+            .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+    };
     let pack_delivery = env
         .get("PACKBOX_PACK_DELIVERY")
         .map(PackDelivery::parse)
@@ -119,7 +124,10 @@ pub(super) fn env_layer(env: &Environment) -> Result<SettingsLayer, SettingsErro
         catalog: path("PACKBOX_CATALOG"),
         runtimes: text("PACKBOX_RUNTIMES"),
         sandbox: SandboxLayer::default(),
-        run: RunLayer::default(),
+        run: RunLayer {
+            strict_parameters: flag("PACKBOX_STRICT_PARAMETERS"),
+            ..RunLayer::default()
+        },
         // Constraints separated by `;`, which no constraint can hold (the Swarm refuses it in
         // values).
         swarm: SwarmLayer {
@@ -141,10 +149,7 @@ pub(super) fn env_layer(env: &Environment) -> Result<SettingsLayer, SettingsErro
             ca_bundle: path("PACKBOX_BUILD_CA_BUNDLE"),
             pip_index_url: text("PACKBOX_PIP_INDEX_URL"),
             npm_registry: text("PACKBOX_NPM_REGISTRY"),
-            // Anything but a clear yes keeps the safe default.
-            allow_pack_sources: env
-                .get("PACKBOX_PIP_ALLOW_PACK_SOURCES")
-                .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
+            allow_pack_sources: flag("PACKBOX_PIP_ALLOW_PACK_SOURCES"),
             memory: None,
             timeout_seconds: None,
         },

@@ -59,12 +59,14 @@ impl Backend {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RunDefaults {
-    /// Overrides every action's `timeout_seconds` when set.
+    /// The timeout of actions that state no `timeout_seconds`; `None`: 600 s.
     pub timeout: Option<Duration>,
     /// Time between SIGTERM and SIGKILL.
     pub grace: Duration,
     /// Bytes kept per output stream.
     pub max_output: usize,
+    /// Refuse parameters an action does not declare, instead of delivering them with a warning.
+    pub strict_parameters: bool,
 }
 
 /// What `packbox serve` runs with, checked.

@@ -117,6 +117,7 @@ pub(crate) mod tests {
                 })
                 .collect(),
             tags: Vec::new(),
+            upstream_only: Vec::new(),
             runtime_deps: Vec::new(),
             dependencies: Vec::new(),
             testing: None,

@@ -1,0 +1,440 @@
+//! Packs as Attune and its users publish them (tests/fixtures/attune), against the real engine:
+//! workflow actions, Attune's own fields and folders, refs that differ from file names, one entry
+//! point for seven actions, the `nodejs` alias, JSON Schema parameters, dotenv keys, undeclared
+//! parameters, pack dependencies, the runtimes beyond Python and Node.js, the execution context
+//! and Attune's `testing` section.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn attune_packs() -> PathBuf {
+    repo_root().join("tests/fixtures/attune")
+}
+
+fn packs_arg() -> String {
+    attune_packs().to_string_lossy().into_owned()
+}
+
+/// `packbox run --json` of an action of the Attune fixtures, with `args` after it.
+fn run(action: &str, args: &[&str]) -> Finished {
+    run_json(&attune_packs(), action, args)
+}
+
+#[test]
+fn a_workflow_is_listed_as_one_and_refused_by_run_with_its_own_exit_code() {
+    require_engine();
+    // The flows pack alone (another pack of the fixtures is invalid on purpose).
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_pack(&attune_packs().join("flows"), dir.path());
+    let listed = packbox(
+        &[
+            "actions",
+            "list",
+            "--packs",
+            &dir.path().to_string_lossy(),
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(listed.code(), 0, "{}", listed.stderr());
+    let actions = listed.json();
+    let deploy = actions["actions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|a| a["ref"] == "flows.deploy"))
+        .cloned()
+        .unwrap_or_else(|| panic!("flows.deploy listed: {actions}"));
+    assert_eq!(deploy["kind"], "workflow");
+    assert_eq!(deploy["workflow_file"], "workflows/deploy.workflow.yaml");
+    let refused = run("flows.deploy", &["-p", "target=prod"]);
+    assert_eq!(refused.code(), 3, "{}", refused.stderr());
+    assert_eq!(refused.json()["status"], "unsupported");
+    assert!(
+        refused.stderr().contains("is a workflow") && refused.stderr().contains("deploy.yaml"),
+        "{}",
+        refused.stderr()
+    );
+    assert_no_leftovers(&refused);
+    // The other action of the pack runs; the pack validates with no warning at all, its rules,
+    // sensors, triggers, own runtimes and workflow file acknowledged as not run.
+    let validated = packbox(
+        &[
+            "pack",
+            "validate",
+            &format!("{}/flows", packs_arg()),
+            "--strict",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(validated.code(), 0, "{}", validated.stdout());
+    let report = validated.json();
+    assert_eq!(report["warnings"], json!([]), "{report}");
+    let not_run: Vec<&str> = report["packs"][0]["not_run"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|f| f["folder"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        not_run,
+        [
+            "triggers",
+            "rules",
+            "sensors",
+            "runtimes",
+            "actions/workflows"
+        ],
+        "{report}"
+    );
+}
+
+#[test]
+fn an_action_whose_ref_differs_from_its_file_runs_and_explain_lists_what_attune_would_honour() {
+    require_engine();
+    let ran = run("flows.say_hello", &["-p", "name=Ada"]);
+    assert_eq!(ran.code(), 0, "{}", ran.stderr());
+    let outcome = ran.json();
+    assert_eq!(
+        outcome["result"],
+        json!({"greeting": "hello Ada", "home": "/tmp"})
+    );
+    assert_no_leftovers(&ran);
+    let explained = packbox(
+        &[
+            "explain",
+            "--packs",
+            &packs_arg(),
+            "flows.say_hello",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(explained.code(), 0, "{}", explained.stderr());
+    let fields: Vec<String> = explained.json()["not_honoured"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {}",
+                f["file"].as_str().unwrap_or(""),
+                f["field"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    for expected in [
+        "pack.yaml default_execution_permission_set_refs",
+        "actions/hello.yaml worker_selector",
+        "actions/hello.yaml worker_tolerations",
+        "actions/hello.yaml required_worker_runtimes",
+        "actions/hello.yaml log_retention_policy",
+        "actions/hello.yaml notify",
+    ] {
+        assert!(
+            fields.iter().any(|f| f == expected),
+            "{expected}: {fields:?}"
+        );
+    }
+    // `enabled: true` of the pack changes nothing and is not listed.
+    assert!(
+        !fields.iter().any(|f| f == "pack.yaml enabled"),
+        "{fields:?}"
+    );
+}
+
+#[test]
+fn seven_actions_share_one_entry_point_dispatching_on_attune_action() {
+    require_engine();
+    for action in ["init", "status", "log", "diff", "commit", "branch", "tag"] {
+        let ran = run(&format!("gitpack.{action}"), &["-p", "message=first"]);
+        assert_eq!(ran.code(), 0, "{action}: {}", ran.stderr());
+        let result = &ran.json()["result"];
+        assert_eq!(result["action"], action, "{result}");
+        // The code comes from the pack's lib/, found through PYTHONPATH.
+        assert_eq!(result["lib"], "gitlib.ops", "{result}");
+        assert_no_leftovers(&ran);
+    }
+    let log = run("gitpack.log", &["-p", "message=a commit made in $HOME"]);
+    assert_eq!(log.json()["result"]["answer"], "a commit made in $HOME");
+}
+
+#[test]
+fn a_nodejs_pack_without_a_lock_file_runs_through_the_alias() {
+    require_engine();
+    let ran = run("nodeex.hello", &["-p", "name=Ada"]);
+    assert_eq!(ran.code(), 0, "{}", ran.stderr());
+    let outcome = ran.json();
+    assert_eq!(outcome["runtime"], "node");
+    assert_eq!(outcome["result"]["greeting"], "hello Ada");
+    assert!(
+        outcome["runtime_version"].as_str().is_some_and(|v| v
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok())
+            >= Some(18)),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn every_json_schema_keyword_is_enforced_before_any_container_naming_the_path() {
+    require_engine();
+    let good = json!({
+        "name": "ada", "tags": ["a", "b"], "server": {"port": 8080}, "mode": "fast",
+        "size": 8, "ratio": 0.5, "label": "fine", "note": null
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("good.json");
+    std::fs::write(&file, good.to_string()).expect("write");
+    let ran = run(
+        "schemas.keywords",
+        &["--params-file", &file.to_string_lossy()],
+    );
+    assert_eq!(ran.code(), 0, "{}", ran.stderr());
+    let delivered: Value = serde_json::from_str(ran.json()["stdout"].as_str().unwrap_or(""))
+        .expect("the action echoes its document");
+    assert_eq!(delivered, good);
+    let bad = json!({
+        "name": "A", "tags": ["a", "a", 3], "server": {"port": 0, "host": "x"},
+        "mode": "medium", "size": 7, "ratio": 0, "label": "forbidden", "note": 3, "extra": 1
+    });
+    std::fs::write(&file, bad.to_string()).expect("write");
+    let refused = run(
+        "schemas.keywords",
+        &["--params-file", &file.to_string_lossy()],
+    );
+    assert_eq!(refused.code(), 2, "{}", refused.stderr());
+    let error = refused.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for place in [
+        "`name`",
+        "`tags`",
+        "`tags[2]`",
+        "`server.port`",
+        "`server`",
+        "`mode`",
+        "`size`",
+        "`ratio`",
+        "`label`",
+        "`note`",
+        "unknown parameter `extra`",
+    ] {
+        assert!(error.contains(place), "{place}: {error}");
+    }
+    assert!(error.contains("additionalProperties: false"), "{error}");
+    assert_no_leftovers(&refused);
+    assert!(containers_of(refused.pid).is_empty());
+}
+
+#[test]
+fn undeclared_parameters_are_delivered_with_a_warning_unless_strict() {
+    require_engine();
+    let ran = run("schemas.open", &["-p", "extra=1"]);
+    assert_eq!(ran.code(), 0, "{}", ran.stderr());
+    let outcome = ran.json();
+    assert_eq!(outcome["stdout"], "extra='1'\nname='x'\n", "{outcome}");
+    let warnings = outcome["warnings"].as_array().cloned().unwrap_or_default();
+    assert_eq!(warnings.len(), 1, "{outcome}");
+    assert!(warnings[0].as_str().unwrap_or("").contains("`extra`"));
+    let strict = packbox(
+        &[
+            "run",
+            "--packs",
+            &packs_arg(),
+            "schemas.open",
+            "-p",
+            "extra=1",
+            "--json",
+        ],
+        &[("PACKBOX_STRICT_PARAMETERS", "1")],
+    );
+    assert_eq!(strict.code(), 2, "{}", strict.stderr());
+    assert!(
+        strict.stderr().contains("run.strict_parameters"),
+        "{}",
+        strict.stderr()
+    );
+}
+
+#[test]
+fn dotenv_keys_attune_accepts_are_delivered_quoted() {
+    require_engine();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("params.json");
+    std::fs::write(
+        &file,
+        json!({"headers": {"User Agent": "packbox", "Content-Type": "text/plain", "$(id)": "x"}})
+            .to_string(),
+    )
+    .expect("write");
+    let ran = run("schemas.open", &["--params-file", &file.to_string_lossy()]);
+    assert_eq!(ran.code(), 0, "{}", ran.stderr());
+    assert_eq!(
+        ran.json()["stdout"],
+        "'headers.$(id)'='x'\n'headers.User Agent'='packbox'\nheaders.Content-Type='text/plain'\nname='x'\n"
+    );
+    std::fs::write(&file, json!({"headers": {"a\nb": "x"}}).to_string()).expect("write");
+    let refused = run("schemas.open", &["--params-file", &file.to_string_lossy()]);
+    assert_eq!(refused.code(), 2, "{}", refused.stderr());
+    assert_no_leftovers(&refused);
+}
+
+#[test]
+fn a_default_of_the_wrong_type_is_a_warning_and_refuses_only_the_run_that_relies_on_it() {
+    require_engine();
+    let validated = packbox(
+        &[
+            "pack",
+            "validate",
+            &format!("{}/schemas", packs_arg()),
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(validated.code(), 0, "{}", validated.stdout());
+    let warnings = validated.json()["warnings"].to_string();
+    assert!(warnings.contains("parameters.count.default"), "{warnings}");
+    let relies = run("schemas.wrong_default", &[]);
+    assert_eq!(relies.code(), 2, "{}", relies.stderr());
+    let given = run("schemas.wrong_default", &["-p", "count=3"]);
+    assert_eq!(given.code(), 0, "{}", given.stderr());
+}
+
+#[test]
+fn a_missing_or_wrong_version_pack_dependency_names_both_packs() {
+    require_engine();
+    let refused = run("needy.hi", &[]);
+    assert_eq!(refused.code(), 2, "{}", refused.stderr());
+    let error = refused.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("pack `needy` needs pack `absent`"),
+        "{error}"
+    );
+    assert!(
+        error.contains("pack `needy` needs pack `flows` at `>=2.0`") && error.contains("1.2.0"),
+        "{error}"
+    );
+    assert_no_leftovers(&refused);
+}
+
+#[test]
+fn a_native_actions_json_stdout_is_its_result() {
+    require_engine();
+    let ran = run("polyglot.native_json", &[]);
+    assert_eq!(ran.code(), 0, "{}", ran.stderr());
+    assert_eq!(ran.json()["result"], json!({"native": true, "count": 2}));
+}
+
+#[test]
+fn ruby_and_perl_actions_run_on_images_built_when_first_needed() {
+    require_engine();
+    let ruby = run("polyglot.ruby_hello", &["-p", "name=Ada"]);
+    assert_eq!(ruby.code(), 0, "{}", ruby.stderr());
+    let outcome = ruby.json();
+    assert_eq!(outcome["runtime"], "ruby");
+    assert_eq!(outcome["result"]["greeting"], "hello Ada", "{outcome}");
+    let perl = run("polyglot.perl_hello", &["-p", "name=Ada"]);
+    assert_eq!(perl.code(), 0, "{}", perl.stderr());
+    let outcome = perl.json();
+    assert!(
+        outcome["stdout"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("hello Ada from perl 5."),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn a_java_action_runs_on_an_image_built_when_first_needed() {
+    require_engine();
+    let java = run("polyglot.java_hello", &["-p", "name=Ada"]);
+    assert_eq!(java.code(), 0, "{}", java.stderr());
+    let outcome = java.json();
+    assert!(
+        outcome["stdout"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("hello from java 21: {\"name\":\"Ada\"}"),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn the_execution_context_has_an_integer_exec_id_and_a_home_where_git_works() {
+    require_engine();
+    let ran = run("context.inspect", &[]);
+    assert_eq!(ran.code(), 0, "{}", ran.stderr());
+    let outcome = ran.json();
+    let result = &outcome["result"];
+    assert!(
+        result["exec_id"].as_u64().is_some_and(|id| id > 0),
+        "{outcome}"
+    );
+    assert_eq!(result["home"], "/tmp");
+    assert_eq!(result["git"], true, "{outcome}");
+    // Unique within the state folder: the next run gets another.
+    let again = run("context.inspect", &[]);
+    assert_ne!(again.json()["result"]["exec_id"], result["exec_id"]);
+}
+
+#[test]
+fn the_operators_default_timeout_yields_to_the_actions_own() {
+    require_engine();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "run: {timeout_seconds: 1}\n").expect("write");
+    let config = config.to_string_lossy().into_owned();
+    let ran = packbox(
+        &[
+            "--config",
+            &config,
+            "run",
+            "--packs",
+            &packs_arg(),
+            "context.sleepy",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(ran.code(), 0, "{}", ran.stderr());
+    // `--timeout` is this run's own limit and wins over the action's.
+    let capped = packbox(
+        &[
+            "--config",
+            &config,
+            "run",
+            "--packs",
+            &packs_arg(),
+            "context.sleepy",
+            "--timeout",
+            "1",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(capped.code(), 124, "{}", capped.stderr());
+}
+
+#[test]
+fn a_packs_tests_pass_at_their_min_pass_rate_counted_from_simple_results() {
+    require_engine();
+    let tested = packbox(&["test", &format!("{}/tested", packs_arg()), "--json"], &[]);
+    assert_eq!(tested.code(), 0, "{}", tested.stdout());
+    let report = tested.json();
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["pass_rate"], 0.75);
+    let shell = &report["runners"][0];
+    assert_eq!(shell["status"], "failed", "the runner exited 1: {report}");
+    assert_eq!(
+        shell["counts"],
+        json!({"total": 4, "passed": 3, "failed": 1, "skipped": 0})
+    );
+}
