@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{BackendError, Job, Ran, RunBackend, WarmKind};
 use crate::common::error_text::chain;
 use crate::common::exec_ids::ExecIds;
+use crate::common::owned::Owned;
 use crate::egress::gateway::{Gateway, Slot};
 use crate::engine::{ContainerEngine, ContainerSpec, NotApplied, SharedEngine};
 use crate::lifecycle::pool::{self, Demand, Warm, WarmPool};
@@ -32,6 +33,8 @@ pub struct LocalBackend {
     background: Mutex<JoinSet<()>>,
     /// How a pack folder reaches the container.
     pack_delivery: PackDelivery,
+    /// What packbox made (pack volumes it filled or verified).
+    owned: Owned,
     /// Where pre-started containers take their Attune execution ids.
     exec_ids: ExecIds,
     /// The egress proxy and per-run networks of runs with a grant.
@@ -65,6 +68,7 @@ impl LocalBackend {
         exec_ids: ExecIds,
         warm: Option<WarmSettings>,
         pack_delivery: PackDelivery,
+        owned: Owned,
         gateway: Arc<Gateway>,
     ) -> LocalBackend {
         let warm = warm.filter(|w| w.per_kind > 0 && w.total > 0);
@@ -80,6 +84,7 @@ impl LocalBackend {
             preload: warm.is_some_and(|w| w.preload),
             background: Mutex::new(JoinSet::new()),
             pack_delivery,
+            owned,
             exec_ids,
             gateway,
             pooled_slots: Arc::new(Mutex::new(HashMap::new())),
@@ -164,6 +169,7 @@ impl LocalBackend {
         let delivered = tokio::select! {
             delivered = volume::ensure(
                 self.engine.as_ref(),
+                &self.owned,
                 &folder.pack_ref,
                 std::path::Path::new(&folder.host_dir),
                 &folder.digest,

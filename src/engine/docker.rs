@@ -23,10 +23,10 @@ use futures::StreamExt;
 
 use super::podman::{self, NotApplied, PODMAN_NPROC, ProfileFiles};
 use super::{
-    ArchiveStream, Attached, BridgeSpec, BuildSpec, ConnectProblem, ContainerEngine, ContainerSpec,
-    ContainerState, ContainerSummary, EngineError, EngineIdentity, EngineInfo, EngineMode,
-    EngineName, ImageExport, ImageSummary, LineSink, NetworkSummary, OciRuntime, OutputChunk,
-    SharedSwarm, Signal, StreamKind, VolumeSummary, docker_network,
+    ArchiveStream, Attached, BridgeSpec, BuildSpec, CommitSpec, ConnectProblem, ContainerEngine,
+    ContainerSpec, ContainerState, ContainerSummary, EngineError, EngineIdentity, EngineInfo,
+    EngineMode, EngineName, ImageExport, ImageSummary, LineSink, NetworkSummary, OciRuntime,
+    OutputChunk, SharedSwarm, Signal, StreamKind, VolumeSummary, docker_network,
 };
 use super::{TlsFiles, Transport};
 
@@ -238,7 +238,8 @@ impl ContainerEngine for DockerEngine {
             .forcerm(true)
             .buildargs(&spec.build_args)
             .labels(&spec.labels)
-            .networkmode(&spec.network_mode);
+            .networkmode(&spec.network_mode)
+            .nocache(spec.no_cache);
         if let Some(bytes) = spec.memory_bytes {
             let bytes = i32::try_from(bytes).unwrap_or(i32::MAX);
             options = options.memory(bytes).memswap(bytes);
@@ -409,16 +410,29 @@ impl ContainerEngine for DockerEngine {
     }
 
     async fn container_state(&self, id: &str) -> Result<ContainerState, EngineError> {
-        let inspected = self
-            .docker
-            .inspect_container(id, None)
-            .await
-            .map_err(|e| api(format!("inspecting container {id}"), e))?;
+        let inspected = match self.docker.inspect_container(id, None).await {
+            Ok(inspected) => inspected,
+            Err(e) if is_status(&e, 404) => {
+                return Ok(ContainerState {
+                    removed: true,
+                    ..ContainerState::default()
+                });
+            }
+            Err(e) => return Err(api(format!("inspecting container {id}"), e)),
+        };
         let state = inspected.state.unwrap_or_default();
+        let removing = matches!(
+            state.status,
+            Some(
+                bollard::models::ContainerStateStatusEnum::REMOVING
+                    | bollard::models::ContainerStateStatusEnum::DEAD
+            )
+        );
         Ok(ContainerState {
             oom_killed: state.oom_killed.unwrap_or(false),
             exit_code: state.exit_code,
             running: state.running.unwrap_or(false),
+            removed: removing,
         })
     }
 
@@ -457,6 +471,8 @@ impl ContainerEngine for DockerEngine {
                     id: c.id?,
                     image_id: c.image_id,
                     labels: c.labels.unwrap_or_default(),
+                    running: c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING),
+                    created: c.created.unwrap_or(0),
                 })
             })
             .collect())
@@ -592,10 +608,12 @@ impl ContainerEngine for DockerEngine {
         }
     }
 
-    async fn volume_exists(&self, name: &str) -> Result<bool, EngineError> {
+    async fn volume_created(&self, name: &str) -> Result<Option<String>, EngineError> {
         match self.docker.inspect_volume(name).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
+            Ok(volume) => Ok(Some(
+                volume.created_at.map(|t| t.to_string()).unwrap_or_default(),
+            )),
+            Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(api(format!("inspecting volume {name}"), e)),
         }
     }
@@ -709,6 +727,48 @@ impl ContainerEngine for DockerEngine {
             .upload_to_container(id, Some(options), bollard::body_try_stream(archive))
             .await
             .map_err(|e| api(format!("uploading files into container {id} at {path}"), e))
+    }
+
+    async fn commit(&self, id: &str, spec: &CommitSpec) -> Result<String, EngineError> {
+        let (repo, tag) = spec
+            .tag
+            .rsplit_once(':')
+            .unwrap_or((spec.tag.as_str(), "latest"));
+        let options = bollard::query_parameters::CommitContainerOptionsBuilder::default()
+            .container(id)
+            .repo(repo)
+            .tag(tag)
+            .pause(false)
+            .build();
+        // Every field packbox cares for is set: the engine fills what is left unset from the
+        // container's own configuration.
+        let config = bollard::models::ContainerConfig {
+            env: Some(spec.env.clone()),
+            cmd: Some(spec.cmd.clone()),
+            entrypoint: Some(Vec::new()),
+            working_dir: Some(spec.working_dir.clone()),
+            user: Some(spec.user.clone()),
+            labels: Some(spec.labels.clone()),
+            ..Default::default()
+        };
+        let made = self
+            .docker
+            .commit_container(options, config)
+            .await
+            .map_err(|e| api(format!("committing container {id} as {}", spec.tag), e))?;
+        Ok(made.id)
+    }
+
+    fn download_archive(&self, id: &str, path: &str) -> ImageExport {
+        let what = format!("reading {path} from container {id}");
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        Box::pin(
+            self.docker
+                .download_from_container(id, Some(options))
+                .map(move |chunk| chunk.map_err(|e| api(what.clone(), e))),
+        )
     }
 
     fn export_images(&self, names: &[String]) -> ImageExport {

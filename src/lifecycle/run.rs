@@ -193,6 +193,17 @@ pub async fn start(
     name: &str,
     spec: &ContainerSpec,
 ) -> Result<Started, RunError> {
+    start_with_files(engine, name, spec, None).await
+}
+
+/// [`start`], with files unpacked into the container's file system (a tar archive, into the
+/// folder named beside it) before its process starts.
+pub async fn start_with_files(
+    engine: &SharedEngine,
+    name: &str,
+    spec: &ContainerSpec,
+    files: Option<(&str, Vec<u8>)>,
+) -> Result<Started, RunError> {
     let id = engine.create_container(name, spec).await?;
     let guard = RemoveOnDrop {
         engine: SharedEngine::clone(engine),
@@ -222,6 +233,10 @@ pub async fn start(
         }
     };
     let attached = async {
+        if let Some((path, archive)) = files {
+            let body = futures::stream::iter([Ok(bytes::Bytes::from(archive))]);
+            engine.upload_archive(&id, path, Box::pin(body)).await?;
+        }
         let attached = engine.attach(&id).await?;
         engine.start(&id).await?;
         Ok::<_, EngineError>(attached)
@@ -323,6 +338,11 @@ pub struct Exited {
 }
 
 impl Exited {
+    /// The container's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// Removes the container; a failure is logged (the next start-up sweep or `packbox gc`
     /// removes what is left).
     pub async fn remove(self) {
@@ -432,10 +452,18 @@ async fn drive(
     writer.abort();
     let _ = writer.await;
 
-    let oom_killed = match exit_code {
-        // Only a kill can be an OOM kill; other exits need no extra round trip.
-        Some(137) | None => engine.container_state(id).await?.oom_killed,
-        Some(_) => false,
+    let (oom_killed, removed) = match exit_code {
+        // Only a kill can be an OOM kill, or a removal by someone else; other exits need no
+        // extra round trip.
+        Some(137) | None => {
+            let state = engine.container_state(id).await?;
+            (state.oom_killed, state.removed)
+        }
+        Some(_) => (false, false),
+    };
+    let ending = match ending {
+        Ending::Exited if removed => Ending::Removed,
+        other => other,
     };
     Ok(ContainerExit {
         ending,

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::common::owned::Owned;
 use crate::engine::{ContainerEngine, ContainerSpec, EngineError, VolumeMount};
 use crate::lifecycle::owner::{self, Owner};
 use crate::pack_delivery::tree::{Limits, PackTree, TreeError};
@@ -42,6 +43,9 @@ pub const MAX_BYTES: u64 = 1 << 30;
 const LOCK_WAIT: Duration = Duration::from_secs(300);
 /// How often the lock is looked at while waiting.
 const LOCK_POLL: Duration = Duration::from_millis(100);
+/// A filler creates the volume right after its lock: a lock without a volume for this long is
+/// no filler's.
+const LOCK_WITHOUT_VOLUME: Duration = Duration::from_secs(10);
 
 /// The pack could not be delivered.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +88,43 @@ pub enum DeliveryError {
         /// The lock container's name.
         lock: String,
         /// The host of the packbox process that holds the lock, from the lock's labels.
+        host: String,
+    },
+    /// A volume under the pack's name that packbox did not fill and whose content is not the
+    /// pack's: someone who shares the engine made it (the name is public: every outcome prints
+    /// the digest). It is never used.
+    #[error(
+        "pack volume {volume} was not filled by packbox and does not hold pack {pack} (its content does not have the digest {digest}): packbox does not use it; remove it if nobody needs it (`docker volume rm {volume}`)"
+    )]
+    NotOurs {
+        /// The volume's name.
+        volume: String,
+        /// The pack's name.
+        pack: String,
+        /// The digest its content should have.
+        digest: String,
+    },
+    /// The record of what packbox filled (in the state folder) cannot be written.
+    #[error("state folder {}", path.display())]
+    State {
+        /// The record's file.
+        path: PathBuf,
+        /// What the file system answered.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A container holds the lock's name but no fill is under way: no volume followed it. It
+    /// was not made by a packbox filling the volume (someone who shares the engine made it).
+    #[error(
+        "pack volume {volume}: container {lock} holds its fill lock's name (its labels name host {host}), but no fill followed it within {} s: it is not a packbox filling this volume; remove it if nobody needs it (`docker rm {lock}`)",
+        LOCK_WITHOUT_VOLUME.as_secs()
+    )]
+    LockNotAFiller {
+        /// The pack volume to be filled.
+        volume: String,
+        /// The lock container's name.
+        lock: String,
+        /// The host its labels name.
         host: String,
     },
     /// The run was cancelled before the pack was in its volume.
@@ -157,7 +198,7 @@ impl From<TreeError> for DeliveryError {
         match error {
             TreeError::Read { pack, path, source } => DeliveryError::Read { pack, path, source },
             TreeError::TooLarge { pack, what, .. } => DeliveryError::TooLarge { pack, what },
-            TreeError::Changed { pack } => DeliveryError::Changed { pack },
+            TreeError::Changed { pack, .. } => DeliveryError::Changed { pack },
         }
     }
 }
@@ -165,9 +206,12 @@ impl From<TreeError> for DeliveryError {
 /// Makes sure the engine has the pack's volume of content `digest` (the plan's
 /// [`tree_digest`]), filling it when it does not (once per content and engine; see the module
 /// doc). `helper_image` is an image the engine has (the run's own):
-/// the lock and helper containers are created from it and never started.
+/// the lock and helper containers are created from it and never started. A volume that was
+/// there already is used only when `owned` says packbox filled or verified it, or when its
+/// content, read back, has the digest (then it is recorded).
 pub async fn ensure(
     engine: &dyn ContainerEngine,
+    owned: &Owned,
     pack_ref: &str,
     pack_dir: &Path,
     digest: &str,
@@ -180,6 +224,8 @@ pub async fn ensure(
     let lock = lock_name(&volume);
     let owner = Owner::current();
     let deadline = Instant::now() + LOCK_WAIT;
+    // Since when a lock has been there without its volume.
+    let mut lock_alone_since: Option<Instant> = None;
     loop {
         if Instant::now() >= deadline {
             let labels = engine.container_labels(&lock).await?.unwrap_or_default();
@@ -192,9 +238,20 @@ pub async fn ensure(
                     .unwrap_or_else(|| "an unknown host".into()),
             });
         }
-        if engine.volume_exists(&volume).await? {
+        if let Some(created) = engine.volume_created(&volume).await? {
             match engine.container_labels(&lock).await? {
                 None => {
+                    verify_own(
+                        engine,
+                        owned,
+                        &owner,
+                        pack_ref,
+                        &volume,
+                        &created,
+                        &digest,
+                        helper_image,
+                    )
+                    .await?;
                     return Ok(PackVolume {
                         name: volume,
                         digest,
@@ -202,6 +259,7 @@ pub async fn ensure(
                     });
                 }
                 Some(labels) => {
+                    lock_alone_since = None;
                     wait_or_break_lock(engine, &volume, &lock, &labels).await?;
                     continue;
                 }
@@ -215,9 +273,20 @@ pub async fn ensure(
             .await
         {
             Ok(_) => break,
-            // Another filler holds the lock's name.
+            // Another filler holds the lock's name: it makes the volume at once, or is none.
             Err(EngineError::InUse { .. }) => {
                 if let Some(labels) = engine.container_labels(&lock).await? {
+                    let since = *lock_alone_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > LOCK_WITHOUT_VOLUME && !owner::is_orphan(&labels) {
+                        return Err(DeliveryError::LockNotAFiller {
+                            volume: volume.clone(),
+                            lock: lock.clone(),
+                            host: labels
+                                .get(owner::OWNER_HOST)
+                                .cloned()
+                                .unwrap_or_else(|| "none".into()),
+                        });
+                    }
                     wait_or_break_lock(engine, &volume, &lock, &labels).await?;
                 }
             }
@@ -238,11 +307,102 @@ pub async fn ensure(
     let unlocked = engine.remove(&lock).await;
     filled?;
     unlocked?;
+    if let Some(created) = engine.volume_created(&volume).await? {
+        record(owned, &volume, &created)?;
+    }
     Ok(PackVolume {
         name: volume,
         digest,
         filled: true,
     })
+}
+
+/// Records a volume packbox filled or verified.
+fn record(owned: &Owned, volume: &str, created: &str) -> Result<(), DeliveryError> {
+    owned
+        .add_volume(volume, created)
+        .map_err(|source| DeliveryError::State {
+            path: PathBuf::from(crate::common::owned::FILE_NAME),
+            source,
+        })
+}
+
+/// Checks that a complete volume found under the pack's name is packbox's: one it filled or
+/// verified before (the state folder's record, by name and creation time), else one whose
+/// content, read back through a never-started helper that mounts it read-only, has the pack's
+/// digest (then it is recorded, so the next run pays two requests again, not a read).
+#[allow(clippy::too_many_arguments)]
+async fn verify_own(
+    engine: &dyn ContainerEngine,
+    owned: &Owned,
+    owner: &Owner,
+    pack_ref: &str,
+    volume: &str,
+    created: &str,
+    digest: &str,
+    helper_image: &str,
+) -> Result<(), DeliveryError> {
+    if owned.has_volume(volume, created) {
+        return Ok(());
+    }
+    let reader = format!("{volume}-verify-{}", uuid::Uuid::new_v4().simple());
+    let mut spec = helper_spec(helper_image, owner, volume, "pack-verify", true);
+    spec.labels.remove(owner::FILLING_VOLUME);
+    for mount in &mut spec.volumes {
+        mount.read_only = true;
+    }
+    let id = engine.create_container(&reader, &spec).await?;
+    let read = read_back_digest(engine, &id, pack_ref).await;
+    let removed = engine.remove(&id).await;
+    let found = read?;
+    removed?;
+    if found.as_deref() != Some(digest) {
+        tracing::warn!(
+            volume = %volume,
+            "a volume under the pack's name holds something else: not used"
+        );
+        return Err(DeliveryError::NotOurs {
+            volume: volume.to_string(),
+            pack: pack_ref.to_string(),
+            digest: digest.to_string(),
+        });
+    }
+    record(owned, volume, created)
+}
+
+/// The tree digest of what the volume mounted at [`FILL_PATH`] in container `id` holds
+/// (`None`: something packbox never writes), read through an unnamed temp file.
+async fn read_back_digest(
+    engine: &dyn ContainerEngine,
+    id: &str,
+    pack_ref: &str,
+) -> Result<Option<String>, DeliveryError> {
+    use futures::StreamExt;
+    let read_error = |source| DeliveryError::Read {
+        pack: pack_ref.to_string(),
+        path: PathBuf::from(FILL_PATH),
+        source,
+    };
+    let mut file = tempfile::tempfile().map_err(read_error)?;
+    let mut stream = engine.download_archive(id, FILL_PATH);
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        size += chunk.len() as u64;
+        // Headers aside, a pack volume holds at most MAX_BYTES.
+        if size > MAX_BYTES + (MAX_ENTRIES as u64) * 1024 {
+            return Ok(None);
+        }
+        file.write_all(&chunk).map_err(read_error)?;
+    }
+    file.rewind().map_err(read_error)?;
+    let folder = FILL_PATH.trim_start_matches('/').to_string();
+    tokio::task::spawn_blocking(move || {
+        crate::pack_delivery::tree::archive_digest(std::io::BufReader::new(file), &folder, LIMITS)
+    })
+    .await
+    .map_err(|e| read_error(std::io::Error::other(e)))?
+    .map_err(read_error)
 }
 
 /// Waits a moment while a live filler holds the lock (the caller's loop bounds the wait);
@@ -438,6 +598,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+    use crate::common::owned::Owned;
     use std::os::unix::fs::symlink;
 
     fn pack() -> tempfile::TempDir {
@@ -573,10 +734,12 @@ mod tests {
 
         #[tokio::test]
         async fn the_first_delivery_fills_and_later_ones_reuse() {
+            let owned = Owned::for_tests();
             let fake = engine();
             let dir = pack();
             let first = ensure(
                 fake.as_ref(),
+                &owned,
                 "p",
                 dir.path(),
                 &tree_digest("p", dir.path()).expect("digest"),
@@ -588,6 +751,7 @@ mod tests {
             assert_eq!(fake.volume_uploads(&first.name).map(|u| u.len()), Some(1));
             let again = ensure(
                 fake.as_ref(),
+                &owned,
                 "p",
                 dir.path(),
                 &tree_digest("p", dir.path()).expect("digest"),
@@ -603,16 +767,17 @@ mod tests {
 
         #[tokio::test]
         async fn an_existing_volume_is_found_by_the_planned_digest_without_reading_the_pack() {
+            let owned = Owned::for_tests();
             let fake = engine();
             let dir = pack();
             let planned = digest(dir.path());
-            let first = ensure(fake.as_ref(), "p", dir.path(), &planned, IMAGE)
+            let first = ensure(fake.as_ref(), &owned, "p", dir.path(), &planned, IMAGE)
                 .await
                 .expect("delivered");
             // The folder is gone: only its digest can find the volume now.
             let gone = dir.path().to_path_buf();
             drop(dir);
-            let again = ensure(fake.as_ref(), "p", &gone, &planned, IMAGE)
+            let again = ensure(fake.as_ref(), &owned, "p", &gone, &planned, IMAGE)
                 .await
                 .expect("found by name");
             assert_eq!(again.name, first.name);
@@ -621,18 +786,19 @@ mod tests {
 
         #[tokio::test]
         async fn a_pack_changed_since_it_was_planned_is_refused_and_leaves_nothing() {
+            let owned = Owned::for_tests();
             let fake = engine();
             let dir = pack();
             let planned = digest(dir.path());
             std::fs::write(dir.path().join("actions/a.sh"), "echo changed\n").expect("write");
-            let err = ensure(fake.as_ref(), "p", dir.path(), &planned, IMAGE)
+            let err = ensure(fake.as_ref(), &owned, "p", dir.path(), &planned, IMAGE)
                 .await
                 .expect_err("changed");
             assert!(matches!(err, DeliveryError::Changed { .. }), "{err}");
             assert!(err.to_string().contains("run again"), "{err}");
             let name = volume_name("p", &planned);
             assert!(
-                !fake.volume_exists(&name).await.expect("answers"),
+                fake.volume_created(&name).await.expect("answers").is_none(),
                 "no half volume"
             );
             assert!(fake.container_ids().is_empty(), "no lock, no helper");
@@ -640,11 +806,12 @@ mod tests {
 
         #[tokio::test]
         async fn concurrent_deliveries_upload_once() {
+            let owned = Owned::for_tests();
             let fake = engine();
             let dir = pack();
             let digest = tree_digest("p", dir.path()).expect("digest");
             let all = futures::future::join_all(
-                (0..5).map(|_| ensure(fake.as_ref(), "p", dir.path(), &digest, IMAGE)),
+                (0..5).map(|_| ensure(fake.as_ref(), &owned, "p", dir.path(), &digest, IMAGE)),
             )
             .await;
             let delivered: Vec<PackVolume> = all.into_iter().map(|d| d.expect("ok")).collect();
@@ -675,6 +842,7 @@ mod tests {
 
         #[tokio::test]
         async fn a_dead_fillers_lock_is_broken_and_the_volume_refilled() {
+            let owned = Owned::for_tests();
             let fake = engine();
             let dir = pack();
             let digest = tree_digest("p", dir.path()).expect("digest");
@@ -685,7 +853,7 @@ mod tests {
             fake.create_container(&lock_name(&volume), &lock_labels(&this_host()))
                 .await
                 .expect("dead lock");
-            let delivered = ensure(fake.as_ref(), "p", dir.path(), &digest, IMAGE)
+            let delivered = ensure(fake.as_ref(), &owned, "p", dir.path(), &digest, IMAGE)
                 .await
                 .expect("delivered");
             assert!(delivered.filled);
@@ -695,6 +863,7 @@ mod tests {
 
         #[tokio::test(start_paused = true)]
         async fn a_live_lock_elsewhere_is_waited_for_then_named() {
+            let owned = Owned::for_tests();
             let fake = engine();
             let dir = pack();
             let digest = tree_digest("p", dir.path()).expect("digest");
@@ -702,16 +871,47 @@ mod tests {
             fake.create_container(&lock_name(&volume), &lock_labels("another-host"))
                 .await
                 .expect("lock");
-            let err = ensure(fake.as_ref(), "p", dir.path(), &digest, IMAGE)
+            // A filler elsewhere has made its volume and is filling it.
+            fake.create_volume(&volume, &BTreeMap::new())
+                .await
+                .expect("volume");
+            let started = Instant::now();
+            let err = ensure(fake.as_ref(), &owned, "p", dir.path(), &digest, IMAGE)
                 .await
                 .expect_err("still locked");
+            assert!(matches!(err, DeliveryError::LockHeld { .. }), "{err}");
+            assert!(started.elapsed() >= LOCK_WAIT);
             let text = err.to_string();
             assert!(text.contains(&format!("{volume}-lock")), "{text}");
             assert!(text.contains("another-host"), "{text}");
         }
 
+        #[tokio::test(start_paused = true)]
+        async fn a_lock_that_no_volume_follows_is_no_filler_and_said_so_at_once() {
+            let owned = Owned::for_tests();
+            let fake = engine();
+            let dir = pack();
+            let digest = tree_digest("p", dir.path()).expect("digest");
+            let volume = volume_name("p", &digest);
+            fake.create_container(&lock_name(&volume), &lock_labels("another-host"))
+                .await
+                .expect("a squatted lock");
+            let started = Instant::now();
+            let err = ensure(fake.as_ref(), &owned, "p", dir.path(), &digest, IMAGE)
+                .await
+                .expect_err("refused");
+            assert!(matches!(err, DeliveryError::LockNotAFiller { .. }), "{err}");
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "waited {:?}",
+                started.elapsed()
+            );
+            assert!(err.to_string().contains("another-host"), "{err}");
+        }
+
         #[tokio::test]
         async fn collect_keeps_the_newest_and_the_used() {
+            let owned = Owned::for_tests();
             let fake = engine();
             let dir = pack();
             let mut names = Vec::new();
@@ -720,6 +920,7 @@ mod tests {
                 names.push(
                     ensure(
                         fake.as_ref(),
+                        &owned,
                         "p",
                         dir.path(),
                         &tree_digest("p", dir.path()).expect("digest"),
