@@ -49,6 +49,7 @@ async fn pooled_runs_keep_the_contract_and_close_leaves_nothing() {
         let result = outcome.result.expect("JSON result");
         assert_eq!(result["n"], n, "each run gets its own parameters");
         assert_eq!(result["exec_id"], outcome.exec_id.as_str());
+        assert_eq!(result["attune_exec_id"], outcome.attune_exec_id);
         let started = result["started_ns"].as_u64().map(u128::from).unwrap_or(0);
         assert!(
             started >= handed_over,

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{BackendError, Job, Ran, RunBackend, WarmKind};
 use crate::common::error_text::chain;
 use crate::common::exec_ids::ExecIds;
+use crate::common::owned::Owned;
 use crate::egress::gateway::{Gateway, Slot};
 use crate::engine::{ContainerEngine, ContainerSpec, InitProcess, NotApplied, SharedEngine};
 use crate::lifecycle::pool::{self, Demand, Offer, Warm, WarmPool};
@@ -38,6 +39,8 @@ pub struct LocalBackend {
     background: Mutex<JoinSet<()>>,
     /// How a pack folder reaches the container.
     pack_delivery: PackDelivery,
+    /// What packbox made (pack volumes it filled or verified).
+    owned: Owned,
     /// Where pre-started containers take their Attune execution ids.
     exec_ids: ExecIds,
     /// The egress proxy and per-run networks of runs with a grant.
@@ -73,6 +76,7 @@ impl LocalBackend {
         exec_ids: ExecIds,
         warm: Option<WarmSettings>,
         pack_delivery: PackDelivery,
+        owned: Owned,
         gateway: Arc<Gateway>,
     ) -> LocalBackend {
         let warm = warm.filter(|w| w.per_kind > 0 && w.total > 0);
@@ -88,6 +92,7 @@ impl LocalBackend {
             preload: warm.is_some_and(|w| w.preload),
             background: Mutex::new(JoinSet::new()),
             pack_delivery,
+            owned,
             exec_ids,
             gateway,
             pooled_slots: Arc::new(Mutex::new(HashMap::new())),
@@ -173,6 +178,7 @@ impl LocalBackend {
         let delivered = tokio::select! {
             delivered = volume::ensure(
                 self.engine.as_ref(),
+                &self.owned,
                 &folder.pack_ref,
                 std::path::Path::new(&folder.host_dir),
                 &folder.digest,
@@ -291,12 +297,13 @@ impl LocalBackend {
                 }
             };
             let mut next_spec = pool::with_exec_id(spec, &next_id, next_attune_id);
-            let (engine, warm_pool, kind, gateway, pooled_slots) = (
+            let (engine, warm_pool, kind, gateway, pooled_slots, owned) = (
                 SharedEngine::clone(&self.engine),
                 Arc::clone(warm_pool),
                 kind.clone(),
                 Arc::clone(&self.gateway),
                 Arc::clone(&self.pooled_slots),
+                self.owned.clone(),
             );
             self.spawn_background(async move {
                 let asked = tokio::time::Instant::now();
@@ -315,7 +322,7 @@ impl LocalBackend {
                 if let Some(slot) = &slot {
                     slot.apply(&mut next_spec);
                 }
-                let started = match ensure_init(engine.as_ref(), &next_spec).await {
+                let started = match ensure_init(engine.as_ref(), &owned, &next_spec).await {
                     Ok(()) => run::start(&engine, &container_name(&next_id), &next_spec)
                         .await
                         .map_err(BackendError::from),
@@ -391,7 +398,7 @@ impl LocalBackend {
     ) -> Result<Started, BackendError> {
         let name = container_name(exec_id);
         let start = async {
-            ensure_init(self.engine.as_ref(), spec).await?;
+            ensure_init(self.engine.as_ref(), &self.owned, spec).await?;
             Ok::<_, BackendError>(run::start(&self.engine, &name, spec).await?)
         };
         tokio::select! {
@@ -547,10 +554,11 @@ impl RunBackend for LocalBackend {
 /// Makes sure the engine has packbox's init when the container runs it.
 async fn ensure_init(
     engine: &dyn ContainerEngine,
+    owned: &Owned,
     spec: &ContainerSpec,
 ) -> Result<(), DeliveryError> {
     match spec.init {
-        InitProcess::Packbox { .. } => init::ensure(engine, &spec.image).await,
+        InitProcess::Packbox { .. } => init::ensure(engine, owned, &spec.image).await,
         InitProcess::Engine => Ok(()),
     }
 }

@@ -13,6 +13,7 @@
 pub mod local;
 pub mod swarm;
 
+use crate::common::owned::Owned;
 use std::fmt;
 use std::sync::Arc;
 
@@ -68,11 +69,13 @@ pub fn for_settings(
             crate::common::exec_ids::ExecIds::new(&settings.state_dir),
             warm,
             settings.pack_delivery,
+            Owned::in_state_dir(&settings.state_dir),
             gateway,
         )),
         Backend::Swarm => Arc::new(swarm::SwarmBackend::new(
             SharedEngine::clone(engine),
             settings.registry.clone(),
+            Owned::in_state_dir(&settings.state_dir),
             settings.placement.clone(),
             gateway,
         )),

@@ -107,19 +107,13 @@ pub enum PolicyError {
 impl NetworkPolicy {
     /// Compiles the operator's rules; a glob that does not parse is an error naming the rule.
     pub fn new(rules: Vec<NetworkRule>) -> Result<NetworkPolicy, PolicyError> {
-        let rules = rules
-            .into_iter()
-            .enumerate()
-            .map(|(index, rule)| {
-                glob::Pattern::new(&rule.pattern)
-                    .map(|pattern| (pattern, rule.clone()))
-                    .map_err(|e| PolicyError::BadPattern {
-                        index,
-                        pattern: rule.pattern.clone(),
-                        message: e.msg.to_string(),
-                    })
-            })
-            .collect::<Result<_, _>>()?;
+        let rules = crate::common::globs::compile(rules, |rule| &rule.pattern).map_err(|bad| {
+            PolicyError::BadPattern {
+                index: bad.index,
+                pattern: bad.pattern,
+                message: bad.message,
+            }
+        })?;
         Ok(NetworkPolicy { rules })
     }
 

@@ -23,10 +23,10 @@ use futures::StreamExt;
 
 use super::podman::{self, NotApplied, PODMAN_NPROC, ProfileFiles};
 use super::{
-    ArchiveStream, Attached, BridgeSpec, BuildSpec, ConnectProblem, ContainerEngine, ContainerSpec,
-    ContainerState, ContainerSummary, EngineError, EngineIdentity, EngineInfo, EngineMode,
-    EngineName, ImageExport, ImageSummary, InitProcess, LineSink, NetworkSummary, OciRuntime,
-    OutputChunk, PACKBOX_INIT_DIR, PACKBOX_INIT_PATH, SharedSwarm, Signal, StreamKind,
+    ArchiveStream, Attached, BridgeSpec, BuildSpec, CommitSpec, ConnectProblem, ContainerEngine,
+    ContainerSpec, ContainerState, ContainerSummary, EngineError, EngineIdentity, EngineInfo,
+    EngineMode, EngineName, ImageExport, ImageSummary, InitProcess, LineSink, NetworkSummary,
+    OciRuntime, OutputChunk, PACKBOX_INIT_DIR, PACKBOX_INIT_PATH, SharedSwarm, Signal, StreamKind,
     VolumeSummary, docker_network,
 };
 use super::{TlsFiles, Transport};
@@ -239,7 +239,8 @@ impl ContainerEngine for DockerEngine {
             .forcerm(true)
             .buildargs(&spec.build_args)
             .labels(&spec.labels)
-            .networkmode(&spec.network_mode);
+            .networkmode(&spec.network_mode)
+            .nocache(spec.no_cache);
         if let Some(bytes) = spec.memory_bytes {
             let bytes = i32::try_from(bytes).unwrap_or(i32::MAX);
             options = options.memory(bytes).memswap(bytes);
@@ -410,16 +411,29 @@ impl ContainerEngine for DockerEngine {
     }
 
     async fn container_state(&self, id: &str) -> Result<ContainerState, EngineError> {
-        let inspected = self
-            .docker
-            .inspect_container(id, None)
-            .await
-            .map_err(|e| api(format!("inspecting container {id}"), e))?;
+        let inspected = match self.docker.inspect_container(id, None).await {
+            Ok(inspected) => inspected,
+            Err(e) if is_status(&e, 404) => {
+                return Ok(ContainerState {
+                    removed: true,
+                    ..ContainerState::default()
+                });
+            }
+            Err(e) => return Err(api(format!("inspecting container {id}"), e)),
+        };
         let state = inspected.state.unwrap_or_default();
+        let removing = matches!(
+            state.status,
+            Some(
+                bollard::models::ContainerStateStatusEnum::REMOVING
+                    | bollard::models::ContainerStateStatusEnum::DEAD
+            )
+        );
         Ok(ContainerState {
             oom_killed: state.oom_killed.unwrap_or(false),
             exit_code: state.exit_code,
             running: state.running.unwrap_or(false),
+            removed: removing,
         })
     }
 
@@ -458,6 +472,8 @@ impl ContainerEngine for DockerEngine {
                     id: c.id?,
                     image_id: c.image_id,
                     labels: c.labels.unwrap_or_default(),
+                    running: c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING),
+                    created: c.created.unwrap_or(0),
                 })
             })
             .collect())
@@ -512,16 +528,25 @@ impl ContainerEngine for DockerEngine {
         let options = ListImagesOptionsBuilder::default()
             .filters(&filters)
             .build();
-        let found = self
-            .docker
-            .list_images(Some(options))
-            .await
-            .map_err(|e| api("listing images", e))?;
+        // Podman lists images without a lock against removal: an image removed by another
+        // client while the list is being read fails the whole list with 500 "image not known".
+        // The list is read again (a few times, briefly) rather than failing a probe or a sweep.
+        let mut attempt = 1;
+        let found = loop {
+            match self.docker.list_images(Some(options.clone())).await {
+                Ok(found) => break found,
+                Err(e) if attempt < LIST_RACE_ATTEMPTS && vanished_during_listing(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => return Err(api("listing images", e)),
+            }
+        };
         Ok(found
             .into_iter()
             .map(|image| ImageSummary {
                 id: image.id,
-                tags: image.repo_tags,
+                tags: real_tags(image.repo_tags),
                 created: image.created,
                 size_bytes: image.size,
                 labels: image.labels,
@@ -584,21 +609,12 @@ impl ContainerEngine for DockerEngine {
         }
     }
 
-    async fn volume_exists(&self, name: &str) -> Result<bool, EngineError> {
+    async fn volume_created(&self, name: &str) -> Result<Option<String>, EngineError> {
         match self.docker.inspect_volume(name).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(api(format!("inspecting volume {name}"), e)),
-        }
-    }
-
-    async fn volume_labels(
-        &self,
-        name: &str,
-    ) -> Result<Option<HashMap<String, String>>, EngineError> {
-        match self.docker.inspect_volume(name).await {
-            Ok(volume) => Ok(Some(volume.labels)),
-            Err(e) if is_status(&e, 404) => Ok(None),
+            Ok(volume) => Ok(Some(
+                volume.created_at.map(|t| t.to_string()).unwrap_or_default(),
+            )),
+            Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(api(format!("inspecting volume {name}"), e)),
         }
     }
@@ -712,6 +728,48 @@ impl ContainerEngine for DockerEngine {
             .upload_to_container(id, Some(options), bollard::body_try_stream(archive))
             .await
             .map_err(|e| api(format!("uploading files into container {id} at {path}"), e))
+    }
+
+    async fn commit(&self, id: &str, spec: &CommitSpec) -> Result<String, EngineError> {
+        let (repo, tag) = spec
+            .tag
+            .rsplit_once(':')
+            .unwrap_or((spec.tag.as_str(), "latest"));
+        let options = bollard::query_parameters::CommitContainerOptionsBuilder::default()
+            .container(id)
+            .repo(repo)
+            .tag(tag)
+            .pause(false)
+            .build();
+        // Every field packbox cares for is set: the engine fills what is left unset from the
+        // container's own configuration.
+        let config = bollard::models::ContainerConfig {
+            env: Some(spec.env.clone()),
+            cmd: Some(spec.cmd.clone()),
+            entrypoint: Some(Vec::new()),
+            working_dir: Some(spec.working_dir.clone()),
+            user: Some(spec.user.clone()),
+            labels: Some(spec.labels.clone()),
+            ..Default::default()
+        };
+        let made = self
+            .docker
+            .commit_container(options, config)
+            .await
+            .map_err(|e| api(format!("committing container {id} as {}", spec.tag), e))?;
+        Ok(made.id)
+    }
+
+    fn download_archive(&self, id: &str, path: &str) -> ImageExport {
+        let what = format!("reading {path} from container {id}");
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        Box::pin(
+            self.docker
+                .download_from_container(id, Some(options))
+                .map(move |chunk| chunk.map_err(|e| api(what.clone(), e))),
+        )
     }
 
     fn export_images(&self, names: &[String]) -> ImageExport {
@@ -1200,8 +1258,26 @@ fn is_not_running(error: &BollardError) -> bool {
     }
 }
 
+/// How many times a listing that raced a removal is read before its error is reported.
+const LIST_RACE_ATTEMPTS: u64 = 5;
+
+/// Podman's answer when an image it was listing was removed meanwhile (its list holds no lock):
+/// 500 with `image not known` for an id of the list, not a fault of the request.
+fn vanished_during_listing(error: &BollardError) -> bool {
+    matches!(error, BollardError::DockerResponseServerError { status_code: 500, message }
+        if message.contains("image not known"))
+}
+
 pub(super) fn is_status(error: &BollardError, status: u16) -> bool {
     matches!(error, BollardError::DockerResponseServerError { status_code, .. } if *status_code == status)
+}
+
+/// The tags of a listed image without the engine's placeholder for "untagged" (Docker 20.10 lists
+/// an untagged image as `<none>:<none>`, which no call takes as a name).
+fn real_tags(tags: Vec<String>) -> Vec<String> {
+    tags.into_iter()
+        .filter(|tag| tag != "<none>:<none>" && tag != "<none>@<none>")
+        .collect()
 }
 
 #[cfg(test)]
@@ -1221,6 +1297,16 @@ mod tests {
                 .expect("append");
         }
         builder.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn an_untagged_image_lists_no_tags() {
+        assert!(real_tags(vec!["<none>:<none>".into()]).is_empty());
+        assert!(real_tags(vec!["<none>@<none>".into()]).is_empty());
+        assert_eq!(
+            real_tags(vec!["packbox/env:python-3.11-ab".into()]),
+            ["packbox/env:python-3.11-ab"]
+        );
     }
 
     #[test]
@@ -1307,6 +1393,26 @@ mod tests {
             message: "runc: kill failed".into(),
         };
         assert!(!is_not_running(&other));
+    }
+
+    #[test]
+    fn podmans_list_that_raced_a_removal_is_read_again_and_nothing_else_is() {
+        let raced = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "reading image \"3d69\": locating image with ID \"3d69\": image not known"
+                .into(),
+        };
+        assert!(vanished_during_listing(&raced));
+        let refused = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "invalid filter \"scope\"".into(),
+        };
+        assert!(!vanished_during_listing(&refused));
+        let not_found = BollardError::DockerResponseServerError {
+            status_code: 404,
+            message: "image not known".into(),
+        };
+        assert!(!vanished_during_listing(&not_found));
     }
 
     #[test]

@@ -79,10 +79,9 @@ pub(super) async fn networks_with_labels(
     docker: &Docker,
     labels: &[String],
 ) -> Result<Vec<NetworkSummary>, EngineError> {
-    let filters = HashMap::from([
-        ("label".to_string(), labels.to_vec()),
-        ("scope".to_string(), vec!["local".to_string()]),
-    ]);
+    // Local networks only, chosen here rather than by a `scope` filter: Podman's compat API
+    // refuses that filter (500 "invalid filter").
+    let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
     let options = ListNetworksOptionsBuilder::default()
         .filters(&filters)
         .build();

@@ -467,6 +467,8 @@ pub struct ContainerState {
     pub exit_code: Option<i64>,
     /// Whether its process still runs.
     pub running: bool,
+    /// Whether it is being removed, or is gone: someone removed it.
+    pub removed: bool,
 }
 
 /// A container found by label, for sweeping leftovers.
@@ -478,6 +480,10 @@ pub struct ContainerSummary {
     pub image_id: Option<String>,
     /// Its labels, which say who made it and for what.
     pub labels: HashMap<String, String>,
+    /// Whether its process runs.
+    pub running: bool,
+    /// When the engine created it (seconds since the epoch; 0 when it does not say).
+    pub created: i64,
 }
 
 /// Which engine answers: Docker or Podman (whose version endpoint names a "Podman Engine"
@@ -655,7 +661,35 @@ pub struct BuildSpec {
     /// Memory (and memory plus swap) of each build step; the API takes at most 2 GiB - 1, and
     /// larger values are capped there.
     pub memory_bytes: Option<u64>,
+    /// Build every step afresh, taking nothing from the engine's cache: whoever shares the
+    /// engine can plant a cache entry (an image whose parent and recorded step match) that a
+    /// cached build would take as its own.
+    pub no_cache: bool,
 }
+
+/// An image made of a stopped container's file system (`docker commit`), with a configuration
+/// of packbox's: nothing the container ran with (its command, its labels beyond these, an
+/// environment variable of its own) is meant to be kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitSpec {
+    /// `repository:tag` of the image.
+    pub tag: String,
+    /// The image's environment, `NAME=value`.
+    pub env: Vec<String>,
+    /// The image's command.
+    pub cmd: Vec<String>,
+    /// The image's working folder.
+    pub working_dir: String,
+    /// The `uid:gid` its containers run as.
+    pub user: String,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+}
+
+/// The log target of the engine client library: its debug and trace lines hold the body of
+/// every request it sends (a Swarm secret's data, the parameter document, included), so a log
+/// must never show them at those levels.
+pub const ENGINE_CLIENT_LOG_TARGET: &str = "bollard";
 
 /// Where build output lines go as they arrive.
 pub type LineSink<'a> = &'a mut (dyn FnMut(&str) + Send);
@@ -764,14 +798,10 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
         name: &str,
     ) -> Result<Option<HashMap<String, String>>, EngineError>;
 
-    /// Whether a volume of that name exists.
-    async fn volume_exists(&self, name: &str) -> Result<bool, EngineError>;
-
-    /// The labels of a volume, or `None` when there is no volume of that name.
-    async fn volume_labels(
-        &self,
-        name: &str,
-    ) -> Result<Option<HashMap<String, String>>, EngineError>;
+    /// When the engine created the volume of that name (RFC 3339, as it writes it); `None`
+    /// when there is no such volume. The time tells a volume from another made later under
+    /// the same name.
+    async fn volume_created(&self, name: &str) -> Result<Option<String>, EngineError>;
 
     /// Creates a local volume with labels (creating an existing one changes nothing).
     async fn create_volume(
@@ -798,6 +828,15 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
         path: &str,
         archive: ArchiveStream,
     ) -> Result<(), EngineError>;
+
+    /// A folder of a (created, not necessarily started) container as a tar archive, streamed:
+    /// a volume mounted there is read. Entries are named under the folder's last name
+    /// (`pack/...` for `/pack`).
+    fn download_archive(&self, id: &str, path: &str) -> ImageExport;
+
+    /// Makes an image of the (stopped) container's file system with the configuration of
+    /// `spec`, tagged; returns its id.
+    async fn commit(&self, id: &str, spec: &CommitSpec) -> Result<String, EngineError>;
 
     /// Images as one archive (`docker save`), streamed as the engine writes it.
     fn export_images(&self, names: &[String]) -> ImageExport;

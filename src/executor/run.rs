@@ -143,7 +143,12 @@ impl Executor {
             let ran = self
                 .backend
                 .run(Job {
-                    workload: plan.workload(&exec_id, attune_exec_id, &prepared.image, &self.owner),
+                    workload: plan.workload(
+                        &exec_id,
+                        attune_exec_id,
+                        &prepared.run_image,
+                        &self.owner,
+                    ),
                     attune_exec_id,
                     exec_id,
                     policy: &policy,

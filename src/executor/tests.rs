@@ -238,9 +238,9 @@ async fn orphans_are_swept_once_when_the_executor_starts_not_per_run() {
 async fn the_start_up_sweep_removes_a_dead_owners_container() {
     let fake = engine(Program::default());
     let dead = crate::lifecycle::owner::Owner {
-        host: Owner::current().host,
         pid: u32::MAX - 1,
         start: Some(1),
+        ..Owner::current()
     };
     let labels: Vec<(String, String)> = dead.labels().into_iter().collect();
     let borrowed: Vec<(&str, &str)> = labels
@@ -431,9 +431,17 @@ async fn cancelling_while_a_runtime_image_is_built_leaves_no_tag() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn cancelling_an_environment_build_leaves_no_tag() {
-    let fake = engine(Program::default());
-    fake.set_build(BuildScript::Hang);
+async fn cancelling_an_environment_build_leaves_no_image_and_no_container() {
+    // The install never ends; everything else (the probes too) runs as usual.
+    let fake = engine_with(
+        |spec| match spec.labels.get("packbox.kind").map(String::as_str) {
+            Some("env-build") => Program {
+                exit: Exit::Never,
+                ..Program::default()
+            },
+            _ => Program::default(),
+        },
+    );
     let h = harness(fake, SettingsLayer::default());
     let packs = pack(
         "python",
@@ -441,16 +449,18 @@ async fn cancelling_an_environment_build_leaves_no_tag() {
         "",
         &[("requirements.txt", "requests==2.31.0 # cancel test\n")],
     );
-    let err = run_cancelled_when(&h, &packs, |f| builds(f) == 1)
+    let installing = |f: &FakeEngine| {
+        f.running()
+            .iter()
+            .any(|name| name.starts_with("packbox-envbuild"))
+    };
+    let err = run_cancelled_when(&h, &packs, installing)
         .await
         .expect_err("cancelled");
     assert_eq!(err.fault(), Fault::Cancelled, "{err}");
-    let tag = h.fake.calls().into_iter().find_map(|c| match c {
-        Call::Build(tag) => Some(tag),
-        _ => None,
-    });
-    assert!(!h.fake.has_image(&tag.expect("a build")));
+    assert_eq!(h.fake.count(|c| matches!(c, Call::Commit(..))), 0);
     h.executor.close().await;
+    assert!(h.fake.container_ids().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -1081,7 +1091,14 @@ mod warm_pool {
             h.executor.warm_kinds(),
             [WarmKind {
                 action: "p.a".into(),
-                image: "packbox/shell:5.2".into(),
+                // The runtime image by the id its probe verified, not by its tag.
+                image: h
+                    .fake
+                    .image_id("packbox/shell:5.2")
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
                 idle: 1
             }]
         );

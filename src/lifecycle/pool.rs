@@ -62,6 +62,7 @@ pub fn kind(spec: &ContainerSpec) -> Kind {
         .env
         .retain(|(name, _)| name != "ATTUNE_EXEC_ID" && name != "PACKBOX_EXEC_ID");
     general.labels.remove("packbox.exec_id");
+    general.labels.remove(super::owner::DEADLINE);
     Kind {
         key: format!("{general:?}"),
         action: spec
@@ -73,7 +74,8 @@ pub fn kind(spec: &ContainerSpec) -> Kind {
     }
 }
 
-/// The same spec for another run: the exec id in its environment and labels replaced.
+/// The same spec for another run: the exec ids in its environment and labels replaced, and no
+/// deadline.
 pub fn with_exec_id(spec: &ContainerSpec, exec_id: &str, attune_exec_id: u64) -> ContainerSpec {
     let mut next = spec.clone();
     for (name, value) in &mut next.env {
@@ -86,6 +88,9 @@ pub fn with_exec_id(spec: &ContainerSpec, exec_id: &str, attune_exec_id: u64) ->
     if let Some(label) = next.labels.get_mut("packbox.exec_id") {
         *label = exec_id.to_string();
     }
+    // A pooled container waits for a run of unknown start: it has no deadline (it ends when its
+    // owner's connection does, and is swept as a stopped leftover then).
+    next.labels.remove(super::owner::DEADLINE);
     next
 }
 

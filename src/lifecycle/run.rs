@@ -197,6 +197,17 @@ pub async fn start(
     name: &str,
     spec: &ContainerSpec,
 ) -> Result<Started, RunError> {
+    start_with_files(engine, name, spec, None).await
+}
+
+/// [`start`], with files unpacked into the container's file system (a tar archive, into the
+/// folder named beside it) before its process starts.
+pub async fn start_with_files(
+    engine: &SharedEngine,
+    name: &str,
+    spec: &ContainerSpec,
+    files: Option<(&str, Vec<u8>)>,
+) -> Result<Started, RunError> {
     let began = std::time::Instant::now();
     let id = engine.create_container(name, spec).await?;
     crate::common::phase::phase("create", began, &id);
@@ -229,6 +240,10 @@ pub async fn start(
     };
     let began = std::time::Instant::now();
     let attached = async {
+        if let Some((path, archive)) = files {
+            let body = futures::stream::iter([Ok(bytes::Bytes::from(archive))]);
+            engine.upload_archive(&id, path, Box::pin(body)).await?;
+        }
         let attached = engine.attach(&id).await?;
         engine.start(&id).await?;
         Ok::<_, EngineError>(attached)
@@ -363,6 +378,11 @@ pub enum ExitCheck {
 }
 
 impl Exited {
+    /// The container's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// Checks the engine's exit status against the one the init reported (waiting, bounded, for
     /// the engine to see the exit), then removes the container; a failed removal is logged (the
     /// next start-up sweep or `packbox gc` removes what is left).
@@ -587,10 +607,18 @@ async fn drive(
     writer.abort();
     let _ = writer.await;
 
-    let oom_killed = match (exit_code, reported) {
-        // Only a kill the engine saw can be an OOM kill; other exits need no extra round trip.
-        (Some(137) | None, None) => engine.container_state(id).await?.oom_killed,
-        _ => false,
+    let (oom_killed, removed) = match (exit_code, reported) {
+        // Only a kill the engine saw can be an OOM kill, or a removal by someone else; other
+        // exits need no extra round trip.
+        (Some(137) | None, None) => {
+            let state = engine.container_state(id).await?;
+            (state.oom_killed, state.removed)
+        }
+        _ => (false, false),
+    };
+    let ending = match ending {
+        Ending::Exited if removed => Ending::Removed,
+        other => other,
     };
     let Reader { stdout, stderr, .. } = reader;
     Ok((

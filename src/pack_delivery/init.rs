@@ -7,13 +7,15 @@
 //! What it does in the container, and why the action cannot forge the exit status it reports,
 //! is said in `init/src/main.rs` and `lifecycle/frames.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::io::Read;
 use std::sync::LazyLock;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::volume::{self, DeliveryError};
+use super::volume::{self, DeliveryError, Ensured, Found};
+use crate::common::owned::Owned;
 use crate::engine::{ContainerEngine, EngineError, InitProcess};
 use crate::lifecycle::owner;
 
@@ -42,33 +44,86 @@ pub fn process() -> InitProcess {
 }
 
 /// Makes sure the engine has this build's init volume, filling it when it does not (once per
-/// engine, whoever asks at the same time). A volume of that name that packbox did not fill (no
-/// labels naming this binary: an empty volume the engine made on its own for a container that
-/// named it after the real one was removed) is removed and filled again. `helper_image` is an
-/// image the engine has: the fill's helper containers are created from it, never started.
-pub async fn ensure(engine: &dyn ContainerEngine, helper_image: &str) -> Result<(), DeliveryError> {
+/// engine, whoever asks at the same time). The init is every action's PID 1, so a volume found
+/// under its name is used only when packbox filled or verified it (`owned`, by name and creation
+/// time) or its content, read back, is exactly this binary; anything else there (an empty volume
+/// the engine made on its own for a container that named it after the real one was removed, or
+/// one a co-tenant of the engine placed, labels and all) is removed and the volume filled again,
+/// and the run fails when that cannot be done. `helper_image` is an image the engine has: the
+/// fill's helper containers are created from it, never started.
+pub async fn ensure(
+    engine: &dyn ContainerEngine,
+    owned: &Owned,
+    helper_image: &str,
+) -> Result<(), DeliveryError> {
     let volume = volume_name();
-    if let Some(labels) = engine.volume_labels(&volume).await?
-        && !is_ours(&labels)
-    {
-        engine.remove_volume(&volume).await?;
+    for attempt in 1..=2 {
+        let labels = BTreeMap::from([
+            ("packbox.kind".to_string(), KIND.to_string()),
+            (DIGEST_LABEL.to_string(), DIGEST.clone()),
+        ]);
+        let ensured = volume::ensure_volume(engine, &volume, labels, helper_image, || async {
+            let archive = archive().map_err(|source| DeliveryError::Read {
+                pack: FILE_NAME.into(),
+                path: FILE_NAME.into(),
+                source,
+            })?;
+            Ok(Box::pin(futures::stream::once(
+                async move { Ok(Bytes::from(archive)) },
+            )) as crate::engine::ArchiveStream)
+        })
+        .await?;
+        let created = match ensured {
+            Ensured::Filled(Some(created)) => return volume::record(owned, &volume, &created),
+            Ensured::Filled(None) => return Ok(()),
+            Ensured::Found(created) => created,
+        };
+        let found = Found {
+            volume: &volume,
+            created: &created,
+            helper_image,
+            what: FILE_NAME,
+            max_bytes: BINARY.len() as u64 + (64 << 10),
+        };
+        if volume::verify_found(engine, owned, found, holds_this_init).await? {
+            return Ok(());
+        }
+        tracing::warn!(
+            volume = %volume,
+            attempt,
+            "a volume under the init's name holds something else: removed, filled again"
+        );
+        if !engine.remove_volume(&volume).await? {
+            break;
+        }
     }
-    let labels = BTreeMap::from([
-        ("packbox.kind".to_string(), KIND.to_string()),
-        (DIGEST_LABEL.to_string(), DIGEST.clone()),
-    ]);
-    volume::ensure_volume(engine, &volume, labels, helper_image, || async {
-        let archive = archive().map_err(|source| DeliveryError::Read {
-            pack: "packbox-init".into(),
-            path: FILE_NAME.into(),
-            source,
-        })?;
-        Ok(Box::pin(futures::stream::once(
-            async move { Ok(Bytes::from(archive)) },
-        )) as crate::engine::ArchiveStream)
-    })
-    .await?;
-    Ok(())
+    Err(DeliveryError::InitNotOurs { volume })
+}
+
+/// Whether a volume's content, read back as a tar archive of its mount folder, is exactly this
+/// build's init: the folder and one regular file of that name with this binary's digest.
+fn holds_this_init(archive: impl Read) -> std::io::Result<bool> {
+    let mut found = false;
+    for entry in tar::Archive::new(archive).entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let depth = path.components().count();
+        let kind = entry.header().entry_type();
+        match (depth, kind) {
+            (1, tar::EntryType::Directory) => {}
+            (2, tar::EntryType::Regular) if path.ends_with(FILE_NAME) && !found => {
+                // Bounded: the archive read back is at most the binary's size and a margin.
+                let mut content = Vec::new();
+                entry.read_to_end(&mut content)?;
+                if hex::encode(Sha256::digest(&content)) != *DIGEST {
+                    return Ok(false);
+                }
+                found = true;
+            }
+            _ => return Ok(false),
+        }
+    }
+    Ok(found)
 }
 
 /// Removes the init volumes of other packbox builds that no container uses (the engine keeps a
@@ -91,13 +146,6 @@ pub async fn collect(engine: &dyn ContainerEngine) -> Result<Vec<String>, Engine
         }
     }
     Ok(removed)
-}
-
-/// Whether a volume's labels say it holds this build's init.
-fn is_ours(labels: &HashMap<String, String>) -> bool {
-    labels.get(owner::MANAGED).is_some_and(|v| v == "true")
-        && labels.get("packbox.kind").is_some_and(|v| v == KIND)
-        && labels.get(DIGEST_LABEL) == Some(&*DIGEST)
 }
 
 /// The binary as a tar archive: owned by root, read and executed by anyone, written by none.
@@ -173,30 +221,85 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_volume_is_filled_once_and_a_stranger_of_its_name_replaced() {
         let fake = FakeEngine::new();
+        let owned = Owned::for_tests();
         fake.add_image(IMAGE, &[], 0);
-        ensure(fake.as_ref(), IMAGE).await.expect("filled");
-        ensure(fake.as_ref(), IMAGE).await.expect("found");
+        ensure(fake.as_ref(), &owned, IMAGE).await.expect("filled");
+        ensure(fake.as_ref(), &owned, IMAGE).await.expect("found");
         assert_eq!(
             fake.volume_uploads(&volume_name()).map(|u| u.len()),
             Some(1)
         );
-        // The engine made an empty volume of that name on its own (the real one was removed).
-        fake.remove_volume(&volume_name()).await.expect("removed");
-        fake.create_volume(&volume_name(), &BTreeMap::new())
+        // Another state folder (another packbox on the engine) reads it back and finds the init.
+        ensure(fake.as_ref(), &Owned::for_tests(), IMAGE)
             .await
-            .expect("a stranger");
-        ensure(fake.as_ref(), IMAGE).await.expect("filled again");
+            .expect("verified by content");
         assert_eq!(
             fake.volume_uploads(&volume_name()).map(|u| u.len()),
             Some(1)
         );
+        // The engine made an empty volume of that name on its own (the real one was removed),
+        // or a co-tenant placed one with packbox's labels and its own binary: both replaced.
+        let mut forged = owner::managed_labels();
+        forged.insert("packbox.kind".into(), KIND.into());
+        forged.insert(DIGEST_LABEL.into(), DIGEST.clone());
+        for labels in [BTreeMap::new(), forged] {
+            fake.remove_volume(&volume_name()).await.expect("removed");
+            fake.create_volume(&volume_name(), &labels)
+                .await
+                .expect("a stranger");
+            ensure(fake.as_ref(), &owned, IMAGE)
+                .await
+                .expect("filled again");
+            assert_eq!(
+                fake.volume_uploads(&volume_name()).map(|u| u.len()),
+                Some(1),
+                "filled by packbox, not used as found"
+            );
+        }
+    }
+
+    #[test]
+    fn only_this_binary_alone_passes_the_read_back() {
+        let ours = archive_under_folder(&[(FILE_NAME, BINARY)]);
+        assert!(holds_this_init(ours.as_slice()).expect("read"));
+        let other = archive_under_folder(&[(FILE_NAME, b"#!/bin/sh\nexec \"$@\"\n")]);
+        assert!(!holds_this_init(other.as_slice()).expect("read"));
+        let beside = archive_under_folder(&[(FILE_NAME, BINARY), ("ld.so.preload", b"x")]);
+        assert!(!holds_this_init(beside.as_slice()).expect("read"));
+        let empty = archive_under_folder(&[]);
+        assert!(!holds_this_init(empty.as_slice()).expect("read"));
+    }
+
+    /// A tar archive of folder `pack` holding `files`, as the engine sends a mount folder.
+    fn archive_under_folder(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut folder = tar::Header::new_gnu();
+        folder.set_entry_type(tar::EntryType::Directory);
+        folder.set_mode(0o755);
+        folder.set_size(0);
+        folder.set_cksum();
+        builder
+            .append_data(&mut folder, "pack/", std::io::empty())
+            .expect("folder");
+        for (name, content) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o555);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, format!("pack/{name}"), *content)
+                .expect("file");
+        }
+        builder.into_inner().expect("archive")
     }
 
     #[tokio::test(start_paused = true)]
     async fn collecting_removes_other_builds_init_volumes_only() {
         let fake = FakeEngine::new();
         fake.add_image(IMAGE, &[], 0);
-        ensure(fake.as_ref(), IMAGE).await.expect("filled");
+        ensure(fake.as_ref(), &Owned::for_tests(), IMAGE)
+            .await
+            .expect("filled");
         let mut labels = owner::managed_labels();
         labels.insert("packbox.kind".into(), KIND.into());
         labels.insert(DIGEST_LABEL.into(), "0".repeat(64));
@@ -211,8 +314,18 @@ mod tests {
             collect(fake.as_ref()).await.expect("collect"),
             std::slice::from_ref(&old)
         );
-        assert!(fake.volume_exists(&volume_name()).await.expect("asked"));
-        assert!(fake.volume_exists("someone-elses").await.expect("asked"));
-        assert!(!fake.volume_exists(&old).await.expect("asked"));
+        assert!(
+            fake.volume_created(&volume_name())
+                .await
+                .expect("asked")
+                .is_some()
+        );
+        assert!(
+            fake.volume_created("someone-elses")
+                .await
+                .expect("asked")
+                .is_some()
+        );
+        assert!(fake.volume_created(&old).await.expect("asked").is_none());
     }
 }

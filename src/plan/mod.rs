@@ -298,10 +298,13 @@ fn plan_inner(
         None => serde_json::Map::new(),
     };
     from_file.extend(request.param_values.clone());
-    // A declared parameter given as a secret counts as given (and is checked like any value).
+    // A declared parameter given as a secret counts as given (and is checked like any value,
+    // without ever being quoted).
+    let mut given_as_secret = Vec::new();
     for (name, value) in secrets.values() {
         if manifest.parameters.contains_key(name) {
             from_file.insert(name.clone(), value.clone());
+            given_as_secret.push(name.as_str());
         }
     }
     let given = params::parse_assignments(&request.params)?;
@@ -318,19 +321,20 @@ fn plan_inner(
         undeclared,
         from_file,
         &given,
+        &given_as_secret,
     )?;
     // A secret wins over a parameter of the same name.
     document.extend(secrets.values().clone());
+    // Secret parameters, and secret properties inside object parameters, are scrubbed too.
     let secret_values: Vec<&Value> = secrets
         .values()
         .values()
-        .chain(
-            manifest
-                .parameters
-                .iter()
-                .filter(|(_, spec)| spec.secret)
-                .filter_map(|(name, _)| document.get(name)),
-        )
+        .chain(manifest.parameters.iter().flat_map(|(name, spec)| {
+            document
+                .get(name)
+                .map(|value| spec.secret_parts(value))
+                .unwrap_or_default()
+        }))
         .collect();
     let redactor = Redactor::new(secret_values).map_err(SecretError::from)?;
     let stdin = SecretBytes(delivery::encode(&document, manifest.parameter_format)?);
@@ -559,6 +563,12 @@ impl RunPlan {
         labels.insert("packbox.kind".into(), "run".into());
         labels.insert("packbox.exec_id".into(), exec_id.to_string());
         labels.insert("packbox.action".into(), self.action.action_ref.clone());
+        // By then a live owner has stopped the run: a packbox that cannot judge the owner (it
+        // is in another PID namespace) may sweep it after that, never before.
+        labels.insert(
+            crate::lifecycle::owner::DEADLINE.into(),
+            crate::lifecycle::owner::deadline_after(self.limits.timeout + self.limits.grace),
+        );
         Workload {
             image: image.to_string(),
             cmd,

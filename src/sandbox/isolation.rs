@@ -120,19 +120,13 @@ pub struct IsolationReport {
 impl IsolationPolicy {
     /// Compiles the operator's rules; a glob that does not parse is an error naming the rule.
     pub fn new(rules: Vec<IsolationRule>) -> Result<IsolationPolicy, IsolationError> {
-        let rules = rules
-            .into_iter()
-            .enumerate()
-            .map(|(index, rule)| {
-                glob::Pattern::new(&rule.pattern)
-                    .map(|pattern| (pattern, rule.clone()))
-                    .map_err(|e| IsolationError::BadPattern {
-                        index,
-                        pattern: rule.pattern.clone(),
-                        message: e.msg.to_string(),
-                    })
-            })
-            .collect::<Result<_, _>>()?;
+        let rules = crate::common::globs::compile(rules, |rule| &rule.pattern).map_err(|bad| {
+            IsolationError::BadPattern {
+                index: bad.index,
+                pattern: bad.pattern,
+                message: bad.message,
+            }
+        })?;
         Ok(IsolationPolicy { rules })
     }
 

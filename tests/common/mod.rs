@@ -130,6 +130,11 @@ fn seeded_state_dir() -> tempfile::TempDir {
     }
     let dir = tempfile::tempdir().expect("a state folder");
     std::fs::copy(&cache, dir.path().join("probes.json")).expect("copy the probe cache");
+    // One record of what packbox made for every test: images one test built are packbox's
+    // for the next, as for processes sharing a state folder (the record is appended to, so a
+    // link to one file is shared safely).
+    std::os::unix::fs::symlink(seed.join("owned"), dir.path().join("owned"))
+        .expect("link the shared record of what packbox made");
     dir
 }
 

@@ -12,10 +12,10 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::{
-    ArchiveStream, Attached, BridgeSpec, BuildSpec, ContainerEngine, ContainerSpec, ContainerState,
-    ContainerSummary, EngineError, EngineIdentity, EngineInfo, ImageExport, ImageSummary,
-    InitProcess, LineSink, NetworkSpec, NetworkSummary, NotApplied, OciRuntime, OutputChunk,
-    ServiceSpec, SharedSwarm, Signal, StreamKind, SwarmKind, VolumeSummary,
+    ArchiveStream, Attached, BridgeSpec, BuildSpec, CommitSpec, ContainerEngine, ContainerSpec,
+    ContainerState, ContainerSummary, EngineError, EngineIdentity, EngineInfo, ImageExport,
+    ImageSummary, InitProcess, LineSink, NetworkSpec, NetworkSummary, NotApplied, OciRuntime,
+    OutputChunk, ServiceSpec, SharedSwarm, Signal, StreamKind, SwarmKind, VolumeSummary,
 };
 
 mod swarm;
@@ -42,7 +42,11 @@ pub(crate) enum Call {
     Info,
     ListImages(Vec<String>),
     RemoveImage(String),
-    VolumeExists(String),
+    VolumeCreated(String),
+    /// A container committed as an image: container, tag.
+    Commit(String, String),
+    /// A folder of a container read as an archive: container, path.
+    Download(String, String),
     CreateVolume(String),
     RemoveVolume(String),
     Upload {
@@ -99,6 +103,7 @@ pub(crate) enum Op {
     Output,
     ListContainers,
     Build,
+    Commit,
     Info,
     Push,
     CreateNetwork,
@@ -171,10 +176,6 @@ impl Program {
 pub(crate) enum BuildScript {
     /// Succeeds after `delay`, printing `lines`.
     Succeed { delay: Duration, lines: Vec<String> },
-    /// Fails with `message` after printing `lines`.
-    Fail { lines: Vec<String>, message: String },
-    /// Fails with `message` once; builds after it succeed.
-    FailOnce { message: String },
     /// Never finishes.
     Hang,
 }
@@ -257,6 +258,39 @@ struct FakeVolume {
     created: u64,
     /// Bytes of each archive uploaded into it, in order.
     uploads: Vec<usize>,
+    /// The last archive uploaded into it: what reading it back returns.
+    content: Vec<u8>,
+}
+
+/// An archive of a volume's content as the engine returns a folder: every entry under the
+/// folder's last name, after an entry for the folder itself.
+fn archive_under(content: &[u8], path: &str) -> Vec<u8> {
+    let folder = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let mut out = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o755);
+    header.set_size(0);
+    let _ = out.append_data(&mut header, folder, std::io::empty());
+    let mut archive = tar::Archive::new(content);
+    if let Ok(entries) = archive.entries() {
+        for mut entry in entries.flatten() {
+            let mut header = entry.header().clone();
+            let name = entry
+                .path()
+                .map(|p| format!("{folder}/{}", p.display()))
+                .unwrap_or_default();
+            if header.entry_type().is_symlink() {
+                let target = entry.link_name().ok().flatten().map(|t| t.into_owned());
+                if let Some(target) = target {
+                    let _ = out.append_link(&mut header, &name, target);
+                }
+            } else {
+                let _ = out.append_data(&mut header, &name, &mut entry);
+            }
+        }
+    }
+    out.into_inner().unwrap_or_default()
 }
 
 /// The fake engine. Share it as an `Arc<FakeEngine>`; it is also a `SharedEngine`.
@@ -366,12 +400,17 @@ impl FakeEngine {
         self.state().info = info;
     }
 
+    /// The id of the image `name` names now (empty when none does).
+    pub fn image_id_now(&self, name: &str) -> String {
+        self.find_image(name).unwrap_or_default()
+    }
+
     /// Adds an image under `tag` with `labels`; returns its id.
     pub fn add_image(&self, tag: &str, labels: &[(&str, &str)], created: i64) -> String {
         let mut state = self.state();
         state.next_id += 1;
         let id = format!("sha256:{:064x}", state.next_id);
-        // As an engine does, a tag moves to the new image.
+        // As the engine does: a tag names one image; the one it named before keeps its id.
         for image in &mut state.images {
             image.tags.retain(|t| t != tag);
         }
@@ -413,6 +452,8 @@ impl FakeEngine {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            running: true,
+            created: 0,
         });
     }
 
@@ -765,22 +806,6 @@ impl ContainerEngine for FakeEngine {
                     .collect();
                 Ok(self.add_image(&spec.tag, &borrowed, 0))
             }
-            BuildScript::Fail { lines, message } => {
-                for line in &lines {
-                    on_line(line);
-                }
-                Err(EngineError::Build {
-                    tag: spec.tag,
-                    message,
-                })
-            }
-            BuildScript::FailOnce { message } => {
-                self.state().build = None;
-                Err(EngineError::Build {
-                    tag: spec.tag,
-                    message,
-                })
-            }
             BuildScript::Hang => std::future::pending().await,
         }
     }
@@ -944,13 +969,17 @@ impl ContainerEngine for FakeEngine {
                 oom_killed,
                 exit_code,
                 running,
+                removed: false,
             });
         }
         let state = self.state();
-        let container = state
-            .containers
-            .get(id)
-            .ok_or_else(|| FakeEngine::not_found(format!("inspecting container {id}")))?;
+        // As the engine's inspection: a container that is gone was removed.
+        let Some(container) = state.containers.get(id) else {
+            return Ok(ContainerState {
+                removed: true,
+                ..ContainerState::default()
+            });
+        };
         Ok(ContainerState {
             oom_killed: container.oom,
             exit_code: match container.life {
@@ -958,6 +987,7 @@ impl ContainerEngine for FakeEngine {
                 _ => None,
             },
             running: matches!(container.life, Life::Running),
+            removed: false,
         })
     }
 
@@ -1001,6 +1031,8 @@ impl ContainerEngine for FakeEngine {
             id: id.clone(),
             image_id: Some(c.image_id.clone()),
             labels: c.spec.labels.clone().into_iter().collect(),
+            running: matches!(c.life, Life::Running),
+            created: 0,
         });
         Ok(made
             .chain(state.listed.iter().cloned())
@@ -1093,17 +1125,13 @@ impl ContainerEngine for FakeEngine {
             .map(|(_, c)| c.spec.labels.clone().into_iter().collect()))
     }
 
-    async fn volume_exists(&self, name: &str) -> Result<bool, EngineError> {
-        self.record(Call::VolumeExists(name.to_string()));
-        Ok(self.state().volumes.contains_key(name))
-    }
-
-    async fn volume_labels(
-        &self,
-        name: &str,
-    ) -> Result<Option<HashMap<String, String>>, EngineError> {
-        self.record(Call::VolumeExists(name.to_string()));
-        Ok(self.state().volumes.get(name).map(|v| v.labels.clone()))
+    async fn volume_created(&self, name: &str) -> Result<Option<String>, EngineError> {
+        self.record(Call::VolumeCreated(name.to_string()));
+        Ok(self
+            .state()
+            .volumes
+            .get(name)
+            .map(|v| format!("{:020}", v.created)))
     }
 
     async fn create_volume(
@@ -1122,6 +1150,7 @@ impl ContainerEngine for FakeEngine {
                 labels: labels.clone().into_iter().collect(),
                 created,
                 uploads: Vec::new(),
+                content: Vec::new(),
             });
         Ok(())
     }
@@ -1320,15 +1349,14 @@ impl ContainerEngine for FakeEngine {
             container: id.to_string(),
             path: path.to_string(),
         });
-        let mut size = 0;
+        let mut bytes = Vec::new();
         while let Some(chunk) = archive.next().await {
-            size += chunk
-                .map_err(|e| EngineError::Api {
-                    what: format!("uploading into container {id}"),
-                    source: Box::new(e),
-                })?
-                .len();
+            bytes.extend_from_slice(&chunk.map_err(|e| EngineError::Api {
+                what: format!("uploading into container {id}"),
+                source: Box::new(e),
+            })?);
         }
+        let size = bytes.len();
         let mut state = self.state();
         let volumes: Vec<String> = state
             .containers
@@ -1342,9 +1370,43 @@ impl ContainerEngine for FakeEngine {
             .collect();
         for volume in volumes {
             // As the engine does: a bind of a missing volume makes an empty, unlabelled one.
-            state.volumes.entry(volume).or_default().uploads.push(size);
+            let volume = state.volumes.entry(volume).or_default();
+            volume.uploads.push(size);
+            volume.content = bytes.clone();
         }
         Ok(())
+    }
+
+    async fn commit(&self, id: &str, spec: &CommitSpec) -> Result<String, EngineError> {
+        self.record(Call::Commit(id.to_string(), spec.tag.clone()));
+        self.injected(Op::Commit, &format!("committing container {id}"))?;
+        if !self.state().containers.contains_key(id) {
+            return Err(FakeEngine::not_found(format!("committing container {id}")));
+        }
+        let labels: Vec<(&str, &str)> = spec
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Ok(self.add_image(&spec.tag, &labels, 0))
+    }
+
+    fn download_archive(&self, id: &str, path: &str) -> ImageExport {
+        self.record(Call::Download(id.to_string(), path.to_string()));
+        let state = self.state();
+        let found = state.containers.get(id).map(|container| {
+            container
+                .spec
+                .volumes
+                .iter()
+                .find(|v| v.container_path == path)
+                .and_then(|v| state.volumes.get(&v.volume))
+                .map(|v| archive_under(&v.content, path))
+                .unwrap_or_default()
+        });
+        let chunk = found
+            .ok_or_else(|| FakeEngine::not_found(format!("reading {path} from container {id}")));
+        Box::pin(futures::stream::iter([chunk.map(Bytes::from)]))
     }
 
     fn export_images(&self, names: &[String]) -> ImageExport {
