@@ -260,6 +260,13 @@ pub async fn ensure(
     let log_path = state_dir.join("builds").join(format!("{key}.log"));
     let mut log = BuildLog::create(&log_path)?;
     let credentials = Redactor::new(credential_values(settings).iter()).unwrap_or_default();
+    // Said at once, before the installer prints anything: the build has begun (the CLI announces
+    // it on the first line, and a build may time out or be cancelled before the installer's).
+    let begun = format!(
+        "installing the dependencies of {tag} in a build container (uid 65534, no capabilities)\n"
+    );
+    log.line(&begun);
+    on_line(&begun);
     let mut lines = LineSplitter::default();
     let mut on_output = |bytes: &[u8]| {
         for line in lines.push(bytes) {
@@ -1371,7 +1378,13 @@ mod tests {
             )
             .await
             .expect("built");
-            assert_eq!(seen, ["Collecting six\n", "Installing six\n"]);
+            // The first line says the build has begun, before the installer prints anything.
+            assert_eq!(seen.len(), 3, "{seen:?}");
+            assert!(
+                seen[0].starts_with("installing the dependencies of packbox/env:"),
+                "{seen:?}"
+            );
+            assert_eq!(seen[1..], ["Collecting six\n", "Installing six\n"]);
             let log = std::fs::read_to_string(
                 dir.path()
                     .join("builds")
