@@ -44,6 +44,7 @@ mod settings;
 mod version;
 
 pub use catalog::{Catalog, CatalogError, NoMatchingVersion};
+pub use common::clock;
 pub use common::error_text::chain as error_chain;
 pub use common::input;
 pub use contract::scrub::StreamScrubber;

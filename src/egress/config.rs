@@ -159,16 +159,7 @@ pub fn resolve(layers: &[&EgressLayer]) -> Result<EgressSettings, (&'static str,
 /// A network's name: letters, digits, `_`, `.`, `-`; never `host`, `none` or another
 /// container's namespace.
 fn check_network_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if !valid || matches!(name, "host" | "none") {
+    if !crate::common::names::is_engine_name(name) || matches!(name, "host" | "none") {
         return Err(format!(
             "`{name}` is not a network the proxy can join (a network's name, not host or none)"
         ));

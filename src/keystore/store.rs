@@ -9,7 +9,7 @@
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::cipher::KeyEncryptionKey;
 use super::{DATABASE_FILE, KeyScope, KeyStoreError, check_name};
+use crate::common::clock::{now_ms, rfc3339};
 
 /// The largest value kept, in bytes of its JSON text.
 pub const MAX_VALUE_BYTES: usize = 64 << 10;
@@ -543,18 +544,6 @@ fn db_error(database: &Path, what: &'static str) -> impl Fn(rusqlite::Error) -> 
         what,
         source,
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-fn rfc3339(ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(at).to_string()
 }
 
 #[cfg(test)]

@@ -176,15 +176,7 @@ pub(super) fn check_network(network: &str) -> Result<(), String> {
 
 /// An engine object's name: letters, digits, `_`, `.`, `-`, starting with a letter or digit.
 pub(super) fn check_name(name: &str) -> Result<(), String> {
-    let valid = name.len() <= 128
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if valid {
+    if crate::common::names::is_engine_name(name) {
         Ok(())
     } else {
         Err(format!(
