@@ -147,6 +147,7 @@ impl Executor {
                         &exec_id,
                         attune_exec_id,
                         &prepared.run_image,
+                        &prepared.image,
                         &self.owner,
                     ),
                     attune_exec_id,

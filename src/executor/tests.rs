@@ -1073,6 +1073,12 @@ mod warm_pool {
         let plan = plan_for(&h, &packs);
         let first = run(&h, &plan).await.expect("cold run");
         assert_eq!(first.stdout, "ran\n");
+        assert!(
+            action_creates(&h.fake)
+                .iter()
+                .all(|spec| spec.image.starts_with("sha256:")),
+            "containers start from the verified id, never a tag"
+        );
         refilled(&h).await;
         let creates_before = action_creates(&h.fake).len();
         let second = run(&h, &plan).await.expect("warm run");
@@ -1091,14 +1097,8 @@ mod warm_pool {
             h.executor.warm_kinds(),
             [WarmKind {
                 action: "p.a".into(),
-                // The runtime image by the id its probe verified, not by its tag.
-                image: h
-                    .fake
-                    .image_id("packbox/shell:5.2")
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default(),
+                // Shown by its tag; the container started from the id its probe verified.
+                image: "packbox/shell:5.2".into(),
                 idle: 1
             }]
         );

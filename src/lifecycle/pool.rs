@@ -44,6 +44,10 @@ pub fn wait_for_go(cmd: Vec<String>) -> Vec<String> {
     wrapped
 }
 
+/// Label: the name people know a run's image by (its tag); the container starts from the image's
+/// id, which is what its spec names.
+pub const IMAGE_LABEL: &str = "packbox.image";
+
 /// A kind of run: what makes two runs interchangeable (the whole spec but the run's own exec
 /// id), and what it is for people (the action and the image).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,7 +55,7 @@ pub struct Kind {
     key: String,
     /// The action's ref (the container's `packbox.action` label).
     pub action: String,
-    /// The image the container runs.
+    /// The image the container runs, by the name people know it by.
     pub image: String,
 }
 
@@ -70,7 +74,11 @@ pub fn kind(spec: &ContainerSpec) -> Kind {
             .get("packbox.action")
             .cloned()
             .unwrap_or_default(),
-        image: spec.image.clone(),
+        image: spec
+            .labels
+            .get(IMAGE_LABEL)
+            .cloned()
+            .unwrap_or_else(|| spec.image.clone()),
     }
 }
 
@@ -431,6 +439,19 @@ impl WarmPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kind_is_shown_by_its_images_name_not_the_id_it_starts_from() {
+        let mut spec = ContainerSpec {
+            image: "sha256:0fab".into(),
+            ..Default::default()
+        };
+        spec.labels
+            .insert(IMAGE_LABEL.into(), "packbox/shell:5.2".into());
+        assert_eq!(kind(&spec).image, "packbox/shell:5.2");
+        spec.labels.remove(IMAGE_LABEL);
+        assert_eq!(kind(&spec).image, "sha256:0fab");
+    }
 
     #[test]
     fn runs_that_differ_only_by_exec_id_share_a_key() {

@@ -523,11 +523,14 @@ impl RunPlan {
     /// What the container runs: the entry point under its interpreter, the Attune variables and
     /// the runtime's, and labels naming the run and its owner. No secret is in any of these. The
     /// pack is its folder, unless a volume holding its content is given.
+    /// `image` is what the container starts from (an image id, never a tag someone else may
+    /// move); `image_name` is its name for people (labels, metrics).
     pub(crate) fn workload(
         &self,
         exec_id: &str,
         attune_exec_id: u64,
         image: &str,
+        image_name: &str,
         owner: &Owner,
     ) -> Workload {
         let manifest = &self.action.action;
@@ -563,6 +566,10 @@ impl RunPlan {
         labels.insert("packbox.kind".into(), "run".into());
         labels.insert("packbox.exec_id".into(), exec_id.to_string());
         labels.insert("packbox.action".into(), self.action.action_ref.clone());
+        labels.insert(
+            crate::lifecycle::pool::IMAGE_LABEL.into(),
+            image_name.to_string(),
+        );
         // By then a live owner has stopped the run: a packbox that cannot judge the owner (it
         // is in another PID namespace) may sweep it after that, never before.
         labels.insert(

@@ -502,10 +502,14 @@ async fn install(
         grace: BUILD_GRACE,
         max_output: BUILD_OUTPUT_KEPT,
     };
-    let started = tokio::select! {
-        started = run::start_with_files(engine, &name, &spec, Some(("/", staging))) => started?,
-        () = cancel.cancelled() => return Ok(Installed::Cancelled),
-    };
+    if cancel.is_cancelled() {
+        return Ok(Installed::Cancelled);
+    }
+    // Not raced against the cancel: a create dropped half-way leaves a container the engine
+    // makes after packbox has stopped waiting (and a process that exits right after a cancel
+    // never runs the background removal of one dropped later). The start takes a moment; a
+    // cancel that came meanwhile is seen by the run's first step, which stops and removes it.
+    let started = run::start_with_files(engine, &name, &spec, Some(("/", staging))).await?;
     let io = RunIo {
         stdin: installer_env(settings),
         limits: &limits,
