@@ -3,6 +3,7 @@
 //! volumes (packs delivered by content) beyond the keep rule that no container uses.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use packbox::{Catalog, Executor};
@@ -20,6 +21,10 @@ pub struct GcArgs {
     /// and the one before).
     #[arg(long, value_name = "N", default_value_t = 2)]
     keep: usize,
+    /// Pack and init volumes younger than this many seconds are kept whatever the keep rule:
+    /// a run may be between filling one and creating the container that mounts it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    min_volume_age: u64,
 }
 
 /// Sweeps leftovers and reports them.
@@ -28,7 +33,9 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
         let settings = options::resolve(global)?;
         let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
         let executor = Executor::connect(settings, catalog).await?;
-        let report = executor.gc(args.keep).await;
+        let report = executor
+            .gc(args.keep, Duration::from_secs(args.min_volume_age))
+            .await;
         executor.close().await;
         report
     }

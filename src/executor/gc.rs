@@ -31,8 +31,13 @@ impl Executor {
     /// owner is gone, and the untagged layers of builds that never finished (builds label their
     /// images `packbox.kind`), unless a container or another image still uses them; and pack
     /// volumes no container uses beyond the newest `keep_pack_volumes` of each pack (with what
-    /// dead fillers left), and the unused init volumes of other packbox builds.
-    pub async fn gc(&self, keep_pack_volumes: usize) -> Result<GcReport, Error> {
+    /// dead fillers left), and the unused init volumes of other packbox builds; volumes younger
+    /// than `volume_grace` stay (a run may be between filling one and mounting it).
+    pub async fn gc(
+        &self,
+        keep_pack_volumes: usize,
+        volume_grace: std::time::Duration,
+    ) -> Result<GcReport, Error> {
         let containers = self.sweep_orphans().await?;
         // A build under way has untagged layers too: only layers older than any build may
         // last are a finished build's leftovers.
@@ -45,8 +50,10 @@ impl Executor {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let pack_volumes = volume::collect(self.engine.as_ref(), keep_pack_volumes).await?;
-        let init_volumes = crate::pack_delivery::init::collect(self.engine.as_ref()).await?;
+        let pack_volumes =
+            volume::collect(self.engine.as_ref(), keep_pack_volumes, volume_grace).await?;
+        let init_volumes =
+            crate::pack_delivery::init::collect(self.engine.as_ref(), volume_grace).await?;
         let mut images = Vec::new();
         for image in self
             .engine

@@ -706,7 +706,11 @@ async fn gc_removes_unfinished_build_layers_but_nothing_in_use_or_tagged() {
     fake.add_listed_container("user", &used, &[]);
     let foreign = fake.add_image("", &[("app", "web")], 0);
     let h = harness(fake, SettingsLayer::default());
-    let report = h.executor.gc(2).await.expect("gc");
+    let report = h
+        .executor
+        .gc(2, std::time::Duration::from_secs(60))
+        .await
+        .expect("gc");
     assert_eq!(report.images, std::slice::from_ref(&dangling));
     assert!(!h.fake.has_image(&dangling));
     assert!(h.fake.has_image(&used), "in use: kept");

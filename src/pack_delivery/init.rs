@@ -127,8 +127,12 @@ fn holds_this_init(archive: impl Read) -> std::io::Result<bool> {
 }
 
 /// Removes the init volumes of other packbox builds that no container uses (the engine keeps a
-/// volume in use) and that no filler is filling; returns their names.
-pub async fn collect(engine: &dyn ContainerEngine) -> Result<Vec<String>, EngineError> {
+/// volume in use), that no filler is filling and that are older than `grace` (a run of that
+/// build may be between filling it and creating its container); returns their names.
+pub async fn collect(
+    engine: &dyn ContainerEngine,
+    grace: std::time::Duration,
+) -> Result<Vec<String>, EngineError> {
     let current = volume_name();
     let mut removed = Vec::new();
     let volumes = engine
@@ -138,7 +142,10 @@ pub async fn collect(engine: &dyn ContainerEngine) -> Result<Vec<String>, Engine
         ])
         .await?;
     for volume in volumes {
-        if volume.name == current || volume::is_being_filled(engine, &volume.name).await? {
+        if volume.name == current
+            || volume::is_younger_than(&volume.created_at, grace, std::time::SystemTime::now())
+            || volume::is_being_filled(engine, &volume.name).await?
+        {
             continue;
         }
         if engine.remove_volume(&volume.name).await? {
@@ -311,7 +318,9 @@ mod tests {
             .await
             .expect("not packbox's");
         assert_eq!(
-            collect(fake.as_ref()).await.expect("collect"),
+            collect(fake.as_ref(), std::time::Duration::from_secs(60))
+                .await
+                .expect("collect"),
             std::slice::from_ref(&old)
         );
         assert!(

@@ -407,16 +407,27 @@ pub fn archive_digest(
     let mut archive = tar::Archive::new(archive);
     let mut framed: Vec<(String, EntryKind, u32, Option<Vec<u8>>)> = Vec::new();
     let mut total = 0u64;
+    // Docker names the folder's entries `folder/...`; Podman names the folder `/` and its
+    // entries `/...`. The first entry (the folder itself) says which; the others must agree.
+    let mut prefix: Option<String> = None;
     for entry in archive.entries()? {
         let mut entry = entry?;
         let path = entry.path()?.to_string_lossy().into_owned();
-        let path = path.trim_end_matches('/');
-        if path == folder {
+        let trimmed = path.trim_end_matches('/');
+        let Some(prefix) = &prefix else {
+            prefix = match trimmed {
+                _ if trimmed == folder => Some(format!("{folder}/")),
+                "" if path == "/" => Some("/".to_string()),
+                _ => return Ok(None),
+            };
             continue;
-        }
-        let Some(relative) = path.strip_prefix(&format!("{folder}/")) else {
+        };
+        let Some(relative) = trimmed.strip_prefix(prefix.as_str()) else {
             return Ok(None);
         };
+        if relative.is_empty() || relative.starts_with('/') {
+            return Ok(None);
+        }
         let relative = relative.to_string();
         let header = entry.header();
         // Engines (Go's archive/tar) write the file type bits into the mode too: only the
@@ -667,6 +678,49 @@ mod tests {
             archive_digest(bytes.as_slice(), "pack", LIMITS).expect("reads"),
             None
         );
+    }
+
+    #[test]
+    fn podmans_read_back_names_the_folder_slash_and_has_the_same_digest() {
+        let dir = pack();
+        let tree = PackTree::read("p", dir.path(), LIMITS).expect("read");
+        let mut docker = tar::Builder::new(Vec::new());
+        tree.append_to(&mut docker, "pack/").expect("tar");
+        let docker = docker.into_inner().expect("tar bytes");
+        // Podman's archive of a mount folder: `/`, then `/actions`, `/actions/a.sh`, ... (the
+        // tar crate refuses to write absolute names, so the names are put in raw).
+        let mut podman = tar::Builder::new(Vec::new());
+        let mut folder = tar::Header::new_gnu();
+        folder.set_entry_type(tar::EntryType::Directory);
+        folder.set_mode(0o755);
+        folder.set_size(0);
+        raw_name(&mut folder, "/");
+        podman.append(&folder, std::io::empty()).expect("folder");
+        for entry in tar::Archive::new(docker.as_slice())
+            .entries()
+            .expect("entries")
+        {
+            let mut entry = entry.expect("entry");
+            let name = entry.path().expect("path").to_string_lossy().into_owned();
+            let mut header = entry.header().clone();
+            raw_name(&mut header, &name.replacen("pack/", "/", 1));
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut content).expect("content");
+            podman.append(&header, content.as_slice()).expect("entry");
+        }
+        let podman = podman.into_inner().expect("tar bytes");
+        assert_eq!(
+            archive_digest(podman.as_slice(), "pack", LIMITS).expect("reads"),
+            Some(tree.digest().expect("digest"))
+        );
+    }
+
+    /// Sets an entry's name as written, absolute or not, and its checksum.
+    fn raw_name(header: &mut tar::Header, name: &str) {
+        let field = &mut header.as_old_mut().name;
+        field.fill(0);
+        field[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_cksum();
     }
 
     #[test]

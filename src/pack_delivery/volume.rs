@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -633,8 +633,13 @@ pub struct Collected {
 
 /// Removes what dead fillers left, then pack volumes beyond the newest `keep` of each pack that
 /// no container uses (the engine refuses to remove a volume in use, so a run that mounts one is
-/// never disturbed) and that no filler is filling.
-pub async fn collect(engine: &dyn ContainerEngine, keep: usize) -> Result<Collected, EngineError> {
+/// never disturbed), that no filler is filling, and that are older than `grace` (a run may be
+/// between filling a volume and creating the container that mounts it).
+pub async fn collect(
+    engine: &dyn ContainerEngine,
+    keep: usize,
+    grace: Duration,
+) -> Result<Collected, EngineError> {
     // Dead fillers first: their half volumes go, whatever the keep rule says.
     let fillers = engine
         .containers_with_labels(&[format!("{}=true", owner::MANAGED)])
@@ -661,8 +666,12 @@ pub async fn collect(engine: &dyn ContainerEngine, keep: usize) -> Result<Collec
     for (_, mut volumes) in by_pack {
         volumes.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.name.cmp(&b.name)));
         for (index, volume) in volumes.into_iter().enumerate() {
-            let filling = is_being_filled(engine, &volume.name).await?;
-            if index < keep || filling || !engine.remove_volume(&volume.name).await? {
+            let young = is_younger_than(&volume.created_at, grace, SystemTime::now());
+            if index < keep
+                || young
+                || is_being_filled(engine, &volume.name).await?
+                || !engine.remove_volume(&volume.name).await?
+            {
                 collected.kept.push(volume.name);
             } else {
                 collected.removed.push(volume.name);
@@ -670,6 +679,18 @@ pub async fn collect(engine: &dyn ContainerEngine, keep: usize) -> Result<Collec
         }
     }
     Ok(collected)
+}
+
+/// Whether a volume the engine says was created at `created_at` (RFC 3339, with the engine's
+/// offset) is younger than `grace` at `now`; a time ahead of `now` (clock skew) is young. A time
+/// that does not parse counts as old: it cannot be told.
+pub(crate) fn is_younger_than(created_at: &str, grace: Duration, now: SystemTime) -> bool {
+    use time::format_description::well_known::Rfc3339;
+    let Ok(created) = time::OffsetDateTime::parse(created_at, &Rfc3339) else {
+        return false;
+    };
+    let age = time::OffsetDateTime::from(now) - created;
+    age < grace
 }
 
 #[cfg(test)]
@@ -691,6 +712,29 @@ mod tests {
 
     fn digest(dir: &Path) -> String {
         tree_digest("p", dir).expect("digest")
+    }
+
+    #[test]
+    fn a_volume_younger_than_the_grace_is_young_and_an_unreadable_time_is_old() {
+        let now = humantime::parse_rfc3339("2026-12-07T10:00:00Z").expect("time");
+        assert!(is_younger_than(
+            "2026-12-07T11:59:30+02:00",
+            Duration::from_secs(60),
+            now
+        ));
+        let grace = Duration::from_secs(60);
+        assert!(is_younger_than("2026-12-07T09:59:30Z", grace, now));
+        assert!(
+            is_younger_than("2026-12-07T10:00:05+00:00", grace, now),
+            "clock skew"
+        );
+        assert!(!is_younger_than("2026-12-07T09:58:59Z", grace, now));
+        assert!(!is_younger_than(
+            "2026-12-07T09:59:30Z",
+            Duration::ZERO,
+            now
+        ));
+        assert!(!is_younger_than("00000000000000000003", grace, now));
     }
 
     #[test]
@@ -1020,7 +1064,9 @@ mod tests {
                 ..ContainerSpec::default()
             };
             fake.create_container("user", &user).await.expect("user");
-            let collected = collect(fake.as_ref(), 1).await.expect("collected");
+            let collected = collect(fake.as_ref(), 1, Duration::from_secs(60))
+                .await
+                .expect("collected");
             assert_eq!(collected.removed, vec![names[1].clone()]);
             assert!(collected.kept.contains(&names[0]) && collected.kept.contains(&names[2]));
         }
