@@ -419,11 +419,8 @@ async fn without_its_key_the_store_is_read_only_and_a_tampered_value_is_refused(
     std::fs::remove_file(&inside).expect("remove");
     {
         let server = setup.server(None);
-        assert!(
-            server.log().contains("key store is empty and read-only"),
-            "{}",
-            server.log()
-        );
+        let log = server.log_holding("key store is empty and read-only", Duration::from_secs(10));
+        assert!(log.contains("key store is empty and read-only"), "{log}");
         let ops = Api::new(&server, Some(OPS));
         let put = ops
             .put("/v1/keys/system/api_key", &json!({"value": "value-2"}))
@@ -471,11 +468,8 @@ async fn without_its_key_the_store_is_read_only_and_a_tampered_value_is_refused(
         "{}",
         answer.body
     );
-    assert!(
-        server.log().contains("fails authentication"),
-        "{}",
-        server.log()
-    );
+    let log = server.log_holding("fails authentication", Duration::from_secs(10));
+    assert!(log.contains("fails authentication"), "{log}");
     drop(server);
     let local = packbox_with_stdin(
         state,

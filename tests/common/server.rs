@@ -173,6 +173,20 @@ impl Server {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// What the server wrote on stderr once it holds `needle`, waiting at most `within` for it
+    /// (a line the server writes after it answered may come a moment after the answer); what
+    /// it wrote so far when it never does.
+    pub fn log_holding(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log();
+            if log.contains(needle) || Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `url` + `path`.
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)
