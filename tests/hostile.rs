@@ -806,11 +806,13 @@ fn a_pre_placed_pack_volume_is_never_used_as_the_pack() {
         ],
         &[],
     );
-    assert_eq!(planned.code(), 0, "{}", planned.stderr());
+    // Run only for its pack digest (on a remote engine a bound folder is empty and the action
+    // fails: the digest is in the outcome all the same).
     let digest = planned.json()["pack_digest"]
         .as_str()
         .unwrap_or_default()
         .to_string();
+    assert_eq!(digest.len(), 64, "{}", planned.stderr());
     let volume = format!("packbox-pack-hostile-{digest}");
     let _made = VolumesMade(vec![volume.clone()]);
 
@@ -1154,11 +1156,13 @@ fn a_squatted_fill_lock_is_named_within_seconds() {
         ],
         &[],
     );
-    assert_eq!(planned.code(), 0, "{}", planned.stderr());
+    // Run only for its pack digest (on a remote engine a bound folder is empty and the action
+    // fails: the digest is in the outcome all the same).
     let digest = planned.json()["pack_digest"]
         .as_str()
         .unwrap_or_default()
         .to_string();
+    assert_eq!(digest.len(), 64, "{}", planned.stderr());
     let volume = format!("packbox-pack-hostile-{digest}");
     let lock = format!("{volume}-lock");
     let filling = format!("packbox.pack_filling={volume}");
