@@ -148,23 +148,16 @@ fn print_explanation(e: &Explanation) {
             text("runtime"),
             text("version")
         ));
-        let recipe = text("install_script");
+        let recipe = text("dockerfile");
         out(format!(
-            "  recipe          format {}, install script sha256 {}",
+            "  recipe          format {}, Dockerfile sha256 {}",
             parts["format"],
             &hex::encode(Sha256::digest(recipe.as_bytes()))[..16]
         ));
         out(format!("  dependencies    {}", text("dependencies")));
-        // The URLs themselves may hold credentials: `config show` shows them masked.
-        for (index, name) in [
-            ("pip_index_url_sha256", "pip index"),
-            ("npm_registry_sha256", "npm registry"),
-        ] {
-            if let Some(hash) = parts[index].as_str() {
-                out(format!(
-                    "  {name:<15} sha256 {}",
-                    &hash[..16.min(hash.len())]
-                ));
+        for index in ["pip_index_url", "npm_registry"] {
+            if let Some(url) = parts[index].as_str() {
+                out(format!("  {index:<15} {url}"));
             }
         }
     }

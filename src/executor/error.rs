@@ -182,9 +182,7 @@ impl Error {
             Error::Delivery(delivery)
                 if matches!(
                     delivery.as_ref(),
-                    DeliveryError::Read { .. }
-                        | DeliveryError::TooLarge { .. }
-                        | DeliveryError::Changed { .. }
+                    DeliveryError::Read { .. } | DeliveryError::TooLarge { .. }
                 ) =>
             {
                 Fault::Input

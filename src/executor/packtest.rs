@@ -11,7 +11,6 @@ use serde::Serialize;
 use super::Executor;
 use super::error::Error;
 use crate::catalog::{Catalog, Runtime};
-use crate::common::owned::Owned;
 use crate::contract::exit::Ending;
 use crate::engine::{SharedEngine, StreamKind};
 use crate::image::env::{Installer, Manifests};
@@ -344,11 +343,10 @@ pub(crate) async fn run_tests(
             PackDelivery::Volume => {
                 let delivered = volume::ensure(
                     engine.as_ref(),
-                    &Owned::in_state_dir(preparer.state_dir),
                     &plan.pack_ref,
                     &plan.pack_dir,
                     &plan.pack_digest,
-                    &prepared.run_image,
+                    &prepared.image,
                 )
                 .await?;
                 PackSource::Volume(delivered.name)
@@ -359,7 +357,7 @@ pub(crate) async fn run_tests(
                 digest: plan.pack_digest.clone(),
             }),
         };
-        let workload = workload(plan, planned, &exec_id, &prepared.run_image, owner, pack);
+        let workload = workload(plan, planned, &exec_id, &prepared.image, owner, pack);
         let limits = RunLimits {
             timeout: runner
                 .timeout_seconds
@@ -384,8 +382,7 @@ pub(crate) async fn run_tests(
             Ending::Cancelled => return Err(PrepareError::Cancelled.into()),
             Ending::TimedOut => TestStatus::TimedOut,
             Ending::Exited if exit.exit_code == Some(0) && !exit.oom_killed => TestStatus::Passed,
-            // Removed by someone else: the runner did not pass.
-            Ending::Exited | Ending::Removed => TestStatus::Failed,
+            Ending::Exited => TestStatus::Failed,
         };
         let report = RunnerReport {
             name: runner.name.clone(),
