@@ -10,6 +10,9 @@
 //! 4. Server RSS idle, and its peak under 16 concurrent runs each printing 100 MiB.
 //! 5. 1,000 runs at concurrency 16: none lost, none duplicated, no leftovers; the same with the
 //!    server killed (SIGKILL) and restarted in the middle.
+//!
+//! `cargo bench --bench serve -- speed` measures the speed goals instead (`speed/mod.rs`,
+//! bench/speed.md).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
@@ -18,10 +21,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "speed/mod.rs"]
+mod speed;
+
 use bollard::Docker;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptions,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder,
+    WaitContainerOptions,
 };
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -36,10 +43,23 @@ fn count(name: &str, default: usize) -> usize {
 struct Server {
     child: Child,
     url: String,
+    /// Every line the server wrote on stderr after the one saying where it listens.
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
     fn start(state: &Path, packs: &Path, config: &str, listen: &str) -> Server {
+        Server::start_with(state, packs, config, listen, &[])
+    }
+
+    /// A server started with `global` flags before `serve` (`--log ...`).
+    fn start_with(
+        state: &Path,
+        packs: &Path,
+        config: &str,
+        listen: &str,
+        global: &[&str],
+    ) -> Server {
         std::fs::create_dir_all(state).expect("state folder");
         let config_file = state.join("config.yaml");
         std::fs::write(&config_file, config).expect("config");
@@ -48,6 +68,7 @@ impl Server {
             .arg(&config_file)
             .arg("--state-dir")
             .arg(state)
+            .args(global)
             .args(["serve", "--listen", listen, "--packs"])
             .arg(packs)
             .env_remove("PACKBOX_SERVE_TOKEN")
@@ -68,8 +89,33 @@ impl Server {
             }
         };
         // Keep reading stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, url }
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let keeper = Arc::clone(&kept);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(mut kept) = keeper.lock() {
+                    kept.push(line);
+                }
+            }
+        });
+        Server {
+            child,
+            url,
+            stderr: kept,
+        }
+    }
+
+    /// How many stderr lines the server wrote so far (a mark for [`Server::lines_since`]).
+    fn mark(&self) -> usize {
+        self.stderr.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    /// The stderr lines written since `mark`.
+    fn lines_since(&self, mark: usize) -> Vec<String> {
+        self.stderr
+            .lock()
+            .map(|l| l.get(mark..).unwrap_or(&[]).to_vec())
+            .unwrap_or_default()
     }
 
     fn pid(&self) -> u32 {
@@ -236,16 +282,20 @@ fn docker_run_args(inspected: &Value, seccomp_file: &Path) -> Vec<String> {
             number(&limit["Hard"])
         ));
     }
-    if host["Init"] == true {
-        args.push("--init".into());
-    }
+    // packbox's own init comes from its volume; `docker run` gets the engine's, which does
+    // the same for an action (reaps, forwards signals).
+    args.push("--init".into());
     args.extend([
         "--log-driver".into(),
         host["LogConfig"]["Type"].as_str().unwrap_or("none").into(),
     ]);
     for bind in host["Binds"].as_array().into_iter().flatten() {
+        let bind = bind.as_str().unwrap_or("");
+        if bind.starts_with("packbox-init-") {
+            continue;
+        }
         args.push("-v".into());
-        args.push(bind.as_str().unwrap_or("").into());
+        args.push(bind.into());
     }
     args.extend([
         "--user".into(),
@@ -309,22 +359,32 @@ fn pooled_container(pid: u32, action: &str) -> Value {
     list[0].clone()
 }
 
-/// Runs `runs` containers like `inspected` (cmd: the action alone) straight through the Engine
-/// API, `concurrency` at a time: create, start, wait, remove. Returns runs per second.
-async fn engine_ceiling(inspected: &Value, runs: usize, concurrency: usize) -> f64 {
+/// Runs `runs` containers like `inspected` (cmd: the action alone, under the engine's default
+/// runtime and init) straight through the Engine API, `concurrency` at a time: create, (with
+/// `attach`: attach, then the stdin document written and closed, the output read to its end,)
+/// start, wait, remove. Returns runs per second.
+async fn engine_ceiling(inspected: &Value, runs: usize, concurrency: usize, attach: bool) -> f64 {
     let docker = Docker::connect_with_local_defaults().expect("the engine");
     let mut config: ContainerCreateBody =
         serde_json::from_value(inspected["Config"].clone()).expect("a container config");
-    config.host_config =
-        Some(serde_json::from_value(inspected["HostConfig"].clone()).expect("a host config"));
+    let mut host: bollard::models::HostConfig =
+        serde_json::from_value(inspected["HostConfig"].clone()).expect("a host config");
+    host.runtime = None;
+    host.init = Some(true);
+    if let Some(binds) = host.binds.as_mut() {
+        binds.retain(|b| !b.starts_with("packbox-init-"));
+    }
+    config.host_config = Some(host);
     config.cmd = Some(vec!["bash".into(), "/pack/actions/noop.sh".into()]);
     config.labels = Some(HashMap::from([(
         "packbox-bench".to_string(),
         "ceiling".to_string(),
     )]));
-    config.open_stdin = Some(false);
-    config.stdin_once = Some(false);
-    config.attach_stdin = Some(false);
+    config.open_stdin = Some(attach);
+    config.stdin_once = Some(attach);
+    config.attach_stdin = Some(attach);
+    config.attach_stdout = Some(attach);
+    config.attach_stderr = Some(attach);
     let started = Instant::now();
     futures::stream::iter(0..runs)
         .map(|n| {
@@ -337,7 +397,29 @@ async fn engine_ceiling(inspected: &Value, runs: usize, concurrency: usize) -> f
                     .await
                     .expect("create")
                     .id;
+                let attached = if attach {
+                    let options = AttachContainerOptionsBuilder::default()
+                        .stdin(true)
+                        .stdout(true)
+                        .stderr(true)
+                        .stream(true)
+                        .build();
+                    Some(
+                        docker
+                            .attach_container(&id, Some(options))
+                            .await
+                            .expect("attach"),
+                    )
+                } else {
+                    None
+                };
                 docker.start_container(&id, None).await.expect("start");
+                if let Some(mut attached) = attached {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = attached.input.write_all(b"{}\n").await;
+                    let _ = attached.input.shutdown().await;
+                    while attached.output.next().await.is_some() {}
+                }
                 let mut waiting = docker.wait_container(&id, None::<WaitContainerOptions>);
                 while let Some(result) = waiting.next().await {
                     result.expect("the container exits 0");
@@ -491,6 +573,11 @@ fn main() {
         .timeout(Duration::from_secs(600))
         .build()
         .expect("a client");
+    copy_pack(&root.join("tests/fixtures/heavy"), &packs);
+    if std::env::args().any(|arg| arg == "speed") {
+        speed::run(&runtime, &root, work.path(), &packs, &state, &client);
+        return;
+    }
     let mut rows: Vec<[String; 5]> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
 
@@ -637,7 +724,7 @@ fn main() {
             .collect::<Vec<()>>()
             .await;
         let served = throughput_runs as f64 / started.elapsed().as_secs_f64();
-        let ceiling = engine_ceiling(&inspected, throughput_runs, 8).await;
+        let ceiling = engine_ceiling(&inspected, throughput_runs, 8, false).await;
         (served, ceiling)
     });
     rows.push([

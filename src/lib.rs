@@ -65,7 +65,7 @@ pub use engine::ConnectProblem;
 pub use engine::endpoint::{
     Endpoint, EndpointError, Origin as EndpointOrigin, TlsFiles, Transport,
 };
-pub use engine::{EngineError, StreamKind};
+pub use engine::{ENGINE_CLIENT_LOG_TARGET, EngineError, StreamKind};
 pub use executor::doctor::{Check, CheckStatus, Report as DoctorReport, diagnose};
 pub use executor::error::{Error, Fault};
 pub use executor::explain::{CandidateReport, EnvironmentReport, Explanation, Lock, NotHonoured};

@@ -80,7 +80,7 @@ fn explain_names_the_version_the_environment_and_the_lock_without_running() {
             .starts_with("sha256:")
     );
     assert!(
-        parts["dockerfile"]
+        parts["install_script"]
             .as_str()
             .unwrap_or("")
             .contains("pip install")

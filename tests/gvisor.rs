@@ -68,7 +68,7 @@ fn the_action_runs_in_gvisors_kernel_and_the_outcome_says_so() {
         (run, outcome)
     };
     assert_eq!(runc["result"]["release"], host_release.as_str());
-    assert_eq!(runc["sandbox"]["oci_runtime"], Value::Null);
+    assert_eq!(runc["sandbox"]["oci_runtime"], default_oci_runtime());
 }
 
 #[test]

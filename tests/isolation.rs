@@ -69,7 +69,7 @@ fn a_config_rule_makes_matching_actions_strict_and_leaves_the_others() {
     let (_, standard) = run_action("syscalls.shell", &["--config", &file]);
     assert_eq!(standard["status"], "succeeded", "{standard}");
     assert_eq!(standard["sandbox"]["isolation"]["level"], "standard");
-    assert_eq!(standard["sandbox"]["oci_runtime"], Value::Null);
+    assert_eq!(standard["sandbox"]["oci_runtime"], default_oci_runtime());
     assert_eq!(standard["sandbox"]["memory_bytes"], 512 << 20);
 }
 

@@ -102,7 +102,8 @@ async fn pooled_runs_with_preloaded_interpreters_keep_the_contract() {
             assert_eq!(contract(&warm), contract(&cold), "{action} fail={fail}");
         }
     }
-    // The idle containers of Python and Node.js runs hold a running interpreter, not a shell.
+    // The idle containers of Python and Node.js runs hold a running interpreter, not a shell
+    // (under packbox's init, which runs the command).
     for (action, interpreter) in [("svc.pyinfo", "python3"), ("svc.nodeinfo", "node")] {
         let ids = std::process::Command::new("docker")
             .args([
@@ -125,7 +126,8 @@ async fn pooled_runs_with_preloaded_interpreters_keep_the_contract() {
             .output()
             .expect("docker inspect");
         let cmd: Vec<String> = serde_json::from_slice(&inspected.stdout).expect("a command");
-        assert_eq!(cmd[0], interpreter, "{cmd:?}");
+        assert_eq!(cmd[..2], ["/.packbox/packbox-init", "--"], "{cmd:?}");
+        assert_eq!(cmd[2], interpreter, "{cmd:?}");
         assert!(!cmd.contains(&"packbox-warm".to_string()), "{cmd:?}");
     }
     let pid = server.pid();

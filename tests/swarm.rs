@@ -622,3 +622,62 @@ fn the_head_of_a_flood_is_kept_though_the_log_rotates() {
             .join(" | ")
     );
 }
+
+/// The engine client logs the body of every request it sends at debug level, and a Swarm run's
+/// parameter document travels in one (the secret's data, base64): no `--log` level may print
+/// it. The attack: `--backend swarm --log debug` wrote the secret-create body to the log.
+#[test]
+fn no_log_level_prints_the_parameter_secrets_request_body() {
+    require_engine();
+    let _swarm = use_swarm();
+    // `{"token":"` and the secret are 27 bytes: whatever follows in the document, its base64
+    // starts with these 36 characters.
+    let document_head = format!("{{\"token\":\"{SECRET}");
+    assert_eq!(document_head.len() % 3, 0);
+    let encoded = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(document_head.as_bytes())
+    };
+    assert_eq!(encoded.len(), 36, "{encoded}");
+    for level in ["debug", "trace", "bollard=trace"] {
+        let packs = swarm_packs().to_string_lossy().into_owned();
+        let mut args = vec![
+            "--backend",
+            "swarm",
+            "run",
+            "--packs",
+            packs.as_str(),
+            "swarmcheck.inspect",
+            "--json",
+            "--secret",
+        ];
+        let secret = format!("token={SECRET}");
+        args.push(&secret);
+        args.extend_from_slice(&ENGINE_PROFILE);
+        let run = packbox(&args, &[("PACKBOX_LOG", level)]);
+        assert_no_swarm_leftovers(run.pid);
+        assert_eq!(run.code(), 0, "{level}: {}", run.stderr());
+        let log = run.stderr();
+        if level != "bollard=trace" {
+            assert!(
+                log.contains("DEBUG"),
+                "{level}: the log level took effect: {log}"
+            );
+        }
+        assert!(!log.contains(SECRET), "{level}: the secret is in the log");
+        assert!(
+            !log.contains(&encoded),
+            "{level}: the document's base64 is in the log"
+        );
+        let engine_client_lines = log
+            .lines()
+            .filter(|line| {
+                (line.contains("DEBUG") || line.contains("TRACE")) && line.contains("bollard")
+            })
+            .count();
+        assert_eq!(
+            engine_client_lines, 0,
+            "{level}: the engine client's debug lines: {log}"
+        );
+    }
+}

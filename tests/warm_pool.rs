@@ -92,3 +92,47 @@ async fn pooled_runs_keep_the_contract_and_close_leaves_nothing() {
     executor.close().await;
     assert!(containers_of(pid).is_empty(), "close removes the pool");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preloading_makes_the_leading_imports_ahead_of_the_run_and_no_others() {
+    require_engine();
+    let catalog = Catalog::builtin().expect("catalog");
+    let settings = settings();
+    let mut warm = settings.serve.warm;
+    (warm.per_kind, warm.total, warm.preload) = (1, 4, true);
+    let cold_executor = Executor::connect(settings.clone(), catalog.clone())
+        .await
+        .expect("engine");
+    let executor = Executor::connect(settings.clone(), catalog.clone())
+        .await
+        .expect("engine")
+        .with_warm_pool_sized(warm);
+    for action in ["warm.imports", "warm.requires"] {
+        let request = RunRequest::new(repo_root().join("tests/fixtures"), action);
+        let plan = packbox::plan(&settings, &catalog, &request).expect("plan");
+        // Without a pool, the interpreter starts at the run: nothing is imported ahead.
+        let cold = cold_executor.run(&plan, |_| {}).await.expect("run");
+        assert_eq!(cold.status, Status::Succeeded, "{:?}", cold.stderr);
+        let cold = cold.result.expect("JSON result");
+        assert_eq!(cold["early_ahead"], false, "{action}: {cold}");
+        assert_eq!(cold["late_ahead"], false, "{action}: {cold}");
+        // The pooled executor's first run starts its own container; then one waits for the next.
+        executor.run(&plan, |_| {}).await.expect("run");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while executor.idle_warm_containers() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pool never refilled"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let warm = executor.run(&plan, |_| {}).await.expect("run");
+        assert_eq!(warm.status, Status::Succeeded, "{:?}", warm.stderr);
+        let warm = warm.result.expect("JSON result");
+        assert_eq!(warm["early_ahead"], true, "{action}: {warm}");
+        assert_eq!(warm["late_ahead"], false, "{action}: {warm}");
+    }
+    cold_executor.close().await;
+    executor.close().await;
+    assert!(containers_of(std::process::id()).is_empty());
+}

@@ -4,6 +4,7 @@
 //! container may have been created and started before the run asked for it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinSet;
@@ -12,13 +13,19 @@ use tokio_util::sync::CancellationToken;
 use super::{BackendError, Job, Ran, RunBackend, WarmKind};
 use crate::common::error_text::chain;
 use crate::common::exec_ids::ExecIds;
+use crate::common::owned::Owned;
 use crate::egress::gateway::{Gateway, Slot};
-use crate::engine::{ContainerEngine, ContainerSpec, NotApplied, SharedEngine};
-use crate::lifecycle::pool::{self, Demand, Warm, WarmPool};
-use crate::lifecycle::run::{self, RunError, RunIo, Started};
+use crate::engine::{ContainerEngine, ContainerSpec, InitProcess, NotApplied, SharedEngine};
+use crate::lifecycle::pool::{self, Demand, Offer, Warm, WarmPool};
+use crate::lifecycle::run::{self, ExitCheck, RunError, RunIo, Started};
+use crate::pack_delivery::init;
 use crate::pack_delivery::volume::{self, DeliveryError};
 use crate::sandbox::{PackSource, SandboxPolicy, Workload};
 use crate::settings::{PackDelivery, WarmSettings};
+
+/// The least time a run waits for a pooled container that is starting before it starts its
+/// own (longer when the kind's starts are slower: four times their measured time).
+const STARTING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs jobs as containers on one engine.
 #[derive(Debug)]
@@ -32,12 +39,16 @@ pub struct LocalBackend {
     background: Mutex<JoinSet<()>>,
     /// How a pack folder reaches the container.
     pack_delivery: PackDelivery,
+    /// What packbox made (pack volumes it filled or verified).
+    owned: Owned,
     /// Where pre-started containers take their Attune execution ids.
     exec_ids: ExecIds,
     /// The egress proxy and per-run networks of runs with a grant.
     gateway: Arc<Gateway>,
     /// The per-run networks of pooled containers, by container id.
     pooled_slots: Arc<Mutex<HashMap<String, Slot>>>,
+    /// Runs whose engine exit status disagreed with the one their init reported.
+    exit_mismatches: Arc<AtomicU64>,
 }
 
 /// The container a run uses, and what comes with it.
@@ -65,6 +76,7 @@ impl LocalBackend {
         exec_ids: ExecIds,
         warm: Option<WarmSettings>,
         pack_delivery: PackDelivery,
+        owned: Owned,
         gateway: Arc<Gateway>,
     ) -> LocalBackend {
         let warm = warm.filter(|w| w.per_kind > 0 && w.total > 0);
@@ -80,9 +92,11 @@ impl LocalBackend {
             preload: warm.is_some_and(|w| w.preload),
             background: Mutex::new(JoinSet::new()),
             pack_delivery,
+            owned,
             exec_ids,
             gateway,
             pooled_slots: Arc::new(Mutex::new(HashMap::new())),
+            exit_mismatches: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -121,7 +135,7 @@ impl LocalBackend {
                 if let Some(slot) = slot {
                     self.gateway.release(slot).await;
                 }
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -164,6 +178,7 @@ impl LocalBackend {
         let delivered = tokio::select! {
             delivered = volume::ensure(
                 self.engine.as_ref(),
+                &self.owned,
                 &folder.pack_ref,
                 std::path::Path::new(&folder.host_dir),
                 &folder.digest,
@@ -215,7 +230,24 @@ impl LocalBackend {
         };
         // The kind is the spec before any slot: its grant is in a label, its network is not.
         let kind = pool::kind(&spec);
-        let (demand, offered) = warm_pool.begin(&kind);
+        let (demand, offer) = warm_pool.begin(&kind);
+        // Replacements start first: a run that waits for a starting container has claimed it.
+        self.refill(warm_pool, &kind, &spec, egress);
+        let offered = match offer {
+            Offer::Idle(warm) => Some(warm),
+            Offer::Starting(starting) => {
+                // Ready sooner than one started now; bounded, in case that start hangs.
+                let bound = (warm_pool.start_time(&kind) * 4).max(STARTING_WAIT);
+                let began = std::time::Instant::now();
+                let warm = tokio::select! {
+                    warm = tokio::time::timeout(bound, starting) => warm.ok().and_then(Result::ok),
+                    () = cancel.cancelled() => return Err(RunError::Cancelled.into()),
+                };
+                crate::common::phase::phase("wait", began, "");
+                warm
+            }
+            Offer::Nothing => None,
+        };
         let (exec_id, attune_exec_id, started, slot) =
             match self.take_warm(warm_pool, &kind, offered).await {
                 Some(warm) => {
@@ -231,25 +263,47 @@ impl LocalBackend {
                     (exec_id, attune_exec_id, started, slot)
                 }
             };
-        for _ in 0..warm_pool.reserve(&kind) {
+        let mut go_then_stdin = pool::GO_LINE.to_vec();
+        go_then_stdin.extend_from_slice(&stdin);
+        Ok(Launched {
+            exec_id,
+            attune_exec_id,
+            started,
+            stdin: go_then_stdin,
+            _demand: Some(demand),
+            slot,
+        })
+    }
+
+    /// Starts, off the run's path, as many containers of this kind as the pool asks for now
+    /// (each on a per-run network of its own when the kind has a grant).
+    fn refill(
+        &self,
+        warm_pool: &Arc<WarmPool>,
+        kind: &pool::Kind,
+        spec: &ContainerSpec,
+        egress: bool,
+    ) {
+        for _ in 0..warm_pool.reserve(kind) {
             let next_id = uuid::Uuid::new_v4().to_string();
             // A pooled container's environment is fixed when it starts: it takes its Attune id
             // now (one unused by a container removed idle is never handed out again).
             let next_attune_id = match self.exec_ids.next() {
                 Ok(id) => id,
                 Err(e) => {
-                    warm_pool.start_failed(&kind);
+                    warm_pool.start_failed(kind);
                     tracing::warn!("pre-starting a container: {}", chain(&e));
                     continue;
                 }
             };
-            let mut next_spec = pool::with_exec_id(&spec, &next_id, next_attune_id);
-            let (engine, warm_pool, kind, gateway, pooled_slots) = (
+            let mut next_spec = pool::with_exec_id(spec, &next_id, next_attune_id);
+            let (engine, warm_pool, kind, gateway, pooled_slots, owned) = (
                 SharedEngine::clone(&self.engine),
                 Arc::clone(warm_pool),
                 kind.clone(),
                 Arc::clone(&self.gateway),
                 Arc::clone(&self.pooled_slots),
+                self.owned.clone(),
             );
             self.spawn_background(async move {
                 let asked = tokio::time::Instant::now();
@@ -268,7 +322,13 @@ impl LocalBackend {
                 if let Some(slot) = &slot {
                     slot.apply(&mut next_spec);
                 }
-                match run::start(&engine, &container_name(&next_id), &next_spec).await {
+                let started = match ensure_init(engine.as_ref(), &owned, &next_spec).await {
+                    Ok(()) => run::start(&engine, &container_name(&next_id), &next_spec)
+                        .await
+                        .map_err(BackendError::from),
+                    Err(e) => Err(e.into()),
+                };
+                match started {
                     Ok(started) => {
                         let id = started.id().to_string();
                         if let (Some(slot), Ok(mut slots)) = (slot, pooled_slots.lock()) {
@@ -297,16 +357,6 @@ impl LocalBackend {
                 }
             });
         }
-        let mut go_then_stdin = pool::GO_LINE.to_vec();
-        go_then_stdin.extend_from_slice(&stdin);
-        Ok(Launched {
-            exec_id,
-            attune_exec_id,
-            started,
-            stdin: go_then_stdin,
-            _demand: Some(demand),
-            slot,
-        })
     }
 
     /// A pre-started container for this kind of run whose process still waits for its
@@ -338,18 +388,22 @@ impl LocalBackend {
         None
     }
 
-    /// Creates and starts a container, unless the run is cancelled first (then nothing is
-    /// left behind).
+    /// Creates and starts a container (its init's volume made first), unless the run is
+    /// cancelled first (then nothing is left behind).
     async fn start_container(
         &self,
         exec_id: &str,
         spec: &ContainerSpec,
         cancel: &CancellationToken,
-    ) -> Result<Started, RunError> {
+    ) -> Result<Started, BackendError> {
         let name = container_name(exec_id);
+        let start = async {
+            ensure_init(self.engine.as_ref(), &self.owned, spec).await?;
+            Ok::<_, BackendError>(run::start(&self.engine, &name, spec).await?)
+        };
         tokio::select! {
-            started = run::start(&self.engine, &name, spec) => started,
-            () = cancel.cancelled() => Err(RunError::Cancelled),
+            started = start => started,
+            () = cancel.cancelled() => Err(RunError::Cancelled.into()),
         }
     }
 }
@@ -370,6 +424,11 @@ impl RunBackend for LocalBackend {
         } = job;
         let workload = self.deliver_pack(workload, io.cancel).await?;
         let mut spec = policy.container_spec(workload, kernel);
+        // packbox's init runs the action: the run ends at the action's exit, not the engine's.
+        // Podman keeps its engine's init: packbox's is measured and tested on Docker only.
+        if !self.engine.identity().is_podman() {
+            spec.init = init::process();
+        }
         if let Some(grant) = egress {
             spec.labels.insert(GRANT_LABEL.into(), grant.digest());
         }
@@ -429,10 +488,13 @@ impl RunBackend for LocalBackend {
             }
         };
         // The outcome is known: the container goes off the run's path (`close` waits for it),
-        // then its network serves another run.
-        let gateway = Arc::clone(&self.gateway);
+        // once the engine's exit status is checked against the init's; then its network serves
+        // another run.
+        let (gateway, mismatches) = (Arc::clone(&self.gateway), Arc::clone(&self.exit_mismatches));
         self.spawn_background(async move {
-            exited.remove().await;
+            if let ExitCheck::Mismatch { .. } = exited.remove().await {
+                mismatches.fetch_add(1, Ordering::Relaxed);
+            }
             if let Some(slot) = slot {
                 gateway.release(slot).await;
             }
@@ -444,6 +506,10 @@ impl RunBackend for LocalBackend {
             sandbox,
             egress: audit,
         })
+    }
+
+    fn exit_mismatches(&self) -> u64 {
+        self.exit_mismatches.load(Ordering::Relaxed)
     }
 
     fn idle_warm(&self) -> usize {
@@ -482,6 +548,18 @@ impl RunBackend for LocalBackend {
                 self.discard_pooled(warm).await;
             }
         }
+    }
+}
+
+/// Makes sure the engine has packbox's init when the container runs it.
+async fn ensure_init(
+    engine: &dyn ContainerEngine,
+    owned: &Owned,
+    spec: &ContainerSpec,
+) -> Result<(), DeliveryError> {
+    match spec.init {
+        InitProcess::Packbox { .. } => init::ensure(engine, owned, &spec.image).await,
+        InitProcess::Engine => Ok(()),
     }
 }
 

@@ -13,6 +13,7 @@
 pub mod local;
 pub mod swarm;
 
+use crate::common::owned::Owned;
 use std::fmt;
 use std::sync::Arc;
 
@@ -68,11 +69,13 @@ pub fn for_settings(
             crate::common::exec_ids::ExecIds::new(&settings.state_dir),
             warm,
             settings.pack_delivery,
+            Owned::in_state_dir(&settings.state_dir),
             gateway,
         )),
         Backend::Swarm => Arc::new(swarm::SwarmBackend::new(
             SharedEngine::clone(engine),
             settings.registry.clone(),
+            Owned::in_state_dir(&settings.state_dir),
             settings.placement.clone(),
             gateway,
         )),
@@ -149,6 +152,12 @@ pub trait RunBackend: Send + Sync + fmt::Debug {
     /// Pre-started containers waiting now, per kind of run.
     fn warm_kinds(&self) -> Vec<WarmKind> {
         Vec::new()
+    }
+
+    /// Runs whose result came from packbox's init and whose container's exit status, as the
+    /// engine saw it afterwards, differed (or never came): each is logged as a warning too.
+    fn exit_mismatches(&self) -> u64 {
+        0
     }
 
     /// Removes the pre-started containers nobody needs now (kinds unused for the idle time,

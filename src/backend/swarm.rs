@@ -11,6 +11,7 @@ use tokio::sync::OnceCell;
 use std::sync::Arc;
 
 use super::{BackendError, Job, Ran, RunBackend};
+use crate::common::owned::Owned;
 use crate::egress::gateway::Gateway;
 use crate::engine::{NetworkSpec, SharedEngine, SharedSwarm};
 use crate::lifecycle::RunError;
@@ -107,6 +108,8 @@ pub struct SwarmBackend {
     /// The Swarm face, once the Swarm was found fit (a manager; a registry if it has more than
     /// one node).
     swarm: OnceCell<SharedSwarm>,
+    /// What packbox made (the pack images it built).
+    owned: Owned,
 }
 
 impl SwarmBackend {
@@ -115,6 +118,7 @@ impl SwarmBackend {
     pub fn new(
         engine: SharedEngine,
         registry: Option<String>,
+        owned: Owned,
         placement: Vec<String>,
         gateway: Arc<Gateway>,
     ) -> SwarmBackend {
@@ -124,6 +128,7 @@ impl SwarmBackend {
             placement,
             gateway,
             swarm: OnceCell::new(),
+            owned,
         }
     }
 
@@ -201,6 +206,7 @@ impl RunBackend for SwarmBackend {
         let image = pack_image::ensure(
             &self.engine,
             swarm.as_ref(),
+            &self.owned,
             PackImageSource {
                 pack_ref: &pack.pack_ref,
                 pack_dir: std::path::Path::new(&pack.host_dir),
@@ -387,6 +393,9 @@ mod tests {
         let backend = SwarmBackend::new(
             fake.clone(),
             registry.map(str::to_string),
+            Owned::in_state_dir(
+                &std::env::temp_dir().join(format!("packbox-test-{}", uuid::Uuid::new_v4())),
+            ),
             vec!["node.role==worker".to_string()],
             gateway,
         );

@@ -117,7 +117,8 @@ fn version_cell(action: &CheckedAction) -> String {
     }
 }
 
-/// `name*: integer = 3` (`*`: required); a secret's default is never shown.
+/// `name*: integer = 3` (`*`: required); a secret's default is never shown, nor a secret
+/// property inside a default.
 fn parameter_summary(name: &str, spec: &ParameterSpec) -> String {
     let mut text = name.to_string();
     if spec.required {
@@ -128,7 +129,7 @@ fn parameter_summary(name: &str, spec: &ParameterSpec) -> String {
     }
     if spec.secret {
         text.push_str(" (secret)");
-    } else if let Some(default) = &spec.default {
+    } else if let Some(default) = spec.public_default() {
         text.push_str(&format!(" = {default}"));
     }
     text

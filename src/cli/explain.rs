@@ -148,16 +148,23 @@ fn print_explanation(e: &Explanation) {
             text("runtime"),
             text("version")
         ));
-        let recipe = text("dockerfile");
+        let recipe = text("install_script");
         out(format!(
-            "  recipe          format {}, Dockerfile sha256 {}",
+            "  recipe          format {}, install script sha256 {}",
             parts["format"],
             &hex::encode(Sha256::digest(recipe.as_bytes()))[..16]
         ));
         out(format!("  dependencies    {}", text("dependencies")));
-        for index in ["pip_index_url", "npm_registry"] {
-            if let Some(url) = parts[index].as_str() {
-                out(format!("  {index:<15} {url}"));
+        // The URLs themselves may hold credentials: `config show` shows them masked.
+        for (index, name) in [
+            ("pip_index_url_sha256", "pip index"),
+            ("npm_registry_sha256", "npm registry"),
+        ] {
+            if let Some(hash) = parts[index].as_str() {
+                out(format!(
+                    "  {name:<15} sha256 {}",
+                    &hash[..16.min(hash.len())]
+                ));
             }
         }
     }

@@ -3,6 +3,7 @@
 //! volumes (packs delivered by content) beyond the keep rule that no container uses.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use packbox::{Catalog, Executor};
@@ -20,6 +21,10 @@ pub struct GcArgs {
     /// and the one before).
     #[arg(long, value_name = "N", default_value_t = 2)]
     keep: usize,
+    /// Pack and init volumes younger than this many seconds are kept whatever the keep rule:
+    /// a run may be between filling one and creating the container that mounts it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    min_volume_age: u64,
 }
 
 /// Sweeps leftovers and reports them.
@@ -28,7 +33,9 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
         let settings = options::resolve(global)?;
         let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
         let executor = Executor::connect(settings, catalog).await?;
-        let report = executor.gc(args.keep).await;
+        let report = executor
+            .gc(args.keep, Duration::from_secs(args.min_volume_age))
+            .await;
         executor.close().await;
         report
     }
@@ -42,6 +49,7 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
                         "removed": report.containers,
                         "images": report.images,
                         "pack_volumes": report.pack_volumes,
+                        "init_volumes": report.init_volumes,
                     })
                 );
             } else {
@@ -59,6 +67,9 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
                 }
                 for volume in &report.pack_volumes.removed {
                     println!("removed pack volume {volume}");
+                }
+                for volume in &report.init_volumes {
+                    println!("removed init volume {volume} (another packbox build's)");
                 }
                 println!(
                     "removed {} leftover(s), {} image(s), {} pack volume(s) (kept {})",

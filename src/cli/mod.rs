@@ -156,8 +156,17 @@ pub fn main() -> ExitCode {
 /// The crate whose log lines repeat an error packbox reports itself.
 const QUIET_TLS_VERIFIER: &str = "rustls_platform_verifier";
 
-/// Logs to stderr, filtered by `filter`, as text or JSON lines.
+/// The engine client's log target, whose debug and trace lines print request bodies (a Swarm
+/// secret's data included): capped at info whatever the filter says.
+const REQUEST_BODY_LOGGER: &str = packbox::ENGINE_CLIENT_LOG_TARGET;
+
+/// Logs to stderr, filtered by `filter`, as text or JSON lines. No filter can show a request
+/// body: the engine client's debug lines are cut before any filter sees them.
 fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::FilterExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     // The TLS verifier of `run --server` logs an ERROR line of its own for the certificate
     // failure packbox reports with the server's name and what to set: one message is enough,
     // unless the filter asks for that crate by name.
@@ -167,14 +176,25 @@ fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
         format!("{filter},{QUIET_TLS_VERIFIER}=off")
     };
     let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+    let no_request_bodies = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with(REQUEST_BODY_LOGGER) && *meta.level() > tracing::Level::INFO)
+    });
+    let filter = filter.and(no_request_bodies);
     // Colours only for a terminal: logs of a service go to files and collectors.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().with_current_span(true).init(),
-    }
+    let lines = match format {
+        LogFormat::Text => lines.with_filter(filter).boxed(),
+        LogFormat::Json => lines
+            .json()
+            .with_current_span(true)
+            .with_filter(filter)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(lines)
+        .try_init()
+        .map_err(|e| e.to_string())?;
     Ok(())
 }

@@ -106,9 +106,28 @@ pub fn sanitize(text: &str) -> String {
         .collect()
 }
 
+/// [`sanitize`] for a field that must stay on one line (a status line's action, status and
+/// runtime, from a server that may be hostile): newlines and tabs are replaced too.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| match is_unsafe_for_terminal(c) {
+            true => '\u{FFFD}',
+            false => c,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_replaces_line_breaks_too() {
+        assert_eq!(
+            one_line("ok\n\u{1b}[2Kx\ty"),
+            "ok\u{FFFD}\u{FFFD}[2Kx\u{FFFD}y"
+        );
+    }
 
     #[test]
     fn sanitize_replaces_controls_c1_and_bidi_but_keeps_lines() {

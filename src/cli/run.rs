@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
 use packbox::{
@@ -105,18 +106,18 @@ pub async fn execute(args: RunArgs, global: &GlobalArgs) -> ExitCode {
         }
         return ExitCode::from(EXIT_INPUT);
     };
-    match run(&args, &packs, settings).await {
-        Ok(outcome) => {
-            if args.json {
-                // Streamed: no second copy of a large output in memory.
-                if let Err(e) = render::print_json(&outcome) {
-                    eprintln!("error: cannot write the outcome: {e}");
-                }
-            } else {
-                print_human(&Shown::of(&outcome), args.follow);
+    let show = |outcome: &Outcome| {
+        if args.json {
+            // Streamed: no second copy of a large output in memory.
+            if let Err(e) = render::print_json(outcome) {
+                eprintln!("error: cannot write the outcome: {e}");
             }
-            ExitCode::from(outcome.status.exit_code() as u8)
+        } else {
+            print_human(&Shown::of(outcome), args.follow);
         }
+    };
+    match run(&args, &packs, settings, show).await {
+        Ok(outcome) => ExitCode::from(outcome.status.exit_code() as u8),
         Err(error) => render::report(&error, args.json),
     }
 }
@@ -168,7 +169,14 @@ fn remote_run(args: &RunArgs) -> Result<RemoteRun, String> {
     })
 }
 
-async fn run(args: &RunArgs, packs: &Path, settings: Settings) -> Result<Outcome, Error> {
+/// Runs the action and shows its outcome as soon as it is known, before the container's removal
+/// (which the process still waits for before it exits).
+async fn run(
+    args: &RunArgs,
+    packs: &Path,
+    settings: Settings,
+    show: impl FnOnce(&Outcome),
+) -> Result<Outcome, Error> {
     let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
     // Everything wrong with the input is said before the engine is contacted.
     // The key store of the state folder, as a server would use it (empty without a key).
@@ -226,8 +234,38 @@ async fn run(args: &RunArgs, packs: &Path, settings: Settings) -> Result<Outcome
             terminal,
         );
     }
+    if let Ok(outcome) = &outcome {
+        show(outcome);
+    }
     executor.close().await;
     outcome
+}
+
+/// Whether the last text packbox wrote to stderr left a line open (the action's stderr without
+/// a final newline): the status line must then start a line of its own, or an action could print
+/// a fake `ok: ...` that the real status would only continue.
+static STDERR_LINE_OPEN: AtomicBool = AtomicBool::new(false);
+/// The same for stdout, when it is a terminal (which stderr may share).
+static TERMINAL_STDOUT_LINE_OPEN: AtomicBool = AtomicBool::new(false);
+
+/// Writes to stderr and remembers whether a line is left open.
+fn write_stderr(bytes: &[u8]) {
+    if let Some(last) = bytes.last() {
+        STDERR_LINE_OPEN.store(*last != b'\n', Ordering::Relaxed);
+        let _ = std::io::stderr().write_all(bytes);
+    }
+}
+
+/// Writes to stdout (a terminal: sanitised first) and remembers whether a terminal line is left
+/// open.
+fn write_stdout(bytes: &[u8], terminal: bool) {
+    let Some(last) = bytes.last() else {
+        return;
+    };
+    if terminal {
+        TERMINAL_STDOUT_LINE_OPEN.store(*last != b'\n', Ordering::Relaxed);
+    }
+    let _ = std::io::stdout().write_all(bytes);
 }
 
 /// Live output, already scrubbed of secrets: raw bytes to a pipe, sanitised text to a terminal.
@@ -236,12 +274,12 @@ pub fn follow_output(stream: StreamKind, bytes: &[u8], stdout_to_stderr: bool, t
         return;
     }
     let clean = |bytes: &[u8]| render::sanitize(&String::from_utf8_lossy(bytes)).into_bytes();
-    let _ = match stream {
-        StreamKind::Stdout if stdout_to_stderr => std::io::stderr().write_all(&clean(bytes)),
-        StreamKind::Stdout if terminal => std::io::stdout().write_all(&clean(bytes)),
-        StreamKind::Stdout => std::io::stdout().write_all(bytes),
-        StreamKind::Stderr => std::io::stderr().write_all(&clean(bytes)),
-    };
+    match stream {
+        StreamKind::Stdout if stdout_to_stderr => write_stderr(&clean(bytes)),
+        StreamKind::Stdout if terminal => write_stdout(&clean(bytes), true),
+        StreamKind::Stdout => write_stdout(bytes, false),
+        StreamKind::Stderr => write_stderr(&clean(bytes)),
+    }
 }
 
 /// What the human rendering of a run shows, from a local outcome or a server's record.
@@ -294,18 +332,26 @@ fn status_name(status: Status) -> &'static str {
 }
 
 /// The action's output (unless it was followed), then a status line and the error on stderr.
+/// The status line starts a line of its own, and what a server sent is shown on one line with
+/// no control characters.
 pub fn print_human(shown: &Shown<'_>, followed: bool) {
     if !followed {
-        let mut stdout = std::io::stdout();
+        let terminal = std::io::stdout().is_terminal();
         // Written as is to a pipe (no copy of a large output); sanitised for a terminal.
-        let _ = if stdout.is_terminal() {
-            stdout.write_all(render::sanitize(shown.stdout).as_bytes())
+        if terminal {
+            write_stdout(render::sanitize(shown.stdout).as_bytes(), true);
         } else {
-            stdout.write_all(shown.stdout.as_bytes())
-        };
-        if !shown.stderr.is_empty() {
-            eprint!("{}", render::sanitize(shown.stderr));
+            write_stdout(shown.stdout.as_bytes(), false);
         }
+        write_stderr(render::sanitize(shown.stderr).as_bytes());
+    }
+    let _ = std::io::stdout().flush();
+    if TERMINAL_STDOUT_LINE_OPEN.swap(false, Ordering::Relaxed) {
+        let _ = std::io::stdout().write_all(b"\n");
+        let _ = std::io::stdout().flush();
+    }
+    if STDERR_LINE_OPEN.swap(false, Ordering::Relaxed) {
+        eprintln!();
     }
     let mark = match shown.status {
         "succeeded" => "ok",
@@ -313,10 +359,10 @@ pub fn print_human(shown: &Shown<'_>, followed: bool) {
     };
     eprintln!(
         "{mark}: {} {} ({} {}, {} ms, exit code {})",
-        shown.action,
-        shown.status,
-        shown.runtime,
-        shown.runtime_version,
+        render::one_line(shown.action),
+        render::one_line(shown.status),
+        render::one_line(shown.runtime),
+        render::one_line(shown.runtime_version),
         shown.duration_ms,
         shown
             .exit_code

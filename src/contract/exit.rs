@@ -12,6 +12,9 @@ pub enum Ending {
     TimedOut,
     /// packbox was asked to stop (Ctrl-C, SIGTERM) and stopped it.
     Cancelled,
+    /// Someone else removed the container while the action ran (another packbox's sweep of
+    /// leftovers, or `docker rm`): the exit code is the kill's, not the action's.
+    Removed,
 }
 
 /// How a container ended, with its captured streams.

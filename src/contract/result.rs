@@ -74,6 +74,13 @@ pub fn outcome(terms: OutcomeTerms<'_>, exit: ContainerExit, facts: RunFacts) ->
             Status::Cancelled,
             Some("Execution was cancelled".to_string()),
         ),
+        Ending::Removed => (
+            Status::Error,
+            Some(format!(
+                "the action's container {} was removed while the action ran, by someone else (another packbox's sweep of leftovers, or `docker rm`); its exit code is the kill's",
+                facts.exec_id
+            )),
+        ),
         Ending::Exited => {
             let status = status_of(code, exit.oom_killed);
             let error = (status == Status::Oom).then(|| {

@@ -112,16 +112,40 @@ impl Redactor {
         }
     }
 
-    /// Scrubs every string of the value in place (keys are names, not secrets).
+    /// Scrubs the value in place: every string, every object key (an action may print a
+    /// secret as a key) and every number (a secret PIN printed as a JSON number). A number that
+    /// holds a secret becomes the scrubbed text of its digits; keys that scrub to the same text
+    /// are kept apart (`***`, `***#2`, ...), so no value is lost.
     pub fn value(&self, value: &mut Value) {
-        if self.is_empty() {
+        let Some(matcher) = &self.matcher else {
             return;
-        }
+        };
         match value {
             Value::String(s) => *s = self.text(std::mem::take(s)),
+            Value::Number(n) => {
+                let digits = n.to_string();
+                if matcher.is_match(&digits) {
+                    *value = Value::String(self.text(digits));
+                }
+            }
             Value::Array(items) => items.iter_mut().for_each(|item| self.value(item)),
-            Value::Object(map) => map.values_mut().for_each(|item| self.value(item)),
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+            Value::Object(map) => {
+                map.values_mut().for_each(|item| self.value(item));
+                if map.keys().any(|key| matcher.is_match(key)) {
+                    let entries = std::mem::take(map);
+                    for (key, item) in entries {
+                        let key = self.text(key);
+                        let mut unique = key.clone();
+                        let mut count = 1;
+                        while map.contains_key(&unique) {
+                            count += 1;
+                            unique = format!("{key}#{count}");
+                        }
+                        map.insert(unique, item);
+                    }
+                }
+            }
+            Value::Null | Value::Bool(_) => {}
         }
     }
 
@@ -315,6 +339,29 @@ mod tests {
         assert_eq!(value, json!({"a": ["id ***"], "b": 7}));
     }
 
+    #[test]
+    fn secrets_as_keys_and_numbers_are_scrubbed_without_losing_entries() {
+        let values = [json!("4821"), json!("TOPSECRET-KEY")];
+        let redactor = Redactor::new(values.iter()).expect("builds");
+        let mut value = json!({
+            "TOPSECRET-KEY": 1,
+            "***": 2,
+            "pin": 4821,
+            "long": 99482100,
+            "nested": [{"TOPSECRET-KEY": "x"}],
+            "other": 7,
+        });
+        redactor.value(&mut value);
+        // Which of the two colliding keys keeps `***` depends on the map's order.
+        let mut collided = [value["***"].clone(), value["***#2"].clone()];
+        collided.sort_by_key(|v| v.as_i64());
+        assert_eq!(collided, [json!(1), json!(2)]);
+        assert_eq!(value["pin"], "***");
+        assert_eq!(value["long"], "99***00");
+        assert_eq!(value["nested"], json!([{"***": "x"}]));
+        assert_eq!(value["other"], 7);
+        assert_eq!(value.as_object().map(|m| m.len()), Some(6));
+    }
     #[test]
     fn every_leaf_of_a_structured_secret_is_scrubbed() {
         let secret = json!({"inner": "s3cr3t-inner", "list": ["leaf-two", 987654], "flag": true});

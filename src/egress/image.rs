@@ -124,6 +124,8 @@ pub async fn ensure(
         ]),
         network_mode: "none".into(),
         memory_bytes: None,
+        // Its id is recorded and checked before use: the engine's cache may serve it.
+        no_cache: false,
     };
     let mut on_line = |line: &str| tracing::debug!(line = line.trim_end(), "egress proxy image");
     let image = engine.build_image(spec, &mut on_line).await?;

@@ -23,10 +23,11 @@ use futures::StreamExt;
 
 use super::podman::{self, NotApplied, PODMAN_NPROC, ProfileFiles};
 use super::{
-    ArchiveStream, Attached, BridgeSpec, BuildSpec, ConnectProblem, ContainerEngine, ContainerSpec,
-    ContainerState, ContainerSummary, EngineError, EngineIdentity, EngineInfo, EngineMode,
-    EngineName, ImageExport, ImageSummary, LineSink, NetworkSummary, OciRuntime, OutputChunk,
-    SharedSwarm, Signal, StreamKind, VolumeSummary, docker_network,
+    ArchiveStream, Attached, BridgeSpec, BuildSpec, CommitSpec, ConnectProblem, ContainerEngine,
+    ContainerSpec, ContainerState, ContainerSummary, EngineError, EngineIdentity, EngineInfo,
+    EngineMode, EngineName, ImageExport, ImageSummary, InitProcess, LineSink, NetworkSummary,
+    OciRuntime, OutputChunk, PACKBOX_INIT_DIR, PACKBOX_INIT_PATH, SharedSwarm, Signal, StreamKind,
+    VolumeSummary, docker_network,
 };
 use super::{TlsFiles, Transport};
 
@@ -238,7 +239,8 @@ impl ContainerEngine for DockerEngine {
             .forcerm(true)
             .buildargs(&spec.build_args)
             .labels(&spec.labels)
-            .networkmode(&spec.network_mode);
+            .networkmode(&spec.network_mode)
+            .nocache(spec.no_cache);
         if let Some(bytes) = spec.memory_bytes {
             let bytes = i32::try_from(bytes).unwrap_or(i32::MAX);
             options = options.memory(bytes).memswap(bytes);
@@ -400,7 +402,7 @@ impl ContainerEngine for DockerEngine {
             .build();
         match self.docker.kill_container(id, Some(options)).await {
             Ok(()) => Ok(()),
-            Err(e) if is_status(&e, 409) || is_not_found(&e) => Ok(()),
+            Err(e) if is_status(&e, 409) || is_not_found(&e) || is_not_running(&e) => Ok(()),
             Err(e) => Err(api(
                 format!("sending {} to container {id}", signal.name()),
                 e,
@@ -409,16 +411,29 @@ impl ContainerEngine for DockerEngine {
     }
 
     async fn container_state(&self, id: &str) -> Result<ContainerState, EngineError> {
-        let inspected = self
-            .docker
-            .inspect_container(id, None)
-            .await
-            .map_err(|e| api(format!("inspecting container {id}"), e))?;
+        let inspected = match self.docker.inspect_container(id, None).await {
+            Ok(inspected) => inspected,
+            Err(e) if is_status(&e, 404) => {
+                return Ok(ContainerState {
+                    removed: true,
+                    ..ContainerState::default()
+                });
+            }
+            Err(e) => return Err(api(format!("inspecting container {id}"), e)),
+        };
         let state = inspected.state.unwrap_or_default();
+        let removing = matches!(
+            state.status,
+            Some(
+                bollard::models::ContainerStateStatusEnum::REMOVING
+                    | bollard::models::ContainerStateStatusEnum::DEAD
+            )
+        );
         Ok(ContainerState {
             oom_killed: state.oom_killed.unwrap_or(false),
             exit_code: state.exit_code,
             running: state.running.unwrap_or(false),
+            removed: removing,
         })
     }
 
@@ -457,6 +472,8 @@ impl ContainerEngine for DockerEngine {
                     id: c.id?,
                     image_id: c.image_id,
                     labels: c.labels.unwrap_or_default(),
+                    running: c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING),
+                    created: c.created.unwrap_or(0),
                 })
             })
             .collect())
@@ -592,10 +609,12 @@ impl ContainerEngine for DockerEngine {
         }
     }
 
-    async fn volume_exists(&self, name: &str) -> Result<bool, EngineError> {
+    async fn volume_created(&self, name: &str) -> Result<Option<String>, EngineError> {
         match self.docker.inspect_volume(name).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
+            Ok(volume) => Ok(Some(
+                volume.created_at.map(|t| t.to_string()).unwrap_or_default(),
+            )),
+            Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(api(format!("inspecting volume {name}"), e)),
         }
     }
@@ -709,6 +728,48 @@ impl ContainerEngine for DockerEngine {
             .upload_to_container(id, Some(options), bollard::body_try_stream(archive))
             .await
             .map_err(|e| api(format!("uploading files into container {id} at {path}"), e))
+    }
+
+    async fn commit(&self, id: &str, spec: &CommitSpec) -> Result<String, EngineError> {
+        let (repo, tag) = spec
+            .tag
+            .rsplit_once(':')
+            .unwrap_or((spec.tag.as_str(), "latest"));
+        let options = bollard::query_parameters::CommitContainerOptionsBuilder::default()
+            .container(id)
+            .repo(repo)
+            .tag(tag)
+            .pause(false)
+            .build();
+        // Every field packbox cares for is set: the engine fills what is left unset from the
+        // container's own configuration.
+        let config = bollard::models::ContainerConfig {
+            env: Some(spec.env.clone()),
+            cmd: Some(spec.cmd.clone()),
+            entrypoint: Some(Vec::new()),
+            working_dir: Some(spec.working_dir.clone()),
+            user: Some(spec.user.clone()),
+            labels: Some(spec.labels.clone()),
+            ..Default::default()
+        };
+        let made = self
+            .docker
+            .commit_container(options, config)
+            .await
+            .map_err(|e| api(format!("committing container {id} as {}", spec.tag), e))?;
+        Ok(made.id)
+    }
+
+    fn download_archive(&self, id: &str, path: &str) -> ImageExport {
+        let what = format!("reading {path} from container {id}");
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        Box::pin(
+            self.docker
+                .download_from_container(id, Some(options))
+                .map(move |chunk| chunk.map_err(|e| api(what.clone(), e))),
+        )
     }
 
     fn export_images(&self, names: &[String]) -> ImageExport {
@@ -1021,6 +1082,18 @@ fn container_body(
     profile_file: Option<&std::path::Path>,
 ) -> ContainerCreateBody {
     let mode = |read_only: bool| if read_only { "ro" } else { "rw" };
+    // packbox's init comes from its volume and runs the command; else the engine's init does.
+    let (engine_init, init_volume, cmd) = match &spec.init {
+        InitProcess::Engine => (true, None, spec.cmd.clone()),
+        InitProcess::Packbox { volume } => (
+            false,
+            Some(format!("{volume}:{PACKBOX_INIT_DIR}:ro")),
+            [PACKBOX_INIT_PATH.to_string(), "--".to_string()]
+                .into_iter()
+                .chain(spec.cmd.iter().cloned())
+                .collect(),
+        ),
+    };
     // The engine reads a source without a leading `/` as a volume name.
     let binds = spec
         .binds
@@ -1031,6 +1104,7 @@ fn container_body(
                 .iter()
                 .map(|v| format!("{}:{}:{}", v.volume, v.container_path, mode(v.read_only))),
         )
+        .chain(init_volume)
         .collect();
     let mut security_opt = Vec::new();
     if spec.no_new_privileges {
@@ -1060,8 +1134,9 @@ fn container_body(
             soft: Some(spec.nofile),
             hard: Some(spec.nofile),
         }]),
-        // A tiny init reaps zombies and forwards SIGTERM to the action.
-        init: Some(true),
+        // A tiny init reaps zombies and forwards SIGTERM to the action: the engine's, or
+        // packbox's own (then the command above starts with it).
+        init: Some(engine_init),
         // Output is captured through attach; nothing is written to the engine's disk.
         log_config: Some(HostConfigLogConfig {
             typ: Some("none".into()),
@@ -1087,7 +1162,7 @@ fn container_body(
     });
     ContainerCreateBody {
         image: Some(spec.image.clone()),
-        cmd: Some(spec.cmd.clone()),
+        cmd: Some(cmd),
         // The image's entrypoint must not wrap the action's command.
         entrypoint: Some(Vec::new()),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
@@ -1167,6 +1242,18 @@ fn is_not_found(error: &BollardError) -> bool {
             status_code,
             message,
         } => *status_code == 404 || (*status_code == 500 && message.contains("no such ")),
+        _ => false,
+    }
+}
+
+/// Podman's answer (500, where Docker says 409) to a signal for a container that has already
+/// exited: the kill raced the container's own end, which is no error for packbox.
+fn is_not_running(error: &BollardError) -> bool {
+    match error {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => *status_code == 500 && message.contains("container state improper"),
         _ => false,
     }
 }
@@ -1291,6 +1378,21 @@ mod tests {
             message: "runc: create failed".into(),
         };
         assert!(!is_not_found(&other));
+    }
+
+    #[test]
+    fn podmans_500_for_a_kill_of_an_exited_container_is_not_running() {
+        // Measured on rootless Podman 4.3.1: a SIGKILL after the grace period raced the exit.
+        let podman = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "can only kill running containers. 07c6 is in state exited: container state improper".into(),
+        };
+        assert!(is_not_running(&podman));
+        let other = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "runc: kill failed".into(),
+        };
+        assert!(!is_not_running(&other));
     }
 
     #[test]

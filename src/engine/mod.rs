@@ -356,6 +356,8 @@ pub struct ContainerSpec {
     /// A seccomp profile in the engine's JSON format (or `unconfined`); `None` keeps the
     /// engine's default.
     pub seccomp_profile: Option<String>,
+    /// The container's first process, which runs the command.
+    pub init: InitProcess,
     /// The container's IPv4 address on the network `network_mode` names (a network packbox
     /// made with a subnet of its own); `None` lets the engine choose.
     pub ipv4_address: Option<String>,
@@ -367,6 +369,29 @@ pub struct ContainerSpec {
     /// The operator allowed a sandbox weaker than the defaults: a setting the engine does not
     /// apply is reported with the outcome instead of refusing the run.
     pub allow_weaker: bool,
+}
+
+/// Where packbox's init is inside a container that runs it (its volume is mounted at its
+/// folder, read-only).
+pub const PACKBOX_INIT_DIR: &str = "/.packbox";
+/// The init's path inside the container.
+pub const PACKBOX_INIT_PATH: &str = "/.packbox/packbox-init";
+
+/// The process that is PID 1 of a container and runs its command: it reaps zombies and
+/// forwards SIGTERM either way.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum InitProcess {
+    /// The engine's own tiny init (`docker run --init`).
+    #[default]
+    Engine,
+    /// packbox's init (`init/`), from the named volume, mounted read-only at
+    /// [`PACKBOX_INIT_DIR`]: it relays the command's output in frames on the container's
+    /// stdout and ends with a frame holding the command's exit status, which the command
+    /// cannot forge (see `lifecycle::frames`).
+    Packbox {
+        /// The volume holding the init's binary.
+        volume: String,
+    },
 }
 
 /// A local bridge network packbox makes (per-run networks of egress grants).
@@ -442,6 +467,8 @@ pub struct ContainerState {
     pub exit_code: Option<i64>,
     /// Whether its process still runs.
     pub running: bool,
+    /// Whether it is being removed, or is gone: someone removed it.
+    pub removed: bool,
 }
 
 /// A container found by label, for sweeping leftovers.
@@ -453,6 +480,10 @@ pub struct ContainerSummary {
     pub image_id: Option<String>,
     /// Its labels, which say who made it and for what.
     pub labels: HashMap<String, String>,
+    /// Whether its process runs.
+    pub running: bool,
+    /// When the engine created it (seconds since the epoch; 0 when it does not say).
+    pub created: i64,
 }
 
 /// Which engine answers: Docker or Podman (whose version endpoint names a "Podman Engine"
@@ -630,7 +661,35 @@ pub struct BuildSpec {
     /// Memory (and memory plus swap) of each build step; the API takes at most 2 GiB - 1, and
     /// larger values are capped there.
     pub memory_bytes: Option<u64>,
+    /// Build every step afresh, taking nothing from the engine's cache: whoever shares the
+    /// engine can plant a cache entry (an image whose parent and recorded step match) that a
+    /// cached build would take as its own.
+    pub no_cache: bool,
 }
+
+/// An image made of a stopped container's file system (`docker commit`), with a configuration
+/// of packbox's: nothing the container ran with (its command, its labels beyond these, an
+/// environment variable of its own) is meant to be kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitSpec {
+    /// `repository:tag` of the image.
+    pub tag: String,
+    /// The image's environment, `NAME=value`.
+    pub env: Vec<String>,
+    /// The image's command.
+    pub cmd: Vec<String>,
+    /// The image's working folder.
+    pub working_dir: String,
+    /// The `uid:gid` its containers run as.
+    pub user: String,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+}
+
+/// The log target of the engine client library: its debug and trace lines hold the body of
+/// every request it sends (a Swarm secret's data, the parameter document, included), so a log
+/// must never show them at those levels.
+pub const ENGINE_CLIENT_LOG_TARGET: &str = "bollard";
 
 /// Where build output lines go as they arrive.
 pub type LineSink<'a> = &'a mut (dyn FnMut(&str) + Send);
@@ -739,8 +798,10 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
         name: &str,
     ) -> Result<Option<HashMap<String, String>>, EngineError>;
 
-    /// Whether a volume of that name exists.
-    async fn volume_exists(&self, name: &str) -> Result<bool, EngineError>;
+    /// When the engine created the volume of that name (RFC 3339, as it writes it); `None`
+    /// when there is no such volume. The time tells a volume from another made later under
+    /// the same name.
+    async fn volume_created(&self, name: &str) -> Result<Option<String>, EngineError>;
 
     /// Creates a local volume with labels (creating an existing one changes nothing).
     async fn create_volume(
@@ -767,6 +828,15 @@ pub trait ContainerEngine: Send + Sync + fmt::Debug {
         path: &str,
         archive: ArchiveStream,
     ) -> Result<(), EngineError>;
+
+    /// A folder of a (created, not necessarily started) container as a tar archive, streamed:
+    /// a volume mounted there is read. Entries are named under the folder's last name
+    /// (`pack/...` for `/pack`).
+    fn download_archive(&self, id: &str, path: &str) -> ImageExport;
+
+    /// Makes an image of the (stopped) container's file system with the configuration of
+    /// `spec`, tagged; returns its id.
+    async fn commit(&self, id: &str, spec: &CommitSpec) -> Result<String, EngineError>;
 
     /// Images as one archive (`docker save`), streamed as the engine writes it.
     fn export_images(&self, names: &[String]) -> ImageExport;

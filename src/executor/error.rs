@@ -182,7 +182,9 @@ impl Error {
             Error::Delivery(delivery)
                 if matches!(
                     delivery.as_ref(),
-                    DeliveryError::Read { .. } | DeliveryError::TooLarge { .. }
+                    DeliveryError::Read { .. }
+                        | DeliveryError::TooLarge { .. }
+                        | DeliveryError::Changed { .. }
                 ) =>
             {
                 Fault::Input

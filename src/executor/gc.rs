@@ -1,5 +1,6 @@
 //! Garbage collection: what packbox processes that are gone left behind (containers, services,
-//! networks, secrets, half-filled pack volumes, unfinished build layers), removed on request.
+//! networks, secrets, half-filled pack volumes, unfinished build layers, other builds' init
+//! volumes), removed on request.
 
 use super::Executor;
 use super::error::Error;
@@ -21,6 +22,8 @@ pub struct GcReport {
     pub images: Vec<String>,
     /// Pack volumes removed and kept.
     pub pack_volumes: PackVolumesCollected,
+    /// Volumes of other packbox builds' init that no container used, removed.
+    pub init_volumes: Vec<String>,
 }
 
 impl Executor {
@@ -28,8 +31,13 @@ impl Executor {
     /// owner is gone, and the untagged layers of builds that never finished (builds label their
     /// images `packbox.kind`), unless a container or another image still uses them; and pack
     /// volumes no container uses beyond the newest `keep_pack_volumes` of each pack (with what
-    /// dead fillers left).
-    pub async fn gc(&self, keep_pack_volumes: usize) -> Result<GcReport, Error> {
+    /// dead fillers left), and the unused init volumes of other packbox builds; volumes younger
+    /// than `volume_grace` stay (a run may be between filling one and mounting it).
+    pub async fn gc(
+        &self,
+        keep_pack_volumes: usize,
+        volume_grace: std::time::Duration,
+    ) -> Result<GcReport, Error> {
         let containers = self.sweep_orphans().await?;
         // A build under way has untagged layers too: only layers older than any build may
         // last are a finished build's leftovers.
@@ -42,7 +50,10 @@ impl Executor {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let pack_volumes = volume::collect(self.engine.as_ref(), keep_pack_volumes).await?;
+        let pack_volumes =
+            volume::collect(self.engine.as_ref(), keep_pack_volumes, volume_grace).await?;
+        let init_volumes =
+            crate::pack_delivery::init::collect(self.engine.as_ref(), volume_grace).await?;
         let mut images = Vec::new();
         for image in self
             .engine
@@ -63,6 +74,7 @@ impl Executor {
             containers,
             images,
             pack_volumes,
+            init_volumes,
         })
     }
 

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::Executor;
 use super::error::Error;
 use crate::catalog::{Catalog, Runtime};
+use crate::common::owned::Owned;
 use crate::contract::exit::Ending;
 use crate::engine::{SharedEngine, StreamKind};
 use crate::image::env::{Installer, Manifests};
@@ -343,10 +344,11 @@ pub(crate) async fn run_tests(
             PackDelivery::Volume => {
                 let delivered = volume::ensure(
                     engine.as_ref(),
+                    &Owned::in_state_dir(preparer.state_dir),
                     &plan.pack_ref,
                     &plan.pack_dir,
                     &plan.pack_digest,
-                    &prepared.image,
+                    &prepared.run_image,
                 )
                 .await?;
                 PackSource::Volume(delivered.name)
@@ -357,7 +359,7 @@ pub(crate) async fn run_tests(
                 digest: plan.pack_digest.clone(),
             }),
         };
-        let workload = workload(plan, planned, &exec_id, &prepared.image, owner, pack);
+        let workload = workload(plan, planned, &exec_id, &prepared.run_image, owner, pack);
         let limits = RunLimits {
             timeout: runner
                 .timeout_seconds
@@ -382,7 +384,8 @@ pub(crate) async fn run_tests(
             Ending::Cancelled => return Err(PrepareError::Cancelled.into()),
             Ending::TimedOut => TestStatus::TimedOut,
             Ending::Exited if exit.exit_code == Some(0) && !exit.oom_killed => TestStatus::Passed,
-            Ending::Exited => TestStatus::Failed,
+            // Removed by someone else: the runner did not pass.
+            Ending::Exited | Ending::Removed => TestStatus::Failed,
         };
         let report = RunnerReport {
             name: runner.name.clone(),

@@ -87,7 +87,7 @@ impl Executor {
         let span = tracing::info_span!("run", action = plan.action_ref());
         async {
             let started = Instant::now();
-            let kernel = self.check_policy(plan.action_ref(), plan.policy()).await?;
+            let (kernel, policy) = self.sandbox_for(plan.action_ref(), plan.policy()).await?;
             let preparer = self.preparer(cancel);
             let statuses = preparer.verified_versions(&plan.runtime).await?;
             let constraint = plan.action.action.runtime_version.as_ref();
@@ -125,6 +125,7 @@ impl Executor {
                 "image ready"
             );
             let prepare_ms = started.elapsed().as_millis() as u64;
+            crate::common::phase::phase("prepare", started, "");
             let exec_id = uuid::Uuid::new_v4().to_string();
             let attune_exec_id = self.exec_ids.next()?;
             // The backend tells of the start and of the output, one after the other.
@@ -142,10 +143,16 @@ impl Executor {
             let ran = self
                 .backend
                 .run(Job {
-                    workload: plan.workload(&exec_id, attune_exec_id, &prepared.image, &self.owner),
+                    workload: plan.workload(
+                        &exec_id,
+                        attune_exec_id,
+                        &prepared.run_image,
+                        &prepared.image,
+                        &self.owner,
+                    ),
                     attune_exec_id,
                     exec_id,
-                    policy: plan.policy(),
+                    policy: &policy,
                     kernel,
                     io: RunIo {
                         stdin: plan.stdin.0.clone(),
@@ -164,6 +171,7 @@ impl Executor {
                 ms = started.elapsed().as_millis() as u64,
                 "run finished"
             );
+            let result_began = Instant::now();
             let mut outcome = result::outcome(
                 plan.outcome_terms(&ran.sandbox),
                 ran.exit,
@@ -183,6 +191,7 @@ impl Executor {
                     incomplete,
                 });
             }
+            crate::common::phase::phase("result", result_began, "");
             Ok(outcome)
         }
         .instrument(span)

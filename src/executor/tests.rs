@@ -43,7 +43,15 @@ fn engine(action: Program) -> Arc<FakeEngine> {
 fn engine_with(
     action: impl Fn(&ContainerSpec) -> Program + Send + Sync + 'static,
 ) -> Arc<FakeEngine> {
-    let fake = FakeEngine::new();
+    with_runtimes(FakeEngine::new(), action)
+}
+
+/// `fake` given the catalog's runtime images and probe answers; every other container runs
+/// `action`.
+fn with_runtimes(
+    fake: Arc<FakeEngine>,
+    action: impl Fn(&ContainerSpec) -> Program + Send + Sync + 'static,
+) -> Arc<FakeEngine> {
     let mut versions = HashMap::new();
     let catalog = Catalog::builtin().expect("catalog");
     // Built from the current recipes, as `images build` makes them.
@@ -230,9 +238,9 @@ async fn orphans_are_swept_once_when_the_executor_starts_not_per_run() {
 async fn the_start_up_sweep_removes_a_dead_owners_container() {
     let fake = engine(Program::default());
     let dead = crate::lifecycle::owner::Owner {
-        host: Owner::current().host,
         pid: u32::MAX - 1,
         start: Some(1),
+        ..Owner::current()
     };
     let labels: Vec<(String, String)> = dead.labels().into_iter().collect();
     let borrowed: Vec<(&str, &str)> = labels
@@ -423,9 +431,17 @@ async fn cancelling_while_a_runtime_image_is_built_leaves_no_tag() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn cancelling_an_environment_build_leaves_no_tag() {
-    let fake = engine(Program::default());
-    fake.set_build(BuildScript::Hang);
+async fn cancelling_an_environment_build_leaves_no_image_and_no_container() {
+    // The install never ends; everything else (the probes too) runs as usual.
+    let fake = engine_with(
+        |spec| match spec.labels.get("packbox.kind").map(String::as_str) {
+            Some("env-build") => Program {
+                exit: Exit::Never,
+                ..Program::default()
+            },
+            _ => Program::default(),
+        },
+    );
     let h = harness(fake, SettingsLayer::default());
     let packs = pack(
         "python",
@@ -433,16 +449,18 @@ async fn cancelling_an_environment_build_leaves_no_tag() {
         "",
         &[("requirements.txt", "requests==2.31.0 # cancel test\n")],
     );
-    let err = run_cancelled_when(&h, &packs, |f| builds(f) == 1)
+    let installing = |f: &FakeEngine| {
+        f.running()
+            .iter()
+            .any(|name| name.starts_with("packbox-envbuild"))
+    };
+    let err = run_cancelled_when(&h, &packs, installing)
         .await
         .expect_err("cancelled");
     assert_eq!(err.fault(), Fault::Cancelled, "{err}");
-    let tag = h.fake.calls().into_iter().find_map(|c| match c {
-        Call::Build(tag) => Some(tag),
-        _ => None,
-    });
-    assert!(!h.fake.has_image(&tag.expect("a build")));
+    assert_eq!(h.fake.count(|c| matches!(c, Call::Commit(..))), 0);
     h.executor.close().await;
+    assert!(h.fake.container_ids().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -479,8 +497,12 @@ async fn a_setting_the_engine_did_not_apply_refuses_the_run_before_it_starts() {
     // Created, read back, removed; never attached or started.
     assert_eq!(action_creates(&h.fake).len(), 1);
     let creates = h.fake.count(|c| matches!(c, Call::Create { .. }));
+    let probes = h.fake.count(|c| {
+        matches!(c, Call::Create { spec, .. }
+            if spec.labels.get("packbox.kind").map(String::as_str) == Some("probe"))
+    });
     let attaches = h.fake.count(|c| matches!(c, Call::Attach(_)));
-    assert_eq!(attaches, creates - 1, "only the probes were attached");
+    assert_eq!(attaches, probes, "only the probes were attached");
     let removes = h.fake.count(|c| matches!(c, Call::Remove(_)));
     assert_eq!(removes, creates, "every container was removed");
     h.executor.close().await;
@@ -574,6 +596,73 @@ async fn a_standard_action_on_runc_gets_the_host_profile() {
     h.executor.close().await;
 }
 
+/// An engine offering runc (its default) and crun, as `scripts/ensure-docker` leaves it.
+fn with_crun(fake: &FakeEngine) {
+    fake.set_info(EngineInfo {
+        server_version: "20.10.24".into(),
+        oci_runtimes: vec![
+            OciRuntime {
+                name: "crun".into(),
+                path: "/usr/bin/crun".into(),
+                args: Vec::new(),
+            },
+            OciRuntime::named("runc"),
+        ],
+        default_runtime: "runc".into(),
+        cpus: 2,
+        ..EngineInfo::default()
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn crun_is_preferred_where_the_engine_offers_it_unless_the_operator_names_one() {
+    let h = harness(engine(Program::default()), SettingsLayer::default());
+    with_crun(&h.fake);
+    let packs = pack("shell", "a.sh", "", &[]);
+    let outcome = run(&h, &plan_for(&h, &packs)).await.expect("runs");
+    assert_eq!(outcome.sandbox.oci_runtime.as_deref(), Some("crun"));
+    assert_eq!(
+        action_creates(&h.fake)[0].oci_runtime.as_deref(),
+        Some("crun")
+    );
+    h.executor.close().await;
+
+    let mut layer = SettingsLayer::default();
+    layer.sandbox.oci_runtime = Some("runc".into());
+    let h = harness(engine(Program::default()), layer);
+    with_crun(&h.fake);
+    let outcome = run(&h, &plan_for(&h, &packs)).await.expect("runs");
+    assert_eq!(outcome.sandbox.oci_runtime.as_deref(), Some("runc"));
+    assert_eq!(
+        action_creates(&h.fake)[0].oci_runtime.as_deref(),
+        Some("runc")
+    );
+    h.executor.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn podman_gets_neither_crun_nor_packboxs_init() {
+    // Podman's compat API ignores the runtime a container names (the read-back would refuse
+    // the run) and its runs keep the engine's init, as before packbox had its own.
+    let podman = FakeEngine::with_identity(crate::engine::EngineIdentity {
+        name: crate::engine::EngineName::Podman,
+        version: "4.3.1".into(),
+        mode: crate::engine::EngineMode::Rootful,
+    });
+    let h = harness(
+        with_runtimes(podman, |_| Program::default()),
+        SettingsLayer::default(),
+    );
+    with_crun(&h.fake);
+    let packs = pack("shell", "a.sh", "", &[]);
+    let outcome = run(&h, &plan_for(&h, &packs)).await.expect("runs");
+    assert_eq!(outcome.sandbox.oci_runtime, None);
+    let created = action_creates(&h.fake);
+    assert_eq!(created[0].oci_runtime, None);
+    assert_eq!(created[0].init, crate::engine::InitProcess::Engine);
+    h.executor.close().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn more_cpus_than_the_engine_has_is_an_input_error() {
     let mut layer = SettingsLayer::default();
@@ -598,8 +687,8 @@ async fn an_engine_error_mid_run_is_an_error_and_leaves_nothing() {
     let packs = pack("shell", "a.sh", "", &[]);
     let plan = plan_for(&h, &packs);
     run(&h, &plan).await.expect("the probes pass first");
-    h.fake.fail(crate::engine::fake::Op::Wait, 1);
-    let err = run(&h, &plan).await.expect_err("wait fails");
+    h.fake.fail(crate::engine::fake::Op::Output, 1);
+    let err = run(&h, &plan).await.expect_err("reading output fails");
     assert_eq!(err.fault(), Fault::Engine);
     h.executor.close().await;
     assert!(h.fake.container_ids().is_empty());
@@ -617,7 +706,11 @@ async fn gc_removes_unfinished_build_layers_but_nothing_in_use_or_tagged() {
     fake.add_listed_container("user", &used, &[]);
     let foreign = fake.add_image("", &[("app", "web")], 0);
     let h = harness(fake, SettingsLayer::default());
-    let report = h.executor.gc(2).await.expect("gc");
+    let report = h
+        .executor
+        .gc(2, std::time::Duration::from_secs(60))
+        .await
+        .expect("gc");
     assert_eq!(report.images, std::slice::from_ref(&dangling));
     assert!(!h.fake.has_image(&dangling));
     assert!(h.fake.has_image(&used), "in use: kept");
@@ -984,6 +1077,12 @@ mod warm_pool {
         let plan = plan_for(&h, &packs);
         let first = run(&h, &plan).await.expect("cold run");
         assert_eq!(first.stdout, "ran\n");
+        assert!(
+            action_creates(&h.fake)
+                .iter()
+                .all(|spec| spec.image.starts_with("sha256:")),
+            "containers start from the verified id, never a tag"
+        );
         refilled(&h).await;
         let creates_before = action_creates(&h.fake).len();
         let second = run(&h, &plan).await.expect("warm run");
@@ -1002,6 +1101,7 @@ mod warm_pool {
             h.executor.warm_kinds(),
             [WarmKind {
                 action: "p.a".into(),
+                // Shown by its tag; the container started from the id its probe verified.
                 image: "packbox/shell:5.2".into(),
                 idle: 1
             }]
@@ -1133,6 +1233,133 @@ mod warm_pool {
         settled(&h, 1).await;
         h.executor.close().await;
         assert!(h.fake.container_ids().is_empty());
+    }
+
+    /// A pool of up to four per kind on an engine whose starts take 150 ms, for actions
+    /// that take 50 ms.
+    fn paced() -> Harness {
+        let fake = engine(Program {
+            delay: Duration::from_millis(50),
+            ..Program::prints("ran\n", 0)
+        });
+        fake.set_start_delay(Duration::from_millis(150));
+        sized(harness(fake, SettingsLayer::default()), 4, 16)
+    }
+
+    /// How long one run of `plan` takes, and that it succeeded.
+    async fn timed(h: &Harness, plan: &RunPlan) -> Duration {
+        let began = tokio::time::Instant::now();
+        let outcome = run(h, plan).await.expect("run");
+        assert_eq!(outcome.status, Status::Succeeded, "{:?}", outcome.error);
+        began.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_takes_the_container_already_starting_for_its_kind() {
+        let h = paced();
+        let packs = pack("shell", "a.sh", "", &[]);
+        let plan = plan_for(&h, &packs);
+        timed(&h, &plan).await;
+        settled(&h, 1).await;
+        // This run takes the idle container, and its replacement starts (ready in 150 ms).
+        assert_eq!(timed(&h, &plan).await, Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The next finds none idle 100 ms into that start: it takes the starting one, ready
+        // in 50 ms (its own would take 150 ms).
+        assert_eq!(
+            timed(&h, &plan).await,
+            Duration::from_millis(100),
+            "50 ms of start left + 50 ms of run"
+        );
+        h.executor.close().await;
+        assert!(h.fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_one_after_another_get_warm_containers_once_the_kind_is_known() {
+        let h = paced();
+        let packs = pack("shell", "a.sh", "", &[]);
+        let plan = plan_for(&h, &packs);
+        let mut took = Vec::new();
+        for _ in 0..40 {
+            took.push(timed(&h, &plan).await);
+        }
+        // After a few runs, each finds a container ready: it costs the action alone.
+        let warm = Duration::from_millis(50);
+        assert!(
+            took[..5].iter().any(|t| *t > warm),
+            "the first runs waited: {took:?}"
+        );
+        assert!(took[8..].iter().all(|t| *t == warm), "{took:?}");
+        h.executor.close().await;
+        assert!(h.fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bursts_and_steady_concurrency_get_warm_containers_once_the_kind_is_known() {
+        for concurrency in [1usize, 4, 8] {
+            let h = paced();
+            let packs = pack("shell", "a.sh", "", &[]);
+            let plan = plan_for(&h, &packs);
+            // Bursts of `concurrency` runs every 400 ms: the pool keeps what a burst takes
+            // (its peak) ready for the next one, within its limit of four.
+            let mut last = Vec::new();
+            for _ in 0..6 {
+                let burst: Vec<_> = (0..concurrency).map(|_| timed(&h, &plan)).collect();
+                last = futures::future::join_all(burst).await;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            let warm = Duration::from_millis(50);
+            let ready = last.iter().filter(|t| **t == warm).count();
+            assert_eq!(ready, concurrency.min(4), "c{concurrency}: {last:?}");
+            // The rest took the containers already starting for them: ready no later than
+            // a start of their own (150 ms) would be.
+            assert!(
+                last.iter().all(|t| *t <= Duration::from_millis(200)),
+                "c{concurrency}: {last:?}"
+            );
+            h.executor.close().await;
+            assert!(h.fake.container_ids().is_empty());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_rate_at_concurrency_one_four_and_eight_gets_warm_containers() {
+        for concurrency in [1u32, 4, 8] {
+            let fake = engine(Program {
+                delay: Duration::from_millis(50),
+                ..Program::prints("ran\n", 0)
+            });
+            fake.set_start_delay(Duration::from_millis(150));
+            let h = sized(harness(fake, SettingsLayer::default()), 8, 16);
+            let packs = pack("shell", "a.sh", "", &[]);
+            let plan = plan_for(&h, &packs);
+            // `concurrency` clients, each asking for a run every 300 ms, spread evenly.
+            let period = Duration::from_millis(300);
+            let clients = (0..concurrency).map(|client| {
+                let (h, plan) = (&h, &plan);
+                async move {
+                    tokio::time::sleep(period * client / concurrency).await;
+                    let mut took = Vec::new();
+                    for _ in 0..12 {
+                        let next = tokio::time::Instant::now() + period;
+                        took.push(timed(h, plan).await);
+                        tokio::time::sleep_until(next).await;
+                    }
+                    took
+                }
+            });
+            let took = futures::future::join_all(clients).await;
+            // Once the kind's rate is known (a second or so), every run finds one ready.
+            for runs in &took {
+                assert!(
+                    runs[5..].iter().all(|t| *t == Duration::from_millis(50)),
+                    "c{concurrency}: {took:?}"
+                );
+            }
+            h.executor.close().await;
+            assert!(h.fake.container_ids().is_empty());
+        }
     }
 
     #[tokio::test(start_paused = true)]

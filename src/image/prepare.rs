@@ -110,8 +110,12 @@ pub fn select_version<'s>(
 pub struct PreparedImage {
     /// The verified runtime version (`3.11.2`).
     pub runtime_version: String,
-    /// The tag of the environment image, else of the runtime image.
+    /// The tag of the environment image, else of the runtime image: what the outcome names.
     pub image: String,
+    /// What the run's container is created from: the id packbox verified (the environment
+    /// image it built, the runtime image it probed), so a tag moved meanwhile cannot swap
+    /// another image in; the tag when the id is not known.
+    pub run_image: String,
     /// Set when an environment image was built for this run.
     pub built: bool,
 }
@@ -185,6 +189,10 @@ impl Preparer<'_> {
         let runtime_image = PreparedImage {
             runtime_version: runtime_version.clone(),
             image: selected.image.clone(),
+            run_image: selected
+                .image_id
+                .clone()
+                .unwrap_or_else(|| selected.image.clone()),
             built: false,
         };
         let Some(manifests) = dependencies else {
@@ -203,7 +211,7 @@ impl Preparer<'_> {
         let tag = recipe.tag();
         let mut announced = false;
         let env = env::ensure(
-            self.engine.as_ref(),
+            self.engine,
             &recipe,
             self.build,
             self.state_dir,
@@ -224,6 +232,7 @@ impl Preparer<'_> {
         Ok(PreparedImage {
             runtime_version,
             image: env.tag,
+            run_image: env.id,
             built: env.built,
         })
     }

@@ -193,6 +193,7 @@ pub async fn ensure(
         network_mode: "bridge".into(),
         // The catalog's own recipe (the operator's), not a pack's: no limit of packbox's.
         memory_bytes: None,
+        no_cache: false,
     };
     // Dropping the build's stream closes its connection, which stops the engine's build; the
     // tag is only set when a build completes.

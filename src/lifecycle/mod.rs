@@ -8,6 +8,7 @@
 //! business of the stages above.
 
 pub mod capture;
+pub mod frames;
 pub mod owner;
 pub mod pool;
 pub mod run;

@@ -1,6 +1,15 @@
 //! Who owns a container (and a Swarm service, secret or network): everything a run makes
 //! carries the owning packbox process (host, pid and the pid's start time, which survives pid
 //! reuse), so leftovers of a crashed packbox can be told from those of a live one and swept.
+//!
+//! A pid means something only inside its PID namespace on its kernel: two packbox processes
+//! under one host name (two containers of one compose file, a CI job with the host's network,
+//! `unshare --pid`) see different processes behind the same pid. So an owner also names its
+//! *space* (the kernel's boot id and its PID namespace), and only an owner of this space is
+//! judged by its pid. Another space's containers are left alone unless they show they are
+//! leftovers whoever owns them: a run past its deadline (its timeout and grace, said in a
+//! label when it was created; a live owner stops it by then), or a container that does not run
+//! and is older than [`LEFTOVER_AGE`] (a live owner removes what stopped within moments).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -17,6 +26,13 @@ pub const OWNER_PID: &str = "packbox.owner_pid";
 pub const OWNER_START: &str = "packbox.owner_start";
 /// Label: the host the owning process runs on.
 pub const OWNER_HOST: &str = "packbox.owner_host";
+/// Label: the owning process's space (boot id and PID namespace): only there is its pid its own.
+pub const OWNER_SPACE: &str = "packbox.owner_space";
+/// Label: when (seconds since the epoch) a live owner will have stopped and removed the run's
+/// container (its timeout, grace and a margin after creation).
+pub const DEADLINE: &str = "packbox.deadline";
+/// A container that does not run, of an owner packbox cannot judge, is a leftover once this old.
+pub const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 /// Label: the pack volume a container (a lock or helper of `pack_delivery::volume`) was made to fill. The
 /// sweep leaves these to `pack_delivery::volume`, which removes a dead filler's half volume before its
 /// lock, so that no run ever takes a half volume for a complete one.
@@ -27,9 +43,21 @@ pub fn managed_labels() -> BTreeMap<String, String> {
     BTreeMap::from([(MANAGED.to_string(), "true".to_string())])
 }
 
-/// Whether labels name an owner that is gone (decidable only on the owner's host).
+/// Whether labels name an owner that is gone (decidable only in the owner's space).
 pub fn is_orphan(labels: &HashMap<String, String>) -> bool {
-    Owner::from_labels(labels).is_some_and(|owner| !owner.is_alive_here(&host_name()))
+    Owner::from_labels(labels)
+        .is_some_and(|owner| owner.judge(&host_name(), &space()) == Liveness::Gone)
+}
+
+/// What can be said of an owner from here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// It runs (or may: it is on another host).
+    Alive,
+    /// It is gone: its pid is free, or another process has it.
+    Gone,
+    /// It is on this host but in another space: its pid means another process here.
+    Unknown,
 }
 
 /// A packbox process, as its containers name it.
@@ -42,6 +70,9 @@ pub struct Owner {
     /// When it started (kernel clock ticks since boot), to tell it from a later process that
     /// got its pid; `None` where it cannot be read.
     pub start: Option<u64>,
+    /// Its kernel's boot id and its PID namespace; `None` on containers made before packbox
+    /// named it.
+    pub space: Option<String>,
 }
 
 impl Owner {
@@ -52,6 +83,7 @@ impl Owner {
             host: host_name(),
             pid,
             start: process_start(pid),
+            space: Some(space()),
         }
     }
 
@@ -65,6 +97,9 @@ impl Owner {
         if let Some(start) = self.start {
             labels.insert(OWNER_START.to_string(), start.to_string());
         }
+        if let Some(space) = &self.space {
+            labels.insert(OWNER_SPACE.to_string(), space.clone());
+        }
         labels
     }
 
@@ -74,22 +109,51 @@ impl Owner {
             host: labels.get(OWNER_HOST)?.clone(),
             pid: labels.get(OWNER_PID)?.parse().ok()?,
             start: labels.get(OWNER_START).and_then(|s| s.parse().ok()),
+            space: labels.get(OWNER_SPACE).cloned(),
         })
     }
 
-    /// Whether the owner still runs. Only decidable on its own host: owners elsewhere count as
-    /// alive, so a shared engine never loses another machine's containers.
-    fn is_alive_here(&self, host: &str) -> bool {
+    /// Whether the owner still runs, seen from `host` and `space`. Only decidable in its own
+    /// space: owners on other hosts count as alive, so a shared engine never loses another
+    /// machine's containers, and owners in another space of this host are unknown.
+    fn judge(&self, host: &str, space: &str) -> Liveness {
         if self.host != host {
-            return true;
+            return Liveness::Alive;
+        }
+        if self.space.as_deref().is_some_and(|own| own != space) {
+            return Liveness::Unknown;
         }
         match (process_start(self.pid), self.start) {
-            (None, _) => false,
+            (None, _) => Liveness::Gone,
             // The pid exists: it is the owner unless it started at another time (pid reuse).
-            (Some(now), Some(then)) => now == then,
-            (Some(_), None) => true,
+            (Some(now), Some(then)) if now != then => Liveness::Gone,
+            _ => Liveness::Alive,
         }
     }
+}
+
+/// Whether a container of an owner packbox cannot judge is a leftover whoever owns it: a run
+/// past its deadline, or a container that does not run and is older than [`LEFTOVER_AGE`].
+fn is_leftover(container: &crate::engine::ContainerSummary, now: i64) -> bool {
+    if let Some(deadline) = container
+        .labels
+        .get(DEADLINE)
+        .and_then(|d| d.parse::<i64>().ok())
+    {
+        return now > deadline;
+    }
+    !container.running
+        && container.created > 0
+        && now - container.created > LEFTOVER_AGE.as_secs() as i64
+}
+
+/// The deadline label's value for a run created now that may take `run_for`.
+pub fn deadline_after(run_for: std::time::Duration) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // A minute beyond the owner's own stop, for a slow engine.
+    (now + run_for.as_secs() + 60).to_string()
 }
 
 /// Something removed by a sweep.
@@ -110,6 +174,10 @@ pub struct Swept {
 /// volume's lock or helper (see [`FILLING_VOLUME`]).
 pub async fn sweep_orphans(engine: &SharedEngine) -> Result<Vec<Swept>, EngineError> {
     let host = host_name();
+    let here = space();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     let managed = [format!("{MANAGED}=true")];
     let containers = engine.containers_with_labels(&managed).await?;
     let mut swept = Vec::new();
@@ -117,7 +185,12 @@ pub async fn sweep_orphans(engine: &SharedEngine) -> Result<Vec<Swept>, EngineEr
         let Some(owner) = Owner::from_labels(&container.labels) else {
             continue;
         };
-        if owner.is_alive_here(&host) || container.labels.contains_key(FILLING_VOLUME) {
+        let gone = match owner.judge(&host, &here) {
+            Liveness::Alive => false,
+            Liveness::Gone => true,
+            Liveness::Unknown => is_leftover(&container, now),
+        };
+        if !gone || container.labels.contains_key(FILLING_VOLUME) {
             continue;
         }
         engine.remove(&container.id).await?;
@@ -134,7 +207,9 @@ pub async fn sweep_orphans(engine: &SharedEngine) -> Result<Vec<Swept>, EngineEr
         let Some(owner) = Owner::from_labels(&network.labels) else {
             continue;
         };
-        if owner.is_alive_here(&host) {
+        // A network of an owner in another space stays, as its Swarm objects do: nothing on
+        // it says when a live owner would be done with it.
+        if owner.judge(&host, &here) != Liveness::Gone {
             continue;
         }
         engine.remove_network(&network.id).await?;
@@ -157,7 +232,9 @@ pub async fn sweep_orphans(engine: &SharedEngine) -> Result<Vec<Swept>, EngineEr
             let Some(owner) = Owner::from_labels(&object.labels) else {
                 continue;
             };
-            if owner.is_alive_here(&host) {
+            // Services, networks and secrets of an owner in another space stay: nothing on
+            // them says when a live owner would be done with them.
+            if owner.judge(&host, &here) != Liveness::Gone {
                 continue;
             }
             remove_when_free(swarm.as_ref(), kind, &object.id).await?;
@@ -170,6 +247,18 @@ pub async fn sweep_orphans(engine: &SharedEngine) -> Result<Vec<Swept>, EngineEr
         }
     }
     Ok(swept)
+}
+
+/// This process's space: the kernel's boot id (a pid of another kernel means nothing here) and
+/// its PID namespace (`pid:[4026531836]`).
+fn space() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|id| id.trim().to_string())
+        .unwrap_or_default();
+    let namespace = std::fs::read_link("/proc/self/ns/pid")
+        .map(|ns| ns.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("{boot}/{namespace}")
 }
 
 fn host_name() -> String {
@@ -197,14 +286,14 @@ mod tests {
         let back =
             Owner::from_labels(&me.labels().into_iter().collect()).expect("labels name an owner");
         assert_eq!(back, me);
-        assert!(back.is_alive_here(&me.host));
+        assert_eq!(back.judge(&me.host, &space()), Liveness::Alive);
     }
 
     #[test]
     fn a_reused_pid_is_not_the_owner() {
         let mut me = Owner::current();
         me.start = me.start.map(|s| s + 1);
-        assert!(!me.is_alive_here(&me.host.clone()));
+        assert_eq!(me.judge(&me.host.clone(), &space()), Liveness::Gone);
     }
 
     #[test]
@@ -213,9 +302,15 @@ mod tests {
             host: host_name(),
             pid: u32::MAX - 1,
             start: Some(1),
+            space: Some(space()),
         };
-        assert!(!dead.is_alive_here(&dead.host.clone()));
-        assert!(dead.is_alive_here("another-host"));
+        assert_eq!(dead.judge(&dead.host.clone(), &space()), Liveness::Gone);
+        assert_eq!(dead.judge("another-host", &space()), Liveness::Alive);
+        // The same host, another PID namespace: the pid is not the owner's to judge.
+        assert_eq!(
+            dead.judge(&dead.host.clone(), "another-boot/pid:[1]"),
+            Liveness::Unknown
+        );
     }
 
     #[test]
@@ -246,6 +341,7 @@ mod tests {
             host: me.host.clone(),
             pid: u32::MAX - 1,
             start: Some(1),
+            space: me.space.clone(),
         };
         let reused = Owner {
             start: me.start.map(|s| s + 1),
@@ -278,6 +374,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn owners_of_another_pid_namespace_lose_only_runs_past_their_deadline() {
+        let fake = crate::engine::fake::FakeEngine::new();
+        let me = Owner::current();
+        // Another packbox under this host name in another PID namespace: its pid names some
+        // other process here (this one, even).
+        let neighbour = Owner {
+            space: Some("another-boot/pid:[4026532999]".into()),
+            ..me.clone()
+        };
+        let mut live = owned_by(&neighbour);
+        live.push((
+            DEADLINE.to_string(),
+            deadline_after(std::time::Duration::from_secs(60)),
+        ));
+        let mut overdue = owned_by(&neighbour);
+        overdue.push((DEADLINE.to_string(), "1".to_string()));
+        add(&fake, "neighbour-live", &live);
+        add(&fake, "neighbour-overdue", &overdue);
+        add(&fake, "neighbour-pooled", &owned_by(&neighbour));
+        let shared: SharedEngine = fake.clone();
+        let swept = sweep_orphans(&shared).await.expect("sweep");
+        let removed: Vec<&str> = swept.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(removed, ["neighbour-overdue"]);
+    }
+
+    #[tokio::test]
     async fn the_sweep_asks_only_for_packbox_objects() {
         use crate::engine::fake::Call;
         let fake = crate::engine::fake::FakeEngine::new();
@@ -305,6 +427,7 @@ mod tests {
             host: me.host.clone(),
             pid: u32::MAX - 1,
             start: Some(1),
+            space: me.space.clone(),
         };
         for (kind, name, owner) in [
             (SwarmKind::Service, "dead-service", &dead),

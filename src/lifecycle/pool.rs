@@ -7,14 +7,21 @@
 //! timeout counts from the handoff. A pooled container's exec id is fixed when it is made.
 //!
 //! Each kind of run keeps as many containers ready as it recently ran at the same time (its peak
-//! within a minute), or as many as arrive while a container starts (its rate times the start
-//! time), up to a limit per kind and a limit in all; a kind nobody runs for the idle time loses
-//! its containers when the pool is trimmed.
+//! within a minute), or, when it runs again and again, as many as arrive while a replacement
+//! starts (its rate times the start time) plus one, up to a limit per kind and a limit in all;
+//! a kind nobody runs for the idle time loses its containers when the pool is trimmed.
+//!
+//! A run that finds no idle container but one already starting for its kind takes that one: it
+//! is ready sooner than a new one would be. The "plus one" is what lets a client that sends runs
+//! one after another get ahead: with only as many as arrive during a start, each run would wait
+//! for the replacement the run before it asked for, and the rate that sizes the pool would stay
+//! that of runs as slow as a start.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::run::Started;
@@ -37,6 +44,10 @@ pub fn wait_for_go(cmd: Vec<String>) -> Vec<String> {
     wrapped
 }
 
+/// Label: the name people know a run's image by (its tag); the container starts from the image's
+/// id, which is what its spec names.
+pub const IMAGE_LABEL: &str = "packbox.image";
+
 /// A kind of run: what makes two runs interchangeable (the whole spec but the run's own exec
 /// id), and what it is for people (the action and the image).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +55,7 @@ pub struct Kind {
     key: String,
     /// The action's ref (the container's `packbox.action` label).
     pub action: String,
-    /// The image the container runs.
+    /// The image the container runs, by the name people know it by.
     pub image: String,
 }
 
@@ -55,6 +66,7 @@ pub fn kind(spec: &ContainerSpec) -> Kind {
         .env
         .retain(|(name, _)| name != "ATTUNE_EXEC_ID" && name != "PACKBOX_EXEC_ID");
     general.labels.remove("packbox.exec_id");
+    general.labels.remove(super::owner::DEADLINE);
     Kind {
         key: format!("{general:?}"),
         action: spec
@@ -62,11 +74,16 @@ pub fn kind(spec: &ContainerSpec) -> Kind {
             .get("packbox.action")
             .cloned()
             .unwrap_or_default(),
-        image: spec.image.clone(),
+        image: spec
+            .labels
+            .get(IMAGE_LABEL)
+            .cloned()
+            .unwrap_or_else(|| spec.image.clone()),
     }
 }
 
-/// The same spec for another run: the exec id in its environment and labels replaced.
+/// The same spec for another run: the exec ids in its environment and labels replaced, and no
+/// deadline.
 pub fn with_exec_id(spec: &ContainerSpec, exec_id: &str, attune_exec_id: u64) -> ContainerSpec {
     let mut next = spec.clone();
     for (name, value) in &mut next.env {
@@ -79,6 +96,9 @@ pub fn with_exec_id(spec: &ContainerSpec, exec_id: &str, attune_exec_id: u64) ->
     if let Some(label) = next.labels.get_mut("packbox.exec_id") {
         *label = exec_id.to_string();
     }
+    // A pooled container waits for a run of unknown start: it has no deadline (it ends when its
+    // owner's connection does, and is swept as a stopped leftover then).
+    next.labels.remove(super::owner::DEADLINE);
     next
 }
 
@@ -108,8 +128,10 @@ pub struct Sizing {
 /// How far back the demand of a kind is remembered: its peak of runs at the same time within
 /// this window sets how many containers it keeps ready.
 pub const DEMAND_WINDOW: Duration = Duration::from_secs(60);
-/// Over how long a kind's rate of runs is counted.
+/// How far back a kind's arrivals count toward its rate of runs.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
+/// How many of a kind's latest arrivals are kept to measure its rate.
+const RATE_SAMPLES: usize = 32;
 /// What a container start is assumed to take until one was measured.
 const FIRST_START_GUESS: Duration = Duration::from_millis(200);
 
@@ -130,27 +152,60 @@ struct Slot {
     arrivals: VecDeque<Instant>,
     /// How long a container start of this kind takes lately (moving average).
     start_time: Duration,
+    /// Runs waiting for a container that is starting, oldest first; each takes the next one
+    /// that is ready.
+    waiting: VecDeque<oneshot::Sender<Warm>>,
 }
 
 impl Slot {
-    /// How many idle containers this kind should have: as many as it recently ran at once, or
-    /// as many as arrive while one container starts (its rate of runs times the start time),
-    /// whichever is more, within the per-kind limit.
+    /// How many containers this kind should have ready or starting: as many as it recently ran
+    /// at once, or, when it ran more than once lately, as many as arrive while a replacement
+    /// starts (its rate of runs times the start time) plus one, whichever is more, within the
+    /// per-kind limit.
     fn target(&self, per_kind: usize, now: Instant) -> usize {
         let peak = if now.duration_since(self.peak_at) > DEMAND_WINDOW {
             self.in_flight
         } else {
             self.peak
         };
-        let recent = self
+        // The rate over the recent arrivals, measured from the oldest to now: it follows a
+        // client that speeds up within a few runs, and falls while nobody runs.
+        let recent: Vec<Instant> = self
             .arrivals
             .iter()
-            .filter(|at| now.duration_since(**at) <= RATE_WINDOW)
-            .count();
-        let rate = recent as f64 / RATE_WINDOW.as_secs_f64();
-        let while_starting = (rate * self.start_time.as_secs_f64()).ceil() as usize;
-        peak.max(while_starting).max(1).min(per_kind)
+            .copied()
+            .filter(|at| now.duration_since(*at) <= RATE_WINDOW)
+            .collect();
+        let refill = match recent.first() {
+            Some(oldest) if recent.len() > 1 => {
+                let span = now
+                    .duration_since(*oldest)
+                    .max(self.start_time)
+                    .max(Duration::from_millis(1));
+                let rate = (recent.len() - 1) as f64 / span.as_secs_f64();
+                (rate * self.start_time.as_secs_f64()).ceil() as usize + 1
+            }
+            _ => 0,
+        };
+        peak.max(refill).max(1).min(per_kind)
     }
+
+    /// Containers starting that no waiting run has claimed.
+    fn unclaimed(&self) -> usize {
+        self.starting.saturating_sub(self.waiting.len())
+    }
+}
+
+/// What a run of a kind is offered when it begins.
+#[derive(Debug)]
+pub enum Offer {
+    /// An idle container, ready now.
+    Idle(Warm),
+    /// The next container of the kind that finishes starting; closed (the run then starts its
+    /// own) when that start fails.
+    Starting(oneshot::Receiver<Warm>),
+    /// Nothing: the run starts its own container.
+    Nothing,
 }
 
 /// Pre-started containers per kind of run, as many as each kind's recent demand asks for.
@@ -187,15 +242,16 @@ impl WarmPool {
     }
 
     /// A run of this kind begins: it counts toward the kind's demand while the returned value
-    /// lives, and gets an idle container if there is one.
-    pub fn begin(self: &Arc<Self>, kind: &Kind) -> (Demand, Option<Warm>) {
+    /// lives, and is offered an idle container if there is one, else one already starting that
+    /// no other run waits for.
+    pub fn begin(self: &Arc<Self>, kind: &Kind) -> (Demand, Offer) {
         let now = Instant::now();
         let demand = Demand {
             pool: Arc::clone(self),
             key: kind.key.clone(),
         };
         let Ok(mut slots) = self.slots.lock() else {
-            return (demand, None);
+            return (demand, Offer::Nothing);
         };
         let slot = slots.entry(kind.key.clone()).or_insert_with(|| Slot {
             kind: kind.clone(),
@@ -207,6 +263,7 @@ impl WarmPool {
             last_used: now,
             arrivals: VecDeque::new(),
             start_time: FIRST_START_GUESS,
+            waiting: VecDeque::new(),
         });
         slot.in_flight += 1;
         slot.last_used = now;
@@ -218,11 +275,33 @@ impl WarmPool {
             slot.arrivals.pop_front();
         }
         slot.arrivals.push_back(now);
+        if slot.arrivals.len() > RATE_SAMPLES {
+            slot.arrivals.pop_front();
+        }
         if slot.in_flight >= slot.peak || now.duration_since(slot.peak_at) > DEMAND_WINDOW {
             slot.peak = slot.in_flight;
             slot.peak_at = now;
         }
-        (demand, slot.idle.pop())
+        if let Some(warm) = slot.idle.pop() {
+            return (demand, Offer::Idle(warm));
+        }
+        if slot.unclaimed() > 0 {
+            // Closed senders are of runs that gave up waiting: their claims are void.
+            slot.waiting.retain(|waiter| !waiter.is_closed());
+            let (sender, receiver) = oneshot::channel();
+            slot.waiting.push_back(sender);
+            return (demand, Offer::Starting(receiver));
+        }
+        (demand, Offer::Nothing)
+    }
+
+    /// The measured start time of a kind (the first guess until one was measured).
+    pub fn start_time(&self, kind: &Kind) -> Duration {
+        self.slots
+            .lock()
+            .ok()
+            .and_then(|slots| slots.get(&kind.key).map(|slot| slot.start_time))
+            .unwrap_or(FIRST_START_GUESS)
     }
 
     /// Another idle container of this kind, if there is one (when the one `begin` gave was
@@ -246,16 +325,18 @@ impl WarmPool {
         let Some(slot) = slots.get_mut(&kind.key) else {
             return 0;
         };
+        slot.waiting.retain(|waiter| !waiter.is_closed());
         let target = slot.target(self.sizing.per_kind, Instant::now());
+        // Starting containers that a waiting run claimed are as good as in use.
         let wanted = target
-            .saturating_sub(slot.idle.len() + slot.starting)
+            .saturating_sub(slot.idle.len() + slot.unclaimed())
             .min(room);
         slot.starting += wanted;
         wanted
     }
 
-    /// A reserved container started (it took `took`): kept for later, or given back (to be
-    /// discarded) when the kind has enough.
+    /// A reserved container started (it took `took`): handed to the run that waits longest
+    /// for one, else kept for later, or given back (to be discarded) when the kind has enough.
     #[must_use]
     pub fn put(&self, kind: &Kind, warm: Warm, took: Duration) -> Option<Warm> {
         let Ok(mut slots) = self.slots.lock() else {
@@ -266,6 +347,14 @@ impl WarmPool {
         };
         slot.starting = slot.starting.saturating_sub(1);
         slot.start_time = (slot.start_time * 3 + took) / 4;
+        let mut warm = warm;
+        while let Some(waiter) = slot.waiting.pop_front() {
+            match waiter.send(warm) {
+                Ok(()) => return None,
+                // That run stopped waiting (cancelled, or it started its own).
+                Err(back) => warm = back,
+            }
+        }
         if slot.idle.len() >= slot.target(self.sizing.per_kind, Instant::now()) {
             return Some(warm);
         }
@@ -273,12 +362,17 @@ impl WarmPool {
         None
     }
 
-    /// A reserved container could not be started.
+    /// A reserved container could not be started: a run waiting for it is told (it starts its
+    /// own).
     pub fn start_failed(&self, kind: &Kind) {
         if let Ok(mut slots) = self.slots.lock()
             && let Some(slot) = slots.get_mut(&kind.key)
         {
             slot.starting = slot.starting.saturating_sub(1);
+            slot.waiting.retain(|waiter| !waiter.is_closed());
+            while slot.waiting.len() > slot.starting {
+                slot.waiting.pop_back();
+            }
         }
     }
 
@@ -347,6 +441,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_kind_is_shown_by_its_images_name_not_the_id_it_starts_from() {
+        let mut spec = ContainerSpec {
+            image: "sha256:0fab".into(),
+            ..Default::default()
+        };
+        spec.labels
+            .insert(IMAGE_LABEL.into(), "packbox/shell:5.2".into());
+        assert_eq!(kind(&spec).image, "packbox/shell:5.2");
+        spec.labels.remove(IMAGE_LABEL);
+        assert_eq!(kind(&spec).image, "sha256:0fab");
+    }
+
+    #[test]
     fn runs_that_differ_only_by_exec_id_share_a_key() {
         let mut a = ContainerSpec {
             image: "img".into(),
@@ -385,22 +492,31 @@ mod tests {
             last_used: now,
             arrivals: VecDeque::new(),
             start_time: Duration::from_millis(300),
+            waiting: VecDeque::new(),
         }
     }
 
     #[test]
-    fn a_kind_keeps_ready_what_arrives_while_a_container_starts() {
+    fn a_kind_keeps_ready_what_arrives_while_a_container_starts_plus_one() {
         let now = Instant::now();
         let mut busy = slot(now);
-        // One run at a time, but 14 a second: ~5 arrive during a 300 ms start.
-        busy.arrivals = (0..140)
+        // One run at a time, but 14 a second: ~5 arrive during a 300 ms start, and one more.
+        busy.arrivals = (0..RATE_SAMPLES as u64)
+            .rev()
             .map(|i| now - Duration::from_millis(i * 70))
             .collect();
-        assert_eq!(busy.target(8, now), 5);
+        assert_eq!(busy.target(8, now), 6);
         assert_eq!(busy.target(3, now), 3, "within the per-kind limit");
+        // One after another as slow as a start (the trap): still one more than that.
+        let mut trapped = slot(now);
+        trapped.arrivals = (0..33)
+            .rev()
+            .map(|i| now - Duration::from_millis(i * 310))
+            .collect();
+        assert_eq!(trapped.target(8, now), 2);
         let mut rare = slot(now);
         rare.arrivals = [now].into();
-        assert_eq!(rare.target(8, now), 1);
+        assert_eq!(rare.target(8, now), 1, "a kind run once keeps one");
         let mut wide = slot(now);
         wide.peak = 6;
         assert_eq!(wide.target(8, now), 6, "runs at once count too");

@@ -12,9 +12,11 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::capture::BoundedBuffer;
+use super::frames::{Frame, FrameDecoder};
 use crate::contract::exit::{ContainerExit, Ending};
 use crate::engine::{
-    Attached, ContainerSpec, EngineError, NotApplied, SharedEngine, Signal, StreamKind,
+    Attached, ContainerSpec, EngineError, InitProcess, NotApplied, OutputStream, SharedEngine,
+    Signal, StreamKind,
 };
 
 /// Bounds on one run.
@@ -153,6 +155,8 @@ pub struct Started {
     id: String,
     attached: Attached,
     guard: RemoveOnDrop,
+    /// packbox's init is its PID 1: its output comes in frames, with the action's status last.
+    framed: bool,
     not_applied: Vec<NotApplied>,
 }
 
@@ -193,7 +197,20 @@ pub async fn start(
     name: &str,
     spec: &ContainerSpec,
 ) -> Result<Started, RunError> {
+    start_with_files(engine, name, spec, None).await
+}
+
+/// [`start`], with files unpacked into the container's file system (a tar archive, into the
+/// folder named beside it) before its process starts.
+pub async fn start_with_files(
+    engine: &SharedEngine,
+    name: &str,
+    spec: &ContainerSpec,
+    files: Option<(&str, Vec<u8>)>,
+) -> Result<Started, RunError> {
+    let began = std::time::Instant::now();
     let id = engine.create_container(name, spec).await?;
+    crate::common::phase::phase("create", began, &id);
     let guard = RemoveOnDrop {
         engine: SharedEngine::clone(engine),
         id: Some(id.clone()),
@@ -221,17 +238,24 @@ pub async fn start(
             };
         }
     };
+    let began = std::time::Instant::now();
     let attached = async {
+        if let Some((path, archive)) = files {
+            let body = futures::stream::iter([Ok(bytes::Bytes::from(archive))]);
+            engine.upload_archive(&id, path, Box::pin(body)).await?;
+        }
         let attached = engine.attach(&id).await?;
         engine.start(&id).await?;
         Ok::<_, EngineError>(attached)
     }
     .await;
+    crate::common::phase::phase("start", began, &id);
     match attached {
         Ok(attached) => Ok(Started {
             id,
             attached,
             guard,
+            framed: matches!(spec.init, InitProcess::Packbox { .. }),
             not_applied,
         }),
         Err(run) => {
@@ -282,18 +306,23 @@ pub async fn finish(
         id,
         attached,
         guard,
+        framed,
         ..
     } = started;
-    let result = drive(engine, &id, attached, io).await;
+    let result = drive(engine, &id, attached, framed, io).await;
     guard.disarm();
+    if let Ok((_, Some(reported))) = &result {
+        check_exit(engine, &id, *reported).await;
+    }
     let removed = engine.remove(&id).await;
-    with_cleanup(result, removed, id)
+    with_cleanup(result.map(|(exit, _)| exit), removed, id)
 }
 
 /// [`finish`], except that a container that ended normally is handed back instead of removed,
-/// so its removal (tens of milliseconds on a busy engine) can happen off the caller's path. On
-/// an engine error the container is removed here, as `finish` does, and both failures are
-/// reported.
+/// so its removal (tens of milliseconds on a busy engine) can happen off the caller's path. With
+/// packbox's init, the run ends when the init reports the action's exit, before the engine has
+/// seen the container's: the engine's exit status is checked against it on removal. On an
+/// engine error the container is removed here, as `finish` does, and both failures are reported.
 pub async fn finish_then_release(
     engine: &SharedEngine,
     started: Started,
@@ -303,10 +332,18 @@ pub async fn finish_then_release(
         id,
         attached,
         guard,
+        framed,
         ..
     } = started;
-    match drive(engine, &id, attached, io).await {
-        Ok(exit) => Ok((exit, Exited { id, guard })),
+    match drive(engine, &id, attached, framed, io).await {
+        Ok((exit, reported)) => Ok((
+            exit,
+            Exited {
+                id,
+                guard,
+                reported,
+            },
+        )),
         Err(run) => {
             guard.disarm();
             let removed = engine.remove(&id).await;
@@ -320,18 +357,85 @@ pub async fn finish_then_release(
 pub struct Exited {
     id: String,
     guard: RemoveOnDrop,
+    /// The exit status packbox's init reported, when the run ended on its word.
+    reported: Option<i64>,
+}
+
+/// Whether the engine's exit status of a container agreed with what its init reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitCheck {
+    /// The run ended on the engine's word: nothing to check.
+    NotReported,
+    /// The engine saw the same status.
+    Agreed,
+    /// The engine saw another status, or none in time (logged as a warning).
+    Mismatch {
+        /// What the init reported, and the outcome says.
+        reported: i64,
+        /// What the engine saw; `None` when it did not answer in time.
+        engine: Option<i64>,
+    },
 }
 
 impl Exited {
-    /// Removes the container; a failure is logged (the next start-up sweep or `packbox gc`
-    /// removes what is left).
-    pub async fn remove(self) {
-        let Exited { id, guard } = self;
+    /// The container's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Checks the engine's exit status against the one the init reported (waiting, bounded, for
+    /// the engine to see the exit), then removes the container; a failed removal is logged (the
+    /// next start-up sweep or `packbox gc` removes what is left).
+    pub async fn remove(self) -> ExitCheck {
+        let Exited {
+            id,
+            guard,
+            reported,
+        } = self;
         let engine = SharedEngine::clone(&guard.engine);
+        let began = std::time::Instant::now();
+        let check = match reported {
+            Some(reported) => check_exit(&engine, &id, reported).await,
+            None => ExitCheck::NotReported,
+        };
+        if reported.is_some() {
+            crate::common::phase::phase("exit_seen", began, &id);
+        }
         guard.disarm();
+        let began = std::time::Instant::now();
         if let Err(e) = engine.remove(&id).await {
             tracing::warn!("removing container {id} after its run: {e}");
         }
+        crate::common::phase::phase("removal", began, &id);
+        check
+    }
+}
+
+/// Waits (bounded) for the engine to see a container's exit and compares its status with the
+/// one the container's init reported; a difference is logged.
+async fn check_exit(engine: &SharedEngine, id: &str, reported: i64) -> ExitCheck {
+    let seen = match tokio::time::timeout(KILL_WAIT, engine.wait(id)).await {
+        Ok(Ok(code)) => Some(code),
+        Ok(Err(e)) => {
+            tracing::warn!(
+                "container {id}: waiting for its exit after its init reported {reported}: {e}"
+            );
+            None
+        }
+        Err(_) => None,
+    };
+    if seen == Some(reported) {
+        return ExitCheck::Agreed;
+    }
+    tracing::warn!(
+        container = id,
+        reported,
+        engine = seen,
+        "the engine's exit status of a container differs from what its init reported (the outcome kept the init's)"
+    );
+    ExitCheck::Mismatch {
+        reported,
+        engine: seen,
     }
 }
 
@@ -359,12 +463,71 @@ fn with_cleanup<T>(
     }
 }
 
+/// Reads a container's output into the bounded buffers, through the init's frames when it
+/// runs packbox's init.
+struct Reader<'a> {
+    output: OutputStream,
+    frames: Option<FrameDecoder>,
+    on_output: &'a mut (dyn FnMut(StreamKind, &[u8]) + Send),
+    stdout: BoundedBuffer,
+    stderr: BoundedBuffer,
+}
+
+impl Reader<'_> {
+    fn deliver(&mut self, stream: StreamKind, bytes: &[u8]) {
+        (self.on_output)(stream, bytes);
+        match stream {
+            StreamKind::Stdout => self.stdout.push(bytes),
+            StreamKind::Stderr => self.stderr.push(bytes),
+        }
+    }
+
+    /// Reads on until the stream ends, or (with `stop_at_status`) until the init reports the
+    /// action's exit status, which it returns. Reading on past the limits keeps the engine's
+    /// copy from stalling; the buffers drop what does not fit.
+    async fn read(&mut self, id: &str, stop_at_status: bool) -> Result<Option<i64>, EngineError> {
+        while let Some(chunk) = self.output.next().await {
+            let chunk = chunk?;
+            let Some(decoder) = self
+                .frames
+                .as_mut()
+                .filter(|_| chunk.stream == StreamKind::Stdout)
+            else {
+                // Without packbox's init, or the init's own stderr (it writes there only when
+                // it was called wrongly).
+                self.deliver(chunk.stream, &chunk.bytes);
+                continue;
+            };
+            let frames = decoder
+                .push(&chunk.bytes)
+                .map_err(|e| EngineError::Unexpected {
+                    what: format!("reading output of container {id}"),
+                    message: format!("packbox's init: {e}"),
+                })?;
+            let mut status = None;
+            for frame in frames {
+                match frame {
+                    Frame::Output(stream, bytes) => self.deliver(stream, &bytes),
+                    Frame::Exit(code) => status = Some(code),
+                }
+            }
+            if stop_at_status && status.is_some() {
+                return Ok(status);
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The run's end: how the container ended and, when packbox's init reported the exit status
+/// (the engine has not confirmed it yet), that status.
 async fn drive(
     engine: &SharedEngine,
     id: &str,
     attached: Attached,
+    framed: bool,
     io: RunIo<'_>,
-) -> Result<ContainerExit, EngineError> {
+) -> Result<(ContainerExit, Option<i64>), EngineError> {
     let RunIo {
         stdin,
         limits,
@@ -372,51 +535,63 @@ async fn drive(
         on_output,
     } = io;
     let Attached {
-        mut output,
+        output,
         stdin: mut input,
     } = attached;
     // Stdin is written from its own task while output is read, so neither side can block the
     // other; the task is aborted and awaited before returning.
+    let handed_over = std::time::Instant::now();
+    let container = id.to_string();
     let writer = tokio::spawn(async move {
         // An action that exits without reading stdin closes the pipe: not an error of the run.
         let _ = input.write_all(&stdin).await;
         let _ = input.shutdown().await;
+        crate::common::phase::phase("handoff", handed_over, &container);
     });
 
-    let mut stdout = BoundedBuffer::new("stdout", limits.max_output);
-    let mut stderr = BoundedBuffer::new("stderr", limits.max_output);
-    let mut pump_and_wait = async |stdout: &mut BoundedBuffer, stderr: &mut BoundedBuffer| {
-        // Reading on past the limits keeps the engine's copy from stalling; the buffers drop
-        // what does not fit.
-        while let Some(chunk) = output.next().await {
-            let chunk = chunk?;
-            on_output(chunk.stream, &chunk.bytes);
-            match chunk.stream {
-                StreamKind::Stdout => stdout.push(&chunk.bytes),
-                StreamKind::Stderr => stderr.push(&chunk.bytes),
-            }
+    let mut reader = Reader {
+        output,
+        frames: framed.then(FrameDecoder::default),
+        on_output,
+        stdout: BoundedBuffer::new("stdout", limits.max_output),
+        stderr: BoundedBuffer::new("stderr", limits.max_output),
+    };
+    // The action's own end: the init's status frame when there is one; else (no frame, or a
+    // kill that may be the kernel's OOM killer, which only the engine can tell) the end of the
+    // output and the engine's wait.
+    let until_exit = async |reader: &mut Reader<'_>| {
+        if framed
+            && let Some(code) = reader.read(id, true).await?
+            && code != 137
+        {
+            return Ok::<_, EngineError>((code, true));
         }
+        reader.read(id, false).await?;
+        Ok((engine.wait(id).await?, false))
+    };
+    let until_engine_exit = async |reader: &mut Reader<'_>| {
+        reader.read(id, false).await?;
         engine.wait(id).await
     };
 
     let first = tokio::select! {
-        result = tokio::time::timeout(limits.timeout, pump_and_wait(&mut stdout, &mut stderr)) => {
+        result = tokio::time::timeout(limits.timeout, until_exit(&mut reader)) => {
             match result {
-                Ok(code) => Ok(code?),
+                Ok(exit) => Ok(exit?),
                 Err(_) => Err(Ending::TimedOut),
             }
         }
         () = cancel.cancelled() => Err(Ending::Cancelled),
     };
-    let (ending, exit_code) = match first {
-        Ok(code) => (Ending::Exited, Some(code)),
+    crate::common::phase::phase("action", handed_over, id);
+    let (ending, exit_code, reported) = match first {
+        Ok((code, reported)) => (Ending::Exited, Some(code), reported.then_some(code)),
         Err(ending) => {
-            // SIGTERM, a grace period (still capturing), then SIGKILL.
+            // SIGTERM, a grace period (still capturing), then SIGKILL; the engine says how it
+            // ended.
             engine.kill(id, Signal::Term).await?;
             let code =
-                match tokio::time::timeout(limits.grace, pump_and_wait(&mut stdout, &mut stderr))
-                    .await
-                {
+                match tokio::time::timeout(limits.grace, until_engine_exit(&mut reader)).await {
                     Ok(code) => Some(code?),
                     Err(_) => {
                         engine.kill(id, Signal::Kill).await?;
@@ -426,24 +601,36 @@ async fn drive(
                             .transpose()?
                     }
                 };
-            (ending, code)
+            (ending, code, None)
         }
     };
     writer.abort();
     let _ = writer.await;
 
-    let oom_killed = match exit_code {
-        // Only a kill can be an OOM kill; other exits need no extra round trip.
-        Some(137) | None => engine.container_state(id).await?.oom_killed,
-        Some(_) => false,
+    let (oom_killed, removed) = match (exit_code, reported) {
+        // Only a kill the engine saw can be an OOM kill, or a removal by someone else; other
+        // exits need no extra round trip.
+        (Some(137) | None, None) => {
+            let state = engine.container_state(id).await?;
+            (state.oom_killed, state.removed)
+        }
+        _ => (false, false),
     };
-    Ok(ContainerExit {
-        ending,
-        exit_code,
-        oom_killed,
-        stdout: stdout.finish(),
-        stderr: stderr.finish(),
-    })
+    let ending = match ending {
+        Ending::Exited if removed => Ending::Removed,
+        other => other,
+    };
+    let Reader { stdout, stderr, .. } = reader;
+    Ok((
+        ContainerExit {
+            ending,
+            exit_code,
+            oom_killed,
+            stdout: stdout.finish(),
+            stderr: stderr.finish(),
+        },
+        reported,
+    ))
 }
 
 /// Removes the container if the run is dropped half-way (a panic, a dropped future); the normal
@@ -881,6 +1068,151 @@ mod tests {
                 assert!(fake.container_ids().is_empty());
             }
         }
+    }
+
+    /// A spec whose PID 1 is packbox's init (the fake plays it: frames, then the status).
+    fn framed_spec() -> ContainerSpec {
+        ContainerSpec {
+            init: InitProcess::Packbox {
+                volume: "packbox-init-test".into(),
+            },
+            ..spec()
+        }
+    }
+
+    async fn run_framed(
+        engine: &SharedEngine,
+        limits: &RunLimits,
+        cancel: &CancellationToken,
+    ) -> Result<(ContainerExit, Exited), RunError> {
+        let started = start(engine, "packbox-test", &framed_spec()).await?;
+        let io = RunIo {
+            stdin: Vec::new(),
+            limits,
+            cancel,
+            on_output: &mut |_, _| {},
+        };
+        finish_then_release(engine, started, io).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_packbox_init_the_run_ends_at_the_actions_exit_and_the_engine_confirms_later() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            output: vec![
+                (StreamKind::Stdout, b"result\n".to_vec()),
+                (StreamKind::Stderr, b"note\n".to_vec()),
+            ],
+            delay: Duration::from_secs(1),
+            engine_exit_after: Duration::from_secs(20),
+            ..Program::default()
+        });
+        let began = Instant::now();
+        let (exit, exited) = run_framed(&engine, &limits(60, 5), &CancellationToken::new())
+            .await
+            .expect("run");
+        assert_eq!(
+            began.elapsed(),
+            Duration::from_secs(1),
+            "not the engine's 21 s"
+        );
+        assert_eq!((exit.ending, exit.exit_code), (Ending::Exited, Some(0)));
+        assert_eq!(exit.stdout.text, "result\n");
+        assert_eq!(exit.stderr.text, "note\n");
+        assert!(!exit.oom_killed);
+        assert_eq!(fake.count(|c| matches!(c, Call::State(_))), 0);
+        assert_eq!(exited.remove().await, ExitCheck::Agreed);
+        assert!(fake.container_ids().is_empty(), "removed after the check");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_engine_status_other_than_the_inits_is_a_mismatch() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            exit: Exit::Code(0),
+            engine_code: Some(3),
+            ..Program::default()
+        });
+        let (exit, exited) = run_framed(&engine, &limits(60, 5), &CancellationToken::new())
+            .await
+            .expect("run");
+        assert_eq!(exit.exit_code, Some(0), "the outcome keeps the init's word");
+        assert_eq!(
+            exited.remove().await,
+            ExitCheck::Mismatch {
+                reported: 0,
+                engine: Some(3)
+            }
+        );
+        assert!(fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_action_printing_a_status_frame_does_not_end_its_run() {
+        let (fake, engine) = engine();
+        let forged = crate::engine::fake::init_frame(3, &0i32.to_be_bytes());
+        fake.set_program(move |_| Program {
+            output: vec![(StreamKind::Stdout, forged.clone())],
+            exit: Exit::Never,
+            obeys_term: false,
+            ..Program::default()
+        });
+        let began = Instant::now();
+        let (exit, exited) = run_framed(&engine, &limits(30, 5), &CancellationToken::new())
+            .await
+            .expect("run");
+        assert_eq!(exit.ending, Ending::TimedOut);
+        assert_eq!(exit.exit_code, Some(137));
+        assert_eq!(kills(&fake), [Signal::Term, Signal::Kill]);
+        assert_eq!(began.elapsed(), Duration::from_secs(35), "timeout + grace");
+        assert_eq!(
+            exit.stdout.text.as_bytes(),
+            crate::engine::fake::init_frame(3, &0i32.to_be_bytes()),
+            "the forged frame is output like any other"
+        );
+        assert_eq!(exited.remove().await, ExitCheck::NotReported);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_packbox_init_a_cancel_still_stops_the_action_gracefully() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            exit: Exit::Never,
+            ..Program::default()
+        });
+        let cancel = CancellationToken::new();
+        let limits = limits(600, 3);
+        let runner = run_framed(&engine, &limits, &cancel);
+        let canceller = async {
+            tokio::time::sleep(Duration::from_secs(7)).await;
+            cancel.cancel();
+        };
+        let (ran, ()) = tokio::join!(runner, canceller);
+        let (exit, exited) = ran.expect("run");
+        assert_eq!(exit.ending, Ending::Cancelled);
+        assert_eq!(exit.exit_code, Some(143), "the action obeyed SIGTERM");
+        assert_eq!(kills(&fake), [Signal::Term]);
+        exited.remove().await;
+        assert!(fake.container_ids().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kill_reported_by_the_init_is_settled_by_the_engine_which_knows_oom() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            exit: Exit::Code(137),
+            oom: true,
+            engine_exit_after: Duration::from_secs(2),
+            ..Program::default()
+        });
+        let began = Instant::now();
+        let (exit, exited) = run_framed(&engine, &limits(60, 5), &CancellationToken::new())
+            .await
+            .expect("run");
+        assert!(exit.oom_killed);
+        assert_eq!(exit.exit_code, Some(137));
+        assert_eq!(began.elapsed(), Duration::from_secs(2), "the engine's exit");
+        assert_eq!(exited.remove().await, ExitCheck::NotReported);
     }
 
     #[tokio::test(start_paused = true)]

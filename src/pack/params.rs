@@ -137,14 +137,24 @@ pub struct Resolved {
 /// then checks every value against its declaration's JSON Schema and that every required
 /// parameter has one. Parameters the action does not declare are delivered as given, with a
 /// warning, unless its schema forbids them or the operator is strict (Attune accepts them too).
-/// All problems are reported together.
+/// All problems are reported together. A parameter named in `given_as_secret` got its value from
+/// a secret: like a secret parameter's (or one holding a secret property), that value is never
+/// quoted.
 pub fn resolve(
     action: &str,
     declared: &Parameters,
     undeclared: Undeclared<'_>,
     from_file: Map<String, Value>,
     assignments: &[(String, String)],
+    given_as_secret: &[&str],
 ) -> Result<Resolved, ParamError> {
+    // Why a value may not be quoted, if it may not.
+    let hidden = |name: &str, spec: &ParameterSpec| match () {
+        _ if spec.secret => Some("secret parameter"),
+        _ if given_as_secret.contains(&name) => Some("given as a secret"),
+        _ if spec.holds_secret() => Some("it holds a secret property"),
+        _ => None,
+    };
     let mut issues = Vec::new();
     let mut document = Map::new();
     for (name, spec) in declared {
@@ -174,7 +184,8 @@ pub fn resolve(
             Err(expected) => {
                 // Marked as failed, so the check below does not report it a second time.
                 document.remove(name);
-                issues.push(issue(name, describe(name, spec, &expected, raw)));
+                let shown = hidden(name, spec).ok_or(raw.as_str());
+                issues.push(issue(name, describe(name, &expected, shown)));
             }
         }
     }
@@ -206,7 +217,7 @@ pub fn resolve(
             )],
             None => additional_schema
                 .as_ref()
-                .map(|spec| schema_issues(&shown, spec, &value))
+                .map(|spec| schema_issues(&shown, spec, &value, None))
                 .unwrap_or_default(),
         };
         match refused.is_empty() {
@@ -237,7 +248,7 @@ pub fn resolve(
         .collect();
     for (name, spec) in declared {
         match document.get(name) {
-            Some(value) => issues.extend(schema_issues(name, spec, value)),
+            Some(value) => issues.extend(schema_issues(name, spec, value, hidden(name, spec))),
             None if spec.required && !failed_conversion.contains(name) => {
                 issues.push(issue(name, format!("missing required parameter `{name}`")));
             }
@@ -256,7 +267,14 @@ pub fn resolve(
 
 /// The problems of one parameter's value against its declaration's JSON Schema, each naming the
 /// place inside the value (`headers.accept`, `hosts[2]`).
-fn schema_issues(name: &str, spec: &ParameterSpec, value: &Value) -> Vec<ParamIssue> {
+/// The schema's problems with a value, each naming its place; `hidden` says why the value may
+/// not be quoted (it is, or holds, a secret), if it may not.
+fn schema_issues(
+    name: &str,
+    spec: &ParameterSpec,
+    value: &Value,
+    hidden: Option<&str>,
+) -> Vec<ParamIssue> {
     let Err(problems) = spec.check(value) else {
         return Vec::new();
     };
@@ -265,7 +283,7 @@ fn schema_issues(name: &str, spec: &ParameterSpec, value: &Value) -> Vec<ParamIs
         .map(|(pointer, expected)| {
             let at = format!("{name}{}", path_of(&pointer));
             let found = value.pointer(&pointer).map(as_text).unwrap_or_default();
-            issue(name, describe(&at, spec, &expected, &found))
+            issue(name, describe(&at, &expected, hidden.ok_or(found.as_str())))
         })
         .collect()
 }
@@ -326,11 +344,13 @@ fn convert(spec: &ParameterSpec, raw: &str) -> Result<Value, String> {
     }
 }
 
-/// One issue with a value: the value is shown unless the parameter is secret.
-fn describe(name: &str, spec: &ParameterSpec, expected: &str, value: &str) -> String {
-    if spec.secret {
-        return format!("`{name}`: {expected} (value not shown: secret parameter)");
-    }
+/// One issue with a value: `Err(value)` quotes the value, `Ok(why)` says why it is not shown
+/// (it is, or holds, a secret).
+fn describe(name: &str, expected: &str, value: Result<&str, &str>) -> String {
+    let value = match value {
+        Ok(why) => return format!("`{name}`: {expected} (value not shown: {why})"),
+        Err(value) => value,
+    };
     let mut shown: String = value.chars().take(60).collect();
     if shown.len() < value.len() {
         shown.push('…');
@@ -402,6 +422,7 @@ mod tests {
             strict(),
             from_file,
             &assign(&["bogus=1"]),
+            &[],
         )
         .expect_err("three problems");
         let ParamError::Invalid { issues, .. } = err else {
@@ -429,6 +450,7 @@ mod tests {
             Undeclared::default(),
             from_file,
             &assign(&["token=abc", "count=7"]),
+            &[],
         )
         .expect("valid");
         assert_eq!(
@@ -458,6 +480,7 @@ mod tests {
                 "u=7",
                 "nullable=5",
             ]),
+            &[],
         )
         .expect("valid");
         assert_eq!(
@@ -470,6 +493,7 @@ mod tests {
             Undeclared::default(),
             Map::new(),
             &assign(&["i=1.5", "n=x", "b=yes", "o=[1]", "a={}"]),
+            &[],
         ));
         assert_eq!(found.len(), 5, "{found:?}");
         assert!(
@@ -486,6 +510,7 @@ mod tests {
             Undeclared::default(),
             Map::new(),
             &assign(&["count=11", "mode=medium"]),
+            &[],
         ));
         assert_eq!(found.len(), 3, "{found:?}");
         assert!(
@@ -511,7 +536,7 @@ mod tests {
             given.insert(format!("{}{n}", "x".repeat(300)), Value::Bool(true));
         }
         let Err(ParamError::Invalid { issues, .. }) =
-            resolve("p.a", &declared, strict(), given.clone(), &[])
+            resolve("p.a", &declared, strict(), given.clone(), &[], &[])
         else {
             panic!("unknown parameters are refused when strict");
         };
@@ -531,7 +556,7 @@ mod tests {
         assert!(bytes < 20_000, "{bytes} bytes of problems");
         // Accepted (not strict): all delivered, with as few and as short warnings.
         given.insert("token".into(), Value::String("t".into()));
-        let resolved = resolve("p.a", &declared, Undeclared::default(), given, &[])
+        let resolved = resolve("p.a", &declared, Undeclared::default(), given, &[], &[])
             .expect("undeclared parameters are accepted");
         // The 5,000 undeclared, the token and the name's default.
         assert_eq!(resolved.document.len(), 5002);
@@ -552,6 +577,7 @@ mod tests {
             strict(),
             Map::new(),
             &assign(&["token=x", "nope=1"]),
+            &[],
         )
         .expect_err("unknown");
         assert_eq!(
@@ -564,6 +590,7 @@ mod tests {
             strict(),
             Map::new(),
             &assign(&["x=1"]),
+            &[],
         )
         .expect_err("none declared");
         assert!(
@@ -585,6 +612,7 @@ mod tests {
                 Undeclared::default(),
                 Map::new(),
                 &assign(&[given]),
+                &[],
             )
             .expect_err("invalid");
             let text = err.to_string();
@@ -597,6 +625,46 @@ mod tests {
                     && !text.contains("abcxyz"),
                 "{text}"
             );
+        }
+        // A value given as a secret for a parameter that is not secret: not quoted either.
+        let declared = declarations("pin: {type: integer}\n");
+        let from_secret = Map::from_iter([("pin".to_string(), json!("4821-TOPSECRET-PIN"))]);
+        let err = resolve(
+            "p.a",
+            &declared,
+            Undeclared::default(),
+            from_secret,
+            &[],
+            &["pin"],
+        )
+        .expect_err("invalid");
+        let text = err.to_string();
+        assert!(
+            text.contains("value not shown: given as a secret"),
+            "{text}"
+        );
+        assert!(!text.contains("TOPSECRET"), "{text}");
+        // An object with a secret property: its value is never quoted, whatever is wrong.
+        let declared = declarations(
+            "creds: {type: object, properties: {password: {type: string, secret: true}, \
+             port: {type: integer}}}\n",
+        );
+        for given in [
+            "creds={\"password\": \"hunter2secret\"}x",
+            "creds={\"password\": \"hunter2secret\", \"port\": \"hunter2port\"}",
+        ] {
+            let err = resolve(
+                "p.a",
+                &declared,
+                Undeclared::default(),
+                Map::new(),
+                &assign(&[given]),
+                &[],
+            )
+            .expect_err("invalid");
+            let text = err.to_string();
+            assert!(text.contains("it holds a secret property"), "{text}");
+            assert!(!text.contains("hunter2"), "{text}");
         }
         let err = parse_assignments(&["pin".into()]).expect_err("no =");
         assert_eq!(err.to_string(), "parameter `pin`: expected KEY=VALUE");

@@ -101,12 +101,48 @@ pub struct ParameterSpec {
     pub maximum: Option<f64>,
     /// What the parameter means, as `actions list --json` shows it.
     pub description: Option<String>,
+    /// Paths inside an object value whose property is declared `secret: true` (its nested
+    /// `properties`, at any depth): those values are secrets like a secret parameter's.
+    pub secret_properties: Vec<Vec<String>>,
     /// The declaration as a JSON Schema (every keyword, as written), without the flat style's
     /// own keys (`required: true`, `secret`): what a value is validated against.
     pub schema: Json,
 }
 
 impl ParameterSpec {
+    /// Whether any part of this parameter's value is secret: the whole (`secret: true`) or a
+    /// property inside it. Such values are never quoted.
+    pub fn holds_secret(&self) -> bool {
+        self.secret || !self.secret_properties.is_empty()
+    }
+
+    /// The default as listings may show it: none for a secret parameter, and every secret
+    /// property inside it replaced by `***`.
+    pub fn public_default(&self) -> Option<Json> {
+        if self.secret {
+            return None;
+        }
+        let mut default = self.default.clone()?;
+        for path in &self.secret_properties {
+            if let Some(found) = value_at_mut(&mut default, path) {
+                *found = Json::String(REDACTED.into());
+            }
+        }
+        Some(default)
+    }
+
+    /// The secret parts of a value of this parameter: the whole value when the parameter is
+    /// secret, else the values of its secret properties that the value holds.
+    pub fn secret_parts<'v>(&self, value: &'v Json) -> Vec<&'v Json> {
+        if self.secret {
+            return vec![value];
+        }
+        self.secret_properties
+            .iter()
+            .filter_map(|path| value_at(value, path))
+            .collect()
+    }
+
     /// Checks a value against the declaration's JSON Schema: every problem, each with the path
     /// inside the value (`""` for the value itself, `/0/name` inside it) and what was expected.
     /// The value itself is never quoted, so this is safe for secrets.
@@ -122,6 +158,46 @@ impl ParameterSpec {
             Err(problems)
         }
     }
+}
+
+/// What a secret shows as where its place must be kept (a listing's default).
+const REDACTED: &str = "***";
+
+fn value_at<'v>(value: &'v Json, path: &[String]) -> Option<&'v Json> {
+    path.iter()
+        .try_fold(value, |at, key| at.as_object()?.get(key))
+}
+
+fn value_at_mut<'v>(value: &'v mut Json, path: &[String]) -> Option<&'v mut Json> {
+    path.iter()
+        .try_fold(value, |at, key| at.as_object_mut()?.get_mut(key))
+}
+
+/// The paths of the properties declared `secret: true` under an object parameter's
+/// `properties`, at any depth.
+fn secret_property_paths(properties: Option<&Value>) -> Vec<Vec<String>> {
+    let mut paths = Vec::new();
+    let mut pending: Vec<(Vec<String>, &Value)> =
+        properties.map(|p| (Vec::new(), p)).into_iter().collect();
+    while let Some((prefix, properties)) = pending.pop() {
+        let Value::Mapping(properties) = properties else {
+            continue;
+        };
+        for (name, declaration) in properties {
+            let (Some(name), Value::Mapping(declaration)) = (name.as_str(), declaration) else {
+                continue;
+            };
+            let mut path = prefix.clone();
+            path.push(name.to_string());
+            if declaration.get("secret") == Some(&Value::Bool(true)) {
+                paths.push(path);
+            } else if let Some(inner) = declaration.get("properties") {
+                pending.push((path, inner));
+            }
+        }
+    }
+    paths.sort();
+    paths
 }
 
 /// Keys of a flat declaration that are not JSON Schema (Attune's and packbox's own), left out
@@ -332,6 +408,7 @@ fn parse_spec(
     if let Some(value) = map.get("description") {
         spec.description = doc.text(&at("description"), value, problems);
     }
+    spec.secret_properties = secret_property_paths(map.get("properties"));
     if let Some(value) = map.get("default")
         && !value.is_null()
     {

@@ -14,6 +14,7 @@ use std::sync::{Arc, LazyLock};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::common::owned::Owned;
 use crate::engine::{BuildSpec, EngineError, SharedEngine, SwarmEngine};
 use crate::pack_delivery::tree::{Limits, PackTree, TreeError};
 
@@ -137,6 +138,7 @@ pub struct PackImageSource<'a> {
 pub async fn ensure(
     engine: &SharedEngine,
     swarm: &dyn SwarmEngine,
+    owned: &Owned,
     source: PackImageSource<'_>,
     registry: Option<&str>,
     cancel: &CancellationToken,
@@ -176,7 +178,10 @@ pub async fn ensure(
         return Ok(made.clone());
     }
     let local = format!("{repository}:{tag}");
-    let image_id = match engine.image_id(&local).await.map_err(build_error)? {
+    // Only an image packbox built (its id recorded) is used: one someone else put under the tag
+    // is built over, which moves the tag.
+    let present = engine.image_id(&local).await.map_err(build_error)?;
+    let image_id = match present.filter(|id| owned.has_image(id)) {
         Some(id) => id,
         None => {
             let read = {
@@ -210,12 +215,21 @@ pub async fn ensure(
                 network_mode: "none".into(),
                 // Copying files needs no more than the engine's default.
                 memory_bytes: None,
+                no_cache: true,
             };
             let mut on_line = |line: &str| tracing::debug!(line = line.trim_end(), "pack image");
-            tokio::select! {
+            let id = tokio::select! {
                 built = engine.build_image(spec, &mut on_line) => built.map_err(build_error)?,
                 () = cancel.cancelled() => return Err(cancelled()),
-            }
+            };
+            owned
+                .add_image(&id)
+                .map_err(|source| PackImageError::Read {
+                    pack: pack.clone(),
+                    path: PathBuf::from(crate::common::owned::FILE_NAME),
+                    source,
+                })?;
+            id
         }
     };
     let reference = match registry {
@@ -306,7 +320,7 @@ impl From<TreeError> for PackImageError {
         match error {
             TreeError::Read { pack, path, source } => PackImageError::Read { pack, path, source },
             TreeError::TooLarge { pack, what, .. } => PackImageError::TooLarge { pack, what },
-            TreeError::Changed { pack } => PackImageError::Changed { pack },
+            TreeError::Changed { pack, .. } => PackImageError::Changed { pack },
         }
     }
 }
@@ -318,6 +332,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+    use crate::common::owned::Owned;
     use crate::engine::fake::{BuildScript, Call, FakeEngine};
 
     /// A pack folder with unique content (the process-wide cache keys on content).
@@ -413,6 +428,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_pack_image_is_built_once_and_named_by_its_id_without_a_registry() {
+        let owned = Owned::for_tests();
         let fake = engine();
         let shared: SharedEngine = fake.clone();
         let dir = pack();
@@ -423,10 +439,10 @@ mod tests {
             base_image: "packbox/shell:5.2",
         };
         let cancel = CancellationToken::new();
-        let first = ensure(&shared, fake.as_ref(), source, None, &cancel)
+        let first = ensure(&shared, fake.as_ref(), &owned, source, None, &cancel)
             .await
             .expect("made");
-        let second = ensure(&shared, fake.as_ref(), source, None, &cancel)
+        let second = ensure(&shared, fake.as_ref(), &owned, source, None, &cancel)
             .await
             .expect("again");
         assert_eq!(first, second);
@@ -449,8 +465,51 @@ mod tests {
         assert!(tag.contains(&first.pack_digest[..32]), "{tag}");
     }
 
+    /// Issue 26, item 3: a co-tenant of the engine built an image under the pack image's tag
+    /// (it is computed from the public digest) with packbox's labels; it was run as the pack.
+    #[tokio::test(start_paused = true)]
+    async fn an_image_packbox_did_not_build_under_the_pack_tag_is_built_over() {
+        let owned = Owned::for_tests();
+        let fake = engine();
+        let shared: SharedEngine = fake.clone();
+        let dir = pack();
+        let pack_digest = digest(dir.path());
+        let base_id = fake.image_id_now("packbox/shell:5.2");
+        let tag = format!("{REPOSITORY}/p:{}", image_tag(&pack_digest, &base_id));
+        let planted = fake.add_image(
+            &tag,
+            &[("packbox.managed", "true"), ("packbox.kind", "pack")],
+            0,
+        );
+        let source = PackImageSource {
+            pack_ref: "p",
+            pack_dir: dir.path(),
+            pack_digest: &pack_digest,
+            base_image: "packbox/shell:5.2",
+        };
+        let made = ensure(
+            &shared,
+            fake.as_ref(),
+            &owned,
+            source,
+            None,
+            &CancellationToken::new(),
+        )
+        .await
+        .expect("made");
+        assert_eq!(fake.count(|c| matches!(c, Call::Build(_))), 1, "built over");
+        assert_ne!(made.reference, planted);
+        assert_eq!(
+            fake.image_id_now(&tag),
+            made.reference,
+            "the tag moved to packbox's image"
+        );
+        assert!(owned.has_image(&made.reference));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn with_a_registry_the_image_is_pushed_once_and_named_by_digest() {
+        let owned = Owned::for_tests();
         let fake = engine();
         let shared: SharedEngine = fake.clone();
         let dir = pack();
@@ -464,6 +523,7 @@ mod tests {
         let made = ensure(
             &shared,
             fake.as_ref(),
+            &owned,
             source,
             Some("127.0.0.1:5000"),
             &cancel,
@@ -473,6 +533,7 @@ mod tests {
         ensure(
             &shared,
             fake.as_ref(),
+            &owned,
             source,
             Some("127.0.0.1:5000"),
             &cancel,
@@ -490,6 +551,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_cancelled_build_is_reported_as_cancelled() {
+        let owned = Owned::for_tests();
         let fake = engine();
         fake.set_build(BuildScript::Hang);
         let shared: SharedEngine = fake.clone();
@@ -501,7 +563,7 @@ mod tests {
             base_image: "packbox/shell:5.2",
         };
         let cancel = CancellationToken::new();
-        let making = ensure(&shared, fake.as_ref(), source, None, &cancel);
+        let making = ensure(&shared, fake.as_ref(), &owned, source, None, &cancel);
         let cancelling = async {
             fake.until(|f| f.count(|c| matches!(c, Call::Build(_))) == 1)
                 .await;
@@ -513,6 +575,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_planned_digest_names_the_image_and_a_changed_pack_is_refused_unbuilt() {
+        let owned = Owned::for_tests();
         let fake = engine();
         let shared: SharedEngine = fake.clone();
         let dir = pack();
@@ -525,7 +588,7 @@ mod tests {
             base_image: "packbox/shell:5.2",
         };
         let cancel = CancellationToken::new();
-        let err = ensure(&shared, fake.as_ref(), source, None, &cancel)
+        let err = ensure(&shared, fake.as_ref(), &owned, source, None, &cancel)
             .await
             .expect_err("changed since planned");
         assert!(matches!(err, PackImageError::Changed { .. }), "{err}");
@@ -540,7 +603,7 @@ mod tests {
             pack_digest: &planned,
             ..source
         };
-        let made = ensure(&shared, fake.as_ref(), source, None, &cancel)
+        let made = ensure(&shared, fake.as_ref(), &owned, source, None, &cancel)
             .await
             .expect("made");
         let gone = dir.path().to_path_buf();
@@ -551,7 +614,7 @@ mod tests {
             pack_digest: &planned,
             base_image: "packbox/shell:5.2",
         };
-        let again = ensure(&shared, fake.as_ref(), source, None, &cancel)
+        let again = ensure(&shared, fake.as_ref(), &owned, source, None, &cancel)
             .await
             .expect("found by name");
         assert_eq!(again, made);
@@ -560,6 +623,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_missing_base_image_is_a_build_error_naming_it() {
+        let owned = Owned::for_tests();
         let fake = FakeEngine::new();
         let shared: SharedEngine = fake.clone();
         let dir = pack();
@@ -572,6 +636,7 @@ mod tests {
         let err = ensure(
             &shared,
             fake.as_ref(),
+            &owned,
             source,
             None,
             &CancellationToken::new(),

@@ -5,7 +5,11 @@
 //!
 //! On a local engine the pack is bind-mounted instead and none of this runs; the tree digest is
 //! still what a run's record names.
+//!
+//! packbox's own init, the PID 1 of action containers, travels the same way on every engine: in
+//! a read-only volume named by its digest, filled once by the same lock (`init.rs`).
 
 pub mod image;
+pub mod init;
 pub mod tree;
 pub mod volume;

@@ -9,11 +9,13 @@
 //! checks already refused any that leads out of it. Sockets, FIFOs and devices are left out.
 //! Set-id and sticky bits are dropped.
 
-use std::fs::Metadata;
+use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use sha2::{Digest, Sha256};
 
 /// Bump when the digest's framing changes, so digests of different framings never compare equal.
@@ -55,12 +57,15 @@ pub enum TreeError {
         /// The limit on bytes.
         max_bytes: u64,
     },
-    /// A file was shorter when archived than when the tree was listed. (Other changes show as
-    /// a different digest returned by [`PackTree::append_to`].)
-    #[error("pack {pack} changed while it was being read; run again")]
+    /// What was opened to be read is not what was listed: another file (a file swapped for a
+    /// symlink or a hard link, a folder swapped for a symlink), another kind or another size.
+    /// (Other changes show as a different digest returned by [`PackTree::append_to`].)
+    #[error("pack {pack} changed while it was being read ({}); run again", path.display())]
     Changed {
         /// The pack's ref.
         pack: String,
+        /// The entry that was not what was listed.
+        path: PathBuf,
     },
 }
 
@@ -69,10 +74,13 @@ pub enum TreeError {
 pub struct Entry {
     /// Path relative to the pack folder, `/`-separated.
     pub relative: String,
+    /// The same path as the file system spells it (names need not be UTF-8).
     path: PathBuf,
     kind: EntryKind,
     /// Permission bits (set-id and sticky dropped).
     mode: u32,
+    /// The device and inode it was listed with: what is opened later must be this very file.
+    identity: (u64, u64),
 }
 
 #[derive(Debug)]
@@ -83,63 +91,177 @@ enum EntryKind {
 }
 
 /// A pack folder's entries, sorted by relative path, within `limits`.
+///
+/// Nothing is ever opened by following a symlink: each folder and file is opened below the
+/// pack's own folder one name at a time (`O_NOFOLLOW`), and what is opened is checked against
+/// what was listed (device, inode, kind, size). A pack author who swaps a file for a symlink to
+/// a file they cannot read (packbox may run as root), between the listing and the reading, gets
+/// an error, never that file's contents.
 #[derive(Debug)]
 pub struct PackTree {
     pack: String,
+    root: PathBuf,
+    /// The pack's folder, opened once: every entry is opened relative to it.
+    root_dir: OwnedFd,
     entries: Vec<Entry>,
 }
 
 impl PackTree {
     /// Reads the entries of the pack `pack` at `root` (symlinks not followed).
     pub fn read(pack: &str, root: &Path, limits: Limits) -> Result<PackTree, TreeError> {
-        let read_error = |path: &Path, source| TreeError::Read {
+        let read_error = |path: &Path, source: std::io::Error| TreeError::Read {
             pack: pack.to_string(),
             path: path.to_path_buf(),
             source,
         };
-        let mut entries = Vec::new();
-        let mut pending = vec![root.to_path_buf()];
+        let root_dir = rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| read_error(root, e.into()))?;
+        let root_identity =
+            identity(&rustix::fs::fstat(&root_dir).map_err(|e| read_error(root, e.into()))?);
+        let mut tree = PackTree {
+            pack: pack.to_string(),
+            root: root.to_path_buf(),
+            root_dir,
+            entries: Vec::new(),
+        };
+        let mut pending = vec![(PathBuf::new(), root_identity)];
         let mut total = 0u64;
-        while let Some(dir) = pending.pop() {
-            for item in std::fs::read_dir(&dir).map_err(|e| read_error(&dir, e))? {
-                let path = item.map_err(|e| read_error(&dir, e))?.path();
-                let metadata =
-                    std::fs::symlink_metadata(&path).map_err(|e| read_error(&path, e))?;
-                let Some(kind) = entry_kind(&path, &metadata).map_err(|e| read_error(&path, e))?
-                else {
+        while let Some((relative_dir, listed)) = pending.pop() {
+            let dir = tree.open_listed(&relative_dir, listed, true)?;
+            let shown_dir = root.join(&relative_dir);
+            let names =
+                rustix::fs::Dir::read_from(&dir).map_err(|e| read_error(&shown_dir, e.into()))?;
+            for item in names {
+                let item = item.map_err(|e| read_error(&shown_dir, e.into()))?;
+                let name = OsStr::from_bytes(item.file_name().to_bytes());
+                if name == "." || name == ".." {
                     continue;
+                }
+                let path = relative_dir.join(name);
+                let stat = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| read_error(&root.join(&path), e.into()))?;
+                let kind = match FileType::from_raw_mode(stat.st_mode) {
+                    FileType::Directory => EntryKind::Dir,
+                    FileType::RegularFile => EntryKind::File {
+                        size: stat.st_size as u64,
+                    },
+                    FileType::Symlink => EntryKind::Symlink {
+                        target: PathBuf::from(OsString::from_vec(
+                            rustix::fs::readlinkat(&dir, name, Vec::new())
+                                .map_err(|e| read_error(&root.join(&path), e.into()))?
+                                .into_bytes(),
+                        )),
+                    },
+                    // Sockets, FIFOs and devices are no part of a pack.
+                    _ => continue,
                 };
                 match kind {
                     EntryKind::File { size } => total += size,
-                    EntryKind::Dir => pending.push(path.clone()),
+                    EntryKind::Dir => pending.push((path.clone(), identity(&stat))),
                     EntryKind::Symlink { .. } => {}
                 }
-                let relative = path
-                    .strip_prefix(root)
-                    .map_err(|_| read_error(&path, std::io::ErrorKind::InvalidInput.into()))?
-                    .to_string_lossy()
-                    .into_owned();
-                entries.push(Entry {
-                    relative,
+                tree.entries.push(Entry {
+                    relative: path.to_string_lossy().into_owned(),
                     path,
                     kind,
-                    mode: metadata.permissions().mode() & 0o777,
+                    mode: stat.st_mode & 0o777,
+                    identity: identity(&stat),
                 });
-                if entries.len() > limits.max_entries || total > limits.max_bytes {
+                if tree.entries.len() > limits.max_entries || total > limits.max_bytes {
                     return Err(TreeError::TooLarge {
                         pack: pack.to_string(),
-                        what: format!("{} entries, {} bytes so far", entries.len(), total),
+                        what: format!("{} entries, {} bytes so far", tree.entries.len(), total),
                         max_entries: limits.max_entries,
                         max_bytes: limits.max_bytes,
                     });
                 }
             }
         }
-        entries.sort_by(|a, b| a.relative.as_bytes().cmp(b.relative.as_bytes()));
-        Ok(PackTree {
-            pack: pack.to_string(),
-            entries,
-        })
+        tree.entries
+            .sort_by(|a, b| a.relative.as_bytes().cmp(b.relative.as_bytes()));
+        Ok(tree)
+    }
+
+    /// Opens the folder or file at `relative` below the pack's folder, one name at a time and
+    /// never through a symlink, and checks that it is what was listed: the same device and
+    /// inode, and a folder or a regular file as asked.
+    fn open_listed(
+        &self,
+        relative: &Path,
+        listed: (u64, u64),
+        directory: bool,
+    ) -> Result<OwnedFd, TreeError> {
+        let shown = self.root.join(relative);
+        let read_error = |e: rustix::io::Errno| self.read_error(&shown, e.into());
+        let changed = || TreeError::Changed {
+            pack: self.pack.clone(),
+            path: shown.clone(),
+        };
+        let walk = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut names: Vec<&OsStr> = relative.iter().collect();
+        let last = names.pop();
+        let mut dir: Option<OwnedFd> = None;
+        for name in names {
+            let parent = dir.as_ref().unwrap_or(&self.root_dir);
+            dir = Some(
+                rustix::fs::openat(parent, name, walk, Mode::empty()).map_err(|e| {
+                    // A folder on the way swapped for a symlink (or anything else).
+                    match e {
+                        rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => changed(),
+                        other => read_error(other),
+                    }
+                })?,
+            );
+        }
+        let opened = match last {
+            None => rustix::fs::openat(&self.root_dir, ".", walk, Mode::empty()),
+            Some(name) => {
+                let parent = dir.as_ref().unwrap_or(&self.root_dir);
+                let flags = match directory {
+                    true => walk,
+                    // Non-blocking: a FIFO swapped in must not hang the read.
+                    false => {
+                        OFlags::RDONLY
+                            | OFlags::NOFOLLOW
+                            | OFlags::NONBLOCK
+                            | OFlags::NOCTTY
+                            | OFlags::CLOEXEC
+                    }
+                };
+                rustix::fs::openat(parent, name, flags, Mode::empty())
+            }
+        }
+        .map_err(|e| match e {
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => changed(),
+            other => read_error(other),
+        })?;
+        let stat = rustix::fs::fstat(&opened).map_err(read_error)?;
+        let kind_fits = match directory {
+            true => FileType::from_raw_mode(stat.st_mode) == FileType::Directory,
+            false => FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile,
+        };
+        if !kind_fits || identity(&stat) != listed {
+            return Err(changed());
+        }
+        Ok(opened)
+    }
+
+    /// Opens a listed file for reading: the very file that was listed, of the listed size.
+    fn open_file(&self, entry: &Entry, size: u64) -> Result<std::fs::File, TreeError> {
+        let opened = self.open_listed(&entry.path, entry.identity, false)?;
+        let stat = rustix::fs::fstat(&opened)
+            .map_err(|e| self.read_error(&self.root.join(&entry.path), e.into()))?;
+        if stat.st_size as u64 != size {
+            return Err(TreeError::Changed {
+                pack: self.pack.clone(),
+                path: self.root.join(&entry.path),
+            });
+        }
+        Ok(std::fs::File::from(opened))
     }
 
     /// The SHA-256 of the tree, in hex (file contents are read now, streamed).
@@ -148,12 +270,17 @@ impl PackTree {
         hasher.update(DIGEST_FORMAT);
         for entry in &self.entries {
             let content_hash = match entry.kind {
-                EntryKind::File { .. } => {
-                    let file = std::fs::File::open(&entry.path)
-                        .map_err(|e| self.read_error(&entry.path, e))?;
-                    let mut reader = HashingReader::new(file);
+                EntryKind::File { size } => {
+                    let file = self.open_file(entry, size)?;
+                    let mut reader = HashingReader::new(file.take(size));
                     std::io::copy(&mut reader, &mut std::io::sink())
-                        .map_err(|e| self.read_error(&entry.path, e))?;
+                        .map_err(|e| self.read_error(&self.root.join(&entry.path), e))?;
+                    if reader.count != size {
+                        return Err(TreeError::Changed {
+                            pack: self.pack.clone(),
+                            path: self.root.join(&entry.path),
+                        });
+                    }
                     Some(reader.hasher.finalize().to_vec())
                 }
                 _ => None,
@@ -196,20 +323,20 @@ impl PackTree {
                 EntryKind::File { size } => {
                     header.set_entry_type(tar::EntryType::Regular);
                     header.set_size(*size);
-                    let file = std::fs::File::open(&entry.path)
-                        .map_err(|e| self.read_error(&entry.path, e))?;
+                    let file = self.open_file(entry, *size)?;
                     let mut reader = HashingReader::new(file.take(*size));
                     let appended = builder.append_data(&mut header, &name, &mut reader);
                     if appended.is_ok() && reader.count != *size {
                         return Err(TreeError::Changed {
                             pack: self.pack.clone(),
+                            path: self.root.join(&entry.path),
                         });
                     }
                     frame(&mut hasher, entry, Some(&reader.hasher.finalize()));
                     appended
                 }
             };
-            written.map_err(|e| self.read_error(&entry.path, e))?;
+            written.map_err(|e| self.read_error(&self.root.join(&entry.path), e))?;
         }
         Ok(hex::encode(hasher.finalize()))
     }
@@ -224,26 +351,30 @@ impl PackTree {
     }
 }
 
-fn entry_kind(path: &Path, metadata: &Metadata) -> std::io::Result<Option<EntryKind>> {
-    let file_type = metadata.file_type();
-    Ok(if file_type.is_dir() {
-        Some(EntryKind::Dir)
-    } else if file_type.is_file() {
-        Some(EntryKind::File {
-            size: metadata.size(),
-        })
-    } else if file_type.is_symlink() {
-        Some(EntryKind::Symlink {
-            target: std::fs::read_link(path)?,
-        })
-    } else {
-        None
-    })
+/// The device and inode a stat names.
+fn identity(stat: &Stat) -> (u64, u64) {
+    (stat.st_dev, stat.st_ino)
 }
 
 /// Feeds the digest framing of one entry (a file's contents come separately, as its hash).
 fn frame(hasher: &mut Sha256, entry: &Entry, content_hash: Option<&[u8]>) {
-    let (kind, extra): (u8, Vec<u8>) = match &entry.kind {
+    frame_parts(
+        hasher,
+        &entry.relative,
+        &entry.kind,
+        entry.mode,
+        content_hash,
+    );
+}
+
+fn frame_parts(
+    hasher: &mut Sha256,
+    relative: &str,
+    kind: &EntryKind,
+    mode: u32,
+    content_hash: Option<&[u8]>,
+) {
+    let (kind, extra): (u8, Vec<u8>) = match kind {
         EntryKind::Dir => (b'd', Vec::new()),
         EntryKind::File { size } => {
             let mut extra = size.to_be_bytes().to_vec();
@@ -257,10 +388,89 @@ fn frame(hasher: &mut Sha256, entry: &Entry, content_hash: Option<&[u8]>) {
         }
     };
     hasher.update([kind]);
-    hasher.update(entry.relative.as_bytes());
+    hasher.update(relative.as_bytes());
     hasher.update([0]);
-    hasher.update(entry.mode.to_be_bytes());
+    hasher.update(mode.to_be_bytes());
     hasher.update(extra);
+}
+
+/// The tree digest (as [`PackTree::digest`] frames it) of a pack read back from an engine: an
+/// archive of the folder that holds it, every entry under `folder/` (as the engine names a
+/// folder's entries), within `limits`. `Ok(None)` when the archive holds what no pack archive
+/// of packbox's holds (a hard link, a device, set-id or sticky bits, an entry outside the
+/// folder): such content was not put there by packbox.
+pub fn archive_digest(
+    archive: impl Read,
+    folder: &str,
+    limits: Limits,
+) -> std::io::Result<Option<String>> {
+    let mut archive = tar::Archive::new(archive);
+    let mut framed: Vec<(String, EntryKind, u32, Option<Vec<u8>>)> = Vec::new();
+    let mut total = 0u64;
+    // Docker names the folder's entries `folder/...`; Podman names the folder `/` and its
+    // entries `/...`. The first entry (the folder itself) says which; the others must agree.
+    let mut prefix: Option<String> = None;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.to_string_lossy().into_owned();
+        let trimmed = path.trim_end_matches('/');
+        let Some(prefix) = &prefix else {
+            prefix = match trimmed {
+                _ if trimmed == folder => Some(format!("{folder}/")),
+                "" if path == "/" => Some("/".to_string()),
+                _ => return Ok(None),
+            };
+            continue;
+        };
+        let Some(relative) = trimmed.strip_prefix(prefix.as_str()) else {
+            return Ok(None);
+        };
+        if relative.is_empty() || relative.starts_with('/') {
+            return Ok(None);
+        }
+        let relative = relative.to_string();
+        let header = entry.header();
+        // Engines (Go's archive/tar) write the file type bits into the mode too: only the
+        // permission, set-id and sticky bits are the file's.
+        let mode = header.mode()? & 0o7777;
+        if mode & !0o777 != 0 {
+            return Ok(None);
+        }
+        let (kind, content) = match header.entry_type() {
+            tar::EntryType::Directory => (EntryKind::Dir, None),
+            tar::EntryType::Symlink => match entry.link_name()? {
+                Some(target) => (
+                    EntryKind::Symlink {
+                        target: target.into_owned(),
+                    },
+                    None,
+                ),
+                None => return Ok(None),
+            },
+            tar::EntryType::Regular => {
+                let size = header.size()?;
+                total += size;
+                let mut reader = HashingReader::new(&mut entry);
+                std::io::copy(&mut reader, &mut std::io::sink())?;
+                (
+                    EntryKind::File { size },
+                    Some(reader.hasher.finalize().to_vec()),
+                )
+            }
+            _ => return Ok(None),
+        };
+        framed.push((relative, kind, mode, content));
+        if framed.len() > limits.max_entries || total > limits.max_bytes {
+            return Ok(None);
+        }
+    }
+    framed.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut hasher = Sha256::new();
+    hasher.update(DIGEST_FORMAT);
+    for (relative, kind, mode, content) in &framed {
+        frame_parts(&mut hasher, relative, kind, *mode, content.as_deref());
+    }
+    Ok(Some(hex::encode(hasher.finalize())))
 }
 
 /// Hashes and counts what passes through.
@@ -291,6 +501,8 @@ impl<R: Read> Read for HashingReader<R> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     const LIMITS: Limits = Limits {
@@ -377,6 +589,138 @@ mod tests {
             max_bytes: 4,
         };
         assert!(PackTree::read("p", dir.path(), tiny).is_err());
+    }
+
+    /// The race of a pack author who can write the pack: a listed file swapped for a symlink
+    /// to a file outside the pack (the author cannot read it; packbox may be root), or a listed
+    /// folder swapped for a symlink to a folder outside, after the listing.
+    #[test]
+    fn what_is_read_is_what_was_listed_never_a_file_swapped_in() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("a.sh"), "root-only secret\n").expect("write");
+        let secret = outside.path().join("a.sh");
+        for swap in ["file", "folder"] {
+            let dir = pack();
+            let tree = PackTree::read("p", dir.path(), LIMITS).expect("read");
+            match swap {
+                "file" => {
+                    std::fs::remove_file(dir.path().join("actions/a.sh")).expect("rm");
+                    std::os::unix::fs::symlink(&secret, dir.path().join("actions/a.sh"))
+                        .expect("symlink");
+                }
+                _ => {
+                    std::fs::rename(dir.path().join("actions"), dir.path().join("old"))
+                        .expect("mv");
+                    std::os::unix::fs::symlink(outside.path(), dir.path().join("actions"))
+                        .expect("symlink");
+                }
+            }
+            let err = tree.digest().expect_err("the digest refuses");
+            assert!(matches!(err, TreeError::Changed { .. }), "{swap}: {err}");
+            let mut builder = tar::Builder::new(Vec::new());
+            let err = tree
+                .append_to(&mut builder, "")
+                .expect_err("the archive refuses");
+            assert!(matches!(err, TreeError::Changed { .. }), "{swap}: {err}");
+            let bytes = builder.into_inner().expect("tar bytes");
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains("root-only secret"),
+                "{swap}: the swapped-in file reached the archive"
+            );
+            // Listed afresh, the symlink is a symlink: its target is never read.
+            let fresh = PackTree::read("p", dir.path(), LIMITS).expect("read");
+            let mut builder = tar::Builder::new(Vec::new());
+            fresh.append_to(&mut builder, "").expect("archive");
+            let bytes = builder.into_inner().expect("tar bytes");
+            assert!(!String::from_utf8_lossy(&bytes).contains("root-only secret"));
+        }
+    }
+
+    #[test]
+    fn a_file_swapped_for_another_of_the_same_size_is_noticed() {
+        let dir = pack();
+        let tree = PackTree::read("p", dir.path(), LIMITS).expect("read");
+        let file = dir.path().join("actions/a.sh");
+        // Made while the old file still exists, so it cannot reuse its inode.
+        std::fs::write(dir.path().join("new"), "echo ho\n").expect("same size");
+        std::fs::rename(dir.path().join("new"), &file).expect("swap");
+        assert!(matches!(tree.digest(), Err(TreeError::Changed { .. })));
+    }
+
+    #[test]
+    fn an_archive_read_back_has_the_trees_digest_and_foreign_content_has_none() {
+        let dir = pack();
+        let tree = PackTree::read("p", dir.path(), LIMITS).expect("read");
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        builder
+            .append_data(&mut header, "pack", std::io::empty())
+            .expect("folder");
+        tree.append_to(&mut builder, "pack/").expect("tar");
+        let bytes = builder.into_inner().expect("tar bytes");
+        assert_eq!(
+            archive_digest(bytes.as_slice(), "pack", LIMITS).expect("reads"),
+            Some(tree.digest().expect("digest"))
+        );
+        // A set-uid file is nothing packbox wrote.
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o4755);
+        header.set_size(2);
+        builder
+            .append_data(&mut header, "pack/x", &b"hi"[..])
+            .expect("file");
+        let bytes = builder.into_inner().expect("tar bytes");
+        assert_eq!(
+            archive_digest(bytes.as_slice(), "pack", LIMITS).expect("reads"),
+            None
+        );
+    }
+
+    #[test]
+    fn podmans_read_back_names_the_folder_slash_and_has_the_same_digest() {
+        let dir = pack();
+        let tree = PackTree::read("p", dir.path(), LIMITS).expect("read");
+        let mut docker = tar::Builder::new(Vec::new());
+        tree.append_to(&mut docker, "pack/").expect("tar");
+        let docker = docker.into_inner().expect("tar bytes");
+        // Podman's archive of a mount folder: `/`, then `/actions`, `/actions/a.sh`, ... (the
+        // tar crate refuses to write absolute names, so the names are put in raw).
+        let mut podman = tar::Builder::new(Vec::new());
+        let mut folder = tar::Header::new_gnu();
+        folder.set_entry_type(tar::EntryType::Directory);
+        folder.set_mode(0o755);
+        folder.set_size(0);
+        raw_name(&mut folder, "/");
+        podman.append(&folder, std::io::empty()).expect("folder");
+        for entry in tar::Archive::new(docker.as_slice())
+            .entries()
+            .expect("entries")
+        {
+            let mut entry = entry.expect("entry");
+            let name = entry.path().expect("path").to_string_lossy().into_owned();
+            let mut header = entry.header().clone();
+            raw_name(&mut header, &name.replacen("pack/", "/", 1));
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut content).expect("content");
+            podman.append(&header, content.as_slice()).expect("entry");
+        }
+        let podman = podman.into_inner().expect("tar bytes");
+        assert_eq!(
+            archive_digest(podman.as_slice(), "pack", LIMITS).expect("reads"),
+            Some(tree.digest().expect("digest"))
+        );
+    }
+
+    /// Sets an entry's name as written, absolute or not, and its checksum.
+    fn raw_name(header: &mut tar::Header, name: &str) {
+        let field = &mut header.as_old_mut().name;
+        field.fill(0);
+        field[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_cksum();
     }
 
     #[test]

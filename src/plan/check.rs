@@ -51,7 +51,7 @@ pub struct CheckedAction {
 impl CheckedAction {
     /// The action as `actions list --json`, `pack validate --json` and the server's
     /// `GET /v1/actions` show it: one description for every place that lists actions. Secret
-    /// parameters never show their default.
+    /// parameters never show their default, nor secret properties inside one.
     pub fn to_json(&self) -> serde_json::Value {
         let manifest = &self.manifest;
         let parameters: Vec<_> = manifest
@@ -63,7 +63,7 @@ impl CheckedAction {
                     "type": spec.kind,
                     "required": spec.required,
                     "secret": spec.secret,
-                    "default": if spec.secret { None } else { spec.default.as_ref() },
+                    "default": spec.public_default(),
                     "enum": spec.enum_values,
                     "minimum": spec.minimum,
                     "maximum": spec.maximum,

@@ -208,6 +208,17 @@ pub fn plan(
     catalog: &Catalog,
     request: &RunRequest,
 ) -> Result<RunPlan, PlanError> {
+    let began = std::time::Instant::now();
+    let planned = plan_inner(settings, catalog, request);
+    crate::common::phase::phase("plan", began, "");
+    planned
+}
+
+fn plan_inner(
+    settings: &Settings,
+    catalog: &Catalog,
+    request: &RunRequest,
+) -> Result<RunPlan, PlanError> {
     let action = pack::load_action(&request.packs_dir, &request.action_ref)?;
     let manifest = &action.action;
     if let Some(workflow_file) = &manifest.workflow_file {
@@ -287,10 +298,13 @@ pub fn plan(
         None => serde_json::Map::new(),
     };
     from_file.extend(request.param_values.clone());
-    // A declared parameter given as a secret counts as given (and is checked like any value).
+    // A declared parameter given as a secret counts as given (and is checked like any value,
+    // without ever being quoted).
+    let mut given_as_secret = Vec::new();
     for (name, value) in secrets.values() {
         if manifest.parameters.contains_key(name) {
             from_file.insert(name.clone(), value.clone());
+            given_as_secret.push(name.as_str());
         }
     }
     let given = params::parse_assignments(&request.params)?;
@@ -307,19 +321,20 @@ pub fn plan(
         undeclared,
         from_file,
         &given,
+        &given_as_secret,
     )?;
     // A secret wins over a parameter of the same name.
     document.extend(secrets.values().clone());
+    // Secret parameters, and secret properties inside object parameters, are scrubbed too.
     let secret_values: Vec<&Value> = secrets
         .values()
         .values()
-        .chain(
-            manifest
-                .parameters
-                .iter()
-                .filter(|(_, spec)| spec.secret)
-                .filter_map(|(name, _)| document.get(name)),
-        )
+        .chain(manifest.parameters.iter().flat_map(|(name, spec)| {
+            document
+                .get(name)
+                .map(|value| spec.secret_parts(value))
+                .unwrap_or_default()
+        }))
         .collect();
     let redactor = Redactor::new(secret_values).map_err(SecretError::from)?;
     let stdin = SecretBytes(delivery::encode(&document, manifest.parameter_format)?);
@@ -508,11 +523,14 @@ impl RunPlan {
     /// What the container runs: the entry point under its interpreter, the Attune variables and
     /// the runtime's, and labels naming the run and its owner. No secret is in any of these. The
     /// pack is its folder, unless a volume holding its content is given.
+    /// `image` is what the container starts from (an image id, never a tag someone else may
+    /// move); `image_name` is its name for people (labels, metrics).
     pub(crate) fn workload(
         &self,
         exec_id: &str,
         attune_exec_id: u64,
         image: &str,
+        image_name: &str,
         owner: &Owner,
     ) -> Workload {
         let manifest = &self.action.action;
@@ -548,6 +566,16 @@ impl RunPlan {
         labels.insert("packbox.kind".into(), "run".into());
         labels.insert("packbox.exec_id".into(), exec_id.to_string());
         labels.insert("packbox.action".into(), self.action.action_ref.clone());
+        labels.insert(
+            crate::lifecycle::pool::IMAGE_LABEL.into(),
+            image_name.to_string(),
+        );
+        // By then a live owner has stopped the run: a packbox that cannot judge the owner (it
+        // is in another PID namespace) may sweep it after that, never before.
+        labels.insert(
+            crate::lifecycle::owner::DEADLINE.into(),
+            crate::lifecycle::owner::deadline_after(self.limits.timeout + self.limits.grace),
+        );
         Workload {
             image: image.to_string(),
             cmd,

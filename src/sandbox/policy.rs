@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use super::isolation::IsolationReport;
 use super::seccomp::{Kernel, SeccompProfile};
-use crate::engine::{BindMount, ContainerSpec, EngineIdentity, SwarmNode, VolumeMount};
+use crate::engine::{
+    BindMount, ContainerSpec, EngineIdentity, InitProcess, SwarmNode, VolumeMount,
+};
 
 /// The network of a run with an egress grant: a per-run network whose only way out is
 /// packbox's egress proxy (each backend makes it; the proxy enforces the grant).
@@ -179,6 +181,8 @@ impl SandboxPolicy {
             nofile: i64::from(self.nofile),
             oci_runtime: self.oci_runtime.clone(),
             seccomp_profile: self.seccomp.engine_json(self.network != "none", kernel),
+            // The backend that runs the container chooses its init.
+            init: InitProcess::default(),
             ipv4_address: None,
             sysctls: BTreeMap::new(),
             dns: Vec::new(),

@@ -33,8 +33,9 @@ pub enum SeccompProfile {
         path: PathBuf,
         /// The file's JSON, compacted.
         json: String,
-        /// Its default action lets through every syscall no rule names.
-        permissive: bool,
+        /// What it lets through that packbox's profile refuses (every call no rule names, calls
+        /// packbox refuses on purpose, 32-bit calls), said in words; `None`: nothing.
+        weaker: Option<String>,
     },
 }
 
@@ -63,9 +64,15 @@ pub enum SeccompError {
 /// Docker's own default profile is about 20 KiB.
 const MAX_PROFILE_BYTES: u64 = 1 << 20;
 
-/// Default actions that let through every syscall no rule names: such a profile is a deny-list,
-/// weaker than an allow-list.
-const PERMISSIVE_DEFAULTS: [&str; 2] = ["SCMP_ACT_ALLOW", "SCMP_ACT_LOG"];
+/// Actions that let a call through: as a default action they make the profile a deny-list,
+/// weaker than an allow-list; in a rule they allow the calls it names (a trace or a user-space
+/// notification hands the decision to another process, which may allow it).
+const LETS_THROUGH: [&str; 4] = [
+    "SCMP_ACT_ALLOW",
+    "SCMP_ACT_LOG",
+    "SCMP_ACT_TRACE",
+    "SCMP_ACT_NOTIFY",
+];
 
 impl SeccompProfile {
     /// The profile a setting names: `packbox`, `engine-default`, `unconfined`, or the path of a
@@ -80,13 +87,23 @@ impl SeccompProfile {
     }
 
     /// Whether the profile is weaker than packbox's own: the engine's default (which allows
-    /// `ptrace` and more), no filter at all, or a file that lets unnamed calls through. A strict
-    /// profile file is the operator's to judge.
+    /// `ptrace` and more), no filter at all, or a file that lets through what packbox's refuses
+    /// (unnamed calls, a call packbox refuses on purpose, 32-bit calls). Beyond that, a profile
+    /// file is the operator's to judge.
     pub fn is_weaker_than_packbox(&self) -> bool {
         match self {
             SeccompProfile::Packbox => false,
             SeccompProfile::EngineDefault | SeccompProfile::Unconfined => true,
-            SeccompProfile::File { permissive, .. } => *permissive,
+            SeccompProfile::File { weaker, .. } => weaker.is_some(),
+        }
+    }
+
+    /// What a profile file lets through that packbox's refuses, in words (`allows ptrace,
+    /// mount`), when it does.
+    pub fn weakness(&self) -> Option<&str> {
+        match self {
+            SeccompProfile::File { weaker, .. } => weaker.as_deref(),
+            _ => None,
         }
     }
 
@@ -148,9 +165,83 @@ fn read_profile_file(path: &Path) -> Result<SeccompProfile, SeccompError> {
         })?;
     Ok(SeccompProfile::File {
         path: path.to_path_buf(),
+        weaker: weaker_than_packbox(&profile, default_action),
         json: profile.to_string(),
-        permissive: PERMISSIVE_DEFAULTS.contains(&default_action),
     })
+}
+
+/// What a profile in the engine's JSON format lets through that packbox's profile refuses:
+/// every call no rule names (a permissive default), a call packbox refuses on purpose named by
+/// a rule that lets it through (with argument checks or not: packbox allows none of them), or
+/// an architecture beyond the native ones (32-bit calls, whose arguments no 64-bit rule checks).
+fn weaker_than_packbox(profile: &Value, default_action: &str) -> Option<String> {
+    let mut reasons = Vec::new();
+    if LETS_THROUGH.contains(&default_action) {
+        reasons.push(format!(
+            "lets every call no rule names through (defaultAction {default_action})"
+        ));
+    }
+    let refused: std::collections::BTreeSet<&str> =
+        PROFILE.refuse.iter().map(String::as_str).collect();
+    let mut allowed: Vec<&str> = profile
+        .get("syscalls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|rule| {
+            rule.get("action")
+                .and_then(Value::as_str)
+                .is_some_and(|action| LETS_THROUGH.contains(&action))
+        })
+        .flat_map(|rule| {
+            let names = rule.get("names").and_then(Value::as_array).into_iter();
+            names
+                .flatten()
+                .chain(rule.get("name"))
+                .filter_map(Value::as_str)
+        })
+        .filter(|name| refused.contains(name))
+        .collect();
+    allowed.sort_unstable();
+    allowed.dedup();
+    if !allowed.is_empty() {
+        reasons.push(format!("allows {}", allowed.join(", ")));
+    }
+    let native: std::collections::BTreeSet<&str> = PROFILE
+        .architectures
+        .iter()
+        .map(|a| a.architecture.as_str())
+        .collect();
+    let mut foreign: Vec<&str> = profile
+        .get("architectures")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .chain(
+            profile
+                .get("archMap")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .flat_map(|entry| {
+                    let main = entry.get("architecture").into_iter();
+                    let subs = entry
+                        .get("subArchitectures")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten();
+                    main.chain(subs).filter_map(Value::as_str)
+                }),
+        )
+        .filter(|arch| !native.contains(arch))
+        .collect();
+    foreign.sort_unstable();
+    foreign.dedup();
+    if !foreign.is_empty() {
+        reasons.push(format!("allows 32-bit calls ({})", foreign.join(", ")));
+    }
+    (!reasons.is_empty()).then(|| reasons.join("; "))
 }
 
 /// `seccomp.yaml`.
@@ -163,9 +254,8 @@ struct Source {
     on_gvisor: Vec<Rule>,
     with_network: Vec<Rule>,
     without_network: Vec<Rule>,
-    /// Refused on purpose: the documentation of the source. The tests check that no rule names
-    /// them and that docs/seccomp.md explains each.
-    #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests only"))]
+    /// Refused on purpose: the documentation of the source, and what makes a profile file
+    /// weaker. The tests check that no rule names them and that docs/seccomp.md explains each.
     refuse: Vec<String>,
 }
 
@@ -574,6 +664,45 @@ mod tests {
         std::fs::write(&permissive, r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).expect("write");
         let profile = SeccompProfile::from_setting(&permissive.to_string_lossy()).expect("valid");
         assert!(profile.is_weaker_than_packbox());
+        assert_eq!(
+            profile.weakness(),
+            Some("lets every call no rule names through (defaultAction SCMP_ACT_ALLOW)")
+        );
+
+        // An allow-list that names what packbox refuses on purpose is weaker too.
+        let by_name = dir.path().join("by-name.json");
+        std::fs::write(
+            &by_name,
+            r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+                {"names": ["read", "ptrace", "unshare"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["mount"], "action": "SCMP_ACT_LOG", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["bpf"], "action": "SCMP_ACT_ERRNO"}
+            ]}"#,
+        )
+        .expect("write");
+        let profile = SeccompProfile::from_setting(&by_name.to_string_lossy()).expect("valid");
+        assert_eq!(profile.weakness(), Some("allows mount, ptrace, unshare"));
+
+        let compat = dir.path().join("compat.json");
+        std::fs::write(
+            &compat,
+            r#"{"defaultAction": "SCMP_ACT_ERRNO", "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]}]}"#,
+        )
+        .expect("write");
+        let profile = SeccompProfile::from_setting(&compat.to_string_lossy()).expect("valid");
+        assert_eq!(
+            profile.weakness(),
+            Some("allows 32-bit calls (SCMP_ARCH_X32, SCMP_ARCH_X86)")
+        );
+
+        // Docker's own default profile, as a file, is weaker in all these ways but the first.
+        let moby = dir.path().join("moby.json");
+        std::fs::write(&moby, MOBY_DEFAULT).expect("write");
+        let profile = SeccompProfile::from_setting(&moby.to_string_lossy()).expect("valid");
+        let weakness = profile.weakness().unwrap_or_default();
+        assert!(weakness.starts_with("allows "), "{weakness}");
+        assert!(weakness.contains("ptrace"), "{weakness}");
+        assert!(weakness.contains("32-bit calls"), "{weakness}");
 
         let headless = dir.path().join("headless.json");
         std::fs::write(&headless, r#"{"syscalls": []}"#).expect("write");

@@ -741,12 +741,14 @@ async fn metrics(State(app): State<Arc<App>>, request: Request) -> Result<Respon
         .warm_kinds()
         .into_iter()
         .map(|kind| (kind.action, kind.image, kind.idle));
+    let mismatches = dispatcher.executor().exit_status_mismatches();
     let text = dispatcher.metrics().render(
         dispatcher.queued(),
         dispatcher.running(),
         warm,
         size,
         app.held.total(),
+        mismatches,
     );
     Ok(([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response())
 }

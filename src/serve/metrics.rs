@@ -1,7 +1,7 @@
 //! What `/metrics` shows, in the Prometheus text format (OpenMetrics), every series named
 //! `packbox_*`: executions by action and status, their durations, queue depth, runs in flight,
-//! idle pooled containers per kind, environment builds, engine errors, HTTP requests, the size of
-//! the execution records.
+//! idle pooled containers per kind, environment builds, engine errors, exit status mismatches,
+//! HTTP requests, the size of the execution records.
 //!
 //! Counters and the histogram are updated as things happen; the gauges are read from the
 //! dispatcher when scraped, so they are never stale.
@@ -51,6 +51,7 @@ pub struct Metrics {
     warm_idle: Family<Kind, Gauge>,
     env_builds: Counter,
     engine_errors: Counter,
+    exit_mismatches: Counter,
     requests: Family<Request, Counter>,
     egress_refused: Family<Action, Counter>,
     records_bytes: Gauge,
@@ -113,6 +114,12 @@ impl Metrics {
             "Runs that failed because of packbox or the engine, and failed engine checks",
             engine_errors.clone(),
         );
+        let exit_mismatches = Counter::default();
+        registry.register(
+            "packbox_exit_status_mismatches",
+            "Runs whose result came from packbox's init at the action's exit and whose container's exit status, as the engine saw it afterwards, differed or never came",
+            exit_mismatches.clone(),
+        );
         let requests = Family::<Request, Counter>::default();
         registry.register(
             "packbox_http_requests",
@@ -156,6 +163,7 @@ impl Metrics {
             warm_idle,
             env_builds,
             engine_errors,
+            exit_mismatches,
             requests,
         }
     }
@@ -210,7 +218,8 @@ impl Metrics {
             .inc();
     }
 
-    /// The exposition, with the gauges set to what they are now.
+    /// The exposition, with the gauges set to what they are now and the executor's count of
+    /// exit status mismatches (a total it keeps) brought up to date.
     pub fn render(
         &self,
         queued: usize,
@@ -218,7 +227,12 @@ impl Metrics {
         warm: impl IntoIterator<Item = (String, String, usize)>,
         records: StoreSize,
         held: usize,
+        exit_mismatches: u64,
     ) -> String {
+        let counted = self.exit_mismatches.get();
+        if exit_mismatches > counted {
+            self.exit_mismatches.inc_by(exit_mismatches - counted);
+        }
         self.held_requests.set(held as i64);
         self.records_bytes
             .set(records.content.min(i64::MAX as u64) as i64);
@@ -256,7 +270,7 @@ mod tests {
             content: 1234,
             on_disk: 8192,
         };
-        let text = metrics.render(3, 2, [("p.a".into(), "img:1".into(), 1)], size, 5);
+        let text = metrics.render(3, 2, [("p.a".into(), "img:1".into(), 1)], size, 5, 2);
         assert!(text.contains("packbox_held_requests 5"), "{text}");
         assert!(text.contains("packbox_records_bytes 1234"), "{text}");
         assert!(text.contains("packbox_records_disk_bytes 8192"), "{text}");
@@ -276,6 +290,10 @@ mod tests {
         );
         assert!(text.contains("packbox_env_builds_total 1"), "{text}");
         assert!(text.contains("packbox_engine_errors_total 0"), "{text}");
+        assert!(
+            text.contains("packbox_exit_status_mismatches_total 2"),
+            "{text}"
+        );
         for line in text
             .lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -283,7 +301,7 @@ mod tests {
             assert!(line.starts_with("packbox_"), "{line}");
         }
         // A kind that left the pool leaves the exposition.
-        let text = metrics.render(0, 0, [], StoreSize::default(), 0);
+        let text = metrics.render(0, 0, [], StoreSize::default(), 0, 2);
         assert!(!text.contains("img:1"), "{text}");
     }
 }

@@ -72,10 +72,13 @@ pub(super) fn weaker_settings(
         flag("sandbox.no_new_privileges", "false".into(), "true".into());
     }
     if policy.seccomp.is_weaker_than_packbox() {
-        let value = serde_json::to_value(&policy.seccomp)
+        let mut value = serde_json::to_value(&policy.seccomp)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
+        if let Some(weakness) = policy.seccomp.weakness() {
+            value = format!("{value} ({weakness})");
+        }
         flag("sandbox.seccomp", value, "packbox".into());
     }
     if policy

@@ -508,6 +508,24 @@ fn credentials_never_show() {
     );
     assert_eq!(without_credentials("https://host/x"), "https://host/x");
     assert_eq!(without_credentials("plain"), "plain");
+    // A password holding `/`, a token in the query, a fragment.
+    assert_eq!(
+        without_credentials("https://user:pa/ss@host/simple"),
+        "https://***@host/simple"
+    );
+    assert_eq!(
+        without_credentials("https://host/simple?access_token=s3cr3t&x#frag"),
+        "https://host/simple?access_token=***&x#***"
+    );
+    assert_eq!(
+        without_credentials("http://u:p@proxy:3128"),
+        "http://***@proxy:3128"
+    );
+    // An npm scope in the path is no credential.
+    assert_eq!(
+        without_credentials("https://registry.example/npm/@org/"),
+        "https://registry.example/npm/@org/"
+    );
 }
 
 #[test]

@@ -130,6 +130,11 @@ fn seeded_state_dir() -> tempfile::TempDir {
     }
     let dir = tempfile::tempdir().expect("a state folder");
     std::fs::copy(&cache, dir.path().join("probes.json")).expect("copy the probe cache");
+    // One record of what packbox made for every test: images one test built are packbox's
+    // for the next, as for processes sharing a state folder (the record is appended to, so a
+    // link to one file is shared safely).
+    std::os::unix::fs::symlink(seed.join("owned"), dir.path().join("owned"))
+        .expect("link the shared record of what packbox made");
     dir
 }
 
@@ -171,6 +176,29 @@ pub fn run_json(packs: &Path, action: &str, args: &[&str]) -> Finished {
     let mut all = vec!["run", "--packs", packs.as_str(), action, "--json"];
     all.extend_from_slice(args);
     packbox(&all, &[])
+}
+
+/// The OCI runtime packbox picks when none is named, as the outcome's `sandbox.oci_runtime`
+/// says it: crun where a Docker engine offers it (and it is not already the engine's default),
+/// else null (the engine's default; always on Podman, which ignores the runtime a container
+/// names).
+pub fn default_oci_runtime() -> serde_json::Value {
+    if engine::is_podman() {
+        return serde_json::Value::Null;
+    }
+    let info = |format: &str| {
+        Command::new("docker")
+            .args(["info", "--format", format])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let offers_crun = info("{{json .Runtimes}}").contains("\"crun\"");
+    if offers_crun && info("{{.DefaultRuntime}}") != "crun" {
+        serde_json::json!("crun")
+    } else {
+        serde_json::Value::Null
+    }
 }
 
 /// Fails the test unless the engine answers: the suite must not pass without one.

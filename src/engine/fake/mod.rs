@@ -12,10 +12,10 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::{
-    ArchiveStream, Attached, BridgeSpec, BuildSpec, ContainerEngine, ContainerSpec, ContainerState,
-    ContainerSummary, EngineError, EngineIdentity, EngineInfo, ImageExport, ImageSummary, LineSink,
-    NetworkSpec, NetworkSummary, NotApplied, OciRuntime, OutputChunk, ServiceSpec, SharedSwarm,
-    Signal, StreamKind, SwarmKind, VolumeSummary,
+    ArchiveStream, Attached, BridgeSpec, BuildSpec, CommitSpec, ContainerEngine, ContainerSpec,
+    ContainerState, ContainerSummary, EngineError, EngineIdentity, EngineInfo, ImageExport,
+    ImageSummary, InitProcess, LineSink, NetworkSpec, NetworkSummary, NotApplied, OciRuntime,
+    OutputChunk, ServiceSpec, SharedSwarm, Signal, StreamKind, SwarmKind, VolumeSummary,
 };
 
 mod swarm;
@@ -42,7 +42,11 @@ pub(crate) enum Call {
     Info,
     ListImages(Vec<String>),
     RemoveImage(String),
-    VolumeExists(String),
+    VolumeCreated(String),
+    /// A container committed as an image: container, tag.
+    Commit(String, String),
+    /// A folder of a container read as an archive: container, path.
+    Download(String, String),
     CreateVolume(String),
     RemoveVolume(String),
     Upload {
@@ -99,6 +103,7 @@ pub(crate) enum Op {
     Output,
     ListContainers,
     Build,
+    Commit,
     Info,
     Push,
     CreateNetwork,
@@ -133,6 +138,12 @@ pub(crate) struct Program {
     pub obeys_term: bool,
     /// Whether the exit is reported as an OOM kill (exit 137).
     pub oom: bool,
+    /// With packbox's init: how long after the init's status frame the engine sees the
+    /// container's exit (its exit path).
+    pub engine_exit_after: Duration,
+    /// With packbox's init: the exit code the engine sees, when it differs from the one the
+    /// init reports.
+    pub engine_code: Option<i64>,
 }
 
 impl Default for Program {
@@ -143,6 +154,8 @@ impl Default for Program {
             delay: Duration::ZERO,
             obeys_term: true,
             oom: false,
+            engine_exit_after: Duration::ZERO,
+            engine_code: None,
         }
     }
 }
@@ -163,10 +176,6 @@ impl Program {
 pub(crate) enum BuildScript {
     /// Succeeds after `delay`, printing `lines`.
     Succeed { delay: Duration, lines: Vec<String> },
-    /// Fails with `message` after printing `lines`.
-    Fail { lines: Vec<String>, message: String },
-    /// Fails with `message` once; builds after it succeed.
-    FailOnce { message: String },
     /// Never finishes.
     Hang,
 }
@@ -230,6 +239,8 @@ struct FakeState {
     listed: Vec<ContainerSummary>,
     /// Volumes by name: labels, and the archives uploaded into them.
     volumes: BTreeMap<String, FakeVolume>,
+    /// How long a container start takes (the engine's start of runc, cgroups, mounts).
+    start_delay: Duration,
     /// Local networks by id.
     networks: BTreeMap<String, FakeNetwork>,
 }
@@ -247,6 +258,39 @@ struct FakeVolume {
     created: u64,
     /// Bytes of each archive uploaded into it, in order.
     uploads: Vec<usize>,
+    /// The last archive uploaded into it: what reading it back returns.
+    content: Vec<u8>,
+}
+
+/// An archive of a volume's content as the engine returns a folder: every entry under the
+/// folder's last name, after an entry for the folder itself.
+fn archive_under(content: &[u8], path: &str) -> Vec<u8> {
+    let folder = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let mut out = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o755);
+    header.set_size(0);
+    let _ = out.append_data(&mut header, folder, std::io::empty());
+    let mut archive = tar::Archive::new(content);
+    if let Ok(entries) = archive.entries() {
+        for mut entry in entries.flatten() {
+            let mut header = entry.header().clone();
+            let name = entry
+                .path()
+                .map(|p| format!("{folder}/{}", p.display()))
+                .unwrap_or_default();
+            if header.entry_type().is_symlink() {
+                let target = entry.link_name().ok().flatten().map(|t| t.into_owned());
+                if let Some(target) = target {
+                    let _ = out.append_link(&mut header, &name, target);
+                }
+            } else {
+                let _ = out.append_data(&mut header, &name, &mut entry);
+            }
+        }
+    }
+    out.into_inner().unwrap_or_default()
 }
 
 /// The fake engine. Share it as an `Arc<FakeEngine>`; it is also a `SharedEngine`.
@@ -336,6 +380,11 @@ impl FakeEngine {
         self.state().failures.insert(op, times);
     }
 
+    /// How long each container start takes from now on.
+    pub fn set_start_delay(&self, delay: Duration) {
+        self.state().start_delay = delay;
+    }
+
     /// How builds go from now on.
     pub fn set_build(&self, script: BuildScript) {
         self.state().build = Some(script);
@@ -351,12 +400,17 @@ impl FakeEngine {
         self.state().info = info;
     }
 
+    /// The id of the image `name` names now (empty when none does).
+    pub fn image_id_now(&self, name: &str) -> String {
+        self.find_image(name).unwrap_or_default()
+    }
+
     /// Adds an image under `tag` with `labels`; returns its id.
     pub fn add_image(&self, tag: &str, labels: &[(&str, &str)], created: i64) -> String {
         let mut state = self.state();
         state.next_id += 1;
         let id = format!("sha256:{:064x}", state.next_id);
-        // As an engine does, a tag moves to the new image.
+        // As the engine does: a tag names one image; the one it named before keeps its id.
         for image in &mut state.images {
             image.tags.retain(|t| t != tag);
         }
@@ -398,6 +452,8 @@ impl FakeEngine {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            running: true,
+            created: 0,
         });
     }
 
@@ -518,6 +574,15 @@ fn find_image(images: &[FakeImage], name: &str) -> Option<String> {
         .map(|i| i.id.clone())
 }
 
+/// A frame as packbox's init writes it (`init/src/main.rs`): kind (1 stdout, 2 stderr, 3 exit
+/// status), payload length (big-endian u32), payload. The fake plays the init with it.
+pub(crate) fn init_frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![kind];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
 /// Whether a command is the warm pool's go-line wrapper, which waits for a line on stdin.
 fn waits_for_go(cmd: &[String]) -> bool {
     cmd.get(3).is_some_and(|arg| arg == "packbox-warm")
@@ -529,6 +594,8 @@ struct Process {
     id: String,
     program: Program,
     wait_for_go: bool,
+    /// packbox's init is PID 1: output goes out in frames, the exit status in the last one.
+    framed: bool,
     stdin: tokio::io::DuplexStream,
     stdin_seen: Arc<Mutex<Vec<u8>>>,
     signals: mpsc::UnboundedReceiver<Signal>,
@@ -542,6 +609,7 @@ async fn simulate(process: Process) {
         id,
         program,
         wait_for_go,
+        framed,
         mut stdin,
         stdin_seen,
         mut signals,
@@ -566,42 +634,77 @@ async fn simulate(process: Process) {
             }
         }
     });
+    // What the container writes on its stdout and stderr: with packbox's init, frames.
+    let send = |stream: StreamKind, bytes: &[u8]| {
+        if let Some(output) = &output {
+            let chunk = if framed {
+                OutputChunk {
+                    stream: StreamKind::Stdout,
+                    bytes: Bytes::from(init_frame(
+                        match stream {
+                            StreamKind::Stdout => 1,
+                            StreamKind::Stderr => 2,
+                        },
+                        bytes,
+                    )),
+                }
+            } else {
+                OutputChunk {
+                    stream,
+                    bytes: Bytes::copy_from_slice(bytes),
+                }
+            };
+            let _ = output.send(Ok(chunk));
+        }
+    };
+    // The action's process ended with `code`: the init reports it (unless SIGKILL ended the
+    // init itself), then the engine sees the container's exit.
+    let exit = async |code: i64, oom: bool, killed: bool| {
+        if framed && !killed {
+            if let Some(output) = &output {
+                let _ = output.send(Ok(OutputChunk {
+                    stream: StreamKind::Stdout,
+                    bytes: Bytes::from(init_frame(3, &(code as i32).to_be_bytes())),
+                }));
+            }
+            tokio::time::sleep(program.engine_exit_after).await;
+            engine.finish(&id, program.engine_code.unwrap_or(code), oom);
+        } else {
+            engine.finish(&id, code, oom);
+        }
+    };
     if wait_for_go {
         tokio::select! {
             _ = line_rx.recv() => {}
             signal = signals.recv() => {
-                let code = match signal { Some(Signal::Kill) | None => 137, Some(Signal::Term) => 143 };
-                engine.finish(&id, code, false);
+                match signal {
+                    Some(Signal::Term) => exit(143, false, false).await,
+                    Some(Signal::Kill) | None => exit(137, false, true).await,
+                }
                 return;
             }
         }
     }
-    if let Some(output) = &output {
-        for (stream, bytes) in &program.output {
-            let _ = output.send(Ok(OutputChunk {
-                stream: *stream,
-                bytes: Bytes::from(bytes.clone()),
-            }));
-        }
+    for (stream, bytes) in &program.output {
+        send(*stream, bytes);
     }
-    drop(output);
     let deadline = tokio::time::sleep(program.delay);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
             () = &mut deadline, if program.exit != Exit::Never => {
                 let code = match program.exit { Exit::Code(code) => code, Exit::Never => 0 };
-                engine.finish(&id, code, program.oom);
+                exit(code, program.oom, false).await;
                 return;
             }
             signal = signals.recv() => match signal {
                 Some(Signal::Term) if program.obeys_term => {
-                    engine.finish(&id, 143, false);
+                    exit(143, false, false).await;
                     return;
                 }
                 Some(Signal::Term) => {}
                 Some(Signal::Kill) | None => {
-                    engine.finish(&id, 137, false);
+                    exit(137, false, true).await;
                     return;
                 }
             }
@@ -703,22 +806,6 @@ impl ContainerEngine for FakeEngine {
                     .collect();
                 Ok(self.add_image(&spec.tag, &borrowed, 0))
             }
-            BuildScript::Fail { lines, message } => {
-                for line in &lines {
-                    on_line(line);
-                }
-                Err(EngineError::Build {
-                    tag: spec.tag,
-                    message,
-                })
-            }
-            BuildScript::FailOnce { message } => {
-                self.state().build = None;
-                Err(EngineError::Build {
-                    tag: spec.tag,
-                    message,
-                })
-            }
             BuildScript::Hang => std::future::pending().await,
         }
     }
@@ -804,6 +891,8 @@ impl ContainerEngine for FakeEngine {
     async fn start(&self, id: &str) -> Result<(), EngineError> {
         self.record(Call::Start(id.to_string()));
         self.injected(Op::Start, "starting")?;
+        let delay = self.state().start_delay;
+        tokio::time::sleep(delay).await;
         let (spec, wait_for_go, stdin, stdin_seen, signals, output) = {
             let mut state = self.state();
             let container = state
@@ -831,6 +920,7 @@ impl ContainerEngine for FakeEngine {
             id: id.to_string(),
             program: self.program_for(&spec),
             wait_for_go,
+            framed: matches!(spec.init, InitProcess::Packbox { .. }),
             stdin,
             stdin_seen,
             signals,
@@ -879,13 +969,17 @@ impl ContainerEngine for FakeEngine {
                 oom_killed,
                 exit_code,
                 running,
+                removed: false,
             });
         }
         let state = self.state();
-        let container = state
-            .containers
-            .get(id)
-            .ok_or_else(|| FakeEngine::not_found(format!("inspecting container {id}")))?;
+        // As the engine's inspection: a container that is gone was removed.
+        let Some(container) = state.containers.get(id) else {
+            return Ok(ContainerState {
+                removed: true,
+                ..ContainerState::default()
+            });
+        };
         Ok(ContainerState {
             oom_killed: container.oom,
             exit_code: match container.life {
@@ -893,6 +987,7 @@ impl ContainerEngine for FakeEngine {
                 _ => None,
             },
             running: matches!(container.life, Life::Running),
+            removed: false,
         })
     }
 
@@ -936,6 +1031,8 @@ impl ContainerEngine for FakeEngine {
             id: id.clone(),
             image_id: Some(c.image_id.clone()),
             labels: c.spec.labels.clone().into_iter().collect(),
+            running: matches!(c.life, Life::Running),
+            created: 0,
         });
         Ok(made
             .chain(state.listed.iter().cloned())
@@ -1028,9 +1125,13 @@ impl ContainerEngine for FakeEngine {
             .map(|(_, c)| c.spec.labels.clone().into_iter().collect()))
     }
 
-    async fn volume_exists(&self, name: &str) -> Result<bool, EngineError> {
-        self.record(Call::VolumeExists(name.to_string()));
-        Ok(self.state().volumes.contains_key(name))
+    async fn volume_created(&self, name: &str) -> Result<Option<String>, EngineError> {
+        self.record(Call::VolumeCreated(name.to_string()));
+        Ok(self
+            .state()
+            .volumes
+            .get(name)
+            .map(|v| format!("{:020}", v.created)))
     }
 
     async fn create_volume(
@@ -1049,6 +1150,7 @@ impl ContainerEngine for FakeEngine {
                 labels: labels.clone().into_iter().collect(),
                 created,
                 uploads: Vec::new(),
+                content: Vec::new(),
             });
         Ok(())
     }
@@ -1247,15 +1349,14 @@ impl ContainerEngine for FakeEngine {
             container: id.to_string(),
             path: path.to_string(),
         });
-        let mut size = 0;
+        let mut bytes = Vec::new();
         while let Some(chunk) = archive.next().await {
-            size += chunk
-                .map_err(|e| EngineError::Api {
-                    what: format!("uploading into container {id}"),
-                    source: Box::new(e),
-                })?
-                .len();
+            bytes.extend_from_slice(&chunk.map_err(|e| EngineError::Api {
+                what: format!("uploading into container {id}"),
+                source: Box::new(e),
+            })?);
         }
+        let size = bytes.len();
         let mut state = self.state();
         let volumes: Vec<String> = state
             .containers
@@ -1269,9 +1370,43 @@ impl ContainerEngine for FakeEngine {
             .collect();
         for volume in volumes {
             // As the engine does: a bind of a missing volume makes an empty, unlabelled one.
-            state.volumes.entry(volume).or_default().uploads.push(size);
+            let volume = state.volumes.entry(volume).or_default();
+            volume.uploads.push(size);
+            volume.content = bytes.clone();
         }
         Ok(())
+    }
+
+    async fn commit(&self, id: &str, spec: &CommitSpec) -> Result<String, EngineError> {
+        self.record(Call::Commit(id.to_string(), spec.tag.clone()));
+        self.injected(Op::Commit, &format!("committing container {id}"))?;
+        if !self.state().containers.contains_key(id) {
+            return Err(FakeEngine::not_found(format!("committing container {id}")));
+        }
+        let labels: Vec<(&str, &str)> = spec
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Ok(self.add_image(&spec.tag, &labels, 0))
+    }
+
+    fn download_archive(&self, id: &str, path: &str) -> ImageExport {
+        self.record(Call::Download(id.to_string(), path.to_string()));
+        let state = self.state();
+        let found = state.containers.get(id).map(|container| {
+            container
+                .spec
+                .volumes
+                .iter()
+                .find(|v| v.container_path == path)
+                .and_then(|v| state.volumes.get(&v.volume))
+                .map(|v| archive_under(&v.content, path))
+                .unwrap_or_default()
+        });
+        let chunk = found
+            .ok_or_else(|| FakeEngine::not_found(format!("reading {path} from container {id}")));
+        Box::pin(futures::stream::iter([chunk.map(Bytes::from)]))
     }
 
     fn export_images(&self, names: &[String]) -> ImageExport {

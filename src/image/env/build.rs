@@ -11,9 +11,17 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::recipe::{EnvRecipe, IndexSettings, RECIPE_FORMAT};
-use crate::engine::{BuildSpec, ContainerEngine, EngineError};
-use crate::pack::dependencies::{Requirement, SOURCES_REFUSED};
+use super::recipe::{BUILD_USER, EnvRecipe, IndexSettings, RECIPE_FORMAT};
+use crate::common::owned::Owned;
+use crate::contract::exit::Ending;
+use crate::contract::scrub::Redactor;
+use crate::engine::{CommitSpec, ContainerEngine, EngineError, SharedEngine};
+use crate::lifecycle::owner::Owner;
+use crate::lifecycle::run::{self, RunError};
+use crate::lifecycle::{RunIo, RunLimits};
+use crate::pack::dependencies::{Installer, Requirement, SOURCES_REFUSED};
+use crate::sandbox::seccomp::Kernel;
+use crate::sandbox::{SandboxPolicy, Workload};
 
 /// How long one environment build may take unless the settings say otherwise.
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -143,12 +151,21 @@ pub enum EnvError {
     /// The engine failed outside the build itself (looking up or removing an image, ...).
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The build container could not be run or removed (boxed: a run's error is large).
+    #[error(transparent)]
+    Run(Box<RunError>),
     /// The build was cancelled; its layers and its locks are gone.
     #[error("building environment {tag} was cancelled")]
     Cancelled {
         /// The environment image's tag.
         tag: String,
     },
+}
+
+impl From<RunError> for EnvError {
+    fn from(error: RunError) -> Self {
+        EnvError::Run(Box::new(error))
+    }
 }
 
 fn refused_sources_message(sources: &[Requirement]) -> String {
@@ -177,7 +194,7 @@ static BUILD_LOCKS: LazyLock<std::sync::Mutex<HashMap<String, Arc<tokio::sync::M
 /// Makes sure the environment image of a recipe exists. A present image costs one engine lookup;
 /// otherwise the image is built once, whoever else asks for it meanwhile.
 pub async fn ensure(
-    engine: &dyn ContainerEngine,
+    engine: &SharedEngine,
     recipe: &EnvRecipe,
     settings: &BuildSettings,
     state_dir: &Path,
@@ -191,7 +208,8 @@ pub async fn ensure(
     }
     let tag = recipe.tag();
     let key = recipe.key();
-    if let Some(id) = engine.image_id(&tag).await? {
+    let owned = Owned::in_state_dir(state_dir);
+    if let Some(id) = own_image(engine.as_ref(), &owned, &tag).await? {
         tracing::debug!(key = %key, tag = %tag, "environment image present");
         return Ok(EnvImage {
             tag,
@@ -221,7 +239,7 @@ pub async fn ensure(
         return Err(EnvError::Cancelled { tag });
     };
     // Whoever held the lock before may have built it.
-    if let Some(id) = engine.image_id(&tag).await? {
+    if let Some(id) = own_image(engine.as_ref(), &owned, &tag).await? {
         return Ok(EnvImage {
             tag,
             id,
@@ -233,61 +251,72 @@ pub async fn ensure(
         Some(path) => Some(read_ca_bundle(path)?),
         None => None,
     };
-    let context_tar = recipe
-        .context_tar(ca.as_deref())
+    let staging = recipe
+        .staging_tar(ca.as_deref())
         .map_err(|source| EnvError::State {
             path: state_dir.to_path_buf(),
             source,
         })?;
     let log_path = state_dir.join("builds").join(format!("{key}.log"));
     let mut log = BuildLog::create(&log_path)?;
-    let deadline = tokio::time::Instant::now() + settings.timeout;
-    let mut attempt = 1;
-    let result = loop {
-        let spec = build_spec(recipe, settings, &key, context_tar.clone());
-        let mut on_build_line = |line: &str| {
-            log.line(line);
-            on_line(line);
-        };
-        let build = engine.build_image(spec, &mut on_build_line);
-        // Dropping the build's stream closes its connection, which stops the engine's build.
-        let result = tokio::select! {
-            result = tokio::time::timeout_at(deadline, build) => Some(result),
-            () = cancel.cancelled() => None,
-        };
-        match &result {
-            Some(Ok(Err(EngineError::Build { message, .. })))
-                if attempt < BUILD_ATTEMPTS && cached_layer_vanished(message) =>
-            {
-                tracing::warn!(
-                    tag = %tag,
-                    "a cached layer was removed while the build used it (another build's cleanup or a prune): building again"
-                );
-                log.line("a cached layer vanished under the build: building again\n");
-                attempt += 1;
-            }
-            _ => break result,
+    let credentials = Redactor::new(credential_values(settings).iter()).unwrap_or_default();
+    // Said at once, before the installer prints anything: the build has begun (the CLI announces
+    // it on the first line, and a build may time out or be cancelled before the installer's).
+    let begun = format!(
+        "installing the dependencies of {tag} in a build container (uid 65534, no capabilities)\n"
+    );
+    log.line(&begun);
+    on_line(&begun);
+    let mut lines = LineSplitter::default();
+    let mut on_output = |bytes: &[u8]| {
+        for line in lines.push(bytes) {
+            let line = credentials.text(line);
+            log.line(&line);
+            on_line(&line);
         }
     };
-    let Some(result) = result else {
-        // Layers the build made so far go too.
-        remove_own_layers(engine, &log).await;
-        log.line("cancelled\n");
-        return Err(EnvError::Cancelled { tag });
-    };
-    match result {
-        Ok(Ok(id)) => Ok(EnvImage {
+    let installed = install(
+        engine,
+        recipe,
+        settings,
+        &key,
+        staging,
+        cancel,
+        &mut on_output,
+    )
+    .await;
+    for line in lines.finish() {
+        let line = credentials.text(line);
+        log.line(&line);
+        on_line(&line);
+    }
+    match installed? {
+        Installed::Image(id) => {
+            owned
+                .add_tagged_image(&tag, &id)
+                .map_err(|source| EnvError::State {
+                    path: state_dir.join(crate::common::owned::FILE_NAME),
+                    source,
+                })?;
+            Ok(EnvImage {
+                tag,
+                id,
+                built: true,
+            })
+        }
+        Installed::Cancelled => {
+            log.line("cancelled\n");
+            Err(EnvError::Cancelled { tag })
+        }
+        Installed::TimedOut => Err(EnvError::BuildTimedOut {
             tag,
-            id,
-            built: true,
+            seconds: settings.timeout.as_secs(),
+            log: log_path,
         }),
-        Ok(Err(EngineError::Build { message, .. })) => {
+        Installed::Failed { code, oom } => {
             let tail = log.tail();
-            log.line(&format!("error: {message}\n"));
-            // The layers the failed build made go too; layers other images build on stay
-            // (the engine refuses to remove those, which is fine).
-            remove_own_layers(engine, &log).await;
-            if log.killed || message.ends_with("returned a non-zero code: 137") {
+            log.line(&format!("error: the install exited with code {code:?}\n"));
+            if oom || log.killed || code == Some(137) {
                 return Err(EnvError::BuildKilled {
                     tag,
                     memory_bytes: settings.memory_bytes.unwrap_or(DEFAULT_BUILD_MEMORY),
@@ -306,82 +335,260 @@ pub async fn ensure(
                     log: log_path,
                 });
             }
-            // The engine repeats the whole command; its exit code is what matters.
-            let message = match message.rsplit_once("returned a non-zero code: ") {
-                Some((_, code)) => format!("the step exited with code {code}"),
-                None => message,
-            };
             Err(EnvError::BuildFailed {
                 tag,
-                step: log.last_step.clone().unwrap_or_else(|| "the build".into()),
-                message,
+                step: match recipe.manifests.installer {
+                    Installer::Pip => "pip install".into(),
+                    Installer::Npm => "npm install".into(),
+                },
+                message: match code {
+                    Some(code) => format!("the install exited with code {code}"),
+                    None => "the install ended without an exit code".into(),
+                },
                 tail,
                 log: log_path,
             })
         }
-        Ok(Err(other)) => Err(other.into()),
-        Err(_) => {
-            remove_own_layers(engine, &log).await;
-            Err(EnvError::BuildTimedOut {
-                tag,
-                seconds: settings.timeout.as_secs(),
-                log: log_path,
-            })
+    }
+}
+
+/// The id of the image `tag` names, when it is one packbox built (see [`Owned`]). An image
+/// someone else put under the tag (forged labels and all) is not used: the environment is built
+/// again, which moves the tag to packbox's own image.
+async fn own_image(
+    engine: &dyn ContainerEngine,
+    owned: &Owned,
+    tag: &str,
+) -> Result<Option<String>, EngineError> {
+    let named = engine.image_id(tag).await?;
+    if let Some(id) = named.as_ref().filter(|id| owned.has_image(id)) {
+        return Ok(Some(id.clone()));
+    }
+    // The tag names another image (a packbox with another state folder built the environment
+    // again, or someone planted it): an image this state folder recorded under the tag is still
+    // its own, and runs start from its id.
+    for id in owned.images_tagged(tag) {
+        if engine.image_id(&id).await?.as_deref() == Some(id.as_str()) {
+            return Ok(Some(id));
+        }
+    }
+    if let Some(id) = named {
+        tracing::warn!(
+            tag = %tag,
+            image = %id,
+            "the image under this tag was not built by packbox (not in the state folder's record): building the environment again"
+        );
+    }
+    Ok(None)
+}
+
+/// How an install in the build container ended.
+enum Installed {
+    /// It succeeded and its container was committed as this image.
+    Image(String),
+    /// It exited with this code (none: killed), or was killed for memory.
+    Failed { code: Option<i64>, oom: bool },
+    /// It ran past the build's time limit and was stopped.
+    TimedOut,
+    /// packbox was asked to stop.
+    Cancelled,
+}
+
+/// Processes and threads a build may have at once (a fork bomb in a pack's install script
+/// stops there).
+pub const BUILD_PIDS: u32 = 512;
+/// CPUs a build may use.
+const BUILD_CPUS: f64 = 1.0;
+/// The build's private `/tmp` (pip builds local projects there; npm keeps its cache there).
+const BUILD_TMP_BYTES: u64 = 1 << 30;
+/// Open files a build may have.
+const BUILD_NOFILE: u32 = 4096;
+/// Grace between SIGTERM and SIGKILL when a build is stopped.
+const BUILD_GRACE: Duration = Duration::from_secs(5);
+/// Bytes of build output kept in memory (the log file keeps more).
+const BUILD_OUTPUT_KEPT: usize = 1 << 20;
+
+/// The sandbox a build runs in: the action's (non-root, no capabilities, no-new-privileges,
+/// packbox's syscall profile), with the limits of a build and a writable root, which is what
+/// gets committed. The pack's own code runs here: npm's scripts, a wheel's `.pth` file, a
+/// local project's build backend.
+pub fn build_policy(settings: &BuildSettings) -> SandboxPolicy {
+    SandboxPolicy {
+        // Until packbox's egress proxy carries builds: the engine's bridge, as before.
+        network: "bridge".into(),
+        read_only_root: false,
+        tmpfs_tmp_bytes: BUILD_TMP_BYTES,
+        memory_bytes: settings.memory_bytes.unwrap_or(DEFAULT_BUILD_MEMORY),
+        pids_limit: BUILD_PIDS,
+        cpus: BUILD_CPUS,
+        nofile: BUILD_NOFILE,
+        ..SandboxPolicy::default()
+    }
+}
+
+/// The installer's environment, one `NAME=value` a line: it travels on the build container's
+/// stdin, never in its configuration (which the image would inherit) or its command.
+fn installer_env(settings: &BuildSettings) -> Vec<u8> {
+    let mut lines = String::new();
+    for (name, value) in &settings.proxies {
+        lines.push_str(&format!("{name}={value}\n"));
+    }
+    if let Some(url) = &settings.index.pip_index_url {
+        lines.push_str(&format!("PIP_INDEX_URL={url}\n"));
+    }
+    if let Some(url) = &settings.index.npm_registry {
+        lines.push_str(&format!("NPM_CONFIG_REGISTRY={url}\n"));
+    }
+    // A value with a line break would break the next one: none of these hold one.
+    lines.into_bytes()
+}
+
+/// What may hold a credential among the build's settings (index URLs and proxies, and the
+/// password part of each): scrubbed from the build's log and errors.
+fn credential_values(settings: &BuildSettings) -> Vec<serde_json::Value> {
+    let mut values = Vec::new();
+    let urls = settings
+        .proxies
+        .values()
+        .chain(settings.index.pip_index_url.iter())
+        .chain(settings.index.npm_registry.iter());
+    for url in urls {
+        if let Some((_, rest)) = url.split_once("://")
+            && let Some((userinfo, _)) = rest.rsplit_once('@')
+        {
+            values.push(serde_json::Value::String(userinfo.to_string()));
+            if let Some((_, password)) = userinfo.split_once(':') {
+                values.push(serde_json::Value::String(password.to_string()));
+            }
+        }
+        if let Some((_, query)) = url.split_once('?') {
+            values.push(serde_json::Value::String(query.to_string()));
+        }
+    }
+    values
+}
+
+/// Runs the install in a fresh build container (the staging archive unpacked first, the
+/// installer's environment on stdin) and commits it as the environment image when it succeeds.
+/// The container is removed on every path; a failed, stopped or cancelled build commits
+/// nothing, so it leaves no image and no layer.
+async fn install(
+    engine: &SharedEngine,
+    recipe: &EnvRecipe,
+    settings: &BuildSettings,
+    key: &str,
+    staging: Vec<u8>,
+    cancel: &CancellationToken,
+    on_output: &mut (dyn FnMut(&[u8]) + Send),
+) -> Result<Installed, EnvError> {
+    let owner = Owner::current();
+    let mut labels = owner.labels();
+    labels.insert("packbox.kind".into(), "env-build".into());
+    labels.insert("packbox.key".into(), key.to_string());
+    let mut spec = build_policy(settings).container_spec(
+        Workload {
+            image: recipe.base_image_id.clone(),
+            cmd: vec!["/bin/sh".into(), "-c".into(), recipe.install_script()],
+            env: Vec::new(),
+            labels,
+            pack: None,
+        },
+        Kernel::Host,
+    );
+    spec.working_dir = "/".into();
+    let name = format!("packbox-envbuild-{}", uuid::Uuid::new_v4());
+    let limits = RunLimits {
+        timeout: settings.timeout,
+        grace: BUILD_GRACE,
+        max_output: BUILD_OUTPUT_KEPT,
+    };
+    if cancel.is_cancelled() {
+        return Ok(Installed::Cancelled);
+    }
+    // Not raced against the cancel: a create dropped half-way leaves a container the engine
+    // makes after packbox has stopped waiting (and a process that exits right after a cancel
+    // never runs the background removal of one dropped later). The start takes a moment; a
+    // cancel that came meanwhile is seen by the run's first step, which stops and removes it.
+    let started = run::start_with_files(engine, &name, &spec, Some(("/", staging))).await?;
+    let io = RunIo {
+        stdin: installer_env(settings),
+        limits: &limits,
+        cancel,
+        on_output: &mut |_, bytes: &[u8]| on_output(bytes),
+    };
+    let (exit, exited) = run::finish_then_release(engine, started, io).await?;
+    let ended = match exit.ending {
+        Ending::TimedOut => Some(Installed::TimedOut),
+        Ending::Cancelled => Some(Installed::Cancelled),
+        Ending::Removed => Some(Installed::Failed {
+            code: exit.exit_code,
+            oom: false,
+        }),
+        Ending::Exited if exit.exit_code != Some(0) || exit.oom_killed => Some(Installed::Failed {
+            code: exit.exit_code,
+            oom: exit.oom_killed,
+        }),
+        Ending::Exited => None,
+    };
+    if let Some(ended) = ended {
+        exited.remove().await;
+        return Ok(ended);
+    }
+    // The engine keeps the build container's labels in the image beside these, and every
+    // container made from the image inherits them: the build's owner labels would name each
+    // such container a leftover of a packbox that is gone, for any sweep to remove. Blank
+    // values name no owner.
+    let mut labels = image_labels(recipe, key);
+    for name in spec.labels.keys() {
+        labels.entry(name.clone()).or_default();
+    }
+    let commit = CommitSpec {
+        tag: recipe.tag(),
+        env: recipe.image_env(),
+        cmd: vec!["/bin/sh".into()],
+        working_dir: "/pack".into(),
+        user: format!("{}:{}", BUILD_USER.0, BUILD_USER.1),
+        labels,
+    };
+    let committed = engine.commit(exited.id(), &commit).await;
+    exited.remove().await;
+    Ok(Installed::Image(committed?))
+}
+
+/// Splits output chunks into lines (a line may span chunks); bounded: a line longer than
+/// [`FAILURE_LINE_CHARS`] times 4 is cut.
+#[derive(Default)]
+struct LineSplitter {
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.pending.extend_from_slice(bytes);
+        let mut lines = Vec::new();
+        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            lines.push(String::from_utf8_lossy(&line).into_owned());
+        }
+        if self.pending.len() > FAILURE_LINE_CHARS * 4 {
+            let line: Vec<u8> = std::mem::take(&mut self.pending);
+            lines.push(format!("{}\n", String::from_utf8_lossy(&line)));
+        }
+        lines
+    }
+
+    fn finish(&mut self) -> Vec<String> {
+        match self.pending.is_empty() {
+            true => Vec::new(),
+            false => vec![format!(
+                "{}\n",
+                String::from_utf8_lossy(&std::mem::take(&mut self.pending))
+            )],
         }
     }
 }
 
-/// What the engine is asked to build for a recipe.
-/// Removes the layers a failed or stopped build made, newest first, each alone: the untagged
-/// layers under them that the build took from the cache stay, since another build may be using
-/// them right now.
-async fn remove_own_layers(engine: &dyn ContainerEngine, log: &BuildLog) {
-    for layer in log.own_layers.iter().rev() {
-        let _ = engine.remove_layer(layer).await;
-    }
-}
-
-/// Builds tried when the engine's cache loses a layer under a build.
-const BUILD_ATTEMPTS: u32 = 2;
-
-/// Whether a build failed because a layer it took from the engine's cache was removed meanwhile
-/// (the legacy builder then cannot read the layer's config): a race with another build removing
-/// its failed layers, or with a prune, not a fault of the recipe. Building again resolves the
-/// cache afresh.
-fn cached_layer_vanished(message: &str) -> bool {
-    message.contains("failed to get digest") && message.contains("no such file or directory")
-}
-
-fn build_spec(
-    recipe: &EnvRecipe,
-    settings: &BuildSettings,
-    key: &str,
-    context_tar: Vec<u8>,
-) -> BuildSpec {
-    BuildSpec {
-        tag: recipe.tag(),
-        context_tar,
-        dockerfile: "Dockerfile".into(),
-        build_args: build_args(settings),
-        labels: labels(recipe, key),
-        // Builds reach package indexes; runs stay on network none.
-        network_mode: "bridge".into(),
-        memory_bytes: Some(settings.memory_bytes.unwrap_or(DEFAULT_BUILD_MEMORY)),
-    }
-}
-
-fn build_args(settings: &BuildSettings) -> HashMap<String, String> {
-    let mut args: HashMap<String, String> = settings.proxies.clone().into_iter().collect();
-    if let Some(url) = &settings.index.pip_index_url {
-        args.insert("PIP_INDEX_URL".into(), url.clone());
-    }
-    if let Some(url) = &settings.index.npm_registry {
-        args.insert("NPM_CONFIG_REGISTRY".into(), url.clone());
-    }
-    args
-}
-
-fn labels(recipe: &EnvRecipe, key: &str) -> HashMap<String, String> {
+fn image_labels(recipe: &EnvRecipe, key: &str) -> HashMap<String, String> {
     HashMap::from([
         ("packbox.managed".to_string(), "true".to_string()),
         ("packbox.kind".to_string(), "env".to_string()),
@@ -505,13 +712,6 @@ struct BuildLog {
     /// Bytes written to the file so far.
     written: u64,
     tail: VecDeque<String>,
-    last_step: Option<String>,
-    /// The layers this build made (oldest first), so a failed build's layers can be removed:
-    /// never the base image of its `FROM`, nor a layer it took from the engine's cache (another
-    /// image, or another build under way, is built on those).
-    own_layers: Vec<String>,
-    /// Whether the current step's layer is not the build's own (a `FROM`, or a cache hit).
-    step_not_own: bool,
     /// The package pip last failed to build a wheel for.
     failed_package: Option<String>,
     /// Whether the output says a compiler (or the headers it needs) is missing.
@@ -543,9 +743,6 @@ impl BuildLog {
             file: Some(std::io::BufWriter::new(file)),
             written: 0,
             tail: VecDeque::new(),
-            last_step: None,
-            own_layers: Vec::new(),
-            step_not_own: false,
             failed_package: None,
             compiler_missing: false,
             killed: false,
@@ -573,37 +770,7 @@ impl BuildLog {
         for line in text.lines() {
             let line = strip_ansi(line);
             let line = line.trim_end();
-            if let Some(layer) = line.strip_prefix(" ---> ") {
-                if layer == "Using cache" {
-                    self.step_not_own = true;
-                } else if layer.len() == 12
-                    && layer.chars().all(|c| c.is_ascii_hexdigit())
-                    && !self.step_not_own
-                {
-                    self.own_layers.push(layer.to_string());
-                }
-                continue;
-            }
-            if line.is_empty() || line.starts_with("Removing intermediate") {
-                continue;
-            }
-            if let Some(step) = line.strip_prefix("Step ") {
-                // "Step 5/16 : RUN ..." -> "step 5/16: RUN ..." (shortened); its output starts now.
-                let (number, instruction) = step.split_once(" : ").unwrap_or((step, ""));
-                self.step_not_own = instruction
-                    .trim_start()
-                    .get(..4)
-                    .is_some_and(|word| word.eq_ignore_ascii_case("FROM"));
-                let words: Vec<&str> = instruction.split_whitespace().collect();
-                let instruction = words.join(" ");
-                let short: String = instruction.chars().take(80).collect();
-                let ellipsis = if short.len() < instruction.len() {
-                    "…"
-                } else {
-                    ""
-                };
-                self.last_step = Some(format!("step {number}: {short}{ellipsis}"));
-                self.tail.clear();
+            if line.is_empty() {
                 continue;
             }
             self.note_compile_failure(line);
@@ -685,38 +852,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn build_log_tracks_the_step_and_keeps_a_tail() {
+    fn build_log_keeps_a_tail_without_colours() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut log = BuildLog::create(&dir.path().join("b.log")).expect("log");
-        log.line("Step 1/4 : FROM sha256:abc\n ---> 0123456789ab\nbase output\n");
-        log.line("Step 3/4 : RUN set -eu; pip install -r req.txt\n ---> Running in 123\n");
         for i in 0..30 {
             log.line(&format!("\u{1b}[91mline {i}\u{1b}[0m\n"));
         }
-        log.line("Removing intermediate container 123\n");
-        assert_eq!(
-            log.last_step.as_deref(),
-            Some("step 3/4: RUN set -eu; pip install -r req.txt")
-        );
         let tail = log.tail();
         assert_eq!(tail.lines().count(), FAILURE_TAIL_LINES);
         assert!(tail.ends_with("line 29"), "{tail}");
-        assert!(
-            !tail.contains("base output") && !tail.contains('\u{1b}'),
-            "{tail}"
-        );
-        assert!(
-            log.own_layers.is_empty(),
-            "the FROM image is not the build's: {:?}",
-            log.own_layers
-        );
-        log.line(" ---> fedcba987654\n");
-        log.line("Step 4/4 : USER 65534\n ---> Using cache\n ---> 111111111111\n");
-        log.line("Step 5/5 : COPY req.txt /x\n ---> 222222222222\n");
-        assert_eq!(log.own_layers, ["fedcba987654", "222222222222"]);
+        assert!(!tail.contains('\u{1b}'), "{tail}");
         drop(log);
         let written = std::fs::read_to_string(dir.path().join("b.log")).expect("read");
         assert!(written.contains("line 0") && written.contains("line 29"));
+    }
+
+    #[test]
+    fn output_chunks_become_whole_lines() {
+        let mut lines = LineSplitter::default();
+        assert_eq!(lines.push(b"one\ntw"), ["one\n"]);
+        assert_eq!(lines.push(b"o\nthree"), ["two\n"]);
+        assert_eq!(lines.finish(), ["three\n"]);
+        assert!(lines.finish().is_empty());
     }
 
     #[test]
@@ -730,7 +887,7 @@ mod tests {
         for _ in 0..20 {
             log.line(&chunk);
         }
-        log.line("Step 9/9 : RUN late\n");
+        log.line("late\n");
         drop(log);
         let metadata = std::fs::metadata(&path).expect("metadata");
         assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
@@ -779,29 +936,22 @@ mod tests {
     }
 
     #[test]
-    fn builds_get_a_memory_limit() {
-        let recipe = EnvRecipe {
-            runtime: "python".into(),
-            version: "3.11.2".into(),
-            base_image_id: "sha256:base".into(),
-            manifests: crate::image::env::Manifests {
-                installer: crate::image::env::Installer::Pip,
-                files: vec![("requirements.txt".into(), b"six\n".to_vec())],
-                requirements: Vec::new(),
-                sources: Vec::new(),
-            },
-            index: IndexSettings::default(),
-        };
-        let spec = build_spec(&recipe, &BuildSettings::default(), "k", Vec::new());
-        assert_eq!(spec.memory_bytes, Some(DEFAULT_BUILD_MEMORY));
+    fn builds_run_in_the_action_sandbox_with_build_limits() {
+        let policy = build_policy(&BuildSettings::default());
+        assert_eq!(policy.user, "65534:65534");
+        assert!(policy.cap_drop_all && policy.no_new_privileges);
+        assert_eq!(
+            policy.seccomp,
+            crate::sandbox::seccomp::SeccompProfile::Packbox
+        );
+        assert_eq!(policy.memory_bytes, DEFAULT_BUILD_MEMORY);
+        assert_eq!(policy.pids_limit, BUILD_PIDS);
+        assert!(policy.cpus <= 1.0);
         let settings = BuildSettings {
             memory_bytes: Some(256 << 20),
             ..BuildSettings::default()
         };
-        assert_eq!(
-            build_spec(&recipe, &settings, "k", Vec::new()).memory_bytes,
-            Some(256 << 20)
-        );
+        assert_eq!(build_policy(&settings).memory_bytes, 256 << 20);
     }
 
     #[test]
@@ -816,20 +966,30 @@ mod tests {
     }
 
     #[test]
-    fn index_overrides_and_proxies_become_build_arguments() {
+    fn index_overrides_and_proxies_reach_the_installer_on_stdin_and_are_scrubbed() {
         let settings = BuildSettings {
             ca_bundle: None,
             index: IndexSettings {
-                pip_index_url: Some("https://pypi.example/simple".into()),
+                pip_index_url: Some("https://build:s3cret-pw@pypi.example/simple?token=t0k".into()),
                 npm_registry: None,
             },
             proxies: BTreeMap::from([("HTTPS_PROXY".into(), "http://proxy:3128".into())]),
             ..BuildSettings::default()
         };
-        let args = build_args(&settings);
-        assert_eq!(args["PIP_INDEX_URL"], "https://pypi.example/simple");
-        assert_eq!(args["HTTPS_PROXY"], "http://proxy:3128");
-        assert!(!args.contains_key("NPM_CONFIG_REGISTRY"));
+        let stdin = String::from_utf8(installer_env(&settings)).expect("text");
+        assert!(
+            stdin.contains("PIP_INDEX_URL=https://build:s3cret-pw@pypi.example/simple?token=t0k\n")
+        );
+        assert!(stdin.contains("HTTPS_PROXY=http://proxy:3128\n"));
+        assert!(!stdin.contains("NPM_CONFIG_REGISTRY"));
+        let redactor = Redactor::new(credential_values(&settings).iter()).expect("builds");
+        let line = redactor.text(
+            "Looking in indexes: https://build:s3cret-pw@pypi.example/simple?token=t0k".into(),
+        );
+        assert!(
+            !line.contains("s3cret-pw") && !line.contains("t0k"),
+            "{line}"
+        );
     }
 
     #[tokio::test]
@@ -913,15 +1073,26 @@ mod tests {
         use std::sync::Arc;
 
         use super::*;
-        use crate::engine::fake::{BuildScript, Call, FakeEngine};
+        use crate::engine::fake::{Call, Exit, FakeEngine, Program};
         use crate::image::env::{Installer, Manifests};
 
+        const BASE: &str = "packbox/python:3.11";
+
+        /// A fake engine with the runtime image, whose containers run `program`.
+        fn engine(program: Program) -> (Arc<FakeEngine>, SharedEngine) {
+            let fake = FakeEngine::new();
+            fake.add_image(BASE, &[], 0);
+            fake.set_program(move |_| program.clone());
+            let shared: SharedEngine = fake.clone();
+            (fake, shared)
+        }
+
         /// A recipe no other test uses (builds are single-flight per key, process-wide).
-        fn recipe(unique: &str) -> EnvRecipe {
+        fn recipe(fake: &FakeEngine, unique: &str) -> EnvRecipe {
             EnvRecipe {
                 runtime: "python".into(),
                 version: "3.11.2".into(),
-                base_image_id: "sha256:base".into(),
+                base_image_id: fake.image_id_now(BASE),
                 manifests: Manifests {
                     installer: Installer::Pip,
                     files: vec![("requirements.txt".into(), unique.as_bytes().to_vec())],
@@ -932,34 +1103,41 @@ mod tests {
             }
         }
 
+        fn commits(fake: &FakeEngine) -> usize {
+            fake.count(|c| matches!(c, Call::Commit(..)))
+        }
+
+        async fn ensure_now(
+            shared: &SharedEngine,
+            recipe: &EnvRecipe,
+            settings: &BuildSettings,
+            dir: &Path,
+        ) -> Result<EnvImage, EnvError> {
+            ensure(
+                shared,
+                recipe,
+                settings,
+                dir,
+                &CancellationToken::new(),
+                |_| {},
+            )
+            .await
+        }
+
         #[tokio::test(start_paused = true)]
         async fn a_pack_that_chooses_sources_is_refused_before_any_engine_call() {
-            let fake = FakeEngine::new();
-            let mut recipe = recipe("--index-url https://x.example/simple");
+            let (fake, shared) = engine(Program::default());
+            let mut recipe = recipe(&fake, "--index-url https://x.example/simple");
             recipe.manifests.sources = vec![Requirement {
                 text: "--index-url https://x.example/simple".into(),
                 source: "requirements.txt:1".into(),
             }];
             let dir = tempfile::tempdir().expect("tempdir");
-            let ensure_with = |allow_pack_sources| {
-                let settings = BuildSettings {
-                    allow_pack_sources,
-                    ..BuildSettings::default()
-                };
-                let (fake, recipe, dir) = (fake.clone(), recipe.clone(), dir.path().to_path_buf());
-                async move {
-                    ensure(
-                        fake.as_ref(),
-                        &recipe,
-                        &settings,
-                        &dir,
-                        &CancellationToken::new(),
-                        |_| {},
-                    )
-                    .await
-                }
-            };
-            let err = ensure_with(false).await.expect_err("refused");
+            let calls_before = fake.calls().len();
+            let refused = BuildSettings::default();
+            let err = ensure_now(&shared, &recipe, &refused, dir.path())
+                .await
+                .expect_err("refused");
             assert!(matches!(err, EnvError::PackSources { .. }), "{err}");
             assert!(
                 err.to_string().starts_with(
@@ -967,39 +1145,68 @@ mod tests {
                 ),
                 "{err}"
             );
-            assert!(fake.calls().is_empty(), "{:?}", fake.calls());
-            ensure_with(true).await.expect("allowed by the operator");
-            assert_eq!(builds(&fake), 1);
+            assert_eq!(fake.calls().len(), calls_before, "no engine call");
+            let allowed = BuildSettings {
+                allow_pack_sources: true,
+                ..BuildSettings::default()
+            };
+            ensure_now(&shared, &recipe, &allowed, dir.path())
+                .await
+                .expect("allowed by the operator");
+            assert_eq!(commits(&fake), 1);
         }
 
-        fn builds(fake: &FakeEngine) -> usize {
-            fake.count(|c| matches!(c, Call::Build(_)))
+        #[tokio::test(start_paused = true)]
+        async fn the_build_container_runs_in_the_sandbox_and_is_committed_then_removed() {
+            let (fake, shared) = engine(Program::prints("Successfully installed six\n", 0));
+            let recipe = recipe(&fake, "six==1.16.0 # sandbox");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let image = ensure_now(&shared, &recipe, &BuildSettings::default(), dir.path())
+                .await
+                .expect("built");
+            assert!(image.built);
+            let spec = fake
+                .calls()
+                .into_iter()
+                .find_map(|c| match c {
+                    Call::Create { spec, .. } => Some(spec),
+                    _ => None,
+                })
+                .expect("a build container");
+            assert_eq!(spec.user, "65534:65534");
+            assert!(spec.cap_drop_all && spec.no_new_privileges);
+            assert!(spec.seccomp_profile.is_some(), "packbox's profile");
+            assert_eq!(spec.pids_limit, i64::from(BUILD_PIDS));
+            assert_eq!(spec.memory_bytes as u64, DEFAULT_BUILD_MEMORY);
+            assert!(spec.nano_cpus > 0);
+            assert!(
+                spec.env.is_empty(),
+                "nothing of the installer's in the configuration"
+            );
+            assert_eq!(fake.count(|c| matches!(c, Call::Upload { .. })), 1);
+            assert_eq!(commits(&fake), 1);
+            assert!(
+                fake.container_ids().is_empty(),
+                "the build container is removed"
+            );
+            assert!(Owned::in_state_dir(dir.path()).has_image(&image.id));
         }
 
         #[tokio::test(start_paused = true)]
         async fn concurrent_callers_share_one_build() {
-            let fake = FakeEngine::new();
-            fake.set_build(BuildScript::Succeed {
+            let (fake, shared) = engine(Program {
                 delay: Duration::from_secs(20),
-                lines: vec!["Step 1/3 : FROM base\n".into()],
+                ..Program::default()
             });
             let dir = tempfile::tempdir().expect("tempdir");
-            let recipe = recipe("requests==2.31.0 # concurrent");
+            let recipe = recipe(&fake, "requests==2.31.0 # concurrent");
             let cancel = CancellationToken::new();
             let settings = BuildSettings::default();
-            let calls = (0..5).map(|_| {
-                ensure(
-                    fake.as_ref(),
-                    &recipe,
-                    &settings,
-                    dir.path(),
-                    &cancel,
-                    |_| {},
-                )
-            });
+            let calls =
+                (0..5).map(|_| ensure(&shared, &recipe, &settings, dir.path(), &cancel, |_| {}));
             let results = futures::future::join_all(calls).await;
             let images: Vec<EnvImage> = results.into_iter().map(|r| r.expect("ready")).collect();
-            assert_eq!(builds(&fake), 1, "one build for five callers");
+            assert_eq!(commits(&fake), 1, "one build for five callers");
             assert_eq!(images.iter().filter(|i| i.built).count(), 1);
             assert!(
                 images
@@ -1010,194 +1217,185 @@ mod tests {
 
         #[tokio::test(start_paused = true)]
         async fn a_present_image_costs_one_lookup_and_no_build() {
-            let fake = FakeEngine::new();
-            let recipe = recipe("present");
-            fake.add_image(&recipe.tag(), &[], 0);
+            let (fake, shared) = engine(Program::default());
+            let recipe = recipe(&fake, "present");
+            let id = fake.add_image(&recipe.tag(), &[], 0);
             let dir = tempfile::tempdir().expect("tempdir");
-            let image = ensure(
-                fake.as_ref(),
-                &recipe,
-                &BuildSettings::default(),
-                dir.path(),
-                &CancellationToken::new(),
-                |_| {},
-            )
-            .await
-            .expect("present");
+            Owned::in_state_dir(dir.path())
+                .add_image(&id)
+                .expect("recorded");
+            let calls_before = fake.calls().len();
+            let image = ensure_now(&shared, &recipe, &BuildSettings::default(), dir.path())
+                .await
+                .expect("present");
             assert!(!image.built);
-            assert_eq!(fake.calls(), [Call::ImageId(recipe.tag())]);
+            assert_eq!(fake.calls()[calls_before..], [Call::ImageId(recipe.tag())]);
             assert!(!dir.path().join("locks").exists(), "no lock taken");
         }
 
         #[tokio::test(start_paused = true)]
-        async fn a_cached_layer_removed_under_the_build_builds_again_once() {
-            let fake = FakeEngine::new();
-            fake.set_build(BuildScript::FailOnce {
-                message: "failed to get digest sha256:eb3f: open /var/lib/docker/image/overlay2/imagedb/content/sha256/eb3f: no such file or directory".into(),
-            });
+        async fn an_image_packbox_did_not_build_under_the_tag_is_built_over() {
+            let (fake, shared) = engine(Program::default());
+            let recipe = recipe(&fake, "planted");
+            let planted = fake.add_image(&recipe.tag(), &[("packbox.kind", "env")], 0);
             let dir = tempfile::tempdir().expect("tempdir");
-            let first = recipe("requests==2.31.0");
-            let image = ensure(
-                fake.as_ref(),
-                &first,
-                &BuildSettings::default(),
-                dir.path(),
-                &CancellationToken::new(),
-                |_| {},
-            )
-            .await
-            .expect("built on the second attempt");
-            assert!(image.built);
-            assert_eq!(fake.count(|c| matches!(c, Call::Build(_))), 2);
-            // Any other failure is the recipe's: not tried again.
-            fake.set_build(BuildScript::Fail {
-                lines: Vec::new(),
-                message: "The command '/bin/sh -c pip install' returned a non-zero code: 1".into(),
-            });
-            let other = recipe("nope==1");
-            ensure(
-                fake.as_ref(),
-                &other,
-                &BuildSettings::default(),
-                dir.path(),
-                &CancellationToken::new(),
-                |_| {},
-            )
-            .await
-            .expect_err("fails");
-            assert_eq!(fake.count(|c| matches!(c, Call::Build(_))), 3);
+            let image = ensure_now(&shared, &recipe, &BuildSettings::default(), dir.path())
+                .await
+                .expect("built");
+            assert!(image.built, "the planted image was not taken");
+            assert_ne!(image.id, planted);
+            assert_eq!(fake.image_id_now(&recipe.tag()), image.id);
+            assert!(Owned::in_state_dir(dir.path()).has_image(&image.id));
         }
 
+        /// Two state folders (two packbox installations, or tests) build the same environment
+        /// once each; the tag then names the second's image, and the first keeps using its own
+        /// instead of building again (which would move the tag back, and so on for ever).
         #[tokio::test(start_paused = true)]
-        async fn a_failed_build_names_the_step_and_removes_its_layers() {
-            let fake = FakeEngine::new();
-            let layer = fake.add_image("", &[], 0);
-            let short = layer.trim_start_matches("sha256:")[..12].to_string();
-            fake.set_build(BuildScript::Fail {
-                lines: vec![
-                    "Step 2/4 : RUN pip install -r requirements.txt\n".into(),
-                    format!(" ---> {short}\n"),
-                    "ERROR: No matching distribution found for nope\n".into(),
-                ],
-                message: "The command '/bin/sh -c pip install' returned a non-zero code: 1".into(),
-            });
-            let dir = tempfile::tempdir().expect("tempdir");
-            let recipe = recipe("nope==1");
-            let err = ensure(
-                fake.as_ref(),
-                &recipe,
-                &BuildSettings::default(),
-                dir.path(),
-                &CancellationToken::new(),
-                |_| {},
-            )
-            .await
-            .expect_err("fails");
-            let text = err.to_string();
-            assert!(text.contains("RUN pip install"), "{text}");
-            assert!(text.contains("exited with code 1"), "{text}");
-            assert!(text.contains("No matching distribution"), "{text}");
-            assert!(!fake.has_image(&recipe.tag()), "no tag");
-            assert!(
-                !fake.has_image(&layer),
-                "the failed build's layer is removed"
+        async fn another_state_folders_build_under_the_tag_costs_no_second_build() {
+            let (fake, shared) = engine(Program::default());
+            let recipe = recipe(&fake, "two state folders");
+            let (a, b) = (
+                tempfile::tempdir().expect("a"),
+                tempfile::tempdir().expect("b"),
             );
+            let settings = BuildSettings::default();
+            let first = ensure_now(&shared, &recipe, &settings, a.path())
+                .await
+                .expect("a builds");
+            let second = ensure_now(&shared, &recipe, &settings, b.path())
+                .await
+                .expect("b builds its own");
+            assert!(first.built && second.built);
+            assert_ne!(first.id, second.id);
+            assert_eq!(fake.image_id_now(&recipe.tag()), second.id);
+            let again = ensure_now(&shared, &recipe, &settings, a.path())
+                .await
+                .expect("a again");
+            assert!(!again.built, "no second build");
+            assert_eq!(again.id, first.id, "a runs its own image");
+            assert_eq!(commits(&fake), 2);
         }
 
         #[tokio::test(start_paused = true)]
-        async fn cancelling_a_build_leaves_no_tag_and_no_lock_held() {
-            let fake = FakeEngine::new();
-            fake.set_build(BuildScript::Hang);
+        async fn a_failed_install_says_so_and_commits_nothing() {
+            let (fake, shared) = engine(Program::prints(
+                "ERROR: No matching distribution found for nope\n",
+                1,
+            ));
+            let recipe = recipe(&fake, "nope==9 # failed");
             let dir = tempfile::tempdir().expect("tempdir");
-            let recipe = recipe("cancelled build");
+            let err = ensure_now(&shared, &recipe, &BuildSettings::default(), dir.path())
+                .await
+                .expect_err("fails");
+            let text = err.to_string();
+            assert!(text.contains("at `pip install`"), "{text}");
+            assert!(text.contains("exited with code 1"), "{text}");
+            assert!(
+                text.contains("No matching distribution found for nope"),
+                "{text}"
+            );
+            assert_eq!(commits(&fake), 0);
+            assert!(fake.container_ids().is_empty());
+            assert!(fake.image_id(&recipe.tag()).await.ok().flatten().is_none());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_build_killed_for_memory_says_so() {
+            let (fake, shared) = engine(Program {
+                oom: true,
+                exit: Exit::Code(137),
+                ..Program::default()
+            });
+            let recipe = recipe(&fake, "big # oom");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let err = ensure_now(&shared, &recipe, &BuildSettings::default(), dir.path())
+                .await
+                .expect_err("killed");
+            assert!(matches!(err, EnvError::BuildKilled { .. }), "{err}");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn cancelling_a_build_leaves_no_image_no_container_and_no_lock() {
+            let (fake, shared) = engine(Program {
+                exit: Exit::Never,
+                ..Program::default()
+            });
+            let recipe = recipe(&fake, "slow # cancel");
+            let dir = tempfile::tempdir().expect("tempdir");
             let cancel = CancellationToken::new();
             let settings = BuildSettings::default();
-            let building = ensure(
-                fake.as_ref(),
-                &recipe,
-                &settings,
-                dir.path(),
-                &cancel,
-                |_| {},
-            );
-            let canceller = async {
-                fake.until(|f| f.count(|c| matches!(c, Call::Build(_))) == 1)
-                    .await;
+            let building = ensure(&shared, &recipe, &settings, dir.path(), &cancel, |_| {});
+            let stop = async {
+                tokio::time::sleep(Duration::from_secs(4)).await;
                 cancel.cancel();
             };
-            let (result, ()) = tokio::join!(building, canceller);
+            let (result, ()) = tokio::join!(building, stop);
             assert!(
                 matches!(result, Err(EnvError::Cancelled { .. })),
                 "{result:?}"
             );
-            assert!(!fake.has_image(&recipe.tag()));
-            // The lock is free again: a new build goes ahead.
-            fake.set_build(BuildScript::Succeed {
-                delay: Duration::ZERO,
-                lines: Vec::new(),
-            });
-            let image = ensure(
-                fake.as_ref(),
-                &recipe,
-                &settings,
-                dir.path(),
-                &CancellationToken::new(),
-                |_| {},
-            )
-            .await
-            .expect("built after the cancel");
-            assert!(image.built);
+            assert_eq!(commits(&fake), 0);
+            assert!(fake.container_ids().is_empty());
+            assert!(fake.image_id(&recipe.tag()).await.ok().flatten().is_none());
+            assert_eq!(
+                std::fs::read_dir(dir.path().join("locks"))
+                    .map(|d| d.count())
+                    .unwrap_or(0),
+                0
+            );
         }
 
         #[tokio::test(start_paused = true)]
-        async fn a_build_over_its_time_limit_fails_and_leaves_no_tag() {
-            let fake = FakeEngine::new();
-            fake.set_build(BuildScript::Hang);
+        async fn a_build_over_its_time_limit_fails_and_leaves_nothing() {
+            let (fake, shared) = engine(Program {
+                exit: Exit::Never,
+                ..Program::default()
+            });
+            let recipe = recipe(&fake, "slow # timeout");
             let dir = tempfile::tempdir().expect("tempdir");
-            let recipe = recipe("slow build");
-            let err = ensure(
-                fake.as_ref(),
-                &recipe,
-                &BuildSettings::default(),
-                dir.path(),
-                &CancellationToken::new(),
-                |_| {},
-            )
-            .await
-            .expect_err("times out");
+            let settings = BuildSettings {
+                timeout: Duration::from_secs(30),
+                ..BuildSettings::default()
+            };
+            let err = ensure_now(&shared, &recipe, &settings, dir.path())
+                .await
+                .expect_err("timed out");
             assert!(matches!(err, EnvError::BuildTimedOut { .. }), "{err}");
-            assert!(!fake.has_image(&recipe.tag()));
+            assert_eq!(commits(&fake), 0);
+            assert!(fake.container_ids().is_empty());
         }
 
         #[tokio::test(start_paused = true)]
         async fn build_lines_reach_the_caller_and_the_log() {
-            let fake = FakeEngine::new();
-            fake.set_build(BuildScript::Succeed {
-                delay: Duration::ZERO,
-                lines: vec!["Step 1/2 : FROM base\n".into(), "done\n".into()],
-            });
+            let (fake, shared) = engine(Program::prints("Collecting six\nInstalling six\n", 0));
+            let recipe = recipe(&fake, "six # lines");
             let dir = tempfile::tempdir().expect("tempdir");
-            let recipe = recipe("lines");
-            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-            let sink = Arc::clone(&seen);
+            let mut seen = Vec::new();
             ensure(
-                fake.as_ref(),
+                &shared,
                 &recipe,
                 &BuildSettings::default(),
                 dir.path(),
                 &CancellationToken::new(),
-                move |line| sink.lock().expect("lock").push(line.to_string()),
+                |line| seen.push(line.to_string()),
             )
             .await
             .expect("built");
-            assert_eq!(seen.lock().expect("lock").len(), 2);
+            // The first line says the build has begun, before the installer prints anything.
+            assert_eq!(seen.len(), 3, "{seen:?}");
+            assert!(
+                seen[0].starts_with("installing the dependencies of packbox/env:"),
+                "{seen:?}"
+            );
+            assert_eq!(seen[1..], ["Collecting six\n", "Installing six\n"]);
             let log = std::fs::read_to_string(
                 dir.path()
                     .join("builds")
                     .join(format!("{}.log", recipe.key())),
             )
-            .expect("log kept");
-            assert!(log.contains("Step 1/2"));
+            .expect("log");
+            assert!(log.contains("Installing six"), "{log}");
         }
     }
 }

@@ -5,8 +5,8 @@ use sha2::{Digest, Sha256};
 
 use crate::pack::dependencies::{Installer, Manifests};
 
-/// Bumped whenever the generated Dockerfiles change meaning, so old images are not reused.
-pub const RECIPE_FORMAT: u32 = 2;
+/// Bumped whenever the generated install changes meaning, so old images are not reused.
+pub const RECIPE_FORMAT: u32 = 3;
 /// The repository all environment images are tagged in.
 pub const ENV_REPOSITORY: &str = "packbox/env";
 /// Where the dependencies live inside an environment image.
@@ -15,7 +15,7 @@ const ENV_ROOT: &str = "/opt/packbox";
 /// requirements file, what it includes and the local artifacts it names, at their places in the
 /// pack, so that pip (run there) finds them as it would in the pack.
 const PIP_INPUTS: &str = "req";
-/// Name of the CA bundle inside the build context (removed before the build's last layer).
+/// Name of the CA bundle under [`ENV_ROOT`] while the build runs (removed after the install).
 const CA_FILE: &str = "build-ca.pem";
 
 /// Where an environment image records what was resolved: pip's freeze, npm's lock.
@@ -51,87 +51,101 @@ pub struct EnvRecipe {
 }
 
 impl EnvRecipe {
-    /// The generated Dockerfile. `with_ca` adds the build-time CA bundle and removes it again.
-    pub fn dockerfile(&self, with_ca: bool) -> String {
-        let copy_ca = if with_ca {
-            format!("COPY {CA_FILE} {ENV_ROOT}/{CA_FILE}\n")
-        } else {
-            String::new()
-        };
-        // Trust for pip, npm, curl and Python's ssl during the RUN step only: never in ENV.
-        let trust = if with_ca {
-            let ca = format!("{ENV_ROOT}/{CA_FILE}");
-            format!(
-                "PIP_CERT={ca} NPM_CONFIG_CAFILE={ca} CURL_CA_BUNDLE={ca} SSL_CERT_FILE={ca} REQUESTS_CA_BUNDLE={ca} "
-            )
-        } else {
-            String::new()
-        };
-        // Declared only when set: an index override comes in as a build argument.
-        let index_arg = match (self.manifests.installer, &self.index) {
-            (
-                Installer::Pip,
-                IndexSettings {
-                    pip_index_url: Some(_),
-                    ..
-                },
-            ) => "ARG PIP_INDEX_URL\n",
-            (
-                Installer::Npm,
-                IndexSettings {
-                    npm_registry: Some(_),
-                    ..
-                },
-            ) => "ARG NPM_CONFIG_REGISTRY\n",
-            _ => "",
-        };
+    /// The shell script the build container runs, as the action's user, with the pack's
+    /// manifests under [`ENV_ROOT`] (see [`EnvRecipe::staging_tar`]). The installer's
+    /// environment (index, proxies) comes on stdin, one `NAME=value` a line, and reaches the
+    /// installer alone: not the container's configuration (which the committed image would
+    /// inherit), not the steps after it. The CA bundle, when staged, is trusted by the
+    /// installer, then removed.
+    pub fn install_script(&self) -> String {
+        let ca = format!("{ENV_ROOT}/{CA_FILE}");
+        let installer_env =
+            "while IFS= read -r line; do case \"$line\" in *=*) export \"$line\";; esac; done";
         match self.manifests.installer {
             Installer::Pip => format!(
-                "FROM {base}\n\
-                 USER root\n\
-                 {index_arg}\
-                 COPY {PIP_INPUTS}/ {ENV_ROOT}/{PIP_INPUTS}/\n\
-                 {copy_ca}\
-                 RUN set -eu; cd {ENV_ROOT}/{PIP_INPUTS}; \\\n\
-                 \x20   python3 -m venv {ENV_ROOT}/venv; \\\n\
-                 \x20   {trust}{ENV_ROOT}/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-input -r requirements.txt; \\\n\
-                 \x20   {ENV_ROOT}/venv/bin/python -m compileall -q {ENV_ROOT}/venv >/dev/null; \\\n\
-                 \x20   {ENV_ROOT}/venv/bin/pip freeze --disable-pip-version-check > {ENV_ROOT}/pip-freeze.txt; \\\n\
-                 \x20   rm -f {ENV_ROOT}/{CA_FILE}\n\
-                 ENV VIRTUAL_ENV={ENV_ROOT}/venv \\\n\
-                 \x20   PATH={ENV_ROOT}/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\\n\
-                 \x20   PYTHONPATH=/pack/lib\n\
-                 WORKDIR /pack\n\
-                 USER 65534:65534\n",
-                base = self.base_image_id,
+                "set -eu\n\
+                 export HOME=/tmp\n\
+                 if [ -f {ca} ]; then export PIP_CERT={ca} CURL_CA_BUNDLE={ca} SSL_CERT_FILE={ca} REQUESTS_CA_BUNDLE={ca}; fi\n\
+                 cd {ENV_ROOT}/{PIP_INPUTS}\n\
+                 python3 -m venv {ENV_ROOT}/venv\n\
+                 ( {installer_env}; exec {ENV_ROOT}/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-input -r requirements.txt )\n\
+                 rm -f {ca}\n\
+                 {ENV_ROOT}/venv/bin/python -m compileall -q {ENV_ROOT}/venv >/dev/null\n\
+                 {ENV_ROOT}/venv/bin/pip freeze --disable-pip-version-check > {ENV_ROOT}/pip-freeze.txt\n"
             ),
             Installer::Npm => {
-                let lock = if self.manifests.has_file("package-lock.json") {
-                    format!("COPY package-lock.json {ENV_ROOT}/node/package-lock.json\n")
-                } else {
-                    String::new()
-                };
                 let install = if self.manifests.has_file("package-lock.json") {
                     "ci"
                 } else {
                     "install"
                 };
                 format!(
-                    "FROM {base}\n\
-                     USER root\n\
-                     {index_arg}\
-                     COPY package.json {ENV_ROOT}/node/package.json\n\
-                     {lock}\
-                     {copy_ca}\
-                     RUN set -eu; cd {ENV_ROOT}/node; \\\n\
-                     \x20   {trust}NPM_CONFIG_CACHE=/tmp/npm-cache npm {install} --omit=dev --no-audit --no-fund --no-update-notifier; \\\n\
-                     \x20   rm -rf /tmp/npm-cache {ENV_ROOT}/{CA_FILE}\n\
-                     ENV NODE_PATH={ENV_ROOT}/node/node_modules\n\
-                     WORKDIR /pack\n\
-                     USER 65534:65534\n",
-                    base = self.base_image_id,
+                    "set -eu\n\
+                     export HOME=/tmp NPM_CONFIG_CACHE=/tmp/npm-cache\n\
+                     if [ -f {ca} ]; then export NPM_CONFIG_CAFILE={ca} CURL_CA_BUNDLE={ca} SSL_CERT_FILE={ca}; fi\n\
+                     cd {ENV_ROOT}/node\n\
+                     ( {installer_env}; exec npm {install} --omit=dev --no-audit --no-fund --no-update-notifier )\n\
+                     rm -f {ca}\n"
                 )
             }
+        }
+    }
+
+    /// What the build container starts with, unpacked at `/` before it starts: [`ENV_ROOT`]
+    /// owned by the action's user (the only place it may write to that is kept), the pack's
+    /// manifests in their places under it, and the CA bundle when given. Fixed times and owners,
+    /// so equal inputs give equal bytes.
+    pub fn staging_tar(&self, ca_bundle: Option<&[u8]>) -> std::io::Result<Vec<u8>> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let root = ENV_ROOT.trim_start_matches('/');
+        let folder = match self.manifests.installer {
+            Installer::Pip => format!("{root}/{PIP_INPUTS}"),
+            Installer::Npm => format!("{root}/node"),
+        };
+        let mut folders = vec![root.to_string(), folder.clone()];
+        let mut files = Vec::new();
+        for (name, bytes) in &self.manifests.files {
+            let path = match self.manifests.installer {
+                Installer::Pip => format!("{folder}/{name}"),
+                Installer::Npm => format!("{folder}/{name}"),
+            };
+            // Folders on the way (pip's includes and artifacts keep their places).
+            let mut at = path.as_str();
+            while let Some((parent, _)) = at.rsplit_once('/') {
+                if parent.len() <= folder.len() {
+                    break;
+                }
+                folders.push(parent.to_string());
+                at = parent;
+            }
+            files.push((path, bytes.as_slice()));
+        }
+        folders.sort();
+        folders.dedup();
+        for name in &folders {
+            append_entry(&mut builder, name, None)?;
+        }
+        for (path, bytes) in files {
+            append_entry(&mut builder, &path, Some(bytes))?;
+        }
+        if let Some(ca) = ca_bundle {
+            append_entry(&mut builder, &format!("{root}/{CA_FILE}"), Some(ca))?;
+        }
+        builder.into_inner()
+    }
+
+    /// The environment image's configuration: the runtime's variables for what was installed,
+    /// `/pack` as working folder, the action's user.
+    pub fn image_env(&self) -> Vec<String> {
+        match self.manifests.installer {
+            Installer::Pip => vec![
+                format!("VIRTUAL_ENV={ENV_ROOT}/venv"),
+                format!(
+                    "PATH={ENV_ROOT}/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+                ),
+                "PYTHONPATH=/pack/lib".to_string(),
+            ],
+            Installer::Npm => vec![format!("NODE_PATH={ENV_ROOT}/node/node_modules")],
         }
     }
 
@@ -142,17 +156,19 @@ impl EnvRecipe {
     }
 
     /// What [`EnvRecipe::key`] hashes: recipe format, base image id, runtime, version, the
-    /// generated Dockerfile, index settings and the dependency set's hash.
+    /// install script, the index settings' hashes and the dependency set's hash.
     pub fn key_parts(&self) -> serde_json::Value {
         serde_json::json!({
             "format": RECIPE_FORMAT,
             "base_image_id": self.base_image_id,
             "runtime": self.runtime,
             "version": self.version,
-            // The CA only decides whether the build can reach the index, not what it installs.
-            "dockerfile": self.dockerfile(false),
-            "pip_index_url": self.index.pip_index_url,
-            "npm_registry": self.index.npm_registry,
+            // The CA only decides whether the build can reach the index, not what it installs;
+            // the script is the same with or without it.
+            "install_script": self.install_script(),
+            // Hashed: an index URL may hold a credential, and `explain` prints these parts.
+            "pip_index_url_sha256": self.index.pip_index_url.as_deref().map(sha256_hex),
+            "npm_registry_sha256": self.index.npm_registry.as_deref().map(sha256_hex),
             "dependencies": self.manifests.dependency_hash(),
         })
     }
@@ -166,34 +182,39 @@ impl EnvRecipe {
             &self.key()[..24]
         )
     }
-
-    /// The build context: manifests, the Dockerfile and, when given, the CA bundle; fixed mtimes
-    /// so that equal inputs give equal bytes.
-    pub fn context_tar(&self, ca_bundle: Option<&[u8]>) -> std::io::Result<Vec<u8>> {
-        let mut builder = tar::Builder::new(Vec::new());
-        let dockerfile = self.dockerfile(ca_bundle.is_some());
-        append(&mut builder, "Dockerfile", dockerfile.as_bytes())?;
-        for (name, bytes) in &self.manifests.files {
-            let name = match self.manifests.installer {
-                Installer::Pip => format!("{PIP_INPUTS}/{name}"),
-                Installer::Npm => name.clone(),
-            };
-            append(&mut builder, &name, bytes)?;
-        }
-        if let Some(ca) = ca_bundle {
-            append(&mut builder, CA_FILE, ca)?;
-        }
-        builder.into_inner()
-    }
 }
 
-fn append(builder: &mut tar::Builder<Vec<u8>>, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+/// The SHA-256 of `text`, in hex.
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The user environment builds run as, who owns what they install.
+pub const BUILD_USER: (u64, u64) = (65534, 65534);
+
+/// One entry of the staging archive: a folder (`None`) or a file, owned by [`BUILD_USER`].
+fn append_entry(
+    builder: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    bytes: Option<&[u8]>,
+) -> std::io::Result<()> {
     let mut header = tar::Header::new_gnu();
-    header.set_size(bytes.len() as u64);
-    header.set_mode(0o644);
+    header.set_uid(BUILD_USER.0);
+    header.set_gid(BUILD_USER.1);
     header.set_mtime(0);
-    header.set_cksum();
-    builder.append_data(&mut header, name, bytes)
+    match bytes {
+        None => {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_size(0);
+            builder.append_data(&mut header, format!("{name}/"), std::io::empty())
+        }
+        Some(bytes) => {
+            header.set_mode(0o644);
+            header.set_size(bytes.len() as u64);
+            builder.append_data(&mut header, name, bytes)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -216,13 +237,13 @@ mod tests {
     }
 
     #[test]
-    fn identical_inputs_give_identical_keys_and_contexts() {
+    fn identical_inputs_give_identical_keys_and_staging() {
         let a = recipe("requests==2.31.0\n");
         let b = recipe("requests==2.31.0\n");
         assert_eq!(a.key(), b.key());
         assert_eq!(
-            a.context_tar(None).expect("tar"),
-            b.context_tar(None).expect("tar")
+            a.staging_tar(None).expect("tar"),
+            b.staging_tar(None).expect("tar")
         );
     }
 
@@ -245,64 +266,98 @@ mod tests {
     }
 
     #[test]
-    fn the_ca_bundle_does_not_change_the_key_and_never_reaches_env() {
+    fn an_index_credential_never_reaches_the_key_parts_explain_prints() {
+        let mut r = recipe("requests\n");
+        r.index.pip_index_url = Some("https://user:s3cret-pw@pypi.example/simple".into());
+        let parts = r.key_parts().to_string();
+        assert!(!parts.contains("s3cret-pw"), "{parts}");
+        assert!(!r.install_script().contains("s3cret-pw"));
+        let mut other = r.clone();
+        other.index.pip_index_url = Some("https://user:other-pw@pypi.example/simple".into());
+        assert_ne!(r.key(), other.key(), "the URL still decides the key");
+    }
+
+    /// The entries of a staging archive: name, owner, mode.
+    fn entries(archive: &[u8]) -> Vec<(String, u64, u32)> {
+        let mut archive = tar::Archive::new(archive);
+        archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                let e = e.expect("entry");
+                (
+                    e.path().expect("path").display().to_string(),
+                    e.header().uid().expect("uid"),
+                    e.header().mode().expect("mode"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_ca_bundle_is_staged_removed_after_the_install_and_never_in_the_key_or_the_image() {
         let r = recipe("requests\n");
-        let with_ca = r.dockerfile(true);
-        assert!(with_ca.contains("COPY build-ca.pem"));
-        assert!(with_ca.contains("rm -f /opt/packbox/build-ca.pem"));
-        let env_lines: Vec<_> = with_ca.lines().filter(|l| l.starts_with("ENV")).collect();
+        let names: Vec<String> = entries(&r.staging_tar(Some(b"PEM")).expect("tar"))
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
         assert!(
-            env_lines.iter().all(|l| !l.contains("build-ca")),
-            "{env_lines:?}"
+            names.contains(&"opt/packbox/build-ca.pem".to_string()),
+            "{names:?}"
         );
+        let script = r.install_script();
+        assert!(script.contains("rm -f /opt/packbox/build-ca.pem"));
+        assert!(r.image_env().iter().all(|e| !e.contains("build-ca")));
         assert_eq!(r.key(), recipe("requests\n").key());
     }
 
     #[test]
-    fn python_recipe_bakes_the_venv_and_runs_unprivileged() {
-        let dockerfile = recipe("requests\n").dockerfile(false);
-        assert!(dockerfile.starts_with("FROM sha256:base\n"));
-        assert!(dockerfile.contains("pip install --no-cache-dir"));
-        assert!(dockerfile.contains("compileall"));
-        assert!(dockerfile.contains("pip freeze"));
-        assert!(dockerfile.contains("VIRTUAL_ENV=/opt/packbox/venv"));
-        assert!(dockerfile.contains("PYTHONPATH=/pack/lib"));
-        assert!(dockerfile.trim_end().ends_with("USER 65534:65534"));
+    fn python_install_bakes_the_venv_and_the_installer_alone_reads_its_environment() {
+        let r = recipe("requests\n");
+        let script = r.install_script();
+        assert!(script.contains("python3 -m venv /opt/packbox/venv"));
+        assert!(script.contains("pip install --no-cache-dir"));
+        assert!(script.contains("compileall"));
+        assert!(script.contains("pip freeze"));
+        // The environment from stdin is read in the installer's own subshell.
+        let install = script
+            .lines()
+            .find(|l| l.contains("pip install"))
+            .expect("the install line");
+        assert!(
+            install.starts_with("( while IFS= read -r line"),
+            "{install}"
+        );
+        assert!(install.ends_with(")"), "{install}");
+        let env = r.image_env();
+        assert!(env.contains(&"VIRTUAL_ENV=/opt/packbox/venv".to_string()));
+        assert!(env.contains(&"PYTHONPATH=/pack/lib".to_string()));
     }
 
     #[test]
-    fn pip_inputs_keep_their_places_under_one_folder() {
+    fn pip_inputs_keep_their_places_under_one_folder_owned_by_the_build_user() {
         let mut r = recipe("-r reqs/base.txt\n");
         r.manifests
             .files
             .push(("reqs/base.txt".into(), b"six\n".to_vec()));
-        let context = r.context_tar(None).expect("tar");
-        let mut archive = tar::Archive::new(context.as_slice());
-        let names: Vec<String> = archive
-            .entries()
-            .expect("entries")
-            .map(|e| {
-                e.expect("entry")
-                    .path()
-                    .expect("path")
-                    .display()
-                    .to_string()
-            })
-            .collect();
+        let staged = entries(&r.staging_tar(None).expect("tar"));
+        let names: Vec<&str> = staged.iter().map(|e| e.0.trim_end_matches('/')).collect();
         assert_eq!(
             names,
-            ["Dockerfile", "req/requirements.txt", "req/reqs/base.txt"]
+            [
+                "opt/packbox",
+                "opt/packbox/req",
+                "opt/packbox/req/reqs",
+                "opt/packbox/req/requirements.txt",
+                "opt/packbox/req/reqs/base.txt"
+            ]
         );
-        let dockerfile = r.dockerfile(false);
-        assert!(dockerfile.contains("COPY req/ /opt/packbox/req/"));
-        assert!(dockerfile.contains("cd /opt/packbox/req;"));
-        assert!(dockerfile.contains(
-            "pip install --no-cache-dir --disable-pip-version-check --no-input -r requirements.txt"
-        ));
+        assert!(staged.iter().all(|e| e.1 == BUILD_USER.0));
+        assert!(r.install_script().contains("cd /opt/packbox/req"));
     }
 
     #[test]
-    fn node_recipe_uses_ci_only_with_a_lock() {
+    fn node_install_uses_ci_only_with_a_lock() {
         let mut r = recipe("");
         r.runtime = "node".into();
         r.manifests = Manifests {
@@ -311,13 +366,12 @@ mod tests {
             requirements: Vec::new(),
             sources: Vec::new(),
         };
-        assert!(r.dockerfile(false).contains("npm install --omit=dev"));
+        assert!(r.install_script().contains("npm install --omit=dev"));
         r.manifests
             .files
             .push(("package-lock.json".into(), b"{}".to_vec()));
-        let dockerfile = r.dockerfile(false);
-        assert!(dockerfile.contains("npm ci --omit=dev"));
-        assert!(dockerfile.contains("NODE_PATH=/opt/packbox/node/node_modules"));
+        assert!(r.install_script().contains("npm ci --omit=dev"));
+        assert_eq!(r.image_env(), ["NODE_PATH=/opt/packbox/node/node_modules"]);
     }
 
     #[test]
