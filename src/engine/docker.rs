@@ -295,7 +295,7 @@ impl ContainerEngine for DockerEngine {
         let (body, _) = self.create_body(spec)?;
         let created = match self.docker.create_container(Some(options), body).await {
             Ok(created) => created,
-            Err(e) if is_status(&e, 409) => {
+            Err(e) if is_status(&e, 409) || name_taken_on_podman(&e) => {
                 return Err(EngineError::InUse {
                     what: format!("creating container {name}: the name"),
                 });
@@ -735,12 +735,19 @@ impl ContainerEngine for DockerEngine {
             .tag
             .rsplit_once(':')
             .unwrap_or((spec.tag.as_str(), "latest"));
-        let options = bollard::query_parameters::CommitContainerOptionsBuilder::default()
+        let mut options = bollard::query_parameters::CommitContainerOptionsBuilder::default()
             .container(id)
             .repo(repo)
             .tag(tag)
-            .pause(false)
-            .build();
+            .pause(false);
+        if self.identity.is_podman() {
+            let changes = podman::commit_changes(spec).map_err(|why| EngineError::Api {
+                what: format!("committing container {id} as {}", spec.tag),
+                source: why.into(),
+            })?;
+            options = options.changes(&changes);
+        }
+        let options = options.build();
         // Every field packbox cares for is set: the engine fills what is left unset from the
         // container's own configuration.
         let config = bollard::models::ContainerConfig {
@@ -1258,6 +1265,12 @@ fn is_not_running(error: &BollardError) -> bool {
     }
 }
 
+/// Podman's answer (500, where Docker says 409) to a create whose container name is taken.
+fn name_taken_on_podman(error: &BollardError) -> bool {
+    matches!(error, BollardError::DockerResponseServerError { status_code: 500, message }
+        if message.contains("is already in use"))
+}
+
 /// How many times a listing that raced a removal is read before its error is reported.
 const LIST_RACE_ATTEMPTS: u64 = 5;
 
@@ -1393,6 +1406,20 @@ mod tests {
             message: "runc: kill failed".into(),
         };
         assert!(!is_not_running(&other));
+    }
+
+    #[test]
+    fn podmans_500_for_a_taken_container_name_is_in_use() {
+        let podman = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "container create: creating container storage: the container name \"p-lock\" is already in use by 121e. You have to remove that container to be able to reuse that name: that name is already in use".into(),
+        };
+        assert!(name_taken_on_podman(&podman));
+        let other = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "runc: create failed".into(),
+        };
+        assert!(!name_taken_on_podman(&other));
     }
 
     #[test]
