@@ -319,11 +319,11 @@ impl ContainerEngine for DockerEngine {
             return Ok(Vec::new());
         }
         let (_, profile_file) = self.create_body(spec)?;
-        let inspected = self
-            .docker
-            .inspect_container(id, None)
-            .await
-            .map_err(|e| api(format!("inspecting container {id}"), e))?;
+        let inspected = read_again_while(podman_state_of_a_moment, || {
+            self.docker.inspect_container(id, None)
+        })
+        .await
+        .map_err(|e| api(format!("inspecting container {id}"), e))?;
         Ok(podman::not_applied(
             spec,
             &inspected.config.unwrap_or_default(),
@@ -411,7 +411,11 @@ impl ContainerEngine for DockerEngine {
     }
 
     async fn container_state(&self, id: &str) -> Result<ContainerState, EngineError> {
-        let inspected = match self.docker.inspect_container(id, None).await {
+        let inspected = match read_again_while(podman_state_of_a_moment, || {
+            self.docker.inspect_container(id, None)
+        })
+        .await
+        {
             Ok(inspected) => inspected,
             Err(e) if is_status(&e, 404) => {
                 return Ok(ContainerState {
@@ -460,11 +464,11 @@ impl ContainerEngine for DockerEngine {
             .all(true)
             .filters(&filters)
             .build();
-        let found = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| api("listing containers", e))?;
+        let found = read_again_while(podman_state_of_a_moment, || {
+            self.docker.list_containers(Some(options.clone()))
+        })
+        .await
+        .map_err(|e| api("listing containers", e))?;
         Ok(found
             .into_iter()
             .filter_map(|c| {
@@ -531,17 +535,11 @@ impl ContainerEngine for DockerEngine {
         // Podman lists images without a lock against removal: an image removed by another
         // client while the list is being read fails the whole list with 500 "image not known".
         // The list is read again (a few times, briefly) rather than failing a probe or a sweep.
-        let mut attempt = 1;
-        let found = loop {
-            match self.docker.list_images(Some(options.clone())).await {
-                Ok(found) => break found,
-                Err(e) if attempt < LIST_RACE_ATTEMPTS && vanished_during_listing(&e) => {
-                    attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
-                }
-                Err(e) => return Err(api("listing images", e)),
-            }
-        };
+        let found = read_again_while(vanished_during_listing, || {
+            self.docker.list_images(Some(options.clone()))
+        })
+        .await
+        .map_err(|e| api("listing images", e))?;
         Ok(found
             .into_iter()
             .map(|image| ImageSummary {
@@ -597,7 +595,11 @@ impl ContainerEngine for DockerEngine {
         &self,
         name: &str,
     ) -> Result<Option<HashMap<String, String>>, EngineError> {
-        match self.docker.inspect_container(name, None).await {
+        match read_again_while(podman_state_of_a_moment, || {
+            self.docker.inspect_container(name, None)
+        })
+        .await
+        {
             Ok(inspected) => Ok(Some(
                 inspected
                     .config
@@ -1271,8 +1273,39 @@ fn name_taken_on_podman(error: &BollardError) -> bool {
         if message.contains("is already in use"))
 }
 
-/// How many times a listing that raced a removal is read before its error is reported.
-const LIST_RACE_ATTEMPTS: u64 = 5;
+/// How many times an answer of a moment is read before its error is reported.
+const MOMENTARY_ANSWER_ATTEMPTS: u64 = 5;
+
+/// Reads an engine's answer again, a few times and briefly (50 to 250 ms apart), while the
+/// engine answers with something it says only for a moment (`momentary`), instead of failing a
+/// run, a probe or a sweep for it; any other answer is returned as it is.
+async fn read_again_while<T, Read, Answer>(
+    momentary: fn(&BollardError) -> bool,
+    mut read: Read,
+) -> Result<T, BollardError>
+where
+    Read: FnMut() -> Answer,
+    Answer: std::future::Future<Output = Result<T, BollardError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match read().await {
+            Err(e) if attempt < MOMENTARY_ANSWER_ATTEMPTS && momentary(&e) => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// Podman 4.3 names a container's state `stopped` for a moment after its process died and
+/// before its clean-up ran (Docker's API has no such state, so the answer cannot be read: a
+/// whole listing or inspection fails). Seen in `packbox gc` beside runs ending on rootful
+/// Podman; read again, the state is `exited`.
+fn podman_state_of_a_moment(error: &BollardError) -> bool {
+    error.to_string().contains("unknown variant `stopped`")
+}
 
 /// Podman's answer when an image it was listing was removed meanwhile (its list holds no lock):
 /// 500 with `image not known` for an id of the list, not a fault of the request.
@@ -1420,6 +1453,22 @@ mod tests {
             message: "runc: create failed".into(),
         };
         assert!(!name_taken_on_podman(&other));
+    }
+
+    #[test]
+    fn podmans_momentary_stopped_state_is_read_again_and_other_bad_answers_are_not() {
+        let stopped = serde_json::from_str::<bollard::models::ContainerSummary>(
+            r#"{"Id": "a4a4", "State": "stopped"}"#,
+        )
+        .map_err(|err| BollardError::JsonSerdeError { err })
+        .expect_err("bollard knows no `stopped` state");
+        assert!(podman_state_of_a_moment(&stopped), "{stopped}");
+        let other = serde_json::from_str::<bollard::models::ContainerSummary>(
+            r#"{"Id": "a4a4", "State": "melted"}"#,
+        )
+        .map_err(|err| BollardError::JsonSerdeError { err })
+        .expect_err("nor a `melted` one");
+        assert!(!podman_state_of_a_moment(&other));
     }
 
     #[test]
