@@ -527,7 +527,9 @@ fn a_32_bit_system_call_kills_the_action() {
 fn a_secret_given_for_a_plain_parameter_is_never_quoted_in_an_error() {
     require_engine();
     let arena = Arena::new();
-    let (run, outcome) = arena.run_with("secret_leaks", &["--secret", "pin=4821-TOPSECRET-PIN"]);
+    // Refused before any engine is asked, on every engine alike.
+    let (run, outcome) =
+        arena.run_on_default_runtime("secret_leaks", &["--secret", "pin=4821-TOPSECRET-PIN"]);
     assert_eq!(run.code(), 2, "{}", run.stderr());
     assert_eq!(outcome["status"], "invalid", "{outcome}");
     let error = outcome["error"].as_str().unwrap_or_default();
@@ -603,7 +605,10 @@ fn a_forged_status_line_cannot_precede_the_real_one_on_its_line() {
     require_engine();
     let arena = Arena::new();
     let packs = arena.packs.to_string_lossy().into_owned();
-    let run = packbox(&["run", "--packs", &packs, "hostile.fake_status"], &[]);
+    let run = packbox(
+        &flagged(&["run", "--packs", &packs, "hostile.fake_status"]),
+        &[],
+    );
     assert_eq!(run.code(), 1, "{}", run.stderr());
     let stderr = run.stderr();
     let lines: Vec<&str> = stderr.lines().collect();
@@ -795,7 +800,7 @@ fn a_pre_placed_pack_volume_is_never_used_as_the_pack() {
     let (arena, token) = unique_arena();
     let packs = arena.packs.to_string_lossy().into_owned();
     let planned = packbox(
-        &[
+        &flagged(&[
             "run",
             "--packs",
             &packs,
@@ -803,7 +808,7 @@ fn a_pre_placed_pack_volume_is_never_used_as_the_pack() {
             "--json",
             "--pack-delivery",
             "bind",
-        ],
+        ]),
         &[],
     );
     // Run only for its pack digest (on a remote engine a bound folder is empty and the action
@@ -853,7 +858,7 @@ fn a_pre_placed_pack_volume_is_never_used_as_the_pack() {
 
     let secret = format!("volume-secret-{token}");
     let attacked = packbox(
-        &[
+        &flagged(&[
             "run",
             "--packs",
             &packs,
@@ -863,7 +868,7 @@ fn a_pre_placed_pack_volume_is_never_used_as_the_pack() {
             "volume",
             "--secret",
             &format!("token={secret}"),
-        ],
+        ]),
         &[],
     );
     assert_eq!(
@@ -893,14 +898,14 @@ fn a_pre_placed_pack_volume_is_never_used_as_the_pack() {
     let own = run_json(
         &arena.packs,
         "hostile.pack_file",
-        &["--pack-delivery", "volume"],
+        &flagged(&["--pack-delivery", "volume"]),
     );
     assert_eq!(own.code(), 0, "{}", own.stderr());
     assert_eq!(own.json()["stdout"], format!("pack data {token}\n"));
     // Another packbox, with a state folder that never saw it, reads it back and uses it.
     let elsewhere = tempfile::tempdir().expect("another state folder");
     let other = packbox(
-        &[
+        &flagged(&[
             "run",
             "--packs",
             &packs,
@@ -908,12 +913,20 @@ fn a_pre_placed_pack_volume_is_never_used_as_the_pack() {
             "--json",
             "--pack-delivery",
             "volume",
-        ],
+        ]),
         &[("PACKBOX_STATE_DIR", &elsewhere.path().to_string_lossy())],
     );
     assert_eq!(other.code(), 0, "{}", other.stderr());
     assert_eq!(other.json()["stdout"], format!("pack data {token}\n"));
     assert_no_leftovers(&other);
+}
+
+/// A run's arguments with what the test engine needs to run at all (the operator's consent
+/// where the engine drops resource limits): for tests of what the limits do not decide.
+fn flagged<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    all.extend(engine::run_flags());
+    all
 }
 
 /// Pack volumes named after this pack, for removal when a test ends.
@@ -1075,6 +1088,7 @@ fn the_sweep_leaves_a_live_run_of_another_pid_namespace_alone() {
             "-p",
             "seconds=6",
         ])
+        .args(engine::run_flags())
         .env("PACKBOX_STATE_DIR", state_dir())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -1111,7 +1125,7 @@ fn a_run_whose_container_is_removed_under_it_says_so() {
     require_engine();
     let arena = Arena::new();
     let packs = arena.packs.to_string_lossy().into_owned();
-    let child = spawn_packbox(&[
+    let child = spawn_packbox(&flagged(&[
         "run",
         "--packs",
         &packs,
@@ -1119,7 +1133,7 @@ fn a_run_whose_container_is_removed_under_it_says_so() {
         "--json",
         "-p",
         "seconds=60",
-    ]);
+    ]));
     let id = wait_for_running(&[
         "label=packbox.action=hostile.sleeper".to_string(),
         format!("label=packbox.owner_pid={}", child.id()),
@@ -1145,7 +1159,7 @@ fn a_squatted_fill_lock_is_named_within_seconds() {
     let (arena, _) = unique_arena();
     let packs = arena.packs.to_string_lossy().into_owned();
     let planned = packbox(
-        &[
+        &flagged(&[
             "run",
             "--packs",
             &packs,
@@ -1153,7 +1167,7 @@ fn a_squatted_fill_lock_is_named_within_seconds() {
             "--json",
             "--pack-delivery",
             "bind",
-        ],
+        ]),
         &[],
     );
     // Run only for its pack digest (on a remote engine a bound folder is empty and the action
@@ -1191,7 +1205,7 @@ fn a_squatted_fill_lock_is_named_within_seconds() {
     let run = run_json(
         &arena.packs,
         "hostile.pack_file",
-        &["--pack-delivery", "volume"],
+        &flagged(&["--pack-delivery", "volume"]),
     );
     let waited = started.elapsed();
     let _ = docker(&["rm", "-f", &lock]);
@@ -1246,6 +1260,11 @@ fn pack_code_at_build_time_gets_the_sandbox_and_never_the_credentials() {
         &["run", "--packs", &packs_arg, "buildprobe.report", "--json"],
         &env,
     );
+    if engine::drops_limits() {
+        // Without its limits no build runs the pack's code, whatever the operator allows.
+        engine::assert_build_refused_for_limits(&run);
+        return;
+    }
     assert_eq!(run.code(), 0, "{}", run.stderr());
     let outcome = run.json();
     let report = &outcome["result"];
@@ -1382,6 +1401,14 @@ fn a_cancelled_environment_build_leaves_no_layer() {
         })
         .unwrap_or_default();
     assert_eq!(dependency_hash.len(), 64, "{}", listed.stdout());
+    if engine::drops_limits() {
+        let refused = packbox(
+            &["build", "--packs", &packs, "slowbuild", "--json"],
+            &build_env(),
+        );
+        engine::assert_build_refused_for_limits(&refused);
+        return;
+    }
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_packbox"))
         .args(["build", "--packs", &packs, "slowbuild"])
         .env("PACKBOX_STATE_DIR", state_dir())

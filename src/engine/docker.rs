@@ -295,7 +295,7 @@ impl ContainerEngine for DockerEngine {
         let (body, _) = self.create_body(spec)?;
         let created = match self.docker.create_container(Some(options), body).await {
             Ok(created) => created,
-            Err(e) if is_status(&e, 409) => {
+            Err(e) if is_status(&e, 409) || name_taken_on_podman(&e) => {
                 return Err(EngineError::InUse {
                     what: format!("creating container {name}: the name"),
                 });
@@ -319,11 +319,11 @@ impl ContainerEngine for DockerEngine {
             return Ok(Vec::new());
         }
         let (_, profile_file) = self.create_body(spec)?;
-        let inspected = self
-            .docker
-            .inspect_container(id, None)
-            .await
-            .map_err(|e| api(format!("inspecting container {id}"), e))?;
+        let inspected = read_again_while(podman_state_of_a_moment, || {
+            self.docker.inspect_container(id, None)
+        })
+        .await
+        .map_err(|e| api(format!("inspecting container {id}"), e))?;
         Ok(podman::not_applied(
             spec,
             &inspected.config.unwrap_or_default(),
@@ -411,7 +411,11 @@ impl ContainerEngine for DockerEngine {
     }
 
     async fn container_state(&self, id: &str) -> Result<ContainerState, EngineError> {
-        let inspected = match self.docker.inspect_container(id, None).await {
+        let inspected = match read_again_while(podman_state_of_a_moment, || {
+            self.docker.inspect_container(id, None)
+        })
+        .await
+        {
             Ok(inspected) => inspected,
             Err(e) if is_status(&e, 404) => {
                 return Ok(ContainerState {
@@ -460,11 +464,11 @@ impl ContainerEngine for DockerEngine {
             .all(true)
             .filters(&filters)
             .build();
-        let found = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| api("listing containers", e))?;
+        let found = read_again_while(podman_state_of_a_moment, || {
+            self.docker.list_containers(Some(options.clone()))
+        })
+        .await
+        .map_err(|e| api("listing containers", e))?;
         Ok(found
             .into_iter()
             .filter_map(|c| {
@@ -531,17 +535,11 @@ impl ContainerEngine for DockerEngine {
         // Podman lists images without a lock against removal: an image removed by another
         // client while the list is being read fails the whole list with 500 "image not known".
         // The list is read again (a few times, briefly) rather than failing a probe or a sweep.
-        let mut attempt = 1;
-        let found = loop {
-            match self.docker.list_images(Some(options.clone())).await {
-                Ok(found) => break found,
-                Err(e) if attempt < LIST_RACE_ATTEMPTS && vanished_during_listing(&e) => {
-                    attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
-                }
-                Err(e) => return Err(api("listing images", e)),
-            }
-        };
+        let found = read_again_while(vanished_during_listing, || {
+            self.docker.list_images(Some(options.clone()))
+        })
+        .await
+        .map_err(|e| api("listing images", e))?;
         Ok(found
             .into_iter()
             .map(|image| ImageSummary {
@@ -597,7 +595,11 @@ impl ContainerEngine for DockerEngine {
         &self,
         name: &str,
     ) -> Result<Option<HashMap<String, String>>, EngineError> {
-        match self.docker.inspect_container(name, None).await {
+        match read_again_while(podman_state_of_a_moment, || {
+            self.docker.inspect_container(name, None)
+        })
+        .await
+        {
             Ok(inspected) => Ok(Some(
                 inspected
                     .config
@@ -735,12 +737,19 @@ impl ContainerEngine for DockerEngine {
             .tag
             .rsplit_once(':')
             .unwrap_or((spec.tag.as_str(), "latest"));
-        let options = bollard::query_parameters::CommitContainerOptionsBuilder::default()
+        let mut options = bollard::query_parameters::CommitContainerOptionsBuilder::default()
             .container(id)
             .repo(repo)
             .tag(tag)
-            .pause(false)
-            .build();
+            .pause(false);
+        if self.identity.is_podman() {
+            let changes = podman::commit_changes(spec).map_err(|why| EngineError::Api {
+                what: format!("committing container {id} as {}", spec.tag),
+                source: why.into(),
+            })?;
+            options = options.changes(&changes);
+        }
+        let options = options.build();
         // Every field packbox cares for is set: the engine fills what is left unset from the
         // container's own configuration.
         let config = bollard::models::ContainerConfig {
@@ -1258,8 +1267,45 @@ fn is_not_running(error: &BollardError) -> bool {
     }
 }
 
-/// How many times a listing that raced a removal is read before its error is reported.
-const LIST_RACE_ATTEMPTS: u64 = 5;
+/// Podman's answer (500, where Docker says 409) to a create whose container name is taken.
+fn name_taken_on_podman(error: &BollardError) -> bool {
+    matches!(error, BollardError::DockerResponseServerError { status_code: 500, message }
+        if message.contains("is already in use"))
+}
+
+/// How many times an answer of a moment is read before its error is reported.
+const MOMENTARY_ANSWER_ATTEMPTS: u64 = 5;
+
+/// Reads an engine's answer again, a few times and briefly (50 to 250 ms apart), while the
+/// engine answers with something it says only for a moment (`momentary`), instead of failing a
+/// run, a probe or a sweep for it; any other answer is returned as it is.
+async fn read_again_while<T, Read, Answer>(
+    momentary: fn(&BollardError) -> bool,
+    mut read: Read,
+) -> Result<T, BollardError>
+where
+    Read: FnMut() -> Answer,
+    Answer: std::future::Future<Output = Result<T, BollardError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match read().await {
+            Err(e) if attempt < MOMENTARY_ANSWER_ATTEMPTS && momentary(&e) => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// Podman 4.3 names a container's state `stopped` for a moment after its process died and
+/// before its clean-up ran (Docker's API has no such state, so the answer cannot be read: a
+/// whole listing or inspection fails). Seen in `packbox gc` beside runs ending on rootful
+/// Podman; read again, the state is `exited`.
+fn podman_state_of_a_moment(error: &BollardError) -> bool {
+    error.to_string().contains("unknown variant `stopped`")
+}
 
 /// Podman's answer when an image it was listing was removed meanwhile (its list holds no lock):
 /// 500 with `image not known` for an id of the list, not a fault of the request.
@@ -1393,6 +1439,36 @@ mod tests {
             message: "runc: kill failed".into(),
         };
         assert!(!is_not_running(&other));
+    }
+
+    #[test]
+    fn podmans_500_for_a_taken_container_name_is_in_use() {
+        let podman = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "container create: creating container storage: the container name \"p-lock\" is already in use by 121e. You have to remove that container to be able to reuse that name: that name is already in use".into(),
+        };
+        assert!(name_taken_on_podman(&podman));
+        let other = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "runc: create failed".into(),
+        };
+        assert!(!name_taken_on_podman(&other));
+    }
+
+    #[test]
+    fn podmans_momentary_stopped_state_is_read_again_and_other_bad_answers_are_not() {
+        let stopped = serde_json::from_str::<bollard::models::ContainerSummary>(
+            r#"{"Id": "a4a4", "State": "stopped"}"#,
+        )
+        .map_err(|err| BollardError::JsonSerdeError { err })
+        .expect_err("bollard knows no `stopped` state");
+        assert!(podman_state_of_a_moment(&stopped), "{stopped}");
+        let other = serde_json::from_str::<bollard::models::ContainerSummary>(
+            r#"{"Id": "a4a4", "State": "melted"}"#,
+        )
+        .map_err(|err| BollardError::JsonSerdeError { err })
+        .expect_err("nor a `melted` one");
+        assert!(!podman_state_of_a_moment(&other));
     }
 
     #[test]

@@ -106,6 +106,39 @@ fn names_profile(option: &str, file: Option<&Path>) -> bool {
     }
 }
 
+/// Podman's compat `/commit` ignores the configuration in the request's body and keeps the
+/// container's own (its command, its environment): the image's configuration goes as Dockerfile
+/// instructions in `changes` instead, one per line (measured on Podman 4.3.1). Values are quoted
+/// as JSON strings; a value holding a line break could not be one instruction and is refused.
+pub(super) fn commit_changes(spec: &super::CommitSpec) -> Result<String, String> {
+    let quoted = |value: &str| {
+        if value.contains(['\n', '\r']) {
+            Err(format!("a line break in the image setting `{value}`"))
+        } else {
+            Ok(serde_json::Value::String(value.to_string()).to_string())
+        }
+    };
+    let mut lines = Vec::new();
+    for entry in &spec.env {
+        let (name, value) = entry.split_once('=').unwrap_or((entry.as_str(), ""));
+        lines.push(format!("ENV {name}={}", quoted(value)?));
+    }
+    let cmd = serde_json::to_string(&spec.cmd).map_err(|e| e.to_string())?;
+    lines.push(format!("CMD {cmd}"));
+    lines.push("ENTRYPOINT []".to_string());
+    lines.push(format!("WORKDIR {}", spec.working_dir));
+    lines.push(format!("USER {}", spec.user));
+    let mut labels: Vec<_> = spec.labels.iter().collect();
+    labels.sort();
+    for (name, value) in labels {
+        lines.push(format!("LABEL {name}={}", quoted(value)?));
+    }
+    if lines.iter().any(|line| line.contains(['\n', '\r'])) {
+        return Err("a line break in the image's command, folder or user".into());
+    }
+    Ok(lines.join("\n"))
+}
+
 /// The sandbox settings of `spec` that the created container does not carry, read from the
 /// engine's inspect answer (`config` and `host`). `profile_file` is the file the profile was
 /// sent as (Podman), or `None` when the spec kept the engine's default profile.
@@ -274,6 +307,31 @@ fn size_of(options: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_commit_on_podman_carries_the_image_settings_as_instructions() {
+        let spec = super::super::CommitSpec {
+            tag: "packbox/env:x".into(),
+            env: vec!["PATH=/opt/venv/bin:/usr/bin".into(), "EMPTY=".into()],
+            cmd: vec!["/bin/sh".into()],
+            working_dir: "/pack".into(),
+            user: "65534:65534".into(),
+            labels: std::collections::HashMap::from([
+                ("packbox.owner_pid".to_string(), String::new()),
+                ("packbox.kind".to_string(), "env".to_string()),
+            ]),
+        };
+        assert_eq!(
+            commit_changes(&spec).expect("instructions"),
+            "ENV PATH=\"/opt/venv/bin:/usr/bin\"\nENV EMPTY=\"\"\nCMD [\"/bin/sh\"]\nENTRYPOINT []\n\
+             WORKDIR /pack\nUSER 65534:65534\nLABEL packbox.kind=\"env\"\nLABEL packbox.owner_pid=\"\""
+        );
+        let broken = super::super::CommitSpec {
+            env: vec!["A=1\nUSER root".into()],
+            ..spec
+        };
+        assert!(commit_changes(&broken).is_err());
+    }
     use bollard::models::ResourcesUlimits;
 
     fn spec() -> ContainerSpec {

@@ -609,8 +609,13 @@ async fn drive(
 
     let (oom_killed, removed) = match (exit_code, reported) {
         // Only a kill the engine saw can be an OOM kill, or a removal by someone else; other
-        // exits need no extra round trip.
+        // exits need no extra round trip. Podman answers the wait of a container removed under
+        // it with 0, so there every exit the engine reports is looked at.
         (Some(137) | None, None) => {
+            let state = engine.container_state(id).await?;
+            (state.oom_killed, state.removed)
+        }
+        (_, None) if engine.identity().is_podman() => {
             let state = engine.container_state(id).await?;
             (state.oom_killed, state.removed)
         }

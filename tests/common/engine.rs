@@ -98,3 +98,19 @@ pub fn assert_refused_for_limits(run: &super::Finished) {
     }
     super::assert_no_leftovers(run);
 }
+
+/// On an engine that drops resource limits, an environment build is refused before the pack's
+/// code runs, naming the build's limits and where to build instead, and leaves nothing.
+pub fn assert_build_refused_for_limits(run: &super::Finished) {
+    assert_eq!(run.code(), 125, "{}\n{}", run.stdout(), run.stderr());
+    let text = format!("{}{}", run.stdout(), run.stderr());
+    for needle in [
+        "cannot build environment",
+        "build.memory",
+        "rootless Podman applies no cgroup limit",
+        "packbox images copy --to",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in: {text}");
+    }
+    super::assert_no_leftovers(run);
+}

@@ -15,7 +15,9 @@ use super::recipe::{BUILD_USER, EnvRecipe, IndexSettings, RECIPE_FORMAT};
 use crate::common::owned::Owned;
 use crate::contract::exit::Ending;
 use crate::contract::scrub::Redactor;
-use crate::engine::{CommitSpec, ContainerEngine, EngineError, SharedEngine};
+use crate::engine::{
+    CommitSpec, ContainerEngine, EngineError, EngineMode, NotApplied, SharedEngine,
+};
 use crate::lifecycle::owner::Owner;
 use crate::lifecycle::run::{self, RunError};
 use crate::lifecycle::{RunIo, RunLimits};
@@ -154,6 +156,22 @@ pub enum EnvError {
     /// The build container could not be run or removed (boxed: a run's error is large).
     #[error(transparent)]
     Run(Box<RunError>),
+    /// The engine dropped limits of the build's sandbox (rootless Podman on cgroup v1). The
+    /// operator's consent to a weaker action sandbox does not reach builds: the pack's code that
+    /// runs while its environment is built runs only inside the build's limits.
+    #[error(
+        "cannot build environment {tag} on {engine}: it did not apply {settings}, and a build runs the pack's code only inside its limits ({why}); build it on rootful Podman or Docker and bring it here with `packbox images copy --to`"
+    )]
+    BuildLimitsNotApplied {
+        /// The environment image's tag.
+        tag: String,
+        /// The engine, as its identity reads.
+        engine: String,
+        /// Each dropped limit, as the build's settings name it, with what was applied instead.
+        settings: String,
+        /// Why, as far as packbox knows.
+        why: String,
+    },
     /// The build was cancelled; its layers and its locks are gone.
     #[error("building environment {tag} was cancelled")]
     Cancelled {
@@ -426,6 +444,37 @@ pub fn build_policy(settings: &BuildSettings) -> SandboxPolicy {
     }
 }
 
+/// The dropped limits of a build container, named as the build's settings name them.
+fn build_limits_named(settings: &[NotApplied]) -> String {
+    settings
+        .iter()
+        .map(|dropped| {
+            let name = match dropped.setting {
+                "sandbox.memory" => "build.memory",
+                "sandbox.pids" => "the build's process limit",
+                "sandbox.cpus" => "the build's CPU limit",
+                "sandbox.nofile" => "the build's open-file limit",
+                other => other,
+            };
+            format!(
+                "{name} (asked {}, applied {})",
+                dropped.asked, dropped.applied
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Why an engine drops a build's limits, as far as packbox knows.
+fn why_build_limits_dropped(engine: &SharedEngine) -> String {
+    let identity = engine.identity();
+    if identity.is_podman() && identity.mode != EngineMode::Rootful {
+        "rootless Podman applies no cgroup limit on a cgroup v1 host".into()
+    } else {
+        "the engine accepted the request but reports these limits otherwise".into()
+    }
+}
+
 /// The installer's environment, one `NAME=value` a line: it travels on the build container's
 /// stdin, never in its configuration (which the image would inherit) or its command.
 fn installer_env(settings: &BuildSettings) -> Vec<u8> {
@@ -509,7 +558,21 @@ async fn install(
     // makes after packbox has stopped waiting (and a process that exits right after a cancel
     // never runs the background removal of one dropped later). The start takes a moment; a
     // cancel that came meanwhile is seen by the run's first step, which stops and removes it.
-    let started = run::start_with_files(engine, &name, &spec, Some(("/", staging))).await?;
+    let started = match run::start_with_files(engine, &name, &spec, Some(("/", staging))).await {
+        Err(RunError::SandboxNotApplied {
+            engine: identity,
+            settings,
+            ..
+        }) => {
+            return Err(EnvError::BuildLimitsNotApplied {
+                tag: recipe.tag(),
+                engine: identity,
+                settings: build_limits_named(&settings),
+                why: why_build_limits_dropped(engine),
+            });
+        }
+        started => started?,
+    };
     let io = RunIo {
         stdin: installer_env(settings),
         limits: &limits,
@@ -915,6 +978,24 @@ mod tests {
         let mut other = BuildLog::create(&dir.path().join("c.log")).expect("log");
         other.line("ERROR: No matching distribution found for nope\n");
         assert!(!other.compiler_missing);
+    }
+
+    #[test]
+    fn dropped_build_limits_are_named_as_the_build_settings_name_them() {
+        let dropped = |setting| NotApplied {
+            setting,
+            asked: "1".into(),
+            applied: "no limit".into(),
+        };
+        let named = build_limits_named(&[
+            dropped("sandbox.memory"),
+            dropped("sandbox.pids"),
+            dropped("sandbox.seccomp"),
+        ]);
+        assert_eq!(
+            named,
+            "build.memory (asked 1, applied no limit), the build's process limit (asked 1, applied no limit), sandbox.seccomp (asked 1, applied no limit)"
+        );
     }
 
     #[test]
