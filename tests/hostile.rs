@@ -789,14 +789,7 @@ impl Drop for VolumesMade {
 #[test]
 fn a_pre_placed_pack_volume_is_never_used_as_the_pack() {
     require_engine();
-    // Which volume a run uses is decided before any runtime is involved: the suite's first pass
-    // proves it. In scripts/test's runc pass (run right after the whole suite, beside the
-    // cluster's teardown) this test failed twice with the attacked run succeeding, and passed
-    // every time that pass was run alone; the cause is not found yet (closing note, session 4).
-    if std::env::var("PACKBOX_TEST_OCI_RUNTIME").as_deref() == Ok("runc") {
-        eprintln!("not repeated in the runc pass: the volume's check involves no runtime");
-        return;
-    }
+    let _volumes = hostile_volumes_lock();
     let (arena, token) = unique_arena();
     let packs = arena.packs.to_string_lossy().into_owned();
     let planned = packbox(
@@ -929,6 +922,30 @@ fn flagged<'a>(args: &[&'a str]) -> Vec<&'a str> {
     all
 }
 
+/// Held by the tests that make pack volumes of `hostile` and by the one that removes every new
+/// one it finds (the symlink race's: its volume's name depends on what the race delivered).
+/// Without it that test took the planted volume of the test beside it, whose attacked run then
+/// filled a volume of its own and succeeded (seen twice in scripts/test's runc pass, where the
+/// hostile suite runs alone and these tests often overlap). A lock file, since nextest runs each
+/// test in a process of its own; released when the test's guard drops, after its volumes went.
+struct HostileVolumesLock {
+    _file: std::fs::File,
+}
+
+fn hostile_volumes_lock() -> HostileVolumesLock {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("packbox-tests-hostile-volumes.lock"))
+        .expect("the lock file");
+    // SAFETY: flock on a descriptor this function owns; the lock goes with the file.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(locked, 0, "flock: {}", std::io::Error::last_os_error());
+    HostileVolumesLock { _file: file }
+}
+
 /// Pack volumes named after this pack, for removal when a test ends.
 fn pack_volumes() -> Vec<String> {
     let listed = docker(&[
@@ -1031,6 +1048,7 @@ fn a_file_swapped_for_a_symlink_while_the_pack_is_read_is_refused() {
     )
     .expect("write the secret");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let _volumes = hostile_volumes_lock();
     let before = pack_volumes();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (armed, ready) = std::sync::mpsc::channel();
@@ -1156,6 +1174,7 @@ fn a_run_whose_container_is_removed_under_it_says_so() {
 #[test]
 fn a_squatted_fill_lock_is_named_within_seconds() {
     require_engine();
+    let _volumes = hostile_volumes_lock();
     let (arena, _) = unique_arena();
     let packs = arena.packs.to_string_lossy().into_owned();
     let planned = packbox(

@@ -556,13 +556,15 @@ async fn drive(
         stdout: BoundedBuffer::new("stdout", limits.max_output),
         stderr: BoundedBuffer::new("stderr", limits.max_output),
     };
-    // The action's own end: the init's status frame when there is one; else (no frame, or a
-    // kill that may be the kernel's OOM killer, which only the engine can tell) the end of the
-    // output and the engine's wait.
+    // The action's own end: the init's status frame when there is one; else the end of the
+    // output and the engine's wait: without a frame, and for a death by SIGKILL or SIGTERM,
+    // which may be the kernel's OOM killer or the engine's own stop (a shutdown, `docker
+    // stop`), which only the engine can tell (a stopping engine fails the wait: the run is the
+    // engine's failure, not the action's).
     let until_exit = async |reader: &mut Reader<'_>| {
         if framed
             && let Some(code) = reader.read(id, true).await?
-            && code != 137
+            && !matches!(code, 137 | 143)
         {
             return Ok::<_, EngineError>((code, true));
         }
@@ -1218,6 +1220,21 @@ mod tests {
         assert_eq!(exit.exit_code, Some(137));
         assert_eq!(began.elapsed(), Duration::from_secs(2), "the engine's exit");
         assert_eq!(exited.remove().await, ExitCheck::NotReported);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sigterm_reported_by_the_init_is_the_engines_failure_when_its_wait_fails() {
+        let (fake, engine) = engine();
+        fake.set_program(|_| Program {
+            exit: Exit::Code(143),
+            ..Program::default()
+        });
+        fake.fail(Op::Wait, 1);
+        let failed = run_framed(&engine, &limits(60, 5), &CancellationToken::new()).await;
+        assert!(
+            matches!(failed, Err(RunError::Engine(_))),
+            "an engine that stops under a run fails it: {failed:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
