@@ -277,10 +277,48 @@ fn load() -> String {
         .join(" ")
 }
 
-/// A row of the goals table: figure, packbox, yardstick, ratio, goal, met, load average.
+/// The 1-minute load average below which the machine counts as quiet.
+const QUIET_LOAD: f64 = 2.0;
+
+/// Waits (bounded: `PACKBOX_BENCH_SETTLE` seconds, default 300) until the machine is quiet
+/// (the 1-minute load below [`QUIET_LOAD`]) before a section's runs begin, so that what one
+/// section's runs left on the machine never weighs on the next one's; returns the load the
+/// section began at (above the bound when the wait ran out: such rows say so and must be
+/// taken again).
+fn settle() -> String {
+    let bound = Duration::from_secs(count("PACKBOX_BENCH_SETTLE", 300) as u64);
+    let began = Instant::now();
+    let one_minute = || {
+        load()
+            .split_whitespace()
+            .next()
+            .and_then(|l| l.parse::<f64>().ok())
+            .unwrap_or(f64::MAX)
+    };
+    while one_minute() >= QUIET_LOAD && began.elapsed() < bound {
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    let at_start = load();
+    if one_minute() >= QUIET_LOAD {
+        format!("{at_start} (not quiet: take it again)")
+    } else {
+        at_start
+    }
+}
+
+/// A row of the goals table: figure, packbox, yardstick, ratio, goal, met, load average at the
+/// start of its section and at its end.
 struct Row([String; 7]);
 
-fn row(figure: &str, packbox: String, yardstick: String, ratio: f64, goal: &str, met: bool) -> Row {
+fn row(
+    started: &str,
+    figure: &str,
+    packbox: String,
+    yardstick: String,
+    ratio: f64,
+    goal: &str,
+    met: bool,
+) -> Row {
     Row([
         figure.to_string(),
         packbox,
@@ -288,7 +326,7 @@ fn row(figure: &str, packbox: String, yardstick: String, ratio: f64, goal: &str,
         format!("{ratio:.2}x"),
         goal.to_string(),
         if met { "yes" } else { "no" }.to_string(),
-        load(),
+        format!("{started}; at the end {}", load()),
     ])
 }
 
@@ -341,6 +379,7 @@ pub fn run(
 
     // 1. One-shot `packbox run` (cold: a new process each time), crun and runc, against
     //    `docker run`, interleaved so that load drifts over all three alike.
+    let quiet = settle();
     let oneshot_state = state("speed-oneshot");
     one_shot(packs, &oneshot_state, "bench.noop", &[]);
     let (mut crun_times, mut runc_times, mut docker_times) = (Vec::new(), Vec::new(), Vec::new());
@@ -368,6 +407,7 @@ pub fn run(
         percentile(&docker_times, 0.5),
     );
     goals.push(row(
+        &quiet,
         &format!("one-shot `packbox run` (CLI, cold), p50 of {oneshots}"),
         ms(crun50),
         format!("{} (`docker run --rm`, same flags, runc)", ms(docker50)),
@@ -376,6 +416,7 @@ pub fn run(
         ratio(crun50, docker50) <= 0.8,
     ));
     figures.push(row(
+        &quiet,
         "one-shot `packbox run`: crun (default) against `--oci-runtime runc`",
         ms(crun50),
         ms(runc50),
@@ -385,6 +426,7 @@ pub fn run(
     ));
 
     // 2. Back to back over HTTP (each run asked the moment the last answered): crun, runc.
+    let quiet = settle();
     let events = EngineEvents::watch(Some(main.pid()));
     let mark = main.mark();
     let (warm, warm_runc) = runtime.block_on(async {
@@ -405,6 +447,7 @@ pub fn run(
     let (d50, d99) = (percentile(&docker_seq, 0.5), percentile(&docker_seq, 0.99));
     let (w50, w99) = (percentile(&warm, 0.5), percentile(&warm, 0.99));
     goals.push(row(
+        &quiet,
         &format!("warm run over HTTP, back to back, p50 ({sequential} runs)"),
         ms(w50),
         format!("{} (`docker run --rm`, {docker_runs} runs)", ms(d50)),
@@ -413,6 +456,7 @@ pub fn run(
         ratio(w50, d50) <= 0.1,
     ));
     goals.push(row(
+        &quiet,
         "warm run over HTTP, back to back, p99",
         ms(w99),
         ms(d99),
@@ -422,6 +466,7 @@ pub fn run(
     ));
     let r50 = percentile(&warm_runc, 0.5);
     figures.push(row(
+        &quiet,
         "warm run over HTTP, back to back, p50: crun (default) against runc",
         ms(w50),
         ms(r50),
@@ -432,6 +477,7 @@ pub fn run(
 
     // 3. Concurrency 8: latency against `docker run` at concurrency 8, throughput against the
     //    engine's ceilings for the same containers.
+    let quiet = settle();
     let (c8, c8_rate, c8_docker, ceiling_attach, ceiling_bare) = runtime.block_on(async {
         closed_loop(client, &url, "bench.noop", 16, 8).await;
         let (latencies, rate) = closed_loop(client, &url, "bench.noop", c8_runs, 8).await;
@@ -442,6 +488,7 @@ pub fn run(
     });
     let (c50, dc50) = (percentile(&c8, 0.5), percentile(&c8_docker, 0.5));
     goals.push(row(
+        &quiet,
         &format!("warm run over HTTP at concurrency 8, p50 ({c8_runs} runs)"),
         ms(c50),
         format!("{} (`docker run --rm` at concurrency 8)", ms(dc50)),
@@ -450,6 +497,7 @@ pub fn run(
         ratio(c50, dc50) <= 0.15,
     ));
     goals.push(row(
+        &quiet,
         "throughput at concurrency 8 over HTTP",
         format!("{c8_rate:.1} runs/s"),
         format!(
@@ -462,6 +510,7 @@ pub fn run(
 
     // 4. A warm run importing numpy against the trivial action on the same environment (both
     //    pre-started with their interpreter and leading imports), and numpy without preloading.
+    let quiet = settle();
     let plain = Server::start(
         &state("speed-plain"),
         packs,
@@ -506,6 +555,7 @@ pub fn run(
     );
     let extra = h50.as_secs_f64() * 1000.0 - t50.as_secs_f64() * 1000.0;
     goals.push(row(
+        &quiet,
         &format!("warm run importing numpy, p50, against the trivial action on the same environment ({heavy_runs} runs)"),
         format!("{} ({extra:+.0} ms)", ms(h50)),
         format!("{} (trivial)", ms(t50)),
@@ -514,6 +564,7 @@ pub fn run(
         extra <= 15.0,
     ));
     figures.push(row(
+        &quiet,
         "warm run importing numpy, p50: leading imports made ahead against the interpreter started at the handoff",
         ms(h50),
         ms(p50),
@@ -626,13 +677,13 @@ pub fn run(
     let mut out = String::new();
     out.push_str("# packbox speed goals (issue 24)\n\n");
     out.push_str(&format!(
-        "{cores} cores, Docker {engine}; release build; `scripts/bench speed` (`cargo bench --bench serve -- speed`). packbox runs under crun (its default where the engine offers it); the yardstick `docker run --rm` under the engine's default (runc) with the flags of packbox's container and the engine's `--init`. Ratios: packbox / yardstick (time: below 1 is faster; throughput: above 1 is more). The load average (1, 5, 15 min) is the machine's when the row was taken: figures taken under load are not the machine's.\n\n"
+        "{cores} cores, Docker {engine}; release build; `scripts/bench speed` (`cargo bench --bench serve -- speed`). packbox runs under crun (its default where the engine offers it); the yardstick `docker run --rm` under the engine's default (runc) with the flags of packbox's container and the engine's `--init`. Ratios: packbox / yardstick (time: below 1 is faster; throughput: above 1 is more). The load average (1, 5, 15 min) is given at the start of the row's section, which begins only once the 1-minute load is below 2 (waited for, bounded), and at its end: the end's load is the runs' own (eight runs in flight on two cores load the machine whoever runs them); a start that did not reach 2 is marked, and such a row is to be taken again.\n\n"
     ));
-    out.push_str("| goal | packbox | yardstick | ratio | goal | met | load average |\n|---|---|---|---|---|---|---|\n");
+    out.push_str("| goal | packbox | yardstick | ratio | goal | met | load average at the start; at the end |\n|---|---|---|---|---|---|---|\n");
     for Row(cells) in &goals {
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
-    out.push_str("\n| figure | packbox | against | ratio | | | load average |\n|---|---|---|---|---|---|---|\n");
+    out.push_str("\n| figure | packbox | against | ratio | | | load average at the start; at the end |\n|---|---|---|---|---|---|---|\n");
     for Row(cells) in &figures {
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
