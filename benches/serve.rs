@@ -335,28 +335,35 @@ fn docker_run(args: &[String]) -> Duration {
 
 /// An idle pooled container of the server for `action`: its inspection.
 fn pooled_container(pid: u32, action: &str) -> Value {
-    let ids = Command::new("docker")
-        .args([
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=packbox.owner_pid={pid}"),
-            "--filter",
-            &format!("label=packbox.action={action}"),
-        ])
-        .output()
-        .expect("docker ps");
-    let id = String::from_utf8_lossy(&ids.stdout)
-        .lines()
-        .next()
-        .map(str::to_string)
-        .expect("a pooled container");
-    let inspected = Command::new("docker")
-        .args(["inspect", &id])
-        .output()
-        .expect("docker inspect");
-    let list: Value = serde_json::from_slice(&inspected.stdout).expect("JSON");
-    list[0].clone()
+    // A run's container may still be listed while its removal (after the outcome) runs: a
+    // container that is gone by the time it is inspected is skipped, and the listing read again
+    // (bounded) until a live one answers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ids = Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=packbox.owner_pid={pid}"),
+                "--filter",
+                &format!("label=packbox.action={action}"),
+            ])
+            .output()
+            .expect("docker ps");
+        for id in String::from_utf8_lossy(&ids.stdout).lines() {
+            let inspected = Command::new("docker")
+                .args(["inspect", id])
+                .output()
+                .expect("docker inspect");
+            let list: Value = serde_json::from_slice(&inspected.stdout).unwrap_or(Value::Null);
+            if list[0]["State"]["Running"] == true {
+                return list[0].clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "no pooled container of {action}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Runs `runs` containers like `inspected` (cmd: the action alone, under the engine's default
