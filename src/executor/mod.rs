@@ -224,6 +224,7 @@ impl Executor {
             catalog: &self.catalog,
             probe_cache: &self.probe_cache,
             build: &self.settings.build,
+            build_network: crate::image::env::BuildNetwork::Egress(&self.gateway),
             state_dir: &self.settings.state_dir,
             owner: &self.owner,
             cancel,
