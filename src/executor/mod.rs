@@ -224,11 +224,20 @@ impl Executor {
             catalog: &self.catalog,
             probe_cache: &self.probe_cache,
             build: &self.settings.build,
-            build_network: crate::image::env::BuildNetwork::Egress(&self.gateway),
+            build_network: self.build_network(),
             state_dir: &self.settings.state_dir,
             owner: &self.owner,
             cancel,
         }
+    }
+
+    /// Where environment builds get their network: the gateway's egress proxy. (Unit tests
+    /// run on the fake engine, which runs no proxy: their builds get no network at all.)
+    fn build_network(&self) -> crate::image::env::BuildNetwork<'_> {
+        #[cfg(test)]
+        return crate::image::env::BuildNetwork::Offline;
+        #[cfg(not(test))]
+        crate::image::env::BuildNetwork::Egress(&self.gateway)
     }
 
     /// Waits for the work started off the runs' path (the start-up sweep, the backend's pool

@@ -1323,13 +1323,13 @@ mod tests {
         );
         // Its refusal is the client's 502, its words quoted.
         let denied = proxy
-            .exchange("CONNECT denied.test:443 HTTP/1.1\r\nHost: denied.test:443\r\n\r\n")
+            .exchange("CONNECT denied.test:443 HTTP/1.1\r\nHost: denied.test:443\r\nConnection: close\r\n\r\n")
             .await;
         assert!(denied.starts_with("HTTP/1.1 502"), "{denied}");
         assert!(denied.contains("407 Proxy Authentication Required"), "{denied}");
         // Not granted: refused here, the operator's proxy never asked.
         let refused = proxy
-            .exchange("CONNECT other.test:443 HTTP/1.1\r\nHost: other.test:443\r\n\r\n")
+            .exchange("CONNECT other.test:443 HTTP/1.1\r\nHost: other.test:443\r\nConnection: close\r\n\r\n")
             .await;
         assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
         // NO_PROXY's names go straight to the destination.

@@ -1373,7 +1373,7 @@ mod tests {
             [
                 "egress: allowed registry.npmjs.org:443 (tunnel) to 104.16.0.1, 10 bytes sent, 2000 received, 30 ms\n",
                 "egress: refused 198.51.100.7:443 (tunnel): not granted to this run\n",
-                "egress audit: 2 connection attempts, 1 refused, 20 bytes sent, 2000 received\n",
+                "egress audit: 2 connection attempts, 1 refused, 20 bytes sent, 4000 received\n",
             ]
         );
         assert!(
@@ -1583,6 +1583,49 @@ mod tests {
             assert!(Owned::in_state_dir(dir.path()).has_image(&image.id));
         }
 
+        /// Without its egress proxy (here: the engine lacks the image it is built on) a build
+        /// fails before any build container: it never runs on another network.
+        #[tokio::test(start_paused = true)]
+        async fn a_build_whose_egress_proxy_cannot_start_fails_and_runs_nothing() {
+            let (fake, shared) = engine(Program::default());
+            let recipe = recipe(&fake, "six==1.16.0 # no proxy");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let binary = dir.path().join("packbox-egress-proxy");
+            std::fs::write(&binary, b"not run").expect("a binary");
+            let settings = crate::egress::config::EgressSettings {
+                proxy_binary: Some(binary),
+                ..Default::default()
+            };
+            let gateway = Arc::new(Gateway::new(
+                shared.clone(),
+                settings,
+                Default::default(),
+                false,
+                dir.path().to_path_buf(),
+            ));
+            let err = ensure(
+                &shared,
+                &recipe,
+                &BuildSettings::default(),
+                BuildNetwork::Egress(&gateway),
+                dir.path(),
+                &CancellationToken::new(),
+                |_| {},
+            )
+            .await
+            .expect_err("no network, no build");
+            assert!(matches!(err, EnvError::Network { .. }), "{err}");
+            assert!(
+                crate::common::error_text::chain(&err).contains("packbox/base:bookworm"),
+                "{}",
+                crate::common::error_text::chain(&err)
+            );
+            assert!(err.hint().is_some());
+            assert_eq!(fake.count(|c| matches!(c, Call::Create { .. })), 0);
+            assert_eq!(commits(&fake), 0);
+            gateway.close().await;
+        }
+
         #[tokio::test(start_paused = true)]
         async fn concurrent_callers_share_one_build() {
             let (fake, shared) = engine(Program {
@@ -1790,13 +1833,18 @@ mod tests {
             )
             .await
             .expect("built");
-            // The first line says the build has begun, before the installer prints anything.
-            assert_eq!(seen.len(), 3, "{seen:?}");
+            // The first line says the build has begun, before the installer prints anything;
+            // the next what it may reach.
+            assert_eq!(seen.len(), 4, "{seen:?}");
             assert!(
                 seen[0].starts_with("installing the dependencies of packbox/env:"),
                 "{seen:?}"
             );
-            assert_eq!(seen[1..], ["Collecting six\n", "Installing six\n"]);
+            assert_eq!(
+                seen[1],
+                "network: packbox's egress proxy only, granting pypi.org:443 (pip's default index), files.pythonhosted.org:443 (pip's default index)\n"
+            );
+            assert_eq!(seen[2..], ["Collecting six\n", "Installing six\n"]);
             let log = std::fs::read_to_string(
                 dir.path()
                     .join("builds")
