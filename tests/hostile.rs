@@ -1297,8 +1297,12 @@ fn pack_code_at_build_time_gets_the_sandbox_and_never_the_credentials() {
         "the build's process limit did not hold: {report}"
     );
     assert_eq!(report["environment"], serde_json::json!({}), "{report}");
-    // The build's own network: no route off it (its only way out is the egress proxy).
-    assert_eq!(report["default_route"], false, "{report}");
+    // The build's own network, its only way out the egress proxy.
+    assert_eq!(
+        report["interfaces"],
+        serde_json::json!(["eth0", "lo"]),
+        "{report}"
+    );
     assert!(!outcome.to_string().contains(&credential));
 
     let tag = env_tag(&packs, "buildprobe.report", &env);
@@ -1403,8 +1407,18 @@ const CONNECTION_LOGGER: &str = "import socket\ns = socket.socket()\ns.setsockop
 impl BuildTarget {
     fn start() -> BuildTarget {
         let network = format!("hostile-build-{}", &uuid_like()[..8]);
-        let made = docker(&["network", "create", "--label", "packbox.test=hostile", &network]);
-        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let made = docker(&[
+            "network",
+            "create",
+            "--label",
+            "packbox.test=hostile",
+            &network,
+        ]);
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
         let target = BuildTarget {
             container: format!("{network}-server"),
             network,
@@ -1651,7 +1665,10 @@ fn pack_code_at_build_time_reaches_only_the_granted_registry() {
     cleanup_image(&tag);
     assert_eq!(run.code(), 0, "{}", run.stderr());
     let report = run.json()["result"].clone();
-    assert_eq!(report["is_number"], true, "installed from the registry: {report}");
+    assert_eq!(
+        report["is_number"], true,
+        "installed from the registry: {report}"
+    );
     assert_eq!(report["proxy_set"], true, "{report}");
     let mut tried_addresses = Vec::new();
     for destination in &targets {
@@ -1674,7 +1691,10 @@ fn pack_code_at_build_time_reaches_only_the_granted_registry() {
         chained.contains("CONNECT registry.npmjs.org:443 auth"),
         "{chained}"
     );
-    assert!(!chained.contains("noauth") && !chained.contains(":9000"), "{chained}");
+    assert!(
+        !chained.contains("noauth") && !chained.contains(":9000"),
+        "{chained}"
+    );
     assert!(!run.stdout().contains(&credential) && !run.stderr().contains(&credential));
 
     // The audit, in the build's log in the state folder.
@@ -1686,28 +1706,55 @@ fn pack_code_at_build_time_reaches_only_the_granted_registry() {
         .find(|entry| entry.file_name().to_string_lossy().starts_with(&key_prefix))
         .map(|entry| std::fs::read_to_string(entry.path()).expect("read the log"))
         .expect("the build's log");
-    assert!(!log.contains(&credential), "the credential is in the build's log");
+    assert!(
+        !log.contains(&credential),
+        "the credential is in the build's log"
+    );
     for line in [
-        format!("network: packbox's egress proxy only, granting registry.npmjs.org:443 (npm's default registry), through the operator's proxy {}:3128", operator.ip()),
+        format!(
+            "network: packbox's egress proxy only, granting registry.npmjs.org:443 (npm's default registry), through the operator's proxy {}:3128",
+            operator.ip()
+        ),
         "egress: allowed registry.npmjs.org:443 (tunnel)".to_string(),
-        format!("egress: refused {} (tunnel): not granted to this run", tried_addresses[0]),
-        format!("egress: refused {} (tunnel): not granted to this run", tried_addresses[1]),
-        format!("egress: refused {} (tunnel): not granted to this run", tried_addresses[2]),
+        format!(
+            "egress: refused {} (tunnel): not granted to this run",
+            tried_addresses[0]
+        ),
+        format!(
+            "egress: refused {} (tunnel): not granted to this run",
+            tried_addresses[1]
+        ),
+        format!(
+            "egress: refused {} (tunnel): not granted to this run",
+            tried_addresses[2]
+        ),
         "egress audit: ".to_string(),
     ] {
-        assert!(log.contains(&line), "no `{line}` in the build's log:\n{log}");
+        assert!(
+            log.contains(&line),
+            "no `{line}` in the build's log:\n{log}"
+        );
     }
 
     // The committed image keeps no proxy setting, in its configuration or its history.
     for args in [
-        vec!["image", "inspect", "--format", "{{json .Config.Env}}", tag.as_str()],
+        vec![
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config.Env}}",
+            tag.as_str(),
+        ],
         vec!["history", "--no-trunc", tag.as_str()],
     ] {
         let shown = docker(&args);
         assert!(shown.status.success(), "docker {args:?}");
         let text = String::from_utf8_lossy(&shown.stdout).to_ascii_lowercase();
         assert!(!text.contains("proxy"), "docker {args:?}: {text}");
-        assert!(!text.contains(&credential.to_ascii_lowercase()), "docker {args:?}: {text}");
+        assert!(
+            !text.contains(&credential.to_ascii_lowercase()),
+            "docker {args:?}: {text}"
+        );
     }
     assert_no_leftovers(&run);
     let networks = docker(&[

@@ -145,7 +145,9 @@ impl Error {
             Error::Prepare(prepare) => match prepare.as_ref() {
                 PrepareError::NoMatchingVersion { .. } => Fault::Input,
                 PrepareError::Env(
-                    EnvError::CaBundle { .. } | EnvError::PackSources { .. } | EnvError::Proxy { .. },
+                    EnvError::CaBundle { .. }
+                    | EnvError::PackSources { .. }
+                    | EnvError::Proxy { .. },
                 ) => Fault::Input,
                 PrepareError::Cancelled
                 | PrepareError::Env(EnvError::Cancelled { .. })
@@ -153,9 +155,9 @@ impl Error {
                 _ => Fault::Engine,
             },
             Error::Env(env) => match env.as_ref() {
-                EnvError::CaBundle { .. } | EnvError::PackSources { .. } | EnvError::Proxy { .. } => {
-                    Fault::Input
-                }
+                EnvError::CaBundle { .. }
+                | EnvError::PackSources { .. }
+                | EnvError::Proxy { .. } => Fault::Input,
                 EnvError::Cancelled { .. } => Fault::Cancelled,
                 _ => Fault::Engine,
             },

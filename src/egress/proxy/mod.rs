@@ -655,7 +655,11 @@ async fn through(
     let answer = match tokio::time::timeout(shared.connect_timeout, asked).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(e)) => return Err(format!("the build's proxy at {address}: {e}")),
-        Err(_) => return Err(format!("the build's proxy at {address} did not answer in time")),
+        Err(_) => {
+            return Err(format!(
+                "the build's proxy at {address} did not answer in time"
+            ));
+        }
     };
     let status: String = String::from_utf8_lossy(&answer)
         .lines()
@@ -1326,7 +1330,10 @@ mod tests {
             .exchange("CONNECT denied.test:443 HTTP/1.1\r\nHost: denied.test:443\r\nConnection: close\r\n\r\n")
             .await;
         assert!(denied.starts_with("HTTP/1.1 502"), "{denied}");
-        assert!(denied.contains("407 Proxy Authentication Required"), "{denied}");
+        assert!(
+            denied.contains("407 Proxy Authentication Required"),
+            "{denied}"
+        );
         // Not granted: refused here, the operator's proxy never asked.
         let refused = proxy
             .exchange("CONNECT other.test:443 HTTP/1.1\r\nHost: other.test:443\r\nConnection: close\r\n\r\n")
@@ -1337,7 +1344,11 @@ mod tests {
             .exchange("GET http://api.test/direct HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
             .await;
         assert!(direct.ends_with("GET /direct HTTP/1.1"), "{direct}");
-        assert_eq!(heads.lock().expect("heads").len(), 2, "two tunnels asked for");
+        assert_eq!(
+            heads.lock().expect("heads").len(),
+            2,
+            "two tunnels asked for"
+        );
         let audit = proxy.revoke().await;
         let line = |host: &str| {
             audit
@@ -1346,13 +1357,19 @@ mod tests {
                 .unwrap_or_else(|| panic!("{host} in {audit:?}"))
         };
         assert!(line("pypi.test").allowed);
-        assert_eq!(line("pypi.test").address, Some(OPERATOR.parse().expect("ip")));
+        assert_eq!(
+            line("pypi.test").address,
+            Some(OPERATOR.parse().expect("ip"))
+        );
         assert!(line("pypi.test").bytes_received > 20);
         assert!(!line("denied.test").allowed || line("denied.test").error.is_some());
         assert!(!line("other.test").allowed);
         assert_eq!(line("api.test").address, Some(API.parse().expect("ip")));
         let text = serde_json::to_string(&audit).expect("json");
-        assert!(!text.contains("dTpzM2NyZXQ"), "the credential is audited: {text}");
+        assert!(
+            !text.contains("dTpzM2NyZXQ"),
+            "the credential is audited: {text}"
+        );
     }
 
     #[tokio::test]

@@ -280,10 +280,7 @@ impl BuildAccess {
                 granted.join(", ")
             },
             match &self.upstream {
-                Some(via) => format!(
-                    ", through the operator's proxy {}:{}",
-                    via.host, via.port
-                ),
+                Some(via) => format!(", through the operator's proxy {}:{}", via.host, via.port),
                 None => String::new(),
             }
         )];
@@ -602,8 +599,10 @@ const BUILD_OUTPUT_KEPT: usize = 1 << 20;
 /// local project's build backend.
 pub fn build_policy(settings: &BuildSettings) -> SandboxPolicy {
     SandboxPolicy {
-        // The build's per-build network replaces it (see `install`): never the engine's bridge.
-        network: "none".into(),
+        // A per-build network whose only way out is packbox's egress proxy (`install` puts the
+        // container on it): never the engine's bridge. Its sockets are the profile's for a
+        // run with a grant (IP sockets, which a run without network is refused).
+        network: crate::sandbox::policy::EGRESS_NETWORK.into(),
         read_only_root: false,
         tmpfs_tmp_bytes: BUILD_TMP_BYTES,
         memory_bytes: settings.memory_bytes.unwrap_or(DEFAULT_BUILD_MEMORY),
@@ -796,7 +795,10 @@ async fn install_in(
             slot.place(&mut spec);
             slot.proxy_env()
         }
-        None => Vec::new(),
+        None => {
+            spec.network_mode = "none".into();
+            Vec::new()
+        }
     };
     let limits = RunLimits {
         timeout: settings.timeout,
@@ -1285,8 +1287,8 @@ mod tests {
             ..BuildSettings::default()
         };
         assert_eq!(build_policy(&settings).memory_bytes, 256 << 20);
-        // Never the engine's bridge: the build's own network replaces this.
-        assert_eq!(policy.network, "none");
+        // Never the engine's bridge: a per-build network through the egress proxy.
+        assert_eq!(policy.network, crate::sandbox::policy::EGRESS_NETWORK);
     }
 
     #[test]
@@ -1314,14 +1316,20 @@ mod tests {
             )]),
             ..BuildSettings::default()
         };
-        let egress = [("HTTPS_PROXY".to_string(), "http://198.18.0.2:3128".to_string())];
+        let egress = [(
+            "HTTPS_PROXY".to_string(),
+            "http://198.18.0.2:3128".to_string(),
+        )];
         let stdin = String::from_utf8(installer_env(&settings, &egress)).expect("text");
         assert!(
             stdin.contains("PIP_INDEX_URL=https://build:s3cret-pw@pypi.example/simple?token=t0k\n")
         );
         // The egress proxy, never the operator's (its credentials are the egress proxy's).
         assert!(stdin.contains("HTTPS_PROXY=http://198.18.0.2:3128\n"));
-        assert!(!stdin.contains("pr0xy-pw") && !stdin.contains("proxy:3128"), "{stdin}");
+        assert!(
+            !stdin.contains("pr0xy-pw") && !stdin.contains("proxy:3128"),
+            "{stdin}"
+        );
         assert!(!stdin.contains("NPM_CONFIG_REGISTRY"));
         let redactor = Redactor::new(credential_values(&settings).iter()).expect("builds");
         let line = redactor.text(
@@ -1636,8 +1644,8 @@ mod tests {
             let recipe = recipe(&fake, "requests==2.31.0 # concurrent");
             let cancel = CancellationToken::new();
             let settings = BuildSettings::default();
-            let calls =
-                (0..5).map(|_| ensure(
+            let calls = (0..5).map(|_| {
+                ensure(
                     &shared,
                     &recipe,
                     &settings,
@@ -1645,7 +1653,8 @@ mod tests {
                     dir.path(),
                     &cancel,
                     |_| {},
-                ));
+                )
+            });
             let results = futures::future::join_all(calls).await;
             let images: Vec<EnvImage> = results.into_iter().map(|r| r.expect("ready")).collect();
             assert_eq!(commits(&fake), 1, "one build for five callers");
@@ -1768,14 +1777,14 @@ mod tests {
             let cancel = CancellationToken::new();
             let settings = BuildSettings::default();
             let building = ensure(
-                    &shared,
-                    &recipe,
-                    &settings,
-                    BuildNetwork::Offline,
-                    dir.path(),
-                    &cancel,
-                    |_| {},
-                );
+                &shared,
+                &recipe,
+                &settings,
+                BuildNetwork::Offline,
+                dir.path(),
+                &cancel,
+                |_| {},
+            );
             let stop = async {
                 tokio::time::sleep(Duration::from_secs(4)).await;
                 cancel.cancel();

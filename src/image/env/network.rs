@@ -156,7 +156,9 @@ pub struct UpstreamError {
 /// The operator's proxy (`HTTPS_PROXY`, else `HTTP_PROXY`, either case) as the egress proxy
 /// chains to it, with its credentials as a `Proxy-Authorization` value and `NO_PROXY`'s names
 /// as destinations reached directly. `None` without a proxy, or when `NO_PROXY` is `*`.
-pub fn upstream_proxy(proxies: &BTreeMap<String, String>) -> Result<Option<Upstream>, UpstreamError> {
+pub fn upstream_proxy(
+    proxies: &BTreeMap<String, String>,
+) -> Result<Option<Upstream>, UpstreamError> {
     let chosen = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"]
         .iter()
         .find_map(|name| {
@@ -198,7 +200,10 @@ pub fn upstream_proxy(proxies: &BTreeMap<String, String>) -> Result<Option<Upstr
         None => url,
     };
     let (host, port) = authority(rest, 80).map_err(|problem| fail(&problem))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authorization = match rest[..end].rsplit_once('@') {
         Some((userinfo, _)) => {
@@ -275,7 +280,10 @@ mod tests {
         let npm = build_grant(Installer::Npm, &settings, &[]);
         assert_eq!(allowed(&npm), ["npm.corp.example:80 by build.npm_registry"]);
         let text = format!("{pip:?}{npm:?}");
-        assert!(!text.contains("s3cret") && !text.contains("token"), "{text}");
+        assert!(
+            !text.contains("s3cret") && !text.contains("token"),
+            "{text}"
+        );
         let v6 = build_grant(
             Installer::Pip,
             &index(Some("https://[2001:db8::5]/simple"), None),
@@ -346,7 +354,10 @@ mod tests {
         assert_eq!(upstream_proxy(&proxies(&[])), Ok(None));
         let upstream = upstream_proxy(&proxies(&[
             ("HTTP_PROXY", "http://other.example:1"),
-            ("HTTPS_PROXY", "http://us%40er:p%3Ass@proxy.corp.example:3128/"),
+            (
+                "HTTPS_PROXY",
+                "http://us%40er:p%3Ass@proxy.corp.example:3128/",
+            ),
             ("NO_PROXY", "localhost, .corp.example,*.internal.example"),
         ]))
         .expect("valid")
@@ -379,8 +390,8 @@ mod tests {
             .expect_err("socks");
         assert_eq!(err.variable, "HTTPS_PROXY");
         assert!(err.problem.contains("http:// proxies only"), "{err}");
-        let err = upstream_proxy(&proxies(&[("HTTPS_PROXY", "http://p.example:x")]))
-            .expect_err("port");
+        let err =
+            upstream_proxy(&proxies(&[("HTTPS_PROXY", "http://p.example:x")])).expect_err("port");
         assert!(err.to_string().starts_with("HTTPS_PROXY: "), "{err}");
         assert_eq!(
             upstream_proxy(&proxies(&[
