@@ -1279,9 +1279,9 @@ fn pack_code_at_build_time_gets_the_sandbox_and_never_the_credentials() {
         &["run", "--packs", &packs_arg, "buildprobe.report", "--json"],
         &env,
     );
-    if engine::drops_limits() {
-        // Without its limits no build runs the pack's code, whatever the operator allows.
-        engine::assert_build_refused_for_limits(&run);
+    if engine::refuses_builds() {
+        // Where a build's network cannot be isolated, no build runs the pack's code.
+        engine::assert_build_refused(&run);
         return;
     }
     assert_eq!(run.code(), 0, "{}", run.stderr());
@@ -1618,6 +1618,17 @@ fn pack_code_at_build_time_reaches_only_the_granted_registry() {
         // names none): the suite's first pass covers them.
         return;
     }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pack = copy_pack(&hostile_build_packs().join("netprobe"), dir.path());
+    let packs = dir.path().to_string_lossy().into_owned();
+    if engine::refuses_builds() {
+        let run = packbox(
+            &["run", "--packs", &packs, "netprobe.report", "--json"],
+            &build_env(),
+        );
+        engine::assert_build_refused(&run);
+        return;
+    }
     let target = BuildTarget::start();
     let host = std::net::TcpListener::bind("0.0.0.0:0").expect("bind on the host");
     host.set_nonblocking(true).expect("nonblocking");
@@ -1629,8 +1640,6 @@ fn pack_code_at_build_time_reaches_only_the_granted_registry() {
         format!("{}:{host_port}", target.gateway()),
         format!("gateway:{host_port}"),
     ];
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pack = copy_pack(&hostile_build_packs().join("netprobe"), dir.path());
     let manifest_path = pack.join("package.json");
     let mut manifest: Value =
         serde_json::from_str(&std::fs::read_to_string(&manifest_path).expect("read"))
@@ -1638,7 +1647,6 @@ fn pack_code_at_build_time_reaches_only_the_granted_registry() {
     // The targets make the manifest, and so the environment, this test's own.
     manifest["targets"] = serde_json::json!(targets);
     std::fs::write(&manifest_path, manifest.to_string()).expect("write package.json");
-    let packs = dir.path().to_string_lossy().into_owned();
     let credential = format!("CRED-{}", uuid_like());
     // base64 of `builder:CREDENTIAL`, as the egress proxy sends it.
     let authorization = {
@@ -1657,10 +1665,6 @@ fn pack_code_at_build_time_reaches_only_the_granted_registry() {
         &["run", "--packs", &packs, "netprobe.report", "--json"],
         &env,
     );
-    if engine::drops_limits() {
-        engine::assert_build_refused_for_limits(&run);
-        return;
-    }
     let tag = env_tag(dir.path(), "netprobe.report", &env);
     cleanup_image(&tag);
     assert_eq!(run.code(), 0, "{}", run.stderr());
@@ -1803,12 +1807,12 @@ fn a_cancelled_environment_build_leaves_no_layer() {
         })
         .unwrap_or_default();
     assert_eq!(dependency_hash.len(), 64, "{}", listed.stdout());
-    if engine::drops_limits() {
+    if engine::refuses_builds() {
         let refused = packbox(
             &["build", "--packs", &packs, "slowbuild", "--json"],
             &build_env(),
         );
-        engine::assert_build_refused_for_limits(&refused);
+        engine::assert_build_refused(&refused);
         return;
     }
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_packbox"))

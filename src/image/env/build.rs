@@ -198,6 +198,20 @@ pub enum EnvError {
         #[source]
         source: EgressError,
     },
+    /// The engine cannot give a build a network whose only way out is packbox's egress proxy
+    /// (Podman gives the host an address on every network it makes): refused before the pack's
+    /// code runs, never built on an open network instead.
+    #[error(
+        "cannot build environment {tag} on {engine}: {why}, so the pack's build-time code could reach more than the package indexes; build it on Docker and bring it here with `packbox images copy --to`"
+    )]
+    NetworkNotIsolated {
+        /// The environment image's tag.
+        tag: String,
+        /// The engine, as its identity reads.
+        engine: String,
+        /// What the engine does that packbox cannot work around.
+        why: String,
+    },
     /// The build was cancelled; its layers and its locks are gone.
     #[error("building environment {tag} was cancelled")]
     Cancelled {
@@ -314,7 +328,7 @@ fn audit_lines(audit: &Audit, incomplete: Option<&str>) -> Vec<String> {
 }
 
 fn audit_line(connection: &Connection) -> String {
-    let kind = serde_json::to_value(&connection.kind)
+    let kind = serde_json::to_value(connection.kind)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
@@ -613,6 +627,16 @@ pub fn build_policy(settings: &BuildSettings) -> SandboxPolicy {
     }
 }
 
+/// Why the engine cannot isolate a build's network, when it cannot. Podman (4.3, netavark)
+/// gives the host the gateway address of every network it makes, internal ones too, and
+/// ignores the bridge option that keeps it off (measured: a container on an internal Podman
+/// network reaches a listener on the host's 0.0.0.0 through that address).
+fn network_not_isolated(engine: &SharedEngine) -> Option<String> {
+    engine.identity().is_podman().then(|| {
+        "Podman gives the host an address on every network it makes, internal ones too".to_string()
+    })
+}
+
 /// The dropped limits of a build container, named as the build's settings name them.
 fn build_limits_named(settings: &[NotApplied]) -> String {
     settings
@@ -707,6 +731,8 @@ async fn install(
     on_output: &mut (dyn FnMut(&[u8]) + Send),
 ) -> (Result<Installed, EnvError>, Option<BuildAudit>) {
     let name = format!("packbox-envbuild-{}", uuid::Uuid::new_v4());
+    // One variant outside unit tests.
+    #[allow(clippy::infallible_destructuring_match)]
     let gateway = match network {
         BuildNetwork::Egress(gateway) => gateway,
         #[cfg(test)]
@@ -718,6 +744,14 @@ async fn install(
             return (installed, None);
         }
     };
+    if let Some(why) = network_not_isolated(engine) {
+        let refused = EnvError::NetworkNotIsolated {
+            tag: recipe.tag(),
+            engine: engine.identity().to_string(),
+            why,
+        };
+        return (Err(refused), None);
+    }
     let network_failed = |source| EnvError::Network {
         tag: recipe.tag(),
         source,
