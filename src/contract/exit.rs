@@ -30,6 +30,8 @@ pub struct ContainerExit {
     pub stdout: Captured,
     /// What it wrote on stderr, up to the limit.
     pub stderr: Captured,
+    /// The files it left in its artifacts folder, kept and refused.
+    pub artifacts: super::artifacts::Artifacts,
 }
 
 /// A finished capture: the kept text (lossy UTF-8) and whether it was cut. The truncation

@@ -47,7 +47,7 @@ pub use crate::image::prepare::PrepareEvent;
 pub use environments::{BuildEvent, EnvReport, EnvStatus};
 pub use gc::GcReport;
 pub use images::ImageEvent;
-pub use run::RunEvent;
+pub use run::{RunEvent, artifacts_folder};
 
 /// The OCI runtime actions run under when the operator names none and the engine offers it:
 /// crun starts containers faster than runc and gives the same sandbox (the hostile suite runs
