@@ -122,10 +122,9 @@ impl<'a> Collector<'a> {
             .current
             .as_ref()
             .is_some_and(|c| c.name.as_bytes() == name)
+            && let Some(current) = self.current.take()
         {
-            if let Some(current) = self.current.take() {
-                discard(current);
-            }
+            discard(current);
         }
         self.report.refuse(name, reason);
     }

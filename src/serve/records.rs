@@ -1404,8 +1404,8 @@ mod tests {
                 .await
                 .expect("finish")
                 .expect("record");
-            assert_eq!(record.artifacts, [listed.clone()]);
-            assert_eq!(record.artifacts_refused, [refused.clone()]);
+            assert_eq!(record.artifacts, std::slice::from_ref(&listed));
+            assert_eq!(record.artifacts_refused, std::slice::from_ref(&refused));
         }
         let state = dir.path().join("state");
         for exec_id in ["exec-old", "exec-new"] {
