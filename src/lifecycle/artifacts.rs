@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::contract::artifacts::{Artifact, ArtifactLimits, Artifacts, checked_name};
+use crate::contract::exit::{Artifact, ArtifactLimits, Artifacts, checked_name};
 
 /// Where a run keeps its artifacts, and how many.
 #[derive(Clone, Debug)]

@@ -220,7 +220,7 @@ pub async fn drive(
             stderr,
             // A service's output is its log, with no init to send files: a Swarm run keeps no
             // artifacts (the variable is not set for it).
-            artifacts: crate::contract::artifacts::Artifacts::default(),
+            artifacts: crate::contract::exit::Artifacts::default(),
         },
         node,
     })
