@@ -243,17 +243,25 @@ fn reap(action: libc::pid_t) -> Option<i32> {
 }
 
 /// Ends every process the action left behind and reaps them, so none of them changes the
-/// artifacts folder while it is read. Only as PID 1: elsewhere `kill(-1)` would reach beyond the
-/// container.
+/// artifacts folder while it is read. SIGKILL goes to every process again after each one is
+/// reaped, so one forked while the last signal went round is caught by the next (a process
+/// with SIGKILL pending cannot fork). Only as PID 1: elsewhere `kill(-1)` would reach beyond
+/// the container.
 fn end_leftovers() {
     // SAFETY: getpid, kill and waitpid with valid arguments.
     unsafe {
         if libc::getpid() != 1 {
             return;
         }
-        libc::kill(-1, libc::SIGKILL);
         let mut status = 0;
-        while libc::waitpid(-1, &mut status, 0) > 0 {}
+        loop {
+            libc::kill(-1, libc::SIGKILL);
+            if libc::waitpid(-1, &mut status, 0) < 0
+                && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)
+            {
+                return;
+            }
+        }
     }
 }
 
