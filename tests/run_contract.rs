@@ -233,7 +233,10 @@ fn the_environment_is_the_contract_and_nothing_of_packbox() {
     } else {
         assert_eq!(environ["ATTUNE_ARTIFACTS_DIR"], "/tmp/artifacts");
     }
-    assert!(!environ.contains_key("PACKBOX_ARTIFACTS_LIMIT"), "{outcome}");
+    assert!(
+        !environ.contains_key("PACKBOX_ARTIFACTS_LIMIT"),
+        "{outcome}"
+    );
     assert!(
         !environ.contains_key("PACKBOX_LEAK_CANARY"),
         "packbox's environment leaked"

@@ -113,8 +113,13 @@ impl Executor {
             background: Mutex::new(JoinSet::new()),
         };
         let engine = SharedEngine::clone(&executor.engine);
+        let state_dir = executor.settings.state_dir.clone();
         executor.spawn_background(
             async move {
+                match tokio::task::spawn_blocking(move || run::sweep_incoming(&state_dir)).await {
+                    Ok(0) | Err(_) => {}
+                    Ok(count) => tracing::info!(count, "removed stale incoming artifacts"),
+                }
                 match owner::sweep_orphans(&engine).await {
                     Ok(swept) if !swept.is_empty() => {
                         tracing::info!(count = swept.len(), "swept leftovers")

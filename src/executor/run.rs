@@ -264,6 +264,38 @@ fn keep_artifacts(
     }
 }
 
+/// How old a folder of incoming artifacts is before the start-up sweep takes it for a leftover:
+/// a run makes it with its first kept file, after its action exited, and renames or removes it
+/// within the run's last moments.
+const STALE_INCOMING: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes the incoming artifacts folders that packbox processes killed mid-run left (older than
+/// a day); returns how many.
+pub(super) fn sweep_incoming(state_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(artifacts_root(state_dir)) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age > STALE_INCOMING);
+        if stale
+            && entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".incoming-")
+        {
+            discard_folder(&entry.path());
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Removes a folder of incoming artifacts, if the run made one.
 fn discard_folder(folder: &Path) {
     match std::fs::remove_dir_all(folder) {
@@ -293,4 +325,35 @@ fn describe_candidates(statuses: &[VersionStatus]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_stale_incoming_folders_are_swept() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let root = artifacts_root(state.path());
+        for name in [".incoming-old", ".incoming-new", "kept-run"] {
+            std::fs::create_dir_all(root.join(name)).expect("folder");
+            std::fs::write(root.join(name).join("a.txt"), b"a").expect("file");
+        }
+        for name in [".incoming-old", "kept-run"] {
+            std::fs::File::open(root.join(name))
+                .and_then(|dir| dir.set_modified(std::time::SystemTime::UNIX_EPOCH))
+                .expect("backdate");
+        }
+        assert_eq!(sweep_incoming(state.path()), 1);
+        assert!(!root.join(".incoming-old").exists());
+        assert!(
+            root.join(".incoming-new/a.txt").is_file(),
+            "a run may be collecting"
+        );
+        assert!(
+            root.join("kept-run/a.txt").is_file(),
+            "a run's artifacts stay"
+        );
+        assert_eq!(sweep_incoming(&state.path().join("none")), 0);
+    }
 }
