@@ -25,9 +25,9 @@ use super::podman::{self, NotApplied, PODMAN_NPROC, ProfileFiles};
 use super::{
     ArchiveStream, Attached, BridgeSpec, BuildSpec, CommitSpec, ConnectProblem, ContainerEngine,
     ContainerSpec, ContainerState, ContainerSummary, EngineError, EngineIdentity, EngineInfo,
-    EngineMode, EngineName, ImageExport, ImageSummary, InitProcess, LineSink, NetworkSummary,
-    OciRuntime, OutputChunk, PACKBOX_INIT_DIR, PACKBOX_INIT_PATH, SharedSwarm, Signal, StreamKind,
-    VolumeSummary, docker_network,
+    EngineMode, EngineName, ImageExport, ImageLabels, ImageSummary, InitProcess, LineSink,
+    NetworkSummary, OciRuntime, OutputChunk, PACKBOX_INIT_DIR, PACKBOX_INIT_PATH, SharedSwarm,
+    Signal, StreamKind, VolumeSummary, docker_network,
 };
 use super::{TlsFiles, Transport};
 
@@ -177,6 +177,20 @@ impl ContainerEngine for DockerEngine {
     async fn image_id(&self, name: &str) -> Result<Option<String>, EngineError> {
         match self.docker.inspect_image(name).await {
             Ok(image) => Ok(image.id),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(api(format!("inspecting image {name}"), e)),
+        }
+    }
+
+    async fn image_labels(&self, name: &str) -> Result<Option<ImageLabels>, EngineError> {
+        match self.docker.inspect_image(name).await {
+            Ok(image) => Ok(image.id.map(|id| ImageLabels {
+                id,
+                labels: image
+                    .config
+                    .and_then(|config| config.labels)
+                    .unwrap_or_default(),
+            })),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(api(format!("inspecting image {name}"), e)),
         }
