@@ -76,6 +76,9 @@ pub struct Settings {
     pub catalog_dir: Option<PathBuf>,
     /// `PACKBOX_RUNTIMES`: the runtimes to verify.
     pub runtimes: Option<String>,
+    /// Whether a pack's own `runtimes/*.yaml` are added, for its own runs, to the catalog
+    /// (`build.allow_pack_runtimes`, off by default).
+    pub allow_pack_runtimes: bool,
     /// The sandbox of every run, checked.
     pub sandbox: SandboxPolicy,
     /// Which actions run at which isolation level.
