@@ -450,13 +450,24 @@ fn runtime_yaml_in_attunes_shape_given_to_catalog_runs_an_action_and_says_what_i
     let catalog = attune_packs().join("catalog/python.yaml");
     let catalog = catalog.to_string_lossy();
     let ran = packbox(
-        &["--catalog", &catalog, "run", "--packs", &packs_arg(), "brings.env", "--json"],
+        &[
+            "--catalog",
+            &catalog,
+            "run",
+            "--packs",
+            &packs_arg(),
+            "brings.env",
+            "--json",
+        ],
         &[],
     );
     assert_eq!(ran.code(), 0, "{}", said(&ran));
     let outcome = ran.json();
     assert_eq!(outcome["runtime"], "python");
-    assert_eq!(outcome["result"]["version"], "3.11", "the file's default: {outcome}");
+    assert_eq!(
+        outcome["result"]["version"], "3.11",
+        "the file's default: {outcome}"
+    );
     assert_eq!(outcome["result"]["tag"], "/pack/tag", "{outcome}");
     assert_eq!(outcome["result"]["pythonpath"], "/pack/lib", "{outcome}");
     assert_eq!(outcome["result"]["venv_hint"], Value::Null, "{outcome}");
@@ -467,7 +478,15 @@ fn runtime_yaml_in_attunes_shape_given_to_catalog_runs_an_action_and_says_what_i
     assert_no_leftovers(&ran);
     // The version the file asks for by constraint, on packbox's own 3.13 image.
     let newer = packbox(
-        &["--catalog", &catalog, "explain", "--packs", &packs_arg(), "brings.env", "--json"],
+        &[
+            "--catalog",
+            &catalog,
+            "explain",
+            "--packs",
+            &packs_arg(),
+            "brings.env",
+            "--json",
+        ],
         &[],
     );
     assert_eq!(newer.code(), 0, "{}", said(&newer));
@@ -478,13 +497,16 @@ fn runtime_yaml_in_attunes_shape_given_to_catalog_runs_an_action_and_says_what_i
         .unwrap_or_default();
     assert_eq!(declared, ["3.11", "3.13"], "{explained}");
     assert!(
-        explained["runtime_not_honoured"].to_string().contains("versions[1]"),
+        explained["runtime_not_honoured"]
+            .to_string()
+            .contains("versions[1]"),
         "{explained}"
     );
     let listed = packbox(&["--catalog", &catalog, "runtimes", "list"], &[]);
     assert_eq!(listed.code(), 0, "{}", said(&listed));
     assert!(
-        listed.stdout().contains("NOT HONOURED") && listed.stdout().contains("version 3.12 is left out"),
+        listed.stdout().contains("NOT HONOURED")
+            && listed.stdout().contains("version 3.12 is left out"),
         "{}",
         listed.stdout()
     );
@@ -514,13 +536,24 @@ fn runtime_yaml_packbox_cannot_map_is_one_error_naming_the_file_and_the_field() 
         std::fs::write(&file, text).expect("write");
         let file = file.to_string_lossy();
         let refused = packbox(
-            &["--catalog", &file, "run", "--packs", &packs_arg(), "flows.say_hello", "--json"],
+            &[
+                "--catalog",
+                &file,
+                "run",
+                "--packs",
+                &packs_arg(),
+                "flows.say_hello",
+                "--json",
+            ],
             &[],
         );
         assert_eq!(refused.code(), 2, "{}", said(&refused));
         assert_eq!(refused.json()["status"], "invalid", "{}", said(&refused));
         let text = said(&refused);
-        assert!(text.contains(&*file) && text.contains(words), "{words}: {text}");
+        assert!(
+            text.contains(&*file) && text.contains(words),
+            "{words}: {text}"
+        );
     }
 }
 
@@ -536,11 +569,20 @@ fn a_packs_own_runtime_is_refused_by_default_and_runs_on_the_catalogs_images_whe
     );
     assert_no_leftovers(&refused);
     let validated = packbox(
-        &["pack", "validate", &format!("{}/brings", packs_arg()), "--json"],
+        &[
+            "pack",
+            "validate",
+            &format!("{}/brings", packs_arg()),
+            "--json",
+        ],
         &[],
     );
     assert_ne!(validated.code(), 0, "{}", said(&validated));
-    assert!(said(&validated).contains("build.allow_pack_runtimes"), "{}", said(&validated));
+    assert!(
+        said(&validated).contains("build.allow_pack_runtimes"),
+        "{}",
+        said(&validated)
+    );
 
     let allow = [("PACKBOX_ALLOW_PACK_RUNTIMES", "1")];
     let ran = packbox(
@@ -550,18 +592,31 @@ fn a_packs_own_runtime_is_refused_by_default_and_runs_on_the_catalogs_images_whe
     assert_eq!(ran.code(), 0, "{}", said(&ran));
     let outcome = ran.json();
     assert_eq!(outcome["runtime"], "brings.strictsh", "{outcome}");
-    assert_eq!(outcome["image"], "packbox/shell:5.2", "the catalog's image: {outcome}");
+    assert_eq!(
+        outcome["image"], "packbox/shell:5.2",
+        "the catalog's image: {outcome}"
+    );
     let flags = outcome["result"]["flags"].as_str().unwrap_or_default();
-    assert!(flags.contains('e') && flags.contains('u'), "bash -e -u: {outcome}");
+    assert!(
+        flags.contains('e') && flags.contains('u'),
+        "bash -e -u: {outcome}"
+    );
     assert_eq!(outcome["result"]["mode"], "on", "{outcome}");
     assert_eq!(outcome["result"]["lib"], "/pack/lib", "{outcome}");
     assert!(
-        outcome["warnings"].to_string().contains("`bash` stays the catalog's shell"),
+        outcome["warnings"]
+            .to_string()
+            .contains("`bash` stays the catalog's shell"),
         "{outcome}"
     );
     assert_no_leftovers(&ran);
     let validated = packbox(
-        &["pack", "validate", &format!("{}/brings", packs_arg()), "--json"],
+        &[
+            "pack",
+            "validate",
+            &format!("{}/brings", packs_arg()),
+            "--json",
+        ],
         &allow,
     );
     assert_eq!(validated.code(), 0, "{}", said(&validated));
@@ -589,10 +644,16 @@ fn a_packs_runtime_that_asks_for_what_packbox_cannot_do_safely_is_refused_when_a
         ),
     ] {
         std::fs::write(pack.join("runtimes/strictsh.yaml"), text).expect("write");
-        let refused = packbox(&["run", "--packs", &packs, "brings.strict", "--json"], &allow);
+        let refused = packbox(
+            &["run", "--packs", &packs, "brings.strict", "--json"],
+            &allow,
+        );
         assert_eq!(refused.code(), 2, "{}", said(&refused));
         let said = said(&refused);
-        assert!(said.contains("strictsh.yaml") && said.contains(words), "{words}: {said}");
+        assert!(
+            said.contains("strictsh.yaml") && said.contains(words),
+            "{words}: {said}"
+        );
         assert_no_leftovers(&refused);
     }
     // The flows pack's deno runtime cannot be used; its shell action still runs.
@@ -601,9 +662,21 @@ fn a_packs_runtime_that_asks_for_what_packbox_cannot_do_safely_is_refused_when_a
         &["pack", "validate", &flows.to_string_lossy(), "--json"],
         &allow,
     );
-    assert!(said(&validated).contains("deno.yaml"), "{}", said(&validated));
+    assert!(
+        said(&validated).contains("deno.yaml"),
+        "{}",
+        said(&validated)
+    );
     let ran = packbox(
-        &["run", "--packs", &packs, "flows.say_hello", "-p", "name=Ada", "--json"],
+        &[
+            "run",
+            "--packs",
+            &packs,
+            "flows.say_hello",
+            "-p",
+            "name=Ada",
+            "--json",
+        ],
         &allow,
     );
     assert_eq!(ran.code(), 0, "{}", said(&ran));

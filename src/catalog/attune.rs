@@ -227,6 +227,7 @@ struct Placement {
 }
 
 /// A runtime mapped from Attune's shape, with the recipe files it read (operator only).
+#[derive(Debug)]
 pub(super) struct Mapped {
     /// The runtime as packbox runs it; its `not_honoured` says what was left out.
     pub runtime: Runtime,
@@ -263,7 +264,7 @@ struct Mapper<'a> {
     recipes: Vec<(String, String)>,
 }
 
-impl Mapper<'_> {
+impl<'a> Mapper<'a> {
     fn invalid(&self, field: &str, expected: impl std::fmt::Display) -> CatalogError {
         CatalogError::Invalid {
             file: self.file.to_string(),
@@ -276,7 +277,10 @@ impl Mapper<'_> {
     }
 
     fn map(mut self, doc: UpstreamRuntime) -> Result<Mapped, CatalogError> {
-        let (owner, short) = doc.reference.rsplit_once('.').unwrap_or(("", &doc.reference));
+        let (owner, short) = doc
+            .reference
+            .rsplit_once('.')
+            .unwrap_or(("", doc.reference.as_str()));
         let short = short.to_ascii_lowercase();
         if !is_name(&short) {
             return Err(self.invalid(
@@ -321,8 +325,9 @@ impl Mapper<'_> {
                 let name = format!("{pack_ref}.{short}");
                 // The catalog's runtimes win: an alias they already answer to stays theirs.
                 let mut kept = Vec::new();
+                let catalog: &'a Catalog = self.catalog;
                 for alias in aliases.drain(..).chain([short.clone()]) {
-                    match self.catalog.resolve(&alias) {
+                    match catalog.resolve(&alias) {
                         Some(other) => self.note(
                             "aliases",
                             format!(
@@ -392,7 +397,10 @@ impl Mapper<'_> {
             }
             return Ok(Vec::new());
         }
-        for word in [binary].into_iter().chain(interpreter.args.iter().map(String::as_str)) {
+        for word in [binary]
+            .into_iter()
+            .chain(interpreter.args.iter().map(String::as_str))
+        {
             if word.contains('{') || word.contains('\0') {
                 return Err(self.invalid(
                     "execution_config.interpreter",
@@ -409,10 +417,15 @@ impl Mapper<'_> {
     }
 
     /// The catalog runtime an operator's file replaces: the one its name or aliases name.
-    fn replaced(&self, short: &str, aliases: &[String]) -> Result<Option<&Runtime>, CatalogError> {
-        let mut found: Option<&Runtime> = None;
+    fn replaced(
+        &self,
+        short: &str,
+        aliases: &[String],
+    ) -> Result<Option<&'a Runtime>, CatalogError> {
+        let catalog: &'a Catalog = self.catalog;
+        let mut found: Option<&'a Runtime> = None;
         for alias in [short.to_string()].iter().chain(aliases) {
-            if let Some(runtime) = self.catalog.resolve(alias) {
+            if let Some(runtime) = catalog.resolve(alias) {
                 match found {
                     Some(first) if first.name != runtime.name => {
                         return Err(self.invalid(
@@ -432,9 +445,10 @@ impl Mapper<'_> {
 
     /// The catalog runtime whose images a pack's runtime runs on: the one whose interpreter is
     /// the same program (`python3.11` and `python3` are both python).
-    fn runs_on(&self, interpreter: &[String]) -> Result<&Runtime, CatalogError> {
+    fn runs_on(&self, interpreter: &[String]) -> Result<&'a Runtime, CatalogError> {
+        let catalog: &'a Catalog = self.catalog;
         let wanted = interpreter.first().map(|b| family(b));
-        let found = self.catalog.runtimes().iter().find(|r| {
+        let found = catalog.runtimes().iter().find(|r| {
             let theirs = r.interpreter.first().map(|b| family(b));
             match (&wanted, theirs) {
                 (None, None) => true,
@@ -523,7 +537,10 @@ impl Mapper<'_> {
                 && !name.starts_with(|c: char| c.is_ascii_digit())
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid_name {
-                return Err(self.invalid(&field, "a variable name of letters, digits and `_` is expected"));
+                return Err(self.invalid(
+                    &field,
+                    "a variable name of letters, digits and `_` is expected",
+                ));
             }
             let upper = name.to_ascii_uppercase();
             if upper.starts_with("ATTUNE_") || upper.starts_with("PACKBOX_") || upper == "HOME" {
@@ -544,9 +561,14 @@ impl Mapper<'_> {
                 return Err(self.invalid(&field, "a value without NUL bytes is expected"));
             }
             let value = value.replace("{pack_dir}", "/pack");
-            if let Some(template) = ["{env_dir}", "{interpreter}", "{manifest_path}", "{action_file}"]
-                .iter()
-                .find(|t| value.contains(**t))
+            if let Some(template) = [
+                "{env_dir}",
+                "{interpreter}",
+                "{manifest_path}",
+                "{action_file}",
+            ]
+            .iter()
+            .find(|t| value.contains(**t))
             {
                 self.note(
                     &field,
@@ -556,7 +578,8 @@ impl Mapper<'_> {
                 );
                 continue;
             }
-            match (operation, env.get(name)) {
+            let existing = env.get(name).cloned();
+            match (operation, existing) {
                 (Operation::Set, _) => {
                     env.insert(name.clone(), value);
                 }
@@ -600,7 +623,10 @@ impl Mapper<'_> {
             if !doc.distributions.verification.commands.is_empty() {
                 self.note(
                     "distributions.verification",
-                    format!("packbox probes its own {} images with their own command", base.name),
+                    format!(
+                        "packbox probes its own {} images with their own command",
+                        base.name
+                    ),
                 );
             }
             return Ok((base.versions.clone(), base.default_version.clone()));
@@ -663,7 +689,9 @@ impl Mapper<'_> {
                         Origin::Operator { .. } => {
                             "add `packbox: {image: ...}` to the version to give it one"
                         }
-                        Origin::Pack { .. } => "a pack's runtime runs only on the catalog's versions",
+                        Origin::Pack { .. } => {
+                            "a pack's runtime runs only on the catalog's versions"
+                        }
                     };
                     self.note(
                         &field,
@@ -709,7 +737,10 @@ impl Mapper<'_> {
         if replaced_verification && let Some(base) = base {
             self.note(
                 "distributions.verification",
-                format!("packbox probes its own {} images with their own command", base.name),
+                format!(
+                    "packbox probes its own {} images with their own command",
+                    base.name
+                ),
             );
         }
         let default = default.or_else(|| {
@@ -878,22 +909,35 @@ versions:
         assert_eq!(versions, ["3.11", "3.13"]);
         assert_eq!(python.versions[0].image, "packbox/python:3.11");
         assert_eq!(python.default_version.as_deref(), Some("3.11"));
-        assert!(!python.warm_start.is_empty(), "same interpreter: the pool preloads as before");
-        assert_eq!(python.env["PYTHONPATH"], "/pack/lib", "prepended once, not twice");
+        assert!(
+            !python.warm_start.is_empty(),
+            "same interpreter: the pool preloads as before"
+        );
+        assert_eq!(
+            python.env["PYTHONPATH"], "/pack/lib",
+            "prepended once, not twice"
+        );
         assert_eq!(python.env["RUNTIME_TAG"], "/pack/tag");
         assert!(!python.env.contains_key("VENV_HINT"));
         assert!(!python.env.contains_key("PATH"));
         assert!(python.base.is_none());
         for (field, words) in [
             ("versions[1]", "version 3.12 is left out"),
-            ("versions[0].execution_config.interpreter", "`python3.11 -u` is not used"),
+            (
+                "versions[0].execution_config.interpreter",
+                "`python3.11 -u` is not used",
+            ),
             ("execution_config.env_vars.VENV_HINT", "{env_dir}"),
             ("execution_config.env_vars.PATH", "operation: set"),
             ("execution_config.interpreter.file_extension", "runner_type"),
             ("execution_config.dependencies", "install_command"),
             ("distributions.verification", "probes its own python images"),
         ] {
-            assert!(noted(&python, field, words), "{field}: {:#?}", python.not_honoured);
+            assert!(
+                noted(&python, field, words),
+                "{field}: {:#?}",
+                python.not_honoured
+            );
         }
         assert!(
             !python
@@ -928,11 +972,22 @@ versions:
         let version = &runtime.versions[0];
         assert!(version.image.starts_with("registry.example/deno@sha256:"));
         assert_eq!(version.probe.command, ["/usr/bin/deno", "--version"]);
-        assert_eq!(version.probe.pattern, ANY_VERSION, "the first by priority has no group");
-        assert!(noted(&runtime, "versions[0].distributions.verification.commands", "first by priority"));
+        assert_eq!(
+            version.probe.pattern, ANY_VERSION,
+            "the first by priority has no group"
+        );
+        assert!(noted(
+            &runtime,
+            "versions[0].distributions.verification.commands",
+            "first by priority"
+        ));
         let without_command = deno.replace("distributions:", "unused_distributions:");
         let err = operator(&without_command).expect_err("an unknown field");
-        assert!(chain(&err).contains("unused_distributions"), "{}", chain(&err));
+        assert!(
+            chain(&err).contains("unused_distributions"),
+            "{}",
+            chain(&err)
+        );
     }
 
     #[test]
@@ -994,13 +1049,21 @@ execution_config:
         assert_eq!(runtime.versions[0].image, "packbox/shell:5.2");
         assert!(runtime.warm_start.is_empty());
         assert_eq!(runtime.env["STRICT_MODE"], "on");
-        assert!(noted(&runtime, "aliases", "`bash` stays the catalog's shell"));
+        assert!(noted(
+            &runtime,
+            "aliases",
+            "`bash` stays the catalog's shell"
+        ));
         let python = from_pack("ref: mine.py\nexecution_config: {interpreter: {binary: python3.13}}\nversions: [{version: '3.13'}, {version: '3.12'}]\n")
             .expect("maps")
             .runtime;
         assert_eq!(python.family(), "python");
         assert_eq!(python.versions.len(), 1);
-        assert!(noted(&python, "versions[1]", "runs only on the catalog's versions"));
+        assert!(noted(
+            &python,
+            "versions[1]",
+            "runs only on the catalog's versions"
+        ));
         for (text, words) in [
             (
                 "ref: mine.deno\nexecution_config: {interpreter: {binary: deno}}\n",
@@ -1017,7 +1080,10 @@ execution_config:
         ] {
             let err = from_pack(text).map(|_| ()).expect_err(words);
             let text = chain(&err);
-            assert!(text.contains("runtimes/x.yaml") && text.contains(words), "{text}");
+            assert!(
+                text.contains("runtimes/x.yaml") && text.contains(words),
+                "{text}"
+            );
         }
     }
 

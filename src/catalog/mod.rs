@@ -294,7 +294,10 @@ impl Catalog {
             source,
         };
         let (dir, mut files): (&Path, Vec<_>) = if path.is_file() {
-            (path.parent().unwrap_or(Path::new(".")), vec![path.to_path_buf()])
+            (
+                path.parent().unwrap_or(Path::new(".")),
+                vec![path.to_path_buf()],
+            )
         } else {
             let files = std::fs::read_dir(path)
                 .map_err(|e| read_error(path, e))?
@@ -611,7 +614,11 @@ mod tests {
         let python = catalog.resolve("python3").expect("python");
         let versions: Vec<&str> = python.versions.iter().map(|v| v.version.as_str()).collect();
         assert_eq!(versions, ["3.13"]);
-        assert_eq!(catalog.runtimes().len(), 7, "it replaced the built-in python");
+        assert_eq!(
+            catalog.runtimes().len(),
+            7,
+            "it replaced the built-in python"
+        );
         let warnings = catalog.warnings();
         assert!(
             warnings

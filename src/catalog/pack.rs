@@ -61,7 +61,11 @@ impl Catalog {
     /// This catalog with the runtimes a pack brings in its `runtimes/` folder, each named
     /// `PACK.NAME` and answering to those of its aliases no catalog runtime answers to. The
     /// catalog itself is never changed: the result is for that pack's runs only.
-    pub fn with_pack_runtimes(&self, pack_dir: &Path, pack_ref: &str) -> Result<Catalog, CatalogError> {
+    pub fn with_pack_runtimes(
+        &self,
+        pack_dir: &Path,
+        pack_ref: &str,
+    ) -> Result<Catalog, CatalogError> {
         let files = runtime_files(pack_dir)?;
         let mut catalog = self.clone();
         for file in files {
@@ -151,8 +155,14 @@ mod tests {
             .expect("maps");
         let strict = with_pack.resolve("strictsh").expect("its alias");
         assert_eq!(strict.name, "mine.strictsh");
-        assert_eq!(with_pack.resolve("bash").map(|r| r.name.as_str()), Some("shell"));
-        assert!(catalog.resolve("strictsh").is_none(), "the catalog itself is unchanged");
+        assert_eq!(
+            with_pack.resolve("bash").map(|r| r.name.as_str()),
+            Some("shell")
+        );
+        assert!(
+            catalog.resolve("strictsh").is_none(),
+            "the catalog itself is unchanged"
+        );
         assert_eq!(
             pack_runtime_for(pack.path(), "STRICTSH"),
             Some(pack.path().join("runtimes/strictsh.yaml"))

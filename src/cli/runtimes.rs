@@ -44,7 +44,9 @@ pub async fn execute(command: RuntimesCommand, global: &GlobalArgs) -> ExitCode 
             } else {
                 print_table(&statuses);
                 if !not_honoured.is_empty() {
-                    println!("\nNOT HONOURED (runtime files in Attune's shape ask for these; packbox does not do them)");
+                    println!(
+                        "\nNOT HONOURED (runtime files in Attune's shape ask for these; packbox does not do them)"
+                    );
                     for note in &not_honoured {
                         println!("  {}", render::sanitize(note));
                     }

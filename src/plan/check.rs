@@ -112,7 +112,7 @@ fn check_pack(report: PackReport, catalog: &Catalog, settings: &Settings) -> Che
         mut components,
     } = report;
     let catalog = pack_catalog(&dir, pack.as_ref(), catalog, settings, &mut problems);
-    if catalog.is_owned() {
+    if matches!(catalog, Cow::Owned(_)) {
         // Its runtimes are used, not merely acknowledged.
         components.retain(|(folder, _)| folder != PACK_RUNTIMES_DIR);
     }
