@@ -146,7 +146,10 @@ fn flags_beat_the_file_which_beats_the_environment() {
 fn packs_bring_no_runtimes_unless_the_operator_allows_it() {
     let settings = resolve("{}", &[]).expect("valid");
     assert!(!settings.allow_pack_runtimes);
-    assert_eq!(source_of(&settings, "build.allow_pack_runtimes"), Source::Default);
+    assert_eq!(
+        source_of(&settings, "build.allow_pack_runtimes"),
+        Source::Default
+    );
     let settings = resolve("{}", &[("PACKBOX_ALLOW_PACK_RUNTIMES", "1")]).expect("valid");
     assert!(settings.allow_pack_runtimes);
     let settings = resolve("build: {allow_pack_runtimes: true}", &[]).expect("valid");
