@@ -72,7 +72,8 @@ pub struct Settings {
     pub pack_delivery: PackDelivery,
     /// Where packbox keeps its probe cache, build logs and locks.
     pub state_dir: PathBuf,
-    /// A folder of runtime definitions that extend or replace the built-in catalog.
+    /// A folder of runtime definitions (or one such file, in packbox's or Attune's shape) that
+    /// extend or replace the built-in catalog.
     pub catalog_dir: Option<PathBuf>,
     /// `PACKBOX_RUNTIMES`: the runtimes to verify.
     pub runtimes: Option<String>,
