@@ -70,21 +70,16 @@ impl DockerEngine {
             source: source.map(|e| Box::new(e) as _),
         };
         let docker = docker.map_err(|e| unreachable(classify(&e, transport), Some(e)))?;
-        // One request both negotiates the API version and says which engine this is (what
-        // `negotiate_version` would ask, and on Podman the slowest request there is: the
-        // service asks its OCI runtime and conmon for their versions).
-        let version = match tokio::time::timeout(CONNECT_TIMEOUT, docker.version()).await {
+        let introduced = tokio::time::timeout(CONNECT_TIMEOUT, introduce(&docker, transport));
+        let (server_api, identity) = match introduced.await {
             Err(_) => {
                 let seconds = CONNECT_TIMEOUT.as_secs();
                 return Err(unreachable(ConnectProblem::NoAnswer { seconds }, None));
             }
             Ok(Err(e)) => return Err(unreachable(classify(&e, transport), Some(e))),
-            Ok(Ok(version)) => version,
+            Ok(Ok(introduced)) => introduced,
         };
-        let server_api = version
-            .api_version
-            .as_deref()
-            .and_then(parse_api_version)
+        let server_api = parse_api_version(&server_api)
             .ok_or_else(|| unreachable(ConnectProblem::Failed, None))?;
         let negotiated = server_api.min(version_of(default_api));
         if negotiated < MIN_API_VERSION {
@@ -100,7 +95,6 @@ impl DockerEngine {
             Transport::Tcp { address, tls } => tcp_client(address, tls.as_ref(), &api),
         }
         .map_err(|e| unreachable(classify(&e, transport), Some(e)))?;
-        let identity = identify(&version, transport);
         let profiles = match (identity.name, transport) {
             (EngineName::Podman, Transport::Unix { .. }) => Some(Arc::new(ProfileFiles::new()?)),
             _ => None,
@@ -1200,12 +1194,40 @@ fn version_of(version: &bollard::ClientVersion) -> (usize, usize) {
     (version.major_version, version.minor_version)
 }
 
+/// What the engine says about itself: the API version it serves and who it is. Both questions
+/// are asked at once on a Unix socket: a Podman service answers its ping with its own version
+/// ([`podman::ping`]), which spares its slow version endpoint; Docker's ping says nothing of the
+/// kind, and its version endpoint answers in milliseconds. One request of the version endpoint
+/// both negotiates the API version and says which engine this is elsewhere.
+async fn introduce(
+    docker: &Docker,
+    transport: &Transport,
+) -> Result<(String, EngineIdentity), BollardError> {
+    let asked = async {
+        let version = docker.version().await?;
+        let api = version.api_version.clone().unwrap_or_default();
+        Ok((api, identify(&version, transport)))
+    };
+    let Transport::Unix { socket } = transport else {
+        return asked.await;
+    };
+    tokio::pin!(asked);
+    tokio::select! {
+        Some(ping) = podman::ping(socket) => Ok((
+            ping.api_version,
+            EngineIdentity {
+                name: EngineName::Podman,
+                version: ping.podman_version,
+                mode: podman_mode(transport),
+            },
+        )),
+        answer = &mut asked => answer,
+    }
+}
+
 /// Docker or Podman, from the version endpoint: Podman's names a `Podman Engine` component
-/// (rootless Docker a `rootlesskit` one). A Podman service on a Unix socket is rootless when the
-/// socket belongs to a user other than root (the service makes it as the user it runs as);
-/// over TCP its mode cannot be told from here.
+/// (rootless Docker a `rootlesskit` one).
 fn identify(version: &bollard::models::SystemVersion, transport: &Transport) -> EngineIdentity {
-    use std::os::unix::fs::MetadataExt;
     let components = version.components.as_deref().unwrap_or_default();
     let podman = components.iter().find(|c| c.name == "Podman Engine");
     let version_text = podman
@@ -1216,14 +1238,7 @@ fn identify(version: &bollard::models::SystemVersion, transport: &Transport) -> 
         Some(_) => EngineIdentity {
             name: EngineName::Podman,
             version: version_text,
-            mode: match transport {
-                Transport::Unix { socket } => match std::fs::metadata(socket) {
-                    Ok(meta) if meta.uid() == 0 => EngineMode::Rootful,
-                    Ok(_) => EngineMode::Rootless,
-                    Err(_) => EngineMode::Unknown,
-                },
-                Transport::Tcp { .. } => EngineMode::Unknown,
-            },
+            mode: podman_mode(transport),
         },
         None => EngineIdentity {
             name: EngineName::Docker,
@@ -1234,6 +1249,20 @@ fn identify(version: &bollard::models::SystemVersion, transport: &Transport) -> 
                 EngineMode::Rootful
             },
         },
+    }
+}
+
+/// A Podman service on a Unix socket is rootless when the socket belongs to a user other than
+/// root (the service makes it as the user it runs as); over TCP its mode cannot be told from here.
+fn podman_mode(transport: &Transport) -> EngineMode {
+    use std::os::unix::fs::MetadataExt;
+    match transport {
+        Transport::Unix { socket } => match std::fs::metadata(socket) {
+            Ok(meta) if meta.uid() == 0 => EngineMode::Rootful,
+            Ok(_) => EngineMode::Rootless,
+            Err(_) => EngineMode::Unknown,
+        },
+        Transport::Tcp { .. } => EngineMode::Unknown,
     }
 }
 
