@@ -738,3 +738,246 @@ fn a_packs_tests_pass_at_their_min_pass_rate_counted_from_simple_results() {
         json!({"total": 4, "passed": 3, "failed": 1, "skipped": 0})
     );
 }
+
+/// Output and error of a finished `packbox`, for messages that may be on either.
+fn said(finished: &Finished) -> String {
+    format!("{}\n{}", finished.stdout(), finished.stderr())
+}
+
+#[test]
+fn runtime_yaml_in_attunes_shape_given_to_catalog_runs_an_action_and_says_what_it_leaves_out() {
+    require_engine();
+    let catalog = attune_packs().join("catalog/python.yaml");
+    let catalog = catalog.to_string_lossy();
+    let ran = packbox(
+        &[
+            "--catalog",
+            &catalog,
+            "run",
+            "--packs",
+            &packs_arg(),
+            "brings.env",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(ran.code(), 0, "{}", said(&ran));
+    let outcome = ran.json();
+    assert_eq!(outcome["runtime"], "python");
+    assert_eq!(
+        outcome["result"]["version"], "3.11",
+        "the file's default: {outcome}"
+    );
+    assert_eq!(outcome["result"]["tag"], "/pack/tag", "{outcome}");
+    assert_eq!(outcome["result"]["pythonpath"], "/pack/lib", "{outcome}");
+    assert_eq!(outcome["result"]["venv_hint"], Value::Null, "{outcome}");
+    let warnings = outcome["warnings"].to_string();
+    for expected in ["version 3.12 is left out", "VENV_HINT", "install_command"] {
+        assert!(warnings.contains(expected), "{expected}: {warnings}");
+    }
+    assert_no_leftovers(&ran);
+    // The version the file asks for by constraint, on packbox's own 3.13 image.
+    let newer = packbox(
+        &[
+            "--catalog",
+            &catalog,
+            "explain",
+            "--packs",
+            &packs_arg(),
+            "brings.env",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(newer.code(), 0, "{}", said(&newer));
+    let explained = newer.json();
+    let declared: Vec<&str> = explained["candidates"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|c| c["declared"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(declared, ["3.11", "3.13"], "{explained}");
+    assert!(
+        explained["runtime_not_honoured"]
+            .to_string()
+            .contains("versions[1]"),
+        "{explained}"
+    );
+    let listed = packbox(&["--catalog", &catalog, "runtimes", "list"], &[]);
+    assert_eq!(listed.code(), 0, "{}", said(&listed));
+    assert!(
+        listed.stdout().contains("NOT HONOURED")
+            && listed.stdout().contains("version 3.12 is left out"),
+        "{}",
+        listed.stdout()
+    );
+}
+
+#[test]
+fn runtime_yaml_packbox_cannot_map_is_one_error_naming_the_file_and_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text, words) in [
+        (
+            "python.yaml",
+            "ref: core.python\nexecution_config:\n  interpreter: python3\n",
+            "execution_config.interpreter: invalid type",
+        ),
+        (
+            "ruby.yaml",
+            "ref: core.ruby\nexecution_config:\n  interpreter: {binary: ruby}\n  file_extension: .rb\n",
+            "unknown field `file_extension`",
+        ),
+        (
+            "deno.yaml",
+            "ref: site.deno\nexecution_config: {interpreter: {binary: deno}}\nversions: [{version: '2.1'}]\n",
+            "`versions`: none of 2.1 has an image packbox can use",
+        ),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).expect("write");
+        let file = file.to_string_lossy();
+        let refused = packbox(
+            &[
+                "--catalog",
+                &file,
+                "run",
+                "--packs",
+                &packs_arg(),
+                "flows.say_hello",
+                "--json",
+            ],
+            &[],
+        );
+        assert_eq!(refused.code(), 2, "{}", said(&refused));
+        assert_eq!(refused.json()["status"], "invalid", "{}", said(&refused));
+        let text = said(&refused);
+        assert!(
+            text.contains(&*file) && text.contains(words),
+            "{words}: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_packs_own_runtime_is_refused_by_default_and_runs_on_the_catalogs_images_when_allowed() {
+    require_engine();
+    let refused = run("brings.strict", &[]);
+    assert_eq!(refused.code(), 2, "{}", said(&refused));
+    let text = said(&refused);
+    assert!(
+        text.contains("build.allow_pack_runtimes") && text.contains("runtimes/strictsh.yaml"),
+        "{text}"
+    );
+    assert_no_leftovers(&refused);
+    let validated = packbox(
+        &[
+            "pack",
+            "validate",
+            &format!("{}/brings", packs_arg()),
+            "--json",
+        ],
+        &[],
+    );
+    assert_ne!(validated.code(), 0, "{}", said(&validated));
+    assert!(
+        said(&validated).contains("build.allow_pack_runtimes"),
+        "{}",
+        said(&validated)
+    );
+
+    let allow = [("PACKBOX_ALLOW_PACK_RUNTIMES", "1")];
+    let ran = packbox(
+        &["run", "--packs", &packs_arg(), "brings.strict", "--json"],
+        &allow,
+    );
+    assert_eq!(ran.code(), 0, "{}", said(&ran));
+    let outcome = ran.json();
+    assert_eq!(outcome["runtime"], "brings.strictsh", "{outcome}");
+    assert_eq!(
+        outcome["image"], "packbox/shell:5.2",
+        "the catalog's image: {outcome}"
+    );
+    let flags = outcome["result"]["flags"].as_str().unwrap_or_default();
+    assert!(
+        flags.contains('e') && flags.contains('u'),
+        "bash -e -u: {outcome}"
+    );
+    assert_eq!(outcome["result"]["mode"], "on", "{outcome}");
+    assert_eq!(outcome["result"]["lib"], "/pack/lib", "{outcome}");
+    assert!(
+        outcome["warnings"]
+            .to_string()
+            .contains("`bash` stays the catalog's shell"),
+        "{outcome}"
+    );
+    assert_no_leftovers(&ran);
+    let validated = packbox(
+        &[
+            "pack",
+            "validate",
+            &format!("{}/brings", packs_arg()),
+            "--json",
+        ],
+        &allow,
+    );
+    assert_eq!(validated.code(), 0, "{}", said(&validated));
+}
+
+#[test]
+fn a_packs_runtime_that_asks_for_what_packbox_cannot_do_safely_is_refused_when_allowed() {
+    require_engine();
+    let allow = [("PACKBOX_ALLOW_PACK_RUNTIMES", "1")];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pack = copy_pack(&attune_packs().join("brings"), dir.path());
+    let packs = dir.path().to_string_lossy().into_owned();
+    for (text, words) in [
+        (
+            "ref: brings.strictsh\naliases: [strictsh]\nexecution_config: {interpreter: {binary: bash}}\nversions:\n  - {version: '5.2', packbox: {image: 'packbox-test/planted:1'}}\n",
+            "cannot name an image or a recipe",
+        ),
+        (
+            "ref: brings.strictsh\naliases: [strictsh]\nexecution_config: {interpreter: {binary: deno, args: [run]}}\n",
+            "`deno` is the interpreter of no runtime of the catalog",
+        ),
+        (
+            "ref: brings.strictsh\naliases: [strictsh]\nexecution_config:\n  interpreter: {binary: bash}\n  env_vars: {PACKBOX_EXEC_ID: forged}\n",
+            "execution_config.env_vars.PACKBOX_EXEC_ID",
+        ),
+    ] {
+        std::fs::write(pack.join("runtimes/strictsh.yaml"), text).expect("write");
+        let refused = packbox(
+            &["run", "--packs", &packs, "brings.strict", "--json"],
+            &allow,
+        );
+        assert_eq!(refused.code(), 2, "{}", said(&refused));
+        let said = said(&refused);
+        assert!(
+            said.contains("strictsh.yaml") && said.contains(words),
+            "{words}: {said}"
+        );
+        assert_no_leftovers(&refused);
+    }
+    // The flows pack's deno runtime cannot be used; its shell action still runs.
+    let flows = copy_pack(&attune_packs().join("flows"), dir.path());
+    let validated = packbox(
+        &["pack", "validate", &flows.to_string_lossy(), "--json"],
+        &allow,
+    );
+    assert!(
+        said(&validated).contains("deno.yaml"),
+        "{}",
+        said(&validated)
+    );
+    let ran = packbox(
+        &[
+            "run",
+            "--packs",
+            &packs,
+            "flows.say_hello",
+            "-p",
+            "name=Ada",
+            "--json",
+        ],
+        &allow,
+    );
+    assert_eq!(ran.code(), 0, "{}", said(&ran));
+}

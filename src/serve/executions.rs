@@ -685,7 +685,8 @@ fn refusal(action: &str, error: PlanError) -> Refused {
             message: other.to_string(),
             problems: Vec::new(),
         },
-        PlanError::Workflow { .. } => Refused::Invalid {
+        // The operator's policy refuses it, as it refuses a workflow: the request is refused.
+        PlanError::Workflow { .. } | PlanError::PackRuntimeNotAllowed { .. } => Refused::Invalid {
             message: error.to_string(),
             problems: Vec::new(),
         },

@@ -133,6 +133,8 @@ pub struct BuildLayer {
     pub npm_registry: Option<String>,
     /// Packs' requirements may choose package sources (`--index-url`, `--find-links`, URLs, ...).
     pub allow_pack_sources: Option<bool>,
+    /// Packs may bring runtimes (`runtimes/*.yaml`) for their own actions.
+    pub allow_pack_runtimes: Option<bool>,
     /// Memory (no swap) of each environment build step.
     pub memory: Option<Size>,
     /// How long one environment build may take.

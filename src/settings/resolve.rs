@@ -211,6 +211,12 @@ impl Resolver<'_> {
             runtimes.as_ref().map(|p| &p.value),
             runtimes.as_ref().map_or(Source::Default, |p| p.source),
         );
+        let allow_pack_runtimes = self.setting(
+            "build.allow_pack_runtimes",
+            |l| l.build.allow_pack_runtimes,
+            false,
+            any,
+        )?;
         let (sandbox, isolation) = self.sandbox(&backend.value)?;
         let (network_policy, egress) = self.network()?;
         let run = self.run_defaults()?;
@@ -227,6 +233,7 @@ impl Resolver<'_> {
             state_dir: state_dir.value,
             catalog_dir: catalog.map(|p| p.value),
             runtimes: runtimes.map(|p| p.value),
+            allow_pack_runtimes: allow_pack_runtimes.value,
             sandbox,
             isolation,
             network: network_policy,
