@@ -10,6 +10,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+#[path = "common/quiet.rs"]
+mod quiet;
+
+use quiet::{load, settle};
+
 use packbox::{Catalog, Environment, Executor, RunRequest, Settings, SettingsLayer, Status};
 
 const LATENCY_RUNS: usize = 40;
@@ -26,10 +31,9 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
+/// The load a section began at and the load now, for a row.
+fn loads(at_start: &str) -> String {
+    format!("{at_start}; {}", load())
 }
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
@@ -125,10 +129,13 @@ fn main() {
             "Docker {{.Server.Version}} (API {{.Server.APIVersion}})"
         ])
     ));
-    report.push_str("| figure | with a grant | without | added | load |\n|---|---|---|---|---|\n");
+    report.push_str(
+        "| figure | with a grant | without | added | load at the section's start; at the row |\n|---|---|---|---|---|\n",
+    );
 
     // 1. A trivial run, sequentially, on executors with a warm pool, then one-shot executors.
     for (label, pooled) in [("warm pool", true), ("no pool (one-shot executor)", false)] {
+        let quiet = settle();
         let mut figures = Vec::new();
         for settings in [&granted, &none] {
             let noop = plan(settings, &bench_packs, "bench.noop", &[]);
@@ -166,14 +173,14 @@ fn main() {
             ms(p50_with),
             ms(p50_without),
             (p50_with.as_secs_f64() - p50_without.as_secs_f64()) * 1000.0,
-            load()
+            loads(&quiet)
         ));
         report.push_str(&format!(
             "| trivial run, {label}, p90 | {} | {} | {:+.0} ms | {} |\n",
             ms(p90_with),
             ms(p90_without),
             (p90_with.as_secs_f64() - p90_without.as_secs_f64()) * 1000.0,
-            load()
+            loads(&quiet)
         ));
     }
 
@@ -202,20 +209,22 @@ fn main() {
             )
         })
     };
+    let quiet = settle();
     let (proxied, proxied_p90) = timed(&granted, "http://granted.test:8000/", false);
     let (straight, straight_p90) = timed(&direct, &format!("http://{ip}:8000/"), true);
     report.push_str(&format!(
         "| small HTTP GET from the action, median of 100 | {proxied:.2} ms | {straight:.2} ms (plain network) | {:+.2} ms | {} |\n",
         proxied - straight,
-        load()
+        loads(&quiet)
     ));
     report.push_str(&format!(
         "| small HTTP GET, p90 | {proxied_p90:.2} ms | {straight_p90:.2} ms | {:+.2} ms | {} |\n",
         proxied_p90 - straight_p90,
-        load()
+        loads(&quiet)
     ));
 
     // 3. 100 runs at concurrency 8, with grants and without: throughput and what is left.
+    let quiet = settle();
     let mut rates = Vec::new();
     for settings in [&granted, &none] {
         let noop = plan(settings, &bench_packs, "bench.noop", &[]);
@@ -259,7 +268,7 @@ fn main() {
         rates[0],
         rates[1],
         rates[0] / rates[1],
-        load()
+        loads(&quiet)
     ));
     report.push_str(&format!(
         "\nAfter the batches: {} containers and {} networks of this process left.\n",

@@ -21,6 +21,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "common/quiet.rs"]
+mod quiet;
 #[path = "speed/mod.rs"]
 mod speed;
 

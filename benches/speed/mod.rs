@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use super::quiet::{load, settle};
 use super::{
     Server, count, docker_run, docker_run_args, engine_ceiling, percentile, pooled,
     pooled_container, post, wait_final, warm_run,
@@ -266,44 +267,6 @@ fn ms(d: Duration) -> String {
 
 fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64()
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The 1-minute load average below which the machine counts as quiet.
-const QUIET_LOAD: f64 = 2.0;
-
-/// Waits (bounded: `PACKBOX_BENCH_SETTLE` seconds, default 300) until the machine is quiet
-/// (the 1-minute load below [`QUIET_LOAD`]) before a section's runs begin, so that what one
-/// section's runs left on the machine never weighs on the next one's; returns the load the
-/// section began at (above the bound when the wait ran out: such rows say so and must be
-/// taken again).
-fn settle() -> String {
-    let bound = Duration::from_secs(count("PACKBOX_BENCH_SETTLE", 300) as u64);
-    let began = Instant::now();
-    let one_minute = || {
-        load()
-            .split_whitespace()
-            .next()
-            .and_then(|l| l.parse::<f64>().ok())
-            .unwrap_or(f64::MAX)
-    };
-    while one_minute() >= QUIET_LOAD && began.elapsed() < bound {
-        std::thread::sleep(Duration::from_secs(5));
-    }
-    let at_start = load();
-    if one_minute() >= QUIET_LOAD {
-        format!("{at_start} (not quiet: take it again)")
-    } else {
-        at_start
-    }
 }
 
 /// A row of the goals table: figure, packbox, yardstick, ratio, goal, met, load average at the

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
+. scripts/lib/settle.sh
 runs=${RUNS:-20}
 load=${LOAD:-100}
 concurrency=${CONCURRENCY:-8}
@@ -51,7 +52,7 @@ for worker in $PACKBOX_CLUSTER_WORKERS; do
 done
 
 echo "==> 1. one run of a trivial action on the manager and on a worker ($runs runs each)" >&2
-load_before=$(load_average)
+load_before=$(settle)
 hyperfine --shell=bash --warmup 2 --runs "$runs" --export-json "$work/overhead.json" \
   -n "packbox, swarm backend, on the manager" "$on_manager" \
   -n "packbox, swarm backend, on a worker" "$on_worker" >&2
@@ -61,6 +62,7 @@ load_after_1=$(load_average)
 
 echo "==> 2. $load runs at concurrency $concurrency placed on the workers" >&2
 mkdir -p "$work/load"
+load_before_2=$(settle)
 started=$(date +%s.%N)
 seq "$load" | xargs -P"$concurrency" -I{} bash -c \
   "$on_worker --json >'$work/load/{}.json' 2>'$work/load/{}.err' || true"
@@ -89,7 +91,7 @@ engine=$(docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}
   echo "# swarm backend on three nodes"
   echo
   echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), a Swarm of three Docker-in-Docker engines (Docker $engine) on one machine: a manager and two workers on a Docker network of their own, the registry $registry on it. Reproduce: \`scripts/bench-swarm cluster\`."
-  echo "Bringing the cluster up took ${up_s} s. Medians of hyperfine runs of \`bench.noop\`, placed by \`--placement\`. Load average (1, 5, 15 min) before: $load_before; after part 1: $load_after_1; after part 2: $load_after_2."
+  echo "Bringing the cluster up took ${up_s} s. Medians of hyperfine runs of \`bench.noop\`, placed by \`--placement\`. Each part begins once the 1-minute load is below 2 (waited for, bounded). Load average (1, 5, 15 min) at the start of part 1: $load_before, at its end: $load_after_1; at the start of part 2: $load_before_2, at its end: $load_after_2."
   echo
   echo "| one run, trivial action | median | against the manager |"
   echo "|---|---|---|"

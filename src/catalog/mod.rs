@@ -3,7 +3,12 @@
 //! The built-in catalog is `images/runtimes/*.yaml`, compiled into the binary together with the
 //! Dockerfiles it names, so a packbox binary can build its runtime images without a checkout. A
 //! user folder of `*.yaml` runtime files (`--catalog DIR`, `PACKBOX_CATALOG`) adds runtimes or
-//! replaces built-in ones by name; its recipes name Dockerfiles relative to that folder.
+//! replaces built-in ones by name; its recipes name Dockerfiles relative to that folder. A file
+//! may also be written in Attune's own runtime shape ([`attune`]), and a pack may bring runtimes
+//! of that shape for its own runs where the operator allows it ([`pack`]).
+
+mod attune;
+pub mod pack;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -152,6 +157,14 @@ pub struct Runtime {
     /// The catalog file it came from, for messages.
     #[serde(skip)]
     pub source: String,
+    /// For a pack's runtime: the catalog runtime whose images (and environment builder) it
+    /// uses; `None`: its own.
+    #[serde(skip)]
+    pub base: Option<String>,
+    /// What its file asks for that packbox does not do (a file in Attune's shape), each as
+    /// "`field`: what happens instead".
+    #[serde(skip)]
+    pub not_honoured: Vec<String>,
 }
 
 /// One version of a runtime: its image, how to build that image, and how to check what it holds.
@@ -204,7 +217,7 @@ pub struct Catalog {
 
 impl Catalog {
     /// The built-in catalog, extended or overridden (by runtime name) by the `*.yaml` runtime
-    /// files of `user_dir` when one is given.
+    /// files of `user_dir` (a folder, or one file) when one is given.
     pub fn load(user_dir: Option<&Path>) -> Result<Catalog, CatalogError> {
         let mut catalog = Catalog::builtin()?;
         if let Some(dir) = user_dir {
@@ -263,25 +276,51 @@ impl Catalog {
         names.join(", ")
     }
 
-    /// Adds the runtimes of a user folder; a runtime named like an existing one replaces it.
-    /// Recipe Dockerfiles are read now, relative to the folder, and keyed by their full path.
-    fn merge_user_dir(&mut self, dir: &Path) -> Result<(), CatalogError> {
+    /// What the operator's runtime files in Attune's shape ask for that packbox does not do,
+    /// each as "FILE: `field`: what happens instead".
+    pub fn warnings(&self) -> Vec<String> {
+        self.runtimes
+            .iter()
+            .flat_map(|r| r.not_honoured.iter().map(|n| format!("{}: {n}", r.source)))
+            .collect()
+    }
+
+    /// Adds the runtimes of a user folder (or one file); a runtime named like an existing one
+    /// replaces it. Recipe Dockerfiles are read now, relative to the folder, and keyed by their
+    /// full path.
+    fn merge_user_dir(&mut self, path: &Path) -> Result<(), CatalogError> {
         let read_error = |file: &Path, source| CatalogError::Read {
             file: file.display().to_string(),
             source,
         };
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| read_error(dir, e))?
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|ext| ext == "yaml") && path.is_file())
-            .collect();
+        let (dir, mut files): (&Path, Vec<_>) = if path.is_file() {
+            (
+                path.parent().unwrap_or(Path::new(".")),
+                vec![path.to_path_buf()],
+            )
+        } else {
+            let files = std::fs::read_dir(path)
+                .map_err(|e| read_error(path, e))?
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "yaml") && path.is_file())
+                .collect();
+            (path, files)
+        };
         files.sort();
         let mut seen = Vec::new();
         for file in files {
             let shown = file.display().to_string();
             let text = crate::common::input::read_yaml(&file, MAX_CATALOG_FILE_BYTES)?;
-            let mut runtime = parse_runtime(&shown, &text)?;
+            let runtime = if attune::is_upstream(&text) {
+                let mapped = attune::map(&shown, &text, self, attune::Origin::Operator { dir })?;
+                self.recipes.extend(mapped.recipes);
+                mapped.runtime
+            } else {
+                let mut runtime = parse_runtime(&shown, &text)?;
+                self.read_recipes(&mut runtime, dir)?;
+                runtime
+            };
             if seen.contains(&runtime.name) {
                 return Err(CatalogError::Invalid {
                     file: shown,
@@ -293,27 +332,33 @@ impl Catalog {
                 });
             }
             seen.push(runtime.name.clone());
-            for version in &mut runtime.versions {
-                let Some(recipe) = &mut version.recipe else {
-                    continue;
-                };
-                let path = dir.join(&recipe.dockerfile);
-                let dockerfile =
-                    std::fs::read_to_string(&path).map_err(|source| CatalogError::Invalid {
-                        file: shown.clone(),
-                        message: format!(
-                            "version {}: recipe `dockerfile` {} cannot be read: {source}",
-                            version.version,
-                            path.display()
-                        ),
-                    })?;
-                recipe.dockerfile = path.display().to_string();
-                self.recipes.insert(recipe.dockerfile.clone(), dockerfile);
-            }
             match self.runtimes.iter_mut().find(|r| r.name == runtime.name) {
                 Some(existing) => *existing = runtime,
                 None => self.runtimes.push(runtime),
             }
+        }
+        Ok(())
+    }
+
+    /// Reads the Dockerfiles a packbox-shaped runtime's recipes name, relative to `dir`, and
+    /// keys them by their full path.
+    fn read_recipes(&mut self, runtime: &mut Runtime, dir: &Path) -> Result<(), CatalogError> {
+        for version in &mut runtime.versions {
+            let Some(recipe) = &mut version.recipe else {
+                continue;
+            };
+            let path = dir.join(&recipe.dockerfile);
+            let dockerfile =
+                std::fs::read_to_string(&path).map_err(|source| CatalogError::Invalid {
+                    file: runtime.source.clone(),
+                    message: format!(
+                        "version {}: recipe `dockerfile` {} cannot be read: {source}",
+                        version.version,
+                        path.display()
+                    ),
+                })?;
+            recipe.dockerfile = path.display().to_string();
+            self.recipes.insert(recipe.dockerfile.clone(), dockerfile);
         }
         Ok(())
     }
@@ -378,6 +423,12 @@ impl Catalog {
 }
 
 impl Runtime {
+    /// The catalog runtime whose images and environment builder this one uses: its own name,
+    /// or for a pack's runtime the one it runs on (`python` for `mypack.python`).
+    pub fn family(&self) -> &str {
+        self.base.as_deref().unwrap_or(&self.name)
+    }
+
     /// The version an action would run on, judged on the declared versions alone (all that is
     /// known without an engine): see [`version::select`]. The verdict is `Maybe` when only the
     /// image's full version can confirm the choice (a constraint more precise than the catalog).
@@ -552,6 +603,28 @@ mod tests {
         assert!(
             err.to_string().contains("`three` is not a version"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn one_file_in_attunes_shape_is_a_catalog_too() {
+        let upstream = "ref: core.python\naliases: [python, python3]\nexecution_config: {interpreter: {binary: python3, args: [-u]}}\nversions: [{version: '3.12'}, {version: '3.13'}]\n";
+        let dir = user_dir(&[("python.yaml", upstream)]);
+        let catalog = Catalog::load(Some(&dir.path().join("python.yaml"))).expect("valid");
+        let python = catalog.resolve("python3").expect("python");
+        let versions: Vec<&str> = python.versions.iter().map(|v| v.version.as_str()).collect();
+        assert_eq!(versions, ["3.13"]);
+        assert_eq!(
+            catalog.runtimes().len(),
+            7,
+            "it replaced the built-in python"
+        );
+        let warnings = catalog.warnings();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.ends_with("python.yaml: `versions[0]`: version 3.12 is left out: packbox has no image for it (add `packbox: {image: ...}` to the version to give it one)")),
+            "{warnings:#?}"
         );
     }
 

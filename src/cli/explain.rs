@@ -121,6 +121,15 @@ fn print_explanation(e: &Explanation) {
             out(format!("  instead: {}", first.packbox));
         }
     }
+    if !e.runtime_not_honoured.is_empty() {
+        out(format!(
+            "runtime {}: not honoured (its file asks for these; packbox does not do them)",
+            e.runtime
+        ));
+        for note in &e.runtime_not_honoured {
+            out(format!("  {note}"));
+        }
+    }
     let Some(env) = &e.environment else {
         return;
     };

@@ -18,9 +18,9 @@ pub struct GlobalArgs {
     /// packbox.yaml in the working folder is never read on its own).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// A folder of runtime definitions (*.yaml) that extend or replace the built-in catalog
-    /// (default: $PACKBOX_CATALOG).
-    #[arg(long, global = true, value_name = "DIR")]
+    /// A folder of runtime definitions (*.yaml), or one such file, that extend or replace the
+    /// built-in catalog; packbox's shape or Attune's runtime YAML (default: $PACKBOX_CATALOG).
+    #[arg(long, global = true, value_name = "DIR|FILE")]
     pub catalog: Option<PathBuf>,
     /// The engine to use: an address (unix:///path, tcp://host:2376) or a docker context name
     /// (default: as the docker CLI finds it: DOCKER_HOST, DOCKER_CONTEXT, the current docker

@@ -32,14 +32,25 @@ pub async fn execute(command: RuntimesCommand, global: &GlobalArgs) -> ExitCode 
         RuntimesCommand::List { json } => (false, json),
     };
     match statuses(verify, global).await {
-        Ok(statuses) => {
+        Ok((statuses, not_honoured)) => {
             if json {
                 match serde_json::to_string_pretty(&statuses) {
                     Ok(text) => println!("{text}"),
                     Err(e) => eprintln!("error: cannot serialise the result: {e}"),
                 }
+                for note in &not_honoured {
+                    eprintln!("warning: {}", render::sanitize(note));
+                }
             } else {
                 print_table(&statuses);
+                if !not_honoured.is_empty() {
+                    println!(
+                        "\nNOT HONOURED (runtime files in Attune's shape ask for these; packbox does not do them)"
+                    );
+                    for note in &not_honoured {
+                        println!("  {}", render::sanitize(note));
+                    }
+                }
             }
             ExitCode::SUCCESS
         }
@@ -47,9 +58,15 @@ pub async fn execute(command: RuntimesCommand, global: &GlobalArgs) -> ExitCode 
     }
 }
 
-async fn statuses(verify: bool, global: &GlobalArgs) -> Result<Vec<VersionStatus>, Error> {
+/// The versions' statuses, and what the catalog's files in Attune's shape ask for that packbox
+/// does not do.
+async fn statuses(
+    verify: bool,
+    global: &GlobalArgs,
+) -> Result<(Vec<VersionStatus>, Vec<String>), Error> {
     let settings = options::resolve(global)?;
     let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
+    let not_honoured = catalog.warnings();
     let executor = Executor::connect(settings, catalog).await?;
     let statuses = if verify {
         executor.verify_runtimes().await
@@ -57,7 +74,7 @@ async fn statuses(verify: bool, global: &GlobalArgs) -> Result<Vec<VersionStatus
         executor.list_runtimes().await
     };
     executor.close().await;
-    statuses
+    Ok((statuses?, not_honoured))
 }
 
 fn print_table(statuses: &[VersionStatus]) {

@@ -25,9 +25,9 @@ use super::podman::{self, NotApplied, PODMAN_NPROC, ProfileFiles};
 use super::{
     ArchiveStream, Attached, BridgeSpec, BuildSpec, CommitSpec, ConnectProblem, ContainerEngine,
     ContainerSpec, ContainerState, ContainerSummary, EngineError, EngineIdentity, EngineInfo,
-    EngineMode, EngineName, ImageExport, ImageSummary, InitProcess, LineSink, NetworkSummary,
-    OciRuntime, OutputChunk, PACKBOX_INIT_DIR, PACKBOX_INIT_PATH, SharedSwarm, Signal, StreamKind,
-    VolumeSummary, docker_network,
+    EngineMode, EngineName, ImageExport, ImageLabels, ImageSummary, InitProcess, LineSink,
+    NetworkSummary, OciRuntime, OutputChunk, PACKBOX_INIT_DIR, PACKBOX_INIT_PATH, SharedSwarm,
+    Signal, StreamKind, VolumeSummary, docker_network,
 };
 use super::{TlsFiles, Transport};
 
@@ -70,21 +70,16 @@ impl DockerEngine {
             source: source.map(|e| Box::new(e) as _),
         };
         let docker = docker.map_err(|e| unreachable(classify(&e, transport), Some(e)))?;
-        // One request both negotiates the API version and says which engine this is (what
-        // `negotiate_version` would ask, and on Podman the slowest request there is: the
-        // service asks its OCI runtime and conmon for their versions).
-        let version = match tokio::time::timeout(CONNECT_TIMEOUT, docker.version()).await {
+        let introduced = tokio::time::timeout(CONNECT_TIMEOUT, introduce(&docker, transport));
+        let (server_api, identity) = match introduced.await {
             Err(_) => {
                 let seconds = CONNECT_TIMEOUT.as_secs();
                 return Err(unreachable(ConnectProblem::NoAnswer { seconds }, None));
             }
             Ok(Err(e)) => return Err(unreachable(classify(&e, transport), Some(e))),
-            Ok(Ok(version)) => version,
+            Ok(Ok(introduced)) => introduced,
         };
-        let server_api = version
-            .api_version
-            .as_deref()
-            .and_then(parse_api_version)
+        let server_api = parse_api_version(&server_api)
             .ok_or_else(|| unreachable(ConnectProblem::Failed, None))?;
         let negotiated = server_api.min(version_of(default_api));
         if negotiated < MIN_API_VERSION {
@@ -100,7 +95,6 @@ impl DockerEngine {
             Transport::Tcp { address, tls } => tcp_client(address, tls.as_ref(), &api),
         }
         .map_err(|e| unreachable(classify(&e, transport), Some(e)))?;
-        let identity = identify(&version, transport);
         let profiles = match (identity.name, transport) {
             (EngineName::Podman, Transport::Unix { .. }) => Some(Arc::new(ProfileFiles::new()?)),
             _ => None,
@@ -183,6 +177,20 @@ impl ContainerEngine for DockerEngine {
     async fn image_id(&self, name: &str) -> Result<Option<String>, EngineError> {
         match self.docker.inspect_image(name).await {
             Ok(image) => Ok(image.id),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(api(format!("inspecting image {name}"), e)),
+        }
+    }
+
+    async fn image_labels(&self, name: &str) -> Result<Option<ImageLabels>, EngineError> {
+        match self.docker.inspect_image(name).await {
+            Ok(image) => Ok(image.id.map(|id| ImageLabels {
+                id,
+                labels: image
+                    .config
+                    .and_then(|config| config.labels)
+                    .unwrap_or_default(),
+            })),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(api(format!("inspecting image {name}"), e)),
         }
@@ -295,7 +303,7 @@ impl ContainerEngine for DockerEngine {
         let (body, _) = self.create_body(spec)?;
         let created = match self.docker.create_container(Some(options), body).await {
             Ok(created) => created,
-            Err(e) if is_status(&e, 409) || name_taken_on_podman(&e) => {
+            Err(e) if is_status(&e, 409) || podman::name_taken_on_podman(&e) => {
                 return Err(EngineError::InUse {
                     what: format!("creating container {name}: the name"),
                 });
@@ -319,7 +327,7 @@ impl ContainerEngine for DockerEngine {
             return Ok(Vec::new());
         }
         let (_, profile_file) = self.create_body(spec)?;
-        let inspected = read_again_while(podman_state_of_a_moment, || {
+        let inspected = read_again_while(podman::podman_state_of_a_moment, || {
             self.docker.inspect_container(id, None)
         })
         .await
@@ -402,7 +410,9 @@ impl ContainerEngine for DockerEngine {
             .build();
         match self.docker.kill_container(id, Some(options)).await {
             Ok(()) => Ok(()),
-            Err(e) if is_status(&e, 409) || is_not_found(&e) || is_not_running(&e) => Ok(()),
+            Err(e) if is_status(&e, 409) || is_not_found(&e) || podman::is_not_running(&e) => {
+                Ok(())
+            }
             Err(e) => Err(api(
                 format!("sending {} to container {id}", signal.name()),
                 e,
@@ -411,7 +421,7 @@ impl ContainerEngine for DockerEngine {
     }
 
     async fn container_state(&self, id: &str) -> Result<ContainerState, EngineError> {
-        let inspected = match read_again_while(podman_state_of_a_moment, || {
+        let inspected = match read_again_while(podman::podman_state_of_a_moment, || {
             self.docker.inspect_container(id, None)
         })
         .await
@@ -464,7 +474,7 @@ impl ContainerEngine for DockerEngine {
             .all(true)
             .filters(&filters)
             .build();
-        let found = read_again_while(podman_state_of_a_moment, || {
+        let found = read_again_while(podman::podman_state_of_a_moment, || {
             self.docker.list_containers(Some(options.clone()))
         })
         .await
@@ -535,7 +545,7 @@ impl ContainerEngine for DockerEngine {
         // Podman lists images without a lock against removal: an image removed by another
         // client while the list is being read fails the whole list with 500 "image not known".
         // The list is read again (a few times, briefly) rather than failing a probe or a sweep.
-        let found = read_again_while(vanished_during_listing, || {
+        let found = read_again_while(podman::vanished_during_listing, || {
             self.docker.list_images(Some(options.clone()))
         })
         .await
@@ -595,7 +605,7 @@ impl ContainerEngine for DockerEngine {
         &self,
         name: &str,
     ) -> Result<Option<HashMap<String, String>>, EngineError> {
-        match read_again_while(podman_state_of_a_moment, || {
+        match read_again_while(podman::podman_state_of_a_moment, || {
             self.docker.inspect_container(name, None)
         })
         .await
@@ -1200,12 +1210,40 @@ fn version_of(version: &bollard::ClientVersion) -> (usize, usize) {
     (version.major_version, version.minor_version)
 }
 
+/// What the engine says about itself: the API version it serves and who it is. Both questions
+/// are asked at once on a Unix socket: a Podman service answers its ping with its own version
+/// ([`podman::ping`]), which spares its slow version endpoint; Docker's ping says nothing of the
+/// kind, and its version endpoint answers in milliseconds. One request of the version endpoint
+/// both negotiates the API version and says which engine this is elsewhere.
+async fn introduce(
+    docker: &Docker,
+    transport: &Transport,
+) -> Result<(String, EngineIdentity), BollardError> {
+    let asked = async {
+        let version = docker.version().await?;
+        let api = version.api_version.clone().unwrap_or_default();
+        Ok((api, identify(&version, transport)))
+    };
+    let Transport::Unix { socket } = transport else {
+        return asked.await;
+    };
+    tokio::pin!(asked);
+    tokio::select! {
+        Some(ping) = podman::ping(socket) => Ok((
+            ping.api_version,
+            EngineIdentity {
+                name: EngineName::Podman,
+                version: ping.podman_version,
+                mode: podman_mode(transport),
+            },
+        )),
+        answer = &mut asked => answer,
+    }
+}
+
 /// Docker or Podman, from the version endpoint: Podman's names a `Podman Engine` component
-/// (rootless Docker a `rootlesskit` one). A Podman service on a Unix socket is rootless when the
-/// socket belongs to a user other than root (the service makes it as the user it runs as);
-/// over TCP its mode cannot be told from here.
+/// (rootless Docker a `rootlesskit` one).
 fn identify(version: &bollard::models::SystemVersion, transport: &Transport) -> EngineIdentity {
-    use std::os::unix::fs::MetadataExt;
     let components = version.components.as_deref().unwrap_or_default();
     let podman = components.iter().find(|c| c.name == "Podman Engine");
     let version_text = podman
@@ -1216,14 +1254,7 @@ fn identify(version: &bollard::models::SystemVersion, transport: &Transport) -> 
         Some(_) => EngineIdentity {
             name: EngineName::Podman,
             version: version_text,
-            mode: match transport {
-                Transport::Unix { socket } => match std::fs::metadata(socket) {
-                    Ok(meta) if meta.uid() == 0 => EngineMode::Rootful,
-                    Ok(_) => EngineMode::Rootless,
-                    Err(_) => EngineMode::Unknown,
-                },
-                Transport::Tcp { .. } => EngineMode::Unknown,
-            },
+            mode: podman_mode(transport),
         },
         None => EngineIdentity {
             name: EngineName::Docker,
@@ -1234,6 +1265,20 @@ fn identify(version: &bollard::models::SystemVersion, transport: &Transport) -> 
                 EngineMode::Rootful
             },
         },
+    }
+}
+
+/// A Podman service on a Unix socket is rootless when the socket belongs to a user other than
+/// root (the service makes it as the user it runs as); over TCP its mode cannot be told from here.
+fn podman_mode(transport: &Transport) -> EngineMode {
+    use std::os::unix::fs::MetadataExt;
+    match transport {
+        Transport::Unix { socket } => match std::fs::metadata(socket) {
+            Ok(meta) if meta.uid() == 0 => EngineMode::Rootful,
+            Ok(_) => EngineMode::Rootless,
+            Err(_) => EngineMode::Unknown,
+        },
+        Transport::Tcp { .. } => EngineMode::Unknown,
     }
 }
 
@@ -1253,24 +1298,6 @@ fn is_not_found(error: &BollardError) -> bool {
         } => *status_code == 404 || (*status_code == 500 && message.contains("no such ")),
         _ => false,
     }
-}
-
-/// Podman's answer (500, where Docker says 409) to a signal for a container that has already
-/// exited: the kill raced the container's own end, which is no error for packbox.
-fn is_not_running(error: &BollardError) -> bool {
-    match error {
-        BollardError::DockerResponseServerError {
-            status_code,
-            message,
-        } => *status_code == 500 && message.contains("container state improper"),
-        _ => false,
-    }
-}
-
-/// Podman's answer (500, where Docker says 409) to a create whose container name is taken.
-fn name_taken_on_podman(error: &BollardError) -> bool {
-    matches!(error, BollardError::DockerResponseServerError { status_code: 500, message }
-        if message.contains("is already in use"))
 }
 
 /// How many times an answer of a moment is read before its error is reported.
@@ -1297,21 +1324,6 @@ where
             answer => return answer,
         }
     }
-}
-
-/// Podman 4.3 names a container's state `stopped` for a moment after its process died and
-/// before its clean-up ran (Docker's API has no such state, so the answer cannot be read: a
-/// whole listing or inspection fails). Seen in `packbox gc` beside runs ending on rootful
-/// Podman; read again, the state is `exited`.
-fn podman_state_of_a_moment(error: &BollardError) -> bool {
-    error.to_string().contains("unknown variant `stopped`")
-}
-
-/// Podman's answer when an image it was listing was removed meanwhile (its list holds no lock):
-/// 500 with `image not known` for an id of the list, not a fault of the request.
-fn vanished_during_listing(error: &BollardError) -> bool {
-    matches!(error, BollardError::DockerResponseServerError { status_code: 500, message }
-        if message.contains("image not known"))
 }
 
 pub(super) fn is_status(error: &BollardError, status: u16) -> bool {
@@ -1424,71 +1436,6 @@ mod tests {
             message: "runc: create failed".into(),
         };
         assert!(!is_not_found(&other));
-    }
-
-    #[test]
-    fn podmans_500_for_a_kill_of_an_exited_container_is_not_running() {
-        // Measured on rootless Podman 4.3.1: a SIGKILL after the grace period raced the exit.
-        let podman = BollardError::DockerResponseServerError {
-            status_code: 500,
-            message: "can only kill running containers. 07c6 is in state exited: container state improper".into(),
-        };
-        assert!(is_not_running(&podman));
-        let other = BollardError::DockerResponseServerError {
-            status_code: 500,
-            message: "runc: kill failed".into(),
-        };
-        assert!(!is_not_running(&other));
-    }
-
-    #[test]
-    fn podmans_500_for_a_taken_container_name_is_in_use() {
-        let podman = BollardError::DockerResponseServerError {
-            status_code: 500,
-            message: "container create: creating container storage: the container name \"p-lock\" is already in use by 121e. You have to remove that container to be able to reuse that name: that name is already in use".into(),
-        };
-        assert!(name_taken_on_podman(&podman));
-        let other = BollardError::DockerResponseServerError {
-            status_code: 500,
-            message: "runc: create failed".into(),
-        };
-        assert!(!name_taken_on_podman(&other));
-    }
-
-    #[test]
-    fn podmans_momentary_stopped_state_is_read_again_and_other_bad_answers_are_not() {
-        let stopped = serde_json::from_str::<bollard::models::ContainerSummary>(
-            r#"{"Id": "a4a4", "State": "stopped"}"#,
-        )
-        .map_err(|err| BollardError::JsonSerdeError { err })
-        .expect_err("bollard knows no `stopped` state");
-        assert!(podman_state_of_a_moment(&stopped), "{stopped}");
-        let other = serde_json::from_str::<bollard::models::ContainerSummary>(
-            r#"{"Id": "a4a4", "State": "melted"}"#,
-        )
-        .map_err(|err| BollardError::JsonSerdeError { err })
-        .expect_err("nor a `melted` one");
-        assert!(!podman_state_of_a_moment(&other));
-    }
-
-    #[test]
-    fn podmans_list_that_raced_a_removal_is_read_again_and_nothing_else_is() {
-        let raced = BollardError::DockerResponseServerError {
-            status_code: 500,
-            message: "reading image \"3d69\": locating image with ID \"3d69\": image not known"
-                .into(),
-        };
-        assert!(vanished_during_listing(&raced));
-        let refused = BollardError::DockerResponseServerError {
-            status_code: 500,
-            message: "invalid filter \"scope\"".into(),
-        };
-        assert!(!vanished_during_listing(&refused));
-        let not_found = BollardError::DockerResponseServerError {
-            status_code: 404,
-            message: "image not known".into(),
-        };
-        assert!(!vanished_during_listing(&not_found));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::common::error_text::chain;
 use crate::image::env::inventory::{self, EnvInfo, PruneReport};
 use crate::image::prepare::{self, PrepareError};
 use crate::pack;
-use crate::plan::resolve_runtime;
+use crate::plan::runtime_for;
 use serde::Serialize;
 use std::path::Path;
 
@@ -105,7 +105,7 @@ impl Executor {
             let (action, runtime) = match action {
                 // A workflow has no environment: packbox never runs it.
                 Ok(action) if action.action.workflow_file.is_some() => continue,
-                Ok(action) => match resolve_runtime(&self.catalog, &action) {
+                Ok(action) => match runtime_for(&self.catalog, &self.settings, &action) {
                     Ok(runtime) => (action, runtime),
                     Err(e) => {
                         let report =
@@ -132,9 +132,10 @@ impl Executor {
                 status: EnvStatus::Failed,
                 error: None,
             };
+            let runtime = runtime.as_ref();
             let statuses = preparer.verified_versions(runtime).await?;
             let chosen = action
-                .dependencies(&runtime.name)
+                .dependencies(runtime.family())
                 .map_err(|e| chain(&e))
                 .and_then(|dependencies| {
                     prepare::select_version(

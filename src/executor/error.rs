@@ -202,13 +202,15 @@ impl Error {
             Error::Plan(plan) if matches!(plan.as_ref(), PlanError::Workflow { .. }) => {
                 Fault::Unsupported
             }
+            // The built-in catalog is checked by the tests; a catalog that fails is the
+            // operator's `--catalog` file, as wrong as a wrong flag.
             Error::Settings(_)
+            | Error::Catalog(_)
             | Error::Plan(_)
             | Error::RuntimeFilter(_)
             | Error::OciRuntimeMissing { .. }
             | Error::TooManyCpus { .. } => Fault::Input,
-            Error::Catalog(_)
-            | Error::Egress(_)
+            Error::Egress(_)
             | Error::Engine(_)
             | Error::Image(_)
             | Error::Copy(_)

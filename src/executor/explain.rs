@@ -17,7 +17,7 @@ use crate::image::prepare::{self, PrepareError, Preparer};
 use crate::image::probe::VersionStatus;
 use crate::lifecycle::owner::Owner;
 use crate::pack;
-use crate::plan::{PlanError, resolve_runtime};
+use crate::plan::{PlanError, runtime_for};
 use crate::sandbox::isolation;
 use crate::sandbox::seccomp::Kernel;
 use crate::sandbox::{SandboxPolicy, Workload};
@@ -38,6 +38,9 @@ pub struct Explanation {
     pub runner_type: String,
     /// The catalog runtime it names.
     pub runtime: String,
+    /// What the runtime's file (in Attune's shape) asks for that packbox does not do, each as
+    /// "FILE: `field`: what happens instead".
+    pub runtime_not_honoured: Vec<String>,
     /// The action's `runtime_version`, as written; `None` when it states none.
     pub constraint: Option<String>,
     /// How the version is chosen, in words.
@@ -171,9 +174,10 @@ pub(crate) async fn explain(
         Ok(grant) => (grant, None),
         Err(e) => (None, Some(crate::common::error_text::chain(&e))),
     };
-    let runtime = resolve_runtime(preparer.catalog, &action)?;
+    let runtime = runtime_for(preparer.catalog, settings, &action)?;
+    let runtime = runtime.as_ref();
     let dependencies = action
-        .dependencies(&runtime.name)
+        .dependencies(runtime.family())
         .map_err(PlanError::from)?;
     let statuses = preparer.verified_versions(runtime).await?;
     let constraint = action.action.runtime_version.as_ref();
@@ -202,6 +206,11 @@ pub(crate) async fn explain(
         enabled: action.action.enabled,
         runner_type: action.action.runner_type.clone(),
         runtime: runtime.name.clone(),
+        runtime_not_honoured: runtime
+            .not_honoured
+            .iter()
+            .map(|note| format!("{}: {note}", runtime.source))
+            .collect(),
         constraint: constraint.map(|c| c.as_str().to_string()),
         rule: rule(runtime, constraint),
         candidates,

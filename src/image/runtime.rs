@@ -137,17 +137,13 @@ pub async fn ensure(
             .recipe_dockerfile(recipe)
             .map(|dockerfile| recipe_digest(dockerfile, recipe))
     });
-    if let Some(id) = engine.image_id(&version.image).await? {
+    if let Some(image) = engine.image_labels(&version.image).await? {
         let current = match &recipe_digest {
             None => true,
-            Some(digest) => engine
-                .images_with_labels(&[format!("{RECIPE_LABEL}={digest}")])
-                .await?
-                .iter()
-                .any(|image| image.id == id),
+            Some(digest) => image.labels.get(RECIPE_LABEL) == Some(digest),
         };
         if current {
-            return Ok(ImageState::Present { id });
+            return Ok(ImageState::Present { id: image.id });
         }
         tracing::info!(image = %version.image, "the image predates its recipe; building it again");
     }
@@ -392,6 +388,27 @@ mod tests {
         assert!(matches!(state, ImageState::Built { .. }), "{state:?}");
         let state = ensure_now().await.expect("present");
         assert!(matches!(state, ImageState::Present { .. }), "{state:?}");
+    }
+
+    /// A current image is known by one inspection: a label-filtered listing walks every image on
+    /// the engine (70-100 ms with 300 images), and every run asks this of its runtime image.
+    #[tokio::test]
+    async fn a_current_image_is_known_by_one_inspection_never_a_listing() {
+        let fake = FakeEngine::new();
+        let catalog = Catalog::builtin().expect("catalog");
+        let runtime = catalog.resolve("python").expect("python");
+        let version = &runtime.versions[0];
+        let cancel = CancellationToken::new();
+        ensure(&*fake, &catalog, runtime, version, &cancel, |_| {})
+            .await
+            .expect("built");
+        let before = fake.calls().len();
+        let state = ensure(&*fake, &catalog, runtime, version, &cancel, |_| {})
+            .await
+            .expect("present");
+        assert!(matches!(state, ImageState::Present { .. }), "{state:?}");
+        let calls = fake.calls().split_off(before);
+        assert_eq!(calls, vec![Call::ImageId(version.image.clone())]);
     }
 
     #[tokio::test]

@@ -2,9 +2,11 @@
 //! list`: a pack loads without a catalog; whether each action's runner type is known and its
 //! version constraint can be met is what this step adds.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use crate::catalog::Catalog;
+use crate::catalog::pack::{PACK_RUNTIMES_DIR, pack_runtime_for};
 use crate::pack::dependencies::{self, Installer, Manifests};
 use crate::pack::validate::{self, PackReport};
 use crate::pack::{ActionManifest, PackManifest, Problem, locate};
@@ -107,18 +109,27 @@ fn check_pack(report: PackReport, catalog: &Catalog, settings: &Settings) -> Che
         actions,
         mut problems,
         mut warnings,
-        components,
+        mut components,
     } = report;
+    let catalog = pack_catalog(&dir, pack.as_ref(), catalog, settings, &mut problems);
+    if matches!(catalog, Cow::Owned(_)) {
+        // Its runtimes are used, not merely acknowledged.
+        components.retain(|(folder, _)| folder != PACK_RUNTIMES_DIR);
+    }
+    let catalog = catalog.as_ref();
     let mut checked: Vec<CheckedAction> = actions
         .into_iter()
-        .filter_map(|(file, manifest)| check_action(&file, manifest, catalog, &mut problems))
+        .filter_map(|(file, manifest)| {
+            check_action(&dir, &file, manifest, catalog, settings, &mut problems)
+        })
         .collect();
     if let Some(pack) = &pack {
         warnings.extend(unknown_runtime_deps(&dir, pack, catalog));
         // Read once per installer; their problems are the pack's, reported once.
         let mut sets: Vec<(Installer, Option<Manifests>)> = Vec::new();
         for action in &mut checked {
-            let Some(installer) = Installer::for_runtime(&action.runtime) else {
+            let family = catalog.resolve(&action.runtime).map(|r| r.family());
+            let Some(installer) = family.and_then(Installer::for_runtime) else {
                 continue;
             };
             if let Some((_, set)) = sets.iter().find(|(i, _)| *i == installer) {
@@ -151,6 +162,35 @@ fn check_pack(report: PackReport, catalog: &Catalog, settings: &Settings) -> Che
     }
 }
 
+/// The catalog the pack's actions are checked against: with the runtimes the pack brings where
+/// the operator allows it (a runtime file that cannot be used is a problem of the pack).
+fn pack_catalog<'c>(
+    dir: &Path,
+    pack: Option<&PackManifest>,
+    catalog: &'c Catalog,
+    settings: &Settings,
+    problems: &mut Vec<Problem>,
+) -> Cow<'c, Catalog> {
+    let Some(pack) = pack.filter(|_| settings.allow_pack_runtimes) else {
+        return Cow::Borrowed(catalog);
+    };
+    if !dir.join(PACK_RUNTIMES_DIR).is_dir() {
+        return Cow::Borrowed(catalog);
+    }
+    match catalog.with_pack_runtimes(dir, &pack.pack_ref) {
+        Ok(with_pack) => Cow::Owned(with_pack),
+        Err(e) => {
+            problems.push(Problem {
+                file: dir.join(PACK_RUNTIMES_DIR),
+                line: None,
+                field: None,
+                message: crate::common::error_text::chain(&e),
+            });
+            Cow::Borrowed(catalog)
+        }
+    }
+}
+
 /// `runtime_deps` entries that name no runtime of the catalog.
 fn unknown_runtime_deps(dir: &Path, pack: &PackManifest, catalog: &Catalog) -> Vec<Problem> {
     let file = dir.join("pack.yaml");
@@ -173,9 +213,11 @@ fn unknown_runtime_deps(dir: &Path, pack: &PackManifest, catalog: &Catalog) -> V
 }
 
 fn check_action(
+    pack_dir: &Path,
     file: &Path,
     manifest: ActionManifest,
     catalog: &Catalog,
+    settings: &Settings,
     problems: &mut Vec<Problem>,
 ) -> Option<CheckedAction> {
     // Only for locating lines: the file was read and checked when the action loaded.
@@ -198,14 +240,22 @@ fn check_action(
         });
     }
     let Some(runtime) = catalog.resolve(&manifest.runner_type) else {
-        problems.push(problem(
-            "runner_type",
-            format!(
+        let brought = (!settings.allow_pack_runtimes)
+            .then(|| pack_runtime_for(pack_dir, &manifest.runner_type))
+            .flatten();
+        let message = match brought {
+            Some(runtime_file) => format!(
+                "`{}` is a runtime the pack brings ({}); packs may bring runtimes only where the operator allows it (`build.allow_pack_runtimes: true`)",
+                manifest.runner_type,
+                runtime_file.display()
+            ),
+            None => format!(
                 "`{}` is not a known runtime; expected one of {}",
                 manifest.runner_type,
                 catalog.known_names()
             ),
-        ));
+        };
+        problems.push(problem("runner_type", message));
         return None;
     };
     match runtime.select_version(manifest.runtime_version.as_ref()) {

@@ -4,12 +4,13 @@
 
 pub mod check;
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::catalog::{Catalog, NoMatchingVersion, Runtime};
+use crate::catalog::{Catalog, CatalogError, NoMatchingVersion, Runtime};
 use crate::contract::delivery::{self, DeliveryError};
 use crate::contract::result::OutcomeTerms;
 use crate::contract::scrub::StreamScrubber;
@@ -68,6 +69,29 @@ pub enum PlanError {
         runner_type: String,
         /// The catalog's runtimes with their aliases (`python (python3), node`), for the message.
         known: String,
+    },
+    /// The action names a runtime its pack brings, and the operator does not let packs bring
+    /// runtimes.
+    #[error(
+        "action {action}: runner_type `{runner_type}` is a runtime its pack brings ({}); packs may bring runtimes only where the operator allows it (`build.allow_pack_runtimes: true`, PACKBOX_ALLOW_PACK_RUNTIMES=1)",
+        .file.display()
+    )]
+    PackRuntimeNotAllowed {
+        /// The action's ref.
+        action: String,
+        /// The runner type the action names.
+        runner_type: String,
+        /// The pack's runtime file that answers to it.
+        file: PathBuf,
+    },
+    /// A runtime the pack brings cannot be used (the operator allows packs to bring runtimes).
+    #[error("action {action}: the runtimes its pack brings cannot be used")]
+    PackRuntime {
+        /// The action's ref.
+        action: String,
+        /// The file, the field and what was expected.
+        #[source]
+        source: CatalogError,
     },
     /// `packbox test` on a pack without a `testing` section (or without runners in it).
     #[error("{}: the pack has no tests (a `testing` section with `runners` is expected)", .file.display())]
@@ -193,7 +217,8 @@ pub struct RunPlan {
     pub(crate) redactor: Redactor,
     /// The content digest of the pack when the run was planned.
     pub(crate) pack_digest: String,
-    /// Undeclared parameters that were accepted and delivered, for the outcome's `warnings`.
+    /// Undeclared parameters that were accepted and delivered, and what the runtime's file asks
+    /// for that packbox does not do: the outcome's `warnings`.
     pub(crate) parameter_warnings: Vec<String>,
     /// What the run may reach through the egress proxy; `None`: no network (or the operator's
     /// weaker `sandbox.network`, which grants do not narrow).
@@ -234,7 +259,8 @@ fn plan_inner(
             file: action.action_file.clone(),
         });
     }
-    let runtime = resolve_runtime(catalog, &action)?;
+    let runtime = runtime_for(catalog, settings, &action)?;
+    let runtime = runtime.as_ref();
     // Fails early when no version of the catalog could ever match; the run then chooses among
     // the versions that probing verified.
     runtime
@@ -243,7 +269,7 @@ fn plan_inner(
             action: action.action_ref.clone(),
             source,
         })?;
-    let dependencies = action.dependencies(&runtime.name)?;
+    let dependencies = action.dependencies(runtime.family())?;
     // The operator's rules and the action's own request decide the level; a pack can only make
     // it stricter.
     let (level, chosen_by) = settings
@@ -314,7 +340,7 @@ fn plan_inner(
     };
     let params::Resolved {
         mut document,
-        warnings: parameter_warnings,
+        warnings: mut parameter_warnings,
     } = params::resolve(
         &action.action_ref,
         &manifest.parameters,
@@ -347,6 +373,13 @@ fn plan_inner(
         .unwrap_or(DEFAULT_TIMEOUT);
     let pack_digest =
         volume::tree_digest(&action.pack.pack_ref, &action.pack_dir).map_err(PlanError::Digest)?;
+    // What the runtime's file (in Attune's shape) asks for and packbox does not do.
+    parameter_warnings.extend(
+        runtime
+            .not_honoured
+            .iter()
+            .map(|note| format!("runtime {} ({}): {note}", runtime.name, runtime.source)),
+    );
     Ok(RunPlan {
         key_uses,
         pack_digest,
@@ -414,6 +447,38 @@ pub(crate) fn egress_grant(
         });
     }
     Ok(grant)
+}
+
+/// The runtime an action's `runner_type` names: the catalog's, else one its pack brings where
+/// the operator allows packs to bring runtimes (the catalog's names always win). Where the
+/// operator does not, an action that names one of its pack's runtimes is refused naming the
+/// setting.
+pub(crate) fn runtime_for<'c>(
+    catalog: &'c Catalog,
+    settings: &Settings,
+    action: &LoadedAction,
+) -> Result<Cow<'c, Runtime>, PlanError> {
+    let runner_type = &action.action.runner_type;
+    if let Some(runtime) = catalog.resolve(runner_type) {
+        return Ok(Cow::Borrowed(runtime));
+    }
+    if !settings.allow_pack_runtimes {
+        if let Some(file) = crate::catalog::pack::pack_runtime_for(&action.pack_dir, runner_type) {
+            return Err(PlanError::PackRuntimeNotAllowed {
+                action: action.action_ref.clone(),
+                runner_type: runner_type.clone(),
+                file,
+            });
+        }
+        return resolve_runtime(catalog, action).map(Cow::Borrowed);
+    }
+    let with_pack = catalog
+        .with_pack_runtimes(&action.pack_dir, &action.pack.pack_ref)
+        .map_err(|source| PlanError::PackRuntime {
+            action: action.action_ref.clone(),
+            source,
+        })?;
+    resolve_runtime(&with_pack, action).map(|r| Cow::Owned(r.clone()))
 }
 
 /// The catalog runtime an action's `runner_type` names.

@@ -114,6 +114,10 @@ pub struct RunLayer {
     pub max_output: Option<Size>,
     /// Refuse parameters an action does not declare (accepted with a warning by default).
     pub strict_parameters: Option<bool>,
+    /// Files kept of a run's `ATTUNE_ARTIFACTS_DIR` at most (64 by default).
+    pub artifacts_max_files: Option<u64>,
+    /// Bytes kept of a run's artifacts in all (`64m` by default).
+    pub artifacts_max_bytes: Option<Size>,
 }
 
 /// Environment-build settings of one layer.
@@ -129,6 +133,8 @@ pub struct BuildLayer {
     pub npm_registry: Option<String>,
     /// Packs' requirements may choose package sources (`--index-url`, `--find-links`, URLs, ...).
     pub allow_pack_sources: Option<bool>,
+    /// Packs may bring runtimes (`runtimes/*.yaml`) for their own actions.
+    pub allow_pack_runtimes: Option<bool>,
     /// Memory (no swap) of each environment build step.
     pub memory: Option<Size>,
     /// How long one environment build may take.

@@ -72,10 +72,14 @@ pub struct Settings {
     pub pack_delivery: PackDelivery,
     /// Where packbox keeps its probe cache, build logs and locks.
     pub state_dir: PathBuf,
-    /// A folder of runtime definitions that extend or replace the built-in catalog.
+    /// A folder of runtime definitions (or one such file, in packbox's or Attune's shape) that
+    /// extend or replace the built-in catalog.
     pub catalog_dir: Option<PathBuf>,
     /// `PACKBOX_RUNTIMES`: the runtimes to verify.
     pub runtimes: Option<String>,
+    /// Whether a pack's own `runtimes/*.yaml` are added, for its own runs, to the catalog
+    /// (`build.allow_pack_runtimes`, off by default).
+    pub allow_pack_runtimes: bool,
     /// The sandbox of every run, checked.
     pub sandbox: SandboxPolicy,
     /// Which actions run at which isolation level.

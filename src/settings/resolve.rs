@@ -211,6 +211,12 @@ impl Resolver<'_> {
             runtimes.as_ref().map(|p| &p.value),
             runtimes.as_ref().map_or(Source::Default, |p| p.source),
         );
+        let allow_pack_runtimes = self.setting(
+            "build.allow_pack_runtimes",
+            |l| l.build.allow_pack_runtimes,
+            false,
+            any,
+        )?;
         let (sandbox, isolation) = self.sandbox(&backend.value)?;
         let (network_policy, egress) = self.network()?;
         let run = self.run_defaults()?;
@@ -227,6 +233,7 @@ impl Resolver<'_> {
             state_dir: state_dir.value,
             catalog_dir: catalog.map(|p| p.value),
             runtimes: runtimes.map(|p| p.value),
+            allow_pack_runtimes: allow_pack_runtimes.value,
             sandbox,
             isolation,
             network: network_policy,
@@ -277,11 +284,25 @@ impl Resolver<'_> {
             false,
             any,
         )?;
+        let artifacts_max_files = self.setting(
+            "run.artifacts_max_files",
+            |l| l.run.artifacts_max_files,
+            super::values::DEFAULT_ARTIFACTS_MAX_FILES,
+            |v| count_in_range(*v, 0, bounds::MAX_ARTIFACT_FILES),
+        )?;
+        let artifacts_max_bytes = self.setting(
+            "run.artifacts_max_bytes",
+            |l| l.run.artifacts_max_bytes.map(|s| s.0),
+            super::values::DEFAULT_ARTIFACTS_MAX_BYTES,
+            |v| in_range(*v, 0, bounds::MAX_ARTIFACT_BYTES, "0 bytes", "1g"),
+        )?;
         Ok(RunDefaults {
             timeout: timeout.map(|t| Duration::from_secs(t.value)),
             grace: Duration::from_secs(grace.value),
             max_output: max_output.value as usize,
             strict_parameters: strict_parameters.value,
+            artifacts_max_files: artifacts_max_files.value,
+            artifacts_max_bytes: artifacts_max_bytes.value,
         })
     }
 

@@ -150,6 +150,7 @@ pub(super) fn env_layer(env: &Environment) -> Result<SettingsLayer, SettingsErro
             pip_index_url: text("PACKBOX_PIP_INDEX_URL"),
             npm_registry: text("PACKBOX_NPM_REGISTRY"),
             allow_pack_sources: flag("PACKBOX_PIP_ALLOW_PACK_SOURCES"),
+            allow_pack_runtimes: flag("PACKBOX_ALLOW_PACK_RUNTIMES"),
             memory: None,
             timeout_seconds: None,
         },

@@ -143,6 +143,20 @@ fn flags_beat_the_file_which_beats_the_environment() {
 }
 
 #[test]
+fn packs_bring_no_runtimes_unless_the_operator_allows_it() {
+    let settings = resolve("{}", &[]).expect("valid");
+    assert!(!settings.allow_pack_runtimes);
+    assert_eq!(
+        source_of(&settings, "build.allow_pack_runtimes"),
+        Source::Default
+    );
+    let settings = resolve("{}", &[("PACKBOX_ALLOW_PACK_RUNTIMES", "1")]).expect("valid");
+    assert!(settings.allow_pack_runtimes);
+    let settings = resolve("build: {allow_pack_runtimes: true}", &[]).expect("valid");
+    assert!(settings.allow_pack_runtimes);
+}
+
+#[test]
 fn packs_choose_no_package_sources_and_builds_have_a_memory_limit_unless_set() {
     let settings = resolve("{}", &[]).expect("valid");
     assert!(!settings.build.allow_pack_sources);

@@ -14,8 +14,9 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::{
     ArchiveStream, Attached, BridgeSpec, BuildSpec, CommitSpec, ContainerEngine, ContainerSpec,
     ContainerState, ContainerSummary, EngineError, EngineIdentity, EngineInfo, ImageExport,
-    ImageSummary, InitProcess, LineSink, NetworkSpec, NetworkSummary, NotApplied, OciRuntime,
-    OutputChunk, ServiceSpec, SharedSwarm, Signal, StreamKind, SwarmKind, VolumeSummary,
+    ImageLabels, ImageSummary, InitProcess, LineSink, NetworkSpec, NetworkSummary, NotApplied,
+    OciRuntime, OutputChunk, ServiceSpec, SharedSwarm, Signal, StreamKind, SwarmKind,
+    VolumeSummary,
 };
 
 mod swarm;
@@ -741,6 +742,20 @@ impl ContainerEngine for FakeEngine {
     async fn image_id(&self, name: &str) -> Result<Option<String>, EngineError> {
         self.record(Call::ImageId(name.to_string()));
         Ok(self.find_image(name))
+    }
+
+    async fn image_labels(&self, name: &str) -> Result<Option<ImageLabels>, EngineError> {
+        self.record(Call::ImageId(name.to_string()));
+        let state = self.state();
+        let id = find_image(&state.images, name);
+        Ok(state
+            .images
+            .iter()
+            .find(|i| Some(&i.id) == id.as_ref())
+            .map(|image| ImageLabels {
+                id: image.id.clone(),
+                labels: image.labels.clone(),
+            }))
     }
 
     async fn image_repo_digests(&self, name: &str) -> Result<Vec<String>, EngineError> {

@@ -866,6 +866,7 @@ async fn install_in(
         limits: &limits,
         cancel,
         on_output: &mut |_, bytes: &[u8]| on_output(bytes),
+        artifacts: None,
     };
     let (exit, exited) = run::finish_then_release(engine, started, io).await?;
     let ended = match exit.ending {
