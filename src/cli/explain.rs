@@ -106,6 +106,9 @@ fn print_explanation(e: &Explanation) {
         }
         None => out(format!("network     {}", e.network)),
     }
+    if !e.system_packages.is_empty() {
+        out(format!("system pkgs {}", e.system_packages.join(" ")));
+    }
     if let Some(refusal) = &e.refusal {
         out(format!("refused     {refusal}"));
     }

@@ -105,7 +105,9 @@ impl Executor {
             let (action, runtime) = match action {
                 // A workflow has no environment: packbox never runs it.
                 Ok(action) if action.action.workflow_file.is_some() => continue,
-                Ok(action) => match runtime_for(&self.catalog, &self.settings, &action) {
+                Ok(action) => match crate::plan::system_packages(&self.settings, &action)
+                    .and_then(|()| runtime_for(&self.catalog, &self.settings, &action))
+                {
                     Ok(runtime) => (action, runtime),
                     Err(e) => {
                         let report =

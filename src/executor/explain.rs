@@ -56,6 +56,9 @@ pub struct Explanation {
     /// Fields of the pack and the action that Attune acts on and packbox does not (scheduling,
     /// permissions, retention, notifications), with what Attune would do.
     pub not_honoured: Vec<NotHonoured>,
+    /// The Debian packages the pack declares (`meta.system_packages`); a run is refused while
+    /// packbox does not install them (see `refusal`).
+    pub system_packages: Vec<String>,
     /// The network a run would get: `none`, `egress` (a grant, below) or the operator's own.
     pub network: String,
     /// The egress grant a run would get and who granted each destination; `None` without one.
@@ -186,6 +189,10 @@ pub(crate) async fn explain(
         Ok(status) => (Some(*status), egress_refusal),
         Err(e) => (None, Some(crate::common::error_text::chain(e))),
     };
+    let refusal = match crate::plan::system_packages(settings, &action) {
+        Err(e) => refusal.or_else(|| Some(e.to_string())),
+        Ok(()) => refusal,
+    };
     let candidates = candidates(runtime, constraint, &statuses, chosen);
     let environment = match chosen {
         Some(status) => Some(
@@ -218,6 +225,7 @@ pub(crate) async fn explain(
         refusal,
         environment,
         not_honoured: not_honoured(&action),
+        system_packages: action.pack.system_packages.clone(),
         network: if egress.is_some() {
             crate::sandbox::policy::EGRESS_NETWORK.to_string()
         } else {

@@ -144,6 +144,7 @@ const MEANT: &[(&str, &str)] = &[
     ("runner", "runner_type"),
     ("runtime_dependencies", "runtime_deps"),
     ("python_dependencies", "meta.python_dependencies"),
+    ("system_packages", "meta.system_packages"),
     ("timeout", "timeout_seconds"),
 ];
 

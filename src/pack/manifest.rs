@@ -41,6 +41,8 @@ pub struct PackManifest {
     /// The Python requirements `meta.python_dependencies` declares, in order: a list of
     /// requirement strings, or the seed's mapping (`dependencies`, `requirements_file_content`).
     pub python_dependencies: Vec<Requirement>,
+    /// The Debian packages `meta.system_packages` names, sorted, each a checked package name.
+    pub system_packages: Vec<String>,
     /// `keywords` in older packs.
     pub tags: Vec<String>,
     /// Runtimes the pack needs (`python`, `shell`, ...).
@@ -119,6 +121,16 @@ pub(crate) fn load(
             })
         })
         .unwrap_or_default();
+    let system_packages = meta
+        .as_ref()
+        .and_then(|meta| meta.get("system_packages"))
+        .map(|declared| {
+            super::system_packages::parse(declared).unwrap_or_else(|message| {
+                problems.push(doc.problem(&format!("{meta_key}.system_packages"), message));
+                Vec::new()
+            })
+        })
+        .unwrap_or_default();
     let list = |keys: &[&str], problems: &mut Vec<Problem>| {
         doc.aliased(keys, problems)
             .map(|(key, value)| doc.text_list(&key, value, problems))
@@ -156,6 +168,7 @@ pub(crate) fn load(
         config,
         meta,
         python_dependencies,
+        system_packages,
         tags,
         runtime_deps,
         dependencies,

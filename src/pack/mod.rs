@@ -19,6 +19,7 @@ mod problem;
 mod requires;
 pub mod safety;
 pub mod schema;
+pub mod system_packages;
 pub mod testing;
 mod upstream;
 pub mod validate;

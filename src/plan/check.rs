@@ -125,6 +125,7 @@ fn check_pack(report: PackReport, catalog: &Catalog, settings: &Settings) -> Che
         .collect();
     if let Some(pack) = &pack {
         warnings.extend(unknown_runtime_deps(&dir, pack, catalog));
+        problems.extend(system_packages(&dir, pack, settings));
         // Read once per installer; their problems are the pack's, reported once.
         let mut sets: Vec<(Installer, Option<Manifests>)> = Vec::new();
         for action in &mut checked {
@@ -189,6 +190,29 @@ fn pack_catalog<'c>(
             Cow::Borrowed(catalog)
         }
     }
+}
+
+/// The problem of a pack that declares Debian packages packbox will not install (see
+/// [`super::system_packages`]).
+fn system_packages(dir: &Path, pack: &PackManifest, settings: &Settings) -> Option<Problem> {
+    if pack.system_packages.is_empty() {
+        return None;
+    }
+    let file = dir.join("pack.yaml");
+    let line = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|text| locate(&text, &["meta", "system_packages"]));
+    let message = super::system_packages_refusal(
+        &file,
+        &pack.system_packages,
+        settings.allow_system_packages,
+    );
+    Some(Problem {
+        file,
+        line,
+        field: Some("meta.system_packages".into()),
+        message,
+    })
 }
 
 /// `runtime_deps` entries that name no runtime of the catalog.

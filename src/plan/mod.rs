@@ -5,7 +5,7 @@
 pub mod check;
 
 use std::borrow::Cow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -83,6 +83,19 @@ pub enum PlanError {
         runner_type: String,
         /// The pack's runtime file that answers to it.
         file: PathBuf,
+    },
+    /// The action's pack declares Debian packages (`meta.system_packages`) and the operator does
+    /// not allow packs to have them installed, or this packbox cannot install them.
+    #[error("action {action}: {}", system_packages_refusal(.file, .packages, *.allowed))]
+    SystemPackages {
+        /// The action's ref.
+        action: String,
+        /// The pack's `pack.yaml`.
+        file: PathBuf,
+        /// The packages it declares.
+        packages: Vec<String>,
+        /// Whether the operator allows them (`build.allow_system_packages`).
+        allowed: bool,
     },
     /// A runtime the pack brings cannot be used (the operator allows packs to bring runtimes).
     #[error("action {action}: the runtimes its pack brings cannot be used")]
@@ -259,6 +272,7 @@ fn plan_inner(
             file: action.action_file.clone(),
         });
     }
+    system_packages(settings, &action)?;
     let runtime = runtime_for(catalog, settings, &action)?;
     let runtime = runtime.as_ref();
     // Fails early when no version of the catalog could ever match; the run then chooses among
@@ -447,6 +461,39 @@ pub(crate) fn egress_grant(
         });
     }
     Ok(grant)
+}
+
+/// Refuses an action whose pack declares Debian packages (`meta.system_packages`): where the
+/// operator does not allow them, naming the setting; where the operator does, because this
+/// packbox has no install step for them yet (never a run without what the pack said it needs).
+pub(crate) fn system_packages(settings: &Settings, action: &LoadedAction) -> Result<(), PlanError> {
+    if action.pack.system_packages.is_empty() {
+        return Ok(());
+    }
+    Err(PlanError::SystemPackages {
+        action: action.action_ref.clone(),
+        file: action.pack_dir.join("pack.yaml"),
+        packages: action.pack.system_packages.clone(),
+        allowed: settings.allow_system_packages,
+    })
+}
+
+/// What a pack declaring Debian packages is told: see [`system_packages`].
+pub(crate) fn system_packages_refusal(file: &Path, packages: &[String], allowed: bool) -> String {
+    let declared = format!(
+        "the pack declares Debian packages ({} meta.system_packages: {})",
+        file.display(),
+        packages.join(", ")
+    );
+    if allowed {
+        format!(
+            "{declared}; the operator allows them (build.allow_system_packages) but this packbox cannot install system packages yet"
+        )
+    } else {
+        format!(
+            "{declared}; packs may have system packages installed only where the operator allows it (`build.allow_system_packages: true`, PACKBOX_ALLOW_SYSTEM_PACKAGES=1)"
+        )
+    }
 }
 
 /// The runtime an action's `runner_type` names: the catalog's, else one its pack brings where

@@ -686,7 +686,9 @@ fn refusal(action: &str, error: PlanError) -> Refused {
             problems: Vec::new(),
         },
         // The operator's policy refuses it, as it refuses a workflow: the request is refused.
-        PlanError::Workflow { .. } | PlanError::PackRuntimeNotAllowed { .. } => Refused::Invalid {
+        PlanError::Workflow { .. }
+        | PlanError::PackRuntimeNotAllowed { .. }
+        | PlanError::SystemPackages { .. } => Refused::Invalid {
             message: error.to_string(),
             problems: Vec::new(),
         },

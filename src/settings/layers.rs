@@ -135,6 +135,9 @@ pub struct BuildLayer {
     pub allow_pack_sources: Option<bool>,
     /// Packs may bring runtimes (`runtimes/*.yaml`) for their own actions.
     pub allow_pack_runtimes: Option<bool>,
+    /// Packs may have Debian packages installed into their environments
+    /// (`meta.system_packages`).
+    pub allow_system_packages: Option<bool>,
     /// Memory (no swap) of each environment build step.
     pub memory: Option<Size>,
     /// How long one environment build may take.

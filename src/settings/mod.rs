@@ -80,6 +80,9 @@ pub struct Settings {
     /// Whether a pack's own `runtimes/*.yaml` are added, for its own runs, to the catalog
     /// (`build.allow_pack_runtimes`, off by default).
     pub allow_pack_runtimes: bool,
+    /// Whether packs may have the Debian packages they declare (`meta.system_packages`)
+    /// installed (`build.allow_system_packages`, off by default).
+    pub allow_system_packages: bool,
     /// The sandbox of every run, checked.
     pub sandbox: SandboxPolicy,
     /// Which actions run at which isolation level.

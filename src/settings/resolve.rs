@@ -217,6 +217,12 @@ impl Resolver<'_> {
             false,
             any,
         )?;
+        let allow_system_packages = self.setting(
+            "build.allow_system_packages",
+            |l| l.build.allow_system_packages,
+            false,
+            any,
+        )?;
         let (sandbox, isolation) = self.sandbox(&backend.value)?;
         let (network_policy, egress) = self.network()?;
         let run = self.run_defaults()?;
@@ -234,6 +240,7 @@ impl Resolver<'_> {
             catalog_dir: catalog.map(|p| p.value),
             runtimes: runtimes.map(|p| p.value),
             allow_pack_runtimes: allow_pack_runtimes.value,
+            allow_system_packages: allow_system_packages.value,
             sandbox,
             isolation,
             network: network_policy,

@@ -151,6 +151,7 @@ pub(super) fn env_layer(env: &Environment) -> Result<SettingsLayer, SettingsErro
             npm_registry: text("PACKBOX_NPM_REGISTRY"),
             allow_pack_sources: flag("PACKBOX_PIP_ALLOW_PACK_SOURCES"),
             allow_pack_runtimes: flag("PACKBOX_ALLOW_PACK_RUNTIMES"),
+            allow_system_packages: flag("PACKBOX_ALLOW_SYSTEM_PACKAGES"),
             memory: None,
             timeout_seconds: None,
         },

@@ -157,6 +157,20 @@ fn packs_bring_no_runtimes_unless_the_operator_allows_it() {
 }
 
 #[test]
+fn packs_get_no_system_packages_unless_the_operator_allows_it() {
+    let settings = resolve("{}", &[]).expect("valid");
+    assert!(!settings.allow_system_packages);
+    assert_eq!(
+        source_of(&settings, "build.allow_system_packages"),
+        Source::Default
+    );
+    let settings = resolve("{}", &[("PACKBOX_ALLOW_SYSTEM_PACKAGES", "1")]).expect("valid");
+    assert!(settings.allow_system_packages);
+    let settings = resolve("build: {allow_system_packages: true}", &[]).expect("valid");
+    assert!(settings.allow_system_packages);
+}
+
+#[test]
 fn packs_choose_no_package_sources_and_builds_have_a_memory_limit_unless_set() {
     let settings = resolve("{}", &[]).expect("valid");
     assert!(!settings.build.allow_pack_sources);

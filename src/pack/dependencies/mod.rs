@@ -116,6 +116,7 @@ pub(crate) mod tests {
                     source: "pack.yaml meta.python_dependencies".into(),
                 })
                 .collect(),
+            system_packages: Vec::new(),
             tags: Vec::new(),
             upstream_only: Vec::new(),
             runtime_deps: Vec::new(),
