@@ -2,12 +2,13 @@
 //! Debian packages is refused by run, build, pack validate and explain naming the operator's
 //! setting (off by default); with the setting it is still refused, saying packbox cannot install
 //! them yet; a name that is not a bare Debian package name is refused as the pack's error before
-//! any container exists.
+//! any container exists. The server refuses such a request as the CLI does.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::server::{Api, Server, ServerOptions};
 use common::*;
 
 fn syspkg_packs() -> PathBuf {
@@ -181,4 +182,33 @@ fn a_name_that_is_not_a_bare_debian_package_name_is_the_packs_error_before_any_c
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_refuses_a_request_for_such_an_action_naming_the_setting() {
+    require_engine();
+    let server = Server::start(ServerOptions {
+        packs: syspkg_packs(),
+        ..ServerOptions::default()
+    });
+    let api = Api::new(&server, None);
+    let since = unix_now();
+    let answer = api
+        .post(
+            "/v1/executions",
+            &serde_json::json!({"action": "needsjq.query"}),
+        )
+        .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(
+        answer.body["error"]["code"], "invalid_request",
+        "{}",
+        answer.body
+    );
+    let message = answer.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("build.allow_system_packages") && message.contains("jq"),
+        "{message}"
+    );
+    assert_eq!(containers_created_by(server.pid(), since), 0);
 }
