@@ -47,6 +47,7 @@ pub use catalog::{Catalog, CatalogError, NoMatchingVersion};
 pub use common::clock;
 pub use common::error_text::chain as error_chain;
 pub use common::input;
+pub use contract::artifacts::{Artifact, RefusedArtifact, checked_name as checked_artifact_name};
 pub use contract::scrub::StreamScrubber;
 pub use contract::secrets::SecretError;
 pub use contract::{Outcome, Status};
@@ -74,7 +75,7 @@ pub use executor::packtest::{
 };
 pub use executor::{
     BuildEvent, EnvReport, EnvStatus, Executor, GcReport, ImageEvent, PrepareEvent, RunEvent,
-    WarmKind,
+    WarmKind, artifacts_folder,
 };
 pub use image::base::{BaseImage, BaseImageError};
 pub use image::copy::{CopyError, CopyEvent, CopyResult, ImageCopy};

@@ -7,6 +7,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
@@ -383,6 +384,305 @@ fn the_execution_context_has_an_integer_exec_id_and_a_home_where_git_works() {
     // Unique within the state folder: the next run gets another.
     let again = run("context.inspect", &[]);
     assert_ne!(again.json()["result"]["exec_id"], result["exec_id"]);
+}
+
+/// SHA-256 of bytes, lowercase hex.
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The names of a folder's entries, sorted.
+fn entries(folder: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(folder)
+        .map(|read| {
+            read.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Every file name under a folder, at any depth.
+fn all_names(folder: &std::path::Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
+        let path = entry.path();
+        names.push(entry.file_name().to_string_lossy().into_owned());
+        if path.is_dir() && !path.is_symlink() {
+            names.extend(all_names(&path));
+        }
+    }
+    names
+}
+
+#[test]
+fn the_actions_artifacts_are_listed_with_size_and_sha256_and_kept_in_the_state_folder() {
+    require_engine();
+    let ran = run("context.inspect", &[]);
+    assert_eq!(ran.code(), 0, "{}", ran.stderr());
+    let outcome = ran.json();
+    if engine::is_podman() {
+        // Podman runs keep the engine's init, which sends no files: no folder is offered.
+        assert_eq!(outcome["result"]["artifacts_dir"], Value::Null, "{outcome}");
+        assert_eq!(outcome["artifacts"], json!([]), "{outcome}");
+        return;
+    }
+    assert_eq!(outcome["result"]["artifacts_dir"], "/tmp/artifacts");
+    let exec_id = outcome["result"]["exec_id"].as_u64().expect("an exec id");
+    let data = format!("{{\"exec_id\": {exec_id}}}");
+    assert_eq!(
+        outcome["artifacts"],
+        json!([
+            {"name": "data.json", "size": data.len(), "sha256": sha256(data.as_bytes())},
+            {"name": "report.txt", "size": 14, "sha256": sha256(b"two artifacts\n")},
+        ]),
+        "{outcome}"
+    );
+    assert!(outcome.get("artifacts_refused").is_none(), "{outcome}");
+    let folder = PathBuf::from(outcome["artifacts_dir"].as_str().expect("a folder"));
+    assert_eq!(
+        folder,
+        state_dir()
+            .join("artifacts")
+            .join(outcome["exec_id"].as_str().expect("exec id"))
+    );
+    assert_eq!(
+        std::fs::read(folder.join("report.txt")).expect("stored"),
+        b"two artifacts\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(folder.join("data.json")).expect("stored"),
+        data
+    );
+    // Without --json, a line says where they are.
+    let packs = packs_arg();
+    let human = packbox(&["run", "--packs", &packs, "context.inspect"], &[]);
+    assert_eq!(human.code(), 0, "{}", human.stderr());
+    assert!(
+        human.stderr().contains("artifacts: 2 kept in "),
+        "{}",
+        human.stderr()
+    );
+    // No incoming folder is left behind.
+    assert!(
+        entries(&state_dir().join("artifacts"))
+            .iter()
+            .all(|name| !name.starts_with('.')),
+        "{:?}",
+        entries(&state_dir().join("artifacts"))
+    );
+}
+
+/// Runs `context.hostile_artifacts` with at most 3 files and 1 KiB kept, and checks what was
+/// kept, what was refused and why, and that nothing escaped the run's folder.
+fn hostile_artifacts_are_refused(extra: &[&str]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "run: {artifacts_max_files: 3, artifacts_max_bytes: 1k}\n",
+    )
+    .expect("write");
+    let config = config.to_string_lossy().into_owned();
+    let packs = packs_arg();
+    let mut args = vec![
+        "--config",
+        &config,
+        "run",
+        "--packs",
+        &packs,
+        "context.hostile_artifacts",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let ran = packbox(&args, &[]);
+    assert_eq!(ran.code(), 0, "{}", ran.stderr());
+    assert_no_leftovers(&ran);
+    let outcome = ran.json();
+    if engine::is_podman() {
+        assert_eq!(outcome["stdout"], "no artifacts folder\n", "{outcome}");
+        return;
+    }
+    assert_eq!(outcome["stdout"], "done\n", "{outcome}");
+    // Ended by the action's exit, its fork loop with it, not by its timeout.
+    assert_eq!(outcome["status"], "succeeded", "{outcome}");
+    if extra.contains(&"runsc") {
+        assert_eq!(outcome["sandbox"]["oci_runtime"], "runsc", "{outcome}");
+    }
+    let folder = PathBuf::from(outcome["artifacts_dir"].as_str().expect("a folder"));
+    let kept: Vec<&str> = outcome["artifacts"]
+        .as_array()
+        .expect("artifacts")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(kept, ["a-kept.txt", "b-kept.txt", "d-kept"], "{outcome}");
+    assert_eq!(entries(&folder), kept, "only the kept files are stored");
+    // Each listing matches the stored bytes; the file the leftover process kept appending to
+    // was read after that process was ended, whole.
+    for artifact in outcome["artifacts"].as_array().expect("artifacts") {
+        let name = artifact["name"].as_str().expect("name");
+        let stored = std::fs::read(folder.join(name)).expect("stored");
+        assert_eq!(artifact["size"], stored.len(), "{name}");
+        assert_eq!(artifact["sha256"], sha256(&stored), "{name}");
+    }
+    let appended = std::fs::read(folder.join("a-kept.txt")).expect("stored");
+    assert!(appended.starts_with(b"kept one\n"), "{appended:?}");
+    let refused: Vec<(String, String)> = outcome["artifacts_refused"]
+        .as_array()
+        .expect("refusals")
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or("").to_string(),
+                r["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let reason_of = |name: &str| {
+        refused
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, reason)| reason.clone())
+            .unwrap_or_else(|| panic!("{name} not refused: {outcome}"))
+    };
+    assert!(reason_of("bad\\nname").contains("control character"));
+    assert!(reason_of("c-too-big.bin").contains("beyond the 1024 bytes"));
+    assert!(reason_of("c2-sparse.bin").contains("107374182400 bytes"));
+    assert!(reason_of("e-over-count").contains("beyond the 3 files"));
+    assert!(reason_of("f-shadow-link").contains("a symlink"));
+    assert!(reason_of("g-parent-link").contains("a symlink"));
+    assert!(reason_of("h-fifo").contains("a FIFO"));
+    assert!(reason_of("i-folder").contains("a folder"));
+    assert_eq!(refused.len(), 8, "{outcome}");
+    // Nothing written through `..` or inside the sub-folder reached the state folder.
+    let everything = all_names(&state_dir());
+    for escaped in ["escaped.txt", "inner.txt", "shadow"] {
+        assert!(!everything.iter().any(|n| n == escaped), "{everything:?}");
+    }
+}
+
+#[test]
+fn hostile_artifacts_are_refused_by_name_and_bound_and_nothing_escapes() {
+    require_engine();
+    hostile_artifacts_are_refused(&[]);
+}
+
+#[test]
+fn hostile_artifacts_are_refused_under_gvisor_too() {
+    require_engine();
+    if engine::is_podman() {
+        return;
+    }
+    let output = std::process::Command::new("docker")
+        .args(["info", "--format", "{{json .Runtimes}}"])
+        .output()
+        .expect("docker info runs");
+    let runtimes = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        runtimes.contains("\"runsc\""),
+        "the engine has no runsc ({runtimes}): run scripts/ensure-docker --with-gvisor"
+    );
+    hostile_artifacts_are_refused(&["--oci-runtime", "runsc"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_download_through_the_api_for_their_readers_only_and_go_with_their_record() {
+    use common::server::*;
+    require_engine();
+    if engine::is_podman() {
+        return;
+    }
+    const ALPHA: &str = "alpha-artifacts-0123456789abcdef";
+    const BETA: &str = "beta-artifacts-0123456789abcdef0";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let packs = dir.path().join("packs");
+    std::fs::create_dir(&packs).expect("packs");
+    copy_pack(&attune_packs().join("context"), &packs);
+    let tokens = token_file(
+        dir.path(),
+        &format!("alpha:{ALPHA} run=context.* read=own\nbeta:{BETA} run=context.* read=own\n"),
+    );
+    let server = Server::start(ServerOptions {
+        packs,
+        config: "serve:\n  retention:\n    succeeded: {max_count: 1}\n    failed: {max_count: 100, max_age: 1h}\n    prune_every: 1s\n".into(),
+        args: vec!["--token-file".into(), tokens.display().to_string()],
+        ..ServerOptions::default()
+    });
+    let alpha = Api::new(&server, Some(ALPHA));
+    let beta = Api::new(&server, Some(BETA));
+    let ran = alpha
+        .post(
+            "/v1/executions",
+            &json!({"action": "context.inspect", "wait": true}),
+        )
+        .await;
+    assert_eq!(ran.status, 201, "{}", ran.body);
+    assert_eq!(ran.body["status"], "succeeded", "{}", ran.body);
+    let id = ran.body["id"].as_str().expect("id").to_string();
+    let exec_id = ran.body["exec_id"].as_str().expect("exec id").to_string();
+    let report = json!({"name": "report.txt", "size": 14, "sha256": sha256(b"two artifacts\n")});
+    assert!(
+        ran.body["artifacts"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2 && a.contains(&report)),
+        "{}",
+        ran.body
+    );
+    let shown = alpha.get(&format!("/v1/executions/{id}")).await;
+    assert_eq!(shown.body["artifacts"], ran.body["artifacts"]);
+    let url = format!("/v1/executions/{id}/artifacts/report.txt");
+    assert_eq!(
+        alpha.get_raw(&url).await,
+        (200, "two artifacts\n".to_string())
+    );
+    // Another token that reads only its own: not found, as the execution itself is.
+    let (status, body) = beta.get_raw(&url).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(!body.contains("two artifacts"), "{body}");
+    assert_eq!(beta.get(&format!("/v1/executions/{id}")).await.status, 404);
+    // Names the record does not list, or that climb out, are not found.
+    for name in [
+        "missing.txt",
+        "..%2F..%2Fprobes.json",
+        "%2E%2E",
+        "data.json%00",
+    ] {
+        let (status, _) = alpha
+            .get_raw(&format!("/v1/executions/{id}/artifacts/{name}"))
+            .await;
+        assert_eq!(status, 404, "{name}");
+    }
+    let folder = state_dir().join("artifacts").join(&exec_id);
+    assert!(folder.join("report.txt").is_file());
+    // Retention keeps one success: the next one prunes this record, and its artifacts go too.
+    let next = alpha
+        .post(
+            "/v1/executions",
+            &json!({"action": "context.inspect", "wait": true}),
+        )
+        .await;
+    assert_eq!(next.body["status"], "succeeded", "{}", next.body);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while folder.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pruned record's artifacts stayed in {}",
+            folder.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(alpha.get_raw(&url).await.0, 404);
+    let next_folder = state_dir()
+        .join("artifacts")
+        .join(next.body["exec_id"].as_str().expect("exec id"));
+    assert!(
+        next_folder.join("report.txt").is_file(),
+        "the kept record keeps its artifacts"
+    );
 }
 
 #[test]

@@ -255,7 +255,14 @@ fn host_files_and_the_docker_socket_are_out_of_reach() {
         "{result}"
     );
     assert_eq!(result["marker"], "", "the host marker must not be readable");
-    assert_eq!(result["tmp"], "", "/tmp starts empty (a fresh tmpfs)");
+    // A fresh tmpfs: nothing but the run's own artifacts folder, empty (packbox's init makes
+    // it; Podman runs keep the engine's init and get none).
+    let fresh = if engine::is_podman() {
+        ""
+    } else {
+        "/tmp/artifacts"
+    };
+    assert_eq!(result["tmp"], fresh, "/tmp starts empty (a fresh tmpfs)");
     let devices = result["devices"].as_str().unwrap_or("");
     for device in ["sda", "vda", "nvme0n1", "mem", "kmsg"] {
         assert!(
@@ -1279,9 +1286,9 @@ fn pack_code_at_build_time_gets_the_sandbox_and_never_the_credentials() {
         &["run", "--packs", &packs_arg, "buildprobe.report", "--json"],
         &env,
     );
-    if engine::drops_limits() {
-        // Without its limits no build runs the pack's code, whatever the operator allows.
-        engine::assert_build_refused_for_limits(&run);
+    if engine::refuses_builds() {
+        // Where a build's network cannot be isolated, no build runs the pack's code.
+        engine::assert_build_refused(&run);
         return;
     }
     assert_eq!(run.code(), 0, "{}", run.stderr());
@@ -1297,6 +1304,12 @@ fn pack_code_at_build_time_gets_the_sandbox_and_never_the_credentials() {
         "the build's process limit did not hold: {report}"
     );
     assert_eq!(report["environment"], serde_json::json!({}), "{report}");
+    // The build's own network, its only way out the egress proxy.
+    assert_eq!(
+        report["interfaces"],
+        serde_json::json!(["eth0", "lo"]),
+        "{report}"
+    );
     assert!(!outcome.to_string().contains(&credential));
 
     let tag = env_tag(&packs, "buildprobe.report", &env);
@@ -1388,6 +1401,387 @@ fn pack_code_at_build_time_gets_the_sandbox_and_never_the_credentials() {
     cleanup_image(&now_id);
 }
 
+/// A server for one test on a network the test made: it logs every TCP connection on port 9000;
+/// removed when dropped.
+struct BuildTarget {
+    network: String,
+    container: String,
+}
+
+/// The server's program: one `connection from ADDRESS` line per connection.
+const CONNECTION_LOGGER: &str = "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('0.0.0.0', 9000))\ns.listen(16)\nprint('ready', flush=True)\nwhile True:\n    c, p = s.accept()\n    print('connection from', p[0], flush=True)\n    c.close()\n";
+
+impl BuildTarget {
+    fn start() -> BuildTarget {
+        let network = format!("hostile-build-{}", &uuid_like()[..8]);
+        let made = docker(&[
+            "network",
+            "create",
+            "--label",
+            "packbox.test=hostile",
+            &network,
+        ]);
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let target = BuildTarget {
+            container: format!("{network}-server"),
+            network,
+        };
+        let started = docker(&[
+            "run",
+            "-d",
+            "--label",
+            "packbox.test=hostile",
+            "--name",
+            &target.container,
+            "--network",
+            &target.network,
+            "packbox/python:3.11",
+            "python3",
+            "-u",
+            "-c",
+            CONNECTION_LOGGER,
+        ]);
+        assert!(
+            started.status.success(),
+            "{}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        wait_until(
+            "the test's server listens",
+            std::time::Duration::from_secs(30),
+            || target.log().contains("ready"),
+        );
+        target
+    }
+
+    fn log(&self) -> String {
+        String::from_utf8_lossy(&docker(&["logs", &self.container]).stdout).into_owned()
+    }
+
+    fn inspect(&self, format: &str) -> String {
+        let shown = docker(&["inspect", "--format", format, &self.container]);
+        String::from_utf8_lossy(&shown.stdout).trim().to_string()
+    }
+
+    /// The server's address on the test's network.
+    fn ip(&self) -> String {
+        self.inspect(&format!(
+            "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+            self.network
+        ))
+    }
+
+    /// The gateway of the test's network: an address of the engine's host.
+    fn gateway(&self) -> String {
+        let shown = docker(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{(index .IPAM.Config 0).Gateway}}",
+            &self.network,
+        ]);
+        String::from_utf8_lossy(&shown.stdout).trim().to_string()
+    }
+}
+
+impl Drop for BuildTarget {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.container]);
+        let _ = docker(&["network", "rm", &self.network]);
+    }
+}
+
+/// An operator's HTTP proxy for one test, in a container on the engine's default network: it
+/// logs each `CONNECT` it gets (`CONNECT host:port auth` when it came with the expected
+/// `Proxy-Authorization`, else `noauth`) and tunnels it; removed when dropped.
+struct OperatorProxy {
+    container: String,
+}
+
+/// The proxy's program.
+const OPERATOR_PROXY: &str = r#"
+import os, socket, threading
+expected = os.environ['EXPECTED']
+def pipe(a, b):
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                break
+            b.sendall(data)
+    except OSError:
+        pass
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+def serve(client):
+    head = b''
+    while b'\r\n\r\n' not in head:
+        data = client.recv(1)
+        if not data:
+            client.close()
+            return
+        head += data
+    lines = head.decode('latin1').split('\r\n')
+    target = lines[0].split()[1]
+    auth = [l.split(':', 1)[1].strip() for l in lines if l.lower().startswith('proxy-authorization:')]
+    print('CONNECT', target, 'auth' if auth == [expected] else 'noauth', flush=True)
+    host, port = target.rsplit(':', 1)
+    try:
+        upstream = socket.create_connection((host, int(port)), timeout=10)
+    except OSError:
+        client.sendall(b'HTTP/1.1 502 Bad Gateway\r\n\r\n')
+        client.close()
+        return
+    upstream.settimeout(None)
+    client.sendall(b'HTTP/1.1 200 Connection established\r\n\r\n')
+    threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+    pipe(client, upstream)
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(('0.0.0.0', 3128))
+listener.listen(64)
+print('ready', flush=True)
+while True:
+    client, _ = listener.accept()
+    threading.Thread(target=serve, args=(client,), daemon=True).start()
+"#;
+
+impl OperatorProxy {
+    /// Started, taking `authorization` as its `Proxy-Authorization` value.
+    fn start(authorization: &str) -> OperatorProxy {
+        let proxy = OperatorProxy {
+            container: format!("hostile-build-proxy-{}", &uuid_like()[..8]),
+        };
+        let started = docker(&[
+            "run",
+            "-d",
+            "--label",
+            "packbox.test=hostile",
+            "--name",
+            &proxy.container,
+            "-e",
+            &format!("EXPECTED={authorization}"),
+            "packbox/python:3.11",
+            "python3",
+            "-u",
+            "-c",
+            OPERATOR_PROXY,
+        ]);
+        assert!(
+            started.status.success(),
+            "{}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        wait_until(
+            "the operator's proxy listens",
+            std::time::Duration::from_secs(30),
+            || proxy.log().contains("ready"),
+        );
+        proxy
+    }
+
+    fn log(&self) -> String {
+        String::from_utf8_lossy(&docker(&["logs", &self.container]).stdout).into_owned()
+    }
+
+    /// Its address on the engine's default network.
+    fn ip(&self) -> String {
+        let shown = docker(&[
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &self.container,
+        ]);
+        String::from_utf8_lossy(&shown.stdout).trim().to_string()
+    }
+}
+
+impl Drop for OperatorProxy {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.container]);
+    }
+}
+
+/// A pack's npm `preinstall` script, run while its environment is built, tries to reach a
+/// server on a network the test made and a listener on the engine's host, straight and through
+/// the build's proxy: both fail (no route off the build's network; the egress proxy refuses
+/// what it was not granted), while npm installs the pack's dependency from the registry the
+/// build was granted, through the operator's own proxy (`HTTPS_PROXY`, with credentials),
+/// which packbox's egress proxy chains to. The build's log holds the egress audit; the
+/// committed image keeps no proxy setting, and the proxy's credentials are nowhere but in the
+/// egress proxy's request to the operator's proxy.
+#[test]
+fn pack_code_at_build_time_reaches_only_the_granted_registry() {
+    require_engine();
+    if std::env::var_os("PACKBOX_TEST_OCI_RUNTIME").is_some() {
+        // Builds run on the engine's default runtime whatever the suite's (the build's sandbox
+        // names none): the suite's first pass covers them.
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pack = copy_pack(&hostile_build_packs().join("netprobe"), dir.path());
+    let packs = dir.path().to_string_lossy().into_owned();
+    if engine::refuses_builds() {
+        let run = packbox(
+            &["run", "--packs", &packs, "netprobe.report", "--json"],
+            &build_env(),
+        );
+        engine::assert_build_refused(&run);
+        return;
+    }
+    let target = BuildTarget::start();
+    let host = std::net::TcpListener::bind("0.0.0.0:0").expect("bind on the host");
+    host.set_nonblocking(true).expect("nonblocking");
+    let host_port = host.local_addr().expect("address").port();
+    // The server; the host, by the gateway of the test's network and by the first address of
+    // the build's own network (where a network that gives the host an address has it).
+    let targets = [
+        format!("{}:9000", target.ip()),
+        format!("{}:{host_port}", target.gateway()),
+        format!("gateway:{host_port}"),
+    ];
+    let manifest_path = pack.join("package.json");
+    let mut manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).expect("read"))
+            .expect("package.json");
+    // The targets make the manifest, and so the environment, this test's own.
+    manifest["targets"] = serde_json::json!(targets);
+    std::fs::write(&manifest_path, manifest.to_string()).expect("write package.json");
+    let credential = format!("CRED-{}", uuid_like());
+    // base64 of `builder:CREDENTIAL`, as the egress proxy sends it.
+    let authorization = {
+        let encoded = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s 'builder:{credential}' | base64 -w0"))
+            .output()
+            .expect("base64");
+        format!("Basic {}", String::from_utf8_lossy(&encoded.stdout).trim())
+    };
+    let operator = OperatorProxy::start(&authorization);
+    let operator_url = format!("http://builder:{credential}@{}:3128", operator.ip());
+    let mut env = build_env();
+    env.push(("HTTPS_PROXY", &operator_url));
+    let run = packbox(
+        &["run", "--packs", &packs, "netprobe.report", "--json"],
+        &env,
+    );
+    let tag = env_tag(dir.path(), "netprobe.report", &env);
+    cleanup_image(&tag);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let report = run.json()["result"].clone();
+    assert_eq!(
+        report["is_number"], true,
+        "installed from the registry: {report}"
+    );
+    assert_eq!(report["proxy_set"], true, "{report}");
+    let mut tried_addresses = Vec::new();
+    for destination in &targets {
+        let tried = &report["targets"][destination];
+        assert!(tried.is_object(), "{destination} not tried: {report}");
+        assert_ne!(tried["direct"], "connected", "{destination}: {report}");
+        assert_eq!(tried["proxy"], "403", "{destination}: {report}");
+        tried_addresses.push(tried["address"].as_str().unwrap_or_default().to_string());
+    }
+    assert!(
+        !target.log().contains("connection from"),
+        "the test's server was reached: {}",
+        target.log()
+    );
+    assert!(host.accept().is_err(), "the host's listener was reached");
+    // npm's connections went through the operator's proxy, with its credentials; the pack's
+    // attempts never got that far.
+    let chained = operator.log();
+    assert!(
+        chained.contains("CONNECT registry.npmjs.org:443 auth"),
+        "{chained}"
+    );
+    assert!(
+        !chained.contains("noauth") && !chained.contains(":9000"),
+        "{chained}"
+    );
+    assert!(!run.stdout().contains(&credential) && !run.stderr().contains(&credential));
+
+    // The audit, in the build's log in the state folder.
+    let key_prefix = tag.rsplit('-').next().unwrap_or_default().to_string();
+    assert_eq!(key_prefix.len(), 24, "{tag}");
+    let log = std::fs::read_dir(state_dir().join("builds"))
+        .expect("build logs")
+        .flatten()
+        .find(|entry| entry.file_name().to_string_lossy().starts_with(&key_prefix))
+        .map(|entry| std::fs::read_to_string(entry.path()).expect("read the log"))
+        .expect("the build's log");
+    assert!(
+        !log.contains(&credential),
+        "the credential is in the build's log"
+    );
+    for line in [
+        format!(
+            "network: packbox's egress proxy only, granting registry.npmjs.org:443 (npm's default registry), through the operator's proxy {}:3128",
+            operator.ip()
+        ),
+        "egress: allowed registry.npmjs.org:443 (tunnel)".to_string(),
+        format!(
+            "egress: refused {} (tunnel): not granted to this run",
+            tried_addresses[0]
+        ),
+        format!(
+            "egress: refused {} (tunnel): not granted to this run",
+            tried_addresses[1]
+        ),
+        format!(
+            "egress: refused {} (tunnel): not granted to this run",
+            tried_addresses[2]
+        ),
+        "egress audit: ".to_string(),
+    ] {
+        assert!(
+            log.contains(&line),
+            "no `{line}` in the build's log:\n{log}"
+        );
+    }
+
+    // The committed image keeps no proxy setting, in its configuration or its history.
+    for args in [
+        vec![
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config.Env}}",
+            tag.as_str(),
+        ],
+        vec!["history", "--no-trunc", tag.as_str()],
+    ] {
+        let shown = docker(&args);
+        assert!(shown.status.success(), "docker {args:?}");
+        let text = String::from_utf8_lossy(&shown.stdout).to_ascii_lowercase();
+        assert!(!text.contains("proxy"), "docker {args:?}: {text}");
+        assert!(
+            !text.contains(&credential.to_ascii_lowercase()),
+            "docker {args:?}: {text}"
+        );
+    }
+    assert_no_leftovers(&run);
+    let networks = docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=packbox.owner_pid={}", run.pid),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&networks.stdout).trim().is_empty(),
+        "networks left: {}",
+        String::from_utf8_lossy(&networks.stdout)
+    );
+}
+
 /// The action of that ref anywhere in a listing.
 fn find_action<'v>(listing: &'v Value, action: &str) -> Option<&'v Value> {
     match listing {
@@ -1420,12 +1814,12 @@ fn a_cancelled_environment_build_leaves_no_layer() {
         })
         .unwrap_or_default();
     assert_eq!(dependency_hash.len(), 64, "{}", listed.stdout());
-    if engine::drops_limits() {
+    if engine::refuses_builds() {
         let refused = packbox(
             &["build", "--packs", &packs, "slowbuild", "--json"],
             &build_env(),
         );
-        engine::assert_build_refused_for_limits(&refused);
+        engine::assert_build_refused(&refused);
         return;
     }
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_packbox"))

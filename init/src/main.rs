@@ -12,16 +12,27 @@
 //! so the action (same user, no capabilities) cannot open `/proc/1/fd/1` either. The engine's
 //! exit status of the container is still checked against the frame afterwards.
 //!
-//! Frame: one byte of kind (1 stdout, 2 stderr, 3 exit status), four bytes of payload length
+//! Frame: one byte of kind (1 stdout, 2 stderr, 3 exit status, 4 to 6 artifacts), four bytes of payload length
 //! (big-endian), the payload (the bytes read; for the exit status, the code as a big-endian
 //! i32: the exit code, or 128 + the signal that killed the action, as Docker's init reports).
 //!
 //! Signals: SIGTERM and every other catchable signal but SIGCHLD go to the action's process, as
 //! Docker's init does; SIGKILL ends this process and with it the container.
+//!
+//! Artifacts: when `ATTUNE_ARTIFACTS_DIR` is set, this process makes that folder (mode 0700)
+//! before the action starts, and once the action has exited it kills whatever the action left
+//! running (so nothing changes the folder while it is read), then sends the folder's regular
+//! files, before the exit status frame: a frame of kind 4 (the file's size as a big-endian u64,
+//! then its name's bytes), its bytes in frames of kind 5, and a frame of kind 6 (the name's
+//! bytes, a 0 byte, the reason) for each entry it does not send: not a regular file (symlinks
+//! are never followed, FIFOs never opened for reading), beyond the count or size bound given in
+//! `PACKBOX_ARTIFACTS_LIMIT` (`FILES:BYTES`, read by this process alone), or cut short. packbox
+//! checks every name and bound again: what the folder holds is the action's.
 
-use std::ffi::OsString;
+use std::ffi::{CStr, CString, OsString};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::CommandExt;
 use std::process::{ChildStderr, ChildStdout, Command, Stdio};
 
@@ -29,6 +40,18 @@ use std::process::{ChildStderr, ChildStdout, Command, Stdio};
 const STDOUT: u8 = 1;
 const STDERR: u8 = 2;
 const EXIT: u8 = 3;
+const ARTIFACT: u8 = 4;
+const ARTIFACT_DATA: u8 = 5;
+const ARTIFACT_REFUSED: u8 = 6;
+
+/// The folder the action writes its artifacts in (set by packbox in the container's environment).
+const ARTIFACTS_DIR_VAR: &str = "ATTUNE_ARTIFACTS_DIR";
+/// The bounds on the artifacts (`FILES:BYTES`), for this process alone.
+const ARTIFACTS_LIMIT_VAR: &str = "PACKBOX_ARTIFACTS_LIMIT";
+/// Entries of the folder looked at, at most; the rest are counted in one refusal.
+const MAX_ENTRIES: usize = 4096;
+/// Refusals named one by one, at most; the rest are counted in one refusal.
+const MAX_REFUSALS: usize = 64;
 
 /// Bytes read from a pipe at once (one frame at most this long).
 const CHUNK: usize = 32 * 1024;
@@ -75,9 +98,14 @@ fn main() {
         Err(e) => fail(command, "cannot watch signals", &e, 126),
     };
     let mut sink = Sink::stdout();
+    let artifacts = Artifacts::from_env();
+    if let Some(artifacts) = &artifacts {
+        artifacts.make_folder();
+    }
     let mut action = Command::new(&command[0]);
     action
         .args(&command[1..])
+        .env_remove(ARTIFACTS_LIMIT_VAR)
         .stdin(Stdio::inherit())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -150,6 +178,10 @@ fn main() {
                     for slot in [&mut stdout, &mut stderr] {
                         drain(slot, &mut buffer, &mut sink);
                     }
+                    if let Some(artifacts) = &artifacts {
+                        end_leftovers();
+                        artifacts.send(&mut buffer, &mut sink);
+                    }
                     sink.frame(EXIT, &code.to_be_bytes());
                     std::process::exit(code);
                 }
@@ -207,6 +239,315 @@ fn reap(action: libc::pid_t) -> Option<i32> {
                 libc::WEXITSTATUS(status)
             });
         }
+    }
+}
+
+/// Ends every process the action left behind and reaps them, so none of them changes the
+/// artifacts folder while it is read. SIGKILL goes to every process again after each one is
+/// reaped, so one forked while the last signal went round is caught by the next (a process
+/// with SIGKILL pending cannot fork). Only as PID 1: elsewhere `kill(-1)` would reach beyond
+/// the container.
+fn end_leftovers() {
+    // SAFETY: getpid, kill and waitpid with valid arguments.
+    unsafe {
+        if libc::getpid() != 1 {
+            return;
+        }
+        let mut status = 0;
+        loop {
+            libc::kill(-1, libc::SIGKILL);
+            if libc::waitpid(-1, &mut status, 0) < 0
+                && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// The artifacts folder and its bounds.
+struct Artifacts {
+    dir: CString,
+    max_files: u64,
+    max_bytes: u64,
+}
+
+impl Artifacts {
+    /// The folder and bounds packbox set; `None` when it set no folder. Bounds that do not
+    /// parse are zero: nothing is sent.
+    fn from_env() -> Option<Artifacts> {
+        let dir = std::env::var_os(ARTIFACTS_DIR_VAR)?;
+        let dir = CString::new(dir.into_vec()).ok()?;
+        let limit = std::env::var(ARTIFACTS_LIMIT_VAR).unwrap_or_default();
+        let (files, bytes) = limit.split_once(':').unwrap_or(("0", "0"));
+        Some(Artifacts {
+            dir,
+            max_files: files.parse().unwrap_or(0),
+            max_bytes: bytes.parse().unwrap_or(0),
+        })
+    }
+
+    /// Makes the folder, private to the action's user (its parent is the run's own tmpfs).
+    fn make_folder(&self) {
+        // SAFETY: mkdir(2) of a NUL-terminated path.
+        unsafe { libc::mkdir(self.dir.as_ptr(), 0o700) };
+    }
+
+    /// Sends the folder's regular files within the bounds, and a refusal for every other entry.
+    fn send(&self, buffer: &mut [u8], sink: &mut Sink) {
+        let mut refusals = Refusals::default();
+        // SAFETY: open(2) of a NUL-terminated path; the fd is owned by `Folder` from here.
+        let fd = unsafe {
+            libc::open(
+                self.dir.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::NotFound {
+                refusals.add(
+                    sink,
+                    b"",
+                    &format!(
+                        "the artifacts folder cannot be read (a symlink, or not a folder): {error}"
+                    ),
+                );
+            }
+            return;
+        }
+        let Some(folder) = Folder::open(fd) else {
+            return;
+        };
+        let (mut names, unlisted) = folder.names();
+        names.sort();
+        let (mut files, mut bytes) = (0u64, 0u64);
+        for name in &names {
+            if !usable_name(name.to_bytes()) {
+                refusals.add(
+                    sink,
+                    name.to_bytes(),
+                    "its name is not UTF-8 or holds a control character",
+                );
+                continue;
+            }
+            let Some(stat) = folder.stat(name) else {
+                refusals.add(sink, name.as_bytes(), "gone before it was read");
+                continue;
+            };
+            let kind = stat.st_mode & libc::S_IFMT;
+            if kind != libc::S_IFREG {
+                refusals.add(
+                    sink,
+                    name.as_bytes(),
+                    &format!("not a regular file ({})", kind_name(kind)),
+                );
+                continue;
+            }
+            let size = stat.st_size.max(0) as u64;
+            if files >= self.max_files {
+                refusals.add(
+                    sink,
+                    name.as_bytes(),
+                    &format!("beyond the {} files kept", self.max_files),
+                );
+                continue;
+            }
+            if size > self.max_bytes - bytes {
+                refusals.add(
+                    sink,
+                    name.as_bytes(),
+                    &format!(
+                        "{size} bytes, beyond the {} bytes kept in all",
+                        self.max_bytes
+                    ),
+                );
+                continue;
+            }
+            match folder.send_file(name, size, buffer, sink) {
+                Ok(()) => {
+                    files += 1;
+                    bytes += size;
+                }
+                Err(why) => refusals.add(sink, name.as_bytes(), why),
+            }
+        }
+        if unlisted > 0 {
+            refusals.add(
+                sink,
+                b"",
+                &format!(
+                    "{unlisted} more entries not looked at (more than {MAX_ENTRIES} in the folder)"
+                ),
+            );
+        }
+        refusals.finish(sink);
+    }
+}
+
+/// Whether packbox could keep a file of this name (it checks again, and more).
+fn usable_name(name: &[u8]) -> bool {
+    std::str::from_utf8(name).is_ok_and(|text| !text.chars().any(char::is_control))
+}
+
+/// A file type's name, for a refusal.
+fn kind_name(kind: libc::mode_t) -> &'static str {
+    match kind {
+        libc::S_IFLNK => "a symlink",
+        libc::S_IFDIR => "a folder",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFCHR | libc::S_IFBLK => "a device",
+        libc::S_IFSOCK => "a socket",
+        _ => "an unknown kind",
+    }
+}
+
+/// Refusal frames, at most [`MAX_REFUSALS`] named; the rest counted in the last.
+#[derive(Default)]
+struct Refusals {
+    sent: usize,
+    more: usize,
+}
+
+impl Refusals {
+    fn add(&mut self, sink: &mut Sink, name: &[u8], reason: &str) {
+        if self.sent >= MAX_REFUSALS {
+            self.more += 1;
+            return;
+        }
+        self.sent += 1;
+        let mut payload = Vec::with_capacity(name.len() + 1 + reason.len());
+        payload.extend_from_slice(name);
+        payload.push(0);
+        payload.extend_from_slice(reason.as_bytes());
+        sink.frame(ARTIFACT_REFUSED, &payload);
+    }
+
+    fn finish(self, sink: &mut Sink) {
+        if self.more > 0 {
+            let reason = format!("{} more entries refused", self.more);
+            let mut payload = vec![0];
+            payload.extend_from_slice(reason.as_bytes());
+            sink.frame(ARTIFACT_REFUSED, &payload);
+        }
+    }
+}
+
+/// An open folder, read through its fd (never through its path again).
+struct Folder {
+    dir: *mut libc::DIR,
+}
+
+impl Folder {
+    fn open(fd: RawFd) -> Option<Folder> {
+        // SAFETY: fdopendir(3) of a folder fd this process opened; it owns the fd from here.
+        let dir = unsafe { libc::fdopendir(fd) };
+        if dir.is_null() {
+            // SAFETY: closing the fd fdopendir did not take.
+            unsafe { libc::close(fd) };
+            return None;
+        }
+        Some(Folder { dir })
+    }
+
+    fn fd(&self) -> RawFd {
+        // SAFETY: dirfd(3) of an open DIR.
+        unsafe { libc::dirfd(self.dir) }
+    }
+
+    /// The entries' names (without `.` and `..`), at most [`MAX_ENTRIES`], and how many more
+    /// there are.
+    fn names(&self) -> (Vec<CString>, usize) {
+        let (mut names, mut more) = (Vec::new(), 0);
+        loop {
+            // SAFETY: readdir(3) of an open DIR; the entry is read before the next call.
+            let entry = unsafe { libc::readdir(self.dir) };
+            if entry.is_null() {
+                return (names, more);
+            }
+            // SAFETY: d_name is NUL-terminated within the entry.
+            let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+            if name.to_bytes() == b"." || name.to_bytes() == b".." {
+                continue;
+            }
+            if names.len() < MAX_ENTRIES {
+                names.push(name.to_owned());
+            } else {
+                more += 1;
+            }
+        }
+    }
+
+    /// The entry's own status (a symlink's, not its target's).
+    fn stat(&self, name: &CStr) -> Option<libc::stat> {
+        // SAFETY: fstatat(2) into a zeroed stat of the right size, relative to the folder's fd.
+        unsafe {
+            let mut stat: libc::stat = std::mem::zeroed();
+            (libc::fstatat(
+                self.fd(),
+                name.as_ptr(),
+                &mut stat,
+                libc::AT_SYMLINK_NOFOLLOW,
+            ) == 0)
+                .then_some(stat)
+        }
+    }
+
+    /// Sends one regular file of `size` bytes: its header, then its bytes. The file is opened
+    /// without following a symlink and without blocking (a FIFO put in its place between the
+    /// look and the open is never waited on) and must still be a regular file of that size.
+    fn send_file(
+        &self,
+        name: &CStr,
+        size: u64,
+        buffer: &mut [u8],
+        sink: &mut Sink,
+    ) -> Result<(), &'static str> {
+        // SAFETY: openat(2) relative to the folder's fd; the fd is owned by `file` from here.
+        let fd = unsafe {
+            libc::openat(
+                self.fd(),
+                name.as_ptr(),
+                libc::O_RDONLY
+                    | libc::O_NOFOLLOW
+                    | libc::O_NONBLOCK
+                    | libc::O_NOCTTY
+                    | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err("cannot be opened for reading");
+        }
+        // SAFETY: an fd this process just opened and owns alone.
+        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        match file.metadata() {
+            Ok(meta) if meta.is_file() && meta.len() == size => {}
+            _ => return Err("changed before it was read"),
+        }
+        let mut header = size.to_be_bytes().to_vec();
+        header.extend_from_slice(name.to_bytes());
+        sink.frame(ARTIFACT, &header);
+        let mut left = size;
+        while left > 0 {
+            let want = buffer.len().min(left as usize);
+            match file.read(&mut buffer[..want]) {
+                Ok(0) => return Err("shorter than its size when read"),
+                Ok(n) => {
+                    sink.frame(ARTIFACT_DATA, &buffer[..n]);
+                    left -= n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err("could not be read to its end"),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        // SAFETY: closedir(3) of the DIR this value owns, once.
+        unsafe { libc::closedir(self.dir) };
     }
 }
 

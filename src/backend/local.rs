@@ -428,6 +428,16 @@ impl RunBackend for LocalBackend {
         // Podman keeps its engine's init: packbox's is measured and tested on Docker only.
         if !self.engine.identity().is_podman() {
             spec.init = init::process();
+            // The init makes the folder and sends its files after the action's exit; without
+            // it (Podman) nothing would collect them, so the action is offered no folder.
+            if let Some(sink) = io.artifacts {
+                spec.env.push((
+                    "ATTUNE_ARTIFACTS_DIR".into(),
+                    crate::contract::artifacts::ARTIFACTS_DIR.into(),
+                ));
+                spec.env
+                    .push(("PACKBOX_ARTIFACTS_LIMIT".into(), sink.limits.for_init()));
+            }
         }
         if let Some(grant) = egress {
             spec.labels.insert(GRANT_LABEL.into(), grant.digest());
@@ -470,6 +480,7 @@ impl RunBackend for LocalBackend {
                 limits: io.limits,
                 cancel: io.cancel,
                 on_output: io.on_output,
+                artifacts: io.artifacts,
             },
         )
         .await;

@@ -452,6 +452,7 @@ mod tests {
                 limits,
                 cancel,
                 on_output: &mut |_, _| {},
+                artifacts: None,
             },
             warm_start: None,
             on_started: &mut |_| {},

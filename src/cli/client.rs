@@ -367,6 +367,11 @@ fn shown(record: &Value) -> Shown<'_> {
         duration_ms: record["duration_ms"].as_u64().unwrap_or(0),
         exit_code: record["exit_code"].as_i64(),
         error: record["error"].as_str(),
+        artifacts: (
+            record["artifacts"].as_array().map_or(0, Vec::len),
+            record["artifacts_refused"].as_array().map_or(0, Vec::len),
+        ),
+        artifacts_dir: None,
     }
 }
 

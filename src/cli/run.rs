@@ -302,6 +302,10 @@ pub struct Shown<'a> {
     pub exit_code: Option<i64>,
     /// Why the run did not succeed.
     pub error: Option<&'a str>,
+    /// Artifacts kept, and entries of the artifacts folder refused.
+    pub artifacts: (usize, usize),
+    /// Where the kept artifacts are (a local run's folder).
+    pub artifacts_dir: Option<&'a str>,
 }
 
 impl<'a> Shown<'a> {
@@ -316,6 +320,8 @@ impl<'a> Shown<'a> {
             duration_ms: outcome.duration_ms,
             exit_code: outcome.exit_code,
             error: outcome.error.as_deref(),
+            artifacts: (outcome.artifacts.len(), outcome.artifacts_refused.len()),
+            artifacts_dir: outcome.artifacts_dir.as_deref(),
         }
     }
 }
@@ -370,5 +376,16 @@ pub fn print_human(shown: &Shown<'_>, followed: bool) {
     );
     if let Some(error) = shown.error {
         eprintln!("error: {}", render::sanitize(error));
+    }
+    let (kept, refused) = shown.artifacts;
+    if kept > 0 {
+        let place = shown
+            .artifacts_dir
+            .map(|dir| format!(" in {}", render::one_line(dir)))
+            .unwrap_or_default();
+        eprintln!("artifacts: {kept} kept{place}");
+    }
+    if refused > 0 {
+        eprintln!("artifacts: {refused} refused (--json lists each with why)");
     }
 }

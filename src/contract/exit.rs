@@ -3,6 +3,10 @@
 //! service's end); the contract turns it into an outcome. Defined here, with the contract, so the
 //! dependency runs one way: the lifecycle knows what to report, not what it means.
 
+/// What a container's artifacts folder held, and the rules for its names and bounds: part of
+/// how a workload ended, so the lifecycle reaches them here.
+pub use super::artifacts::{Artifact, ArtifactLimits, Artifacts, checked_name};
+
 /// Why a container stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ending {
@@ -30,6 +34,8 @@ pub struct ContainerExit {
     pub stdout: Captured,
     /// What it wrote on stderr, up to the limit.
     pub stderr: Captured,
+    /// The files it left in its artifacts folder, kept and refused.
+    pub artifacts: Artifacts,
 }
 
 /// A finished capture: the kept text (lossy UTF-8) and whether it was cut. The truncation

@@ -2,6 +2,7 @@
 //! it is encoded for the action, secrets and their scrubbing, how output is parsed, and the
 //! outcome a run reports.
 
+pub mod artifacts;
 pub mod delivery;
 pub mod exit;
 pub mod outcome;

@@ -3,6 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::artifacts::{Artifact, RefusedArtifact};
 use crate::egress::audit::EgressReport;
 use crate::sandbox::SandboxPolicy;
 
@@ -98,4 +99,14 @@ pub struct Outcome {
     /// a run without a grant.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressReport>,
+    /// The files the action left in `ATTUNE_ARTIFACTS_DIR` that were kept: name, size, SHA-256.
+    pub artifacts: Vec<Artifact>,
+    /// The entries of the artifacts folder that were not kept, each with why (beyond a bound,
+    /// not a regular file, a name packbox does not use). Absent when there is none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub artifacts_refused: Vec<RefusedArtifact>,
+    /// The folder on this machine that holds the kept artifacts (under the state folder);
+    /// absent when none was kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifacts_dir: Option<String>,
 }

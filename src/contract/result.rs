@@ -166,6 +166,9 @@ fn outcome_of(
         sandbox: terms.policy.clone(),
         warnings: terms.warnings.to_vec(),
         egress: None,
+        artifacts: exit.artifacts.files.clone(),
+        artifacts_refused: exit.artifacts.refused.clone(),
+        artifacts_dir: None,
     }
 }
 

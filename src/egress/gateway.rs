@@ -29,7 +29,7 @@ use super::address::{RefusedAddresses, RefusedRange};
 use super::audit::Audit;
 use super::config::{EgressSettings, RUN_NETWORK_PREFIX};
 use super::policy::RunGrant;
-use super::protocol::{self, Command, PROXY_PORT, ProxyConfig, Report};
+use super::protocol::{self, Command, PROXY_PORT, ProxyConfig, Report, Upstream};
 use super::{EgressError, image};
 use crate::engine::{
     BridgeSpec, ContainerSpec, EngineError, NetworkSummary, SharedEngine, StreamKind,
@@ -87,10 +87,17 @@ impl Slot {
     /// The engine's resolver in the container forwards to an address of the run's own network
     /// that nobody holds: a name lookup from the action goes nowhere (names are the proxy's).
     pub fn apply(&self, spec: &mut ContainerSpec) {
+        self.place(spec);
+        spec.env.extend(self.proxy_env());
+    }
+
+    /// Puts a container on this network at the action's address, without the proxy variables:
+    /// for a container whose configuration is kept (an environment build, committed as an
+    /// image), whose process is given them another way.
+    pub fn place(&self, spec: &mut ContainerSpec) {
         spec.network_mode = self.network.clone();
         spec.ipv4_address = self.action_ip.map(|ip| ip.to_string());
         spec.dns = vec![Ipv4Addr::from(u32::from(self.proxy_ip) + 4).to_string()];
-        spec.env.extend(self.proxy_env());
     }
 
     /// The proxy variables every common client honours, in upper and lower case.
@@ -191,6 +198,18 @@ impl Gateway {
     /// Lets the run `run` reach what `grant` allows, from its slot; returns once the proxy
     /// holds the grant.
     pub async fn grant(&self, slot: &Slot, run: &str, grant: &RunGrant) -> Result<(), EgressError> {
+        self.grant_through(slot, run, grant, None).await
+    }
+
+    /// [`Gateway::grant`], with the run's connections going through the operator's proxy
+    /// `upstream` (an environment build behind a company proxy).
+    pub async fn grant_through(
+        &self,
+        slot: &Slot,
+        run: &str,
+        grant: &RunGrant,
+        upstream: Option<Upstream>,
+    ) -> Result<(), EgressError> {
         if let Ok(mut audits) = slot.proxy.tables.audits.lock() {
             audits.insert(run.to_string(), Audit::default());
         }
@@ -201,6 +220,7 @@ impl Gateway {
                 peer: slot.action_ip.map(IpAddr::V4),
                 run: run.to_string(),
                 allow: grant.allow(),
+                upstream,
             })
             .await
     }

@@ -53,6 +53,10 @@ pub enum Command {
         run: String,
         /// What the run may reach.
         allow: Vec<Destination>,
+        /// The operator's proxy the run's connections go through (an environment build behind
+        /// a company proxy); `None`: straight to the destination.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upstream: Option<Upstream>,
     },
     /// The run on `listener` is over: its connections are closed, their audit lines written,
     /// then the acknowledgement.
@@ -76,6 +80,53 @@ pub enum Command {
         /// The ranges to take away, as they were added.
         ranges: Vec<RefusedRange>,
     },
+}
+
+/// An operator's HTTP proxy the egress proxy chains to: after its own checks it asks this proxy
+/// for a tunnel (`CONNECT host:port`) to the granted destination, for HTTPS and plain HTTP
+/// alike. The operator's choice, so its address is not checked against the refused ones; the
+/// destination's name is resolved by it, not by the egress proxy.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Its host name or address (an IPv6 address without brackets).
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// The `Proxy-Authorization` value it takes (`Basic ...`), when it wants one: a credential,
+    /// which travels on the control channel alone and is never audited or logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<String>,
+    /// Names reached directly, not through it (`NO_PROXY`: a name and the names below it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bypass: Vec<String>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "(hidden)"),
+            )
+            .field("bypass", &self.bypass)
+            .finish()
+    }
+}
+
+impl Upstream {
+    /// Whether connections to `host` skip this proxy (`NO_PROXY`).
+    pub fn bypasses(&self, host: &str) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        self.bypass.iter().any(|entry| {
+            host == entry
+                || host
+                    .strip_suffix(entry.as_str())
+                    .is_some_and(|head| head.ends_with('.'))
+        })
+    }
 }
 
 /// What the proxy tells packbox.
@@ -184,6 +235,7 @@ mod tests {
             peer: Some("198.18.0.3".parse().expect("ip")),
             run: "exec-1".into(),
             allow: vec![Destination::parse("a.test:443").expect("destination")],
+            upstream: None,
         };
         let line = serde_json::to_string(&grant).expect("json");
         assert!(!line.contains('\n'));

@@ -144,16 +144,20 @@ impl Error {
         match self {
             Error::Prepare(prepare) => match prepare.as_ref() {
                 PrepareError::NoMatchingVersion { .. } => Fault::Input,
-                PrepareError::Env(EnvError::CaBundle { .. } | EnvError::PackSources { .. }) => {
-                    Fault::Input
-                }
+                PrepareError::Env(
+                    EnvError::CaBundle { .. }
+                    | EnvError::PackSources { .. }
+                    | EnvError::Proxy { .. },
+                ) => Fault::Input,
                 PrepareError::Cancelled
                 | PrepareError::Env(EnvError::Cancelled { .. })
                 | PrepareError::Image(ImageError::Cancelled { .. }) => Fault::Cancelled,
                 _ => Fault::Engine,
             },
             Error::Env(env) => match env.as_ref() {
-                EnvError::CaBundle { .. } | EnvError::PackSources { .. } => Fault::Input,
+                EnvError::CaBundle { .. }
+                | EnvError::PackSources { .. }
+                | EnvError::Proxy { .. } => Fault::Input,
                 EnvError::Cancelled { .. } => Fault::Cancelled,
                 _ => Fault::Engine,
             },
@@ -253,6 +257,11 @@ impl Error {
                 Some("packbox's defaults are the sandbox; weaken it only for actions you trust")
             }
             Error::Egress(egress) => egress.hint(),
+            Error::Env(env) => env.hint(),
+            Error::Prepare(prepare) => match prepare.as_ref() {
+                PrepareError::Env(env) => env.hint(),
+                _ => None,
+            },
             _ => None,
         }
     }

@@ -47,7 +47,7 @@ pub use crate::image::prepare::PrepareEvent;
 pub use environments::{BuildEvent, EnvReport, EnvStatus};
 pub use gc::GcReport;
 pub use images::ImageEvent;
-pub use run::RunEvent;
+pub use run::{RunEvent, artifacts_folder};
 
 /// The OCI runtime actions run under when the operator names none and the engine offers it:
 /// crun starts containers faster than runc and gives the same sandbox (the hostile suite runs
@@ -113,8 +113,13 @@ impl Executor {
             background: Mutex::new(JoinSet::new()),
         };
         let engine = SharedEngine::clone(&executor.engine);
+        let state_dir = executor.settings.state_dir.clone();
         executor.spawn_background(
             async move {
+                match tokio::task::spawn_blocking(move || run::sweep_incoming(&state_dir)).await {
+                    Ok(0) | Err(_) => {}
+                    Ok(count) => tracing::info!(count, "removed stale incoming artifacts"),
+                }
                 match owner::sweep_orphans(&engine).await {
                     Ok(swept) if !swept.is_empty() => {
                         tracing::info!(count = swept.len(), "swept leftovers")
@@ -224,10 +229,20 @@ impl Executor {
             catalog: &self.catalog,
             probe_cache: &self.probe_cache,
             build: &self.settings.build,
+            build_network: self.build_network(),
             state_dir: &self.settings.state_dir,
             owner: &self.owner,
             cancel,
         }
+    }
+
+    /// Where environment builds get their network: the gateway's egress proxy. (Unit tests
+    /// run on the fake engine, which runs no proxy: their builds get no network at all.)
+    fn build_network(&self) -> crate::image::env::BuildNetwork<'_> {
+        #[cfg(test)]
+        return crate::image::env::BuildNetwork::Offline;
+        #[cfg(not(test))]
+        crate::image::env::BuildNetwork::Egress(&self.gateway)
     }
 
     /// Waits for the work started off the runs' path (the start-up sweep, the backend's pool

@@ -377,6 +377,7 @@ pub(crate) async fn run_tests(
                 limits: &limits,
                 cancel: preparer.cancel,
                 on_output: &mut |_: StreamKind, _: &[u8]| {},
+                artifacts: None,
             },
         )
         .await?;

@@ -5,13 +5,15 @@ use super::error::Error;
 use super::{Executor, PrepareEvent};
 use crate::backend::Job;
 use crate::contract::Outcome;
+use crate::contract::artifacts::{ArtifactLimits, Artifacts};
 use crate::contract::result::{self, RunFacts};
 use crate::egress::audit::EgressReport;
 use crate::engine::StreamKind;
 use crate::image::prepare::{self};
 use crate::image::probe::VersionStatus;
-use crate::lifecycle::RunIo;
+use crate::lifecycle::{ArtifactSink, RunIo};
 use crate::plan::RunPlan;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -140,6 +142,16 @@ impl Executor {
                     on_event(RunEvent::Started { exec_id });
                 }
             };
+            // The run's artifacts go to a folder of their own under the state folder, named
+            // after the run once its exec id is final (a pooled container brings its own).
+            let artifacts = ArtifactSink {
+                folder: artifacts_root(&self.settings.state_dir)
+                    .join(format!(".incoming-{}", uuid::Uuid::new_v4())),
+                limits: ArtifactLimits {
+                    max_files: self.settings.run.artifacts_max_files,
+                    max_bytes: self.settings.run.artifacts_max_bytes,
+                },
+            };
             let ran = self
                 .backend
                 .run(Job {
@@ -159,12 +171,26 @@ impl Executor {
                         limits: &plan.limits,
                         cancel,
                         on_output: &mut on_output,
+                        artifacts: Some(&artifacts),
                     },
                     warm_start: plan.warm_start_cmd(),
                     on_started: &mut on_started,
                     egress: plan.egress.as_ref(),
                 })
-                .await?;
+                .await;
+            let mut ran = match ran {
+                Ok(ran) => ran,
+                Err(e) => {
+                    discard_folder(&artifacts.folder);
+                    return Err(e.into());
+                }
+            };
+            let artifacts_dir = keep_artifacts(
+                &artifacts.folder,
+                &self.settings.state_dir,
+                &ran.exec_id,
+                &mut ran.exit.artifacts,
+            );
             tracing::debug!(
                 ending = ?ran.exit.ending,
                 exit_code = ran.exit.exit_code,
@@ -184,6 +210,7 @@ impl Executor {
                     image: prepared.image,
                 },
             );
+            outcome.artifacts_dir = artifacts_dir.map(|dir| dir.to_string_lossy().into_owned());
             if let (Some(grant), Some((audit, incomplete))) = (&plan.egress, ran.egress) {
                 outcome.egress = Some(EgressReport {
                     granted: grant.destinations.clone(),
@@ -196,6 +223,86 @@ impl Executor {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// Where runs keep their artifacts: a folder per run, named by its exec id.
+pub fn artifacts_root(state_dir: &Path) -> PathBuf {
+    state_dir.join("artifacts")
+}
+
+/// The folder of one run's artifacts (it exists only when the run kept some).
+pub fn artifacts_folder(state_dir: &Path, exec_id: &str) -> PathBuf {
+    artifacts_root(state_dir).join(exec_id)
+}
+
+/// Moves a run's incoming artifacts to their folder; returns it when it holds some. Anything
+/// that cannot be moved is refused, so the outcome never lists a file that is not kept.
+fn keep_artifacts(
+    incoming: &Path,
+    state_dir: &Path,
+    exec_id: &str,
+    report: &mut Artifacts,
+) -> Option<PathBuf> {
+    if report.files.is_empty() {
+        discard_folder(incoming);
+        return None;
+    }
+    let folder = artifacts_folder(state_dir, exec_id);
+    match std::fs::rename(incoming, &folder) {
+        Ok(()) => Some(folder),
+        Err(e) => {
+            for file in std::mem::take(&mut report.files) {
+                report.refuse(
+                    file.name.as_bytes(),
+                    format!("could not be stored in {}: {e}", folder.display()),
+                );
+            }
+            discard_folder(incoming);
+            None
+        }
+    }
+}
+
+/// How old a folder of incoming artifacts is before the start-up sweep takes it for a leftover:
+/// a run makes it with its first kept file, after its action exited, and renames or removes it
+/// within the run's last moments.
+const STALE_INCOMING: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes the incoming artifacts folders that packbox processes killed mid-run left (older than
+/// a day); returns how many.
+pub(super) fn sweep_incoming(state_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(artifacts_root(state_dir)) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age > STALE_INCOMING);
+        if stale
+            && entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".incoming-")
+        {
+            discard_folder(&entry.path());
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Removes a folder of incoming artifacts, if the run made one.
+fn discard_folder(folder: &Path) {
+    match std::fs::remove_dir_all(folder) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!("removing {}: {e}", folder.display())
+        }
+        _ => {}
     }
 }
 
@@ -218,4 +325,35 @@ fn describe_candidates(statuses: &[VersionStatus]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_stale_incoming_folders_are_swept() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let root = artifacts_root(state.path());
+        for name in [".incoming-old", ".incoming-new", "kept-run"] {
+            std::fs::create_dir_all(root.join(name)).expect("folder");
+            std::fs::write(root.join(name).join("a.txt"), b"a").expect("file");
+        }
+        for name in [".incoming-old", "kept-run"] {
+            std::fs::File::open(root.join(name))
+                .and_then(|dir| dir.set_modified(std::time::SystemTime::UNIX_EPOCH))
+                .expect("backdate");
+        }
+        assert_eq!(sweep_incoming(state.path()), 1);
+        assert!(!root.join(".incoming-old").exists());
+        assert!(
+            root.join(".incoming-new/a.txt").is_file(),
+            "a run may be collecting"
+        );
+        assert!(
+            root.join("kept-run/a.txt").is_file(),
+            "a run's artifacts stay"
+        );
+        assert_eq!(sweep_incoming(&state.path().join("none")), 0);
+    }
 }

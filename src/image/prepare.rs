@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, NoMatchingVersion, Runtime};
 use crate::engine::SharedEngine;
-use crate::image::env::{self, BuildSettings, EnvError, EnvRecipe, Manifests};
+use crate::image::env::{self, BuildNetwork, BuildSettings, EnvError, EnvRecipe, Manifests};
 use crate::image::probe::{self, ProbeCache, VersionStatus};
 use crate::image::runtime::ImageError;
 use crate::lifecycle::owner::Owner;
@@ -147,6 +147,8 @@ pub struct Preparer<'a> {
     pub probe_cache: &'a ProbeCache,
     /// Limits and sources for environment builds.
     pub build: &'a BuildSettings,
+    /// Where environment builds get their network: packbox's egress proxy.
+    pub build_network: BuildNetwork<'a>,
     /// Where build locks and logs live.
     pub state_dir: &'a Path,
     /// The packbox process probe containers are labelled with, so leftovers can be swept.
@@ -214,6 +216,7 @@ impl Preparer<'_> {
             self.engine,
             &recipe,
             self.build,
+            self.build_network,
             self.state_dir,
             self.cancel,
             |line| {

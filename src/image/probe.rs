@@ -378,6 +378,7 @@ async fn run_probe(
         limits: &limits,
         cancel,
         on_output: &mut |_, _| {},
+        artifacts: None,
     };
     let exit = lifecycle::run::run_container(engine, &name, &spec, io)
         .await

@@ -6,8 +6,11 @@
 //! notices a container's exit tens of milliseconds later). The action cannot write one: what it
 //! prints is only ever a frame's payload, and it holds no handle on the container's stdout.
 //!
-//! A frame is one byte of kind (1 stdout, 2 stderr, 3 exit status), four bytes of payload length
-//! (big-endian) and the payload; an exit status payload is a big-endian i32.
+//! A frame is one byte of kind (1 stdout, 2 stderr, 3 exit status, 4 to 6 artifacts), four bytes
+//! of payload length (big-endian) and the payload; an exit status payload is a big-endian i32.
+//! After the action's exit and before its status, the init sends the artifacts folder's files: a
+//! header (4: the size as a big-endian u64, then the name's bytes), the bytes (5), and a refusal
+//! (6: the name's bytes, a 0 byte, the reason) for each entry it did not send or cut short.
 
 use bytes::Bytes;
 
@@ -17,6 +20,9 @@ use crate::engine::StreamKind;
 const KIND_STDOUT: u8 = 1;
 const KIND_STDERR: u8 = 2;
 const KIND_EXIT: u8 = 3;
+const KIND_ARTIFACT: u8 = 4;
+const KIND_ARTIFACT_DATA: u8 = 5;
+const KIND_ARTIFACT_REFUSED: u8 = 6;
 /// Kind and length.
 const HEADER: usize = 5;
 /// The longest payload accepted. The init writes at most 32 KiB at once; anything longer is not
@@ -31,6 +37,23 @@ pub enum Frame {
     /// The action's process exited with this status (its exit code, or 128 + the signal that
     /// killed it).
     Exit(i64),
+    /// An artifact's bytes follow, `size` of them, in [`Frame::ArtifactData`] frames.
+    Artifact {
+        /// The file's name in the artifacts folder, as the folder holds it (not checked yet).
+        name: Bytes,
+        /// Its size.
+        size: u64,
+    },
+    /// Bytes of the artifact announced last.
+    ArtifactData(Bytes),
+    /// An entry of the artifacts folder that was not sent (or was cut short: the artifact
+    /// announced last, when the names are the same).
+    ArtifactRefused {
+        /// The entry's name, as the folder holds it; empty for what concerns the whole folder.
+        name: Bytes,
+        /// Why, in the init's words.
+        reason: String,
+    },
 }
 
 /// The stream did not hold the init's frames.
@@ -45,6 +68,9 @@ pub enum FrameError {
     /// An exit status frame whose payload is not four bytes.
     #[error("exit status frame of {0} bytes")]
     BadStatus(usize),
+    /// An artifact header too short to hold a size.
+    #[error("artifact frame of {0} bytes")]
+    BadArtifact(usize),
 }
 
 /// Cuts the container's stdout, as the engine delivers it in chunks of any size, into frames.
@@ -81,6 +107,26 @@ impl FrameDecoder {
                         .map_err(|_| FrameError::BadStatus(length))?;
                     Frame::Exit(i64::from(i32::from_be_bytes(status)))
                 }
+                KIND_ARTIFACT => {
+                    let (size, name) = payload
+                        .split_first_chunk::<8>()
+                        .ok_or(FrameError::BadArtifact(length))?;
+                    Frame::Artifact {
+                        name: Bytes::copy_from_slice(name),
+                        size: u64::from_be_bytes(*size),
+                    }
+                }
+                KIND_ARTIFACT_DATA => Frame::ArtifactData(Bytes::copy_from_slice(payload)),
+                KIND_ARTIFACT_REFUSED => {
+                    let (name, reason) = match payload.iter().position(|b| *b == 0) {
+                        Some(at) => (&payload[..at], &payload[at + 1..]),
+                        None => (payload, &[][..]),
+                    };
+                    Frame::ArtifactRefused {
+                        name: Bytes::copy_from_slice(name),
+                        reason: String::from_utf8_lossy(reason).into_owned(),
+                    }
+                }
                 other => return Err(FrameError::UnknownKind(other)),
             });
             at += HEADER + length;
@@ -101,6 +147,18 @@ mod tests {
             Frame::Output(StreamKind::Stdout, bytes) => init_frame(KIND_STDOUT, bytes),
             Frame::Output(StreamKind::Stderr, bytes) => init_frame(KIND_STDERR, bytes),
             Frame::Exit(code) => init_frame(KIND_EXIT, &(*code as i32).to_be_bytes()),
+            Frame::Artifact { name, size } => {
+                let mut payload = size.to_be_bytes().to_vec();
+                payload.extend_from_slice(name);
+                init_frame(KIND_ARTIFACT, &payload)
+            }
+            Frame::ArtifactData(bytes) => init_frame(KIND_ARTIFACT_DATA, bytes),
+            Frame::ArtifactRefused { name, reason } => {
+                let mut payload = name.to_vec();
+                payload.push(0);
+                payload.extend_from_slice(reason.as_bytes());
+                init_frame(KIND_ARTIFACT_REFUSED, &payload)
+            }
         }
     }
 
@@ -114,6 +172,15 @@ mod tests {
             out("hello"),
             Frame::Output(StreamKind::Stderr, Bytes::from_static(b"oops\n")),
             out(""),
+            Frame::Artifact {
+                name: Bytes::from_static(b"report.txt"),
+                size: 3,
+            },
+            Frame::ArtifactData(Bytes::from_static(b"abc")),
+            Frame::ArtifactRefused {
+                name: Bytes::from_static(b"link"),
+                reason: "not a regular file (a symlink)".into(),
+            },
             Frame::Exit(143),
         ];
         let bytes: Vec<u8> = frames.iter().flat_map(encode).collect();
@@ -158,6 +225,11 @@ mod tests {
         assert_eq!(
             decoder.push(&[3, 0, 0, 0, 1, 0]),
             Err(FrameError::BadStatus(1))
+        );
+        let mut decoder = FrameDecoder::default();
+        assert_eq!(
+            decoder.push(&[4, 0, 0, 0, 2, 0, 1]),
+            Err(FrameError::BadArtifact(2))
         );
     }
 }

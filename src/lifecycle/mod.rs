@@ -7,6 +7,7 @@
 //! Depends on the engine seam only: what the container runs and what its output means are the
 //! business of the stages above.
 
+pub mod artifacts;
 pub mod capture;
 pub mod frames;
 pub mod owner;
@@ -14,4 +15,5 @@ pub mod pool;
 pub mod run;
 pub mod service;
 
+pub use artifacts::ArtifactSink;
 pub use run::{RunError, RunIo, RunLimits};

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+use super::artifacts::{ArtifactSink, Collector};
 use super::capture::BoundedBuffer;
 use super::frames::{Frame, FrameDecoder};
 use crate::contract::exit::{ContainerExit, Ending};
@@ -147,6 +148,9 @@ pub struct RunIo<'a> {
     pub cancel: &'a CancellationToken,
     /// Receives output as it arrives, for `--follow`; the run keeps its own copy regardless.
     pub on_output: &'a mut (dyn FnMut(StreamKind, &[u8]) + Send),
+    /// Where the action's artifacts go (sent by packbox's init after the action's exit); `None`:
+    /// the run keeps none.
+    pub artifacts: Option<&'a ArtifactSink>,
 }
 
 /// A container that is created, attached and started: the first three steps of a run. Its
@@ -471,6 +475,7 @@ struct Reader<'a> {
     on_output: &'a mut (dyn FnMut(StreamKind, &[u8]) + Send),
     stdout: BoundedBuffer,
     stderr: BoundedBuffer,
+    artifacts: Collector<'a>,
 }
 
 impl Reader<'_> {
@@ -509,6 +514,11 @@ impl Reader<'_> {
                 match frame {
                     Frame::Output(stream, bytes) => self.deliver(stream, &bytes),
                     Frame::Exit(code) => status = Some(code),
+                    Frame::Artifact { name, size } => self.artifacts.header(&name, size),
+                    Frame::ArtifactData(bytes) => self.artifacts.data(&bytes),
+                    Frame::ArtifactRefused { name, reason } => {
+                        self.artifacts.refused(&name, &reason)
+                    }
                 }
             }
             if stop_at_status && status.is_some() {
@@ -533,6 +543,7 @@ async fn drive(
         limits,
         cancel,
         on_output,
+        artifacts,
     } = io;
     let Attached {
         output,
@@ -555,6 +566,7 @@ async fn drive(
         on_output,
         stdout: BoundedBuffer::new("stdout", limits.max_output),
         stderr: BoundedBuffer::new("stderr", limits.max_output),
+        artifacts: Collector::new(artifacts),
     };
     // The action's own end: the init's status frame when there is one; else the end of the
     // output and the engine's wait: without a frame, and for a death by SIGKILL or SIGTERM,
@@ -627,7 +639,12 @@ async fn drive(
         Ending::Exited if removed => Ending::Removed,
         other => other,
     };
-    let Reader { stdout, stderr, .. } = reader;
+    let Reader {
+        stdout,
+        stderr,
+        artifacts,
+        ..
+    } = reader;
     Ok((
         ContainerExit {
             ending,
@@ -635,6 +652,7 @@ async fn drive(
             oom_killed,
             stdout: stdout.finish(),
             stderr: stderr.finish(),
+            artifacts: artifacts.finish(),
         },
         reported,
     ))
@@ -714,6 +732,7 @@ mod tests {
             limits,
             cancel,
             on_output: &mut |_, _| {},
+            artifacts: None,
         };
         run_container(engine, "packbox-test", &spec(), io).await
     }
@@ -1025,6 +1044,7 @@ mod tests {
                     limits: &limits,
                     cancel: &cancel,
                     on_output: &mut |_, _| panic!("a bug in the caller"),
+                    artifacts: None,
                 };
                 let _ = run_container(&engine, "packbox-test", &spec(), io).await;
             })
@@ -1052,6 +1072,7 @@ mod tests {
                 limits: &limits,
                 cancel: &cancel,
                 on_output: &mut |_, _| {},
+                artifacts: None,
             };
             let (exit, exited) = finish_then_release(&engine, started, io)
                 .await
@@ -1098,6 +1119,7 @@ mod tests {
             limits,
             cancel,
             on_output: &mut |_, _| {},
+            artifacts: None,
         };
         finish_then_release(engine, started, io).await
     }

@@ -218,6 +218,9 @@ pub async fn drive(
             oom_killed,
             stdout,
             stderr,
+            // A service's output is its log, with no init to send files: a Swarm run keeps no
+            // artifacts (the variable is not set for it).
+            artifacts: crate::contract::exit::Artifacts::default(),
         },
         node,
     })

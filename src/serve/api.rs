@@ -79,6 +79,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/executions/{id}", get(show))
         .route("/v1/executions/{id}/cancel", post(cancel))
         .route("/v1/executions/{id}/output", get(output))
+        .route("/v1/executions/{id}/artifacts/{name}", get(artifact))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/actions", get(actions))
@@ -502,6 +503,71 @@ fn parse_body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError>
         };
         ApiError::bad_request(message)
     })
+}
+
+/// One artifact of an execution the caller may read (404 otherwise, as for the execution):
+/// its bytes as they were kept, by a name the record lists, never a path the request makes up.
+async fn artifact(
+    State(app): State<Arc<App>>,
+    Path((id, name)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    use tokio::io::AsyncReadExt;
+    let caller = caller_of(&request);
+    let record = readable(&app, &caller, &id).await?;
+    let no_artifact = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "execution `{}` has no artifact `{}`",
+                short(&id, 200),
+                short(&name, 300)
+            ),
+        )
+    };
+    let (Some(exec_id), Some(listed)) = (
+        record.exec_id.as_deref(),
+        record.artifacts.iter().find(|a| a.name == name),
+    ) else {
+        return Err(no_artifact());
+    };
+    let path =
+        packbox::artifacts_folder(&app.dispatcher.settings().state_dir, exec_id).join(&listed.name);
+    let file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => no_artifact(),
+            _ => ApiError::internal("reading an artifact", &e),
+        })?;
+    let size = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::internal("reading an artifact", &e))?;
+    if !size.is_file() || size.len() != listed.size {
+        return Err(ApiError::internal(
+            "reading an artifact",
+            &std::io::Error::other(format!(
+                "{} is not the file the record lists",
+                path.display()
+            )),
+        ));
+    }
+    let body =
+        axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file.take(listed.size)));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CONTENT_DISPOSITION, "attachment"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        [(header::CONTENT_LENGTH, listed.size.to_string())],
+        body,
+    )
+        .into_response())
 }
 
 /// The query of `GET /v1/executions/{id}`.

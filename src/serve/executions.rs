@@ -396,7 +396,8 @@ impl Dispatcher {
             + record
                 .result
                 .as_ref()
-                .map_or(0, |r| r.to_string().len() as u64);
+                .map_or(0, |r| r.to_string().len() as u64)
+            + record.artifacts.iter().map(|a| a.size).sum::<u64>();
         let written = self.written_bytes.fetch_add(added, Ordering::Relaxed) + added;
         // Measuring costs a scan: only once a tenth of the bound was written.
         if written < self.limits.records_max_bytes / 10 {
@@ -410,10 +411,13 @@ impl Dispatcher {
                     .prune(self.settings.serve.retention, self.limits.records_max_bytes)
                     .await
                 {
-                    Ok(pruned) => tracing::info!(
-                        removed = pruned.for_bytes,
-                        "pruned the oldest execution records: the store passed serve.records.max_bytes"
-                    ),
+                    Ok(pruned) => {
+                        pruned.remove_artifacts(&self.settings.state_dir);
+                        tracing::info!(
+                            removed = pruned.for_bytes,
+                            "pruned the oldest execution records: the store passed serve.records.max_bytes"
+                        )
+                    }
                     Err(e) => tracing::warn!("pruning records: {}", packbox::error_chain(&e)),
                 }
             }

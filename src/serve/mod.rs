@@ -218,6 +218,7 @@ pub async fn run(
     let pruner = tokio::spawn(prune_records(
         store,
         keys,
+        settings.state_dir.clone(),
         serve.retention,
         serve.records.max_bytes,
         stop.clone(),
@@ -303,12 +304,17 @@ async fn trim_pool(dispatcher: Arc<Dispatcher>, stop: CancellationToken) {
 async fn prune_records(
     store: Store,
     keys: KeyStore,
+    state_dir: std::path::PathBuf,
     retention: packbox::Retention,
     max_bytes: u64,
     stop: CancellationToken,
 ) {
     loop {
-        match store.prune(retention, max_bytes).await {
+        let pruned = store.prune(retention, max_bytes).await;
+        if let Ok(pruned) = &pruned {
+            pruned.remove_artifacts(&state_dir);
+        }
+        match pruned {
             Ok(pruned) if pruned.succeeded + pruned.failed + pruned.for_bytes > 0 => {
                 tracing::info!(
                     succeeded = pruned.succeeded,

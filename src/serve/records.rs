@@ -16,13 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use packbox::clock::{now_ms, rfc3339};
-use packbox::{KeyUse, Outcome, Retention, Status};
+use packbox::{Artifact, KeyUse, Outcome, RefusedArtifact, Retention, Status};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The schema this code writes; bumped with each change (with a migration).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// What turns the schema of one version into the next: `(version, statements)`, applied in
 /// order to a database older than `version` (a new one gets `SCHEMA`, then all of them).
@@ -41,6 +41,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
         "ALTER TABLE executions ADD COLUMN attune_exec_id INTEGER;
          ALTER TABLE executions ADD COLUMN warnings TEXT;",
     ),
+    // Version 5: the artifacts a run kept and refused.
+    (5, "ALTER TABLE executions ADD COLUMN artifacts TEXT;"),
 ];
 
 const SCHEMA: &str = "
@@ -85,7 +87,7 @@ const COLUMNS: &str = "seq, id, action, status, token_name, idempotency_key, exe
     pack_digest, timeout_seconds, exit_code, result, stdout, stderr, stdout_truncated,
     stderr_truncated, error, sandbox, image, runtime, runtime_version, duration_ms, prepare_ms,
     queued_at, started_at, finished_at, result_truncated, result_error, keys, egress,
-    attune_exec_id, warnings";
+    attune_exec_id, warnings, artifacts";
 
 /// The record store could not do its work.
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +268,13 @@ pub struct Record {
     /// proxy, as the outcome reports them (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub egress: Option<Value>,
+    /// The files the action left in `ATTUNE_ARTIFACTS_DIR` that were kept (name, size,
+    /// SHA-256), each downloadable at `/v1/executions/{id}/artifacts/{name}`.
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
+    /// The entries of its artifacts folder that were not kept, each with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts_refused: Vec<RefusedArtifact>,
     /// The image the action ran in.
     pub image: Option<String>,
     /// The catalog's name for the runtime the action ran on.
@@ -347,6 +356,10 @@ pub struct Ending {
     pub sandbox: Option<Value>,
     /// See [`Record::egress`].
     pub egress: Option<Value>,
+    /// See [`Record::artifacts`].
+    pub artifacts: Vec<Artifact>,
+    /// See [`Record::artifacts_refused`].
+    pub artifacts_refused: Vec<RefusedArtifact>,
     /// See [`Record::image`].
     pub image: Option<String>,
     /// See [`Record::runtime`].
@@ -381,6 +394,8 @@ impl Ending {
                 .egress
                 .as_ref()
                 .and_then(|egress| serde_json::to_value(egress).ok()),
+            artifacts: outcome.artifacts,
+            artifacts_refused: outcome.artifacts_refused,
             image: Some(outcome.image),
             runtime: Some(outcome.runtime),
             runtime_version: Some(outcome.runtime_version),
@@ -433,6 +448,8 @@ impl Ending {
             error: Some(error),
             sandbox: None,
             egress: None,
+            artifacts: Vec::new(),
+            artifacts_refused: Vec::new(),
             image: None,
             runtime: None,
             runtime_version: None,
@@ -484,6 +501,27 @@ pub struct Pruned {
     pub failed: usize,
     /// Final records removed, oldest first, to bring the store under its bound in bytes.
     pub for_bytes: usize,
+    /// The exec ids of the runs whose records were removed (their artifacts go with them).
+    pub exec_ids: Vec<String>,
+}
+
+impl Pruned {
+    /// Removes the artifacts folders of the pruned runs from the state folder.
+    pub fn remove_artifacts(&self, state_dir: &Path) {
+        for exec_id in &self.exec_ids {
+            // An exec id is packbox's own UUID; anything else is not a folder name to use.
+            if packbox::checked_artifact_name(exec_id.as_bytes()).is_err() {
+                continue;
+            }
+            let folder = packbox::artifacts_folder(state_dir, exec_id);
+            match std::fs::remove_dir_all(&folder) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!("removing the artifacts in {}: {e}", folder.display())
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// How much of a run a record keeps.
@@ -708,7 +746,15 @@ impl Store {
                 + ending.stderr.len()
                 + result.as_ref().map_or(0, String::len)
                 + ending.error.as_ref().map_or(0, String::len)
-                + ending.result_error.as_ref().map_or(0, String::len);
+                + ending.result_error.as_ref().map_or(0, String::len)
+                // The artifacts' files count toward the store's bound, so pruning for space
+                // removes them with their records.
+                + ending.artifacts.iter().map(|a| a.size as usize).sum::<usize>();
+            let artifacts = serde_json::to_string(&StoredArtifacts {
+                files: &ending.artifacts,
+                refused: &ending.artifacts_refused,
+            })
+            .unwrap_or_default();
             let sandbox = ending
                 .sandbox
                 .as_ref()
@@ -726,7 +772,7 @@ impl Store {
                         image = ?12, runtime = ?13, runtime_version = ?14, duration_ms = ?15,
                         prepare_ms = ?16, finished_at = ?17, result_truncated = ?18,
                         result_error = ?19, bytes = ?20, egress = ?21, attune_exec_id = ?22,
-                        warnings = ?23
+                        warnings = ?23, artifacts = ?24
                      WHERE id = ?1 AND status IN ('queued', 'running')",
                     params![
                         id,
@@ -752,6 +798,7 @@ impl Store {
                         egress,
                         ending.attune_exec_id.map(|id| id as i64),
                         warnings,
+                        artifacts,
                     ],
                 )
                 .map_err(query("recording how an execution ended"))?;
@@ -894,25 +941,27 @@ impl Store {
                 ),
             ] {
                 let cutoff = now.saturating_sub(keep.max_age.as_millis() as i64);
-                *count += connection
-                    .execute(
-                        &format!("DELETE FROM executions WHERE {class} AND finished_at < ?1"),
-                        params![cutoff],
-                    )
-                    .map_err(query("pruning old executions"))?;
-                *count += connection
-                    .execute(
-                        &format!(
-                            "DELETE FROM executions WHERE {class} AND seq < (
-                                SELECT MIN(seq) FROM (
-                                    SELECT seq FROM executions WHERE {class}
-                                    ORDER BY seq DESC LIMIT ?1))"
-                        ),
-                        params![keep.max_count as i64],
-                    )
-                    .map_err(query("pruning surplus executions"))?;
+                *count += delete(
+                    connection,
+                    &format!("DELETE FROM executions WHERE {class} AND finished_at < ?1"),
+                    params![cutoff],
+                    "pruning old executions",
+                    &mut pruned.exec_ids,
+                )?;
+                *count += delete(
+                    connection,
+                    &format!(
+                        "DELETE FROM executions WHERE {class} AND seq < (
+                            SELECT MIN(seq) FROM (
+                                SELECT seq FROM executions WHERE {class}
+                                ORDER BY seq DESC LIMIT ?1))"
+                    ),
+                    params![keep.max_count as i64],
+                    "pruning surplus executions",
+                    &mut pruned.exec_ids,
+                )?;
             }
-            pruned.for_bytes = prune_bytes(connection, max_bytes)?;
+            pruned.for_bytes = prune_bytes(connection, max_bytes, &mut pruned.exec_ids)?;
             Ok(pruned)
         })
         .await
@@ -920,7 +969,11 @@ impl Store {
 }
 
 /// Removes the oldest final records until all records hold at most `max_bytes`.
-fn prune_bytes(connection: &Connection, max_bytes: u64) -> Result<usize, StoreError> {
+fn prune_bytes(
+    connection: &Connection,
+    max_bytes: u64,
+    exec_ids: &mut Vec<String>,
+) -> Result<usize, StoreError> {
     let total: i64 = connection
         .query_row(
             "SELECT COALESCE(SUM(bytes), 0) FROM executions",
@@ -946,12 +999,35 @@ fn prune_bytes(connection: &Connection, max_bytes: u64) -> Result<usize, StoreEr
         .map_err(query("finding records to prune"))?;
     // None: even every final record is not enough, and all of them go.
     let cutoff = cutoff.unwrap_or(i64::MAX);
-    connection
-        .execute(
-            "DELETE FROM executions WHERE status NOT IN ('queued', 'running') AND seq <= ?1",
-            params![cutoff],
-        )
-        .map_err(query("pruning records for space"))
+    delete(
+        connection,
+        "DELETE FROM executions WHERE status NOT IN ('queued', 'running') AND seq <= ?1",
+        params![cutoff],
+        "pruning records for space",
+        exec_ids,
+    )
+}
+
+/// Runs a `DELETE`, noting the exec ids of the records it removed; returns how many it removed.
+fn delete(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    what: &'static str,
+    exec_ids: &mut Vec<String>,
+) -> Result<usize, StoreError> {
+    let mut statement = connection
+        .prepare(&format!("{sql} RETURNING exec_id"))
+        .map_err(query(what))?;
+    let mut rows = statement.query(params).map_err(query(what))?;
+    let mut removed = 0;
+    while let Some(row) = rows.next().map_err(query(what))? {
+        removed += 1;
+        if let Some(exec_id) = row.get::<_, Option<String>>(0).map_err(query(what))? {
+            exec_ids.push(exec_id);
+        }
+    }
+    Ok(removed)
 }
 
 fn query(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -972,6 +1048,10 @@ fn get_in(connection: &Connection, id: &str) -> Result<Option<Record>, StoreErro
 fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
     let json = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
     let keys: Option<String> = row.get(28)?;
+    let stored: ReadArtifacts = row
+        .get::<_, Option<String>>(32)?
+        .and_then(|a| serde_json::from_str(&a).ok())
+        .unwrap_or_default();
     let status: String = row.get(3)?;
     let token_name: String = row.get(4)?;
     Ok(Record {
@@ -1011,7 +1091,25 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
         started_at: row.get::<_, Option<i64>>(24)?.map(rfc3339),
         finished_at: row.get::<_, Option<i64>>(25)?.map(rfc3339),
         egress: json(row.get(29)?),
+        artifacts: stored.files,
+        artifacts_refused: stored.refused,
     })
+}
+
+/// The `artifacts` column: what a run kept and refused.
+#[derive(Serialize)]
+struct StoredArtifacts<'a> {
+    files: &'a [Artifact],
+    refused: &'a [RefusedArtifact],
+}
+
+/// The `artifacts` column, read back (empty for records without one).
+#[derive(Default, Deserialize)]
+struct ReadArtifacts {
+    #[serde(default)]
+    files: Vec<Artifact>,
+    #[serde(default)]
+    refused: Vec<RefusedArtifact>,
 }
 
 /// A record as listings show it: everything but its output and result.
@@ -1266,6 +1364,7 @@ mod tests {
                 succeeded: 3,
                 failed: 2,
                 for_bytes: 0,
+                exec_ids: Vec::new(),
             }
         );
         let left: Vec<String> = store
@@ -1280,6 +1379,62 @@ mod tests {
             .map(|e| e["id"].as_str().unwrap_or("").to_string())
             .collect();
         assert_eq!(left, ["live", "bad3", "ok3", "bad2", "ok2", "bad1"]);
+    }
+
+    #[tokio::test]
+    async fn artifacts_are_recorded_count_toward_the_bound_and_go_with_their_record() {
+        let (dir, store) = store();
+        let listed = Artifact {
+            name: "report.txt".into(),
+            size: 14,
+            sha256: "a".repeat(64),
+        };
+        let refused = RefusedArtifact {
+            name: "link".into(),
+            reason: "not a regular file (a symlink)".into(),
+        };
+        for (id, exec_id) in [("old", "exec-old"), ("new", "exec-new")] {
+            accepted(&store, new(id, None, None)).await;
+            let mut ending = ended(ExecStatus::Succeeded);
+            ending.exec_id = Some(exec_id.into());
+            ending.artifacts = vec![listed.clone()];
+            ending.artifacts_refused = vec![refused.clone()];
+            let record = store
+                .finish(id, ending)
+                .await
+                .expect("finish")
+                .expect("record");
+            assert_eq!(record.artifacts, std::slice::from_ref(&listed));
+            assert_eq!(record.artifacts_refused, std::slice::from_ref(&refused));
+        }
+        let state = dir.path().join("state");
+        for exec_id in ["exec-old", "exec-new"] {
+            let folder = packbox::artifacts_folder(&state, exec_id);
+            std::fs::create_dir_all(&folder).expect("folder");
+            std::fs::write(folder.join("report.txt"), b"two artifacts\n").expect("file");
+        }
+        let size = store.size().await.expect("size");
+        assert!(size.content >= 28, "the artifacts' bytes count: {size:?}");
+        let retention = Retention {
+            succeeded: Keep {
+                max_age: Duration::from_secs(86400),
+                max_count: 1,
+            },
+            failed: Keep {
+                max_age: Duration::from_secs(86400),
+                max_count: 10,
+            },
+            prune_every: Duration::from_secs(60),
+        };
+        let pruned = store.prune(retention, u64::MAX).await.expect("prune");
+        assert_eq!(pruned.exec_ids, ["exec-old"]);
+        pruned.remove_artifacts(&state);
+        assert!(!packbox::artifacts_folder(&state, "exec-old").exists());
+        assert!(
+            packbox::artifacts_folder(&state, "exec-new")
+                .join("report.txt")
+                .is_file()
+        );
     }
 
     #[tokio::test]

@@ -27,6 +27,10 @@ pub(super) const MAX_ID: u64 = 2_147_483_647;
 pub(super) const MIN_OUTPUT: u64 = 1;
 /// Bytes kept per output stream at most: 1 GiB.
 pub(super) const MAX_OUTPUT: u64 = 1 << 30;
+/// Artifacts kept of one run at most (packbox's init looks at 4096 entries of the folder).
+pub(super) const MAX_ARTIFACT_FILES: u64 = 4096;
+/// Bytes of artifacts kept of one run at most: 1 GiB.
+pub(super) const MAX_ARTIFACT_BYTES: u64 = 1 << 30;
 /// Timeout at most, of a run or a build, in seconds: a week.
 pub(super) const MAX_TIMEOUT: u64 = 7 * 24 * 3600;
 /// Time between SIGTERM and SIGKILL at most, in seconds.

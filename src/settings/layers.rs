@@ -114,6 +114,10 @@ pub struct RunLayer {
     pub max_output: Option<Size>,
     /// Refuse parameters an action does not declare (accepted with a warning by default).
     pub strict_parameters: Option<bool>,
+    /// Files kept of a run's `ATTUNE_ARTIFACTS_DIR` at most (64 by default).
+    pub artifacts_max_files: Option<u64>,
+    /// Bytes kept of a run's artifacts in all (`64m` by default).
+    pub artifacts_max_bytes: Option<Size>,
 }
 
 /// Environment-build settings of one layer.

@@ -284,11 +284,25 @@ impl Resolver<'_> {
             false,
             any,
         )?;
+        let artifacts_max_files = self.setting(
+            "run.artifacts_max_files",
+            |l| l.run.artifacts_max_files,
+            super::values::DEFAULT_ARTIFACTS_MAX_FILES,
+            |v| count_in_range(*v, 0, bounds::MAX_ARTIFACT_FILES),
+        )?;
+        let artifacts_max_bytes = self.setting(
+            "run.artifacts_max_bytes",
+            |l| l.run.artifacts_max_bytes.map(|s| s.0),
+            super::values::DEFAULT_ARTIFACTS_MAX_BYTES,
+            |v| in_range(*v, 0, bounds::MAX_ARTIFACT_BYTES, "0 bytes", "1g"),
+        )?;
         Ok(RunDefaults {
             timeout: timeout.map(|t| Duration::from_secs(t.value)),
             grace: Duration::from_secs(grace.value),
             max_output: max_output.value as usize,
             strict_parameters: strict_parameters.value,
+            artifacts_max_files: artifacts_max_files.value,
+            artifacts_max_bytes: artifacts_max_bytes.value,
         })
     }
 

@@ -67,6 +67,10 @@ pub struct RunDefaults {
     pub max_output: usize,
     /// Refuse parameters an action does not declare, instead of delivering them with a warning.
     pub strict_parameters: bool,
+    /// Files kept of a run's artifacts folder at most; the others are refused.
+    pub artifacts_max_files: u64,
+    /// Bytes kept of a run's artifacts in all; a file that would pass it is refused.
+    pub artifacts_max_bytes: u64,
 }
 
 /// What `packbox serve` runs with, checked.
@@ -195,6 +199,10 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
 /// Default bytes kept per output stream: 10 MiB.
 pub const DEFAULT_MAX_OUTPUT: usize = 10 << 20;
+/// Files kept of a run's artifacts folder when the operator does not say.
+pub const DEFAULT_ARTIFACTS_MAX_FILES: u64 = 64;
+/// Bytes kept of a run's artifacts when the operator does not say: 64 MiB.
+pub const DEFAULT_ARTIFACTS_MAX_BYTES: u64 = 64 << 20;
 
 impl Default for HeldLimits {
     fn default() -> Self {

@@ -39,7 +39,7 @@ use tokio_util::task::TaskTracker;
 
 use super::address::RefusedAddresses;
 use super::destination::{Destination, Host};
-use super::protocol::{self, Command, Connection, ConnectionKind, ProxyConfig, Report};
+use super::protocol::{self, Command, Connection, ConnectionKind, ProxyConfig, Report, Upstream};
 
 /// How long a client has to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -76,6 +76,8 @@ struct Grant {
     run: String,
     peer: Option<IpAddr>,
     allow: Vec<Destination>,
+    /// The operator's proxy the run's connections go through, when it has one.
+    upstream: Option<Upstream>,
     /// Cancelled when the grant is revoked: every connection of the run closes.
     cancel: CancellationToken,
     /// The run's connections, so a revocation can wait for their audit lines.
@@ -161,11 +163,13 @@ async fn obey<R: AsyncBufRead + Unpin>(
                 peer,
                 run,
                 allow,
+                upstream,
             } => {
                 let grant = Arc::new(Grant {
                     run,
                     peer,
                     allow,
+                    upstream,
                     cancel: CancellationToken::new(),
                     tracker: TaskTracker::new(),
                     open: Arc::new(AtomicUsize::new(0)),
@@ -348,24 +352,34 @@ async fn handle(
             &format!("packbox egress: {destination} is not granted to this run"),
         );
     }
-    let addresses = match resolve(&shared, &target.host, target.port).await {
-        Ok(addresses) => addresses,
-        Err(Unusable::Refused(reason)) => {
-            audit(&shared, &grant, attempt.refused(reason.clone())).await;
-            return text(
-                StatusCode::FORBIDDEN,
-                &format!("packbox egress: {destination} refused: {reason}"),
-            );
-        }
-        Err(Unusable::Failed(error)) => {
-            audit(&shared, &grant, attempt.failed(error.clone(), None)).await;
-            return text(
-                StatusCode::BAD_GATEWAY,
-                &format!("packbox egress: {destination}: {error}"),
-            );
+    let via = grant
+        .upstream
+        .as_ref()
+        .filter(|via| !via.bypasses(&target.host.to_string()));
+    let connected = match via {
+        Some(via) => through(&shared, via, &target.host, target.port).await,
+        None => {
+            let addresses = match resolve(&shared, &target.host, target.port).await {
+                Ok(addresses) => addresses,
+                Err(Unusable::Refused(reason)) => {
+                    audit(&shared, &grant, attempt.refused(reason.clone())).await;
+                    return text(
+                        StatusCode::FORBIDDEN,
+                        &format!("packbox egress: {destination} refused: {reason}"),
+                    );
+                }
+                Err(Unusable::Failed(error)) => {
+                    audit(&shared, &grant, attempt.failed(error.clone(), None)).await;
+                    return text(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("packbox egress: {destination}: {error}"),
+                    );
+                }
+            };
+            connect(&shared, &addresses, target.port).await
         }
     };
-    let (upstream, address) = match connect(&shared, &addresses, target.port).await {
+    let (upstream, address) = match connected {
         Ok(connected) => connected,
         Err(error) => {
             audit(&shared, &grant, attempt.failed(error.clone(), None)).await;
@@ -575,6 +589,97 @@ async fn connect(
         }
     }
     Err(last)
+}
+
+/// The longest answer head an upstream proxy may send to a `CONNECT`.
+const MAX_UPSTREAM_HEAD: usize = 8 << 10;
+
+/// A tunnel to `host:port` through the operator's proxy: connected to it (its name resolved
+/// like a destination's, its address not checked: the operator chose it), asked for the
+/// tunnel, its answer read up to the blank line. Returns the tunnel and the proxy's address.
+async fn through(
+    shared: &Shared,
+    via: &Upstream,
+    host: &Host,
+    port: u16,
+) -> Result<(TcpStream, IpAddr), String> {
+    let addresses: Vec<IpAddr> = match via.host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => match shared.hosts.get(&via.host) {
+            Some(addresses) => addresses.clone(),
+            None => {
+                let absolute = format!("{}.", via.host.trim_end_matches('.'));
+                match tokio::time::timeout(
+                    RESOLVE_TIMEOUT,
+                    tokio::net::lookup_host((absolute.as_str(), via.port)),
+                )
+                .await
+                {
+                    Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
+                    Ok(Err(e)) => {
+                        return Err(format!(
+                            "the build's proxy {} does not resolve ({e})",
+                            via.host
+                        ));
+                    }
+                    Err(_) => {
+                        return Err(format!(
+                            "the build's proxy {} did not resolve in time",
+                            via.host
+                        ));
+                    }
+                }
+            }
+        },
+    };
+    let (mut stream, address) = connect(shared, &addresses, via.port).await?;
+    let authority = format!("{host}:{port}");
+    let mut head = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(authorization) = &via.authorization {
+        head.push_str(&format!("Proxy-Authorization: {authorization}\r\n"));
+    }
+    head.push_str("\r\n");
+    let asked = async {
+        stream.write_all(head.as_bytes()).await?;
+        // Byte by byte: nothing of the tunnel's own bytes may be read here.
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while !answer.ends_with(b"\r\n\r\n") && answer.len() < MAX_UPSTREAM_HEAD {
+            if tokio::io::AsyncReadExt::read(&mut stream, &mut byte).await? == 0 {
+                break;
+            }
+            answer.push(byte[0]);
+        }
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = match tokio::time::timeout(shared.connect_timeout, asked).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => return Err(format!("the build's proxy at {address}: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "the build's proxy at {address} did not answer in time"
+            ));
+        }
+    };
+    let status: String = String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(120)
+        .collect();
+    let fine = answer.ends_with(b"\r\n\r\n")
+        && status
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|code| code.len() == 3 && code.starts_with('2'));
+    if !fine {
+        return Err(format!(
+            "the build's proxy at {address} refused the tunnel to {authority}: `{status}`"
+        ));
+    }
+    Ok((stream, address))
 }
 
 async fn audit(shared: &Shared, grant: &Grant, connection: Connection) {
@@ -861,6 +966,11 @@ mod tests {
 
     impl Running {
         async fn start() -> Running {
+            Running::start_with(&[]).await
+        }
+
+        /// A proxy whose connector also stands these local servers in for these addresses.
+        async fn start_with(more: &[(&str, SocketAddr)]) -> Running {
             let local = destination().await;
             let listener = TcpListener::bind((PROXY, 0)).await.expect("bind the proxy");
             let port = listener.local_addr().expect("address").port();
@@ -893,10 +1003,11 @@ mod tests {
             };
             let (control, proxy_in) = tokio::io::duplex(1 << 16);
             let (proxy_out, reports) = tokio::io::duplex(1 << 16);
-            let connector = Arc::new(TestConnect(HashMap::from([(
-                API.parse().expect("ip"),
-                local,
-            )])));
+            let mut served = HashMap::from([(API.parse().expect("ip"), local)]);
+            for (ip, server) in more {
+                served.insert(ip.parse().expect("ip"), *server);
+            }
+            let connector = Arc::new(TestConnect(served));
             tokio::spawn(serve(
                 listener,
                 config,
@@ -946,6 +1057,10 @@ mod tests {
         }
 
         async fn grant(&mut self, allow: &[&str]) {
+            self.grant_via(allow, None).await;
+        }
+
+        async fn grant_via(&mut self, allow: &[&str], upstream: Option<Upstream>) {
             self.next_id += 1;
             let reports = self
                 .command(Command::Grant {
@@ -957,6 +1072,7 @@ mod tests {
                         .iter()
                         .map(|d| Destination::parse(d).expect("destination"))
                         .collect(),
+                    upstream,
                 })
                 .await;
             assert!(reports.is_empty(), "{reports:?}");
@@ -1123,6 +1239,139 @@ mod tests {
         );
     }
 
+    /// An operator's proxy: records each request head it gets; answers a `CONNECT` to
+    /// `denied.test` with 407, any other with 200, then serves the tunnel as a destination does
+    /// (its next request line back).
+    async fn operator_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&heads);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let heads = Arc::clone(&recorded);
+                tokio::spawn(async move {
+                    let Some(head) = read_head(&mut stream).await else {
+                        return;
+                    };
+                    heads.lock().expect("heads").push(head.clone());
+                    if head.contains("denied.test") {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .await;
+                    let Some(inner) = read_head(&mut stream).await else {
+                        return;
+                    };
+                    let line = inner.lines().next().unwrap_or_default().to_string();
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{line}",
+                        line.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        (address, heads)
+    }
+
+    /// A request head, read up to its blank line.
+    async fn read_head(stream: &mut TcpStream) -> Option<String> {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => return None,
+            }
+        }
+        Some(String::from_utf8_lossy(&head).into_owned())
+    }
+
+    #[tokio::test]
+    async fn granted_connections_go_through_the_operators_proxy_with_its_credentials() {
+        const OPERATOR: &str = "192.0.2.77";
+        let (operator, heads) = operator_proxy().await;
+        let mut proxy = Running::start_with(&[(OPERATOR, operator)]).await;
+        proxy
+            .grant_via(
+                &["pypi.test:443", "denied.test:443", "api.test:80"],
+                Some(Upstream {
+                    host: OPERATOR.into(),
+                    port: 8080,
+                    authorization: Some("Basic dTpzM2NyZXQ=".into()),
+                    bypass: vec!["api.test".into()],
+                }),
+            )
+            .await;
+        // pypi.test is in no host table: the operator's proxy resolves it, not this one.
+        let tunnel = proxy
+            .exchange("CONNECT pypi.test:443 HTTP/1.1\r\nHost: pypi.test:443\r\n\r\nGET /simple/six/ HTTP/1.1\r\nHost: pypi.test\r\n\r\n")
+            .await;
+        assert!(tunnel.starts_with("HTTP/1.1 200"), "{tunnel}");
+        assert!(tunnel.ends_with("GET /simple/six/ HTTP/1.1"), "{tunnel}");
+        let asked = heads.lock().expect("heads").clone();
+        assert_eq!(asked.len(), 1, "{asked:?}");
+        assert!(
+            asked[0].starts_with("CONNECT pypi.test:443 HTTP/1.1\r\n"),
+            "{asked:?}"
+        );
+        assert!(
+            asked[0].contains("\r\nProxy-Authorization: Basic dTpzM2NyZXQ=\r\n"),
+            "{asked:?}"
+        );
+        // Its refusal is the client's 502, its words quoted.
+        let denied = proxy
+            .exchange("CONNECT denied.test:443 HTTP/1.1\r\nHost: denied.test:443\r\nConnection: close\r\n\r\n")
+            .await;
+        assert!(denied.starts_with("HTTP/1.1 502"), "{denied}");
+        assert!(
+            denied.contains("407 Proxy Authentication Required"),
+            "{denied}"
+        );
+        // Not granted: refused here, the operator's proxy never asked.
+        let refused = proxy
+            .exchange("CONNECT other.test:443 HTTP/1.1\r\nHost: other.test:443\r\nConnection: close\r\n\r\n")
+            .await;
+        assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+        // NO_PROXY's names go straight to the destination.
+        let direct = proxy
+            .exchange("GET http://api.test/direct HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+            .await;
+        assert!(direct.ends_with("GET /direct HTTP/1.1"), "{direct}");
+        assert_eq!(
+            heads.lock().expect("heads").len(),
+            2,
+            "two tunnels asked for"
+        );
+        let audit = proxy.revoke().await;
+        let line = |host: &str| {
+            audit
+                .iter()
+                .find(|c| c.host == host)
+                .unwrap_or_else(|| panic!("{host} in {audit:?}"))
+        };
+        assert!(line("pypi.test").allowed);
+        assert_eq!(
+            line("pypi.test").address,
+            Some(OPERATOR.parse().expect("ip"))
+        );
+        assert!(line("pypi.test").bytes_received > 20);
+        assert!(!line("denied.test").allowed || line("denied.test").error.is_some());
+        assert!(!line("other.test").allowed);
+        assert_eq!(line("api.test").address, Some(API.parse().expect("ip")));
+        let text = serde_json::to_string(&audit).expect("json");
+        assert!(
+            !text.contains("dTpzM2NyZXQ"),
+            "the credential is audited: {text}"
+        );
+    }
+
     #[tokio::test]
     async fn connections_belong_to_the_address_they_come_from() {
         let mut proxy = Running::start().await;
@@ -1148,6 +1397,7 @@ mod tests {
             peer: None,
             run: "run-2".into(),
             allow: Vec::new(),
+            upstream: None,
         })
         .expect("json");
         line.push(b'\n');

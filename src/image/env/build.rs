@@ -11,10 +11,16 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
+use super::network::{self, UpstreamError};
 use super::recipe::{BUILD_USER, EnvRecipe, IndexSettings, RECIPE_FORMAT};
 use crate::common::owned::Owned;
 use crate::contract::exit::Ending;
 use crate::contract::scrub::Redactor;
+use crate::egress::EgressError;
+use crate::egress::audit::Audit;
+use crate::egress::gateway::{Gateway, Slot};
+use crate::egress::policy::RunGrant;
+use crate::egress::protocol::{Connection, Upstream};
 use crate::engine::{
     CommitSpec, ContainerEngine, EngineError, EngineMode, NotApplied, SharedEngine,
 };
@@ -45,7 +51,8 @@ pub struct BuildSettings {
     pub ca_bundle: Option<PathBuf>,
     /// Index overrides (`PACKBOX_PIP_INDEX_URL`, `PACKBOX_NPM_REGISTRY`).
     pub index: IndexSettings,
-    /// Standard proxy variables, passed through as build arguments.
+    /// The standard proxy variables of packbox's environment: the operator's proxy, which the
+    /// egress proxy chains a build's connections to (see [`network::upstream_proxy`]).
     pub proxies: BTreeMap<String, String>,
     /// Whether packs may choose package sources in their requirements (`--index-url`, URLs,
     /// ...): the operator's decision (`build.allow_pack_sources`), off by default.
@@ -172,12 +179,58 @@ pub enum EnvError {
         /// Why, as far as packbox knows.
         why: String,
     },
+    /// The operator's proxy setting cannot carry a build.
+    #[error("the proxy packbox's environment names for builds cannot be used")]
+    Proxy {
+        /// The variable and what is wrong with it (never its value: it may hold a password).
+        #[source]
+        source: UpstreamError,
+    },
+    /// The build's network (packbox's egress proxy and a per-build network) could not be made;
+    /// a build never falls back to the engine's open network.
+    #[error(
+        "environment build {tag} could not get its network (packbox's egress proxy, granting the package indexes only)"
+    )]
+    Network {
+        /// The environment image's tag.
+        tag: String,
+        /// What failed.
+        #[source]
+        source: EgressError,
+    },
+    /// The engine cannot give a build a network whose only way out is packbox's egress proxy
+    /// (Podman gives the host an address on every network it makes): refused before the pack's
+    /// code runs, never built on an open network instead.
+    #[error(
+        "cannot build environment {tag} on {engine}: {why}, so the pack's build-time code could reach more than the package indexes; build it on Docker and bring it here with `packbox images copy --to`"
+    )]
+    NetworkNotIsolated {
+        /// The environment image's tag.
+        tag: String,
+        /// The engine, as its identity reads.
+        engine: String,
+        /// What the engine does that packbox cannot work around.
+        why: String,
+    },
     /// The build was cancelled; its layers and its locks are gone.
     #[error("building environment {tag} was cancelled")]
     Cancelled {
         /// The environment image's tag.
         tag: String,
     },
+}
+
+impl EnvError {
+    /// The next step for the user, where there is an obvious one.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            EnvError::Network { source, .. } => source.hint(),
+            EnvError::Proxy { .. } => Some(
+                "set HTTPS_PROXY to an http:// proxy (http://user:password@host:port), or leave it unset",
+            ),
+            _ => None,
+        }
+    }
 }
 
 impl From<RunError> for EnvError {
@@ -205,6 +258,100 @@ pub struct EnvImage {
     pub built: bool,
 }
 
+/// Where a build's network comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum BuildNetwork<'a> {
+    /// A per-build network whose only way out is the gateway's egress proxy, which grants the
+    /// package indexes alone.
+    Egress(&'a Arc<Gateway>),
+    /// No network at all (unit tests on the fake engine, which runs no proxy).
+    #[cfg(test)]
+    Offline,
+}
+
+/// What a build may reach: its grant (the package indexes), the index settings that could not
+/// be granted, and the operator's proxy its connections go through.
+struct BuildAccess {
+    grant: RunGrant,
+    refused: Vec<(String, String)>,
+    upstream: Option<Upstream>,
+}
+
+impl BuildAccess {
+    /// The lines that open the build's log: what the build may reach, and how.
+    fn log_lines(&self) -> Vec<String> {
+        let granted: Vec<String> = self
+            .grant
+            .destinations
+            .iter()
+            .map(|g| format!("{} ({})", g.destination, g.granted_by))
+            .collect();
+        let mut lines = vec![format!(
+            "network: packbox's egress proxy only, granting {}{}\n",
+            if granted.is_empty() {
+                "nothing".to_string()
+            } else {
+                granted.join(", ")
+            },
+            match &self.upstream {
+                Some(via) => format!(", through the operator's proxy {}:{}", via.host, via.port),
+                None => String::new(),
+            }
+        )];
+        for (setting, why) in &self.refused {
+            lines.push(format!("network: {setting} not granted: {why}\n"));
+        }
+        lines
+    }
+}
+
+/// The audit of a build's connections, as lines of its log: one per connection attempt (the
+/// first [`crate::egress::audit::KEPT_CONNECTIONS`]), then the totals.
+fn audit_lines(audit: &Audit, incomplete: Option<&str>) -> Vec<String> {
+    let mut lines: Vec<String> = audit.connections.iter().map(audit_line).collect();
+    lines.push(format!(
+        "egress audit: {} connection attempts, {} refused, {} bytes sent, {} received{}{}\n",
+        audit.attempts,
+        audit.refused,
+        audit.bytes_sent,
+        audit.bytes_received,
+        if audit.truncated {
+            " (only the first ones listed)"
+        } else {
+            ""
+        },
+        incomplete
+            .map(|why| format!(" (may be incomplete: {why})"))
+            .unwrap_or_default()
+    ));
+    lines
+}
+
+fn audit_line(connection: &Connection) -> String {
+    let kind = serde_json::to_value(connection.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let at = format!("{}:{} ({kind})", connection.host, connection.port);
+    if !connection.allowed {
+        return format!(
+            "egress: refused {at}: {}\n",
+            connection.refusal.as_deref().unwrap_or("refused")
+        );
+    }
+    let address = connection
+        .address
+        .map(|a| format!(" to {a}"))
+        .unwrap_or_default();
+    match &connection.error {
+        Some(error) => format!("egress: failed {at}{address}: {error}\n"),
+        None => format!(
+            "egress: allowed {at}{address}, {} bytes sent, {} received, {} ms\n",
+            connection.bytes_sent, connection.bytes_received, connection.duration_ms
+        ),
+    }
+}
+
 /// Locks per key for builds within this process.
 static BUILD_LOCKS: LazyLock<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
     LazyLock::new(Default::default);
@@ -215,6 +362,7 @@ pub async fn ensure(
     engine: &SharedEngine,
     recipe: &EnvRecipe,
     settings: &BuildSettings,
+    network: BuildNetwork<'_>,
     state_dir: &Path,
     cancel: &CancellationToken,
     mut on_line: impl FnMut(&str) + Send,
@@ -224,6 +372,7 @@ pub async fn ensure(
             sources: recipe.manifests.sources.clone(),
         });
     }
+
     let tag = recipe.tag();
     let key = recipe.key();
     let owned = Owned::in_state_dir(state_dir);
@@ -265,6 +414,10 @@ pub async fn ensure(
         });
     }
 
+    // Only now: a proxy setting meant for other programs must not stop runs whose environment
+    // exists.
+    let upstream =
+        network::upstream_proxy(&settings.proxies).map_err(|source| EnvError::Proxy { source })?;
     let ca = match &settings.ca_bundle {
         Some(path) => Some(read_ca_bundle(path)?),
         None => None,
@@ -285,6 +438,25 @@ pub async fn ensure(
     );
     log.line(&begun);
     on_line(&begun);
+    let granted = network::build_grant(
+        recipe.manifests.installer,
+        &recipe.index,
+        if settings.allow_pack_sources {
+            &recipe.manifests.sources
+        } else {
+            &[]
+        },
+    );
+    let access = BuildAccess {
+        grant: granted.grant,
+        refused: granted.refused,
+        upstream,
+    };
+    for line in access.log_lines() {
+        let line = credentials.text(line);
+        log.line(&line);
+        on_line(&line);
+    }
     let mut lines = LineSplitter::default();
     let mut on_output = |bytes: &[u8]| {
         for line in lines.push(bytes) {
@@ -293,12 +465,13 @@ pub async fn ensure(
             on_line(&line);
         }
     };
-    let installed = install(
+    let (installed, audit) = install(
         engine,
         recipe,
         settings,
         &key,
         staging,
+        (network, &access),
         cancel,
         &mut on_output,
     )
@@ -307,6 +480,15 @@ pub async fn ensure(
         let line = credentials.text(line);
         log.line(&line);
         on_line(&line);
+    }
+    // What a failure quotes is the installer's last words, not the audit after them.
+    let tail = log.tail();
+    if let Some((audit, incomplete)) = audit {
+        for line in audit_lines(&audit, incomplete.as_deref()) {
+            let line = credentials.text(line);
+            log.line(&line);
+            on_line(&line);
+        }
     }
     match installed? {
         Installed::Image(id) => {
@@ -332,7 +514,6 @@ pub async fn ensure(
             log: log_path,
         }),
         Installed::Failed { code, oom } => {
-            let tail = log.tail();
             log.line(&format!("error: the install exited with code {code:?}\n"));
             if oom || log.killed || code == Some(137) {
                 return Err(EnvError::BuildKilled {
@@ -432,8 +613,10 @@ const BUILD_OUTPUT_KEPT: usize = 1 << 20;
 /// local project's build backend.
 pub fn build_policy(settings: &BuildSettings) -> SandboxPolicy {
     SandboxPolicy {
-        // Until packbox's egress proxy carries builds: the engine's bridge, as before.
-        network: "bridge".into(),
+        // A per-build network whose only way out is packbox's egress proxy (`install` puts the
+        // container on it): never the engine's bridge. Its sockets are the profile's for a
+        // run with a grant (IP sockets, which a run without network is refused).
+        network: crate::sandbox::policy::EGRESS_NETWORK.into(),
         read_only_root: false,
         tmpfs_tmp_bytes: BUILD_TMP_BYTES,
         memory_bytes: settings.memory_bytes.unwrap_or(DEFAULT_BUILD_MEMORY),
@@ -442,6 +625,16 @@ pub fn build_policy(settings: &BuildSettings) -> SandboxPolicy {
         nofile: BUILD_NOFILE,
         ..SandboxPolicy::default()
     }
+}
+
+/// Why the engine cannot isolate a build's network, when it cannot. Podman (4.3, netavark)
+/// gives the host the gateway address of every network it makes, internal ones too, and
+/// ignores the bridge option that keeps it off (measured: a container on an internal Podman
+/// network reaches a listener on the host's 0.0.0.0 through that address).
+fn network_not_isolated(engine: &SharedEngine) -> Option<String> {
+    engine.identity().is_podman().then(|| {
+        "Podman gives the host an address on every network it makes, internal ones too".to_string()
+    })
 }
 
 /// The dropped limits of a build container, named as the build's settings name them.
@@ -476,10 +669,12 @@ fn why_build_limits_dropped(engine: &SharedEngine) -> String {
 }
 
 /// The installer's environment, one `NAME=value` a line: it travels on the build container's
-/// stdin, never in its configuration (which the image would inherit) or its command.
-fn installer_env(settings: &BuildSettings) -> Vec<u8> {
+/// stdin, never in its configuration (which the image would inherit) or its command. The proxy
+/// variables name packbox's egress proxy on the build's network; the operator's own proxy (and
+/// its credentials) is the egress proxy's business, never the installer's.
+fn installer_env(settings: &BuildSettings, proxy_env: &[(String, String)]) -> Vec<u8> {
     let mut lines = String::new();
-    for (name, value) in &settings.proxies {
+    for (name, value) in proxy_env {
         lines.push_str(&format!("{name}={value}\n"));
     }
     if let Some(url) = &settings.index.pip_index_url {
@@ -517,16 +712,98 @@ fn credential_values(settings: &BuildSettings) -> Vec<serde_json::Value> {
     values
 }
 
-/// Runs the install in a fresh build container (the staging archive unpacked first, the
-/// installer's environment on stdin) and commits it as the environment image when it succeeds.
-/// The container is removed on every path; a failed, stopped or cancelled build commits
-/// nothing, so it leaves no image and no layer.
+/// The audit of a build's connections, and why it may be incomplete.
+type BuildAudit = (Audit, Option<String>);
+
+/// Runs the install on the build's own network, granted what `access` says: a per-build network
+/// from the gateway (its proxy granted the build's destinations before the container starts,
+/// revoked once it is over, which returns the audit), given back once the container is gone.
+/// Any failure to make that network fails the build: it never runs on another network.
+#[allow(clippy::too_many_arguments)]
 async fn install(
     engine: &SharedEngine,
     recipe: &EnvRecipe,
     settings: &BuildSettings,
     key: &str,
     staging: Vec<u8>,
+    (network, access): (BuildNetwork<'_>, &BuildAccess),
+    cancel: &CancellationToken,
+    on_output: &mut (dyn FnMut(&[u8]) + Send),
+) -> (Result<Installed, EnvError>, Option<BuildAudit>) {
+    let name = format!("packbox-envbuild-{}", uuid::Uuid::new_v4());
+    // One variant outside unit tests.
+    #[allow(clippy::infallible_destructuring_match)]
+    let gateway = match network {
+        BuildNetwork::Egress(gateway) => gateway,
+        #[cfg(test)]
+        BuildNetwork::Offline => {
+            let installed = install_in(
+                engine, recipe, settings, key, staging, &name, None, cancel, on_output,
+            )
+            .await;
+            return (installed, None);
+        }
+    };
+    if let Some(why) = network_not_isolated(engine) {
+        let refused = EnvError::NetworkNotIsolated {
+            tag: recipe.tag(),
+            engine: engine.identity().to_string(),
+            why,
+        };
+        return (Err(refused), None);
+    }
+    let network_failed = |source| EnvError::Network {
+        tag: recipe.tag(),
+        source,
+    };
+    let slot = tokio::select! {
+        slot = gateway.slot() => match slot {
+            Ok(slot) => slot,
+            Err(e) => return (Err(network_failed(e)), None),
+        },
+        () = cancel.cancelled() => return (Ok(Installed::Cancelled), None),
+    };
+    if let Err(e) = gateway
+        .grant_through(&slot, &name, &access.grant, access.upstream.clone())
+        .await
+    {
+        let _ = gateway.revoke(&slot, &name).await;
+        gateway.discard(slot).await;
+        return (Err(network_failed(e)), None);
+    }
+    let installed = install_in(
+        engine,
+        recipe,
+        settings,
+        key,
+        staging,
+        &name,
+        Some(&slot),
+        cancel,
+        on_output,
+    )
+    .await;
+    let audit = gateway.revoke(&slot, &name).await;
+    match &installed {
+        Ok(_) => gateway.release(slot).await,
+        Err(_) => gateway.discard(slot).await,
+    }
+    (installed, Some(audit))
+}
+
+/// Runs the install in a fresh build container (the staging archive unpacked first, the
+/// installer's environment on stdin) on `slot`'s network (none without), and commits it as the
+/// environment image when it succeeds. The container is removed on every path; a failed,
+/// stopped or cancelled build commits nothing, so it leaves no image and no layer.
+#[allow(clippy::too_many_arguments)]
+async fn install_in(
+    engine: &SharedEngine,
+    recipe: &EnvRecipe,
+    settings: &BuildSettings,
+    key: &str,
+    staging: Vec<u8>,
+    name: &str,
+    slot: Option<&Slot>,
     cancel: &CancellationToken,
     on_output: &mut (dyn FnMut(&[u8]) + Send),
 ) -> Result<Installed, EnvError> {
@@ -545,7 +822,18 @@ async fn install(
         Kernel::Host,
     );
     spec.working_dir = "/".into();
-    let name = format!("packbox-envbuild-{}", uuid::Uuid::new_v4());
+    // On the build's network, without the proxy variables in its configuration (the image
+    // would keep them): they reach the installer on stdin.
+    let proxy_env = match slot {
+        Some(slot) => {
+            slot.place(&mut spec);
+            slot.proxy_env()
+        }
+        None => {
+            spec.network_mode = "none".into();
+            Vec::new()
+        }
+    };
     let limits = RunLimits {
         timeout: settings.timeout,
         grace: BUILD_GRACE,
@@ -558,7 +846,7 @@ async fn install(
     // makes after packbox has stopped waiting (and a process that exits right after a cancel
     // never runs the background removal of one dropped later). The start takes a moment; a
     // cancel that came meanwhile is seen by the run's first step, which stops and removes it.
-    let started = match run::start_with_files(engine, &name, &spec, Some(("/", staging))).await {
+    let started = match run::start_with_files(engine, name, &spec, Some(("/", staging))).await {
         Err(RunError::SandboxNotApplied {
             engine: identity,
             settings,
@@ -574,10 +862,11 @@ async fn install(
         started => started?,
     };
     let io = RunIo {
-        stdin: installer_env(settings),
+        stdin: installer_env(settings, &proxy_env),
         limits: &limits,
         cancel,
         on_output: &mut |_, bytes: &[u8]| on_output(bytes),
+        artifacts: None,
     };
     let (exit, exited) = run::finish_then_release(engine, started, io).await?;
     let ended = match exit.ending {
@@ -1033,6 +1322,8 @@ mod tests {
             ..BuildSettings::default()
         };
         assert_eq!(build_policy(&settings).memory_bytes, 256 << 20);
+        // Never the engine's bridge: a per-build network through the egress proxy.
+        assert_eq!(policy.network, crate::sandbox::policy::EGRESS_NETWORK);
     }
 
     #[test]
@@ -1047,21 +1338,33 @@ mod tests {
     }
 
     #[test]
-    fn index_overrides_and_proxies_reach_the_installer_on_stdin_and_are_scrubbed() {
+    fn index_overrides_and_the_egress_proxy_reach_the_installer_on_stdin_and_are_scrubbed() {
         let settings = BuildSettings {
             ca_bundle: None,
             index: IndexSettings {
                 pip_index_url: Some("https://build:s3cret-pw@pypi.example/simple?token=t0k".into()),
                 npm_registry: None,
             },
-            proxies: BTreeMap::from([("HTTPS_PROXY".into(), "http://proxy:3128".into())]),
+            proxies: BTreeMap::from([(
+                "HTTPS_PROXY".into(),
+                "http://op:pr0xy-pw@proxy:3128".into(),
+            )]),
             ..BuildSettings::default()
         };
-        let stdin = String::from_utf8(installer_env(&settings)).expect("text");
+        let egress = [(
+            "HTTPS_PROXY".to_string(),
+            "http://198.18.0.2:3128".to_string(),
+        )];
+        let stdin = String::from_utf8(installer_env(&settings, &egress)).expect("text");
         assert!(
             stdin.contains("PIP_INDEX_URL=https://build:s3cret-pw@pypi.example/simple?token=t0k\n")
         );
-        assert!(stdin.contains("HTTPS_PROXY=http://proxy:3128\n"));
+        // The egress proxy, never the operator's (its credentials are the egress proxy's).
+        assert!(stdin.contains("HTTPS_PROXY=http://198.18.0.2:3128\n"));
+        assert!(
+            !stdin.contains("pr0xy-pw") && !stdin.contains("proxy:3128"),
+            "{stdin}"
+        );
         assert!(!stdin.contains("NPM_CONFIG_REGISTRY"));
         let redactor = Redactor::new(credential_values(&settings).iter()).expect("builds");
         let line = redactor.text(
@@ -1070,6 +1373,55 @@ mod tests {
         assert!(
             !line.contains("s3cret-pw") && !line.contains("t0k"),
             "{line}"
+        );
+    }
+
+    #[test]
+    fn the_build_log_says_what_the_build_may_reach_and_what_it_reached() {
+        use crate::egress::protocol::ConnectionKind;
+        let granted = network::build_grant(Installer::Npm, &IndexSettings::default(), &[]);
+        let access = BuildAccess {
+            grant: granted.grant,
+            refused: vec![("build.pip_index_url".into(), "127.0.0.1 is loopback".into())],
+            upstream: Some(Upstream {
+                host: "proxy.corp.example".into(),
+                port: 3128,
+                authorization: Some("Basic c2VjcmV0".into()),
+                bypass: Vec::new(),
+            }),
+        };
+        let opening = access.log_lines().concat();
+        assert_eq!(
+            opening,
+            "network: packbox's egress proxy only, granting registry.npmjs.org:443 (npm's default registry), through the operator's proxy proxy.corp.example:3128\nnetwork: build.pip_index_url not granted: 127.0.0.1 is loopback\n"
+        );
+        let connection = |host: &str, allowed: bool| Connection {
+            host: host.into(),
+            port: 443,
+            kind: ConnectionKind::Tunnel,
+            allowed,
+            refusal: (!allowed).then(|| "not granted to this run".into()),
+            error: None,
+            address: allowed.then(|| "104.16.0.1".parse().expect("ip")),
+            bytes_sent: 10,
+            bytes_received: 2000,
+            duration_ms: 30,
+        };
+        let mut audit = Audit::default();
+        audit.add(connection("registry.npmjs.org", true));
+        audit.add(connection("198.51.100.7", false));
+        let lines = audit_lines(&audit, None);
+        assert_eq!(
+            lines,
+            [
+                "egress: allowed registry.npmjs.org:443 (tunnel) to 104.16.0.1, 10 bytes sent, 2000 received, 30 ms\n",
+                "egress: refused 198.51.100.7:443 (tunnel): not granted to this run\n",
+                "egress audit: 2 connection attempts, 1 refused, 20 bytes sent, 4000 received\n",
+            ]
+        );
+        assert!(
+            audit_lines(&audit, Some("the egress proxy stopped"))[2]
+                .contains("(may be incomplete: the egress proxy stopped)")
         );
     }
 
@@ -1198,6 +1550,7 @@ mod tests {
                 shared,
                 recipe,
                 settings,
+                BuildNetwork::Offline,
                 dir,
                 &CancellationToken::new(),
                 |_| {},
@@ -1273,6 +1626,49 @@ mod tests {
             assert!(Owned::in_state_dir(dir.path()).has_image(&image.id));
         }
 
+        /// Without its egress proxy (here: the engine lacks the image it is built on) a build
+        /// fails before any build container: it never runs on another network.
+        #[tokio::test(start_paused = true)]
+        async fn a_build_whose_egress_proxy_cannot_start_fails_and_runs_nothing() {
+            let (fake, shared) = engine(Program::default());
+            let recipe = recipe(&fake, "six==1.16.0 # no proxy");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let binary = dir.path().join("packbox-egress-proxy");
+            std::fs::write(&binary, b"not run").expect("a binary");
+            let settings = crate::egress::config::EgressSettings {
+                proxy_binary: Some(binary),
+                ..Default::default()
+            };
+            let gateway = Arc::new(Gateway::new(
+                shared.clone(),
+                settings,
+                Default::default(),
+                false,
+                dir.path().to_path_buf(),
+            ));
+            let err = ensure(
+                &shared,
+                &recipe,
+                &BuildSettings::default(),
+                BuildNetwork::Egress(&gateway),
+                dir.path(),
+                &CancellationToken::new(),
+                |_| {},
+            )
+            .await
+            .expect_err("no network, no build");
+            assert!(matches!(err, EnvError::Network { .. }), "{err}");
+            assert!(
+                crate::common::error_text::chain(&err).contains("packbox/base:bookworm"),
+                "{}",
+                crate::common::error_text::chain(&err)
+            );
+            assert!(err.hint().is_some());
+            assert_eq!(fake.count(|c| matches!(c, Call::Create { .. })), 0);
+            assert_eq!(commits(&fake), 0);
+            gateway.close().await;
+        }
+
         #[tokio::test(start_paused = true)]
         async fn concurrent_callers_share_one_build() {
             let (fake, shared) = engine(Program {
@@ -1283,8 +1679,17 @@ mod tests {
             let recipe = recipe(&fake, "requests==2.31.0 # concurrent");
             let cancel = CancellationToken::new();
             let settings = BuildSettings::default();
-            let calls =
-                (0..5).map(|_| ensure(&shared, &recipe, &settings, dir.path(), &cancel, |_| {}));
+            let calls = (0..5).map(|_| {
+                ensure(
+                    &shared,
+                    &recipe,
+                    &settings,
+                    BuildNetwork::Offline,
+                    dir.path(),
+                    &cancel,
+                    |_| {},
+                )
+            });
             let results = futures::future::join_all(calls).await;
             let images: Vec<EnvImage> = results.into_iter().map(|r| r.expect("ready")).collect();
             assert_eq!(commits(&fake), 1, "one build for five callers");
@@ -1406,7 +1811,15 @@ mod tests {
             let dir = tempfile::tempdir().expect("tempdir");
             let cancel = CancellationToken::new();
             let settings = BuildSettings::default();
-            let building = ensure(&shared, &recipe, &settings, dir.path(), &cancel, |_| {});
+            let building = ensure(
+                &shared,
+                &recipe,
+                &settings,
+                BuildNetwork::Offline,
+                dir.path(),
+                &cancel,
+                |_| {},
+            );
             let stop = async {
                 tokio::time::sleep(Duration::from_secs(4)).await;
                 cancel.cancel();
@@ -1457,19 +1870,25 @@ mod tests {
                 &shared,
                 &recipe,
                 &BuildSettings::default(),
+                BuildNetwork::Offline,
                 dir.path(),
                 &CancellationToken::new(),
                 |line| seen.push(line.to_string()),
             )
             .await
             .expect("built");
-            // The first line says the build has begun, before the installer prints anything.
-            assert_eq!(seen.len(), 3, "{seen:?}");
+            // The first line says the build has begun, before the installer prints anything;
+            // the next what it may reach.
+            assert_eq!(seen.len(), 4, "{seen:?}");
             assert!(
                 seen[0].starts_with("installing the dependencies of packbox/env:"),
                 "{seen:?}"
             );
-            assert_eq!(seen[1..], ["Collecting six\n", "Installing six\n"]);
+            assert_eq!(
+                seen[1],
+                "network: packbox's egress proxy only, granting pypi.org:443 (pip's default index), files.pythonhosted.org:443 (pip's default index)\n"
+            );
+            assert_eq!(seen[2..], ["Collecting six\n", "Installing six\n"]);
             let log = std::fs::read_to_string(
                 dir.path()
                     .join("builds")

@@ -4,8 +4,9 @@
 
 pub mod build;
 pub mod inventory;
+pub mod network;
 pub mod recipe;
 
 pub use crate::pack::dependencies::{Installer, Manifests};
-pub use build::{BuildSettings, DEFAULT_BUILD_MEMORY, EnvError, ensure};
+pub use build::{BuildNetwork, BuildSettings, DEFAULT_BUILD_MEMORY, EnvError, ensure};
 pub use recipe::{EnvRecipe, IndexSettings, lock_file};
