@@ -180,10 +180,7 @@ impl Slot {
         };
         let peak = recent(self.peak, self.peak_at).max(self.in_flight);
         let streak = recent(self.streak, self.streak_at);
-        peak.max(streak)
-            .max(self.refill(now))
-            .max(1)
-            .min(per_kind)
+        peak.max(streak).max(self.refill(now)).max(1).min(per_kind)
     }
 
     /// When it ran more than once lately, as many as arrive while a replacement starts (its rate
@@ -571,7 +568,11 @@ mod tests {
             series.in_flight -= 1;
         }
         let last = now + Duration::from_millis(990);
-        assert_eq!(series.target(8, last), 4, "3 arrive during a start, and one more");
+        assert_eq!(
+            series.target(8, last),
+            4,
+            "3 arrive during a start, and one more"
+        );
         // The client pauses longer than the rate window: it still finds what it ran with.
         let back = last + RATE_WINDOW + Duration::from_secs(5);
         assert_eq!(series.refill(back), 0, "no recent arrivals");
