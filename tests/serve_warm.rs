@@ -156,6 +156,27 @@ async fn idle_for(api: &Api, action: &str) -> u64 {
         .sum()
 }
 
+/// The exec ids of the running containers of a packbox process for an action.
+fn running_exec_ids(pid: u32, action: &str) -> Vec<String> {
+    let output = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "--filter",
+            &format!("label=packbox.owner_pid={pid}"),
+            "--filter",
+            &format!("label=packbox.action={action}"),
+            "--format",
+            "{{.Label \"packbox.exec_id\"}}",
+        ])
+        .output()
+        .expect("docker ps runs");
+    assert!(output.status.success(), "docker ps failed");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// One run of the echo action, answered; its exec id.
 async fn echo(api: &Api) -> String {
     let created = api
@@ -175,8 +196,9 @@ async fn echo(api: &Api) -> String {
 /// A client that sends runs one after another (each the moment the last was answered), pauses
 /// longer than the window its rate of runs is measured over and than the pool's trim period (a CI
 /// pipeline between two jobs), and comes back: it finds ready as many containers as its series
-/// asked for, not one. The pool's limit is two here, so that any series of two or more asks for
-/// both, however loaded the machine.
+/// asked for, not one: each of its next runs takes a container that was waiting before it came
+/// back. The pool's limit is two here, so that any series of two or more asks for both, however
+/// loaded the machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_series_of_runs_one_after_another_finds_its_containers_ready_after_a_pause() {
     require_engine();
@@ -197,12 +219,16 @@ async fn a_series_of_runs_one_after_another_finds_its_containers_ready_after_a_p
         2,
         "the series' demand is remembered through the pause"
     );
-    let asked = now_ns();
+    // The containers waiting for the series: the server's running ones (no run is going on).
+    let waiting = running_exec_ids(server.pid(), "svc.echo");
+    assert_eq!(waiting.len(), 2, "{waiting:?}");
     let (first, second) = (echo(&api).await, echo(&api).await);
-    for exec_id in [first, second] {
+    for (index, exec_id) in [first, second].iter().enumerate() {
         assert!(
-            created_ns(&exec_id) < asked,
-            "run {exec_id} of the series after the pause took a container started before it"
+            waiting.contains(exec_id),
+            "run {index} of the series after the pause took a container of the pool's ({exec_id}, \
+             waiting: {waiting:?})\nthe server's log:\n{}",
+            server.log()
         );
     }
 }
