@@ -229,8 +229,7 @@ impl ContainerEngine for DockerEngine {
         on_line: LineSink<'_>,
     ) -> Result<String, EngineError> {
         if spec.memory_bytes.is_some()
-            && self.identity.is_podman()
-            && self.identity.mode != EngineMode::Rootful
+            && self.identity.is_rootless_podman()
             && self.info().await?.cgroup_version == "1"
         {
             // Measured: buildah's step fails ("cannot set memory limit: container could not

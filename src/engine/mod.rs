@@ -513,6 +513,14 @@ impl EngineIdentity {
     pub fn is_podman(&self) -> bool {
         self.name == EngineName::Podman
     }
+
+    /// Whether this is Podman not known to run as root (rootless, or of unknown mode over TCP):
+    /// such a Podman sets resource limits only on cgroup v2 with the controllers delegated to
+    /// its user, and drops every one on a cgroup v1 host, which the runs, the builds and the
+    /// doctor each have to say.
+    pub fn is_rootless_podman(&self) -> bool {
+        self.is_podman() && self.mode != EngineMode::Rootful
+    }
 }
 
 impl fmt::Display for EngineIdentity {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::catalog::Catalog;
 use crate::common::error_text::chain;
 use crate::engine::endpoint::{self, Endpoint};
-use crate::engine::{ContainerEngine, DockerEngine, EngineError, EngineMode};
+use crate::engine::{ContainerEngine, DockerEngine, EngineError};
 use crate::image::probe::{self, ProbeCache, VersionStatus};
 use crate::settings::{PackDelivery, Settings, SettingsError};
 
@@ -235,10 +235,7 @@ async fn engine_check(engine: &dyn ContainerEngine) -> Check {
             ];
             let summary = format!("{identity} (API {})", info.api_version);
             let check = Check::new("engine", CheckStatus::Ok, summary).details(details);
-            if identity.is_podman()
-                && identity.mode != EngineMode::Rootful
-                && info.cgroup_version == "1"
-            {
+            if identity.is_rootless_podman() && info.cgroup_version == "1" {
                 Check {
                     status: CheckStatus::Warn,
                     ..check

@@ -280,10 +280,7 @@ fn why_not_applied(engine: &SharedEngine, missing: &[NotApplied]) -> String {
         "sandbox.cpus",
         "sandbox.nofile",
     ];
-    if identity.is_podman()
-        && identity.mode != crate::engine::EngineMode::Rootful
-        && missing.iter().any(|m| limits.contains(&m.setting))
-    {
+    if identity.is_rootless_podman() && missing.iter().any(|m| limits.contains(&m.setting)) {
         "rootless Podman sets resource limits only on cgroup v2 with the memory, pids and cpu controllers delegated to its user; on cgroup v1 it drops every limit and rlimit. Use rootful Podman, Docker, or a cgroup v2 host with delegation; --allow-weaker-sandbox runs without them and lists them in sandbox.weaker_than_default".into()
     } else {
         "the engine accepted the request but reports these settings otherwise; --allow-weaker-sandbox runs without them and lists them in sandbox.weaker_than_default".into()

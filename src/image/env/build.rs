@@ -21,9 +21,7 @@ use crate::egress::audit::Audit;
 use crate::egress::gateway::{Gateway, Slot};
 use crate::egress::policy::RunGrant;
 use crate::egress::protocol::{Connection, Upstream};
-use crate::engine::{
-    CommitSpec, ContainerEngine, EngineError, EngineMode, NotApplied, SharedEngine,
-};
+use crate::engine::{CommitSpec, ContainerEngine, EngineError, NotApplied, SharedEngine};
 use crate::lifecycle::owner::Owner;
 use crate::lifecycle::run::{self, RunError};
 use crate::lifecycle::{RunIo, RunLimits};
@@ -661,7 +659,7 @@ fn build_limits_named(settings: &[NotApplied]) -> String {
 /// Why an engine drops a build's limits, as far as packbox knows.
 fn why_build_limits_dropped(engine: &SharedEngine) -> String {
     let identity = engine.identity();
-    if identity.is_podman() && identity.mode != EngineMode::Rootful {
+    if identity.is_rootless_podman() {
         "rootless Podman applies no cgroup limit on a cgroup v1 host".into()
     } else {
         "the engine accepted the request but reports these limits otherwise".into()
