@@ -140,10 +140,95 @@ async fn pooled_runs_with_preloaded_interpreters_keep_the_contract() {
 
 /// Whether the pool holds a container for the action now.
 async fn warm_for(api: &Api, action: &str) -> bool {
+    idle_for(api, action).await > 0
+}
+
+/// How many containers the pool holds for the action now.
+async fn idle_for(api: &Api, action: &str) -> u64 {
     let metrics = api.get_text("/metrics").await;
-    metrics.lines().any(|line| {
-        line.starts_with("packbox_warm_idle_containers{")
-            && line.contains(&format!("action=\"{action}\""))
-            && !line.ends_with(" 0")
-    })
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("packbox_warm_idle_containers{")
+                && line.contains(&format!("action=\"{action}\""))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The exec ids of the running containers of a packbox process for an action.
+fn running_exec_ids(pid: u32, action: &str) -> Vec<String> {
+    let output = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "--filter",
+            &format!("label=packbox.owner_pid={pid}"),
+            "--filter",
+            &format!("label=packbox.action={action}"),
+            "--format",
+            "{{.Label \"packbox.exec_id\"}}",
+        ])
+        .output()
+        .expect("docker ps runs");
+    assert!(output.status.success(), "docker ps failed");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// One run of the echo action, answered; its exec id.
+async fn echo(api: &Api) -> String {
+    let created = api
+        .post(
+            "/v1/executions",
+            &json!({"action": "svc.echo", "parameters": {"n": 1}, "wait": true}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["status"], "succeeded", "{}", created.body);
+    created.body["exec_id"]
+        .as_str()
+        .expect("an exec id")
+        .to_string()
+}
+
+/// A client that sends runs one after another (each the moment the last was answered), pauses
+/// longer than the window its rate of runs is measured over and than the pool's trim period (a CI
+/// pipeline between two jobs), and comes back: it finds ready as many containers as its series
+/// asked for, not one: each of its next runs takes a container that was waiting before it came
+/// back. The pool's limit is two here, so that any series of two or more asks for both, however
+/// loaded the machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_of_runs_one_after_another_finds_its_containers_ready_after_a_pause() {
+    require_engine();
+    let server = Server::start_with_config("serve: {warm: {per_kind: 2}}\n");
+    let api = Api::new(&server, None);
+    for _ in 0..6 {
+        echo(&api).await;
+    }
+    let deadline = Instant::now() + LONG;
+    while idle_for(&api, "svc.echo").await < 2 {
+        assert!(Instant::now() < deadline, "the pool never held two");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The client's pause: the 10 s rate window and at least one trim (every 15 s) pass.
+    tokio::time::sleep(Duration::from_secs(26)).await;
+    assert_eq!(
+        idle_for(&api, "svc.echo").await,
+        2,
+        "the series' demand is remembered through the pause"
+    );
+    // The containers waiting for the series: the server's running ones (no run is going on).
+    let waiting = running_exec_ids(server.pid(), "svc.echo");
+    assert_eq!(waiting.len(), 2, "{waiting:?}");
+    let (first, second) = (echo(&api).await, echo(&api).await);
+    for (index, exec_id) in [first, second].iter().enumerate() {
+        assert!(
+            waiting.contains(exec_id),
+            "run {index} of the series after the pause took a container of the pool's ({exec_id}, \
+             waiting: {waiting:?})\nthe server's log:\n{}",
+            server.log()
+        );
+    }
 }

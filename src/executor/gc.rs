@@ -12,13 +12,41 @@ use serde::Serialize;
 /// builds have no timeout of their own; environment builds may be set to last longer).
 const MIN_LEFTOVER_LAYER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// How old a superseded image (below) must be before `gc` removes it: long enough that a process
+/// which verified it by id a moment ago has created its container from it (a container in use
+/// keeps an image anyway: the engine refuses to remove it).
+const MIN_SUPERSEDED_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The labels that say which product an image of packbox is (the environment's key, the pack and
+/// its content, the recipe, the base): two images alike in these are the same product built twice.
+/// The time and owner labels differ between two builds of the same product and are left out.
+const PRODUCT_LABELS: &[&str] = &[
+    "packbox.kind",
+    "packbox.key",
+    "packbox.pack",
+    "packbox.pack_digest",
+    "packbox.recipe",
+    "packbox.base_image",
+    "packbox.runtime",
+    "packbox.version",
+];
+
+/// Which product an image is, by [`PRODUCT_LABELS`].
+fn product(labels: &std::collections::HashMap<String, String>) -> Vec<Option<&str>> {
+    PRODUCT_LABELS
+        .iter()
+        .map(|name| labels.get(*name).map(String::as_str))
+        .collect()
+}
+
 /// What [`Executor::gc`] removed.
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct GcReport {
     /// Containers whose owning packbox process is gone.
     pub containers: Vec<Swept>,
-    /// Ids of untagged images of builds that never finished.
+    /// Ids of untagged images: builds that never finished, and finished images whose tag a later
+    /// build of the same product moved (superseded).
     pub images: Vec<String>,
     /// Pack volumes removed and kept.
     pub pack_volumes: PackVolumesCollected,
@@ -54,18 +82,32 @@ impl Executor {
             volume::collect(self.engine.as_ref(), keep_pack_volumes, volume_grace).await?;
         let init_volumes =
             crate::pack_delivery::init::collect(self.engine.as_ref(), volume_grace).await?;
-        let mut images = Vec::new();
-        for image in self
+        let labelled = self
             .engine
             .images_with_labels(&["packbox.kind".to_string()])
-            .await?
-        {
-            let dangling = image.tags.iter().all(|tag| tag == "<none>:<none>");
-            if !dangling || now - image.created < old_enough {
+            .await?;
+        let is_dangling = |image: &crate::engine::ImageSummary| {
+            image.tags.iter().all(|tag| tag == "<none>:<none>")
+        };
+        // A finished image is superseded once a later build of the same product holds its tag:
+        // another state folder built it again (each trusts only the images it recorded itself,
+        // so a fresh one rebuilds rather than use what it finds under the tag).
+        let tagged_products: std::collections::HashSet<Vec<Option<&str>>> = labelled
+            .iter()
+            .filter(|image| !is_dangling(image))
+            .map(|image| product(&image.labels))
+            .collect();
+        let superseded_age = MIN_SUPERSEDED_AGE.as_secs() as i64;
+        let mut images = Vec::new();
+        for image in &labelled {
+            let age = now - image.created;
+            let leftover = age >= old_enough
+                || (age >= superseded_age && tagged_products.contains(&product(&image.labels)));
+            if !is_dangling(image) || !leftover {
                 continue;
             }
             match self.engine.remove_image(&image.id).await {
-                Ok(()) => images.push(image.id),
+                Ok(()) => images.push(image.id.clone()),
                 Err(crate::engine::EngineError::InUse { .. }) => {}
                 Err(e) => return Err(e.into()),
             }

@@ -720,6 +720,49 @@ async fn gc_removes_unfinished_build_layers_but_nothing_in_use_or_tagged() {
     h.executor.close().await;
 }
 
+/// A finished image whose tag a later build of the same product moved is removed once it is
+/// ten minutes old, not after the hour an unfinished build's layers are given; a dangling image
+/// of a product no tagged image carries keeps the longer wait.
+#[tokio::test(start_paused = true)]
+async fn gc_removes_images_a_later_build_of_the_same_product_superseded() {
+    let fake = engine(Program::default());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let product = |created: &'static str| {
+        [
+            ("packbox.kind", "env"),
+            ("packbox.key", "k1"),
+            ("packbox.created", created),
+        ]
+    };
+    let displaced = fake.add_image("packbox/env:k1", &product("earlier"), now - 900);
+    let current = fake.add_image("packbox/env:k1", &product("later"), now - 800);
+    let just_displaced = fake.add_image("", &product("moments ago"), now - 60);
+    let other_product = fake.add_image(
+        "",
+        &[("packbox.kind", "env"), ("packbox.key", "k2")],
+        now - 900,
+    );
+    let h = harness(fake, SettingsLayer::default());
+    let report = h
+        .executor
+        .gc(2, std::time::Duration::from_secs(60))
+        .await
+        .expect("gc");
+    assert_eq!(report.images, std::slice::from_ref(&displaced));
+    assert!(h.fake.has_image(&current), "tagged: kept");
+    assert!(
+        h.fake.has_image(&just_displaced),
+        "younger than ten minutes: kept"
+    );
+    assert!(
+        h.fake.has_image(&other_product),
+        "no later build of it: the hour's wait"
+    );
+    h.executor.close().await;
+}
+
 mod swarm_backend {
     use super::*;
     use crate::engine::fake::SwarmScript;

@@ -9,7 +9,9 @@
 //! Each kind of run keeps as many containers ready as it recently ran at the same time (its peak
 //! within a minute), or, when it runs again and again, as many as arrive while a replacement
 //! starts (its rate times the start time) plus one, up to a limit per kind and a limit in all;
-//! a kind nobody runs for the idle time loses its containers when the pool is trimmed.
+//! both are remembered for a minute, so a client that sends runs one after another and pauses
+//! (a CI pipeline between its jobs) finds its containers ready when it comes back. A kind nobody
+//! runs for the idle time loses its containers when the pool is trimmed.
 //!
 //! A run that finds no idle container but one already starting for its kind takes that one: it
 //! is ready sooner than a new one would be. The "plus one" is what lets a client that sends runs
@@ -150,6 +152,10 @@ struct Slot {
     last_used: Instant,
     /// When its runs began, within the rate window.
     arrivals: VecDeque<Instant>,
+    /// The most containers its runs one after another asked for (rate times start time, plus
+    /// one) within the demand window, and when that was.
+    streak: usize,
+    streak_at: Instant,
     /// How long a container start of this kind takes lately (moving average).
     start_time: Duration,
     /// Runs waiting for a container that is starting, oldest first; each takes the next one
@@ -159,15 +165,27 @@ struct Slot {
 
 impl Slot {
     /// How many containers this kind should have ready or starting: as many as it recently ran
-    /// at once, or, when it ran more than once lately, as many as arrive while a replacement
-    /// starts (its rate of runs times the start time) plus one, whichever is more, within the
-    /// per-kind limit.
+    /// at once, or as many as its runs one after another recently asked for (see [`refill`]),
+    /// whichever is more, within the per-kind limit. Both are remembered for the demand window:
+    /// a client that pauses between series of runs finds them ready when it comes back.
+    ///
+    /// [`refill`]: Slot::refill
     fn target(&self, per_kind: usize, now: Instant) -> usize {
-        let peak = if now.duration_since(self.peak_at) > DEMAND_WINDOW {
-            self.in_flight
-        } else {
-            self.peak
+        let recent = |count: usize, at: Instant| {
+            if now.duration_since(at) > DEMAND_WINDOW {
+                0
+            } else {
+                count
+            }
         };
+        let peak = recent(self.peak, self.peak_at).max(self.in_flight);
+        let streak = recent(self.streak, self.streak_at);
+        peak.max(streak).max(self.refill(now)).max(1).min(per_kind)
+    }
+
+    /// When it ran more than once lately, as many as arrive while a replacement starts (its rate
+    /// of runs times the start time) plus one; else none.
+    fn refill(&self, now: Instant) -> usize {
         // The rate over the recent arrivals, measured from the oldest to now: it follows a
         // client that speeds up within a few runs, and falls while nobody runs.
         let recent: Vec<Instant> = self
@@ -176,7 +194,7 @@ impl Slot {
             .copied()
             .filter(|at| now.duration_since(*at) <= RATE_WINDOW)
             .collect();
-        let refill = match recent.first() {
+        match recent.first() {
             Some(oldest) if recent.len() > 1 => {
                 let span = now
                     .duration_since(*oldest)
@@ -186,8 +204,34 @@ impl Slot {
                 (rate * self.start_time.as_secs_f64()).ceil() as usize + 1
             }
             _ => 0,
-        };
-        peak.max(refill).max(1).min(per_kind)
+        }
+    }
+
+    /// A run of this kind begins: it counts toward the runs going on, the rate of runs, and
+    /// the demand remembered for the window.
+    fn arrive(&mut self, now: Instant) {
+        self.in_flight += 1;
+        self.last_used = now;
+        while self
+            .arrivals
+            .front()
+            .is_some_and(|at| now.duration_since(*at) > RATE_WINDOW)
+        {
+            self.arrivals.pop_front();
+        }
+        self.arrivals.push_back(now);
+        if self.arrivals.len() > RATE_SAMPLES {
+            self.arrivals.pop_front();
+        }
+        if self.in_flight >= self.peak || now.duration_since(self.peak_at) > DEMAND_WINDOW {
+            self.peak = self.in_flight;
+            self.peak_at = now;
+        }
+        let refill = self.refill(now);
+        if refill >= self.streak || now.duration_since(self.streak_at) > DEMAND_WINDOW {
+            self.streak = refill;
+            self.streak_at = now;
+        }
     }
 
     /// Containers starting that no waiting run has claimed.
@@ -262,26 +306,12 @@ impl WarmPool {
             peak_at: now,
             last_used: now,
             arrivals: VecDeque::new(),
+            streak: 0,
+            streak_at: now,
             start_time: FIRST_START_GUESS,
             waiting: VecDeque::new(),
         });
-        slot.in_flight += 1;
-        slot.last_used = now;
-        while slot
-            .arrivals
-            .front()
-            .is_some_and(|at| now.duration_since(*at) > RATE_WINDOW)
-        {
-            slot.arrivals.pop_front();
-        }
-        slot.arrivals.push_back(now);
-        if slot.arrivals.len() > RATE_SAMPLES {
-            slot.arrivals.pop_front();
-        }
-        if slot.in_flight >= slot.peak || now.duration_since(slot.peak_at) > DEMAND_WINDOW {
-            slot.peak = slot.in_flight;
-            slot.peak_at = now;
-        }
+        slot.arrive(now);
         if let Some(warm) = slot.idle.pop() {
             return (demand, Offer::Idle(warm));
         }
@@ -491,6 +521,8 @@ mod tests {
             peak_at: now,
             last_used: now,
             arrivals: VecDeque::new(),
+            streak: 0,
+            streak_at: now,
             start_time: Duration::from_millis(300),
             waiting: VecDeque::new(),
         }
@@ -524,6 +556,31 @@ mod tests {
         let later = now + DEMAND_WINDOW + Duration::from_secs(1);
         assert_eq!(wide.target(8, later), 1);
         assert_eq!(busy.target(8, later), 1);
+    }
+
+    #[test]
+    fn a_series_of_runs_one_after_another_is_remembered_for_the_demand_window() {
+        let now = Instant::now();
+        let mut series = slot(now);
+        // Ten runs one after another, 110 ms apart (each ended before the next): 300 ms starts.
+        for i in 0..10 {
+            series.arrive(now + Duration::from_millis(i * 110));
+            series.in_flight -= 1;
+        }
+        let last = now + Duration::from_millis(990);
+        assert_eq!(
+            series.target(8, last),
+            4,
+            "3 arrive during a start, and one more"
+        );
+        // The client pauses longer than the rate window: it still finds what it ran with.
+        let back = last + RATE_WINDOW + Duration::from_secs(5);
+        assert_eq!(series.refill(back), 0, "no recent arrivals");
+        assert_eq!(series.target(8, back), 4);
+        assert_eq!(series.target(2, back), 2, "within the per-kind limit");
+        // Gone past the demand window: one.
+        let gone = last + DEMAND_WINDOW + Duration::from_secs(1);
+        assert_eq!(series.target(8, gone), 1);
     }
 
     #[test]
