@@ -1401,6 +1401,35 @@ fn pack_code_at_build_time_gets_the_sandbox_and_never_the_credentials() {
     cleanup_image(&now_id);
 }
 
+/// Starts a test's Python server (`program`) in a container named `name` (with `docker run`'s
+/// `extra` options) and waits, bounded, until it prints `ready`.
+fn start_python_server(name: &str, extra: &[&str], program: &str, listening: &str) {
+    let mut args = vec![
+        "run",
+        "-d",
+        "--label",
+        "packbox.test=hostile",
+        "--name",
+        name,
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["packbox/python:3.11", "python3", "-u", "-c", program]);
+    let started = docker(&args);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    wait_until(listening, std::time::Duration::from_secs(30), || {
+        container_log(name).contains("ready")
+    });
+}
+
+/// What a test's container printed so far.
+fn container_log(name: &str) -> String {
+    String::from_utf8_lossy(&docker(&["logs", name]).stdout).into_owned()
+}
+
 /// A server for one test on a network the test made: it logs every TCP connection on port 9000;
 /// removed when dropped.
 struct BuildTarget {
@@ -1430,36 +1459,17 @@ impl BuildTarget {
             container: format!("{network}-server"),
             network,
         };
-        let started = docker(&[
-            "run",
-            "-d",
-            "--label",
-            "packbox.test=hostile",
-            "--name",
+        start_python_server(
             &target.container,
-            "--network",
-            &target.network,
-            "packbox/python:3.11",
-            "python3",
-            "-u",
-            "-c",
+            &["--network", &target.network],
             CONNECTION_LOGGER,
-        ]);
-        assert!(
-            started.status.success(),
-            "{}",
-            String::from_utf8_lossy(&started.stderr)
-        );
-        wait_until(
             "the test's server listens",
-            std::time::Duration::from_secs(30),
-            || target.log().contains("ready"),
         );
         target
     }
 
     fn log(&self) -> String {
-        String::from_utf8_lossy(&docker(&["logs", &self.container]).stdout).into_owned()
+        container_log(&self.container)
     }
 
     fn inspect(&self, format: &str) -> String {
@@ -1559,36 +1569,17 @@ impl OperatorProxy {
         let proxy = OperatorProxy {
             container: format!("hostile-build-proxy-{}", &uuid_like()[..8]),
         };
-        let started = docker(&[
-            "run",
-            "-d",
-            "--label",
-            "packbox.test=hostile",
-            "--name",
+        start_python_server(
             &proxy.container,
-            "-e",
-            &format!("EXPECTED={authorization}"),
-            "packbox/python:3.11",
-            "python3",
-            "-u",
-            "-c",
+            &["-e", &format!("EXPECTED={authorization}")],
             OPERATOR_PROXY,
-        ]);
-        assert!(
-            started.status.success(),
-            "{}",
-            String::from_utf8_lossy(&started.stderr)
-        );
-        wait_until(
             "the operator's proxy listens",
-            std::time::Duration::from_secs(30),
-            || proxy.log().contains("ready"),
         );
         proxy
     }
 
     fn log(&self) -> String {
-        String::from_utf8_lossy(&docker(&["logs", &self.container]).stdout).into_owned()
+        container_log(&self.container)
     }
 
     /// Its address on the engine's default network.
