@@ -158,23 +158,14 @@ async fn idle_for(api: &Api, action: &str) -> u64 {
 
 /// The exec ids of the running containers of a packbox process for an action.
 fn running_exec_ids(pid: u32, action: &str) -> Vec<String> {
-    let output = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "--filter",
-            &format!("label=packbox.owner_pid={pid}"),
-            "--filter",
-            &format!("label=packbox.action={action}"),
-            "--format",
-            "{{.Label \"packbox.exec_id\"}}",
-        ])
-        .output()
-        .expect("docker ps runs");
-    assert!(output.status.success(), "docker ps failed");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    common::docker_ps(&[
+        "--filter",
+        &format!("label=packbox.owner_pid={pid}"),
+        "--filter",
+        &format!("label=packbox.action={action}"),
+        "--format",
+        "{{.Label \"packbox.exec_id\"}}",
+    ])
 }
 
 /// One run of the echo action, answered; its exec id.

@@ -216,13 +216,14 @@ pub fn require_engine() {
 
 /// Ids of the containers (running or not) that the packbox process `pid` created and left.
 pub fn containers_of(pid: u32) -> Vec<String> {
+    docker_ps(&["-aq", "--filter", &format!("label=packbox.owner_pid={pid}")])
+}
+
+/// The lines `docker ps` prints with these options.
+pub fn docker_ps(options: &[&str]) -> Vec<String> {
     let output = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=packbox.owner_pid={pid}"),
-        ])
+        .arg("ps")
+        .args(options)
         .output()
         .expect("docker ps runs");
     assert!(output.status.success(), "docker ps failed");
