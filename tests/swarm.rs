@@ -596,7 +596,8 @@ fn the_head_of_a_flood_is_kept_though_the_log_rotates() {
     require_engine();
     let _swarm = use_swarm();
     // A million lines (7 MB, and tens of MB in the log's own framing) against log files of
-    // 3 MiB: the head is recognisable, and the log rotates several times before the end.
+    // 16 MiB (the least a task's log file holds): the head is recognisable, and the log rotates
+    // before the end.
     let run = swarm_run(
         &swarm_packs(),
         "swarmcheck.count",

@@ -153,12 +153,20 @@ impl SandboxPolicy {
     }
 }
 
-/// Bytes per log file: room for both streams' kept output and the log's own framing, so the
-/// head packbox keeps is read long before a file rotates.
+/// The least a task's log file holds. The engine's log follower does not finish a file it is
+/// reading when the file rotates: a reader that falls behind the writer by more than the log's
+/// two files loses what lay between (a flood of a million lines against 3 MiB files lost lines
+/// 917 to 835,965 of its head on this 2-core machine under load). 16 MiB files give the reader
+/// that much slack whatever `--max-output` is; at most 32 MiB per running task on its node.
+const MIN_LOG_FILE_BYTES: u64 = 16 << 20;
+
+/// Bytes per log file: room for both streams' kept output and the log's own framing, and at
+/// least [`MIN_LOG_FILE_BYTES`], so the head packbox keeps is read long before a file rotates.
 fn log_file_bytes(max_output: usize) -> u64 {
     (max_output as u64)
         .saturating_mul(2)
         .saturating_add(1 << 20)
+        .max(MIN_LOG_FILE_BYTES)
 }
 
 #[cfg(test)]
@@ -261,5 +269,12 @@ mod tests {
         }
         assert_eq!(applied.memory_bytes, SandboxPolicy::default().memory_bytes);
         assert!(SandboxPolicy::default().applied_as.is_empty());
+    }
+
+    #[test]
+    fn a_tasks_log_files_hold_its_kept_output_and_never_less_than_the_least() {
+        assert_eq!(log_file_bytes(10 << 20), 21 << 20);
+        assert_eq!(log_file_bytes(1 << 20), MIN_LOG_FILE_BYTES);
+        assert_eq!(log_file_bytes(0), MIN_LOG_FILE_BYTES);
     }
 }
