@@ -748,9 +748,11 @@ impl ContainerEngine for DockerEngine {
             .unwrap_or((spec.tag.as_str(), "latest"));
         let mut options = bollard::query_parameters::CommitContainerOptionsBuilder::default()
             .container(id)
-            .repo(repo)
-            .tag(tag)
             .pause(false);
+        // An empty tag: an untagged image (a layer a later build step starts from).
+        if !spec.tag.is_empty() {
+            options = options.repo(repo).tag(tag);
+        }
         if self.identity.is_podman() {
             let changes = podman::commit_changes(spec).map_err(|why| EngineError::Api {
                 what: format!("committing container {id} as {}", spec.tag),
@@ -1141,6 +1143,7 @@ fn container_body(
         readonly_rootfs: Some(spec.read_only_rootfs),
         network_mode: Some(spec.network_mode.clone()),
         cap_drop: spec.cap_drop_all.then(|| vec!["ALL".to_string()]),
+        cap_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
         security_opt: Some(security_opt),
         memory: Some(spec.memory_bytes),
         // Equal to memory: no swap on top of the limit.
@@ -1390,6 +1393,7 @@ mod tests {
             read_only_rootfs: true,
             network_mode: "none".into(),
             cap_drop_all: true,
+            cap_add: Vec::new(),
             no_new_privileges: true,
             memory_bytes: 512 << 20,
             pids_limit: 256,

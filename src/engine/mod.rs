@@ -341,6 +341,9 @@ pub struct ContainerSpec {
     pub network_mode: String,
     /// Drop every Linux capability.
     pub cap_drop_all: bool,
+    /// Capabilities kept after dropping all (`CHOWN`, ...): empty for every container but the
+    /// root apt step of an environment build.
+    pub cap_add: Vec<String>,
     /// Forbid gaining privileges (setuid, file capabilities).
     pub no_new_privileges: bool,
     /// Memory limit in bytes, also the limit of memory plus swap (no swap).
@@ -689,7 +692,7 @@ pub struct BuildSpec {
 /// environment variable of its own) is meant to be kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CommitSpec {
-    /// `repository:tag` of the image.
+    /// `repository:tag` of the image; empty for an untagged one.
     pub tag: String,
     /// The image's environment, `NAME=value`.
     pub env: Vec<String>,

@@ -230,10 +230,20 @@ pub(super) fn not_applied(
     if spec.cap_drop_all {
         let dropped = host.cap_drop.as_deref().unwrap_or_default();
         let added = host.cap_add.as_deref().unwrap_or_default();
+        // Podman reports capabilities as `CAP_CHOWN`; packbox asks for them as `CHOWN`.
+        let kept = |name: &String| {
+            spec.cap_add
+                .iter()
+                .any(|asked| name.trim_start_matches("CAP_") == asked.trim_start_matches("CAP_"))
+        };
         check(
             "sandbox.cap_drop_all",
-            !dropped.is_empty() && added.is_empty(),
-            "every capability dropped".into(),
+            !dropped.is_empty() && added.iter().all(kept),
+            if spec.cap_add.is_empty() {
+                "every capability dropped".into()
+            } else {
+                format!("every capability dropped but {:?}", spec.cap_add)
+            },
             format!("dropped {dropped:?}, added {added:?}"),
         );
     }
@@ -432,6 +442,7 @@ mod tests {
             read_only_rootfs: true,
             network_mode: "none".into(),
             cap_drop_all: true,
+            cap_add: Vec::new(),
             no_new_privileges: true,
             memory_bytes: 512 << 20,
             pids_limit: 256,

@@ -162,11 +162,22 @@ impl Executor {
                 action: &action.action_ref,
             });
             let prepared = preparer
-                .image_for(runtime, selected, dependencies.as_ref(), |event| {
-                    if let PrepareEvent::BuildLine { line } = event {
-                        on_event(BuildEvent::Line { line });
-                    }
-                })
+                .image_for(
+                    runtime,
+                    selected,
+                    (
+                        dependencies.as_ref(),
+                        crate::plan::allowed_system_packages(
+                            &self.settings,
+                            &action.pack.system_packages,
+                        ),
+                    ),
+                    |event| {
+                        if let PrepareEvent::BuildLine { line } = event {
+                            on_event(BuildEvent::Line { line });
+                        }
+                    },
+                )
                 .await;
             match prepared {
                 Ok(prepared) => {

@@ -202,7 +202,10 @@ pub(crate) async fn explain(
                 owner,
                 runtime,
                 status,
-                dependencies.as_ref(),
+                (
+                    dependencies.as_ref(),
+                    crate::plan::allowed_system_packages(settings, &action.pack.system_packages),
+                ),
             )
             .await?,
         ),
@@ -344,10 +347,11 @@ async fn environment(
     owner: &Owner,
     runtime: &Runtime,
     status: &VersionStatus,
-    dependencies: Option<&Manifests>,
+    (dependencies, system_packages): (Option<&Manifests>, &[String]),
 ) -> Result<EnvironmentReport, EngineError> {
     let engine = preparer.engine.as_ref();
-    let (Some(manifests), Some(base_image_id)) = (dependencies, status.image_id.clone()) else {
+    let needed = dependencies.is_some() || !system_packages.is_empty();
+    let (true, Some(base_image_id)) = (needed, status.image_id.clone()) else {
         return Ok(EnvironmentReport {
             needed: false,
             image: status.image.clone(),
@@ -363,14 +367,15 @@ async fn environment(
         runtime: runtime.name.clone(),
         version: status.full_version().to_string(),
         base_image_id,
-        manifests: manifests.clone(),
+        manifests: dependencies.cloned(),
+        system_packages: system_packages.to_vec(),
         index: preparer.build.index.clone(),
     };
     let tag = recipe.tag();
     let image_id = engine.image_id(&tag).await?;
-    let lock = match &image_id {
-        Some(_) => read_lock(engine, policy, owner, &tag, manifests).await?,
-        None => None,
+    let lock = match (&image_id, dependencies) {
+        (Some(_), Some(manifests)) => read_lock(engine, policy, owner, &tag, manifests).await?,
+        _ => None,
     };
     Ok(EnvironmentReport {
         needed: true,
@@ -379,7 +384,7 @@ async fn environment(
         image_id,
         key: Some(recipe.key()),
         key_parts: Some(recipe.key_parts()),
-        dependencies: serde_json::to_value(manifests.summary()).ok(),
+        dependencies: dependencies.and_then(|m| serde_json::to_value(m.summary()).ok()),
         lock,
     })
 }

@@ -39,6 +39,9 @@ pub struct TestPlan {
     /// The pack tree's digest when the tests were planned: names its volume.
     pack_digest: String,
     runners: Vec<PlannedRunner>,
+    /// The Debian packages every runner's environment installs (the pack's, where the operator
+    /// allows them).
+    system_packages: Vec<String>,
     policy: SandboxPolicy,
     grace: Duration,
     max_output: usize,
@@ -92,6 +95,9 @@ pub fn plan_tests(
     let Some(testing) = pack.testing.as_ref().filter(|t| !t.runners.is_empty()) else {
         return Err(PlanError::NoTests { file });
     };
+    problems.extend(crate::plan::check::system_packages(
+        &pack_dir, &pack, settings,
+    ));
     let mut runners = Vec::new();
     for runner in &testing.runners {
         let problem = |message: String| Problem {
@@ -147,6 +153,8 @@ pub fn plan_tests(
         pack_dir,
         pack_digest,
         runners,
+        system_packages: crate::plan::allowed_system_packages(settings, &pack.system_packages)
+            .to_vec(),
         policy: settings.sandbox.clone(),
         grace: settings.run.grace,
         max_output: settings.run.max_output,
@@ -332,7 +340,7 @@ pub(crate) async fn run_tests(
             .image_for(
                 &planned.runtime,
                 selected,
-                planned.dependencies.as_ref(),
+                (planned.dependencies.as_ref(), &plan.system_packages),
                 |event| on_event(TestEvent::Prepare(event)),
             )
             .await?;

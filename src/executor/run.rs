@@ -116,7 +116,13 @@ impl Executor {
                 .image_for(
                     &plan.runtime,
                     selected,
-                    plan.dependencies.as_ref(),
+                    (
+                        plan.dependencies.as_ref(),
+                        crate::plan::allowed_system_packages(
+                            &self.settings,
+                            &plan.action.pack.system_packages,
+                        ),
+                    ),
                     |event| on_event(RunEvent::Prepare(event)),
                 )
                 .await?;

@@ -178,13 +178,14 @@ impl Preparer<'_> {
         Ok(verified)
     }
 
-    /// Makes the image for a pack's dependencies (`None`: it has none) on the selected version
-    /// present.
+    /// Makes the image for a pack's dependencies (`None`: it has none) and the Debian packages
+    /// it may have installed (empty: none) on the selected version present; the runtime image
+    /// when it needs neither.
     pub async fn image_for(
         &self,
         runtime: &Runtime,
         selected: &VersionStatus,
-        dependencies: Option<&Manifests>,
+        (dependencies, system_packages): (Option<&Manifests>, &[String]),
         mut on_event: impl FnMut(PrepareEvent<'_>) + Send,
     ) -> Result<PreparedImage, PrepareError> {
         let runtime_version = selected.full_version().to_string();
@@ -197,9 +198,9 @@ impl Preparer<'_> {
                 .unwrap_or_else(|| selected.image.clone()),
             built: false,
         };
-        let Some(manifests) = dependencies else {
+        if dependencies.is_none() && system_packages.is_empty() {
             return Ok(runtime_image);
-        };
+        }
         let Some(base_image_id) = selected.image_id.clone() else {
             return Ok(runtime_image);
         };
@@ -207,7 +208,8 @@ impl Preparer<'_> {
             runtime: runtime.name.clone(),
             version: runtime_version.clone(),
             base_image_id,
-            manifests: manifests.clone(),
+            manifests: dependencies.cloned(),
+            system_packages: system_packages.to_vec(),
             index: self.build.index.clone(),
         };
         let tag = recipe.tag();

@@ -613,6 +613,7 @@ fn helper_spec(image: &str, owner: &Owner, volume: &str, kind: &str, mount: bool
         read_only_rootfs: true,
         network_mode: "none".into(),
         cap_drop_all: true,
+        cap_add: Vec::new(),
         no_new_privileges: true,
         memory_bytes: 16 << 20,
         pids_limit: 8,

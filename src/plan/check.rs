@@ -192,21 +192,21 @@ fn pack_catalog<'c>(
     }
 }
 
-/// The problem of a pack that declares Debian packages packbox will not install (see
-/// [`super::system_packages`]).
-fn system_packages(dir: &Path, pack: &PackManifest, settings: &Settings) -> Option<Problem> {
-    if pack.system_packages.is_empty() {
+/// The problem of a pack that declares Debian packages where the operator does not allow them
+/// (see [`super::system_packages`]).
+pub(crate) fn system_packages(
+    dir: &Path,
+    pack: &PackManifest,
+    settings: &Settings,
+) -> Option<Problem> {
+    if pack.system_packages.is_empty() || settings.allow_system_packages {
         return None;
     }
     let file = dir.join("pack.yaml");
     let line = std::fs::read_to_string(&file)
         .ok()
         .and_then(|text| locate(&text, &["meta", "system_packages"]));
-    let message = super::system_packages_refusal(
-        &file,
-        &pack.system_packages,
-        settings.allow_system_packages,
-    );
+    let message = super::system_packages_refusal(&file, &pack.system_packages);
     Some(Problem {
         file,
         line,

@@ -85,8 +85,8 @@ pub enum PlanError {
         file: PathBuf,
     },
     /// The action's pack declares Debian packages (`meta.system_packages`) and the operator does
-    /// not allow packs to have them installed, or this packbox cannot install them.
-    #[error("action {action}: {}", system_packages_refusal(.file, .packages, *.allowed))]
+    /// not allow packs to have them installed.
+    #[error("action {action}: {}", system_packages_refusal(.file, .packages))]
     SystemPackages {
         /// The action's ref.
         action: String,
@@ -94,8 +94,6 @@ pub enum PlanError {
         file: PathBuf,
         /// The packages it declares.
         packages: Vec<String>,
-        /// Whether the operator allows them (`build.allow_system_packages`).
-        allowed: bool,
     },
     /// A runtime the pack brings cannot be used (the operator allows packs to bring runtimes).
     #[error("action {action}: the runtimes its pack brings cannot be used")]
@@ -463,37 +461,41 @@ pub(crate) fn egress_grant(
     Ok(grant)
 }
 
-/// Refuses an action whose pack declares Debian packages (`meta.system_packages`): where the
-/// operator does not allow them, naming the setting; where the operator does, because this
-/// packbox has no install step for them yet (never a run without what the pack said it needs).
+/// Refuses an action whose pack declares Debian packages (`meta.system_packages`) where the
+/// operator does not allow them, naming the setting (never a run without what the pack said it
+/// needs). Where the operator allows them, the environment build installs them.
 pub(crate) fn system_packages(settings: &Settings, action: &LoadedAction) -> Result<(), PlanError> {
-    if action.pack.system_packages.is_empty() {
+    if action.pack.system_packages.is_empty() || settings.allow_system_packages {
         return Ok(());
     }
     Err(PlanError::SystemPackages {
         action: action.action_ref.clone(),
         file: action.pack_dir.join("pack.yaml"),
         packages: action.pack.system_packages.clone(),
-        allowed: settings.allow_system_packages,
     })
 }
 
-/// What a pack declaring Debian packages is told: see [`system_packages`].
-pub(crate) fn system_packages_refusal(file: &Path, packages: &[String], allowed: bool) -> String {
-    let declared = format!(
-        "the pack declares Debian packages ({} meta.system_packages: {})",
+/// The Debian packages an action's environment installs: its pack's, where the operator
+/// allows them (see [`system_packages`]; refused before this otherwise).
+pub(crate) fn allowed_system_packages<'a>(
+    settings: &Settings,
+    packages: &'a [String],
+) -> &'a [String] {
+    if settings.allow_system_packages {
+        packages
+    } else {
+        &[]
+    }
+}
+
+/// What a pack declaring Debian packages is told where the operator does not allow them: see
+/// [`system_packages`].
+pub(crate) fn system_packages_refusal(file: &Path, packages: &[String]) -> String {
+    format!(
+        "the pack declares Debian packages ({} meta.system_packages: {}); packs may have system packages installed only where the operator allows it (`build.allow_system_packages: true`, PACKBOX_ALLOW_SYSTEM_PACKAGES=1)",
         file.display(),
         packages.join(", ")
-    );
-    if allowed {
-        format!(
-            "{declared}; the operator allows them (build.allow_system_packages) but this packbox cannot install system packages yet"
-        )
-    } else {
-        format!(
-            "{declared}; packs may have system packages installed only where the operator allows it (`build.allow_system_packages: true`, PACKBOX_ALLOW_SYSTEM_PACKAGES=1)"
-        )
-    }
+    )
 }
 
 /// The runtime an action's `runner_type` names: the catalog's, else one its pack brings where

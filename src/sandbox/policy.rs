@@ -174,6 +174,7 @@ impl SandboxPolicy {
             read_only_rootfs: self.read_only_root,
             network_mode: self.network.clone(),
             cap_drop_all: self.cap_drop_all,
+            cap_add: Vec::new(),
             no_new_privileges: self.no_new_privileges,
             memory_bytes: self.memory_bytes as i64,
             pids_limit: i64::from(self.pids_limit),

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
+use super::apt;
 use super::network::{self, UpstreamError};
 use super::recipe::{BUILD_USER, EnvRecipe, IndexSettings, RECIPE_FORMAT};
 use crate::common::owned::Owned;
@@ -210,6 +211,22 @@ pub enum EnvError {
         /// What the engine does that packbox cannot work around.
         why: String,
     },
+    /// The pack declares Debian packages and the runtime image's apt sources name none packbox
+    /// can grant (or none at all): refused before any build container.
+    #[error("cannot install Debian packages (meta.system_packages) into environment {tag}: {why}")]
+    AptSources {
+        /// The environment image's tag.
+        tag: String,
+        /// What the runtime image's apt sources say.
+        why: String,
+    },
+    /// A recipe with neither manifests nor Debian packages: there is nothing to build (the
+    /// runtime image is used as it is; never asked for).
+    #[error("environment {tag} has nothing to install")]
+    NothingToInstall {
+        /// The environment image's tag.
+        tag: String,
+    },
     /// The build was cancelled; its layers and its locks are gone.
     #[error("building environment {tag} was cancelled")]
     Cancelled {
@@ -365,9 +382,12 @@ pub async fn ensure(
     cancel: &CancellationToken,
     mut on_line: impl FnMut(&str) + Send,
 ) -> Result<EnvImage, EnvError> {
-    if !settings.allow_pack_sources && !recipe.manifests.sources.is_empty() {
+    if let Some(manifests) = &recipe.manifests
+        && !settings.allow_pack_sources
+        && !manifests.sources.is_empty()
+    {
         return Err(EnvError::PackSources {
-            sources: recipe.manifests.sources.clone(),
+            sources: manifests.sources.clone(),
         });
     }
 
@@ -386,7 +406,7 @@ pub async fn ensure(
         key = %key,
         tag = %tag,
         base_image_id = %recipe.base_image_id,
-        dependency_hash = %recipe.manifests.dependency_hash(),
+        dependency_hash = %recipe.dependency_hash(),
         "environment image missing: building it"
     );
     let in_process = {
@@ -427,116 +447,314 @@ pub async fn ensure(
             source,
         })?;
     let log_path = state_dir.join("builds").join(format!("{key}.log"));
-    let mut log = BuildLog::create(&log_path)?;
-    let credentials = Redactor::new(credential_values(settings).iter()).unwrap_or_default();
-    // Said at once, before the installer prints anything: the build has begun (the CLI announces
-    // it on the first line, and a build may time out or be cancelled before the installer's).
-    let begun = format!(
-        "installing the dependencies of {tag} in a build container (uid 65534, no capabilities)\n"
-    );
-    log.line(&begun);
-    on_line(&begun);
-    let granted = network::build_grant(
-        recipe.manifests.installer,
-        &recipe.index,
-        if settings.allow_pack_sources {
-            &recipe.manifests.sources
+    let mut log = StepLog {
+        log: BuildLog::create(&log_path)?,
+        credentials: Redactor::new(credential_values(settings).iter()).unwrap_or_default(),
+        on_line: &mut on_line,
+    };
+    let deadline = tokio::time::Instant::now() + settings.timeout;
+    let steps = steps(engine, recipe, settings, &key, staging).await?;
+    // The image the next step starts from, and the untagged layer an earlier step committed
+    // (removed when a later step fails: a failed build leaves no image).
+    let mut layer: Option<String> = None;
+    for step in &steps {
+        let from = layer
+            .clone()
+            .unwrap_or_else(|| recipe.base_image_id.clone());
+        let ended = run_step(
+            engine,
+            step,
+            &from,
+            settings,
+            deadline,
+            (network, upstream.clone()),
+            cancel,
+            &mut log,
+        )
+        .await;
+        let error = match ended {
+            Ok(Installed::Image(id)) => {
+                layer = Some(id);
+                continue;
+            }
+            Ok(Installed::Ended(ended)) => {
+                ended_error(ended, step, recipe, settings, &mut log, &log_path)
+            }
+            Err(e) => e,
+        };
+        // The layer an earlier step committed goes with the failed build.
+        if let Some(earlier) = layer
+            && let Err(e) = engine.remove_image(&earlier).await
+        {
+            tracing::warn!(image = %earlier, "removing the layer of a failed build: {e}");
+        }
+        return Err(error);
+    }
+    let Some(id) = layer else {
+        return Err(EnvError::NothingToInstall { tag });
+    };
+    owned
+        .add_tagged_image(&tag, &id)
+        .map_err(|source| EnvError::State {
+            path: state_dir.join(crate::common::owned::FILE_NAME),
+            source,
+        })?;
+    Ok(EnvImage {
+        tag,
+        id,
+        built: true,
+    })
+}
+
+/// Where a build's lines go: its log file and the caller, with the build's credentials
+/// scrubbed out.
+struct StepLog<'a> {
+    log: BuildLog,
+    credentials: Redactor,
+    on_line: &'a mut (dyn FnMut(&str) + Send),
+}
+
+impl StepLog<'_> {
+    fn line(&mut self, text: &str) {
+        let text = self.credentials.text(text.to_string());
+        self.log.line(&text);
+        (self.on_line)(&text);
+    }
+}
+
+/// What one step of a build runs and how: the root apt step, then the installer's.
+struct Step {
+    /// Which step it is.
+    kind: StepKind,
+    /// The environment's tag, which errors name.
+    tag: String,
+    /// The line that says it has begun, and in what sandbox.
+    begun: String,
+    /// Its command.
+    cmd: Vec<String>,
+    /// The `uid:gid` it runs as.
+    user: String,
+    /// The capabilities it keeps.
+    cap_add: Vec<String>,
+    /// The files unpacked at `/` before it starts (the installer's manifests), if any.
+    staging: Option<Vec<u8>>,
+    /// What it may reach.
+    grant: network::BuildGrant,
+    /// How its container becomes an image: the environment's tag for the last step, untagged
+    /// (a layer the next step starts from) for the others.
+    commit: CommitSpec,
+}
+
+/// The kinds of build steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StepKind {
+    /// The Debian packages of `meta.system_packages`, installed by apt as root.
+    Apt,
+    /// The pack's dependencies, installed by pip or npm as the build user.
+    Installer(Installer),
+}
+
+/// The steps of a recipe's build, in order: the apt step when the pack declares Debian
+/// packages (its grant read from the runtime image's apt sources), then the installer's when
+/// it has manifests. The last one commits the environment's tag.
+async fn steps(
+    engine: &SharedEngine,
+    recipe: &EnvRecipe,
+    settings: &BuildSettings,
+    key: &str,
+    staging: Vec<u8>,
+) -> Result<Vec<Step>, EnvError> {
+    let mut steps = Vec::new();
+    let tag = recipe.tag();
+    let last_commit = CommitSpec {
+        tag: tag.clone(),
+        env: recipe.image_env(),
+        cmd: vec!["/bin/sh".into()],
+        working_dir: "/pack".into(),
+        user: format!("{}:{}", BUILD_USER.0, BUILD_USER.1),
+        labels: image_labels(recipe, key),
+    };
+    if !recipe.system_packages.is_empty() {
+        let sources = apt_sources(engine, recipe).await?;
+        let grant = apt::grant(&sources).map_err(|why| EnvError::AptSources {
+            tag: tag.clone(),
+            why,
+        })?;
+        let commit = if recipe.manifests.is_some() {
+            CommitSpec {
+                tag: String::new(),
+                env: Vec::new(),
+                labels: layer_labels(key),
+                ..last_commit.clone()
+            }
         } else {
-            &[]
+            last_commit.clone()
+        };
+        steps.push(Step {
+            kind: StepKind::Apt,
+            tag: tag.clone(),
+            begun: String::new(),
+            cmd: apt::command(&recipe.system_packages),
+            user: apt::USER.into(),
+            cap_add: apt::CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            staging: None,
+            grant,
+            commit,
+        });
+    }
+    if let (Some(manifests), Some(script)) = (&recipe.manifests, recipe.install_script()) {
+        let grant = network::build_grant(
+            manifests.installer,
+            &recipe.index,
+            if settings.allow_pack_sources {
+                &manifests.sources
+            } else {
+                &[]
+            },
+        );
+        steps.push(Step {
+            kind: StepKind::Installer(manifests.installer),
+            tag: tag.clone(),
+            begun: String::new(),
+            cmd: vec!["/bin/sh".into(), "-c".into(), script],
+            user: format!("{}:{}", BUILD_USER.0, BUILD_USER.1),
+            cap_add: Vec::new(),
+            staging: Some(staging),
+            grant,
+            commit: last_commit,
+        });
+    }
+    for step in &mut steps {
+        step.begun = begun_line(step, recipe);
+    }
+    Ok(steps)
+}
+
+/// The line that says a step has begun, and in what sandbox.
+fn begun_line(step: &Step, recipe: &EnvRecipe) -> String {
+    let tag = recipe.tag();
+    match step.kind {
+        StepKind::Apt => format!(
+            "installing the Debian packages {} (meta.system_packages) of {tag} in a build container (root, capabilities {} only, no file of the pack)\n",
+            recipe.system_packages.join(" "),
+            step.cap_add.join(", ")
+        ),
+        StepKind::Installer(_) => format!(
+            "installing the dependencies of {tag} in a build container (uid 65534, no capabilities)\n"
+        ),
+    }
+}
+
+/// The labels of an untagged layer an earlier build step commits: packbox's, so a sweep knows
+/// it, with the key of the environment it is part of.
+fn layer_labels(key: &str) -> HashMap<String, String> {
+    HashMap::from([
+        ("packbox.managed".to_string(), "true".to_string()),
+        ("packbox.kind".to_string(), "env-layer".to_string()),
+        ("packbox.key".to_string(), key.to_string()),
+    ])
+}
+
+/// The apt source files of the runtime image (what its `/etc/apt` names, never the pack's),
+/// read from a container that is created from it and removed again without ever starting.
+async fn apt_sources(
+    engine: &SharedEngine,
+    recipe: &EnvRecipe,
+) -> Result<Vec<(String, String)>, EnvError> {
+    use futures::StreamExt;
+    let mut labels = Owner::current().labels();
+    labels.insert("packbox.kind".into(), "env-build".into());
+    let mut spec = SandboxPolicy::default().container_spec(
+        Workload {
+            image: recipe.base_image_id.clone(),
+            cmd: vec!["true".into()],
+            env: Vec::new(),
+            labels,
+            pack: None,
         },
+        Kernel::Host,
     );
-    let access = BuildAccess {
-        grant: granted.grant,
-        refused: granted.refused,
-        upstream,
-    };
-    for line in access.log_lines() {
-        let line = credentials.text(line);
-        log.line(&line);
-        on_line(&line);
-    }
-    let mut lines = LineSplitter::default();
-    let mut on_output = |bytes: &[u8]| {
-        for line in lines.push(bytes) {
-            let line = credentials.text(line);
-            log.line(&line);
-            on_line(&line);
-        }
-    };
-    let (installed, audit) = install(
-        engine,
-        recipe,
-        settings,
-        &key,
-        staging,
-        (network, &access),
-        cancel,
-        &mut on_output,
-    )
-    .await;
-    for line in lines.finish() {
-        let line = credentials.text(line);
-        log.line(&line);
-        on_line(&line);
-    }
-    // What a failure quotes is the installer's last words, not the audit after them.
-    let tail = log.tail();
-    if let Some((audit, incomplete)) = audit {
-        for line in audit_lines(&audit, incomplete.as_deref()) {
-            let line = credentials.text(line);
-            log.line(&line);
-            on_line(&line);
+    spec.working_dir = "/".into();
+    let name = format!("packbox-aptsources-{}", uuid::Uuid::new_v4());
+    let id = engine.create_container(&name, &spec).await?;
+    let mut archive = Vec::new();
+    let mut stream = engine.download_archive(&id, "/etc/apt");
+    let mut read = Ok(());
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) if (archive.len() + bytes.len()) as u64 <= apt::MAX_APT_FOLDER_BYTES => {
+                archive.extend_from_slice(&bytes);
+            }
+            Ok(_) => break,
+            Err(e) => {
+                read = Err(e);
+                break;
+            }
         }
     }
-    match installed? {
-        Installed::Image(id) => {
-            owned
-                .add_tagged_image(&tag, &id)
-                .map_err(|source| EnvError::State {
-                    path: state_dir.join(crate::common::owned::FILE_NAME),
-                    source,
-                })?;
-            Ok(EnvImage {
-                tag,
-                id,
-                built: true,
-            })
+    drop(stream);
+    let removed = engine.remove(&id).await;
+    read?;
+    removed?;
+    apt::source_files(&archive).map_err(|e| EnvError::AptSources {
+        tag: recipe.tag(),
+        why: format!("reading /etc/apt of the runtime image: {e}"),
+    })
+}
+
+/// The error of a step that ended without an image.
+fn ended_error(
+    ended: Ended,
+    step: &Step,
+    recipe: &EnvRecipe,
+    settings: &BuildSettings,
+    log: &mut StepLog<'_>,
+    log_path: &Path,
+) -> EnvError {
+    let tag = recipe.tag();
+    let log_path = log_path.to_path_buf();
+    match ended {
+        Ended::Cancelled => {
+            log.log.line("cancelled\n");
+            EnvError::Cancelled { tag }
         }
-        Installed::Cancelled => {
-            log.line("cancelled\n");
-            Err(EnvError::Cancelled { tag })
-        }
-        Installed::TimedOut => Err(EnvError::BuildTimedOut {
+        Ended::TimedOut => EnvError::BuildTimedOut {
             tag,
             seconds: settings.timeout.as_secs(),
             log: log_path,
-        }),
-        Installed::Failed { code, oom } => {
-            log.line(&format!("error: the install exited with code {code:?}\n"));
-            if oom || log.killed || code == Some(137) {
-                return Err(EnvError::BuildKilled {
+        },
+        Ended::Failed { code, oom, tail } => {
+            log.log
+                .line(&format!("error: the install exited with code {code:?}\n"));
+            if oom || log.log.killed || code == Some(137) {
+                return EnvError::BuildKilled {
                     tag,
                     memory_bytes: settings.memory_bytes.unwrap_or(DEFAULT_BUILD_MEMORY),
                     tail,
                     log: log_path,
-                });
+                };
             }
-            if log.compiler_missing {
-                return Err(EnvError::NeedsCompiler {
+            if log.log.compiler_missing && step.kind != StepKind::Apt {
+                return EnvError::NeedsCompiler {
                     tag,
                     package: log
+                        .log
                         .failed_package
                         .clone()
                         .unwrap_or_else(|| "a requirement".into()),
                     tail,
                     log: log_path,
-                });
+                };
             }
-            Err(EnvError::BuildFailed {
+            EnvError::BuildFailed {
                 tag,
-                step: match recipe.manifests.installer {
-                    Installer::Pip => "pip install".into(),
-                    Installer::Npm => "npm install".into(),
+                step: match step.kind {
+                    StepKind::Apt => format!(
+                        "apt-get install {} (pack.yaml meta.system_packages)",
+                        recipe.system_packages.join(" ")
+                    ),
+                    StepKind::Installer(Installer::Pip) => "pip install".into(),
+                    StepKind::Installer(Installer::Npm) => "npm install".into(),
                 },
                 message: match code {
                     Some(code) => format!("the install exited with code {code}"),
@@ -544,9 +762,70 @@ pub async fn ensure(
                 },
                 tail,
                 log: log_path,
-            })
+            }
         }
     }
+}
+
+/// Runs one step of a build from the image `from` (see [`install`]), with what is left of the
+/// build's time, its output and the audit of its connections in the log.
+#[allow(clippy::too_many_arguments)]
+async fn run_step(
+    engine: &SharedEngine,
+    step: &Step,
+    from: &str,
+    settings: &BuildSettings,
+    deadline: tokio::time::Instant,
+    (network, upstream): (BuildNetwork<'_>, Option<Upstream>),
+    cancel: &CancellationToken,
+    log: &mut StepLog<'_>,
+) -> Result<Installed, EnvError> {
+    // Said at once, before anything runs: the step has begun (the CLI announces a build on its
+    // first line, and a build may time out or be cancelled before the first output).
+    log.line(&step.begun);
+    let access = BuildAccess {
+        grant: step.grant.grant.clone(),
+        refused: step.grant.refused.clone(),
+        upstream,
+    };
+    for line in access.log_lines() {
+        log.line(&line);
+    }
+    let mut lines = LineSplitter::default();
+    let (installed, audit) = {
+        let mut on_output = |bytes: &[u8]| {
+            for line in lines.push(bytes) {
+                log.line(&line);
+            }
+        };
+        install(
+            engine,
+            step,
+            from,
+            settings,
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
+            (network, &access),
+            cancel,
+            &mut on_output,
+        )
+        .await
+    };
+    for line in lines.finish() {
+        log.line(&line);
+    }
+    // What a failure quotes is the installer's last words, not the audit after them.
+    let tail = log.log.tail();
+    if let Some((audit, incomplete)) = audit {
+        for line in audit_lines(&audit, incomplete.as_deref()) {
+            log.line(&line);
+        }
+    }
+    Ok(match installed? {
+        Installed::Ended(Ended::Failed { code, oom, .. }) => {
+            Installed::Ended(Ended::Failed { code, oom, tail })
+        }
+        other => other,
+    })
 }
 
 /// The id of the image `tag` names, when it is one packbox built (see [`Owned`]). An image
@@ -583,8 +862,19 @@ async fn own_image(
 enum Installed {
     /// It succeeded and its container was committed as this image.
     Image(String),
-    /// It exited with this code (none: killed), or was killed for memory.
-    Failed { code: Option<i64>, oom: bool },
+    /// It ended without an image.
+    Ended(Ended),
+}
+
+/// How a build step ended that made no image.
+enum Ended {
+    /// It exited with this code (none: killed), or was killed for memory; `tail` holds the
+    /// last lines of the build's output before the audit.
+    Failed {
+        code: Option<i64>,
+        oom: bool,
+        tail: String,
+    },
     /// It ran past the build's time limit and was stopped.
     TimedOut,
     /// packbox was asked to stop.
@@ -713,22 +1003,23 @@ fn credential_values(settings: &BuildSettings) -> Vec<serde_json::Value> {
 /// The audit of a build's connections, and why it may be incomplete.
 type BuildAudit = (Audit, Option<String>);
 
-/// Runs the install on the build's own network, granted what `access` says: a per-build network
-/// from the gateway (its proxy granted the build's destinations before the container starts,
-/// revoked once it is over, which returns the audit), given back once the container is gone.
-/// Any failure to make that network fails the build: it never runs on another network.
+/// Runs a build step on the build's own network, granted what `access` says: a per-build
+/// network from the gateway (its proxy granted the step's destinations before the container
+/// starts, revoked once it is over, which returns the audit), given back once the container is
+/// gone. Any failure to make that network fails the build: it never runs on another network.
 #[allow(clippy::too_many_arguments)]
 async fn install(
     engine: &SharedEngine,
-    recipe: &EnvRecipe,
+    step: &Step,
+    from: &str,
     settings: &BuildSettings,
-    key: &str,
-    staging: Vec<u8>,
+    timeout: Duration,
     (network, access): (BuildNetwork<'_>, &BuildAccess),
     cancel: &CancellationToken,
     on_output: &mut (dyn FnMut(&[u8]) + Send),
 ) -> (Result<Installed, EnvError>, Option<BuildAudit>) {
     let name = format!("packbox-envbuild-{}", uuid::Uuid::new_v4());
+    let tag = || step.tag.clone();
     // One variant outside unit tests.
     #[allow(clippy::infallible_destructuring_match)]
     let gateway = match network {
@@ -736,7 +1027,7 @@ async fn install(
         #[cfg(test)]
         BuildNetwork::Offline => {
             let installed = install_in(
-                engine, recipe, settings, key, staging, &name, None, cancel, on_output,
+                engine, step, from, settings, timeout, &name, None, cancel, on_output,
             )
             .await;
             return (installed, None);
@@ -744,22 +1035,19 @@ async fn install(
     };
     if let Some(why) = network_not_isolated(engine) {
         let refused = EnvError::NetworkNotIsolated {
-            tag: recipe.tag(),
+            tag: tag(),
             engine: engine.identity().to_string(),
             why,
         };
         return (Err(refused), None);
     }
-    let network_failed = |source| EnvError::Network {
-        tag: recipe.tag(),
-        source,
-    };
+    let network_failed = |source| EnvError::Network { tag: tag(), source };
     let slot = tokio::select! {
         slot = gateway.slot() => match slot {
             Ok(slot) => slot,
             Err(e) => return (Err(network_failed(e)), None),
         },
-        () = cancel.cancelled() => return (Ok(Installed::Cancelled), None),
+        () = cancel.cancelled() => return (Ok(Installed::Ended(Ended::Cancelled)), None),
     };
     if let Err(e) = gateway
         .grant_through(&slot, &name, &access.grant, access.upstream.clone())
@@ -771,10 +1059,10 @@ async fn install(
     }
     let installed = install_in(
         engine,
-        recipe,
+        step,
+        from,
         settings,
-        key,
-        staging,
+        timeout,
         &name,
         Some(&slot),
         cancel,
@@ -789,17 +1077,29 @@ async fn install(
     (installed, Some(audit))
 }
 
-/// Runs the install in a fresh build container (the staging archive unpacked first, the
-/// installer's environment on stdin) on `slot`'s network (none without), and commits it as the
-/// environment image when it succeeds. The container is removed on every path; a failed,
-/// stopped or cancelled build commits nothing, so it leaves no image and no layer.
+/// What a step reads on stdin: the installer's environment, or apt's configuration; each
+/// names packbox's egress proxy on the build's network (`proxy_env`, empty offline).
+fn step_stdin(kind: StepKind, settings: &BuildSettings, proxy_env: &[(String, String)]) -> Vec<u8> {
+    match kind {
+        StepKind::Installer(_) => installer_env(settings, proxy_env),
+        StepKind::Apt => match proxy_env.iter().find(|(name, _)| name == "HTTP_PROXY") {
+            Some((_, proxy)) => apt::config(proxy),
+            None => Vec::new(),
+        },
+    }
+}
+
+/// Runs a step in a fresh build container from the image `from` (the staging archive unpacked
+/// first, its input on stdin) on `slot`'s network (none without), and commits it as the step
+/// says when it succeeds. The container is removed on every path; a failed, stopped or
+/// cancelled step commits nothing, so it leaves no image and no layer.
 #[allow(clippy::too_many_arguments)]
 async fn install_in(
     engine: &SharedEngine,
-    recipe: &EnvRecipe,
+    step: &Step,
+    from: &str,
     settings: &BuildSettings,
-    key: &str,
-    staging: Vec<u8>,
+    timeout: Duration,
     name: &str,
     slot: Option<&Slot>,
     cancel: &CancellationToken,
@@ -808,11 +1108,15 @@ async fn install_in(
     let owner = Owner::current();
     let mut labels = owner.labels();
     labels.insert("packbox.kind".into(), "env-build".into());
-    labels.insert("packbox.key".into(), key.to_string());
-    let mut spec = build_policy(settings).container_spec(
+    if let Some(key) = step.commit.labels.get("packbox.key") {
+        labels.insert("packbox.key".into(), key.clone());
+    }
+    let mut policy = build_policy(settings);
+    policy.user = step.user.clone();
+    let mut spec = policy.container_spec(
         Workload {
-            image: recipe.base_image_id.clone(),
-            cmd: vec!["/bin/sh".into(), "-c".into(), recipe.install_script()],
+            image: from.to_string(),
+            cmd: step.cmd.clone(),
             env: Vec::new(),
             labels,
             pack: None,
@@ -820,8 +1124,9 @@ async fn install_in(
         Kernel::Host,
     );
     spec.working_dir = "/".into();
+    spec.cap_add = step.cap_add.clone();
     // On the build's network, without the proxy variables in its configuration (the image
-    // would keep them): they reach the installer on stdin.
+    // would keep them): they reach the step on stdin.
     let proxy_env = match slot {
         Some(slot) => {
             slot.place(&mut spec);
@@ -833,25 +1138,26 @@ async fn install_in(
         }
     };
     let limits = RunLimits {
-        timeout: settings.timeout,
+        timeout,
         grace: BUILD_GRACE,
         max_output: BUILD_OUTPUT_KEPT,
     };
     if cancel.is_cancelled() {
-        return Ok(Installed::Cancelled);
+        return Ok(Installed::Ended(Ended::Cancelled));
     }
     // Not raced against the cancel: a create dropped half-way leaves a container the engine
     // makes after packbox has stopped waiting (and a process that exits right after a cancel
     // never runs the background removal of one dropped later). The start takes a moment; a
     // cancel that came meanwhile is seen by the run's first step, which stops and removes it.
-    let started = match run::start_with_files(engine, name, &spec, Some(("/", staging))).await {
+    let files = step.staging.clone().map(|staging| ("/", staging));
+    let started = match run::start_with_files(engine, name, &spec, files).await {
         Err(RunError::SandboxNotApplied {
             engine: identity,
             settings,
             ..
         }) => {
             return Err(EnvError::BuildLimitsNotApplied {
-                tag: recipe.tag(),
+                tag: step.tag.clone(),
                 engine: identity,
                 settings: build_limits_named(&settings),
                 why: why_build_limits_dropped(engine),
@@ -860,24 +1166,27 @@ async fn install_in(
         started => started?,
     };
     let io = RunIo {
-        stdin: installer_env(settings, &proxy_env),
+        stdin: step_stdin(step.kind, settings, &proxy_env),
         limits: &limits,
         cancel,
         on_output: &mut |_, bytes: &[u8]| on_output(bytes),
         artifacts: None,
     };
     let (exit, exited) = run::finish_then_release(engine, started, io).await?;
+    let failed = |code, oom| {
+        Installed::Ended(Ended::Failed {
+            code,
+            oom,
+            tail: String::new(),
+        })
+    };
     let ended = match exit.ending {
-        Ending::TimedOut => Some(Installed::TimedOut),
-        Ending::Cancelled => Some(Installed::Cancelled),
-        Ending::Removed => Some(Installed::Failed {
-            code: exit.exit_code,
-            oom: false,
-        }),
-        Ending::Exited if exit.exit_code != Some(0) || exit.oom_killed => Some(Installed::Failed {
-            code: exit.exit_code,
-            oom: exit.oom_killed,
-        }),
+        Ending::TimedOut => Some(Installed::Ended(Ended::TimedOut)),
+        Ending::Cancelled => Some(Installed::Ended(Ended::Cancelled)),
+        Ending::Removed => Some(failed(exit.exit_code, false)),
+        Ending::Exited if exit.exit_code != Some(0) || exit.oom_killed => {
+            Some(failed(exit.exit_code, exit.oom_killed))
+        }
         Ending::Exited => None,
     };
     if let Some(ended) = ended {
@@ -888,18 +1197,10 @@ async fn install_in(
     // container made from the image inherits them: the build's owner labels would name each
     // such container a leftover of a packbox that is gone, for any sweep to remove. Blank
     // values name no owner.
-    let mut labels = image_labels(recipe, key);
+    let mut commit = step.commit.clone();
     for name in spec.labels.keys() {
-        labels.entry(name.clone()).or_default();
+        commit.labels.entry(name.clone()).or_default();
     }
-    let commit = CommitSpec {
-        tag: recipe.tag(),
-        env: recipe.image_env(),
-        cmd: vec!["/bin/sh".into()],
-        working_dir: "/pack".into(),
-        user: format!("{}:{}", BUILD_USER.0, BUILD_USER.1),
-        labels,
-    };
     let committed = engine.commit(exited.id(), &commit).await;
     exited.remove().await;
     Ok(Installed::Image(committed?))
@@ -946,7 +1247,7 @@ fn image_labels(recipe: &EnvRecipe, key: &str) -> HashMap<String, String> {
         ("packbox.version".to_string(), recipe.version.clone()),
         (
             "packbox.dependency_hash".to_string(),
-            recipe.manifests.dependency_hash(),
+            recipe.dependency_hash(),
         ),
         ("packbox.key".to_string(), key.to_string()),
         (
@@ -1375,6 +1676,111 @@ mod tests {
     }
 
     #[test]
+    fn the_apt_step_reads_its_proxy_on_stdin_and_the_installer_its_environment() {
+        let settings = BuildSettings::default();
+        let egress = [
+            (
+                "HTTP_PROXY".to_string(),
+                "http://198.18.0.2:3128".to_string(),
+            ),
+            (
+                "HTTPS_PROXY".to_string(),
+                "http://198.18.0.2:3128".to_string(),
+            ),
+        ];
+        let apt = String::from_utf8(step_stdin(StepKind::Apt, &settings, &egress)).expect("text");
+        assert!(
+            apt.contains("Acquire::http::Proxy \"http://198.18.0.2:3128\";"),
+            "{apt}"
+        );
+        assert!(
+            !apt.contains("HTTPS_PROXY="),
+            "apt's configuration, not variables"
+        );
+        let pip = String::from_utf8(step_stdin(
+            StepKind::Installer(Installer::Pip),
+            &settings,
+            &egress,
+        ))
+        .expect("text");
+        assert!(pip.contains("HTTP_PROXY=http://198.18.0.2:3128\n"), "{pip}");
+        assert!(
+            step_stdin(StepKind::Apt, &settings, &[]).is_empty(),
+            "offline"
+        );
+    }
+
+    #[test]
+    fn the_apt_layer_is_labelled_for_sweeps_and_its_failure_names_the_packages() {
+        let labels = layer_labels("k1");
+        assert_eq!(labels["packbox.kind"], "env-layer");
+        assert_eq!(labels["packbox.managed"], "true");
+        assert_eq!(labels["packbox.key"], "k1");
+
+        let recipe = EnvRecipe {
+            runtime: "shell".into(),
+            version: "5.2.15".into(),
+            base_image_id: "sha256:base".into(),
+            manifests: None,
+            system_packages: vec!["jq".into(), "nosuchpkg".into()],
+            index: IndexSettings::default(),
+        };
+        let step = Step {
+            kind: StepKind::Apt,
+            tag: recipe.tag(),
+            begun: String::new(),
+            cmd: apt::command(&recipe.system_packages),
+            user: apt::USER.into(),
+            cap_add: apt::CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            staging: None,
+            grant: apt::grant(&[(
+                "/etc/apt/sources.list".into(),
+                "deb http://deb.debian.org/debian bookworm main\n".into(),
+            )])
+            .expect("granted"),
+            commit: CommitSpec::default(),
+        };
+        let begun = begun_line(&step, &recipe);
+        assert!(
+            begun.contains("Debian packages jq nosuchpkg")
+                && begun.contains("root, capabilities CHOWN, DAC_OVERRIDE, FOWNER only"),
+            "{begun}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("b.log");
+        let mut on_line = |_: &str| {};
+        let mut log = StepLog {
+            log: BuildLog::create(&path).expect("log"),
+            credentials: Redactor::default(),
+            on_line: &mut on_line,
+        };
+        let failed = Ended::Failed {
+            code: Some(100),
+            oom: false,
+            tail: "E: Unable to locate package nosuchpkg".into(),
+        };
+        let error = ended_error(
+            failed,
+            &step,
+            &recipe,
+            &BuildSettings::default(),
+            &mut log,
+            &path,
+        )
+        .to_string();
+        assert!(
+            error.contains(
+                "failed at `apt-get install jq nosuchpkg (pack.yaml meta.system_packages)`: the install exited with code 100"
+            ),
+            "{error}"
+        );
+        assert!(
+            error.contains("E: Unable to locate package nosuchpkg"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn the_build_log_says_what_the_build_may_reach_and_what_it_reached() {
         use crate::egress::protocol::ConnectionKind;
         let granted = network::build_grant(Installer::Npm, &IndexSettings::default(), &[]);
@@ -1524,12 +1930,13 @@ mod tests {
                 runtime: "python".into(),
                 version: "3.11.2".into(),
                 base_image_id: fake.image_id_now(BASE),
-                manifests: Manifests {
+                manifests: Some(Manifests {
                     installer: Installer::Pip,
                     files: vec![("requirements.txt".into(), unique.as_bytes().to_vec())],
                     requirements: Vec::new(),
                     sources: Vec::new(),
-                },
+                }),
+                system_packages: Vec::new(),
                 index: IndexSettings::default(),
             }
         }
@@ -1560,7 +1967,7 @@ mod tests {
         async fn a_pack_that_chooses_sources_is_refused_before_any_engine_call() {
             let (fake, shared) = engine(Program::default());
             let mut recipe = recipe(&fake, "--index-url https://x.example/simple");
-            recipe.manifests.sources = vec![Requirement {
+            recipe.manifests.as_mut().expect("manifests").sources = vec![Requirement {
                 text: "--index-url https://x.example/simple".into(),
                 source: "requirements.txt:1".into(),
             }];

@@ -2,6 +2,7 @@
 //! dependencies installed at build time on top of the runtime image, so every run starts from
 //! an image that already holds them.
 
+pub mod apt;
 pub mod build;
 pub mod inventory;
 pub mod network;

@@ -98,7 +98,7 @@ pub fn build_grant(
 }
 
 /// The host and port of an `http://` or `https://` URL, as a destination.
-fn url_destination(url: &str) -> Result<Destination, String> {
+pub(super) fn url_destination(url: &str) -> Result<Destination, String> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| "not a URL (expected http:// or https://)".to_string())?;

@@ -44,8 +44,14 @@ pub struct EnvRecipe {
     pub version: String,
     /// The id of the runtime image the environment is built on.
     pub base_image_id: String,
-    /// The pack's dependency manifests and what they declare.
-    pub manifests: Manifests,
+    /// The pack's dependency manifests and what they declare; `None`: the environment holds
+    /// only [`EnvRecipe::system_packages`] (a runtime without an installer, or a pack without
+    /// dependencies).
+    pub manifests: Option<Manifests>,
+    /// The Debian packages the pack declares (`meta.system_packages`), sorted and deduplicated,
+    /// installed by a root apt step before the installer's (see [`super::apt`]); empty: no such
+    /// step.
+    pub system_packages: Vec<String>,
     /// Where packages are fetched from; a different index is a different environment.
     pub index: IndexSettings,
 }
@@ -57,11 +63,12 @@ impl EnvRecipe {
     /// installer alone: not the container's configuration (which the committed image would
     /// inherit), not the steps after it. The CA bundle, when staged, is trusted by the
     /// installer, then removed.
-    pub fn install_script(&self) -> String {
+    pub fn install_script(&self) -> Option<String> {
+        let manifests = self.manifests.as_ref()?;
         let ca = format!("{ENV_ROOT}/{CA_FILE}");
         let installer_env =
             "while IFS= read -r line; do case \"$line\" in *=*) export \"$line\";; esac; done";
-        match self.manifests.installer {
+        Some(match manifests.installer {
             Installer::Pip => format!(
                 "set -eu\n\
                  export HOME=/tmp\n\
@@ -74,7 +81,7 @@ impl EnvRecipe {
                  {ENV_ROOT}/venv/bin/pip freeze --disable-pip-version-check > {ENV_ROOT}/pip-freeze.txt\n"
             ),
             Installer::Npm => {
-                let install = if self.manifests.has_file("package-lock.json") {
+                let install = if manifests.has_file("package-lock.json") {
                     "ci"
                 } else {
                     "install"
@@ -88,27 +95,27 @@ impl EnvRecipe {
                      rm -f {ca}\n"
                 )
             }
-        }
+        })
     }
 
     /// What the build container starts with, unpacked at `/` before it starts: [`ENV_ROOT`]
     /// owned by the action's user (the only place it may write to that is kept), the pack's
     /// manifests in their places under it, and the CA bundle when given. Fixed times and owners,
-    /// so equal inputs give equal bytes.
+    /// so equal inputs give equal bytes. Empty without manifests (nothing to stage).
     pub fn staging_tar(&self, ca_bundle: Option<&[u8]>) -> std::io::Result<Vec<u8>> {
+        let Some(manifests) = &self.manifests else {
+            return Ok(Vec::new());
+        };
         let mut builder = tar::Builder::new(Vec::new());
         let root = ENV_ROOT.trim_start_matches('/');
-        let folder = match self.manifests.installer {
+        let folder = match manifests.installer {
             Installer::Pip => format!("{root}/{PIP_INPUTS}"),
             Installer::Npm => format!("{root}/node"),
         };
         let mut folders = vec![root.to_string(), folder.clone()];
         let mut files = Vec::new();
-        for (name, bytes) in &self.manifests.files {
-            let path = match self.manifests.installer {
-                Installer::Pip => format!("{folder}/{name}"),
-                Installer::Npm => format!("{folder}/{name}"),
-            };
+        for (name, bytes) in &manifests.files {
+            let path = format!("{folder}/{name}");
             // Folders on the way (pip's includes and artifacts keep their places).
             let mut at = path.as_str();
             while let Some((parent, _)) = at.rsplit_once('/') {
@@ -135,9 +142,13 @@ impl EnvRecipe {
     }
 
     /// The environment image's configuration: the runtime's variables for what was installed,
-    /// `/pack` as working folder, the action's user.
+    /// `/pack` as working folder, the action's user. Nothing of its own without manifests: the
+    /// runtime image's variables stay (the engine keeps them on commit).
     pub fn image_env(&self) -> Vec<String> {
-        match self.manifests.installer {
+        let Some(manifests) = &self.manifests else {
+            return Vec::new();
+        };
+        match manifests.installer {
             Installer::Pip => vec![
                 format!("VIRTUAL_ENV={ENV_ROOT}/venv"),
                 format!(
@@ -156,9 +167,11 @@ impl EnvRecipe {
     }
 
     /// What [`EnvRecipe::key`] hashes: recipe format, base image id, runtime, version, the
-    /// install script, the index settings' hashes and the dependency set's hash.
+    /// install script, the index settings' hashes and the dependency set's hash; and, for a
+    /// pack that declares Debian packages, their sorted list and the apt step's script (absent
+    /// otherwise, so the keys of environments without them are what they were).
     pub fn key_parts(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut parts = serde_json::json!({
             "format": RECIPE_FORMAT,
             "base_image_id": self.base_image_id,
             "runtime": self.runtime,
@@ -169,8 +182,28 @@ impl EnvRecipe {
             // Hashed: an index URL may hold a credential, and `explain` prints these parts.
             "pip_index_url_sha256": self.index.pip_index_url.as_deref().map(sha256_hex),
             "npm_registry_sha256": self.index.npm_registry.as_deref().map(sha256_hex),
-            "dependencies": self.manifests.dependency_hash(),
-        })
+            "dependencies": self.dependency_hash(),
+        });
+        if !self.system_packages.is_empty()
+            && let Some(parts) = parts.as_object_mut()
+        {
+            parts.insert(
+                "system_packages".into(),
+                serde_json::json!(self.system_packages),
+            );
+            parts.insert("system_install".into(), super::apt::script().into());
+        }
+        parts
+    }
+
+    /// The hash of the dependency set, the image's `packbox.dependency_hash` label: the
+    /// manifests' (see [`Manifests::dependency_hash`]), or, without manifests, the Debian
+    /// package list's.
+    pub fn dependency_hash(&self) -> String {
+        match &self.manifests {
+            Some(manifests) => manifests.dependency_hash(),
+            None => sha256_hex(&self.system_packages.join("\n")),
+        }
     }
 
     /// The image tag: `packbox/env:<runtime>-<version>-<key prefix>`.
@@ -226,12 +259,13 @@ mod tests {
             runtime: "python".into(),
             version: "3.11.2".into(),
             base_image_id: "sha256:base".into(),
-            manifests: Manifests {
+            manifests: Some(Manifests {
                 installer: Installer::Pip,
                 files: vec![("requirements.txt".into(), requirements.as_bytes().to_vec())],
                 requirements: Vec::new(),
                 sources: Vec::new(),
-            },
+            }),
+            system_packages: Vec::new(),
             index: IndexSettings::default(),
         }
     }
@@ -271,7 +305,7 @@ mod tests {
         r.index.pip_index_url = Some("https://user:s3cret-pw@pypi.example/simple".into());
         let parts = r.key_parts().to_string();
         assert!(!parts.contains("s3cret-pw"), "{parts}");
-        assert!(!r.install_script().contains("s3cret-pw"));
+        assert!(!r.install_script().unwrap_or_default().contains("s3cret-pw"));
         let mut other = r.clone();
         other.index.pip_index_url = Some("https://user:other-pw@pypi.example/simple".into());
         assert_ne!(r.key(), other.key(), "the URL still decides the key");
@@ -305,7 +339,7 @@ mod tests {
             names.contains(&"opt/packbox/build-ca.pem".to_string()),
             "{names:?}"
         );
-        let script = r.install_script();
+        let script = r.install_script().unwrap_or_default();
         assert!(script.contains("rm -f /opt/packbox/build-ca.pem"));
         assert!(r.image_env().iter().all(|e| !e.contains("build-ca")));
         assert_eq!(r.key(), recipe("requests\n").key());
@@ -314,7 +348,7 @@ mod tests {
     #[test]
     fn python_install_bakes_the_venv_and_the_installer_alone_reads_its_environment() {
         let r = recipe("requests\n");
-        let script = r.install_script();
+        let script = r.install_script().unwrap_or_default();
         assert!(script.contains("python3 -m venv /opt/packbox/venv"));
         assert!(script.contains("pip install --no-cache-dir"));
         assert!(script.contains("compileall"));
@@ -338,6 +372,8 @@ mod tests {
     fn pip_inputs_keep_their_places_under_one_folder_owned_by_the_build_user() {
         let mut r = recipe("-r reqs/base.txt\n");
         r.manifests
+            .as_mut()
+            .expect("manifests")
             .files
             .push(("reqs/base.txt".into(), b"six\n".to_vec()));
         let staged = entries(&r.staging_tar(None).expect("tar"));
@@ -353,25 +389,82 @@ mod tests {
             ]
         );
         assert!(staged.iter().all(|e| e.1 == BUILD_USER.0));
-        assert!(r.install_script().contains("cd /opt/packbox/req"));
+        assert!(
+            r.install_script()
+                .unwrap_or_default()
+                .contains("cd /opt/packbox/req")
+        );
     }
 
     #[test]
     fn node_install_uses_ci_only_with_a_lock() {
         let mut r = recipe("");
         r.runtime = "node".into();
-        r.manifests = Manifests {
+        r.manifests = Some(Manifests {
             installer: Installer::Npm,
             files: vec![("package.json".into(), b"{}".to_vec())],
             requirements: Vec::new(),
             sources: Vec::new(),
-        };
-        assert!(r.install_script().contains("npm install --omit=dev"));
+        });
+        assert!(
+            r.install_script()
+                .unwrap_or_default()
+                .contains("npm install --omit=dev")
+        );
         r.manifests
+            .as_mut()
+            .expect("manifests")
             .files
             .push(("package-lock.json".into(), b"{}".to_vec()));
-        assert!(r.install_script().contains("npm ci --omit=dev"));
+        assert!(
+            r.install_script()
+                .unwrap_or_default()
+                .contains("npm ci --omit=dev")
+        );
         assert_eq!(r.image_env(), ["NODE_PATH=/opt/packbox/node/node_modules"]);
+    }
+
+    #[test]
+    fn the_debian_package_list_is_part_of_the_key_and_only_when_there_is_one() {
+        let plain = recipe("six\n");
+        let parts = plain.key_parts();
+        assert!(parts.get("system_packages").is_none(), "{parts}");
+        assert!(parts.get("system_install").is_none(), "{parts}");
+        let with = |packages: &[&str]| {
+            let mut r = recipe("six\n");
+            r.system_packages = packages.iter().map(|p| p.to_string()).collect();
+            r
+        };
+        let jq = with(&["jq"]);
+        assert_eq!(jq.key_parts()["system_packages"], serde_json::json!(["jq"]));
+        assert_eq!(
+            jq.key_parts()["system_install"],
+            serde_json::json!(crate::image::env::apt::script())
+        );
+        assert_ne!(jq.key(), plain.key());
+        assert_ne!(jq.key(), with(&["jq", "tree"]).key());
+        assert_ne!(jq.key(), with(&["tree"]).key());
+        assert_eq!(jq.key(), with(&["jq"]).key());
+    }
+
+    #[test]
+    fn an_environment_of_debian_packages_alone_stages_nothing_and_keeps_the_runtimes_variables() {
+        let mut r = recipe("");
+        r.runtime = "shell".into();
+        r.manifests = None;
+        r.system_packages = vec!["jq".into()];
+        assert_eq!(r.install_script(), None);
+        assert!(r.staging_tar(None).expect("tar").is_empty());
+        assert!(r.image_env().is_empty());
+        assert_eq!(r.key_parts()["install_script"], serde_json::Value::Null);
+        let mut other = r.clone();
+        other.system_packages = vec!["tree".into()];
+        assert_ne!(r.dependency_hash(), other.dependency_hash());
+        assert!(
+            r.tag().starts_with("packbox/env:shell-3.11.2-"),
+            "{}",
+            r.tag()
+        );
     }
 
     #[test]
