@@ -152,10 +152,10 @@ fn images_with_key(key: &str) -> Vec<String> {
 }
 
 #[test]
-fn where_the_operator_allows_them_a_shell_action_runs_with_jq_installed_from_the_debian_mirror() {
+fn where_the_operator_allows_them_a_shell_action_runs_with_tree_installed_from_the_debian_mirror() {
     require_engine();
     let packs = syspkg_packs();
-    let environment = explained_environment(&packs, "needsjq.query");
+    let environment = explained_environment(&packs, "needstree.count");
     assert_eq!(environment["needed"], true, "{environment}");
     let tag = environment["image"]
         .as_str()
@@ -164,7 +164,7 @@ fn where_the_operator_allows_them_a_shell_action_runs_with_jq_installed_from_the
     assert!(tag.starts_with("packbox/env:shell-"), "{environment}");
     assert_eq!(
         environment["key_parts"]["system_packages"],
-        serde_json::json!(["jq"]),
+        serde_json::json!(["tree"]),
         "{environment}"
     );
     // A fresh build each time the test runs.
@@ -178,7 +178,7 @@ fn where_the_operator_allows_them_a_shell_action_runs_with_jq_installed_from_the
             "run",
             "--packs",
             &packs.to_string_lossy(),
-            "needsjq.query",
+            "needstree.count",
             "--json",
         ],
         &ALLOW,
@@ -187,7 +187,7 @@ fn where_the_operator_allows_them_a_shell_action_runs_with_jq_installed_from_the
     let outcome = ran.json();
     assert_eq!(
         outcome["result"],
-        serde_json::json!({"answer": 42}),
+        serde_json::json!({"dirs": 3}),
         "{outcome}"
     );
     assert_eq!(outcome["image"], tag.as_str(), "{outcome}");
@@ -197,7 +197,7 @@ fn where_the_operator_allows_them_a_shell_action_runs_with_jq_installed_from_the
     // proxy, and nothing else.
     let log = build_logs();
     assert!(
-        log.contains("installing the Debian packages jq (meta.system_packages)")
+        log.contains("installing the Debian packages tree (meta.system_packages)")
             && log.contains(
                 "(root, capabilities CHOWN, DAC_OVERRIDE, FOWNER only, no file of the pack)"
             ),
@@ -209,6 +209,7 @@ fn where_the_operator_allows_them_a_shell_action_runs_with_jq_installed_from_the
         ),
         "{log}"
     );
+    assert!(log.contains("Setting up tree ("), "apt installed it: {log}");
     let audit: Vec<&str> = log.lines().filter(|l| l.starts_with("egress: ")).collect();
     assert!(!audit.is_empty(), "no connection audited: {log}");
     for line in &audit {
@@ -266,7 +267,7 @@ fn where_the_operator_allows_them_a_shell_action_runs_with_jq_installed_from_the
             "run",
             "--packs",
             &packs.to_string_lossy(),
-            "needsjq.query",
+            "needstree.count",
             "--json",
         ],
         &ALLOW,
@@ -484,4 +485,52 @@ async fn the_server_refuses_a_request_for_such_an_action_naming_the_setting() {
         "{message}"
     );
     assert_eq!(containers_created_by(server.pid(), since), 0);
+}
+
+#[test]
+fn a_failed_install_after_the_apt_step_leaves_neither_image_nor_layer() {
+    require_engine();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pack = copy_pack(&syspkg_packs().join("pyjq"), dir.path());
+    std::fs::write(
+        pack.join("requirements.txt"),
+        "packbox-no-such-package-7f3a9==9.9.9\n",
+    )
+    .expect("write");
+    let environment = explained_environment(dir.path(), "pyjq.both");
+    let tag = environment["image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let key = environment["key"].as_str().unwrap_or_default().to_string();
+    cleanup_image(&tag);
+    let mut env = build_env();
+    env.extend(ALLOW);
+    let ran = packbox(
+        &[
+            "run",
+            "--packs",
+            &dir.path().to_string_lossy(),
+            "pyjq.both",
+            "--json",
+        ],
+        &env,
+    );
+    assert_eq!(ran.code(), 125, "{}", said(&ran));
+    assert!(
+        said(&ran).contains("failed at `pip install`"),
+        "{}",
+        said(&ran)
+    );
+    assert!(
+        build_logs().contains("Setting up jq ("),
+        "the apt step ran first: {}",
+        build_logs()
+    );
+    assert_no_leftovers(&ran);
+    assert!(!image_exists(&tag), "no image under {tag}");
+    assert!(
+        images_with_key(&key).is_empty(),
+        "the apt step's layer is gone too"
+    );
 }
