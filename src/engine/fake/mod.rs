@@ -265,6 +265,33 @@ struct FakeVolume {
 
 /// An archive of a volume's content as the engine returns a folder: every entry under the
 /// folder's last name, after an entry for the folder itself.
+/// The files of an image under the folder `path`, as the engine archives a folder: entries
+/// named under the folder's last name.
+fn image_files_under(images: &[FakeImage], image: &str, path: &str) -> Vec<u8> {
+    let folder = path.trim_end_matches('/');
+    let last = folder.rsplit('/').next().unwrap_or("");
+    let mut out = tar::Builder::new(Vec::new());
+    let files = find_image(images, image)
+        .and_then(|id| images.iter().find(|i| i.id == id))
+        .map(|i| i.files.clone())
+        .unwrap_or_default();
+    let mut names: Vec<&String> = files.keys().collect();
+    names.sort();
+    for name in names {
+        if let Some(rest) = name.strip_prefix(&format!("{folder}/")) {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o644);
+            header.set_size(files[name].len() as u64);
+            let _ = out.append_data(
+                &mut header,
+                format!("{last}/{rest}"),
+                files[name].as_slice(),
+            );
+        }
+    }
+    out.into_inner().unwrap_or_default()
+}
+
 fn archive_under(content: &[u8], path: &str) -> Vec<u8> {
     let folder = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
     let mut out = tar::Builder::new(Vec::new());
@@ -1417,7 +1444,8 @@ impl ContainerEngine for FakeEngine {
                 .find(|v| v.container_path == path)
                 .and_then(|v| state.volumes.get(&v.volume))
                 .map(|v| archive_under(&v.content, path))
-                .unwrap_or_default()
+                // Else the image's files under the folder (see `add_image_file`).
+                .unwrap_or_else(|| image_files_under(&state.images, &container.spec.image, path))
         });
         let chunk = found
             .ok_or_else(|| FakeEngine::not_found(format!("reading {path} from container {id}")));

@@ -2031,6 +2031,111 @@ mod tests {
             assert!(Owned::in_state_dir(dir.path()).has_image(&image.id));
         }
 
+        /// A recipe with Debian packages, on a runtime image whose apt sources name the
+        /// Debian mirror.
+        fn with_packages(fake: &FakeEngine, unique: &str) -> EnvRecipe {
+            fake.add_image_file(
+                BASE,
+                "/etc/apt/sources.list",
+                b"deb http://deb.debian.org/debian bookworm main\n",
+            );
+            let mut recipe = recipe(fake, unique);
+            recipe.system_packages = vec!["jq".into(), "tree".into()];
+            recipe
+        }
+
+        fn created(fake: &FakeEngine) -> Vec<crate::engine::ContainerSpec> {
+            fake.calls()
+                .into_iter()
+                .filter_map(|c| match c {
+                    Call::Create { spec, .. } => Some(*spec),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn debian_packages_are_installed_by_root_with_three_capabilities_before_the_installer()
+         {
+            let (fake, shared) = engine(Program::prints("done\n", 0));
+            let recipe = with_packages(&fake, "six # apt then pip");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let image = ensure_now(&shared, &recipe, &BuildSettings::default(), dir.path())
+                .await
+                .expect("built");
+            let specs = created(&fake);
+            assert_eq!(specs.len(), 3, "sources probe, apt step, installer step");
+            let (probe, apt_step, installer) = (&specs[0], &specs[1], &specs[2]);
+            assert_eq!(probe.cmd, ["true"], "the sources are read, never run");
+            assert_eq!(probe.network_mode, "none");
+            assert_eq!(apt_step.user, "0:0");
+            assert_eq!(apt_step.cap_add, ["CHOWN", "DAC_OVERRIDE", "FOWNER"]);
+            assert!(apt_step.cap_drop_all && apt_step.no_new_privileges);
+            assert!(apt_step.seccomp_profile.is_some(), "packbox's profile");
+            assert_eq!(apt_step.pids_limit, i64::from(BUILD_PIDS));
+            assert_eq!(apt_step.memory_bytes as u64, DEFAULT_BUILD_MEMORY);
+            assert_eq!(apt_step.image, recipe.base_image_id);
+            assert_eq!(&apt_step.cmd[apt_step.cmd.len() - 2..], ["jq", "tree"]);
+            assert!(apt_step.env.is_empty());
+            assert_eq!(installer.user, "65534:65534");
+            assert!(installer.cap_add.is_empty());
+            // Only the installer's step gets files (the pack's manifests); the apt step none.
+            assert_eq!(fake.count(|c| matches!(c, Call::Upload { .. })), 1);
+            let commits: Vec<(String, String)> = fake
+                .calls()
+                .into_iter()
+                .filter_map(|c| match c {
+                    Call::Commit(id, tag) => Some((id, tag)),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(commits.len(), 2);
+            assert_eq!(commits[0].1, "", "the apt step's layer is untagged");
+            assert_eq!(commits[1].1, recipe.tag());
+            assert_ne!(installer.image, recipe.base_image_id, "built on the layer");
+            assert!(fake.has_image(&installer.image));
+            assert!(fake.container_ids().is_empty(), "every container removed");
+            assert!(Owned::in_state_dir(dir.path()).has_image(&image.id));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_failed_installer_after_the_apt_step_takes_the_layer_with_it() {
+            let (fake, shared) = engine(Program::default());
+            fake.set_program(|spec| {
+                if spec.user == "0:0" {
+                    Program::prints("Setting up jq\n", 0)
+                } else {
+                    Program::prints("ERROR: No matching distribution\n", 1)
+                }
+            });
+            let recipe = with_packages(&fake, "nosuch # apt then a failing pip");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let err = ensure_now(&shared, &recipe, &BuildSettings::default(), dir.path())
+                .await
+                .expect_err("pip fails");
+            assert!(err.to_string().contains("failed at `pip install`"), "{err}");
+            let layer = created(&fake)[2].image.clone();
+            assert!(!fake.has_image(&layer), "the layer is removed");
+            assert!(!fake.has_image(&recipe.tag()));
+            assert!(fake.container_ids().is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn an_image_without_apt_sources_is_refused_before_any_step() {
+            let (fake, shared) = engine(Program::prints("done\n", 0));
+            let mut recipe = recipe(&fake, "six # no sources");
+            recipe.system_packages = vec!["jq".into()];
+            let dir = tempfile::tempdir().expect("tempdir");
+            let err = ensure_now(&shared, &recipe, &BuildSettings::default(), dir.path())
+                .await
+                .expect_err("refused");
+            assert!(matches!(err, EnvError::AptSources { .. }), "{err}");
+            assert!(err.to_string().contains("names no apt source"), "{err}");
+            assert_eq!(created(&fake).len(), 1, "the never-started probe alone");
+            assert!(fake.container_ids().is_empty());
+            assert_eq!(commits(&fake), 0);
+        }
+
         /// Without its egress proxy (here: the engine lacks the image it is built on) a build
         /// fails before any build container: it never runs on another network.
         #[tokio::test(start_paused = true)]
