@@ -534,3 +534,24 @@ fn a_failed_install_after_the_apt_step_leaves_neither_image_nor_layer() {
         "the apt step's layer is gone too"
     );
 }
+
+#[test]
+fn pack_tests_of_such_a_pack_are_refused_by_default_naming_the_setting() {
+    require_engine();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pack = copy_pack(&syspkg_packs().join("needsjq"), dir.path());
+    std::fs::create_dir_all(pack.join("tests")).expect("tests folder");
+    std::fs::write(pack.join("tests/run.sh"), "#!/bin/sh\njq --version\n").expect("write");
+    let mut text = std::fs::read_to_string(pack.join("pack.yaml")).expect("read");
+    text.push_str(
+        "testing:\n  runners:\n    shell:\n      type: script\n      entry_point: tests/run.sh\n",
+    );
+    std::fs::write(pack.join("pack.yaml"), text).expect("write");
+    let since = unix_now();
+    let tested = packbox(&["test", &pack.to_string_lossy(), "--json"], &[]);
+    assert_refused_before_any_container(
+        &tested,
+        since,
+        &["build.allow_system_packages", "meta.system_packages: jq"],
+    );
+}
