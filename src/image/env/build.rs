@@ -452,6 +452,16 @@ pub async fn ensure(
         credentials: Redactor::new(credential_values(settings).iter()).unwrap_or_default(),
         on_line: &mut on_line,
     };
+    // Before any container (the apt step's look at the image's sources is one).
+    if matches!(network, BuildNetwork::Egress(_))
+        && let Some(why) = network_not_isolated(engine)
+    {
+        return Err(EnvError::NetworkNotIsolated {
+            tag,
+            engine: engine.identity().to_string(),
+            why,
+        });
+    }
     let deadline = tokio::time::Instant::now() + settings.timeout;
     let steps = steps(engine, recipe, settings, &key, staging).await?;
     // The image the next step starts from, and the untagged layer an earlier step committed
@@ -1033,14 +1043,6 @@ async fn install(
             return (installed, None);
         }
     };
-    if let Some(why) = network_not_isolated(engine) {
-        let refused = EnvError::NetworkNotIsolated {
-            tag: tag(),
-            engine: engine.identity().to_string(),
-            why,
-        };
-        return (Err(refused), None);
-    }
     let network_failed = |source| EnvError::Network { tag: tag(), source };
     let slot = tokio::select! {
         slot = gateway.slot() => match slot {
