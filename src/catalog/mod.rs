@@ -38,6 +38,7 @@ const BUILTIN_RUNTIMES: &[(&str, &str)] = &[
     ("ruby.yaml", include_str!("../../images/runtimes/ruby.yaml")),
     ("perl.yaml", include_str!("../../images/runtimes/perl.yaml")),
     ("java.yaml", include_str!("../../images/runtimes/java.yaml")),
+    ("go.yaml", include_str!("../../images/runtimes/go.yaml")),
 ];
 
 /// Built-in recipes (Dockerfiles), by their path under `images/`.
@@ -66,6 +67,7 @@ const BUILTIN_RECIPES: &[(&str, &str)] = &[
         "java/Dockerfile",
         include_str!("../../images/java/Dockerfile"),
     ),
+    ("go/Dockerfile", include_str!("../../images/go/Dockerfile")),
 ];
 
 /// A catalog file that could not be read or makes no sense.

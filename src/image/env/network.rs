@@ -81,6 +81,11 @@ pub fn build_grant(
                 &mut made,
             ),
         },
+        Installer::Go => add(
+            &format!("https://{}/", super::golang::MODULE_PROXY_HOST),
+            "Go's module proxy (go.mod requires modules vendor/ does not hold)",
+            &mut made,
+        ),
     }
     for line in pack_sources {
         for word in line.text.split(|c: char| c.is_whitespace() || c == '=') {

@@ -23,6 +23,7 @@ pub fn lock_file(installer: Installer) -> &'static str {
     match installer {
         Installer::Pip => "/opt/packbox/pip-freeze.txt",
         Installer::Npm => "/opt/packbox/node/package-lock.json",
+        Installer::Go => super::golang::BUILD_INFO,
     }
 }
 
@@ -88,6 +89,16 @@ impl EnvRecipe {
                      rm -f {ca}\n"
                 )
             }
+            Installer::Go => super::golang::install_script(&self.manifests, &ca, installer_env),
+        }
+    }
+
+    /// Whether the build fetches anything over its network: pip and npm always; Go only when
+    /// `go.mod` requires modules that `vendor/` does not hold (otherwise it is granted nothing).
+    pub fn fetches(&self) -> bool {
+        match self.manifests.installer {
+            Installer::Pip | Installer::Npm => true,
+            Installer::Go => crate::pack::dependencies::golang::downloads(&self.manifests),
         }
     }
 
@@ -101,14 +112,15 @@ impl EnvRecipe {
         let folder = match self.manifests.installer {
             Installer::Pip => format!("{root}/{PIP_INPUTS}"),
             Installer::Npm => format!("{root}/node"),
+            Installer::Go => super::golang::SRC_ROOT.trim_start_matches('/').to_string(),
         };
         let mut folders = vec![root.to_string(), folder.clone()];
+        if let Some((parent, _)) = folder.rsplit_once('/') {
+            folders.push(parent.to_string());
+        }
         let mut files = Vec::new();
         for (name, bytes) in &self.manifests.files {
-            let path = match self.manifests.installer {
-                Installer::Pip => format!("{folder}/{name}"),
-                Installer::Npm => format!("{folder}/{name}"),
-            };
+            let path = format!("{folder}/{name}");
             // Folders on the way (pip's includes and artifacts keep their places).
             let mut at = path.as_str();
             while let Some((parent, _)) = at.rsplit_once('/') {
@@ -146,6 +158,9 @@ impl EnvRecipe {
                 "PYTHONPATH=/pack/lib".to_string(),
             ],
             Installer::Npm => vec![format!("NODE_PATH={ENV_ROOT}/node/node_modules")],
+            Installer::Go => {
+                vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()]
+            }
         }
     }
 
@@ -231,6 +246,7 @@ mod tests {
                 files: vec![("requirements.txt".into(), requirements.as_bytes().to_vec())],
                 requirements: Vec::new(),
                 sources: Vec::new(),
+                program: None,
             },
             index: IndexSettings::default(),
         }
@@ -365,6 +381,7 @@ mod tests {
             files: vec![("package.json".into(), b"{}".to_vec())],
             requirements: Vec::new(),
             sources: Vec::new(),
+            program: None,
         };
         assert!(r.install_script().contains("npm install --omit=dev"));
         r.manifests
