@@ -476,7 +476,9 @@ mod tests {
         let names: Vec<_> = catalog.runtimes().iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             names,
-            ["python", "node", "shell", "native", "ruby", "perl", "java"]
+            [
+                "python", "node", "shell", "native", "ruby", "perl", "java", "go"
+            ]
         );
     }
 
@@ -503,6 +505,10 @@ mod tests {
         assert_eq!(
             catalog.resolve("jdk").map(|r| r.name.as_str()),
             Some("java")
+        );
+        assert_eq!(
+            catalog.resolve("golang").map(|r| r.name.as_str()),
+            Some("go")
         );
     }
 
@@ -572,7 +578,7 @@ mod tests {
         let runtime = catalog.resolve("bash").expect("shell");
         assert_eq!(runtime.interpreter, ["sh"]);
         assert_eq!(runtime.versions[0].version, "1.0");
-        assert_eq!(catalog.runtimes().len(), 7);
+        assert_eq!(catalog.runtimes().len(), 8);
     }
 
     #[test]
@@ -618,7 +624,7 @@ mod tests {
         assert_eq!(versions, ["3.13"]);
         assert_eq!(
             catalog.runtimes().len(),
-            7,
+            8,
             "it replaced the built-in python"
         );
         let warnings = catalog.warnings();

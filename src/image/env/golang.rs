@@ -134,6 +134,9 @@ mod tests {
             program.entry = "actions/a'$(id)'.go".into();
         }
         let script = install_script(&set, "/ca", "read");
-        assert!(script.contains("./'actions/a'\\''$(id)'\\''.go'"), "{script}");
+        assert!(
+            script.contains("./'actions/a'\\''$(id)'\\''.go'"),
+            "{script}"
+        );
     }
 }

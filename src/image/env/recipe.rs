@@ -392,6 +392,51 @@ mod tests {
     }
 
     #[test]
+    fn a_go_build_stages_the_sources_and_fetches_only_unvendored_modules() {
+        let mut r = recipe("");
+        r.runtime = "go".into();
+        r.manifests = Manifests {
+            installer: Installer::Go,
+            files: vec![("actions/hello.go".into(), b"package main\n".to_vec())],
+            requirements: Vec::new(),
+            sources: Vec::new(),
+            program: Some(crate::pack::dependencies::GoProgram {
+                pack: "p".into(),
+                entry: "actions/hello.go".into(),
+            }),
+        };
+        let staged: Vec<String> = entries(&r.staging_tar(None).expect("tar"))
+            .into_iter()
+            .map(|e| e.0.trim_end_matches('/').to_string())
+            .collect();
+        assert_eq!(
+            staged,
+            [
+                "opt/packbox",
+                "opt/packbox/go",
+                "opt/packbox/go/src",
+                "opt/packbox/go/src/actions",
+                "opt/packbox/go/src/actions/hello.go"
+            ]
+        );
+        assert!(!r.fetches(), "the standard library needs no network");
+        assert!(r.install_script().contains("go build"));
+        assert_eq!(lock_file(Installer::Go), "/opt/packbox/go/build-info.txt");
+        r.manifests
+            .requirements
+            .push(crate::pack::dependencies::Requirement {
+                text: "a.example/x v1.0.0".into(),
+                source: "go.mod:3".into(),
+            });
+        assert!(r.fetches());
+        r.manifests
+            .files
+            .push(("vendor/modules.txt".into(), Vec::new()));
+        assert!(!r.fetches(), "vendored");
+        assert!(recipe("x\n").fetches());
+    }
+
+    #[test]
     fn tag_carries_runtime_version_and_key() {
         let r = recipe("x\n");
         let tag = r.tag();

@@ -207,7 +207,10 @@ mod tests {
     #[test]
     fn with_go_mod_the_module_files_go_in_and_the_rest_stays_out() {
         let (_dir, root) = folder(&[
-            ("go.mod", "module example.com/p\n\ngo 1.19\n\nrequire example.org/shout v1.0.0\n"),
+            (
+                "go.mod",
+                "module example.com/p\n\ngo 1.19\n\nrequire example.org/shout v1.0.0\n",
+            ),
             ("actions/tool.go", "package main\n"),
             ("lib/greet/greet.go", "package greet\n"),
             ("vendor/modules.txt", "# example.org/shout v1.0.0\n"),
@@ -236,7 +239,10 @@ mod tests {
     #[test]
     fn required_modules_without_vendor_are_downloaded() {
         let (_dir, root) = folder(&[
-            ("go.mod", "module m\n\nrequire (\n\ta.example/x v1.2.3 // indirect\n\tb.example/y v0.1.0\n)\n"),
+            (
+                "go.mod",
+                "module m\n\nrequire (\n\ta.example/x v1.2.3 // indirect\n\tb.example/y v0.1.0\n)\n",
+            ),
             ("go.sum", ""),
             ("actions/a.go", "package main\n"),
         ]);
@@ -248,7 +254,12 @@ mod tests {
 
     #[test]
     fn every_source_and_the_entry_change_the_key() {
-        let (_dir, root) = folder(&[("go.mod", "module m\n"), ("actions/a.go", "package main\n"), ("actions/b.go", "package main\n"), ("lib/l.go", "package l\n")]);
+        let (_dir, root) = folder(&[
+            ("go.mod", "module m\n"),
+            ("actions/a.go", "package main\n"),
+            ("actions/b.go", "package main\n"),
+            ("lib/l.go", "package l\n"),
+        ]);
         let a = read(&root, "p", "a.go").expect("read");
         let b = read(&root, "p", "b.go").expect("read");
         assert_ne!(a.dependency_hash(), b.dependency_hash());
@@ -268,6 +279,10 @@ mod tests {
         let (_dir, root) = folder(&[("go.mod", "module m\n")]);
         std::os::unix::fs::symlink(outside.path().join("x.go"), root.join("lib.go")).expect("link");
         let problems = read(&root, "p", "a.go").expect_err("outside");
-        assert!(problems[0].message.contains("outside the pack"), "{:?}", problems);
+        assert!(
+            problems[0].message.contains("outside the pack"),
+            "{:?}",
+            problems
+        );
     }
 }
