@@ -24,16 +24,26 @@ fn go_actions_are_compiled_at_build_time_rebuilt_on_edit_and_a_compile_error_lea
     require_engine();
 
     // Upstream's shape: a .go entry point, no go.mod, the standard library only.
-    let hello = run_json(&go_packs(), "gosolo.hello", &["-p", "name=Ada", "-p", "times=2"]);
+    let hello = run_json(
+        &go_packs(),
+        "gosolo.hello",
+        &["-p", "name=Ada", "-p", "times=2"],
+    );
     assert_eq!(hello.code(), 0, "{}", hello.stderr());
     let outcome = hello.json();
     assert_eq!(outcome["status"], "succeeded", "{outcome}");
     assert_eq!(outcome["runtime"], "go");
-    assert_eq!(outcome["result"]["greeting"], "hello Ada hello Ada ", "{outcome}");
+    assert_eq!(
+        outcome["result"]["greeting"], "hello Ada hello Ada ",
+        "{outcome}"
+    );
     assert_eq!(outcome["result"]["action"], "gosolo.hello");
     assert_eq!(outcome["result"]["args"], serde_json::json!([]));
     // The binary baked into the image ran, from its read-only root.
-    assert_eq!(outcome["result"]["exe"], "/opt/packbox/go/bin/hello.go", "{outcome}");
+    assert_eq!(
+        outcome["result"]["exe"], "/opt/packbox/go/bin/hello.go",
+        "{outcome}"
+    );
     assert_eq!(outcome["sandbox"]["read_only_root"], true);
     let built = image_of(&hello);
     assert!(built.starts_with("packbox/env:go-1."), "{built}");
@@ -42,7 +52,12 @@ fn go_actions_are_compiled_at_build_time_rebuilt_on_edit_and_a_compile_error_lea
     // the pack vendors; nothing is downloaded (the build is granted nothing).
     let shout = run_json(&go_packs(), "gomod.shout", &["-p", "name=Ada"]);
     assert_eq!(shout.code(), 0, "{}", shout.stderr());
-    assert_eq!(shout.json()["result"]["message"], "HELLO ADA!", "{}", shout.stdout());
+    assert_eq!(
+        shout.json()["result"]["message"],
+        "HELLO ADA!",
+        "{}",
+        shout.stdout()
+    );
 
     // Editing the source makes another environment, holding the edited program.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -75,5 +90,8 @@ fn go_actions_are_compiled_at_build_time_rebuilt_on_edit_and_a_compile_error_lea
         .expect("the error names the environment")
         .to_string();
     assert!(!image_exists(&tag), "{tag} was left behind");
-    assert!(containers_of(broken.pid).is_empty(), "a build container was left");
+    assert!(
+        containers_of(broken.pid).is_empty(),
+        "a build container was left"
+    );
 }
