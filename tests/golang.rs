@@ -9,6 +9,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
+use packbox::{Catalog, Executor, RunRequest, Status};
 
 fn go_packs() -> PathBuf {
     repo_root().join("tests/fixtures/golang")
@@ -47,6 +48,9 @@ fn go_actions_are_compiled_at_build_time_rebuilt_on_edit_and_a_compile_error_lea
     assert_eq!(outcome["sandbox"]["read_only_root"], true);
     let built = image_of(&hello);
     assert!(built.starts_with("packbox/env:go-1."), "{built}");
+
+    // Pooled: a container started ahead waits for the go-line, then runs the baked binary.
+    warm_runs_take_a_container_started_ahead();
 
     // A pack that is one Go module: the action imports the pack's own package and a module
     // the pack vendors; nothing is downloaded (the build is granted nothing).
@@ -94,4 +98,72 @@ fn go_actions_are_compiled_at_build_time_rebuilt_on_edit_and_a_compile_error_lea
         containers_of(broken.pid).is_empty(),
         "a build container was left"
     );
+}
+
+/// Two runs of `gosolo.hello` through an executor with a warm pool of one: the second starts in
+/// a container created before it was asked for, and both keep the contract.
+fn warm_runs_take_a_container_started_ahead() {
+    let settings = settings();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let catalog = Catalog::builtin().expect("catalog");
+        let mut request = RunRequest::new(go_packs(), "gosolo.hello");
+        request.params = vec!["name=Bo".into()];
+        let plan = packbox::plan(&settings, &catalog, &request).expect("plan");
+        let executor = Executor::connect(settings.clone(), catalog.clone())
+            .await
+            .expect("engine")
+            .with_warm_pool(1);
+        for n in 0..2 {
+            if n > 0 {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while executor.idle_warm_containers() == 0 {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the pool never filled"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+            let asked = unix_now_ns();
+            let outcome = executor.run(&plan, |_| {}).await.expect("run");
+            assert_eq!(outcome.status, Status::Succeeded, "{:?}", outcome.error);
+            let result = outcome.result.expect("a JSON result");
+            assert_eq!(result["greeting"], "hello Bo ");
+            if n > 0 {
+                let created: u128 = engine_events(
+                    unix_now() - 120,
+                    &[
+                        "type=container".to_string(),
+                        "event=create".to_string(),
+                        format!("label=packbox.exec_id={}", outcome.exec_id),
+                    ],
+                    "{{.TimeNano}}",
+                )
+                .first()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(u128::MAX);
+                assert!(
+                    created < asked,
+                    "the warm run used a container started ahead"
+                );
+            }
+        }
+        executor.close().await;
+    });
+    assert!(
+        containers_of(std::process::id()).is_empty(),
+        "close removes the pool"
+    );
+}
+
+fn unix_now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
