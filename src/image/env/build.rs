@@ -613,7 +613,7 @@ async fn steps(
         });
     }
     if let (Some(manifests), Some(script)) = (&recipe.manifests, recipe.install_script()) {
-        let grant = network::build_grant(
+        let mut grant = network::build_grant(
             manifests.installer,
             &recipe.index,
             if settings.allow_pack_sources {
@@ -622,6 +622,9 @@ async fn steps(
                 &[]
             },
         );
+        if !recipe.fetches() {
+            grant.grant.destinations.clear();
+        }
         steps.push(Step {
             kind: StepKind::Installer(manifests.installer),
             tag: tag.clone(),
@@ -765,6 +768,14 @@ fn ended_error(
                     ),
                     StepKind::Installer(Installer::Pip) => "pip install".into(),
                     StepKind::Installer(Installer::Npm) => "npm install".into(),
+                    StepKind::Installer(Installer::Go) => {
+                        match recipe.manifests.as_ref().and_then(|m| m.program.as_ref()) {
+                            Some(program) => {
+                                format!("go build {} (pack {})", program.entry, program.pack)
+                            }
+                            None => "go build".into(),
+                        }
+                    }
                 },
                 message: match code {
                     Some(code) => format!("the install exited with code {code}"),
@@ -1937,6 +1948,7 @@ mod tests {
                     files: vec![("requirements.txt".into(), unique.as_bytes().to_vec())],
                     requirements: Vec::new(),
                     sources: Vec::new(),
+                    program: None,
                 }),
                 system_packages: Vec::new(),
                 index: IndexSettings::default(),

@@ -4,6 +4,7 @@
 
 pub mod apt;
 pub mod build;
+pub mod golang;
 pub mod inventory;
 pub mod network;
 pub mod recipe;

@@ -23,6 +23,7 @@ pub fn lock_file(installer: Installer) -> &'static str {
     match installer {
         Installer::Pip => "/opt/packbox/pip-freeze.txt",
         Installer::Npm => "/opt/packbox/node/package-lock.json",
+        Installer::Go => super::golang::BUILD_INFO,
     }
 }
 
@@ -95,7 +96,21 @@ impl EnvRecipe {
                      rm -f {ca}\n"
                 )
             }
+            Installer::Go => super::golang::install_script(manifests, &ca, installer_env),
         })
+    }
+
+    /// Whether the installer's step fetches anything over its network: pip and npm always; Go
+    /// only when `go.mod` requires modules that `vendor/` does not hold (otherwise it is
+    /// granted nothing). No manifests: no installer step.
+    pub fn fetches(&self) -> bool {
+        let Some(manifests) = &self.manifests else {
+            return false;
+        };
+        match manifests.installer {
+            Installer::Pip | Installer::Npm => true,
+            Installer::Go => crate::pack::dependencies::golang::downloads(manifests),
+        }
     }
 
     /// What the build container starts with, unpacked at `/` before it starts: [`ENV_ROOT`]
@@ -111,8 +126,12 @@ impl EnvRecipe {
         let folder = match manifests.installer {
             Installer::Pip => format!("{root}/{PIP_INPUTS}"),
             Installer::Npm => format!("{root}/node"),
+            Installer::Go => super::golang::SRC_ROOT.trim_start_matches('/').to_string(),
         };
         let mut folders = vec![root.to_string(), folder.clone()];
+        if let Some((parent, _)) = folder.rsplit_once('/') {
+            folders.push(parent.to_string());
+        }
         let mut files = Vec::new();
         for (name, bytes) in &manifests.files {
             let path = format!("{folder}/{name}");
@@ -157,6 +176,9 @@ impl EnvRecipe {
                 "PYTHONPATH=/pack/lib".to_string(),
             ],
             Installer::Npm => vec![format!("NODE_PATH={ENV_ROOT}/node/node_modules")],
+            Installer::Go => {
+                vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()]
+            }
         }
     }
 
@@ -264,6 +286,7 @@ mod tests {
                 files: vec![("requirements.txt".into(), requirements.as_bytes().to_vec())],
                 requirements: Vec::new(),
                 sources: Vec::new(),
+                program: None,
             }),
             system_packages: Vec::new(),
             index: IndexSettings::default(),
@@ -405,6 +428,7 @@ mod tests {
             files: vec![("package.json".into(), b"{}".to_vec())],
             requirements: Vec::new(),
             sources: Vec::new(),
+            program: None,
         });
         assert!(
             r.install_script()
@@ -465,6 +489,53 @@ mod tests {
             "{}",
             r.tag()
         );
+    }
+
+    #[test]
+    fn a_go_build_stages_the_sources_and_fetches_only_unvendored_modules() {
+        let mut r = recipe("");
+        r.runtime = "go".into();
+        r.manifests = Some(Manifests {
+            installer: Installer::Go,
+            files: vec![("actions/hello.go".into(), b"package main\n".to_vec())],
+            requirements: Vec::new(),
+            sources: Vec::new(),
+            program: Some(crate::pack::dependencies::GoProgram {
+                pack: "p".into(),
+                entry: "actions/hello.go".into(),
+            }),
+        });
+        let staged: Vec<String> = entries(&r.staging_tar(None).expect("tar"))
+            .into_iter()
+            .map(|e| e.0.trim_end_matches('/').to_string())
+            .collect();
+        assert_eq!(
+            staged,
+            [
+                "opt/packbox",
+                "opt/packbox/go",
+                "opt/packbox/go/src",
+                "opt/packbox/go/src/actions",
+                "opt/packbox/go/src/actions/hello.go"
+            ]
+        );
+        assert!(!r.fetches(), "the standard library needs no network");
+        assert!(r.install_script().unwrap_or_default().contains("go build"));
+        assert_eq!(lock_file(Installer::Go), "/opt/packbox/go/build-info.txt");
+        r.manifests.as_mut().expect("manifests").requirements.push(
+            crate::pack::dependencies::Requirement {
+                text: "a.example/x v1.0.0".into(),
+                source: "go.mod:3".into(),
+            },
+        );
+        assert!(r.fetches());
+        r.manifests
+            .as_mut()
+            .expect("manifests")
+            .files
+            .push(("vendor/modules.txt".into(), Vec::new()));
+        assert!(!r.fetches(), "vendored");
+        assert!(recipe("x\n").fetches());
     }
 
     #[test]
