@@ -226,13 +226,9 @@ fn the_environment_is_the_contract_and_nothing_of_packbox() {
     assert_eq!(environ["ATTUNE_PARAMETER_DELIVERY"], "stdin");
     assert_eq!(environ["ATTUNE_PARAMETER_FORMAT"], "json");
     assert!(!environ.contains_key("ATTUNE_PARAMETER_FILE"));
-    // The artifacts folder where packbox's init collects it (not on Podman); its bounds are
+    // The artifacts folder where packbox's init collects it (every engine); its bounds are
     // the init's alone.
-    if engine::is_podman() {
-        assert!(!environ.contains_key("ATTUNE_ARTIFACTS_DIR"), "{outcome}");
-    } else {
-        assert_eq!(environ["ATTUNE_ARTIFACTS_DIR"], "/tmp/artifacts");
-    }
+    assert_eq!(environ["ATTUNE_ARTIFACTS_DIR"], "/tmp/artifacts");
     assert!(
         !environ.contains_key("PACKBOX_ARTIFACTS_LIMIT"),
         "{outcome}"
