@@ -352,6 +352,39 @@ fn truncation_and_timeout_together() {
 }
 
 #[test]
+fn a_timeout_sends_sigterm_then_sigkill_after_the_grace_period() {
+    require_engine();
+    // The init forwards the engine's SIGTERM to the action: one that traps it ends in the
+    // grace period with its own status; one that ignores it is killed when the grace ends.
+    let packs = repo_root().join("tests/fixtures/serve");
+    for (ignore_term, code, stderr) in [
+        ("false", 143, "sleeping\nterminated\n"),
+        ("true", 137, "sleeping\n"),
+    ] {
+        let run = run_json(
+            &packs,
+            "svc.sleep",
+            &with_engine_flags(&[
+                "--timeout",
+                "2",
+                "--grace",
+                "2",
+                "-p",
+                "seconds=60",
+                "-p",
+                &format!("ignore_term={ignore_term}"),
+            ]),
+        );
+        assert_eq!(run.code(), 124, "{}", run.stderr());
+        let outcome = outcome(&run);
+        assert_eq!(outcome["status"], "timeout", "{outcome}");
+        assert_eq!(outcome["exit_code"], code, "{outcome}");
+        assert_eq!(outcome["stderr"], stderr, "{outcome}");
+        assert_eq!(outcome["stdout"], "", "{outcome}");
+    }
+}
+
+#[test]
 fn cancelling_packbox_stops_the_action_and_leaves_nothing() {
     require_engine();
     let packs = fixture_packs();
