@@ -978,3 +978,97 @@ fn a_packs_runtime_that_asks_for_what_packbox_cannot_do_safely_is_refused_when_a
     );
     assert_eq!(ran.code(), 0, "{}", said(&ran));
 }
+
+/// Sets a folder's modification time `days` days back (as if nothing changed it since).
+fn age_folder(folder: &std::path::Path, days: u64) {
+    let past = std::time::SystemTime::now() - Duration::from_secs(days * 24 * 3600);
+    std::fs::File::open(folder)
+        .and_then(|f| f.set_modified(past))
+        .unwrap_or_else(|e| panic!("aging {}: {e}", folder.display()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_removes_old_local_artifacts_but_never_a_recorded_runs_or_through_a_symlink() {
+    use common::server::*;
+    require_engine();
+    let state = state_dir();
+    let root = state.join("artifacts");
+    // A local run's folder, and a server run's, whose record lists it.
+    let local = run("context.inspect", &engine::run_flags());
+    assert_eq!(local.code(), 0, "{}", local.stderr());
+    let local_id = local.json()["exec_id"].as_str().expect("exec id").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let packs = dir.path().join("packs");
+    std::fs::create_dir(&packs).expect("packs");
+    copy_pack(&attune_packs().join("context"), &packs);
+    let server = Server::start(ServerOptions {
+        packs,
+        config: if engine::drops_limits() {
+            "sandbox: {allow_weaker: true}\n".into()
+        } else {
+            String::new()
+        },
+        ..ServerOptions::default()
+    });
+    let api = Api::new(&server, None);
+    let served = api
+        .post(
+            "/v1/executions",
+            &json!({"action": "context.inspect", "wait": true}),
+        )
+        .await;
+    assert_eq!(served.body["status"], "succeeded", "{}", served.body);
+    let served_id = served.body["exec_id"].as_str().expect("exec id").to_string();
+    // Both unchanged for 8 days; a symlink named as a run points at an old folder elsewhere.
+    let outside = tempfile::tempdir().expect("tempdir");
+    let target = outside.path().join("victim");
+    std::fs::create_dir(&target).expect("folder");
+    std::fs::write(target.join("precious"), b"keep").expect("write");
+    age_folder(&target, 30);
+    let link_name = "0b7f4a36-5d2e-4c1a-9f3e-2a6b8c9d0e1f";
+    std::os::unix::fs::symlink(&target, root.join(link_name)).expect("symlink");
+    for id in [&local_id, &served_id] {
+        age_folder(&root.join(id), 8);
+    }
+    // A longer retention than their age: nothing goes.
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "run: {artifacts_retention: 30d}\n").expect("write");
+    let config = config.to_string_lossy().into_owned();
+    let kept = packbox(&["--config", &config, "gc", "--json"], &[]);
+    assert_eq!(kept.code(), 0, "{}", kept.stderr());
+    assert_eq!(kept.json()["artifacts"], json!([]), "{}", kept.stdout());
+    assert!(root.join(&local_id).is_dir());
+    // The default, 7 days: the local run's folder goes, the server's stays with its record
+    // (read while the server runs), the symlink and what it points at are left alone.
+    let collected = packbox(&["gc", "--json"], &[]);
+    assert_eq!(collected.code(), 0, "{}", collected.stderr());
+    let report = collected.json();
+    let removed: Vec<&str> = report["artifacts"]
+        .as_array()
+        .expect("artifacts")
+        .iter()
+        .filter_map(|r| r["exec_id"].as_str())
+        .collect();
+    assert_eq!(removed, [local_id.as_str()], "{report}");
+    assert!(report["artifacts"][0]["age_seconds"].as_u64() >= Some(8 * 24 * 3600));
+    assert!(!root.join(&local_id).exists());
+    assert!(root.join(&served_id).join("report.txt").is_file());
+    assert!(root.join(link_name).is_symlink());
+    assert!(target.join("precious").is_file());
+    // Without --json, a line per folder and the count.
+    let local = run("context.inspect", &engine::run_flags());
+    let again_id = local.json()["exec_id"].as_str().expect("exec id").to_string();
+    age_folder(&root.join(&again_id), 9);
+    let human = packbox(&["gc"], &[]);
+    assert_eq!(human.code(), 0, "{}", human.stderr());
+    assert!(
+        human.stdout().contains(&format!(
+            "removed artifacts {} (unchanged for 9 days)",
+            root.join(&again_id).display()
+        )) && human.stdout().contains(", 1 artifacts folder(s)"),
+        "{}",
+        human.stdout()
+    );
+    std::fs::remove_file(root.join(link_name)).expect("remove the symlink");
+    drop(server);
+}
