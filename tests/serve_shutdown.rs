@@ -142,3 +142,28 @@ async fn an_idle_server_stops_at_once() {
     );
     assert!(containers_of(server.pid()).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_stderr_is_gone_still_stops_on_sigterm_and_removes_its_pool() {
+    require_engine();
+    let mut server = Server::start(ServerOptions {
+        stderr_closed_once_listening: true,
+        ..ServerOptions::default()
+    });
+    let api = Api::new(&server, None);
+    // A run after the pipe closed (the server logs it to the closed stderr) leaves a pooled
+    // container, so the stop has a pool to remove.
+    let done = api
+        .post(
+            "/v1/executions",
+            &json!({"action": "svc.tell", "parameters": {"label": "x"}, "wait": true}),
+        )
+        .await;
+    assert_eq!(done.body["status"], "succeeded", "{}", done.body);
+    let status = server.terminate(LONG);
+    assert!(
+        status.success(),
+        "SIGTERM with stderr closed: {status} (a panic writing \"stopping\" exits 101, a panic in the signal task never stops)"
+    );
+    assert!(containers_of(server.pid()).is_empty());
+}

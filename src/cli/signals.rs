@@ -2,6 +2,8 @@
 //! removed, the outcome is `cancelled`); a second one exits at once (the container is then swept
 //! by the next packbox start or `packbox gc`).
 
+use std::io::Write;
+
 use packbox::{Catalog, Error, Executor, Settings};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -39,8 +41,10 @@ pub fn cancel_on_signal(token: CancellationToken, stopping: &'static str) {
                 _ = terminate.recv() => {}
             }
             if round == 0 {
-                eprintln!("packbox: {stopping} (again to force)");
+                // Stop first, then say so: a process whose stderr is gone (its supervisor's log
+                // pipe closed) must still stop, and `eprintln!` would panic this task there.
                 token.cancel();
+                let _ = writeln!(std::io::stderr(), "packbox: {stopping} (again to force)");
             } else {
                 std::process::exit(i32::from(EXIT_CANCELLED));
             }

@@ -140,10 +140,10 @@ pub async fn run(
                 listen: serve.listen,
             });
         }
-        eprintln!(
+        say(format_args!(
             "packbox serve: WARNING: no API token is set: anyone who can reach {} on this machine can run actions; set --token-file or PACKBOX_SERVE_TOKEN",
             serve.listen
-        );
+        ));
     }
     let _lock = lock_state(&settings.state_dir)?;
     let store = Store::open(
@@ -154,9 +154,9 @@ pub async fn run(
     )?;
     let keys = KeyStore::open(&settings.state_dir, settings.keystore.key_file.as_deref())?;
     if !keys.is_open() {
-        eprintln!(
+        say(format_args!(
             "packbox serve: the key store is empty and read-only: no key-encryption key is set (--key-file, keystore.key_file or PACKBOX_KEY_FILE)"
-        );
+        ));
     }
     let abandoned = store.abandon_unfinished().await?;
     for run in &abandoned {
@@ -232,16 +232,16 @@ pub async fn run(
         stop.clone(),
     ));
     let trimmer = tokio::spawn(trim_pool(Arc::clone(&dispatcher), stop.clone()));
-    eprintln!(
+    say(format_args!(
         "packbox serve: listening on http://{address} (packs: {})",
         packs.display()
-    );
+    ));
 
     stop.cancelled().await;
-    eprintln!(
+    say(format_args!(
         "packbox serve: stopping: no new executions, running ones get {} s",
         serve.drain.as_secs()
-    );
+    ));
     dispatcher.drain(serve.drain).await;
     executor_stop.cancel();
     let _ = verifying.await;
@@ -250,7 +250,7 @@ pub async fn run(
     let _ = pruner.await;
     let _ = trimmer.await;
     dispatcher.executor().close().await;
-    eprintln!("packbox serve: stopped");
+    say(format_args!("packbox serve: stopped"));
     Ok(())
 }
 
@@ -371,4 +371,11 @@ fn lock_state(state_dir: &Path) -> Result<std::fs::File, ServeError> {
         Err(std::fs::TryLockError::WouldBlock) => Err(ServeError::Locked(state_dir.to_path_buf())),
         Err(std::fs::TryLockError::Error(source)) => Err(lock_error(source)),
     }
+}
+
+/// Says something on stderr, ignoring a stderr that is gone: a server whose supervisor's log pipe
+/// closed must still drain, remove its pool and stop (`eprintln!` would panic there).
+fn say(message: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{message}");
 }

@@ -68,6 +68,9 @@ pub struct ServerOptions {
     pub args: Vec<String>,
     /// `--listen` (a free port by default).
     pub listen: String,
+    /// Close the server's stderr once it listens, as a supervisor whose log pipe went away does
+    /// (the log then stops there).
+    pub stderr_closed_once_listening: bool,
 }
 
 impl Default for ServerOptions {
@@ -79,6 +82,7 @@ impl Default for ServerOptions {
             env: Vec::new(),
             args: Vec::new(),
             listen: "127.0.0.1:0".into(),
+            stderr_closed_once_listening: false,
         }
     }
 }
@@ -129,15 +133,20 @@ impl Server {
         let (found, listening) = mpsc::channel();
         {
             let log = Arc::clone(&log);
+            let close_once_listening = options.stderr_closed_once_listening;
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.split("listening on ").nth(1) {
-                        let url = rest.split_whitespace().next().unwrap_or("").to_string();
-                        let _ = found.send(url);
-                    }
                     if let Ok(mut log) = log.lock() {
                         log.push_str(&line);
                         log.push('\n');
+                    }
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let url = rest.split_whitespace().next().unwrap_or("").to_string();
+                        let _ = found.send(url);
+                        if close_once_listening {
+                            // Leaving the loop drops the pipe's only reader.
+                            break;
+                        }
                     }
                 }
             });
