@@ -15,7 +15,11 @@ fn init_packs() -> std::path::PathBuf {
 /// `packbox run --json` of a fixture action, with what runs need on this engine.
 fn run_init(action: &str, args: &[&str]) -> Finished {
     let mut all = args.to_vec();
-    all.extend(engine::run_flags().into_iter().filter(|f| !args.contains(f)));
+    all.extend(
+        engine::run_flags()
+            .into_iter()
+            .filter(|f| !args.contains(f)),
+    );
     run_json(&init_packs(), action, &all)
 }
 

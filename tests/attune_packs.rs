@@ -599,7 +599,9 @@ async fn artifacts_download_through_the_api_for_their_readers_only_and_go_with_t
         dir.path(),
         &format!("alpha:{ALPHA} run=context.* read=own\nbeta:{BETA} run=context.* read=own\n"),
     );
-    let mut config = String::from("serve:\n  retention:\n    succeeded: {max_count: 1}\n    failed: {max_count: 100, max_age: 1h}\n    prune_every: 1s\n");
+    let mut config = String::from(
+        "serve:\n  retention:\n    succeeded: {max_count: 1}\n    failed: {max_count: 100, max_age: 1h}\n    prune_every: 1s\n",
+    );
     if engine::drops_limits() {
         config.push_str("sandbox: {allow_weaker: true}\n");
     }
@@ -996,7 +998,10 @@ async fn gc_removes_old_local_artifacts_but_never_a_recorded_runs_or_through_a_s
     // A local run's folder, and a server run's, whose record lists it.
     let local = run("context.inspect", &engine::run_flags());
     assert_eq!(local.code(), 0, "{}", local.stderr());
-    let local_id = local.json()["exec_id"].as_str().expect("exec id").to_string();
+    let local_id = local.json()["exec_id"]
+        .as_str()
+        .expect("exec id")
+        .to_string();
     let dir = tempfile::tempdir().expect("tempdir");
     let packs = dir.path().join("packs");
     std::fs::create_dir(&packs).expect("packs");
@@ -1018,7 +1023,10 @@ async fn gc_removes_old_local_artifacts_but_never_a_recorded_runs_or_through_a_s
         )
         .await;
     assert_eq!(served.body["status"], "succeeded", "{}", served.body);
-    let served_id = served.body["exec_id"].as_str().expect("exec id").to_string();
+    let served_id = served.body["exec_id"]
+        .as_str()
+        .expect("exec id")
+        .to_string();
     // Both unchanged for 8 days; a symlink named as a run points at an old folder elsewhere.
     let outside = tempfile::tempdir().expect("tempdir");
     let target = outside.path().join("victim");
@@ -1057,7 +1065,10 @@ async fn gc_removes_old_local_artifacts_but_never_a_recorded_runs_or_through_a_s
     assert!(target.join("precious").is_file());
     // Without --json, a line per folder and the count.
     let local = run("context.inspect", &engine::run_flags());
-    let again_id = local.json()["exec_id"].as_str().expect("exec id").to_string();
+    let again_id = local.json()["exec_id"]
+        .as_str()
+        .expect("exec id")
+        .to_string();
     age_folder(&root.join(&again_id), 9);
     let human = packbox(&["gc"], &[]);
     assert_eq!(human.code(), 0, "{}", human.stderr());

@@ -34,10 +34,7 @@ pub struct GcArgs {
 pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
     let swept = async {
         let settings = options::resolve(global)?;
-        let (state_dir, retention) = (
-            settings.state_dir.clone(),
-            settings.run.artifacts_retention,
-        );
+        let (state_dir, retention) = (settings.state_dir.clone(), settings.run.artifacts_retention);
         let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
         let executor = Executor::connect(settings, catalog).await?;
         let report = executor

@@ -139,7 +139,11 @@ mod tests {
             // The server's record still lists it: its retention decides.
             folder("2d9f6c58-7f40-4e3c-9b50-4c8d0e1f2031", 30 * DAY, now),
             // A killed run's incoming folder: the start-up sweep's.
-            folder(".incoming-3e0a7d69-8051-4f4d-8c61-5d9e1f203142", 30 * DAY, now),
+            folder(
+                ".incoming-3e0a7d69-8051-4f4d-8c61-5d9e1f203142",
+                30 * DAY,
+                now,
+            ),
             // Someone else's folder, or an id in another spelling.
             folder("my-notes", 30 * DAY, now),
             folder(&A.to_uppercase(), 30 * DAY, now),

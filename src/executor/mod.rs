@@ -45,8 +45,8 @@ use tracing::Instrument;
 
 pub use crate::backend::WarmKind;
 pub use crate::image::prepare::PrepareEvent;
-pub use environments::{BuildEvent, EnvReport, EnvStatus};
 pub use artifacts_gc::{RemovedArtifacts, collect_artifacts};
+pub use environments::{BuildEvent, EnvReport, EnvStatus};
 pub use gc::GcReport;
 pub use images::ImageEvent;
 pub use run::{RunEvent, artifacts_folder};

@@ -643,8 +643,12 @@ fn the_artifacts_retention_is_a_duration_of_an_hour_at_least() {
         ("0", "from 1h to 100 years, found 0 seconds"),
         ("soon", "expected a duration such as 90s, 12h, 7d"),
     ] {
-        let err = with_file("{}", &format!("run: {{artifacts_retention: {refused}}}\n"), &[])
-            .expect_err(refused);
+        let err = with_file(
+            "{}",
+            &format!("run: {{artifacts_retention: {refused}}}\n"),
+            &[],
+        )
+        .expect_err(refused);
         assert!(err.to_string().contains(says), "{refused}: {err}");
     }
 }
