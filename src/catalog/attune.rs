@@ -276,6 +276,28 @@ impl<'a> Mapper<'a> {
         self.notes.push(format!("`{field}`: {what}"));
     }
 
+    /// Upstream's Go runtime runs `go run FILE`, which executes what it builds: a run's `/tmp`
+    /// is noexec and its root read-only, so on the catalog's Go images each action is compiled
+    /// into its environment image instead and that binary runs (the catalog's interpreter).
+    fn compiled_go(&mut self, interpreter: Vec<String>, base: Option<&Runtime>) -> Vec<String> {
+        match base {
+            Some(go)
+                if go.family() == "go"
+                    && interpreter.first().is_some_and(|b| family(b) == "go") =>
+            {
+                self.note(
+                    "execution_config.interpreter",
+                    format!(
+                        "`{}` is not run: each Go action is compiled into its environment image when that is built, and its binary runs",
+                        interpreter.join(" ")
+                    ),
+                );
+                go.interpreter.clone()
+            }
+            _ => interpreter,
+        }
+    }
+
     fn map(mut self, doc: UpstreamRuntime) -> Result<Mapped, CatalogError> {
         let (owner, short) = doc
             .reference
@@ -352,6 +374,7 @@ impl<'a> Mapper<'a> {
                 "an image belongs to a version: put `packbox: {image: ...}` under `versions[]`",
             ));
         }
+        let interpreter = self.compiled_go(interpreter, base);
         let config = &doc.execution_config;
         self.unused_parts(config, base);
         let env = self.env(config, base)?;
@@ -1085,6 +1108,27 @@ execution_config:
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn upstreams_go_runs_the_compiled_binary_not_go_run() {
+        let go = "ref: core.go\naliases: [go, golang]\nexecution_config:\n  interpreter: {binary: go, args: [run], file_extension: .go}\n";
+        let catalog = Catalog::builtin().expect("built-in");
+        let builtin = catalog.resolve("go").expect("go").interpreter.clone();
+        let mapped = operator(go).expect("maps").runtime;
+        assert_eq!(mapped.interpreter, builtin);
+        assert!(noted(
+            &mapped,
+            "execution_config.interpreter",
+            "`go run` is not run"
+        ));
+        let versions: Vec<&str> = mapped.versions.iter().map(|v| v.version.as_str()).collect();
+        assert_eq!(versions, ["1.19", "1.24"]);
+        let from_pack = from_pack(&go.replace("core.go", "mine.go"))
+            .expect("maps")
+            .runtime;
+        assert_eq!(from_pack.interpreter, builtin);
+        assert_eq!(from_pack.family(), "go");
     }
 
     #[test]

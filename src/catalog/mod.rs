@@ -38,6 +38,7 @@ const BUILTIN_RUNTIMES: &[(&str, &str)] = &[
     ("ruby.yaml", include_str!("../../images/runtimes/ruby.yaml")),
     ("perl.yaml", include_str!("../../images/runtimes/perl.yaml")),
     ("java.yaml", include_str!("../../images/runtimes/java.yaml")),
+    ("go.yaml", include_str!("../../images/runtimes/go.yaml")),
 ];
 
 /// Built-in recipes (Dockerfiles), by their path under `images/`.
@@ -66,6 +67,7 @@ const BUILTIN_RECIPES: &[(&str, &str)] = &[
         "java/Dockerfile",
         include_str!("../../images/java/Dockerfile"),
     ),
+    ("go/Dockerfile", include_str!("../../images/go/Dockerfile")),
 ];
 
 /// A catalog file that could not be read or makes no sense.
@@ -474,7 +476,9 @@ mod tests {
         let names: Vec<_> = catalog.runtimes().iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             names,
-            ["python", "node", "shell", "native", "ruby", "perl", "java"]
+            [
+                "python", "node", "shell", "native", "ruby", "perl", "java", "go"
+            ]
         );
     }
 
@@ -501,6 +505,10 @@ mod tests {
         assert_eq!(
             catalog.resolve("jdk").map(|r| r.name.as_str()),
             Some("java")
+        );
+        assert_eq!(
+            catalog.resolve("golang").map(|r| r.name.as_str()),
+            Some("go")
         );
     }
 
@@ -570,7 +578,7 @@ mod tests {
         let runtime = catalog.resolve("bash").expect("shell");
         assert_eq!(runtime.interpreter, ["sh"]);
         assert_eq!(runtime.versions[0].version, "1.0");
-        assert_eq!(catalog.runtimes().len(), 7);
+        assert_eq!(catalog.runtimes().len(), 8);
     }
 
     #[test]
@@ -616,7 +624,7 @@ mod tests {
         assert_eq!(versions, ["3.13"]);
         assert_eq!(
             catalog.runtimes().len(),
-            7,
+            8,
             "it replaced the built-in python"
         );
         let warnings = catalog.warnings();

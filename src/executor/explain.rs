@@ -462,6 +462,7 @@ mod tests {
             files: Vec::new(),
             requirements: Vec::new(),
             sources: Vec::new(),
+            program: None,
         };
         let engine: Arc<FakeEngine> = Arc::clone(&fake);
         let lock = read_lock(

@@ -121,6 +121,12 @@ pub fn plan_tests(
             )));
             continue;
         }
+        if runtime.family() == "go" {
+            problems.push(problem(
+                "a go runner is not supported: Go programs run only as actions, compiled into their environment image".into(),
+            ));
+            continue;
+        }
         let dependencies = match Installer::for_runtime(&runtime.name) {
             Some(installer) => match dependencies::read(&pack_dir, &pack, installer) {
                 Ok(dependencies) => dependencies,

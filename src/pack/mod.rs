@@ -98,8 +98,13 @@ impl LoadedAction {
     /// `node`); `None` when that runtime installs none or the pack declares none.
     pub fn dependencies(&self, runtime: &str) -> Result<Option<Manifests>, PackError> {
         match Installer::for_runtime(runtime) {
-            Some(installer) => dependencies::read(&self.pack_dir, &self.pack, installer)
-                .map_err(PackError::Invalid),
+            Some(installer) => dependencies::read_for_action(
+                &self.pack_dir,
+                &self.pack,
+                installer,
+                &self.action.entry_point,
+            )
+            .map_err(PackError::Invalid),
             None => Ok(None),
         }
     }

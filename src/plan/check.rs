@@ -133,6 +133,20 @@ fn check_pack(report: PackReport, catalog: &Catalog, settings: &Settings) -> Che
             let Some(installer) = family.and_then(Installer::for_runtime) else {
                 continue;
             };
+            if installer == Installer::Go {
+                // One program per action: its own build, its own problems.
+                action.dependencies = dependencies::read_for_action(
+                    &dir,
+                    pack,
+                    installer,
+                    &action.manifest.entry_point,
+                )
+                .unwrap_or_else(|found| {
+                    problems.extend(found);
+                    None
+                });
+                continue;
+            }
             if let Some((_, set)) = sets.iter().find(|(i, _)| *i == installer) {
                 action.dependencies = set.clone();
                 continue;

@@ -436,7 +436,7 @@ pub async fn ensure(
     );
     log.line(&begun);
     on_line(&begun);
-    let granted = network::build_grant(
+    let mut granted = network::build_grant(
         recipe.manifests.installer,
         &recipe.index,
         if settings.allow_pack_sources {
@@ -445,6 +445,9 @@ pub async fn ensure(
             &[]
         },
     );
+    if !recipe.fetches() {
+        granted.grant.destinations.clear();
+    }
     let access = BuildAccess {
         grant: granted.grant,
         refused: granted.refused,
@@ -537,6 +540,12 @@ pub async fn ensure(
                 step: match recipe.manifests.installer {
                     Installer::Pip => "pip install".into(),
                     Installer::Npm => "npm install".into(),
+                    Installer::Go => match &recipe.manifests.program {
+                        Some(program) => {
+                            format!("go build {} (pack {})", program.entry, program.pack)
+                        }
+                        None => "go build".into(),
+                    },
                 },
                 message: match code {
                     Some(code) => format!("the install exited with code {code}"),
@@ -1529,6 +1538,7 @@ mod tests {
                     files: vec![("requirements.txt".into(), unique.as_bytes().to_vec())],
                     requirements: Vec::new(),
                     sources: Vec::new(),
+                    program: None,
                 },
                 index: IndexSettings::default(),
             }

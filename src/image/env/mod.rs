@@ -3,6 +3,7 @@
 //! an image that already holds them.
 
 pub mod build;
+pub mod golang;
 pub mod inventory;
 pub mod network;
 pub mod recipe;

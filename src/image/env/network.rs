@@ -81,6 +81,11 @@ pub fn build_grant(
                 &mut made,
             ),
         },
+        Installer::Go => add(
+            &format!("https://{}/", super::golang::MODULE_PROXY_HOST),
+            "Go's module proxy (go.mod requires modules vendor/ does not hold)",
+            &mut made,
+        ),
     }
     for line in pack_sources {
         for word in line.text.split(|c: char| c.is_whitespace() || c == '=') {
@@ -264,6 +269,14 @@ mod tests {
             ["registry.npmjs.org:443 by npm's default registry"]
         );
         assert!(pip.refused.is_empty() && npm.refused.is_empty());
+        // Used only when go.mod requires modules vendor/ does not hold (EnvRecipe::fetches).
+        let go = build_grant(Installer::Go, &index(None, None), &[]);
+        assert_eq!(
+            allowed(&go),
+            [
+                "proxy.golang.org:443 by Go's module proxy (go.mod requires modules vendor/ does not hold)"
+            ]
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub fn lock_file(installer: Installer) -> &'static str {
     match installer {
         Installer::Pip => "/opt/packbox/pip-freeze.txt",
         Installer::Npm => "/opt/packbox/node/package-lock.json",
+        Installer::Go => super::golang::BUILD_INFO,
     }
 }
 
@@ -88,6 +89,16 @@ impl EnvRecipe {
                      rm -f {ca}\n"
                 )
             }
+            Installer::Go => super::golang::install_script(&self.manifests, &ca, installer_env),
+        }
+    }
+
+    /// Whether the build fetches anything over its network: pip and npm always; Go only when
+    /// `go.mod` requires modules that `vendor/` does not hold (otherwise it is granted nothing).
+    pub fn fetches(&self) -> bool {
+        match self.manifests.installer {
+            Installer::Pip | Installer::Npm => true,
+            Installer::Go => crate::pack::dependencies::golang::downloads(&self.manifests),
         }
     }
 
@@ -101,14 +112,15 @@ impl EnvRecipe {
         let folder = match self.manifests.installer {
             Installer::Pip => format!("{root}/{PIP_INPUTS}"),
             Installer::Npm => format!("{root}/node"),
+            Installer::Go => super::golang::SRC_ROOT.trim_start_matches('/').to_string(),
         };
         let mut folders = vec![root.to_string(), folder.clone()];
+        if let Some((parent, _)) = folder.rsplit_once('/') {
+            folders.push(parent.to_string());
+        }
         let mut files = Vec::new();
         for (name, bytes) in &self.manifests.files {
-            let path = match self.manifests.installer {
-                Installer::Pip => format!("{folder}/{name}"),
-                Installer::Npm => format!("{folder}/{name}"),
-            };
+            let path = format!("{folder}/{name}");
             // Folders on the way (pip's includes and artifacts keep their places).
             let mut at = path.as_str();
             while let Some((parent, _)) = at.rsplit_once('/') {
@@ -146,6 +158,9 @@ impl EnvRecipe {
                 "PYTHONPATH=/pack/lib".to_string(),
             ],
             Installer::Npm => vec![format!("NODE_PATH={ENV_ROOT}/node/node_modules")],
+            Installer::Go => {
+                vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()]
+            }
         }
     }
 
@@ -231,6 +246,7 @@ mod tests {
                 files: vec![("requirements.txt".into(), requirements.as_bytes().to_vec())],
                 requirements: Vec::new(),
                 sources: Vec::new(),
+                program: None,
             },
             index: IndexSettings::default(),
         }
@@ -365,6 +381,7 @@ mod tests {
             files: vec![("package.json".into(), b"{}".to_vec())],
             requirements: Vec::new(),
             sources: Vec::new(),
+            program: None,
         };
         assert!(r.install_script().contains("npm install --omit=dev"));
         r.manifests
@@ -372,6 +389,51 @@ mod tests {
             .push(("package-lock.json".into(), b"{}".to_vec()));
         assert!(r.install_script().contains("npm ci --omit=dev"));
         assert_eq!(r.image_env(), ["NODE_PATH=/opt/packbox/node/node_modules"]);
+    }
+
+    #[test]
+    fn a_go_build_stages_the_sources_and_fetches_only_unvendored_modules() {
+        let mut r = recipe("");
+        r.runtime = "go".into();
+        r.manifests = Manifests {
+            installer: Installer::Go,
+            files: vec![("actions/hello.go".into(), b"package main\n".to_vec())],
+            requirements: Vec::new(),
+            sources: Vec::new(),
+            program: Some(crate::pack::dependencies::GoProgram {
+                pack: "p".into(),
+                entry: "actions/hello.go".into(),
+            }),
+        };
+        let staged: Vec<String> = entries(&r.staging_tar(None).expect("tar"))
+            .into_iter()
+            .map(|e| e.0.trim_end_matches('/').to_string())
+            .collect();
+        assert_eq!(
+            staged,
+            [
+                "opt/packbox",
+                "opt/packbox/go",
+                "opt/packbox/go/src",
+                "opt/packbox/go/src/actions",
+                "opt/packbox/go/src/actions/hello.go"
+            ]
+        );
+        assert!(!r.fetches(), "the standard library needs no network");
+        assert!(r.install_script().contains("go build"));
+        assert_eq!(lock_file(Installer::Go), "/opt/packbox/go/build-info.txt");
+        r.manifests
+            .requirements
+            .push(crate::pack::dependencies::Requirement {
+                text: "a.example/x v1.0.0".into(),
+                source: "go.mod:3".into(),
+            });
+        assert!(r.fetches());
+        r.manifests
+            .files
+            .push(("vendor/modules.txt".into(), Vec::new()));
+        assert!(!r.fetches(), "vendored");
+        assert!(recipe("x\n").fetches());
     }
 
     #[test]

@@ -12,11 +12,12 @@ use super::manifest::PackManifest;
 use super::problem::{Problem, locate};
 
 mod files;
+pub mod golang;
 mod npm;
 mod pip;
 mod set;
 
-pub use set::{Installer, Manifests};
+pub use set::{GoProgram, Installer, Manifests};
 
 /// One declared dependency and where it was declared.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -38,6 +39,23 @@ pub fn read(
     match installer {
         Installer::Pip => pip::read(pack_dir, pack),
         Installer::Npm => npm::read(pack_dir),
+        // Go's inputs are an action's, not the pack's: see [`read_for_action`].
+        Installer::Go => Ok(None),
+    }
+}
+
+/// The dependencies of one action of the pack in `pack_dir` (canonical) for `installer`: Go's
+/// are the action's own program (see [`golang`]); the other installers' are the pack's
+/// ([`read`]).
+pub fn read_for_action(
+    pack_dir: &Path,
+    pack: &PackManifest,
+    installer: Installer,
+    entry_point: &str,
+) -> Result<Option<Manifests>, Vec<Problem>> {
+    match installer {
+        Installer::Go => golang::read(pack_dir, &pack.pack_ref, entry_point).map(Some),
+        other => read(pack_dir, pack, other),
     }
 }
 

@@ -48,6 +48,7 @@ pub(super) fn read(pack_dir: &Path) -> Result<Option<Manifests>, Vec<Problem>> {
         files,
         requirements,
         sources: Vec::new(),
+        program: None,
     }))
 }
 

@@ -90,6 +90,7 @@ pub(super) fn read(
         files,
         requirements: walk.requirements,
         sources: walk.sources,
+        program: None,
     }))
 }
 

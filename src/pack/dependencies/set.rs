@@ -14,6 +14,8 @@ pub enum Installer {
     Pip,
     /// `package.json` (and `package-lock.json`) into `node_modules` with npm.
     Npm,
+    /// An action's Go sources (with `go.mod`, `go.sum`, `vendor/`) compiled by `go build`.
+    Go,
 }
 
 impl Installer {
@@ -22,6 +24,7 @@ impl Installer {
         match runtime {
             "python" => Some(Installer::Pip),
             "node" => Some(Installer::Npm),
+            "go" => Some(Installer::Go),
             _ => None,
         }
     }
@@ -39,6 +42,18 @@ pub struct Manifests {
     /// Lines that choose package sources (indexes, links, URLs), credentials masked: refused
     /// unless the operator allows them.
     pub sources: Vec<Requirement>,
+    /// Go: the program the environment compiles (`None` for the other installers).
+    pub program: Option<GoProgram>,
+}
+
+/// The Go program an environment compiles: an action's entry point, named for the messages of
+/// its build.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GoProgram {
+    /// The pack's ref.
+    pub pack: String,
+    /// The action's entry point relative to the pack root (`actions/hello.go`).
+    pub entry: String,
 }
 
 impl Manifests {
@@ -50,6 +65,11 @@ impl Manifests {
             hasher.update(name.as_bytes());
             hasher.update((bytes.len() as u64).to_le_bytes());
             hasher.update(bytes);
+        }
+        if let Some(program) = &self.program {
+            // The entry point alone: packs with the same sources and entry share the binary.
+            hasher.update(b"go main ");
+            hasher.update(program.entry.as_bytes());
         }
         hex::encode(hasher.finalize())
     }
