@@ -1,6 +1,7 @@
 //! packbox's init as the PID 1 of action containers: a run ends at the action's exit, with the
 //! status the engine confirms afterwards; an action cannot end its run early by forging the
 //! init's exit-status frame; timeouts still stop it; what it leaves running ends with it.
+//! scripts/test runs them on Docker and on rootful and rootless Podman (`PACKBOX_TEST_ENGINE`).
 
 mod common;
 
@@ -11,10 +12,21 @@ fn init_packs() -> std::path::PathBuf {
     repo_root().join("tests/fixtures")
 }
 
+/// `packbox run --json` of a fixture action, with what runs need on this engine.
+fn run_init(action: &str, args: &[&str]) -> Finished {
+    let mut all = args.to_vec();
+    all.extend(
+        engine::run_flags()
+            .into_iter()
+            .filter(|f| !args.contains(f)),
+    );
+    run_json(&init_packs(), action, &all)
+}
+
 #[test]
 fn a_forged_exit_status_does_not_end_the_run_and_the_timeout_still_stops_the_action() {
     require_engine();
-    let run = run_json(&init_packs(), "init.forge", &["--grace", "1"]);
+    let run = run_init("init.forge", &["--grace", "1"]);
     let outcome = run.json();
     assert_eq!(outcome["status"], "timeout", "{outcome}");
     assert_eq!(run.code(), 124);
@@ -32,7 +44,7 @@ fn a_forged_exit_status_does_not_end_the_run_and_the_timeout_still_stops_the_act
 #[test]
 fn a_run_ends_with_the_action_not_with_what_it_left_running() {
     require_engine();
-    let run = run_json(&init_packs(), "init.leave_behind", &[]);
+    let run = run_init("init.leave_behind", &[]);
     let outcome = run.json();
     assert_eq!(outcome["status"], "succeeded", "{outcome}");
     assert_eq!(outcome["stdout"], "left two children\n");
@@ -47,7 +59,7 @@ fn a_stop_the_action_asked_its_init_to_trace_is_not_an_exit() {
         &["--seccomp", "engine-default", "--allow-weaker-sandbox"][..],
         &[][..],
     ] {
-        let run = run_json(&init_packs(), "init.traceme", args);
+        let run = run_init("init.traceme", args);
         let outcome = run.json();
         assert_eq!(outcome["status"], "succeeded", "{args:?}: {outcome}");
         let expected = if args.is_empty() { "EPERM" } else { "ok" };
@@ -61,7 +73,10 @@ fn a_stop_the_action_asked_its_init_to_trace_is_not_an_exit() {
 async fn exit_statuses_reach_the_outcome_and_the_engine_agrees_with_each() {
     require_engine();
     let catalog = Catalog::builtin().expect("catalog");
-    let settings = settings();
+    let mut settings = settings();
+    if engine::drops_limits() {
+        settings.sandbox.allow_weaker = true;
+    }
     let executor = Executor::connect(settings.clone(), catalog.clone())
         .await
         .expect("engine");

@@ -421,15 +421,11 @@ fn all_names(folder: &std::path::Path) -> Vec<String> {
 #[test]
 fn the_actions_artifacts_are_listed_with_size_and_sha256_and_kept_in_the_state_folder() {
     require_engine();
-    let ran = run("context.inspect", &[]);
+    // On every engine, rootless Podman on cgroup v1 with the operator's consent to its lack of
+    // limits (`engine::run_flags`).
+    let ran = run("context.inspect", &engine::run_flags());
     assert_eq!(ran.code(), 0, "{}", ran.stderr());
     let outcome = ran.json();
-    if engine::is_podman() {
-        // Podman runs keep the engine's init, which sends no files: no folder is offered.
-        assert_eq!(outcome["result"]["artifacts_dir"], Value::Null, "{outcome}");
-        assert_eq!(outcome["artifacts"], json!([]), "{outcome}");
-        return;
-    }
     assert_eq!(outcome["result"]["artifacts_dir"], "/tmp/artifacts");
     let exec_id = outcome["result"]["exec_id"].as_u64().expect("an exec id");
     let data = format!("{{\"exec_id\": {exec_id}}}");
@@ -459,7 +455,9 @@ fn the_actions_artifacts_are_listed_with_size_and_sha256_and_kept_in_the_state_f
     );
     // Without --json, a line says where they are.
     let packs = packs_arg();
-    let human = packbox(&["run", "--packs", &packs, "context.inspect"], &[]);
+    let mut args = vec!["run", "--packs", &packs, "context.inspect"];
+    args.extend(engine::run_flags());
+    let human = packbox(&args, &[]);
     assert_eq!(human.code(), 0, "{}", human.stderr());
     assert!(
         human.stderr().contains("artifacts: 2 kept in "),
@@ -498,14 +496,11 @@ fn hostile_artifacts_are_refused(extra: &[&str]) {
         "--json",
     ];
     args.extend_from_slice(extra);
+    args.extend(engine::run_flags());
     let ran = packbox(&args, &[]);
     assert_eq!(ran.code(), 0, "{}", ran.stderr());
     assert_no_leftovers(&ran);
     let outcome = ran.json();
-    if engine::is_podman() {
-        assert_eq!(outcome["stdout"], "no artifacts folder\n", "{outcome}");
-        return;
-    }
     assert_eq!(outcome["stdout"], "done\n", "{outcome}");
     // Ended by the action's exit, its fork loop with it, not by its timeout.
     assert_eq!(outcome["status"], "succeeded", "{outcome}");
@@ -574,6 +569,7 @@ fn hostile_artifacts_are_refused_by_name_and_bound_and_nothing_escapes() {
 #[test]
 fn hostile_artifacts_are_refused_under_gvisor_too() {
     require_engine();
+    // Podman's compat API ignores the OCI runtime a container names: no gVisor there.
     if engine::is_podman() {
         return;
     }
@@ -593,9 +589,6 @@ fn hostile_artifacts_are_refused_under_gvisor_too() {
 async fn artifacts_download_through_the_api_for_their_readers_only_and_go_with_their_record() {
     use common::server::*;
     require_engine();
-    if engine::is_podman() {
-        return;
-    }
     const ALPHA: &str = "alpha-artifacts-0123456789abcdef";
     const BETA: &str = "beta-artifacts-0123456789abcdef0";
     let dir = tempfile::tempdir().expect("tempdir");
@@ -606,9 +599,15 @@ async fn artifacts_download_through_the_api_for_their_readers_only_and_go_with_t
         dir.path(),
         &format!("alpha:{ALPHA} run=context.* read=own\nbeta:{BETA} run=context.* read=own\n"),
     );
+    let mut config = String::from(
+        "serve:\n  retention:\n    succeeded: {max_count: 1}\n    failed: {max_count: 100, max_age: 1h}\n    prune_every: 1s\n",
+    );
+    if engine::drops_limits() {
+        config.push_str("sandbox: {allow_weaker: true}\n");
+    }
     let server = Server::start(ServerOptions {
         packs,
-        config: "serve:\n  retention:\n    succeeded: {max_count: 1}\n    failed: {max_count: 100, max_age: 1h}\n    prune_every: 1s\n".into(),
+        config,
         args: vec!["--token-file".into(), tokens.display().to_string()],
         ..ServerOptions::default()
     });
@@ -980,4 +979,107 @@ fn a_packs_runtime_that_asks_for_what_packbox_cannot_do_safely_is_refused_when_a
         &allow,
     );
     assert_eq!(ran.code(), 0, "{}", said(&ran));
+}
+
+/// Sets a folder's modification time `days` days back (as if nothing changed it since).
+fn age_folder(folder: &std::path::Path, days: u64) {
+    let past = std::time::SystemTime::now() - Duration::from_secs(days * 24 * 3600);
+    std::fs::File::open(folder)
+        .and_then(|f| f.set_modified(past))
+        .unwrap_or_else(|e| panic!("aging {}: {e}", folder.display()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_removes_old_local_artifacts_but_never_a_recorded_runs_or_through_a_symlink() {
+    use common::server::*;
+    require_engine();
+    let state = state_dir();
+    let root = state.join("artifacts");
+    // A local run's folder, and a server run's, whose record lists it.
+    let local = run("context.inspect", &engine::run_flags());
+    assert_eq!(local.code(), 0, "{}", local.stderr());
+    let local_id = local.json()["exec_id"]
+        .as_str()
+        .expect("exec id")
+        .to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let packs = dir.path().join("packs");
+    std::fs::create_dir(&packs).expect("packs");
+    copy_pack(&attune_packs().join("context"), &packs);
+    let server = Server::start(ServerOptions {
+        packs,
+        config: if engine::drops_limits() {
+            "sandbox: {allow_weaker: true}\n".into()
+        } else {
+            String::new()
+        },
+        ..ServerOptions::default()
+    });
+    let api = Api::new(&server, None);
+    let served = api
+        .post(
+            "/v1/executions",
+            &json!({"action": "context.inspect", "wait": true}),
+        )
+        .await;
+    assert_eq!(served.body["status"], "succeeded", "{}", served.body);
+    let served_id = served.body["exec_id"]
+        .as_str()
+        .expect("exec id")
+        .to_string();
+    // Both unchanged for 8 days; a symlink named as a run points at an old folder elsewhere.
+    let outside = tempfile::tempdir().expect("tempdir");
+    let target = outside.path().join("victim");
+    std::fs::create_dir(&target).expect("folder");
+    std::fs::write(target.join("precious"), b"keep").expect("write");
+    age_folder(&target, 30);
+    let link_name = "0b7f4a36-5d2e-4c1a-9f3e-2a6b8c9d0e1f";
+    std::os::unix::fs::symlink(&target, root.join(link_name)).expect("symlink");
+    for id in [&local_id, &served_id] {
+        age_folder(&root.join(id), 8);
+    }
+    // A longer retention than their age: nothing goes.
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "run: {artifacts_retention: 30d}\n").expect("write");
+    let config = config.to_string_lossy().into_owned();
+    let kept = packbox(&["--config", &config, "gc", "--json"], &[]);
+    assert_eq!(kept.code(), 0, "{}", kept.stderr());
+    assert_eq!(kept.json()["artifacts"], json!([]), "{}", kept.stdout());
+    assert!(root.join(&local_id).is_dir());
+    // The default, 7 days: the local run's folder goes, the server's stays with its record
+    // (read while the server runs), the symlink and what it points at are left alone.
+    let collected = packbox(&["gc", "--json"], &[]);
+    assert_eq!(collected.code(), 0, "{}", collected.stderr());
+    let report = collected.json();
+    let removed: Vec<&str> = report["artifacts"]
+        .as_array()
+        .expect("artifacts")
+        .iter()
+        .filter_map(|r| r["exec_id"].as_str())
+        .collect();
+    assert_eq!(removed, [local_id.as_str()], "{report}");
+    assert!(report["artifacts"][0]["age_seconds"].as_u64() >= Some(8 * 24 * 3600));
+    assert!(!root.join(&local_id).exists());
+    assert!(root.join(&served_id).join("report.txt").is_file());
+    assert!(root.join(link_name).is_symlink());
+    assert!(target.join("precious").is_file());
+    // Without --json, a line per folder and the count.
+    let local = run("context.inspect", &engine::run_flags());
+    let again_id = local.json()["exec_id"]
+        .as_str()
+        .expect("exec id")
+        .to_string();
+    age_folder(&root.join(&again_id), 9);
+    let human = packbox(&["gc"], &[]);
+    assert_eq!(human.code(), 0, "{}", human.stderr());
+    assert!(
+        human.stdout().contains(&format!(
+            "removed artifacts {} (unchanged for 9 days)",
+            root.join(&again_id).display()
+        )) && human.stdout().contains(", 1 artifacts folder(s)"),
+        "{}",
+        human.stdout()
+    );
+    std::fs::remove_file(root.join(link_name)).expect("remove the symlink");
+    drop(server);
 }

@@ -256,13 +256,11 @@ fn host_files_and_the_docker_socket_are_out_of_reach() {
     );
     assert_eq!(result["marker"], "", "the host marker must not be readable");
     // A fresh tmpfs: nothing but the run's own artifacts folder, empty (packbox's init makes
-    // it; Podman runs keep the engine's init and get none).
-    let fresh = if engine::is_podman() {
-        ""
-    } else {
-        "/tmp/artifacts"
-    };
-    assert_eq!(result["tmp"], fresh, "/tmp starts empty (a fresh tmpfs)");
+    // it, on every engine).
+    assert_eq!(
+        result["tmp"], "/tmp/artifacts",
+        "/tmp starts empty (a fresh tmpfs)"
+    );
     let devices = result["devices"].as_str().unwrap_or("");
     for device in ["sda", "vda", "nvme0n1", "mem", "kmsg"] {
         assert!(
@@ -364,10 +362,9 @@ fn ptrace_of_its_own_init_is_refused_and_the_run_ends() {
 fn ptrace_of_init_is_refused_even_under_the_engine_default_profile() {
     require_engine();
     // Under the engine's default profile ptrace is allowed, and with the engine's own init the
-    // attach succeeds (same uid): init stops and the container outlives its action until the
-    // timeout. That is still so on Podman, whose runs keep the engine's init. packbox's init
-    // makes itself non-dumpable, so on Docker the kernel refuses the attach whatever the
-    // profile.
+    // attach would succeed (same uid): init stops and the container outlives its action until
+    // the timeout. packbox's init, every engine's PID 1 (Docker and Podman), makes itself
+    // non-dumpable, so the kernel refuses the attach whatever the profile.
     let (run, outcome) = Arena::new().run_on_default_runtime(
         "ptrace_init",
         &[
@@ -380,12 +377,6 @@ fn ptrace_of_init_is_refused_even_under_the_engine_default_profile() {
             "1",
         ],
     );
-    if engine::is_podman() {
-        assert_eq!(outcome["status"], "timeout", "{outcome}");
-        assert_eq!(run.code(), 124);
-        assert_eq!(outcome["stdout"], "{\"attach\": \"attached\"}\n");
-        return;
-    }
     assert_eq!(outcome["status"], "succeeded", "{outcome}");
     assert_eq!(run.code(), 0);
     assert_eq!(outcome["stdout"], "{\"attach\": \"EPERM\"}\n");

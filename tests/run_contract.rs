@@ -226,13 +226,9 @@ fn the_environment_is_the_contract_and_nothing_of_packbox() {
     assert_eq!(environ["ATTUNE_PARAMETER_DELIVERY"], "stdin");
     assert_eq!(environ["ATTUNE_PARAMETER_FORMAT"], "json");
     assert!(!environ.contains_key("ATTUNE_PARAMETER_FILE"));
-    // The artifacts folder where packbox's init collects it (not on Podman); its bounds are
+    // The artifacts folder where packbox's init collects it (every engine); its bounds are
     // the init's alone.
-    if engine::is_podman() {
-        assert!(!environ.contains_key("ATTUNE_ARTIFACTS_DIR"), "{outcome}");
-    } else {
-        assert_eq!(environ["ATTUNE_ARTIFACTS_DIR"], "/tmp/artifacts");
-    }
+    assert_eq!(environ["ATTUNE_ARTIFACTS_DIR"], "/tmp/artifacts");
     assert!(
         !environ.contains_key("PACKBOX_ARTIFACTS_LIMIT"),
         "{outcome}"
@@ -353,6 +349,39 @@ fn truncation_and_timeout_together() {
             .unwrap_or("")
             .starts_with(&"o".repeat(300))
     );
+}
+
+#[test]
+fn a_timeout_sends_sigterm_then_sigkill_after_the_grace_period() {
+    require_engine();
+    // The init forwards the engine's SIGTERM to the action: one that traps it ends in the
+    // grace period with its own status; one that ignores it is killed when the grace ends.
+    let packs = repo_root().join("tests/fixtures/serve");
+    for (ignore_term, code, stderr) in [
+        ("false", 143, "sleeping\nterminated\n"),
+        ("true", 137, "sleeping\n"),
+    ] {
+        let run = run_json(
+            &packs,
+            "svc.sleep",
+            &with_engine_flags(&[
+                "--timeout",
+                "2",
+                "--grace",
+                "2",
+                "-p",
+                "seconds=60",
+                "-p",
+                &format!("ignore_term={ignore_term}"),
+            ]),
+        );
+        assert_eq!(run.code(), 124, "{}", run.stderr());
+        let outcome = outcome(&run);
+        assert_eq!(outcome["status"], "timeout", "{outcome}");
+        assert_eq!(outcome["exit_code"], code, "{outcome}");
+        assert_eq!(outcome["stderr"], stderr, "{outcome}");
+        assert_eq!(outcome["stdout"], "", "{outcome}");
+    }
 }
 
 #[test]

@@ -424,20 +424,17 @@ impl RunBackend for LocalBackend {
         } = job;
         let workload = self.deliver_pack(workload, io.cancel).await?;
         let mut spec = policy.container_spec(workload, kernel);
-        // packbox's init runs the action: the run ends at the action's exit, not the engine's.
-        // Podman keeps its engine's init: packbox's is measured and tested on Docker only.
-        if !self.engine.identity().is_podman() {
-            spec.init = init::process();
-            // The init makes the folder and sends its files after the action's exit; without
-            // it (Podman) nothing would collect them, so the action is offered no folder.
-            if let Some(sink) = io.artifacts {
-                spec.env.push((
-                    "ATTUNE_ARTIFACTS_DIR".into(),
-                    crate::contract::artifacts::ARTIFACTS_DIR.into(),
-                ));
-                spec.env
-                    .push(("PACKBOX_ARTIFACTS_LIMIT".into(), sink.limits.for_init()));
-            }
+        // packbox's init runs the action on every engine (Docker and Podman, rootful and
+        // rootless): the run ends at the action's exit, not the engine's, and the init makes the
+        // artifacts folder and sends its files after the action's exit.
+        spec.init = init::process();
+        if let Some(sink) = io.artifacts {
+            spec.env.push((
+                "ATTUNE_ARTIFACTS_DIR".into(),
+                crate::contract::artifacts::ARTIFACTS_DIR.into(),
+            ));
+            spec.env
+                .push(("PACKBOX_ARTIFACTS_LIMIT".into(), sink.limits.for_init()));
         }
         if let Some(grant) = egress {
             spec.labels.insert(GRANT_LABEL.into(), grant.digest());

@@ -1,12 +1,15 @@
 //! `packbox gc`: removes what packbox processes that are gone left behind: containers, on a
-//! Swarm manager services, networks and secrets, and the layers of unfinished builds; and pack
-//! volumes (packs delivered by content) beyond the keep rule that no container uses.
+//! Swarm manager services, networks and secrets, and the layers of unfinished builds; pack
+//! volumes (packs delivered by content) beyond the keep rule that no container uses; and the
+//! artifacts folders of local runs older than `run.artifacts_retention` (a server's records keep
+//! theirs to its own retention).
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use packbox::{Catalog, Executor};
+use packbox::{Catalog, Executor, RemovedArtifacts};
 
 use super::options::{self, GlobalArgs};
 use super::render;
@@ -31,17 +34,18 @@ pub struct GcArgs {
 pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
     let swept = async {
         let settings = options::resolve(global)?;
+        let (state_dir, retention) = (settings.state_dir.clone(), settings.run.artifacts_retention);
         let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
         let executor = Executor::connect(settings, catalog).await?;
         let report = executor
             .gc(args.keep, Duration::from_secs(args.min_volume_age))
             .await;
         executor.close().await;
-        report
+        Ok::<_, packbox::Error>((report?, artifacts(&state_dir, retention)))
     }
     .await;
     match swept {
-        Ok(report) => {
+        Ok((report, artifacts)) => {
             if args.json {
                 println!(
                     "{}",
@@ -50,6 +54,7 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
                         "images": report.images,
                         "pack_volumes": report.pack_volumes,
                         "init_volumes": report.init_volumes,
+                        "artifacts": artifacts,
                     })
                 );
             } else {
@@ -71,16 +76,50 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
                 for volume in &report.init_volumes {
                     println!("removed init volume {volume} (another packbox build's)");
                 }
+                for removed in &artifacts {
+                    println!(
+                        "removed artifacts {} (unchanged for {} days)",
+                        removed.folder.display(),
+                        removed.age_seconds / (24 * 3600)
+                    );
+                }
                 println!(
-                    "removed {} leftover(s), {} image(s), {} pack volume(s) (kept {})",
+                    "removed {} leftover(s), {} image(s), {} pack volume(s) (kept {}), {} artifacts folder(s)",
                     report.containers.len(),
                     report.images.len(),
                     report.pack_volumes.removed.len(),
-                    report.pack_volumes.kept.len()
+                    report.pack_volumes.kept.len(),
+                    artifacts.len()
                 );
             }
             ExitCode::SUCCESS
         }
         Err(error) => render::report(&error, args.json),
+    }
+}
+
+/// Removes the local runs' artifacts folders older than `retention`, leaving those a server's
+/// records list. When the records cannot be read, or a folder cannot be removed, nothing more is
+/// removed and a warning says why (the rest of `gc` has been done).
+fn artifacts(state_dir: &Path, retention: Duration) -> Vec<RemovedArtifacts> {
+    let recorded = match crate::serve::recorded_exec_ids(state_dir) {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            eprintln!(
+                "warning: artifacts folders left as they are: the server's records cannot be read: {}",
+                packbox::error_chain(&e)
+            );
+            return Vec::new();
+        }
+    };
+    match packbox::collect_artifacts(state_dir, retention, &recorded) {
+        Ok(removed) => removed,
+        Err(e) => {
+            eprintln!(
+                "warning: collecting the artifacts folders in {}: {e}",
+                packbox::artifacts_folder(state_dir, "").display()
+            );
+            Vec::new()
+        }
     }
 }

@@ -12,6 +12,7 @@
 //! tests), `doctor.rs` (what runs need, checked), and `error.rs`: the top-level [`Error`] that
 //! gathers every stage's error for the facade.
 
+mod artifacts_gc;
 pub mod doctor;
 mod environments;
 pub mod error;
@@ -44,6 +45,7 @@ use tracing::Instrument;
 
 pub use crate::backend::WarmKind;
 pub use crate::image::prepare::PrepareEvent;
+pub use artifacts_gc::{RemovedArtifacts, collect_artifacts};
 pub use environments::{BuildEvent, EnvReport, EnvStatus};
 pub use gc::GcReport;
 pub use images::ImageEvent;

@@ -641,9 +641,9 @@ async fn crun_is_preferred_where_the_engine_offers_it_unless_the_operator_names_
 }
 
 #[tokio::test(start_paused = true)]
-async fn podman_gets_neither_crun_nor_packboxs_init() {
+async fn podman_gets_no_crun_but_packboxs_init_and_the_artifacts_folder() {
     // Podman's compat API ignores the runtime a container names (the read-back would refuse
-    // the run) and its runs keep the engine's init, as before packbox had its own.
+    // the run); packbox's init runs the action there as on Docker, and offers the folder.
     let podman = FakeEngine::with_identity(crate::engine::EngineIdentity {
         name: crate::engine::EngineName::Podman,
         version: "4.3.1".into(),
@@ -659,7 +659,19 @@ async fn podman_gets_neither_crun_nor_packboxs_init() {
     assert_eq!(outcome.sandbox.oci_runtime, None);
     let created = action_creates(&h.fake);
     assert_eq!(created[0].oci_runtime, None);
-    assert_eq!(created[0].init, crate::engine::InitProcess::Engine);
+    assert!(
+        matches!(created[0].init, crate::engine::InitProcess::Packbox { .. }),
+        "{:?}",
+        created[0].init
+    );
+    assert!(
+        created[0]
+            .env
+            .iter()
+            .any(|(k, v)| k == "ATTUNE_ARTIFACTS_DIR" && v == "/tmp/artifacts"),
+        "{:?}",
+        created[0].env
+    );
     h.executor.close().await;
 }
 

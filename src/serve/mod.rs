@@ -44,6 +44,14 @@ const RECORDS_FILE: &str = packbox::KEYSTORE_DATABASE;
 /// The lock that keeps a second server off the same state folder.
 const LOCK_FILE: &str = "serve.lock";
 
+/// The exec ids a server's execution records in `state_dir` hold: their artifacts folders are
+/// the server's to remove, with their records (`packbox gc` leaves them).
+pub fn recorded_exec_ids(
+    state_dir: &Path,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    records::recorded_exec_ids(&state_dir.join(RECORDS_FILE))
+}
+
 /// Why the server could not start or stopped on an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

@@ -10,6 +10,7 @@
 //! SQLite calls block, so each runs on tokio's blocking pool, one at a time on one connection:
 //! a handful of small transactions per run is far below what one connection does.
 
+use std::collections::HashSet;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -522,6 +523,56 @@ impl Pruned {
             }
         }
     }
+}
+
+/// The exec ids the execution records at `path` hold, read without changing the database (no
+/// migration, no journal mode): `packbox gc` keeps those runs' artifacts folders to the server's
+/// own retention. No database, or one no server wrote records in, holds none.
+pub fn recorded_exec_ids(path: &Path) -> Result<HashSet<String>, StoreError> {
+    use rusqlite::OpenFlags;
+    if !path.exists() {
+        return Ok(HashSet::new());
+    }
+    let open_error = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open_error)?;
+    connection
+        .busy_timeout(Duration::from_secs(5))
+        .map_err(open_error)?;
+    let found: i64 = connection
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(open_error)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+        });
+    }
+    let has_records: bool = connection
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'executions')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(open_error)?;
+    if !has_records {
+        return Ok(HashSet::new());
+    }
+    let mut statement = connection
+        .prepare("SELECT exec_id FROM executions WHERE exec_id IS NOT NULL")
+        .map_err(open_error)?;
+    let ids = statement
+        .query_map([], |row| row.get::<_, String>(0))
+        .map_err(open_error)?
+        .collect::<Result<HashSet<String>, _>>()
+        .map_err(open_error)?;
+    Ok(ids)
 }
 
 /// How much of a run a record keeps.

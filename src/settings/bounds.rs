@@ -31,6 +31,11 @@ pub(super) const MAX_OUTPUT: u64 = 1 << 30;
 pub(super) const MAX_ARTIFACT_FILES: u64 = 4096;
 /// Bytes of artifacts kept of one run at most: 1 GiB.
 pub(super) const MAX_ARTIFACT_BYTES: u64 = 1 << 30;
+/// The artifacts retention at least, in seconds: an hour, so `gc` never takes the folder of a
+/// run that is still being recorded (a server stores its record just after the folder is named).
+pub(super) const MIN_ARTIFACTS_RETENTION: u64 = 3600;
+/// The artifacts retention at most, in seconds: 100 years.
+pub(super) const MAX_ARTIFACTS_RETENTION: u64 = 100 * 365 * 24 * 3600;
 /// Timeout at most, of a run or a build, in seconds: a week.
 pub(super) const MAX_TIMEOUT: u64 = 7 * 24 * 3600;
 /// Time between SIGTERM and SIGKILL at most, in seconds.

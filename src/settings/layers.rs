@@ -118,6 +118,8 @@ pub struct RunLayer {
     pub artifacts_max_files: Option<u64>,
     /// Bytes kept of a run's artifacts in all (`64m` by default).
     pub artifacts_max_bytes: Option<Size>,
+    /// How long `packbox gc` keeps a local run's artifacts folder (`7d` by default).
+    pub artifacts_retention: Option<Age>,
 }
 
 /// Environment-build settings of one layer.

@@ -303,6 +303,21 @@ impl Resolver<'_> {
             super::values::DEFAULT_ARTIFACTS_MAX_BYTES,
             |v| in_range(*v, 0, bounds::MAX_ARTIFACT_BYTES, "0 bytes", "1g"),
         )?;
+        let artifacts_retention = self.setting(
+            "run.artifacts_retention",
+            |l| l.run.artifacts_retention.map(|a| a.0.as_secs()),
+            super::values::DEFAULT_ARTIFACTS_RETENTION.as_secs(),
+            |v| {
+                let allowed = bounds::MIN_ARTIFACTS_RETENTION..=bounds::MAX_ARTIFACTS_RETENTION;
+                if allowed.contains(v) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "expected a duration from 1h to 100 years, found {v} seconds"
+                    ))
+                }
+            },
+        )?;
         Ok(RunDefaults {
             timeout: timeout.map(|t| Duration::from_secs(t.value)),
             grace: Duration::from_secs(grace.value),
@@ -310,6 +325,7 @@ impl Resolver<'_> {
             strict_parameters: strict_parameters.value,
             artifacts_max_files: artifacts_max_files.value,
             artifacts_max_bytes: artifacts_max_bytes.value,
+            artifacts_retention: Duration::from_secs(artifacts_retention.value),
         })
     }
 

@@ -624,3 +624,31 @@ fn a_huge_or_nested_config_file_is_refused() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(err.to_string().contains("config file"), "{err}");
 }
+
+#[test]
+fn the_artifacts_retention_is_a_duration_of_an_hour_at_least() {
+    let default = resolve("{}", &[]).expect("default");
+    assert_eq!(
+        default.run.artifacts_retention,
+        std::time::Duration::from_secs(7 * 24 * 3600)
+    );
+    let set = with_file("{}", "run: {artifacts_retention: 2d}\n", &[]).expect("2d");
+    assert_eq!(
+        set.run.artifacts_retention,
+        std::time::Duration::from_secs(2 * 24 * 3600)
+    );
+    assert_eq!(source_of(&set, "run.artifacts_retention"), Source::File);
+    for (refused, says) in [
+        ("10m", "run.artifacts_retention"),
+        ("0", "from 1h to 100 years, found 0 seconds"),
+        ("soon", "expected a duration such as 90s, 12h, 7d"),
+    ] {
+        let err = with_file(
+            "{}",
+            &format!("run: {{artifacts_retention: {refused}}}\n"),
+            &[],
+        )
+        .expect_err(refused);
+        assert!(err.to_string().contains(says), "{refused}: {err}");
+    }
+}

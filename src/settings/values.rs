@@ -71,6 +71,8 @@ pub struct RunDefaults {
     pub artifacts_max_files: u64,
     /// Bytes kept of a run's artifacts in all; a file that would pass it is refused.
     pub artifacts_max_bytes: u64,
+    /// How long `packbox gc` keeps the artifacts folder of a run no server record holds.
+    pub artifacts_retention: Duration,
 }
 
 /// What `packbox serve` runs with, checked.
@@ -203,6 +205,8 @@ pub const DEFAULT_MAX_OUTPUT: usize = 10 << 20;
 pub const DEFAULT_ARTIFACTS_MAX_FILES: u64 = 64;
 /// Bytes kept of a run's artifacts when the operator does not say: 64 MiB.
 pub const DEFAULT_ARTIFACTS_MAX_BYTES: u64 = 64 << 20;
+/// How long `packbox gc` keeps a local run's artifacts when the operator does not say: 7 days.
+pub const DEFAULT_ARTIFACTS_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Default for HeldLimits {
     fn default() -> Self {
