@@ -426,7 +426,7 @@ impl ContainerEngine for DockerEngine {
         .await
         {
             Ok(inspected) => inspected,
-            Err(e) if is_status(&e, 404) => {
+            Err(e) if is_not_found(&e) => {
                 return Ok(ContainerState {
                     removed: true,
                     ..ContainerState::default()
