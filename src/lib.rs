@@ -74,8 +74,8 @@ pub use executor::packtest::{
     RunnerReport, TestCounts, TestEvent, TestPlan, TestReport, TestStatus, plan_tests,
 };
 pub use executor::{
-    BuildEvent, EnvReport, EnvStatus, Executor, GcReport, ImageEvent, PrepareEvent,
-    RemovedArtifacts, RunEvent, WarmKind, artifacts_folder, collect_artifacts,
+    BuildEvent, EnvReport, EnvStatus, Executor, GcReport, ImageEvent, MIN_SUPERSEDED_AGE,
+    PrepareEvent, RemovedArtifacts, RunEvent, WarmKind, artifacts_folder, collect_artifacts,
 };
 pub use image::base::{BaseImage, BaseImageError};
 pub use image::copy::{CopyError, CopyEvent, CopyResult, ImageCopy};

@@ -1,7 +1,8 @@
 //! Faults: the engine going away under a run, and an engine that refuses connections.
 //!
 //! The tests that stop the engine are `#[ignore]`d so that they never run beside other tests
-//! (stopping dockerd would break them); `scripts/test` runs them on their own, after the rest.
+//! (stopping dockerd would break them); `scripts/test` runs them on their own, after the rest,
+//! one at a time; so is the gc that removes every superseded image at once.
 
 mod common;
 
@@ -115,4 +116,70 @@ fn a_packbox_killed_mid_run_leaves_an_orphan_that_the_next_start_removes() {
         containers_of(pid).is_empty(),
         "the next packbox start swept the orphan"
     );
+}
+
+/// `docker ARGS`, its stdout trimmed; the command must succeed.
+fn docker_ok(args: &[&str]) -> String {
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    assert!(
+        output.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Commits an image of product `key` under `tag` (a fresh state folder's build of the same
+/// product moves the tag the same way); `nonce` makes it another image.
+fn commit_product(key: &str, tag: &str, nonce: &str) -> String {
+    let container = docker_ok(&["create", "packbox/base:bookworm", "true"]);
+    let image = docker_ok(&[
+        "commit",
+        "--change",
+        "LABEL packbox.managed=true packbox.kind=test-superseded",
+        "--change",
+        &format!("LABEL packbox.key={key} nonce={nonce}"),
+        &container,
+        tag,
+    ]);
+    docker_ok(&["rm", &container]);
+    image
+}
+
+#[test]
+#[ignore = "removes every superseded image at once: run alone, no packbox process beside it (scripts/test does)"]
+fn gc_removes_a_superseded_image_at_once_when_told_no_process_runs() {
+    require_engine();
+    let key = format!("k{}", std::process::id());
+    let tag = format!("packbox-test/superseded:{key}");
+    let first = commit_product(&key, &tag, "1");
+    let second = commit_product(&key, &tag, "2");
+    assert_ne!(first, second);
+    let exists = |id: &str| {
+        Command::new("docker")
+            .args(["image", "inspect", id])
+            .output()
+            .expect("docker runs")
+            .status
+            .success()
+    };
+    // By default a superseded image is kept ten minutes (a process may have just verified it).
+    let kept = packbox(&["gc", "--json"], &[]);
+    assert_eq!(kept.code(), 0, "{}", kept.stderr());
+    assert!(exists(&first), "young superseded image kept by default");
+    let removed = packbox(&["gc", "--json", "--min-image-age", "0"], &[]);
+    assert_eq!(removed.code(), 0, "{}", removed.stderr());
+    let report = removed.json();
+    assert!(
+        report["images"]
+            .as_array()
+            .is_some_and(|ids| ids.iter().any(|id| id == &first)),
+        "{report}"
+    );
+    assert!(!exists(&first), "the superseded image is gone");
+    assert!(exists(&second), "the image under the tag stays");
+    docker_ok(&["rmi", &tag]);
 }

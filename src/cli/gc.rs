@@ -28,6 +28,11 @@ pub struct GcArgs {
     /// a run may be between filling one and creating the container that mounts it.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     min_volume_age: u64,
+    /// Images a later build of the same product left untagged (another state folder built it
+    /// again) younger than this many seconds are kept: a process may have verified one by id a
+    /// moment ago. 0 when no packbox process runs (the end of a test or bench run).
+    #[arg(long, value_name = "SECONDS", default_value_t = packbox::MIN_SUPERSEDED_AGE.as_secs())]
+    min_image_age: u64,
 }
 
 /// Sweeps leftovers and reports them.
@@ -38,7 +43,11 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
         let catalog = Catalog::load(settings.catalog_dir.as_deref())?;
         let executor = Executor::connect(settings, catalog).await?;
         let report = executor
-            .gc(args.keep, Duration::from_secs(args.min_volume_age))
+            .gc(
+                args.keep,
+                Duration::from_secs(args.min_volume_age),
+                Duration::from_secs(args.min_image_age),
+            )
             .await;
         executor.close().await;
         Ok::<_, packbox::Error>((report?, artifacts(&state_dir, retention)))
@@ -68,7 +77,9 @@ pub async fn execute(args: GcArgs, global: &GlobalArgs) -> ExitCode {
                     );
                 }
                 for image in &report.images {
-                    println!("removed image {image} (an unfinished build's layer)");
+                    println!(
+                        "removed image {image} (an unfinished build's layer, or one a later build of the same product left untagged)"
+                    );
                 }
                 for volume in &report.pack_volumes.removed {
                     println!("removed pack volume {volume}");

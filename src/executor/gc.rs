@@ -12,10 +12,10 @@ use serde::Serialize;
 /// builds have no timeout of their own; environment builds may be set to last longer).
 const MIN_LEFTOVER_LAYER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// How old a superseded image (below) must be before `gc` removes it: long enough that a process
-/// which verified it by id a moment ago has created its container from it (a container in use
-/// keeps an image anyway: the engine refuses to remove it).
-const MIN_SUPERSEDED_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+/// How old a superseded image (below) must be, by default, before `gc` removes it: long enough
+/// that a process which verified it by id a moment ago has created its container from it (a
+/// container in use keeps an image anyway: the engine refuses to remove it).
+pub const MIN_SUPERSEDED_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The labels that say which product an image of packbox is (the environment's key, the pack and
 /// its content, the recipe, the base): two images alike in these are the same product built twice.
@@ -60,11 +60,14 @@ impl Executor {
     /// images `packbox.kind`), unless a container or another image still uses them; and pack
     /// volumes no container uses beyond the newest `keep_pack_volumes` of each pack (with what
     /// dead fillers left), and the unused init volumes of other packbox builds; volumes younger
-    /// than `volume_grace` stay (a run may be between filling one and mounting it).
+    /// than `volume_grace` stay (a run may be between filling one and mounting it); and images a
+    /// later build of the same product left untagged, once older than `superseded_grace`
+    /// ([`MIN_SUPERSEDED_AGE`] unless the caller knows no process still uses them).
     pub async fn gc(
         &self,
         keep_pack_volumes: usize,
         volume_grace: std::time::Duration,
+        superseded_grace: std::time::Duration,
     ) -> Result<GcReport, Error> {
         let containers = self.sweep_orphans().await?;
         // A build under way has untagged layers too: only layers older than any build may
@@ -97,7 +100,7 @@ impl Executor {
             .filter(|image| !is_dangling(image))
             .map(|image| product(&image.labels))
             .collect();
-        let superseded_age = MIN_SUPERSEDED_AGE.as_secs() as i64;
+        let superseded_age = superseded_grace.as_secs() as i64;
         let mut images = Vec::new();
         for image in &labelled {
             let age = now - image.created;

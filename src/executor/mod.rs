@@ -47,7 +47,7 @@ pub use crate::backend::WarmKind;
 pub use crate::image::prepare::PrepareEvent;
 pub use artifacts_gc::{RemovedArtifacts, collect_artifacts};
 pub use environments::{BuildEvent, EnvReport, EnvStatus};
-pub use gc::GcReport;
+pub use gc::{GcReport, MIN_SUPERSEDED_AGE};
 pub use images::ImageEvent;
 pub use run::{RunEvent, artifacts_folder};
 

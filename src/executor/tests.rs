@@ -720,7 +720,11 @@ async fn gc_removes_unfinished_build_layers_but_nothing_in_use_or_tagged() {
     let h = harness(fake, SettingsLayer::default());
     let report = h
         .executor
-        .gc(2, std::time::Duration::from_secs(60))
+        .gc(
+            2,
+            std::time::Duration::from_secs(60),
+            crate::executor::MIN_SUPERSEDED_AGE,
+        )
         .await
         .expect("gc");
     assert_eq!(report.images, std::slice::from_ref(&dangling));
@@ -759,7 +763,11 @@ async fn gc_removes_images_a_later_build_of_the_same_product_superseded() {
     let h = harness(fake, SettingsLayer::default());
     let report = h
         .executor
-        .gc(2, std::time::Duration::from_secs(60))
+        .gc(
+            2,
+            std::time::Duration::from_secs(60),
+            crate::executor::MIN_SUPERSEDED_AGE,
+        )
         .await
         .expect("gc");
     assert_eq!(report.images, std::slice::from_ref(&displaced));
