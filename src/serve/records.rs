@@ -525,6 +525,24 @@ impl Pruned {
     }
 }
 
+/// The schema version of the records at `path`; one newer than this packbox knows is refused
+/// (a newer packbox wrote them).
+fn schema_version(connection: &Connection, path: &Path) -> Result<i64, StoreError> {
+    let found: i64 = connection
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+        });
+    }
+    Ok(found)
+}
+
 /// The exec ids the execution records at `path` hold, read without changing the database (no
 /// migration, no journal mode): `packbox gc` keeps those runs' artifacts folders to the server's
 /// own retention. No database, or one no server wrote records in, holds none.
@@ -545,15 +563,7 @@ pub fn recorded_exec_ids(path: &Path) -> Result<HashSet<String>, StoreError> {
     connection
         .busy_timeout(Duration::from_secs(5))
         .map_err(open_error)?;
-    let found: i64 = connection
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(open_error)?;
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::NewerSchema {
-            path: path.to_path_buf(),
-            found,
-        });
-    }
+    schema_version(&connection, path)?;
     let has_records: bool = connection
         .query_row(
             "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'executions')",
@@ -640,15 +650,7 @@ impl Store {
         connection
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_error)?;
-        let found: i64 = connection
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(open_error)?;
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema {
-                path: path.to_path_buf(),
-                found,
-            });
-        }
+        let found = schema_version(&connection, path)?;
         connection.execute_batch(SCHEMA).map_err(open_error)?;
         for (version, statements) in MIGRATIONS {
             if *version > found.max(1) {
